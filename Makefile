@@ -1,0 +1,37 @@
+# autoresearch: one command each for set-up, tests, the demo and lint.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# A CUDA machine takes the default torch build; elsewhere the CPU build.
+TORCH  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
+
+.PHONY: install test test-fast demo lint slurm-up slurm-down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/pytest -q
+
+demo: install
+	$(BIN)/python -m autoresearch +campaign=demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+slurm-up:
+	bash slurm/local/up.sh
+
+slurm-down:
+	bash slurm/local/down.sh
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""autoresearch: an LLM agent runs ML research campaigns across a GPU fleet."""

@@ -1,0 +1,88 @@
+"""`python -m autoresearch +campaign=NAME`: run (or resume) a campaign.
+
+Hydra composes the config from conf/; the resolved config is saved in the campaign folder,
+and re-running the same command continues where the last controller stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from autoresearch.config import AutoresearchConfig, register_configs
+from autoresearch.logs import setup_logging
+
+register_configs()
+log = logging.getLogger("autoresearch")
+
+
+def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
+    return Path(cfg.runs_dir) / cfg.campaign.name
+
+
+def run(cfg: AutoresearchConfig) -> int:
+    from autoresearch.campaign import Campaign, CampaignLocked, deadline_seconds
+    from autoresearch.fleet.factory import make_fleet
+    from autoresearch.proposers.factory import make_proposer
+
+    campaign_dir = campaign_dir_of(cfg)
+    campaign_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(campaign_dir / "controller.log")
+    (campaign_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    proposer = make_proposer(cfg, campaign_dir)
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    campaign = Campaign(cfg, campaign_dir, fleet, proposer)
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if campaign.stop_requested:
+            raise KeyboardInterrupt
+        campaign.stop_requested = True
+        log.warning("stopping: no new experiments; running ones stay and a re-run re-attaches to them")
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    pools = ", ".join(f"{p.name}: {p.slots} x {p.gpu_type}" for p in fleet.pools.values())
+    log.info(
+        "campaign %s in %s; proposer %s; slots %s", cfg.campaign.name, campaign_dir, proposer.name, pools
+    )
+    try:
+        summary = campaign.run()
+    except CampaignLocked as err:
+        log.error("%s", err)
+        return 2
+    best = f"{summary.best:.6f}" if summary.best is not None else "n/a"
+    base = f"{summary.baseline:.6f}" if summary.baseline is not None else "n/a"
+    log.info(
+        "done (%s): %d experiments, %d kept, %d crashed; val_bpb %s -> %s",
+        summary.stop_reason or "finished",
+        summary.experiments,
+        summary.kept,
+        summary.crashed,
+        base,
+        best,
+    )
+    for line in summary.kept_descriptions:
+        log.info("  kept %s", line)
+    log.info("results: %s, %s", campaign_dir / "results.tsv", campaign_dir / "progress.png")
+    return 0
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _hydra_main(dict_cfg: DictConfig) -> None:
+    cfg: AutoresearchConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
+    code = run(cfg)
+    if code:
+        sys.exit(code)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

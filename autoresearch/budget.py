@@ -1,0 +1,77 @@
+"""Budgets: what a campaign has spent and what it may still spend, derived from the study."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from autoresearch.config import BudgetConfig
+from autoresearch.fleet.base import Pool
+from autoresearch.study import finished, trials
+
+
+@dataclass(frozen=True)
+class Spend:
+    experiments: int
+    wall_hours: float
+    gpu_hours: float
+    gpu_dollars: float
+    llm_dollars: float
+
+    @property
+    def dollars(self) -> float:
+        return self.gpu_dollars + self.llm_dollars
+
+
+def llm_dollars(campaign_dir: Path) -> float:
+    """Dollars the agent spent, from its ledger (0 when the agent never called the API)."""
+    try:
+        from autoresearch.agent.usage import dollars_spent
+    except ImportError:
+        return 0.0
+    return dollars_spent(campaign_dir)
+
+
+def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now: float) -> Spend:
+    launched = [t for t in trials(study) if "exp_dir" in t.user_attrs]
+    gpu_hours = 0.0
+    gpu_dollars = 0.0
+    for t in finished(study):
+        start, end = t.user_attrs.get("started_at"), t.user_attrs.get("ended_at")
+        if start is None or end is None:
+            continue
+        hours = max(0.0, end - start) / 3600
+        gpu_hours += hours
+        pool = pools.get(t.user_attrs.get("pool", ""))
+        gpu_dollars += hours * (pool.price_per_gpu_hour if pool else 0.0)
+    started = study.user_attrs.get("started_at", now)
+    return Spend(len(launched), (now - started) / 3600, gpu_hours, gpu_dollars, llm_dollars(campaign_dir))
+
+
+def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:
+    """The first limit reached, in words, or None."""
+    checks = [
+        (budget.max_experiments, spend.experiments, "experiments"),
+        (budget.max_wall_hours, spend.wall_hours, "wall hours"),
+        (budget.max_gpu_hours, spend.gpu_hours, "GPU-hours"),
+        (budget.max_dollars, spend.dollars, "dollars"),
+    ]
+    for limit, used, what in checks:
+        if limit and used >= limit:
+            return f"{what} budget reached ({used:.4g} of {limit:.4g})"
+    return None
+
+
+def remaining(spend: Spend, budget: BudgetConfig) -> dict[str, float]:
+    left = {}
+    for name, limit, used in (
+        ("experiments", budget.max_experiments, spend.experiments),
+        ("wall_hours", budget.max_wall_hours, spend.wall_hours),
+        ("gpu_hours", budget.max_gpu_hours, spend.gpu_hours),
+        ("dollars", budget.max_dollars, spend.dollars),
+    ):
+        if limit:
+            left[name] = max(0.0, limit - used)
+    return left

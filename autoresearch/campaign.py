@@ -1,0 +1,641 @@
+"""The campaign loop: propose, queue, launch, collect, decide; until a budget ends it.
+
+Everything the loop knows is read back from the study, so a controller killed at any point and
+started again with the same command carries on: queued proposals are WAITING trials, launched
+experiments are RUNNING trials with a job handle, and decisions are made once, before `tell`.
+The loop never sleeps or reads a wall clock itself: the fleet waits and the clock tells the time,
+so the simulator can drive this same code on a virtual clock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoresearch import budget as budgets
+from autoresearch.config import AutoresearchConfig
+from autoresearch.fleet.base import Finished, Fleet, JobSpec
+from autoresearch.frontier import Frontier
+from autoresearch.knobs import read_knobs
+from autoresearch.plot import plot_progress
+from autoresearch.policy import Policy, ThresholdPolicy, noise_std
+from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
+from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec, Proposer
+from autoresearch.pump import BackgroundPump, SyncPump
+from autoresearch.results import write_results
+from autoresearch.runner import INFRA_STATUSES, SPEC_FILE, write_json_atomic
+from autoresearch.sampler import AgentSampler, candidate_key
+from autoresearch.study import finished, open_study, set_trial_attrs, trials
+from autoresearch.workspace import InvalidCandidate, build_source, create_workspace
+
+log = logging.getLogger("autoresearch")
+
+BASE_SEED = 42
+MAX_STACK_DEPTH = 2
+MAX_REJECTIONS_SHOWN = 20
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class WallClock:
+    def now(self) -> float:
+        import time
+
+        return time.time()
+
+
+class CampaignLocked(RuntimeError):
+    """Another controller is running this campaign."""
+
+
+@dataclass
+class Summary:
+    experiments: int
+    kept: int
+    crashed: int
+    baseline: float | None
+    best: float | None
+    stop_reason: str
+    kept_descriptions: list[str] = field(default_factory=list)
+
+
+def time_budget_seconds(cfg: AutoresearchConfig) -> float:
+    """Training seconds per experiment: the campaign's, else the harness scale's default."""
+    if cfg.campaign.time_budget:
+        return float(cfg.campaign.time_budget)
+    return 300.0 if cfg.campaign.scale == "gpt2" else 20.0
+
+
+def deadline_seconds(cfg: AutoresearchConfig) -> float:
+    """The hard limit on one experiment: twice its budget plus start-up and evaluation grace."""
+    return 2 * time_budget_seconds(cfg) + cfg.cluster.grace_seconds
+
+
+def knob_specs(cfg: AutoresearchConfig) -> list[KnobSpec]:
+    return [
+        KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
+        for name, k in cfg.campaign.knobs.items()
+    ]
+
+
+class Campaign:
+    def __init__(
+        self,
+        cfg: AutoresearchConfig,
+        campaign_dir: Path,
+        fleet: Fleet,
+        proposer: Proposer,
+        clock: Clock | None = None,
+        policy: Policy | None = None,
+        background_proposals: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.c = cfg.campaign
+        self.dir = campaign_dir
+        self.fleet = fleet
+        self.proposer = proposer
+        self.clock = clock or WallClock()
+        self.policy = policy or ThresholdPolicy(self.c.min_delta)
+        self.pump = BackgroundPump(proposer) if background_proposals else SyncPump(proposer)
+        self.knobs = knob_specs(cfg)
+        self.sampler = AgentSampler(self.knobs, seed=self.c.seed)
+        self.stop_requested = False
+        self._pending: dict[int, dict[str, Any]] = {}  # results waiting for a frontier value
+        self._held: dict[str, list[JobSpec]] = {}  # claimed trials waiting for a slot of their pool
+        self._rejected: list[str] = []
+        self._lock_fd: int | None = None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "experiments").mkdir(exist_ok=True)
+        (self.dir / "proposals").mkdir(exist_ok=True)
+        self._lock()
+        self.harness = Path(self.c.prepare_py).resolve()
+        for path in (self.harness, Path(self.c.train_py)):
+            if not path.is_file():
+                raise FileNotFoundError(f"campaign file not found: {path}")
+        self.study = open_study(self.dir, self.c.name, self.cfg.storage, self.sampler)
+        if "started_at" not in self.study.user_attrs:
+            self.study.set_user_attr("started_at", self.clock.now())
+        self.frontier = Frontier(self.dir / "frontier", Path(self.c.train_py).read_text())
+        self._reconcile()
+        if not any(t.user_attrs.get("kind") == "baseline" for t in trials(self.study)):
+            self._enqueue_baselines()
+
+    def _lock(self) -> None:
+        fd = os.open(self.dir / "controller.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode().strip() or "?"
+            os.close(fd)
+            raise CampaignLocked(f"another controller (pid {other}) is running {self.dir}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _enqueue_baselines(self) -> None:
+        tiers_served = sorted({t for t, pool in self.cfg.cluster.tiers.items() if pool in self.fleet.pools})
+        tier = "screen" if "screen" in tiers_served else tiers_served[0]
+        for i in range(max(1, self.c.baseline_seeds)):
+            cand = Candidate(description="baseline", hypothesis="the starting point, measured", tier=tier)
+            self._enqueue(cand, {"kind": "baseline", "seed": BASE_SEED + i, "wave": 0, "source": "engine"})
+
+    def _reconcile(self) -> None:
+        """Trials a previous controller left RUNNING: re-attach, collect, or fail and re-queue."""
+        for t in trials(self.study, TrialState.RUNNING):
+            exp_dir = self._exp_dir(t.number)
+            outcome_path = exp_dir / "outcome.json"
+            if outcome_path.exists():
+                self._finish(Finished(t.number, json.loads(outcome_path.read_text())))
+                continue
+            handle = t.user_attrs.get("job", "")
+            pool = t.user_attrs.get("pool", "")
+            if handle and self.fleet.reattach(JobSpec(t.number, exp_dir, pool), handle):
+                log.info("trial %d: re-attached to %s", t.number, handle)
+                continue
+            why = "controller stopped before the experiment started" if not handle else "job lost"
+            self._fail_and_requeue(t, {"status": "lost", "reason": why})
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> Summary:
+        self.open()
+        stop_reason = ""
+        try:
+            while True:
+                for done in self.fleet.poll():
+                    self._finish(done)
+                self._decide_pending()
+                wave = self.pump.collect()
+                if wave is not None:
+                    self._enqueue_wave(wave)
+                stop_reason = self._stop_reason()
+                if stop_reason:
+                    if self.fleet.running() == 0 or self.stop_requested:
+                        break
+                else:
+                    self._maybe_request_wave()
+                    self._launch()
+                self.fleet.wait(self.cfg.cluster.poll_seconds)
+        finally:
+            self.pump.close()
+            self.fleet.shutdown(cancel=False)
+            self._write_outputs()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+        return self.summary(stop_reason)
+
+    def _stop_reason(self) -> str:
+        if self.stop_requested:
+            return "stopped by the user"
+        spend = budgets.measure(self.study, self.fleet.pools, self.dir, self.clock.now())
+        return budgets.exhausted(spend, self.c.budget) or ""
+
+    def _waiting(self) -> list[FrozenTrial]:
+        return trials(self.study, TrialState.WAITING)
+
+    def _maybe_request_wave(self) -> None:
+        if self.pump.busy:
+            return
+        waiting = len(self._waiting())
+        if self.c.synchronous:
+            if waiting == 0 and self.fleet.running() == 0 and not self._pending:
+                self.pump.request(self.context())
+            return
+        low_water = self.c.queue_low_water or sum(p.slots for p in self.fleet.pools.values())
+        if waiting < low_water:
+            self.pump.request(self.context())
+
+    # -- proposals into the queue ------------------------------------------------------------
+    def _enqueue(self, cand: Candidate, attrs: dict[str, Any]) -> None:
+        name = f"t{len(trials(self.study)):05d}-{cand.tier}.json"
+        path = self.dir / "proposals" / name
+        path.write_text(json.dumps(candidate_to_dict(cand), indent=1))
+        self.sampler.enqueue(self.study, cand, self.frontier.head(), {"edit": f"proposals/{name}", **attrs})
+
+    def _enqueue_wave(self, wave: Wave) -> None:
+        number = 1 + max((t.user_attrs.get("wave", 0) for t in trials(self.study)), default=0)
+        (self.dir / "proposals" / f"wave{number:04d}.json").write_text(
+            json.dumps({"rationale": wave.rationale, "source": wave.source}, indent=1)
+        )
+        seen = {t.user_attrs.get("key") for t in trials(self.study)}
+        head = self.frontier.head()
+        accepted, dropped = wave.expand(seen, self.c.max_wave, key=lambda c: candidate_key(c, head))
+        self._rejected.extend(dropped)
+        for cand in accepted:
+            reason = self._precheck(cand)
+            attrs = {"kind": "experiment", "wave": number, "source": wave.source, "seed": BASE_SEED}
+            if cand.fix_of is not None:
+                attrs["fix_of"] = cand.fix_of
+            if reason:
+                self._record_invalid(cand, attrs, reason)
+            else:
+                self._enqueue(cand, attrs)
+        log.info(
+            "wave %d from %s: %d queued, %d dropped%s",
+            number,
+            wave.source,
+            len(accepted),
+            len(dropped),
+            f" ({wave.rationale[:100]})" if wave.rationale else "",
+        )
+
+    def _precheck(self, cand: Candidate) -> str:
+        """Why a candidate cannot run, or '' if it can: checked before it costs a slot."""
+        if (
+            cand.tier not in self.cfg.cluster.tiers
+            or self.cfg.cluster.tiers[cand.tier] not in self.fleet.pools
+        ):
+            return f"tier {cand.tier!r} has no partition in this cluster"
+        if cand.fix_of is not None:
+            fixes = sum(1 for t in trials(self.study) if t.user_attrs.get("fix_of") == cand.fix_of)
+            if fixes >= self.cfg.agent.max_fix_attempts:
+                return f"trial {cand.fix_of} already had {fixes} fix attempts (limit {self.cfg.agent.max_fix_attempts})"
+        try:
+            build_source(
+                self.frontier.source(), cand.edits, {k: v for k, v in cand.knobs.items() if v is not None}
+            )
+        except InvalidCandidate as err:
+            return str(err)
+        for name, value in cand.knobs.items():
+            spec = next((k for k in self.knobs if k.name == name), None)
+            if spec and spec.kind == "categorical" and value is not None and value not in spec.choices:
+                return f"knob {name}: {value!r} is not one of its choices {list(spec.choices)}"
+        return ""
+
+    def _record_invalid(self, cand: Candidate, attrs: dict[str, Any], reason: str) -> None:
+        """An invalid proposal becomes a FAIL trial with its reason; nothing runs."""
+        now = self.clock.now()
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.FAIL,
+                user_attrs={
+                    **attrs,
+                    "description": cand.description,
+                    "hypothesis": cand.hypothesis,
+                    "tier": cand.tier,
+                    "key": candidate_key(cand, self.frontier.head()),
+                    "status": "crash",
+                    "reason": f"invalid: {reason}",
+                    "started_at": now,
+                    "ended_at": now,
+                },
+            )
+        )
+        self._rejected.append(f"{cand.description}: {reason}")
+        log.warning("rejected %r: %s", cand.description, reason)
+
+    # -- launching ---------------------------------------------------------------------------
+    def _launch(self) -> None:
+        free = {name: self.fleet.free_slots(name) for name in self.fleet.pools}
+        batches: dict[str, list[JobSpec]] = {name: [] for name in self.fleet.pools}
+        for name, held in self._held.items():
+            while held and free[name] > 0:
+                batches[name].append(held.pop(0))
+                free[name] -= 1
+        while sum(free.values()) > 0 and self._may_launch_more():
+            if not self._waiting() and not self.c.fill_idle_slots:
+                break
+            if not self._waiting() and self.c.synchronous:
+                break
+            if not self._waiting() and not self.knobs:
+                break  # nothing to explore without a proposal
+            job = self._prepare_next()
+            if job is None:
+                continue
+            if free[job.pool] > 0:
+                batches[job.pool].append(job)
+                free[job.pool] -= 1
+            else:
+                self._held.setdefault(job.pool, []).append(job)
+                break  # its partition is full; the others are filled on the next turn
+        for name, jobs in batches.items():
+            if jobs:
+                handles = self.fleet.submit(jobs)
+                for trial, handle in handles.items():
+                    set_trial_attrs(self.study, trial, {"job": handle})
+
+    def _may_launch_more(self) -> bool:
+        limit = self.c.budget.max_experiments
+        if not limit:
+            return True
+        launched = sum(1 for t in trials(self.study) if "exp_dir" in t.user_attrs)
+        return launched < limit
+
+    def _prepare_next(self) -> JobSpec | None:
+        """Claim the next trial (a queued candidate, else an exploration one) and build its workspace."""
+        trial = self.study.ask()
+        attrs = trial.user_attrs
+        if "edit" in attrs:
+            cand = candidate_from_dict(json.loads((self.dir / attrs["edit"]).read_text()))
+        else:
+            cand = self.sampler.exploration_candidate()
+            attrs = {"kind": "exploration", "wave": 0, "source": "inner-sampler", "seed": BASE_SEED}
+            set_trial_attrs(
+                self.study, trial.number, {**attrs, "description": cand.description, "tier": cand.tier}
+            )
+        try:
+            knobs = self.sampler.resolve_knobs(trial, cand)
+            frontier_source = self.frontier.source()
+            source = build_source(frontier_source, cand.edits, knobs)
+            if source == frontier_source and attrs.get("kind") != "baseline":
+                raise InvalidCandidate("no change against the current frontier (already part of it)")
+        except (InvalidCandidate, ValueError) as err:
+            self._fail(trial.number, {"status": "crash", "reason": f"invalid: {err}"})
+            self._rejected.append(f"{cand.description}: {err}")
+            return None
+        pool_name = self.cfg.cluster.tiers[cand.tier]
+        pool = self.fleet.pools[pool_name]
+        exp_dir = self._exp_dir(trial.number)
+        workspace = create_workspace(exp_dir, frontier_source, source, self.harness)
+        seed = int(attrs.get("seed", BASE_SEED))
+        spec = {
+            "trial": trial.number,
+            "deadline_s": deadline_seconds(self.cfg),
+            "harness_sha256": workspace.harness_sha256,
+            "gpu_type": pool.gpu_type,
+            "partition": pool.partition or pool.name,
+            "env": self._harness_env(seed),
+        }
+        write_json_atomic(exp_dir / SPEC_FILE, spec)
+        set_trial_attrs(
+            self.study,
+            trial.number,
+            {
+                "knobs": json.dumps(knobs, sort_keys=True),
+                "parent": self.frontier.head(),
+                "exp_dir": str(exp_dir.relative_to(self.dir)),
+                "pool": pool_name,
+                "gpu_type": pool.gpu_type,
+                "partition": pool.partition or pool.name,
+                "launched_at": self.clock.now(),
+            },
+        )
+        log.info("trial %d: launching on %s: %s", trial.number, pool_name, cand.description)
+        return JobSpec(trial.number, exp_dir, pool_name)
+
+    def _harness_env(self, seed: int) -> dict[str, str]:
+        env = {
+            "AUTORESEARCH_SCALE": self.c.scale,
+            "AUTORESEARCH_DATA": self.c.data,
+            "AUTORESEARCH_SEED": str(seed),
+        }
+        if self.c.time_budget:
+            env["AUTORESEARCH_TIME_BUDGET"] = str(self.c.time_budget)
+        if os.environ.get("AUTORESEARCH_CACHE"):
+            env["AUTORESEARCH_CACHE"] = os.environ["AUTORESEARCH_CACHE"]
+        return env
+
+    def _exp_dir(self, number: int) -> Path:
+        return self.dir / "experiments" / f"{number:05d}"
+
+    # -- results -----------------------------------------------------------------------------
+    def _finish(self, done: Finished) -> None:
+        trial = self.study._storage.get_trial(
+            self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, done.trial)
+        )
+        if trial.state != TrialState.RUNNING:
+            return  # already told (a duplicate report)
+        outcome = done.outcome
+        status = outcome.get("status")
+        attrs = {
+            "node": outcome.get("node", ""),
+            "started_at": outcome.get("started_at"),
+            "ended_at": outcome.get("ended_at", self.clock.now()),
+        }
+        if outcome.get("slurm_job_id"):
+            attrs["slurm_job_id"] = outcome["slurm_job_id"]
+        if status in INFRA_STATUSES:
+            self._fail_and_requeue(trial, outcome)
+            return
+        metrics = outcome.get("metrics") or {}
+        val_bpb = metrics.get("val_bpb")
+        if status != "ok" or not isinstance(val_bpb, int | float) or not math.isfinite(val_bpb):
+            reason = outcome.get("reason") or f"val_bpb is {val_bpb!r}"
+            self._fail(trial.number, {**attrs, "status": "crash", "reason": f"{status}: {reason}"})
+            log.warning("trial %d: %s: %s", trial.number, status, reason)
+            return
+        attrs.update(
+            val_bpb=float(val_bpb),
+            memory_gb=round(float(metrics.get("peak_vram_mb", 0.0)) / 1024, 2),
+            training_seconds=metrics.get("training_seconds"),
+            mfu=metrics.get("mfu_percent"),
+            num_steps=metrics.get("num_steps"),
+            device=str(metrics.get("device", "")),
+        )
+        set_trial_attrs(self.study, trial.number, attrs)
+        self._pending[trial.number] = outcome
+        self._decide_pending()
+
+    def _frontier_values(self) -> dict[str, float]:
+        """The frontier's val_bpb on each tier: its last keep there, else the baseline mean."""
+        values: dict[str, float] = {}
+        done = sorted(finished(self.study), key=lambda t: t.user_attrs.get("ended_at") or 0.0)
+        baselines: dict[str, list[float]] = {}
+        for t in done:
+            if t.state != TrialState.COMPLETE:
+                continue
+            tier = t.user_attrs.get("tier", "screen")
+            if t.user_attrs.get("kind") == "baseline":
+                baselines.setdefault(tier, []).append(t.value)
+        for tier, vals in baselines.items():
+            values[tier] = statistics.fmean(vals)
+        for t in done:
+            if t.user_attrs.get("status") == "keep":
+                values[t.user_attrs.get("tier", "screen")] = t.value
+        return values
+
+    def _baseline_still_running(self, tier: str) -> bool:
+        active = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
+        return any(
+            t.user_attrs.get("kind") == "baseline"
+            and t.user_attrs.get("tier") == tier
+            and t.number not in self._pending
+            for t in active
+        )
+
+    def _decide_pending(self) -> None:
+        for number in sorted(self._pending):
+            trial = self._trial(number)
+            attrs = trial.user_attrs
+            tier = attrs.get("tier", "screen")
+            val_bpb = attrs["val_bpb"]
+            if attrs.get("kind") == "baseline":
+                self._complete(number, val_bpb, {"status": "baseline", "reason": ""})
+                continue
+            if self._baseline_still_running(tier):
+                continue
+            head = self.frontier.head()
+            kept_commit = self.frontier.commit_of_trial(number)
+            if kept_commit:  # kept by a controller that died before telling the study
+                self._complete(
+                    number, val_bpb, {"status": "keep", "commit": kept_commit, "reason": "resumed"}
+                )
+                continue
+            decision = self.policy.decide(
+                val_bpb, attrs.get("parent", ""), head, self._frontier_values().get(tier)
+            )
+            if decision.status == "pending":
+                continue
+            extra: dict[str, Any] = {"status": decision.status, "reason": decision.reason}
+            if decision.status == "keep":
+                source = (self._exp_dir(number) / "train.py").read_text()
+                extra["commit"] = self.frontier.advance(source, number, attrs.get("description", ""))
+                log.info(
+                    "trial %d: KEEP %.6f (%s) %s", number, val_bpb, decision.reason, attrs.get("description")
+                )
+            elif decision.status == "stack":
+                extra["status"] = "discard"
+                extra["reason"] = self._stack(trial, decision.reason)
+                log.info("trial %d: %s", number, extra["reason"])
+            else:
+                log.info("trial %d: discard %.6f (%s)", number, val_bpb, decision.reason)
+            self._complete(number, val_bpb, extra)
+
+    def _stack(self, trial: FrozenTrial, reason: str) -> str:
+        depth = int(trial.user_attrs.get("stack_depth", 0))
+        if depth >= MAX_STACK_DEPTH:
+            return f"{reason}; not re-run (stacked {depth} times already)"
+        cand = self._candidate_of(trial)
+        cand.description = (
+            cand.description if cand.description.startswith("stack: ") else f"stack: {cand.description}"
+        )
+        attrs = {
+            "kind": "stack",
+            "wave": trial.user_attrs.get("wave", 0),
+            "source": trial.user_attrs.get("source", ""),
+            "seed": BASE_SEED,
+            "stack_of": trial.number,
+            "stack_depth": depth + 1,
+        }
+        if self._precheck(cand):
+            return f"{reason}; its change no longer applies to the current frontier"
+        self._enqueue(cand, attrs)
+        return f"{reason}; re-queued on the current frontier"
+
+    def _candidate_of(self, trial: FrozenTrial) -> Candidate:
+        """The trial's candidate with its knobs as they ran (free ones resolved)."""
+        attrs = trial.user_attrs
+        if "edit" in attrs:
+            cand = candidate_from_dict(json.loads((self.dir / attrs["edit"]).read_text()))
+        else:
+            cand = self.sampler.exploration_candidate()
+            cand.description = attrs.get("description", cand.description)
+        cand.knobs.update(json.loads(attrs.get("knobs", "{}")))
+        return cand
+
+    def _trial(self, number: int) -> FrozenTrial:
+        storage = self.study._storage
+        return storage.get_trial(
+            storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        )
+
+    def _complete(self, number: int, value: float, attrs: dict[str, Any]) -> None:
+        set_trial_attrs(self.study, number, attrs)
+        self.study.tell(number, value)
+        self._pending.pop(number, None)
+        self._after_tell()
+
+    def _fail(self, number: int, attrs: dict[str, Any]) -> None:
+        attrs.setdefault("ended_at", self.clock.now())
+        set_trial_attrs(self.study, number, attrs)
+        self.study.tell(number, state=TrialState.FAIL)
+        self._after_tell()
+
+    def _fail_and_requeue(self, trial: FrozenTrial, outcome: dict[str, Any]) -> None:
+        """Lost to infrastructure, not to its own fault: fail it with the reason and run it again."""
+        retries = int(trial.user_attrs.get("retries", 0))
+        reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
+        if retries < self.c.max_retries and trial.user_attrs.get("kind") != "exploration":
+            cand = self._candidate_of(trial)
+            keep = {
+                k: v for k, v in trial.user_attrs.items() if k in ("kind", "wave", "source", "seed", "fix_of")
+            }
+            self._enqueue(cand, {**keep, "retry_of": trial.number, "retries": retries + 1})
+            reason += "; re-queued"
+        log.warning("trial %d: %s", trial.number, reason)
+        self._fail(trial.number, {"status": "crash", "reason": reason})
+
+    def _after_tell(self) -> None:
+        done = len(finished(self.study))
+        if done % max(1, self.cfg.tracking.plot_every) == 0:
+            self._write_outputs()
+
+    def _write_outputs(self) -> None:
+        table = write_results(self.study, self.dir / "results.tsv")
+        if table:
+            plot_progress(table, self.dir / "progress.png", self.c.name)
+
+    # -- what proposers see ------------------------------------------------------------------
+    def context(self) -> CampaignContext:
+        history = [self._record(t) for t in sorted(finished(self.study), key=lambda t: t.number)]
+        frontier_values = self._frontier_values()
+        baseline_values = [
+            t.value
+            for t in finished(self.study)
+            if t.user_attrs.get("kind") == "baseline" and t.state == TrialState.COMPLETE
+        ]
+        spend = budgets.measure(self.study, self.fleet.pools, self.dir, self.clock.now())
+        source = self.frontier.source()
+        tiers = {}
+        for tier, pool_name in self.cfg.cluster.tiers.items():
+            pool = self.fleet.pools.get(pool_name)
+            if pool:
+                tiers[tier] = f"{pool.gpu_type} x{pool.slots} ({pool.partition or pool.name})"
+        return CampaignContext(
+            frontier_source=source,
+            frontier_val_bpb=frontier_values,
+            lineage=[r for r in history if r.status == "keep"],
+            history=history,
+            knobs=self.knobs,
+            knob_values=read_knobs(source),
+            noise_std=noise_std(baseline_values),
+            budget_left=budgets.remaining(spend, self.c.budget),
+            tiers=tiers,
+            wave_size=self.c.wave_size,
+            rejected=self._rejected[-MAX_REJECTIONS_SHOWN:],
+            campaign_dir=str(self.dir),
+            frontier_commit=self.frontier.head(),
+        )
+
+    def _record(self, t: FrozenTrial) -> ExperimentRecord:
+        attrs = t.user_attrs
+        return ExperimentRecord(
+            number=t.number,
+            description=attrs.get("description", ""),
+            status=attrs.get("status", "crash" if t.state == TrialState.FAIL else "discard"),
+            val_bpb=t.value if t.state == TrialState.COMPLETE else None,
+            tier=attrs.get("tier", "screen"),
+            knobs=json.loads(attrs.get("knobs", "{}")),
+            reason=attrs.get("reason", ""),
+            source=attrs.get("source", ""),
+            parent=attrs.get("parent", ""),
+        )
+
+    def summary(self, stop_reason: str) -> Summary:
+        done = finished(self.study)
+        complete = [t for t in done if t.state == TrialState.COMPLETE]
+        baselines = [t.value for t in complete if t.user_attrs.get("kind") == "baseline"]
+        kept = sorted((t for t in complete if t.user_attrs.get("status") == "keep"), key=lambda t: t.number)
+        return Summary(
+            experiments=len(done),
+            kept=len(kept),
+            crashed=sum(1 for t in done if t.state == TrialState.FAIL),
+            baseline=statistics.fmean(baselines) if baselines else None,
+            best=min((t.value for t in kept), default=statistics.fmean(baselines) if baselines else None),
+            stop_reason=stop_reason,
+            kept_descriptions=[f"trial {t.number}: {t.user_attrs.get('description', '')}" for t in kept],
+        )

@@ -1,0 +1,139 @@
+"""Structured configs: the schema behind conf/, so a typo in an override fails before anything runs.
+
+Each config group (campaign, cluster, agent, tracking) has a dataclass here and YAML files in conf/
+that fill it. Hydra validates every override against these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class KnobConfig:
+    """A declared knob: an UPPER_CASE constant of train.py the search may set."""
+
+    kind: str = "float"  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class BudgetConfig:
+    """Hard limits; the campaign stops launching when any is reached (0 = no limit)."""
+
+    max_experiments: int = 0
+    max_wall_hours: float = 0.0
+    max_gpu_hours: float = 0.0
+    max_dollars: float = 0.0
+
+
+@dataclass
+class CampaignConfig:
+    name: str = MISSING
+    scale: str = "gpt2"  # harness scale: gpt2 | cpu
+    data: str = "climbmix"  # harness data source: climbmix | offline
+    time_budget: float | None = None  # seconds of training per experiment; None = the scale's default
+    train_py: str = "trainer/train.py"  # starting point of the frontier
+    prepare_py: str = "trainer/prepare.py"  # the read-only harness
+    program_md: str = "trainer/program.md"  # the agent's standing instructions
+    baseline_seeds: int = 2  # baseline repeats at the start: the first measure of noise
+    wave_size: int = 8  # experiments asked of the proposer per wave
+    max_wave: int = 16  # cap on a wave after grid expansion
+    queue_low_water: int = 0  # ask for the next wave when fewer are queued (0 = number of slots)
+    synchronous: bool = False  # wait for a whole wave to finish before the next (for comparison)
+    fill_idle_slots: bool = True  # free slots take inner-sampler candidates while the proposer thinks
+    min_delta: float = 0.0005  # a keep must beat the frontier by at least this much val_bpb
+    max_retries: int = 2  # re-runs of an experiment lost to infrastructure (not to its own crash)
+    seed: int = 0  # seeds the offline proposer and the inner sampler
+    knobs: dict[str, KnobConfig] = field(default_factory=dict)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+
+@dataclass
+class PartitionConfig:
+    """One pool of slots: a local device set or a Slurm partition."""
+
+    slots: int = 1
+    gpu_type: str = "cpu"
+    price_per_gpu_hour: float = 0.0
+    # Slurm only:
+    partition: str = ""
+    gres: str = ""  # e.g. gpu:h100:1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float = 0.0
+    time_limit_min: int = 60
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    exclude: str = ""
+    setup: list[str] = field(default_factory=list)
+    extra_sbatch: dict[str, Any] = field(default_factory=dict)
+    mode: str = "array"  # array (one task per experiment) | workers (long-lived, pull from the queue)
+
+
+@dataclass
+class ClusterConfig:
+    kind: str = "local"  # local | slurm
+    partitions: dict[str, PartitionConfig] = field(default_factory=dict)
+    tiers: dict[str, str] = field(default_factory=lambda: {"screen": "local", "validate": "local"})
+    devices: str = "auto"  # local: "auto" (one slot per visible GPU, else CPU slots), or "cpu"
+    cpu_slots: int = 2  # local slots when there is no GPU
+    threads_per_slot: int = 0  # local CPU slots: torch threads each (0 = cores / slots)
+    grace_seconds: float = 120.0  # deadline = 2 x time budget + grace
+    poll_seconds: float = 1.0
+    submitit_dir: str = "submitit"  # under the campaign folder
+    max_queued: int = 256  # bound on jobs queued at once on a Slurm cluster
+
+
+@dataclass
+class AgentConfig:
+    kind: str = "offline"  # offline | claude
+    model: str = "claude-sonnet-4-5"
+    max_tokens: int = 16000
+    thinking_budget: int = 0  # 0 = no extended thinking
+    base_url: str | None = None  # None = the SDK's default (ANTHROPIC_BASE_URL is honoured)
+    max_inspect_turns: int = 4  # read-only tool calls allowed before the proposal, per wave
+    max_context_tokens: int = 60000  # bound on what one wave's prompt may hold
+    max_fix_attempts: int = 2  # times a crashed experiment's fix may be proposed
+    max_retries: int = 4  # SDK retries on 429, 529, timeouts, connection errors
+    failures_before_fallback: int = 3  # consecutive failed waves before the offline proposer steps in
+    timeout_seconds: float = 300.0
+    # Dollars per million tokens.
+    price_input: float = 3.0
+    price_output: float = 15.0
+    price_cache_read: float = 0.3
+    price_cache_write: float = 3.75
+
+
+@dataclass
+class TrackingConfig:
+    kind: str = "none"
+    plot_every: int = 5  # re-draw progress.png every N finished experiments
+
+
+@dataclass
+class AutoresearchConfig:
+    campaign: CampaignConfig = MISSING
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    runs_dir: str = "runs"  # campaigns live in <runs_dir>/<campaign.name>/
+    storage: str | None = None  # None = <campaign dir>/study.journal; or an RDB URL (postgresql://...)
+
+
+def register_configs() -> None:
+    """Register the schema so Hydra checks every YAML file and override against it."""
+    cs = ConfigStore.instance()
+    cs.store(name="autoresearch_schema", node=AutoresearchConfig)
+    cs.store(group="campaign", name="campaign_schema", node=CampaignConfig)
+    cs.store(group="cluster", name="cluster_schema", node=ClusterConfig)
+    cs.store(group="agent", name="agent_schema", node=AgentConfig)
+    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)

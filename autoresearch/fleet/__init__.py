@@ -1,0 +1,1 @@
+"""Fleets: where experiments run. Local slots here; Slurm partitions in fleet.slurm."""

@@ -1,0 +1,50 @@
+"""Build the fleet a cluster config describes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from autoresearch.config import ClusterConfig
+from autoresearch.fleet.base import Fleet, Pool
+from autoresearch.fleet.local import LocalFleet, visible_gpus
+
+
+def gpu_name() -> str:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "gpu"
+    return out.splitlines()[0].strip() if out.strip() else "gpu"
+
+
+def make_local_fleet(cluster: ClusterConfig, deadline_s: float) -> LocalFleet:
+    if len(cluster.partitions) != 1:
+        raise ValueError("cluster=local takes exactly one partition (its slots)")
+    ((name, part),) = cluster.partitions.items()
+    gpus = [] if cluster.devices == "cpu" else visible_gpus()
+    if gpus:
+        slots = part.slots or len(gpus)
+        gpu_type = part.gpu_type if part.gpu_type not in ("", "auto") else gpu_name()
+    else:
+        slots = part.slots or cluster.cpu_slots
+        gpu_type = "cpu"
+    threads = cluster.threads_per_slot or max(1, (os.cpu_count() or 1) // slots)
+    pool = Pool(name, slots, gpu_type, part.price_per_gpu_hour, part.partition or name)
+    return LocalFleet(pool, gpus, threads, deadline_s)
+
+
+def make_fleet(cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> Fleet:
+    if cluster.kind == "local":
+        return make_local_fleet(cluster, deadline_s)
+    if cluster.kind == "slurm":
+        from autoresearch.fleet.slurm import SlurmFleet
+
+        return SlurmFleet(cluster, deadline_s, campaign_dir)
+    raise ValueError(f"unknown cluster.kind {cluster.kind!r} (local or slurm)")

@@ -1,0 +1,159 @@
+"""Local slots: one runner process per slot, on this machine's GPUs or CPU cores.
+
+Each runner starts in its own session, so a controller killed with SIGKILL leaves it running; the
+next controller re-attaches to it by pid instead of starting the experiment again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoresearch.fleet.base import Finished, JobSpec, Pool
+from autoresearch.runner import OUTCOME_FILE, scrubbed_environment
+
+KILL_GRACE_S = 30.0
+
+
+@dataclass
+class _Running:
+    job: JobSpec
+    pid: int
+    slot: int
+    deadline: float
+    proc: subprocess.Popen[bytes] | None = None  # None when re-attached (not our child)
+    killed: bool = field(default=False)
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use: CUDA_VISIBLE_DEVICES, else what nvidia-smi lists."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+class LocalFleet:
+    """N slots on this machine; each slot gets a GPU (CUDA_VISIBLE_DEVICES) or a share of the cores."""
+
+    def __init__(self, pool: Pool, devices: list[str], threads_per_slot: int, deadline_s: float) -> None:
+        self.pools = {pool.name: pool}
+        self._pool = pool
+        self._devices = devices
+        self._threads = max(1, threads_per_slot)
+        self._deadline_s = deadline_s
+        self._running: dict[int, _Running] = {}
+
+    def free_slots(self, pool: str) -> int:
+        return self._pool.slots - len(self._running) if pool == self._pool.name else 0
+
+    def running(self) -> int:
+        return len(self._running)
+
+    def _free_slot_index(self) -> int:
+        taken = {r.slot for r in self._running.values()}
+        return next(i for i in range(self._pool.slots) if i not in taken)
+
+    def submit(self, jobs: list[JobSpec]) -> dict[int, str]:
+        handles = {}
+        for job in jobs:
+            slot = self._free_slot_index()
+            env = scrubbed_environment(dict(os.environ))
+            env["OMP_NUM_THREADS"] = str(self._threads)
+            if self._devices:
+                env["CUDA_VISIBLE_DEVICES"] = self._devices[slot % len(self._devices)]
+            with open(job.exp_dir / "runner.log", "wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "autoresearch.runner", str(job.exp_dir.resolve())],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self._running[job.trial] = _Running(job, proc.pid, slot, time.time() + self._deadline_s, proc)
+            handles[job.trial] = f"local:{proc.pid}"
+        return handles
+
+    def reattach(self, job: JobSpec, handle: str) -> bool:
+        if not handle.startswith("local:"):
+            return False
+        pid = int(handle.split(":", 1)[1])
+        if not _is_our_runner(pid, job.exp_dir):
+            return False
+        slot = self._free_slot_index() if self.free_slots(job.pool) > 0 else len(self._running)
+        self._running[job.trial] = _Running(job, pid, slot, time.time() + self._deadline_s)
+        return True
+
+    def poll(self) -> list[Finished]:
+        done = []
+        for trial, run in list(self._running.items()):
+            alive = run.proc.poll() is None if run.proc else _is_our_runner(run.pid, run.job.exp_dir)
+            if alive and time.time() > run.deadline:
+                # SIGTERM lets the runner end train.py's own process group and write its outcome;
+                # SIGKILL follows if it does not manage within the grace period.
+                _signal_group(run.pid, signal.SIGKILL if run.killed else signal.SIGTERM)
+                run.killed = True
+                run.deadline = time.time() + KILL_GRACE_S
+                continue
+            if alive:
+                continue
+            del self._running[trial]
+            done.append(Finished(trial, _read_outcome(run)))
+        return done
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+    def shutdown(self, cancel: bool) -> None:
+        if cancel:
+            for run in self._running.values():
+                _signal_group(run.pid, signal.SIGTERM)
+            for run in self._running.values():
+                if run.proc is not None:
+                    try:
+                        run.proc.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        _signal_group(run.pid, signal.SIGKILL)
+        self._running.clear()
+
+
+def _read_outcome(run: _Running) -> dict:
+    try:
+        return json.loads((run.job.exp_dir / OUTCOME_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        why = "killed at the controller's deadline" if run.killed else "runner ended without an outcome"
+        return {"trial": run.job.trial, "status": "lost", "reason": why}
+
+
+def _is_our_runner(pid: int, exp_dir: Path) -> bool:
+    """True if `pid` is alive and is the runner of `exp_dir` (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
+    return not zombie and "autoresearch.runner" in cmdline and str(exp_dir.resolve()) in cmdline
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,61 @@
+"""The frontier: the best train.py so far, kept as a git lineage under the campaign folder.
+
+Each keep is one commit whose message starts with the trial number, so the lineage reads like the
+reference loop's branch and `git log -p` shows every kept change. The study says which trials were
+kept; this repository is derived from it and can be checked against it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+FILE = "train.py"
+_GIT_IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
+
+
+class Frontier:
+    def __init__(self, path: Path, start_source: str) -> None:
+        self.path = path
+        if not (path / ".git").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            self._git("init", "-q", "-b", "main")
+            (path / FILE).write_text(start_source)
+            self._git("add", FILE)
+            self._git("commit", "-q", "-m", "baseline")
+
+    def _git(self, *args: str) -> str:
+        out = subprocess.run(
+            ["git", *_GIT_IDENTITY, *args], cwd=self.path, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    def source(self) -> str:
+        return (self.path / FILE).read_text()
+
+    def head(self) -> str:
+        return self._git("rev-parse", "--short=12", "HEAD")
+
+    def commit_of_trial(self, trial: int) -> str | None:
+        """The commit that kept `trial`, if any (makes a keep idempotent across restarts)."""
+        out = self._git("log", "--format=%h %s", "--abbrev=12", f"--grep=^trial {trial}:")
+        for line in out.splitlines():
+            sha, _, subject = line.partition(" ")
+            if subject.startswith(f"trial {trial}:"):
+                return sha
+        return None
+
+    def advance(self, source: str, trial: int, description: str) -> str:
+        """Make `source` the frontier; returns the new commit."""
+        existing = self.commit_of_trial(trial)
+        if existing:
+            return existing
+        (self.path / FILE).write_text(source)
+        self._git("add", FILE)
+        self._git("commit", "-q", "-m", f"trial {trial}: {description}"[:200])
+        return self.head()
+
+    def lineage(self) -> list[tuple[str, str]]:
+        """(commit, message) of every version, oldest first."""
+        out = self._git("log", "--reverse", "--format=%h %s", "--abbrev=12")
+        return [tuple(line.split(" ", 1)) for line in out.splitlines()]  # type: ignore[misc]

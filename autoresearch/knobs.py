@@ -1,0 +1,81 @@
+"""Knobs: the module-level UPPER_CASE constants of train.py, read and rewritten through `ast`.
+
+Rewriting by syntax tree rather than by regex means a knob is set exactly where it is assigned,
+whatever the formatting, and a value that would not parse back is caught before compute is spent.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+
+class KnobError(ValueError):
+    """A knob that does not exist, is assigned twice, or cannot take the given value."""
+
+
+def _is_knob_name(name: str) -> bool:
+    return name.isupper() and name[0].isalpha()
+
+
+def _knob_assignments(tree: ast.Module) -> dict[str, list[ast.stmt]]:
+    found: dict[str, list[ast.stmt]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target = node.target
+        else:
+            continue
+        if isinstance(target, ast.Name) and _is_knob_name(target.id):
+            found.setdefault(target.id, []).append(node)
+    return found
+
+
+def read_knobs(source: str) -> dict[str, Any]:
+    """Every UPPER_CASE constant whose value is a literal; others map to their source text."""
+    tree = ast.parse(source)
+    values: dict[str, Any] = {}
+    for name, nodes in _knob_assignments(tree).items():
+        value_node = nodes[-1].value  # type: ignore[attr-defined]
+        try:
+            values[name] = ast.literal_eval(value_node)
+        except ValueError:
+            values[name] = ast.get_source_segment(source, value_node)
+    return values
+
+
+def set_knobs(source: str, settings: dict[str, Any]) -> str:
+    """Return `source` with each knob's assignment replaced by the given literal value."""
+    if not settings:
+        return source
+    tree = ast.parse(source)
+    assignments = _knob_assignments(tree)
+    lines = source.splitlines(keepends=True)
+    edits: list[tuple[ast.expr, str]] = []
+    for name, value in settings.items():
+        nodes = assignments.get(name)
+        if not nodes:
+            raise KnobError(f"knob {name} is not a module-level constant of train.py")
+        if len(nodes) > 1:
+            raise KnobError(f"knob {name} is assigned {len(nodes)} times in train.py; cannot set it")
+        if isinstance(value, float) and value != value:
+            raise KnobError(f"knob {name} cannot be NaN")
+        literal = repr(value)
+        try:
+            ast.literal_eval(literal)
+        except (ValueError, SyntaxError) as err:
+            raise KnobError(f"knob {name}: value {value!r} is not a Python literal") from err
+        edits.append((nodes[0].value, literal))  # type: ignore[attr-defined]
+    # Apply from the bottom up so earlier offsets stay valid.
+    for value_node, literal in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
+        start, end = value_node.lineno - 1, value_node.end_lineno - 1  # type: ignore[operator]
+        head = lines[start][: _byte_to_char(lines[start], value_node.col_offset)]
+        tail = lines[end][_byte_to_char(lines[end], value_node.end_col_offset) :]  # type: ignore[arg-type]
+        lines[start : end + 1] = [head + literal + tail]
+    return "".join(lines)
+
+
+def _byte_to_char(line: str, byte_offset: int) -> int:
+    """ast reports UTF-8 byte offsets; slicing needs character offsets."""
+    return len(line.encode("utf-8")[:byte_offset].decode("utf-8", errors="ignore"))

@@ -1,0 +1,51 @@
+"""progress.png: every experiment as a dot, kept ones highlighted, the running best as a step line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
+    ran = [(i, r) for i, r in enumerate(table) if r["status"] != "crash" and r["val_bpb"]]
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    for status, color, size in (
+        ("discard", "#b0b0b0", 14),
+        ("stack", "#f0a030", 18),
+        ("keep", "#1a9850", 36),
+    ):
+        pts = [(i, r["val_bpb"]) for i, r in ran if r["status"] == status]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.scatter(xs, ys, s=size, c=color, label=status, zorder=3)
+    best_x, best_y, best = [], [], float("inf")
+    for i, r in ran:
+        if r["status"] in ("keep", "baseline"):
+            best = min(best, r["val_bpb"])
+        if best < float("inf"):
+            best_x.append(i)
+            best_y.append(best)
+    if best_x:
+        ax.step(best_x, best_y, where="post", color="#1a9850", lw=1.5, label="frontier")
+    baseline = [(i, r["val_bpb"]) for i, r in ran if r["status"] == "baseline"]
+    if baseline:
+        xs, ys = zip(*baseline, strict=True)
+        ax.scatter(xs, ys, s=30, c="#2c7bb6", marker="s", label="baseline", zorder=3)
+    crashes = sum(1 for r in table if r["status"] == "crash")
+    ax.set_xlabel("experiment (in order of completion)")
+    ax.set_ylabel("val_bpb (lower is better)")
+    ax.set_title(f"{title}: {len(table)} experiments, {crashes} crashed")
+    ax.grid(alpha=0.3)
+    if ran:
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

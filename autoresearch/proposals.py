@@ -1,0 +1,161 @@
+"""What a proposer hands the engine: candidates, factorial grids, and the waves that carry them.
+
+Plain dataclasses so every proposer (offline, Claude, a test script) speaks the same language and
+a wave round-trips through JSON (the agent's tool input, the study's user attrs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+KnobValue = int | float | str | bool | None
+"""A knob setting. None means "free": the engine's inner Optuna sampler picks the value."""
+
+TIERS = ("screen", "validate")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """An exact search/replace block: `search` must occur exactly once in `path`.
+
+    `path` exists so a proposal that names another file can be refused with a reason;
+    the only file an edit may change is train.py.
+    """
+
+    search: str
+    replace: str
+    path: str = "train.py"
+
+
+@dataclass
+class Candidate:
+    """One experiment as a proposer sees it."""
+
+    description: str
+    hypothesis: str = ""
+    edits: list[Edit] = field(default_factory=list)
+    knobs: dict[str, KnobValue] = field(default_factory=dict)
+    tier: str = "screen"
+    fix_of: int | None = None  # trial number of a crashed experiment this candidate repairs
+
+    def key(self) -> str:
+        """Identity for de-duplication: same edits and same knob settings mean the same experiment."""
+        edits = [[e.path, e.search, e.replace] for e in self.edits]
+        return json.dumps({"edits": edits, "knobs": self.knobs}, sort_keys=True, default=str)
+
+
+@dataclass
+class Grid:
+    """A factorial design: every combination of the factors' levels, on top of shared edits."""
+
+    description: str
+    factors: dict[str, list[KnobValue]]
+    hypothesis: str = ""
+    shared_edits: list[Edit] = field(default_factory=list)
+    tier: str = "screen"
+
+    def size(self) -> int:
+        n = 1
+        for levels in self.factors.values():
+            n *= len(levels)
+        return n
+
+    def expand(self) -> list[Candidate]:
+        """All level combinations, in a stable order, each described by its settings."""
+        names = list(self.factors)
+        cells = itertools.product(*(self.factors[n] for n in names))
+        out = []
+        for values in cells:
+            knobs = dict(zip(names, values, strict=True))
+            label = ", ".join(f"{k}={v}" for k, v in knobs.items())
+            out.append(
+                Candidate(
+                    description=f"{self.description} [{label}]",
+                    hypothesis=self.hypothesis,
+                    edits=list(self.shared_edits),
+                    knobs=knobs,
+                    tier=self.tier,
+                )
+            )
+        return out
+
+
+@dataclass
+class Wave:
+    """A proposer's answer to one request: a rationale, candidates and grids."""
+
+    rationale: str = ""
+    candidates: list[Candidate] = field(default_factory=list)
+    grids: list[Grid] = field(default_factory=list)
+    source: str = "offline"
+
+    def expand(
+        self, seen: set[str], cap: int, key: Callable[[Candidate], str] = Candidate.key
+    ) -> tuple[list[Candidate], list[str]]:
+        """Candidates then grid cells, de-duplicated by `key` against `seen` (updated) and capped.
+
+        Returns the accepted candidates and a note for each one dropped, so the proposer learns why.
+        """
+        accepted: list[Candidate] = []
+        dropped: list[str] = []
+        for cand in [*self.candidates, *(c for g in self.grids for c in g.expand())]:
+            key_ = key(cand)
+            if key_ in seen:
+                dropped.append(f"duplicate of an earlier experiment: {cand.description}")
+            elif len(accepted) >= cap:
+                dropped.append(f"over the wave cap of {cap}: {cand.description}")
+            else:
+                seen.add(key_)
+                accepted.append(cand)
+        return accepted, dropped
+
+
+def edit_from_dict(d: dict[str, Any]) -> Edit:
+    return Edit(search=str(d["search"]), replace=str(d["replace"]), path=str(d.get("path", "train.py")))
+
+
+def candidate_from_dict(d: dict[str, Any]) -> Candidate:
+    tier = d.get("tier", "screen")
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})")
+    return Candidate(
+        description=str(d["description"]),
+        hypothesis=str(d.get("hypothesis", "")),
+        edits=[edit_from_dict(e) for e in d.get("edits", [])],
+        knobs=dict(d.get("knobs", {})),
+        tier=tier,
+        fix_of=int(d["fix_of"]) if d.get("fix_of") is not None else None,
+    )
+
+
+def grid_from_dict(d: dict[str, Any]) -> Grid:
+    tier = d.get("tier", "screen")
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})")
+    factors = {str(k): list(v) for k, v in dict(d["factors"]).items()}
+    if not factors or any(not levels for levels in factors.values()):
+        raise ValueError("a grid needs at least one factor, each with at least one level")
+    return Grid(
+        description=str(d["description"]),
+        factors=factors,
+        hypothesis=str(d.get("hypothesis", "")),
+        shared_edits=[edit_from_dict(e) for e in d.get("shared_edits", [])],
+        tier=tier,
+    )
+
+
+def wave_from_dict(d: dict[str, Any], source: str) -> Wave:
+    return Wave(
+        rationale=str(d.get("rationale", "")),
+        candidates=[candidate_from_dict(c) for c in d.get("candidates", [])],
+        grids=[grid_from_dict(g) for g in d.get("grids", [])],
+        source=source,
+    )
+
+
+def candidate_to_dict(c: Candidate) -> dict[str, Any]:
+    return asdict(c)

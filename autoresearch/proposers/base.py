@@ -1,0 +1,72 @@
+"""The proposer interface and the campaign context every proposer is given.
+
+The engine builds a `CampaignContext` from the study (the single source of truth) each time it
+wants candidates; a proposer returns a `Wave`. Proposers hold no campaign state of their own, so a
+restarted controller gets the same behaviour from the study alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from autoresearch.proposals import Wave
+
+
+@dataclass(frozen=True)
+class KnobSpec:
+    """A declared search dimension: an UPPER_CASE constant of train.py and its range."""
+
+    name: str
+    kind: str  # "float" | "int" | "categorical"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass
+class ExperimentRecord:
+    """One finished (or failed) experiment, as proposers see it."""
+
+    number: int
+    description: str
+    status: str  # keep | discard | crash | running | waiting
+    val_bpb: float | None
+    tier: str
+    knobs: dict[str, Any]
+    reason: str = ""
+    source: str = ""
+    delta: float | None = None  # val_bpb minus the frontier it was judged against
+    parent: str = ""  # frontier commit the experiment was built on
+
+
+@dataclass
+class CampaignContext:
+    """What a proposer may know when it proposes: bounded in size, whatever the campaign's length.
+
+    `history` holds every finished experiment (oldest first) so offline searchers can fit models;
+    prompt-building proposers must summarise it, not paste it.
+    """
+
+    frontier_source: str
+    frontier_val_bpb: dict[str, float]  # tier -> value of the current frontier on that tier
+    lineage: list[ExperimentRecord]  # kept changes, oldest first
+    history: list[ExperimentRecord]
+    knobs: list[KnobSpec]
+    knob_values: dict[str, Any]  # the frontier's current values of every UPPER_CASE constant
+    noise_std: float | None  # measured seed-to-seed standard deviation of val_bpb, if known
+    budget_left: dict[str, float]  # experiments, wall_hours, gpu_hours, dollars: what remains
+    tiers: dict[str, str]  # tier -> hardware description ("h100 x13", "cpu x2")
+    wave_size: int  # how many experiments the engine would like in this wave
+    rejected: list[str] = field(default_factory=list)  # engine's reasons for dropping earlier proposals
+    campaign_dir: str = ""
+    frontier_commit: str = ""
+
+
+class Proposer(Protocol):
+    """Anything that turns a campaign context into a wave of candidates."""
+
+    name: str
+
+    def propose(self, context: CampaignContext) -> Wave: ...

@@ -1,0 +1,30 @@
+"""Which proposer a campaign gets: Claude when configured and a key is present, else offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from autoresearch.config import AutoresearchConfig
+from autoresearch.proposers.base import Proposer
+from autoresearch.proposers.offline import OfflineProposer
+
+log = logging.getLogger("autoresearch")
+
+
+def make_proposer(cfg: AutoresearchConfig, campaign_dir: Path) -> Proposer:
+    offline = OfflineProposer(seed=cfg.campaign.seed)
+    if cfg.agent.kind == "offline":
+        return offline
+    if cfg.agent.kind != "claude":
+        raise ValueError(f"unknown agent.kind {cfg.agent.kind!r} (claude or offline)")
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        log.warning("agent=claude but ANTHROPIC_API_KEY is not set: using the offline proposer")
+        return offline
+    from autoresearch.agent.claude import ClaudeProposer
+
+    program = Path(cfg.campaign.program_md)
+    return ClaudeProposer(
+        cfg.agent, campaign_dir, fallback=offline, program_md=program.read_text() if program.is_file() else ""
+    )

@@ -1,0 +1,142 @@
+"""The offline proposer: a seedable, network-free researcher for laptops, CI and API outages.
+
+It hill-climbs from the frontier the way a careful person would without an LLM: one-factor moves
+of each declared knob (halve / double, one step up / down), a small library of structural edits
+to train.py, a 2x2 factorial grid over the two knobs whose moves paid off best, and free
+candidates for the inner sampler (TPE) to fill. Everything it proposes is new on the current
+frontier; after each keep it starts again around the new frontier.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from autoresearch.proposals import Candidate, Edit, Grid, Wave
+from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec
+
+
+@dataclass(frozen=True)
+class StructuralEdit:
+    """A named change to train.py, proposed only where its search text occurs in the frontier."""
+
+    description: str
+    hypothesis: str
+    search: str
+    replace: str
+
+
+# Edits written against trainer/train.py; one that no longer matches the frontier is simply skipped.
+STRUCTURAL_EDITS: tuple[StructuralEdit, ...] = ()
+
+
+def _step(knob: KnobSpec, value: Any, direction: int) -> Any:
+    """The next value of `knob` from `value` in `direction` (+1 / -1), inside its range; None at the edge."""
+    if knob.kind == "categorical":
+        choices = list(knob.choices)
+        if value not in choices:
+            return choices[0]
+        i = choices.index(value) + direction
+        return choices[i] if 0 <= i < len(choices) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if knob.kind == "int":
+        new: float = (
+            value * 2 if knob.log and direction > 0 else value // 2 if knob.log else value + direction
+        )
+        new = int(new)
+    else:
+        new = value * (2.0 if direction > 0 else 0.5)
+        new = float(f"{new:.4g}")
+    low = knob.low if knob.low is not None else new
+    high = knob.high if knob.high is not None else new
+    new = min(max(new, low), high)
+    return None if new == value else new
+
+
+class OfflineProposer:
+    name = "offline"
+
+    def __init__(self, seed: int = 0, edits: tuple[StructuralEdit, ...] = STRUCTURAL_EDITS) -> None:
+        self.seed = seed
+        self.edits = edits
+
+    def propose(self, context: CampaignContext) -> Wave:
+        rng = random.Random(f"{self.seed}:{len(context.history)}:{context.frontier_commit}")
+        here = [r for r in context.history if r.parent == context.frontier_commit]
+        tried = {json.dumps(r.knobs, sort_keys=True) for r in here}
+        tried_descriptions = {r.description for r in here}
+
+        moves = self._knob_moves(context, tried, rng)
+        structural = [
+            Candidate(e.description, e.hypothesis, [Edit(e.search, e.replace)])
+            for e in self.edits
+            if e.description not in tried_descriptions and context.frontier_source.count(e.search) == 1
+        ]
+        rng.shuffle(structural)
+
+        wanted = max(1, context.wave_size)
+        candidates: list[Candidate] = []
+        while len(candidates) < wanted and (moves or structural):
+            if moves:
+                candidates.append(moves.pop(0))
+            if structural and len(candidates) < wanted:
+                candidates.append(structural.pop(0))
+        grids = self._grid(context, here, tried)
+        free = max(0, wanted - len(candidates) - sum(g.size() for g in grids))
+        for _ in range(free):
+            candidates.append(self._free_candidate(context, rng))
+        return Wave(
+            rationale=f"hill-climb from frontier {context.frontier_commit or '?'}: "
+            f"{len(candidates)} candidates, {len(grids)} grid(s)",
+            candidates=candidates,
+            grids=grids,
+            source=self.name,
+        )
+
+    def _knob_moves(self, context: CampaignContext, tried: set[str], rng: random.Random) -> list[Candidate]:
+        moves = []
+        knobs = list(context.knobs)
+        rng.shuffle(knobs)
+        for knob in knobs:
+            current = context.knob_values.get(knob.name)
+            for direction in (1, -1):
+                value = _step(knob, current, direction)
+                if value is None or json.dumps({knob.name: value}, sort_keys=True) in tried:
+                    continue
+                moves.append(
+                    Candidate(
+                        description=f"{knob.name} {current} -> {value}",
+                        hypothesis=f"{knob.name} is not at its optimum for this scale and budget",
+                        knobs={knob.name: value},
+                    )
+                )
+        return moves
+
+    def _grid(self, context: CampaignContext, here: list[ExperimentRecord], tried: set[str]) -> list[Grid]:
+        """A 2x2 grid over the two knobs whose single moves came closest to a gain on this frontier."""
+        best: dict[str, tuple[float, Any]] = {}
+        for r in here:
+            if len(r.knobs) == 1 and r.val_bpb is not None:
+                ((name, value),) = r.knobs.items()
+                if name not in best or r.val_bpb < best[name][0]:
+                    best[name] = (r.val_bpb, value)
+        if len(best) < 2:
+            return []
+        (a, (_, va)), (b, (_, vb)) = sorted(best.items(), key=lambda kv: kv[1][0])[:2]
+        factors = {a: [context.knob_values.get(a), va], b: [context.knob_values.get(b), vb]}
+        cells = [{a: x, b: y} for x in factors[a] for y in factors[b]]
+        if all(json.dumps(c, sort_keys=True) in tried for c in cells):
+            return []
+        return [Grid(f"interaction of {a} and {b}", factors, hypothesis="their gains may stack or interact")]
+
+    def _free_candidate(self, context: CampaignContext, rng: random.Random) -> Candidate:
+        names = [k.name for k in context.knobs]
+        chosen = rng.sample(names, k=min(2, len(names))) if names else []
+        return Candidate(
+            description="inner sampler: " + ", ".join(chosen) if chosen else "baseline repeat",
+            hypothesis="model-based search where the hill-climb has run out of obvious moves",
+            knobs=dict.fromkeys(chosen),
+        )

@@ -1,0 +1,66 @@
+"""The proposal pump: asks the proposer for the next wave in the background.
+
+GPUs never wait for the proposer: the loop hands over a context and goes on scheduling; the wave
+is collected on a later turn of the loop. `SyncPump` answers at once, for the simulator and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from autoresearch.proposals import Wave
+from autoresearch.proposers.base import CampaignContext, Proposer
+
+log = logging.getLogger("autoresearch")
+
+
+class BackgroundPump:
+    def __init__(self, proposer: Proposer) -> None:
+        self.proposer = proposer
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
+        self._future: Future[Wave] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._future is not None and not self._future.done()
+
+    def request(self, context: CampaignContext) -> None:
+        if self._future is None:
+            self._future = self._pool.submit(self.proposer.propose, context)
+
+    def collect(self) -> Wave | None:
+        if self._future is None or not self._future.done():
+            return None
+        future, self._future = self._future, None
+        try:
+            return future.result()
+        except Exception as err:  # a proposer bug must not end the campaign
+            log.error("proposer %s failed: %s", self.proposer.name, err)
+            return Wave(rationale=f"proposer failed: {err}", source=self.proposer.name)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class SyncPump(BackgroundPump):
+    """Proposes inside `request`: deterministic, for simulation and tests."""
+
+    def __init__(self, proposer: Proposer) -> None:
+        self.proposer = proposer
+        self._wave: Wave | None = None
+
+    @property
+    def busy(self) -> bool:
+        return False
+
+    def request(self, context: CampaignContext) -> None:
+        if self._wave is None:
+            self._wave = self.proposer.propose(context)
+
+    def collect(self) -> Wave | None:
+        wave, self._wave = self._wave, None
+        return wave
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,157 @@
+"""The runner: on the node, runs one experiment's train.py under a hard deadline.
+
+It is the only place untrusted code runs. It checks the harness is the campaign's own, strips
+secrets from the environment the agent's code sees, keeps run.log, and always leaves outcome.json
+(ok, crash, timeout, harness_mismatch or interrupted) for the controller to read, whatever happened.
+Run as `python -m autoresearch.runner EXPERIMENT_DIR`, or call `run_experiment` (submitit does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autoresearch.workspace import HARNESS_FILE, sha256_file
+
+SPEC_FILE = "spec.json"
+OUTCOME_FILE = "outcome.json"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "run.log"
+PID_FILE = "runner.pid"
+SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
+INFRA_STATUSES = ("interrupted", "lost")  # not the experiment's fault: it is re-queued
+
+
+def scrubbed_environment(base: dict[str, str]) -> dict[str, str]:
+    """The environment minus anything that looks like a credential: train.py is untrusted."""
+    return {k: v for k, v in base.items() if not any(m in k.upper() for m in SECRET_MARKERS)}
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _log_tail(log: Path, lines: int = 1) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    return " | ".join(text[-lines:])[:300]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
+    """Run the experiment in `exp_dir` and return (and write) its outcome."""
+    exp = Path(exp_dir)
+    spec = json.loads((exp / SPEC_FILE).read_text())
+    started = time.time()
+    outcome: dict[str, Any] = {
+        "trial": spec["trial"],
+        "node": socket.gethostname(),
+        "gpu_type": spec.get("gpu_type", ""),
+        "partition": spec.get("partition", ""),
+        "started_at": started,
+        "slurm_job_id": _slurm_job_id(),
+    }
+    (exp / PID_FILE).write_text(str(os.getpid()))
+    if sha256_file(exp / HARNESS_FILE) != spec["harness_sha256"]:
+        outcome.update(status="harness_mismatch", reason="prepare.py differs from the campaign's harness")
+        return _finish(exp, outcome)
+
+    env = scrubbed_environment(dict(os.environ))
+    env.update({k: str(v) for k, v in spec.get("env", {}).items()})
+    env["AUTORESEARCH_RESULT"] = str((exp / METRICS_FILE).resolve())
+    (exp / METRICS_FILE).unlink(missing_ok=True)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _Interrupted(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR2)}
+    try:
+        with open(exp / LOG_FILE, "wb") as log:
+            proc = subprocess.Popen(
+                [spec.get("python", sys.executable), "train.py"],
+                cwd=exp,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                returncode = proc.wait(timeout=float(spec["deadline_s"]))
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                outcome.update(status="timeout", reason=f"killed at the {spec['deadline_s']:.0f} s deadline")
+                return _finish(exp, outcome)
+            except _Interrupted as sig:
+                _kill_group(proc)
+                outcome.update(status="interrupted", reason=f"runner received {sig}")
+                return _finish(exp, outcome)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    if returncode != 0:
+        outcome.update(status="crash", reason=f"exit {returncode}: {_log_tail(exp / LOG_FILE)}")
+        return _finish(exp, outcome)
+    try:
+        metrics = json.loads((exp / METRICS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        outcome.update(status="crash", reason="train.py exited 0 but the harness wrote no result")
+        return _finish(exp, outcome)
+    if metrics.get("prepare_sha256", spec["harness_sha256"]) != spec["harness_sha256"]:
+        outcome.update(status="harness_mismatch", reason="result written by a different harness")
+        return _finish(exp, outcome)
+    outcome.update(status="ok", reason="", metrics=metrics)
+    return _finish(exp, outcome)
+
+
+def _finish(exp: Path, outcome: dict[str, Any]) -> dict[str, Any]:
+    outcome["ended_at"] = time.time()
+    write_json_atomic(exp / OUTCOME_FILE, outcome)
+    (exp / PID_FILE).unlink(missing_ok=True)
+    return outcome
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """End train.py and everything it started (dataloader workers, compile threads)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _slurm_job_id() -> str:
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job:
+        return f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID", "")
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m autoresearch.runner EXPERIMENT_DIR")
+    outcome = run_experiment(sys.argv[1])
+    print(f"trial {outcome['trial']}: {outcome['status']} {outcome.get('reason', '')}".rstrip())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The Optuna study: the campaign's single source of truth.
+
+One trial per experiment. Knob values are params; everything else (description, tier, result
+figures, the keep/discard decision) is user attrs. A journal file with an open-lock is the default
+storage because it works on the shared file systems clusters have; an RDB URL works too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import FrozenTrial, TrialState
+
+JOURNAL_FILE = "study.journal"
+
+
+def make_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage | str:
+    if url:
+        return url
+    path = str(campaign_dir / JOURNAL_FILE)
+    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+
+
+def open_study(
+    campaign_dir: Path, name: str, url: str | None, sampler: optuna.samplers.BaseSampler | None = None
+) -> optuna.Study:
+    """Create the campaign's study, or load it when the campaign is resumed."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=name,
+        storage=make_storage(campaign_dir, url),
+        sampler=sampler,
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:
+    """Set user attrs on a trial that is still WAITING or RUNNING, by its number."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
+
+
+def trials(study: optuna.Study, *states: TrialState) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=states or None)
+
+
+def finished(study: optuna.Study) -> list[FrozenTrial]:
+    return trials(study, TrialState.COMPLETE, TrialState.FAIL)

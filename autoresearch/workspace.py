@@ -1,0 +1,140 @@
+"""Experiment workspaces: the frontier train.py with a candidate applied, checked before compute.
+
+A workspace is a folder holding train.py (edited), prepare.py (the harness, copied and hashed) and
+the diff against the frontier. Every check that can fail without a GPU fails here, with a reason
+the proposer can read: a bad proposal costs a FAIL trial, never a crash of the campaign.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoresearch.knobs import KnobError, read_knobs, set_knobs
+from autoresearch.proposals import Edit
+
+EDITABLE_FILE = "train.py"
+HARNESS_FILE = "prepare.py"
+MAX_EDIT_CHARS = 20_000  # one search or replace block
+MAX_TRAIN_PY_CHARS = 200_000  # the edited file
+
+
+class InvalidCandidate(ValueError):
+    """A candidate that cannot become an experiment; the message is the reason, in one line."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    path: Path
+    harness_sha256: str
+    diff: str
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def apply_edits(source: str, edits: list[Edit]) -> str:
+    """Apply search/replace blocks in order; each search must match exactly once."""
+    for i, edit in enumerate(edits, start=1):
+        _check_edit_path(edit.path)
+        if len(edit.search) > MAX_EDIT_CHARS or len(edit.replace) > MAX_EDIT_CHARS:
+            raise InvalidCandidate(f"edit {i} is too large (over {MAX_EDIT_CHARS} characters)")
+        if not edit.search:
+            raise InvalidCandidate(f"edit {i} has an empty search block")
+        count = source.count(edit.search)
+        if count != 1:
+            where = "does not occur" if count == 0 else f"occurs {count} times"
+            raise InvalidCandidate(f"edit {i}: search block {where} in train.py: {_preview(edit.search)}")
+        source = source.replace(edit.search, edit.replace)
+    return source
+
+
+def _check_edit_path(path: str) -> None:
+    normalized = Path(path.strip())
+    if normalized.is_absolute() or ".." in normalized.parts or str(normalized) != EDITABLE_FILE:
+        raise InvalidCandidate(f"edits may only change {EDITABLE_FILE}; refused an edit to {path!r}")
+
+
+def _preview(text: str, limit: int = 60) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return repr(first[:limit] + ("..." if len(first) > limit else ""))
+
+
+def check_source(source: str) -> None:
+    """The edited train.py must parse and must leave the harness module alone."""
+    if len(source) > MAX_TRAIN_PY_CHARS:
+        raise InvalidCandidate(f"edited train.py is too large ({len(source)} characters)")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise InvalidCandidate(f"edited train.py does not parse: line {err.lineno}: {err.msg}") from err
+    _check_harness_untouched(tree)
+
+
+def _check_harness_untouched(tree: ast.Module) -> None:
+    """Refuse writes to the harness module's attributes: the metric must stay the harness's own."""
+    aliases = {"prepare"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases |= {a.asname or a.name for a in node.names if a.name == "prepare"}
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = node.targets
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"setattr", "delattr"}
+            and node.args
+        ):
+            targets = [ast.Attribute(value=node.args[0], attr="?")]
+        for target in targets:
+            if (
+                isinstance(target, ast.Attribute)
+                and isinstance(target.value, ast.Name)
+                and target.value.id in aliases
+            ):
+                raise InvalidCandidate("train.py may not modify the harness module (prepare)")
+
+
+def build_source(frontier_source: str, edits: list[Edit], knobs: dict[str, Any]) -> str:
+    """Frontier + edits + knob values, checked; raises InvalidCandidate with the reason."""
+    source = apply_edits(frontier_source, edits)
+    check_source(source)
+    existing = read_knobs(source)
+    missing = sorted(k for k in knobs if k not in existing)
+    if missing:
+        raise InvalidCandidate(f"unknown knob(s) {', '.join(missing)}: not UPPER_CASE constants of train.py")
+    try:
+        source = set_knobs(source, knobs)
+    except KnobError as err:
+        raise InvalidCandidate(str(err)) from err
+    check_source(source)
+    return source
+
+
+def create_workspace(path: Path, frontier_source: str, source: str, harness: Path) -> Workspace:
+    """Write the experiment folder: train.py, a fresh copy of the harness, and the diff."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / EDITABLE_FILE).write_text(source)
+    shutil.copyfile(harness, path / HARNESS_FILE)
+    diff = "".join(
+        difflib.unified_diff(
+            frontier_source.splitlines(keepends=True),
+            source.splitlines(keepends=True),
+            fromfile="frontier/train.py",
+            tofile="experiment/train.py",
+        )
+    )
+    (path / "train.diff").write_text(diff)
+    return Workspace(path=path, harness_sha256=sha256_file(harness), diff=diff)
