@@ -322,7 +322,7 @@ class Campaign:
             else:
                 self._held.setdefault(job.pool, []).append(job)
                 break  # its partition is full; the others are filled on the next turn
-        for name, jobs in batches.items():
+        for jobs in batches.values():
             if jobs:
                 handles = self.fleet.submit(jobs)
                 for trial, handle in handles.items():

@@ -6,6 +6,7 @@ next controller re-attaches to it by pid instead of starting the experiment agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -153,7 +154,5 @@ def _is_our_runner(pid: int, exp_dir: Path) -> bool:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
