@@ -164,10 +164,10 @@ class Campaign:
                 continue
             handle = t.user_attrs.get("job", "")
             pool = t.user_attrs.get("pool", "")
-            if handle and self.fleet.reattach(JobSpec(t.number, exp_dir, pool), handle):
+            if "exp_dir" in t.user_attrs and self.fleet.reattach(JobSpec(t.number, exp_dir, pool), handle):
                 log.info("trial %d: re-attached to %s", t.number, handle)
                 continue
-            why = "controller stopped before the experiment started" if not handle else "job lost"
+            why = "job lost" if handle else "controller stopped before the experiment started"
             self._fail_and_requeue(t, {"status": "lost", "reason": why})
 
     # -- the loop ----------------------------------------------------------------------------
@@ -371,6 +371,9 @@ class Campaign:
             "env": self._harness_env(seed),
         }
         write_json_atomic(exp_dir / SPEC_FILE, spec)
+        if attrs.get("kind") == "exploration":
+            cand.knobs = knobs
+            set_trial_attrs(self.study, trial.number, {"key": candidate_key(cand, self.frontier.head())})
         set_trial_attrs(
             self.study,
             trial.number,

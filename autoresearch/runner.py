@@ -65,7 +65,6 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         "started_at": started,
         "slurm_job_id": _slurm_job_id(),
     }
-    (exp / PID_FILE).write_text(str(os.getpid()))
     if sha256_file(exp / HARNESS_FILE) != spec["harness_sha256"]:
         outcome.update(status="harness_mismatch", reason="prepare.py differs from the campaign's harness")
         return _finish(exp, outcome)

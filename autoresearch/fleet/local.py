@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.runner import OUTCOME_FILE, scrubbed_environment
+from autoresearch.runner import OUTCOME_FILE, PID_FILE, scrubbed_environment
 
 KILL_GRACE_S = 30.0
 
@@ -87,14 +87,21 @@ class LocalFleet:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
+            # Written here, not by the runner, so a controller killed right after this line
+            # still leaves enough for the next one to find and adopt the runner.
+            (job.exp_dir / PID_FILE).write_text(str(proc.pid))
             self._running[job.trial] = _Running(job, proc.pid, slot, time.time() + self._deadline_s, proc)
             handles[job.trial] = f"local:{proc.pid}"
         return handles
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
-        if not handle.startswith("local:"):
+        pid_file = job.exp_dir / PID_FILE
+        if handle.startswith("local:"):
+            pid = int(handle.split(":", 1)[1])
+        elif pid_file.exists():
+            pid = int(pid_file.read_text())
+        else:
             return False
-        pid = int(handle.split(":", 1)[1])
         if not _is_our_runner(pid, job.exp_dir):
             return False
         slot = self._free_slot_index() if self.free_slots(job.pool) > 0 else len(self._running)

@@ -1,0 +1,202 @@
+"""ClaudeProposer: one Claude conversation per wave, with the offline proposer as a safety net.
+
+When a wave fails (API errors after the SDK's retries, or no usable proposal), that wave comes
+from the fallback proposer instead, marked source="offline-fallback", so GPU slots never wait on
+the API. After `failures_before_fallback` failures in a row Claude is only tried every
+`RETRY_EVERY` waves until it answers again.
+
+The object keeps no campaign state beyond those counters; what it did is on disk under
+<campaign>/agent/: usage.jsonl (tokens and dollars) and waves/<n>.json (transcripts). The API key
+lives only inside the SDK client, which is dropped when the proposer is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import anthropic
+
+from autoresearch.agent.client import build_client, check_model, describe_error
+from autoresearch.agent.conversation import Conversation, WaveFailed
+from autoresearch.agent.inspection import Inspector
+from autoresearch.agent.prompt import default_program_md, render_prompt
+from autoresearch.agent.tools import parse_proposal, tool_definitions
+from autoresearch.agent.usage import UsageLedger
+from autoresearch.config import AgentConfig
+from autoresearch.proposals import Wave
+from autoresearch.proposers.base import CampaignContext, Proposer
+
+log = logging.getLogger("autoresearch.agent")
+
+SOURCE = "claude"
+FALLBACK_SOURCE = "offline-fallback"
+RETRY_EVERY = 3  # while in fallback, try Claude again on every RETRY_EVERY-th wave
+
+
+class ClaudeProposer:
+    """Proposes each wave through Claude; see the module docstring for failure handling."""
+
+    name = "claude"
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        campaign_dir: str | Path,
+        fallback: Proposer,
+        client: anthropic.Anthropic | None = None,
+        program_md: str | None = None,
+        *,
+        verify_model: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.campaign_dir = Path(campaign_dir)
+        self.fallback = fallback
+        self.program_md = program_md if program_md and program_md.strip() else default_program_md()
+        self.ledger = UsageLedger(self.campaign_dir, cfg)
+        self.tools = tool_definitions()
+        self.consecutive_failures = 0
+        self.waves_since_try = 0
+        self.can_force = True
+        self._client = client
+        if verify_model and self.client.api_key:
+            check_model(self.client, cfg.model)
+
+    @property
+    def client(self) -> anthropic.Anthropic:
+        if self._client is None:
+            self._client = build_client(self.cfg)
+        return self._client
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without the client: the key never leaves this process inside a pickle."""
+        state = self.__dict__.copy()
+        state["_client"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"ClaudeProposer(model={self.cfg.model!r}, campaign_dir={str(self.campaign_dir)!r})"
+
+    @property
+    def in_fallback(self) -> bool:
+        return self.consecutive_failures >= max(1, self.cfg.failures_before_fallback)
+
+    def propose(self, context: CampaignContext) -> Wave:
+        wave_id = self._next_wave_id()
+        if self.in_fallback and self.waves_since_try + 1 < RETRY_EVERY:
+            self.waves_since_try += 1
+            log.warning(
+                "Claude API failing (%d waves in a row): the offline proposer keeps slots busy "
+                "(wave %d); Claude is tried again within %d waves",
+                self.consecutive_failures,
+                wave_id,
+                RETRY_EVERY - self.waves_since_try,
+            )
+            return self._fallback(context, wave_id, "Claude skipped while the API is failing")
+        self.waves_since_try = 0
+        try:
+            wave = self._ask_claude(context, wave_id)
+        except (anthropic.APIError, WaveFailed) as err:
+            self.consecutive_failures += 1
+            reason = describe_error(err)
+            log.warning(
+                "Claude wave %d failed (%s); %d failed in a row. The offline proposer fills this wave "
+                "so slots keep busy%s",
+                wave_id,
+                reason,
+                self.consecutive_failures,
+                f"; Claude is now tried every {RETRY_EVERY} waves" if self.in_fallback else "",
+            )
+            return self._fallback(context, wave_id, reason)
+        if self.in_fallback:
+            log.warning("Claude answers again after %d failed waves", self.consecutive_failures)
+        self.consecutive_failures = 0
+        return wave
+
+    def _ask_claude(self, context: CampaignContext, wave_id: int) -> Wave:
+        tools_chars = len(json.dumps(self.tools))
+        prompt = render_prompt(context, self.cfg, self.program_md, tools_chars=tools_chars)
+        conv = Conversation(
+            client=self.client,
+            cfg=self.cfg,
+            prompt=prompt,
+            tools=self.tools,
+            inspector=Inspector(context, self.campaign_dir),
+            parse=lambda raw: parse_proposal(raw, context, source=SOURCE),
+            ledger=self.ledger,
+            wave_id=wave_id,
+            can_force=self.can_force,
+        )
+        started = time.time()
+        try:
+            wave = conv.run()
+        except (anthropic.APIError, WaveFailed) as err:
+            self._save(wave_id, started, conv, prompt.system, outcome="failed", error=describe_error(err))
+            raise
+        finally:
+            self.can_force = conv.can_force
+        self._save(wave_id, started, conv, prompt.system, outcome="ok", wave=wave)
+        return wave
+
+    def _fallback(self, context: CampaignContext, wave_id: int, reason: str) -> Wave:
+        """The offline proposer's wave, recorded over the failed transcript (which is kept)."""
+        wave = self.fallback.propose(context)
+        wave.source = FALLBACK_SOURCE
+        path = self._waves_dir() / f"{wave_id:05d}.json"
+        record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"wave": wave_id}
+        record.update(outcome="fallback", reason=reason, proposal=asdict(wave))
+        self._write_wave_file(wave_id, record)
+        return wave
+
+    # Transcripts: agent/waves/<n>.json per wave; each distinct system prompt once, by hash.
+
+    def _waves_dir(self) -> Path:
+        return self.campaign_dir / "agent" / "waves"
+
+    def _next_wave_id(self) -> int:
+        """Counted from the files on disk, so numbering carries over a controller restart."""
+        numbers = [int(p.stem) for p in self._waves_dir().glob("*.json") if p.stem.isdigit()]
+        return max(numbers, default=0) + 1
+
+    def _save(
+        self,
+        wave_id: int,
+        started: float,
+        conv: Conversation,
+        system: list[dict[str, Any]],
+        *,
+        outcome: str,
+        error: str = "",
+        wave: Wave | None = None,
+    ) -> None:
+        system_text = "\n\n".join(b["text"] for b in system)
+        digest = hashlib.sha256(system_text.encode()).hexdigest()[:16]
+        prompts = self.campaign_dir / "agent" / "prompts"
+        prompts.mkdir(parents=True, exist_ok=True)
+        if not (prompts / f"{digest}.md").exists():
+            (prompts / f"{digest}.md").write_text(system_text, encoding="utf-8")
+        record = {
+            "wave": wave_id,
+            "outcome": outcome,
+            "error": error,
+            "model": self.cfg.model,
+            "started": started,
+            "seconds": round(time.time() - started, 3),
+            "calls": conv.calls,
+            "system_prompt": f"prompts/{digest}.md",
+            "messages": conv.messages,
+            "proposal": asdict(wave) if wave is not None else None,
+        }
+        self._write_wave_file(wave_id, record)
+
+    def _write_wave_file(self, wave_id: int, record: dict[str, Any]) -> None:
+        folder = self._waves_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{wave_id:05d}.json.tmp"
+        tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+        tmp.replace(folder / f"{wave_id:05d}.json")

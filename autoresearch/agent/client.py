@@ -1,0 +1,107 @@
+"""Building the Anthropic client from config, and checking the model id before a campaign starts.
+
+The key comes from the ANTHROPIC_API_KEY environment variable only and lives in the client object
+alone: nothing here writes it anywhere. Retries with back-off on 429, 529, timeouts and connection
+errors are the SDK's own (`max_retries`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from typing import Any
+
+import anthropic
+import httpx2
+
+from autoresearch.config import AgentConfig
+
+log = logging.getLogger("autoresearch.agent")
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+
+
+class AgentSetupError(RuntimeError):
+    """The agent cannot start: no key, a rejected key, or a bad setting. Fix config, then rerun."""
+
+
+class ModelNotFoundError(AgentSetupError):
+    """The configured model id is not offered to this key."""
+
+
+def build_client(cfg: AgentConfig, http_client: httpx2.Client | None = None) -> anthropic.Anthropic:
+    """A client for `cfg`: its retries and timeout, and the SDK's base URL unless one is set.
+
+    `http_client` replaces the HTTP layer (tests pass one over `httpx2.MockTransport`).
+    """
+    key = os.environ.get(API_KEY_ENV)
+    if not key:
+        raise AgentSetupError(
+            f"{API_KEY_ENV} is not set: export it to use agent=claude, or run with agent=offline"
+        )
+    check_settings(cfg)
+    return anthropic.Anthropic(
+        api_key=key,
+        base_url=cfg.base_url or None,  # None: the SDK's default, which honours ANTHROPIC_BASE_URL
+        max_retries=cfg.max_retries,
+        timeout=cfg.timeout_seconds,
+        http_client=http_client,
+    )
+
+
+def check_settings(cfg: AgentConfig) -> None:
+    """Catch settings the API would refuse on every call, before the first wave."""
+    if cfg.max_tokens <= 0:
+        raise AgentSetupError(f"agent.max_tokens must be positive, not {cfg.max_tokens}")
+    if cfg.thinking_budget > 0 and not 1024 <= cfg.thinking_budget < cfg.max_tokens:
+        raise AgentSetupError(
+            f"agent.thinking_budget={cfg.thinking_budget} must be at least 1024 and below "
+            f"agent.max_tokens={cfg.max_tokens} (or 0 to leave thinking to the model's default)"
+        )
+
+
+def thinking_param(cfg: AgentConfig) -> dict[str, Any] | None:
+    """Manual extended thinking when a budget is set; otherwise the model's own default."""
+    if cfg.thinking_budget > 0:
+        return {"type": "enabled", "budget_tokens": cfg.thinking_budget}
+    return None
+
+
+def list_model_ids(client: anthropic.Anthropic) -> list[str]:
+    return [m.id for m in client.models.list(limit=1000)]
+
+
+def model_matches(wanted: str, offered: str) -> bool:
+    """An exact id, or an alias of a dated snapshot (claude-x-1 names claude-x-1-20260101)."""
+    return offered == wanted or offered.startswith(wanted + "-")
+
+
+def check_model(client: anthropic.Anthropic, model: str) -> None:
+    """Refuse to start on a model id the key cannot use, naming the closest ones offered.
+
+    Only a definite answer stops the campaign: when the models endpoint itself is unreachable or
+    overloaded, a warning is logged and the waves' own error handling (fallback) takes over.
+    """
+    try:
+        offered = list_model_ids(client)
+    except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as err:
+        raise AgentSetupError(
+            f"the API key in {API_KEY_ENV} was refused ({err.status_code}) while listing models"
+        ) from None
+    except anthropic.APIError as err:
+        log.warning(
+            "could not list models to check agent.model=%s (%s); going on", model, describe_error(err)
+        )
+        return
+    if any(model_matches(model, m) for m in offered):
+        return
+    close = difflib.get_close_matches(model, offered, n=5, cutoff=0.4) or offered[:5]
+    raise ModelNotFoundError(
+        f"agent.model={model!r} is not offered to this API key; close names: {', '.join(close) or 'none'}"
+    )
+
+
+def describe_error(err: BaseException) -> str:
+    """An error's class and message only: never its request (whose headers hold the key)."""
+    return f"{type(err).__name__}: {str(err)[:300]}"

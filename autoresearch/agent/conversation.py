@@ -1,0 +1,188 @@
+"""One wave's conversation with Claude: a bounded loop of inspection turns ending in propose_wave.
+
+The loop is bounded three ways: inspection calls (`max_inspect_turns`), total turns (inspections
+plus a proposal plus one repair), and the size of the conversation (`max_context_tokens`).
+A malformed proposal goes back as an error tool_result so the model can repair it in a later turn.
+On the closing turn propose_wave is forced with tool_choice where the model allows it: extended
+thinking forbids forcing, and some models refuse it with a 400, after which the request is sent
+again unforced and forcing stays off for this proposer.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+
+from autoresearch.agent.client import describe_error, thinking_param
+from autoresearch.agent.inspection import RESULT_CHARS, Inspector
+from autoresearch.agent.prompt import Prompt, estimate_tokens
+from autoresearch.agent.tools import PROPOSE_TOOL, ProposalError
+from autoresearch.agent.usage import UsageLedger, tokens_of
+from autoresearch.config import AgentConfig
+from autoresearch.proposals import Wave
+
+log = logging.getLogger("autoresearch.agent")
+
+CLOSING_NOTE = "Inspection for this wave is over: call propose_wave now with your whole wave."
+NO_INSPECTION = "No inspection budget is left in this wave: call propose_wave now."
+NO_TOOL = "Reply by calling propose_wave with the wave; text alone is not read by the engine."
+CUT_OFF = "Your reply hit max_tokens before finishing. Call propose_wave with a shorter wave."
+
+_BLOCK_FIELDS = {
+    "text": ("type", "text"),
+    "tool_use": ("type", "id", "name", "input"),
+    "thinking": ("type", "thinking", "signature"),
+    "redacted_thinking": ("type", "data"),
+}
+
+
+class WaveFailed(RuntimeError):
+    """The model gave no usable proposal within the wave's bounds."""
+
+
+def block_param(block: Any) -> dict[str, Any]:
+    """A response content block as the plain dict the API takes back (and a transcript stores)."""
+    data = block.model_dump(mode="json", exclude_none=True)
+    fields = _BLOCK_FIELDS.get(data.get("type", ""))
+    return {k: data[k] for k in fields if k in data} if fields else data
+
+
+def tool_result(tool_use_id: str, text: str, is_error: bool) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": text}
+    if is_error:
+        block["is_error"] = True
+    return block
+
+
+class Conversation:
+    """Runs one wave; `messages` afterwards is the transcript, `can_force` what the model allowed."""
+
+    def __init__(
+        self,
+        *,
+        client: anthropic.Anthropic,
+        cfg: AgentConfig,
+        prompt: Prompt,
+        tools: list[dict[str, Any]],
+        inspector: Inspector,
+        parse: Callable[[dict[str, Any]], Wave],
+        ledger: UsageLedger,
+        wave_id: int,
+        can_force: bool = True,
+    ) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.prompt = prompt
+        self.tools = tools
+        self.inspector = inspector
+        self.parse = parse
+        self.ledger = ledger
+        self.wave_id = wave_id
+        self.can_force = can_force
+        self.messages: list[dict[str, Any]] = []
+        self.context_tokens = 0  # size of the last request plus its answer, from the API's usage
+        self.calls = 0
+
+    def run(self) -> Wave:
+        cfg = self.cfg
+        self.messages = [{"role": "user", "content": [{"type": "text", "text": self.prompt.user}]}]
+        inspections_left = cfg.max_inspect_turns
+        max_turns = cfg.max_inspect_turns + 2
+        closing_noted = False
+        last_problem = "the model never called propose_wave"
+        for turn in range(max_turns):
+            closing = inspections_left <= 0 or self.over_bound() or turn == max_turns - 1
+            if closing and not closing_noted:
+                self.messages[-1]["content"].append({"type": "text", "text": CLOSING_NOTE})
+                closing_noted = True
+            response = self.call(turn, force=closing)
+            content = [block_param(b) for b in response.content]
+            if content:
+                self.messages.append({"role": "assistant", "content": content})
+            uses = [b for b in response.content if b.type == "tool_use"]
+            if response.stop_reason == "refusal":
+                raise WaveFailed("the model refused to propose")
+            if not uses:
+                note = CUT_OFF if response.stop_reason == "max_tokens" else NO_TOOL
+                last_problem = f"turn {turn + 1} ended without a tool call ({response.stop_reason})"
+                self.messages.append({"role": "user", "content": [{"type": "text", "text": note}]})
+                continue
+            results = []
+            for use in uses:
+                if use.name == PROPOSE_TOOL:
+                    try:
+                        return self.parse(dict(use.input))
+                    except ProposalError as err:
+                        last_problem = str(err)
+                        if response.stop_reason == "max_tokens":
+                            last_problem = f"{CUT_OFF} ({err})"
+                        results.append(
+                            tool_result(use.id, f"Rejected, nothing was run: {last_problem}", True)
+                        )
+                elif inspections_left > 0 and not self.over_bound():
+                    text, is_error = self.inspector.run(use.name, dict(use.input))
+                    inspections_left -= 1
+                    results.append(tool_result(use.id, text, is_error))
+                else:
+                    results.append(tool_result(use.id, NO_INSPECTION, True))
+            self.messages.append({"role": "user", "content": results})
+        raise WaveFailed(f"no valid proposal in {max_turns} turns; last problem: {last_problem}")
+
+    def over_bound(self) -> bool:
+        """Would one more inspection result push the conversation past max_context_tokens?"""
+        return self.context_tokens + estimate_tokens(RESULT_CHARS) > self.cfg.max_context_tokens
+
+    def call(self, turn: int, force: bool) -> Any:
+        force = force and self.can_force and thinking_param(self.cfg) is None
+        try:
+            response = self._create(turn, force)
+        except anthropic.BadRequestError:
+            if not force:
+                raise
+            response = self._create(turn, False)
+            self.can_force = False
+            log.info(
+                "model %s refused a forced tool_choice; proposals are now asked for unforced", self.cfg.model
+            )
+        usage = tokens_of(response.usage)
+        self.context_tokens = sum(usage.values())
+        self.ledger.record(model=response.model, usage=response.usage, wave=self.wave_id, turn=turn)
+        return response
+
+    def _create(self, turn: int, force: bool) -> Any:
+        self.calls += 1
+        try:
+            return self.client.messages.create(**self.request(force))
+        except anthropic.APIError as err:
+            self.ledger.record_error(
+                model=self.cfg.model, wave=self.wave_id, turn=turn, error=describe_error(err)
+            )
+            raise
+
+    def request(self, force: bool) -> dict[str, Any]:
+        """The Messages API arguments: cached tools and system, then the turns so far."""
+        req: dict[str, Any] = {
+            "model": self.cfg.model,
+            "max_tokens": self.cfg.max_tokens,
+            "system": self.prompt.system,
+            "tools": self.tools,
+            "messages": self._with_breakpoint(),
+            "tool_choice": {"type": "tool", "name": PROPOSE_TOOL} if force else {"type": "auto"},
+        }
+        thinking = thinking_param(self.cfg)
+        if thinking is not None:
+            req["thinking"] = thinking
+        return req
+
+    def _with_breakpoint(self) -> list[dict[str, Any]]:
+        """The turns with a rolling cache breakpoint on the newest block, so the next turn of
+        this wave re-reads everything before it from the cache (tools, 2 system blocks, this: 4)."""
+        messages = list(self.messages)
+        last = copy.deepcopy(messages[-1])
+        last["content"][-1]["cache_control"] = {"type": "ephemeral"}
+        messages[-1] = last
+        return messages

@@ -1,0 +1,247 @@
+"""Rendering a campaign context into a prompt whose size does not grow with the campaign.
+
+Two stable system blocks come first and carry cache breakpoints: the standing instructions with
+the harness facts (fixed for a campaign), then the frontier train.py with its lineage (fixed until
+the next keep). The volatile state (results, noise, budget, rejections) follows in the user
+message, after the breakpoints, so a new wave re-reads the stable part from the cache.
+Every table is capped, and the caps shrink until the estimate fits `max_context_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from autoresearch.config import AgentConfig
+from autoresearch.proposers.base import CampaignContext, ExperimentRecord
+
+CHARS_PER_TOKEN = 3.5  # a cautious average for English and Python under Claude's tokenizers
+PROMPT_SHARE = 0.7  # of max_context_tokens; the rest is left for inspection and the answer
+CACHE = {"type": "ephemeral"}
+FINISHED = ("keep", "discard", "crash")
+
+DEFAULT_PROGRAM_MD = Path(__file__).resolve().parents[2] / "trainer" / "program.md"
+
+
+def default_program_md() -> str:
+    """The repository's standing instructions (a campaign may point to its own file instead)."""
+    if DEFAULT_PROGRAM_MD.is_file():
+        return DEFAULT_PROGRAM_MD.read_text(encoding="utf-8")
+    return "You propose experiments that edit train.py to lower val_bpb. Call propose_wave."
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much of the history one prompt shows."""
+
+    recent: int = 25
+    best: int = 12
+    crashes: int = 8
+    rejected: int = 8
+    lineage: int = 40
+    in_flight: int = 12
+    desc_chars: int = 140
+    train_py_chars: int = 120_000
+
+    def halved(self) -> Limits:
+        return replace(
+            self,
+            recent=max(3, self.recent // 2),
+            best=max(3, self.best // 2),
+            crashes=max(2, self.crashes // 2),
+            rejected=max(2, self.rejected // 2),
+            lineage=max(5, self.lineage // 2),
+            in_flight=max(3, self.in_flight // 2),
+            desc_chars=max(60, self.desc_chars * 3 // 4),
+            train_py_chars=max(8_000, self.train_py_chars // 2),
+        )
+
+
+@dataclass
+class Prompt:
+    system: list[dict[str, Any]]  # text blocks, each ending a cached prefix
+    user: str  # the volatile part, after the breakpoints
+
+    def chars(self) -> int:
+        return sum(len(b["text"]) for b in self.system) + len(self.user)
+
+
+def estimate_tokens(chars: int) -> int:
+    return int(chars / CHARS_PER_TOKEN) + 1
+
+
+def render_prompt(
+    context: CampaignContext, cfg: AgentConfig, program_md: str, tools_chars: int = 0
+) -> Prompt:
+    """The whole prompt for one wave, shrunk until it fits its share of `max_context_tokens`."""
+    budget = int(cfg.max_context_tokens * PROMPT_SHARE)
+    limits = Limits()
+    prompt = _render(context, cfg, program_md, limits)
+    for _ in range(6):
+        if estimate_tokens(prompt.chars() + tools_chars) <= budget:
+            break
+        limits = limits.halved()
+        prompt = _render(context, cfg, program_md, limits)
+    return prompt
+
+
+def _render(context: CampaignContext, cfg: AgentConfig, program_md: str, limits: Limits) -> Prompt:
+    system = [
+        {"type": "text", "text": instructions_text(context, cfg, program_md), "cache_control": CACHE},
+        {"type": "text", "text": frontier_text(context, limits), "cache_control": CACHE},
+    ]
+    return Prompt(system=system, user=state_text(context, limits))
+
+
+def instructions_text(context: CampaignContext, cfg: AgentConfig, program_md: str) -> str:
+    """Standing instructions and facts that hold for the whole campaign (cached across waves)."""
+    lines = [program_md.strip(), "", "# Harness facts (fixed for this campaign)"]
+    lines.append(
+        "- The metric is val_bpb, bits per byte on the held-out validation shard, computed by the "
+        "read-only harness (prepare.py) from the logits your model returns. Lower is better."
+    )
+    harness = getattr(context, "harness", None) or {}
+    for key, value in harness.items():
+        lines.append(f"- {key}: {value}")
+    lines.append("- Hardware per tier (results are compared only within a tier):")
+    for tier, hardware in context.tiers.items():
+        lines.append(f"  - {tier}: {hardware}")
+    if context.knobs:
+        lines.append("- Declared knobs (UPPER_CASE constants of train.py; null leaves one to the sampler):")
+        for k in context.knobs:
+            if k.kind == "categorical":
+                span = "one of " + ", ".join(json.dumps(c, default=str) for c in k.choices)
+            else:
+                span = f"{k.kind} in [{k.low}, {k.high}]" + (" (log scale)" if k.log else "")
+            lines.append(f"  - {k.name}: {span}")
+    lines.append(
+        f"- Per wave you may make up to {cfg.max_inspect_turns} inspection tool calls, then must call "
+        f"propose_wave once. A crashed experiment may be fixed at most {cfg.max_fix_attempts} times."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def frontier_text(context: CampaignContext, limits: Limits) -> str:
+    """The file edits apply to, and how it got here (cached until the next keep)."""
+    source = context.frontier_source
+    if len(source) > limits.train_py_chars:
+        cut = len(source) - limits.train_py_chars
+        source = source[: limits.train_py_chars] + f"\n# ... [{cut} characters not shown]\n"
+    lines = [
+        "# The current frontier train.py",
+        "Edits apply to this exact text: every search string must occur in it exactly once.",
+        "```python",
+        source.rstrip("\n"),
+        "```",
+        "",
+        f"# Lineage: the {len(context.lineage)} kept changes that made it, oldest first",
+    ]
+    shown = context.lineage[-limits.lineage :]
+    if len(context.lineage) > len(shown):
+        lines.append(f"({len(context.lineage) - len(shown)} earlier kept changes not shown)")
+    lines += [record_line(r, limits.desc_chars) for r in shown] or ["(none yet: this is the baseline)"]
+    return "\n".join(lines) + "\n"
+
+
+def state_text(context: CampaignContext, limits: Limits) -> str:
+    """Where the campaign stands now: the part of the prompt that changes every wave."""
+    finished = [r for r in context.history if r.status in FINISHED]
+    in_flight = [r for r in context.history if r.status not in FINISHED]
+    out = ["# State of the campaign"]
+    best = ", ".join(f"{t} {v:.6f}" for t, v in context.frontier_val_bpb.items()) or "not measured yet"
+    out.append(f"Frontier val_bpb: {best}")
+    if context.noise_std:
+        out.append(
+            f"Measured noise: seed-to-seed std of val_bpb {context.noise_std:.5f}; a difference under "
+            f"about {2 * context.noise_std:.5f} is not evidence."
+        )
+    else:
+        out.append("Measured noise: not known yet.")
+    counts = {s: sum(1 for r in finished if r.status == s) for s in FINISHED}
+    out.append(
+        f"Finished: {len(finished)} ({counts['keep']} kept, {counts['discard']} discarded, "
+        f"{counts['crash']} crashed); in flight: {len(in_flight)}"
+    )
+    if context.budget_left:
+        out.append("Budget left: " + ", ".join(f"{k} {_num(v)}" for k, v in context.budget_left.items()))
+    out += ["", "## Knob values on the frontier", knob_values_text(context)]
+    fk = context.knob_values
+    out += _section("Best results per tier", best_records(finished, limits.best), limits, fk)
+    out += _section("Most recent results", finished[-limits.recent :][::-1], limits, fk)
+    crashes = [r for r in finished if r.status == "crash"][-limits.crashes :][::-1]
+    out += _section("Recent crashes (read one with get_log_tail; repair with fix_of)", crashes, limits, fk)
+    out += _section("In flight (do not propose these again)", in_flight[-limits.in_flight :], limits, fk)
+    rejected = context.rejected[-limits.rejected :]
+    if rejected:
+        out += ["", "## Proposals the engine rejected recently, with its reasons"]
+        out += [f"- {_one_line(reason, 2 * limits.desc_chars)}" for reason in rejected]
+    out += [
+        "",
+        "# Your task",
+        f"Propose the next wave: about {context.wave_size} experiments in all, counting every cell "
+        "of every grid. Inspect first if it helps, then call propose_wave exactly once.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def knob_values_text(context: CampaignContext, max_other: int = 40) -> str:
+    declared = [k.name for k in context.knobs]
+    others = [k for k in context.knob_values if k not in declared]
+    items = [f"{k}={_value(context.knob_values.get(k))} (declared)" for k in declared]
+    items += [f"{k}={_value(context.knob_values[k])}" for k in others[:max_other]]
+    if len(others) > max_other:
+        items.append(f"... {len(others) - max_other} more constants")
+    return "\n".join(items) if items else "(none)"
+
+
+def best_records(finished: list[ExperimentRecord], k: int) -> list[ExperimentRecord]:
+    """The k lowest val_bpb per tier (tiers run on different hardware, so are not mixed)."""
+    by_tier: dict[str, list[ExperimentRecord]] = {}
+    for r in finished:
+        if r.val_bpb is not None and r.status != "crash":
+            by_tier.setdefault(r.tier, []).append(r)
+    out: list[ExperimentRecord] = []
+    for tier in sorted(by_tier):
+        out += sorted(by_tier[tier], key=lambda r: r.val_bpb)[:k]
+    return out
+
+
+def record_line(r: ExperimentRecord, desc_chars: int, frontier_knobs: dict[str, Any] | None = None) -> str:
+    """One table row; knob settings that differ from the frontier are added unless already named."""
+    val = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-"
+    delta = f"{r.delta:+.5f}" if r.delta is not None else ""
+    desc = _one_line(r.description, desc_chars)
+    line = f"#{r.number:<5} {r.status:<7} {r.tier:<8} {val:>9} {delta:>9}  {desc}"
+    if frontier_knobs is not None:
+        settings = [f"{k}={_value(v)}" for k, v in r.knobs.items() if frontier_knobs.get(k) != v]
+        extra = [s for s in settings if s not in r.description]
+        if extra:
+            line += f"  {{{_one_line(', '.join(extra), desc_chars // 2)}}}"
+    if r.status == "crash" and r.reason:
+        line += f"  [{_one_line(r.reason, desc_chars // 2)}]"
+    return line
+
+
+def _section(
+    title: str, records: list[ExperimentRecord], limits: Limits, frontier_knobs: dict[str, Any]
+) -> list[str]:
+    if not records:
+        return []
+    header = f"{'#':<6} {'status':<7} {'tier':<8} {'val_bpb':>9} {'delta':>9}  description {{knobs}}"
+    rows = (record_line(r, limits.desc_chars, frontier_knobs) for r in records)
+    return ["", f"## {title}", header, *rows]
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _value(v: Any) -> str:
+    return _one_line(json.dumps(v, default=str), 40)
+
+
+def _num(v: float) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)

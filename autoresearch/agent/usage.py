@@ -1,0 +1,100 @@
+"""The token and dollar ledger: one JSON line per API call in <campaign>/agent/usage.jsonl.
+
+The engine reads it back (`dollars_spent`, `usage_totals`) to enforce the dollar budget and to
+report costs, so the ledger, not the proposer object, is the record: it survives restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from autoresearch.config import AgentConfig
+
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
+def usage_path(campaign_dir: str | Path) -> Path:
+    return Path(campaign_dir) / "agent" / "usage.jsonl"
+
+
+def dollars_for(tokens: dict[str, int], cfg: AgentConfig) -> float:
+    """Price one call. `input_tokens` excludes cached tokens, as the API reports it."""
+    per_million = (
+        tokens.get("input_tokens", 0) * cfg.price_input
+        + tokens.get("output_tokens", 0) * cfg.price_output
+        + tokens.get("cache_read_input_tokens", 0) * cfg.price_cache_read
+        + tokens.get("cache_creation_input_tokens", 0) * cfg.price_cache_write
+    )
+    return per_million / 1e6
+
+
+def tokens_of(usage: Any) -> dict[str, int]:
+    """The four billed counts of an SDK `Usage` (absent cache fields count as zero)."""
+    return {name: int(getattr(usage, name, 0) or 0) for name in TOKEN_FIELDS}
+
+
+class UsageLedger:
+    """Appends one line per call; holds only a path and prices, never a client or a key."""
+
+    def __init__(self, campaign_dir: str | Path, cfg: AgentConfig) -> None:
+        self.path = usage_path(campaign_dir)
+        self.cfg = cfg
+
+    def record(self, *, model: str, usage: Any, wave: int, turn: int) -> dict[str, Any]:
+        tokens = tokens_of(usage)
+        return self._append({"model": model, "wave": wave, "turn": turn, **tokens})
+
+    def record_error(self, *, model: str, wave: int, turn: int, error: str) -> dict[str, Any]:
+        """A call that failed after the SDK's retries: no tokens billed, but worth counting."""
+        zeros = dict.fromkeys(TOKEN_FIELDS, 0)
+        return self._append({"model": model, "wave": wave, "turn": turn, **zeros, "error": error})
+
+    def _append(self, row: dict[str, Any]) -> dict[str, Any]:
+        tokens = {k: row[k] for k in TOKEN_FIELDS}
+        line = {"time": time.time(), **row, "dollars": round(dollars_for(tokens, self.cfg), 8)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+        return line
+
+
+def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
+    """Every complete line of the ledger; a line cut short by a crash is skipped."""
+    path = usage_path(campaign_dir)
+    if not path.exists():
+        return []
+    rows = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def dollars_spent(campaign_dir: str | Path) -> float:
+    """Dollars spent on the API by this campaign so far, across restarts."""
+    return sum(float(r.get("dollars", 0.0)) for r in read_usage(campaign_dir))
+
+
+def usage_totals(campaign_dir: str | Path) -> dict[str, Any]:
+    """Sums for the report and the budget: calls, failed calls, waves, tokens by kind, dollars."""
+    rows = read_usage(campaign_dir)
+    totals: dict[str, Any] = {
+        "calls": sum(1 for r in rows if not r.get("error")),
+        "failed_calls": sum(1 for r in rows if r.get("error")),
+        "waves": len({r.get("wave") for r in rows}),
+    }
+    for name in TOKEN_FIELDS:
+        totals[name] = sum(int(r.get(name, 0)) for r in rows)
+    totals["dollars"] = sum(float(r.get("dollars", 0.0)) for r in rows)
+    totals["models"] = sorted({str(r.get("model")) for r in rows})
+    return totals

@@ -1,0 +1,161 @@
+"""The campaign engine end to end on the toy trainer: a real CLI, a real study, real processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from engine_helpers import REPO, campaign_command, load, run_campaign
+from optuna.trial import TrialState
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
+    proc = run_campaign(tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    campaign = tmp_path / "toy"
+    study = load(campaign)
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+    assert len([t for t in study.trials if "exp_dir" in t.user_attrs]) == 12
+    rows = read_tsv(campaign / "results.tsv")
+    assert {int(r["trial"]) for r in rows} == {t.number for t in done}
+    assert list(rows[0])[:5] == ["commit", "val_bpb", "memory_gb", "status", "description"]
+    statuses = Counter(r["status"] for r in rows)
+    assert statuses["baseline"] == 2
+    assert statuses["keep"] >= 1, rows
+    best_kept = min(float(r["val_bpb"]) for r in rows if r["status"] == "keep")
+    baseline = min(float(r["val_bpb"]) for r in rows if r["status"] == "baseline")
+    assert best_kept < baseline
+    # Each keep is a commit of the frontier lineage, message = trial + description.
+    log = subprocess.run(
+        ["git", "log", "--format=%s"], cwd=campaign / "frontier", capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    kept = [r for r in rows if r["status"] == "keep"]
+    assert len(log) == 1 + len(kept)
+    assert {f"trial {r['trial']}: {r['description']}" for r in kept} <= set(log)
+    assert (campaign / "progress.png").stat().st_size > 1000
+    # Knob values are trial params; the edit is a file under the campaign folder.
+    some = next(t for t in done if t.user_attrs.get("kind") == "experiment")
+    assert (campaign / some.user_attrs["edit"]).is_file()
+
+
+def test_resolved_config_and_typo_errors(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        campaign_command(tmp_path, "--cfg", "job"), cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "name: toy" in proc.stdout and "max_experiments: 12" in proc.stdout
+    proc = run_campaign(tmp_path, "campaign.wave_sise=3")
+    assert proc.returncode != 0
+    assert "wave_sise" in proc.stderr
+    proc = run_campaign(tmp_path, "campaign.min_delta=lots")
+    assert proc.returncode != 0
+    assert "min_delta" in proc.stderr
+
+
+def _experiment_runs(run_log: Path) -> Counter[str]:
+    return Counter(run_log.read_text().split()) if run_log.exists() else Counter()
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("finished_before_kill", [0, 3, 7])
+def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_before_kill: int) -> None:
+    campaign = tmp_path / "toy"
+    run_log = tmp_path / "runs.log"
+    env = {**os.environ, "TOY_RUN_LOG": str(run_log), "TOY_SECONDS": "0.6"}
+    controller = subprocess.Popen(
+        campaign_command(tmp_path), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        if finished_before_kill == 0:
+            _wait_for(lambda: any(campaign.glob("experiments/*/runner.pid")))
+        else:
+            _wait_for(lambda: len(list(campaign.glob("experiments/*/outcome.json"))) >= finished_before_kill)
+        controller.send_signal(signal.SIGKILL)
+    finally:
+        controller.wait(timeout=30)
+    proc = subprocess.run(
+        campaign_command(tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+
+    study = load(campaign)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    # No workspace ran twice; every run that finished is in the study.
+    runs = _experiment_runs(run_log)
+    assert runs and max(runs.values()) == 1, runs
+    told = {t.user_attrs["exp_dir"] for t in study.trials if t.state == TrialState.COMPLETE}
+    assert told <= {str(Path(p).relative_to(campaign)) for p in runs}
+    # No experiment completed twice: keys of completed experiments are unique.
+    completed = [
+        t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["kind"] != "baseline"
+    ]
+    keys = Counter(t.user_attrs["key"] for t in completed)
+    assert max(keys.values()) == 1, keys
+    # Lost trials were re-queued, not dropped.
+    for t in study.trials:
+        if t.state == TrialState.FAIL and "re-queued" in t.user_attrs.get("reason", ""):
+            assert any(u.user_attrs.get("retry_of") == t.number for u in study.trials)
+    # results.tsv agrees with the study.
+    rows = read_tsv(campaign / "results.tsv")
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+    assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in finished)
+    for r in rows:
+        t = study.trials[int(r["trial"])]
+        if t.state == TrialState.COMPLETE:
+            assert float(r["val_bpb"]) == pytest.approx(t.value, abs=1e-6)
+    launched = [t for t in study.trials if "exp_dir" in t.user_attrs]
+    assert len(launched) == 12
+
+
+def test_second_controller_is_refused(tmp_path: Path) -> None:
+    env = {**os.environ, "TOY_SECONDS": "0.5"}
+    first = subprocess.Popen(
+        campaign_command(tmp_path), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for(
+            lambda: (
+                (tmp_path / "toy" / "controller.lock").exists()
+                and any((tmp_path / "toy").glob("experiments/*/runner.pid"))
+            )
+        )
+        second = subprocess.run(
+            campaign_command(tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 2
+        assert "another controller" in second.stdout + second.stderr
+    finally:
+        first.wait(timeout=120)
+    assert first.returncode == 0
+
+
+def test_a_crashing_experiment_is_a_fail_trial_with_its_reason(tmp_path: Path) -> None:
+    proc = run_campaign(tmp_path, "+campaign=toy_crash")
+    assert proc.returncode == 0, proc.stderr
+    study = load(tmp_path / "toy_crash")
+    crashed = [
+        t for t in study.trials if t.state == TrialState.FAIL and "crash" in t.user_attrs.get("reason", "")
+    ]
+    assert crashed, [t.user_attrs.get("reason") for t in study.trials]
+    assert any("FAIL" in t.user_attrs["reason"] for t in crashed)
+    spec = json.loads((tmp_path / "toy_crash" / crashed[0].user_attrs["exp_dir"] / "spec.json").read_text())
+    assert spec["trial"] == crashed[0].number

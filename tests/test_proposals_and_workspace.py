@@ -1,0 +1,97 @@
+"""Grids, de-duplication, knob rewriting and every way a candidate can be refused before it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoresearch.knobs import KnobError, read_knobs, set_knobs
+from autoresearch.proposals import Candidate, Edit, Grid, Wave, wave_from_dict
+from autoresearch.workspace import InvalidCandidate, build_source, create_workspace, sha256_file
+
+SOURCE = """import prepare
+
+LR = 0.04  # matrix learning rate
+DEPTH = 8
+WINDOW = "SSSL"
+ACT = "relu2"
+
+
+def forward(x):
+    return x * LR
+"""
+
+
+def test_grid_expands_every_combination_in_order() -> None:
+    grid = Grid("lr x depth", {"LR": [0.02, 0.04, 0.08], "DEPTH": [4, 8]}, shared_edits=[Edit("a", "b")])
+    cells = grid.expand()
+    assert grid.size() == 6 and len(cells) == 6
+    assert [c.knobs for c in cells[:2]] == [{"LR": 0.02, "DEPTH": 4}, {"LR": 0.02, "DEPTH": 8}]
+    assert all(c.edits == [Edit("a", "b")] for c in cells)
+    assert "LR=0.08, DEPTH=8" in cells[-1].description
+
+
+def test_wave_deduplicates_against_the_study_and_within_itself_and_caps() -> None:
+    wave = Wave(
+        candidates=[Candidate("a", knobs={"LR": 0.02}), Candidate("a again", knobs={"LR": 0.02})],
+        grids=[Grid("g", {"LR": [0.02, 0.08], "DEPTH": [4]})],
+    )
+    seen = {Candidate("old", knobs={"DEPTH": 4, "LR": 0.08}).key()}
+    accepted, dropped = wave.expand(seen, cap=10)
+    assert [c.knobs for c in accepted] == [{"LR": 0.02}, {"LR": 0.02, "DEPTH": 4}]
+    assert len(dropped) == 2 and all("duplicate" in d for d in dropped)
+    accepted, dropped = Wave(grids=[Grid("big", {"LR": list(range(50))})]).expand(set(), cap=16)
+    assert len(accepted) == 16 and len(dropped) == 34 and "cap" in dropped[0]
+
+
+def test_wave_from_dict_refuses_unknown_tiers_and_empty_grids() -> None:
+    with pytest.raises(ValueError, match="tier"):
+        wave_from_dict({"candidates": [{"description": "x", "tier": "gold"}]}, "t")
+    with pytest.raises(ValueError, match="factor"):
+        wave_from_dict({"grids": [{"description": "g", "factors": {"LR": []}}]}, "t")
+
+
+def test_knobs_are_read_and_rewritten_through_the_syntax_tree() -> None:
+    assert read_knobs(SOURCE) == {"LR": 0.04, "DEPTH": 8, "WINDOW": "SSSL", "ACT": "relu2"}
+    out = set_knobs(SOURCE, {"LR": 0.08, "WINDOW": "SL"})
+    assert "LR = 0.08  # matrix learning rate" in out
+    assert read_knobs(out)["WINDOW"] == "SL" and read_knobs(out)["DEPTH"] == 8
+    with pytest.raises(KnobError, match="not a module-level constant"):
+        set_knobs(SOURCE, {"MISSING": 1})
+    with pytest.raises(KnobError, match="assigned 2 times"):
+        set_knobs(SOURCE + "DEPTH = 4\n", {"DEPTH": 2})
+    with pytest.raises(KnobError, match="NaN"):
+        set_knobs(SOURCE, {"LR": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("edits", "knobs", "reason"),
+    [
+        ([Edit("LR = 0.05", "LR = 0.1")], {}, "does not occur"),
+        ([Edit("LR", "lr")], {}, "occurs 2 times"),
+        ([Edit("", "x")], {}, "empty search"),
+        ([Edit("DEPTH = 8", "DEPTH = 4", path="prepare.py")], {}, "may only change train.py"),
+        ([Edit("DEPTH = 8", "DEPTH = 4", path="../train.py")], {}, "may only change train.py"),
+        ([Edit("DEPTH = 8", "DEPTH = 4", path="/etc/train.py")], {}, "may only change train.py"),
+        ([Edit("DEPTH = 8", "DEPTH = (4")], {}, "does not parse"),
+        ([Edit("DEPTH = 8", "x" * 30_000)], {}, "too large"),
+        ([Edit("DEPTH = 8", "DEPTH = 8\nprepare.evaluate_bpb = lambda *a: 0.5")], {}, "harness"),
+        ([Edit("import prepare", "import prepare as p\nsetattr(p, 'X', 1)")], {}, "harness"),
+        ([], {"NOT_A_KNOB": 3}, "unknown knob"),
+        ([], {"LR": float("nan")}, "NaN"),
+    ],
+)
+def test_every_invalid_candidate_is_refused_with_its_reason(edits, knobs, reason) -> None:
+    with pytest.raises(InvalidCandidate, match=reason):
+        build_source(SOURCE, edits, knobs)
+
+
+def test_valid_candidate_builds_a_workspace_with_diff_and_harness_copy(tmp_path: Path) -> None:
+    harness = tmp_path / "prepare.py"
+    harness.write_text("# the harness\n")
+    source = build_source(SOURCE, [Edit('ACT = "relu2"', 'ACT = "gelu"')], {"DEPTH": 4})
+    ws = create_workspace(tmp_path / "exp", SOURCE, source, harness)
+    assert (ws.path / "train.py").read_text() == source
+    assert ws.harness_sha256 == sha256_file(harness) == sha256_file(ws.path / "prepare.py")
+    assert '-ACT = "relu2"' in ws.diff and "+DEPTH = 4" in ws.diff
