@@ -26,7 +26,7 @@ def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
 
 
 def run(cfg: AutoresearchConfig) -> int:
-    from autoresearch.campaign import Campaign, CampaignLocked, deadline_seconds
+    from autoresearch.campaign import Campaign, CampaignError, deadline_seconds
     from autoresearch.fleet.factory import make_fleet
     from autoresearch.proposers.factory import make_proposer
 
@@ -34,8 +34,12 @@ def run(cfg: AutoresearchConfig) -> int:
     campaign_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(campaign_dir / "controller.log")
     (campaign_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    proposer = make_proposer(cfg, campaign_dir)
-    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    try:
+        proposer = make_proposer(cfg, campaign_dir)
+        fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    except (ValueError, CampaignError) as err:
+        log.error("%s", err)
+        return 2
     campaign = Campaign(cfg, campaign_dir, fleet, proposer)
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -52,7 +56,7 @@ def run(cfg: AutoresearchConfig) -> int:
     )
     try:
         summary = campaign.run()
-    except CampaignLocked as err:
+    except CampaignError as err:
         log.error("%s", err)
         return 2
     best = f"{summary.best:.6f}" if summary.best is not None else "n/a"

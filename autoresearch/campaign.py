@@ -15,6 +15,8 @@ import logging
 import math
 import os
 import statistics
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +58,11 @@ class WallClock:
         return time.time()
 
 
-class CampaignLocked(RuntimeError):
+class CampaignError(RuntimeError):
+    """A campaign that cannot start or go on; the message says why in one line."""
+
+
+class CampaignLocked(CampaignError):
     """Another controller is running this campaign."""
 
 
@@ -126,14 +132,28 @@ class Campaign:
         self.harness = Path(self.c.prepare_py).resolve()
         for path in (self.harness, Path(self.c.train_py)):
             if not path.is_file():
-                raise FileNotFoundError(f"campaign file not found: {path}")
+                raise CampaignError(f"campaign file not found: {path}")
         self.study = open_study(self.dir, self.c.name, self.cfg.storage, self.sampler)
         if "started_at" not in self.study.user_attrs:
             self.study.set_user_attr("started_at", self.clock.now())
         self.frontier = Frontier(self.dir / "frontier", Path(self.c.train_py).read_text())
+        if self.c.prepare_data:
+            self._prepare_data()
         self._reconcile()
         if not any(t.user_attrs.get("kind") == "baseline" for t in trials(self.study)):
             self._enqueue_baselines()
+
+    def _prepare_data(self) -> None:
+        """Download data and train the tokenizer once, here, rather than in every experiment."""
+        log.info(
+            "preparing %s data and tokenizer for the %s scale (cached after the first run)",
+            self.c.data,
+            self.c.scale,
+        )
+        env = {**os.environ, **self._harness_env(BASE_SEED)}
+        cmd = [sys.executable, str(self.harness), "--scale", self.c.scale, "--data", self.c.data]
+        if subprocess.run(cmd, env=env).returncode != 0:
+            raise CampaignError(f"data preparation failed (see above): {' '.join(cmd)}")
 
     def _lock(self) -> None:
         fd = os.open(self.dir / "controller.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -288,8 +308,8 @@ class Campaign:
                     "hypothesis": cand.hypothesis,
                     "tier": cand.tier,
                     "key": candidate_key(cand, self.frontier.head()),
-                    "status": "crash",
-                    "reason": f"invalid: {reason}",
+                    "status": "invalid",
+                    "reason": reason,
                     "started_at": now,
                     "ended_at": now,
                 },
@@ -352,9 +372,12 @@ class Campaign:
             frontier_source = self.frontier.source()
             source = build_source(frontier_source, cand.edits, knobs)
             if source == frontier_source and attrs.get("kind") != "baseline":
-                raise InvalidCandidate("no change against the current frontier (already part of it)")
+                self._fail(
+                    trial.number, {"status": "skip", "reason": "no change: already part of the frontier"}
+                )
+                return None
         except (InvalidCandidate, ValueError) as err:
-            self._fail(trial.number, {"status": "crash", "reason": f"invalid: {err}"})
+            self._fail(trial.number, {"status": "invalid", "reason": str(err)})
             self._rejected.append(f"{cand.description}: {err}")
             return None
         pool_name = self.cfg.cluster.tiers[cand.tier]
@@ -570,7 +593,7 @@ class Campaign:
             self._enqueue(cand, {**keep, "retry_of": trial.number, "retries": retries + 1})
             reason += "; re-queued"
         log.warning("trial %d: %s", trial.number, reason)
-        self._fail(trial.number, {"status": "crash", "reason": reason})
+        self._fail(trial.number, {"status": "lost", "reason": reason})
 
     def _after_tell(self) -> None:
         done = len(finished(self.study))
@@ -612,6 +635,12 @@ class Campaign:
             rejected=self._rejected[-MAX_REJECTIONS_SHOWN:],
             campaign_dir=str(self.dir),
             frontier_commit=self.frontier.head(),
+            harness={
+                "scale": self.c.scale,
+                "data": self.c.data,
+                "time_budget_seconds": f"{time_budget_seconds(self.cfg):g}",
+                "metric": "val_bpb on the held-out split, computed by prepare.py from the model's logits",
+            },
         )
 
     def _record(self, t: FrozenTrial) -> ExperimentRecord:
@@ -634,9 +663,9 @@ class Campaign:
         baselines = [t.value for t in complete if t.user_attrs.get("kind") == "baseline"]
         kept = sorted((t for t in complete if t.user_attrs.get("status") == "keep"), key=lambda t: t.number)
         return Summary(
-            experiments=len(done),
+            experiments=sum(1 for t in done if "exp_dir" in t.user_attrs),
             kept=len(kept),
-            crashed=sum(1 for t in done if t.state == TrialState.FAIL),
+            crashed=sum(1 for t in done if t.user_attrs.get("status") == "crash"),
             baseline=statistics.fmean(baselines) if baselines else None,
             best=min((t.value for t in kept), default=statistics.fmean(baselines) if baselines else None),
             stop_reason=stop_reason,

@@ -43,6 +43,7 @@ class CampaignConfig:
     train_py: str = "trainer/train.py"  # starting point of the frontier
     prepare_py: str = "trainer/prepare.py"  # the read-only harness
     program_md: str = "trainer/program.md"  # the agent's standing instructions
+    prepare_data: bool = True  # run the harness's data + tokenizer step once before the first launch
     baseline_seeds: int = 2  # baseline repeats at the start: the first measure of noise
     wave_size: int = 8  # experiments asked of the proposer per wave
     max_wave: int = 16  # cap on a wave after grid expansion
@@ -96,7 +97,7 @@ class ClusterConfig:
 @dataclass
 class AgentConfig:
     kind: str = "offline"  # offline | claude
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-5-5"
     max_tokens: int = 16000
     thinking_budget: int = 0  # 0 = no extended thinking
     base_url: str | None = None  # None = the SDK's default (ANTHROPIC_BASE_URL is honoured)
@@ -107,10 +108,10 @@ class AgentConfig:
     failures_before_fallback: int = 3  # consecutive failed waves before the offline proposer steps in
     timeout_seconds: float = 300.0
     # Dollars per million tokens.
-    price_input: float = 3.0
-    price_output: float = 15.0
-    price_cache_read: float = 0.3
-    price_cache_write: float = 3.75
+    price_input: float = 2.0
+    price_output: float = 10.0
+    price_cache_read: float = 0.2
+    price_cache_write: float = 2.5
 
 
 @dataclass

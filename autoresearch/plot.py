@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
-    ran = [(i, r) for i, r in enumerate(table) if r["status"] != "crash" and r["val_bpb"]]
+    ran = [(i, r) for i, r in enumerate(table) if r["status"] in ("keep", "discard", "baseline")]
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     for status, color, size in (
         ("discard", "#b0b0b0", 14),

@@ -62,6 +62,7 @@ class CampaignContext:
     rejected: list[str] = field(default_factory=list)  # engine's reasons for dropping earlier proposals
     campaign_dir: str = ""
     frontier_commit: str = ""
+    harness: dict[str, str] = field(default_factory=dict)  # scale, data, time budget per experiment
 
 
 class Proposer(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from autoresearch.config import AutoresearchConfig
 from autoresearch.proposers.base import Proposer
@@ -13,18 +14,23 @@ from autoresearch.proposers.offline import OfflineProposer
 log = logging.getLogger("autoresearch")
 
 
-def make_proposer(cfg: AutoresearchConfig, campaign_dir: Path) -> Proposer:
+def make_proposer(cfg: AutoresearchConfig, campaign_dir: Path, client: Any | None = None) -> Proposer:
+    """`client` replaces the anthropic client (tests pass one whose HTTP transport is scripted)."""
     offline = OfflineProposer(seed=cfg.campaign.seed)
     if cfg.agent.kind == "offline":
         return offline
     if cfg.agent.kind != "claude":
         raise ValueError(f"unknown agent.kind {cfg.agent.kind!r} (claude or offline)")
-    if not os.environ.get("ANTHROPIC_API_KEY"):
+    if client is None and not os.environ.get("ANTHROPIC_API_KEY"):
         log.warning("agent=claude but ANTHROPIC_API_KEY is not set: using the offline proposer")
         return offline
     from autoresearch.agent.claude import ClaudeProposer
 
     program = Path(cfg.campaign.program_md)
     return ClaudeProposer(
-        cfg.agent, campaign_dir, fallback=offline, program_md=program.read_text() if program.is_file() else ""
+        cfg.agent,
+        campaign_dir,
+        fallback=offline,
+        client=client,
+        program_md=program.read_text() if program.is_file() else "",
     )

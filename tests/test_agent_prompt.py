@@ -1,0 +1,64 @@
+"""The rendered prompt: what it says, and that its size does not grow with the campaign."""
+
+from __future__ import annotations
+
+from autoresearch.agent.fakeapi import sample_context
+from autoresearch.agent.prompt import estimate_tokens, render_prompt
+from autoresearch.config import AgentConfig
+from autoresearch.proposers.base import ExperimentRecord
+
+
+def test_prompt_holds_every_part_of_the_context() -> None:
+    context = sample_context(40)
+    prompt = render_prompt(context, AgentConfig(max_fix_attempts=3), "MY PROGRAM")
+    stable, frontier = (b["text"] for b in prompt.system)
+    assert stable.startswith("MY PROGRAM")
+    assert "screen: h100 x13" in stable and "validate: h200 x3" in stable
+    assert "LR: float in [0.001, 0.1] (log scale)" in stable and "fixed at most 3 times" in stable
+    assert "val_bpb" in stable and "logits" in stable
+    assert 'ACTIVATION = "relu2"' in frontier and "#35" in frontier  # train.py and the lineage
+    user = prompt.user
+    assert "screen 0.998000" in user and "0.00110" in user  # frontier value and measured noise
+    assert "experiments 200" in user and "dollars 12" in user  # budget left
+    assert "WARMUP=0.1" in user and 'ACTIVATION="relu2" (declared)' in user
+    assert "RuntimeError: shape mismatch" in user and "#33" in user  # crashes with reasons
+    assert "search text not found" in user  # the engine's rejections
+    assert "about 8 experiments" in user
+
+
+def test_stable_blocks_do_not_change_when_only_results_do() -> None:
+    cfg = AgentConfig()
+    before = render_prompt(sample_context(40), cfg, "P")
+    context = sample_context(40)
+    context.history.append(
+        ExperimentRecord(99, "new result", "discard", 0.9999, "screen", {"LR": 0.02}, delta=0.0019)
+    )
+    context.noise_std = 0.0015
+    after = render_prompt(context, cfg, "P")
+    assert [b["text"] for b in after.system] == [b["text"] for b in before.system]  # cache still hits
+    assert after.user != before.user
+
+
+def test_size_is_bounded_however_long_the_campaign() -> None:
+    cfg = AgentConfig()
+    small = render_prompt(sample_context(100), cfg, "P").chars()
+    huge_context = sample_context(10_000, rejected=[f"rejection number {i}" for i in range(10_000)])
+    huge = render_prompt(huge_context, cfg, "P").chars()
+    assert huge < 1.5 * small
+    assert estimate_tokens(huge) < cfg.max_context_tokens * 0.7
+
+
+def test_a_tight_token_bound_shrinks_the_tables() -> None:
+    context = sample_context(2_000)
+    roomy = render_prompt(context, AgentConfig(max_context_tokens=60_000), "P")
+    tight = render_prompt(context, AgentConfig(max_context_tokens=3_000), "P")
+    assert tight.chars() < roomy.chars()
+    assert estimate_tokens(tight.chars()) <= 3_000 * 0.7
+
+
+def test_long_descriptions_and_newlines_stay_on_one_line() -> None:
+    context = sample_context(5)
+    context.history[-1].description = "line one\nline two " + "x" * 1000
+    prompt = render_prompt(context, AgentConfig(), "P")
+    row = next(line for line in prompt.user.splitlines() if line.startswith("#4 "))
+    assert "line one line two" in row and len(row) < 400

@@ -1,0 +1,322 @@
+"""ClaudeProposer against the real SDK client over a scripted HTTP transport (no network)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from autoresearch.agent import ClaudeProposer, ModelNotFoundError, dollars_spent, usage_totals
+from autoresearch.agent.claude import FALLBACK_SOURCE, RETRY_EVERY
+from autoresearch.agent.client import AgentSetupError, build_client
+from autoresearch.agent.fakeapi import (
+    ScriptedAPI,
+    error_response,
+    message_json,
+    overloaded,
+    rate_limited,
+    sample_context,
+    text_block,
+    tool_call,
+    tool_use_block,
+    usage_json,
+)
+from autoresearch.agent.usage import read_usage
+from autoresearch.config import AgentConfig
+from autoresearch.proposals import Candidate, Wave
+
+MODEL = "claude-test-1"
+
+GOOD_WAVE = {
+    "rationale": "LR looks under-tuned; the crash in #3 is a shape bug worth one fix.",
+    "candidates": [
+        {
+            "description": "GELU instead of ReLU^2",
+            "hypothesis": "smoother activation trains faster early",
+            "edits": [{"search": "return relu(x) ** 2", "replace": "return gelu(x)"}],
+            "knobs": [{"name": "ACTIVATION", "value": '"gelu"'}],
+            "tier": "screen",
+            "fix_of": None,
+        },
+        {
+            "description": "fix of #3: transpose before the matmul",
+            "hypothesis": "the idea of #3 was sound; only the shape was wrong",
+            "edits": [],
+            "knobs": [{"name": "DEPTH", "value": "10"}, {"name": "LR", "value": "null"}],
+            "tier": "validate",
+            "fix_of": 3,
+        },
+    ],
+    "grids": [
+        {
+            "description": "LR x warmup",
+            "hypothesis": "optimum LR depends on warmup",
+            "factors": [
+                {"name": "LR", "levels": ["0.02", "0.04", "0.08"]},
+                {"name": "WARMUP", "levels": ["0.0", "0.1"]},
+            ],
+            "shared_edits": [],
+            "tier": "screen",
+        }
+    ],
+}
+
+
+class StubFallback:
+    """The offline proposer's stand-in: counts its calls."""
+
+    name = "offline"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def propose(self, context) -> Wave:
+        self.calls += 1
+        return Wave(
+            rationale="offline", candidates=[Candidate(description="offline idea", knobs={"LR": 0.05})]
+        )
+
+
+def make_proposer(tmp_path: Path, api: ScriptedAPI, max_retries: int = 2, **cfg_overrides) -> ClaudeProposer:
+    fields = {"kind": "claude", "model": MODEL, "max_retries": max_retries, **cfg_overrides}
+    cfg = AgentConfig(**fields)
+    client = api.client(max_retries=max_retries, timeout=5.0)
+    return ClaudeProposer(cfg, tmp_path, StubFallback(), client=client, program_md="PROGRAM TEXT")
+
+
+def test_inspection_then_proposal_gives_the_wave(tmp_path: Path) -> None:
+    log_dir = tmp_path / "experiments" / "00003"
+    log_dir.mkdir(parents=True)
+    (log_dir / "run.log").write_text("step 1\nTraceback ...\nRuntimeError: shape mismatch (8x64 @ 32x64)\n")
+    inspect = message_json(
+        [
+            text_block("Let me look at the crash first."),
+            tool_use_block("get_log_tail", {"number": 3}, "toolu_a"),
+            tool_use_block("results_by_knob", {"knob": "LR"}, "toolu_b"),
+        ],
+        usage=usage_json(input_tokens=1200, output_tokens=80, cache_write=3000),
+    )
+    propose = tool_call(
+        "propose_wave", GOOD_WAVE, usage=usage_json(input_tokens=900, output_tokens=600, cache_read=3000)
+    )
+    api = ScriptedAPI([inspect, propose], models=[MODEL])
+    proposer = make_proposer(tmp_path, api)
+
+    wave = proposer.propose(sample_context())
+
+    assert wave.source == "claude"
+    assert [c.description for c in wave.candidates] == [
+        "GELU instead of ReLU^2",
+        "fix of #3: transpose before the matmul",
+    ]
+    assert wave.candidates[0].knobs == {"ACTIVATION": "gelu"}
+    assert wave.candidates[0].edits[0].replace == "return gelu(x)"
+    assert wave.candidates[1].knobs == {"DEPTH": 10, "LR": None}
+    assert (wave.candidates[1].fix_of, wave.candidates[1].tier) == (3, "validate")
+    assert wave.grids[0].factors == {"LR": [0.02, 0.04, 0.08], "WARMUP": [0.0, 0.1]}
+    assert wave.grids[0].size() == 6
+
+    bodies = api.message_bodies
+    assert len(bodies) == 2
+    results = bodies[1]["messages"][-1]["content"]
+    by_id = {b["tool_use_id"]: b for b in results if b["type"] == "tool_result"}
+    assert "shape mismatch" in by_id["toolu_a"]["content"]
+    assert "mean" in by_id["toolu_b"]["content"] and not by_id["toolu_b"].get("is_error")
+    assert bodies[1]["messages"][1]["role"] == "assistant"  # the model's turn went back as it was
+
+    rows = read_usage(tmp_path)
+    assert len(rows) == 2 and {r["wave"] for r in rows} == {1}
+    cfg = proposer.cfg
+    first = (1200 * cfg.price_input + 80 * cfg.price_output + 3000 * cfg.price_cache_write) / 1e6
+    assert rows[0]["dollars"] == pytest.approx(first)
+    assert rows[1]["cache_read_input_tokens"] == 3000
+    assert dollars_spent(tmp_path) == pytest.approx(sum(r["dollars"] for r in rows))
+    totals = usage_totals(tmp_path)
+    assert totals["calls"] == 2 and totals["input_tokens"] == 2100 and totals["waves"] == 1
+
+    transcript = json.loads((tmp_path / "agent" / "waves" / "00001.json").read_text())
+    assert (
+        transcript["outcome"] == "ok" and transcript["proposal"]["grids"][0]["description"] == "LR x warmup"
+    )
+
+
+def test_request_carries_cache_markers_strict_tools_and_config(tmp_path: Path) -> None:
+    api = ScriptedAPI([tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    proposer = make_proposer(tmp_path, api, max_tokens=12345)
+    proposer.propose(sample_context())
+
+    body = api.message_bodies[0]
+    assert body["model"] == MODEL and body["max_tokens"] == 12345
+    assert "temperature" not in body and "thinking" not in body
+    tools = body["tools"]
+    assert tools[0]["name"] == "propose_wave" and all(t["strict"] is True for t in tools)
+    assert tools[-1]["cache_control"] == {"type": "ephemeral"}
+    assert [b.get("cache_control") for b in body["system"]] == [{"type": "ephemeral"}] * 2
+    assert body["system"][0]["text"].startswith("PROGRAM TEXT")  # instructions are the stable prefix
+    assert "DEPTH = 8" in body["system"][1]["text"]  # the frontier train.py, cached until a keep
+    user = body["messages"][0]["content"]
+    assert "Frontier val_bpb" in user[0]["text"]  # volatile state after the breakpoints
+    assert user[-1]["cache_control"] == {"type": "ephemeral"}
+    markers = json.dumps(body).count('"cache_control"')
+    assert markers <= 4  # the API's limit on breakpoints
+
+
+def test_rate_limit_is_retried_by_the_sdk(tmp_path: Path) -> None:
+    api = ScriptedAPI([rate_limited(), tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    proposer = make_proposer(tmp_path, api, max_retries=2)
+    start = time.monotonic()
+    wave = proposer.propose(sample_context())
+    assert time.monotonic() - start < 2.0  # retry-after-ms: 1 keeps the back-off short
+    assert wave.source == "claude"
+    assert len(api.message_bodies) == 2
+    assert proposer.consecutive_failures == 0
+    assert usage_totals(tmp_path)["calls"] == 1
+
+
+def test_overload_falls_back_and_claude_is_retried_later(tmp_path: Path, caplog) -> None:
+    api = ScriptedAPI(models=[MODEL], default=lambda body: overloaded())
+    proposer = make_proposer(tmp_path, api, max_retries=1, failures_before_fallback=2)
+    context = sample_context()
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+
+    first = proposer.propose(context)
+    assert first.source == FALLBACK_SOURCE and first.candidates[0].description == "offline idea"
+    assert len(api.message_bodies) == 2  # one try plus one SDK retry
+    assert any("offline proposer" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert usage_totals(tmp_path)["failed_calls"] == 1
+
+    proposer.propose(context)  # second failure in a row: now in fallback
+    assert proposer.in_fallback
+    sent = len(api.message_bodies)
+    for _ in range(RETRY_EVERY - 1):
+        assert proposer.propose(context).source == FALLBACK_SOURCE
+    assert len(api.message_bodies) == sent  # Claude skipped while failing
+
+    api.default = lambda body: tool_call("propose_wave", GOOD_WAVE)
+    back = proposer.propose(context)  # the periodic retry finds the API healthy again
+    assert back.source == "claude" and not proposer.in_fallback
+    assert proposer.fallback.calls == 2 + RETRY_EVERY - 1
+    outcomes = [
+        json.loads(p.read_text())["outcome"] for p in sorted((tmp_path / "agent" / "waves").glob("*.json"))
+    ]
+    assert outcomes == ["fallback"] * (2 + RETRY_EVERY - 1) + ["ok"]
+
+
+def test_malformed_proposal_gets_an_error_result_then_is_corrected(tmp_path: Path) -> None:
+    bad = json.loads(json.dumps(GOOD_WAVE))
+    bad["candidates"][0]["knobs"] = [{"name": "NOT_A_KNOB", "value": "3"}]
+    api = ScriptedAPI([tool_call("propose_wave", bad), tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    proposer = make_proposer(tmp_path, api)
+
+    wave = proposer.propose(sample_context())
+
+    assert wave.source == "claude" and len(wave.candidates) == 2
+    second = api.message_bodies[1]["messages"][-1]["content"]
+    result = next(b for b in second if b["type"] == "tool_result")
+    assert result["is_error"] is True and "NOT_A_KNOB" in result["content"]
+
+
+def test_still_malformed_after_the_turn_budget_is_a_failed_wave(tmp_path: Path) -> None:
+    empty = {"rationale": "nothing", "candidates": [], "grids": []}
+    api = ScriptedAPI(models=[MODEL], default=lambda body: tool_call("propose_wave", empty))
+    proposer = make_proposer(tmp_path, api, max_inspect_turns=1)
+    wave = proposer.propose(sample_context())
+    assert wave.source == FALLBACK_SOURCE
+    assert len(api.message_bodies) == 1 + 2  # inspection turns + proposal + one repair
+    assert proposer.consecutive_failures == 1
+    failed = json.loads((tmp_path / "agent" / "waves" / "00001.json").read_text())
+    assert failed["outcome"] == "fallback" and "empty" in failed["reason"]
+    assert len(failed["messages"]) == 1 + 2 * 3  # the failed conversation is kept with the fallback
+    assert failed["proposal"]["source"] == FALLBACK_SOURCE
+
+
+def test_inspection_budget_is_enforced_and_the_last_turn_is_forced(tmp_path: Path) -> None:
+    inspect = tool_call("get_results", {"numbers": [1, 2]})
+    api = ScriptedAPI([inspect, inspect, tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    proposer = make_proposer(tmp_path, api, max_inspect_turns=1)
+    assert proposer.propose(sample_context()).source == "claude"
+    bodies = api.message_bodies
+    assert bodies[0]["tool_choice"] == {"type": "auto"}
+    assert bodies[1]["tool_choice"] == {"type": "tool", "name": "propose_wave"}
+    refused = bodies[2]["messages"][-1]["content"][0]
+    assert refused["is_error"] is True and "No inspection budget" in refused["content"]
+
+
+def test_a_model_that_refuses_forcing_is_asked_unforced(tmp_path: Path) -> None:
+    def only_auto(body):
+        if body["tool_choice"]["type"] != "auto":
+            return error_response(400, "invalid_request_error", "tool_choice forcing is not supported")
+        return tool_call("propose_wave", GOOD_WAVE)
+
+    api = ScriptedAPI(models=[MODEL], default=only_auto)
+    proposer = make_proposer(tmp_path, api, max_inspect_turns=0)
+    assert proposer.propose(sample_context()).source == "claude"
+    assert [b["tool_choice"]["type"] for b in api.message_bodies] == ["tool", "auto"]
+    assert proposer.can_force is False
+    proposer.propose(sample_context())
+    assert api.message_bodies[-1]["tool_choice"] == {"type": "auto"}  # not forced again
+
+
+def test_thinking_budget_is_sent_and_never_forced(tmp_path: Path) -> None:
+    api = ScriptedAPI([tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    proposer = make_proposer(tmp_path, api, thinking_budget=2048, max_inspect_turns=0)
+    proposer.propose(sample_context())
+    body = api.message_bodies[0]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert body["tool_choice"] == {"type": "auto"}
+
+
+def test_model_check_names_close_models(tmp_path: Path) -> None:
+    api = ScriptedAPI(models=["claude-sonnet-5-5-20260901", "claude-opus-5-5", "claude-haiku-4-5"])
+    cfg = AgentConfig(kind="claude", model="claude-sonet-5-5")
+    with pytest.raises(ModelNotFoundError, match="claude-sonnet-5-5-20260901") as err:
+        ClaudeProposer(cfg, tmp_path, StubFallback(), client=api.client())
+    assert "\n" not in str(err.value)
+    alias = AgentConfig(kind="claude", model="claude-sonnet-5-5")  # an alias of a dated snapshot is fine
+    ClaudeProposer(alias, tmp_path, StubFallback(), client=api.client())
+
+
+def test_rejected_key_at_start_up_is_a_clear_error(tmp_path: Path) -> None:
+    api = ScriptedAPI(models=error_response(401, "authentication_error", "invalid x-api-key"))
+    with pytest.raises(AgentSetupError, match="ANTHROPIC_API_KEY was refused"):
+        ClaudeProposer(AgentConfig(kind="claude", model=MODEL), tmp_path, StubFallback(), client=api.client())
+
+
+def test_unreachable_models_endpoint_does_not_stop_the_start(tmp_path: Path, caplog) -> None:
+    api = ScriptedAPI(models=overloaded())
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    ClaudeProposer(
+        AgentConfig(kind="claude", model=MODEL, max_retries=0),
+        tmp_path,
+        StubFallback(),
+        client=api.client(max_retries=0),
+    )
+    assert any("could not list models" in r.getMessage() for r in caplog.records)
+
+
+def test_build_client_reads_the_key_from_the_environment_only(monkeypatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(AgentSetupError, match="ANTHROPIC_API_KEY is not set"):
+        build_client(AgentConfig(kind="claude"))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k-test")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://gateway.invalid:8080")
+    client = build_client(AgentConfig(kind="claude", max_retries=7, timeout_seconds=42.0))
+    assert str(client.base_url).startswith("http://gateway.invalid:8080")
+    assert client.max_retries == 7 and client.timeout == 42.0
+    explicit = build_client(AgentConfig(kind="claude", base_url="http://other.invalid"))
+    assert str(explicit.base_url).startswith("http://other.invalid")
+    with pytest.raises(AgentSetupError, match="thinking_budget"):
+        build_client(AgentConfig(kind="claude", thinking_budget=500))
+
+
+def test_works_with_the_hydra_config_object_and_the_default_program(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(AgentConfig(kind="claude", model=MODEL))
+    api = ScriptedAPI([tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    proposer = ClaudeProposer(cfg, tmp_path, StubFallback(), client=api.client(), program_md="")
+    assert proposer.propose(sample_context()).source == "claude"
+    assert "Standing instructions" in api.message_bodies[0]["system"][0]["text"]  # trainer/program.md

@@ -1,0 +1,82 @@
+"""The API key never reaches a file, a log or a pickle: a canary key is hunted everywhere."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import uuid
+from pathlib import Path
+
+import httpx2
+
+from autoresearch.agent import ClaudeProposer
+from autoresearch.agent.client import build_client
+from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, sample_context, tool_call
+from autoresearch.config import AgentConfig
+from autoresearch.proposals import Candidate, Wave
+
+MODEL = "claude-test-1"
+
+WAVE = {
+    "rationale": "r",
+    "candidates": [
+        {
+            "description": "lower LR",
+            "hypothesis": "h",
+            "edits": [],
+            "knobs": [{"name": "LR", "value": "0.02"}],
+            "tier": "screen",
+            "fix_of": None,
+        }
+    ],
+    "grids": [],
+}
+
+
+class Fallback:
+    name = "offline"
+
+    def propose(self, context) -> Wave:
+        return Wave(candidates=[Candidate(description="offline", knobs={"LR": 0.03})])
+
+
+def test_canary_key_is_used_but_never_stored(tmp_path: Path, monkeypatch, caplog) -> None:
+    canary = f"sk-canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
+    caplog.set_level(logging.DEBUG)  # every logger, the SDK's and the HTTP layer's included
+
+    api = ScriptedAPI(
+        [
+            tool_call("get_log_tail", {"number": 3}),
+            tool_call("propose_wave", {"rationale": "r", "candidates": [], "grids": []}),  # rejected
+            tool_call("propose_wave", WAVE),
+            overloaded(),
+            overloaded(),
+        ],
+        models=[MODEL],
+    )
+    sent_keys: list[str] = []
+
+    def spying(request: httpx2.Request) -> httpx2.Response:
+        sent_keys.append(request.headers.get("authorization", "") + request.headers.get("x-api-key", ""))
+        return api.handler(request)
+
+    cfg = AgentConfig(kind="claude", model=MODEL, max_retries=1)
+    client = build_client(cfg, http_client=httpx2.Client(transport=httpx2.MockTransport(spying)))
+    proposer = ClaudeProposer(cfg, tmp_path, Fallback(), client=client, program_md="instructions")
+
+    assert proposer.propose(sample_context()).source == "claude"
+    assert proposer.propose(sample_context()).source == "offline-fallback"  # 529s: errors recorded
+    assert all(canary in k for k in sent_keys) and len(sent_keys) >= 5  # the key was really used
+
+    blob = pickle.dumps(proposer)
+    assert canary.encode() not in blob
+    restored = pickle.loads(blob)
+    assert restored._client is None and restored.cfg == cfg  # rebuilt from the environment on use
+
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "usage.jsonl" for p in files) and any(p.suffix == ".json" for p in files)
+    for path in files:
+        assert canary.encode() not in path.read_bytes(), path
+    assert canary not in caplog.text
+    assert canary not in repr(proposer)

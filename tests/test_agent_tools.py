@@ -1,0 +1,178 @@
+"""The strict tool schemas, proposal parsing and checks, and the read-only inspection tools."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoresearch.agent.fakeapi import sample_context
+from autoresearch.agent.inspection import RESULT_CHARS, Inspector
+from autoresearch.agent.tools import (
+    INSPECT_TOOLS,
+    PROPOSE_WAVE,
+    ProposalError,
+    decode_value,
+    parse_proposal,
+    tool_definitions,
+)
+
+
+def object_nodes(node: Any):
+    if isinstance(node, dict):
+        if node.get("type") == "object":
+            yield node
+        for value in node.values():
+            yield from object_nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from object_nodes(value)
+
+
+@pytest.mark.parametrize("tool", [PROPOSE_WAVE, *INSPECT_TOOLS], ids=lambda t: t["name"])
+def test_schemas_satisfy_strict_mode(tool: dict[str, Any]) -> None:
+    assert tool["strict"] is True
+    nodes = list(object_nodes(tool["input_schema"]))
+    assert nodes
+    for node in nodes:
+        assert node["additionalProperties"] is False
+        assert sorted(node["required"]) == sorted(node["properties"])
+    text = json.dumps(tool["input_schema"])
+    for unsupported in ('"$ref"', '"oneOf"', '"minimum"', '"maxLength"', '"patternProperties"'):
+        assert unsupported not in text
+
+
+def test_only_the_last_tool_carries_the_cache_breakpoint() -> None:
+    tools = tool_definitions()
+    assert [("cache_control" in t) for t in tools] == [False] * (len(tools) - 1) + [True]
+    assert "cache_control" not in INSPECT_TOOLS[-1]  # the module constants stay clean
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0.02", 0.02), ("8", 8), ("true", True), ('"gelu"', "gelu"), ("null", None), ("gelu", "gelu")],
+)
+def test_knob_values_decode_from_json_strings(text: str, value: Any) -> None:
+    assert decode_value(text) == value and type(decode_value(text)) is type(value)
+
+
+def test_list_values_are_refused() -> None:
+    with pytest.raises(ProposalError, match="not a number"):
+        decode_value("[1, 2]")
+
+
+def cand(**over: Any) -> dict[str, Any]:
+    base = {
+        "description": "d",
+        "hypothesis": "h",
+        "edits": [],
+        "knobs": [{"name": "LR", "value": "0.02"}],
+        "tier": "screen",
+        "fix_of": None,
+    }
+    return {**base, **over}
+
+
+def wave(*cands: dict[str, Any], grids: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"rationale": "r", "candidates": list(cands), "grids": grids or []}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (wave(), "empty"),
+        (wave(cand(knobs=[{"name": "NOPE", "value": "1"}])), "NOPE is not a constant"),
+        (wave(cand(knobs=[{"name": "WARMUP", "value": "null"}])), "WARMUP=null"),
+        (wave(cand(knobs=[{"name": "LR", "value": "1"}, {"name": "LR", "value": "2"}])), "given twice"),
+        (wave(cand(fix_of=4)), "did not crash"),
+        (wave(cand(fix_of=777)), "not a finished trial"),
+        (wave(cand(knobs=[])), "nothing would change"),
+        (wave(cand(edits=[{"search": "", "replace": "x"}])), "empty search"),
+        (wave(cand(tier="huge")), "unknown tier"),
+        (wave({"edits": [], "knobs": []}), "malformed"),  # no description
+        (
+            wave(
+                grids=[
+                    {
+                        "description": "g",
+                        "hypothesis": "",
+                        "factors": [],
+                        "shared_edits": [],
+                        "tier": "screen",
+                    }
+                ]
+            ),
+            "factor",
+        ),
+        (
+            wave(
+                grids=[
+                    {
+                        "description": "g",
+                        "hypothesis": "",
+                        "factors": [{"name": "LR", "levels": ["0.1", "0.1"]}],
+                        "shared_edits": [],
+                        "tier": "screen",
+                    }
+                ]
+            ),
+            "repeats a level",
+        ),
+    ],
+)
+def test_bad_proposals_are_refused_with_a_reason(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProposalError, match=message):
+        parse_proposal(raw, sample_context())
+
+
+def test_a_good_proposal_parses() -> None:
+    grid = {
+        "description": "g",
+        "hypothesis": "",
+        "factors": [
+            {"name": "DEPTH", "levels": ["6", "10"]},
+            {"name": "ACTIVATION", "levels": ['"gelu"', "relu2"]},
+        ],
+        "shared_edits": [{"search": "DEPTH = 8", "replace": "DEPTH = 9"}],
+        "tier": "validate",
+    }
+    parsed = parse_proposal(wave(cand(fix_of=3), grids=[grid]), sample_context(), source="claude")
+    assert parsed.candidates[0].fix_of == 3 and parsed.candidates[0].knobs == {"LR": 0.02}
+    assert parsed.grids[0].factors == {"DEPTH": [6, 10], "ACTIVATION": ["gelu", "relu2"]}
+    assert [c.knobs for c in parsed.grids[0].expand()][0] == {"DEPTH": 6, "ACTIVATION": "gelu"}
+    assert parsed.source == "claude"
+
+
+def write(tmp_path: Path, number: int, name: str, text: str) -> None:
+    folder = tmp_path / "experiments" / f"{number:05d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_inspection_tools_read_bounded_views(tmp_path: Path) -> None:
+    inspector = Inspector(sample_context(30), tmp_path)
+    write(tmp_path, 5, "train.diff", "--- a/train.py\n+++ b/train.py\n-LR = 0.04\n+LR = 0.02\n")
+    write(tmp_path, 3, "run.log", "".join(f"line {i}\n" for i in range(5000)) + "CUDA out of memory\n")
+
+    diff, err = inspector.run("get_diff", {"number": 5})
+    assert not err and "+LR = 0.02" in diff
+    tail, err = inspector.run("get_log_tail", {"number": 3})
+    assert not err and tail.endswith("CUDA out of memory\n") and len(tail) <= RESULT_CHARS + 80
+    results, err = inspector.run("get_results", {"numbers": [5, 3, 999]})
+    assert not err and '"number": 5' in results and "999" in results.splitlines()[-1]
+    grouped, err = inspector.run("results_by_knob", {"knob": "LR"})
+    assert not err and "mean" in grouped and "screen" in grouped
+
+    assert inspector.run("get_diff", {"number": 6})[1] is True
+    assert inspector.run("get_log_tail", {"number": 8})[1] is True
+    assert inspector.run("results_by_knob", {"knob": "NOPE"})[1] is True
+    assert inspector.run("delete_everything", {})[1] is True
+    assert inspector.run("get_diff", {"numbr": 5})[1] is True
+
+
+def test_huge_outputs_are_cut(tmp_path: Path) -> None:
+    write(tmp_path, 5, "train.diff", "+" + "x" * 50_000)
+    text, err = Inspector(sample_context(10), tmp_path).run("get_diff", {"number": 5})
+    assert not err and len(text) < RESULT_CHARS + 100 and "more characters cut" in text

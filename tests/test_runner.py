@@ -1,0 +1,100 @@
+"""The runner: the deadline, the harness check, secret scrubbing and signals, on real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autoresearch.runner import run_experiment
+from autoresearch.workspace import sha256_file
+
+TOY = Path(__file__).parent / "fixtures" / "toy"
+
+
+def make_experiment(tmp_path: Path, train_py: str, deadline: float = 30.0) -> Path:
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "train.py").write_text(train_py)
+    shutil.copy(TOY / "prepare.py", exp / "prepare.py")
+    spec = {"trial": 7, "deadline_s": deadline, "harness_sha256": sha256_file(TOY / "prepare.py"), "env": {}}
+    (exp / "spec.json").write_text(json.dumps(spec))
+    return exp
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+HANG = "import os, time\nopen('child.pid', 'w').write(str(os.getpid()))\nwhile True:\n    time.sleep(1)\n"
+
+
+def test_a_silent_hang_is_ended_at_the_deadline(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path, HANG, deadline=1.5)
+    started = time.monotonic()
+    outcome = run_experiment(exp)
+    assert outcome["status"] == "timeout" and "deadline" in outcome["reason"]
+    assert time.monotonic() - started < 15
+    assert not pid_alive(int((exp / "child.pid").read_text()))
+    assert json.loads((exp / "outcome.json").read_text())["status"] == "timeout"
+
+
+def test_a_changed_harness_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path, "open('ran', 'w')\n")
+    (exp / "prepare.py").write_text("def write_result(s): pass\n")
+    outcome = run_experiment(exp)
+    assert outcome["status"] == "harness_mismatch"
+    assert not (exp / "ran").exists()
+
+
+def test_train_py_never_sees_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-canary-runner")
+    monkeypatch.setenv("WANDB_API_KEY", "canary-wandb")
+    monkeypatch.setenv("HARMLESS", "yes")
+    exp = make_experiment(
+        tmp_path,
+        "import json, os, prepare\njson.dump(dict(os.environ), open('env.json', 'w'))\n"
+        "prepare.write_result({'val_bpb': 1.0})\n",
+    )
+    outcome = run_experiment(exp)
+    assert outcome["status"] == "ok" and outcome["metrics"]["val_bpb"] == 1.0
+    env = json.loads((exp / "env.json").read_text())
+    assert env["HARMLESS"] == "yes"
+    assert "ANTHROPIC_API_KEY" not in env and "WANDB_API_KEY" not in env
+
+
+def test_a_crash_reports_the_last_log_line(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path, "print('step 1 loss nan')\nprint('FAIL')\nraise SystemExit(1)\n")
+    outcome = run_experiment(exp)
+    assert outcome["status"] == "crash"
+    assert "exit 1" in outcome["reason"] and "FAIL" in outcome["reason"]
+
+
+def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
+    outcome = run_experiment(make_experiment(tmp_path, "print('done, I promise')\n"))
+    assert outcome["status"] == "crash" and "no result" in outcome["reason"]
+
+
+def test_sigterm_to_the_runner_ends_train_py_and_records_interrupted(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path, HANG)
+    runner = subprocess.Popen([sys.executable, "-m", "autoresearch.runner", str(exp)], cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not (exp / "child.pid").exists():
+        assert time.monotonic() < deadline and runner.poll() is None
+        time.sleep(0.02)
+    os.kill(runner.pid, signal.SIGTERM)
+    runner.wait(timeout=30)
+    outcome = json.loads((exp / "outcome.json").read_text())
+    assert outcome["status"] == "interrupted"
+    assert not pid_alive(int((exp / "child.pid").read_text()))
