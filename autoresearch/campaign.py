@@ -167,12 +167,48 @@ class Campaign:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
 
+    def _separate_validate_tier(self) -> bool:
+        tiers = self.cfg.cluster.tiers
+        return (
+            self.c.validate_seeds > 0
+            and tiers.get("validate") in self.fleet.pools
+            and tiers.get("validate") != tiers.get("screen")
+        )
+
     def _enqueue_baselines(self) -> None:
-        tiers_served = sorted({t for t, pool in self.cfg.cluster.tiers.items() if pool in self.fleet.pools})
-        tier = "screen" if "screen" in tiers_served else tiers_served[0]
+        """The starting point on the screen tier, and on the validate tier when it is other hardware."""
         for i in range(max(1, self.c.baseline_seeds)):
-            cand = Candidate(description="baseline", hypothesis="the starting point, measured", tier=tier)
+            cand = Candidate(description="baseline", hypothesis="the starting point, measured", tier="screen")
             self._enqueue(cand, {"kind": "baseline", "seed": BASE_SEED + i, "wave": 0, "source": "engine"})
+        if self._separate_validate_tier():
+            for i in range(self.c.validate_seeds):
+                cand = Candidate(
+                    description="baseline",
+                    hypothesis="the starting point on the validate tier",
+                    tier="validate",
+                )
+                self._enqueue(
+                    cand, {"kind": "baseline", "seed": BASE_SEED + i, "wave": 0, "source": "engine"}
+                )
+
+    def _enqueue_validation(self, trial: int, description: str) -> None:
+        """Promote a new frontier: measure it on the validate tier's hardware with several seeds."""
+        if not self._separate_validate_tier():
+            return
+        for i in range(self.c.validate_seeds):
+            cand = Candidate(
+                description=f"validate trial {trial}: {description}",
+                hypothesis="the kept change holds on the validation hardware and across seeds",
+                tier="validate",
+            )
+            attrs = {
+                "kind": "validation",
+                "seed": BASE_SEED + i,
+                "wave": 0,
+                "source": "engine",
+                "validates": trial,
+            }
+            self._enqueue(cand, attrs)
 
     def _reconcile(self) -> None:
         """Trials a previous controller left RUNNING: re-attach, collect, or fail and re-queue."""
@@ -371,7 +407,7 @@ class Campaign:
             knobs = self.sampler.resolve_knobs(trial, cand)
             frontier_source = self.frontier.source()
             source = build_source(frontier_source, cand.edits, knobs)
-            if source == frontier_source and attrs.get("kind") != "baseline":
+            if source == frontier_source and attrs.get("kind") not in ("baseline", "validation"):
                 self._fail(
                     trial.number, {"status": "skip", "reason": "no change: already part of the frontier"}
                 )
@@ -499,10 +535,16 @@ class Campaign:
             attrs = trial.user_attrs
             tier = attrs.get("tier", "screen")
             val_bpb = attrs["val_bpb"]
-            if attrs.get("kind") == "baseline":
-                self._complete(number, val_bpb, {"status": "baseline", "reason": ""})
+            if attrs.get("kind") in ("baseline", "validation"):
+                status = "baseline" if attrs.get("kind") == "baseline" else "validated"
+                self._complete(number, val_bpb, {"status": status, "reason": ""})
                 continue
             if self._baseline_still_running(tier):
+                continue
+            if tier not in self._frontier_values():
+                self._complete(
+                    number, val_bpb, {"status": "discard", "reason": f"no baseline on the {tier} tier"}
+                )
                 continue
             head = self.frontier.head()
             kept_commit = self.frontier.commit_of_trial(number)
@@ -520,6 +562,7 @@ class Campaign:
             if decision.status == "keep":
                 source = (self._exp_dir(number) / "train.py").read_text()
                 extra["commit"] = self.frontier.advance(source, number, attrs.get("description", ""))
+                self._enqueue_validation(number, attrs.get("description", ""))
                 log.info(
                     "trial %d: KEEP %.6f (%s) %s", number, val_bpb, decision.reason, attrs.get("description")
                 )

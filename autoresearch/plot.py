@@ -13,7 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
-    ran = [(i, r) for i, r in enumerate(table) if r["status"] in ("keep", "discard", "baseline")]
+    """The screen tier's experiments (the search itself); validation re-runs live in results.tsv."""
+    ran = [
+        (i, r)
+        for i, r in enumerate(table)
+        if r["status"] in ("keep", "discard", "baseline") and r["tier"] in ("screen", "")
+    ]
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     for status, color, size in (
         ("discard", "#b0b0b0", 14),

@@ -25,6 +25,7 @@ OUTCOME_FILE = "outcome.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "run.log"
 PID_FILE = "runner.pid"
+STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 INFRA_STATUSES = ("interrupted", "lost")  # not the experiment's fault: it is re-queued
 
@@ -65,6 +66,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         "started_at": started,
         "slurm_job_id": _slurm_job_id(),
     }
+    write_json_atomic(exp / STARTED_FILE, {k: outcome[k] for k in ("node", "started_at", "slurm_job_id")})
     if sha256_file(exp / HARNESS_FILE) != spec["harness_sha256"]:
         outcome.update(status="harness_mismatch", reason="prepare.py differs from the campaign's harness")
         return _finish(exp, outcome)
