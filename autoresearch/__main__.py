@@ -19,6 +19,7 @@ from autoresearch.logs import setup_logging
 
 register_configs()
 log = logging.getLogger("autoresearch")
+EXIT_STOPPED = 3  # stopped by a signal before the campaign ended: re-running resumes it
 
 
 def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
@@ -73,7 +74,7 @@ def run(cfg: AutoresearchConfig) -> int:
     for line in summary.kept_descriptions:
         log.info("  kept %s", line)
     log.info("results: %s, %s", campaign_dir / "results.tsv", campaign_dir / "progress.png")
-    return 0
+    return EXIT_STOPPED if campaign.stop_requested else 0
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

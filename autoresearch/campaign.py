@@ -43,6 +43,7 @@ from autoresearch.workspace import InvalidCandidate, build_source, create_worksp
 log = logging.getLogger("autoresearch")
 
 BASE_SEED = 42
+RECORD_STATUS = {TrialState.FAIL: "crash", TrialState.RUNNING: "running", TrialState.WAITING: "queued"}
 MAX_STACK_DEPTH = 2
 MAX_REJECTIONS_SHOWN = 20
 
@@ -651,6 +652,8 @@ class Campaign:
     # -- what proposers see ------------------------------------------------------------------
     def context(self) -> CampaignContext:
         history = [self._record(t) for t in sorted(finished(self.study), key=lambda t: t.number)]
+        in_flight = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
+        history += [self._record(t) for t in sorted(in_flight, key=lambda t: t.number)]
         frontier_values = self._frontier_values()
         baseline_values = [
             t.value
@@ -691,7 +694,7 @@ class Campaign:
         return ExperimentRecord(
             number=t.number,
             description=attrs.get("description", ""),
-            status=attrs.get("status", "crash" if t.state == TrialState.FAIL else "discard"),
+            status=attrs.get("status") or RECORD_STATUS.get(t.state, "discard"),
             val_bpb=t.value if t.state == TrialState.COMPLETE else None,
             tier=attrs.get("tier", "screen"),
             knobs=json.loads(attrs.get("knobs", "{}")),

@@ -159,3 +159,26 @@ def test_a_crashing_experiment_is_a_fail_trial_with_its_reason(tmp_path: Path) -
     assert any("FAIL" in t.user_attrs["reason"] for t in crashed)
     spec = json.loads((tmp_path / "toy_crash" / crashed[0].user_attrs["exp_dir"] / "spec.json").read_text())
     assert spec["trial"] == crashed[0].number
+
+
+def test_the_study_opens_with_plain_optuna_and_in_optuna_dashboard(tmp_path: Path) -> None:
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    import optuna
+    from optuna_dashboard import wsgi
+
+    assert run_campaign(tmp_path, "campaign.budget.max_experiments=4").returncode == 0
+    journal = tmp_path / "toy" / "study.journal"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name="toy", storage=storage)
+    assert len(study.trials) >= 4 and study.best_value > 0
+
+    app = wsgi(storage)
+    environ: dict = {"PATH_INFO": "/api/studies", "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, h, *a: status.append(s)))
+    assert status[0].startswith("200")
+    studies = json.loads(body)["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["toy"]

@@ -20,7 +20,8 @@ from autoresearch.proposers.base import CampaignContext, ExperimentRecord
 CHARS_PER_TOKEN = 3.5  # a cautious average for English and Python under Claude's tokenizers
 PROMPT_SHARE = 0.7  # of max_context_tokens; the rest is left for inspection and the answer
 CACHE = {"type": "ephemeral"}
-FINISHED = ("keep", "discard", "crash")
+IN_FLIGHT = ("queued", "running")
+COUNTED = ("keep", "discard", "crash")
 
 DEFAULT_PROGRAM_MD = Path(__file__).resolve().parents[2] / "trainer" / "program.md"
 
@@ -147,8 +148,8 @@ def frontier_text(context: CampaignContext, limits: Limits) -> str:
 
 def state_text(context: CampaignContext, limits: Limits) -> str:
     """Where the campaign stands now: the part of the prompt that changes every wave."""
-    finished = [r for r in context.history if r.status in FINISHED]
-    in_flight = [r for r in context.history if r.status not in FINISHED]
+    finished = [r for r in context.history if r.status not in IN_FLIGHT]
+    in_flight = [r for r in context.history if r.status in IN_FLIGHT]
     out = ["# State of the campaign"]
     best = ", ".join(f"{t} {v:.6f}" for t, v in context.frontier_val_bpb.items()) or "not measured yet"
     out.append(f"Frontier val_bpb: {best}")
@@ -159,7 +160,7 @@ def state_text(context: CampaignContext, limits: Limits) -> str:
         )
     else:
         out.append("Measured noise: not known yet.")
-    counts = {s: sum(1 for r in finished if r.status == s) for s in FINISHED}
+    counts = {s: sum(1 for r in finished if r.status == s) for s in COUNTED}
     out.append(
         f"Finished: {len(finished)} ({counts['keep']} kept, {counts['discard']} discarded, "
         f"{counts['crash']} crashed); in flight: {len(in_flight)}"

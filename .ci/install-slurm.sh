@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local single-node Slurm cluster needs
+# (slurm/local/up.sh). Run as root on Debian 12; skips what is already there.
+set -euo pipefail
+
+# procps (pgrep) is on every full Debian install but not in minimal images.
+PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server procps)
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-slurm: must run as root (try: sudo bash $0)" >&2
+    exit 2
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-slurm: all packages already installed (${PACKAGES[*]})"
+    exit 0
+fi
+
+echo "install-slurm: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Keep the packages' own init scripts from starting daemons in a container or
+# CI runner: up.sh starts everything itself, under its scratch folder.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    created_policy=1
+fi
+cleanup() { if [[ $created_policy -eq 1 ]]; then rm -f "$policy"; fi; }
+trap cleanup EXIT
+
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}"
+echo "install-slurm: done"

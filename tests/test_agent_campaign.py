@@ -1,0 +1,335 @@
+"""The Claude agent driving a whole toy campaign: the real engine, the real SDK client, a scripted API.
+
+Only the HTTP transport is fake (`autoresearch.agent.fakeapi`); everything above it is the code a
+real campaign runs: Hydra composition, `make_proposer`, the local fleet, the runner, the study.
+Wave 1 mixes a good change, a grid, four edits the engine must refuse and one that crashes;
+wave 2 must see every refusal, reads the crash log and repairs it (once too often); then the API
+is overloaded and the offline proposer fills the waves. A canary key is hunted in every file after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from engine_helpers import FIXTURE_CONF, REPO, load
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from autoresearch import budget as budgets
+from autoresearch.agent.client import build_client
+from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, tool_call, usage_json
+from autoresearch.agent.usage import dollars_for, read_usage
+from autoresearch.campaign import Campaign, deadline_seconds
+from autoresearch.config import AutoresearchConfig, register_configs
+from autoresearch.fleet.factory import make_fleet
+from autoresearch.proposers.factory import make_proposer
+from autoresearch.workspace import MAX_EDIT_CHARS
+
+MODEL = "claude-test-1"
+MAX_EXPERIMENTS = 13
+MAX_FIX_ATTEMPTS = 2
+MAX_RETRIES = 1  # so one failed call is two HTTP requests
+OVERLOADED_WAVES = 1  # waves answered with 529s by the script (later ones fall on the default)
+
+# The toy's val_bpb = 1 + 0.05 log2(LR / 0.04)^2 + 0.02 |log2(WIDTH / 128)|: LR=0.01, WIDTH=64 at the
+# start (about 1.22), the optimum at LR=0.04, WIDTH=128 (about 1.0).
+ENV_PRINT = 'print("env:", dict(os.environ))\nprint("---")'  # untrusted code reading its environment
+CRASH_EDIT = 'raise RuntimeError("toy divergence: loss is nan")\nnoise = random.Random(prepare.SEED)'
+
+
+def knob(name: str, value: Any) -> dict[str, str]:
+    return {"name": name, "value": json.dumps(value)}
+
+
+def candidate(description: str, *, edits=(), knobs=(), fix_of: int | None = None) -> dict[str, Any]:
+    return {
+        "description": description,
+        "hypothesis": "see the rationale",
+        "edits": list(edits),
+        "knobs": list(knobs),
+        "tier": "screen",
+        "fix_of": fix_of,
+    }
+
+
+# Refused by the engine (not by the proposer's own checks), each with the words of its reason.
+# `path` is not in the strict schema: a model that ignores the schema can still send it.
+BAD = {
+    "edit whose search text is absent": (
+        {"search": "DROPOUT = 0.1", "replace": "DROPOUT = 0.0"},
+        "does not occur in train.py",
+    ),
+    "edit of the harness": (
+        {"search": "SEED = ", "replace": "SEED = 0 and ", "path": "prepare.py"},
+        "refused an edit to 'prepare.py'",
+    ),
+    "edit escaping the workspace": (
+        {"search": "WIDTH = 64", "replace": "WIDTH = 96", "path": "../train.py"},
+        "refused an edit to '../train.py'",
+    ),
+    "huge edit": (
+        {"search": "SECONDS = 0.2", "replace": "SECONDS = 0.2\n" + "#" * (MAX_EDIT_CHARS + 1)},
+        "too large",
+    ),
+}
+
+WAVE_1 = {
+    "rationale": "LR and WIDTH look far from tuned; also trying a few structural ideas.",
+    "candidates": [
+        candidate("LR=0.04, WIDTH=128", knobs=[knob("LR", 0.04), knob("WIDTH", 128)]),
+        *(candidate(desc, edits=[edit]) for desc, (edit, _) in BAD.items()),
+        candidate(
+            "skip the noise term",
+            edits=[{"search": "noise = random.Random(prepare.SEED)", "replace": CRASH_EDIT}],
+        ),
+    ],
+    "grids": [
+        {
+            "description": "LR x WIDTH around the start",
+            "hypothesis": "both are under-tuned",
+            "factors": [
+                {"name": "LR", "levels": ["0.02", "0.03"]},
+                {"name": "WIDTH", "levels": ["96", "160"]},
+            ],
+            "shared_edits": [{"search": 'print("---")', "replace": ENV_PRINT}],
+            "tier": "screen",
+        }
+    ],
+}
+
+
+def user_text(body: dict[str, Any]) -> str:
+    """The first user message of a request: the rendered campaign state."""
+    return "\n".join(b.get("text", "") for b in body["messages"][0]["content"])
+
+
+def crashed_trials(prompt: str) -> list[int]:
+    section = prompt.split("## Recent crashes", 1)[1].split("\n## ", 1)[0]
+    return [int(n) for n in re.findall(r"^#(\d+)\s+crash", section, re.MULTILINE)]
+
+
+class Script:
+    """The scripted server's side of waves 1 and 2; it keeps what it saw for the assertions."""
+
+    def __init__(self) -> None:
+        self.crash: int | None = None
+        self.wave2_prompt = ""
+        self.log_tail = ""
+
+    def inspect_crash(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.wave2_prompt = user_text(body)
+        crashes = crashed_trials(self.wave2_prompt)
+        assert len(crashes) == 1, self.wave2_prompt
+        self.crash = crashes[0]
+        return tool_call("get_log_tail", {"number": self.crash})
+
+    def propose_fixes(self, body: dict[str, Any]) -> dict[str, Any]:
+        result = body["messages"][-1]["content"][0]
+        assert result["type"] == "tool_result" and not result.get("is_error"), result
+        self.log_tail = str(result["content"])
+        fixes = [
+            candidate(f"fix of #{self.crash}: LR={lr}", knobs=[knob("LR", lr)], fix_of=self.crash)
+            for lr in (0.05, 0.035, 0.045)  # one more than max_fix_attempts
+        ]
+        wave = {"rationale": "the noise edit raised; keep the idea, drop the raise", "candidates": fixes}
+        return tool_call("propose_wave", {**wave, "grids": []}, usage=usage_json(3000, 400, 2000, 500))
+
+    def steps(self) -> list[Any]:
+        return [
+            tool_call("propose_wave", WAVE_1, usage=usage_json(5000, 900, 0, 4000)),
+            self.inspect_crash,
+            self.propose_fixes,
+            *[overloaded() for _ in range(OVERLOADED_WAVES * (MAX_RETRIES + 1))],
+        ]
+
+
+def compose_config(runs_dir: Path, *overrides: str) -> AutoresearchConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"hydra.searchpath=[file://{FIXTURE_CONF}]",
+                "+campaign=toy",
+                "agent=claude",
+                f"runs_dir={runs_dir}",
+                "cluster.devices=cpu",
+                "cluster.cpu_slots=2",
+                "cluster.poll_seconds=0.05",
+                "cluster.grace_seconds=20",
+                *overrides,
+            ],
+        )
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def all_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    canary = f"sk-ant-canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
+    monkeypatch.setenv("AUTORESEARCH_TEST_TOKEN", canary)  # another credential-looking variable
+    monkeypatch.chdir(REPO)  # the campaign's file paths are relative to the repository
+    caplog.set_level(logging.DEBUG)  # every logger: the SDK's and the HTTP layer's too
+    monkeypatch.setattr(logging.getLogger("autoresearch"), "propagate", True)
+
+    cfg = compose_config(
+        tmp_path,
+        "campaign.synchronous=true",  # waves follow one another: the script stays in step
+        f"campaign.budget.max_experiments={MAX_EXPERIMENTS}",
+        "campaign.budget.max_dollars=5.0",
+        f"agent.model={MODEL}",
+        f"agent.max_retries={MAX_RETRIES}",
+        f"agent.max_fix_attempts={MAX_FIX_ATTEMPTS}",
+        "agent.max_inspect_turns=2",
+    )
+    assert cfg.agent.kind == "claude" and cfg.campaign.name == "toy"
+    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    campaign_dir.mkdir(parents=True)
+    controller_log = logging.FileHandler(campaign_dir / "controller.log")
+    controller_log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(controller_log)
+
+    script = Script()
+    api = ScriptedAPI(script.steps(), models=[MODEL], default=lambda body: overloaded())
+    sent_keys: list[str] = []
+    statuses: list[int] = []  # of every POST /v1/messages, retries included
+
+    def transport(request: httpx2.Request) -> httpx2.Response:
+        sent_keys.append(request.headers.get("authorization", "") + request.headers.get("x-api-key", ""))
+        response = api.handler(request)
+        if request.url.path.endswith("/v1/messages"):
+            statuses.append(response.status_code)
+        return response
+
+    client = build_client(cfg.agent, http_client=httpx2.Client(transport=httpx2.MockTransport(transport)))
+    started = time.monotonic()
+    try:
+        proposer = make_proposer(cfg, campaign_dir, client=client)
+        assert proposer.name == "claude"
+        fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+        campaign = Campaign(cfg, campaign_dir, fleet, proposer)
+        summary = campaign.run()
+    finally:
+        logging.getLogger().removeHandler(controller_log)
+        controller_log.close()
+    seconds = time.monotonic() - started
+    assert seconds < 60, f"the campaign took {seconds:.0f} s"
+
+    study = load(campaign_dir)
+    by_number = {t.number: t for t in study.trials}
+    attrs = {t.number: t.user_attrs for t in study.trials}
+
+    # The campaign ran to its experiment budget, never past it.
+    launched = [t for t in study.trials if "exp_dir" in t.user_attrs]
+    assert len(launched) == MAX_EXPERIMENTS
+    assert summary.stop_reason.startswith("experiments budget reached"), summary
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+    # Waves 1 and 2 came from Claude, a later one from the offline fallback while the API was down.
+    source_of_wave = {a["wave"]: a["source"] for a in attrs.values() if a.get("kind") == "experiment"}
+    assert source_of_wave[1] == "claude" and source_of_wave[2] == "claude", source_of_wave
+    assert "offline-fallback" in {source_of_wave[w] for w in source_of_wave if w >= 3}, source_of_wave
+    assert any(a["source"] == "offline-fallback" and "exp_dir" in a for a in attrs.values())
+
+    # The good change was kept, and it is Claude's.
+    kept = [t for t in study.trials if t.user_attrs.get("status") == "keep"]
+    assert any(t.user_attrs["source"] == "claude" for t in kept), [t.user_attrs for t in kept]
+    best = min(t.value for t in kept)
+    baseline = min(t.value for t in study.trials if t.user_attrs.get("status") == "baseline")
+    assert best < baseline - 0.1 and summary.kept >= 1
+
+    # Each refused edit is a FAIL trial of wave 1, status invalid, with its reason; nothing ran.
+    for description, (_, words) in BAD.items():
+        [trial] = [t for t in study.trials if t.user_attrs.get("description") == description]
+        assert trial.state == TrialState.FAIL and "exp_dir" not in trial.user_attrs
+        assert trial.user_attrs["status"] == "invalid" and trial.user_attrs["wave"] == 1
+        assert words in trial.user_attrs["reason"], trial.user_attrs
+
+    # The crash ran and failed with its traceback as the reason.
+    assert script.crash is not None
+    crash = attrs[script.crash]
+    assert crash["description"] == "skip the noise term" and crash["status"] == "crash"
+    assert by_number[script.crash].state == TrialState.FAIL and "toy divergence" in crash["reason"]
+
+    # Wave 2 was told every refusal and why, read the crash log, and repaired it max_fix_attempts times.
+    rejected = script.wave2_prompt.split("## Proposals the engine rejected recently, with its reasons", 1)
+    assert len(rejected) == 2, script.wave2_prompt
+    rejected_section = rejected[1].split("\n#", 1)[0]
+    for description, (_, words) in BAD.items():
+        assert f"- {description}: " in rejected_section and words in rejected_section, rejected_section
+    assert "toy divergence: loss is nan" in script.log_tail
+    fixes = sorted((n for n, a in attrs.items() if a.get("fix_of") == script.crash))
+    assert len(fixes) == MAX_FIX_ATTEMPTS + 1
+    ran = [n for n in fixes if "exp_dir" in attrs[n]]
+    refused = [n for n in fixes if attrs[n].get("status") == "invalid"]
+    assert len(ran) == MAX_FIX_ATTEMPTS and len(refused) == 1
+    assert f"limit {MAX_FIX_ATTEMPTS}" in attrs[refused[0]]["reason"]
+    assert all(attrs[n]["source"] == "claude" and attrs[n]["wave"] == 2 for n in fixes)
+
+    # The ledger: one line per API call (a call is one HTTP request, or several when the SDK retried),
+    # priced from the config, and the same dollars the engine's budget counts.
+    rows = read_usage(campaign_dir)
+    ok_calls = statuses.count(200)
+    assert ok_calls == 3  # wave 1: propose; wave 2: inspect, propose
+    assert sum(1 for r in rows if not r.get("error")) == ok_calls
+    failed = [r for r in rows if r.get("error")]
+    assert len(failed) * (MAX_RETRIES + 1) == statuses.count(529) >= MAX_RETRIES + 1
+    assert all("Overloaded" in r["error"] and r["dollars"] == 0 for r in failed)
+    assert len(statuses) == ok_calls + len(failed) * (MAX_RETRIES + 1)
+    expected = sum(
+        dollars_for(usage, cfg.agent)
+        for usage in (usage_json(5000, 900, 0, 4000), usage_json(), usage_json(3000, 400, 2000, 500))
+    )
+    assert sum(r["dollars"] for r in rows) == pytest.approx(expected)
+    spend = budgets.measure(study, fleet.pools, campaign_dir, time.time())
+    assert spend.llm_dollars == pytest.approx(expected)
+    left_then = cfg.campaign.budget.max_dollars - dollars_for(usage_json(5000, 900, 0, 4000), cfg.agent)
+    assert f"dollars {left_then:g}" in script.wave2_prompt  # the prompt's budget counted wave 1's call
+
+    # Transcripts: Claude's waves, then the fallback recorded over the failed one.
+    waves = {
+        int(p.stem): json.loads(p.read_text()) for p in (campaign_dir / "agent" / "waves").glob("*.json")
+    }
+    assert waves[1]["outcome"] == "ok" and waves[2]["outcome"] == "ok"
+    assert waves[3]["outcome"] == "fallback" and "Overloaded" in waves[3]["reason"]
+
+    # The key was really sent (model check and every message), and is written nowhere.
+    assert sent_keys and all(canary in k for k in sent_keys)
+    assert (campaign_dir / "controller.log").stat().st_size > 0
+    files = all_files(campaign_dir)
+    names = {p.relative_to(campaign_dir).as_posix() for p in files}
+    assert {"study.journal", "agent/usage.jsonl", "results.tsv", "controller.log"} <= names
+    assert any(n.startswith("proposals/") for n in names)
+    assert any(n.endswith("/run.log") for n in names) and any(n.endswith("/spec.json") for n in names)
+    for path in files:
+        assert canary.encode() not in path.read_bytes(), path
+    frontier_history = subprocess.run(
+        ["git", "log", "-p", "--all"], cwd=campaign_dir / "frontier", capture_output=True, check=True
+    ).stdout
+    assert canary.encode() not in frontier_history  # git objects are compressed: read them through git
+    assert canary not in caplog.text
+
+    # train.py printed its whole environment: the harness settings are there, no credential is.
+    env_logs = [
+        (campaign_dir / a["exp_dir"] / "run.log").read_text()
+        for a in attrs.values()
+        if "exp_dir" in a and a.get("description", "").startswith("LR x WIDTH")
+    ]
+    assert env_logs and all("env: {" in text and "AUTORESEARCH_SEED" in text for text in env_logs)
+    for text in env_logs:
+        assert "ANTHROPIC_API_KEY" not in text and "AUTORESEARCH_TEST_TOKEN" not in text
+    for spec in (campaign_dir / "experiments").glob("*/spec.json"):
+        assert not any("KEY" in name or "TOKEN" in name for name in json.loads(spec.read_text())["env"])

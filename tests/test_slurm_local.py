@@ -1,0 +1,151 @@
+"""Integration tests for the local single-node Slurm cluster (slurm/local/up.sh).
+
+They use the running cluster (`make slurm-up`) and skip when it is absent,
+except under CI (env CI=true), where an absent cluster is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+UP = REPO / "slurm" / "local" / "up.sh"
+PARTITIONS = ("h100", "h200")
+
+
+def _run(*cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _cluster_problem() -> str | None:
+    """Why the cluster cannot be used, or None when it is up."""
+    if shutil.which("sinfo") is None:
+        return "sinfo not found (bash .ci/install-slurm.sh, then make slurm-up)"
+    try:
+        # scontrol ping answers at once; sinfo retries for seconds when down.
+        ping = _run("scontrol", "ping", timeout=15)
+        if "is UP" not in ping.stdout:
+            return "slurmctld is not answering (scontrol ping; make slurm-up)"
+        out = _run("sinfo", "-h", "-o", "%R %T", timeout=15)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out: slurmctld is not answering (make slurm-up)"
+    if out.returncode != 0:
+        return f"sinfo failed: {out.stderr.strip() or out.stdout.strip()} (make slurm-up)"
+    states = dict(line.split(maxsplit=1) for line in out.stdout.splitlines() if " " in line)
+    for part in PARTITIONS:
+        if part not in states:
+            return f"partition {part} missing from sinfo (make slurm-up)"
+        if states[part].strip() not in {"idle", "mixed", "allocated", "completing", "planned"}:
+            return f"partition {part} node state is {states[part].strip()!r} (make slurm-up)"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> None:
+    problem = _cluster_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"local Slurm cluster is not up under CI: {problem}", pytrace=False)
+    pytest.skip(f"local Slurm cluster is not up: {problem}")
+
+
+def _wait_sacct(job_id: str, n_tasks: int, timeout: float = 40) -> dict[str, str]:
+    """Poll sacct until every array task of job_id has ended; return task id -> state."""
+    ended = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        out = _run("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State")
+        states = {}
+        for line in out.stdout.splitlines():
+            jid, _, state = line.partition("|")
+            states[jid] = state.split()[0] if state else ""
+        tasks = {k: v for k, v in states.items() if "[" not in k}
+        if len(tasks) == n_tasks and all(v in ended for v in tasks.values()):
+            return tasks
+        time.sleep(0.5)
+    pytest.fail(f"job {job_id} did not finish within {timeout}s; sacct shows {states}")
+
+
+def test_partitions_have_typed_gpu_gres() -> None:
+    out = _run("sinfo", "-h", "-o", "%R|%G")
+    assert out.returncode == 0, out.stderr
+    gres = dict(line.split("|", 1) for line in out.stdout.splitlines())
+    assert set(PARTITIONS) <= set(gres), gres
+    for part in PARTITIONS:
+        assert "gpu:h100:8" in gres[part] and "gpu:h200:8" in gres[part], gres
+    node = _run("scontrol", "show", "node")
+    assert "Gres=gpu:h100:8" in node.stdout and "gpu:h200:8" in node.stdout, node.stdout
+
+
+@pytest.mark.parametrize("partition", PARTITIONS)
+def test_gpu_array_completes_and_sacct_lists_every_task(partition: str, tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)  # the job may run as another user than the test
+    n = 4
+    out = _run(
+        "sbatch",
+        "--parsable",
+        f"--array=0-{n - 1}",
+        f"--partition={partition}",
+        f"--gres=gpu:{partition}:1",
+        "--time=2",
+        f"--output={tmp_path}/%A_%a.out",
+        "--wrap",
+        "echo task=$SLURM_ARRAY_TASK_ID partition=$SLURM_JOB_PARTITION gpus=$SLURM_JOB_GPUS",
+    )
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip().split(";")[0]
+    tasks = _wait_sacct(job_id, n)
+    assert tasks == {f"{job_id}_{i}": "COMPLETED" for i in range(n)}
+    for i in range(n):
+        text = (tmp_path / f"{job_id}_{i}.out").read_text()
+        assert f"task={i} partition={partition} gpus=" in text, text
+    # Typed GRES were allocated and recorded by accounting.
+    tres = _run("sacct", "-X", "-n", "-P", "-j", f"{job_id}_0", "-o", "AllocTRES").stdout
+    assert f"gres/gpu:{partition}=1" in tres, tres
+
+
+def test_untyped_gpu_request_gets_the_partition_type(tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)
+    out = _run(
+        "sbatch",
+        "--parsable",
+        "--partition=h200",
+        "--gpus-per-node=1",
+        "--time=2",
+        f"--output={tmp_path}/%j.out",
+        "--wrap",
+        "true",
+    )
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip().split(";")[0]
+    _wait_sacct(job_id, 1)
+    tres = _run("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "AllocTRES").stdout
+    assert "gres/gpu:h200=1" in tres, tres
+    # A type the partition does not have is refused at submission.
+    bad = _run("sbatch", "--partition=h100", "--gres=gpu:h200:1", "--wrap", "true")
+    assert bad.returncode != 0
+    assert "partition h100 has only h100 GPUs" in bad.stderr, bad.stderr
+
+
+def test_up_is_idempotent() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("up.sh needs root")
+    t0 = time.monotonic()
+    out = _run("bash", str(UP), timeout=90)
+    elapsed = time.monotonic() - t0
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "already running" in out.stdout, out.stdout
+    assert elapsed < 15, f"second up.sh took {elapsed:.1f}s"
+    for daemon in ("slurmctld", "slurmd", "slurmdbd"):
+        pids = _run("pgrep", "-x", daemon).stdout.split()
+        assert len(pids) == 1, f"{daemon}: {pids}"
