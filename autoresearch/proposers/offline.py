@@ -29,7 +29,43 @@ class StructuralEdit:
 
 
 # Edits written against trainer/train.py; one that no longer matches the frontier is simply skipped.
-STRUCTURAL_EDITS: tuple[StructuralEdit, ...] = ()
+_RELU2 = "        return self.c_proj(F.relu(self.c_fc(x)).square())"
+_MLP_4X = (
+    "        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)\n"
+    "        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)"
+)
+STRUCTURAL_EDITS: tuple[StructuralEdit, ...] = (
+    StructuralEdit(
+        "MLP activation: GELU instead of ReLU^2",
+        "a smoother activation trains better in a short budget",
+        _RELU2,
+        "        return self.c_proj(F.gelu(self.c_fc(x)))",
+    ),
+    StructuralEdit(
+        "MLP activation: SiLU instead of ReLU^2",
+        "SiLU keeps gradient for negative inputs",
+        _RELU2,
+        "        return self.c_proj(F.silu(self.c_fc(x)))",
+    ),
+    StructuralEdit(
+        "MLP hidden width 3x instead of 4x",
+        "a narrower MLP trades capacity for more steps in the same time",
+        _MLP_4X,
+        _MLP_4X.replace("4 * config.n_embd", "3 * config.n_embd"),
+    ),
+    StructuralEdit(
+        "value embeddings on every layer",
+        "value embeddings help every layer, not only alternate ones",
+        "    return layer % 2 == (n_layer - 1) % 2",
+        "    return True",
+    ),
+    StructuralEdit(
+        "stronger initial input-embedding mixing (x0 lambda 0.1 -> 0.3)",
+        "more direct access to the token embedding helps a shallow model early on",
+        "self.x0_lambdas = nn.Parameter(torch.full((L,), 0.1))",
+        "self.x0_lambdas = nn.Parameter(torch.full((L,), 0.3))",
+    ),
+)
 
 
 def _step(knob: KnobSpec, value: Any, direction: int) -> Any:

@@ -1,0 +1,84 @@
+"""The offline proposer: deterministic, inside the declared ranges, and its edits fit train.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoresearch.knobs import read_knobs
+from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec
+from autoresearch.proposers.offline import STRUCTURAL_EDITS, OfflineProposer
+from autoresearch.workspace import build_source
+
+TRAIN_PY = (Path(__file__).resolve().parents[1] / "trainer" / "train.py").read_text()
+KNOBS = [
+    KnobSpec("MATRIX_LR", "float", 0.005, 0.08, log=True),
+    KnobSpec("DEPTH", "int", 1, 6),
+    KnobSpec("WINDOW_PATTERN", "categorical", choices=("L", "SL", "SSSL")),
+]
+
+
+def context(history: list[ExperimentRecord], commit: str = "abc") -> CampaignContext:
+    return CampaignContext(
+        frontier_source=TRAIN_PY,
+        frontier_val_bpb={"screen": 2.0},
+        lineage=[],
+        history=history,
+        knobs=KNOBS,
+        knob_values=read_knobs(TRAIN_PY),
+        noise_std=None,
+        budget_left={},
+        tiers={"screen": "cpu x2"},
+        wave_size=8,
+        frontier_commit=commit,
+    )
+
+
+def test_same_seed_and_state_give_the_same_wave_and_another_seed_does_not() -> None:
+    a = OfflineProposer(seed=1).propose(context([]))
+    b = OfflineProposer(seed=1).propose(context([]))
+    c = OfflineProposer(seed=2).propose(context([]))
+    assert [x.key() for x in a.candidates] == [x.key() for x in b.candidates]
+    assert [x.key() for x in a.candidates] != [x.key() for x in c.candidates]
+
+
+def test_moves_stay_inside_declared_ranges_and_skip_what_was_tried_on_this_frontier() -> None:
+    wave = OfflineProposer(seed=0).propose(context([]))
+    moves = [c for c in wave.candidates if c.knobs and None not in c.knobs.values()]
+    assert moves, wave
+    for cand in moves:
+        ((name, value),) = cand.knobs.items()
+        spec = next(k for k in KNOBS if k.name == name)
+        if spec.kind == "categorical":
+            assert value in spec.choices
+        else:
+            assert spec.low <= value <= spec.high
+    tried = [
+        ExperimentRecord(i, c.description, "discard", 2.1, "screen", c.knobs, parent="abc")
+        for i, c in enumerate(moves)
+    ]
+    again = OfflineProposer(seed=0).propose(context(tried))
+    assert not {c.key() for c in again.candidates} & {c.key() for c in moves}
+    # On a new frontier the same moves are worth trying again.
+    fresh = OfflineProposer(seed=0).propose(context(tried, commit="def"))
+    assert {c.key() for c in fresh.candidates} & {c.key() for c in moves}
+
+
+def test_after_single_moves_it_proposes_a_grid_over_the_two_best_knobs() -> None:
+    history = [
+        ExperimentRecord(1, "a", "discard", 2.01, "screen", {"MATRIX_LR": 0.08}, parent="abc"),
+        ExperimentRecord(2, "b", "discard", 2.02, "screen", {"DEPTH": 3}, parent="abc"),
+        ExperimentRecord(3, "c", "discard", 2.30, "screen", {"WINDOW_PATTERN": "L"}, parent="abc"),
+    ]
+    wave = OfflineProposer(seed=0).propose(context(history))
+    assert len(wave.grids) == 1
+    assert set(wave.grids[0].factors) == {"MATRIX_LR", "DEPTH"}
+
+
+@pytest.mark.parametrize("edit", STRUCTURAL_EDITS, ids=lambda e: e.description)
+def test_every_structural_edit_applies_to_train_py(edit) -> None:
+    wave = OfflineProposer(seed=0, edits=(edit,)).propose(context([]))
+    cand = next(c for c in wave.candidates if c.description == edit.description)
+    source = build_source(TRAIN_PY, cand.edits, {})
+    assert source != TRAIN_PY
