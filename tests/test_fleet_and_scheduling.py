@@ -1,0 +1,122 @@
+"""Local slots per GPU, asynchronous refills versus synchronous waves, budgets, RDB storage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from engine_helpers import FIXTURE_CONF, REPO, run_campaign
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from autoresearch.budget import Spend, exhausted
+from autoresearch.campaign import Campaign, deadline_seconds
+from autoresearch.config import (
+    AutoresearchConfig,
+    BudgetConfig,
+    ClusterConfig,
+    PartitionConfig,
+    register_configs,
+)
+from autoresearch.fleet.base import JobSpec
+from autoresearch.fleet.factory import make_fleet, make_local_fleet
+from autoresearch.proposers.base import CampaignContext
+from autoresearch.proposers.offline import OfflineProposer
+from autoresearch.workspace import sha256_file
+
+register_configs()
+
+ENV_DUMP = "import json, os, prepare\njson.dump(dict(os.environ), open('env.json', 'w'))\nprepare.write_result({'val_bpb': 1.0})\n"
+
+
+def test_an_eight_gpu_box_gets_one_slot_per_gpu_each_with_its_own_device(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
+    fleet = make_local_fleet(ClusterConfig(partitions={"local": PartitionConfig(slots=0)}), deadline_s=60)
+    (pool,) = fleet.pools.values()
+    assert pool.slots == 8
+    jobs = []
+    for i in range(8):
+        exp = tmp_path / f"e{i}"
+        exp.mkdir()
+        (exp / "train.py").write_text(ENV_DUMP)
+        (exp / "prepare.py").write_text((FIXTURE_CONF.parent / "toy" / "prepare.py").read_text())
+        spec = {"trial": i, "deadline_s": 60, "harness_sha256": sha256_file(exp / "prepare.py"), "env": {}}
+        (exp / "spec.json").write_text(json.dumps(spec))
+        jobs.append(JobSpec(i, exp, pool.name))
+    fleet.submit(jobs)
+    assert fleet.free_slots(pool.name) == 0
+    finished = []
+    while len(finished) < 8:
+        finished += fleet.poll()
+        fleet.wait(0.05)
+    assert {f.outcome["status"] for f in finished} == {"ok"}
+    devices = [json.loads((j.exp_dir / "env.json").read_text())["CUDA_VISIBLE_DEVICES"] for j in jobs]
+    assert sorted(devices) == [str(i) for i in range(8)]
+
+
+def toy_config(tmp_path: Path, *overrides: str) -> AutoresearchConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"hydra.searchpath=[file://{FIXTURE_CONF}]",
+                "+campaign=toy",
+                f"runs_dir={tmp_path}",
+                "cluster.poll_seconds=0.02",
+                *overrides,
+            ],
+        )
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+class RecordingProposer(OfflineProposer):
+    """Notes how many experiments were in flight each time a wave was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.in_flight_at_request: list[int] = []
+
+    def propose(self, context: CampaignContext):
+        self.in_flight_at_request.append(sum(1 for r in context.history if r.status in ("running", "queued")))
+        return super().propose(context)
+
+
+@pytest.mark.parametrize("synchronous", [False, True])
+def test_waves_are_requested_before_the_queue_runs_dry_unless_synchronous(
+    tmp_path: Path, synchronous: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOY_SECONDS", "0.3")
+    cfg = toy_config(
+        tmp_path, f"campaign.synchronous={str(synchronous).lower()}", "campaign.budget.max_experiments=14"
+    )
+    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    proposer = RecordingProposer()
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    summary = Campaign(cfg, campaign_dir, fleet, proposer, background_proposals=False).run()
+    assert summary.experiments == 14
+    assert len(proposer.in_flight_at_request) >= 2
+    if synchronous:
+        assert set(proposer.in_flight_at_request) == {0}
+    else:
+        assert max(proposer.in_flight_at_request) > 0
+
+
+def test_budgets_stop_at_the_first_limit_reached() -> None:
+    spend = Spend(experiments=10, wall_hours=1.5, gpu_hours=3.0, gpu_dollars=9.0, llm_dollars=1.5)
+    assert exhausted(spend, BudgetConfig()) is None
+    assert "experiments" in exhausted(spend, BudgetConfig(max_experiments=10))
+    assert "wall hours" in exhausted(spend, BudgetConfig(max_wall_hours=1.0))
+    assert "GPU-hours" in exhausted(spend, BudgetConfig(max_gpu_hours=2.5))
+    assert "dollars" in exhausted(spend, BudgetConfig(max_dollars=10.0))
+    assert exhausted(spend, BudgetConfig(max_dollars=11.0, max_gpu_hours=4.0)) is None
+
+
+def test_an_rdb_storage_url_holds_the_study(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = run_campaign(tmp_path, f"storage={url}", "campaign.budget.max_experiments=4")
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "toy" / "study.journal").exists()
+    study = optuna.load_study(study_name="toy", storage=url)
+    assert sum(1 for t in study.trials if "exp_dir" in t.user_attrs) == 4
