@@ -1,0 +1,157 @@
+"""Shared fixtures.
+
+Trainer: the harness (trainer/prepare.py) imported at the cpu scale with offline data whatever the
+host is, one prepared cache (offline corpus + tokenizer) per test session in a temporary folder,
+and a helper that runs train.py the way the engine does: copied with prepare.py into a workspace.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
+
+
+def _clean_env() -> dict[str, str]:
+    """The host environment without any AUTORESEARCH_* setting, so tests never see the user's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_")}
+
+
+@pytest.fixture(scope="session")
+def prepare_mod() -> Iterator[ModuleType]:
+    """trainer/prepare.py imported at the cpu scale; trainer/ stays on sys.path for `import train`."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("AUTORESEARCH_"):
+                mp.delenv(key)
+        mp.setenv("AUTORESEARCH_SCALE", "cpu")
+        mp.syspath_prepend(str(TRAINER_DIR))
+        sys.modules.pop("prepare", None)
+        sys.modules.pop("train", None)
+        module = importlib.import_module("prepare")
+        mp.delenv("AUTORESEARCH_SCALE")
+        yield module
+        sys.modules.pop("prepare", None)
+        sys.modules.pop("train", None)
+
+
+@pytest.fixture(scope="session")
+def train_mod(prepare_mod: ModuleType) -> ModuleType:
+    """trainer/train.py imported (its training runs only as a script)."""
+    return importlib.import_module("train")
+
+
+@pytest.fixture(scope="session")
+def offline_cache(prepare_mod: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder holding the offline corpus and the cpu-scale tokenizer, built once per session."""
+    cache = tmp_path_factory.mktemp("autoresearch-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTORESEARCH_CACHE", str(cache))
+        prepare_mod.build_offline_corpus()
+        prepare_mod.train_tokenizer("offline", prepare_mod.VOCAB_SIZE)
+    return cache
+
+
+@pytest.fixture
+def use_offline_cache(monkeypatch: pytest.MonkeyPatch, offline_cache: Path) -> Path:
+    """Point the harness at the session's prepared cache for one test."""
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(offline_cache))
+    return offline_cache
+
+
+@pytest.fixture
+def run_trainer(
+    tmp_path: Path, offline_cache: Path
+) -> Callable[..., tuple[subprocess.CompletedProcess[str], Path]]:
+    """Run train.py at the cpu scale from a workspace copy, from another working directory.
+
+    Returns (completed process, result JSON path). `edit` maps old -> new text in train.py.
+    """
+
+    def run(
+        budget: float = 4.0, edit: dict[str, str] | None = None, timeout: float = 120
+    ) -> tuple[subprocess.CompletedProcess[str], Path]:
+        workspace = tmp_path / "workspace"
+        workspace.mkdir(exist_ok=True)
+        shutil.copy(TRAINER_DIR / "prepare.py", workspace)
+        source = (TRAINER_DIR / "train.py").read_text()
+        for old, new in (edit or {}).items():
+            assert old in source, f"train.py has no {old!r}"
+            source = source.replace(old, new)
+        (workspace / "train.py").write_text(source)
+        elsewhere = tmp_path / "cwd"
+        elsewhere.mkdir(exist_ok=True)
+        result = tmp_path / "result.json"
+        env = _clean_env() | {
+            "AUTORESEARCH_SCALE": "cpu",
+            "AUTORESEARCH_CACHE": str(offline_cache),
+            "AUTORESEARCH_TIME_BUDGET": str(budget),
+            "AUTORESEARCH_RESULT": str(result),
+            "OMP_NUM_THREADS": "1",
+        }
+        proc = subprocess.run(
+            [sys.executable, str(workspace / "train.py")],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return proc, result
+
+    return run
+
+
+@pytest.fixture
+def harness_env() -> Callable[..., dict[str, str]]:
+    """An environment for a subprocess that imports the harness: clean, plus the given settings."""
+
+    def make(**settings: str) -> dict[str, str]:
+        return _clean_env() | {f"AUTORESEARCH_{k.upper()}": v for k, v in settings.items()}
+
+    return make
+
+
+def slurm_cluster_problem() -> str | None:
+    """Why the local Slurm cluster (slurm/local/up.sh) cannot be used, or None when it is up."""
+    if shutil.which("sinfo") is None:
+        return "sinfo not found (bash .ci/install-slurm.sh, then make slurm-up)"
+
+    def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=15, check=False)
+
+    try:
+        if "is UP" not in run("scontrol", "ping").stdout:  # answers at once; sinfo retries when down
+            return "slurmctld is not answering (scontrol ping; make slurm-up)"
+        out = run("sinfo", "-h", "-o", "%R %T")
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out: slurmctld is not answering (make slurm-up)"
+    if out.returncode != 0:
+        return f"sinfo failed: {out.stderr.strip() or out.stdout.strip()} (make slurm-up)"
+    states = dict(line.split(maxsplit=1) for line in out.stdout.splitlines() if " " in line)
+    for part in ("h100", "h200"):
+        if part not in states:
+            return f"partition {part} missing from sinfo (make slurm-up)"
+        if states[part].strip() not in {"idle", "mixed", "allocated", "completing", "planned"}:
+            return f"partition {part} node state is {states[part].strip()!r} (make slurm-up)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> None:
+    """Skip when the local Slurm cluster is not up; fail instead under CI (env CI=true)."""
+    problem = slurm_cluster_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"local Slurm cluster is not up under CI: {problem}", pytrace=False)
+    pytest.skip(f"local Slurm cluster is not up: {problem}")

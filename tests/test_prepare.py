@@ -1,0 +1,421 @@
+"""The harness: constants, data (offline and climbmix), tokenizer, packing, and the metric."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import math
+import random
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
+
+# ---------------------------------------------------------------------------------------------
+# Constants and environment
+
+
+def test_scales_match_the_reference(prepare_mod: ModuleType) -> None:
+    gpt2 = prepare_mod.SCALES["gpt2"]
+    assert (gpt2.max_seq_len, gpt2.time_budget, gpt2.eval_tokens, gpt2.vocab_size) == (
+        2048,
+        300,
+        40 * 524288,
+        8192,
+    )
+    assert prepare_mod.SCALE_NAME == "cpu"
+    assert (prepare_mod.MAX_SEQ_LEN, prepare_mod.VOCAB_SIZE, prepare_mod.DATA_SOURCE) == (
+        256,
+        2048,
+        "offline",
+    )
+
+
+def _harness_constants(env: dict[str, str]) -> dict:
+    code = (
+        "import json, prepare as p; print(json.dumps([p.SCALE_NAME, p.MAX_SEQ_LEN, p.TIME_BUDGET, "
+        "p.EVAL_TOKENS, p.VOCAB_SIZE, p.SEED, p.DATA_SOURCE]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=TRAINER_DIR, env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_environment_overrides_are_read_at_import(harness_env) -> None:
+    env = harness_env(scale="gpt2", time_budget="3.5", seed="7", data="offline")
+    assert _harness_constants(env) == ["gpt2", 2048, 3.5, 40 * 524288, 8192, 7, "offline"]
+    assert _harness_constants(harness_env(scale="cpu")) == ["cpu", 256, 20.0, 128 * 256, 2048, 42, "offline"]
+
+
+def test_unknown_scale_is_refused(harness_env) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        _harness_constants(harness_env(scale="tiny"))
+    assert "AUTORESEARCH_SCALE" in err.value.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline corpus and tokenizer
+
+
+def test_offline_split_is_deterministic(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+    docs = prepare_mod.offline_documents()
+    digest = hashlib.sha256("\x00".join(docs).encode()).hexdigest()
+    code = "import hashlib, prepare as p; print(hashlib.sha256('\\x00'.join(p.offline_documents()).encode()).hexdigest())"
+    other_run = subprocess.run(
+        [sys.executable, "-c", code], cwd=TRAINER_DIR, capture_output=True, text=True, check=True
+    )
+    assert other_run.stdout.strip() == digest
+
+    folder = prepare_mod.data_dir("offline")
+    train = pq.read_table(folder / "train.parquet").column("text").to_pylist()
+    val = pq.read_table(folder / "val.parquet").column("text").to_pylist()
+    assert train + val and not set(train) & set(val)
+    assert sorted(train + val) == sorted(docs)
+    assert all(prepare_mod.is_offline_val(d) for d in val)
+    assert 0.08 < len(val) / len(docs) < 0.18
+
+
+def test_tokenizer_is_cached_and_deterministic(
+    prepare_mod: ModuleType, use_offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = prepare_mod.train_tokenizer("offline", 2048)
+    stamp = path.stat().st_mtime_ns
+    assert prepare_mod.train_tokenizer("offline", 2048) == path and path.stat().st_mtime_ns == stamp
+
+    enc = prepare_mod.load_tokenizer()
+    assert enc.n_vocab == prepare_mod.VOCAB_SIZE == 2048
+    text = "def main() -> None:\n    return 42  # naïve ünïcode"
+    assert enc.decode(enc.encode_ordinary(text)) == text
+    specials = sorted(enc.encode_single_token(t) for t in prepare_mod.SPECIAL_TOKENS)
+    assert specials == [2044, 2045, 2046, 2047]
+
+    nbytes = prepare_mod.token_bytes(enc)
+    assert nbytes[specials].tolist() == [0, 0, 0, 0]
+    assert all(nbytes[i] == len(enc.decode_single_token_bytes(i)) > 0 for i in range(0, 2044, 97))
+
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path))  # an independent build gives the same BPE
+    prepare_mod.build_offline_corpus()
+    again = prepare_mod.train_tokenizer("offline", 2048)
+    assert again != path and again.read_bytes() == path.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing and the dataloader
+
+
+def _docs(n: int, seed: int = 0) -> list[list[int]]:
+    """Documents starting with BOS (0) whose other tokens are unique, so each can be traced."""
+    rng = random.Random(seed)
+    docs, token = [], 1
+    for _ in range(n):
+        length = rng.randint(1, 40)
+        docs.append([0, *range(token, token + length)])
+        token += length
+    return docs
+
+
+def _segments(row: list[int]) -> list[list[int]]:
+    """A packed row cut at each BOS."""
+    segments: list[list[int]] = []
+    for token in row:
+        if token == 0:
+            segments.append([])
+        segments[-1].append(token)
+    return segments
+
+
+def test_pack_rows_best_fit_without_padding(prepare_mod: ModuleType) -> None:
+    docs = _docs(300)
+    rows = list(prepare_mod.pack_rows(docs, row_len=33, buffer_size=16))
+    assert len(rows) > 100
+    by_first_token = {doc[1]: doc for doc in docs}
+    seen: set[int] = set()
+    for row in rows:
+        assert len(row) == 33 and row[0] == 0  # exact length, no padding, starts at a document's BOS
+        segments = _segments(row)
+        for i, segment in enumerate(segments):
+            doc = by_first_token[segment[1]] if len(segment) > 1 else None
+            if doc is None or len(segment) < len(doc):
+                assert i == len(segments) - 1  # only the last document of a row is ever cropped
+            if doc is not None:
+                assert segment == doc[: len(segment)] and segment[1] not in seen  # each document used once
+                seen.add(segment[1])
+    assert rows == list(prepare_mod.pack_rows(docs, row_len=33, buffer_size=16))
+
+
+def test_pack_rows_crops_when_nothing_fits(prepare_mod: ModuleType) -> None:
+    long_docs = [[0, *range(100 * i + 1, 100 * i + 50)] for i in range(3)]
+    rows = list(prepare_mod.pack_rows(long_docs, row_len=20))
+    assert rows == [doc[:20] for doc in long_docs]
+
+
+def test_dataloader_batches(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+    bos = prepare_mod.load_tokenizer().encode_single_token(prepare_mod.BOS_TOKEN)
+
+    def first_batches(split: str, seed: int, n: int = 3) -> list[torch.Tensor]:
+        loader = prepare_mod.make_dataloader(split, 4, seq_len=64, seed=seed)
+        return [torch.cat(next(loader)) for _ in range(n)]
+
+    x, y = next(prepare_mod.make_dataloader("train", 4, seq_len=64))
+    assert x.shape == y.shape == (4, 64) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1]) and (x[:, 0] == bos).all()
+    same = first_batches("train", 1)
+    assert all(torch.equal(a, b) for a, b in zip(same, first_batches("train", 1), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(same, first_batches("train", 2), strict=True))
+    val = first_batches("val", 1)
+    assert all(torch.equal(a, b) for a, b in zip(val, first_batches("val", 2), strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# The metric
+
+
+class ConstantLogits(torch.nn.Module):
+    """Returns the same logits everywhere: uniform unless some ids are pushed down."""
+
+    def __init__(self, vocab: int, low_ids: list[int] | None = None) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(vocab))
+        with torch.no_grad():
+            self.bias[low_ids or []] = -1e9
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(*idx.shape, -1)
+
+
+def _counted(prepare_mod: ModuleType, batch_size: int) -> tuple[int, int]:
+    """Target tokens with bytes, and their bytes, over the evaluation's validation batches."""
+    nbytes_of = prepare_mod.token_bytes(prepare_mod.load_tokenizer())
+    loader = prepare_mod.make_dataloader("val", batch_size)
+    tokens = total = 0
+    for _ in range(prepare_mod.EVAL_TOKENS // (batch_size * prepare_mod.MAX_SEQ_LEN)):
+        nbytes = nbytes_of[next(loader)[1]]
+        tokens += int((nbytes > 0).sum())
+        total += int(nbytes.sum())
+    return tokens, total
+
+
+def test_uniform_model_scores_log2_vocab_per_token(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+    vocab = prepare_mod.VOCAB_SIZE
+    tokens, total = _counted(prepare_mod, 16)
+    bpb = prepare_mod.evaluate_bpb(ConstantLogits(vocab), 16)
+    assert bpb == pytest.approx(math.log2(vocab) * tokens / total, rel=1e-6)
+
+
+def test_special_tokens_are_not_counted(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+    """With every special token at -1e9, BOS targets would cost 1e9 nats each if they were counted."""
+    vocab = prepare_mod.VOCAB_SIZE
+    specials = list(range(vocab - 4, vocab))
+    tokens, total = _counted(prepare_mod, 16)
+    bpb = prepare_mod.evaluate_bpb(ConstantLogits(vocab, specials), 16)
+    assert bpb == pytest.approx(math.log2(vocab - 4) * tokens / total, rel=1e-6)
+
+
+class PeekingModel(torch.nn.Module):
+    """Cheats by reading the next input token, which is the target: the harness must refuse it."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.scale = torch.nn.Parameter(torch.tensor(30.0))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.nn.functional.one_hot(idx.roll(-1, dims=1), self.vocab).float()
+
+
+class SelfScoringModel(ConstantLogits):
+    """Returns (logits, its own flattering loss): the harness accepts logits only."""
+
+    def forward(self, idx: torch.Tensor):
+        return super().forward(idx), torch.zeros(())
+
+
+def test_metric_cannot_be_gamed_from_train_py(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+    with pytest.raises(RuntimeError, match="not causal"):
+        prepare_mod.evaluate_bpb(PeekingModel(prepare_mod.VOCAB_SIZE), 16)
+    with pytest.raises(TypeError, match="must return logits"):
+        prepare_mod.evaluate_bpb(SelfScoringModel(prepare_mod.VOCAB_SIZE), 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware facts and the result file
+
+
+@pytest.mark.parametrize(
+    ("name", "flops"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989.5e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H200", 989.5e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA GeForce RTX 4090", 165.2e12),
+        ("Some Future GPU", None),
+    ],
+)
+def test_gpu_peak_flops(prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, name: str, flops) -> None:
+    assert prepare_mod.gpu_peak_flops("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert prepare_mod.gpu_peak_flops() == flops
+
+
+def test_write_result(prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "out" / "result.json"
+    monkeypatch.setenv("AUTORESEARCH_RESULT", str(path))
+    monkeypatch.setattr(prepare_mod, "_last_val_bpb", None)
+    with pytest.raises(RuntimeError, match="before evaluate_bpb"):
+        prepare_mod.write_result({"val_bpb": 0.1})
+    monkeypatch.setattr(prepare_mod, "_last_val_bpb", 1.25)
+    assert prepare_mod.write_result({"val_bpb": 0.1, "num_steps": 3}) == path
+    result = json.loads(path.read_text())
+    assert result["val_bpb"] == 1.25  # the harness's figure, not the caller's
+    assert result["num_steps"] == 3 and result["scale"] == "cpu" and result["seed"] == 42
+    assert result["prepare_sha256"] == hashlib.sha256((TRAINER_DIR / "prepare.py").read_bytes()).hexdigest()
+    assert [p.name for p in path.parent.iterdir()] == ["result.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Climbmix: download from a local server, with a failure, then resume
+
+
+class ShardServer:
+    """Serves a folder on 127.0.0.1; fails chosen files once or always; records every request."""
+
+    def __init__(self, root: Path) -> None:
+        self.requests: list[str] = []
+        self.fail_once: set[str] = set()
+        self.always_fail: set[str] = set()
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:
+                name = self.path.rsplit("/", 1)[-1]
+                server.requests.append(name)
+                if name in server.always_fail or name in server.fail_once:
+                    server.fail_once.discard(name)
+                    self.send_error(503)
+                    return
+                super().do_GET()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+def _write_shard(path: Path, seed: int, docs: int = 60) -> None:
+    rng = random.Random(seed)
+    words = [
+        "the",
+        "model",
+        "learns",
+        "from",
+        "data",
+        "and",
+        "every",
+        "shard",
+        "holds",
+        "text",
+        "about",
+        "training",
+        "small",
+        "networks",
+    ]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 120))) + "." for _ in range(docs)]
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=20)
+
+
+@pytest.fixture
+def shard_server(
+    prepare_mod: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ShardServer, Path]]:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    for index in (0, 1, 2, prepare_mod.VAL_SHARD):
+        _write_shard(remote / f"shard_{index:05d}.parquet", index)
+    server = ShardServer(remote)
+    monkeypatch.setenv("AUTORESEARCH_DATA_URL", server.url)
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_BACKOFF_S", 0.01)
+    yield server, remote
+    server.close()
+
+
+def test_climbmix_download_retries_and_resumes(prepare_mod: ModuleType, shard_server) -> None:
+    server, remote = shard_server
+    server.fail_once.add("shard_00001.parquet")
+    paths = prepare_mod.download_climbmix(num_shards=2)
+    assert [p.name for p in paths] == ["shard_00000.parquet", "shard_00001.parquet", "shard_06542.parquet"]
+    assert all(p.read_bytes() == (remote / p.name).read_bytes() for p in paths)
+    assert server.requests.count("shard_00001.parquet") == 2  # failed once, then retried
+
+    folder = paths[0].parent
+    paths[1].unlink()
+    (folder / "shard_00002.parquet.999.tmp").write_bytes(b"partial")  # an interrupted earlier download
+    server.requests.clear()
+    prepare_mod.download_climbmix(num_shards=3)
+    assert sorted(server.requests) == ["shard_00001.parquet", "shard_00002.parquet"]
+    assert sorted(p.name for p in folder.glob("*.parquet")) == [
+        "shard_00000.parquet",
+        "shard_00001.parquet",
+        "shard_00002.parquet",
+        "shard_06542.parquet",
+    ]
+    assert [p.name for p in prepare_mod.split_files("val", "climbmix")] == ["shard_06542.parquet"]
+    assert len(prepare_mod.split_files("train", "climbmix")) == 3
+
+
+def test_climbmix_download_gives_up(prepare_mod: ModuleType, shard_server) -> None:
+    server, _ = shard_server
+    server.always_fail.add("shard_00000.parquet")
+    with pytest.raises(RuntimeError, match="failed 5 times"):
+        prepare_mod.download_climbmix(num_shards=1)
+    assert server.requests.count("shard_00000.parquet") == prepare_mod.DOWNLOAD_ATTEMPTS
+    assert not list((prepare_mod.data_dir("climbmix")).glob("*.tmp"))
+
+
+def test_climbmix_tokenizer_and_batches(prepare_mod: ModuleType, shard_server) -> None:
+    prepare_mod.download_climbmix(num_shards=2)
+    enc = prepare_mod.load_tokenizer("climbmix", 300)
+    assert enc.n_vocab == 300
+    loader = prepare_mod.make_dataloader("train", 2, seq_len=32, source="climbmix", vocab_size=300)
+    x, y = next(loader)
+    assert x.shape == (2, 32) and (x[:, 0] == enc.encode_single_token(prepare_mod.BOS_TOKEN)).all()
+
+
+def test_cli_prepares_the_cpu_scale(harness_env, tmp_path: Path) -> None:
+    env = harness_env(cache=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stderr.rstrip().endswith("ready")
+    assert (tmp_path / "tokenizer" / f"offline-py{sys.version_info[0]}{sys.version_info[1]}-v2048").is_dir()

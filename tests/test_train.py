@@ -1,0 +1,164 @@
+"""train.py: the model's pieces, and real short runs at the cpu scale."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
+SUMMARY_KEYS = [
+    "val_bpb",
+    "training_seconds",
+    "total_seconds",
+    "peak_vram_mb",
+    "mfu_percent",
+    "total_tokens_M",
+    "num_steps",
+    "num_params_M",
+    "depth",
+]
+
+
+class UniformModel(torch.nn.Module):
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(*idx.shape, -1)
+
+
+def _config(train_mod: ModuleType, **overrides):
+    settings = dict(
+        vocab_size=2048,
+        seq_len=64,
+        n_layer=4,
+        n_embd=64,
+        head_dim=16,
+        window_pattern="SSSL",
+        short_window=16,
+        use_flex=False,
+    )
+    return train_mod.GPTConfig(**(settings | overrides))
+
+
+def _random_model(train_mod: ModuleType, **overrides):
+    torch.manual_seed(0)
+    model = train_mod.GPT(_config(train_mod, **overrides))
+    for p in model.parameters():  # past the zero-initialised projections, so every path matters
+        torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+def test_hyperparameters_are_single_module_constants(train_mod: ModuleType) -> None:
+    """The engine rewrites UPPER_CASE assignments by syntax tree: each must be assigned exactly once."""
+    tree = ast.parse((TRAINER_DIR / "train.py").read_text())
+    names = [
+        node.targets[0].id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id.isupper()
+    ]
+    assert len(names) == len(set(names)) >= 15
+    assert {"DEPTH", "MATRIX_LR", "EMBEDDING_LR", "TOTAL_BATCH_SIZE", "WINDOW_PATTERN"} <= set(names)
+
+
+def test_gpt2_defaults_match_the_reference(train_mod: ModuleType) -> None:
+    """depth 8, width 512, about 50.3M parameters; 1.65M tokens/s on an H100 is about 40% MFU."""
+    config = _config(
+        train_mod, seq_len=2048, n_layer=8, n_embd=512, head_dim=128, short_window=1024, vocab_size=8192
+    )
+    with torch.device("meta"):
+        model = train_mod.GPT(config)
+    assert train_mod.layer_windows(config) == [1024, 1024, 1024, 2048, 1024, 1024, 1024, 2048]
+    assert sorted(int(k) for k in model.value_embeds) == [1, 3, 5, 7]
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(50.3, abs=0.05)
+    mfu = 1.65e6 * train_mod.matmul_flops_per_token(model) / 989.5e12
+    assert mfu == pytest.approx(0.40, abs=0.01)
+
+
+def test_logits_shape_and_softcap(train_mod: ModuleType) -> None:
+    model = _random_model(train_mod)
+    logits = model(torch.randint(0, 2048, (2, 64)))
+    assert logits.shape == (2, 64, 2048) and logits.dtype == torch.float32
+    assert logits.abs().max() <= train_mod.SOFTCAP
+
+
+def test_attention_is_causal_with_sliding_windows(train_mod: ModuleType) -> None:
+    assert train_mod.layer_windows(_config(train_mod, n_layer=1, window_pattern="S")) == [64]  # last is long
+    model = _random_model(train_mod, n_layer=2, window_pattern="SS")
+    assert model.masks[1] is None  # full causal attention takes the fast kernel
+    i = torch.arange(64)
+    assert torch.equal(model.masks[0], (i[:, None] - i[None, :] >= 0) & (i[:, None] - i[None, :] < 16))
+    idx = torch.randint(0, 2048, (1, 64))
+    altered = idx.clone()
+    altered[0, 10] = (idx[0, 10] + 1) % 2048
+    changed = (model(idx) - model(altered)).abs().amax(dim=-1)[0] > 1e-6
+    assert not changed[:10].any() and changed[10:].all()
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_attention_matches_dense_masks(train_mod: ModuleType) -> None:
+    """The CUDA path (FlexAttention block masks) computes what the CPU path (SDPA + mask) does."""
+    dense = _random_model(train_mod)
+    flex = train_mod.GPT(_config(train_mod, use_flex=True))
+    flex.load_state_dict(dense.state_dict())
+    idx = torch.randint(0, 2048, (2, 64))
+    with torch.no_grad():
+        difference = (flex(idx) - dense(idx)).abs().max().item()
+    assert difference < 1e-4
+
+
+def test_orthogonalize_flattens_the_spectrum(train_mod: ModuleType) -> None:
+    g = torch.randn(64, 256) * torch.logspace(-2, 1, 256)  # badly conditioned
+    singular = torch.linalg.svdvals(train_mod.orthogonalize(g, steps=5))
+    assert singular.min() > 0.5 and singular.max() < 1.3
+    assert train_mod.orthogonalize(g.T, steps=5).shape == (256, 64)
+
+
+def test_schedules(train_mod: ModuleType) -> None:
+    assert train_mod.lr_multiplier(0.0) == train_mod.lr_multiplier(0.49) == 1.0
+    assert train_mod.lr_multiplier(0.75) == pytest.approx(0.5) and train_mod.lr_multiplier(1.0) == 0.0
+    assert train_mod.muon_momentum(0.0) == 0.85 and train_mod.muon_momentum(0.5) == pytest.approx(0.95)
+
+
+def test_harness_accepts_the_model(
+    train_mod: ModuleType, prepare_mod: ModuleType, use_offline_cache: Path
+) -> None:
+    model = _random_model(
+        train_mod, seq_len=prepare_mod.MAX_SEQ_LEN, short_window=prepare_mod.MAX_SEQ_LEN // 2
+    )
+    bpb = prepare_mod.evaluate_bpb(model, 8)
+    assert math.isfinite(bpb) and bpb > 0
+
+
+def test_train_runs_on_cpu_and_reports(run_trainer, prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+    proc, result_path = run_trainer(budget=5.0)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    block = proc.stdout[proc.stdout.rindex("\n---\n") + 5 :].splitlines()
+    assert [line.split(":")[0] for line in block] == SUMMARY_KEYS
+    assert all(re.fullmatch(r"[a-z_M]+: +\d+(\.\d+)?", line) and line[18] != " " for line in block)
+    assert re.search(r"^val_bpb:          \d\.\d{6}$", proc.stdout, re.M)
+
+    result = json.loads(result_path.read_text())
+    assert set(SUMMARY_KEYS) <= set(result) and result["scale"] == "cpu" and result["time_budget"] == 5.0
+    assert result["training_seconds"] >= 5.0 and result["num_steps"] > 5 and result["depth"] == 2
+    assert result["prepare_sha256"] == prepare_mod.prepare_sha256()
+    uniform = UniformModel(prepare_mod.VOCAB_SIZE)
+    assert result["val_bpb"] < 0.85 * prepare_mod.evaluate_bpb(uniform, 8)  # log2(V) bits per token
+
+
+def test_nan_fails_fast(run_trainer) -> None:
+    started = time.time()
+    proc, result_path = run_trainer(budget=20.0, edit={"MATRIX_LR = 0.04": 'MATRIX_LR = float("nan")'})
+    assert proc.returncode == 1 and "FAIL" in proc.stdout
+    assert not result_path.exists() and time.time() - started < 20

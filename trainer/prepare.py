@@ -1,0 +1,614 @@
+"""The read-only harness: constants, data, tokenizer, dataloader and the metric.
+
+The agent edits train.py only. Everything that decides what a result means lives here: the fixed
+constants of a scale, the data and its validation split, the tokenizer, and `evaluate_bpb`, which
+calls the model for logits only and computes the loss itself, so an edit to train.py cannot change
+how val_bpb is measured. `write_result` stamps the result with this file's own hash.
+
+Usage: python prepare.py [--scale cpu|gpt2] [--data offline|climbmix] [--num-shards N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import hashlib
+import http.client
+import importlib
+import inspect
+import io
+import json
+import math
+import os
+import pickle
+import platform
+import queue
+import random
+import shutil
+import sys
+import threading
+import time
+import urllib.request
+import warnings
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tiktoken
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Scale:
+    max_seq_len: int
+    time_budget: float
+    eval_tokens: int
+    vocab_size: int
+    data: str
+
+
+SCALES = {
+    "gpt2": Scale(
+        max_seq_len=2048, time_budget=300.0, eval_tokens=40 * 524288, vocab_size=8192, data="climbmix"
+    ),
+    "cpu": Scale(max_seq_len=256, time_budget=20.0, eval_tokens=128 * 256, vocab_size=2048, data="offline"),
+}
+
+SCALE_NAME = os.environ.get("AUTORESEARCH_SCALE") or ("gpt2" if torch.cuda.is_available() else "cpu")
+if SCALE_NAME not in SCALES:
+    raise ValueError(f"AUTORESEARCH_SCALE must be one of {sorted(SCALES)}, not {SCALE_NAME!r}")
+_SCALE = SCALES[SCALE_NAME]
+MAX_SEQ_LEN = _SCALE.max_seq_len
+TIME_BUDGET = float(os.environ.get("AUTORESEARCH_TIME_BUDGET") or _SCALE.time_budget)
+EVAL_TOKENS = _SCALE.eval_tokens
+VOCAB_SIZE = _SCALE.vocab_size
+SEED = int(os.environ.get("AUTORESEARCH_SEED") or 42)
+DATA_SOURCE = os.environ.get("AUTORESEARCH_DATA") or _SCALE.data
+if DATA_SOURCE not in ("offline", "climbmix"):
+    raise ValueError(f"AUTORESEARCH_DATA must be 'offline' or 'climbmix', not {DATA_SOURCE!r}")
+
+SPECIAL_TOKENS = ("<|bos|>", "<|reserved_1|>", "<|reserved_2|>", "<|reserved_3|>")
+BOS_TOKEN = SPECIAL_TOKENS[0]
+
+CLIMBMIX_URL = "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
+VAL_SHARD = 6542  # the last shard of climbmix, pinned as validation
+DEFAULT_NUM_SHARDS = 10
+DOWNLOAD_WORKERS = 8
+DOWNLOAD_ATTEMPTS = 5
+DOWNLOAD_BACKOFF_S = 2.0  # waits 2, 4, 8, 16 s between attempts
+TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
+TOKENIZER_THREADS = min(8, os.cpu_count() or 1)
+
+# Dense bf16 tensor-core peaks, matched in order on torch.cuda.get_device_name (first hit wins).
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989.5e12),
+    ("H200", 989.5e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L40", 181e12),
+    ("L4", 121e12),
+    ("RTX 4090", 165.2e12),
+)
+
+# The offline corpus: documentation shipped with CPython, so the cpu scale needs no network.
+OFFLINE_MODULES = """
+abc argparse ast base64 bdb bisect builtins bz2 calendar cmd code codecs codeop collections
+collections.abc colorsys compileall concurrent.futures configparser contextlib copy copyreg csv
+dataclasses datetime decimal difflib dis doctest email.message email.utils enum filecmp fileinput
+fnmatch fractions ftplib functools getopt gettext glob graphlib gzip hashlib heapq hmac html
+html.parser http.client http.cookies http.server imaplib importlib inspect io ipaddress itertools
+json json.decoder json.encoder keyword linecache locale logging logging.handlers lzma mailbox math
+mimetypes numbers operator optparse os pathlib pdb pickle pickletools pkgutil platform plistlib
+poplib pprint profile pstats py_compile pyclbr pydoc queue quopri random re reprlib rlcompleter
+runpy sched secrets selectors shelve shlex shutil signal smtplib socket socketserver sqlite3 ssl
+statistics string struct subprocess symtable sys sysconfig tabnanny tarfile tempfile textwrap
+threading timeit token tokenize trace traceback types typing unittest.case unittest.mock
+urllib.parse urllib.request uuid warnings wave weakref xml.dom.minidom xml.etree.ElementTree
+zipfile zipimport zoneinfo
+"""  # whitespace-separated, in a fixed order
+OFFLINE_MIN_DOC_CHARS = 64
+OFFLINE_CHUNK_CHARS = 1024  # long pages are cut at blank lines into documents of about this size
+OFFLINE_VAL_EVERY = 8  # a document is validation when its hash is 0 modulo this
+
+_last_val_bpb: float | None = None  # set by evaluate_bpb; write_result reports this figure
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locations
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AUTORESEARCH_CACHE") or Path.home() / ".cache" / "autoresearch")
+
+
+def data_dir(source: str = DATA_SOURCE) -> Path:
+    """Offline text depends on the Python that produced it, so its folder names the version."""
+    name = "climbmix" if source == "climbmix" else f"offline-py{sys.version_info[0]}{sys.version_info[1]}"
+    return cache_dir() / "data" / name
+
+
+def tokenizer_dir(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> Path:
+    return cache_dir() / "tokenizer" / f"{data_dir(source).name}-v{vocab_size}"
+
+
+def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
+    """Parquet files of a split ('train' or 'val'), in a fixed order."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+    folder = data_dir(source)
+    if source == "offline":
+        files = [folder / f"{split}.parquet"]
+    else:
+        val = folder / _shard_name(VAL_SHARD)
+        files = [val] if split == "val" else [p for p in sorted(folder.glob("shard_*.parquet")) if p != val]
+    missing = [f for f in files if not f.exists()]
+    if missing or not files:
+        raise FileNotFoundError(f"no {split} data in {folder}: run `python prepare.py` first")
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: climbmix download
+
+
+def _shard_name(index: int) -> str:
+    return f"shard_{index:05d}.parquet"
+
+
+def _download_shard(index: int, folder: Path) -> Path:
+    """One shard, retried with exponential back-off; written to a temporary name, then renamed."""
+    path = folder / _shard_name(index)
+    if path.exists():
+        return path
+    url = f"{(os.environ.get('AUTORESEARCH_DATA_URL') or CLIMBMIX_URL).rstrip('/')}/{path.name}"
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    attempt = 0
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+            pq.read_metadata(tmp)  # a truncated or corrupt file fails here, not in training
+            os.replace(tmp, path)
+            return path
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            tmp.unlink(missing_ok=True)
+            attempt += 1
+            if attempt == DOWNLOAD_ATTEMPTS:
+                raise RuntimeError(f"download of {url} failed {DOWNLOAD_ATTEMPTS} times: {err}") from err
+            wait = DOWNLOAD_BACKOFF_S * 2 ** (attempt - 1)
+            log(f"  {path.name}: {err}; retrying in {wait:.1f} s")
+            time.sleep(wait)
+
+
+def download_climbmix(num_shards: int = DEFAULT_NUM_SHARDS) -> list[Path]:
+    """The first `num_shards` training shards and the validation shard; existing files are kept."""
+    folder = data_dir("climbmix")
+    folder.mkdir(parents=True, exist_ok=True)
+    indices = [*range(num_shards), VAL_SHARD]
+    paths = []
+    with ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
+        futures = [pool.submit(_download_shard, i, folder) for i in indices]
+        for done, future in enumerate(as_completed(futures), 1):
+            path = future.result()
+            log(f"  [{done}/{len(indices)}] {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
+            paths.append(path)
+    return sorted(paths)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: the offline corpus
+
+
+def _chunks(text: str, size: int = OFFLINE_CHUNK_CHARS) -> Iterator[str]:
+    """Cut at blank lines into pieces of about `size` characters (a longer paragraph stays whole)."""
+    piece: list[str] = []
+    length = 0
+    for para in text.split("\n\n"):
+        if piece and length + len(para) > size:
+            yield "\n\n".join(piece)
+            piece, length = [], 0
+        piece.append(para)
+        length += len(para) + 2
+    if piece:
+        yield "\n\n".join(piece)
+
+
+def _docstrings(module_name: str) -> Iterator[tuple[str, str]]:
+    """(qualified name, docstring) of a module, its classes, functions and methods, in sorted order."""
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:  # a module this build of Python lacks (sqlite3, ssl, ...)
+        return
+    yield module_name, module.__doc__ or ""
+    for name, obj in sorted(vars(module).items()):
+        if (
+            not (inspect.isclass(obj) or inspect.isroutine(obj))
+            or getattr(obj, "__module__", None) != module_name
+        ):
+            continue
+        yield f"{module_name}.{name}", obj.__doc__ or ""
+        if inspect.isclass(obj):
+            for attr, member in sorted(vars(obj).items()):
+                if inspect.isroutine(member):
+                    yield f"{module_name}.{name}.{attr}", getattr(member, "__doc__", None) or ""
+
+
+def offline_documents() -> list[str]:
+    """Every document of the offline corpus, in a fixed order: pydoc topics, then docstrings."""
+    from pydoc_data.topics import topics
+
+    pages = [(key, topics[key]) for key in sorted(topics)]
+    with (  # importing is for reading only: keep deprecation noise and import-time prints out
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        for module_name in OFFLINE_MODULES.split():
+            pages.extend(_docstrings(module_name))
+    docs: list[str] = []
+    seen: set[str] = set()
+    for title, text in pages:
+        body = inspect.cleandoc(text) if isinstance(text, str) else ""
+        if len(body) < OFFLINE_MIN_DOC_CHARS or body in seen:
+            continue
+        seen.add(body)
+        docs.extend(f"{title}\n\n{chunk}" for chunk in _chunks(body))
+    return docs
+
+
+def is_offline_val(doc: str) -> bool:
+    """The split is a function of the text alone, so it is the same on every run."""
+    return int.from_bytes(hashlib.sha256(doc.encode()).digest()[:4], "big") % OFFLINE_VAL_EVERY == 0
+
+
+def _write_parquet(path: Path, texts: list[str]) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    pq.write_table(pa.table({"text": texts}), tmp, row_group_size=128)
+    os.replace(tmp, path)
+
+
+def build_offline_corpus() -> Path:
+    folder = data_dir("offline")
+    if (folder / "train.parquet").exists() and (folder / "val.parquet").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = offline_documents()
+    val = [d for d in docs if is_offline_val(d)]
+    train = [d for d in docs if not is_offline_val(d)]
+    _write_parquet(folder / "train.parquet", train)
+    _write_parquet(folder / "val.parquet", val)
+    log(f"offline corpus: {len(train)} train / {len(val)} val documents in {folder}")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading documents
+
+
+def _row_groups(files: list[Path]) -> list[tuple[Path, int]]:
+    return [(f, g) for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+
+
+def _read_texts(file: Path, group: int) -> list[str]:
+    return pq.ParquetFile(file).read_row_group(group, columns=["text"]).column("text").to_pylist()
+
+
+def iter_texts(split: str, seed: int = SEED, source: str = DATA_SOURCE) -> Iterator[list[str]]:
+    """Endless batches of documents. Training order is shuffled per epoch by `seed`; validation is fixed."""
+    units = _row_groups(split_files(split, source))
+    epoch = 0
+    while True:
+        rng = random.Random(f"{seed}-{epoch}")
+        order = list(units)
+        if split == "train":
+            rng.shuffle(order)
+        for file, group in order:
+            texts = _read_texts(file, group)
+            if split == "train":
+                rng.shuffle(texts)
+            yield texts
+        epoch += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> Path:
+    """BPE with rustbpe on the training split, saved for tiktoken; cached per (data, vocab size)."""
+    import rustbpe
+
+    path = tokenizer_dir(source, vocab_size) / "tokenizer.pkl"
+    if path.exists():
+        return path
+
+    def texts() -> Iterator[str]:
+        budget = TOKENIZER_MAX_CHARS
+        for file, group in _row_groups(split_files("train", source)):
+            for text in _read_texts(file, group):
+                yield text
+                budget -= len(text)
+                if budget <= 0:
+                    return
+
+    started = time.time()
+    log(f"training a {vocab_size}-token BPE on {source} ...")
+    bpe = rustbpe.Tokenizer()
+    bpe.train_from_iterator(texts(), vocab_size - len(SPECIAL_TOKENS))
+    ranks = {bytes(token): rank for token, rank in bpe.get_mergeable_ranks()}
+    if len(ranks) != vocab_size - len(SPECIAL_TOKENS):
+        raise RuntimeError(f"corpus too small for a {vocab_size}-token vocabulary ({len(ranks)} merges)")
+    spec = {
+        "name": path.parent.name,
+        "pat_str": bpe.get_pattern(),
+        "mergeable_ranks": ranks,
+        "special_tokens": {tok: len(ranks) + i for i, tok in enumerate(SPECIAL_TOKENS)},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps(spec))
+    os.replace(tmp, path)
+    log(f"tokenizer trained in {time.time() - started:.1f} s: {path}")
+    return path
+
+
+_TOKENIZERS: dict[Path, tiktoken.Encoding] = {}
+
+
+def load_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> tiktoken.Encoding:
+    """The cached tokenizer. The offline corpus and its tokenizer are built on first use (seconds)."""
+    path = tokenizer_dir(source, vocab_size) / "tokenizer.pkl"
+    if path not in _TOKENIZERS:
+        if not path.exists():
+            if source == "offline":
+                build_offline_corpus()
+            train_tokenizer(source, vocab_size)
+        _TOKENIZERS[path] = tiktoken.Encoding(**pickle.loads(path.read_bytes()))
+    return _TOKENIZERS[path]
+
+
+def token_bytes(enc: tiktoken.Encoding, device: torch.device | str = "cpu") -> torch.Tensor:
+    """UTF-8 length of every token id; 0 for special tokens, which the metric does not count."""
+    special = {enc.encode_single_token(tok) for tok in enc.special_tokens_set}
+    lengths = [0 if i in special else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)]
+    return torch.tensor(lengths, dtype=torch.int64, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataloader
+
+
+def pack_rows(docs: Iterable[list[int]], row_len: int, buffer_size: int = 1000) -> Iterator[list[int]]:
+    """Best-fit packing: rows of exactly `row_len` tokens, no padding, each starting at a document start.
+
+    Each row takes the largest buffered document that still fits; when none fits, the shortest one
+    is cropped to fill the row (its tail is dropped, so a row never begins mid-document). A finite
+    input ends when the buffer can no longer fill a row.
+    """
+    stream = iter(docs)
+    lengths: list[int] = []  # sorted ascending, parallel to `buffer`
+    buffer: list[list[int]] = []
+    exhausted = False
+    while True:
+        row: list[int] = []
+        while len(row) < row_len:
+            while not exhausted and len(buffer) < buffer_size:
+                doc = next(stream, None)
+                if doc is None:
+                    exhausted = True
+                elif doc:
+                    at = bisect.bisect_right(lengths, len(doc))
+                    lengths.insert(at, len(doc))
+                    buffer.insert(at, doc)
+            if not buffer:
+                return
+            space = row_len - len(row)
+            at = bisect.bisect_right(lengths, space) - 1
+            if at < 0:  # nothing fits: crop the shortest
+                at = 0
+            lengths.pop(at)
+            row.extend(buffer.pop(at)[:space])
+        yield row
+
+
+def iter_token_docs(
+    split: str, seed: int = SEED, source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE
+) -> Iterator[list[int]]:
+    """Endless tokenized documents, each with BOS prepended."""
+    enc = load_tokenizer(source, vocab_size)
+    bos = enc.encode_single_token(BOS_TOKEN)
+    for texts in iter_texts(split, seed, source):
+        for ids in enc.encode_ordinary_batch(texts, num_threads=TOKENIZER_THREADS):
+            yield [bos, *ids]
+
+
+def make_dataloader(
+    split: str,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    seq_len: int = MAX_SEQ_LEN,
+    seed: int = SEED,
+    source: str = DATA_SOURCE,
+    vocab_size: int = VOCAB_SIZE,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (inputs, targets) int64 batches of shape (batch_size, seq_len) on `device`.
+
+    A background thread tokenizes and packs the next batches while the caller trains.
+    """
+    load_tokenizer(source, vocab_size)  # build or load here, not in the background thread
+    split_files(split, source)
+    device = torch.device(device)
+
+    def cpu_batches() -> Iterator[torch.Tensor]:
+        rows = pack_rows(iter_token_docs(split, seed, source, vocab_size), seq_len + 1)
+        while True:
+            batch = torch.tensor([next(rows) for _ in range(batch_size)], dtype=torch.int64)
+            yield batch.pin_memory() if device.type == "cuda" else batch
+
+    for batch in _prefetch(cpu_batches()):
+        batch = batch.to(device, non_blocking=True)
+        yield batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+
+
+def _prefetch(items: Iterator[torch.Tensor], depth: int = 2) -> Iterator[torch.Tensor]:
+    """Consume `items` in a daemon thread up to `depth` ahead; its errors are raised here."""
+    ready: queue.Queue[tuple[torch.Tensor | None, BaseException | None]] = queue.Queue(depth)
+
+    def produce() -> None:
+        try:
+            for item in items:
+                ready.put((item, None))
+        except BaseException as err:
+            ready.put((None, err))
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item, err = ready.get()
+        if err is not None:
+            raise err
+        yield item
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _logits(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    logits = model(idx)
+    expected = (*idx.shape, VOCAB_SIZE)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TypeError(f"model(idx) must return logits of shape {expected}, got {got}")
+    return logits.float()
+
+
+def check_causal(model: torch.nn.Module, idx: torch.Tensor, logits: torch.Tensor, tol: float = 1e-2) -> None:
+    """Logits before position k must not change when the tokens from k on do: no peeking at targets.
+
+    Compares each early position's mean absolute logit change, which tolerates rare last-bit
+    differences of a reduced-precision kernel but not a model that reads the next token.
+    """
+    k = idx.size(1) // 2
+    generator = torch.Generator().manual_seed(0)
+    altered = idx.clone()
+    noise = torch.randint(0, VOCAB_SIZE - len(SPECIAL_TOKENS), altered[:, k:].shape, generator=generator)
+    altered[:, k:] = noise.to(idx.device)
+    change = (_logits(model, altered)[:, :k] - logits[:, :k]).abs().mean(dim=-1).max().item()
+    if not change <= tol:
+        raise RuntimeError(
+            f"model is not causal: logits before position {k} depend on later tokens ({change:.3g})"
+        )
+
+
+@torch.no_grad()
+def evaluate_bpb(model: torch.nn.Module, batch_size: int) -> float:
+    """Bits per byte on EVAL_TOKENS of validation: the harness's own cross-entropy, specials excluded.
+
+    val_bpb = sum_t [bytes(y_t) > 0] * CE_t / (ln 2 * sum_t bytes(y_t)). The model is only asked
+    for logits (batch, MAX_SEQ_LEN, VOCAB_SIZE); whatever else it computes is ignored.
+    """
+    global _last_val_bpb
+    device = next(model.parameters()).device
+    nbytes_of = token_bytes(load_tokenizer(), device)
+    loader = make_dataloader("val", batch_size, device)
+    steps = max(1, EVAL_TOKENS // (batch_size * MAX_SEQ_LEN))
+    total_nats = torch.zeros((), dtype=torch.float64, device=device)
+    total_bytes = torch.zeros((), dtype=torch.int64, device=device)
+    for step in range(steps):
+        x, y = next(loader)
+        logits = _logits(model, x)
+        ce = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="none")
+        if step == 0:
+            check_causal(model, x, logits)
+        del logits  # before the next forward: at the gpt2 scale a batch of logits is 8.6 GB
+        nbytes = nbytes_of[y.view(-1)]
+        total_nats += (ce * (nbytes > 0)).sum(dtype=torch.float64)
+        total_bytes += nbytes.sum()
+    _last_val_bpb = (total_nats / (math.log(2) * total_bytes)).item()
+    return _last_val_bpb
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware and results
+
+
+def device_name(device: torch.device | str | None = None) -> str:
+    if torch.cuda.is_available() and torch.device(device or "cuda").type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()})"
+
+
+def gpu_peak_flops(device: torch.device | str | None = None) -> float | None:
+    """Dense bf16 peak of the GPU in use, or None on CPU or an unlisted GPU (MFU is then 0)."""
+    if not (torch.cuda.is_available() and torch.device(device or "cuda").type == "cuda"):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16_FLOPS if key in name), None)
+
+
+def prepare_sha256() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def write_result(summary: dict) -> Path:
+    """Write train.py's summary plus harness facts as JSON to AUTORESEARCH_RESULT, atomically.
+
+    val_bpb is always the figure evaluate_bpb computed, whatever the summary says.
+    """
+    if _last_val_bpb is None:
+        raise RuntimeError("write_result called before evaluate_bpb")
+    path = Path(os.environ.get("AUTORESEARCH_RESULT") or "result.json")
+    result = {
+        **summary,
+        "val_bpb": _last_val_bpb,
+        "scale": SCALE_NAME,
+        "seed": SEED,
+        "data": DATA_SOURCE,
+        "time_budget": TIME_BUDGET,
+        "max_seq_len": MAX_SEQ_LEN,
+        "vocab_size": VOCAB_SIZE,
+        "eval_tokens": EVAL_TOKENS,
+        "device": device_name(),
+        "peak_flops": gpu_peak_flops(),
+        "torch": torch.__version__,
+        "prepare_sha256": prepare_sha256(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Download data and train the tokenizer for a scale.")
+    parser.add_argument("--scale", choices=sorted(SCALES), default=SCALE_NAME)
+    parser.add_argument("--data", choices=("offline", "climbmix"), default=None, help="default: the scale's")
+    parser.add_argument("--num-shards", type=int, default=DEFAULT_NUM_SHARDS, help="climbmix training shards")
+    args = parser.parse_args()
+    scale = SCALES[args.scale]
+    source = args.data or (os.environ.get("AUTORESEARCH_DATA") or scale.data)
+    log(f"preparing scale {args.scale}: data {source}, vocab {scale.vocab_size}, cache {cache_dir()}")
+    if source == "climbmix":
+        download_climbmix(args.num_shards)
+    else:
+        build_offline_corpus()
+    train_tokenizer(source, scale.vocab_size)
+    log("ready")
+
+
+if __name__ == "__main__":
+    main()
