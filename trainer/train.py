@@ -294,6 +294,16 @@ def muon_momentum(progress: float) -> float:
 # Training: runs until TIME_BUDGET seconds of timed steps; every schedule follows the elapsed fraction.
 
 
+def budget_clock(device: torch.device) -> float:
+    """Seconds counted against TIME_BUDGET. On a GPU: wall time after a synchronisation. On a CPU:
+    this process's CPU time, so other work on a shared machine does not change how much training a
+    run gets, and experiments stay comparable (a two-thread run gets half the wall time)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return time.time()
+    return time.process_time()
+
+
 def main() -> None:
     t_start = time.time()
     if os.environ.get("OMP_NUM_THREADS"):
@@ -343,9 +353,7 @@ def main() -> None:
     training_time = 0.0
     last_log = 0.0
     while True:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.time()
+        t0 = budget_clock(device)
         progress = min(training_time / TIME_BUDGET, 1.0)
         for _ in range(grad_accum_steps):
             with autocast:
@@ -365,9 +373,7 @@ def main() -> None:
         if not math.isfinite(train_loss) or train_loss > 100:
             print(f"FAIL: loss {train_loss} at step {step}")
             sys.exit(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.time() - t0
+        dt = budget_clock(device) - t0
         if step >= warmup_steps:
             training_time += dt
         step += 1
