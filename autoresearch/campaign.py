@@ -10,6 +10,7 @@ so the simulator can drive this same code on a virtual clock.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -46,6 +47,7 @@ BASE_SEED = 42
 RECORD_STATUS = {TrialState.FAIL: "crash", TrialState.RUNNING: "running", TrialState.WAITING: "queued"}
 MAX_STACK_DEPTH = 2
 MAX_REJECTIONS_SHOWN = 20
+MAX_EMPTY_WAVES = 3
 
 
 class Clock(Protocol):
@@ -122,6 +124,7 @@ class Campaign:
         self._pending: dict[int, dict[str, Any]] = {}  # results waiting for a frontier value
         self._held: dict[str, list[JobSpec]] = {}  # claimed trials waiting for a slot of their pool
         self._rejected: list[str] = []
+        self._empty_waves = 0  # consecutive waves with nothing new in them
         self._lock_fd: int | None = None
 
     # -- set-up ------------------------------------------------------------------------------
@@ -258,6 +261,8 @@ class Campaign:
     def _stop_reason(self) -> str:
         if self.stop_requested:
             return "stopped by the user"
+        if self._empty_waves >= MAX_EMPTY_WAVES and not self._waiting():
+            return f"the proposer had nothing new in {MAX_EMPTY_WAVES} waves in a row"
         spend = budgets.measure(self.study, self.fleet.pools, self.dir, self.clock.now())
         return budgets.exhausted(spend, self.c.budget) or ""
 
@@ -291,6 +296,7 @@ class Campaign:
         seen = {t.user_attrs.get("key") for t in trials(self.study)}
         head = self.frontier.head()
         accepted, dropped = wave.expand(seen, self.c.max_wave, key=lambda c: candidate_key(c, head))
+        self._empty_waves = 0 if accepted else self._empty_waves + 1
         self._rejected.extend(dropped)
         for cand in accepted:
             reason = self._precheck(cand)
@@ -385,6 +391,16 @@ class Campaign:
                 for trial, handle in handles.items():
                     set_trial_attrs(self.study, trial, {"job": handle})
 
+    def _redundant(self, number: int, source: str, frontier_source: str, run_key: str) -> str:
+        """Why running this train.py would teach nothing new, or ''. Proposals made on an older
+        frontier can turn into the frontier itself, or into a twin of another experiment."""
+        if source == frontier_source:
+            return "no change: already part of the frontier"
+        for t in trials(self.study, TrialState.COMPLETE, TrialState.RUNNING):
+            if t.number != number and t.user_attrs.get("run_key") == run_key:
+                return f"same train.py as trial {t.number}"
+        return ""
+
     def _may_launch_more(self) -> bool:
         limit = self.c.budget.max_experiments
         if not limit:
@@ -408,11 +424,14 @@ class Campaign:
             knobs = self.sampler.resolve_knobs(trial, cand)
             frontier_source = self.frontier.source()
             source = build_source(frontier_source, cand.edits, knobs)
-            if source == frontier_source and attrs.get("kind") not in ("baseline", "validation"):
-                self._fail(
-                    trial.number, {"status": "skip", "reason": "no change: already part of the frontier"}
-                )
-                return None
+            run_key = hashlib.sha1(source.encode()).hexdigest()[:16]
+            if attrs.get("kind") not in ("baseline", "validation"):
+                reason = self._redundant(trial.number, source, frontier_source, run_key)
+                if reason:
+                    # knobs and parent let proposers see it as tried on this frontier
+                    tried = {"knobs": json.dumps(knobs, sort_keys=True), "parent": self.frontier.head()}
+                    self._fail(trial.number, {**tried, "status": "skip", "reason": reason})
+                    return None
         except (InvalidCandidate, ValueError) as err:
             self._fail(trial.number, {"status": "invalid", "reason": str(err)})
             self._rejected.append(f"{cand.description}: {err}")
@@ -439,6 +458,7 @@ class Campaign:
             trial.number,
             {
                 "knobs": json.dumps(knobs, sort_keys=True),
+                "run_key": run_key,
                 "parent": self.frontier.head(),
                 "exp_dir": str(exp_dir.relative_to(self.dir)),
                 "pool": pool_name,

@@ -104,7 +104,8 @@ class Wave:
         dropped: list[str] = []
         for cand in [*self.candidates, *(c for g in self.grids for c in g.expand())]:
             key_ = key(cand)
-            if key_ in seen:
+            sampled = any(v is None for v in cand.knobs.values())  # a fresh draw each time: never a duplicate
+            if key_ in seen and not sampled:
                 dropped.append(f"duplicate of an earlier experiment: {cand.description}")
             elif len(accepted) >= cap:
                 dropped.append(f"over the wave cap of {cap}: {cand.description}")

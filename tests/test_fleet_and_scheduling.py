@@ -120,3 +120,21 @@ def test_an_rdb_storage_url_holds_the_study(tmp_path: Path) -> None:
     assert not (tmp_path / "toy" / "study.journal").exists()
     study = optuna.load_study(study_name="toy", storage=url)
     assert sum(1 for t in study.trials if "exp_dir" in t.user_attrs) == 4
+
+
+class RepeatingProposer(OfflineProposer):
+    """Proposes the same single change forever: a proposer that has run out of ideas."""
+
+    def propose(self, context: CampaignContext):
+        from autoresearch.proposals import Candidate, Wave
+
+        return Wave(candidates=[Candidate("LR 0.01 -> 0.02", knobs={"LR": 0.02})], source="repeat")
+
+
+def test_a_proposer_with_nothing_new_ends_the_campaign_instead_of_spinning(tmp_path: Path) -> None:
+    cfg = toy_config(tmp_path, "campaign.fill_idle_slots=false", "campaign.budget.max_experiments=50")
+    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    summary = Campaign(cfg, campaign_dir, fleet, RepeatingProposer(), background_proposals=False).run()
+    assert "nothing new" in summary.stop_reason
+    assert summary.experiments == 3  # two baselines and the one change

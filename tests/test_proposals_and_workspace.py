@@ -95,3 +95,9 @@ def test_valid_candidate_builds_a_workspace_with_diff_and_harness_copy(tmp_path:
     assert (ws.path / "train.py").read_text() == source
     assert ws.harness_sha256 == sha256_file(harness) == sha256_file(ws.path / "prepare.py")
     assert '-ACT = "relu2"' in ws.diff and "+DEPTH = 4" in ws.diff
+
+
+def test_candidates_with_free_knobs_are_fresh_draws_never_duplicates() -> None:
+    free = Candidate("inner sampler", knobs={"LR": None})
+    accepted, dropped = Wave(candidates=[free, free]).expand({free.key()}, cap=10)
+    assert len(accepted) == 2 and not dropped

@@ -7,6 +7,11 @@ Two ways to use a partition, chosen per partition:
   folder one after another (fleet.workers), so a busy cluster's queue wait is paid once per worker.
 Results come back the same way in both: the runner's outcome.json in the experiment folder. Slurm
 is asked about job states only for jobs that have no outcome yet, in one batched sacct call.
+
+One trial is one Slurm attempt. When Slurm requeues a task itself (node failure, preemption,
+`scontrol requeue`), the attempt the trial ran in is over: the trial is reported lost with Slurm's
+reason, the campaign re-queues it as a new trial, and Slurm's rerun is cancelled (and would refuse
+to run the workspace again anyway), so no experiment is run or counted twice.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ import submitit
 from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.workers import WorkerQueue, run_worker
-from autoresearch.runner import OUTCOME_FILE, STARTED_FILE, run_experiment, scrubbed_environment
+from autoresearch.runner import (
+    INFRA_STATUSES,
+    OUTCOME_FILE,
+    STARTED_FILE,
+    run_experiment,
+    scrubbed_environment,
+    write_json_atomic,
+)
 
 log = logging.getLogger("autoresearch")
 
@@ -35,14 +47,21 @@ log = logging.getLogger("autoresearch")
 INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED"}
 EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
 CANCELLED = "CANCELLED"
-STATE_POLL_SECONDS = 10.0
+ACTIVE_STATES = {"", "PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+STATE_POLL_SECONDS = 10.0  # at most one sacct call this often, for every job at once
+SETTLE_SECONDS = 10.0  # a job over without a result: wait this long for the result file (shared FS lag)
+UNKNOWN_SECONDS = 120.0  # a job sacct has never heard of for this long is lost
+ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
+SIGNAL_DELAY_S = 120  # Slurm signals a job (USR2) this long before its time limit; the runner stops then
 
 
 @dataclass
 class _Tracked:
     job: JobSpec
-    slurm_id: str  # array job id with task, e.g. 1234_5; the worker's id in worker mode
+    slurm_id: str  # array task (A_i) or job id; '' in worker mode, where the claim names the worker
     deadline: float | None = None  # set when the runner starts: queue time does not count
+    over_since: float | None = None  # when it was first seen over (by Slurm, or the runner interrupted)
+    unknown_since: float | None = None  # when sacct first had no record of the job
 
 
 def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
@@ -57,6 +76,60 @@ def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
     return None
 
 
+def attempt_state(attempts: list[str], attempt: int) -> str:
+    """The state of one attempt of a job ('' if sacct does not show it yet).
+
+    A record that a later attempt follows was requeued, whatever it still says.
+    """
+    if attempt >= len(attempts):
+        return ""
+    state = attempts[attempt]
+    if attempt < len(attempts) - 1 and _is_active(state):
+        return "REQUEUED"
+    return state
+
+
+def parse_sacct(text: str) -> dict[str, list[str]]:
+    """`sacct -D -X -P -o JobID,State,Submit` output: each job or array task's states, oldest first.
+
+    A requeued job has one line per attempt; pending array tasks share one line (`12_[3-5,8%2]`).
+    """
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) < 2 or not fields[0]:
+            continue
+        submit = fields[2] if len(fields) > 2 else ""
+        for task in _expand_tasks(fields[0]):
+            rows.setdefault(task, []).append((submit, fields[1].strip()))
+    return {task: [state for _, state in sorted(r, key=lambda r: r[0])] for task, r in rows.items()}
+
+
+def _expand_tasks(job_id: str) -> list[str]:
+    base, bracket, tasks = job_id.partition("_[")
+    if not bracket:
+        return [job_id]
+    out = []
+    for part in tasks.rstrip("]").split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (high or low).isdigit():
+            out += [f"{base}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return out
+
+
+def run_array_task(exp_dir: str) -> dict[str, Any]:
+    """An array task's body: the runner, unless this workspace already ran or was given up on.
+
+    Slurm reruns a requeued task from the start; by then the controller has counted the first
+    attempt (its outcome, or lost), so the rerun must not start the experiment a second time.
+    """
+    exp = Path(exp_dir)
+    for name in (OUTCOME_FILE, ABANDONED_FILE):
+        if (exp / name).exists():
+            return {"status": "skipped", "reason": f"{name} exists: not run a second time"}
+    return run_experiment(exp)
+
+
 def executor_for(
     folder: Path, name: str, part: PartitionConfig, time_limit_min: int
 ) -> submitit.AutoExecutor:
@@ -67,7 +140,7 @@ def executor_for(
         "cpus_per_task": part.cpus_per_task,
         "timeout_min": time_limit_min,
         "name": f"autoresearch-{name}",
-        "slurm_signal_delay_s": 120,
+        "slurm_signal_delay_s": SIGNAL_DELAY_S,
     }
     if part.gres:
         params["slurm_gres"] = part.gres
@@ -108,10 +181,11 @@ class SlurmFleet:
             if part.mode == "workers":
                 self.queues[name] = WorkerQueue(self.dir / "queue" / name)
         self._tracked: dict[int, _Tracked] = {}
-        self._workers: dict[str, list[str]] = {name: [] for name in self.queues}
+        self._workers: dict[str, list[str]] = {name: q.submitted_workers() for name, q in self.queues.items()}
         self.sbatch_calls = 0
-        self._states: dict[str, str] = {}
-        self._states_at = 0.0
+        self._states: dict[str, list[str]] = {}
+        self._states_at = -STATE_POLL_SECONDS
+        self._sacct_ok = False
 
     # -- capacity ------------------------------------------------------------------------------
     def free_slots(self, pool: str) -> int:
@@ -133,11 +207,11 @@ class SlurmFleet:
                     self.queues[pool].put(job.trial, job.exp_dir)
                     self._tracked[job.trial] = _Tracked(job, slurm_id="")
                     handles[job.trial] = f"queue:{pool}"
-                self._ensure_workers(pool)
+                self._ensure_workers(pool, self._job_states(self._workers[pool]))
                 continue
             with credentials_hidden():
                 submitted = self.executors[pool].map_array(
-                    run_experiment, [str(j.exp_dir.resolve()) for j in group]
+                    run_array_task, [str(j.exp_dir.resolve()) for j in group]
                 )
             self.sbatch_calls += 1
             for job, sjob in zip(group, submitted, strict=True):
@@ -151,14 +225,14 @@ class SlurmFleet:
             )
         return handles
 
-    def _ensure_workers(self, pool: str) -> None:
+    def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
         """Keep `slots` worker jobs alive on a worker partition; replace those that ended."""
-        states = self._job_states(self._workers[pool])
-        alive = [w for w in self._workers[pool] if _is_active(states.get(w, "PENDING"))]
+        queue = self.queues[pool]
+        queue.open()
+        alive = [w for w in self._workers[pool] if _is_active(_latest(states.get(w, [])))]
         missing = self.pools[pool].slots - len(alive)
         if missing > 0:
-            queue = self.queues[pool]
-            limit_s = self.cluster.partitions[pool].time_limit_min * 60.0
+            limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
             with credentials_hidden():
                 submitted = self.executors[pool].map_array(
                     run_worker,
@@ -167,11 +241,14 @@ class SlurmFleet:
                     [limit_s] * missing,
                 )
             self.sbatch_calls += 1
-            alive += [j.job_id for j in submitted]
+            ids = [j.job_id for j in submitted]
+            queue.record_submitted(ids)
+            alive += ids
             log.info("started %d worker(s) on partition %s", missing, pool)
         self._workers[pool] = alive
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
+        """Adopt a previous controller's experiment; what became of it is for `poll` to find out."""
         kind, _, rest = handle.partition(":")
         if kind == "queue" and job.pool in self.queues:
             queue = self.queues[job.pool]
@@ -182,13 +259,9 @@ class SlurmFleet:
             ):
                 return False
             self._tracked[job.trial] = _Tracked(job, slurm_id="")
-            self._workers[job.pool] = queue.known_workers()
             return True
-        if kind != "slurm":
-            return False
         pool, _, slurm_id = rest.partition(":")
-        state = self._job_states([slurm_id], force=True).get(slurm_id, "UNKNOWN")
-        if not (job.exp_dir / OUTCOME_FILE).exists() and outcome_for_state(state, job.trial) is not None:
+        if kind != "slurm" or not slurm_id or pool not in self.pools:
             return False
         self._tracked[job.trial] = _Tracked(job, slurm_id=slurm_id)
         return True
@@ -197,78 +270,138 @@ class SlurmFleet:
     def poll(self) -> list[Finished]:
         done: list[Finished] = []
         now = time.time()
-        unresolved: list[_Tracked] = []
-        for trial, t in list(self._tracked.items()):
-            outcome_path = t.job.exp_dir / OUTCOME_FILE
-            if outcome_path.exists():
-                try:
-                    outcome = json.loads(outcome_path.read_text())
-                except json.JSONDecodeError:
-                    continue  # being written
-                del self._tracked[trial]
-                done.append(Finished(trial, outcome))
+        waiting: list[tuple[_Tracked, dict[str, Any] | None, tuple[str, int] | None]] = []
+        for t in list(self._tracked.values()):
+            outcome = _read_json(t.job.exp_dir / OUTCOME_FILE)
+            if outcome is not None and outcome.get("status") not in INFRA_STATUSES:
+                done.append(self._done(t, outcome))
                 continue
-            if t.deadline is None and (t.job.exp_dir / STARTED_FILE).exists():
-                t.deadline = now + self.deadline_s + self.cluster.grace_seconds
-            if t.deadline is not None and now > t.deadline:
-                self._cancel(t)
-                del self._tracked[trial]
-                done.append(
-                    Finished(trial, {"trial": trial, "status": "timeout", "reason": "controller deadline"})
-                )
-                continue
-            unresolved.append(t)
-        done += self._ended_without_outcome(unresolved)
+            if outcome is None:
+                if t.deadline is None:
+                    t.deadline = self._deadline_of(t)
+                if t.deadline is not None and now > t.deadline:
+                    self._cancel(t)
+                    timeout = {"trial": t.job.trial, "status": "timeout", "reason": "controller deadline"}
+                    done.append(self._done(t, timeout, abandon=True))
+                    continue
+            waiting.append((t, outcome, self._job_of(t)))
+        ids = [job[0] for _, _, job in waiting if job] + [w for ws in self._workers.values() for w in ws]
+        states = self._job_states(ids)
+        for t, outcome, job in waiting:
+            finished = self._judge(t, outcome, job, states, now)
+            if finished is not None:
+                done.append(finished)
         for pool in self.queues:
             if any(t.job.pool == pool for t in self._tracked.values()):
-                self._ensure_workers(pool)
+                self._ensure_workers(pool, states)
         return done
 
-    def _ended_without_outcome(self, tracked: list[_Tracked]) -> list[Finished]:
-        """Jobs Slurm says are over but that left no outcome: ask sacct, batched and rate-limited."""
-        ids = [t.slurm_id or self.queues[t.job.pool].claimed_by(t.job.trial) for t in tracked]
-        states = self._job_states([i for i in ids if i])
-        done = []
-        for t, slurm_id in zip(tracked, ids, strict=True):
-            if not slurm_id:
-                continue
-            outcome = outcome_for_state(states.get(slurm_id, ""), t.job.trial)
-            if outcome is None:
-                continue
-            if (t.job.exp_dir / OUTCOME_FILE).exists():
-                continue  # written between our two looks
-            if not t.slurm_id:  # a worker died holding this experiment
-                self.queues[t.job.pool].release(t.job.trial)
-            outcome["slurm_job_id"] = slurm_id
-            del self._tracked[t.job.trial]
-            done.append(Finished(t.job.trial, outcome))
-        return done
+    def _judge(
+        self,
+        t: _Tracked,
+        outcome: dict[str, Any] | None,
+        job: tuple[str, int] | None,
+        states: dict[str, list[str]],
+        now: float,
+    ) -> Finished | None:
+        """Whether a job without a usable outcome is over, from Slurm's record of its attempt.
 
-    def _job_states(self, ids: list[str], force: bool = False) -> dict[str, str]:
-        """States of Slurm jobs by id (array tasks as A_i), from one sacct call every few seconds."""
-        now = time.time()
+        `outcome` is the runner's when it was interrupted (the reason then is Slurm's: scancel,
+        preemption, node failure); None when there is none yet.
+        """
+        if job is None:  # queued for a worker, or its worker already let go of it
+            return self._done(t, outcome) if outcome is not None else None
+        slurm_id, attempt = job
+        attempts = states.get(slurm_id, [])
+        if not attempts and outcome is None:
+            if self._sacct_ok and t.unknown_since is None:
+                t.unknown_since = now
+            if t.unknown_since is not None and now - t.unknown_since > UNKNOWN_SECONDS:
+                lost = {
+                    "trial": t.job.trial,
+                    "status": "lost",
+                    "reason": f"Slurm has no record of {slurm_id}",
+                }
+                return self._done(t, lost, abandon=True)
+            return None
+        t.unknown_since = None
+        over = outcome_for_state(attempt_state(attempts, attempt), t.job.trial)
+        if outcome is not None:  # the runner was interrupted: Slurm knows by what
+            t.over_since = t.over_since or now
+            if over is None:  # not over in sacct yet; after a while the runner's word stands
+                return self._done(t, outcome) if now - t.over_since >= 3 * SETTLE_SECONDS else None
+            if over["status"] == "crash" and "SIGUSR2" in outcome.get("reason", ""):
+                reason = f"the job's time limit was near ({outcome['reason']}): raise time_limit_min"
+                return self._done(t, {**outcome, "status": "timeout", "reason": reason})
+            if over["status"] == "crash":  # Slurm saw an ordinary end
+                return self._done(t, outcome)
+            reason = f"{over['reason']}: {outcome.get('reason', '')}".rstrip(": ")
+            return self._done(t, {**outcome, "status": over["status"], "reason": reason})
+        if over is None:
+            t.over_since = None
+            return None
+        t.over_since = t.over_since or now
+        if over["status"] != "lost" and now - t.over_since < SETTLE_SECONDS:
+            return None  # the result may still be on its way through the shared file system
+        return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
+
+    def _done(self, t: _Tracked, outcome: dict[str, Any], abandon: bool = False) -> Finished:
+        """Stop tracking a trial; make sure Slurm will not run its workspace again."""
+        del self._tracked[t.job.trial]
+        if t.job.pool in self.queues:
+            self.queues[t.job.pool].release(t.job.trial)
+        if abandon:
+            write_json_atomic(t.job.exp_dir / ABANDONED_FILE, outcome)
+        if t.slurm_id and outcome.get("status") == "lost":  # Slurm requeued it: cancel its rerun
+            subprocess.run(["scancel", t.slurm_id], capture_output=True, check=False)
+        return Finished(t.job.trial, outcome)
+
+    def _job_of(self, t: _Tracked) -> tuple[str, int] | None:
+        """The Slurm job and attempt running this trial: its array task, or the worker holding it."""
+        if t.slurm_id:
+            return t.slurm_id, 0
+        return self.queues[t.job.pool].claimed_by(t.job.trial)
+
+    def _deadline_of(self, t: _Tracked) -> float | None:
+        """The runner's start plus its deadline and grace; None until it has started."""
+        started = _read_json(t.job.exp_dir / STARTED_FILE)
+        if started is None:
+            return None
+        return float(started.get("started_at") or time.time()) + self.deadline_s + self.cluster.grace_seconds
+
+    def _job_states(self, ids: list[str], force: bool = False) -> dict[str, list[str]]:
+        """Each job's attempts (array tasks as A_i), from one sacct call every few seconds."""
+        now = time.monotonic()
         if ids and (force or now - self._states_at >= STATE_POLL_SECONDS):
-            self._states.update(_sacct({i.split("_")[0] for i in ids}))
+            found = _sacct({i.split("_")[0] for i in ids})
+            self._sacct_ok = found is not None
+            self._states.update(found or {})
             self._states_at = now
-        return {i: self._states.get(i, "") for i in ids}
+        return {i: self._states.get(i, []) for i in ids}
 
     def _cancel(self, t: _Tracked) -> None:
-        target = t.slurm_id or self.queues[t.job.pool].claimed_by(t.job.trial)
-        if target:
-            subprocess.run(["scancel", target], capture_output=True, check=False)
+        job = self._job_of(t)
+        if job:
+            subprocess.run(["scancel", job[0]], capture_output=True, check=False)
 
     def wait(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
 
     def shutdown(self, cancel: bool) -> None:
-        """With `cancel`, end every experiment and worker of this campaign still queued or running."""
+        """Workers exit once idle, and those still waiting in the Slurm queue are cancelled.
+
+        With `cancel`, also end every experiment and worker of this campaign still queued or running.
+        """
+        ids: set[str] = set()
         if cancel:
             ids = {t.slurm_id for t in self._tracked.values() if t.slurm_id}
             ids |= {w for workers in self._workers.values() for w in workers}
-            if ids:
-                subprocess.run(["scancel", *sorted(ids)], capture_output=True, check=False)
-        for queue in self.queues.values():
+        for pool, queue in self.queues.items():
             queue.stop()
+            started = set(queue.started_workers())
+            ids |= {w for w in self._workers[pool] if w not in started}
+        if ids:
+            subprocess.run(["scancel", *sorted(ids)], capture_output=True, check=False)
         self._tracked.clear()
 
 
@@ -283,30 +416,28 @@ def credentials_hidden() -> Iterator[None]:
 
 
 def _is_active(state: str) -> bool:
-    return (state.split() or [""])[0] in {
-        "",
-        "PENDING",
-        "RUNNING",
-        "REQUEUED",
-        "CONFIGURING",
-        "COMPLETING",
-        "RESIZING",
-        "SUSPENDED",
-    }
+    return (state.split() or [""])[0] in ACTIVE_STATES
 
 
-def _sacct(job_ids: set[str]) -> dict[str, str]:
-    """`sacct` states of every task of the given jobs; {} when sacct is missing or fails."""
+def _latest(attempts: list[str]) -> str:
+    return attempts[-1] if attempts else ""
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _sacct(job_ids: set[str]) -> dict[str, list[str]] | None:
+    """`sacct` states of every attempt of every task of the given jobs; None when sacct fails."""
     if not job_ids:
         return {}
-    cmd = ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(sorted(job_ids))]
+    cmd = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit", "-j", ",".join(sorted(job_ids))]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError) as err:
         log.warning("sacct failed (%s); relying on result files and deadlines", err)
-        return {}
-    states = {}
-    for line in out.splitlines():
-        job_id, _, state = line.partition("|")
-        states[job_id.strip()] = state.strip()
-    return states
+        return None
+    return parse_sacct(out)

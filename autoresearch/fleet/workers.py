@@ -4,16 +4,19 @@ On a busy shared cluster every new job waits in the queue; a worker pays that wa
 runs experiment after experiment. The queue is a folder on the shared file system: the
 controller drops one file per ready experiment, a worker claims one by an atomic rename, so two
 workers never run the same experiment and nothing but the file system is needed between them.
+A claim names the worker's Slurm job and its attempt (Slurm's restart count), so the controller
+can tell an experiment held by a worker that Slurm has since requeued from one still running.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from autoresearch.runner import run_experiment
+from autoresearch.runner import INFRA_STATUSES, run_experiment
 
 IDLE_EXIT_SECONDS = 600.0  # a worker with nothing to do for this long ends (the campaign is gone)
 POLL_SECONDS = 1.0
@@ -22,19 +25,19 @@ POLL_SECONDS = 1.0
 class WorkerQueue:
     def __init__(self, path: Path) -> None:
         self.path = path
-        for sub in ("ready", "claimed", "workers"):
+        for sub in ("ready", "claimed", "workers", "submitted"):
             (path / sub).mkdir(parents=True, exist_ok=True)
 
     def put(self, trial: int, exp_dir: Path) -> None:
         tmp = self.path / f".{trial:05d}.tmp"
         tmp.write_text(str(exp_dir.resolve()))
         os.replace(tmp, self.path / "ready" / f"{trial:05d}")
-        (self.path / "STOP").unlink(missing_ok=True)
+        self.open()
 
-    def claim(self, worker: str) -> tuple[int, Path] | None:
+    def claim(self, worker: str, attempt: int = 0) -> tuple[int, Path] | None:
         """Take the oldest ready experiment; None if there is none."""
         for entry in sorted((self.path / "ready").iterdir()):
-            target = self.path / "claimed" / f"{entry.name}.{worker}"
+            target = self.path / "claimed" / f"{entry.name}.{worker}.{attempt}"
             try:
                 os.rename(entry, target)
             except FileNotFoundError:
@@ -45,29 +48,43 @@ class WorkerQueue:
     def is_queued(self, trial: int) -> bool:
         return (self.path / "ready" / f"{trial:05d}").exists()
 
-    def claimed_by(self, trial: int) -> str:
-        """The worker (Slurm job id) that holds `trial`, or '' if none does."""
+    def claimed_by(self, trial: int) -> tuple[str, int] | None:
+        """The worker (Slurm job id) and its attempt that hold `trial`, or None if none does."""
         for entry in (self.path / "claimed").glob(f"{trial:05d}.*"):
-            return entry.name.split(".", 1)[1]
-        return ""
+            _, worker, attempt = entry.name.split(".")
+            return worker, int(attempt)
+        return None
 
-    def done(self, trial: int, worker: str) -> None:
-        (self.path / "claimed" / f"{trial:05d}.{worker}").unlink(missing_ok=True)
+    def done(self, trial: int, worker: str, attempt: int = 0) -> None:
+        (self.path / "claimed" / f"{trial:05d}.{worker}.{attempt}").unlink(missing_ok=True)
 
     def release(self, trial: int) -> None:
-        """Forget a trial whose worker died: the controller fails it and queues a new one."""
+        """Forget a trial the controller is done with (finished, or failed with its worker)."""
         for entry in (self.path / "claimed").glob(f"{trial:05d}.*"):
             entry.unlink(missing_ok=True)
         (self.path / "ready" / f"{trial:05d}").unlink(missing_ok=True)
 
     def register(self, worker: str) -> None:
+        """Called by a worker when it starts."""
         (self.path / "workers" / worker).write_text(str(time.time()))
 
-    def known_workers(self) -> list[str]:
+    def record_submitted(self, workers: list[str]) -> None:
+        """Called by the controller: a resumed controller knows the workers still in Slurm's queue."""
+        for worker in workers:
+            (self.path / "submitted" / worker).touch()
+
+    def submitted_workers(self) -> list[str]:
+        return sorted({p.name for sub in ("submitted", "workers") for p in (self.path / sub).iterdir()})
+
+    def started_workers(self) -> list[str]:
         return sorted(p.name for p in (self.path / "workers").iterdir())
 
     def stop(self) -> None:
         (self.path / "STOP").write_text("")
+
+    def open(self) -> None:
+        """Undo `stop`: a resumed campaign's workers must not exit on the previous controller's STOP."""
+        (self.path / "STOP").unlink(missing_ok=True)
 
     def stopped(self) -> bool:
         return (self.path / "STOP").exists()
@@ -80,32 +97,41 @@ def _worker_id() -> str:
     return os.environ.get("SLURM_JOB_ID", f"pid{os.getpid()}")
 
 
+def _attempt() -> int:
+    """How often Slurm has requeued this job (0 on the first run)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
 def run_worker(queue_path: str, deadline_s: float, time_limit_s: float) -> int:
     """The body of a worker job: run queued experiments until told to stop or near the time limit.
 
     Before the job's time limit could cut an experiment short, the worker stops claiming and asks
-    Slurm to requeue it, so the slot comes back without a new submission. Returns the number of
-    experiments it ran.
+    Slurm to requeue it, so the slot comes back without a new submission. Once Slurm signals the
+    job (scancel, preemption) it claims nothing more. Returns the number of experiments it ran.
     """
     queue = WorkerQueue(Path(queue_path))
-    worker = _worker_id()
+    worker, attempt = _worker_id(), _attempt()
     queue.register(worker)
+    ending: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: ending.append(signum))
     started = time.time()
     idle_since = time.time()
     ran = 0
-    while not queue.stopped():
+    while not queue.stopped() and not ending:
         if time.time() - started + deadline_s > time_limit_s:
             subprocess.run(["scontrol", "requeue", worker], check=False)
             break
-        item = queue.claim(worker)
+        item = queue.claim(worker, attempt)
         if item is None:
             if time.time() - idle_since > IDLE_EXIT_SECONDS:
                 break
             time.sleep(POLL_SECONDS)
             continue
         trial, exp_dir = item
-        run_experiment(exp_dir)
-        queue.done(trial, worker)
+        outcome = run_experiment(exp_dir)
         ran += 1
         idle_since = time.time()
+        if outcome.get("status") in INFRA_STATUSES:
+            break  # the job is being ended: keep the claim, so the controller can ask Slurm why
+        queue.done(trial, worker, attempt)
     return ran

@@ -1,0 +1,111 @@
+"""`python -m autoresearch.status runs/NAME [--watch]`: a live view of a running or finished campaign.
+
+Read-only: it opens the study and the campaign folder, never the controller, so it is safe to run
+from a login node while the campaign runs elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from autoresearch.budget import llm_dollars
+from autoresearch.results import rows
+from autoresearch.study import make_storage, trials
+
+
+def open_campaign(campaign_dir: Path) -> optuna.Study:
+    if not (campaign_dir / "config.yaml").is_file():
+        raise SystemExit(f"not a campaign folder (no config.yaml): {campaign_dir}")
+    config = yaml.safe_load((campaign_dir / "config.yaml").read_text())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(campaign_dir, config.get("storage"))
+    return optuna.load_study(study_name=config["campaign"]["name"], storage=storage)
+
+
+def render(campaign_dir: Path, recent: int = 12) -> Group:
+    study = open_campaign(campaign_dir)
+    table = rows(study)
+    now = time.time()
+    started = study.user_attrs.get("started_at", now)
+    running = trials(study, TrialState.RUNNING)
+    waiting = trials(study, TrialState.WAITING)
+    gpu_hours = sum(
+        max(0.0, (r["ended_at"] or 0) - (r["started_at"] or 0)) / 3600
+        for r in table
+        if isinstance(r["started_at"], float) and isinstance(r["ended_at"], float)
+    )
+    counts = {s: sum(1 for r in table if r["status"] == s) for s in ("keep", "discard", "crash", "invalid")}
+    head = Table.grid(padding=(0, 2))
+    head.add_row("campaign", f"{study.study_name}  ({campaign_dir})")
+    head.add_row("elapsed", f"{(now - started) / 3600:.2f} h")
+    head.add_row(
+        "experiments",
+        f"{len(table)} finished ({counts['keep']} kept, {counts['discard']} discarded, "
+        f"{counts['crash']} crashed, {counts['invalid']} invalid), {len(running)} running, {len(waiting)} queued",
+    )
+    head.add_row("spend", f"{gpu_hours:.2f} GPU-hours, ${llm_dollars(campaign_dir):.2f} of LLM calls")
+    baseline = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == "screen"]
+    kept = [r for r in table if r["status"] == "keep"]
+    if baseline:
+        best = min((r["val_bpb"] for r in kept if r["tier"] == "screen"), default=min(baseline))
+        head.add_row("val_bpb", f"{sum(baseline) / len(baseline):.6f} (baseline) -> {best:.6f}")
+
+    lineage = Table(title="kept changes", title_justify="left")
+    for col in ("trial", "val_bpb", "tier", "commit", "description"):
+        lineage.add_column(col)
+    for r in kept:
+        lineage.add_row(str(r["trial"]), f"{r['val_bpb']:.6f}", r["tier"], r["commit"], r["description"])
+
+    live = Table(title="running", title_justify="left")
+    for col in ("trial", "partition", "for", "description"):
+        live.add_column(col)
+    for t in running:
+        launched = t.user_attrs.get("launched_at")
+        age = f"{(now - launched) / 60:.1f} min" if launched else "-"
+        live.add_row(
+            str(t.number), t.user_attrs.get("partition", ""), age, t.user_attrs.get("description", "")
+        )
+
+    latest = Table(title=f"latest {recent}", title_justify="left")
+    for col in ("trial", "status", "val_bpb", "tier", "description", "reason"):
+        latest.add_column(col)
+    for r in table[-recent:][::-1]:
+        value = f"{r['val_bpb']:.6f}" if r["status"] not in ("crash", "invalid", "skip", "lost") else "-"
+        latest.add_row(
+            str(r["trial"]), r["status"], value, r["tier"], r["description"], str(r["reason"])[:60]
+        )
+    return Group(head, lineage, live, latest)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
+    parser.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="refresh every SECONDS")
+    parser.add_argument("--json", action="store_true", help="print results as JSON lines instead")
+    args = parser.parse_args()
+    if args.json:
+        for row in rows(open_campaign(args.campaign_dir)):
+            print(json.dumps(row))
+        return
+    console = Console()
+    if not args.watch:
+        console.print(render(args.campaign_dir))
+        return
+    with Live(render(args.campaign_dir), console=console, refresh_per_second=1) as view:
+        while True:
+            time.sleep(args.watch)
+            view.update(render(args.campaign_dir))
+
+
+if __name__ == "__main__":
+    main()
