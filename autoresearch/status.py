@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
-import yaml
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 from rich.console import Console, Group
 from rich.live import Live
@@ -26,7 +26,7 @@ from autoresearch.study import make_storage, trials
 def open_campaign(campaign_dir: Path) -> optuna.Study:
     if not (campaign_dir / "config.yaml").is_file():
         raise SystemExit(f"not a campaign folder (no config.yaml): {campaign_dir}")
-    config = yaml.safe_load((campaign_dir / "config.yaml").read_text())
+    config = OmegaConf.load(campaign_dir / "config.yaml")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(campaign_dir, config.get("storage"))
     return optuna.load_study(study_name=config["campaign"]["name"], storage=storage)
@@ -47,7 +47,9 @@ def render(campaign_dir: Path, recent: int = 12) -> Group:
     counts = {s: sum(1 for r in table if r["status"] == s) for s in ("keep", "discard", "crash", "invalid")}
     head = Table.grid(padding=(0, 2))
     head.add_row("campaign", f"{study.study_name}  ({campaign_dir})")
-    head.add_row("elapsed", f"{(now - started) / 3600:.2f} h")
+    ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
+    until = now if running or not ends else max(ends)
+    head.add_row("elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)"))
     head.add_row(
         "experiments",
         f"{len(table)} finished ({counts['keep']} kept, {counts['discard']} discarded, "

@@ -1,0 +1,37 @@
+"""The status view reads a campaign folder without its controller."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from engine_helpers import REPO, run_campaign
+
+
+def test_status_shows_a_finished_campaign_and_its_rows(tmp_path: Path) -> None:
+    assert run_campaign(tmp_path, "campaign.budget.max_experiments=5").returncode == 0
+    campaign = tmp_path / "toy"
+    out = subprocess.run(
+        [sys.executable, "-m", "autoresearch.status", str(campaign)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "kept changes" in out.stdout and "baseline" in out.stdout
+    lines = subprocess.run(
+        [sys.executable, "-m", "autoresearch.status", str(campaign), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert len(rows) == len((campaign / "results.tsv").read_text().splitlines()) - 1
+    assert {r["status"] for r in rows} >= {"baseline"}
+
+
+def test_status_refuses_a_folder_that_is_not_a_campaign(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "autoresearch.status", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode != 0 and "not a campaign folder" in out.stderr
