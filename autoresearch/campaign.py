@@ -48,6 +48,7 @@ RECORD_STATUS = {TrialState.FAIL: "crash", TrialState.RUNNING: "running", TrialS
 MAX_STACK_DEPTH = 2
 MAX_REJECTIONS_SHOWN = 20
 MAX_EMPTY_WAVES = 3
+MAX_REDUNDANT_EXPLORATIONS = 20  # per launch round: the inner sampler keeps finding nothing new
 
 
 class Clock(Protocol):
@@ -244,7 +245,11 @@ class Campaign:
                     self._enqueue_wave(wave)
                 stop_reason = self._stop_reason()
                 if stop_reason:
-                    if self.fleet.running() == 0 or self.stop_requested:
+                    if self.stop_requested:
+                        break
+                    self._launch(new=False)  # claimed trials still run: none is left RUNNING
+                    if self.fleet.running() == 0 and not any(self._held.values()):
+                        self._decide_pending(final=True)  # a baseline still queued will not run now
                         break
                 else:
                     self._maybe_request_wave()
@@ -362,22 +367,28 @@ class Campaign:
         log.warning("rejected %r: %s", cand.description, reason)
 
     # -- launching ---------------------------------------------------------------------------
-    def _launch(self) -> None:
+    def _launch(self, new: bool = True) -> None:
+        """Fill free slots: first with trials already claimed for them, then (`new`) with more."""
         free = {name: self.fleet.free_slots(name) for name in self.fleet.pools}
         batches: dict[str, list[JobSpec]] = {name: [] for name in self.fleet.pools}
         for name, held in self._held.items():
             while held and free[name] > 0:
                 batches[name].append(held.pop(0))
                 free[name] -= 1
-        while sum(free.values()) > 0 and self._may_launch_more():
+        redundant = 0
+        while new and sum(free.values()) > 0 and self._may_launch_more():
             if not self._waiting() and not self.c.fill_idle_slots:
                 break
             if not self._waiting() and self.c.synchronous:
                 break
             if not self._waiting() and not self.knobs:
                 break  # nothing to explore without a proposal
+            exploring = not self._waiting()
             job = self._prepare_next()
             if job is None:
+                redundant += exploring
+                if redundant >= MAX_REDUNDANT_EXPLORATIONS:
+                    break  # leave the slot to the next wave
                 continue
             if free[job.pool] > 0:
                 batches[job.pool].append(job)
@@ -508,7 +519,8 @@ class Campaign:
         val_bpb = metrics.get("val_bpb")
         if status != "ok" or not isinstance(val_bpb, int | float) or not math.isfinite(val_bpb):
             reason = outcome.get("reason") or f"val_bpb is {val_bpb!r}"
-            self._fail(trial.number, {**attrs, "status": "crash", "reason": f"{status}: {reason}"})
+            failed = "cancelled" if status == "cancelled" else "crash"
+            self._fail(trial.number, {**attrs, "status": failed, "reason": f"{status}: {reason}"})
             log.warning("trial %d: %s: %s", trial.number, status, reason)
             return
         attrs.update(
@@ -550,7 +562,8 @@ class Campaign:
             for t in active
         )
 
-    def _decide_pending(self) -> None:
+    def _decide_pending(self, final: bool = False) -> None:
+        """Decide results whose tier's baseline has landed (`final`: all of them, the campaign ends)."""
         for number in sorted(self._pending):
             trial = self._trial(number)
             attrs = trial.user_attrs
@@ -560,7 +573,7 @@ class Campaign:
                 status = "baseline" if attrs.get("kind") == "baseline" else "validated"
                 self._complete(number, val_bpb, {"status": status, "reason": ""})
                 continue
-            if self._baseline_still_running(tier):
+            if not final and self._baseline_still_running(tier):
                 continue
             if tier not in self._frontier_values():
                 self._complete(

@@ -7,14 +7,13 @@ except under CI (env CI=true), where an absent cluster is a failure.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]  # conftest.py
 
 REPO = Path(__file__).resolve().parents[1]
 UP = REPO / "slurm" / "local" / "up.sh"
@@ -23,39 +22,6 @@ PARTITIONS = ("h100", "h200")
 
 def _run(*cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _cluster_problem() -> str | None:
-    """Why the cluster cannot be used, or None when it is up."""
-    if shutil.which("sinfo") is None:
-        return "sinfo not found (bash .ci/install-slurm.sh, then make slurm-up)"
-    try:
-        # scontrol ping answers at once; sinfo retries for seconds when down.
-        ping = _run("scontrol", "ping", timeout=15)
-        if "is UP" not in ping.stdout:
-            return "slurmctld is not answering (scontrol ping; make slurm-up)"
-        out = _run("sinfo", "-h", "-o", "%R %T", timeout=15)
-    except subprocess.TimeoutExpired:
-        return "sinfo timed out: slurmctld is not answering (make slurm-up)"
-    if out.returncode != 0:
-        return f"sinfo failed: {out.stderr.strip() or out.stdout.strip()} (make slurm-up)"
-    states = dict(line.split(maxsplit=1) for line in out.stdout.splitlines() if " " in line)
-    for part in PARTITIONS:
-        if part not in states:
-            return f"partition {part} missing from sinfo (make slurm-up)"
-        if states[part].strip() not in {"idle", "mixed", "allocated", "completing", "planned"}:
-            return f"partition {part} node state is {states[part].strip()!r} (make slurm-up)"
-    return None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster() -> None:
-    problem = _cluster_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"local Slurm cluster is not up under CI: {problem}", pytrace=False)
-    pytest.skip(f"local Slurm cluster is not up: {problem}")
 
 
 def _wait_sacct(job_id: str, n_tasks: int, timeout: float = 40) -> dict[str, str]:

@@ -37,7 +37,8 @@ def make_local_fleet(cluster: ClusterConfig, deadline_s: float) -> LocalFleet:
         gpu_type = "cpu"
     threads = cluster.threads_per_slot or max(1, (os.cpu_count() or 1) // slots)
     pool = Pool(name, slots, gpu_type, part.price_per_gpu_hour, part.partition or name)
-    return LocalFleet(pool, gpus, threads, deadline_s)
+    # The runner ends train.py at deadline_s; the fleet's own kill is the backstop, a grace later.
+    return LocalFleet(pool, gpus, threads, deadline_s + cluster.grace_seconds)
 
 
 def make_fleet(cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> Fleet:

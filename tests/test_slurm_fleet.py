@@ -1,0 +1,412 @@
+"""The Slurm fleet end to end on the local cluster (slurm/local): the real CLI, real sbatch arrays
+and worker jobs, real failures (slurmd killed, scancel, controller SIGKILL, a silent hang).
+
+The toy trainer waits while the file named by TOY_HOLD exists, so a test can hold experiments
+running while it breaks something, then let them go; every wait polls Slurm or the campaign's
+files, never a fixed sleep. The integration tests skip when the cluster is down (fail under CI).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from engine_helpers import REPO, campaign_command, load, run_campaign
+from optuna.trial import TrialState
+
+from autoresearch.fleet.slurm import attempt_state, outcome_for_state, parse_sacct, run_array_task
+
+SLURM = "cluster=slurm_local"
+RESTART_SLURMD = REPO / "slurm" / "local" / "restart-slurmd.sh"
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _start(tmp_path: Path, *overrides: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A controller in the background; its terminal output goes to controller.out."""
+    with open(tmp_path / "controller.out", "ab") as out:
+        return subprocess.Popen(
+            campaign_command(tmp_path, SLURM, *overrides),
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _output(tmp_path: Path) -> str:
+    path = tmp_path / "controller.out"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _log_count(campaign: Path, text: str) -> int:
+    path = campaign / "controller.log"
+    return path.read_text(errors="replace").count(text) if path.exists() else 0
+
+
+def _runs(run_log: Path) -> Counter[str]:
+    """How often each workspace's train.py started (TOY_RUN_LOG)."""
+    return Counter(run_log.read_text().split()) if run_log.exists() else Counter()
+
+
+def _job_ids(campaign: Path) -> set[str]:
+    """The Slurm jobs (sbatch submissions) of a campaign: submitit keeps a folder per job."""
+    folder = campaign / "submitit"
+    return {p.name for p in folder.iterdir() if p.name.isdigit()} if folder.is_dir() else set()
+
+
+def _sacct(job_ids: set[str], fields: str = "JobID,JobName,Partition,State") -> list[list[str]]:
+    """Every attempt of every task of the given jobs, one row each."""
+    if not job_ids:
+        return []
+    out = subprocess.run(
+        ["sacct", "-X", "-D", "-n", "-P", "-o", fields, "-j", ",".join(sorted(job_ids))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+def _sacct_settled(campaign: Path, tasks: set[str]) -> list[list[str]]:
+    """JobID, JobName, Partition, State of every attempt of the campaign's jobs, once accounting
+    shows every one of `tasks` ended: sacct lags the jobs (a task may be missing, or `allocation`)."""
+    rows: list[list[str]] = []
+
+    def settled() -> bool:
+        nonlocal rows
+        rows = _sacct(_job_ids(campaign))
+        return tasks <= {r[0] for r in rows} and all(
+            r[1].startswith("autoresearch-") and r[3] not in ("PENDING", "RUNNING", "COMPLETING")
+            for r in rows
+        )
+
+    _wait_for(settled, 60, f"sacct to show {sorted(tasks)} ended: {rows}")
+    return rows
+
+
+def _in_squeue(job_ids: set[str]) -> list[str]:
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    return [line for line in out.splitlines() if line.split("_")[0].split()[0] in job_ids]
+
+
+def _processes_in(folder: Path) -> list[str]:
+    """Processes whose working directory is under `folder` (train.py runs in its workspace)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(folder)):
+            found.append(f"{proc.name} {cwd}")
+    return found
+
+
+def _read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _assert_complete(campaign: Path, launched: int) -> optuna.Study:
+    """The campaign ended cleanly: nothing RUNNING, results.tsv = the study, no job or process left."""
+    study = load(campaign)
+    assert not [t.number for t in study.trials if t.state == TrialState.RUNNING]
+    assert len([t for t in study.trials if "exp_dir" in t.user_attrs]) == launched
+    rows = _read_tsv(campaign / "results.tsv")
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+    assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in done)
+    for r in rows:
+        t = study.trials[int(r["trial"])]
+        assert r["status"] == t.user_attrs.get("status", r["status"])
+        if t.state == TrialState.COMPLETE:
+            assert float(r["val_bpb"]) == pytest.approx(t.value, abs=1e-6)
+    jobs = _job_ids(campaign)
+    _wait_for(lambda: not _in_squeue(jobs), 60, f"the campaign's jobs to leave squeue: {_in_squeue(jobs)}")
+    _wait_for(lambda: not _processes_in(campaign), 30, f"no process left: {_processes_in(campaign)}")
+    return study
+
+
+def _assert_no_double_count(campaign: Path, study: optuna.Study, run_log: Path) -> None:
+    """No workspace ran twice, and no experiment (same train.py, tier and seed) completed twice."""
+    runs = _runs(run_log)
+    assert runs and max(runs.values()) == 1, runs
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    experiments = Counter(
+        (
+            t.user_attrs["tier"],
+            t.user_attrs.get("seed"),
+            hashlib.sha256((campaign / t.user_attrs["exp_dir"] / "train.py").read_bytes()).hexdigest(),
+        )
+        for t in complete
+    )
+    assert max(experiments.values()) == 1, experiments
+
+
+def _slurm_id(campaign: Path, trial: int) -> str:
+    """The array task an experiment runs in, from the runner's started.json."""
+    started = campaign / "experiments" / f"{trial:05d}" / "started.json"
+    return json.loads(started.read_text())["slurm_job_id"] if started.exists() else ""
+
+
+# -- units: sacct parsing and reruns (no cluster needed) ---------------------------------------------
+def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
+    text = (
+        "12_0|COMPLETED|2026-01-01T10:00:00\n"
+        "12_1|PENDING|2026-01-01T10:00:09\n"
+        "12_1|NODE_FAIL|2026-01-01T10:00:00\n"
+        "12_[3-5,8%2]|PENDING|2026-01-01T10:00:00\n"
+        "13|CANCELLED by 0|2026-01-01T10:00:01\n"
+    )
+    states = parse_sacct(text)
+    assert set(states) == {"12_0", "12_1", "12_3", "12_4", "12_5", "12_8", "13"}
+    assert states["12_1"] == ["NODE_FAIL", "PENDING"]
+    assert attempt_state(states["12_1"], 0) == "NODE_FAIL"
+    assert attempt_state(states["12_1"], 1) == "PENDING"
+    assert attempt_state(["RUNNING", "PENDING"], 0) == "REQUEUED"  # a stale record of a requeued attempt
+    assert attempt_state(states["12_1"], 2) == ""
+    assert outcome_for_state(states["13"][0], 7) == {
+        "trial": 7,
+        "status": "cancelled",
+        "reason": "Slurm CANCELLED by 0",
+    }
+    assert outcome_for_state("NODE_FAIL", 7)["status"] == "lost"  # type: ignore[index]
+    assert outcome_for_state("PENDING", 7) is None and outcome_for_state("", 7) is None
+
+
+def test_a_requeued_array_task_does_not_run_a_workspace_twice(tmp_path: Path) -> None:
+    for marker in ("outcome.json", "abandoned.json"):
+        exp = tmp_path / marker
+        exp.mkdir()
+        (exp / marker).write_text("{}")
+        result = run_array_task(str(exp))  # no spec.json: the runner would fail if it started
+        assert result["status"] == "skipped"
+        assert not (exp / "started.json").exists()
+
+
+# -- on the local cluster --------------------------------------------------------------------------
+@pytest.mark.slurm
+def test_campaign_runs_as_arrays_on_both_partitions(tmp_path: Path, slurm_cluster: None) -> None:
+    proc = run_campaign(tmp_path, SLURM, "campaign.budget.max_experiments=8")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    campaign = tmp_path / "toy"
+    study = _assert_complete(campaign, launched=8)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials if "exp_dir" in t.user_attrs)
+    # Screen on h100, validate on h200, as results.tsv says.
+    ran = {str(t.number) for t in study.trials if "exp_dir" in t.user_attrs}
+    rows = [r for r in _read_tsv(campaign / "results.tsv") if r["trial"] in ran]
+    assert {r["tier"] for r in rows} == {"screen", "validate"}
+    for r in rows:
+        expected = {"screen": "h100", "validate": "h200"}[r["tier"]]
+        assert (r["partition"], r["gpu_type"]) == (expected, expected), r
+    # sacct lists one COMPLETED array task per experiment, named for its partition.
+    handles = {t.user_attrs["job"] for t in study.trials if "exp_dir" in t.user_attrs}
+    tasks = {row[0]: row for row in _sacct_settled(campaign, {h.split(":")[2] for h in handles})}
+    for t in study.trials:
+        if "exp_dir" not in t.user_attrs:
+            continue
+        pool, handle = t.user_attrs["pool"], t.user_attrs["job"]
+        assert handle.startswith(f"slurm:{pool}:"), handle
+        job_id, name, partition, state = tasks[handle.split(":")[2]]
+        assert (name, partition, state) == (f"autoresearch-{pool}", pool, "COMPLETED")
+        assert t.user_attrs["slurm_job_id"] == job_id
+    assert len(tasks) == 8
+
+
+@pytest.mark.slurm
+def test_node_failure_loses_nothing_and_counts_nothing_twice(tmp_path: Path, slurm_cluster: None) -> None:
+    campaign, run_log, hold = tmp_path / "toy", tmp_path / "runs.log", tmp_path / "hold"
+    hold.touch()
+    env = {"TOY_RUN_LOG": str(run_log), "TOY_HOLD": str(hold)}
+    # Lost trials count as launched: 11 = the 3 lost + their 3 retries + 5 others.
+    overrides = ("campaign.budget.max_experiments=11", "cluster.grace_seconds=300")
+    controller = _start(tmp_path, *overrides, env=env)
+    try:
+        # Both h100 slots and the h200 slot hold an experiment when the node's slurmd dies.
+        _wait_for(lambda: sum(_runs(run_log).values()) >= 3, 120, "three experiments running")
+        running = {_slurm_id(campaign, n) for n in range(3)}
+        subprocess.run(["pkill", "-9", "-x", "slurmd"], check=True)
+        try:
+
+            def node_failed() -> bool:
+                failed = {
+                    row[0] for row in _sacct(_job_ids(campaign), "JobID,State") if row[1] == "NODE_FAIL"
+                }
+                return running <= failed
+
+            _wait_for(node_failed, 180, f"NODE_FAIL of {sorted(running)} in sacct")
+            _wait_for(lambda: _log_count(campaign, "Slurm NODE_FAIL") >= 3, 60, "the controller to notice")
+        finally:
+            up = subprocess.run(["bash", str(RESTART_SLURMD)], capture_output=True, text=True, timeout=180)
+            assert up.returncode == 0, up.stdout + up.stderr
+        hold.unlink()
+        assert controller.wait(timeout=300) == 0, _output(tmp_path)
+    finally:
+        hold.unlink(missing_ok=True)
+        if controller.poll() is None:
+            controller.kill()
+    study = _assert_complete(campaign, launched=11)
+    lost = [t for t in study.trials if "NODE_FAIL" in t.user_attrs.get("reason", "")]
+    assert len(lost) == 3, [(t.number, t.user_attrs.get("reason")) for t in study.trials]
+    for t in lost:
+        assert t.state == TrialState.FAIL and t.user_attrs["status"] == "lost"
+        retry = next(u for u in study.trials if u.user_attrs.get("retry_of") == t.number)
+        assert retry.state == TrialState.COMPLETE, retry.user_attrs
+    # Slurm requeued each failed task itself; that rerun was cancelled, never run.
+    attempts = Counter(row[0] for row in _sacct(_job_ids(campaign), "JobID"))
+    assert all(attempts[job] == 2 for job in running), attempts
+    _assert_no_double_count(campaign, study, run_log)
+    baselines = Counter(
+        t.user_attrs["tier"]
+        for t in study.trials
+        if t.state == TrialState.COMPLETE and t.user_attrs["kind"] == "baseline"
+    )
+    assert baselines == {"screen": 2, "validate": 2}
+
+
+@pytest.mark.slurm
+def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    campaign, run_log, hold = tmp_path / "toy", tmp_path / "runs.log", tmp_path / "hold"
+    hold.touch()
+    env = {"TOY_RUN_LOG": str(run_log), "TOY_HOLD": str(hold)}
+    controller = _start(tmp_path, "campaign.budget.max_experiments=6", env=env)
+    try:
+        _wait_for(lambda: _slurm_id(campaign, 0) and _runs(run_log), 120, "trial 0 running")
+        victim = _slurm_id(campaign, 0)
+        subprocess.run(["scancel", victim], check=True)
+
+        def cancelled() -> bool:
+            return any(r[1].startswith("CANCELLED") for r in _sacct({victim.split("_")[0]}, "JobID,State"))
+
+        _wait_for(cancelled, 60, f"{victim} CANCELLED in sacct")
+        hold.unlink()
+        assert controller.wait(timeout=240) == 0, _output(tmp_path)
+    finally:
+        hold.unlink(missing_ok=True)
+        if controller.poll() is None:
+            controller.kill()
+    study = _assert_complete(campaign, launched=6)
+    trial = study.trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["status"] in ("cancelled", "crash"), trial.user_attrs
+    assert "CANCELLED" in trial.user_attrs["reason"], trial.user_attrs["reason"]
+    assert trial.user_attrs["slurm_job_id"] == victim
+    assert not [t for t in study.trials if t.user_attrs.get("retry_of") == 0]  # a person's choice stands
+    others = [t for t in study.trials if "exp_dir" in t.user_attrs and t.number != 0]
+    assert all(t.state == TrialState.COMPLETE for t in others)
+    _assert_no_double_count(campaign, study, run_log)
+
+
+@pytest.mark.slurm
+def test_controller_killed_then_rerun_reattaches(tmp_path: Path, slurm_cluster: None) -> None:
+    campaign, run_log, hold = tmp_path / "toy", tmp_path / "runs.log", tmp_path / "hold"
+    hold.touch()
+    env = {"TOY_RUN_LOG": str(run_log), "TOY_HOLD": str(hold)}
+    overrides = ("campaign.budget.max_experiments=8",)
+    controller = _start(tmp_path, *overrides, env=env)
+    try:
+        _wait_for(lambda: sum(_runs(run_log).values()) >= 3, 120, "three experiments running")
+        controller.send_signal(signal.SIGKILL)
+        controller.wait(timeout=30)
+        before = load(campaign)
+        handles = {
+            t.number: t.user_attrs["job"]
+            for t in before.trials
+            if t.state == TrialState.RUNNING and t.user_attrs.get("job")
+        }
+        assert len(handles) >= 3, handles
+        controller = _start(tmp_path, *overrides, env=env)
+        _wait_for(lambda: _log_count(campaign, "re-attached") >= len(handles), 60, "re-attaching")
+        hold.unlink()
+        assert controller.wait(timeout=240) == 0, _output(tmp_path)
+    finally:
+        hold.unlink(missing_ok=True)
+        if controller.poll() is None:
+            controller.kill()
+    study = _assert_complete(campaign, launched=8)
+    for number, handle in handles.items():
+        t = study.trials[number]
+        assert t.state == TrialState.COMPLETE, (number, t.user_attrs)
+        assert t.user_attrs["job"] == handle
+        assert t.user_attrs["slurm_job_id"] == handle.split(":")[2]
+    for t in study.trials:  # only a trial claimed but not yet submitted at the kill may be lost
+        if t.user_attrs.get("status") == "lost":
+            assert "before the experiment started" in t.user_attrs["reason"], t.user_attrs
+    _assert_no_double_count(campaign, study, run_log)
+
+
+@pytest.mark.slurm
+def test_a_silent_hang_is_ended_at_its_deadline(tmp_path: Path, slurm_cluster: None) -> None:
+    # time_budget 1 s and grace 3 s: the runner's deadline is 2 x 1 + 3 = 5 s.
+    proc = run_campaign(tmp_path, "+campaign=toy_hang", SLURM, "cluster.grace_seconds=3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    campaign = tmp_path / "toy_hang"
+    study = _assert_complete(campaign, launched=5)
+    hung = [t for t in study.trials if json.loads(t.user_attrs.get("knobs", "{}")).get("HANG") is True]
+    assert len(hung) == 1, [t.user_attrs.get("description") for t in study.trials]
+    for t in hung:
+        assert t.state == TrialState.FAIL, t.user_attrs
+        assert re.search(r"timeout: killed at the 5 s deadline", t.user_attrs["reason"]), t.user_attrs
+        run_log = (campaign / t.user_attrs["exp_dir"] / "run.log").read_text()
+        assert run_log == "", run_log  # it printed nothing
+        started = json.loads((campaign / t.user_attrs["exp_dir"] / "started.json").read_text())
+        outcome = json.loads((campaign / t.user_attrs["exp_dir"] / "outcome.json").read_text())
+        assert 5 <= outcome["ended_at"] - started["started_at"] < 15
+    assert not [t for t in study.trials if t.user_attrs.get("status") == "lost"]
+
+
+@pytest.mark.slurm
+def test_worker_mode_submits_workers_once_and_runs_every_experiment_once(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    run_log = tmp_path / "runs.log"
+    proc = run_campaign(
+        tmp_path,
+        SLURM,
+        "cluster.partitions.h100.mode=workers",
+        "campaign.budget.max_experiments=10",
+        env={"TOY_RUN_LOG": str(run_log)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    campaign = tmp_path / "toy"
+    study = _assert_complete(campaign, launched=10)
+    launched = [t for t in study.trials if "exp_dir" in t.user_attrs]
+    assert all(t.state == TrialState.COMPLETE for t in launched)
+    _assert_no_double_count(campaign, study, run_log)
+    screen = [t for t in launched if t.user_attrs["pool"] == "h100"]
+    assert all(t.user_attrs["job"] == "queue:h100" for t in screen)
+    # Two worker jobs (the h100 slots) ran every screen experiment; h200 still went as arrays.
+    submitted = {p.name for p in (campaign / "queue" / "h100" / "submitted").iterdir()}
+    arrays = {t.user_attrs["job"].split(":")[2] for t in launched if t.user_attrs["pool"] == "h200"}
+    rows = _sacct_settled(campaign, submitted | arrays)
+    workers = {row[0] for row in rows if row[1] == "autoresearch-h100"}
+    assert workers == submitted and len(workers) == 2, rows
+    assert len(screen) > len(workers)
+    assert {t.user_attrs["slurm_job_id"] for t in screen} <= workers
+    assert {row[3] for row in rows} == {"COMPLETED"}, rows
+    assert (campaign / "queue" / "h100" / "STOP").exists()
