@@ -108,7 +108,7 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_b
     completed = [
         t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["kind"] != "baseline"
     ]
-    keys = Counter(t.user_attrs["key"] for t in completed)
+    keys = Counter(t.user_attrs["run_key"] for t in completed)  # hash of the train.py that ran
     assert max(keys.values()) == 1, keys
     # Lost trials were re-queued, not dropped.
     for t in study.trials:
