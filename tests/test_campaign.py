@@ -106,7 +106,9 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_b
     assert told <= {str(Path(p).relative_to(campaign)) for p in runs}
     # No experiment completed twice: keys of completed experiments are unique.
     completed = [
-        t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["kind"] != "baseline"
+        t
+        for t in study.trials
+        if t.state == TrialState.COMPLETE and t.user_attrs["kind"] not in ("baseline", "validation")
     ]
     keys = Counter(t.user_attrs["run_key"] for t in completed)  # hash of the train.py that ran
     assert max(keys.values()) == 1, keys
