@@ -29,13 +29,16 @@ def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
         if pts:
             xs, ys = zip(*pts, strict=True)
             ax.scatter(xs, ys, s=size, c=color, label=status, zorder=3)
-    best_x, best_y, best = [], [], float("inf")
+    # The frontier as the policy sees it: the baseline mean, then each kept value.
+    best_x, best_y, baselines, kept = [], [], [], None
     for i, r in ran:
-        if r["status"] in ("keep", "baseline"):
-            best = min(best, r["val_bpb"])
-        if best < float("inf"):
+        if r["status"] == "baseline":
+            baselines.append(r["val_bpb"])
+        elif r["status"] == "keep":
+            kept = r["val_bpb"]
+        if kept is not None or baselines:
             best_x.append(i)
-            best_y.append(best)
+            best_y.append(kept if kept is not None else sum(baselines) / len(baselines))
     if best_x:
         ax.step(best_x, best_y, where="post", color="#1a9850", lw=1.5, label="frontier")
     baseline = [(i, r["val_bpb"]) for i, r in ran if r["status"] == "baseline"]
