@@ -74,6 +74,8 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     env = scrubbed_environment(dict(os.environ))
     env.update({k: str(v) for k, v in spec.get("env", {}).items()})
     env["AUTORESEARCH_RESULT"] = str((exp / METRICS_FILE).resolve())
+    if "OMP_NUM_THREADS" not in env and env.get("SLURM_CPUS_PER_TASK"):
+        env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]  # threads = the CPUs Slurm granted
     (exp / METRICS_FILE).unlink(missing_ok=True)
 
     def on_signal(signum: int, _frame: object) -> None:

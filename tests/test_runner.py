@@ -98,3 +98,15 @@ def test_sigterm_to_the_runner_ends_train_py_and_records_interrupted(tmp_path: P
     outcome = json.loads((exp / "outcome.json").read_text())
     assert outcome["status"] == "interrupted"
     assert not pid_alive(int((exp / "child.pid").read_text()))
+
+
+def test_train_py_uses_as_many_threads_as_slurm_granted_cpus(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    exp = make_experiment(
+        tmp_path,
+        "import json, os, prepare\njson.dump(dict(os.environ), open('env.json', 'w'))\n"
+        "prepare.write_result({'val_bpb': 1.0})\n",
+    )
+    assert run_experiment(exp)["status"] == "ok"
+    assert json.loads((exp / "env.json").read_text())["OMP_NUM_THREADS"] == "3"
