@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 from autoresearch.config import ClusterConfig
 from autoresearch.fleet.base import Fleet, Pool
-from autoresearch.fleet.local import LocalFleet, visible_gpus
+from autoresearch.fleet.local import LocalFleet, nvidia_smi, visible_gpus
 
 
 def gpu_name() -> str:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "gpu"
-    return out.splitlines()[0].strip() if out.strip() else "gpu"
+    names = nvidia_smi("name")
+    return names[0] if names else "gpu"
 
 
 def make_local_fleet(cluster: ClusterConfig, deadline_s: float) -> LocalFleet:
