@@ -36,7 +36,7 @@ from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candida
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec, Proposer
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.results import write_results
-from autoresearch.runner import INFRA_STATUSES, SPEC_FILE, write_json_atomic
+from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, SPEC_FILE, write_json_atomic
 from autoresearch.sampler import AgentSampler, candidate_key
 from autoresearch.study import finished, open_study, set_trial_attrs, trials
 from autoresearch.workspace import InvalidCandidate, build_source, create_workspace
@@ -182,44 +182,31 @@ class Campaign:
 
     def _enqueue_baselines(self) -> None:
         """The starting point on the screen tier, and on the validate tier when it is other hardware."""
-        for i in range(max(1, self.c.baseline_seeds)):
-            cand = Candidate(description="baseline", hypothesis="the starting point, measured", tier="screen")
-            self._enqueue(cand, {"kind": "baseline", "seed": BASE_SEED + i, "wave": 0, "source": "engine"})
+        self._enqueue_repeats("screen", max(1, self.c.baseline_seeds), "baseline", {"kind": "baseline"})
         if self._separate_validate_tier():
-            for i in range(self.c.validate_seeds):
-                cand = Candidate(
-                    description="baseline",
-                    hypothesis="the starting point on the validate tier",
-                    tier="validate",
-                )
-                self._enqueue(
-                    cand, {"kind": "baseline", "seed": BASE_SEED + i, "wave": 0, "source": "engine"}
-                )
+            self._enqueue_repeats("validate", self.c.validate_seeds, "baseline", {"kind": "baseline"})
 
     def _enqueue_validation(self, trial: int, description: str) -> None:
         """Promote a new frontier: measure it on the validate tier's hardware with several seeds."""
-        if not self._separate_validate_tier():
-            return
-        for i in range(self.c.validate_seeds):
-            cand = Candidate(
-                description=f"validate trial {trial}: {description}",
-                hypothesis="the kept change holds on the validation hardware and across seeds",
-                tier="validate",
+        if self._separate_validate_tier():
+            attrs = {"kind": "validation", "validates": trial}
+            self._enqueue_repeats(
+                "validate", self.c.validate_seeds, f"validate trial {trial}: {description}", attrs
             )
-            attrs = {
-                "kind": "validation",
-                "seed": BASE_SEED + i,
-                "wave": 0,
-                "source": "engine",
-                "validates": trial,
-            }
-            self._enqueue(cand, attrs)
+
+    def _enqueue_repeats(self, tier: str, seeds: int, description: str, attrs: dict[str, Any]) -> None:
+        """The current frontier, unchanged, measured with `seeds` seeds on `tier`."""
+        for i in range(seeds):
+            cand = Candidate(
+                description=description, hypothesis="the frontier as it stands, measured", tier=tier
+            )
+            self._enqueue(cand, {**attrs, "seed": BASE_SEED + i, "wave": 0, "source": "engine"})
 
     def _reconcile(self) -> None:
         """Trials a previous controller left RUNNING: re-attach, collect, or fail and re-queue."""
         for t in trials(self.study, TrialState.RUNNING):
             exp_dir = self._exp_dir(t.number)
-            outcome_path = exp_dir / "outcome.json"
+            outcome_path = exp_dir / OUTCOME_FILE
             if outcome_path.exists():
                 self._finish(Finished(t.number, json.loads(outcome_path.read_text())))
                 continue
@@ -377,13 +364,9 @@ class Campaign:
                 free[name] -= 1
         redundant = 0
         while new and sum(free.values()) > 0 and self._may_launch_more():
-            if not self._waiting() and not self.c.fill_idle_slots:
-                break
-            if not self._waiting() and self.c.synchronous:
-                break
-            if not self._waiting() and not self.knobs:
-                break  # nothing to explore without a proposal
             exploring = not self._waiting()
+            if exploring and (self.c.synchronous or not self.c.fill_idle_slots or not self.knobs):
+                break  # wait for the proposer (nothing to explore without declared knobs)
             job = self._prepare_next()
             if job is None:
                 redundant += exploring

@@ -23,6 +23,7 @@ class Frontier:
             (path / FILE).write_text(start_source)
             self._git("add", FILE)
             self._git("commit", "-q", "-m", "baseline")
+        self._head = self._git("rev-parse", "--short=12", "HEAD")
 
     def _git(self, *args: str) -> str:
         out = subprocess.run(
@@ -34,7 +35,8 @@ class Frontier:
         return (self.path / FILE).read_text()
 
     def head(self) -> str:
-        return self._git("rev-parse", "--short=12", "HEAD")
+        """The current frontier commit (cached: only this controller writes the repository)."""
+        return self._head
 
     def commit_of_trial(self, trial: int) -> str | None:
         """The commit that kept `trial`, if any (makes a keep idempotent across restarts)."""
@@ -53,7 +55,8 @@ class Frontier:
         (self.path / FILE).write_text(source)
         self._git("add", FILE)
         self._git("commit", "-q", "-m", f"trial {trial}: {description}"[:200])
-        return self.head()
+        self._head = self._git("rev-parse", "--short=12", "HEAD")
+        return self._head
 
     def lineage(self) -> list[tuple[str, str]]:
         """(commit, message) of every version, oldest first."""
