@@ -490,6 +490,7 @@ class Campaign:
         status = outcome.get("status")
         attrs = {
             "node": outcome.get("node", ""),
+            "gpus_seen": outcome.get("gpus_seen", ""),
             "started_at": outcome.get("started_at"),
             "ended_at": outcome.get("ended_at", self.clock.now()),
         }

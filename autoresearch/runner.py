@@ -62,6 +62,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         "trial": spec["trial"],
         "node": socket.gethostname(),
         "gpu_type": spec.get("gpu_type", ""),
+        "gpus_seen": os.environ.get("CUDA_VISIBLE_DEVICES", os.environ.get("SLURM_JOB_GPUS", "")),
         "partition": spec.get("partition", ""),
         "started_at": started,
         "slurm_job_id": _slurm_job_id(),

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -222,6 +223,12 @@ def test_campaign_runs_as_arrays_on_both_partitions(tmp_path: Path, slurm_cluste
     for r in rows:
         expected = {"screen": "h100", "validate": "h200"}[r["tier"]]
         assert (r["partition"], r["gpu_type"]) == (expected, expected), r
+        assert r["node"] == socket.gethostname(), r  # where it ran
+    # The GPU the job was given: each partition's typed GRES (h100 devices 0-7, h200 devices 8-15).
+    for t in study.trials:
+        if "exp_dir" in t.user_attrs:
+            gpus = t.user_attrs["gpus_seen"]
+            assert gpus and (int(gpus) < 8) == (t.user_attrs["partition"] == "h100"), t.user_attrs
     # sacct lists one COMPLETED array task per experiment, named for its partition.
     handles = {t.user_attrs["job"] for t in study.trials if "exp_dir" in t.user_attrs}
     tasks = {row[0]: row for row in _sacct_settled(campaign, {h.split(":")[2] for h in handles})}
