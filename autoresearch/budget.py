@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 
+from autoresearch.agent.usage import dollars_spent
 from autoresearch.config import BudgetConfig
 from autoresearch.fleet.base import Pool
 from autoresearch.study import finished, trials
@@ -27,10 +28,6 @@ class Spend:
 
 def llm_dollars(campaign_dir: Path) -> float:
     """Dollars the agent spent, from its ledger (0 when the agent never called the API)."""
-    try:
-        from autoresearch.agent.usage import dollars_spent
-    except ImportError:
-        return 0.0
     return dollars_spent(campaign_dir)
 
 

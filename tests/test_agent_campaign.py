@@ -215,7 +215,6 @@ def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.Monkey
         return response
 
     client = build_client(cfg.agent, http_client=httpx2.Client(transport=httpx2.MockTransport(transport)))
-    started = time.monotonic()
     try:
         proposer = make_proposer(cfg, campaign_dir, client=client)
         assert proposer.name == "claude"
@@ -225,8 +224,6 @@ def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.Monkey
     finally:
         logging.getLogger().removeHandler(controller_log)
         controller_log.close()
-    seconds = time.monotonic() - started
-    assert seconds < 60, f"the campaign took {seconds:.0f} s"
 
     study = load(campaign_dir)
     by_number = {t.number: t for t in study.trials}

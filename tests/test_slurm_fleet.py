@@ -53,6 +53,34 @@ def _start(tmp_path: Path, *overrides: str, env: dict[str, str]) -> subprocess.P
         )
 
 
+class HeldCampaign:
+    """A background controller whose toy experiments wait while the `hold` file exists, so a test can
+    act on them mid-run; leaving the block releases them and kills a controller still running."""
+
+    def __init__(self, tmp_path: Path, *overrides: str) -> None:
+        self.tmp_path, self.overrides = tmp_path, overrides
+        self.campaign, self.run_log, self.hold = tmp_path / "toy", tmp_path / "runs.log", tmp_path / "hold"
+        self.env = {"TOY_RUN_LOG": str(self.run_log), "TOY_HOLD": str(self.hold)}
+
+    def __enter__(self) -> HeldCampaign:
+        self.hold.touch()
+        self.start()
+        return self
+
+    def start(self) -> None:
+        self.controller = _start(self.tmp_path, *self.overrides, env=self.env)
+
+    def finish(self, timeout: float) -> None:
+        """Release the experiments and wait for the campaign to end well."""
+        self.hold.unlink()
+        assert self.controller.wait(timeout=timeout) == 0, _output(self.tmp_path)
+
+    def __exit__(self, *exc: object) -> None:
+        self.hold.unlink(missing_ok=True)
+        if self.controller.poll() is None:
+            self.controller.kill()
+
+
 def _output(tmp_path: Path) -> str:
     path = tmp_path / "controller.out"
     return path.read_text(errors="replace") if path.exists() else ""
@@ -245,13 +273,9 @@ def test_campaign_runs_as_arrays_on_both_partitions(tmp_path: Path, slurm_cluste
 
 @pytest.mark.slurm
 def test_node_failure_loses_nothing_and_counts_nothing_twice(tmp_path: Path, slurm_cluster: None) -> None:
-    campaign, run_log, hold = tmp_path / "toy", tmp_path / "runs.log", tmp_path / "hold"
-    hold.touch()
-    env = {"TOY_RUN_LOG": str(run_log), "TOY_HOLD": str(hold)}
     # Lost trials count as launched: 11 = the 3 lost + their 3 retries + 5 others.
-    overrides = ("campaign.budget.max_experiments=11", "cluster.grace_seconds=300")
-    controller = _start(tmp_path, *overrides, env=env)
-    try:
+    with HeldCampaign(tmp_path, "campaign.budget.max_experiments=11", "cluster.grace_seconds=300") as held:
+        campaign, run_log = held.campaign, held.run_log
         # Both h100 slots and the h200 slot hold an experiment when the node's slurmd dies.
         _wait_for(lambda: sum(_runs(run_log).values()) >= 3, 120, "three experiments running")
         running = {_slurm_id(campaign, n) for n in range(3)}
@@ -269,12 +293,7 @@ def test_node_failure_loses_nothing_and_counts_nothing_twice(tmp_path: Path, slu
         finally:
             up = subprocess.run(["bash", str(RESTART_SLURMD)], capture_output=True, text=True, timeout=180)
             assert up.returncode == 0, up.stdout + up.stderr
-        hold.unlink()
-        assert controller.wait(timeout=300) == 0, _output(tmp_path)
-    finally:
-        hold.unlink(missing_ok=True)
-        if controller.poll() is None:
-            controller.kill()
+        held.finish(timeout=300)
     study = _assert_complete(campaign, launched=11)
     lost = [t for t in study.trials if "NODE_FAIL" in t.user_attrs.get("reason", "")]
     assert len(lost) == 3, [(t.number, t.user_attrs.get("reason")) for t in study.trials]
@@ -298,11 +317,8 @@ def test_node_failure_loses_nothing_and_counts_nothing_twice(tmp_path: Path, slu
 def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
     tmp_path: Path, slurm_cluster: None
 ) -> None:
-    campaign, run_log, hold = tmp_path / "toy", tmp_path / "runs.log", tmp_path / "hold"
-    hold.touch()
-    env = {"TOY_RUN_LOG": str(run_log), "TOY_HOLD": str(hold)}
-    controller = _start(tmp_path, "campaign.budget.max_experiments=6", env=env)
-    try:
+    with HeldCampaign(tmp_path, "campaign.budget.max_experiments=6") as held:
+        campaign, run_log = held.campaign, held.run_log
         _wait_for(lambda: _slurm_id(campaign, 0) and _runs(run_log), 120, "trial 0 running")
         victim = _slurm_id(campaign, 0)
         subprocess.run(["scancel", victim], check=True)
@@ -311,12 +327,7 @@ def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
             return any(r[1].startswith("CANCELLED") for r in _sacct({victim.split("_")[0]}, "JobID,State"))
 
         _wait_for(cancelled, 60, f"{victim} CANCELLED in sacct")
-        hold.unlink()
-        assert controller.wait(timeout=240) == 0, _output(tmp_path)
-    finally:
-        hold.unlink(missing_ok=True)
-        if controller.poll() is None:
-            controller.kill()
+        held.finish(timeout=240)
     study = _assert_complete(campaign, launched=6)
     trial = study.trials[0]
     assert trial.state == TrialState.FAIL
@@ -331,15 +342,11 @@ def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
 
 @pytest.mark.slurm
 def test_controller_killed_then_rerun_reattaches(tmp_path: Path, slurm_cluster: None) -> None:
-    campaign, run_log, hold = tmp_path / "toy", tmp_path / "runs.log", tmp_path / "hold"
-    hold.touch()
-    env = {"TOY_RUN_LOG": str(run_log), "TOY_HOLD": str(hold)}
-    overrides = ("campaign.budget.max_experiments=8",)
-    controller = _start(tmp_path, *overrides, env=env)
-    try:
+    with HeldCampaign(tmp_path, "campaign.budget.max_experiments=8") as held:
+        campaign, run_log = held.campaign, held.run_log
         _wait_for(lambda: sum(_runs(run_log).values()) >= 3, 120, "three experiments running")
-        controller.send_signal(signal.SIGKILL)
-        controller.wait(timeout=30)
+        held.controller.send_signal(signal.SIGKILL)
+        held.controller.wait(timeout=30)
         before = load(campaign)
         handles = {
             t.number: t.user_attrs["job"]
@@ -347,14 +354,9 @@ def test_controller_killed_then_rerun_reattaches(tmp_path: Path, slurm_cluster: 
             if t.state == TrialState.RUNNING and t.user_attrs.get("job")
         }
         assert len(handles) >= 3, handles
-        controller = _start(tmp_path, *overrides, env=env)
+        held.start()
         _wait_for(lambda: _log_count(campaign, "re-attached") >= len(handles), 60, "re-attaching")
-        hold.unlink()
-        assert controller.wait(timeout=240) == 0, _output(tmp_path)
-    finally:
-        hold.unlink(missing_ok=True)
-        if controller.poll() is None:
-            controller.kill()
+        held.finish(timeout=240)
     study = _assert_complete(campaign, launched=8)
     for number, handle in handles.items():
         t = study.trials[number]

@@ -80,9 +80,25 @@ def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+_spent_cache: dict[Path, tuple[tuple[int, int], float]] = {}
+
+
 def dollars_spent(campaign_dir: str | Path) -> float:
-    """Dollars spent on the API by this campaign so far, across restarts."""
-    return sum(float(r.get("dollars", 0.0)) for r in read_usage(campaign_dir))
+    """Dollars spent on the API by this campaign so far, across restarts.
+
+    The controller asks on every turn of its loop; the ledger is re-read only when it changed.
+    """
+    path = usage_path(campaign_dir)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return 0.0
+    version = (stat.st_mtime_ns, stat.st_size)
+    cached = _spent_cache.get(path)
+    if cached is None or cached[0] != version:
+        cached = (version, sum(float(r.get("dollars", 0.0)) for r in read_usage(campaign_dir)))
+        _spent_cache[path] = cached
+    return cached[1]
 
 
 def usage_totals(campaign_dir: str | Path) -> dict[str, Any]:

@@ -182,7 +182,6 @@ class SlurmFleet:
                 self.queues[name] = WorkerQueue(self.dir / "queue" / name)
         self._tracked: dict[int, _Tracked] = {}
         self._workers: dict[str, list[str]] = {name: q.submitted_workers() for name, q in self.queues.items()}
-        self.sbatch_calls = 0
         self._states: dict[str, list[str]] = {}
         self._states_at = -STATE_POLL_SECONDS
         self._sacct_ok = False
@@ -213,7 +212,6 @@ class SlurmFleet:
                 submitted = self.executors[pool].map_array(
                     run_array_task, [str(j.exp_dir.resolve()) for j in group]
                 )
-            self.sbatch_calls += 1
             for job, sjob in zip(group, submitted, strict=True):
                 self._tracked[job.trial] = _Tracked(job, slurm_id=sjob.job_id)
                 handles[job.trial] = f"slurm:{pool}:{sjob.job_id}"
@@ -240,7 +238,6 @@ class SlurmFleet:
                     [self.deadline_s] * missing,
                     [limit_s] * missing,
                 )
-            self.sbatch_calls += 1
             ids = [j.job_id for j in submitted]
             queue.record_submitted(ids)
             alive += ids
