@@ -5,6 +5,8 @@ budget and reads the result JSON, so the figures are those the search engine wil
 
     python scripts/bench_trainer.py --scale cpu --seconds 20 --threads 1
     python scripts/bench_trainer.py --scale gpt2 --seconds 60
+    python scripts/bench_trainer.py --scale gpt2 --seconds 60 --train-py my_edit.py --log run.log
+    python scripts/bench_trainer.py --scale gpt2 --loader   # the dataloader alone, no model
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-TRAIN_PY = Path(__file__).resolve().parents[1] / "trainer" / "train.py"
+TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
 
 
-def bench(scale: str, seconds: float, threads: int | None) -> dict:
-    """One run of train.py with the given budget; returns its result JSON plus wall time."""
+def bench(scale: str, seconds: float, threads: int | None, train_py: Path, log: Path | None) -> dict:
+    """One run of a train.py with the given budget; returns its result JSON plus wall time.
+
+    The harness is always trainer/prepare.py, so an edited copy kept elsewhere is measured the
+    same way as the real file.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         result_path = Path(tmp) / "result.json"
         env = dict(os.environ)
@@ -30,13 +36,16 @@ def bench(scale: str, seconds: float, threads: int | None) -> dict:
             AUTORESEARCH_SCALE=scale,
             AUTORESEARCH_TIME_BUDGET=str(seconds),
             AUTORESEARCH_RESULT=str(result_path),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(TRAINER_DIR), os.environ.get("PYTHONPATH")])),
         )
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
         started = time.time()
         proc = subprocess.run(
-            [sys.executable, str(TRAIN_PY)], cwd=tmp, env=env, capture_output=True, text=True
+            [sys.executable, str(train_py.resolve())], cwd=tmp, env=env, capture_output=True, text=True
         )
+        if log:
+            log.write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             sys.exit(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         result = json.loads(result_path.read_text())
@@ -44,14 +53,42 @@ def bench(scale: str, seconds: float, threads: int | None) -> dict:
     return result
 
 
+def bench_loader(scale: str, seconds: float) -> None:
+    """Tokens/s the harness's dataloader delivers with no model: the ceiling it puts on training."""
+    os.environ["AUTORESEARCH_SCALE"] = scale
+    sys.path.insert(0, str(TRAINER_DIR))
+    import prepare
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.time()
+    loader = prepare.make_dataloader("train", 128 if scale == "gpt2" else 8, device)
+    next(loader)
+    print(f"{'first batch:':<18}{time.time() - started:.1f} s (corpus and tokenizer included)")
+    tokens, started = 0, time.time()
+    while time.time() - started < seconds:
+        x, _ = next(loader)
+        tokens += x.numel()
+    print(
+        f"{'loader tokens/s:':<18}{tokens / (time.time() - started):,.0f} ({prepare.LOADER_WORKERS} worker processes)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=("cpu", "gpt2"), default="cpu")
     parser.add_argument("--seconds", type=float, default=20.0, help="training budget of the run")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the run")
+    parser.add_argument("--train-py", type=Path, default=TRAINER_DIR / "train.py", help="the train.py to run")
+    parser.add_argument("--log", type=Path, default=None, help="write the run's full output here")
+    parser.add_argument("--loader", action="store_true", help="time the dataloader alone for --seconds")
     args = parser.parse_args()
-    r = bench(args.scale, args.seconds, args.threads)
-    tokens_per_s = r["total_tokens_M"] * 1e6 / r["training_seconds"]
+    if args.loader:
+        bench_loader(args.scale, args.seconds)
+        return
+    r = bench(args.scale, args.seconds, args.threads, args.train_py, args.log)
+    # Timed steps only; a train.py that does not report it is charged for its warm-up steps too.
+    tokens_per_s = r.get("tokens_per_second") or r["total_tokens_M"] * 1e6 / r["training_seconds"]
     on_cpu = r["device"].startswith("cpu")
     mfu = f"{r['mfu_percent']:.2f} %" if r["peak_flops"] else "n/a (no known peak for this device)"
     rows = [

@@ -177,6 +177,36 @@ def test_dataloader_batches(prepare_mod: ModuleType, use_offline_cache: Path) ->
     assert all(torch.equal(a, b) for a, b in zip(val, first_batches("val", 2), strict=True))
 
 
+def test_worker_shares_split_every_document_once(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+    whole = next(prepare_mod.iter_texts("train", seed=3))
+    parts = [next(prepare_mod.iter_texts("train", seed=3, share=(k, 3))) for k in range(3)]
+    assert sorted(t for part in parts for t in part) == sorted(whole)
+    assert all(parts) and not set(parts[0]) & set(parts[1])
+
+
+def test_worker_processes_feed_the_same_batches_every_time(
+    prepare_mod: ModuleType, use_offline_cache: Path
+) -> None:
+    bos = prepare_mod.load_tokenizer().encode_single_token(prepare_mod.BOS_TOKEN)
+
+    def first_batches(workers: int, n: int = 4) -> list[torch.Tensor]:
+        loader = prepare_mod.make_dataloader("val", 4, seq_len=64, workers=workers)
+        return [torch.cat(next(loader)) for _ in range(n)]
+
+    with_workers = first_batches(2)
+    assert all(torch.equal(a, b) for a, b in zip(with_workers, first_batches(2), strict=True))
+    x, y = with_workers[0].chunk(2)
+    assert x.dtype == torch.int64 and torch.equal(x[:, 1:], y[:, :-1]) and (x[:, 0] == bos).all()
+    # Two workers interleave their halves of the documents: a different, equally fixed order.
+    assert not all(torch.equal(a, b) for a, b in zip(with_workers, first_batches(0), strict=True))
+
+
+def test_a_failing_loader_worker_is_reported(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+    batches = prepare_mod._worker_batches(("test", 2, 16, 1, "offline", prepare_mod.VOCAB_SIZE), 1)
+    with pytest.raises(RuntimeError, match="test dataloader worker 0 exited with code 1"):
+        next(batches)
+
+
 # ---------------------------------------------------------------------------------------------
 # The metric
 

@@ -123,6 +123,34 @@ def test_orthogonalize_flattens_the_spectrum(train_mod: ModuleType) -> None:
     singular = torch.linalg.svdvals(train_mod.orthogonalize(g, steps=5))
     assert singular.min() > 0.5 and singular.max() < 1.3
     assert train_mod.orthogonalize(g.T, steps=5).shape == (256, 64)
+    stacked = train_mod.orthogonalize(torch.stack([g, 2 * g]), steps=5)  # each matrix on its own
+    assert torch.allclose(stacked[0], stacked[1], atol=1e-5)
+    assert torch.allclose(stacked[0], train_mod.orthogonalize(g, steps=5), atol=1e-5)
+
+
+def test_forward_with_targets_returns_the_training_loss(train_mod: ModuleType) -> None:
+    model = _random_model(train_mod)
+    idx, targets = torch.randint(0, 2048, (2, 64)), torch.randint(0, 2048, (2, 64))
+    expected = torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), targets.flatten())
+    assert model(idx, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_muon_updates_each_shape_as_one_batch(train_mod: ModuleType) -> None:
+    """A batched step equals the per-matrix rule: momentum, Newton-Schulz, cautious decay, step."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(*shape)) for shape in [(8, 32), (32, 8), (8, 32), (4, 4)]]
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    lr, momentum, decay = 0.1, 0.9, 0.5
+    muon = train_mod.Muon(params, lr=lr, momentum=momentum, weight_decay=decay, ns_steps=5)
+    assert sorted(len(g["params"]) for g in muon.param_groups) == [1, 1, 2]
+    muon.step()
+    for p, w in zip(params, before, strict=True):
+        nesterov = p.grad.lerp((1 - momentum) * p.grad, momentum)
+        update = train_mod.orthogonalize(nesterov, 5) * max(1.0, p.size(0) / p.size(1)) ** 0.5
+        expected = w - lr * decay * w * (update * w >= 0) - lr * update
+        assert torch.allclose(p.detach(), expected, atol=1e-5)
 
 
 def test_schedules(train_mod: ModuleType) -> None:

@@ -26,6 +26,7 @@ import platform
 import queue
 import random
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tiktoken
@@ -50,13 +52,26 @@ class Scale:
     eval_tokens: int
     vocab_size: int
     data: str
+    loader_workers: int  # processes that tokenize and pack; 0: a thread of the training process
 
 
 SCALES = {
     "gpt2": Scale(
-        max_seq_len=2048, time_budget=300.0, eval_tokens=40 * 524288, vocab_size=8192, data="climbmix"
+        max_seq_len=2048,
+        time_budget=300.0,
+        eval_tokens=40 * 524288,
+        vocab_size=8192,
+        data="climbmix",
+        loader_workers=4,
     ),
-    "cpu": Scale(max_seq_len=256, time_budget=20.0, eval_tokens=128 * 256, vocab_size=2048, data="offline"),
+    "cpu": Scale(
+        max_seq_len=256,
+        time_budget=20.0,
+        eval_tokens=128 * 256,
+        vocab_size=2048,
+        data="offline",
+        loader_workers=0,
+    ),
 }
 
 SCALE_NAME = os.environ.get("AUTORESEARCH_SCALE") or ("gpt2" if torch.cuda.is_available() else "cpu")
@@ -67,6 +82,9 @@ MAX_SEQ_LEN = _SCALE.max_seq_len
 TIME_BUDGET = float(os.environ.get("AUTORESEARCH_TIME_BUDGET") or _SCALE.time_budget)
 EVAL_TOKENS = _SCALE.eval_tokens
 VOCAB_SIZE = _SCALE.vocab_size
+# A scale constant, not a machine property: which documents share a row depends on it, so the
+# validation rows (and every val_bpb) are the same on any machine.
+LOADER_WORKERS = _SCALE.loader_workers
 SEED = int(os.environ.get("AUTORESEARCH_SEED") or 42)
 DATA_SOURCE = os.environ.get("AUTORESEARCH_DATA") or _SCALE.data
 if DATA_SOURCE not in ("offline", "climbmix"):
@@ -82,7 +100,6 @@ DOWNLOAD_WORKERS = 8
 DOWNLOAD_ATTEMPTS = 5
 DOWNLOAD_BACKOFF_S = 2.0  # waits 2, 4, 8, 16 s between attempts
 TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
-TOKENIZER_THREADS = min(8, os.cpu_count() or 1)
 
 # Dense bf16 tensor-core peaks, matched in order on torch.cuda.get_device_name (first hit wins).
 PEAK_BF16_FLOPS = (
@@ -117,6 +134,8 @@ zipfile zipimport zoneinfo
 OFFLINE_MIN_DOC_CHARS = 64
 OFFLINE_CHUNK_CHARS = 1024  # long pages are cut at blank lines into documents of about this size
 OFFLINE_VAL_EVERY = 8  # a document is validation when its hash is 0 modulo this
+
+HERE = Path(__file__).resolve().parent  # loader workers import this module from here
 
 _last_val_bpb: float | None = None  # set by evaluate_bpb; write_result reports this figure
 
@@ -306,8 +325,14 @@ def _read_texts(file: Path, group: int) -> list[str]:
     return pq.ParquetFile(file).read_row_group(group, columns=["text"]).column("text").to_pylist()
 
 
-def iter_texts(split: str, seed: int = SEED, source: str = DATA_SOURCE) -> Iterator[list[str]]:
-    """Endless batches of documents. Training order is shuffled per epoch by `seed`; validation is fixed."""
+def iter_texts(
+    split: str, seed: int = SEED, source: str = DATA_SOURCE, share: tuple[int, int] = (0, 1)
+) -> Iterator[list[str]]:
+    """Endless batches of documents. Training order is shuffled per epoch by `seed`; validation is fixed.
+
+    `share` = (k, n) keeps every n-th document from the k-th on, so n workers read disjoint parts.
+    """
+    k, n = share
     units = _row_groups(split_files(split, source))
     epoch = 0
     while True:
@@ -319,7 +344,8 @@ def iter_texts(split: str, seed: int = SEED, source: str = DATA_SOURCE) -> Itera
             texts = _read_texts(file, group)
             if split == "train":
                 rng.shuffle(texts)
-            yield texts
+            if texts[k::n]:
+                yield texts[k::n]
         epoch += 1
 
 
@@ -425,14 +451,19 @@ def pack_rows(docs: Iterable[list[int]], row_len: int, buffer_size: int = 1000) 
 
 
 def iter_token_docs(
-    split: str, seed: int = SEED, source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE
+    split: str,
+    seed: int = SEED,
+    source: str = DATA_SOURCE,
+    vocab_size: int = VOCAB_SIZE,
+    share: tuple[int, int] = (0, 1),
 ) -> Iterator[list[int]]:
-    """Endless tokenized documents, each with BOS prepended."""
+    """Endless tokenized documents, each with BOS prepended. Parallelism comes from loader workers:
+    tiktoken's own thread pool costs more than it gains on documents this short."""
     enc = load_tokenizer(source, vocab_size)
     bos = enc.encode_single_token(BOS_TOKEN)
-    for texts in iter_texts(split, seed, source):
-        for ids in enc.encode_ordinary_batch(texts, num_threads=TOKENIZER_THREADS):
-            yield [bos, *ids]
+    for texts in iter_texts(split, seed, source, share):
+        for text in texts:
+            yield [bos, *enc.encode_ordinary(text)]
 
 
 def make_dataloader(
@@ -443,24 +474,94 @@ def make_dataloader(
     seed: int = SEED,
     source: str = DATA_SOURCE,
     vocab_size: int = VOCAB_SIZE,
+    workers: int = LOADER_WORKERS,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless (inputs, targets) int64 batches of shape (batch_size, seq_len) on `device`.
 
-    A background thread tokenizes and packs the next batches while the caller trains.
+    With `workers` > 0, that many processes tokenize and pack every `workers`-th document each and
+    the batches are taken from them in turn, so the order is fixed and the training process keeps
+    its interpreter to itself (a thread of it cannot feed an H100). With 0, a background thread does
+    the work. Either way the next batches are prepared while the caller trains.
     """
-    load_tokenizer(source, vocab_size)  # build or load here, not in the background thread
+    load_tokenizer(source, vocab_size)  # build or load here, before any worker needs it
     split_files(split, source)
     device = torch.device(device)
-
-    def cpu_batches() -> Iterator[torch.Tensor]:
-        rows = pack_rows(iter_token_docs(split, seed, source, vocab_size), seq_len + 1)
-        while True:
-            batch = torch.tensor([next(rows) for _ in range(batch_size)], dtype=torch.int64)
-            yield batch.pin_memory() if device.type == "cuda" else batch
-
-    for batch in _prefetch(cpu_batches()):
+    spec = (split, batch_size, seq_len, seed, source, vocab_size)
+    batches = _worker_batches(spec, workers) if workers > 0 else _packed_batches(*spec)
+    pin = device.type == "cuda"
+    for batch in _prefetch(_host_tensor(b, pin) for b in batches):
         batch = batch.to(device, non_blocking=True)
         yield batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+
+
+def _host_tensor(batch: np.ndarray, pin: bool) -> torch.Tensor:
+    """int64 on the host; pinned for a GPU, so the copy to it does not wait for the device."""
+    tensor = torch.from_numpy(batch).long()
+    return tensor.pin_memory() if pin else tensor
+
+
+def _packed_batches(
+    split: str,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    source: str,
+    vocab_size: int,
+    share: tuple[int, int] = (0, 1),
+) -> Iterator[np.ndarray]:
+    """Endless (batch_size, seq_len + 1) int32 arrays of packed rows."""
+    rows = pack_rows(iter_token_docs(split, seed, source, vocab_size, share), seq_len + 1)
+    while True:
+        yield np.array([next(rows) for _ in range(batch_size)], dtype=np.int32)
+
+
+def _worker_batches(spec: tuple, workers: int) -> Iterator[np.ndarray]:
+    """Batches from `workers` child processes, taken in turn; each writes raw int32 rows to a pipe.
+
+    Plain subprocesses rather than multiprocessing: nothing re-imports the caller's main module
+    (an edited train.py without a main guard stays safe), and a child whose reader is gone dies
+    on its next write.
+    """
+    split, batch_size, seq_len = spec[:3]
+    nbytes = batch_size * (seq_len + 1) * 4
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+    }
+    code = "import sys, prepare; prepare.serve_batches(sys.argv[1:])"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(spec), str(k), str(workers)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        for k in range(workers)
+    ]
+    try:
+        while True:
+            for k, child in enumerate(children):
+                data = child.stdout.read(nbytes)
+                if len(data) < nbytes:
+                    raise RuntimeError(
+                        f"{split} dataloader worker {k} exited with code {child.wait()} (its error is above)"
+                    )
+                yield np.frombuffer(bytearray(data), dtype=np.int32).reshape(batch_size, seq_len + 1)
+    finally:
+        for child in children:
+            child.kill()
+
+
+def serve_batches(argv: list[str]) -> None:
+    """A loader worker's life (see _worker_batches): argv is the JSON spec, k and n of its share."""
+    spec, k, n = json.loads(argv[0]), int(argv[1]), int(argv[2])
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print must not corrupt the byte stream: stdout now goes to stderr
+    try:
+        for batch in _packed_batches(*spec, share=(k, n)):
+            out.write(batch.tobytes())
+            out.flush()
+    except BrokenPipeError:  # the training process is gone
+        os._exit(0)
 
 
 def _prefetch(items: Iterator[torch.Tensor], depth: int = 2) -> Iterator[torch.Tensor]:
