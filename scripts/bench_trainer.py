@@ -59,10 +59,11 @@ def bench_loader(scale: str, seconds: float) -> None:
     sys.path.insert(0, str(TRAINER_DIR))
     import prepare
     import torch
+    import train  # for the batch size the trainer asks for
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.time()
-    loader = prepare.make_dataloader("train", 128 if scale == "gpt2" else 8, device)
+    loader = prepare.make_dataloader("train", train.DEVICE_BATCH_SIZE, device)
     next(loader)
     print(f"{'first batch:':<18}{time.time() - started:.1f} s (corpus and tokenizer included)")
     tokens, started = 0, time.time()

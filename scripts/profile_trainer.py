@@ -49,18 +49,8 @@ def main() -> None:
         sys.exit("profile_trainer.py needs a CUDA GPU")
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
-    config = train.GPTConfig(
-        vocab_size=train.VOCAB_SIZE,
-        seq_len=train.MAX_SEQ_LEN,
-        n_layer=train.DEPTH,
-        n_embd=train.DEPTH * train.ASPECT_RATIO,
-        head_dim=train.HEAD_DIM,
-        window_pattern=train.WINDOW_PATTERN,
-        short_window=train.SHORT_WINDOW,
-        use_flex=True,
-    )
     with device:
-        raw_model = train.GPT(config)
+        raw_model = train.GPT(train.default_config(use_flex=True))
     raw_model.init_weights()
     model = torch.compile(raw_model, dynamic=False)
     optimizers = train.build_optimizers(raw_model)

@@ -344,8 +344,8 @@ def iter_texts(
             texts = _read_texts(file, group)
             if split == "train":
                 rng.shuffle(texts)
-            if texts[k::n]:
-                yield texts[k::n]
+            if mine := texts[k::n]:
+                yield mine
         epoch += 1
 
 

@@ -214,6 +214,20 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
+def default_config(use_flex: bool) -> GPTConfig:
+    """The model the hyperparameters at the top describe."""
+    return GPTConfig(
+        vocab_size=VOCAB_SIZE,
+        seq_len=MAX_SEQ_LEN,
+        n_layer=DEPTH,
+        n_embd=DEPTH * ASPECT_RATIO,
+        head_dim=HEAD_DIM,
+        window_pattern=WINDOW_PATTERN,
+        short_window=SHORT_WINDOW,
+        use_flex=use_flex,
+    )
+
+
 def matmul_flops_per_token(model: GPT) -> float:
     """Forward + backward FLOPs per token: 6 per weight used in a matmul, plus attention scores."""
     embeddings = model.wte.weight.numel() + sum(e.weight.numel() for e in model.value_embeds.values())
@@ -333,16 +347,7 @@ def main() -> None:
     else:
         autocast = contextlib.nullcontext()
 
-    config = GPTConfig(
-        vocab_size=VOCAB_SIZE,
-        seq_len=MAX_SEQ_LEN,
-        n_layer=DEPTH,
-        n_embd=DEPTH * ASPECT_RATIO,
-        head_dim=HEAD_DIM,
-        window_pattern=WINDOW_PATTERN,
-        short_window=SHORT_WINDOW,
-        use_flex=device.type == "cuda",
-    )
+    config = default_config(use_flex=device.type == "cuda")
     with device:
         raw_model = GPT(config)
     raw_model.init_weights()
