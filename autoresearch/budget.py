@@ -26,11 +26,6 @@ class Spend:
         return self.gpu_dollars + self.llm_dollars
 
 
-def llm_dollars(campaign_dir: Path) -> float:
-    """Dollars the agent spent, from its ledger (0 when the agent never called the API)."""
-    return dollars_spent(campaign_dir)
-
-
 def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now: float) -> Spend:
     launched = [t for t in trials(study) if "exp_dir" in t.user_attrs]
     gpu_hours = 0.0
@@ -44,7 +39,8 @@ def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now
         pool = pools.get(t.user_attrs.get("pool", ""))
         gpu_dollars += hours * (pool.price_per_gpu_hour if pool else 0.0)
     started = study.user_attrs.get("started_at", now)
-    return Spend(len(launched), (now - started) / 3600, gpu_hours, gpu_dollars, llm_dollars(campaign_dir))
+    # LLM dollars from the agent's ledger (0 when the agent never called the API).
+    return Spend(len(launched), (now - started) / 3600, gpu_hours, gpu_dollars, dollars_spent(campaign_dir))
 
 
 def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:

@@ -39,7 +39,7 @@ from autoresearch.results import write_results
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, SPEC_FILE, write_json_atomic
 from autoresearch.sampler import AgentSampler, candidate_key
 from autoresearch.study import finished, open_study, set_trial_attrs, trials
-from autoresearch.workspace import InvalidCandidate, build_source, create_workspace
+from autoresearch.workspace import InvalidCandidate, build_source, create_workspace, experiment_dir
 
 log = logging.getLogger("autoresearch")
 
@@ -406,10 +406,8 @@ class Campaign:
         """Claim the next trial (a queued candidate, else an exploration one) and build its workspace."""
         trial = self.study.ask()
         attrs = trial.user_attrs
-        if "edit" in attrs:
-            cand = candidate_from_dict(json.loads((self.dir / attrs["edit"]).read_text()))
-        else:
-            cand = self.sampler.exploration_candidate()
+        cand = self._load_candidate(attrs)
+        if "edit" not in attrs:
             attrs = {"kind": "exploration", "wave": 0, "source": "inner-sampler", "seed": BASE_SEED}
             set_trial_attrs(
                 self.study, trial.number, {**attrs, "description": cand.description, "tier": cand.tier}
@@ -477,13 +475,11 @@ class Campaign:
         return env
 
     def _exp_dir(self, number: int) -> Path:
-        return self.dir / "experiments" / f"{number:05d}"
+        return experiment_dir(self.dir, number)
 
     # -- results -----------------------------------------------------------------------------
     def _finish(self, done: Finished) -> None:
-        trial = self.study._storage.get_trial(
-            self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, done.trial)
-        )
+        trial = self._trial(done.trial)
         if trial.state != TrialState.RUNNING:
             return  # already told (a duplicate report)
         outcome = done.outcome
@@ -537,29 +533,34 @@ class Campaign:
                 values[t.user_attrs.get("tier", "screen")] = t.value
         return values
 
-    def _baseline_still_running(self, tier: str) -> bool:
+    def _tiers_awaiting_baseline(self) -> set[str]:
         active = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
-        return any(
-            t.user_attrs.get("kind") == "baseline"
-            and t.user_attrs.get("tier") == tier
-            and t.number not in self._pending
+        return {
+            t.user_attrs.get("tier", "screen")
             for t in active
-        )
+            if t.user_attrs.get("kind") == "baseline" and t.number not in self._pending
+        }
 
     def _decide_pending(self, final: bool = False) -> None:
         """Decide results whose tier's baseline has landed (`final`: all of them, the campaign ends)."""
+        # Reference measurements first: the decisions below compare against them.
+        for number in sorted(self._pending):
+            attrs = self._trial(number).user_attrs
+            if attrs.get("kind") in ("baseline", "validation"):
+                status = "baseline" if attrs.get("kind") == "baseline" else "validated"
+                self._complete(number, attrs["val_bpb"], {"status": status, "reason": ""})
+        if not self._pending:
+            return
+        awaiting = set() if final else self._tiers_awaiting_baseline()
+        values = self._frontier_values()
         for number in sorted(self._pending):
             trial = self._trial(number)
             attrs = trial.user_attrs
             tier = attrs.get("tier", "screen")
             val_bpb = attrs["val_bpb"]
-            if attrs.get("kind") in ("baseline", "validation"):
-                status = "baseline" if attrs.get("kind") == "baseline" else "validated"
-                self._complete(number, val_bpb, {"status": status, "reason": ""})
+            if tier in awaiting:
                 continue
-            if not final and self._baseline_still_running(tier):
-                continue
-            if tier not in self._frontier_values():
+            if tier not in values:
                 self._complete(
                     number, val_bpb, {"status": "discard", "reason": f"no baseline on the {tier} tier"}
                 )
@@ -571,13 +572,16 @@ class Campaign:
                     number, val_bpb, {"status": "keep", "commit": kept_commit, "reason": "resumed"}
                 )
                 continue
-            decision = self.policy.decide(
-                val_bpb, attrs.get("parent", ""), head, self._frontier_values().get(tier)
-            )
+            decision = self.policy.decide(val_bpb, attrs.get("parent", ""), head, values[tier])
             if decision.status == "pending":
                 continue
-            extra: dict[str, Any] = {"status": decision.status, "reason": decision.reason}
+            extra: dict[str, Any] = {
+                "status": decision.status,
+                "reason": decision.reason,
+                "delta": val_bpb - values[tier],
+            }
             if decision.status == "keep":
+                values[tier] = val_bpb
                 source = (self._exp_dir(number) / "train.py").read_text()
                 extra["commit"] = self.frontier.advance(source, number, attrs.get("description", ""))
                 self._enqueue_validation(number, attrs.get("description", ""))
@@ -616,13 +620,17 @@ class Campaign:
     def _candidate_of(self, trial: FrozenTrial) -> Candidate:
         """The trial's candidate with its knobs as they ran (free ones resolved)."""
         attrs = trial.user_attrs
-        if "edit" in attrs:
-            cand = candidate_from_dict(json.loads((self.dir / attrs["edit"]).read_text()))
-        else:
-            cand = self.sampler.exploration_candidate()
+        cand = self._load_candidate(attrs)
+        if "edit" not in attrs:
             cand.description = attrs.get("description", cand.description)
         cand.knobs.update(json.loads(attrs.get("knobs", "{}")))
         return cand
+
+    def _load_candidate(self, attrs: dict[str, Any]) -> Candidate:
+        """The proposed candidate a trial points to, or a fresh exploration one when it has none."""
+        if "edit" in attrs:
+            return candidate_from_dict(json.loads((self.dir / attrs["edit"]).read_text()))
+        return self.sampler.exploration_candidate()
 
     def _trial(self, number: int) -> FrozenTrial:
         storage = self.study._storage
@@ -718,19 +726,22 @@ class Campaign:
             reason=attrs.get("reason", ""),
             source=attrs.get("source", ""),
             parent=attrs.get("parent", ""),
+            delta=attrs.get("delta"),
         )
 
     def summary(self, stop_reason: str) -> Summary:
         done = finished(self.study)
         complete = [t for t in done if t.state == TrialState.COMPLETE]
-        baselines = [t.value for t in complete if t.user_attrs.get("kind") == "baseline"]
+        screen = [t for t in complete if t.user_attrs.get("tier", "screen") == "screen"]
+        baselines = [t.value for t in screen if t.user_attrs.get("kind") == "baseline"]
         kept = sorted((t for t in complete if t.user_attrs.get("status") == "keep"), key=lambda t: t.number)
+        baseline = statistics.fmean(baselines) if baselines else None
         return Summary(
             experiments=sum(1 for t in done if "exp_dir" in t.user_attrs),
             kept=len(kept),
             crashed=sum(1 for t in done if t.user_attrs.get("status") == "crash"),
-            baseline=statistics.fmean(baselines) if baselines else None,
-            best=min((t.value for t in kept), default=statistics.fmean(baselines) if baselines else None),
+            baseline=baseline,  # screen tier: values from one kind of hardware, as `status` shows
+            best=min((t.value for t in screen if t.user_attrs.get("status") == "keep"), default=baseline),
             stop_reason=stop_reason,
             kept_descriptions=[f"trial {t.number}: {t.user_attrs.get('description', '')}" for t in kept],
         )

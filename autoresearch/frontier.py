@@ -24,6 +24,7 @@ class Frontier:
             self._git("add", FILE)
             self._git("commit", "-q", "-m", "baseline")
         self._head = self._git("rev-parse", "--short=12", "HEAD")
+        self._source = (self.path / FILE).read_text()
 
     def _git(self, *args: str) -> str:
         out = subprocess.run(
@@ -32,7 +33,8 @@ class Frontier:
         return out.stdout.strip()
 
     def source(self) -> str:
-        return (self.path / FILE).read_text()
+        """The frontier's train.py (cached, like the head: only this controller writes it)."""
+        return self._source
 
     def head(self) -> str:
         """The current frontier commit (cached: only this controller writes the repository)."""
@@ -48,17 +50,10 @@ class Frontier:
         return None
 
     def advance(self, source: str, trial: int, description: str) -> str:
-        """Make `source` the frontier; returns the new commit."""
-        existing = self.commit_of_trial(trial)
-        if existing:
-            return existing
+        """Make `source` the frontier; returns the new commit. The caller checks `commit_of_trial` first."""
         (self.path / FILE).write_text(source)
         self._git("add", FILE)
         self._git("commit", "-q", "-m", f"trial {trial}: {description}"[:200])
         self._head = self._git("rev-parse", "--short=12", "HEAD")
+        self._source = source
         return self._head
-
-    def lineage(self) -> list[tuple[str, str]]:
-        """(commit, message) of every version, oldest first."""
-        out = self._git("log", "--reverse", "--format=%h %s", "--abbrev=12")
-        return [tuple(line.split(" ", 1)) for line in out.splitlines()]  # type: ignore[misc]

@@ -41,6 +41,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file written by `write_json_atomic`, or None while it is absent (or torn by a crash)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def _log_tail(log: Path, lines: int = 1) -> str:
     try:
         text = log.read_text(errors="replace").strip().splitlines()
@@ -65,7 +73,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         "gpus_seen": os.environ.get("CUDA_VISIBLE_DEVICES", os.environ.get("SLURM_JOB_GPUS", "")),
         "partition": spec.get("partition", ""),
         "started_at": started,
-        "slurm_job_id": _slurm_job_id(),
+        "slurm_job_id": slurm_job_id(),
     }
     write_json_atomic(exp / STARTED_FILE, {k: outcome[k] for k in ("node", "started_at", "slurm_job_id")})
     if sha256_file(exp / HARNESS_FILE) != spec["harness_sha256"]:
@@ -143,7 +151,8 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
             continue
 
 
-def _slurm_job_id() -> str:
+def slurm_job_id() -> str:
+    """The Slurm job running this process (A_i for an array task), or "" outside Slurm."""
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
     if array_job:
         return f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"

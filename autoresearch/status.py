@@ -18,7 +18,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from autoresearch.budget import llm_dollars
+from autoresearch.agent.usage import usage_totals
+from autoresearch.budget import measure
 from autoresearch.results import rows
 from autoresearch.study import make_storage, trials
 
@@ -32,18 +33,14 @@ def open_campaign(campaign_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name=config["campaign"]["name"], storage=storage)
 
 
-def render(campaign_dir: Path, recent: int = 12) -> Group:
-    study = open_campaign(campaign_dir)
+def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
+    """One frame. The study is opened once: its journal storage reads only what was appended since."""
     table = rows(study)
     now = time.time()
     started = study.user_attrs.get("started_at", now)
     running = trials(study, TrialState.RUNNING)
     waiting = trials(study, TrialState.WAITING)
-    gpu_hours = sum(
-        max(0.0, (r["ended_at"] or 0) - (r["started_at"] or 0)) / 3600
-        for r in table
-        if isinstance(r["started_at"], float) and isinstance(r["ended_at"], float)
-    )
+    spend = measure(study, {}, campaign_dir, now)  # no pools: hours and LLM dollars only
     counts = {s: sum(1 for r in table if r["status"] == s) for s in ("keep", "discard", "crash", "invalid")}
     head = Table.grid(padding=(0, 2))
     head.add_row("campaign", f"{study.study_name}  ({campaign_dir})")
@@ -55,7 +52,13 @@ def render(campaign_dir: Path, recent: int = 12) -> Group:
         f"{len(table)} finished ({counts['keep']} kept, {counts['discard']} discarded, "
         f"{counts['crash']} crashed, {counts['invalid']} invalid), {len(running)} running, {len(waiting)} queued",
     )
-    head.add_row("spend", f"{gpu_hours:.2f} GPU-hours, ${llm_dollars(campaign_dir):.2f} of LLM calls")
+    calls = usage_totals(campaign_dir)
+    head.add_row(
+        "spend",
+        f"{spend.gpu_hours:.2f} GPU-hours, ${spend.llm_dollars:.2f} of LLM calls "
+        f"({calls['calls']} calls, {calls['failed_calls']} failed, {calls['cache_read_input_tokens']:,} "
+        "tokens read from the prompt cache)",
+    )
     baseline = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == "screen"]
     kept = [r for r in table if r["status"] == "keep"]
     if baseline:
@@ -95,18 +98,19 @@ def main() -> None:
     parser.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="refresh every SECONDS")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines instead")
     args = parser.parse_args()
+    study = open_campaign(args.campaign_dir)
     if args.json:
-        for row in rows(open_campaign(args.campaign_dir)):
+        for row in rows(study):
             print(json.dumps(row))
         return
     console = Console()
     if not args.watch:
-        console.print(render(args.campaign_dir))
+        console.print(render(study, args.campaign_dir))
         return
-    with Live(render(args.campaign_dir), console=console, refresh_per_second=1) as view:
+    with Live(render(study, args.campaign_dir), console=console, refresh_per_second=1) as view:
         while True:
             time.sleep(args.watch)
-            view.update(render(args.campaign_dir))
+            view.update(render(study, args.campaign_dir))
 
 
 if __name__ == "__main__":

@@ -18,10 +18,16 @@ from typing import Any
 from autoresearch.knobs import KnobError, read_knobs, set_knobs
 from autoresearch.proposals import Edit
 
+
 EDITABLE_FILE = "train.py"
 HARNESS_FILE = "prepare.py"
 MAX_EDIT_CHARS = 20_000  # one search or replace block
 MAX_TRAIN_PY_CHARS = 200_000  # the edited file
+
+
+def experiment_dir(campaign_dir: Path, number: int) -> Path:
+    """Where trial `number` runs and leaves its files; the one place that knows the layout."""
+    return Path(campaign_dir) / "experiments" / f"{int(number):05d}"
 
 
 class InvalidCandidate(ValueError):

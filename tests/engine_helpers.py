@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -48,3 +52,22 @@ def load(campaign_dir: Path) -> optuna.Study:
             optuna.storages.journal.JournalFileBackend(str(campaign_dir / "study.journal"))
         ),
     )
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def experiment_runs(run_log: Path) -> Counter[str]:
+    """How often each workspace's train.py started (the toy trainer's TOY_RUN_LOG)."""
+    return Counter(run_log.read_text().split()) if run_log.exists() else Counter()
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> None:
+    """Poll `condition` until it holds: for waiting on other processes, never as a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)

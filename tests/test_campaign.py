@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, campaign_command, load, run_campaign
+from engine_helpers import REPO, campaign_command, experiment_runs, load, read_tsv, run_campaign, wait_for
 from optuna.trial import TrialState
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f, delimiter="\t"))
 
 
 def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
@@ -45,6 +38,9 @@ def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
     assert len(log) == 1 + len(kept)
     assert {f"trial {r['trial']}: {r['description']}" for r in kept} <= set(log)
     assert (campaign / "progress.png").stat().st_size > 1000
+    # Each keep records how far below the frontier it landed (min_delta is 0.0005 by default).
+    kept_trials = [t for t in done if t.user_attrs.get("status") == "keep"]
+    assert kept_trials and all(t.user_attrs["delta"] <= -0.0005 for t in kept_trials)
     # Knob values are trial params; the edit is a file under the campaign folder.
     some = next(t for t in done if t.user_attrs.get("kind") == "experiment")
     assert (campaign / some.user_attrs["edit"]).is_file()
@@ -64,18 +60,6 @@ def test_resolved_config_and_typo_errors(tmp_path: Path) -> None:
     assert "min_delta" in proc.stderr
 
 
-def _experiment_runs(run_log: Path) -> Counter[str]:
-    return Counter(run_log.read_text().split()) if run_log.exists() else Counter()
-
-
-def _wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("finished_before_kill", [0, 3, 7])
 def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_before_kill: int) -> None:
     campaign = tmp_path / "toy"
@@ -86,9 +70,13 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_b
     )
     try:
         if finished_before_kill == 0:
-            _wait_for(lambda: any(campaign.glob("experiments/*/runner.pid")))
+            wait_for(lambda: any(campaign.glob("experiments/*/runner.pid")), 60, "a running experiment")
         else:
-            _wait_for(lambda: len(list(campaign.glob("experiments/*/outcome.json"))) >= finished_before_kill)
+            wait_for(
+                lambda: len(list(campaign.glob("experiments/*/outcome.json"))) >= finished_before_kill,
+                60,
+                f"{finished_before_kill} results",
+            )
         controller.send_signal(signal.SIGKILL)
     finally:
         controller.wait(timeout=30)
@@ -100,7 +88,7 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_b
     study = load(campaign)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     # No workspace ran twice; every run that finished is in the study.
-    runs = _experiment_runs(run_log)
+    runs = experiment_runs(run_log)
     assert runs and max(runs.values()) == 1, runs
     told = {t.user_attrs["exp_dir"] for t in study.trials if t.state == TrialState.COMPLETE}
     assert told <= {str(Path(p).relative_to(campaign)) for p in runs}
@@ -134,11 +122,13 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
         campaign_command(tmp_path), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait_for(
+        wait_for(
             lambda: (
                 (tmp_path / "toy" / "controller.lock").exists()
                 and any((tmp_path / "toy").glob("experiments/*/runner.pid"))
-            )
+            ),
+            60,
+            "the first controller to hold the lock and run an experiment",
         )
         second = subprocess.run(
             campaign_command(tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=60

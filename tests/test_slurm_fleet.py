@@ -8,7 +8,6 @@ files, never a fixed sleep. The integration tests skip when the cluster is down 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -16,14 +15,12 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
-from engine_helpers import REPO, campaign_command, load, run_campaign
+from engine_helpers import REPO, campaign_command, experiment_runs, load, read_tsv, run_campaign, wait_for
 from optuna.trial import TrialState
 
 from autoresearch.fleet.slurm import attempt_state, outcome_for_state, parse_sacct, run_array_task
@@ -33,14 +30,6 @@ RESTART_SLURMD = REPO / "slurm" / "local" / "restart-slurmd.sh"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
 def _start(tmp_path: Path, *overrides: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A controller in the background; its terminal output goes to controller.out."""
     with open(tmp_path / "controller.out", "ab") as out:
@@ -91,11 +80,6 @@ def _log_count(campaign: Path, text: str) -> int:
     return path.read_text(errors="replace").count(text) if path.exists() else 0
 
 
-def _runs(run_log: Path) -> Counter[str]:
-    """How often each workspace's train.py started (TOY_RUN_LOG)."""
-    return Counter(run_log.read_text().split()) if run_log.exists() else Counter()
-
-
 def _job_ids(campaign: Path) -> set[str]:
     """The Slurm jobs (sbatch submissions) of a campaign: submitit keeps a folder per job."""
     folder = campaign / "submitit"
@@ -129,7 +113,7 @@ def _sacct_settled(campaign: Path, tasks: set[str]) -> list[list[str]]:
             for r in rows
         )
 
-    _wait_for(settled, 60, f"sacct to show {sorted(tasks)} ended: {rows}")
+    wait_for(settled, 60, f"sacct to show {sorted(tasks)} ended: {rows}")
     return rows
 
 
@@ -155,17 +139,12 @@ def _processes_in(folder: Path) -> list[str]:
     return found
 
 
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f, delimiter="\t"))
-
-
 def _assert_complete(campaign: Path, launched: int) -> optuna.Study:
     """The campaign ended cleanly: nothing RUNNING, results.tsv = the study, no job or process left."""
     study = load(campaign)
     assert not [t.number for t in study.trials if t.state == TrialState.RUNNING]
     assert len([t for t in study.trials if "exp_dir" in t.user_attrs]) == launched
-    rows = _read_tsv(campaign / "results.tsv")
+    rows = read_tsv(campaign / "results.tsv")
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
     assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in done)
     for r in rows:
@@ -174,14 +153,14 @@ def _assert_complete(campaign: Path, launched: int) -> optuna.Study:
         if t.state == TrialState.COMPLETE:
             assert float(r["val_bpb"]) == pytest.approx(t.value, abs=1e-6)
     jobs = _job_ids(campaign)
-    _wait_for(lambda: not _in_squeue(jobs), 60, f"the campaign's jobs to leave squeue: {_in_squeue(jobs)}")
-    _wait_for(lambda: not _processes_in(campaign), 30, f"no process left: {_processes_in(campaign)}")
+    wait_for(lambda: not _in_squeue(jobs), 60, f"the campaign's jobs to leave squeue: {_in_squeue(jobs)}")
+    wait_for(lambda: not _processes_in(campaign), 30, f"no process left: {_processes_in(campaign)}")
     return study
 
 
 def _assert_no_double_count(campaign: Path, study: optuna.Study, run_log: Path) -> None:
     """No workspace ran twice, and no experiment (same train.py, tier and seed) completed twice."""
-    runs = _runs(run_log)
+    runs = experiment_runs(run_log)
     assert runs and max(runs.values()) == 1, runs
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     experiments = Counter(
@@ -246,7 +225,7 @@ def test_campaign_runs_as_arrays_on_both_partitions(tmp_path: Path, slurm_cluste
     assert all(t.state == TrialState.COMPLETE for t in study.trials if "exp_dir" in t.user_attrs)
     # Screen on h100, validate on h200, as results.tsv says.
     ran = {str(t.number) for t in study.trials if "exp_dir" in t.user_attrs}
-    rows = [r for r in _read_tsv(campaign / "results.tsv") if r["trial"] in ran]
+    rows = [r for r in read_tsv(campaign / "results.tsv") if r["trial"] in ran]
     assert {r["tier"] for r in rows} == {"screen", "validate"}
     for r in rows:
         expected = {"screen": "h100", "validate": "h200"}[r["tier"]]
@@ -277,7 +256,7 @@ def test_node_failure_loses_nothing_and_counts_nothing_twice(tmp_path: Path, slu
     with HeldCampaign(tmp_path, "campaign.budget.max_experiments=11", "cluster.grace_seconds=300") as held:
         campaign, run_log = held.campaign, held.run_log
         # Both h100 slots and the h200 slot hold an experiment when the node's slurmd dies.
-        _wait_for(lambda: sum(_runs(run_log).values()) >= 3, 120, "three experiments running")
+        wait_for(lambda: sum(experiment_runs(run_log).values()) >= 3, 120, "three experiments running")
         running = {_slurm_id(campaign, n) for n in range(3)}
         subprocess.run(["pkill", "-9", "-x", "slurmd"], check=True)
         try:
@@ -288,8 +267,8 @@ def test_node_failure_loses_nothing_and_counts_nothing_twice(tmp_path: Path, slu
                 }
                 return running <= failed
 
-            _wait_for(node_failed, 180, f"NODE_FAIL of {sorted(running)} in sacct")
-            _wait_for(lambda: _log_count(campaign, "Slurm NODE_FAIL") >= 3, 60, "the controller to notice")
+            wait_for(node_failed, 180, f"NODE_FAIL of {sorted(running)} in sacct")
+            wait_for(lambda: _log_count(campaign, "Slurm NODE_FAIL") >= 3, 60, "the controller to notice")
         finally:
             up = subprocess.run(["bash", str(RESTART_SLURMD)], capture_output=True, text=True, timeout=180)
             assert up.returncode == 0, up.stdout + up.stderr
@@ -319,14 +298,14 @@ def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
 ) -> None:
     with HeldCampaign(tmp_path, "campaign.budget.max_experiments=6") as held:
         campaign, run_log = held.campaign, held.run_log
-        _wait_for(lambda: _slurm_id(campaign, 0) and _runs(run_log), 120, "trial 0 running")
+        wait_for(lambda: _slurm_id(campaign, 0) and experiment_runs(run_log), 120, "trial 0 running")
         victim = _slurm_id(campaign, 0)
         subprocess.run(["scancel", victim], check=True)
 
         def cancelled() -> bool:
             return any(r[1].startswith("CANCELLED") for r in _sacct({victim.split("_")[0]}, "JobID,State"))
 
-        _wait_for(cancelled, 60, f"{victim} CANCELLED in sacct")
+        wait_for(cancelled, 60, f"{victim} CANCELLED in sacct")
         held.finish(timeout=240)
     study = _assert_complete(campaign, launched=6)
     trial = study.trials[0]
@@ -344,7 +323,7 @@ def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
 def test_controller_killed_then_rerun_reattaches(tmp_path: Path, slurm_cluster: None) -> None:
     with HeldCampaign(tmp_path, "campaign.budget.max_experiments=8") as held:
         campaign, run_log = held.campaign, held.run_log
-        _wait_for(lambda: sum(_runs(run_log).values()) >= 3, 120, "three experiments running")
+        wait_for(lambda: sum(experiment_runs(run_log).values()) >= 3, 120, "three experiments running")
         held.controller.send_signal(signal.SIGKILL)
         held.controller.wait(timeout=30)
         before = load(campaign)
@@ -355,7 +334,7 @@ def test_controller_killed_then_rerun_reattaches(tmp_path: Path, slurm_cluster: 
         }
         assert len(handles) >= 3, handles
         held.start()
-        _wait_for(lambda: _log_count(campaign, "re-attached") >= len(handles), 60, "re-attaching")
+        wait_for(lambda: _log_count(campaign, "re-attached") >= len(handles), 60, "re-attaching")
         held.finish(timeout=240)
     study = _assert_complete(campaign, launched=8)
     for number, handle in handles.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,16 @@ def test_status_shows_a_finished_campaign_and_its_rows(tmp_path: Path) -> None:
     assert run_campaign(tmp_path, "campaign.budget.max_experiments=5").returncode == 0
     campaign = tmp_path / "toy"
     out = subprocess.run(
-        [sys.executable, "-m", "autoresearch.status", str(campaign)], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "autoresearch.status", str(campaign)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "250"},  # one line per row, whatever the terminal
     )
     assert out.returncode == 0, out.stderr
     assert "kept changes" in out.stdout and "baseline" in out.stdout
+    assert "0 calls, 0 failed" in out.stdout  # the offline proposer spends nothing on an API
+    assert "5 finished" in out.stdout
     lines = subprocess.run(
         [sys.executable, "-m", "autoresearch.status", str(campaign), "--json"],
         cwd=REPO,

@@ -31,6 +31,7 @@ from autoresearch.agent.usage import UsageLedger
 from autoresearch.config import AgentConfig
 from autoresearch.proposals import Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
+from autoresearch.runner import write_json_atomic
 
 log = logging.getLogger("autoresearch.agent")
 
@@ -51,8 +52,6 @@ class ClaudeProposer:
         fallback: Proposer,
         client: anthropic.Anthropic | None = None,
         program_md: str | None = None,
-        *,
-        verify_model: bool = True,
     ) -> None:
         self.cfg = cfg
         self.campaign_dir = Path(campaign_dir)
@@ -64,7 +63,7 @@ class ClaudeProposer:
         self.waves_since_try = 0
         self.can_force = True
         self._client = client
-        if verify_model and self.client.api_key:
+        if self.client.api_key:
             check_model(self.client, cfg.model)
 
     @property
@@ -197,6 +196,4 @@ class ClaudeProposer:
     def _write_wave_file(self, wave_id: int, record: dict[str, Any]) -> None:
         folder = self._waves_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{wave_id:05d}.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-        tmp.replace(folder / f"{wave_id:05d}.json")
+        write_json_atomic(folder / f"{wave_id:05d}.json", record)

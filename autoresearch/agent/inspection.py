@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord
+from autoresearch.workspace import experiment_dir
 
 RESULT_CHARS = 4000
 MAX_NUMBERS = 20
@@ -63,7 +64,7 @@ class Inspector:
             return f"bad arguments for {name}: {err}", True
 
     def experiment_file(self, number: int, filename: str) -> Path:
-        return self.campaign_dir / "experiments" / f"{int(number):05d}" / filename
+        return experiment_dir(self.campaign_dir, number) / filename
 
     def tool_get_results(self, numbers: list[int]) -> tuple[str, bool]:
         numbers = [int(n) for n in numbers][:MAX_NUMBERS]

@@ -7,7 +7,6 @@ next controller re-attaches to it by pid instead of starting the experiment agai
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.runner import OUTCOME_FILE, PID_FILE, scrubbed_environment
+from autoresearch.runner import OUTCOME_FILE, PID_FILE, read_json, scrubbed_environment
 
 KILL_GRACE_S = 30.0
 
@@ -147,11 +146,12 @@ class LocalFleet:
 
 
 def _read_outcome(run: _Running) -> dict:
-    try:
-        return json.loads((run.job.exp_dir / OUTCOME_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        why = "killed at the controller's deadline" if run.killed else "runner ended without an outcome"
-        return {"trial": run.job.trial, "status": "lost", "reason": why}
+    why = "killed at the controller's deadline" if run.killed else "runner ended without an outcome"
+    return read_json(run.job.exp_dir / OUTCOME_FILE) or {
+        "trial": run.job.trial,
+        "status": "lost",
+        "reason": why,
+    }
 
 
 def _is_our_runner(pid: int, exp_dir: Path) -> bool:

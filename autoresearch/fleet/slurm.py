@@ -17,7 +17,6 @@ to run the workspace again anyway), so no experiment is run or counted twice.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import subprocess
@@ -36,6 +35,7 @@ from autoresearch.runner import (
     INFRA_STATUSES,
     OUTCOME_FILE,
     STARTED_FILE,
+    read_json,
     run_experiment,
     scrubbed_environment,
     write_json_atomic,
@@ -130,15 +130,13 @@ def run_array_task(exp_dir: str) -> dict[str, Any]:
     return run_experiment(exp)
 
 
-def executor_for(
-    folder: Path, name: str, part: PartitionConfig, time_limit_min: int
-) -> submitit.AutoExecutor:
+def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.AutoExecutor:
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
     params: dict[str, Any] = {
         "slurm_partition": part.partition or name,
         "slurm_array_parallelism": part.slots,
         "cpus_per_task": part.cpus_per_task,
-        "timeout_min": time_limit_min,
+        "timeout_min": part.time_limit_min,
         "name": f"autoresearch-{name}",
         "slurm_signal_delay_s": SIGNAL_DELAY_S,
     }
@@ -177,9 +175,10 @@ class SlurmFleet:
             self.pools[name] = Pool(
                 name, slots, part.gpu_type, part.price_per_gpu_hour, part.partition or name
             )
-            self.executors[name] = executor_for(self.folder, name, part, part.time_limit_min)
+            self.executors[name] = executor_for(self.folder, name, part)
             if part.mode == "workers":
                 self.queues[name] = WorkerQueue(self.dir / "queue" / name)
+                self.queues[name].open()
         self._tracked: dict[int, _Tracked] = {}
         self._workers: dict[str, list[str]] = {name: q.submitted_workers() for name, q in self.queues.items()}
         self._states: dict[str, list[str]] = {}
@@ -226,7 +225,6 @@ class SlurmFleet:
     def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
         """Keep `slots` worker jobs alive on a worker partition; replace those that ended."""
         queue = self.queues[pool]
-        queue.open()
         alive = [w for w in self._workers[pool] if _is_active(_latest(states.get(w, [])))]
         missing = self.pools[pool].slots - len(alive)
         if missing > 0:
@@ -268,8 +266,9 @@ class SlurmFleet:
         done: list[Finished] = []
         now = time.time()
         waiting: list[tuple[_Tracked, dict[str, Any] | None, tuple[str, int] | None]] = []
+        claims = {pool: queue.claims() for pool, queue in self.queues.items()}  # one listing each
         for t in list(self._tracked.values()):
-            outcome = _read_json(t.job.exp_dir / OUTCOME_FILE)
+            outcome = read_json(t.job.exp_dir / OUTCOME_FILE)
             if outcome is not None and outcome.get("status") not in INFRA_STATUSES:
                 done.append(self._done(t, outcome))
                 continue
@@ -281,7 +280,8 @@ class SlurmFleet:
                     timeout = {"trial": t.job.trial, "status": "timeout", "reason": "controller deadline"}
                     done.append(self._done(t, timeout, abandon=True))
                     continue
-            waiting.append((t, outcome, self._job_of(t)))
+            job = (t.slurm_id, 0) if t.slurm_id else claims[t.job.pool].get(t.job.trial)
+            waiting.append((t, outcome, job))
         ids = [job[0] for _, _, job in waiting if job] + [w for ws in self._workers.values() for w in ws]
         states = self._job_states(ids)
         for t, outcome, job in waiting:
@@ -361,15 +361,15 @@ class SlurmFleet:
 
     def _deadline_of(self, t: _Tracked) -> float | None:
         """The runner's start plus its deadline and grace; None until it has started."""
-        started = _read_json(t.job.exp_dir / STARTED_FILE)
+        started = read_json(t.job.exp_dir / STARTED_FILE)
         if started is None:
             return None
         return float(started.get("started_at") or time.time()) + self.deadline_s + self.cluster.grace_seconds
 
-    def _job_states(self, ids: list[str], force: bool = False) -> dict[str, list[str]]:
+    def _job_states(self, ids: list[str]) -> dict[str, list[str]]:
         """Each job's attempts (array tasks as A_i), from one sacct call every few seconds."""
         now = time.monotonic()
-        if ids and (force or now - self._states_at >= STATE_POLL_SECONDS):
+        if ids and now - self._states_at >= STATE_POLL_SECONDS:
             found = _sacct({i.split("_")[0] for i in ids})
             self._sacct_ok = found is not None
             self._states.update(found or {})
@@ -418,13 +418,6 @@ def _is_active(state: str) -> bool:
 
 def _latest(attempts: list[str]) -> str:
     return attempts[-1] if attempts else ""
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _sacct(job_ids: set[str]) -> dict[str, list[str]] | None:

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from autoresearch.runner import INFRA_STATUSES, run_experiment
+from autoresearch.runner import INFRA_STATUSES, run_experiment, slurm_job_id
 
 IDLE_EXIT_SECONDS = 600.0  # a worker with nothing to do for this long ends (the campaign is gone)
 POLL_SECONDS = 1.0
@@ -32,7 +32,6 @@ class WorkerQueue:
         tmp = self.path / f".{trial:05d}.tmp"
         tmp.write_text(str(exp_dir.resolve()))
         os.replace(tmp, self.path / "ready" / f"{trial:05d}")
-        self.open()
 
     def claim(self, worker: str, attempt: int = 0) -> tuple[int, Path] | None:
         """Take the oldest ready experiment; None if there is none."""
@@ -54,6 +53,14 @@ class WorkerQueue:
             _, worker, attempt = entry.name.split(".")
             return worker, int(attempt)
         return None
+
+    def claims(self) -> dict[int, tuple[str, int]]:
+        """Every claim at once, from one listing of the shared folder: trial -> (worker, attempt)."""
+        held = {}
+        for name in os.listdir(self.path / "claimed"):
+            trial, worker, attempt = name.split(".")
+            held[int(trial)] = (worker, int(attempt))
+        return held
 
     def done(self, trial: int, worker: str, attempt: int = 0) -> None:
         (self.path / "claimed" / f"{trial:05d}.{worker}.{attempt}").unlink(missing_ok=True)
@@ -83,7 +90,8 @@ class WorkerQueue:
         (self.path / "STOP").write_text("")
 
     def open(self) -> None:
-        """Undo `stop`: a resumed campaign's workers must not exit on the previous controller's STOP."""
+        """Undo `stop` (the controller, once at start): a resumed campaign's workers must not exit on
+        the previous controller's STOP."""
         (self.path / "STOP").unlink(missing_ok=True)
 
     def stopped(self) -> bool:
@@ -91,10 +99,8 @@ class WorkerQueue:
 
 
 def _worker_id() -> str:
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if array_job:
-        return f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
-    return os.environ.get("SLURM_JOB_ID", f"pid{os.getpid()}")
+    """The claim's name: the runner's Slurm job id, so the controller can ask sacct about it."""
+    return slurm_job_id() or f"pid{os.getpid()}"
 
 
 def _attempt() -> int:

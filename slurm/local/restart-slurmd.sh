@@ -27,12 +27,8 @@ fi
 
 pid=$(daemon_pid slurmd || true)
 if [[ -n $pid ]]; then
-    kill -"$signal" "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        alive "$pid" || break
-        sleep 0.2
-    done
-    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    if [[ $signal == KILL ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
+    stop_pids 10 "$pid"
     log "stopped slurmd (pid $pid, SIG$signal)"
 fi
 exec bash "$HERE/up.sh"
