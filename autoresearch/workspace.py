@@ -18,7 +18,6 @@ from typing import Any
 from autoresearch.knobs import KnobError, read_knobs, set_knobs
 from autoresearch.proposals import Edit
 
-
 EDITABLE_FILE = "train.py"
 HARNESS_FILE = "prepare.py"
 MAX_EDIT_CHARS = 20_000  # one search or replace block

@@ -50,7 +50,7 @@ def main() -> None:
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     with device:
-        raw_model = train.GPT(train.default_config(use_flex=True))
+        raw_model = train.GPT(train.default_config(device))
     raw_model.init_weights()
     model = torch.compile(raw_model, dynamic=False)
     optimizers = train.build_optimizers(raw_model)

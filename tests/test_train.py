@@ -46,6 +46,7 @@ def _config(train_mod: ModuleType, **overrides):
         window_pattern="SSSL",
         short_window=16,
         use_flex=False,
+        stream_dtype=torch.float32,
     )
     return train_mod.GPTConfig(**(settings | overrides))
 
@@ -116,6 +117,35 @@ def test_flex_attention_matches_dense_masks(train_mod: ModuleType) -> None:
     with torch.no_grad():
         difference = (flex(idx) - dense(idx)).abs().max().item()
     assert difference < 1e-4
+
+
+def test_bf16_tables_carry_a_bf16_residual_stream(train_mod: ModuleType) -> None:
+    """The GPU configuration: bf16 embeddings and rotary tables keep every block's input, q and k in
+    bf16 under autocast, logits stay fp32, and the loss is the fp32 model's to bf16 precision."""
+    full = _random_model(train_mod)
+    half = train_mod.GPT(_config(train_mod, stream_dtype=torch.bfloat16))
+    half.load_state_dict(full.state_dict())  # copies cast to the tables' bf16
+    assert half.wte.weight.dtype == half.cos.dtype == torch.bfloat16
+    seen = []
+    for block in half.blocks:
+        block.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    attention_inputs = []
+    original_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(q, k, v, **kwargs):
+        attention_inputs.extend([q.dtype, k.dtype, v.dtype])
+        return original_sdpa(q, k, v, **kwargs)
+
+    idx, targets = torch.randint(0, 2048, (2, 64)), torch.randint(0, 2048, (2, 64))
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+        logits = half(idx)
+        loss = half(idx, targets)
+    assert set(seen) == set(attention_inputs) == {torch.bfloat16}
+    assert logits.dtype == torch.float32
+    assert loss.item() == pytest.approx(full(idx, targets).item(), rel=0.02)
+    loss.backward()
+    assert half.wte.weight.grad.dtype == torch.bfloat16 and half.wte.weight.grad.abs().sum() > 0
 
 
 def test_orthogonalize_flattens_the_spectrum(train_mod: ModuleType) -> None:

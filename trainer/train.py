@@ -59,10 +59,12 @@ class GPTConfig:
     window_pattern: str
     short_window: int
     use_flex: bool  # FlexAttention block masks for sliding windows (CUDA); else SDPA with a dense mask
+    stream_dtype: torch.dtype  # of the embedding and rotary tables, and so of the residual stream
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
-    return F.rms_norm(x, (x.size(-1),))
+    """RMSNorm that keeps x's dtype (newer PyTorch autocasts rms_norm to fp32 on GPUs)."""
+    return F.rms_norm(x, (x.size(-1),)).to(x.dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -104,14 +106,11 @@ class CausalSelfAttention(nn.Module):
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
         v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
-        dtype = v.dtype
         if ve is not None:  # value embedding, mixed in per head through an input-dependent gate in (0, 2)
             gate = 2 * torch.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))
             v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_head, self.head_dim)
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))
-        # Attention runs in the projections' precision (bf16 under autocast): the fp32 rotary
-        # tables, norms and value embeddings would otherwise promote some of q, k, v to fp32.
-        q, k, v = (t.to(dtype).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif isinstance(mask, torch.Tensor):
@@ -147,9 +146,12 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         V, C, L = config.vocab_size, config.n_embd, config.n_layer
-        self.wte = nn.Embedding(V, C)
+        # bf16 tables on a GPU make the residual stream bf16, as in the reference: the elementwise
+        # work (norms, rotary, residual mixing) then moves half the bytes.
+        dtype = config.stream_dtype
+        self.wte = nn.Embedding(V, C, dtype=dtype)
         self.value_embeds = nn.ModuleDict(
-            {str(i): nn.Embedding(V, C) for i in range(L) if has_value_embedding(i, L)}
+            {str(i): nn.Embedding(V, C, dtype=dtype) for i in range(L) if has_value_embedding(i, L)}
         )
         self.blocks = nn.ModuleList([Block(config, i) for i in range(L)])
         self.resid_lambdas = nn.Parameter(torch.ones(L))  # learned scale of the residual stream per layer
@@ -159,8 +161,8 @@ class GPT(nn.Module):
             10000 ** (torch.arange(0, config.head_dim, 2, dtype=torch.float32) / config.head_dim)
         )
         angles = torch.outer(torch.arange(config.seq_len, dtype=torch.float32), inv_freq)[None, :, None, :]
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cos", angles.cos().to(dtype), persistent=False)
+        self.register_buffer("sin", angles.sin().to(dtype), persistent=False)
         self.masks = [self._mask(w) for w in layer_windows(config)]
 
     def _mask(self, window: int):
@@ -214,8 +216,9 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
-def default_config(use_flex: bool) -> GPTConfig:
-    """The model the hyperparameters at the top describe."""
+def default_config(device: torch.device) -> GPTConfig:
+    """The model the hyperparameters at the top describe, as it runs on this device."""
+    on_gpu = device.type == "cuda"
     return GPTConfig(
         vocab_size=VOCAB_SIZE,
         seq_len=MAX_SEQ_LEN,
@@ -224,7 +227,8 @@ def default_config(use_flex: bool) -> GPTConfig:
         head_dim=HEAD_DIM,
         window_pattern=WINDOW_PATTERN,
         short_window=SHORT_WINDOW,
-        use_flex=use_flex,
+        use_flex=on_gpu,
+        stream_dtype=torch.bfloat16 if on_gpu else torch.float32,
     )
 
 
@@ -347,7 +351,7 @@ def main() -> None:
     else:
         autocast = contextlib.nullcontext()
 
-    config = default_config(use_flex=device.type == "cuda")
+    config = default_config(device)
     with device:
         raw_model = GPT(config)
     raw_model.init_weights()
