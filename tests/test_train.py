@@ -87,6 +87,17 @@ def test_gpt2_defaults_match_the_reference(train_mod: ModuleType) -> None:
     assert mfu == pytest.approx(0.40, abs=0.01)
 
 
+def test_width_rounds_up_to_whole_heads(train_mod: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any DEPTH and ASPECT_RATIO the search picks builds a model, as in the reference."""
+    cpu = torch.device("cpu")
+    assert train_mod.default_config(cpu).n_embd == train_mod.DEPTH * train_mod.ASPECT_RATIO
+    monkeypatch.setattr(train_mod, "DEPTH", 3)
+    monkeypatch.setattr(train_mod, "ASPECT_RATIO", 37)  # 111 wide: not whole heads
+    config = train_mod.default_config(cpu)
+    assert config.n_embd == 128 and config.n_embd % config.head_dim == 0 and config.head_dim == 32
+    train_mod.GPT(config)
+
+
 def test_logits_shape_and_softcap(train_mod: ModuleType) -> None:
     model = _random_model(train_mod)
     logits = model(torch.randint(0, 2048, (2, 64)))

@@ -24,7 +24,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 # Hyperparameters: one assignment per line, rewritten by the search engine.
 
 DEPTH = 8 if SCALE_NAME == "gpt2" else 2  # transformer blocks
-ASPECT_RATIO = 64  # model width = DEPTH * ASPECT_RATIO
+ASPECT_RATIO = 64  # model width = DEPTH * ASPECT_RATIO, rounded up to whole heads
 HEAD_DIM = 128 if SCALE_NAME == "gpt2" else 32
 WINDOW_PATTERN = "SSSL"  # per layer, repeated: S = short sliding window, L = full context
 SHORT_WINDOW = MAX_SEQ_LEN // 2
@@ -219,11 +219,12 @@ class GPT(nn.Module):
 def default_config(device: torch.device) -> GPTConfig:
     """The model the hyperparameters at the top describe, as it runs on this device."""
     on_gpu = device.type == "cuda"
+    heads = math.ceil(DEPTH * ASPECT_RATIO / HEAD_DIM)  # so every DEPTH and ASPECT_RATIO builds a model
     return GPTConfig(
         vocab_size=VOCAB_SIZE,
         seq_len=MAX_SEQ_LEN,
         n_layer=DEPTH,
-        n_embd=DEPTH * ASPECT_RATIO,
+        n_embd=heads * HEAD_DIM,
         head_dim=HEAD_DIM,
         window_pattern=WINDOW_PATTERN,
         short_window=SHORT_WINDOW,
