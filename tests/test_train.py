@@ -162,7 +162,7 @@ def test_bf16_tables_carry_a_bf16_residual_stream(train_mod: ModuleType) -> None
 def test_orthogonalize_flattens_the_spectrum(train_mod: ModuleType) -> None:
     g = torch.randn(64, 256) * torch.logspace(-2, 1, 256)  # badly conditioned
     singular = torch.linalg.svdvals(train_mod.orthogonalize(g, steps=5))
-    assert singular.min() > 0.5 and singular.max() < 1.3
+    assert singular.min() > 0.8 and singular.max() < 1.2  # Polar Express; classic quintic NS: 0.68
     assert train_mod.orthogonalize(g.T, steps=5).shape == (256, 64)
     stacked = train_mod.orthogonalize(torch.stack([g, 2 * g]), steps=5)  # each matrix on its own
     assert torch.allclose(stacked[0], stacked[1], atol=1e-5)
@@ -177,7 +177,7 @@ def test_forward_with_targets_returns_the_training_loss(train_mod: ModuleType) -
 
 
 def test_muon_updates_each_shape_as_one_batch(train_mod: ModuleType) -> None:
-    """A batched step equals the per-matrix rule: momentum, Newton-Schulz, cautious decay, step."""
+    """A batched step equals the per-matrix rule: momentum, orthogonalisation, cautious decay, step."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(*shape)) for shape in [(8, 32), (32, 8), (8, 32), (4, 4)]]
     before = [p.detach().clone() for p in params]
