@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import math
+import os
+import random
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+import yaml
 
 TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
 SUMMARY_KEYS = [
@@ -231,3 +237,60 @@ def test_nan_fails_fast(run_trainer) -> None:
     proc, result_path = run_trainer(budget=20.0, edit={"MATRIX_LR = 0.04": 'MATRIX_LR = float("nan")'})
     assert proc.returncode == 1 and "FAIL" in proc.stdout
     assert not result_path.exists() and time.time() - started < 20
+
+
+# Builds, on the meta device (no memory, no compute), the model of each knob setting given as JSON.
+_BUILD_SETTINGS = """
+import json, sys, types
+import torch
+from autoresearch.knobs import set_knobs
+source = open(sys.argv[1]).read()
+failures = []
+for settings in json.loads(sys.argv[2]):
+    module = types.ModuleType("train")
+    exec(compile(set_knobs(source, settings), "train.py", "exec"), module.__dict__)
+    try:
+        assert module.TOTAL_BATCH_SIZE % (module.DEVICE_BATCH_SIZE * module.MAX_SEQ_LEN) == 0, "batch"
+        with torch.device("meta"):
+            model = module.GPT(module.default_config(torch.device("cpu")))
+            idx = torch.zeros(1, module.MAX_SEQ_LEN, dtype=torch.long)
+            model(idx, idx).backward()
+        module.build_optimizers(model)
+    except Exception as err:
+        failures.append(f"{settings}: {type(err).__name__}: {err}")
+print(json.dumps(failures))
+"""
+
+
+def _drawable_settings(knobs: dict, draws: int) -> list[dict]:
+    """Every corner of the integer and categorical knobs (the floats cannot change a shape), then
+    random draws inside them."""
+    discrete = {
+        name: spec["choices"] if spec["kind"] == "categorical" else list(range(spec["low"], spec["high"] + 1))
+        for name, spec in knobs.items()
+        if spec["kind"] != "float"
+    }
+    ends = [[values[0], values[-1]] for values in discrete.values()]
+    corners = [dict(zip(discrete, combo, strict=True)) for combo in itertools.product(*ends)]
+    rng = random.Random(0)
+    return corners + [{name: rng.choice(values) for name, values in discrete.items()} for _ in range(draws)]
+
+
+@pytest.mark.parametrize("campaign", ["demo", "gpt2"])
+def test_every_knob_setting_a_campaign_can_draw_builds_a_model(campaign: str, harness_env) -> None:
+    """Exploration trials draw knobs at random: at the campaign's own scale, every corner and a
+    sample of the rest must build, run forward and backward, and get their optimizers."""
+    conf = yaml.safe_load((TRAINER_DIR.parent / "conf" / "campaign" / f"{campaign}.yaml").read_text())
+    settings = _drawable_settings(conf["knobs"], draws=30)
+    env = harness_env(scale=conf["scale"]) | {
+        "PYTHONPATH": os.pathsep.join(map(str, (TRAINER_DIR, TRAINER_DIR.parent)))
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _BUILD_SETTINGS, str(TRAINER_DIR / "train.py"), json.dumps(settings)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == []
