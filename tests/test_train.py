@@ -77,6 +77,15 @@ def test_hyperparameters_are_single_module_constants(train_mod: ModuleType) -> N
     ]
     assert len(names) == len(set(names)) >= 15
     assert {"DEPTH", "MATRIX_LR", "EMBEDDING_LR", "TOTAL_BATCH_SIZE", "WINDOW_PATTERN"} <= set(names)
+    # All of them at the top, before the model: every UPPER_CASE constant is a knob the agent sees.
+    first_definition = min(n.lineno for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef)))
+    assert all(
+        node.lineno < first_definition
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id.isupper()
+    )
 
 
 def test_gpt2_defaults_match_the_reference(train_mod: ModuleType) -> None:

@@ -245,27 +245,24 @@ def matmul_flops_per_token(model: GPT) -> float:
 # Optimizer: Muon for the 2-D matrices of the blocks, AdamW for everything else
 
 
-# Polar Express (Amsel et al., 2025): per-step coefficients of the quintic iteration, each step's
-# optimal for the spectrum the previous steps leave; the last one repeats beyond five steps.
-POLAR_EXPRESS = (
-    (8.156554524902461, -22.48329292557795, 15.878769915207462),
-    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
-    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
-    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
-    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
-)
-
-
 def orthogonalize(g: torch.Tensor, steps: int) -> torch.Tensor:
     """Approximate U V^T of each matrix g = U S V^T (batched over leading dims): Muon's update,
-    by the Polar Express iteration, as in the reference."""
+    by the Polar Express iteration (Amsel et al., 2025), as in the reference: a quintic iteration
+    whose coefficients are optimal, step by step, for the spectrum the steps before leave."""
+    coefficients = (  # the last one repeats beyond five steps
+        (8.156554524902461, -22.48329292557795, 15.878769915207462),
+        (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+        (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+        (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+        (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+    )
     x = g.bfloat16() if g.is_cuda else g.float()
     tall = x.size(-2) > x.size(-1)
     if tall:
         x = x.mT
     x = x / (x.norm(dim=(-2, -1), keepdim=True) * 1.02 + 1e-6)  # spectrum inside (0, 1) in bf16
     for step in range(steps):
-        a, b, c = POLAR_EXPRESS[min(step, len(POLAR_EXPRESS) - 1)]
+        a, b, c = coefficients[min(step, len(coefficients) - 1)]
         s = x @ x.mT
         x = a * x + (b * s + c * s @ s) @ x
     return (x.mT if tall else x).to(g.dtype)
