@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -35,8 +34,8 @@ from autoresearch.policy import Policy, ThresholdPolicy, noise_std
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec, Proposer
 from autoresearch.pump import BackgroundPump, SyncPump
-from autoresearch.results import write_results
-from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, SPEC_FILE, write_json_atomic
+from autoresearch.results import frontier_value, rows, write_results
+from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, SPEC_FILE, read_json, write_json_atomic
 from autoresearch.sampler import AgentSampler, candidate_key
 from autoresearch.study import finished, open_study, set_trial_attrs, trials
 from autoresearch.workspace import InvalidCandidate, build_source, create_workspace, experiment_dir
@@ -206,14 +205,18 @@ class Campaign:
         """Trials a previous controller left RUNNING: re-attach, collect, or fail and re-queue."""
         for t in trials(self.study, TrialState.RUNNING):
             exp_dir = self._exp_dir(t.number)
-            outcome_path = exp_dir / OUTCOME_FILE
-            if outcome_path.exists():
-                self._finish(Finished(t.number, json.loads(outcome_path.read_text())))
+            outcome = read_json(exp_dir / OUTCOME_FILE)
+            if outcome is not None and outcome.get("status") not in INFRA_STATUSES:
+                self._finish(Finished(t.number, outcome))
                 continue
+            # An interrupted run goes back to the fleet, which can tell a scancel from a preemption.
             handle = t.user_attrs.get("job", "")
             pool = t.user_attrs.get("pool", "")
             if "exp_dir" in t.user_attrs and self.fleet.reattach(JobSpec(t.number, exp_dir, pool), handle):
                 log.info("trial %d: re-attached to %s", t.number, handle)
+                continue
+            if outcome is not None:
+                self._finish(Finished(t.number, outcome))
                 continue
             why = "job lost" if handle else "controller stopped before the experiment started"
             self._fail_and_requeue(t, {"status": "lost", "reason": why})
@@ -512,26 +515,13 @@ class Campaign:
             device=str(metrics.get("device", "")),
         )
         set_trial_attrs(self.study, trial.number, attrs)
-        self._pending[trial.number] = outcome
-        self._decide_pending()
+        self._pending[trial.number] = outcome  # decided with the others of this poll (`run`)
 
     def _frontier_values(self) -> dict[str, float]:
-        """The frontier's val_bpb on each tier: its last keep there, else the baseline mean."""
-        values: dict[str, float] = {}
-        done = sorted(finished(self.study), key=lambda t: t.user_attrs.get("ended_at") or 0.0)
-        baselines: dict[str, list[float]] = {}
-        for t in done:
-            if t.state != TrialState.COMPLETE:
-                continue
-            tier = t.user_attrs.get("tier", "screen")
-            if t.user_attrs.get("kind") == "baseline":
-                baselines.setdefault(tier, []).append(t.value)
-        for tier, vals in baselines.items():
-            values[tier] = statistics.fmean(vals)
-        for t in done:
-            if t.user_attrs.get("status") == "keep":
-                values[t.user_attrs.get("tier", "screen")] = t.value
-        return values
+        """The frontier's val_bpb on each tier that has a baseline: its last keep, else that mean."""
+        table = rows(self.study)
+        tiers = {r["tier"] for r in table if r["status"] == "baseline"}
+        return {tier: frontier_value(table, tier)[1] for tier in tiers}  # type: ignore[misc]
 
     def _tiers_awaiting_baseline(self) -> set[str]:
         active = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
@@ -731,17 +721,14 @@ class Campaign:
 
     def summary(self, stop_reason: str) -> Summary:
         done = finished(self.study)
-        complete = [t for t in done if t.state == TrialState.COMPLETE]
-        screen = [t for t in complete if t.user_attrs.get("tier", "screen") == "screen"]
-        baselines = [t.value for t in screen if t.user_attrs.get("kind") == "baseline"]
-        kept = sorted((t for t in complete if t.user_attrs.get("status") == "keep"), key=lambda t: t.number)
-        baseline = statistics.fmean(baselines) if baselines else None
+        kept = sorted((t for t in done if t.user_attrs.get("status") == "keep"), key=lambda t: t.number)
+        baseline, best = frontier_value(rows(self.study))  # screen tier: one kind of hardware, as `status`
         return Summary(
             experiments=sum(1 for t in done if "exp_dir" in t.user_attrs),
             kept=len(kept),
             crashed=sum(1 for t in done if t.user_attrs.get("status") == "crash"),
-            baseline=baseline,  # screen tier: values from one kind of hardware, as `status` shows
-            best=min((t.value for t in screen if t.user_attrs.get("status") == "keep"), default=baseline),
+            baseline=baseline,
+            best=best,
             stop_reason=stop_reason,
             kept_descriptions=[f"trial {t.number}: {t.user_attrs.get('description', '')}" for t in kept],
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,15 @@ def rows(study: optuna.Study) -> list[dict[str, Any]]:
     """Finished experiments in the order they finished."""
     done = sorted(finished(study), key=lambda t: (t.user_attrs.get("ended_at") or 0.0, t.number))
     return [row_of(t) for t in done]
+
+
+def frontier_value(table: list[dict[str, Any]], tier: str = "screen") -> tuple[float | None, float | None]:
+    """The baseline mean on a tier and the frontier there, as the policy judges against it: the
+    last keep on that tier, else that mean. `table` is `rows()`, in the order results finished."""
+    baselines = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == tier]
+    baseline = statistics.fmean(baselines) if baselines else None
+    kept = [r["val_bpb"] for r in table if r["status"] == "keep" and r["tier"] == tier]
+    return baseline, kept[-1] if kept else baseline
 
 
 def _format(value: Any) -> str:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import measure
-from autoresearch.results import rows
+from autoresearch.results import frontier_value, rows
 from autoresearch.study import make_storage, trials
 
 
@@ -59,11 +59,10 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
         f"({calls['calls']} calls, {calls['failed_calls']} failed, {calls['cache_read_input_tokens']:,} "
         "tokens read from the prompt cache)",
     )
-    baseline = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == "screen"]
     kept = [r for r in table if r["status"] == "keep"]
-    if baseline:
-        best = min((r["val_bpb"] for r in kept if r["tier"] == "screen"), default=min(baseline))
-        head.add_row("val_bpb", f"{sum(baseline) / len(baseline):.6f} (baseline) -> {best:.6f}")
+    baseline, best = frontier_value(table)
+    if baseline is not None:
+        head.add_row("val_bpb", f"{baseline:.6f} (baseline) -> {best:.6f}")
 
     lineage = Table(title="kept changes", title_justify="left")
     for col in ("trial", "val_bpb", "tier", "commit", "description"):
@@ -85,7 +84,7 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     for col in ("trial", "status", "val_bpb", "tier", "description", "reason"):
         latest.add_column(col)
     for r in table[-recent:][::-1]:
-        value = f"{r['val_bpb']:.6f}" if r["status"] not in ("crash", "invalid", "skip", "lost") else "-"
+        value = f"{r['val_bpb']:.6f}" if r["val_bpb"] else "-"  # failed trials of any kind carry 0.0
         latest.add_row(
             str(r["trial"]), r["status"], value, r["tier"], r["description"], str(r["reason"])[:60]
         )

@@ -88,25 +88,26 @@ def _chunks(t: torch.Tensor, W: int) -> torch.Tensor:
     return _kernel_layout(t.view(B * (T // W), W, H, D))
 
 
-def _later_rows(t: torch.Tensor, W: int) -> torch.Tensor:
-    """Chunks 1..n-1, flipped, without their last row (which sees nothing of the chunk before)."""
+def _flipped(t: torch.Tensor, W: int, chunks: slice, rows: slice) -> torch.Tensor:
+    """Some chunks, each flipped in token order and cut to some rows: (B * chunks, H, rows, D)."""
     B, T, H, D = t.shape
-    n = T // W
-    return _kernel_layout(t.view(B, n, W, H, D)[:, 1:].flip(2)[:, :, 1:].reshape(B * (n - 1), W - 1, H, D))
+    part = t.view(B, T // W, W, H, D)[:, chunks].flip(2)[:, :, rows]
+    return _kernel_layout(part.reshape(-1, *part.shape[2:]))
+
+
+def _later_rows(t: torch.Tensor, W: int) -> torch.Tensor:
+    """Queries: chunks 1..n-1 without their last row, which sees nothing of the chunk before."""
+    return _flipped(t, W, slice(1, None), slice(1, None))
 
 
 def _earlier_keys(t: torch.Tensor, W: int) -> torch.Tensor:
-    """Chunks 0..n-2, flipped, without their first row (which no later query sees)."""
-    B, T, H, D = t.shape
-    n = T // W
-    return _kernel_layout(
-        t.view(B, n, W, H, D)[:, :-1].flip(2)[:, :, : W - 1].reshape(B * (n - 1), W - 1, H, D)
-    )
+    """Keys and values: chunks 0..n-2 without their first row, which no later query sees."""
+    return _flipped(t, W, slice(None, -1), slice(None, W - 1))
 
 
 def _unflip(t: torch.Tensor, B: int, n: int, W: int) -> torch.Tensor:
     """A (B * (n - 1), H, W - 1, D) kernel result back to (B, n - 1, W - 1, H, D) in token order."""
-    return _kernel_layout(t).reshape(B, n - 1, W - 1, *t.shape[1:2], t.size(-1)).flip(2)
+    return _kernel_layout(t).reshape(B, n - 1, W - 1, t.size(1), t.size(-1)).flip(2)
 
 
 class WindowAttention(torch.autograd.Function):

@@ -88,7 +88,8 @@ def main() -> None:
         bench_loader(args.scale, args.seconds)
         return
     r = bench(args.scale, args.seconds, args.threads, args.train_py, args.log)
-    # Timed steps only; a train.py that does not report it is charged for its warm-up steps too.
+    # Timed steps only. A train.py that does not report it gets its warm-up tokens over timed
+    # seconds: an overstatement.
     tokens_per_s = r.get("tokens_per_second") or r["total_tokens_M"] * 1e6 / r["training_seconds"]
     on_cpu = r["device"].startswith("cpu")
     mfu = f"{r['mfu_percent']:.2f} %" if r["peak_flops"] else "n/a (no known peak for this device)"

@@ -20,17 +20,19 @@ TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
 
 # Kernel name patterns, first match wins: enough to see what a step is made of. Inductor names a
 # FlexAttention kernel after the ops fused into it, so it is told apart by "flex" or "triton_tem".
-FAMILIES = (
-    ("attention (FlexAttention)", r"flex_attention|triton_tem"),
-    ("attention (flash / cuDNN SDPA)", r"flash|fmha|sdpa"),
-    ("matmul", r"gemm|nvjet|cutlass|xmma|sm90|matmul"),
-    ("fused elementwise / reductions (inductor)", r"triton_"),
-    ("optimizer (foreach / fused Adam)", r"foreach|adam|multi_tensor"),
+FAMILIES = (  # (label in the kernel list, family name, pattern)
+    ("flex", "attention (FlexAttention)", r"flex_attention|triton_tem"),
+    ("sdpa", "attention (flash / cuDNN SDPA)", r"flash|fmha|sdpa"),
+    ("matmul", "matmul", r"gemm|nvjet|cutlass|xmma|sm90|matmul"),
+    ("inductor", "fused elementwise / reductions (inductor)", r"triton_"),
+    ("optim", "optimizer (foreach / fused Adam)", r"foreach|adam|multi_tensor"),
 )
 
 
-def family(kernel: str) -> str:
-    return next((name for name, pattern in FAMILIES if re.search(pattern, kernel, re.I)), "other")
+def family(kernel: str) -> tuple[str, str]:
+    """(short label, family name) of a kernel."""
+    found = (f[:2] for f in FAMILIES if re.search(f[2], kernel, re.I))
+    return next(found, ("other", "other"))
 
 
 def main() -> None:
@@ -85,7 +87,7 @@ def main() -> None:
     busy_ms = sum(e.device_time_total for e in kernels) / 1e3 / args.steps
     by_family: dict[str, float] = defaultdict(float)
     for e in kernels:
-        by_family[family(e.key)] += e.device_time_total / 1e3 / args.steps
+        by_family[family(e.key)[1]] += e.device_time_total / 1e3 / args.steps
     if args.table:
         args.table.write_text(prof.key_averages().table(sort_by="device_time_total", row_limit=200))
     flops = train.matmul_flops_per_token(raw_model) * train.TOTAL_BATCH_SIZE
@@ -97,7 +99,7 @@ def main() -> None:
     print("\ntop kernels, per step:")
     for e in kernels[:25]:
         ms = e.device_time_total / 1e3 / args.steps
-        print(f"  {ms:8.2f} ms  x{e.count // args.steps:<4d} {family(e.key)[:10]:<10}  {e.key[:90]}")
+        print(f"  {ms:8.2f} ms  x{e.count // args.steps:<4d} {family(e.key)[0]:<9}  {e.key[:90]}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
+from trainer_helpers import TRAINER_DIR
 
 
 def _clean_env() -> dict[str, str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,9 +14,51 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from autoresearch.config import AutoresearchConfig, register_configs
+from autoresearch.workspace import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_CONF = REPO / "tests" / "fixtures" / "conf"
+TOY = REPO / "tests" / "fixtures" / "toy"
+# A train.py that records the environment it was given, then reports a result.
+ENV_DUMP = "import json, os, prepare\njson.dump(dict(os.environ), open('env.json', 'w'))\nprepare.write_result({'val_bpb': 1.0})\n"
+
+
+def make_experiment(
+    parent: Path, train_py: str, deadline: float = 30.0, name: str = "exp", trial: int = 7
+) -> Path:
+    """An experiment folder as the campaign writes it: train.py, the toy harness, spec.json."""
+    exp = parent / name
+    exp.mkdir()
+    (exp / "train.py").write_text(train_py)
+    shutil.copy(TOY / "prepare.py", exp / "prepare.py")
+    spec = {
+        "trial": trial,
+        "deadline_s": deadline,
+        "harness_sha256": sha256_file(TOY / "prepare.py"),
+        "env": {},
+    }
+    (exp / "spec.json").write_text(json.dumps(spec))
+    return exp
+
+
+def compose_toy(runs_dir: Path, *overrides: str) -> AutoresearchConfig:
+    """The toy campaign's config, composed in-process as the CLI would."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"hydra.searchpath=[file://{FIXTURE_CONF}]",
+                "+campaign=toy",
+                f"runs_dir={runs_dir}",
+                *overrides,
+            ],
+        )
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
 def campaign_command(runs_dir: Path, *overrides: str) -> list[str]:

@@ -20,9 +20,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from engine_helpers import FIXTURE_CONF, REPO, load
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from engine_helpers import REPO, compose_toy, load
 from optuna.trial import TrialState
 
 from autoresearch import budget as budgets
@@ -30,7 +28,7 @@ from autoresearch.agent.client import build_client
 from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, tool_call, usage_json
 from autoresearch.agent.usage import dollars_for, read_usage
 from autoresearch.campaign import Campaign, deadline_seconds
-from autoresearch.config import AutoresearchConfig, register_configs
+from autoresearch.config import AutoresearchConfig
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.proposers.factory import make_proposer
 from autoresearch.workspace import MAX_EDIT_CHARS
@@ -154,23 +152,15 @@ class Script:
 
 
 def compose_config(runs_dir: Path, *overrides: str) -> AutoresearchConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"hydra.searchpath=[file://{FIXTURE_CONF}]",
-                "+campaign=toy",
-                "agent=claude",
-                f"runs_dir={runs_dir}",
-                "cluster.devices=cpu",
-                "cluster.cpu_slots=2",
-                "cluster.poll_seconds=0.05",
-                "cluster.grace_seconds=20",
-                *overrides,
-            ],
-        )
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    return compose_toy(
+        runs_dir,
+        "agent=claude",
+        "cluster.devices=cpu",
+        "cluster.cpu_slots=2",
+        "cluster.poll_seconds=0.05",
+        "cluster.grace_seconds=20",
+        *overrides,
+    )
 
 
 def all_files(folder: Path) -> list[Path]:

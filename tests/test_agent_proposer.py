@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.agent import ClaudeProposer, ModelNotFoundError, dollars_spent, usage_totals
-from autoresearch.agent.claude import FALLBACK_SOURCE, RETRY_EVERY
-from autoresearch.agent.client import AgentSetupError, build_client
+from autoresearch.agent.claude import FALLBACK_SOURCE, RETRY_EVERY, ClaudeProposer
+from autoresearch.agent.client import AgentSetupError, ModelNotFoundError, build_client
 from autoresearch.agent.fakeapi import (
     ScriptedAPI,
     error_response,
@@ -24,7 +23,7 @@ from autoresearch.agent.fakeapi import (
     tool_use_block,
     usage_json,
 )
-from autoresearch.agent.usage import read_usage
+from autoresearch.agent.usage import dollars_spent, read_usage, usage_totals
 from autoresearch.config import AgentConfig
 from autoresearch.proposals import Candidate, Wave
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx2
 
-from autoresearch.agent import ClaudeProposer
+from autoresearch.agent.claude import ClaudeProposer
 from autoresearch.agent.client import build_client
 from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, sample_context, tool_call
 from autoresearch.config import AgentConfig

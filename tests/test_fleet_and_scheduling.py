@@ -7,9 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from engine_helpers import FIXTURE_CONF, REPO, run_campaign
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from engine_helpers import ENV_DUMP, compose_toy, make_experiment, run_campaign, wait_for
 
 from autoresearch.budget import Spend, exhausted
 from autoresearch.campaign import Campaign, deadline_seconds
@@ -18,17 +16,11 @@ from autoresearch.config import (
     BudgetConfig,
     ClusterConfig,
     PartitionConfig,
-    register_configs,
 )
 from autoresearch.fleet.base import JobSpec
 from autoresearch.fleet.factory import make_fleet, make_local_fleet
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.proposers.offline import OfflineProposer
-from autoresearch.workspace import sha256_file
-
-register_configs()
-
-ENV_DUMP = "import json, os, prepare\njson.dump(dict(os.environ), open('env.json', 'w'))\nprepare.write_result({'val_bpb': 1.0})\n"
 
 
 def test_an_eight_gpu_box_gets_one_slot_per_gpu_each_with_its_own_device(tmp_path: Path, monkeypatch) -> None:
@@ -38,37 +30,19 @@ def test_an_eight_gpu_box_gets_one_slot_per_gpu_each_with_its_own_device(tmp_pat
     assert pool.slots == 8
     jobs = []
     for i in range(8):
-        exp = tmp_path / f"e{i}"
-        exp.mkdir()
-        (exp / "train.py").write_text(ENV_DUMP)
-        (exp / "prepare.py").write_text((FIXTURE_CONF.parent / "toy" / "prepare.py").read_text())
-        spec = {"trial": i, "deadline_s": 60, "harness_sha256": sha256_file(exp / "prepare.py"), "env": {}}
-        (exp / "spec.json").write_text(json.dumps(spec))
+        exp = make_experiment(tmp_path, ENV_DUMP, deadline=60, name=f"e{i}", trial=i)
         jobs.append(JobSpec(i, exp, pool.name))
     fleet.submit(jobs)
     assert fleet.free_slots(pool.name) == 0
     finished = []
-    while len(finished) < 8:
-        finished += fleet.poll()
-        fleet.wait(0.05)
+    wait_for(lambda: finished.extend(fleet.poll()) or len(finished) >= 8, 120, "eight local jobs", every=0.05)
     assert {f.outcome["status"] for f in finished} == {"ok"}
     devices = [json.loads((j.exp_dir / "env.json").read_text())["CUDA_VISIBLE_DEVICES"] for j in jobs]
     assert sorted(devices) == [str(i) for i in range(8)]
 
 
 def toy_config(tmp_path: Path, *overrides: str) -> AutoresearchConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"hydra.searchpath=[file://{FIXTURE_CONF}]",
-                "+campaign=toy",
-                f"runs_dir={tmp_path}",
-                "cluster.poll_seconds=0.02",
-                *overrides,
-            ],
-        )
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    return compose_toy(tmp_path, "cluster.poll_seconds=0.02", *overrides)
 
 
 class RecordingProposer(OfflineProposer):

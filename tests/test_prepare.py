@@ -18,8 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
+from trainer_helpers import TRAINER_DIR, ConstantLogits
 
 # ---------------------------------------------------------------------------------------------
 # Constants and environment
@@ -68,12 +67,19 @@ def test_unknown_scale_is_refused(harness_env) -> None:
 # Offline corpus and tokenizer
 
 
-def test_offline_split_is_deterministic(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+def test_offline_split_is_deterministic(
+    prepare_mod: ModuleType, use_offline_cache: Path, harness_env
+) -> None:
     docs = prepare_mod.offline_documents()
     digest = hashlib.sha256("\x00".join(docs).encode()).hexdigest()
     code = "import hashlib, prepare as p; print(hashlib.sha256('\\x00'.join(p.offline_documents()).encode()).hexdigest())"
     other_run = subprocess.run(
-        [sys.executable, "-c", code], cwd=TRAINER_DIR, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        cwd=TRAINER_DIR,
+        env=harness_env(scale="cpu", cache=str(use_offline_cache)),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert other_run.stdout.strip() == digest
 
@@ -211,19 +217,6 @@ def test_a_failing_loader_worker_is_reported(prepare_mod: ModuleType, use_offlin
 # The metric
 
 
-class ConstantLogits(torch.nn.Module):
-    """Returns the same logits everywhere: uniform unless some ids are pushed down."""
-
-    def __init__(self, vocab: int, low_ids: list[int] | None = None) -> None:
-        super().__init__()
-        self.bias = torch.nn.Parameter(torch.zeros(vocab))
-        with torch.no_grad():
-            self.bias[low_ids or []] = -1e9
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.bias.expand(*idx.shape, -1)
-
-
 def _counted(prepare_mod: ModuleType, batch_size: int) -> tuple[int, int]:
     """Target tokens with bytes, and their bytes, over the evaluation's validation batches."""
     nbytes_of = prepare_mod.token_bytes(prepare_mod.load_tokenizer())
@@ -236,20 +229,17 @@ def _counted(prepare_mod: ModuleType, batch_size: int) -> tuple[int, int]:
     return tokens, total
 
 
-def test_uniform_model_scores_log2_vocab_per_token(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+@pytest.mark.parametrize("suppressed", [0, 4])
+def test_uniform_model_scores_log2_vocab_per_token(
+    prepare_mod: ModuleType, use_offline_cache: Path, suppressed: int
+) -> None:
+    """Uniform logits cost log2(V) bits per counted token. With the 4 special tokens at -1e9 (the
+    rest uniform over V - 4), BOS targets would cost 1e9 nats each if they were counted."""
     vocab = prepare_mod.VOCAB_SIZE
     tokens, total = _counted(prepare_mod, 16)
-    bpb = prepare_mod.evaluate_bpb(ConstantLogits(vocab), 16)
-    assert bpb == pytest.approx(math.log2(vocab) * tokens / total, rel=1e-6)
-
-
-def test_special_tokens_are_not_counted(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
-    """With every special token at -1e9, BOS targets would cost 1e9 nats each if they were counted."""
-    vocab = prepare_mod.VOCAB_SIZE
-    specials = list(range(vocab - 4, vocab))
-    tokens, total = _counted(prepare_mod, 16)
-    bpb = prepare_mod.evaluate_bpb(ConstantLogits(vocab, specials), 16)
-    assert bpb == pytest.approx(math.log2(vocab - 4) * tokens / total, rel=1e-6)
+    model = ConstantLogits(vocab, list(range(vocab - suppressed, vocab)))
+    bpb = prepare_mod.evaluate_bpb(model, 16)
+    assert bpb == pytest.approx(math.log2(vocab - suppressed) * tokens / total, rel=1e-6)
 
 
 class PeekingModel(torch.nn.Module):

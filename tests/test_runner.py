@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,21 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from engine_helpers import ENV_DUMP, make_experiment
 
 from autoresearch.runner import run_experiment
-from autoresearch.workspace import sha256_file
-
-TOY = Path(__file__).parent / "fixtures" / "toy"
-
-
-def make_experiment(tmp_path: Path, train_py: str, deadline: float = 30.0) -> Path:
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    (exp / "train.py").write_text(train_py)
-    shutil.copy(TOY / "prepare.py", exp / "prepare.py")
-    spec = {"trial": 7, "deadline_s": deadline, "harness_sha256": sha256_file(TOY / "prepare.py"), "env": {}}
-    (exp / "spec.json").write_text(json.dumps(spec))
-    return exp
 
 
 def pid_alive(pid: int) -> bool:
@@ -62,11 +49,7 @@ def test_train_py_never_sees_credentials(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-canary-runner")
     monkeypatch.setenv("WANDB_API_KEY", "canary-wandb")
     monkeypatch.setenv("HARMLESS", "yes")
-    exp = make_experiment(
-        tmp_path,
-        "import json, os, prepare\njson.dump(dict(os.environ), open('env.json', 'w'))\n"
-        "prepare.write_result({'val_bpb': 1.0})\n",
-    )
+    exp = make_experiment(tmp_path, ENV_DUMP)
     outcome = run_experiment(exp)
     assert outcome["status"] == "ok" and outcome["metrics"]["val_bpb"] == 1.0
     env = json.loads((exp / "env.json").read_text())
@@ -103,10 +86,6 @@ def test_sigterm_to_the_runner_ends_train_py_and_records_interrupted(tmp_path: P
 def test_train_py_uses_as_many_threads_as_slurm_granted_cpus(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
-    exp = make_experiment(
-        tmp_path,
-        "import json, os, prepare\njson.dump(dict(os.environ), open('env.json', 'w'))\n"
-        "prepare.write_result({'val_bpb': 1.0})\n",
-    )
+    exp = make_experiment(tmp_path, ENV_DUMP)
     assert run_experiment(exp)["status"] == "ok"
     assert json.loads((exp / "env.json").read_text())["OMP_NUM_THREADS"] == "3"

