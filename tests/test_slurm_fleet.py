@@ -293,19 +293,29 @@ def test_node_failure_loses_nothing_and_counts_nothing_twice(tmp_path: Path, slu
 
 
 @pytest.mark.slurm
+@pytest.mark.parametrize("controller_down", [False, True], ids=["controller-up", "controller-down"])
 def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
-    tmp_path: Path, slurm_cluster: None
+    tmp_path: Path, slurm_cluster: None, controller_down: bool
 ) -> None:
+    """Also when the controller is dead at the scancel: the rerun one asks Slurm what ended the
+    interrupted run instead of taking it for a lost job to run again."""
     with HeldCampaign(tmp_path, "campaign.budget.max_experiments=6") as held:
         campaign, run_log = held.campaign, held.run_log
         wait_for(lambda: _slurm_id(campaign, 0) and experiment_runs(run_log), 120, "trial 0 running")
         victim = _slurm_id(campaign, 0)
+        if controller_down:
+            held.controller.send_signal(signal.SIGKILL)
+            held.controller.wait(timeout=30)
         subprocess.run(["scancel", victim], check=True)
 
         def cancelled() -> bool:
             return any(r[1].startswith("CANCELLED") for r in _sacct({victim.split("_")[0]}, "JobID,State"))
 
         wait_for(cancelled, 60, f"{victim} CANCELLED in sacct")
+        if controller_down:
+            outcome = campaign / "experiments" / "00000" / "outcome.json"
+            wait_for(outcome.exists, 60, "the interrupted runner's outcome")
+            held.start()
         held.finish(timeout=240)
     study = _assert_complete(campaign, launched=6)
     trial = study.trials[0]
