@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from autoresearch.config import AutoresearchConfig, register_configs
 from autoresearch.logs import setup_logging
@@ -20,6 +21,8 @@ from autoresearch.logs import setup_logging
 register_configs()
 log = logging.getLogger("autoresearch")
 EXIT_STOPPED = 3  # stopped by a signal before the campaign ended: re-running resumes it
+EXIT_BAD_CONFIG = 2
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
@@ -40,7 +43,7 @@ def run(cfg: AutoresearchConfig) -> int:
         fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
     except (ValueError, CampaignError) as err:
         log.error("%s", err)
-        return 2
+        return EXIT_BAD_CONFIG
     campaign = Campaign(cfg, campaign_dir, fleet, proposer)
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -59,7 +62,7 @@ def run(cfg: AutoresearchConfig) -> int:
         summary = campaign.run()
     except CampaignError as err:
         log.error("%s", err)
-        return 2
+        return EXIT_BAD_CONFIG
     best = f"{summary.best:.6f}" if summary.best is not None else "n/a"
     base = f"{summary.baseline:.6f}" if summary.baseline is not None else "n/a"
     log.info(
@@ -77,17 +80,26 @@ def run(cfg: AutoresearchConfig) -> int:
     return EXIT_STOPPED if campaign.stop_requested else 0
 
 
+def missing_value_message(err: MissingMandatoryValue) -> str:
+    """What to type instead, for the settings a config leaves to the command line."""
+    key = err.full_key or "?"
+    if key == "campaign":
+        names = ", ".join(sorted(p.stem for p in (CONF_DIR / "campaign").glob("*.yaml")))
+        return f"no campaign chosen: add +campaign=NAME (one of: {names}), e.g. python -m autoresearch +campaign=demo"
+    return f"{key} has no value: set it on the command line, e.g. {key}=..."
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _hydra_main(dict_cfg: DictConfig) -> None:
-    cfg: AutoresearchConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
+    try:
+        cfg: AutoresearchConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
+    except MissingMandatoryValue as err:
+        print(f"error: {missing_value_message(err)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_CONFIG)
     code = run(cfg)
     if code:
         sys.exit(code)
 
 
-def main() -> None:
-    _hydra_main()
-
-
 if __name__ == "__main__":
-    main()
+    _hydra_main()

@@ -132,10 +132,7 @@ class AutoresearchConfig:
 
 
 def register_configs() -> None:
-    """Register the schema so Hydra checks every YAML file and override against it."""
-    cs = ConfigStore.instance()
-    cs.store(name="autoresearch_schema", node=AutoresearchConfig)
-    cs.store(group="campaign", name="campaign_schema", node=CampaignConfig)
-    cs.store(group="cluster", name="cluster_schema", node=ClusterConfig)
-    cs.store(group="agent", name="agent_schema", node=AgentConfig)
-    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+    """Register the schema so Hydra checks every YAML file and override against it: each group's
+    file merges into its typed field of AutoresearchConfig. (No per-group schema entries: Hydra
+    would list them among the campaigns, clusters and agents to choose from.)"""
+    ConfigStore.instance().store(name="autoresearch_schema", node=AutoresearchConfig)

@@ -6,11 +6,21 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, campaign_command, experiment_runs, load, read_tsv, run_campaign, wait_for
+from engine_helpers import (
+    FIXTURE_CONF,
+    REPO,
+    campaign_command,
+    experiment_runs,
+    load,
+    read_tsv,
+    run_campaign,
+    wait_for,
+)
 from optuna.trial import TrialState
 
 
@@ -58,6 +68,39 @@ def test_resolved_config_and_typo_errors(tmp_path: Path) -> None:
     proc = run_campaign(tmp_path, "campaign.min_delta=lots")
     assert proc.returncode != 0
     assert "min_delta" in proc.stderr
+    proc = run_campaign(tmp_path, "+campaign=nope")
+    assert proc.returncode != 0
+    options = proc.stderr.split("Available options in 'campaign':")[1].split("Config search path")[0]
+    campaigns = [
+        p.stem for p in (*(REPO / "conf").glob("campaign/*.yaml"), *FIXTURE_CONF.glob("campaign/*.yaml"))
+    ]
+    assert sorted(options.split()) == sorted(campaigns)  # the campaigns, and nothing else
+
+
+CONSOLE_SCRIPT = str(Path(sys.executable).with_name("autoresearch"))
+
+
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "autoresearch"], [CONSOLE_SCRIPT]])
+def test_a_missing_campaign_is_one_clear_line(tmp_path: Path, command: list[str]) -> None:
+    """A first try without +campaign=... names the choice to make instead of a Hydra traceback,
+    from the console script as from `python -m`, run from any folder."""
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [*command, f"runs_dir={runs}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: no campaign chosen: add +campaign=NAME (one of: demo, gpt2), "
+        "e.g. python -m autoresearch +campaign=demo"
+    ]
+    proc = run_campaign(tmp_path, "campaign.name=???")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: campaign.name has no value")
+    assert not list(tmp_path.glob("*/*")), "a refused config must not create campaign folders"
 
 
 @pytest.mark.parametrize("finished_before_kill", [0, 3, 7])

@@ -418,9 +418,48 @@ def test_climbmix_download_gives_up(prepare_mod: ModuleType, shard_server) -> No
     assert not list((prepare_mod.data_dir("climbmix")).glob("*.tmp"))
 
 
-def test_climbmix_tokenizer_and_batches(prepare_mod: ModuleType, shard_server) -> None:
+def test_climbmix_download_reports_progress(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    _, remote = shard_server
+    monkeypatch.setattr(prepare_mod, "PROGRESS_EVERY_S", 0.0)
+    paths = prepare_mod.download_climbmix(num_shards=2)
+    lines = capsys.readouterr().err.splitlines()
+    total_mb = sum((remote / p.name).stat().st_size for p in paths) / 1e6
+    assert lines[0].startswith("downloading 3 of 3 climbmix shards")
+    assert sorted(line.split()[0] for line in lines if line.strip().startswith("[")) == [
+        "[1/3]",
+        "[2/3]",
+        "[3/3]",
+    ]
+    received = [float(line.split()[0].replace(",", "")) for line in lines if "MB received" in line]
+    assert len(received) == 3 and received == sorted(received) and received[-1] == round(total_mb, 1)
+    assert lines[-1].startswith(f"downloaded {total_mb:,.1f} MB in ")
+
+    prepare_mod.download_climbmix(num_shards=2)  # all here: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def test_a_shard_that_fails_for_good_stops_the_rest(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, _ = shard_server
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_WORKERS", 1)  # shards in turn: 0 fails, 1 and val wait
+    server.always_fail.add("shard_00000.parquet")
+    with pytest.raises(RuntimeError, match="shard_00000.parquet failed 5 times"):
+        prepare_mod.download_climbmix(num_shards=2)
+    assert set(server.requests) == {"shard_00000.parquet"}
+
+
+def test_climbmix_tokenizer_and_batches(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     prepare_mod.download_climbmix(num_shards=2)
+    monkeypatch.setattr(prepare_mod, "TOKENIZER_REPORT_CHARS", 10_000)
+    capsys.readouterr()
     enc = prepare_mod.load_tokenizer("climbmix", 300)
+    reports = [line for line in capsys.readouterr().err.splitlines() if "characters read" in line]
+    assert reports and len(reports) == len(set(reports))  # the training text, reported as it is read
     assert enc.n_vocab == 300
     loader = prepare_mod.make_dataloader("train", 2, seq_len=32, source="climbmix", vocab_size=300)
     x, y = next(loader)

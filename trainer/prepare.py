@@ -25,7 +25,6 @@ import pickle
 import platform
 import queue
 import random
-import shutil
 import subprocess
 import sys
 import threading
@@ -33,7 +32,7 @@ import time
 import urllib.request
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +98,9 @@ DEFAULT_NUM_SHARDS = 10
 DOWNLOAD_WORKERS = 8
 DOWNLOAD_ATTEMPTS = 5
 DOWNLOAD_BACKOFF_S = 2.0  # waits 2, 4, 8, 16 s between attempts
+PROGRESS_EVERY_S = 5.0  # how often a download reports the bytes received so far
 TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
+TOKENIZER_REPORT_CHARS = 100_000_000  # progress line every this many characters read
 
 # Dense bf16 tensor-core peaks, matched in order on torch.cuda.get_device_name (first hit wins).
 PEAK_BF16_FLOPS = (
@@ -186,29 +187,66 @@ def _shard_name(index: int) -> str:
     return f"shard_{index:05d}.parquet"
 
 
-def _download_shard(index: int, folder: Path) -> Path:
+class DownloadProgress:
+    """What the download threads share: bytes received (reported at most every PROGRESS_EVERY_S
+    seconds), shards done, and the first shard that failed for good, which stops the others."""
+
+    def __init__(self, shards: int, done: int) -> None:
+        self.shards, self.done = shards, done
+        self.received = 0
+        self.started = self.last_report = time.time()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.failure: str | None = None
+
+    def add(self, nbytes: int) -> None:
+        with self.lock:
+            self.received += nbytes
+            now = time.time()
+            if now - self.last_report >= PROGRESS_EVERY_S:
+                self.last_report = now
+                rate = self.received / max(now - self.started, 1e-9)
+                log(f"  {self.received / 1e6:,.1f} MB received, {rate / 1e6:,.1f} MB/s")
+
+    def finished(self, path: Path) -> None:
+        with self.lock:
+            self.done += 1
+            log(f"  [{self.done}/{self.shards}] {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
+
+    def fail(self, message: str) -> None:
+        with self.lock:
+            self.failure = self.failure or message
+        self.stop.set()
+
+
+def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> None:
     """One shard, retried with exponential back-off; written to a temporary name, then renamed."""
     path = folder / _shard_name(index)
-    if path.exists():
-        return path
     url = f"{(os.environ.get('AUTORESEARCH_DATA_URL') or CLIMBMIX_URL).rstrip('/')}/{path.name}"
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    attempt = 0
-    while True:
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        if progress.stop.is_set():
+            return
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
+                while (chunk := response.read(1 << 20)) and not progress.stop.is_set():
+                    out.write(chunk)
+                    progress.add(len(chunk))
+            if progress.stop.is_set():
+                tmp.unlink(missing_ok=True)
+                return
             pq.read_metadata(tmp)  # a truncated or corrupt file fails here, not in training
             os.replace(tmp, path)
-            return path
+            progress.finished(path)
+            return
         except (OSError, ValueError, http.client.HTTPException) as err:
             tmp.unlink(missing_ok=True)
-            attempt += 1
             if attempt == DOWNLOAD_ATTEMPTS:
-                raise RuntimeError(f"download of {url} failed {DOWNLOAD_ATTEMPTS} times: {err}") from err
+                progress.fail(f"download of {url} failed {attempt} times: {err}")
+                return
             wait = DOWNLOAD_BACKOFF_S * 2 ** (attempt - 1)
             log(f"  {path.name}: {err}; retrying in {wait:.1f} s")
-            time.sleep(wait)
+            progress.stop.wait(wait)
 
 
 def download_climbmix(num_shards: int = DEFAULT_NUM_SHARDS) -> list[Path]:
@@ -216,14 +254,21 @@ def download_climbmix(num_shards: int = DEFAULT_NUM_SHARDS) -> list[Path]:
     folder = data_dir("climbmix")
     folder.mkdir(parents=True, exist_ok=True)
     indices = [*range(num_shards), VAL_SHARD]
-    paths = []
-    with ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
-        futures = [pool.submit(_download_shard, i, folder) for i in indices]
-        for done, future in enumerate(as_completed(futures), 1):
-            path = future.result()
-            log(f"  [{done}/{len(indices)}] {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
-            paths.append(path)
-    return sorted(paths)
+    missing = [i for i in indices if not (folder / _shard_name(i)).exists()]
+    if missing:
+        progress = DownloadProgress(len(indices), done=len(indices) - len(missing))
+        log(
+            f"downloading {len(missing)} of {len(indices)} climbmix shards to {folder}, {DOWNLOAD_WORKERS} at a time"
+        )
+        with ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
+            try:
+                list(pool.map(lambda i: _download_shard(i, folder, progress), missing))
+            finally:  # an interrupt stops the other threads at their next chunk
+                progress.stop.set()
+        if progress.failure:
+            raise RuntimeError(progress.failure)
+        log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
+    return [folder / _shard_name(i) for i in sorted(indices)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,12 +407,15 @@ def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> 
         return path
 
     def texts() -> Iterator[str]:
-        budget = TOKENIZER_MAX_CHARS
+        read, next_report = 0, TOKENIZER_REPORT_CHARS
         for file, group in _row_groups(split_files("train", source)):
             for text in _read_texts(file, group):
                 yield text
-                budget -= len(text)
-                if budget <= 0:
+                read += len(text)
+                if read >= next_report:
+                    log(f"  {read:,} of at most {TOKENIZER_MAX_CHARS:,} characters read")
+                    next_report += TOKENIZER_REPORT_CHARS
+                if read >= TOKENIZER_MAX_CHARS:
                     return
 
     started = time.time()
@@ -704,7 +752,12 @@ def main() -> None:
     source = args.data or (os.environ.get("AUTORESEARCH_DATA") or scale.data)
     log(f"preparing scale {args.scale}: data {source}, vocab {scale.vocab_size}, cache {cache_dir()}")
     if source == "climbmix":
-        download_climbmix(args.num_shards)
+        try:
+            download_climbmix(args.num_shards)
+        except RuntimeError as err:
+            sys.exit(
+                f"error: {err}\n(no network? the offline corpus needs none: --data offline here, campaign.data=offline in a campaign)"
+            )
     else:
         build_offline_corpus()
     train_tokenizer(source, scale.vocab_size)
