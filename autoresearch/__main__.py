@@ -31,9 +31,15 @@ def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
 
 def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.campaign import Campaign, CampaignError, deadline_seconds
+    from autoresearch.config_check import ConfigError, check_config
     from autoresearch.fleet.factory import make_fleet
     from autoresearch.proposers.factory import make_proposer
 
+    try:
+        check_config(cfg)
+    except ConfigError as err:
+        print(f"error: bad config: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     campaign_dir = campaign_dir_of(cfg)
     campaign_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(campaign_dir / "controller.log")

@@ -136,10 +136,7 @@ class Campaign:
         self.harness = Path(self.c.prepare_py).resolve()
         for path in (self.harness, Path(self.c.train_py)):
             if not path.is_file():
-                raise CampaignError(
-                    f"campaign file not found: {path} (relative paths start from {Path.cwd()}: "
-                    "run from the autoresearch checkout or give absolute paths)"
-                )
+                raise CampaignError(f"campaign file not found: {path}")
         self.study = open_study(self.dir, self.c.name, self.cfg.storage, self.sampler)
         if "started_at" not in self.study.user_attrs:
             self.study.set_user_attr("started_at", self.clock.now())

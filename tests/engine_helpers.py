@@ -45,20 +45,17 @@ def make_experiment(
     return exp
 
 
-def compose_toy(runs_dir: Path, *overrides: str) -> AutoresearchConfig:
-    """The toy campaign's config, composed in-process as the CLI would."""
+def compose_config(*overrides: str) -> AutoresearchConfig:
+    """A config composed in-process as the CLI would, the test campaigns (toy, ...) included."""
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"hydra.searchpath=[file://{FIXTURE_CONF}]",
-                "+campaign=toy",
-                f"runs_dir={runs_dir}",
-                *overrides,
-            ],
-        )
+        cfg = compose("config", overrides=[f"hydra.searchpath=[file://{FIXTURE_CONF}]", *overrides])
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def compose_toy(runs_dir: Path, *overrides: str) -> AutoresearchConfig:
+    """The toy campaign's config."""
+    return compose_config("+campaign=toy", f"runs_dir={runs_dir}", *overrides)
 
 
 def campaign_command(runs_dir: Path, *overrides: str) -> list[str]:

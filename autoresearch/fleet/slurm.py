@@ -159,8 +159,6 @@ def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.Aut
 
 class SlurmFleet:
     def __init__(self, cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> None:
-        if not cluster.partitions:
-            raise ValueError("cluster=slurm needs at least one partition")
         self.cluster = cluster
         self.deadline_s = deadline_s
         self.dir = Path(campaign_dir)
@@ -169,8 +167,6 @@ class SlurmFleet:
         self.executors: dict[str, submitit.AutoExecutor] = {}
         self.queues: dict[str, WorkerQueue] = {}
         for name, part in cluster.partitions.items():
-            if part.mode not in ("array", "workers"):
-                raise ValueError(f"partition {name}: mode must be array or workers, not {part.mode!r}")
             slots = min(part.slots, cluster.max_queued)
             self.pools[name] = Pool(
                 name, slots, part.gpu_type, part.price_per_gpu_hour, part.partition or name

@@ -1,0 +1,171 @@
+"""What a config must satisfy beyond its types, checked before a campaign touches anything.
+
+Hydra and the schema in config.py catch typos and wrong types; this catches values that type-check
+but cannot work (no baseline seeds, a negative budget, a knob train.py does not have, a tier on a
+partition the cluster lacks), so a bad command fails in one line instead of deep in a run, and
+never overwrites the config or state of an existing campaign.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from autoresearch.campaign import knob_specs
+from autoresearch.config import AutoresearchConfig
+from autoresearch.knobs import read_knobs
+from autoresearch.proposals import TIERS
+from autoresearch.sampler import distribution_of
+
+SCALES = ("gpt2", "cpu")  # the harness's (trainer/prepare.py, docs/TRAINER.md)
+DATA_SOURCES = ("climbmix", "offline")
+PARTITION_MODES = ("array", "workers")
+KNOB_KINDS = ("float", "int", "categorical")
+CLUSTER_KINDS = ("local", "slurm")
+LOCAL_DEVICES = ("auto", "cpu")
+AGENT_KINDS = ("offline", "claude")
+TRACKING_KINDS = ("none",)
+
+# Lower bounds of numeric settings (a budget of 0 means "no limit").
+AT_LEAST: dict[str, float] = {
+    "campaign.baseline_seeds": 1,
+    "campaign.validate_seeds": 1,
+    "campaign.wave_size": 1,
+    "campaign.max_wave": 1,
+    "campaign.queue_low_water": 0,
+    "campaign.min_delta": 0,
+    "campaign.max_retries": 0,
+    "campaign.budget.max_experiments": 0,
+    "campaign.budget.max_wall_hours": 0,
+    "campaign.budget.max_gpu_hours": 0,
+    "campaign.budget.max_dollars": 0,
+    "cluster.cpu_slots": 1,
+    "cluster.threads_per_slot": 0,
+    "cluster.grace_seconds": 0,
+    "cluster.max_queued": 1,
+    "agent.max_tokens": 1,
+    "agent.thinking_budget": 0,
+    "agent.max_inspect_turns": 0,
+    "agent.max_context_tokens": 1,
+    "agent.max_fix_attempts": 0,
+    "agent.max_retries": 0,
+    "agent.failures_before_fallback": 1,
+    "agent.price_input": 0,
+    "agent.price_output": 0,
+    "agent.price_cache_read": 0,
+    "agent.price_cache_write": 0,
+    "tracking.plot_every": 1,
+}
+POSITIVE = ("cluster.poll_seconds", "agent.timeout_seconds")
+PARTITION_AT_LEAST: dict[str, float] = {
+    "slots": 0,
+    "price_per_gpu_hour": 0,
+    "gpus_per_node": 0,
+    "cpus_per_task": 1,
+    "mem_gb": 0,
+    "time_limit_min": 1,
+}
+
+
+class ConfigError(ValueError):
+    """A config that composes but cannot run."""
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> list[str]:
+    return [] if value in choices else [f"{key} must be one of {', '.join(choices)}, not {value!r}"]
+
+
+def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
+    c = cfg.campaign
+    problems = []
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", c.name):
+        problems.append(
+            f"campaign.name must be a folder name (letters, digits, '.', '_', '-'), not {c.name!r}"
+        )
+    problems += _choice("campaign.scale", c.scale, SCALES)
+    problems += _choice("campaign.data", c.data, DATA_SOURCES)
+    if c.time_budget is not None and c.time_budget <= 0:
+        problems.append(
+            f"campaign.time_budget must be positive seconds (or null for the scale's), not {c.time_budget}"
+        )
+    for key in ("train_py", "prepare_py"):
+        if not Path(getattr(c, key)).is_file():
+            problems.append(
+                f"campaign.{key}: no file {getattr(c, key)} (relative paths start from {Path.cwd()})"
+            )
+    return problems
+
+
+def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
+    problems = []
+    train_py = Path(cfg.campaign.train_py)
+    try:
+        constants = read_knobs(train_py.read_text()) if train_py.is_file() else None
+    except SyntaxError as err:
+        return [f"campaign.train_py: {train_py} does not parse: {err}"]
+    for spec in knob_specs(cfg):
+        key = f"campaign.knobs.{spec.name}"
+        if constants is not None and spec.name not in constants:
+            problems.append(f"{key}: {train_py} has no module-level constant {spec.name}")
+        if spec.kind not in KNOB_KINDS:
+            problems += _choice(f"{key}.kind", spec.kind, KNOB_KINDS)
+            continue
+        try:
+            distribution_of(spec)
+        except (ValueError, TypeError) as err:
+            problems.append(f"{key}: {err}")
+    return problems
+
+
+def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
+    cluster = cfg.cluster
+    problems = _choice("cluster.kind", cluster.kind, CLUSTER_KINDS)
+    problems += _choice("cluster.devices", cluster.devices, LOCAL_DEVICES)
+    if cluster.kind == "local" and len(cluster.partitions) != 1:
+        problems.append(
+            f"cluster=local takes exactly one partition (its slots), not {len(cluster.partitions)}"
+        )
+    for tier, partition in cluster.tiers.items():
+        if tier not in TIERS:
+            problems.append(f"cluster.tiers: unknown tier {tier!r} (the tiers are {', '.join(TIERS)})")
+        elif partition not in cluster.partitions:
+            have = ", ".join(cluster.partitions) or "none"
+            problems.append(
+                f"cluster.tiers.{tier} names partition {partition!r}; cluster.partitions has {have}"
+            )
+    if "screen" not in cluster.tiers:
+        problems.append("cluster.tiers needs a screen tier: the partition new experiments run on")
+    for name, part in cluster.partitions.items():
+        problems += _choice(f"cluster.partitions.{name}.mode", part.mode, PARTITION_MODES)
+        for field, low in PARTITION_AT_LEAST.items():
+            if getattr(part, field) < low:
+                problems.append(
+                    f"cluster.partitions.{name}.{field} must be at least {low}, not {getattr(part, field)}"
+                )
+    return problems
+
+
+def config_problems(cfg: AutoresearchConfig) -> list[str]:
+    """Every reason this config cannot run, one line each; empty when it can."""
+    problems = _campaign_problems(cfg) + _knob_problems(cfg) + _cluster_problems(cfg)
+    problems += _choice("agent.kind", cfg.agent.kind, AGENT_KINDS)
+    problems += _choice("tracking.kind", cfg.tracking.kind, TRACKING_KINDS)
+    for key, low in AT_LEAST.items():
+        if _get(cfg, key) < low:
+            problems.append(f"{key} must be at least {low:g}, not {_get(cfg, key)}")
+    for key in POSITIVE:
+        if _get(cfg, key) <= 0:
+            problems.append(f"{key} must be positive, not {_get(cfg, key)}")
+    return problems
+
+
+def check_config(cfg: AutoresearchConfig) -> None:
+    if problems := config_problems(cfg):
+        raise ConfigError("; ".join(problems))

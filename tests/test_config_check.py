@@ -1,0 +1,100 @@
+"""Configs that compose but cannot run are refused in one line, before anything is written."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from pathlib import Path
+
+import pytest
+from engine_helpers import REPO, campaign_command, compose_config, run_campaign
+
+from autoresearch.config_check import config_problems
+
+
+@pytest.fixture(autouse=True)
+def _from_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # campaign paths are relative to the folder a command runs in
+
+
+@pytest.mark.parametrize(
+    ("campaign", "cluster", "agent"),
+    list(
+        itertools.product(["demo", "gpt2", "toy"], ["local", "slurm", "slurm_local"], ["offline", "claude"])
+    ),
+)
+def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: str) -> None:
+    cfg = compose_config(f"+campaign={campaign}", f"cluster={cluster}", f"agent={agent}")
+    assert config_problems(cfg) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        (["campaign.baseline_seeds=0"], "campaign.baseline_seeds must be at least 1, not 0"),
+        (["campaign.wave_size=0"], "campaign.wave_size must be at least 1, not 0"),
+        (["campaign.min_delta=-0.1"], "campaign.min_delta must be at least 0, not -0.1"),
+        (["campaign.budget.max_dollars=-1"], "campaign.budget.max_dollars must be at least 0, not -1.0"),
+        (["campaign.time_budget=0"], "campaign.time_budget must be positive seconds"),
+        (["campaign.scale=big"], "campaign.scale must be one of gpt2, cpu, not 'big'"),
+        (["campaign.data=web"], "campaign.data must be one of climbmix, offline, not 'web'"),
+        (["campaign.name=a/b"], "campaign.name must be a folder name"),
+        (["campaign.train_py=missing.py"], "campaign.train_py: no file missing.py"),
+        (
+            ["campaign.knobs.LR.low=1", "campaign.knobs.LR.high=0.1"],
+            "campaign.knobs.LR: `low <= high` must hold",
+        ),
+        (["campaign.knobs.LR.low=0"], "campaign.knobs.LR: `low > 0` must hold for `log=True`"),
+        (["campaign.knobs.LR.kind=complex"], "campaign.knobs.LR.kind must be one of float, int, categorical"),
+        (
+            ["campaign.train_py=trainer/train.py", "~campaign.knobs.LR"],
+            "campaign.knobs.WIDTH: trainer/train.py has no module-level constant WIDTH",
+        ),
+        (["cluster.cpu_slots=0"], "cluster.cpu_slots must be at least 1, not 0"),
+        (["cluster.poll_seconds=0"], "cluster.poll_seconds must be positive, not 0.0"),
+        (
+            ["cluster.tiers.screen=h100"],
+            "cluster.tiers.screen names partition 'h100'; cluster.partitions has local",
+        ),
+        (["+cluster.tiers.final=local"], "cluster.tiers: unknown tier 'final'"),
+        (
+            ["cluster=slurm", "cluster.partitions.h100.mode=pool"],
+            "cluster.partitions.h100.mode must be one of array, workers",
+        ),
+        (
+            ["cluster=slurm", "cluster.partitions.h200.time_limit_min=0"],
+            "cluster.partitions.h200.time_limit_min must be at least 1",
+        ),
+        (["cluster.kind=kubernetes"], "cluster.kind must be one of local, slurm, not 'kubernetes'"),
+        (["cluster.devices=gpu"], "cluster.devices must be one of auto, cpu, not 'gpu'"),
+        (
+            ["cluster=slurm", "cluster.kind=local"],
+            "cluster=local takes exactly one partition (its slots), not 2",
+        ),
+        (["agent.kind=gpt"], "agent.kind must be one of offline, claude, not 'gpt'"),
+        (["tracking.kind=wandb"], "tracking.kind must be one of none, not 'wandb'"),
+        (["agent.failures_before_fallback=0"], "agent.failures_before_fallback must be at least 1, not 0"),
+        (["tracking.plot_every=0"], "tracking.plot_every must be at least 1, not 0"),
+    ],
+)
+def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -> None:
+    problems = config_problems(compose_config("+campaign=toy", *overrides))
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_the_cli_refuses_in_one_line_and_keeps_the_campaign(tmp_path: Path) -> None:
+    campaign = tmp_path / "toy"
+    campaign.mkdir()
+    (campaign / "config.yaml").write_text("the existing campaign's config\n")
+    proc = run_campaign(tmp_path, "campaign.baseline_seeds=0", "cluster.cpu_slots=0")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: bad config: campaign.baseline_seeds must be at least 1, not 0; "
+        "cluster.cpu_slots must be at least 1, not 0"
+    ]
+    assert [p.name for p in campaign.iterdir()] == ["config.yaml"]
+    assert (campaign / "config.yaml").read_text() == "the existing campaign's config\n"
+    proc = subprocess.run(
+        campaign_command(tmp_path, "--cfg", "job"), cwd=REPO, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 0  # printing a config checks nothing: it runs nothing
