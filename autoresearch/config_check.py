@@ -12,6 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from autoresearch.campaign import knob_specs
 from autoresearch.config import AutoresearchConfig
 from autoresearch.knobs import read_knobs
@@ -152,9 +155,26 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
     return problems
 
 
+def _storage_problems(url: str | None) -> list[str]:
+    """An RDB URL must parse, and must not carry a password: config.yaml would keep it."""
+    if not url:
+        return []
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return [f"storage={url} is not a database URL (e.g. postgresql://user@host/db)"]
+    if password:
+        return [
+            "storage: keep the password out of the URL, which the campaign saves in config.yaml; "
+            "give it to the driver instead (PostgreSQL: PGPASSWORD or ~/.pgpass)"
+        ]
+    return []
+
+
 def config_problems(cfg: AutoresearchConfig) -> list[str]:
     """Every reason this config cannot run, one line each; empty when it can."""
     problems = _campaign_problems(cfg) + _knob_problems(cfg) + _cluster_problems(cfg)
+    problems += _storage_problems(cfg.storage)
     problems += _choice("agent.kind", cfg.agent.kind, AGENT_KINDS)
     problems += _choice("tracking.kind", cfg.tracking.kind, TRACKING_KINDS)
     for key, low in AT_LEAST.items():

@@ -14,8 +14,13 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 JOURNAL_FILE = "study.journal"
+
+
+class StudyUnavailable(RuntimeError):
+    """The storage cannot be opened: its driver is missing, or the database cannot be reached."""
 
 
 def make_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage | str:
@@ -30,13 +35,18 @@ def open_study(
 ) -> optuna.Study:
     """Create the campaign's study, or load it when the campaign is resumed."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
-        study_name=name,
-        storage=make_storage(campaign_dir, url),
-        sampler=sampler,
-        direction="minimize",
-        load_if_exists=True,
-    )
+    try:
+        return optuna.create_study(
+            study_name=name,
+            storage=make_storage(campaign_dir, url),
+            sampler=sampler,
+            direction="minimize",
+            load_if_exists=True,
+        )
+    except (ImportError, SQLAlchemyError) as err:
+        reason = str(err.__cause__ or err).splitlines()[0]
+        hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
+        raise StudyUnavailable(f"cannot open the study at storage={url}: {reason}{hint}") from None
 
 
 def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:

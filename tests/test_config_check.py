@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from engine_helpers import REPO, campaign_command, compose_config, run_campaign
 
 from autoresearch.config_check import config_problems
+from autoresearch.study import StudyUnavailable, open_study
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +73,8 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
             ["cluster=slurm", "cluster.kind=local"],
             "cluster=local takes exactly one partition (its slots), not 2",
         ),
+        (["storage=notaurl"], "storage=notaurl is not a database URL"),
+        (["storage=postgresql://me:hunter2@db.example/runs"], "storage: keep the password out of the URL"),
         (["agent.kind=gpt"], "agent.kind must be one of offline, claude, not 'gpt'"),
         (["tracking.kind=wandb"], "tracking.kind must be one of none, not 'wandb'"),
         (["agent.failures_before_fallback=0"], "agent.failures_before_fallback must be at least 1, not 0"),
@@ -98,3 +102,17 @@ def test_the_cli_refuses_in_one_line_and_keeps_the_campaign(tmp_path: Path) -> N
         campaign_command(tmp_path, "--cfg", "job"), cwd=REPO, capture_output=True, timeout=60
     )
     assert proc.returncode == 0  # printing a config checks nothing: it runs nothing
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    proc = run_campaign(tmp_path, f"storage=sqlite:///{tmp_path}/no/such/folder/study.db")
+    assert proc.returncode == 2
+    said = " ".join((proc.stdout + proc.stderr).split())  # the log wraps long lines
+    assert "ERROR cannot open the study at storage=sqlite:///" in said
+    assert "unable to open database file" in said and "Traceback" not in said
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pg8000") is not None, reason="needs a missing driver")
+def test_a_missing_database_driver_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StudyUnavailable, match=r"No module named 'pg8000' \(install the database driver"):
+        open_study(tmp_path, "x", "postgresql+pg8000://me@127.0.0.1/runs")
