@@ -11,6 +11,7 @@ TORCH  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "== setting up $(VENV): $(TORCH), then autoresearch and its dependencies (a few minutes, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"

@@ -21,7 +21,7 @@ from autoresearch.logs import setup_logging
 register_configs()
 log = logging.getLogger("autoresearch")
 EXIT_STOPPED = 3  # stopped by a signal before the campaign ended: re-running resumes it
-EXIT_BAD_CONFIG = 2
+EXIT_ERROR = 2  # a bad config, or a campaign that cannot start or go on (the reason is one line)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -39,7 +39,7 @@ def run(cfg: AutoresearchConfig) -> int:
         check_config(cfg)
     except ConfigError as err:
         print(f"error: bad config: {err}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        return EXIT_ERROR
     campaign_dir = campaign_dir_of(cfg)
     campaign_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(campaign_dir / "controller.log")
@@ -49,7 +49,7 @@ def run(cfg: AutoresearchConfig) -> int:
         fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
     except (ValueError, CampaignError) as err:
         log.error("%s", err)
-        return EXIT_BAD_CONFIG
+        return EXIT_ERROR
     campaign = Campaign(cfg, campaign_dir, fleet, proposer)
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -68,7 +68,7 @@ def run(cfg: AutoresearchConfig) -> int:
         summary = campaign.run()
     except CampaignError as err:
         log.error("%s", err)
-        return EXIT_BAD_CONFIG
+        return EXIT_ERROR
     best = f"{summary.best:.6f}" if summary.best is not None else "n/a"
     base = f"{summary.baseline:.6f}" if summary.baseline is not None else "n/a"
     log.info(
@@ -101,7 +101,7 @@ def _hydra_main(dict_cfg: DictConfig) -> None:
         cfg: AutoresearchConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
     except MissingMandatoryValue as err:
         print(f"error: {missing_value_message(err)}", file=sys.stderr)
-        sys.exit(EXIT_BAD_CONFIG)
+        sys.exit(EXIT_ERROR)
     code = run(cfg)
     if code:
         sys.exit(code)
