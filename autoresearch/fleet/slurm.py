@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ SETTLE_SECONDS = 10.0  # a job over without a result: wait this long for the res
 UNKNOWN_SECONDS = 120.0  # a job sacct has never heard of for this long is lost
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 SIGNAL_DELAY_S = 120  # Slurm signals a job (USR2) this long before its time limit; the runner stops then
+SLURM_COMMANDS = ("sbatch", "srun", "sacct", "scancel")  # what submitit and this fleet call
 
 
 @dataclass
@@ -159,6 +161,11 @@ def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.Aut
 
 class SlurmFleet:
     def __init__(self, cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> None:
+        if missing := [tool for tool in SLURM_COMMANDS if shutil.which(tool) is None]:
+            raise ValueError(
+                f"cluster=slurm, but {', '.join(missing)} not found on PATH: run the controller on a "
+                "Slurm login node (or as a job: slurm/controller.sbatch), or use cluster=local"
+            )
         self.cluster = cluster
         self.deadline_s = deadline_s
         self.dir = Path(campaign_dir)
