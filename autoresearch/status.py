@@ -21,16 +21,17 @@ from rich.table import Table
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import measure
 from autoresearch.results import frontier_value, rows
-from autoresearch.study import make_storage, trials
+from autoresearch.study import StudyUnavailable, load_study, trials
 
 
 def open_campaign(campaign_dir: Path) -> optuna.Study:
     if not (campaign_dir / "config.yaml").is_file():
         raise SystemExit(f"not a campaign folder (no config.yaml): {campaign_dir}")
     config = OmegaConf.load(campaign_dir / "config.yaml")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(campaign_dir, config.get("storage"))
-    return optuna.load_study(study_name=config["campaign"]["name"], storage=storage)
+    try:
+        return load_study(campaign_dir, config["campaign"]["name"], config.get("storage"))
+    except StudyUnavailable as err:
+        raise SystemExit(str(err)) from None
 
 
 def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:

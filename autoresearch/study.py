@@ -7,6 +7,8 @@ storage because it works on the shared file systems clusters have; an RDB URL wo
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,23 @@ def make_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseSto
     return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
 
 
+@contextlib.contextmanager
+def _opening(url: str | None) -> Iterator[None]:
+    """A storage that cannot be opened becomes one StudyUnavailable line, not a driver traceback."""
+    try:
+        yield
+    except (ImportError, SQLAlchemyError) as err:
+        reason = str(err.__cause__ or err).splitlines()[0]
+        hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
+        raise StudyUnavailable(f"cannot open the study at storage={url}: {reason}{hint}") from None
+
+
 def open_study(
     campaign_dir: Path, name: str, url: str | None, sampler: optuna.samplers.BaseSampler | None = None
 ) -> optuna.Study:
     """Create the campaign's study, or load it when the campaign is resumed."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with _opening(url):
         return optuna.create_study(
             study_name=name,
             storage=make_storage(campaign_dir, url),
@@ -43,10 +56,19 @@ def open_study(
             direction="minimize",
             load_if_exists=True,
         )
-    except (ImportError, SQLAlchemyError) as err:
-        reason = str(err.__cause__ or err).splitlines()[0]
-        hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
-        raise StudyUnavailable(f"cannot open the study at storage={url}: {reason}{hint}") from None
+
+
+def load_study(campaign_dir: Path, name: str, url: str | None) -> optuna.Study:
+    """An existing campaign's study, for reading it (status, reports); creates nothing."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    where = url or campaign_dir / JOURNAL_FILE
+    if not url and not (campaign_dir / JOURNAL_FILE).exists():
+        raise StudyUnavailable(f"no study {name!r} yet in {where}")
+    with _opening(url):
+        try:
+            return optuna.load_study(study_name=name, storage=make_storage(campaign_dir, url))
+        except KeyError:
+            raise StudyUnavailable(f"no study {name!r} yet in {where}") from None
 
 
 def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:

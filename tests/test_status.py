@@ -42,3 +42,13 @@ def test_status_refuses_a_folder_that_is_not_a_campaign(tmp_path: Path) -> None:
         [sys.executable, "-m", "autoresearch.status", str(tmp_path)], cwd=REPO, capture_output=True, text=True
     )
     assert out.returncode != 0 and "not a campaign folder" in out.stderr
+
+
+def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("campaign:\n  name: early\nstorage: null\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "autoresearch.status", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [f"no study 'early' yet in {tmp_path / 'study.journal'}"]
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # looking changes nothing
