@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -133,6 +134,10 @@ class Campaign:
         (self.dir / "experiments").mkdir(exist_ok=True)
         (self.dir / "proposals").mkdir(exist_ok=True)
         self._lock()
+        if shutil.which("git") is None:
+            raise CampaignError(
+                "git is not on PATH: the frontier (kept changes) is a git lineage; install git"
+            )
         self.harness = Path(self.c.prepare_py).resolve()
         for path in (self.harness, Path(self.c.train_py)):
             if not path.is_file():

@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -206,13 +205,20 @@ def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
     assert outcome_for_state("PENDING", 7) is None and outcome_for_state("", 7) is None
 
 
-def test_cluster_slurm_without_slurm_commands_is_one_line(tmp_path: Path) -> None:
-    python_only = str(Path(os.path.realpath(sys.executable)).parent)  # no sbatch, srun, sacct there
-    proc = run_campaign(tmp_path, "cluster=slurm", env={"PATH": python_only})
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        (["cluster=slurm"], "ERROR cluster=slurm, but sbatch, srun, sacct, scancel not found on PATH"),
+        ([], "ERROR git is not on PATH"),
+    ],
+)
+def test_missing_commands_are_named_in_one_line(tmp_path: Path, overrides: list[str], error: str) -> None:
+    empty = tmp_path / "bin"  # processes start from sys.executable: nothing else is on PATH
+    empty.mkdir()
+    proc = run_campaign(tmp_path, *overrides, env={"PATH": str(empty)})
     assert proc.returncode == 2
     said = " ".join((proc.stdout + proc.stderr).split())
-    assert "ERROR cluster=slurm, but sbatch, srun, sacct, scancel not found on PATH" in said
-    assert "Traceback" not in said
+    assert error in said and "Traceback" not in said
 
 
 def test_a_requeued_array_task_does_not_run_a_workspace_twice(tmp_path: Path) -> None:
