@@ -2,9 +2,10 @@
 
 The gpt2-scale profile (docs/BENCHMARKS.md) puts FlexAttention over a 1024-token window at about
 1.8x cuDNN's time per query-key pair. This times cuDNN's full causal attention (the reference
-point), FlexAttention with its default kernels and with other `kernel_options`, and the window
-built from plain causal kernels (`window_attention`: each window-sized chunk attends to itself and,
-flipped, to the chunk before, the two merged by their log-sum-exp), and checks each variant's
+point), FlexAttention with its default kernels and with other `kernel_options`, the window built
+from plain causal kernels (`window_attention`: each window-sized chunk attends to itself and,
+flipped, to the chunk before, the two merged by their log-sum-exp), PyTorch's own FlashAttention-2
+with its native window (`flash_window`), and SDPA with a dense mask, and checks each variant's
 output and gradients against FlexAttention's default.
 
     python scripts/bench_attention.py     # needs a CUDA GPU (FlexAttention has no CPU backward)
@@ -178,6 +179,16 @@ def window_attention(q, k, v, window: int, backend: str) -> torch.Tensor:
     return WindowAttention.apply(q, k, v, window, backend)
 
 
+def flash_window(q, k, v, window: int) -> torch.Tensor:
+    """PyTorch's own FlashAttention-2 with its native sliding window, on (B, T, H, D) tensors: one
+    kernel, no merge. Its autograd formula passes the window to the backward kernel too."""
+    T = q.size(1)
+    out, *_ = aten._flash_attention_forward(
+        q, k, v, None, None, T, T, 0.0, True, False, window_size_left=window - 1, window_size_right=0
+    )
+    return out
+
+
 def time_ms(fn: Callable[[], None], repeat: int) -> float:
     """Median of `repeat` calls timed with CUDA events, after three warm-ups."""
     for _ in range(3):
@@ -237,6 +248,12 @@ def main() -> None:
         variants[f"causal chunks merged, {backend} (eager)"] = lambda q, k, v, b=backend: window_attention(
             q, k, v, window, b
         )
+    variants["FlashAttention-2 window (PyTorch's own)"] = lambda q, k, v: flash_window(q, k, v, window)
+    i = torch.arange(seq, device=device)
+    band = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < window)
+    variants["SDPA with a dense band mask"] = heads_first(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=band)
+    )
 
     # Query-key pairs each variant attends: the full causal triangle or the window's band.
     full_pairs = seq * (seq + 1) / 2
