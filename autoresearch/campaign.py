@@ -127,6 +127,7 @@ class Campaign:
         self._rejected: list[str] = []
         self._empty_waves = 0  # consecutive waves with nothing new in them
         self._lock_fd: int | None = None
+        self._baseline_measured = False  # a screen baseline has succeeded: the start is sound
 
     # -- set-up ------------------------------------------------------------------------------
     def open(self) -> None:
@@ -232,7 +233,7 @@ class Campaign:
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> Summary:
         self.open()
-        stop_reason = ""
+        stop_reason = failure = ""
         try:
             while True:
                 for done in self.fleet.poll():
@@ -241,7 +242,8 @@ class Campaign:
                 wave = self.pump.collect()
                 if wave is not None:
                     self._enqueue_wave(wave)
-                stop_reason = self._stop_reason()
+                failure = self._broken_start()
+                stop_reason = failure or self._stop_reason()
                 if stop_reason:
                     if self.stop_requested:
                         break
@@ -259,7 +261,29 @@ class Campaign:
             self._write_outputs()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
+        if failure:
+            raise CampaignError(failure)
         return self.summary(stop_reason)
+
+    def _broken_start(self) -> str:
+        """Why nothing can be judged: every baseline run of the starting train.py on the screen tier
+        failed, and none is left to run. Checked until one succeeds, then never again."""
+        if self._baseline_measured:
+            return ""
+        runs = [
+            t
+            for t in trials(self.study)
+            if t.user_attrs.get("kind") == "baseline" and t.user_attrs.get("tier", "screen") == "screen"
+        ]
+        self._baseline_measured = any(t.state == TrialState.COMPLETE for t in runs)
+        if not runs or any(t.state != TrialState.FAIL for t in runs):
+            return ""
+        first = runs[0]
+        return (
+            f"every baseline run of the starting train.py failed (trial {first.number}, "
+            f"{first.user_attrs.get('reason') or first.user_attrs.get('status', 'failed')}); nothing can be "
+            f"judged against it: fix the cause, then start over (a new campaign.name, or remove {self.dir})"
+        )
 
     def _stop_reason(self) -> str:
         if self.stop_requested:

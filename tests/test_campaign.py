@@ -77,6 +77,26 @@ def test_resolved_config_and_typo_errors(tmp_path: Path) -> None:
     assert sorted(options.split()) == sorted(campaigns)  # the campaigns, and nothing else
 
 
+def test_a_starting_train_py_that_crashes_ends_the_campaign(tmp_path: Path) -> None:
+    """Nothing can be judged against a start that never ran: the campaign stops at once, with the
+    crash in one line, instead of spending its budget on edits of a broken file."""
+    broken = tmp_path / "train.py"
+    broken.write_text("raise RuntimeError('boom: broken at the start')\nLR = 0.1\nWIDTH = 64\n")
+    proc = run_campaign(tmp_path, f"campaign.train_py={broken}")
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2, said
+    assert "ERROR every baseline run of the starting train.py failed (trial 0, crash: exit 1: " in said
+    assert "RuntimeError: boom: broken at the start" in said and "Traceback" not in said
+    study = load(tmp_path / "toy")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    ran = [t for t in study.trials if "exp_dir" in t.user_attrs]
+    assert len(ran) <= 2 + 2, "only slots that freed up before the second baseline failed took more"
+    proc = run_campaign(tmp_path, f"campaign.train_py={broken}")  # the same command says the same
+    assert proc.returncode == 2 and len(
+        [t for t in load(tmp_path / "toy").trials if "exp_dir" in t.user_attrs]
+    ) == len(ran)
+
+
 CONSOLE_SCRIPT = str(Path(sys.executable).with_name("autoresearch"))
 
 
