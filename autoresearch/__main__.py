@@ -21,6 +21,7 @@ from autoresearch.logs import setup_logging
 register_configs()
 log = logging.getLogger("autoresearch")
 EXIT_STOPPED = 3  # stopped by a signal before the campaign ended: re-running resumes it
+EXIT_INTERRUPTED = 130  # a second Ctrl-C (or SIGTERM) while stopping, as shells report SIGINT
 EXIT_ERROR = 2  # a bad config, or a campaign that cannot start or go on (the reason is one line)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -69,6 +70,9 @@ def run(cfg: AutoresearchConfig) -> int:
     except CampaignError as err:
         log.error("%s", err)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # a second signal while stopping: leave now, state is in the study
+        log.warning("interrupted: running experiments stay, and a re-run re-attaches to them")
+        return EXIT_INTERRUPTED
     best = f"{summary.best:.6f}" if summary.best is not None else "n/a"
     base = f"{summary.baseline:.6f}" if summary.baseline is not None else "n/a"
     log.info(

@@ -123,6 +123,37 @@ def test_a_missing_campaign_is_one_clear_line(tmp_path: Path, command: list[str]
     assert not list(tmp_path.glob("*/*")), "a refused config must not create campaign folders"
 
 
+@pytest.mark.parametrize(("signals", "code"), [([signal.SIGINT], 3), ([signal.SIGINT, signal.SIGTERM], 130)])
+def test_ctrl_c_stops_and_a_rerun_finishes_the_work(tmp_path: Path, signals: list[int], code: int) -> None:
+    """One signal: no new experiments, exit 3; a second one: leave at once, exit 130, no
+    traceback. Either way the running experiments go on and a re-run collects them."""
+    campaign = tmp_path / "toy"
+    run_log = tmp_path / "runs.log"
+    env = {**os.environ, "TOY_RUN_LOG": str(run_log), "TOY_SECONDS": "2"}
+    log_file = tmp_path / "controller.out"
+    with log_file.open("w") as out:
+        controller = subprocess.Popen(campaign_command(tmp_path), cwd=REPO, env=env, stdout=out, stderr=out)
+        try:
+            wait_for(lambda: any(campaign.glob("experiments/*/runner.pid")), 60, "a running experiment")
+            for signum in signals:
+                controller.send_signal(signum)
+        finally:
+            controller.wait(timeout=60)
+    said = " ".join(log_file.read_text().split())
+    assert controller.returncode == code, said
+    assert "stopping: no new experiments" in said and "Traceback" not in said
+    proc = subprocess.run(
+        campaign_command(tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    runs = experiment_runs(run_log)
+    assert runs and max(runs.values()) == 1, runs  # nothing ran twice
+    study = load(campaign)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    told = {t.user_attrs["exp_dir"] for t in study.trials if t.state == TrialState.COMPLETE}
+    assert told <= {str(Path(p).relative_to(campaign)) for p in runs}
+
+
 @pytest.mark.parametrize("finished_before_kill", [0, 3, 7])
 def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_before_kill: int) -> None:
     campaign = tmp_path / "toy"
