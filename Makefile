@@ -11,6 +11,8 @@ TORCH  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "autoresearch needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) -V 2>&1): make PYTHON=python3.12 ..."; exit 1; }
 	@echo "== setting up $(VENV): $(TORCH), then autoresearch and its dependencies (a few minutes, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
