@@ -87,6 +87,11 @@ def run(cfg: AutoresearchConfig) -> int:
     for line in summary.kept_descriptions:
         log.info("  kept %s", line)
     log.info("results: %s, %s", campaign_dir / "results.tsv", campaign_dir / "progress.png")
+    log.info(
+        "kept changes: git -C %s log -p; overview: python -m autoresearch.status %s",
+        campaign_dir / "frontier",
+        campaign_dir,
+    )
     return EXIT_STOPPED if campaign.stop_requested else 0
 
 
