@@ -33,7 +33,7 @@ TRACKING_KINDS = ("none",)
 # Lower bounds of numeric settings (a budget of 0 means "no limit").
 AT_LEAST: dict[str, float] = {
     "campaign.baseline_seeds": 1,
-    "campaign.validate_seeds": 1,
+    "campaign.validate_seeds": 0,  # 0: new frontiers are not re-measured on the validate tier
     "campaign.wave_size": 1,
     "campaign.max_wave": 1,
     "campaign.queue_low_water": 0,
