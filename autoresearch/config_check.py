@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -171,10 +172,17 @@ def _storage_problems(url: str | None) -> list[str]:
     return []
 
 
+def _base_url_problems(url: str | None) -> list[str]:
+    """Credentials in the agent's endpoint would be saved in config.yaml, like a storage password."""
+    if url and urlsplit(url).password:
+        return ["agent.base_url: keep credentials out of the URL, which the campaign saves in config.yaml"]
+    return []
+
+
 def config_problems(cfg: AutoresearchConfig) -> list[str]:
     """Every reason this config cannot run, one line each; empty when it can."""
     problems = _campaign_problems(cfg) + _knob_problems(cfg) + _cluster_problems(cfg)
-    problems += _storage_problems(cfg.storage)
+    problems += _storage_problems(cfg.storage) + _base_url_problems(cfg.agent.base_url)
     problems += _choice("agent.kind", cfg.agent.kind, AGENT_KINDS)
     problems += _choice("tracking.kind", cfg.tracking.kind, TRACKING_KINDS)
     for key, low in AT_LEAST.items():

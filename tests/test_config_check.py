@@ -75,6 +75,7 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
         ),
         (["storage=notaurl"], "storage=notaurl is not a database URL"),
         (["storage=postgresql://me:hunter2@db.example/runs"], "storage: keep the password out of the URL"),
+        (["agent.base_url=https://me:hunter2@gateway.example"], "agent.base_url: keep credentials out"),
         (["agent.kind=gpt"], "agent.kind must be one of offline, claude, not 'gpt'"),
         (["tracking.kind=wandb"], "tracking.kind must be one of none, not 'wandb'"),
         (["agent.failures_before_fallback=0"], "agent.failures_before_fallback must be at least 1, not 0"),
