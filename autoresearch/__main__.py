@@ -36,12 +36,12 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.fleet.factory import make_fleet
     from autoresearch.proposers.factory import make_proposer
 
+    campaign_dir = campaign_dir_of(cfg)
     try:
-        check_config(cfg)
+        check_config(cfg, campaign_dir / "config.yaml")
     except ConfigError as err:
         print(f"error: bad config: {err}", file=sys.stderr)
         return EXIT_ERROR
-    campaign_dir = campaign_dir_of(cfg)
     campaign_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(campaign_dir / "controller.log")
     (campaign_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from autoresearch.campaign import knob_specs
+from autoresearch.campaign import knob_specs, time_budget_seconds
 from autoresearch.config import AutoresearchConfig
 from autoresearch.knobs import read_knobs
 from autoresearch.proposals import TIERS
@@ -194,6 +195,37 @@ def config_problems(cfg: AutoresearchConfig) -> list[str]:
     return problems
 
 
-def check_config(cfg: AutoresearchConfig) -> None:
-    if problems := config_problems(cfg):
+def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
+    """A resumed campaign must measure as it started: results taken at another scale, on other data,
+    with another budget, or in another study cannot be compared with the ones it has. Budgets,
+    knobs, slots and the proposer may change."""
+    if not saved_config.is_file():
+        return []
+    saved = OmegaConf.load(saved_config)
+    if not isinstance(saved, DictConfig) or "campaign" not in saved:
+        return [f"{saved_config} is not a campaign's config, so this run cannot be checked against it"]
+    started = {
+        "campaign.scale": saved.campaign.scale,
+        "campaign.data": saved.campaign.data,
+        "seconds of training per experiment": time_budget_seconds(saved),  # type: ignore[arg-type]
+        "storage": saved.get("storage"),
+    }
+    now = {
+        "campaign.scale": cfg.campaign.scale,
+        "campaign.data": cfg.campaign.data,
+        "seconds of training per experiment": time_budget_seconds(cfg),
+        "storage": cfg.storage,
+    }
+    return [
+        f"{key}: {saved_config.parent} started with {started[key]!r}, this command says {now[key]!r} "
+        "(results measured otherwise cannot be compared: keep it, or choose a new campaign.name)"
+        for key in started
+        if started[key] != now[key]
+    ]
+
+
+def check_config(cfg: AutoresearchConfig, saved_config: Path | None = None) -> None:
+    """Raise ConfigError naming every problem; `saved_config` is the campaign's, when it resumes."""
+    problems = config_problems(cfg) + (resume_problems(cfg, saved_config) if saved_config else [])
+    if problems:
         raise ConfigError("; ".join(problems))

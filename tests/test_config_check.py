@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import REPO, campaign_command, compose_config, run_campaign
+from omegaconf import OmegaConf
 
 from autoresearch.config_check import config_problems
 from autoresearch.study import StudyUnavailable, open_study
@@ -90,7 +91,8 @@ def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -
 def test_the_cli_refuses_in_one_line_and_keeps_the_campaign(tmp_path: Path) -> None:
     campaign = tmp_path / "toy"
     campaign.mkdir()
-    (campaign / "config.yaml").write_text("the existing campaign's config\n")
+    existing = OmegaConf.to_yaml(compose_config("+campaign=toy", f"runs_dir={tmp_path}"))
+    (campaign / "config.yaml").write_text(existing)
     proc = run_campaign(tmp_path, "campaign.baseline_seeds=0", "cluster.cpu_slots=0")
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
@@ -98,7 +100,7 @@ def test_the_cli_refuses_in_one_line_and_keeps_the_campaign(tmp_path: Path) -> N
         "cluster.cpu_slots must be at least 1, not 0"
     ]
     assert [p.name for p in campaign.iterdir()] == ["config.yaml"]
-    assert (campaign / "config.yaml").read_text() == "the existing campaign's config\n"
+    assert (campaign / "config.yaml").read_text() == existing
     proc = subprocess.run(
         campaign_command(tmp_path, "--cfg", "job"), cwd=REPO, capture_output=True, timeout=60
     )
@@ -117,3 +119,21 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
 def test_a_missing_database_driver_is_named(tmp_path: Path) -> None:
     with pytest.raises(StudyUnavailable, match=r"No module named 'pg8000' \(install the database driver"):
         open_study(tmp_path, "x", "postgresql+pg8000://me@127.0.0.1/runs")
+
+
+def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
+    assert run_campaign(tmp_path, "campaign.budget.max_experiments=2").returncode == 0
+    saved = (tmp_path / "toy" / "config.yaml").read_text()
+    proc = run_campaign(tmp_path, "campaign.time_budget=2", "campaign.budget.max_experiments=2")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"error: bad config: seconds of training per experiment: {tmp_path / 'toy'} started with 1.0, "
+        "this command says 2.0 (results measured otherwise cannot be compared: keep it, or choose a "
+        "new campaign.name)"
+    ]
+    assert (tmp_path / "toy" / "config.yaml").read_text() == saved
+    proc = run_campaign(tmp_path, "campaign.budget.max_experiments=3")  # a budget may grow
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "toy" / "config.yaml").write_text("not a config\n")
+    proc = run_campaign(tmp_path)
+    assert proc.returncode == 2 and "is not a campaign's config" in proc.stderr
