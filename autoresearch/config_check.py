@@ -195,6 +195,16 @@ def config_problems(cfg: AutoresearchConfig) -> list[str]:
     return problems
 
 
+def _measurement(cfg: Any) -> dict[str, Any]:
+    """What decides how a campaign measures val_bpb, from its config or its saved config.yaml."""
+    return {
+        "campaign.scale": cfg.campaign.scale,
+        "campaign.data": cfg.campaign.data,
+        "seconds of training per experiment": time_budget_seconds(cfg),
+        "storage": cfg.storage,
+    }
+
+
 def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
     """A resumed campaign must measure as it started: results taken at another scale, on other data,
     with another budget, or in another study cannot be compared with the ones it has. Budgets,
@@ -204,18 +214,7 @@ def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
     saved = OmegaConf.load(saved_config)
     if not isinstance(saved, DictConfig) or "campaign" not in saved:
         return [f"{saved_config} is not a campaign's config, so this run cannot be checked against it"]
-    started = {
-        "campaign.scale": saved.campaign.scale,
-        "campaign.data": saved.campaign.data,
-        "seconds of training per experiment": time_budget_seconds(saved),  # type: ignore[arg-type]
-        "storage": saved.get("storage"),
-    }
-    now = {
-        "campaign.scale": cfg.campaign.scale,
-        "campaign.data": cfg.campaign.data,
-        "seconds of training per experiment": time_budget_seconds(cfg),
-        "storage": cfg.storage,
-    }
+    started, now = _measurement(saved), _measurement(cfg)
     return [
         f"{key}: {saved_config.parent} started with {started[key]!r}, this command says {now[key]!r} "
         "(results measured otherwise cannot be compared: keep it, or choose a new campaign.name)"
