@@ -35,6 +35,7 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.config_check import ConfigError, check_config
     from autoresearch.fleet.factory import make_fleet
     from autoresearch.proposers.factory import make_proposer
+    from autoresearch.study import StudyUnavailable
 
     campaign_dir = campaign_dir_of(cfg)
     try:
@@ -67,7 +68,7 @@ def run(cfg: AutoresearchConfig) -> int:
     )
     try:
         summary = campaign.run()
-    except CampaignError as err:
+    except (CampaignError, StudyUnavailable) as err:
         log.error("%s", err)
         return EXIT_ERROR
     except KeyboardInterrupt:  # a second signal while stopping: leave now, state is in the study

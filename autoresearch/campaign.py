@@ -38,7 +38,7 @@ from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.results import frontier_value, rows, write_results
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, SPEC_FILE, read_json, write_json_atomic
 from autoresearch.sampler import AgentSampler, candidate_key
-from autoresearch.study import StudyUnavailable, finished, open_study, set_trial_attrs, trials
+from autoresearch.study import finished, open_study, set_trial_attrs, trials
 from autoresearch.workspace import InvalidCandidate, build_source, create_workspace, experiment_dir
 
 log = logging.getLogger("autoresearch")
@@ -139,14 +139,8 @@ class Campaign:
             raise CampaignError(
                 "git is not on PATH: the frontier (kept changes) is a git lineage; install git"
             )
-        self.harness = Path(self.c.prepare_py).resolve()
-        for path in (self.harness, Path(self.c.train_py)):
-            if not path.is_file():
-                raise CampaignError(f"campaign file not found: {path}")
-        try:
-            self.study = open_study(self.dir, self.c.name, self.cfg.storage, self.sampler)
-        except StudyUnavailable as err:
-            raise CampaignError(str(err)) from None
+        self.harness = Path(self.c.prepare_py).resolve()  # config_check saw it and train.py exist
+        self.study = open_study(self.dir, self.c.name, self.cfg.storage, self.sampler)
         if "started_at" not in self.study.user_attrs:
             self.study.set_user_attr("started_at", self.clock.now())
         self.frontier = Frontier(self.dir / "frontier", Path(self.c.train_py).read_text())

@@ -97,6 +97,22 @@ def test_a_starting_train_py_that_crashes_ends_the_campaign(tmp_path: Path) -> N
     ) == len(ran)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        (["cluster=slurm"], "ERROR cluster=slurm, but sbatch, srun, sacct, scancel not found on PATH"),
+        ([], "ERROR git is not on PATH"),
+    ],
+)
+def test_missing_commands_are_named_in_one_line(tmp_path: Path, overrides: list[str], error: str) -> None:
+    empty = tmp_path / "bin"  # processes start from sys.executable: nothing else is on PATH
+    empty.mkdir()
+    proc = run_campaign(tmp_path, *overrides, env={"PATH": str(empty)})
+    assert proc.returncode == 2
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert error in said and "Traceback" not in said
+
+
 CONSOLE_SCRIPT = str(Path(sys.executable).with_name("autoresearch"))
 
 

@@ -205,22 +205,6 @@ def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
     assert outcome_for_state("PENDING", 7) is None and outcome_for_state("", 7) is None
 
 
-@pytest.mark.parametrize(
-    ("overrides", "error"),
-    [
-        (["cluster=slurm"], "ERROR cluster=slurm, but sbatch, srun, sacct, scancel not found on PATH"),
-        ([], "ERROR git is not on PATH"),
-    ],
-)
-def test_missing_commands_are_named_in_one_line(tmp_path: Path, overrides: list[str], error: str) -> None:
-    empty = tmp_path / "bin"  # processes start from sys.executable: nothing else is on PATH
-    empty.mkdir()
-    proc = run_campaign(tmp_path, *overrides, env={"PATH": str(empty)})
-    assert proc.returncode == 2
-    said = " ".join((proc.stdout + proc.stderr).split())
-    assert error in said and "Traceback" not in said
-
-
 def test_a_requeued_array_task_does_not_run_a_workspace_twice(tmp_path: Path) -> None:
     for marker in ("outcome.json", "abandoned.json"):
         exp = tmp_path / marker
