@@ -36,6 +36,7 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.fleet.factory import make_fleet
     from autoresearch.proposers.factory import make_proposer
     from autoresearch.study import StudyUnavailable
+    from autoresearch.tracking import make_tracker
 
     campaign_dir = campaign_dir_of(cfg)
     try:
@@ -52,7 +53,8 @@ def run(cfg: AutoresearchConfig) -> int:
     except (ValueError, CampaignError) as err:
         log.error("%s", err)
         return EXIT_ERROR
-    campaign = Campaign(cfg, campaign_dir, fleet, proposer)
+    tracker = make_tracker(cfg.tracking, campaign_dir, cfg.campaign.name)
+    campaign = Campaign(cfg, campaign_dir, fleet, proposer, tracker=tracker)
 
     def request_stop(signum: int, _frame: object) -> None:
         if campaign.stop_requested:
@@ -87,7 +89,7 @@ def run(cfg: AutoresearchConfig) -> int:
     )
     for line in summary.kept_descriptions:
         log.info("  kept %s", line)
-    log.info("results: %s, %s", campaign_dir / "results.tsv", campaign_dir / "progress.png")
+    log.info("report: %s (results.tsv and progress.png beside it)", campaign_dir / "report.html")
     log.info(
         "kept changes: git -C %s log -p; overview: python -m autoresearch.status %s",
         campaign_dir / "frontier",

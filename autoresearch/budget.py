@@ -26,21 +26,28 @@ class Spend:
         return self.gpu_dollars + self.llm_dollars
 
 
-def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now: float) -> Spend:
-    launched = [t for t in trials(study) if "exp_dir" in t.user_attrs]
-    gpu_hours = 0.0
-    gpu_dollars = 0.0
+def gpu_hours_by_pool(study: optuna.Study) -> dict[str, float]:
+    """Hours each pool's slots spent on finished experiments, start-up and evaluation included:
+    what the cluster bills, whatever became of the result."""
+    hours: dict[str, float] = {}
     for t in finished(study):
         start, end = t.user_attrs.get("started_at"), t.user_attrs.get("ended_at")
         if start is None or end is None:
             continue
-        hours = max(0.0, end - start) / 3600
-        gpu_hours += hours
-        pool = pools.get(t.user_attrs.get("pool", ""))
-        gpu_dollars += hours * (pool.price_per_gpu_hour if pool else 0.0)
+        pool = t.user_attrs.get("pool", "")
+        hours[pool] = hours.get(pool, 0.0) + max(0.0, end - start) / 3600
+    return hours
+
+
+def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now: float) -> Spend:
+    launched = [t for t in trials(study) if "exp_dir" in t.user_attrs]
+    hours = gpu_hours_by_pool(study)
+    gpu_dollars = sum(h * pools[name].price_per_gpu_hour for name, h in hours.items() if name in pools)
     started = study.user_attrs.get("started_at", now)
     # LLM dollars from the agent's ledger (0 when the agent never called the API).
-    return Spend(len(launched), (now - started) / 3600, gpu_hours, gpu_dollars, dollars_spent(campaign_dir))
+    return Spend(
+        len(launched), (now - started) / 3600, sum(hours.values()), gpu_dollars, dollars_spent(campaign_dir)
+    )
 
 
 def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:

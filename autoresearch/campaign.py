@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch import budget as budgets
-from autoresearch.config import AutoresearchConfig
+from autoresearch.config import AutoresearchConfig, time_budget_seconds
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import Frontier
 from autoresearch.knobs import read_knobs
@@ -35,10 +35,12 @@ from autoresearch.policy import Policy, ThresholdPolicy, noise_std
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec, Proposer
 from autoresearch.pump import BackgroundPump, SyncPump
+from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, rows, write_results
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, SPEC_FILE, read_json, write_json_atomic
 from autoresearch.sampler import AgentSampler, candidate_key
 from autoresearch.study import finished, open_study, set_trial_attrs, trials
+from autoresearch.tracking import NoTracker, Tracker
 from autoresearch.workspace import InvalidCandidate, build_source, create_workspace, experiment_dir
 
 log = logging.getLogger("autoresearch")
@@ -81,13 +83,6 @@ class Summary:
     kept_descriptions: list[str] = field(default_factory=list)
 
 
-def time_budget_seconds(cfg: AutoresearchConfig) -> float:
-    """Training seconds per experiment: the campaign's, else the harness scale's default."""
-    if cfg.campaign.time_budget:
-        return float(cfg.campaign.time_budget)
-    return 300.0 if cfg.campaign.scale == "gpt2" else 20.0
-
-
 def deadline_seconds(cfg: AutoresearchConfig) -> float:
     """The hard limit on one experiment: twice its budget plus start-up and evaluation grace."""
     return 2 * time_budget_seconds(cfg) + cfg.cluster.grace_seconds
@@ -110,6 +105,7 @@ class Campaign:
         clock: Clock | None = None,
         policy: Policy | None = None,
         background_proposals: bool = True,
+        tracker: Tracker | None = None,
     ) -> None:
         self.cfg = cfg
         self.c = cfg.campaign
@@ -118,6 +114,7 @@ class Campaign:
         self.proposer = proposer
         self.clock = clock or WallClock()
         self.policy = policy or ThresholdPolicy(self.c.min_delta)
+        self.tracker = tracker or NoTracker()
         self.pump = BackgroundPump(proposer) if background_proposals else SyncPump(proposer)
         self.knobs = knob_specs(cfg)
         self.sampler = AgentSampler(self.knobs, seed=self.c.seed)
@@ -252,7 +249,9 @@ class Campaign:
         finally:
             self.pump.close()
             self.fleet.shutdown(cancel=False)
-            self._write_outputs()
+            self._write_outputs(final=True)
+            self.tracker.update(self.study)
+            self.tracker.close(self.dir / REPORT_FILE)
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
         if failure:
@@ -681,13 +680,16 @@ class Campaign:
         self._fail(trial.number, {"status": "lost", "reason": reason})
 
     def _after_tell(self) -> None:
+        self.tracker.update(self.study)
         done = len(finished(self.study))
         if done % max(1, self.cfg.tracking.plot_every) == 0:
             self._write_outputs()
 
-    def _write_outputs(self) -> None:
+    def _write_outputs(self, final: bool = False) -> None:
         table = write_results(self.study, self.dir / "results.tsv")
-        if table:
+        if final:
+            write_report(self.study, self.dir, self.cfg)  # re-draws progress.png as well
+        elif table:
             plot_progress(table, self.dir / "progress.png", self.c.name)
 
     # -- what proposers see ------------------------------------------------------------------

@@ -117,8 +117,12 @@ class AgentConfig:
 
 @dataclass
 class TrackingConfig:
-    kind: str = "none"
+    kind: str = "none"  # none | wandb
     plot_every: int = 5  # re-draw progress.png every N finished experiments
+    # W&B only:
+    project: str = "autoresearch"
+    entity: str | None = None  # None = the default entity of the W&B login
+    mode: str | None = None  # online | offline | None (WANDB_MODE, else online)
 
 
 @dataclass
@@ -129,6 +133,13 @@ class AutoresearchConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     runs_dir: str = "runs"  # campaigns live in <runs_dir>/<campaign.name>/
     storage: str | None = None  # None = <campaign dir>/study.journal; or an RDB URL (postgresql://...)
+
+
+def time_budget_seconds(cfg: AutoresearchConfig) -> float:
+    """Training seconds per experiment: the campaign's, else the harness scale's default."""
+    if cfg.campaign.time_budget:
+        return float(cfg.campaign.time_budget)
+    return 300.0 if cfg.campaign.scale == "gpt2" else 20.0
 
 
 def register_configs() -> None:

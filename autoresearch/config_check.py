@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from autoresearch.campaign import knob_specs, time_budget_seconds
-from autoresearch.config import AutoresearchConfig
+from autoresearch.campaign import knob_specs
+from autoresearch.config import AutoresearchConfig, time_budget_seconds
 from autoresearch.knobs import read_knobs
 from autoresearch.proposals import TIERS
 from autoresearch.sampler import distribution_of
@@ -30,7 +30,8 @@ KNOB_KINDS = ("float", "int", "categorical")
 CLUSTER_KINDS = ("local", "slurm")
 LOCAL_DEVICES = ("auto", "cpu")
 AGENT_KINDS = ("offline", "claude")
-TRACKING_KINDS = ("none",)
+TRACKING_KINDS = ("none", "wandb")
+WANDB_MODES = ("online", "offline")
 
 # Lower bounds of numeric settings (a budget of 0 means "no limit").
 AT_LEAST: dict[str, float] = {
@@ -186,6 +187,8 @@ def config_problems(cfg: AutoresearchConfig) -> list[str]:
     problems += _storage_problems(cfg.storage) + _base_url_problems(cfg.agent.base_url)
     problems += _choice("agent.kind", cfg.agent.kind, AGENT_KINDS)
     problems += _choice("tracking.kind", cfg.tracking.kind, TRACKING_KINDS)
+    if cfg.tracking.mode is not None:
+        problems += _choice("tracking.mode", cfg.tracking.mode, WANDB_MODES)
     for key, low in AT_LEAST.items():
         if _get(cfg, key) < low:
             problems.append(f"{key} must be at least {low:g}, not {_get(cfg, key)}")

@@ -20,14 +20,20 @@ def _from_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)  # campaign paths are relative to the folder a command runs in
 
 
+GROUPS = {
+    group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+    for group in ("cluster", "agent", "tracking")
+}
+
+
 @pytest.mark.parametrize(
-    ("campaign", "cluster", "agent"),
-    list(
-        itertools.product(["demo", "gpt2", "toy"], ["local", "slurm", "slurm_local"], ["offline", "claude"])
-    ),
+    ("campaign", "cluster", "agent", "tracking"),
+    list(itertools.product(["demo", "gpt2", "toy"], GROUPS["cluster"], GROUPS["agent"], GROUPS["tracking"])),
 )
-def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: str) -> None:
-    cfg = compose_config(f"+campaign={campaign}", f"cluster={cluster}", f"agent={agent}")
+def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: str, tracking: str) -> None:
+    cfg = compose_config(
+        f"+campaign={campaign}", f"cluster={cluster}", f"agent={agent}", f"tracking={tracking}"
+    )
     assert config_problems(cfg) == []
 
 
@@ -78,7 +84,11 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
         (["storage=postgresql://me:hunter2@db.example/runs"], "storage: keep the password out of the URL"),
         (["agent.base_url=https://me:hunter2@gateway.example"], "agent.base_url: keep credentials out"),
         (["agent.kind=gpt"], "agent.kind must be one of offline, claude, not 'gpt'"),
-        (["tracking.kind=wandb"], "tracking.kind must be one of none, not 'wandb'"),
+        (["tracking.kind=mlflow"], "tracking.kind must be one of none, wandb, not 'mlflow'"),
+        (
+            ["tracking=wandb", "tracking.mode=dryrun"],
+            "tracking.mode must be one of online, offline, not 'dryrun'",
+        ),
         (["agent.failures_before_fallback=0"], "agent.failures_before_fallback must be at least 1, not 0"),
         (["tracking.plot_every=0"], "tracking.plot_every must be at least 1, not 0"),
     ],

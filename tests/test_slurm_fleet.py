@@ -231,6 +231,10 @@ def test_campaign_runs_as_arrays_on_both_partitions(tmp_path: Path, slurm_cluste
         expected = {"screen": "h100", "validate": "h200"}[r["tier"]]
         assert (r["partition"], r["gpu_type"]) == (expected, expected), r
         assert r["node"] == socket.gethostname(), r  # where it ran
+    # The report bills each partition's hours and shows the start measured on both.
+    page = (campaign / "report.html").read_text()
+    assert "<td>h100 (h100)</td>" in page and "<td>h200 (h200)</td>" in page
+    assert "<td>screen</td>" in page and "<td>validate</td>" in page
     # The GPU the job was given: each partition's typed GRES (h100 devices 0-7, h200 devices 8-15).
     for t in study.trials:
         if "exp_dir" in t.user_attrs:

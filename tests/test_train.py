@@ -19,6 +19,8 @@ import torch
 import yaml
 from trainer_helpers import TRAINER_DIR, ConstantLogits
 
+from autoresearch.tracking import training_curve
+
 SUMMARY_KEYS = [
     "val_bpb",
     "training_seconds",
@@ -215,7 +217,9 @@ def test_harness_accepts_the_model(
     assert math.isfinite(bpb) and bpb > 0
 
 
-def test_train_runs_on_cpu_and_reports(run_trainer, prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+def test_train_runs_on_cpu_and_reports(
+    run_trainer, prepare_mod: ModuleType, use_offline_cache: Path, tmp_path: Path
+) -> None:
     proc, result_path = run_trainer(budget=5.0)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     block = proc.stdout[proc.stdout.rindex("\n---\n") + 5 :].splitlines()
@@ -229,6 +233,12 @@ def test_train_runs_on_cpu_and_reports(run_trainer, prepare_mod: ModuleType, use
     assert result["prepare_sha256"] == prepare_mod.prepare_sha256()
     uniform = ConstantLogits(prepare_mod.VOCAB_SIZE)
     assert result["val_bpb"] < 0.85 * prepare_mod.evaluate_bpb(uniform, 8)  # log2(V) bits per token
+    # Its progress lines are what W&B tracking reads as the training curve.
+    (tmp_path / "run.log").write_text(proc.stdout)
+    curve = training_curve(tmp_path / "run.log")
+    assert len(curve) >= 2 and [p["step"] for p in curve] == sorted({p["step"] for p in curve})
+    assert all(set(p) == {"step", "train/loss", "train/tok/s", "train/mfu"} for p in curve)
+    assert curve[-1]["train/loss"] < curve[0]["train/loss"]
 
 
 def test_nan_fails_fast(run_trainer) -> None:

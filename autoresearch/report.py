@@ -1,0 +1,221 @@
+"""`python -m autoresearch.report runs/NAME`: what a campaign found and what it cost, as report.html.
+
+Derived, like results.tsv, from the study and the campaign folder only, so it can be written at
+any time (the controller writes it when a campaign ends) and rebuilt after the fact. The facts are
+gathered here; `report_html` lays them out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoresearch.agent.usage import usage_totals
+from autoresearch.budget import gpu_hours_by_pool
+from autoresearch.config import time_budget_seconds
+from autoresearch.plot import plot_progress
+from autoresearch.results import rows
+from autoresearch.study import trials
+
+REPORT_FILE = "report.html"
+FAILED = ("crash", "invalid", "lost", "cancelled")
+MAX_REASONS = 8
+
+
+@dataclass(frozen=True)
+class TierResult:
+    """Where a tier's hardware measured the start and the frontier (mean over seeds where repeated)."""
+
+    tier: str
+    baseline: list[float]
+    frontier: list[float]  # empty: the frontier has moved and this tier has not re-measured it yet
+    frontier_trial: int | None  # the kept trial the frontier figure is of (None: the start)
+
+    @property
+    def change(self) -> float | None:
+        if not self.frontier:
+            return None
+        return statistics.fmean(self.frontier) - statistics.fmean(self.baseline)
+
+
+@dataclass(frozen=True)
+class KeptChange:
+    trial: int
+    description: str
+    hypothesis: str
+    source: str  # who proposed it: the agent, the offline proposer, the inner sampler
+    val_bpb: float
+    delta: float | None  # against the frontier it was judged by
+    commit: str
+    validated: list[float]  # its re-runs on the validate tier, one per seed
+    diff: str
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """A sequential loop runs the same experiments one after another on one GPU: it needs at least
+    their summed run time (the agent's thinking between runs not even counted)."""
+
+    sequential_hours: float
+    busy_hours: float  # wall time with at least one experiment launched and not yet finished
+
+    @property
+    def factor(self) -> float:
+        return self.sequential_hours / self.busy_hours if self.busy_hours else 0.0
+
+
+@dataclass(frozen=True)
+class CampaignReport:
+    name: str
+    settings: dict[str, str]
+    started_at: float
+    last_result_at: float | None
+    running: int
+    queued: int
+    counts: dict[str, int]  # finished trials by status
+    ran: int  # experiments that ran (invalid and skipped candidates never did)
+    tiers: list[TierResult]
+    gpu_hours: dict[str, float]  # by pool
+    gpu_types: dict[str, str]  # of each pool that ran something
+    prices: dict[str, float]  # dollars per GPU-hour, by pool
+    llm: dict[str, Any]  # usage_totals
+    speedup: Speedup
+    kept: list[KeptChange]
+    failure_reasons: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def gpu_dollars(self) -> float:
+        return sum(h * self.prices.get(pool, 0.0) for pool, h in self.gpu_hours.items())
+
+
+def busy_hours(intervals: list[tuple[float, float]]) -> float:
+    """The length of the union of [start, end] intervals, in hours."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total / 3600
+
+
+def _kept_change(campaign_dir: Path, t: FrozenTrial, validated: list[float]) -> KeptChange:
+    attrs = t.user_attrs
+    diff_path = campaign_dir / attrs.get("exp_dir", "") / "train.diff"
+    return KeptChange(
+        trial=t.number,
+        description=attrs.get("description", ""),
+        hypothesis=attrs.get("hypothesis", ""),
+        source=attrs.get("source", ""),
+        val_bpb=float(t.value),
+        delta=attrs.get("delta"),
+        commit=attrs.get("commit", ""),
+        validated=validated,
+        diff=diff_path.read_text() if diff_path.is_file() else "",
+    )
+
+
+def _tier_results(table: list[dict[str, Any]], kept: list[KeptChange]) -> list[TierResult]:
+    """Screen first, then validate: the keep decided on a tier, or the re-measurements of one."""
+    results = []
+    tiers = sorted({r["tier"] for r in table if r["status"] == "baseline"}, key=lambda t: (t != "screen", t))
+    for tier in tiers:
+        baseline = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == tier]
+        keeps = [r for r in table if r["status"] == "keep" and r["tier"] == tier]
+        validated = [k for k in kept if k.validated]
+        if keeps:
+            results.append(TierResult(tier, baseline, [keeps[-1]["val_bpb"]], keeps[-1]["trial"]))
+        elif tier == "validate" and validated:
+            results.append(TierResult(tier, baseline, validated[-1].validated, validated[-1].trial))
+        else:
+            results.append(TierResult(tier, baseline, [] if kept else baseline, None))
+    return results
+
+
+def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignReport:
+    """Gather the report's facts; `cfg` is the campaign's config (the dataclass or its config.yaml)."""
+    table = [r for r in rows(study) if r["status"] != "skip"]  # skipped: never ran, nothing to report
+    done = {t.number: t for t in trials(study, TrialState.COMPLETE, TrialState.FAIL)}
+    validated: dict[int, list[float]] = {}
+    for t in done.values():
+        if t.user_attrs.get("status") == "validated" and "validates" in t.user_attrs:
+            validated.setdefault(int(t.user_attrs["validates"]), []).append(float(t.value))
+    kept = [
+        _kept_change(campaign_dir, done[r["trial"]], validated.get(r["trial"], []))
+        for r in table
+        if r["status"] == "keep"
+    ]
+    ran = [t for t in done.values() if t.user_attrs.get("started_at") and t.user_attrs.get("ended_at")]
+    intervals = [
+        (t.user_attrs.get("launched_at") or t.user_attrs["started_at"], t.user_attrs["ended_at"]) for t in ran
+    ]
+    hours = gpu_hours_by_pool(study)
+    reasons = Counter(str(r["reason"])[:120] for r in table if r["status"] in FAILED)
+    c = cfg.campaign
+    settings = {
+        "scale": str(c.scale),
+        "data": str(c.data),
+        "training seconds per experiment": f"{time_budget_seconds(cfg):g}",
+        "proposer": str(cfg.agent.kind) + (f" ({cfg.agent.model})" if cfg.agent.kind == "claude" else ""),
+        "tiers": ", ".join(f"{tier}: {pool}" for tier, pool in cfg.cluster.tiers.items()),
+        "keep rule": f"beats the frontier by at least {c.min_delta:g} val_bpb",
+    }
+    ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
+    return CampaignReport(
+        name=study.study_name,
+        settings=settings,
+        started_at=float(study.user_attrs.get("started_at", 0.0)),
+        last_result_at=max(ends) if ends else None,
+        running=len(trials(study, TrialState.RUNNING)),
+        queued=len(trials(study, TrialState.WAITING)),
+        counts=dict(Counter(r["status"] for r in table)),
+        ran=len(ran),
+        tiers=_tier_results(table, kept),
+        gpu_hours=hours,
+        gpu_types={t.user_attrs.get("pool", ""): str(t.user_attrs.get("gpu_type", "")) for t in ran},
+        prices={name: float(p.price_per_gpu_hour) for name, p in cfg.cluster.partitions.items()},
+        llm=usage_totals(campaign_dir),
+        speedup=Speedup(sum(hours.values()), busy_hours(intervals)),
+        kept=kept,
+        failure_reasons=reasons.most_common(MAX_REASONS),
+    )
+
+
+def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> Path:
+    """Re-draw progress.png and write report.html (the plot embedded: one file to mail or attach)."""
+    from autoresearch.report_html import render_html
+
+    report = build_report(study, campaign_dir, cfg)
+    plot = campaign_dir / "progress.png"
+    table = rows(study)
+    if table:
+        plot_progress(table, plot, report.name)
+    path = campaign_dir / REPORT_FILE
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(render_html(report, plot.read_bytes() if plot.is_file() else None), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def main() -> None:
+    from omegaconf import OmegaConf
+
+    from autoresearch.status import open_campaign
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
+    args = parser.parse_args()
+    study = open_campaign(args.campaign_dir)
+    cfg = OmegaConf.load(args.campaign_dir / "config.yaml")
+    path = write_report(study, args.campaign_dir, cfg)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

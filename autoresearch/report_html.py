@@ -1,0 +1,153 @@
+"""report.html: one self-contained page (no scripts, no fetched assets, the plot inline).
+
+Everything the agent wrote (descriptions, hypotheses, diffs, crash reasons) is escaped: it is
+untrusted text, and the page must render it, never run it.
+"""
+
+from __future__ import annotations
+
+import base64
+import statistics
+import time
+from html import escape
+
+from autoresearch.report import CampaignReport, KeptChange
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: .5em 0 1.2em; }
+th, td { border-bottom: 1px solid #ddd; padding: .25em .8em; text-align: left; vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f8fa; padding: .6em; overflow-x: auto; font-size: 12px; }
+.add { color: #1a7f37; } .del { color: #cf222e; } .hunk { color: #0550ae; }
+.muted { color: #666; } h2 { margin-top: 1.6em; border-bottom: 1px solid #eee; }
+"""
+
+
+def _when(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp)) if timestamp else "-"
+
+
+def _table(header: list[str], body: list[list[str]], numeric: tuple[int, ...] = ()) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    lines = [
+        "<tr>"
+        + "".join(f"<td{' class=num' if i in numeric else ''}>{c}</td>" for i, c in enumerate(row))
+        + "</tr>"
+        for row in body
+    ]
+    return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
+
+
+def _mean(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.6f}" if values else "-"
+    return f"{statistics.fmean(values):.6f} ± {statistics.stdev(values):.6f} ({len(values)} seeds)"
+
+
+def _diff(text: str) -> str:
+    styles = (("+++", ""), ("---", ""), ("+", "add"), ("-", "del"), ("@@", "hunk"))
+    out = []
+    for line in text.splitlines():
+        css = next((c for prefix, c in styles if line.startswith(prefix)), "")
+        out.append(f'<span class="{css}">{escape(line)}</span>' if css else escape(line))
+    return "<pre>" + "\n".join(out) + "</pre>"
+
+
+def _result(r: CampaignReport) -> str:
+    if not r.tiers:
+        return "<p>No baseline has finished yet.</p>"
+    body = []
+    for t in r.tiers:
+        if t.change is None:
+            frontier, change = "not re-measured here yet", "-"
+        else:
+            frontier = _mean(t.frontier) + (
+                f", trial {t.frontier_trial}" if t.frontier_trial is not None else ""
+            )
+            change = f"{t.change:+.6f} ({100 * t.change / statistics.fmean(t.baseline):+.2f}%)"
+        body.append([escape(t.tier), _mean(t.baseline), frontier, change])
+    return _table(["tier", "baseline val_bpb", "frontier val_bpb", "change"], body, (3,))
+
+
+def _cost(r: CampaignReport) -> str:
+    body = [
+        [
+            f"{escape(pool)} ({escape(r.gpu_types.get(pool, '?'))})",
+            f"{hours:.2f}",
+            f"${hours * r.prices.get(pool, 0.0):,.2f}",
+        ]
+        for pool, hours in sorted(r.gpu_hours.items())
+    ]
+    llm = r.llm
+    tokens = (
+        f"{llm['input_tokens']:,} input, {llm['output_tokens']:,} output, "
+        f"{llm['cache_read_input_tokens']:,} read from and {llm['cache_creation_input_tokens']:,} "
+        f"written to the prompt cache"
+    )
+    models = ", ".join(llm["models"]) or "none"
+    body.append([f"LLM ({escape(models)})", escape(tokens), f"${llm['dollars']:,.2f}"])
+    body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}</b>"])
+    calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed"
+    return _table(["what", "GPU-hours / tokens", "dollars"], body, (1, 2)) + f"<p class=muted>{calls}.</p>"
+
+
+def _speedup(r: CampaignReport) -> str:
+    s = r.speedup
+    per_hour = r.ran / s.busy_hours if s.busy_hours else 0.0
+    return (
+        f"<p>Run one after another in a single slot (one GPU), these {r.ran} experiments need "
+        f"<b>{s.sequential_hours:.2f} h</b> of run time alone (a lower bound: the agent's time between "
+        f"runs is not counted). The campaign had experiments in flight for <b>{s.busy_hours:.2f} h</b>: "
+        f"a speed-up of <b>{s.factor:.1f}x</b>, {per_hour:.1f} experiments per hour.</p>"
+    )
+
+
+def _kept(k: KeptChange) -> str:
+    facts = [
+        f"val_bpb {k.val_bpb:.6f}"
+        + (f" ({k.delta:+.6f} against the frontier)" if k.delta is not None else ""),
+        f"frontier commit <code>{escape(k.commit)}</code>",
+        f"proposed by {escape(k.source or '?')}",
+    ]
+    if k.validated:
+        facts.append(f"re-measured on the validate tier: {_mean(k.validated)}")
+    hypothesis = f"<p><i>{escape(k.hypothesis)}</i></p>" if k.hypothesis else ""
+    return (
+        f"<h3>trial {k.trial}: {escape(k.description)}</h3>{hypothesis}"
+        f"<p class=muted>{'; '.join(facts)}</p>{_diff(k.diff) if k.diff else ''}"
+    )
+
+
+def render_html(r: CampaignReport, plot_png: bytes | None) -> str:
+    state = (
+        f"{r.running} running, {r.queued} queued" if r.running or r.queued else "nothing running or queued"
+    )
+    settings = _table(["setting", "value"], [[escape(k), escape(v)] for k, v in r.settings.items()])
+    counts = ", ".join(f"{n} {escape(status)}" for status, n in sorted(r.counts.items()))
+    plot = (
+        f'<img alt="progress" style="max-width:100%" src="data:image/png;base64,'
+        f'{base64.b64encode(plot_png).decode()}">'
+        if plot_png
+        else ""
+    )
+    reasons = _table(["reason", "runs"], [[escape(why), str(n)] for why, n in r.failure_reasons], (1,))
+    kept = "".join(_kept(k) for k in r.kept) or "<p>Nothing kept yet.</p>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>autoresearch: {escape(r.name)}</title>
+<style>{STYLE}</style></head><body>
+<h1>autoresearch campaign <code>{escape(r.name)}</code></h1>
+<p class=muted>Started {_when(r.started_at)}; last result {_when(r.last_result_at)}; {state}.
+Written {_when(time.time())} from the study; <code>python -m autoresearch.report</code> writes it again.</p>
+{settings}
+<h2>Result</h2>{_result(r)}
+<p>{sum(r.counts.values())} finished trials: {counts}.</p>
+{plot}
+<h2>Cost</h2>{_cost(r)}
+<h2>Speed-up against a sequential loop</h2>{_speedup(r)}
+<h2>Kept changes ({len(r.kept)})</h2>
+<p class=muted>Each as it ran, against the frontier of its day; the lineage is in
+<code>frontier/</code> (<code>git log -p</code>).</p>{kept}
+{f"<h2>Failures</h2>{reasons}" if r.failure_reasons else ""}
+</body></html>
+"""

@@ -1,0 +1,209 @@
+"""W&B tracking: one W&B run per finished experiment, plus a campaign run with the report.
+
+Sent by the controller from the study and the experiment folders, never from the compute nodes:
+nodes often have no network, and the agent's code there never sees a W&B key. Like results.tsv it
+is derived, so nothing is lost when W&B is down: `wandb/sent.txt` in the campaign folder lists
+the trials already sent, and the next controller sends the rest. The W&B calls run in a thread of
+their own, so a slow or unreachable server never holds up the scheduling loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoresearch.config import TrackingConfig
+from autoresearch.study import finished
+
+log = logging.getLogger("autoresearch")
+
+SENT_FILE = "sent.txt"
+CLOSE_TIMEOUT_S = 120.0
+# The progress lines train.py prints; the agent may change them, so what does not parse is skipped.
+STEP_LINE = re.compile(r"^step (\d+)\b.*?\bloss ([-+\w.]+)")
+FIELDS = {"tok/s": re.compile(r"tok/s ([\d,.]+)"), "mfu": re.compile(r"mfu ([\d.]+)%")}
+CONFIG_ATTRS = (
+    "kind", "tier", "wave", "seed", "source", "parent", "gpu_type", "partition", "node",
+    "description", "hypothesis", "stack_of", "validates", "retry_of",
+)  # fmt: skip
+SUMMARY_ATTRS = ("status", "reason", "delta", "commit", "training_seconds", "mfu", "memory_gb", "num_steps")
+
+
+class Tracker(Protocol):
+    def update(self, study: optuna.Study) -> None:
+        """Send the experiments that finished since the last call."""
+
+    def close(self, report: Path | None) -> None:
+        """Send what is left and the campaign's report; wait (boundedly) for it to go out."""
+
+
+class NoTracker:
+    def update(self, study: optuna.Study) -> None:
+        pass
+
+    def close(self, report: Path | None) -> None:
+        pass
+
+
+def training_curve(run_log: Path) -> list[dict[str, float]]:
+    """The per-step figures train.py printed (loss, tokens/s, MFU), as far as they parse."""
+    if not run_log.is_file():
+        return []
+    curve = []
+    for line in run_log.read_text(errors="replace").splitlines():
+        match = STEP_LINE.match(line)
+        if not match:
+            continue
+        try:
+            point = {"step": float(match.group(1)), "train/loss": float(match.group(2))}
+        except ValueError:
+            continue
+        for name, pattern in FIELDS.items():
+            found = pattern.search(line)
+            if found:
+                point[f"train/{name}"] = float(found.group(1).replace(",", ""))
+        curve.append(point)
+    return curve
+
+
+def run_id(campaign: str, started_at: float, suffix: str) -> str:
+    """Stable across controller restarts (the study keeps started_at), distinct for a campaign of
+    the same name started again from scratch."""
+    slug = re.sub(r"[^a-z0-9]+", "-", campaign.lower()).strip("-")[:40] or "campaign"
+    return f"{slug}-{int(started_at):x}-{suffix}"
+
+
+def experiment_config(t: FrozenTrial) -> dict[str, Any]:
+    attrs = t.user_attrs
+    config: dict[str, Any] = {"trial": t.number, **{k: attrs[k] for k in CONFIG_ATTRS if k in attrs}}
+    config.update(json.loads(attrs.get("knobs") or "{}"))
+    config.update(t.params)
+    return config
+
+
+def experiment_summary(t: FrozenTrial) -> dict[str, Any]:
+    attrs = t.user_attrs
+    summary = {k: attrs[k] for k in SUMMARY_ATTRS if attrs.get(k) is not None}
+    if t.state == TrialState.COMPLETE:
+        summary["val_bpb"] = t.value
+    if attrs.get("started_at") and attrs.get("ended_at"):
+        summary["run_seconds"] = attrs["ended_at"] - attrs["started_at"]
+    return summary
+
+
+class WandbTracker:
+    def __init__(self, cfg: TrackingConfig, campaign_dir: Path, campaign: str) -> None:
+        self.cfg = cfg
+        self.dir = campaign_dir
+        self.campaign = campaign
+        self.wandb_dir = campaign_dir / "wandb"
+        self.wandb_dir.mkdir(parents=True, exist_ok=True)
+        sent = self.wandb_dir / SENT_FILE
+        self._queued = {int(n) for n in sent.read_text().split()} if sent.exists() else set()
+        self._started_at = 0.0
+        self._work: queue.Queue[FrozenTrial | Path | None] = queue.Queue()
+        self._broken = ""  # W&B refused once: say so once, send nothing more in this controller
+        self._thread = threading.Thread(target=self._send_all, name="wandb", daemon=True)
+        self._thread.start()
+
+    def update(self, study: optuna.Study) -> None:
+        self._started_at = float(study.user_attrs.get("started_at", 0.0))
+        for t in sorted(finished(study), key=lambda t: t.number):
+            if t.number not in self._queued and t.user_attrs.get("status") != "skip":
+                self._queued.add(t.number)
+                self._work.put(t)
+
+    def close(self, report: Path | None) -> None:
+        if report is not None and report.is_file():
+            self._work.put(report)
+        self._work.put(None)
+        self._thread.join(CLOSE_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.warning(
+                "W&B: still sending after %.0f s; the next run of the campaign sends the rest",
+                CLOSE_TIMEOUT_S,
+            )
+
+    # -- the sending thread --------------------------------------------------------------------
+    def _send_all(self) -> None:
+        while (item := self._work.get()) is not None:
+            if self._broken:
+                continue
+            try:
+                if isinstance(item, Path):
+                    self._send_report(item)
+                else:
+                    self._send_experiment(item)
+            except Exception as err:  # W&B's errors are many and its own; tracking must not stop a campaign
+                self._broken = str(err).splitlines()[0] if str(err) else type(err).__name__
+                log.warning(
+                    "W&B: cannot send (%s); the campaign goes on, and its next run sends what is missing",
+                    self._broken,
+                )
+
+    def _init(self, suffix: str, **kwargs: Any) -> Any:
+        import wandb
+
+        settings = wandb.Settings(
+            console="off",  # the controller's own output is not the experiment's
+            save_code=False,
+            disable_git=True,
+            x_disable_stats=True,  # the controller's machine is not where the experiment ran
+            x_disable_meta=True,
+            x_save_requirements=False,
+            silent=True,
+        )
+        return wandb.init(
+            project=self.cfg.project,
+            entity=self.cfg.entity,
+            mode=self.cfg.mode,
+            group=self.campaign,
+            id=run_id(self.campaign, self._started_at, suffix),
+            resume="allow",
+            reinit="create_new",
+            dir=str(self.dir),
+            settings=settings,
+            **kwargs,
+        )
+
+    def _send_experiment(self, t: FrozenTrial) -> None:
+        attrs = t.user_attrs
+        status = attrs.get("status", "crash" if t.state == TrialState.FAIL else "")
+        run = self._init(
+            f"t{t.number:05d}",
+            name=f"{t.number}: {attrs.get('description', '')}"[:120],
+            job_type=attrs.get("tier", "screen"),
+            tags=[status],
+            config=experiment_config(t),
+        )
+        exp_dir = self.dir / attrs["exp_dir"] if "exp_dir" in attrs else None
+        if exp_dir is not None:
+            for point in training_curve(exp_dir / "run.log"):
+                step = int(point.pop("step"))
+                run.log(point, step=step)
+            for name in ("train.diff", "run.log"):
+                if (exp_dir / name).is_file():
+                    run.save(str(exp_dir / name), base_path=str(exp_dir), policy="now")
+        run.summary.update(experiment_summary(t))
+        run.finish(exit_code=0 if t.state == TrialState.COMPLETE else 1)
+        with (self.wandb_dir / SENT_FILE).open("a") as f:
+            f.write(f"{t.number}\n")
+
+    def _send_report(self, report: Path) -> None:
+        import wandb
+
+        run = self._init("campaign", name=f"{self.campaign}: report", job_type="report")
+        run.log({"report": wandb.Html(report.read_text(encoding="utf-8"))})
+        run.finish()
+
+
+def make_tracker(cfg: TrackingConfig, campaign_dir: Path, campaign: str) -> Tracker:
+    return WandbTracker(cfg, campaign_dir, campaign) if cfg.kind == "wandb" else NoTracker()

@@ -1,0 +1,175 @@
+"""report.html: what a campaign found and what it cost, derived from the study and its folder."""
+
+from __future__ import annotations
+
+import html
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
+import pytest
+from engine_helpers import REPO, compose_toy, load, read_tsv, run_campaign
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from autoresearch.agent.usage import UsageLedger
+from autoresearch.report import build_report, busy_hours, write_report
+from autoresearch.report_html import render_html
+
+
+def add_run(study: optuna.Study, value: float | None, launched: float, seconds: float, **attrs: Any) -> None:
+    """A finished trial as the campaign records it: times, pool, status, and (if it ran) a value."""
+    attrs = {
+        "pool": "local",
+        "gpu_type": "cpu",
+        "launched_at": launched,
+        "started_at": launched + 1,
+        "ended_at": launched + 1 + seconds,
+        **attrs,
+    }
+    state = TrialState.FAIL if value is None else TrialState.COMPLETE
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=value,
+            user_attrs=attrs,
+            params={"LR": 0.01},
+            distributions={"LR": FloatDistribution(0.001, 0.5, log=True)},
+        )
+    )
+
+
+def test_busy_hours_is_the_union_of_the_intervals() -> None:
+    # Two overlapping runs (0-1.5 h together), a gap, one more half hour; one run inside another.
+    spans = [(0, 3600), (1800, 5400), (7200, 9000), (100, 200)]
+    assert busy_hours(spans) == 2.0
+    assert busy_hours([]) == 0.0
+
+
+def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path: Path) -> None:
+    price = "cluster.partitions.local.price_per_gpu_hour=5000"  # seconds of toy runs: dollars to see
+    out = run_campaign(tmp_path, "campaign.budget.max_experiments=8", price)
+    assert out.returncode == 0, out.stderr
+    campaign = tmp_path / "toy"
+    page = (campaign / "report.html").read_text()
+    assert (
+        str(campaign / "report.html") in (campaign / "controller.log").read_text()
+    )  # the last lines say where
+
+    study = load(campaign)
+    report = build_report(study, campaign, compose_toy(tmp_path, price))
+    table = read_tsv(campaign / "results.tsv")
+    kept = [r for r in table if r["status"] == "keep"]
+    assert [k.trial for k in report.kept] == [int(r["trial"]) for r in kept]
+    for k in report.kept:  # each keep with the diff it ran with
+        assert k.diff == (campaign / "experiments" / f"{k.trial:05d}" / "train.diff").read_text()
+        assert html.escape(k.description) in page
+        assert html.escape(k.diff.splitlines()[-1]) in page
+
+    ran = [r for r in table if r["started_at"]]
+    hours = sum(float(r["ended_at"]) - float(r["started_at"]) for r in ran) / 3600
+    assert report.ran == len(ran) and report.speedup.sequential_hours == pytest.approx(hours)
+    assert report.gpu_dollars == pytest.approx(5000 * hours)  # results.tsv rounds to microseconds
+    assert f"${report.gpu_dollars:,.2f}" in page
+    # Two local slots: in flight no longer than the runs took back to back, and no more than twice as fast.
+    assert 0 < report.speedup.factor <= 2.0 + 1e-6
+    baselines = [float(r["val_bpb"]) for r in table if r["status"] == "baseline"]
+    screen = report.tiers[0]
+    assert screen.tier == "screen" and screen.baseline == pytest.approx(baselines, abs=1e-6)
+    assert screen.frontier == pytest.approx([float(kept[-1]["val_bpb"])] if kept else baselines, abs=1e-6)
+    assert screen.frontier_trial == (int(kept[-1]["trial"]) if kept else None)
+    assert 'src="data:image/png;base64,' in page  # the plot travels inside the page
+
+
+def test_the_report_counts_llm_tokens_and_dollars_from_the_ledger(tmp_path: Path) -> None:
+    cfg = compose_toy(tmp_path, "agent.price_input=3", "agent.price_output=15")
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen")
+    ledger = UsageLedger(tmp_path, cfg.agent)
+    for wave in (1, 2):
+        usage = SimpleNamespace(input_tokens=1_000_000, output_tokens=100_000, cache_read_input_tokens=50_000)
+        ledger.record(model="claude-test", usage=usage, wave=wave, turn=0)
+    ledger.record_error(model="claude-test", wave=3, turn=0, error="overloaded")
+
+    report = build_report(study, tmp_path, cfg)
+    assert report.llm["input_tokens"] == 2_000_000 and report.llm["output_tokens"] == 200_000
+    dollars = 2 * (3 + 0.1 * 15 + 0.05 * cfg.agent.price_cache_read)
+    assert abs(report.llm["dollars"] - dollars) < 1e-9
+    page = render_html(report, None)
+    assert "2,000,000 input, 200,000 output" in page and f"${dollars:,.2f}" in page
+    assert "2 API calls in 3 waves, 1 failed" in page
+
+
+def test_validation_on_other_hardware_is_reported_with_its_seeds(tmp_path: Path) -> None:
+    cfg = compose_toy(tmp_path)
+    study = optuna.create_study(study_name="toy")
+    for i, value in enumerate((2.00, 2.02)):
+        add_run(study, value, 10.0 * i, 60.0, status="baseline", tier="screen")
+        add_run(study, value - 0.10, 10.0 * i, 90.0, status="baseline", tier="validate", pool="h200")
+    add_run(study, 1.95, 100.0, 60.0, status="keep", tier="screen", commit="abc123", description="wider MLP")
+    waiting = next(t for t in build_report(study, tmp_path, cfg).tiers if t.tier == "validate")
+    assert waiting.frontier == [] and waiting.change is None  # kept on h100, not yet re-run on h200
+    for value in (1.88, 1.86):
+        add_run(study, value, 200.0, 90.0, status="validated", tier="validate", validates=4, pool="h200")
+    add_run(study, None, 300.0, 5.0, status="crash", tier="screen", reason="exit 1: NaN loss")
+
+    report = build_report(study, tmp_path, cfg)
+    assert [k.validated for k in report.kept] == [[1.88, 1.86]]
+    validate = next(t for t in report.tiers if t.tier == "validate")
+    assert [t.tier for t in report.tiers] == ["screen", "validate"]
+    assert validate.baseline == [1.90, 1.92] and validate.frontier == [1.88, 1.86]
+    assert validate.frontier_trial == 4 and validate.change == pytest.approx(1.87 - 1.91)
+    assert report.gpu_hours == pytest.approx({"local": (3 * 60.0 + 5.0) / 3600, "h200": 4 * 90.0 / 3600})
+    assert report.failure_reasons == [("exit 1: NaN loss", 1)]
+    page = render_html(report, None)
+    assert f"{statistics.fmean([1.88, 1.86]):.6f} ± " in page and "(2 seeds)" in page
+
+
+def test_what_the_agent_wrote_is_escaped_not_rendered(tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen")
+    evil = '<script>alert("x")</script>'
+    exp = tmp_path / "experiments" / "00001"
+    exp.mkdir(parents=True)
+    (exp / "train.diff").write_text(f"--- a\n+++ b\n@@ -1 +1 @@\n-x = 1\n+x = 2  # {evil}\n")
+    add_run(
+        study,
+        1.9,
+        70.0,
+        60.0,
+        status="keep",
+        tier="screen",
+        description=evil,
+        hypothesis=evil,
+        exp_dir="experiments/00001",
+    )
+    add_run(study, None, 140.0, 5.0, status="crash", tier="screen", reason=evil)
+    page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
+    assert "<script" not in page
+    assert page.count(html.escape(evil)) == 4  # description, hypothesis, diff line, crash reason
+
+
+def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path: Path) -> None:
+    assert run_campaign(tmp_path, "campaign.budget.max_experiments=3").returncode == 0
+    campaign = tmp_path / "toy"
+    (campaign / "report.html").unlink()
+    cfg = compose_toy(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "autoresearch.report", str(campaign)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(campaign / "report.html")
+
+    def page(path: Path) -> list[str]:  # all but the line that says when it was written
+        return [line for line in path.read_text().splitlines() if not line.startswith("Written ")]
+
+    by_command = page(campaign / "report.html")  # from config.yaml, as saved
+    assert page(write_report(load(campaign), campaign, cfg)) == by_command  # from the config itself
+    refused = subprocess.run(
+        [sys.executable, "-m", "autoresearch.report", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "not a campaign folder" in refused.stderr

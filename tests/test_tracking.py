@@ -1,0 +1,96 @@
+"""W&B tracking, checked in the offline run files W&B itself writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine_helpers import load, run_campaign
+from optuna.trial import TrialState
+from wandb_records import offline_runs
+
+from autoresearch.study import finished
+from autoresearch.tracking import run_id, training_curve
+
+WANDB_OFFLINE = ("tracking=wandb", "tracking.mode=offline", "tracking.project=tests")
+SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-api03-never-in-a-file", "WANDB_API_KEY": "f" * 40}
+
+
+def test_every_experiment_becomes_a_wandb_run_with_its_figures(tmp_path: Path) -> None:
+    out = run_campaign(tmp_path, *WANDB_OFFLINE, "campaign.budget.max_experiments=6", env=SECRETS)
+    assert out.returncode == 0, out.stdout + out.stderr
+    campaign = tmp_path / "toy"
+    study = load(campaign)
+    started = study.user_attrs["started_at"]
+    runs = offline_runs(campaign / "wandb")
+    sent = [t for t in finished(study) if t.user_attrs.get("status") != "skip"]
+    assert sent
+    for t in sent:
+        (run,) = runs.pop(run_id("toy", started, f"t{t.number:05d}"))  # each exactly once
+        attrs = t.user_attrs
+        assert (run.group, run.job_type, run.tags) == ("toy", attrs["tier"], [attrs["status"]])
+        assert run.config["trial"] == t.number and run.config["description"] == attrs["description"]
+        assert {k: run.config[k] for k in json.loads(attrs["knobs"])} == json.loads(attrs["knobs"])
+        assert run.summary["status"] == attrs["status"]
+        if t.state == TrialState.COMPLETE:
+            assert run.summary["val_bpb"] == t.value and run.exit_code == 0
+        else:
+            assert "val_bpb" not in run.summary and run.exit_code == 1
+        if "exp_dir" in attrs:  # ran: its curve from run.log, and its diff and log as files
+            assert [h["train/loss"] for h in run.history] == [4.0, 2.0]
+            assert [h["_step"] for h in run.history] == [1, 2]
+            assert set(run.files) == {"train.diff", "run.log"}
+    (report,) = runs.pop(run_id("toy", started, "campaign"))
+    assert report.job_type == "report" and report.history[0]["report._type"] == "html-file"
+    assert not runs  # nothing else was sent
+    # No secret of the controller's environment reached W&B's files (nor any file of the campaign).
+    for path in campaign.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(secret.encode() in data for secret in SECRETS.values()), path
+
+
+def test_a_resumed_campaign_sends_only_what_was_not_sent(tmp_path: Path) -> None:
+    assert run_campaign(tmp_path, *WANDB_OFFLINE, "campaign.budget.max_experiments=4").returncode == 0
+    campaign = tmp_path / "toy"
+    first = set(offline_runs(campaign / "wandb"))
+    assert run_campaign(tmp_path, *WANDB_OFFLINE, "campaign.budget.max_experiments=7").returncode == 0
+    runs = offline_runs(campaign / "wandb")
+    experiments = {i: r for i, r in runs.items() if not i.endswith("-campaign")}
+    assert all(len(r) == 1 for r in experiments.values())  # none sent twice
+    assert len(experiments) == len(
+        [t for t in finished(load(campaign)) if t.user_attrs.get("status") != "skip"]
+    )
+    assert first < set(runs)
+    assert len(runs[next(i for i in runs if i.endswith("-campaign"))]) == 2  # one report per controller run
+
+
+def test_wandb_refusing_does_not_stop_the_campaign(tmp_path: Path) -> None:
+    # Online with no key anywhere (no WANDB_API_KEY, a HOME without .netrc): W&B refuses at once.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "WANDB_API_KEY": "", "WANDB_MODE": "online"}
+    out = run_campaign(tmp_path, "tracking=wandb", "campaign.budget.max_experiments=4", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    campaign = tmp_path / "toy"
+    assert len([t for t in finished(load(campaign)) if "exp_dir" in t.user_attrs]) == 4
+    log = (campaign / "controller.log").read_text()
+    assert log.count("W&B: cannot send") == 1  # said once, not once per experiment
+    assert not (campaign / "wandb" / "sent.txt").exists()  # so the next run sends them all
+
+
+def test_the_curve_parses_what_the_real_trainer_prints(tmp_path: Path) -> None:
+    run_log = tmp_path / "run.log"
+    run_log.write_text(
+        "device: cpu | scale: cpu\n"
+        "step 00001 (0.0%) | loss 9.0110 | lrm 1.00 | dt 812 ms | tok/s 2,522 | mfu 0.0%\n"
+        "step 00002 (4.1%) | loss nan | lrm 1.00 | dt 301 ms | tok/s 6,804 | mfu 0.0%\n"
+        "step 00040 (96.0%) | loss 5.5000 | lrm 0.10 | dt 299 ms | tok/s 6,849 | mfu 41.5%\n"
+        "step 00041 and something the agent printed\n"
+        "val_bpb:          2.080000\n"
+    )
+    curve = training_curve(run_log)
+    assert [p["step"] for p in curve] == [1, 2, 40]
+    assert curve[0] == {"step": 1, "train/loss": 9.011, "train/tok/s": 2522.0, "train/mfu": 0.0}
+    assert curve[2]["train/mfu"] == 41.5
+    assert training_curve(tmp_path / "missing.log") == []

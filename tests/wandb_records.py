@@ -1,0 +1,84 @@
+"""Read an offline W&B run back from its `.wandb` file, with W&B's own record schema.
+
+The file is a log of protobuf records in 32 KiB blocks, each record cut into chunks with a 7-byte
+header (CRC-32C, length, chunk type), after a 7-byte file header. This SDK no longer ships a
+reader, so the tests carry this one to check what a campaign really wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wandb.proto import wandb_internal_pb2 as pb
+
+BLOCK = 32768
+HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: Path) -> list[pb.Record]:
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    out, pos, pending = [], HEADER, b""
+    while pos + HEADER <= len(data):
+        if BLOCK - pos % BLOCK < HEADER:  # a block's tail too short for a header is padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        chunk = data[pos + HEADER : pos + HEADER + length]
+        pos += HEADER + length
+        pending = chunk if kind in (FULL, FIRST) else pending + chunk
+        if kind in (FULL, LAST):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            out.append(record)
+    return out
+
+
+@dataclass
+class OfflineRun:
+    run_id: str
+    group: str = ""
+    job_type: str = ""
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+
+
+def read_run(run_dir: Path) -> OfflineRun:
+    (path,) = run_dir.glob("run-*.wandb")
+    run = OfflineRun(run_id=path.stem.removeprefix("run-"))
+    for r in records(path):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            run.group, run.job_type, run.tags = r.run.run_group, r.run.job_type, list(r.run.tags)
+            run.config.update({u.key: json.loads(u.value_json) for u in r.run.config.update})
+        elif kind == "config":
+            run.config.update({u.key: json.loads(u.value_json) for u in r.config.update})
+        elif kind == "history":
+            run.history.append(
+                {i.key or ".".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+            )
+        elif kind == "summary":
+            run.summary.update({u.key: json.loads(u.value_json) for u in r.summary.update if u.key})
+        elif kind == "files":
+            run.files += [f.path for f in r.files.files]
+        elif kind == "exit":
+            run.exit_code = r.exit.exit_code
+    return run
+
+
+def offline_runs(wandb_dir: Path) -> dict[str, list[OfflineRun]]:
+    """Every offline run under a W&B folder, by run id (a run sent twice appears twice)."""
+    runs: dict[str, list[OfflineRun]] = {}
+    for run_dir in sorted(wandb_dir.glob("offline-run-*")):
+        run = read_run(run_dir)
+        runs.setdefault(run.run_id, []).append(run)
+    return runs
