@@ -46,9 +46,10 @@ def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
         xs, ys = zip(*baseline, strict=True)
         ax.scatter(xs, ys, s=30, c="#2c7bb6", marker="s", label="baseline", zorder=3)
     crashes = sum(1 for r in table if r["status"] == "crash")
+    experiments = sum(1 for r in table if r["status"] not in ("skip", "invalid"))  # those that ran
     ax.set_xlabel("experiment (in order of completion)")
     ax.set_ylabel("val_bpb (lower is better)")
-    ax.set_title(f"{title}: {len(table)} experiments, {crashes} crashed")
+    ax.set_title(f"{title}: {experiments} experiments, {crashes} crashed")
     ax.grid(alpha=0.3)
     if ran:
         ax.legend(loc="upper right", fontsize=8)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoresearch.knobs import KnobError, read_knobs, set_knobs
+from autoresearch.knobs import KnobError, parsed, read_knobs, set_knobs
 from autoresearch.proposals import Edit
 
 EDITABLE_FILE = "train.py"
@@ -73,43 +74,49 @@ def _preview(text: str, limit: int = 60) -> str:
 
 def check_source(source: str) -> None:
     """The edited train.py must parse and must leave the harness module alone."""
+    problem = _source_problem(source)
+    if problem:
+        raise InvalidCandidate(problem)
+
+
+@functools.lru_cache(maxsize=64)
+def _source_problem(source: str) -> str:
+    """What is wrong with a train.py, or ''. Cached: every knob-only candidate checks the frontier
+    itself again, and a check (parse and walk) costs milliseconds the controller needs at scale."""
     if len(source) > MAX_TRAIN_PY_CHARS:
-        raise InvalidCandidate(f"edited train.py is too large ({len(source)} characters)")
+        return f"edited train.py is too large ({len(source)} characters)"
     try:
-        tree = ast.parse(source)
+        tree = parsed(source)
     except SyntaxError as err:
-        raise InvalidCandidate(f"edited train.py does not parse: line {err.lineno}: {err.msg}") from err
-    _check_harness_untouched(tree)
+        return f"edited train.py does not parse: line {err.lineno}: {err.msg}"
+    if _writes_to_harness(tree):
+        return "train.py may not modify the harness module (prepare)"
+    return ""
 
 
-def _check_harness_untouched(tree: ast.Module) -> None:
-    """Refuse writes to the harness module's attributes: the metric must stay the harness's own."""
+def _writes_to_harness(tree: ast.Module) -> bool:
+    """Whether train.py writes to the harness module's attributes: the metric must stay the
+    harness's own, so such a train.py is refused."""
     aliases = {"prepare"}
+    written: list[ast.expr] = []  # one walk collects both; aliases may be imported after a write
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             aliases |= {a.asname or a.name for a in node.names if a.name == "prepare"}
-    for node in ast.walk(tree):
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = node.targets
+        elif isinstance(node, ast.Assign | ast.Delete):
+            written += node.targets
         elif isinstance(node, ast.AugAssign | ast.AnnAssign):
-            targets = [node.target]
-        elif isinstance(node, ast.Delete):
-            targets = node.targets
+            written.append(node.target)
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
             and node.func.id in {"setattr", "delattr"}
             and node.args
         ):
-            targets = [ast.Attribute(value=node.args[0], attr="?")]
-        for target in targets:
-            if (
-                isinstance(target, ast.Attribute)
-                and isinstance(target.value, ast.Name)
-                and target.value.id in aliases
-            ):
-                raise InvalidCandidate("train.py may not modify the harness module (prepare)")
+            written.append(ast.Attribute(value=node.args[0], attr="?"))
+    return any(
+        isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id in aliases
+        for t in written
+    )
 
 
 def build_source(frontier_source: str, edits: list[Edit], knobs: dict[str, Any]) -> str:

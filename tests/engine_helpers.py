@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import optuna
 from hydra import compose, initialize_config_dir
@@ -25,6 +27,14 @@ FIXTURE_CONF = REPO / "tests" / "fixtures" / "conf"
 TOY = REPO / "tests" / "fixtures" / "toy"
 # A train.py that records the environment it was given, then reports a result.
 ENV_DUMP = "import json, os, prepare\njson.dump(dict(os.environ), open('env.json', 'w'))\nprepare.write_result({'val_bpb': 1.0})\n"
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of scripts/ as a module, for testing its parts."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def make_experiment(

@@ -6,22 +6,15 @@ same merge and backward run on PyTorch's CPU flash kernel.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_attention.py"
+from engine_helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_attention", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_attention")
 
 
 @pytest.mark.parametrize("batch, seq, heads, dim, window", [(2, 16, 3, 8, 8), (1, 64, 2, 16, 16)])

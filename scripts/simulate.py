@@ -1,0 +1,306 @@
+"""The campaign engine at fleet scale, on a virtual clock: does one controller keep 16 to 1,600 GPUs busy?
+
+Runs the real `Campaign` (proposer, Optuna study on a journal file, workspaces, policy, frontier
+git lineage, results.tsv) with two parts replaced: a `VirtualFleet` whose experiments end on a
+virtual clock after a queue wait and the run's own minutes, and a made-up val_bpb landscape
+(`Surface`) that scores each experiment's train.py. Everything else is the code a campaign runs,
+so the real seconds the controller spends per experiment are measured, not modelled:
+
+    python scripts/simulate.py --gpus 16 160 1600 --experiments 2000
+
+Per fleet size it prints the virtual hours the experiments took, how busy the GPUs were, the
+speed-up against one GPU running them back to back, and the controller's own real seconds per
+experiment against the budget the fleet leaves it (run minutes / GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import heapq
+import json
+import logging
+import math
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from autoresearch.campaign import Campaign  # noqa: E402
+from autoresearch.config import AutoresearchConfig, register_configs  # noqa: E402
+from autoresearch.fleet.base import Finished, JobSpec, Pool  # noqa: E402
+from autoresearch.knobs import read_knobs  # noqa: E402
+from autoresearch.proposers.base import KnobSpec  # noqa: E402
+from autoresearch.proposers.offline import OfflineProposer  # noqa: E402
+from autoresearch.study import finished  # noqa: E402
+
+START = 1.8e9  # virtual seconds since the epoch at which each simulated campaign starts
+PATHS = {"train_py": "train.py", "prepare_py": "prepare.py", "program_md": "program.md"}
+GPT2_CONSTANTS = {"SCALE_NAME": "gpt2", "MAX_SEQ_LEN": 2048}  # what train.py's conditional knobs read
+
+
+class VirtualClock:
+    """The controller's own real seconds pass as they do (a slow controller leaves GPUs idle);
+    the stretches in which it only waits for experiments are skipped."""
+
+    def __init__(self, start: float) -> None:
+        self.skipped = start
+        self.began = time.perf_counter()
+
+    def now(self) -> float:
+        return self.skipped + time.perf_counter() - self.began
+
+    def advance_to(self, t: float) -> None:
+        self.skipped += max(0.0, t - self.now())
+
+
+def _number(value: Any) -> Any:
+    """A knob's value; conditional defaults (`8 if SCALE_NAME == "gpt2" else 2`) at the gpt2 scale."""
+    if isinstance(value, str):
+        try:
+            return eval(value, {"__builtins__": {}}, dict(GPT2_CONSTANTS))  # our own train.py text
+        except Exception:
+            return value
+    return value
+
+
+class Surface:
+    """A made-up but plausible val_bpb landscape over a train.py.
+
+    Each declared knob has a hidden optimum: a quadratic bowl (in log space for log knobs) whose
+    penalty at the starting value is drawn between 0.002 and 0.02. Each other changed line of
+    train.py has a fixed effect, mostly harmful (mean +0.002, sd 0.004), and 3% of them crash.
+    Seeds add Gaussian noise. Kept changes stack, as real ones roughly do.
+    """
+
+    def __init__(self, start: str, knobs: list[KnobSpec], seed: int, noise: float = 0.002) -> None:
+        self.start_lines = self._structure(start, knobs)
+        self.knobs = knobs
+        self.noise = noise
+        rng = random.Random(seed)
+        start_values = {k.name: _number(v) for k, v in zip(knobs, self._values(start, knobs), strict=True)}
+        self.bowls: dict[str, tuple[float, float]] = {}  # numeric knob -> (optimum, weight), in t-space
+        self.choices: dict[str, dict[Any, float]] = {}
+        for k in knobs:
+            if k.kind == "categorical":
+                self.choices[k.name] = {c: rng.uniform(0.0, 0.01) for c in k.choices}
+                self.choices[k.name][start_values[k.name]] = 0.005
+                continue
+            low, high = self._t(k, k.low), self._t(k, k.high)  # type: ignore[arg-type]
+            optimum = rng.uniform(low, high)
+            distance = (self._t(k, start_values[k.name]) - optimum) / (high - low)
+            self.bowls[k.name] = (optimum, rng.uniform(0.002, 0.02) / max(distance**2, 0.01))
+
+    @staticmethod
+    def _t(k: KnobSpec, x: float) -> float:
+        return math.log(max(x, 1e-12)) if k.log else float(x)
+
+    @staticmethod
+    def _values(source: str, knobs: list[KnobSpec]) -> list[Any]:
+        found = read_knobs(source)
+        return [found.get(k.name) for k in knobs]
+
+    @staticmethod
+    def _structure(source: str, knobs: list[KnobSpec]) -> list[str]:
+        """train.py without the declared knobs' assignments: what edits, not knob moves, change."""
+        names = tuple(f"{k.name} =" for k in knobs)
+        return [line for line in source.splitlines() if not line.startswith(names)]
+
+    @staticmethod
+    def _line_effect(line: str) -> tuple[float, bool]:
+        h = int(hashlib.sha1(line.encode()).hexdigest()[:12], 16)
+        return random.Random(h).gauss(0.002, 0.004), (h % 100) < 3
+
+    def score(self, source: str, seed: int) -> float | None:
+        """val_bpb of this train.py with this seed, or None when it crashes."""
+        value = 1.0
+        for k, raw in zip(self.knobs, self._values(source, self.knobs), strict=True):
+            x = _number(raw)
+            if k.kind == "categorical":
+                value += self.choices[k.name].get(x, 0.01)
+            elif isinstance(x, int | float):
+                optimum, weight = self.bowls[k.name]
+                span = self._t(k, k.high) - self._t(k, k.low)  # type: ignore[arg-type]
+                value += weight * ((self._t(k, x) - optimum) / span) ** 2
+        lines = self._structure(source, self.knobs)
+        for line in difflib.ndiff(self.start_lines, lines):
+            if line[:2] in ("+ ", "- "):
+                effect, crashes = self._line_effect(line)
+                if crashes:
+                    return None
+                value += effect / 2  # a replaced line counts once as removed, once as added
+        rng = random.Random(hashlib.sha1(f"{source}{seed}".encode()).digest())
+        return value + rng.gauss(0.0, self.noise)
+
+
+class VirtualFleet:
+    """Slots per pool; an experiment ends after a queue wait and its run time, on the virtual clock."""
+
+    def __init__(
+        self, pools: dict[str, Pool], clock: VirtualClock, surface: Surface, run_s: float,
+        queue_wait_s: float, lost_rate: float, seed: int,
+    ) -> None:  # fmt: skip
+        self.pools = pools
+        self.clock = clock
+        self.surface = surface
+        self.run_s = run_s
+        self.queue_wait_s = queue_wait_s
+        self.lost_rate = lost_rate
+        self.rng = random.Random(seed)
+        self.busy = {name: 0 for name in pools}
+        self.events: list[tuple[float, int, str, dict[str, Any]]] = []
+        self.slot_seconds = 0.0  # GPU time experiments held
+
+    def free_slots(self, pool: str) -> int:
+        return self.pools[pool].slots - self.busy[pool]
+
+    def submit(self, jobs: list[JobSpec]) -> dict[int, str]:
+        for job in jobs:
+            seed = int(json.loads((job.exp_dir / "spec.json").read_text())["env"]["AUTORESEARCH_SEED"])
+            start = (
+                self.clock.now() + self.rng.expovariate(1 / self.queue_wait_s) if self.queue_wait_s else 0.0
+            )
+            start = max(start, self.clock.now())
+            end = start + self.run_s * self.rng.uniform(0.95, 1.1)
+            value = self.surface.score((job.exp_dir / "train.py").read_text(), seed)
+            if self.rng.random() < self.lost_rate:
+                end = start + self.rng.uniform(0, self.run_s)
+                outcome = {"status": "lost", "reason": "simulated node failure"}
+            elif value is None:
+                end = start + 60.0
+                outcome = {"status": "error", "reason": "simulated crash: exit 1"}
+            else:
+                metrics = {
+                    "val_bpb": value,
+                    "training_seconds": 300.0,
+                    "peak_vram_mb": 45000.0,
+                    "num_steps": 950,
+                }
+                outcome = {"status": "ok", "metrics": metrics}
+            outcome.update(trial=job.trial, started_at=start, ended_at=end, node="virtual")
+            self.slot_seconds += end - start
+            self.busy[job.pool] += 1
+            heapq.heappush(self.events, (end, job.trial, job.pool, outcome))
+        return {job.trial: f"virtual:{job.pool}:{job.trial}" for job in jobs}
+
+    def reattach(self, job: JobSpec, handle: str) -> bool:
+        return False
+
+    def poll(self) -> list[Finished]:
+        done = []
+        while self.events and self.events[0][0] <= self.clock.now():
+            _, trial, pool, outcome = heapq.heappop(self.events)
+            self.busy[pool] -= 1
+            done.append(Finished(trial, outcome))
+        return done
+
+    def wait(self, seconds: float) -> None:
+        """Nothing happens between events (the proposer runs in the loop), so time jumps to the next."""
+        self.clock.advance_to(self.events[0][0] if self.events else self.clock.now() + seconds)
+
+    def running(self) -> int:
+        return len(self.events)
+
+    def shutdown(self, cancel: bool) -> None:
+        pass
+
+
+def compose(gpus: int, experiments: int, runs_dir: Path) -> AutoresearchConfig:
+    """The gpt2 campaign on the Slurm cluster config, one GPU in eight validating."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_configs()
+    validate = max(1, gpus // 8)
+    overrides = [
+        "+campaign=gpt2", "cluster=slurm", f"runs_dir={runs_dir}", f"campaign.name=sim{gpus}",
+        f"cluster.partitions.h100.slots={gpus - validate}", f"cluster.partitions.h200.slots={validate}",
+        "campaign.prepare_data=false", f"campaign.budget.max_experiments={experiments}",
+        "campaign.budget.max_wall_hours=0", "campaign.budget.max_gpu_hours=0", "tracking.plot_every=100000",
+        *(f"campaign.{key}={REPO / 'trainer' / name}" for key, name in PATHS.items()),  # from any folder
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return OmegaConf.to_object(hydra_compose("config", overrides=overrides))  # type: ignore[return-value]
+
+
+def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Path) -> dict[str, float]:
+    cfg = compose(gpus, experiments, runs_dir)
+    campaign_dir = runs_dir / cfg.campaign.name
+    knobs = [
+        KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
+        for name, k in cfg.campaign.knobs.items()
+    ]
+    surface = Surface(Path(cfg.campaign.train_py).read_text(), knobs, seed=args.seed)
+    clock = VirtualClock(start=START)
+    pools = {
+        name: Pool(name, p.slots, p.gpu_type, p.price_per_gpu_hour, p.partition)
+        for name, p in cfg.cluster.partitions.items()
+    }
+    fleet = VirtualFleet(
+        pools, clock, surface, args.run_minutes * 60, args.queue_wait, args.lost_rate, args.seed
+    )
+    proposer = OfflineProposer(seed=args.seed)
+    campaign = Campaign(cfg, campaign_dir, fleet, proposer, clock=clock, background_proposals=False)
+    began = time.perf_counter()
+    summary = campaign.run()
+    controller_s = time.perf_counter() - began
+    hours = (clock.now() - START) / 3600
+    ran = sum(1 for t in finished(campaign.study) if "exp_dir" in t.user_attrs)
+    return {
+        "gpus": gpus,
+        "experiments": ran,
+        "virtual_hours": hours,
+        "utilisation": fleet.slot_seconds / (gpus * hours * 3600) if hours else 0.0,
+        "speedup": fleet.slot_seconds / (hours * 3600) if hours else 0.0,
+        "kept": summary.kept,
+        "gain": (summary.baseline or 0.0) - (summary.best or 0.0),
+        "controller_s_per_exp": controller_s / max(ran, 1),
+        "allowed_s_per_exp": args.run_minutes * 60 / gpus,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpus", type=int, nargs="+", default=[16, 160, 1600])
+    parser.add_argument(
+        "--experiments", type=int, default=0, help="per fleet size (default: 4 per GPU, at least 200)"
+    )
+    parser.add_argument(
+        "--run-minutes", type=float, default=5.5, help="one experiment: start-up, 5 min, evaluation"
+    )
+    parser.add_argument("--queue-wait", type=float, default=60.0, help="mean Slurm queue wait, seconds")
+    parser.add_argument("--lost-rate", type=float, default=0.01, help="share of runs lost to node failures")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--keep", type=Path, help="keep the campaign folders here (default: a temporary folder)"
+    )
+    args = parser.parse_args()
+    logging.getLogger("autoresearch").setLevel(logging.ERROR)  # lost runs are expected here
+    runs_dir = args.keep or Path(tempfile.mkdtemp(prefix="autoresearch-sim-"))
+    print(f"{'GPUs':>5} {'experiments':>11} {'virtual h':>9} {'busy':>6} {'speed-up':>8} {'kept':>4} "
+          f"{'gain':>7} {'controller s/exp':>16} {'allowed s/exp':>13}")  # fmt: skip
+    try:
+        for gpus in args.gpus:
+            experiments = args.experiments or max(200, 4 * gpus)
+            r = simulate(gpus, experiments, args, runs_dir)
+            print(
+                f"{r['gpus']:>5} {r['experiments']:>11} {r['virtual_hours']:>9.2f} {100 * r['utilisation']:>5.1f}% "
+                f"{r['speedup']:>7.1f}x {r['kept']:>4} {r['gain']:>7.4f} {r['controller_s_per_exp']:>16.3f} "
+                f"{r['allowed_s_per_exp']:>13.3f}",
+                flush=True,
+            )
+    finally:
+        if not args.keep:
+            shutil.rmtree(runs_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

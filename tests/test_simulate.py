@@ -1,0 +1,54 @@
+"""The scale simulator drives the real campaign engine on a virtual clock."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pytest
+from engine_helpers import load, load_script, read_tsv
+from optuna.trial import TrialState
+
+from autoresearch.knobs import set_knobs
+from autoresearch.proposers.base import KnobSpec
+
+TRAIN_PY = Path(__file__).resolve().parents[1] / "trainer" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return load_script("simulate")
+
+
+def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_path: Path) -> None:
+    args = argparse.Namespace(run_minutes=5.5, queue_wait=60.0, lost_rate=0.05, seed=1)
+    r = sim.simulate(8, 40, args, tmp_path)
+    study = load(tmp_path / "sim8")
+    launched = [t for t in study.trials if "exp_dir" in t.user_attrs]
+    assert r["experiments"] == len(launched) == 40
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in launched)  # none left running
+    assert len(read_tsv(tmp_path / "sim8" / "results.tsv")) == sum(
+        1 for t in study.trials if t.state.is_finished()
+    )
+    # 8 GPUs cannot run 40 experiments of at least 0.95 x 5.5 minutes in less than 5 rounds.
+    assert r["virtual_hours"] >= 40 * 0.95 * 5.5 / 60 / 8
+    assert 0 < r["utilisation"] <= 1 and r["speedup"] == pytest.approx(8 * r["utilisation"])
+    assert r["controller_s_per_exp"] > 0 and r["allowed_s_per_exp"] == pytest.approx(5.5 * 60 / 8)
+    statuses = {t.user_attrs.get("status") for t in launched}
+    assert {"baseline", "discard"} <= statuses and "lost" in statuses  # node failures are re-queued
+    assert (tmp_path / "sim8" / "report.html").is_file()  # the same ending as a real campaign
+
+
+def test_the_surface_rewards_the_hidden_optimum_and_is_repeatable(sim) -> None:
+    start = TRAIN_PY.read_text()
+    knobs = [KnobSpec("MATRIX_LR", "float", 0.01, 0.16, True, ())]
+    surface = sim.Surface(start, knobs, seed=3, noise=0.0)
+    optimum = surface.bowls["MATRIX_LR"][0]
+    at_optimum = set_knobs(start, {"MATRIX_LR": math.exp(optimum)})
+    assert surface.score(at_optimum, 42) < surface.score(start, 42)
+    noisy = sim.Surface(start, knobs, seed=3, noise=0.002)
+    assert noisy.score(start, 42) == noisy.score(start, 42) != noisy.score(start, 43)
+    edited = start.replace("F.relu(self.c_fc(x)).square()", "F.gelu(self.c_fc(x))")
+    effect = surface.score(edited, 42) - surface.score(start, 42)
+    assert effect != 0 and surface.score(edited, 7) - surface.score(start, 7) == pytest.approx(effect)
