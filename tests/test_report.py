@@ -70,10 +70,15 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
         assert html.escape(k.description) in page
         assert html.escape(k.diff.splitlines()[-1]) in page
 
-    ran = [r for r in table if r["started_at"]]
-    hours = sum(float(r["ended_at"]) - float(r["started_at"]) for r in ran) / 3600
-    assert report.ran == len(ran) and report.speedup.sequential_hours == pytest.approx(hours)
-    assert report.gpu_dollars == pytest.approx(5000 * hours)  # results.tsv rounds to microseconds
+    ran = [
+        t.user_attrs for t in study.trials if t.user_attrs.get("started_at") and t.user_attrs.get("ended_at")
+    ]
+    hours = (
+        sum(a["ended_at"] - a["started_at"] for a in ran) / 3600
+    )  # the study's times, not the tsv's rounded ones
+    assert report.ran == len(ran) == len([r for r in table if r["started_at"]])
+    assert report.speedup.sequential_hours == pytest.approx(hours)
+    assert report.gpu_dollars == pytest.approx(5000 * hours)
     assert f"${report.gpu_dollars:,.2f}" in page
     # Two local slots: in flight no longer than the runs took back to back, and no more than twice as fast.
     assert 0 < report.speedup.factor <= 2.0 + 1e-6
