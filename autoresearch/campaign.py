@@ -125,6 +125,8 @@ class Campaign:
         self._empty_waves = 0  # consecutive waves with nothing new in them
         self._lock_fd: int | None = None
         self._baseline_measured = False  # a screen baseline has succeeded: the start is sound
+        self._frontier_cache: dict[str, float] | None = None  # see _frontier_values
+        self._records: dict[int, ExperimentRecord] = {}  # of finished trials, which no longer change
 
     # -- set-up ------------------------------------------------------------------------------
     def open(self) -> None:
@@ -543,10 +545,14 @@ class Campaign:
         self._pending[trial.number] = outcome  # decided with the others of this poll (`run`)
 
     def _frontier_values(self) -> dict[str, float]:
-        """The frontier's val_bpb on each tier that has a baseline: its last keep, else that mean."""
-        table = rows(self.study)
-        tiers = {r["tier"] for r in table if r["status"] == "baseline"}
-        return {tier: frontier_value(table, tier)[1] for tier in tiers}  # type: ignore[misc]
+        """The frontier's val_bpb on each tier that has a baseline: its last keep, else that mean.
+        Cached until a baseline or a keep is told (nothing else moves it): rebuilding it from every
+        result on every decision made the controller slower as a campaign grew."""
+        if self._frontier_cache is None:
+            table = rows(self.study)
+            tiers = {r["tier"] for r in table if r["status"] == "baseline"}
+            self._frontier_cache = {tier: frontier_value(table, tier)[1] for tier in tiers}  # type: ignore[misc]
+        return dict(self._frontier_cache)
 
     def _tiers_awaiting_baseline(self) -> set[str]:
         active = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
@@ -656,6 +662,8 @@ class Campaign:
     def _complete(self, number: int, value: float, attrs: dict[str, Any]) -> None:
         set_trial_attrs(self.study, number, attrs)
         self.study.tell(number, value)
+        if attrs.get("status") in ("baseline", "keep"):
+            self._frontier_cache = None
         self._pending.pop(number, None)
         self._after_tell()
 
@@ -733,8 +741,10 @@ class Campaign:
         )
 
     def _record(self, t: FrozenTrial) -> ExperimentRecord:
+        if t.number in self._records:
+            return self._records[t.number]
         attrs = t.user_attrs
-        return ExperimentRecord(
+        record = ExperimentRecord(
             number=t.number,
             description=attrs.get("description", ""),
             status=attrs.get("status") or RECORD_STATUS.get(t.state, "discard"),
@@ -746,6 +756,9 @@ class Campaign:
             parent=attrs.get("parent", ""),
             delta=attrs.get("delta"),
         )
+        if t.state.is_finished():
+            self._records[t.number] = record
+        return record
 
     def summary(self, stop_reason: str) -> Summary:
         done = finished(self.study)

@@ -100,6 +100,8 @@ def experiment_summary(t: FrozenTrial) -> dict[str, Any]:
 
 
 class WandbTracker:
+    """Sends each finished experiment once, in trial order, from a thread of its own."""
+
     def __init__(self, cfg: TrackingConfig, campaign_dir: Path, campaign: str) -> None:
         self.cfg = cfg
         self.dir = campaign_dir

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from autoresearch.agent.fakeapi import sample_context
 from autoresearch.agent.prompt import estimate_tokens, render_prompt
 from autoresearch.config import AgentConfig
@@ -58,7 +60,9 @@ def test_a_tight_token_bound_shrinks_the_tables() -> None:
 
 def test_long_descriptions_and_newlines_stay_on_one_line() -> None:
     context = sample_context(5)
-    context.history[-1].description = "line one\nline two " + "x" * 1000
+    context.history[-1] = dataclasses.replace(
+        context.history[-1], description="line one\nline two " + "x" * 1000
+    )
     prompt = render_prompt(context, AgentConfig(), "P")
     row = next(line for line in prompt.user.splitlines() if line.startswith("#4 "))
     assert "line one line two" in row and len(row) < 400

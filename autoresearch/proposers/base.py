@@ -25,9 +25,10 @@ class KnobSpec:
     choices: tuple[Any, ...] = ()
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExperimentRecord:
-    """One finished (or failed) experiment, as proposers see it."""
+    """One finished (or failed) experiment, as proposers see it (read-only: the campaign keeps
+    the records of finished trials and hands the same ones to every wave)."""
 
     number: int
     description: str
