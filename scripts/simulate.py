@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,23 +141,23 @@ class Surface:
         return value + rng.gauss(0.0, self.noise)
 
 
+@dataclass
 class VirtualFleet:
     """Slots per pool; an experiment ends after a queue wait and its run time, on the virtual clock."""
 
-    def __init__(
-        self, pools: dict[str, Pool], clock: VirtualClock, surface: Surface, run_s: float,
-        queue_wait_s: float, lost_rate: float, seed: int,
-    ) -> None:  # fmt: skip
-        self.pools = pools
-        self.clock = clock
-        self.surface = surface
-        self.run_s = run_s
-        self.queue_wait_s = queue_wait_s
-        self.lost_rate = lost_rate
-        self.rng = random.Random(seed)
-        self.busy = {name: 0 for name in pools}
-        self.events: list[tuple[float, int, str, dict[str, Any]]] = []
-        self.slot_seconds = 0.0  # GPU time experiments held
+    pools: dict[str, Pool]
+    clock: VirtualClock
+    surface: Surface
+    run_s: float
+    queue_wait_s: float
+    lost_rate: float
+    seed: int
+    events: list[tuple[float, int, str, dict[str, Any]]] = field(default_factory=list)  # a heap by end time
+    slot_seconds: float = 0.0  # GPU time experiments held
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.busy = dict.fromkeys(self.pools, 0)
 
     def free_slots(self, pool: str) -> int:
         return self.pools[pool].slots - self.busy[pool]
