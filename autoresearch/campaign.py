@@ -10,12 +10,12 @@ so the simulator can drive this same code on a virtual clock.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -31,17 +31,23 @@ from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import Frontier
 from autoresearch.knobs import read_knobs
 from autoresearch.plot import plot_progress
-from autoresearch.policy import Policy, ThresholdPolicy, noise_std
+from autoresearch.policy import NoiseAwarePolicy, Policy
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec, Proposer
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
-from autoresearch.results import frontier_value, rows, write_results
+from autoresearch.results import frontier_runs, frontier_value, measurements, rows, tier_noise, write_results
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, SPEC_FILE, read_json, write_json_atomic
 from autoresearch.sampler import AgentSampler, candidate_key
 from autoresearch.study import finished, open_study, set_trial_attrs, trials
 from autoresearch.tracking import NoTracker, Tracker
-from autoresearch.workspace import InvalidCandidate, build_source, create_workspace, experiment_dir
+from autoresearch.workspace import (
+    InvalidCandidate,
+    build_source,
+    create_workspace,
+    experiment_dir,
+    source_version,
+)
 
 log = logging.getLogger("autoresearch")
 
@@ -51,6 +57,7 @@ MAX_STACK_DEPTH = 2
 MAX_REJECTIONS_SHOWN = 20
 MAX_EMPTY_WAVES = 3
 MAX_REDUNDANT_EXPLORATIONS = 20  # per launch round: the inner sampler keeps finding nothing new
+MEASUREMENT_KINDS = ("baseline", "validation")  # runs of an existing train.py that decisions wait for
 
 
 class Clock(Protocol):
@@ -113,19 +120,18 @@ class Campaign:
         self.fleet = fleet
         self.proposer = proposer
         self.clock = clock or WallClock()
-        self.policy = policy or ThresholdPolicy(self.c.min_delta)
+        self.policy = policy or NoiseAwarePolicy(self.c.min_delta, self.c.promote_z, self.c.keep_z)
         self.tracker = tracker or NoTracker()
         self.pump = BackgroundPump(proposer) if background_proposals else SyncPump(proposer)
         self.knobs = knob_specs(cfg)
         self.sampler = AgentSampler(self.knobs, seed=self.c.seed)
         self.stop_requested = False
-        self._pending: dict[int, dict[str, Any]] = {}  # results waiting for a frontier value
-        self._held: dict[str, list[JobSpec]] = {}  # claimed trials waiting for a slot of their pool
+        self._pending: dict[int, tuple[str, str]] = {}  # results not yet decided: (kind, tier)
         self._rejected: list[str] = []
         self._empty_waves = 0  # consecutive waves with nothing new in them
         self._lock_fd: int | None = None
         self._baseline_measured = False  # a screen baseline has succeeded: the start is sound
-        self._frontier_cache: dict[str, float] | None = None  # see _frontier_values
+        self._judged_cache: dict[str, tuple[list[float], float | None]] | None = None  # see _judged
         self._records: dict[int, ExperimentRecord] = {}  # of finished trials, which no longer change
 
     # -- set-up ------------------------------------------------------------------------------
@@ -181,26 +187,29 @@ class Campaign:
             and tiers.get("validate") != tiers.get("screen")
         )
 
+    def _confirm_tier(self) -> str | None:
+        """Where promoted changes are confirmed: the validate tier's own hardware if it has any,
+        else the screen tier; None when `validate_seeds` is 0 (screen winners are kept at once)."""
+        if self.c.validate_seeds <= 0:
+            return None
+        return "validate" if self._separate_validate_tier() else "screen"
+
     def _enqueue_baselines(self) -> None:
         """The starting point on the screen tier, and on the validate tier when it is other hardware."""
         self._enqueue_repeats("screen", max(1, self.c.baseline_seeds), "baseline", {"kind": "baseline"})
         if self._separate_validate_tier():
             self._enqueue_repeats("validate", self.c.validate_seeds, "baseline", {"kind": "baseline"})
 
-    def _enqueue_validation(self, trial: int, description: str) -> None:
-        """Promote a new frontier: measure it on the validate tier's hardware with several seeds."""
-        if self._separate_validate_tier():
-            attrs = {"kind": "validation", "validates": trial}
-            self._enqueue_repeats(
-                "validate", self.c.validate_seeds, f"validate trial {trial}: {description}", attrs
-            )
+    def _enqueue_reruns(self, trial: int, tier: str, seeds: int, description: str) -> None:
+        """Trial `trial`'s exact train.py again, with fresh seeds, on `tier` (before new proposals)."""
+        attrs = {"kind": "validation", "validates": trial}
+        self._enqueue_repeats(tier, seeds, f"re-run trial {trial}: {description}", attrs, first_seed=1)
 
-    def _enqueue_repeats(self, tier: str, seeds: int, description: str, attrs: dict[str, Any]) -> None:
-        """The current frontier, unchanged, measured with `seeds` seeds on `tier`."""
-        for i in range(seeds):
-            cand = Candidate(
-                description=description, hypothesis="the frontier as it stands, measured", tier=tier
-            )
+    def _enqueue_repeats(
+        self, tier: str, seeds: int, description: str, attrs: dict[str, Any], first_seed: int = 0
+    ) -> None:
+        for i in range(first_seed, first_seed + seeds):
+            cand = Candidate(description=description, hypothesis="measured again, unchanged", tier=tier)
             self._enqueue(cand, {**attrs, "seed": BASE_SEED + i, "wave": 0, "source": "engine"})
 
     def _reconcile(self) -> None:
@@ -240,10 +249,11 @@ class Campaign:
                 if stop_reason:
                     if self.stop_requested:
                         break
-                    self._launch(new=False)  # claimed trials still run: none is left RUNNING
-                    if self.fleet.running() == 0 and not any(self._held.values()):
+                    self._launch(new=False)  # re-runs owed to a decision still run
+                    if self.fleet.running() == 0 and not self._owed():
                         self._decide_pending(final=True)  # a baseline still queued will not run now
-                        break
+                        if not self._owed():  # else a last promotion's re-runs go first
+                            break
                 else:
                     self._maybe_request_wave()
                     self._launch()
@@ -290,6 +300,11 @@ class Campaign:
 
     def _waiting(self) -> list[FrozenTrial]:
         return trials(self.study, TrialState.WAITING)
+
+    def _owed(self) -> list[FrozenTrial]:
+        """Queued runs a decision waits for (baselines, re-runs): they go first, and still run
+        after a budget stops new experiments, so no promoted change is left undecided."""
+        return [t for t in self._waiting() if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
 
     def _maybe_request_wave(self) -> None:
         if self.pump.busy:
@@ -385,35 +400,29 @@ class Campaign:
 
     # -- launching ---------------------------------------------------------------------------
     def _launch(self, new: bool = True) -> None:
-        """Fill free slots: first with trials already claimed for them, then (`new`) with more."""
+        """Fill free slots, each with work for its own partition: re-runs a decision waits for
+        first, then the oldest proposal, then (with `new`) the inner sampler's; without `new` (the
+        campaign is stopping) only the re-runs."""
         free = {name: self.fleet.free_slots(name) for name in self.fleet.pools}
         batches: dict[str, list[JobSpec]] = {name: [] for name in self.fleet.pools}
-        for name, held in self._held.items():
-            while held and free[name] > 0:
-                batches[name].append(held.pop(0))
-                free[name] -= 1
         redundant = 0
-        while new and sum(free.values()) > 0 and self._may_launch_more():
-            exploring = not self._waiting()
-            if exploring and (self.c.synchronous or not self.c.fill_idle_slots or not self.knobs):
-                break  # wait for the proposer (nothing to explore without declared knobs)
-            job = self._prepare_next()
+        while sum(free.values()) > 0 and (self._may_launch_more() if new else self._owed()):
+            trial = self._ask(free, owed_only=not new)
+            if trial is None:
+                break  # nothing queued for a free partition, and nothing to explore there
+            job = self._prepare_next(trial)
             if job is None:
-                redundant += exploring
+                redundant += "edit" not in trial.user_attrs  # the inner sampler found nothing new
                 if redundant >= MAX_REDUNDANT_EXPLORATIONS:
                     break  # leave the slot to the next wave
                 continue
-            if free[job.pool] > 0:
-                batches[job.pool].append(job)
-                free[job.pool] -= 1
-            else:
-                self._held.setdefault(job.pool, []).append(job)
-                break  # its partition is full; the others are filled on the next turn
+            batches[job.pool].append(job)
+            free[job.pool] -= 1
         for jobs in batches.values():
             if jobs:
                 handles = self.fleet.submit(jobs)
-                for trial, handle in handles.items():
-                    set_trial_attrs(self.study, trial, {"job": handle})
+                for trial_number, handle in handles.items():
+                    set_trial_attrs(self.study, trial_number, {"job": handle})
 
     def _redundant(self, number: int, source: str, frontier_source: str, run_key: str) -> str:
         """Why running this train.py would teach nothing new, or ''. Proposals made on an older
@@ -432,9 +441,32 @@ class Campaign:
         launched = sum(1 for t in trials(self.study) if "exp_dir" in t.user_attrs)
         return launched < limit
 
-    def _prepare_next(self) -> JobSpec | None:
-        """Claim the next trial (a queued candidate, else an exploration one) and build its workspace."""
-        trial = self.study.ask()
+    def _ask(self, free: dict[str, int], owed_only: bool = False) -> optuna.Trial | None:
+        """Claim the next trial whose partition has a free slot: owed re-runs first, then queued
+        proposals in order, else a new trial for the inner sampler; None if none fits now.
+        (Optuna's own `ask` takes the oldest waiting trial, whichever partition it needs.)"""
+        waiting = self._waiting()
+        owed = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
+        queue = (
+            owed
+            if owed_only
+            else owed + [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
+        )
+        storage = self.study._storage
+        for t in queue:
+            pool = self.cfg.cluster.tiers.get(t.user_attrs.get("tier", "screen"), "")
+            # (an unknown tier is claimed, and failed with its reason in _prepare_next)
+            fits = free.get(pool, 1) > 0
+            if fits and storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(self.study, t._trial_id)  # claimed, as Study.ask claims
+        explore = self.c.fill_idle_slots and not self.c.synchronous and bool(self.knobs)
+        if owed_only or not explore or free.get(self.cfg.cluster.tiers.get("screen", ""), 0) == 0:
+            return None  # the proposer's next wave fills the slot (no knobs: nothing to explore)
+        # A new trial for the inner sampler, on the screen tier (Study.ask would pop a queued one).
+        return optuna.Trial(self.study, storage.create_new_trial(self.study._study_id))
+
+    def _prepare_next(self, trial: optuna.Trial) -> JobSpec | None:
+        """Build a claimed trial's workspace (a queued candidate's, or an exploration one's)."""
         attrs = trial.user_attrs
         cand = self._load_candidate(attrs)
         if "edit" not in attrs:
@@ -443,11 +475,14 @@ class Campaign:
                 self.study, trial.number, {**attrs, "description": cand.description, "tier": cand.tier}
             )
         try:
-            knobs = self.sampler.resolve_knobs(trial, cand)
             frontier_source = self.frontier.source()
-            source = build_source(frontier_source, cand.edits, knobs)
-            run_key = hashlib.sha1(source.encode()).hexdigest()[:16]
-            if attrs.get("kind") not in ("baseline", "validation"):
+            if attrs.get("kind") in MEASUREMENT_KINDS:
+                source, knobs = self._measured_source(attrs)
+            else:
+                knobs = self.sampler.resolve_knobs(trial, cand)
+                source = build_source(frontier_source, cand.edits, knobs)
+            run_key = source_version(source)
+            if attrs.get("kind") not in MEASUREMENT_KINDS:
                 reason = self._redundant(trial.number, source, frontier_source, run_key)
                 if reason:
                     # knobs and parent let proposers see it as tried on this frontier
@@ -458,7 +493,12 @@ class Campaign:
             self._fail(trial.number, {"status": "invalid", "reason": str(err)})
             self._rejected.append(f"{cand.description}: {err}")
             return None
-        pool_name = self.cfg.cluster.tiers[cand.tier]
+        pool_name = self.cfg.cluster.tiers.get(cand.tier, "")
+        if pool_name not in self.fleet.pools:
+            self._fail(
+                trial.number, {"status": "invalid", "reason": f"tier {cand.tier!r} has no partition now"}
+            )
+            return None
         pool = self.fleet.pools[pool_name]
         exp_dir = self._exp_dir(trial.number)
         workspace = create_workspace(exp_dir, frontier_source, source, self.harness)
@@ -491,6 +531,14 @@ class Campaign:
         )
         log.info("trial %d: launching on %s: %s", trial.number, pool_name, cand.description)
         return JobSpec(trial.number, exp_dir, pool_name)
+
+    def _measured_source(self, attrs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """What a measurement runs: exactly the train.py of the trial it re-runs, or the start."""
+        if "validates" not in attrs:
+            return self.frontier.start_source(), {}
+        original = self._trial(int(attrs["validates"])).user_attrs
+        source = (self.dir / original["exp_dir"] / "train.py").read_text()
+        return source, json.loads(original.get("knobs", "{}"))
 
     def _harness_env(self, seed: int) -> dict[str, str]:
         env = {
@@ -542,17 +590,20 @@ class Campaign:
             device=str(metrics.get("device", "")),
         )
         set_trial_attrs(self.study, trial.number, attrs)
-        self._pending[trial.number] = outcome  # decided with the others of this poll (`run`)
+        kind_and_tier = (trial.user_attrs.get("kind", ""), trial.user_attrs.get("tier", "screen"))
+        self._pending[trial.number] = kind_and_tier  # decided with the others of this poll (`run`)
 
-    def _frontier_values(self) -> dict[str, float]:
-        """The frontier's val_bpb on each tier that has a baseline: its last keep, else that mean.
-        Cached until a baseline or a keep is told (nothing else moves it): rebuilding it from every
-        result on every decision made the controller slower as a campaign grew."""
-        if self._frontier_cache is None:
+    def _judged(self) -> dict[str, tuple[list[float], float | None]]:
+        """Per tier with a baseline: the frontier's runs there and the seed noise measured there.
+        Cached until a measurement or a keep is told (nothing else moves them): rebuilding them
+        from every result on every decision made the controller slower as a campaign grew."""
+        if self._judged_cache is None:
             table = rows(self.study)
             tiers = {r["tier"] for r in table if r["status"] == "baseline"}
-            self._frontier_cache = {tier: frontier_value(table, tier)[1] for tier in tiers}  # type: ignore[misc]
-        return dict(self._frontier_cache)
+            self._judged_cache = {
+                tier: (frontier_runs(table, tier), tier_noise(table, tier)) for tier in tiers
+            }
+        return self._judged_cache
 
     def _tiers_awaiting_baseline(self) -> set[str]:
         active = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
@@ -564,58 +615,121 @@ class Campaign:
 
     def _decide_pending(self, final: bool = False) -> None:
         """Decide results whose tier's baseline has landed (`final`: all of them, the campaign ends)."""
-        # Reference measurements first: the decisions below compare against them.
-        for number in sorted(self._pending):
-            attrs = self._trial(number).user_attrs
-            if attrs.get("kind") in ("baseline", "validation"):
-                status = "baseline" if attrs.get("kind") == "baseline" else "validated"
-                self._complete(number, attrs["val_bpb"], {"status": status, "reason": ""})
+        # Measurements first: the decisions below compare against them.
+        for number, (kind, _) in sorted(self._pending.items()):
+            if kind in MEASUREMENT_KINDS:
+                status = "baseline" if kind == "baseline" else "validated"
+                self._complete(
+                    number, self._trial(number).user_attrs["val_bpb"], {"status": status, "reason": ""}
+                )
         if not self._pending:
             return
         awaiting = set() if final else self._tiers_awaiting_baseline()
-        values = self._frontier_values()
-        for number in sorted(self._pending):
-            trial = self._trial(number)
-            attrs = trial.user_attrs
-            tier = attrs.get("tier", "screen")
-            val_bpb = attrs["val_bpb"]
+        reruns: dict[int, list[FrozenTrial]] | None = None  # of each promoted trial, found once per pass
+        for number, (_, tier) in sorted(self._pending.items()):
             if tier in awaiting:
                 continue
-            if tier not in values:
-                self._complete(
-                    number, val_bpb, {"status": "discard", "reason": f"no baseline on the {tier} tier"}
-                )
+            trial = self._trial(number)
+            attrs = trial.user_attrs
+            if tier not in self._judged():
+                self._decide(trial, "discard", f"no baseline on the {tier} tier")
                 continue
-            head = self.frontier.head()
             kept_commit = self.frontier.commit_of_trial(number)
             if kept_commit:  # kept by a controller that died before telling the study
-                self._complete(
-                    number, val_bpb, {"status": "keep", "commit": kept_commit, "reason": "resumed"}
-                )
-                continue
-            decision = self.policy.decide(val_bpb, attrs.get("parent", ""), head, values[tier])
-            if decision.status == "pending":
-                continue
-            extra: dict[str, Any] = {
-                "status": decision.status,
-                "reason": decision.reason,
-                "delta": val_bpb - values[tier],
-            }
-            if decision.status == "keep":
-                values[tier] = val_bpb
-                source = (self._exp_dir(number) / "train.py").read_text()
-                extra["commit"] = self.frontier.advance(source, number, attrs.get("description", ""))
-                self._enqueue_validation(number, attrs.get("description", ""))
-                log.info(
-                    "trial %d: KEEP %.6f (%s) %s", number, val_bpb, decision.reason, attrs.get("description")
-                )
-            elif decision.status == "stack":
-                extra["status"] = "discard"
-                extra["reason"] = self._stack(trial, decision.reason)
-                log.info("trial %d: %s", number, extra["reason"])
+                self._decide(trial, "keep", "resumed", commit=kept_commit)
+            elif attrs.get("promoted"):
+                if reruns is None:
+                    reruns = {}
+                    for t in trials(self.study):
+                        if "validates" in t.user_attrs:
+                            reruns.setdefault(t.user_attrs["validates"], []).append(t)
+                self._confirm(trial, reruns.get(number, []), final)
             else:
-                log.info("trial %d: discard %.6f (%s)", number, val_bpb, decision.reason)
-            self._complete(number, val_bpb, extra)
+                self._screen(trial)
+
+    def _screen(self, trial: FrozenTrial) -> None:
+        """A new result against the frontier on its tier: discard it, or promote it to confirmation
+        (kept at once when the campaign confirms nothing)."""
+        tier = trial.user_attrs.get("tier", "screen")
+        frontier, noise = self._judged()[tier]
+        verdict = self.policy.screen(trial.user_attrs["val_bpb"], frontier, noise)
+        confirm_tier = self._confirm_tier()
+        if not verdict.better or self._stale(trial) or confirm_tier is None:
+            self._decide(trial, "keep" if verdict.better else "discard", verdict.reason)
+            return
+        set_trial_attrs(self.study, trial.number, {"promoted": True, "reason": f"promoted: {verdict.reason}"})
+        log.info(
+            "trial %d: PROMOTE (%s) %s", trial.number, verdict.reason, trial.user_attrs.get("description")
+        )
+        self._confirm(self._trial(trial.number), [], final=False)
+
+    def _confirm(self, trial: FrozenTrial, reruns: list[FrozenTrial], final: bool) -> None:
+        """A promoted change: queue its re-runs (once, whenever the controller died), and when
+        they are in, keep it if their mean beats the version it was built on. One overtaken by
+        another keep meanwhile runs no more re-runs: it is stacked (re-screened on the new frontier)."""
+        if not reruns:
+            tier = self._confirm_tier() or "screen"
+            description = trial.user_attrs.get("description", "")
+            self._enqueue_reruns(trial.number, tier, self.c.validate_seeds, description)
+            return
+        if self._stale(trial):
+            for t in reruns:
+                if t.state == TrialState.WAITING:
+                    self._drop(t, f"trial {trial.number} was overtaken by a keep: stacked instead")
+            reruns = [self._trial(t.number) for t in reruns]
+        if not final and any(not t.state.is_finished() for t in reruns):
+            return
+        if any(t.user_attrs.get("status") == "crash" for t in reruns):
+            self._decide(trial, "discard", "not confirmed: it crashed when run again with another seed")
+            return
+        values = [float(t.value) for t in reruns if t.state == TrialState.COMPLETE]
+        if not values:
+            stale = self._stale(trial)
+            why = "overtaken by a keep before its re-runs ran" if stale else "none of its re-runs finished"
+            self._decide(trial, "keep" if stale else "discard", f"not confirmed: {why}")
+            return
+        tier = reruns[0].user_attrs.get("tier", "screen")
+        verdict = self.policy.confirm(values, self._parent_runs(trial, tier), self._judged()[tier][1])
+        prefix = "confirmed" if verdict.better else "not confirmed"
+        self._decide(trial, "keep" if verdict.better else "discard", f"{prefix}: {verdict.reason}")
+
+    def _parent_runs(self, trial: FrozenTrial, tier: str) -> list[float]:
+        """The runs of the version a trial was built on, on a tier (else the frontier's there)."""
+        parent = trial.user_attrs.get("parent", "")
+        version = source_version(self.frontier.source_at(parent)) if parent else ""
+        return measurements(rows(self.study), version, tier) or self._judged()[tier][0]
+
+    def _drop(self, trial: FrozenTrial, reason: str) -> None:
+        """A queued run no longer needed: claimed and failed as skipped, with the reason."""
+        if self.study._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+            self._fail(trial.number, {"status": "skip", "reason": reason})
+
+    def _stale(self, trial: FrozenTrial) -> bool:
+        return trial.user_attrs.get("parent", "") != self.frontier.head()
+
+    def _decide(self, trial: FrozenTrial, status: str, reason: str, commit: str = "") -> None:
+        """Tell the study: keep (the frontier advances), discard, or re-run a winner that was
+        built on an older frontier on top of the current one (stacked) rather than keep it unmeasured."""
+        attrs = trial.user_attrs
+        number, val_bpb = trial.number, attrs["val_bpb"]
+        tier = attrs.get("tier", "screen")
+        extra: dict[str, Any] = {"status": status, "reason": reason}
+        if tier in self._judged():
+            extra["delta"] = val_bpb - statistics.fmean(self._judged()[tier][0])
+        if status == "keep" and not commit and self._stale(trial):
+            extra.update(status="discard", reason=self._stack(trial, f"{reason}; built on an older frontier"))
+            log.info("trial %d: %s", number, extra["reason"])
+        elif status == "keep":
+            if not commit:
+                source = (self._exp_dir(number) / "train.py").read_text()
+                commit = self.frontier.advance(source, number, attrs.get("description", ""))
+                if self._confirm_tier() != "screen":  # its screen value rests on one lucky run
+                    self._enqueue_reruns(number, "screen", max(1, self.c.baseline_seeds), "the new frontier")
+            extra["commit"] = commit
+            log.info("trial %d: KEEP %.6f (%s) %s", number, val_bpb, reason, attrs.get("description"))
+        else:
+            log.info("trial %d: discard %.6f (%s)", number, val_bpb, reason)
+        self._complete(number, val_bpb, extra)
 
     def _stack(self, trial: FrozenTrial, reason: str) -> str:
         depth = int(trial.user_attrs.get("stack_depth", 0))
@@ -662,8 +776,8 @@ class Campaign:
     def _complete(self, number: int, value: float, attrs: dict[str, Any]) -> None:
         set_trial_attrs(self.study, number, attrs)
         self.study.tell(number, value)
-        if attrs.get("status") in ("baseline", "keep"):
-            self._frontier_cache = None
+        if attrs.get("status") in ("baseline", "validated", "keep"):
+            self._judged_cache = None
         self._pending.pop(number, None)
         self._after_tell()
 
@@ -680,7 +794,9 @@ class Campaign:
         if retries < self.c.max_retries and trial.user_attrs.get("kind") != "exploration":
             cand = self._candidate_of(trial)
             keep = {
-                k: v for k, v in trial.user_attrs.items() if k in ("kind", "wave", "source", "seed", "fix_of")
+                k: v
+                for k, v in trial.user_attrs.items()
+                if k in ("kind", "wave", "source", "seed", "fix_of", "validates")
             }
             self._enqueue(cand, {**keep, "retry_of": trial.number, "retries": retries + 1})
             reason += "; re-queued"
@@ -705,12 +821,7 @@ class Campaign:
         history = [self._record(t) for t in sorted(finished(self.study), key=lambda t: t.number)]
         in_flight = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
         history += [self._record(t) for t in sorted(in_flight, key=lambda t: t.number)]
-        frontier_values = self._frontier_values()
-        baseline_values = [
-            t.value
-            for t in finished(self.study)
-            if t.user_attrs.get("kind") == "baseline" and t.state == TrialState.COMPLETE
-        ]
+        judged = self._judged()
         spend = budgets.measure(self.study, self.fleet.pools, self.dir, self.clock.now())
         source = self.frontier.source()
         tiers = {}
@@ -720,12 +831,12 @@ class Campaign:
                 tiers[tier] = f"{pool.gpu_type} x{pool.slots} ({pool.partition or pool.name})"
         return CampaignContext(
             frontier_source=source,
-            frontier_val_bpb=frontier_values,
+            frontier_val_bpb={tier: statistics.fmean(runs) for tier, (runs, _) in judged.items()},
             lineage=[r for r in history if r.status == "keep"],
             history=history,
             knobs=self.knobs,
             knob_values=read_knobs(source),
-            noise_std=noise_std(baseline_values),
+            noise_std=judged["screen"][1] if "screen" in judged else None,
             budget_left=budgets.remaining(spend, self.c.budget),
             tiers=tiers,
             wave_size=self.c.wave_size,
@@ -747,8 +858,9 @@ class Campaign:
         record = ExperimentRecord(
             number=t.number,
             description=attrs.get("description", ""),
-            status=attrs.get("status") or RECORD_STATUS.get(t.state, "discard"),
-            val_bpb=t.value if t.state == TrialState.COMPLETE else None,
+            status=attrs.get("status")
+            or ("confirming" if attrs.get("promoted") else RECORD_STATUS.get(t.state, "discard")),
+            val_bpb=t.value if t.state == TrialState.COMPLETE else attrs.get("val_bpb"),  # run, not decided
             tier=attrs.get("tier", "screen"),
             knobs=json.loads(attrs.get("knobs", "{}")),
             reason=attrs.get("reason", ""),

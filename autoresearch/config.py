@@ -45,13 +45,15 @@ class CampaignConfig:
     program_md: str = "trainer/program.md"  # the agent's standing instructions
     prepare_data: bool = True  # run the harness's data + tokenizer step once before the first launch
     baseline_seeds: int = 2  # baseline repeats at the start: the first measure of noise
-    validate_seeds: int = 2  # seeds each new frontier is measured with on the validate tier (if separate)
+    validate_seeds: int = 2  # fresh-seed re-runs that confirm a promoted change (0 = keep on one run)
     wave_size: int = 8  # experiments asked of the proposer per wave
     max_wave: int = 16  # cap on a wave after grid expansion
     queue_low_water: int = 0  # ask for the next wave when fewer are queued (0 = number of slots)
     synchronous: bool = False  # wait for a whole wave to finish before the next (for comparison)
     fill_idle_slots: bool = True  # free slots take inner-sampler candidates while the proposer thinks
     min_delta: float = 0.0005  # a keep must beat the frontier by at least this much val_bpb
+    promote_z: float = 1.0  # and one run must beat it by this many noise std to be re-run (promoted)
+    keep_z: float = 2.0  # and the re-runs' mean must beat it by this many standard errors to be kept
     max_retries: int = 2  # re-runs of an experiment lost to infrastructure (not to its own crash)
     seed: int = 0  # seeds the offline proposer and the inner sampler
     knobs: dict[str, KnobConfig] = field(default_factory=dict)

@@ -36,11 +36,13 @@ WANDB_MODES = ("online", "offline")
 # Lower bounds of numeric settings (a budget of 0 means "no limit").
 AT_LEAST: dict[str, float] = {
     "campaign.baseline_seeds": 1,
-    "campaign.validate_seeds": 0,  # 0: new frontiers are not re-measured on the validate tier
+    "campaign.validate_seeds": 0,  # 0: a screen winner is kept on its one run, unconfirmed
     "campaign.wave_size": 1,
     "campaign.max_wave": 1,
     "campaign.queue_low_water": 0,
     "campaign.min_delta": 0,
+    "campaign.promote_z": 0,
+    "campaign.keep_z": 0,
     "campaign.max_retries": 0,
     "campaign.budget.max_experiments": 0,
     "campaign.budget.max_wall_hours": 0,

@@ -25,16 +25,26 @@ class Frontier:
             self._git("commit", "-q", "-m", "baseline")
         self._head = self._git("rev-parse", "--short=12", "HEAD")
         self._source = (self.path / FILE).read_text()
+        root = self._git("rev-list", "--max-parents=0", "HEAD")
+        self._start_source = self.source_at(root)
 
-    def _git(self, *args: str) -> str:
+    def _git(self, *args: str, strip: bool = True) -> str:
         out = subprocess.run(
             ["git", *_GIT_IDENTITY, *args], cwd=self.path, capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip()
+        ).stdout
+        return out.strip() if strip else out
 
     def source(self) -> str:
         """The frontier's train.py (cached, like the head: only this controller writes it)."""
         return self._source
+
+    def source_at(self, commit: str) -> str:
+        """The train.py of one version of the lineage (a trial's `parent`)."""
+        return self._git("show", f"{commit}:{FILE}", strip=False)
+
+    def start_source(self) -> str:
+        """The train.py the campaign started from: what baselines measure, whatever was kept since."""
+        return self._start_source
 
     def head(self) -> str:
         """The current frontier commit (cached: only this controller writes the repository)."""

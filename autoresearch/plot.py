@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -11,34 +12,36 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from autoresearch.results import measurements  # noqa: E402
+
 
 def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
-    """The screen tier's experiments (the search itself); validation re-runs live in results.tsv."""
+    """The screen tier's runs (the search itself); the validate tier's live in results.tsv."""
     ran = [
         (i, r)
         for i, r in enumerate(table)
-        if r["status"] in ("keep", "discard", "baseline") and r["tier"] in ("screen", "")
+        if r["status"] in ("keep", "discard", "baseline", "validated") and r["tier"] in ("screen", "")
     ]
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    for status, color, size in (
-        ("discard", "#b0b0b0", 14),
-        ("stack", "#f0a030", 18),
-        ("keep", "#1a9850", 36),
+    for status, label, color, size in (
+        ("discard", "discard", "#b0b0b0", 14),
+        ("validated", "re-run", "#9ecae1", 14),
+        ("keep", "keep", "#1a9850", 36),
     ):
         pts = [(i, r["val_bpb"]) for i, r in ran if r["status"] == status]
         if pts:
             xs, ys = zip(*pts, strict=True)
-            ax.scatter(xs, ys, s=size, c=color, label=status, zorder=3)
-    # The frontier as the policy sees it: the baseline mean, then each kept value.
+            ax.scatter(xs, ys, s=size, c=color, label=label, zorder=3)
+    # The frontier as the policy judges by it: the baseline's mean, then each kept version's.
     best_x, best_y, baselines, kept = [], [], [], None
     for i, r in ran:
         if r["status"] == "baseline":
             baselines.append(r["val_bpb"])
         elif r["status"] == "keep":
-            kept = r["val_bpb"]
+            kept = statistics.fmean(measurements(table, r["version"], r["tier"]))
         if kept is not None or baselines:
             best_x.append(i)
-            best_y.append(kept if kept is not None else sum(baselines) / len(baselines))
+            best_y.append(kept if kept is not None else statistics.fmean(baselines))
     if best_x:
         ax.step(best_x, best_y, where="post", color="#1a9850", lw=1.5, label="frontier")
     baseline = [(i, r["val_bpb"]) for i, r in ran if r["status"] == "baseline"]

@@ -21,7 +21,7 @@ from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import gpu_hours_by_pool
 from autoresearch.config import time_budget_seconds
 from autoresearch.plot import plot_progress
-from autoresearch.results import rows
+from autoresearch.results import frontier_measured, rows
 from autoresearch.study import trials
 
 REPORT_FILE = "report.html"
@@ -35,13 +35,11 @@ class TierResult:
 
     tier: str
     baseline: list[float]
-    frontier: list[float]  # empty: the frontier has moved and this tier has not re-measured it yet
-    frontier_trial: int | None  # the kept trial the frontier figure is of (None: the start)
+    frontier: list[float]  # the runs of the latest frontier measured on this tier
+    frontier_trial: int | None  # the kept trial that frontier is (None: the start)
 
     @property
-    def change(self) -> float | None:
-        if not self.frontier:
-            return None
+    def change(self) -> float:
         return statistics.fmean(self.frontier) - statistics.fmean(self.baseline)
 
 
@@ -54,7 +52,8 @@ class KeptChange:
     val_bpb: float
     delta: float | None  # against the frontier it was judged by
     commit: str
-    validated: list[float]  # its re-runs on the validate tier, one per seed
+    reason: str  # the decision, with the margin it had to beat
+    validated: list[float]  # the re-runs that confirmed it, one per seed
     diff: str
 
 
@@ -116,26 +115,33 @@ def _kept_change(campaign_dir: Path, t: FrozenTrial, validated: list[float]) -> 
         val_bpb=float(t.value),
         delta=attrs.get("delta"),
         commit=attrs.get("commit", ""),
+        reason=attrs.get("reason", ""),
         validated=validated,
         diff=diff_path.read_text() if diff_path.is_file() else "",
     )
 
 
-def _tier_results(table: list[dict[str, Any]], kept: list[KeptChange]) -> list[TierResult]:
-    """Screen first, then validate: the keep decided on a tier, or the re-measurements of one."""
+def _tier_results(table: list[dict[str, Any]]) -> list[TierResult]:
+    """Screen first, then validate: the start and the latest frontier each tier has measured."""
     results = []
     tiers = sorted({r["tier"] for r in table if r["status"] == "baseline"}, key=lambda t: (t != "screen", t))
     for tier in tiers:
         baseline = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == tier]
-        keeps = [r for r in table if r["status"] == "keep" and r["tier"] == tier]
-        validated = [k for k in kept if k.validated]
-        if keeps:
-            results.append(TierResult(tier, baseline, [keeps[-1]["val_bpb"]], keeps[-1]["trial"]))
-        elif tier == "validate" and validated:
-            results.append(TierResult(tier, baseline, validated[-1].validated, validated[-1].trial))
-        else:
-            results.append(TierResult(tier, baseline, [] if kept else baseline, None))
+        trial, frontier = frontier_measured(table, tier)
+        results.append(TierResult(tier, baseline, frontier, trial))
     return results
+
+
+def keep_rule(c: Any) -> str:
+    """The campaign's keep rule in words (`c`: its campaign config; older ones lack the z's)."""
+    promote_z, keep_z = getattr(c, "promote_z", 1.0), getattr(c, "keep_z", 2.0)
+    floor = f"and by at least {c.min_delta:g} val_bpb"
+    if not c.validate_seeds:
+        return f"kept when its one run beats the frontier by {promote_z:g} x seed noise {floor}"
+    return (
+        f"promoted when its one run beats the frontier by {promote_z:g} x seed noise; kept when "
+        f"{c.validate_seeds} re-runs with fresh seeds beat it by {keep_z:g} standard errors, {floor}"
+    )
 
 
 def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignReport:
@@ -164,7 +170,7 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
         "training seconds per experiment": f"{time_budget_seconds(cfg):g}",
         "proposer": str(cfg.agent.kind) + (f" ({cfg.agent.model})" if cfg.agent.kind == "claude" else ""),
         "tiers": ", ".join(f"{tier}: {pool}" for tier, pool in cfg.cluster.tiers.items()),
-        "keep rule": f"beats the frontier by at least {c.min_delta:g} val_bpb",
+        "keep rule": keep_rule(c),
     }
     ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
     return CampaignReport(
@@ -176,7 +182,7 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
         queued=len(trials(study, TrialState.WAITING)),
         counts=dict(Counter(r["status"] for r in table)),
         ran=len(ran),
-        tiers=_tier_results(table, kept),
+        tiers=_tier_results(table),
         gpu_hours=hours,
         gpu_types={t.user_attrs.get("pool", ""): str(t.user_attrs.get("gpu_type", "")) for t in ran},
         prices={name: float(p.price_per_gpu_hour) for name, p in cfg.cluster.partitions.items()},

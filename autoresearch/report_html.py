@@ -59,13 +59,8 @@ def _result(r: CampaignReport) -> str:
         return "<p>No baseline has finished yet.</p>"
     body = []
     for t in r.tiers:
-        if t.change is None:
-            frontier, change = "not re-measured here yet", "-"
-        else:
-            frontier = _mean(t.frontier) + (
-                f", trial {t.frontier_trial}" if t.frontier_trial is not None else ""
-            )
-            change = f"{t.change:+.6f} ({100 * t.change / statistics.fmean(t.baseline):+.2f}%)"
+        frontier = _mean(t.frontier) + (f", trial {t.frontier_trial}" if t.frontier_trial is not None else "")
+        change = f"{t.change:+.6f} ({100 * t.change / statistics.fmean(t.baseline):+.2f}%)"
         body.append([escape(t.tier), _mean(t.baseline), frontier, change])
     return _table(["tier", "baseline val_bpb", "frontier val_bpb", "change"], body, (3,))
 
@@ -111,7 +106,9 @@ def _kept(k: KeptChange) -> str:
         f"proposed by {escape(k.source or '?')}",
     ]
     if k.validated:
-        facts.append(f"re-measured on the validate tier: {_mean(k.validated)}")
+        facts.append(f"re-runs with fresh seeds: {_mean(k.validated)}")
+    if k.reason:
+        facts.append(escape(k.reason))
     hypothesis = f"<p><i>{escape(k.hypothesis)}</i></p>" if k.hypothesis else ""
     return (
         f"<h3>trial {k.trial}: {escape(k.description)}</h3>{hypothesis}"

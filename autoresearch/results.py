@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autoresearch.policy import pooled_noise
 from autoresearch.study import finished
 
 COLUMNS = [
@@ -38,7 +39,12 @@ COLUMNS = [
     "started_at",
     "ended_at",
     "reason",
+    "version",
+    "validates",
 ]
+# Runs that measure a train.py without having been picked for their result: repeated runs of one
+# version among these are what seed noise and the frontier's value are estimated from.
+MEASUREMENTS = ("baseline", "validated")
 
 
 def row_of(trial: FrozenTrial) -> dict[str, Any]:
@@ -64,6 +70,8 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
         "started_at": attrs.get("started_at", ""),
         "ended_at": attrs.get("ended_at", ""),
         "reason": attrs.get("reason", ""),
+        "version": attrs.get("run_key", ""),  # which train.py ran: equal versions are repeats
+        "validates": attrs.get("validates", ""),  # the trial whose train.py a re-run measures
     }
 
 
@@ -73,13 +81,46 @@ def rows(study: optuna.Study) -> list[dict[str, Any]]:
     return [row_of(t) for t in done]
 
 
+def measurements(table: list[dict[str, Any]], version: str, tier: str) -> list[float]:
+    """val_bpb of the runs of one train.py on one tier: its baseline and re-runs; the run that got
+    it kept only while there are none (that one was picked for being low)."""
+    runs = [r for r in table if r["version"] == version and r["tier"] == tier]
+    repeats = [r["val_bpb"] for r in runs if r["status"] in MEASUREMENTS]
+    return repeats or [r["val_bpb"] for r in runs if r["status"] == "keep"]
+
+
+def frontier_measured(table: list[dict[str, Any]], tier: str = "screen") -> tuple[int | None, list[float]]:
+    """The runs the frontier is judged by on a tier: those of the latest kept version measured
+    there (with that keep's trial number), else the baseline's (None). `table` is `rows()`."""
+    kept = [r for r in table if r["status"] == "keep"]
+    for keep in reversed(kept):
+        values = measurements(table, keep["version"], tier)
+        if values:
+            return keep["trial"], values
+    return None, [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == tier]
+
+
+def frontier_runs(table: list[dict[str, Any]], tier: str = "screen") -> list[float]:
+    return frontier_measured(table, tier)[1]
+
+
 def frontier_value(table: list[dict[str, Any]], tier: str = "screen") -> tuple[float | None, float | None]:
-    """The baseline mean on a tier and the frontier there, as the policy judges against it: the
-    last keep on that tier, else that mean. `table` is `rows()`, in the order results finished."""
+    """The baseline mean on a tier and the frontier's mean there, as the policy judges against it."""
     baselines = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == tier]
-    baseline = statistics.fmean(baselines) if baselines else None
-    kept = [r["val_bpb"] for r in table if r["status"] == "keep" and r["tier"] == tier]
-    return baseline, kept[-1] if kept else baseline
+    runs = frontier_runs(table, tier)
+    return (
+        statistics.fmean(baselines) if baselines else None,
+        statistics.fmean(runs) if runs else None,
+    )
+
+
+def tier_noise(table: list[dict[str, Any]], tier: str) -> float | None:
+    """Seed-to-seed std of val_bpb on a tier, pooled over every train.py run there more than once."""
+    groups: dict[str, list[float]] = {}
+    for r in table:
+        if r["status"] in MEASUREMENTS and r["tier"] == tier:
+            groups.setdefault(r["version"], []).append(r["val_bpb"])
+    return pooled_noise(list(groups.values()))
 
 
 def _format(value: Any) -> str:

@@ -42,7 +42,8 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     running = trials(study, TrialState.RUNNING)
     waiting = trials(study, TrialState.WAITING)
     spend = measure(study, {}, campaign_dir, now)  # no pools: hours and LLM dollars only
-    counts = {s: sum(1 for r in table if r["status"] == s) for s in ("keep", "discard", "crash", "invalid")}
+    statuses = ("keep", "discard", "crash", "invalid", "validated")
+    counts = {s: sum(1 for r in table if r["status"] == s) for s in statuses}
     head = Table.grid(padding=(0, 2))
     head.add_row("campaign", f"{study.study_name}  ({campaign_dir})")
     ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
@@ -51,7 +52,8 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     head.add_row(
         "experiments",
         f"{len(table)} finished ({counts['keep']} kept, {counts['discard']} discarded, "
-        f"{counts['crash']} crashed, {counts['invalid']} invalid), {len(running)} running, {len(waiting)} queued",
+        f"{counts['crash']} crashed, {counts['invalid']} invalid, {counts['validated']} re-runs), "
+        f"{len(running)} running, {len(waiting)} queued",
     )
     calls = usage_totals(campaign_dir)
     head.add_row(

@@ -41,6 +41,11 @@ class Workspace:
     diff: str
 
 
+def source_version(source: str) -> str:
+    """A train.py's identity in the study (`run_key`): runs of equal versions are repeats."""
+    return hashlib.sha1(source.encode()).hexdigest()[:16]
+
+
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

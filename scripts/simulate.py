@@ -9,8 +9,10 @@ so the real seconds the controller spends per experiment are measured, not model
     python scripts/simulate.py --gpus 16 160 1600 --experiments 2000
 
 Per fleet size it prints the virtual hours the experiments took, how busy the GPUs were, the
-speed-up against one GPU running them back to back, and the controller's own real seconds per
-experiment against the budget the fleet leaves it (run minutes / GPUs).
+speed-up against one GPU running them back to back, the keeps (and how many of them the landscape
+without its seed noise calls real improvements), the val_bpb gained as measured and as true, and
+the controller's own real seconds per experiment against the budget the fleet leaves it (run
+minutes / GPUs). `--set campaign.validate_seeds=0 campaign.promote_z=0` compares another keep rule.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import argparse
 import difflib
 import hashlib
 import heapq
+import itertools
 import json
 import logging
 import math
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -121,6 +125,14 @@ class Surface:
 
     def score(self, source: str, seed: int) -> float | None:
         """val_bpb of this train.py with this seed, or None when it crashes."""
+        value = self.expected(source)
+        if value is None:
+            return None
+        rng = random.Random(hashlib.sha1(f"{source}{seed}".encode()).digest())
+        return value + rng.gauss(0.0, self.noise)
+
+    def expected(self, source: str) -> float | None:
+        """The true val_bpb of this train.py (its mean over seeds), or None when it crashes."""
         value = 1.0
         for k, raw in zip(self.knobs, self._values(source, self.knobs), strict=True):
             x = _number(raw)
@@ -137,8 +149,7 @@ class Surface:
                 if crashes:
                     return None
                 value += effect / 2  # a replaced line counts once as removed, once as added
-        rng = random.Random(hashlib.sha1(f"{source}{seed}".encode()).digest())
-        return value + rng.gauss(0.0, self.noise)
+        return value
 
 
 @dataclass
@@ -213,7 +224,7 @@ class VirtualFleet:
         pass
 
 
-def compose(gpus: int, experiments: int, runs_dir: Path) -> AutoresearchConfig:
+def compose(gpus: int, experiments: int, runs_dir: Path, extra: list[str]) -> AutoresearchConfig:
     """The gpt2 campaign on the Slurm cluster config, one GPU in eight validating."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -227,19 +238,22 @@ def compose(gpus: int, experiments: int, runs_dir: Path) -> AutoresearchConfig:
         "campaign.prepare_data=false", f"campaign.budget.max_experiments={experiments}",
         "campaign.budget.max_wall_hours=0", "campaign.budget.max_gpu_hours=0", "tracking.plot_every=100000",
         *(f"campaign.{key}={REPO / 'trainer' / name}" for key, name in PATHS.items()),  # from any folder
+        *extra,
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return OmegaConf.to_object(hydra_compose("config", overrides=overrides))  # type: ignore[return-value]
 
 
 def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Path) -> dict[str, float]:
-    cfg = compose(gpus, experiments, runs_dir)
+    cfg = compose(gpus, experiments, runs_dir, getattr(args, "set", None) or [])
     campaign_dir = runs_dir / cfg.campaign.name
     knobs = [
         KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
         for name, k in cfg.campaign.knobs.items()
     ]
-    surface = Surface(Path(cfg.campaign.train_py).read_text(), knobs, seed=args.seed)
+    surface = Surface(
+        Path(cfg.campaign.train_py).read_text(), knobs, args.seed, getattr(args, "noise", 0.002)
+    )
     clock = VirtualClock(start=START)
     pools = {
         name: Pool(name, p.slots, p.gpu_type, p.price_per_gpu_hour, p.partition)
@@ -255,6 +269,7 @@ def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Pa
     controller_s = time.perf_counter() - began
     hours = (clock.now() - START) / 3600
     ran = sum(1 for t in finished(campaign.study) if "exp_dir" in t.user_attrs)
+    lineage = [surface.expected(source) for source in kept_sources(campaign_dir / "frontier")]
     return {
         "gpus": gpus,
         "experiments": ran,
@@ -262,10 +277,24 @@ def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Pa
         "utilisation": fleet.slot_seconds / (gpus * hours * 3600) if hours else 0.0,
         "speedup": fleet.slot_seconds / (hours * 3600) if hours else 0.0,
         "kept": summary.kept,
+        "real": sum(1 for before, after in itertools.pairwise(lineage) if after < before),  # type: ignore[operator]
         "gain": (summary.baseline or 0.0) - (summary.best or 0.0),
+        "true_gain": lineage[0] - lineage[-1],  # type: ignore[operator]
         "controller_s_per_exp": controller_s / max(ran, 1),
         "allowed_s_per_exp": args.run_minutes * 60 / gpus,
     }
+
+
+def kept_sources(frontier: Path) -> list[str]:
+    """Each train.py of the frontier's git lineage, the start first."""
+    git = ["git", "-C", str(frontier)]
+    commits = subprocess.run(
+        [*git, "rev-list", "--reverse", "HEAD"], capture_output=True, text=True, check=True
+    )
+    return [
+        subprocess.run([*git, "show", f"{c}:train.py"], capture_output=True, text=True, check=True).stdout
+        for c in commits.stdout.split()
+    ]
 
 
 def main() -> None:
@@ -281,20 +310,31 @@ def main() -> None:
     parser.add_argument("--lost-rate", type=float, default=0.01, help="share of runs lost to node failures")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--noise", type=float, default=0.002, help="seed-to-seed std of val_bpb (reported: 0.002)"
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. campaign.validate_seeds=0",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="keep the campaign folders here (default: a temporary folder)"
     )
     args = parser.parse_args()
     logging.getLogger("autoresearch").setLevel(logging.ERROR)  # lost runs are expected here
     runs_dir = args.keep or Path(tempfile.mkdtemp(prefix="autoresearch-sim-"))
-    print(f"{'GPUs':>5} {'experiments':>11} {'virtual h':>9} {'busy':>6} {'speed-up':>8} {'kept':>4} "
-          f"{'gain':>7} {'controller s/exp':>16} {'allowed s/exp':>13}")  # fmt: skip
+    print(f"{'GPUs':>5} {'experiments':>11} {'virtual h':>9} {'busy':>6} {'speed-up':>8} {'kept':>4} {'real':>4} "
+          f"{'gain':>7} {'true gain':>9} {'controller s/exp':>16} {'allowed s/exp':>13}")  # fmt: skip
     try:
         for gpus in args.gpus:
             experiments = args.experiments or max(200, 4 * gpus)
             r = simulate(gpus, experiments, args, runs_dir)
             print(
                 f"{r['gpus']:>5} {r['experiments']:>11} {r['virtual_hours']:>9.2f} {100 * r['utilisation']:>5.1f}% "
-                f"{r['speedup']:>7.1f}x {r['kept']:>4} {r['gain']:>7.4f} {r['controller_s_per_exp']:>16.3f} "
+                f"{r['speedup']:>7.1f}x {r['kept']:>4} {r['real']:>4} {r['gain']:>7.4f} {r['true_gain']:>9.4f} "
+                f"{r['controller_s_per_exp']:>16.3f} "
                 f"{r['allowed_s_per_exp']:>13.3f}",
                 flush=True,
             )

@@ -19,7 +19,11 @@ import optuna
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from autoresearch.campaign import Campaign, deadline_seconds
 from autoresearch.config import AutoresearchConfig, register_configs
+from autoresearch.fleet.factory import make_fleet
+from autoresearch.proposals import Candidate, Wave
+from autoresearch.proposers.base import CampaignContext, Proposer
 from autoresearch.workspace import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +118,41 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
 def experiment_runs(run_log: Path) -> Counter[str]:
     """How often each workspace's train.py started (the toy trainer's TOY_RUN_LOG)."""
     return Counter(run_log.read_text().split()) if run_log.exists() else Counter()
+
+
+class ScriptedProposer(Proposer):
+    """Proposes one fixed wave, then nothing: the campaign ends when the queue is done."""
+
+    def __init__(self, candidates: list[Candidate]) -> None:
+        self.candidates = candidates
+
+    def propose(self, context: CampaignContext) -> Wave:
+        wave, self.candidates = self.candidates, []
+        return Wave(candidates=wave, source="script")
+
+
+def run_scripted(tmp_path: Path, candidates: list[Candidate], *overrides: str) -> Campaign:
+    """The toy campaign in this process, on these candidates alone (no inner-sampler fill)."""
+    cfg = compose_toy(tmp_path, "cluster.poll_seconds=0.02", "campaign.fill_idle_slots=false", *overrides)
+    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    campaign = Campaign(cfg, campaign_dir, fleet, ScriptedProposer(candidates), background_proposals=False)
+    campaign.run()
+    return campaign
+
+
+def launched_within_budget(study: optuna.Study, limit: int) -> list[optuna.trial.FrozenTrial]:
+    """The launched trials, in launch order, checked against an experiments budget that ended the
+    campaign: `limit` launches, then only the re-runs owed to changes promoted before it."""
+    # (a controller killed while preparing a workspace can leave exp_dir set before launched_at)
+    launched = sorted(
+        (t for t in study.trials if "exp_dir" in t.user_attrs),
+        key=lambda t: t.user_attrs.get("launched_at", 0.0),
+    )
+    assert len(launched) >= limit, f"{len(launched)} launched, the budget allowed {limit}"
+    late = [t.user_attrs["kind"] for t in launched[limit:]]
+    assert all(kind == "validation" for kind in late), late
+    return launched
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> None:

@@ -16,12 +16,16 @@ from engine_helpers import (
     REPO,
     campaign_command,
     experiment_runs,
+    launched_within_budget,
     load,
     read_tsv,
     run_campaign,
+    run_scripted,
     wait_for,
 )
 from optuna.trial import TrialState
+
+from autoresearch.proposals import Candidate
 
 
 def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
@@ -30,7 +34,7 @@ def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
     campaign = tmp_path / "toy"
     study = load(campaign)
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
-    assert len([t for t in study.trials if "exp_dir" in t.user_attrs]) == 12
+    launched_within_budget(study, 12)
     rows = read_tsv(campaign / "results.tsv")
     assert {int(r["trial"]) for r in rows} == {t.number for t in done}
     assert list(rows[0])[:5] == ["commit", "val_bpb", "memory_gb", "status", "description"]
@@ -51,6 +55,13 @@ def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
     # Each keep records how far below the frontier it landed (min_delta is 0.0005 by default).
     kept_trials = [t for t in done if t.user_attrs.get("status") == "keep"]
     assert kept_trials and all(t.user_attrs["delta"] <= -0.0005 for t in kept_trials)
+    # Each keep was confirmed by two re-runs of its exact train.py with fresh seeds.
+    for t in kept_trials:
+        reruns = [r for r in done if r.user_attrs.get("validates") == t.number]
+        assert t.user_attrs["reason"].startswith("confirmed: ")
+        assert [r.user_attrs["status"] for r in reruns] == ["validated", "validated"]
+        assert {r.user_attrs["run_key"] for r in reruns} == {t.user_attrs["run_key"]}
+        assert len({t.user_attrs["seed"], *(r.user_attrs["seed"] for r in reruns)}) == 3
     # Knob values are trial params; the edit is a file under the campaign folder.
     some = next(t for t in done if t.user_attrs.get("kind") == "experiment")
     assert (campaign / some.user_attrs["edit"]).is_file()
@@ -170,8 +181,10 @@ def test_ctrl_c_stops_and_a_rerun_finishes_the_work(tmp_path: Path, signals: lis
     assert told <= {str(Path(p).relative_to(campaign)) for p in runs}
 
 
-@pytest.mark.parametrize("finished_before_kill", [0, 3, 7])
-def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_before_kill: int) -> None:
+@pytest.mark.parametrize("finished_before_kill", [0, 3, 7, "promoted"])
+def test_sigkill_and_resume_loses_and_repeats_nothing(
+    tmp_path: Path, finished_before_kill: int | str
+) -> None:
     campaign = tmp_path / "toy"
     run_log = tmp_path / "runs.log"
     env = {**os.environ, "TOY_RUN_LOG": str(run_log), "TOY_SECONDS": "0.6"}
@@ -181,6 +194,14 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_b
     try:
         if finished_before_kill == 0:
             wait_for(lambda: any(campaign.glob("experiments/*/runner.pid")), 60, "a running experiment")
+        elif finished_before_kill == "promoted":  # a change waits for the re-runs that confirm it
+            journal = campaign / "study.journal"
+            wait_for(
+                lambda: journal.exists() and '"promoted"' in journal.read_text(),
+                60,
+                "a promotion",
+                every=0.02,
+            )
         else:
             wait_for(
                 lambda: len(list(campaign.glob("experiments/*/outcome.json"))) >= finished_before_kill,
@@ -222,8 +243,17 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(tmp_path: Path, finished_b
         t = study.trials[int(r["trial"])]
         if t.state == TrialState.COMPLETE:
             assert float(r["val_bpb"]) == pytest.approx(t.value, abs=1e-6)
-    launched = [t for t in study.trials if "exp_dir" in t.user_attrs]
-    assert len(launched) == 12
+    launched_within_budget(study, 12)
+    # Every promoted change was decided once, on its two re-runs (fewer only when another keep
+    # overtook it and its queued ones were dropped), none of them run twice.
+    promoted = [t for t in study.trials if t.user_attrs.get("promoted")]
+    assert promoted
+    for t in promoted:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["status"] in ("keep", "discard")
+        reruns = [r for r in study.trials if r.user_attrs.get("validates") == t.number]
+        complete = sum(r.state == TrialState.COMPLETE for r in reruns)
+        dropped = sum(r.user_attrs.get("status") == "skip" for r in reruns)
+        assert complete + dropped == 2, [(r.number, r.state, r.user_attrs.get("status")) for r in reruns]
 
 
 def test_second_controller_is_refused(tmp_path: Path) -> None:
@@ -251,16 +281,14 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_crashing_experiment_is_a_fail_trial_with_its_reason(tmp_path: Path) -> None:
-    proc = run_campaign(tmp_path, "+campaign=toy_crash")
-    assert proc.returncode == 0, proc.stderr
-    study = load(tmp_path / "toy_crash")
-    crashed = [
-        t for t in study.trials if t.state == TrialState.FAIL and "crash" in t.user_attrs.get("reason", "")
-    ]
-    assert crashed, [t.user_attrs.get("reason") for t in study.trials]
-    assert any("FAIL" in t.user_attrs["reason"] for t in crashed)
-    spec = json.loads((tmp_path / "toy_crash" / crashed[0].user_attrs["exp_dir"] / "spec.json").read_text())
-    assert spec["trial"] == crashed[0].number
+    campaign = run_scripted(
+        tmp_path, [Candidate("crash", knobs={"CRASH": True})], "campaign.budget.max_experiments=5"
+    )
+    (crashed,) = [t for t in campaign.study.trials if t.user_attrs.get("description") == "crash"]
+    assert crashed.state == TrialState.FAIL and crashed.user_attrs["status"] == "crash"
+    assert crashed.user_attrs["reason"].startswith("crash: exit 1") and "FAIL" in crashed.user_attrs["reason"]
+    spec = json.loads((campaign.dir / crashed.user_attrs["exp_dir"] / "spec.json").read_text())
+    assert spec["trial"] == crashed.number
 
 
 def test_the_study_opens_with_plain_optuna_and_in_optuna_dashboard(tmp_path: Path) -> None:

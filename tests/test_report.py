@@ -85,8 +85,11 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
     baselines = [float(r["val_bpb"]) for r in table if r["status"] == "baseline"]
     screen = report.tiers[0]
     assert screen.tier == "screen" and screen.baseline == pytest.approx(baselines, abs=1e-6)
-    assert screen.frontier == pytest.approx([float(kept[-1]["val_bpb"])] if kept else baselines, abs=1e-6)
-    assert screen.frontier_trial == (int(kept[-1]["trial"]) if kept else None)
+    # The frontier on the screen tier: the re-runs that confirmed the last keep (one local tier).
+    assert kept, table
+    reruns = [float(r["val_bpb"]) for r in table if r["validates"] == kept[-1]["trial"]]
+    assert screen.frontier == pytest.approx(reruns, abs=1e-6) and len(reruns) == 2
+    assert screen.frontier_trial == int(kept[-1]["trial"])
     assert 'src="data:image/png;base64,' in page  # the plot travels inside the page
 
 
@@ -113,13 +116,24 @@ def test_validation_on_other_hardware_is_reported_with_its_seeds(tmp_path: Path)
     cfg = compose_toy(tmp_path)
     study = optuna.create_study(study_name="toy")
     for i, value in enumerate((2.00, 2.02)):
-        add_run(study, value, 10.0 * i, 60.0, status="baseline", tier="screen")
-        add_run(study, value - 0.10, 10.0 * i, 90.0, status="baseline", tier="validate", pool="h200")
-    add_run(study, 1.95, 100.0, 60.0, status="keep", tier="screen", commit="abc123", description="wider MLP")
+        add_run(study, value, 10.0 * i, 60.0, status="baseline", tier="screen", run_key="start")
+        add_run(
+            study,
+            value - 0.10,
+            10.0 * i,
+            90.0,
+            status="baseline",
+            tier="validate",
+            pool="h200",
+            run_key="start",
+        )
+    kept = {"commit": "abc123", "description": "wider MLP", "run_key": "wider"}
+    add_run(study, 1.95, 100.0, 60.0, status="keep", tier="screen", **kept)
     waiting = next(t for t in build_report(study, tmp_path, cfg).tiers if t.tier == "validate")
-    assert waiting.frontier == [] and waiting.change is None  # kept on h100, not yet re-run on h200
+    assert waiting.frontier == [1.90, 1.92] and waiting.frontier_trial is None  # not yet re-run on h200
     for value in (1.88, 1.86):
-        add_run(study, value, 200.0, 90.0, status="validated", tier="validate", validates=4, pool="h200")
+        rerun = {"validates": 4, "pool": "h200", "run_key": "wider"}
+        add_run(study, value, 200.0, 90.0, status="validated", tier="validate", **rerun)
     add_run(study, None, 300.0, 5.0, status="crash", tier="screen", reason="exit 1: NaN loss")
 
     report = build_report(study, tmp_path, cfg)

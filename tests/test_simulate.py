@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from engine_helpers import load, load_script, read_tsv
+from engine_helpers import launched_within_budget, load, load_script, read_tsv
 from optuna.trial import TrialState
 
 from autoresearch.knobs import set_knobs
@@ -25,8 +25,8 @@ def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_pat
     args = argparse.Namespace(run_minutes=5.5, queue_wait=60.0, lost_rate=0.05, seed=1)
     r = sim.simulate(8, 40, args, tmp_path)
     study = load(tmp_path / "sim8")
-    launched = [t for t in study.trials if "exp_dir" in t.user_attrs]
-    assert r["experiments"] == len(launched) == 40
+    launched = launched_within_budget(study, 40)
+    assert r["experiments"] == len(launched)
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in launched)  # none left running
     assert len(read_tsv(tmp_path / "sim8" / "results.tsv")) == sum(
         1 for t in study.trials if t.state.is_finished()
@@ -38,6 +38,16 @@ def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_pat
     statuses = {t.user_attrs.get("status") for t in launched}
     assert {"baseline", "discard"} <= statuses and "lost" in statuses  # node failures are re-queued
     assert (tmp_path / "sim8" / "report.html").is_file()  # the same ending as a real campaign
+    # The true gain: the landscape without its noise, from the start to the final frontier.
+    cfg = sim.compose(8, 40, tmp_path / "again", [])
+    knobs = [
+        KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
+        for name, k in cfg.campaign.knobs.items()
+    ]
+    surface = sim.Surface(TRAIN_PY.read_text(), knobs, seed=1)
+    final = (tmp_path / "sim8" / "frontier" / "train.py").read_text()
+    assert r["true_gain"] == pytest.approx(surface.expected(TRAIN_PY.read_text()) - surface.expected(final))
+    assert 0 <= r["real"] <= r["kept"] == sum(1 for t in launched if t.user_attrs.get("status") == "keep")
 
 
 def test_the_surface_rewards_the_hidden_optimum_and_is_repeatable(sim) -> None:

@@ -20,7 +20,16 @@ from pathlib import Path
 
 import optuna
 import pytest
-from engine_helpers import REPO, campaign_command, experiment_runs, load, read_tsv, run_campaign, wait_for
+from engine_helpers import (
+    REPO,
+    campaign_command,
+    experiment_runs,
+    launched_within_budget,
+    load,
+    read_tsv,
+    run_campaign,
+    wait_for,
+)
 from optuna.trial import TrialState
 
 from autoresearch.fleet.slurm import attempt_state, outcome_for_state, parse_sacct, run_array_task
@@ -139,11 +148,12 @@ def _processes_in(folder: Path) -> list[str]:
     return found
 
 
-def _assert_complete(campaign: Path, launched: int) -> optuna.Study:
-    """The campaign ended cleanly: nothing RUNNING, results.tsv = the study, no job or process left."""
+def _assert_complete(campaign: Path, budget: int) -> optuna.Study:
+    """The campaign ended cleanly: its experiments budget kept (only owed re-runs over it), nothing
+    RUNNING, results.tsv = the study, no job or process left."""
     study = load(campaign)
     assert not [t.number for t in study.trials if t.state == TrialState.RUNNING]
-    assert len([t for t in study.trials if "exp_dir" in t.user_attrs]) == launched
+    launched_within_budget(study, budget)
     rows = read_tsv(campaign / "results.tsv")
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
     assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in done)
@@ -221,7 +231,7 @@ def test_campaign_runs_as_arrays_on_both_partitions(tmp_path: Path, slurm_cluste
     proc = run_campaign(tmp_path, SLURM, "campaign.budget.max_experiments=8")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     campaign = tmp_path / "toy"
-    study = _assert_complete(campaign, launched=8)
+    study = _assert_complete(campaign, budget=8)
     assert all(t.state == TrialState.COMPLETE for t in study.trials if "exp_dir" in t.user_attrs)
     # Screen on h100, validate on h200, as results.tsv says.
     ran = {str(t.number) for t in study.trials if "exp_dir" in t.user_attrs}
@@ -251,7 +261,7 @@ def test_campaign_runs_as_arrays_on_both_partitions(tmp_path: Path, slurm_cluste
         job_id, name, partition, state = tasks[handle.split(":")[2]]
         assert (name, partition, state) == (f"autoresearch-{pool}", pool, "COMPLETED")
         assert t.user_attrs["slurm_job_id"] == job_id
-    assert len(tasks) == 8
+    assert len(tasks) == len(handles)  # one array task each
 
 
 @pytest.mark.slurm
@@ -277,7 +287,7 @@ def test_node_failure_loses_nothing_and_counts_nothing_twice(tmp_path: Path, slu
             up = subprocess.run(["bash", str(RESTART_SLURMD)], capture_output=True, text=True, timeout=180)
             assert up.returncode == 0, up.stdout + up.stderr
         held.finish(timeout=300)
-    study = _assert_complete(campaign, launched=11)
+    study = _assert_complete(campaign, budget=11)
     lost = [t for t in study.trials if "NODE_FAIL" in t.user_attrs.get("reason", "")]
     assert len(lost) == 3, [(t.number, t.user_attrs.get("reason")) for t in study.trials]
     for t in lost:
@@ -321,7 +331,7 @@ def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
             wait_for(outcome.exists, 60, "the interrupted runner's outcome")
             held.start()
         held.finish(timeout=240)
-    study = _assert_complete(campaign, launched=6)
+    study = _assert_complete(campaign, budget=6)
     trial = study.trials[0]
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["status"] == "cancelled", trial.user_attrs
@@ -350,7 +360,7 @@ def test_controller_killed_then_rerun_reattaches(tmp_path: Path, slurm_cluster: 
         held.start()
         wait_for(lambda: _log_count(campaign, "re-attached") >= len(handles), 60, "re-attaching")
         held.finish(timeout=240)
-    study = _assert_complete(campaign, launched=8)
+    study = _assert_complete(campaign, budget=8)
     for number, handle in handles.items():
         t = study.trials[number]
         assert t.state == TrialState.COMPLETE, (number, t.user_attrs)
@@ -368,7 +378,7 @@ def test_a_silent_hang_is_ended_at_its_deadline(tmp_path: Path, slurm_cluster: N
     proc = run_campaign(tmp_path, "+campaign=toy_hang", SLURM, "cluster.grace_seconds=3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     campaign = tmp_path / "toy_hang"
-    study = _assert_complete(campaign, launched=5)
+    study = _assert_complete(campaign, budget=3)
     hung = [t for t in study.trials if json.loads(t.user_attrs.get("knobs", "{}")).get("HANG") is True]
     assert len(hung) == 1, [t.user_attrs.get("description") for t in study.trials]
     for t in hung:
@@ -396,7 +406,7 @@ def test_worker_mode_submits_workers_once_and_runs_every_experiment_once(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     campaign = tmp_path / "toy"
-    study = _assert_complete(campaign, launched=10)
+    study = _assert_complete(campaign, budget=10)
     launched = [t for t in study.trials if "exp_dir" in t.user_attrs]
     assert all(t.state == TrialState.COMPLETE for t in launched)
     _assert_no_double_count(campaign, study, run_log)

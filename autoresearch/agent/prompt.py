@@ -20,7 +20,7 @@ from autoresearch.proposers.base import CampaignContext, ExperimentRecord
 CHARS_PER_TOKEN = 3.5  # a cautious average for English and Python under Claude's tokenizers
 PROMPT_SHARE = 0.7  # of max_context_tokens; the rest is left for inspection and the answer
 CACHE = {"type": "ephemeral"}
-IN_FLIGHT = ("queued", "running")
+IN_FLIGHT = ("queued", "running", "confirming")  # confirming: promoted, its re-runs not all in
 COUNTED = ("keep", "discard", "crash")
 
 DEFAULT_PROGRAM_MD = Path(__file__).resolve().parents[2] / "trainer" / "program.md"

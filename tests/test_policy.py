@@ -1,0 +1,112 @@
+"""The noise-aware keep rule: its arithmetic, and the campaign confirming promoted changes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from engine_helpers import launched_within_budget, run_scripted
+from optuna.trial import TrialState
+
+from autoresearch.policy import NoiseAwarePolicy, pooled_noise
+from autoresearch.proposals import Candidate
+from autoresearch.results import frontier_runs, frontier_value, measurements, tier_noise
+
+
+def test_pooled_noise_weighs_each_group_by_its_degrees_of_freedom() -> None:
+    assert pooled_noise([[1.0], [2.0]]) is None  # no version measured twice: no estimate
+    # Variances 1 (1 dof) and 4/3 (3 dof): pooled (1 + 4) / 4.
+    assert pooled_noise([[0.0, 1.4142135623730951], [1.0, 3.0, 1.0, 3.0], [9.0]]) == pytest.approx(5**0.5 / 2)
+
+
+def test_one_lucky_run_is_promoted_but_only_a_mean_beyond_the_noise_is_kept() -> None:
+    policy = NoiseAwarePolicy(min_delta=0.001, promote_z=1.0, keep_z=2.0)
+    frontier = [1.000, 1.002]
+    # Without a noise estimate, min_delta decides.
+    assert policy.screen(0.9999, frontier, None).better  # -0.0011
+    assert not policy.screen(1.0001, frontier, None).better  # -0.0009
+    # With noise 0.002: one run must beat the mean by 0.002 * sqrt(1 + 1/2) = 0.00245.
+    assert policy.screen(1.001 - 0.0025, frontier, 0.002).better
+    assert not policy.screen(1.001 - 0.0024, frontier, 0.002).better
+    # Confirmation: two runs against two, 2 standard errors of 0.002 * sqrt(1/2 + 1/2) = 0.004.
+    verdict = policy.confirm([0.9965, 0.9975], frontier, 0.002)
+    assert not verdict.better and "needed < -0.0040 (2 x noise 0.0020)" in verdict.reason
+    assert policy.confirm([0.996, 0.9959], frontier, 0.002).better
+    # More runs, smaller error: the same mean that failed with two passes with eight.
+    assert policy.confirm([0.9965, 0.9975] * 4, [1.000, 1.002] * 4, 0.002).better
+
+
+def row(version: str, status: str, val_bpb: float, tier: str = "screen") -> dict:
+    return {"version": version, "status": status, "val_bpb": val_bpb, "tier": tier, "trial": 0}
+
+
+def test_the_frontier_is_the_mean_of_its_unselected_runs_on_each_tier() -> None:
+    table = [
+        row("a", "baseline", 1.00),
+        row("a", "baseline", 1.02),
+        row("a", "baseline", 1.10, tier="validate"),
+        row("a", "baseline", 1.12, tier="validate"),
+        row("b", "discard", 0.99),
+        row("c", "keep", 0.95),  # picked for being low: stands in only until it is re-run
+    ]
+    assert frontier_runs(table, "screen") == [0.95]
+    assert frontier_runs(table, "validate") == [1.10, 1.12]  # c not measured there yet
+    table += [row("c", "validated", 0.97, "validate"), row("c", "validated", 0.99, "validate")]
+    assert frontier_runs(table, "validate") == [0.97, 0.99]
+    table += [row("c", "validated", 0.96), row("c", "validated", 0.98)]
+    assert measurements(table, "c", "screen") == [0.96, 0.98]
+    assert frontier_value(table, "screen") == pytest.approx((1.01, 0.97))
+    # Noise pools the repeats of a and c on a tier; the selected and single runs say nothing of it.
+    assert tier_noise(table, "screen") == pytest.approx(pooled_noise([[1.00, 1.02], [0.96, 0.98]]))
+    assert tier_noise(table, "validate") == pytest.approx(pooled_noise([[1.10, 1.12], [0.97, 0.99]]))
+
+
+def test_a_change_that_only_its_screening_seed_likes_is_not_kept(tmp_path: Path) -> None:
+    lucky = Candidate("lucky", knobs={"LUCKY": True})
+    wider = Candidate("wider", knobs={"WIDTH": 128})
+    campaign = run_scripted(tmp_path, [lucky, wider], "campaign.budget.max_experiments=50")
+    done = {t.user_attrs["description"]: t for t in campaign.study.trials if t.state == TrialState.COMPLETE}
+    for name in ("lucky", "wider"):
+        t = done[name]
+        assert t.user_attrs["promoted"] is True  # both beat the frontier on their one run
+        reruns = [r for r in campaign.study.trials if r.user_attrs.get("validates") == t.number]
+        assert [r.user_attrs["status"] for r in reruns] == ["validated", "validated"]
+        assert all(r.user_attrs["run_key"] == t.user_attrs["run_key"] for r in reruns)  # the same train.py
+        assert sorted(r.user_attrs["seed"] for r in reruns) == [43, 44]  # not the screening seed
+    assert done["lucky"].user_attrs["status"] == "discard"
+    assert done["lucky"].user_attrs["reason"].startswith("not confirmed: ")
+    assert done["wider"].user_attrs["status"] == "keep"
+    assert done["wider"].user_attrs["reason"].startswith("confirmed: ")
+    log = subprocess.run(
+        ["git", "log", "--format=%s"],
+        cwd=campaign.dir / "frontier",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert log == [f"trial {done['wider'].number}: wider", "baseline"]
+
+
+def test_re_runs_go_ahead_of_queued_proposals_and_still_run_when_the_budget_ends(tmp_path: Path) -> None:
+    # The change and its re-runs take 0.2 s; the other proposals 4 s, so they still hold a slot
+    # when the re-runs are queued behind them.
+    wider = Candidate("wider", knobs={"WIDTH": 128})
+    slow = [Candidate(f"lr {lr}", knobs={"LR": lr, "SECONDS": 4.0}) for lr in (0.002, 0.003, 0.004)]
+    campaign = run_scripted(tmp_path, [wider, *slow], "campaign.budget.max_experiments=5")
+    trials = campaign.study.trials
+    promoted = next(t for t in trials if t.user_attrs.get("description") == "wider")
+    reruns = [t for t in trials if t.user_attrs.get("validates") == promoted.number]
+    assert all(
+        r.number > t.number for r in reruns for t in trials if t.user_attrs.get("kind") == "experiment"
+    )
+    # 2 baselines, wider and "lr 0.002" took the two slots in turn; then the re-runs went before
+    # "lr 0.003", queued earlier, and the second one ran after the budget of 5 had ended the queue.
+    launched = launched_within_budget(campaign.study, 5)
+    rerun = f"re-run trial {promoted.number}: wider"
+    assert [t.user_attrs["description"] for t in launched] == ["baseline"] * 2 + ["wider", "lr 0.002"] + [
+        rerun
+    ] * 2
+    assert all(t.state == TrialState.COMPLETE for t in reruns) and len(reruns) == 2
+    assert promoted.user_attrs["status"] == "keep"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
