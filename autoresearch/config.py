@@ -26,7 +26,8 @@ class KnobConfig:
 
 @dataclass
 class BudgetConfig:
-    """Hard limits; the campaign stops launching when any is reached (0 = no limit)."""
+    """Limits: when one is reached no new experiment starts (0 = no limit); only the re-runs owed
+    to changes already promoted still run, so each is decided."""
 
     max_experiments: int = 0
     max_wall_hours: float = 0.0
