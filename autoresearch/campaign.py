@@ -668,9 +668,13 @@ class Campaign:
         they are in, keep it if their mean beats the version it was built on. One overtaken by
         another keep meanwhile runs no more re-runs: it is stacked (re-screened on the new frontier)."""
         if not reruns:
-            tier = self._confirm_tier() or "screen"
-            description = trial.user_attrs.get("description", "")
-            self._enqueue_reruns(trial.number, tier, self.c.validate_seeds, description)
+            tier = self._confirm_tier()
+            if tier is None:  # resumed with validate_seeds=0: its screening run decides alone
+                self._decide(trial, "keep", trial.user_attrs.get("reason", ""))
+                return
+            self._enqueue_reruns(
+                trial.number, tier, self.c.validate_seeds, trial.user_attrs.get("description", "")
+            )
             return
         if self._stale(trial):
             for t in reruns:

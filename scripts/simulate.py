@@ -245,15 +245,13 @@ def compose(gpus: int, experiments: int, runs_dir: Path, extra: list[str]) -> Au
 
 
 def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Path) -> dict[str, float]:
-    cfg = compose(gpus, experiments, runs_dir, getattr(args, "set", None) or [])
+    cfg = compose(gpus, experiments, runs_dir, args.set)
     campaign_dir = runs_dir / cfg.campaign.name
     knobs = [
         KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
         for name, k in cfg.campaign.knobs.items()
     ]
-    surface = Surface(
-        Path(cfg.campaign.train_py).read_text(), knobs, args.seed, getattr(args, "noise", 0.002)
-    )
+    surface = Surface(Path(cfg.campaign.train_py).read_text(), knobs, args.seed, args.noise)
     clock = VirtualClock(start=START)
     pools = {
         name: Pool(name, p.slots, p.gpu_type, p.price_per_gpu_hour, p.partition)

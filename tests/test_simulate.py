@@ -22,7 +22,7 @@ def sim():
 
 
 def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_path: Path) -> None:
-    args = argparse.Namespace(run_minutes=5.5, queue_wait=60.0, lost_rate=0.05, seed=1)
+    args = argparse.Namespace(run_minutes=5.5, queue_wait=60.0, lost_rate=0.05, seed=1, noise=0.002, set=[])
     r = sim.simulate(8, 40, args, tmp_path)
     study = load(tmp_path / "sim8")
     launched = launched_within_budget(study, 40)
