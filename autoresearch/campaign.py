@@ -200,10 +200,18 @@ class Campaign:
         if self._separate_validate_tier():
             self._enqueue_repeats("validate", self.c.validate_seeds, "baseline", {"kind": "baseline"})
 
-    def _enqueue_reruns(self, trial: int, tier: str, seeds: int, description: str) -> None:
-        """Trial `trial`'s exact train.py again, with fresh seeds, on `tier` (before new proposals)."""
+    def _enqueue_reruns(
+        self, trial: int, tier: str, seeds: int, description: str, queued: list[FrozenTrial]
+    ) -> bool:
+        """Trial `trial`'s exact train.py again, with fresh seeds, on `tier` (before new proposals).
+        Only the seeds not `queued` yet: a controller killed part-way through queueing them queues
+        the rest when it resumes. Says whether it queued any."""
+        have = {(t.user_attrs.get("tier", "screen"), t.user_attrs.get("seed")) for t in queued}
+        missing = [i for i in range(1, seeds + 1) if (tier, BASE_SEED + i) not in have]
         attrs = {"kind": "validation", "validates": trial}
-        self._enqueue_repeats(tier, seeds, f"re-run trial {trial}: {description}", attrs, first_seed=1)
+        for i in missing:
+            self._enqueue_repeats(tier, 1, f"re-run trial {trial}: {description}", attrs, first_seed=i)
+        return bool(missing)
 
     def _enqueue_repeats(
         self, tier: str, seeds: int, description: str, attrs: dict[str, Any], first_seed: int = 0
@@ -664,19 +672,18 @@ class Campaign:
         self._confirm(self._trial(trial.number), [], final=False)
 
     def _confirm(self, trial: FrozenTrial, reruns: list[FrozenTrial], final: bool) -> None:
-        """A promoted change: queue its re-runs (once, whenever the controller died), and when
-        they are in, keep it if their mean beats the version it was built on. One overtaken by
+        """A promoted change: queue its re-runs (those missing, wherever the controller died), and
+        when they are in, keep it if their mean beats the version it was built on. One overtaken by
         another keep meanwhile runs no more re-runs: it is stacked (re-screened on the new frontier)."""
-        if not reruns:
-            tier = self._confirm_tier()
+        if not self._stale(trial):
+            tier = reruns[0].user_attrs.get("tier", "screen") if reruns else self._confirm_tier()
             if tier is None:  # resumed with validate_seeds=0: its screening run decides alone
                 self._decide(trial, "keep", trial.user_attrs.get("reason", ""))
                 return
-            self._enqueue_reruns(
-                trial.number, tier, self.c.validate_seeds, trial.user_attrs.get("description", "")
-            )
-            return
-        if self._stale(trial):
+            description = trial.user_attrs.get("description", "")
+            if self._enqueue_reruns(trial.number, tier, self.c.validate_seeds, description, reruns):
+                return
+        else:
             for t in reruns:
                 if t.state == TrialState.WAITING:
                     self._drop(t, f"trial {trial.number} was overtaken by a keep: stacked instead")
@@ -727,8 +734,11 @@ class Campaign:
             if not commit:
                 source = (self._exp_dir(number) / "train.py").read_text()
                 commit = self.frontier.advance(source, number, attrs.get("description", ""))
-                if self._confirm_tier() != "screen":  # its screen value rests on one lucky run
-                    self._enqueue_reruns(number, "screen", max(1, self.c.baseline_seeds), "the new frontier")
+            if self._confirm_tier() != "screen":  # its screen value rests on one lucky run
+                queued = [t for t in trials(self.study) if t.user_attrs.get("validates") == number]
+                self._enqueue_reruns(
+                    number, "screen", max(1, self.c.baseline_seeds), "the new frontier", queued
+                )
             extra["commit"] = commit
             log.info("trial %d: KEEP %.6f (%s) %s", number, val_bpb, reason, attrs.get("description"))
         else:

@@ -21,7 +21,9 @@ from omegaconf import OmegaConf
 
 from autoresearch.campaign import Campaign, deadline_seconds
 from autoresearch.config import AutoresearchConfig, register_configs
+from autoresearch.fleet.base import Finished, Fleet, JobSpec, Pool
 from autoresearch.fleet.factory import make_fleet
+from autoresearch.fleet.local import LocalFleet
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
 from autoresearch.workspace import sha256_file
@@ -131,11 +133,53 @@ class ScriptedProposer(Proposer):
         return Wave(candidates=wave, source="script")
 
 
-def run_scripted(tmp_path: Path, candidates: list[Candidate], *overrides: str) -> Campaign:
-    """The toy campaign in this process, on these candidates alone (no inner-sampler fill)."""
+class TwoLocalPools:
+    """This machine as two partitions of one slot, screen and validate (the local fleet has one):
+    for what a campaign does only when it validates on hardware of its own."""
+
+    def __init__(self, deadline_s: float) -> None:
+        self.parts = {
+            name: LocalFleet(Pool(name, 1, "cpu", 0.0, name), [], 1, deadline_s) for name in ("local", "big")
+        }
+        self.pools = {name: fleet.pools[name] for name, fleet in self.parts.items()}
+
+    def free_slots(self, pool: str) -> int:
+        return self.parts[pool].free_slots(pool)
+
+    def submit(self, jobs: list[JobSpec]) -> dict[int, str]:
+        return {trial: handle for job in jobs for trial, handle in self.parts[job.pool].submit([job]).items()}
+
+    def reattach(self, job: JobSpec, handle: str) -> bool:
+        return self.parts[job.pool].reattach(job, handle)
+
+    def poll(self) -> list[Finished]:
+        return [done for fleet in self.parts.values() for done in fleet.poll()]
+
+    def wait(self, seconds: float) -> None:
+        self.parts["local"].wait(seconds)
+
+    def running(self) -> int:
+        return sum(fleet.running() for fleet in self.parts.values())
+
+    def shutdown(self, cancel: bool) -> None:
+        for fleet in self.parts.values():
+            fleet.shutdown(cancel)
+
+
+def run_scripted(
+    tmp_path: Path, candidates: list[Candidate], *overrides: str, validate_apart: bool = False
+) -> Campaign:
+    """The toy campaign in this process, on these candidates alone (no inner-sampler fill);
+    `validate_apart`: its validate tier on a partition of its own (`TwoLocalPools`)."""
+    if validate_apart:
+        overrides = (*overrides, "cluster.tiers.validate=big")
     cfg = compose_toy(tmp_path, "cluster.poll_seconds=0.02", "campaign.fill_idle_slots=false", *overrides)
     campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
-    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    fleet: Fleet = (
+        TwoLocalPools(deadline_seconds(cfg) + cfg.cluster.grace_seconds)
+        if validate_apart
+        else make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    )
     campaign = Campaign(cfg, campaign_dir, fleet, ScriptedProposer(candidates), background_proposals=False)
     campaign.run()
     return campaign
