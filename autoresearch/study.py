@@ -8,6 +8,8 @@ storage because it works on the shared file systems clusters have; an RDB URL wo
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,13 @@ from typing import Any
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 JOURNAL_FILE = "study.journal"
+
+log = logging.getLogger("autoresearch")
 
 
 class StudyUnavailable(RuntimeError):
@@ -43,11 +48,49 @@ def _opening(url: str | None) -> Iterator[None]:
         raise StudyUnavailable(f"cannot open the study at storage={url}: {reason}{hint}") from None
 
 
+def recover_journal(campaign_dir: Path) -> None:
+    """Undo what a controller killed while appending to the journal leaves behind: the lock file
+    (Optuna would wait 30 s before taking it over) and a torn last line (Optuna would refuse the
+    whole journal once anything is appended after it). Safe only under the controller lock: no
+    other process writes the journal then."""
+    path = campaign_dir / JOURNAL_FILE
+    lock = Path(f"{path}{LOCK_FILE_SUFFIX}")
+    if lock.exists():
+        lock.unlink()
+        log.info("removed the study journal's lock, left by a controller killed while writing it")
+    size = path.stat().st_size if path.exists() else 0
+    keep = _after_last_newline(path, size) if size else 0
+    if keep == size:
+        return
+    os.truncate(path, keep)
+    log.warning(
+        "dropped the torn last %d bytes of the study journal: a controller was killed while writing them",
+        size - keep,
+    )
+
+
+def _after_last_newline(path: Path, size: int, chunk: int = 1 << 16) -> int:
+    """The offset just past the file's last newline (0 if none), read from its end backwards."""
+    with open(path, "rb") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            found = f.read(end - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            end = start
+    return 0
+
+
 def open_study(
     campaign_dir: Path, name: str, url: str | None, sampler: optuna.samplers.BaseSampler | None = None
 ) -> optuna.Study:
-    """Create the campaign's study, or load it when the campaign is resumed."""
+    """Create the campaign's study, or load it when the campaign is resumed. Only the
+    controller opens it this way, under its lock (`recover_journal`)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not url:
+        recover_journal(campaign_dir)
     with _opening(url):
         return optuna.create_study(
             study_name=name,

@@ -256,6 +256,28 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(
         assert complete + dropped == 2, [(r.number, r.state, r.user_attrs.get("status")) for r in reruns]
 
 
+def test_a_journal_left_mid_write_by_a_killed_controller_is_repaired_on_resume(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = run_scripted(tmp_path, [Candidate("wider", knobs={"WIDTH": 128})], "campaign.validate_seeds=0")
+    journal = first.dir / "study.journal"
+    before = len(load(first.dir).trials)
+    # What a SIGKILL inside Optuna's append leaves: its lock file, and half a line.
+    Path(f"{journal}.lock").touch()
+    torn = b'{"op_code":5,"worker_id":"dead'
+    with journal.open("ab") as f:
+        f.write(torn)
+    caplog.set_level("INFO", logger="autoresearch")
+    run_scripted(tmp_path, [Candidate("faster", knobs={"LR": 0.02})], "campaign.validate_seeds=0")
+    said = caplog.text
+    assert "removed the study journal's lock" in said
+    assert f"dropped the torn last {len(torn)} bytes of the study journal" in said
+    study = load(first.dir)  # plain Optuna reads all of it, the resumed run's trials included
+    assert len(study.trials) > before
+    assert any(t.user_attrs.get("description") == "faster" for t in study.trials)
+    assert not Path(f"{journal}.lock").exists()
+
+
 def test_second_controller_is_refused(tmp_path: Path) -> None:
     env = {**os.environ, "TOY_SECONDS": "0.5"}
     first = subprocess.Popen(
