@@ -152,8 +152,7 @@ class Campaign:
         if self.c.prepare_data:
             self._prepare_data()
         self._reconcile()
-        if not any(t.user_attrs.get("kind") == "baseline" for t in trials(self.study)):
-            self._enqueue_baselines()
+        self._enqueue_baselines()  # at the start, or those a controller killed while queueing them missed
 
     def _prepare_data(self) -> None:
         """Download data and train the tokenizer once, here, rather than in every experiment."""
@@ -196,29 +195,37 @@ class Campaign:
 
     def _enqueue_baselines(self) -> None:
         """The starting point on the screen tier, and on the validate tier when it is other hardware."""
-        self._enqueue_repeats("screen", max(1, self.c.baseline_seeds), "baseline", {"kind": "baseline"})
+        queued = [t for t in trials(self.study) if t.user_attrs.get("kind") == "baseline"]
+        attrs = {"kind": "baseline"}
+        self._enqueue_repeats("screen", max(1, self.c.baseline_seeds), "baseline", attrs, queued)
         if self._separate_validate_tier():
-            self._enqueue_repeats("validate", self.c.validate_seeds, "baseline", {"kind": "baseline"})
+            self._enqueue_repeats("validate", self.c.validate_seeds, "baseline", attrs, queued)
 
     def _enqueue_reruns(
         self, trial: int, tier: str, seeds: int, description: str, queued: list[FrozenTrial]
     ) -> bool:
-        """Trial `trial`'s exact train.py again, with fresh seeds, on `tier` (before new proposals).
-        Only the seeds not `queued` yet: a controller killed part-way through queueing them queues
-        the rest when it resumes. Says whether it queued any."""
-        have = {(t.user_attrs.get("tier", "screen"), t.user_attrs.get("seed")) for t in queued}
-        missing = [i for i in range(1, seeds + 1) if (tier, BASE_SEED + i) not in have]
+        """Trial `trial`'s exact train.py again, with fresh seeds, on `tier` (before new proposals)."""
         attrs = {"kind": "validation", "validates": trial}
-        for i in missing:
-            self._enqueue_repeats(tier, 1, f"re-run trial {trial}: {description}", attrs, first_seed=i)
-        return bool(missing)
+        return self._enqueue_repeats(tier, seeds, f"re-run trial {trial}: {description}", attrs, queued, 1)
 
     def _enqueue_repeats(
-        self, tier: str, seeds: int, description: str, attrs: dict[str, Any], first_seed: int = 0
-    ) -> None:
-        for i in range(first_seed, first_seed + seeds):
+        self,
+        tier: str,
+        seeds: int,
+        description: str,
+        attrs: dict[str, Any],
+        queued: list[FrozenTrial],
+        first_seed: int = 0,
+    ) -> bool:
+        """`seeds` runs of one train.py on `tier`, seeds BASE_SEED + first_seed on: those not `queued`
+        yet, so a controller killed part-way through queues the rest when it resumes. Says whether
+        it queued any."""
+        have = {(t.user_attrs.get("tier", "screen"), t.user_attrs.get("seed")) for t in queued}
+        missing = [i for i in range(first_seed, first_seed + seeds) if (tier, BASE_SEED + i) not in have]
+        for i in missing:
             cand = Candidate(description=description, hypothesis="measured again, unchanged", tier=tier)
             self._enqueue(cand, {**attrs, "seed": BASE_SEED + i, "wave": 0, "source": "engine"})
+        return bool(missing)
 
     def _reconcile(self) -> None:
         """Trials a previous controller left RUNNING: re-attach, collect, or fail and re-queue."""
@@ -274,6 +281,7 @@ class Campaign:
             self.tracker.close(self.dir / REPORT_FILE)
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
+                self._lock_fd = None
         if failure:
             raise CampaignError(failure)
         return self.summary(stop_reason)
@@ -735,7 +743,7 @@ class Campaign:
                 source = (self._exp_dir(number) / "train.py").read_text()
                 commit = self.frontier.advance(source, number, attrs.get("description", ""))
             if self._confirm_tier() != "screen":  # its screen value rests on one lucky run
-                queued = [t for t in trials(self.study) if t.user_attrs.get("validates") == number]
+                queued = self._queued_for("validates", number)
                 self._enqueue_reruns(
                     number, "screen", max(1, self.c.baseline_seeds), "the new frontier", queued
                 )
@@ -763,8 +771,14 @@ class Campaign:
         }
         if self._precheck(cand):
             return f"{reason}; its change no longer applies to the current frontier"
-        self._enqueue(cand, attrs)
+        if not self._queued_for("stack_of", trial.number):  # else queued before a controller died
+            self._enqueue(cand, attrs)
         return f"{reason}; re-queued on the current frontier"
+
+    def _queued_for(self, attr: str, number: int) -> list[FrozenTrial]:
+        """The trials queued on trial `number`'s account (`validates`, `stack_of`, `retry_of`):
+        a controller killed between queueing them and telling the study queues them only once."""
+        return [t for t in trials(self.study) if t.user_attrs.get(attr) == number]
 
     def _candidate_of(self, trial: FrozenTrial) -> Candidate:
         """The trial's candidate with its knobs as they ran (free ones resolved)."""
@@ -806,13 +820,14 @@ class Campaign:
         retries = int(trial.user_attrs.get("retries", 0))
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
         if retries < self.c.max_retries and trial.user_attrs.get("kind") != "exploration":
-            cand = self._candidate_of(trial)
-            keep = {
-                k: v
-                for k, v in trial.user_attrs.items()
-                if k in ("kind", "wave", "source", "seed", "fix_of", "validates")
-            }
-            self._enqueue(cand, {**keep, "retry_of": trial.number, "retries": retries + 1})
+            if not self._queued_for("retry_of", trial.number):  # else queued before a controller died
+                cand = self._candidate_of(trial)
+                keep = {
+                    k: v
+                    for k, v in trial.user_attrs.items()
+                    if k in ("kind", "wave", "source", "seed", "fix_of", "validates")
+                }
+                self._enqueue(cand, {**keep, "retry_of": trial.number, "retries": retries + 1})
             reason += "; re-queued"
         log.warning("trial %d: %s", trial.number, reason)
         self._fail(trial.number, {"status": "lost", "reason": reason})

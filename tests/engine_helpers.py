@@ -16,8 +16,10 @@ from pathlib import Path
 from types import ModuleType
 
 import optuna
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from optuna.trial import FrozenTrial
 
 from autoresearch.campaign import Campaign, deadline_seconds
 from autoresearch.config import AutoresearchConfig, register_configs
@@ -183,6 +185,47 @@ def run_scripted(
     campaign = Campaign(cfg, campaign_dir, fleet, ScriptedProposer(candidates), background_proposals=False)
     campaign.run()
     return campaign
+
+
+class Killed(BaseException):
+    """The controller dying at a chosen line (not an Exception: nothing may catch it)."""
+
+
+def killed_and_resumed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    changes: list[Candidate],
+    dies_at: Callable[[Candidate, dict], bool],
+    before: bool = False,
+    overrides: tuple[str, ...] = (),
+    resumed_with: tuple[str, ...] = (),
+    validate_apart: bool = False,
+) -> Campaign:
+    """A campaign on `changes` whose controller dies when it queues the run `dies_at` picks
+    (before or after queueing it); then a new controller (`resumed_with` more overrides) finishes it."""
+    queue = Campaign._enqueue
+    dying: list[Campaign] = []
+
+    def enqueue_then_die(self: Campaign, cand: Candidate, attrs: dict) -> None:
+        dying.append(self)
+        if before and dies_at(cand, attrs):
+            raise Killed
+        queue(self, cand, attrs)
+        if dies_at(cand, attrs):
+            raise Killed
+
+    monkeypatch.setattr(Campaign, "_enqueue", enqueue_then_die)
+    with pytest.raises(Killed):
+        run_scripted(tmp_path, changes, *overrides, validate_apart=validate_apart)
+    monkeypatch.undo()
+    if dying[-1]._lock_fd is not None:  # a process that dies lets go of its lock (open() has no finally)
+        os.close(dying[-1]._lock_fd)
+    return run_scripted(tmp_path, [], *overrides, *resumed_with, validate_apart=validate_apart)
+
+
+def trial_named(campaign: Campaign, description: str) -> FrozenTrial:
+    """The first trial of a change, by its description."""
+    return next(t for t in campaign.study.trials if t.user_attrs.get("description") == description)
 
 
 def launched_within_budget(study: optuna.Study, limit: int) -> list[optuna.trial.FrozenTrial]:

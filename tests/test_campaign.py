@@ -16,11 +16,13 @@ from engine_helpers import (
     REPO,
     campaign_command,
     experiment_runs,
+    killed_and_resumed,
     launched_within_budget,
     load,
     read_tsv,
     run_campaign,
     run_scripted,
+    trial_named,
     wait_for,
 )
 from optuna.trial import TrialState
@@ -334,3 +336,46 @@ def test_the_study_opens_with_plain_optuna_and_in_optuna_dashboard(tmp_path: Pat
     assert status[0].startswith("200")
     studies = json.loads(body)["study_summaries"]
     assert [s["study_name"] for s in studies] == ["toy"]
+
+
+def test_a_controller_killed_as_it_re_queues_a_lost_run_queues_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preempted = Candidate("preempted", knobs={"PREEMPT": True})
+    campaign = killed_and_resumed(
+        tmp_path, monkeypatch, [preempted], lambda _, attrs: attrs.get("retry_of") is not None
+    )
+    first = trial_named(campaign, "preempted")
+    # Each run of it is lost; the first was re-queued before the kill and failed after it.
+    runs = [t for t in campaign.study.trials if t.user_attrs.get("description") == "preempted"]
+    assert first.user_attrs["status"] == "lost" and "runner received SIGUSR2" in first.user_attrs["reason"]
+    retries = Counter(t.user_attrs.get("retry_of") for t in runs if "retry_of" in t.user_attrs)
+    assert first.number in retries and list(retries.values()) == [1, 1]  # max_retries 2, each queued once
+    assert len(runs) == 3 and all(t.state == TrialState.FAIL for t in runs)
+
+
+def test_a_controller_killed_as_it_stacks_a_winner_stacks_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two winners run side by side; the one decided second was built on an older frontier.
+    wider, faster = Candidate("wider", knobs={"WIDTH": 128}), Candidate("faster", knobs={"LR": 0.02})
+    campaign = killed_and_resumed(
+        tmp_path,
+        monkeypatch,
+        [wider, faster],
+        lambda _, attrs: attrs.get("kind") == "stack",
+        overrides=("campaign.validate_seeds=0",),
+    )
+    stacks = Counter(t.user_attrs["stack_of"] for t in campaign.study.trials if "stack_of" in t.user_attrs)
+    assert list(stacks.values()) == [1], stacks
+    (stacked,) = stacks
+    assert campaign.study.trials[stacked].user_attrs["reason"].endswith("re-queued on the current frontier")
+
+
+def test_a_controller_killed_while_queueing_the_baselines_queues_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    campaign = killed_and_resumed(tmp_path, monkeypatch, [], lambda _, attrs: attrs.get("kind") == "baseline")
+    baselines = [t for t in campaign.study.trials if t.user_attrs.get("kind") == "baseline"]
+    assert sorted(t.user_attrs["seed"] for t in baselines) == [42, 43]  # baseline_seeds 2: one each side
+    assert all(t.state == TrialState.COMPLETE for t in baselines)

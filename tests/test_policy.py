@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from engine_helpers import launched_within_budget, run_scripted
+from engine_helpers import killed_and_resumed, launched_within_budget, run_scripted, trial_named
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.campaign import Campaign
@@ -114,37 +113,7 @@ def test_re_runs_go_ahead_of_queued_proposals_and_still_run_when_the_budget_ends
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
-class Killed(BaseException):
-    """The controller dying at a chosen line (not an Exception: nothing may catch it)."""
-
-
-def killed_and_resumed(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    dies_at: Callable[[Candidate, dict], bool],
-    before: bool = False,
-    resumed_with: tuple[str, ...] = (),
-    validate_apart: bool = False,
-) -> tuple[Campaign, FrozenTrial]:
-    """A campaign on one change, "wider", whose controller dies when it queues the run `dies_at`
-    picks (before or after queueing it); then a new controller finishes it. Returns that one and
-    the trial of "wider"."""
-    queue = Campaign._enqueue
-
-    def enqueue_then_die(self: Campaign, cand: Candidate, attrs: dict) -> None:
-        if before and dies_at(cand, attrs):
-            raise Killed
-        queue(self, cand, attrs)
-        if dies_at(cand, attrs):
-            raise Killed
-
-    monkeypatch.setattr(Campaign, "_enqueue", enqueue_then_die)
-    wider = Candidate("wider", knobs={"WIDTH": 128})
-    with pytest.raises(Killed):
-        run_scripted(tmp_path, [wider], validate_apart=validate_apart)
-    monkeypatch.undo()
-    campaign = run_scripted(tmp_path, [], *resumed_with, validate_apart=validate_apart)
-    return campaign, next(t for t in campaign.study.trials if t.user_attrs.get("description") == "wider")
+WIDER = Candidate("wider", knobs={"WIDTH": 128})
 
 
 def re_runs(campaign: Campaign, trial: FrozenTrial) -> list[FrozenTrial]:
@@ -154,9 +123,10 @@ def re_runs(campaign: Campaign, trial: FrozenTrial) -> list[FrozenTrial]:
 def test_a_controller_killed_while_queueing_re_runs_queues_the_rest_when_it_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    campaign, wider = killed_and_resumed(
-        tmp_path, monkeypatch, lambda _, attrs: attrs.get("kind") == "validation"
+    campaign = killed_and_resumed(
+        tmp_path, monkeypatch, [WIDER], lambda _, attrs: attrs.get("kind") == "validation"
     )
+    wider = trial_named(campaign, "wider")
     reruns = re_runs(campaign, wider)
     assert sorted(r.user_attrs["seed"] for r in reruns) == [43, 44]  # one queued before, one after
     assert all(r.state == TrialState.COMPLETE for r in reruns)
@@ -167,12 +137,14 @@ def test_a_controller_killed_at_a_keep_still_measures_the_new_frontier_on_the_sc
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Validated on hardware of its own: a keep is then measured again on the screen tier.
-    campaign, wider = killed_and_resumed(
+    campaign = killed_and_resumed(
         tmp_path,
         monkeypatch,
+        [WIDER],
         lambda cand, attrs: attrs.get("kind") == "validation" and cand.tier == "screen",
         validate_apart=True,
     )
+    wider = trial_named(campaign, "wider")
     assert wider.user_attrs["status"] == "keep"
     reruns = re_runs(campaign, wider)
     assert sorted((r.user_attrs["tier"], r.user_attrs["seed"]) for r in reruns) == [
@@ -187,13 +159,15 @@ def test_a_controller_killed_at_a_keep_still_measures_the_new_frontier_on_the_sc
 def test_a_change_promoted_before_a_resume_that_confirms_nothing_is_decided_on_its_one_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    campaign, wider = killed_and_resumed(
+    campaign = killed_and_resumed(
         tmp_path,
         monkeypatch,
+        [WIDER],
         lambda _, attrs: attrs.get("kind") == "validation",
         before=True,
         resumed_with=("campaign.validate_seeds=0",),
     )
+    wider = trial_named(campaign, "wider")
     assert wider.user_attrs["promoted"] is True
     assert wider.user_attrs["status"] == "keep" and wider.user_attrs["reason"].startswith("promoted: ")
     # No confirming re-runs: only those that measure the new frontier, as after any keep on one run.
