@@ -357,8 +357,10 @@ def test_a_controller_killed_as_it_re_queues_a_lost_run_queues_it_once(
 def test_a_controller_killed_as_it_stacks_a_winner_stacks_it_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two winners run side by side; the one decided second was built on an older frontier.
-    wider, faster = Candidate("wider", knobs={"WIDTH": 128}), Candidate("faster", knobs={"LR": 0.02})
+    # Two winners run side by side; the better one takes longer, so it is decided second, on a
+    # frontier that moved meanwhile (the first one's keep), and is stacked.
+    wider = Candidate("wider", knobs={"WIDTH": 128})
+    faster = Candidate("faster", knobs={"LR": 0.02, "SECONDS": 3.0})
     campaign = killed_and_resumed(
         tmp_path,
         monkeypatch,
@@ -369,6 +371,7 @@ def test_a_controller_killed_as_it_stacks_a_winner_stacks_it_once(
     stacks = Counter(t.user_attrs["stack_of"] for t in campaign.study.trials if "stack_of" in t.user_attrs)
     assert list(stacks.values()) == [1], stacks
     (stacked,) = stacks
+    assert campaign.study.trials[stacked].user_attrs["description"] == "faster"
     assert campaign.study.trials[stacked].user_attrs["reason"].endswith("re-queued on the current frontier")
 
 
