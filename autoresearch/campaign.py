@@ -131,6 +131,7 @@ class Campaign:
         self._empty_waves = 0  # consecutive waves with nothing new in them
         self._lock_fd: int | None = None
         self._baseline_measured = False  # a screen baseline has succeeded: the start is sound
+        self._baselines_settled = False  # no baseline left to run (see _tiers_awaiting_baseline)
         self._judged_cache: dict[str, tuple[list[float], float | None]] | None = None  # see _judged
         self._records: dict[int, ExperimentRecord] = {}  # of finished trials, which no longer change
 
@@ -622,12 +623,19 @@ class Campaign:
         return self._judged_cache
 
     def _tiers_awaiting_baseline(self) -> set[str]:
+        """Tiers with a baseline still to run. Once none is left, none comes back in this run
+        (baselines are queued at the start, a lost one's retry before it is failed), so the scan
+        of every active trial at every decision stops."""
+        if self._baselines_settled:
+            return set()
         active = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
-        return {
+        awaiting = {
             t.user_attrs.get("tier", "screen")
             for t in active
             if t.user_attrs.get("kind") == "baseline" and t.number not in self._pending
         }
+        self._baselines_settled = not awaiting
+        return awaiting
 
     def _decide_pending(self, final: bool = False) -> None:
         """Decide results whose tier's baseline has landed (`final`: all of them, the campaign ends)."""

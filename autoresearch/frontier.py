@@ -25,6 +25,7 @@ class Frontier:
             self._git("commit", "-q", "-m", "baseline")
         self._head = self._git("rev-parse", "--short=12", "HEAD")
         self._source = (self.path / FILE).read_text()
+        self._kept: dict[int, str] | None = None  # trial -> the commit that kept it, read when first asked
         root = self._git("rev-list", "--max-parents=0", "HEAD")
         self._start_source = self.source_at(root)
 
@@ -51,13 +52,17 @@ class Frontier:
         return self._head
 
     def commit_of_trial(self, trial: int) -> str | None:
-        """The commit that kept `trial`, if any (makes a keep idempotent across restarts)."""
-        out = self._git("log", "--format=%h %s", "--abbrev=12", f"--grep=^trial {trial}:")
-        for line in out.splitlines():
-            sha, _, subject = line.partition(" ")
-            if subject.startswith(f"trial {trial}:"):
-                return sha
-        return None
+        """The commit that kept `trial`, if any (makes a keep idempotent across restarts). Read
+        from the lineage once, then kept up by `advance`: asked at every decision, a git call
+        each time cost the controller a tenth of its time at 1,600 GPUs."""
+        if self._kept is None:
+            self._kept = {}
+            for line in self._git("log", "--format=%h %s", "--abbrev=12").splitlines():
+                sha, _, subject = line.partition(" ")
+                number = subject.removeprefix("trial ").partition(":")[0]
+                if subject.startswith("trial ") and number.isdigit():
+                    self._kept.setdefault(int(number), sha)
+        return self._kept.get(trial)
 
     def advance(self, source: str, trial: int, description: str) -> str:
         """Make `source` the frontier; returns the new commit. The caller checks `commit_of_trial` first."""
@@ -66,4 +71,6 @@ class Frontier:
         self._git("commit", "-q", "-m", f"trial {trial}: {description}"[:200])
         self._head = self._git("rev-parse", "--short=12", "HEAD")
         self._source = source
+        if self._kept is not None:
+            self._kept[trial] = self._head
         return self._head

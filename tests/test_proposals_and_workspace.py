@@ -65,6 +65,24 @@ def test_knobs_are_read_and_rewritten_through_the_syntax_tree() -> None:
         set_knobs(SOURCE, {"LR": float("nan")})
 
 
+def test_knob_values_written_anywhere_a_knob_is_assigned_always_parse_back() -> None:
+    """What lets build_source skip checking a train.py again after setting its knobs."""
+    source = (
+        "import prepare\n"
+        "A = 1; B = (2,\n     3)  # é, a multi-byte comment\n"
+        "C: float = -0.5\n"
+        "D = 8 if prepare.X else 2\n"
+        "E = 'x'\n"
+        "def f():\n    return A\n"
+    )
+    values = [0, -3, 1e-9, 2**70, True, None, 'it\'s "quoted"\nand two lines', (1, "a"), [0.5, -1]]
+    for value in values:
+        settings = {name: value for name in "ABCDE"}
+        out = set_knobs(source, settings)
+        assert read_knobs(out) == settings, value
+        assert "def f():\n    return A\n" in out
+
+
 @pytest.mark.parametrize(
     ("edits", "knobs", "reason"),
     [
