@@ -25,7 +25,7 @@ class Frontier:
             self._git("commit", "-q", "-m", "baseline")
         self._head = self._git("rev-parse", "--short=12", "HEAD")
         self._source = (self.path / FILE).read_text()
-        self._kept: dict[int, str] | None = None  # trial -> the commit that kept it, read when first asked
+        self._kept = self._kept_commits()  # trial -> the commit that kept it, kept up by `advance`
         root = self._git("rev-list", "--max-parents=0", "HEAD")
         self._start_source = self.source_at(root)
 
@@ -51,17 +51,19 @@ class Frontier:
         """The current frontier commit (cached: only this controller writes the repository)."""
         return self._head
 
+    def _kept_commits(self) -> dict[int, str]:
+        kept: dict[int, str] = {}
+        for line in self._git("log", "--format=%h %s", "--abbrev=12").splitlines():
+            sha, _, subject = line.partition(" ")
+            number = subject.removeprefix("trial ").partition(":")[0]
+            if subject.startswith("trial ") and number.isdigit():
+                kept.setdefault(int(number), sha)
+        return kept
+
     def commit_of_trial(self, trial: int) -> str | None:
         """The commit that kept `trial`, if any (makes a keep idempotent across restarts). Read
-        from the lineage once, then kept up by `advance`: asked at every decision, a git call
-        each time cost the controller a tenth of its time at 1,600 GPUs."""
-        if self._kept is None:
-            self._kept = {}
-            for line in self._git("log", "--format=%h %s", "--abbrev=12").splitlines():
-                sha, _, subject = line.partition(" ")
-                number = subject.removeprefix("trial ").partition(":")[0]
-                if subject.startswith("trial ") and number.isdigit():
-                    self._kept.setdefault(int(number), sha)
+        from the lineage once: asked at every decision, a git call each time cost the controller
+        a tenth of its time at 1,600 GPUs."""
         return self._kept.get(trial)
 
     def advance(self, source: str, trial: int, description: str) -> str:
@@ -71,6 +73,5 @@ class Frontier:
         self._git("commit", "-q", "-m", f"trial {trial}: {description}"[:200])
         self._head = self._git("rev-parse", "--short=12", "HEAD")
         self._source = source
-        if self._kept is not None:
-            self._kept[trial] = self._head
+        self._kept[trial] = self._head
         return self._head

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from engine_helpers import killed_and_resumed, launched_within_budget, run_scripted, trial_named
 from optuna.trial import FrozenTrial, TrialState
 
-from autoresearch.campaign import Campaign
 from autoresearch.policy import NoiseAwarePolicy, pooled_noise
 from autoresearch.proposals import Candidate
 from autoresearch.results import frontier_runs, frontier_value, measurements, tier_noise
@@ -116,18 +117,26 @@ def test_re_runs_go_ahead_of_queued_proposals_and_still_run_when_the_budget_ends
 WIDER = Candidate("wider", knobs={"WIDTH": 128})
 
 
-def re_runs(campaign: Campaign, trial: FrozenTrial) -> list[FrozenTrial]:
-    return [t for t in campaign.study.trials if t.user_attrs.get("validates") == trial.number]
+def queues_a_re_run(cand: Candidate, attrs: dict) -> bool:
+    return attrs.get("kind") == "validation"
+
+
+def wider_killed_and_resumed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dies_at: Callable[[Candidate, dict], bool],
+    **options: Any,
+) -> tuple[FrozenTrial, list[FrozenTrial]]:
+    """`killed_and_resumed` on the one change "wider": its trial, and the re-runs queued for it."""
+    campaign = killed_and_resumed(tmp_path, monkeypatch, [WIDER], dies_at, **options)
+    wider = trial_named(campaign, "wider")
+    return wider, campaign._queued_for("validates", wider.number)
 
 
 def test_a_controller_killed_while_queueing_re_runs_queues_the_rest_when_it_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    campaign = killed_and_resumed(
-        tmp_path, monkeypatch, [WIDER], lambda _, attrs: attrs.get("kind") == "validation"
-    )
-    wider = trial_named(campaign, "wider")
-    reruns = re_runs(campaign, wider)
+    wider, reruns = wider_killed_and_resumed(tmp_path, monkeypatch, queues_a_re_run)
     assert sorted(r.user_attrs["seed"] for r in reruns) == [43, 44]  # one queued before, one after
     assert all(r.state == TrialState.COMPLETE for r in reruns)
     assert wider.user_attrs["status"] == "keep"
@@ -137,16 +146,13 @@ def test_a_controller_killed_at_a_keep_still_measures_the_new_frontier_on_the_sc
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Validated on hardware of its own: a keep is then measured again on the screen tier.
-    campaign = killed_and_resumed(
+    wider, reruns = wider_killed_and_resumed(
         tmp_path,
         monkeypatch,
-        [WIDER],
-        lambda cand, attrs: attrs.get("kind") == "validation" and cand.tier == "screen",
+        lambda cand, attrs: queues_a_re_run(cand, attrs) and cand.tier == "screen",
         validate_apart=True,
     )
-    wider = trial_named(campaign, "wider")
     assert wider.user_attrs["status"] == "keep"
-    reruns = re_runs(campaign, wider)
     assert sorted((r.user_attrs["tier"], r.user_attrs["seed"]) for r in reruns) == [
         ("screen", 43),
         ("screen", 44),
@@ -159,17 +165,10 @@ def test_a_controller_killed_at_a_keep_still_measures_the_new_frontier_on_the_sc
 def test_a_change_promoted_before_a_resume_that_confirms_nothing_is_decided_on_its_one_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    campaign = killed_and_resumed(
-        tmp_path,
-        monkeypatch,
-        [WIDER],
-        lambda _, attrs: attrs.get("kind") == "validation",
-        before=True,
-        resumed_with=("campaign.validate_seeds=0",),
+    wider, reruns = wider_killed_and_resumed(
+        tmp_path, monkeypatch, queues_a_re_run, before=True, resumed_with=("campaign.validate_seeds=0",)
     )
-    wider = trial_named(campaign, "wider")
     assert wider.user_attrs["promoted"] is True
     assert wider.user_attrs["status"] == "keep" and wider.user_attrs["reason"].startswith("promoted: ")
     # No confirming re-runs: only those that measure the new frontier, as after any keep on one run.
-    reruns = re_runs(campaign, wider)
     assert reruns and all(t.user_attrs["description"].endswith(": the new frontier") for t in reruns)
