@@ -31,7 +31,8 @@ def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
 
 
 def run(cfg: AutoresearchConfig) -> int:
-    from autoresearch.campaign import Campaign, CampaignError, deadline_seconds
+    from autoresearch.campaign import Campaign, CampaignError
+    from autoresearch.config import deadline_seconds
     from autoresearch.config_check import ConfigError, check_config
     from autoresearch.fleet.factory import make_fleet
     from autoresearch.proposers.factory import make_proposer

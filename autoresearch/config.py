@@ -145,6 +145,11 @@ def time_budget_seconds(cfg: AutoresearchConfig) -> float:
     return 300.0 if cfg.campaign.scale == "gpt2" else 20.0
 
 
+def deadline_seconds(cfg: AutoresearchConfig) -> float:
+    """The hard limit on one experiment: twice its budget plus start-up and evaluation grace."""
+    return 2 * time_budget_seconds(cfg) + cfg.cluster.grace_seconds
+
+
 def register_configs() -> None:
     """Register the schema so Hydra checks every YAML file and override against it: each group's
     file merges into its typed field of AutoresearchConfig. (No per-group schema entries: Hydra

@@ -21,11 +21,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
-from autoresearch.campaign import Campaign, deadline_seconds
-from autoresearch.config import AutoresearchConfig, register_configs
+from autoresearch.campaign import Campaign
+from autoresearch.config import AutoresearchConfig, deadline_seconds, register_configs
 from autoresearch.fleet.base import Finished, Fleet, JobSpec, Pool
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.local import LocalFleet
+from autoresearch.intake import Intake
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
 from autoresearch.workspace import sha256_file
@@ -168,11 +169,11 @@ class TwoLocalPools:
             fleet.shutdown(cancel)
 
 
-def run_scripted(
+def scripted_campaign(
     tmp_path: Path, candidates: list[Candidate], *overrides: str, validate_apart: bool = False
 ) -> Campaign:
-    """The toy campaign in this process, on these candidates alone (no inner-sampler fill);
-    `validate_apart`: its validate tier on a partition of its own (`TwoLocalPools`)."""
+    """The toy campaign in this process, on these candidates alone (no inner-sampler fill), not
+    yet run; `validate_apart`: its validate tier on a partition of its own (`TwoLocalPools`)."""
     if validate_apart:
         overrides = (*overrides, "cluster.tiers.validate=big")
     cfg = compose_toy(tmp_path, "cluster.poll_seconds=0.02", "campaign.fill_idle_slots=false", *overrides)
@@ -182,7 +183,14 @@ def run_scripted(
         if validate_apart
         else make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
     )
-    campaign = Campaign(cfg, campaign_dir, fleet, ScriptedProposer(candidates), background_proposals=False)
+    return Campaign(cfg, campaign_dir, fleet, ScriptedProposer(candidates), background_proposals=False)
+
+
+def run_scripted(
+    tmp_path: Path, candidates: list[Candidate], *overrides: str, validate_apart: bool = False
+) -> Campaign:
+    """`scripted_campaign`, run to its end."""
+    campaign = scripted_campaign(tmp_path, candidates, *overrides, validate_apart=validate_apart)
     campaign.run()
     return campaign
 
@@ -203,23 +211,22 @@ def killed_and_resumed(
 ) -> Campaign:
     """A campaign on `changes` whose controller dies when it queues the run `dies_at` picks
     (before or after queueing it); then a new controller (`resumed_with` more overrides) finishes it."""
-    queue = Campaign._enqueue
-    dying: list[Campaign] = []
+    queue = Intake.add
 
-    def enqueue_then_die(self: Campaign, cand: Candidate, attrs: dict) -> None:
-        dying.append(self)
+    def add_then_die(self: Intake, cand: Candidate, attrs: dict) -> None:
         if before and dies_at(cand, attrs):
             raise Killed
         queue(self, cand, attrs)
         if dies_at(cand, attrs):
             raise Killed
 
-    monkeypatch.setattr(Campaign, "_enqueue", enqueue_then_die)
+    monkeypatch.setattr(Intake, "add", add_then_die)
+    dying = scripted_campaign(tmp_path, changes, *overrides, validate_apart=validate_apart)
     with pytest.raises(Killed):
-        run_scripted(tmp_path, changes, *overrides, validate_apart=validate_apart)
+        dying.run()
     monkeypatch.undo()
-    if dying[-1]._lock_fd is not None:  # a process that dies lets go of its lock (open() has no finally)
-        os.close(dying[-1]._lock_fd)
+    if dying._lock_fd is not None:  # a process that dies lets go of its lock (open() has no finally)
+        os.close(dying._lock_fd)
     return run_scripted(tmp_path, [], *overrides, *resumed_with, validate_apart=validate_apart)
 
 

@@ -27,8 +27,8 @@ from autoresearch import budget as budgets
 from autoresearch.agent.client import build_client
 from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, tool_call, usage_json
 from autoresearch.agent.usage import dollars_for, read_usage
-from autoresearch.campaign import Campaign, deadline_seconds
-from autoresearch.config import AutoresearchConfig
+from autoresearch.campaign import Campaign
+from autoresearch.config import AutoresearchConfig, deadline_seconds
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.proposers.factory import make_proposer
 from autoresearch.workspace import MAX_EDIT_CHARS

@@ -17,12 +17,13 @@ from engine_helpers import (
 )
 
 from autoresearch.budget import Spend, exhausted
-from autoresearch.campaign import Campaign, deadline_seconds
+from autoresearch.campaign import Campaign
 from autoresearch.config import (
     AutoresearchConfig,
     BudgetConfig,
     ClusterConfig,
     PartitionConfig,
+    deadline_seconds,
 )
 from autoresearch.fleet.base import JobSpec
 from autoresearch.fleet.factory import make_fleet, make_local_fleet

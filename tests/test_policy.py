@@ -130,7 +130,7 @@ def wider_killed_and_resumed(
     """`killed_and_resumed` on the one change "wider": its trial, and the re-runs queued for it."""
     campaign = killed_and_resumed(tmp_path, monkeypatch, [WIDER], dies_at, **options)
     wider = trial_named(campaign, "wider")
-    return wider, campaign._queued_for("validates", wider.number)
+    return wider, campaign.ledger.queued_for("validates", wider.number)
 
 
 def test_a_controller_killed_while_queueing_re_runs_queues_the_rest_when_it_resumes(

@@ -1,0 +1,212 @@
+"""Keep or discard: each result judged against the frontier on its own tier, and told once.
+
+A result waits until its tier's baseline has landed. A new result is screened: discarded, or
+promoted to confirmation on fresh-seed re-runs (kept at once when the campaign confirms nothing).
+A winner built on an older frontier is stacked, re-run on the current one, rather than kept
+unmeasured. A keep is a frontier commit first and a study tell second, so a controller killed in
+between finds the commit and tells the same keep when it resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from autoresearch.config import AutoresearchConfig
+from autoresearch.fleet.base import Pool
+from autoresearch.frontier import Frontier
+from autoresearch.intake import Intake
+from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
+from autoresearch.policy import Policy
+from autoresearch.results import frontier_runs, measurements, rows, tier_noise
+from autoresearch.study import trials
+from autoresearch.workspace import experiment_dir, source_version
+
+log = logging.getLogger("autoresearch")
+
+
+def confirm_tier(cfg: AutoresearchConfig, pools: dict[str, Pool]) -> str | None:
+    """Where promoted changes are confirmed: the validate tier's own hardware if it has any,
+    else the screen tier; None when `validate_seeds` is 0 (screen winners are kept at once)."""
+    if cfg.campaign.validate_seeds <= 0:
+        return None
+    tiers = cfg.cluster.tiers
+    apart = tiers.get("validate") in pools and tiers.get("validate") != tiers.get("screen")
+    return "validate" if apart else "screen"
+
+
+@dataclass
+class Decisions:
+    """Results waiting for a verdict (`pending`), and the frontier's runs and noise they are judged by."""
+
+    cfg: AutoresearchConfig
+    campaign_dir: Path
+    ledger: Ledger
+    intake: Intake
+    frontier: Frontier
+    policy: Policy
+    confirm_on: str | None  # confirm_tier(): fixed for a controller's run
+    pending: dict[int, tuple[str, str]] = field(default_factory=dict, init=False)  # (kind, tier)
+    _judged_cache: dict[str, tuple[list[float], float | None]] | None = field(default=None, init=False)
+    _baselines_settled: bool = field(default=False, init=False)  # see _tiers_awaiting_baseline
+
+    def add(self, trial: FrozenTrial) -> None:
+        """A result to decide with the others of this poll (`decide_pending`)."""
+        self.pending[trial.number] = (
+            trial.user_attrs.get("kind", ""),
+            trial.user_attrs.get("tier", "screen"),
+        )
+
+    def judged(self) -> dict[str, tuple[list[float], float | None]]:
+        """Per tier with a baseline: the frontier's runs there and the seed noise measured there.
+        Cached until a measurement or a keep is told (nothing else moves them): rebuilding them
+        from every result on every decision made the controller slower as a campaign grew."""
+        if self._judged_cache is None:
+            table = rows(self.ledger.study)
+            tiers = {r["tier"] for r in table if r["status"] == "baseline"}
+            self._judged_cache = {
+                tier: (frontier_runs(table, tier), tier_noise(table, tier)) for tier in tiers
+            }
+        return self._judged_cache
+
+    def _tiers_awaiting_baseline(self) -> set[str]:
+        """Tiers with a baseline still to run. Once none is left, none comes back in this run
+        (baselines are queued at the start, a lost one's retry before it is failed), so the scan
+        of every active trial at every decision stops."""
+        if self._baselines_settled:
+            return set()
+        active = trials(self.ledger.study, TrialState.RUNNING, TrialState.WAITING)
+        awaiting = {
+            t.user_attrs.get("tier", "screen")
+            for t in active
+            if t.user_attrs.get("kind") == "baseline" and t.number not in self.pending
+        }
+        self._baselines_settled = not awaiting
+        return awaiting
+
+    def decide_pending(self, final: bool = False) -> None:
+        """Decide results whose tier's baseline has landed (`final`: all of them, the campaign ends)."""
+        # Measurements first: the decisions below compare against them.
+        for number, (kind, _) in sorted(self.pending.items()):
+            if kind in MEASUREMENT_KINDS:
+                status = "baseline" if kind == "baseline" else "validated"
+                value = self.ledger.trial(number).user_attrs["val_bpb"]
+                self._complete(number, value, {"status": status, "reason": ""})
+        if not self.pending:
+            return
+        awaiting = set() if final else self._tiers_awaiting_baseline()
+        reruns: dict[int, list[FrozenTrial]] | None = None  # of each promoted trial, found once per pass
+        for number, (_, tier) in sorted(self.pending.items()):
+            if tier in awaiting:
+                continue
+            trial = self.ledger.trial(number)
+            if tier not in self.judged():
+                self._decide(trial, "discard", f"no baseline on the {tier} tier")
+                continue
+            kept_commit = self.frontier.commit_of_trial(number)
+            if kept_commit:  # kept by a controller that died before telling the study
+                self._decide(trial, "keep", "resumed", commit=kept_commit)
+            elif trial.user_attrs.get("promoted"):
+                if reruns is None:
+                    reruns = {}
+                    for t in self.ledger.all():
+                        if "validates" in t.user_attrs:
+                            reruns.setdefault(t.user_attrs["validates"], []).append(t)
+                self._confirm(trial, reruns.get(number, []), final)
+            else:
+                self._screen(trial)
+
+    def _screen(self, trial: FrozenTrial) -> None:
+        """A new result against the frontier on its tier: discard it, or promote it to confirmation
+        (kept at once when the campaign confirms nothing)."""
+        tier = trial.user_attrs.get("tier", "screen")
+        frontier, noise = self.judged()[tier]
+        verdict = self.policy.screen(trial.user_attrs["val_bpb"], frontier, noise)
+        if not verdict.better or self._stale(trial) or self.confirm_on is None:
+            self._decide(trial, "keep" if verdict.better else "discard", verdict.reason)
+            return
+        self.ledger.set(trial.number, {"promoted": True, "reason": f"promoted: {verdict.reason}"})
+        log.info(
+            "trial %d: PROMOTE (%s) %s", trial.number, verdict.reason, trial.user_attrs.get("description")
+        )
+        self._confirm(self.ledger.trial(trial.number), [], final=False)
+
+    def _confirm(self, trial: FrozenTrial, reruns: list[FrozenTrial], final: bool) -> None:
+        """A promoted change: queue its re-runs (those missing, wherever the controller died), and
+        when they are in, keep it if their mean beats the version it was built on. One overtaken by
+        another keep meanwhile runs no more re-runs: it is stacked (re-screened on the new frontier)."""
+        if not self._stale(trial):
+            tier = reruns[0].user_attrs.get("tier", "screen") if reruns else self.confirm_on
+            if tier is None:  # resumed with validate_seeds=0: its screening run decides alone
+                self._decide(trial, "keep", trial.user_attrs.get("reason", ""))
+                return
+            description = trial.user_attrs.get("description", "")
+            if self.intake.reruns(trial.number, tier, self.cfg.campaign.validate_seeds, description):
+                return
+        else:
+            for t in reruns:
+                if t.state == TrialState.WAITING:
+                    self.ledger.drop(t, f"trial {trial.number} was overtaken by a keep: stacked instead")
+            reruns = [self.ledger.trial(t.number) for t in reruns]
+        if not final and any(not t.state.is_finished() for t in reruns):
+            return
+        if any(t.user_attrs.get("status") == "crash" for t in reruns):
+            self._decide(trial, "discard", "not confirmed: it crashed when run again with another seed")
+            return
+        values = [float(t.value) for t in reruns if t.state == TrialState.COMPLETE]
+        if not values:
+            stale = self._stale(trial)
+            why = "overtaken by a keep before its re-runs ran" if stale else "none of its re-runs finished"
+            self._decide(trial, "keep" if stale else "discard", f"not confirmed: {why}")
+            return
+        tier = reruns[0].user_attrs.get("tier", "screen")
+        verdict = self.policy.confirm(values, self._parent_runs(trial, tier), self.judged()[tier][1])
+        prefix = "confirmed" if verdict.better else "not confirmed"
+        self._decide(trial, "keep" if verdict.better else "discard", f"{prefix}: {verdict.reason}")
+
+    def _parent_runs(self, trial: FrozenTrial, tier: str) -> list[float]:
+        """The runs of the version a trial was built on, on a tier (else the frontier's there)."""
+        parent = trial.user_attrs.get("parent", "")
+        version = source_version(self.frontier.source_at(parent)) if parent else ""
+        return measurements(rows(self.ledger.study), version, tier) or self.judged()[tier][0]
+
+    def _stale(self, trial: FrozenTrial) -> bool:
+        return trial.user_attrs.get("parent", "") != self.frontier.head()
+
+    def _decide(self, trial: FrozenTrial, status: str, reason: str, commit: str = "") -> None:
+        """Tell the study: keep (the frontier advances), discard, or re-run a winner that was
+        built on an older frontier on top of the current one (stacked) rather than keep it unmeasured."""
+        attrs = trial.user_attrs
+        number, val_bpb = trial.number, attrs["val_bpb"]
+        tier = attrs.get("tier", "screen")
+        extra: dict[str, Any] = {"status": status, "reason": reason}
+        if tier in self.judged():
+            extra["delta"] = val_bpb - statistics.fmean(self.judged()[tier][0])
+        if status == "keep" and not commit and self._stale(trial):
+            stacked = self.intake.stack(trial, f"{reason}; built on an older frontier")
+            extra.update(status="discard", reason=stacked)
+            log.info("trial %d: %s", number, stacked)
+        elif status == "keep":
+            if not commit:
+                source = (experiment_dir(self.campaign_dir, number) / "train.py").read_text()
+                commit = self.frontier.advance(source, number, attrs.get("description", ""))
+            if self.confirm_on != "screen":  # its screen value rests on one lucky run
+                self.intake.reruns(
+                    number, "screen", max(1, self.cfg.campaign.baseline_seeds), "the new frontier"
+                )
+            extra["commit"] = commit
+            log.info("trial %d: KEEP %.6f (%s) %s", number, val_bpb, reason, attrs.get("description"))
+        else:
+            log.info("trial %d: discard %.6f (%s)", number, val_bpb, reason)
+        self._complete(number, val_bpb, extra)
+
+    def _complete(self, number: int, value: float, attrs: dict[str, Any]) -> None:
+        self.ledger.complete(number, value, attrs)
+        if attrs.get("status") in ("baseline", "validated", "keep"):
+            self._judged_cache = None
+        self.pending.pop(number, None)

@@ -1,0 +1,218 @@
+"""How work enters the campaign's queue: the proposer's waves, checked before they cost a slot,
+and the runs the engine owes itself (baselines, re-runs, retries, stacked winners).
+
+Each is a WAITING trial whose `edit` attribute points at its candidate's file under proposals/.
+The engine's own runs are queued idempotently, by (tier, seed) or by the trial they stand for, so
+a controller killed part-way through queueing them queues only the rest when it resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoresearch.config import AutoresearchConfig
+from autoresearch.fleet.base import Pool
+from autoresearch.frontier import Frontier
+from autoresearch.ledger import Ledger
+from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
+from autoresearch.proposers.base import KnobSpec
+from autoresearch.sampler import AgentSampler, candidate_key
+from autoresearch.workspace import InvalidCandidate, build_source
+
+log = logging.getLogger("autoresearch")
+
+BASE_SEED = 42
+MAX_STACK_DEPTH = 2
+RETRY_KEEPS = ("kind", "wave", "source", "seed", "fix_of", "validates")  # what a retry inherits
+
+
+@dataclass
+class Intake:
+    """The queue's one door: every WAITING trial, the proposer's or the engine's, is added here."""
+
+    cfg: AutoresearchConfig
+    campaign_dir: Path
+    ledger: Ledger
+    sampler: AgentSampler
+    frontier: Frontier
+    knobs: list[KnobSpec]
+    pools: dict[str, Pool]
+    now: Callable[[], float]
+    rejected: list[str] = field(default_factory=list, init=False)  # shown to the proposer
+    empty_waves: int = field(default=0, init=False)  # consecutive waves with nothing new in them
+
+    def add(self, cand: Candidate, attrs: dict[str, Any]) -> None:
+        """Queue one candidate: its file under proposals/, then its WAITING trial."""
+        name = f"t{len(self.ledger.all()):05d}-{cand.tier}.json"
+        path = self.campaign_dir / "proposals" / name
+        path.write_text(json.dumps(candidate_to_dict(cand), indent=1))
+        self.sampler.enqueue(
+            self.ledger.study, cand, self.frontier.head(), {"edit": f"proposals/{name}", **attrs}
+        )
+
+    # -- the proposer's waves ----------------------------------------------------------------
+    def wave(self, wave: Wave) -> None:
+        """A wave's new candidates into the queue; those that cannot run become FAIL trials."""
+        queued = self.ledger.all()
+        number = 1 + max((t.user_attrs.get("wave", 0) for t in queued), default=0)
+        (self.campaign_dir / "proposals" / f"wave{number:04d}.json").write_text(
+            json.dumps({"rationale": wave.rationale, "source": wave.source}, indent=1)
+        )
+        seen = {t.user_attrs.get("key") for t in queued}
+        head = self.frontier.head()
+        accepted, dropped = wave.expand(
+            seen, self.cfg.campaign.max_wave, key=lambda c: candidate_key(c, head)
+        )
+        self.empty_waves = 0 if accepted else self.empty_waves + 1
+        self.rejected.extend(dropped)
+        for cand in accepted:
+            reason = self.precheck(cand)
+            attrs = {"kind": "experiment", "wave": number, "source": wave.source, "seed": BASE_SEED}
+            if cand.fix_of is not None:
+                attrs["fix_of"] = cand.fix_of
+            if reason:
+                self._record_invalid(cand, attrs, reason)
+            else:
+                self.add(cand, attrs)
+        log.info(
+            "wave %d from %s: %d queued, %d dropped%s",
+            number,
+            wave.source,
+            len(accepted),
+            len(dropped),
+            f" ({wave.rationale[:100]})" if wave.rationale else "",
+        )
+
+    def precheck(self, cand: Candidate) -> str:
+        """Why a candidate cannot run, or '' if it can: checked before it costs a slot."""
+        tiers = self.cfg.cluster.tiers
+        if cand.tier not in tiers or tiers[cand.tier] not in self.pools:
+            return f"tier {cand.tier!r} has no partition in this cluster"
+        if cand.fix_of is not None:
+            fixes = sum(1 for t in self.ledger.all() if t.user_attrs.get("fix_of") == cand.fix_of)
+            limit = self.cfg.agent.max_fix_attempts
+            if fixes >= limit:
+                return f"trial {cand.fix_of} already had {fixes} fix attempts (limit {limit})"
+        try:
+            build_source(
+                self.frontier.source(), cand.edits, {k: v for k, v in cand.knobs.items() if v is not None}
+            )
+        except InvalidCandidate as err:
+            return str(err)
+        for name, value in cand.knobs.items():
+            spec = next((k for k in self.knobs if k.name == name), None)
+            if spec and spec.kind == "categorical" and value is not None and value not in spec.choices:
+                return f"knob {name}: {value!r} is not one of its choices {list(spec.choices)}"
+        return ""
+
+    def _record_invalid(self, cand: Candidate, attrs: dict[str, Any], reason: str) -> None:
+        """An invalid proposal becomes a FAIL trial with its reason; nothing runs."""
+        now = self.now()
+        self.ledger.study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.FAIL,
+                user_attrs={
+                    **attrs,
+                    "description": cand.description,
+                    "hypothesis": cand.hypothesis,
+                    "tier": cand.tier,
+                    "key": candidate_key(cand, self.frontier.head()),
+                    "status": "invalid",
+                    "reason": reason,
+                    "started_at": now,
+                    "ended_at": now,
+                },
+            )
+        )
+        self.rejected.append(f"{cand.description}: {reason}")
+        log.warning("rejected %r: %s", cand.description, reason)
+
+    # -- the engine's own runs ---------------------------------------------------------------
+    def baselines(self, validate_apart: bool) -> None:
+        """The starting point on the screen tier, and on the validate tier when it is other hardware."""
+        queued = [t for t in self.ledger.all() if t.user_attrs.get("kind") == "baseline"]
+        attrs = {"kind": "baseline"}
+        c = self.cfg.campaign
+        self._repeats("screen", max(1, c.baseline_seeds), "baseline", attrs, queued)
+        if validate_apart:
+            self._repeats("validate", c.validate_seeds, "baseline", attrs, queued)
+
+    def reruns(self, trial: int, tier: str, seeds: int, description: str) -> bool:
+        """Trial `trial`'s exact train.py again, with fresh seeds, on `tier` (before new proposals):
+        those not queued yet. Says whether it queued any."""
+        attrs = {"kind": "validation", "validates": trial}
+        queued = self.ledger.queued_for("validates", trial)
+        return self._repeats(tier, seeds, f"re-run trial {trial}: {description}", attrs, queued, 1)
+
+    def _repeats(
+        self,
+        tier: str,
+        seeds: int,
+        description: str,
+        attrs: dict[str, Any],
+        queued: list[FrozenTrial],
+        first_seed: int = 0,
+    ) -> bool:
+        """`seeds` runs of one train.py on `tier`, seeds BASE_SEED + first_seed on: those not `queued`
+        yet, so a controller killed part-way through queues the rest when it resumes. Says whether
+        it queued any."""
+        have = {(t.user_attrs.get("tier", "screen"), t.user_attrs.get("seed")) for t in queued}
+        missing = [i for i in range(first_seed, first_seed + seeds) if (tier, BASE_SEED + i) not in have]
+        for i in missing:
+            cand = Candidate(description=description, hypothesis="measured again, unchanged", tier=tier)
+            self.add(cand, {**attrs, "seed": BASE_SEED + i, "wave": 0, "source": "engine"})
+        return bool(missing)
+
+    def retry(self, trial: FrozenTrial) -> None:
+        """A run lost to infrastructure, queued again as it was (once, whatever the restarts)."""
+        if self.ledger.queued_for("retry_of", trial.number):
+            return  # queued before a controller died
+        keep = {k: v for k, v in trial.user_attrs.items() if k in RETRY_KEEPS}
+        retries = int(trial.user_attrs.get("retries", 0)) + 1
+        self.add(self.candidate_of(trial), {**keep, "retry_of": trial.number, "retries": retries})
+
+    def stack(self, trial: FrozenTrial, reason: str) -> str:
+        """A winner built on an older frontier, queued again on the current one; says what became of it."""
+        depth = int(trial.user_attrs.get("stack_depth", 0))
+        if depth >= MAX_STACK_DEPTH:
+            return f"{reason}; not re-run (stacked {depth} times already)"
+        cand = self.candidate_of(trial)
+        if not cand.description.startswith("stack: "):
+            cand.description = f"stack: {cand.description}"
+        if self.precheck(cand):
+            return f"{reason}; its change no longer applies to the current frontier"
+        if not self.ledger.queued_for("stack_of", trial.number):  # else queued before a controller died
+            attrs = {
+                "kind": "stack",
+                "wave": trial.user_attrs.get("wave", 0),
+                "source": trial.user_attrs.get("source", ""),
+                "seed": BASE_SEED,
+                "stack_of": trial.number,
+                "stack_depth": depth + 1,
+            }
+            self.add(cand, attrs)
+        return f"{reason}; re-queued on the current frontier"
+
+    # -- candidates of trials ----------------------------------------------------------------
+    def candidate_of(self, trial: FrozenTrial) -> Candidate:
+        """The trial's candidate with its knobs as they ran (free ones resolved)."""
+        attrs = trial.user_attrs
+        cand = self.load_candidate(attrs)
+        if "edit" not in attrs:
+            cand.description = attrs.get("description", cand.description)
+        cand.knobs.update(json.loads(attrs.get("knobs", "{}")))
+        return cand
+
+    def load_candidate(self, attrs: dict[str, Any]) -> Candidate:
+        """The proposed candidate a trial points to, or a fresh exploration one when it has none."""
+        if "edit" in attrs:
+            return candidate_from_dict(json.loads((self.campaign_dir / attrs["edit"]).read_text()))
+        return self.sampler.exploration_candidate()

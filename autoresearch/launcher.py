@@ -1,0 +1,202 @@
+"""Filling free slots, each with work for its own partition, in the order decisions need it.
+
+A slot takes the next WAITING trial that fits its partition (re-runs a decision waits for first,
+then proposals in the order they came), else a new trial for the inner sampler. Its workspace and
+spec are written, where it runs is recorded on the trial, and each partition's jobs go out as one
+submission (one sbatch array on Slurm).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autoresearch.config import AutoresearchConfig, deadline_seconds
+from autoresearch.fleet.base import Fleet, JobSpec
+from autoresearch.frontier import Frontier
+from autoresearch.intake import BASE_SEED, Intake
+from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
+from autoresearch.runner import SPEC_FILE, write_json_atomic
+from autoresearch.sampler import AgentSampler, candidate_key
+from autoresearch.study import trials
+from autoresearch.workspace import (
+    InvalidCandidate,
+    build_source,
+    create_workspace,
+    experiment_dir,
+    source_version,
+)
+
+log = logging.getLogger("autoresearch")
+
+MAX_REDUNDANT_EXPLORATIONS = 20  # per launch round: the inner sampler keeps finding nothing new
+
+
+def harness_env(cfg: AutoresearchConfig, seed: int) -> dict[str, str]:
+    """What the harness reads from its environment: the scale, data, seed and training budget."""
+    c = cfg.campaign
+    env = {"AUTORESEARCH_SCALE": c.scale, "AUTORESEARCH_DATA": c.data, "AUTORESEARCH_SEED": str(seed)}
+    if c.time_budget:
+        env["AUTORESEARCH_TIME_BUDGET"] = str(c.time_budget)
+    if os.environ.get("AUTORESEARCH_CACHE"):
+        env["AUTORESEARCH_CACHE"] = os.environ["AUTORESEARCH_CACHE"]
+    return env
+
+
+@dataclass
+class Launcher:
+    """Free slots to jobs, each on the partition its trial's tier names."""
+
+    cfg: AutoresearchConfig
+    campaign_dir: Path
+    ledger: Ledger
+    intake: Intake
+    sampler: AgentSampler
+    frontier: Frontier
+    fleet: Fleet
+    harness: Path
+    now: Callable[[], float]
+
+    def __post_init__(self) -> None:
+        c = self.cfg.campaign
+        self._explores = c.fill_idle_slots and not c.synchronous and bool(self.sampler.knobs)
+        # (else the proposer's next wave fills an idle slot)
+
+    def launch(self, new: bool = True) -> None:
+        """Fill free slots: re-runs a decision waits for first, then the oldest proposal, then
+        (with `new`) the inner sampler's; without `new` (the campaign is stopping) only the re-runs."""
+        free = {name: self.fleet.free_slots(name) for name in self.fleet.pools}
+        batches: dict[str, list[JobSpec]] = {name: [] for name in self.fleet.pools}
+        redundant = 0
+        while sum(free.values()) > 0 and (self._may_launch_more() if new else self.ledger.owed()):
+            trial = self._ask(free, owed_only=not new)
+            if trial is None:
+                break  # nothing queued for a free partition, and nothing to explore there
+            job = self._prepare(trial)
+            if job is None:
+                redundant += "edit" not in trial.user_attrs  # the inner sampler found nothing new
+                if redundant >= MAX_REDUNDANT_EXPLORATIONS:
+                    break  # leave the slot to the next wave
+                continue
+            batches[job.pool].append(job)
+            free[job.pool] -= 1
+        for jobs in batches.values():
+            if jobs:
+                handles = self.fleet.submit(jobs)
+                for trial_number, handle in handles.items():
+                    self.ledger.set(trial_number, {"job": handle})
+
+    def _may_launch_more(self) -> bool:
+        limit = self.cfg.campaign.budget.max_experiments
+        if not limit:
+            return True
+        launched = sum(1 for t in self.ledger.all() if "exp_dir" in t.user_attrs)
+        return launched < limit
+
+    def _ask(self, free: dict[str, int], owed_only: bool = False) -> optuna.Trial | None:
+        """Claim the next trial whose partition has a free slot: owed re-runs first, then queued
+        proposals in order, else a new trial for the inner sampler; None if none fits now.
+        (Optuna's own `ask` takes the oldest waiting trial, whichever partition it needs.)"""
+        waiting = self.ledger.waiting()
+        owed = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
+        if not owed_only:
+            owed += [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
+        study = self.ledger.study
+        tiers = self.cfg.cluster.tiers
+        for t in owed:
+            pool = tiers.get(t.user_attrs.get("tier", "screen"), "")
+            # (an unknown tier is claimed, and failed with its reason in _prepare)
+            if free.get(pool, 1) > 0 and self.ledger.claim(t):
+                return optuna.Trial(study, t._trial_id)
+        if owed_only or not self._explores or free.get(tiers.get("screen", ""), 0) == 0:
+            return None
+        # A new trial for the inner sampler, on the screen tier (Study.ask would pop a queued one).
+        return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+
+    def _prepare(self, trial: optuna.Trial) -> JobSpec | None:
+        """Build a claimed trial's workspace (a queued candidate's, or an exploration one's)."""
+        attrs = trial.user_attrs
+        cand = self.intake.load_candidate(attrs)
+        if "edit" not in attrs:
+            attrs = {"kind": "exploration", "wave": 0, "source": "inner-sampler", "seed": BASE_SEED}
+            self.ledger.set(trial.number, {**attrs, "description": cand.description, "tier": cand.tier})
+        try:
+            frontier_source = self.frontier.source()
+            if attrs.get("kind") in MEASUREMENT_KINDS:
+                source, knobs = self._measured_source(attrs)
+            else:
+                knobs = self.sampler.resolve_knobs(trial, cand)
+                source = build_source(frontier_source, cand.edits, knobs)
+            run_key = source_version(source)
+            if attrs.get("kind") not in MEASUREMENT_KINDS:
+                reason = self._redundant(trial.number, source, frontier_source, run_key)
+                if reason:
+                    # knobs and parent let proposers see it as tried on this frontier
+                    tried = {"knobs": json.dumps(knobs, sort_keys=True), "parent": self.frontier.head()}
+                    self.ledger.fail(trial.number, {**tried, "status": "skip", "reason": reason})
+                    return None
+        except (InvalidCandidate, ValueError) as err:
+            self.ledger.fail(trial.number, {"status": "invalid", "reason": str(err)})
+            self.intake.rejected.append(f"{cand.description}: {err}")
+            return None
+        pool_name = self.cfg.cluster.tiers.get(cand.tier, "")
+        if pool_name not in self.fleet.pools:
+            why = f"tier {cand.tier!r} has no partition now"
+            self.ledger.fail(trial.number, {"status": "invalid", "reason": why})
+            return None
+        pool = self.fleet.pools[pool_name]
+        exp_dir = experiment_dir(self.campaign_dir, trial.number)
+        workspace = create_workspace(exp_dir, frontier_source, source, self.harness)
+        spec = {
+            "trial": trial.number,
+            "deadline_s": deadline_seconds(self.cfg),
+            "harness_sha256": workspace.harness_sha256,
+            "gpu_type": pool.gpu_type,
+            "partition": pool.partition or pool.name,
+            "env": harness_env(self.cfg, int(attrs.get("seed", BASE_SEED))),
+        }
+        write_json_atomic(exp_dir / SPEC_FILE, spec)
+        if attrs.get("kind") == "exploration":
+            cand.knobs = knobs
+            self.ledger.set(trial.number, {"key": candidate_key(cand, self.frontier.head())})
+        self.ledger.set(
+            trial.number,
+            {
+                "knobs": json.dumps(knobs, sort_keys=True),
+                "run_key": run_key,
+                "parent": self.frontier.head(),
+                "exp_dir": str(exp_dir.relative_to(self.campaign_dir)),
+                "pool": pool_name,
+                "gpu_type": pool.gpu_type,
+                "partition": pool.partition or pool.name,
+                "launched_at": self.now(),
+            },
+        )
+        log.info("trial %d: launching on %s: %s", trial.number, pool_name, cand.description)
+        return JobSpec(trial.number, exp_dir, pool_name)
+
+    def _measured_source(self, attrs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """What a measurement runs: exactly the train.py of the trial it re-runs, or the start."""
+        if "validates" not in attrs:
+            return self.frontier.start_source(), {}
+        original = self.ledger.trial(int(attrs["validates"])).user_attrs
+        source = (self.campaign_dir / original["exp_dir"] / "train.py").read_text()
+        return source, json.loads(original.get("knobs", "{}"))
+
+    def _redundant(self, number: int, source: str, frontier_source: str, run_key: str) -> str:
+        """Why running this train.py would teach nothing new, or ''. Proposals made on an older
+        frontier can turn into the frontier itself, or into a twin of another experiment."""
+        if source == frontier_source:
+            return "no change: already part of the frontier"
+        for t in trials(self.ledger.study, TrialState.COMPLETE, TrialState.RUNNING):
+            if t.number != number and t.user_attrs.get("run_key") == run_key:
+                return f"same train.py as trial {t.number}"
+        return ""

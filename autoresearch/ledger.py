@@ -1,0 +1,71 @@
+"""The study as the campaign loop reads and writes it: trials by number, the queue, and tells.
+
+Every state change the loop makes goes through here, so a controller killed between two writes
+leaves a trial in one of a few shapes its successor knows: WAITING, RUNNING (with or without a
+job handle), or told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoresearch.study import set_trial_attrs, trials
+
+MEASUREMENT_KINDS = ("baseline", "validation")  # runs of an existing train.py that decisions wait for
+
+
+class Ledger:
+    """The campaign's view of its study; `after_tell` keeps outputs and tracking up with every result."""
+
+    def __init__(self, study: optuna.Study, now: Callable[[], float], after_tell: Callable[[], None]) -> None:
+        self.study = study
+        self._now = now
+        self._after_tell = after_tell
+
+    def trial(self, number: int) -> FrozenTrial:
+        storage = self.study._storage
+        return storage.get_trial(
+            storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        )
+
+    def all(self) -> list[FrozenTrial]:
+        return trials(self.study)
+
+    def waiting(self) -> list[FrozenTrial]:
+        return trials(self.study, TrialState.WAITING)
+
+    def owed(self) -> list[FrozenTrial]:
+        """Queued runs a decision waits for (baselines, re-runs): they go first, and still run
+        after a budget stops new experiments, so no promoted change is left undecided."""
+        return [t for t in self.waiting() if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
+
+    def queued_for(self, attr: str, number: int) -> list[FrozenTrial]:
+        """The trials queued on trial `number`'s account (`validates`, `stack_of`, `retry_of`):
+        a controller killed between queueing them and telling the study queues them only once."""
+        return [t for t in self.all() if t.user_attrs.get(attr) == number]
+
+    def set(self, number: int, attrs: dict[str, Any]) -> None:
+        set_trial_attrs(self.study, number, attrs)
+
+    def claim(self, trial: FrozenTrial) -> bool:
+        """WAITING to RUNNING, as `Study.ask` claims a queued trial; False if it was no longer waiting."""
+        return self.study._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING)
+
+    def complete(self, number: int, value: float, attrs: dict[str, Any]) -> None:
+        self.set(number, attrs)
+        self.study.tell(number, value)
+        self._after_tell()
+
+    def fail(self, number: int, attrs: dict[str, Any]) -> None:
+        self.set(number, {"ended_at": self._now(), **attrs})
+        self.study.tell(number, state=TrialState.FAIL)
+        self._after_tell()
+
+    def drop(self, trial: FrozenTrial, reason: str) -> None:
+        """A queued run no longer needed: claimed and failed as skipped, with the reason."""
+        if self.claim(trial):
+            self.fail(trial.number, {"status": "skip", "reason": reason})

@@ -1,0 +1,106 @@
+"""The intake and the ledger on a real journal study: the engine's own runs are queued once,
+whichever controller asks and however often, and a proposal that cannot run costs no slot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine_helpers import TOY, compose_toy
+from optuna.trial import TrialState
+
+from autoresearch.campaign import knob_specs
+from autoresearch.fleet.base import Pool
+from autoresearch.frontier import Frontier
+from autoresearch.intake import BASE_SEED, MAX_STACK_DEPTH, Intake
+from autoresearch.ledger import Ledger
+from autoresearch.proposals import Candidate, Wave
+from autoresearch.sampler import AgentSampler
+from autoresearch.study import open_study
+
+NOW = 1234.5
+
+
+def open_intake(tmp_path: Path) -> Intake:
+    """An intake as a controller opens one: on the campaign folder's study, new or resumed."""
+    cfg = compose_toy(tmp_path)
+    campaign_dir = tmp_path / "campaign"
+    (campaign_dir / "proposals").mkdir(parents=True, exist_ok=True)
+    knobs = knob_specs(cfg)
+    sampler = AgentSampler(knobs, seed=0)
+    study = open_study(campaign_dir, cfg.campaign.name, None, sampler)
+    frontier = Frontier(campaign_dir / "frontier", (TOY / "train.py").read_text())
+    ledger = Ledger(study, lambda: NOW, lambda: None)
+    pools = {"local": Pool("local", 2, "cpu")}
+    return Intake(cfg, campaign_dir, ledger, sampler, frontier, knobs, pools, lambda: NOW)
+
+
+def claimed_and_failed(intake: Intake, number: int, **attrs: object) -> None:
+    trial = intake.ledger.trial(number)
+    assert intake.ledger.claim(trial)
+    intake.ledger.fail(number, {"status": "lost", **attrs})
+
+
+def test_baselines_and_re_runs_are_queued_by_tier_and_seed_once(tmp_path: Path) -> None:
+    intake = open_intake(tmp_path)
+    intake.baselines(validate_apart=False)
+    assert intake.reruns(0, "screen", 2, "a change") is True
+    assert intake.reruns(0, "screen", 2, "a change") is False  # all there: nothing more
+    resumed = open_intake(tmp_path)  # a new controller on the same study
+    resumed.baselines(validate_apart=False)
+    assert resumed.reruns(0, "screen", 2, "a change") is False
+    assert resumed.reruns(0, "screen", 3, "a change") is True  # a third seed is new
+    queued = resumed.ledger.all()
+    baselines = sorted(t.user_attrs["seed"] for t in queued if t.user_attrs["kind"] == "baseline")
+    reruns = sorted(t.user_attrs["seed"] for t in resumed.ledger.queued_for("validates", 0))
+    assert baselines == [BASE_SEED, BASE_SEED + 1]  # the toy campaign's baseline_seeds: 2
+    assert reruns == [BASE_SEED + 1, BASE_SEED + 2, BASE_SEED + 3]  # re-runs never reuse the screen seed
+    assert all(t.state == TrialState.WAITING for t in queued) and len(queued) == 5
+
+
+def test_a_lost_run_is_retried_once_as_it_was(tmp_path: Path) -> None:
+    intake = open_intake(tmp_path)
+    intake.add(
+        Candidate("wider", "more width", knobs={"WIDTH": 128}), {"kind": "experiment", "seed": 7, "wave": 3}
+    )
+    claimed_and_failed(intake, 0)
+    lost = intake.ledger.trial(0)
+    intake.retry(lost)
+    open_intake(tmp_path).retry(lost)  # asked again after a restart
+    (retry,) = intake.ledger.queued_for("retry_of", 0)
+    assert retry.state == TrialState.WAITING
+    assert (retry.user_attrs["retries"], retry.user_attrs["seed"], retry.user_attrs["wave"]) == (1, 7, 3)
+    assert retry.user_attrs["description"] == "wider"
+    assert intake.load_candidate(retry.user_attrs).knobs == {"WIDTH": 128}
+    assert lost.user_attrs["ended_at"] == NOW  # the ledger stamps a failure with the clock's time
+
+
+def test_a_stale_winner_is_stacked_once_and_no_deeper_than_the_limit(tmp_path: Path) -> None:
+    intake = open_intake(tmp_path)
+    intake.add(Candidate("lower lr", "", knobs={"LR": 0.002}), {"kind": "experiment", "seed": BASE_SEED})
+    claimed_and_failed(intake, 0)
+    winner = intake.ledger.trial(0)
+    assert intake.stack(winner, "better").endswith("re-queued on the current frontier")
+    assert open_intake(tmp_path).stack(winner, "better").endswith("re-queued on the current frontier")
+    (stacked,) = intake.ledger.queued_for("stack_of", 0)
+    assert stacked.user_attrs["description"] == "stack: lower lr"
+    assert stacked.user_attrs["stack_depth"] == 1
+    assert intake.load_candidate(stacked.user_attrs).knobs == {"LR": 0.002}
+    intake.add(Candidate("deep", "", knobs={"LR": 0.003}), {"kind": "stack", "stack_depth": MAX_STACK_DEPTH})
+    claimed_and_failed(intake, 2)
+    assert "not re-run" in intake.stack(intake.ledger.trial(2), "better")
+    assert intake.ledger.queued_for("stack_of", 2) == []
+
+
+def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_slot(tmp_path: Path) -> None:
+    intake = open_intake(tmp_path)
+    runs = Candidate("runs", "", knobs={"LR": 0.02})
+    nowhere = Candidate("nowhere", "", knobs={"LR": 0.03}, tier="h200")
+    intake.wave(Wave(rationale="two", candidates=[runs, nowhere], source="test"))
+    by_description = {t.user_attrs["description"]: t for t in intake.ledger.all()}
+    assert by_description["runs"].state == TrialState.WAITING
+    assert by_description["nowhere"].state == TrialState.FAIL
+    assert by_description["nowhere"].user_attrs["reason"] == "tier 'h200' has no partition in this cluster"
+    assert intake.rejected == ["nowhere: tier 'h200' has no partition in this cluster"]
+    assert intake.empty_waves == 0
+    intake.wave(Wave(rationale="again", candidates=[runs], source="test"))  # nothing new in it
+    assert intake.empty_waves == 1 and len(intake.ledger.all()) == 2
