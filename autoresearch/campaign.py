@@ -124,6 +124,7 @@ class Campaign:
         self._lock_fd: int | None = None
         self._baseline_measured = False  # a screen baseline has succeeded: the start is sound
         self._records: dict[int, ExperimentRecord] = {}  # of finished trials, which no longer change
+        self._told = 0  # results told by this controller (see _after_tell)
 
     # -- set-up ------------------------------------------------------------------------------
     def open(self) -> None:
@@ -337,9 +338,11 @@ class Campaign:
         self.ledger.fail(trial.number, {"status": "lost", "reason": reason})
 
     def _after_tell(self) -> None:
+        """Every result: W&B is sent what finished; every `plot_every` results, the files are
+        redrawn (counted here: counting the study's finished trials was a scan per result)."""
         self.tracker.update(self.study)
-        done = len(finished(self.study))
-        if done % max(1, self.cfg.tracking.plot_every) == 0:
+        self._told += 1
+        if self._told % max(1, self.cfg.tracking.plot_every) == 0:
             self._write_outputs()
 
     def _write_outputs(self, final: bool = False) -> None:

@@ -121,7 +121,7 @@ class AgentConfig:
 @dataclass
 class TrackingConfig:
     kind: str = "none"  # none | wandb
-    plot_every: int = 5  # re-draw progress.png every N finished experiments
+    plot_every: int = 5  # re-draw results.tsv and progress.png every N results
     # W&B only:
     project: str = "autoresearch"
     entity: str | None = None  # None = the default entity of the W&B login

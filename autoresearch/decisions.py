@@ -146,7 +146,8 @@ class Decisions:
                 self._decide(trial, "keep", trial.user_attrs.get("reason", ""))
                 return
             description = trial.user_attrs.get("description", "")
-            if self.intake.reruns(trial.number, tier, self.cfg.campaign.validate_seeds, description):
+            seeds = self.cfg.campaign.validate_seeds
+            if self.intake.reruns(trial.number, tier, seeds, description, reruns):
                 return
         else:
             for t in reruns:

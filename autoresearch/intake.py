@@ -145,11 +145,15 @@ class Intake:
         if validate_apart:
             self._repeats("validate", c.validate_seeds, "baseline", attrs, queued)
 
-    def reruns(self, trial: int, tier: str, seeds: int, description: str) -> bool:
+    def reruns(
+        self, trial: int, tier: str, seeds: int, description: str, queued: list[FrozenTrial] | None = None
+    ) -> bool:
         """Trial `trial`'s exact train.py again, with fresh seeds, on `tier` (before new proposals):
-        those not queued yet. Says whether it queued any."""
+        those not `queued` yet (its re-runs, read from the study when the caller has not). Says
+        whether it queued any."""
         attrs = {"kind": "validation", "validates": trial}
-        queued = self.ledger.queued_for("validates", trial)
+        if queued is None:
+            queued = self.ledger.queued_for("validates", trial)
         return self._repeats(tier, seeds, f"re-run trial {trial}: {description}", attrs, queued, 1)
 
     def _repeats(
