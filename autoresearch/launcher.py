@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import AutoresearchConfig, deadline_seconds
 from autoresearch.fleet.base import Fleet, JobSpec
@@ -75,9 +76,16 @@ class Launcher:
         (with `new`) the inner sampler's; without `new` (the campaign is stopping) only the re-runs."""
         free = {name: self.fleet.free_slots(name) for name in self.fleet.pools}
         batches: dict[str, list[JobSpec]] = {name: [] for name in self.fleet.pools}
+        # Nothing is queued while slots fill, so one read of the queue serves them all (a read
+        # per slot made filling 1,600 slots quadratic in the study's size).
+        waiting = self.ledger.waiting()
+        queue = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
+        if new:
+            queue += [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
+        room = self._room() if new else math.inf  # owed re-runs run whatever the budget
         redundant = 0
-        while sum(free.values()) > 0 and (self._may_launch_more() if new else self.ledger.owed()):
-            trial = self._ask(free, owed_only=not new)
+        while sum(free.values()) > 0 and room > 0:
+            trial = self._ask(queue, free, explore=new)
             if trial is None:
                 break  # nothing queued for a free partition, and nothing to explore there
             job = self._prepare(trial)
@@ -88,35 +96,35 @@ class Launcher:
                 continue
             batches[job.pool].append(job)
             free[job.pool] -= 1
+            room -= 1
         for jobs in batches.values():
             if jobs:
                 handles = self.fleet.submit(jobs)
                 for trial_number, handle in handles.items():
                     self.ledger.set(trial_number, {"job": handle})
 
-    def _may_launch_more(self) -> bool:
+    def _room(self) -> float:
+        """How many more experiments `max_experiments` lets start (it counts launches)."""
         limit = self.cfg.campaign.budget.max_experiments
         if not limit:
-            return True
-        launched = sum(1 for t in self.ledger.all() if "exp_dir" in t.user_attrs)
-        return launched < limit
+            return math.inf
+        return limit - sum(1 for t in self.ledger.all() if "exp_dir" in t.user_attrs)
 
-    def _ask(self, free: dict[str, int], owed_only: bool = False) -> optuna.Trial | None:
-        """Claim the next trial whose partition has a free slot: owed re-runs first, then queued
-        proposals in order, else a new trial for the inner sampler; None if none fits now.
+    def _ask(self, queue: list[FrozenTrial], free: dict[str, int], explore: bool) -> optuna.Trial | None:
+        """Claim the first trial of `queue` whose partition has a free slot (taking it off the
+        queue), else with `explore` a new trial for the inner sampler; None if none fits now.
         (Optuna's own `ask` takes the oldest waiting trial, whichever partition it needs.)"""
-        waiting = self.ledger.waiting()
-        owed = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
-        if not owed_only:
-            owed += [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
         study = self.ledger.study
         tiers = self.cfg.cluster.tiers
-        for t in owed:
-            pool = tiers.get(t.user_attrs.get("tier", "screen"), "")
-            # (an unknown tier is claimed, and failed with its reason in _prepare)
-            if free.get(pool, 1) > 0 and self.ledger.claim(t):
-                return optuna.Trial(study, t._trial_id)
-        if owed_only or not self._explores or free.get(tiers.get("screen", ""), 0) == 0:
+
+        def fits(t: FrozenTrial) -> bool:  # (an unknown tier fits: _prepare fails it with its reason)
+            return free.get(tiers.get(t.user_attrs.get("tier", "screen"), ""), 1) > 0
+
+        while (first := next((t for t in queue if fits(t)), None)) is not None:
+            queue.remove(first)
+            if self.ledger.claim(first):
+                return optuna.Trial(study, first._trial_id)
+        if not explore or not self._explores or free.get(tiers.get("screen", ""), 0) == 0:
             return None
         # A new trial for the inner sampler, on the screen tier (Study.ask would pop a queued one).
         return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
