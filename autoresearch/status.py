@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
@@ -67,21 +67,28 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     if baseline is not None:
         head.add_row("val_bpb", f"{baseline:.6f} (baseline) -> {best:.6f}")
 
-    lineage = Table(title="kept changes", title_justify="left")
-    for col in ("trial", "val_bpb", "tier", "commit", "description"):
-        lineage.add_column(col)
-    for r in kept:
-        lineage.add_row(str(r["trial"]), f"{r['val_bpb']:.6f}", r["tier"], r["commit"], r["description"])
+    parts: list[RenderableType] = [head]  # empty tables are left out: the head says why
+    if not kept:
+        head.add_row("kept changes", "none yet: the frontier is the starting train.py")
+    else:
+        lineage = Table(title="kept changes", title_justify="left")
+        for col in ("trial", "val_bpb", "tier", "commit", "description"):
+            lineage.add_column(col)
+        for r in kept:
+            lineage.add_row(str(r["trial"]), f"{r['val_bpb']:.6f}", r["tier"], r["commit"], r["description"])
+        parts.append(lineage)
 
-    live = Table(title="running", title_justify="left")
-    for col in ("trial", "partition", "for", "description"):
-        live.add_column(col)
-    for t in running:
-        launched = t.user_attrs.get("launched_at")
-        age = f"{(now - launched) / 60:.1f} min" if launched else "-"
-        live.add_row(
-            str(t.number), t.user_attrs.get("partition", ""), age, t.user_attrs.get("description", "")
-        )
+    if running:
+        live = Table(title="running", title_justify="left")
+        for col in ("trial", "partition", "for", "description"):
+            live.add_column(col)
+        for t in running:
+            launched = t.user_attrs.get("launched_at")
+            age = f"{(now - launched) / 60:.1f} min" if launched else "-"
+            live.add_row(
+                str(t.number), t.user_attrs.get("partition", ""), age, t.user_attrs.get("description", "")
+            )
+        parts.append(live)
 
     latest = Table(title=f"latest {recent}", title_justify="left")
     for col in ("trial", "status", "val_bpb", "tier", "description", "reason"):
@@ -91,7 +98,9 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
         latest.add_row(
             str(r["trial"]), r["status"], value, r["tier"], r["description"], str(r["reason"])[:60]
         )
-    return Group(head, lineage, live, latest)
+    if table:
+        parts.append(latest)
+    return Group(*parts)
 
 
 def main() -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 from engine_helpers import REPO, run_campaign
+from rich.console import Console
+
+from autoresearch.status import render
 
 
 def test_status_shows_a_finished_campaign_and_its_rows(tmp_path: Path) -> None:
@@ -53,3 +58,43 @@ def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) ->
     assert out.returncode == 1
     assert out.stderr.splitlines() == [f"no study 'early' yet in {tmp_path / 'study.journal'}"]
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # looking changes nothing
+
+
+def printed(console_width: int, study: optuna.Study, campaign_dir: Path) -> list[str]:
+    """What `status` prints, line by line, without the rules and borders of its tables."""
+    console = Console(record=True, width=console_width, file=io.StringIO())
+    console.print(render(study, campaign_dir))
+    return [line.strip() for line in console.export_text().splitlines()]
+
+
+def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="early")
+    baseline = {
+        "status": "baseline",
+        "tier": "screen",
+        "val_bpb": 2.0,
+        "ended_at": 1.0,
+        "description": "baseline",
+    }
+    study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=baseline))
+    lines = printed(200, study, tmp_path)
+    assert any(line.startswith("kept changes") and "none yet" in line for line in lines)
+    assert "running" not in lines  # no table title: the head says "(nothing running)"
+    assert any("(nothing running)" in line for line in lines)
+
+    study.enqueue_trial({}, user_attrs={"description": "wider", "partition": "h100"})
+    study.ask()  # now running
+    kept = {
+        **baseline,
+        "status": "keep",
+        "val_bpb": 1.9,
+        "ended_at": 2.0,
+        "description": "deeper",
+        "commit": "abc",
+    }
+    study.add_trial(optuna.trial.create_trial(value=1.9, user_attrs=kept))
+    lines = printed(200, study, tmp_path)
+    assert "kept changes" in lines and "running" in lines  # both tables, by their titles
+    assert not any("none yet" in line for line in lines)
+    assert any("deeper" in line and "abc" in line for line in lines)
+    assert any("wider" in line and "h100" in line for line in lines)
