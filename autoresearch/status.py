@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -23,6 +24,17 @@ from autoresearch.budget import measure
 from autoresearch.results import frontier_value, rows
 from autoresearch.study import StudyUnavailable, load_study, trials
 
+STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
+    "baseline": "baseline",
+    "keep": "kept",
+    "discard": "discarded",
+    "validated": "re-runs",
+    "crash": "crashed",
+    "invalid": "invalid",
+    "lost": "lost",
+}
+ALWAYS_SHOWN = ("keep", "discard", "crash")  # even at 0
+
 
 def open_campaign(campaign_dir: Path) -> optuna.Study:
     if not (campaign_dir / "config.yaml").is_file():
@@ -34,6 +46,16 @@ def open_campaign(campaign_dir: Path) -> optuna.Study:
         raise SystemExit(str(err)) from None
 
 
+def experiment_counts(counts: Counter[str]) -> str:
+    """Finished trials by status, in words that add up. Skipped ones (repeats, re-runs no longer
+    needed) never ran: they are counted apart, as report.html leaves them out."""
+    ran = sum(n for status, n in counts.items() if status != "skip")
+    words = [f"{counts[s]} {word}" for s, word in STATUS_WORDS.items() if counts[s] or s in ALWAYS_SHOWN]
+    words += [f"{n} {s}" for s, n in sorted(counts.items()) if s not in STATUS_WORDS and s != "skip"]
+    skipped = f", {counts['skip']} skipped (never ran)" if counts["skip"] else ""
+    return f"{ran} finished ({', '.join(words)}){skipped}"
+
+
 def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     """One frame. The study is opened once: its journal storage reads only what was appended since."""
     table = rows(study)
@@ -42,19 +64,13 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     running = trials(study, TrialState.RUNNING)
     waiting = trials(study, TrialState.WAITING)
     spend = measure(study, {}, campaign_dir, now)  # no pools: hours and LLM dollars only
-    statuses = ("keep", "discard", "crash", "invalid", "validated")
-    counts = {s: sum(1 for r in table if r["status"] == s) for s in statuses}
+    counts = Counter(r["status"] for r in table)
     head = Table.grid(padding=(0, 2))
     head.add_row("campaign", f"{study.study_name}  ({campaign_dir})")
     ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
     until = now if running or not ends else max(ends)
     head.add_row("elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)"))
-    head.add_row(
-        "experiments",
-        f"{len(table)} finished ({counts['keep']} kept, {counts['discard']} discarded, "
-        f"{counts['crash']} crashed, {counts['invalid']} invalid, {counts['validated']} re-runs), "
-        f"{len(running)} running, {len(waiting)} queued",
-    )
+    head.add_row("experiments", f"{experiment_counts(counts)}, {len(running)} running, {len(waiting)} queued")
     calls = usage_totals(campaign_dir)
     head.add_row(
         "spend",

@@ -39,8 +39,9 @@ def test_status_shows_a_finished_campaign_and_its_rows(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in lines]
     assert len(rows) == len((campaign / "results.tsv").read_text().splitlines()) - 1
     assert {r["status"] for r in rows} >= {"baseline"}
+    ran = [r for r in rows if r["status"] != "skip"]  # skipped ones never ran: counted apart
     validated = sum(1 for r in rows if r["status"] == "validated")
-    assert f"{len(rows)} finished" in out.stdout and f"{validated} re-runs)" in out.stdout
+    assert f"{len(ran)} finished (" in out.stdout and f"{validated} re-runs" in out.stdout
 
 
 def test_status_refuses_a_folder_that_is_not_a_campaign(tmp_path: Path) -> None:
@@ -79,6 +80,13 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=baseline))
     lines = printed(200, study, tmp_path)
     assert any(line.startswith("kept changes") and "none yet" in line for line in lines)
+    skipped = {**baseline, "status": "skip", "description": "a repeat"}
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=skipped))
+    lines = printed(200, study, tmp_path)
+    assert any(
+        "1 finished (1 baseline, 0 kept, 0 discarded, 0 crashed), 1 skipped (never ran)" in line
+        for line in lines
+    )
     assert "running" not in lines  # no table title: the head says "(nothing running)"
     assert any("(nothing running)" in line for line in lines)
 
