@@ -143,9 +143,7 @@ class Campaign:
         now = self.clock.now
         self.ledger = Ledger(self.study, now, self._after_tell)
         pools = self.fleet.pools
-        self.intake = Intake(
-            self.cfg, self.dir, self.ledger, self.sampler, self.frontier, self.knobs, pools, now
-        )
+        self.intake = Intake(self.cfg, self.dir, self.ledger, self.sampler, self.frontier, pools, now)
         confirm_on = confirm_tier(self.cfg, pools)
         self.decisions = Decisions(
             self.cfg, self.dir, self.ledger, self.intake, self.frontier, self.policy, confirm_on

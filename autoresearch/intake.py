@@ -23,7 +23,6 @@ from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
-from autoresearch.proposers.base import KnobSpec
 from autoresearch.sampler import AgentSampler, candidate_key
 from autoresearch.workspace import InvalidCandidate, build_source
 
@@ -43,7 +42,6 @@ class Intake:
     ledger: Ledger
     sampler: AgentSampler
     frontier: Frontier
-    knobs: list[KnobSpec]
     pools: dict[str, Pool]
     now: Callable[[], float]
     rejected: list[str] = field(default_factory=list, init=False)  # shown to the proposer
@@ -108,7 +106,7 @@ class Intake:
         except InvalidCandidate as err:
             return str(err)
         for name, value in cand.knobs.items():
-            spec = next((k for k in self.knobs if k.name == name), None)
+            spec = self.sampler.knobs.get(name)  # the campaign's declared knobs, by name
             if spec and spec.kind == "categorical" and value is not None and value not in spec.choices:
                 return f"knob {name}: {value!r} is not one of its choices {list(spec.choices)}"
         return ""

@@ -78,10 +78,7 @@ class Launcher:
         batches: dict[str, list[JobSpec]] = {name: [] for name in self.fleet.pools}
         # Nothing is queued while slots fill, so one read of the queue serves them all (a read
         # per slot made filling 1,600 slots quadratic in the study's size).
-        waiting = self.ledger.waiting()
-        queue = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
-        if new:
-            queue += [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
+        queue = self.ledger.queue(owed_only=not new)
         room = self._room() if new else math.inf  # owed re-runs run whatever the budget
         redundant = 0
         while sum(free.values()) > 0 and room > 0:

@@ -38,10 +38,18 @@ class Ledger:
     def waiting(self) -> list[FrozenTrial]:
         return trials(self.study, TrialState.WAITING)
 
-    def owed(self) -> list[FrozenTrial]:
-        """Queued runs a decision waits for (baselines, re-runs): they go first, and still run
+    def queue(self, owed_only: bool = False) -> list[FrozenTrial]:
+        """Waiting trials in the order free slots take them: the runs a decision waits for
+        (baselines, re-runs) first, then proposals in the order they came. Owed runs still run
         after a budget stops new experiments, so no promoted change is left undecided."""
-        return [t for t in self.waiting() if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
+        waiting = self.waiting()
+        owed = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
+        if owed_only:
+            return owed
+        return owed + [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
+
+    def owed(self) -> list[FrozenTrial]:
+        return self.queue(owed_only=True)
 
     def queued_for(self, attr: str, number: int) -> list[FrozenTrial]:
         """The trials queued on trial `number`'s account (`validates`, `stack_of`, `retry_of`):

@@ -25,13 +25,12 @@ def open_intake(tmp_path: Path) -> Intake:
     cfg = compose_toy(tmp_path)
     campaign_dir = tmp_path / "campaign"
     (campaign_dir / "proposals").mkdir(parents=True, exist_ok=True)
-    knobs = knob_specs(cfg)
-    sampler = AgentSampler(knobs, seed=0)
+    sampler = AgentSampler(knob_specs(cfg), seed=0)
     study = open_study(campaign_dir, cfg.campaign.name, None, sampler)
     frontier = Frontier(campaign_dir / "frontier", (TOY / "train.py").read_text())
     ledger = Ledger(study, lambda: NOW, lambda: None)
     pools = {"local": Pool("local", 2, "cpu")}
-    return Intake(cfg, campaign_dir, ledger, sampler, frontier, knobs, pools, lambda: NOW)
+    return Intake(cfg, campaign_dir, ledger, sampler, frontier, pools, lambda: NOW)
 
 
 def claimed_and_failed(intake: Intake, number: int, **attrs: object) -> None:
