@@ -169,12 +169,14 @@ class Launcher:
             "env": harness_env(self.cfg, int(attrs.get("seed", BASE_SEED))),
         }
         write_json_atomic(exp_dir / SPEC_FILE, spec)
+        launched: dict[str, Any] = {}
         if attrs.get("kind") == "exploration":
             cand.knobs = knobs
-            self.ledger.set(trial.number, {"key": candidate_key(cand, self.frontier.head())})
+            launched["key"] = candidate_key(cand, self.frontier.head())
         self.ledger.set(
             trial.number,
             {
+                **launched,
                 "knobs": json.dumps(knobs, sort_keys=True),
                 "run_key": run_key,
                 "parent": self.frontier.head(),

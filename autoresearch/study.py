@@ -8,22 +8,15 @@ storage because it works on the shared file systems clusters have; an RDB URL wo
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-JOURNAL_FILE = "study.journal"
-
-log = logging.getLogger("autoresearch")
+from autoresearch.journal import JOURNAL_FILE, BatchedJournalStorage, journal_storage, recover_journal
 
 
 class StudyUnavailable(RuntimeError):
@@ -31,10 +24,7 @@ class StudyUnavailable(RuntimeError):
 
 
 def make_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage | str:
-    if url:
-        return url
-    path = str(campaign_dir / JOURNAL_FILE)
-    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    return url or journal_storage(campaign_dir)
 
 
 @contextlib.contextmanager
@@ -46,41 +36,6 @@ def _opening(url: str | None) -> Iterator[None]:
         reason = str(err.__cause__ or err).splitlines()[0]
         hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
         raise StudyUnavailable(f"cannot open the study at storage={url}: {reason}{hint}") from None
-
-
-def recover_journal(campaign_dir: Path) -> None:
-    """Undo what a controller killed while appending to the journal leaves behind: the lock file
-    (Optuna would wait 30 s before taking it over) and a torn last line (Optuna would refuse the
-    whole journal once anything is appended after it). Safe only under the controller lock: no
-    other process writes the journal then."""
-    path = campaign_dir / JOURNAL_FILE
-    lock = Path(f"{path}{LOCK_FILE_SUFFIX}")
-    if lock.exists():
-        lock.unlink()
-        log.info("removed the study journal's lock, left by a controller killed while writing it")
-    size = path.stat().st_size if path.exists() else 0
-    keep = _after_last_newline(path, size) if size else 0
-    if keep == size:
-        return
-    os.truncate(path, keep)
-    log.warning(
-        "dropped the torn last %d bytes of the study journal: a controller was killed while writing them",
-        size - keep,
-    )
-
-
-def _after_last_newline(path: Path, size: int, chunk: int = 1 << 16) -> int:
-    """The offset just past the file's last newline (0 if none), read from its end backwards."""
-    with open(path, "rb") as f:
-        end = size
-        while end > 0:
-            start = max(0, end - chunk)
-            f.seek(start)
-            found = f.read(end - start).rfind(b"\n")
-            if found >= 0:
-                return start + found + 1
-            end = start
-    return 0
 
 
 def open_study(
@@ -115,9 +70,13 @@ def load_study(campaign_dir: Path, name: str, url: str | None) -> optuna.Study:
 
 
 def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:
-    """Set user attrs on a trial that is still WAITING or RUNNING, by its number."""
+    """Set user attrs on a trial that is still WAITING or RUNNING, by its number: in one write
+    on the campaign's journal, one per attr on other storages."""
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    if isinstance(storage, BatchedJournalStorage):
+        storage.set_trial_user_attrs(trial_id, attrs)
+        return
     for key, value in attrs.items():
         storage.set_trial_user_attr(trial_id, key, value)
 

@@ -12,7 +12,9 @@ Per fleet size it prints the virtual hours the experiments took, how busy the GP
 speed-up against one GPU running them back to back, the keeps (and how many of them the landscape
 without its seed noise calls real improvements), the val_bpb gained as measured and as true, and
 the controller's own real seconds per experiment against the budget the fleet leaves it (run
-minutes / GPUs). `--set campaign.validate_seeds=0 campaign.promote_z=0` compares another keep rule.
+minutes / GPUs), and the study journal's appends per experiment. `--set campaign.validate_seeds=0
+campaign.promote_z=0` compares another keep rule; `--append-ms 5` gives each journal append the
+latency of a cluster's shared file system (this machine's local disk has next to none).
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._storage import JournalOperation
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -260,7 +266,28 @@ def compose(gpus: int, experiments: int, runs_dir: Path, extra: list[str]) -> Au
         return OmegaConf.to_object(hydra_compose("config", overrides=overrides))  # type: ignore[return-value]
 
 
-def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Path) -> dict[str, float]:
+@contextlib.contextmanager
+def journal_appends(latency_s: float) -> Iterator[Counter[str]]:
+    """Count the study journal's appends by operation, each given `latency_s` of real time: what a
+    shared file system (NFS, Lustre) charges for the lock file made and removed, the write and
+    the fsync."""
+    count: Counter[str] = Counter()
+    append = JournalFileBackend.append_logs
+
+    def slow_append(self: JournalFileBackend, logs: list[dict[str, Any]]) -> None:
+        count[JournalOperation(logs[0]["op_code"]).name.lower()] += 1
+        if latency_s:
+            time.sleep(latency_s)  # the latency simulated, paid in the controller's real seconds
+        append(self, logs)
+
+    JournalFileBackend.append_logs = slow_append  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        JournalFileBackend.append_logs = append  # type: ignore[method-assign]
+
+
+def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Path) -> dict[str, Any]:
     cfg = compose(gpus, experiments, runs_dir, args.set)
     campaign_dir = runs_dir / cfg.campaign.name
     knobs = [
@@ -278,9 +305,10 @@ def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Pa
     )
     proposer = OfflineProposer(seed=args.seed)
     campaign = Campaign(cfg, campaign_dir, fleet, proposer, clock=clock, background_proposals=False)
-    began = time.perf_counter()
-    summary = campaign.run()
-    controller_s = time.perf_counter() - began - clock.world_s
+    with journal_appends(args.append_ms / 1000) as appends:
+        began = time.perf_counter()
+        summary = campaign.run()
+        controller_s = time.perf_counter() - began - clock.world_s
     hours = (clock.now() - START) / 3600
     ran = sum(1 for t in finished(campaign.study) if "exp_dir" in t.user_attrs)
     lineage = [surface.expected(source) for source in kept_sources(campaign_dir / "frontier")]
@@ -296,6 +324,8 @@ def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Pa
         "true_gain": lineage[0] - lineage[-1],  # type: ignore[operator]
         "controller_s_per_exp": controller_s / max(ran, 1),
         "allowed_s_per_exp": args.run_minutes * 60 / gpus,
+        "appends_per_exp": appends.total() / max(ran, 1),
+        "appends_by_kind": {kind: n / max(ran, 1) for kind, n in appends.most_common()},
     }
 
 
@@ -334,13 +364,24 @@ def main() -> None:
         help="config overrides, e.g. campaign.validate_seeds=0",
     )
     parser.add_argument(
+        "--append-ms",
+        type=float,
+        default=0.0,
+        help="latency added to each journal append (shared file systems)",
+    )
+    parser.add_argument(
+        "--appends-by-kind",
+        action="store_true",
+        help="and a line of journal appends per experiment by operation",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="keep the campaign folders here (default: a temporary folder)"
     )
     args = parser.parse_args()
     logging.getLogger("autoresearch").setLevel(logging.ERROR)  # lost runs are expected here
     runs_dir = args.keep or Path(tempfile.mkdtemp(prefix="autoresearch-sim-"))
     print(f"{'GPUs':>5} {'experiments':>11} {'virtual h':>9} {'busy':>6} {'speed-up':>8} {'kept':>4} {'real':>4} "
-          f"{'gain':>7} {'true gain':>9} {'controller s/exp':>16} {'allowed s/exp':>13}")  # fmt: skip
+          f"{'gain':>7} {'true gain':>9} {'controller s/exp':>16} {'allowed s/exp':>13} {'appends/exp':>11}")  # fmt: skip
     try:
         for gpus in args.gpus:
             experiments = args.experiments or max(200, 4 * gpus)
@@ -349,9 +390,12 @@ def main() -> None:
                 f"{r['gpus']:>5} {r['experiments']:>11} {r['virtual_hours']:>9.2f} {100 * r['utilisation']:>5.1f}% "
                 f"{r['speedup']:>7.1f}x {r['kept']:>4} {r['real']:>4} {r['gain']:>7.4f} {r['true_gain']:>9.4f} "
                 f"{r['controller_s_per_exp']:>16.3f} "
-                f"{r['allowed_s_per_exp']:>13.3f}",
+                f"{r['allowed_s_per_exp']:>13.3f} {r['appends_per_exp']:>11.1f}",
                 flush=True,
             )
+            if args.appends_by_kind:
+                kinds = ", ".join(f"{kind} {n:.1f}" for kind, n in r["appends_by_kind"].items())
+                print(f"      journal appends per experiment: {kinds}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(runs_dir, ignore_errors=True)

@@ -22,7 +22,9 @@ def sim():
 
 
 def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_path: Path) -> None:
-    args = argparse.Namespace(run_minutes=5.5, queue_wait=60.0, lost_rate=0.05, seed=1, noise=0.002, set=[])
+    args = argparse.Namespace(
+        run_minutes=5.5, queue_wait=60.0, lost_rate=0.05, seed=1, noise=0.002, set=[], append_ms=0.0
+    )
     r = sim.simulate(8, 40, args, tmp_path)
     study = load(tmp_path / "sim8")
     launched = launched_within_budget(study, 40)
@@ -38,6 +40,10 @@ def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_pat
     statuses = {t.user_attrs.get("status") for t in launched}
     assert {"baseline", "discard"} <= statuses and "lost" in statuses  # node failures are re-queued
     assert (tmp_path / "sim8" / "report.html").is_file()  # the same ending as a real campaign
+    # Journal appends are counted as written: one trial creation per trial in the study.
+    created = r["appends_by_kind"]["create_trial"] * r["experiments"]
+    assert created == pytest.approx(len(study.trials))
+    assert r["appends_per_exp"] == pytest.approx(sum(r["appends_by_kind"].values()))
     # The true gain: the landscape without its noise, from the start to the final frontier.
     cfg = sim.compose(8, 40, tmp_path / "again", [])
     knobs = [

@@ -1,0 +1,62 @@
+"""The campaign's journal storage: a trial's attrs go in one append, in Optuna's own format, and a
+finished trial is refused before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.exceptions import UpdateFinishedTrialError
+
+from autoresearch.journal import JOURNAL_FILE
+from autoresearch.study import open_study, set_trial_attrs
+
+ATTRS = {"pool": "h100", "gpu_type": "h100", "run_key": "abc123", "launched_at": 1.5, "knobs": '{"LR": 0.02}'}
+
+
+def counted_appends(study: optuna.Study, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of lines in each append the storage makes from now on (it still writes them)."""
+    backend = study._storage._backend
+    append = backend.append_logs
+    sizes: list[int] = []
+
+    def counting(logs: list[dict]) -> None:
+        sizes.append(len(logs))
+        append(logs)
+
+    monkeypatch.setattr(backend, "append_logs", counting)
+    return sizes
+
+
+def test_a_trials_attrs_are_one_append_that_plain_optuna_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = open_study(tmp_path, "journal", None)
+    study.enqueue_trial({}, user_attrs={"description": "wider"})
+    appends = counted_appends(study, monkeypatch)
+    set_trial_attrs(study, 0, ATTRS)
+    assert appends == [len(ATTRS)]
+    plain = optuna.load_study(
+        study_name="journal",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / JOURNAL_FILE))
+        ),
+    )
+    assert plain.trials[0].user_attrs == {"description": "wider", **ATTRS}
+    assert study.trials[0].user_attrs == plain.trials[0].user_attrs  # the writer sees its own write
+
+
+def test_a_finished_trial_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    study = open_study(tmp_path, "journal", None)
+    study.tell(study.ask(), 2.5)
+    study.enqueue_trial({})
+    journal = tmp_path / JOURNAL_FILE
+    size = journal.stat().st_size
+    with pytest.raises(UpdateFinishedTrialError):
+        set_trial_attrs(study, 0, ATTRS)
+    assert journal.stat().st_size == size
+    set_trial_attrs(study, 1, {"pool": "h200"})  # the storage goes on as before
+    resumed = open_study(tmp_path, "journal", None)
+    assert "pool" not in resumed.trials[0].user_attrs
+    assert resumed.trials[1].user_attrs == {"pool": "h200"}
