@@ -50,7 +50,7 @@ def run(cfg: AutoresearchConfig) -> int:
     (campaign_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     try:
         proposer = make_proposer(cfg, campaign_dir)
-        fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+        fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir), cfg.campaign.require_gpu)
     except (ValueError, CampaignError) as err:
         log.error("%s", err)
         return EXIT_ERROR

@@ -41,6 +41,7 @@ class CampaignConfig:
     scale: str = "gpt2"  # harness scale: gpt2 | cpu
     data: str = "climbmix"  # harness data source: climbmix | offline
     time_budget: float | None = None  # seconds of training per experiment; None = the scale's default
+    require_gpu: bool = False  # a job that sees no CUDA GPU stops at once (lost) instead of training on CPU
     train_py: str = "trainer/train.py"  # starting point of the frontier
     prepare_py: str = "trainer/prepare.py"  # the read-only harness
     program_md: str = "trainer/program.md"  # the agent's standing instructions

@@ -166,7 +166,7 @@ class Launcher:
             "harness_sha256": workspace.harness_sha256,
             "gpu_type": pool.gpu_type,
             "partition": pool.partition or pool.name,
-            "env": harness_env(self.cfg, int(attrs.get("seed", BASE_SEED))),
+            "env": self._job_env(int(attrs.get("seed", BASE_SEED))),
         }
         write_json_atomic(exp_dir / SPEC_FILE, spec)
         launched: dict[str, Any] = {}
@@ -189,6 +189,14 @@ class Launcher:
         )
         log.info("trial %d: launching on %s: %s", trial.number, pool_name, cand.description)
         return JobSpec(trial.number, exp_dir, pool_name)
+
+    def _job_env(self, seed: int) -> dict[str, str]:
+        """The harness's environment in a job: the data step's, plus the GPU requirement (the
+        data step may run on a CPU node)."""
+        env = harness_env(self.cfg, seed)
+        if self.cfg.campaign.require_gpu:
+            env["AUTORESEARCH_REQUIRE_GPU"] = "1"
+        return env
 
     def _measured_source(self, attrs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """What a measurement runs: exactly the train.py of the trial it re-runs, or the start."""

@@ -2,7 +2,8 @@
 
 It is the only place untrusted code runs. It checks the harness is the campaign's own, strips
 secrets from the environment the agent's code sees, keeps run.log, and always leaves outcome.json
-(ok, crash, timeout, harness_mismatch or interrupted) for the controller to read, whatever happened.
+(ok, crash, timeout, harness_mismatch, interrupted or lost) for the controller to read, whatever
+happened.
 Run as `python -m autoresearch.runner EXPERIMENT_DIR`, or call `run_experiment` (submitit does).
 """
 
@@ -115,6 +116,9 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
+    if returncode == os.EX_TEMPFAIL:  # the harness found the node unfit (no GPU): re-queued, not blamed
+        outcome.update(status="lost", reason=f"the node cannot run it: {_log_tail(exp / LOG_FILE)}")
+        return _finish(exp, outcome)
     if returncode != 0:
         outcome.update(status="crash", reason=f"exit {returncode}: {_log_tail(exp / LOG_FILE)}")
         return _finish(exp, outcome)

@@ -110,6 +110,40 @@ def test_a_starting_train_py_that_crashes_ends_the_campaign(tmp_path: Path) -> N
     ) == len(ran)
 
 
+def test_a_gpu_campaign_whose_jobs_see_no_gpu_stops_with_the_reason(tmp_path: Path) -> None:
+    """The real harness in jobs that need a GPU and see none (here one listed but unusable: a CPU
+    build of torch, as with a driver older than the build): each stops at import, is recorded as
+    lost and re-run, and once every baseline run is spent the campaign stops with the reason,
+    not with hours of CPU training or a blamed train.py."""
+    proc = run_campaign(
+        tmp_path,
+        "campaign.require_gpu=true",
+        f"campaign.prepare_py={REPO / 'trainer' / 'prepare.py'}",
+        "campaign.prepare_data=false",
+        "campaign.max_retries=1",
+        env={"CUDA_VISIBLE_DEVICES": "0"},  # the local fleet sees one GPU; torch here cannot use it
+    )
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2, said
+    assert (
+        "every baseline run of the starting train.py failed (trial 0, lost: the node cannot run it: " in said
+    )
+    assert "FAIL: this job needs a CUDA GPU and sees none" in said
+    study = load(tmp_path / "toy")
+    statuses = Counter(t.user_attrs.get("status") for t in study.trials if "exp_dir" in t.user_attrs)
+    assert statuses == {"lost": 4}  # two baselines, each run again once, none blamed as a crash
+    spec = json.loads((tmp_path / "toy" / study.trials[0].user_attrs["exp_dir"] / "spec.json").read_text())
+    assert spec["env"]["AUTORESEARCH_REQUIRE_GPU"] == "1"
+
+
+def test_a_gpu_campaign_is_refused_on_a_machine_without_gpus(tmp_path: Path) -> None:
+    proc = run_campaign(tmp_path, "campaign.require_gpu=true", env={"CUDA_VISIBLE_DEVICES": ""})
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2, said
+    assert "this campaign trains on GPUs (campaign.require_gpu) and this machine has no GPU visible" in said
+    assert not (tmp_path / "toy" / "study.journal").exists()  # refused before any trial
+
+
 @pytest.mark.parametrize(
     ("overrides", "error"),
     [

@@ -89,6 +89,27 @@ DATA_SOURCE = os.environ.get("AUTORESEARCH_DATA") or _SCALE.data
 if DATA_SOURCE not in ("offline", "climbmix"):
     raise ValueError(f"AUTORESEARCH_DATA must be 'offline' or 'climbmix', not {DATA_SOURCE!r}")
 
+
+def _stop_without_a_gpu() -> None:
+    """A campaign on GPUs sets AUTORESEARCH_REQUIRE_GPU=1 for its jobs. A job that sees no CUDA
+    device (a CPU build of torch, a driver older than the build, a node that lost its GPU) stops
+    here with EX_TEMPFAIL, which the runner records as the node's fault, instead of training on
+    the CPU until the deadline."""
+    if os.environ.get("AUTORESEARCH_REQUIRE_GPU") != "1" or torch.cuda.is_available():
+        return
+    build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+    print(
+        f"FAIL: this job needs a CUDA GPU and sees none on {platform.node()} "
+        f"(torch {torch.__version__}, {build}; CUDA_VISIBLE_DEVICES={visible})",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.exit(os.EX_TEMPFAIL)
+
+
+_stop_without_a_gpu()
+
 SPECIAL_TOKENS = ("<|bos|>", "<|reserved_1|>", "<|reserved_2|>", "<|reserved_3|>")
 BOS_TOKEN = SPECIAL_TOKENS[0]
 

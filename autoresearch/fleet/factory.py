@@ -14,9 +14,15 @@ def gpu_name() -> str:
     return names[0] if names else "gpu"
 
 
-def make_local_fleet(cluster: ClusterConfig, deadline_s: float) -> LocalFleet:
+def make_local_fleet(cluster: ClusterConfig, deadline_s: float, require_gpu: bool = False) -> LocalFleet:
     ((name, part),) = cluster.partitions.items()  # one, as config_check requires
     gpus = [] if cluster.devices == "cpu" else visible_gpus()
+    if require_gpu and not gpus:
+        shown = "cluster.devices=cpu" if cluster.devices == "cpu" else "no GPU visible (nvidia-smi)"
+        raise ValueError(
+            f"this campaign trains on GPUs (campaign.require_gpu) and this machine has {shown}: "
+            "run it on a GPU machine or with cluster=slurm; on a CPU, +campaign=demo"
+        )
     if gpus:
         slots = part.slots or len(gpus)
         gpu_type = part.gpu_type if part.gpu_type not in ("", "auto") else gpu_name()
@@ -29,9 +35,11 @@ def make_local_fleet(cluster: ClusterConfig, deadline_s: float) -> LocalFleet:
     return LocalFleet(pool, gpus, threads, deadline_s + cluster.grace_seconds)
 
 
-def make_fleet(cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> Fleet:
+def make_fleet(
+    cluster: ClusterConfig, deadline_s: float, campaign_dir: str, require_gpu: bool = False
+) -> Fleet:
     if cluster.kind == "local":
-        return make_local_fleet(cluster, deadline_s)
+        return make_local_fleet(cluster, deadline_s, require_gpu)
     if cluster.kind == "slurm":
         from autoresearch.fleet.slurm import SlurmFleet
 
