@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
+from statistics import fmean
+from typing import Any
 
 import optuna
 from omegaconf import OmegaConf
@@ -56,6 +58,15 @@ def experiment_counts(counts: Counter[str]) -> str:
     return f"{ran} finished ({', '.join(words)}){skipped}"
 
 
+def rerun_values(table: list[dict[str, Any]]) -> dict[int, list[float]]:
+    """The val_bpb of each trial's fresh-seed re-runs, by the trial they re-ran."""
+    values: dict[int, list[float]] = defaultdict(list)
+    for r in table:
+        if r["status"] == "validated" and r["validates"] != "":
+            values[int(r["validates"])].append(r["val_bpb"])
+    return values
+
+
 def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     """One frame. The study is opened once: its journal storage reads only what was appended since."""
     table = rows(study)
@@ -88,10 +99,15 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
         head.add_row("kept changes", "none yet: the frontier is the starting train.py")
     else:
         lineage = Table(title="kept changes", title_justify="left")
-        for col in ("trial", "val_bpb", "tier", "commit", "description"):
+        for col in ("trial", "val_bpb", "re-runs", "tier", "commit", "description"):
             lineage.add_column(col)
+        reruns = rerun_values(table)
         for r in kept:
-            lineage.add_row(str(r["trial"]), f"{r['val_bpb']:.6f}", r["tier"], r["commit"], r["description"])
+            values = reruns.get(r["trial"], [])
+            confirmed = f"{fmean(values):.6f} (mean of {len(values)})" if values else "-"
+            lineage.add_row(
+                str(r["trial"]), f"{r['val_bpb']:.6f}", confirmed, r["tier"], r["commit"], r["description"]
+            )
         parts.append(lineage)
 
     if running:

@@ -101,8 +101,12 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
         "commit": "abc",
     }
     study.add_trial(optuna.trial.create_trial(value=1.9, user_attrs=kept))
+    number = study.trials[-1].number
+    for value in (1.92, 1.96):  # its fresh-seed re-runs: the kept table gives their mean
+        rerun = {**baseline, "status": "validated", "val_bpb": value, "validates": number}
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs=rerun))
     lines = printed(200, study, tmp_path)
     assert "kept changes" in lines and "running" in lines  # both tables, by their titles
     assert not any("none yet" in line for line in lines)
-    assert any("deeper" in line and "abc" in line for line in lines)
+    assert any("deeper" in line and "abc" in line and "1.940000 (mean of 2)" in line for line in lines)
     assert any("wider" in line and "h100" in line for line in lines)
