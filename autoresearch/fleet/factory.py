@@ -18,10 +18,11 @@ def make_local_fleet(cluster: ClusterConfig, deadline_s: float, require_gpu: boo
     ((name, part),) = cluster.partitions.items()  # one, as config_check requires
     gpus = [] if cluster.devices == "cpu" else visible_gpus()
     if require_gpu and not gpus:
-        shown = "cluster.devices=cpu" if cluster.devices == "cpu" else "no GPU visible (nvidia-smi)"
+        shown = "is set to its CPU (cluster.devices=cpu)" if cluster.devices == "cpu" else "shows no GPU"
         raise ValueError(
-            f"this campaign trains on GPUs (campaign.require_gpu) and this machine has {shown}: "
-            "run it on a GPU machine or with cluster=slurm; on a CPU, +campaign=demo"
+            f"this campaign trains on GPUs (campaign.require_gpu), and this machine {shown}: "
+            "run it on a GPU machine or with cluster=slurm; on a CPU, +campaign=demo "
+            "(or campaign.require_gpu=false to train this one on the CPU anyway)"
         )
     if gpus:
         slots = part.slots or len(gpus)
