@@ -43,6 +43,22 @@ def test_status_shows_a_finished_campaign_and_its_rows(tmp_path: Path) -> None:
     validated = sum(1 for r in rows if r["status"] == "validated")
     assert f"{len(ran)} finished (" in out.stdout and f"{validated} re-runs" in out.stdout
 
+    # The console script has both tools as subcommands, from any folder.
+    console_script = str(Path(sys.executable).with_name("autoresearch"))
+    env = {**os.environ, "COLUMNS": "250"}
+    same = subprocess.run(
+        [console_script, "status", str(campaign)], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert same.returncode == 0 and same.stdout == out.stdout
+    (campaign / "report.html").unlink()
+    report = subprocess.run(
+        [console_script, "report", str(campaign)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert report.returncode == 0 and Path(report.stdout.strip()) == campaign / "report.html"
+    assert (campaign / "report.html").is_file()
+    usage = subprocess.run([console_script, "status"], cwd=tmp_path, capture_output=True, text=True)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: autoresearch status")
+
 
 def test_status_refuses_a_folder_that_is_not_a_campaign(tmp_path: Path) -> None:
     out = subprocess.run(
