@@ -7,11 +7,13 @@ and re-running the same command continues where the last controller stopped.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -108,6 +110,18 @@ def missing_value_message(err: MissingMandatoryValue) -> str:
     return f"{key} has no value: set it on the command line, e.g. {key}=..."
 
 
+def composition_error_line(err: CompactHydraException) -> str:
+    """Hydra's several-line account of a bad override as one line: what failed, why, the choices."""
+    what = str(err).splitlines()[0].rstrip(".")
+    if isinstance(err, OverrideParseException):
+        return f"cannot read the override {err.override!r}: {what}"
+    if isinstance(err, MissingConfigException) and err.options:
+        return f"{what} (one of: {', '.join(err.options)})"
+    if err.__cause__ is not None:
+        return f"{what}: {str(err.__cause__).splitlines()[0]}"
+    return what
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _hydra_main(dict_cfg: DictConfig) -> None:
     try:
@@ -120,5 +134,19 @@ def _hydra_main(dict_cfg: DictConfig) -> None:
         sys.exit(code)
 
 
+def main() -> None:
+    """Hydra's entry point, with a bad override refused in one line and exit code 2 (Hydra itself
+    prints several lines and exits 1). HYDRA_FULL_ERROR=1 keeps Hydra's full account."""
+    wants_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors for us to word
+    try:
+        _hydra_main()
+    except CompactHydraException as err:
+        if wants_full_error:
+            raise
+        print(f"error: bad config: {composition_error_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+
+
 if __name__ == "__main__":
-    _hydra_main()
+    main()
