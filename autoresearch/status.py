@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import fmean
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 from omegaconf import OmegaConf
@@ -39,13 +40,20 @@ ALWAYS_SHOWN = ("keep", "discard", "crash")  # even at 0
 
 
 def open_campaign(campaign_dir: Path) -> optuna.Study:
+    """The campaign's study, for reading; a folder that holds none is a one-line refusal (exit 2,
+    as the campaign command's)."""
     if not (campaign_dir / "config.yaml").is_file():
-        raise SystemExit(f"not a campaign folder (no config.yaml): {campaign_dir}")
+        refuse(f"not a campaign folder (no config.yaml): {campaign_dir}")
     config = OmegaConf.load(campaign_dir / "config.yaml")
     try:
         return load_study(campaign_dir, config["campaign"]["name"], config.get("storage"))
     except StudyUnavailable as err:
-        raise SystemExit(str(err)) from None
+        refuse(str(err))
+
+
+def refuse(reason: str) -> NoReturn:
+    print(f"error: {reason}", file=sys.stderr)
+    sys.exit(2)
 
 
 def experiment_counts(counts: Counter[str]) -> str:

@@ -64,7 +64,8 @@ def test_status_refuses_a_folder_that_is_not_a_campaign(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "autoresearch.status", str(tmp_path)], cwd=REPO, capture_output=True, text=True
     )
-    assert out.returncode != 0 and "not a campaign folder" in out.stderr
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [f"error: not a campaign folder (no config.yaml): {tmp_path}"]
 
 
 def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) -> None:
@@ -72,8 +73,8 @@ def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) ->
     out = subprocess.run(
         [sys.executable, "-m", "autoresearch.status", str(tmp_path)], cwd=REPO, capture_output=True, text=True
     )
-    assert out.returncode == 1
-    assert out.stderr.splitlines() == [f"no study 'early' yet in {tmp_path / 'study.journal'}"]
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [f"error: no study 'early' yet in {tmp_path / 'study.journal'}"]
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # looking changes nothing
 
 
