@@ -69,7 +69,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     started = time.time()
     outcome: dict[str, Any] = {
         "trial": spec["trial"],
-        "node": socket.gethostname(),
+        "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),  # Slurm's name, for --exclude
         "gpu_type": spec.get("gpu_type", ""),
         "gpus_seen": os.environ.get("CUDA_VISIBLE_DEVICES", os.environ.get("SLURM_JOB_GPUS", "")),
         "partition": spec.get("partition", ""),
@@ -117,7 +117,9 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
             signal.signal(s, handler)
 
     if returncode == os.EX_TEMPFAIL:  # the harness found the node unfit (no GPU): re-queued, not blamed
-        outcome.update(status="lost", reason=f"the node cannot run it: {_log_tail(exp / LOG_FILE)}")
+        outcome.update(
+            status="lost", node_unfit=True, reason=f"the node cannot run it: {_log_tail(exp / LOG_FILE)}"
+        )
         return _finish(exp, outcome)
     if returncode != 0:
         outcome.update(status="crash", reason=f"exit {returncode}: {_log_tail(exp / LOG_FILE)}")

@@ -23,16 +23,20 @@ import pytest
 from engine_helpers import (
     REPO,
     campaign_command,
+    compose_toy,
     experiment_runs,
     launched_within_budget,
     load,
+    make_experiment,
     read_tsv,
     run_campaign,
     wait_for,
 )
 from optuna.trial import TrialState
 
-from autoresearch.fleet.slurm import attempt_state, outcome_for_state, parse_sacct, run_array_task
+from autoresearch.fleet.base import JobSpec
+from autoresearch.fleet.nodes import NodeHealth, exclude_list
+from autoresearch.fleet.slurm import SlurmFleet, attempt_state, outcome_for_state, parse_sacct, run_array_task
 
 SLURM = "cluster=slurm_local"
 RESTART_SLURMD = REPO / "slurm" / "local" / "restart-slurmd.sh"
@@ -226,6 +230,53 @@ def test_a_requeued_array_task_does_not_run_a_workspace_twice(tmp_path: Path) ->
 
 
 # -- on the local cluster --------------------------------------------------------------------------
+UNFIT = {
+    "status": "lost",
+    "node_unfit": True,
+    "reason": "the node cannot run it: FAIL: this job needs a CUDA GPU",
+}
+
+
+def test_a_node_is_excluded_only_once_another_node_of_its_partition_has_run_an_experiment() -> None:
+    health = NodeHealth()
+    assert health.note("h100", {"node": "a", **UNFIT}) == set()  # perhaps every node: the setup's fault
+    assert health.note("h100", {"node": "b", "status": "crash"}) == set()  # a crash proves nothing of b
+    assert health.note("h200", {"node": "c", "status": "ok"}) == set()  # another partition's node
+    assert health.note("h100", {"node": "b", "status": "ok"}) == {"a"}
+    assert health.note("h100", {"node": "d", "status": "ok"}) == set()  # once
+    assert health.excluded["h100"] == {"a"} and not health.excluded["h200"]
+    assert exclude_list("x1,", {"a"}) == "a,x1"  # the partition's own list kept
+
+
+@pytest.mark.slurm
+def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cluster: None) -> None:
+    """The fleet excludes the local node once a result came from another node of the partition.
+    Here that node is the only one, so sbatch refuses the next job: the fleet reports it lost
+    with sbatch's reason (the campaign re-queues it) instead of failing."""
+    cfg = compose_toy(tmp_path, SLURM)
+    fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
+    node = socket.gethostname().split(".")[0]
+
+    def finished(trial: int, outcome: dict[str, object]) -> list[int]:
+        exp = make_experiment(tmp_path, "", name=f"e{trial}", trial=trial)
+        (exp / "outcome.json").write_text(json.dumps({"trial": trial, **outcome}))
+        assert fleet.reattach(JobSpec(trial, exp, "h100"), f"slurm:h100:{90000 + trial}_0")
+        return [f.trial for f in fleet.poll()]
+
+    assert finished(1, {"node": node, **UNFIT}) == [1]  # the runner's word is final at once
+    assert not fleet.nodes.excluded["h100"]
+    assert finished(2, {"node": "gpu-a", "status": "ok"}) == [2]
+    assert fleet.nodes.excluded["h100"] == {node}
+    exp = make_experiment(tmp_path, "print('never runs')\n", name="e3", trial=3)
+    assert fleet.submit([JobSpec(3, exp, "h100")]) == {}
+    (refused,) = fleet.poll()
+    assert (refused.trial, refused.outcome["status"]) == (3, "lost")
+    assert refused.outcome["reason"].startswith(
+        "sbatch refused the job: sbatch: error: Batch job submission failed"
+    )
+    assert fleet.free_slots("h100") == fleet.pools["h100"].slots  # nothing left tracked
+
+
 @pytest.mark.slurm
 def test_campaign_runs_as_arrays_on_both_partitions(tmp_path: Path, slurm_cluster: None) -> None:
     proc = run_campaign(tmp_path, SLURM, "campaign.budget.max_experiments=8")

@@ -11,7 +11,9 @@ is asked about job states only for jobs that have no outcome yet, in one batched
 One trial is one Slurm attempt. When Slurm requeues a task itself (node failure, preemption,
 `scontrol requeue`), the attempt the trial ran in is over: the trial is reported lost with Slurm's
 reason, the campaign re-queues it as a new trial, and Slurm's rerun is cancelled (and would refuse
-to run the workspace again anyway), so no experiment is run or counted twice.
+to run the workspace again anyway), so no experiment is run or counted twice. A submission sbatch
+refuses is lost too (re-queued), and a node whose jobs see no GPU is kept out of new jobs
+(fleet.nodes).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.core.utils import FailedJobError
 
 from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet.base import Finished, JobSpec, Pool
+from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.workers import WorkerQueue, run_worker
 from autoresearch.runner import (
     INFRA_STATUSES,
@@ -132,6 +136,12 @@ def run_array_task(exp_dir: str) -> dict[str, Any]:
     return run_experiment(exp)
 
 
+def refusal(err: FailedJobError) -> str:
+    """sbatch's refusal in one line (an account or QOS limit, a busy controller, no node left)."""
+    said = next((line.strip() for line in str(err).splitlines() if line.strip()), "no reason given")
+    return f"sbatch refused the job: {said}"
+
+
 def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.AutoExecutor:
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
     params: dict[str, Any] = {
@@ -148,7 +158,7 @@ def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.Aut
         params["gpus_per_node"] = part.gpus_per_node
     if part.mem_gb:
         params["mem_gb"] = part.mem_gb
-    for key in ("account", "qos", "constraint", "exclude"):
+    for key in ("account", "qos", "constraint", "exclude"):  # exclude grows as nodes fail (fleet.nodes)
         if getattr(part, key):
             params[f"slurm_{key}"] = getattr(part, key)
     if part.setup:
@@ -187,6 +197,8 @@ class SlurmFleet:
         self._states: dict[str, list[str]] = {}
         self._states_at = -STATE_POLL_SECONDS
         self._sacct_ok = False
+        self.nodes = NodeHealth()
+        self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
 
     # -- capacity ------------------------------------------------------------------------------
     def free_slots(self, pool: str) -> int:
@@ -210,10 +222,18 @@ class SlurmFleet:
                     handles[job.trial] = f"queue:{pool}"
                 self._ensure_workers(pool, self._job_states(self._workers[pool]))
                 continue
-            with credentials_hidden():
-                submitted = self.executors[pool].map_array(
-                    run_array_task, [str(j.exp_dir.resolve()) for j in group]
-                )
+            try:
+                with credentials_hidden():
+                    submitted = self.executors[pool].map_array(
+                        run_array_task, [str(j.exp_dir.resolve()) for j in group]
+                    )
+            except FailedJobError as err:  # sbatch said no: each job is lost (re-queued), not the controller
+                reason = refusal(err)
+                log.warning("partition %s: %s", pool, reason)
+                self._refused += [
+                    Finished(j.trial, {"trial": j.trial, "status": "lost", "reason": reason}) for j in group
+                ]
+                continue
             for job, sjob in zip(group, submitted, strict=True):
                 self._tracked[job.trial] = _Tracked(job, slurm_id=sjob.job_id)
                 handles[job.trial] = f"slurm:{pool}:{sjob.job_id}"
@@ -232,13 +252,25 @@ class SlurmFleet:
         missing = self.pools[pool].slots - len(alive)
         if missing > 0:
             limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
-            with credentials_hidden():
-                submitted = self.executors[pool].map_array(
-                    run_worker,
-                    [str(queue.path.resolve())] * missing,
-                    [self.deadline_s] * missing,
-                    [limit_s] * missing,
-                )
+            try:
+                with credentials_hidden():
+                    submitted = self.executors[pool].map_array(
+                        run_worker,
+                        [str(queue.path.resolve())] * missing,
+                        [self.deadline_s] * missing,
+                        [limit_s] * missing,
+                    )
+            except FailedJobError as err:  # no worker to come: what waits for one is lost (re-queued)
+                reason = refusal(err)
+                log.warning("partition %s: %s (workers)", pool, reason)
+                waiting = [
+                    t for t in self._tracked.values() if t.job.pool == pool and queue.is_queued(t.job.trial)
+                ]
+                self._refused += [
+                    self._done(t, {"trial": t.job.trial, "status": "lost", "reason": reason}) for t in waiting
+                ]
+                self._workers[pool] = alive
+                return
             ids = [j.job_id for j in submitted]
             queue.record_submitted(ids)
             alive += ids
@@ -266,13 +298,16 @@ class SlurmFleet:
 
     # -- watching ------------------------------------------------------------------------------
     def poll(self) -> list[Finished]:
-        done: list[Finished] = []
+        done, self._refused = self._refused, []
         now = time.time()
         waiting: list[tuple[_Tracked, dict[str, Any] | None, tuple[str, int] | None]] = []
         claims = {pool: queue.claims() for pool, queue in self.queues.items()}  # one listing each
         for t in list(self._tracked.values()):
             outcome = read_json(t.job.exp_dir / OUTCOME_FILE)
-            if outcome is not None and outcome.get("status") not in INFRA_STATUSES:
+            # Final: a result, a crash, or the runner's word that the node cannot run experiments.
+            if outcome is not None and (
+                outcome.get("status") not in INFRA_STATUSES or outcome.get("node_unfit")
+            ):
                 done.append(self._done(t, outcome))
                 continue
             # The Slurm job and attempt running it: its array task, or the worker holding it.
@@ -356,7 +391,17 @@ class SlurmFleet:
             write_json_atomic(t.job.exp_dir / ABANDONED_FILE, outcome)
         if t.slurm_id and outcome.get("status") == "lost":  # Slurm requeued it: cancel its rerun
             subprocess.run(["scancel", t.slurm_id], capture_output=True, check=False)
+        if newly := self.nodes.note(t.job.pool, outcome):
+            self._exclude(t.job.pool, newly)
         return Finished(t.job.trial, outcome)
+
+    def _exclude(self, pool: str, nodes: set[str]) -> None:
+        """Keep nodes that cannot run experiments out of the partition's new jobs."""
+        for node in sorted(nodes):
+            reason = self.nodes.unfit[pool][node]
+            log.warning("node %s excluded from partition %s's new jobs: %s", node, pool, reason)
+        excluded = exclude_list(self.cluster.partitions[pool].exclude, self.nodes.excluded[pool])
+        self.executors[pool].update_parameters(slurm_exclude=excluded)
 
     def _deadline_of(self, t: _Tracked) -> float | None:
         """The runner's start plus its deadline and grace; None until it has started."""
