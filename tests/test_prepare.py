@@ -207,6 +207,17 @@ def test_worker_processes_feed_the_same_batches_every_time(
     assert not all(torch.equal(a, b) for a, b in zip(with_workers, first_batches(0), strict=True))
 
 
+def test_loader_workers_of_a_gpu_job_skip_the_gpu_check(
+    prepare_mod: ModuleType, use_offline_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's process checked for a GPU; its CPU-only loader workers must not stop on having none."""
+    monkeypatch.setenv("AUTORESEARCH_REQUIRE_GPU", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # none, on any machine
+    loader = prepare_mod.make_dataloader("val", 4, seq_len=64, workers=2)
+    x, y = next(loader)
+    assert x.shape == y.shape == (4, 64)
+
+
 def test_a_failing_loader_worker_is_reported(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
     batches = prepare_mod._worker_batches(("test", 2, 16, 1, "offline", prepare_mod.VOCAB_SIZE), 1)
     with pytest.raises(RuntimeError, match="test dataloader worker 0 exited with code 1"):

@@ -594,7 +594,7 @@ def _worker_batches(spec: tuple, workers: int) -> Iterator[np.ndarray]:
     split, batch_size, seq_len = spec[:3]
     nbytes = batch_size * (seq_len + 1) * 4
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "AUTORESEARCH_REQUIRE_GPU"},  # CPU work: no GPU check
         "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
     }
     code = "import sys, prepare; prepare.serve_batches(sys.argv[1:])"
