@@ -31,11 +31,11 @@ class BatchedJournalStorage(JournalStorage):
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Like `set_trial_user_attr` for each item, in one locked, fsync'd write. A finished
         trial is refused before anything is written (Optuna writes first and refuses on replay,
-        which here would leave the rest of the batch to fail at every later read)."""
+        which here would leave the rest of the batch to fail at every later read). The replay is
+        current without a read first: the controller is the journal's only writer."""
         if not attrs:
             return
         with self._thread_lock:
-            self._sync_with_backend()
             trial = self._replay_result.get_trial(trial_id)
             if trial.state.is_finished():
                 raise UpdateFinishedTrialError(f"trial {trial.number} has finished: its attrs cannot change")

@@ -21,7 +21,7 @@ from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import gpu_hours_by_pool
 from autoresearch.config import time_budget_seconds
 from autoresearch.plot import plot_progress
-from autoresearch.results import frontier_measured, rows
+from autoresearch.results import frontier_measured, rerun_values, rows
 from autoresearch.study import trials
 
 REPORT_FILE = "report.html"
@@ -148,10 +148,7 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
     """Gather the report's facts; `cfg` is the campaign's config (the dataclass or its config.yaml)."""
     table = [r for r in rows(study) if r["status"] != "skip"]  # skipped: never ran, nothing to report
     done = {t.number: t for t in trials(study, TrialState.COMPLETE, TrialState.FAIL)}
-    validated: dict[int, list[float]] = {}
-    for t in done.values():
-        if t.user_attrs.get("status") == "validated" and "validates" in t.user_attrs:
-            validated.setdefault(int(t.user_attrs["validates"]), []).append(float(t.value))
+    validated = rerun_values(table)
     kept = [
         _kept_change(campaign_dir, done[r["trial"]], validated.get(r["trial"], []))
         for r in table

@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import statistics
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,15 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
         "version": attrs.get("run_key", ""),  # which train.py ran: equal versions are repeats
         "validates": attrs.get("validates", ""),  # the trial whose train.py a re-run measures
     }
+
+
+def rerun_values(table: list[dict[str, Any]]) -> dict[int, list[float]]:
+    """The val_bpb of each trial's fresh-seed re-runs, by the trial they re-ran."""
+    values: dict[int, list[float]] = defaultdict(list)
+    for r in table:
+        if r["status"] == "validated" and r["validates"] != "":
+            values[int(r["validates"])].append(r["val_bpb"])
+    return values
 
 
 def rows(study: optuna.Study) -> list[dict[str, Any]]:

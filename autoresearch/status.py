@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from statistics import fmean
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import optuna
 from omegaconf import OmegaConf
@@ -24,7 +24,7 @@ from rich.table import Table
 
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import measure
-from autoresearch.results import frontier_value, rows
+from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.study import StudyUnavailable, load_study, trials
 
 STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
@@ -64,15 +64,6 @@ def experiment_counts(counts: Counter[str]) -> str:
     words += [f"{n} {s}" for s, n in sorted(counts.items()) if s not in STATUS_WORDS and s != "skip"]
     skipped = f", {counts['skip']} skipped (never ran)" if counts["skip"] else ""
     return f"{ran} finished ({', '.join(words)}){skipped}"
-
-
-def rerun_values(table: list[dict[str, Any]]) -> dict[int, list[float]]:
-    """The val_bpb of each trial's fresh-seed re-runs, by the trial they re-ran."""
-    values: dict[int, list[float]] = defaultdict(list)
-    for r in table:
-        if r["status"] == "validated" and r["validates"] != "":
-            values[int(r["validates"])].append(r["val_bpb"])
-    return values
 
 
 def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -207,15 +208,26 @@ def test_worker_processes_feed_the_same_batches_every_time(
     assert not all(torch.equal(a, b) for a, b in zip(with_workers, first_batches(0), strict=True))
 
 
-def test_loader_workers_of_a_gpu_job_skip_the_gpu_check(
-    prepare_mod: ModuleType, use_offline_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The job's process checked for a GPU; its CPU-only loader workers must not stop on having none."""
-    monkeypatch.setenv("AUTORESEARCH_REQUIRE_GPU", "1")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # none, on any machine
-    loader = prepare_mod.make_dataloader("val", 4, seq_len=64, workers=2)
-    x, y = next(loader)
-    assert x.shape == y.shape == (4, 64)
+def test_a_gpu_job_checks_once_and_its_loader_workers_do_not(use_offline_cache: Path) -> None:
+    """The training process checks for a GPU (faked present here, as on a GPU node); its CPU-only
+    loader workers, fresh processes that see none, must not stop on the check."""
+    code = (
+        "import torch; torch.cuda.is_available = lambda: True\n"
+        "import os, prepare\n"
+        "assert 'AUTORESEARCH_REQUIRE_GPU' not in os.environ\n"
+        "x, y = next(prepare.make_dataloader('val', 4, seq_len=64, workers=2))\n"
+        "print(tuple(x.shape))\n"
+    )
+    env = {
+        **os.environ,
+        "AUTORESEARCH_SCALE": "cpu",
+        "AUTORESEARCH_REQUIRE_GPU": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    env["PYTHONPATH"] = str(TRAINER_DIR)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "(4, 64)"
 
 
 def test_a_failing_loader_worker_is_reported(prepare_mod: ModuleType, use_offline_cache: Path) -> None:

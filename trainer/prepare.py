@@ -94,8 +94,9 @@ def _stop_without_a_gpu() -> None:
     """A campaign on GPUs sets AUTORESEARCH_REQUIRE_GPU=1 for its jobs. A job that sees no CUDA
     device (a CPU build of torch, a driver older than the build, a node that lost its GPU) stops
     here with EX_TEMPFAIL, which the runner records as the node's fault, instead of training on
-    the CPU until the deadline."""
-    if os.environ.get("AUTORESEARCH_REQUIRE_GPU") != "1" or torch.cuda.is_available():
+    the CPU until the deadline. Checked once, by the process that trains: the variable is taken
+    out of the environment, so its children (the CPU loader workers) do not check again."""
+    if os.environ.pop("AUTORESEARCH_REQUIRE_GPU", "") != "1" or torch.cuda.is_available():
         return
     build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
@@ -594,7 +595,7 @@ def _worker_batches(spec: tuple, workers: int) -> Iterator[np.ndarray]:
     split, batch_size, seq_len = spec[:3]
     nbytes = batch_size * (seq_len + 1) * 4
     env = {
-        **{k: v for k, v in os.environ.items() if k != "AUTORESEARCH_REQUIRE_GPU"},  # CPU work: no GPU check
+        **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
     }
     code = "import sys, prepare; prepare.serve_batches(sys.argv[1:])"
