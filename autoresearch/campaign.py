@@ -162,6 +162,7 @@ class Campaign:
         if self.c.prepare_data:
             self._prepare_data()
         self._reconcile()
+        self._recall_nodes()
         # at the start, or those a controller killed while queueing them missed
         self.intake.baselines(validate_apart=confirm_on == "validate")
 
@@ -208,6 +209,17 @@ class Campaign:
                 continue
             why = "job lost" if handle else "controller stopped before the experiment started"
             self._fail_and_requeue(t, {"status": "lost", "reason": why})
+
+    def _recall_nodes(self) -> None:
+        """Tell the fleet where the experiments of earlier controllers ran and how they ended, so
+        a resumed campaign keeps out the nodes found unfit before: found again only from new
+        failures, each would cost its trial one of its few retries."""
+        for t in self.ledger.all():
+            attrs = t.user_attrs
+            if attrs.get("node") and attrs.get("pool"):
+                status = "ok" if "val_bpb" in attrs else attrs.get("status", "")
+                outcome = {k: attrs[k] for k in ("node", "node_unfit", "reason") if k in attrs}
+                self.fleet.note_node(attrs["pool"], {**outcome, "status": status})
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> Summary:
@@ -333,7 +345,8 @@ class Campaign:
             self.intake.retry(trial)
             reason += "; re-queued"
         log.warning("trial %d: %s", trial.number, reason)
-        self.ledger.fail(trial.number, {"status": "lost", "reason": reason})
+        where = {k: outcome[k] for k in ("node", "node_unfit") if outcome.get(k)}
+        self.ledger.fail(trial.number, {**where, "status": "lost", "reason": reason})
 
     def _after_tell(self) -> None:
         """Every result: W&B is sent what finished; every `plot_every` results, the files are

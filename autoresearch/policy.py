@@ -49,7 +49,16 @@ class NoiseAwarePolicy:
         over = f" over {len(runs)} runs" if len(runs) > 1 else ""
         against = f"frontier {statistics.fmean(frontier):.4f} ({len(frontier)} runs)"
         why = "min_delta" if margin == self.min_delta else f"{z:g} x noise {noise:.4f}"
-        return Verdict(delta < -margin, f"{delta:+.4f}{over} vs {against}; needed < -{margin:.4f} ({why})")
+        d = _decimals_apart(delta, -margin)
+        return Verdict(
+            delta < -margin, f"{delta:+.{d}f}{over} vs {against}; needed < -{margin:.{d}f} ({why})"
+        )
+
+
+def _decimals_apart(a: float, b: float) -> int:
+    """4 decimals, or up to 6 where a reader needs them to see which of `a` and `b` is the smaller
+    ("-0.0100; needed < -0.0100" hid a verdict); a tie at 6 is shown as one at 4."""
+    return next((d for d in (4, 5, 6) if f"{a:.{d}f}" != f"{b:.{d}f}"), 4)
 
 
 def pooled_noise(groups: list[list[float]]) -> float | None:

@@ -227,6 +227,9 @@ class VirtualFleet:
     def reattach(self, job: JobSpec, handle: str) -> bool:
         return False
 
+    def note_node(self, pool: str, outcome: dict[str, Any]) -> None:
+        pass
+
     def poll(self) -> list[Finished]:
         done = []
         while self.events and self.events[0][0] <= self.clock.now():

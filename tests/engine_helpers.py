@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import optuna
 import pytest
@@ -154,6 +155,9 @@ class TwoLocalPools:
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
         return self.parts[job.pool].reattach(job, handle)
+
+    def note_node(self, pool: str, outcome: dict[str, Any]) -> None:
+        pass
 
     def poll(self) -> list[Finished]:
         return [done for fleet in self.parts.values() for done in fleet.poll()]

@@ -148,6 +148,8 @@ def test_a_gpu_campaign_whose_jobs_see_no_gpu_stops_with_the_reason(tmp_path: Pa
     study = load(tmp_path / "toy")
     statuses = Counter(t.user_attrs.get("status") for t in study.trials if "exp_dir" in t.user_attrs)
     assert statuses == {"lost": 4}  # two baselines, each run again once, none blamed as a crash
+    lost = [t.user_attrs for t in study.trials if "exp_dir" in t.user_attrs]
+    assert all(a["node_unfit"] is True and a["node"] for a in lost)  # for a resumed fleet to keep out
     spec = json.loads((tmp_path / "toy" / study.trials[0].user_attrs["exp_dir"] / "spec.json").read_text())
     assert spec["env"]["AUTORESEARCH_REQUIRE_GPU"] == "1"
 

@@ -39,6 +39,15 @@ def test_one_lucky_run_is_promoted_but_only_a_mean_beyond_the_noise_is_kept() ->
     assert policy.confirm([0.9965, 0.9975] * 4, [1.000, 1.002] * 4, 0.002).better
 
 
+def test_a_verdict_shows_the_decimals_that_decide_it() -> None:
+    policy = NoiseAwarePolicy(min_delta=0.01)
+    close = policy.screen(1.98996, [2.0], None)  # -0.01004: a promotion, by 0.00004
+    assert (
+        close.better and "-0.01004 vs frontier 2.0000 (1 runs); needed < -0.01000 (min_delta)" in close.reason
+    )
+    assert "-0.0200 vs" in policy.screen(1.98, [2.0], None).reason  # 4 decimals where they suffice
+
+
 def row(version: str, status: str, val_bpb: float, tier: str = "screen") -> dict:
     return {"version": version, "status": status, "val_bpb": val_bpb, "tier": tier, "trial": 0}
 

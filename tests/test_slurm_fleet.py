@@ -30,6 +30,7 @@ from engine_helpers import (
     make_experiment,
     read_tsv,
     run_campaign,
+    scripted_campaign,
     wait_for,
 )
 from optuna.trial import TrialState
@@ -37,6 +38,7 @@ from optuna.trial import TrialState
 from autoresearch.fleet.base import JobSpec
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, attempt_state, outcome_for_state, parse_sacct, run_array_task
+from autoresearch.study import open_study
 
 SLURM = "cluster=slurm_local"
 RESTART_SLURMD = REPO / "slurm" / "local" / "restart-slurmd.sh"
@@ -275,6 +277,29 @@ def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cl
         "sbatch refused the job: sbatch: error: Batch job submission failed"
     )
     assert fleet.free_slots("h100") == fleet.pools["h100"].slots  # nothing left tracked
+
+
+@pytest.mark.slurm
+def test_a_resumed_campaign_keeps_out_the_nodes_found_unfit_before(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """The study remembers where lost runs ran: a new controller's fleet excludes the unfit node
+    before its first job, rather than spend trials' retries to find it again."""
+    node = socket.gethostname().split(".")[0]
+    (tmp_path / "toy").mkdir()
+    study = open_study(tmp_path / "toy", "toy", None)
+    lost = {"pool": "h100", "node": node, "node_unfit": True, "status": "lost", "reason": UNFIT["reason"]}
+    ran = {"pool": "h100", "node": "gpu-a", "status": "discard", "val_bpb": 1.0}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=lost))
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs=ran))
+    campaign = scripted_campaign(tmp_path, [], SLURM)
+    campaign.open()
+    fleet = campaign.fleet
+    assert isinstance(fleet, SlurmFleet) and fleet.nodes.excluded["h100"] == {node}
+    exp = make_experiment(tmp_path, "print('never runs')\n", name="e9", trial=9)
+    assert fleet.submit([JobSpec(9, exp, "h100")]) == {}  # the only node is out: sbatch refuses
+    (refused,) = fleet.poll()
+    assert refused.outcome["reason"].startswith("sbatch refused the job")
 
 
 @pytest.mark.slurm

@@ -62,6 +62,11 @@ class Fleet(Protocol):
         """Block up to `seconds`, or less when something may have finished."""
         ...
 
+    def note_node(self, pool: str, outcome: dict[str, Any]) -> None:
+        """Where an experiment that ended ran, and how it ended: a fleet that places jobs on nodes
+        keeps out those that cannot run experiments. A resumed campaign replays its study here."""
+        ...
+
     def running(self) -> int: ...
 
     def shutdown(self, cancel: bool) -> None:

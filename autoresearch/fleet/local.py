@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, read_json, scrubbed_environment
@@ -111,6 +112,9 @@ class LocalFleet:
         slot = self._free_slot_index() if self.free_slots(job.pool) > 0 else len(self._running)
         self._running[job.trial] = _Running(job, pid, slot, time.time() + self._deadline_s)
         return True
+
+    def note_node(self, pool: str, outcome: dict[str, Any]) -> None:
+        pass  # one machine: no node to keep out
 
     def poll(self) -> list[Finished]:
         done = []

@@ -391,9 +391,12 @@ class SlurmFleet:
             write_json_atomic(t.job.exp_dir / ABANDONED_FILE, outcome)
         if t.slurm_id and outcome.get("status") == "lost":  # Slurm requeued it: cancel its rerun
             subprocess.run(["scancel", t.slurm_id], capture_output=True, check=False)
-        if newly := self.nodes.note(t.job.pool, outcome):
-            self._exclude(t.job.pool, newly)
+        self.note_node(t.job.pool, outcome)
         return Finished(t.job.trial, outcome)
+
+    def note_node(self, pool: str, outcome: dict[str, Any]) -> None:
+        if pool in self.executors and (newly := self.nodes.note(pool, outcome)):
+            self._exclude(pool, newly)
 
     def _exclude(self, pool: str, nodes: set[str]) -> None:
         """Keep nodes that cannot run experiments out of the partition's new jobs."""
