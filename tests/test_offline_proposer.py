@@ -65,15 +65,28 @@ def test_moves_stay_inside_declared_ranges_and_skip_what_was_tried_on_this_front
     assert {c.key() for c in fresh.candidates} & {c.key() for c in moves}
 
 
-def test_after_single_moves_it_proposes_a_grid_over_the_two_best_knobs() -> None:
+def test_after_single_moves_it_proposes_a_grid_over_the_two_knobs_whose_moves_paid_off_best() -> None:
     history = [
-        ExperimentRecord(1, "a", "discard", 2.01, "screen", {"MATRIX_LR": 0.08}, parent="abc"),
-        ExperimentRecord(2, "b", "discard", 2.02, "screen", {"DEPTH": 3}, parent="abc"),
-        ExperimentRecord(3, "c", "discard", 2.30, "screen", {"WINDOW_PATTERN": "L"}, parent="abc"),
+        ExperimentRecord(1, "a", "discard", 1.99, "screen", {"MATRIX_LR": 0.08}, parent="abc"),
+        ExperimentRecord(2, "b", "discard", 1.995, "screen", {"WINDOW_PATTERN": "L"}, parent="abc"),
+        ExperimentRecord(3, "c", "discard", 1.999, "screen", {"MATRIX_LR": 0.02}, parent="abc"),
+        # DEPTH's frontier value is an expression (per scale): no grid cell could restore it
+        ExperimentRecord(4, "d", "discard", 1.98, "screen", {"DEPTH": 3}, parent="abc"),
     ]
     wave = OfflineProposer(seed=0).propose(context(history))
     assert len(wave.grids) == 1
-    assert set(wave.grids[0].factors) == {"MATRIX_LR", "DEPTH"}
+    assert wave.grids[0].factors == {"MATRIX_LR": [0.04, 0.08], "WINDOW_PATTERN": ["SSSL", "L"]}
+
+
+def test_moves_that_made_things_worse_are_not_combined() -> None:
+    history = [  # the frontier measures 2.0 on the screen tier
+        ExperimentRecord(1, "a", "discard", 1.99, "screen", {"MATRIX_LR": 0.08}, parent="abc"),
+        ExperimentRecord(2, "b", "discard", 2.01, "screen", {"WINDOW_PATTERN": "L"}, parent="abc"),
+        ExperimentRecord(3, "c", "discard", 2.30, "screen", {"WINDOW_PATTERN": "SL"}, parent="abc"),
+    ]
+    wave = OfflineProposer(seed=0).propose(context(history))
+    assert wave.grids == []
+    assert len(wave.candidates) == 8  # the wave is filled with other candidates instead
 
 
 @pytest.mark.parametrize("edit", STRUCTURAL_EDITS, ids=lambda e: e.description)

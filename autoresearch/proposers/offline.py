@@ -92,6 +92,13 @@ def _step(knob: KnobSpec, value: Any, direction: int) -> Any:
     return None if new == value else new
 
 
+def _takes(knob: KnobSpec, value: Any) -> bool:
+    """Whether `value` is one of the knob's values (a frontier's may be an expression's text)."""
+    if knob.kind == "categorical":
+        return value in knob.choices
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 class OfflineProposer:
     name = "offline"
 
@@ -152,11 +159,19 @@ class OfflineProposer:
         return moves
 
     def _grid(self, context: CampaignContext, here: list[ExperimentRecord], tried: set[str]) -> list[Grid]:
-        """A 2x2 grid over the two knobs whose single moves came closest to a gain on this frontier."""
+        """A 2x2 grid over the two knobs whose single moves paid off best on this frontier: each
+        measured below the frontier, if not by enough to keep (two moves that made it worse
+        would make a grid of one more loss and three repeats)."""
+        frontier = context.frontier_val_bpb.get("screen")
+        if frontier is None:
+            return []
+        specs = {k.name: k for k in context.knobs}
         best: dict[str, tuple[float, Any]] = {}
         for r in here:
-            if len(r.knobs) == 1 and r.val_bpb is not None:
+            if len(r.knobs) == 1 and r.val_bpb is not None and r.val_bpb < frontier:
                 ((name, value),) = r.knobs.items()
+                if name in specs and not _takes(specs[name], context.knob_values.get(name)):
+                    continue  # its frontier value is an expression: no literal cell to set it back to
                 if name not in best or r.val_bpb < best[name][0]:
                     best[name] = (r.val_bpb, value)
         if len(best) < 2:
