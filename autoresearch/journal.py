@@ -1,10 +1,16 @@
-"""The journal file that holds a campaign's study: written in batches, repaired after a kill.
+"""The journal file that holds a campaign's study: written in batches, read only when it changed,
+repaired after a kill.
 
 Optuna's journal storage appends one line per change, each under a lock file and with an fsync.
 A launch and a result each set about ten user attrs of a trial; on a cluster's shared file system
 every append costs milliseconds (a lock file made and removed, a write, an fsync), so the
 storage here writes one trial's attrs as one append. The lines are Optuna's own: plain Optuna,
 optuna-dashboard and older controllers read the file unchanged.
+
+Optuna also re-reads the file before every read of the study (an open and a stat: on NFS a round
+trip to the server each), in case another process wrote to it: hundreds of times per experiment
+in the controller's loop. The controller is the journal's only writer (under its lock), so its
+storage reads the file only after it appended to it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,22 @@ log = logging.getLogger("autoresearch")
 
 
 class BatchedJournalStorage(JournalStorage):
-    """A journal storage that also sets several user attrs of one trial in a single append."""
+    """A journal storage that also sets several user attrs of one trial in a single append; with
+    `sole_writer`, it reads the file only when it wrote to it since it last read it."""
+
+    def __init__(self, backend: JournalFileBackend, sole_writer: bool = False) -> None:
+        self._sole_writer = sole_writer
+        self._unread = True  # the file holds lines this storage has not applied (at first: all)
+        super().__init__(backend)
+
+    def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
+        self._unread = True
+        super()._write_log(op_code, extra_fields)
+
+    def _sync_with_backend(self) -> None:
+        if self._unread or not self._sole_writer:
+            super()._sync_with_backend()
+            self._unread = False
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Like `set_trial_user_attr` for each item, in one locked, fsync'd write. A finished
@@ -40,6 +61,7 @@ class BatchedJournalStorage(JournalStorage):
             if trial.state.is_finished():
                 raise UpdateFinishedTrialError(f"trial {trial.number} has finished: its attrs cannot change")
             worker_id = self._replay_result.worker_id
+            self._unread = True
             self._backend.append_logs(
                 [
                     {
@@ -54,9 +76,11 @@ class BatchedJournalStorage(JournalStorage):
             self._sync_with_backend()
 
 
-def journal_storage(campaign_dir: Path) -> BatchedJournalStorage:
+def journal_storage(campaign_dir: Path, sole_writer: bool = False) -> BatchedJournalStorage:
+    """The campaign's journal; `sole_writer` only for the controller, under its lock (a reader
+    such as `status --watch` must see what the controller writes)."""
     path = str(campaign_dir / JOURNAL_FILE)
-    return BatchedJournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    return BatchedJournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)), sole_writer)
 
 
 def recover_journal(campaign_dir: Path) -> None:

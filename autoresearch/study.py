@@ -23,8 +23,10 @@ class StudyUnavailable(RuntimeError):
     """The storage cannot be opened: its driver is missing, or the database cannot be reached."""
 
 
-def make_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage | str:
-    return url or journal_storage(campaign_dir)
+def make_storage(
+    campaign_dir: Path, url: str | None, sole_writer: bool = False
+) -> optuna.storages.BaseStorage | str:
+    return url or journal_storage(campaign_dir, sole_writer)
 
 
 @contextlib.contextmanager
@@ -49,7 +51,7 @@ def open_study(
     with _opening(url):
         return optuna.create_study(
             study_name=name,
-            storage=make_storage(campaign_dir, url),
+            storage=make_storage(campaign_dir, url, sole_writer=True),
             sampler=sampler,
             direction="minimize",
             load_if_exists=True,

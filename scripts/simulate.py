@@ -12,9 +12,10 @@ Per fleet size it prints the virtual hours the experiments took, how busy the GP
 speed-up against one GPU running them back to back, the keeps (and how many of them the landscape
 without its seed noise calls real improvements), the val_bpb gained as measured and as true, and
 the controller's own real seconds per experiment against the budget the fleet leaves it (run
-minutes / GPUs), and the study journal's appends per experiment. `--set campaign.validate_seeds=0
-campaign.promote_z=0` compares another keep rule; `--append-ms 5` gives each journal append the
-latency of a cluster's shared file system (this machine's local disk has next to none).
+minutes / GPUs), and the study journal's appends and reads per experiment. `--set
+campaign.validate_seeds=0 campaign.promote_z=0` compares another keep rule; `--append-ms 5` and
+`--read-ms 0.5` give each journal append and read the latency of a cluster's shared file system
+(this machine's local disk has next to none).
 """
 
 from __future__ import annotations
@@ -269,25 +270,41 @@ def compose(gpus: int, experiments: int, runs_dir: Path, extra: list[str]) -> Au
         return OmegaConf.to_object(hydra_compose("config", overrides=overrides))  # type: ignore[return-value]
 
 
+@dataclass
+class JournalIO:
+    """The study journal's appends by operation, and its reads (an open and a stat each)."""
+
+    appends: Counter[str] = field(default_factory=Counter)
+    reads: int = 0
+
+
 @contextlib.contextmanager
-def journal_appends(latency_s: float) -> Iterator[Counter[str]]:
-    """Count the study journal's appends by operation, each given `latency_s` of real time: what a
-    shared file system (NFS, Lustre) charges for the lock file made and removed, the write and
-    the fsync."""
-    count: Counter[str] = Counter()
-    append = JournalFileBackend.append_logs
+def journal_io(append_s: float, read_s: float) -> Iterator[JournalIO]:
+    """Count the study journal's appends and reads, each given real time as a cluster's shared file
+    system (NFS, Lustre) charges it: an append makes and removes a lock file, writes and fsyncs;
+    a read opens the file and stats it, a round trip to the server each."""
+    io = JournalIO()
+    append, read = JournalFileBackend.append_logs, JournalFileBackend.read_logs
 
     def slow_append(self: JournalFileBackend, logs: list[dict[str, Any]]) -> None:
-        count[JournalOperation(logs[0]["op_code"]).name.lower()] += 1
-        if latency_s:
-            time.sleep(latency_s)  # the latency simulated, paid in the controller's real seconds
+        io.appends[JournalOperation(logs[0]["op_code"]).name.lower()] += 1
+        if append_s:
+            time.sleep(append_s)  # the latency simulated, paid in the controller's real seconds
         append(self, logs)
 
+    def slow_read(self: JournalFileBackend, log_number_from: int) -> Iterator[dict[str, Any]]:
+        io.reads += 1
+        if read_s:
+            time.sleep(read_s)
+        return read(self, log_number_from)
+
     JournalFileBackend.append_logs = slow_append  # type: ignore[method-assign]
+    JournalFileBackend.read_logs = slow_read  # type: ignore[method-assign,assignment]
     try:
-        yield count
+        yield io
     finally:
         JournalFileBackend.append_logs = append  # type: ignore[method-assign]
+        JournalFileBackend.read_logs = read  # type: ignore[method-assign]
 
 
 def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Path) -> dict[str, Any]:
@@ -308,7 +325,7 @@ def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Pa
     )
     proposer = OfflineProposer(seed=args.seed)
     campaign = Campaign(cfg, campaign_dir, fleet, proposer, clock=clock, background_proposals=False)
-    with journal_appends(args.append_ms / 1000) as appends:
+    with journal_io(args.append_ms / 1000, args.read_ms / 1000) as journal:
         began = time.perf_counter()
         summary = campaign.run()
         controller_s = time.perf_counter() - began - clock.world_s
@@ -327,8 +344,9 @@ def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Pa
         "true_gain": lineage[0] - lineage[-1],  # type: ignore[operator]
         "controller_s_per_exp": controller_s / max(ran, 1),
         "allowed_s_per_exp": args.run_minutes * 60 / gpus,
-        "appends_per_exp": appends.total() / max(ran, 1),
-        "appends_by_kind": {kind: n / max(ran, 1) for kind, n in appends.most_common()},
+        "appends_per_exp": journal.appends.total() / max(ran, 1),
+        "appends_by_kind": {kind: n / max(ran, 1) for kind, n in journal.appends.most_common()},
+        "reads_per_exp": journal.reads / max(ran, 1),
     }
 
 
@@ -373,6 +391,12 @@ def main() -> None:
         help="latency added to each journal append (shared file systems)",
     )
     parser.add_argument(
+        "--read-ms",
+        type=float,
+        default=0.0,
+        help="latency added to each journal read (an open and a stat on a shared file system)",
+    )
+    parser.add_argument(
         "--appends-by-kind",
         action="store_true",
         help="and a line of journal appends per experiment by operation",
@@ -384,7 +408,7 @@ def main() -> None:
     logging.getLogger("autoresearch").setLevel(logging.ERROR)  # lost runs are expected here
     runs_dir = args.keep or Path(tempfile.mkdtemp(prefix="autoresearch-sim-"))
     print(f"{'GPUs':>5} {'experiments':>11} {'virtual h':>9} {'busy':>6} {'speed-up':>8} {'kept':>4} {'real':>4} "
-          f"{'gain':>7} {'true gain':>9} {'controller s/exp':>16} {'allowed s/exp':>13} {'appends/exp':>11}")  # fmt: skip
+          f"{'gain':>7} {'true gain':>9} {'controller s/exp':>16} {'allowed s/exp':>13} {'appends/exp':>11} {'reads/exp':>9}")  # fmt: skip
     try:
         for gpus in args.gpus:
             experiments = args.experiments or max(200, 4 * gpus)
@@ -393,7 +417,7 @@ def main() -> None:
                 f"{r['gpus']:>5} {r['experiments']:>11} {r['virtual_hours']:>9.2f} {100 * r['utilisation']:>5.1f}% "
                 f"{r['speedup']:>7.1f}x {r['kept']:>4} {r['real']:>4} {r['gain']:>7.4f} {r['true_gain']:>9.4f} "
                 f"{r['controller_s_per_exp']:>16.3f} "
-                f"{r['allowed_s_per_exp']:>13.3f} {r['appends_per_exp']:>11.1f}",
+                f"{r['allowed_s_per_exp']:>13.3f} {r['appends_per_exp']:>11.1f} {r['reads_per_exp']:>9.1f}",
                 flush=True,
             )
             if args.appends_by_kind:

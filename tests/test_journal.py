@@ -10,7 +10,7 @@ import pytest
 from optuna.exceptions import UpdateFinishedTrialError
 
 from autoresearch.journal import JOURNAL_FILE
-from autoresearch.study import open_study, set_trial_attrs
+from autoresearch.study import load_study, open_study, set_trial_attrs
 
 ATTRS = {"pool": "h100", "gpu_type": "h100", "run_key": "abc123", "launched_at": 1.5, "knobs": '{"LR": 0.02}'}
 
@@ -27,6 +27,36 @@ def counted_appends(study: optuna.Study, monkeypatch: pytest.MonkeyPatch) -> lis
 
     monkeypatch.setattr(backend, "append_logs", counting)
     return sizes
+
+
+def counted_reads(study: optuna.Study, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per read of the journal file the storage makes from now on."""
+    backend = study._storage._backend
+    read = backend.read_logs
+    reads: list[int] = []
+
+    def counting(log_number_from: int):  # noqa: ANN202 (a generator, as Optuna's)
+        reads.append(log_number_from)
+        return read(log_number_from)
+
+    monkeypatch.setattr(backend, "read_logs", counting)
+    return reads
+
+
+def test_the_controllers_storage_reads_the_journal_only_after_writing_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = open_study(tmp_path, "journal", None)
+    study.enqueue_trial({}, user_attrs={"description": "wider"})
+    reader = load_study(tmp_path, "journal", None)  # as `status` opens it, from another process
+    reads = counted_reads(study, monkeypatch)
+    for _ in range(5):
+        assert [t.user_attrs for t in study.get_trials(deepcopy=False)] == [{"description": "wider"}]
+        study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, 0))
+    assert reads == []  # nothing new in the file: nobody else writes it
+    set_trial_attrs(study, 0, ATTRS)
+    assert len(reads) == 1 and study.trials[0].user_attrs == {"description": "wider", **ATTRS}
+    assert reader.trials[0].user_attrs == study.trials[0].user_attrs  # a reader still sees each write
 
 
 def test_a_trials_attrs_are_one_append_that_plain_optuna_reads(

@@ -23,7 +23,14 @@ def sim():
 
 def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_path: Path) -> None:
     args = argparse.Namespace(
-        run_minutes=5.5, queue_wait=60.0, lost_rate=0.05, seed=1, noise=0.002, set=[], append_ms=0.0
+        run_minutes=5.5,
+        queue_wait=60.0,
+        lost_rate=0.05,
+        seed=1,
+        noise=0.002,
+        set=[],
+        append_ms=0.0,
+        read_ms=0.0,
     )
     r = sim.simulate(8, 40, args, tmp_path)
     study = load(tmp_path / "sim8")
@@ -44,6 +51,8 @@ def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_pat
     created = r["appends_by_kind"]["create_trial"] * r["experiments"]
     assert created == pytest.approx(len(study.trials))
     assert r["appends_per_exp"] == pytest.approx(sum(r["appends_by_kind"].values()))
+    # The controller reads the journal when it opens it and after each of its appends, no more.
+    assert 0 < r["reads_per_exp"] <= r["appends_per_exp"] + 1 / r["experiments"]
     # The true gain: the landscape without its noise, from the start to the final frontier.
     cfg = sim.compose(8, 40, tmp_path / "again", [])
     knobs = [
