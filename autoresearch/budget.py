@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from autoresearch.agent.usage import dollars_spent
 from autoresearch.config import BudgetConfig
@@ -26,28 +27,47 @@ class Spend:
         return self.gpu_dollars + self.llm_dollars
 
 
+def slot_hours(trial: FrozenTrial) -> tuple[str, float] | None:
+    """The pool an ended experiment ran on and the hours its slot spent on it, start-up and
+    evaluation included: what the cluster bills, whatever became of the result (None: never ran)."""
+    start, end = trial.user_attrs.get("started_at"), trial.user_attrs.get("ended_at")
+    if start is None or end is None:
+        return None
+    return trial.user_attrs.get("pool", ""), max(0.0, end - start) / 3600
+
+
 def gpu_hours_by_pool(study: optuna.Study) -> dict[str, float]:
-    """Hours each pool's slots spent on finished experiments, start-up and evaluation included:
-    what the cluster bills, whatever became of the result."""
     hours: dict[str, float] = {}
     for t in finished(study):
-        start, end = t.user_attrs.get("started_at"), t.user_attrs.get("ended_at")
-        if start is None or end is None:
-            continue
-        pool = t.user_attrs.get("pool", "")
-        hours[pool] = hours.get(pool, 0.0) + max(0.0, end - start) / 3600
+        if spent := slot_hours(t):
+            hours[spent[0]] = hours.get(spent[0], 0.0) + spent[1]
     return hours
 
 
-def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now: float) -> Spend:
-    launched = [t for t in trials(study) if "exp_dir" in t.user_attrs]
-    hours = gpu_hours_by_pool(study)
+def launched(study: optuna.Study) -> int:
+    """Experiments started (a workspace was made for them): what `max_experiments` counts."""
+    return sum(1 for t in trials(study) if "exp_dir" in t.user_attrs)
+
+
+def spend(
+    experiments: int,
+    hours: dict[str, float],
+    pools: dict[str, Pool],
+    campaign_dir: Path,
+    started: float,
+    now: float,
+) -> Spend:
     gpu_dollars = sum(h * pools[name].price_per_gpu_hour for name, h in hours.items() if name in pools)
-    started = study.user_attrs.get("started_at", now)
     # LLM dollars from the agent's ledger (0 when the agent never called the API).
     return Spend(
-        len(launched), (now - started) / 3600, sum(hours.values()), gpu_dollars, dollars_spent(campaign_dir)
+        experiments, (now - started) / 3600, sum(hours.values()), gpu_dollars, dollars_spent(campaign_dir)
     )
+
+
+def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now: float) -> Spend:
+    """A campaign's spend, summed over its study (`status`); the controller keeps its own sums."""
+    started = study.user_attrs.get("started_at", now)
+    return spend(launched(study), gpu_hours_by_pool(study), pools, campaign_dir, started, now)
 
 
 def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:

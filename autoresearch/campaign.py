@@ -285,8 +285,19 @@ class Campaign:
             return "stopped by the user"
         if self.intake.empty_waves >= MAX_EMPTY_WAVES and not self.ledger.waiting():
             return f"the proposer had nothing new in {MAX_EMPTY_WAVES} waves in a row"
-        spend = budgets.measure(self.study, self.fleet.pools, self.dir, self.clock.now())
+        spend = self._spend()
         return budgets.exhausted(spend, self.c.budget) or ""
+
+    def _spend(self) -> budgets.Spend:
+        started = self.study.user_attrs.get("started_at", self.clock.now())
+        return budgets.spend(
+            self.ledger.launched,
+            self.ledger.slot_hours,
+            self.fleet.pools,
+            self.dir,
+            started,
+            self.clock.now(),
+        )
 
     def _maybe_request_wave(self) -> None:
         if self.pump.busy:
@@ -369,7 +380,7 @@ class Campaign:
         in_flight = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
         history += [self._record(t) for t in sorted(in_flight, key=lambda t: t.number)]
         judged = self.decisions.judged()
-        spend = budgets.measure(self.study, self.fleet.pools, self.dir, self.clock.now())
+        spend = self._spend()
         source = self.frontier.source()
         tiers = {}
         for tier, pool_name in self.cfg.cluster.tiers.items():

@@ -54,6 +54,8 @@ class Decisions:
     pending: dict[int, tuple[str, str]] = field(default_factory=dict, init=False)  # (kind, tier)
     _judged_cache: dict[str, tuple[list[float], float | None]] | None = field(default=None, init=False)
     _baselines_settled: bool = field(default=False, init=False)  # see _tiers_awaiting_baseline
+    _reruns: dict[int, list[int]] = field(default_factory=dict, init=False)  # trial -> its re-runs
+    _indexed: int = field(default=0, init=False)  # trials numbered below this are in _reruns
 
     def add(self, trial: FrozenTrial) -> None:
         """A result to decide with the others of this poll (`decide_pending`)."""
@@ -100,7 +102,7 @@ class Decisions:
         if not self.pending:
             return
         awaiting = set() if final else self._tiers_awaiting_baseline()
-        reruns: dict[int, list[FrozenTrial]] | None = None  # of each promoted trial, found once per pass
+        self._index_reruns()
         for number, (_, tier) in sorted(self.pending.items()):
             if tier in awaiting:
                 continue
@@ -112,14 +114,23 @@ class Decisions:
             if kept_commit:  # kept by a controller that died before telling the study
                 self._decide(trial, "keep", "resumed", commit=kept_commit)
             elif trial.user_attrs.get("promoted"):
-                if reruns is None:
-                    reruns = {}
-                    for t in self.ledger.all():
-                        if "validates" in t.user_attrs:
-                            reruns.setdefault(t.user_attrs["validates"], []).append(t)
-                self._confirm(trial, reruns.get(number, []), final)
+                reruns = [self.ledger.trial(n) for n in self._reruns.get(number, [])]
+                self._confirm(trial, reruns, final)
             else:
                 self._screen(trial)
+
+    def _index_reruns(self) -> None:
+        """Add the re-runs among the trials queued since the last pass to the index (a trial's
+        `validates` is set when it is queued and never changes): scanning the whole study on
+        every pass made the controller slower as a campaign grew."""
+        while True:
+            try:
+                t = self.ledger.trial(self._indexed)
+            except KeyError:
+                return
+            if "validates" in t.user_attrs:
+                self._reruns.setdefault(t.user_attrs["validates"], []).append(t.number)
+            self._indexed += 1
 
     def _screen(self, trial: FrozenTrial) -> None:
         """A new result against the frontier on its tier: discard it, or promote it to confirmation

@@ -105,7 +105,7 @@ class Launcher:
         limit = self.cfg.campaign.budget.max_experiments
         if not limit:
             return math.inf
-        return limit - sum(1 for t in self.ledger.all() if "exp_dir" in t.user_attrs)
+        return limit - self.ledger.launched
 
     def _ask(self, queue: list[FrozenTrial], free: dict[str, int], explore: bool) -> optuna.Trial | None:
         """Claim the first trial of `queue` whose partition has a free slot (taking it off the
@@ -173,7 +173,7 @@ class Launcher:
         if attrs.get("kind") == "exploration":
             cand.knobs = knobs
             launched["key"] = candidate_key(cand, self.frontier.head())
-        self.ledger.set(
+        self.ledger.launch(
             trial.number,
             {
                 **launched,

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autoresearch.budget import gpu_hours_by_pool, launched, slot_hours
 from autoresearch.study import set_trial_attrs, trials
 
 MEASUREMENT_KINDS = ("baseline", "validation")  # runs of an existing train.py that decisions wait for
@@ -25,6 +26,10 @@ class Ledger:
         self.study = study
         self._now = now
         self._after_tell = after_tell
+        # What the budgets count, summed once here and kept up as trials launch and end: summed
+        # over the study at every turn of the loop, they made the controller slower as it grew.
+        self.launched = launched(study)
+        self.slot_hours = gpu_hours_by_pool(study)
 
     def trial(self, number: int) -> FrozenTrial:
         storage = self.study._storage
@@ -59,6 +64,11 @@ class Ledger:
     def set(self, number: int, attrs: dict[str, Any]) -> None:
         set_trial_attrs(self.study, number, attrs)
 
+    def launch(self, number: int, attrs: dict[str, Any]) -> None:
+        """A claimed trial goes out as an experiment: `attrs` say where (its `exp_dir` among them)."""
+        self.set(number, attrs)
+        self.launched += 1
+
     def claim(self, trial: FrozenTrial) -> bool:
         """WAITING to RUNNING, as `Study.ask` claims a queued trial; False if it was no longer waiting."""
         return self.study._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING)
@@ -66,11 +76,16 @@ class Ledger:
     def complete(self, number: int, value: float, attrs: dict[str, Any]) -> None:
         self.set(number, attrs)
         self.study.tell(number, value)
-        self._after_tell()
+        self._ended(number)
 
     def fail(self, number: int, attrs: dict[str, Any]) -> None:
         self.set(number, {"ended_at": self._now(), **attrs})
         self.study.tell(number, state=TrialState.FAIL)
+        self._ended(number)
+
+    def _ended(self, number: int) -> None:
+        if spent := slot_hours(self.trial(number)):
+            self.slot_hours[spent[0]] = self.slot_hours.get(spent[0], 0.0) + spent[1]
         self._after_tell()
 
     def drop(self, trial: FrozenTrial, reason: str) -> None:
