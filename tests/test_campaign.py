@@ -27,6 +27,7 @@ from engine_helpers import (
 )
 from optuna.trial import TrialState
 
+from autoresearch.budget import measure
 from autoresearch.proposals import Candidate
 
 
@@ -325,13 +326,20 @@ def test_a_journal_left_mid_write_by_a_killed_controller_is_repaired_on_resume(
     with journal.open("ab") as f:
         f.write(torn)
     caplog.set_level("INFO", logger="autoresearch")
-    run_scripted(tmp_path, [Candidate("faster", knobs={"LR": 0.02})], "campaign.validate_seeds=0")
+    second = run_scripted(tmp_path, [Candidate("faster", knobs={"LR": 0.02})], "campaign.validate_seeds=0")
     said = caplog.text
     assert "removed the study journal's lock" in said
     assert f"dropped the torn last {len(torn)} bytes of the study journal" in said
     study = load(first.dir)  # plain Optuna reads all of it, the resumed run's trials included
     assert len(study.trials) > before
     assert any(t.user_attrs.get("description") == "faster" for t in study.trials)
+    # The loop's budgets, counted as the resumed controller found them and as its trials launched
+    # and ended, are what summing the study gives (as `status` does).
+    now = second.clock.now()
+    counted, summed = second._spend(), measure(second.study, second.fleet.pools, second.dir, now)
+    assert counted.experiments == summed.experiments == sum("exp_dir" in t.user_attrs for t in study.trials)
+    assert counted.gpu_hours == pytest.approx(summed.gpu_hours)
+    assert summed.gpu_hours > measure(first.study, first.fleet.pools, first.dir, now).gpu_hours > 0
     assert not Path(f"{journal}.lock").exists()
 
 
