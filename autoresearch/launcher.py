@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from autoresearch.config import AutoresearchConfig, deadline_seconds
 from autoresearch.fleet.base import Fleet, JobSpec
@@ -27,7 +27,6 @@ from autoresearch.intake import BASE_SEED, Intake
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
 from autoresearch.runner import SPEC_FILE, write_json_atomic
 from autoresearch.sampler import AgentSampler, candidate_key
-from autoresearch.study import trials
 from autoresearch.workspace import (
     InvalidCandidate,
     build_source,
@@ -211,7 +210,6 @@ class Launcher:
         frontier can turn into the frontier itself, or into a twin of another experiment."""
         if source == frontier_source:
             return "no change: already part of the frontier"
-        for t in trials(self.ledger.study, TrialState.COMPLETE, TrialState.RUNNING):
-            if t.number != number and t.user_attrs.get("run_key") == run_key:
-                return f"same train.py as trial {t.number}"
+        if twins := self.ledger.ran(run_key) - {number}:
+            return f"same train.py as trial {min(twins)}"
         return ""

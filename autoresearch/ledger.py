@@ -30,6 +30,10 @@ class Ledger:
         # over the study at every turn of the loop, they made the controller slower as it grew.
         self.launched = launched(study)
         self.slot_hours = gpu_hours_by_pool(study)
+        self._run_keys: dict[str, set[int]] = {}  # train.py version -> trials running it or that ran it
+        for t in trials(study, TrialState.COMPLETE, TrialState.RUNNING):
+            if key := t.user_attrs.get("run_key"):
+                self._run_keys.setdefault(key, set()).add(t.number)
 
     def trial(self, number: int) -> FrozenTrial:
         storage = self.study._storage
@@ -68,6 +72,11 @@ class Ledger:
         """A claimed trial goes out as an experiment: `attrs` say where (its `exp_dir` among them)."""
         self.set(number, attrs)
         self.launched += 1
+        self._run_keys.setdefault(attrs["run_key"], set()).add(number)
+
+    def ran(self, run_key: str) -> set[int]:
+        """The trials running this train.py version (`run_key`) or that ran it to a result."""
+        return self._run_keys.get(run_key, set())
 
     def claim(self, trial: FrozenTrial) -> bool:
         """WAITING to RUNNING, as `Study.ask` claims a queued trial; False if it was no longer waiting."""
@@ -84,8 +93,11 @@ class Ledger:
         self._ended(number)
 
     def _ended(self, number: int) -> None:
-        if spent := slot_hours(self.trial(number)):
+        trial = self.trial(number)
+        if spent := slot_hours(trial):
             self.slot_hours[spent[0]] = self.slot_hours.get(spent[0], 0.0) + spent[1]
+        if trial.state == TrialState.FAIL:  # a failed run says nothing of its train.py: it may run again
+            self._run_keys.get(trial.user_attrs.get("run_key", ""), set()).discard(number)
         self._after_tell()
 
     def drop(self, trial: FrozenTrial, reason: str) -> None:

@@ -28,7 +28,7 @@ from engine_helpers import (
 from optuna.trial import TrialState
 
 from autoresearch.budget import measure
-from autoresearch.proposals import Candidate
+from autoresearch.proposals import Candidate, Edit
 
 
 def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
@@ -365,6 +365,35 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
     finally:
         first.wait(timeout=120)
     assert first.returncode == 0
+
+
+def test_a_twin_of_a_train_py_that_ran_is_skipped_and_one_of_a_crash_runs(tmp_path: Path) -> None:
+    """Two changes that make the same train.py teach one thing: the second is skipped, whoever
+    ran first. A crash says nothing of its train.py (the node, a seed): a twin of it runs, after a
+    resume too."""
+    first = run_scripted(
+        tmp_path,
+        [
+            Candidate("wider", knobs={"WIDTH": 128}),
+            Candidate("wider again", edits=[Edit("WIDTH = 64", "WIDTH = 128")]),
+        ],
+        "campaign.validate_seeds=0",
+    )
+    wider, again = trial_named(first, "wider"), trial_named(first, "wider again")
+    assert again.user_attrs["status"] == "skip" and "exp_dir" not in again.user_attrs
+    assert again.user_attrs["reason"] == f"same train.py as trial {wider.number}"
+    crash = Candidate("crash", knobs={"CRASH": True})
+    twin = Candidate("twin", edits=[Edit("CRASH = False", "CRASH = True")])
+    one_slot = ("campaign.validate_seeds=0", "cluster.cpu_slots=1")  # the twin starts after the crash
+    second = run_scripted(tmp_path, [crash, twin], *one_slot)
+    again = Candidate(
+        "twin again", edits=[Edit("CRASH = False\n", "CRASH = True\n")]
+    )  # another edit, same file
+    third = run_scripted(tmp_path, [again], *one_slot)  # by a resumed controller
+    runs = [trial_named(third, name) for name in ("crash", "twin", "twin again")]
+    assert len({t.user_attrs["run_key"] for t in runs}) == 1
+    assert [t.user_attrs["status"] for t in runs] == ["crash"] * 3, [t.user_attrs["reason"] for t in runs]
+    assert second.ledger.ran(runs[0].user_attrs["run_key"]) == set()
 
 
 def test_a_crashing_experiment_is_a_fail_trial_with_its_reason(tmp_path: Path) -> None:
