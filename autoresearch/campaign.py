@@ -42,7 +42,7 @@ from autoresearch.policy import NoiseAwarePolicy, Policy
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec, Proposer
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
-from autoresearch.results import frontier_value, rows, write_results
+from autoresearch.results import frontier_value, write_results
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, read_json
 from autoresearch.sampler import AgentSampler
 from autoresearch.study import finished, open_study, trials
@@ -368,7 +368,8 @@ class Campaign:
             self._write_outputs()
 
     def _write_outputs(self, final: bool = False) -> None:
-        table = write_results(self.study, self.dir / "results.tsv")
+        table = self.ledger.table()
+        write_results(table, self.dir / "results.tsv")
         if final:
             write_report(self.study, self.dir, self.cfg)  # re-draws progress.png as well
         elif table:
@@ -433,7 +434,7 @@ class Campaign:
     def summary(self, stop_reason: str) -> Summary:
         done = finished(self.study)
         kept = sorted((t for t in done if t.user_attrs.get("status") == "keep"), key=lambda t: t.number)
-        baseline, best = frontier_value(rows(self.study))  # screen tier: one kind of hardware, as `status`
+        baseline, best = frontier_value(self.ledger.table())  # screen tier: one kind of hardware, as `status`
         return Summary(
             experiments=sum(1 for t in done if "exp_dir" in t.user_attrs),
             kept=len(kept),

@@ -23,7 +23,7 @@ from autoresearch.frontier import Frontier
 from autoresearch.intake import Intake
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
 from autoresearch.policy import Policy
-from autoresearch.results import frontier_runs, measurements, rows, tier_noise
+from autoresearch.results import frontier_runs, measurements, tier_noise
 from autoresearch.study import trials
 from autoresearch.workspace import experiment_dir, source_version
 
@@ -69,7 +69,7 @@ class Decisions:
         Cached until a measurement or a keep is told (nothing else moves them): rebuilding them
         from every result on every decision made the controller slower as a campaign grew."""
         if self._judged_cache is None:
-            table = rows(self.ledger.study)
+            table = self.ledger.table()
             tiers = {r["tier"] for r in table if r["status"] == "baseline"}
             self._judged_cache = {
                 tier: (frontier_runs(table, tier), tier_noise(table, tier)) for tier in tiers
@@ -185,7 +185,7 @@ class Decisions:
         """The runs of the version a trial was built on, on a tier (else the frontier's there)."""
         parent = trial.user_attrs.get("parent", "")
         version = source_version(self.frontier.source_at(parent)) if parent else ""
-        return measurements(rows(self.ledger.study), version, tier) or self.judged()[tier][0]
+        return measurements(self.ledger.table(), version, tier) or self.judged()[tier][0]
 
     def _stale(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get("parent", "") != self.frontier.head()

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import gpu_hours_by_pool, launched, slot_hours
+from autoresearch.results import rows
 from autoresearch.study import set_trial_attrs, trials
 
 MEASUREMENT_KINDS = ("baseline", "validation")  # runs of an existing train.py that decisions wait for
@@ -31,6 +32,7 @@ class Ledger:
         self.launched = launched(study)
         self.slot_hours = gpu_hours_by_pool(study)
         self._run_keys: dict[str, set[int]] = {}  # train.py version -> trials running it or that ran it
+        self._rows: dict[int, dict[str, Any]] = {}  # results-table rows of finished trials
         for t in trials(study, TrialState.COMPLETE, TrialState.RUNNING):
             if key := t.user_attrs.get("run_key"):
                 self._run_keys.setdefault(key, set()).add(t.number)
@@ -40,6 +42,10 @@ class Ledger:
         return storage.get_trial(
             storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         )
+
+    def table(self) -> list[dict[str, Any]]:
+        """The results table (`results.rows`), each finished trial's row made once."""
+        return rows(self.study, self._rows)
 
     def all(self) -> list[FrozenTrial]:
         return trials(self.study)

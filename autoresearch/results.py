@@ -85,10 +85,14 @@ def rerun_values(table: list[dict[str, Any]]) -> dict[int, list[float]]:
     return values
 
 
-def rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """Finished experiments in the order they finished."""
-    done = sorted(finished(study), key=lambda t: (t.user_attrs.get("ended_at") or 0.0, t.number))
-    return [row_of(t) for t in done]
+def rows(study: optuna.Study, made: dict[int, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Finished experiments in the order they finished. `made`: rows made before, by trial number,
+    kept up here (a finished trial no longer changes), for a caller that asks again and again."""
+    made = {} if made is None else made
+    for t in finished(study):
+        if t.number not in made:
+            made[t.number] = row_of(t)
+    return sorted(made.values(), key=lambda r: (r["ended_at"] or 0.0, r["trial"]))
 
 
 def measurements(table: list[dict[str, Any]], version: str, tier: str) -> list[float]:
@@ -148,10 +152,8 @@ def render(table: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def write_results(study: optuna.Study, path: Path) -> list[dict[str, Any]]:
-    """Rewrite results.tsv from the study (atomically: readers never see half a file)."""
-    table = rows(study)
+def write_results(table: list[dict[str, Any]], path: Path) -> None:
+    """Rewrite results.tsv from the study's `rows` (atomically: readers never see half a file)."""
     tmp = path.with_suffix(".tsv.tmp")
     tmp.write_text(render(table))
     os.replace(tmp, path)
-    return table

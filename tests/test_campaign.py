@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 
 from autoresearch.budget import measure
 from autoresearch.proposals import Candidate, Edit
+from autoresearch.results import rows
 
 
 def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
@@ -340,6 +341,7 @@ def test_a_journal_left_mid_write_by_a_killed_controller_is_repaired_on_resume(
     assert counted.experiments == summed.experiments == sum("exp_dir" in t.user_attrs for t in study.trials)
     assert counted.gpu_hours == pytest.approx(summed.gpu_hours)
     assert summed.gpu_hours > measure(first.study, first.fleet.pools, first.dir, now).gpu_hours > 0
+    assert second.ledger.table() == rows(study)  # its rows, each made once, are the study's
     assert not Path(f"{journal}.lock").exists()
 
 
