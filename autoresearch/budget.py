@@ -44,7 +44,7 @@ def gpu_hours_by_pool(study: optuna.Study) -> dict[str, float]:
     return hours
 
 
-def launched(study: optuna.Study) -> int:
+def experiments_launched(study: optuna.Study) -> int:
     """Experiments started (a workspace was made for them): what `max_experiments` counts."""
     return sum(1 for t in trials(study) if "exp_dir" in t.user_attrs)
 
@@ -67,7 +67,7 @@ def spend(
 def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now: float) -> Spend:
     """A campaign's spend, summed over its study (`status`); the controller keeps its own sums."""
     started = study.user_attrs.get("started_at", now)
-    return spend(launched(study), gpu_hours_by_pool(study), pools, campaign_dir, started, now)
+    return spend(experiments_launched(study), gpu_hours_by_pool(study), pools, campaign_dir, started, now)
 
 
 def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:

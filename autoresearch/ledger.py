@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autoresearch.budget import gpu_hours_by_pool, launched, slot_hours
+from autoresearch.budget import experiments_launched, gpu_hours_by_pool, slot_hours
 from autoresearch.results import rows
 from autoresearch.study import set_trial_attrs, trials
 
@@ -29,7 +29,7 @@ class Ledger:
         self._after_tell = after_tell
         # What the budgets count, summed once here and kept up as trials launch and end: summed
         # over the study at every turn of the loop, they made the controller slower as it grew.
-        self.launched = launched(study)
+        self.launched = experiments_launched(study)
         self.slot_hours = gpu_hours_by_pool(study)
         self._run_keys: dict[str, set[int]] = {}  # train.py version -> trials running it or that ran it
         self._rows: dict[int, dict[str, Any]] = {}  # results-table rows of finished trials
