@@ -230,6 +230,27 @@ def test_a_gpu_job_checks_once_and_its_loader_workers_do_not(use_offline_cache: 
     assert proc.stdout.strip() == "(4, 64)"
 
 
+def test_the_loaders_thread_is_stopped_before_the_interpreter_exits(use_offline_cache: Path) -> None:
+    """A prefetch thread still in torch or pipe code at shutdown aborts the process (SIGABRT)
+    after train.py wrote its result. The check below runs at exit after the harness's own
+    handlers (atexit runs them last-registered first), and a closed loader stops its thread at once."""
+    code = (
+        "import atexit, threading\n"
+        "atexit.register(lambda: print('alive at exit:', [t.name for t in threading.enumerate()"
+        " if t.name == prepare.PREFETCH_THREAD]))\n"
+        "import prepare\n"
+        "closed = prepare.make_dataloader('val', 4, seq_len=64, workers=0)\n"
+        "next(closed); closed.close()\n"
+        "print('alive after close:', [t.name for t in threading.enumerate() if t.name == prepare.PREFETCH_THREAD])\n"
+        "left_open = prepare.make_dataloader('val', 4, seq_len=64, workers=2)\n"
+        "x, y = next(left_open)  # as train.py leaves its loader\n"
+    )
+    env = {**os.environ, "AUTORESEARCH_SCALE": "cpu", "PYTHONPATH": str(TRAINER_DIR)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["alive after close: []", "alive at exit: []"]
+
+
 def test_a_failing_loader_worker_is_reported(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
     batches = prepare_mod._worker_batches(("test", 2, 16, 1, "offline", prepare_mod.VOCAB_SIZE), 1)
     with pytest.raises(RuntimeError, match="test dataloader worker 0 exited with code 1"):

@@ -11,6 +11,7 @@ Usage: python prepare.py [--scale cpu|gpt2] [--data offline|climbmix] [--num-sha
 from __future__ import annotations
 
 import argparse
+import atexit
 import bisect
 import contextlib
 import hashlib
@@ -634,23 +635,55 @@ def serve_batches(argv: list[str]) -> None:
         os._exit(0)
 
 
+PREFETCH_THREAD = "prepare-prefetch"
+
+
 def _prefetch(items: Iterator[torch.Tensor], depth: int = 2) -> Iterator[torch.Tensor]:
-    """Consume `items` in a daemon thread up to `depth` ahead; its errors are raised here."""
+    """Consume `items` in a thread up to `depth` ahead; its errors are raised here.
+
+    The thread is stopped when the loader is closed and before the interpreter exits: a daemon
+    thread still in torch or pipe code when Python shuts down is torn out of it, and the process
+    aborts ("terminate called without an active exception", SIGABRT) after train.py wrote its
+    result, which the runner would take for a crash.
+    """
     ready: queue.Queue[tuple[torch.Tensor | None, BaseException | None]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[torch.Tensor | None, BaseException | None]) -> bool:
+        """Queue `entry` once there is room; False if the loader is stopped first."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for item in items:
-                ready.put((item, None))
+                if not offer((item, None)):
+                    return
         except BaseException as err:
-            ready.put((None, err))
+            offer((None, err))
 
-    threading.Thread(target=produce, daemon=True).start()
-    while True:
-        item, err = ready.get()
-        if err is not None:
-            raise err
-        yield item
+    thread = threading.Thread(target=produce, daemon=True, name=PREFETCH_THREAD)
+
+    def halt() -> None:
+        stop.set()
+        thread.join(timeout=30)
+
+    atexit.register(halt)
+    thread.start()
+    try:
+        while True:
+            item, err = ready.get()
+            if err is not None:
+                raise err
+            yield item
+    finally:
+        atexit.unregister(halt)
+        halt()
 
 
 # ---------------------------------------------------------------------------------------------
