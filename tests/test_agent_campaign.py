@@ -92,12 +92,13 @@ WAVE_1 = {
         ),
     ],
     "grids": [
-        {
-            "description": "LR x WIDTH around the start",
-            "hypothesis": "both are under-tuned",
+        {  # every cell is worse than the start, so none is a winner in any order the runs end in
+            # (a winner that ends before trial 2 is kept gets re-run and stacked: budget wave 3 needs)
+            "description": "LR x WIDTH below the start",
+            "hypothesis": "both may be over-tuned",
             "factors": [
-                {"name": "LR", "levels": ["0.02", "0.03"]},
-                {"name": "WIDTH", "levels": ["96", "160"]},
+                {"name": "LR", "levels": ["0.005", "0.0025"]},
+                {"name": "WIDTH", "levels": ["48", "32"]},
             ],
             "shared_edits": [{"search": 'print("---")', "replace": ENV_PRINT}],
             "tier": "screen",
