@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,18 +134,20 @@ class Launcher:
             attrs = {"kind": "exploration", "wave": 0, "source": "inner-sampler", "seed": BASE_SEED}
             self.ledger.set(trial.number, {**attrs, "description": cand.description, "tier": cand.tier})
         try:
-            frontier_source = self.frontier.source()
+            frontier_source, parent = self.frontier.source(), self.frontier.head()
             if attrs.get("kind") in MEASUREMENT_KINDS:
                 source, knobs = self._measured_source(attrs)
             else:
-                knobs = self.sampler.resolve_knobs(trial, cand)
+                knobs = self.sampler.resolve_knobs(
+                    trial, cand, partial(self.ledger.knob_runs, parent, cand.tier)
+                )
                 source = build_source(frontier_source, cand.edits, knobs)
             run_key = source_version(source)
             if attrs.get("kind") not in MEASUREMENT_KINDS:
                 reason = self._redundant(trial.number, source, frontier_source, run_key)
                 if reason:
                     # knobs and parent let proposers see it as tried on this frontier
-                    tried = {"knobs": json.dumps(knobs, sort_keys=True), "parent": self.frontier.head()}
+                    tried = {"knobs": json.dumps(knobs, sort_keys=True), "parent": parent}
                     self.ledger.fail(trial.number, {**tried, "status": "skip", "reason": reason})
                     return None
         except (InvalidCandidate, ValueError) as err:
@@ -171,14 +174,15 @@ class Launcher:
         launched: dict[str, Any] = {}
         if attrs.get("kind") == "exploration":
             cand.knobs = knobs
-            launched["key"] = candidate_key(cand, self.frontier.head())
+            launched["key"] = candidate_key(cand, parent)
         self.ledger.launch(
             trial.number,
             {
                 **launched,
                 "knobs": json.dumps(knobs, sort_keys=True),
                 "run_key": run_key,
-                "parent": self.frontier.head(),
+                "knobs_only": attrs.get("kind") not in MEASUREMENT_KINDS and self.sampler.knobs_only(cand),
+                "parent": parent,
                 "exp_dir": str(exp_dir.relative_to(self.campaign_dir)),
                 "pool": pool_name,
                 "gpu_type": pool.gpu_type,

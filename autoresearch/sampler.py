@@ -4,12 +4,17 @@ Candidates enter the study as WAITING trials (`enqueue`), with their fixed knob 
 trial's fixed params, so the queue survives a killed controller. When a trial asks for a knob the
 candidate left free, or when no candidate is waiting and a slot would otherwise idle, the inner
 sampler (TPE by default) chooses. The sampler keeps no state of its own: everything is in storage.
+
+The inner sampler learns only from runs it can compare: those that changed nothing but declared
+knobs, on the frontier and the tier the new run is for, the latest `INNER_SAMPLER_HISTORY` of them.
+A run on an older frontier, on other hardware, or with an edit measured another function of the
+knobs; and a history cut to a fixed length keeps each sample's cost from growing with the study.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -24,6 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.proposals import Candidate
 from autoresearch.proposers.base import KnobSpec
+
+INNER_SAMPLER_HISTORY = 500  # the latest comparable runs the inner sampler learns from
 
 
 def distribution_of(knob: KnobSpec) -> BaseDistribution:
@@ -54,7 +61,9 @@ class AgentSampler(BaseSampler):
     def __init__(self, knobs: Sequence[KnobSpec], inner: BaseSampler | None = None, seed: int | None = None):
         self.knobs = {k.name: k for k in knobs}
         self.distributions = {k.name: distribution_of(k) for k in knobs}
-        self.inner = inner or TPESampler(seed=seed, n_startup_trials=5)
+        # independent TPE: a candidate fixes some knobs and leaves others free
+        self.inner = inner or TPESampler(seed=seed, n_startup_trials=5, multivariate=False)
+        self._peers: StudyView | None = None  # while `resolve_knobs` runs: what the inner sampler sees
 
     # -- Optuna's sampler hooks --------------------------------------------------------------
     def infer_relative_search_space(
@@ -70,7 +79,7 @@ class AgentSampler(BaseSampler):
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+        return self.inner.sample_independent(self._peers or study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.inner.before_trial(study, trial)
@@ -102,15 +111,32 @@ class AgentSampler(BaseSampler):
         }
         study.enqueue_trial(fixed, user_attrs=user_attrs)
 
-    def resolve_knobs(self, trial: optuna.Trial, candidate: Candidate) -> dict[str, Any]:
-        """The candidate's knob settings with free (None) declared knobs sampled now, as trial params."""
-        settings: dict[str, Any] = {}
-        for name, value in candidate.knobs.items():
-            if name in self.distributions:
-                settings[name] = suggest(trial, name, self.distributions[name])
-            elif value is not None:
-                settings[name] = value
-        return settings
+    def resolve_knobs(
+        self, trial: optuna.Trial, candidate: Candidate, comparable: Callable[[int], list[FrozenTrial]]
+    ) -> dict[str, Any]:
+        """The candidate's knob settings with free (None) declared knobs sampled now, as trial params.
+        The inner sampler learns from `comparable(n)`: the latest n runs that moved declared knobs
+        alone on the frontier and tier this trial runs on (`Ledger.knob_runs`)."""
+        if any(value is None and name in self.distributions for name, value in candidate.knobs.items()):
+            # (fixed values come from the trial's fixed params: the inner sampler is not asked)
+            self._peers = StudyView(trial.study, comparable(INNER_SAMPLER_HISTORY))
+        try:
+            settings: dict[str, Any] = {}
+            for name, value in candidate.knobs.items():
+                if name in self.distributions:
+                    settings[name] = suggest(trial, name, self.distributions[name])
+                elif value is not None:
+                    settings[name] = value
+            return settings
+        finally:
+            self._peers = None
+
+    def knobs_only(self, candidate: Candidate) -> bool:
+        """Whether the candidate changes train.py in declared knobs alone: a run the inner sampler
+        can learn from."""
+        return not candidate.edits and all(
+            name in self.distributions for name, value in candidate.knobs.items() if value is not None
+        )
 
     def exploration_candidate(self) -> Candidate:
         """What a slot runs when no proposal is waiting: the inner sampler over every declared knob."""
@@ -119,3 +145,25 @@ class AgentSampler(BaseSampler):
             hypothesis="model-based search over the declared knobs while the proposer works",
             knobs=dict.fromkeys(self.knobs),
         )
+
+
+class StudyView:
+    """A study that shows only some of its trials. Optuna's samplers read a study's trials through
+    `_get_trials` (TPE, with the states it wants); all else is the study's own."""
+
+    def __init__(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
+        self._study = study
+        self._trials = trials
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        return [t for t in self._trials if states is None or t.state in states]
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states)

@@ -28,6 +28,7 @@ from engine_helpers import (
 from optuna.trial import TrialState
 
 from autoresearch.budget import measure
+from autoresearch.ledger import MEASUREMENT_KINDS
 from autoresearch.proposals import Candidate, Edit
 from autoresearch.results import rows
 
@@ -69,6 +70,15 @@ def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
     # Knob values are trial params; the edit is a file under the campaign folder.
     some = next(t for t in done if t.user_attrs.get("kind") == "experiment")
     assert (campaign / some.user_attrs["edit"]).is_file()
+    # A proposed run that moved declared knobs alone is one the inner sampler may learn from.
+    knobs_only = {}
+    for t in (t for t in done if "exp_dir" in t.user_attrs):
+        diff = (campaign / t.user_attrs["exp_dir"] / "train.diff").read_text().splitlines()
+        changed = [line[1:] for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        moved_knobs = bool(changed) and all(line.startswith(("LR = ", "WIDTH = ")) for line in changed)
+        knobs_only[t.number] = t.user_attrs["knobs_only"]
+        assert knobs_only[t.number] == (moved_knobs and t.user_attrs["kind"] not in MEASUREMENT_KINDS)
+    assert True in knobs_only.values() and False in knobs_only.values(), knobs_only
 
 
 def test_resolved_config_and_typo_errors(tmp_path: Path) -> None:

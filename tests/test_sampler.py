@@ -1,0 +1,154 @@
+"""The inner sampler on a real Optuna study: it learns only from runs it can compare with the one
+it samples for (declared knobs moved on the same frontier, on the same tier), the latest of them,
+as the ledger indexes them (on opening a study, and as trials launch and fail)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import BaseDistribution
+from optuna.samplers import RandomSampler
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from autoresearch import sampler as sampler_module
+from autoresearch.ledger import Ledger
+from autoresearch.proposals import Candidate, Edit
+from autoresearch.proposers.base import KnobSpec
+from autoresearch.sampler import AgentSampler
+from autoresearch.study import open_study
+
+KNOBS = [KnobSpec("LR", "float", 0.001, 0.5, True), KnobSpec("WIDTH", "int", 16, 1024, True)]
+EXPLORE = Candidate("explore", knobs={"LR": None, "WIDTH": None})
+
+
+class NotingSampler(RandomSampler):
+    """A real sampler that notes, for each value it samples, the trials it was shown."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.shown: list[list[int]] = []
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        self.shown.append([t.number for t in study._get_trials(deepcopy=False, states=None)])
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def new_study(tmp_path: Path, sampler: AgentSampler) -> optuna.Study:
+    return open_study(tmp_path, "sampler", None, sampler)
+
+
+def add_run(
+    study: optuna.Study,
+    sampler: AgentSampler,
+    lr: float = 0.01,
+    value: float | None = 1.0,
+    state: TrialState = TrialState.COMPLETE,
+    **attrs: Any,
+) -> int:
+    """A run of the frontier "A" on the screen tier that moved LR only, unless `attrs` say otherwise."""
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=value if state == TrialState.COMPLETE else None,
+            params={"LR": lr},
+            distributions={"LR": sampler.distributions["LR"]},
+            user_attrs={"knobs_only": True, "parent": "A", "tier": "screen", **attrs},
+        )
+    )
+    return len(study.trials) - 1
+
+
+def sample(study: optuna.Study, sampler: AgentSampler, frontier: str = "A") -> dict[str, Any]:
+    """An exploration's knobs, sampled as the launcher does, with the study's runs as a controller
+    that opens it finds them."""
+    ledger = Ledger(study, lambda: 0.0, lambda: None)
+    trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+    return sampler.resolve_knobs(trial, EXPLORE, partial(ledger.knob_runs, frontier, "screen"))
+
+
+def test_the_inner_sampler_is_shown_only_knob_runs_of_the_frontier_on_the_tier(tmp_path: Path) -> None:
+    noting = NotingSampler()
+    sampler = AgentSampler(KNOBS, inner=noting)
+    study = new_study(tmp_path, sampler)
+    comparable = [add_run(study, sampler), add_run(study, sampler, state=TrialState.RUNNING)]
+    add_run(study, sampler, parent="B")  # an older frontier
+    add_run(study, sampler, tier="validate")  # other hardware
+    add_run(study, sampler, knobs_only=False)  # an edit as well
+    add_run(study, sampler, knobs_only=None, kind="baseline")  # a measurement of the frontier
+    add_run(study, sampler, state=TrialState.FAIL)  # says nothing of its knobs
+    add_run(study, sampler, state=TrialState.WAITING)  # not run yet
+
+    settings = sample(study, sampler)
+
+    assert set(settings) == {"LR", "WIDTH"}
+    assert noting.shown == [comparable, comparable]  # one list per knob sampled
+
+
+def test_a_run_is_learned_from_once_it_launches_and_no_more_if_it_fails(tmp_path: Path) -> None:
+    noting = NotingSampler()
+    sampler = AgentSampler(KNOBS, inner=noting)
+    study = new_study(tmp_path, sampler)
+    ledger = Ledger(study, lambda: 0.0, lambda: None)
+    for _ in range(2):
+        study.enqueue_trial({"LR": 0.02}, user_attrs={"tier": "screen"})
+    for t in ledger.waiting():
+        assert ledger.claim(t)
+        ledger.launch(t.number, {"run_key": str(t.number), "knobs_only": True, "parent": "A"})
+    assert [t.number for t in ledger.knob_runs("A", "screen", 10)] == [0, 1]
+    assert ledger.knob_runs("A", "validate", 10) == ledger.knob_runs("B", "screen", 10) == []
+
+    ledger.complete(0, 1.0, {})
+    ledger.fail(1, {"status": "crash"})
+
+    assert [t.number for t in ledger.knob_runs("A", "screen", 10)] == [0]
+
+
+def test_the_inner_sampler_is_shown_the_latest_runs_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sampler_module, "INNER_SAMPLER_HISTORY", 3)
+    noting = NotingSampler()
+    sampler = AgentSampler(KNOBS, inner=noting)
+    study = new_study(tmp_path, sampler)
+    runs = [add_run(study, sampler, lr=0.01 * (i + 1)) for i in range(5)]
+
+    sample(study, sampler)
+
+    assert noting.shown[0] == runs[-3:]
+
+
+def test_tpe_follows_the_runs_on_the_frontier_it_samples_for(tmp_path: Path) -> None:
+    """On frontier A a high LR is best; on B (whose values are all lower) a low one. Sampling for A
+    must follow A's runs, where TPE over the whole study would follow B's."""
+    sampler = AgentSampler(KNOBS, seed=0)
+    study = new_study(tmp_path, sampler)
+    levels = [0.001 * 1.35**i for i in range(20)]  # 0.001 to about 0.3, geometric
+    for lr in levels:
+        add_run(study, sampler, lr=lr, value=1.0 - lr)  # A: the higher the better
+        add_run(study, sampler, lr=lr, value=0.5 + lr, parent="B")  # B: the lower the better
+
+    for_a = [sample(study, sampler, "A")["LR"] for _ in range(5)]
+    for_b = [sample(study, sampler, "B")["LR"] for _ in range(5)]
+
+    assert min(for_a) > 0.03, for_a
+    assert max(for_b) < 0.01, for_b
+
+
+@pytest.mark.parametrize(
+    ("candidate", "knobs_only"),
+    [
+        (Candidate("knob moves", knobs={"LR": 0.02, "WIDTH": None}), True),
+        (Candidate("an undeclared constant", knobs={"LR": 0.02, "SECONDS": 0.3}), False),
+        (Candidate("an edit", edits=[Edit("x = 1", "x = 2")], knobs={"LR": 0.02}), False),
+    ],
+)
+def test_a_run_is_knobs_only_when_it_moves_declared_knobs_alone(
+    candidate: Candidate, knobs_only: bool
+) -> None:
+    assert AgentSampler(KNOBS).knobs_only(candidate) is knobs_only
