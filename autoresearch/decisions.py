@@ -24,7 +24,6 @@ from autoresearch.intake import Intake
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
 from autoresearch.policy import Policy
 from autoresearch.results import frontier_runs, measurements, tier_noise
-from autoresearch.study import trials
 from autoresearch.workspace import experiment_dir, source_version
 
 log = logging.getLogger("autoresearch")
@@ -53,8 +52,8 @@ class Decisions:
     confirm_on: str | None  # confirm_tier(): fixed for a controller's run
     pending: dict[int, tuple[str, str]] = field(default_factory=dict, init=False)  # (kind, tier)
     _judged_cache: dict[str, tuple[list[float], float | None]] | None = field(default=None, init=False)
-    _baselines_settled: bool = field(default=False, init=False)  # see _tiers_awaiting_baseline
     _reruns: dict[int, list[int]] = field(default_factory=dict, init=False)  # trial -> its re-runs
+    _baselines: set[int] = field(default_factory=set, init=False)  # baselines not yet finished
     _indexed: int = field(default=0, init=False)  # trials numbered below this are in _reruns
 
     def add(self, trial: FrozenTrial) -> None:
@@ -77,18 +76,14 @@ class Decisions:
         return self._judged_cache
 
     def _tiers_awaiting_baseline(self) -> set[str]:
-        """Tiers with a baseline still to run. Once none is left, none comes back in this run
-        (baselines are queued at the start, a lost one's retry before it is failed), so the scan
-        of every active trial at every decision stops."""
-        if self._baselines_settled:
-            return set()
-        active = trials(self.ledger.study, TrialState.RUNNING, TrialState.WAITING)
-        awaiting = {
-            t.user_attrs.get("tier", "screen")
-            for t in active
-            if t.user_attrs.get("kind") == "baseline" and t.number not in self.pending
-        }
-        self._baselines_settled = not awaiting
+        """Tiers with a baseline still to run (queued or running, its result not in)."""
+        awaiting = set()
+        for number in sorted(self._baselines):
+            trial = self.ledger.trial(number)
+            if trial.state.is_finished():
+                self._baselines.discard(number)
+            elif number not in self.pending:
+                awaiting.add(trial.user_attrs.get("tier", "screen"))
         return awaiting
 
     def decide_pending(self, final: bool = False) -> None:
@@ -101,8 +96,8 @@ class Decisions:
                 self._complete(number, value, {"status": status, "reason": ""})
         if not self.pending:
             return
+        self._index_new_trials()
         awaiting = set() if final else self._tiers_awaiting_baseline()
-        self._index_reruns()
         for number, (_, tier) in sorted(self.pending.items()):
             if tier in awaiting:
                 continue
@@ -119,10 +114,10 @@ class Decisions:
             else:
                 self._screen(trial)
 
-    def _index_reruns(self) -> None:
-        """Add the re-runs among the trials queued since the last pass to the index (a trial's
-        `validates` is set when it is queued and never changes): scanning the whole study on
-        every pass made the controller slower as a campaign grew."""
+    def _index_new_trials(self) -> None:
+        """Add the re-runs and baselines among the trials queued since the last pass to their
+        indexes (a trial's `validates` and `kind` are set when it is queued and never change):
+        scanning the whole study on every pass made the controller slower as a campaign grew."""
         while True:
             try:
                 t = self.ledger.trial(self._indexed)
@@ -130,6 +125,8 @@ class Decisions:
                 return
             if "validates" in t.user_attrs:
                 self._reruns.setdefault(t.user_attrs["validates"], []).append(t.number)
+            if t.user_attrs.get("kind") == "baseline" and not t.state.is_finished():
+                self._baselines.add(t.number)
             self._indexed += 1
 
     def _screen(self, trial: FrozenTrial) -> None:

@@ -49,7 +49,7 @@ class Intake:
 
     def add(self, cand: Candidate, attrs: dict[str, Any]) -> None:
         """Queue one candidate: its file under proposals/, then its WAITING trial."""
-        name = f"t{len(self.ledger.all()):05d}-{cand.tier}.json"
+        name = f"t{self.ledger.size():05d}-{cand.tier}.json"  # its trial's number
         path = self.campaign_dir / "proposals" / name
         path.write_text(json.dumps(candidate_to_dict(cand), indent=1))
         self.sampler.enqueue(

@@ -35,6 +35,7 @@ class Ledger:
         self._rows: dict[int, dict[str, Any]] = {}  # results-table rows of finished trials
         # (parent, tier) -> runs that moved declared knobs alone, running or ended with a value
         self._knob_runs: dict[tuple[str, str], list[int]] = {}
+        self._size = 0  # trials known to exist (`size`)
         for t in trials(study, TrialState.COMPLETE, TrialState.RUNNING):
             if key := t.user_attrs.get("run_key"):
                 self._run_keys.setdefault(key, set()).add(t.number)
@@ -45,6 +46,16 @@ class Ledger:
         return storage.get_trial(
             storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         )
+
+    def size(self) -> int:
+        """How many trials the study holds, probed on from the last count (only this controller
+        adds trials): counting them read the whole study, once per queued candidate."""
+        while True:
+            try:
+                self.trial(self._size)
+            except KeyError:
+                return self._size
+            self._size += 1
 
     def table(self) -> list[dict[str, Any]]:
         """The results table (`results.rows`), each finished trial's row made once."""

@@ -56,6 +56,19 @@ def test_baselines_and_re_runs_are_queued_by_tier_and_seed_once(tmp_path: Path) 
     assert all(t.state == TrialState.WAITING for t in queued) and len(queued) == 5
 
 
+def test_each_queued_candidate_file_is_named_by_its_trials_number(tmp_path: Path) -> None:
+    intake = open_intake(tmp_path)
+    study = intake.ledger.study
+    for i in range(2):
+        intake.add(Candidate(f"lr {i}", knobs={"LR": 0.01 * (i + 1)}), {"kind": "experiment"})
+        study._storage.create_new_trial(study._study_id)  # an exploration, named by nothing
+    resumed = open_intake(tmp_path)  # a new controller counts the trials there are
+    resumed.add(Candidate("wider", knobs={"WIDTH": 128}), {"kind": "experiment"})
+    queued = [t for t in resumed.ledger.all() if "edit" in t.user_attrs]
+    assert [t.user_attrs["edit"] for t in queued] == [f"proposals/t{n:05d}-screen.json" for n in (0, 2, 4)]
+    assert [resumed.load_candidate(t.user_attrs).description for t in queued] == ["lr 0", "lr 1", "wider"]
+
+
 def test_a_lost_run_is_retried_once_as_it_was(tmp_path: Path) -> None:
     intake = open_intake(tmp_path)
     intake.add(

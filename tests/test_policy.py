@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import killed_and_resumed, launched_within_budget, run_scripted, trial_named
+from engine_helpers import (
+    killed_and_resumed,
+    launched_within_budget,
+    run_scripted,
+    scripted_campaign,
+    trial_named,
+)
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.policy import NoiseAwarePolicy, pooled_noise
@@ -181,3 +187,51 @@ def test_a_change_promoted_before_a_resume_that_confirms_nothing_is_decided_on_i
     assert wider.user_attrs["status"] == "keep" and wider.user_attrs["reason"].startswith("promoted: ")
     # No confirming re-runs: only those that measure the new frontier, as after any keep on one run.
     assert reruns and all(t.user_attrs["description"].endswith(": the new frontier") for t in reruns)
+
+
+def test_a_result_is_decided_once_every_baseline_of_its_tier_is_in_a_retried_one_too(tmp_path: Path) -> None:
+    campaign = scripted_campaign(tmp_path, [], validate_apart=True)
+    campaign.open()
+    ledger, decisions = campaign.ledger, campaign.decisions
+    campaign.intake.baselines(validate_apart=True)
+    baselines = {
+        tier: [t.number for t in ledger.waiting() if t.user_attrs["tier"] == tier]
+        for tier in ("screen", "validate")
+    }
+    assert [len(b) for b in baselines.values()] == [2, 2]
+
+    def queued(tier: str) -> int:
+        campaign.study.enqueue_trial({}, user_attrs={"kind": "experiment", "tier": tier, "description": tier})
+        return ledger.waiting()[-1].number
+
+    def ran(number: int, val_bpb: float) -> None:  # as the loop collects a result
+        assert ledger.claim(ledger.trial(number))
+        ledger.set(number, {"val_bpb": val_bpb, "parent": campaign.frontier.head()})
+        decisions.add(ledger.trial(number))
+
+    def status(number: int) -> str | None:
+        return ledger.trial(number).user_attrs.get("status")
+
+    on_screen, on_validate = queued("screen"), queued("validate")
+    ran(on_screen, 1.5)
+    ran(on_validate, 1.5)
+    decisions.decide_pending()
+    assert set(decisions.pending) == {on_screen, on_validate}  # no baseline is in
+
+    for number in baselines["screen"]:
+        ran(number, 1.2)
+    decisions.decide_pending()
+    assert status(on_screen) == "discard" and set(decisions.pending) == {on_validate}
+
+    first, lost = baselines["validate"]
+    ran(first, 1.1)
+    assert ledger.claim(ledger.trial(lost))
+    ledger.fail(lost, {"status": "lost"})
+    campaign.intake.retry(ledger.trial(lost))  # queued after the first passes
+    [retry] = ledger.queued_for("retry_of", lost)
+    decisions.decide_pending()
+    assert status(on_validate) is None and set(decisions.pending) == {on_validate}  # awaits the retry
+
+    ran(retry.number, 1.1)
+    decisions.decide_pending()
+    assert status(on_validate) == "discard" and not decisions.pending
