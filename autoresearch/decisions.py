@@ -54,7 +54,7 @@ class Decisions:
     _judged_cache: dict[str, tuple[list[float], float | None]] | None = field(default=None, init=False)
     _reruns: dict[int, list[int]] = field(default_factory=dict, init=False)  # trial -> its re-runs
     _baselines: set[int] = field(default_factory=set, init=False)  # baselines not yet finished
-    _indexed: int = field(default=0, init=False)  # trials numbered below this are in _reruns
+    _indexed: int = field(default=0, init=False)  # trials numbered below this are indexed
 
     def add(self, trial: FrozenTrial) -> None:
         """A result to decide with the others of this poll (`decide_pending`)."""
@@ -118,16 +118,12 @@ class Decisions:
         """Add the re-runs and baselines among the trials queued since the last pass to their
         indexes (a trial's `validates` and `kind` are set when it is queued and never change):
         scanning the whole study on every pass made the controller slower as a campaign grew."""
-        while True:
-            try:
-                t = self.ledger.trial(self._indexed)
-            except KeyError:
-                return
+        for t in map(self.ledger.trial, range(self._indexed, self.ledger.size())):
             if "validates" in t.user_attrs:
                 self._reruns.setdefault(t.user_attrs["validates"], []).append(t.number)
             if t.user_attrs.get("kind") == "baseline" and not t.state.is_finished():
                 self._baselines.add(t.number)
-            self._indexed += 1
+            self._indexed = t.number + 1
 
     def _screen(self, trial: FrozenTrial) -> None:
         """A new result against the frontier on its tier: discard it, or promote it to confirmation

@@ -3,7 +3,7 @@
 Candidates enter the study as WAITING trials (`enqueue`), with their fixed knob values as the
 trial's fixed params, so the queue survives a killed controller. When a trial asks for a knob the
 candidate left free, or when no candidate is waiting and a slot would otherwise idle, the inner
-sampler (TPE by default) chooses. The sampler keeps no state of its own: everything is in storage.
+sampler (TPE by default) chooses. Nothing is kept between trials: everything is in storage.
 
 The inner sampler learns only from runs it can compare: those that changed nothing but declared
 knobs, on the frontier and the tier the new run is for, the latest `INNER_SAMPLER_HISTORY` of them.

@@ -91,9 +91,7 @@ def test_the_inner_sampler_is_shown_only_knob_runs_of_the_frontier_on_the_tier(t
 
 
 def test_a_run_is_learned_from_once_it_launches_and_no_more_if_it_fails(tmp_path: Path) -> None:
-    noting = NotingSampler()
-    sampler = AgentSampler(KNOBS, inner=noting)
-    study = new_study(tmp_path, sampler)
+    study = new_study(tmp_path, AgentSampler(KNOBS))
     ledger = Ledger(study, lambda: 0.0, lambda: None)
     for _ in range(2):
         study.enqueue_trial({"LR": 0.02}, user_attrs={"tier": "screen"})
