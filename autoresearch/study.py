@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from autoresearch.journal import JOURNAL_FILE, BatchedJournalStorage, journal_storage, recover_journal
+from autoresearch.rdb_cache import WriteThroughCache
 
 
 class StudyUnavailable(RuntimeError):
@@ -26,7 +27,11 @@ class StudyUnavailable(RuntimeError):
 def make_storage(
     campaign_dir: Path, url: str | None, sole_writer: bool = False
 ) -> optuna.storages.BaseStorage | str:
-    return url or journal_storage(campaign_dir, sole_writer)
+    """The campaign's journal, or the database at `url`; the controller (`sole_writer`) reads
+    either from memory, where readers see every write."""
+    if not url:
+        return journal_storage(campaign_dir, sole_writer)
+    return WriteThroughCache(optuna.storages.RDBStorage(url)) if sole_writer else url
 
 
 @contextlib.contextmanager
@@ -73,10 +78,10 @@ def load_study(campaign_dir: Path, name: str, url: str | None) -> optuna.Study:
 
 def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:
     """Set user attrs on a trial that is still WAITING or RUNNING, by its number: in one write
-    on the campaign's journal, one per attr on other storages."""
+    on the controller's storages (its journal, or its copy of a database), one per attr on others."""
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    if isinstance(storage, BatchedJournalStorage):
+    if isinstance(storage, BatchedJournalStorage | WriteThroughCache):
         storage.set_trial_user_attrs(trial_id, attrs)
         return
     for key, value in attrs.items():

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -123,7 +124,7 @@ def harness_env() -> Callable[..., dict[str, str]]:
 def slurm_cluster_problem() -> str | None:
     """Why the local Slurm cluster (slurm/local/up.sh) cannot be used, or None when it is up."""
     if shutil.which("sinfo") is None:
-        return "sinfo not found (bash .ci/install-slurm.sh, then make slurm-up)"
+        return "sinfo not found (bash .ci/install-debian.sh, then make slurm-up)"
 
     def run(*cmd: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=15, check=False)
@@ -149,8 +150,40 @@ def slurm_cluster_problem() -> str | None:
 def slurm_cluster() -> None:
     """Skip when the local Slurm cluster is not up; fail instead under CI (env CI=true)."""
     problem = slurm_cluster_problem()
-    if problem is None:
-        return
+    if problem is not None:
+        _needed(f"local Slurm cluster is not up: {problem}")
+
+
+def _needed(problem: str) -> None:
+    """Skip for want of a local service; fail instead under CI (env CI=true), which installs it."""
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"local Slurm cluster is not up under CI: {problem}", pytrace=False)
-    pytest.skip(f"local Slurm cluster is not up: {problem}")
+        pytest.fail(f"under CI: {problem}", pytrace=False)
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[dict[str, str]]:
+    """A throwaway PostgreSQL server for the session, on a Unix socket in its own folder: the
+    libpq settings (PGHOST, PGPORT, PGUSER) that reach it. Debian's server binaries
+    (bash .ci/install-debian.sh); as root, the server runs as the `postgres` user."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found and shutil.which("initdb") is None:
+        _needed("PostgreSQL server not installed (bash .ci/install-debian.sh)")
+    bin_dir = found[-1].parent if found else Path(shutil.which("initdb")).parent  # type: ignore[arg-type]
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    home = Path(tempfile.mkdtemp(prefix="autoresearch-pg-"))  # not under pytest's root-only folder
+    if as_user:
+        shutil.chown(home, "postgres")
+    data, port = home / "data", "5432"  # only names the socket: the server listens on no TCP port
+
+    def run(*cmd: str) -> None:
+        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
+    options = f"-k {home} -p {port} -c listen_addresses='' -c fsync=off"
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start")
+    try:
+        yield {"PGHOST": str(home), "PGPORT": port, "PGUSER": "postgres"}
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(home, ignore_errors=True)

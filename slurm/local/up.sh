@@ -31,7 +31,7 @@ for bin in "${!NEED[@]}"; do
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
     pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
-    die "missing packages: ${pkgs% }; install them with: bash .ci/install-slurm.sh" 2
+    die "missing packages: ${pkgs% }; install them with: bash .ci/install-debian.sh" 2
 fi
 
 for name in slurmctld slurmd slurmdbd; do

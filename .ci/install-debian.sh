@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the local single-node Slurm cluster needs
-# (slurm/local/up.sh). Run as root on Debian 12; skips what is already there.
+# Installs the Debian packages the tests need: the local single-node Slurm cluster's
+# (slurm/local/up.sh), and a PostgreSQL server (the database-storage tests start their own,
+# in a temporary folder). Run as root on Debian 12; skips what is already there.
 set -euo pipefail
 
 # procps (pgrep) is on every full Debian install but not in minimal images.
-PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server procps)
+PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server procps postgresql)
 
 if [[ $(id -u) -ne 0 ]]; then
-    echo "install-slurm: must run as root (try: sudo bash $0)" >&2
+    echo "install-debian: must run as root (try: sudo bash $0)" >&2
     exit 2
 fi
 
@@ -19,14 +20,14 @@ for pkg in "${PACKAGES[@]}"; do
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "install-slurm: all packages already installed (${PACKAGES[*]})"
+    echo "install-debian: all packages already installed (${PACKAGES[*]})"
     exit 0
 fi
 
-echo "install-slurm: installing ${missing[*]}"
+echo "install-debian: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # Keep the packages' own init scripts from starting daemons in a container or
-# CI runner: up.sh starts everything itself, under its scratch folder.
+# CI runner: up.sh and the tests start what they need, under scratch folders.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [[ ! -e $policy ]]; then
@@ -41,4 +42,4 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${missing[@]}"
-echo "install-slurm: done"
+echo "install-debian: done"

@@ -1,0 +1,154 @@
+"""A campaign on a database: the controller reads its copy of the study, and that copy is the database's."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import psycopg
+import pytest
+from engine_helpers import killed_and_resumed, run_scripted
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import event
+
+from autoresearch.ledger import Ledger
+from autoresearch.proposals import Candidate, Edit
+from autoresearch.study import open_study, set_trial_attrs, trials
+
+
+@contextmanager
+def statements(study: optuna.Study) -> Iterator[list[str]]:
+    """The SQL statements the study's storage sends to its database while the block runs."""
+    storage = study._storage
+    engine = getattr(storage, "_backend", storage).engine
+    sent: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or one on the session's PostgreSQL server, reached
+    through the libpq settings in the environment (where a user keeps the password too)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'study.db'}"
+        return
+    with pytest.MonkeyPatch.context() as mp:  # apart from the test's own monkeypatch
+        for key, value in request.getfixturevalue("postgres_server").items():
+            mp.setenv(key, value)
+        name = f"t{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(dbname="postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        yield f"postgresql+psycopg://postgres@/{name}"
+
+
+def as_stored(t: FrozenTrial) -> tuple:
+    return (
+        t.number,
+        t.state,
+        t.values,
+        t.params,
+        t.distributions,
+        t.user_attrs,
+        t.system_attrs,
+        t.datetime_start,
+        t.datetime_complete,
+    )
+
+
+def test_the_controller_reads_its_study_from_memory_and_writes_it_to_the_database(
+    tmp_path: Path, database_url: str
+) -> None:
+    study = open_study(tmp_path, "c", database_url)
+    ledger = Ledger(study, now=lambda: 0.0, after_tell=lambda: None)
+    for i in range(6):
+        study.enqueue_trial({"LR": 0.01 * (i + 1)}, user_attrs={"kind": "experiment", "i": i})
+    first, second, third = trials(study, TrialState.WAITING)[:3]
+    assert ledger.claim(first) and ledger.claim(second)
+    assert not ledger.claim(first)  # the database refuses a second claim, as before
+    knob = optuna.Trial(study, first._trial_id).suggest_float("LR", 0.001, 0.1, log=True)
+    ledger.launch(first.number, {"run_key": "v1", "exp_dir": "experiments/00000"})
+    ledger.complete(first.number, 1.5, {"val_bpb": 1.5, "status": "discard"})
+    ledger.fail(second.number, {"status": "crash", "reason": "NaN"})
+    set_trial_attrs(study, third.number, {"note": "queued", "seed": 43})
+
+    with statements(study) as sent:
+        for _ in range(3):
+            waiting = ledger.waiting()
+            everything = ledger.all()
+            looked_up = [ledger.trial(n) for n in range(ledger.size())]
+    assert sent == []  # without the copy, each read of the study queried its unfinished trials
+    assert [t.number for t in waiting] == [2, 3, 4, 5]
+    assert ledger.size() == 6 and [t.number for t in looked_up] == list(range(6))
+    assert everything[0].params == {"LR": knob} and everything[0].value == 1.5
+    assert everything[1].state == TrialState.FAIL and everything[1].user_attrs["reason"] == "NaN"
+    assert everything[2].user_attrs == {"kind": "experiment", "i": 2, "note": "queued", "seed": 43}
+    assert everything[0].datetime_start is not None and everything[0].datetime_complete is not None
+
+    database = optuna.load_study(study_name="c", storage=database_url).get_trials(deepcopy=False)
+    assert [as_stored(t) for t in database] == [as_stored(t) for t in everything]
+
+
+def test_a_trial_read_before_a_write_keeps_what_it_was(tmp_path: Path) -> None:
+    study = open_study(tmp_path, "c", f"sqlite:///{tmp_path / 'study.db'}")
+    study.enqueue_trial({}, user_attrs={"kind": "experiment"})
+    before = study.trials[0]
+    set_trial_attrs(study, 0, {"kind": "stack"})
+    assert before.user_attrs["kind"] == "experiment" and study.trials[0].user_attrs["kind"] == "stack"
+
+
+def test_a_campaign_on_a_database_ends_with_its_copy_equal_to_the_database(
+    tmp_path: Path, database_url: str
+) -> None:
+    changes = [
+        Candidate("wider", knobs={"WIDTH": 128}),
+        Candidate("worse", knobs={"LR": 0.001}),
+        Candidate("broken", edits=[Edit(search="no such line", replace="x")]),
+    ]
+    campaign = run_scripted(tmp_path, changes, f"storage={database_url}")
+    copy = campaign.study.get_trials(deepcopy=False)
+    database = optuna.load_study(study_name="toy", storage=database_url).get_trials(deepcopy=False)
+    assert [as_stored(t) for t in database] == [as_stored(t) for t in copy]
+    statuses = Counter(t.user_attrs.get("status") for t in database)
+    assert statuses["baseline"] == 2 and statuses["invalid"] == 1 and statuses["keep"] == 1, statuses
+
+
+def test_a_controller_killed_on_a_database_resumes_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    campaign = killed_and_resumed(
+        tmp_path,
+        monkeypatch,
+        [Candidate("wider", knobs={"WIDTH": 128})],
+        lambda _, attrs: attrs.get("kind") == "validation",
+        overrides=(f"storage={database_url}",),
+    )
+    database = optuna.load_study(study_name="toy", storage=database_url).trials
+    assert [t.number for t in database] == list(range(len(database)))
+    reruns = [t for t in database if "validates" in t.user_attrs]
+    assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44]  # each queued once, either side
+    assert all(t.state.is_finished() for t in database)
+    assert campaign.study.trials[-1].number == database[-1].number
+
+
+def test_attrs_set_on_a_finished_trial_are_refused_whole(tmp_path: Path, database_url: str) -> None:
+    study = open_study(tmp_path, "c", database_url)
+    study.enqueue_trial({}, user_attrs={"kind": "experiment"})
+    ledger = Ledger(study, now=lambda: 0.0, after_tell=lambda: None)
+    assert ledger.claim(study.trials[0])
+    ledger.complete(0, 1.0, {"val_bpb": 1.0})
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_trial_attrs(study, 0, {"status": "keep", "reason": "late"})
+    stored = optuna.load_study(study_name="c", storage=database_url).trials[0]
+    assert stored.user_attrs == study.trials[0].user_attrs == {"kind": "experiment", "val_bpb": 1.0}
