@@ -122,10 +122,7 @@ class WriteThroughCache(BaseStorage):
             self._reload(trial_id)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        with self._lock:
-            self._backend.set_trial_user_attr(trial_id, key, value)
-            if trial := self._replaced(trial_id):
-                trial.user_attrs = {**trial.user_attrs, key: value}
+        self.set_trial_user_attrs(trial_id, {key: value})
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Like `set_trial_user_attr` for each item, in one transaction (all or none) and, on
@@ -133,20 +130,8 @@ class WriteThroughCache(BaseStorage):
         statement is a round trip to the database."""
         if not attrs:
             return
-        backend = self._backend
-        upsert = _upsert(backend.engine.name, trial_id, attrs)
         with self._lock:
-            with _create_scoped_session(backend.scoped_session, True) as session:
-                if upsert is None:  # each checks that the trial is not finished
-                    for key, value in attrs.items():
-                        backend._set_trial_attr_without_commit(
-                            session, TrialUserAttributeModel, trial_id, key, value
-                        )
-                else:
-                    backend.check_trial_is_updatable(
-                        trial_id, TrialModel.find_or_raise_by_id(trial_id, session).state
-                    )
-                    session.execute(upsert)
+            self._write_user_attrs(trial_id, attrs)
             if trial := self._replaced(trial_id):
                 trial.user_attrs = {**trial.user_attrs, **attrs}
 
@@ -181,6 +166,22 @@ class WriteThroughCache(BaseStorage):
         self._backend.remove_session()
 
     # -- the copy ----------------------------------------------------------------------------
+    def _write_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """The attrs in one transaction, committed (or raised) on return."""
+        backend = self._backend
+        upsert = _upsert(backend.engine.name, trial_id, attrs)
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            if upsert is None:  # Optuna's way, one attr at a time, each checking the trial's state
+                for key, value in attrs.items():
+                    backend._set_trial_attr_without_commit(
+                        session, TrialUserAttributeModel, trial_id, key, value
+                    )
+                return
+            backend.check_trial_is_updatable(
+                trial_id, TrialModel.find_or_raise_by_id(trial_id, session).state
+            )
+            session.execute(upsert)
+
     def _study_ids(self, study_id: int) -> list[int]:
         """The study's trial ids, its trials loaded from the database the first time it is read."""
         if study_id not in self._ids:

@@ -15,6 +15,7 @@ from engine_helpers import killed_and_resumed, run_scripted
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
+from autoresearch import rdb_cache
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
 from autoresearch.study import open_study, set_trial_attrs, trials
@@ -152,3 +153,21 @@ def test_attrs_set_on_a_finished_trial_are_refused_whole(tmp_path: Path, databas
         set_trial_attrs(study, 0, {"status": "keep", "reason": "late"})
     stored = optuna.load_study(study_name="c", storage=database_url).trials[0]
     assert stored.user_attrs == study.trials[0].user_attrs == {"kind": "experiment", "val_bpb": 1.0}
+
+
+@pytest.mark.parametrize("one_statement", [True, False])
+def test_a_trials_attrs_are_one_read_and_one_upsert_else_optunas_way_one_by_one(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, one_statement: bool
+) -> None:
+    if not one_statement:
+        monkeypatch.setattr(rdb_cache, "_upsert", lambda *args: None)  # as on MySQL
+    study = open_study(tmp_path, "c", database_url)
+    study.enqueue_trial({}, user_attrs={"kind": "experiment"})
+    with statements(study) as sent:
+        set_trial_attrs(study, 0, {"kind": "stack", "seed": 43, "tier": "screen"})
+    if one_statement:
+        assert len(sent) == 2 and sent[1].startswith("INSERT"), sent  # the trial's state, then the rows
+    else:
+        assert len(sent) >= 6, sent  # a read and a write per attr
+    stored = optuna.load_study(study_name="c", storage=database_url).trials[0]
+    assert stored.user_attrs == study.trials[0].user_attrs == {"kind": "stack", "seed": 43, "tier": "screen"}
