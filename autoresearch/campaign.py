@@ -164,7 +164,7 @@ class Campaign:
         self._reconcile()
         self._recall_nodes()
         # at the start, or those a controller killed while queueing them missed
-        self.intake.baselines(validate_apart=confirm_on == "validate")
+        self.intake.baselines(confirm_on)
 
     def _prepare_data(self) -> None:
         """Download data and train the tokenizer once, here, rather than in every experiment."""

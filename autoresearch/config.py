@@ -47,7 +47,7 @@ class CampaignConfig:
     program_md: str = "trainer/program.md"  # the agent's standing instructions
     prepare_data: bool = True  # run the harness's data + tokenizer step once before the first launch
     baseline_seeds: int = 2  # baseline repeats at the start: the first measure of noise
-    validate_seeds: int = 2  # fresh-seed re-runs that confirm a promoted change (0 = keep on one run)
+    validate_seeds: int = 2  # re-runs that confirm a promoted change, seed for seed (0 = keep on one run)
     wave_size: int = 8  # experiments asked of the proposer per wave
     max_wave: int = 16  # cap on a wave after grid expansion
     queue_low_water: int = 0  # ask for the next wave when fewer are queued (0 = number of slots)

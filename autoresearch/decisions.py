@@ -1,9 +1,9 @@
 """Keep or discard: each result judged against the frontier on its own tier, and told once.
 
 A result waits until its tier's baseline has landed. A new result is screened: discarded, or
-promoted to confirmation on fresh-seed re-runs (kept at once when the campaign confirms nothing).
-A winner built on an older frontier is stacked, re-run on the current one, rather than kept
-unmeasured. A keep is a frontier commit first and a study tell second, so a controller killed in
+promoted to confirmation by re-runs compared seed for seed with the frontier's runs (kept at once
+when the campaign confirms nothing). A winner built on an older frontier is stacked, re-run on
+the current one, rather than kept unmeasured. A keep is a frontier commit first and a study tell second, so a controller killed in
 between finds the commit and tells the same keep when it resumes.
 """
 
@@ -22,8 +22,8 @@ from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.intake import Intake
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
-from autoresearch.policy import Policy
-from autoresearch.results import frontier_runs, measurements, tier_noise
+from autoresearch.policy import Pairs, Policy, Verdict, degrees_of_freedom, pooled_noise
+from autoresearch.results import frontier_runs, measured_by_seed, measurements, tier_noise
 from autoresearch.workspace import experiment_dir, source_version
 
 log = logging.getLogger("autoresearch")
@@ -55,6 +55,7 @@ class Decisions:
     _reruns: dict[int, list[int]] = field(default_factory=dict, init=False)  # trial -> its re-runs
     _baselines: set[int] = field(default_factory=set, init=False)  # baselines not yet finished
     _indexed: int = field(default=0, init=False)  # trials numbered below this are indexed
+    _deltas: dict[str, dict[int, list[float]]] | None = field(default=None, init=False)  # _pairs_on
 
     def add(self, trial: FrozenTrial) -> None:
         """A result to decide with the others of this poll (`decide_pending`)."""
@@ -142,7 +143,7 @@ class Decisions:
 
     def _confirm(self, trial: FrozenTrial, reruns: list[FrozenTrial], final: bool) -> None:
         """A promoted change: queue its re-runs (those missing, wherever the controller died), and
-        when they are in, keep it if their mean beats the version it was built on. One overtaken by
+        when they are in, keep it if they beat the version it was built on (`_verdict`). One overtaken by
         another keep meanwhile runs no more re-runs: it is stacked (re-screened on the new frontier)."""
         if not self._stale(trial):
             tier = reruns[0].user_attrs.get("tier", "screen") if reruns else self.confirm_on
@@ -163,33 +164,80 @@ class Decisions:
         if any(t.user_attrs.get("status") == "crash" for t in reruns):
             self._decide(trial, "discard", "not confirmed: it crashed when run again with another seed")
             return
-        values = [float(t.value) for t in reruns if t.state == TrialState.COMPLETE]
-        if not values:
+        runs = {int(t.user_attrs["seed"]): float(t.value) for t in reruns if t.state == TrialState.COMPLETE}
+        if not runs:
             stale = self._stale(trial)
             why = "overtaken by a keep before its re-runs ran" if stale else "none of its re-runs finished"
             self._decide(trial, "keep" if stale else "discard", f"not confirmed: {why}")
             return
-        tier = reruns[0].user_attrs.get("tier", "screen")
-        verdict = self.policy.confirm(values, self._parent_runs(trial, tier), self.judged()[tier][1])
+        verdict, record = self._verdict(trial, runs, reruns[0].user_attrs.get("tier", "screen"))
         prefix = "confirmed" if verdict.better else "not confirmed"
-        self._decide(trial, "keep" if verdict.better else "discard", f"{prefix}: {verdict.reason}")
+        self._decide(
+            trial, "keep" if verdict.better else "discard", f"{prefix}: {verdict.reason}", record=record
+        )
 
-    def _parent_runs(self, trial: FrozenTrial, tier: str) -> list[float]:
-        """The runs of the version a trial was built on, on a tier (else the frontier's there)."""
+    def _verdict(
+        self, trial: FrozenTrial, runs: dict[int, float], tier: str
+    ) -> tuple[Verdict, dict[str, Any]]:
+        """A promoted change's re-runs (by seed) against the runs of the version it was built on:
+        seed for seed where that version ran each of these seeds on `tier`, else as independent runs
+        (a campaign begun before runs were paired). Also the pairs, to record on the trial."""
+        noise = self.judged()[tier][1]
+        parent = self._parent_runs(trial, tier)
+        seeds = sorted(runs)
+        values = [runs[s] for s in seeds]
+        if not set(seeds) <= set(parent):
+            return self.policy.confirm(values, self._parent_values(trial, tier), noise), {}
+        deltas = [runs[s] - parent[s] for s in seeds]
+        pairs = self._pairs_on(tier, trial.number, deltas)
+        verdict = self.policy.confirm(values, [parent[s] for s in seeds], noise, pairs)
+        return verdict, {"pairs": {"tier": tier, "deltas": deltas, "noise": pairs.noise, "dof": pairs.dof}}
+
+    def _pairs_on(self, tier: str, number: int, deltas: list[float]) -> Pairs:
+        """Trial `number`'s re-runs minus its parent's runs with the same seeds (`deltas`), and the
+        noise of such a difference, pooled over every change confirmed on `tier` so far and this one."""
+        if self._deltas is None:  # once per controller: from the verdicts in the study
+            self._deltas = {}
+            for t in self.ledger.all():
+                if "pairs" in t.user_attrs:
+                    pairs = t.user_attrs["pairs"]
+                    self._deltas.setdefault(pairs["tier"], {})[t.number] = pairs["deltas"]
+        groups = self._deltas.setdefault(tier, {})
+        groups[number] = deltas
+        return Pairs(pooled_noise(list(groups.values())), degrees_of_freedom(list(groups.values())))
+
+    def _parent_version(self, trial: FrozenTrial) -> str:
+        """The version of train.py a trial was built on ("" when it says none)."""
         parent = trial.user_attrs.get("parent", "")
-        version = source_version(self.frontier.source_at(parent)) if parent else ""
-        return measurements(self.ledger.table(), version, tier) or self.judged()[tier][0]
+        return source_version(self.frontier.source_at(parent)) if parent else ""
+
+    def _parent_runs(self, trial: FrozenTrial, tier: str) -> dict[int, float]:
+        """The measuring runs of the version a trial was built on, on a tier, by seed."""
+        version = self._parent_version(trial)
+        return measured_by_seed(self.ledger.table(), version, tier) if version else {}
+
+    def _parent_values(self, trial: FrozenTrial, tier: str) -> list[float]:
+        """The runs of the version a trial was built on, on a tier (else the frontier's there)."""
+        return measurements(self.ledger.table(), self._parent_version(trial), tier) or self.judged()[tier][0]
 
     def _stale(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get("parent", "") != self.frontier.head()
 
-    def _decide(self, trial: FrozenTrial, status: str, reason: str, commit: str = "") -> None:
+    def _decide(
+        self,
+        trial: FrozenTrial,
+        status: str,
+        reason: str,
+        commit: str = "",
+        record: dict[str, Any] | None = None,
+    ) -> None:
         """Tell the study: keep (the frontier advances), discard, or re-run a winner that was
-        built on an older frontier on top of the current one (stacked) rather than keep it unmeasured."""
+        built on an older frontier on top of the current one (stacked) rather than keep it unmeasured.
+        `record`: more attrs for the trial (a confirmation's pairs)."""
+        extra: dict[str, Any] = {**(record or {}), "status": status, "reason": reason}
         attrs = trial.user_attrs
         number, val_bpb = trial.number, attrs["val_bpb"]
         tier = attrs.get("tier", "screen")
-        extra: dict[str, Any] = {"status": status, "reason": reason}
         if tier in self.judged():
             extra["delta"] = val_bpb - statistics.fmean(self.judged()[tier][0])
         if status == "keep" and not commit and self._stale(trial):

@@ -28,9 +28,16 @@ from autoresearch.workspace import InvalidCandidate, build_source
 
 log = logging.getLogger("autoresearch")
 
-BASE_SEED = 42
+BASE_SEED = 42  # a new change's one screening run
 MAX_STACK_DEPTH = 2
 RETRY_KEEPS = ("kind", "wave", "source", "seed", "fix_of", "validates")  # what a retry inherits
+
+
+def measurement_seeds(count: int) -> list[int]:
+    """The seeds of the runs that measure a version (baselines, re-runs, a new frontier's runs): the
+    same for every version, so two can be compared seed for seed, and never the screening seed,
+    which picked the changes it promoted."""
+    return [BASE_SEED + 1 + i for i in range(count)]
 
 
 @dataclass
@@ -134,25 +141,28 @@ class Intake:
         log.warning("rejected %r: %s", cand.description, reason)
 
     # -- the engine's own runs ---------------------------------------------------------------
-    def baselines(self, validate_apart: bool) -> None:
-        """The starting point on the screen tier, and on the validate tier when it is other hardware."""
+    def baselines(self, confirm_on: str | None) -> None:
+        """The starting point on the screen tier, and on the validate tier when promoted changes are
+        confirmed there. The tier that confirms gets a run at each re-run seed, so a confirmation
+        compares the two versions seed for seed."""
         queued = [t for t in self.ledger.all() if t.user_attrs.get("kind") == "baseline"]
         attrs = {"kind": "baseline"}
         c = self.cfg.campaign
-        self._repeats("screen", max(1, c.baseline_seeds), "baseline", attrs, queued)
-        if validate_apart:
+        on_screen = max(1, c.baseline_seeds, c.validate_seeds if confirm_on == "screen" else 0)
+        self._repeats("screen", on_screen, "baseline", attrs, queued)
+        if confirm_on == "validate":
             self._repeats("validate", c.validate_seeds, "baseline", attrs, queued)
 
     def reruns(
         self, trial: int, tier: str, seeds: int, description: str, queued: list[FrozenTrial] | None = None
     ) -> bool:
-        """Trial `trial`'s exact train.py again, with fresh seeds, on `tier` (before new proposals):
+        """Trial `trial`'s exact train.py again, on the measurement seeds, on `tier` (before new proposals):
         those not `queued` yet (its re-runs, read from the study when the caller has not). Says
         whether it queued any."""
         attrs = {"kind": "validation", "validates": trial}
         if queued is None:
             queued = self.ledger.queued_for("validates", trial)
-        return self._repeats(tier, seeds, f"re-run trial {trial}: {description}", attrs, queued, 1)
+        return self._repeats(tier, seeds, f"re-run trial {trial}: {description}", attrs, queued)
 
     def _repeats(
         self,
@@ -161,16 +171,15 @@ class Intake:
         description: str,
         attrs: dict[str, Any],
         queued: list[FrozenTrial],
-        first_seed: int = 0,
     ) -> bool:
-        """`seeds` runs of one train.py on `tier`, seeds BASE_SEED + first_seed on: those not `queued`
-        yet, so a controller killed part-way through queues the rest when it resumes. Says whether
-        it queued any."""
+        """`seeds` runs of one train.py on `tier`, on the measurement seeds: those not `queued` yet, so
+        a controller killed part-way through queues the rest when it resumes. Says whether it
+        queued any."""
         have = {(t.user_attrs.get("tier", "screen"), t.user_attrs.get("seed")) for t in queued}
-        missing = [i for i in range(first_seed, first_seed + seeds) if (tier, BASE_SEED + i) not in have]
-        for i in missing:
+        missing = [s for s in measurement_seeds(seeds) if (tier, s) not in have]
+        for seed in missing:
             cand = Candidate(description=description, hypothesis="measured again, unchanged", tier=tier)
-            self.add(cand, {**attrs, "seed": BASE_SEED + i, "wave": 0, "source": "engine"})
+            self.add(cand, {**attrs, "seed": seed, "wave": 0, "source": "engine"})
         return bool(missing)
 
     def retry(self, trial: FrozenTrial) -> None:

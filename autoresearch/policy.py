@@ -2,12 +2,13 @@
 
 A change is judged twice. Screening: its one run must beat the frontier by `promote_z` standard
 deviations of the difference (seed noise, pooled from repeated runs on that tier) and by at least
-`min_delta`; a run that passes is promoted. Confirmation: the promoted change runs again with fresh
-seeds, and is kept only when the mean of those runs beats the frontier's mean by `keep_z` standard
+`min_delta`; a run that passes is promoted. Confirmation: the promoted change runs again with other
+seeds, and is kept only when the mean of those runs beats the frontier's by `keep_z` standard
 errors and by `min_delta`. The screening run is left out of the confirmation because it was picked
-for being low. Without a noise estimate yet, `min_delta` alone decides. The campaign holds the
-queue, the seeds and the frontier; this module holds only the arithmetic, so the simulator and a
-stricter rule can replace it.
+for being low. Runs on the same seeds as the frontier's are compared in pairs, by the noise of
+their differences once it is measured (`Pairs`). Without a noise estimate yet, `min_delta` alone
+decides. The campaign holds the queue, the seeds and the frontier; this module holds only the
+arithmetic, so the simulator and a stricter rule can replace it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,24 @@ class Verdict:
 class Policy(Protocol):
     def screen(self, val_bpb: float, frontier: list[float], noise: float | None) -> Verdict: ...
 
-    def confirm(self, runs: list[float], frontier: list[float], noise: float | None) -> Verdict: ...
+    def confirm(
+        self, runs: list[float], frontier: list[float], noise: float | None, pairs: Pairs | None = None
+    ) -> Verdict: ...
+
+
+# Fewer degrees of freedom than this and a paired noise estimate is not trusted: one difference
+# from its mean says little, and the t quantile at 1 dof (12.7 for 95%) is far from any short series.
+MIN_PAIR_DOF = 2
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The frontier's runs were made with the same seeds as the change's, in order: the share of the
+    noise a seed draws alike for both versions cancels in each difference. `noise`: the std of such
+    a difference, pooled over the campaign's pairs so far with `dof` degrees of freedom."""
+
+    noise: float | None
+    dof: int = 0
 
 
 @dataclass(frozen=True)
@@ -39,16 +57,33 @@ class NoiseAwarePolicy:
     def screen(self, val_bpb: float, frontier: list[float], noise: float | None) -> Verdict:
         return self._judge([val_bpb], frontier, noise, self.promote_z)
 
-    def confirm(self, runs: list[float], frontier: list[float], noise: float | None) -> Verdict:
-        return self._judge(runs, frontier, noise, self.keep_z)
+    def confirm(
+        self, runs: list[float], frontier: list[float], noise: float | None, pairs: Pairs | None = None
+    ) -> Verdict:
+        return self._judge(runs, frontier, noise, self.keep_z, pairs)
 
-    def _judge(self, runs: list[float], frontier: list[float], noise: float | None, z: float) -> Verdict:
+    def _judge(
+        self,
+        runs: list[float],
+        frontier: list[float],
+        noise: float | None,
+        z: float,
+        pairs: Pairs | None = None,
+    ) -> Verdict:
         delta = statistics.fmean(runs) - statistics.fmean(frontier)
-        std_error = noise * math.sqrt(1 / len(runs) + 1 / len(frontier)) if noise else 0.0
-        margin = max(self.min_delta, z * std_error)
+        if pairs and pairs.noise is not None and pairs.dof >= MIN_PAIR_DOF:
+            # The noise is estimated from few pairs: z standard errors become Student t's.
+            t = t_quantile(z, pairs.dof)
+            margin = max(self.min_delta, t * pairs.noise / math.sqrt(len(runs)))
+            scale = f"{z:g} x paired noise {pairs.noise:.4f}; t at {pairs.dof} dof: {t:.2f}"
+        else:  # independent runs; pairs whose noise is unmeasured as well, which asks for more
+            std_error = noise * math.sqrt(1 / len(runs) + 1 / len(frontier)) if noise else 0.0
+            margin = max(self.min_delta, z * std_error)
+            scale = f"{z:g} x noise {noise:.4f}" if noise else ""
         over = f" over {len(runs)} runs" if len(runs) > 1 else ""
-        against = f"frontier {statistics.fmean(frontier):.4f} ({len(frontier)} runs)"
-        why = "min_delta" if margin == self.min_delta else f"{z:g} x noise {noise:.4f}"
+        runs_of = "on the same seeds" if pairs else f"({len(frontier)} runs)"
+        against = f"frontier {statistics.fmean(frontier):.4f} {runs_of}"
+        why = "min_delta" if margin == self.min_delta else scale
         d = _decimals_apart(delta, -margin)
         return Verdict(
             delta < -margin, f"{delta:+.{d}f}{over} vs {against}; needed < -{margin:.{d}f} ({why})"
@@ -61,9 +96,27 @@ def _decimals_apart(a: float, b: float) -> int:
     return next((d for d in (4, 5, 6) if f"{a:.{d}f}" != f"{b:.{d}f}"), 4)
 
 
+def t_quantile(z: float, dof: int) -> float:
+    """Student's t quantile at the probability of the normal quantile `z`: the standard errors `z`
+    stands for when the noise is itself estimated, with `dof` degrees of freedom (Cornish-Fisher
+    expansion; within 4% of the exact quantile from 2 degrees of freedom, and closer above)."""
+    z3, z5, z7 = z**3, z**5, z**7
+    return (
+        z
+        + (z3 + z) / (4 * dof)
+        + (5 * z5 + 16 * z3 + 3 * z) / (96 * dof**2)
+        + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * dof**3)
+    )
+
+
+def degrees_of_freedom(groups: list[list[float]]) -> int:
+    """What a noise pooled over these groups of repeated runs is estimated from."""
+    return sum(len(g) - 1 for g in groups if len(g) > 1)
+
+
 def pooled_noise(groups: list[list[float]]) -> float | None:
     """Seed-to-seed standard deviation, pooled over groups of runs of one train.py each."""
-    dof = sum(len(g) - 1 for g in groups if len(g) > 1)
+    dof = degrees_of_freedom(groups)
     if dof == 0:
         return None
     squares = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups if len(g) > 1)

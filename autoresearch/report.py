@@ -140,7 +140,7 @@ def keep_rule(c: Any) -> str:
         return f"kept when its one run beats the frontier by {promote_z:g} x seed noise {floor}"
     return (
         f"promoted when its one run beats the frontier by {promote_z:g} x seed noise; kept when "
-        f"{c.validate_seeds} re-runs with fresh seeds beat it by {keep_z:g} standard errors, {floor}"
+        f"{c.validate_seeds} re-runs beat its runs on the same seeds by {keep_z:g} standard errors, {floor}"
     )
 
 

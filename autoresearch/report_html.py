@@ -106,7 +106,7 @@ def _kept(k: KeptChange) -> str:
         f"proposed by {escape(k.source or '?')}",
     ]
     if k.validated:
-        facts.append(f"re-runs with fresh seeds: {_mean(k.validated)}")
+        facts.append(f"re-runs on other seeds: {_mean(k.validated)}")
     if k.reason:
         facts.append(escape(k.reason))
     hypothesis = f"<p><i>{escape(k.hypothesis)}</i></p>" if k.hypothesis else ""

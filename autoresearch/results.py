@@ -77,7 +77,7 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def rerun_values(table: list[dict[str, Any]]) -> dict[int, list[float]]:
-    """The val_bpb of each trial's fresh-seed re-runs, by the trial they re-ran."""
+    """The val_bpb of each trial's re-runs, by the trial they re-ran."""
     values: dict[int, list[float]] = defaultdict(list)
     for r in table:
         if r["status"] == "validated" and r["validates"] != "":
@@ -101,6 +101,16 @@ def measurements(table: list[dict[str, Any]], version: str, tier: str) -> list[f
     runs = [r for r in table if r["version"] == version and r["tier"] == tier]
     repeats = [r["val_bpb"] for r in runs if r["status"] in MEASUREMENTS]
     return repeats or [r["val_bpb"] for r in runs if r["status"] == "keep"]
+
+
+def measured_by_seed(table: list[dict[str, Any]], version: str, tier: str) -> dict[int, float]:
+    """The val_bpb of one train.py's measuring runs on one tier (baseline, re-runs), by seed: what
+    a promoted change's re-runs are compared with, seed for seed."""
+    runs: dict[int, list[float]] = defaultdict(list)
+    for r in table:
+        if r["version"] == version and r["tier"] == tier and r["status"] in MEASUREMENTS and r["seed"] != "":
+            runs[int(r["seed"])].append(r["val_bpb"])
+    return {seed: statistics.fmean(values) for seed, values in runs.items()}
 
 
 def frontier_measured(table: list[dict[str, Any]], tier: str = "screen") -> tuple[int | None, list[float]]:

@@ -23,8 +23,16 @@ from pathlib import Path
 TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
 
 
-def bench(scale: str, seconds: float, threads: int | None, train_py: Path, log: Path | None) -> dict:
-    """One run of a train.py with the given budget; returns its result JSON plus wall time.
+def bench(
+    scale: str,
+    seconds: float,
+    threads: int | None,
+    train_py: Path,
+    log: Path | None,
+    seed: int | None = None,
+) -> dict:
+    """One run of a train.py with the given budget (and seed: the harness's default if None);
+    returns its result JSON plus wall time.
 
     The harness is always trainer/prepare.py, so an edited copy kept elsewhere is measured the
     same way as the real file.
@@ -40,6 +48,8 @@ def bench(scale: str, seconds: float, threads: int | None, train_py: Path, log: 
         )
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
+        if seed is not None:
+            env["AUTORESEARCH_SEED"] = str(seed)
         started = time.time()
         proc = subprocess.run(
             [sys.executable, str(train_py.resolve())], cwd=tmp, env=env, capture_output=True, text=True

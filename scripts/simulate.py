@@ -13,7 +13,9 @@ speed-up against one GPU running them back to back, the keeps (and how many of t
 without its seed noise calls real improvements), the val_bpb gained as measured and as true, and
 the controller's own real seconds per experiment against the budget the fleet leaves it (run
 minutes / GPUs), and the study journal's appends and reads per experiment. `--set
-campaign.validate_seeds=0 campaign.promote_z=0` compares another keep rule; `--append-ms 5` and
+campaign.validate_seeds=0 campaign.promote_z=0` compares another keep rule, `--seed-share 0.8`
+gives 80% of the seed noise's variance to the seed alone, drawn alike by every version (as on the
+CPU scale, for changes that keep the model's shape); `--append-ms 5` and
 `--read-ms 0.5` give each journal append and read the latency of a cluster's shared file system
 (this machine's local disk has next to none).
 """
@@ -104,13 +106,18 @@ class Surface:
     Each declared knob has a hidden optimum: a quadratic bowl (in log space for log knobs) whose
     penalty at the starting value is drawn between 0.002 and 0.02. Each other changed line of
     train.py has a fixed effect, mostly harmful (mean +0.002, sd 0.004), and 3% of them crash.
-    Seeds add Gaussian noise. Kept changes stack, as real ones roughly do.
+    Seeds add Gaussian noise, a share of whose variance (`seed_share`) every train.py draws alike at
+    a seed: one data order and one initialisation are luckier than another for nearby versions
+    (docs/BENCHMARKS.md, "Seed noise on the CPU scale"). Kept changes stack, as real ones roughly do.
     """
 
-    def __init__(self, start: str, knobs: list[KnobSpec], seed: int, noise: float = 0.002) -> None:
+    def __init__(
+        self, start: str, knobs: list[KnobSpec], seed: int, noise: float = 0.002, seed_share: float = 0.0
+    ) -> None:
         self.start_lines = self._structure(start, knobs)
         self.knobs = knobs
         self.noise = noise
+        self.seed_share = seed_share
         rng = random.Random(seed)
         start_values = {k.name: _number(v) for k, v in zip(knobs, self._values(start, knobs), strict=True)}
         self.bowls: dict[str, tuple[float, float]] = {}  # numeric knob -> (optimum, weight), in t-space
@@ -150,8 +157,10 @@ class Surface:
         value = self.expected(source)
         if value is None:
             return None
-        rng = random.Random(hashlib.sha1(f"{source}{seed}".encode()).digest())
-        return value + rng.gauss(0.0, self.noise)
+        own = random.Random(hashlib.sha1(f"{source}{seed}".encode()).digest()).gauss(0.0, 1.0)
+        shared = random.Random(hashlib.sha1(f"seed {seed}".encode()).digest()).gauss(0.0, 1.0)
+        share = self.seed_share
+        return value + self.noise * (math.sqrt(share) * shared + math.sqrt(1 - share) * own)
 
     def expected(self, source: str) -> float | None:
         """The true val_bpb of this train.py (its mean over seeds), or None when it crashes."""
@@ -314,7 +323,7 @@ def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Pa
         KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
         for name, k in cfg.campaign.knobs.items()
     ]
-    surface = Surface(Path(cfg.campaign.train_py).read_text(), knobs, args.seed, args.noise)
+    surface = Surface(Path(cfg.campaign.train_py).read_text(), knobs, args.seed, args.noise, args.seed_share)
     clock = VirtualClock(start=START)
     pools = {
         name: Pool(name, p.slots, p.gpu_type, p.price_per_gpu_hour, p.partition)
@@ -376,6 +385,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--noise", type=float, default=0.002, help="seed-to-seed std of val_bpb (reported: 0.002)"
+    )
+    parser.add_argument(
+        "--seed-share",
+        type=float,
+        default=0.0,
+        help="share of the seed noise's variance that every train.py draws alike at a seed (0 to 1)",
     )
     parser.add_argument(
         "--set",

@@ -484,5 +484,5 @@ def test_a_controller_killed_while_queueing_the_baselines_queues_the_rest(
 ) -> None:
     campaign = killed_and_resumed(tmp_path, monkeypatch, [], lambda _, attrs: attrs.get("kind") == "baseline")
     baselines = [t for t in campaign.study.trials if t.user_attrs.get("kind") == "baseline"]
-    assert sorted(t.user_attrs["seed"] for t in baselines) == [42, 43]  # baseline_seeds 2: one each side
+    assert sorted(t.user_attrs["seed"] for t in baselines) == [43, 44]  # baseline_seeds 2: one each side
     assert all(t.state == TrialState.COMPLETE for t in baselines)

@@ -20,9 +20,9 @@ from autoresearch.study import open_study
 NOW = 1234.5
 
 
-def open_intake(tmp_path: Path) -> Intake:
+def open_intake(tmp_path: Path, *overrides: str) -> Intake:
     """An intake as a controller opens one: on the campaign folder's study, new or resumed."""
-    cfg = compose_toy(tmp_path)
+    cfg = compose_toy(tmp_path, *overrides)
     campaign_dir = tmp_path / "campaign"
     (campaign_dir / "proposals").mkdir(parents=True, exist_ok=True)
     sampler = AgentSampler(knob_specs(cfg), seed=0)
@@ -41,19 +41,36 @@ def claimed_and_failed(intake: Intake, number: int, **attrs: object) -> None:
 
 def test_baselines_and_re_runs_are_queued_by_tier_and_seed_once(tmp_path: Path) -> None:
     intake = open_intake(tmp_path)
-    intake.baselines(validate_apart=False)
+    intake.baselines("screen")
     assert intake.reruns(0, "screen", 2, "a change") is True
     assert intake.reruns(0, "screen", 2, "a change") is False  # all there: nothing more
     resumed = open_intake(tmp_path)  # a new controller on the same study
-    resumed.baselines(validate_apart=False)
+    resumed.baselines("screen")
     assert resumed.reruns(0, "screen", 2, "a change") is False
     assert resumed.reruns(0, "screen", 3, "a change") is True  # a third seed is new
     queued = resumed.ledger.all()
     baselines = sorted(t.user_attrs["seed"] for t in queued if t.user_attrs["kind"] == "baseline")
     reruns = sorted(t.user_attrs["seed"] for t in resumed.ledger.queued_for("validates", 0))
-    assert baselines == [BASE_SEED, BASE_SEED + 1]  # the toy campaign's baseline_seeds: 2
-    assert reruns == [BASE_SEED + 1, BASE_SEED + 2, BASE_SEED + 3]  # re-runs never reuse the screen seed
+    # The toy campaign's baseline_seeds and validate_seeds are 2: the baselines ran the seeds the
+    # re-runs run (never the screening seed), so a change and its frontier compare seed for seed.
+    assert baselines == [BASE_SEED + 1, BASE_SEED + 2]
+    assert reruns == [BASE_SEED + 1, BASE_SEED + 2, BASE_SEED + 3]
     assert all(t.state == TrialState.WAITING for t in queued) and len(queued) == 5
+
+
+def test_the_tier_that_confirms_has_a_baseline_run_at_each_re_run_seed(tmp_path: Path) -> None:
+    def baselines(confirm_on: str | None, name: str) -> list[tuple[str, int]]:
+        intake = open_intake(tmp_path / name, "campaign.baseline_seeds=2", "campaign.validate_seeds=3")
+        intake.baselines(confirm_on)
+        return sorted((t.user_attrs["tier"], t.user_attrs["seed"]) for t in intake.ledger.all())
+
+    # Confirmed on the screen tier: 3 baselines there, for the 3 re-runs (baseline_seeds is 2).
+    assert baselines("screen", "a") == [("screen", 43), ("screen", 44), ("screen", 45)]
+    # On a validate tier of its own: 3 there; the screen tier keeps its 2.
+    assert baselines("validate", "b") == [("screen", 43), ("screen", 44)] + [
+        ("validate", s) for s in (43, 44, 45)
+    ]
+    assert baselines(None, "c") == [("screen", 43), ("screen", 44)]  # nothing confirmed: baseline_seeds
 
 
 def test_each_queued_candidate_file_is_named_by_its_trials_number(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from engine_helpers import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from autoresearch.policy import NoiseAwarePolicy, pooled_noise
+from autoresearch.policy import NoiseAwarePolicy, Pairs, pooled_noise, t_quantile
 from autoresearch.proposals import Candidate
 from autoresearch.results import frontier_runs, frontier_value, measurements, tier_noise
 
@@ -52,6 +52,74 @@ def test_a_verdict_shows_the_decimals_that_decide_it() -> None:
         close.better and "-0.01004 vs frontier 2.0000 (1 runs); needed < -0.01000 (min_delta)" in close.reason
     )
     assert "-0.0200 vs" in policy.screen(1.98, [2.0], None).reason  # 4 decimals where they suffice
+
+
+def test_runs_paired_by_seed_are_judged_by_the_noise_of_their_differences() -> None:
+    policy = NoiseAwarePolicy(min_delta=0.0001, keep_z=2.0)
+    runs, frontier = [0.9990, 1.0010, 0.9980, 1.0000], [1.0000, 1.0020, 0.9990, 1.0010]  # -0.001 at each seed
+    # Independent runs with seed noise 0.001: 2 x 0.001 x sqrt(1/4 + 1/4) = 0.0014, not met.
+    assert not policy.confirm(runs, frontier, 0.001).better
+    # The same seeds, their difference's noise 0.0004 measured over 20 dof: 2 becomes t = 2.13, and
+    # 2.13 x 0.0004 / sqrt(4) = 0.00043 is met.
+    paired = policy.confirm(runs, frontier, 0.001, Pairs(noise=0.0004, dof=20))
+    assert paired.better
+    assert paired.reason == (
+        "-0.0010 over 4 runs vs frontier 1.0005 on the same seeds; "
+        "needed < -0.0004 (2 x paired noise 0.0004; t at 20 dof: 2.13)"
+    )
+    # Over 2 dof the same estimate asks for t = 4.37 standard errors: 0.00087, still met; over one,
+    # too few to trust, the pairs are judged as independent runs: no easier than without them.
+    assert "t at 2 dof: 4.37" in policy.confirm(runs, frontier, 0.001, Pairs(0.0004, dof=2)).reason
+    unmeasured = policy.confirm(runs, frontier, 0.001, Pairs(noise=0.0004, dof=1))
+    assert (
+        not unmeasured.better
+        and "on the same seeds; needed < -0.0014 (2 x noise 0.0010)" in unmeasured.reason
+    )
+
+
+def test_t_quantiles_match_the_table_from_two_degrees_of_freedom() -> None:
+    z975 = 1.959964  # the normal quantile at 0.975
+    for dof, exact in ((2, 4.303), (3, 3.182), (5, 2.571), (10, 2.228), (30, 2.042)):
+        assert t_quantile(z975, dof) == pytest.approx(exact, rel=0.04)
+    assert t_quantile(z975, 1000) == pytest.approx(1.9623, abs=1e-4)  # many dof: near the normal quantile
+
+
+def test_a_small_real_gain_is_kept_on_the_seeds_its_frontier_ran(tmp_path: Path) -> None:
+    # The toy's seed noise is the same for every version at a seed: compared seed for seed, a gain
+    # of 0.0009 stands out. Against the frontier's runs as independent ones (seed noise 0.00064
+    # from the three baselines) it would need 2 x 0.00064 x sqrt(1/3 + 1/3) = 0.00105.
+    campaign = run_scripted(
+        tmp_path, [Candidate("slightly better", knobs={"BETTER_BY": 0.0009})], "campaign.validate_seeds=3"
+    )
+    trial = trial_named(campaign, "slightly better")
+    reruns = campaign.ledger.queued_for("validates", trial.number)
+    baselines = [t for t in campaign.study.trials if t.user_attrs.get("kind") == "baseline"]
+    seeds = sorted(t.user_attrs["seed"] for t in reruns)
+    assert (
+        seeds == sorted(t.user_attrs["seed"] for t in baselines) == [43, 44, 45]
+    )  # 3 baselines, for 3 re-runs
+    assert trial.user_attrs["status"] == "keep", trial.user_attrs["reason"]
+    assert "on the same seeds; needed < -0.0005 (min_delta)" in trial.user_attrs["reason"]
+    assert trial.user_attrs["pairs"]["tier"] == "screen"
+    assert trial.user_attrs["pairs"]["deltas"] == pytest.approx(
+        [-0.0009] * 3, abs=2e-6
+    )  # printed to 6 places
+    noise = campaign.decisions.judged()["screen"][1]
+    unpaired = campaign.decisions.policy.confirm(
+        [float(t.value) for t in reruns], [float(t.value) for t in baselines], noise
+    )
+    assert not unpaired.better, unpaired.reason
+
+
+def test_the_paired_noise_pools_the_changes_confirmed_before_a_restart(tmp_path: Path) -> None:
+    three = "campaign.validate_seeds=3"
+    first = run_scripted(tmp_path, [Candidate("better", knobs={"BETTER_BY": 0.0009})], three)
+    second = run_scripted(tmp_path, [Candidate("better still", knobs={"BETTER_BY": 0.0018})], three)
+    before, after = trial_named(first, "better"), trial_named(second, "better still")
+    assert before.user_attrs["status"] == after.user_attrs["status"] == "keep"
+    assert before.user_attrs["pairs"]["dof"] == 2  # its own three differences
+    assert after.user_attrs["pairs"]["dof"] == 4  # and those of the change the first controller kept
+    assert after.user_attrs["parent"] == before.user_attrs["commit"]  # compared with its re-runs
 
 
 def row(version: str, status: str, val_bpb: float, tier: str = "screen") -> dict:
@@ -193,7 +261,7 @@ def test_a_result_is_decided_once_every_baseline_of_its_tier_is_in_a_retried_one
     campaign = scripted_campaign(tmp_path, [], validate_apart=True)
     campaign.open()
     ledger, decisions = campaign.ledger, campaign.decisions
-    campaign.intake.baselines(validate_apart=True)
+    campaign.intake.baselines("validate")
     baselines = {
         tier: [t.number for t in ledger.waiting() if t.user_attrs["tier"] == tier]
         for tier in ("screen", "validate")

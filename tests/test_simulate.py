@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_pat
         lost_rate=0.05,
         seed=1,
         noise=0.002,
+        seed_share=0.0,
         set=[],
         append_ms=0.0,
         read_ms=0.0,
@@ -77,3 +79,19 @@ def test_the_surface_rewards_the_hidden_optimum_and_is_repeatable(sim) -> None:
     edited = start.replace("F.relu(self.c_fc(x)).square()", "F.gelu(self.c_fc(x))")
     effect = surface.score(edited, 42) - surface.score(start, 42)
     assert effect != 0 and surface.score(edited, 7) - surface.score(start, 7) == pytest.approx(effect)
+
+
+def test_the_seed_share_of_the_noise_is_drawn_alike_by_every_version(sim) -> None:
+    start = TRAIN_PY.read_text()
+    knobs = [KnobSpec("MATRIX_LR", "float", 0.01, 0.16, True, ())]
+    other = set_knobs(start, {"MATRIX_LR": 0.08})
+
+    def deltas(share: float) -> list[float]:
+        surface = sim.Surface(start, knobs, seed=3, noise=0.002, seed_share=share)
+        true = surface.expected(other) - surface.expected(start)
+        return [surface.score(other, s) - surface.score(start, s) - true for s in range(42, 242)]
+
+    assert max(map(abs, deltas(1.0))) == pytest.approx(0.0, abs=1e-12)  # all of it: cancels seed for seed
+    # None of it: two independent draws, std 0.002 x sqrt(2); 80%: 0.002 x sqrt(2 x 0.2).
+    assert statistics.stdev(deltas(0.0)) == pytest.approx(0.002 * math.sqrt(2), rel=0.15)
+    assert statistics.stdev(deltas(0.8)) == pytest.approx(0.002 * math.sqrt(0.4), rel=0.15)
