@@ -73,6 +73,15 @@ def test_the_tier_that_confirms_has_a_baseline_run_at_each_re_run_seed(tmp_path:
     assert baselines(None, "c") == [("screen", 43), ("screen", 44)]  # nothing confirmed: baseline_seeds
 
 
+def test_a_campaign_begun_on_the_old_baseline_seeds_runs_the_one_it_lacks(tmp_path: Path) -> None:
+    intake = open_intake(tmp_path)
+    for seed in (BASE_SEED, BASE_SEED + 1):  # the baselines as queued before runs were paired
+        intake.add(Candidate("baseline", "measured again, unchanged"), {"kind": "baseline", "seed": seed})
+    open_intake(tmp_path).baselines("screen")  # resumed
+    seeds = sorted(t.user_attrs["seed"] for t in open_intake(tmp_path).ledger.all())
+    assert seeds == [BASE_SEED, BASE_SEED + 1, BASE_SEED + 2]  # 43 is there; 44 was not
+
+
 def test_each_queued_candidate_file_is_named_by_its_trials_number(tmp_path: Path) -> None:
     intake = open_intake(tmp_path)
     study = intake.ledger.study
