@@ -183,14 +183,18 @@ class Decisions:
         seed for seed where that version ran each of these seeds on `tier`, else as independent runs
         (a campaign begun before runs were paired). Also the pairs, to record on the trial."""
         noise = self.judged()[tier][1]
-        parent = self._parent_runs(trial, tier)
+        parent = trial.user_attrs.get("parent", "")
+        version = source_version(self.frontier.source_at(parent)) if parent else ""
+        table = self.ledger.table()
+        by_seed = measured_by_seed(table, version, tier) if version else {}
         seeds = sorted(runs)
         values = [runs[s] for s in seeds]
-        if not set(seeds) <= set(parent):
-            return self.policy.confirm(values, self._parent_values(trial, tier), noise), {}
-        deltas = [runs[s] - parent[s] for s in seeds]
+        if not set(seeds) <= set(by_seed):
+            independent = measurements(table, version, tier) or self.judged()[tier][0]
+            return self.policy.confirm(values, independent, noise), {}
+        deltas = [runs[s] - by_seed[s] for s in seeds]
         pairs = self._pairs_on(tier, trial.number, deltas)
-        verdict = self.policy.confirm(values, [parent[s] for s in seeds], noise, pairs)
+        verdict = self.policy.confirm(values, [by_seed[s] for s in seeds], noise, pairs)
         return verdict, {"pairs": {"tier": tier, "deltas": deltas, "noise": pairs.noise, "dof": pairs.dof}}
 
     def _pairs_on(self, tier: str, number: int, deltas: list[float]) -> Pairs:
@@ -205,20 +209,6 @@ class Decisions:
         groups = self._deltas.setdefault(tier, {})
         groups[number] = deltas
         return Pairs(pooled_noise(list(groups.values())), degrees_of_freedom(list(groups.values())))
-
-    def _parent_version(self, trial: FrozenTrial) -> str:
-        """The version of train.py a trial was built on ("" when it says none)."""
-        parent = trial.user_attrs.get("parent", "")
-        return source_version(self.frontier.source_at(parent)) if parent else ""
-
-    def _parent_runs(self, trial: FrozenTrial, tier: str) -> dict[int, float]:
-        """The measuring runs of the version a trial was built on, on a tier, by seed."""
-        version = self._parent_version(trial)
-        return measured_by_seed(self.ledger.table(), version, tier) if version else {}
-
-    def _parent_values(self, trial: FrozenTrial, tier: str) -> list[float]:
-        """The runs of the version a trial was built on, on a tier (else the frontier's there)."""
-        return measurements(self.ledger.table(), self._parent_version(trial), tier) or self.judged()[tier][0]
 
     def _stale(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get("parent", "") != self.frontier.head()

@@ -95,20 +95,24 @@ def rows(study: optuna.Study, made: dict[int, dict[str, Any]] | None = None) -> 
     return sorted(made.values(), key=lambda r: (r["ended_at"] or 0.0, r["trial"]))
 
 
+def _runs_of(table: list[dict[str, Any]], version: str, tier: str) -> list[dict[str, Any]]:
+    return [r for r in table if r["version"] == version and r["tier"] == tier]
+
+
 def measurements(table: list[dict[str, Any]], version: str, tier: str) -> list[float]:
     """val_bpb of the runs of one train.py on one tier: its baseline and re-runs; the run that got
     it kept only while there are none (that one was picked for being low)."""
-    runs = [r for r in table if r["version"] == version and r["tier"] == tier]
+    runs = _runs_of(table, version, tier)
     repeats = [r["val_bpb"] for r in runs if r["status"] in MEASUREMENTS]
     return repeats or [r["val_bpb"] for r in runs if r["status"] == "keep"]
 
 
 def measured_by_seed(table: list[dict[str, Any]], version: str, tier: str) -> dict[int, float]:
-    """The val_bpb of one train.py's measuring runs on one tier (baseline, re-runs), by seed: what
-    a promoted change's re-runs are compared with, seed for seed."""
+    """`measurements` without the fallback, by seed (the mean where a seed ran twice): what a
+    promoted change's re-runs are compared with, seed for seed."""
     runs: dict[int, list[float]] = defaultdict(list)
-    for r in table:
-        if r["version"] == version and r["tier"] == tier and r["status"] in MEASUREMENTS and r["seed"] != "":
+    for r in _runs_of(table, version, tier):
+        if r["status"] in MEASUREMENTS and r["seed"] != "":
             runs[int(r["seed"])].append(r["val_bpb"])
     return {seed: statistics.fmean(values) for seed, values in runs.items()}
 

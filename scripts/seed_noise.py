@@ -22,8 +22,7 @@ from pathlib import Path
 
 from bench_trainer import TRAINER_DIR, bench
 
-sys.path.insert(0, str(TRAINER_DIR.parent))
-from autoresearch.knobs import set_knobs  # noqa: E402
+from autoresearch.knobs import set_knobs
 
 
 def variant(text: str) -> tuple[str, dict[str, object]]:
