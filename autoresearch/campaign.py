@@ -165,6 +165,8 @@ class Campaign:
         self._recall_nodes()
         # at the start, or those a controller killed while queueing them missed
         self.intake.baselines(confirm_on)
+        if (head := self.frontier.head_trial()) is not None:  # a frontier kept before runs were paired
+            self.intake.new_frontier(head, confirm_on)
 
     def _prepare_data(self) -> None:
         """Download data and train the tokenizer once, here, rather than in every experiment."""

@@ -1,8 +1,9 @@
 """Keep or discard: each result judged against the frontier on its own tier, and told once.
 
-A result waits until its tier's baseline has landed. A new result is screened: discarded, or
-promoted to confirmation by re-runs compared seed for seed with the frontier's runs (kept at once
-when the campaign confirms nothing). A winner built on an older frontier is stacked, re-run on
+A result waits until its tier's baseline, or the new frontier's run at the screening seed, has
+landed. A new result is screened, seed for seed against the run of the version it was built on at
+its screening seed: discarded, or promoted to confirmation by re-runs compared seed for seed with
+that version's runs (kept at once when the campaign confirms nothing). A winner built on an older frontier is stacked, re-run on
 the current one, rather than kept unmeasured. A keep is a frontier commit first and a study tell second, so a controller killed in
 between finds the commit and tells the same keep when it resumes.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,13 @@ class Decisions:
     pending: dict[int, tuple[str, str]] = field(default_factory=dict, init=False)  # (kind, tier)
     _judged_cache: dict[str, tuple[list[float], float | None]] | None = field(default=None, init=False)
     _reruns: dict[int, list[int]] = field(default_factory=dict, init=False)  # trial -> its re-runs
-    _baselines: set[int] = field(default_factory=set, init=False)  # baselines not yet finished
+    # baselines and new frontiers' runs at their screening seeds, not yet finished: the results of
+    # their tier wait
+    _references: set[int] = field(default_factory=set, init=False)
     _indexed: int = field(default=0, init=False)  # trials numbered below this are indexed
-    _deltas: dict[str, dict[int, list[float]]] | None = field(default=None, init=False)  # _pairs_on
+    _deltas: dict[str, dict[int, list[float]]] | None = field(default=None, init=False)  # _pairs
+    _versions: dict[str, str] = field(default_factory=dict, init=False)  # commit -> its train.py version
+    _by_seed: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict, init=False)
 
     def add(self, trial: FrozenTrial) -> None:
         """A result to decide with the others of this poll (`decide_pending`)."""
@@ -76,29 +81,33 @@ class Decisions:
             }
         return self._judged_cache
 
-    def _tiers_awaiting_baseline(self) -> set[str]:
-        """Tiers with a baseline still to run (queued or running, its result not in)."""
+    def _tiers_awaiting_reference(self) -> set[str]:
+        """Tiers with a baseline or a new frontier's run at its screening seed still to run (queued or
+        running, its result not in): the runs the results there are compared with."""
         awaiting = set()
-        for number in sorted(self._baselines):
+        for number in sorted(self._references):
             trial = self.ledger.trial(number)
             if trial.state.is_finished():
-                self._baselines.discard(number)
+                self._references.discard(number)
             elif number not in self.pending:
                 awaiting.add(trial.user_attrs.get("tier", "screen"))
         return awaiting
 
     def decide_pending(self, final: bool = False) -> None:
-        """Decide results whose tier's baseline has landed (`final`: all of them, the campaign ends)."""
+        """Decide results whose tier's references have landed (`final`: all of them, the campaign ends)."""
+        self._index_new_trials()
         # Measurements first: the decisions below compare against them.
         for number, (kind, _) in sorted(self.pending.items()):
             if kind in MEASUREMENT_KINDS:
+                trial = self.ledger.trial(number)
                 status = "baseline" if kind == "baseline" else "validated"
-                value = self.ledger.trial(number).user_attrs["val_bpb"]
-                self._complete(number, value, {"status": status, "reason": ""})
+                record = self._new_frontier_pairs(trial)
+                self._complete(
+                    number, trial.user_attrs["val_bpb"], {**record, "status": status, "reason": ""}
+                )
         if not self.pending:
             return
-        self._index_new_trials()
-        awaiting = set() if final else self._tiers_awaiting_baseline()
+        awaiting = set() if final else self._tiers_awaiting_reference()
         for number, (_, tier) in sorted(self.pending.items()):
             if tier in awaiting:
                 continue
@@ -122,16 +131,19 @@ class Decisions:
         for t in map(self.ledger.trial, range(self._indexed, self.ledger.size())):
             if "validates" in t.user_attrs:
                 self._reruns.setdefault(t.user_attrs["validates"], []).append(t.number)
-            if t.user_attrs.get("kind") == "baseline" and not t.state.is_finished():
-                self._baselines.add(t.number)
+            reference = t.user_attrs.get("kind") == "baseline" or t.user_attrs.get("reference")
+            if reference and not t.state.is_finished():
+                self._references.add(t.number)
             self._indexed = t.number + 1
 
     def _screen(self, trial: FrozenTrial) -> None:
-        """A new result against the frontier on its tier: discard it, or promote it to confirmation
-        (kept at once when the campaign confirms nothing)."""
+        """A new result against the version it was built on, seed for seed (`_paired_screen`), else
+        against the frontier's runs on its tier: discard it, or promote it to confirmation (kept at
+        once when the campaign confirms nothing)."""
         tier = trial.user_attrs.get("tier", "screen")
         frontier, noise = self.judged()[tier]
-        verdict = self.policy.screen(trial.user_attrs["val_bpb"], frontier, noise)
+        pairs = self._screen_pairs(trial, tier)
+        verdict = self.policy.screen(trial.user_attrs["val_bpb"], frontier, noise, pairs)
         if not verdict.better or self._stale(trial) or self.confirm_on is None:
             self._decide(trial, "keep" if verdict.better else "discard", verdict.reason)
             return
@@ -140,6 +152,18 @@ class Decisions:
             "trial %d: PROMOTE (%s) %s", trial.number, verdict.reason, trial.user_attrs.get("description")
         )
         self._confirm(self.ledger.trial(trial.number), [], final=False)
+
+    def _screen_pairs(self, trial: FrozenTrial, tier: str) -> Pairs | None:
+        """The run of the version a screening run was built on at the same seed (the frontier's
+        unpicked run at its screening seed), with the noise of such differences on this tier; None
+        where that version lacks the run (a campaign begun before; the run crashed)."""
+        seed, parent = trial.user_attrs.get("seed"), trial.user_attrs.get("parent", "")
+        if seed is None or not parent:
+            return None
+        runs = self._measured_by_seed(self._version_at(parent), tier)
+        if int(seed) not in runs:
+            return None
+        return replace(self._pairs(tier), frontier=(runs[int(seed)],))
 
     def _confirm(self, trial: FrozenTrial, reruns: list[FrozenTrial], final: bool) -> None:
         """A promoted change: queue its re-runs (those missing, wherever the controller died), and
@@ -179,27 +203,27 @@ class Decisions:
     def _verdict(
         self, trial: FrozenTrial, runs: dict[int, float], tier: str
     ) -> tuple[Verdict, dict[str, Any]]:
-        """A promoted change's re-runs (by seed) against the runs of the version it was built on:
-        seed for seed where that version ran each of these seeds on `tier`, else as independent runs
-        (a campaign begun before runs were paired). Also the pairs, to record on the trial."""
+        """A promoted change's re-runs (by seed) against the runs of the version it was built on, as
+        independent runs or, where that version ran each of these seeds on `tier`, seed for seed (the
+        policy takes the one that asks for less). Also the pairs, to record on the trial."""
         noise = self.judged()[tier][1]
         parent = trial.user_attrs.get("parent", "")
-        version = source_version(self.frontier.source_at(parent)) if parent else ""
-        table = self.ledger.table()
-        by_seed = measured_by_seed(table, version, tier) if version else {}
+        version = self._version_at(parent) if parent else ""
+        by_seed = self._measured_by_seed(version, tier) if version else {}
         seeds = sorted(runs)
         values = [runs[s] for s in seeds]
+        independent = measurements(self.ledger.table(), version, tier) or self.judged()[tier][0]
         if not set(seeds) <= set(by_seed):
-            independent = measurements(table, version, tier) or self.judged()[tier][0]
             return self.policy.confirm(values, independent, noise), {}
         deltas = [runs[s] - by_seed[s] for s in seeds]
-        pairs = self._pairs_on(tier, trial.number, deltas)
-        verdict = self.policy.confirm(values, [by_seed[s] for s in seeds], noise, pairs)
+        pairs = replace(self._pairs(tier, trial.number, deltas), frontier=tuple(by_seed[s] for s in seeds))
+        verdict = self.policy.confirm(values, independent, noise, pairs)
         return verdict, {"pairs": {"tier": tier, "deltas": deltas, "noise": pairs.noise, "dof": pairs.dof}}
 
-    def _pairs_on(self, tier: str, number: int, deltas: list[float]) -> Pairs:
-        """Trial `number`'s re-runs minus its parent's runs with the same seeds (`deltas`), and the
-        noise of such a difference, pooled over every change confirmed on `tier` so far and this one."""
+    def _pairs(self, tier: str, number: int | None = None, deltas: list[float] | None = None) -> Pairs:
+        """The noise of a difference between two versions run with the same seed on `tier`, pooled
+        over every version measured there seed for seed with the one it was built on so far (and
+        trial `number`'s differences, `deltas`, when given)."""
         if self._deltas is None:  # once per controller: from the verdicts in the study
             self._deltas = {}
             for t in self.ledger.all():
@@ -207,8 +231,56 @@ class Decisions:
                     pairs = t.user_attrs["pairs"]
                     self._deltas.setdefault(pairs["tier"], {})[t.number] = pairs["deltas"]
         groups = self._deltas.setdefault(tier, {})
-        groups[number] = deltas
+        if number is not None and deltas is not None:
+            groups[number] = deltas
         return Pairs(pooled_noise(list(groups.values())), degrees_of_freedom(list(groups.values())))
+
+    def _new_frontier_pairs(self, run: FrozenTrial) -> dict[str, Any]:
+        """When `run` is the last of a new frontier's screen runs at the measurement seeds to finish
+        and the frontier was confirmed elsewhere (or not at all), its differences seed for seed with the
+        version it was built on: they measure the screen tier's paired noise, where no confirmation
+        does. The record for `run` (`pairs`), or {}."""
+        kept = run.user_attrs.get("validates")
+        if (
+            kept is None
+            or run.user_attrs.get("tier", "screen") != "screen"
+            or run.user_attrs.get("reference")
+        ):
+            return {}
+        trial = self.ledger.trial(int(kept))
+        if trial.user_attrs.get("status") != "keep":
+            return {}  # a re-run that confirms it: its differences are recorded with the verdict
+        if trial.user_attrs.get("pairs", {}).get("tier") == "screen":
+            return {}  # confirmed on the screen tier: its differences are in already
+        others = [self.ledger.trial(n) for n in self._reruns.get(int(kept), []) if n != run.number]
+        on_screen = [
+            t
+            for t in others
+            if t.user_attrs.get("tier", "screen") == "screen" and not t.user_attrs.get("reference")
+        ]
+        if any(not t.state.is_finished() for t in on_screen):
+            return {}  # not the last (a lost run's retry among them)
+        own = {int(t.user_attrs["seed"]): float(t.value) for t in on_screen if t.state == TrialState.COMPLETE}
+        own[int(run.user_attrs["seed"])] = float(run.user_attrs["val_bpb"])
+        before = self._measured_by_seed(self._version_at(trial.user_attrs.get("parent", "")), "screen")
+        seeds = sorted(set(own) & set(before))
+        if len(seeds) < 2:
+            return {}
+        deltas = [own[s] - before[s] for s in seeds]
+        pairs = self._pairs("screen", run.number, deltas)
+        return {"pairs": {"tier": "screen", "deltas": deltas, "noise": pairs.noise, "dof": pairs.dof}}
+
+    def _version_at(self, commit: str) -> str:
+        """The version of the train.py a frontier commit holds (read once: commits never change)."""
+        if commit not in self._versions:
+            self._versions[commit] = source_version(self.frontier.source_at(commit))
+        return self._versions[commit]
+
+    def _measured_by_seed(self, version: str, tier: str) -> dict[int, float]:
+        """`results.measured_by_seed`, kept until a measurement or a keep is told, as `judged` is."""
+        if (version, tier) not in self._by_seed:
+            self._by_seed[(version, tier)] = measured_by_seed(self.ledger.table(), version, tier)
+        return self._by_seed[(version, tier)]
 
     def _stale(self, trial: FrozenTrial) -> bool:
         return trial.user_attrs.get("parent", "") != self.frontier.head()
@@ -238,10 +310,7 @@ class Decisions:
             if not commit:
                 source = (experiment_dir(self.campaign_dir, number) / "train.py").read_text()
                 commit = self.frontier.advance(source, number, attrs.get("description", ""))
-            if self.confirm_on != "screen":  # its screen value rests on one lucky run
-                self.intake.reruns(
-                    number, "screen", max(1, self.cfg.campaign.baseline_seeds), "the new frontier"
-                )
+            self.intake.new_frontier(number, self.confirm_on)
             extra["commit"] = commit
             log.info("trial %d: KEEP %.6f (%s) %s", number, val_bpb, reason, attrs.get("description"))
         else:
@@ -252,4 +321,5 @@ class Decisions:
         self.ledger.complete(number, value, attrs)
         if attrs.get("status") in ("baseline", "validated", "keep"):
             self._judged_cache = None
+            self._by_seed.clear()
         self.pending.pop(number, None)

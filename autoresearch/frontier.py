@@ -66,6 +66,14 @@ class Frontier:
         a tenth of its time at 1,600 GPUs."""
         return self._kept.get(trial)
 
+    def generation(self) -> int:
+        """How many changes the frontier has kept: 0 at the start."""
+        return len(self._kept)
+
+    def head_trial(self) -> int | None:
+        """The trial the current frontier kept, or None at the start."""
+        return next((trial for trial, commit in self._kept.items() if commit == self._head), None)
+
     def advance(self, source: str, trial: int, description: str) -> str:
         """Make `source` the frontier; returns the new commit. The caller checks `commit_of_trial` first."""
         (self.path / FILE).write_text(source)

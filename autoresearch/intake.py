@@ -28,16 +28,23 @@ from autoresearch.workspace import InvalidCandidate, build_source
 
 log = logging.getLogger("autoresearch")
 
-BASE_SEED = 42  # a new change's one screening run
+BASE_SEED = 42  # the screening seed of the changes to the campaign's starting train.py
 MAX_STACK_DEPTH = 2
 RETRY_KEEPS = ("kind", "wave", "source", "seed", "fix_of", "validates")  # what a retry inherits
 
 
 def measurement_seeds(count: int) -> list[int]:
     """The seeds of the runs that measure a version (baselines, re-runs, a new frontier's runs): the
-    same for every version, so two can be compared seed for seed, and never the screening seed,
+    same for every version, so two can be compared seed for seed, and never a screening seed,
     which picked the changes it promoted."""
     return [BASE_SEED + 1 + i for i in range(count)]
+
+
+def screening_seed(generation: int) -> int:
+    """The seed a change is screened with, one per frontier (42, 1042, 2042, ... after each keep):
+    the frontier runs it once, unpicked, and each change built on it is compared with that run seed
+    for seed. A kept change's own run at its screening seed picked it, so it cannot serve again."""
+    return BASE_SEED + 1000 * generation
 
 
 @dataclass
@@ -80,7 +87,7 @@ class Intake:
         self.rejected.extend(dropped)
         for cand in accepted:
             reason = self.precheck(cand)
-            attrs = {"kind": "experiment", "wave": number, "source": wave.source, "seed": BASE_SEED}
+            attrs = {"kind": "experiment", "wave": number, "source": wave.source}
             if cand.fix_of is not None:
                 attrs["fix_of"] = cand.fix_of
             if reason:
@@ -144,14 +151,32 @@ class Intake:
     def baselines(self, confirm_on: str | None) -> None:
         """The starting point on the screen tier, and on the validate tier when promoted changes are
         confirmed there. The tier that confirms gets a run at each re-run seed, so a confirmation
-        compares the two versions seed for seed."""
+        compares the two versions seed for seed; the screen tier one at the first screening seed,
+        while nothing is kept yet."""
         queued = [t for t in self.ledger.all() if t.user_attrs.get("kind") == "baseline"]
         attrs = {"kind": "baseline"}
         c = self.cfg.campaign
-        on_screen = max(1, c.baseline_seeds, c.validate_seeds if confirm_on == "screen" else 0)
+        on_screen = measurement_seeds(
+            max(1, c.baseline_seeds, c.validate_seeds if confirm_on == "screen" else 0)
+        )
+        if self.frontier.generation() == 0:
+            on_screen.append(screening_seed(0))
         self._repeats("screen", on_screen, "baseline", attrs, queued)
         if confirm_on == "validate":
-            self._repeats("validate", c.validate_seeds, "baseline", attrs, queued)
+            self._repeats("validate", measurement_seeds(c.validate_seeds), "baseline", attrs, queued)
+
+    def new_frontier(self, trial: int, confirm_on: str | None) -> None:
+        """The frontier trial `trial` kept, run on the screen tier at its screening seed (the changes
+        built on it are compared with that run), and at the measurement seeds when it was confirmed
+        elsewhere or not at all: its one screen run there was picked for being low."""
+        attrs = {"kind": "validation", "validates": trial}
+        queued = self.ledger.queued_for("validates", trial)
+        description = f"re-run trial {trial}: the new frontier"
+        seed = screening_seed(self.frontier.generation())
+        self._repeats("screen", [seed], description, {**attrs, "reference": True}, queued)
+        if confirm_on != "screen":
+            seeds = measurement_seeds(max(1, self.cfg.campaign.baseline_seeds))
+            self._repeats("screen", seeds, description, attrs, queued)
 
     def reruns(
         self, trial: int, tier: str, seeds: int, description: str, queued: list[FrozenTrial] | None = None
@@ -162,21 +187,21 @@ class Intake:
         attrs = {"kind": "validation", "validates": trial}
         if queued is None:
             queued = self.ledger.queued_for("validates", trial)
-        return self._repeats(tier, seeds, f"re-run trial {trial}: {description}", attrs, queued)
+        description = f"re-run trial {trial}: {description}"
+        return self._repeats(tier, measurement_seeds(seeds), description, attrs, queued)
 
     def _repeats(
         self,
         tier: str,
-        seeds: int,
+        seeds: list[int],
         description: str,
         attrs: dict[str, Any],
         queued: list[FrozenTrial],
     ) -> bool:
-        """`seeds` runs of one train.py on `tier`, on the measurement seeds: those not `queued` yet, so
-        a controller killed part-way through queues the rest when it resumes. Says whether it
-        queued any."""
+        """One train.py on `tier` at each of `seeds`: those not `queued` yet, so a controller killed
+        part-way through queues the rest when it resumes. Says whether it queued any."""
         have = {(t.user_attrs.get("tier", "screen"), t.user_attrs.get("seed")) for t in queued}
-        missing = [s for s in measurement_seeds(seeds) if (tier, s) not in have]
+        missing = [s for s in seeds if (tier, s) not in have]
         for seed in missing:
             cand = Candidate(description=description, hypothesis="measured again, unchanged", tier=tier)
             self.add(cand, {**attrs, "seed": seed, "wave": 0, "source": "engine"})
@@ -205,7 +230,6 @@ class Intake:
                 "kind": "stack",
                 "wave": trial.user_attrs.get("wave", 0),
                 "source": trial.user_attrs.get("source", ""),
-                "seed": BASE_SEED,
                 "stack_of": trial.number,
                 "stack_depth": depth + 1,
             }

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 from autoresearch.config import AutoresearchConfig, deadline_seconds
 from autoresearch.fleet.base import Fleet, JobSpec
 from autoresearch.frontier import Frontier
-from autoresearch.intake import BASE_SEED, Intake
+from autoresearch.intake import Intake, screening_seed
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
 from autoresearch.runner import SPEC_FILE, write_json_atomic
 from autoresearch.sampler import AgentSampler, candidate_key
@@ -131,11 +131,12 @@ class Launcher:
         attrs = trial.user_attrs
         cand = self.intake.load_candidate(attrs)
         if "edit" not in attrs:
-            attrs = {"kind": "exploration", "wave": 0, "source": "inner-sampler", "seed": BASE_SEED}
+            attrs = {"kind": "exploration", "wave": 0, "source": "inner-sampler"}
             self.ledger.set(trial.number, {**attrs, "description": cand.description, "tier": cand.tier})
+        measures = attrs.get("kind") in MEASUREMENT_KINDS
         try:
             frontier_source, parent = self.frontier.source(), self.frontier.head()
-            if attrs.get("kind") in MEASUREMENT_KINDS:
+            if measures:
                 source, knobs = self._measured_source(attrs)
             else:
                 knobs = self.sampler.resolve_knobs(
@@ -143,7 +144,7 @@ class Launcher:
                 )
                 source = build_source(frontier_source, cand.edits, knobs)
             run_key = source_version(source)
-            if attrs.get("kind") not in MEASUREMENT_KINDS:
+            if not measures:
                 reason = self._redundant(trial.number, source, frontier_source, run_key)
                 if reason:
                     # knobs and parent let proposers see it as tried on this frontier
@@ -160,6 +161,8 @@ class Launcher:
             self.ledger.fail(trial.number, {"status": "invalid", "reason": why})
             return None
         pool = self.fleet.pools[pool_name]
+        # A change is screened with the seed of the frontier it is built on, whenever it was queued.
+        seed = int(attrs["seed"]) if measures else screening_seed(self.frontier.generation())
         exp_dir = experiment_dir(self.campaign_dir, trial.number)
         workspace = create_workspace(exp_dir, frontier_source, source, self.harness)
         spec = {
@@ -168,7 +171,7 @@ class Launcher:
             "harness_sha256": workspace.harness_sha256,
             "gpu_type": pool.gpu_type,
             "partition": pool.partition or pool.name,
-            "env": self._job_env(int(attrs.get("seed", BASE_SEED))),
+            "env": self._job_env(seed),
         }
         write_json_atomic(exp_dir / SPEC_FILE, spec)
         launched: dict[str, Any] = {}
@@ -181,8 +184,9 @@ class Launcher:
                 **launched,
                 "knobs": json.dumps(knobs, sort_keys=True),
                 "run_key": run_key,
-                "knobs_only": attrs.get("kind") not in MEASUREMENT_KINDS and self.sampler.knobs_only(cand),
+                "knobs_only": not measures and self.sampler.knobs_only(cand),
                 "parent": parent,
+                "seed": seed,
                 "exp_dir": str(exp_dir.relative_to(self.campaign_dir)),
                 "pool": pool_name,
                 "gpu_type": pool.gpu_type,

@@ -70,12 +70,13 @@ class Ledger:
     def queue(self, owed_only: bool = False) -> list[FrozenTrial]:
         """Waiting trials in the order free slots take them: the runs a decision waits for
         (baselines, re-runs) first, then proposals in the order they came. Owed runs still run
-        after a budget stops new experiments, so no promoted change is left undecided."""
+        after a budget stops new experiments, so no promoted change is left undecided; a new
+        frontier's run at its screening seed is owed only to the changes still to be screened."""
         waiting = self.waiting()
-        owed = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
+        first = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
         if owed_only:
-            return owed
-        return owed + [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
+            return [t for t in first if not t.user_attrs.get("reference")]
+        return first + [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
 
     def owed(self) -> list[FrozenTrial]:
         return self.queue(owed_only=True)

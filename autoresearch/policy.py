@@ -6,8 +6,8 @@ deviations of the difference (seed noise, pooled from repeated runs on that tier
 seeds, and is kept only when the mean of those runs beats the frontier's by `keep_z` standard
 errors and by `min_delta`. The screening run is left out of the confirmation because it was picked
 for being low. Runs on the same seeds as the frontier's are compared in pairs, by the noise of
-their differences once it is measured (`Pairs`). Without a noise estimate yet, `min_delta` alone
-decides. The campaign holds the queue, the seeds and the frontier; this module holds only the
+their differences once it is measured (`Pairs`), where that asks for less than comparing them as
+independent runs. Without a noise estimate yet, `min_delta` alone decides. The campaign holds the queue, the seeds and the frontier; this module holds only the
 arithmetic, so the simulator and a stricter rule can replace it.
 """
 
@@ -26,7 +26,9 @@ class Verdict:
 
 
 class Policy(Protocol):
-    def screen(self, val_bpb: float, frontier: list[float], noise: float | None) -> Verdict: ...
+    def screen(
+        self, val_bpb: float, frontier: list[float], noise: float | None, pairs: Pairs | None = None
+    ) -> Verdict: ...
 
     def confirm(
         self, runs: list[float], frontier: list[float], noise: float | None, pairs: Pairs | None = None
@@ -40,12 +42,14 @@ MIN_PAIR_DOF = 2
 
 @dataclass(frozen=True)
 class Pairs:
-    """The frontier's runs were made with the same seeds as the change's, in order: the share of the
-    noise a seed draws alike for both versions cancels in each difference. `noise`: the std of such
-    a difference, pooled over the campaign's pairs so far with `dof` degrees of freedom."""
+    """The frontier's runs with the change's seeds (`frontier`, in the order of the change's runs):
+    the share of the noise a seed draws alike for both versions cancels in each difference.
+    `noise`: the std of such a difference, pooled over the campaign's pairs so far with `dof`
+    degrees of freedom."""
 
     noise: float | None
     dof: int = 0
+    frontier: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,10 @@ class NoiseAwarePolicy:
     promote_z: float = 1.0  # screening: standard deviations one run must beat the frontier by
     keep_z: float = 2.0  # confirmation: standard errors the mean must beat the frontier's by
 
-    def screen(self, val_bpb: float, frontier: list[float], noise: float | None) -> Verdict:
-        return self._judge([val_bpb], frontier, noise, self.promote_z)
+    def screen(
+        self, val_bpb: float, frontier: list[float], noise: float | None, pairs: Pairs | None = None
+    ) -> Verdict:
+        return self._judge([val_bpb], frontier, noise, self.promote_z, pairs)
 
     def confirm(
         self, runs: list[float], frontier: list[float], noise: float | None, pairs: Pairs | None = None
@@ -70,18 +76,29 @@ class NoiseAwarePolicy:
         z: float,
         pairs: Pairs | None = None,
     ) -> Verdict:
-        delta = statistics.fmean(runs) - statistics.fmean(frontier)
+        """The runs against all the frontier's as independent runs, or seed for seed (`pairs`) when
+        that asks for less: the luck both sides draw alike at a seed cancels, but one version's runs
+        differ from another's by more than two independent runs do where they share little of it,
+        and the noise of the differences is estimated from fewer runs. Which one is read from the
+        noise estimates alone, never from the runs being judged."""
+        independent = z * noise * math.sqrt(1 / len(runs) + 1 / len(frontier)) if noise else None
         if pairs and pairs.noise is not None and pairs.dof >= MIN_PAIR_DOF:
             # The noise is estimated from few pairs: z standard errors become Student t's.
             t = t_quantile(z, pairs.dof)
-            margin = max(self.min_delta, t * pairs.noise / math.sqrt(len(runs)))
-            scale = f"{z:g} x paired noise {pairs.noise:.4f}; t at {pairs.dof} dof: {t:.2f}"
-        else:  # independent runs; pairs whose noise is unmeasured as well, which asks for more
-            std_error = noise * math.sqrt(1 / len(runs) + 1 / len(frontier)) if noise else 0.0
-            margin = max(self.min_delta, z * std_error)
-            scale = f"{z:g} x noise {noise:.4f}" if noise else ""
+            paired = t * pairs.noise / math.sqrt(len(runs))
+            if independent is None or paired <= independent:
+                scale = f"{z:g} x paired noise {pairs.noise:.4f}; t at {pairs.dof} dof: {t:.2f}"
+                same = f"on the same seed{'s' if len(runs) > 1 else ''}"
+                return self._verdict(runs, list(pairs.frontier), paired, scale, same)
+        scale = f"{z:g} x noise {noise:.4f}" if noise else ""
+        return self._verdict(runs, frontier, independent or 0.0, scale, f"({len(frontier)} runs)")
+
+    def _verdict(
+        self, runs: list[float], frontier: list[float], spread: float, scale: str, runs_of: str
+    ) -> Verdict:
+        delta = statistics.fmean(runs) - statistics.fmean(frontier)
+        margin = max(self.min_delta, spread)
         over = f" over {len(runs)} runs" if len(runs) > 1 else ""
-        runs_of = "on the same seeds" if pairs else f"({len(frontier)} runs)"
         against = f"frontier {statistics.fmean(frontier):.4f} {runs_of}"
         why = "min_delta" if margin == self.min_delta else scale
         d = _decimals_apart(delta, -margin)

@@ -136,11 +136,12 @@ def keep_rule(c: Any) -> str:
     """The campaign's keep rule in words (`c`: its campaign config; older ones lack the z's)."""
     promote_z, keep_z = getattr(c, "promote_z", 1.0), getattr(c, "keep_z", 2.0)
     floor = f"and by at least {c.min_delta:g} val_bpb"
+    screened = f"its one run beats the frontier's at the same seed by {promote_z:g} x seed noise"
     if not c.validate_seeds:
-        return f"kept when its one run beats the frontier by {promote_z:g} x seed noise {floor}"
+        return f"kept when {screened} {floor}"
     return (
-        f"promoted when its one run beats the frontier by {promote_z:g} x seed noise; kept when "
-        f"{c.validate_seeds} re-runs beat its runs on the same seeds by {keep_z:g} standard errors, {floor}"
+        f"promoted when {screened}; kept when {c.validate_seeds} re-runs beat its runs on the same "
+        f"seeds by {keep_z:g} standard errors, {floor}"
     )
 
 

@@ -239,6 +239,14 @@ def trial_named(campaign: Campaign, description: str) -> FrozenTrial:
     return next(t for t in campaign.study.trials if t.user_attrs.get("description") == description)
 
 
+def confirming(trials: list[FrozenTrial], number: int) -> list[FrozenTrial]:
+    """The re-runs of trial `number` among `trials`, less its run as a new frontier at its screening
+    seed (once kept)."""
+    return [
+        t for t in trials if t.user_attrs.get("validates") == number and not t.user_attrs.get("reference")
+    ]
+
+
 def launched_within_budget(study: optuna.Study, limit: int) -> list[optuna.trial.FrozenTrial]:
     """The launched trials, in launch order, checked against an experiments budget that ended the
     campaign: `limit` launches, then only the re-runs owed to changes promoted before it."""

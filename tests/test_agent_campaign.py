@@ -34,7 +34,7 @@ from autoresearch.proposers.factory import make_proposer
 from autoresearch.workspace import MAX_EDIT_CHARS
 
 MODEL = "claude-test-1"
-MAX_EXPERIMENTS = 13
+MAX_EXPERIMENTS = 15  # leaves room for a wave of the offline fallback after Claude's two
 MAX_FIX_ATTEMPTS = 2
 MAX_RETRIES = 1  # so one failed call is two HTTP requests
 OVERLOADED_WAVES = 1  # waves answered with 529s by the script (later ones fall on the default)

@@ -15,6 +15,7 @@ from engine_helpers import (
     FIXTURE_CONF,
     REPO,
     campaign_command,
+    confirming,
     experiment_runs,
     killed_and_resumed,
     launched_within_budget,
@@ -44,7 +45,7 @@ def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
     assert {int(r["trial"]) for r in rows} == {t.number for t in done}
     assert list(rows[0])[:5] == ["commit", "val_bpb", "memory_gb", "status", "description"]
     statuses = Counter(r["status"] for r in rows)
-    assert statuses["baseline"] == 2
+    assert statuses["baseline"] == 3  # the screen tier's 2, and one at the screening seed
     assert statuses["keep"] >= 1, rows
     best_kept = min(float(r["val_bpb"]) for r in rows if r["status"] == "keep")
     baseline = min(float(r["val_bpb"]) for r in rows if r["status"] == "baseline")
@@ -62,7 +63,7 @@ def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
     assert kept_trials and all(t.user_attrs["delta"] <= -0.0005 for t in kept_trials)
     # Each keep was confirmed by two re-runs of its exact train.py with fresh seeds.
     for t in kept_trials:
-        reruns = [r for r in done if r.user_attrs.get("validates") == t.number]
+        reruns = confirming(done, t.number)
         assert t.user_attrs["reason"].startswith("confirmed: ")
         assert [r.user_attrs["status"] for r in reruns] == ["validated", "validated"]
         assert {r.user_attrs["run_key"] for r in reruns} == {t.user_attrs["run_key"]}
@@ -159,7 +160,7 @@ def test_a_gpu_campaign_whose_jobs_see_no_gpu_stops_with_the_reason(tmp_path: Pa
     assert "FAIL: this job needs a CUDA GPU and sees none" in said
     study = load(tmp_path / "toy")
     statuses = Counter(t.user_attrs.get("status") for t in study.trials if "exp_dir" in t.user_attrs)
-    assert statuses == {"lost": 4}  # two baselines, each run again once, none blamed as a crash
+    assert statuses == {"lost": 6}  # three baselines, each run again once, none blamed as a crash
     lost = [t.user_attrs for t in study.trials if "exp_dir" in t.user_attrs]
     assert all(a["node_unfit"] is True and a["node"] for a in lost)  # for a resumed fleet to keep out
     spec = json.loads((tmp_path / "toy" / study.trials[0].user_attrs["exp_dir"] / "spec.json").read_text())
@@ -319,7 +320,7 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(
     assert promoted
     for t in promoted:
         assert t.state == TrialState.COMPLETE and t.user_attrs["status"] in ("keep", "discard")
-        reruns = [r for r in study.trials if r.user_attrs.get("validates") == t.number]
+        reruns = confirming(study.trials, t.number)
         complete = sum(r.state == TrialState.COMPLETE for r in reruns)
         dropped = sum(r.user_attrs.get("status") == "skip" for r in reruns)
         assert complete + dropped == 2, [(r.number, r.state, r.user_attrs.get("status")) for r in reruns]
@@ -390,6 +391,7 @@ def test_a_twin_of_a_train_py_that_ran_is_skipped_and_one_of_a_crash_runs(tmp_pa
             Candidate("wider again", edits=[Edit("WIDTH = 64", "WIDTH = 128")]),
         ],
         "campaign.validate_seeds=0",
+        "cluster.cpu_slots=5",  # with the 3 baselines: both run before either is decided
     )
     wider, again = trial_named(first, "wider"), trial_named(first, "wider again")
     assert again.user_attrs["status"] == "skip" and "exp_dir" not in again.user_attrs
@@ -484,5 +486,6 @@ def test_a_controller_killed_while_queueing_the_baselines_queues_the_rest(
 ) -> None:
     campaign = killed_and_resumed(tmp_path, monkeypatch, [], lambda _, attrs: attrs.get("kind") == "baseline")
     baselines = [t for t in campaign.study.trials if t.user_attrs.get("kind") == "baseline"]
-    assert sorted(t.user_attrs["seed"] for t in baselines) == [43, 44]  # baseline_seeds 2: one each side
+    # baseline_seeds 2 and the screening seed: one each side
+    assert sorted(t.user_attrs["seed"] for t in baselines) == [42, 43, 44]
     assert all(t.state == TrialState.COMPLETE for t in baselines)

@@ -71,14 +71,14 @@ def test_waves_are_requested_before_the_queue_runs_dry_unless_synchronous(
 ) -> None:
     monkeypatch.setenv("TOY_SECONDS", "0.3")
     cfg = toy_config(
-        tmp_path, f"campaign.synchronous={str(synchronous).lower()}", "campaign.budget.max_experiments=14"
+        tmp_path, f"campaign.synchronous={str(synchronous).lower()}", "campaign.budget.max_experiments=16"
     )
     campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
     proposer = RecordingProposer()
     fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
     campaign = Campaign(cfg, campaign_dir, fleet, proposer, background_proposals=False)
     summary = campaign.run()
-    assert summary.experiments == len(launched_within_budget(campaign.study, 14))
+    assert summary.experiments == len(launched_within_budget(campaign.study, 16))
     assert len(proposer.in_flight_at_request) >= 2
     if synchronous:
         assert set(proposer.in_flight_at_request) == {0}
@@ -120,4 +120,5 @@ def test_a_proposer_with_nothing_new_ends_the_campaign_instead_of_spinning(tmp_p
     fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
     summary = Campaign(cfg, campaign_dir, fleet, RepeatingProposer(), background_proposals=False).run()
     assert "nothing new" in summary.stop_reason
-    assert summary.experiments == 5  # two baselines, the one change and the two re-runs confirming it
+    # three baselines, the one change, the two re-runs confirming it and its run as the new frontier
+    assert summary.experiments == 7

@@ -52,10 +52,11 @@ def test_baselines_and_re_runs_are_queued_by_tier_and_seed_once(tmp_path: Path) 
     baselines = sorted(t.user_attrs["seed"] for t in queued if t.user_attrs["kind"] == "baseline")
     reruns = sorted(t.user_attrs["seed"] for t in resumed.ledger.queued_for("validates", 0))
     # The toy campaign's baseline_seeds and validate_seeds are 2: the baselines ran the seeds the
-    # re-runs run (never the screening seed), so a change and its frontier compare seed for seed.
-    assert baselines == [BASE_SEED + 1, BASE_SEED + 2]
+    # re-runs run (never the screening seed), so a change and its frontier compare seed for seed;
+    # and the seed the changes to the starting train.py are screened with, for them to compare with.
+    assert baselines == [BASE_SEED, BASE_SEED + 1, BASE_SEED + 2]
     assert reruns == [BASE_SEED + 1, BASE_SEED + 2, BASE_SEED + 3]
-    assert all(t.state == TrialState.WAITING for t in queued) and len(queued) == 5
+    assert all(t.state == TrialState.WAITING for t in queued) and len(queued) == 6
 
 
 def test_the_tier_that_confirms_has_a_baseline_run_at_each_re_run_seed(tmp_path: Path) -> None:
@@ -64,13 +65,15 @@ def test_the_tier_that_confirms_has_a_baseline_run_at_each_re_run_seed(tmp_path:
         intake.baselines(confirm_on)
         return sorted((t.user_attrs["tier"], t.user_attrs["seed"]) for t in intake.ledger.all())
 
-    # Confirmed on the screen tier: 3 baselines there, for the 3 re-runs (baseline_seeds is 2).
-    assert baselines("screen", "a") == [("screen", 43), ("screen", 44), ("screen", 45)]
+    # Confirmed on the screen tier: 3 baselines there, for the 3 re-runs (baseline_seeds is 2), and
+    # one at the screening seed, on the screen tier whatever confirms.
+    assert baselines("screen", "a") == [("screen", 42), ("screen", 43), ("screen", 44), ("screen", 45)]
     # On a validate tier of its own: 3 there; the screen tier keeps its 2.
-    assert baselines("validate", "b") == [("screen", 43), ("screen", 44)] + [
+    assert baselines("validate", "b") == [("screen", 42), ("screen", 43), ("screen", 44)] + [
         ("validate", s) for s in (43, 44, 45)
     ]
-    assert baselines(None, "c") == [("screen", 43), ("screen", 44)]  # nothing confirmed: baseline_seeds
+    # nothing confirmed: baseline_seeds
+    assert baselines(None, "c") == [("screen", 42), ("screen", 43), ("screen", 44)]
 
 
 def test_a_campaign_begun_on_the_old_baseline_seeds_runs_the_one_it_lacks(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from engine_helpers import (
+    confirming,
     killed_and_resumed,
     launched_within_budget,
     run_scripted,
@@ -57,24 +58,32 @@ def test_a_verdict_shows_the_decimals_that_decide_it() -> None:
 def test_runs_paired_by_seed_are_judged_by_the_noise_of_their_differences() -> None:
     policy = NoiseAwarePolicy(min_delta=0.0001, keep_z=2.0)
     runs, frontier = [0.9990, 1.0010, 0.9980, 1.0000], [1.0000, 1.0020, 0.9990, 1.0010]  # -0.001 at each seed
+
+    def pairs(noise: float, dof: int) -> Pairs:
+        return Pairs(noise, dof, frontier=tuple(frontier))
+
     # Independent runs with seed noise 0.001: 2 x 0.001 x sqrt(1/4 + 1/4) = 0.0014, not met.
     assert not policy.confirm(runs, frontier, 0.001).better
     # The same seeds, their difference's noise 0.0004 measured over 20 dof: 2 becomes t = 2.13, and
     # 2.13 x 0.0004 / sqrt(4) = 0.00043 is met.
-    paired = policy.confirm(runs, frontier, 0.001, Pairs(noise=0.0004, dof=20))
+    paired = policy.confirm(runs, frontier, 0.001, pairs(0.0004, dof=20))
     assert paired.better
     assert paired.reason == (
         "-0.0010 over 4 runs vs frontier 1.0005 on the same seeds; "
         "needed < -0.0004 (2 x paired noise 0.0004; t at 20 dof: 2.13)"
     )
     # Over 2 dof the same estimate asks for t = 4.37 standard errors: 0.00087, still met; over one,
-    # too few to trust, the pairs are judged as independent runs: no easier than without them.
-    assert "t at 2 dof: 4.37" in policy.confirm(runs, frontier, 0.001, Pairs(0.0004, dof=2)).reason
-    unmeasured = policy.confirm(runs, frontier, 0.001, Pairs(noise=0.0004, dof=1))
-    assert (
-        not unmeasured.better
-        and "on the same seeds; needed < -0.0014 (2 x noise 0.0010)" in unmeasured.reason
+    # too few to trust, the runs are judged as independent ones: no easier than without pairs.
+    assert "t at 2 dof: 4.37" in policy.confirm(runs, frontier, 0.001, pairs(0.0004, dof=2)).reason
+    unmeasured = policy.confirm(runs, frontier, 0.001, pairs(0.0004, dof=1))
+    assert not unmeasured.better and unmeasured.reason.endswith(
+        "(4 runs); needed < -0.0014 (2 x noise 0.0010)"
     )
+    # Versions that share little of a seed's luck differ by more seed for seed (0.003 here) than
+    # independent runs do: 2.13 x 0.003 / 2 = 0.0032 would ask for more than 0.0014, so the runs
+    # are judged as independent ones.
+    unshared = policy.confirm(runs, frontier, 0.001, pairs(0.003, dof=20))
+    assert unshared.reason.endswith("(4 runs); needed < -0.0014 (2 x noise 0.0010)")
 
 
 def test_t_quantiles_match_the_table_from_two_degrees_of_freedom() -> None:
@@ -86,23 +95,22 @@ def test_t_quantiles_match_the_table_from_two_degrees_of_freedom() -> None:
 
 def test_a_small_real_gain_is_kept_on_the_seeds_its_frontier_ran(tmp_path: Path) -> None:
     # The toy's seed noise is the same for every version at a seed: compared seed for seed, a gain
-    # of 0.0009 stands out. Against the frontier's runs as independent ones (seed noise 0.00064
-    # from the three baselines) it would need 2 x 0.00064 x sqrt(1/3 + 1/3) = 0.00105.
+    # of 0.0007 stands out. Against the frontier's runs as independent ones (seed noise 0.00053
+    # from the four baselines) it would need 2 x 0.00053 x sqrt(1/3 + 1/4) = 0.00081.
     campaign = run_scripted(
-        tmp_path, [Candidate("slightly better", knobs={"BETTER_BY": 0.0009})], "campaign.validate_seeds=3"
+        tmp_path, [Candidate("slightly better", knobs={"BETTER_BY": 0.0007})], "campaign.validate_seeds=3"
     )
     trial = trial_named(campaign, "slightly better")
-    reruns = campaign.ledger.queued_for("validates", trial.number)
+    reruns = confirming(campaign.study.trials, trial.number)
     baselines = [t for t in campaign.study.trials if t.user_attrs.get("kind") == "baseline"]
-    seeds = sorted(t.user_attrs["seed"] for t in reruns)
-    assert (
-        seeds == sorted(t.user_attrs["seed"] for t in baselines) == [43, 44, 45]
-    )  # 3 baselines, for 3 re-runs
+    assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 45]
+    # 3 baselines, for 3 re-runs, and one at the screening seed
+    assert sorted(t.user_attrs["seed"] for t in baselines) == [42, 43, 44, 45]
     assert trial.user_attrs["status"] == "keep", trial.user_attrs["reason"]
     assert "on the same seeds; needed < -0.0005 (min_delta)" in trial.user_attrs["reason"]
     assert trial.user_attrs["pairs"]["tier"] == "screen"
     assert trial.user_attrs["pairs"]["deltas"] == pytest.approx(
-        [-0.0009] * 3, abs=2e-6
+        [-0.0007] * 3, abs=2e-6
     )  # printed to 6 places
     noise = campaign.decisions.judged()["screen"][1]
     unpaired = campaign.decisions.policy.confirm(
@@ -155,7 +163,7 @@ def test_a_change_that_only_its_screening_seed_likes_is_not_kept(tmp_path: Path)
     for name in ("lucky", "wider"):
         t = done[name]
         assert t.user_attrs["promoted"] is True  # both beat the frontier on their one run
-        reruns = [r for r in campaign.study.trials if r.user_attrs.get("validates") == t.number]
+        reruns = confirming(campaign.study.trials, t.number)
         assert [r.user_attrs["status"] for r in reruns] == ["validated", "validated"]
         assert all(r.user_attrs["run_key"] == t.user_attrs["run_key"] for r in reruns)  # the same train.py
         assert sorted(r.user_attrs["seed"] for r in reruns) == [43, 44]  # not the screening seed
@@ -178,22 +186,27 @@ def test_re_runs_go_ahead_of_queued_proposals_and_still_run_when_the_budget_ends
     # when the re-runs are queued behind them.
     wider = Candidate("wider", knobs={"WIDTH": 128})
     slow = [Candidate(f"lr {lr}", knobs={"LR": lr, "SECONDS": 4.0}) for lr in (0.002, 0.003, 0.004)]
-    campaign = run_scripted(tmp_path, [wider, *slow], "campaign.budget.max_experiments=5")
+    campaign = run_scripted(tmp_path, [wider, *slow], "campaign.budget.max_experiments=6")
     trials = campaign.study.trials
     promoted = next(t for t in trials if t.user_attrs.get("description") == "wider")
-    reruns = [t for t in trials if t.user_attrs.get("validates") == promoted.number]
+    runs = [t for t in trials if t.user_attrs.get("validates") == promoted.number]
+    reruns = confirming(trials, promoted.number)
     assert all(
         r.number > t.number for r in reruns for t in trials if t.user_attrs.get("kind") == "experiment"
     )
-    # 2 baselines, wider and "lr 0.002" took the two slots in turn; then the re-runs went before
-    # "lr 0.003", queued earlier, and the second one ran after the budget of 5 had ended the queue.
-    launched = launched_within_budget(campaign.study, 5)
+    # 3 baselines, wider and "lr 0.002" took the two slots in turn; then the re-runs went before
+    # "lr 0.003", queued earlier, and the second one ran after the budget of 6 had ended the queue.
+    launched = launched_within_budget(campaign.study, 6)
     rerun = f"re-run trial {promoted.number}: wider"
-    assert [t.user_attrs["description"] for t in launched] == ["baseline"] * 2 + ["wider", "lr 0.002"] + [
+    assert [t.user_attrs["description"] for t in launched] == ["baseline"] * 3 + ["wider", "lr 0.002"] + [
         rerun
     ] * 2
     assert all(t.state == TrialState.COMPLETE for t in reruns) and len(reruns) == 2
     assert promoted.user_attrs["status"] == "keep"
+    # The new frontier's run at its screening seed is queued, and left: no change is left to screen.
+    assert [(t.user_attrs["seed"], t.state) for t in runs if t.user_attrs.get("reference")] == [
+        (1042, TrialState.WAITING)
+    ]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
@@ -220,7 +233,8 @@ def test_a_controller_killed_while_queueing_re_runs_queues_the_rest_when_it_resu
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wider, reruns = wider_killed_and_resumed(tmp_path, monkeypatch, queues_a_re_run)
-    assert sorted(r.user_attrs["seed"] for r in reruns) == [43, 44]  # one queued before, one after
+    # one queued before, one after; and, once it is kept, the new frontier's run for screening
+    assert sorted(r.user_attrs["seed"] for r in reruns) == [43, 44, 1042]
     assert all(r.state == TrialState.COMPLETE for r in reruns)
     assert wider.user_attrs["status"] == "keep"
 
@@ -239,6 +253,7 @@ def test_a_controller_killed_at_a_keep_still_measures_the_new_frontier_on_the_sc
     assert sorted((r.user_attrs["tier"], r.user_attrs["seed"]) for r in reruns) == [
         ("screen", 43),
         ("screen", 44),
+        ("screen", 1042),
         ("validate", 43),
         ("validate", 44),
     ]
@@ -266,7 +281,7 @@ def test_a_result_is_decided_once_every_baseline_of_its_tier_is_in_a_retried_one
         tier: [t.number for t in ledger.waiting() if t.user_attrs["tier"] == tier]
         for tier in ("screen", "validate")
     }
-    assert [len(b) for b in baselines.values()] == [2, 2]
+    assert [len(b) for b in baselines.values()] == [3, 2]  # the screen tier's at the screening seed too
 
     def queued(tier: str) -> int:
         campaign.study.enqueue_trial({}, user_attrs={"kind": "experiment", "tier": tier, "description": tier})

@@ -122,7 +122,7 @@ def test_a_campaign_on_a_database_ends_with_its_copy_equal_to_the_database(
     database = optuna.load_study(study_name="toy", storage=database_url).get_trials(deepcopy=False)
     assert [as_stored(t) for t in database] == [as_stored(t) for t in copy]
     statuses = Counter(t.user_attrs.get("status") for t in database)
-    assert statuses["baseline"] == 2 and statuses["invalid"] == 1 and statuses["keep"] == 1, statuses
+    assert statuses["baseline"] == 3 and statuses["invalid"] == 1 and statuses["keep"] == 1, statuses
 
 
 def test_a_controller_killed_on_a_database_resumes_from_it(
@@ -138,7 +138,8 @@ def test_a_controller_killed_on_a_database_resumes_from_it(
     database = optuna.load_study(study_name="toy", storage=database_url).trials
     assert [t.number for t in database] == list(range(len(database)))
     reruns = [t for t in database if "validates" in t.user_attrs]
-    assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44]  # each queued once, either side
+    # each queued once, either side; and the new frontier's run at its screening seed
+    assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 1042]
     assert all(t.state.is_finished() for t in database)
     assert campaign.study.trials[-1].number == database[-1].number
 
