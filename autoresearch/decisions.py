@@ -1,7 +1,7 @@
 """Keep or discard: each result judged against the frontier on its own tier, and told once.
 
-A result waits until its tier's baseline, or the new frontier's run at the screening seed, has
-landed. A new result is screened, seed for seed against the run of the version it was built on at
+A result waits until its tier's baselines, and the run of its frontier at its screening seed,
+have landed. A new result is screened, seed for seed against the run of the version it was built on at
 its screening seed: discarded, or promoted to confirmation by re-runs compared seed for seed with
 that version's runs (kept at once when the campaign confirms nothing). A winner built on an older frontier is stacked, re-run on
 the current one, rather than kept unmeasured. A keep is a frontier commit first and a study tell second, so a controller killed in
@@ -51,11 +51,12 @@ class Decisions:
     frontier: Frontier
     policy: Policy
     confirm_on: str | None  # confirm_tier(): fixed for a controller's run
-    pending: dict[int, tuple[str, str]] = field(default_factory=dict, init=False)  # (kind, tier)
+    pending: dict[int, tuple[str, str, int | None]] = field(
+        default_factory=dict, init=False
+    )  # kind, tier, seed
     _judged_cache: dict[str, tuple[list[float], float | None]] | None = field(default=None, init=False)
     _reruns: dict[int, list[int]] = field(default_factory=dict, init=False)  # trial -> its re-runs
-    # baselines and new frontiers' runs at their screening seeds, not yet finished: the results of
-    # their tier wait
+    # baselines and new frontiers' runs at their screening seeds not yet finished (`_awaited`)
     _references: set[int] = field(default_factory=set, init=False)
     _indexed: int = field(default=0, init=False)  # trials numbered below this are indexed
     _deltas: dict[str, dict[int, list[float]]] | None = field(default=None, init=False)  # _pairs
@@ -67,6 +68,7 @@ class Decisions:
         self.pending[trial.number] = (
             trial.user_attrs.get("kind", ""),
             trial.user_attrs.get("tier", "screen"),
+            trial.user_attrs.get("seed"),
         )
 
     def judged(self) -> dict[str, tuple[list[float], float | None]]:
@@ -81,23 +83,25 @@ class Decisions:
             }
         return self._judged_cache
 
-    def _tiers_awaiting_reference(self) -> set[str]:
-        """Tiers with a baseline or a new frontier's run at its screening seed still to run (queued or
-        running, its result not in): the runs the results there are compared with."""
-        awaiting = set()
+    def _awaited(self) -> set[tuple[str, int | None]]:
+        """The runs still to land (queued or running) that results are compared with: (tier, None)
+        for a tier with a baseline to run, for which every result there waits; (tier, seed) for a
+        new frontier's run at its screening seed, for which the results screened with it wait."""
+        awaited = set()
         for number in sorted(self._references):
             trial = self.ledger.trial(number)
             if trial.state.is_finished():
                 self._references.discard(number)
             elif number not in self.pending:
-                awaiting.add(trial.user_attrs.get("tier", "screen"))
-        return awaiting
+                seed = None if trial.user_attrs.get("kind") == "baseline" else trial.user_attrs.get("seed")
+                awaited.add((trial.user_attrs.get("tier", "screen"), seed))
+        return awaited
 
     def decide_pending(self, final: bool = False) -> None:
-        """Decide results whose tier's references have landed (`final`: all of them, the campaign ends)."""
+        """Decide results whose runs to compare with have landed (`final`: all of them, the campaign ends)."""
         self._index_new_trials()
         # Measurements first: the decisions below compare against them.
-        for number, (kind, _) in sorted(self.pending.items()):
+        for number, (kind, _, _) in sorted(self.pending.items()):
             if kind in MEASUREMENT_KINDS:
                 trial = self.ledger.trial(number)
                 status = "baseline" if kind == "baseline" else "validated"
@@ -107,9 +111,9 @@ class Decisions:
                 )
         if not self.pending:
             return
-        awaiting = set() if final else self._tiers_awaiting_reference()
-        for number, (_, tier) in sorted(self.pending.items()):
-            if tier in awaiting:
+        awaited = set() if final else self._awaited()
+        for number, (_, tier, seed) in sorted(self.pending.items()):
+            if (tier, None) in awaited or (tier, seed) in awaited:
                 continue
             trial = self.ledger.trial(number)
             if tier not in self.judged():

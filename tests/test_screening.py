@@ -43,6 +43,38 @@ def test_a_screening_run_beside_the_frontiers_run_at_its_seed_is_judged_by_their
     assert not unshared.better and "(3 runs); needed < -0.0577 (1 x noise 0.0500)" in unshared.reason
 
 
+def test_a_result_waits_for_its_frontiers_run_at_its_seed_and_for_no_other(tmp_path: Path) -> None:
+    campaign = scripted_campaign(tmp_path, [])
+    campaign.open()
+    ledger, decisions = campaign.ledger, campaign.decisions
+
+    def queued(attrs: dict) -> int:
+        campaign.study.enqueue_trial({}, user_attrs={"tier": "screen", "description": "a run", **attrs})
+        return ledger.waiting()[-1].number
+
+    def ran(number: int, val_bpb: float, seed: int) -> None:  # as the loop collects a result
+        assert ledger.claim(ledger.trial(number))
+        ledger.set(number, {"val_bpb": val_bpb, "parent": campaign.frontier.head(), "seed": seed})
+        decisions.add(ledger.trial(number))
+
+    campaign.intake.baselines("screen")
+    for number, value in zip([t.number for t in ledger.waiting()], (1.20, 1.21, 1.22), strict=True):
+        ran(number, value, ledger.trial(number).user_attrs["seed"])
+    decisions.decide_pending()
+    # A frontier's run at a screening seed of its own, queued; a result screened with 42, and one
+    # screened with that seed.
+    reference = queued({"kind": "validation", "validates": 0, "reference": True, "seed": 1042})
+    old, new = queued({"kind": "experiment"}), queued({"kind": "experiment"})
+    ran(old, 1.5, 42)
+    ran(new, 1.5, 1042)
+    decisions.decide_pending()
+    assert ledger.trial(old).user_attrs["status"] == "discard"
+    assert set(decisions.pending) == {new}  # waits for the run it is compared with
+    ran(reference, 1.2, 1042)
+    decisions.decide_pending()
+    assert ledger.trial(new).user_attrs["status"] == "discard" and not decisions.pending
+
+
 def noisy_toy(tmp_path: Path) -> str:
     """The toy trainer with seed noise 0.02 (40 times its own), drawn alike by every version at a
     seed, as the override that starts a campaign from it."""
