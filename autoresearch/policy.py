@@ -38,6 +38,11 @@ class Policy(Protocol):
 # Fewer degrees of freedom than this and a paired noise estimate is not trusted: one difference
 # from its mean says little, and the t quantile at 1 dof (12.7 for 95%) is far from any short series.
 MIN_PAIR_DOF = 2
+# Runs are compared seed for seed only where that asks for at most this share of the margin of
+# comparing them as independent runs: both margins rest on noise estimates, and the smaller of two
+# estimates is the likelier one to be too small. Where versions share none of a seed's luck the
+# paired margin is larger by a third and more; where they share 80% of it, about half as large.
+PAIRED_EDGE = 0.75
 
 
 @dataclass(frozen=True)
@@ -76,17 +81,17 @@ class NoiseAwarePolicy:
         z: float,
         pairs: Pairs | None = None,
     ) -> Verdict:
-        """The runs against all the frontier's as independent runs, or seed for seed (`pairs`) when
-        that asks for less: the luck both sides draw alike at a seed cancels, but one version's runs
-        differ from another's by more than two independent runs do where they share little of it,
-        and the noise of the differences is estimated from fewer runs. Which one is read from the
-        noise estimates alone, never from the runs being judged."""
+        """The runs against all the frontier's as independent runs, or seed for seed (`pairs`) where
+        that asks for clearly less (`PAIRED_EDGE`): the luck both sides draw alike at a seed cancels,
+        but one version's runs differ from another's by more than two independent runs do where
+        they share little of it, and the noise of the differences is estimated from fewer runs.
+        Which one is read from the noise estimates alone, never from the runs being judged."""
         independent = z * noise * math.sqrt(1 / len(runs) + 1 / len(frontier)) if noise else None
         if pairs and pairs.noise is not None and pairs.dof >= MIN_PAIR_DOF:
             # The noise is estimated from few pairs: z standard errors become Student t's.
             t = t_quantile(z, pairs.dof)
             paired = t * pairs.noise / math.sqrt(len(runs))
-            if independent is None or paired <= independent:
+            if independent is None or paired <= PAIRED_EDGE * independent:
                 scale = f"{z:g} x paired noise {pairs.noise:.4f}; t at {pairs.dof} dof: {t:.2f}"
                 same = f"on the same seed{'s' if len(runs) > 1 else ''}"
                 return self._verdict(runs, list(pairs.frontier), paired, scale, same)

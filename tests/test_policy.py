@@ -84,6 +84,9 @@ def test_runs_paired_by_seed_are_judged_by_the_noise_of_their_differences() -> N
     # are judged as independent ones.
     unshared = policy.confirm(runs, frontier, 0.001, pairs(0.003, dof=20))
     assert unshared.reason.endswith("(4 runs); needed < -0.0014 (2 x noise 0.0010)")
+    # Nor where the pairs would ask for only a little less, 2.13 x 0.0012 / 2 = 0.00128: more than
+    # three quarters of 0.0014 (PAIRED_EDGE), too close to trust either estimate to tell.
+    assert "(4 runs)" in policy.confirm(runs, frontier, 0.001, pairs(0.0012, dof=20)).reason
 
 
 def test_t_quantiles_match_the_table_from_two_degrees_of_freedom() -> None:
@@ -182,11 +185,13 @@ def test_a_change_that_only_its_screening_seed_likes_is_not_kept(tmp_path: Path)
 
 
 def test_re_runs_go_ahead_of_queued_proposals_and_still_run_when_the_budget_ends(tmp_path: Path) -> None:
-    # The change and its re-runs take 0.2 s; the other proposals 4 s, so they still hold a slot
-    # when the re-runs are queued behind them.
-    wider = Candidate("wider", knobs={"WIDTH": 128})
+    # Three slots: the 3 baselines, then the change (1 s) and two of the other proposals (4 s), so
+    # they still hold their slots when the change's re-runs are queued behind the third.
+    wider = Candidate("wider", knobs={"WIDTH": 128, "SECONDS": 1.0})
     slow = [Candidate(f"lr {lr}", knobs={"LR": lr, "SECONDS": 4.0}) for lr in (0.002, 0.003, 0.004)]
-    campaign = run_scripted(tmp_path, [wider, *slow], "campaign.budget.max_experiments=6")
+    campaign = run_scripted(
+        tmp_path, [wider, *slow], "campaign.budget.max_experiments=7", "cluster.cpu_slots=3"
+    )
     trials = campaign.study.trials
     promoted = next(t for t in trials if t.user_attrs.get("description") == "wider")
     runs = [t for t in trials if t.user_attrs.get("validates") == promoted.number]
@@ -194,13 +199,15 @@ def test_re_runs_go_ahead_of_queued_proposals_and_still_run_when_the_budget_ends
     assert all(
         r.number > t.number for r in reruns for t in trials if t.user_attrs.get("kind") == "experiment"
     )
-    # 3 baselines, wider and "lr 0.002" took the two slots in turn; then the re-runs went before
-    # "lr 0.003", queued earlier, and the second one ran after the budget of 6 had ended the queue.
-    launched = launched_within_budget(campaign.study, 6)
+    # The first re-run went before "lr 0.004", queued earlier, and the second one ran after the
+    # budget of 7 had ended the queue ("lr 0.004" never ran).
+    launched = launched_within_budget(campaign.study, 7)
     rerun = f"re-run trial {promoted.number}: wider"
-    assert [t.user_attrs["description"] for t in launched] == ["baseline"] * 3 + ["wider", "lr 0.002"] + [
-        rerun
-    ] * 2
+    assert [t.user_attrs["description"] for t in launched] == ["baseline"] * 3 + [
+        "wider",
+        "lr 0.002",
+        "lr 0.003",
+    ] + [rerun] * 2
     assert all(t.state == TrialState.COMPLETE for t in reruns) and len(reruns) == 2
     assert promoted.user_attrs["status"] == "keep"
     # The new frontier's run at its screening seed is queued, and left: no change is left to screen.
