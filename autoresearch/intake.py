@@ -30,7 +30,7 @@ log = logging.getLogger("autoresearch")
 
 BASE_SEED = 42  # the screening seed of the changes to the campaign's starting train.py
 MAX_STACK_DEPTH = 2
-RETRY_KEEPS = ("kind", "wave", "source", "seed", "fix_of", "validates")  # what a retry inherits
+RETRY_KEEPS = ("kind", "wave", "source", "seed", "fix_of", "validates", "reference")  # a retry inherits
 
 
 def measurement_seeds(count: int) -> list[int]:

@@ -115,6 +115,18 @@ def test_a_lost_run_is_retried_once_as_it_was(tmp_path: Path) -> None:
     assert lost.user_attrs["ended_at"] == NOW  # the ledger stamps a failure with the clock's time
 
 
+def test_a_lost_run_of_a_new_frontier_at_its_screening_seed_is_retried_as_one(tmp_path: Path) -> None:
+    intake = open_intake(tmp_path)
+    intake.new_frontier(0, "screen")  # as if trial 0 were kept (the frontier's generation is 0)
+    (reference,) = intake.ledger.queued_for("validates", 0)
+    assert (reference.user_attrs["seed"], reference.user_attrs["reference"]) == (BASE_SEED, True)
+    claimed_and_failed(intake, reference.number)
+    intake.retry(intake.ledger.trial(reference.number))
+    (retry,) = intake.ledger.queued_for("retry_of", reference.number)
+    # the results screened with its seed wait for it, as for the run it replaces
+    assert (retry.user_attrs["seed"], retry.user_attrs["reference"]) == (BASE_SEED, True)
+
+
 def test_a_stale_winner_is_stacked_once_and_no_deeper_than_the_limit(tmp_path: Path) -> None:
     intake = open_intake(tmp_path)
     intake.add(Candidate("lower lr", "", knobs={"LR": 0.002}), {"kind": "experiment", "seed": BASE_SEED})
