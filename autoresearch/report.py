@@ -136,7 +136,7 @@ def keep_rule(c: Any) -> str:
     """The campaign's keep rule in words (`c`: its campaign config; older ones lack the z's)."""
     promote_z, keep_z = getattr(c, "promote_z", 1.0), getattr(c, "keep_z", 2.0)
     floor = f"and by at least {c.min_delta:g} val_bpb"
-    screened = f"its one run beats the frontier's at the same seed by {promote_z:g} x seed noise"
+    screened = f"its one run beats the frontier (seed for seed where sharper) by {promote_z:g} x seed noise"
     if not c.validate_seeds:
         return f"kept when {screened} {floor}"
     return (
