@@ -1,10 +1,11 @@
 """Keep or discard: each result judged against the frontier on its own tier, and told once.
 
 A result waits until its tier's baselines, and the run of its frontier at its screening seed,
-have landed. A new result is screened, seed for seed against the run of the version it was built on at
-its screening seed: discarded, or promoted to confirmation by re-runs compared seed for seed with
-that version's runs (kept at once when the campaign confirms nothing). A winner built on an older frontier is stacked, re-run on
-the current one, rather than kept unmeasured. A keep is a frontier commit first and a study tell second, so a controller killed in
+have landed. A new result is screened against that run, or the frontier's runs: discarded, or
+promoted to confirmation by re-runs compared with the runs of the version it was built on, seed
+for seed where that is the sharper test (kept at once when the campaign confirms nothing). A
+winner built on an older frontier is stacked, re-run on the current one, rather than kept
+unmeasured. A keep is a frontier commit first and a study tell second, so a controller killed in
 between finds the commit and tells the same keep when it resumes.
 """
 
@@ -51,9 +52,8 @@ class Decisions:
     frontier: Frontier
     policy: Policy
     confirm_on: str | None  # confirm_tier(): fixed for a controller's run
-    pending: dict[int, tuple[str, str, int | None]] = field(
-        default_factory=dict, init=False
-    )  # kind, tier, seed
+    # trial -> its kind, tier and seed
+    pending: dict[int, tuple[str, str, int | None]] = field(default_factory=dict, init=False)
     _judged_cache: dict[str, tuple[list[float], float | None]] | None = field(default=None, init=False)
     _reruns: dict[int, list[int]] = field(default_factory=dict, init=False)  # trial -> its re-runs
     # baselines and new frontiers' runs at their screening seeds not yet finished (`_awaited`)
@@ -141,9 +141,9 @@ class Decisions:
             self._indexed = t.number + 1
 
     def _screen(self, trial: FrozenTrial) -> None:
-        """A new result against the version it was built on, seed for seed (`_paired_screen`), else
-        against the frontier's runs on its tier: discard it, or promote it to confirmation (kept at
-        once when the campaign confirms nothing)."""
+        """A new result against the run of the version it was built on at its seed (`_screen_pairs`),
+        or the frontier's runs on its tier, whichever the policy finds sharper: discard it, or
+        promote it to confirmation (kept at once when the campaign confirms nothing)."""
         tier = trial.user_attrs.get("tier", "screen")
         frontier, noise = self.judged()[tier]
         pairs = self._screen_pairs(trial, tier)
@@ -209,7 +209,7 @@ class Decisions:
     ) -> tuple[Verdict, dict[str, Any]]:
         """A promoted change's re-runs (by seed) against the runs of the version it was built on, as
         independent runs or, where that version ran each of these seeds on `tier`, seed for seed (the
-        policy takes the one that asks for less). Also the pairs, to record on the trial."""
+        policy takes the sharper). Also the pairs, to record on the trial."""
         noise = self.judged()[tier][1]
         parent = trial.user_attrs.get("parent", "")
         version = self._version_at(parent) if parent else ""
@@ -240,10 +240,10 @@ class Decisions:
         return Pairs(pooled_noise(list(groups.values())), degrees_of_freedom(list(groups.values())))
 
     def _new_frontier_pairs(self, run: FrozenTrial) -> dict[str, Any]:
-        """When `run` is the last of a new frontier's screen runs at the measurement seeds to finish
-        and the frontier was confirmed elsewhere (or not at all), its differences seed for seed with the
-        version it was built on: they measure the screen tier's paired noise, where no confirmation
-        does. The record for `run` (`pairs`), or {}."""
+        """When `run` is the last of a new frontier's screen runs at the measurement seeds to finish,
+        and the frontier was confirmed elsewhere (or not at all), their differences seed for seed
+        with the version it was built on: they measure the screen tier's paired noise, where no
+        confirmation does. The record for `run` (`pairs`), or {}."""
         kept = run.user_attrs.get("validates")
         if (
             kept is None

@@ -6,9 +6,10 @@ deviations of the difference (seed noise, pooled from repeated runs on that tier
 seeds, and is kept only when the mean of those runs beats the frontier's by `keep_z` standard
 errors and by `min_delta`. The screening run is left out of the confirmation because it was picked
 for being low. Runs on the same seeds as the frontier's are compared in pairs, by the noise of
-their differences once it is measured (`Pairs`), where that asks for less than comparing them as
-independent runs. Without a noise estimate yet, `min_delta` alone decides. The campaign holds the queue, the seeds and the frontier; this module holds only the
-arithmetic, so the simulator and a stricter rule can replace it.
+their differences once it is measured (`Pairs`), where that asks for clearly less than comparing
+them as independent runs. Without a noise estimate yet, `min_delta` alone decides. The campaign
+holds the queue, the seeds and the frontier; this module holds only the arithmetic, so the
+simulator and a stricter rule can replace it.
 """
 
 from __future__ import annotations
