@@ -59,7 +59,8 @@ class Decisions:
     # baselines and new frontiers' runs at their screening seeds not yet finished (`_awaited`)
     _references: set[int] = field(default_factory=set, init=False)
     _indexed: int = field(default=0, init=False)  # trials numbered below this are indexed
-    _deltas: dict[str, dict[int, list[float]]] | None = field(default=None, init=False)  # _pairs
+    _deltas: dict[str, dict[int, list[float]]] | None = field(default=None, init=False)  # _groups
+    _pooled: dict[str, Pairs] = field(default_factory=dict, init=False)  # tier -> _pairs
     _versions: dict[str, str] = field(default_factory=dict, init=False)  # commit -> its train.py version
     _by_seed: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict, init=False)
 
@@ -219,25 +220,37 @@ class Decisions:
         independent = measurements(self.ledger.table(), version, tier) or self.judged()[tier][0]
         if not set(seeds) <= set(by_seed):
             return self.policy.confirm(values, independent, noise), {}
-        deltas = [runs[s] - by_seed[s] for s in seeds]
-        pairs = replace(self._pairs(tier, trial.number, deltas), frontier=tuple(by_seed[s] for s in seeds))
-        verdict = self.policy.confirm(values, independent, noise, pairs)
-        return verdict, {"pairs": {"tier": tier, "deltas": deltas, "noise": pairs.noise, "dof": pairs.dof}}
+        pairs, record = self._pooled_with(tier, trial.number, [runs[s] - by_seed[s] for s in seeds])
+        pairs = replace(pairs, frontier=tuple(by_seed[s] for s in seeds))
+        return self.policy.confirm(values, independent, noise, pairs), record
 
-    def _pairs(self, tier: str, number: int | None = None, deltas: list[float] | None = None) -> Pairs:
-        """The noise of a difference between two versions run with the same seed on `tier`, pooled
-        over every version measured there seed for seed with the one it was built on so far (and
-        trial `number`'s differences, `deltas`, when given)."""
-        if self._deltas is None:  # once per controller: from the verdicts in the study
+    def _groups(self, tier: str) -> dict[int, list[float]]:
+        """The differences seed for seed recorded on `tier`, by trial (read from the study's attr
+        `pairs` once per controller, then kept up by `_pooled_with`)."""
+        if self._deltas is None:
             self._deltas = {}
             for t in self.ledger.all():
                 if "pairs" in t.user_attrs:
                     pairs = t.user_attrs["pairs"]
                     self._deltas.setdefault(pairs["tier"], {})[t.number] = pairs["deltas"]
-        groups = self._deltas.setdefault(tier, {})
-        if number is not None and deltas is not None:
-            groups[number] = deltas
-        return Pairs(pooled_noise(list(groups.values())), degrees_of_freedom(list(groups.values())))
+        return self._deltas.setdefault(tier, {})
+
+    def _pairs(self, tier: str) -> Pairs:
+        """The noise of a difference between two versions run with the same seed on `tier`, pooled
+        over every version measured there seed for seed with the one it was built on so far (kept
+        until another is: every screening asks)."""
+        if tier not in self._pooled:
+            groups = list(self._groups(tier).values())
+            self._pooled[tier] = Pairs(pooled_noise(groups), degrees_of_freedom(groups))
+        return self._pooled[tier]
+
+    def _pooled_with(self, tier: str, number: int, deltas: list[float]) -> tuple[Pairs, dict[str, Any]]:
+        """Trial `number`'s differences seed for seed on `tier` added to the pool: the pool then,
+        and the record of them for the trial (attr `pairs`)."""
+        self._groups(tier)[number] = deltas
+        self._pooled.pop(tier, None)
+        pairs = self._pairs(tier)
+        return pairs, {"pairs": {"tier": tier, "deltas": deltas, "noise": pairs.noise, "dof": pairs.dof}}
 
     def _new_frontier_pairs(self, run: FrozenTrial) -> dict[str, Any]:
         """When `run` is the last of a new frontier's screen runs at the measurement seeds to finish,
@@ -254,8 +267,6 @@ class Decisions:
         trial = self.ledger.trial(int(kept))
         if trial.user_attrs.get("status") != "keep":
             return {}  # a re-run that confirms it: its differences are recorded with the verdict
-        if trial.user_attrs.get("pairs", {}).get("tier") == "screen":
-            return {}  # confirmed on the screen tier: its differences are in already
         others = [self.ledger.trial(n) for n in self._reruns.get(int(kept), []) if n != run.number]
         on_screen = [
             t
@@ -270,9 +281,7 @@ class Decisions:
         seeds = sorted(set(own) & set(before))
         if len(seeds) < 2:
             return {}
-        deltas = [own[s] - before[s] for s in seeds]
-        pairs = self._pairs("screen", run.number, deltas)
-        return {"pairs": {"tier": "screen", "deltas": deltas, "noise": pairs.noise, "dof": pairs.dof}}
+        return self._pooled_with("screen", run.number, [own[s] - before[s] for s in seeds])[1]
 
     def _version_at(self, commit: str) -> str:
         """The version of the train.py a frontier commit holds (read once: commits never change)."""

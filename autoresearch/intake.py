@@ -169,14 +169,12 @@ class Intake:
         """The frontier trial `trial` kept, run on the screen tier at its screening seed (the changes
         built on it are compared with that run), and at the measurement seeds when it was confirmed
         elsewhere or not at all: its one screen run there was picked for being low."""
-        attrs = {"kind": "validation", "validates": trial}
         queued = self.ledger.queued_for("validates", trial)
-        description = f"re-run trial {trial}: the new frontier"
         seed = screening_seed(self.frontier.generation())
-        self._repeats("screen", [seed], description, {**attrs, "reference": True}, queued)
+        self._rerun(trial, "screen", [seed], "the new frontier", queued, reference=True)
         if confirm_on != "screen":
             seeds = measurement_seeds(max(1, self.cfg.campaign.baseline_seeds))
-            self._repeats("screen", seeds, description, attrs, queued)
+            self._rerun(trial, "screen", seeds, "the new frontier", queued)
 
     def reruns(
         self, trial: int, tier: str, seeds: int, description: str, queued: list[FrozenTrial] | None = None
@@ -184,11 +182,22 @@ class Intake:
         """Trial `trial`'s exact train.py again, on the measurement seeds, on `tier` (before new proposals):
         those not `queued` yet (its re-runs, read from the study when the caller has not). Says
         whether it queued any."""
-        attrs = {"kind": "validation", "validates": trial}
         if queued is None:
             queued = self.ledger.queued_for("validates", trial)
-        description = f"re-run trial {trial}: {description}"
-        return self._repeats(tier, measurement_seeds(seeds), description, attrs, queued)
+        return self._rerun(trial, tier, measurement_seeds(seeds), description, queued)
+
+    def _rerun(
+        self,
+        trial: int,
+        tier: str,
+        seeds: list[int],
+        description: str,
+        queued: list[FrozenTrial],
+        **attrs: Any,
+    ) -> bool:
+        """Trial `trial`'s exact train.py at each of `seeds` on `tier` (`_repeats`); `attrs`: more."""
+        attrs = {"kind": "validation", "validates": trial, **attrs}
+        return self._repeats(tier, seeds, f"re-run trial {trial}: {description}", attrs, queued)
 
     def _repeats(
         self,
