@@ -132,7 +132,13 @@ def test_a_starting_train_py_that_crashes_ends_the_campaign(tmp_path: Path) -> N
     study = load(tmp_path / "toy")
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     ran = [t for t in study.trials if "exp_dir" in t.user_attrs]
-    assert len(ran) <= 2 + 2, "only slots that freed up before the second baseline failed took more"
+    baselines = [t for t in ran if t.user_attrs["kind"] == "baseline"]
+    assert len(baselines) == 3 and all(t.state == TrialState.FAIL for t in baselines)
+    # only slots that freed up before the last baseline failed took an edit of the broken file
+    last_failure = max(t.user_attrs["ended_at"] for t in baselines)
+    assert all(t.user_attrs["launched_at"] <= last_failure for t in ran), [
+        (t.user_attrs["launched_at"], t.user_attrs["kind"]) for t in ran
+    ]
     proc = run_campaign(tmp_path, f"campaign.train_py={broken}")  # the same command says the same
     assert proc.returncode == 2 and len(
         [t for t in load(tmp_path / "toy").trials if "exp_dir" in t.user_attrs]
@@ -463,8 +469,9 @@ def test_a_controller_killed_as_it_re_queues_a_lost_run_queues_it_once(
 def test_a_controller_killed_as_it_stacks_a_winner_stacks_it_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two winners run side by side; the better one takes longer, so it is decided second, on a
-    # frontier that moved meanwhile (the first one's keep), and is stacked.
+    # Two winners run side by side (5 slots: with the 3 baselines); the better one takes longer,
+    # so it is decided second, on a frontier that moved meanwhile (the first one's keep), and is
+    # stacked.
     wider = Candidate("wider", knobs={"WIDTH": 128})
     faster = Candidate("faster", knobs={"LR": 0.02, "SECONDS": 3.0})
     campaign = killed_and_resumed(
@@ -472,7 +479,7 @@ def test_a_controller_killed_as_it_stacks_a_winner_stacks_it_once(
         monkeypatch,
         [wider, faster],
         lambda _, attrs: attrs.get("kind") == "stack",
-        overrides=("campaign.validate_seeds=0",),
+        overrides=("campaign.validate_seeds=0", "cluster.cpu_slots=5"),
     )
     stacks = Counter(t.user_attrs["stack_of"] for t in campaign.study.trials if "stack_of" in t.user_attrs)
     assert list(stacks.values()) == [1], stacks
