@@ -134,8 +134,9 @@ def test_a_starting_train_py_that_crashes_ends_the_campaign(tmp_path: Path) -> N
     ran = [t for t in study.trials if "exp_dir" in t.user_attrs]
     baselines = [t for t in ran if t.user_attrs["kind"] == "baseline"]
     assert len(baselines) == 3 and all(t.state == TrialState.FAIL for t in baselines)
-    # only slots that freed up before the last baseline failed took an edit of the broken file
-    last_failure = max(t.user_attrs["ended_at"] for t in baselines)
+    # only slots that freed up before the controller learnt of the last baseline's failure took an
+    # edit of the broken file (`ended_at` is the job's own clock, earlier than the controller hears)
+    last_failure = max(t.datetime_complete.timestamp() for t in baselines)
     assert all(t.user_attrs["launched_at"] <= last_failure for t in ran), [
         (t.user_attrs["launched_at"], t.user_attrs["kind"]) for t in ran
     ]
