@@ -53,7 +53,7 @@ class KeptChange:
     delta: float | None  # against the frontier it was judged by
     commit: str
     reason: str  # the decision, with the margin it had to beat
-    validated: list[float]  # the re-runs that confirmed it, one per seed
+    validated: dict[str, list[float]]  # by tier: its re-runs on other seeds (confirming, or since)
     diff: str
 
 
@@ -104,7 +104,7 @@ def busy_hours(intervals: list[tuple[float, float]]) -> float:
     return total / 3600
 
 
-def _kept_change(campaign_dir: Path, t: FrozenTrial, validated: list[float]) -> KeptChange:
+def _kept_change(campaign_dir: Path, t: FrozenTrial, validated: dict[str, list[float]]) -> KeptChange:
     attrs = t.user_attrs
     diff_path = campaign_dir / attrs.get("exp_dir", "") / "train.diff"
     return KeptChange(
@@ -151,7 +151,7 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
     done = {t.number: t for t in trials(study, TrialState.COMPLETE, TrialState.FAIL)}
     validated = rerun_values(table)
     kept = [
-        _kept_change(campaign_dir, done[r["trial"]], validated.get(r["trial"], []))
+        _kept_change(campaign_dir, done[r["trial"]], validated.get(r["trial"], {}))
         for r in table
         if r["status"] == "keep"
     ]

@@ -105,8 +105,7 @@ def _kept(k: KeptChange) -> str:
         f"frontier commit <code>{escape(k.commit)}</code>",
         f"proposed by {escape(k.source or '?')}",
     ]
-    if k.validated:
-        facts.append(f"re-runs on other seeds: {_mean(k.validated)}")
+    facts += [f"re-runs on other seeds on {escape(tier)}: {_mean(v)}" for tier, v in k.validated.items()]
     if k.reason:
         facts.append(escape(k.reason))
     hypothesis = f"<p><i>{escape(k.hypothesis)}</i></p>" if k.hypothesis else ""

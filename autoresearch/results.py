@@ -76,12 +76,13 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
     }
 
 
-def rerun_values(table: list[dict[str, Any]]) -> dict[int, list[float]]:
-    """The val_bpb of each trial's re-runs, by the trial they re-ran."""
-    values: dict[int, list[float]] = defaultdict(list)
-    for r in table:
+def rerun_values(table: list[dict[str, Any]]) -> dict[int, dict[str, list[float]]]:
+    """The val_bpb of each trial's re-runs, by the trial they re-ran, then by tier, screen first:
+    tiers run on different GPUs, whose val_bpb for one train.py differ by more than a change's."""
+    values: dict[int, dict[str, list[float]]] = defaultdict(dict)
+    for r in sorted(table, key=lambda r: r["tier"] != "screen"):
         if r["status"] == "validated" and r["validates"] != "":
-            values[int(r["validates"])].append(r["val_bpb"])
+            values[int(r["validates"])].setdefault(r["tier"], []).append(r["val_bpb"])
     return values
 
 

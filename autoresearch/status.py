@@ -66,6 +66,15 @@ def experiment_counts(counts: Counter[str]) -> str:
     return f"{ran} finished ({', '.join(words)}){skipped}"
 
 
+def _rerun_means(by_tier: dict[str, list[float]]) -> str:
+    """A kept change's re-runs in one cell; the tier named where there are several (other GPUs)."""
+    named = len(by_tier) > 1
+    means = [
+        f"{fmean(v):.6f} (mean of {len(v)}{f' on {tier}' if named else ''})" for tier, v in by_tier.items()
+    ]
+    return "; ".join(means) or "-"
+
+
 def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     """One frame. The study is opened once: its journal storage reads only what was appended since."""
     table = rows(study)
@@ -102,8 +111,7 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
             lineage.add_column(col)
         reruns = rerun_values(table)
         for r in kept:
-            values = reruns.get(r["trial"], [])
-            confirmed = f"{fmean(values):.6f} (mean of {len(values)})" if values else "-"
+            confirmed = _rerun_means(reruns.get(r["trial"], {}))
             lineage.add_row(
                 str(r["trial"]), f"{r['val_bpb']:.6f}", confirmed, r["tier"], r["commit"], r["description"]
             )

@@ -134,18 +134,21 @@ def test_validation_on_other_hardware_is_reported_with_its_seeds(tmp_path: Path)
     for value in (1.88, 1.86):
         rerun = {"validates": 4, "pool": "h200", "run_key": "wider"}
         add_run(study, value, 200.0, 90.0, status="validated", tier="validate", **rerun)
+    # then the new frontier on the screen tier's GPUs, where its values are of another scale
+    add_run(study, 1.97, 250.0, 60.0, status="validated", tier="screen", validates=4, run_key="wider")
     add_run(study, None, 300.0, 5.0, status="crash", tier="screen", reason="exit 1: NaN loss")
 
     report = build_report(study, tmp_path, cfg)
-    assert [k.validated for k in report.kept] == [[1.88, 1.86]]
+    assert [k.validated for k in report.kept] == [{"screen": [1.97], "validate": [1.88, 1.86]}]
     validate = next(t for t in report.tiers if t.tier == "validate")
     assert [t.tier for t in report.tiers] == ["screen", "validate"]
     assert validate.baseline == [1.90, 1.92] and validate.frontier == [1.88, 1.86]
     assert validate.frontier_trial == 4 and validate.change == pytest.approx(1.87 - 1.91)
-    assert report.gpu_hours == pytest.approx({"local": (3 * 60.0 + 5.0) / 3600, "h200": 4 * 90.0 / 3600})
+    assert report.gpu_hours == pytest.approx({"local": (4 * 60.0 + 5.0) / 3600, "h200": 4 * 90.0 / 3600})
     assert report.failure_reasons == [("exit 1: NaN loss", 1)]
     page = render_html(report, None)
-    assert f"{statistics.fmean([1.88, 1.86]):.6f} ± " in page and "(2 seeds)" in page
+    assert f"on validate: {statistics.fmean([1.88, 1.86]):.6f} ± " in page and "(2 seeds)" in page
+    assert "on screen: 1.970000;" in page
 
 
 def test_what_the_agent_wrote_is_escaped_not_rendered(tmp_path: Path) -> None:

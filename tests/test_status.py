@@ -127,3 +127,10 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     assert not any("none yet" in line for line in lines)
     assert any("deeper" in line and "abc" in line and "1.940000 (mean of 2)" in line for line in lines)
     assert any("wider" in line and "h100" in line for line in lines)
+
+    # re-runs on a validate tier (other GPUs) are another mean, each named by its tier
+    for value in (1.80, 1.84):
+        rerun = {**baseline, "status": "validated", "tier": "validate", "val_bpb": value, "validates": number}
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs=rerun))
+    lines = printed(250, study, tmp_path)
+    assert any("1.940000 (mean of 2 on screen); 1.820000 (mean of 2 on validate)" in line for line in lines)
