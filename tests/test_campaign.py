@@ -364,7 +364,9 @@ def test_a_journal_left_mid_write_by_a_killed_controller_is_repaired_on_resume(
 
 
 def test_second_controller_is_refused(tmp_path: Path) -> None:
-    env = {**os.environ, "TOY_SECONDS": "0.5"}
+    hold = tmp_path / "hold"  # the first controller's experiments wait until the second is refused
+    hold.touch()
+    env = {**os.environ, "TOY_SECONDS": "0.5", "TOY_HOLD": str(hold)}
     first = subprocess.Popen(
         campaign_command(tmp_path), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -383,6 +385,7 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
         assert second.returncode == 2
         assert "another controller" in second.stdout + second.stderr
     finally:
+        hold.unlink()
         first.wait(timeout=120)
     assert first.returncode == 0
 

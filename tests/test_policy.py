@@ -185,10 +185,11 @@ def test_a_change_that_only_its_screening_seed_likes_is_not_kept(tmp_path: Path)
 
 
 def test_re_runs_go_ahead_of_queued_proposals_and_still_run_when_the_budget_ends(tmp_path: Path) -> None:
-    # Three slots: the 3 baselines, then the change (1 s) and two of the other proposals (4 s), so
-    # they still hold their slots when the change's re-runs are queued behind the third.
-    wider = Candidate("wider", knobs={"WIDTH": 128, "SECONDS": 1.0})
-    slow = [Candidate(f"lr {lr}", knobs={"LR": lr, "SECONDS": 4.0}) for lr in (0.002, 0.003, 0.004)]
+    # Three slots: the 3 baselines, then the change (2 s: the baselines are in before it ends) and
+    # two of the other proposals (6 s), so they still hold their slots when the change's re-runs
+    # are queued behind the third.
+    wider = Candidate("wider", knobs={"WIDTH": 128, "SECONDS": 2.0})
+    slow = [Candidate(f"lr {lr}", knobs={"LR": lr, "SECONDS": 6.0}) for lr in (0.002, 0.003, 0.004)]
     campaign = run_scripted(
         tmp_path, [wider, *slow], "campaign.budget.max_experiments=7", "cluster.cpu_slots=3"
     )
