@@ -347,6 +347,8 @@ class Campaign:
             num_steps=metrics.get("num_steps"),
             device=str(metrics.get("device", "")),
         )
+        if isinstance(metrics.get("num_params_M"), int | float):  # the trainer's, in millions
+            attrs["num_params"] = round(metrics["num_params_M"] * 1e6)
         self.ledger.set(trial.number, attrs)
         self.decisions.add(trial)  # decided with the others of this poll (`run`)
 

@@ -24,7 +24,7 @@ from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.intake import Intake
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
-from autoresearch.policy import Pairs, Policy, Verdict, degrees_of_freedom, pooled_noise
+from autoresearch.policy import MIN_PAIR_DOF, Pairs, Policy, Verdict, degrees_of_freedom, pooled_noise
 from autoresearch.results import frontier_runs, measured_by_seed, measurements, tier_noise
 from autoresearch.workspace import experiment_dir, source_version
 
@@ -60,7 +60,9 @@ class Decisions:
     _references: set[int] = field(default_factory=set, init=False)
     _indexed: int = field(default=0, init=False)  # trials numbered below this are indexed
     _deltas: dict[str, dict[int, list[float]]] | None = field(default=None, init=False)  # _groups
-    _pooled: dict[str, Pairs] = field(default_factory=dict, init=False)  # tier -> _pairs
+    _shapes: dict[int, bool | None] = field(default_factory=dict, init=False)  # trial -> _same_shape
+    _pooled: dict[tuple[str, bool | None], Pairs] = field(default_factory=dict, init=False)  # _pairs
+    _params: dict[str, int] = field(default_factory=dict, init=False)  # version -> its parameter count
     _versions: dict[str, str] = field(default_factory=dict, init=False)  # commit -> its train.py version
     _by_seed: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict, init=False)
 
@@ -165,10 +167,11 @@ class Decisions:
         seed, parent = trial.user_attrs.get("seed"), trial.user_attrs.get("parent", "")
         if seed is None or not parent:
             return None
-        runs = self._measured_by_seed(self._version_at(parent), tier)
+        version = self._version_at(parent)
+        runs = self._measured_by_seed(version, tier)
         if int(seed) not in runs:
             return None
-        return replace(self._pairs(tier), frontier=(runs[int(seed)],))
+        return replace(self._pairs(tier, self._same_shape(trial, version)), frontier=(runs[int(seed)],))
 
     def _confirm(self, trial: FrozenTrial, reruns: list[FrozenTrial], final: bool) -> None:
         """A promoted change: queue its re-runs (those missing, wherever the controller died), and
@@ -220,7 +223,8 @@ class Decisions:
         independent = measurements(self.ledger.table(), version, tier) or self.judged()[tier][0]
         if not set(seeds) <= set(by_seed):
             return self.policy.confirm(values, independent, noise), {}
-        pairs, record = self._pooled_with(tier, trial.number, [runs[s] - by_seed[s] for s in seeds])
+        deltas = [runs[s] - by_seed[s] for s in seeds]
+        pairs, record = self._pooled_with(tier, trial.number, deltas, self._same_shape(trial, version))
         pairs = replace(pairs, frontier=tuple(by_seed[s] for s in seeds))
         return self.policy.confirm(values, independent, noise, pairs), record
 
@@ -233,24 +237,55 @@ class Decisions:
                 if "pairs" in t.user_attrs:
                     pairs = t.user_attrs["pairs"]
                     self._deltas.setdefault(pairs["tier"], {})[t.number] = pairs["deltas"]
+                    self._shapes[t.number] = pairs.get("same_shape")
         return self._deltas.setdefault(tier, {})
 
-    def _pairs(self, tier: str) -> Pairs:
+    def _pairs(self, tier: str, same_shape: bool | None) -> Pairs:
         """The noise of a difference between two versions run with the same seed on `tier`, pooled
-        over every version measured there seed for seed with the one it was built on so far (kept
-        until another is: every screening asks)."""
-        if tier not in self._pooled:
-            groups = list(self._groups(tier).values())
-            self._pooled[tier] = Pairs(pooled_noise(groups), degrees_of_freedom(groups))
-        return self._pooled[tier]
+        over the versions measured there seed for seed with the one they were built on: those that
+        kept its parameters' count (`same_shape`) or those that changed it, where they give
+        `MIN_PAIR_DOF`, else all (a change that keeps the model's shape draws a seed's luck
+        almost as its parent does, one of shape far less: pooled together, the shape changes'
+        noise would blunt every test of a hyperparameter). Kept until another is added."""
+        if (tier, same_shape) not in self._pooled:
+            groups = self._groups(tier)
+            alike = [d for n, d in groups.items() if self._shapes.get(n) == same_shape]
+            if same_shape is None or degrees_of_freedom(alike) < MIN_PAIR_DOF:
+                alike = list(groups.values())
+            self._pooled[(tier, same_shape)] = Pairs(pooled_noise(alike), degrees_of_freedom(alike))
+        return self._pooled[(tier, same_shape)]
 
-    def _pooled_with(self, tier: str, number: int, deltas: list[float]) -> tuple[Pairs, dict[str, Any]]:
-        """Trial `number`'s differences seed for seed on `tier` added to the pool: the pool then,
-        and the record of them for the trial (attr `pairs`)."""
+    def _pooled_with(
+        self, tier: str, number: int, deltas: list[float], same_shape: bool | None
+    ) -> tuple[Pairs, dict[str, Any]]:
+        """Trial `number`'s differences seed for seed on `tier` added to the pool: the pool then
+        (of `same_shape`'s kind, `_pairs`), and the record of them for the trial (attr `pairs`)."""
         self._groups(tier)[number] = deltas
-        self._pooled.pop(tier, None)
-        pairs = self._pairs(tier)
-        return pairs, {"pairs": {"tier": tier, "deltas": deltas, "noise": pairs.noise, "dof": pairs.dof}}
+        self._shapes[number] = same_shape
+        self._pooled = {key: pairs for key, pairs in self._pooled.items() if key[0] != tier}
+        pairs = self._pairs(tier, same_shape)
+        record = {
+            "tier": tier,
+            "deltas": deltas,
+            "noise": pairs.noise,
+            "dof": pairs.dof,
+            "same_shape": same_shape,
+        }
+        return pairs, {"pairs": record}
+
+    def _same_shape(self, trial: FrozenTrial, version: str) -> bool | None:
+        """Whether `trial`'s train.py has as many parameters as `version` (None where either count is
+        unknown): the proxy for a change that keeps the model's shape, and so a seed's draws."""
+        params = trial.user_attrs.get("num_params")
+        if params is None or not version:
+            return None
+        if version not in self._params:
+            counts = [r["num_params"] for r in self.ledger.table() if r["version"] == version]
+            known = [c for c in counts if c != ""]
+            if not known:
+                return None
+            self._params[version] = int(known[0])
+        return int(params) == self._params[version]
 
     def _new_frontier_pairs(self, run: FrozenTrial) -> dict[str, Any]:
         """When `run` is the last of a new frontier's screen runs at the measurement seeds to finish,
@@ -277,11 +312,13 @@ class Decisions:
             return {}  # not the last (a lost run's retry among them)
         own = {int(t.user_attrs["seed"]): float(t.value) for t in on_screen if t.state == TrialState.COMPLETE}
         own[int(run.user_attrs["seed"])] = float(run.user_attrs["val_bpb"])
-        before = self._measured_by_seed(self._version_at(trial.user_attrs.get("parent", "")), "screen")
+        version = self._version_at(trial.user_attrs.get("parent", ""))
+        before = self._measured_by_seed(version, "screen")
         seeds = sorted(set(own) & set(before))
         if len(seeds) < 2:
             return {}
-        return self._pooled_with("screen", run.number, [own[s] - before[s] for s in seeds])[1]
+        deltas = [own[s] - before[s] for s in seeds]
+        return self._pooled_with("screen", run.number, deltas, self._same_shape(run, version))[1]
 
     def _version_at(self, commit: str) -> str:
         """The version of the train.py a frontier commit holds (read once: commits never change)."""

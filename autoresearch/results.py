@@ -42,6 +42,7 @@ COLUMNS = [
     "reason",
     "version",
     "validates",
+    "num_params",
 ]
 # Runs that measure a train.py without having been picked for their result: repeated runs of one
 # version among these are what seed noise and the frontier's value are estimated from.
@@ -73,6 +74,7 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
         "reason": attrs.get("reason", ""),
         "version": attrs.get("run_key", ""),  # which train.py ran: equal versions are repeats
         "validates": attrs.get("validates", ""),  # the trial whose train.py a re-run measures
+        "num_params": attrs.get("num_params", ""),  # the model's size: equal where a change kept its shape
     }
 
 

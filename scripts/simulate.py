@@ -14,8 +14,11 @@ without its seed noise calls real improvements), the val_bpb gained as measured 
 the controller's own real seconds per experiment against the budget the fleet leaves it (run
 minutes / GPUs), and the study journal's appends and reads per experiment. `--set
 campaign.validate_seeds=0 campaign.promote_z=0` compares another keep rule, `--seed-share 0.8`
-gives 80% of the seed noise's variance to the seed alone, drawn alike by every version (as on the
-CPU scale, for changes that keep the model's shape); `--append-ms 5` and
+gives 80% of the seed noise's variance to the seed alone, drawn alike by every version, and
+`--shape-share 0.6` 60% to the seed and the model's shape, drawn alike by versions of one shape
+(on the CPU scale a learning-rate change's runs followed its parent's seed for seed with a
+correlation of +0.99, a change of shape's with +0.48 and -0.43);
+`--append-ms 5` and
 `--read-ms 0.5` give each journal append and read the latency of a cluster's shared file system
 (this machine's local disk has next to none).
 """
@@ -58,6 +61,7 @@ from autoresearch.proposers.offline import OfflineProposer  # noqa: E402
 from autoresearch.study import finished  # noqa: E402
 
 START = 1.8e9  # virtual seconds since the epoch at which each simulated campaign starts
+SHAPE_KNOBS = ("ASPECT_RATIO", "DEPTH")  # the gpt2 campaign's knobs that size the model's weights
 PATHS = {"train_py": "train.py", "prepare_py": "prepare.py", "program_md": "program.md"}
 GPT2_CONSTANTS = {"SCALE_NAME": "gpt2", "MAX_SEQ_LEN": 2048}  # what train.py's conditional knobs read
 
@@ -105,19 +109,32 @@ class Surface:
 
     Each declared knob has a hidden optimum: a quadratic bowl (in log space for log knobs) whose
     penalty at the starting value is drawn between 0.002 and 0.02. Each other changed line of
-    train.py has a fixed effect, mostly harmful (mean +0.002, sd 0.004), and 3% of them crash.
-    Seeds add Gaussian noise, a share of whose variance (`seed_share`) every train.py draws alike at
-    a seed: one data order and one initialisation are luckier than another for nearby versions
-    (docs/BENCHMARKS.md, "Seed noise on the CPU scale"). Kept changes stack, as real ones roughly do.
+    train.py has a fixed effect, mostly harmful (mean +0.002, sd 0.004), and 3% of them crash;
+    half of them change the model's shape, as the knobs in `SHAPE_KNOBS` do. Seeds add Gaussian
+    noise, a share of whose variance (`seed_share`) every train.py draws alike at a seed, and
+    another (`shape_share`) every train.py of one shape: one data order and one initialisation
+    are luckier than another for nearby versions (docs/BENCHMARKS.md, "Seed noise on the CPU
+    scale"). Kept changes stack, as real ones roughly do.
     """
 
     def __init__(
-        self, start: str, knobs: list[KnobSpec], seed: int, noise: float = 0.002, seed_share: float = 0.0
+        self,
+        start: str,
+        knobs: list[KnobSpec],
+        seed: int,
+        noise: float = 0.002,
+        seed_share: float = 0.0,
+        shape_share: float = 0.0,
     ) -> None:
+        if seed_share + shape_share > 1:
+            raise ValueError(
+                f"the seed's and the shape's shares add up to more than 1: {seed_share + shape_share}"
+            )
         self.start_lines = self._structure(start, knobs)
         self.knobs = knobs
         self.noise = noise
         self.seed_share = seed_share
+        self.shape_share = shape_share
         rng = random.Random(seed)
         start_values = {k.name: _number(v) for k, v in zip(knobs, self._values(start, knobs), strict=True)}
         self.bowls: dict[str, tuple[float, float]] = {}  # numeric knob -> (optimum, weight), in t-space
@@ -152,15 +169,33 @@ class Surface:
         h = int(hashlib.sha1(line.encode()).hexdigest()[:12], 16)
         return random.Random(h).gauss(0.002, 0.004), (h % 100) < 3
 
+    def shape(self, source: str) -> int:
+        """A made-up parameter count: equal for two train.py alike in `SHAPE_KNOBS` and in the
+        changed lines that change the shape (those whose hash is even)."""
+        found = read_knobs(source)
+        lines = self._structure(source, self.knobs)
+        changed = [
+            line
+            for line in difflib.ndiff(self.start_lines, lines)
+            if line[:2] in ("+ ", "- ") and int(hashlib.sha1(line[2:].encode()).hexdigest()[:12], 16) % 2 == 0
+        ]
+        key = repr(([found.get(k) for k in SHAPE_KNOBS], changed))
+        return 50_000_000 + int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 1_000_000
+
     def score(self, source: str, seed: int) -> float | None:
         """val_bpb of this train.py with this seed, or None when it crashes."""
         value = self.expected(source)
         if value is None:
             return None
-        own = random.Random(hashlib.sha1(f"{source}{seed}".encode()).digest()).gauss(0.0, 1.0)
-        shared = random.Random(hashlib.sha1(f"seed {seed}".encode()).digest()).gauss(0.0, 1.0)
-        share = self.seed_share
-        return value + self.noise * (math.sqrt(share) * shared + math.sqrt(1 - share) * own)
+
+        def draw(key: str) -> float:
+            return random.Random(hashlib.sha1(key.encode()).digest()).gauss(0.0, 1.0)
+
+        seed_share, shape_share = self.seed_share, self.shape_share
+        luck = math.sqrt(seed_share) * draw(f"seed {seed}")
+        luck += math.sqrt(shape_share) * draw(f"shape {self.shape(source)} {seed}") if shape_share else 0.0
+        luck += math.sqrt(1 - seed_share - shape_share) * draw(f"{source}{seed}")
+        return value + self.noise * luck
 
     def expected(self, source: str) -> float | None:
         """The true val_bpb of this train.py (its mean over seeds), or None when it crashes."""
@@ -213,7 +248,8 @@ class VirtualFleet:
             start = max(start, self.clock.now())
             end = start + self.run_s * self.rng.uniform(0.95, 1.1)
             with self.clock.stopped():
-                value = self.surface.score((job.exp_dir / "train.py").read_text(), seed)
+                source = (job.exp_dir / "train.py").read_text()
+                value = self.surface.score(source, seed)
             if self.rng.random() < self.lost_rate:
                 end = start + self.rng.uniform(0, self.run_s)
                 outcome = {"status": "lost", "reason": "simulated node failure"}
@@ -226,6 +262,7 @@ class VirtualFleet:
                     "training_seconds": 300.0,
                     "peak_vram_mb": 45000.0,
                     "num_steps": 950,
+                    "num_params_M": self.surface.shape(source) / 1e6,
                 }
                 outcome = {"status": "ok", "metrics": metrics}
             outcome.update(trial=job.trial, started_at=start, ended_at=end, node="virtual")
@@ -323,7 +360,8 @@ def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Pa
         KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
         for name, k in cfg.campaign.knobs.items()
     ]
-    surface = Surface(Path(cfg.campaign.train_py).read_text(), knobs, args.seed, args.noise, args.seed_share)
+    start = Path(cfg.campaign.train_py).read_text()
+    surface = Surface(start, knobs, args.seed, args.noise, args.seed_share, args.shape_share)
     clock = VirtualClock(start=START)
     pools = {
         name: Pool(name, p.slots, p.gpu_type, p.price_per_gpu_hour, p.partition)
@@ -391,6 +429,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="share of the seed noise's variance that every train.py draws alike at a seed (0 to 1)",
+    )
+    parser.add_argument(
+        "--shape-share",
+        type=float,
+        default=0.0,
+        help="share of the seed noise's variance that train.py versions of one shape draw alike at a seed",
     )
     parser.add_argument(
         "--set",

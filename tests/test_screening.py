@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import optuna
 import pytest
 from engine_helpers import TOY, run_scripted, scripted_campaign, trial_named
 from optuna.trial import TrialState
@@ -14,6 +15,7 @@ from autoresearch.intake import Intake, screening_seed
 from autoresearch.policy import NoiseAwarePolicy, Pairs
 from autoresearch.proposals import Candidate
 from autoresearch.results import measurements, tier_noise
+from autoresearch.workspace import source_version
 
 WIDER = Candidate("wider", knobs={"WIDTH": 128})  # 0.02 better than the toy's start at every seed
 
@@ -149,3 +151,52 @@ def test_a_frontier_kept_before_screening_seeds_gets_its_run_when_the_campaign_r
 
     assert references() == [(1042, TrialState.WAITING)]
     assert references() == [(1042, TrialState.WAITING)]  # queued once, however often it resumes
+
+
+def test_a_change_that_keeps_the_models_shape_is_judged_by_the_noise_of_its_kind(tmp_path: Path) -> None:
+    """Seed luck carries over where a change keeps the parameters' shapes (a learning rate: the
+    differences seed for seed spread by 0.002 here) and far less where it changes them (0.05):
+    each is screened by the paired noise of changes of its kind, not by the two pooled."""
+    campaign = scripted_campaign(tmp_path, [])
+    campaign.open()
+    ledger, decisions, study = campaign.ledger, campaign.decisions, campaign.study
+    head = campaign.frontier.head()
+    start = source_version(campaign.frontier.source_at(head))
+
+    def ran(number: int, val_bpb: float, seed: int, params: int, version: str = start) -> None:
+        assert ledger.claim(ledger.trial(number))  # as the loop collects a result
+        attrs = {"val_bpb": val_bpb, "parent": head, "seed": seed, "num_params": params, "run_key": version}
+        ledger.set(number, attrs)
+        decisions.add(ledger.trial(number))
+
+    campaign.intake.baselines("screen")
+    for t, value in zip(ledger.waiting(), (1.20, 1.24, 1.28), strict=True):
+        ran(t.number, value, t.user_attrs["seed"], 4096)
+    decisions.decide_pending()
+    # Two changes confirmed before, one of each kind, as a resumed controller reads them.
+    for deltas, same_shape in (([-0.010, -0.012, -0.008], True), ([0.0, -0.05, 0.05], False)):
+        pairs = {"tier": "screen", "deltas": deltas, "noise": 0.0, "dof": 2, "same_shape": same_shape}
+        attrs = {"kind": "experiment", "status": "discard", "pairs": pairs}
+        study.add_trial(optuna.trial.create_trial(value=1.3, user_attrs=attrs))
+    at_42 = next(t for t in ledger.all() if t.user_attrs.get("seed") == 42).user_attrs["val_bpb"]
+    for description, params in (("a learning rate", 4096), ("a wider model", 16384)):
+        study.enqueue_trial(
+            {}, user_attrs={"kind": "experiment", "tier": "screen", "description": description}
+        )
+        ran(ledger.waiting()[-1].number, at_42 - 0.01, 42, params, version=description)
+    decisions.decide_pending()
+    knob, shape = (trial_named(campaign, name) for name in ("a learning rate", "a wider model"))
+    assert knob.user_attrs.get("promoted") is True, knob.user_attrs["reason"]
+    assert (
+        "on the same seed" in knob.user_attrs["reason"] and "paired noise 0.0020" in knob.user_attrs["reason"]
+    )
+    assert shape.user_attrs["status"] == "discard" and "paired noise 0.0020" not in shape.user_attrs["reason"]
+
+
+def test_a_confirmation_records_whether_the_change_kept_the_models_shape(tmp_path: Path) -> None:
+    three = "campaign.validate_seeds=3"
+    campaign = run_scripted(tmp_path, [Candidate("faster", knobs={"LR": 0.02}), WIDER], three)
+    faster, wider = trial_named(campaign, "faster"), trial_named(campaign, "wider")
+    assert faster.user_attrs["num_params"] == 64 * 64 and wider.user_attrs["num_params"] == 128 * 128
+    assert faster.user_attrs["pairs"]["same_shape"] is True, faster.user_attrs["reason"]
+    assert wider.user_attrs["pairs"]["same_shape"] is False, wider.user_attrs["reason"]

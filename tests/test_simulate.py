@@ -30,6 +30,7 @@ def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_pat
         seed=1,
         noise=0.002,
         seed_share=0.0,
+        shape_share=0.0,
         set=[],
         append_ms=0.0,
         read_ms=0.0,
@@ -48,6 +49,8 @@ def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_pat
     assert r["controller_s_per_exp"] > 0 and r["allowed_s_per_exp"] == pytest.approx(5.5 * 60 / 8)
     statuses = {t.user_attrs.get("status") for t in launched}
     assert {"baseline", "discard"} <= statuses and "lost" in statuses  # node failures are re-queued
+    ran = [t for t in launched if "val_bpb" in t.user_attrs]
+    assert ran and all(t.user_attrs["num_params"] >= 50_000_000 for t in ran)  # the landscape's shapes
     assert (tmp_path / "sim8" / "report.html").is_file()  # the same ending as a real campaign
     # Journal appends are counted as written: one trial creation per trial in the study.
     created = r["appends_by_kind"]["create_trial"] * r["experiments"]
@@ -95,3 +98,21 @@ def test_the_seed_share_of_the_noise_is_drawn_alike_by_every_version(sim) -> Non
     # None of it: two independent draws, std 0.002 x sqrt(2); 80%: 0.002 x sqrt(2 x 0.2).
     assert statistics.stdev(deltas(0.0)) == pytest.approx(0.002 * math.sqrt(2), rel=0.15)
     assert statistics.stdev(deltas(0.8)) == pytest.approx(0.002 * math.sqrt(0.4), rel=0.15)
+
+
+def test_the_shape_share_of_the_noise_is_drawn_alike_by_versions_of_one_shape(sim) -> None:
+    start = TRAIN_PY.read_text()
+    knobs = [KnobSpec("MATRIX_LR", "float", 0.01, 0.16, True, ()), KnobSpec("DEPTH", "int", 6, 12, False, ())]
+    surface = sim.Surface(start, knobs, seed=3, noise=0.002, seed_share=0.2, shape_share=0.75)
+    lr, deeper = set_knobs(start, {"MATRIX_LR": 0.08}), set_knobs(start, {"DEPTH": 10})
+    assert surface.shape(lr) == surface.shape(start) != surface.shape(deeper)
+
+    def spread(other: str) -> float:
+        true = surface.expected(other) - surface.expected(start)
+        return statistics.stdev(
+            surface.score(other, s) - surface.score(start, s) - true for s in range(42, 242)
+        )
+
+    # Of one shape, 95% of the noise is drawn alike: 0.002 x sqrt(2 x 0.05); of another, 20%.
+    assert spread(lr) == pytest.approx(0.002 * math.sqrt(0.1), rel=0.15)
+    assert spread(deeper) == pytest.approx(0.002 * math.sqrt(1.6), rel=0.15)
