@@ -139,9 +139,7 @@ class Launcher:
             if measures:
                 source, knobs = self._measured_source(attrs)
             else:
-                knobs = self.sampler.resolve_knobs(
-                    trial, cand, partial(self.ledger.knob_runs, parent, cand.tier)
-                )
+                knobs = self.sampler.resolve_knobs(trial, cand, partial(self.ledger.knob_runs, cand.tier))
                 source = build_source(frontier_source, cand.edits, knobs)
             run_key = source_version(source)
             if not measures:

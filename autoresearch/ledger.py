@@ -34,7 +34,7 @@ class Ledger:
         self._run_keys: dict[str, set[int]] = {}  # train.py version -> trials running it or that ran it
         self._rows: dict[int, dict[str, Any]] = {}  # results-table rows of finished trials
         # (parent, tier) -> runs that moved declared knobs alone, running or ended with a value
-        self._knob_runs: dict[tuple[str, str], list[int]] = {}
+        self._knob_runs: dict[str, list[int]] = {}  # tier -> runs that moved knobs alone
         self._size = 0  # trials known to exist (`size`)
         for t in trials(study, TrialState.COMPLETE, TrialState.RUNNING):
             if key := t.user_attrs.get("run_key"):
@@ -98,12 +98,13 @@ class Ledger:
 
     def _index_knob_run(self, t: FrozenTrial) -> None:
         if t.user_attrs.get("knobs_only"):
-            self._knob_runs.setdefault(_knob_run_key(t), []).append(t.number)
+            self._knob_runs.setdefault(t.user_attrs.get("tier", "screen"), []).append(t.number)
 
-    def knob_runs(self, parent: str, tier: str, latest: int) -> list[FrozenTrial]:
-        """The `latest` runs that moved only declared knobs of the `parent` commit's train.py on
-        `tier`, running or ended with a value, oldest first: what the inner sampler learns from."""
-        return [self.trial(n) for n in self._knob_runs.get((parent, tier), [])[-latest:]]
+    def knob_runs(self, tier: str, latest: int) -> list[FrozenTrial]:
+        """The `latest` runs on `tier` that moved only declared knobs of their frontier's train.py,
+        this frontier's and those before, running or ended with a value, oldest first: what the
+        inner sampler learns from."""
+        return [self.trial(n) for n in self._knob_runs.get(tier, [])[-latest:]]
 
     def ran(self, run_key: str) -> set[int]:
         """The trials running this train.py version (`run_key`) or that ran it to a result."""
@@ -129,7 +130,7 @@ class Ledger:
             self.slot_hours[spent[0]] = self.slot_hours.get(spent[0], 0.0) + spent[1]
         if trial.state == TrialState.FAIL:  # a failed run says nothing of its train.py: it may run again
             self._run_keys.get(trial.user_attrs.get("run_key", ""), set()).discard(number)
-            if number in (knob_runs := self._knob_runs.get(_knob_run_key(trial), [])):
+            if number in (knob_runs := self._knob_runs.get(trial.user_attrs.get("tier", "screen"), [])):
                 knob_runs.remove(number)
         self._after_tell()
 
@@ -137,7 +138,3 @@ class Ledger:
         """A queued run no longer needed: claimed and failed as skipped, with the reason."""
         if self.claim(trial):
             self.fail(trial.number, {"status": "skip", "reason": reason})
-
-
-def _knob_run_key(t: FrozenTrial) -> tuple[str, str]:
-    return t.user_attrs.get("parent", ""), t.user_attrs.get("tier", "screen")

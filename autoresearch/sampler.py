@@ -5,10 +5,13 @@ trial's fixed params, so the queue survives a killed controller. When a trial as
 candidate left free, or when no candidate is waiting and a slot would otherwise idle, the inner
 sampler (TPE by default) chooses. Nothing is kept between trials: everything is in storage.
 
-The inner sampler learns only from runs it can compare: those that changed nothing but declared
-knobs, on the frontier and the tier the new run is for, the latest `INNER_SAMPLER_HISTORY` of them.
-A run on an older frontier, on other hardware, or with an edit measured another function of the
-knobs; and a history cut to a fixed length keeps each sample's cost from growing with the study.
+The inner sampler learns from runs that changed nothing but declared knobs of their frontier,
+on the tier the new run is for, the latest `INNER_SAMPLER_HISTORY` of them. A run on other
+hardware, or with an edit, measured another function of the knobs. Runs on older frontiers are
+kept: a frontier differs from the one before by one kept change, small beside where the knobs
+lie, and a history per frontier started TPE afresh at every keep (in the simulator that cost 7%
+of the true gain, docs/BENCHMARKS.md). A history cut to a fixed length keeps each sample's cost
+from growing with the study.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch.proposals import Candidate
 from autoresearch.proposers.base import KnobSpec
 
-INNER_SAMPLER_HISTORY = 500  # the latest comparable runs the inner sampler learns from
+INNER_SAMPLER_HISTORY = 500  # the latest knob runs on a tier the inner sampler learns from
 
 
 def distribution_of(knob: KnobSpec) -> BaseDistribution:
@@ -116,7 +119,7 @@ class AgentSampler(BaseSampler):
     ) -> dict[str, Any]:
         """The candidate's knob settings with free (None) declared knobs sampled now, as trial params.
         The inner sampler learns from `comparable(n)`: the latest n runs that moved declared knobs
-        alone on the frontier and tier this trial runs on (`Ledger.knob_runs`)."""
+        alone on the tier this trial runs on (`Ledger.knob_runs`)."""
         if any(value is None and name in self.distributions for name, value in candidate.knobs.items()):
             # (fixed values come from the trial's fixed params: the inner sampler is not asked)
             self._peers = StudyView(trial.study, comparable(INNER_SAMPLER_HISTORY))
