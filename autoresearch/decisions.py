@@ -62,7 +62,7 @@ class Decisions:
     _deltas: dict[str, dict[int, list[float]]] | None = field(default=None, init=False)  # _groups
     _shapes: dict[int, bool | None] = field(default_factory=dict, init=False)  # trial -> _same_shape
     _pooled: dict[tuple[str, bool | None], Pairs] = field(default_factory=dict, init=False)  # _pairs
-    _params: dict[str, int] = field(default_factory=dict, init=False)  # version -> its parameter count
+    _params: dict[str, int | None] = field(default_factory=dict, init=False)  # version -> its parameter count
     _versions: dict[str, str] = field(default_factory=dict, init=False)  # commit -> its train.py version
     _by_seed: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict, init=False)
 
@@ -279,13 +279,14 @@ class Decisions:
         params = trial.user_attrs.get("num_params")
         if params is None or not version:
             return None
-        if version not in self._params:
-            counts = [r["num_params"] for r in self.ledger.table() if r["version"] == version]
-            known = [c for c in counts if c != ""]
-            if not known:
-                return None
-            self._params[version] = int(known[0])
-        return int(params) == self._params[version]
+        if version not in self._params:  # (kept, unknown too, until a measurement is told, as `_by_seed`)
+            known = [
+                r["num_params"]
+                for r in self.ledger.table()
+                if r["version"] == version and r["num_params"] != ""
+            ]
+            self._params[version] = int(known[0]) if known else None
+        return None if self._params[version] is None else int(params) == self._params[version]
 
     def _new_frontier_pairs(self, run: FrozenTrial) -> dict[str, Any]:
         """When `run` is the last of a new frontier's screen runs at the measurement seeds to finish,
@@ -372,4 +373,5 @@ class Decisions:
         if attrs.get("status") in ("baseline", "validated", "keep"):
             self._judged_cache = None
             self._by_seed.clear()
+            self._params.clear()
         self.pending.pop(number, None)

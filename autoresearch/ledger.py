@@ -33,8 +33,8 @@ class Ledger:
         self.slot_hours = gpu_hours_by_pool(study)
         self._run_keys: dict[str, set[int]] = {}  # train.py version -> trials running it or that ran it
         self._rows: dict[int, dict[str, Any]] = {}  # results-table rows of finished trials
-        # (parent, tier) -> runs that moved declared knobs alone, running or ended with a value
-        self._knob_runs: dict[str, list[int]] = {}  # tier -> runs that moved knobs alone
+        # tier -> runs that moved declared knobs alone, running or ended with a value
+        self._knob_runs: dict[str, list[int]] = {}
         self._size = 0  # trials known to exist (`size`)
         for t in trials(study, TrialState.COMPLETE, TrialState.RUNNING):
             if key := t.user_attrs.get("run_key"):

@@ -17,8 +17,7 @@ campaign.validate_seeds=0 campaign.promote_z=0` compares another keep rule, `--s
 gives 80% of the seed noise's variance to the seed alone, drawn alike by every version, and
 `--shape-share 0.6` 60% to the seed and the model's shape, drawn alike by versions of one shape
 (on the CPU scale a learning-rate change's runs followed its parent's seed for seed with a
-correlation of +0.99, a change of shape's with +0.48 and -0.43);
-`--append-ms 5` and
+correlation of +0.99, a change of shape's with +0.48 and -0.43); `--append-ms 5` and
 `--read-ms 0.5` give each journal append and read the latency of a cluster's shared file system
 (this machine's local disk has next to none).
 """
@@ -135,6 +134,7 @@ class Surface:
         self.noise = noise
         self.seed_share = seed_share
         self.shape_share = shape_share
+        self._shapes: dict[str, int] = {}  # train.py's hash -> `shape` (asked for each score and result)
         rng = random.Random(seed)
         start_values = {k.name: _number(v) for k, v in zip(knobs, self._values(start, knobs), strict=True)}
         self.bowls: dict[str, tuple[float, float]] = {}  # numeric knob -> (optimum, weight), in t-space
@@ -172,6 +172,9 @@ class Surface:
     def shape(self, source: str) -> int:
         """A made-up parameter count: equal for two train.py alike in `SHAPE_KNOBS` and in the
         changed lines that change the shape (those whose hash is even)."""
+        digest = hashlib.sha1(source.encode()).hexdigest()
+        if digest in self._shapes:
+            return self._shapes[digest]
         found = read_knobs(source)
         lines = self._structure(source, self.knobs)
         changed = [
@@ -180,7 +183,8 @@ class Surface:
             if line[:2] in ("+ ", "- ") and int(hashlib.sha1(line[2:].encode()).hexdigest()[:12], 16) % 2 == 0
         ]
         key = repr(([found.get(k) for k in SHAPE_KNOBS], changed))
-        return 50_000_000 + int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 1_000_000
+        self._shapes[digest] = 50_000_000 + int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 1_000_000
+        return self._shapes[digest]
 
     def score(self, source: str, seed: int) -> float | None:
         """val_bpb of this train.py with this seed, or None when it crashes."""
@@ -247,9 +251,9 @@ class VirtualFleet:
             )
             start = max(start, self.clock.now())
             end = start + self.run_s * self.rng.uniform(0.95, 1.1)
-            with self.clock.stopped():
+            with self.clock.stopped():  # the landscape's time is not the controller's
                 source = (job.exp_dir / "train.py").read_text()
-                value = self.surface.score(source, seed)
+                value, params = self.surface.score(source, seed), self.surface.shape(source)
             if self.rng.random() < self.lost_rate:
                 end = start + self.rng.uniform(0, self.run_s)
                 outcome = {"status": "lost", "reason": "simulated node failure"}
@@ -262,7 +266,7 @@ class VirtualFleet:
                     "training_seconds": 300.0,
                     "peak_vram_mb": 45000.0,
                     "num_steps": 950,
-                    "num_params_M": self.surface.shape(source) / 1e6,
+                    "num_params_M": params / 1e6,
                 }
                 outcome = {"status": "ok", "metrics": metrics}
             outcome.update(trial=job.trial, started_at=start, ended_at=end, node="virtual")
