@@ -29,6 +29,7 @@ from engine_helpers import (
 from optuna.trial import TrialState
 
 from autoresearch.budget import measure
+from autoresearch.frontier import Frontier
 from autoresearch.ledger import MEASUREMENT_KINDS
 from autoresearch.proposals import Candidate, Edit
 from autoresearch.results import rows
@@ -473,11 +474,20 @@ def test_a_controller_killed_as_it_re_queues_a_lost_run_queues_it_once(
 def test_a_controller_killed_as_it_stacks_a_winner_stacks_it_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two winners run side by side (5 slots: with the 3 baselines); the better one takes longer,
-    # so it is decided second, on a frontier that moved meanwhile (the first one's keep), and is
-    # stacked.
+    # Two winners run side by side (5 slots: with the 3 baselines); the better one is held until
+    # the other is kept, so it is decided second, on a frontier that moved meanwhile, and is stacked.
+    hold = tmp_path / "faster.hold"
+    hold.touch()
+    advance = Frontier.advance
+
+    def advance_then_release(self: Frontier, source: str, trial: int, description: str) -> str:
+        commit = advance(self, source, trial, description)
+        hold.unlink(missing_ok=True)
+        return commit
+
+    monkeypatch.setattr(Frontier, "advance", advance_then_release)
     wider = Candidate("wider", knobs={"WIDTH": 128})
-    faster = Candidate("faster", knobs={"LR": 0.02, "SECONDS": 3.0})
+    faster = Candidate("faster", knobs={"LR": 0.02, "HOLD": str(hold)})
     campaign = killed_and_resumed(
         tmp_path,
         monkeypatch,

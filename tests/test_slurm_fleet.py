@@ -451,8 +451,9 @@ def test_controller_killed_then_rerun_reattaches(tmp_path: Path, slurm_cluster: 
 
 @pytest.mark.slurm
 def test_a_silent_hang_is_ended_at_its_deadline(tmp_path: Path, slurm_cluster: None) -> None:
-    # time_budget 1 s and grace 3 s: the runner's deadline is 2 x 1 + 3 = 5 s.
-    proc = run_campaign(tmp_path, "+campaign=toy_hang", SLURM, "cluster.grace_seconds=3")
+    # time_budget 1 s and grace 8 s: the runner's deadline is 2 x 1 + 8 = 10 s, and the controller's
+    # backstop a grace later (18 s), so a loaded machine still sees the runner's kill first.
+    proc = run_campaign(tmp_path, "+campaign=toy_hang", SLURM, "cluster.grace_seconds=8")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     campaign = tmp_path / "toy_hang"
     study = _assert_complete(campaign, budget=4)
@@ -460,12 +461,12 @@ def test_a_silent_hang_is_ended_at_its_deadline(tmp_path: Path, slurm_cluster: N
     assert len(hung) == 1, [t.user_attrs.get("description") for t in study.trials]
     for t in hung:
         assert t.state == TrialState.FAIL, t.user_attrs
-        assert re.search(r"timeout: killed at the 5 s deadline", t.user_attrs["reason"]), t.user_attrs
+        assert re.search(r"timeout: killed at the 10 s deadline", t.user_attrs["reason"]), t.user_attrs
         run_log = (campaign / t.user_attrs["exp_dir"] / "run.log").read_text()
         assert run_log == "", run_log  # it printed nothing
         started = json.loads((campaign / t.user_attrs["exp_dir"] / "started.json").read_text())
         outcome = json.loads((campaign / t.user_attrs["exp_dir"] / "outcome.json").read_text())
-        assert outcome["ended_at"] - started["started_at"] >= 5  # not before its deadline
+        assert outcome["ended_at"] - started["started_at"] >= 10  # not before its deadline
     assert not [t for t in study.trials if t.user_attrs.get("status") == "lost"]
 
 
