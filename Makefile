@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# A CUDA machine takes the default torch build; elsewhere the CPU build.
+# A CUDA machine takes the default torch build; elsewhere the pinned release, which is the CPU
+# build where the package index serves one (macOS; Linux indexes that carry CPU wheels). On Linux,
+# the default index's torch bundles CUDA (several GB, and it runs on a CPU too): for the CPU-only
+# build, point TORCH_INDEX at PyTorch's CPU wheel index (its install page gives the URL).
 TORCH  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
+TORCH_INDEX ?=
 
-.PHONY: install test test-fast demo lint slurm-up slurm-down clean
+.PHONY: install test demo lint slurm-up slurm-down clean
 
 install: $(STAMP)
 
@@ -16,7 +20,7 @@ $(STAMP): pyproject.toml
 	@echo "== setting up $(VENV): $(TORCH), then autoresearch and its dependencies (a few minutes, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 

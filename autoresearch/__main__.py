@@ -33,6 +33,7 @@ def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
 
 
 def run(cfg: AutoresearchConfig) -> int:
+    from autoresearch.agent.client import AgentSetupError
     from autoresearch.campaign import Campaign, CampaignError
     from autoresearch.config import deadline_seconds
     from autoresearch.config_check import ConfigError, check_config
@@ -53,7 +54,7 @@ def run(cfg: AutoresearchConfig) -> int:
     try:
         proposer = make_proposer(cfg, campaign_dir)
         fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir), cfg.campaign.require_gpu)
-    except (ValueError, CampaignError) as err:
+    except (ValueError, CampaignError, AgentSetupError) as err:  # (a refused key, an unknown model)
         log.error("%s", err)
         return EXIT_ERROR
     tracker = make_tracker(cfg.tracking, campaign_dir, cfg.campaign.name)

@@ -183,11 +183,25 @@ def _base_url_problems(url: str | None) -> list[str]:
     return []
 
 
+def _agent_problems(cfg: AutoresearchConfig) -> list[str]:
+    """Settings the API would refuse on every call (the agent's own check, run here too, so the
+    command is refused before anything is written)."""
+    if cfg.agent.kind != "claude":
+        return []
+    from autoresearch.agent.client import AgentSetupError, check_settings
+
+    try:
+        check_settings(cfg.agent)
+    except AgentSetupError as err:
+        return [str(err)]
+    return []
+
+
 def config_problems(cfg: AutoresearchConfig) -> list[str]:
     """Every reason this config cannot run, one line each; empty when it can."""
     problems = _campaign_problems(cfg) + _knob_problems(cfg) + _cluster_problems(cfg)
     problems += _storage_problems(cfg.storage) + _base_url_problems(cfg.agent.base_url)
-    problems += _choice("agent.kind", cfg.agent.kind, AGENT_KINDS)
+    problems += _choice("agent.kind", cfg.agent.kind, AGENT_KINDS) + _agent_problems(cfg)
     problems += _choice("tracking.kind", cfg.tracking.kind, TRACKING_KINDS)
     if cfg.tracking.mode is not None:
         problems += _choice("tracking.mode", cfg.tracking.mode, WANDB_MODES)

@@ -176,7 +176,8 @@ class Decisions:
     def _confirm(self, trial: FrozenTrial, reruns: list[FrozenTrial], final: bool) -> None:
         """A promoted change: queue its re-runs (those missing, wherever the controller died), and
         when they are in, keep it if they beat the version it was built on (`_verdict`). One overtaken by
-        another keep meanwhile runs no more re-runs: it is stacked (re-screened on the new frontier)."""
+        another keep meanwhile runs no more re-runs: once those running are in, it is stacked
+        (re-screened on the new frontier) unless they refute it."""
         if not self._stale(trial):
             tier = reruns[0].user_attrs.get("tier", "screen") if reruns else self.confirm_on
             if tier is None:  # resumed with validate_seeds=0: its screening run decides alone

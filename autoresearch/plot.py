@@ -1,4 +1,4 @@
-"""progress.png: every experiment as a dot, kept ones highlighted, the running best as a step line."""
+"""progress.png: each result on the screen tier as a dot, kept ones highlighted, the running best as a step line."""
 
 from __future__ import annotations
 

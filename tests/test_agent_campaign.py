@@ -321,3 +321,22 @@ def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.Monkey
         assert "ANTHROPIC_API_KEY" not in text and "AUTORESEARCH_TEST_TOKEN" not in text
     for spec in (campaign_dir / "experiments").glob("*/spec.json"):
         assert not any("KEY" in name or "TOKEN" in name for name in json.loads(spec.read_text())["env"])
+
+
+def test_a_refused_key_stops_the_command_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is refused when the agent starts (its model check): exit 2 and the reason, not a
+    traceback; nothing was run."""
+    from autoresearch.__main__ import EXIT_ERROR, run
+    from autoresearch.agent import claude
+    from autoresearch.agent.fakeapi import error_response
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-refused")
+    monkeypatch.chdir(REPO)
+    api = ScriptedAPI(models=error_response(401, "authentication_error", "invalid x-api-key"))
+    monkeypatch.setattr(claude, "build_client", lambda cfg: api.client())
+    cfg = compose_config(tmp_path, f"agent.model={MODEL}")
+    assert run(cfg) == EXIT_ERROR
+    log = (tmp_path / "toy" / "controller.log").read_text()
+    assert "ERROR the API key in ANTHROPIC_API_KEY was refused (401) while listing models" in log
+    assert "Traceback" not in log and "sk-ant-refused" not in log
+    assert not (tmp_path / "toy" / "study.journal").exists()

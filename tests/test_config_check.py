@@ -91,6 +91,10 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
         ),
         (["agent.failures_before_fallback=0"], "agent.failures_before_fallback must be at least 1, not 0"),
         (["tracking.plot_every=0"], "tracking.plot_every must be at least 1, not 0"),
+        (
+            ["agent=claude", "agent.thinking_budget=500"],
+            "agent.thinking_budget=500 must be at least 1024 and below agent.max_tokens=16000",
+        ),
     ],
 )
 def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -> None:

@@ -6,7 +6,7 @@ the API. After `failures_before_fallback` failures in a row Claude is only tried
 `RETRY_EVERY` waves until it answers again.
 
 The object keeps no campaign state beyond those counters; what it did is on disk under
-<campaign>/agent/: usage.jsonl (tokens and dollars) and waves/<n>.json (transcripts). The API key
+<campaign>/agent/: usage.jsonl (tokens and dollars) and waves/NNNNN.json (transcripts). The API key
 lives only inside the SDK client, which is dropped when the proposer is pickled.
 """
 
@@ -152,7 +152,7 @@ class ClaudeProposer:
         self._write_wave_file(wave_id, record)
         return wave
 
-    # Transcripts: agent/waves/<n>.json per wave; each distinct system prompt once, by hash.
+    # Transcripts: agent/waves/NNNNN.json per wave; each distinct system prompt once, by hash.
 
     def _waves_dir(self) -> Path:
         return self.campaign_dir / "agent" / "waves"

@@ -4,7 +4,8 @@ Two stable system blocks come first and carry cache breakpoints: the standing in
 the harness facts (fixed for a campaign), then the frontier train.py with its lineage (fixed until
 the next keep). The volatile state (results, noise, budget, rejections) follows in the user
 message, after the breakpoints, so a new wave re-reads the stable part from the cache.
-Every table is capped, and the caps shrink until the estimate fits `max_context_tokens`.
+Every table is capped, and the caps shrink until the estimate fits `PROMPT_SHARE` of
+`max_context_tokens`.
 """
 
 from __future__ import annotations

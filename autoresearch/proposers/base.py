@@ -27,12 +27,12 @@ class KnobSpec:
 
 @dataclass(frozen=True)
 class ExperimentRecord:
-    """One finished (or failed) experiment, as proposers see it (read-only: the campaign keeps
+    """One experiment, finished or in flight, as proposers see it (read-only: the campaign keeps
     the records of finished trials and hands the same ones to every wave)."""
 
     number: int
     description: str
-    status: str  # keep | discard | crash | running | waiting
+    status: str  # the study's (keep, discard, baseline, validated, crash, skip, ...) or queued | running | confirming
     val_bpb: float | None
     tier: str
     knobs: dict[str, Any]
@@ -46,7 +46,8 @@ class ExperimentRecord:
 class CampaignContext:
     """What a proposer may know when it proposes: bounded in size, whatever the campaign's length.
 
-    `history` holds every finished experiment (oldest first) so offline searchers can fit models;
+    `history` holds every finished experiment (oldest first), then those queued or running, so
+    offline searchers can fit models;
     prompt-building proposers must summarise it, not paste it.
     """
 
