@@ -6,6 +6,8 @@ and re-running the same command continues where the last controller stopped.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 import os
 import signal
@@ -17,6 +19,7 @@ from hydra.errors import CompactHydraException, MissingConfigException, Override
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from autoresearch.cli import unknown_command
 from autoresearch.config import AutoresearchConfig, register_configs
 from autoresearch.logs import setup_logging
 
@@ -48,13 +51,16 @@ def run(cfg: AutoresearchConfig) -> int:
     except ConfigError as err:
         print(f"error: bad config: {err}", file=sys.stderr)
         return EXIT_ERROR
+    try:  # (no GPU for a GPU campaign, Slurm's commands missing, a partition Slurm lacks)
+        fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir), cfg.campaign.require_gpu)
+    except (ValueError, CampaignError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
     campaign_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(campaign_dir / "controller.log")
-    (campaign_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     try:
         proposer = make_proposer(cfg, campaign_dir)
-        fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir), cfg.campaign.require_gpu)
-    except (ValueError, CampaignError, AgentSetupError) as err:  # (a refused key, an unknown model)
+    except (ValueError, AgentSetupError) as err:  # (a refused key, an unknown model)
         log.error("%s", err)
         return EXIT_ERROR
     tracker = make_tracker(cfg.tracking, campaign_dir, cfg.campaign.name)
@@ -116,6 +122,9 @@ def composition_error_line(err: CompactHydraException) -> str:
     what = str(err).splitlines()[0].rstrip(".")
     if isinstance(err, OverrideParseException):
         return f"cannot read the override {err.override!r}: {what}"
+    if what.startswith("Could not override '") and "No match in the defaults list" in what:
+        key = what.split("'")[1]  # a group with no default (campaign) is added, not overridden
+        return f"{what}: add it with a +, as in +{key}=NAME"
     if isinstance(err, MissingConfigException) and err.options:
         return f"{what} (one of: {', '.join(err.options)})"
     if err.__cause__ is not None:
@@ -123,8 +132,29 @@ def composition_error_line(err: CompactHydraException) -> str:
     return what
 
 
+def unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys the schema does not have, each with the closest it does: a `+key=value` adds any key,
+    and the typed config would drop a misspelt one without a word."""
+    found = []
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        names = [f.name for f in dataclasses.fields(schema)]
+        for key in node:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                found.append(f"{prefix}{key}" + (f" (did you mean {close[0]}?)" if close else ""))
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            found += unknown_keys(child, f"{prefix}{key}.")
+    return found
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _hydra_main(dict_cfg: DictConfig) -> None:
+    if unknown := unknown_keys(dict_cfg):
+        print(f"error: bad config: no such setting: {'; '.join(unknown)}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
     try:
         cfg: AutoresearchConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
     except MissingMandatoryValue as err:
@@ -138,6 +168,9 @@ def _hydra_main(dict_cfg: DictConfig) -> None:
 def main() -> None:
     """Hydra's entry point, with a bad override refused in one line and exit code 2 (Hydra itself
     prints several lines and exits 1). HYDRA_FULL_ERROR=1 keeps Hydra's full account."""
+    if len(sys.argv) > 1 and (why := unknown_command(sys.argv[1])):
+        print(f"error: {why}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
     wants_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors for us to word
     try:

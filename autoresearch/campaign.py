@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch import budget as budgets
@@ -33,7 +34,7 @@ from autoresearch.config import AutoresearchConfig, time_budget_seconds
 from autoresearch.decisions import Decisions, confirm_tier
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import Frontier
-from autoresearch.intake import BASE_SEED, Intake
+from autoresearch.intake import BASE_SEED, NOT_RUN, Intake
 from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, harness_env
 from autoresearch.ledger import Ledger
@@ -132,6 +133,8 @@ class Campaign:
         (self.dir / "experiments").mkdir(exist_ok=True)
         (self.dir / "proposals").mkdir(exist_ok=True)
         self._lock()
+        # Saved once this controller holds the campaign: a refused second one leaves it as it was.
+        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
         if shutil.which("git") is None:
             raise CampaignError(
                 "git is not on PATH: the frontier (kept changes) is a git lineage; install git"
@@ -275,11 +278,18 @@ class Campaign:
         self._baseline_measured = any(t.state == TrialState.COMPLETE for t in runs)
         if not runs or any(t.state != TrialState.FAIL for t in runs):
             return ""
-        first = runs[0]
+        ran = [t for t in runs if t.user_attrs.get("status") not in NOT_RUN]
+        first = (ran or runs)[0]
+        why = f"trial {first.number}, {first.user_attrs.get('reason') or first.user_attrs.get('status', 'failed')}"
+        if not ran:  # nothing says the train.py is at fault
+            return (
+                f"every baseline run of the starting train.py was cancelled or lost to the cluster ({why}); "
+                "nothing can be judged without one: run the command again to queue them again "
+                "(after fixing the cause, if the cluster refused them)"
+            )
         return (
-            f"every baseline run of the starting train.py failed (trial {first.number}, "
-            f"{first.user_attrs.get('reason') or first.user_attrs.get('status', 'failed')}); nothing can be "
-            f"judged against it: fix the cause, then start over (a new campaign.name, or remove {self.dir})"
+            f"every baseline run of the starting train.py failed ({why}); nothing can be judged "
+            f"against it: fix the cause, then start over (a new campaign.name, or remove {self.dir})"
         )
 
     def _stop_reason(self) -> str:
@@ -338,6 +348,8 @@ class Campaign:
             failed = "cancelled" if status == "cancelled" else "crash"
             self.ledger.fail(trial.number, {**attrs, "status": failed, "reason": f"{status}: {reason}"})
             log.warning("trial %d: %s: %s", trial.number, status, reason)
+            if failed == "cancelled" and trial.user_attrs.get("kind") == "baseline":
+                self.intake.baselines(self.decisions.confirm_on)  # no change can be judged without it
             return
         attrs.update(
             val_bpb=float(val_bpb),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import runpy
 import sys
@@ -10,10 +11,28 @@ import sys
 TOOLS = {"status": "autoresearch.status", "report": "autoresearch.report"}  # never a Hydra override
 
 
+def tool_name(tool: str) -> str:
+    """What a tool's --help and errors call it: as the console script ran it, or as `python -m`."""
+    return sys.argv[0] if sys.argv[0] == f"autoresearch {tool}" else f"python -m autoresearch.{tool}"
+
+
+def unknown_command(word: str) -> str | None:
+    """Why a campaign command's first word is neither a tool nor a Hydra argument (an override
+    has '=', a flag '-', a deletion '~'), in one line; None when it may be one."""
+    if "=" in word or word.startswith(("-", "+", "~")):
+        return None
+    close = difflib.get_close_matches(word, TOOLS, n=1)
+    hint = f"did you mean `autoresearch {close[0]} ...`? " if close else ""
+    return (
+        f"unknown command {word!r}: {hint}autoresearch status DIR, autoresearch report DIR, "
+        "or a campaign: autoresearch +campaign=NAME [key=value ...]"
+    )
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
         tool = sys.argv.pop(1)
-        sys.argv[0] = f"autoresearch {tool}"  # what its --help and errors call it
+        sys.argv[0] = f"autoresearch {tool}"
         importlib.import_module(TOOLS[tool]).main()
         return
     # As `python -m` does: Hydra finds conf/ from the file of a `__main__` module, but from any

@@ -30,6 +30,7 @@ log = logging.getLogger("autoresearch")
 
 BASE_SEED = 42  # the screening seed of the changes to the campaign's starting train.py
 MAX_STACK_DEPTH = 2
+NOT_RUN = ("cancelled", "lost")  # ended by a person or the cluster: says nothing of its train.py
 RETRY_KEEPS = ("kind", "wave", "source", "seed", "fix_of", "validates", "reference")  # a retry inherits
 
 
@@ -152,8 +153,13 @@ class Intake:
         """The starting point on the screen tier, and on the validate tier when promoted changes are
         confirmed there. The tier that confirms gets a run at each re-run seed, so a confirmation
         compares the two versions seed for seed; the screen tier one at the first screening seed,
-        while nothing is kept yet."""
-        queued = [t for t in self.ledger.all() if t.user_attrs.get("kind") == "baseline"]
+        while nothing is kept yet. A baseline cancelled (scancel) or lost for good is queued again
+        (called again when one is cancelled): every change is judged by it."""
+        queued = [
+            t
+            for t in self.ledger.all()
+            if t.user_attrs.get("kind") == "baseline" and t.user_attrs.get("status") not in NOT_RUN
+        ]
         attrs = {"kind": "baseline"}
         c = self.cfg.campaign
         on_screen = measurement_seeds(

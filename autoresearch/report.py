@@ -210,9 +210,10 @@ def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> Path:
 def main() -> None:
     from omegaconf import OmegaConf
 
+    from autoresearch.cli import tool_name
     from autoresearch.status import open_campaign
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=tool_name("report"), description=__doc__.splitlines()[0])
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
     args = parser.parse_args()
     study = open_campaign(args.campaign_dir)

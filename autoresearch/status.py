@@ -7,6 +7,7 @@ from a login node while the campaign runs elsewhere.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -17,14 +18,16 @@ from typing import NoReturn
 
 import optuna
 from omegaconf import OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import measure
+from autoresearch.cli import tool_name
 from autoresearch.results import frontier_value, rerun_values, rows
+from autoresearch.runner import STARTED_FILE, read_json
 from autoresearch.study import StudyUnavailable, load_study, trials
 
 STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
@@ -42,6 +45,8 @@ ALWAYS_SHOWN = ("keep", "discard", "crash")  # even at 0
 def open_campaign(campaign_dir: Path) -> optuna.Study:
     """The campaign's study, for reading; a folder that holds none is a one-line refusal (exit 2,
     as the campaign command's)."""
+    if not campaign_dir.is_dir():
+        refuse(f"no such folder: {campaign_dir}")
     if not (campaign_dir / "config.yaml").is_file():
         refuse(f"not a campaign folder (no config.yaml): {campaign_dir}")
     config = OmegaConf.load(campaign_dir / "config.yaml")
@@ -75,6 +80,16 @@ def _rerun_means(by_tier: dict[str, list[float]]) -> str:
     return "; ".join(means) or "-"
 
 
+def launch_state(trial: FrozenTrial, campaign_dir: Path) -> tuple[str, float | None]:
+    """A launched trial: "pending" until its runner starts on a node (a Slurm job can wait in the
+    queue, or never start: a request no node can meet), then "running"; and since when."""
+    exp_dir = trial.user_attrs.get("exp_dir")
+    started = read_json(campaign_dir / exp_dir / STARTED_FILE) if exp_dir else None
+    if started is None:
+        return "pending", trial.user_attrs.get("launched_at")
+    return "running", started.get("started_at")
+
+
 def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     """One frame. The study is opened once: its journal storage reads only what was appended since."""
     table = rows(study)
@@ -89,7 +104,11 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
     until = now if running or not ends else max(ends)
     head.add_row("elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)"))
-    head.add_row("experiments", f"{experiment_counts(counts)}, {len(running)} running, {len(waiting)} queued")
+    states = Counter(launch_state(t, campaign_dir)[0] for t in running)
+    in_flight = (
+        f"{states['running']} running, {states['pending']} pending on the cluster, {len(waiting)} queued"
+    )
+    head.add_row("experiments", f"{experiment_counts(counts)}, {in_flight}")
     calls = usage_totals(campaign_dir)
     head.add_row(
         "spend",
@@ -119,13 +138,17 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
 
     if running:
         live = Table(title="running", title_justify="left")
-        for col in ("trial", "partition", "for", "description"):
+        for col in ("trial", "partition", "state", "for", "description"):
             live.add_column(col)
         for t in running:
-            launched = t.user_attrs.get("launched_at")
-            age = f"{(now - launched) / 60:.1f} min" if launched else "-"
+            state, since = launch_state(t, campaign_dir)
+            age = f"{(now - since) / 60:.1f} min" if since else "-"
             live.add_row(
-                str(t.number), t.user_attrs.get("partition", ""), age, t.user_attrs.get("description", "")
+                str(t.number),
+                t.user_attrs.get("partition", ""),
+                state,
+                age,
+                t.user_attrs.get("description", ""),
             )
         parts.append(live)
 
@@ -142,10 +165,21 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     return Group(*parts)
 
 
+def seconds(text: str) -> float:
+    """A refresh period for argparse: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return value
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=tool_name("status"), description=__doc__.splitlines()[0])
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
-    parser.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="refresh every SECONDS")
+    parser.add_argument("--watch", type=seconds, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines instead")
     args = parser.parse_args()
     study = open_campaign(args.campaign_dir)
@@ -157,10 +191,11 @@ def main() -> None:
     if not args.watch:
         console.print(render(study, args.campaign_dir))
         return
-    with Live(render(study, args.campaign_dir), console=console, refresh_per_second=1) as view:
+    live = Live(render(study, args.campaign_dir), console=console, refresh_per_second=1)
+    with contextlib.suppress(KeyboardInterrupt), live:  # Ctrl-C is how a live view ends
         while True:
             time.sleep(args.watch)
-            view.update(render(study, args.campaign_dir))
+            live.update(render(study, args.campaign_dir))
 
 
 if __name__ == "__main__":

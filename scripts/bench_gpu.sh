@@ -5,6 +5,14 @@
 # Results and full logs go to $OUT (or ./bench-out). Wheels in .whl/ are installed first, for a
 # machine that has no package index (see docs/BENCHMARKS.md).
 set -uo pipefail
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+if [[ -n ${1:-} && ! $1 =~ ^[0-9]+$ ]]; then
+    echo "error: SECONDS must be a whole number, not '$1' (scripts/bench_gpu.sh --help)" >&2
+    exit 2
+fi
 seconds=${1:-60}
 shift || true
 out=${OUT:-bench-out}

@@ -249,14 +249,24 @@ def confirming(trials: list[FrozenTrial], number: int) -> list[FrozenTrial]:
 
 def launched_within_budget(study: optuna.Study, limit: int) -> list[optuna.trial.FrozenTrial]:
     """The launched trials, in launch order, checked against an experiments budget that ended the
-    campaign: `limit` launches, then only the re-runs owed to changes promoted before it."""
+    campaign: `limit` launches, then only the runs owed to decisions: re-runs of changes promoted
+    before it, and a baseline queued again for one that was cancelled."""
     # (a controller killed while preparing a workspace can leave exp_dir set before launched_at)
     launched = sorted(
         (t for t in study.trials if "exp_dir" in t.user_attrs),
         key=lambda t: t.user_attrs.get("launched_at", 0.0),
     )
     assert len(launched) >= limit, f"{len(launched)} launched, the budget allowed {limit}"
-    late = [t.user_attrs["kind"] for t in launched[limit:]]
+    cancelled = {
+        (t.user_attrs["tier"], t.user_attrs["seed"])
+        for t in study.trials
+        if t.user_attrs.get("kind") == "baseline" and t.user_attrs.get("status") == "cancelled"
+    }
+    late = [
+        t.user_attrs["kind"]
+        for t in launched[limit:]
+        if t.user_attrs["kind"] != "baseline" or (t.user_attrs["tier"], t.user_attrs["seed"]) not in cancelled
+    ]
     assert all(kind == "validation" for kind in late), late
     return launched
 

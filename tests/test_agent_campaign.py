@@ -323,20 +323,37 @@ def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.Monkey
         assert not any("KEY" in name or "TOKEN" in name for name in json.loads(spec.read_text())["env"])
 
 
-def test_a_refused_key_stops_the_command_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The key is refused when the agent starts (its model check): exit 2 and the reason, not a
-    traceback; nothing was run."""
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("sk-ant-refused", "ERROR the API key in ANTHROPIC_API_KEY was refused (401) while listing models"),
+        (
+            None,
+            "ERROR ANTHROPIC_API_KEY is not set: export it to use agent=claude, or run with agent=offline",
+        ),
+    ],
+)
+def test_a_missing_or_refused_key_stops_the_command_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None, said: str
+) -> None:
+    """Checked when the agent starts (a refused key by its model check): exit 2 and the reason,
+    not a traceback, nor a campaign run by the offline proposer unasked; nothing was run."""
     from autoresearch.__main__ import EXIT_ERROR, run
     from autoresearch.agent import claude
     from autoresearch.agent.fakeapi import error_response
 
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-refused")
     monkeypatch.chdir(REPO)
-    api = ScriptedAPI(models=error_response(401, "authentication_error", "invalid x-api-key"))
-    monkeypatch.setattr(claude, "build_client", lambda cfg: api.client())
+    if key is None:
+        monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+        api = ScriptedAPI(models=error_response(401, "authentication_error", "invalid x-api-key"))
+        # the real client, reading the key as ever; only its HTTP transport is the script
+        monkeypatch.setattr(
+            claude, "build_client", lambda cfg: build_client(cfg, http_client=api.http_client())
+        )
     cfg = compose_config(tmp_path, f"agent.model={MODEL}")
     assert run(cfg) == EXIT_ERROR
     log = (tmp_path / "toy" / "controller.log").read_text()
-    assert "ERROR the API key in ANTHROPIC_API_KEY was refused (401) while listing models" in log
-    assert "Traceback" not in log and "sk-ant-refused" not in log
+    assert said in " ".join(log.split()) and "Traceback" not in log and "sk-ant-refused" not in log
     assert not (tmp_path / "toy" / "study.journal").exists()

@@ -163,8 +163,10 @@ def test_a_gpu_campaign_whose_jobs_see_no_gpu_stops_with_the_reason(tmp_path: Pa
     said = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode == 2, said
     assert (
-        "every baseline run of the starting train.py failed (trial 0, lost: the node cannot run it: " in said
+        "every baseline run of the starting train.py was cancelled or lost to the cluster "
+        "(trial 0, lost: the node cannot run it: " in said
     )
+    assert "run the command again to queue them again" in said and "start over" not in said
     assert "FAIL: this job needs a CUDA GPU and sees none" in said
     study = load(tmp_path / "toy")
     statuses = Counter(t.user_attrs.get("status") for t in study.trials if "exp_dir" in t.user_attrs)
@@ -177,17 +179,19 @@ def test_a_gpu_campaign_whose_jobs_see_no_gpu_stops_with_the_reason(tmp_path: Pa
 
 def test_a_gpu_campaign_is_refused_on_a_machine_without_gpus(tmp_path: Path) -> None:
     proc = run_campaign(tmp_path, "campaign.require_gpu=true", env={"CUDA_VISIBLE_DEVICES": ""})
-    said = " ".join((proc.stdout + proc.stderr).split())
-    assert proc.returncode == 2, said
-    assert "this campaign trains on GPUs (campaign.require_gpu), and this machine shows no GPU" in said
-    assert "campaign.require_gpu=false" in said  # the way out, for a run on the CPU anyway
-    assert not (tmp_path / "toy" / "study.journal").exists()  # refused before any trial
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(
+        "error: this campaign trains on GPUs (campaign.require_gpu), and this machine shows no GPU"
+    )
+    assert "campaign.require_gpu=false" in line  # the way out, for a run on the CPU anyway
+    assert not (tmp_path / "toy").exists()  # refused before anything was written
 
 
 @pytest.mark.parametrize(
     ("overrides", "error"),
     [
-        (["cluster=slurm"], "ERROR cluster=slurm, but sbatch, srun, sacct, scancel not found on PATH"),
+        (["cluster=slurm"], "error: cluster=slurm, but sbatch, srun, sacct, scancel not found on PATH"),
         ([], "ERROR git is not on PATH"),
     ],
 )
@@ -224,6 +228,32 @@ def test_a_missing_campaign_is_one_clear_line(tmp_path: Path, command: list[str]
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: campaign.name has no value")
     assert not list(tmp_path.glob("*/*")), "a refused config must not create campaign folders"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["stauts", "runs/toy"],
+            "error: unknown command 'stauts': did you mean `autoresearch status ...`? autoresearch status DIR, "
+            "autoresearch report DIR, or a campaign: autoresearch +campaign=NAME [key=value ...]",
+        ),
+        (
+            ["campaign=demo"],
+            "error: bad config: Could not override 'campaign'. No match in the defaults list: "
+            "add it with a +, as in +campaign=NAME",
+        ),
+        (  # a + adds any key: a misspelt one would be dropped, and the campaign run without it
+            ["+campaign=demo", "+campaign.budget.max_experimnts=1", "+foo=1", "runs_dir=/nonexistent"],
+            "error: bad config: no such setting: foo; campaign.budget.max_experimnts (did you mean max_experiments?)",
+        ),
+    ],
+)
+def test_a_mistyped_command_is_one_line_that_says_what_to_type(args: list[str], said: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoresearch", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [said]
 
 
 @pytest.mark.parametrize(("signals", "code"), [([signal.SIGINT], 3), ([signal.SIGINT, signal.SIGTERM], 130)])
@@ -380,11 +410,18 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
             60,
             "the first controller to hold the lock and run an experiment",
         )
+        saved = (tmp_path / "toy" / "config.yaml").read_text()
         second = subprocess.run(
-            campaign_command(tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+            campaign_command(tmp_path, "campaign.budget.max_experiments=99"),
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert second.returncode == 2
         assert "another controller" in second.stdout + second.stderr
+        assert (tmp_path / "toy" / "config.yaml").read_text() == saved  # the running one's, not its own
     finally:
         hold.unlink()
         first.wait(timeout=120)

@@ -251,6 +251,18 @@ def test_a_node_is_excluded_only_once_another_node_of_its_partition_has_run_an_e
 
 
 @pytest.mark.slurm
+def test_a_partition_slurm_lacks_is_refused_before_anything_runs(tmp_path: Path, slurm_cluster: None) -> None:
+    """Else sbatch refuses every job, each refusal is re-queued as a lost run, and the campaign
+    ends on baselines that never ran."""
+    proc = run_campaign(tmp_path, SLURM, "cluster.partitions.h200.partition=a100")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: cluster.partitions.h200.partition=a100: Slurm has no such partition (sinfo lists h100, h200)"
+    ]
+    assert not (tmp_path / "toy").exists()
+
+
+@pytest.mark.slurm
 def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cluster: None) -> None:
     """The fleet excludes the local node once a result came from another node of the partition.
     Here that node is the only one, so sbatch refuses the next job: the fleet reports it lost
@@ -415,6 +427,17 @@ def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
     assert "CANCELLED" in trial.user_attrs["reason"], trial.user_attrs["reason"]
     assert trial.user_attrs["slurm_job_id"] == victim
     assert not [t for t in study.trials if t.user_attrs.get("retry_of") == 0]  # a person's choice stands
+    # but not a baseline's, which every change is judged by: it is queued again
+    assert trial.user_attrs["kind"] == "baseline"
+    again = [
+        t
+        for t in study.trials
+        if t.number != 0
+        and t.user_attrs.get("kind") == "baseline"
+        and (t.user_attrs["tier"], t.user_attrs["seed"])
+        == (trial.user_attrs["tier"], trial.user_attrs["seed"])
+    ]
+    assert len(again) == 1 and again[0].state == TrialState.COMPLETE, [t.number for t in again]
     others = [t for t in study.trials if "exp_dir" in t.user_attrs and t.number != 0]
     assert all(t.state == TrialState.COMPLETE for t in others)
     _assert_no_double_count(campaign, study, run_log)

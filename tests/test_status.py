@@ -7,16 +7,21 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
+import pytest
 from engine_helpers import REPO, run_campaign
 from rich.console import Console
 
+from autoresearch import status
 from autoresearch.status import render
 
 
-def test_status_shows_a_finished_campaign_and_its_rows(tmp_path: Path) -> None:
+def test_status_shows_a_finished_campaign_and_its_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert run_campaign(tmp_path, "campaign.budget.max_experiments=5").returncode == 0
     campaign = tmp_path / "toy"
     out = subprocess.run(
@@ -59,13 +64,31 @@ def test_status_shows_a_finished_campaign_and_its_rows(tmp_path: Path) -> None:
     usage = subprocess.run([console_script, "status"], cwd=tmp_path, capture_output=True, text=True)
     assert usage.returncode == 2 and usage.stderr.startswith("usage: autoresearch status")
 
+    # The live view ends on Ctrl-C, without a traceback (here the first wait is interrupted).
+    def interrupted(seconds: float) -> None:
+        assert seconds == 5.0
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "argv", ["autoresearch status", str(campaign), "--watch", "5"])
+    monkeypatch.setattr(status.time, "sleep", interrupted)
+    status.main()
+
 
 def test_status_refuses_a_folder_that_is_not_a_campaign(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "autoresearch.status", str(tmp_path)], cwd=REPO, capture_output=True, text=True
-    )
+    def status_of(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "autoresearch.status", *args]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+
+    out = status_of(str(tmp_path))
     assert out.returncode == 2
     assert out.stderr.splitlines() == [f"error: not a campaign folder (no config.yaml): {tmp_path}"]
+    out = status_of(str(tmp_path / "typo"))
+    assert out.returncode == 2 and out.stderr.splitlines() == [f"error: no such folder: {tmp_path / 'typo'}"]
+    out = status_of(str(tmp_path), "--watch", "-1")
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1] == (
+        "python -m autoresearch.status: error: argument --watch: expected a positive number of seconds, not '-1'"
+    )
 
 
 def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) -> None:
@@ -108,7 +131,14 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     assert any("(nothing running)" in line for line in lines)
 
     study.enqueue_trial({}, user_attrs={"description": "wider", "partition": "h100"})
-    study.ask()  # now running
+    study.ask()  # now running: launched, its runner not started (a Slurm job in the queue)
+    started = {"description": "narrower", "partition": "h100", "exp_dir": "experiments/00009"}
+    study.enqueue_trial({}, user_attrs=started)
+    study.ask()
+    (tmp_path / "experiments" / "00009").mkdir(parents=True)
+    (tmp_path / "experiments" / "00009" / "started.json").write_text(
+        json.dumps({"started_at": time.time() - 150})
+    )
     kept = {
         **baseline,
         "status": "keep",
@@ -126,7 +156,9 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     assert "kept changes" in lines and "running" in lines  # both tables, by their titles
     assert not any("none yet" in line for line in lines)
     assert any("deeper" in line and "abc" in line and "1.940000 (mean of 2)" in line for line in lines)
-    assert any("wider" in line and "h100" in line for line in lines)
+    assert any("wider" in line and "h100" in line and "pending" in line for line in lines)
+    assert any("narrower" in line and "running" in line and "2.5 min" in line for line in lines)
+    assert any("1 running, 1 pending on the cluster, 0 queued" in line for line in lines)
 
     # re-runs on a validate tier (other GPUs) are another mean, each named by its tier
     for value in (1.80, 1.84):

@@ -142,6 +142,25 @@ def refusal(err: FailedJobError) -> str:
     return f"sbatch refused the job: {said}"
 
 
+def unknown_partitions(partitions: dict[str, PartitionConfig]) -> list[str]:
+    """The configured partitions Slurm does not have, as config problems: sbatch would refuse every
+    job, and each refusal would be re-queued as a lost run. [] when `sinfo` cannot tell."""
+    try:
+        listed = subprocess.run(["sinfo", "-h", "-a", "-o", "%R"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    have = set(listed.stdout.split())
+    if listed.returncode != 0 or not have:
+        return []
+    return [
+        f"cluster.partitions.{name}.partition={wanted}: Slurm has no such partition "
+        f"(sinfo lists {', '.join(sorted(have))})"
+        for name, part in partitions.items()
+        for wanted in (part.partition or name).split(",")
+        if wanted not in have
+    ]
+
+
 def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.AutoExecutor:
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
     params: dict[str, Any] = {
@@ -176,6 +195,8 @@ class SlurmFleet:
                 f"cluster=slurm, but {', '.join(missing)} not found on PATH: run the controller on a "
                 "Slurm login node (or as a job: slurm/controller.sbatch), or use cluster=local"
             )
+        if unknown := unknown_partitions(cluster.partitions):
+            raise ValueError("; ".join(unknown))
         self.cluster = cluster
         self.deadline_s = deadline_s
         self.dir = Path(campaign_dir)

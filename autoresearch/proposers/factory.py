@@ -1,17 +1,13 @@
-"""Which proposer a campaign gets: Claude when configured and a key is present, else offline."""
+"""Which proposer a campaign gets: Claude (agent=claude, which then needs its key) or offline."""
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from autoresearch.config import AutoresearchConfig
 from autoresearch.proposers.base import Proposer
 from autoresearch.proposers.offline import OfflineProposer
-
-log = logging.getLogger("autoresearch")
 
 
 def make_proposer(cfg: AutoresearchConfig, campaign_dir: Path, client: Any | None = None) -> Proposer:
@@ -21,9 +17,6 @@ def make_proposer(cfg: AutoresearchConfig, campaign_dir: Path, client: Any | Non
         return offline
     if cfg.agent.kind != "claude":
         raise ValueError(f"unknown agent.kind {cfg.agent.kind!r} (claude or offline)")
-    if client is None and not os.environ.get("ANTHROPIC_API_KEY"):
-        log.warning("agent=claude but ANTHROPIC_API_KEY is not set: using the offline proposer")
-        return offline
     from autoresearch.agent.claude import ClaudeProposer
 
     program = Path(cfg.campaign.program_md)
