@@ -42,7 +42,9 @@ def make_fleet(
     if cluster.kind == "local":
         return make_local_fleet(cluster, deadline_s, require_gpu)
     if cluster.kind == "slurm":
-        from autoresearch.fleet.slurm import SlurmFleet
+        from autoresearch.fleet.slurm import SlurmFleet, unknown_partitions
 
+        if unknown := unknown_partitions(cluster.partitions):  # (none found where sinfo is missing)
+            raise ValueError("; ".join(unknown))
         return SlurmFleet(cluster, deadline_s, campaign_dir)
     raise ValueError(f"unknown cluster.kind {cluster.kind!r} (local or slurm)")
