@@ -263,6 +263,28 @@ def test_a_partition_slurm_lacks_is_refused_before_anything_runs(tmp_path: Path,
 
 
 @pytest.mark.slurm
+def test_jobs_slurm_will_never_start_are_named_with_the_reason(tmp_path: Path, slurm_cluster: None) -> None:
+    """More CPUs than the partition's node has: sbatch takes the job, Slurm holds it pending
+    (PartitionConfig) for ever, and the controller says so instead of waiting in silence."""
+    controller = _start(tmp_path, "cluster.partitions.h100.cpus_per_task=64", env={})
+    campaign = tmp_path / "toy"
+    try:
+        wait_for(lambda: _log_count(campaign, "pending for PartitionConfig") > 0, 90, "the warning")
+    finally:
+        controller.kill()
+        controller.wait(timeout=30)
+        if jobs := _job_ids(campaign):
+            subprocess.run(["scancel", *sorted(jobs)], check=True)
+    log = " ".join((campaign / "controller.log").read_text().split())
+    assert "h100: Slurm holds job " in log
+    assert (
+        "the request exceeds what the partition allows (cpus_per_task, mem_gb, gres, time_limit_min)" in log
+    )
+    assert _log_count(campaign, "pending for PartitionConfig") == 1  # once, whatever the polls
+    assert "h200: Slurm holds" not in log  # its jobs fit
+
+
+@pytest.mark.slurm
 def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cluster: None) -> None:
     """The fleet excludes the local node once a result came from another node of the partition.
     Here that node is the only one, so sbatch refuses the next job: the fleet reports it lost

@@ -59,6 +59,16 @@ UNKNOWN_SECONDS = 120.0  # a job sacct has never heard of for this long is lost
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 SIGNAL_DELAY_S = 120  # Slurm signals a job (USR2) this long before its time limit; the runner stops then
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "scancel")  # what submitit and this fleet call
+# Slurm's reasons for holding a job pending that waiting does not cure, and the settings behind them.
+NEVER_STARTS = {
+    "PartitionConfig": "the request exceeds what the partition allows (cpus_per_task, mem_gb, gres, time_limit_min)",
+    "PartitionTimeLimit": "time_limit_min exceeds the partition's time limit",
+    "PartitionNodeLimit": "the request needs more nodes than the partition allows",
+    "QOSMaxWallDurationPerJobLimit": "time_limit_min exceeds the QOS's limit",
+    "InvalidAccount": "the account is not valid for this partition",
+    "InvalidQOS": "the QOS is not valid for this partition",
+    "BadConstraints": "no node has the features asked for (constraint)",
+}
 
 
 @dataclass
@@ -218,6 +228,7 @@ class SlurmFleet:
         self._sacct_ok = False
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
+        self._warned: set[tuple[str, str]] = set()  # (pool, pending reason) said once
 
     # -- capacity ------------------------------------------------------------------------------
     def free_slots(self, pool: str) -> int:
@@ -342,7 +353,12 @@ class SlurmFleet:
                     continue
             waiting.append((t, outcome, job))
         ids = [job[0] for _, _, job in waiting if job] + [w for ws in self._workers.values() for w in ws]
+        asked_at = self._states_at
         states = self._job_states(ids)
+        if self._states_at != asked_at:  # sacct was asked just now: so is squeue, if a job is pending
+            pools = {job[0]: t.job.pool for t, _, job in waiting if job}
+            pools.update({w: pool for pool, ws in self._workers.items() for w in ws})
+            self._warn_never_starting({i: pools[i] for i in ids if _latest(states[i]) == "PENDING"})
         for t, outcome, job in waiting:
             finished = self._judge(t, outcome, job, states, now)
             if finished is not None:
@@ -432,6 +448,22 @@ class SlurmFleet:
             return None
         return float(started.get("started_at") or time.time()) + self.deadline_s + self.cluster.grace_seconds
 
+    def _warn_never_starting(self, pending: dict[str, str]) -> None:
+        """Say once per partition and reason when Slurm holds a job pending for a reason that
+        waiting does not cure: its experiments count as running, and would never start."""
+        if not pending:
+            return
+        jobs = {i.split("_")[0]: pool for i, pool in pending.items()}
+        for job, reason in _pending_reasons(set(jobs)).items():
+            pool = jobs.get(job)
+            if pool and reason in NEVER_STARTS and (pool, reason) not in self._warned:
+                self._warned.add((pool, reason))
+                log.warning(
+                    "%s: Slurm holds job %s pending for %s: %s; its experiments may never start: "
+                    "fix cluster.partitions.%s and run the command again (scancel -n autoresearch-%s)",
+                    pool, job, reason, NEVER_STARTS[reason], pool, pool,
+                )  # fmt: skip
+
     def _job_states(self, ids: list[str]) -> dict[str, list[str]]:
         """Each job's attempts (array tasks as A_i), from one sacct call every few seconds."""
         now = time.monotonic()
@@ -479,6 +511,17 @@ def _is_active(state: str) -> bool:
 
 def _latest(attempts: list[str]) -> str:
     return attempts[-1] if attempts else ""
+
+
+def _pending_reasons(job_ids: set[str]) -> dict[str, str]:
+    """Why Slurm holds each of these jobs pending (squeue's reason, by job id; an array by its own
+    id); {} when squeue cannot tell."""
+    cmd = ["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
 
 
 def _sacct(job_ids: set[str]) -> dict[str, list[str]] | None:
