@@ -153,12 +153,15 @@ class Intake:
         """The starting point on the screen tier, and on the validate tier when promoted changes are
         confirmed there. The tier that confirms gets a run at each re-run seed, so a confirmation
         compares the two versions seed for seed; the screen tier one at the first screening seed,
-        while nothing is kept yet. A baseline cancelled (scancel) or lost for good is queued again
-        (called again when one is cancelled): every change is judged by it."""
+        while nothing is kept yet. Until then, a baseline cancelled (scancel) or lost for good is
+        queued again (called again when one is cancelled): every change is judged by it. (A run
+        queued now is of the frontier, which after a keep is measured by runs of its own.)"""
+        again = self.frontier.generation() == 0
         queued = [
             t
             for t in self.ledger.all()
-            if t.user_attrs.get("kind") == "baseline" and t.user_attrs.get("status") not in NOT_RUN
+            if t.user_attrs.get("kind") == "baseline"
+            and not (again and t.user_attrs.get("status") in NOT_RUN)
         ]
         attrs = {"kind": "baseline"}
         c = self.cfg.campaign

@@ -23,10 +23,11 @@ from engine_helpers import (
     read_tsv,
     run_campaign,
     run_scripted,
+    scripted_campaign,
     trial_named,
     wait_for,
 )
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
 from autoresearch.frontier import Frontier
@@ -547,3 +548,32 @@ def test_a_controller_killed_while_queueing_the_baselines_queues_the_rest(
     # baseline_seeds 2 and the screening seed: one each side
     assert sorted(t.user_attrs["seed"] for t in baselines) == [42, 43, 44]
     assert all(t.state == TrialState.COMPLETE for t in baselines)
+
+
+def test_a_cancelled_baseline_is_queued_again_until_a_change_is_kept(tmp_path: Path) -> None:
+    """Every change is judged by the baselines, so one cancelled (scancel) runs again; once a change
+    is kept, a run queued as a baseline would be of the new frontier, measured by runs of its own."""
+    campaign = scripted_campaign(tmp_path, [])
+    campaign.open()
+    ledger, intake = campaign.ledger, campaign.intake
+
+    def baselines() -> list[FrozenTrial]:
+        return [t for t in ledger.all() if t.user_attrs.get("kind") == "baseline"]
+
+    def cancel(trial: FrozenTrial) -> None:
+        assert ledger.claim(trial)
+        ledger.fail(trial.number, {"status": "cancelled", "reason": "cancelled: Slurm CANCELLED by 0"})
+
+    first = baselines()
+    cancel(first[0])
+    intake.baselines(campaign.decisions.confirm_on)
+    again = [t for t in baselines() if t.number not in {b.number for b in first}]
+    assert [(t.user_attrs["tier"], t.user_attrs["seed"]) for t in again] == [
+        (first[0].user_attrs["tier"], first[0].user_attrs["seed"])
+    ]
+    assert again[0].state == TrialState.WAITING
+    campaign.frontier.advance(campaign.frontier.source() + "\n# kept\n", again[0].number, "a keep")
+    cancel(first[1])
+    intake.baselines(campaign.decisions.confirm_on)
+    assert len(baselines()) == len(first) + 1  # none queued for it now
+    os.close(campaign._lock_fd)  # type: ignore[arg-type]
