@@ -54,6 +54,7 @@ EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "
 CANCELLED = "CANCELLED"
 ACTIVE_STATES = {"", "PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 STATE_POLL_SECONDS = 10.0  # at most one sacct call this often, for every job at once
+PENDING_POLL_SECONDS = 60.0  # and one squeue call, while a job is pending (why: `_warn_never_starting`)
 SETTLE_SECONDS = 10.0  # a job over without a result: wait this long for the result file (shared FS lag)
 UNKNOWN_SECONDS = 120.0  # a job sacct has never heard of for this long is lost
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
@@ -229,6 +230,7 @@ class SlurmFleet:
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool, pending reason) said once
+        self._pending_at = -PENDING_POLL_SECONDS  # when squeue was last asked why jobs are pending
 
     # -- capacity ------------------------------------------------------------------------------
     def free_slots(self, pool: str) -> int:
@@ -353,9 +355,8 @@ class SlurmFleet:
                     continue
             waiting.append((t, outcome, job))
         ids = [job[0] for _, _, job in waiting if job] + [w for ws in self._workers.values() for w in ws]
-        asked_at = self._states_at
         states = self._job_states(ids)
-        if self._states_at != asked_at:  # sacct was asked just now: so is squeue, if a job is pending
+        if time.monotonic() - self._pending_at >= PENDING_POLL_SECONDS:
             pools = {job[0]: t.job.pool for t, _, job in waiting if job}
             pools.update({w: pool for pool, ws in self._workers.items() for w in ws})
             self._warn_never_starting({i: pools[i] for i in ids if _latest(states[i]) == "PENDING"})
@@ -453,6 +454,7 @@ class SlurmFleet:
         waiting does not cure: its experiments count as running, and would never start."""
         if not pending:
             return
+        self._pending_at = time.monotonic()
         jobs = {i.split("_")[0]: pool for i, pool in pending.items()}
         for job, reason in _pending_reasons(set(jobs)).items():
             pool = jobs.get(job)
