@@ -104,7 +104,8 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
     until = now if running or not ends else max(ends)
     head.add_row("elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)"))
-    states = Counter(launch_state(t, campaign_dir)[0] for t in running)
+    launched = {t.number: launch_state(t, campaign_dir) for t in running}  # (a file read each)
+    states = Counter(state for state, _ in launched.values())
     in_flight = (
         f"{states['running']} running, {states['pending']} pending on the cluster, {len(waiting)} queued"
     )
@@ -141,7 +142,7 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
         for col in ("trial", "partition", "state", "for", "description"):
             live.add_column(col)
         for t in running:
-            state, since = launch_state(t, campaign_dir)
+            state, since = launched[t.number]
             age = f"{(now - since) / 60:.1f} min" if since else "-"
             live.add_row(
                 str(t.number),

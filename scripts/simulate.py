@@ -51,7 +51,7 @@ from optuna.storages.journal._storage import JournalOperation
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from autoresearch.campaign import Campaign  # noqa: E402
+from autoresearch.campaign import Campaign, knob_specs  # noqa: E402
 from autoresearch.config import AutoresearchConfig, register_configs  # noqa: E402
 from autoresearch.fleet.base import Finished, JobSpec, Pool  # noqa: E402
 from autoresearch.knobs import read_knobs  # noqa: E402
@@ -165,8 +165,13 @@ class Surface:
         return [line for line in source.splitlines() if not line.startswith(names)]
 
     @staticmethod
+    def _line_hash(line: str) -> int:
+        """A changed line's fixed draw: its effect, whether it crashes, whether it changes the shape."""
+        return int(hashlib.sha1(line.encode()).hexdigest()[:12], 16)
+
+    @staticmethod
     def _line_effect(line: str) -> tuple[float, bool]:
-        h = int(hashlib.sha1(line.encode()).hexdigest()[:12], 16)
+        h = Surface._line_hash(line)
         return random.Random(h).gauss(0.002, 0.004), (h % 100) < 3
 
     def shape(self, source: str) -> int:
@@ -180,7 +185,7 @@ class Surface:
         changed = [
             line
             for line in difflib.ndiff(self.start_lines, lines)
-            if line[:2] in ("+ ", "- ") and int(hashlib.sha1(line[2:].encode()).hexdigest()[:12], 16) % 2 == 0
+            if line[:2] in ("+ ", "- ") and self._line_hash(line[2:]) % 2 == 0
         ]
         key = repr(([found.get(k) for k in SHAPE_KNOBS], changed))
         self._shapes[digest] = 50_000_000 + int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 1_000_000
@@ -360,10 +365,7 @@ def journal_io(append_s: float, read_s: float) -> Iterator[JournalIO]:
 def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Path) -> dict[str, Any]:
     cfg = compose(gpus, experiments, runs_dir, args.set)
     campaign_dir = runs_dir / cfg.campaign.name
-    knobs = [
-        KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
-        for name, k in cfg.campaign.knobs.items()
-    ]
+    knobs = knob_specs(cfg)
     start = Path(cfg.campaign.train_py).read_text()
     surface = Surface(start, knobs, args.seed, args.noise, args.seed_share, args.shape_share)
     clock = VirtualClock(start=START)

@@ -357,6 +357,7 @@ class SlurmFleet:
         ids = [job[0] for _, _, job in waiting if job] + [w for ws in self._workers.values() for w in ws]
         states = self._job_states(ids)
         if time.monotonic() - self._pending_at >= PENDING_POLL_SECONDS:
+            self._pending_at = time.monotonic()
             pools = {job[0]: t.job.pool for t, _, job in waiting if job}
             pools.update({w: pool for pool, ws in self._workers.items() for w in ws})
             self._warn_never_starting({i: pools[i] for i in ids if _latest(states[i]) == "PENDING"})
@@ -454,7 +455,6 @@ class SlurmFleet:
         waiting does not cure: its experiments count as running, and would never start."""
         if not pending:
             return
-        self._pending_at = time.monotonic()
         jobs = {i.split("_")[0]: pool for i, pool in pending.items()}
         for job, reason in _pending_reasons(set(jobs)).items():
             pool = jobs.get(job)
