@@ -43,7 +43,7 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.fleet.factory import make_fleet
     from autoresearch.proposers.factory import make_proposer
     from autoresearch.study import StudyUnavailable
-    from autoresearch.tracking import make_tracker
+    from autoresearch.tracking import TrackingSetupError, check_credentials, make_tracker
 
     campaign_dir = campaign_dir_of(cfg)
     try:
@@ -51,9 +51,10 @@ def run(cfg: AutoresearchConfig) -> int:
     except ConfigError as err:
         print(f"error: bad config: {err}", file=sys.stderr)
         return EXIT_ERROR
-    try:  # (no GPU for a GPU campaign, Slurm's commands missing, a partition Slurm lacks)
+    try:  # (no GPU for a GPU campaign, Slurm's commands missing, a partition Slurm lacks, no W&B key)
         fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir), cfg.campaign.require_gpu)
-    except (ValueError, CampaignError) as err:
+        check_credentials(cfg.tracking)
+    except (ValueError, CampaignError, TrackingSetupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
     campaign_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,13 @@ def gpu_hours_by_pool(study: optuna.Study) -> dict[str, float]:
         if spent := slot_hours(t):
             hours[spent[0]] = hours.get(spent[0], 0.0) + spent[1]
     return hours
+
+
+def hours_unit(gpu_types: Iterable[str]) -> str:
+    """What a slot-hour is called: a GPU-hour, or a CPU-hour when every slot that ran something
+    was a CPU process (the laptop demo), which no cluster bills as a GPU's."""
+    types = set(gpu_types)
+    return "CPU-hours" if types and types <= {"cpu"} else "GPU-hours"
 
 
 def experiments_launched(study: optuna.Study) -> int:

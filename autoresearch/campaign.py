@@ -170,6 +170,23 @@ class Campaign:
         self.intake.baselines(confirm_on)
         if (head := self.frontier.head_trial()) is not None:  # a frontier kept before runs were paired
             self.intake.new_frontier(head, confirm_on)
+        self._warn_if_budget_is_all_baselines()
+
+    def _warn_if_budget_is_all_baselines(self) -> None:
+        """A first start whose experiment budget the baselines use up tries no change: say so
+        now, not only in the final "budget reached" line."""
+        limit = self.c.budget.max_experiments
+        if not limit or budgets.experiments_launched(self.study):
+            return
+        baselines = sum(1 for t in self.ledger.waiting() if t.user_attrs.get("kind") == "baseline")
+        if baselines >= limit:
+            log.warning(
+                "campaign.budget.max_experiments=%d: the %d baseline runs use it all, so no change "
+                "will be tried (raise it above %d to try some)",
+                limit,
+                baselines,
+                baselines,
+            )
 
     def _prepare_data(self) -> None:
         """Download data and train the tokenizer once, here, rather than in every experiment."""

@@ -11,6 +11,7 @@ import statistics
 import time
 from html import escape
 
+from autoresearch.budget import hours_unit
 from autoresearch.report import CampaignReport, KeptChange
 
 STYLE = """
@@ -84,7 +85,8 @@ def _cost(r: CampaignReport) -> str:
     body.append([f"LLM ({escape(models)})", escape(tokens), f"${llm['dollars']:,.2f}"])
     body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}</b>"])
     calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed"
-    return _table(["what", "GPU-hours / tokens", "dollars"], body, (1, 2)) + f"<p class=muted>{calls}.</p>"
+    unit = hours_unit(r.gpu_types.values())
+    return _table(["what", f"{unit} / tokens", "dollars"], body, (1, 2)) + f"<p class=muted>{calls}.</p>"
 
 
 def _speedup(r: CampaignReport) -> str:

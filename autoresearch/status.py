@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import measure
+from autoresearch.budget import hours_unit, measure
 from autoresearch.cli import tool_name
 from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.runner import STARTED_FILE, read_json
@@ -111,9 +111,10 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     )
     head.add_row("experiments", f"{experiment_counts(counts)}, {in_flight}")
     calls = usage_totals(campaign_dir)
+    unit = hours_unit(str(t.user_attrs["gpu_type"]) for t in trials(study) if "gpu_type" in t.user_attrs)
     head.add_row(
         "spend",
-        f"{spend.gpu_hours:.2f} GPU-hours, ${spend.llm_dollars:.2f} of LLM calls "
+        f"{spend.gpu_hours:.2f} {unit}, ${spend.llm_dollars:.2f} of LLM calls "
         f"({calls['calls']} calls, {calls['failed_calls']} failed, {calls['cache_read_input_tokens']:,} "
         "tokens read from the prompt cache)",
     )

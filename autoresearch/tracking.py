@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import re
 import threading
@@ -205,6 +206,39 @@ class WandbTracker:
         run = self._init("campaign", name=f"{self.campaign}: report", job_type="report")
         run.log({"report": wandb.Html(report.read_text(encoding="utf-8"))})
         run.finish()
+
+
+class TrackingSetupError(RuntimeError):
+    """W&B cannot send from this machine as configured: refused before the campaign starts."""
+
+
+def wandb_mode(cfg: TrackingConfig) -> str:
+    """The mode wandb.init runs in: the config's, else WANDB_MODE, else online (W&B's default)."""
+    return cfg.mode or os.environ.get("WANDB_MODE") or "online"
+
+
+def check_credentials(cfg: TrackingConfig) -> None:
+    """An online campaign without W&B credentials would learn so only at its first result, and
+    then track nothing. So the key is looked up now (WANDB_API_KEY, ~/.netrc), before anything is
+    written. It is not verified with the server: that may be down for a while, and the campaign's
+    next controller sends what did not go out."""
+    if cfg.kind != "wandb" or wandb_mode(cfg) != "online":
+        return
+    import wandb
+
+    try:
+        found = wandb.login(verify=False, prompt=False)  # reads the key; no prompt, no server call
+    except wandb.errors.Error as err:  # AuthenticationError: a malformed key
+        problem = str(err).splitlines()[0]
+    else:
+        if found:
+            return
+        problem = "no API key in WANDB_API_KEY or ~/.netrc"
+    raise TrackingSetupError(
+        f"W&B: {problem} (tracking=wandb sends online: run `wandb login` or set WANDB_API_KEY in the "
+        "controller's environment; or set tracking.mode=offline and `wandb sync` the campaign's "
+        "wandb folder later)"
+    )
 
 
 def make_tracker(cfg: TrackingConfig, campaign_dir: Path, campaign: str) -> Tracker:

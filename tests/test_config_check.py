@@ -136,7 +136,10 @@ def test_a_missing_database_driver_is_named(tmp_path: Path) -> None:
 
 
 def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
-    assert run_campaign(tmp_path, "campaign.budget.max_experiments=2").returncode == 0
+    proc = run_campaign(tmp_path, "campaign.budget.max_experiments=2")
+    assert proc.returncode == 0
+    said = " ".join(proc.stdout.split())  # the log wraps long lines
+    assert "campaign.budget.max_experiments=2: the 3 baseline runs use it all" in said
     saved = (tmp_path / "toy" / "config.yaml").read_text()
     proc = run_campaign(tmp_path, "campaign.time_budget=2", "campaign.budget.max_experiments=2")
     assert proc.returncode == 2
@@ -148,6 +151,7 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
     assert (tmp_path / "toy" / "config.yaml").read_text() == saved
     proc = run_campaign(tmp_path, "campaign.budget.max_experiments=3")  # a budget may grow
     assert proc.returncode == 0, proc.stderr
+    assert "baseline runs use it all" not in proc.stdout  # said on a first start only
     (tmp_path / "toy" / "config.yaml").write_text("not a config\n")
     proc = run_campaign(tmp_path)
     assert proc.returncode == 2 and "is not a campaign's config" in proc.stderr

@@ -16,7 +16,7 @@ from engine_helpers import (
     wait_for,
 )
 
-from autoresearch.budget import Spend, exhausted
+from autoresearch.budget import Spend, exhausted, hours_unit
 from autoresearch.campaign import Campaign
 from autoresearch.config import (
     AutoresearchConfig,
@@ -94,6 +94,11 @@ def test_budgets_stop_at_the_first_limit_reached() -> None:
     assert "GPU-hours" in exhausted(spend, BudgetConfig(max_gpu_hours=2.5))
     assert "dollars" in exhausted(spend, BudgetConfig(max_dollars=10.0))
     assert exhausted(spend, BudgetConfig(max_dollars=11.0, max_gpu_hours=4.0)) is None
+
+
+def test_slot_hours_are_gpu_hours_unless_every_slot_was_a_cpu() -> None:
+    assert hours_unit(["cpu"]) == "CPU-hours"
+    assert hours_unit(["cpu", "NVIDIA H100 80GB HBM3"]) == hours_unit([]) == "GPU-hours"
 
 
 def test_an_rdb_storage_url_holds_the_study(tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
     assert report.speedup.sequential_hours == pytest.approx(hours)
     assert report.gpu_dollars == pytest.approx(5000 * hours)
     assert f"${report.gpu_dollars:,.2f}" in page
+    assert "CPU-hours / tokens" in page  # the toy's slots are CPU processes, not GPUs
     # Two local slots: in flight no longer than the runs took back to back, and no more than twice as fast.
     assert 0 < report.speedup.factor <= 2.0 + 1e-6
     baselines = [float(r["val_bpb"]) for r in table if r["status"] == "baseline"]

@@ -34,6 +34,7 @@ def test_status_shows_a_finished_campaign_and_its_rows(
     assert out.returncode == 0, out.stderr
     assert "kept changes" in out.stdout and "baseline" in out.stdout
     assert "0 calls, 0 failed" in out.stdout  # the offline proposer spends nothing on an API
+    assert "CPU-hours" in out.stdout and "GPU-hours" not in out.stdout  # the toy's slots are CPU processes
     lines = subprocess.run(
         [sys.executable, "-m", "autoresearch.status", str(campaign), "--json"],
         cwd=REPO,

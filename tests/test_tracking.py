@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 from engine_helpers import launched_within_budget, load, run_campaign
@@ -65,11 +66,41 @@ def test_a_resumed_campaign_sends_only_what_was_not_sent(tmp_path: Path) -> None
     assert len(runs[next(i for i in runs if i.endswith("-campaign"))]) == 2  # one report per controller run
 
 
-def test_wandb_refusing_does_not_stop_the_campaign(tmp_path: Path) -> None:
-    # Online with no key anywhere (no WANDB_API_KEY, a HOME without .netrc): W&B refuses at once.
-    home = tmp_path / "home"
+def test_an_online_campaign_without_a_wandb_key_is_refused_before_it_starts(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # no ~/.netrc, and no WANDB_API_KEY
     home.mkdir()
     env = {"HOME": str(home), "WANDB_API_KEY": "", "WANDB_MODE": "online"}
+    out = run_campaign(tmp_path, "tracking=wandb", env=env)
+    assert out.returncode == 2
+    (line,) = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+    assert (
+        line.startswith("error: W&B: no API key in WANDB_API_KEY or ~/.netrc")
+        and "tracking.mode=offline" in line
+    )
+    assert not (tmp_path / "toy").exists()  # nothing written
+    malformed = run_campaign(tmp_path, "tracking=wandb", env={**env, "WANDB_API_KEY": "x" * 12})
+    assert malformed.returncode == 2
+    (line,) = [x for x in malformed.stderr.splitlines() if x.startswith("error:")]
+    assert "40+ characters" in line and "x" * 12 not in line  # W&B's reason, without the key
+    # Offline, W&B needs no key.
+    offline = run_campaign(
+        tmp_path, "tracking=wandb", "tracking.mode=offline", "campaign.budget.max_experiments=1", env=env
+    )
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+
+
+def test_wandb_refusing_does_not_stop_the_campaign(tmp_path: Path) -> None:
+    # A key, but a server that refuses connections: each wandb.init fails once its timeout is up.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    env = {
+        "HOME": str(tmp_path),
+        "WANDB_API_KEY": "f" * 40,
+        "WANDB_MODE": "online",
+        "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port}",
+        "WANDB_INIT_TIMEOUT": "5",
+    }
     out = run_campaign(tmp_path, "tracking=wandb", "campaign.budget.max_experiments=4", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     campaign = tmp_path / "toy"
