@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -129,7 +130,13 @@ def composition_error_line(err: CompactHydraException) -> str:
     if isinstance(err, MissingConfigException) and err.options:
         return f"{what} (one of: {', '.join(err.options)})"
     if err.__cause__ is not None:
-        return f"{what}: {str(err.__cause__).splitlines()[0]}"
+        why = str(err.__cause__).splitlines()[0]
+        if re.search(r"is not a subclass of (KnobConfig|PartitionConfig)", why):  # OmegaConf's typed maps
+            why = (
+                "Hydra cannot add a knob or a partition on the command line; add it in a campaign or "
+                "cluster file of your own (--config-dir, see the README)"
+            )
+        return f"{what}: {why}"
     return what
 
 

@@ -248,6 +248,12 @@ def test_a_missing_campaign_is_one_clear_line(tmp_path: Path, command: list[str]
             ["+campaign=demo", "+campaign.budget.max_experimnts=1", "+foo=1", "runs_dir=/nonexistent"],
             "error: bad config: no such setting: foo; campaign.budget.max_experimnts (did you mean max_experiments?)",
         ),
+        (  # OmegaConf refuses a new entry in a typed map; say where it goes instead
+            ["+campaign=demo", "+campaign.knobs.WEIGHT_DECAY={kind:float,low:0.0,high:0.2}"],
+            "error: bad config: Error merging override +campaign.knobs.WEIGHT_DECAY={kind:float,low:0.0,high:0.2}: "
+            "Hydra cannot add a knob or a partition on the command line; add it in a campaign or cluster "
+            "file of your own (--config-dir, see the README)",
+        ),
     ],
 )
 def test_a_mistyped_command_is_one_line_that_says_what_to_type(args: list[str], said: str) -> None:
