@@ -161,9 +161,17 @@ def test_a_trials_attrs_are_one_read_and_one_upsert_else_optunas_way_one_by_one(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, one_statement: bool
 ) -> None:
     if not one_statement:
-        monkeypatch.setattr(rdb_cache, "_upsert", lambda *args: None)  # as on MySQL
+        monkeypatch.setattr(rdb_cache, "_insert", lambda dialect: None)  # as on MySQL
     study = open_study(tmp_path, "c", database_url)
-    study.enqueue_trial({}, user_attrs={"kind": "experiment"})
+    with statements(study) as sent:  # a queued candidate: the trial and its attrs in one transaction
+        study.enqueue_trial({}, user_attrs={"kind": "experiment", "seed": 42, "tier": "screen"})
+    on_attrs = [x for x in sent if "trial_user_attributes" in x]
+    if one_statement:
+        assert len(on_attrs) == 1 and on_attrs[0].startswith("INSERT"), sent
+    else:
+        assert len(on_attrs) >= 3, sent  # at least a write per attr
+    stored = optuna.load_study(study_name="c", storage=database_url).trials[0]
+    assert as_stored(stored) == as_stored(study.trials[0])
     with statements(study) as sent:
         set_trial_attrs(study, 0, {"kind": "stack", "seed": 43, "tier": "screen"})
     if one_statement:
