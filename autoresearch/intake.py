@@ -63,12 +63,14 @@ class Intake:
     empty_waves: int = field(default=0, init=False)  # consecutive waves with nothing new in them
 
     def add(self, cand: Candidate, attrs: dict[str, Any]) -> None:
-        """Queue one candidate: its file under proposals/, then its WAITING trial."""
+        """Queue one candidate: its file under proposals/, then its WAITING trial, with the
+        frontier it was checked against (`queued_on`)."""
         name = f"t{self.ledger.size():05d}-{cand.tier}.json"  # its trial's number
         path = self.campaign_dir / "proposals" / name
         path.write_text(json.dumps(candidate_to_dict(cand), indent=1))
+        head = self.frontier.head()
         self.sampler.enqueue(
-            self.ledger.study, cand, self.frontier.head(), {"edit": f"proposals/{name}", **attrs}
+            self.ledger.study, cand, head, {"edit": f"proposals/{name}", "queued_on": head, **attrs}
         )
 
     # -- the proposer's waves ----------------------------------------------------------------

@@ -150,6 +150,13 @@ class Launcher:
                     self.ledger.fail(trial.number, {**tried, "status": "skip", "reason": reason})
                     return None
         except (InvalidCandidate, ValueError) as err:
+            head = self.frontier.head()
+            if isinstance(err, InvalidCandidate) and attrs.get("queued_on", head) != head:
+                # it applied when queued: a keep since then changed what it edits
+                kept = f"trial {self.frontier.head_trial()} kept"
+                reason = f"no longer applies: the frontier changed since it was queued ({kept}); {err}"
+                self.ledger.fail(trial.number, {"status": "skip", "reason": reason, "parent": head})
+                return None
             self.ledger.fail(trial.number, {"status": "invalid", "reason": str(err)})
             self.intake.rejected.append(f"{cand.description}: {err}")
             return None

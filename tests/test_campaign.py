@@ -465,6 +465,28 @@ def test_a_twin_of_a_train_py_that_ran_is_skipped_and_one_of_a_crash_runs(tmp_pa
     assert second.ledger.ran(runs[0].user_attrs["run_key"]) == set()
 
 
+def test_a_queued_change_that_a_keep_overwrote_is_skipped_not_blamed(tmp_path: Path) -> None:
+    """Two changes to one line, queued on one frontier: once the first is kept, the second's edit
+    no longer applies. That is the frontier's doing, not a bad proposal: it is skipped with the
+    reason, and not shown to the proposer as a rejected edit."""
+    campaign = run_scripted(
+        tmp_path,
+        [
+            Candidate("better", edits=[Edit("BETTER_BY = 0.0", "BETTER_BY = 0.2")]),
+            Candidate("better too", edits=[Edit("BETTER_BY = 0.0", "BETTER_BY = 0.1")]),
+        ],
+        "campaign.validate_seeds=0",
+        "cluster.cpu_slots=1",  # one run at a time: the second starts after the first is kept
+    )
+    better, too = trial_named(campaign, "better"), trial_named(campaign, "better too")
+    assert better.user_attrs["status"] == "keep"
+    assert too.user_attrs["status"] == "skip" and "exp_dir" not in too.user_attrs
+    assert too.user_attrs["reason"].startswith(
+        f"no longer applies: the frontier changed since it was queued (trial {better.number} kept); edit 1:"
+    )
+    assert not any("better too" in line for line in campaign.intake.rejected)
+
+
 def test_a_crashing_experiment_is_a_fail_trial_with_its_reason(tmp_path: Path) -> None:
     campaign = run_scripted(
         tmp_path, [Candidate("crash", knobs={"CRASH": True})], "campaign.budget.max_experiments=5"
