@@ -156,12 +156,8 @@ def refusal(err: FailedJobError) -> str:
 def unknown_partitions(partitions: dict[str, PartitionConfig]) -> list[str]:
     """The configured partitions Slurm does not have, as config problems: sbatch would refuse every
     job, and each refusal would be re-queued as a lost run. [] when `sinfo` cannot tell."""
-    try:
-        listed = subprocess.run(["sinfo", "-h", "-a", "-o", "%R"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    have = set(listed.stdout.split())
-    if listed.returncode != 0 or not have:
+    have = set((_query(["sinfo", "-h", "-a", "-o", "%R"], timeout=60) or "").split())
+    if not have:
         return []
     return [
         f"cluster.partitions.{name}.partition={wanted}: Slurm has no such partition "
@@ -518,11 +514,7 @@ def _latest(attempts: list[str]) -> str:
 def _pending_reasons(job_ids: set[str]) -> dict[str, str]:
     """Why Slurm holds each of these jobs pending (squeue's reason, by job id; an array by its own
     id); {} when squeue cannot tell."""
-    cmd = ["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    out = _query(["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))]) or ""
     return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
 
 
@@ -531,9 +523,16 @@ def _sacct(job_ids: set[str]) -> dict[str, list[str]] | None:
     if not job_ids:
         return {}
     cmd = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit", "-j", ",".join(sorted(job_ids))]
+    out = _query(cmd, if_failed="relying on result files and deadlines")
+    return None if out is None else parse_sacct(out)
+
+
+def _query(cmd: list[str], timeout: float = 30, if_failed: str = "") -> str | None:
+    """A Slurm query's output; None when the command is missing, fails or hangs (said in a
+    warning, with what the controller does instead, when `if_failed` says it)."""
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
     except (OSError, subprocess.SubprocessError) as err:
-        log.warning("sacct failed (%s); relying on result files and deadlines", err)
+        if if_failed:
+            log.warning("%s failed (%s); %s", cmd[0], err, if_failed)
         return None
-    return parse_sacct(out)
