@@ -34,6 +34,7 @@ from autoresearch.config import AutoresearchConfig, time_budget_seconds
 from autoresearch.decisions import Decisions, confirm_tier
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import Frontier
+from autoresearch.heartbeat import Heartbeat
 from autoresearch.intake import BASE_SEED, NOT_RUN, Intake
 from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, harness_env
@@ -123,6 +124,7 @@ class Campaign:
         self.harness = Path(self.c.prepare_py).resolve()  # config_check saw it and train.py exist
         self.stop_requested = False
         self._lock_fd: int | None = None
+        self.heartbeat = Heartbeat(campaign_dir)  # started once this controller holds the lock
         self._baseline_measured = False  # a screen baseline has succeeded: the start is sound
         self._records: dict[int, ExperimentRecord] = {}  # of finished trials, which no longer change
         self._told = 0  # results told by this controller (see _after_tell)
@@ -133,6 +135,7 @@ class Campaign:
         (self.dir / "experiments").mkdir(exist_ok=True)
         (self.dir / "proposals").mkdir(exist_ok=True)
         self._lock()
+        self.heartbeat.start()
         # Saved once this controller holds the campaign: a refused second one leaves it as it was.
         (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
         if shutil.which("git") is None:
@@ -245,9 +248,12 @@ class Campaign:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> Summary:
-        self.open()
         stop_reason = failure = ""
+        ended = "interrupted: a second Ctrl-C or SIGTERM"  # unless the loop ends or raises otherwise
+        opened = False
         try:
+            self.open()
+            opened = True
             while True:
                 for done in self.fleet.poll():
                     self._finish(done)
@@ -269,18 +275,30 @@ class Campaign:
                     self._maybe_request_wave()
                     self.launcher.launch()
                 self.fleet.wait(self.cfg.cluster.poll_seconds)
+            ended = failure or stop_reason
+        except Exception as err:
+            ended = f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            raise
         finally:
-            self.pump.close()
-            self.fleet.shutdown(cancel=False)
-            self._write_outputs(final=True)
-            self.tracker.update(self.study)
-            self.tracker.close(self.dir / REPORT_FILE)
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            self._close(ended, opened)
         if failure:
             raise CampaignError(failure)
         return self.summary(stop_reason)
+
+    def _close(self, ended: str, opened: bool) -> None:
+        """What a controller does however it stops; the campaign's outputs only once it was opened."""
+        try:
+            self.pump.close()
+            if opened:
+                self.fleet.shutdown(cancel=False)
+                self._write_outputs(final=True)
+                self.tracker.update(self.study)
+                self.tracker.close(self.dir / REPORT_FILE)
+        finally:
+            self.heartbeat.stop(ended)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def _broken_start(self) -> str:
         """Why nothing can be judged: every baseline run of the starting train.py on the screen tier

@@ -26,6 +26,7 @@ from rich.table import Table
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import hours_unit, measure
 from autoresearch.cli import tool_name
+from autoresearch.heartbeat import controller_state
 from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.runner import STARTED_FILE, read_json
 from autoresearch.study import StudyUnavailable, load_study, trials
@@ -101,6 +102,8 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     counts = Counter(r["status"] for r in table)
     head = Table.grid(padding=(0, 2))
     head.add_row("campaign", f"{study.study_name}  ({campaign_dir})")
+    if (controller := controller_state(campaign_dir, now)) is not None:
+        head.add_row("controller", controller)
     ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
     until = now if running or not ends else max(ends)
     head.add_row("elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
 from autoresearch.frontier import Frontier
+from autoresearch.heartbeat import controller_state
 from autoresearch.ledger import MEASUREMENT_KINDS
 from autoresearch.proposals import Candidate, Edit
 from autoresearch.results import rows
@@ -131,6 +133,10 @@ def test_a_starting_train_py_that_crashes_ends_the_campaign(tmp_path: Path) -> N
     assert proc.returncode == 2, said
     assert "ERROR every baseline run of the starting train.py failed (trial 0, crash: exit 1: " in said
     assert "RuntimeError: boom: broken at the start" in said and "Traceback" not in said
+    ended = controller_state(tmp_path / "toy") or ""
+    assert re.fullmatch(
+        r"stopped .*: every baseline run of the starting train\.py failed \(trial 0, .*", ended
+    )
     study = load(tmp_path / "toy")
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     ran = [t for t in study.trials if "exp_dir" in t.user_attrs]
@@ -326,6 +332,8 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(
         controller.send_signal(signal.SIGKILL)
     finally:
         controller.wait(timeout=30)
+    gone = controller_state(campaign)  # at once, on the host it ran on
+    assert gone is not None and gone.startswith(f"gone: pid {controller.pid} on "), gone
     proc = subprocess.run(
         campaign_command(tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
@@ -418,6 +426,7 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
             "the first controller to hold the lock and run an experiment",
         )
         saved = (tmp_path / "toy" / "config.yaml").read_text()
+        assert (controller_state(tmp_path / "toy") or "").startswith(f"running: pid {first.pid} on ")
         second = subprocess.run(
             campaign_command(tmp_path, "campaign.budget.max_experiments=99"),
             cwd=REPO,
@@ -429,10 +438,13 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
         assert second.returncode == 2
         assert "another controller" in second.stdout + second.stderr
         assert (tmp_path / "toy" / "config.yaml").read_text() == saved  # the running one's, not its own
+        assert (controller_state(tmp_path / "toy") or "").startswith(f"running: pid {first.pid} on ")
     finally:
         hold.unlink()
         first.wait(timeout=120)
     assert first.returncode == 0
+    ended = controller_state(tmp_path / "toy") or ""
+    assert re.fullmatch(r"stopped .*: experiments budget reached \(\d+ of 12\)", ended), ended
 
 
 def test_a_twin_of_a_train_py_that_ran_is_skipped_and_one_of_a_crash_runs(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -12,10 +14,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from engine_helpers import REPO, run_campaign
+from engine_helpers import REPO, run_campaign, wait_for
 from rich.console import Console
 
 from autoresearch import status
+from autoresearch.heartbeat import CONTROLLER_FILE, STALE_SECONDS, Heartbeat, controller_state
 from autoresearch.status import render
 
 
@@ -33,6 +36,7 @@ def test_status_shows_a_finished_campaign_and_its_rows(
     )
     assert out.returncode == 0, out.stderr
     assert "kept changes" in out.stdout and "baseline" in out.stdout
+    assert re.search(r"controller +stopped [^\n]*: experiments budget reached \(\d+ of 5\)", out.stdout)
     assert "0 calls, 0 failed" in out.stdout  # the offline proposer spends nothing on an API
     assert "CPU-hours" in out.stdout and "GPU-hours" not in out.stdout  # the toy's slots are CPU processes
     lines = subprocess.run(
@@ -167,3 +171,35 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
         study.add_trial(optuna.trial.create_trial(value=value, user_attrs=rerun))
     lines = printed(250, study, tmp_path)
     assert any("1.940000 (mean of 2 on screen); 1.820000 (mean of 2 on validate)" in line for line in lines)
+
+
+def test_the_controller_line_tells_running_stopped_and_gone(tmp_path: Path) -> None:
+    assert controller_state(tmp_path) is None  # no controller wrote one: the line is left out
+    beat = Heartbeat(tmp_path, every=0.01)
+    beat.start()
+    first = json.loads((tmp_path / CONTROLLER_FILE).read_text())
+    here = f"pid {os.getpid()} on {socket.gethostname()}"
+    assert controller_state(tmp_path) == f"running: {here}, seen 0 s ago"
+    # The thread beats on its own, whatever the loop is doing.
+    wait_for(
+        lambda: json.loads((tmp_path / CONTROLLER_FILE).read_text())["seen_at"] > first["seen_at"],
+        10,
+        "a second beat",
+        every=0.01,
+    )
+    later = first["seen_at"] + STALE_SECONDS + 300
+    assert controller_state(tmp_path, now=later).startswith(f"not seen for 7 min ({here}): killed")
+    beat.stop("experiments budget reached (5 of 5)")
+    stopped = controller_state(tmp_path, now=later)
+    assert stopped is not None and stopped.startswith("stopped ")
+    assert stopped.endswith(": experiments budget reached (5 of 5)")
+
+    # On the controller's own host the kernel says at once whether its pid lives.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = {**first, "pid": dead.pid, "state": "running", "seen_at": time.time()}
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps(record))
+    assert controller_state(tmp_path) == (
+        f"gone: pid {dead.pid} on {socket.gethostname()} ended without a word (killed?); "
+        "run the campaign command again to resume"
+    )

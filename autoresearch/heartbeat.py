@@ -1,0 +1,106 @@
+"""Whether a campaign's controller is alive, for `status` run from anywhere (a login node too).
+
+The controller holds `controller.lock`, but probing that lock from outside could make a controller
+starting at that instant find it taken. Instead the controller's process rewrites `controller.json`
+every `BEAT_SECONDS` (its pid, host and the time), from a thread of its own so that a long step of
+the loop (a data download, a slow sbatch) does not look like death, and says why it stopped when it
+does. A reader on the same host asks the kernel whether the pid lives; elsewhere it goes by the age
+of the last beat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from autoresearch.runner import read_json, write_json_atomic
+
+CONTROLLER_FILE = "controller.json"
+BEAT_SECONDS = 15.0
+# A beat older than this means the controller is gone: several beats missed, with room for a shared
+# file system's attribute cache on the reading host.
+STALE_SECONDS = 120.0
+
+
+class Heartbeat:
+    """Rewrites controller.json while the controller runs (`start`), then says how it ended (`stop`)."""
+
+    def __init__(self, campaign_dir: Path, every: float = BEAT_SECONDS) -> None:
+        self.path = campaign_dir / CONTROLLER_FILE
+        self.every = every
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.record: dict[str, object] = {"pid": os.getpid(), "host": socket.gethostname()}
+
+    def start(self) -> None:
+        self.record["started_at"] = time.time()
+        self._write("running")
+        self._thread = threading.Thread(target=self._beat, name="controller-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self, why: str) -> None:
+        """The last word: `why` the controller stopped (a budget, the user, an error)."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            self._write("stopped", why=why)
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self.every):
+            self._write("running")
+
+    def _write(self, state: str, **extra: str) -> None:
+        self.record["seen_at"] = time.time()
+        with contextlib.suppress(OSError):  # a full or unmounted disk: the campaign goes on, status says less
+            write_json_atomic(self.path, {**self.record, "state": state, **extra})
+
+
+def _alive_here(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _clock(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def controller_state(campaign_dir: Path, now: float | None = None) -> str | None:
+    """One line on the campaign's controller: running, stopped and why, or gone without a word
+    (killed, or its node lost); None where no controller has written one (a campaign begun before)."""
+    record = read_json(campaign_dir / CONTROLLER_FILE)
+    if not record:
+        return None
+    now = time.time() if now is None else now
+    where = f"pid {record.get('pid')} on {record.get('host')}"
+    seen = float(record.get("seen_at", 0.0))
+    if record.get("state") == "stopped":
+        return f"stopped {_clock(seen)}: {record.get('why') or 'no reason given'}"
+    pid = int(record.get("pid") or 0)
+    if record.get("host") == socket.gethostname() and pid > 0 and not _alive_here(pid):
+        return f"gone: {where} ended without a word (killed?); run the campaign command again to resume"
+    if now - seen > STALE_SECONDS:
+        return (
+            f"not seen for {_span(now - seen)} ({where}): killed, or its node lost; "
+            "run the campaign command again to resume"
+        )
+    return f"running: {where}, seen {_span(now - seen)} ago"
