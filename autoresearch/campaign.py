@@ -179,7 +179,7 @@ class Campaign:
         """A first start whose experiment budget the baselines use up tries no change: say so
         now, not only in the final "budget reached" line."""
         limit = self.c.budget.max_experiments
-        if not limit or budgets.experiments_launched(self.study):
+        if not limit or self.ledger.launched:
             return
         baselines = sum(1 for t in self.ledger.waiting() if t.user_attrs.get("kind") == "baseline")
         if baselines >= limit:
@@ -277,7 +277,7 @@ class Campaign:
                 self.fleet.wait(self.cfg.cluster.poll_seconds)
             ended = failure or stop_reason
         except Exception as err:
-            ended = f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            ended = "error: " + (str(err).splitlines() or [type(err).__name__])[0]
             raise
         finally:
             self._close(ended, opened)

@@ -66,8 +66,8 @@ def _alive_here(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:  # someone else's process: alive all the same
+        pass
     return True
 
 
