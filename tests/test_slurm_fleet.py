@@ -37,7 +37,8 @@ from optuna.trial import TrialState
 
 from autoresearch.fleet.base import JobSpec
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
-from autoresearch.fleet.slurm import SlurmFleet, attempt_state, outcome_for_state, parse_sacct, run_array_task
+from autoresearch.fleet.slurm import SlurmFleet, run_array_task
+from autoresearch.fleet.slurm_states import attempt_state, outcome_for_state, parse_sacct
 from autoresearch.study import open_study
 
 SLURM = "cluster=slurm_local"

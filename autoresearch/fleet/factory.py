@@ -42,7 +42,8 @@ def make_fleet(
     if cluster.kind == "local":
         return make_local_fleet(cluster, deadline_s, require_gpu)
     if cluster.kind == "slurm":
-        from autoresearch.fleet.slurm import SlurmFleet, unknown_partitions
+        from autoresearch.fleet.slurm import SlurmFleet
+        from autoresearch.fleet.slurm_states import unknown_partitions
 
         if unknown := unknown_partitions(cluster.partitions):  # (none found where sinfo is missing)
             raise ValueError("; ".join(unknown))

@@ -13,7 +13,7 @@ One trial is one Slurm attempt. When Slurm requeues a task itself (node failure,
 reason, the campaign re-queues it as a new trial, and Slurm's rerun is cancelled (and would refuse
 to run the workspace again anyway), so no experiment is run or counted twice. A submission sbatch
 refuses is lost too (re-queued), and a node whose jobs see no GPU is kept out of new jobs
-(fleet.nodes).
+(fleet.nodes). What Slurm's states mean is read in fleet.slurm_states.
 """
 
 from __future__ import annotations
@@ -35,6 +35,15 @@ from submitit.core.utils import FailedJobError
 from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
+from autoresearch.fleet.slurm_states import (
+    NEVER_STARTS,
+    attempt_state,
+    is_active,
+    job_states,
+    latest,
+    outcome_for_state,
+    pending_reasons,
+)
 from autoresearch.fleet.workers import WorkerQueue, run_worker
 from autoresearch.runner import (
     INFRA_STATUSES,
@@ -48,11 +57,6 @@ from autoresearch.runner import (
 
 log = logging.getLogger("autoresearch")
 
-# Slurm's terminal states, and what each means for the experiment.
-INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED"}
-EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
-CANCELLED = "CANCELLED"
-ACTIVE_STATES = {"", "PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 STATE_POLL_SECONDS = 10.0  # at most one sacct call this often, for every job at once
 PENDING_POLL_SECONDS = 60.0  # and one squeue call, while a job is pending (why: `_warn_never_starting`)
 SETTLE_SECONDS = 10.0  # a job over without a result: wait this long for the result file (shared FS lag)
@@ -60,16 +64,6 @@ UNKNOWN_SECONDS = 120.0  # a job sacct has never heard of for this long is lost
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 SIGNAL_DELAY_S = 120  # Slurm signals a job (USR2) this long before its time limit; the runner stops then
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "scancel")  # what submitit and this fleet call
-# Slurm's reasons for holding a job pending that waiting does not cure, and the settings behind them.
-NEVER_STARTS = {
-    "PartitionConfig": "the request exceeds what the partition allows (cpus_per_task, mem_gb, gres, time_limit_min)",
-    "PartitionTimeLimit": "time_limit_min exceeds the partition's time limit",
-    "PartitionNodeLimit": "the request needs more nodes than the partition allows",
-    "QOSMaxWallDurationPerJobLimit": "time_limit_min exceeds the QOS's limit",
-    "InvalidAccount": "the account is not valid for this partition",
-    "InvalidQOS": "the QOS is not valid for this partition",
-    "BadConstraints": "no node has the features asked for (constraint)",
-}
 
 
 @dataclass
@@ -79,59 +73,6 @@ class _Tracked:
     deadline: float | None = None  # set when the runner starts: queue time does not count
     over_since: float | None = None  # when it was first seen over (by Slurm, or the runner interrupted)
     unknown_since: float | None = None  # when sacct first had no record of the job
-
-
-def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
-    """The outcome of a job that ended in `state` without writing one, or None if it is not over."""
-    base = state.split()[0] if state else "UNKNOWN"
-    if base in INFRA_STATES:
-        return {"trial": trial, "status": "lost", "reason": f"Slurm {base}"}
-    if base.startswith(CANCELLED):
-        return {"trial": trial, "status": "cancelled", "reason": f"Slurm {state}"}
-    if base in EXPERIMENT_STATES:
-        return {"trial": trial, "status": EXPERIMENT_STATES[base], "reason": f"Slurm {base} without a result"}
-    return None
-
-
-def attempt_state(attempts: list[str], attempt: int) -> str:
-    """The state of one attempt of a job ('' if sacct does not show it yet).
-
-    A record that a later attempt follows was requeued, whatever it still says.
-    """
-    if attempt >= len(attempts):
-        return ""
-    state = attempts[attempt]
-    if attempt < len(attempts) - 1 and _is_active(state):
-        return "REQUEUED"
-    return state
-
-
-def parse_sacct(text: str) -> dict[str, list[str]]:
-    """`sacct -D -X -P -o JobID,State,Submit` output: each job or array task's states, oldest first.
-
-    A requeued job has one line per attempt; pending array tasks share one line (`12_[3-5,8%2]`).
-    """
-    rows: dict[str, list[tuple[str, str]]] = {}
-    for line in text.splitlines():
-        fields = line.strip().split("|")
-        if len(fields) < 2 or not fields[0]:
-            continue
-        submit = fields[2] if len(fields) > 2 else ""
-        for task in _expand_tasks(fields[0]):
-            rows.setdefault(task, []).append((submit, fields[1].strip()))
-    return {task: [state for _, state in sorted(r, key=lambda r: r[0])] for task, r in rows.items()}
-
-
-def _expand_tasks(job_id: str) -> list[str]:
-    base, bracket, tasks = job_id.partition("_[")
-    if not bracket:
-        return [job_id]
-    out = []
-    for part in tasks.rstrip("]").split("%")[0].split(","):
-        low, _, high = part.partition("-")
-        if low.isdigit() and (high or low).isdigit():
-            out += [f"{base}_{i}" for i in range(int(low), int(high or low) + 1)]
-    return out
 
 
 def run_array_task(exp_dir: str) -> dict[str, Any]:
@@ -151,21 +92,6 @@ def refusal(err: FailedJobError) -> str:
     """sbatch's refusal in one line (an account or QOS limit, a busy controller, no node left)."""
     said = next((line.strip() for line in str(err).splitlines() if line.strip()), "no reason given")
     return f"sbatch refused the job: {said}"
-
-
-def unknown_partitions(partitions: dict[str, PartitionConfig]) -> list[str]:
-    """The configured partitions Slurm does not have, as config problems: sbatch would refuse every
-    job, and each refusal would be re-queued as a lost run. [] when `sinfo` cannot tell."""
-    have = set((_query(["sinfo", "-h", "-a", "-o", "%R"], timeout=60) or "").split())
-    if not have:
-        return []
-    return [
-        f"cluster.partitions.{name}.partition={wanted}: Slurm has no such partition "
-        f"(sinfo lists {', '.join(sorted(have))})"
-        for name, part in partitions.items()
-        for wanted in (part.partition or name).split(",")
-        if wanted not in have
-    ]
 
 
 def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.AutoExecutor:
@@ -276,7 +202,7 @@ class SlurmFleet:
     def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
         """Keep `slots` worker jobs alive on a worker partition; replace those that ended."""
         queue = self.queues[pool]
-        alive = [w for w in self._workers[pool] if _is_active(_latest(states.get(w, [])))]
+        alive = [w for w in self._workers[pool] if is_active(latest(states.get(w, [])))]
         missing = self.pools[pool].slots - len(alive)
         if missing > 0:
             limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
@@ -356,7 +282,7 @@ class SlurmFleet:
             self._pending_at = time.monotonic()
             pools = {job[0]: t.job.pool for t, _, job in waiting if job}
             pools.update({w: pool for pool, ws in self._workers.items() for w in ws})
-            self._warn_never_starting({i: pools[i] for i in ids if _latest(states[i]) == "PENDING"})
+            self._warn_never_starting({i: pools[i] for i in ids if latest(states[i]) == "PENDING"})
         for t, outcome, job in waiting:
             finished = self._judge(t, outcome, job, states, now)
             if finished is not None:
@@ -452,7 +378,7 @@ class SlurmFleet:
         if not pending:
             return
         jobs = {i.split("_")[0]: pool for i, pool in pending.items()}
-        for job, reason in _pending_reasons(set(jobs)).items():
+        for job, reason in pending_reasons(set(jobs)).items():
             pool = jobs.get(job)
             if pool and reason in NEVER_STARTS and (pool, reason) not in self._warned:
                 self._warned.add((pool, reason))
@@ -466,7 +392,7 @@ class SlurmFleet:
         """Each job's attempts (array tasks as A_i), from one sacct call every few seconds."""
         now = time.monotonic()
         if ids and now - self._states_at >= STATE_POLL_SECONDS:
-            found = _sacct({i.split("_")[0] for i in ids})
+            found = job_states({i.split("_")[0] for i in ids})
             self._sacct_ok = found is not None
             self._states.update(found or {})
             self._states_at = now
@@ -501,38 +427,3 @@ def credentials_hidden() -> Iterator[None]:
         yield
     finally:
         os.environ.update(hidden)
-
-
-def _is_active(state: str) -> bool:
-    return (state.split() or [""])[0] in ACTIVE_STATES
-
-
-def _latest(attempts: list[str]) -> str:
-    return attempts[-1] if attempts else ""
-
-
-def _pending_reasons(job_ids: set[str]) -> dict[str, str]:
-    """Why Slurm holds each of these jobs pending (squeue's reason, by job id; an array by its own
-    id); {} when squeue cannot tell."""
-    out = _query(["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))]) or ""
-    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
-
-
-def _sacct(job_ids: set[str]) -> dict[str, list[str]] | None:
-    """`sacct` states of every attempt of every task of the given jobs; None when sacct fails."""
-    if not job_ids:
-        return {}
-    cmd = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit", "-j", ",".join(sorted(job_ids))]
-    out = _query(cmd, if_failed="relying on result files and deadlines")
-    return None if out is None else parse_sacct(out)
-
-
-def _query(cmd: list[str], timeout: float = 30, if_failed: str = "") -> str | None:
-    """A Slurm query's output; None when the command is missing, fails or hangs (said in a
-    warning, with what the controller does instead, when `if_failed` says it)."""
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as err:
-        if if_failed:
-            log.warning("%s failed (%s); %s", cmd[0], err, if_failed)
-        return None

@@ -1,0 +1,135 @@
+"""What Slurm says about jobs: sacct's states and squeue's pending reasons, read and judged.
+
+The fleet (fleet.slurm) asks these questions once per poll for every job at once; what a state
+means for an experiment (lost and re-queued, a crash, still running) is decided here, so it can
+be tested on sacct's text without a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from typing import Any
+
+from autoresearch.config import PartitionConfig
+
+log = logging.getLogger("autoresearch")
+
+# Slurm's terminal states, and what each means for the experiment.
+INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED"}
+EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
+CANCELLED = "CANCELLED"
+ACTIVE_STATES = {"", "PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+# Slurm's reasons for holding a job pending that waiting does not cure, and the settings behind them.
+NEVER_STARTS = {
+    "PartitionConfig": "the request exceeds what the partition allows (cpus_per_task, mem_gb, gres, time_limit_min)",
+    "PartitionTimeLimit": "time_limit_min exceeds the partition's time limit",
+    "PartitionNodeLimit": "the request needs more nodes than the partition allows",
+    "QOSMaxWallDurationPerJobLimit": "time_limit_min exceeds the QOS's limit",
+    "InvalidAccount": "the account is not valid for this partition",
+    "InvalidQOS": "the QOS is not valid for this partition",
+    "BadConstraints": "no node has the features asked for (constraint)",
+}
+
+
+def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
+    """The outcome of a job that ended in `state` without writing one, or None if it is not over."""
+    base = state.split()[0] if state else "UNKNOWN"
+    if base in INFRA_STATES:
+        return {"trial": trial, "status": "lost", "reason": f"Slurm {base}"}
+    if base.startswith(CANCELLED):
+        return {"trial": trial, "status": "cancelled", "reason": f"Slurm {state}"}
+    if base in EXPERIMENT_STATES:
+        return {"trial": trial, "status": EXPERIMENT_STATES[base], "reason": f"Slurm {base} without a result"}
+    return None
+
+
+def attempt_state(attempts: list[str], attempt: int) -> str:
+    """The state of one attempt of a job ('' if sacct does not show it yet).
+
+    A record that a later attempt follows was requeued, whatever it still says.
+    """
+    if attempt >= len(attempts):
+        return ""
+    state = attempts[attempt]
+    if attempt < len(attempts) - 1 and is_active(state):
+        return "REQUEUED"
+    return state
+
+
+def parse_sacct(text: str) -> dict[str, list[str]]:
+    """`sacct -D -X -P -o JobID,State,Submit` output: each job or array task's states, oldest first.
+
+    A requeued job has one line per attempt; pending array tasks share one line (`12_[3-5,8%2]`).
+    """
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) < 2 or not fields[0]:
+            continue
+        submit = fields[2] if len(fields) > 2 else ""
+        for task in _expand_tasks(fields[0]):
+            rows.setdefault(task, []).append((submit, fields[1].strip()))
+    return {task: [state for _, state in sorted(r, key=lambda r: r[0])] for task, r in rows.items()}
+
+
+def _expand_tasks(job_id: str) -> list[str]:
+    base, bracket, tasks = job_id.partition("_[")
+    if not bracket:
+        return [job_id]
+    out = []
+    for part in tasks.rstrip("]").split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (high or low).isdigit():
+            out += [f"{base}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return out
+
+
+def unknown_partitions(partitions: dict[str, PartitionConfig]) -> list[str]:
+    """The configured partitions Slurm does not have, as config problems: sbatch would refuse every
+    job, and each refusal would be re-queued as a lost run. [] when `sinfo` cannot tell."""
+    have = set((query(["sinfo", "-h", "-a", "-o", "%R"], timeout=60) or "").split())
+    if not have:
+        return []
+    return [
+        f"cluster.partitions.{name}.partition={wanted}: Slurm has no such partition "
+        f"(sinfo lists {', '.join(sorted(have))})"
+        for name, part in partitions.items()
+        for wanted in (part.partition or name).split(",")
+        if wanted not in have
+    ]
+
+
+def is_active(state: str) -> bool:
+    return (state.split() or [""])[0] in ACTIVE_STATES
+
+
+def latest(attempts: list[str]) -> str:
+    return attempts[-1] if attempts else ""
+
+
+def pending_reasons(job_ids: set[str]) -> dict[str, str]:
+    """Why Slurm holds each of these jobs pending (squeue's reason, by job id; an array by its own
+    id); {} when squeue cannot tell."""
+    out = query(["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))]) or ""
+    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+
+
+def job_states(job_ids: set[str]) -> dict[str, list[str]] | None:
+    """`sacct` states of every attempt of every task of the given jobs; None when sacct fails."""
+    if not job_ids:
+        return {}
+    cmd = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit", "-j", ",".join(sorted(job_ids))]
+    out = query(cmd, if_failed="relying on result files and deadlines")
+    return None if out is None else parse_sacct(out)
+
+
+def query(cmd: list[str], timeout: float = 30, if_failed: str = "") -> str | None:
+    """A Slurm query's output; None when the command is missing, fails or hangs (said in a
+    warning, with what the controller does instead, when `if_failed` says it)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        if if_failed:
+            log.warning("%s failed (%s); %s", cmd[0], err, if_failed)
+        return None
