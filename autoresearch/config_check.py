@@ -150,6 +150,8 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
             )
     if "screen" not in cluster.tiers:
         problems.append("cluster.tiers needs a screen tier: the partition new experiments run on")
+    if cluster.kind == "slurm":
+        problems += _idle_tier_problems(cfg)
     for name, part in cluster.partitions.items():
         problems += _choice(f"cluster.partitions.{name}.mode", part.mode, PARTITION_MODES)
         for field, low in PARTITION_AT_LEAST.items():
@@ -157,6 +159,26 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
                 problems.append(
                     f"cluster.partitions.{name}.{field} must be at least {low}, not {getattr(part, field)}"
                 )
+    return problems
+
+
+def _idle_tier_problems(cfg: AutoresearchConfig) -> list[str]:
+    """A Slurm partition with no slots never runs its tier's experiments: the campaign would wait
+    for them for ever. (With cluster=local, 0 slots means one per device; a validate tier is idle
+    when nothing is confirmed, `validate_seeds=0`.)"""
+    cluster, problems = cfg.cluster, []
+    for tier, name in cluster.tiers.items():
+        used = tier != "validate" or cfg.campaign.validate_seeds > 0
+        if used and name in cluster.partitions and cluster.partitions[name].slots < 1:
+            fix = (
+                f"to confirm on the screen partition instead, set cluster.tiers.validate={cluster.tiers['screen']}"
+                if tier == "validate" and cluster.tiers.get("screen", name) != name
+                else "give it at least 1"
+            )
+            problems.append(
+                f"cluster.partitions.{name}.slots=0, but the {tier} tier runs there "
+                f"and would wait for ever: {fix}"
+            )
     return problems
 
 

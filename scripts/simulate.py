@@ -306,16 +306,19 @@ class VirtualFleet:
 
 
 def compose(gpus: int, experiments: int, runs_dir: Path, extra: list[str]) -> AutoresearchConfig:
-    """The gpt2 campaign on the Slurm cluster config, one GPU in eight validating."""
+    """The gpt2 campaign on the Slurm cluster config, one GPU in eight validating; a single GPU
+    screens and confirms, as the reference's sequential loop runs on one."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
     register_configs()
     validate = max(1, gpus // 8)
+    pools = [f"cluster.partitions.h100.slots={gpus - validate}", f"cluster.partitions.h200.slots={validate}"]
+    if gpus == 1:
+        pools = ["cluster.partitions.h100.slots=1", "~cluster.partitions.h200", "~cluster.tiers.validate"]
     overrides = [
-        "+campaign=gpt2", "cluster=slurm", f"runs_dir={runs_dir}", f"campaign.name=sim{gpus}",
-        f"cluster.partitions.h100.slots={gpus - validate}", f"cluster.partitions.h200.slots={validate}",
+        "+campaign=gpt2", "cluster=slurm", f"runs_dir={runs_dir}", f"campaign.name=sim{gpus}", *pools,
         "campaign.prepare_data=false", f"campaign.budget.max_experiments={experiments}",
         "campaign.budget.max_wall_hours=0", "campaign.budget.max_gpu_hours=0", "tracking.plot_every=100000",
         *(f"campaign.{key}={REPO / 'trainer' / name}" for key, name in PATHS.items()),  # from any folder

@@ -74,6 +74,16 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
             ["cluster=slurm", "cluster.partitions.h200.time_limit_min=0"],
             "cluster.partitions.h200.time_limit_min must be at least 1",
         ),
+        (
+            ["cluster=slurm", "cluster.partitions.h100.slots=0"],
+            "cluster.partitions.h100.slots=0, but the screen tier runs there and would wait for ever: "
+            "give it at least 1",
+        ),
+        (
+            ["cluster=slurm", "cluster.partitions.h200.slots=0"],
+            "cluster.partitions.h200.slots=0, but the validate tier runs there and would wait for ever: "
+            "to confirm on the screen partition instead, set cluster.tiers.validate=h100",
+        ),
         (["cluster.kind=kubernetes"], "cluster.kind must be one of local, slurm, not 'kubernetes'"),
         (["cluster.devices=gpu"], "cluster.devices must be one of auto, cpu, not 'gpu'"),
         (
@@ -100,6 +110,11 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
 def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -> None:
     problems = config_problems(compose_config("+campaign=toy", *overrides))
     assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_an_empty_validate_partition_is_fine_when_nothing_is_confirmed() -> None:
+    overrides = ["cluster=slurm", "cluster.partitions.h200.slots=0"]
+    assert config_problems(compose_config("+campaign=toy", *overrides, "campaign.validate_seeds=0")) == []
 
 
 def test_the_cli_refuses_in_one_line_and_keeps_the_campaign(tmp_path: Path) -> None:

@@ -22,11 +22,11 @@ def sim():
     return load_script("simulate")
 
 
-def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_path: Path) -> None:
-    args = argparse.Namespace(
+def _args(lost_rate: float = 0.05) -> argparse.Namespace:
+    return argparse.Namespace(
         run_minutes=5.5,
         queue_wait=60.0,
-        lost_rate=0.05,
+        lost_rate=lost_rate,
         seed=1,
         noise=0.002,
         seed_share=0.0,
@@ -35,7 +35,10 @@ def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_pat
         append_ms=0.0,
         read_ms=0.0,
     )
-    r = sim.simulate(8, 40, args, tmp_path)
+
+
+def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_path: Path) -> None:
+    r = sim.simulate(8, 40, _args(), tmp_path)
     study = load(tmp_path / "sim8")
     launched = launched_within_budget(study, 40)
     assert r["experiments"] == len(launched)
@@ -68,6 +71,18 @@ def test_a_simulated_fleet_runs_every_experiment_through_the_engine(sim, tmp_pat
     final = (tmp_path / "sim8" / "frontier" / "train.py").read_text()
     assert r["true_gain"] == pytest.approx(surface.expected(TRAIN_PY.read_text()) - surface.expected(final))
     assert 0 <= r["real"] <= r["kept"] == sum(1 for t in launched if t.user_attrs.get("status") == "keep")
+
+
+@pytest.mark.timeout(300)  # (a screen partition with no slot waited for ever)
+def test_one_simulated_gpu_screens_and_confirms_as_a_sequential_loop(sim, tmp_path: Path) -> None:
+    cfg = sim.compose(1, 16, tmp_path / "cfg", [])
+    assert {n: p.slots for n, p in cfg.cluster.partitions.items()} == {"h100": 1}
+    assert cfg.cluster.tiers == {"screen": "h100"}
+    r = sim.simulate(1, 16, _args(lost_rate=0.0), tmp_path)
+    launched = launched_within_budget(load(tmp_path / "sim1"), 16)
+    assert r["experiments"] == len(launched) >= 16
+    assert r["virtual_hours"] >= 16 * 0.95 * 5.5 / 60  # one after another
+    assert {t.user_attrs.get("tier") for t in launched} == {"screen"}
 
 
 def test_the_surface_rewards_the_hidden_optimum_and_is_repeatable(sim) -> None:
