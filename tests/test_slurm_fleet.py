@@ -1,5 +1,5 @@
 """The Slurm fleet end to end on the local cluster (slurm/local): the real CLI, real sbatch arrays
-and worker jobs, real failures (slurmd killed, scancel, controller SIGKILL, a silent hang).
+and worker jobs, real failures (slurmd killed, slurmdbd stopped, scancel, controller SIGKILL, a silent hang).
 
 The toy trainer waits while the file named by TOY_HOLD exists, so a test can hold experiments
 running while it breaks something, then let them go; every wait polls Slurm or the campaign's
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -35,6 +36,7 @@ from engine_helpers import (
 )
 from optuna.trial import TrialState
 
+from autoresearch.fleet import slurm as slurm_fleet
 from autoresearch.fleet.base import JobSpec
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, run_array_task
@@ -43,6 +45,7 @@ from autoresearch.study import open_study
 
 SLURM = "cluster=slurm_local"
 RESTART_SLURMD = REPO / "slurm" / "local" / "restart-slurmd.sh"
+SLURM_UP = REPO / "slurm" / "local" / "up.sh"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -464,6 +467,74 @@ def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
     others = [t for t in study.trials if "exp_dir" in t.user_attrs and t.number != 0]
     assert all(t.state == TrialState.COMPLETE for t in others)
     _assert_no_double_count(campaign, study, run_log)
+
+
+def _stop_accounting() -> None:
+    """Stop the local cluster's slurmdbd, as an outage of a site's accounting database would:
+    sacct then fails at once, while slurmctld still takes and runs jobs."""
+    subprocess.run(["pkill", "-TERM", "-x", "slurmdbd"], check=False)
+    wait_for(
+        lambda: subprocess.run(["pgrep", "-x", "slurmdbd"], capture_output=True).returncode != 0,
+        30,
+        "slurmdbd to stop",
+    )
+
+
+@pytest.mark.slurm
+def test_an_accounting_outage_is_said_once_and_its_end_too(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # sacct at every poll, not every 10 s
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
+    sbatch = ["sbatch", "--parsable", "-p", "h100", "-o", "/dev/null", "--wrap", "true"]
+    job = subprocess.run(sbatch, capture_output=True, text=True, check=True).stdout.strip()
+
+    def said(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records)
+
+    try:
+        _stop_accounting()
+        for _ in range(3):
+            assert fleet._job_states([job]) == {job: []}
+    finally:
+        subprocess.run(["bash", str(SLURM_UP)], check=True, capture_output=True)
+    assert said("sacct failed") == 1 and said("sacct answers again") == 0
+    wait_for(lambda: fleet._job_states([job])[job], 60, f"sacct's record of job {job}")
+    assert said("sacct failed") == 1 and said("sacct answers again") == 1
+
+
+@pytest.mark.slurm
+def test_with_slurm_accounting_down_the_campaign_goes_on_by_its_result_files(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """sacct failing at every poll is said once; experiments are judged by their result files
+    meanwhile; the controller says when sacct answers again."""
+    with HeldCampaign(tmp_path, "campaign.budget.max_experiments=10") as held:
+        campaign = held.campaign
+        try:
+            _stop_accounting()
+            wait_for(
+                lambda: _log_count(campaign, "sacct failed"), 120, "the controller's word that sacct fails"
+            )
+            held.hold.unlink()  # results land while accounting is down
+            results = campaign / "results.tsv"
+            wait_for(lambda: results.exists() and len(read_tsv(results)) >= 3, 120, "results in the outage")
+            held.hold.touch()
+            assert subprocess.run(["sacct", "-n", "-X"], capture_output=True).returncode != 0  # still down
+        finally:
+            subprocess.run(["bash", str(SLURM_UP)], check=True, capture_output=True)
+        wait_for(
+            lambda: _log_count(campaign, "sacct answers again"),
+            120,
+            "the controller's word that sacct is back",
+        )
+        held.finish(timeout=240)
+    study = _assert_complete(campaign, budget=10)
+    assert _log_count(campaign, "sacct failed") == 1
+    assert "Problem talking to the database" in (campaign / "controller.log").read_text()  # sacct's own word
+    assert all(t.state == TrialState.COMPLETE for t in study.trials if "exp_dir" in t.user_attrs)
+    _assert_no_double_count(campaign, study, held.run_log)
 
 
 @pytest.mark.slurm

@@ -148,7 +148,7 @@ class SlurmFleet:
         self._workers: dict[str, list[str]] = {name: q.submitted_workers() for name, q in self.queues.items()}
         self._states: dict[str, list[str]] = {}
         self._states_at = -STATE_POLL_SECONDS
-        self._sacct_ok = False
+        self._sacct_ok: bool | None = None  # whether sacct answered last time (None: not asked yet)
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool, pending reason) said once
@@ -392,7 +392,15 @@ class SlurmFleet:
         """Each job's attempts (array tasks as A_i), from one sacct call every few seconds."""
         now = time.monotonic()
         if ids and now - self._states_at >= STATE_POLL_SECONDS:
-            found = job_states({i.split("_")[0] for i in ids})
+            # Said once per outage: with accounting down (slurmdbd) sacct fails at every poll.
+            if_failed = (
+                "relying on result files and deadlines until it answers"
+                if self._sacct_ok is not False
+                else ""
+            )
+            found = job_states({i.split("_")[0] for i in ids}, if_failed)
+            if found is not None and self._sacct_ok is False:
+                log.info("sacct answers again")
             self._sacct_ok = found is not None
             self._states.update(found or {})
             self._states_at = now

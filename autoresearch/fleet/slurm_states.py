@@ -115,12 +115,13 @@ def pending_reasons(job_ids: set[str]) -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
 
 
-def job_states(job_ids: set[str]) -> dict[str, list[str]] | None:
-    """`sacct` states of every attempt of every task of the given jobs; None when sacct fails."""
+def job_states(job_ids: set[str], if_failed: str = "") -> dict[str, list[str]] | None:
+    """`sacct` states of every attempt of every task of the given jobs; None when sacct fails
+    (said in a warning when `if_failed` says what the caller does instead)."""
     if not job_ids:
         return {}
     cmd = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit", "-j", ",".join(sorted(job_ids))]
-    out = query(cmd, if_failed="relying on result files and deadlines")
+    out = query(cmd, if_failed=if_failed)
     return None if out is None else parse_sacct(out)
 
 
@@ -131,5 +132,6 @@ def query(cmd: list[str], timeout: float = 30, if_failed: str = "") -> str | Non
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
     except (OSError, subprocess.SubprocessError) as err:
         if if_failed:
-            log.warning("%s failed (%s); %s", cmd[0], err, if_failed)
+            said = err.stderr.strip().splitlines() if isinstance(err, subprocess.CalledProcessError) else []
+            log.warning("%s failed (%s); %s", cmd[0], said[-1] if said else err, if_failed)
         return None
