@@ -254,6 +254,20 @@ def test_a_node_is_excluded_only_once_another_node_of_its_partition_has_run_an_e
     assert exclude_list("x1,", {"a"}) == "a,x1"  # the partition's own list kept
 
 
+def test_an_experiment_held_for_slurms_controller_is_found_again_or_never_run(tmp_path: Path) -> None:
+    """Held while sbatch could not reach Slurm, an experiment's handle has no job id: a resumed
+    controller adopts the job the runner says it ran in, or makes sure a late copy never runs."""
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
+    started = make_experiment(tmp_path, "", name="started", trial=1)
+    (started / "started.json").write_text(json.dumps({"slurm_job_id": "77_0", "started_at": 1.0}))
+    assert fleet.reattach(JobSpec(1, started, "h100"), "slurm:h100:")
+    assert fleet._tracked[1].slurm_id == "77_0" and fleet.running() == 1
+    never = make_experiment(tmp_path, "", name="never", trial=2)
+    assert not fleet.reattach(JobSpec(2, never, "h100"), "slurm:h100:")
+    assert run_array_task(str(never))["status"] == "skipped"  # the copy Slurm may still start
+    assert fleet.running() == 1
+
+
 @pytest.mark.slurm
 def test_a_partition_slurm_lacks_is_refused_before_anything_runs(tmp_path: Path, slurm_cluster: None) -> None:
     """Else sbatch refuses every job, each refusal is re-queued as a lost run, and the campaign
@@ -469,15 +483,15 @@ def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
     _assert_no_double_count(campaign, study, run_log)
 
 
+def _pgrep(name: str) -> str:
+    return subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout.strip()
+
+
 def _stop_accounting() -> None:
     """Stop the local cluster's slurmdbd, as an outage of a site's accounting database would:
     sacct then fails at once, while slurmctld still takes and runs jobs."""
     subprocess.run(["pkill", "-TERM", "-x", "slurmdbd"], check=False)
-    wait_for(
-        lambda: subprocess.run(["pgrep", "-x", "slurmdbd"], capture_output=True).returncode != 0,
-        30,
-        "slurmdbd to stop",
-    )
+    wait_for(lambda: _pgrep("slurmdbd") == "", 30, "slurmdbd to stop")
 
 
 @pytest.mark.slurm
@@ -533,6 +547,38 @@ def test_with_slurm_accounting_down_the_campaign_goes_on_by_its_result_files(
     study = _assert_complete(campaign, budget=10)
     assert _log_count(campaign, "sacct failed") == 1
     assert "Problem talking to the database" in (campaign / "controller.log").read_text()  # sacct's own word
+    assert all(t.state == TrialState.COMPLETE for t in study.trials if "exp_dir" in t.user_attrs)
+    _assert_no_double_count(campaign, study, held.run_log)
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("mode", ["array", "workers"])
+def test_experiments_wait_while_slurms_controller_is_out_of_reach(
+    tmp_path: Path, slurm_cluster: None, mode: str
+) -> None:
+    """slurmctld stopped, as in a site's maintenance window: sbatch fails after its own retries,
+    and the experiments it could not send keep their trials until slurmctld is back. (Stopped
+    before the campaign starts: a job that ends while slurmctld is down drains the local node.)"""
+    subprocess.run(["pkill", "-TERM", "-x", "slurmctld"], check=False)
+    try:
+        wait_for(lambda: _pgrep("slurmctld") == "", 60, "slurmctld to stop")
+        overrides = ("campaign.budget.max_experiments=6", f"cluster.partitions.h100.mode={mode}")
+        with HeldCampaign(tmp_path, *overrides) as held:
+            wait_for(
+                lambda: _log_count(held.campaign, "Unable to contact slurm controller"), 180, "sbatch to fail"
+            )
+            subprocess.run(["bash", str(SLURM_UP)], check=True, capture_output=True)
+            wait_for(
+                lambda: _log_count(held.campaign, "reaches Slurm's controller again"), 180, "sbatch again"
+            )
+            held.finish(timeout=240)
+    finally:
+        subprocess.run(["bash", str(SLURM_UP)], check=True, capture_output=True)  # (idempotent)
+    campaign = held.campaign
+    study = _assert_complete(campaign, budget=6)
+    assert _log_count(campaign, "Unable to contact slurm controller") == 1  # said once
+    # nothing lost, nor a launch of the budget spent, on the outage
+    assert not [t.user_attrs for t in study.trials if t.user_attrs.get("status") == "lost"]
     assert all(t.state == TrialState.COMPLETE for t in study.trials if "exp_dir" in t.user_attrs)
     _assert_no_double_count(campaign, study, held.run_log)
 

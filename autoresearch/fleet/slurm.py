@@ -12,8 +12,9 @@ One trial is one Slurm attempt. When Slurm requeues a task itself (node failure,
 `scontrol requeue`), the attempt the trial ran in is over: the trial is reported lost with Slurm's
 reason, the campaign re-queues it as a new trial, and Slurm's rerun is cancelled (and would refuse
 to run the workspace again anyway), so no experiment is run or counted twice. A submission sbatch
-refuses is lost too (re-queued), and a node whose jobs see no GPU is kept out of new jobs
-(fleet.nodes). What Slurm's states mean is read in fleet.slurm_states.
+refuses is lost too (re-queued); one it cannot send, Slurm's controller out of reach, waits for it;
+and a node whose jobs see no GPU is kept out of new jobs (fleet.nodes). What Slurm's states mean
+is read in fleet.slurm_states.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from submitit.core.utils import FailedJobError
 from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
+from autoresearch.fleet.slurm_outage import SubmitOutage, refusal, unreachable
 from autoresearch.fleet.slurm_states import (
     NEVER_STARTS,
     attempt_state,
@@ -73,6 +75,7 @@ class _Tracked:
     deadline: float | None = None  # set when the runner starts: queue time does not count
     over_since: float | None = None  # when it was first seen over (by Slurm, or the runner interrupted)
     unknown_since: float | None = None  # when sacct first had no record of the job
+    unsent: bool = False  # sbatch could not reach Slurm: sent again from `poll`
 
 
 def run_array_task(exp_dir: str) -> dict[str, Any]:
@@ -86,12 +89,6 @@ def run_array_task(exp_dir: str) -> dict[str, Any]:
         if (exp / name).exists():
             return {"status": "skipped", "reason": f"{name} exists: not run a second time"}
     return run_experiment(exp)
-
-
-def refusal(err: FailedJobError) -> str:
-    """sbatch's refusal in one line (an account or QOS limit, a busy controller, no node left)."""
-    said = next((line.strip() for line in str(err).splitlines() if line.strip()), "no reason given")
-    return f"sbatch refused the job: {said}"
 
 
 def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.AutoExecutor:
@@ -153,6 +150,7 @@ class SlurmFleet:
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool, pending reason) said once
         self._pending_at = -PENDING_POLL_SECONDS  # when squeue was last asked why jobs are pending
+        self._outage = SubmitOutage()
 
     # -- capacity ------------------------------------------------------------------------------
     def free_slots(self, pool: str) -> int:
@@ -176,34 +174,68 @@ class SlurmFleet:
                     handles[job.trial] = f"queue:{pool}"
                 self._ensure_workers(pool, self._job_states(self._workers[pool]))
                 continue
-            try:
-                with credentials_hidden():
-                    submitted = self.executors[pool].map_array(
-                        run_array_task, [str(j.exp_dir.resolve()) for j in group]
-                    )
-            except FailedJobError as err:  # sbatch said no: each job is lost (re-queued), not the controller
-                reason = refusal(err)
-                log.warning("partition %s: %s", pool, reason)
-                self._refused += [
-                    Finished(j.trial, {"trial": j.trial, "status": "lost", "reason": reason}) for j in group
-                ]
-                continue
-            for job, sjob in zip(group, submitted, strict=True):
-                self._tracked[job.trial] = _Tracked(job, slurm_id=sjob.job_id)
-                handles[job.trial] = f"slurm:{pool}:{sjob.job_id}"
-            log.info(
-                "submitted %d experiment(s) to partition %s as array %s",
-                len(group),
-                pool,
-                submitted[0].job_id.split("_")[0],
-            )
+            handles.update(self._submit_array(pool, group))
         return handles
+
+    def _submit_array(self, pool: str, group: list[JobSpec]) -> dict[int, str]:
+        """One sbatch array for `group`. Jobs sbatch refuses are lost (re-queued); jobs it cannot
+        send, Slurm's controller being out of reach, are held and sent again from `poll`."""
+        if self._outage.waiting():
+            return self._hold_unsent(pool, group)
+        try:
+            with credentials_hidden():
+                submitted = self.executors[pool].map_array(
+                    run_array_task, [str(j.exp_dir.resolve()) for j in group]
+                )
+        except FailedJobError as err:
+            reason = refusal(err)
+            if unreachable(err):
+                self._outage.failed(reason)
+                return self._hold_unsent(pool, group)
+            log.warning("partition %s: %s", pool, reason)
+            self._refused += [
+                Finished(j.trial, {"trial": j.trial, "status": "lost", "reason": reason}) for j in group
+            ]
+            return {}
+        self._outage.over()
+        handles = {}
+        for job, sjob in zip(group, submitted, strict=True):
+            self._tracked[job.trial] = _Tracked(job, slurm_id=sjob.job_id)
+            handles[job.trial] = f"slurm:{pool}:{sjob.job_id}"
+        log.info(
+            "submitted %d experiment(s) to partition %s as array %s",
+            len(group),
+            pool,
+            submitted[0].job_id.split("_")[0],
+        )
+        return handles
+
+    def _hold_unsent(self, pool: str, group: list[JobSpec]) -> dict[int, str]:
+        """Jobs keep their slots and trials while Slurm is out of reach. Their handle has no job
+        id: a controller that starts again finds it in the runner's started.json (`reattach`)."""
+        for job in group:
+            self._tracked[job.trial] = _Tracked(job, slurm_id="", unsent=True)
+        return {job.trial: f"slurm:{pool}:" for job in group}
+
+    def _send_unsent(self) -> None:
+        """Send the jobs held for want of Slurm's controller, once the back-off allows."""
+        unsent = [t for t in self._tracked.values() if t.unsent]
+        if not unsent or self._outage.waiting():
+            return
+        by_pool: dict[str, list[JobSpec]] = {}
+        for t in unsent:
+            del self._tracked[t.job.trial]
+            by_pool.setdefault(t.job.pool, []).append(t.job)
+        for pool, group in by_pool.items():
+            self._submit_array(pool, group)
 
     def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
         """Keep `slots` worker jobs alive on a worker partition; replace those that ended."""
         queue = self.queues[pool]
         alive = [w for w in self._workers[pool] if is_active(latest(states.get(w, [])))]
         missing = self.pools[pool].slots - len(alive)
+        if missing > 0 and self._outage.waiting():
+            missing = 0  # the queued experiments wait for Slurm's controller, and for workers
         if missing > 0:
             limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
             try:
@@ -216,6 +248,10 @@ class SlurmFleet:
                     )
             except FailedJobError as err:  # no worker to come: what waits for one is lost (re-queued)
                 reason = refusal(err)
+                if unreachable(err):
+                    self._outage.failed(reason)
+                    self._workers[pool] = alive
+                    return
                 log.warning("partition %s: %s (workers)", pool, reason)
                 waiting = [
                     t for t in self._tracked.values() if t.job.pool == pool and queue.is_queued(t.job.trial)
@@ -225,6 +261,7 @@ class SlurmFleet:
                 ]
                 self._workers[pool] = alive
                 return
+            self._outage.over()
             ids = [j.job_id for j in submitted]
             queue.record_submitted(ids)
             alive += ids
@@ -245,18 +282,29 @@ class SlurmFleet:
             self._tracked[job.trial] = _Tracked(job, slurm_id="")
             return True
         pool, _, slurm_id = rest.partition(":")
-        if kind != "slurm" or not slurm_id or pool not in self.pools:
+        if kind != "slurm" or pool not in self.pools:
             return False
+        if not slurm_id:  # held while Slurm was out of reach: sent later, or never
+            slurm_id = (read_json(job.exp_dir / STARTED_FILE) or {}).get("slurm_job_id", "")
+            if not slurm_id:  # a copy sent but still pending must never run it: its trial is re-queued
+                gone = {
+                    "trial": job.trial,
+                    "status": "lost",
+                    "reason": "not started when its controller stopped",
+                }
+                write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
+                return False
         self._tracked[job.trial] = _Tracked(job, slurm_id=slurm_id)
         return True
 
     # -- watching ------------------------------------------------------------------------------
     def poll(self) -> list[Finished]:
+        self._send_unsent()
         done, self._refused = self._refused, []
         now = time.time()
         waiting: list[tuple[_Tracked, dict[str, Any] | None, tuple[str, int] | None]] = []
         claims = {pool: queue.claims() for pool, queue in self.queues.items()}  # one listing each
-        for t in list(self._tracked.values()):
+        for t in [t for t in self._tracked.values() if not t.unsent]:
             outcome = read_json(t.job.exp_dir / OUTCOME_FILE)
             # Final: a result, a crash, or the runner's word that the node cannot run experiments.
             if outcome is not None and (
