@@ -234,9 +234,7 @@ class SlurmFleet:
         queue = self.queues[pool]
         alive = [w for w in self._workers[pool] if is_active(latest(states.get(w, [])))]
         missing = self.pools[pool].slots - len(alive)
-        if missing > 0 and self._outage.waiting():
-            missing = 0  # the queued experiments wait for Slurm's controller, and for workers
-        if missing > 0:
+        if missing > 0 and not self._outage.waiting():  # (else the queue waits for Slurm's controller)
             limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
             try:
                 with credentials_hidden():
@@ -442,9 +440,7 @@ class SlurmFleet:
         if ids and now - self._states_at >= STATE_POLL_SECONDS:
             # Said once per outage: with accounting down (slurmdbd) sacct fails at every poll.
             if_failed = (
-                "relying on result files and deadlines until it answers"
-                if self._sacct_ok is not False
-                else ""
+                "" if self._sacct_ok is False else "relying on result files and deadlines until it answers"
             )
             found = job_states({i.split("_")[0] for i in ids}, if_failed)
             if found is not None and self._sacct_ok is False:
