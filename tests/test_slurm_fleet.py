@@ -40,7 +40,13 @@ from autoresearch.fleet import slurm as slurm_fleet
 from autoresearch.fleet.base import JobSpec
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, run_array_task
-from autoresearch.fleet.slurm_states import attempt_state, outcome_for_state, parse_sacct
+from autoresearch.fleet.slurm_states import (
+    attempt_state,
+    outcome_for_state,
+    parse_sacct,
+    parse_squeue,
+    queue_states,
+)
 from autoresearch.study import open_study
 
 SLURM = "cluster=slurm_local"
@@ -223,6 +229,19 @@ def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
     }
     assert outcome_for_state("NODE_FAIL", 7)["status"] == "lost"  # type: ignore[index]
     assert outcome_for_state("PENDING", 7) is None and outcome_for_state("", 7) is None
+
+
+def test_squeue_lines_read_as_sacct_attempts_with_each_restart_a_requeued_one() -> None:
+    states = parse_squeue("12_0|RUNNING|0\n12_1|PENDING|1\n13|CANCELLED|0\n\n14|COMPLETED|\n")
+    assert states == {
+        "12_0": ["RUNNING"],
+        "12_1": ["REQUEUED", "PENDING"],
+        "13": ["CANCELLED"],
+        "14": ["COMPLETED"],
+    }
+    assert outcome_for_state(attempt_state(states["12_1"], 0), 7)["status"] == "lost"  # type: ignore[index]
+    assert attempt_state(states["12_1"], 1) == "PENDING"
+    assert outcome_for_state(attempt_state(states["13"], 0), 7)["status"] == "cancelled"  # type: ignore[index]
 
 
 def test_a_requeued_array_task_does_not_run_a_workspace_twice(tmp_path: Path) -> None:
@@ -495,27 +514,62 @@ def _stop_accounting() -> None:
 
 
 @pytest.mark.slurm
-def test_an_accounting_outage_is_said_once_and_its_end_too(
+def test_with_accounting_down_squeue_says_how_jobs_stand_and_the_outage_is_said_once(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # sacct at every poll, not every 10 s
+    """While sacct fails, slurmctld's squeue stands in: a job cancelled before its runner started
+    (so no file will ever say it ended) is judged at once, and one slurmctld no longer holds is
+    lost; the outage is said once, and its end."""
+    for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS", "UNKNOWN_SECONDS"):  # every poll asks and judges
+        monkeypatch.setattr(slurm_fleet, knob, 0.0)
     caplog.set_level(logging.INFO, logger="autoresearch")
     fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
-    sbatch = ["sbatch", "--parsable", "-p", "h100", "-o", "/dev/null", "--wrap", "true"]
-    job = subprocess.run(sbatch, capture_output=True, text=True, check=True).stdout.strip()
+    sbatch = ["sbatch", "--parsable", "--hold", "-p", "h100", "-o", "/dev/null", "--wrap", "true"]
+    held = subprocess.run(sbatch, capture_output=True, text=True, check=True).stdout.strip()  # never starts
+    gone = "67000000"  # a job id slurmctld does not hold (its largest is 67,108,863)
+    for trial, job in ((1, held), (2, gone)):
+        exp = make_experiment(tmp_path, "", name=f"e{trial}", trial=trial)
+        assert fleet.reattach(JobSpec(trial, exp, "h100"), f"slurm:h100:{job}")
+    finished: dict[int, dict[str, object]] = {}
+
+    def judged(trial: int) -> bool:
+        finished.update({f.trial: f.outcome for f in fleet.poll()})
+        return trial in finished
 
     def said(text: str) -> int:
         return sum(text in r.getMessage() for r in caplog.records)
 
     try:
         _stop_accounting()
-        for _ in range(3):
-            assert fleet._job_states([job]) == {job: []}
+        assert fleet._job_states([held]) == {held: ["PENDING"]}  # squeue's word, sacct failing
+        assert queue_states({gone}) == {}  # asked alone, squeue fails on it: no record, not no answer
+        wait_for(lambda: judged(2), 30, "the job slurmctld does not hold to be lost")
+        assert 1 not in finished  # still pending: not over
+        subprocess.run(["scancel", held], check=True)
+        wait_for(lambda: judged(1), 30, "the cancelled job to be judged")
+        assert said("sacct failed") == 1 and said("asking squeue instead") == 1
+        assert said("sacct answers again") == 0
+        # A resumed controller's worker that ended long ago: squeue leaves it out, so it is replaced.
+        pool = SlurmFleet(
+            compose_toy(tmp_path, SLURM, "cluster.partitions.h100.mode=workers").cluster,
+            deadline_s=60,
+            campaign_dir=str(tmp_path / "workers"),
+        )
+        pool._workers["h100"] = [gone]
+        try:
+            pool.submit([JobSpec(3, make_experiment(tmp_path, "", name="e3", trial=3), "h100")])
+            assert gone not in pool._workers["h100"]
+            assert len(pool._workers["h100"]) == pool.pools["h100"].slots
+        finally:
+            pool.shutdown(cancel=True)
     finally:
+        subprocess.run(["scancel", held], capture_output=True, check=False)
         subprocess.run(["bash", str(SLURM_UP)], check=True, capture_output=True)
-    assert said("sacct failed") == 1 and said("sacct answers again") == 0
-    wait_for(lambda: fleet._job_states([job])[job], 60, f"sacct's record of job {job}")
-    assert said("sacct failed") == 1 and said("sacct answers again") == 1
+    assert finished[1]["status"] == "cancelled" and "CANCELLED" in str(finished[1]["reason"])
+    assert finished[2]["status"] == "lost" and "left Slurm's queue" in str(finished[2]["reason"])
+    assert all((tmp_path / f"e{trial}" / "abandoned.json").exists() for trial in (1, 2))
+    wait_for(lambda: fleet._job_states([held]) and said("sacct answers again"), 60, "sacct to answer")
+    assert said("sacct failed") == 2 and said("sacct answers again") == 1  # once per fleet; one asked again
 
 
 @pytest.mark.slurm

@@ -6,7 +6,8 @@ Two ways to use a partition, chosen per partition:
 - `workers`: `slots` long-lived worker jobs per partition, each pulling experiments from a queue
   folder one after another (fleet.workers), so a busy cluster's queue wait is paid once per worker.
 Results come back the same way in both: the runner's outcome.json in the experiment folder. Slurm
-is asked about job states only for jobs that have no outcome yet, in one batched sacct call.
+is asked about job states only for jobs that have no outcome yet, in one batched sacct call (squeue
+while accounting is down, so a job that ends without a result is still seen to end).
 
 One trial is one Slurm attempt. When Slurm requeues a task itself (node failure, preemption,
 `scontrol requeue`), the attempt the trial ran in is over: the trial is reported lost with Slurm's
@@ -45,6 +46,7 @@ from autoresearch.fleet.slurm_states import (
     latest,
     outcome_for_state,
     pending_reasons,
+    queue_states,
 )
 from autoresearch.fleet.workers import WorkerQueue, run_worker
 from autoresearch.runner import (
@@ -62,7 +64,7 @@ log = logging.getLogger("autoresearch")
 STATE_POLL_SECONDS = 10.0  # at most one sacct call this often, for every job at once
 PENDING_POLL_SECONDS = 60.0  # and one squeue call, while a job is pending (why: `_warn_never_starting`)
 SETTLE_SECONDS = 10.0  # a job over without a result: wait this long for the result file (shared FS lag)
-UNKNOWN_SECONDS = 120.0  # a job sacct has never heard of for this long is lost
+UNKNOWN_SECONDS = 120.0  # a job Slurm has no record of for this long is lost
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 SIGNAL_DELAY_S = 120  # Slurm signals a job (USR2) this long before its time limit; the runner stops then
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "scancel")  # what submitit and this fleet call
@@ -74,7 +76,7 @@ class _Tracked:
     slurm_id: str  # array task (A_i) or job id; '' in worker mode, where the claim names the worker
     deadline: float | None = None  # set when the runner starts: queue time does not count
     over_since: float | None = None  # when it was first seen over (by Slurm, or the runner interrupted)
-    unknown_since: float | None = None  # when sacct first had no record of the job
+    unknown_since: float | None = None  # when Slurm (sacct, or squeue in its stead) first had no record of it
     unsent: bool = False  # sbatch could not reach Slurm: sent again from `poll`
 
 
@@ -146,6 +148,7 @@ class SlurmFleet:
         self._states: dict[str, list[str]] = {}
         self._states_at = -STATE_POLL_SECONDS
         self._sacct_ok: bool | None = None  # whether sacct answered last time (None: not asked yet)
+        self._states_from = ""  # which command's answer `_states` holds now: sacct, squeue, or '' (none)
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool, pending reason) said once
@@ -232,7 +235,7 @@ class SlurmFleet:
     def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
         """Keep `slots` worker jobs alive on a worker partition; replace those that ended."""
         queue = self.queues[pool]
-        alive = [w for w in self._workers[pool] if is_active(latest(states.get(w, [])))]
+        alive = [w for w in self._workers[pool] if self._may_run(states.get(w, []))]
         missing = self.pools[pool].slots - len(alive)
         if missing > 0 and not self._outage.waiting():  # (else the queue waits for Slurm's controller)
             limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
@@ -265,6 +268,11 @@ class SlurmFleet:
             alive += ids
             log.info("started %d worker(s) on partition %s", missing, pool)
         self._workers[pool] = alive
+
+    def _may_run(self, attempts: list[str]) -> bool:
+        """Whether a job is queued or running. One with no record yet may be: sacct lags sbatch,
+        but squeue does not, so a job squeue leaves out is gone (a resumed controller's old worker)."""
+        return is_active(latest(attempts)) if attempts else self._states_from != "squeue"
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
         """Adopt a previous controller's experiment; what became of it is for `poll` to find out."""
@@ -356,14 +364,13 @@ class SlurmFleet:
         slurm_id, attempt = job
         attempts = states.get(slurm_id, [])
         if not attempts and outcome is None:
-            if self._sacct_ok and t.unknown_since is None:
+            if self._states_from and t.unknown_since is None:
                 t.unknown_since = now
             if t.unknown_since is not None and now - t.unknown_since > UNKNOWN_SECONDS:
-                lost = {
-                    "trial": t.job.trial,
-                    "status": "lost",
-                    "reason": f"Slurm has no record of {slurm_id}",
-                }
+                reason = f"Slurm has no record of {slurm_id}"
+                if self._states_from == "squeue":
+                    reason = f"{slurm_id} left Slurm's queue without a result (sacct is down: how it ended is unknown)"
+                lost = {"trial": t.job.trial, "status": "lost", "reason": reason}
                 return self._done(t, lost, abandon=True)
             return None
         t.unknown_since = None
@@ -435,18 +442,23 @@ class SlurmFleet:
                 )  # fmt: skip
 
     def _job_states(self, ids: list[str]) -> dict[str, list[str]]:
-        """Each job's attempts (array tasks as A_i), from one sacct call every few seconds."""
+        """Each job's attempts (array tasks as A_i), from one sacct call every few seconds; from
+        squeue while sacct fails, as slurmctld still knows the jobs that accounting cannot show."""
         now = time.monotonic()
         if ids and now - self._states_at >= STATE_POLL_SECONDS:
+            jobs = {i.split("_")[0] for i in ids}
             # Said once per outage: with accounting down (slurmdbd) sacct fails at every poll.
-            if_failed = (
-                "" if self._sacct_ok is False else "relying on result files and deadlines until it answers"
-            )
-            found = job_states({i.split("_")[0] for i in ids}, if_failed)
+            if_failed = "" if self._sacct_ok is False else "asking squeue instead until it answers"
+            found = job_states(jobs, if_failed)
             if found is not None and self._sacct_ok is False:
                 log.info("sacct answers again")
             self._sacct_ok = found is not None
-            self._states.update(found or {})
+            self._states_from = "sacct"
+            if found is None:
+                found = queue_states(jobs)
+                self._states_from = "squeue" if found is not None else ""
+            if found is not None:  # a job the answer leaves out has no record now, whatever it had
+                self._states.update({i: found.get(i, []) for i in ids})
             self._states_at = now
         return {i: self._states.get(i, []) for i in ids}
 

@@ -1,4 +1,5 @@
-"""What Slurm says about jobs: sacct's states and squeue's pending reasons, read and judged.
+"""What Slurm says about jobs: sacct's states (squeue's while accounting is down) and squeue's
+pending reasons, read and judged.
 
 The fleet (fleet.slurm) asks these questions once per poll for every job at once; what a state
 means for an experiment (lost and re-queued, a crash, still running) is decided here, so it can
@@ -123,6 +124,36 @@ def job_states(job_ids: set[str], if_failed: str = "") -> dict[str, list[str]] |
     cmd = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit", "-j", ",".join(sorted(job_ids))]
     out = query(cmd, if_failed=if_failed)
     return None if out is None else parse_sacct(out)
+
+
+def queue_states(job_ids: set[str]) -> dict[str, list[str]] | None:
+    """slurmctld's own word on the given jobs (squeue), for when sacct cannot answer: the same
+    shape as `job_states`, each restart a REQUEUED attempt before the current one. A job ended
+    longer ago than the cluster's MinJobAge is absent; None when squeue fails (slurmctld down)."""
+    if not job_ids:
+        return {}
+    fields = "JobArrayID:|,State:|,RestartCnt:"  # a ':' suffix with no width: unpadded, '|'-separated
+    cmd = ["squeue", "-h", "-r", "-t", "all", "-O", fields, "-j", ",".join(sorted(job_ids))]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
+    except subprocess.CalledProcessError as err:
+        # Asked about one job it no longer holds, squeue fails; asked about several, it lists the rest.
+        return {} if "Invalid job id" in (err.stderr or "") else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_squeue(out)
+
+
+def parse_squeue(text: str) -> dict[str, list[str]]:
+    """`queue_states`'s squeue lines (`12_3|RUNNING|1`) as `parse_sacct`'s attempts, oldest first."""
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        task, _, rest = line.strip().partition("|")
+        state, _, restarts = rest.partition("|")
+        restarts = restarts.strip()
+        if task and state:
+            rows[task] = ["REQUEUED"] * (int(restarts) if restarts.isdigit() else 0) + [state.strip()]
+    return rows
 
 
 def query(cmd: list[str], timeout: float = 30, if_failed: str = "") -> str | None:
