@@ -549,7 +549,9 @@ def test_with_accounting_down_squeue_says_how_jobs_stand_and_the_outage_is_said_
         wait_for(lambda: judged(1), 30, "the cancelled job to be judged")
         assert said("sacct failed") == 1 and said("asking squeue instead") == 1
         assert said("sacct answers again") == 0
-        # A resumed controller's worker that ended long ago: squeue leaves it out, so it is replaced.
+        # A resumed controller's worker that ended long ago: squeue leaves it out, so it is replaced;
+        # the new workers, sent since squeue's answer, are not taken for gone with it.
+        monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 3600.0)  # the answer is kept an hour
         pool = SlurmFleet(
             compose_toy(tmp_path, SLURM, "cluster.partitions.h100.mode=workers").cluster,
             deadline_s=60,
@@ -558,10 +560,13 @@ def test_with_accounting_down_squeue_says_how_jobs_stand_and_the_outage_is_said_
         pool._workers["h100"] = [gone]
         try:
             pool.submit([JobSpec(3, make_experiment(tmp_path, "", name="e3", trial=3), "h100")])
-            assert gone not in pool._workers["h100"]
-            assert len(pool._workers["h100"]) == pool.pools["h100"].slots
+            workers = pool._workers["h100"]
+            assert gone not in workers and len(workers) == pool.pools["h100"].slots
+            pool.submit([JobSpec(4, make_experiment(tmp_path, "", name="e4", trial=4), "h100")])
+            assert pool._workers["h100"] == workers  # none sent again
         finally:
             pool.shutdown(cancel=True)
+            monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)
     finally:
         subprocess.run(["scancel", held], capture_output=True, check=False)
         subprocess.run(["bash", str(SLURM_UP)], check=True, capture_output=True)

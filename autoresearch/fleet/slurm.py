@@ -149,6 +149,7 @@ class SlurmFleet:
         self._states_at = -STATE_POLL_SECONDS
         self._sacct_ok: bool | None = None  # whether sacct answered last time (None: not asked yet)
         self._states_from = ""  # which command's answer `_states` holds now: sacct, squeue, or '' (none)
+        self._gone: set[str] = set()  # jobs squeue was last asked about and did not list: slurmctld let go
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool, pending reason) said once
@@ -235,7 +236,7 @@ class SlurmFleet:
     def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
         """Keep `slots` worker jobs alive on a worker partition; replace those that ended."""
         queue = self.queues[pool]
-        alive = [w for w in self._workers[pool] if self._may_run(states.get(w, []))]
+        alive = [w for w in self._workers[pool] if self._may_run(w, states.get(w, []))]
         missing = self.pools[pool].slots - len(alive)
         if missing > 0 and not self._outage.waiting():  # (else the queue waits for Slurm's controller)
             limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
@@ -269,10 +270,11 @@ class SlurmFleet:
             log.info("started %d worker(s) on partition %s", missing, pool)
         self._workers[pool] = alive
 
-    def _may_run(self, attempts: list[str]) -> bool:
-        """Whether a job is queued or running. One with no record yet may be: sacct lags sbatch,
-        but squeue does not, so a job squeue leaves out is gone (a resumed controller's old worker)."""
-        return is_active(latest(attempts)) if attempts else self._states_from != "squeue"
+    def _may_run(self, job_id: str, attempts: list[str]) -> bool:
+        """Whether a job is queued or running. One with no record may be (sacct lags sbatch, and a
+        job sent since the last answer is in none), unless squeue was asked and left it out: then
+        slurmctld let go of it long ago (a resumed controller's old worker)."""
+        return is_active(latest(attempts)) if attempts else job_id not in self._gone
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
         """Adopt a previous controller's experiment; what became of it is for `poll` to find out."""
@@ -457,8 +459,11 @@ class SlurmFleet:
             if found is None:
                 found = queue_states(jobs)
                 self._states_from = "squeue" if found is not None else ""
+            self._gone = set()
             if found is not None:  # a job the answer leaves out has no record now, whatever it had
                 self._states.update({i: found.get(i, []) for i in ids})
+                if self._states_from == "squeue":
+                    self._gone = {i for i in ids if i not in found}
             self._states_at = now
         return {i: self._states.get(i, []) for i in ids}
 
