@@ -147,8 +147,9 @@ class SlurmFleet:
         self._workers: dict[str, list[str]] = {name: q.submitted_workers() for name, q in self.queues.items()}
         self._states: dict[str, list[str]] = {}
         self._states_at = -STATE_POLL_SECONDS
-        self._sacct_ok: bool | None = None  # whether sacct answered last time (None: not asked yet)
-        self._states_from = ""  # which command's answer `_states` holds now: sacct, squeue, or '' (none)
+        # Whose answer `_states` holds: sacct, squeue (sacct failing) or '' (neither answered).
+        # Taken as sacct's before the first call: there is no outage to report yet.
+        self._states_from = "sacct"
         self._gone: set[str] = set()  # jobs squeue was last asked about and did not list: slurmctld let go
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
@@ -450,11 +451,11 @@ class SlurmFleet:
         if ids and now - self._states_at >= STATE_POLL_SECONDS:
             jobs = {i.split("_")[0] for i in ids}
             # Said once per outage: with accounting down (slurmdbd) sacct fails at every poll.
-            if_failed = "" if self._sacct_ok is False else "asking squeue instead until it answers"
+            sacct_was_down = self._states_from != "sacct"
+            if_failed = "" if sacct_was_down else "asking squeue instead until it answers"
             found = job_states(jobs, if_failed)
-            if found is not None and self._sacct_ok is False:
+            if found is not None and sacct_was_down:
                 log.info("sacct answers again")
-            self._sacct_ok = found is not None
             self._states_from = "sacct"
             if found is None:
                 found = queue_states(jobs)

@@ -134,14 +134,9 @@ def queue_states(job_ids: set[str]) -> dict[str, list[str]] | None:
         return {}
     fields = "JobArrayID:|,State:|,RestartCnt:"  # a ':' suffix with no width: unpadded, '|'-separated
     cmd = ["squeue", "-h", "-r", "-t", "all", "-O", fields, "-j", ",".join(sorted(job_ids))]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
-    except subprocess.CalledProcessError as err:
-        # Asked about one job it no longer holds, squeue fails; asked about several, it lists the rest.
-        return {} if "Invalid job id" in (err.stderr or "") else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return parse_squeue(out)
+    # Asked about one job it no longer holds, squeue fails; asked about several, it lists the rest.
+    out = query(cmd, none_found="Invalid job id")
+    return None if out is None else parse_squeue(out)
 
 
 def parse_squeue(text: str) -> dict[str, list[str]]:
@@ -156,12 +151,15 @@ def parse_squeue(text: str) -> dict[str, list[str]]:
     return rows
 
 
-def query(cmd: list[str], timeout: float = 30, if_failed: str = "") -> str | None:
+def query(cmd: list[str], timeout: float = 30, if_failed: str = "", none_found: str = "") -> str | None:
     """A Slurm query's output; None when the command is missing, fails or hangs (said in a
-    warning, with what the controller does instead, when `if_failed` says it)."""
+    warning, with what the controller does instead, when `if_failed` says it). A failure whose
+    message contains `none_found` is an answer: nothing matched ('')."""
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
     except (OSError, subprocess.SubprocessError) as err:
+        if none_found and none_found in (getattr(err, "stderr", None) or ""):
+            return ""
         if if_failed:
             said = err.stderr.strip().splitlines() if isinstance(err, subprocess.CalledProcessError) else []
             log.warning("%s failed (%s); %s", cmd[0], said[-1] if said else err, if_failed)
