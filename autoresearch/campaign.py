@@ -47,7 +47,7 @@ from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, write_results
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, read_json
 from autoresearch.sampler import AgentSampler
-from autoresearch.study import finished, open_study, trials
+from autoresearch.study import finished, open_study, status_of, trials
 from autoresearch.tracking import NoTracker, Tracker
 from autoresearch.workspace import experiment_dir
 
@@ -468,7 +468,7 @@ class Campaign:
         record = ExperimentRecord(
             number=t.number,
             description=attrs.get("description", ""),
-            status=attrs.get("status")
+            status=status_of(t)
             or ("confirming" if attrs.get("promoted") else RECORD_STATUS.get(t.state, "discard")),
             val_bpb=t.value if t.state == TrialState.COMPLETE else attrs.get("val_bpb"),  # run, not decided
             tier=attrs.get("tier", "screen"),

@@ -107,7 +107,7 @@ class Decisions:
         for number, (kind, _, _) in sorted(self.pending.items()):
             if kind in MEASUREMENT_KINDS:
                 trial = self.ledger.trial(number)
-                status = "baseline" if kind == "baseline" else "validated"
+                status = "baseline" if kind == "baseline" else "rerun"
                 record = self._new_frontier_pairs(trial)
                 self._complete(
                     number, trial.user_attrs["val_bpb"], {**record, "status": status, "reason": ""}
@@ -371,7 +371,7 @@ class Decisions:
 
     def _complete(self, number: int, value: float, attrs: dict[str, Any]) -> None:
         self.ledger.complete(number, value, attrs)
-        if attrs.get("status") in ("baseline", "validated", "keep"):
+        if attrs.get("status") in ("baseline", "rerun", "keep"):
             self._judged_cache = None
             self._by_seed.clear()
             self._params.clear()

@@ -20,12 +20,12 @@ def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
     ran = [
         (i, r)
         for i, r in enumerate(table)
-        if r["status"] in ("keep", "discard", "baseline", "validated") and r["tier"] in ("screen", "")
+        if r["status"] in ("keep", "discard", "baseline", "rerun") and r["tier"] in ("screen", "")
     ]
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     for status, label, color, size in (
         ("discard", "discard", "#b0b0b0", 14),
-        ("validated", "re-run", "#9ecae1", 14),
+        ("rerun", "re-run", "#9ecae1", 14),
         ("keep", "keep", "#1a9850", 36),
     ):
         pts = [(i, r["val_bpb"]) for i, r in ran if r["status"] == status]

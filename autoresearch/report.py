@@ -53,7 +53,7 @@ class KeptChange:
     delta: float | None  # against the frontier it was judged by
     commit: str
     reason: str  # the decision, with the margin it had to beat
-    validated: dict[str, list[float]]  # by tier: its re-runs on other seeds (confirming, or since)
+    reruns: dict[str, list[float]]  # by tier: its re-runs on other seeds (confirming, or since)
     diff: str
 
 
@@ -104,7 +104,7 @@ def busy_hours(intervals: list[tuple[float, float]]) -> float:
     return total / 3600
 
 
-def _kept_change(campaign_dir: Path, t: FrozenTrial, validated: dict[str, list[float]]) -> KeptChange:
+def _kept_change(campaign_dir: Path, t: FrozenTrial, reruns: dict[str, list[float]]) -> KeptChange:
     attrs = t.user_attrs
     diff_path = campaign_dir / attrs.get("exp_dir", "") / "train.diff"
     return KeptChange(
@@ -116,7 +116,7 @@ def _kept_change(campaign_dir: Path, t: FrozenTrial, validated: dict[str, list[f
         delta=attrs.get("delta"),
         commit=attrs.get("commit", ""),
         reason=attrs.get("reason", ""),
-        validated=validated,
+        reruns=reruns,
         diff=diff_path.read_text() if diff_path.is_file() else "",
     )
 
@@ -149,9 +149,9 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
     """Gather the report's facts; `cfg` is the campaign's config (the dataclass or its config.yaml)."""
     table = [r for r in rows(study) if r["status"] != "skip"]  # skipped: never ran, nothing to report
     done = {t.number: t for t in trials(study, TrialState.COMPLETE, TrialState.FAIL)}
-    validated = rerun_values(table)
+    reruns = rerun_values(table)
     kept = [
-        _kept_change(campaign_dir, done[r["trial"]], validated.get(r["trial"], {}))
+        _kept_change(campaign_dir, done[r["trial"]], reruns.get(r["trial"], {}))
         for r in table
         if r["status"] == "keep"
     ]

@@ -107,7 +107,7 @@ def _kept(k: KeptChange) -> str:
         f"frontier commit <code>{escape(k.commit)}</code>",
         f"proposed by {escape(k.source or '?')}",
     ]
-    facts += [f"re-runs on other seeds on {escape(tier)}: {_mean(v)}" for tier, v in k.validated.items()]
+    facts += [f"re-runs on other seeds on {escape(tier)}: {_mean(v)}" for tier, v in k.reruns.items()]
     if k.reason:
         facts.append(escape(k.reason))
     hypothesis = f"<p><i>{escape(k.hypothesis)}</i></p>" if k.hypothesis else ""

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.policy import pooled_noise
-from autoresearch.study import finished
+from autoresearch.study import finished, status_of
 
 COLUMNS = [
     "commit",
@@ -46,7 +46,7 @@ COLUMNS = [
 ]
 # Runs that measure a train.py without having been picked for their result: repeated runs of one
 # version among these are what seed noise and the frontier's value are estimated from.
-MEASUREMENTS = ("baseline", "validated")
+MEASUREMENTS = ("baseline", "rerun")
 
 
 def row_of(trial: FrozenTrial) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
         "commit": attrs.get("commit", ""),
         "val_bpb": 0.0 if crashed else attrs.get("val_bpb", trial.value),
         "memory_gb": 0.0 if crashed else attrs.get("memory_gb", 0.0),
-        "status": attrs.get("status", "crash" if crashed else "discard"),
+        "status": status_of(trial) or ("crash" if crashed else "discard"),
         "description": attrs.get("description", ""),
         "trial": trial.number,
         "wave": attrs.get("wave", ""),
@@ -83,7 +83,7 @@ def rerun_values(table: list[dict[str, Any]]) -> dict[int, dict[str, list[float]
     tiers run on different GPUs, whose val_bpb for one train.py differ by more than a change's."""
     values: dict[int, dict[str, list[float]]] = defaultdict(dict)
     for r in sorted(table, key=lambda r: r["tier"] != "screen"):
-        if r["status"] == "validated" and r["validates"] != "":
+        if r["status"] == "rerun" and r["validates"] != "":
             values[int(r["validates"])].setdefault(r["tier"], []).append(r["val_bpb"])
     return values
 

@@ -35,7 +35,7 @@ STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
     "baseline": "baseline",
     "keep": "kept",
     "discard": "discarded",
-    "validated": "re-runs",
+    "rerun": "re-runs",
     "crash": "crashed",
     "invalid": "invalid",
     "lost": "lost",

@@ -88,6 +88,17 @@ def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> 
         storage.set_trial_user_attr(trial_id, key, value)
 
 
+# A re-run was "validated" until 2026-12-04, also one that refuted its change: studies begun
+# before then hold that name, which every reader takes as "rerun".
+_RENAMED_STATUSES = {"validated": "rerun"}
+
+
+def status_of(trial: FrozenTrial) -> str | None:
+    """The trial's decided status under its current name; None before it has one."""
+    status = trial.user_attrs.get("status")
+    return _RENAMED_STATUSES.get(status, status)
+
+
 def trials(study: optuna.Study, *states: TrialState) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=states or None)
 

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import TrackingConfig
-from autoresearch.study import finished
+from autoresearch.study import finished, status_of
 
 log = logging.getLogger("autoresearch")
 
@@ -179,7 +179,7 @@ class WandbTracker:
 
     def _send_experiment(self, t: FrozenTrial) -> None:
         attrs = t.user_attrs
-        status = attrs.get("status", "crash" if t.state == TrialState.FAIL else "")
+        status = status_of(t) or ("crash" if t.state == TrialState.FAIL else "")
         run = self._init(
             f"t{t.number:05d}",
             name=f"{t.number}: {attrs.get('description', '')}"[:120],

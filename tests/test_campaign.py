@@ -69,7 +69,7 @@ def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
     for t in kept_trials:
         reruns = confirming(done, t.number)
         assert t.user_attrs["reason"].startswith("confirmed: ")
-        assert [r.user_attrs["status"] for r in reruns] == ["validated", "validated"]
+        assert [r.user_attrs["status"] for r in reruns] == ["rerun", "rerun"]
         assert {r.user_attrs["run_key"] for r in reruns} == {t.user_attrs["run_key"]}
         assert len({t.user_attrs["seed"], *(r.user_attrs["seed"] for r in reruns)}) == 3
     # Knob values are trial params; the edit is a file under the campaign folder.

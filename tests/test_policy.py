@@ -148,9 +148,9 @@ def test_the_frontier_is_the_mean_of_its_unselected_runs_on_each_tier() -> None:
     ]
     assert frontier_runs(table, "screen") == [0.95]
     assert frontier_runs(table, "validate") == [1.10, 1.12]  # c not measured there yet
-    table += [row("c", "validated", 0.97, "validate"), row("c", "validated", 0.99, "validate")]
+    table += [row("c", "rerun", 0.97, "validate"), row("c", "rerun", 0.99, "validate")]
     assert frontier_runs(table, "validate") == [0.97, 0.99]
-    table += [row("c", "validated", 0.96), row("c", "validated", 0.98)]
+    table += [row("c", "rerun", 0.96), row("c", "rerun", 0.98)]
     assert measurements(table, "c", "screen") == [0.96, 0.98]
     assert frontier_value(table, "screen") == pytest.approx((1.01, 0.97))
     # Noise pools the repeats of a and c on a tier; the selected and single runs say nothing of it.
@@ -167,7 +167,7 @@ def test_a_change_that_only_its_screening_seed_likes_is_not_kept(tmp_path: Path)
         t = done[name]
         assert t.user_attrs["promoted"] is True  # both beat the frontier on their one run
         reruns = confirming(campaign.study.trials, t.number)
-        assert [r.user_attrs["status"] for r in reruns] == ["validated", "validated"]
+        assert [r.user_attrs["status"] for r in reruns] == ["rerun", "rerun"]
         assert all(r.user_attrs["run_key"] == t.user_attrs["run_key"] for r in reruns)  # the same train.py
         assert sorted(r.user_attrs["seed"] for r in reruns) == [43, 44]  # not the screening seed
     assert done["lucky"].user_attrs["status"] == "discard"

@@ -136,13 +136,13 @@ def test_validation_on_other_hardware_is_reported_with_its_seeds(tmp_path: Path)
     assert waiting.frontier == [1.90, 1.92] and waiting.frontier_trial is None  # not yet re-run on h200
     for value in (1.88, 1.86):
         rerun = {"validates": 4, "pool": "h200", "run_key": "wider"}
-        add_run(study, value, 200.0, 90.0, status="validated", tier="validate", **rerun)
+        add_run(study, value, 200.0, 90.0, status="rerun", tier="validate", **rerun)
     # then the new frontier on the screen tier's GPUs, where its values are of another scale
-    add_run(study, 1.97, 250.0, 60.0, status="validated", tier="screen", validates=4, run_key="wider")
+    add_run(study, 1.97, 250.0, 60.0, status="rerun", tier="screen", validates=4, run_key="wider")
     add_run(study, None, 300.0, 5.0, status="crash", tier="screen", reason="exit 1: NaN loss")
 
     report = build_report(study, tmp_path, cfg)
-    assert [k.validated for k in report.kept] == [{"screen": [1.97], "validate": [1.88, 1.86]}]
+    assert [k.reruns for k in report.kept] == [{"screen": [1.97], "validate": [1.88, 1.86]}]
     validate = next(t for t in report.tiers if t.tier == "validate")
     assert [t.tier for t in report.tiers] == ["screen", "validate"]
     assert validate.baseline == [1.90, 1.92] and validate.frontier == [1.88, 1.86]

@@ -32,7 +32,8 @@ class ExperimentRecord:
 
     number: int
     description: str
-    status: str  # the study's (keep, discard, baseline, validated, crash, skip, ...) or queued | running | confirming
+    # the study's (keep, discard, baseline, rerun, crash, skip, ...) or queued | running | confirming
+    status: str
     val_bpb: float | None
     tier: str
     knobs: dict[str, Any]
