@@ -37,6 +37,7 @@ from engine_helpers import (
 from optuna.trial import TrialState
 
 from autoresearch.fleet import slurm as slurm_fleet
+from autoresearch.fleet import slurm_outage
 from autoresearch.fleet.base import JobSpec
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, run_array_task
@@ -575,6 +576,38 @@ def test_with_accounting_down_squeue_says_how_jobs_stand_and_the_outage_is_said_
     assert all((tmp_path / f"e{trial}" / "abandoned.json").exists() for trial in (1, 2))
     wait_for(lambda: fleet._job_states([held]) and said("sacct answers again"), 60, "sacct to answer")
     assert said("sacct failed") == 2 and said("sacct answers again") == 1  # once per fleet; one asked again
+
+
+@pytest.mark.slurm
+def test_a_job_sent_after_an_outage_is_adopted_by_a_resumed_controller(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An experiment held while slurmctld was out of reach has a handle with no job id. Once sent,
+    its id is in sent.json, so a controller that resumes while the job is still pending adopts it
+    instead of giving it up and queueing the experiment again."""
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))  # sbatch again at the next poll
+    pending = "+cluster.partitions.h100.extra_sbatch.begin=now+1hour"  # sent, it stays pending
+    cluster = compose_toy(tmp_path, SLURM, pending).cluster
+    job = JobSpec(1, make_experiment(tmp_path, "", name="e1", trial=1), "h100")
+    fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path))
+    subprocess.run(["pkill", "-TERM", "-x", "slurmctld"], check=False)
+    try:
+        wait_for(lambda: _pgrep("slurmctld") == "", 60, "slurmctld to stop")
+        handle = fleet.submit([job])[1]
+    finally:
+        subprocess.run(["bash", str(SLURM_UP)], check=True, capture_output=True)
+    assert handle == "slurm:h100:"  # held: no job id for the study
+    sent = job.exp_dir / "sent.json"
+    try:
+        wait_for(lambda: fleet.poll() == [] and sent.exists(), 60, "the held job to be sent")
+        slurm_id = json.loads(sent.read_text())["slurm_job_id"]
+        resumed = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path))
+        assert resumed.reattach(job, handle)
+        assert resumed._job_states([slurm_id]) == {slurm_id: ["PENDING"]}
+        assert not (job.exp_dir / "abandoned.json").exists()
+        assert resumed.poll() == []  # pending: nothing to report
+    finally:
+        fleet.shutdown(cancel=True)
 
 
 @pytest.mark.slurm

@@ -66,6 +66,7 @@ PENDING_POLL_SECONDS = 60.0  # and one squeue call, while a job is pending (why:
 SETTLE_SECONDS = 10.0  # a job over without a result: wait this long for the result file (shared FS lag)
 UNKNOWN_SECONDS = 120.0  # a job Slurm has no record of for this long is lost
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
+SENT_LATE_FILE = "sent.json"  # the Slurm job of an experiment sent after an outage, which its handle lacks
 SIGNAL_DELAY_S = 120  # Slurm signals a job (USR2) this long before its time limit; the runner stops then
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "scancel")  # what submitit and this fleet call
 
@@ -217,7 +218,7 @@ class SlurmFleet:
 
     def _hold_unsent(self, pool: str, group: list[JobSpec]) -> dict[int, str]:
         """Jobs keep their slots and trials while Slurm is out of reach. Their handle has no job
-        id: a controller that starts again finds it in the runner's started.json (`reattach`)."""
+        id: a controller that starts again finds it in sent.json once they are sent (`reattach`)."""
         for job in group:
             self._tracked[job.trial] = _Tracked(job, slurm_id="", unsent=True)
         return {job.trial: f"slurm:{pool}:" for job in group}
@@ -233,6 +234,9 @@ class SlurmFleet:
             by_pool.setdefault(t.job.pool, []).append(t.job)
         for pool, group in by_pool.items():
             self._submit_array(pool, group)
+            for job in group:  # those sent: where to, for a controller that resumes
+                if (sent := self._tracked.get(job.trial)) and sent.slurm_id:
+                    write_json_atomic(job.exp_dir / SENT_LATE_FILE, {"slurm_job_id": sent.slurm_id})
 
     def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
         """Keep `slots` worker jobs alive on a worker partition; replace those that ended."""
@@ -294,8 +298,11 @@ class SlurmFleet:
         if kind != "slurm" or pool not in self.pools:
             return False
         if not slurm_id:  # held while Slurm was out of reach: sent later, or never
-            slurm_id = (read_json(job.exp_dir / STARTED_FILE) or {}).get("slurm_job_id", "")
-            if not slurm_id:  # a copy sent but still pending must never run it: its trial is re-queued
+            # sent.json names its job; started.json does too once it started, also where the
+            # controller stopped between the sbatch and sent.json
+            records = (read_json(job.exp_dir / name) or {} for name in (SENT_LATE_FILE, STARTED_FILE))
+            slurm_id = next((r["slurm_job_id"] for r in records if r.get("slurm_job_id")), "")
+            if not slurm_id:  # never sent, or sent by a controller that stopped before saying so
                 gone = {
                     "trial": job.trial,
                     "status": "lost",
