@@ -41,6 +41,9 @@ STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
     "lost": "lost",
 }
 ALWAYS_SHOWN = ("keep", "discard", "crash")  # even at 0
+REASON_CHARS = (
+    90  # of a reason in the latest table: a decision's (about 75) whole, a traceback's last line cut
+)
 
 
 def open_campaign(campaign_dir: Path) -> optuna.Study:
@@ -163,11 +166,16 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     for r in table[-recent:][::-1]:
         value = f"{r['val_bpb']:.6f}" if r["val_bpb"] else "-"  # failed trials of any kind carry 0.0
         latest.add_row(
-            str(r["trial"]), r["status"], value, r["tier"], r["description"], str(r["reason"])[:60]
+            str(r["trial"]), r["status"], value, r["tier"], r["description"], clipped(str(r["reason"]))
         )
     if table:
         parts.append(latest)
     return Group(*parts)
+
+
+def clipped(reason: str, limit: int = REASON_CHARS) -> str:
+    """A reason short enough for one table cell, cut visibly (a decision's fits whole)."""
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
 def seconds(text: str) -> float:

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from autoresearch import status
 from autoresearch.heartbeat import CONTROLLER_FILE, STALE_SECONDS, Heartbeat, controller_state
-from autoresearch.status import render
+from autoresearch.status import REASON_CHARS, clipped, render
 
 
 def test_status_shows_a_finished_campaign_and_its_rows(
@@ -172,6 +172,14 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
         study.add_trial(optuna.trial.create_trial(value=value, user_attrs=rerun))
     lines = printed(250, study, tmp_path)
     assert any("1.940000 (mean of 2 on screen); 1.820000 (mean of 2 on validate)" in line for line in lines)
+
+
+def test_a_decisions_reason_shows_whole_and_a_long_one_is_cut_visibly() -> None:
+    decision = "-0.0281 vs frontier 1.9513 (4 runs); needed < -0.0338 (1 x noise 0.0303)"
+    assert clipped(decision) == decision
+    crash = "RuntimeError: " + "shape mismatch " * 10
+    assert len(clipped(crash)) == REASON_CHARS and clipped(crash).endswith("…")
+    assert clipped(crash)[:-1] == crash[: REASON_CHARS - 1]
 
 
 def test_the_controller_line_tells_running_stopped_and_gone(tmp_path: Path) -> None:
