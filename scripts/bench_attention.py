@@ -30,6 +30,9 @@ FLEX_OPTIONS: dict[str, dict] = {
     "flex bwd 64x64, 2 stages": dict(BLOCK_M1=64, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=64, num_stages=2),
     "flex fwd 128x64, 8 warps": dict(BLOCK_M=128, BLOCK_N=64, num_warps=8),
     "flex fwd 128x128, 8 warps, 2 stages": dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2),
+    # Hopper's bulk tensor copies for the loads, forward and backward (off by default on CUDA in
+    # PyTorch 2.13; a PyTorch without the option refuses it, and the row says so)
+    "flex with TMA loads": dict(USE_TMA=True),
 }
 
 
