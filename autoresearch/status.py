@@ -41,9 +41,8 @@ STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
     "lost": "lost",
 }
 ALWAYS_SHOWN = ("keep", "discard", "crash")  # even at 0
-REASON_CHARS = (
-    90  # of a reason in the latest table: a decision's (about 75) whole, a traceback's last line cut
-)
+# A reason's length in the latest table: a decision's (about 75) shows whole, a crash's last line is cut.
+REASON_CHARS = 90
 
 
 def open_campaign(campaign_dir: Path) -> optuna.Study:
