@@ -586,6 +586,7 @@ def test_a_job_sent_after_an_outage_is_adopted_by_a_resumed_controller(
     its id is in sent.json, so a controller that resumes while the job is still pending adopts it
     instead of giving it up and queueing the experiment again."""
     monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))  # sbatch again at the next poll
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every look
     pending = "+cluster.partitions.h100.extra_sbatch.begin=now+1hour"  # sent, it stays pending
     cluster = compose_toy(tmp_path, SLURM, pending).cluster
     job = JobSpec(1, make_experiment(tmp_path, "", name="e1", trial=1), "h100")
@@ -603,7 +604,8 @@ def test_a_job_sent_after_an_outage_is_adopted_by_a_resumed_controller(
         slurm_id = json.loads(sent.read_text())["slurm_job_id"]
         resumed = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path))
         assert resumed.reattach(job, handle)
-        assert resumed._job_states([slurm_id]) == {slurm_id: ["PENDING"]}
+        # sacct lags sbatch: until it has the job, the job has no record
+        wait_for(lambda: resumed._job_states([slurm_id])[slurm_id] == ["PENDING"], 60, "the job in sacct")
         assert not (job.exp_dir / "abandoned.json").exists()
         assert resumed.poll() == []  # pending: nothing to report
     finally:
