@@ -322,6 +322,8 @@ def test_metric_cannot_be_gamed_from_train_py(prepare_mod: ModuleType, use_offli
         ("NVIDIA H100 80GB HBM3", 989.5e12),
         ("NVIDIA H100 PCIe", 756e12),
         ("NVIDIA H200", 989.5e12),
+        ("NVIDIA H200 NVL", 835e12),  # not the SXM part's peak, though its name holds "H200"
+        ("NVIDIA GH200 480GB", 989.5e12),
         ("NVIDIA A100-SXM4-80GB", 312e12),
         ("NVIDIA L40S", 362e12),
         ("NVIDIA L4", 121e12),
