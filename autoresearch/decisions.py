@@ -25,7 +25,7 @@ from autoresearch.frontier import Frontier
 from autoresearch.intake import Intake
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
 from autoresearch.policy import MIN_PAIR_DOF, Pairs, Policy, Verdict, degrees_of_freedom, pooled_noise
-from autoresearch.results import frontier_runs, measured_by_seed, measurements, tier_noise
+from autoresearch.results import MEASUREMENTS, frontier_runs, measured_by_seed, measurements, tier_noise
 from autoresearch.workspace import experiment_dir, source_version
 
 log = logging.getLogger("autoresearch")
@@ -371,7 +371,7 @@ class Decisions:
 
     def _complete(self, number: int, value: float, attrs: dict[str, Any]) -> None:
         self.ledger.complete(number, value, attrs)
-        if attrs.get("status") in ("baseline", "rerun", "keep"):
+        if attrs.get("status") in (*MEASUREMENTS, "keep"):
             self._judged_cache = None
             self._by_seed.clear()
             self._params.clear()

@@ -233,10 +233,10 @@ class SlurmFleet:
             del self._tracked[t.job.trial]
             by_pool.setdefault(t.job.pool, []).append(t.job)
         for pool, group in by_pool.items():
-            self._submit_array(pool, group)
+            handles = self._submit_array(pool, group)
             for job in group:  # those sent: where to, for a controller that resumes
-                if (sent := self._tracked.get(job.trial)) and sent.slurm_id:
-                    write_json_atomic(job.exp_dir / SENT_LATE_FILE, {"slurm_job_id": sent.slurm_id})
+                if slurm_id := handles.get(job.trial, "").rpartition(":")[2]:
+                    write_json_atomic(job.exp_dir / SENT_LATE_FILE, {"slurm_job_id": slurm_id})
 
     def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
         """Keep `slots` worker jobs alive on a worker partition; replace those that ended."""
