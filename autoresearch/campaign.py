@@ -450,6 +450,7 @@ class Campaign:
             budget_left=budgets.remaining(spend, self.c.budget),
             tiers=tiers,
             wave_size=self.c.wave_size,
+            max_wave=self.c.max_wave,
             rejected=self.intake.rejected[-MAX_REJECTIONS_SHOWN:],
             campaign_dir=str(self.dir),
             frontier_commit=self.frontier.head(),

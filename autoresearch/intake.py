@@ -102,7 +102,7 @@ class Intake:
             number,
             wave.source,
             len(accepted),
-            len(dropped),
+            wave.size() - len(accepted),
             f" ({wave.rationale[:100]})" if wave.rationale else "",
         )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,24 +64,20 @@ class Grid:
             n *= len(levels)
         return n
 
-    def expand(self) -> list[Candidate]:
-        """All level combinations, in a stable order, each described by its settings."""
+    def expand(self) -> Iterator[Candidate]:
+        """All level combinations, in a stable order, each described by its settings. Lazily: a
+        grid's size is a product, and only the first cells up to a wave's cap are ever needed."""
         names = list(self.factors)
-        cells = itertools.product(*(self.factors[n] for n in names))
-        out = []
-        for values in cells:
+        for values in itertools.product(*(self.factors[n] for n in names)):
             knobs = dict(zip(names, values, strict=True))
             label = ", ".join(f"{k}={v}" for k, v in knobs.items())
-            out.append(
-                Candidate(
-                    description=f"{self.description} [{label}]",
-                    hypothesis=self.hypothesis,
-                    edits=list(self.shared_edits),
-                    knobs=knobs,
-                    tier=self.tier,
-                )
+            yield Candidate(
+                description=f"{self.description} [{label}]",
+                hypothesis=self.hypothesis,
+                edits=list(self.shared_edits),
+                knobs=knobs,
+                tier=self.tier,
             )
-        return out
 
 
 @dataclass
@@ -93,22 +89,31 @@ class Wave:
     grids: list[Grid] = field(default_factory=list)
     source: str = "offline"
 
+    def size(self) -> int:
+        """Experiments in the wave: its candidates and every cell of its grids."""
+        return len(self.candidates) + sum(g.size() for g in self.grids)
+
     def expand(
         self, seen: set[str], cap: int, key: Callable[[Candidate], str] = Candidate.key
     ) -> tuple[list[Candidate], list[str]]:
         """Candidates then grid cells, de-duplicated by `key` against `seen` (updated) and capped.
 
-        Returns the accepted candidates and a note for each one dropped, so the proposer learns why.
+        Returns the accepted candidates and a note for each duplicate dropped, and one for all
+        those past the cap, so the proposer learns why.
         """
         accepted: list[Candidate] = []
         dropped: list[str] = []
-        for cand in [*self.candidates, *(c for g in self.grids for c in g.expand())]:
+        cells = itertools.chain(self.candidates, *(g.expand() for g in self.grids))
+        for looked_at, cand in enumerate(cells):
+            if len(accepted) >= cap:
+                rest = self.size() - looked_at - 1
+                more = f" and {rest} more" if rest else ""
+                dropped.append(f"over the wave cap of {cap}: {cand.description}{more}")
+                break
             key_ = key(cand)
             sampled = any(v is None for v in cand.knobs.values())  # a fresh draw each time: never a duplicate
             if key_ in seen and not sampled:
                 dropped.append(f"duplicate of an earlier experiment: {cand.description}")
-            elif len(accepted) >= cap:
-                dropped.append(f"over the wave cap of {cap}: {cand.description}")
             else:
                 seen.add(key_)
                 accepted.append(cand)

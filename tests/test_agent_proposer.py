@@ -255,8 +255,41 @@ def test_a_model_that_refuses_forcing_is_asked_unforced(tmp_path: Path) -> None:
     assert proposer.propose(sample_context()).source == "claude"
     assert [b["tool_choice"]["type"] for b in api.message_bodies] == ["tool", "auto"]
     assert proposer.can_force is False
+    assert usage_totals(tmp_path)["failed_calls"] == 0  # the refused forcing was a probe, not a failure
     proposer.propose(sample_context())
     assert api.message_bodies[-1]["tool_choice"] == {"type": "auto"}  # not forced again
+
+
+def test_a_refusal_that_retrying_cannot_cure_is_an_error_and_falls_back_at_once(
+    tmp_path: Path, caplog
+) -> None:
+    api = ScriptedAPI(
+        models=[MODEL], default=lambda body: error_response(404, "not_found_error", "model gone")
+    )
+    proposer = make_proposer(tmp_path, api, failures_before_fallback=3)
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    wave = proposer.propose(sample_context())
+    assert wave.source == FALLBACK_SOURCE and proposer.in_fallback  # not after 3 failed waves
+    assert len(api.message_bodies) == 1  # the SDK does not retry a 404
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "NotFoundError" in errors[0] and "fix agent.*" in errors[0]
+
+
+def test_an_unexpected_error_in_a_wave_falls_back_and_keeps_the_transcript(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    api = ScriptedAPI(models=[MODEL], default=lambda body: tool_call("propose_wave", GOOD_WAVE))
+    proposer = make_proposer(tmp_path, api)
+    monkeypatch.setattr("autoresearch.agent.claude.Conversation.run", broken)
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    wave = proposer.propose(sample_context())
+    assert wave.source == FALLBACK_SOURCE and proposer.consecutive_failures == 1
+    record = json.loads((tmp_path / "agent" / "waves" / "00001.json").read_text())
+    assert record["outcome"] == "fallback" and record["reason"] == "OSError: disk full"
+    assert any(r.exc_info for r in caplog.records)  # a defect's traceback is logged
 
 
 def test_thinking_budget_is_sent_and_never_forced(tmp_path: Path) -> None:
@@ -276,6 +309,25 @@ def test_model_check_names_close_models(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
     alias = AgentConfig(kind="claude", model="claude-sonnet-5-5")  # an alias of a dated snapshot is fine
     ClaudeProposer(alias, tmp_path, StubFallback(), client=api.client())
+    family = AgentConfig(kind="claude", model="claude-sonnet-5")  # another model's prefix is not an alias
+    with pytest.raises(ModelNotFoundError, match="'claude-sonnet-5' is not offered"):
+        ClaudeProposer(family, tmp_path, StubFallback(), client=api.client())
+
+
+def test_another_model_on_the_default_prices_is_warned_of(tmp_path: Path, caplog) -> None:
+    api = ScriptedAPI(models=["claude-opus-5-5", "claude-sonnet-5-5"])
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    ClaudeProposer(
+        AgentConfig(kind="claude", model="claude-sonnet-5-5"), tmp_path, StubFallback(), client=api.client()
+    )
+    assert not caplog.records
+    opus = AgentConfig(kind="claude", model="claude-opus-5-5")
+    ClaudeProposer(opus, tmp_path, StubFallback(), client=api.client())
+    assert any("set them for claude-opus-5-5" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    priced = AgentConfig(kind="claude", model="claude-opus-5-5", price_input=4.0, price_output=20.0)
+    ClaudeProposer(priced, tmp_path, StubFallback(), client=api.client())
+    assert not caplog.records
 
 
 def test_rejected_key_at_start_up_is_a_clear_error(tmp_path: Path) -> None:

@@ -120,6 +120,22 @@ def wave(*cands: dict[str, Any], grids: list[dict[str, Any]] | None = None) -> d
             ),
             "repeats a level",
         ),
+        (
+            wave(
+                cand(),
+                grids=[
+                    {
+                        "description": "g",
+                        "hypothesis": "",
+                        "factors": [{"name": "LR", "levels": [str(i / 100) for i in range(1, 17)]}],
+                        "shared_edits": [],
+                        "tier": "screen",
+                    }
+                ],
+            ),
+            r"17 experiments \(1 candidate\(s\) \+ 16 grid cells\), over the cap of 16",
+        ),
+        (wave(cand(knobs=[{"name": "LR", "value": "[" * 100_000}])), "malformed"),
     ],
 )
 def test_bad_proposals_are_refused_with_a_reason(raw: dict[str, Any], message: str) -> None:
@@ -141,7 +157,7 @@ def test_a_good_proposal_parses() -> None:
     parsed = parse_proposal(wave(cand(fix_of=3), grids=[grid]), sample_context(), source="claude")
     assert parsed.candidates[0].fix_of == 3 and parsed.candidates[0].knobs == {"LR": 0.02}
     assert parsed.grids[0].factors == {"DEPTH": [6, 10], "ACTIVATION": ["gelu", "relu2"]}
-    assert [c.knobs for c in parsed.grids[0].expand()][0] == {"DEPTH": 6, "ACTIVATION": "gelu"}
+    assert next(parsed.grids[0].expand()).knobs == {"DEPTH": 6, "ACTIVATION": "gelu"}
     assert parsed.source == "claude"
 
 

@@ -31,6 +31,7 @@ def context(history: list[ExperimentRecord], commit: str = "abc") -> CampaignCon
         budget_left={},
         tiers={"screen": "cpu x2"},
         wave_size=8,
+        max_wave=16,
         frontier_commit=commit,
     )
 

@@ -25,7 +25,7 @@ def forward(x):
 
 def test_grid_expands_every_combination_in_order() -> None:
     grid = Grid("lr x depth", {"LR": [0.02, 0.04, 0.08], "DEPTH": [4, 8]}, shared_edits=[Edit("a", "b")])
-    cells = grid.expand()
+    cells = list(grid.expand())
     assert grid.size() == 6 and len(cells) == 6
     assert [c.knobs for c in cells[:2]] == [{"LR": 0.02, "DEPTH": 4}, {"LR": 0.02, "DEPTH": 8}]
     assert all(c.edits == [Edit("a", "b")] for c in cells)
@@ -42,7 +42,21 @@ def test_wave_deduplicates_against_the_study_and_within_itself_and_caps() -> Non
     assert [c.knobs for c in accepted] == [{"LR": 0.02}, {"LR": 0.02, "DEPTH": 4}]
     assert len(dropped) == 2 and all("duplicate" in d for d in dropped)
     accepted, dropped = Wave(grids=[Grid("big", {"LR": list(range(50))})]).expand(set(), cap=16)
-    assert len(accepted) == 16 and len(dropped) == 34 and "cap" in dropped[0]
+    assert len(accepted) == 16 and dropped == ["over the wave cap of 16: big [LR=16] and 33 more"]
+
+
+def test_a_grid_of_a_trillion_cells_is_cut_at_the_cap_without_being_built() -> None:
+    """Cells are made one at a time: a proposal's grid size is a product the engine must not
+    materialise (12 factors of 10 levels is a short tool input)."""
+    huge = Grid("huge", {f"K{i}": list(range(10)) for i in range(12)})
+    wave = Wave(candidates=[Candidate("one", knobs={"K0": 1})], grids=[huge])
+    assert wave.size() == 1 + 10**12
+    accepted, dropped = wave.expand(set(), cap=4)
+    assert [c.description for c in accepted][:2] == [
+        "one",
+        "huge [" + ", ".join(f"K{i}=0" for i in range(12)) + "]",
+    ]
+    assert len(accepted) == 4 and len(dropped) == 1 and dropped[0].endswith(f"and {10**12 - 4} more")
 
 
 def test_wave_from_dict_refuses_unknown_tiers_and_empty_grids() -> None:

@@ -1,7 +1,7 @@
 """ClaudeProposer: one Claude conversation per wave, with the offline proposer as a safety net.
 
-When a wave fails (API errors after the SDK's retries, or no usable proposal), that wave comes
-from the fallback proposer instead, marked source="offline-fallback", so GPU slots never wait on
+When a wave fails (API errors after the SDK's retries, no usable proposal, or any other error on
+the way), that wave comes from the fallback proposer instead, marked source="offline-fallback", so GPU slots never wait on
 the API. After `failures_before_fallback` failures in a row Claude is only tried every
 `RETRY_EVERY` waves until it answers again.
 
@@ -38,6 +38,27 @@ log = logging.getLogger("autoresearch.agent")
 SOURCE = "claude"
 FALLBACK_SOURCE = "offline-fallback"
 RETRY_EVERY = 3  # while in fallback, try Claude again on every RETRY_EVERY-th wave
+# Answers that the same request will get again, whatever the wait: the config or the key is wrong.
+REFUSALS = (
+    anthropic.BadRequestError,
+    anthropic.AuthenticationError,
+    anthropic.PermissionDeniedError,
+    anthropic.NotFoundError,
+)
+
+
+def warn_of_default_prices(cfg: AgentConfig) -> None:
+    """The default prices are the default model's: another model's calls would be counted at them
+    against `max_dollars`, too low or too high, unless its own prices are set."""
+    default = AgentConfig()
+    prices = ("price_input", "price_output", "price_cache_read", "price_cache_write")
+    if cfg.model != default.model and all(getattr(cfg, p) == getattr(default, p) for p in prices):
+        log.warning(
+            "agent.price_* are %s's prices: set them for %s (dollars per million tokens), or its "
+            "spend (report, status, campaign.budget.max_dollars) is counted at those",
+            default.model,
+            cfg.model,
+        )
 
 
 class ClaudeProposer:
@@ -65,6 +86,7 @@ class ClaudeProposer:
         self._client = client
         if self.client.api_key:
             check_model(self.client, cfg.model)
+        warn_of_default_prices(cfg)
 
     @property
     def client(self) -> anthropic.Anthropic:
@@ -100,22 +122,41 @@ class ClaudeProposer:
         self.waves_since_try = 0
         try:
             wave = self._ask_claude(context, wave_id)
-        except (anthropic.APIError, WaveFailed) as err:
-            self.consecutive_failures += 1
-            reason = describe_error(err)
-            log.warning(
-                "Claude wave %d failed (%s); %d failed in a row. The offline proposer fills this wave "
-                "so slots keep busy%s",
-                wave_id,
-                reason,
-                self.consecutive_failures,
-                f"; Claude is now tried every {RETRY_EVERY} waves" if self.in_fallback else "",
-            )
-            return self._fallback(context, wave_id, reason)
+        except Exception as err:  # whatever went wrong, this wave comes from the fallback
+            self._failed(wave_id, err)
+            return self._fallback(context, wave_id, describe_error(err))
         if self.in_fallback:
             log.warning("Claude answers again after %d failed waves", self.consecutive_failures)
         self.consecutive_failures = 0
         return wave
+
+    def _failed(self, wave_id: int, err: Exception) -> None:
+        """Count a failed wave and say why. A refusal that retrying cannot cure (a bad request,
+        a revoked key, a model gone) is an error to fix, and goes straight to the every-third-wave
+        schedule instead of costing more waves first."""
+        self.consecutive_failures += 1
+        reason = describe_error(err)
+        if isinstance(err, REFUSALS):
+            self.consecutive_failures = max(self.consecutive_failures, self.cfg.failures_before_fallback)
+            log.error(
+                "Claude refused wave %d (%s), and will again: fix agent.* or the key, then run the "
+                "command again (the campaign resumes). Until then the offline proposer fills the "
+                "waves, and Claude is tried every %d",
+                wave_id,
+                reason,
+                RETRY_EVERY,
+            )
+            return
+        if not isinstance(err, anthropic.APIError | WaveFailed):  # a defect, not the API: show where
+            log.warning("Claude wave %d raised %s", wave_id, reason, exc_info=True)
+        log.warning(
+            "Claude wave %d failed (%s); %d failed in a row. The offline proposer fills this wave "
+            "so slots keep busy%s",
+            wave_id,
+            reason,
+            self.consecutive_failures,
+            f"; Claude is now tried every {RETRY_EVERY} waves" if self.in_fallback else "",
+        )
 
     def _ask_claude(self, context: CampaignContext, wave_id: int) -> Wave:
         tools_chars = len(json.dumps(self.tools))
@@ -134,7 +175,7 @@ class ClaudeProposer:
         started = time.time()
         try:
             wave = conv.run()
-        except (anthropic.APIError, WaveFailed) as err:
+        except Exception as err:  # the transcript is kept whatever ended the wave
             self._save(wave_id, started, conv, prompt.system, outcome="failed", error=describe_error(err))
             raise
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 from typing import Any
 
 import anthropic
@@ -73,8 +74,9 @@ def list_model_ids(client: anthropic.Anthropic) -> list[str]:
 
 
 def model_matches(wanted: str, offered: str) -> bool:
-    """An exact id, or an alias of a dated snapshot (claude-x-1 names claude-x-1-20260101)."""
-    return offered == wanted or offered.startswith(wanted + "-")
+    """An exact id, or an alias of a dated snapshot (claude-x-1 names claude-x-1-20260101, but
+    claude-x names neither claude-x-1 nor its snapshots: another model)."""
+    return offered == wanted or re.fullmatch(re.escape(wanted) + r"-\d{8}", offered) is not None
 
 
 def check_model(client: anthropic.Anthropic, model: str) -> None:

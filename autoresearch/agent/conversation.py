@@ -158,9 +158,10 @@ class Conversation:
         try:
             return self.client.messages.create(**self.request(force))
         except anthropic.APIError as err:
-            self.ledger.record_error(
-                model=self.cfg.model, wave=self.wave_id, turn=turn, error=describe_error(err)
-            )
+            if not (force and isinstance(err, anthropic.BadRequestError)):  # (`call` asks unforced)
+                self.ledger.record_error(
+                    model=self.cfg.model, wave=self.wave_id, turn=turn, error=describe_error(err)
+                )
             raise
 
     def request(self, force: bool) -> dict[str, Any]:

@@ -201,6 +201,7 @@ def sample_context(n_history: int = 12, **overrides: Any) -> CampaignContext:
         "budget_left": {"experiments": 200, "wall_hours": 5.5, "dollars": 12.0},
         "tiers": {"screen": "h100 x13", "validate": "h200 x3"},
         "wave_size": 8,
+        "max_wave": 16,
         "rejected": ["edit 1 of 'wider MLP': search text not found in train.py"],
     }
     fields.update(overrides)

@@ -182,8 +182,9 @@ def state_text(context: CampaignContext, limits: Limits) -> str:
     out += [
         "",
         "# Your task",
-        f"Propose the next wave: about {context.wave_size} experiments in all, counting every cell "
-        "of every grid. Inspect first if it helps, then call propose_wave exactly once.",
+        f"Propose the next wave: about {context.wave_size} experiments in all (at most "
+        f"{context.max_wave}), counting every cell of every grid. Inspect first if it helps, then "
+        "call propose_wave exactly once.",
     ]
     return "\n".join(out) + "\n"
 

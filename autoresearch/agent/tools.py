@@ -181,7 +181,7 @@ def parse_proposal(raw: dict[str, Any], context: CampaignContext, source: str = 
         wave = wave_from_dict(proposal_to_dict(raw), source=source)
     except ProposalError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as err:
         raise ProposalError(f"malformed propose_wave input: {type(err).__name__}: {err}") from None
     problems = check_wave(wave, context)
     if problems:
@@ -194,6 +194,13 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
     problems: list[str] = []
     if not wave.candidates and not wave.grids:
         problems.append("the wave is empty: give at least one candidate or grid")
+    if wave.size() > context.max_wave:
+        grids = " + ".join(f"{g.size()} grid cells" for g in wave.grids)
+        problems.append(
+            f"the wave has {wave.size()} experiments ({len(wave.candidates)} candidate(s)"
+            f"{' + ' + grids if grids else ''}), over the cap of {context.max_wave}: "
+            "fewer candidates, factors or levels"
+        )
     declared = {k.name for k in context.knobs}
     known = declared | set(context.knob_values)
     by_number = {r.number: r for r in context.history}

@@ -62,6 +62,7 @@ class CampaignContext:
     budget_left: dict[str, float]  # experiments, wall_hours, gpu_hours, dollars: what remains
     tiers: dict[str, str]  # tier -> hardware description ("h100 x13", "cpu x2")
     wave_size: int  # how many experiments the engine would like in this wave
+    max_wave: int  # the most it takes from one wave, grid cells included (campaign.max_wave)
     rejected: list[str] = field(default_factory=list)  # engine's reasons for dropping earlier proposals
     campaign_dir: str = ""
     frontier_commit: str = ""
