@@ -8,6 +8,7 @@ never overwrites the config or state of an existing campaign.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from autoresearch.campaign import knob_specs
-from autoresearch.config import AutoresearchConfig, time_budget_seconds
+from autoresearch.config import AutoresearchConfig, deadline_seconds, time_budget_seconds
 from autoresearch.knobs import read_knobs
 from autoresearch.proposals import TIERS
 from autoresearch.sampler import distribution_of
@@ -108,6 +109,11 @@ def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
             problems.append(
                 f"campaign.{key}: no file {getattr(c, key)} (relative paths start from {Path.cwd()})"
             )
+    if cfg.agent.kind == "claude" and c.program_md and not Path(c.program_md).is_file():
+        problems.append(
+            f"campaign.program_md: no file {c.program_md} (relative paths start from {Path.cwd()}); "
+            "campaign.program_md='' gives the agent the repository's trainer/program.md"
+        )
     return problems
 
 
@@ -151,7 +157,7 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
     if "screen" not in cluster.tiers:
         problems.append("cluster.tiers needs a screen tier: the partition new experiments run on")
     if cluster.kind == "slurm":
-        problems += _idle_tier_problems(cfg)
+        problems += _idle_tier_problems(cfg) + _time_limit_problems(cfg)
     for name, part in cluster.partitions.items():
         problems += _choice(f"cluster.partitions.{name}.mode", part.mode, PARTITION_MODES)
         for field, low in PARTITION_AT_LEAST.items():
@@ -182,6 +188,26 @@ def _idle_tier_problems(cfg: AutoresearchConfig) -> list[str]:
     return problems
 
 
+def _time_limit_problems(cfg: AutoresearchConfig) -> list[str]:
+    """A job must hold one experiment to its deadline: with less, every long run ends at Slurm's
+    time limit instead (a worker could never take one at all), and the config is what is wrong."""
+    from autoresearch.fleet.slurm import SIGNAL_DELAY_S
+
+    deadline = deadline_seconds(cfg)
+    problems = []
+    for name, part in cfg.cluster.partitions.items():
+        usable = part.time_limit_min * 60 - SIGNAL_DELAY_S
+        if part.time_limit_min >= 1 and usable < deadline:
+            needed = math.ceil((deadline + SIGNAL_DELAY_S) / 60)
+            problems.append(
+                f"cluster.partitions.{name}.time_limit_min={part.time_limit_min} leaves {usable:.0f} s "
+                f"for an experiment (Slurm signals {SIGNAL_DELAY_S} s before the limit), less than its "
+                f"deadline of {deadline:.0f} s (2 x time budget + cluster.grace_seconds): give it at "
+                f"least {needed}"
+            )
+    return problems
+
+
 def _storage_problems(url: str | None) -> list[str]:
     """An RDB URL must parse, and must not carry a password: config.yaml would keep it."""
     if not url:
@@ -199,9 +225,20 @@ def _storage_problems(url: str | None) -> list[str]:
 
 
 def _base_url_problems(url: str | None) -> list[str]:
-    """Credentials in the agent's endpoint would be saved in config.yaml, like a storage password."""
-    if url and urlsplit(url).password:
-        return ["agent.base_url: keep credentials out of the URL, which the campaign saves in config.yaml"]
+    """An endpoint the SDK can reach, and no credentials in it: config.yaml would keep them, like
+    a storage password (a key is as often put as the user name, or in the query)."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    if parts.username or parts.password or parts.query:
+        return [
+            "agent.base_url: keep credentials (user, password, query) out of the URL, which the "
+            "campaign saves in config.yaml; the key goes in ANTHROPIC_API_KEY"
+        ]
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [
+            f"agent.base_url must be an http(s) URL with a host (https://gateway.example:8080), not {url!r}"
+        ]
     return []
 
 

@@ -92,7 +92,20 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
         ),
         (["storage=notaurl"], "storage=notaurl is not a database URL"),
         (["storage=postgresql://me:hunter2@db.example/runs"], "storage: keep the password out of the URL"),
-        (["agent.base_url=https://me:hunter2@gateway.example"], "agent.base_url: keep credentials out"),
+        (["agent.base_url=https://me:hunter2@gateway.example"], "agent.base_url: keep credentials"),
+        (["agent.base_url=https://sk-ant-x@gateway.example"], "agent.base_url: keep credentials"),
+        (["agent.base_url='https://gateway.example/?key=sk-ant-x'"], "agent.base_url: keep credentials"),
+        (["agent.base_url=localhost:8080"], "agent.base_url must be an http(s) URL with a host"),
+        (
+            ["agent=claude", "campaign.program_md=trainer/progam.md"],
+            "campaign.program_md: no file trainer/progam.md",
+        ),
+        (
+            ["cluster=slurm", "campaign.time_budget=1800", "cluster.partitions.h200.time_limit_min=90"],
+            "cluster.partitions.h100.time_limit_min=60 leaves 3480 s for an experiment (Slurm signals "
+            "120 s before the limit), less than its deadline of 3900 s (2 x time budget + "
+            "cluster.grace_seconds): give it at least 67",
+        ),
         (["agent.kind=gpt"], "agent.kind must be one of offline, claude, not 'gpt'"),
         (["tracking.kind=mlflow"], "tracking.kind must be one of none, wandb, not 'mlflow'"),
         (
