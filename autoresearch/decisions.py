@@ -119,6 +119,8 @@ class Decisions:
             if (tier, None) in awaited or (tier, seed) in awaited:
                 continue
             trial = self.ledger.trial(number)
+            if trial.user_attrs.get("promoted") and (self.confirm_on, None) in awaited:
+                continue  # its re-runs are judged against the confirm tier's baselines
             if tier not in self.judged():
                 self._decide(trial, "discard", f"no baseline on the {tier} tier")
                 continue
@@ -203,7 +205,11 @@ class Decisions:
             why = "overtaken by a keep before its re-runs ran" if stale else "none of its re-runs finished"
             self._decide(trial, "keep" if stale else "discard", f"not confirmed: {why}")
             return
-        verdict, record = self._verdict(trial, runs, reruns[0].user_attrs.get("tier", "screen"))
+        on = reruns[0].user_attrs.get("tier", "screen")
+        if on not in self.judged():  # every baseline there failed: nothing to compare them with
+            self._decide(trial, "discard", f"not confirmed: no baseline on the {on} tier")
+            return
+        verdict, record = self._verdict(trial, runs, on)
         prefix = "confirmed" if verdict.better else "not confirmed"
         self._decide(
             trial, "keep" if verdict.better else "discard", f"{prefix}: {verdict.reason}", record=record
