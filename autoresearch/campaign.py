@@ -374,7 +374,7 @@ class Campaign:
         if outcome.get("slurm_job_id"):
             attrs["slurm_job_id"] = outcome["slurm_job_id"]
         if status in INFRA_STATUSES:
-            self._fail_and_requeue(trial, outcome)
+            self._fail_and_requeue(trial, outcome, attrs)
             return
         metrics = outcome.get("metrics") or {}
         val_bpb = metrics.get("val_bpb")
@@ -399,8 +399,11 @@ class Campaign:
         self.ledger.set(trial.number, attrs)
         self.decisions.add(trial)  # decided with the others of this poll (`run`)
 
-    def _fail_and_requeue(self, trial: FrozenTrial, outcome: dict[str, Any]) -> None:
-        """Lost to infrastructure, not to its own fault: fail it with the reason and run it again."""
+    def _fail_and_requeue(
+        self, trial: FrozenTrial, outcome: dict[str, Any], ran: dict[str, Any] | None = None
+    ) -> None:
+        """Lost to infrastructure, not to its own fault: fail it with the reason and run it again.
+        `ran`: where and when it ran (its start and end are GPU time spent, whatever became of it)."""
         retries = int(trial.user_attrs.get("retries", 0))
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
         if retries < self.c.max_retries and trial.user_attrs.get("kind") != "exploration":
@@ -408,7 +411,7 @@ class Campaign:
             reason += "; re-queued"
         log.warning("trial %d: %s", trial.number, reason)
         where = {k: outcome[k] for k in ("node", "node_unfit") if outcome.get(k)}
-        self.ledger.fail(trial.number, {**where, "status": "lost", "reason": reason})
+        self.ledger.fail(trial.number, {**(ran or {}), **where, "status": "lost", "reason": reason})
 
     def _after_tell(self) -> None:
         """Every result: W&B is sent what finished; every `plot_every` results, the files are
