@@ -31,7 +31,19 @@ log = logging.getLogger("autoresearch")
 BASE_SEED = 42  # the screening seed of the changes to the campaign's starting train.py
 MAX_STACK_DEPTH = 2
 NOT_RUN = ("cancelled", "lost")  # ended by a person or the cluster: says nothing of its train.py
-RETRY_KEEPS = ("kind", "wave", "source", "seed", "fix_of", "validates", "reference")  # a retry inherits
+# What a retry inherits: it stands for the run it replaces (a stack's depth too, else a retried
+# stack could be stacked again past MAX_STACK_DEPTH).
+RETRY_KEEPS = (
+    "kind",
+    "wave",
+    "source",
+    "seed",
+    "fix_of",
+    "validates",
+    "reference",
+    "stack_of",
+    "stack_depth",
+)
 
 
 def measurement_seeds(count: int) -> list[int]:

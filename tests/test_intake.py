@@ -144,6 +144,18 @@ def test_a_stale_winner_is_stacked_once_and_no_deeper_than_the_limit(tmp_path: P
     assert intake.ledger.queued_for("stack_of", 2) == []
 
 
+def test_a_lost_stack_is_retried_as_deep_a_stack_as_it_was(tmp_path: Path) -> None:
+    intake = open_intake(tmp_path)
+    attrs = {"kind": "stack", "stack_of": 7, "stack_depth": MAX_STACK_DEPTH}
+    intake.add(Candidate("stack: deep", "", knobs={"LR": 0.003}), attrs)
+    claimed_and_failed(intake, 0)
+    intake.retry(intake.ledger.trial(0))
+    (retry,) = intake.ledger.queued_for("retry_of", 0)
+    assert (retry.user_attrs["stack_of"], retry.user_attrs["stack_depth"]) == (7, MAX_STACK_DEPTH)
+    claimed_and_failed(intake, retry.number)
+    assert "not re-run" in intake.stack(intake.ledger.trial(retry.number), "better")  # no deeper
+
+
 def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_slot(tmp_path: Path) -> None:
     intake = open_intake(tmp_path)
     runs = Candidate("runs", "", knobs={"LR": 0.02})
