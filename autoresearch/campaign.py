@@ -31,11 +31,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch import budget as budgets
 from autoresearch.config import AutoresearchConfig, time_budget_seconds
-from autoresearch.decisions import Decisions, confirm_tier
+from autoresearch.decisions import Decisions
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import Heartbeat
-from autoresearch.intake import BASE_SEED, NOT_RUN, Intake
+from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, harness_env
 from autoresearch.ledger import Ledger

@@ -20,7 +20,6 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import AutoresearchConfig
-from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.intake import Intake
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
@@ -29,16 +28,6 @@ from autoresearch.results import MEASUREMENTS, frontier_runs, measured_by_seed, 
 from autoresearch.workspace import experiment_dir, source_version
 
 log = logging.getLogger("autoresearch")
-
-
-def confirm_tier(cfg: AutoresearchConfig, pools: dict[str, Pool]) -> str | None:
-    """Where promoted changes are confirmed: the validate tier's own hardware if it has any,
-    else the screen tier; None when `validate_seeds` is 0 (screen winners are kept at once)."""
-    if cfg.campaign.validate_seeds <= 0:
-        return None
-    tiers = cfg.cluster.tiers
-    apart = tiers.get("validate") in pools and tiers.get("validate") != tiers.get("screen")
-    return "validate" if apart else "screen"
 
 
 @dataclass

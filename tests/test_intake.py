@@ -3,9 +3,11 @@ whichever controller asks and however often, and a proposal that cannot run cost
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from engine_helpers import TOY, compose_toy
+import pytest
+from engine_helpers import TOY, compose_toy, scripted_campaign
 from optuna.trial import TrialState
 
 from autoresearch.campaign import knob_specs
@@ -169,3 +171,30 @@ def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_
     assert intake.empty_waves == 0
     intake.wave(Wave(rationale="again", candidates=[runs], source="test"))  # nothing new in it
     assert intake.empty_waves == 1 and len(intake.ledger.all()) == 2
+
+
+@pytest.mark.parametrize(
+    ("validate_apart", "seeds", "runs"), [(False, 2, False), (True, 0, False), (True, 2, True)]
+)
+def test_a_proposal_on_the_validate_tier_runs_only_where_that_tier_has_baselines(
+    tmp_path: Path, validate_apart: bool, seeds: int, runs: bool
+) -> None:
+    """Baselines run on the validate tier only where it confirms changes (a partition of its own,
+    validate_seeds > 0): elsewhere a change run there would have nothing to be judged by, and
+    would be discarded once it had cost its slot."""
+    campaign = scripted_campaign(
+        tmp_path, [], f"campaign.validate_seeds={seeds}", validate_apart=validate_apart
+    )
+    campaign.open()
+    on_validate = Candidate("wider on validate", "", knobs={"WIDTH": 128}, tier="validate")
+    reason = campaign.intake.precheck(on_validate)
+    assert reason == (
+        ""
+        if runs
+        else (
+            "tier 'validate' has no baselines to judge a change by in this campaign (only a validate tier "
+            "on a partition of its own, with validate_seeds > 0, has): propose it on the screen tier"
+        )
+    )
+    assert campaign.intake.precheck(Candidate("wider", "", knobs={"WIDTH": 128})) == ""
+    os.close(campaign._lock_fd)  # type: ignore[arg-type]
