@@ -268,7 +268,8 @@ class Campaign:
                         break
                     self.launcher.launch(new=False)  # re-runs owed to a decision still run
                     if self.fleet.running() == 0 and not self.ledger.owed():
-                        self.decisions.decide_pending(final=True)  # a baseline still queued will not run now
+                        # what waits for a new frontier's run, left queued, is decided without it
+                        self.decisions.decide_pending(final=True)
                         if not self.ledger.owed():  # else a last promotion's re-runs go first
                             break
                 else:

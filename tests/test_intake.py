@@ -198,3 +198,23 @@ def test_a_proposal_on_the_validate_tier_runs_only_where_that_tier_has_baselines
     )
     assert campaign.intake.precheck(Candidate("wider", "", knobs={"WIDTH": 128})) == ""
     os.close(campaign._lock_fd)  # type: ignore[arg-type]
+
+
+def test_a_new_frontiers_runs_are_owed_to_no_decision(tmp_path: Path) -> None:
+    """After a budget stop only owed runs launch: a promoted change's re-runs, not the runs that
+    measure a kept one as the new frontier (no decision waits for those)."""
+    intake = open_intake(tmp_path)
+    ledger = intake.ledger
+    intake.add(Candidate("wider", "", knobs={"WIDTH": 128}), {"kind": "experiment", "seed": BASE_SEED})
+    assert ledger.claim(ledger.trial(0))  # promoted, awaiting its verdict
+    intake.reruns(0, "validate", 2, "wider")
+    reruns = ledger.queued_for("validates", 0)
+    assert ledger.owed() == reruns and len(reruns) == 2
+    for t in reruns:
+        assert ledger.claim(t)
+        ledger.complete(t.number, 1.0, {"status": "rerun"})
+    ledger.complete(0, 1.0, {"status": "keep"})
+    intake.new_frontier(0, "validate")  # confirmed on the validate tier: measured on the screen tier too
+    measuring = [t for t in ledger.waiting() if t.user_attrs.get("validates") == 0]
+    assert sorted(t.user_attrs["seed"] for t in measuring) == [BASE_SEED, 43, 44]
+    assert ledger.owed() == [] and ledger.queue() == measuring  # still first while budget is left
