@@ -80,8 +80,8 @@ class Ledger:
     def _owed(self, t: FrozenTrial) -> bool:
         """A baseline (results wait for it), or a re-run of a change still awaiting its verdict. A
         new frontier's runs (at its screening seed; on the screen tier at the measurement seeds)
-        re-run a trial already told: no decision waits for them once a budget has stopped the
-        changes they would be compared with."""
+        re-run a trial already told: no verdict needs them (a result screened with its seed is
+        decided without that run when the campaign ends), so a stopped budget leaves them queued."""
         validates = t.user_attrs.get("validates")
         return validates is None or not self.trial(int(validates)).state.is_finished()
 
