@@ -31,11 +31,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch import budget as budgets
 from autoresearch.config import AutoresearchConfig, time_budget_seconds
-from autoresearch.decisions import Decisions, confirm_tier
+from autoresearch.decisions import Decisions
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import Heartbeat
-from autoresearch.intake import BASE_SEED, NOT_RUN, Intake
+from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, harness_env
 from autoresearch.ledger import Ledger
@@ -268,7 +268,8 @@ class Campaign:
                         break
                     self.launcher.launch(new=False)  # re-runs owed to a decision still run
                     if self.fleet.running() == 0 and not self.ledger.owed():
-                        self.decisions.decide_pending(final=True)  # a baseline still queued will not run now
+                        # what waits for a new frontier's run, left queued, is decided without it
+                        self.decisions.decide_pending(final=True)
                         if not self.ledger.owed():  # else a last promotion's re-runs go first
                             break
                 else:
@@ -374,7 +375,7 @@ class Campaign:
         if outcome.get("slurm_job_id"):
             attrs["slurm_job_id"] = outcome["slurm_job_id"]
         if status in INFRA_STATUSES:
-            self._fail_and_requeue(trial, outcome)
+            self._fail_and_requeue(trial, outcome, attrs)
             return
         metrics = outcome.get("metrics") or {}
         val_bpb = metrics.get("val_bpb")
@@ -399,8 +400,11 @@ class Campaign:
         self.ledger.set(trial.number, attrs)
         self.decisions.add(trial)  # decided with the others of this poll (`run`)
 
-    def _fail_and_requeue(self, trial: FrozenTrial, outcome: dict[str, Any]) -> None:
-        """Lost to infrastructure, not to its own fault: fail it with the reason and run it again."""
+    def _fail_and_requeue(
+        self, trial: FrozenTrial, outcome: dict[str, Any], ran: dict[str, Any] | None = None
+    ) -> None:
+        """Lost to infrastructure, not to its own fault: fail it with the reason and run it again.
+        `ran`: where and when it ran (its start and end are GPU time spent, whatever became of it)."""
         retries = int(trial.user_attrs.get("retries", 0))
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
         if retries < self.c.max_retries and trial.user_attrs.get("kind") != "exploration":
@@ -408,7 +412,7 @@ class Campaign:
             reason += "; re-queued"
         log.warning("trial %d: %s", trial.number, reason)
         where = {k: outcome[k] for k in ("node", "node_unfit") if outcome.get(k)}
-        self.ledger.fail(trial.number, {**where, "status": "lost", "reason": reason})
+        self.ledger.fail(trial.number, {**(ran or {}), **where, "status": "lost", "reason": reason})
 
     def _after_tell(self) -> None:
         """Every result: W&B is sent what finished; every `plot_every` results, the files are

@@ -20,7 +20,6 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import AutoresearchConfig
-from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.intake import Intake
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
@@ -29,16 +28,6 @@ from autoresearch.results import MEASUREMENTS, frontier_runs, measured_by_seed, 
 from autoresearch.workspace import experiment_dir, source_version
 
 log = logging.getLogger("autoresearch")
-
-
-def confirm_tier(cfg: AutoresearchConfig, pools: dict[str, Pool]) -> str | None:
-    """Where promoted changes are confirmed: the validate tier's own hardware if it has any,
-    else the screen tier; None when `validate_seeds` is 0 (screen winners are kept at once)."""
-    if cfg.campaign.validate_seeds <= 0:
-        return None
-    tiers = cfg.cluster.tiers
-    apart = tiers.get("validate") in pools and tiers.get("validate") != tiers.get("screen")
-    return "validate" if apart else "screen"
 
 
 @dataclass
@@ -119,6 +108,8 @@ class Decisions:
             if (tier, None) in awaited or (tier, seed) in awaited:
                 continue
             trial = self.ledger.trial(number)
+            if trial.user_attrs.get("promoted") and (self.confirm_on, None) in awaited:
+                continue  # its re-runs are judged against the confirm tier's baselines
             if tier not in self.judged():
                 self._decide(trial, "discard", f"no baseline on the {tier} tier")
                 continue
@@ -203,7 +194,11 @@ class Decisions:
             why = "overtaken by a keep before its re-runs ran" if stale else "none of its re-runs finished"
             self._decide(trial, "keep" if stale else "discard", f"not confirmed: {why}")
             return
-        verdict, record = self._verdict(trial, runs, reruns[0].user_attrs.get("tier", "screen"))
+        on = reruns[0].user_attrs.get("tier", "screen")
+        if on not in self.judged():  # every baseline there failed: nothing to compare them with
+            self._decide(trial, "discard", f"not confirmed: no baseline on the {on} tier")
+            return
+        verdict, record = self._verdict(trial, runs, on)
         prefix = "confirmed" if verdict.better else "not confirmed"
         self._decide(
             trial, "keep" if verdict.better else "discard", f"{prefix}: {verdict.reason}", record=record

@@ -24,6 +24,9 @@ class Frontier:
             self._git("add", FILE)
             self._git("commit", "-q", "-m", "baseline")
         self._head = self._git("rev-parse", "--short=12", "HEAD")
+        # The committed train.py, in the index and the working file too: a controller killed in
+        # `advance` between writing the file and committing it left one that was never kept.
+        self._git("checkout", "-q", "HEAD", "--", FILE)
         self._source = (self.path / FILE).read_text()
         self._kept = self._kept_commits()  # trial -> the commit that kept it, kept up by `advance`
         root = self._git("rev-list", "--max-parents=0", "HEAD")

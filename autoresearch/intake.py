@@ -31,7 +31,19 @@ log = logging.getLogger("autoresearch")
 BASE_SEED = 42  # the screening seed of the changes to the campaign's starting train.py
 MAX_STACK_DEPTH = 2
 NOT_RUN = ("cancelled", "lost")  # ended by a person or the cluster: says nothing of its train.py
-RETRY_KEEPS = ("kind", "wave", "source", "seed", "fix_of", "validates", "reference")  # a retry inherits
+# What a retry inherits: it stands for the run it replaces (a stack's depth too, else a retried
+# stack could be stacked again past MAX_STACK_DEPTH).
+RETRY_KEEPS = (
+    "kind",
+    "wave",
+    "source",
+    "seed",
+    "fix_of",
+    "validates",
+    "reference",
+    "stack_of",
+    "stack_depth",
+)
 
 
 def measurement_seeds(count: int) -> list[int]:
@@ -46,6 +58,16 @@ def screening_seed(generation: int) -> int:
     the frontier runs it once, unpicked, and each change built on it is compared with that run seed
     for seed. A kept change's own run at its screening seed picked it, so it cannot serve again."""
     return BASE_SEED + 1000 * generation
+
+
+def confirm_tier(cfg: AutoresearchConfig, pools: dict[str, Pool]) -> str | None:
+    """Where promoted changes are confirmed: the validate tier's own hardware if it has any,
+    else the screen tier; None when `validate_seeds` is 0 (screen winners are kept at once)."""
+    if cfg.campaign.validate_seeds <= 0:
+        return None
+    tiers = cfg.cluster.tiers
+    apart = tiers.get("validate") in pools and tiers.get("validate") != tiers.get("screen")
+    return "validate" if apart else "screen"
 
 
 @dataclass
@@ -111,6 +133,12 @@ class Intake:
         tiers = self.cfg.cluster.tiers
         if cand.tier not in tiers or tiers[cand.tier] not in self.pools:
             return f"tier {cand.tier!r} has no partition in this cluster"
+        if cand.tier not in ("screen", confirm_tier(self.cfg, self.pools)):
+            return (
+                f"tier {cand.tier!r} has no baselines to judge a change by in this campaign (only a "
+                "validate tier on a partition of its own, with validate_seeds > 0, has): propose it on "
+                "the screen tier"
+            )
         if cand.fix_of is not None:
             fixes = sum(1 for t in self.ledger.all() if t.user_attrs.get("fix_of") == cand.fix_of)
             limit = self.cfg.agent.max_fix_attempts

@@ -11,6 +11,10 @@ import functools
 import io
 from typing import Any
 
+# What `ast.literal_eval` raises for a value that is not a literal: ValueError, but TypeError for an
+# unhashable key or set member (`{[1]: 2}`), RecursionError or MemoryError for one nested too deep.
+NOT_A_LITERAL = (ValueError, TypeError, RecursionError, MemoryError)
+
 
 class KnobError(ValueError):
     """A knob that does not exist, is assigned twice, or cannot take the given value."""
@@ -41,6 +45,13 @@ def parsed(source: str) -> ast.Module:
     return ast.parse(source)
 
 
+def source_lines(source: str) -> list[str]:
+    """`source` split where the parser counts lines (\\n, \\r\\n, \\r) and nowhere else:
+    `str.splitlines` also breaks at form feeds and Unicode separators, so ast's line numbers
+    would point at the wrong line."""
+    return io.StringIO(source, newline="").readlines()
+
+
 def read_knobs(source: str) -> dict[str, Any]:
     """Every UPPER_CASE constant whose value is a literal; others map to their source text."""
     tree = parsed(source)
@@ -50,8 +61,8 @@ def read_knobs(source: str) -> dict[str, Any]:
         value_node = nodes[-1].value  # type: ignore[attr-defined]
         try:
             values[name] = ast.literal_eval(value_node)
-        except ValueError:
-            lines = lines or io.StringIO(source, newline="").readlines()  # the parser's line breaks
+        except NOT_A_LITERAL:
+            lines = lines or source_lines(source)
             values[name] = _segment(lines, value_node)
     return values
 
@@ -73,7 +84,7 @@ def set_knobs(source: str, settings: dict[str, Any]) -> str:
         return source
     tree = parsed(source)
     assignments = _knob_assignments(tree)
-    lines = source.splitlines(keepends=True)
+    lines = source_lines(source)
     edits: list[tuple[ast.expr, str]] = []
     for name, value in settings.items():
         nodes = assignments.get(name)
@@ -86,7 +97,7 @@ def set_knobs(source: str, settings: dict[str, Any]) -> str:
         literal = repr(value)
         try:
             ast.literal_eval(literal)
-        except (ValueError, SyntaxError) as err:
+        except (*NOT_A_LITERAL, SyntaxError) as err:
             raise KnobError(f"knob {name}: value {value!r} is not a Python literal") from err
         edits.append((nodes[0].value, literal))  # type: ignore[attr-defined]
     # Apply from the bottom up so earlier offsets stay valid.

@@ -68,15 +68,22 @@ class Ledger:
         return trials(self.study, TrialState.WAITING)
 
     def queue(self, owed_only: bool = False) -> list[FrozenTrial]:
-        """Waiting trials in the order free slots take them: the runs a decision waits for
-        (baselines, re-runs) first, then proposals in the order they came. Owed runs still run
-        after a budget stops new experiments, so no promoted change is left undecided; a new
-        frontier's run at its screening seed is owed only to the changes still to be screened."""
+        """Waiting trials in the order free slots take them: the runs that measure a version
+        (baselines, re-runs) first, then proposals in the order they came. Owed runs (`_owed`)
+        still run after a budget stops new experiments, so no promoted change is left undecided."""
         waiting = self.waiting()
         first = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
         if owed_only:
-            return [t for t in first if not t.user_attrs.get("reference")]
+            return [t for t in first if self._owed(t)]
         return first + [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
+
+    def _owed(self, t: FrozenTrial) -> bool:
+        """A baseline (results wait for it), or a re-run of a change still awaiting its verdict. A
+        new frontier's runs (at its screening seed; on the screen tier at the measurement seeds)
+        re-run a trial already told: no verdict needs them (a result screened with its seed is
+        decided without that run when the campaign ends), so a stopped budget leaves them queued."""
+        validates = t.user_attrs.get("validates")
+        return validates is None or not self.trial(int(validates)).state.is_finished()
 
     def owed(self) -> list[FrozenTrial]:
         return self.queue(owed_only=True)

@@ -31,6 +31,7 @@ from engine_helpers import (
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
+from autoresearch.fleet.base import Finished
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import controller_state
 from autoresearch.ledger import MEASUREMENT_KINDS
@@ -616,4 +617,29 @@ def test_a_cancelled_baseline_is_queued_again_until_a_change_is_kept(tmp_path: P
     cancel(first[1])
     intake.baselines(campaign.decisions.confirm_on)
     assert len(baselines()) == len(first) + 1  # none queued for it now
+    os.close(campaign._lock_fd)  # type: ignore[arg-type]
+
+
+def test_the_gpu_time_of_a_preempted_run_is_counted(tmp_path: Path) -> None:
+    """A run lost to a preemption held its slot from its start to its end: the budgets, status and
+    the report count that time, as they count a crash's."""
+    campaign = scripted_campaign(tmp_path, [])
+    campaign.open()
+    ledger = campaign.ledger
+    first = ledger.waiting()[0]
+    assert ledger.claim(first)
+    ledger.set(first.number, {"pool": "local", "exp_dir": "experiments/00000"})
+    outcome = {
+        "status": "interrupted",
+        "reason": "runner received SIGUSR2",
+        "node": "n1",
+        "started_at": 1000.0,
+        "ended_at": 1000.0 + 1800,
+        "slurm_job_id": "77_0",
+    }
+    campaign._finish(Finished(first.number, outcome))
+    lost = ledger.trial(first.number)
+    assert lost.user_attrs["status"] == "lost" and lost.user_attrs["slurm_job_id"] == "77_0"
+    assert ledger.slot_hours == {"local": 0.5}  # what max_gpu_hours and max_dollars are checked with
+    assert measure(campaign.study, campaign.fleet.pools, campaign.dir, 0.0).gpu_hours == 0.5  # status, report
     os.close(campaign._lock_fd)  # type: ignore[arg-type]

@@ -17,3 +17,14 @@ def test_the_commit_that_kept_a_trial_is_known_before_and_after_a_restart(tmp_pa
     assert (reopened.commit_of_trial(12), reopened.commit_of_trial(1)) == (first, second)
     assert reopened.commit_of_trial(2) is None and reopened.head() == second
     assert reopened.source_at(first) == "A = 2\n" and reopened.start_source() == "A = 1\n"
+
+
+def test_a_controller_killed_before_its_commit_resumes_on_the_committed_train_py(tmp_path: Path) -> None:
+    frontier = Frontier(tmp_path / "frontier", "A = 1\n")
+    kept = frontier.advance("A = 2\n", 3, "kept")
+    (tmp_path / "frontier" / "train.py").write_text("A = 3\n")  # trial 4's, written; then killed
+    reopened = Frontier(tmp_path / "frontier", "ignored: the lineage exists")
+    assert reopened.head() == kept and reopened.source() == "A = 2\n" == reopened.source_at(kept)
+    assert (tmp_path / "frontier" / "train.py").read_text() == "A = 2\n"
+    assert reopened.commit_of_trial(4) is None
+    assert reopened.source_at(reopened.advance("A = 3\n", 4, "kept again")) == "A = 3\n"

@@ -3,9 +3,11 @@ whichever controller asks and however often, and a proposal that cannot run cost
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from engine_helpers import TOY, compose_toy
+import pytest
+from engine_helpers import TOY, compose_toy, scripted_campaign
 from optuna.trial import TrialState
 
 from autoresearch.campaign import knob_specs
@@ -144,6 +146,18 @@ def test_a_stale_winner_is_stacked_once_and_no_deeper_than_the_limit(tmp_path: P
     assert intake.ledger.queued_for("stack_of", 2) == []
 
 
+def test_a_lost_stack_is_retried_as_deep_a_stack_as_it_was(tmp_path: Path) -> None:
+    intake = open_intake(tmp_path)
+    attrs = {"kind": "stack", "stack_of": 7, "stack_depth": MAX_STACK_DEPTH}
+    intake.add(Candidate("stack: deep", "", knobs={"LR": 0.003}), attrs)
+    claimed_and_failed(intake, 0)
+    intake.retry(intake.ledger.trial(0))
+    (retry,) = intake.ledger.queued_for("retry_of", 0)
+    assert (retry.user_attrs["stack_of"], retry.user_attrs["stack_depth"]) == (7, MAX_STACK_DEPTH)
+    claimed_and_failed(intake, retry.number)
+    assert "not re-run" in intake.stack(intake.ledger.trial(retry.number), "better")  # no deeper
+
+
 def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_slot(tmp_path: Path) -> None:
     intake = open_intake(tmp_path)
     runs = Candidate("runs", "", knobs={"LR": 0.02})
@@ -157,3 +171,50 @@ def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_
     assert intake.empty_waves == 0
     intake.wave(Wave(rationale="again", candidates=[runs], source="test"))  # nothing new in it
     assert intake.empty_waves == 1 and len(intake.ledger.all()) == 2
+
+
+@pytest.mark.parametrize(
+    ("validate_apart", "seeds", "runs"), [(False, 2, False), (True, 0, False), (True, 2, True)]
+)
+def test_a_proposal_on_the_validate_tier_runs_only_where_that_tier_has_baselines(
+    tmp_path: Path, validate_apart: bool, seeds: int, runs: bool
+) -> None:
+    """Baselines run on the validate tier only where it confirms changes (a partition of its own,
+    validate_seeds > 0): elsewhere a change run there would have nothing to be judged by, and
+    would be discarded once it had cost its slot."""
+    campaign = scripted_campaign(
+        tmp_path, [], f"campaign.validate_seeds={seeds}", validate_apart=validate_apart
+    )
+    campaign.open()
+    on_validate = Candidate("wider on validate", "", knobs={"WIDTH": 128}, tier="validate")
+    reason = campaign.intake.precheck(on_validate)
+    assert reason == (
+        ""
+        if runs
+        else (
+            "tier 'validate' has no baselines to judge a change by in this campaign (only a validate tier "
+            "on a partition of its own, with validate_seeds > 0, has): propose it on the screen tier"
+        )
+    )
+    assert campaign.intake.precheck(Candidate("wider", "", knobs={"WIDTH": 128})) == ""
+    os.close(campaign._lock_fd)  # type: ignore[arg-type]
+
+
+def test_a_new_frontiers_runs_are_owed_to_no_decision(tmp_path: Path) -> None:
+    """After a budget stop only owed runs launch: a promoted change's re-runs, not the runs that
+    measure a kept one as the new frontier (no decision waits for those)."""
+    intake = open_intake(tmp_path)
+    ledger = intake.ledger
+    intake.add(Candidate("wider", "", knobs={"WIDTH": 128}), {"kind": "experiment", "seed": BASE_SEED})
+    assert ledger.claim(ledger.trial(0))  # promoted, awaiting its verdict
+    intake.reruns(0, "validate", 2, "wider")
+    reruns = ledger.queued_for("validates", 0)
+    assert ledger.owed() == reruns and len(reruns) == 2
+    for t in reruns:
+        assert ledger.claim(t)
+        ledger.complete(t.number, 1.0, {"status": "rerun"})
+    ledger.complete(0, 1.0, {"status": "keep"})
+    intake.new_frontier(0, "validate")  # confirmed on the validate tier: measured on the screen tier too
+    measuring = [t for t in ledger.waiting() if t.user_attrs.get("validates") == 0]
+    assert sorted(t.user_attrs["seed"] for t in measuring) == [BASE_SEED, 43, 44]
+    assert ledger.owed() == [] and ledger.queue() == measuring  # still first while budget is left

@@ -326,3 +326,41 @@ def test_a_result_is_decided_once_every_baseline_of_its_tier_is_in_a_retried_one
     ran(retry.number, 1.1)
     decisions.decide_pending()
     assert status(on_validate) == "discard" and not decisions.pending
+
+
+def test_a_promoted_change_waits_for_the_baselines_of_the_tier_it_is_confirmed_on(tmp_path: Path) -> None:
+    """Its re-runs on the validate tier can land before any baseline there (one preempted and its
+    retry queued behind them): it is held until they are in, and discarded if none succeeded."""
+    campaign = scripted_campaign(tmp_path, [], validate_apart=True)
+    campaign.open()
+    ledger, decisions = campaign.ledger, campaign.decisions
+
+    def ran(number: int, val_bpb: float) -> None:  # as the loop collects a result
+        assert ledger.claim(ledger.trial(number))
+        attrs = {"val_bpb": val_bpb, "parent": campaign.frontier.head()}
+        ledger.set(number, {"seed": ledger.trial(number).user_attrs.get("seed", 42), **attrs})
+        decisions.add(ledger.trial(number))
+
+    on_validate = [t.number for t in ledger.waiting() if t.user_attrs["tier"] == "validate"]
+    for t, value in zip(ledger.waiting()[:3], (1.20, 1.21, 1.22), strict=True):
+        assert t.user_attrs["tier"] == "screen"
+        ran(t.number, value)
+    decisions.decide_pending()
+    campaign.study.enqueue_trial({}, user_attrs={"kind": "experiment", "tier": "screen", "description": "x"})
+    change = ledger.waiting()[-1].number
+    ran(change, 1.0)
+    decisions.decide_pending()
+    assert ledger.trial(change).user_attrs["promoted"] is True
+    reruns = [t.number for t in ledger.queued_for("validates", change)]
+    assert {ledger.trial(n).user_attrs["tier"] for n in reruns} == {"validate"}
+    for number in reruns:
+        ran(number, 0.99)
+    decisions.decide_pending()
+    assert change in decisions.pending  # held: the validate tier's baselines are still to run
+    for number in on_validate:  # lost for good: nothing on that tier to compare the re-runs with
+        assert ledger.claim(ledger.trial(number))
+        ledger.fail(number, {"status": "lost"})
+    decisions.decide_pending()
+    attrs = ledger.trial(change).user_attrs
+    assert attrs["status"] == "discard"
+    assert attrs["reason"] == "not confirmed: no baseline on the validate tier"

@@ -97,6 +97,23 @@ def test_knob_values_written_anywhere_a_knob_is_assigned_always_parse_back() -> 
         assert "def f():\n    return A\n" in out
 
 
+def test_knobs_are_set_on_the_lines_the_parser_counts() -> None:
+    """A form feed or a Unicode line separator is no line break to Python's parser: splitting at
+    them put a knob's new value on the wrong line."""
+    for odd in ("\x0c", "\x1c", "\x85", "\u2028", "\u2029"):
+        source = f"# section{odd}\nNOTE = 'a{odd}b'\nLR = 0.01\nWIDTH = 64\n"
+        out = set_knobs(source, {"LR": 0.02, "WIDTH": 128})
+        assert out == source.replace("0.01", "0.02").replace("64", "128"), repr(odd)
+
+
+def test_a_constant_that_literal_eval_refuses_with_a_type_error_is_read_as_its_source_text() -> None:
+    """`{[1]: 2}` parses, but evaluating it raises TypeError (an unhashable key), not ValueError:
+    a value that is not a literal, not a crash of the controller."""
+    source = "TABLE = {[1]: 2}\nSEEN = {[1]}\nLR = 0.01\n"
+    assert read_knobs(source) == {"TABLE": "{[1]: 2}", "SEEN": "{[1]}", "LR": 0.01}
+    assert "LR = 0.02" in build_source(source, [], {"LR": 0.02})
+
+
 @pytest.mark.parametrize(
     ("edits", "knobs", "reason"),
     [
