@@ -441,7 +441,7 @@ class Campaign:
         tiers = {}
         for tier, pool_name in self.cfg.cluster.tiers.items():
             pool = self.fleet.pools.get(pool_name)
-            if pool:
+            if pool and tier in ("screen", self.decisions.confirm_on):  # those a proposal may use
                 tiers[tier] = f"{pool.gpu_type} x{pool.slots} ({pool.partition or pool.name})"
         return CampaignContext(
             frontier_source=source,

@@ -7,6 +7,7 @@ whatever the formatting, and a value that would not parse back is caught before 
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import io
 from typing import Any
@@ -52,18 +53,27 @@ def source_lines(source: str) -> list[str]:
     return io.StringIO(source, newline="").readlines()
 
 
+def literal_knobs(source: str) -> dict[str, Any]:
+    """Every UPPER_CASE constant whose value is a literal, with that value: the ones a setting
+    can be put back to (in `read_knobs` an expression's text and a string look alike)."""
+    values: dict[str, Any] = {}
+    for name, nodes in _knob_assignments(parsed(source)).items():
+        with contextlib.suppress(*NOT_A_LITERAL):
+            values[name] = ast.literal_eval(nodes[-1].value)  # type: ignore[attr-defined]
+    return values
+
+
 def read_knobs(source: str) -> dict[str, Any]:
     """Every UPPER_CASE constant whose value is a literal; others map to their source text."""
-    tree = parsed(source)
+    literals = literal_knobs(source)
     lines: list[str] | None = None  # split once, only if some value is not a literal
     values: dict[str, Any] = {}
-    for name, nodes in _knob_assignments(tree).items():
-        value_node = nodes[-1].value  # type: ignore[attr-defined]
-        try:
-            values[name] = ast.literal_eval(value_node)
-        except NOT_A_LITERAL:
+    for name, nodes in _knob_assignments(parsed(source)).items():
+        if name in literals:
+            values[name] = literals[name]
+        else:
             lines = lines or source_lines(source)
-            values[name] = _segment(lines, value_node)
+            values[name] = _segment(lines, nodes[-1].value)  # type: ignore[attr-defined]
     return values
 
 

@@ -643,3 +643,19 @@ def test_the_gpu_time_of_a_preempted_run_is_counted(tmp_path: Path) -> None:
     assert ledger.slot_hours == {"local": 0.5}  # what max_gpu_hours and max_dollars are checked with
     assert measure(campaign.study, campaign.fleet.pools, campaign.dir, 0.0).gpu_hours == 0.5  # status, report
     os.close(campaign._lock_fd)  # type: ignore[arg-type]
+
+
+def test_proposers_are_offered_only_the_tiers_a_proposal_may_run_on(tmp_path: Path) -> None:
+    """A validate tier without baselines of its own refuses proposals (intake): the prompt must
+    not offer it as hardware to propose on."""
+    offered = {}
+    for name, overrides, apart in [
+        ("shared", (), False),  # validate on the screen partition: confirmed on the screen tier
+        ("apart", (), True),
+        ("unconfirmed", ("campaign.validate_seeds=0",), True),
+    ]:
+        campaign = scripted_campaign(tmp_path / name, [], *overrides, validate_apart=apart)
+        campaign.open()
+        offered[name] = list(campaign.context().tiers)
+        os.close(campaign._lock_fd)  # type: ignore[arg-type]
+    assert offered == {"shared": ["screen"], "apart": ["screen", "validate"], "unconfirmed": ["screen"]}

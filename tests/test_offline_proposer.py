@@ -79,6 +79,18 @@ def test_after_single_moves_it_proposes_a_grid_over_the_two_knobs_whose_moves_pa
     assert wave.grids[0].factors == {"MATRIX_LR": [0.04, 0.08], "WINDOW_PATTERN": ["SSSL", "L"]}
 
 
+def test_a_constant_set_to_an_expression_is_left_out_of_grids_declared_or_not() -> None:
+    """SHORT_WINDOW = MAX_SEQ_LEN // 2 is not a knob, but Claude may have moved it: a grid cell
+    must not set it to the expression's text as a string (a broken train.py)."""
+    history = [
+        ExperimentRecord(1, "a", "discard", 1.97, "screen", {"SHORT_WINDOW": 64}, parent="abc"),
+        ExperimentRecord(2, "b", "discard", 1.98, "screen", {"SOFTCAP": 20.0}, parent="abc"),
+        ExperimentRecord(3, "c", "discard", 1.99, "screen", {"MATRIX_LR": 0.08}, parent="abc"),
+    ]
+    wave = OfflineProposer(seed=0).propose(context(history))
+    assert [g.factors for g in wave.grids] == [{"SOFTCAP": [15.0, 20.0], "MATRIX_LR": [0.04, 0.08]}]
+
+
 def test_moves_that_made_things_worse_are_not_combined() -> None:
     history = [  # the frontier measures 2.0 on the screen tier
         ExperimentRecord(1, "a", "discard", 1.99, "screen", {"MATRIX_LR": 0.08}, parent="abc"),

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from autoresearch.knobs import literal_knobs
 from autoresearch.proposals import Candidate, Edit, Grid, Wave
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec
 
@@ -166,18 +167,19 @@ class OfflineProposer:
         if frontier is None:
             return []
         specs = {k.name: k for k in context.knobs}
+        literals = literal_knobs(context.frontier_source)
         best: dict[str, tuple[float, Any]] = {}
         for r in here:
             if len(r.knobs) == 1 and r.val_bpb is not None and r.val_bpb < frontier:
                 ((name, value),) = r.knobs.items()
-                if name in specs and not _takes(specs[name], context.knob_values.get(name)):
+                if name not in literals or (name in specs and not _takes(specs[name], literals[name])):
                     continue  # its frontier value is an expression: no literal cell to set it back to
                 if name not in best or r.val_bpb < best[name][0]:
                     best[name] = (r.val_bpb, value)
         if len(best) < 2:
             return []
         (a, (_, va)), (b, (_, vb)) = sorted(best.items(), key=lambda kv: kv[1][0])[:2]
-        factors = {a: [context.knob_values.get(a), va], b: [context.knob_values.get(b), vb]}
+        factors = {a: [literals[a], va], b: [literals[b], vb]}
         cells = [{a: x, b: y} for x in factors[a] for y in factors[b]]
         if all(json.dumps(c, sort_keys=True) in tried for c in cells):
             return []
