@@ -316,6 +316,27 @@ def test_val_bpb_does_not_depend_on_the_batch_size(
     assert all(v == pytest.approx(scores[8], rel=1e-6) for v in scores.values()), scores
 
 
+class ShapeRecorder(ConstantLogits):
+    def __init__(self, vocab: int) -> None:
+        super().__init__(vocab)
+        self.shapes: set[tuple[int, ...]] = set()
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        self.shapes.add(tuple(idx.shape))
+        return super().forward(idx)
+
+
+@pytest.mark.parametrize("batch_size", [48, 256])
+def test_the_model_always_sees_the_batch_size_it_was_evaluated_with(
+    prepare_mod: ModuleType, use_offline_cache: Path, batch_size: int
+) -> None:
+    """The last rows are padded to a full batch, so a compiled model never compiles a new shape."""
+    model = ShapeRecorder(prepare_mod.VOCAB_SIZE)
+    bpb = prepare_mod.evaluate_bpb(model, batch_size)
+    assert model.shapes == {(batch_size, prepare_mod.MAX_SEQ_LEN)}
+    assert bpb == pytest.approx(prepare_mod.evaluate_bpb(ConstantLogits(prepare_mod.VOCAB_SIZE), 8), rel=1e-9)
+
+
 @pytest.mark.parametrize(("workers", "batch_sizes"), [(0, (8, 5, 48, 256)), (2, (8, 48))])
 def test_validation_rows_do_not_depend_on_the_batch_size(
     prepare_mod: ModuleType, use_offline_cache: Path, workers: int, batch_sizes: tuple[int, ...]

@@ -803,13 +803,20 @@ def validation_batches(
         loader.close()
 
 
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """`x` with its rows repeated up to `rows`: the model always sees the batch size it was asked
+    for, so a compiled model does not compile again for a last, smaller batch (the extra rows'
+    logits are dropped)."""
+    return x if len(x) == rows else x.repeat(-(-rows // len(x)), 1)[:rows]
+
+
 @torch.no_grad()
 def evaluate_bpb(model: torch.nn.Module, batch_size: int) -> float:
     """Bits per byte on the EVAL_ROWS validation rows: the harness's own cross-entropy, specials excluded.
 
     val_bpb = sum_t [bytes(y_t) > 0] * CE_t / (ln 2 * sum_t bytes(y_t)). The model is only asked
-    for logits (batch, MAX_SEQ_LEN, VOCAB_SIZE); whatever else it computes is ignored. The rows
-    scored do not depend on `batch_size`, only how many go through the model at once.
+    for logits (batch_size, MAX_SEQ_LEN, VOCAB_SIZE); whatever else it computes is ignored. The
+    rows scored do not depend on `batch_size`, only how many go through the model at once.
     """
     verify_harness()
     device = next(model.parameters()).device
@@ -817,10 +824,12 @@ def evaluate_bpb(model: torch.nn.Module, batch_size: int) -> float:
     total_nats = torch.zeros((), dtype=torch.float64, device=device)
     total_bytes = torch.zeros((), dtype=torch.int64, device=device)
     for step, (x, y) in enumerate(validation_batches(batch_size, device)):
-        logits = _logits(model, x)
-        ce = _cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="none")
+        padded = _pad_rows(x, batch_size)
+        logits = _logits(model, padded)
         if step == 0:
-            check_causal(model, x, logits)
+            check_causal(model, padded, logits)
+        logits = logits[: len(x)]
+        ce = _cross_entropy(logits.reshape(-1, logits.size(-1)), y.view(-1), reduction="none")
         del logits  # before the next forward: at the gpt2 scale a batch of logits is 8.6 GB
         nbytes = nbytes_of[y.view(-1)]
         total_nats += (ce * (nbytes > 0)).sum(dtype=torch.float64)
