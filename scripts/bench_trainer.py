@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,26 +35,25 @@ def bench(
     """One run of a train.py with the given budget (and seed: the harness's default if None);
     returns its result JSON plus wall time.
 
-    The harness is always trainer/prepare.py, so an edited copy kept elsewhere is measured the
-    same way as the real file.
+    The harness is always trainer/prepare.py: the run happens in a fresh folder holding a copy of
+    each, as an experiment's workspace does, so a prepare.py beside an edited copy is never used.
     """
     with tempfile.TemporaryDirectory() as tmp:
         result_path = Path(tmp) / "result.json"
+        shutil.copyfile(train_py, Path(tmp) / "train.py")
+        shutil.copyfile(TRAINER_DIR / "prepare.py", Path(tmp) / "prepare.py")
         env = dict(os.environ)
         env.update(
             AUTORESEARCH_SCALE=scale,
             AUTORESEARCH_TIME_BUDGET=str(seconds),
             AUTORESEARCH_RESULT=str(result_path),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(TRAINER_DIR), os.environ.get("PYTHONPATH")])),
         )
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
         if seed is not None:
             env["AUTORESEARCH_SEED"] = str(seed)
         started = time.time()
-        proc = subprocess.run(
-            [sys.executable, str(train_py.resolve())], cwd=tmp, env=env, capture_output=True, text=True
-        )
+        proc = subprocess.run([sys.executable, "train.py"], cwd=tmp, env=env, capture_output=True, text=True)
         if log:
             log.write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:

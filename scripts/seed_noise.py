@@ -66,28 +66,42 @@ def main() -> None:
 
         with ThreadPoolExecutor(args.jobs) as pool:
             results = dict(zip(runs, pool.map(one, runs), strict=True))
+    print("\n".join(report(results, list(files), args.seeds)))
+
+
+def _spread(values: list[float]) -> float:
+    """Standard deviation; nan for a single seed, which has none."""
+    return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def report(
+    results: dict[tuple[str, int], tuple[float, int]], labels: list[str], seeds: list[int]
+) -> list[str]:
+    """The table of val_bpb per seed, then per version its spread and its differences from train.py;
+    spreads and correlations are nan for a single seed."""
     values = {run: value for run, (value, _) in results.items()}
-    steps = {label: [results[label, s][1] for s in args.seeds] for label in files}
-    labels = list(files)
+    steps = {label: [results[label, s][1] for s in seeds] for label in labels}
     width = max(12, *(len(label) + 2 for label in labels))
-    print("seed " + "".join(f"{label:>{width}}" for label in labels))
-    for seed in args.seeds:
-        print(f"{seed:<5}" + "".join(f"{values[label, seed]:>{width}.4f}" for label in labels))
-    base = [values["train.py", s] for s in args.seeds]
-    print(
-        f"\ntrain.py: mean {statistics.fmean(base):.4f}, std over seeds {statistics.stdev(base):.4f} "
+    lines = ["seed " + "".join(f"{label:>{width}}" for label in labels)]
+    for seed in seeds:
+        lines.append(f"{seed:<5}" + "".join(f"{values[label, seed]:>{width}.4f}" for label in labels))
+    base = [values["train.py", s] for s in seeds]
+    lines.append(
+        f"\ntrain.py: mean {statistics.fmean(base):.4f}, std over seeds {_spread(base):.4f} "
         f"({min(steps['train.py'])}-{max(steps['train.py'])} steps)"
     )
     for label in labels[1:]:
-        runs_of = [values[label, s] for s in args.seeds]
+        runs_of = [values[label, s] for s in seeds]
         deltas = [a - b for a, b in zip(runs_of, base, strict=True)]
-        independent = math.sqrt(statistics.variance(runs_of) + statistics.variance(base))
-        print(
-            f"{label}: mean {statistics.fmean(runs_of):.4f}, std {statistics.stdev(runs_of):.4f} "
+        independent = math.hypot(_spread(runs_of), _spread(base))
+        correlation = statistics.correlation(runs_of, base) if len(seeds) > 1 else math.nan
+        lines.append(
+            f"{label}: mean {statistics.fmean(runs_of):.4f}, std {_spread(runs_of):.4f} "
             f"({min(steps[label])}-{max(steps[label])} steps); "
-            f"minus train.py seed for seed: mean {statistics.fmean(deltas):+.4f}, std {statistics.stdev(deltas):.4f} "
-            f"(independent runs: {independent:.4f}; correlation {statistics.correlation(runs_of, base):+.2f})"
+            f"minus train.py seed for seed: mean {statistics.fmean(deltas):+.4f}, std {_spread(deltas):.4f} "
+            f"(independent runs: {independent:.4f}; correlation {correlation:+.2f})"
         )
+    return lines
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import json
@@ -132,11 +133,11 @@ def _docs(n: int, seed: int = 0) -> list[list[int]]:
     return docs
 
 
-def _segments(row: list[int]) -> list[list[int]]:
+def _segments(row: list[int], bos: int = 0) -> list[list[int]]:
     """A packed row cut at each BOS."""
     segments: list[list[int]] = []
     for token in row:
-        if token == 0:
+        if token == bos:
             segments.append([])
         segments[-1].append(token)
     return segments
@@ -264,10 +265,9 @@ def test_a_failing_loader_worker_is_reported(prepare_mod: ModuleType, use_offlin
 def _counted(prepare_mod: ModuleType, batch_size: int) -> tuple[int, int]:
     """Target tokens with bytes, and their bytes, over the evaluation's validation batches."""
     nbytes_of = prepare_mod.token_bytes(prepare_mod.load_tokenizer())
-    loader = prepare_mod.make_dataloader("val", batch_size)
     tokens = total = 0
-    for _ in range(prepare_mod.EVAL_TOKENS // (batch_size * prepare_mod.MAX_SEQ_LEN)):
-        nbytes = nbytes_of[next(loader)[1]]
+    for _, y in prepare_mod.validation_batches(batch_size, "cpu"):
+        nbytes = nbytes_of[y]
         tokens += int((nbytes > 0).sum())
         total += int(nbytes.sum())
     return tokens, total
@@ -284,6 +284,97 @@ def test_uniform_model_scores_log2_vocab_per_token(
     model = ConstantLogits(vocab, list(range(vocab - suppressed, vocab)))
     bpb = prepare_mod.evaluate_bpb(model, 16)
     assert bpb == pytest.approx(math.log2(vocab - suppressed) * tokens / total, rel=1e-6)
+
+
+def _tiny_gpt(train_mod: ModuleType, prepare_mod: ModuleType) -> torch.nn.Module:
+    """A real GPT of train.py, one small layer, with random weights that make every logit count."""
+    torch.manual_seed(0)
+    config = train_mod.GPTConfig(
+        vocab_size=prepare_mod.VOCAB_SIZE,
+        seq_len=prepare_mod.MAX_SEQ_LEN,
+        n_layer=1,
+        n_embd=32,
+        head_dim=16,
+        window_pattern="L",
+        short_window=prepare_mod.MAX_SEQ_LEN,
+        use_flex=False,
+        stream_dtype=torch.float32,
+    )
+    model = train_mod.GPT(config)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return model
+
+
+def test_val_bpb_does_not_depend_on_the_batch_size(
+    train_mod: ModuleType, prepare_mod: ModuleType, use_offline_cache: Path
+) -> None:
+    """Batch sizes that do not divide the 128 rows (5, 48) or exceed them (256) score the same rows:
+    once they scored fewer or wrapped around, and the same model moved by 0.03-0.04."""
+    model = _tiny_gpt(train_mod, prepare_mod)
+    scores = {b: prepare_mod.evaluate_bpb(model, b) for b in (8, 5, 48, 128, 256)}
+    assert all(v == pytest.approx(scores[8], rel=1e-6) for v in scores.values()), scores
+
+
+class ShapeRecorder(ConstantLogits):
+    def __init__(self, vocab: int) -> None:
+        super().__init__(vocab)
+        self.shapes: set[tuple[int, ...]] = set()
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        self.shapes.add(tuple(idx.shape))
+        return super().forward(idx)
+
+
+@pytest.mark.parametrize("batch_size", [48, 256])
+def test_the_model_always_sees_the_batch_size_it_was_evaluated_with(
+    prepare_mod: ModuleType, use_offline_cache: Path, batch_size: int
+) -> None:
+    """The last rows are padded to a full batch, so a compiled model never compiles a new shape."""
+    model = ShapeRecorder(prepare_mod.VOCAB_SIZE)
+    bpb = prepare_mod.evaluate_bpb(model, batch_size)
+    assert model.shapes == {(batch_size, prepare_mod.MAX_SEQ_LEN)}
+    assert bpb == pytest.approx(prepare_mod.evaluate_bpb(ConstantLogits(prepare_mod.VOCAB_SIZE), 8), rel=1e-9)
+
+
+@pytest.mark.parametrize(("workers", "batch_sizes"), [(0, (8, 5, 48, 256)), (2, (8, 48))])
+def test_validation_rows_do_not_depend_on_the_batch_size(
+    prepare_mod: ModuleType, use_offline_cache: Path, workers: int, batch_sizes: tuple[int, ...]
+) -> None:
+    """With loader workers taking turns, the rows read would follow the batch asked for."""
+
+    def rows(batch_size: int) -> torch.Tensor:
+        batches = list(prepare_mod.validation_batches(batch_size, "cpu", workers=workers))
+        assert all(len(x) == batch_size for x, _ in batches[:-1]) and 0 < len(batches[-1][0]) <= batch_size
+        return torch.cat([torch.cat([x, y[:, -1:]], dim=1) for x, y in batches])
+
+    first = rows(batch_sizes[0])
+    assert first.shape == (prepare_mod.EVAL_ROWS, prepare_mod.MAX_SEQ_LEN + 1)
+    assert all(torch.equal(rows(b), first) for b in batch_sizes[1:])
+
+
+def _rows(x: torch.Tensor, y: torch.Tensor) -> list[list[int]]:
+    """The packed rows of seq_len + 1 tokens a batch of inputs and targets was cut from."""
+    return torch.cat([x, y[:, -1:]], dim=1).tolist()
+
+
+def test_validation_scores_each_document_once(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
+    """One pass of the split is packed at a time: an endless stream packed with a buffer larger
+    than the split put copies of a document side by side (114 distinct in the 128 scored rows)."""
+    enc = prepare_mod.load_tokenizer()
+    bos = enc.encode_single_token(prepare_mod.BOS_TOKEN)
+    texts = pq.read_table(prepare_mod.split_files("val")[0]).column("text").to_pylist()
+    docs = {(bos, *enc.encode_ordinary(t)) for t in texts}
+    loader = prepare_mod.make_dataloader("val", 8)
+    rows = [row for _ in range(60) for row in _rows(*next(loader))]
+    scored = [
+        tuple(s)
+        for row in rows[: prepare_mod.EVAL_TOKENS // prepare_mod.MAX_SEQ_LEN]
+        for s in _segments(row, bos)
+    ]
+    whole = [s for s in scored if s in docs]  # the others are cropped at a row's end
+    assert len(whole) == len(set(whole)) > 0.6 * len(docs)
+    assert rows[0] in rows[1:]  # more rows than one pass holds: the pass starts again
 
 
 class PeekingModel(torch.nn.Module):
@@ -310,6 +401,65 @@ def test_metric_cannot_be_gamed_from_train_py(prepare_mod: ModuleType, use_offli
         prepare_mod.evaluate_bpb(PeekingModel(prepare_mod.VOCAB_SIZE), 16)
     with pytest.raises(TypeError, match="must return logits"):
         prepare_mod.evaluate_bpb(SelfScoringModel(prepare_mod.VOCAB_SIZE), 16)
+
+
+def _fake_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **kwargs) -> torch.Tensor:
+    return torch.zeros(targets.shape)
+
+
+# Ways train.py could change the harness at run time that a static check of its source misses.
+TAMPERING = {
+    "vars(prepare)[...]": lambda p, mp: mp.setitem(vars(p), "EVAL_TOKENS", 256),
+    "sys.modules['prepare']": lambda p, mp: mp.setattr(sys.modules["prepare"], "EVAL_ROWS", 1),
+    "a table changed in place": lambda p, mp: mp.setitem(
+        p.SCALES, "cpu", dataclasses.replace(p.SCALES["cpu"], eval_tokens=256)
+    ),
+    "a function replaced": lambda p, mp: mp.setattr(p, "token_bytes", lambda enc, device: None),
+    "a function's code replaced": lambda p, mp: mp.setattr(
+        p.check_causal, "__code__", (lambda *args: None).__code__
+    ),
+    "a builtin shadowed": lambda p, mp: mp.setattr(p, "sum", lambda *args: 0, raising=False),
+    "torch's cross_entropy": lambda p, mp: mp.setattr(
+        torch.nn.functional, "cross_entropy", _fake_cross_entropy
+    ),
+    "torch's kernel": lambda p, mp: mp.setattr(torch._C._nn, "cross_entropy_loss", _fake_cross_entropy),
+}
+
+
+@pytest.mark.parametrize("how", TAMPERING)
+def test_a_harness_changed_at_run_time_fails_the_evaluation(
+    prepare_mod: ModuleType, use_offline_cache: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    TAMPERING[how](prepare_mod, monkeypatch)
+    with pytest.raises(prepare_mod.HarnessModified, match="after import|not torch's own|shadowing"):
+        prepare_mod.evaluate_bpb(ConstantLogits(prepare_mod.VOCAB_SIZE), 32)
+
+
+def test_the_stored_val_bpb_cannot_be_overwritten(
+    prepare_mod: ModuleType, use_offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AUTORESEARCH_RESULT", str(tmp_path / "result.json"))
+    prepare_mod.evaluate_bpb(ConstantLogits(prepare_mod.VOCAB_SIZE), 32)
+    alias = prepare_mod  # `p = prepare; p._last_val_bpb = 0`: no write to the name `prepare`
+    monkeypatch.setattr(alias, "_last_val_bpb", 0.0)
+    with pytest.raises(prepare_mod.HarnessModified, match="_last_val_bpb was changed"):
+        prepare_mod.write_result({})
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_torch_patched_before_the_harness_is_imported_is_caught(harness_env, use_offline_cache: Path) -> None:
+    """Bound at import, a replacement made before the import would be what the harness binds."""
+    code = (
+        "import torch, torch.nn.functional as F\n"
+        "F.cross_entropy = lambda logits, targets, **kw: torch.zeros(targets.shape)\n"
+        "import prepare\n"
+        "from trainer_helpers import ConstantLogits\n"
+        "prepare.evaluate_bpb(ConstantLogits(prepare.VOCAB_SIZE), 32)\n"
+    )
+    env = harness_env(scale="cpu", cache=str(use_offline_cache))
+    env["PYTHONPATH"] = os.pathsep.join([str(TRAINER_DIR), str(Path(__file__).parent)])
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "HarnessModified" in proc.stderr and "not torch's own" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,10 +491,10 @@ def test_gpu_peak_flops(prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch
 def test_write_result(prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "out" / "result.json"
     monkeypatch.setenv("AUTORESEARCH_RESULT", str(path))
-    monkeypatch.setattr(prepare_mod, "_last_val_bpb", None)
+    prepare_mod._record_val_bpb(None)
     with pytest.raises(RuntimeError, match="before evaluate_bpb"):
         prepare_mod.write_result({"val_bpb": 0.1})
-    monkeypatch.setattr(prepare_mod, "_last_val_bpb", 1.25)
+    prepare_mod._record_val_bpb(1.25)
     assert prepare_mod.write_result({"val_bpb": 0.1, "num_steps": 3}) == path
     result = json.loads(path.read_text())
     assert result["val_bpb"] == 1.25  # the harness's figure, not the caller's
@@ -441,10 +591,16 @@ def test_climbmix_download_retries_and_resumes(prepare_mod: ModuleType, shard_se
 
     folder = paths[0].parent
     paths[1].unlink()
-    (folder / "shard_00002.parquet.999.tmp").write_bytes(b"partial")  # an interrupted earlier download
+    killed = folder / "shard_00002.parquet.999.tmp"  # the file of a download killed an hour ago
+    killed.write_bytes(b"partial")
+    os.utime(killed, (killed.stat().st_atime, killed.stat().st_mtime - 3600))
+    live = folder / "shard_00003.parquet.998.tmp"  # another process's download, under way
+    live.write_bytes(b"partial")
     server.requests.clear()
     prepare_mod.download_climbmix(num_shards=3)
     assert sorted(server.requests) == ["shard_00001.parquet", "shard_00002.parquet"]
+    assert not killed.exists() and live.exists()
+    live.unlink()
     assert sorted(p.name for p in folder.glob("*.parquet")) == [
         "shard_00000.parquet",
         "shard_00001.parquet",
@@ -453,6 +609,11 @@ def test_climbmix_download_retries_and_resumes(prepare_mod: ModuleType, shard_se
     ]
     assert [p.name for p in prepare_mod.split_files("val", "climbmix")] == ["shard_06542.parquet"]
     assert len(prepare_mod.split_files("train", "climbmix")) == 3
+    prepare_mod.download_climbmix(num_shards=2)  # trains on the shards asked for, not all there are
+    assert [p.name for p in prepare_mod.split_files("train", "climbmix")] == [
+        "shard_00000.parquet",
+        "shard_00001.parquet",
+    ]
 
 
 def test_climbmix_download_gives_up(prepare_mod: ModuleType, shard_server) -> None:

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -248,6 +248,29 @@ def test_nan_fails_fast(run_trainer) -> None:
         proc.stdout
     )
     assert not result_path.exists()
+
+
+def test_a_train_py_that_overwrites_the_stored_val_bpb_crashes(run_trainer) -> None:
+    """An alias escapes the runner's static check; the harness's own check at write_result does not."""
+    proc, result_path = run_trainer(
+        budget=1.0,
+        edit={
+            "    prepare.write_result({": "    p = prepare\n    p._last_val_bpb = 0.0\n    prepare.write_result({"
+        },
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "HarnessModified: prepare._last_val_bpb was changed after import" in proc.stderr
+    assert not result_path.exists()
+
+
+@pytest.mark.parametrize(("platform", "ru_maxrss"), [("linux", 512 * 1024), ("darwin", 512 * 1024**2)])
+def test_peak_memory_on_cpu_is_in_mib(
+    train_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, platform: str, ru_maxrss: int
+) -> None:
+    """getrusage's peak resident memory is in KiB on Linux and in bytes on macOS."""
+    monkeypatch.setattr(train_mod.sys, "platform", platform)
+    monkeypatch.setattr(train_mod.resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=ru_maxrss))
+    assert train_mod.peak_memory_mb(torch.device("cpu")) == 512.0
 
 
 # Builds, on the meta device (no memory, no compute), the model of each knob setting given as JSON.

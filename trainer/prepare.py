@@ -3,7 +3,9 @@
 The agent edits train.py only. Everything that decides what a result means lives here: the fixed
 constants of a scale, the data and its validation split, the tokenizer, and `evaluate_bpb`, which
 calls the model for logits only and computes the loss itself, so an edit to train.py cannot change
-how val_bpb is measured. `write_result` stamps the result with this file's own hash.
+how val_bpb is measured. `write_result` stamps the result with this file's own hash. train.py runs
+in this interpreter, so the harness also checks at evaluation and at write time that nothing of it
+(or of the torch functions its metric uses) was changed since import: `verify_harness`.
 
 Usage: python prepare.py [--scale cpu|gpt2] [--data offline|climbmix] [--num-shards N]
 """
@@ -13,7 +15,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import bisect
+import builtins
 import contextlib
+import copy
 import hashlib
 import http.client
 import importlib
@@ -89,6 +93,11 @@ SEED = int(os.environ.get("AUTORESEARCH_SEED") or 42)
 DATA_SOURCE = os.environ.get("AUTORESEARCH_DATA") or _SCALE.data
 if DATA_SOURCE not in ("offline", "climbmix"):
     raise ValueError(f"AUTORESEARCH_DATA must be 'offline' or 'climbmix', not {DATA_SOURCE!r}")
+EVAL_ROWS = EVAL_TOKENS // MAX_SEQ_LEN  # the validation rows every evaluation scores
+# Validation is read in batches of this many rows whatever batch size the caller evaluates with:
+# with loader workers taking turns, the rows read would otherwise depend on the caller's choice.
+EVAL_READ_ROWS = 32
+assert EVAL_ROWS % EVAL_READ_ROWS == 0, "EVAL_ROWS must be whole read batches"
 
 
 def _stop_without_a_gpu() -> None:
@@ -169,6 +178,14 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Through a temporary name, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Locations
 
@@ -194,9 +211,10 @@ def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
     folder = data_dir(source)
     if source == "offline":
         files = [folder / f"{split}.parquet"]
-    else:
-        val = folder / _shard_name(VAL_SHARD)
-        files = [val] if split == "val" else [p for p in sorted(folder.glob("shard_*.parquet")) if p != val]
+    elif split == "val":
+        files = [folder / _shard_name(VAL_SHARD)]
+    else:  # the shards prepared, not every one a larger download once left in the folder
+        files = [folder / _shard_name(i) for i in range(_prepared_shards(folder))]
     missing = [f for f in files if not f.exists()]
     if missing or not files:
         raise FileNotFoundError(f"no {split} data in {folder}: run `python prepare.py` first")
@@ -209,6 +227,25 @@ def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
 
 def _shard_name(index: int) -> str:
     return f"shard_{index:05d}.parquet"
+
+
+SHARDS_FILE = "train_shards.json"  # how many training shards prepare.py was last asked for
+STALE_TMP_S = 600.0  # a download's .tmp file untouched this long is a killed one's (reads time out at 60 s)
+
+
+def _prepared_shards(folder: Path) -> int:
+    """The --num-shards of the last preparation; DEFAULT_NUM_SHARDS for a cache older than the record."""
+    record = folder / SHARDS_FILE
+    return json.loads(record.read_text())["num_shards"] if record.exists() else DEFAULT_NUM_SHARDS
+
+
+def _remove_stale_downloads(folder: Path) -> None:
+    """Delete the .tmp files of downloads that were killed; a live one (this or another process)
+    writes to its file at least every minute and is left alone."""
+    for tmp in folder.glob("shard_*.parquet.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink()
 
 
 class DownloadProgress:
@@ -277,6 +314,7 @@ def download_climbmix(num_shards: int = DEFAULT_NUM_SHARDS) -> list[Path]:
     """The first `num_shards` training shards and the validation shard; existing files are kept."""
     folder = data_dir("climbmix")
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_downloads(folder)
     indices = [*range(num_shards), VAL_SHARD]
     missing = [i for i in indices if not (folder / _shard_name(i)).exists()]
     if missing:
@@ -292,6 +330,7 @@ def download_climbmix(num_shards: int = DEFAULT_NUM_SHARDS) -> list[Path]:
         if progress.failure:
             raise RuntimeError(progress.failure)
         log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
+    _write_atomic(folder / SHARDS_FILE, json.dumps({"num_shards": num_shards}).encode())
     return [folder / _shard_name(i) for i in sorted(indices)]
 
 
@@ -395,16 +434,21 @@ def _read_texts(file: Path, group: int) -> list[str]:
 
 
 def iter_texts(
-    split: str, seed: int = SEED, source: str = DATA_SOURCE, share: tuple[int, int] = (0, 1)
+    split: str,
+    seed: int = SEED,
+    source: str = DATA_SOURCE,
+    share: tuple[int, int] = (0, 1),
+    passes: int | None = None,
 ) -> Iterator[list[str]]:
-    """Endless batches of documents. Training order is shuffled per epoch by `seed`; validation is fixed.
+    """Batches of documents, endless unless `passes` is given. Training order is shuffled per epoch
+    by `seed`; validation is fixed.
 
     `share` = (k, n) keeps every n-th document from the k-th on, so n workers read disjoint parts.
     """
     k, n = share
     units = _row_groups(split_files(split, source))
     epoch = 0
-    while True:
+    while passes is None or epoch < passes:
         rng = random.Random(f"{seed}-{epoch}")
         order = list(units)
         if split == "train":
@@ -455,10 +499,7 @@ def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> 
         "mergeable_ranks": ranks,
         "special_tokens": {tok: len(ranks) + i for i, tok in enumerate(SPECIAL_TOKENS)},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(pickle.dumps(spec))
-    os.replace(tmp, path)
+    _write_atomic(path, pickle.dumps(spec))
     log(f"tokenizer trained in {time.time() - started:.1f} s: {path}")
     return path
 
@@ -528,12 +569,13 @@ def iter_token_docs(
     source: str = DATA_SOURCE,
     vocab_size: int = VOCAB_SIZE,
     share: tuple[int, int] = (0, 1),
+    passes: int | None = None,
 ) -> Iterator[list[int]]:
-    """Endless tokenized documents, each with BOS prepended. Parallelism comes from loader workers:
-    tiktoken's own thread pool costs more than it gains on documents this short."""
+    """Tokenized documents (endless unless `passes` is given), each with BOS prepended. Parallelism
+    comes from loader workers: tiktoken's own thread pool costs more than it gains on documents this short."""
     enc = load_tokenizer(source, vocab_size)
     bos = enc.encode_single_token(BOS_TOKEN)
-    for texts in iter_texts(split, seed, source, share):
+    for texts in iter_texts(split, seed, source, share, passes):
         for text in texts:
             yield [bos, *enc.encode_ordinary(text)]
 
@@ -582,9 +624,28 @@ def _packed_batches(
     share: tuple[int, int] = (0, 1),
 ) -> Iterator[np.ndarray]:
     """Endless (batch_size, seq_len + 1) int32 arrays of packed rows."""
-    rows = pack_rows(iter_token_docs(split, seed, source, vocab_size, share), seq_len + 1)
+    rows = _packed_rows(split, seq_len, seed, source, vocab_size, share)
     while True:
         yield np.array([next(rows) for _ in range(batch_size)], dtype=np.int32)
+
+
+def _packed_rows(
+    split: str, seq_len: int, seed: int, source: str, vocab_size: int, share: tuple[int, int]
+) -> Iterator[list[int]]:
+    """Endless rows of seq_len + 1 tokens. Training packs its endless shuffled stream. Validation
+    packs one pass of its documents at a time, repeated only when more rows are asked for: packed
+    from an endless stream, a buffer larger than the split held copies of a document side by side
+    (the offline split's 128 scored rows held 114 distinct documents of its 435)."""
+    if split == "train":
+        yield from pack_rows(iter_token_docs(split, seed, source, vocab_size, share), seq_len + 1)
+        return
+    while True:
+        rows = 0
+        for row in pack_rows(iter_token_docs(split, seed, source, vocab_size, share, passes=1), seq_len + 1):
+            rows += 1
+            yield row
+        if not rows:
+            raise RuntimeError(f"the {split} split holds too few tokens for one row of {seq_len + 1}")
 
 
 def _worker_batches(spec: tuple, workers: int) -> Iterator[np.ndarray]:
@@ -718,32 +779,148 @@ def check_causal(model: torch.nn.Module, idx: torch.Tensor, logits: torch.Tensor
         )
 
 
+def validation_batches(
+    batch_size: int, device: torch.device | str, workers: int = LOADER_WORKERS
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The EVAL_ROWS validation rows, the same ones whatever `batch_size` is, `batch_size` at a time
+    (the last batch holds the rest). They are read in batches of EVAL_READ_ROWS: which rows loader
+    workers taking turns deliver depends on the batch they are asked for."""
+    loader = make_dataloader("val", EVAL_READ_ROWS, device, workers=workers)
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    try:
+        for _ in range(EVAL_ROWS // EVAL_READ_ROWS):
+            x, y = next(loader)
+            xs.append(x)
+            ys.append(y)
+            while sum(len(t) for t in xs) >= batch_size:
+                x, y = torch.cat(xs), torch.cat(ys)
+                yield x[:batch_size], y[:batch_size]
+                xs, ys = [x[batch_size:]], [y[batch_size:]]
+        if sum(len(t) for t in xs):
+            yield torch.cat(xs), torch.cat(ys)
+    finally:
+        loader.close()
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """`x` with its rows repeated up to `rows`: the model always sees the batch size it was asked
+    for, so a compiled model does not compile again for a last, smaller batch (the extra rows'
+    logits are dropped)."""
+    return x if len(x) == rows else x.repeat(-(-rows // len(x)), 1)[:rows]
+
+
 @torch.no_grad()
 def evaluate_bpb(model: torch.nn.Module, batch_size: int) -> float:
-    """Bits per byte on EVAL_TOKENS of validation: the harness's own cross-entropy, specials excluded.
+    """Bits per byte on the EVAL_ROWS validation rows: the harness's own cross-entropy, specials excluded.
 
     val_bpb = sum_t [bytes(y_t) > 0] * CE_t / (ln 2 * sum_t bytes(y_t)). The model is only asked
-    for logits (batch, MAX_SEQ_LEN, VOCAB_SIZE); whatever else it computes is ignored.
+    for logits (batch_size, MAX_SEQ_LEN, VOCAB_SIZE); whatever else it computes is ignored. The
+    rows scored do not depend on `batch_size`, only how many go through the model at once.
     """
-    global _last_val_bpb
+    verify_harness()
     device = next(model.parameters()).device
     nbytes_of = token_bytes(load_tokenizer(), device)
-    loader = make_dataloader("val", batch_size, device)
-    steps = max(1, EVAL_TOKENS // (batch_size * MAX_SEQ_LEN))
     total_nats = torch.zeros((), dtype=torch.float64, device=device)
     total_bytes = torch.zeros((), dtype=torch.int64, device=device)
-    for step in range(steps):
-        x, y = next(loader)
-        logits = _logits(model, x)
-        ce = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="none")
+    for step, (x, y) in enumerate(validation_batches(batch_size, device)):
+        padded = _pad_rows(x, batch_size)
+        logits = _logits(model, padded)
         if step == 0:
-            check_causal(model, x, logits)
+            check_causal(model, padded, logits)
+        logits = logits[: len(x)]
+        ce = _cross_entropy(logits.reshape(-1, logits.size(-1)), y.view(-1), reduction="none")
         del logits  # before the next forward: at the gpt2 scale a batch of logits is 8.6 GB
         nbytes = nbytes_of[y.view(-1)]
         total_nats += (ce * (nbytes > 0)).sum(dtype=torch.float64)
         total_bytes += nbytes.sum()
-    _last_val_bpb = (total_nats / (math.log(2) * total_bytes)).item()
+    verify_harness()  # the model ran train.py's code in between
+    _record_val_bpb((total_nats / (math.log(2) * total_bytes)).item())
     return _last_val_bpb
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity: train.py runs in this interpreter, so the harness checks it was not changed
+
+
+class HarnessModified(RuntimeError):
+    """train.py (or something it ran) changed the harness or what it computes with."""
+
+
+_cross_entropy = F.cross_entropy  # bound at import: a later patch of torch's does not reach the metric
+
+# What the metric computes with, outside this module: checked to be torch's own and unchanged.
+_TORCH_ENTRY_POINTS = (
+    (F, "cross_entropy"),
+    (torch._C._nn, "cross_entropy_loss"),
+    (torch.Tensor, "float"),
+    (torch.Tensor, "sum"),
+    (torch.Tensor, "__getitem__"),
+    (torch.Tensor, "__mul__"),
+    (torch.Tensor, "__gt__"),
+    (torch.Tensor, "item"),
+    (torch, "cat"),
+    (torch, "zeros"),
+)
+
+
+def _is_torchs_own(obj: object) -> bool:
+    """A builtin, or a Python function defined in torch's own files (not a replacement from train.py)."""
+    code = getattr(obj, "__code__", None)
+    if code is None:
+        return callable(obj)
+    return Path(code.co_filename).resolve().is_relative_to(Path(torch.__file__).resolve().parent)
+
+
+def _fingerprint(name: str, value: object) -> tuple:
+    """What must stay the same of a global: a public constant its value (a copy, so changing a
+    table in place shows), anything else its identity, and a function also its code and defaults."""
+    if name.isupper() and not name.startswith("_") and not (callable(value) or inspect.ismodule(value)):
+        return ("value", type(value), copy.deepcopy(value))
+    if inspect.isfunction(value):
+        return ("same", value, value.__code__, value.__defaults__, value.__kwdefaults__)
+    return ("same", value)
+
+
+def _unchanged(current: tuple, sealed: tuple) -> bool:
+    if sealed[0] == "value":
+        return current == sealed
+    return len(current) == len(sealed) and all(a is b for a, b in zip(current[1:], sealed[1:], strict=True))
+
+
+def _seal() -> dict[str, object]:
+    return {
+        "globals": {name: _fingerprint(name, value) for name, value in globals().items()},
+        "torch": [getattr(owner, attr) for owner, attr in _TORCH_ENTRY_POINTS],
+    }
+
+
+def verify_harness() -> None:
+    """Raise HarnessModified unless every global of this module and every torch entry point of the
+    metric is as it was at import (or as evaluate_bpb last left `_last_val_bpb`)."""
+    now = globals()
+    for name, sealed in _SEALED["globals"].items():
+        if name not in now:
+            raise HarnessModified(f"prepare.{name} was deleted after import")
+        if not _unchanged(_fingerprint(name, now[name]), sealed):
+            raise HarnessModified(
+                f"prepare.{name} was changed after import (train.py may not modify the harness)"
+            )
+    shadows = sorted(set(now) - set(_SEALED["globals"]) & set(dir(builtins)))
+    if shadows:
+        raise HarnessModified(f"prepare.{shadows[0]} was added, shadowing the builtin the harness uses")
+    for (owner, attr), sealed in zip(_TORCH_ENTRY_POINTS, _SEALED["torch"], strict=True):
+        if getattr(owner, attr, None) is not sealed or not _is_torchs_own(sealed):
+            raise HarnessModified(
+                f"{getattr(owner, '__name__', owner)}.{attr}, which the metric uses, is not torch's own"
+            )
+
+
+def _record_val_bpb(value: float | None) -> None:
+    """Store the figure write_result reports and re-seal it: a later write to it is caught."""
+    global _last_val_bpb
+    _last_val_bpb = value
+    _SEALED["globals"]["_last_val_bpb"] = _fingerprint("_last_val_bpb", value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -771,8 +948,10 @@ def prepare_sha256() -> str:
 def write_result(summary: dict) -> Path:
     """Write train.py's summary plus harness facts as JSON to AUTORESEARCH_RESULT, atomically.
 
-    val_bpb is always the figure evaluate_bpb computed, whatever the summary says.
+    val_bpb is always the figure evaluate_bpb computed, whatever the summary says, and the harness
+    must be as it was at import (HarnessModified otherwise).
     """
+    verify_harness()
     if _last_val_bpb is None:
         raise RuntimeError("write_result called before evaluate_bpb")
     path = Path(os.environ.get("AUTORESEARCH_RESULT") or "result.json")
@@ -791,10 +970,7 @@ def write_result(summary: dict) -> Path:
         "torch": torch.__version__,
         "prepare_sha256": prepare_sha256(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    _write_atomic(path, json.dumps(result, indent=1).encode())
     return path
 
 
@@ -819,6 +995,8 @@ def main() -> None:
     train_tokenizer(source, scale.vocab_size)
     log("ready")
 
+
+_SEALED = _seal()  # last: every global above is part of it
 
 if __name__ == "__main__":
     main()

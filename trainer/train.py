@@ -348,6 +348,15 @@ def budget_clock(device: torch.device) -> float:
     return time.process_time()
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA allocation; on CPU the process's peak resident memory stands in (getrusage reports
+    it in KiB on Linux, in bytes on macOS)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 1024**2
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024**2 if sys.platform == "darwin" else rss / 1024
+
+
 def main() -> None:
     t_start = time.time()
     if os.environ.get("OMP_NUM_THREADS"):
@@ -428,15 +437,11 @@ def main() -> None:
         val_bpb = prepare.evaluate_bpb(model, DEVICE_BATCH_SIZE)
     timed_tokens = (step - warmup_steps) * TOTAL_BATCH_SIZE
     mfu_percent = 100 * flops_per_token * timed_tokens / training_time / peak_flops if peak_flops else 0.0
-    if device.type == "cuda":
-        peak_memory_mb = torch.cuda.max_memory_allocated() / 1024**2
-    else:  # the process's peak resident memory stands in on CPU
-        peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {
         "val_bpb": val_bpb,
         "training_seconds": training_time,
         "total_seconds": time.time() - t_start,
-        "peak_vram_mb": peak_memory_mb,
+        "peak_vram_mb": peak_memory_mb(device),
         "mfu_percent": mfu_percent,
         "total_tokens_M": step * TOTAL_BATCH_SIZE / 1e6,
         "num_steps": step,

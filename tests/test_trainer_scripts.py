@@ -1,0 +1,37 @@
+"""The trainer's scripts: bench_trainer.py runs the real harness; seed_noise.py reports any seed count."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import pytest
+from engine_helpers import REPO, load_script
+from trainer_helpers import TRAINER_DIR
+
+
+def test_bench_uses_the_harness_of_trainer_even_beside_another(
+    use_offline_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edited train.py kept in a folder with a prepare.py of its own still runs on trainer/'s."""
+    monkeypatch.delenv("AUTORESEARCH_SEED", raising=False)
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    (folder / "train.py").write_text((TRAINER_DIR / "train.py").read_text())
+    (folder / "prepare.py").write_text("raise SystemExit('the wrong harness')\n")
+    result = load_script("bench_trainer").bench("cpu", 1.0, 1, folder / "train.py", None)
+    assert result["prepare_sha256"] == hashlib.sha256((TRAINER_DIR / "prepare.py").read_bytes()).hexdigest()
+    assert result["num_steps"] > 1 and math.isfinite(result["val_bpb"])
+
+
+def test_seed_noise_reports_a_single_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one seed there is no spread to report: nan, not a crash after every run finished."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    seed_noise = load_script("seed_noise")
+    results = {("train.py", 42): (2.1, 80), ("LR=1", 42): (2.0, 81)}
+    lines = seed_noise.report(results, ["train.py", "LR=1"], [42])
+    assert lines[1].split() == ["42", "2.1000", "2.0000"]
+    assert (
+        "std over seeds nan" in lines[2] and "minus train.py seed for seed: mean -0.1000, std nan" in lines[3]
+    )
