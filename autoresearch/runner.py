@@ -25,7 +25,8 @@ SPEC_FILE = "spec.json"
 OUTCOME_FILE = "outcome.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "run.log"
-PID_FILE = "runner.pid"
+PID_FILE = "runner.pid"  # the local runner's pid and slot, written by the fleet that starts it
+ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 INFRA_STATUSES = ("interrupted", "lost")  # not the experiment's fault: it is re-queued
@@ -58,6 +59,15 @@ def _log_tail(log: Path, lines: int = 1) -> str:
     return " | ".join(text[-lines:])[:300]
 
 
+def not_to_run(exp: Path) -> str:
+    """Why a workspace must not run (again), or ''. A job can start after the controller counted
+    its experiment (its outcome, or lost and queued again as a new trial)."""
+    for name in (OUTCOME_FILE, ABANDONED_FILE):
+        if (exp / name).exists():
+            return f"{name} exists: not run a second time"
+    return ""
+
+
 class _Interrupted(Exception):
     pass
 
@@ -88,8 +98,12 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]  # threads = the CPUs Slurm granted
     (exp / METRICS_FILE).unlink(missing_ok=True)
 
+    ending: list[str] = []  # set once the runner ends train.py: a later signal must not cut that short
+
     def on_signal(signum: int, _frame: object) -> None:
-        raise _Interrupted(signal.Signals(signum).name)
+        if not ending:
+            ending.append(signal.Signals(signum).name)
+            raise _Interrupted(ending[0])
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR2)}
     try:
@@ -105,6 +119,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
             try:
                 returncode = proc.wait(timeout=float(spec["deadline_s"]))
             except subprocess.TimeoutExpired:
+                ending.append("deadline")
                 _kill_group(proc)
                 outcome.update(status="timeout", reason=f"killed at the {spec['deadline_s']:.0f} s deadline")
                 return _finish(exp, outcome)
@@ -168,6 +183,8 @@ def slurm_job_id() -> str:
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m autoresearch.runner EXPERIMENT_DIR")
+    if why := not_to_run(Path(sys.argv[1])):
+        sys.exit(f"not run: {why}")
     outcome = run_experiment(sys.argv[1])
     print(f"trial {outcome['trial']}: {outcome['status']} {outcome.get('reason', '')}".rstrip())
 

@@ -127,3 +127,31 @@ def test_a_proposer_with_nothing_new_ends_the_campaign_instead_of_spinning(tmp_p
     assert "nothing new" in summary.stop_reason
     # three baselines, the one change, the two re-runs confirming it and its run as the new frontier
     assert summary.experiments == 7
+
+
+def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=0)})
+    first = make_local_fleet(cluster, deadline_s=60)
+    (pool,) = first.pools.values()
+    hold = tmp_path / "hold"
+    hold.touch()
+    held = f"import os, time\n{ENV_DUMP}while os.path.exists({str(hold)!r}):\n    time.sleep(0.05)\n"
+    quick = JobSpec(0, make_experiment(tmp_path, ENV_DUMP, deadline=60, name="quick", trial=0), pool.name)
+    busy = JobSpec(1, make_experiment(tmp_path, held, deadline=60, name="busy", trial=1), pool.name)
+    handles = first.submit([quick, busy])  # slots 0 and 1
+    wait_for(lambda: (quick.exp_dir / "outcome.json").exists(), 60, "the quick experiment to end")
+    # The controller dies; the next adopts the runner still going, on GPU 1, and starts another.
+    again = make_local_fleet(cluster, deadline_s=60)
+    assert again.reattach(busy, handles[1])
+    new = JobSpec(2, make_experiment(tmp_path, ENV_DUMP, deadline=60, name="new", trial=2), pool.name)
+    again.submit([new])
+    hold.unlink()
+    finished: list = []
+    wait_for(lambda: finished.extend(again.poll()) or len(finished) >= 2, 60, "both experiments", every=0.05)
+    devices = {
+        j.trial: json.loads((j.exp_dir / "env.json").read_text())["CUDA_VISIBLE_DEVICES"] for j in (busy, new)
+    }
+    assert devices == {1: "1", 2: "0"}

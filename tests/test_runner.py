@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import ENV_DUMP, make_experiment
+from engine_helpers import ENV_DUMP, REPO, make_experiment, wait_for
 
 from autoresearch.runner import run_experiment
 
@@ -71,7 +71,7 @@ def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
 
 def test_sigterm_to_the_runner_ends_train_py_and_records_interrupted(tmp_path: Path) -> None:
     exp = make_experiment(tmp_path, HANG)
-    runner = subprocess.Popen([sys.executable, "-m", "autoresearch.runner", str(exp)], cwd=tmp_path)
+    runner = subprocess.Popen([sys.executable, "-m", "autoresearch.runner", str(exp)], cwd=REPO)
     deadline = time.monotonic() + 30
     while not (exp / "child.pid").exists():
         assert time.monotonic() < deadline and runner.poll() is None
@@ -89,3 +89,38 @@ def test_train_py_uses_as_many_threads_as_slurm_granted_cpus(tmp_path: Path, mon
     exp = make_experiment(tmp_path, ENV_DUMP)
     assert run_experiment(exp)["status"] == "ok"
     assert json.loads((exp / "env.json").read_text())["OMP_NUM_THREADS"] == "3"
+
+
+# train.py that outlives SIGTERM (as a process stuck in a CUDA call does), saying when it got one.
+STUBBORN = (
+    "import os, signal, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: open('got-term', 'w').close())\n"
+    "open('child.pid', 'w').write(str(os.getpid()))\n"
+    "while True:\n    time.sleep(0.05)\n"
+)
+
+
+def test_a_second_signal_during_cleanup_still_ends_train_py_and_records_interrupted(tmp_path: Path) -> None:
+    """Slurm may signal twice (USR2 before the time limit, then TERM): the runner, ending train.py
+    after the first, must finish that (SIGKILL after the grace) and write its outcome."""
+    exp = make_experiment(tmp_path, STUBBORN)
+    runner = subprocess.Popen([sys.executable, "-m", "autoresearch.runner", str(exp)], cwd=REPO)
+    wait_for(lambda: (exp / "child.pid").exists() or runner.poll() is not None, 30, "train.py to start")
+    os.kill(runner.pid, signal.SIGUSR2)
+    wait_for(lambda: (exp / "got-term").exists(), 30, "the runner to signal train.py")
+    os.kill(runner.pid, signal.SIGTERM)  # while the runner waits out train.py's grace
+    runner.wait(timeout=60)
+    outcome = json.loads((exp / "outcome.json").read_text())
+    assert outcome["status"] == "interrupted" and "SIGUSR2" in outcome["reason"]
+    assert not pid_alive(int((exp / "child.pid").read_text()))
+
+
+def test_the_runner_does_not_start_a_workspace_given_up_on(tmp_path: Path) -> None:
+    """A local runner started just before its controller died: the next controller, unable to
+    adopt it, gave the workspace up and queued the experiment again."""
+    exp = make_experiment(tmp_path, ENV_DUMP)
+    (exp / "abandoned.json").write_text("{}")
+    runner = [sys.executable, "-m", "autoresearch.runner", str(exp)]
+    proc = subprocess.run(runner, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and "abandoned.json exists" in proc.stderr
+    assert not (exp / "started.json").exists() and not (exp / "env.json").exists()

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,6 +49,7 @@ from autoresearch.fleet.slurm_states import (
     parse_squeue,
     queue_states,
 )
+from autoresearch.fleet.workers import WorkerCannotFit, WorkerQueue, run_worker
 from autoresearch.study import open_study
 
 SLURM = "cluster=slurm_local"
@@ -201,6 +203,27 @@ def _assert_no_double_count(campaign: Path, study: optuna.Study, run_log: Path) 
     assert max(experiments.values()) == 1, experiments
 
 
+def _fake_commands(folder: Path, **scripts: str) -> Path:
+    """A folder of stand-ins for Slurm's commands (shell script bodies), to put first on PATH."""
+    folder.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def _pending_workers(tmp_path: Path, slots: int = 2) -> SlurmFleet:
+    """A worker-mode fleet on h100 whose workers stay pending (sent to start in an hour)."""
+    cluster = compose_toy(
+        tmp_path,
+        SLURM,
+        "cluster.partitions.h100.mode=workers",
+        f"cluster.partitions.h100.slots={slots}",
+        "+cluster.partitions.h100.extra_sbatch.begin=now+1hour",
+    ).cluster
+    return SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+
+
 def _slurm_id(campaign: Path, trial: int) -> str:
     """The array task an experiment runs in, from the runner's started.json."""
     started = campaign / "experiments" / f"{trial:05d}" / "started.json"
@@ -286,6 +309,79 @@ def test_an_experiment_held_for_slurms_controller_is_found_again_or_never_run(tm
     assert not fleet.reattach(JobSpec(2, never, "h100"), "slurm:h100:")
     assert run_array_task(str(never))["status"] == "skipped"  # the copy Slurm may still start
     assert fleet.running() == 1
+
+
+def test_an_experiment_whose_handle_was_never_recorded_is_adopted_or_never_run(tmp_path: Path) -> None:
+    """A controller killed between sbatch and recording the job's handle: the next one adopts the
+    experiment where it can find its job, else makes sure neither an array task nor a worker runs
+    it, as the campaign queues it again."""
+    arrays = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path / "a"))
+    started = make_experiment(tmp_path, "", name="started", trial=1)
+    (started / "started.json").write_text(json.dumps({"slurm_job_id": "77_0", "started_at": 1.0}))
+    assert arrays.reattach(JobSpec(1, started, "h100"), "")
+    assert arrays._tracked[1].slurm_id == "77_0"
+    never = make_experiment(tmp_path, "", name="never", trial=2)
+    assert not arrays.reattach(JobSpec(2, never, "h100"), "")
+    assert run_array_task(str(never))["status"] == "skipped"  # the array task, should it start
+    workers = compose_toy(tmp_path, SLURM, "cluster.partitions.h100.mode=workers").cluster
+    pool = SlurmFleet(workers, deadline_s=60, campaign_dir=str(tmp_path / "w"))
+    queue = pool.queues["h100"]
+    for trial in (3, 4):
+        queue.put(trial, make_experiment(tmp_path, "", name=f"q{trial}", trial=trial))
+    assert pool.reattach(JobSpec(3, tmp_path / "q3", "h100"), "")  # a worker will run it
+    assert not pool.reattach(JobSpec(4, tmp_path / "q4", "h100"), "slurm:a100:12")  # a pool now gone
+    assert queue.is_queued(3) and not queue.is_queued(4)  # no worker takes it
+    assert (tmp_path / "q4" / "abandoned.json").exists()
+
+
+def test_a_stray_file_among_the_claims_is_not_taken_for_one(tmp_path: Path) -> None:
+    """An NFS client leaves `.nfsXXXX` files where a file open elsewhere was deleted."""
+    queue = WorkerQueue(tmp_path / "queue")
+    (queue.path / "ready" / ".nfs000000000123abcd00000000").write_text("")
+    queue.put(5, tmp_path)
+    assert queue.claim("77_1", 0) == (5, tmp_path)
+    assert queue.claim("77_1", 0) is None
+    (queue.path / "claimed" / ".nfs000000000123abcd00000001").write_text("")
+    (queue.path / "claimed" / "00005.77_1").write_text("")
+    assert queue.claims() == {5: ("77_1", 0)}
+    assert queue.claimed_by(5) == ("77_1", 0)
+
+
+def test_a_worker_whose_time_limit_cannot_hold_an_experiment_fails_instead_of_requeueing(
+    tmp_path: Path,
+) -> None:
+    """Else it would requeue itself at once, forever, and the campaign wait on it."""
+    queue = WorkerQueue(tmp_path / "queue")
+    queue.put(5, tmp_path)
+    with pytest.raises(WorkerCannotFit, match="raise time_limit_min"):
+        run_worker(str(queue.path), deadline_s=3600.0, time_limit_s=3480.0)
+    assert queue.is_queued(5) and not queue.submitted_workers()  # nothing claimed, never registered
+
+
+def test_sbatch_answering_nonsense_or_missing_is_a_refusal_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The experiment is lost (re-queued) and, in case a job was made after all, given up."""
+    fakes = _fake_commands(
+        tmp_path / "bin",
+        sbatch="echo 'Submitted batch jobb'",
+        srun="exit 1",
+        sacct="exit 1",
+        scancel="exit 0",
+    )
+    monkeypatch.setenv("PATH", str(fakes))
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
+    odd = JobSpec(1, make_experiment(tmp_path, "", name="odd", trial=1), "h100")
+    assert fleet.submit([odd]) == {}
+    (fakes / "sbatch").unlink()
+    missing = JobSpec(2, make_experiment(tmp_path, "", name="missing", trial=2), "h100")
+    assert fleet.submit([missing]) == {}
+    lost = {f.trial: f.outcome for f in fleet.poll()}
+    assert {t: o["status"] for t, o in lost.items()} == {1: "lost", 2: "lost"}
+    assert "Could not make sense of sbatch output" in lost[1]["reason"]
+    assert "sbatch" in lost[2]["reason"] and "No such file" in lost[2]["reason"]
+    assert run_array_task(str(odd.exp_dir))["status"] == "skipped"
+    assert fleet.running() == 0
 
 
 @pytest.mark.slurm
@@ -560,10 +656,12 @@ def test_with_accounting_down_squeue_says_how_jobs_stand_and_the_outage_is_said_
         )
         pool._workers["h100"] = [gone]
         try:
-            pool.submit([JobSpec(3, make_experiment(tmp_path, "", name="e3", trial=3), "h100")])
+            pool.submit(
+                [JobSpec(i, make_experiment(tmp_path, "", name=f"e{i}", trial=i), "h100") for i in (3, 4)]
+            )
             workers = pool._workers["h100"]
             assert gone not in workers and len(workers) == pool.pools["h100"].slots
-            pool.submit([JobSpec(4, make_experiment(tmp_path, "", name="e4", trial=4), "h100")])
+            pool.submit([JobSpec(5, make_experiment(tmp_path, "", name="e5", trial=5), "h100")])
             assert pool._workers["h100"] == workers  # none sent again
         finally:
             pool.shutdown(cancel=True)
@@ -757,3 +855,110 @@ def test_worker_mode_submits_workers_once_and_runs_every_experiment_once(
     assert {t.user_attrs["slurm_job_id"] for t in screen} <= workers
     assert {row[3] for row in rows} == {"COMPLETED"}, rows
     assert (campaign / "queue" / "h100" / "STOP").exists()
+
+
+@pytest.mark.slurm
+def test_workers_are_sent_for_queued_experiments_only_and_pending_ones_cancelled_at_the_end(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """One experiment queued: one worker, not `slots`. At the end, a worker pending again (it
+    started once, then requeued itself near its time limit) is cancelled as one never started."""
+    fleet = _pending_workers(tmp_path, slots=3)
+    try:
+        fleet.submit([JobSpec(1, make_experiment(tmp_path, "", name="e1", trial=1), "h100")])
+        assert len(fleet._workers["h100"]) == 1
+        fleet.submit([JobSpec(2, make_experiment(tmp_path, "", name="e2", trial=2), "h100")])
+        workers = fleet._workers["h100"]
+        assert len(workers) == 2  # the first, pending, takes one of the two
+        fleet.queues["h100"].register(workers[0])  # as a worker that started, then requeued itself
+        fleet.shutdown(cancel=False)
+        wait_for(
+            lambda: not _in_squeue(set(workers)),
+            60,
+            f"the pending workers cancelled: {_in_squeue(set(workers))}",
+        )
+    finally:
+        fleet.shutdown(cancel=True)
+
+
+@pytest.mark.slurm
+def test_a_refused_worker_leaves_the_queue_to_the_workers_alive_and_is_tried_again_later(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sbatch refusing one more worker (a QOS's cap on a user's jobs) loses nothing while a worker
+    lives to take the queue, and is not asked again at every poll; with none left, the queued
+    experiments are lost (re-queued) as before."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (3600.0,))  # no retry within the test
+    fleet = _pending_workers(tmp_path, slots=2)
+    jobs = [JobSpec(i, make_experiment(tmp_path, "", name=f"e{i}", trial=i), "h100") for i in (1, 2)]
+    try:
+        fleet.submit(jobs)
+        first, second = fleet._workers["h100"]
+        wait_for(lambda: all(fleet._job_states([first, second]).values()), 60, "Slurm to list the workers")
+        executor = fleet.executors["h100"]
+        executor.update_parameters(slurm_partition="nosuch")  # sbatch refuses from now on
+        sent = executor.map_array
+        tries: list[int] = []
+        monkeypatch.setattr(executor, "map_array", lambda *a: tries.append(1) or sent(*a))
+        subprocess.run(["scancel", first], check=True)
+        finished: list = []
+
+        def polled(until: object) -> bool:
+            finished.extend(fleet.poll())
+            return bool(until())
+
+        wait_for(lambda: polled(lambda: tries), 60, "a worker to replace the cancelled one")
+        for _ in range(3):
+            polled(lambda: True)
+        assert finished == [] and len(tries) == 1 and fleet._workers["h100"] == [second]
+        subprocess.run(["scancel", second], check=True)
+        wait_for(lambda: polled(lambda: len(finished) == 2), 60, "the queue to be lost with no worker left")
+    finally:
+        fleet.shutdown(cancel=True)
+    assert all(f.outcome["status"] == "lost" and "sbatch refused" in f.outcome["reason"] for f in finished)
+    assert not any(fleet.queues["h100"].is_queued(j.trial) for j in jobs)
+
+
+@pytest.mark.slurm
+def test_a_job_is_lost_only_once_slurm_answers_and_neither_sacct_nor_squeue_has_it(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sacct answering without new jobs (a slurmdbd backlog) loses none that squeue holds; while
+    neither answers (slurmctld and slurmdbd down) the clock of a job with no record stops."""
+    for knob in ("STATE_POLL_SECONDS", "UNKNOWN_SECONDS"):  # every poll asks and judges
+        monkeypatch.setattr(slurm_fleet, knob, 0.0)
+    down = tmp_path / "down"
+    fakes = _fake_commands(
+        tmp_path / "bin",
+        sacct=f"if [ -e {down} ]; then echo 'sacct: error: Problem talking to the database' >&2; exit 1; fi",
+        squeue=f'if [ -e {down} ]; then exit 1; fi; exec {shutil.which("squeue")} "$@"',
+    )
+    sbatch = ["sbatch", "--parsable", "--hold", "-p", "h100", "-o", "/dev/null", "--wrap", "true"]
+    held = subprocess.run(sbatch, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    monkeypatch.setenv("PATH", f"{fakes}:{os.environ['PATH']}")
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
+    gone = "67000000"  # a job id slurmctld does not hold
+    for trial, job in ((1, held), (2, gone)):
+        assert fleet.reattach(
+            JobSpec(trial, make_experiment(tmp_path, "", name=f"e{trial}", trial=trial), "h100"),
+            f"slurm:h100:{job}",
+        )
+    finished: dict[int, dict[str, object]] = {}
+
+    def poll() -> dict[int, dict[str, object]]:
+        finished.update({f.trial: f.outcome for f in fleet.poll()})
+        return finished
+
+    try:
+        assert poll() == {}  # sacct has no record of either: the clock starts
+        down.touch()
+        for _ in range(3):
+            assert poll() == {}  # nobody answers: the clock stands
+        down.unlink()
+        wait_for(lambda: 2 in poll(), 30, "the job no one holds to be lost")
+        for _ in range(3):
+            assert 1 not in poll()  # squeue holds it, pending
+    finally:
+        subprocess.run(["scancel", held], capture_output=True, check=False)
+    assert finished[2]["status"] == "lost" and f"no record of {gone}" in str(finished[2]["reason"])

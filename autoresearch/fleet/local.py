@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.runner import OUTCOME_FILE, PID_FILE, read_json, scrubbed_environment
+from autoresearch.runner import (
+    ABANDONED_FILE,
+    OUTCOME_FILE,
+    PID_FILE,
+    read_json,
+    scrubbed_environment,
+    write_json_atomic,
+)
 
 KILL_GRACE_S = 30.0
 
@@ -72,9 +79,12 @@ class LocalFleet:
     def running(self) -> int:
         return len(self._running)
 
-    def _free_slot_index(self) -> int:
+    def _free_slot_index(self, wanted: int | None = None) -> int:
+        """`wanted` if it is a free slot, else the first free one (past the last if none is)."""
         taken = {r.slot for r in self._running.values()}
-        return next(i for i in range(self._pool.slots) if i not in taken)
+        if wanted is not None and 0 <= wanted < self._pool.slots and wanted not in taken:
+            return wanted
+        return next((i for i in range(self._pool.slots) if i not in taken), len(self._running))
 
     def submit(self, jobs: list[JobSpec]) -> dict[int, str]:
         handles = {}
@@ -93,24 +103,25 @@ class LocalFleet:
                     start_new_session=True,
                 )
             # Written here, not by the runner, so a controller killed right after this line
-            # still leaves enough for the next one to find and adopt the runner.
-            (job.exp_dir / PID_FILE).write_text(str(proc.pid))
+            # still leaves enough for the next one to find and adopt the runner, on its GPU.
+            (job.exp_dir / PID_FILE).write_text(f"{proc.pid} {slot}")
             self._running[job.trial] = _Running(job, proc.pid, slot, time.time() + self._deadline_s, proc)
             handles[job.trial] = f"local:{proc.pid}"
         return handles
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
-        pid_file = job.exp_dir / PID_FILE
+        """Adopt a runner a previous controller started, in the slot (GPU) it runs on. One that
+        cannot be adopted is given up (abandoned.json): a runner yet to start then does not run it."""
+        pid, slot = _read_pid_file(job.exp_dir / PID_FILE)
         if handle.startswith("local:"):
             pid = int(handle.split(":", 1)[1])
-        elif pid_file.exists():
-            pid = int(pid_file.read_text())
-        else:
+        if pid is None or not _is_our_runner(pid, job.exp_dir):
+            gone = {"trial": job.trial, "status": "lost", "reason": "runner gone when its controller stopped"}
+            write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
             return False
-        if not _is_our_runner(pid, job.exp_dir):
-            return False
-        slot = self._free_slot_index() if self.free_slots(job.pool) > 0 else len(self._running)
-        self._running[job.trial] = _Running(job, pid, slot, time.time() + self._deadline_s)
+        self._running[job.trial] = _Running(
+            job, pid, self._free_slot_index(slot), time.time() + self._deadline_s
+        )
         return True
 
     def note_node(self, pool: str, outcome: dict[str, Any]) -> None:
@@ -156,6 +167,16 @@ def _read_outcome(run: _Running) -> dict:
         "status": "lost",
         "reason": why,
     }
+
+
+def _read_pid_file(path: Path) -> tuple[int | None, int | None]:
+    """The runner's pid and slot from runner.pid ('PID SLOT'; 'PID' alone before slots were
+    recorded); Nones where it is absent or unreadable."""
+    try:
+        fields = [int(f) for f in path.read_text().split()]
+    except (OSError, ValueError):
+        return None, None
+    return (fields[0] if fields else None), (fields[1] if len(fields) > 1 else None)
 
 
 def _is_our_runner(pid: int, exp_dir: Path) -> bool:

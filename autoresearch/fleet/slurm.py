@@ -3,11 +3,13 @@
 Two ways to use a partition, chosen per partition:
 - `array`: experiments that become ready together go out as one sbatch array per partition, one
   task per experiment (`slurm_array_parallelism` = the partition's slots).
-- `workers`: `slots` long-lived worker jobs per partition, each pulling experiments from a queue
-  folder one after another (fleet.workers), so a busy cluster's queue wait is paid once per worker.
+- `workers`: up to `slots` long-lived worker jobs per partition, each pulling experiments from a
+  queue folder one after another (fleet.workers), so a busy cluster's queue wait is paid once per
+  worker; sent only for queued experiments that no worker alive will take.
 Results come back the same way in both: the runner's outcome.json in the experiment folder. Slurm
-is asked about job states only for jobs that have no outcome yet, in one batched sacct call (squeue
-while accounting is down, so a job that ends without a result is still seen to end).
+is asked about job states only for jobs that have no outcome yet, in one batched sacct call, and
+squeue about those sacct lacks (all while accounting is down, so a job that ends without a result
+is still seen to end).
 
 One trial is one Slurm attempt. When Slurm requeues a task itself (node failure, preemption,
 `scontrol requeue`), the attempt the trial ran in is over: the trial is reported lost with Slurm's
@@ -32,12 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core.utils import FailedJobError
 
 from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
-from autoresearch.fleet.slurm_outage import SubmitOutage, refusal, unreachable
+from autoresearch.fleet.slurm_outage import SUBMIT_ERRORS, SubmitOutage, WorkerRefusal, refusal, unreachable
 from autoresearch.fleet.slurm_states import (
     NEVER_STARTS,
     attempt_state,
@@ -50,9 +51,11 @@ from autoresearch.fleet.slurm_states import (
 )
 from autoresearch.fleet.workers import WorkerQueue, run_worker
 from autoresearch.runner import (
+    ABANDONED_FILE,
     INFRA_STATUSES,
     OUTCOME_FILE,
     STARTED_FILE,
+    not_to_run,
     read_json,
     run_experiment,
     scrubbed_environment,
@@ -65,7 +68,6 @@ STATE_POLL_SECONDS = 10.0  # at most one sacct call this often, for every job at
 PENDING_POLL_SECONDS = 60.0  # and one squeue call, while a job is pending (why: `_warn_never_starting`)
 SETTLE_SECONDS = 10.0  # a job over without a result: wait this long for the result file (shared FS lag)
 UNKNOWN_SECONDS = 120.0  # a job Slurm has no record of for this long is lost
-ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 SENT_LATE_FILE = "sent.json"  # the Slurm job of an experiment sent after an outage, which its handle lacks
 SIGNAL_DELAY_S = 120  # Slurm signals a job (USR2) this long before its time limit; the runner stops then
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "scancel")  # what submitit and this fleet call
@@ -77,8 +79,16 @@ class _Tracked:
     slurm_id: str  # array task (A_i) or job id; '' in worker mode, where the claim names the worker
     deadline: float | None = None  # set when the runner starts: queue time does not count
     over_since: float | None = None  # when it was first seen over (by Slurm, or the runner interrupted)
-    unknown_since: float | None = None  # when Slurm (sacct, or squeue in its stead) first had no record of it
+    # How long Slurm (sacct, or squeue in its stead) has answered without a record of it, and
+    # when that was last counted (None while nobody answers: the clock stops).
+    unknown_for: float = 0.0
+    unknown_at: float | None = None
     unsent: bool = False  # sbatch could not reach Slurm: sent again from `poll`
+
+
+# A tracked job not final yet: its runner's outcome (None, or an interrupted one), and its Slurm
+# job and attempt (None while queued for a worker).
+_Waiting = tuple[_Tracked, dict[str, Any] | None, tuple[str, int] | None]
 
 
 def run_array_task(exp_dir: str) -> dict[str, Any]:
@@ -87,11 +97,9 @@ def run_array_task(exp_dir: str) -> dict[str, Any]:
     Slurm reruns a requeued task from the start; by then the controller has counted the first
     attempt (its outcome, or lost), so the rerun must not start the experiment a second time.
     """
-    exp = Path(exp_dir)
-    for name in (OUTCOME_FILE, ABANDONED_FILE):
-        if (exp / name).exists():
-            return {"status": "skipped", "reason": f"{name} exists: not run a second time"}
-    return run_experiment(exp)
+    if why := not_to_run(Path(exp_dir)):
+        return {"status": "skipped", "reason": why}
+    return run_experiment(exp_dir)
 
 
 def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.AutoExecutor:
@@ -151,12 +159,13 @@ class SlurmFleet:
         # Whose answer `_states` holds: sacct, squeue (sacct failing) or '' (neither answered).
         # Taken as sacct's before the first call: there is no outage to report yet.
         self._states_from = "sacct"
-        self._gone: set[str] = set()  # jobs squeue was last asked about and did not list: slurmctld let go
+        self._gone: set[str] = set()  # jobs neither sacct nor squeue listed when last asked
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool, pending reason) said once
         self._pending_at = -PENDING_POLL_SECONDS  # when squeue was last asked why jobs are pending
         self._outage = SubmitOutage()
+        self._refusals = {pool: WorkerRefusal(pool) for pool in self.queues}  # sbatch refusing workers
 
     # -- capacity ------------------------------------------------------------------------------
     def free_slots(self, pool: str) -> int:
@@ -193,15 +202,16 @@ class SlurmFleet:
                 submitted = self.executors[pool].map_array(
                     run_array_task, [str(j.exp_dir.resolve()) for j in group]
                 )
-        except FailedJobError as err:
+        except SUBMIT_ERRORS as err:
             reason = refusal(err)
             if unreachable(err):
                 self._outage.failed(reason)
                 return self._hold_unsent(pool, group)
             log.warning("partition %s: %s", pool, reason)
-            self._refused += [
-                Finished(j.trial, {"trial": j.trial, "status": "lost", "reason": reason}) for j in group
-            ]
+            for j in group:  # sbatch's unreadable answer may hide a job that runs: it must not
+                lost = {"trial": j.trial, "status": "lost", "reason": reason}
+                write_json_atomic(j.exp_dir / ABANDONED_FILE, lost)
+                self._refused.append(Finished(j.trial, lost))
             return {}
         self._outage.over()
         handles = {}
@@ -239,86 +249,99 @@ class SlurmFleet:
                     write_json_atomic(job.exp_dir / SENT_LATE_FILE, {"slurm_job_id": slurm_id})
 
     def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
-        """Keep `slots` worker jobs alive on a worker partition; replace those that ended."""
+        """Start workers for the queued experiments that no worker alive will take, up to `slots`;
+        replace those that ended. A pool of idle workers is not refilled: they would only wait."""
         queue = self.queues[pool]
         alive = [w for w in self._workers[pool] if self._may_run(w, states.get(w, []))]
-        missing = self.pools[pool].slots - len(alive)
-        if missing > 0 and not self._outage.waiting():  # (else the queue waits for Slurm's controller)
-            limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
-            try:
-                with credentials_hidden():
-                    submitted = self.executors[pool].map_array(
-                        run_worker,
-                        [str(queue.path.resolve())] * missing,
-                        [self.deadline_s] * missing,
-                        [limit_s] * missing,
-                    )
-            except FailedJobError as err:  # no worker to come: what waits for one is lost (re-queued)
-                reason = refusal(err)
-                if unreachable(err):
-                    self._outage.failed(reason)
-                    self._workers[pool] = alive
-                    return
-                log.warning("partition %s: %s (workers)", pool, reason)
-                waiting = [
-                    t for t in self._tracked.values() if t.job.pool == pool and queue.is_queued(t.job.trial)
-                ]
-                self._refused += [
-                    self._done(t, {"trial": t.job.trial, "status": "lost", "reason": reason}) for t in waiting
-                ]
-                self._workers[pool] = alive
-                return
-            self._outage.over()
-            ids = [j.job_id for j in submitted]
-            queue.record_submitted(ids)
-            alive += ids
-            log.info("started %d worker(s) on partition %s", missing, pool)
         self._workers[pool] = alive
+        busy = {worker for worker, _ in queue.claims().values()}
+        idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
+        missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle)
+        if missing <= 0 or self._outage.waiting() or (alive and self._refusals[pool].waiting()):
+            return  # (waiting: for Slurm's controller, or after a refusal, for the workers alive)
+        limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
+        try:
+            with credentials_hidden():
+                submitted = self.executors[pool].map_array(
+                    run_worker,
+                    [str(queue.path.resolve())] * missing,
+                    [self.deadline_s] * missing,
+                    [limit_s] * missing,
+                )
+        except SUBMIT_ERRORS as err:
+            self._workers_refused(pool, err)
+            return
+        self._outage.over()
+        self._refusals[pool].over()
+        ids = [j.job_id for j in submitted]
+        queue.record_submitted(ids)
+        self._workers[pool] = alive + ids
+        log.info("started %d worker(s) on partition %s", missing, pool)
+
+    def _workers_refused(self, pool: str, err: Exception) -> None:
+        """sbatch would not start workers. While some are alive they take the queued experiments
+        and sbatch is tried again, backing off; with none, what waits for one is lost (re-queued)."""
+        reason = refusal(err)
+        if unreachable(err):
+            self._outage.failed(reason)
+        elif self._workers[pool]:
+            self._refusals[pool].failed(reason)
+        else:
+            log.warning("partition %s: %s (workers)", pool, reason)
+            queue = self.queues[pool]
+            waiting = [
+                t for t in self._tracked.values() if t.job.pool == pool and queue.is_queued(t.job.trial)
+            ]
+            lost = [{"trial": t.job.trial, "status": "lost", "reason": reason} for t in waiting]
+            self._refused += [self._done(t, o) for t, o in zip(waiting, lost, strict=True)]
 
     def _may_run(self, job_id: str, attempts: list[str]) -> bool:
-        """Whether a job is queued or running. One with no record may be (sacct lags sbatch, and a
-        job sent since the last answer is in none), unless squeue was asked and left it out: then
-        slurmctld let go of it long ago (a resumed controller's old worker)."""
+        """Whether a job is queued or running. One with no record may be (a job sent since the
+        last answer is in none), unless neither sacct nor squeue listed it: then slurmctld let go
+        of it (a resumed controller's old worker, a worker cancelled while pending)."""
         return is_active(latest(attempts)) if attempts else job_id not in self._gone
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
-        """Adopt a previous controller's experiment; what became of it is for `poll` to find out."""
+        """Adopt a previous controller's experiment; what became of it is for `poll` to find out.
+        One it cannot adopt is given up for good (abandoned.json, its queue entry removed), as
+        the campaign queues it again: an array task or a worker that still gets it must not run it."""
+        if not handle:  # the controller stopped between sbatch and recording the handle
+            handle = f"queue:{job.pool}" if job.pool in self.queues else f"slurm:{job.pool}:"
+        slurm_id = self._adoptable(job, handle)
+        if slurm_id is None:
+            gone = {"trial": job.trial, "status": "lost", "reason": "not started when its controller stopped"}
+            write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
+            if job.pool in self.queues:
+                self.queues[job.pool].release(job.trial)
+            return False
+        self._tracked[job.trial] = _Tracked(job, slurm_id=slurm_id)
+        return True
+
+    def _adoptable(self, job: JobSpec, handle: str) -> str | None:
+        """The Slurm job of an experiment to adopt ('' for one in the worker queue), or None."""
         kind, _, rest = handle.partition(":")
         if kind == "queue" and job.pool in self.queues:
             queue = self.queues[job.pool]
-            if not (
-                queue.is_queued(job.trial)
-                or queue.claimed_by(job.trial)
-                or (job.exp_dir / OUTCOME_FILE).exists()
-            ):
-                return False
-            self._tracked[job.trial] = _Tracked(job, slurm_id="")
-            return True
+            held = queue.is_queued(job.trial) or queue.claimed_by(job.trial)
+            return "" if held or (job.exp_dir / OUTCOME_FILE).exists() else None
         pool, _, slurm_id = rest.partition(":")
         if kind != "slurm" or pool not in self.pools:
-            return False
-        if not slurm_id:  # held while Slurm was out of reach: sent later, or never
-            # sent.json names its job; started.json does too once it started, also where the
-            # controller stopped between the sbatch and sent.json
-            records = (read_json(job.exp_dir / name) or {} for name in (SENT_LATE_FILE, STARTED_FILE))
-            slurm_id = next((r["slurm_job_id"] for r in records if r.get("slurm_job_id")), "")
-            if not slurm_id:  # never sent, or sent by a controller that stopped before saying so
-                gone = {
-                    "trial": job.trial,
-                    "status": "lost",
-                    "reason": "not started when its controller stopped",
-                }
-                write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
-                return False
-        self._tracked[job.trial] = _Tracked(job, slurm_id=slurm_id)
-        return True
+            return None
+        if slurm_id:
+            return slurm_id
+        # Held while Slurm was out of reach, or its handle never recorded: sent.json names its
+        # job; started.json does too once it started, also where the controller stopped between
+        # the sbatch and sent.json. Without either, it was never sent, or by a controller that
+        # stopped before saying so.
+        records = (read_json(job.exp_dir / name) or {} for name in (SENT_LATE_FILE, STARTED_FILE))
+        return next((r["slurm_job_id"] for r in records if r.get("slurm_job_id")), None)
 
     # -- watching ------------------------------------------------------------------------------
     def poll(self) -> list[Finished]:
         self._send_unsent()
         done, self._refused = self._refused, []
         now = time.time()
-        waiting: list[tuple[_Tracked, dict[str, Any] | None, tuple[str, int] | None]] = []
+        waiting: list[_Waiting] = []
         claims = {pool: queue.claims() for pool, queue in self.queues.items()}  # one listing each
         for t in [t for t in self._tracked.values() if not t.unsent]:
             outcome = read_json(t.job.exp_dir / OUTCOME_FILE)
@@ -342,13 +365,14 @@ class SlurmFleet:
             waiting.append((t, outcome, job))
         ids = [job[0] for _, _, job in waiting if job] + [w for ws in self._workers.values() for w in ws]
         states = self._job_states(ids)
+        gone = self._absent(waiting, states, now)
         if time.monotonic() - self._pending_at >= PENDING_POLL_SECONDS:
             self._pending_at = time.monotonic()
             pools = {job[0]: t.job.pool for t, _, job in waiting if job}
             pools.update({w: pool for pool, ws in self._workers.items() for w in ws})
             self._warn_never_starting({i: pools[i] for i in ids if latest(states[i]) == "PENDING"})
         for t, outcome, job in waiting:
-            finished = self._judge(t, outcome, job, states, now)
+            finished = self._judge(t, outcome, job, states, gone, now)
             if finished is not None:
                 done.append(finished)
         for pool in self.queues:
@@ -362,6 +386,7 @@ class SlurmFleet:
         outcome: dict[str, Any] | None,
         job: tuple[str, int] | None,
         states: dict[str, list[str]],
+        gone: set[str],
         now: float,
     ) -> Finished | None:
         """Whether a job without a usable outcome is over, from Slurm's record of its attempt.
@@ -374,16 +399,15 @@ class SlurmFleet:
         slurm_id, attempt = job
         attempts = states.get(slurm_id, [])
         if not attempts and outcome is None:
-            if self._states_from and t.unknown_since is None:
-                t.unknown_since = now
-            if t.unknown_since is not None and now - t.unknown_since > UNKNOWN_SECONDS:
-                reason = f"Slurm has no record of {slurm_id}"
-                if self._states_from == "squeue":
-                    reason = f"{slurm_id} left Slurm's queue without a result (sacct is down: how it ended is unknown)"
-                lost = {"trial": t.job.trial, "status": "lost", "reason": reason}
-                return self._done(t, lost, abandon=True)
-            return None
-        t.unknown_since = None
+            if slurm_id not in gone:
+                return None
+            reason = f"Slurm has no record of {slurm_id}"
+            if self._states_from == "squeue":
+                reason = (
+                    f"{slurm_id} left Slurm's queue without a result (sacct is down: how it ended is unknown)"
+                )
+            lost = {"trial": t.job.trial, "status": "lost", "reason": reason}
+            return self._done(t, lost, abandon=True)
         over = outcome_for_state(attempt_state(attempts, attempt), t.job.trial)
         if outcome is not None:  # the runner was interrupted: Slurm knows by what
             t.over_since = t.over_since or now
@@ -403,6 +427,22 @@ class SlurmFleet:
         if over["status"] != "lost" and now - t.over_since < SETTLE_SECONDS:
             return None  # the result may still be on its way through the shared file system
         return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
+
+    def _absent(self, waiting: list[_Waiting], states: dict[str, list[str]], now: float) -> set[str]:
+        """The jobs that neither sacct nor squeue has shown for UNKNOWN_SECONDS of their answers:
+        the clock stops while neither answers (slurmctld and slurmdbd down), so an outage alone
+        loses nothing."""
+        overdue = set()
+        for t, outcome, job in waiting:
+            if job is None or outcome is not None or states.get(job[0]):
+                t.unknown_for, t.unknown_at = 0.0, None
+                continue
+            if self._states_from and t.unknown_at is not None:
+                t.unknown_for += now - t.unknown_at
+            t.unknown_at = now if self._states_from else None
+            if t.unknown_for > UNKNOWN_SECONDS:
+                overdue.add(job[0])
+        return overdue & self._gone
 
     def _done(self, t: _Tracked, outcome: dict[str, Any], abandon: bool = False) -> Finished:
         """Stop tracking a trial; make sure Slurm will not run its workspace again."""
@@ -452,47 +492,57 @@ class SlurmFleet:
                 )  # fmt: skip
 
     def _job_states(self, ids: list[str]) -> dict[str, list[str]]:
-        """Each job's attempts (array tasks as A_i), from one sacct call every few seconds; from
-        squeue while sacct fails, as slurmctld still knows the jobs that accounting cannot show."""
+        """Each job's attempts (array tasks as A_i), from one sacct call every few seconds.
+
+        slurmctld (squeue) is asked, in one call, about the jobs sacct does not show: all of them
+        while sacct fails, else those it lacks (accounting lags sbatch, a slurmdbd backlog holds new
+        jobs back for minutes, an array task cancelled while pending gets no record of its own).
+        A job is taken for gone (`_gone`) only when neither has it.
+        """
         now = time.monotonic()
         if ids and now - self._states_at >= STATE_POLL_SECONDS:
-            jobs = {i.split("_")[0] for i in ids}
-            # Said once per outage: with accounting down (slurmdbd) sacct fails at every poll.
-            sacct_was_down = self._states_from != "sacct"
-            if_failed = "" if sacct_was_down else "asking squeue instead until it answers"
-            found = job_states(jobs, if_failed)
-            if found is not None and sacct_was_down:
-                log.info("sacct answers again")
-            self._states_from = "sacct"
+            found = self._sacct_states(ids)
+            missing = {i for i in ids if not (found or {}).get(i)}
+            listed = queue_states({i.split("_")[0] for i in missing}) if missing else {}
             if found is None:
-                found = queue_states(jobs)
-                self._states_from = "squeue" if found is not None else ""
-            self._gone = set()
-            if found is not None:  # a job the answer leaves out has no record now, whatever it had
+                self._states_from = "squeue" if listed is not None else ""
+            self._gone = missing - set(listed) if listed is not None else set()
+            if self._states_from:  # a job the answers leave out has no record now, whatever it had
+                found = {**(found or {}), **{i: listed[i] for i in missing if listed and i in listed}}
                 self._states.update({i: found.get(i, []) for i in ids})
-                if self._states_from == "squeue":
-                    self._gone = {i for i in ids if i not in found}
             self._states_at = now
         return {i: self._states.get(i, []) for i in ids}
+
+    def _sacct_states(self, ids: list[str]) -> dict[str, list[str]] | None:
+        """sacct's answer, None while it fails (said once per outage: with accounting down,
+        slurmdbd, sacct fails at every poll)."""
+        sacct_was_down = self._states_from != "sacct"
+        if_failed = "" if sacct_was_down else "asking squeue instead until it answers"
+        found = job_states({i.split("_")[0] for i in ids}, if_failed)
+        if found is not None:
+            if sacct_was_down:
+                log.info("sacct answers again")
+            self._states_from = "sacct"
+        return found
 
     def wait(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
 
     def shutdown(self, cancel: bool) -> None:
-        """Workers exit once idle, and those still waiting in the Slurm queue are cancelled.
+        """Workers exit once idle, and those waiting in the Slurm queue are cancelled: never
+        started, or pending again after requeueing themselves near their time limit.
 
         With `cancel`, also end every experiment and worker of this campaign still queued or running.
         """
-        ids: set[str] = set()
-        if cancel:
-            ids = {t.slurm_id for t in self._tracked.values() if t.slurm_id}
-            ids |= {w for workers in self._workers.values() for w in workers}
-        for pool, queue in self.queues.items():
+        workers = {w for ws in self._workers.values() for w in ws}
+        for queue in self.queues.values():
             queue.stop()
-            started = set(queue.started_workers())
-            ids |= {w for w in self._workers[pool] if w not in started}
+        ids = workers
+        if cancel:
+            ids |= {t.slurm_id for t in self._tracked.values() if t.slurm_id}
         if ids:
-            subprocess.run(["scancel", *sorted(ids)], capture_output=True, check=False)
+            pending = [] if cancel else ["--state=PENDING"]
+            subprocess.run(["scancel", *pending, *sorted(ids)], capture_output=True, check=False)
         self._tracked.clear()
 
 

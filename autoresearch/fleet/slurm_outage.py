@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from submitit.core.utils import FailedJobError
+from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 log = logging.getLogger("autoresearch")
 
@@ -27,21 +27,29 @@ UNREACHABLE = (
 )
 
 
-def unreachable(err: FailedJobError) -> bool:
+# How sbatch can fail: its refusal or error (FailedJobError), output submitit cannot read
+# (FailedSubmissionError), or no sbatch to run (OSError).
+SUBMIT_ERRORS = (FailedJobError, FailedSubmissionError, OSError)
+
+
+def unreachable(err: Exception) -> bool:
     """Whether sbatch failed for want of Slurm's controller rather than refused the job."""
     return any(words in str(err) for words in UNREACHABLE)
 
 
-def refusal(err: FailedJobError) -> str:
+def refusal(err: Exception) -> str:
     """sbatch's refusal in one line (an account or QOS limit, a busy controller, no node left)."""
     said = next((line.strip() for line in str(err).splitlines() if line.strip()), "no reason given")
     if unreachable(err):
         return f"sbatch cannot reach Slurm's controller ({said})"
+    if not isinstance(err, FailedJobError):  # sbatch missing, or its answer unreadable
+        return f"sbatch failed: {said}"
     return f"sbatch refused the job: {said}"
 
 
-class SubmitOutage:
-    """sbatch cannot reach Slurm's controller: when to try again (backing off), said once."""
+class Backoff:
+    """sbatch failing again and again: when to try again, backing off, so a failure that lasts
+    costs one sbatch every few minutes rather than one per poll."""
 
     def __init__(self) -> None:
         self.since: float | None = None
@@ -55,14 +63,46 @@ class SubmitOutage:
         now = time.monotonic()
         if self.since is None:
             self.since = now
-            log.warning(
-                "%s; the experiments wait for it (not lost), and sbatch is tried again every %.0f s to %.0f min",
-                reason, SUBMIT_RETRY_SECONDS[0], SUBMIT_RETRY_SECONDS[-1] / 60,
-            )  # fmt: skip
+            self.said(reason)
         self.retry_at = now + SUBMIT_RETRY_SECONDS[min(self.failures, len(SUBMIT_RETRY_SECONDS) - 1)]
         self.failures += 1
 
     def over(self) -> None:
         if self.since is not None:
-            log.info("sbatch reaches Slurm's controller again, after %.0f s", time.monotonic() - self.since)
+            self.said_over(time.monotonic() - self.since)
         self.since, self.failures = None, 0
+
+    def said(self, reason: str) -> None:
+        """Said once, at the first failure of a run of them."""
+
+    def said_over(self, seconds: float) -> None:
+        """Said when sbatch succeeds after failing."""
+
+
+class SubmitOutage(Backoff):
+    """sbatch cannot reach Slurm's controller: when to try again (backing off), said once."""
+
+    def said(self, reason: str) -> None:
+        log.warning(
+            "%s; the experiments wait for it (not lost), and sbatch is tried again every %.0f s to %.0f min",
+            reason, SUBMIT_RETRY_SECONDS[0], SUBMIT_RETRY_SECONDS[-1] / 60,
+        )  # fmt: skip
+
+    def said_over(self, seconds: float) -> None:
+        log.info("sbatch reaches Slurm's controller again, after %.0f s", seconds)
+
+
+class WorkerRefusal(Backoff):
+    """sbatch refuses a partition's missing workers (a QOS cap on jobs per user) while others
+    live: the queued experiments wait for those, and sbatch is tried again, backing off."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def said(self, reason: str) -> None:
+        log.warning(
+            "partition %s: %s (workers); the experiments wait for the workers alive, and sbatch is "
+            "tried again every %.0f s to %.0f min",
+            self.pool, reason, SUBMIT_RETRY_SECONDS[0], SUBMIT_RETRY_SECONDS[-1] / 60,
+        )  # fmt: skip

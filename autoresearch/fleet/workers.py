@@ -22,6 +22,10 @@ IDLE_EXIT_SECONDS = 600.0  # a worker with nothing to do for this long ends (the
 POLL_SECONDS = 1.0
 
 
+class WorkerCannotFit(RuntimeError):
+    """No experiment fits in the worker's time limit: requeueing would start it again, forever."""
+
+
 class WorkerQueue:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -36,6 +40,8 @@ class WorkerQueue:
     def claim(self, worker: str, attempt: int) -> tuple[int, Path] | None:
         """Take the oldest ready experiment; None if there is none."""
         for entry in sorted((self.path / "ready").iterdir()):
+            if not entry.name.isdigit():
+                continue  # not a queued experiment (an NFS placeholder)
             target = self.path / "claimed" / f"{entry.name}.{worker}.{attempt}"
             try:
                 os.rename(entry, target)
@@ -50,17 +56,21 @@ class WorkerQueue:
     def claimed_by(self, trial: int) -> tuple[str, int] | None:
         """The worker (Slurm job id) and its attempt that hold `trial`, or None if none does."""
         for entry in (self.path / "claimed").glob(f"{trial:05d}.*"):
-            _, worker, attempt = entry.name.split(".")
-            return worker, int(attempt)
+            if claim := _parse_claim(entry.name):
+                return claim[1:]
         return None
 
     def claims(self) -> dict[int, tuple[str, int]]:
         """Every claim at once, from one listing of the shared folder: trial -> (worker, attempt)."""
         held = {}
         for name in os.listdir(self.path / "claimed"):
-            trial, worker, attempt = name.split(".")
-            held[int(trial)] = (worker, int(attempt))
+            if claim := _parse_claim(name):
+                held[claim[0]] = claim[1:]
         return held
+
+    def ready_count(self) -> int:
+        """Experiments queued and not yet claimed by a worker."""
+        return sum(1 for name in os.listdir(self.path / "ready") if name.isdigit())
 
     def done(self, trial: int, worker: str, attempt: int) -> None:
         (self.path / "claimed" / f"{trial:05d}.{worker}.{attempt}").unlink(missing_ok=True)
@@ -83,9 +93,6 @@ class WorkerQueue:
     def submitted_workers(self) -> list[str]:
         return sorted({p.name for sub in ("submitted", "workers") for p in (self.path / sub).iterdir()})
 
-    def started_workers(self) -> list[str]:
-        return sorted(p.name for p in (self.path / "workers").iterdir())
-
     def stop(self) -> None:
         (self.path / "STOP").write_text("")
 
@@ -96,6 +103,15 @@ class WorkerQueue:
 
     def stopped(self) -> bool:
         return (self.path / "STOP").exists()
+
+
+def _parse_claim(name: str) -> tuple[int, str, int] | None:
+    """A claim's file name `TRIAL.WORKER.ATTEMPT`; None for anything else in the folder (an NFS
+    client's `.nfsXXXX` placeholder of a file deleted while open)."""
+    parts = name.split(".")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+        return None
+    return int(parts[0]), parts[1], int(parts[2])
 
 
 def _worker_id() -> str:
@@ -114,7 +130,13 @@ def run_worker(queue_path: str, deadline_s: float, time_limit_s: float) -> int:
     Before the job's time limit could cut an experiment short, the worker stops claiming and asks
     Slurm to requeue it, so the slot comes back without a new submission. Once Slurm signals the
     job (scancel, preemption) it claims nothing more. Returns the number of experiments it ran.
+    A worker whose time limit cannot hold one experiment fails at once (WorkerCannotFit).
     """
+    if deadline_s > time_limit_s:
+        raise WorkerCannotFit(
+            f"an experiment's deadline ({deadline_s:.0f} s) exceeds this worker's time ({time_limit_s:.0f} s: "
+            "time_limit_min less Slurm's warning): raise time_limit_min; the worker ends without a requeue"
+        )
     queue = WorkerQueue(Path(queue_path))
     worker, attempt = _worker_id(), _attempt()
     queue.register(worker)
