@@ -685,3 +685,36 @@ def test_cli_prepares_the_cpu_scale(harness_env, tmp_path: Path) -> None:
     )
     assert proc.stderr.rstrip().endswith("ready")
     assert (tmp_path / "tokenizer" / f"offline-py{sys.version_info[0]}{sys.version_info[1]}-v2048").is_dir()
+
+
+class CausalMean(torch.nn.Module):
+    """A causal model small enough to compile in seconds: each position sees the mean of the
+    embeddings up to it."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, 16)
+        self.head = torch.nn.Linear(16, vocab)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(1, idx.shape[1] + 1, device=idx.device).view(1, -1, 1)
+        return self.head(torch.cumsum(self.embed(idx), 1) / positions)
+
+
+@pytest.mark.filterwarnings(
+    "ignore:.*torch.jit.script_method. is deprecated:DeprecationWarning"
+)  # inductor's imports
+def test_a_compiled_model_passes_the_self_check_and_scores_as_eager(
+    prepare_mod: ModuleType, use_offline_cache: Path
+) -> None:
+    """torch.compile (dynamo and inductor) must not look like an edit of the harness to
+    verify_harness: every GPU run compiles its model."""
+    torch.manual_seed(0)
+    eager = CausalMean(prepare_mod.VOCAB_SIZE)
+    compiled = torch.compile(eager, dynamic=False)
+    x, y = next(prepare_mod.make_dataloader("train", 4, workers=0))
+    torch.nn.functional.cross_entropy(compiled(x).flatten(0, 1), y.flatten()).backward()  # as training does
+    assert prepare_mod.evaluate_bpb(compiled, 48) == pytest.approx(
+        prepare_mod.evaluate_bpb(eager, 48), rel=1e-5
+    )
+    prepare_mod.verify_harness()
