@@ -2,7 +2,9 @@
 distinct documents the scored validation rows hold.
 
 A fixed model (unigram frequencies of the first training rows) is scored at each batch size: a
-harness whose rows depend on the batch size gives different figures for one model. Pass the
+harness whose rows depend on the batch size gives different figures for one model. A uniform
+model's figure, and the distinct documents that lie whole in the scored rows (a row's last one,
+cropped, is not counted), say what the rows are. Pass the
 trainer folders of two versions to compare them side by side in one run:
 
     python scripts/eval_rows.py
@@ -45,8 +47,14 @@ class Unigram(torch.nn.Module):
         return self.log_p.expand(*idx.shape, prepare.VOCAB_SIZE)
 
 
+class Uniform(Unigram):
+    def forward(self, idx):
+        return torch.zeros(*idx.shape, prepare.VOCAB_SIZE)  # (a parameter, for evaluate_bpb's device)
+
+
 model = Unigram()
 scores = {b: prepare.evaluate_bpb(model, b) for b in json.loads(sys.argv[1])}
+uniform = prepare.evaluate_bpb(Uniform(), 8)
 bos = enc.encode_single_token(prepare.BOS_TOKEN)
 rows = prepare.EVAL_TOKENS // prepare.MAX_SEQ_LEN
 val = prepare.make_dataloader("val", rows, workers=0)
@@ -55,7 +63,7 @@ docs = set()
 for row in x.tolist():
     starts = [i for i, t in enumerate(row) if t == bos] + [len(row)]
     docs |= {tuple(row[a:b]) for a, b in zip(starts, starts[1:]) if b < len(row)}  # whole ones
-print(json.dumps({"scores": scores, "rows": rows, "distinct_whole_documents": len(docs)}))
+print(json.dumps({"scores": scores, "uniform": uniform, "rows": rows, "distinct_whole_documents": len(docs)}))
 """
 
 
@@ -78,11 +86,18 @@ def main() -> None:
     )
     parser.add_argument("--trainer-dir", type=Path, nargs="+", default=[ROOT / "trainer"])
     args = parser.parse_args()
-    print(f"{'harness':40} " + " ".join(f"B={b:<7}" for b in BATCH_SIZES) + " whole documents in the rows")
+    print(
+        f"{'harness':40} "
+        + " ".join(f"B={b:<7}" for b in BATCH_SIZES)
+        + " uniform   whole documents in the rows"
+    )
     for folder in args.trainer_dir:
         found = probe(folder.resolve())
         scores = " ".join(f"{found['scores'][str(b)]:<9.5f}" for b in BATCH_SIZES)
-        print(f"{str(folder)[:40]:40} {scores} {found['distinct_whole_documents']} in {found['rows']} rows")
+        print(
+            f"{str(folder)[:40]:40} {scores} {found['uniform']:<9.5f} "
+            f"{found['distinct_whole_documents']} in {found['rows']} rows"
+        )
 
 
 if __name__ == "__main__":

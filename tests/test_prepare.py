@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from trainer_helpers import TRAINER_DIR, ConstantLogits
+from trainer_helpers import TRAINER_DIR, ConstantLogits, random_gpt
 
 # ---------------------------------------------------------------------------------------------
 # Constants and environment
@@ -286,32 +286,21 @@ def test_uniform_model_scores_log2_vocab_per_token(
     assert bpb == pytest.approx(math.log2(vocab - suppressed) * tokens / total, rel=1e-6)
 
 
-def _tiny_gpt(train_mod: ModuleType, prepare_mod: ModuleType) -> torch.nn.Module:
-    """A real GPT of train.py, one small layer, with random weights that make every logit count."""
-    torch.manual_seed(0)
-    config = train_mod.GPTConfig(
-        vocab_size=prepare_mod.VOCAB_SIZE,
-        seq_len=prepare_mod.MAX_SEQ_LEN,
-        n_layer=1,
-        n_embd=32,
-        head_dim=16,
-        window_pattern="L",
-        short_window=prepare_mod.MAX_SEQ_LEN,
-        use_flex=False,
-        stream_dtype=torch.float32,
-    )
-    model = train_mod.GPT(config)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    return model
-
-
 def test_val_bpb_does_not_depend_on_the_batch_size(
     train_mod: ModuleType, prepare_mod: ModuleType, use_offline_cache: Path
 ) -> None:
     """Batch sizes that do not divide the 128 rows (5, 48) or exceed them (256) score the same rows:
     once they scored fewer or wrapped around, and the same model moved by 0.03-0.04."""
-    model = _tiny_gpt(train_mod, prepare_mod)
+    model = random_gpt(  # one small layer, weights that make every logit count
+        train_mod,
+        std=0.3,
+        vocab_size=prepare_mod.VOCAB_SIZE,
+        seq_len=prepare_mod.MAX_SEQ_LEN,
+        n_layer=1,
+        n_embd=32,
+        window_pattern="L",
+        short_window=prepare_mod.MAX_SEQ_LEN,
+    )
     scores = {b: prepare_mod.evaluate_bpb(model, b) for b in (8, 5, 48, 128, 256)}
     assert all(v == pytest.approx(scores[8], rel=1e-6) for v in scores.values()), scores
 
@@ -346,27 +335,27 @@ def test_validation_rows_do_not_depend_on_the_batch_size(
     def rows(batch_size: int) -> torch.Tensor:
         batches = list(prepare_mod.validation_batches(batch_size, "cpu", workers=workers))
         assert all(len(x) == batch_size for x, _ in batches[:-1]) and 0 < len(batches[-1][0]) <= batch_size
-        return torch.cat([torch.cat([x, y[:, -1:]], dim=1) for x, y in batches])
+        return torch.cat([_rows(x, y) for x, y in batches])
 
     first = rows(batch_sizes[0])
     assert first.shape == (prepare_mod.EVAL_ROWS, prepare_mod.MAX_SEQ_LEN + 1)
     assert all(torch.equal(rows(b), first) for b in batch_sizes[1:])
 
 
-def _rows(x: torch.Tensor, y: torch.Tensor) -> list[list[int]]:
+def _rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The packed rows of seq_len + 1 tokens a batch of inputs and targets was cut from."""
-    return torch.cat([x, y[:, -1:]], dim=1).tolist()
+    return torch.cat([x, y[:, -1:]], dim=1)
 
 
 def test_validation_scores_each_document_once(prepare_mod: ModuleType, use_offline_cache: Path) -> None:
     """One pass of the split is packed at a time: an endless stream packed with a buffer larger
-    than the split put copies of a document side by side (114 distinct in the 128 scored rows)."""
+    than the split put copies of a document side by side (scripts/eval_rows.py counts them)."""
     enc = prepare_mod.load_tokenizer()
     bos = enc.encode_single_token(prepare_mod.BOS_TOKEN)
     texts = pq.read_table(prepare_mod.split_files("val")[0]).column("text").to_pylist()
     docs = {(bos, *enc.encode_ordinary(t)) for t in texts}
     loader = prepare_mod.make_dataloader("val", 8)
-    rows = [row for _ in range(60) for row in _rows(*next(loader))]
+    rows = [row for _ in range(60) for row in _rows(*next(loader)).tolist()]
     scored = [
         tuple(s)
         for row in rows[: prepare_mod.EVAL_TOKENS // prepare_mod.MAX_SEQ_LEN]

@@ -17,7 +17,7 @@ from types import ModuleType, SimpleNamespace
 import pytest
 import torch
 import yaml
-from trainer_helpers import TRAINER_DIR, ConstantLogits
+from trainer_helpers import TRAINER_DIR, ConstantLogits, gpt_config, random_gpt
 
 from autoresearch.tracking import training_curve
 
@@ -32,29 +32,6 @@ SUMMARY_KEYS = [
     "num_params_M",
     "depth",
 ]
-
-
-def _config(train_mod: ModuleType, **overrides):
-    settings = dict(
-        vocab_size=2048,
-        seq_len=64,
-        n_layer=4,
-        n_embd=64,
-        head_dim=16,
-        window_pattern="SSSL",
-        short_window=16,
-        use_flex=False,
-        stream_dtype=torch.float32,
-    )
-    return train_mod.GPTConfig(**(settings | overrides))
-
-
-def _random_model(train_mod: ModuleType, **overrides):
-    torch.manual_seed(0)
-    model = train_mod.GPT(_config(train_mod, **overrides))
-    for p in model.parameters():  # past the zero-initialised projections, so every path matters
-        torch.nn.init.normal_(p, std=0.2)
-    return model
 
 
 def test_hyperparameters_are_single_module_constants(train_mod: ModuleType) -> None:
@@ -82,7 +59,7 @@ def test_hyperparameters_are_single_module_constants(train_mod: ModuleType) -> N
 
 def test_gpt2_defaults_match_the_reference(train_mod: ModuleType) -> None:
     """depth 8, width 512, about 50.3M parameters; 1.65M tokens/s on an H100 is about 40% MFU."""
-    config = _config(
+    config = gpt_config(
         train_mod, seq_len=2048, n_layer=8, n_embd=512, head_dim=128, short_window=1024, vocab_size=8192
     )
     with torch.device("meta"):
@@ -106,15 +83,17 @@ def test_width_rounds_up_to_whole_heads(train_mod: ModuleType, monkeypatch: pyte
 
 
 def test_logits_shape_and_softcap(train_mod: ModuleType) -> None:
-    model = _random_model(train_mod)
+    model = random_gpt(train_mod)
     logits = model(torch.randint(0, 2048, (2, 64)))
     assert logits.shape == (2, 64, 2048) and logits.dtype == torch.float32
     assert logits.abs().max() <= train_mod.SOFTCAP
 
 
 def test_attention_is_causal_with_sliding_windows(train_mod: ModuleType) -> None:
-    assert train_mod.layer_windows(_config(train_mod, n_layer=1, window_pattern="S")) == [64]  # last is long
-    model = _random_model(train_mod, n_layer=2, window_pattern="SS")
+    assert train_mod.layer_windows(gpt_config(train_mod, n_layer=1, window_pattern="S")) == [
+        64
+    ]  # last is long
+    model = random_gpt(train_mod, n_layer=2, window_pattern="SS")
     assert model.masks[1] is None  # full causal attention takes the fast kernel
     i = torch.arange(64)
     assert torch.equal(model.masks[0], (i[:, None] - i[None, :] >= 0) & (i[:, None] - i[None, :] < 16))
@@ -128,8 +107,8 @@ def test_attention_is_causal_with_sliding_windows(train_mod: ModuleType) -> None
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_attention_matches_dense_masks(train_mod: ModuleType) -> None:
     """The CUDA path (FlexAttention block masks) computes what the CPU path (SDPA + mask) does."""
-    dense = _random_model(train_mod)
-    flex = train_mod.GPT(_config(train_mod, use_flex=True))
+    dense = random_gpt(train_mod)
+    flex = train_mod.GPT(gpt_config(train_mod, use_flex=True))
     flex.load_state_dict(dense.state_dict())
     idx = torch.randint(0, 2048, (2, 64))
     with torch.no_grad():
@@ -140,8 +119,8 @@ def test_flex_attention_matches_dense_masks(train_mod: ModuleType) -> None:
 def test_bf16_tables_carry_a_bf16_residual_stream(train_mod: ModuleType) -> None:
     """The GPU configuration: bf16 embeddings and rotary tables keep every block's input, q and k in
     bf16 under autocast, logits stay fp32, and the loss is the fp32 model's to bf16 precision."""
-    full = _random_model(train_mod)
-    half = train_mod.GPT(_config(train_mod, stream_dtype=torch.bfloat16))
+    full = random_gpt(train_mod)
+    half = train_mod.GPT(gpt_config(train_mod, stream_dtype=torch.bfloat16))
     half.load_state_dict(full.state_dict())  # copies cast to the tables' bf16
     assert half.wte.weight.dtype == half.cos.dtype == torch.bfloat16
     seen = []
@@ -177,7 +156,7 @@ def test_orthogonalize_flattens_the_spectrum(train_mod: ModuleType) -> None:
 
 
 def test_forward_with_targets_returns_the_training_loss(train_mod: ModuleType) -> None:
-    model = _random_model(train_mod)
+    model = random_gpt(train_mod)
     idx, targets = torch.randint(0, 2048, (2, 64)), torch.randint(0, 2048, (2, 64))
     expected = torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), targets.flatten())
     assert model(idx, targets).item() == pytest.approx(expected.item(), rel=1e-6)
@@ -210,9 +189,7 @@ def test_schedules(train_mod: ModuleType) -> None:
 def test_harness_accepts_the_model(
     train_mod: ModuleType, prepare_mod: ModuleType, use_offline_cache: Path
 ) -> None:
-    model = _random_model(
-        train_mod, seq_len=prepare_mod.MAX_SEQ_LEN, short_window=prepare_mod.MAX_SEQ_LEN // 2
-    )
+    model = random_gpt(train_mod, seq_len=prepare_mod.MAX_SEQ_LEN, short_window=prepare_mod.MAX_SEQ_LEN // 2)
     bpb = prepare_mod.evaluate_bpb(model, 8)
     assert math.isfinite(bpb) and bpb > 0
 

@@ -248,13 +248,15 @@ class SlurmFleet:
                 if slurm_id := handles.get(job.trial, "").rpartition(":")[2]:
                     write_json_atomic(job.exp_dir / SENT_LATE_FILE, {"slurm_job_id": slurm_id})
 
-    def _ensure_workers(self, pool: str, states: dict[str, list[str]]) -> None:
+    def _ensure_workers(
+        self, pool: str, states: dict[str, list[str]], claims: dict[int, tuple[str, int]] | None = None
+    ) -> None:
         """Start workers for the queued experiments that no worker alive will take, up to `slots`;
         replace those that ended. A pool of idle workers is not refilled: they would only wait."""
         queue = self.queues[pool]
         alive = [w for w in self._workers[pool] if self._may_run(w, states.get(w, []))]
         self._workers[pool] = alive
-        busy = {worker for worker, _ in queue.claims().values()}
+        busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
         missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle)
         if missing <= 0 or self._outage.waiting() or (alive and self._refusals[pool].waiting()):
@@ -292,8 +294,9 @@ class SlurmFleet:
             waiting = [
                 t for t in self._tracked.values() if t.job.pool == pool and queue.is_queued(t.job.trial)
             ]
-            lost = [{"trial": t.job.trial, "status": "lost", "reason": reason} for t in waiting]
-            self._refused += [self._done(t, o) for t, o in zip(waiting, lost, strict=True)]
+            self._refused += [
+                self._done(t, {"trial": t.job.trial, "status": "lost", "reason": reason}) for t in waiting
+            ]
 
     def _may_run(self, job_id: str, attempts: list[str]) -> bool:
         """Whether a job is queued or running. One with no record may be (a job sent since the
@@ -377,7 +380,7 @@ class SlurmFleet:
                 done.append(finished)
         for pool in self.queues:
             if any(t.job.pool == pool for t in self._tracked.values()):
-                self._ensure_workers(pool, states)
+                self._ensure_workers(pool, states, claims[pool])  # (the claims listed once per poll)
         return done
 
     def _judge(
@@ -506,7 +509,11 @@ class SlurmFleet:
             listed = queue_states({i.split("_")[0] for i in missing}) if missing else {}
             if found is None:
                 self._states_from = "squeue" if listed is not None else ""
-            self._gone = missing - set(listed) if listed is not None else set()
+            # Only these jobs' entries are renewed: a call about one pool's workers (`submit`)
+            # must not clear what the last poll found gone among the other jobs.
+            self._gone -= set(ids)
+            if listed is not None:
+                self._gone |= missing - set(listed)
             if self._states_from:  # a job the answers leave out has no record now, whatever it had
                 found = {**(found or {}), **{i: listed[i] for i in missing if listed and i in listed}}
                 self._states.update({i: found.get(i, []) for i in ids})
