@@ -129,8 +129,9 @@ def test_a_proposer_with_nothing_new_ends_the_campaign_instead_of_spinning(tmp_p
     assert summary.experiments == 7
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["pid-recorded", "died-before-recording-the-pid"])
 def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: bool
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=0)})
@@ -144,8 +145,11 @@ def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
     handles = first.submit([quick, busy])  # slots 0 and 1
     wait_for(lambda: (quick.exp_dir / "outcome.json").exists(), 60, "the quick experiment to end")
     # The controller dies; the next adopts the runner still going, on GPU 1, and starts another.
+    # Killed between starting the runner and recording it, it leaves neither a handle nor runner.pid.
+    if not recorded:
+        (busy.exp_dir / "runner.pid").unlink()
     again = make_local_fleet(cluster, deadline_s=60)
-    assert again.reattach(busy, handles[1])
+    assert again.reattach(busy, handles[1] if recorded else "")
     new = JobSpec(2, make_experiment(tmp_path, ENV_DUMP, deadline=60, name="new", trial=2), pool.name)
     again.submit([new])
     hold.unlink()

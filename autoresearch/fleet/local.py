@@ -115,6 +115,9 @@ class LocalFleet:
         pid, slot = _read_pid_file(job.exp_dir / PID_FILE)
         if handle.startswith("local:"):
             pid = int(handle.split(":", 1)[1])
+        if pid is None:  # the controller died between starting the runner and writing runner.pid
+            pid = _find_runner(job.exp_dir)
+            slot = None if pid is None else self._slot_of(pid)
         if pid is None or not _is_our_runner(pid, job.exp_dir):
             gone = {"trial": job.trial, "status": "lost", "reason": "runner gone when its controller stopped"}
             write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
@@ -123,6 +126,15 @@ class LocalFleet:
             job, pid, self._free_slot_index(slot), time.time() + self._deadline_s
         )
         return True
+
+    def _slot_of(self, pid: int) -> int | None:
+        """The free slot whose GPU is the one the runner `pid` was given, or None (CPU slots)."""
+        device = _environ(pid).get("CUDA_VISIBLE_DEVICES")
+        if not self._devices or device is None:
+            return None
+        taken = {r.slot for r in self._running.values()}
+        gpu_slots = (i for i in range(self._pool.slots) if self._devices[i % len(self._devices)] == device)
+        return next((i for i in gpu_slots if i not in taken), None)
 
     def note_node(self, pool: str, outcome: dict[str, Any]) -> None:
         pass  # one machine: no node to keep out
@@ -182,12 +194,30 @@ def _read_pid_file(path: Path) -> tuple[int | None, int | None]:
 def _is_our_runner(pid: int, exp_dir: Path) -> bool:
     """True if `pid` is alive and is the runner of `exp_dir` (pids get reused)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
-    return not zombie and "autoresearch.runner" in cmdline and str(exp_dir.resolve()) in cmdline
+    return not zombie and "autoresearch.runner" in args and str(exp_dir.resolve()) in args
+
+
+def _find_runner(exp_dir: Path) -> int | None:
+    """The pid of a live runner of `exp_dir`, found by its command line; None if there is none."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        if _is_our_runner(int(proc.name), exp_dir):
+            return int(proc.name)
+    return None
+
+
+def _environ(pid: int) -> dict[str, str]:
+    """The environment process `pid` started with; {} where it cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
