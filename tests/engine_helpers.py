@@ -75,8 +75,8 @@ def compose_config(*overrides: str) -> AutoresearchConfig:
 
 
 def compose_toy(runs_dir: Path, *overrides: str) -> AutoresearchConfig:
-    """The toy campaign's config."""
-    return compose_config("+campaign=toy", f"runs_dir={runs_dir}", *overrides)
+    """The toy campaign's config, on CPU slots whatever GPUs the machine has."""
+    return compose_config("+campaign=toy", f"runs_dir={runs_dir}", "cluster.devices=cpu", *overrides)
 
 
 def campaign_command(runs_dir: Path, *overrides: str) -> list[str]:
@@ -88,6 +88,7 @@ def campaign_command(runs_dir: Path, *overrides: str) -> list[str]:
         f"--config-dir={FIXTURE_CONF}",
         *campaign,
         f"runs_dir={runs_dir}",
+        "cluster.devices=cpu",  # CPU slots whatever GPUs the machine has (a test may say otherwise)
         "cluster.poll_seconds=0.05",
         "cluster.grace_seconds=20",
         *overrides,

@@ -152,11 +152,11 @@ class Script:
         ]
 
 
-def compose_config(runs_dir: Path, *overrides: str) -> AutoresearchConfig:
+def claude_toy_config(runs_dir: Path, *overrides: str) -> AutoresearchConfig:
+    """The toy campaign, proposed by Claude (through the fake API)."""
     return compose_toy(
         runs_dir,
         "agent=claude",
-        "cluster.devices=cpu",
         "cluster.cpu_slots=2",
         "cluster.poll_seconds=0.05",
         "cluster.grace_seconds=20",
@@ -176,7 +176,7 @@ def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.Monkey
     caplog.set_level(logging.DEBUG)  # every logger: the SDK's and the HTTP layer's too
     monkeypatch.setattr(logging.getLogger("autoresearch"), "propagate", True)
 
-    cfg = compose_config(
+    cfg = claude_toy_config(
         tmp_path,
         "campaign.synchronous=true",  # waves follow one another: the script stays in step
         f"campaign.budget.max_experiments={MAX_EXPERIMENTS}",
@@ -352,7 +352,7 @@ def test_a_missing_or_refused_key_stops_the_command_in_one_line(
         monkeypatch.setattr(
             claude, "build_client", lambda cfg: build_client(cfg, http_client=api.http_client())
         )
-    cfg = compose_config(tmp_path, f"agent.model={MODEL}")
+    cfg = claude_toy_config(tmp_path, f"agent.model={MODEL}")
     assert run(cfg) == EXIT_ERROR
     log = (tmp_path / "toy" / "controller.log").read_text()
     assert said in " ".join(log.split()) and "Traceback" not in log and "sk-ant-refused" not in log

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from engine_helpers import (
     FIXTURE_CONF,
     REPO,
@@ -155,6 +156,7 @@ def test_a_starting_train_py_that_crashes_ends_the_campaign(tmp_path: Path) -> N
     ) == len(ran)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a GPU listed that torch cannot use")
 def test_a_gpu_campaign_whose_jobs_see_no_gpu_stops_with_the_reason(tmp_path: Path) -> None:
     """The real harness in jobs that need a GPU and see none (here one listed but unusable: a CPU
     build of torch, as with a driver older than the build): each stops at import, is recorded as
@@ -166,6 +168,7 @@ def test_a_gpu_campaign_whose_jobs_see_no_gpu_stops_with_the_reason(tmp_path: Pa
         f"campaign.prepare_py={REPO / 'trainer' / 'prepare.py'}",
         "campaign.prepare_data=false",
         "campaign.max_retries=1",
+        "cluster.devices=auto",
         env={"CUDA_VISIBLE_DEVICES": "0"},  # the local fleet sees one GPU; torch here cannot use it
     )
     said = " ".join((proc.stdout + proc.stderr).split())
@@ -186,7 +189,9 @@ def test_a_gpu_campaign_whose_jobs_see_no_gpu_stops_with_the_reason(tmp_path: Pa
 
 
 def test_a_gpu_campaign_is_refused_on_a_machine_without_gpus(tmp_path: Path) -> None:
-    proc = run_campaign(tmp_path, "campaign.require_gpu=true", env={"CUDA_VISIBLE_DEVICES": ""})
+    proc = run_campaign(
+        tmp_path, "campaign.require_gpu=true", "cluster.devices=auto", env={"CUDA_VISIBLE_DEVICES": ""}
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     (line,) = proc.stderr.splitlines()
     assert line.startswith(

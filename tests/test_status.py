@@ -23,7 +23,7 @@ from autoresearch.status import REASON_CHARS, clipped, render
 
 
 def test_status_shows_a_finished_campaign_and_its_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_campaign(tmp_path, "campaign.budget.max_experiments=5").returncode == 0
     campaign = tmp_path / "toy"
@@ -69,14 +69,20 @@ def test_status_shows_a_finished_campaign_and_its_rows(
     usage = subprocess.run([console_script, "status"], cwd=tmp_path, capture_output=True, text=True)
     assert usage.returncode == 2 and usage.stderr.startswith("usage: autoresearch status")
 
-    # The live view ends on Ctrl-C, without a traceback (here the first wait is interrupted).
+    # The live view waits between refreshes and ends on Ctrl-C without a traceback (here the
+    # first wait is interrupted).
+    waits: list[float] = []
+
     def interrupted(seconds: float) -> None:
-        assert seconds == 5.0
+        waits.append(seconds)
         raise KeyboardInterrupt
 
+    capsys.readouterr()
     monkeypatch.setattr(sys, "argv", ["autoresearch status", str(campaign), "--watch", "5"])
     monkeypatch.setattr(status.time, "sleep", interrupted)
     status.main()
+    assert waits == [5.0]
+    assert "kept changes" in capsys.readouterr().out
 
 
 def test_status_refuses_a_folder_that_is_not_a_campaign(tmp_path: Path) -> None:
