@@ -30,6 +30,7 @@ from autoresearch.fleet.local import LocalFleet
 from autoresearch.intake import Intake
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
+from autoresearch.proposers.offline import OfflineProposer
 from autoresearch.workspace import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,6 +126,18 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
 def experiment_runs(run_log: Path) -> Counter[str]:
     """How often each workspace's train.py started (the toy trainer's TOY_RUN_LOG)."""
     return Counter(run_log.read_text().split()) if run_log.exists() else Counter()
+
+
+class CountingOffline(OfflineProposer):
+    """The real offline proposer (Claude's fallback), keeping the waves it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.waves: list[Wave] = []
+
+    def propose(self, context: CampaignContext) -> Wave:
+        self.waves.append(super().propose(context))
+        return self.waves[-1]
 
 
 class ScriptedProposer(Proposer):

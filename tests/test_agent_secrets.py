@@ -8,12 +8,12 @@ import uuid
 from pathlib import Path
 
 import httpx2
+from engine_helpers import CountingOffline
 
 from autoresearch.agent.claude import ClaudeProposer
 from autoresearch.agent.client import build_client
 from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, sample_context, tool_call
 from autoresearch.config import AgentConfig
-from autoresearch.proposals import Candidate, Wave
 
 MODEL = "claude-test-1"
 
@@ -31,13 +31,6 @@ WAVE = {
     ],
     "grids": [],
 }
-
-
-class Fallback:
-    name = "offline"
-
-    def propose(self, context) -> Wave:
-        return Wave(candidates=[Candidate(description="offline", knobs={"LR": 0.03})])
 
 
 def test_canary_key_is_used_but_never_stored(tmp_path: Path, monkeypatch, caplog) -> None:
@@ -63,7 +56,7 @@ def test_canary_key_is_used_but_never_stored(tmp_path: Path, monkeypatch, caplog
 
     cfg = AgentConfig(kind="claude", model=MODEL, max_retries=1)
     client = build_client(cfg, http_client=httpx2.Client(transport=httpx2.MockTransport(spying)))
-    proposer = ClaudeProposer(cfg, tmp_path, Fallback(), client=client, program_md="instructions")
+    proposer = ClaudeProposer(cfg, tmp_path, CountingOffline(), client=client, program_md="instructions")
 
     assert proposer.propose(sample_context()).source == "claude"
     assert proposer.propose(sample_context()).source == "offline-fallback"  # 529s: errors recorded

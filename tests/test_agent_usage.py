@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+from anthropic.types import Usage
 
 from autoresearch.agent.usage import UsageLedger, dollars_for, dollars_spent, usage_path, usage_totals
 from autoresearch.config import AgentConfig
@@ -13,8 +13,8 @@ from autoresearch.config import AgentConfig
 CFG = AgentConfig(price_input=2.0, price_output=10.0, price_cache_read=0.2, price_cache_write=2.5)
 
 
-def usage(i: int, o: int, read: int | None = 0, write: int | None = 0) -> SimpleNamespace:
-    return SimpleNamespace(
+def usage(i: int, o: int, read: int | None = 0, write: int | None = 0) -> Usage:
+    return Usage(
         input_tokens=i, output_tokens=o, cache_read_input_tokens=read, cache_creation_input_tokens=write
     )
 

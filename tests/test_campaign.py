@@ -360,10 +360,6 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(
     ]
     keys = Counter(t.user_attrs["run_key"] for t in completed)  # hash of the train.py that ran
     assert max(keys.values()) == 1, keys
-    # Lost trials were re-queued, not dropped.
-    for t in study.trials:
-        if t.state == TrialState.FAIL and "re-queued" in t.user_attrs.get("reason", ""):
-            assert any(u.user_attrs.get("retry_of") == t.number for u in study.trials)
     # results.tsv agrees with the study.
     rows = read_tsv(campaign / "results.tsv")
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -30,26 +29,34 @@ def test_sbatch_submissions_see_no_credentials_and_they_come_back_after(
 ) -> None:
     """sbatch exports the submitting environment: what it sees at submission is what a job gets.
 
-    The fleet is real; only submitit's submission is replaced by a recorder of the environment.
+    The fleet and submitit are real; `sbatch` is a stand-in first on PATH that records the
+    environment it was started with.
     """
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_sbatch = (
+        f"#!/bin/sh\nn=$(ls {seen} | wc -l)\nenv > {seen}/env.$n\necho Submitted batch job $((1000 + n))\n"
+    )
+    for name, body in {"sbatch": fake_sbatch, "squeue": "#!/bin/sh\n", "sacct": "#!/bin/sh\n"}.items():
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-canary-sbatch")
     monkeypatch.setenv("HARMLESS", "yes")
     cluster = ClusterConfig(
         kind="slurm",
         partitions={"arr": PartitionConfig(slots=2), "wrk": PartitionConfig(slots=1, mode="workers")},
     )
-    fleet = SlurmFleet(cluster, deadline_s=60.0, campaign_dir=str(tmp_path))
-    seen: list[dict[str, str]] = []
-
-    def record_environment(fn, *args):
-        seen.append(dict(os.environ))
-        return [SimpleNamespace(job_id=f"{len(seen)}_{i}") for i in range(len(args[0]))]
-
-    for executor in fleet.executors.values():
-        monkeypatch.setattr(executor, "map_array", record_environment)
+    fleet = SlurmFleet(cluster, deadline_s=60.0, campaign_dir=str(tmp_path / "campaign"))
     (tmp_path / "e0").mkdir()
     (tmp_path / "e1").mkdir()
-    fleet.submit([JobSpec(0, tmp_path / "e0", "arr"), JobSpec(1, tmp_path / "e1", "wrk")])
-    assert len(seen) == 2  # one array of experiments, one of workers
-    assert all("ANTHROPIC_API_KEY" not in env and env["HARMLESS"] == "yes" for env in seen)
+    handles = fleet.submit([JobSpec(0, tmp_path / "e0", "arr"), JobSpec(1, tmp_path / "e1", "wrk")])
+    assert handles[0].startswith("slurm:arr:100")  # sent through the stand-in sbatch
+    envs = [
+        dict(line.split("=", 1) for line in f.read_text().splitlines() if "=" in line) for f in seen.iterdir()
+    ]
+    assert len(envs) == 2  # one array of experiments, one of workers
+    assert all("ANTHROPIC_API_KEY" not in env and env["HARMLESS"] == "yes" for env in envs)
     assert os.environ["ANTHROPIC_API_KEY"] == "sk-canary-sbatch"

@@ -18,6 +18,9 @@ from engine_helpers import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from autoresearch.campaign import Campaign
+from autoresearch.fleet.base import Finished
+from autoresearch.intake import Intake
 from autoresearch.policy import NoiseAwarePolicy, Pairs, pooled_noise, t_quantile
 from autoresearch.proposals import Candidate
 from autoresearch.results import frontier_runs, frontier_value, measurements, tier_noise
@@ -184,12 +187,34 @@ def test_a_change_that_only_its_screening_seed_likes_is_not_kept(tmp_path: Path)
     assert log == [f"trial {done['wider'].number}: wider", "baseline"]
 
 
-def test_re_runs_go_ahead_of_queued_proposals_and_still_run_when_the_budget_ends(tmp_path: Path) -> None:
-    # Three slots: the 3 baselines, then the change (2 s: the baselines are in before it ends) and
-    # two of the other proposals (6 s), so they still hold their slots when the change's re-runs
-    # are queued behind the third.
-    wider = Candidate("wider", knobs={"WIDTH": 128, "SECONDS": 2.0})
-    slow = [Candidate(f"lr {lr}", knobs={"LR": lr, "SECONDS": 6.0}) for lr in (0.002, 0.003, 0.004)]
+def test_re_runs_go_ahead_of_queued_proposals_and_still_run_when_the_budget_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three slots: the 3 baselines, then the change and two of the other proposals. The change is
+    # held until the baselines are in (so it is judged when it ends), the two others until the
+    # change's re-runs are queued (so they still hold their slots then, and the re-runs queue
+    # ahead of the third).
+    baselines_in, change_held, others_held = [], tmp_path / "wider.hold", tmp_path / "others.hold"
+    change_held.touch()
+    others_held.touch()
+    finish, queue = Campaign._finish, Intake.add
+
+    def finish_then_release(self: Campaign, done: Finished) -> None:
+        if self.ledger.trial(done.trial).user_attrs.get("kind") == "baseline":
+            baselines_in.append(done.trial)
+        finish(self, done)
+        if len(baselines_in) == 3:
+            change_held.unlink(missing_ok=True)
+
+    def queue_then_release(self: Intake, cand: Candidate, attrs: dict) -> None:
+        queue(self, cand, attrs)
+        if attrs.get("kind") == "validation":
+            others_held.unlink(missing_ok=True)
+
+    monkeypatch.setattr(Campaign, "_finish", finish_then_release)
+    monkeypatch.setattr(Intake, "add", queue_then_release)
+    wider = Candidate("wider", knobs={"WIDTH": 128, "HOLD": str(change_held)})
+    slow = [Candidate(f"lr {lr}", knobs={"LR": lr, "HOLD": str(others_held)}) for lr in (0.002, 0.003, 0.004)]
     campaign = run_scripted(
         tmp_path, [wider, *slow], "campaign.budget.max_experiments=7", "cluster.cpu_slots=3"
     )

@@ -12,7 +12,7 @@ import random
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -209,7 +209,9 @@ def test_worker_processes_feed_the_same_batches_every_time(
     assert not all(torch.equal(a, b) for a, b in zip(with_workers, first_batches(0), strict=True))
 
 
-def test_a_gpu_job_checks_once_and_its_loader_workers_do_not(use_offline_cache: Path) -> None:
+def test_a_gpu_job_checks_once_and_its_loader_workers_do_not(
+    offline_cache: Path, harness_env: Callable[..., dict[str, str]]
+) -> None:
     """The training process checks for a GPU (faked present here, as on a GPU node); its CPU-only
     loader workers, fresh processes that see none, must not stop on the check."""
     code = (
@@ -219,19 +221,16 @@ def test_a_gpu_job_checks_once_and_its_loader_workers_do_not(use_offline_cache: 
         "x, y = next(prepare.make_dataloader('val', 4, seq_len=64, workers=2))\n"
         "print(tuple(x.shape))\n"
     )
-    env = {
-        **os.environ,
-        "AUTORESEARCH_SCALE": "cpu",
-        "AUTORESEARCH_REQUIRE_GPU": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    env["PYTHONPATH"] = str(TRAINER_DIR)
+    env = harness_env(scale="cpu", cache=str(offline_cache), require_gpu="1")
+    env |= {"CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(TRAINER_DIR)}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "(4, 64)"
 
 
-def test_the_loaders_thread_is_stopped_before_the_interpreter_exits(use_offline_cache: Path) -> None:
+def test_the_loaders_thread_is_stopped_before_the_interpreter_exits(
+    offline_cache: Path, harness_env: Callable[..., dict[str, str]]
+) -> None:
     """A prefetch thread still in torch or pipe code at shutdown aborts the process (SIGABRT)
     after train.py wrote its result. The check below runs at exit after the harness's own
     handlers (atexit runs them last-registered first), and a closed loader stops its thread at once."""
@@ -246,7 +245,7 @@ def test_the_loaders_thread_is_stopped_before_the_interpreter_exits(use_offline_
         "left_open = prepare.make_dataloader('val', 4, seq_len=64, workers=2)\n"
         "x, y = next(left_open)  # as train.py leaves its loader\n"
     )
-    env = {**os.environ, "AUTORESEARCH_SCALE": "cpu", "PYTHONPATH": str(TRAINER_DIR)}
+    env = harness_env(scale="cpu", cache=str(offline_cache)) | {"PYTHONPATH": str(TRAINER_DIR)}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == ["alive after close: []", "alive at exit: []"]
@@ -477,7 +476,11 @@ def test_gpu_peak_flops(prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch
     assert prepare_mod.gpu_peak_flops() == flops
 
 
-def test_write_result(prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_write_result(
+    prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    before = prepare_mod._last_val_bpb
+    request.addfinalizer(lambda: prepare_mod._record_val_bpb(before))  # the module is shared by the session
     path = tmp_path / "out" / "result.json"
     monkeypatch.setenv("AUTORESEARCH_RESULT", str(path))
     prepare_mod._record_val_bpb(None)

@@ -7,11 +7,11 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import optuna
 import pytest
+from anthropic.types import Usage
 from engine_helpers import REPO, compose_toy, confirming, load, read_tsv, run_campaign
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -102,7 +102,12 @@ def test_the_report_counts_llm_tokens_and_dollars_from_the_ledger(tmp_path: Path
     add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen")
     ledger = UsageLedger(tmp_path, cfg.agent)
     for wave in (1, 2):
-        usage = SimpleNamespace(input_tokens=1_000_000, output_tokens=100_000, cache_read_input_tokens=50_000)
+        usage = Usage(
+            input_tokens=1_000_000,
+            output_tokens=100_000,
+            cache_read_input_tokens=50_000,
+            cache_creation_input_tokens=None,
+        )
         ledger.record(model="claude-test", usage=usage, wave=wave, turn=0)
     ledger.record_error(model="claude-test", wave=3, turn=0, error="overloaded")
 

@@ -29,10 +29,9 @@ HANG = "import os, time\nopen('child.pid', 'w').write(str(os.getpid()))\nwhile T
 
 def test_a_silent_hang_is_ended_at_the_deadline(tmp_path: Path) -> None:
     exp = make_experiment(tmp_path, HANG, deadline=1.5)
-    started = time.monotonic()
-    outcome = run_experiment(exp)
+    outcome = run_experiment(exp)  # (a runner that never ends it hangs here: pytest-timeout fails it)
     assert outcome["status"] == "timeout" and "deadline" in outcome["reason"]
-    assert time.monotonic() - started < 15
+    assert outcome["ended_at"] - outcome["started_at"] >= 1.5  # not ended before its time
     assert not pid_alive(int((exp / "child.pid").read_text()))
     assert json.loads((exp / "outcome.json").read_text())["status"] == "timeout"
 
