@@ -16,9 +16,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+from engine_helpers import scripted_campaign
 from trainer_helpers import TRAINER_DIR
+
+from autoresearch.campaign import Campaign
 
 
 def _clean_env() -> dict[str, str]:
@@ -187,3 +191,21 @@ def postgres_server() -> Iterator[dict[str, str]]:
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def open_campaign() -> Iterator[Callable[..., Campaign]]:
+    """Opens scripted campaigns (study, frontier, lock: `scripted_campaign`'s arguments) for a test
+    to drive by hand, and lets go of their locks after it."""
+    opened: list[Campaign] = []
+
+    def open_(*args: Any, **kwargs: Any) -> Campaign:
+        campaign = scripted_campaign(*args, **kwargs)
+        campaign.open()
+        opened.append(campaign)
+        return campaign
+
+    yield open_
+    for campaign in opened:
+        if campaign._lock_fd is not None:
+            os.close(campaign._lock_fd)

@@ -204,6 +204,21 @@ def scripted_campaign(
     return Campaign(cfg, campaign_dir, fleet, ScriptedProposer(candidates), background_proposals=False)
 
 
+def collect(campaign: Campaign, number: int, **attrs: Any) -> None:
+    """A result for trial `number`, as the loop collects one: claimed, its figures set (on the
+    frontier's head unless `parent` says otherwise), and up for a decision."""
+    ledger = campaign.ledger
+    assert ledger.claim(ledger.trial(number))
+    ledger.set(number, {"parent": campaign.frontier.head(), **attrs})
+    campaign.decisions.add(ledger.trial(number))
+
+
+def queue_run(campaign: Campaign, **attrs: Any) -> int:
+    """A run queued by hand with these user attributes; its trial number."""
+    campaign.study.enqueue_trial({}, user_attrs=attrs)
+    return campaign.ledger.waiting()[-1].number
+
+
 def run_scripted(
     tmp_path: Path, candidates: list[Candidate], *overrides: str, validate_apart: bool = False
 ) -> Campaign:

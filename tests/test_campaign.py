@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,13 @@ from engine_helpers import (
     read_tsv,
     run_campaign,
     run_scripted,
-    scripted_campaign,
     trial_named,
     wait_for,
 )
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
+from autoresearch.campaign import Campaign
 from autoresearch.fleet.base import Finished
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import controller_state
@@ -592,11 +593,12 @@ def test_a_controller_killed_while_queueing_the_baselines_queues_the_rest(
     assert all(t.state == TrialState.COMPLETE for t in baselines)
 
 
-def test_a_cancelled_baseline_is_queued_again_until_a_change_is_kept(tmp_path: Path) -> None:
+def test_a_cancelled_baseline_is_queued_again_until_a_change_is_kept(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
     """Every change is judged by the baselines, so one cancelled (scancel) runs again; once a change
     is kept, a run queued as a baseline would be of the new frontier, measured by runs of its own."""
-    campaign = scripted_campaign(tmp_path, [])
-    campaign.open()
+    campaign = open_campaign(tmp_path, [])
     ledger, intake = campaign.ledger, campaign.intake
 
     def baselines() -> list[FrozenTrial]:
@@ -618,14 +620,14 @@ def test_a_cancelled_baseline_is_queued_again_until_a_change_is_kept(tmp_path: P
     cancel(first[1])
     intake.baselines(campaign.decisions.confirm_on)
     assert len(baselines()) == len(first) + 1  # none queued for it now
-    os.close(campaign._lock_fd)  # type: ignore[arg-type]
 
 
-def test_the_gpu_time_of_a_preempted_run_is_counted(tmp_path: Path) -> None:
+def test_the_gpu_time_of_a_preempted_run_is_counted(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
     """A run lost to a preemption held its slot from its start to its end: the budgets, status and
     the report count that time, as they count a crash's."""
-    campaign = scripted_campaign(tmp_path, [])
-    campaign.open()
+    campaign = open_campaign(tmp_path, [])
     ledger = campaign.ledger
     first = ledger.waiting()[0]
     assert ledger.claim(first)
@@ -643,10 +645,11 @@ def test_the_gpu_time_of_a_preempted_run_is_counted(tmp_path: Path) -> None:
     assert lost.user_attrs["status"] == "lost" and lost.user_attrs["slurm_job_id"] == "77_0"
     assert ledger.slot_hours == {"local": 0.5}  # what max_gpu_hours and max_dollars are checked with
     assert measure(campaign.study, campaign.fleet.pools, campaign.dir, 0.0).gpu_hours == 0.5  # status, report
-    os.close(campaign._lock_fd)  # type: ignore[arg-type]
 
 
-def test_proposers_are_offered_only_the_tiers_a_proposal_may_run_on(tmp_path: Path) -> None:
+def test_proposers_are_offered_only_the_tiers_a_proposal_may_run_on(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
     """A validate tier without baselines of its own refuses proposals (intake): the prompt must
     not offer it as hardware to propose on."""
     offered = {}
@@ -655,8 +658,6 @@ def test_proposers_are_offered_only_the_tiers_a_proposal_may_run_on(tmp_path: Pa
         ("apart", (), True),
         ("unconfirmed", ("campaign.validate_seeds=0",), True),
     ]:
-        campaign = scripted_campaign(tmp_path / name, [], *overrides, validate_apart=apart)
-        campaign.open()
+        campaign = open_campaign(tmp_path / name, [], *overrides, validate_apart=apart)
         offered[name] = list(campaign.context().tiers)
-        os.close(campaign._lock_fd)  # type: ignore[arg-type]
     assert offered == {"shared": ["screen"], "apart": ["screen", "validate"], "unconfirmed": ["screen"]}

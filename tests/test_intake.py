@@ -3,14 +3,14 @@ whichever controller asks and however often, and a proposal that cannot run cost
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from engine_helpers import TOY, compose_toy, scripted_campaign
+from engine_helpers import TOY, compose_toy
 from optuna.trial import TrialState
 
-from autoresearch.campaign import knob_specs
+from autoresearch.campaign import Campaign, knob_specs
 from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.intake import BASE_SEED, MAX_STACK_DEPTH, Intake
@@ -177,15 +177,12 @@ def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_
     ("validate_apart", "seeds", "runs"), [(False, 2, False), (True, 0, False), (True, 2, True)]
 )
 def test_a_proposal_on_the_validate_tier_runs_only_where_that_tier_has_baselines(
-    tmp_path: Path, validate_apart: bool, seeds: int, runs: bool
+    tmp_path: Path, validate_apart: bool, seeds: int, runs: bool, open_campaign: Callable[..., Campaign]
 ) -> None:
     """Baselines run on the validate tier only where it confirms changes (a partition of its own,
     validate_seeds > 0): elsewhere a change run there would have nothing to be judged by, and
     would be discarded once it had cost its slot."""
-    campaign = scripted_campaign(
-        tmp_path, [], f"campaign.validate_seeds={seeds}", validate_apart=validate_apart
-    )
-    campaign.open()
+    campaign = open_campaign(tmp_path, [], f"campaign.validate_seeds={seeds}", validate_apart=validate_apart)
     on_validate = Candidate("wider on validate", "", knobs={"WIDTH": 128}, tier="validate")
     reason = campaign.intake.precheck(on_validate)
     assert reason == (
@@ -197,7 +194,6 @@ def test_a_proposal_on_the_validate_tier_runs_only_where_that_tier_has_baselines
         )
     )
     assert campaign.intake.precheck(Candidate("wider", "", knobs={"WIDTH": 128})) == ""
-    os.close(campaign._lock_fd)  # type: ignore[arg-type]
 
 
 def test_a_new_frontiers_runs_are_owed_to_no_decision(tmp_path: Path) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from trainer_helpers import TRAINER_DIR
 
 from autoresearch.knobs import read_knobs
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec
 from autoresearch.proposers.offline import STRUCTURAL_EDITS, OfflineProposer
 from autoresearch.workspace import build_source
 
-TRAIN_PY = (Path(__file__).resolve().parents[1] / "trainer" / "train.py").read_text()
+TRAIN_PY = (TRAINER_DIR / "train.py").read_text()
 KNOBS = [
     KnobSpec("MATRIX_LR", "float", 0.005, 0.08, log=True),
     KnobSpec("DEPTH", "int", 1, 6),

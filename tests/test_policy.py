@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from engine_helpers import (
+    collect,
     confirming,
     killed_and_resumed,
     launched_within_budget,
+    queue_run,
     run_scripted,
-    scripted_campaign,
     trial_named,
 )
 from optuna.trial import FrozenTrial, TrialState
@@ -305,9 +306,10 @@ def test_a_change_promoted_before_a_resume_that_confirms_nothing_is_decided_on_i
     assert reruns and all(t.user_attrs["description"].endswith(": the new frontier") for t in reruns)
 
 
-def test_a_result_is_decided_once_every_baseline_of_its_tier_is_in_a_retried_one_too(tmp_path: Path) -> None:
-    campaign = scripted_campaign(tmp_path, [], validate_apart=True)
-    campaign.open()
+def test_a_result_is_decided_once_every_baseline_of_its_tier_is_in_a_retried_one_too(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    campaign = open_campaign(tmp_path, [], validate_apart=True)
     ledger, decisions = campaign.ledger, campaign.decisions
     campaign.intake.baselines("validate")
     baselines = {
@@ -317,13 +319,10 @@ def test_a_result_is_decided_once_every_baseline_of_its_tier_is_in_a_retried_one
     assert [len(b) for b in baselines.values()] == [3, 2]  # the screen tier's at the screening seed too
 
     def queued(tier: str) -> int:
-        campaign.study.enqueue_trial({}, user_attrs={"kind": "experiment", "tier": tier, "description": tier})
-        return ledger.waiting()[-1].number
+        return queue_run(campaign, kind="experiment", tier=tier, description=tier)
 
-    def ran(number: int, val_bpb: float) -> None:  # as the loop collects a result
-        assert ledger.claim(ledger.trial(number))
-        ledger.set(number, {"val_bpb": val_bpb, "parent": campaign.frontier.head()})
-        decisions.add(ledger.trial(number))
+    def ran(number: int, val_bpb: float) -> None:
+        collect(campaign, number, val_bpb=val_bpb)
 
     def status(number: int) -> str | None:
         return ledger.trial(number).user_attrs.get("status")
@@ -353,18 +352,16 @@ def test_a_result_is_decided_once_every_baseline_of_its_tier_is_in_a_retried_one
     assert status(on_validate) == "discard" and not decisions.pending
 
 
-def test_a_promoted_change_waits_for_the_baselines_of_the_tier_it_is_confirmed_on(tmp_path: Path) -> None:
+def test_a_promoted_change_waits_for_the_baselines_of_the_tier_it_is_confirmed_on(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
     """Its re-runs on the validate tier can land before any baseline there (one preempted and its
     retry queued behind them): it is held until they are in, and discarded if none succeeded."""
-    campaign = scripted_campaign(tmp_path, [], validate_apart=True)
-    campaign.open()
+    campaign = open_campaign(tmp_path, [], validate_apart=True)
     ledger, decisions = campaign.ledger, campaign.decisions
 
-    def ran(number: int, val_bpb: float) -> None:  # as the loop collects a result
-        assert ledger.claim(ledger.trial(number))
-        attrs = {"val_bpb": val_bpb, "parent": campaign.frontier.head()}
-        ledger.set(number, {"seed": ledger.trial(number).user_attrs.get("seed", 42), **attrs})
-        decisions.add(ledger.trial(number))
+    def ran(number: int, val_bpb: float) -> None:
+        collect(campaign, number, val_bpb=val_bpb, seed=ledger.trial(number).user_attrs.get("seed", 42))
 
     on_validate = [t.number for t in ledger.waiting() if t.user_attrs["tier"] == "validate"]
     for t, value in zip(ledger.waiting()[:3], (1.20, 1.21, 1.22), strict=True):

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -71,10 +70,10 @@ def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
 def test_sigterm_to_the_runner_ends_train_py_and_records_interrupted(tmp_path: Path) -> None:
     exp = make_experiment(tmp_path, HANG)
     runner = subprocess.Popen([sys.executable, "-m", "autoresearch.runner", str(exp)], cwd=REPO)
-    deadline = time.monotonic() + 30
-    while not (exp / "child.pid").exists():
-        assert time.monotonic() < deadline and runner.poll() is None
-        time.sleep(0.02)
+    wait_for(
+        lambda: (exp / "child.pid").exists() or runner.poll() is not None, 30, "train.py to start", every=0.02
+    )
+    assert runner.poll() is None
     os.kill(runner.pid, signal.SIGTERM)
     runner.wait(timeout=30)
     outcome = json.loads((exp / "outcome.json").read_text())

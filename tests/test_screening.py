@@ -4,13 +4,15 @@ built on it is screened with that seed, against that run."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
-from engine_helpers import TOY, run_scripted, scripted_campaign, trial_named
+from engine_helpers import TOY, collect, queue_run, run_scripted, scripted_campaign, trial_named
 from optuna.trial import TrialState
 
+from autoresearch.campaign import Campaign
 from autoresearch.intake import Intake, screening_seed
 from autoresearch.policy import NoiseAwarePolicy, Pairs
 from autoresearch.proposals import Candidate
@@ -45,19 +47,17 @@ def test_a_screening_run_beside_the_frontiers_run_at_its_seed_is_judged_by_their
     assert not unshared.better and "(3 runs); needed < -0.0577 (1 x noise 0.0500)" in unshared.reason
 
 
-def test_a_result_waits_for_its_frontiers_run_at_its_seed_and_for_no_other(tmp_path: Path) -> None:
-    campaign = scripted_campaign(tmp_path, [])
-    campaign.open()
+def test_a_result_waits_for_its_frontiers_run_at_its_seed_and_for_no_other(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    campaign = open_campaign(tmp_path, [])
     ledger, decisions = campaign.ledger, campaign.decisions
 
     def queued(attrs: dict) -> int:
-        campaign.study.enqueue_trial({}, user_attrs={"tier": "screen", "description": "a run", **attrs})
-        return ledger.waiting()[-1].number
+        return queue_run(campaign, tier="screen", description="a run", **attrs)
 
-    def ran(number: int, val_bpb: float, seed: int) -> None:  # as the loop collects a result
-        assert ledger.claim(ledger.trial(number))
-        ledger.set(number, {"val_bpb": val_bpb, "parent": campaign.frontier.head(), "seed": seed})
-        decisions.add(ledger.trial(number))
+    def ran(number: int, val_bpb: float, seed: int) -> None:
+        collect(campaign, number, val_bpb=val_bpb, seed=seed)
 
     campaign.intake.baselines("screen")
     for number, value in zip([t.number for t in ledger.waiting()], (1.20, 1.21, 1.22), strict=True):
@@ -145,7 +145,7 @@ def test_a_frontier_kept_before_screening_seeds_gets_its_run_when_the_campaign_r
     def references() -> list[tuple[int, int]]:
         resumed = scripted_campaign(tmp_path, [])
         resumed.open()
-        os.close(resumed._lock_fd)  # type: ignore[arg-type]
+        os.close(resumed._lock_fd)  # type: ignore[arg-type]  # a controller that resumes, then ends
         runs = resumed.ledger.queued_for("validates", wider.number)
         return [(t.user_attrs["seed"], t.state) for t in runs if t.user_attrs.get("reference")]
 
@@ -153,21 +153,19 @@ def test_a_frontier_kept_before_screening_seeds_gets_its_run_when_the_campaign_r
     assert references() == [(1042, TrialState.WAITING)]  # queued once, however often it resumes
 
 
-def test_a_change_that_keeps_the_models_shape_is_judged_by_the_noise_of_its_kind(tmp_path: Path) -> None:
+def test_a_change_that_keeps_the_models_shape_is_judged_by_the_noise_of_its_kind(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
     """Seed luck carries over where a change keeps the parameters' shapes (a learning rate: the
     differences seed for seed spread by 0.002 here) and far less where it changes them (0.05):
     each is screened by the paired noise of changes of its kind, not by the two pooled."""
-    campaign = scripted_campaign(tmp_path, [])
-    campaign.open()
+    campaign = open_campaign(tmp_path, [])
     ledger, decisions, study = campaign.ledger, campaign.decisions, campaign.study
     head = campaign.frontier.head()
     start = source_version(campaign.frontier.source_at(head))
 
     def ran(number: int, val_bpb: float, seed: int, params: int, version: str = start) -> None:
-        assert ledger.claim(ledger.trial(number))  # as the loop collects a result
-        attrs = {"val_bpb": val_bpb, "parent": head, "seed": seed, "num_params": params, "run_key": version}
-        ledger.set(number, attrs)
-        decisions.add(ledger.trial(number))
+        collect(campaign, number, val_bpb=val_bpb, parent=head, seed=seed, num_params=params, run_key=version)
 
     campaign.intake.baselines("screen")
     for t, value in zip(ledger.waiting(), (1.20, 1.24, 1.28), strict=True):
@@ -180,10 +178,8 @@ def test_a_change_that_keeps_the_models_shape_is_judged_by_the_noise_of_its_kind
         study.add_trial(optuna.trial.create_trial(value=1.3, user_attrs=attrs))
     at_42 = next(t for t in ledger.all() if t.user_attrs.get("seed") == 42).user_attrs["val_bpb"]
     for description, params in (("a learning rate", 4096), ("a wider model", 16384)):
-        study.enqueue_trial(
-            {}, user_attrs={"kind": "experiment", "tier": "screen", "description": description}
-        )
-        ran(ledger.waiting()[-1].number, at_42 - 0.01, 42, params, version=description)
+        number = queue_run(campaign, kind="experiment", tier="screen", description=description)
+        ran(number, at_42 - 0.01, 42, params, version=description)
     decisions.decide_pending()
     knob, shape = (trial_named(campaign, name) for name in ("a learning rate", "a wider model"))
     assert knob.user_attrs.get("promoted") is True, knob.user_attrs["reason"]

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from engine_helpers import launched_within_budget, load, load_script, read_tsv
 from optuna.trial import TrialState
+from trainer_helpers import TRAINER_DIR
 
 from autoresearch.knobs import set_knobs
 from autoresearch.proposers.base import KnobSpec
 
-TRAIN_PY = Path(__file__).resolve().parents[1] / "trainer" / "train.py"
+TRAIN_PY = TRAINER_DIR / "train.py"
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -32,11 +33,11 @@ from engine_helpers import (
     make_experiment,
     read_tsv,
     run_campaign,
-    scripted_campaign,
     wait_for,
 )
 from optuna.trial import TrialState
 
+from autoresearch.campaign import Campaign
 from autoresearch.fleet import slurm as slurm_fleet
 from autoresearch.fleet import slurm_outage
 from autoresearch.fleet.base import JobSpec
@@ -449,7 +450,7 @@ def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cl
 
 @pytest.mark.slurm
 def test_a_resumed_campaign_keeps_out_the_nodes_found_unfit_before(
-    tmp_path: Path, slurm_cluster: None
+    tmp_path: Path, slurm_cluster: None, open_campaign: Callable[..., Campaign]
 ) -> None:
     """The study remembers where lost runs ran: a new controller's fleet excludes the unfit node
     before its first job, rather than spend trials' retries to find it again."""
@@ -460,8 +461,7 @@ def test_a_resumed_campaign_keeps_out_the_nodes_found_unfit_before(
     ran = {"pool": "h100", "node": "gpu-a", "status": "discard", "val_bpb": 1.0}
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=lost))
     study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs=ran))
-    campaign = scripted_campaign(tmp_path, [], SLURM)
-    campaign.open()
+    campaign = open_campaign(tmp_path, [], SLURM)
     fleet = campaign.fleet
     assert isinstance(fleet, SlurmFleet) and fleet.nodes.excluded["h100"] == {node}
     exp = make_experiment(tmp_path, "print('never runs')\n", name="e9", trial=9)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from engine_helpers import REPO, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]  # conftest.py
 
-REPO = Path(__file__).resolve().parents[1]
 UP = REPO / "slurm" / "local" / "up.sh"
 PARTITIONS = ("h100", "h200")
 
@@ -27,19 +26,19 @@ def _run(*cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 def _wait_sacct(job_id: str, n_tasks: int, timeout: float = 40) -> dict[str, str]:
     """Poll sacct until every array task of job_id has ended; return task id -> state."""
     ended = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
-    deadline = time.monotonic() + timeout
-    states: dict[str, str] = {}
-    while time.monotonic() < deadline:
+    tasks: dict[str, str] = {}
+
+    def all_ended() -> bool:
         out = _run("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State")
-        states = {}
+        tasks.clear()
         for line in out.stdout.splitlines():
             jid, _, state = line.partition("|")
-            states[jid] = state.split()[0] if state else ""
-        tasks = {k: v for k, v in states.items() if "[" not in k}
-        if len(tasks) == n_tasks and all(v in ended for v in tasks.values()):
-            return tasks
-        time.sleep(0.5)
-    pytest.fail(f"job {job_id} did not finish within {timeout}s; sacct shows {states}")
+            if "[" not in jid:
+                tasks[jid] = state.split()[0] if state else ""
+        return len(tasks) == n_tasks and all(v in ended for v in tasks.values())
+
+    wait_for(all_ended, timeout, f"every task of job {job_id} to end (sacct shows {tasks})", every=0.5)
+    return tasks
 
 
 def test_partitions_have_typed_gpu_gres() -> None:
