@@ -7,7 +7,8 @@ is collected on a later turn of the loop. `SyncPump` answers at once, for the si
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 
 from autoresearch.proposals import Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
@@ -16,9 +17,11 @@ log = logging.getLogger("autoresearch")
 
 
 class BackgroundPump:
+    """One wave at a time, in a daemon thread: a controller told to stop (Ctrl-C, SIGTERM before a
+    time limit) leaves at once, not after a Claude call that can take minutes to end."""
+
     def __init__(self, proposer: Proposer) -> None:
         self.proposer = proposer
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
         self._future: Future[Wave] | None = None
 
     @property
@@ -27,7 +30,17 @@ class BackgroundPump:
 
     def request(self, context: CampaignContext) -> None:
         if self._future is None:
-            self._future = self._pool.submit(self.proposer.propose, context)
+            future: Future[Wave] = Future()
+            threading.Thread(
+                target=self._propose, args=(context, future), name="proposer", daemon=True
+            ).start()
+            self._future = future
+
+    def _propose(self, context: CampaignContext, future: Future[Wave]) -> None:
+        try:
+            future.set_result(self.proposer.propose(context))
+        except Exception as err:
+            future.set_exception(err)
 
     def collect(self) -> Wave | None:
         if self._future is None or not self._future.done():
@@ -40,7 +53,7 @@ class BackgroundPump:
             return Wave(rationale=f"proposer failed: {err}", source=self.proposer.name)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._future = None  # a wave still on its way is dropped with its thread at exit
 
 
 class SyncPump(BackgroundPump):

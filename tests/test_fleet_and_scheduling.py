@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -159,3 +161,26 @@ def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
         j.trial: json.loads((j.exp_dir / "env.json").read_text())["CUDA_VISIBLE_DEVICES"] for j in (busy, new)
     }
     assert devices == {1: "1", 2: "0"}
+
+
+def test_a_controller_leaves_at_once_while_a_proposer_call_is_in_flight(tmp_path: Path) -> None:
+    """A stopped controller must not wait for a proposer call (a Claude call retried can take
+    minutes; under Slurm the job would be killed before it re-queues itself): here one that never
+    returns. The process must end on its own; the timeout only guards the test."""
+    code = (
+        "import sys, threading\n"
+        "from autoresearch.pump import BackgroundPump\n"
+        "class Stuck:\n"
+        "    name = 'stuck'\n"
+        "    def propose(self, context):\n"
+        "        threading.Event().wait()\n"
+        "pump = BackgroundPump(Stuck())\n"
+        "pump.request(None)\n"
+        "assert pump.busy\n"
+        "pump.close()\n"
+        "print('closed', flush=True)\n"
+        "sys.exit(130)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stdout == "closed\n"
