@@ -4,8 +4,9 @@
 # in a temporary folder). Run as root on Debian 12; skips what is already there.
 set -euo pipefail
 
-# procps (pgrep) is on every full Debian install but not in minimal images.
-PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server procps postgresql)
+# procps (pgrep) is on every full Debian install but not in minimal images; python3-venv (make
+# install's venv), git (the frontier's lineage) and make are not in every image either.
+PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server procps postgresql python3-venv git make)
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "install-debian: must run as root (try: sudo bash $0)" >&2

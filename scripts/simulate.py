@@ -1,4 +1,4 @@
-"""The campaign engine at fleet scale, on a virtual clock: does one controller keep 16 to 1,600 GPUs busy?
+"""The campaign engine at fleet scale, on a virtual clock: does one controller keep 1 to 1,600 GPUs busy?
 
 Runs the real `Campaign` (proposer, Optuna study on a journal file, workspaces, policy, frontier
 git lineage, results.tsv) with two parts replaced: a `VirtualFleet` whose experiments end on a
