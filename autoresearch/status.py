@@ -24,12 +24,12 @@ from rich.live import Live
 from rich.table import Table
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import hours_unit, measure
+from autoresearch.budget import experiment_ran, hours_unit, measure
 from autoresearch.cli import tool_name
 from autoresearch.heartbeat import controller_state
 from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.runner import STARTED_FILE, read_json
-from autoresearch.study import StudyUnavailable, load_study, trials
+from autoresearch.study import StudyUnavailable, finished, load_study, trials
 
 STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
     "baseline": "baseline",
@@ -106,7 +106,7 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     head.add_row("campaign", f"{study.study_name}  ({campaign_dir})")
     if (controller := controller_state(campaign_dir, now)) is not None:
         head.add_row("controller", controller)
-    ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
+    ends = [t.user_attrs["ended_at"] for t in finished(study) if experiment_ran(t)]
     until = now if running or not ends else max(ends)
     head.add_row("elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)"))
     launched = {t.number: launch_state(t, campaign_dir) for t in running}  # (a file read each)
