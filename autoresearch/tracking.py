@@ -9,6 +9,7 @@ their own, so a slow or unreachable server never holds up the scheduling loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -70,7 +71,8 @@ def training_curve(run_log: Path) -> list[dict[str, float]]:
         for name, pattern in FIELDS.items():
             found = pattern.search(line)
             if found:
-                point[f"train/{name}"] = float(found.group(1).replace(",", ""))
+                with contextlib.suppress(ValueError):  # "tok/s ... (warming up)": that field is skipped
+                    point[f"train/{name}"] = float(found.group(1).replace(",", ""))
         curve.append(point)
     return curve
 
@@ -178,27 +180,39 @@ class WandbTracker:
         )
 
     def _send_experiment(self, t: FrozenTrial) -> None:
+        """One trial's W&B run. Its records are read first: a trial whose records do not read is
+        left out (and not tried again), while W&B's own errors stop sending (`_send_all`)."""
         attrs = t.user_attrs
+        exp_dir = self.dir / attrs["exp_dir"] if "exp_dir" in attrs else None
+        try:
+            config, summary = experiment_config(t), experiment_summary(t)
+            curve = training_curve(exp_dir / "run.log") if exp_dir is not None else []
+        except Exception as err:  # a bug of ours on one trial must not end tracking for the campaign
+            log.warning("W&B: trial %d left out: its records do not read (%r)", t.number, err)
+            self._sent(t.number)
+            return
         status = status_of(t) or ("crash" if t.state == TrialState.FAIL else "")
         run = self._init(
             f"t{t.number:05d}",
             name=f"{t.number}: {attrs.get('description', '')}"[:120],
             job_type=attrs.get("tier", "screen"),
             tags=[status],
-            config=experiment_config(t),
+            config=config,
         )
-        exp_dir = self.dir / attrs["exp_dir"] if "exp_dir" in attrs else None
-        if exp_dir is not None:
-            for point in training_curve(exp_dir / "run.log"):
-                step = int(point.pop("step"))
-                run.log(point, step=step)
-            for name in ("train.diff", "run.log"):
-                if (exp_dir / name).is_file():
-                    run.save(str(exp_dir / name), base_path=str(exp_dir), policy="now")
-        run.summary.update(experiment_summary(t))
+        for point in curve:
+            step = int(point.pop("step"))
+            run.log(point, step=step)
+        for name in ("train.diff", "run.log"):
+            if exp_dir is not None and (exp_dir / name).is_file():
+                run.save(str(exp_dir / name), base_path=str(exp_dir), policy="now")
+        run.summary.update(summary)
         run.finish(exit_code=0 if t.state == TrialState.COMPLETE else 1)
+        self._sent(t.number)
+
+    def _sent(self, number: int) -> None:
+        """Trial `number` is done with: the next controller sends it no more."""
         with (self.wandb_dir / SENT_FILE).open("a") as f:
-            f.write(f"{t.number}\n")
+            f.write(f"{number}\n")
 
     def _send_report(self, report: Path) -> None:
         import wandb
