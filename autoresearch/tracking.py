@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import TrackingConfig
+from autoresearch.runner import append_line, complete_lines
 from autoresearch.study import finished, status_of
 
 log = logging.getLogger("autoresearch")
@@ -111,8 +112,7 @@ class WandbTracker:
         self.campaign = campaign
         self.wandb_dir = campaign_dir / "wandb"
         self.wandb_dir.mkdir(parents=True, exist_ok=True)
-        sent = self.wandb_dir / SENT_FILE
-        self._queued = {int(n) for n in sent.read_text().split()} if sent.exists() else set()
+        self._queued = {int(n) for n in complete_lines(self.wandb_dir / SENT_FILE)}
         self._started_at = 0.0
         self._work: queue.Queue[FrozenTrial | Path | None] = queue.Queue()
         self._broken = ""  # W&B refused once: say so once, send nothing more in this controller
@@ -211,8 +211,7 @@ class WandbTracker:
 
     def _sent(self, number: int) -> None:
         """Trial `number` is done with: the next controller sends it no more."""
-        with (self.wandb_dir / SENT_FILE).open("a") as f:
-            f.write(f"{number}\n")
+        append_line(self.wandb_dir / SENT_FILE, str(number))
 
     def _send_report(self, report: Path) -> None:
         import wandb

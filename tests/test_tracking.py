@@ -151,3 +151,20 @@ def test_a_trial_whose_records_do_not_read_is_left_out_not_the_tracking(tmp_path
             {"train/loss": 3.2, "train/mfu": 1.0}
         ]
     assert (campaign / "wandb" / SENT_FILE).read_text().split() == ["0", "1", "2"]
+
+
+def test_a_torn_line_of_the_sent_list_is_sent_again_not_read_as_another_trial(tmp_path: Path) -> None:
+    """A controller killed while writing "13" to sent.txt left "1": that is no trial known sent,
+    and the next number appended must not make it read as "12"."""
+    campaign = tmp_path / "toy"
+    study = optuna.create_study(study_name="toy")
+    for _ in range(3):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=2.0, user_attrs={"status": "discard"}))
+    sent = campaign / "wandb" / SENT_FILE
+    sent.parent.mkdir(parents=True)
+    sent.write_text("0\n1")
+    tracker = WandbTracker(TrackingConfig(kind="wandb", project="tests", mode="offline"), campaign, "toy")
+    tracker.update(study)
+    tracker.close(None)
+    assert sorted(offline_runs(campaign / "wandb")) == [run_id("toy", 0.0, f"t{n:05d}") for n in (1, 2)]
+    assert sent.read_text() == "0\n1\n2\n"
