@@ -28,13 +28,26 @@ class Spend:
         return self.gpu_dollars + self.llm_dollars
 
 
+def experiment_ran(trial: FrozenTrial) -> bool:
+    """Whether an ended trial's experiment ran: launched on a pool (a workspace made for it) and
+    its runner started and ended. Invalid and skipped candidates never did (older studies gave
+    invalid ones times), nor did runs cancelled or lost before they started on a node."""
+    attrs = trial.user_attrs
+    return (
+        "exp_dir" in attrs
+        and bool(attrs.get("pool"))
+        and attrs.get("started_at") is not None
+        and attrs.get("ended_at") is not None
+    )
+
+
 def slot_hours(trial: FrozenTrial) -> tuple[str, float] | None:
     """The pool an ended experiment ran on and the hours its slot spent on it, start-up and
     evaluation included: what the cluster bills, whatever became of the result (None: never ran)."""
-    start, end = trial.user_attrs.get("started_at"), trial.user_attrs.get("ended_at")
-    if start is None or end is None:
+    if not experiment_ran(trial):
         return None
-    return trial.user_attrs.get("pool", ""), max(0.0, end - start) / 3600
+    attrs = trial.user_attrs
+    return attrs["pool"], max(0.0, attrs["ended_at"] - attrs["started_at"]) / 3600
 
 
 def gpu_hours_by_pool(study: optuna.Study) -> dict[str, float]:

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch import budget as budgets
-from autoresearch.config import AutoresearchConfig, time_budget_seconds
+from autoresearch.config import AutoresearchConfig, deadline_seconds, time_budget_seconds
 from autoresearch.decisions import Decisions
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import Frontier
@@ -45,7 +45,7 @@ from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobS
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, write_results
-from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, read_json
+from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, STARTED_FILE, read_json
 from autoresearch.sampler import AgentSampler
 from autoresearch.study import finished, open_study, status_of, trials
 from autoresearch.tracking import NoTracker, Tracker
@@ -233,7 +233,7 @@ class Campaign:
                 self._finish(Finished(t.number, outcome))
                 continue
             why = "job lost" if handle else "controller stopped before the experiment started"
-            self._fail_and_requeue(t, {"status": "lost", "reason": why})
+            self._finish(Finished(t.number, {"status": "lost", "reason": why}))
 
     def _recall_nodes(self) -> None:
         """Tell the fleet where the experiments of earlier controllers ran and how they ended, so
@@ -369,8 +369,7 @@ class Campaign:
         attrs = {
             "node": outcome.get("node", ""),
             "gpus_seen": outcome.get("gpus_seen", ""),
-            "started_at": outcome.get("started_at"),
-            "ended_at": outcome.get("ended_at", self.clock.now()),
+            **self._slot_held(trial, outcome),
         }
         if outcome.get("slurm_job_id"):
             attrs["slurm_job_id"] = outcome["slurm_job_id"]
@@ -400,9 +399,23 @@ class Campaign:
         self.ledger.set(trial.number, attrs)
         self.decisions.add(trial)  # decided with the others of this poll (`run`)
 
-    def _fail_and_requeue(
-        self, trial: FrozenTrial, outcome: dict[str, Any], ran: dict[str, Any] | None = None
-    ) -> None:
+    def _slot_held(self, trial: FrozenTrial, outcome: dict[str, Any]) -> dict[str, float | None]:
+        """From when to when the trial held its slot (the GPU time billed, whatever became of it):
+        the runner's times. An outcome the controller made up (the runner killed, or lost with its
+        node or with an earlier controller) has none: its start is then the one its runner wrote to
+        started.json (None: it never started), its end now, but no later than the fleets' kill
+        deadline after that start (a controller resumed a day later must not bill the day)."""
+        ended = outcome.get("ended_at", self.clock.now())
+        if "started_at" in outcome:
+            return {"started_at": outcome["started_at"], "ended_at": ended}
+        exp_dir = trial.user_attrs.get("exp_dir")
+        started = (read_json(self.dir / exp_dir / STARTED_FILE) or {}).get("started_at") if exp_dir else None
+        if started is None:
+            return {"started_at": None, "ended_at": ended}
+        killed_by = started + deadline_seconds(self.cfg) + self.cfg.cluster.grace_seconds
+        return {"started_at": started, "ended_at": min(ended, killed_by)}
+
+    def _fail_and_requeue(self, trial: FrozenTrial, outcome: dict[str, Any], ran: dict[str, Any]) -> None:
         """Lost to infrastructure, not to its own fault: fail it with the reason and run it again.
         `ran`: where and when it ran (its start and end are GPU time spent, whatever became of it)."""
         retries = int(trial.user_attrs.get("retries", 0))
@@ -412,7 +425,7 @@ class Campaign:
             reason += "; re-queued"
         log.warning("trial %d: %s", trial.number, reason)
         where = {k: outcome[k] for k in ("node", "node_unfit") if outcome.get(k)}
-        self.ledger.fail(trial.number, {**(ran or {}), **where, "status": "lost", "reason": reason})
+        self.ledger.fail(trial.number, {**ran, **where, "status": "lost", "reason": reason})
 
     def _after_tell(self) -> None:
         """Every result: W&B is sent what finished; every `plot_every` results, the files are

@@ -157,8 +157,8 @@ class Intake:
         return ""
 
     def _record_invalid(self, cand: Candidate, attrs: dict[str, Any], reason: str) -> None:
-        """An invalid proposal becomes a FAIL trial with its reason; nothing runs."""
-        now = self.now()
+        """An invalid proposal becomes a FAIL trial with its reason; nothing runs, so it has no
+        start (nor pool): only its end, which orders it among the results."""
         self.ledger.study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.FAIL,
@@ -170,8 +170,7 @@ class Intake:
                     "key": candidate_key(cand, self.frontier.head()),
                     "status": "invalid",
                     "reason": reason,
-                    "started_at": now,
-                    "ended_at": now,
+                    "ended_at": self.now(),
                 },
             )
         )

@@ -26,6 +26,8 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.storages.journal._storage import JournalOperation
 
+from autoresearch.runner import after_last_newline
+
 JOURNAL_FILE = "study.journal"
 
 log = logging.getLogger("autoresearch")
@@ -94,7 +96,7 @@ def recover_journal(campaign_dir: Path) -> None:
         lock.unlink()
         log.info("removed the study journal's lock, left by a controller killed while writing it")
     size = path.stat().st_size if path.exists() else 0
-    keep = _after_last_newline(path, size) if size else 0
+    keep = after_last_newline(path, size) if size else 0
     if keep == size:
         return
     os.truncate(path, keep)
@@ -102,17 +104,3 @@ def recover_journal(campaign_dir: Path) -> None:
         "dropped the torn last %d bytes of the study journal: a controller was killed while writing them",
         size - keep,
     )
-
-
-def _after_last_newline(path: Path, size: int, chunk: int = 1 << 16) -> int:
-    """The offset just past the file's last newline (0 if none), read from its end backwards."""
-    with open(path, "rb") as f:
-        end = size
-        while end > 0:
-            start = max(0, end - chunk)
-            f.seek(start)
-            found = f.read(end - start).rfind(b"\n")
-            if found >= 0:
-                return start + found + 1
-            end = start
-    return 0

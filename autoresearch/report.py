@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import gpu_hours_by_pool
+from autoresearch.budget import experiment_ran, gpu_hours_by_pool
 from autoresearch.config import time_budget_seconds
 from autoresearch.plot import plot_progress
 from autoresearch.results import frontier_measured, rerun_values, rows
@@ -79,7 +79,7 @@ class CampaignReport:
     running: int
     queued: int
     counts: dict[str, int]  # finished trials by status
-    ran: int  # experiments that ran (invalid and skipped candidates never did)
+    ran: int  # experiments that ran (`experiment_ran`: invalid and skipped candidates never did)
     tiers: list[TierResult]
     gpu_hours: dict[str, float]  # by pool
     gpu_types: dict[str, str]  # of each pool that ran something
@@ -155,7 +155,7 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
         for r in table
         if r["status"] == "keep"
     ]
-    ran = [t for t in done.values() if t.user_attrs.get("started_at") and t.user_attrs.get("ended_at")]
+    ran = [t for t in done.values() if experiment_ran(t)]
     intervals = [
         (t.user_attrs.get("launched_at") or t.user_attrs["started_at"], t.user_attrs["ended_at"]) for t in ran
     ]
@@ -170,19 +170,18 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
         "tiers": ", ".join(f"{tier}: {pool}" for tier, pool in cfg.cluster.tiers.items()),
         "keep rule": keep_rule(c),
     }
-    ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
     return CampaignReport(
         name=study.study_name,
         settings=settings,
         started_at=float(study.user_attrs.get("started_at", 0.0)),
-        last_result_at=max(ends) if ends else None,
+        last_result_at=max((t.user_attrs["ended_at"] for t in ran), default=None),
         running=len(trials(study, TrialState.RUNNING)),
         queued=len(trials(study, TrialState.WAITING)),
         counts=dict(Counter(r["status"] for r in table)),
         ran=len(ran),
         tiers=_tier_results(table),
         gpu_hours=hours,
-        gpu_types={t.user_attrs.get("pool", ""): str(t.user_attrs.get("gpu_type", "")) for t in ran},
+        gpu_types={t.user_attrs["pool"]: str(t.user_attrs.get("gpu_type", "")) for t in ran},
         prices={name: float(p.price_per_gpu_hour) for name, p in cfg.cluster.partitions.items()},
         llm=usage_totals(campaign_dir),
         speedup=Speedup(sum(hours.values()), busy_hours(intervals)),

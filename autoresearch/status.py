@@ -22,14 +22,15 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import hours_unit, measure
+from autoresearch.budget import experiment_ran, hours_unit, measure
 from autoresearch.cli import tool_name
 from autoresearch.heartbeat import controller_state
 from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.runner import STARTED_FILE, read_json
-from autoresearch.study import StudyUnavailable, load_study, trials
+from autoresearch.study import StudyUnavailable, finished, load_study, trials
 
 STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
     "baseline": "baseline",
@@ -103,21 +104,24 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     spend = measure(study, {}, campaign_dir, now)  # no pools: hours and LLM dollars only
     counts = Counter(r["status"] for r in table)
     head = Table.grid(padding=(0, 2))
-    head.add_row("campaign", f"{study.study_name}  ({campaign_dir})")
+    plain_row(head, "campaign", f"{study.study_name}  ({campaign_dir})")
     if (controller := controller_state(campaign_dir, now)) is not None:
-        head.add_row("controller", controller)
-    ends = [r["ended_at"] for r in table if isinstance(r["ended_at"], float)]
+        plain_row(head, "controller", controller)
+    ends = [t.user_attrs["ended_at"] for t in finished(study) if experiment_ran(t)]
     until = now if running or not ends else max(ends)
-    head.add_row("elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)"))
+    plain_row(
+        head, "elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)")
+    )
     launched = {t.number: launch_state(t, campaign_dir) for t in running}  # (a file read each)
     states = Counter(state for state, _ in launched.values())
     in_flight = (
         f"{states['running']} running, {states['pending']} pending on the cluster, {len(waiting)} queued"
     )
-    head.add_row("experiments", f"{experiment_counts(counts)}, {in_flight}")
+    plain_row(head, "experiments", f"{experiment_counts(counts)}, {in_flight}")
     calls = usage_totals(campaign_dir)
     unit = hours_unit(str(t.user_attrs["gpu_type"]) for t in trials(study) if "gpu_type" in t.user_attrs)
-    head.add_row(
+    plain_row(
+        head,
         "spend",
         f"{spend.gpu_hours:.2f} {unit}, ${spend.llm_dollars:.2f} of LLM calls "
         f"({calls['calls']} calls, {calls['failed_calls']} failed, {calls['cache_read_input_tokens']:,} "
@@ -126,11 +130,11 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
     kept = [r for r in table if r["status"] == "keep"]
     baseline, best = frontier_value(table)
     if baseline is not None:
-        head.add_row("val_bpb", f"{baseline:.6f} (baseline) -> {best:.6f}")
+        plain_row(head, "val_bpb", f"{baseline:.6f} (baseline) -> {best:.6f}")
 
     parts: list[RenderableType] = [head]  # empty tables are left out: the head says why
     if not kept:
-        head.add_row("kept changes", "none yet: the frontier is the starting train.py")
+        plain_row(head, "kept changes", "none yet: the frontier is the starting train.py")
     else:
         lineage = Table(title="kept changes", title_justify="left")
         for col in ("trial", "val_bpb", "re-runs", "tier", "commit", "description"):
@@ -138,8 +142,14 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
         reruns = rerun_values(table)
         for r in kept:
             confirmed = _rerun_means(reruns.get(r["trial"], {}))
-            lineage.add_row(
-                str(r["trial"]), f"{r['val_bpb']:.6f}", confirmed, r["tier"], r["commit"], r["description"]
+            plain_row(
+                lineage,
+                str(r["trial"]),
+                f"{r['val_bpb']:.6f}",
+                confirmed,
+                r["tier"],
+                r["commit"],
+                r["description"],
             )
         parts.append(lineage)
 
@@ -150,7 +160,8 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
         for t in running:
             state, since = launched[t.number]
             age = f"{(now - since) / 60:.1f} min" if since else "-"
-            live.add_row(
+            plain_row(
+                live,
                 str(t.number),
                 t.user_attrs.get("partition", ""),
                 state,
@@ -164,12 +175,25 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
         latest.add_column(col)
     for r in table[-recent:][::-1]:
         value = f"{r['val_bpb']:.6f}" if r["val_bpb"] else "-"  # failed trials of any kind carry 0.0
-        latest.add_row(
-            str(r["trial"]), r["status"], value, r["tier"], r["description"], clipped(str(r["reason"]))
+        plain_row(
+            latest,
+            str(r["trial"]),
+            r["status"],
+            value,
+            r["tier"],
+            r["description"],
+            clipped(str(r["reason"])),
         )
     if table:
         parts.append(latest)
     return Group(*parts)
+
+
+def plain_row(table: Table, *cells: str) -> None:
+    """A row shown as written: rich reads [...] in a str cell as markup, and agent descriptions,
+    log lines (`[rank0]: ...`) and stop reasons would lose it, or fail the whole view on a
+    closing tag that opens nothing."""
+    table.add_row(*(Text(cell) for cell in cells))
 
 
 def clipped(reason: str, limit: int = REASON_CHARS) -> str:

@@ -9,6 +9,7 @@ their own, so a slow or unreachable server never holds up the scheduling loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import TrackingConfig
+from autoresearch.runner import append_line, complete_lines
 from autoresearch.study import finished, status_of
 
 log = logging.getLogger("autoresearch")
@@ -70,7 +72,8 @@ def training_curve(run_log: Path) -> list[dict[str, float]]:
         for name, pattern in FIELDS.items():
             found = pattern.search(line)
             if found:
-                point[f"train/{name}"] = float(found.group(1).replace(",", ""))
+                with contextlib.suppress(ValueError):  # "tok/s ... (warming up)": that field is skipped
+                    point[f"train/{name}"] = float(found.group(1).replace(",", ""))
         curve.append(point)
     return curve
 
@@ -109,8 +112,7 @@ class WandbTracker:
         self.campaign = campaign
         self.wandb_dir = campaign_dir / "wandb"
         self.wandb_dir.mkdir(parents=True, exist_ok=True)
-        sent = self.wandb_dir / SENT_FILE
-        self._queued = {int(n) for n in sent.read_text().split()} if sent.exists() else set()
+        self._queued = {int(n) for n in complete_lines(self.wandb_dir / SENT_FILE)}
         self._started_at = 0.0
         self._work: queue.Queue[FrozenTrial | Path | None] = queue.Queue()
         self._broken = ""  # W&B refused once: say so once, send nothing more in this controller
@@ -178,27 +180,38 @@ class WandbTracker:
         )
 
     def _send_experiment(self, t: FrozenTrial) -> None:
+        """One trial's W&B run. Its records are read first: a trial whose records do not read is
+        left out (and not tried again), while W&B's own errors stop sending (`_send_all`)."""
         attrs = t.user_attrs
+        exp_dir = self.dir / attrs["exp_dir"] if "exp_dir" in attrs else None
+        try:
+            config, summary = experiment_config(t), experiment_summary(t)
+            curve = training_curve(exp_dir / "run.log") if exp_dir is not None else []
+        except Exception as err:  # a bug of ours on one trial must not end tracking for the campaign
+            log.warning("W&B: trial %d left out: its records do not read (%r)", t.number, err)
+            self._sent(t.number)
+            return
         status = status_of(t) or ("crash" if t.state == TrialState.FAIL else "")
         run = self._init(
             f"t{t.number:05d}",
             name=f"{t.number}: {attrs.get('description', '')}"[:120],
             job_type=attrs.get("tier", "screen"),
             tags=[status],
-            config=experiment_config(t),
+            config=config,
         )
-        exp_dir = self.dir / attrs["exp_dir"] if "exp_dir" in attrs else None
-        if exp_dir is not None:
-            for point in training_curve(exp_dir / "run.log"):
-                step = int(point.pop("step"))
-                run.log(point, step=step)
-            for name in ("train.diff", "run.log"):
-                if (exp_dir / name).is_file():
-                    run.save(str(exp_dir / name), base_path=str(exp_dir), policy="now")
-        run.summary.update(experiment_summary(t))
+        for point in curve:
+            step = int(point.pop("step"))
+            run.log(point, step=step)
+        for name in ("train.diff", "run.log"):
+            if exp_dir is not None and (exp_dir / name).is_file():
+                run.save(str(exp_dir / name), base_path=str(exp_dir), policy="now")
+        run.summary.update(summary)
         run.finish(exit_code=0 if t.state == TrialState.COMPLETE else 1)
-        with (self.wandb_dir / SENT_FILE).open("a") as f:
-            f.write(f"{t.number}\n")
+        self._sent(t.number)
+
+    def _sent(self, number: int) -> None:
+        """Trial `number` is done with: the next controller sends it no more."""
+        append_line(self.wandb_dir / SENT_FILE, str(number))
 
     def _send_report(self, report: Path) -> None:
         import wandb

@@ -22,15 +22,19 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
-from autoresearch.campaign import Campaign
+from autoresearch.campaign import Campaign, knob_specs
 from autoresearch.config import AutoresearchConfig, deadline_seconds, register_configs
 from autoresearch.fleet.base import Finished, Fleet, JobSpec, Pool
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.local import LocalFleet
+from autoresearch.frontier import Frontier
 from autoresearch.intake import Intake
+from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
 from autoresearch.proposers.offline import OfflineProposer
+from autoresearch.sampler import AgentSampler
+from autoresearch.study import open_study
 from autoresearch.workspace import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,6 +221,22 @@ def queue_run(campaign: Campaign, **attrs: Any) -> int:
     """A run queued by hand with these user attributes; its trial number."""
     campaign.study.enqueue_trial({}, user_attrs=attrs)
     return campaign.ledger.waiting()[-1].number
+
+
+INTAKE_NOW = 1234.5  # the clock of `open_intake`
+
+
+def open_intake(tmp_path: Path, *overrides: str) -> Intake:
+    """An intake as a controller opens one: on the campaign folder's study, new or resumed."""
+    cfg = compose_toy(tmp_path, *overrides)
+    campaign_dir = tmp_path / "campaign"
+    (campaign_dir / "proposals").mkdir(parents=True, exist_ok=True)
+    sampler = AgentSampler(knob_specs(cfg), seed=0)
+    study = open_study(campaign_dir, cfg.campaign.name, None, sampler)
+    frontier = Frontier(campaign_dir / "frontier", (TOY / "train.py").read_text())
+    ledger = Ledger(study, lambda: INTAKE_NOW, lambda: None)
+    pools = {"local": Pool("local", 2, "cpu")}
+    return Intake(cfg, campaign_dir, ledger, sampler, frontier, pools, lambda: INTAKE_NOW)
 
 
 def run_scripted(

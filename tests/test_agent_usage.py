@@ -61,6 +61,18 @@ def test_ledger_lines_and_totals(tmp_path: Path) -> None:
     assert totals["dollars"] < 1  # the torn line's 99 dollars were not counted
 
 
+def test_a_call_recorded_after_a_torn_line_is_counted(tmp_path: Path) -> None:
+    """A controller killed mid-append leaves a line without its newline: the next controller's
+    first call must not be glued onto it (and skipped with it)."""
+    UsageLedger(tmp_path, CFG).record(model="m", usage=usage(1_000_000, 0), wave=1, turn=0)
+    with usage_path(tmp_path).open("a") as f:
+        f.write('{"time": 1, "model": "m", "wa')
+    UsageLedger(tmp_path, CFG).record(model="m", usage=usage(1_000_000, 0), wave=2, turn=0)
+    totals = usage_totals(tmp_path)
+    assert totals["calls"] == 2 and totals["waves"] == 2
+    assert totals["dollars"] == dollars_spent(tmp_path) == pytest.approx(4.0)
+
+
 def test_no_ledger_means_nothing_spent(tmp_path: Path) -> None:
     assert dollars_spent(tmp_path) == 0.0
     assert usage_totals(tmp_path)["calls"] == 0

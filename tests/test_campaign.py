@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from engine_helpers import (
     read_tsv,
     run_campaign,
     run_scripted,
+    scripted_campaign,
     trial_named,
     wait_for,
 )
@@ -33,12 +35,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
 from autoresearch.campaign import Campaign
+from autoresearch.config import deadline_seconds
 from autoresearch.fleet.base import Finished
+from autoresearch.fleet.slurm_states import outcome_for_state
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import controller_state
 from autoresearch.ledger import MEASUREMENT_KINDS
 from autoresearch.proposals import Candidate, Edit
 from autoresearch.results import rows
+from autoresearch.runner import STARTED_FILE
 
 
 def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
@@ -645,6 +650,52 @@ def test_the_gpu_time_of_a_preempted_run_is_counted(
     assert lost.user_attrs["status"] == "lost" and lost.user_attrs["slurm_job_id"] == "77_0"
     assert ledger.slot_hours == {"local": 0.5}  # what max_gpu_hours and max_dollars are checked with
     assert measure(campaign.study, campaign.fleet.pools, campaign.dir, 0.0).gpu_hours == 0.5  # status, report
+
+
+def launched_and_started(campaign: Campaign, started_at: float, **attrs: object) -> FrozenTrial:
+    """The campaign's first queued trial, launched on the local pool, its runner started at
+    `started_at` (its started.json), no outcome written."""
+    trial = campaign.ledger.waiting()[0]
+    assert campaign.ledger.claim(trial)
+    exp_dir = f"experiments/{trial.number:05d}"
+    campaign.ledger.set(trial.number, {"pool": "local", "exp_dir": exp_dir, **attrs})
+    (campaign.dir / exp_dir).mkdir(parents=True)
+    started = {"node": "n1", "started_at": started_at, "slurm_job_id": "77_0"}
+    (campaign.dir / exp_dir / STARTED_FILE).write_text(json.dumps(started))
+    return trial
+
+
+@pytest.mark.parametrize("state", ["NODE_FAIL", "OUT_OF_MEMORY", "CANCELLED by 0"])
+def test_a_run_ended_without_an_outcome_keeps_its_gpu_time_since_its_runner_started(
+    tmp_path: Path, state: str, open_campaign: Callable[..., Campaign]
+) -> None:
+    """Slurm ended the job (node failure, OOM kill, scancel) before the runner wrote outcome.json:
+    the controller makes its outcome up, and the slot was held from the runner's start until then."""
+    campaign = open_campaign(tmp_path, [])
+    started = time.time() - 60
+    trial = launched_and_started(campaign, started)
+    campaign._finish(Finished(trial.number, outcome_for_state(state, trial.number)))
+    spent = campaign.ledger.slot_hours.get("local", 0.0) * 3600
+    assert 60 <= spent <= time.time() - started
+    assert measure(campaign.study, campaign.fleet.pools, campaign.dir, 0.0).gpu_hours * 3600 == spent
+
+
+def test_a_job_lost_while_no_controller_ran_bills_its_slot_until_its_deadline_at_most(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """A runner gone when the next controller starts (long after): from its start to no later
+    than the fleets' kill deadline, not to the resume."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    not_a_runner = f"local:{os.getpid()}"
+    trial = launched_and_started(first, 1000.0, job=not_a_runner)
+    os.close(first._lock_fd)  # type: ignore[arg-type]
+    second = open_campaign(tmp_path, [])
+    lost = second.ledger.trial(trial.number)
+    assert lost.user_attrs["status"] == "lost" and lost.user_attrs["reason"].startswith("lost: job lost")
+    held = deadline_seconds(second.cfg) + second.cfg.cluster.grace_seconds
+    assert lost.user_attrs.get("started_at") == 1000.0 and lost.user_attrs["ended_at"] == 1000.0 + held
+    assert measure(second.study, second.fleet.pools, second.dir, 0.0).gpu_hours == held / 3600
 
 
 def test_proposers_are_offered_only_the_tiers_a_proposal_may_run_on(

@@ -7,32 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from engine_helpers import TOY, compose_toy
+from engine_helpers import INTAKE_NOW, open_intake
 from optuna.trial import TrialState
 
-from autoresearch.campaign import Campaign, knob_specs
-from autoresearch.fleet.base import Pool
-from autoresearch.frontier import Frontier
+from autoresearch.campaign import Campaign
 from autoresearch.intake import BASE_SEED, MAX_STACK_DEPTH, Intake
-from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave
-from autoresearch.sampler import AgentSampler
-from autoresearch.study import open_study
-
-NOW = 1234.5
-
-
-def open_intake(tmp_path: Path, *overrides: str) -> Intake:
-    """An intake as a controller opens one: on the campaign folder's study, new or resumed."""
-    cfg = compose_toy(tmp_path, *overrides)
-    campaign_dir = tmp_path / "campaign"
-    (campaign_dir / "proposals").mkdir(parents=True, exist_ok=True)
-    sampler = AgentSampler(knob_specs(cfg), seed=0)
-    study = open_study(campaign_dir, cfg.campaign.name, None, sampler)
-    frontier = Frontier(campaign_dir / "frontier", (TOY / "train.py").read_text())
-    ledger = Ledger(study, lambda: NOW, lambda: None)
-    pools = {"local": Pool("local", 2, "cpu")}
-    return Intake(cfg, campaign_dir, ledger, sampler, frontier, pools, lambda: NOW)
 
 
 def claimed_and_failed(intake: Intake, number: int, **attrs: object) -> None:
@@ -114,7 +94,7 @@ def test_a_lost_run_is_retried_once_as_it_was(tmp_path: Path) -> None:
     assert (retry.user_attrs["retries"], retry.user_attrs["seed"], retry.user_attrs["wave"]) == (1, 7, 3)
     assert retry.user_attrs["description"] == "wider"
     assert intake.load_candidate(retry.user_attrs).knobs == {"WIDTH": 128}
-    assert lost.user_attrs["ended_at"] == NOW  # the ledger stamps a failure with the clock's time
+    assert lost.user_attrs["ended_at"] == INTAKE_NOW  # the ledger stamps a failure with the clock's time
 
 
 def test_a_lost_run_of_a_new_frontier_at_its_screening_seed_is_retried_as_one(tmp_path: Path) -> None:

@@ -12,18 +12,30 @@ from typing import Any
 import optuna
 import pytest
 from anthropic.types import Usage
-from engine_helpers import REPO, compose_toy, confirming, load, read_tsv, run_campaign
+from engine_helpers import (
+    INTAKE_NOW,
+    REPO,
+    compose_toy,
+    confirming,
+    load,
+    open_intake,
+    read_tsv,
+    run_campaign,
+)
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from autoresearch.agent.usage import UsageLedger
+from autoresearch.proposals import Candidate, Wave
 from autoresearch.report import build_report, busy_hours, write_report
 from autoresearch.report_html import render_html
+from autoresearch.study import finished
 
 
 def add_run(study: optuna.Study, value: float | None, launched: float, seconds: float, **attrs: Any) -> None:
     """A finished trial as the campaign records it: times, pool, status, and (if it ran) a value."""
     attrs = {
+        "exp_dir": f"experiments/{len(study.trials):05d}",
         "pool": "local",
         "gpu_type": "cpu",
         "launched_at": launched,
@@ -70,9 +82,8 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
         assert html.escape(k.description) in page
         assert html.escape(k.diff.splitlines()[-1]) in page
 
-    ran = [
-        t.user_attrs for t in study.trials if t.user_attrs.get("started_at") and t.user_attrs.get("ended_at")
-    ]
+    # Launched and ended (the toy loses none to infrastructure): rejected proposals never ran.
+    ran = [t.user_attrs for t in finished(study) if "exp_dir" in t.user_attrs]
     hours = (
         sum(a["ended_at"] - a["started_at"] for a in ran) / 3600
     )  # the study's times, not the tsv's rounded ones
@@ -94,6 +105,27 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
     assert len(confirming(study.trials, int(kept[-1]["trial"]))) == 2
     assert screen.frontier_trial == int(kept[-1]["trial"])
     assert 'src="data:image/png;base64,' in page  # the plot travels inside the page
+
+
+def test_a_rejected_proposal_is_no_experiment_that_ran(tmp_path: Path) -> None:
+    """A proposal the intake rejects never ran: it adds no experiment, no slot-hours, no pool
+    (a CPU-only campaign stays in CPU-hours) and no result time."""
+    intake = open_intake(tmp_path)
+    study = intake.ledger.study
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen", run_key="start")
+    add_run(study, 1.9, 100.0, 60.0, status="discard", tier="screen", run_key="b")
+    nowhere = Candidate("nowhere", "", knobs={"LR": 0.03}, tier="h200")
+    intake.wave(Wave(rationale="", candidates=[nowhere], source="test"))
+    assert study.trials[-1].user_attrs["ended_at"] == INTAKE_NOW  # rejected after both runs ended
+
+    report = build_report(study, intake.campaign_dir, intake.cfg)
+    assert report.counts == {"baseline": 1, "discard": 1, "invalid": 1}
+    assert report.ran == 2
+    assert report.gpu_hours == {"local": pytest.approx(120 / 3600)}
+    assert report.gpu_types == {"local": "cpu"}
+    assert report.last_result_at == 161.0
+    page = render_html(report, None)
+    assert "CPU-hours / tokens" in page and "these 2 experiments" in page
 
 
 def test_the_report_counts_llm_tokens_and_dollars_from_the_ledger(tmp_path: Path) -> None:

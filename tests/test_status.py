@@ -180,6 +180,26 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     assert any("1.940000 (mean of 2 on screen); 1.820000 (mean of 2 on validate)" in line for line in lines)
 
 
+def test_status_shows_brackets_in_descriptions_reasons_and_stop_reasons_as_written(tmp_path: Path) -> None:
+    """Rich reads [...] as markup: a log line's `[rank0]` vanished, and a closing tag that opens
+    nothing failed the whole view."""
+    study = optuna.create_study(study_name="brackets")
+    crash = {
+        "status": "crash",
+        "tier": "screen",
+        "ended_at": 1.0,
+        "description": "index by x[i] [/i]",
+        "reason": "exit 1: [rank0]: no shards in [/data/shards]",
+    }
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=crash))
+    stopped = {"pid": 1, "host": "elsewhere", "state": "stopped", "seen_at": 1.0, "why": "asked to [/bold]"}
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps(stopped))
+    lines = printed(250, study, tmp_path)
+    assert any("exit 1: [rank0]: no shards in [/data/shards]" in line for line in lines)
+    assert any("index by x[i] [/i]" in line for line in lines)
+    assert any(line.startswith("controller") and line.endswith(": asked to [/bold]") for line in lines)
+
+
 def test_a_decisions_reason_shows_whole_and_a_long_one_is_cut_visibly() -> None:
     decision = "-0.0281 vs frontier 1.9513 (4 runs); needed < -0.0338 (1 x noise 0.0303)"
     assert clipped(decision) == decision

@@ -6,12 +6,14 @@ import json
 import socket
 from pathlib import Path
 
+import optuna
 from engine_helpers import launched_within_budget, load, run_campaign
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 from wandb_records import offline_runs
 
+from autoresearch.config import TrackingConfig
 from autoresearch.study import finished
-from autoresearch.tracking import run_id, training_curve
+from autoresearch.tracking import SENT_FILE, WandbTracker, run_id, training_curve
 
 WANDB_OFFLINE = ("tracking=wandb", "tracking.mode=offline", "tracking.project=tests")
 SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-api03-never-in-a-file", "WANDB_API_KEY": "f" * 40}
@@ -125,3 +127,44 @@ def test_the_curve_parses_what_the_real_trainer_prints(tmp_path: Path) -> None:
     assert curve[0] == {"step": 1, "train/loss": 9.011, "train/tok/s": 2522.0, "train/mfu": 0.0}
     assert curve[2]["train/mfu"] == 41.5
     assert training_curve(tmp_path / "missing.log") == []
+
+
+def test_a_trial_whose_records_do_not_read_is_left_out_not_the_tracking(tmp_path: Path) -> None:
+    """A field of a progress line that does not parse is skipped; a trial whose records do not read
+    at all is left out (and not tried again); the trials after either are still sent."""
+    campaign = tmp_path / "toy"
+    study = optuna.create_study(study_name="toy")
+    warming = "step 00001 (0.0%) | loss 3.2000 | tok/s ... (warming up) | mfu 1.0%\n"
+    for number, knobs in enumerate(("{}", "{not json", "{}")):
+        exp_dir = campaign / "experiments" / f"{number:05d}"
+        exp_dir.mkdir(parents=True)
+        (exp_dir / "run.log").write_text(warming)
+        attrs = {"exp_dir": str(exp_dir.relative_to(campaign)), "knobs": knobs, "status": "discard"}
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=2.0, user_attrs=attrs))
+    tracker = WandbTracker(TrackingConfig(kind="wandb", project="tests", mode="offline"), campaign, "toy")
+    tracker.update(study)
+    tracker.close(None)
+    runs = offline_runs(campaign / "wandb")
+    assert sorted(runs) == [run_id("toy", 0.0, "t00000"), run_id("toy", 0.0, "t00002")]
+    for (run,) in runs.values():
+        assert [{k: v for k, v in h.items() if not k.startswith("_")} for h in run.history] == [
+            {"train/loss": 3.2, "train/mfu": 1.0}
+        ]
+    assert (campaign / "wandb" / SENT_FILE).read_text().split() == ["0", "1", "2"]
+
+
+def test_a_torn_line_of_the_sent_list_is_sent_again_not_read_as_another_trial(tmp_path: Path) -> None:
+    """A controller killed while writing "13" to sent.txt left "1": that is no trial known sent,
+    and the next number appended must not make it read as "12"."""
+    campaign = tmp_path / "toy"
+    study = optuna.create_study(study_name="toy")
+    for _ in range(3):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=2.0, user_attrs={"status": "discard"}))
+    sent = campaign / "wandb" / SENT_FILE
+    sent.parent.mkdir(parents=True)
+    sent.write_text("0\n1")
+    tracker = WandbTracker(TrackingConfig(kind="wandb", project="tests", mode="offline"), campaign, "toy")
+    tracker.update(study)
+    tracker.close(None)
+    assert sorted(offline_runs(campaign / "wandb")) == [run_id("toy", 0.0, f"t{n:05d}") for n in (1, 2)]
+    assert sent.read_text() == "0\n1\n2\n"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.config import AgentConfig
+from autoresearch.runner import append_line, complete_lines
 
 TOKEN_FIELDS = (
     "input_tokens",
@@ -61,18 +62,15 @@ class UsageLedger:
         tokens = {k: row[k] for k in TOKEN_FIELDS}
         line = {"time": time.time(), **row, "dollars": round(dollars_for(tokens, self.cfg), 8)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
+        append_line(self.path, json.dumps(line))
         return line
 
 
 def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
-    """Every complete line of the ledger; a line cut short by a crash is skipped."""
-    path = usage_path(campaign_dir)
-    if not path.exists():
-        return []
+    """Every complete line of the ledger; a line cut short by a crash is skipped (the next
+    record, on a line of its own, is not: `append_line`)."""
     rows = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in complete_lines(usage_path(campaign_dir)):
         try:
             rows.append(json.loads(raw))
         except json.JSONDecodeError:
