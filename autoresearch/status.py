@@ -94,10 +94,11 @@ def launch_state(trial: FrozenTrial, campaign_dir: Path) -> tuple[str, float | N
     return "running", started.get("started_at")
 
 
-def render(study: optuna.Study, campaign_dir: Path, recent: int = 12) -> Group:
-    """One frame. The study is opened once: its journal storage reads only what was appended since."""
+def render(study: optuna.Study, campaign_dir: Path, recent: int = 12, now: float | None = None) -> Group:
+    """One frame, as of `now` (the clock by default). The study is opened once: its journal
+    storage reads only what was appended since."""
     table = rows(study)
-    now = time.time()
+    now = time.time() if now is None else now
     started = study.user_attrs.get("started_at", now)
     running = trials(study, TrialState.RUNNING)
     waiting = trials(study, TrialState.WAITING)

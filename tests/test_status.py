@@ -112,10 +112,13 @@ def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) ->
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # looking changes nothing
 
 
+NOW = 1_800_000_000.0  # the clock the frames below are drawn at
+
+
 def printed(console_width: int, study: optuna.Study, campaign_dir: Path) -> list[str]:
-    """What `status` prints, line by line, without the rules and borders of its tables."""
+    """What `status` prints at NOW, line by line, without the rules and borders of its tables."""
     console = Console(record=True, width=console_width, file=io.StringIO())
-    console.print(render(study, campaign_dir))
+    console.print(render(study, campaign_dir, now=NOW))
     return [line.strip() for line in console.export_text().splitlines()]
 
 
@@ -147,9 +150,7 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     study.enqueue_trial({}, user_attrs=started)
     study.ask()
     (tmp_path / "experiments" / "00009").mkdir(parents=True)
-    (tmp_path / "experiments" / "00009" / "started.json").write_text(
-        json.dumps({"started_at": time.time() - 150})
-    )
+    (tmp_path / "experiments" / "00009" / "started.json").write_text(json.dumps({"started_at": NOW - 150}))
     kept = {
         **baseline,
         "status": "keep",
