@@ -40,5 +40,5 @@ slurm-up:
 slurm-down:
 	bash slurm/local/down.sh
 
-clean:
-	rm -rf $(VENV) runs .pytest_cache
+clean:  # the environment and caches; campaigns (runs/) are left alone
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -43,4 +43,16 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${missing[@]}"
+# policy-rc.d only holds the services back during the install: on a machine run by systemd, the
+# units of the packages installed here would start at the next boot, and up.sh would then find
+# daemons it did not start. Disable those (only those this script installed).
+if [[ -d /run/systemd/system ]]; then
+    declare -A unit=([slurmctld]=slurmctld [slurmd]=slurmd [slurmdbd]=slurmdbd [munge]=munge
+        [mariadb-server]=mariadb [postgresql]=postgresql)
+    for pkg in "${missing[@]}"; do
+        if [[ -n ${unit[$pkg]:-} ]]; then
+            systemctl disable --quiet "${unit[$pkg]}" 2>/dev/null || true
+        fi
+    done
+fi
 echo "install-debian: done"

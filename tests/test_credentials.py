@@ -1,4 +1,5 @@
-"""Credentials stay out of what experiments and Slurm jobs inherit."""
+"""Credentials, and the allocation of a controller that is a Slurm job itself, stay out of what
+experiments and Slurm jobs inherit."""
 
 from __future__ import annotations
 
@@ -45,6 +46,12 @@ def test_sbatch_submissions_see_no_credentials_and_they_come_back_after(
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-canary-sbatch")
     monkeypatch.setenv("HARMLESS", "yes")
+    # The controller as a Slurm job itself (slurm/controller.sbatch): its allocation must not
+    # reach the experiments' jobs, the cluster it submits to must.
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", "8192")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    monkeypatch.setenv("SLURM_CONF", "/etc/slurm/slurm.conf")
     cluster = ClusterConfig(
         kind="slurm",
         partitions={"arr": PartitionConfig(slots=2), "wrk": PartitionConfig(slots=1, mode="workers")},
@@ -59,4 +66,10 @@ def test_sbatch_submissions_see_no_credentials_and_they_come_back_after(
     ]
     assert len(envs) == 2  # one array of experiments, one of workers
     assert all("ANTHROPIC_API_KEY" not in env and env["HARMLESS"] == "yes" for env in envs)
-    assert os.environ["ANTHROPIC_API_KEY"] == "sk-canary-sbatch"
+    assert all(
+        not any(k in env for k in ("SLURM_JOB_ID", "SLURM_MEM_PER_NODE", "SLURM_CPUS_PER_TASK"))
+        for env in envs
+    )
+    assert all(env["SLURM_CONF"] == "/etc/slurm/slurm.conf" for env in envs)
+    assert os.environ["ANTHROPIC_API_KEY"] == "sk-canary-sbatch"  # all back once submitted
+    assert os.environ["SLURM_MEM_PER_NODE"] == "8192"

@@ -198,7 +198,7 @@ class SlurmFleet:
         if self._outage.waiting():
             return self._hold_unsent(pool, group)
         try:
-            with credentials_hidden():
+            with environment_for_jobs():
                 submitted = self.executors[pool].map_array(
                     run_array_task, [str(j.exp_dir.resolve()) for j in group]
                 )
@@ -263,7 +263,7 @@ class SlurmFleet:
             return  # (waiting: for Slurm's controller, or after a refusal, for the workers alive)
         limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
         try:
-            with credentials_hidden():
+            with environment_for_jobs():
                 submitted = self.executors[pool].map_array(
                     run_worker,
                     [str(queue.path.resolve())] * missing,
@@ -553,10 +553,24 @@ class SlurmFleet:
         self._tracked.clear()
 
 
+KEPT_SLURM_VARIABLES = ("SLURM_CONF", "SLURM_CLUSTERS")  # which cluster sbatch submits to
+
+
+def _kept_from_jobs(name: str) -> bool:
+    """Whether a variable of the controller's environment must stay out of the jobs it submits:
+    credentials (train.py is untrusted), and the allocation of a job the controller itself runs
+    in (slurm/controller.sbatch): an inherited SLURM_MEM_PER_NODE next to the experiment job's own
+    SLURM_MEM_PER_CPU makes its srun refuse to start, and inherited CPU counts misplace its tasks."""
+    if name.startswith("SLURM_") and name not in KEPT_SLURM_VARIABLES:
+        return True
+    return name not in scrubbed_environment({name: ""})
+
+
 @contextlib.contextmanager
-def credentials_hidden() -> Iterator[None]:
-    """sbatch exports the submitting environment into the job (and Slurm's spool): leave keys out."""
-    hidden = {k: os.environ.pop(k) for k in list(os.environ) if k not in scrubbed_environment({k: ""})}
+def environment_for_jobs() -> Iterator[None]:
+    """sbatch exports the submitting environment into the job (and Slurm's spool): while it runs,
+    the variables `_kept_from_jobs` names are taken out of this process's environment."""
+    hidden = {k: os.environ.pop(k) for k in list(os.environ) if _kept_from_jobs(k)}
     try:
         yield
     finally:

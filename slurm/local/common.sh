@@ -5,6 +5,10 @@
 
 SLURM_DIR=${AUTORESEARCH_SLURM_DIR:-/tmp/autoresearch-slurm}
 SLURM_DIR=${SLURM_DIR%/}
+if [[ ! $SLURM_DIR =~ ^/[A-Za-z0-9._/-]+$ ]]; then  # slurm.conf has no quoting for paths
+    echo "slurm-local: error: AUTORESEARCH_SLURM_DIR must be an absolute path of letters, digits, . _ - and /, not '$SLURM_DIR'" >&2
+    exit 2
+fi
 CLUSTER=${AUTORESEARCH_SLURM_CLUSTER:-autoresearch}
 DB_PORT=${AUTORESEARCH_SLURM_DB_PORT:-3307}
 CTLD_PORT=${AUTORESEARCH_SLURM_CTLD_PORT:-6817}
