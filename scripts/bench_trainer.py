@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainer"
+OVERHEAD_S = 600.0  # what a run may take beyond its budget (start-up, compilation, evaluation)
 
 
 def bench(
@@ -33,7 +34,8 @@ def bench(
     seed: int | None = None,
 ) -> dict:
     """One run of a train.py with the given budget (and seed: the harness's default if None);
-    returns its result JSON plus wall time.
+    returns its result JSON plus wall time. Its output is appended to `log` as it comes, so a run
+    cut short (a hang is ended after OVERHEAD_S past the budget) still leaves what it printed.
 
     The harness is always trainer/prepare.py: the run happens in a fresh folder holding a copy of
     each, as an experiment's workspace does, so a prepare.py beside an edited copy is never used.
@@ -52,12 +54,21 @@ def bench(
             env["OMP_NUM_THREADS"] = str(threads)
         if seed is not None:
             env["AUTORESEARCH_SEED"] = str(seed)
+        output = log or Path(tmp) / "train.log"
         started = time.time()
-        proc = subprocess.run([sys.executable, "train.py"], cwd=tmp, env=env, capture_output=True, text=True)
-        if log:
-            log.write_text(proc.stdout + proc.stderr)
+        with open(output, "a") as out:
+            out.write(f"== {train_py} ({scale} scale, {seconds:g} s)\n")
+            out.flush()
+            try:
+                cmd = [sys.executable, "train.py"]
+                proc = subprocess.run(
+                    cmd, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=seconds + OVERHEAD_S
+                )
+            except subprocess.TimeoutExpired:
+                sys.exit(f"train.py did not end within {seconds + OVERHEAD_S:.0f} s (its output: {output})")
         if proc.returncode != 0:
-            sys.exit(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+            tail = output.read_text(errors="replace")[-6000:]
+            sys.exit(f"train.py failed ({proc.returncode}):\n{tail}")
         result = json.loads(result_path.read_text())
     result["wall_seconds"] = time.time() - started
     return result
@@ -91,7 +102,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="training budget of the run")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the run")
     parser.add_argument("--train-py", type=Path, default=TRAINER_DIR / "train.py", help="the train.py to run")
-    parser.add_argument("--log", type=Path, default=None, help="write the run's full output here")
+    parser.add_argument(
+        "--log", type=Path, default=None, help="append the run's full output here, as it runs"
+    )
     parser.add_argument("--loader", action="store_true", help="time the dataloader alone for --seconds")
     args = parser.parse_args()
     if args.loader:

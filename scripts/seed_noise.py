@@ -22,7 +22,9 @@ from pathlib import Path
 
 from bench_trainer import TRAINER_DIR, bench
 
-from autoresearch.knobs import set_knobs
+sys.path.insert(0, str(TRAINER_DIR.parent))  # the project's package, installed or not (a GPU machine)
+
+from autoresearch.knobs import set_knobs  # noqa: E402
 
 
 def variant(text: str) -> tuple[str, dict[str, object]]:
@@ -45,9 +47,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="training budget of each run")
     parser.add_argument("--seeds", type=seed_range, default=seed_range("42-47"), help="e.g. 42-47")
     parser.add_argument("--variant", type=variant, action="append", default=[], help="e.g. MATRIX_LR=0.08")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at once")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="runs at once (default 2; 1 at the gpt2 scale)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
     args = parser.parse_args()
+    if args.scale == "gpt2" and (args.jobs or 1) > 1:  # runs sharing one GPU would each train less
+        parser.error("--scale gpt2 runs one at a time on the GPU: --jobs 1")
+    jobs = args.jobs or (1 if args.scale == "gpt2" else 2)
     source = (TRAINER_DIR / "train.py").read_text()
     with tempfile.TemporaryDirectory() as tmp:
         files = {"train.py": TRAINER_DIR / "train.py"}
@@ -64,7 +71,7 @@ def main() -> None:
             print(f"  {label} seed {seed}: {result['val_bpb']:.4f}", file=sys.stderr, flush=True)
             return result["val_bpb"], result["num_steps"]
 
-        with ThreadPoolExecutor(args.jobs) as pool:
+        with ThreadPoolExecutor(jobs) as pool:
             results = dict(zip(runs, pool.map(one, runs), strict=True))
     print("\n".join(report(results, list(files), args.seeds)))
 

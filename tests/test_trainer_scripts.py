@@ -25,6 +25,27 @@ def test_bench_uses_the_harness_of_trainer_even_beside_another(
     assert result["num_steps"] > 1 and math.isfinite(result["val_bpb"])
 
 
+def test_bench_appends_each_runs_output_to_its_log_and_ends_on_a_failure_with_its_tail(
+    tmp_path: Path,
+) -> None:
+    """Several runs share one log (the GPU session's runs.log), each as it runs; a failed run stops
+    the script with the end of its output, not with an empty message."""
+    bench = load_script("bench_trainer").bench
+    log = tmp_path / "runs.log"
+    log.write_text("an earlier run's output\n")
+    failing = tmp_path / "train.py"
+    failing.write_text(
+        "print('step 1 of a run about to fail', flush=True)\nraise SystemExit('FAIL: planted')\n"
+    )
+    with pytest.raises(
+        SystemExit, match=r"(?s)train.py failed \(1\):.*step 1 of a run about to fail.*FAIL: planted"
+    ):
+        bench("cpu", 1.0, 1, failing, log)
+    lines = log.read_text().splitlines()
+    assert lines[0] == "an earlier run's output" and lines[1] == f"== {failing} (cpu scale, 1 s)"
+    assert lines[2:] == ["step 1 of a run about to fail", "FAIL: planted"]
+
+
 def test_seed_noise_reports_a_single_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     """With one seed there is no spread to report: nan, not a crash after every run finished."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
