@@ -87,6 +87,18 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
+def _number(key: str, value: float, low: float = -math.inf, positive: bool = False) -> list[str]:
+    """`value` must be finite and at least `low` (above 0 with `positive`): NaN fails no
+    comparison, so `value < low` alone would let it through to the loop."""
+    if not math.isfinite(value):
+        return [f"{key} must be a finite number, not {value}"]
+    if positive and value <= 0:
+        return [f"{key} must be positive, not {value}"]
+    if value < low:
+        return [f"{key} must be at least {low:g}, not {value}"]
+    return []
+
+
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> list[str]:
     return [] if value in choices else [f"{key} must be one of {', '.join(choices)}, not {value!r}"]
 
@@ -100,10 +112,11 @@ def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
         )
     problems += _choice("campaign.scale", c.scale, SCALES)
     problems += _choice("campaign.data", c.data, DATA_SOURCES)
-    if c.time_budget is not None and c.time_budget <= 0:
-        problems.append(
-            f"campaign.time_budget must be positive seconds (or null for the scale's), not {c.time_budget}"
-        )
+    if c.time_budget is not None:
+        problems += [
+            f"{p} (seconds, or null for the scale's)"
+            for p in _number("campaign.time_budget", c.time_budget, positive=True)
+        ]
     for key in ("train_py", "prepare_py"):
         if not Path(getattr(c, key)).is_file():
             problems.append(
@@ -130,6 +143,11 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
             problems.append(f"{key}: {train_py} has no module-level constant {spec.name}")
         if spec.kind not in KNOB_KINDS:
             problems += _choice(f"{key}.kind", spec.kind, KNOB_KINDS)
+            continue
+        bounds = {} if spec.kind == "categorical" else {"low": spec.low, "high": spec.high}
+        unusable = [p for f, v in bounds.items() if v is not None for p in _number(f"{key}.{f}", v)]
+        if unusable:  # (Optuna takes a NaN bound)
+            problems += unusable
             continue
         try:
             distribution_of(spec)
@@ -161,10 +179,7 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
     for name, part in cluster.partitions.items():
         problems += _choice(f"cluster.partitions.{name}.mode", part.mode, PARTITION_MODES)
         for field, low in PARTITION_AT_LEAST.items():
-            if getattr(part, field) < low:
-                problems.append(
-                    f"cluster.partitions.{name}.{field} must be at least {low}, not {getattr(part, field)}"
-                )
+            problems += _number(f"cluster.partitions.{name}.{field}", getattr(part, field), low)
     return problems
 
 
@@ -265,11 +280,9 @@ def config_problems(cfg: AutoresearchConfig) -> list[str]:
     if cfg.tracking.mode is not None:
         problems += _choice("tracking.mode", cfg.tracking.mode, WANDB_MODES)
     for key, low in AT_LEAST.items():
-        if _get(cfg, key) < low:
-            problems.append(f"{key} must be at least {low:g}, not {_get(cfg, key)}")
+        problems += _number(key, _get(cfg, key), low)
     for key in POSITIVE:
-        if _get(cfg, key) <= 0:
-            problems.append(f"{key} must be positive, not {_get(cfg, key)}")
+        problems += _number(key, _get(cfg, key), positive=True)
     return problems
 
 
