@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from autoresearch.campaign import knob_specs
@@ -29,6 +29,7 @@ DATA_SOURCES = ("climbmix", "offline")
 PARTITION_MODES = ("array", "workers")
 KNOB_KINDS = ("float", "int", "categorical")
 CLUSTER_KINDS = ("local", "slurm")
+PASSWORD_PARAMS = {"password", "passwd", "pwd", "sslpassword"}  # drivers' query names for one
 LOCAL_DEVICES = ("auto", "cpu")
 AGENT_KINDS = ("offline", "claude")
 TRACKING_KINDS = ("none", "wandb")
@@ -223,18 +224,34 @@ def _time_limit_problems(cfg: AutoresearchConfig) -> list[str]:
     return problems
 
 
+def _in_memory(url: URL) -> bool:
+    """SQLite keeps a database in memory when it has no file name, or is named so in a URI."""
+    name = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        name in ("", ":memory:") or name.startswith("file::memory:") or url.query.get("mode") == "memory"
+    )
+
+
 def _storage_problems(url: str | None) -> list[str]:
-    """An RDB URL must parse, and must not carry a password: config.yaml would keep it."""
+    """An RDB URL must parse, must not carry a password (config.yaml and the log would keep it, in
+    the URL proper or in its query) and must name a database that outlives the controller."""
     if not url:
         return []
     try:
-        password = make_url(url).password
+        parsed = make_url(url)
     except ArgumentError:
         return [f"storage={url} is not a database URL (e.g. postgresql://user@host/db)"]
-    if password:
+    except ValueError:  # SQLAlchemy's int() of the port
+        return [f"storage={url}: the port must be a number (e.g. postgresql://user@host:5432/db)"]
+    if parsed.password or PASSWORD_PARAMS & {key.lower() for key in parsed.query}:
         return [
             "storage: keep the password out of the URL, which the campaign saves in config.yaml; "
             "give it to the driver instead (PostgreSQL: PGPASSWORD or ~/.pgpass)"
+        ]
+    if _in_memory(parsed):
+        return [
+            f"storage={url} is an in-memory SQLite database, gone when the controller exits: "
+            "name a file (sqlite:////path/to/study.db), or leave storage unset for the journal"
         ]
     return []
 
