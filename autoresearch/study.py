@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from autoresearch.journal import JOURNAL_FILE, BatchedJournalStorage, journal_storage, recover_journal
@@ -63,17 +65,33 @@ def open_study(
         )
 
 
+def _reader_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage | None:
+    """Where a reader finds the study, None where there can be none yet; creates nothing: a reader
+    must leave no journal, database file or tables where no campaign put a study (SQLite makes its
+    file on connecting, so a missing one is looked for first)."""
+    if not url:
+        return journal_storage(campaign_dir) if (campaign_dir / JOURNAL_FILE).exists() else None
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return None
+    engine = sqlalchemy.create_engine(url)
+    try:
+        if not sqlalchemy.inspect(engine).has_table("studies"):
+            return None
+    finally:
+        engine.dispose()
+    return optuna.storages.RDBStorage(url, skip_table_creation=True)
+
+
 def load_study(campaign_dir: Path, name: str, url: str | None) -> optuna.Study:
     """An existing campaign's study, for reading it (status, reports); creates nothing."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    where = url or campaign_dir / JOURNAL_FILE
-    if not url and not (campaign_dir / JOURNAL_FILE).exists():
-        raise StudyUnavailable(f"no study {name!r} yet in {where}")
     with _opening(url):
-        try:
-            return optuna.load_study(study_name=name, storage=make_storage(campaign_dir, url))
-        except KeyError:
-            raise StudyUnavailable(f"no study {name!r} yet in {where}") from None
+        storage = _reader_storage(campaign_dir, url)
+        with contextlib.suppress(KeyError):  # (a storage without this study)
+            if storage is not None:
+                return optuna.load_study(study_name=name, storage=storage)
+    raise StudyUnavailable(f"no study {name!r} yet in {url or campaign_dir / JOURNAL_FILE}")
 
 
 def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:

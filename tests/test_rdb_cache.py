@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import optuna
 import psycopg
 import pytest
+import sqlalchemy
 from engine_helpers import killed_and_resumed, run_scripted
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
@@ -18,7 +20,7 @@ from sqlalchemy import event
 from autoresearch import rdb_cache
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
-from autoresearch.study import open_study, set_trial_attrs, trials
+from autoresearch.study import StudyUnavailable, load_study, open_study, set_trial_attrs, trials
 
 
 @contextmanager
@@ -180,3 +182,21 @@ def test_a_trials_attrs_are_one_read_and_one_upsert_else_optunas_way_one_by_one(
         assert len(sent) >= 6, sent  # a read and a write per attr
     stored = optuna.load_study(study_name="c", storage=database_url).trials[0]
     assert stored.user_attrs == study.trials[0].user_attrs == {"kind": "stack", "seed": 43, "tier": "screen"}
+
+
+def test_a_reader_creates_no_database_where_no_campaign_put_a_study(
+    tmp_path: Path, database_url: str
+) -> None:
+    """`status` and `report` read: one pointed at a database with no study yet (a mistyped name, a
+    campaign not started) is told so, and leaves neither a SQLite file nor Optuna's tables."""
+    with pytest.raises(StudyUnavailable, match=f"^no study 'c' yet in {re.escape(database_url)}$"):
+        load_study(tmp_path, "c", database_url)
+    assert not (tmp_path / "study.db").exists()
+    if database_url.startswith("postgresql"):
+        engine = sqlalchemy.create_engine(database_url)
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+        engine.dispose()
+    open_study(tmp_path, "other", database_url)
+    with pytest.raises(StudyUnavailable, match="^no study 'c' yet in "):  # tables, but not this study
+        load_study(tmp_path, "c", database_url)
+    assert load_study(tmp_path, "other", database_url).study_name == "other"
