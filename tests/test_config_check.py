@@ -8,10 +8,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, campaign_command, compose_config, run_campaign
+from engine_helpers import (
+    REPO,
+    campaign_command,
+    compose_config,
+    compose_toy,
+    run_campaign,
+    scripted_campaign,
+)
 from omegaconf import OmegaConf
 
-from autoresearch.config_check import config_problems
+from autoresearch.campaign import CampaignError
+from autoresearch.config_check import config_problems, resume_problems
 from autoresearch.study import StudyUnavailable, open_study
 
 
@@ -200,3 +208,18 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
     (tmp_path / "toy" / "config.yaml").write_text("not a config\n")
     proc = run_campaign(tmp_path)
     assert proc.returncode == 2 and "is not a campaign's config" in proc.stderr
+
+
+@pytest.mark.parametrize("fails_on", ["storage", "data"])
+def test_a_start_that_measured_nothing_binds_no_setting(tmp_path: Path, fails_on: str) -> None:
+    """A first start refused by a mistyped storage URL or by its data step measured nothing: the
+    corrected command may change what a resumed campaign could not."""
+    if fails_on == "storage":
+        broken, error = f"storage=sqlite:///{tmp_path}/no/such/folder/study.db", StudyUnavailable
+    else:
+        (tmp_path / "prepare.py").write_text("raise SystemExit(1)\n")
+        broken, error = f"campaign.prepare_py={tmp_path / 'prepare.py'}", CampaignError
+    with pytest.raises(error):
+        scripted_campaign(tmp_path, [], broken, "campaign.prepare_data=true").run()
+    corrected = compose_toy(tmp_path, "campaign.time_budget=2", f"storage=sqlite:///{tmp_path}/study.db")
+    assert resume_problems(corrected, tmp_path / "toy" / "config.yaml") == []
