@@ -8,6 +8,7 @@ storage because it works on the shared file systems clusters have; an RDB URL wo
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from autoresearch.journal import JOURNAL_FILE, BatchedJournalStorage, journal_storage, recover_journal
 from autoresearch.rdb_cache import WriteThroughCache
 
+FOLDER_ID_FILE = "study.id"  # with a database storage: the id its study holds too (`_claim`)
+FOLDER_ID_ATTR = "campaign_folder_id"
+
 
 class StudyUnavailable(RuntimeError):
     """The storage cannot be opened: its driver is missing, or the database cannot be reached."""
+
+
+class StudyTaken(StudyUnavailable):
+    """The database's study of this name belongs to another campaign folder."""
 
 
 def make_storage(
@@ -56,13 +64,41 @@ def open_study(
     if not url:
         recover_journal(campaign_dir)
     with _opening(url):
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=name,
             storage=make_storage(campaign_dir, url, sole_writer=True),
             sampler=sampler,
             direction="minimize",
             load_if_exists=True,
         )
+        if url:
+            _claim(study, campaign_dir, url)
+        return study
+
+
+def _claim(study: optuna.Study, campaign_dir: Path, url: str) -> None:
+    """A database keys its studies by name alone: the study and the folder that started it hold one
+    id (`FOLDER_ID_FILE`, `FOLDER_ID_ATTR`), so another folder of the same campaign.name (another
+    runs_dir) is refused instead of adopting trials whose files it lacks. The id goes into the
+    folder first: a controller killed before the study has it leaves a study the folder claims."""
+    id_file = campaign_dir / FOLDER_ID_FILE
+    mine = id_file.read_text().strip() if id_file.is_file() else None
+    theirs = study.user_attrs.get(FOLDER_ID_ATTR)
+    if theirs is None:  # a new study, or one begun before studies had ids (then config.yaml says who ran it)
+        ran_elsewhere = study.get_trials(deepcopy=False) and not (campaign_dir / "config.yaml").is_file()
+        if mine is not None or not ran_elsewhere:
+            if mine is None:
+                mine = uuid.uuid4().hex
+                id_file.write_text(mine + "\n")
+            study.set_user_attr(FOLDER_ID_ATTR, mine)
+            return
+    elif theirs == mine:
+        return
+    raise StudyTaken(
+        f"storage={url} holds a study {study.study_name!r} started by another campaign folder "
+        f"than {campaign_dir}: give this campaign its own campaign.name, or run it with the "
+        "runs_dir that started it"
+    )
 
 
 def _reader_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage | None:
