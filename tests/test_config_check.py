@@ -6,6 +6,7 @@ import importlib.util
 import itertools
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from engine_helpers import (
@@ -19,6 +20,7 @@ from engine_helpers import (
 from omegaconf import OmegaConf
 
 from autoresearch.campaign import CampaignError
+from autoresearch.config import AutoresearchConfig, KnobConfig
 from autoresearch.config_check import config_problems, resume_problems
 from autoresearch.study import StudyUnavailable, open_study
 
@@ -202,6 +204,15 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
         "new campaign.name)"
     ]
     assert (tmp_path / "toy" / "config.yaml").read_text() == saved
+    proc = run_campaign(tmp_path, "campaign.knobs.LR.log=false", "campaign.budget.max_experiments=2")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"error: bad config: campaign.knobs.LR: {tmp_path / 'toy'} searched it as float on a log scale, "
+        "this command says float, and its study cannot take a knob's kind, log scale or choices "
+        "changed (bounds may change): keep them, leave the knob out of campaign.knobs, or choose a "
+        "new campaign.name"
+    ]
+    assert (tmp_path / "toy" / "config.yaml").read_text() == saved
     proc = run_campaign(tmp_path, "campaign.budget.max_experiments=3")  # a budget may grow
     assert proc.returncode == 0, proc.stderr
     assert "baseline runs use it all" not in proc.stdout  # said on a first start only
@@ -223,3 +234,43 @@ def test_a_start_that_measured_nothing_binds_no_setting(tmp_path: Path, fails_on
         scripted_campaign(tmp_path, [], broken, "campaign.prepare_data=true").run()
     corrected = compose_toy(tmp_path, "campaign.time_budget=2", f"storage=sqlite:///{tmp_path}/study.db")
     assert resume_problems(corrected, tmp_path / "toy" / "config.yaml") == []
+
+
+def _with_categorical(cfg: AutoresearchConfig) -> AutoresearchConfig:
+    """The toy config with a categorical knob as well (Hydra cannot add one on the command line)."""
+    cfg.campaign.knobs["BS"] = KnobConfig(kind="categorical", choices=[16, 32])
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("knob", "change", "searched"),
+    [
+        ("LR", {"low": 0.0001, "high": 0.1}, None),  # Optuna takes new bounds
+        ("WIDTH", {"low": 8, "high": 64}, None),
+        ("LR", {"log": False}, "float on a log scale, this command says float,"),
+        ("WIDTH", {"kind": "float"}, "int on a log scale, this command says float on a log scale,"),
+        (
+            "BS",
+            {"choices": [16, 32, 64]},
+            "categorical [16, 32], this command says categorical [16, 32, 64],",
+        ),
+        ("BS", {"choices": [32, 16]}, "categorical [16, 32], this command says categorical [32, 16],"),
+    ],
+)
+def test_a_resumed_knob_keeps_what_its_study_fixed(
+    tmp_path: Path, knob: str, change: dict[str, Any], searched: str | None
+) -> None:
+    """Optuna fixes a param's kind, log scale and choices at its first trial and fails every later
+    trial that asks otherwise (20 a launch round, every poll); its bounds may move."""
+    saved = tmp_path / "toy" / "config.yaml"
+    saved.parent.mkdir()
+    saved.write_text(OmegaConf.to_yaml(_with_categorical(compose_toy(tmp_path))))
+    resumed = _with_categorical(compose_toy(tmp_path))
+    for field, value in change.items():
+        setattr(resumed.campaign.knobs[knob], field, value)
+    problems = resume_problems(resumed, saved)
+    if searched is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1, problems
+        assert problems[0].startswith(f"campaign.knobs.{knob}: {saved.parent} searched it as {searched}")
