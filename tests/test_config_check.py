@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,18 @@ def test_a_resumed_knob_keeps_what_its_study_fixed(
     else:
         assert len(problems) == 1, problems
         assert problems[0].startswith(f"campaign.knobs.{knob}: {saved.parent} searched it as {searched}")
+
+
+@pytest.mark.parametrize("refused", ["+campaign.wave_sise=3", "campaign.wave_size=0"])
+def test_a_refused_command_writes_nothing(tmp_path: Path, refused: str) -> None:
+    """Neither a misspelt key nor a value the checks refuse leaves a runs folder behind (Hydra made
+    its run folder, which was runs_dir, before either check)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoresearch", "+campaign=demo", refused],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: bad config: ")
+    assert list(tmp_path.iterdir()) == []
