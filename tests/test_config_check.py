@@ -197,23 +197,20 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
     said = " ".join(proc.stdout.split())  # the log wraps long lines
     assert "campaign.budget.max_experiments=2: the 3 baseline runs use it all" in said
     saved = (tmp_path / "toy" / "config.yaml").read_text()
-    proc = run_campaign(tmp_path, "campaign.time_budget=2", "campaign.budget.max_experiments=2")
-    assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [
-        f"error: bad config: seconds of training per experiment: {tmp_path / 'toy'} started with 1.0, "
-        "this command says 2.0 (results measured otherwise cannot be compared: keep it, or choose a "
-        "new campaign.name)"
-    ]
-    assert (tmp_path / "toy" / "config.yaml").read_text() == saved
-    proc = run_campaign(tmp_path, "campaign.knobs.LR.log=false", "campaign.budget.max_experiments=2")
-    assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [
-        f"error: bad config: campaign.knobs.LR: {tmp_path / 'toy'} searched it as float on a log scale, "
-        "this command says float, and its study cannot take a knob's kind, log scale or choices "
-        "changed (bounds may change): keep them, leave the knob out of campaign.knobs, or choose a "
-        "new campaign.name"
-    ]
-    assert (tmp_path / "toy" / "config.yaml").read_text() == saved
+    refused = {
+        "campaign.time_budget=2": f"seconds of training per experiment: {tmp_path / 'toy'} started with "
+        "1.0, this command says 2.0 (results measured otherwise cannot be compared: keep it, or choose "
+        "a new campaign.name)",
+        "campaign.knobs.LR.log=false": f"campaign.knobs.LR: {tmp_path / 'toy'} searched it as float on "
+        "a log scale, this command says float, and its study cannot take a knob's kind, log scale or "
+        "choices changed (bounds may change): keep them, leave the knob out of campaign.knobs, or "
+        "choose a new campaign.name",
+    }
+    for override, said in refused.items():
+        proc = run_campaign(tmp_path, override, "campaign.budget.max_experiments=2")
+        assert proc.returncode == 2
+        assert proc.stderr.splitlines() == [f"error: bad config: {said}"]
+        assert (tmp_path / "toy" / "config.yaml").read_text() == saved
     proc = run_campaign(tmp_path, "campaign.budget.max_experiments=3")  # a budget may grow
     assert proc.returncode == 0, proc.stderr
     assert "baseline runs use it all" not in proc.stdout  # said on a first start only
