@@ -1,4 +1,5 @@
-"""`python -m autoresearch +campaign=NAME`: run (or resume) a campaign.
+"""`python -m autoresearch +campaign=NAME`: run (or resume) a campaign (`python -m autoresearch
+status DIR` and `report DIR` run the two tools, as the console script does).
 
 Hydra composes the config from conf/; the resolved config is saved in the campaign folder,
 and re-running the same command continues where the last controller stopped.
@@ -20,7 +21,7 @@ from hydra.errors import CompactHydraException, MissingConfigException, Override
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from autoresearch.cli import unknown_command
+from autoresearch.cli import run_tool, unknown_command
 from autoresearch.config import AutoresearchConfig, register_configs
 from autoresearch.logs import setup_logging
 
@@ -176,6 +177,8 @@ def _hydra_main(dict_cfg: DictConfig) -> None:
 def main() -> None:
     """Hydra's entry point, with a bad override refused in one line and exit code 2 (Hydra itself
     prints several lines and exits 1). HYDRA_FULL_ERROR=1 keeps Hydra's full account."""
+    if run_tool():
+        return
     if len(sys.argv) > 1 and (why := unknown_command(sys.argv[1])):
         print(f"error: {why}", file=sys.stderr)
         sys.exit(EXIT_ERROR)

@@ -136,8 +136,6 @@ class Campaign:
         (self.dir / "proposals").mkdir(exist_ok=True)
         self._lock()
         self.heartbeat.start()
-        # Saved once this controller holds the campaign: a refused second one leaves it as it was.
-        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
         if shutil.which("git") is None:
             raise CampaignError(
                 "git is not on PATH: the frontier (kept changes) is a git lineage; install git"
@@ -167,6 +165,10 @@ class Campaign:
         )
         if self.c.prepare_data:
             self._prepare_data()
+        # Saved once this controller holds the campaign (a refused second one leaves it as it was)
+        # and can run it: a start that failed on a mistyped storage or on its data measured nothing,
+        # so a corrected command must not be held to the settings it was refused with.
+        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
         self._reconcile()
         self._recall_nodes()
         # at the start, or those a controller killed while queueing them missed

@@ -1,5 +1,5 @@
-"""The `autoresearch` console script: a campaign command, as `python -m autoresearch` runs it, or
-`autoresearch status DIR` / `autoresearch report DIR` for a campaign folder."""
+"""The `autoresearch` console script, the same command as `python -m autoresearch`: a campaign, or
+`autoresearch status DIR` / `autoresearch report DIR` for a campaign folder (`run_tool`)."""
 
 from __future__ import annotations
 
@@ -29,12 +29,18 @@ def unknown_command(word: str) -> str | None:
     )
 
 
+def run_tool() -> bool:
+    """Run the tool `sys.argv` names (`autoresearch status DIR`, `python -m autoresearch report DIR`),
+    if it names one: the console script and `python -m autoresearch` both come here."""
+    if len(sys.argv) < 2 or sys.argv[1] not in TOOLS:
+        return False
+    tool = sys.argv.pop(1)
+    sys.argv[0] = f"autoresearch {tool}"
+    importlib.import_module(TOOLS[tool]).main()
+    return True
+
+
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
-        tool = sys.argv.pop(1)
-        sys.argv[0] = f"autoresearch {tool}"
-        importlib.import_module(TOOLS[tool]).main()
-        return
-    # As `python -m` does: Hydra finds conf/ from the file of a `__main__` module, but from any
-    # other module it would look for an importable `conf` package instead.
+    # As `python -m` does (its __main__ runs a tool too): Hydra finds conf/ from the file of a
+    # `__main__` module, but from any other module it would look for an importable `conf` package.
     runpy.run_module("autoresearch", run_name="__main__", alter_sys=True)

@@ -15,13 +15,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
-from sqlalchemy.engine import make_url
+from optuna.distributions import (
+    BaseDistribution,
+    FloatDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from autoresearch.campaign import knob_specs
 from autoresearch.config import AutoresearchConfig, deadline_seconds, time_budget_seconds
 from autoresearch.knobs import read_knobs
 from autoresearch.proposals import TIERS
+from autoresearch.proposers.base import KnobSpec
 from autoresearch.sampler import distribution_of
 
 SCALES = ("gpt2", "cpu")  # the harness's (trainer/prepare.py, docs/TRAINER.md)
@@ -29,6 +36,7 @@ DATA_SOURCES = ("climbmix", "offline")
 PARTITION_MODES = ("array", "workers")
 KNOB_KINDS = ("float", "int", "categorical")
 CLUSTER_KINDS = ("local", "slurm")
+PASSWORD_PARAMS = {"password", "passwd", "pwd", "sslpassword"}  # drivers' query names for one
 LOCAL_DEVICES = ("auto", "cpu")
 AGENT_KINDS = ("offline", "claude")
 TRACKING_KINDS = ("none", "wandb")
@@ -87,6 +95,18 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
+def _number(key: str, value: float, low: float = -math.inf, positive: bool = False) -> list[str]:
+    """`value` must be finite and at least `low` (above 0 with `positive`): NaN fails no
+    comparison, so `value < low` alone would let it through to the loop."""
+    if not math.isfinite(value):
+        return [f"{key} must be a finite number, not {value}"]
+    if positive and value <= 0:
+        return [f"{key} must be positive, not {value}"]
+    if value < low:
+        return [f"{key} must be at least {low:g}, not {value}"]
+    return []
+
+
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> list[str]:
     return [] if value in choices else [f"{key} must be one of {', '.join(choices)}, not {value!r}"]
 
@@ -100,10 +120,11 @@ def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
         )
     problems += _choice("campaign.scale", c.scale, SCALES)
     problems += _choice("campaign.data", c.data, DATA_SOURCES)
-    if c.time_budget is not None and c.time_budget <= 0:
-        problems.append(
-            f"campaign.time_budget must be positive seconds (or null for the scale's), not {c.time_budget}"
-        )
+    if c.time_budget is not None:
+        problems += [
+            f"{p} (seconds, or null for the scale's)"
+            for p in _number("campaign.time_budget", c.time_budget, positive=True)
+        ]
     for key in ("train_py", "prepare_py"):
         if not Path(getattr(c, key)).is_file():
             problems.append(
@@ -130,6 +151,11 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
             problems.append(f"{key}: {train_py} has no module-level constant {spec.name}")
         if spec.kind not in KNOB_KINDS:
             problems += _choice(f"{key}.kind", spec.kind, KNOB_KINDS)
+            continue
+        bounds = {} if spec.kind == "categorical" else {"low": spec.low, "high": spec.high}
+        unusable = [p for f, v in bounds.items() if v is not None for p in _number(f"{key}.{f}", v)]
+        if unusable:  # (Optuna takes a NaN bound)
+            problems += unusable
             continue
         try:
             distribution_of(spec)
@@ -161,10 +187,7 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
     for name, part in cluster.partitions.items():
         problems += _choice(f"cluster.partitions.{name}.mode", part.mode, PARTITION_MODES)
         for field, low in PARTITION_AT_LEAST.items():
-            if getattr(part, field) < low:
-                problems.append(
-                    f"cluster.partitions.{name}.{field} must be at least {low}, not {getattr(part, field)}"
-                )
+            problems += _number(f"cluster.partitions.{name}.{field}", getattr(part, field), low)
     return problems
 
 
@@ -208,18 +231,34 @@ def _time_limit_problems(cfg: AutoresearchConfig) -> list[str]:
     return problems
 
 
+def _in_memory(url: URL) -> bool:
+    """SQLite keeps a database in memory when it has no file name, or is named so in a URI."""
+    name = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        name in ("", ":memory:") or name.startswith("file::memory:") or url.query.get("mode") == "memory"
+    )
+
+
 def _storage_problems(url: str | None) -> list[str]:
-    """An RDB URL must parse, and must not carry a password: config.yaml would keep it."""
+    """An RDB URL must parse, must not carry a password (config.yaml and the log would keep it, in
+    the URL proper or in its query) and must name a database that outlives the controller."""
     if not url:
         return []
     try:
-        password = make_url(url).password
+        parsed = make_url(url)
     except ArgumentError:
         return [f"storage={url} is not a database URL (e.g. postgresql://user@host/db)"]
-    if password:
+    except ValueError:  # SQLAlchemy's int() of the port
+        return [f"storage={url}: the port must be a number (e.g. postgresql://user@host:5432/db)"]
+    if parsed.password or PASSWORD_PARAMS & {key.lower() for key in parsed.query}:
         return [
             "storage: keep the password out of the URL, which the campaign saves in config.yaml; "
             "give it to the driver instead (PostgreSQL: PGPASSWORD or ~/.pgpass)"
+        ]
+    if _in_memory(parsed):
+        return [
+            f"storage={url} is an in-memory SQLite database, gone when the controller exits: "
+            "name a file (sqlite:////path/to/study.db), or leave storage unset for the journal"
         ]
     return []
 
@@ -265,11 +304,9 @@ def config_problems(cfg: AutoresearchConfig) -> list[str]:
     if cfg.tracking.mode is not None:
         problems += _choice("tracking.mode", cfg.tracking.mode, WANDB_MODES)
     for key, low in AT_LEAST.items():
-        if _get(cfg, key) < low:
-            problems.append(f"{key} must be at least {low:g}, not {_get(cfg, key)}")
+        problems += _number(key, _get(cfg, key), low)
     for key in POSITIVE:
-        if _get(cfg, key) <= 0:
-            problems.append(f"{key} must be positive, not {_get(cfg, key)}")
+        problems += _number(key, _get(cfg, key), positive=True)
     return problems
 
 
@@ -285,8 +322,9 @@ def _measurement(cfg: Any) -> dict[str, Any]:
 
 def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
     """A resumed campaign must measure as it started: results taken at another scale, on other data,
-    with another budget, or in another study cannot be compared with the ones it has. Budgets,
-    knobs, slots and the proposer may change."""
+    with another budget, or in another study cannot be compared with the ones it has; and its study
+    keeps each knob's kind, log scale and choices (`_knob_changes`). Budgets, knobs (added, dropped,
+    new bounds), slots and the proposer may change."""
     if not saved_config.is_file():
         return []
     saved = OmegaConf.load(saved_config)
@@ -298,7 +336,44 @@ def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
         "(results measured otherwise cannot be compared: keep it, or choose a new campaign.name)"
         for key in started
         if started[key] != now[key]
-    ]
+    ] + _knob_changes(saved, cfg, saved_config.parent)
+
+
+def _searched_as(dist: BaseDistribution) -> str:
+    if isinstance(dist, FloatDistribution | IntDistribution):
+        kind = "float" if isinstance(dist, FloatDistribution) else "int"
+        return f"{kind} on a log scale" if dist.log else kind
+    return f"categorical {list(dist.choices)}"  # type: ignore[attr-defined]
+
+
+def _knob_changes(saved: Any, cfg: AutoresearchConfig, campaign_dir: Path) -> list[str]:
+    """The study holds a knob's kind, log scale and choices from its first trial, and Optuna refuses
+    a trial that asks for it otherwise (its bounds may change): each trial that set the knob would
+    fail. Knobs added or dropped are fine."""
+    before = {spec.name: _distribution(spec) for spec in knob_specs(saved)}
+    problems = []
+    for spec in knob_specs(cfg):
+        old, new = before.get(spec.name), _distribution(spec)
+        if old is None or new is None:
+            continue
+        try:
+            check_distribution_compatibility(old, new)
+        except ValueError:
+            problems.append(
+                f"campaign.knobs.{spec.name}: {campaign_dir} searched it as {_searched_as(old)}, this "
+                f"command says {_searched_as(new)}, and its study cannot take a knob's kind, log scale "
+                "or choices changed (bounds may change): keep them, leave the knob out of "
+                "campaign.knobs, or choose a new campaign.name"
+            )
+    return problems
+
+
+def _distribution(spec: KnobSpec) -> BaseDistribution | None:
+    """The knob's distribution; None for one config_problems refuses."""
+    try:
+        return distribution_of(spec)
+    except (ValueError, TypeError):
+        return None
 
 
 def check_config(cfg: AutoresearchConfig, saved_config: Path | None = None) -> None:

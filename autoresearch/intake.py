@@ -23,7 +23,7 @@ from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
-from autoresearch.sampler import AgentSampler, candidate_key
+from autoresearch.sampler import AgentSampler, candidate_key, knob_value_problem
 from autoresearch.workspace import InvalidCandidate, build_source
 
 log = logging.getLogger("autoresearch")
@@ -152,8 +152,8 @@ class Intake:
             return str(err)
         for name, value in cand.knobs.items():
             spec = self.sampler.knobs.get(name)  # the campaign's declared knobs, by name
-            if spec and spec.kind == "categorical" and value is not None and value not in spec.choices:
-                return f"knob {name}: {value!r} is not one of its choices {list(spec.choices)}"
+            if spec and value is not None and (why := knob_value_problem(spec, value)):
+                return f"knob {name}: {why}"
         return ""
 
     def _record_invalid(self, cand: Candidate, attrs: dict[str, Any], reason: str) -> None:

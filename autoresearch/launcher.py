@@ -68,6 +68,7 @@ class Launcher:
 
     def __post_init__(self) -> None:
         c = self.cfg.campaign
+        self._warned: set[str] = set()  # reasons a trial could not launch, logged once each
         self._explores = c.fill_idle_slots and not c.synchronous and bool(self.sampler.knobs)
         # (else the proposer's next wave fills an idle slot)
 
@@ -159,6 +160,7 @@ class Launcher:
                 return None
             self.ledger.fail(trial.number, {"status": "invalid", "reason": str(err)})
             self.intake.rejected.append(f"{cand.description}: {err}")
+            self._warn_once(trial.number, str(err))
             return None
         pool_name = self.cfg.cluster.tiers.get(cand.tier, "")
         if pool_name not in self.fleet.pools:
@@ -201,6 +203,13 @@ class Launcher:
         )
         log.info("trial %d: launching on %s: %s", trial.number, pool_name, cand.description)
         return JobSpec(trial.number, exp_dir, pool_name)
+
+    def _warn_once(self, number: int, reason: str) -> None:
+        """Say why a trial could not launch, once per reason: one that fails every trial (Optuna
+        refusing a knob's distribution) would otherwise fill the log, or go unsaid."""
+        if reason not in self._warned:
+            self._warned.add(reason)
+            log.warning("trial %d: invalid: %s (not logged again for later trials)", number, reason)
 
     def _job_env(self, seed: int) -> dict[str, str]:
         """The harness's environment in a job: the data step's, plus the GPU requirement (the

@@ -46,6 +46,18 @@ def distribution_of(knob: KnobSpec) -> BaseDistribution:
     raise ValueError(f"knob {knob.name}: unknown kind {knob.kind!r} (float, int or categorical)")
 
 
+def knob_value_problem(knob: KnobSpec, value: Any) -> str:
+    """Why `value` cannot be the knob's setting, or '': found when a proposal is queued, since Optuna
+    fails a fixed param of the wrong type only at launch, and runs one out of range after a warning."""
+    if knob.kind == "categorical":
+        return "" if value in knob.choices else f"{value!r} is not one of its choices {list(knob.choices)}"
+    if isinstance(value, bool) or not isinstance(value, int if knob.kind == "int" else int | float):
+        return f"{value!r} is not {'an integer' if knob.kind == 'int' else 'a number'}"
+    if not knob.low <= value <= knob.high:  # type: ignore[operator]
+        return f"{value!r} is outside its range [{knob.low:g}, {knob.high:g}]"
+    return ""
+
+
 def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     """Ask the trial for a knob through the public API: fixed params come back as fixed."""
     if isinstance(dist, FloatDistribution):

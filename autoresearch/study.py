@@ -8,20 +8,30 @@ storage because it works on the shared file systems clusters have; an RDB URL wo
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from autoresearch.journal import JOURNAL_FILE, BatchedJournalStorage, journal_storage, recover_journal
 from autoresearch.rdb_cache import WriteThroughCache
 
+FOLDER_ID_FILE = "study.id"  # with a database storage: the id its study holds too (`_claim`)
+FOLDER_ID_ATTR = "campaign_folder_id"
+
 
 class StudyUnavailable(RuntimeError):
     """The storage cannot be opened: its driver is missing, or the database cannot be reached."""
+
+
+class StudyTaken(StudyUnavailable):
+    """The database's study of this name belongs to another campaign folder."""
 
 
 def make_storage(
@@ -54,26 +64,70 @@ def open_study(
     if not url:
         recover_journal(campaign_dir)
     with _opening(url):
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=name,
             storage=make_storage(campaign_dir, url, sole_writer=True),
             sampler=sampler,
             direction="minimize",
             load_if_exists=True,
         )
+        if url:
+            _claim(study, campaign_dir, url)
+        return study
+
+
+def _claim(study: optuna.Study, campaign_dir: Path, url: str) -> None:
+    """A database keys its studies by name alone: the study and the folder that started it hold one
+    id (`FOLDER_ID_FILE`, `FOLDER_ID_ATTR`), so another folder of the same campaign.name (another
+    runs_dir) is refused instead of adopting trials whose files it lacks. The id goes into the
+    folder first: a controller killed before the study has it leaves a study the folder claims."""
+    id_file = campaign_dir / FOLDER_ID_FILE
+    mine = id_file.read_text().strip() if id_file.is_file() else None
+    theirs = study.user_attrs.get(FOLDER_ID_ATTR)
+    if theirs is None:  # a new study, or one begun before studies had ids (then config.yaml says who ran it)
+        ran_elsewhere = study.get_trials(deepcopy=False) and not (campaign_dir / "config.yaml").is_file()
+        if mine is not None or not ran_elsewhere:
+            if mine is None:
+                mine = uuid.uuid4().hex
+                id_file.write_text(mine + "\n")
+            study.set_user_attr(FOLDER_ID_ATTR, mine)
+            return
+    elif theirs == mine:
+        return
+    raise StudyTaken(
+        f"storage={url} holds a study {study.study_name!r} started by another campaign folder "
+        f"than {campaign_dir}: give this campaign its own campaign.name, or run it with the "
+        "runs_dir that started it"
+    )
+
+
+def _reader_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage | None:
+    """Where a reader finds the study, None where there can be none yet; creates nothing: a reader
+    must leave no journal, database file or tables where no campaign put a study (SQLite makes its
+    file on connecting, so a missing one is looked for first)."""
+    if not url:
+        return journal_storage(campaign_dir) if (campaign_dir / JOURNAL_FILE).exists() else None
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return None
+    engine = sqlalchemy.create_engine(url)
+    try:
+        if not sqlalchemy.inspect(engine).has_table("studies"):
+            return None
+    finally:
+        engine.dispose()
+    return optuna.storages.RDBStorage(url, skip_table_creation=True)
 
 
 def load_study(campaign_dir: Path, name: str, url: str | None) -> optuna.Study:
     """An existing campaign's study, for reading it (status, reports); creates nothing."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    where = url or campaign_dir / JOURNAL_FILE
-    if not url and not (campaign_dir / JOURNAL_FILE).exists():
-        raise StudyUnavailable(f"no study {name!r} yet in {where}")
     with _opening(url):
-        try:
-            return optuna.load_study(study_name=name, storage=make_storage(campaign_dir, url))
-        except KeyError:
-            raise StudyUnavailable(f"no study {name!r} yet in {where}") from None
+        storage = _reader_storage(campaign_dir, url)
+        with contextlib.suppress(KeyError):  # (a storage without this study)
+            if storage is not None:
+                return optuna.load_study(study_name=name, storage=storage)
+    raise StudyUnavailable(f"no study {name!r} yet in {url or campaign_dir / JOURNAL_FILE}")
 
 
 def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:

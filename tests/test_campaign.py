@@ -281,6 +281,24 @@ def test_a_mistyped_command_is_one_line_that_says_what_to_type(args: list[str], 
     assert proc.returncode == 2 and proc.stderr.splitlines() == [said]
 
 
+@pytest.mark.parametrize("tool", ["status", "report"])
+def test_python_m_autoresearch_runs_the_tools_as_the_console_script_does(tmp_path: Path, tool: str) -> None:
+    """README: the console script is the same command as `python -m autoresearch`, tools included."""
+    (tmp_path / "config.yaml").write_text("campaign:\n  name: early\nstorage: null\n")
+    console_script = str(Path(sys.executable).with_name("autoresearch"))
+    for args in ([tool, str(tmp_path)], [tool]):
+        by_module, by_script = (
+            subprocess.run([*command, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            for command in ([sys.executable, "-m", "autoresearch"], [console_script])
+        )
+        assert (by_module.returncode, by_module.stdout, by_module.stderr) == (
+            by_script.returncode,
+            by_script.stdout,
+            by_script.stderr,
+        )
+    assert by_module.stderr.startswith(f"usage: autoresearch {tool}")  # (no folder given)
+
+
 @pytest.mark.parametrize(("signals", "code"), [([signal.SIGINT], 3), ([signal.SIGINT, signal.SIGTERM], 130)])
 def test_ctrl_c_stops_and_a_rerun_finishes_the_work(tmp_path: Path, signals: list[int], code: int) -> None:
     """One signal: no new experiments, exit 3; a second one: leave at once, exit 130, no

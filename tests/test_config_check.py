@@ -5,13 +5,24 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from engine_helpers import REPO, campaign_command, compose_config, run_campaign
+from engine_helpers import (
+    REPO,
+    campaign_command,
+    compose_config,
+    compose_toy,
+    run_campaign,
+    scripted_campaign,
+)
 from omegaconf import OmegaConf
 
-from autoresearch.config_check import config_problems
+from autoresearch.campaign import CampaignError
+from autoresearch.config import AutoresearchConfig, KnobConfig
+from autoresearch.config_check import config_problems, resume_problems
 from autoresearch.study import StudyUnavailable, open_study
 
 
@@ -44,7 +55,14 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
         (["campaign.wave_size=0"], "campaign.wave_size must be at least 1, not 0"),
         (["campaign.min_delta=-0.1"], "campaign.min_delta must be at least 0, not -0.1"),
         (["campaign.budget.max_dollars=-1"], "campaign.budget.max_dollars must be at least 0, not -1.0"),
-        (["campaign.time_budget=0"], "campaign.time_budget must be positive seconds"),
+        (["campaign.time_budget=0"], "campaign.time_budget must be positive, not 0.0 (seconds, or null"),
+        (["campaign.time_budget=nan"], "campaign.time_budget must be a finite number, not nan"),
+        (["campaign.min_delta=nan"], "campaign.min_delta must be a finite number, not nan"),
+        (["campaign.keep_z=nan"], "campaign.keep_z must be a finite number, not nan"),
+        (["campaign.budget.max_wall_hours=inf"], "campaign.budget.max_wall_hours must be a finite number"),
+        (["cluster.poll_seconds=nan"], "cluster.poll_seconds must be a finite number, not nan"),
+        (["cluster.partitions.local.mem_gb=nan"], "cluster.partitions.local.mem_gb must be a finite number"),
+        (["campaign.knobs.WIDTH.high=nan"], "campaign.knobs.WIDTH.high must be a finite number, not nan"),
         (["campaign.scale=big"], "campaign.scale must be one of gpt2, cpu, not 'big'"),
         (["campaign.data=web"], "campaign.data must be one of climbmix, offline, not 'web'"),
         (["campaign.name=a/b"], "campaign.name must be a folder name"),
@@ -92,6 +110,16 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
         ),
         (["storage=notaurl"], "storage=notaurl is not a database URL"),
         (["storage=postgresql://me:hunter2@db.example/runs"], "storage: keep the password out of the URL"),
+        (["storage='postgresql://me@db.example/runs?password=hunter2'"], "storage: keep the password out"),
+        (["storage='postgresql://me@db.example/runs?PWD=hunter2'"], "storage: keep the password out"),
+        (
+            ["storage=postgresql://me@db.example:abc/runs"],
+            "storage=postgresql://me@db.example:abc/runs: the port",
+        ),
+        (["storage=sqlite://"], "storage=sqlite:// is an in-memory SQLite database, gone when"),
+        (["storage=sqlite:///"], "storage=sqlite:/// is an in-memory SQLite database"),
+        (["storage=sqlite:///:memory:"], "storage=sqlite:///:memory: is an in-memory SQLite database"),
+        (["storage='sqlite:///file:db?mode=memory&uri=true'"], "storage=sqlite:///file:db?mode=memory"),
         (["agent.base_url=https://me:hunter2@gateway.example"], "agent.base_url: keep credentials"),
         (["agent.base_url=https://sk-ant-x@gateway.example"], "agent.base_url: keep credentials"),
         (["agent.base_url='https://gateway.example/?key=sk-ant-x'"], "agent.base_url: keep credentials"),
@@ -169,17 +197,93 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
     said = " ".join(proc.stdout.split())  # the log wraps long lines
     assert "campaign.budget.max_experiments=2: the 3 baseline runs use it all" in said
     saved = (tmp_path / "toy" / "config.yaml").read_text()
-    proc = run_campaign(tmp_path, "campaign.time_budget=2", "campaign.budget.max_experiments=2")
-    assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [
-        f"error: bad config: seconds of training per experiment: {tmp_path / 'toy'} started with 1.0, "
-        "this command says 2.0 (results measured otherwise cannot be compared: keep it, or choose a "
-        "new campaign.name)"
-    ]
-    assert (tmp_path / "toy" / "config.yaml").read_text() == saved
+    refused = {
+        "campaign.time_budget=2": f"seconds of training per experiment: {tmp_path / 'toy'} started with "
+        "1.0, this command says 2.0 (results measured otherwise cannot be compared: keep it, or choose "
+        "a new campaign.name)",
+        "campaign.knobs.LR.log=false": f"campaign.knobs.LR: {tmp_path / 'toy'} searched it as float on "
+        "a log scale, this command says float, and its study cannot take a knob's kind, log scale or "
+        "choices changed (bounds may change): keep them, leave the knob out of campaign.knobs, or "
+        "choose a new campaign.name",
+    }
+    for override, said in refused.items():
+        proc = run_campaign(tmp_path, override, "campaign.budget.max_experiments=2")
+        assert proc.returncode == 2
+        assert proc.stderr.splitlines() == [f"error: bad config: {said}"]
+        assert (tmp_path / "toy" / "config.yaml").read_text() == saved
     proc = run_campaign(tmp_path, "campaign.budget.max_experiments=3")  # a budget may grow
     assert proc.returncode == 0, proc.stderr
     assert "baseline runs use it all" not in proc.stdout  # said on a first start only
     (tmp_path / "toy" / "config.yaml").write_text("not a config\n")
     proc = run_campaign(tmp_path)
     assert proc.returncode == 2 and "is not a campaign's config" in proc.stderr
+
+
+@pytest.mark.parametrize("fails_on", ["storage", "data"])
+def test_a_start_that_measured_nothing_binds_no_setting(tmp_path: Path, fails_on: str) -> None:
+    """A first start refused by a mistyped storage URL or by its data step measured nothing: the
+    corrected command may change what a resumed campaign could not."""
+    if fails_on == "storage":
+        broken, error = f"storage=sqlite:///{tmp_path}/no/such/folder/study.db", StudyUnavailable
+    else:
+        (tmp_path / "prepare.py").write_text("raise SystemExit(1)\n")
+        broken, error = f"campaign.prepare_py={tmp_path / 'prepare.py'}", CampaignError
+    with pytest.raises(error):
+        scripted_campaign(tmp_path, [], broken, "campaign.prepare_data=true").run()
+    corrected = compose_toy(tmp_path, "campaign.time_budget=2", f"storage=sqlite:///{tmp_path}/study.db")
+    assert resume_problems(corrected, tmp_path / "toy" / "config.yaml") == []
+
+
+def _with_categorical(cfg: AutoresearchConfig) -> AutoresearchConfig:
+    """The toy config with a categorical knob as well (Hydra cannot add one on the command line)."""
+    cfg.campaign.knobs["BS"] = KnobConfig(kind="categorical", choices=[16, 32])
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("knob", "change", "searched"),
+    [
+        ("LR", {"low": 0.0001, "high": 0.1}, None),  # Optuna takes new bounds
+        ("WIDTH", {"low": 8, "high": 64}, None),
+        ("LR", {"log": False}, "float on a log scale, this command says float,"),
+        ("WIDTH", {"kind": "float"}, "int on a log scale, this command says float on a log scale,"),
+        (
+            "BS",
+            {"choices": [16, 32, 64]},
+            "categorical [16, 32], this command says categorical [16, 32, 64],",
+        ),
+        ("BS", {"choices": [32, 16]}, "categorical [16, 32], this command says categorical [32, 16],"),
+    ],
+)
+def test_a_resumed_knob_keeps_what_its_study_fixed(
+    tmp_path: Path, knob: str, change: dict[str, Any], searched: str | None
+) -> None:
+    """Optuna fixes a param's kind, log scale and choices at its first trial and fails every later
+    trial that asks otherwise (20 a launch round, every poll); its bounds may move."""
+    saved = tmp_path / "toy" / "config.yaml"
+    saved.parent.mkdir()
+    saved.write_text(OmegaConf.to_yaml(_with_categorical(compose_toy(tmp_path))))
+    resumed = _with_categorical(compose_toy(tmp_path))
+    for field, value in change.items():
+        setattr(resumed.campaign.knobs[knob], field, value)
+    problems = resume_problems(resumed, saved)
+    if searched is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1, problems
+        assert problems[0].startswith(f"campaign.knobs.{knob}: {saved.parent} searched it as {searched}")
+
+
+@pytest.mark.parametrize("refused", ["+campaign.wave_sise=3", "campaign.wave_size=0"])
+def test_a_refused_command_writes_nothing(tmp_path: Path, refused: str) -> None:
+    """Neither a misspelt key nor a value the checks refuse leaves a runs folder behind (Hydra made
+    its run folder, which was runs_dir, before either check)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoresearch", "+campaign=demo", refused],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: bad config: ")
+    assert list(tmp_path.iterdir()) == []

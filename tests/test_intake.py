@@ -154,6 +154,28 @@ def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_
 
 
 @pytest.mark.parametrize(
+    ("knobs", "reason"),
+    [
+        ({"LR": 0.02, "WIDTH": 128}, ""),
+        ({"LR": 0.5, "WIDTH": 16}, ""),  # the bounds are in range
+        ({"LR": "abc"}, "knob LR: 'abc' is not a number"),
+        ({"LR": [0.02]}, "knob LR: [0.02] is not a number"),
+        ({"LR": {"value": 0.02}}, "knob LR: {'value': 0.02} is not a number"),
+        ({"LR": True}, "knob LR: True is not a number"),
+        ({"WIDTH": 128.0}, "knob WIDTH: 128.0 is not an integer"),
+        ({"LR": 0.9}, "knob LR: 0.9 is outside its range [0.001, 0.5]"),
+        ({"WIDTH": 4096}, "knob WIDTH: 4096 is outside its range [16, 1024]"),
+    ],
+)
+def test_a_knob_value_its_spec_cannot_take_is_refused_before_it_is_queued(
+    tmp_path: Path, knobs: dict[str, object], reason: str
+) -> None:
+    """Optuna would fail a value of the wrong type at launch, and run one out of range after a
+    warning of many lines: the proposer is told in one line instead."""
+    assert open_intake(tmp_path).precheck(Candidate("set", "", knobs=knobs)) == reason
+
+
+@pytest.mark.parametrize(
     ("validate_apart", "seeds", "runs"), [(False, 2, False), (True, 0, False), (True, 2, True)]
 )
 def test_a_proposal_on_the_validate_tier_runs_only_where_that_tier_has_baselines(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import optuna
 import psycopg
 import pytest
+import sqlalchemy
 from engine_helpers import killed_and_resumed, run_scripted
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
@@ -18,7 +20,7 @@ from sqlalchemy import event
 from autoresearch import rdb_cache
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
-from autoresearch.study import open_study, set_trial_attrs, trials
+from autoresearch.study import StudyTaken, StudyUnavailable, load_study, open_study, set_trial_attrs, trials
 
 
 @contextmanager
@@ -180,3 +182,55 @@ def test_a_trials_attrs_are_one_read_and_one_upsert_else_optunas_way_one_by_one(
         assert len(sent) >= 6, sent  # a read and a write per attr
     stored = optuna.load_study(study_name="c", storage=database_url).trials[0]
     assert stored.user_attrs == study.trials[0].user_attrs == {"kind": "stack", "seed": 43, "tier": "screen"}
+
+
+def test_a_reader_creates_no_database_where_no_campaign_put_a_study(
+    tmp_path: Path, database_url: str
+) -> None:
+    """`status` and `report` read: one pointed at a database with no study yet (a mistyped name, a
+    campaign not started) is told so, and leaves neither a SQLite file nor Optuna's tables."""
+    with pytest.raises(StudyUnavailable, match=f"^no study 'c' yet in {re.escape(database_url)}$"):
+        load_study(tmp_path, "c", database_url)
+    assert not (tmp_path / "study.db").exists()
+    if database_url.startswith("postgresql"):
+        engine = sqlalchemy.create_engine(database_url)
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+        engine.dispose()
+    open_study(tmp_path, "other", database_url)
+    with pytest.raises(StudyUnavailable, match="^no study 'c' yet in "):  # tables, but not this study
+        load_study(tmp_path, "c", database_url)
+    assert load_study(tmp_path, "other", database_url).study_name == "other"
+
+
+def test_a_database_study_belongs_to_the_campaign_folder_that_started_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The database keys a study by campaign.name alone: a folder of the same name elsewhere (another
+    runs_dir) is refused in one line instead of adopting trials whose files it lacks."""
+    first, second = tmp_path / "a" / "c", tmp_path / "b" / "c"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    open_study(first, "c", database_url).enqueue_trial({}, user_attrs={"edit": "proposals/t00000.json"})
+    taken = f"^storage={re.escape(database_url)} holds a study 'c' started by another campaign folder than {second}: "
+    with pytest.raises(StudyTaken, match=taken):
+        open_study(second, "c", database_url)
+    assert list(second.iterdir()) == []
+    (second / "study.id").write_text("another folder's id\n")
+    with pytest.raises(StudyTaken, match=taken):
+        open_study(second, "c", database_url)
+    assert len(open_study(first, "c", database_url).trials) == 1  # its own folder resumes it
+
+
+def test_a_database_study_begun_before_studies_had_ids_stays_with_the_folder_that_ran_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    ran, other = tmp_path / "a" / "c", tmp_path / "b" / "c"
+    ran.mkdir(parents=True)
+    other.mkdir(parents=True)
+    optuna.create_study(study_name="c", storage=database_url).enqueue_trial({})  # as before the ids
+    (ran / "config.yaml").write_text("campaign:\n  name: c\n")
+    with pytest.raises(StudyTaken):
+        open_study(other, "c", database_url)
+    assert len(open_study(ran, "c", database_url).trials) == 1
+    with pytest.raises(StudyTaken):  # claimed now, by the folder that ran it
+        open_study(other, "c", database_url)

@@ -4,17 +4,20 @@ as the ledger indexes them (on opening a study, and as trials launch and fail)."
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import RandomSampler
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from autoresearch import sampler as sampler_module
+from autoresearch.campaign import Campaign
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
 from autoresearch.proposers.base import KnobSpec
@@ -150,3 +153,31 @@ def test_a_run_is_knobs_only_when_it_moves_declared_knobs_alone(
     candidate: Candidate, knobs_only: bool
 ) -> None:
     assert AgentSampler(KNOBS).knobs_only(candidate) is knobs_only
+
+
+def test_a_knob_its_study_cannot_take_fails_each_trial_and_is_said_once(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A knob searched on a log scale, declared linear since (a resumed campaign checks this against
+    its config.yaml, which forgets a knob dropped for a run): Optuna refuses each trial that asks
+    for it, and the log says so once, with Optuna's reason."""
+    (tmp_path / "toy").mkdir()
+    seeded = open_study(tmp_path / "toy", "toy", None)
+    seeded.add_trial(
+        create_trial(
+            value=1.0, params={"LR": 0.01}, distributions={"LR": FloatDistribution(0.001, 0.5, log=True)}
+        )
+    )
+    campaign = open_campaign(tmp_path, [], "campaign.knobs.LR.log=false")
+    for baseline in campaign.ledger.waiting():  # out of the way: they set no knob
+        assert campaign.ledger.claim(baseline)
+    for n in range(3):
+        campaign.intake.add(Candidate(f"LR free {n}", knobs={"LR": None}), {"kind": "experiment"})
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        campaign.launcher.launch()
+    refused = "Cannot set different log configuration to the same parameter name."
+    failed = [t for t in campaign.study.trials if t.user_attrs.get("status") == "invalid"]
+    assert [t.user_attrs["reason"] for t in failed] == [refused] * 3
+    assert [r.getMessage() for r in caplog.records if "invalid" in r.getMessage()] == [
+        f"trial {failed[0].number}: invalid: {refused} (not logged again for later trials)"
+    ]
