@@ -188,7 +188,20 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
         problems += _choice(f"cluster.partitions.{name}.mode", part.mode, PARTITION_MODES)
         for field, low in PARTITION_AT_LEAST.items():
             problems += _number(f"cluster.partitions.{name}.{field}", getattr(part, field), low)
+        problems += _gpus_per_job_problems(name, part.gres, part.gpus_per_node)
     return problems
+
+
+def _gpus_per_job_problems(name: str, gres: str, gpus_per_node: int) -> list[str]:
+    """An experiment trains on one GPU (train.py has no data parallelism), and a slot is billed as
+    one GPU: a job asking for more would hold GPUs it leaves idle, uncounted in GPU-hours."""
+    counts = {f"gres {item}": item.split(":")[-1] for item in gres.split(",") if item.split(":")[0] == "gpu"}
+    counts["gpus_per_node"] = str(gpus_per_node)
+    return [
+        f"cluster.partitions.{name}: {what} asks for {count} GPUs per experiment; an experiment trains on one"
+        for what, count in counts.items()
+        if count.isdigit() and int(count) > 1
+    ]
 
 
 def _idle_tier_problems(cfg: AutoresearchConfig) -> list[str]:

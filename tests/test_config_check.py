@@ -116,6 +116,14 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
             ["storage=postgresql://me@db.example:abc/runs"],
             "storage=postgresql://me@db.example:abc/runs: the port",
         ),
+        (
+            ["cluster=slurm", "cluster.partitions.h100.gres=gpu:h100:2"],
+            "cluster.partitions.h100: gres gpu:h100:2 asks for 2 GPUs per experiment; an experiment trains on one",
+        ),
+        (
+            ["cluster=slurm", "cluster.partitions.h200.gpus_per_node=4"],
+            "cluster.partitions.h200: gpus_per_node asks for 4 GPUs per experiment",
+        ),
         (["storage=sqlite://"], "storage=sqlite:// is an in-memory SQLite database, gone when"),
         (["storage=sqlite:///"], "storage=sqlite:/// is an in-memory SQLite database"),
         (["storage=sqlite:///:memory:"], "storage=sqlite:///:memory: is an in-memory SQLite database"),
