@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch import budget as budgets
 from autoresearch.config import AutoresearchConfig, deadline_seconds, time_budget_seconds
 from autoresearch.decisions import Decisions
+from autoresearch.files import read_json
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import Heartbeat
@@ -45,8 +46,8 @@ from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobS
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, write_results
-from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, STARTED_FILE, read_json
-from autoresearch.sampler import AgentSampler
+from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, STARTED_FILE
+from autoresearch.sampler import AgentSampler, knob_changes
 from autoresearch.study import finished, open_study, status_of, trials
 from autoresearch.tracking import NoTracker, Tracker
 from autoresearch.workspace import experiment_dir
@@ -141,6 +142,11 @@ class Campaign:
                 "git is not on PATH: the frontier (kept changes) is a git lineage; install git"
             )
         self.study = open_study(self.dir, self.c.name, self.cfg.storage, self.sampler)
+        # The study's own record of how each knob was searched: config.yaml forgets a knob left
+        # out of a run, and a knob brought back changed would fail every trial that sets it.
+        searched = {n: d for t in self.study.get_trials(deepcopy=False) for n, d in t.distributions.items()}
+        if changed := knob_changes(searched, knob_specs(self.cfg), f"the study of {self.dir}"):
+            raise CampaignError("; ".join(changed))
         if "started_at" not in self.study.user_attrs:
             self.study.set_user_attr("started_at", self.clock.now())
         self.frontier = Frontier(self.dir / "frontier", Path(self.c.train_py).read_text())

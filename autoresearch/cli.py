@@ -41,6 +41,8 @@ def run_tool() -> bool:
 
 
 def main() -> None:
+    if run_tool():  # at once, without Hydra's import
+        return
     # As `python -m` does (its __main__ runs a tool too): Hydra finds conf/ from the file of a
     # `__main__` module, but from any other module it would look for an importable `conf` package.
     runpy.run_module("autoresearch", run_name="__main__", alter_sys=True)

@@ -15,12 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import (
-    BaseDistribution,
-    FloatDistribution,
-    IntDistribution,
-    check_distribution_compatibility,
-)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -28,8 +22,7 @@ from autoresearch.campaign import knob_specs
 from autoresearch.config import AutoresearchConfig, deadline_seconds, time_budget_seconds
 from autoresearch.knobs import read_knobs
 from autoresearch.proposals import TIERS
-from autoresearch.proposers.base import KnobSpec
-from autoresearch.sampler import distribution_of
+from autoresearch.sampler import distribution_of, distributions, knob_changes
 
 SCALES = ("gpt2", "cpu")  # the harness's (trainer/prepare.py, docs/TRAINER.md)
 DATA_SOURCES = ("climbmix", "offline")
@@ -336,7 +329,7 @@ def _measurement(cfg: Any) -> dict[str, Any]:
 def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
     """A resumed campaign must measure as it started: results taken at another scale, on other data,
     with another budget, or in another study cannot be compared with the ones it has; and its study
-    keeps each knob's kind, log scale and choices (`_knob_changes`). Budgets, knobs (added, dropped,
+    keeps each knob's kind, log scale and choices (`knob_changes`). Budgets, knobs (added, dropped,
     new bounds), slots and the proposer may change."""
     if not saved_config.is_file():
         return []
@@ -349,44 +342,7 @@ def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
         "(results measured otherwise cannot be compared: keep it, or choose a new campaign.name)"
         for key in started
         if started[key] != now[key]
-    ] + _knob_changes(saved, cfg, saved_config.parent)
-
-
-def _searched_as(dist: BaseDistribution) -> str:
-    if isinstance(dist, FloatDistribution | IntDistribution):
-        kind = "float" if isinstance(dist, FloatDistribution) else "int"
-        return f"{kind} on a log scale" if dist.log else kind
-    return f"categorical {list(dist.choices)}"  # type: ignore[attr-defined]
-
-
-def _knob_changes(saved: Any, cfg: AutoresearchConfig, campaign_dir: Path) -> list[str]:
-    """The study holds a knob's kind, log scale and choices from its first trial, and Optuna refuses
-    a trial that asks for it otherwise (its bounds may change): each trial that set the knob would
-    fail. Knobs added or dropped are fine."""
-    before = {spec.name: _distribution(spec) for spec in knob_specs(saved)}
-    problems = []
-    for spec in knob_specs(cfg):
-        old, new = before.get(spec.name), _distribution(spec)
-        if old is None or new is None:
-            continue
-        try:
-            check_distribution_compatibility(old, new)
-        except ValueError:
-            problems.append(
-                f"campaign.knobs.{spec.name}: {campaign_dir} searched it as {_searched_as(old)}, this "
-                f"command says {_searched_as(new)}, and its study cannot take a knob's kind, log scale "
-                "or choices changed (bounds may change): keep them, leave the knob out of "
-                "campaign.knobs, or choose a new campaign.name"
-            )
-    return problems
-
-
-def _distribution(spec: KnobSpec) -> BaseDistribution | None:
-    """The knob's distribution; None for one config_problems refuses."""
-    try:
-        return distribution_of(spec)
-    except (ValueError, TypeError):
-        return None
+    ] + knob_changes(distributions(knob_specs(saved)), knob_specs(cfg), str(saved_config.parent))
 
 
 def check_config(cfg: AutoresearchConfig, saved_config: Path | None = None) -> None:

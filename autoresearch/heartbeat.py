@@ -18,7 +18,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from autoresearch.runner import read_json, write_json_atomic
+from autoresearch.files import read_json, write_json_atomic
 
 CONTROLLER_FILE = "controller.json"
 BEAT_SECONDS = 15.0

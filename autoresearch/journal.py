@@ -26,7 +26,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.storages.journal._storage import JournalOperation
 
-from autoresearch.runner import after_last_newline
+from autoresearch.files import after_last_newline
 
 JOURNAL_FILE = "study.journal"
 

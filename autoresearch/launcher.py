@@ -22,11 +22,12 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autoresearch.config import AutoresearchConfig, deadline_seconds
+from autoresearch.files import write_json_atomic
 from autoresearch.fleet.base import Fleet, JobSpec
 from autoresearch.frontier import Frontier
 from autoresearch.intake import Intake, screening_seed
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
-from autoresearch.runner import SPEC_FILE, write_json_atomic
+from autoresearch.runner import SPEC_FILE
 from autoresearch.sampler import AgentSampler, candidate_key
 from autoresearch.workspace import (
     InvalidCandidate,
@@ -166,6 +167,7 @@ class Launcher:
         if pool_name not in self.fleet.pools:
             why = f"tier {cand.tier!r} has no partition now"
             self.ledger.fail(trial.number, {"status": "invalid", "reason": why})
+            self._warn_once(trial.number, why)
             return None
         pool = self.fleet.pools[pool_name]
         # A change is screened with the seed of the frontier it is built on, whenever it was queued.

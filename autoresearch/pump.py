@@ -39,7 +39,7 @@ class BackgroundPump:
     def _propose(self, context: CampaignContext, future: Future[Wave]) -> None:
         try:
             future.set_result(self.proposer.propose(context))
-        except Exception as err:
+        except BaseException as err:  # (SystemExit too: the future must end, or no wave comes again)
             future.set_exception(err)
 
     def collect(self) -> Wave | None:

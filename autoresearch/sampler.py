@@ -26,6 +26,7 @@ from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
+    check_distribution_compatibility,
 )
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
@@ -44,6 +45,47 @@ def distribution_of(knob: KnobSpec) -> BaseDistribution:
     if knob.kind == "categorical":
         return CategoricalDistribution(list(knob.choices))
     raise ValueError(f"knob {knob.name}: unknown kind {knob.kind!r} (float, int or categorical)")
+
+
+def _searched_as(dist: BaseDistribution) -> str:
+    if isinstance(dist, FloatDistribution | IntDistribution):
+        kind = "float" if isinstance(dist, FloatDistribution) else "int"
+        return f"{kind} on a log scale" if dist.log else kind
+    return f"categorical {list(dist.choices)}"  # type: ignore[attr-defined]
+
+
+def knob_changes(searched: dict[str, BaseDistribution], specs: list[KnobSpec], where: str) -> list[str]:
+    """The study holds a knob's kind, log scale and choices from its first trial, and Optuna refuses
+    a trial that asks for it otherwise (its bounds may change): each trial that set the knob would
+    fail. `searched`: how the knobs were searched so far (the saved config's, or the study's own,
+    which also remembers a knob dropped for a while). Knobs added or dropped are fine."""
+    problems = []
+    for spec in specs:
+        old, new = searched.get(spec.name), _distribution(spec)
+        if old is None or new is None:
+            continue
+        try:
+            check_distribution_compatibility(old, new)
+        except ValueError:
+            problems.append(
+                f"campaign.knobs.{spec.name}: {where} searched it as {_searched_as(old)}, this "
+                f"command says {_searched_as(new)}, and its study cannot take a knob's kind, log scale "
+                "or choices changed (bounds may change): keep them, leave the knob out of "
+                "campaign.knobs, or choose a new campaign.name"
+            )
+    return problems
+
+
+def distributions(specs: list[KnobSpec]) -> dict[str, BaseDistribution]:
+    return {spec.name: dist for spec in specs if (dist := _distribution(spec)) is not None}
+
+
+def _distribution(spec: KnobSpec) -> BaseDistribution | None:
+    """The knob's distribution; None for one the config check refuses."""
+    try:
+        return distribution_of(spec)
+    except (ValueError, TypeError):
+        return None
 
 
 def knob_value_problem(knob: KnobSpec, value: Any) -> str:

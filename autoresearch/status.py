@@ -27,9 +27,10 @@ from rich.text import Text
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import experiment_ran, hours_unit, measure
 from autoresearch.cli import tool_name
+from autoresearch.files import read_json
 from autoresearch.heartbeat import controller_state
 from autoresearch.results import frontier_value, rerun_values, rows
-from autoresearch.runner import STARTED_FILE, read_json
+from autoresearch.runner import STARTED_FILE
 from autoresearch.study import StudyUnavailable, finished, load_study, trials
 
 STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
@@ -52,6 +53,10 @@ def open_campaign(campaign_dir: Path) -> optuna.Study:
     if not campaign_dir.is_dir():
         refuse(f"no such folder: {campaign_dir}")
     if not (campaign_dir / "config.yaml").is_file():
+        if (controller := controller_state(campaign_dir)) is not None:  # config.yaml comes once set up
+            refuse(
+                f"{campaign_dir}: its first start is still setting up (the data, the study); controller {controller}"
+            )
         refuse(f"not a campaign folder (no config.yaml): {campaign_dir}")
     config = OmegaConf.load(campaign_dir / "config.yaml")
     try:

@@ -34,14 +34,12 @@ class StudyTaken(StudyUnavailable):
     """The database's study of this name belongs to another campaign folder."""
 
 
-def make_storage(
-    campaign_dir: Path, url: str | None, sole_writer: bool = False
-) -> optuna.storages.BaseStorage | str:
-    """The campaign's journal, or the database at `url`; the controller (`sole_writer`) reads
-    either from memory, where readers see every write."""
+def controller_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage:
+    """The campaign's journal, or the database at `url`, as the controller (their sole writer)
+    holds them: read from memory, every write sent on at once."""
     if not url:
-        return journal_storage(campaign_dir, sole_writer)
-    return WriteThroughCache(optuna.storages.RDBStorage(url)) if sole_writer else url
+        return journal_storage(campaign_dir, sole_writer=True)
+    return WriteThroughCache(optuna.storages.RDBStorage(url))
 
 
 @contextlib.contextmanager
@@ -66,7 +64,7 @@ def open_study(
     with _opening(url):
         study = optuna.create_study(
             study_name=name,
-            storage=make_storage(campaign_dir, url, sole_writer=True),
+            storage=controller_storage(campaign_dir, url),
             sampler=sampler,
             direction="minimize",
             load_if_exists=True,

@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import TrackingConfig
-from autoresearch.runner import append_line, complete_lines
+from autoresearch.files import append_line, complete_lines
 from autoresearch.study import finished, status_of
 
 log = logging.getLogger("autoresearch")

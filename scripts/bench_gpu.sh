@@ -31,7 +31,7 @@ export PYTHONUNBUFFERED=1 AUTORESEARCH_DATA=${AUTORESEARCH_DATA:-offline} AUTORE
 export AUTORESEARCH_CACHE=${AUTORESEARCH_CACHE:-/tmp/autoresearch-cache}
 if ! "$python" -c "import rustbpe, tiktoken, pyarrow, torch; assert torch.cuda.is_available(), 'torch sees no GPU'" \
     2>&1 | tee "$summary"; then
-    echo "error: this machine cannot run the benchmark (the line above says why; no rustbpe: carry .whl/ with its wheel)" |
+    echo "error: this machine cannot run the benchmark (the line above says why; no rustbpe: copy .whl/ with its wheel along)" |
         tee -a "$summary" >&2
     exit 1
 fi

@@ -196,16 +196,17 @@ def postgres_server() -> Iterator[dict[str, str]]:
 @pytest.fixture
 def open_campaign() -> Iterator[Callable[..., Campaign]]:
     """Opens scripted campaigns (study, frontier, lock: `scripted_campaign`'s arguments) for a test
-    to drive by hand, and lets go of their locks after it."""
+    to drive by hand, and after it stops their heartbeats and lets go of their locks."""
     opened: list[Campaign] = []
 
     def open_(*args: Any, **kwargs: Any) -> Campaign:
         campaign = scripted_campaign(*args, **kwargs)
+        opened.append(campaign)  # before open(): one that fails part-way is let go of too
         campaign.open()
-        opened.append(campaign)
         return campaign
 
     yield open_
     for campaign in opened:
+        campaign.heartbeat.stop("the test ended")
         if campaign._lock_fd is not None:
             os.close(campaign._lock_fd)

@@ -1,5 +1,5 @@
 """slurm/controller.sbatch, run by bash as Slurm would run it, with stand-ins for the controller
-(a script that stops on its second TERM, with code 3: "stopped before the campaign ended") and
+(a script that, like the real one, stops with code 130 on its second TERM) and
 for `scontrol` (records what it is asked)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_a_controller_stopped_by_two_terms_is_requeued(tmp_path: Path) -> None:
     seen = tmp_path / "terms.log"
     controller = stand_in(
         tmp_path / "python",
-        f"n=0\ntrap 'n=$((n + 1)); echo term >> {seen}; [ $n -ge 2 ] && exit 3' TERM\n"
+        f"n=0\ntrap 'n=$((n + 1)); echo term >> {seen}; [ $n -ge 2 ] && exit 130' TERM\n"
         f"echo ready > {tmp_path / 'ready'}\nwhile :; do sleep 0.05; done",
     )
     bin_dir = tmp_path / "bin"
@@ -47,6 +47,6 @@ def test_a_controller_stopped_by_two_terms_is_requeued(tmp_path: Path) -> None:
         job.send_signal(signal.SIGTERM)
         wait_for(lambda n=n: seen.exists() and len(seen.read_text().split()) == n, 30, f"TERM {n} passed on")
     out, _ = job.communicate(timeout=60)
-    assert job.returncode == 3, out
+    assert job.returncode == 130, out
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "41"]
     assert "requeueing job 41" in out

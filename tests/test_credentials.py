@@ -25,14 +25,10 @@ def test_scrubbed_environment_drops_anything_that_looks_like_a_credential() -> N
     assert scrubbed_environment(env) == {"PATH": "/bin"}
 
 
-def test_sbatch_submissions_see_no_credentials_and_they_come_back_after(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """sbatch exports the submitting environment: what it sees at submission is what a job gets.
-
-    The fleet and submitit are real; `sbatch` is a stand-in first on PATH that records the
-    environment it was started with.
-    """
+def submitted_environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The environments two jobs (an array of experiments, an array of workers) were submitted
+    with. The fleet and submitit are real; `sbatch` is a stand-in first on PATH that records the
+    environment it was started with."""
     seen = tmp_path / "seen"
     seen.mkdir()
     bin_dir = tmp_path / "bin"
@@ -44,14 +40,6 @@ def test_sbatch_submissions_see_no_credentials_and_they_come_back_after(
         (bin_dir / name).write_text(body)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-canary-sbatch")
-    monkeypatch.setenv("HARMLESS", "yes")
-    # The controller as a Slurm job itself (slurm/controller.sbatch): its allocation must not
-    # reach the experiments' jobs, the cluster it submits to must.
-    monkeypatch.setenv("SLURM_JOB_ID", "41")
-    monkeypatch.setenv("SLURM_MEM_PER_NODE", "8192")
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
-    monkeypatch.setenv("SLURM_CONF", "/etc/slurm/slurm.conf")
     cluster = ClusterConfig(
         kind="slurm",
         partitions={"arr": PartitionConfig(slots=2), "wrk": PartitionConfig(slots=1, mode="workers")},
@@ -61,15 +49,39 @@ def test_sbatch_submissions_see_no_credentials_and_they_come_back_after(
     (tmp_path / "e1").mkdir()
     handles = fleet.submit([JobSpec(0, tmp_path / "e0", "arr"), JobSpec(1, tmp_path / "e1", "wrk")])
     assert handles[0].startswith("slurm:arr:100")  # sent through the stand-in sbatch
-    envs = [
+    return [
         dict(line.split("=", 1) for line in f.read_text().splitlines() if "=" in line) for f in seen.iterdir()
     ]
-    assert len(envs) == 2  # one array of experiments, one of workers
+
+
+def test_sbatch_submissions_see_no_credentials_and_they_come_back_after(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """sbatch exports the submitting environment: what it sees at submission is what a job gets."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-canary-sbatch")
+    monkeypatch.setenv("HARMLESS", "yes")
+    monkeypatch.setenv("SLURM_MPI_TYPE", "pmix")  # a user's Slurm setting, outside any job: it passes
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    envs = submitted_environments(tmp_path, monkeypatch)
+    assert len(envs) == 2
     assert all("ANTHROPIC_API_KEY" not in env and env["HARMLESS"] == "yes" for env in envs)
-    assert all(
-        not any(k in env for k in ("SLURM_JOB_ID", "SLURM_MEM_PER_NODE", "SLURM_CPUS_PER_TASK"))
-        for env in envs
-    )
+    assert all(env["SLURM_MPI_TYPE"] == "pmix" for env in envs)
+    assert os.environ["ANTHROPIC_API_KEY"] == "sk-canary-sbatch"  # back once submitted
+
+
+def test_a_controller_in_a_slurm_job_submits_without_that_jobs_allocation(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """slurm/controller.sbatch: the controller's job variables must not reach the experiments'
+    jobs (an inherited SLURM_MEM_PER_NODE next to the job's own SLURM_MEM_PER_CPU makes srun
+    refuse to start); the cluster it submits to must."""
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", "8192")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    monkeypatch.setenv("SLURM_CONF", "/etc/slurm/slurm.conf")
+    envs = submitted_environments(tmp_path, monkeypatch)
+    assert len(envs) == 2
+    withheld = ("SLURM_JOB_ID", "SLURM_MEM_PER_NODE", "SLURM_CPUS_PER_TASK")
+    assert all(not any(k in env for k in withheld) for env in envs)
     assert all(env["SLURM_CONF"] == "/etc/slurm/slurm.conf" for env in envs)
-    assert os.environ["ANTHROPIC_API_KEY"] == "sk-canary-sbatch"  # all back once submitted
-    assert os.environ["SLURM_MEM_PER_NODE"] == "8192"
+    assert os.environ["SLURM_MEM_PER_NODE"] == "8192"  # back once submitted

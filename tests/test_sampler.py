@@ -17,7 +17,7 @@ from optuna.samplers import RandomSampler
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from autoresearch import sampler as sampler_module
-from autoresearch.campaign import Campaign
+from autoresearch.campaign import Campaign, CampaignError
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
 from autoresearch.proposers.base import KnobSpec
@@ -155,20 +155,39 @@ def test_a_run_is_knobs_only_when_it_moves_declared_knobs_alone(
     assert AgentSampler(KNOBS).knobs_only(candidate) is knobs_only
 
 
-def test_a_knob_its_study_cannot_take_fails_each_trial_and_is_said_once(
-    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
-) -> None:
-    """A knob searched on a log scale, declared linear since (a resumed campaign checks this against
-    its config.yaml, which forgets a knob dropped for a run): Optuna refuses each trial that asks
-    for it, and the log says so once, with Optuna's reason."""
-    (tmp_path / "toy").mkdir()
-    seeded = open_study(tmp_path / "toy", "toy", None)
-    seeded.add_trial(
+def seed_log_scale_lr(study: optuna.Study) -> None:
+    """A run that searched LR on a log scale, as the study keeps it."""
+    study.add_trial(
         create_trial(
             value=1.0, params={"LR": 0.01}, distributions={"LR": FloatDistribution(0.001, 0.5, log=True)}
         )
     )
+
+
+def test_a_knob_changed_against_its_studys_record_is_refused_when_the_campaign_opens(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """The study remembers how a knob was searched, config.yaml only the last run's knobs (one
+    that left LR out forgets it): a campaign declaring LR linear now is refused in one line."""
+    (tmp_path / "toy").mkdir()
+    seed_log_scale_lr(open_study(tmp_path / "toy", "toy", None))
+    with pytest.raises(CampaignError) as refused:
+        open_campaign(tmp_path, [], "campaign.knobs.LR.log=false")
+    assert str(refused.value) == (
+        f"campaign.knobs.LR: the study of {tmp_path / 'toy'} searched it as float on a log scale, this "
+        "command says float, and its study cannot take a knob's kind, log scale or choices changed "
+        "(bounds may change): keep them, leave the knob out of campaign.knobs, or choose a new campaign.name"
+    )
+
+
+def test_a_trial_optuna_refuses_fails_and_is_said_once(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should the study still refuse a knob (another writer recorded it otherwise after the
+    campaign opened), each trial that asks for it fails, and the log says so once, with
+    Optuna's reason, not once a trial."""
     campaign = open_campaign(tmp_path, [], "campaign.knobs.LR.log=false")
+    seed_log_scale_lr(campaign.study)
     for baseline in campaign.ledger.waiting():  # out of the way: they set no knob
         assert campaign.ledger.claim(baseline)
     for n in range(3):

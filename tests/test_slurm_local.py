@@ -37,7 +37,10 @@ def _wait_sacct(job_id: str, n_tasks: int, timeout: float = 40) -> dict[str, str
                 tasks[jid] = state.split()[0] if state else ""
         return len(tasks) == n_tasks and all(v in ended for v in tasks.values())
 
-    wait_for(all_ended, timeout, f"every task of job {job_id} to end (sacct shows {tasks})", every=0.5)
+    try:
+        wait_for(all_ended, timeout, f"every task of job {job_id} to end", every=0.5)
+    except AssertionError as err:
+        raise AssertionError(f"{err}; sacct shows {tasks}") from None
     return tasks
 
 

@@ -102,6 +102,27 @@ def test_status_refuses_a_folder_that_is_not_a_campaign(tmp_path: Path) -> None:
     )
 
 
+def test_status_of_a_first_start_still_setting_up_says_so(tmp_path: Path) -> None:
+    """config.yaml is written once the study is open and the data prepared (minutes at the gpt2
+    scale): meanwhile the folder has only its controller's heartbeat, and status says what it is."""
+    beat = Heartbeat(tmp_path)
+    beat.start()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "autoresearch.status", str(tmp_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        beat.stop("the test ended")
+    assert out.returncode == 2
+    (line,) = out.stderr.splitlines()
+    assert line.startswith(
+        f"error: {tmp_path}: its first start is still setting up (the data, the study); controller running: pid "
+    )
+
+
 def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("campaign:\n  name: early\nstorage: null\n")
     out = subprocess.run(

@@ -29,9 +29,9 @@ from autoresearch.agent.prompt import default_program_md, render_prompt
 from autoresearch.agent.tools import parse_proposal, tool_definitions
 from autoresearch.agent.usage import UsageLedger
 from autoresearch.config import AgentConfig
+from autoresearch.files import write_json_atomic
 from autoresearch.proposals import Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
-from autoresearch.runner import write_json_atomic
 
 log = logging.getLogger("autoresearch.agent")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.config import AgentConfig
-from autoresearch.runner import append_line, complete_lines
+from autoresearch.files import append_line, complete_lines
 
 TOKEN_FIELDS = (
     "input_tokens",

@@ -16,15 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.runner import (
-    ABANDONED_FILE,
-    OUTCOME_FILE,
-    PID_FILE,
-    read_json,
-    scrubbed_environment,
-    write_json_atomic,
-)
+from autoresearch.runner import ABANDONED_FILE, OUTCOME_FILE, PID_FILE, scrubbed_environment
 
 KILL_GRACE_S = 30.0
 

@@ -36,6 +36,7 @@ from typing import Any
 import submitit
 
 from autoresearch.config import ClusterConfig, PartitionConfig
+from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm_outage import SUBMIT_ERRORS, SubmitOutage, WorkerRefusal, refusal, unreachable
@@ -56,10 +57,8 @@ from autoresearch.runner import (
     OUTCOME_FILE,
     STARTED_FILE,
     not_to_run,
-    read_json,
     run_experiment,
     scrubbed_environment,
-    write_json_atomic,
 )
 
 log = logging.getLogger("autoresearch")
@@ -553,15 +552,16 @@ class SlurmFleet:
         self._tracked.clear()
 
 
-KEPT_SLURM_VARIABLES = ("SLURM_CONF", "SLURM_CLUSTERS")  # which cluster sbatch submits to
+SLURM_VARIABLES_PASSED = ("SLURM_CONF", "SLURM_CLUSTERS")  # which cluster sbatch submits to
 
 
-def _kept_from_jobs(name: str) -> bool:
+def _withheld_from_jobs(name: str, in_a_job: bool) -> bool:
     """Whether a variable of the controller's environment must stay out of the jobs it submits:
-    credentials (train.py is untrusted), and the allocation of a job the controller itself runs
-    in (slurm/controller.sbatch): an inherited SLURM_MEM_PER_NODE next to the experiment job's own
-    SLURM_MEM_PER_CPU makes its srun refuse to start, and inherited CPU counts misplace its tasks."""
-    if name.startswith("SLURM_") and name not in KEPT_SLURM_VARIABLES:
+    credentials (train.py is untrusted), and, where the controller itself runs in a Slurm job
+    (slurm/controller.sbatch), that job's SLURM_* variables: an inherited SLURM_MEM_PER_NODE next
+    to the experiment job's own SLURM_MEM_PER_CPU makes its srun refuse to start, and inherited
+    CPU counts misplace its tasks. Outside a job, SLURM_* settings are the user's and pass."""
+    if in_a_job and name.startswith("SLURM_") and name not in SLURM_VARIABLES_PASSED:
         return True
     return name not in scrubbed_environment({name: ""})
 
@@ -569,8 +569,9 @@ def _kept_from_jobs(name: str) -> bool:
 @contextlib.contextmanager
 def environment_for_jobs() -> Iterator[None]:
     """sbatch exports the submitting environment into the job (and Slurm's spool): while it runs,
-    the variables `_kept_from_jobs` names are taken out of this process's environment."""
-    hidden = {k: os.environ.pop(k) for k in list(os.environ) if _kept_from_jobs(k)}
+    the variables `_withheld_from_jobs` names are taken out of this process's environment."""
+    in_a_job = "SLURM_JOB_ID" in os.environ
+    hidden = {k: os.environ.pop(k) for k in list(os.environ) if _withheld_from_jobs(k, in_a_job)}
     try:
         yield
     finally:

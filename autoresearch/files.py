@@ -1,0 +1,60 @@
+"""Small files the controller and the runner share, written so a process killed mid-write
+leaves nothing a reader would misread: whole JSON files replaced at once, and append-only files
+of one record a line whose torn last line is dropped."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file written by `write_json_atomic`, or None while it is absent (or torn by a crash)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def after_last_newline(path: Path, size: int, chunk: int = 1 << 16) -> int:
+    """The offset just past the file's last newline (0 if none), read from its end backwards."""
+    with open(path, "rb") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            found = f.read(end - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            end = start
+    return 0
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one record to a file of one record a line. A writer killed mid-line leaves a torn
+    last line: it is cut off first, else this record would be glued onto it and read as garbage
+    (or, in a list of numbers, as another number)."""
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.truncate(after_last_newline(path, size))
+        f.write(line.encode() + b"\n")
+
+
+def complete_lines(path: Path) -> list[str]:
+    """The records of a file `append_line` writes, without a torn last line ([] while absent)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    return text[: text.rfind("\n") + 1].splitlines()
