@@ -86,8 +86,7 @@ if ((purge)); then
         fi
     fi
     if [[ -e $SLURM_DIR/.autoresearch-slurm ]]; then
-        rm -rf -- "$SLURM_DIR"
-        rm -f -- "$SLURM_DIR.lock"
+        rm -rf -- "$SLURM_DIR"  # (its lock file stays: one waiting for it would lock a deleted file)
         log "removed $SLURM_DIR"
     elif [[ -e $SLURM_DIR ]]; then
         die "$SLURM_DIR has no .autoresearch-slurm marker: not removing it"

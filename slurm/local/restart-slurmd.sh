@@ -25,6 +25,7 @@ if [[ $(id -u) -ne 0 ]]; then
     die "must run as root; try: sudo bash $0" 2
 fi
 
+take_lock 120  # not while an up.sh or down.sh runs (up.sh, below, takes it again)
 pid=$(daemon_pid slurmd || true)
 if [[ -n $pid ]]; then
     if [[ $signal == KILL ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
