@@ -60,8 +60,12 @@ class _Interrupted(Exception):
 
 
 def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
-    """Run the experiment in `exp_dir` and return (and write) its outcome."""
+    """Run the experiment in `exp_dir` and return (and write) its outcome; or, for a workspace
+    that ran already or was given up on (`not_to_run`), return "skipped" and leave it as it is,
+    whichever way it was started (local runner, array task, worker)."""
     exp = Path(exp_dir)
+    if why := not_to_run(exp):
+        return {"status": "skipped", "reason": why}
     spec = json.loads((exp / SPEC_FILE).read_text())
     started = time.time()
     outcome: dict[str, Any] = {
@@ -170,9 +174,9 @@ def slurm_job_id() -> str:
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m autoresearch.runner EXPERIMENT_DIR")
-    if why := not_to_run(Path(sys.argv[1])):
-        sys.exit(f"not run: {why}")
     outcome = run_experiment(sys.argv[1])
+    if outcome["status"] == "skipped":
+        sys.exit(f"not run: {outcome['reason']}")
     print(f"trial {outcome['trial']}: {outcome['status']} {outcome.get('reason', '')}".rstrip())
 
 

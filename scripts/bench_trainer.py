@@ -59,6 +59,7 @@ def bench(
         with open(output, "a") as out:
             out.write(f"== {train_py} ({scale} scale, {seconds:g} s)\n")
             out.flush()
+            this_run = out.tell()  # where this run's output begins in a log others share
             try:
                 cmd = [sys.executable, "train.py"]
                 proc = subprocess.run(
@@ -67,7 +68,9 @@ def bench(
             except subprocess.TimeoutExpired:
                 sys.exit(f"train.py did not end within {seconds + OVERHEAD_S:.0f} s (its output: {output})")
         if proc.returncode != 0:
-            tail = output.read_text(errors="replace")[-6000:]
+            with open(output, "rb") as f:
+                f.seek(max(this_run, f.seek(0, os.SEEK_END) - 3000))
+                tail = f.read().decode(errors="replace")
             sys.exit(f"train.py failed ({proc.returncode}):\n{tail}")
         result = json.loads(result_path.read_text())
     result["wall_seconds"] = time.time() - started

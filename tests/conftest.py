@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from engine_helpers import scripted_campaign
+from engine_helpers import release, scripted_campaign
 from trainer_helpers import TRAINER_DIR
 
 from autoresearch.campaign import Campaign
@@ -207,6 +207,4 @@ def open_campaign() -> Iterator[Callable[..., Campaign]]:
 
     yield open_
     for campaign in opened:
-        campaign.heartbeat.stop("the test ended")
-        if campaign._lock_fd is not None:
-            os.close(campaign._lock_fd)
+        release(campaign)

@@ -208,6 +208,24 @@ def scripted_campaign(
     return Campaign(cfg, campaign_dir, fleet, ScriptedProposer(candidates), background_proposals=False)
 
 
+def release(campaign: Campaign) -> None:
+    """What a controller that ends lets go of, for a test that opened it by hand: its heartbeat
+    thread and its lock (so another may open the campaign)."""
+    campaign.heartbeat.stop("the test let it go")
+    if campaign._lock_fd is not None:
+        os.close(campaign._lock_fd)
+        campaign._lock_fd = None
+
+
+def fake_commands(folder: Path, shell: str = "/bin/sh", **bodies: str) -> Path:
+    """A folder of stand-in commands (script bodies by name, e.g. Slurm's), to put first on PATH."""
+    folder.mkdir(exist_ok=True)
+    for name, body in bodies.items():
+        (folder / name).write_text(f"#!{shell}\n{body}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
 def collect(campaign: Campaign, number: int, **attrs: Any) -> None:
     """A result for trial `number`, as the loop collects one: claimed, its figures set (on the
     frontier's head unless `parent` says otherwise), and up for a decision."""

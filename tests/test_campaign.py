@@ -25,6 +25,7 @@ from engine_helpers import (
     launched_within_budget,
     load,
     read_tsv,
+    release,
     run_campaign,
     run_scripted,
     scripted_campaign,
@@ -652,9 +653,7 @@ def test_the_gpu_time_of_a_preempted_run_is_counted(
     the report count that time, as they count a crash's."""
     campaign = open_campaign(tmp_path, [])
     ledger = campaign.ledger
-    first = ledger.waiting()[0]
-    assert ledger.claim(first)
-    ledger.set(first.number, {"pool": "local", "exp_dir": "experiments/00000"})
+    first = launched_and_started(campaign, 1000.0)
     outcome = {
         "status": "interrupted",
         "reason": "runner received SIGUSR2",
@@ -707,7 +706,7 @@ def test_a_job_lost_while_no_controller_ran_bills_its_slot_until_its_deadline_at
     first.open()
     not_a_runner = f"local:{os.getpid()}"
     trial = launched_and_started(first, 1000.0, job=not_a_runner)
-    os.close(first._lock_fd)  # type: ignore[arg-type]
+    release(first)
     second = open_campaign(tmp_path, [])
     lost = second.ledger.trial(trial.number)
     assert lost.user_attrs["status"] == "lost" and lost.user_attrs["reason"].startswith("lost: job lost")

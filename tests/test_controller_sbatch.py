@@ -9,33 +9,26 @@ import signal
 import subprocess
 from pathlib import Path
 
-from engine_helpers import REPO, wait_for
+from engine_helpers import REPO, fake_commands, wait_for
 
 SCRIPT = REPO / "slurm" / "controller.sbatch"
-
-
-def stand_in(path: Path, body: str) -> Path:
-    path.write_text(f"#!/usr/bin/env bash\n{body}\n")
-    path.chmod(0o755)
-    return path
 
 
 def test_a_controller_stopped_by_two_terms_is_requeued(tmp_path: Path) -> None:
     """Slurm's TERM before the time limit, then another (an scancel --signal, a node drain): the
     script passes each on, waits for the controller's own exit and requeues the job."""
     seen = tmp_path / "terms.log"
-    controller = stand_in(
-        tmp_path / "python",
-        f"n=0\ntrap 'n=$((n + 1)); echo term >> {seen}; [ $n -ge 2 ] && exit 130' TERM\n"
+    bin_dir = fake_commands(
+        tmp_path / "bin",
+        "/usr/bin/env bash",
+        python=f"n=0\ntrap 'n=$((n + 1)); echo term >> {seen}; [ $n -ge 2 ] && exit 130' TERM\n"
         f"echo ready > {tmp_path / 'ready'}\nwhile :; do sleep 0.05; done",
+        scontrol=f'echo "$@" >> {tmp_path / "scontrol.log"}',
     )
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    stand_in(bin_dir / "scontrol", f'echo "$@" >> {tmp_path / "scontrol.log"}')
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "AUTORESEARCH_PYTHON": str(controller),
+        "AUTORESEARCH_PYTHON": str(bin_dir / "python"),
         "SLURM_SUBMIT_DIR": str(tmp_path),
         "SLURM_JOB_ID": "41",
     }

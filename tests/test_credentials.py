@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from engine_helpers import fake_commands
 
 from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet.base import JobSpec
@@ -31,14 +32,8 @@ def submitted_environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> l
     environment it was started with."""
     seen = tmp_path / "seen"
     seen.mkdir()
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake_sbatch = (
-        f"#!/bin/sh\nn=$(ls {seen} | wc -l)\nenv > {seen}/env.$n\necho Submitted batch job $((1000 + n))\n"
-    )
-    for name, body in {"sbatch": fake_sbatch, "squeue": "#!/bin/sh\n", "sacct": "#!/bin/sh\n"}.items():
-        (bin_dir / name).write_text(body)
-        (bin_dir / name).chmod(0o755)
+    sbatch = f"n=$(ls {seen} | wc -l)\nenv > {seen}/env.$n\necho Submitted batch job $((1000 + n))"
+    bin_dir = fake_commands(tmp_path / "bin", sbatch=sbatch, squeue="", sacct="")
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     cluster = ClusterConfig(
         kind="slurm",

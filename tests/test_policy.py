@@ -368,8 +368,7 @@ def test_a_promoted_change_waits_for_the_baselines_of_the_tier_it_is_confirmed_o
         assert t.user_attrs["tier"] == "screen"
         ran(t.number, value)
     decisions.decide_pending()
-    campaign.study.enqueue_trial({}, user_attrs={"kind": "experiment", "tier": "screen", "description": "x"})
-    change = ledger.waiting()[-1].number
+    change = queue_run(campaign, kind="experiment", tier="screen", description="x")
     ran(change, 1.0)
     decisions.decide_pending()
     assert ledger.trial(change).user_attrs["promoted"] is True

@@ -3,13 +3,12 @@ built on it is screened with that seed, against that run."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
-from engine_helpers import TOY, collect, queue_run, run_scripted, scripted_campaign, trial_named
+from engine_helpers import TOY, collect, queue_run, release, run_scripted, scripted_campaign, trial_named
 from optuna.trial import TrialState
 
 from autoresearch.campaign import Campaign
@@ -145,7 +144,7 @@ def test_a_frontier_kept_before_screening_seeds_gets_its_run_when_the_campaign_r
     def references() -> list[tuple[int, int]]:
         resumed = scripted_campaign(tmp_path, [])
         resumed.open()
-        os.close(resumed._lock_fd)  # type: ignore[arg-type]  # a controller that resumes, then ends
+        release(resumed)  # a controller that resumes, then ends
         runs = resumed.ledger.queued_for("validates", wider.number)
         return [(t.user_attrs["seed"], t.state) for t in runs if t.user_attrs.get("reference")]
 

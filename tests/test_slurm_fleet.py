@@ -28,6 +28,7 @@ from engine_helpers import (
     campaign_command,
     compose_toy,
     experiment_runs,
+    fake_commands,
     launched_within_budget,
     load,
     make_experiment,
@@ -204,15 +205,6 @@ def _assert_no_double_count(campaign: Path, study: optuna.Study, run_log: Path) 
     assert max(experiments.values()) == 1, experiments
 
 
-def _fake_commands(folder: Path, **scripts: str) -> Path:
-    """A folder of stand-ins for Slurm's commands (shell script bodies), to put first on PATH."""
-    folder.mkdir(exist_ok=True)
-    for name, body in scripts.items():
-        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
-        (folder / name).chmod(0o755)
-    return folder
-
-
 def _pending_workers(tmp_path: Path, slots: int = 2) -> SlurmFleet:
     """A worker-mode fleet on h100 whose workers stay pending (sent to start in an hour)."""
     cluster = compose_toy(
@@ -363,7 +355,7 @@ def test_sbatch_answering_nonsense_or_missing_is_a_refusal_not_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The experiment is lost (re-queued) and, in case a job was made after all, given up."""
-    fakes = _fake_commands(
+    fakes = fake_commands(
         tmp_path / "bin",
         sbatch="echo 'Submitted batch jobb'",
         srun="exit 1",
@@ -929,7 +921,7 @@ def test_a_job_is_lost_only_once_slurm_answers_and_neither_sacct_nor_squeue_has_
     for knob in ("STATE_POLL_SECONDS", "UNKNOWN_SECONDS"):  # every poll asks and judges
         monkeypatch.setattr(slurm_fleet, knob, 0.0)
     down = tmp_path / "down"
-    fakes = _fake_commands(
+    fakes = fake_commands(
         tmp_path / "bin",
         sacct=f"if [ -e {down} ]; then echo 'sacct: error: Problem talking to the database' >&2; exit 1; fi",
         squeue=f'if [ -e {down} ]; then exit 1; fi; exec {shutil.which("squeue")} "$@"',

@@ -310,10 +310,12 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
             progress.stop.wait(wait)
 
 
-def download_climbmix(num_shards: int = DEFAULT_NUM_SHARDS) -> list[Path]:
-    """The first `num_shards` training shards and the validation shard; existing files are kept."""
+def download_climbmix(num_shards: int | None = None) -> list[Path]:
+    """The first `num_shards` training shards (None: as many as the last preparation chose, so a
+    campaign's start keeps a user's --num-shards) and the validation shard; existing files are kept."""
     folder = data_dir("climbmix")
     folder.mkdir(parents=True, exist_ok=True)
+    num_shards = _prepared_shards(folder) if num_shards is None else num_shards
     _remove_stale_downloads(folder)
     indices = [*range(num_shards), VAL_SHARD]
     missing = [i for i in indices if not (folder / _shard_name(i)).exists()]
@@ -786,17 +788,16 @@ def validation_batches(
     (the last batch holds the rest). They are read in batches of EVAL_READ_ROWS: which rows loader
     workers taking turns deliver depends on the batch they are asked for."""
     loader = make_dataloader("val", EVAL_READ_ROWS, device, workers=workers)
-    x, y = next(loader)
+    reads = EVAL_ROWS // EVAL_READ_ROWS
+    x = y = None  # the rows read and not yet given out
     try:
-        for _ in range(EVAL_ROWS // EVAL_READ_ROWS - 1):
-            while len(x) >= batch_size:
+        for read in range(reads):
+            more_x, more_y = next(loader)
+            x, y = (more_x, more_y) if x is None else (torch.cat([x, more_x]), torch.cat([y, more_y]))
+            last = read == reads - 1
+            while len(x) >= batch_size or (last and len(x)):
                 yield x[:batch_size], y[:batch_size]
                 x, y = x[batch_size:], y[batch_size:]
-            more_x, more_y = next(loader)
-            x, y = torch.cat([x, more_x]), torch.cat([y, more_y])
-        while len(x):
-            yield x[:batch_size], y[:batch_size]
-            x, y = x[batch_size:], y[batch_size:]
     finally:
         loader.close()
 
@@ -847,9 +848,10 @@ class HarnessModified(RuntimeError):
 
 _cross_entropy = F.cross_entropy  # bound at import: a later patch of torch's does not reach the metric
 
-# What the metric computes with, outside this module: checked to be torch's own and unchanged.
+# What the metric looks up in torch as it runs: checked to be torch's own and unchanged. (Its
+# cross-entropy is `_cross_entropy`, bound at import: train.py may wrap F.cross_entropy for its own
+# loss without reaching the metric.)
 _TORCH_ENTRY_POINTS = (
-    (F, "cross_entropy"),
     (torch._C._nn, "cross_entropy_loss"),
     (torch.Tensor, "float"),
     (torch.Tensor, "sum"),
@@ -907,6 +909,8 @@ def verify_harness() -> None:
     shadows = sorted(set(now) - set(_SEALED["globals"]) & set(dir(builtins)))
     if shadows:
         raise HarnessModified(f"prepare.{shadows[0]} was added, shadowing the builtin the harness uses")
+    if not _is_torchs_own(_cross_entropy):  # replaced before the harness was imported
+        raise HarnessModified("the cross_entropy the metric bound at import is not torch's own")
     for (owner, attr), sealed in zip(_TORCH_ENTRY_POINTS, _SEALED["torch"], strict=True):
         if getattr(owner, attr, None) is not sealed or not _is_torchs_own(sealed):
             raise HarnessModified(
@@ -976,7 +980,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Download data and train the tokenizer for a scale.")
     parser.add_argument("--scale", choices=sorted(SCALES), default=SCALE_NAME)
     parser.add_argument("--data", choices=("offline", "climbmix"), default=None, help="default: the scale's")
-    parser.add_argument("--num-shards", type=int, default=DEFAULT_NUM_SHARDS, help="climbmix training shards")
+    parser.add_argument(
+        "--num-shards",
+        type=int,
+        default=None,
+        help="climbmix training shards (default: as last prepared, else 10)",
+    )
     args = parser.parse_args()
     scale = SCALES[args.scale]
     source = args.data or (os.environ.get("AUTORESEARCH_DATA") or scale.data)

@@ -56,7 +56,6 @@ from autoresearch.runner import (
     INFRA_STATUSES,
     OUTCOME_FILE,
     STARTED_FILE,
-    not_to_run,
     run_experiment,
     scrubbed_environment,
 )
@@ -91,13 +90,9 @@ _Waiting = tuple[_Tracked, dict[str, Any] | None, tuple[str, int] | None]
 
 
 def run_array_task(exp_dir: str) -> dict[str, Any]:
-    """An array task's body: the runner, unless this workspace already ran or was given up on.
-
-    Slurm reruns a requeued task from the start; by then the controller has counted the first
-    attempt (its outcome, or lost), so the rerun must not start the experiment a second time.
-    """
-    if why := not_to_run(Path(exp_dir)):
-        return {"status": "skipped", "reason": why}
+    """An array task's body: the runner, which skips a workspace that already ran or was given up
+    on (Slurm reruns a requeued task from the start, after the controller counted the first
+    attempt). Submitted jobs name this function, so it stays their entry point."""
     return run_experiment(exp_dir)
 
 

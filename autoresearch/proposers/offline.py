@@ -17,6 +17,7 @@ from typing import Any
 from autoresearch.knobs import literal_knobs
 from autoresearch.proposals import Candidate, Edit, Grid, Wave
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec
+from autoresearch.sampler import knob_value_problem
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,6 @@ def _step(knob: KnobSpec, value: Any, direction: int) -> Any:
     return None if new == value else new
 
 
-def _takes(knob: KnobSpec, value: Any) -> bool:
-    """Whether `value` is one of the knob's values (a frontier's may be an expression's text)."""
-    if knob.kind == "categorical":
-        return value in knob.choices
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 class OfflineProposer:
     name = "offline"
 
@@ -172,8 +166,10 @@ class OfflineProposer:
         for r in here:
             if len(r.knobs) == 1 and r.val_bpb is not None and r.val_bpb < frontier:
                 ((name, value),) = r.knobs.items()
-                if name not in literals or (name in specs and not _takes(specs[name], literals[name])):
-                    continue  # its frontier value is an expression: no literal cell to set it back to
+                if name not in literals or (
+                    name in specs and knob_value_problem(specs[name], literals[name])
+                ):
+                    continue  # no cell to set it back to: its frontier value is an expression, or one intake refuses
                 if name not in best or r.val_bpb < best[name][0]:
                     best[name] = (r.val_bpb, value)
         if len(best) < 2:
