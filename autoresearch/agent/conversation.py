@@ -139,30 +139,30 @@ class Conversation:
     def call(self, turn: int, force: bool) -> Any:
         force = force and self.can_force and thinking_param(self.cfg) is None
         try:
-            response = self._create(turn, force)
-        except anthropic.BadRequestError:
-            if not force:
-                raise
-            response = self._create(turn, False)
-            self.can_force = False
-            log.info(
-                "model %s refused a forced tool_choice; proposals are now asked for unforced", self.cfg.model
+            try:
+                response = self._create(force)
+            except anthropic.BadRequestError:
+                if not force:
+                    raise
+                response = self._create(False)
+                self.can_force = False
+                log.info(
+                    "model %s refused a forced tool_choice; proposals are now asked for unforced",
+                    self.cfg.model,
+                )
+        except anthropic.APIError as err:  # (a refused forced call is not one: it was asked again)
+            self.ledger.record_error(
+                model=self.cfg.model, wave=self.wave_id, turn=turn, error=describe_error(err)
             )
+            raise
         usage = tokens_of(response.usage)
         self.context_tokens = sum(usage.values())
         self.ledger.record(model=response.model, usage=response.usage, wave=self.wave_id, turn=turn)
         return response
 
-    def _create(self, turn: int, force: bool) -> Any:
+    def _create(self, force: bool) -> Any:
         self.calls += 1
-        try:
-            return self.client.messages.create(**self.request(force))
-        except anthropic.APIError as err:
-            if not (force and isinstance(err, anthropic.BadRequestError)):  # (`call` asks unforced)
-                self.ledger.record_error(
-                    model=self.cfg.model, wave=self.wave_id, turn=turn, error=describe_error(err)
-                )
-            raise
+        return self.client.messages.create(**self.request(force))
 
     def request(self, force: bool) -> dict[str, Any]:
         """The Messages API arguments: cached tools and system, then the turns so far."""
