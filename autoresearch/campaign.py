@@ -48,6 +48,7 @@ from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, write_results
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, STARTED_FILE
 from autoresearch.sampler import AgentSampler, knob_changes
+from autoresearch.starting_files import own_harness, warn_if_train_py_changed
 from autoresearch.study import finished, open_study, status_of, trials
 from autoresearch.tracking import NoTracker, Tracker
 from autoresearch.workspace import experiment_dir
@@ -122,7 +123,6 @@ class Campaign:
         self.pump = BackgroundPump(proposer) if background_proposals else SyncPump(proposer)
         self.knobs = knob_specs(cfg)
         self.sampler = AgentSampler(self.knobs, seed=self.c.seed)
-        self.harness = Path(self.c.prepare_py).resolve()  # config_check saw it and train.py exist
         self.stop_requested = False
         self._lock_fd: int | None = None
         self.heartbeat = Heartbeat(campaign_dir)  # started once this controller holds the lock
@@ -149,7 +149,10 @@ class Campaign:
             raise CampaignError("; ".join(changed))
         if "started_at" not in self.study.user_attrs:
             self.study.set_user_attr("started_at", self.clock.now())
-        self.frontier = Frontier(self.dir / "frontier", Path(self.c.train_py).read_text())
+        train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
+        self.frontier = Frontier(self.dir / "frontier", train_py.read_text())
+        warn_if_train_py_changed(train_py, self.frontier.start_source())
+        self.harness = own_harness(self.dir, Path(self.c.prepare_py).resolve())
         now = self.clock.now
         self.ledger = Ledger(self.study, now, self._after_tell)
         pools = self.fleet.pools

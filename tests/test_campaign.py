@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import torch
 from engine_helpers import (
     FIXTURE_CONF,
     REPO,
+    TOY,
     campaign_command,
     confirming,
     experiment_runs,
@@ -729,3 +732,50 @@ def test_proposers_are_offered_only_the_tiers_a_proposal_may_run_on(
         campaign = open_campaign(tmp_path / name, [], *overrides, validate_apart=apart)
         offered[name] = list(campaign.context().tiers)
     assert offered == {"shared": ["screen"], "apart": ["screen", "validate"], "unconfirmed": ["screen"]}
+
+
+def test_a_resumed_campaign_measures_with_the_files_it_started_from(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prepare.py or train.py changed between two runs of a campaign (a git pull, an edit) is not
+    used, and the log says so: results measured by another harness would not be comparable, and a
+    new starting train.py would be ignored without a word."""
+    files = tmp_path / "files"
+    files.mkdir()
+    prepare, train = files / "prepare.py", files / "train.py"
+    shutil.copy(TOY / "prepare.py", prepare)
+    shutil.copy(TOY / "train.py", train)
+    paths = (f"campaign.prepare_py={prepare}", f"campaign.train_py={train}")
+    started_with = prepare.read_text(), train.read_text()
+    release(open_campaign(tmp_path, [], *paths))
+    prepare.write_text(started_with[0] + "\nEVAL_TOKENS = 1  # changed after the campaign started\n")
+    train.write_text(started_with[1] + "\n# changed too\n")
+
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        campaign = open_campaign(tmp_path, [], *paths)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("campaign.prepare_py" in w and "its own copy" in w for w in warned) == 1
+    assert sum("campaign.train_py" in w and "goes on from its frontier" in w for w in warned) == 1
+    assert campaign.frontier.source() == started_with[1]
+    try:
+        campaign.launcher.launch()  # the baselines
+        launched = [t for t in campaign.study.trials if "exp_dir" in t.user_attrs]
+        assert launched
+        for t in launched:
+            assert (campaign.dir / t.user_attrs["exp_dir"] / "prepare.py").read_text() == started_with[0]
+    finally:
+        campaign.fleet.shutdown(cancel=True)
+
+
+def test_a_campaign_from_before_harness_copies_keeps_the_harness_it_ran_with(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """A campaign folder without harness/prepare.py takes its first experiment's copy: the harness
+    its results were measured with, not whatever campaign.prepare_py holds today."""
+    campaign_dir = tmp_path / "toy"
+    ran = campaign_dir / "experiments" / "00000"
+    ran.mkdir(parents=True)
+    (ran / "prepare.py").write_text((TOY / "prepare.py").read_text() + "\n# the harness of that time\n")
+    campaign = open_campaign(tmp_path, [])
+    assert campaign.harness == campaign_dir / "harness" / "prepare.py"
+    assert campaign.harness.read_text() == (ran / "prepare.py").read_text()

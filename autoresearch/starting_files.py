@@ -1,0 +1,52 @@
+"""What a campaign measures with: its own copy of the harness, and the train.py it started from.
+
+Both are taken at the first start and kept in the campaign folder (`harness/prepare.py`, the
+frontier's first commit). A resumed campaign goes on with them whatever `campaign.prepare_py`
+and `campaign.train_py` hold by then: a `git pull` or an edit between two runs would otherwise
+measure later results with another metric than earlier ones, or be silently ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from autoresearch.workspace import HARNESS_FILE, sha256_file
+
+log = logging.getLogger("autoresearch")
+
+HARNESS_COPY = Path("harness") / HARNESS_FILE
+
+
+def own_harness(campaign_dir: Path, configured: Path) -> Path:
+    """The campaign's harness: a copy of `configured` taken at its first start. A campaign that
+    ran before copies were kept takes its first experiment's copy, the harness it measured with."""
+    own = campaign_dir / HARNESS_COPY
+    if not own.is_file():
+        ran_with = sorted((campaign_dir / "experiments").glob(f"*/{HARNESS_FILE}"))
+        own.parent.mkdir(parents=True, exist_ok=True)
+        tmp = own.with_name(f".{HARNESS_FILE}.tmp")
+        shutil.copyfile(ran_with[0] if ran_with else configured, tmp)
+        os.replace(tmp, own)
+    if sha256_file(own) != sha256_file(configured):
+        log.warning(
+            "campaign.prepare_py (%s) is not the harness this campaign started with: it goes on "
+            "measuring with its own copy, %s, so that its results stay comparable (a new "
+            "campaign.name measures with the new one)",
+            configured,
+            own,
+        )
+    return own
+
+
+def warn_if_train_py_changed(configured: Path, started_from: str) -> None:
+    """A campaign goes on from its frontier: a starting train.py changed since is not used."""
+    if configured.read_text() != started_from:
+        log.warning(
+            "campaign.train_py (%s) is not the train.py this campaign started from: it goes on from "
+            "its frontier (frontier/train.py) and measures baselines with its first version; a new "
+            "campaign.name starts from the new one",
+            configured,
+        )
