@@ -1,8 +1,14 @@
-"""Logging for the controller: concise lines on the terminal, the full record in controller.log."""
+"""Logging for the controller: concise lines on the terminal, the full record in controller.log.
+
+Rich lays lines out for a terminal. Where the output is not one (a pipe, `nohup`, a Slurm job's
+output file) it would still wrap them at 80 columns, so an error said in one line would be cut into
+several: there the lines are written plain, one record a line.
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from rich.logging import RichHandler
@@ -13,8 +19,15 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> No
     root.setLevel(level)
     root.handlers.clear()
     root.propagate = False
-    console = RichHandler(show_path=False, rich_tracebacks=False, markup=False, log_time_format="%H:%M:%S")
-    console.setFormatter(logging.Formatter("%(message)s"))
+    console: logging.Handler
+    if sys.stdout.isatty():
+        console = RichHandler(
+            show_path=False, rich_tracebacks=False, markup=False, log_time_format="%H:%M:%S"
+        )
+        console.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
     root.addHandler(console)
     if log_file is not None:
         file_handler = logging.FileHandler(log_file)
