@@ -54,9 +54,8 @@ def open_campaign(campaign_dir: Path) -> optuna.Study:
         refuse(f"no such folder: {campaign_dir}")
     if not (campaign_dir / "config.yaml").is_file():
         if (controller := controller_state(campaign_dir)) is not None:  # config.yaml comes once set up
-            refuse(
-                f"{campaign_dir}: its first start is still setting up (the data, the study); controller {controller}"
-            )
+            how = "is still setting up" if controller.startswith("running") else "did not get past setting up"
+            refuse(f"{campaign_dir}: its first start {how} (the data, the study); controller {controller}")
         refuse(f"not a campaign folder (no config.yaml): {campaign_dir}")
     config = OmegaConf.load(campaign_dir / "config.yaml")
     try:

@@ -121,6 +121,16 @@ def test_status_of_a_first_start_still_setting_up_says_so(tmp_path: Path) -> Non
     assert line.startswith(
         f"error: {tmp_path}: its first start is still setting up (the data, the study); controller running: pid "
     )
+    # once that controller has stopped (a failed download, a refused storage), it is not "still" so
+    out = subprocess.run(
+        [sys.executable, "-m", "autoresearch.status", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"error: {tmp_path}: its first start did not get past setting up (the data, the study); "
+        f"controller {controller_state(tmp_path)}"
+    ]
+    assert controller_state(tmp_path).startswith("stopped ") and "the test ended" in out.stderr
 
 
 def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) -> None:
