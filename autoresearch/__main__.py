@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
 from autoresearch.cli import run_tool, unknown_command
 from autoresearch.config import AutoresearchConfig, register_configs
@@ -31,6 +31,10 @@ EXIT_STOPPED = 3  # stopped by a signal before the campaign ended: re-running re
 EXIT_INTERRUPTED = 130  # a second Ctrl-C (or SIGTERM) while stopping, as shells report SIGINT
 EXIT_ERROR = 2  # a bad config, or a campaign that cannot start or go on (the reason is one line)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CANNOT_ADD = (
+    "Hydra cannot add a knob or a partition on the command line; add it in a campaign or "
+    "cluster file of your own (--config-dir, see the README)"
+)
 
 
 def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
@@ -133,12 +137,23 @@ def composition_error_line(err: CompactHydraException) -> str:
     if err.__cause__ is not None:
         why = str(err.__cause__).splitlines()[0]
         if re.search(r"is not a subclass of (KnobConfig|PartitionConfig)", why):  # OmegaConf's typed maps
-            why = (
-                "Hydra cannot add a knob or a partition on the command line; add it in a campaign or "
-                "cluster file of your own (--config-dir, see the README)"
-            )
+            why = CANNOT_ADD
+        elif isinstance(err.__cause__, ConfigKeyError) and "is not in struct" in why:
+            why = missing_entry(err.__cause__)
         return f"{what}: {why}"
     return what
+
+
+def missing_entry(err: ConfigKeyError) -> str:
+    """A knob or partition the campaign does not have, named with the closest it does: only the
+    fields of those it has can be set on the command line."""
+    names = [str(k) for k in err.parent_node] if err.parent_node is not None else []
+    where = str(err.full_key).rpartition(".")[0]
+    close = difflib.get_close_matches(str(err.key), names, n=1)
+    said = f"no {err.key!r} in {where}" + (
+        f" (did you mean {close[0]}?)" if close else f" ({', '.join(names)})"
+    )
+    return f"{said}; {CANNOT_ADD}" if where in ("campaign.knobs", "cluster.partitions") else said
 
 
 def unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:

@@ -277,6 +277,18 @@ def test_a_missing_campaign_is_one_clear_line(tmp_path: Path, command: list[str]
             "Hydra cannot add a knob or a partition on the command line; add it in a campaign or cluster "
             "file of your own (--config-dir, see the README)",
         ),
+        (  # a field of a knob the campaign lacks: a misspelt name, or one meant to be added
+            ["+campaign=demo", "campaign.knobs.DEPTHX.high=16"],
+            "error: bad config: Could not override 'campaign.knobs.DEPTHX.high': no 'DEPTHX' in campaign.knobs "
+            "(did you mean DEPTH?); Hydra cannot add a knob or a partition on the command line; add it in a "
+            "campaign or cluster file of your own (--config-dir, see the README)",
+        ),
+        (
+            ["+campaign=demo", "cluster.partitions.gpu.slots=3"],
+            "error: bad config: Could not override 'cluster.partitions.gpu.slots': no 'gpu' in "
+            "cluster.partitions (local); Hydra cannot add a knob or a partition on the command line; add it "
+            "in a campaign or cluster file of your own (--config-dir, see the README)",
+        ),
     ],
 )
 def test_a_mistyped_command_is_one_line_that_says_what_to_type(args: list[str], said: str) -> None:
