@@ -110,7 +110,7 @@ class AgentConfig:
     max_context_tokens: int = 60000  # bound on what one wave's prompt may hold
     max_fix_attempts: int = 2  # times a crashed experiment's fix may be proposed
     max_retries: int = 4  # SDK retries on 429, 529, timeouts, connection errors
-    failures_before_fallback: int = 3  # consecutive failed waves before the offline proposer steps in
+    failures_before_fallback: int = 3  # failed waves in a row before Claude is tried every 3rd wave only
     timeout_seconds: float = 300.0
     # Dollars per million tokens.
     price_input: float = 2.0

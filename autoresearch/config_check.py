@@ -54,7 +54,6 @@ AT_LEAST: dict[str, float] = {
     "cluster.threads_per_slot": 0,
     "cluster.grace_seconds": 0,
     "cluster.max_queued": 1,
-    "agent.max_tokens": 1,
     "agent.thinking_budget": 0,
     "agent.max_inspect_turns": 0,
     "agent.max_context_tokens": 1,

@@ -154,6 +154,7 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
             ["agent=claude", "agent.thinking_budget=500"],
             "agent.thinking_budget=500 must be at least 1024 and below agent.max_tokens=16000",
         ),
+        (["agent=claude", "agent.max_tokens=0"], "agent.max_tokens must be positive, not 0"),  # said once
     ],
 )
 def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -> None:
