@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import io
 import json
 import math
 import os
@@ -644,6 +645,21 @@ def test_climbmix_download_reports_progress(
 
     prepare_mod.download_climbmix(num_shards=2)  # all here: nothing to say
     assert capsys.readouterr().err == ""
+
+
+def test_a_progress_line_is_written_whole(prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The download threads log at once: a line written in two parts (text, then newline) let
+    another thread's line land between them, two messages on one line and a blank one after."""
+    writes: list[str] = []
+
+    class Recorder(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    prepare_mod.log("shard_00001.parquet: connection refused; retrying in 2.0 s")
+    assert writes == ["shard_00001.parquet: connection refused; retrying in 2.0 s\n"]
 
 
 def test_a_shard_that_fails_for_good_stops_the_rest(

@@ -175,7 +175,10 @@ _last_val_bpb: float | None = None  # set by evaluate_bpb; write_result reports 
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """One write per line: print's separate write of the newline let the download threads'
+    messages run into one another."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
