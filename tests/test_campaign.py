@@ -792,3 +792,19 @@ def test_a_campaign_from_before_harness_copies_keeps_the_harness_it_ran_with(
     campaign = open_campaign(tmp_path, [])
     assert campaign.harness == campaign_dir / "harness" / "prepare.py"
     assert campaign.harness.read_text() == (ran / "prepare.py").read_text()
+
+
+def test_help_says_how_to_run_a_campaign_and_the_tools() -> None:
+    """--help starts with the three commands (Hydra's own help listed `campaign` among the groups
+    to override, which is refused without a +, and knew nothing of status and report)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoresearch", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    usage = [line.split()[:2] for line in proc.stdout.splitlines()[1:6] if line.strip()]
+    assert usage[:3] == [
+        ["autoresearch", "+campaign=NAME"],
+        ["autoresearch", "status"],
+        ["autoresearch", "report"],
+    ]
+    assert "campaign: demo, gpt2" in proc.stdout and "added with a + (+campaign=demo)" in proc.stdout
