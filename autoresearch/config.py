@@ -26,8 +26,9 @@ class KnobConfig:
 
 @dataclass
 class BudgetConfig:
-    """Limits: when one is reached no new experiment starts (0 = no limit); only the re-runs owed
-    to changes already promoted still run, so each is decided."""
+    """Limits: when one is reached no new experiment starts (0 = no limit); only the runs owed
+    still run: re-runs of changes already promoted, so each is decided, and experiments the
+    cluster lost, whose first launch the budget counted."""
 
     max_experiments: int = 0
     max_wall_hours: float = 0.0

@@ -73,15 +73,18 @@ class Ledger:
         still run after a budget stops new experiments, so no promoted change is left undecided."""
         waiting = self.waiting()
         first = [t for t in waiting if t.user_attrs.get("kind") in MEASUREMENT_KINDS]
-        if owed_only:
-            return [t for t in first if self._owed(t)]
-        return first + [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
+        queue = first + [t for t in waiting if t.user_attrs.get("kind") not in MEASUREMENT_KINDS]
+        return [t for t in queue if self._owed(t)] if owed_only else queue
 
     def _owed(self, t: FrozenTrial) -> bool:
-        """A baseline (results wait for it), or a re-run of a change still awaiting its verdict. A
-        new frontier's runs (at its screening seed; on the screen tier at the measurement seeds)
-        re-run a trial already told: no verdict needs them (a result screened with its seed is
-        decided without that run when the campaign ends), so a stopped budget leaves them queued."""
+        """A baseline (results wait for it), a re-run of a change still awaiting its verdict, or
+        an experiment run again after the cluster lost it (the budget counted its first launch,
+        which measured nothing). A new frontier's runs (at its screening seed; on the screen tier
+        at the measurement seeds) re-run a trial already told: no verdict needs them (a result
+        screened with its seed is decided without that run when the campaign ends), so a stopped
+        budget leaves them queued, as it does new proposals."""
+        if t.user_attrs.get("kind") not in MEASUREMENT_KINDS:
+            return "retry_of" in t.user_attrs
         validates = t.user_attrs.get("validates")
         return validates is None or not self.trial(int(validates)).state.is_finished()
 
