@@ -39,11 +39,25 @@ def _knob_assignments(tree: ast.Module) -> dict[str, list[ast.stmt]]:
     return found
 
 
+# What `ast.parse` raises besides SyntaxError for a source it cannot take: RecursionError for an
+# expression nested too deep (`1+0+0...`), MemoryError for a long chain of unary operators
+# (`----1`), ValueError for some malformed sources.
+NOT_PARSED = (RecursionError, MemoryError, ValueError)
+
+
 @functools.lru_cache(maxsize=8)
 def parsed(source: str) -> ast.Module:
     """The syntax tree of a train.py, shared and read-only: checking and rewriting one candidate
-    reads the same source several times, and parsing is most of what that costs."""
-    return ast.parse(source)
+    reads the same source several times, and parsing is most of what that costs. A source the
+    parser cannot take raises SyntaxError, whatever ast raised: a proposal may be any text, and
+    every caller can then refuse it with a reason instead of crashing."""
+    try:
+        return ast.parse(source)
+    except NOT_PARSED as err:
+        why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise SyntaxError(
+            f"the parser gave up ({why}): an expression nested or chained too deeply?"
+        ) from None
 
 
 def source_lines(source: str) -> list[str]:

@@ -93,7 +93,8 @@ def _source_problem(source: str) -> str:
     try:
         tree = parsed(source)
     except SyntaxError as err:
-        return f"edited train.py does not parse: line {err.lineno}: {err.msg}"
+        line = f"line {err.lineno}: " if err.lineno else ""
+        return f"edited train.py does not parse: {line}{err.msg}"
     if _writes_to_harness(tree):
         return "train.py may not modify the harness module (prepare)"
     return ""

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from autoresearch.campaign import Campaign
 from autoresearch.intake import BASE_SEED, MAX_STACK_DEPTH, Intake
-from autoresearch.proposals import Candidate, Wave
+from autoresearch.proposals import Candidate, Edit, Wave
 
 
 def claimed_and_failed(intake: Intake, number: int, **attrs: object) -> None:
@@ -151,6 +151,18 @@ def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_
     assert intake.empty_waves == 0
     intake.wave(Wave(rationale="again", candidates=[runs], source="test"))  # nothing new in it
     assert intake.empty_waves == 1 and len(intake.ledger.all()) == 2
+
+
+@pytest.mark.parametrize("replace", ["LR = 0.01" + "+0" * 9000 + "\n", "LR = " + "-" * 19000 + "0.01\n"])
+def test_a_proposal_the_parser_gives_up_on_is_failed_with_its_reason(tmp_path: Path, replace: str) -> None:
+    """ast.parse raises RecursionError or MemoryError, not SyntaxError, for an expression nested or
+    chained too deeply: such a proposal is refused like any that does not parse, not a crash."""
+    intake = open_intake(tmp_path)
+    deep = Candidate("deep", "", edits=[Edit("LR = 0.01\n", replace)])
+    intake.wave(Wave(rationale="deep", candidates=[deep], source="test"))
+    (trial,) = intake.ledger.all()
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["reason"].startswith("edited train.py does not parse: the parser gave up (")
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,8 @@ def test_a_constant_that_literal_eval_refuses_with_a_type_error_is_read_as_its_s
         ([Edit("DEPTH = 8", "DEPTH = 4", path="../train.py")], {}, "may only change train.py"),
         ([Edit("DEPTH = 8", "DEPTH = 4", path="/etc/train.py")], {}, "may only change train.py"),
         ([Edit("DEPTH = 8", "DEPTH = (4")], {}, "does not parse"),
+        ([Edit("DEPTH = 8", "DEPTH = 8" + "+0" * 9000)], {}, "does not parse: the parser gave up"),
+        ([Edit("DEPTH = 8", "DEPTH = " + "-" * 19000 + "8")], {}, "does not parse: the parser gave up"),
         ([Edit("DEPTH = 8", "x" * 30_000)], {}, "too large"),
         ([Edit("DEPTH = 8", "DEPTH = 8\nprepare.evaluate_bpb = lambda *a: 0.5")], {}, "harness"),
         ([Edit("import prepare", "import prepare as p\nsetattr(p, 'X', 1)")], {}, "harness"),
