@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from autoresearch.proposals import plain_line
+
 FILE = "train.py"
 _GIT_IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
 
@@ -81,7 +83,8 @@ class Frontier:
         """Make `source` the frontier; returns the new commit. The caller checks `commit_of_trial` first."""
         (self.path / FILE).write_text(source)
         self._git("add", FILE)
-        self._git("commit", "-q", "-m", f"trial {trial}: {description}"[:200])
+        # (a description an older check let through may hold a NUL, which no commit message can)
+        self._git("commit", "-q", "-m", plain_line(f"trial {trial}: {description}")[:200])
         self._head = self._git("rev-parse", "--short=12", "HEAD")
         self._source = source
         self._kept[trial] = self._head

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -118,6 +119,12 @@ class Wave:
                 seen.add(key_)
                 accepted.append(cand)
         return accepted, dropped
+
+
+def plain_line(text: str) -> str:
+    """`text` with each control character (NUL, newline, tab, ...) made a space: a description goes
+    where one line of text must (a git commit message, which cannot hold a NUL; results.tsv)."""
+    return "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
 def edit_from_dict(d: dict[str, Any]) -> Edit:

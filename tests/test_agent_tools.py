@@ -136,6 +136,8 @@ def wave(*cands: dict[str, Any], grids: list[dict[str, Any]] | None = None) -> d
             r"17 experiments \(1 candidate\(s\) \+ 16 grid cells\), over the cap of 16",
         ),
         (wave(cand(knobs=[{"name": "LR", "value": "[" * 100_000}])), "malformed"),
+        (wave(cand(description="LR 0.01 -> 0.04\u0000")), "the description has control characters"),
+        (wave(cand(description="two\nlines")), "the description has control characters"),
     ],
 )
 def test_bad_proposals_are_refused_with_a_reason(raw: dict[str, Any], message: str) -> None:

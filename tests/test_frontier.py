@@ -28,3 +28,14 @@ def test_a_controller_killed_before_its_commit_resumes_on_the_committed_train_py
     assert (tmp_path / "frontier" / "train.py").read_text() == "A = 2\n"
     assert reopened.commit_of_trial(4) is None
     assert reopened.source_at(reopened.advance("A = 3\n", 4, "kept again")) == "A = 3\n"
+
+
+def test_a_description_with_control_characters_is_kept_and_resumed_as_one_line(tmp_path: Path) -> None:
+    """git refuses a commit message holding a NUL: a description an older check let through must
+    neither crash the keep nor every resume after it."""
+    frontier = Frontier(tmp_path / "frontier", "A = 1\n")
+    kept = frontier.advance("A = 2\n", 7, "LR 0.01 -> 0.04\u0000\nand more")
+    reopened = Frontier(tmp_path / "frontier", "ignored: the lineage exists")
+    assert reopened.commit_of_trial(7) == kept == reopened.head()
+    subject = reopened._git("log", "-1", "--format=%B")
+    assert subject == "trial 7: LR 0.01 -> 0.04  and more"

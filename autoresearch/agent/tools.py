@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autoresearch.proposals import TIERS, KnobValue, Wave, wave_from_dict
+from autoresearch.proposals import TIERS, KnobValue, Wave, plain_line, wave_from_dict
 from autoresearch.proposers.base import CampaignContext
 
 PROPOSE_TOOL = "propose_wave"
@@ -213,6 +213,7 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
         where = f"candidate {cand.description[:60]!r}"
         if not cand.description.strip():
             problems.append("a candidate has an empty description")
+        problems += _description_problems(cand.description, where)
         if not cand.edits and not cand.knobs:
             problems.append(f"{where}: no edits and no knobs, so nothing would change")
         for edit in cand.edits:
@@ -232,6 +233,7 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
                 problems.append(f"{where}: fix_of={cand.fix_of} did not crash (status {rec.status})")
     for grid in wave.grids:
         where = f"grid {grid.description[:60]!r}"
+        problems += _description_problems(grid.description, where)
         for edit in grid.shared_edits:
             if not edit.search:
                 problems.append(f"{where}: a shared edit has an empty search text")
@@ -242,3 +244,11 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
                 problems.append(f"{where}: factor {name} repeats a level")
             check_name(name, where)
     return problems
+
+
+def _description_problems(description: str, where: str) -> list[str]:
+    """A description is one line of text: it names the change in results.tsv and in the frontier's
+    git commit messages, which cannot hold a NUL."""
+    if plain_line(description) == description:
+        return []
+    return [f"{where}: the description has control characters (NUL, newline, tab, ...); give one plain line"]
