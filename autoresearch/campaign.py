@@ -432,8 +432,8 @@ class Campaign:
         retries = int(trial.user_attrs.get("retries", 0))
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
         if retries < self.c.max_retries and trial.user_attrs.get("kind") != "exploration":
-            self.intake.retry(trial)
-            reason += "; re-queued"
+            not_queued = self.intake.retry(trial)
+            reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
         log.warning("trial %d: %s", trial.number, reason)
         where = {k: outcome[k] for k in ("node", "node_unfit") if outcome.get(k)}
         self.ledger.fail(trial.number, {**ran, **where, "status": "lost", "reason": reason})

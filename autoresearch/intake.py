@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import AutoresearchConfig
+from autoresearch.files import write_json_atomic
 from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.ledger import Ledger
@@ -85,11 +86,11 @@ class Intake:
     empty_waves: int = field(default=0, init=False)  # consecutive waves with nothing new in them
 
     def add(self, cand: Candidate, attrs: dict[str, Any]) -> None:
-        """Queue one candidate: its file under proposals/, then its WAITING trial, with the
-        frontier it was checked against (`queued_on`)."""
+        """Queue one candidate: its file under proposals/ (written whole or not at all: a torn one
+        could not be run, nor retried), then its WAITING trial, with the frontier it was checked
+        against (`queued_on`)."""
         name = f"t{self.ledger.size():05d}-{cand.tier}.json"  # its trial's number
-        path = self.campaign_dir / "proposals" / name
-        path.write_text(json.dumps(candidate_to_dict(cand), indent=1))
+        write_json_atomic(self.campaign_dir / "proposals" / name, candidate_to_dict(cand))
         head = self.frontier.head()
         self.sampler.enqueue(
             self.ledger.study, cand, head, {"edit": f"proposals/{name}", "queued_on": head, **attrs}
@@ -100,8 +101,9 @@ class Intake:
         """A wave's new candidates into the queue; those that cannot run become FAIL trials."""
         queued = self.ledger.all()
         number = 1 + max((t.user_attrs.get("wave", 0) for t in queued), default=0)
-        (self.campaign_dir / "proposals" / f"wave{number:04d}.json").write_text(
-            json.dumps({"rationale": wave.rationale, "source": wave.source}, indent=1)
+        write_json_atomic(
+            self.campaign_dir / "proposals" / f"wave{number:04d}.json",
+            {"rationale": wave.rationale, "source": wave.source},
         )
         seen = {t.user_attrs.get("key") for t in queued}
         head = self.frontier.head()
@@ -254,20 +256,29 @@ class Intake:
             self.add(cand, {**attrs, "seed": seed, "wave": 0, "source": "engine"})
         return bool(missing)
 
-    def retry(self, trial: FrozenTrial) -> None:
-        """A run lost to infrastructure, queued again as it was (once, whatever the restarts)."""
+    def retry(self, trial: FrozenTrial) -> str:
+        """A run lost to infrastructure, queued again as it was (once, whatever the restarts).
+        Says why it was not ('' if it was): its proposal file cannot be read."""
         if self.ledger.queued_for("retry_of", trial.number):
-            return  # queued before a controller died
+            return ""  # queued before a controller died
+        try:
+            cand = self.candidate_of(trial)
+        except InvalidCandidate as err:
+            return str(err)
         keep = {k: v for k, v in trial.user_attrs.items() if k in RETRY_KEEPS}
         retries = int(trial.user_attrs.get("retries", 0)) + 1
-        self.add(self.candidate_of(trial), {**keep, "retry_of": trial.number, "retries": retries})
+        self.add(cand, {**keep, "retry_of": trial.number, "retries": retries})
+        return ""
 
     def stack(self, trial: FrozenTrial, reason: str) -> str:
         """A winner built on an older frontier, queued again on the current one; says what became of it."""
         depth = int(trial.user_attrs.get("stack_depth", 0))
         if depth >= MAX_STACK_DEPTH:
             return f"{reason}; not re-run (stacked {depth} times already)"
-        cand = self.candidate_of(trial)
+        try:
+            cand = self.candidate_of(trial)
+        except InvalidCandidate as err:
+            return f"{reason}; not re-run: {err}"
         if not cand.description.startswith("stack: "):
             cand.description = f"stack: {cand.description}"
         if self.precheck(cand):
@@ -294,7 +305,16 @@ class Intake:
         return cand
 
     def load_candidate(self, attrs: dict[str, Any]) -> Candidate:
-        """The proposed candidate a trial points to, or a fresh exploration one when it has none."""
-        if "edit" in attrs:
+        """The proposed candidate a trial points to, or a fresh exploration one when it has none.
+        Raises InvalidCandidate for a file that cannot be read (gone, or torn by a controller
+        killed while writing it before writes were atomic): that trial cannot run, but the
+        campaign can go on."""
+        if "edit" not in attrs:
+            return self.sampler.exploration_candidate()
+        try:
             return candidate_from_dict(json.loads((self.campaign_dir / attrs["edit"]).read_text()))
-        return self.sampler.exploration_candidate()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            why = (str(err).splitlines() or [""])[0]
+            raise InvalidCandidate(
+                f"proposal file unreadable: {attrs['edit']}: {type(err).__name__}: {why}"
+            ) from None

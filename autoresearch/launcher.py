@@ -131,7 +131,11 @@ class Launcher:
     def _prepare(self, trial: optuna.Trial) -> JobSpec | None:
         """Build a claimed trial's workspace (a queued candidate's, or an exploration one's)."""
         attrs = trial.user_attrs
-        cand = self.intake.load_candidate(attrs)
+        try:
+            cand = self.intake.load_candidate(attrs)
+        except InvalidCandidate as err:
+            self._invalid(trial.number, attrs.get("description", ""), str(err))
+            return None
         if "edit" not in attrs:
             attrs = {"kind": "exploration", "wave": 0, "source": "inner-sampler"}
             self.ledger.set(trial.number, {**attrs, "description": cand.description, "tier": cand.tier})
@@ -159,9 +163,7 @@ class Launcher:
                 reason = f"no longer applies: the frontier changed since it was queued ({kept}); {err}"
                 self.ledger.fail(trial.number, {"status": "skip", "reason": reason, "parent": head})
                 return None
-            self.ledger.fail(trial.number, {"status": "invalid", "reason": str(err)})
-            self.intake.rejected.append(f"{cand.description}: {err}")
-            self._warn_once(trial.number, str(err))
+            self._invalid(trial.number, cand.description, str(err))
             return None
         pool_name = self.cfg.cluster.tiers.get(cand.tier, "")
         if pool_name not in self.fleet.pools:
@@ -205,6 +207,12 @@ class Launcher:
         )
         log.info("trial %d: launching on %s: %s", trial.number, pool_name, cand.description)
         return JobSpec(trial.number, exp_dir, pool_name)
+
+    def _invalid(self, number: int, description: str, reason: str) -> None:
+        """A claimed trial that cannot run: failed as invalid, its reason shown to the proposer."""
+        self.ledger.fail(number, {"status": "invalid", "reason": reason})
+        self.intake.rejected.append(f"{description}: {reason}")
+        self._warn_once(number, reason)
 
     def _warn_once(self, number: int, reason: str) -> None:
         """Say why a trial could not launch, once per reason: one that fails every trial (Optuna

@@ -731,6 +731,38 @@ def test_a_job_lost_while_no_controller_ran_bills_its_slot_until_its_deadline_at
     assert measure(second.study, second.fleet.pools, second.dir, 0.0).gpu_hours == held / 3600
 
 
+def test_a_torn_proposal_file_fails_its_trial_and_the_campaign_resumes(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """A proposal file left torn by a controller killed while writing it (before they were written
+    whole): a trial claimed when it died is failed, not retried, and one still queued is refused at
+    launch as invalid, with the reason; neither stops the campaign opening again or going on."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    for width in (32, 128):
+        first.intake.add(Candidate(f"WIDTH={width}", "", knobs={"WIDTH": width}), {"kind": "experiment"})
+    claimed, queued = first.ledger.waiting()[-2:]
+    for trial in (claimed, queued):
+        (first.dir / trial.user_attrs["edit"]).write_text('{"descrip')
+    assert first.ledger.claim(claimed)  # then the controller died
+    release(first)
+    second = open_campaign(tmp_path, [])
+    lost = second.ledger.trial(claimed.number)
+    assert lost.state == TrialState.FAIL and lost.user_attrs["reason"] == (
+        "lost: controller stopped before the experiment started; not re-queued: proposal file "
+        f"unreadable: {claimed.user_attrs['edit']}: JSONDecodeError: Unterminated string starting at: "
+        "line 1 column 2 (char 1)"
+    )
+    assert second.ledger.queued_for("retry_of", claimed.number) == []
+    for baseline in second.ledger.waiting()[:-1]:  # (no process to run)
+        second.ledger.drop(baseline, "not needed here")
+    second.launcher.launch()
+    refused = second.ledger.trial(queued.number)
+    assert refused.state == TrialState.FAIL and refused.user_attrs["status"] == "invalid"
+    assert refused.user_attrs["reason"].startswith(f"proposal file unreadable: {queued.user_attrs['edit']}")
+    assert second.intake.rejected == [f"WIDTH=128: {refused.user_attrs['reason']}"]
+
+
 def test_proposers_are_offered_only_the_tiers_a_proposal_may_run_on(
     tmp_path: Path, open_campaign: Callable[..., Campaign]
 ) -> None:

@@ -3,6 +3,7 @@ whichever controller asks and however often, and a proposal that cannot run cost
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,6 +79,23 @@ def test_each_queued_candidate_file_is_named_by_its_trials_number(tmp_path: Path
     queued = [t for t in resumed.ledger.all() if "edit" in t.user_attrs]
     assert [t.user_attrs["edit"] for t in queued] == [f"proposals/t{n:05d}-screen.json" for n in (0, 2, 4)]
     assert [resumed.load_candidate(t.user_attrs).description for t in queued] == ["lr 0", "lr 1", "wider"]
+
+
+def test_a_controller_killed_while_writing_a_proposal_file_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proposal file is written whole or not at all: a torn one would leave a trial that can
+    neither run nor be retried. (Killed before its trial is queued, the candidate is lost with it.)"""
+    intake = open_intake(tmp_path)
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        intake.add(Candidate("wider", knobs={"WIDTH": 128}), {"kind": "experiment"})
+    assert not (intake.campaign_dir / "proposals" / "t00000-screen.json").exists()
+    assert intake.ledger.all() == []
 
 
 def test_a_lost_run_is_retried_once_as_it_was(tmp_path: Path) -> None:
