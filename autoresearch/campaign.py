@@ -343,7 +343,10 @@ class Campaign:
         if self.stop_requested:
             return "stopped by the user"
         if self.intake.empty_waves >= MAX_EMPTY_WAVES and not self.ledger.waiting():
-            return f"the proposer had nothing new in {MAX_EMPTY_WAVES} waves in a row"
+            return (
+                f"the proposer had nothing new that could run in {MAX_EMPTY_WAVES} waves in a row "
+                "(each candidate a duplicate, invalid, or a train.py that already ran)"
+            )
         spend = self._spend()
         return budgets.exhausted(spend, self.c.budget) or ""
 

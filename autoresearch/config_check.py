@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError
 
 from autoresearch.campaign import knob_specs
 from autoresearch.config import AutoresearchConfig, deadline_seconds, time_budget_seconds
-from autoresearch.knobs import read_knobs
+from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.proposals import TIERS
 from autoresearch.sampler import distribution_of, distributions, knob_changes
 
@@ -133,14 +133,18 @@ def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
 def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
     problems = []
     train_py = Path(cfg.campaign.train_py)
+    source = train_py.read_text() if train_py.is_file() else None
     try:
-        constants = read_knobs(train_py.read_text()) if train_py.is_file() else None
+        constants = read_knobs(source) if source is not None else None
+        unset = unsettable(source, [s.name for s in knob_specs(cfg)]) if source is not None else {}
     except SyntaxError as err:
         return [f"campaign.train_py: {train_py} does not parse: {err}"]
     for spec in knob_specs(cfg):
         key = f"campaign.knobs.{spec.name}"
         if constants is not None and spec.name not in constants:
             problems.append(f"{key}: {train_py} has no module-level constant {spec.name}")
+        elif spec.name in unset:
+            problems.append(f"{key}: {unset[spec.name]} ({train_py}): {SETTABLE}")
         if spec.kind not in KNOB_KINDS:
             problems += _choice(f"{key}.kind", spec.kind, KNOB_KINDS)
             continue

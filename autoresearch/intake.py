@@ -22,10 +22,11 @@ from autoresearch.config import AutoresearchConfig
 from autoresearch.files import write_json_atomic
 from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
+from autoresearch.knobs import SETTABLE, unsettable
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
 from autoresearch.sampler import AgentSampler, candidate_key, knob_value_problem
-from autoresearch.workspace import InvalidCandidate, build_source
+from autoresearch.workspace import InvalidCandidate, apply_edits, build_source
 
 log = logging.getLogger("autoresearch")
 
@@ -83,7 +84,12 @@ class Intake:
     pools: dict[str, Pool]
     now: Callable[[], float]
     rejected: list[str] = field(default_factory=list, init=False)  # shown to the proposer
-    empty_waves: int = field(default=0, init=False)  # consecutive waves with nothing new in them
+    # The latest waves in a row none of whose candidates has run (yet): nothing new in them, or
+    # each invalid or skipped (a twin of a run). A wave that queued candidates which all die at
+    # launch must count, or a proposer of such waves kept the campaign going for ever.
+    empty_waves: int = field(default=0, init=False)
+    waves: int = field(default=0, init=False)  # waves this controller took in
+    _came: dict[int, int] = field(default_factory=dict, init=False)  # wave number -> `waves` then
 
     def add(self, cand: Candidate, attrs: dict[str, Any]) -> None:
         """Queue one candidate: its file under proposals/ (written whole or not at all: a torn one
@@ -110,7 +116,9 @@ class Intake:
         accepted, dropped = wave.expand(
             seen, self.cfg.campaign.max_wave, key=lambda c: candidate_key(c, head)
         )
-        self.empty_waves = 0 if accepted else self.empty_waves + 1
+        self.waves += 1
+        self._came[number] = self.waves  # (a number queueing nothing is the next wave's too)
+        self.empty_waves += 1  # until one of its candidates runs (`ran`)
         self.rejected.extend(dropped)
         for cand in accepted:
             reason = self.precheck(cand)
@@ -129,6 +137,12 @@ class Intake:
             wave.size() - len(accepted),
             f" ({wave.rationale[:100]})" if wave.rationale else "",
         )
+
+    def ran(self, wave: int) -> None:
+        """A candidate of wave number `wave` launched: only the waves that came after it can be
+        the empty ones. (Wave 0, the engine's runs, and earlier controllers' waves change nothing.)"""
+        if wave in self._came:
+            self.empty_waves = min(self.empty_waves, self.waves - self._came[wave])
 
     def precheck(self, cand: Candidate) -> str:
         """Why a candidate cannot run, or '' if it can: checked before it costs a slot."""
@@ -152,11 +166,22 @@ class Intake:
             )
         except InvalidCandidate as err:
             return str(err)
+        if cand.edits and (why := self._unsets_a_knob(cand)):
+            return why
         for name, value in cand.knobs.items():
             spec = self.sampler.knobs.get(name)  # the campaign's declared knobs, by name
             if spec and value is not None and (why := knob_value_problem(spec, value)):
                 return f"knob {name}: {why}"
         return ""
+
+    def _unsets_a_knob(self, cand: Candidate) -> str:
+        """Why the candidate's edits leave a declared knob that the frontier lets be set unsettable,
+        or '': kept, such an edit (`LR = LR * 4` after `LR = 0.01`) would make every later draw of
+        that knob invalid. (The edited source is the one `build_source` just parsed.)"""
+        broken = unsettable(apply_edits(self.frontier.source(), cand.edits), self.sampler.knobs)
+        if broken:
+            broken = {k: v for k, v in broken.items() if k not in unsettable(self.frontier.source(), broken)}
+        return f"{next(iter(broken.values()))}: {SETTABLE}" if broken else ""
 
     def _record_invalid(self, cand: Candidate, attrs: dict[str, Any], reason: str) -> None:
         """An invalid proposal becomes a FAIL trial with its reason; nothing runs, so it has no

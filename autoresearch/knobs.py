@@ -10,6 +10,8 @@ import ast
 import contextlib
 import functools
 import io
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 # What `ast.literal_eval` raises for a value that is not a literal: ValueError, but TypeError for an
@@ -100,6 +102,51 @@ def _segment(lines: list[str], node: ast.expr) -> str:
     if first == last:
         return lines[first][start:end]
     return lines[first][start:] + "".join(lines[first + 1 : last]) + lines[last][:end]
+
+
+SETTABLE = "a knob must be one module-level assignment, NAME = value, for the engine to set it"
+
+
+def unsettable(source: str, names: Iterable[str]) -> dict[str, str]:
+    """Why each of the knobs `names` that `set_knobs` cannot set in `source` cannot, by name.
+    A knob is set by writing its value over its one module-level `NAME = value`: with none, or
+    two, it cannot be; another module-level binding (`LR *= 4`, `for LR in ...`) would change the
+    value set before the run reads it."""
+    tree = parsed(source)
+    assignments = _knob_assignments(tree)
+    bindings = _module_bindings(tree)
+    problems: dict[str, str] = {}
+    for name in names:
+        count = len(assignments.get(name, []))
+        if count == 0:
+            problems[name] = f"knob {name} is not a module-level constant (NAME = value) of train.py"
+        elif count > 1:
+            problems[name] = f"knob {name} is assigned {count} times in train.py"
+        elif bindings[name] > 1:
+            problems[name] = f"knob {name} is bound again after its assignment in train.py"
+    return problems
+
+
+def _module_bindings(tree: ast.Module) -> Counter[str]:
+    """How often each name is bound (or deleted) in module scope, at any depth of its statements
+    (an `if`, a `for`), not inside functions or classes."""
+    counts: Counter[str] = Counter()
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            counts[node.name] += 1
+            continue
+        if isinstance(node, ast.Lambda | ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp):
+            continue
+        if isinstance(node, ast.AnnAssign) and node.value is None:
+            continue  # `LR: float` declares, binds nothing
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            counts[node.id] += 1
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            counts.update((a.asname or a.name).partition(".")[0] for a in node.names)
+        todo.extend(ast.iter_child_nodes(node))
+    return counts
 
 
 def set_knobs(source: str, settings: dict[str, Any]) -> str:

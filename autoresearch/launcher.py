@@ -39,7 +39,9 @@ from autoresearch.workspace import (
 
 log = logging.getLogger("autoresearch")
 
-MAX_REDUNDANT_EXPLORATIONS = 20  # per launch round: the inner sampler keeps finding nothing new
+# In a row on one frontier: the inner sampler finds nothing there it can run (every draw a twin of
+# a run in a small knob space, or a knob the frontier cannot set), so it stops until a keep.
+MAX_DEAD_EXPLORATIONS = 20
 
 
 def harness_env(cfg: AutoresearchConfig, seed: int) -> dict[str, str]:
@@ -72,6 +74,7 @@ class Launcher:
         self._warned: set[str] = set()  # reasons a trial could not launch, logged once each
         self._explores = c.fill_idle_slots and not c.synchronous and bool(self.sampler.knobs)
         # (else the proposer's next wave fills an idle slot)
+        self._dead = (self.frontier.head(), 0)  # explorations in a row that could not run, and where
 
     def launch(self, new: bool = True) -> None:
         """Fill free slots: re-runs a decision waits for first, then the oldest proposal, then
@@ -82,16 +85,15 @@ class Launcher:
         # per slot made filling 1,600 slots quadratic in the study's size).
         queue = self.ledger.queue(owed_only=not new)
         room = self._room() if new else math.inf  # owed re-runs run whatever the budget
-        redundant = 0
         while sum(free.values()) > 0 and room > 0:
             trial = self._ask(queue, free, explore=new)
             if trial is None:
                 break  # nothing queued for a free partition, and nothing to explore there
+            explores = "edit" not in trial.user_attrs
             job = self._prepare(trial)
+            if explores:
+                self._explored(trial.number, job is not None)
             if job is None:
-                redundant += "edit" not in trial.user_attrs  # the inner sampler found nothing new
-                if redundant >= MAX_REDUNDANT_EXPLORATIONS:
-                    break  # leave the slot to the next wave
                 continue
             batches[job.pool].append(job)
             free[job.pool] -= 1
@@ -123,10 +125,35 @@ class Launcher:
             queue.remove(first)
             if self.ledger.claim(first):
                 return optuna.Trial(study, first._trial_id)
-        if not explore or not self._explores or free.get(tiers.get("screen", ""), 0) == 0:
+        if not explore or not self._exploring() or free.get(tiers.get("screen", ""), 0) == 0:
             return None
         # A new trial for the inner sampler, on the screen tier (Study.ask would pop a queued one).
         return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+
+    def _exploring(self) -> bool:
+        """Whether a free slot may take a new trial for the inner sampler: not once its last
+        MAX_DEAD_EXPLORATIONS on this frontier could not run, until the frontier changes
+        (else it drew dead trials every poll, thousands of them, and never reached the budget)."""
+        if not self._explores:
+            return False
+        if self._dead[0] != self.frontier.head():
+            self._dead = (self.frontier.head(), 0)
+        return self._dead[1] < MAX_DEAD_EXPLORATIONS
+
+    def _explored(self, number: int, ran: bool) -> None:
+        """Count an exploration that could not run (`ran` False) against its frontier; say once
+        when the sampler stops there, with the last reason."""
+        head, dead = self._dead
+        self._dead = (head, 0 if ran else dead + 1)
+        if self._dead[1] == MAX_DEAD_EXPLORATIONS:
+            reason = self.ledger.trial(number).user_attrs.get("reason", "")
+            log.warning(
+                "the inner sampler's last %d explorations could not run (the last: %s): "
+                "no more on frontier %s until a change is kept",
+                MAX_DEAD_EXPLORATIONS,
+                reason,
+                head,
+            )
 
     def _prepare(self, trial: optuna.Trial) -> JobSpec | None:
         """Build a claimed trial's workspace (a queued candidate's, or an exploration one's)."""
@@ -205,6 +232,7 @@ class Launcher:
                 "launched_at": self.now(),
             },
         )
+        self.intake.ran(int(attrs.get("wave", 0)))
         log.info("trial %d: launching on %s: %s", trial.number, pool_name, cand.description)
         return JobSpec(trial.number, exp_dir, pool_name)
 

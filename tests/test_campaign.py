@@ -21,7 +21,9 @@ from engine_helpers import (
     FIXTURE_CONF,
     REPO,
     TOY,
+    CountingOffline,
     campaign_command,
+    compose_toy,
     confirming,
     experiment_runs,
     killed_and_resumed,
@@ -38,14 +40,18 @@ from engine_helpers import (
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
-from autoresearch.campaign import Campaign
+from autoresearch.campaign import Campaign, Summary
 from autoresearch.config import deadline_seconds
 from autoresearch.fleet.base import Finished
+from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.slurm_states import outcome_for_state
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import controller_state
+from autoresearch.intake import Intake
+from autoresearch.launcher import MAX_DEAD_EXPLORATIONS
 from autoresearch.ledger import MEASUREMENT_KINDS
-from autoresearch.proposals import Candidate, Edit
+from autoresearch.proposals import Candidate, Edit, Wave
+from autoresearch.proposers.base import CampaignContext
 from autoresearch.results import rows
 from autoresearch.runner import STARTED_FILE
 
@@ -540,6 +546,116 @@ def test_a_queued_change_that_a_keep_overwrote_is_skipped_not_blamed(tmp_path: P
         f"no longer applies: the frontier changed since it was queued (trial {better.number} kept); edit 1:"
     )
     assert not any("better too" in line for line in campaign.intake.rejected)
+
+
+class GuardedOffline(CountingOffline):
+    """The offline proposer after a wave of `first` candidates, stopping (stop_requested, which the
+    tests below read as a failure) a campaign that would otherwise never end."""
+
+    def __init__(self, first: list[Candidate]) -> None:
+        super().__init__()
+        self.first = first
+        self.campaign: Campaign | None = None
+
+    def propose(self, context: CampaignContext) -> Wave:
+        if (len(self.waves) >= 40 or len(context.history) >= 400) and self.campaign:
+            self.campaign.stop_requested = True
+        if self.first:
+            self.waves.append(Wave(candidates=self.first, source="script"))
+            self.first = []
+            return self.waves[-1]
+        return super().propose(context)
+
+
+def run_offline(tmp_path: Path, first: list[Candidate], *overrides: str) -> tuple[Campaign, Summary]:
+    """The toy campaign run to its end in this process, on the offline proposer (after `first`),
+    idle slots filled by the inner sampler."""
+    cfg = compose_toy(tmp_path, "cluster.poll_seconds=0.02", *overrides)
+    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    proposer = GuardedOffline(first)
+    campaign = Campaign(cfg, campaign_dir, fleet, proposer, background_proposals=False)
+    proposer.campaign = campaign
+    return campaign, campaign.run()
+
+
+def assert_ended_without_spinning(campaign: Campaign, summary: Summary) -> None:
+    """Ended by the budget or by the proposer's empty waves, and the inner sampler drew at most
+    MAX_DEAD_EXPLORATIONS trials that could not run on each frontier."""
+    trials = campaign.study.trials
+    dead = [
+        t
+        for t in trials
+        if t.user_attrs.get("kind") == "exploration" and t.user_attrs.get("status") in ("invalid", "skip")
+    ]
+    said = f"{len(trials)} trials, {summary.experiments} experiments, {len(dead)} dead explorations"
+    assert not campaign.stop_requested, f"stopped by the test's guard: {said}"
+    assert summary.stop_reason.startswith(
+        ("the proposer had nothing new that could run in 3 waves", "experiments budget reached")
+    ), summary.stop_reason
+    assert len(dead) <= MAX_DEAD_EXPLORATIONS * (summary.kept + 1), said
+
+
+def test_a_knob_space_run_through_ends_the_campaign_instead_of_spinning(tmp_path: Path) -> None:
+    """Three values of one knob: soon every draw is a train.py that ran, and every wave of the
+    offline proposer (which leaves knobs free) is skipped whole. The controller made thousands of
+    skip trials and never reached the budget; now the inner sampler stops after a few in a row on a
+    frontier, and waves with nothing that could run end the campaign."""
+    campaign, summary = run_offline(
+        tmp_path,
+        [],
+        "~campaign.knobs.LR",
+        "campaign.knobs.WIDTH.low=64",
+        "campaign.knobs.WIDTH.high=66",
+        "campaign.knobs.WIDTH.log=false",
+        "campaign.budget.max_experiments=30",
+    )
+    assert_ended_without_spinning(campaign, summary)
+
+
+def test_a_kept_knob_the_engine_cannot_set_ends_the_campaign_instead_of_spinning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept `LR = LR * 4` after `LR = 0.01` (refused at intake now; kept by a study from before
+    that): every draw of LR is invalid ("assigned 2 times"). The controller made thousands of
+    invalid trials; now the inner sampler stops after a few, and so do the offline proposer's waves."""
+    monkeypatch.setattr(Intake, "_unsets_a_knob", lambda self, cand: "", raising=False)  # as then
+    four = Candidate("four times the lr", edits=[Edit("LR = 0.01\n", "LR = 0.01\nLR = LR * 4\n")])
+    campaign, summary = run_offline(
+        tmp_path, [four], "~campaign.knobs.WIDTH", "campaign.budget.max_experiments=30"
+    )
+    assert trial_named(campaign, four.description).user_attrs["status"] == "keep"
+    assert_ended_without_spinning(campaign, summary)
+
+
+def test_the_inner_sampler_stops_on_a_frontier_where_nothing_it_draws_can_run(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its cap was per launch round, and a round runs every poll: thousands of invalid trials. Now
+    it stops after a few in a row on one frontier, says so once, and draws again after a keep."""
+    campaign = open_campaign(tmp_path, [], "campaign.fill_idle_slots=true")
+    broken = campaign.frontier.source().replace("LR = 0.01\n", "LR = 0.01\nLR = LR * 4\n")
+    first = campaign.frontier.advance(broken, 1, "four times the lr")
+    for baseline in campaign.ledger.waiting():  # (no process to run)
+        campaign.ledger.drop(baseline, "not needed here")
+
+    def explorations() -> list[FrozenTrial]:
+        return [t for t in campaign.study.trials if t.user_attrs.get("kind") == "exploration"]
+
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        for _ in range(3):  # a launch round each poll
+            campaign.launcher.launch()
+    assert len(explorations()) == MAX_DEAD_EXPLORATIONS
+    why = "knob LR is assigned 2 times in train.py; cannot set it"
+    assert {(t.user_attrs["status"], t.user_attrs["reason"]) for t in explorations()} == {("invalid", why)}
+    said = [r.getMessage() for r in caplog.records if "inner sampler" in r.getMessage()]
+    assert said == [
+        f"the inner sampler's last {MAX_DEAD_EXPLORATIONS} explorations could not run (the last: {why}): "
+        f"no more on frontier {first} until a change is kept"
+    ]
+    campaign.frontier.advance(broken + "# another keep\n", 2, "another keep")
+    campaign.launcher.launch()
+    assert len(explorations()) == 2 * MAX_DEAD_EXPLORATIONS
 
 
 def test_a_crashing_experiment_is_a_fail_trial_with_its_reason(tmp_path: Path) -> None:

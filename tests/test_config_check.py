@@ -162,6 +162,20 @@ def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -
     assert len(problems) == 1 and problems[0].startswith(problem), problems
 
 
+def test_a_knob_the_engine_could_not_set_is_named(tmp_path: Path) -> None:
+    """A knob is set by writing over its one assignment: assigned twice, every trial that sets or
+    samples it would fail, each one invalid."""
+    train_py = tmp_path / "train.py"
+    train_py.write_text(
+        (REPO / "tests/fixtures/toy/train.py").read_text().replace("LR = 0.01\n", "LR = 0.01\nLR = LR * 4\n")
+    )
+    problems = config_problems(compose_config("+campaign=toy", f"campaign.train_py={train_py}"))
+    assert problems == [
+        f"campaign.knobs.LR: knob LR is assigned 2 times in train.py ({train_py}): a knob must be one "
+        "module-level assignment, NAME = value, for the engine to set it"
+    ]
+
+
 def test_an_empty_validate_partition_is_fine_when_nothing_is_confirmed() -> None:
     overrides = ["cluster=slurm", "cluster.partitions.h200.slots=0"]
     assert config_problems(compose_config("+campaign=toy", *overrides, "campaign.validate_seeds=0")) == []
@@ -268,7 +282,8 @@ def test_a_resumed_knob_keeps_what_its_study_fixed(
     tmp_path: Path, knob: str, change: dict[str, Any], searched: str | None
 ) -> None:
     """Optuna fixes a param's kind, log scale and choices at its first trial and fails every later
-    trial that asks otherwise (20 a launch round, every poll); its bounds may move."""
+    trial that asks otherwise (the inner sampler's 20 on each frontier, every proposal that sets
+    it); its bounds may move."""
     saved = tmp_path / "toy" / "config.yaml"
     saved.parent.mkdir()
     saved.write_text(OmegaConf.to_yaml(_with_categorical(compose_toy(tmp_path))))

@@ -166,9 +166,26 @@ def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_
     assert by_description["nowhere"].state == TrialState.FAIL
     assert by_description["nowhere"].user_attrs["reason"] == "tier 'h200' has no partition in this cluster"
     assert intake.rejected == ["nowhere: tier 'h200' has no partition in this cluster"]
-    assert intake.empty_waves == 0
+    assert intake.empty_waves == 1  # until "runs" runs
     intake.wave(Wave(rationale="again", candidates=[runs], source="test"))  # nothing new in it
-    assert intake.empty_waves == 1 and len(intake.ledger.all()) == 2
+    assert intake.empty_waves == 2 and len(intake.ledger.all()) == 2
+
+
+def test_a_wave_counts_as_empty_until_one_of_its_candidates_runs(tmp_path: Path) -> None:
+    """A wave whose candidates all end invalid or skipped (twins of runs) had nothing new either:
+    counted as new at intake, a proposer of such waves (the offline one, on a small knob space) kept
+    the campaign going for ever."""
+    intake = open_intake(tmp_path)
+    for lr in (0.02, 0.03, 0.04):
+        intake.wave(Wave(candidates=[Candidate(f"lr {lr}", "", knobs={"LR": lr})], source="test"))
+    assert intake.empty_waves == 3  # none has run yet
+    intake.ran(2)  # the second wave's candidate launched: only the third is empty
+    assert intake.empty_waves == 1
+    intake.ran(1)  # an older wave's changes nothing, nor the engine's own runs
+    intake.ran(0)
+    assert intake.empty_waves == 1
+    intake.wave(Wave(candidates=[Candidate("lr 0.02", "", knobs={"LR": 0.02})], source="test"))  # a duplicate
+    assert intake.empty_waves == 2
 
 
 @pytest.mark.parametrize("replace", ["LR = 0.01" + "+0" * 9000 + "\n", "LR = " + "-" * 19000 + "0.01\n"])
@@ -181,6 +198,40 @@ def test_a_proposal_the_parser_gives_up_on_is_failed_with_its_reason(tmp_path: P
     (trial,) = intake.ledger.all()
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["reason"].startswith("edited train.py does not parse: the parser gave up (")
+
+
+SETTABLE = "a knob must be one module-level assignment, NAME = value, for the engine to set it"
+
+
+@pytest.mark.parametrize(
+    ("replace", "reason"),
+    [
+        ("LR = 0.02\n", ""),
+        ("LR = 0.01\nLR = LR * 4\n", f"knob LR is assigned 2 times in train.py: {SETTABLE}"),
+        ("LR = 0.01\nLR *= 4\n", f"knob LR is bound again after its assignment in train.py: {SETTABLE}"),
+        (
+            "LR, SPARE = 0.01, 1\n",
+            f"knob LR is not a module-level constant (NAME = value) of train.py: {SETTABLE}",
+        ),
+    ],
+)
+def test_an_edit_that_leaves_a_declared_knob_unsettable_is_refused(
+    tmp_path: Path, replace: str, reason: str
+) -> None:
+    """Kept, `LR = LR * 4` after `LR = 0.01` made every later draw of LR invalid ("assigned 2
+    times"): thousands of dead trials. It is refused before it runs, with the reason."""
+    intake = open_intake(tmp_path)
+    assert intake.precheck(Candidate("four times the lr", "", edits=[Edit("LR = 0.01\n", replace)])) == reason
+
+
+def test_an_edit_is_not_blamed_for_a_knob_its_frontier_could_not_set_already(tmp_path: Path) -> None:
+    """A frontier kept before the check (an older study) may have one; other edits still run."""
+    intake = open_intake(tmp_path)
+    source = intake.frontier.source().replace("LR = 0.01\n", "LR = 0.01\nLR = LR * 4\n")
+    intake.frontier.advance(source, 3, "four times the lr")
+    assert intake.precheck(Candidate("wider", "", edits=[Edit("WIDTH = 64\n", "WIDTH = 96\n")])) == ""
+    twice = Candidate("wider twice", "", edits=[Edit("WIDTH = 64\n", "WIDTH = 64\nWIDTH = 96\n")])
+    assert intake.precheck(twice) == f"knob WIDTH is assigned 2 times in train.py: {SETTABLE}"
 
 
 @pytest.mark.parametrize(
