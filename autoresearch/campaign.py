@@ -97,6 +97,16 @@ def knob_specs(cfg: AutoresearchConfig) -> list[KnobSpec]:
     ]
 
 
+def figure(metrics: dict[str, Any], key: str) -> int | float | None:
+    """A figure of train.py's result as it gave it, or None where it is not a finite number: the
+    result is the untrusted code's, and one odd figure must cost the run that figure, never the
+    controller (nor every resume, which reads the result again)."""
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return value
+
+
 class Campaign:
     """The loop, and the parts it drives once the study is open (`open`): the ledger (the study's
     trials), the intake (the queue), the launcher (free slots) and the decisions (keep or discard)."""
@@ -390,26 +400,29 @@ class Campaign:
         if status in INFRA_STATUSES:
             self._fail_and_requeue(trial, outcome, attrs)
             return
-        metrics = outcome.get("metrics") or {}
-        val_bpb = metrics.get("val_bpb")
-        if status != "ok" or not isinstance(val_bpb, int | float) or not math.isfinite(val_bpb):
-            reason = outcome.get("reason") or f"val_bpb is {val_bpb!r}"
+        metrics = outcome.get("metrics")
+        metrics = metrics if isinstance(metrics, dict) else {}
+        val_bpb = figure(metrics, "val_bpb")
+        if status != "ok" or val_bpb is None:
+            reason = outcome.get("reason") or f"val_bpb is {metrics.get('val_bpb')!r}"
             failed = "cancelled" if status == "cancelled" else "crash"
             self.ledger.fail(trial.number, {**attrs, "status": failed, "reason": f"{status}: {reason}"})
             log.warning("trial %d: %s: %s", trial.number, status, reason)
             if failed == "cancelled" and trial.user_attrs.get("kind") == "baseline":
                 self.intake.baselines(self.decisions.confirm_on)  # no change can be judged without it
             return
+        vram_mb = figure(metrics, "peak_vram_mb")
         attrs.update(
             val_bpb=float(val_bpb),
-            memory_gb=round(float(metrics.get("peak_vram_mb", 0.0)) / 1024, 2),
-            training_seconds=metrics.get("training_seconds"),
-            mfu=metrics.get("mfu_percent"),
-            num_steps=metrics.get("num_steps"),
+            memory_gb=0.0 if vram_mb is None else round(vram_mb / 1024, 2),
+            training_seconds=figure(metrics, "training_seconds"),
+            mfu=figure(metrics, "mfu_percent"),
+            num_steps=figure(metrics, "num_steps"),
             device=str(metrics.get("device", "")),
         )
-        if isinstance(metrics.get("num_params_M"), int | float):  # the trainer's, in millions
-            attrs["num_params"] = round(metrics["num_params_M"] * 1e6)
+        millions = figure(metrics, "num_params_M")  # the trainer's, in millions
+        if millions is not None and math.isfinite(millions * 1e6):
+            attrs["num_params"] = round(millions * 1e6)
         self.ledger.set(trial.number, attrs)
         self.decisions.add(trial)  # decided with the others of this poll (`run`)
 

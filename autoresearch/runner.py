@@ -132,8 +132,12 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         return _finish(exp, outcome)
     try:
         metrics = json.loads((exp / METRICS_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         outcome.update(status="crash", reason="train.py exited 0 but the harness wrote no result")
+        return _finish(exp, outcome)
+    if not isinstance(metrics, dict):  # the controller reads its figures by name
+        what = type(metrics).__name__
+        outcome.update(status="crash", reason=f"the result is a JSON {what}, not an object of figures")
         return _finish(exp, outcome)
     if metrics.get("prepare_sha256", spec["harness_sha256"]) != spec["harness_sha256"]:
         outcome.update(status="harness_mismatch", reason="result written by a different harness")

@@ -814,6 +814,31 @@ def launched_and_started(campaign: Campaign, started_at: float, **attrs: object)
     return trial
 
 
+def test_a_result_with_odd_figures_is_recorded_without_them_on_a_resume(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """A train.py's result is its own: a figure that is null, not a number or not finite is left
+    out of its trial (val_bpb alone is judged), and the controller that reads it, here a resumed
+    one collecting what ran while none did, goes on."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    trial = launched_and_started(first, 1000.0)
+    metrics = {
+        "val_bpb": 1.0,
+        "peak_vram_mb": None,
+        "num_params_M": float("inf"),
+        "training_seconds": "6",
+        "mfu_percent": float("nan"),
+        "num_steps": 12,
+    }
+    outcome = {"status": "ok", "started_at": 1000.0, "ended_at": 1010.0, "metrics": metrics}
+    (first.dir / f"experiments/{trial.number:05d}" / "outcome.json").write_text(json.dumps(outcome))
+    release(first)
+    attrs = open_campaign(tmp_path, []).ledger.trial(trial.number).user_attrs
+    assert attrs["val_bpb"] == 1.0 and attrs["memory_gb"] == 0.0 and attrs["num_steps"] == 12
+    assert attrs["training_seconds"] is None and attrs["mfu"] is None and "num_params" not in attrs
+
+
 @pytest.mark.parametrize("state", ["NODE_FAIL", "OUT_OF_MEMORY", "CANCELLED by 0"])
 def test_a_run_ended_without_an_outcome_keeps_its_gpu_time_since_its_runner_started(
     tmp_path: Path, state: str, open_campaign: Callable[..., Campaign]

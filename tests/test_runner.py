@@ -67,6 +67,17 @@ def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
     assert outcome["status"] == "crash" and "no result" in outcome["reason"]
 
 
+@pytest.mark.parametrize("result", ["[1]", "null", "\\xff\\xfe"])
+def test_a_result_that_is_not_an_object_of_figures_is_a_crash(tmp_path: Path, result: str) -> None:
+    """train.py wrote its result itself, and not as the harness does: its run is a crash with the
+    reason, not a runner that dies without an outcome (counted lost, and run again)."""
+    write = f"import os\nopen(os.environ['AUTORESEARCH_RESULT'], 'wb').write(b'{result}')\n"
+    exp = make_experiment(tmp_path, write)
+    outcome = run_experiment(exp)
+    assert outcome["status"] == "crash", outcome
+    assert json.loads((exp / "outcome.json").read_text())["status"] == "crash"
+
+
 def test_sigterm_to_the_runner_ends_train_py_and_records_interrupted(tmp_path: Path) -> None:
     exp = make_experiment(tmp_path, HANG)
     runner = subprocess.Popen([sys.executable, "-m", "autoresearch.runner", str(exp)], cwd=REPO)
