@@ -139,8 +139,9 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         what = type(metrics).__name__
         outcome.update(status="crash", reason=f"the result is a JSON {what}, not an object of figures")
         return _finish(exp, outcome)
-    if metrics.get("prepare_sha256", spec["harness_sha256"]) != spec["harness_sha256"]:
-        outcome.update(status="harness_mismatch", reason="result written by a different harness")
+    if metrics.get("prepare_sha256") != spec["harness_sha256"]:  # only the harness's write_result stamps it
+        why = "by another harness" if "prepare_sha256" in metrics else "without the harness's hash"
+        outcome.update(status="harness_mismatch", reason=f"result written {why}, not by prepare.write_result")
         return _finish(exp, outcome)
     outcome.update(status="ok", reason="", metrics=metrics)
     return _finish(exp, outcome)

@@ -43,6 +43,17 @@ def test_a_changed_harness_is_refused_before_anything_runs(tmp_path: Path) -> No
     assert not (exp / "ran").exists()
 
 
+@pytest.mark.parametrize("stamp", [{}, {"prepare_sha256": "0" * 64}])
+def test_a_result_not_written_by_the_harness_is_refused(tmp_path: Path, stamp: dict[str, str]) -> None:
+    """The result must carry the hash of the harness that wrote it: one train.py wrote itself,
+    without it (or with another), never reached the harness's metric."""
+    result = json.dumps({"val_bpb": 0.01, **stamp})
+    write = f"import os\nopen(os.environ['AUTORESEARCH_RESULT'], 'w').write({result!r})\n"
+    outcome = run_experiment(make_experiment(tmp_path, write))
+    assert outcome["status"] == "harness_mismatch", outcome
+    assert "prepare.write_result" in outcome["reason"]
+
+
 def test_train_py_never_sees_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-canary-runner")
     monkeypatch.setenv("WANDB_API_KEY", "canary-wandb")
