@@ -30,9 +30,16 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch import budget as budgets
-from autoresearch.config import AutoresearchConfig, deadline_seconds, time_budget_seconds
+from autoresearch.config import (
+    SAVED_CONFIG,
+    AutoresearchConfig,
+    deadline_seconds,
+    measurement,
+    measurement_changes,
+    time_budget_seconds,
+)
 from autoresearch.decisions import Decisions
-from autoresearch.files import read_json
+from autoresearch.files import read_json, write_text_atomic
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import Heartbeat
@@ -58,6 +65,7 @@ log = logging.getLogger("autoresearch")
 RECORD_STATUS = {TrialState.FAIL: "crash", TrialState.RUNNING: "running", TrialState.WAITING: "queued"}
 MAX_REJECTIONS_SHOWN = 20
 MAX_EMPTY_WAVES = 3
+MEASUREMENT_ATTR = "measurement"  # the study's: how its first start measured (`config.measurement`)
 
 
 class Clock(Protocol):
@@ -157,6 +165,10 @@ class Campaign:
         searched = {n: d for t in self.study.get_trials(deepcopy=False) for n, d in t.distributions.items()}
         if changed := knob_changes(searched, knob_specs(self.cfg), f"the study of {self.dir}"):
             raise CampaignError("; ".join(changed))
+        # config_check held the command to config.yaml; the study's own record holds it where that is gone
+        started = self.study.user_attrs.get(MEASUREMENT_ATTR, {})
+        if changed := measurement_changes(started, measurement(self.cfg), str(self.dir)):
+            raise CampaignError("; ".join(changed))
         if "started_at" not in self.study.user_attrs:
             self.study.set_user_attr("started_at", self.clock.now())
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
@@ -187,7 +199,9 @@ class Campaign:
         # Saved once this controller holds the campaign (a refused second one leaves it as it was)
         # and can run it: a start that failed on a mistyped storage or on its data measured nothing,
         # so a corrected command must not be held to the settings it was refused with.
-        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
+        write_text_atomic(self.dir / SAVED_CONFIG, OmegaConf.to_yaml(self.cfg))
+        if MEASUREMENT_ATTR not in self.study.user_attrs:  # (or a study begun before it was kept)
+            self.study.set_user_attr(MEASUREMENT_ATTR, measurement(self.cfg))
         self._reconcile()
         self._recall_nodes()
         # at the start, or those a controller killed while queueing them missed

@@ -6,11 +6,19 @@ that fill it. Hydra validates every override against these types.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+SAVED_CONFIG = "config.yaml"  # the resolved config, saved in the campaign folder once it is set up
+_ABSENT = object()
 
 
 @dataclass
@@ -150,6 +158,64 @@ def time_budget_seconds(cfg: AutoresearchConfig) -> float:
 def deadline_seconds(cfg: AutoresearchConfig) -> float:
     """The hard limit on one experiment: twice its budget plus start-up and evaluation grace."""
     return 2 * time_budget_seconds(cfg) + cfg.cluster.grace_seconds
+
+
+def measurement(cfg: Any) -> dict[str, Any]:
+    """What decides how a campaign measures val_bpb, from its config or its saved config.yaml: a
+    resume must keep it (`measurement_changes`). The study keeps it too (`Campaign.open`)."""
+    return {
+        "campaign.scale": cfg.campaign.scale,
+        "campaign.data": cfg.campaign.data,
+        "seconds of training per experiment": time_budget_seconds(cfg),
+    }
+
+
+def measurement_changes(started: dict[str, Any], now: dict[str, Any], where: str) -> list[str]:
+    """Why a resume of the campaign in `where` would measure otherwise than it started, a line each."""
+    return [
+        f"{key}: {where} started with {started[key]!r}, this command says {now[key]!r} "
+        "(results measured otherwise cannot be compared: keep it, or choose a new campaign.name)"
+        for key in started
+        if key in now and started[key] != now[key]
+    ]
+
+
+class SavedConfigError(ValueError):
+    """A campaign's saved config that cannot be read back; the message says which and what to do."""
+
+
+def _unreadable(path: Path, err: object) -> SavedConfigError:
+    why = (str(err).splitlines() or [type(err).__name__])[0]
+    return SavedConfigError(
+        f"{path} cannot be read as a campaign's config ({why}): if a kill or an edit broke it, "
+        "remove it and run the campaign's command again, which writes it anew (the study keeps "
+        "what a resume is checked against)"
+    )
+
+
+def read_saved_config(path: Path) -> DictConfig:
+    """A campaign's config.yaml, for reading back (`reading_saved_config`); SavedConfigError where it
+    does not parse, or lacks campaign.name or storage (written last: a file cut short lacks it)."""
+    try:
+        saved = OmegaConf.load(path)
+        found = {key: OmegaConf.select(saved, key, default=_ABSENT) for key in ("campaign.name", "storage")}
+    except (UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as err:
+        raise _unreadable(path, err) from None
+    if not isinstance(saved, DictConfig):
+        raise _unreadable(path, "not a mapping of settings")
+    if missing := [key for key, value in found.items() if value is _ABSENT]:
+        raise _unreadable(path, f"no {' or '.join(missing)}")
+    return saved
+
+
+@contextlib.contextmanager
+def reading_saved_config(path: Path) -> Iterator[None]:
+    """What is read from a saved config: a setting an edit removed or made a list is a
+    SavedConfigError line too, not OmegaConf's traceback."""
+    try:
+        yield
+    except OmegaConfBaseException as err:
+        raise _unreadable(path, err) from None
 
 
 def register_configs() -> None:

@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from autoresearch.campaign import knob_specs
-from autoresearch.config import AutoresearchConfig, deadline_seconds, time_budget_seconds
+from autoresearch.config import (
+    AutoresearchConfig,
+    SavedConfigError,
+    deadline_seconds,
+    measurement,
+    measurement_changes,
+    read_saved_config,
+    reading_saved_config,
+)
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.proposals import TIERS
 from autoresearch.sampler import distribution_of, distributions, knob_changes
@@ -320,13 +327,8 @@ def config_problems(cfg: AutoresearchConfig) -> list[str]:
 
 
 def _measurement(cfg: Any) -> dict[str, Any]:
-    """What decides how a campaign measures val_bpb, from its config or its saved config.yaml."""
-    return {
-        "campaign.scale": cfg.campaign.scale,
-        "campaign.data": cfg.campaign.data,
-        "seconds of training per experiment": time_budget_seconds(cfg),
-        "storage": cfg.storage,
-    }
+    """`measurement`, and the storage: results in another study cannot be compared either."""
+    return {**measurement(cfg), "storage": cfg.storage}
 
 
 def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
@@ -336,16 +338,16 @@ def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
     new bounds), slots and the proposer may change."""
     if not saved_config.is_file():
         return []
-    saved = OmegaConf.load(saved_config)
-    if not isinstance(saved, DictConfig) or "campaign" not in saved:
-        return [f"{saved_config} is not a campaign's config, so this run cannot be checked against it"]
-    started, now = _measurement(saved), _measurement(cfg)
-    return [
-        f"{key}: {saved_config.parent} started with {started[key]!r}, this command says {now[key]!r} "
-        "(results measured otherwise cannot be compared: keep it, or choose a new campaign.name)"
-        for key in started
-        if started[key] != now[key]
-    ] + knob_changes(distributions(knob_specs(saved)), knob_specs(cfg), str(saved_config.parent))
+    try:
+        saved = read_saved_config(saved_config)
+        with reading_saved_config(saved_config):
+            started, searched = _measurement(saved), distributions(knob_specs(saved))
+    except SavedConfigError as err:
+        return [str(err)]
+    where = str(saved_config.parent)
+    return measurement_changes(started, _measurement(cfg), where) + knob_changes(
+        searched, knob_specs(cfg), where
+    )
 
 
 def check_config(cfg: AutoresearchConfig, saved_config: Path | None = None) -> None:

@@ -19,7 +19,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import experiment_ran, gpu_hours_by_pool
-from autoresearch.config import time_budget_seconds
+from autoresearch.config import (
+    SAVED_CONFIG,
+    SavedConfigError,
+    read_saved_config,
+    reading_saved_config,
+    time_budget_seconds,
+)
 from autoresearch.plot import plot_progress
 from autoresearch.results import frontier_measured, rerun_values, rows
 from autoresearch.study import trials
@@ -207,17 +213,19 @@ def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> Path:
 
 
 def main() -> None:
-    from omegaconf import OmegaConf
-
     from autoresearch.cli import tool_name
-    from autoresearch.status import open_campaign
+    from autoresearch.status import open_campaign, refuse
 
     parser = argparse.ArgumentParser(prog=tool_name("report"), description=__doc__.splitlines()[0])
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
     args = parser.parse_args()
-    study = open_campaign(args.campaign_dir)
-    cfg = OmegaConf.load(args.campaign_dir / "config.yaml")
-    path = write_report(study, args.campaign_dir, cfg)
+    study = open_campaign(args.campaign_dir)  # (a config.yaml that cannot be read is refused here)
+    saved = args.campaign_dir / SAVED_CONFIG
+    try:
+        with reading_saved_config(saved):  # (one edited may lack a setting the report shows)
+            path = write_report(study, args.campaign_dir, read_saved_config(saved))
+    except SavedConfigError as err:
+        refuse(str(err))
     print(path)
 
 

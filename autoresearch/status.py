@@ -17,7 +17,6 @@ from statistics import fmean
 from typing import NoReturn
 
 import optuna
-from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -27,6 +26,7 @@ from rich.text import Text
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import experiment_ran, hours_unit, measure
 from autoresearch.cli import tool_name
+from autoresearch.config import SAVED_CONFIG, SavedConfigError, read_saved_config
 from autoresearch.files import read_json
 from autoresearch.heartbeat import controller_state
 from autoresearch.results import frontier_value, rerun_values, rows
@@ -57,10 +57,10 @@ def open_campaign(campaign_dir: Path) -> optuna.Study:
             how = "is still setting up" if controller.startswith("running") else "did not get past setting up"
             refuse(f"{campaign_dir}: its first start {how} (the data, the study); controller {controller}")
         refuse(f"not a campaign folder (no config.yaml): {campaign_dir}")
-    config = OmegaConf.load(campaign_dir / "config.yaml")
     try:
-        return load_study(campaign_dir, config["campaign"]["name"], config.get("storage"))
-    except StudyUnavailable as err:
+        config = read_saved_config(campaign_dir / SAVED_CONFIG)
+        return load_study(campaign_dir, config.campaign.name, config.storage)
+    except (SavedConfigError, StudyUnavailable) as err:
         refuse(str(err))
 
 

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from engine_helpers import (
     REPO,
     TOY,
     CountingOffline,
+    Killed,
     campaign_command,
     compose_toy,
     confirming,
@@ -40,7 +42,7 @@ from engine_helpers import (
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
-from autoresearch.campaign import Campaign, Summary
+from autoresearch.campaign import Campaign, CampaignError, Summary
 from autoresearch.config import deadline_seconds
 from autoresearch.fleet.base import Finished
 from autoresearch.fleet.factory import make_fleet
@@ -837,6 +839,56 @@ def test_a_result_with_odd_figures_is_recorded_without_them_on_a_resume(
     attrs = open_campaign(tmp_path, []).ledger.trial(trial.number).user_attrs
     assert attrs["val_bpb"] == 1.0 and attrs["memory_gb"] == 0.0 and attrs["num_steps"] == 12
     assert attrs["training_seconds"] is None and attrs["mfu"] is None and "num_params" not in attrs
+
+
+def test_a_resume_without_its_config_yaml_is_held_to_how_its_study_measured(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """config.yaml gone (deleted, or never written whole by an older controller): the study's own
+    record of how the campaign measures still refuses a resume that would measure otherwise."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    release(first)
+    assert first.study.user_attrs["measurement"] == {
+        "campaign.scale": "cpu",
+        "campaign.data": "offline",
+        "seconds of training per experiment": 1.0,
+    }
+    (first.dir / "config.yaml").unlink()
+    refused = scripted_campaign(tmp_path, [], "campaign.time_budget=2")
+    with pytest.raises(
+        CampaignError,
+        match=r"^seconds of training per experiment: .* started with 1.0, this command says 2.0 ",
+    ):
+        refused.open()
+    release(refused)
+    assert not (first.dir / "config.yaml").exists()  # refused before anything was written
+    open_campaign(tmp_path, [])  # as it started: it goes on, and saves its config again
+    assert (first.dir / "config.yaml").is_file()
+
+
+def test_a_controller_killed_while_it_saves_its_config_leaves_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_campaign: Callable[..., Campaign]
+) -> None:
+    """config.yaml is replaced whole: a controller killed half-way through writing it leaves the
+    one before, which every reader (the next start, status, report) can read."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    release(first)
+    saved = first.dir / "config.yaml"
+    before = saved.read_text()
+    write = Path.write_text
+
+    def killed_half_way(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if path.name.startswith("config.yaml"):
+            write(path, text[: len(text) // 2], *args, **kwargs)
+            raise Killed
+        return write(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", killed_half_way)
+    with pytest.raises(Killed):
+        open_campaign(tmp_path, [])
+    assert saved.read_text() == before
 
 
 @pytest.mark.parametrize("state", ["NODE_FAIL", "OUT_OF_MEMORY", "CANCELLED by 0"])

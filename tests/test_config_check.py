@@ -239,7 +239,29 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
     assert "baseline runs use it all" not in proc.stdout  # said on a first start only
     (tmp_path / "toy" / "config.yaml").write_text("not a config\n")
     proc = run_campaign(tmp_path)
-    assert proc.returncode == 2 and "is not a campaign's config" in proc.stderr
+    assert proc.returncode == 2 and "cannot be read as a campaign's config (no campaign.name" in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not text", "a list"])
+def test_a_damaged_saved_config_is_one_line_for_the_controller_status_and_report(
+    tmp_path: Path, open_campaign: Any, damage: str
+) -> None:
+    """A config.yaml cut short (written in place by a controller killed part-way, before it was
+    written whole), or made something else by hand: each reader says which file and what to do."""
+    saved = open_campaign(tmp_path, []).dir / "config.yaml"
+    text = saved.read_text()
+    damaged = {"cut short": text[: len(text) // 2].encode(), "not text": b"\xff\xfe", "a list": b"- 1\n"}
+    saved.write_bytes(damaged[damage])
+    (problem,) = resume_problems(compose_toy(tmp_path), saved)
+    assert problem.startswith(f"{saved} cannot be read as a campaign's config (")
+    assert problem.endswith(
+        "remove it and run the campaign's command again, which writes it anew "
+        "(the study keeps what a resume is checked against)"
+    )
+    for tool in ("status", "report"):
+        command = [sys.executable, "-m", f"autoresearch.{tool}", str(saved.parent)]
+        out = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        assert (out.returncode, out.stderr.splitlines()) == (2, [f"error: {problem}"])
 
 
 @pytest.mark.parametrize("fails_on", ["storage", "data"])
