@@ -22,11 +22,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file written by `write_json_atomic`, or None while it is absent (or torn by a crash)."""
+    """A JSON file written by `write_json_atomic`, or None while it is absent, or where it cannot
+    be what that wrote (torn by a crash, not text, not an object): one damaged by hand or by a
+    disk is read as the missing one it stands for, never a traceback."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def after_last_newline(path: Path, size: int, chunk: int = 1 << 16) -> int:

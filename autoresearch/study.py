@@ -8,6 +8,7 @@ storage because it works on the shared file systems clusters have; an RDB URL wo
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,10 +44,18 @@ def controller_storage(campaign_dir: Path, url: str | None) -> optuna.storages.B
 
 
 @contextlib.contextmanager
-def _opening(url: str | None) -> Iterator[None]:
-    """A storage that cannot be opened becomes one StudyUnavailable line, not a driver traceback."""
+def _opening(url: str | None, campaign_dir: Path) -> Iterator[None]:
+    """A storage that cannot be opened becomes one StudyUnavailable line, not a driver traceback;
+    so does a journal with a damaged line before its last (a torn last line is `recover_journal`'s):
+    which change the line held is lost, so it is not repaired."""
     try:
         yield
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # (only a journal's lines are JSON read here)
+        raise StudyUnavailable(
+            f"cannot read the study journal {campaign_dir / JOURNAL_FILE}: a line before its last is "
+            f"damaged ({err}); put back a copy from before the damage, or start over with a new "
+            "campaign.name"
+        ) from None
     except (ImportError, SQLAlchemyError) as err:
         reason = str(err.__cause__ or err).splitlines()[0]
         hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
@@ -61,7 +70,7 @@ def open_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not url:
         recover_journal(campaign_dir)
-    with _opening(url):
+    with _opening(url, campaign_dir):
         study = optuna.create_study(
             study_name=name,
             storage=controller_storage(campaign_dir, url),
@@ -120,7 +129,7 @@ def _reader_storage(campaign_dir: Path, url: str | None) -> optuna.storages.Base
 def load_study(campaign_dir: Path, name: str, url: str | None) -> optuna.Study:
     """An existing campaign's study, for reading it (status, reports); creates nothing."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with _opening(url):
+    with _opening(url, campaign_dir):
         storage = _reader_storage(campaign_dir, url)
         with contextlib.suppress(KeyError):  # (a storage without this study)
             if storage is not None:

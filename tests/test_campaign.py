@@ -841,6 +841,22 @@ def test_a_result_with_odd_figures_is_recorded_without_them_on_a_resume(
     assert attrs["training_seconds"] is None and attrs["mfu"] is None and "num_params" not in attrs
 
 
+def test_files_that_are_not_text_read_as_missing_on_a_resume(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """A running trial's outcome.json and the controller's controller.json damaged into bytes that
+    are not text: the resume reads them as absent (the run lost, re-queued; no controller line)."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    trial = launched_and_started(first, 1000.0)
+    (first.dir / f"experiments/{trial.number:05d}" / "outcome.json").write_bytes(b"\xff\xfe{")
+    release(first)
+    (first.dir / "controller.json").write_bytes(b"\xff\xfe{")
+    assert controller_state(first.dir) is None  # what status shows
+    lost = open_campaign(tmp_path, []).ledger.trial(trial.number)
+    assert lost.user_attrs["status"] == "lost", lost.user_attrs
+
+
 def test_a_resume_without_its_config_yaml_is_held_to_how_its_study_measured(
     tmp_path: Path, open_campaign: Callable[..., Campaign]
 ) -> None:

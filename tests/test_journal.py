@@ -10,7 +10,7 @@ import pytest
 from optuna.exceptions import UpdateFinishedTrialError
 
 from autoresearch.journal import JOURNAL_FILE
-from autoresearch.study import load_study, open_study, set_trial_attrs
+from autoresearch.study import StudyUnavailable, load_study, open_study, set_trial_attrs
 
 ATTRS = {"pool": "h100", "gpu_type": "h100", "run_key": "abc123", "launched_at": 1.5, "knobs": '{"LR": 0.02}'}
 
@@ -90,3 +90,19 @@ def test_a_finished_trial_is_refused_before_anything_is_written(tmp_path: Path) 
     resumed = open_study(tmp_path, "journal", None)
     assert "pool" not in resumed.trials[0].user_attrs
     assert resumed.trials[1].user_attrs == {"pool": "h200"}
+
+
+def test_a_damaged_line_before_the_last_is_one_line_naming_the_journal(tmp_path: Path) -> None:
+    """A line torn in the middle of the journal (a disk, a hand edit) is not repaired (the change it
+    held is lost): the controller and `status` refuse in one line that names the file."""
+    study = open_study(tmp_path, "journal", None)
+    for description in ("wider", "deeper"):
+        study.enqueue_trial({}, user_attrs={"description": description})
+    path = tmp_path / JOURNAL_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join([*lines[:2], lines[2][:20] + b"\n", *lines[3:]]))
+    said = f"cannot read the study journal {path}: a line before its last is damaged ("
+    for opened in (open_study, load_study):
+        with pytest.raises(StudyUnavailable) as refused:
+            opened(tmp_path, "journal", None)
+        assert str(refused.value).startswith(said) and "\n" not in str(refused.value)

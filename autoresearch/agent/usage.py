@@ -7,6 +7,7 @@ report costs, so the ledger, not the proposer object, is the record: it survives
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -68,14 +69,26 @@ class UsageLedger:
 
 def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
     """Every complete line of the ledger; a line cut short by a crash is skipped (the next
-    record, on a line of its own, is not: `append_line`)."""
+    record, on a line of its own, is not: `append_line`), and so is one `_append` could not
+    have written (edited by hand: not an object, a count or a price that is not a number)."""
     rows = []
     for raw in complete_lines(usage_path(campaign_dir)):
         try:
-            rows.append(json.loads(raw))
+            row = json.loads(raw)
         except json.JSONDecodeError:
             continue
+        if _as_written(row):
+            rows.append(row)
     return rows
+
+
+def _as_written(row: Any) -> bool:
+    """Whether a ledger line is an object whose dollars and token counts, where it has them, are
+    finite numbers: what the budget and the report add up."""
+    if not isinstance(row, dict):
+        return False
+    figures = [row.get(name, 0) for name in ("dollars", *TOKEN_FIELDS)]
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in figures)
 
 
 _spent_cache: dict[Path, tuple[tuple[int, int], float]] = {}
