@@ -106,6 +106,8 @@ def run(cfg: AutoresearchConfig) -> int:
     )
     for line in summary.kept_descriptions:
         log.info("  kept %s", line)
+    if not (campaign_dir / "report.html").is_file():  # stopped before it was set up
+        return EXIT_STOPPED if campaign.stop_requested else 0
     log.info("report: %s (results.tsv and progress.png beside it)", campaign_dir / "report.html")
     log.info(
         "kept changes: git -C %s log -p; overview: python -m autoresearch.status %s",

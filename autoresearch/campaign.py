@@ -13,6 +13,7 @@ discard). This module holds the loop, resuming, collecting results and what prop
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -149,7 +150,9 @@ class Campaign:
         self._told = 0  # results told by this controller (see _after_tell)
 
     # -- set-up ------------------------------------------------------------------------------
-    def open(self) -> None:
+    def open(self) -> bool:
+        """Take the campaign folder and set the campaign up; False where a stop was asked for while
+        it prepared the data (the start then binds nothing: `_prepare_data`)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "experiments").mkdir(exist_ok=True)
         (self.dir / "proposals").mkdir(exist_ok=True)
@@ -194,8 +197,8 @@ class Campaign:
             self.harness,
             now,
         )
-        if self.c.prepare_data:
-            self._prepare_data()
+        if self.c.prepare_data and not self._prepare_data():
+            return False
         # Saved once this controller holds the campaign (a refused second one leaves it as it was)
         # and can run it: a start that failed on a mistyped storage or on its data measured nothing,
         # so a corrected command must not be held to the settings it was refused with.
@@ -209,6 +212,7 @@ class Campaign:
         if (head := self.frontier.head_trial()) is not None:  # a frontier kept before runs were paired
             self.intake.new_frontier(head, confirm_on)
         self._warn_if_budget_is_all_baselines()
+        return True
 
     def _warn_if_budget_is_all_baselines(self) -> None:
         """A first start whose experiment budget the baselines use up tries no change: say so
@@ -226,8 +230,11 @@ class Campaign:
                 baselines,
             )
 
-    def _prepare_data(self) -> None:
-        """Download data and train the tokenizer once, here, rather than in every experiment."""
+    def _prepare_data(self) -> bool:
+        """Download data and train the tokenizer once, here, rather than in every experiment; False
+        where a stop was asked for meanwhile. The step runs in a session of its own, so Ctrl-C is
+        the controller's to take, as at any other time: it ends the step (a download resumes where
+        it stopped) instead of the step dying of it and the start failing."""
         log.info(
             "preparing %s data and tokenizer for the %s scale (cached after the first run)",
             self.c.data,
@@ -235,8 +242,21 @@ class Campaign:
         )
         env = {**os.environ, **harness_env(self.cfg, BASE_SEED)}
         cmd = [sys.executable, str(self.harness), "--scale", self.c.scale, "--data", self.c.data]
-        if subprocess.run(cmd, env=env).returncode != 0:
+        step = subprocess.Popen(cmd, env=env, start_new_session=True)
+        try:
+            while step.poll() is None and not self.stop_requested:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    step.wait(timeout=self.cfg.cluster.poll_seconds)
+        finally:  # (a stop, or a second Ctrl-C raised here)
+            if step.poll() is None:
+                step.terminate()
+                step.wait()
+        if self.stop_requested:
+            log.warning("stopped while preparing the data; running the command again prepares the rest")
+            return False
+        if step.returncode != 0:
             raise CampaignError(f"data preparation failed (see above): {' '.join(cmd)}")
+        return True
 
     def _lock(self) -> None:
         fd = os.open(self.dir / "controller.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -287,9 +307,10 @@ class Campaign:
         ended = "interrupted: a second Ctrl-C or SIGTERM"  # unless the loop ends or raises otherwise
         opened = False
         try:
-            self.open()
-            opened = True
-            while True:
+            opened = self.open()
+            if not opened:  # stopped while it set up: nothing to collect or launch
+                stop_reason = self._stop_reason()
+            while opened:
                 for done in self.fleet.poll():
                     self._finish(done)
                 self.decisions.decide_pending()

@@ -324,6 +324,39 @@ def test_python_m_autoresearch_runs_the_tools_as_the_console_script_does(tmp_pat
     assert by_module.stderr.startswith(f"usage: autoresearch {tool}")  # (no folder given)
 
 
+def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(tmp_path: Path) -> None:
+    """A Ctrl-C (the terminal's SIGINT to the whole foreground group) while prepare.py runs: the
+    controller ends the step and stops as it stops at any other time (exit 3, no error, nothing
+    bound), instead of prepare.py dying of it in a traceback and the start failing with exit 2."""
+    prepare, started = tmp_path / "prepare.py", tmp_path / "prepare.pid"
+    prepare.write_text(
+        "import os, time\n"
+        "open(os.environ['PREPARE_PID'], 'w').write(str(os.getpid()))\n"
+        "while True:\n    time.sleep(0.05)\n"
+    )
+    command = campaign_command(tmp_path, "campaign.prepare_data=true", f"campaign.prepare_py={prepare}")
+    env = {**os.environ, "PREPARE_PID": str(started)}
+    controller = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for(lambda: started.is_file() and started.read_text(), 60, "prepare.py to start")
+    os.killpg(controller.pid, signal.SIGINT)
+    out, _ = controller.communicate(timeout=60)
+    assert controller.returncode == 3, out
+    assert "Traceback" not in out and "ERROR" not in out, out
+    assert "stopped while preparing the data" in out
+    assert controller_state(tmp_path / "toy").startswith("stopped ")
+    assert "error" not in controller_state(tmp_path / "toy")
+    assert not (tmp_path / "toy" / "config.yaml").exists()  # the start bound nothing
+    assert not Path(f"/proc/{started.read_text()}").exists()  # the step was ended
+
+
 @pytest.mark.parametrize(("signals", "code"), [([signal.SIGINT], 3), ([signal.SIGINT, signal.SIGTERM], 130)])
 def test_ctrl_c_stops_and_a_rerun_finishes_the_work(tmp_path: Path, signals: list[int], code: int) -> None:
     """One signal: no new experiments, exit 3; a second one: leave at once, exit 130, no
