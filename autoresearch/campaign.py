@@ -34,6 +34,7 @@ from autoresearch import budget as budgets
 from autoresearch.config import (
     SAVED_CONFIG,
     AutoresearchConfig,
+    backstop_grace,
     deadline_seconds,
     measurement,
     measurement_changes,
@@ -474,7 +475,7 @@ class Campaign:
         started = (read_json(self.dir / exp_dir / STARTED_FILE) or {}).get("started_at") if exp_dir else None
         if started is None:
             return {"started_at": None, "ended_at": ended}
-        killed_by = started + deadline_seconds(self.cfg) + self.cfg.cluster.grace_seconds
+        killed_by = started + deadline_seconds(self.cfg) + backstop_grace(self.cfg.cluster)
         return {"started_at": started, "ended_at": min(ended, killed_by)}
 
     def _fail_and_requeue(self, trial: FrozenTrial, outcome: dict[str, Any], ran: dict[str, Any]) -> None:

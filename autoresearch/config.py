@@ -160,6 +160,16 @@ def deadline_seconds(cfg: AutoresearchConfig) -> float:
     return 2 * time_budget_seconds(cfg) + cfg.cluster.grace_seconds
 
 
+BACKSTOP_FLOOR_S = 30.0  # the runner's start and its own kill (a 5 s grace), with room on a loaded node
+
+
+def backstop_grace(cluster: ClusterConfig) -> float:
+    """How long after an experiment's deadline the fleet kills what its runner has not: a grace,
+    but never less than `BACKSTOP_FLOOR_S`, else (cluster.grace_seconds=0) the fleet's kill, its
+    clock started before the runner's, would beat the runner's and make a timeout a loss."""
+    return max(cluster.grace_seconds, BACKSTOP_FLOOR_S)
+
+
 def measurement(cfg: Any) -> dict[str, Any]:
     """What decides how a campaign measures val_bpb, from its config or its saved config.yaml: a
     resume must keep it (`measurement_changes`). The study keeps it too (`Campaign.open`)."""

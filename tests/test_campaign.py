@@ -43,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
 from autoresearch.campaign import Campaign, CampaignError, Summary
-from autoresearch.config import deadline_seconds
+from autoresearch.config import backstop_grace, deadline_seconds
 from autoresearch.fleet.base import Finished
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.slurm_states import outcome_for_state
@@ -955,6 +955,17 @@ def test_a_run_ended_without_an_outcome_keeps_its_gpu_time_since_its_runner_star
     assert measure(campaign.study, campaign.fleet.pools, campaign.dir, 0.0).gpu_hours * 3600 == spent
 
 
+def test_a_hang_without_grace_is_its_runs_timeout_not_a_loss(tmp_path: Path) -> None:
+    """cluster.grace_seconds=0 (allowed): the runner's deadline is 2 x 1 s; the local fleet's own
+    kill, its clock started at submission, before the runner's, still comes a floor later, so the
+    runner ends the hang (timeout, the run's fault) rather than being killed itself (lost, re-run)."""
+    proc = run_campaign(tmp_path, "+campaign=toy_hang", "cluster.grace_seconds=0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study = load(tmp_path / "toy_hang")
+    hung = [t for t in study.trials if json.loads(t.user_attrs.get("knobs", "{}")).get("HANG") is True]
+    assert [t.user_attrs["reason"] for t in hung] == ["timeout: killed at the 2 s deadline"]
+
+
 def test_a_job_lost_while_no_controller_ran_bills_its_slot_until_its_deadline_at_most(
     tmp_path: Path, open_campaign: Callable[..., Campaign]
 ) -> None:
@@ -968,7 +979,7 @@ def test_a_job_lost_while_no_controller_ran_bills_its_slot_until_its_deadline_at
     second = open_campaign(tmp_path, [])
     lost = second.ledger.trial(trial.number)
     assert lost.user_attrs["status"] == "lost" and lost.user_attrs["reason"].startswith("lost: job lost")
-    held = deadline_seconds(second.cfg) + second.cfg.cluster.grace_seconds
+    held = deadline_seconds(second.cfg) + backstop_grace(second.cfg.cluster)
     assert lost.user_attrs.get("started_at") == 1000.0 and lost.user_attrs["ended_at"] == 1000.0 + held
     assert measure(second.study, second.fleet.pools, second.dir, 0.0).gpu_hours == held / 3600
 

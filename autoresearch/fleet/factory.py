@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from autoresearch.config import ClusterConfig
+from autoresearch.config import ClusterConfig, backstop_grace
 from autoresearch.fleet.base import Fleet, Pool
 from autoresearch.fleet.local import LocalFleet, nvidia_smi, visible_gpus
 
@@ -33,7 +33,7 @@ def make_local_fleet(cluster: ClusterConfig, deadline_s: float, require_gpu: boo
     threads = cluster.threads_per_slot or max(1, (os.cpu_count() or 1) // slots)
     pool = Pool(name, slots, gpu_type, part.price_per_gpu_hour, part.partition or name)
     # The runner ends train.py at deadline_s; the fleet's own kill is the backstop, a grace later.
-    return LocalFleet(pool, gpus, threads, deadline_s + cluster.grace_seconds)
+    return LocalFleet(pool, gpus, threads, deadline_s + backstop_grace(cluster))
 
 
 def make_fleet(

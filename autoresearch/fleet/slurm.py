@@ -35,7 +35,7 @@ from typing import Any
 
 import submitit
 
-from autoresearch.config import ClusterConfig, PartitionConfig
+from autoresearch.config import ClusterConfig, PartitionConfig, backstop_grace
 from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
@@ -470,7 +470,9 @@ class SlurmFleet:
         started = read_json(t.job.exp_dir / STARTED_FILE)
         if started is None:
             return None
-        return float(started.get("started_at") or time.time()) + self.deadline_s + self.cluster.grace_seconds
+        return (
+            float(started.get("started_at") or time.time()) + self.deadline_s + backstop_grace(self.cluster)
+        )
 
     def _warn_never_starting(self, pending: dict[str, str]) -> None:
         """Say once per partition and reason when Slurm holds a job pending for a reason that
