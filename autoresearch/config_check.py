@@ -41,6 +41,7 @@ LOCAL_DEVICES = ("auto", "cpu")
 AGENT_KINDS = ("offline", "claude")
 TRACKING_KINDS = ("none", "wandb")
 WANDB_MODES = ("online", "offline")
+MAX_SEED = 2**32 - 1  # numpy's, which seeds Optuna's samplers
 
 # Lower bounds of numeric settings (a budget of 0 means "no limit").
 AT_LEAST: dict[str, float] = {
@@ -117,6 +118,8 @@ def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
         problems.append(
             f"campaign.name must be a folder name (letters, digits, '.', '_', '-'), not {c.name!r}"
         )
+    if not 0 <= c.seed <= MAX_SEED:
+        problems.append(f"campaign.seed must be from 0 to {MAX_SEED} (what the samplers take), not {c.seed}")
     problems += _choice("campaign.scale", c.scale, SCALES)
     problems += _choice("campaign.data", c.data, DATA_SOURCES)
     if c.time_budget is not None:
@@ -162,7 +165,7 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
             continue
         try:
             distribution_of(spec)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:
             problems.append(f"{key}: {err}")
     return problems
 

@@ -81,10 +81,11 @@ def distributions(specs: list[KnobSpec]) -> dict[str, BaseDistribution]:
 
 
 def _distribution(spec: KnobSpec) -> BaseDistribution | None:
-    """The knob's distribution; None for one the config check refuses."""
+    """The knob's distribution; None for one the config check refuses (an infinite int bound
+    raises OverflowError)."""
     try:
         return distribution_of(spec)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return None
 
 

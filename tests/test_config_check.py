@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from autoresearch.campaign import CampaignError
 from autoresearch.config import AutoresearchConfig, KnobConfig
-from autoresearch.config_check import config_problems, resume_problems
+from autoresearch.config_check import ConfigError, check_config, config_problems, resume_problems
 from autoresearch.study import StudyUnavailable, open_study
 
 
@@ -63,6 +63,8 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
         (["cluster.poll_seconds=nan"], "cluster.poll_seconds must be a finite number, not nan"),
         (["cluster.partitions.local.mem_gb=nan"], "cluster.partitions.local.mem_gb must be a finite number"),
         (["campaign.knobs.WIDTH.high=nan"], "campaign.knobs.WIDTH.high must be a finite number, not nan"),
+        (["campaign.seed=-1"], "campaign.seed must be from 0 to 4294967295 (what the samplers take), not -1"),
+        (["campaign.seed=99999999999"], "campaign.seed must be from 0 to 4294967295"),
         (["campaign.scale=big"], "campaign.scale must be one of gpt2, cpu, not 'big'"),
         (["campaign.data=web"], "campaign.data must be one of climbmix, offline, not 'web'"),
         (["campaign.name=a/b"], "campaign.name must be a folder name"),
@@ -318,6 +320,16 @@ def test_a_resumed_knob_keeps_what_its_study_fixed(
     else:
         assert len(problems) == 1, problems
         assert problems[0].startswith(f"campaign.knobs.{knob}: {saved.parent} searched it as {searched}")
+
+
+def test_an_infinite_bound_of_a_resumed_int_knob_is_named(tmp_path: Path) -> None:
+    """On a resume the knobs are compared with the saved config's too, where int(inf) overflowed."""
+    saved = tmp_path / "toy" / "config.yaml"
+    saved.parent.mkdir()
+    saved.write_text(OmegaConf.to_yaml(compose_toy(tmp_path)))
+    with pytest.raises(ConfigError) as refused:
+        check_config(compose_toy(tmp_path, "campaign.knobs.WIDTH.high=1e999"), saved)
+    assert str(refused.value) == "campaign.knobs.WIDTH.high must be a finite number, not inf"
 
 
 @pytest.mark.parametrize("refused", ["+campaign.wave_sise=3", "campaign.wave_size=0"])
