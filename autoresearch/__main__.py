@@ -23,7 +23,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
 from autoresearch.cli import run_tool, unknown_command
 from autoresearch.config import AutoresearchConfig, register_configs
-from autoresearch.logs import setup_logging
+from autoresearch.logs import log_to_file, setup_logging
 
 register_configs()
 log = logging.getLogger("autoresearch")
@@ -63,13 +63,14 @@ def run(cfg: AutoresearchConfig) -> int:
     except (ValueError, CampaignError, TrackingSetupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    campaign_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(campaign_dir / "controller.log")
+    setup_logging(hold=True)  # controller.log once the start is accepted: a refusal writes nothing
     try:
         proposer = make_proposer(cfg, campaign_dir)
     except (ValueError, AgentSetupError) as err:  # (a refused key, an unknown model)
-        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
+    campaign_dir.mkdir(parents=True, exist_ok=True)
+    log_to_file(campaign_dir / "controller.log")
     tracker = make_tracker(cfg.tracking, campaign_dir, cfg.campaign.name)
     campaign = Campaign(cfg, campaign_dir, fleet, proposer, tracker=tracker)
 

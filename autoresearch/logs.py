@@ -8,13 +8,40 @@ several: there the lines are written plain, one record a line.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 from pathlib import Path
 
 from rich.logging import RichHandler
 
 
-def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
+class _Held(logging.handlers.BufferingHandler):
+    """The records of a start not yet known to be accepted (`setup_logging(hold=True)`): a refused
+    one leaves no log file, and the first lines of an accepted one are not lost (`log_to_file`).
+    (A few at most: the first `capacity` are kept.)"""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=1000)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.buffer) < self.capacity:
+            self.buffer.append(record)
+
+
+def log_to_file(log_file: Path) -> None:
+    """Write the log to `log_file` from now on, beginning with the records held until now."""
+    root = logging.getLogger("autoresearch")
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for held in [h for h in root.handlers if isinstance(h, _Held)]:
+        for record in held.buffer:
+            file_handler.handle(record)
+        root.removeHandler(held)
+    root.addHandler(file_handler)
+
+
+def setup_logging(log_file: Path | None = None, level: int = logging.INFO, hold: bool = False) -> None:
+    """The terminal, and `log_file` if given; `hold`: records kept for a later `log_to_file`."""
     root = logging.getLogger("autoresearch")
     root.setLevel(level)
     root.handlers.clear()
@@ -29,7 +56,7 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> No
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
     root.addHandler(console)
+    if hold:
+        root.addHandler(_Held())
     if log_file is not None:
-        file_handler = logging.FileHandler(log_file)
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        root.addHandler(file_handler)
+        log_to_file(log_file)

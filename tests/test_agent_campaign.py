@@ -30,6 +30,7 @@ from autoresearch.agent.usage import dollars_for, read_usage
 from autoresearch.campaign import Campaign
 from autoresearch.config import AutoresearchConfig, deadline_seconds
 from autoresearch.fleet.factory import make_fleet
+from autoresearch.logs import log_to_file, setup_logging
 from autoresearch.proposers.factory import make_proposer
 from autoresearch.workspace import MAX_EDIT_CHARS
 
@@ -326,18 +327,23 @@ def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.mark.parametrize(
     ("key", "said"),
     [
-        ("sk-ant-refused", "ERROR the API key in ANTHROPIC_API_KEY was refused (401) while listing models"),
+        ("sk-ant-refused", "error: the API key in ANTHROPIC_API_KEY was refused (401) while listing models"),
         (
             None,
-            "ERROR ANTHROPIC_API_KEY is not set: export it to use agent=claude, or run with agent=offline",
+            "error: ANTHROPIC_API_KEY is not set: export it to use agent=claude, or run with agent=offline",
         ),
     ],
 )
 def test_a_missing_or_refused_key_stops_the_command_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None, said: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    key: str | None,
+    said: str,
 ) -> None:
     """Checked when the agent starts (a refused key by its model check): exit 2 and the reason,
-    not a traceback, nor a campaign run by the offline proposer unasked; nothing was run."""
+    not a traceback, nor a campaign run by the offline proposer unasked; nothing was run, and
+    nothing written (no campaign folder, no controller.log), as any refusal."""
     from autoresearch.__main__ import EXIT_ERROR, run
     from autoresearch.agent import claude
     from autoresearch.agent.fakeapi import error_response
@@ -354,6 +360,28 @@ def test_a_missing_or_refused_key_stops_the_command_in_one_line(
         )
     cfg = claude_toy_config(tmp_path, f"agent.model={MODEL}")
     assert run(cfg) == EXIT_ERROR
-    log = (tmp_path / "toy" / "controller.log").read_text()
-    assert said in " ".join(log.split()) and "Traceback" not in log and "sk-ant-refused" not in log
-    assert not (tmp_path / "toy" / "study.journal").exists()
+    assert not (tmp_path / "toy").exists()
+    err = capsys.readouterr().err
+    assert err.splitlines() == [said] and "sk-ant-refused" not in err
+
+
+def test_a_start_logs_what_it_said_before_it_was_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log file is opened only once the start is accepted (a refusal writes nothing); what
+    was said before (the agent's warnings as it started) goes into it first."""
+    root = logging.getLogger("autoresearch")
+    for name in ("handlers", "propagate", "level"):  # (given back to the other tests as they were)
+        monkeypatch.setattr(root, name, list(root.handlers) if name == "handlers" else getattr(root, name))
+    setup_logging(hold=True)
+    logging.getLogger("autoresearch.agent").warning("agent.price_* are the default model's")
+    assert list(tmp_path.iterdir()) == []
+    log_to_file(tmp_path / "controller.log")
+    root.info("campaign toy")
+    for handler in root.handlers:
+        handler.close()
+    lines = (tmp_path / "controller.log").read_text().splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == [
+        "WARNING agent.price_* are the default model's",
+        "INFO campaign toy",
+    ]
