@@ -47,6 +47,7 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.config import deadline_seconds
     from autoresearch.config_check import ConfigError, check_config
     from autoresearch.fleet.factory import make_fleet
+    from autoresearch.frontier import FrontierError
     from autoresearch.proposers.factory import make_proposer
     from autoresearch.study import StudyUnavailable
     from autoresearch.tracking import TrackingSetupError, check_credentials, make_tracker
@@ -88,7 +89,7 @@ def run(cfg: AutoresearchConfig) -> int:
     )
     try:
         summary = campaign.run()
-    except (CampaignError, StudyUnavailable) as err:
+    except (CampaignError, FrontierError, StudyUnavailable) as err:
         log.error("%s", err)
         return EXIT_ERROR
     except KeyboardInterrupt:  # a second signal while stopping: leave now, state is in the study

@@ -43,7 +43,7 @@ from autoresearch.config import (
 from autoresearch.decisions import Decisions
 from autoresearch.files import read_json, write_text_atomic
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
-from autoresearch.frontier import Frontier
+from autoresearch.frontier import INDEX_LOCK, Frontier
 from autoresearch.heartbeat import Heartbeat
 from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
@@ -176,6 +176,7 @@ class Campaign:
         if "started_at" not in self.study.user_attrs:
             self.study.set_user_attr("started_at", self.clock.now())
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
+        self._drop_stale_git_lock()
         self.frontier = Frontier(self.dir / "frontier", train_py.read_text())
         warn_if_train_py_changed(train_py, self.frontier.start_source())
         self.harness = own_harness(self.dir, Path(self.c.prepare_py).resolve())
@@ -214,6 +215,15 @@ class Campaign:
             self.intake.new_frontier(head, confirm_on)
         self._warn_if_budget_is_all_baselines()
         return True
+
+    def _drop_stale_git_lock(self) -> None:
+        """The frontier's git lock, left by a git killed with its controller, on which every later
+        commit would fail: only the controller, under the campaign lock, runs git there, so one
+        found as it opens is stale."""
+        lock = self.dir / "frontier" / INDEX_LOCK
+        if lock.exists():
+            lock.unlink()
+            log.warning("removed %s, left by a git command killed with its controller", lock)
 
     def _warn_if_budget_is_all_baselines(self) -> None:
         """A first start whose experiment budget the baselines use up tries no change: say so

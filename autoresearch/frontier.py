@@ -14,6 +14,11 @@ from autoresearch.proposals import plain_line
 
 FILE = "train.py"
 _GIT_IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
+INDEX_LOCK = ".git/index.lock"  # a git killed while it wrote the index leaves it: later writes fail
+
+
+class FrontierError(RuntimeError):
+    """A git command on the frontier failed; the message says which, git's own words and what to do."""
 
 
 class Frontier:
@@ -35,10 +40,14 @@ class Frontier:
         self._start_source = self.source_at(root)
 
     def _git(self, *args: str, strip: bool = True) -> str:
-        out = subprocess.run(
-            ["git", *_GIT_IDENTITY, *args], cwd=self.path, capture_output=True, text=True, check=True
-        ).stdout
-        return out.strip() if strip else out
+        done = subprocess.run(["git", *_GIT_IDENTITY, *args], cwd=self.path, capture_output=True, text=True)
+        if done.returncode != 0:
+            said = " ".join(done.stderr.split())[:400] or f"exit {done.returncode}"
+            raise FrontierError(
+                f"git {args[0]} failed in the frontier {self.path}: {said}; put the repository right "
+                f"(git -C {self.path} status), then run the command again"
+            )
+        return done.stdout.strip() if strip else done.stdout
 
     def source(self) -> str:
         """The frontier's train.py (cached, like the head: only this controller writes it)."""

@@ -890,6 +890,32 @@ def test_files_that_are_not_text_read_as_missing_on_a_resume(
     assert lost.user_attrs["status"] == "lost", lost.user_attrs
 
 
+def test_a_stale_git_lock_in_the_frontier_is_removed_when_the_campaign_resumes(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """A controller killed while git wrote the frontier's index leaves index.lock, on which every
+    later git write fails: the next controller, holding the campaign, removes it."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    release(first)
+    lock = first.dir / "frontier" / ".git" / "index.lock"
+    lock.write_text("")
+    resumed = open_campaign(tmp_path, [])
+    assert not lock.exists()
+    assert resumed.frontier.commit_of_trial(5) is None and resumed.frontier.advance("A = 1\n", 5, "kept")
+
+
+def test_a_broken_frontier_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A git command that fails on the frontier (here a repository whose HEAD is garbage) stops the
+    controller with git's own words in one line, not a CalledProcessError traceback."""
+    (tmp_path / "toy" / "frontier" / ".git").mkdir(parents=True)
+    (tmp_path / "toy" / "frontier" / ".git" / "HEAD").write_text("garbage\n")
+    proc = run_campaign(tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert re.search(r"ERROR +git rev-parse failed in the frontier .*: fatal: ", proc.stdout), proc.stdout
+
+
 def test_a_resume_without_its_config_yaml_is_held_to_how_its_study_measured(
     tmp_path: Path, open_campaign: Callable[..., Campaign]
 ) -> None:

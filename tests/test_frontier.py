@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoresearch.frontier import Frontier
+import pytest
+
+from autoresearch.frontier import Frontier, FrontierError
 
 
 def test_the_commit_that_kept_a_trial_is_known_before_and_after_a_restart(tmp_path: Path) -> None:
@@ -17,6 +19,15 @@ def test_the_commit_that_kept_a_trial_is_known_before_and_after_a_restart(tmp_pa
     assert (reopened.commit_of_trial(12), reopened.commit_of_trial(1)) == (first, second)
     assert reopened.commit_of_trial(2) is None and reopened.head() == second
     assert reopened.source_at(first) == "A = 2\n" and reopened.start_source() == "A = 1\n"
+
+
+def test_a_git_failure_is_one_line_with_gits_own_words(tmp_path: Path) -> None:
+    frontier = Frontier(tmp_path / "frontier", "A = 1\n")
+    with pytest.raises(FrontierError) as failed:
+        frontier.source_at("0123456789ab")
+    said = str(failed.value)
+    assert said.startswith(f"git show failed in the frontier {tmp_path / 'frontier'}: fatal: ")
+    assert "0123456789ab" in said and "\n" not in said and said.endswith("then run the command again")
 
 
 def test_a_controller_killed_before_its_commit_resumes_on_the_committed_train_py(tmp_path: Path) -> None:
