@@ -9,6 +9,7 @@ Run as `python -m autoresearch.runner EXPERIMENT_DIR`, or call `run_experiment` 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -106,6 +107,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_dies_with_the_runner,
             )
             try:
                 returncode = proc.wait(timeout=float(spec["deadline_s"]))
@@ -152,6 +154,20 @@ def _finish(exp: Path, outcome: dict[str, Any]) -> dict[str, Any]:
     write_json_atomic(exp / OUTCOME_FILE, outcome)
     (exp / PID_FILE).unlink(missing_ok=True)
     return outcome
+
+
+# Linux's prctl, loaded once here: the child after fork should only make the call.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG = 1
+
+
+def _dies_with_the_runner() -> None:
+    """In train.py's process before it starts: train.py has a session of its own (the runner ends
+    its whole group), so a runner killed outright (SIGKILL, the OOM killer) would leave it
+    training on a slot the controller has given to another run; the kernel now kills it too.
+    (Linux only; elsewhere it outlives the runner.)"""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

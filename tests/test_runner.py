@@ -103,6 +103,22 @@ def test_sigterm_to_the_runner_ends_train_py_and_records_interrupted(tmp_path: P
     assert not pid_alive(int((exp / "child.pid").read_text()))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal")
+def test_a_runner_killed_outright_takes_train_py_with_it(tmp_path: Path) -> None:
+    """SIGKILL leaves the runner no chance to end train.py (its own session): left alive, it
+    trained on beside the run the controller gave its slot to, and wrote a result nobody read."""
+    exp = make_experiment(tmp_path, HANG)
+    runner = subprocess.Popen([sys.executable, "-m", "autoresearch.runner", str(exp)], cwd=REPO)
+    wait_for(
+        lambda: (exp / "child.pid").exists() or runner.poll() is not None, 30, "train.py to start", every=0.02
+    )
+    assert runner.poll() is None
+    runner.kill()
+    runner.wait(timeout=30)
+    child = int((exp / "child.pid").read_text())
+    wait_for(lambda: not pid_alive(child), 30, "train.py to end with its runner")
+
+
 def test_train_py_uses_as_many_threads_as_slurm_granted_cpus(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
