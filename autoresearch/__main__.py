@@ -64,7 +64,7 @@ def run(cfg: AutoresearchConfig) -> int:
     except (ValueError, CampaignError, TrackingSetupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    setup_logging(hold=True)  # controller.log once the start is accepted: a refusal writes nothing
+    setup_logging()  # controller.log once the start is accepted: a refusal writes nothing
     try:
         proposer = make_proposer(cfg, campaign_dir)
     except (ValueError, AgentSetupError) as err:  # (a refused key, an unknown model)
@@ -108,7 +108,7 @@ def run(cfg: AutoresearchConfig) -> int:
     )
     for line in summary.kept_descriptions:
         log.info("  kept %s", line)
-    if not (campaign_dir / "report.html").is_file():  # stopped before it was set up
+    if not summary.set_up:  # stopped before it was set up: no report of this run to point to
         return EXIT_STOPPED if campaign.stop_requested else 0
     log.info("report: %s (results.tsv and progress.png beside it)", campaign_dir / "report.html")
     log.info(

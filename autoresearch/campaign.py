@@ -41,9 +41,9 @@ from autoresearch.config import (
     time_budget_seconds,
 )
 from autoresearch.decisions import Decisions
-from autoresearch.files import read_json, write_text_atomic
+from autoresearch.files import finite_number, read_json, write_atomic
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
-from autoresearch.frontier import INDEX_LOCK, Frontier
+from autoresearch.frontier import GIT_LOCKS, Frontier
 from autoresearch.heartbeat import Heartbeat
 from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
@@ -98,6 +98,7 @@ class Summary:
     best: float | None
     stop_reason: str
     kept_descriptions: list[str] = field(default_factory=list)
+    set_up: bool = True  # False: stopped while it set up (the data), so it wrote no report
 
 
 def knob_specs(cfg: AutoresearchConfig) -> list[KnobSpec]:
@@ -112,9 +113,7 @@ def figure(metrics: dict[str, Any], key: str) -> int | float | None:
     result is the untrusted code's, and one odd figure must cost the run that figure, never the
     controller (nor every resume, which reads the result again)."""
     value = metrics.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return value
+    return value if finite_number(value) else None
 
 
 class Campaign:
@@ -173,11 +172,9 @@ class Campaign:
         started = self.study.user_attrs.get(MEASUREMENT_ATTR, {})
         if changed := measurement_changes(started, measurement(self.cfg), str(self.dir)):
             raise CampaignError("; ".join(changed))
-        if "started_at" not in self.study.user_attrs:
-            self.study.set_user_attr("started_at", self.clock.now())
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
-        self._drop_stale_git_lock()
-        self.frontier = Frontier(self.dir / "frontier", train_py.read_text())
+        self._drop_stale_git_locks()
+        self.frontier = self._open_frontier(train_py.read_text())
         warn_if_train_py_changed(train_py, self.frontier.start_source())
         self.harness = own_harness(self.dir, Path(self.c.prepare_py).resolve())
         now = self.clock.now
@@ -204,9 +201,11 @@ class Campaign:
         # Saved once this controller holds the campaign (a refused second one leaves it as it was)
         # and can run it: a start that failed on a mistyped storage or on its data measured nothing,
         # so a corrected command must not be held to the settings it was refused with.
-        write_text_atomic(self.dir / SAVED_CONFIG, OmegaConf.to_yaml(self.cfg))
+        write_atomic(self.dir / SAVED_CONFIG, OmegaConf.to_yaml(self.cfg))
         if MEASUREMENT_ATTR not in self.study.user_attrs:  # (or a study begun before it was kept)
             self.study.set_user_attr(MEASUREMENT_ATTR, measurement(self.cfg))
+        if "started_at" not in self.study.user_attrs:  # the wall-clock budget counts from here
+            self.study.set_user_attr("started_at", self.clock.now())
         self._reconcile()
         self._recall_nodes()
         # at the start, or those a controller killed while queueing them missed
@@ -216,12 +215,20 @@ class Campaign:
         self._warn_if_budget_is_all_baselines()
         return True
 
-    def _drop_stale_git_lock(self) -> None:
-        """The frontier's git lock, left by a git killed with its controller, on which every later
+    def _open_frontier(self, start: str) -> Frontier:
+        """The frontier; begun again from `start` while the study holds no trial at all (a first
+        start whose data step failed or was stopped queued nothing, so it bound nothing either)."""
+        frontier = Frontier(self.dir / "frontier", start)
+        if frontier.start_source() != start and not self.study.trials:
+            shutil.rmtree(self.dir / "frontier")
+            frontier = Frontier(self.dir / "frontier", start)
+        return frontier
+
+    def _drop_stale_git_locks(self) -> None:
+        """The frontier's git locks, left by a git killed with its controller, on which every later
         commit would fail: only the controller, under the campaign lock, runs git there, so one
         found as it opens is stale."""
-        lock = self.dir / "frontier" / INDEX_LOCK
-        if lock.exists():
+        for lock in (lock for pattern in GIT_LOCKS for lock in (self.dir / "frontier").glob(pattern)):
             lock.unlink()
             log.warning("removed %s, left by a git command killed with its controller", lock)
 
@@ -333,6 +340,11 @@ class Campaign:
                 if stop_reason:
                     if self.stop_requested:
                         break
+                    if failure:  # nothing can be judged: no run is owed, those running are waited for
+                        if self.fleet.running() == 0:
+                            break
+                        self.fleet.wait(self.cfg.cluster.poll_seconds)
+                        continue
                     self.launcher.launch(new=False)  # re-runs owed to a decision still run
                     if self.fleet.running() == 0 and not self.ledger.owed():
                         # what waits for a new frontier's run, left queued, is decided without it
@@ -351,7 +363,7 @@ class Campaign:
             self._close(ended, opened)
         if failure:
             raise CampaignError(failure)
-        return self.summary(stop_reason)
+        return self.summary(stop_reason, set_up=opened)
 
     def _close(self, ended: str, opened: bool) -> None:
         """What a controller does however it stops; the campaign's outputs only once it was opened."""
@@ -573,7 +585,7 @@ class Campaign:
             self._records[t.number] = record
         return record
 
-    def summary(self, stop_reason: str) -> Summary:
+    def summary(self, stop_reason: str, set_up: bool = True) -> Summary:
         done = finished(self.study)
         kept = sorted((t for t in done if t.user_attrs.get("status") == "keep"), key=lambda t: t.number)
         baseline, best = frontier_value(self.ledger.table())  # screen tier: one kind of hardware, as `status`
@@ -585,4 +597,5 @@ class Campaign:
             best=best,
             stop_reason=stop_reason,
             kept_descriptions=[f"trial {t.number}: {t.user_attrs.get('description', '')}" for t in kept],
+            set_up=set_up,
         )

@@ -172,7 +172,8 @@ def backstop_grace(cluster: ClusterConfig) -> float:
 
 def measurement(cfg: Any) -> dict[str, Any]:
     """What decides how a campaign measures val_bpb, from its config or its saved config.yaml: a
-    resume must keep it (`measurement_changes`). The study keeps it too (`Campaign.open`)."""
+    resume must keep it (`measurement_changes`). The study keeps it too (`Campaign.open`), by these
+    keys: renamed, a study's record would no longer be checked."""
     return {
         "campaign.scale": cfg.campaign.scale,
         "campaign.data": cfg.campaign.data,
@@ -198,8 +199,9 @@ def _unreadable(path: Path, err: object) -> SavedConfigError:
     why = (str(err).splitlines() or [type(err).__name__])[0]
     return SavedConfigError(
         f"{path} cannot be read as a campaign's config ({why}): if a kill or an edit broke it, "
-        "remove it and run the campaign's command again, which writes it anew (the study keeps "
-        "what a resume is checked against)"
+        "remove it and run the campaign's command again, which writes it anew (the study keeps the "
+        "scale, data and training seconds a resume is checked against, unless it began before it "
+        "kept them: then give the ones it started with)"
     )
 
 

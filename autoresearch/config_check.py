@@ -141,8 +141,11 @@ def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
 
 
 def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
+    """Each knob must be a settable constant of the train.py the campaign runs: its frontier's, once
+    it has one (a resume goes on from there, whatever campaign.train_py holds now)."""
     problems = []
-    train_py = Path(cfg.campaign.train_py)
+    frontier = Path(cfg.runs_dir) / cfg.campaign.name / "frontier" / "train.py"
+    train_py = frontier if frontier.is_file() else Path(cfg.campaign.train_py)
     source = train_py.read_text() if train_py.is_file() else None
     try:
         constants = read_knobs(source) if source is not None else None

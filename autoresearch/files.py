@@ -5,20 +5,21 @@ of one record a line whose torn last line is dropped."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
     """Replace the file whole: a writer killed part-way leaves the one before, never a torn one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -27,9 +28,21 @@ def read_json(path: Path) -> dict[str, Any] | None:
     disk is read as the missing one it stands for, never a traceback."""
     try:
         data = json.loads(path.read_text())
-    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+    except (FileNotFoundError, ValueError, RecursionError):  # not there, not JSON text, nested past reading
         return None
     return data if isinstance(data, dict) else None
+
+
+def finite_number(value: Any) -> bool:
+    """Whether a figure read back from a file is a finite number (not a bool, not NaN, not an
+    integer too large for a float): what untrusted writers (train.py's result, a ledger edited by
+    hand) must give before it is added up or rounded."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond a float's range
+        return False
 
 
 def after_last_newline(path: Path, size: int, chunk: int = 1 << 16) -> int:

@@ -14,7 +14,8 @@ from autoresearch.proposals import plain_line
 
 FILE = "train.py"
 _GIT_IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
-INDEX_LOCK = ".git/index.lock"  # a git killed while it wrote the index leaves it: later writes fail
+# What a git killed mid-write leaves (the index, HEAD, the branch's ref): later writes fail on them.
+GIT_LOCKS = (".git/index.lock", ".git/HEAD.lock", ".git/refs/heads/*.lock")
 
 
 class FrontierError(RuntimeError):

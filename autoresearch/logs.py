@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 
 
 class _Held(logging.handlers.BufferingHandler):
-    """The records of a start not yet known to be accepted (`setup_logging(hold=True)`): a refused
+    """The records of a start not yet known to be accepted (`setup_logging`): a refused
     one leaves no log file, and the first lines of an accepted one are not lost (`log_to_file`).
     (A few at most: the first `capacity` are kept.)"""
 
@@ -40,8 +40,9 @@ def log_to_file(log_file: Path) -> None:
     root.addHandler(file_handler)
 
 
-def setup_logging(log_file: Path | None = None, level: int = logging.INFO, hold: bool = False) -> None:
-    """The terminal, and `log_file` if given; `hold`: records kept for a later `log_to_file`."""
+def setup_logging(level: int = logging.INFO) -> None:
+    """The terminal now; the log file once the start is accepted (`log_to_file`), the records
+    until then held for it."""
     root = logging.getLogger("autoresearch")
     root.setLevel(level)
     root.handlers.clear()
@@ -56,7 +57,4 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO, hold:
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
     root.addHandler(console)
-    if hold:
-        root.addHandler(_Held())
-    if log_file is not None:
-        log_to_file(log_file)
+    root.addHandler(_Held())

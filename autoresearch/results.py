@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.policy import pooled_noise
+from autoresearch.proposals import plain_line
 from autoresearch.study import finished, status_of
 
 COLUMNS = [
@@ -157,7 +158,7 @@ def tier_noise(table: list[dict[str, Any]], tier: str) -> float | None:
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6f}"
-    return str(value).replace("\t", " ").replace("\n", " ")
+    return plain_line(str(value))  # one row a line, one cell a column
 
 
 def render(table: list[dict[str, Any]]) -> str:

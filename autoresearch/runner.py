@@ -10,6 +10,7 @@ Run as `python -m autoresearch.runner EXPERIMENT_DIR`, or call `run_experiment` 
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -107,7 +108,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_dies_with_the_runner,
+                preexec_fn=functools.partial(_dies_with_the_runner, os.getpid()),
             )
             try:
                 returncode = proc.wait(timeout=float(spec["deadline_s"]))
@@ -134,7 +135,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         return _finish(exp, outcome)
     try:
         metrics = json.loads((exp / METRICS_FILE).read_text())
-    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+    except (FileNotFoundError, ValueError, RecursionError):  # not there, not JSON text, nested past reading
         outcome.update(status="crash", reason="train.py exited 0 but the harness wrote no result")
         return _finish(exp, outcome)
     if not isinstance(metrics, dict):  # the controller reads its figures by name
@@ -161,13 +162,16 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 PR_SET_PDEATHSIG = 1
 
 
-def _dies_with_the_runner() -> None:
+def _dies_with_the_runner(runner: int) -> None:
     """In train.py's process before it starts: train.py has a session of its own (the runner ends
     its whole group), so a runner killed outright (SIGKILL, the OOM killer) would leave it
-    training on a slot the controller has given to another run; the kernel now kills it too.
+    training on a slot the controller has given to another run; the kernel now kills it too, and
+    a runner gone before that was asked for (`runner` is no longer the parent) ends it here.
     (Linux only; elsewhere it outlives the runner.)"""
     if _LIBC is not None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != runner:
+            os._exit(1)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

@@ -1,18 +1,19 @@
 """What a campaign measures with: its own copy of the harness, and the train.py it started from.
 
-Both are taken at the first start and kept in the campaign folder (`harness/prepare.py`, the
-frontier's first commit). A resumed campaign goes on with them whatever `campaign.prepare_py`
-and `campaign.train_py` hold by then: a `git pull` or an edit between two runs would otherwise
-measure later results with another metric than earlier ones, or be silently ignored.
+Both are taken when it starts and kept in the campaign folder (`harness/prepare.py`, the
+frontier's first commit). Once an experiment has run, a resumed campaign goes on with them
+whatever `campaign.prepare_py` and `campaign.train_py` hold by then: a `git pull` or an edit
+between two runs would otherwise measure later results with another metric than earlier ones, or
+be silently ignored. Until then (a first start whose data step failed or was stopped) nothing is
+bound, and they are taken again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
+from autoresearch.files import write_atomic
 from autoresearch.workspace import HARNESS_FILE, sha256_file
 
 log = logging.getLogger("autoresearch")
@@ -20,16 +21,21 @@ log = logging.getLogger("autoresearch")
 HARNESS_COPY = Path("harness") / HARNESS_FILE
 
 
+def experiments_ran(campaign_dir: Path) -> bool:
+    """Whether any experiment was given a workspace (its copy of the harness): what binds a campaign
+    to the files it started with."""
+    return any((campaign_dir / "experiments").glob(f"*/{HARNESS_FILE}"))
+
+
 def own_harness(campaign_dir: Path, configured: Path) -> Path:
-    """The campaign's harness: a copy of `configured` taken at its first start. A campaign that
-    ran before copies were kept takes its first experiment's copy, the harness it measured with."""
+    """The campaign's harness: a copy of `configured`, taken again at each start until an
+    experiment has run. A campaign that ran before copies were kept takes its first experiment's
+    copy, the harness it measured with."""
     own = campaign_dir / HARNESS_COPY
-    if not own.is_file():
+    if not own.is_file() or not experiments_ran(campaign_dir):
         ran_with = sorted((campaign_dir / "experiments").glob(f"*/{HARNESS_FILE}"))
         own.parent.mkdir(parents=True, exist_ok=True)
-        tmp = own.with_name(f".{HARNESS_FILE}.tmp")
-        shutil.copyfile(ran_with[0] if ran_with else configured, tmp)
-        os.replace(tmp, own)
+        write_atomic(own, (ran_with[0] if ran_with else configured).read_bytes())
     if sha256_file(own) != sha256_file(configured):
         log.warning(
             "campaign.prepare_py (%s) is not the harness this campaign started with: it goes on "

@@ -316,8 +316,8 @@ def confirming(trials: list[FrozenTrial], number: int) -> list[FrozenTrial]:
 
 def launched_within_budget(study: optuna.Study, limit: int) -> list[optuna.trial.FrozenTrial]:
     """The launched trials, in launch order, checked against an experiments budget that ended the
-    campaign: `limit` launches, then only the runs owed to decisions: re-runs of changes promoted
-    before it, and a baseline queued again for one that was cancelled."""
+    campaign: `limit` launches, then only the runs owed: re-runs of changes promoted before it, a
+    baseline queued again for one that was cancelled, and experiments the cluster lost run again."""
     # (a controller killed while preparing a workspace can leave exp_dir set before launched_at)
     launched = sorted(
         (t for t in study.trials if "exp_dir" in t.user_attrs),
@@ -332,7 +332,11 @@ def launched_within_budget(study: optuna.Study, limit: int) -> list[optuna.trial
     late = [
         t.user_attrs["kind"]
         for t in launched[limit:]
-        if t.user_attrs["kind"] != "baseline" or (t.user_attrs["tier"], t.user_attrs["seed"]) not in cancelled
+        if "retry_of" not in t.user_attrs
+        and (
+            t.user_attrs["kind"] != "baseline"
+            or (t.user_attrs["tier"], t.user_attrs["seed"]) not in cancelled
+        )
     ]
     assert all(kind == "validation" for kind in late), late
     return launched

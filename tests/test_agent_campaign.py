@@ -373,7 +373,7 @@ def test_a_start_logs_what_it_said_before_it_was_accepted(
     root = logging.getLogger("autoresearch")
     for name in ("handlers", "propagate", "level"):  # (given back to the other tests as they were)
         monkeypatch.setattr(root, name, list(root.handlers) if name == "handlers" else getattr(root, name))
-    setup_logging(hold=True)
+    setup_logging()
     logging.getLogger("autoresearch.agent").warning("agent.price_* are the default model's")
     assert list(tmp_path.iterdir()) == []
     log_to_file(tmp_path / "controller.log")

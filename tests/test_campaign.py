@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -354,6 +353,8 @@ def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(tmp_pat
     assert controller_state(tmp_path / "toy").startswith("stopped ")
     assert "error" not in controller_state(tmp_path / "toy")
     assert not (tmp_path / "toy" / "config.yaml").exists()  # the start bound nothing
+    assert "started_at" not in load(tmp_path / "toy").user_attrs  # nor began the wall-clock budget
+    assert "report:" not in out  # (an earlier run's report is not this one's)
     assert not Path(f"/proc/{started.read_text()}").exists()  # the step was ended
 
 
@@ -861,7 +862,7 @@ def test_a_result_with_odd_figures_is_recorded_without_them_on_a_resume(
     metrics = {
         "val_bpb": 1.0,
         "peak_vram_mb": None,
-        "num_params_M": float("inf"),
+        "num_params_M": 10**400,  # an int no float holds
         "training_seconds": "6",
         "mfu_percent": float("nan"),
         "num_steps": 12,
@@ -890,18 +891,19 @@ def test_files_that_are_not_text_read_as_missing_on_a_resume(
     assert lost.user_attrs["status"] == "lost", lost.user_attrs
 
 
+@pytest.mark.parametrize("lock", ["index.lock", "HEAD.lock", "refs/heads/main.lock"])
 def test_a_stale_git_lock_in_the_frontier_is_removed_when_the_campaign_resumes(
-    tmp_path: Path, open_campaign: Callable[..., Campaign]
+    tmp_path: Path, open_campaign: Callable[..., Campaign], lock: str
 ) -> None:
-    """A controller killed while git wrote the frontier's index leaves index.lock, on which every
-    later git write fails: the next controller, holding the campaign, removes it."""
+    """A controller killed while git wrote the frontier's index, HEAD or branch leaves a lock on
+    which every later commit fails: the next controller, holding the campaign, removes it."""
     first = scripted_campaign(tmp_path, [])
     first.open()
     release(first)
-    lock = first.dir / "frontier" / ".git" / "index.lock"
-    lock.write_text("")
+    stale = first.dir / "frontier" / ".git" / lock
+    stale.write_text("")
     resumed = open_campaign(tmp_path, [])
-    assert not lock.exists()
+    assert not stale.exists()
     assert resumed.frontier.commit_of_trial(5) is None and resumed.frontier.advance("A = 1\n", 5, "kept")
 
 
@@ -952,15 +954,15 @@ def test_a_controller_killed_while_it_saves_its_config_leaves_the_one_before(
     release(first)
     saved = first.dir / "config.yaml"
     before = saved.read_text()
-    write = Path.write_text
+    write = Path.write_bytes
 
-    def killed_half_way(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
+    def killed_half_way(path: Path, data: bytes) -> int:
         if path.name.startswith("config.yaml"):
-            write(path, text[: len(text) // 2], *args, **kwargs)
+            write(path, data[: len(data) // 2])
             raise Killed
-        return write(path, text, *args, **kwargs)
+        return write(path, data)
 
-    monkeypatch.setattr(Path, "write_text", killed_half_way)
+    monkeypatch.setattr(Path, "write_bytes", killed_half_way)
     with pytest.raises(Killed):
         open_campaign(tmp_path, [])
     assert saved.read_text() == before
@@ -1071,7 +1073,10 @@ def test_a_resumed_campaign_measures_with_the_files_it_started_from(
     shutil.copy(TOY / "train.py", train)
     paths = (f"campaign.prepare_py={prepare}", f"campaign.train_py={train}")
     started_with = prepare.read_text(), train.read_text()
-    release(open_campaign(tmp_path, [], *paths))
+    first = open_campaign(tmp_path, [], *paths)
+    first.launcher.launch()  # the baselines: once an experiment has run, the files are bound
+    first.fleet.shutdown(cancel=True)
+    release(first)
     prepare.write_text(started_with[0] + "\nEVAL_TOKENS = 1  # changed after the campaign started\n")
     train.write_text(started_with[1] + "\n# changed too\n")
 
@@ -1089,6 +1094,27 @@ def test_a_resumed_campaign_measures_with_the_files_it_started_from(
             assert (campaign.dir / t.user_attrs["exp_dir"] / "prepare.py").read_text() == started_with[0]
     finally:
         campaign.fleet.shutdown(cancel=True)
+
+
+def test_a_first_start_that_queued_nothing_binds_neither_file(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first start stopped or failed in its data step queued no trial and ran nothing: the next
+    start takes the harness and train.py as they are now (a fix of either is not refused)."""
+    files = tmp_path / "files"
+    files.mkdir()
+    prepare, train = files / "prepare.py", files / "train.py"
+    prepare.write_text((TOY / "prepare.py").read_text() + "\n# broken, fixed before the next start\n")
+    train.write_text((TOY / "train.py").read_text() + "\n# fixed too\n")
+    campaign_dir = tmp_path / "toy"
+    Frontier(campaign_dir / "frontier", (TOY / "train.py").read_text())  # what the stopped start left
+    (campaign_dir / "harness").mkdir()
+    (campaign_dir / "harness" / "prepare.py").write_text((TOY / "prepare.py").read_text())
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        campaign = open_campaign(tmp_path, [], f"campaign.prepare_py={prepare}", f"campaign.train_py={train}")
+    assert campaign.harness.read_text() == prepare.read_text()
+    assert campaign.frontier.start_source() == train.read_text()
+    assert not [r for r in caplog.records if "campaign." in r.getMessage()], caplog.text
 
 
 def test_a_campaign_from_before_harness_copies_keeps_the_harness_it_ran_with(

@@ -178,6 +178,16 @@ def test_a_knob_the_engine_could_not_set_is_named(tmp_path: Path) -> None:
     ]
 
 
+def test_a_resumed_campaigns_knobs_are_those_of_its_frontier(tmp_path: Path) -> None:
+    """A resume goes on from frontier/train.py, not from campaign.train_py: a knob the frontier
+    lacks would make every draw of it invalid, whatever the configured file has."""
+    frontier = tmp_path / "toy" / "frontier" / "train.py"
+    frontier.parent.mkdir(parents=True)
+    frontier.write_text((REPO / "tests/fixtures/toy/train.py").read_text().replace("LR = 0.01\n", ""))
+    problems = config_problems(compose_config("+campaign=toy", f"runs_dir={tmp_path}"))
+    assert problems == [f"campaign.knobs.LR: {frontier} has no module-level constant LR"]
+
+
 def test_an_empty_validate_partition_is_fine_when_nothing_is_confirmed() -> None:
     overrides = ["cluster=slurm", "cluster.partitions.h200.slots=0"]
     assert config_problems(compose_config("+campaign=toy", *overrides, "campaign.validate_seeds=0")) == []
@@ -257,8 +267,9 @@ def test_a_damaged_saved_config_is_one_line_for_the_controller_status_and_report
     (problem,) = resume_problems(compose_toy(tmp_path), saved)
     assert problem.startswith(f"{saved} cannot be read as a campaign's config (")
     assert problem.endswith(
-        "remove it and run the campaign's command again, which writes it anew "
-        "(the study keeps what a resume is checked against)"
+        "remove it and run the campaign's command again, which writes it anew (the study keeps the "
+        "scale, data and training seconds a resume is checked against, unless it began before it "
+        "kept them: then give the ones it started with)"
     )
     for tool in ("status", "report"):
         command = [sys.executable, "-m", f"autoresearch.{tool}", str(saved.parent)]

@@ -78,11 +78,12 @@ def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
     assert outcome["status"] == "crash" and "no result" in outcome["reason"]
 
 
-@pytest.mark.parametrize("result", ["[1]", "null", "\\xff\\xfe"])
+@pytest.mark.parametrize("result", ["b'[1]'", "b'null'", "b'\\xff\\xfe'", "b'[' * 100_000 + b']' * 100_000"])
 def test_a_result_that_is_not_an_object_of_figures_is_a_crash(tmp_path: Path, result: str) -> None:
-    """train.py wrote its result itself, and not as the harness does: its run is a crash with the
-    reason, not a runner that dies without an outcome (counted lost, and run again)."""
-    write = f"import os\nopen(os.environ['AUTORESEARCH_RESULT'], 'wb').write(b'{result}')\n"
+    """train.py wrote its result itself, and not as the harness does (not an object, not text,
+    nested past what the JSON reader takes): its run is a crash with the reason, not a runner
+    that dies without an outcome (counted lost, and run again)."""
+    write = f"import os\nopen(os.environ['AUTORESEARCH_RESULT'], 'wb').write({result})\n"
     exp = make_experiment(tmp_path, write)
     outcome = run_experiment(exp)
     assert outcome["status"] == "crash", outcome

@@ -7,13 +7,12 @@ report costs, so the ledger, not the proposer object, is the record: it survives
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from autoresearch.config import AgentConfig
-from autoresearch.files import append_line, complete_lines
+from autoresearch.files import append_line, complete_lines, finite_number
 
 TOKEN_FIELDS = (
     "input_tokens",
@@ -87,8 +86,7 @@ def _as_written(row: Any) -> bool:
     finite numbers: what the budget and the report add up."""
     if not isinstance(row, dict):
         return False
-    figures = [row.get(name, 0) for name in ("dollars", *TOKEN_FIELDS)]
-    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in figures)
+    return all(finite_number(row.get(name, 0)) for name in ("dollars", *TOKEN_FIELDS))
 
 
 _spent_cache: dict[Path, tuple[tuple[int, int], float]] = {}
