@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
 from autoresearch.cli import run_tool, unknown_command
-from autoresearch.config import AutoresearchConfig, register_configs
+from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, campaign_dir_of, register_configs
 from autoresearch.logs import log_to_file, setup_logging
 
 register_configs()
@@ -35,10 +35,6 @@ CANNOT_ADD = (
     "Hydra cannot add a knob or a partition on the command line; add it in a campaign or "
     "cluster file of your own (--config-dir, see the README)"
 )
-
-
-def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
-    return Path(cfg.runs_dir) / cfg.campaign.name
 
 
 def run(cfg: AutoresearchConfig) -> int:
@@ -54,7 +50,7 @@ def run(cfg: AutoresearchConfig) -> int:
 
     campaign_dir = campaign_dir_of(cfg)
     try:
-        check_config(cfg, campaign_dir / "config.yaml")
+        check_config(cfg, campaign_dir / SAVED_CONFIG)
     except ConfigError as err:
         print(f"error: bad config: {err}", file=sys.stderr)
         return EXIT_ERROR

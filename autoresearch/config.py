@@ -160,6 +160,11 @@ def deadline_seconds(cfg: AutoresearchConfig) -> float:
     return 2 * time_budget_seconds(cfg) + cfg.cluster.grace_seconds
 
 
+def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
+    """The campaign's folder: where its study, frontier and experiments live."""
+    return Path(cfg.runs_dir) / cfg.campaign.name
+
+
 BACKSTOP_FLOOR_S = 30.0  # the runner's start and its own kill (a 5 s grace), with room on a loaded node
 
 

@@ -21,12 +21,14 @@ from autoresearch.campaign import knob_specs
 from autoresearch.config import (
     AutoresearchConfig,
     SavedConfigError,
+    campaign_dir_of,
     deadline_seconds,
     measurement,
     measurement_changes,
     read_saved_config,
     reading_saved_config,
 )
+from autoresearch.frontier import FILE as FRONTIER_FILE
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.proposals import TIERS
 from autoresearch.sampler import distribution_of, distributions, knob_changes
@@ -144,7 +146,7 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
     """Each knob must be a settable constant of the train.py the campaign runs: its frontier's, once
     it has one (a resume goes on from there, whatever campaign.train_py holds now)."""
     problems = []
-    frontier = Path(cfg.runs_dir) / cfg.campaign.name / "frontier" / "train.py"
+    frontier = campaign_dir_of(cfg) / "frontier" / FRONTIER_FILE
     train_py = frontier if frontier.is_file() else Path(cfg.campaign.train_py)
     source = train_py.read_text() if train_py.is_file() else None
     try:

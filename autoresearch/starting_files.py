@@ -11,6 +11,7 @@ bound, and they are taken again.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from autoresearch.files import write_atomic
@@ -21,10 +22,12 @@ log = logging.getLogger("autoresearch")
 HARNESS_COPY = Path("harness") / HARNESS_FILE
 
 
-def experiments_ran(campaign_dir: Path) -> bool:
-    """Whether any experiment was given a workspace (its copy of the harness): what binds a campaign
-    to the files it started with."""
-    return any((campaign_dir / "experiments").glob(f"*/{HARNESS_FILE}"))
+def first_run_harness(campaign_dir: Path) -> Path | None:
+    """The harness copy of the first experiment given a workspace (the lowest-numbered folder that
+    has one), or None while none has: an experiment that ran is what binds a campaign to its files."""
+    folder = campaign_dir / "experiments"
+    names = sorted(os.listdir(folder)) if folder.is_dir() else []
+    return next((path for name in names if (path := folder / name / HARNESS_FILE).is_file()), None)
 
 
 def own_harness(campaign_dir: Path, configured: Path) -> Path:
@@ -32,10 +35,10 @@ def own_harness(campaign_dir: Path, configured: Path) -> Path:
     experiment has run. A campaign that ran before copies were kept takes its first experiment's
     copy, the harness it measured with."""
     own = campaign_dir / HARNESS_COPY
-    if not own.is_file() or not experiments_ran(campaign_dir):
-        ran_with = sorted((campaign_dir / "experiments").glob(f"*/{HARNESS_FILE}"))
+    first = first_run_harness(campaign_dir)
+    if first is None or not own.is_file():
         own.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(own, (ran_with[0] if ran_with else configured).read_bytes())
+        write_atomic(own, (first or configured).read_bytes())
     if sha256_file(own) != sha256_file(configured):
         log.warning(
             "campaign.prepare_py (%s) is not the harness this campaign started with: it goes on "

@@ -52,7 +52,7 @@ def open_campaign(campaign_dir: Path) -> optuna.Study:
     as the campaign command's)."""
     if not campaign_dir.is_dir():
         refuse(f"no such folder: {campaign_dir}")
-    if not (campaign_dir / "config.yaml").is_file():
+    if not (campaign_dir / SAVED_CONFIG).is_file():
         if (controller := controller_state(campaign_dir)) is not None:  # config.yaml comes once set up
             how = "is still setting up" if controller.startswith("running") else "did not get past setting up"
             refuse(f"{campaign_dir}: its first start {how} (the data, the study); controller {controller}")

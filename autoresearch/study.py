@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from autoresearch.config import SAVED_CONFIG
 from autoresearch.journal import JOURNAL_FILE, BatchedJournalStorage, journal_storage, recover_journal
 from autoresearch.rdb_cache import WriteThroughCache
 
@@ -92,7 +93,7 @@ def _claim(study: optuna.Study, campaign_dir: Path, url: str) -> None:
     mine = id_file.read_text().strip() if id_file.is_file() else None
     theirs = study.user_attrs.get(FOLDER_ID_ATTR)
     if theirs is None:  # a new study, or one begun before studies had ids (then config.yaml says who ran it)
-        ran_elsewhere = study.get_trials(deepcopy=False) and not (campaign_dir / "config.yaml").is_file()
+        ran_elsewhere = study.get_trials(deepcopy=False) and not (campaign_dir / SAVED_CONFIG).is_file()
         if mine is not None or not ran_elsewhere:
             if mine is None:
                 mine = uuid.uuid4().hex

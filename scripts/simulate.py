@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from autoresearch.campaign import Campaign, knob_specs  # noqa: E402
-from autoresearch.config import AutoresearchConfig, register_configs  # noqa: E402
+from autoresearch.config import AutoresearchConfig, campaign_dir_of, register_configs  # noqa: E402
 from autoresearch.fleet.base import Finished, JobSpec, Pool  # noqa: E402
 from autoresearch.knobs import read_knobs  # noqa: E402
 from autoresearch.proposers.base import KnobSpec  # noqa: E402
@@ -367,7 +367,7 @@ def journal_io(append_s: float, read_s: float) -> Iterator[JournalIO]:
 
 def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Path) -> dict[str, Any]:
     cfg = compose(gpus, experiments, runs_dir, args.set)
-    campaign_dir = runs_dir / cfg.campaign.name
+    campaign_dir = campaign_dir_of(cfg)
     knobs = knob_specs(cfg)
     start = Path(cfg.campaign.train_py).read_text()
     surface = Surface(start, knobs, args.seed, args.noise, args.seed_share, args.shape_share)

@@ -23,7 +23,13 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
 from autoresearch.campaign import Campaign, knob_specs
-from autoresearch.config import AutoresearchConfig, backstop_grace, deadline_seconds, register_configs
+from autoresearch.config import (
+    AutoresearchConfig,
+    backstop_grace,
+    campaign_dir_of,
+    deadline_seconds,
+    register_configs,
+)
 from autoresearch.fleet.base import Finished, Fleet, JobSpec, Pool
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.local import LocalFleet
@@ -199,7 +205,7 @@ def scripted_campaign(
     if validate_apart:
         overrides = (*overrides, "cluster.tiers.validate=big")
     cfg = compose_toy(tmp_path, "cluster.poll_seconds=0.02", "campaign.fill_idle_slots=false", *overrides)
-    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    campaign_dir = campaign_dir_of(cfg)
     fleet: Fleet = (
         TwoLocalPools(deadline_seconds(cfg) + backstop_grace(cfg.cluster))
         if validate_apart

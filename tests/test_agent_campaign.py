@@ -28,7 +28,7 @@ from autoresearch.agent.client import build_client
 from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, tool_call, usage_json
 from autoresearch.agent.usage import dollars_for, read_usage
 from autoresearch.campaign import Campaign
-from autoresearch.config import AutoresearchConfig, deadline_seconds
+from autoresearch.config import AutoresearchConfig, campaign_dir_of, deadline_seconds
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.logs import log_to_file, setup_logging
 from autoresearch.proposers.factory import make_proposer
@@ -188,7 +188,7 @@ def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.Monkey
         "agent.max_inspect_turns=2",
     )
     assert cfg.agent.kind == "claude" and cfg.campaign.name == "toy"
-    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    campaign_dir = campaign_dir_of(cfg)
     campaign_dir.mkdir(parents=True)
     controller_log = logging.FileHandler(campaign_dir / "controller.log")
     controller_log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))

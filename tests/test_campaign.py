@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
 from autoresearch.campaign import Campaign, CampaignError, Summary
-from autoresearch.config import backstop_grace, deadline_seconds
+from autoresearch.config import backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.fleet.base import Finished
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.slurm_states import outcome_for_state
@@ -607,7 +607,7 @@ def run_offline(tmp_path: Path, first: list[Candidate], *overrides: str) -> tupl
     """The toy campaign run to its end in this process, on the offline proposer (after `first`),
     idle slots filled by the inner sampler."""
     cfg = compose_toy(tmp_path, "cluster.poll_seconds=0.02", *overrides)
-    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    campaign_dir = campaign_dir_of(cfg)
     fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
     proposer = GuardedOffline(first)
     campaign = Campaign(cfg, campaign_dir, fleet, proposer, background_proposals=False)

@@ -25,6 +25,7 @@ from autoresearch.config import (
     BudgetConfig,
     ClusterConfig,
     PartitionConfig,
+    campaign_dir_of,
     deadline_seconds,
 )
 from autoresearch.fleet.base import JobSpec
@@ -75,7 +76,7 @@ def test_waves_are_requested_before_the_queue_runs_dry_unless_synchronous(
     cfg = toy_config(
         tmp_path, f"campaign.synchronous={str(synchronous).lower()}", "campaign.budget.max_experiments=16"
     )
-    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    campaign_dir = campaign_dir_of(cfg)
     proposer = RecordingProposer()
     fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
     campaign = Campaign(cfg, campaign_dir, fleet, proposer, background_proposals=False)
@@ -123,7 +124,7 @@ class RepeatingProposer(OfflineProposer):
 
 def test_a_proposer_with_nothing_new_ends_the_campaign_instead_of_spinning(tmp_path: Path) -> None:
     cfg = toy_config(tmp_path, "campaign.fill_idle_slots=false", "campaign.budget.max_experiments=50")
-    campaign_dir = Path(cfg.runs_dir) / cfg.campaign.name
+    campaign_dir = campaign_dir_of(cfg)
     fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
     summary = Campaign(cfg, campaign_dir, fleet, RepeatingProposer(), background_proposals=False).run()
     assert "nothing new" in summary.stop_reason
