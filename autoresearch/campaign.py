@@ -472,7 +472,7 @@ class Campaign:
         vram_mb = figure(metrics, "peak_vram_mb")
         attrs.update(
             val_bpb=float(val_bpb),
-            memory_gb=0.0 if vram_mb is None else round(vram_mb / 1024, 2),
+            memory_gb=None if vram_mb is None else round(vram_mb / 1024, 2),
             training_seconds=figure(metrics, "training_seconds"),
             mfu=figure(metrics, "mfu_percent"),
             num_steps=figure(metrics, "num_steps"),

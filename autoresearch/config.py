@@ -7,6 +7,7 @@ that fill it. Hydra validates every override against these types.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 SAVED_CONFIG = "config.yaml"  # the resolved config, saved in the campaign folder once it is set up
 _ABSENT = object()
@@ -222,7 +223,25 @@ def read_saved_config(path: Path) -> DictConfig:
         raise _unreadable(path, "not a mapping of settings")
     if missing := [key for key, value in found.items() if value is _ABSENT]:
         raise _unreadable(path, f"no {' or '.join(missing)}")
+    if wrong := _wrong_type(saved):
+        raise _unreadable(path, wrong)
     return saved
+
+
+def _wrong_type(saved: DictConfig) -> str | None:
+    """The first setting the schema knows whose value is not of its type (`price_per_gpu_hour: cheap`,
+    hand-edited), which the report would fail on; settings it does not know (an older version's)
+    are passed over."""
+    schema, check = OmegaConf.structured(AutoresearchConfig), copy.deepcopy(saved)
+    while True:
+        try:
+            OmegaConf.merge(schema, check)
+            return None
+        except ConfigKeyError as err:  # unknown here: left out of the check, and tried again
+            parent, _, key = str(err.full_key).rpartition(".")
+            del (OmegaConf.select(check, parent) if parent else check)[key]
+        except ValidationError as err:
+            return f"{err.full_key}: {str(err).splitlines()[0]}"
 
 
 @contextlib.contextmanager

@@ -33,6 +33,16 @@ JOURNAL_FILE = "study.journal"
 log = logging.getLogger("autoresearch")
 
 
+# What Optuna's replay raises on a line that is not one of its changes.
+_DAMAGE = (ValueError, LookupError, TypeError, AttributeError, AssertionError)
+_END = object()
+
+
+class JournalDamaged(RuntimeError):
+    """A line of the journal that does not read as one of Optuna's changes: which change it held
+    is lost, so it is not repaired."""
+
+
 class BatchedJournalStorage(JournalStorage):
     """A journal storage that also sets several user attrs of one trial in a single append; with
     `sole_writer`, it reads the file only when it wrote to it since it last read it."""
@@ -48,8 +58,31 @@ class BatchedJournalStorage(JournalStorage):
 
     def _sync_with_backend(self) -> None:
         if self._unread or not self._sole_writer:
-            super()._sync_with_backend()
+            self._replay_new_lines()
             self._unread = False
+
+    def _replay_new_lines(self) -> None:
+        """Optuna's replay, line by line, so that a damaged line is JournalDamaged naming it,
+        wherever it lies and whenever it is read (also by `status --watch`, which Optuna's replay
+        would let go on without that change at its next read). Optuna's refusals of this storage's
+        own changes (a finished trial, a knob's other distribution) are raised as they are."""
+        replay = self._replay_result
+        applied = replay.log_number_read
+        lines = self._backend.read_logs(applied)
+        while True:
+            try:
+                entry = next(lines, _END)
+            except ValueError as err:  # (raised at the line after the one that does not parse)
+                raise JournalDamaged(f"its line {applied + 1} does not parse ({err})") from None
+            if entry is _END:
+                return
+            try:
+                replay.apply_logs([entry])
+            except _DAMAGE:
+                if isinstance(entry, dict) and entry.get("worker_id") == replay.worker_id:
+                    raise
+                raise JournalDamaged(f"its line {applied + 1} is not a change Optuna knows") from None
+            applied += 1
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Like `set_trial_user_attr` for each item, in one locked, fsync'd write. A finished

@@ -214,18 +214,18 @@ def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> Path:
 
 def main() -> None:
     from autoresearch.cli import tool_name
-    from autoresearch.status import open_campaign, refuse
+    from autoresearch.status import reading_campaign, refuse
 
     parser = argparse.ArgumentParser(prog=tool_name("report"), description=__doc__.splitlines()[0])
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
     args = parser.parse_args()
-    study = open_campaign(args.campaign_dir)  # (a config.yaml that cannot be read is refused here)
-    saved = args.campaign_dir / SAVED_CONFIG
-    try:
-        with reading_saved_config(saved):  # (one edited may lack a setting the report shows)
-            path = write_report(study, args.campaign_dir, read_saved_config(saved))
-    except SavedConfigError as err:
-        refuse(str(err))
+    with reading_campaign(args.campaign_dir) as study:  # (a config.yaml that cannot be read is refused here)
+        saved = args.campaign_dir / SAVED_CONFIG
+        try:
+            with reading_saved_config(saved):  # (one edited may lack a setting the report shows)
+                path = write_report(study, args.campaign_dir, read_saved_config(saved))
+        except SavedConfigError as err:
+            refuse(str(err))
     print(path)
 
 

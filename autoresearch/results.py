@@ -156,6 +156,8 @@ def tier_noise(table: list[dict[str, Any]], tier: str) -> float | None:
 
 
 def _format(value: Any) -> str:
+    if value is None:  # a figure the run's result lacked: unknown, an empty cell
+        return ""
     if isinstance(value, float):
         return f"{value:.6f}"
     return plain_line(str(value))  # one row a line, one cell a column

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from statistics import fmean
 from typing import NoReturn
@@ -31,7 +32,7 @@ from autoresearch.files import read_json
 from autoresearch.heartbeat import controller_state
 from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.runner import STARTED_FILE
-from autoresearch.study import StudyUnavailable, finished, load_study, trials
+from autoresearch.study import StudyUnavailable, finished, load_study, reading_storage, trials
 
 STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
     "baseline": "baseline",
@@ -47,9 +48,11 @@ ALWAYS_SHOWN = ("keep", "discard", "crash")  # even at 0
 REASON_CHARS = 90
 
 
-def open_campaign(campaign_dir: Path) -> optuna.Study:
-    """The campaign's study, for reading; a folder that holds none is a one-line refusal (exit 2,
-    as the campaign command's)."""
+@contextlib.contextmanager
+def reading_campaign(campaign_dir: Path) -> Iterator[optuna.Study]:
+    """The campaign's study, for reading while in the context. A folder that holds none, and a
+    storage that fails while it is read (a journal line damaged under `--watch`, a database
+    gone), is a one-line refusal (exit 2, as the campaign command's)."""
     if not campaign_dir.is_dir():
         refuse(f"no such folder: {campaign_dir}")
     if not (campaign_dir / SAVED_CONFIG).is_file():
@@ -59,7 +62,8 @@ def open_campaign(campaign_dir: Path) -> optuna.Study:
         refuse(f"not a campaign folder (no config.yaml): {campaign_dir}")
     try:
         config = read_saved_config(campaign_dir / SAVED_CONFIG)
-        return load_study(campaign_dir, config.campaign.name, config.storage)
+        with reading_storage(config.storage, campaign_dir):
+            yield load_study(campaign_dir, config.campaign.name, config.storage)
     except (SavedConfigError, StudyUnavailable) as err:
         refuse(str(err))
 
@@ -223,20 +227,24 @@ def main() -> None:
     parser.add_argument("--watch", type=seconds, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines instead")
     args = parser.parse_args()
-    study = open_campaign(args.campaign_dir)
-    if args.json:
+    with reading_campaign(args.campaign_dir) as study:
+        show(study, args.campaign_dir, args.watch, args.json)
+
+
+def show(study: optuna.Study, campaign_dir: Path, watch: float | None, as_json: bool) -> None:
+    if as_json:
         for row in rows(study):
             print(json.dumps(row))
         return
     console = Console()
-    if not args.watch:
-        console.print(render(study, args.campaign_dir))
+    if not watch:
+        console.print(render(study, campaign_dir))
         return
-    live = Live(render(study, args.campaign_dir), console=console, refresh_per_second=1)
+    live = Live(render(study, campaign_dir), console=console, refresh_per_second=1)
     with contextlib.suppress(KeyboardInterrupt), live:  # Ctrl-C is how a live view ends
         while True:
-            time.sleep(args.watch)
-            live.update(render(study, args.campaign_dir))
+            time.sleep(watch)
+            live.update(render(study, campaign_dir))
 
 
 if __name__ == "__main__":

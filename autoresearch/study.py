@@ -8,7 +8,6 @@ storage because it works on the shared file systems clusters have; an RDB URL wo
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from autoresearch.config import SAVED_CONFIG
-from autoresearch.journal import JOURNAL_FILE, BatchedJournalStorage, journal_storage, recover_journal
+from autoresearch.journal import (
+    JOURNAL_FILE,
+    BatchedJournalStorage,
+    JournalDamaged,
+    journal_storage,
+    recover_journal,
+)
 from autoresearch.rdb_cache import WriteThroughCache
 
 FOLDER_ID_FILE = "study.id"  # with a database storage: the id its study holds too (`_claim`)
@@ -45,17 +50,15 @@ def controller_storage(campaign_dir: Path, url: str | None) -> optuna.storages.B
 
 
 @contextlib.contextmanager
-def _opening(url: str | None, campaign_dir: Path) -> Iterator[None]:
-    """A storage that cannot be opened becomes one StudyUnavailable line, not a driver traceback;
-    so does a journal with a damaged line before its last (a torn last line is `recover_journal`'s):
-    which change the line held is lost, so it is not repaired."""
+def reading_storage(url: str | None, campaign_dir: Path) -> Iterator[None]:
+    """A storage that cannot be opened or read becomes one StudyUnavailable line, not a driver
+    traceback; so does a journal with a damaged line (a torn last line is `recover_journal`'s)."""
     try:
         yield
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # (only a journal's lines are JSON read here)
+    except JournalDamaged as err:
         raise StudyUnavailable(
-            f"cannot read the study journal {campaign_dir / JOURNAL_FILE}: a line before its last is "
-            f"damaged ({err}); put back a copy from before the damage, or start over with a new "
-            "campaign.name"
+            f"cannot read the study journal {campaign_dir / JOURNAL_FILE}: {err}; put back a copy "
+            "from before the damage, or start over with a new campaign.name"
         ) from None
     except (ImportError, SQLAlchemyError) as err:
         reason = str(err.__cause__ or err).splitlines()[0]
@@ -71,7 +74,7 @@ def open_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not url:
         recover_journal(campaign_dir)
-    with _opening(url, campaign_dir):
+    with reading_storage(url, campaign_dir):
         study = optuna.create_study(
             study_name=name,
             storage=controller_storage(campaign_dir, url),
@@ -130,7 +133,7 @@ def _reader_storage(campaign_dir: Path, url: str | None) -> optuna.storages.Base
 def load_study(campaign_dir: Path, name: str, url: str | None) -> optuna.Study:
     """An existing campaign's study, for reading it (status, reports); creates nothing."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with _opening(url, campaign_dir):
+    with reading_storage(url, campaign_dir):
         storage = _reader_storage(campaign_dir, url)
         with contextlib.suppress(KeyError):  # (a storage without this study)
             if storage is not None:

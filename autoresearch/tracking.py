@@ -201,7 +201,9 @@ class WandbTracker:
         )
         for point in curve:
             step = int(point.pop("step"))
-            run.log(point, step=step)
+            # Written at once: a row logged with a step is otherwise held back until run.finish,
+            # which once lost a run's only row.
+            run.log(point, step=step, commit=True)
         for name in ("train.diff", "run.log"):
             if exp_dir is not None and (exp_dir / name).is_file():
                 run.save(str(exp_dir / name), base_path=str(exp_dir), policy="now")

@@ -53,7 +53,7 @@ from autoresearch.launcher import MAX_DEAD_EXPLORATIONS
 from autoresearch.ledger import MEASUREMENT_KINDS
 from autoresearch.proposals import Candidate, Edit, Wave
 from autoresearch.proposers.base import CampaignContext
-from autoresearch.results import rows
+from autoresearch.results import render, row_of, rows
 from autoresearch.runner import STARTED_FILE
 
 
@@ -870,9 +870,13 @@ def test_a_result_with_odd_figures_is_recorded_without_them_on_a_resume(
     outcome = {"status": "ok", "started_at": 1000.0, "ended_at": 1010.0, "metrics": metrics}
     (first.dir / f"experiments/{trial.number:05d}" / "outcome.json").write_text(json.dumps(outcome))
     release(first)
-    attrs = open_campaign(tmp_path, []).ledger.trial(trial.number).user_attrs
-    assert attrs["val_bpb"] == 1.0 and attrs["memory_gb"] == 0.0 and attrs["num_steps"] == 12
+    resumed = open_campaign(tmp_path, [])
+    attrs = resumed.ledger.trial(trial.number).user_attrs
+    assert attrs["val_bpb"] == 1.0 and attrs["memory_gb"] is None and attrs["num_steps"] == 12
     assert attrs["training_seconds"] is None and attrs["mfu"] is None and "num_params" not in attrs
+    header, line = render([row_of(resumed.ledger.trial(trial.number))]).splitlines()
+    row = dict(zip(header.split("\t"), line.split("\t"), strict=True))
+    assert (row["memory_gb"], row["training_seconds"], row["mfu"]) == ("", "", "")  # unknown, not 0.0 or None
 
 
 def test_files_that_are_not_text_read_as_missing_on_a_resume(

@@ -254,7 +254,7 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "cannot be read as a campaign's config (no campaign.name" in proc.stderr
 
 
-@pytest.mark.parametrize("damage", ["cut short", "not text", "a list"])
+@pytest.mark.parametrize("damage", ["cut short", "not text", "a list", "a price in words"])
 def test_a_damaged_saved_config_is_one_line_for_the_controller_status_and_report(
     tmp_path: Path, open_campaign: Any, damage: str
 ) -> None:
@@ -262,10 +262,19 @@ def test_a_damaged_saved_config_is_one_line_for_the_controller_status_and_report
     written whole), or made something else by hand: each reader says which file and what to do."""
     saved = open_campaign(tmp_path, []).dir / "config.yaml"
     text = saved.read_text()
-    damaged = {"cut short": text[: len(text) // 2].encode(), "not text": b"\xff\xfe", "a list": b"- 1\n"}
+    priced = text.replace("price_per_gpu_hour: 0.0", "price_per_gpu_hour: cheap", 1)
+    assert priced != text
+    damaged = {
+        "cut short": text[: len(text) // 2].encode(),
+        "not text": b"\xff\xfe",
+        "a list": b"- 1\n",
+        "a price in words": priced.encode(),
+    }
     saved.write_bytes(damaged[damage])
     (problem,) = resume_problems(compose_toy(tmp_path), saved)
     assert problem.startswith(f"{saved} cannot be read as a campaign's config (")
+    if damage == "a price in words":
+        assert ".price_per_gpu_hour: Value 'cheap' of type 'str' could not be converted to Float)" in problem
     assert problem.endswith(
         "remove it and run the campaign's command again, which writes it anew (the study keeps the "
         "scale, data and training seconds a resume is checked against, unless it began before it "

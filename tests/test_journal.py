@@ -10,6 +10,7 @@ import pytest
 from optuna.exceptions import UpdateFinishedTrialError
 
 from autoresearch.journal import JOURNAL_FILE
+from autoresearch.status import reading_campaign
 from autoresearch.study import StudyUnavailable, load_study, open_study, set_trial_attrs
 
 ATTRS = {"pool": "h100", "gpu_type": "h100", "run_key": "abc123", "launched_at": 1.5, "knobs": '{"LR": 0.02}'}
@@ -92,17 +93,55 @@ def test_a_finished_trial_is_refused_before_anything_is_written(tmp_path: Path) 
     assert resumed.trials[1].user_attrs == {"pool": "h200"}
 
 
-def test_a_damaged_line_before_the_last_is_one_line_naming_the_journal(tmp_path: Path) -> None:
-    """A line torn in the middle of the journal (a disk, a hand edit) is not repaired (the change it
-    held is lost): the controller and `status` refuse in one line that names the file."""
+DAMAGED_LINES = {
+    "torn": (b'{"op_code": 8, "worker_id', "does not parse ("),
+    "not an object": (b"[8]", "is not a change Optuna knows"),
+    "no op code": (b'{"trial_id": 0}', "is not a change Optuna knows"),
+    "an unknown op code": (b'{"op_code": 99, "worker_id": "w"}', "is not a change Optuna knows"),
+    "a change without its fields": (b'{"op_code": 8, "worker_id": "w"}', "is not a change Optuna knows"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_LINES)
+def test_a_damaged_line_before_the_last_is_one_line_naming_the_journal(tmp_path: Path, damage: str) -> None:
+    """A line torn in the middle of the journal (a disk, a hand edit), or valid JSON that is not one
+    of Optuna's changes, is not repaired (the change it held is lost): the controller and `status`
+    refuse in one line that names the file and the line."""
     study = open_study(tmp_path, "journal", None)
-    for description in ("wider", "deeper"):
+    for description in ("wider", "deeper", "longer"):
         study.enqueue_trial({}, user_attrs={"description": description})
     path = tmp_path / JOURNAL_FILE
     lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(b"".join([*lines[:2], lines[2][:20] + b"\n", *lines[3:]]))
-    said = f"cannot read the study journal {path}: a line before its last is damaged ("
+    line, why = DAMAGED_LINES[damage]
+    path.write_bytes(b"".join([*lines[:2], line + b"\n", *lines[3:]]))
+    said = f"cannot read the study journal {path}: its line 3 {why}"
     for opened in (open_study, load_study):
         with pytest.raises(StudyUnavailable) as refused:
             opened(tmp_path, "journal", None)
         assert str(refused.value).startswith(said) and "\n" not in str(refused.value)
+        assert str(refused.value).endswith(
+            "; put back a copy from before the damage, or start over with a new campaign.name"
+        )
+
+
+def test_a_line_damaged_while_status_reads_ends_it_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status --watch` reads the journal again at every refresh: a line damaged since (and
+    followed by others) ends the view in one line, instead of a traceback or, as Optuna's replay
+    would at the next read, a view that goes on without that change."""
+    campaign = tmp_path / "toy"
+    campaign.mkdir()
+    (campaign / "config.yaml").write_text("campaign:\n  name: toy\nstorage: null\n")
+    study = open_study(campaign, "toy", None)
+    study.enqueue_trial({}, user_attrs={"description": "wider"})
+    with pytest.raises(SystemExit) as stopped, reading_campaign(campaign) as watched:
+        assert [t.user_attrs["description"] for t in watched.trials] == ["wider"]
+        with (campaign / JOURNAL_FILE).open("ab") as journal:
+            journal.write(b'{"op_code": 8, "worker_id": "w"}\n')
+        study.enqueue_trial({}, user_attrs={"description": "deeper"})  # (the controller's next line)
+        watched.get_trials()  # the next refresh
+    assert stopped.value.code == 2
+    (said,) = capsys.readouterr().err.splitlines()
+    assert said.startswith(f"error: cannot read the study journal {campaign / JOURNAL_FILE}: its line ")
+    assert " is not a change Optuna knows; put back a copy" in said
