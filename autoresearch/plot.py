@@ -12,7 +12,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from autoresearch.results import measurements  # noqa: E402
+from autoresearch.results import measurements, row_ran  # noqa: E402
+
+
+def plot_title(table: list[dict[str, Any]], name: str) -> str:
+    """The campaign, the experiments that ran (as report.html counts them: not those lost or
+    cancelled before they started) and how many crashed."""
+    crashes = sum(1 for r in table if r["status"] == "crash")
+    return f"{name}: {sum(1 for r in table if row_ran(r))} experiments, {crashes} crashed"
 
 
 def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -48,11 +55,9 @@ def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
     if baseline:
         xs, ys = zip(*baseline, strict=True)
         ax.scatter(xs, ys, s=30, c="#2c7bb6", marker="s", label="baseline", zorder=3)
-    crashes = sum(1 for r in table if r["status"] == "crash")
-    experiments = sum(1 for r in table if r["status"] not in ("skip", "invalid"))  # those that ran
     ax.set_xlabel("experiment (in order of completion)")
     ax.set_ylabel("val_bpb (lower is better)")
-    ax.set_title(f"{title}: {experiments} experiments, {crashes} crashed")
+    ax.set_title(plot_title(table, title))
     ax.grid(alpha=0.3)
     if ran:
         ax.legend(loc="upper right", fontsize=8)

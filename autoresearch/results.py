@@ -79,6 +79,15 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
     }
 
 
+def row_ran(row: dict[str, Any]) -> bool:
+    """Whether a row's experiment ran (`budget.experiment_ran`, read from the row): launched on a
+    partition, its runner started and ended. Invalid and skipped candidates never were, and a run
+    lost or cancelled before it started on a node has no start."""
+    return (
+        bool(row["partition"]) and row["started_at"] not in ("", None) and row["ended_at"] not in ("", None)
+    )
+
+
 def rerun_values(table: list[dict[str, Any]]) -> dict[int, dict[str, list[float]]]:
     """The val_bpb of each trial's re-runs, by the trial they re-ran, then by tier, screen first:
     tiers run on different GPUs, whose val_bpb for one train.py differ by more than a change's."""

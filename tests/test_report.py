@@ -26,9 +26,11 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from autoresearch.agent.usage import UsageLedger
+from autoresearch.plot import plot_title
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.report import build_report, busy_hours, write_report
 from autoresearch.report_html import render_html
+from autoresearch.results import rows
 from autoresearch.study import finished
 
 
@@ -126,6 +128,19 @@ def test_a_rejected_proposal_is_no_experiment_that_ran(tmp_path: Path) -> None:
     assert report.last_result_at == 161.0
     page = render_html(report, None)
     assert "CPU-hours / tokens" in page and "these 2 experiments" in page
+
+
+def test_the_plot_counts_the_experiments_the_report_counts(tmp_path: Path) -> None:
+    """A run lost or cancelled before it started on a node (its job never left the queue) has no
+    start: no experiment that ran, in the plot's title as in the report's speed-up."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen", partition="local")
+    add_run(study, None, 100.0, 5.0, status="crash", tier="screen", partition="local", reason="exit 1")
+    for status in ("lost", "cancelled"):  # as `Campaign._slot_held` records one never started
+        add_run(study, None, 200.0, 0.0, status=status, tier="screen", partition="local", started_at=None)
+    report = build_report(study, tmp_path, compose_toy(tmp_path))
+    assert report.ran == 2 and sum(report.counts.values()) == 4
+    assert plot_title(rows(study), "toy") == "toy: 2 experiments, 1 crashed"
 
 
 def test_the_report_counts_llm_tokens_and_dollars_from_the_ledger(tmp_path: Path) -> None:
