@@ -102,6 +102,13 @@ def launch_state(trial: FrozenTrial, campaign_dir: Path) -> tuple[str, float | N
     return "running", started.get("started_at")
 
 
+def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:
+    """Where the campaign's elapsed time ends: now while it lives (an experiment running, or its
+    controller alive between waves, waiting on the proposer), else at its last result."""
+    ends = [t.user_attrs["ended_at"] for t in finished(study) if experiment_ran(t)]
+    return now if live or not ends else max(ends)
+
+
 def render(study: optuna.Study, campaign_dir: Path, recent: int = 12, now: float | None = None) -> Group:
     """One frame, as of `now` (the clock by default). The study is opened once: its journal
     storage reads only what was appended since."""
@@ -116,8 +123,7 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12, now: float
     plain_row(head, "campaign", f"{study.study_name}  ({campaign_dir})")
     if (controller := controller_state(campaign_dir, now)) is not None:
         plain_row(head, "controller", controller)
-    ends = [t.user_attrs["ended_at"] for t in finished(study) if experiment_ran(t)]
-    until = now if running or not ends else max(ends)
+    until = elapsed_until(study, now, live=bool(running) or (controller or "").startswith("running"))
     plain_row(
         head, "elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)")
     )

@@ -212,6 +212,25 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     assert any("1.940000 (mean of 2 on screen); 1.820000 (mean of 2 on validate)" in line for line in lines)
 
 
+def test_elapsed_runs_on_while_the_controller_lives_with_nothing_running(tmp_path: Path) -> None:
+    """Between waves (the proposer thinking, every slot idle) the campaign still runs: its elapsed
+    time is the wall time so far, what `max_wall_hours` counts, not the time to its last result."""
+    study = optuna.create_study(study_name="between-waves")
+    study.set_user_attr("started_at", NOW - 2 * 3600)
+    ran = {"status": "baseline", "tier": "screen", "exp_dir": "experiments/00000", "pool": "local"}
+    ran |= {"started_at": NOW - 2 * 3600, "ended_at": NOW - 3600, "description": "baseline"}
+    study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
+    alive = {"pid": os.getpid(), "host": socket.gethostname(), "state": "running", "seen_at": NOW}
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps(alive))
+    assert "elapsed 2.00 h (nothing running)" in [
+        " ".join(line.split()) for line in printed(200, study, tmp_path)
+    ]
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps({**alive, "state": "stopped", "why": "done"}))
+    assert "elapsed 1.00 h (nothing running)" in [
+        " ".join(line.split()) for line in printed(200, study, tmp_path)
+    ]
+
+
 def test_status_shows_brackets_in_descriptions_reasons_and_stop_reasons_as_written(tmp_path: Path) -> None:
     """Rich reads [...] as markup: a log line's `[rank0]` vanished, and a closing tag that opens
     nothing failed the whole view."""
