@@ -66,12 +66,20 @@ def _result(r: CampaignReport) -> str:
     return _table(["tier", "baseline val_bpb", "frontier val_bpb", "change"], body, (3,))
 
 
+def _pool_dollars(r: CampaignReport, pool: str, hours: float) -> str:
+    """A pool's dollars; one config.yaml no longer names (a campaign resumed on other partitions)
+    has no price to say, and $0.00 would read as free."""
+    if pool not in r.prices:
+        return "? (no price: not a partition in config.yaml)"
+    return f"${hours * r.prices[pool]:,.2f}"
+
+
 def _cost(r: CampaignReport) -> str:
     body = [
         [
             f"{escape(pool)} ({escape(r.gpu_types.get(pool, '?'))})",
             f"{hours:.2f}",
-            f"${hours * r.prices.get(pool, 0.0):,.2f}",
+            _pool_dollars(r, pool, hours),
         ]
         for pool, hours in sorted(r.gpu_hours.items())
     ]
@@ -83,7 +91,8 @@ def _cost(r: CampaignReport) -> str:
     )
     models = ", ".join(llm["models"]) or "none"
     body.append([f"LLM ({escape(models)})", escape(tokens), f"${llm['dollars']:,.2f}"])
-    body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}</b>"])
+    unpriced = " + the unpriced hours" if set(r.gpu_hours) - set(r.prices) else ""
+    body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}{unpriced}</b>"])
     calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed"
     unit = hours_unit(r.gpu_types.values())
     return _table(["what", f"{unit} / tokens", "dollars"], body, (1, 2)) + f"<p class=muted>{calls}.</p>"

@@ -206,6 +206,21 @@ def test_validation_on_other_hardware_is_reported_with_its_seeds(tmp_path: Path)
     assert "on screen: 1.970000;" in page
 
 
+def test_hours_on_a_partition_config_yaml_no_longer_names_are_not_priced_as_free(tmp_path: Path) -> None:
+    """A campaign resumed on other partitions: config.yaml has no price for the hours run on the
+    old one, and the page says so rather than $0.00."""
+    cfg = compose_toy(tmp_path, "cluster.partitions.local.price_per_gpu_hour=2")
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 3600.0, status="baseline", tier="screen")
+    add_run(study, 1.9, 0.0, 1800.0, status="baseline", tier="validate", pool="h200", gpu_type="H200")
+    report = build_report(study, tmp_path, cfg)
+    assert report.gpu_hours == pytest.approx({"local": 1.0, "h200": 0.5}) and report.gpu_dollars == 2.0
+    page = render_html(report, None)
+    assert "<td>h200 (H200)</td><td class=num>0.50</td><td class=num>? (no price" in page
+    assert "<td>local (cpu)</td><td class=num>1.00</td><td class=num>$2.00</td>" in page
+    assert "<b>$2.00 + the unpriced hours</b>" in page
+
+
 def test_what_the_agent_wrote_is_escaped_not_rendered(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="toy")
     add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen")
