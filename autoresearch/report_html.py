@@ -57,7 +57,7 @@ def _diff(text: str) -> str:
 
 def _result(r: CampaignReport) -> str:
     if not r.tiers:
-        return "<p>No baseline has finished yet.</p>"
+        return "<p>No baseline has a result yet (those that crashed are under Failures).</p>"
     body = []
     for t in r.tiers:
         frontier = _mean(t.frontier) + (f", trial {t.frontier_trial}" if t.frontier_trial is not None else "")

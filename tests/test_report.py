@@ -221,6 +221,21 @@ def test_hours_on_a_partition_config_yaml_no_longer_names_are_not_priced_as_free
     assert "<b>$2.00 + the unpriced hours</b>" in page
 
 
+def test_a_campaign_whose_baselines_all_crashed_says_so(tmp_path: Path) -> None:
+    """Crashed baselines finished, with no result: the page must not say none has finished, and
+    the speed-up and cost count them (their slots were held)."""
+    study = optuna.create_study(study_name="toy")
+    for i in range(3):
+        add_run(study, None, 10.0 * i, 5.0, status="crash", tier="screen", kind="baseline", reason="exit 1")
+    report = build_report(study, tmp_path, compose_toy(tmp_path))
+    assert report.tiers == [] and report.counts == {"crash": 3} and report.ran == 3
+    assert report.gpu_hours == pytest.approx({"local": 15 / 3600})
+    assert report.failure_reasons == [("exit 1", 3)]
+    page = render_html(report, None)
+    assert "No baseline has a result yet" in page and "has finished" not in page
+    assert "3 finished trials: 3 crash." in page
+
+
 def test_what_the_agent_wrote_is_escaped_not_rendered(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="toy")
     add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen")
