@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -56,6 +57,11 @@ def gpu_hours_by_pool(study: optuna.Study) -> dict[str, float]:
         if spent := slot_hours(t):
             hours[spent[0]] = hours.get(spent[0], 0.0) + spent[1]
     return hours
+
+
+def pool_prices(cfg: Any) -> dict[str, float]:
+    """Dollars per slot-hour by pool, as the campaign's config (or its config.yaml) names them."""
+    return {name: float(p.price_per_gpu_hour) for name, p in cfg.cluster.partitions.items()}
 
 
 def hours_unit(gpu_types: Iterable[str]) -> str:

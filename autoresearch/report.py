@@ -18,14 +18,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import experiment_ran, gpu_hours_by_pool
-from autoresearch.config import (
-    SAVED_CONFIG,
-    SavedConfigError,
-    read_saved_config,
-    reading_saved_config,
-    time_budget_seconds,
-)
+from autoresearch.budget import experiment_ran, gpu_hours_by_pool, pool_prices
+from autoresearch.config import time_budget_seconds
 from autoresearch.plot import plot_progress
 from autoresearch.results import frontier_measured, rerun_values, rows
 from autoresearch.study import trials
@@ -188,7 +182,7 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
         tiers=_tier_results(table),
         gpu_hours=hours,
         gpu_types={t.user_attrs["pool"]: str(t.user_attrs.get("gpu_type", "")) for t in ran},
-        prices={name: float(p.price_per_gpu_hour) for name, p in cfg.cluster.partitions.items()},
+        prices=pool_prices(cfg),
         llm=usage_totals(campaign_dir),
         speedup=Speedup(sum(hours.values()), busy_hours(intervals)),
         kept=kept,
@@ -214,18 +208,13 @@ def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> Path:
 
 def main() -> None:
     from autoresearch.cli import tool_name
-    from autoresearch.status import reading_campaign, refuse
+    from autoresearch.status import reading_campaign
 
     parser = argparse.ArgumentParser(prog=tool_name("report"), description=__doc__.splitlines()[0])
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
     args = parser.parse_args()
-    with reading_campaign(args.campaign_dir) as study:  # (a config.yaml that cannot be read is refused here)
-        saved = args.campaign_dir / SAVED_CONFIG
-        try:
-            with reading_saved_config(saved):  # (one edited may lack a setting the report shows)
-                path = write_report(study, args.campaign_dir, read_saved_config(saved))
-        except SavedConfigError as err:
-            refuse(str(err))
+    with reading_campaign(args.campaign_dir) as (study, config):  # (also: a setting an edit removed)
+        path = write_report(study, args.campaign_dir, config)
     print(path)
 
 

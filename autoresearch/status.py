@@ -18,6 +18,7 @@ from statistics import fmean
 from typing import NoReturn
 
 import optuna
+from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -25,9 +26,9 @@ from rich.table import Table
 from rich.text import Text
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import experiment_ran, hours_unit, measure
+from autoresearch.budget import experiment_ran, gpu_hours_by_pool, hours_unit, measure, pool_prices
 from autoresearch.cli import tool_name
-from autoresearch.config import SAVED_CONFIG, SavedConfigError, read_saved_config
+from autoresearch.config import SAVED_CONFIG, SavedConfigError, read_saved_config, reading_saved_config
 from autoresearch.files import read_json
 from autoresearch.heartbeat import controller_state
 from autoresearch.results import frontier_value, rerun_values, rows
@@ -49,10 +50,11 @@ REASON_CHARS = 90
 
 
 @contextlib.contextmanager
-def reading_campaign(campaign_dir: Path) -> Iterator[optuna.Study]:
-    """The campaign's study, for reading while in the context. A folder that holds none, and a
-    storage that fails while it is read (a journal line damaged under `--watch`, a database
-    gone), is a one-line refusal (exit 2, as the campaign command's)."""
+def reading_campaign(campaign_dir: Path) -> Iterator[tuple[optuna.Study, DictConfig]]:
+    """The campaign's study and saved config, for reading while in the context. A folder that
+    holds none, a config.yaml that does not read, and a storage that fails while it is read (a
+    journal line damaged under `--watch`, a database gone) are a one-line refusal (exit 2, as the
+    campaign command's)."""
     if not campaign_dir.is_dir():
         refuse(f"no such folder: {campaign_dir}")
     if not (campaign_dir / SAVED_CONFIG).is_file():
@@ -61,9 +63,10 @@ def reading_campaign(campaign_dir: Path) -> Iterator[optuna.Study]:
             refuse(f"{campaign_dir}: its first start {how} (the data, the study); controller {controller}")
         refuse(f"not a campaign folder (no config.yaml): {campaign_dir}")
     try:
-        config = read_saved_config(campaign_dir / SAVED_CONFIG)
-        with reading_storage(config.storage, campaign_dir):
-            yield load_study(campaign_dir, config.campaign.name, config.storage)
+        saved = campaign_dir / SAVED_CONFIG
+        config = read_saved_config(saved)
+        with reading_saved_config(saved), reading_storage(config.storage, campaign_dir):
+            yield load_study(campaign_dir, config.campaign.name, config.storage), config
     except (SavedConfigError, StudyUnavailable) as err:
         refuse(str(err))
 
@@ -109,9 +112,25 @@ def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:
     return now if live or not ends else max(ends)
 
 
-def render(study: optuna.Study, campaign_dir: Path, recent: int = 12, now: float | None = None) -> Group:
-    """One frame, as of `now` (the clock by default). The study is opened once: its journal
-    storage reads only what was appended since."""
+def _dollars_of_hours(study: optuna.Study, prices: dict[str, float] | None) -> str:
+    """What the hours cost at config.yaml's prices, as the `max_dollars` budget counts them
+    (hours on a pool it no longer names are said to be unpriced, not free)."""
+    if prices is None:
+        return ""
+    hours = gpu_hours_by_pool(study)
+    dollars = sum(h * prices[pool] for pool, h in hours.items() if pool in prices)
+    return f" (${dollars:,.2f}" + (" + unpriced hours)" if set(hours) - set(prices) else ")")
+
+
+def render(
+    study: optuna.Study,
+    campaign_dir: Path,
+    recent: int = 12,
+    now: float | None = None,
+    prices: dict[str, float] | None = None,
+) -> Group:
+    """One frame, as of `now` (the clock by default); `prices` (`pool_prices`) adds the dollars
+    of the hours. The study is opened once: its journal storage reads only what was appended since."""
     table = rows(study)
     now = time.time() if now is None else now
     started = study.user_attrs.get("started_at", now)
@@ -138,7 +157,7 @@ def render(study: optuna.Study, campaign_dir: Path, recent: int = 12, now: float
     plain_row(
         head,
         "spend",
-        f"{spend.gpu_hours:.2f} {unit}, ${spend.llm_dollars:.2f} of LLM calls "
+        f"{spend.gpu_hours:.2f} {unit}{_dollars_of_hours(study, prices)}, ${spend.llm_dollars:.2f} of LLM calls "
         f"({calls['calls']} calls, {calls['failed_calls']} failed, {calls['cache_read_input_tokens']:,} "
         "tokens read from the prompt cache)",
     )
@@ -233,24 +252,26 @@ def main() -> None:
     parser.add_argument("--watch", type=seconds, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines instead")
     args = parser.parse_args()
-    with reading_campaign(args.campaign_dir) as study:
-        show(study, args.campaign_dir, args.watch, args.json)
+    with reading_campaign(args.campaign_dir) as (study, config):
+        show(study, args.campaign_dir, args.watch, args.json, pool_prices(config))
 
 
-def show(study: optuna.Study, campaign_dir: Path, watch: float | None, as_json: bool) -> None:
+def show(
+    study: optuna.Study, campaign_dir: Path, watch: float | None, as_json: bool, prices: dict[str, float]
+) -> None:
     if as_json:
         for row in rows(study):
             print(json.dumps(row))
         return
     console = Console()
     if not watch:
-        console.print(render(study, campaign_dir))
+        console.print(render(study, campaign_dir, prices=prices))
         return
-    live = Live(render(study, campaign_dir), console=console, refresh_per_second=1)
+    live = Live(render(study, campaign_dir, prices=prices), console=console, refresh_per_second=1)
     with contextlib.suppress(KeyboardInterrupt), live:  # Ctrl-C is how a live view ends
         while True:
             time.sleep(watch)
-            live.update(render(study, campaign_dir))
+            live.update(render(study, campaign_dir, prices=prices))
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def test_a_line_damaged_while_status_reads_ends_it_in_one_line(
     (campaign / "config.yaml").write_text("campaign:\n  name: toy\nstorage: null\n")
     study = open_study(campaign, "toy", None)
     study.enqueue_trial({}, user_attrs={"description": "wider"})
-    with pytest.raises(SystemExit) as stopped, reading_campaign(campaign) as watched:
+    with pytest.raises(SystemExit) as stopped, reading_campaign(campaign) as (watched, _):
         assert [t.user_attrs["description"] for t in watched.trials] == ["wider"]
         with (campaign / JOURNAL_FILE).open("ab") as journal:
             journal.write(b'{"op_code": 8, "worker_id": "w"}\n')

@@ -39,6 +39,7 @@ def test_status_shows_a_finished_campaign_and_its_rows(
     assert re.search(r"controller +stopped [^\n]*: experiments budget reached \(\d+ of 5\)", out.stdout)
     assert "0 calls, 0 failed" in out.stdout  # the offline proposer spends nothing on an API
     assert "CPU-hours" in out.stdout and "GPU-hours" not in out.stdout  # the toy's slots are CPU processes
+    assert re.search(r"spend +\d+\.\d\d CPU-hours \(\$0\.00\), \$0\.00 of LLM calls", out.stdout)
     lines = subprocess.run(
         [sys.executable, "-m", "autoresearch.status", str(campaign), "--json"],
         cwd=REPO,
@@ -229,6 +230,24 @@ def test_elapsed_runs_on_while_the_controller_lives_with_nothing_running(tmp_pat
     assert "elapsed 1.00 h (nothing running)" in [
         " ".join(line.split()) for line in printed(200, study, tmp_path)
     ]
+
+
+def test_the_spend_line_prices_the_hours_as_the_dollar_budget_does(tmp_path: Path) -> None:
+    """`max_dollars` counts the hours at config.yaml's prices: status shows those dollars, and
+    hours on a pool config.yaml no longer names (a resume on other partitions) as unpriced."""
+    study = optuna.create_study(study_name="priced")
+    study.set_user_attr("started_at", NOW - 3 * 3600)
+    for number, (pool, hours) in enumerate((("h100", 1.0), ("h100", 0.5), ("h200", 0.25))):
+        ran = {"status": "discard", "tier": "screen", "exp_dir": f"experiments/{number:05d}", "pool": pool}
+        ran |= {"gpu_type": pool, "started_at": NOW - 7200, "ended_at": NOW - 7200 + hours * 3600}
+        study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
+    console = Console(record=True, width=200, file=io.StringIO())
+    for prices, said in (
+        ({"h100": 2.0, "h200": 4.0}, "1.75 GPU-hours ($4.00), $0.00 of LLM calls"),
+        ({"h100": 2.0}, "1.75 GPU-hours ($3.00 + unpriced hours), $0.00 of LLM calls"),
+    ):
+        console.print(render(study, tmp_path, now=NOW, prices=prices))
+        assert said in console.export_text()
 
 
 def test_status_shows_brackets_in_descriptions_reasons_and_stop_reasons_as_written(tmp_path: Path) -> None:
