@@ -148,6 +148,7 @@ class Campaign:
         self._baseline_measured = False  # a screen baseline has succeeded: the start is sound
         self._records: dict[int, ExperimentRecord] = {}  # of finished trials, which no longer change
         self._told = 0  # results told by this controller (see _after_tell)
+        self._told_at_ask = -1  # `_told` when the proposer was last asked for a wave
 
     # -- set-up ------------------------------------------------------------------------------
     def open(self) -> bool:
@@ -432,14 +433,27 @@ class Campaign:
     def _maybe_request_wave(self) -> None:
         if self.pump.busy:
             return
+        if (
+            self.intake.empty_waves >= MAX_EMPTY_WAVES
+            and self._told == self._told_at_ask
+            and self.fleet.running() > 0
+        ):
+            # Its last waves had nothing new, and nothing has ended since it was last asked: the
+            # same question would get the same answer (an API call each, with Claude) as fast as
+            # it answers. It is asked again once a result of those running is in.
+            return
         waiting = len(self.ledger.waiting())
         if self.c.synchronous:
             if waiting == 0 and self.fleet.running() == 0 and not self.decisions.pending:
-                self.pump.request(self.context())
+                self._ask()
             return
         low_water = self.c.queue_low_water or sum(p.slots for p in self.fleet.pools.values())
         if waiting < low_water:
-            self.pump.request(self.context())
+            self._ask()
+
+    def _ask(self) -> None:
+        self._told_at_ask = self._told
+        self.pump.request(self.context())
 
     # -- results -----------------------------------------------------------------------------
     def _finish(self, done: Finished) -> None:

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from autoresearch import budget as budgets
 from autoresearch.agent.client import build_client
-from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, tool_call, usage_json
+from autoresearch.agent.fakeapi import ScriptedAPI, message_json, overloaded, tool_call, usage_json
 from autoresearch.agent.usage import dollars_for, read_usage
 from autoresearch.campaign import Campaign
 from autoresearch.config import AutoresearchConfig, campaign_dir_of, deadline_seconds
@@ -385,3 +385,94 @@ def test_a_start_logs_what_it_said_before_it_was_accepted(
         "WARNING agent.price_* are the default model's",
         "INFO campaign toy",
     ]
+
+
+def test_a_controller_killed_in_a_claude_call_resumes_without_losing_or_repeating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller as a user runs it, against the fake API on a local port (agent.base_url).
+    It is killed (SIGKILL) while a wave's second call is unanswered, its first (an inspection)
+    in the ledger; the next run asks again under a new wave number. That run's model writes a
+    description with a lone surrogate (\\ud800 in the JSON), which crashed the controller as
+    results.tsv was written. Nothing runs twice, every call answered is in the ledger and priced,
+    and the key is in no file."""
+    import os
+    import signal
+    import threading
+
+    from engine_helpers import campaign_command
+
+    from autoresearch.agent.fakeapi import served, tool_use_block
+
+    canary = f"sk-ant-canary-{uuid.uuid4().hex}"
+    env = {**os.environ, "ANTHROPIC_API_KEY": canary, "PYTHONPATH": str(REPO)}
+    asked = threading.Event()  # the call the controller is killed in has arrived
+    release = threading.Event()
+    counter = iter(range(1, 1000))
+
+    def hang(body: dict[str, Any]) -> dict[str, Any]:
+        asked.set()
+        release.wait(60)
+        return tool_call("get_results", {"numbers": [0]})  # to a controller no longer there
+
+    def propose(body: dict[str, Any]) -> httpx2.Response:
+        n = next(counter)
+        lr, width = 0.01 * (1 + n % 7), 32 * (1 + n % 5)
+        wave = {
+            "rationale": "r",
+            "candidates": [candidate(f"LR SURROGATE {n}", knobs=[knob("LR", lr), knob("WIDTH", width)])],
+            "grids": [],
+        }
+        text = json.dumps(
+            message_json([tool_use_block("propose_wave", wave)], usage=usage_json(1000, 100, 50, 20))
+        )
+        return httpx2.Response(
+            200,
+            content=text.replace("SURROGATE", "\\ud800").encode(),
+            headers={"content-type": "application/json"},
+        )
+
+    inspect = tool_call("get_results", {"numbers": [0]}, usage=usage_json(700, 30))
+    api = ScriptedAPI([inspect, hang], models=[MODEL], default=propose)
+    overrides = (
+        "agent=claude",
+        f"agent.model={MODEL}",
+        "agent.max_retries=0",
+        "cluster.cpu_slots=2",
+        "campaign.fill_idle_slots=false",  # every experiment is Claude's: the waves are needed
+        "campaign.budget.max_experiments=8",
+    )
+    with served(api) as url:
+        command = campaign_command(tmp_path, *overrides, f"agent.base_url={url}")
+        first = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            assert asked.wait(120), "the controller never made its second call"
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            release.set()
+        campaign_dir = tmp_path / "toy"
+        assert [(r["wave"], r["turn"]) for r in read_usage(campaign_dir)] == [(1, 0)]
+        assert not (campaign_dir / "agent" / "waves").exists()
+        again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+
+    study = load(campaign_dir)
+    proposed = [t for t in study.trials if t.user_attrs.get("kind") == "experiment"]
+    descriptions = [t.user_attrs["description"] for t in proposed]
+    assert proposed and len(set(descriptions)) == len(descriptions)  # nothing queued twice
+    assert all("\ufffd" in d for d in descriptions)
+    assert "LR \ufffd 1" in (campaign_dir / "results.tsv").read_text(encoding="utf-8")
+    rows = read_usage(campaign_dir)
+    assert rows[0]["wave"] == 1 and {r["wave"] for r in rows[1:]} == set(range(2, len(rows) + 1))
+    assert [int(p.stem) for p in sorted((campaign_dir / "agent" / "waves").glob("*.json"))] == list(
+        range(2, len(rows) + 1)
+    )
+    answered = [usage_json(700, 30)] + [usage_json(1000, 100, 50, 20)] * (len(rows) - 1)
+    cfg = AutoresearchConfig()
+    assert sum(r["dollars"] for r in rows) == pytest.approx(sum(dollars_for(u, cfg.agent) for u in answered))
+    for path in all_files(campaign_dir):
+        assert canary.encode() not in path.read_bytes(), path

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import httpx2
 import pytest
 from engine_helpers import CountingOffline
 
@@ -358,3 +359,125 @@ def test_works_with_the_hydra_config_object_and_the_default_program(tmp_path: Pa
     proposer = ClaudeProposer(cfg, tmp_path, CountingOffline(), client=api.client(), program_md="")
     assert proposer.propose(sample_context()).source == "claude"
     assert "Standing instructions" in api.message_bodies[0]["system"][0]["text"]  # trainer/program.md
+
+
+def test_a_tool_input_that_is_not_an_object_is_an_error_result(tmp_path: Path) -> None:
+    """The SDK takes whatever JSON a tool call's input holds: a list or a string goes back to the
+    model as an error, and its turn goes back with an object as input, as the API takes it back."""
+    listed = message_json([{"type": "tool_use", "id": "toolu_l", "name": "propose_wave", "input": [1, 2]}])
+    api = ScriptedAPI([listed, tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    proposer = make_proposer(tmp_path, api)
+    assert proposer.propose(sample_context()).source == "claude"
+    second = api.message_bodies[1]["messages"]
+    assert second[1]["content"][0]["input"] == {}
+    result = second[2]["content"][0]
+    assert result["is_error"] is True and "list input, not an object" in result["content"]
+
+
+def raw_message(text: str) -> httpx2.Response:
+    """A 200 whose body is `text` as it is: JSON escapes json.dumps would not write (\\ud800)."""
+    return httpx2.Response(200, content=text.encode(), headers={"content-type": "application/json"})
+
+
+def test_a_lone_surrogate_in_the_model_output_is_mended_not_a_crash(tmp_path: Path) -> None:
+    """JSON can carry a lone surrogate (\\ud800), which no file, log line or request can encode: in
+    a description it crashed the controller as results.tsv was written, and in the conversation it
+    failed every later request of the wave. It is made U+FFFD as it arrives."""
+    bad = json.loads(json.dumps(GOOD_WAVE))
+    bad["candidates"][0]["knobs"] = [{"name": "NOT_A_KNOB", "value": "3"}]  # refused: a second turn
+    body = json.dumps(message_json([text_block("SURROGATE"), tool_use_block("propose_wave", bad)]))
+    good = json.loads(json.dumps(GOOD_WAVE))
+    good["candidates"][0]["description"] = "GELU SURROGATE"
+    good["candidates"][0]["knobs"] = [{"name": "ACTIVATION", "value": '"ge SURROGATE lu"'}]
+    second = json.dumps(tool_call("propose_wave", good))
+    api = ScriptedAPI(
+        [
+            raw_message(body.replace("SURROGATE", "\\ud800")),
+            raw_message(second.replace("SURROGATE", "\\udfff")),
+        ],
+        models=[MODEL],
+    )
+    proposer = make_proposer(tmp_path, api)
+    wave = proposer.propose(sample_context())
+    assert wave.source == "claude" and len(api.message_bodies) == 2  # the second request was sent
+    assert wave.candidates[0].description == "GELU \ufffd"
+    assert wave.candidates[0].knobs == {"ACTIVATION": "ge \ufffd lu"}  # (a JSON escape inside the value)
+    assert api.message_bodies[1]["messages"][1]["content"][0]["text"] == "\ufffd"
+    record = (tmp_path / "agent" / "waves" / "00001.json").read_text(encoding="utf-8")
+    assert json.loads(record)["outcome"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("response", "said"),
+    [
+        (
+            httpx2.Response(200, content=b"<html>bad gateway</html>", headers={"content-type": "text/html"}),
+            "text",
+        ),
+        (httpx2.Response(200, json={"type": "message", "content": None}), "without the content and usage"),
+    ],
+    ids=["html", "no-content"],
+)
+def test_a_200_that_is_not_a_message_is_a_failed_wave_in_one_line(
+    tmp_path: Path, caplog, response: httpx2.Response, said: str
+) -> None:
+    """The SDK hands back a proxy's HTML page as a str, and a body without content as a message
+    lacking it: the wave failed with a traceback logged as a defect of ours."""
+    api = ScriptedAPI([response], models=[MODEL])
+    proposer = make_proposer(tmp_path, api)
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    assert proposer.propose(sample_context()).source == FALLBACK_SOURCE
+    assert not any(r.exc_info for r in caplog.records)
+    [warning] = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert "BadResponse" in warning and said in warning and "agent.base_url" in warning
+    [row] = read_usage(tmp_path)
+    assert "BadResponse" in row["error"] and row["dollars"] == 0
+
+
+def test_a_retry_after_of_an_hour_is_not_slept_through(tmp_path: Path, monkeypatch) -> None:
+    """The SDK sleeps as long as `retry-after` says (3600 s): the proposer's thread slept for
+    hours with nothing in the log. The wait is cut to MAX_RETRY_WAIT."""
+    import time
+
+    from autoresearch.agent import client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_RETRY_WAIT", 0.05)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-key")
+    hour = httpx2.Response(
+        429,
+        json={"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+        headers={"retry-after": "3600"},
+    )
+    api = ScriptedAPI([hour, tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    cfg = AgentConfig(kind="claude", model=MODEL, max_retries=2)
+    client = build_client(cfg, http_client=api.http_client())
+    proposer = ClaudeProposer(cfg, tmp_path, CountingOffline(), client=client, program_md="P")
+    started = time.monotonic()
+    assert proposer.propose(sample_context()).source == "claude"
+    assert time.monotonic() - started < 30 and len(api.message_bodies) == 2
+
+
+def test_a_wave_cut_short_by_a_killed_controller_is_numbered_after_it(tmp_path: Path) -> None:
+    """A controller killed during a wave leaves its calls in the ledger and no transcript: the
+    wave asked again takes the next number, so the ledger's waves are not merged."""
+    ledger = tmp_path / "agent" / "usage.jsonl"
+    ledger.parent.mkdir(parents=True)
+    row = {"model": MODEL, "wave": 1, "turn": 0, "input_tokens": 10, "output_tokens": 1, "dollars": 0.1}
+    ledger.write_text(json.dumps(row) + "\n")
+    api = ScriptedAPI([tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    make_proposer(tmp_path, api).propose(sample_context())
+    assert [r["wave"] for r in read_usage(tmp_path)] == [1, 2]
+    assert (tmp_path / "agent" / "waves" / "00002.json").exists()
+    assert usage_totals(tmp_path)["waves"] == 2
+
+
+def test_a_key_with_a_newline_is_used_without_it_and_one_with_a_space_is_refused(monkeypatch) -> None:
+    """A key read from a file keeps its newline (a CRLF .env file its \\r): no HTTP header can hold
+    it, so every call failed as a connection error, and each wave fell back without a word on the
+    key. Around the key it is dropped; inside it is refused before anything runs."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-key\r\n")
+    assert build_client(AgentConfig(kind="claude")).api_key == "sk-ant-key"
+    for bad in ("sk-ant key", "sk-ant-\u201dkey", "sk-ant\x1bkey"):
+        monkeypatch.setenv("ANTHROPIC_API_KEY", bad)
+        with pytest.raises(AgentSetupError, match="the key alone"):
+            build_client(AgentConfig(kind="claude"))

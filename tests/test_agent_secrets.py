@@ -73,3 +73,35 @@ def test_canary_key_is_used_but_never_stored(tmp_path: Path, monkeypatch, caplog
         assert canary.encode() not in path.read_bytes(), path
     assert canary not in caplog.text
     assert canary not in repr(proposer)
+
+
+def test_a_key_echoed_in_an_error_is_written_nowhere(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A proxy in front of the API may echo a request's headers in its error: the message goes
+    into the log, the ledger and the wave's transcript, with every credential of the environment
+    (the key, another token) taken out."""
+    canary = f"sk-canary-{uuid.uuid4().hex}"
+    other = f"tok-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
+    monkeypatch.setenv("GATEWAY_TOKEN", other)
+    caplog.set_level(logging.DEBUG)
+
+    def echo(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/v1/models"):
+            return api.handler(request)
+        said = f"bad request for {request.headers['authorization']} with {other}"
+        return httpx2.Response(
+            400, json={"type": "error", "error": {"type": "invalid_request_error", "message": said}}
+        )
+
+    api = ScriptedAPI(models=[MODEL])
+    cfg = AgentConfig(kind="claude", model=MODEL, max_retries=0)
+    client = build_client(cfg, http_client=httpx2.Client(transport=httpx2.MockTransport(echo)))
+    proposer = ClaudeProposer(cfg, tmp_path, CountingOffline(), client=client, program_md="instructions")
+    assert proposer.propose(sample_context()).source == "offline-fallback"
+
+    assert "[redacted]" in caplog.text
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(b"[redacted]" in p.read_bytes() for p in files)
+    for path in files:
+        assert canary.encode() not in path.read_bytes() and other.encode() not in path.read_bytes(), path
+    assert canary not in caplog.text and other not in caplog.text

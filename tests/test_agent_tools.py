@@ -12,6 +12,8 @@ from autoresearch.agent.fakeapi import sample_context
 from autoresearch.agent.inspection import RESULT_CHARS, Inspector
 from autoresearch.agent.tools import (
     INSPECT_TOOLS,
+    MAX_HYPOTHESIS,
+    MAX_RATIONALE,
     PROPOSE_WAVE,
     ProposalError,
     decode_value,
@@ -138,6 +140,57 @@ def wave(*cands: dict[str, Any], grids: list[dict[str, Any]] | None = None) -> d
         (wave(cand(knobs=[{"name": "LR", "value": "[" * 100_000}])), "malformed"),
         (wave(cand(description="LR 0.01 -> 0.04\u0000")), "the description has control characters"),
         (wave(cand(description="two\nlines")), "the description has control characters"),
+        (wave(cand(description="two\u2028lines")), "line breaks"),
+        (wave(cand(description="x" * 201)), "201 characters, over the limit of 200"),
+        (wave(cand(knobs=[{"name": "ACTIVATION", "value": '"ge\\u001blu"'}])), "value of ACTIVATION"),
+        (wave(cand(knobs=[{"name": "LR", "value": "NaN"}])), "'NaN' is not a finite number"),
+        (wave(cand(knobs=[{"name": "LR", "value": "-1e999"}])), "not a finite number"),
+        (wave(cand(knobs=[{"name": "DEPTH", "value": "9" * 5000}])), "too long a number"),
+        # Wrong types are named where they are, not turned into strings or lists of characters.
+        (wave(cand(description=None)), r"candidates\[0\]\.description must be a string, not null"),
+        (wave(cand(description={"x": 1})), "description must be a string, not an object"),
+        (wave(cand(knobs="LR=0.02")), r"candidates\[0\]\.knobs must be an array, not a string"),
+        (wave(cand(fix_of="3")), "fix_of must be an integer or null, not a string"),
+        (wave(cand(fix_of=True)), "fix_of must be an integer or null, not a boolean"),
+        (wave(cand(fix_of=3.0)), "fix_of must be an integer or null, not a number"),
+        (wave(cand(tier=["screen"])), "tier must be a string, not an array"),
+        (
+            wave(cand(edits=[{"search": 5}])),
+            r"edits\[0\]\.search must be a string.*edits\[0\]\.replace is missing",
+        ),
+        (wave(cand(knobs=[{"name": ["LR"], "value": "1"}])), r"knobs\[0\]\.name must be a string"),
+        (wave(cand(knobs=[{"name": "LR"}])), r"knobs\[0\]\.value is missing"),
+        (
+            {"rationale": "r", "candidates": {"a": 1}, "grids": []},
+            "candidates must be an array, not an object",
+        ),
+        ({"rationale": ["r"], "candidates": [cand()]}, "rationale must be a string"),
+        (
+            wave(grids=[{"description": "g", "factors": [{"name": "LR", "levels": "0.1"}]}]),
+            r"grids\[0\]\.factors\[0\]\.levels must be an array, not a string",
+        ),
+        (
+            wave(grids=[{"description": "g", "factors": [{"name": "LR", "levels": [["0.1"]]}]}]),
+            r"levels\[0\] must be a JSON-encoded value in a string .*, not an array",
+        ),
+        (
+            wave(grids=[{"description": "g", "factors": [{"name": "ACTIVATION", "levels": ['"a\\nb"']}]}]),
+            "value of ACTIVATION has control characters",
+        ),
+        (
+            # a grid of 100**3000 cells: its size is refused in words (Python will not print it)
+            wave(
+                grids=[
+                    {
+                        "description": "g",
+                        "factors": [
+                            {"name": f"K{i}", "levels": list(map(str, range(100)))} for i in range(3000)
+                        ],
+                    }
+                ]
+            ),
+            r"the wave has more than 10\^12 experiments",
+        ),
     ],
 )
 def test_bad_proposals_are_refused_with_a_reason(raw: dict[str, Any], message: str) -> None:
@@ -161,6 +214,27 @@ def test_a_good_proposal_parses() -> None:
     assert parsed.grids[0].factors == {"DEPTH": [6, 10], "ACTIVATION": ["gelu", "relu2"]}
     assert next(parsed.grids[0].expand()).knobs == {"DEPTH": 6, "ACTIVATION": "gelu"}
     assert parsed.source == "claude"
+
+
+def test_what_is_only_kept_is_cut_to_a_plain_line_not_refused() -> None:
+    """A hypothesis or a rationale is kept (report, W&B, proposals/) and logged, not used as a
+    name: one too long is cut, and a control character (an escape sequence into the terminal that
+    shows the log) made a space, instead of costing the wave a turn."""
+    raw = wave(cand(hypothesis="why\n\x1b[2J" + "h" * 5000))
+    raw["rationale"] = "because\r\n" + "r" * 10_000
+    parsed = parse_proposal(raw, sample_context())
+    assert parsed.rationale.startswith("because  r") and len(parsed.rationale) == MAX_RATIONALE
+    hypothesis = parsed.candidates[0].hypothesis
+    assert hypothesis.startswith("why  [2J") and len(hypothesis) == MAX_HYPOTHESIS
+
+
+def test_optional_fields_may_be_left_out() -> None:
+    """The schema asks for every field; a model that leaves out one the engine can do without is
+    not refused for it (only a wrong type is)."""
+    parsed = parse_proposal(
+        {"candidates": [{"description": "d", "knobs": [{"name": "LR", "value": 0.02}]}]}, sample_context()
+    )
+    assert parsed.candidates[0].knobs == {"LR": 0.02} and parsed.candidates[0].tier == "screen"
 
 
 def write(tmp_path: Path, number: int, name: str, text: str) -> None:
@@ -188,6 +262,12 @@ def test_inspection_tools_read_bounded_views(tmp_path: Path) -> None:
     assert inspector.run("results_by_knob", {"knob": "NOPE"})[1] is True
     assert inspector.run("delete_everything", {})[1] is True
     assert inspector.run("get_diff", {"numbr": 5})[1] is True
+    # wrong types, and an error that quotes a huge input, come back as short errors
+    assert inspector.run("get_results", {"numbers": "abc"})[1] is True
+    assert inspector.run("get_diff", {"number": None})[1] is True
+    assert inspector.run("results_by_knob", {"knob": ["LR"]})[1] is True
+    text, err = inspector.run("results_by_knob", {"knob": "LR" * 100_000})
+    assert err and len(text) < RESULT_CHARS + 100
 
 
 def test_huge_outputs_are_cut(tmp_path: Path) -> None:

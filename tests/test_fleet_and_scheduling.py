@@ -132,6 +132,37 @@ def test_a_proposer_with_nothing_new_ends_the_campaign_instead_of_spinning(tmp_p
     assert summary.experiments == 7
 
 
+class CountingRepeater(RepeatingProposer):
+    """RepeatingProposer, counting the waves asked of it and the results in when each was."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.campaign: Campaign | None = None
+        self.asked_at: list[int] = []
+
+    def propose(self, context: CampaignContext):
+        self.asked_at.append(self.campaign._told if self.campaign else 0)
+        return super().propose(context)
+
+
+def test_a_proposer_with_nothing_new_is_asked_again_only_once_a_result_is_in(tmp_path: Path) -> None:
+    """Its last waves had nothing new while the inner sampler kept the slots busy: the proposer was
+    asked again on every turn of the loop, for the same answer (with Claude, an API call each, as
+    fast as it answers: hundreds an hour). Past MAX_EMPTY_WAVES it is asked once per result."""
+    from autoresearch.campaign import MAX_EMPTY_WAVES
+
+    cfg = toy_config(tmp_path, "campaign.budget.max_experiments=10", "cluster.poll_seconds=0.005")
+    campaign_dir = campaign_dir_of(cfg)
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    proposer = CountingRepeater()
+    campaign = Campaign(cfg, campaign_dir, fleet, proposer, background_proposals=False)
+    proposer.campaign = campaign
+    summary = campaign.run()
+    assert summary.stop_reason.startswith("experiments budget reached"), summary.stop_reason
+    later = proposer.asked_at[MAX_EMPTY_WAVES + 1 :]  # (the first wave queued its one change)
+    assert len(later) == len(set(later)), proposer.asked_at  # never twice on the same results
+
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["pid-recorded", "died-before-recording-the-pid"])
 def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: bool

@@ -27,7 +27,7 @@ from autoresearch.agent.conversation import Conversation, WaveFailed
 from autoresearch.agent.inspection import Inspector
 from autoresearch.agent.prompt import default_program_md, render_prompt
 from autoresearch.agent.tools import parse_proposal, tool_definitions
-from autoresearch.agent.usage import UsageLedger
+from autoresearch.agent.usage import UsageLedger, read_usage
 from autoresearch.config import AgentConfig
 from autoresearch.files import write_json_atomic
 from autoresearch.proposals import Wave
@@ -199,8 +199,11 @@ class ClaudeProposer:
         return self.campaign_dir / "agent" / "waves"
 
     def _next_wave_id(self) -> int:
-        """Counted from the files on disk, so numbering carries over a controller restart."""
+        """Counted from the files on disk, so numbering carries over a controller restart: the
+        transcripts, and the ledger, which has the calls of a wave whose controller was killed
+        before its transcript was written (its wave is asked again under a new number)."""
         numbers = [int(p.stem) for p in self._waves_dir().glob("*.json") if p.stem.isdigit()]
+        numbers += [r["wave"] for r in read_usage(self.campaign_dir) if isinstance(r.get("wave"), int)]
         return max(numbers, default=0) + 1
 
     def _save(

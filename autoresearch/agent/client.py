@@ -2,7 +2,8 @@
 
 The key comes from the ANTHROPIC_API_KEY environment variable only and lives in the client object
 alone: nothing here writes it anywhere. Retries with back-off on 429, 529, timeouts and connection
-errors are the SDK's own (`max_retries`).
+errors are the SDK's own (`max_retries`), except that a `retry-after` is waited out for at most
+`MAX_RETRY_WAIT` seconds: the SDK would sleep as long as a server asks (an hour, a day).
 """
 
 from __future__ import annotations
@@ -17,10 +18,24 @@ import anthropic
 import httpx2
 
 from autoresearch.config import AgentConfig
+from autoresearch.proposals import plain_line
+from autoresearch.runner import scrubbed_environment
 
 log = logging.getLogger("autoresearch.agent")
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
+# The longest wait between two tries of a call, whatever `retry-after` says (the SDK's releases
+# before 2.x waited at most 60 s too). A longer wait asked for is cut short: the call is tried again
+# sooner, and if it still fails the wave falls back to the offline proposer instead of the
+# proposer's thread sleeping for hours with nothing in the log.
+MAX_RETRY_WAIT = 60.0
+
+
+class CappedRetryClient(anthropic.Anthropic):
+    """The SDK's client, waiting at most MAX_RETRY_WAIT seconds before a retry."""
+
+    def _calculate_retry_timeout(self, *args: Any, **kwargs: Any) -> float:
+        return min(super()._calculate_retry_timeout(*args, **kwargs), MAX_RETRY_WAIT)
 
 
 class AgentSetupError(RuntimeError):
@@ -36,13 +51,20 @@ def build_client(cfg: AgentConfig, http_client: httpx2.Client | None = None) -> 
 
     `http_client` replaces the HTTP layer (tests pass one over `httpx2.MockTransport`).
     """
-    key = os.environ.get(API_KEY_ENV)
+    key = (os.environ.get(API_KEY_ENV) or "").strip()  # (a key file's newline, a CRLF .env file)
     if not key:
         raise AgentSetupError(
             f"{API_KEY_ENV} is not set: export it to use agent=claude, or run with agent=offline"
         )
+    if not re.fullmatch(r"[\x21-\x7e]+", key):
+        # No HTTP header can hold it: every call would fail as a connection error, and each wave
+        # fall back to the offline proposer, without a word on the key.
+        raise AgentSetupError(
+            f"{API_KEY_ENV} holds a space, a control character or a non-ASCII character (a "
+            "quote pasted with it?): set it to the key alone"
+        )
     check_settings(cfg)
-    return anthropic.Anthropic(
+    return CappedRetryClient(
         api_key=key,
         base_url=cfg.base_url or None,  # None: the SDK's default, which honours ANTHROPIC_BASE_URL
         max_retries=cfg.max_retries,
@@ -105,5 +127,20 @@ def check_model(client: anthropic.Anthropic, model: str) -> None:
 
 
 def describe_error(err: BaseException) -> str:
-    """An error's class and message only: never its request (whose headers hold the key)."""
-    return f"{type(err).__name__}: {str(err)[:300]}"
+    """An error's class and message only: never its request (whose headers hold the key), and
+    with any credential of the environment taken out (a proxy may echo a request's headers in its
+    error's message), in one line: it may quote what the model wrote (a knob name with an escape
+    sequence), and goes to a terminal."""
+    return f"{type(err).__name__}: {plain_line(redact(str(err)))[:300]}"
+
+
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` without the value of any credential-looking variable of the environment (the API key
+    among them): what the API or a proxy says goes into the log, the ledger and the transcripts."""
+    secrets = {v for k, v in os.environ.items() if k not in scrubbed_environment({k: ""}) and len(v) >= 8}
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text

@@ -18,8 +18,8 @@ from typing import Any
 import anthropic
 
 from autoresearch.agent.client import describe_error, thinking_param
-from autoresearch.agent.inspection import RESULT_CHARS, Inspector
-from autoresearch.agent.prompt import Prompt, estimate_tokens
+from autoresearch.agent.inspection import RESULT_CHARS, Inspector, clip_head
+from autoresearch.agent.prompt import Prompt, estimate_tokens, valid_text
 from autoresearch.agent.tools import PROPOSE_TOOL, ProposalError
 from autoresearch.agent.usage import UsageLedger, tokens_of
 from autoresearch.config import AgentConfig
@@ -44,15 +44,41 @@ class WaveFailed(RuntimeError):
     """The model gave no usable proposal within the wave's bounds."""
 
 
+class BadResponse(WaveFailed):
+    """The API (or a proxy in front of it) answered 200 with something that is not a message."""
+
+
 def block_param(block: Any) -> dict[str, Any]:
-    """A response content block as the plain dict the API takes back (and a transcript stores)."""
-    data = block.model_dump(mode="json", exclude_none=True)
+    """A response content block as the plain dict the API takes back (and a transcript stores):
+    text that cannot be encoded (a lone surrogate) is mended, or the next request could not be
+    sent, and a tool call's input is an object, as the API takes it back."""
+    data = valid_text(block.model_dump(mode="json", exclude_none=True, warnings=False))
     fields = _BLOCK_FIELDS.get(data.get("type", ""))
+    if data.get("type") == "tool_use" and not isinstance(data.get("input"), dict):
+        data["input"] = {}
     return {k: data[k] for k in fields if k in data} if fields else data
 
 
+def checked_response(response: Any) -> Any:
+    """The SDK's message, or BadResponse: the SDK does not check a 200's body (a proxy's HTML
+    page comes back as a str, a body without content or usage as a message lacking them)."""
+    content = getattr(response, "content", None)
+    usage = getattr(response, "usage", None)
+    if (
+        isinstance(content, list)
+        and all(hasattr(b, "model_dump") for b in content)
+        and isinstance(getattr(usage, "input_tokens", None), int)
+    ):
+        return response
+    if isinstance(response, str):
+        what = f"text, not a message: {response[:60]!r}"
+    else:
+        what = f"a {type(response).__name__} without the content and usage of a message"
+    raise BadResponse(f"the API answered 200 with {what} (is agent.base_url the Messages API?)")
+
+
 def tool_result(tool_use_id: str, text: str, is_error: bool) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": text}
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": valid_text(text)}
     if is_error:
         block["is_error"] = True
     return block
@@ -103,28 +129,35 @@ class Conversation:
             content = [block_param(b) for b in response.content]
             if content:
                 self.messages.append({"role": "assistant", "content": content})
-            uses = [b for b in response.content if b.type == "tool_use"]
-            if response.stop_reason == "refusal":
+            uses = [b for b in response.content if getattr(b, "type", "") == "tool_use"]
+            stop_reason = getattr(response, "stop_reason", None)
+            if stop_reason == "refusal":
                 raise WaveFailed("the model refused to propose")
             if not uses:
-                note = CUT_OFF if response.stop_reason == "max_tokens" else NO_TOOL
-                last_problem = f"turn {turn + 1} ended without a tool call ({response.stop_reason})"
+                note = CUT_OFF if stop_reason == "max_tokens" else NO_TOOL
+                last_problem = f"turn {turn + 1} ended without a tool call ({stop_reason})"
                 self.messages.append({"role": "user", "content": [{"type": "text", "text": note}]})
                 continue
             results = []
             for use in uses:
-                if use.name == PROPOSE_TOOL:
+                tool_input = valid_text(use.input)
+                if not isinstance(tool_input, dict):
+                    last_problem = (
+                        f"{use.name} was called with {type(tool_input).__name__} input, not an object"
+                    )
+                    results.append(tool_result(use.id, f"Rejected: {last_problem}", True))
+                elif use.name == PROPOSE_TOOL:
                     try:
-                        return self.parse(dict(use.input))
+                        return self.parse(tool_input)
                     except ProposalError as err:
-                        last_problem = str(err)
-                        if response.stop_reason == "max_tokens":
-                            last_problem = f"{CUT_OFF} ({err})"
+                        last_problem = clip_head(str(err), RESULT_CHARS)
+                        if stop_reason == "max_tokens":
+                            last_problem = f"{CUT_OFF} ({last_problem})"
                         results.append(
                             tool_result(use.id, f"Rejected, nothing was run: {last_problem}", True)
                         )
                 elif inspections_left > 0 and not self.over_bound():
-                    text, is_error = self.inspector.run(use.name, dict(use.input))
+                    text, is_error = self.inspector.run(use.name, tool_input)
                     inspections_left -= 1
                     results.append(tool_result(use.id, text, is_error))
                 else:
@@ -150,14 +183,16 @@ class Conversation:
                     "model %s refused a forced tool_choice; proposals are now asked for unforced",
                     self.cfg.model,
                 )
-        except anthropic.APIError as err:  # (a refused forced call is not one: it was asked again)
+            response = checked_response(response)
+        except (anthropic.APIError, BadResponse) as err:  # (a refused forced call is not one: asked again)
             self.ledger.record_error(
                 model=self.cfg.model, wave=self.wave_id, turn=turn, error=describe_error(err)
             )
             raise
         usage = tokens_of(response.usage)
         self.context_tokens = sum(usage.values())
-        self.ledger.record(model=response.model, usage=response.usage, wave=self.wave_id, turn=turn)
+        model = getattr(response, "model", None) or self.cfg.model
+        self.ledger.record(model=str(model), usage=response.usage, wave=self.wave_id, turn=turn)
         return response
 
     def _create(self, force: bool) -> Any:

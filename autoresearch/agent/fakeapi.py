@@ -7,13 +7,18 @@ Each POST /v1/messages takes the next step of the script: a Messages API JSON di
 (so a responder can read the prompt and answer it). GET /v1/models lists `models`, or
 answers with `models` itself when that is an error response.
 Request bodies are recorded in `requests`; headers are not, so a recorded request holds no key.
+`served(api)` puts the same script behind a local HTTP server, for a controller run as its own
+process (agent.base_url=...).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anthropic
@@ -150,6 +155,49 @@ class ScriptedAPI:
     def client(self, api_key: str = "test-key", **kwargs: Any) -> anthropic.Anthropic:
         """A real SDK client whose HTTP layer is this script."""
         return anthropic.Anthropic(api_key=api_key, http_client=self.http_client(), **kwargs)
+
+
+@contextlib.contextmanager
+def served(api: ScriptedAPI) -> Iterator[str]:
+    """`api` on an HTTP server at 127.0.0.1 (a free port) while the block runs: yields its base URL.
+    Requests are answered one at a time, in order, each by `api.handler`."""
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            request = httpx2.Request(
+                self.command,
+                f"http://127.0.0.1{self.path}",
+                content=self.rfile.read(length) if length else b"",
+                headers=dict(self.headers.items()),
+            )
+            with lock:
+                response = api.handler(request)
+            body = response.read()
+            self.send_response(response.status_code)
+            for name, value in response.headers.items():
+                if name.lower() not in ("content-length", "transfer-encoding", "content-encoding"):
+                    self.send_header(name, value)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.handle_error = lambda request, address: None  # (a client killed mid-request, as tests do)
+    thread = threading.Thread(target=server.serve_forever, name="fake-api", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 SAMPLE_TRAIN_PY = '''"""A toy train.py: enough text for search/replace edits in tests."""

@@ -57,11 +57,11 @@ class Inspector:
     def run(self, name: str, args: dict[str, Any]) -> tuple[str, bool]:
         handler = getattr(self, f"tool_{name}", None)
         if handler is None:
-            return f"unknown tool {name!r}", True
+            return clip_head(f"unknown tool {name!r}"), True
         try:
             return handler(**args)
-        except (TypeError, ValueError, KeyError) as err:
-            return f"bad arguments for {name}: {err}", True
+        except (TypeError, ValueError, KeyError, ArithmeticError) as err:  # (the error may quote the input)
+            return clip_head(f"bad arguments for {name}: {err}"), True
 
     def experiment_file(self, number: int, filename: str) -> Path:
         return experiment_dir(self.campaign_dir, number) / filename
@@ -100,7 +100,7 @@ class Inspector:
                 continue
             groups[(r.tier, json.dumps(r.knobs[knob], default=str))].append(r.val_bpb)
         if not groups:
-            return f"no finished results record a value of {knob}", True
+            return clip_head(f"no finished results record a value of {knob}"), True
         lines = [f"{'tier':<9} {knob + ' =':<24} {'n':>5} {'mean':>9} {'min':>9}"]
         ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], min(kv[1])))
         for (tier, level), vals in ordered[:40]:

@@ -91,10 +91,40 @@ def render_prompt(
 
 def _render(context: CampaignContext, cfg: AgentConfig, program_md: str, limits: Limits) -> Prompt:
     system = [
-        {"type": "text", "text": instructions_text(context, cfg, program_md), "cache_control": CACHE},
-        {"type": "text", "text": frontier_text(context, limits), "cache_control": CACHE},
+        {
+            "type": "text",
+            "text": valid_text(instructions_text(context, cfg, program_md)),
+            "cache_control": CACHE,
+        },
+        {"type": "text", "text": valid_text(frontier_text(context, limits)), "cache_control": CACHE},
     ]
-    return Prompt(system=system, user=state_text(context, limits))
+    return Prompt(system=system, user=valid_text(state_text(context, limits)))
+
+
+def valid_text(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings (keys too) made U+FFFD: JSON can carry
+    one (an escape such as \\ud800), but no file, log line or request can encode it. Unchanged
+    (the same object) when there is none: a thinking block's signature covers its text."""
+    if isinstance(value, str):
+        if not _has_surrogate(value):
+            return value
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+    if isinstance(value, list):
+        items = [valid_text(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if isinstance(value, dict):
+        pairs = [(valid_text(k), valid_text(v)) for k, v in value.items()]
+        changed = any(a is not k or b is not v for (a, b), (k, v) in zip(pairs, value.items(), strict=True))
+        return dict(pairs) if changed else value
+    return value
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def instructions_text(context: CampaignContext, cfg: AgentConfig, program_md: str) -> str:

@@ -9,12 +9,21 @@ hold free-form maps. Knob settings and grid factors therefore travel as lists of
 from __future__ import annotations
 
 import json
+import math
+import unicodedata
 from typing import Any
 
+from autoresearch.agent.prompt import valid_text
 from autoresearch.proposals import TIERS, KnobValue, Wave, plain_line, wave_from_dict
 from autoresearch.proposers.base import CampaignContext
 
 PROPOSE_TOOL = "propose_wave"
+# A description names its experiment in every table, log line and commit message: one short line
+# (the prompt shows at most 140 characters of one). A hypothesis and a wave's rationale are only
+# kept (report, W&B, proposals/waveNNNN.json): they are cut to these lengths, not refused.
+MAX_DESCRIPTION = 200
+MAX_HYPOTHESIS = 2000
+MAX_RATIONALE = 4000
 
 
 def _obj(properties: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -53,7 +62,9 @@ _KNOB = _obj(
 )
 _CANDIDATE = _obj(
     {
-        "description": _str("One line: what changes. Shown in every results table."),
+        "description": _str(
+            f"One line of at most {MAX_DESCRIPTION} characters: what changes. Shown in every results table."
+        ),
         "hypothesis": _str("Why it should lower val_bpb, and by roughly how much."),
         "edits": _list(_EDIT, "Search/replace blocks on train.py, applied in order; may be empty."),
         "knobs": _list(_KNOB, "Constant settings on top of the edits; may be empty."),
@@ -72,7 +83,9 @@ _FACTOR = _obj(
 )
 _GRID = _obj(
     {
-        "description": _str("One line: the question the grid answers."),
+        "description": _str(
+            f"One line of at most {MAX_DESCRIPTION} characters: the question the grid answers."
+        ),
         "hypothesis": _str("What outcome you expect and what it would tell you."),
         "factors": _list(_FACTOR, "Every combination of the factors' levels becomes one experiment."),
         "shared_edits": _list(_EDIT, "Edits applied to every cell of the grid; may be empty."),
@@ -143,12 +156,98 @@ def decode_value(text: Any) -> KnobValue:
         value = text
     else:
         try:
-            value = json.loads(text)
+            value = valid_text(json.loads(text))
         except json.JSONDecodeError:
             return text
+        except ValueError:  # an integer of more digits than Python converts
+            raise ProposalError(f"knob value {text[:40]!r}... is too long a number") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProposalError(f"knob value {text!r} is not a finite number")
     if value is None or isinstance(value, int | float | str | bool):
         return value
     raise ProposalError(f"knob value {text!r} is not a number, string, boolean or null")
+
+
+# What the propose_wave input must hold where it holds it (`shape_problems`). The schema is strict,
+# but a model that ignores it, or an API without strict tool use, can send anything: each field
+# of a wrong type is named, instead of being turned into a string (`null` -> "None") or a list
+# of its characters (levels "0.1" -> ["0", ".", "1"]). Fields not marked required may be left out;
+# fields not named here are passed over (an edit's `path` reaches the engine, which refuses it).
+_SCALAR = (str, int, float, bool, type(None))
+_EDIT_SHAPE: dict[str, tuple[Any, bool]] = {
+    "search": (str, True),
+    "replace": (str, True),
+    "path": (str, False),
+}
+_KNOB_SHAPE: dict[str, tuple[Any, bool]] = {"name": (str, True), "value": (_SCALAR, True)}
+_FACTOR_SHAPE: dict[str, tuple[Any, bool]] = {"name": (str, True), "levels": ([_SCALAR], True)}
+_CANDIDATE_SHAPE: dict[str, tuple[Any, bool]] = {
+    "description": (str, True),
+    "hypothesis": (str, False),
+    "edits": ([_EDIT_SHAPE], False),
+    "knobs": ([_KNOB_SHAPE], False),
+    "tier": (str, False),
+    "fix_of": ((int, type(None)), False),
+}
+_GRID_SHAPE: dict[str, tuple[Any, bool]] = {
+    "description": (str, True),
+    "hypothesis": (str, False),
+    "factors": ([_FACTOR_SHAPE], True),
+    "shared_edits": ([_EDIT_SHAPE], False),
+    "tier": (str, False),
+}
+_WAVE_SHAPE: dict[str, tuple[Any, bool]] = {
+    "rationale": (str, False),
+    "candidates": ([_CANDIDATE_SHAPE], False),
+    "grids": ([_GRID_SHAPE], False),
+}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else "?"
+
+
+def _expected(shape: Any) -> str:
+    if isinstance(shape, dict):
+        return "an object"
+    if isinstance(shape, list):
+        return "an array"
+    if shape is _SCALAR:
+        return 'a JSON-encoded value in a string ("0.02", "8", "true", "\\"gelu\\"", "null")'
+    kinds = shape if isinstance(shape, tuple) else (shape,)
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", type(None): "null"}
+    return " or ".join(dict.fromkeys(names[k] for k in kinds))
+
+
+def shape_problems(value: Any, shape: Any = _WAVE_SHAPE, where: str = "the input") -> list[str]:
+    """Where `value` departs from `shape` (see _WAVE_SHAPE), as `candidates[0].fix_of must be an
+    integer or null, not a string`; [] when it fits."""
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return [f"{where} must be an object, not {_kind(value)}"]
+        problems: list[str] = []
+        for key, (field_shape, required) in shape.items():
+            inner = key if where == "the input" else f"{where}.{key}"
+            if key in value:
+                problems += shape_problems(value[key], field_shape, inner)
+            elif required:
+                problems.append(f"{inner} is missing")
+        return problems
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return [f"{where} must be an array, not {_kind(value)}"]
+        return [p for i, item in enumerate(value) for p in shape_problems(item, shape[0], f"{where}[{i}]")]
+    kinds = shape if isinstance(shape, tuple) else (shape,)
+    fits = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    return [] if fits else [f"{where} must be {_expected(shape)}, not {_kind(value)}"]
 
 
 def _pairs(items: Any, what: str, key: str) -> dict[str, Any]:
@@ -177,16 +276,26 @@ def proposal_to_dict(raw: dict[str, Any]) -> dict[str, Any]:
 
 def parse_proposal(raw: dict[str, Any], context: CampaignContext, source: str = "claude") -> Wave:
     """A checked Wave, or ProposalError saying what to change (sent back to the model)."""
+    shape = shape_problems(raw)
+    if shape:
+        raise ProposalError("malformed propose_wave input: " + "; ".join(shape[:10]))
     try:
         wave = wave_from_dict(proposal_to_dict(raw), source=source)
     except ProposalError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError) as err:
         raise ProposalError(f"malformed propose_wave input: {type(err).__name__}: {err}") from None
     problems = check_wave(wave, context)
     if problems:
         raise ProposalError("; ".join(problems[:10]))
+    wave.rationale = _clip(plain_line(wave.rationale), MAX_RATIONALE)
+    for item in (*wave.candidates, *wave.grids):
+        item.hypothesis = _clip(plain_line(item.hypothesis), MAX_HYPOTHESIS)
     return wave
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
@@ -195,9 +304,9 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
     if not wave.candidates and not wave.grids:
         problems.append("the wave is empty: give at least one candidate or grid")
     if wave.size() > context.max_wave:
-        grids = " + ".join(f"{g.size()} grid cells" for g in wave.grids)
+        grids = " + ".join(f"{_count(g.size())} grid cells" for g in wave.grids)
         problems.append(
-            f"the wave has {wave.size()} experiments ({len(wave.candidates)} candidate(s)"
+            f"the wave has {_count(wave.size())} experiments ({len(wave.candidates)} candidate(s)"
             f"{' + ' + grids if grids else ''}), over the cap of {context.max_wave}: "
             "fewer candidates, factors or levels"
         )
@@ -223,6 +332,7 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
                 problems.append(f"{where}: an edit replaces a text by itself")
         for name, value in cand.knobs.items():
             check_name(name, where)
+            problems += _value_problems(name, [value], where)
             if value is None and name not in declared:
                 problems.append(f"{where}: {name}=null (free) needs a declared knob; give a value")
         if cand.fix_of is not None:
@@ -242,13 +352,42 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
                 problems.append(f"{where}: factor {name} has a null level; grid levels must be values")
             if len({json.dumps(v) for v in levels}) != len(levels):
                 problems.append(f"{where}: factor {name} repeats a level")
+            problems += _value_problems(name, levels, where)
             check_name(name, where)
     return problems
 
 
+def _count(n: int) -> str:
+    """A count for a message: a grid's size is a product, and Python will not print an integer
+    of more than 4,300 digits."""
+    return str(n) if n < 10**12 else "more than 10^12"
+
+
+def _value_problems(name: str, values: list[Any], where: str) -> list[str]:
+    """A string value of a knob is written into train.py and, for a grid level, into its cell's
+    description: one plain line, as a description is."""
+    if any(isinstance(v, str) and not _is_plain_line(v) for v in values):
+        return [f"{where}: a value of {name} has control characters or line breaks; give one plain line"]
+    return []
+
+
+def _is_plain_line(text: str) -> bool:
+    """No control character (NUL, newline, tab, escape, ...) nor line or paragraph separator
+    (U+2028, U+2029, which split a line for many readers)."""
+    return plain_line(text) == text and not any(unicodedata.category(ch) in ("Zl", "Zp") for ch in text)
+
+
 def _description_problems(description: str, where: str) -> list[str]:
-    """A description is one line of text: it names the change in results.tsv and in the frontier's
-    git commit messages, which cannot hold a NUL."""
-    if plain_line(description) == description:
-        return []
-    return [f"{where}: the description has control characters (NUL, newline, tab, ...); give one plain line"]
+    """A description is one short line of text: it names the change in results.tsv, the log and
+    the frontier's git commit messages, which cannot hold a NUL."""
+    problems = []
+    if not _is_plain_line(description):
+        problems.append(
+            f"{where}: the description has control characters or line breaks (NUL, newline, tab, U+2028, ...); give one plain line"
+        )
+    if len(description) > MAX_DESCRIPTION:
+        problems.append(
+            f"{where}: the description has {len(description)} characters, over the limit of "
+            f"{MAX_DESCRIPTION}: shorten it (the hypothesis holds the details)"
+        )
+    return problems
