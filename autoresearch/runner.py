@@ -33,6 +33,8 @@ ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: n
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 INFRA_STATUSES = ("interrupted", "lost")  # not the experiment's fault: it is re-queued
+# Set by the job script when one of the partition's `setup` lines failed (fleet.slurm.checked_setup).
+SETUP_FAILED_VARIABLE = "AUTORESEARCH_SETUP_FAILED"
 
 
 def scrubbed_environment(base: dict[str, str]) -> dict[str, str]:
@@ -80,6 +82,9 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         "slurm_job_id": slurm_job_id(),
     }
     write_json_atomic(exp / STARTED_FILE, {k: outcome[k] for k in ("node", "started_at", "slurm_job_id")})
+    if setup_failed := os.environ.get(SETUP_FAILED_VARIABLE):  # not the environment it was meant for
+        outcome.update(status="lost", node_unfit=True, reason=f"the node cannot run it: {setup_failed}")
+        return _finish(exp, outcome)
     if sha256_file(exp / HARNESS_FILE) != spec["harness_sha256"]:
         outcome.update(status="harness_mismatch", reason="prepare.py differs from the campaign's harness")
         return _finish(exp, outcome)

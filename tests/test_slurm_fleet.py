@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 from autoresearch.campaign import Campaign
 from autoresearch.fleet import slurm as slurm_fleet
 from autoresearch.fleet import slurm_outage
-from autoresearch.fleet.base import JobSpec
+from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, run_array_task
 from autoresearch.fleet.slurm_states import (
@@ -438,6 +438,27 @@ def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cl
         "sbatch refused the job: sbatch: error: Batch job submission failed"
     )
     assert fleet.free_slots("h100") == fleet.pools["h100"].slots  # nothing left tracked
+
+
+@pytest.mark.slurm
+def test_a_setup_line_that_fails_on_the_node_is_recorded_with_the_line(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """Slurm's job script runs on past a failed setup line (here a module system the node lacks):
+    the runner records the experiment lost, naming the first line that failed, rather than running
+    train.py in an environment it was not meant for."""
+    cfg = compose_toy(tmp_path, SLURM)
+    failing = "module load cuda/12.4  # the site's CUDA"
+    cfg.cluster.partitions["h100"].setup = ["export TOY_SETUP=1", failing, "false"]
+    fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
+    exp = make_experiment(tmp_path, "raise SystemExit('train.py ran')\n", trial=1)
+    assert fleet.submit([JobSpec(1, exp, "h100")])
+    finished: list[Finished] = []
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 120, "the experiment's end", every=0.5)
+    (lost,) = finished
+    assert lost.outcome["status"] == "lost" and lost.outcome["node_unfit"]
+    assert lost.outcome["reason"] == f"the node cannot run it: setup line `{failing}` exited 127"
+    assert not (exp / "run.log").exists()  # train.py never started
 
 
 @pytest.mark.slurm

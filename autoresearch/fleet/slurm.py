@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -55,6 +56,7 @@ from autoresearch.runner import (
     ABANDONED_FILE,
     INFRA_STATUSES,
     OUTCOME_FILE,
+    SETUP_FAILED_VARIABLE,
     STARTED_FILE,
     run_experiment,
     scrubbed_environment,
@@ -116,11 +118,27 @@ def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.Aut
         if getattr(part, key):
             params[f"slurm_{key}"] = getattr(part, key)
     if part.setup:
-        params["slurm_setup"] = list(part.setup)
+        params["slurm_setup"] = checked_setup(part.setup)
     if part.extra_sbatch:
         params["slurm_additional_parameters"] = dict(part.extra_sbatch)
     executor.update_parameters(**params)
     return executor
+
+
+def checked_setup(lines: list[str]) -> list[str]:
+    """The partition's `setup` lines for the job script, each followed by a check of its exit
+    status: the script runs on past a failed line (a module the node lacks), and the experiment
+    would run in an environment it was not meant for. The first failure is handed to the runner
+    in SETUP_FAILED_VARIABLE, which records it as the node's inability to run experiments."""
+    checked = [f"unset {SETUP_FAILED_VARIABLE}"]  # (an inherited value would be taken for a failure)
+    for line in lines:
+        said = shlex.quote(f"setup line `{line}` exited ")
+        checked += [  # on a line of its own: a comment ending `line` cannot swallow the check
+            line,
+            f'_setup_exit=$?; if [ "$_setup_exit" -ne 0 ] && [ -z "${{{SETUP_FAILED_VARIABLE}:-}}" ]; '
+            f'then export {SETUP_FAILED_VARIABLE}={said}"$_setup_exit"; fi',
+        ]
+    return checked
 
 
 class SlurmFleet:
