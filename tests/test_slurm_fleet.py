@@ -412,6 +412,35 @@ def test_jobs_slurm_will_never_start_are_named_with_the_reason(tmp_path: Path, s
 
 
 @pytest.mark.slurm
+def test_a_job_held_pending_is_named_once_with_how_to_release_it(
+    tmp_path: Path, slurm_cluster: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A held job (scontrol hold; here sbatch --hold) waits until a person releases it, its
+    experiment counted as running meanwhile: the controller says so once instead of waiting in
+    silence."""
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    cfg = compose_toy(tmp_path, SLURM)
+    cfg.cluster.partitions["h100"].extra_sbatch = {"hold": True}
+    fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
+    exp = make_experiment(tmp_path, "print('held')\n", trial=1)
+    job = fleet.submit([JobSpec(1, exp, "h100")])[1].rpartition(":")[2].split("_")[0]
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "pending for JobHeld" in r.getMessage()]
+
+    try:
+        wait_for(lambda: fleet.poll() or said(), 90, "the warning", every=0.5)
+        fleet._pending_at = -slurm_fleet.PENDING_POLL_SECONDS  # ask squeue why once more
+        assert fleet.poll() == []
+    finally:
+        subprocess.run(["scancel", job], check=True)
+    assert said() == [
+        f"h100: Slurm holds job {job} pending for JobHeldUser: held by its user; its experiments "
+        f"wait until it is released (scontrol release {job}) or cancelled (scancel {job})"
+    ]
+
+
+@pytest.mark.slurm
 def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cluster: None) -> None:
     """The fleet excludes the local node once a result came from another node of the partition.
     Here that node is the only one, so sbatch refuses the next job: the fleet reports it lost

@@ -42,6 +42,7 @@ from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm_outage import SUBMIT_ERRORS, SubmitOutage, WorkerRefusal, refusal, unreachable
 from autoresearch.fleet.slurm_states import (
+    HELD,
     NEVER_STARTS,
     attempt_state,
     is_active,
@@ -174,7 +175,7 @@ class SlurmFleet:
         self._gone: set[str] = set()  # jobs neither sacct nor squeue listed when last asked
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
-        self._warned: set[tuple[str, str]] = set()  # (pool, pending reason) said once
+        self._warned: set[tuple[str, str]] = set()  # (pool or held job, pending reason) said once
         self._pending_at = -PENDING_POLL_SECONDS  # when squeue was last asked why jobs are pending
         self._outage = SubmitOutage()
         self._refusals = {pool: WorkerRefusal(pool) for pool in self.queues}  # sbatch refusing workers
@@ -494,19 +495,31 @@ class SlurmFleet:
 
     def _warn_never_starting(self, pending: dict[str, str]) -> None:
         """Say once per partition and reason when Slurm holds a job pending for a reason that
-        waiting does not cure: its experiments count as running, and would never start."""
+        waiting does not cure: its experiments count as running, and would never start. A job held
+        until someone releases it is said once per job."""
         if not pending:
             return
         jobs = {i.split("_")[0]: pool for i, pool in pending.items()}
         for job, reason in pending_reasons(set(jobs)).items():
             pool = jobs.get(job)
-            if pool and reason in NEVER_STARTS and (pool, reason) not in self._warned:
-                self._warned.add((pool, reason))
-                log.warning(
-                    "%s: Slurm holds job %s pending for %s: %s; its experiments may never start: "
-                    "fix cluster.partitions.%s and run the command again (scancel -n autoresearch-%s)",
-                    pool, job, reason, NEVER_STARTS[reason], pool, pool,
-                )  # fmt: skip
+            if pool and reason in HELD:  # each hold is someone's decision about one job
+                self._say_once(
+                    (job, reason),
+                    f"{pool}: Slurm holds job {job} pending for {reason}: {HELD[reason]}; its experiments "
+                    f"wait until it is released (scontrol release {job}) or cancelled (scancel {job})",
+                )
+            elif pool and reason in NEVER_STARTS:
+                self._say_once(
+                    (pool, reason),
+                    f"{pool}: Slurm holds job {job} pending for {reason}: {NEVER_STARTS[reason]}; its "
+                    f"experiments may never start: fix cluster.partitions.{pool} and run the command "
+                    f"again (scancel -n autoresearch-{pool})",
+                )
+
+    def _say_once(self, key: tuple[str, str], warning: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", warning)
 
     def _job_states(self, ids: list[str]) -> dict[str, list[str]]:
         """Each job's attempts (array tasks as A_i), from one sacct call every few seconds.

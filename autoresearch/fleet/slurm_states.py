@@ -32,6 +32,13 @@ NEVER_STARTS = {
     "BadConstraints": "no node has the features asked for (constraint)",
 }
 
+# Reasons for a job held until a person releases it (scontrol hold, sbatch --hold): it waits, and
+# its experiments with it, however long the campaign polls.
+HELD = {
+    "JobHeldUser": "held by its user",
+    "JobHeldAdmin": "held by an administrator",
+}
+
 
 def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
     """The outcome of a job that ended in `state` without writing one, or None if it is not over."""
