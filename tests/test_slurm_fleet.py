@@ -40,7 +40,7 @@ from optuna.trial import TrialState
 
 from autoresearch.campaign import Campaign
 from autoresearch.fleet import slurm as slurm_fleet
-from autoresearch.fleet import slurm_outage
+from autoresearch.fleet import slurm_outage, slurm_states
 from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, run_array_task
@@ -387,6 +387,28 @@ def test_a_partition_slurm_lacks_is_refused_before_anything_runs(tmp_path: Path,
         "error: cluster.partitions.h200.partition=a100: Slurm has no such partition (sinfo lists h100, h200)"
     ]
     assert not (tmp_path / "toy").exists()
+
+
+@pytest.mark.slurm
+def test_a_gres_no_node_of_the_partition_has_is_refused_before_anything_runs(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """Else sbatch refuses every job of that partition (or Slurm holds them pending for ever): a
+    validate tier so configured would lose every re-run of the screening's winners."""
+    proc = run_campaign(tmp_path, SLURM, "cluster.partitions.h200.gres=gpu:a100:1")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: cluster.partitions.h200.gres=gpu:a100:1: no node of partition h200 has gpu:a100:1 "
+        "(sinfo lists gpu:h100:8, gpu:h200:8)"
+    ]
+    assert not (tmp_path / "toy").exists()
+
+
+def test_gres_items_are_read_without_their_socket_bindings() -> None:
+    assert slurm_states._gres_items("gpu:h100:8(S:0,1),nvme:1") == ["gpu:h100:8", "nvme:1"]
+    assert slurm_states._gres_items("(null)") == []
+    assert slurm_states._gres_kinds("gpu:h100:8") == ["gpu", "gpu:h100"]  # typed serves untyped too
+    assert slurm_states._gres_kinds("gpu:2") == ["gpu"]
 
 
 @pytest.mark.slurm

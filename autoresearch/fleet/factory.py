@@ -43,9 +43,10 @@ def make_fleet(
         return make_local_fleet(cluster, deadline_s, require_gpu)
     if cluster.kind == "slurm":
         from autoresearch.fleet.slurm import SlurmFleet
-        from autoresearch.fleet.slurm_states import unknown_partitions
+        from autoresearch.fleet.slurm_states import unknown_gres, unknown_partitions
 
-        if unknown := unknown_partitions(cluster.partitions):  # (none found where sinfo is missing)
+        # (none found where sinfo is missing)
+        if unknown := unknown_partitions(cluster.partitions) or unknown_gres(cluster.partitions):
             raise ValueError("; ".join(unknown))
         return SlurmFleet(cluster, deadline_s, campaign_dir)
     raise ValueError(f"unknown cluster.kind {cluster.kind!r} (local or slurm)")

@@ -9,6 +9,7 @@ be tested on sacct's text without a cluster.
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 from typing import Any
 
@@ -106,6 +107,43 @@ def unknown_partitions(partitions: dict[str, PartitionConfig]) -> list[str]:
         for wanted in (part.partition or name).split(",")
         if wanted not in have
     ]
+
+
+def unknown_gres(partitions: dict[str, PartitionConfig]) -> list[str]:
+    """The configured GPU requests (`gres`) that no node of their partition has, as config problems:
+    sbatch would refuse every job (each refusal re-queued as a lost run) or Slurm hold it pending
+    for ever. [] when `sinfo` cannot tell."""
+    offered: dict[str, list[str]] = {}  # partition -> its nodes' gres, as sinfo writes them
+    for line in (query(["sinfo", "-h", "-a", "-N", "-o", "%R|%G"], timeout=60) or "").splitlines():
+        partition, _, gres = line.strip().partition("|")
+        offered.setdefault(partition, []).extend(_gres_items(gres))
+    problems = []
+    for name, part in partitions.items():
+        where = (part.partition or name).split(",")
+        if not part.gres or not all(p in offered for p in where):
+            continue  # (a partition sinfo lacks is unknown_partitions' to name)
+        have = [item for p in where for item in offered[p]]
+        kinds = {kind for item in have for kind in _gres_kinds(item)}
+        if missing := [w for w in _gres_items(part.gres) if _gres_kinds(w)[-1] not in kinds]:
+            problems.append(
+                f"cluster.partitions.{name}.gres={part.gres}: no node of partition {','.join(where)} has "
+                f"{', '.join(missing)} (sinfo lists {', '.join(sorted(set(have))) or 'no gres'})"
+            )
+    return problems
+
+
+def _gres_items(gres: str) -> list[str]:
+    """`gpu:h100:8(S:0-1),nvme:1` as its items (`gpu:h100:8`, `nvme:1`); [] for `(null)`."""
+    return [item for item in re.sub(r"\([^)]*\)", "", gres).split(",") if item.strip()]
+
+
+def _gres_kinds(item: str) -> list[str]:
+    """What a gres item offers or asks for, without its count: `gpu:h100:8` is `gpu` and
+    `gpu:h100` (a typed GPU serves an untyped request too); the last is the most specific."""
+    name, *rest = item.strip().split(":")
+    if rest and rest[-1].isdigit():
+        rest = rest[:-1]
+    return [name] + ([f"{name}:{rest[0]}"] if rest else [])
 
 
 def is_active(state: str) -> bool:
