@@ -145,7 +145,7 @@ class Campaign:
         self.stop_requested = False
         self._lock_fd: int | None = None
         self.heartbeat = Heartbeat(campaign_dir)  # started once this controller holds the lock
-        self._baseline_measured = False  # a screen baseline has succeeded: the start is sound
+        self._baseline_measured: set[str] = set()  # tiers where a baseline has succeeded: sound there
         self._records: dict[int, ExperimentRecord] = {}  # of finished trials, which no longer change
         self._told = 0  # results told by this controller (see _after_tell)
         self._told_at_ask = -1  # `_told` when the proposer was last asked for a wave
@@ -383,28 +383,39 @@ class Campaign:
 
     def _broken_start(self) -> str:
         """Why nothing can be judged: every baseline run of the starting train.py on the screen tier
-        failed, and none is left to run. Checked until one succeeds, then never again."""
-        if self._baseline_measured:
+        failed, and none is left to run; or on the validate tier, where then no change could ever
+        be confirmed (a partition whose every job sbatch refuses would spend the budget on
+        re-queued losses). Checked on each tier until a baseline there succeeds, then never again."""
+        return self._broken_tier("screen") or self._broken_tier("validate")
+
+    def _broken_tier(self, tier: str) -> str:
+        if tier in self._baseline_measured:
             return ""
         runs = [
             t
             for t in trials(self.study)
-            if t.user_attrs.get("kind") == "baseline" and t.user_attrs.get("tier", "screen") == "screen"
+            if t.user_attrs.get("kind") == "baseline" and t.user_attrs.get("tier", "screen") == tier
         ]
-        self._baseline_measured = any(t.state == TrialState.COMPLETE for t in runs)
+        if any(t.state == TrialState.COMPLETE for t in runs):
+            self._baseline_measured.add(tier)
         if not runs or any(t.state != TrialState.FAIL for t in runs):
             return ""
         ran = [t for t in runs if t.user_attrs.get("status") not in NOT_RUN]
         first = (ran or runs)[0]
         why = f"trial {first.number}, {first.user_attrs.get('reason') or first.user_attrs.get('status', 'failed')}"
+        where, judged = (
+            ("", "nothing can be judged")
+            if tier == "screen"
+            else (f" on the {tier} tier", "no change can be confirmed")
+        )
         if not ran:  # nothing says the train.py is at fault
             return (
-                f"every baseline run of the starting train.py was cancelled or lost to the cluster ({why}); "
-                "nothing can be judged without one: run the command again to queue them again "
+                f"every baseline run of the starting train.py{where} was cancelled or lost to the cluster "
+                f"({why}); {judged} without one: run the command again to queue them again "
                 "(after fixing the cause, if the cluster refused them)"
             )
         return (
-            f"every baseline run of the starting train.py failed ({why}); nothing can be judged "
+            f"every baseline run of the starting train.py{where} failed ({why}); {judged} "
             f"against it: fix the cause, then start over (a new campaign.name, or remove {self.dir})"
         )
 

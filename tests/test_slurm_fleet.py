@@ -412,6 +412,31 @@ def test_gres_items_are_read_without_their_socket_bindings() -> None:
 
 
 @pytest.mark.slurm
+def test_a_validate_partition_that_refuses_every_job_stops_the_campaign(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """sbatch refuses every job of the validate partition (a feature no node has): each baseline
+    there is lost and re-queued until its retries are spent. No change could then be confirmed,
+    and the campaign spent its budget on nothing but losses; it stops with the reason instead."""
+    proc = run_campaign(
+        tmp_path, SLURM, "cluster.partitions.h200.constraint=nosuchfeature", "campaign.max_retries=1"
+    )
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2, said
+    assert (
+        "every baseline run of the starting train.py on the validate tier was cancelled or lost to "
+        "the cluster (trial " in said
+    )
+    assert "lost: sbatch refused the job: sbatch: error: Batch job submission failed: Invalid feature" in said
+    assert "no change can be confirmed without one: run the command again to queue them again" in said
+    study = load(tmp_path / "toy")
+    validate = [t for t in study.trials if t.user_attrs.get("tier") == "validate"]
+    assert validate and all(t.user_attrs.get("status") == "lost" for t in validate)
+    assert not any(t.user_attrs.get("kind") == "rerun" for t in study.trials)  # no re-run was owed
+    assert _in_squeue(_job_ids(tmp_path / "toy")) == []  # the screen baselines ran to their end
+
+
+@pytest.mark.slurm
 def test_jobs_slurm_will_never_start_are_named_with_the_reason(tmp_path: Path, slurm_cluster: None) -> None:
     """More CPUs than the partition's node has: sbatch takes the job, Slurm holds it pending
     (PartitionConfig) for ever, and the controller says so instead of waiting in silence."""
