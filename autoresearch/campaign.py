@@ -58,7 +58,7 @@ from autoresearch.results import frontier_value, write_results
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, STARTED_FILE
 from autoresearch.sampler import AgentSampler, knob_changes
 from autoresearch.starting_files import own_harness, warn_if_train_py_changed
-from autoresearch.study import finished, open_study, status_of, trials
+from autoresearch.study import finished, held_storage, open_study, status_of, trials
 from autoresearch.tracking import NoTracker, Tracker
 from autoresearch.workspace import experiment_dir
 
@@ -326,36 +326,37 @@ class Campaign:
         ended = "interrupted: a second Ctrl-C or SIGTERM"  # unless the loop ends or raises otherwise
         opened = False
         try:
-            opened = self.open()
-            if not opened:  # stopped while it set up: nothing to collect or launch
-                stop_reason = self._stop_reason()
-            while opened:
-                for done in self.fleet.poll():
-                    self._finish(done)
-                self.decisions.decide_pending()
-                wave = self.pump.collect()
-                if wave is not None:
-                    self.intake.wave(wave)
-                failure = self._broken_start()
-                stop_reason = failure or self._stop_reason()
-                if stop_reason:
-                    if self.stop_requested:
-                        break
-                    if failure:  # nothing can be judged: no run is owed, those running are waited for
-                        if self.fleet.running() == 0:
+            with held_storage(self.cfg.storage):
+                opened = self.open()
+                if not opened:  # stopped while it set up: nothing to collect or launch
+                    stop_reason = self._stop_reason()
+                while opened:
+                    for done in self.fleet.poll():
+                        self._finish(done)
+                    self.decisions.decide_pending()
+                    wave = self.pump.collect()
+                    if wave is not None:
+                        self.intake.wave(wave)
+                    failure = self._broken_start()
+                    stop_reason = failure or self._stop_reason()
+                    if stop_reason:
+                        if self.stop_requested:
                             break
-                        self.fleet.wait(self.cfg.cluster.poll_seconds)
-                        continue
-                    self.launcher.launch(new=False)  # re-runs owed to a decision still run
-                    if self.fleet.running() == 0 and not self.ledger.owed():
-                        # what waits for a new frontier's run, left queued, is decided without it
-                        self.decisions.decide_pending(final=True)
-                        if not self.ledger.owed():  # else a last promotion's re-runs go first
-                            break
-                else:
-                    self._maybe_request_wave()
-                    self.launcher.launch()
-                self.fleet.wait(self.cfg.cluster.poll_seconds)
+                        if failure:  # nothing can be judged: no run is owed, those running are waited for
+                            if self.fleet.running() == 0:
+                                break
+                            self.fleet.wait(self.cfg.cluster.poll_seconds)
+                            continue
+                        self.launcher.launch(new=False)  # re-runs owed to a decision still run
+                        if self.fleet.running() == 0 and not self.ledger.owed():
+                            # what waits for a new frontier's run, left queued, is decided without it
+                            self.decisions.decide_pending(final=True)
+                            if not self.ledger.owed():  # else a last promotion's re-runs go first
+                                break
+                    else:
+                        self._maybe_request_wave()
+                        self.launcher.launch()
+                    self.fleet.wait(self.cfg.cluster.poll_seconds)
             ended = failure or stop_reason
         except Exception as err:
             ended = "error: " + (str(err).splitlines() or [type(err).__name__])[0]

@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.exceptions import StorageInternalError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -61,9 +62,33 @@ def reading_storage(url: str | None, campaign_dir: Path) -> Iterator[None]:
             "from before the damage, or start over with a new campaign.name"
         ) from None
     except (ImportError, SQLAlchemyError) as err:
-        reason = str(err.__cause__ or err).splitlines()[0]
         hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
-        raise StudyUnavailable(f"cannot open the study at storage={url}: {reason}{hint}") from None
+        raise StudyUnavailable(f"cannot open the study at storage={url}: {_first_cause(err)}{hint}") from None
+
+
+@contextlib.contextmanager
+def held_storage(url: str | None) -> Iterator[None]:
+    """A database that fails under the controller (the server gone, the SQLite file locked) stops
+    it in one StudyUnavailable line, not a driver traceback. Nothing is lost: each write reaches
+    the database before the controller's copy, and the results that come in meanwhile wait in
+    their experiments' folders for the next controller."""
+    try:
+        yield
+    except (StorageInternalError, SQLAlchemyError) as err:
+        if not url:
+            raise
+        raise StudyUnavailable(
+            f"lost the study at storage={url}: {_first_cause(err)}; running experiments go on and "
+            "keep their results in their folders: run the same command again once the database is back"
+        ) from None
+
+
+def _first_cause(err: BaseException) -> str:
+    """The first line of the error at the root of `err`: the driver's own words (Optuna's and
+    SQLAlchemy's wrappers say only that a commit or a connection failed)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return (str(err).splitlines() or [type(err).__name__])[0].strip()
 
 
 def open_study(

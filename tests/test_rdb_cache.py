@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import optuna
 import psycopg
 import pytest
 import sqlalchemy
-from engine_helpers import killed_and_resumed, run_scripted
+from engine_helpers import killed_and_resumed, run_scripted, scripted_campaign
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
 from autoresearch import rdb_cache
+from autoresearch.intake import Intake
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
 from autoresearch.study import StudyTaken, StudyUnavailable, load_study, open_study, set_trial_attrs, trials
@@ -143,6 +146,62 @@ def test_a_controller_killed_on_a_database_resumes_from_it(
     # each queued once, either side; and the new frontier's run at its screening seed
     assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 1042]
     assert all(t.state.is_finished() for t in database)
+    assert campaign.study.trials[-1].number == database[-1].number
+
+
+@contextmanager
+def cut_off(database_url: str) -> Iterator[None]:
+    """The database refusing the controller while the block runs, as a stopped server or a
+    SQLite file another process locked would: SQLite locked by another connection; on PostgreSQL
+    the database closed to new connections and its open ones ended."""
+    name = sqlalchemy.engine.make_url(database_url).database
+    if database_url.startswith("sqlite"):
+        locker = sqlite3.connect(name, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            locker.close()
+        return
+    with psycopg.connect(dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+        try:
+            yield
+        finally:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+
+
+def test_a_database_lost_mid_campaign_stops_the_controller_in_one_line_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """The database goes away as a promotion's re-runs are queued, experiments running: the
+    controller stops with one line saying so (not a driver traceback), and the same command run
+    once it is back finishes the campaign from the experiments' folders."""
+    queue = Intake.add
+    held, cut = ExitStack(), []
+
+    def add_then_lose_the_database(self: Intake, cand: Candidate, attrs: dict) -> None:
+        queue(self, cand, attrs)
+        if attrs.get("kind") == "validation" and not cut:
+            cut.append(held.enter_context(cut_off(database_url)))
+
+    monkeypatch.setattr(Intake, "add", add_then_lose_the_database)
+    overrides = (f"storage={database_url}",)
+    dying = scripted_campaign(tmp_path, [Candidate("wider", knobs={"WIDTH": 128})], *overrides)
+    with held, pytest.raises(StudyUnavailable) as stopped:
+        dying.run()
+    message = str(stopped.value)
+    assert re.match(f"^lost the study at storage={re.escape(database_url)}: .+; ", message), message
+    assert "\n" not in message
+    why = json.loads((dying.dir / "controller.json").read_text())["why"]
+    assert why == f"error: {message}"
+    monkeypatch.undo()
+    campaign = run_scripted(tmp_path, [], *overrides)
+    database = optuna.load_study(study_name="toy", storage=database_url).trials
+    assert all(t.state.is_finished() for t in database)
+    reruns = [t for t in database if "validates" in t.user_attrs]
+    assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 1042]
     assert campaign.study.trials[-1].number == database[-1].number
 
 
