@@ -271,9 +271,9 @@ def _storage_problems(url: str | None) -> list[str]:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return [f"storage={url} is not a database URL (e.g. postgresql://user@host/db)"]
+        return [f"storage={_masked(url)} is not a database URL (e.g. postgresql://user@host/db)"]
     except ValueError:  # SQLAlchemy's int() of the port
-        return [f"storage={url}: the port must be a number (e.g. postgresql://user@host:5432/db)"]
+        return [f"storage={_masked(url)}: the port must be a number (e.g. postgresql://user@host:5432/db)"]
     if parsed.password or PASSWORD_PARAMS & {key.lower() for key in parsed.query}:
         return [
             "storage: keep the password out of the URL, which the campaign saves in config.yaml; "
@@ -285,6 +285,13 @@ def _storage_problems(url: str | None) -> list[str]:
             "name a file (sqlite:////path/to/study.db), or leave storage unset for the journal"
         ]
     return []
+
+
+def _masked(url: str) -> str:
+    """A URL that does not parse, as its refusal shows it: a password in it masked, after the
+    user name (up to the last @) or in the query, since it was never checked for one."""
+    url = re.sub(r"(?<=:)(?!//).*(?=@)", "***", url, count=1)
+    return re.sub(rf"(?i)(?<=[?&])({'|'.join(PASSWORD_PARAMS)})=[^&]*", r"\1=***", url)
 
 
 def _base_url_problems(url: str | None) -> list[str]:

@@ -164,6 +164,20 @@ def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -
     assert len(problems) == 1 and problems[0].startswith(problem), problems
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://me:hunter2@db.example:abc/runs",  # the port refused, before the password
+        "postgresql//me:hunter2@db.example/runs",  # no URL at all
+        "postgresql//me:hun/ter2@db.example/runs",
+        "postgresql//me@db.example/runs?Password=hunter2",
+    ],
+)
+def test_a_storage_url_refused_for_another_fault_does_not_show_its_password(url: str) -> None:
+    problems = config_problems(compose_config("+campaign=toy", f"storage='{url}'"))
+    assert len(problems) == 1 and "hunter2" not in problems[0] and "ter2" not in problems[0], problems
+
+
 def test_a_knob_the_engine_could_not_set_is_named(tmp_path: Path) -> None:
     """A knob is set by writing over its one assignment: assigned twice, every trial that sets or
     samples it would fail, each one invalid."""
