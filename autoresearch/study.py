@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from autoresearch.config import SAVED_CONFIG
+from autoresearch.files import write_atomic
 from autoresearch.journal import (
     JOURNAL_FILE,
     BatchedJournalStorage,
@@ -113,28 +114,35 @@ def open_study(
 
 
 def _claim(study: optuna.Study, campaign_dir: Path, url: str) -> None:
-    """A database keys its studies by name alone: the study and the folder that started it hold one
-    id (`FOLDER_ID_FILE`, `FOLDER_ID_ATTR`), so another folder of the same campaign.name (another
-    runs_dir) is refused instead of adopting trials whose files it lacks. The id goes into the
-    folder first: a controller killed before the study has it leaves a study the folder claims."""
+    """A database keys its studies by name alone: the study and the folder that runs it hold one id
+    (`FOLDER_ID_FILE`, `FOLDER_ID_ATTR`), so another folder of the same campaign.name (another
+    runs_dir) is refused instead of adopting trials whose files it lacks. Each start takes a new id
+    (`_new_id`): a copy of the folder that ran leaves the folder it was copied from behind, refused."""
     id_file = campaign_dir / FOLDER_ID_FILE
-    mine = id_file.read_text().strip() if id_file.is_file() else None
+    mine = id_file.read_text().split() if id_file.is_file() else []
     theirs = study.user_attrs.get(FOLDER_ID_ATTR)
     if theirs is None:  # a new study, or one begun before studies had ids (then config.yaml says who ran it)
         ran_elsewhere = study.get_trials(deepcopy=False) and not (campaign_dir / SAVED_CONFIG).is_file()
-        if mine is not None or not ran_elsewhere:
-            if mine is None:
-                mine = uuid.uuid4().hex
-                id_file.write_text(mine + "\n")
-            study.set_user_attr(FOLDER_ID_ATTR, mine)
+        if mine or not ran_elsewhere:
+            _new_id(study, id_file, mine)
             return
-    elif theirs == mine:
+    elif theirs in mine:
+        _new_id(study, id_file, [theirs])
         return
     raise StudyTaken(
         f"storage={url} holds a study {study.study_name!r} started by another campaign folder "
         f"than {campaign_dir}: give this campaign its own campaign.name, or run it with the "
-        "runs_dir that started it"
+        "runs_dir that started it (a copy of the folder that ran since holds it now)"
     )
+
+
+def _new_id(study: optuna.Study, id_file: Path, held: list[str]) -> None:
+    """The folder's and the study's new id. The folder takes it first, beside those it held: a
+    controller killed before the study has it leaves a study the folder still claims."""
+    new = uuid.uuid4().hex
+    write_atomic(id_file, "".join(f"{i}\n" for i in [new, *held]))
+    study.set_user_attr(FOLDER_ID_ATTR, new)
+    write_atomic(id_file, new + "\n")
 
 
 def _reader_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage | None:

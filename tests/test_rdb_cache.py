@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import uuid
 from collections import Counter
@@ -278,6 +279,22 @@ def test_a_database_study_belongs_to_the_campaign_folder_that_started_it(
     with pytest.raises(StudyTaken, match=taken):
         open_study(second, "c", database_url)
     assert len(open_study(first, "c", database_url).trials) == 1  # its own folder resumes it
+
+
+def test_a_copied_campaign_folder_that_runs_takes_the_study_from_the_one_it_copied(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A copy carries the folder's id, so it may resume the study (a folder moved is one copied,
+    then deleted); once it has, the folder it was copied from lacks that run's proposals,
+    experiments and kept changes, and is refused the study as another folder is."""
+    original, copy = tmp_path / "a" / "c", tmp_path / "b" / "c"
+    original.mkdir(parents=True)
+    open_study(original, "c", database_url).enqueue_trial({}, user_attrs={"edit": "proposals/t00000.json"})
+    shutil.copytree(original, copy)
+    assert len(open_study(copy, "c", database_url).trials) == 1
+    with pytest.raises(StudyTaken, match=f"started by another campaign folder than {original}: "):
+        open_study(original, "c", database_url)
+    assert len(open_study(copy, "c", database_url).trials) == 1  # and the copy goes on
 
 
 def test_a_database_study_begun_before_studies_had_ids_stays_with_the_folder_that_ran_it(
