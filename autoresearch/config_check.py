@@ -263,6 +263,12 @@ def _in_memory(url: URL) -> bool:
     )
 
 
+def _relative_file(url: URL) -> bool:
+    """A SQLite file named by a relative path, plain or in a URI (file:...)."""
+    name = url.database or ""
+    return url.get_backend_name() == "sqlite" and not Path(name.removeprefix("file:")).is_absolute()
+
+
 def _storage_problems(url: str | None) -> list[str]:
     """An RDB URL must parse, must not carry a password (config.yaml and the log would keep it, in
     the URL proper or in its query) and must name a database that outlives the controller."""
@@ -283,6 +289,12 @@ def _storage_problems(url: str | None) -> list[str]:
         return [
             f"storage={url} is an in-memory SQLite database, gone when the controller exits: "
             "name a file (sqlite:////path/to/study.db), or leave storage unset for the journal"
+        ]
+    if _relative_file(parsed):
+        return [
+            f"storage={url} is a SQLite file relative to the folder the command runs in, another "
+            "file (a new, empty study) when it runs elsewhere, as a resume or a batch job may: "
+            "give its absolute path (sqlite:////path/to/study.db)"
         ]
     return []
 

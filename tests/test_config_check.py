@@ -130,6 +130,11 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
         (["storage=sqlite:///"], "storage=sqlite:/// is an in-memory SQLite database"),
         (["storage=sqlite:///:memory:"], "storage=sqlite:///:memory: is an in-memory SQLite database"),
         (["storage='sqlite:///file:db?mode=memory&uri=true'"], "storage=sqlite:///file:db?mode=memory"),
+        (["storage=sqlite:///study.db"], "storage=sqlite:///study.db is a SQLite file relative to the "),
+        (
+            ["storage='sqlite:///file:runs/db?uri=true'"],
+            "storage=sqlite:///file:runs/db?uri=true is a SQLite",
+        ),
         (["agent.base_url=https://me:hunter2@gateway.example"], "agent.base_url: keep credentials"),
         (["agent.base_url=https://sk-ant-x@gateway.example"], "agent.base_url: keep credentials"),
         (["agent.base_url='https://gateway.example/?key=sk-ant-x'"], "agent.base_url: keep credentials"),
