@@ -122,8 +122,15 @@ def _claim(study: optuna.Study, campaign_dir: Path, url: str) -> None:
     mine = id_file.read_text().split() if id_file.is_file() else []
     theirs = study.user_attrs.get(FOLDER_ID_ATTR)
     if theirs is None:  # a new study, or one begun before studies had ids (then config.yaml says who ran it)
-        ran_elsewhere = study.get_trials(deepcopy=False) and not (campaign_dir / SAVED_CONFIG).is_file()
-        if mine or not ran_elsewhere:
+        has_trials = bool(study.get_trials(deepcopy=False))
+        ran_here = (campaign_dir / SAVED_CONFIG).is_file()
+        if mine and ran_here and not has_trials:  # the folder ran a study that had its id
+            raise StudyUnavailable(
+                f"storage={url} holds no study {study.study_name!r} of the campaign {campaign_dir}, "
+                "which ran one there: the database lost it, or the URL reaches another database now; "
+                "point storage at the one it ran on, or start over with a new campaign.name"
+            )
+        if mine or ran_here or not has_trials:
             _new_id(study, id_file, mine)
             return
     elif theirs in mine:

@@ -297,6 +297,26 @@ def test_a_copied_campaign_folder_that_runs_takes_the_study_from_the_one_it_copi
     assert len(open_study(copy, "c", database_url).trials) == 1  # and the copy goes on
 
 
+def test_a_campaign_folder_whose_study_the_database_lost_is_refused(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The study deleted, or the URL now reaching another database (recreated, restored from an
+    older dump): the folder that ran it is told so in one line, instead of going on in a new study
+    from a frontier whose trials it lacks."""
+    ran = tmp_path / "c"
+    ran.mkdir()
+    open_study(ran, "c", database_url).enqueue_trial({}, user_attrs={"edit": "proposals/t00000.json"})
+    (ran / "config.yaml").write_text("campaign:\n  name: c\n")  # as the controller's start writes it
+    optuna.delete_study(study_name="c", storage=database_url)
+    lost = (
+        f"^storage={re.escape(database_url)} holds no study 'c' of the campaign {ran}, which ran one there: "
+    )
+    with pytest.raises(StudyUnavailable, match=lost):
+        open_study(ran, "c", database_url)
+    with pytest.raises(StudyUnavailable, match=lost):  # and again: the empty study it made adopts nothing
+        open_study(ran, "c", database_url)
+
+
 def test_a_database_study_begun_before_studies_had_ids_stays_with_the_folder_that_ran_it(
     tmp_path: Path, database_url: str
 ) -> None:
