@@ -53,8 +53,9 @@ def controller_storage(campaign_dir: Path, url: str | None) -> optuna.storages.B
 
 @contextlib.contextmanager
 def reading_storage(url: str | None, campaign_dir: Path) -> Iterator[None]:
-    """A storage that cannot be opened or read becomes one StudyUnavailable line, not a driver
-    traceback; so does a journal with a damaged line (a torn last line is `recover_journal`'s)."""
+    """A storage that cannot be opened or read (also one gone while it is read: Optuna wraps a
+    database's failure in a commit as StorageInternalError) becomes one StudyUnavailable line, not
+    a driver traceback; so does a journal with a damaged line (a torn last line is `recover_journal`'s)."""
     try:
         yield
     except JournalDamaged as err:
@@ -62,7 +63,7 @@ def reading_storage(url: str | None, campaign_dir: Path) -> Iterator[None]:
             f"cannot read the study journal {campaign_dir / JOURNAL_FILE}: {err}; put back a copy "
             "from before the damage, or start over with a new campaign.name"
         ) from None
-    except (ImportError, SQLAlchemyError) as err:
+    except (ImportError, SQLAlchemyError, StorageInternalError) as err:
         hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
         raise StudyUnavailable(f"cannot open the study at storage={url}: {_first_cause(err)}{hint}") from None
 

@@ -24,6 +24,7 @@ from autoresearch import rdb_cache
 from autoresearch.intake import Intake
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
+from autoresearch.status import reading_campaign
 from autoresearch.study import StudyTaken, StudyUnavailable, load_study, open_study, set_trial_attrs, trials
 
 
@@ -204,6 +205,24 @@ def test_a_database_lost_mid_campaign_stops_the_controller_in_one_line_and_loses
     reruns = [t for t in database if "validates" in t.user_attrs]
     assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 1042]
     assert campaign.study.trials[-1].number == database[-1].number
+
+
+def test_a_database_lost_while_status_reads_ends_it_in_one_line(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status --watch` reads the database again at every refresh: one gone since ends the view in
+    one line (exit 2), as one gone before it started does, not a driver traceback."""
+    campaign = tmp_path / "toy"
+    campaign.mkdir()
+    (campaign / "config.yaml").write_text(f"campaign:\n  name: toy\nstorage: {database_url}\n")
+    open_study(campaign, "toy", database_url).enqueue_trial({}, user_attrs={"description": "wider"})
+    with pytest.raises(SystemExit) as stopped, reading_campaign(campaign) as (watched, _):
+        assert [t.user_attrs["description"] for t in watched.trials] == ["wider"]
+        with cut_off(database_url):
+            watched.get_trials()  # the next refresh
+    assert stopped.value.code == 2
+    (said,) = capsys.readouterr().err.splitlines()
+    assert said.startswith(f"error: cannot open the study at storage={database_url}: "), said
 
 
 def test_attrs_set_on_a_finished_trial_are_refused_whole(tmp_path: Path, database_url: str) -> None:
