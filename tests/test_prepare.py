@@ -688,18 +688,48 @@ def test_climbmix_tokenizer_and_batches(
     assert x.shape == (2, 32) and (x[:, 0] == enc.encode_single_token(prepare_mod.BOS_TOKEN)).all()
 
 
-def test_cli_prepares_the_cpu_scale(harness_env, tmp_path: Path) -> None:
-    env = harness_env(cache=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu"],
-        cwd=tmp_path,
+def _run_prepare(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python prepare.py ARGS` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(TRAINER_DIR / "prepare.py"), *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
-        check=True,
+        timeout=300,
     )
+
+
+def test_cli_prepares_the_cpu_scale(harness_env, tmp_path: Path) -> None:
+    proc = _run_prepare(harness_env(cache=str(tmp_path)), tmp_path, "--scale", "cpu")
+    assert proc.returncode == 0, proc.stderr
     assert proc.stderr.rstrip().endswith("ready")
     assert (tmp_path / "tokenizer" / f"offline-py{sys.version_info[0]}{sys.version_info[1]}-v2048").is_dir()
+
+
+def test_cli_refuses_zero_shards_and_records_nothing(harness_env, shard_server, tmp_path: Path) -> None:
+    """Recorded, 0 shards would be every later run's choice: all of them without training data."""
+    server, _ = shard_server
+    cache = tmp_path / "cli-cache"
+    proc = _run_prepare(
+        harness_env(cache=str(cache), data_url=server.url),
+        tmp_path,
+        "--data",
+        "climbmix",
+        "--num-shards",
+        "0",
+    )
+    assert proc.returncode == 2 and "--num-shards: must be at least 1, not 0" in proc.stderr
+    assert not cache.exists() and not server.requests
+
+
+def test_cli_reports_a_failed_step_in_one_line(harness_env, shard_server, tmp_path: Path) -> None:
+    """The test shards are far too small for the cpu scale's 2048-token vocabulary."""
+    server, _ = shard_server
+    env = harness_env(cache=str(tmp_path / "cli-cache"), data_url=server.url)
+    proc = _run_prepare(env, tmp_path, "--scale", "cpu", "--data", "climbmix", "--num-shards", "1")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: corpus too small for a 2048-token vocabulary")
 
 
 class CausalMean(torch.nn.Module):

@@ -283,6 +283,10 @@ class DownloadProgress:
         self.stop.set()
 
 
+class DownloadFailed(RuntimeError):
+    """A shard failed all its attempts (the message says which and why)."""
+
+
 def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> None:
     """One shard, retried with exponential back-off; written to a temporary name, then renamed."""
     path = folder / _shard_name(index)
@@ -319,6 +323,8 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
     folder = data_dir("climbmix")
     folder.mkdir(parents=True, exist_ok=True)
     num_shards = _prepared_shards(folder) if num_shards is None else num_shards
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be at least 1, not {num_shards}")
     _remove_stale_downloads(folder)
     indices = [*range(num_shards), VAL_SHARD]
     missing = [i for i in indices if not (folder / _shard_name(i)).exists()]
@@ -333,7 +339,7 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
             finally:  # an interrupt stops the other threads at their next chunk
                 progress.stop.set()
         if progress.failure:
-            raise RuntimeError(progress.failure)
+            raise DownloadFailed(progress.failure)
         log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
     _write_atomic(folder / SHARDS_FILE, json.dumps({"num_shards": num_shards}).encode())
     return [folder / _shard_name(i) for i in sorted(indices)]
@@ -979,13 +985,21 @@ def write_result(summary: dict) -> Path:
     return path
 
 
+def _at_least_one(text: str) -> int:
+    """--num-shards: 0 would be recorded as the choice and leave every later run without training data."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Download data and train the tokenizer for a scale.")
     parser.add_argument("--scale", choices=sorted(SCALES), default=SCALE_NAME)
     parser.add_argument("--data", choices=("offline", "climbmix"), default=None, help="default: the scale's")
     parser.add_argument(
         "--num-shards",
-        type=int,
+        type=_at_least_one,
         default=None,
         help="climbmix training shards (default: as last prepared, else 10)",
     )
@@ -993,16 +1007,20 @@ def main() -> None:
     scale = SCALES[args.scale]
     source = args.data or (os.environ.get("AUTORESEARCH_DATA") or scale.data)
     log(f"preparing scale {args.scale}: data {source}, vocab {scale.vocab_size}, cache {cache_dir()}")
-    if source == "climbmix":
-        try:
+    try:
+        if source == "climbmix":
             download_climbmix(args.num_shards)
-        except RuntimeError as err:
-            sys.exit(
-                f"error: {err}\n(no network? the offline corpus needs none: --data offline here, campaign.data=offline in a campaign)"
-            )
-    else:
-        build_offline_corpus()
-    train_tokenizer(source, scale.vocab_size)
+        else:
+            build_offline_corpus()
+        train_tokenizer(source, scale.vocab_size)
+    except KeyboardInterrupt:
+        sys.exit("interrupted: finished files are kept; run the same command again to resume")
+    except DownloadFailed as err:
+        sys.exit(
+            f"error: {err}\n(no network? the offline corpus needs none: --data offline here, campaign.data=offline in a campaign)"
+        )
+    except (OSError, RuntimeError, ValueError) as err:  # a read-only cache, a full disk, a bad shard
+        sys.exit(f"error: {err}")
     log("ready")
 
 
