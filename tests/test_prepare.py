@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -671,6 +672,44 @@ def test_a_shard_that_fails_for_good_stops_the_rest(
     with pytest.raises(RuntimeError, match="shard_00000.parquet failed 5 times"):
         prepare_mod.download_climbmix(num_shards=2)
     assert set(server.requests) == {"shard_00000.parquet"}
+
+
+def test_a_damaged_shard_in_the_cache_is_named_and_downloaded_again(
+    prepare_mod: ModuleType, shard_server, capsys: pytest.CaptureFixture
+) -> None:
+    """A shard cut short (a disk fault, a copy interrupted) was taken for whole: prepare.py said
+    "ready" and training died in pyarrow, naming no file."""
+    server, remote = shard_server
+    paths = prepare_mod.download_climbmix(num_shards=2)
+    whole = paths[1].read_bytes()
+    paths[1].write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(
+        RuntimeError, match=r"damaged train data .*shard_00001.parquet .*run `python prepare.py`"
+    ):
+        prepare_mod.split_files("train", "climbmix")
+    server.requests.clear()
+    capsys.readouterr()
+    prepare_mod.download_climbmix(num_shards=2)
+    assert server.requests == ["shard_00001.parquet"] and paths[1].read_bytes() == whole
+    assert "shard_00001.parquet in the cache is damaged" in capsys.readouterr().err
+    assert len(prepare_mod.split_files("train", "climbmix")) == 2
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        (pa.table({"content": ["a document"]}), "no string column 'text' (columns: content)"),
+        (pa.table({"text": pa.array([], pa.string())}), "no rows"),
+    ],
+)
+def test_a_shard_that_is_not_documents_is_refused(
+    prepare_mod: ModuleType, shard_server, table: pa.Table, problem: str
+) -> None:
+    server, remote = shard_server
+    pq.write_table(table, remote / "shard_00000.parquet")
+    with pytest.raises(prepare_mod.DownloadFailed, match=re.escape(problem)):
+        prepare_mod.download_climbmix(num_shards=1)
+    assert not (prepare_mod.data_dir("climbmix") / "shard_00000.parquet").exists()
 
 
 def test_climbmix_tokenizer_and_batches(

@@ -221,7 +221,28 @@ def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
     missing = [f for f in files if not f.exists()]
     if missing or not files:
         raise FileNotFoundError(f"no {split} data in {folder}: run `python prepare.py` first")
+    damaged = [f"{f.name} ({problem})" for f in files if (problem := _parquet_problem(f))]
+    if damaged:
+        raise RuntimeError(
+            f"damaged {split} data in {folder}: {', '.join(damaged)}: run `python prepare.py` to replace it"
+        )
     return files
+
+
+def _parquet_problem(path: Path) -> str | None:
+    """Why `path` is not a whole parquet file of documents (a string column `text`, at least one
+    row), or None. Reads only the footer, which a file cut short lacks."""
+    try:
+        metadata = pq.read_metadata(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        return str(err)
+    schema = metadata.schema.to_arrow_schema()
+    text = schema.field("text").type if "text" in schema.names else None
+    if not (text is not None and (pa.types.is_string(text) or pa.types.is_large_string(text))):
+        return f"no string column 'text' (columns: {', '.join(schema.names) or 'none'})"
+    if metadata.num_rows == 0:
+        return "no rows"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +324,8 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
             if progress.stop.is_set():
                 tmp.unlink(missing_ok=True)
                 return
-            pq.read_metadata(tmp)  # a truncated or corrupt file fails here, not in training
+            if problem := _parquet_problem(tmp):  # a truncated or wrong file fails here, not in training
+                raise ValueError(problem)
             os.replace(tmp, path)
             progress.finished(path)
             return
@@ -317,6 +339,17 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
             progress.stop.wait(wait)
 
 
+def _kept_shard(path: Path) -> bool:
+    """Whether a shard already in the cache is whole; a damaged one (a disk fault, a copy cut
+    short) is downloaded again, and replaced only once its new copy is whole."""
+    if not path.exists():
+        return False
+    if problem := _parquet_problem(path):
+        log(f"  {path.name} in the cache is damaged ({problem}): downloading it again")
+        return False
+    return True
+
+
 def download_climbmix(num_shards: int | None = None) -> list[Path]:
     """The first `num_shards` training shards (None: as many as the last preparation chose, so a
     campaign's start keeps a user's --num-shards) and the validation shard; existing files are kept."""
@@ -327,7 +360,7 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
         raise ValueError(f"num_shards must be at least 1, not {num_shards}")
     _remove_stale_downloads(folder)
     indices = [*range(num_shards), VAL_SHARD]
-    missing = [i for i in indices if not (folder / _shard_name(i)).exists()]
+    missing = [i for i in indices if not _kept_shard(folder / _shard_name(i))]
     if missing:
         progress = DownloadProgress(len(indices), done=len(indices) - len(missing))
         log(
@@ -420,7 +453,7 @@ def _write_parquet(path: Path, texts: list[str]) -> None:
 
 def build_offline_corpus() -> Path:
     folder = data_dir("offline")
-    if (folder / "train.parquet").exists() and (folder / "val.parquet").exists():
+    if not any(_parquet_problem(folder / f"{split}.parquet") for split in ("train", "val")):
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     docs = offline_documents()
