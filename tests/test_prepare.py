@@ -11,6 +11,7 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -118,6 +119,24 @@ def test_tokenizer_is_cached_and_deterministic(
     prepare_mod.build_offline_corpus()
     again = prepare_mod.train_tokenizer("offline", 2048)
     assert again != path and again.read_bytes() == path.read_bytes()
+
+
+def test_a_damaged_offline_cache_is_rebuilt(
+    prepare_mod: ModuleType, offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A tokenizer or corpus file cut short was trusted: prepare.py said "ready" and every run
+    died unpickling it ("pickle data was truncated") or in pyarrow."""
+    cache = tmp_path / "cache"
+    shutil.copytree(offline_cache, cache)
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
+    tokenizer = prepare_mod.tokenizer_dir() / "tokenizer.pkl"
+    val = prepare_mod.data_dir() / "val.parquet"
+    whole_tokenizer, whole_val = tokenizer.read_bytes(), pq.read_table(val)
+    tokenizer.write_bytes(whole_tokenizer[:1000])
+    val.write_bytes(val.read_bytes()[:5000])
+    enc = prepare_mod.load_tokenizer()
+    assert enc.n_vocab == prepare_mod.VOCAB_SIZE and tokenizer.read_bytes() == whole_tokenizer
+    assert pq.read_table(prepare_mod.split_files("val")[0]).equals(whole_val)
 
 
 # ---------------------------------------------------------------------------------------------

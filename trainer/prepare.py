@@ -515,7 +515,7 @@ def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> 
     import rustbpe
 
     path = tokenizer_dir(source, vocab_size) / "tokenizer.pkl"
-    if path.exists():
+    if _cached_tokenizer(path) is not None:
         return path
 
     def texts() -> Iterator[str]:
@@ -548,18 +548,29 @@ def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> 
     return path
 
 
+def _cached_tokenizer(path: Path) -> tiktoken.Encoding | None:
+    """The tokenizer saved at `path`; None when there is none, or when it is damaged (a disk
+    fault, a copy cut short), so that it is trained again rather than trusted."""
+    if not path.exists():
+        return None
+    try:
+        return tiktoken.Encoding(**pickle.loads(path.read_bytes()))
+    except Exception as err:  # unpickling garbage raises almost anything
+        log(f"{path} is damaged ({type(err).__name__}: {err}): training it again")
+        return None
+
+
 _TOKENIZERS: dict[Path, tiktoken.Encoding] = {}
 
 
 def load_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> tiktoken.Encoding:
-    """The cached tokenizer. The offline corpus and its tokenizer are built on first use (seconds)."""
+    """The cached tokenizer. The offline corpus and its tokenizer are built (or repaired) on first
+    use, in seconds."""
     path = tokenizer_dir(source, vocab_size) / "tokenizer.pkl"
     if path not in _TOKENIZERS:
-        if not path.exists():
-            if source == "offline":
-                build_offline_corpus()
-            train_tokenizer(source, vocab_size)
-        _TOKENIZERS[path] = tiktoken.Encoding(**pickle.loads(path.read_bytes()))
+        if source == "offline":
+            build_offline_corpus()
+        _TOKENIZERS[path] = _cached_tokenizer(train_tokenizer(source, vocab_size))
     return _TOKENIZERS[path]
 
 
