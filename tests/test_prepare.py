@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -528,12 +529,19 @@ def test_write_result(
 
 
 class ShardServer:
-    """Serves a folder on 127.0.0.1; fails chosen files once or always; records every request."""
+    """Serves a folder on 127.0.0.1; fails chosen files once or always; records every request.
+
+    A file in `stall` is sent half, then the rest once `release` is set; `stalling` is set when
+    such a send has begun.
+    """
 
     def __init__(self, root: Path) -> None:
         self.requests: list[str] = []
         self.fail_once: set[str] = set()
         self.always_fail: set[str] = set()
+        self.stall: set[str] = set()
+        self.stalling = threading.Event()
+        self.release = threading.Event()
         server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -547,7 +555,20 @@ class ShardServer:
                     server.fail_once.discard(name)
                     self.send_error(503)
                     return
+                if name in server.stall:
+                    self.send_in_two_halves((root / name).read_bytes())
+                    return
                 super().do_GET()
+
+            def send_in_two_halves(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                server.stalling.set()
+                server.release.wait()
+                self.wfile.write(body[len(body) // 2 :])
 
             def log_message(self, *args) -> None:
                 pass
@@ -558,6 +579,7 @@ class ShardServer:
         self.thread.start()
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
@@ -634,6 +656,42 @@ def test_climbmix_download_retries_and_resumes(prepare_mod: ModuleType, shard_se
     assert [p.name for p in prepare_mod.split_files("train", "climbmix")] == two
     prepare_mod.download_climbmix()  # as a campaign's start prepares: the choice made above stays
     assert [p.name for p in prepare_mod.split_files("train", "climbmix")] == two
+
+
+def test_an_interrupted_download_keeps_whole_shards_and_resumes(
+    prepare_mod: ModuleType, shard_server, harness_env, tmp_path: Path
+) -> None:
+    """Ctrl-C in the middle of a shard: one line, no partial file left, the finished shards kept
+    and not downloaded again."""
+    server, remote = shard_server
+    prepare_mod.download_climbmix(num_shards=1)
+    server.stall.add("shard_00001.parquet")
+    env = harness_env(cache=os.environ["AUTORESEARCH_CACHE"], data_url=server.url)
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAINER_DIR / "prepare.py"), "--data", "climbmix", "--num-shards", "2"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stalling.wait(timeout=120)
+    proc.send_signal(signal.SIGINT)
+    server.release.set()
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 1 and stderr.splitlines()[-1] == (
+        "interrupted: finished files are kept; run the same command again to resume"
+    ), stderr
+    folder = prepare_mod.data_dir("climbmix")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "shard_00000.parquet",
+        "shard_06542.parquet",
+        "train_shards.json",
+    ]
+    server.stall.clear()
+    server.requests.clear()
+    prepare_mod.download_climbmix(num_shards=2)
+    assert server.requests == ["shard_00001.parquet"]
+    assert all(p.read_bytes() == (remote / p.name).read_bytes() for p in folder.glob("*.parquet"))
 
 
 def test_climbmix_download_gives_up(prepare_mod: ModuleType, shard_server) -> None:
