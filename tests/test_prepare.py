@@ -823,20 +823,21 @@ def test_cli_prepares_the_cpu_scale(harness_env, tmp_path: Path) -> None:
     assert (tmp_path / "tokenizer" / f"offline-py{sys.version_info[0]}{sys.version_info[1]}-v2048").is_dir()
 
 
-def test_cli_refuses_zero_shards_and_records_nothing(harness_env, shard_server, tmp_path: Path) -> None:
-    """Recorded, 0 shards would be every later run's choice: all of them without training data."""
+@pytest.mark.parametrize("num_shards", [0, 6543])
+def test_a_shard_count_out_of_range_is_refused_and_nothing_recorded(
+    prepare_mod: ModuleType, harness_env, shard_server, tmp_path: Path, num_shards: int
+) -> None:
+    """Recorded, 0 shards would be every later run's choice: all of them without training data.
+    6543 shards would train on the validation shard, 6542."""
     server, _ = shard_server
     cache = tmp_path / "cli-cache"
-    proc = _run_prepare(
-        harness_env(cache=str(cache), data_url=server.url),
-        tmp_path,
-        "--data",
-        "climbmix",
-        "--num-shards",
-        "0",
-    )
-    assert proc.returncode == 2 and "--num-shards: must be at least 1, not 0" in proc.stderr
+    env = harness_env(cache=str(cache), data_url=server.url)
+    proc = _run_prepare(env, tmp_path, "--data", "climbmix", "--num-shards", str(num_shards))
+    assert proc.returncode == 2 and f"--num-shards: must be 1 to 6542, not {num_shards}" in proc.stderr
     assert not cache.exists() and not server.requests
+    with pytest.raises(ValueError, match=f"num_shards must be 1 to 6542, not {num_shards}"):
+        prepare_mod.download_climbmix(num_shards)
+    assert not prepare_mod.data_dir("climbmix").exists() and not server.requests
 
 
 def test_cli_reports_a_failed_step_in_one_line(harness_env, shard_server, tmp_path: Path) -> None:

@@ -354,10 +354,10 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
     """The first `num_shards` training shards (None: as many as the last preparation chose, so a
     campaign's start keeps a user's --num-shards) and the validation shard; existing files are kept."""
     folder = data_dir("climbmix")
-    folder.mkdir(parents=True, exist_ok=True)
     num_shards = _prepared_shards(folder) if num_shards is None else num_shards
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be at least 1, not {num_shards}")
+    if not 1 <= num_shards <= VAL_SHARD:  # more would train on the validation shard
+        raise ValueError(f"num_shards must be 1 to {VAL_SHARD}, not {num_shards}")
+    folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_downloads(folder)
     indices = [*range(num_shards), VAL_SHARD]
     missing = [i for i in indices if not _kept_shard(folder / _shard_name(i))]
@@ -1029,11 +1029,12 @@ def write_result(summary: dict) -> Path:
     return path
 
 
-def _at_least_one(text: str) -> int:
-    """--num-shards: 0 would be recorded as the choice and leave every later run without training data."""
+def _shard_count(text: str) -> int:
+    """--num-shards: 0 would be recorded as the choice and leave every later run without training
+    data; more than VAL_SHARD would train on the validation shard."""
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if not 1 <= value <= VAL_SHARD:
+        raise argparse.ArgumentTypeError(f"must be 1 to {VAL_SHARD}, not {value}")
     return value
 
 
@@ -1043,7 +1044,7 @@ def main() -> None:
     parser.add_argument("--data", choices=("offline", "climbmix"), default=None, help="default: the scale's")
     parser.add_argument(
         "--num-shards",
-        type=_at_least_one,
+        type=_shard_count,
         default=None,
         help="climbmix training shards (default: as last prepared, else 10)",
     )
