@@ -740,6 +740,15 @@ def test_a_progress_line_is_written_whole(prepare_mod: ModuleType, monkeypatch: 
     assert writes == ["shard_00001.parquet: connection refused; retrying in 2.0 s\n"]
 
 
+def test_a_shard_the_server_does_not_have_is_not_retried(prepare_mod: ModuleType, shard_server) -> None:
+    """A 404 is the same on every attempt: five of them only delayed the error by 30 s."""
+    server, remote = shard_server
+    (remote / "shard_00001.parquet").unlink()
+    with pytest.raises(prepare_mod.DownloadFailed, match=r"shard_00001.parquet failed: HTTP Error 404"):
+        prepare_mod.download_climbmix(num_shards=2)
+    assert server.requests.count("shard_00001.parquet") == 1
+
+
 def test_a_shard_that_fails_for_good_stops_the_rest(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Iterable, Iterator
@@ -308,6 +309,12 @@ class DownloadFailed(RuntimeError):
     """A shard failed all its attempts (the message says which and why)."""
 
 
+def _refused(err: Exception) -> bool:
+    """An HTTP 4xx answer (not found, forbidden) would be the same on every attempt; 408 (timeout)
+    and 429 (too many requests) would not."""
+    return isinstance(err, urllib.error.HTTPError) and 400 <= err.code < 500 and err.code not in (408, 429)
+
+
 def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> None:
     """One shard, retried with exponential back-off; written to a temporary name, then renamed."""
     path = folder / _shard_name(index)
@@ -331,6 +338,9 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
             return
         except (OSError, ValueError, http.client.HTTPException) as err:
             tmp.unlink(missing_ok=True)
+            if _refused(err):
+                progress.fail(f"download of {url} failed: {err}")
+                return
             if attempt == DOWNLOAD_ATTEMPTS:
                 progress.fail(f"download of {url} failed {attempt} times: {err}")
                 return
