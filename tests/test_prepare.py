@@ -658,6 +658,22 @@ def test_climbmix_download_retries_and_resumes(prepare_mod: ModuleType, shard_se
     assert [p.name for p in prepare_mod.split_files("train", "climbmix")] == two
 
 
+@pytest.mark.parametrize("record", ['{"num_sh', '{"num_shards": 0}'])
+def test_a_damaged_shard_record_is_named(prepare_mod: ModuleType, shard_server, record: str) -> None:
+    """train_shards.json cut short, or holding 0 (as --num-shards 0 once recorded): every run
+    failed with a bare JSONDecodeError, or "no train data", naming neither the file nor the cure."""
+    prepare_mod.download_climbmix(num_shards=2)
+    path = prepare_mod.data_dir("climbmix") / prepare_mod.SHARDS_FILE
+    path.write_text(record)
+    for prepare in (lambda: prepare_mod.split_files("train", "climbmix"), prepare_mod.download_climbmix):
+        with pytest.raises(
+            RuntimeError, match=rf"{re.escape(str(path))} records no usable shard count: .*--num-shards N"
+        ):
+            prepare()
+    prepare_mod.download_climbmix(num_shards=2)  # the cure
+    assert len(prepare_mod.split_files("train", "climbmix")) == 2
+
+
 def test_an_interrupted_download_keeps_whole_shards_and_resumes(
     prepare_mod: ModuleType, shard_server, harness_env, tmp_path: Path
 ) -> None:

@@ -261,7 +261,23 @@ STALE_TMP_S = 600.0  # a download's .tmp file untouched this long is a killed on
 def _prepared_shards(folder: Path) -> int:
     """The --num-shards of the last preparation; DEFAULT_NUM_SHARDS for a cache older than the record."""
     record = folder / SHARDS_FILE
-    return json.loads(record.read_text())["num_shards"] if record.exists() else DEFAULT_NUM_SHARDS
+    if not record.exists():
+        return DEFAULT_NUM_SHARDS
+    try:
+        num_shards = json.loads(record.read_text())["num_shards"]
+    except (ValueError, KeyError, TypeError) as err:  # written atomically: damaged from outside
+        num_shards = f"unreadable ({type(err).__name__}: {err})"
+    if not _valid_shard_count(num_shards):
+        raise RuntimeError(
+            f"{record} records no usable shard count: {num_shards}; "
+            f"run `python prepare.py --data climbmix --num-shards N` (N = 1 to {VAL_SHARD}) to record one"
+        )
+    return num_shards
+
+
+def _valid_shard_count(num_shards: object) -> bool:
+    """1 to VAL_SHARD: 0 would leave no training data, more would train on the validation shard."""
+    return isinstance(num_shards, int) and 1 <= num_shards <= VAL_SHARD
 
 
 def _remove_stale_downloads(folder: Path) -> None:
@@ -365,7 +381,7 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
     campaign's start keeps a user's --num-shards) and the validation shard; existing files are kept."""
     folder = data_dir("climbmix")
     num_shards = _prepared_shards(folder) if num_shards is None else num_shards
-    if not 1 <= num_shards <= VAL_SHARD:  # more would train on the validation shard
+    if not _valid_shard_count(num_shards):
         raise ValueError(f"num_shards must be 1 to {VAL_SHARD}, not {num_shards}")
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_downloads(folder)
@@ -1040,10 +1056,9 @@ def write_result(summary: dict) -> Path:
 
 
 def _shard_count(text: str) -> int:
-    """--num-shards: 0 would be recorded as the choice and leave every later run without training
-    data; more than VAL_SHARD would train on the validation shard."""
+    """--num-shards, checked before anything is downloaded or recorded."""
     value = int(text)
-    if not 1 <= value <= VAL_SHARD:
+    if not _valid_shard_count(value):
         raise argparse.ArgumentTypeError(f"must be 1 to {VAL_SHARD}, not {value}")
     return value
 
