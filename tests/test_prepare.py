@@ -531,8 +531,9 @@ def test_write_result(
 class ShardServer:
     """Serves a folder on 127.0.0.1; fails chosen files once or always; records every request.
 
-    A file in `stall` is sent half, then the rest once `release` is set; `stalling` is set when
-    such a send has begun.
+    A file in `stall` is sent half, and its connection closed once `release` is set (the rest is
+    never sent, so the file is incomplete however the download ends); `stalling` is set when such
+    a send has begun.
     """
 
     def __init__(self, root: Path) -> None:
@@ -556,11 +557,11 @@ class ShardServer:
                     self.send_error(503)
                     return
                 if name in server.stall:
-                    self.send_in_two_halves((root / name).read_bytes())
+                    self.send_half_and_wait((root / name).read_bytes())
                     return
                 super().do_GET()
 
-            def send_in_two_halves(self, body: bytes) -> None:
+            def send_half_and_wait(self, body: bytes) -> None:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -568,7 +569,7 @@ class ShardServer:
                 self.wfile.flush()
                 server.stalling.set()
                 server.release.wait()
-                self.wfile.write(body[len(body) // 2 :])
+                self.close_connection = True
 
             def log_message(self, *args) -> None:
                 pass
