@@ -757,6 +757,19 @@ def test_a_progress_line_is_written_whole(prepare_mod: ModuleType, monkeypatch: 
     assert writes == ["shard_00001.parquet: connection refused; retrying in 2.0 s\n"]
 
 
+def test_a_body_cut_short_is_named_and_retried(prepare_mod: ModuleType, shard_server) -> None:
+    """A connection closed in the middle of a shard failed as "Parquet magic bytes not found in
+    footer ... this is not a parquet file", which sent users looking for a wrong URL."""
+    server, remote = shard_server
+    server.stall.add("shard_00000.parquet")
+    server.release.set()  # each time: half the shard, then the connection closed
+    size = (remote / "shard_00000.parquet").stat().st_size
+    closed = rf"the connection closed after {size // 2:,} of {size:,} bytes"
+    with pytest.raises(prepare_mod.DownloadFailed, match=rf"shard_00000.parquet failed 5 times: {closed}"):
+        prepare_mod.download_climbmix(num_shards=1)
+    assert not list(prepare_mod.data_dir("climbmix").glob("shard_00000.parquet*"))
+
+
 def test_a_shard_the_server_does_not_have_is_not_retried(prepare_mod: ModuleType, shard_server) -> None:
     """A 404 is the same on every attempt: five of them only delayed the error by 30 s."""
     server, remote = shard_server

@@ -331,6 +331,18 @@ def _refused(err: Exception) -> bool:
     return isinstance(err, urllib.error.HTTPError) and 400 <= err.code < 500 and err.code not in (408, 429)
 
 
+def _fetch(url: str, tmp: Path, progress: DownloadProgress) -> None:
+    """Stream `url` into `tmp` until done or `progress.stop` is set. A body shorter than its
+    Content-Length (a connection closed early) raises, naming that, instead of failing as parquet."""
+    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+        while (chunk := response.read(1 << 20)) and not progress.stop.is_set():
+            out.write(chunk)
+            progress.add(len(chunk))
+        expected, received = response.headers.get("Content-Length"), out.tell()
+    if expected is not None and received < int(expected) and not progress.stop.is_set():
+        raise ValueError(f"the connection closed after {received:,} of {int(expected):,} bytes")
+
+
 def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> None:
     """One shard, retried with exponential back-off; written to a temporary name, then renamed."""
     path = folder / _shard_name(index)
@@ -340,10 +352,7 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
         if progress.stop.is_set():
             return
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-                while (chunk := response.read(1 << 20)) and not progress.stop.is_set():
-                    out.write(chunk)
-                    progress.add(len(chunk))
+            _fetch(url, tmp, progress)
             if progress.stop.is_set():
                 tmp.unlink(missing_ok=True)
                 return
