@@ -659,6 +659,17 @@ def test_climbmix_download_retries_and_resumes(prepare_mod: ModuleType, shard_se
     assert [p.name for p in prepare_mod.split_files("train", "climbmix")] == two
 
 
+def test_a_prepared_cache_is_not_written_to(prepare_mod: ModuleType, shard_server) -> None:
+    """A cache prepared once may be shared read-only: the record of the shard count was
+    rewritten by every preparation, which failed there with "Read-only file system"."""
+    prepare_mod.download_climbmix(num_shards=2)
+    folder = prepare_mod.data_dir("climbmix")
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()}
+    prepare_mod.download_climbmix()
+    prepare_mod.download_climbmix(num_shards=2)
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()} == before
+
+
 @pytest.mark.parametrize("record", ['{"num_sh', '{"num_shards": 0}'])
 def test_a_damaged_shard_record_is_named(prepare_mod: ModuleType, shard_server, record: str) -> None:
     """train_shards.json cut short, or holding 0 (as --num-shards 0 once recorded): every run
@@ -860,6 +871,19 @@ def test_cli_prepares_the_cpu_scale(harness_env, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.rstrip().endswith("ready")
     assert (tmp_path / "tokenizer" / f"offline-py{sys.version_info[0]}{sys.version_info[1]}-v2048").is_dir()
+
+
+def test_cli_names_the_cache_when_it_cannot_write_there(harness_env, tmp_path: Path) -> None:
+    """A cache that cannot be written (here a file where the folder should be; read-only or full
+    alike) ended in a bare OSError, not saying which setting chooses the cache."""
+    cache = tmp_path / "not-a-folder"
+    cache.write_text("")
+    proc = _run_prepare(harness_env(cache=str(cache)), tmp_path, "--scale", "cpu")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("error: ") and last.endswith(
+        f"(the cache is {cache}; AUTORESEARCH_CACHE chooses another)"
+    )
 
 
 @pytest.mark.parametrize("num_shards", [0, 6543])

@@ -409,8 +409,17 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
         if progress.failure:
             raise DownloadFailed(progress.failure)
         log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
-    _write_atomic(folder / SHARDS_FILE, json.dumps({"num_shards": num_shards}).encode())
+    _record_shards(folder, num_shards)
     return [folder / _shard_name(i) for i in sorted(indices)]
+
+
+def _record_shards(folder: Path, num_shards: int) -> None:
+    """Write the choice for later runs, unless it is recorded already: a prepared cache may be
+    shared read-only (prepared once from a login node), and its users' runs must not write to it."""
+    record = json.dumps({"num_shards": num_shards}).encode()
+    path = folder / SHARDS_FILE
+    if not (path.exists() and path.read_bytes() == record):
+        _write_atomic(path, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1098,7 +1107,9 @@ def main() -> None:
         sys.exit(
             f"error: {err}\n(no network? the offline corpus needs none: --data offline here, campaign.data=offline in a campaign)"
         )
-    except (OSError, RuntimeError, ValueError) as err:  # a read-only cache, a full disk, a bad shard
+    except OSError as err:  # a read-only cache, a full disk
+        sys.exit(f"error: {err} (the cache is {cache_dir()}; AUTORESEARCH_CACHE chooses another)")
+    except (RuntimeError, ValueError) as err:  # a corpus too small, a damaged record
         sys.exit(f"error: {err}")
     log("ready")
 
