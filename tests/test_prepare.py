@@ -853,6 +853,11 @@ def test_climbmix_tokenizer_and_batches(
     x, y = next(loader)
     assert x.shape == (2, 32) and (x[:, 0] == enc.encode_single_token(prepare_mod.BOS_TOKEN)).all()
 
+    val = prepare_mod.split_files("val", "climbmix")[0]
+    val.write_bytes(val.read_bytes()[:100])  # damaged: training must not start only to fail at its end
+    with pytest.raises(RuntimeError, match="damaged val data .*shard_06542.parquet"):
+        next(prepare_mod.make_dataloader("train", 2, seq_len=32, source="climbmix", vocab_size=300))
+
 
 def _run_prepare(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`python prepare.py ARGS` as a user runs it."""

@@ -697,7 +697,8 @@ def make_dataloader(
     the work. Either way the next batches are prepared while the caller trains.
     """
     load_tokenizer(source, vocab_size)  # build or load here, before any worker needs it
-    split_files(split, source)
+    for checked in ("train", "val"):  # both: a damaged validation file fails a run at its start, not after it
+        split_files(checked, source)
     device = torch.device(device)
     spec = (split, batch_size, seq_len, seed, source, vocab_size)
     batches = _worker_batches(spec, workers) if workers > 0 else _packed_batches(*spec)
