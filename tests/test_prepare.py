@@ -891,18 +891,26 @@ def test_cli_names_the_cache_when_it_cannot_write_there(harness_env, tmp_path: P
     )
 
 
-@pytest.mark.parametrize("num_shards", [0, 6543])
-def test_a_shard_count_out_of_range_is_refused_and_nothing_recorded(
-    prepare_mod: ModuleType, harness_env, shard_server, tmp_path: Path, num_shards: int
+@pytest.mark.parametrize("num_shards", ["0", "6543", "ten"])
+def test_cli_refuses_a_shard_count_out_of_range_and_records_nothing(
+    harness_env, shard_server, tmp_path: Path, num_shards: str
 ) -> None:
     """Recorded, 0 shards would be every later run's choice: all of them without training data.
     6543 shards would train on the validation shard, 6542."""
     server, _ = shard_server
     cache = tmp_path / "cli-cache"
     env = harness_env(cache=str(cache), data_url=server.url)
-    proc = _run_prepare(env, tmp_path, "--data", "climbmix", "--num-shards", str(num_shards))
-    assert proc.returncode == 2 and f"--num-shards: must be 1 to 6542, not {num_shards}" in proc.stderr
+    proc = _run_prepare(env, tmp_path, "--data", "climbmix", "--num-shards", num_shards)
+    refused = f"--num-shards: must be a whole number from 1 to 6542, not {num_shards}"
+    assert proc.returncode == 2 and refused in proc.stderr
     assert not cache.exists() and not server.requests
+
+
+@pytest.mark.parametrize("num_shards", [0, 6543])
+def test_download_refuses_a_shard_count_out_of_range(
+    prepare_mod: ModuleType, shard_server, num_shards: int
+) -> None:
+    server, _ = shard_server
     with pytest.raises(ValueError, match=f"num_shards must be 1 to 6542, not {num_shards}"):
         prepare_mod.download_climbmix(num_shards)
     assert not prepare_mod.data_dir("climbmix").exists() and not server.requests

@@ -322,7 +322,7 @@ class DownloadProgress:
 
 
 class DownloadFailed(RuntimeError):
-    """A shard failed all its attempts (the message says which and why)."""
+    """A shard could not be downloaded (the message says which and why)."""
 
 
 def _refused(err: Exception) -> bool:
@@ -1076,9 +1076,9 @@ def write_result(summary: dict) -> Path:
 
 def _shard_count(text: str) -> int:
     """--num-shards, checked before anything is downloaded or recorded."""
-    value = int(text)
+    value = int(text) if text.strip().isdigit() else None
     if not _valid_shard_count(value):
-        raise argparse.ArgumentTypeError(f"must be 1 to {VAL_SHARD}, not {value}")
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {VAL_SHARD}, not {text}")
     return value
 
 
