@@ -722,6 +722,19 @@ def test_an_interrupted_download_keeps_whole_shards_and_resumes(
     assert all(p.read_bytes() == (remote / p.name).read_bytes() for p in folder.glob("*.parquet"))
 
 
+def test_a_download_of_another_host_with_the_same_pid_is_left_alone(
+    prepare_mod: ModuleType, shard_server
+) -> None:
+    """On a cache shared between hosts, another host's process may have this one's pid: its
+    download, under way, was written over and renamed away when the temporary name was the pid."""
+    folder = prepare_mod.data_dir("climbmix")
+    folder.mkdir(parents=True)
+    theirs = folder / f"shard_00000.parquet.{os.getpid()}.tmp"
+    theirs.write_bytes(b"the first megabyte of another host's download")
+    prepare_mod.download_climbmix(num_shards=1)
+    assert theirs.read_bytes() == b"the first megabyte of another host's download"
+
+
 def test_climbmix_download_gives_up(prepare_mod: ModuleType, shard_server) -> None:
     server, _ = shard_server
     server.always_fail.add("shard_00000.parquet")

@@ -36,6 +36,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -182,10 +183,16 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
+def _temporary_name(path: Path) -> Path:
+    """Where `path` is written before the rename. Random, not the pid alone: on a cache shared
+    between hosts, a process of another host with the same pid must not write into the same file."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Through a temporary name, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary_name(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -347,7 +354,7 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
     """One shard, retried with exponential back-off; written to a temporary name, then renamed."""
     path = folder / _shard_name(index)
     url = f"{(os.environ.get('AUTORESEARCH_DATA_URL') or CLIMBMIX_URL).rstrip('/')}/{path.name}"
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary_name(path)
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         if progress.stop.is_set():
             return
@@ -490,7 +497,7 @@ def is_offline_val(doc: str) -> bool:
 
 
 def _write_parquet(path: Path, texts: list[str]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary_name(path)
     pq.write_table(pa.table({"text": texts}), tmp, row_group_size=128)
     os.replace(tmp, path)
 
