@@ -531,9 +531,9 @@ def test_write_result(
 class ShardServer:
     """Serves a folder on 127.0.0.1; fails chosen files once or always; records every request.
 
-    A file in `stall` is sent half, and its connection closed once `release` is set (the rest is
-    never sent, so the file is incomplete however the download ends); `stalling` is set when such
-    a send has begun.
+    A file in `stall` is sent half, then a byte a second (so the client's read never times out)
+    until `release` is set, which closes the connection: the file is never complete. `stalling`
+    is set when such a send has begun.
     """
 
     def __init__(self, root: Path) -> None:
@@ -565,10 +565,14 @@ class ShardServer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body[: len(body) // 2])
+                sent = len(body) // 2
+                self.wfile.write(body[:sent])
                 self.wfile.flush()
                 server.stalling.set()
-                server.release.wait()
+                while not server.release.wait(1.0) and sent < len(body) - 1:
+                    self.wfile.write(body[sent : sent + 1])
+                    self.wfile.flush()
+                    sent += 1
                 self.close_connection = True
 
             def log_message(self, *args) -> None:
@@ -689,8 +693,10 @@ def test_a_damaged_shard_record_is_named(prepare_mod: ModuleType, shard_server, 
 def test_an_interrupted_download_keeps_whole_shards_and_resumes(
     prepare_mod: ModuleType, shard_server, harness_env, tmp_path: Path
 ) -> None:
-    """Ctrl-C in the middle of a shard: one line, no partial file left, the finished shards kept
-    and not downloaded again."""
+    """Ctrl-C in the middle of a shard: prepare.py stops at once, though the server is still
+    sending (it waited for the read in progress: up to its 60 s timeout, and for ever from a
+    server that sends a byte now and then), in one line, no partial file left, the finished
+    shards kept and not downloaded again."""
     server, remote = shard_server
     prepare_mod.download_climbmix(num_shards=1)
     server.stall.add("shard_00001.parquet")
@@ -704,8 +710,11 @@ def test_an_interrupted_download_keeps_whole_shards_and_resumes(
     )
     assert server.stalling.wait(timeout=120)
     proc.send_signal(signal.SIGINT)
-    server.release.set()
-    stderr = proc.communicate(timeout=120)[1]
+    try:
+        stderr = proc.communicate(timeout=120)[1]  # a guard: it ends at once or never
+    finally:
+        proc.kill()
+        server.release.set()
     assert proc.returncode == 1 and stderr.splitlines()[-1] == (
         "interrupted: finished files are kept; run the same command again to resume"
     ), stderr

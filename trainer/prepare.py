@@ -39,7 +39,6 @@ import urllib.request
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -370,6 +369,8 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
             return
         except (OSError, ValueError, http.client.HTTPException) as err:
             tmp.unlink(missing_ok=True)
+            if progress.stop.is_set():  # interrupted, or another shard failed: no retry to announce
+                return
             if _refused(err):
                 progress.fail(f"download of {url} failed: {err}")
                 return
@@ -392,6 +393,37 @@ def _kept_shard(path: Path) -> bool:
     return True
 
 
+def _download_all(indices: list[int], folder: Path, progress: DownloadProgress) -> None:
+    """Download these shards, DOWNLOAD_WORKERS at a time. The threads are daemons: on an interrupt
+    this returns at once (a thread stuck in a read would hold a join for its 60 s timeout) and
+    deletes this process's unfinished files; the threads stop at their next chunk or die with it."""
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in indices:
+        todo.put(index)
+
+    def work() -> None:
+        while not progress.stop.is_set():
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                _download_shard(index, folder, progress)
+            except Exception as err:  # not one of the network's: stop the others and report it
+                progress.fail(f"download of {_shard_name(index)} failed: {type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(DOWNLOAD_WORKERS, len(indices)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    finally:
+        progress.stop.set()
+        for tmp in folder.glob(f"shard_*.parquet.{os.getpid()}-*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def download_climbmix(num_shards: int | None = None) -> list[Path]:
     """The first `num_shards` training shards (None: as many as the last preparation chose, so a
     campaign's start keeps a user's --num-shards) and the validation shard; existing files are kept."""
@@ -408,11 +440,7 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
         log(
             f"downloading {len(missing)} of {len(indices)} climbmix shards to {folder}, {DOWNLOAD_WORKERS} at a time"
         )
-        with ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
-            try:
-                list(pool.map(lambda i: _download_shard(i, folder, progress), missing))
-            finally:  # an interrupt stops the other threads at their next chunk
-                progress.stop.set()
+        _download_all(missing, folder, progress)
         if progress.failure:
             raise DownloadFailed(progress.failure)
         log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
