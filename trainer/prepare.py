@@ -649,7 +649,8 @@ def load_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> t
     if path not in _TOKENIZERS:
         if source == "offline":
             build_offline_corpus()
-        _TOKENIZERS[path] = _cached_tokenizer(train_tokenizer(source, vocab_size))
+        train_tokenizer(source, vocab_size)  # trains it if it is absent or damaged
+        _TOKENIZERS[path] = tiktoken.Encoding(**pickle.loads(path.read_bytes()))
     return _TOKENIZERS[path]
 
 
