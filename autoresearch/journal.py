@@ -15,6 +15,7 @@ storage reads the file only after it appended to it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -63,9 +64,10 @@ class BatchedJournalStorage(JournalStorage):
 
     def _replay_new_lines(self) -> None:
         """Optuna's replay, line by line, so that a damaged line is JournalDamaged naming it,
-        wherever it lies and whenever it is read (also by `status --watch`, which Optuna's replay
-        would let go on without that change at its next read). Optuna's refusals of this storage's
-        own changes (a finished trial, a knob's other distribution) are raised as they are."""
+        wherever it lies (the last line too) and whenever it is read, at every read until it is
+        mended (also by `status --watch`, which Optuna's replay would let go on without that change
+        at its next read). Optuna's refusals of this storage's own changes (a finished trial, a
+        knob's other distribution) are raised as they are."""
         replay = self._replay_result
         applied = replay.log_number_read
         lines = self._backend.read_logs(applied)
@@ -75,14 +77,39 @@ class BatchedJournalStorage(JournalStorage):
             except ValueError as err:  # (raised at the line after the one that does not parse)
                 raise JournalDamaged(f"its line {applied + 1} does not parse ({err})") from None
             if entry is _END:
-                return
+                break
             try:
                 replay.apply_logs([entry])
             except _DAMAGE:
                 if isinstance(entry, dict) and entry.get("worker_id") == replay.worker_id:
                     raise
+                replay.log_number_read = applied  # (counted read: the next read would pass it over)
                 raise JournalDamaged(f"its line {applied + 1} is not a change Optuna knows") from None
             applied += 1
+        if damage := self._unparsed_last_line(applied):
+            raise JournalDamaged(damage)
+
+    def _unparsed_last_line(self, number: int) -> str:
+        """Why the journal's line `number` (0-based), the first not read, is damaged: Optuna's
+        reader passes over a last line that does not parse as if it were torn, but one that ends
+        with its newline was written whole ('' for a torn line, which `recover_journal` drops, or
+        one appended since the read, which the next read takes)."""
+        offset = getattr(self._backend, "_log_number_offset", {}).get(number)
+        if offset is None:
+            return ""
+        try:
+            with open(self._backend._file_path, "rb") as f:
+                f.seek(offset)
+                line = f.readline()
+        except OSError:
+            return ""
+        if not line.endswith(b"\n"):
+            return ""
+        try:
+            json.loads(line)
+        except ValueError as err:
+            return f"its line {number + 1} does not parse ({err})"
+        return ""
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Like `set_trial_user_attr` for each item, in one locked, fsync'd write. A finished

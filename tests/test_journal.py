@@ -93,6 +93,8 @@ def test_a_finished_trial_is_refused_before_anything_is_written(tmp_path: Path) 
     assert resumed.trials[1].user_attrs == {"pool": "h200"}
 
 
+# A change of another writer, valid after any line: what a controller appends next.
+NEXT_LINE = b'{"op_code": 2, "worker_id": "w", "study_id": 0, "user_attr": {"next": 1}}\n'
 DAMAGED_LINES = {
     "torn": (b'{"op_code": 8, "worker_id', "does not parse ("),
     "not an object": (b"[8]", "is not a change Optuna knows"),
@@ -139,9 +141,48 @@ def test_a_line_damaged_while_status_reads_ends_it_in_one_line(
         assert [t.user_attrs["description"] for t in watched.trials] == ["wider"]
         with (campaign / JOURNAL_FILE).open("ab") as journal:
             journal.write(b'{"op_code": 8, "worker_id": "w"}\n')
-        study.enqueue_trial({}, user_attrs={"description": "deeper"})  # (the controller's next line)
+            journal.write(NEXT_LINE)  # (the controller's next line: its storage would stop at the damage)
         watched.get_trials()  # the next refresh
     assert stopped.value.code == 2
     (said,) = capsys.readouterr().err.splitlines()
     assert said.startswith(f"error: cannot read the study journal {campaign / JOURNAL_FILE}: its line ")
     assert " is not a change Optuna knows; put back a copy" in said
+
+
+@pytest.mark.parametrize("damage", ["torn", "not json"])
+def test_a_damaged_last_line_that_ends_with_its_newline_is_refused_too(tmp_path: Path, damage: str) -> None:
+    """Optuna's reader passes over a last line that does not parse, as if a writer were still
+    writing it: `status` and `report` showed the study without that change, saying nothing (the
+    controller was refused only because its open appends a line after it). A line that ends with
+    its newline was written whole: it is refused by every reader. (One without its newline is a
+    torn write: `recover_journal` drops it.)"""
+    study = open_study(tmp_path, "journal", None)
+    for description in ("wider", "deeper"):
+        study.enqueue_trial({}, user_attrs={"description": description})
+    path = tmp_path / JOURNAL_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    last = {"torn": lines[-1][:20], "not json": b"op_code 8"}[damage]
+    path.write_bytes(b"".join([*lines[:-1], last + b"\n"]))
+    said = f"cannot read the study journal {path}: its line {len(lines)} does not parse ("
+    for opened in (load_study, open_study):  # (the reader first: the controller appends a line)
+        with pytest.raises(StudyUnavailable) as refused:
+            opened(tmp_path, "journal", None)
+        assert str(refused.value).startswith(said), str(refused.value)
+    path.write_bytes(b"".join([*lines[:-1], last]))  # torn: no newline, as a killed writer leaves it
+    assert [t.user_attrs["description"] for t in open_study(tmp_path, "journal", None).trials] == ["wider"]
+
+
+def test_a_damaged_line_is_refused_at_every_read_not_passed_over_at_the_next(tmp_path: Path) -> None:
+    """Optuna counts a line read before it applies it: a reader that went on after the refusal
+    (a caller that catches it) read on past the damaged line, without the change it held."""
+    from autoresearch.journal import JournalDamaged
+
+    study = open_study(tmp_path, "journal", None)
+    study.enqueue_trial({}, user_attrs={"description": "wider"})
+    reader = load_study(tmp_path, "journal", None)
+    damaged = len((tmp_path / JOURNAL_FILE).read_bytes().splitlines()) + 1
+    with (tmp_path / JOURNAL_FILE).open("ab") as journal:
+        journal.write(b'{"op_code": 8, "worker_id": "w"}\n' + NEXT_LINE)
+    for _ in range(2):
+        with pytest.raises(JournalDamaged, match=f"its line {damaged} is not a change Optuna knows"):
+            reader.get_trials()
