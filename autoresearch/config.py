@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 SAVED_CONFIG = "config.yaml"  # the resolved config, saved in the campaign folder once it is set up
 _ABSENT = object()
@@ -239,9 +239,13 @@ def _wrong_type(saved: DictConfig) -> str | None:
             return None
         except ConfigKeyError as err:  # unknown here: left out of the check, and tried again
             parent, _, key = str(err.full_key).rpartition(".")
-            del (OmegaConf.select(check, parent) if parent else check)[key]
-        except ValidationError as err:
-            return f"{err.full_key}: {str(err).splitlines()[0]}"
+            holder = OmegaConf.select(check, parent) if parent else check
+            if not isinstance(holder, DictConfig) or key not in holder:
+                return None  # (a key it cannot name, such as one with a dot: the check ends there)
+            del holder[key]
+        except OmegaConfBaseException as err:  # (a value of another type; a list for a mapping)
+            where = f"{err.full_key}: " if getattr(err, "full_key", None) else ""
+            return where + (str(err).splitlines() or [type(err).__name__])[0]
 
 
 @contextlib.contextmanager

@@ -273,7 +273,9 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "cannot be read as a campaign's config (no campaign.name" in proc.stderr
 
 
-@pytest.mark.parametrize("damage", ["cut short", "not text", "a list", "a price in words"])
+@pytest.mark.parametrize(
+    "damage", ["cut short", "not text", "a list", "a price in words", "a mapping for a list"]
+)
 def test_a_damaged_saved_config_is_one_line_for_the_controller_status_and_report(
     tmp_path: Path, open_campaign: Any, damage: str
 ) -> None:
@@ -282,12 +284,14 @@ def test_a_damaged_saved_config_is_one_line_for_the_controller_status_and_report
     saved = open_campaign(tmp_path, []).dir / "config.yaml"
     text = saved.read_text()
     priced = text.replace("price_per_gpu_hour: 0.0", "price_per_gpu_hour: cheap", 1)
-    assert priced != text
+    mapped = text.replace("setup: []", "setup: {module: cuda}", 1)  # (OmegaConf's error names no key)
+    assert priced != text and mapped != text
     damaged = {
         "cut short": text[: len(text) // 2].encode(),
         "not text": b"\xff\xfe",
         "a list": b"- 1\n",
         "a price in words": priced.encode(),
+        "a mapping for a list": mapped.encode(),
     }
     saved.write_bytes(damaged[damage])
     (problem,) = resume_problems(compose_toy(tmp_path), saved)
