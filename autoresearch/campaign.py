@@ -148,7 +148,8 @@ class Campaign:
         self._baseline_measured: set[str] = set()  # tiers where a baseline has succeeded: sound there
         self._records: dict[int, ExperimentRecord] = {}  # of finished trials, which no longer change
         self._told = 0  # results told by this controller (see _after_tell)
-        self._told_at_ask = -1  # `_told` when the proposer was last asked for a wave
+        self._ended = 0  # experiments this controller saw end, run or lost (see _finish)
+        self._ended_at_ask = -1  # `_ended` when the proposer was last asked for a wave
 
     # -- set-up ------------------------------------------------------------------------------
     def open(self) -> bool:
@@ -447,12 +448,14 @@ class Campaign:
             return
         if (
             self.intake.empty_waves >= MAX_EMPTY_WAVES
-            and self._told == self._told_at_ask
+            and self._ended == self._ended_at_ask
             and self.fleet.running() > 0
         ):
-            # Its last waves had nothing new, and nothing has ended since it was last asked: the
-            # same question would get the same answer (an API call each, with Claude) as fast as
-            # it answers. It is asked again once a result of those running is in.
+            # Its last waves had nothing new, and no experiment has ended since it was last asked:
+            # the same question would get the same answer (an API call each, with Claude) as fast
+            # as it answers. It is asked again once one of those running ends. (Trials told without
+            # running, a queued twin skipped or an invalid draw, are no news: counted, they let a
+            # proposer of twins be asked at every turn of the loop.)
             return
         waiting = len(self.ledger.waiting())
         if self.c.synchronous:
@@ -464,7 +467,7 @@ class Campaign:
             self._ask()
 
     def _ask(self) -> None:
-        self._told_at_ask = self._told
+        self._ended_at_ask = self._ended
         self.pump.request(self.context())
 
     # -- results -----------------------------------------------------------------------------
@@ -472,6 +475,7 @@ class Campaign:
         trial = self.ledger.trial(done.trial)
         if trial.state != TrialState.RUNNING:
             return  # already told (a duplicate report)
+        self._ended += 1
         outcome = done.outcome
         status = outcome.get("status")
         attrs = {

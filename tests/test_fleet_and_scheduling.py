@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -14,6 +15,7 @@ from engine_helpers import (
     compose_toy,
     launched_within_budget,
     make_experiment,
+    queue_run,
     run_campaign,
     wait_for,
 )
@@ -28,7 +30,7 @@ from autoresearch.config import (
     campaign_dir_of,
     deadline_seconds,
 )
-from autoresearch.fleet.base import JobSpec
+from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.factory import make_fleet, make_local_fleet
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.proposers.offline import OfflineProposer
@@ -141,7 +143,7 @@ class CountingRepeater(RepeatingProposer):
         self.asked_at: list[int] = []
 
     def propose(self, context: CampaignContext):
-        self.asked_at.append(self.campaign._told if self.campaign else 0)
+        self.asked_at.append(self.campaign._ended if self.campaign else 0)
         return super().propose(context)
 
 
@@ -161,6 +163,35 @@ def test_a_proposer_with_nothing_new_is_asked_again_only_once_a_result_is_in(tmp
     assert summary.stop_reason.startswith("experiments budget reached"), summary.stop_reason
     later = proposer.asked_at[MAX_EMPTY_WAVES + 1 :]  # (the first wave queued its one change)
     assert len(later) == len(set(later)), proposer.asked_at  # never twice on the same results
+
+
+def test_a_trial_told_without_running_is_no_news_for_a_proposer_with_nothing_new(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued twin dropped as skipped (or an inner-sampler draw that cannot run) is told, but
+    nothing ran: counted as news, a proposer of twins was asked again at every turn of the loop
+    while a slot was free to drop them, a paid call each with Claude. An experiment's end is news."""
+    from autoresearch.campaign import MAX_EMPTY_WAVES
+
+    campaign = open_campaign(tmp_path, [], "campaign.queue_low_water=100")
+    asked: list[int] = []
+    monkeypatch.setattr(campaign.pump, "request", lambda context: asked.append(1))
+    monkeypatch.setattr(campaign.fleet, "running", lambda: 1)
+    campaign.intake.empty_waves = MAX_EMPTY_WAVES
+    campaign._maybe_request_wave()
+    campaign._maybe_request_wave()
+    assert len(asked) == 1  # nothing ended since it was asked
+    twin = queue_run(campaign, kind="experiment", description="LR 0.02 again")
+    campaign.ledger.drop(campaign.ledger.trial(twin), "same train.py as trial 3")
+    campaign._maybe_request_wave()
+    assert len(asked) == 1
+    ran = queue_run(campaign, kind="experiment", description="LR 0.03")
+    assert campaign.ledger.claim(campaign.ledger.trial(ran))
+    campaign._finish(
+        Finished(ran, {"status": "crash", "reason": "exit 1", "started_at": 1.0, "ended_at": 2.0})
+    )
+    campaign._maybe_request_wave()
+    assert len(asked) == 2
 
 
 @pytest.mark.parametrize("recorded", [True, False], ids=["pid-recorded", "died-before-recording-the-pid"])
