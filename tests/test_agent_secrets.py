@@ -78,10 +78,11 @@ def test_canary_key_is_used_but_never_stored(tmp_path: Path, monkeypatch, caplog
 def test_a_key_echoed_in_an_error_is_written_nowhere(tmp_path: Path, monkeypatch, caplog) -> None:
     """A proxy in front of the API may echo a request's headers in its error: the message goes
     into the log, the ledger and the wave's transcript, with every credential of the environment
-    (the key, another token) taken out."""
+    (the key, another token) taken out; the key as it was sent, without the newline its variable
+    held."""
     canary = f"sk-canary-{uuid.uuid4().hex}"
     other = f"tok-{uuid.uuid4().hex}"
-    monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", canary + "\n")  # (as a key file holds it: sent without it)
     monkeypatch.setenv("GATEWAY_TOKEN", other)
     caplog.set_level(logging.DEBUG)
 

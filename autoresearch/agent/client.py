@@ -137,10 +137,20 @@ def describe_error(err: BaseException) -> str:
 REDACTED = "[redacted]"
 
 
+MIN_REDACTED = 8  # a shorter value (`1`, `true`) is no credential, and taken out would garble the text
+
+
 def redact(text: str) -> str:
     """`text` without the value of any credential-looking variable of the environment (the API key
-    among them): what the API or a proxy says goes into the log, the ledger and the transcripts."""
-    secrets = {v for k, v in os.environ.items() if k not in scrubbed_environment({k: ""}) and len(v) >= 8}
+    among them) of MIN_REDACTED characters or more: what the API or a proxy says goes into the log,
+    the ledger and the transcripts. A value is looked for as it is used, without the spaces and
+    line breaks around it (`build_client` drops them from the key: a proxy echoes the key alone);
+    the longest first, so one that holds another is taken out whole."""
+    secrets = {
+        value.strip()
+        for key, value in os.environ.items()
+        if key not in scrubbed_environment({key: ""}) and len(value.strip()) >= MIN_REDACTED
+    }
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
