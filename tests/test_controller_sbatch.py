@@ -65,3 +65,21 @@ def test_a_cancelled_controller_stops_and_is_not_requeued(tmp_path: Path) -> Non
     assert seen.read_text().split() == ["term"]
     assert not (tmp_path / "scontrol.log").exists()
     assert "not requeued; submit this script again with the same arguments to resume" in " ".join(out.split())
+
+
+def test_a_controller_cancelled_before_its_time_limit_stays_cancelled_when_the_limit_nears(
+    tmp_path: Path,
+) -> None:
+    """A TERM (a person's, `scancel -b`) and, while the controller stops, the time limit's USR1:
+    the first signal says why it stops, and the job ends; the USR1 requeued it, bringing back a
+    controller a person had stopped."""
+    job, seen = _controller_job(tmp_path, stops_at_term=2)
+    for n, sig in ((1, signal.SIGTERM), (2, signal.SIGUSR1)):
+        job.send_signal(sig)
+        wait_for(
+            lambda n=n: seen.exists() and len(seen.read_text().split()) == n, 30, f"signal {n} passed on"
+        )
+    out, _ = job.communicate(timeout=60)
+    assert job.returncode == 130, out
+    assert not (tmp_path / "scontrol.log").exists()
+    assert "not requeued; submit this script again with the same arguments to resume" in " ".join(out.split())
