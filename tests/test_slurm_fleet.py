@@ -52,6 +52,7 @@ from autoresearch.fleet.slurm_states import (
     queue_states,
 )
 from autoresearch.fleet.workers import WorkerCannotFit, WorkerQueue, run_worker
+from autoresearch.runner import SETUP_FAILED_VARIABLE
 from autoresearch.study import open_study
 
 SLURM = "cluster=slurm_local"
@@ -402,6 +403,29 @@ def test_a_gres_no_node_of_the_partition_has_is_refused_before_anything_runs(
         "(sinfo lists gpu:h100:8, gpu:h200:8)"
     ]
     assert not (tmp_path / "toy").exists()
+
+
+def _after_setup(lines: list[str]) -> tuple[str, str]:
+    """What the job script's setup part (`checked_setup`) leaves for the runner, run by bash as
+    sbatch runs it (with a failure inherited from the submitting shell): the variable naming the
+    first failed line, and what the lines printed."""
+    script = "\n".join(
+        [*slurm_fleet.checked_setup(lines), f'printf "%s" "${{{SETUP_FAILED_VARIABLE}:-}}" >&2']
+    )
+    env = {**os.environ, SETUP_FAILED_VARIABLE: "inherited"}
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    return done.stderr, done.stdout
+
+
+def test_setup_lines_are_checked_as_written_quotes_comments_and_continuations_included() -> None:
+    """Each setup line is followed by a check of its status, and the first that failed is named as
+    written, whatever quotes, `$` or backslashes it holds; a comment cannot swallow the check, and a
+    command continued over two lines (a trailing backslash) is checked once, after its end: a check
+    between its lines was read as arguments of the first, and its second line failed on its own."""
+    odd = """X='$HOME \\ "q"'; (exit 3)  # it's the site's"""
+    assert _after_setup(["export A=1", odd, "false"]) == (f"setup line `{odd}` exited 3", "")
+    assert _after_setup(["printf '%s ' one \\", "  two", 'test -n "$A" || true']) == ("", "one two ")
+    assert _after_setup([]) == ("", "")  # (nor is a failure inherited)
 
 
 def test_gres_items_are_read_without_their_socket_bindings() -> None:

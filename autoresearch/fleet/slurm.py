@@ -130,16 +130,29 @@ def checked_setup(lines: list[str]) -> list[str]:
     """The partition's `setup` lines for the job script, each followed by a check of its exit
     status: the script runs on past a failed line (a module the node lacks), and the experiment
     would run in an environment it was not meant for. The first failure is handed to the runner
-    in SETUP_FAILED_VARIABLE, which records it as the node's inability to run experiments."""
+    in SETUP_FAILED_VARIABLE, which records it as the node's inability to run experiments. A line
+    ending in a backslash goes on in the next, as the script reads them: the two are one command,
+    checked after the second (a check between them would be read as the first one's arguments)."""
     checked = [f"unset {SETUP_FAILED_VARIABLE}"]  # (an inherited value would be taken for a failure)
-    for line in lines:
-        said = shlex.quote(f"setup line `{line}` exited ")
-        checked += [  # on a line of its own: a comment ending `line` cannot swallow the check
-            line,
+    for command in _commands(lines):
+        said = shlex.quote(f"setup line `{' '.join(command)}` exited ")
+        checked += [  # on a line of its own: a comment ending the command cannot swallow the check
+            *command,
             f'_setup_exit=$?; if [ "$_setup_exit" -ne 0 ] && [ -z "${{{SETUP_FAILED_VARIABLE}:-}}" ]; '
             f'then export {SETUP_FAILED_VARIABLE}={said}"$_setup_exit"; fi',
         ]
     return checked
+
+
+def _commands(lines: list[str]) -> list[list[str]]:
+    """The setup lines grouped as the shell joins them: a line ending in an odd number of
+    backslashes continues on the next."""
+    commands: list[list[str]] = [[]]
+    for line in lines:
+        commands[-1].append(line)
+        if (len(line) - len(line.rstrip("\\"))) % 2 == 0:
+            commands.append([])
+    return [c for c in commands if c]
 
 
 class SlurmFleet:
