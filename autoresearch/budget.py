@@ -64,6 +64,17 @@ def pool_prices(cfg: Any) -> dict[str, float]:
     return {name: float(p.price_per_gpu_hour) for name, p in cfg.cluster.partitions.items()}
 
 
+def dollars_of(hours: dict[str, float], prices: dict[str, float]) -> float:
+    """What slot-hours by pool cost at `prices`, as the `max_dollars` budget counts them: hours on
+    a pool without a price (one config.yaml no longer names) add nothing, and whoever shows the
+    sum says they are unpriced (`unpriced`), not free."""
+    return sum(h * prices[pool] for pool, h in hours.items() if pool in prices)
+
+
+def unpriced(hours: dict[str, float], prices: dict[str, float]) -> bool:
+    return bool(set(hours) - set(prices))
+
+
 def hours_unit(gpu_types: Iterable[str]) -> str:
     """What a slot-hour is called: a GPU-hour, or a CPU-hour when every slot that ran something
     was a CPU process (the laptop demo), which no cluster bills as a GPU's."""
@@ -84,7 +95,7 @@ def spend(
     started: float,
     now: float,
 ) -> Spend:
-    gpu_dollars = sum(h * pools[name].price_per_gpu_hour for name, h in hours.items() if name in pools)
+    gpu_dollars = dollars_of(hours, {name: pool.price_per_gpu_hour for name, pool in pools.items()})
     # LLM dollars from the agent's ledger (0 when the agent never called the API).
     return Spend(
         experiments, (now - started) / 3600, sum(hours.values()), gpu_dollars, dollars_spent(campaign_dir)

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import experiment_ran, gpu_hours_by_pool, pool_prices
+from autoresearch.budget import dollars_of, experiment_ran, gpu_hours_by_pool, pool_prices
 from autoresearch.config import time_budget_seconds
 from autoresearch.plot import plot_progress
 from autoresearch.results import frontier_measured, rerun_values, rows
@@ -91,7 +91,7 @@ class CampaignReport:
 
     @property
     def gpu_dollars(self) -> float:
-        return sum(h * self.prices.get(pool, 0.0) for pool, h in self.gpu_hours.items())
+        return dollars_of(self.gpu_hours, self.prices)
 
 
 def busy_hours(intervals: list[tuple[float, float]]) -> float:

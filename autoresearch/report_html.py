@@ -11,7 +11,7 @@ import statistics
 import time
 from html import escape
 
-from autoresearch.budget import hours_unit
+from autoresearch.budget import hours_unit, unpriced
 from autoresearch.report import CampaignReport, KeptChange
 
 STYLE = """
@@ -91,8 +91,8 @@ def _cost(r: CampaignReport) -> str:
     )
     models = ", ".join(llm["models"]) or "none"
     body.append([f"LLM ({escape(models)})", escape(tokens), f"${llm['dollars']:,.2f}"])
-    unpriced = " + the unpriced hours" if set(r.gpu_hours) - set(r.prices) else ""
-    body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}{unpriced}</b>"])
+    more = " + the unpriced hours" if unpriced(r.gpu_hours, r.prices) else ""
+    body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}{more}</b>"])
     calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed"
     unit = hours_unit(r.gpu_types.values())
     return _table(["what", f"{unit} / tokens", "dollars"], body, (1, 2)) + f"<p class=muted>{calls}.</p>"

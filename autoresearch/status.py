@@ -26,7 +26,15 @@ from rich.table import Table
 from rich.text import Text
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import experiment_ran, gpu_hours_by_pool, hours_unit, measure, pool_prices
+from autoresearch.budget import (
+    dollars_of,
+    experiment_ran,
+    gpu_hours_by_pool,
+    hours_unit,
+    measure,
+    pool_prices,
+    unpriced,
+)
 from autoresearch.cli import tool_name
 from autoresearch.config import SAVED_CONFIG, SavedConfigError, read_saved_config, reading_saved_config
 from autoresearch.files import read_json
@@ -118,8 +126,7 @@ def _dollars_of_hours(study: optuna.Study, prices: dict[str, float] | None) -> s
     if prices is None:
         return ""
     hours = gpu_hours_by_pool(study)
-    dollars = sum(h * prices[pool] for pool, h in hours.items() if pool in prices)
-    return f" (${dollars:,.2f}" + (" + unpriced hours)" if set(hours) - set(prices) else ")")
+    return f" (${dollars_of(hours, prices):,.2f}" + (" + unpriced hours)" if unpriced(hours, prices) else ")")
 
 
 def render(
