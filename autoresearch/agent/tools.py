@@ -304,9 +304,9 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
     if not wave.candidates and not wave.grids:
         problems.append("the wave is empty: give at least one candidate or grid")
     if wave.size() > context.max_wave:
-        grids = " + ".join(f"{_count(g.size())} grid cells" for g in wave.grids)
+        grids = " + ".join(f"{_printable_count(g.size())} grid cells" for g in wave.grids)
         problems.append(
-            f"the wave has {_count(wave.size())} experiments ({len(wave.candidates)} candidate(s)"
+            f"the wave has {_printable_count(wave.size())} experiments ({len(wave.candidates)} candidate(s)"
             f"{' + ' + grids if grids else ''}), over the cap of {context.max_wave}: "
             "fewer candidates, factors or levels"
         )
@@ -357,7 +357,7 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
     return problems
 
 
-def _count(n: int) -> str:
+def _printable_count(n: int) -> str:
     """A count for a message: a grid's size is a product, and Python will not print an integer
     of more than 4,300 digits."""
     return str(n) if n < 10**12 else "more than 10^12"

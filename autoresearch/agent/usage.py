@@ -40,10 +40,10 @@ def dollars_for(tokens: dict[str, int], cfg: AgentConfig) -> float:
 def tokens_of(usage: Any) -> dict[str, int]:
     """The four billed counts of an SDK `Usage` (absent cache fields count as zero, and so does a
     count that is not a whole number, which the SDK passes on unchecked from a broken proxy)."""
-    return {name: _count(getattr(usage, name, 0)) for name in TOKEN_FIELDS}
+    return {name: _token_count(getattr(usage, name, 0)) for name in TOKEN_FIELDS}
 
 
-def _count(value: Any) -> int:
+def _token_count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
