@@ -172,7 +172,8 @@ def decode_value(text: Any) -> KnobValue:
 # but a model that ignores it, or an API without strict tool use, can send anything: each field
 # of a wrong type is named, instead of being turned into a string (`null` -> "None") or a list
 # of its characters (levels "0.1" -> ["0", ".", "1"]). Fields not marked required may be left out;
-# fields not named here are passed over (an edit's `path` reaches the engine, which refuses it).
+# fields not named here are passed over. (An edit's `path`, which the schema does not offer, must be
+# a string here: the engine refuses any but train.py.)
 _SCALAR = (str, int, float, bool, type(None))
 _EDIT_SHAPE: dict[str, tuple[Any, bool]] = {
     "search": (str, True),
