@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,26 @@ class OfflineRun:
     exit_code: int | None = None
 
 
+def finished_records(path: Path, timeout: float = 30.0) -> list[pb.Record]:
+    """The run file's records once they hold its exit record: `run.finish()` returns before W&B's
+    service has written the file (read at once, the last run of a test was found with no record
+    at all about once in twenty), so it is read again until then, or until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = records(path)
+        except Exception:  # (a record being written: read again)
+            found = []
+        if any(r.WhichOneof("record_type") == "exit" for r in found):
+            return found
+        time.sleep(0.05)
+    return records(path)
+
+
 def read_run(run_dir: Path) -> OfflineRun:
     (path,) = run_dir.glob("run-*.wandb")
     run = OfflineRun(run_id=path.stem.removeprefix("run-"))
-    for r in records(path):
+    for r in finished_records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             run.group, run.job_type, run.tags = r.run.run_group, r.run.job_type, list(r.run.tags)
