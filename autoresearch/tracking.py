@@ -201,8 +201,8 @@ class WandbTracker:
         )
         for point in curve:
             step = int(point.pop("step"))
-            # Written at once: a row logged with a step is otherwise held back until run.finish,
-            # which once lost a run's only row.
+            # Written at once: a row logged with a step is otherwise held back until the next
+            # step's row or run.finish.
             run.log(point, step=step, commit=True)
         for name in ("train.diff", "run.log"):
             if exp_dir is not None and (exp_dir / name).is_file():
