@@ -56,8 +56,9 @@ def _diff(text: str) -> str:
 
 
 def _result(r: CampaignReport) -> str:
-    if not r.tiers:
-        return "<p>No baseline has a result yet (those that crashed are under Failures).</p>"
+    if not r.tiers:  # (none finished yet, or those that did failed: then the Failures section shows them)
+        failed = " (those that failed are under Failures)" if r.failure_reasons else ""
+        return f"<p>No baseline has a result yet{failed}.</p>"
     body = []
     for t in r.tiers:
         frontier = _mean(t.frontier) + (f", trial {t.frontier_trial}" if t.frontier_trial is not None else "")

@@ -232,8 +232,14 @@ def test_a_campaign_whose_baselines_all_crashed_says_so(tmp_path: Path) -> None:
     assert report.gpu_hours == pytest.approx({"local": 15 / 3600})
     assert report.failure_reasons == [("exit 1", 3)]
     page = render_html(report, None)
-    assert "No baseline has a result yet" in page and "has finished" not in page
-    assert "3 finished trials: 3 crash." in page
+    assert "No baseline has a result yet (those that failed are under Failures)." in page
+    assert "has finished" not in page and "3 finished trials: 3 crash." in page
+    fresh = render_html(
+        build_report(optuna.create_study(study_name="toy"), tmp_path, compose_toy(tmp_path)), None
+    )
+    assert (
+        "No baseline has a result yet.</p>" in fresh and "Failures" not in fresh
+    )  # (none failed: none to point to)
 
 
 def test_what_the_agent_wrote_is_escaped_not_rendered(tmp_path: Path) -> None:
