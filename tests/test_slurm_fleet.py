@@ -39,6 +39,7 @@ from engine_helpers import (
 from optuna.trial import TrialState
 
 from autoresearch.campaign import Campaign
+from autoresearch.config import PartitionConfig
 from autoresearch.fleet import slurm as slurm_fleet
 from autoresearch.fleet import slurm_outage, slurm_states
 from autoresearch.fleet.base import Finished, JobSpec
@@ -426,6 +427,30 @@ def test_setup_lines_are_checked_as_written_quotes_comments_and_continuations_in
     assert _after_setup(["export A=1", odd, "false"]) == (f"setup line `{odd}` exited 3", "")
     assert _after_setup(["printf '%s ' one \\", "  two", 'test -n "$A" || true']) == ("", "one two ")
     assert _after_setup([]) == ("", "")  # (nor is a failure inherited)
+
+
+def test_a_gres_is_checked_against_what_sinfo_lists_for_its_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`unknown_gres` on sinfo's node lines (no cluster needed): a typed request needs that type on
+    a node of one of its partitions, an untyped one any GPU; nothing is refused where sinfo cannot
+    tell, nor for a partition sinfo lacks (unknown_partitions names it)."""
+    sinfo = "h100|gpu:h100:8(S:0-1)\nh100|gpu:h100:4\nh200|gpu:h200:8\ncpu|(null)\n"
+    monkeypatch.setattr(slurm_states, "query", lambda cmd, timeout=30: sinfo)
+
+    def refused(**gres: str) -> list[str]:
+        parts = {name: PartitionConfig(gres=g, partition=name.replace("_", ",")) for name, g in gres.items()}
+        return slurm_states.unknown_gres(parts)
+
+    assert refused(h100="gpu:h100:1", h200="gpu:2", h100_h200="gpu:h200:1", gone="gpu:1") == []
+    assert refused(h200="gpu:a100:1") == [
+        "cluster.partitions.h200.gres=gpu:a100:1: no node of partition h200 has gpu:a100:1 (sinfo lists gpu:h200:8)"
+    ]
+    assert refused(cpu="gpu:1") == [
+        "cluster.partitions.cpu.gres=gpu:1: no node of partition cpu has gpu:1 (sinfo lists no gres)"
+    ]
+    monkeypatch.setattr(slurm_states, "query", lambda cmd, timeout=30: None)
+    assert refused(h200="gpu:a100:1") == []
 
 
 def test_gres_items_are_read_without_their_socket_bindings() -> None:
