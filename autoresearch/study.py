@@ -18,7 +18,7 @@ import sqlalchemy
 from optuna.exceptions import StorageInternalError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 
 from autoresearch.config import SAVED_CONFIG
 from autoresearch.files import write_atomic
@@ -33,6 +33,8 @@ from autoresearch.rdb_cache import WriteThroughCache
 
 FOLDER_ID_FILE = "study.id"  # with a database storage: the id its study holds too (`_claim`)
 FOLDER_ID_ATTR = "campaign_folder_id"
+# SQLAlchemy's words for a database that failed, as against one that refused a statement
+DATABASE_FAILURES = (OperationalError, InterfaceError, DisconnectionError, sqlalchemy.exc.TimeoutError)
 
 
 class StudyUnavailable(RuntimeError):
@@ -73,16 +75,28 @@ def held_storage(url: str | None) -> Iterator[None]:
     """A database that fails under the controller (the server gone, the SQLite file locked) stops
     it in one StudyUnavailable line, not a driver traceback. Nothing is lost: each write reaches
     the database before the controller's copy, and the results that come in meanwhile wait in
-    their experiments' folders for the next controller."""
+    their experiments' folders for the next controller. A statement the database refuses is
+    raised as it is: running again would not mend it (`_database_failed`)."""
     try:
         yield
     except (StorageInternalError, SQLAlchemyError) as err:
-        if not url:
+        if not url or not _database_failed(err):
             raise
         raise StudyUnavailable(
             f"lost the study at storage={url}: {_first_cause(err)}; running experiments go on and "
             "keep their results in their folders: run the same command again once the database is back"
         ) from None
+
+
+def _database_failed(err: BaseException | None) -> bool:
+    """Whether `err` is the database failing (a connection refused or dropped, the file locked),
+    which running again once it is back mends; not a statement it refused (a constraint, a value
+    too long: a bug of ours), which would fail the same way again and needs its traceback."""
+    while err is not None:
+        if isinstance(err, DATABASE_FAILURES) or (isinstance(err, DBAPIError) and err.connection_invalidated):
+            return True
+        err = err.__cause__
+    return False
 
 
 def _first_cause(err: BaseException) -> str:

@@ -25,7 +25,15 @@ from autoresearch.intake import Intake
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
 from autoresearch.status import reading_campaign
-from autoresearch.study import StudyTaken, StudyUnavailable, load_study, open_study, set_trial_attrs, trials
+from autoresearch.study import (
+    StudyTaken,
+    StudyUnavailable,
+    held_storage,
+    load_study,
+    open_study,
+    set_trial_attrs,
+    trials,
+)
 
 
 @contextmanager
@@ -205,6 +213,21 @@ def test_a_database_lost_mid_campaign_stops_the_controller_in_one_line_and_loses
     reruns = [t for t in database if "validates" in t.user_attrs]
     assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 1042]
     assert campaign.study.trials[-1].number == database[-1].number
+
+
+def test_a_statement_the_database_refuses_is_not_taken_for_the_database_lost(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Only the database failing (gone, locked) is 'lost, run again once it is back': a statement it
+    refuses (a row that breaks a constraint, as a bug of ours would write) fails the same on every
+    run, so it stays itself, traceback and all, instead of a line that sends the user to wait."""
+    engine = sqlalchemy.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("CREATE TABLE once (id INTEGER PRIMARY KEY)"))
+        conn.execute(sqlalchemy.text("INSERT INTO once VALUES (1)"))
+    with pytest.raises(sqlalchemy.exc.IntegrityError), held_storage(database_url), engine.begin() as conn:
+        conn.execute(sqlalchemy.text("INSERT INTO once VALUES (1)"))
+    engine.dispose()
 
 
 def test_a_database_lost_while_status_reads_ends_it_in_one_line(
