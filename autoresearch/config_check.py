@@ -12,7 +12,7 @@ import math
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -301,9 +301,17 @@ def _storage_problems(url: str | None) -> list[str]:
 
 def _masked(url: str) -> str:
     """A URL that does not parse, as its refusal shows it: a password in it masked, after the
-    user name (up to the last @) or in the query, since it was never checked for one."""
-    url = re.sub(r"(?<=:)(?!//).*(?=@)", "***", url, count=1)
-    return re.sub(rf"(?i)(?<=[?&])({'|'.join(PASSWORD_PARAMS)})=[^&]*", r"\1=***", url)
+    user name (from the first : past the scheme's slashes to the last @) or in the query (its
+    name percent-decoded, as the driver reads it), since it was never checked for one."""
+    scheme = re.match(r"[\w+.-]*:?/+", url)
+    start = scheme.end() if scheme else 0
+    url = url[:start] + re.sub(r":.*@", ":***@", url[start:], count=1, flags=re.S)
+    return re.sub(r"(?<=[?&])([^=&]*)=[^&]*", _masked_param, url)
+
+
+def _masked_param(param: re.Match[str]) -> str:
+    name = param[1]
+    return f"{name}=***" if unquote_plus(name).strip().lower() in PASSWORD_PARAMS else param[0]
 
 
 def _base_url_problems(url: str | None) -> list[str]:

@@ -176,6 +176,8 @@ def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -
         "postgresql//me:hunter2@db.example/runs",  # no URL at all
         "postgresql//me:hun/ter2@db.example/runs",
         "postgresql//me@db.example/runs?Password=hunter2",
+        "postgresql://me://hunter2@db.example:abc/runs",  # a password that begins with //
+        "postgresql://me@db.example:abc/runs?%70assword=hunter2",  # the driver reads 'password'
     ],
 )
 def test_a_storage_url_refused_for_another_fault_does_not_show_its_password(url: str) -> None:
