@@ -913,7 +913,7 @@ def test_cli_names_the_cache_when_it_cannot_write_there(harness_env, tmp_path: P
     )
 
 
-@pytest.mark.parametrize("num_shards", ["0", "6543", "ten"])
+@pytest.mark.parametrize("num_shards", ["0", "6543", "ten", "²"])  # (² is a digit int() refuses)
 def test_cli_refuses_a_shard_count_out_of_range_and_records_nothing(
     harness_env, shard_server, tmp_path: Path, num_shards: str
 ) -> None:

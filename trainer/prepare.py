@@ -1112,7 +1112,7 @@ def write_result(summary: dict) -> Path:
 
 def _shard_count(text: str) -> int:
     """--num-shards, checked before anything is downloaded or recorded."""
-    value = int(text) if text.strip().isdigit() else None
+    value = int(text) if text.strip().isdecimal() else None  # (isdigit takes ², which int refuses)
     if not _valid_shard_count(value):
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {VAL_SHARD}, not {text}")
     return value
