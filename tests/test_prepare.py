@@ -731,14 +731,17 @@ def test_an_interrupted_download_keeps_whole_shards_and_resumes(
     assert all(p.read_bytes() == (remote / p.name).read_bytes() for p in folder.glob("*.parquet"))
 
 
+@pytest.mark.parametrize("tag", ["", "-0123456789ab"])
 def test_a_download_of_another_host_with_the_same_pid_is_left_alone(
-    prepare_mod: ModuleType, shard_server
+    prepare_mod: ModuleType, shard_server, tag: str
 ) -> None:
     """On a cache shared between hosts, another host's process may have this one's pid: its
-    download, under way, was written over and renamed away when the temporary name was the pid."""
+    download, under way, was written over and renamed away when the temporary name was the pid;
+    and deleted, as this process's own, when a download that named them by pid and a random
+    part per file ended (the tag: another host's random part)."""
     folder = prepare_mod.data_dir("climbmix")
     folder.mkdir(parents=True)
-    theirs = folder / f"shard_00000.parquet.{os.getpid()}.tmp"
+    theirs = folder / f"shard_00000.parquet.{os.getpid()}{tag}.tmp"
     theirs.write_bytes(b"the first megabyte of another host's download")
     prepare_mod.download_climbmix(num_shards=1)
     assert theirs.read_bytes() == b"the first megabyte of another host's download"

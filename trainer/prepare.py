@@ -182,10 +182,13 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
+_PROCESS_TAG = uuid.uuid4().hex[:12]  # with the pid, names this process's temporary files
+
+
 def _temporary_name(path: Path) -> Path:
-    """Where `path` is written before the rename. Random, not the pid alone: on a cache shared
-    between hosts, a process of another host with the same pid must not write into the same file."""
-    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+    """Where `path` is written before the rename: named for this process by its pid and a random
+    tag, since on a cache shared between hosts a process of another host may have the same pid."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{_PROCESS_TAG}.tmp")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -420,7 +423,7 @@ def _download_all(indices: list[int], folder: Path, progress: DownloadProgress) 
             thread.join()
     finally:
         progress.stop.set()
-        for tmp in folder.glob(f"shard_*.parquet.{os.getpid()}-*.tmp"):
+        for tmp in folder.glob(_temporary_name(folder / "shard_*.parquet").name):
             tmp.unlink(missing_ok=True)
 
 
