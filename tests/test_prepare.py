@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -672,6 +673,24 @@ def test_a_prepared_cache_is_not_written_to(prepare_mod: ModuleType, shard_serve
     prepare_mod.download_climbmix()
     prepare_mod.download_climbmix(num_shards=2)
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()} == before
+
+
+def test_a_prepared_cache_with_a_killed_download_left_in_it_is_not_written_to(
+    prepare_mod: ModuleType, shard_server
+) -> None:
+    """The .tmp file of a download killed while the cache was prepared is deleted by the next
+    download, not by a run that downloads nothing: in a cache shared read-only, that deletion
+    failed every campaign's start with "Permission denied"."""
+    prepare_mod.download_climbmix(num_shards=2)
+    folder = prepare_mod.data_dir("climbmix")
+    killed = folder / "shard_00002.parquet.1234-0123456789ab.tmp"
+    killed.write_bytes(b"the first megabyte of a killed download")
+    an_hour_ago = time.time() - 3600
+    os.utime(killed, (an_hour_ago, an_hour_ago))
+    prepare_mod.download_climbmix()
+    assert killed.exists()
+    prepare_mod.download_climbmix(num_shards=3)  # a download: now it goes
+    assert not killed.exists()
 
 
 @pytest.mark.parametrize("record", ['{"num_sh', '{"num_shards": 0}'])

@@ -435,10 +435,10 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
     if not _valid_shard_count(num_shards):
         raise ValueError(f"num_shards must be 1 to {VAL_SHARD}, not {num_shards}")
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale_downloads(folder)
     indices = [*range(num_shards), VAL_SHARD]
     missing = [i for i in indices if not _kept_shard(folder / _shard_name(i))]
-    if missing:
+    if missing:  # (only then: a prepared cache may be shared read-only)
+        _remove_stale_downloads(folder)
         progress = DownloadProgress(len(indices), done=len(indices) - len(missing))
         log(
             f"downloading {len(missing)} of {len(indices)} climbmix shards to {folder}, {DOWNLOAD_WORKERS} at a time"
