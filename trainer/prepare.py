@@ -41,6 +41,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -327,7 +328,18 @@ class DownloadProgress:
     def fail(self, message: str) -> None:
         with self.lock:
             self.failure = self.failure or message
-        self.stop.set()
+            self.stop.set()
+
+    def halt(self) -> None:
+        """Stop the threads: after this, none opens a new file (`open_unless_halted`)."""
+        with self.lock:
+            self.stop.set()
+
+    def open_unless_halted(self, tmp: Path) -> BinaryIO | None:
+        """`tmp` opened for writing, or None once halted: a thread whose connection came up just
+        as the download was stopped must not leave a file after its cleanup."""
+        with self.lock:
+            return None if self.stop.is_set() else open(tmp, "wb")  # noqa: SIM115 (closed by the caller)
 
 
 class DownloadFailed(RuntimeError):
@@ -343,11 +355,14 @@ def _refused(err: Exception) -> bool:
 def _fetch(url: str, tmp: Path, progress: DownloadProgress) -> None:
     """Stream `url` into `tmp` until done or `progress.stop` is set. A body shorter than its
     Content-Length (a connection closed early) raises, naming that, instead of failing as parquet."""
-    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-        while (chunk := response.read(1 << 20)) and not progress.stop.is_set():
-            out.write(chunk)
-            progress.add(len(chunk))
-        expected, received = response.headers.get("Content-Length"), out.tell()
+    with urllib.request.urlopen(url, timeout=60) as response:
+        if (out := progress.open_unless_halted(tmp)) is None:
+            return
+        with out:
+            while (chunk := response.read(1 << 20)) and not progress.stop.is_set():
+                out.write(chunk)
+                progress.add(len(chunk))
+            expected, received = response.headers.get("Content-Length"), out.tell()
     if expected is not None and received < int(expected) and not progress.stop.is_set():
         raise ValueError(f"the connection closed after {received:,} of {int(expected):,} bytes")
 
@@ -416,13 +431,13 @@ def _download_all(indices: list[int], folder: Path, progress: DownloadProgress) 
                 progress.fail(f"download of {_shard_name(index)} failed: {type(err).__name__}: {err}")
 
     threads = [threading.Thread(target=work, daemon=True) for _ in range(min(DOWNLOAD_WORKERS, len(indices)))]
-    for thread in threads:
-        thread.start()
-    try:
+    try:  # (starts too: an interrupt may come while the last thread starts, the first downloading)
+        for thread in threads:
+            thread.start()
         for thread in threads:
             thread.join()
     finally:
-        progress.stop.set()
+        progress.halt()  # (before the files are listed: no thread opens one after)
         for tmp in folder.glob(_temporary_name(folder / "shard_*.parquet").name):
             tmp.unlink(missing_ok=True)
 
