@@ -726,6 +726,9 @@ def test_an_interrupted_download_keeps_whole_shards_and_resumes(
         env=env,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: tests started in the background by a shell without job control (a
+        # CI runner's `cmd &`) inherit SIGINT ignored, and Python then takes no Ctrl-C at all.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert server.stalling.wait(timeout=120)
     proc.send_signal(signal.SIGINT)
