@@ -40,15 +40,20 @@ def _controller_job(tmp_path: Path, stops_at_term: int) -> tuple[subprocess.Pope
     return job, seen
 
 
-def test_a_controller_stopped_by_its_time_limit_then_a_term_is_requeued(tmp_path: Path) -> None:
-    """Slurm's USR1 before the time limit, then a TERM (an scancel --signal, a node drain): the
-    script passes each on as TERM, waits for the controller's own exit and requeues the job."""
-    job, seen = _controller_job(tmp_path, stops_at_term=2)
-    for n, sig in ((1, signal.SIGUSR1), (2, signal.SIGTERM)):
+def _signal_in_turn(job: subprocess.Popen[str], seen: Path, *signals: signal.Signals) -> None:
+    """Each signal sent once the controller has been passed the one before."""
+    for n, sig in enumerate(signals, start=1):
         job.send_signal(sig)
         wait_for(
             lambda n=n: seen.exists() and len(seen.read_text().split()) == n, 30, f"signal {n} passed on"
         )
+
+
+def test_a_controller_stopped_by_its_time_limit_then_a_term_is_requeued(tmp_path: Path) -> None:
+    """Slurm's USR1 before the time limit, then a TERM (an scancel --signal, a node drain): the
+    script passes each on as TERM, waits for the controller's own exit and requeues the job."""
+    job, seen = _controller_job(tmp_path, stops_at_term=2)
+    _signal_in_turn(job, seen, signal.SIGUSR1, signal.SIGTERM)
     out, _ = job.communicate(timeout=60)
     assert job.returncode == 130, out
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "41"]
@@ -74,11 +79,7 @@ def test_a_controller_cancelled_before_its_time_limit_stays_cancelled_when_the_l
     the first signal says why it stops, and the job ends; the USR1 requeued it, bringing back a
     controller a person had stopped."""
     job, seen = _controller_job(tmp_path, stops_at_term=2)
-    for n, sig in ((1, signal.SIGTERM), (2, signal.SIGUSR1)):
-        job.send_signal(sig)
-        wait_for(
-            lambda n=n: seen.exists() and len(seen.read_text().split()) == n, 30, f"signal {n} passed on"
-        )
+    _signal_in_turn(job, seen, signal.SIGTERM, signal.SIGUSR1)
     out, _ = job.communicate(timeout=60)
     assert job.returncode == 130, out
     assert not (tmp_path / "scontrol.log").exists()

@@ -665,10 +665,13 @@ def load_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> t
     use, in seconds."""
     path = tokenizer_dir(source, vocab_size) / "tokenizer.pkl"
     if path not in _TOKENIZERS:
-        if source == "offline":
-            build_offline_corpus()
-        train_tokenizer(source, vocab_size)  # trains it if it is absent or damaged
-        _TOKENIZERS[path] = tiktoken.Encoding(**pickle.loads(path.read_bytes()))
+        enc = _cached_tokenizer(path)  # read once: every experiment loads it
+        if enc is None:  # absent or damaged: built (offline) or trained, then read
+            if source == "offline":
+                build_offline_corpus()
+            train_tokenizer(source, vocab_size)
+            enc = tiktoken.Encoding(**pickle.loads(path.read_bytes()))
+        _TOKENIZERS[path] = enc
     return _TOKENIZERS[path]
 
 
