@@ -50,6 +50,20 @@ def _log_tail(log: Path, lines: int = 1) -> str:
     return " | ".join(text[-lines:])[:300]
 
 
+def _ended_by(returncode: int) -> str:
+    """How train.py ended: its exit status, or the signal that killed it, named (a log that stops
+    mid-step says nothing of a kill; SIGKILL from nobody in particular is most often the kernel's
+    out-of-memory killer)."""
+    if returncode >= 0:
+        return f"exit {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    hint = " (out of memory? the kernel's OOM killer sends it)" if -returncode == signal.SIGKILL else ""
+    return f"killed by {name}{hint}"
+
+
 def not_to_run(exp: Path) -> str:
     """Why a workspace must not run (again), or ''. A job can start after the controller counted
     its experiment (its outcome, or lost and queued again as a new trial)."""
@@ -136,7 +150,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         )
         return _finish(exp, outcome)
     if returncode != 0:
-        outcome.update(status="crash", reason=f"exit {returncode}: {_log_tail(exp / LOG_FILE)}")
+        outcome.update(status="crash", reason=f"{_ended_by(returncode)}: {_log_tail(exp / LOG_FILE)}")
         return _finish(exp, outcome)
     try:
         metrics = json.loads((exp / METRICS_FILE).read_text())

@@ -73,6 +73,20 @@ def test_a_crash_reports_the_last_log_line(tmp_path: Path) -> None:
     assert "exit 1" in outcome["reason"] and "FAIL" in outcome["reason"]
 
 
+@pytest.mark.parametrize(
+    ("sig", "said"),
+    [(signal.SIGKILL, "killed by SIGKILL (out of memory?"), (signal.SIGSEGV, "killed by SIGSEGV: ")],
+)
+def test_a_crash_by_a_signal_names_it(tmp_path: Path, sig: signal.Signals, said: str) -> None:
+    """The log of a train.py killed mid-step ends on an ordinary step line: the reason was `exit -9`."""
+    code = (
+        f"import os, signal\nprint('step 00041 | loss 3.2', flush=True)\nos.kill(os.getpid(), {int(sig)})\n"
+    )
+    outcome = run_experiment(make_experiment(tmp_path, code))
+    assert outcome["status"] == "crash"
+    assert outcome["reason"].startswith(said) and "step 00041" in outcome["reason"], outcome["reason"]
+
+
 def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
     outcome = run_experiment(make_experiment(tmp_path, "print('done, I promise')\n"))
     assert outcome["status"] == "crash" and "no result" in outcome["reason"]
