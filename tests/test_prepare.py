@@ -525,6 +525,30 @@ def test_write_result(
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]
 
 
+def test_write_result_counts_training_time_itself(
+    prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The budget's 0.1 s steps after a 40 s compilation stall: the stall is not training, so a run
+    of the budget is a result (with the harness's count in it), and one of 1.3 budgets is not."""
+    before = prepare_mod._last_val_bpb
+    request.addfinalizer(lambda: prepare_mod._record_val_bpb(before))
+    monkeypatch.setenv("AUTORESEARCH_RESULT", str(tmp_path / "result.json"))
+    prepare_mod._record_val_bpb(1.25)
+    budget = prepare_mod.TIME_BUDGET
+
+    def run_of(seconds: float) -> list[float]:
+        return [0.0, 40.0] + [40.0 + 0.1 * k for k in range(1, round(seconds / 0.1) + 1)]
+
+    monkeypatch.setattr(prepare_mod._TRAINING_PACE, "stamps", run_of(budget))
+    result = json.loads(prepare_mod.write_result({}).read_text())
+    assert result["harness_train_seconds"] == pytest.approx(budget)
+    monkeypatch.setattr(prepare_mod._TRAINING_PACE, "stamps", run_of(1.3 * budget))
+    with pytest.raises(
+        prepare_mod.OverBudget, match=rf"trained for {1.3 * budget:.1f} s .* over the {budget:g} s budget"
+    ):
+        prepare_mod.write_result({})
+
+
 # ---------------------------------------------------------------------------------------------
 # Climbmix: download from a local server, with a failure, then resume
 

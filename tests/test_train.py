@@ -240,6 +240,23 @@ def test_a_train_py_that_overwrites_the_stored_val_bpb_crashes(run_trainer) -> N
     assert not result_path.exists()
 
 
+def test_a_train_py_that_trains_past_its_budget_is_not_a_result(run_trainer) -> None:
+    """train.py keeps the budget itself: an edit to its stopping rule trained three times as long and
+    reported it honestly, and the harness wrote the better val_bpb as a result."""
+    proc, result_path = run_trainer(
+        budget=3.0,
+        edit={"training_time >= TIME_BUDGET:": "training_time >= 3 * TIME_BUDGET:"},
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    over = re.search(
+        r"OverBudget: train\.py trained for ([\d.]+) s by the harness's count .* over the 3 s budget",
+        proc.stderr,
+    )
+    assert over and float(over[1]) >= 8, proc.stderr[-2000:]
+    assert "is not a result" in proc.stderr
+    assert not result_path.exists()
+
+
 @pytest.mark.parametrize(("platform", "ru_maxrss"), [("linux", 512 * 1024), ("darwin", 512 * 1024**2)])
 def test_peak_memory_on_cpu_is_in_mib(
     train_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, platform: str, ru_maxrss: int

@@ -100,6 +100,12 @@ EVAL_ROWS = EVAL_TOKENS // MAX_SEQ_LEN  # the validation rows every evaluation s
 # with loader workers taking turns, the rows read would otherwise depend on the caller's choice.
 EVAL_READ_ROWS = 32
 assert EVAL_ROWS % EVAL_READ_ROWS == 0, "EVAL_ROWS must be whole read batches"
+# What the harness's count of training time allows over TIME_BUDGET (TrainingPace).
+BUDGET_OVERRUN = 0.10  # a share of TIME_BUDGET: train.py times its steps, the harness its batch requests
+BUDGET_SLACK_BATCHES = (
+    12  # waits: train.py's 10 untimed warm-up steps on a GPU (1 on a CPU) and its last step
+)
+STALL_FACTOR = 5  # a wait for a batch over this many times the median is a stall, not training
 
 
 def _stop_without_a_gpu() -> None:
@@ -762,6 +768,8 @@ def make_dataloader(
     pin = device.type == "cuda"
     for batch in _prefetch(_host_tensor(b, pin) for b in batches):
         batch = batch.to(device, non_blocking=True)
+        if split == "train":
+            _TRAINING_PACE.tick(device)
         yield batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 
 
@@ -903,6 +911,64 @@ def _prefetch(items: Iterator[torch.Tensor], depth: int = 2) -> Iterator[torch.T
     finally:
         atexit.unregister(halt)
         halt()
+
+
+# ---------------------------------------------------------------------------------------------
+# The harness's own count of training time
+
+
+class OverBudget(RuntimeError):
+    """train.py trained for longer than TIME_BUDGET by the harness's count: its result is not a result."""
+
+
+class TrainingPace:
+    """When train.py asked for each training batch, on the clock its budget runs on (wall time on a
+    GPU; the process's CPU time on a CPU, as train.py's `budget_clock`).
+
+    train.py enforces TIME_BUDGET itself, and the agent edits train.py: an edit with more untimed
+    warm-up steps or its own stopping rule would train longer and look better. So the harness counts
+    too: the waits between batch requests are the training time, less the stalls, a wait over
+    STALL_FACTOR times the median (the first step's compilation, an evaluation inside the loop). Taken
+    against the median, stalls need no fixed allowance, which would have to cover the slowest
+    compilation and would then let most overruns through.
+    """
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self.clock = time.process_time
+
+    def tick(self, device: torch.device) -> None:
+        if not self.stamps:
+            self.clock = time.perf_counter if device.type == "cuda" else time.process_time
+        self.stamps.append(self.clock())
+
+    def counted(self) -> tuple[float, float] | None:
+        """(seconds of training, the median wait), or None before there are waits to count."""
+        waits = np.diff(np.array(self.stamps, dtype=np.float64))
+        if len(waits) < 2:
+            return None
+        median = float(np.median(waits))
+        return float(waits[waits <= STALL_FACTOR * median].sum()), median
+
+    def overrun(self) -> str:
+        """Why the training counted is over the budget, or ''. Allowed over TIME_BUDGET: a share of
+        it (the two clocks differ a little) and BUDGET_SLACK_BATCHES waits (train.py's untimed
+        warm-up steps and the step that crosses the budget)."""
+        counted = self.counted()
+        if counted is None:
+            return ""
+        seconds, median = counted
+        limit = TIME_BUDGET * (1 + BUDGET_OVERRUN) + BUDGET_SLACK_BATCHES * median
+        if seconds <= limit:
+            return ""
+        return (
+            f"train.py trained for {seconds:.1f} s by the harness's count ({len(self.stamps)} training batches, "
+            f"stalls over {STALL_FACTOR * median:.2f} s left out), over the {TIME_BUDGET:g} s budget "
+            f"(at most {limit:.1f} s is allowed)"
+        )
+
+
+_TRAINING_PACE = TrainingPace()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1111,6 +1177,9 @@ def write_result(summary: dict) -> Path:
     verify_harness()
     if _last_val_bpb is None:
         raise RuntimeError("write_result called before evaluate_bpb")
+    overrun = _TRAINING_PACE.overrun()
+    if overrun:
+        raise OverBudget(f"{overrun}: its val_bpb {_last_val_bpb:.6f} is not a result")
     path = Path(os.environ.get("AUTORESEARCH_RESULT") or "result.json")
     result = {
         **summary,
@@ -1126,6 +1195,7 @@ def write_result(summary: dict) -> Path:
         "peak_flops": gpu_peak_flops(),
         "torch": torch.__version__,
         "prepare_sha256": prepare_sha256(),
+        "harness_train_seconds": (_TRAINING_PACE.counted() or (None,))[0],
     }
     _write_atomic(path, json.dumps(result, indent=1).encode())
     return path
