@@ -136,9 +136,17 @@ def test_a_damaged_offline_cache_is_rebuilt(
     whole_tokenizer, whole_val = tokenizer.read_bytes(), pq.read_table(val)
     tokenizer.write_bytes(whole_tokenizer[:1000])
     val.write_bytes(val.read_bytes()[:5000])
+    # What the kill that damaged them could leave too: writes' temporaries, one of them a live one.
+    killed = [val.with_name("val.parquet.9-killed.tmp"), tokenizer.with_name("tokenizer.pkl.9-killed.tmp")]
+    live = val.with_name("train.parquet.7-live.tmp")
+    for tmp in [*killed, live]:
+        tmp.write_bytes(b"half a file")
+    for tmp in killed:
+        os.utime(tmp, (0, time.time() - prepare_mod.STALE_TMP_S - 60))
     enc = prepare_mod.load_tokenizer()
     assert enc.n_vocab == prepare_mod.VOCAB_SIZE and tokenizer.read_bytes() == whole_tokenizer
     assert pq.read_table(prepare_mod.split_files("val")[0]).equals(whole_val)
+    assert not any(tmp.exists() for tmp in killed) and live.exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -271,7 +271,9 @@ def _shard_name(index: int) -> str:
 
 
 SHARDS_FILE = "train_shards.json"  # how many training shards prepare.py was last asked for
-STALE_TMP_S = 600.0  # a download's .tmp file untouched this long is a killed one's (reads time out at 60 s)
+# A .tmp file untouched this long is a killed process's: a download writes to its own at least every
+# minute (reads time out at 60 s), and the corpus and tokenizer are written in one go.
+STALE_TMP_S = 600.0
 
 
 def _prepared_shards(folder: Path) -> int:
@@ -296,10 +298,10 @@ def _valid_shard_count(num_shards: object) -> bool:
     return isinstance(num_shards, int) and 1 <= num_shards <= VAL_SHARD
 
 
-def _remove_stale_downloads(folder: Path) -> None:
-    """Delete the .tmp files of downloads that were killed; a live one (this or another process)
-    writes to its file at least every minute and is left alone."""
-    for tmp in folder.glob("shard_*.parquet.*.tmp"):
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete the .tmp files of writes that were killed (a download's can be a shard's 100 MB); a
+    live one, this process's or another's, is touched within STALE_TMP_S and left alone."""
+    for tmp in folder.glob("*.tmp"):
         with contextlib.suppress(FileNotFoundError):
             if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
                 tmp.unlink()
@@ -459,7 +461,7 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
     indices = [*range(num_shards), VAL_SHARD]
     missing = [i for i in indices if not _kept_shard(folder / _shard_name(i))]
     if missing:  # (only then: a prepared cache may be shared read-only)
-        _remove_stale_downloads(folder)
+        _remove_stale_temporaries(folder)
         progress = DownloadProgress(len(indices), done=len(indices) - len(missing))
         log(
             f"downloading {len(missing)} of {len(indices)} climbmix shards to {folder}, {DOWNLOAD_WORKERS} at a time"
@@ -559,6 +561,7 @@ def build_offline_corpus() -> Path:
     if not any(_parquet_problem(folder / f"{split}.parquet") for split in ("train", "val")):
         return folder
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(folder)
     docs = offline_documents()
     val = [d for d in docs if is_offline_val(d)]
     train = [d for d in docs if not is_offline_val(d)]
@@ -633,6 +636,8 @@ def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> 
                 if read >= TOKENIZER_MAX_CHARS:
                     return
 
+    if path.parent.is_dir():
+        _remove_stale_temporaries(path.parent)
     started = time.time()
     log(f"training a {vocab_size}-token BPE on {source} ...")
     bpe = rustbpe.Tokenizer()
