@@ -208,6 +208,8 @@ def test_train_runs_on_cpu_and_reports(
     assert set(SUMMARY_KEYS) <= set(result) and result["scale"] == "cpu" and result["time_budget"] == 5.0
     assert result["training_seconds"] >= 5.0 and result["num_steps"] > 5 and result["depth"] == 2
     assert result["prepare_sha256"] == prepare_mod.prepare_sha256()
+    # The harness's own count of the training time (which OverBudget holds to the budget) agrees.
+    assert result["harness_train_seconds"] == pytest.approx(result["training_seconds"], rel=0.1, abs=1.0)
     uniform = ConstantLogits(prepare_mod.VOCAB_SIZE)
     assert result["val_bpb"] < 0.85 * prepare_mod.evaluate_bpb(uniform, 8)  # log2(V) bits per token
     # Its progress lines are what W&B tracking reads as the training curve.

@@ -102,10 +102,8 @@ EVAL_READ_ROWS = 32
 assert EVAL_ROWS % EVAL_READ_ROWS == 0, "EVAL_ROWS must be whole read batches"
 # What the harness's count of training time allows over TIME_BUDGET (TrainingPace).
 BUDGET_OVERRUN = 0.10  # a share of TIME_BUDGET: train.py times its steps, the harness its batch requests
-BUDGET_SLACK_BATCHES = (
-    12  # waits: train.py's 10 untimed warm-up steps on a GPU (1 on a CPU) and its last step
-)
-STALL_FACTOR = 5  # a wait for a batch over this many times the median is a stall, not training
+BUDGET_SLACK_WAITS = 12  # typical waits: train.py's untimed warm-up steps (10 on a GPU), its last step
+STALL_FACTOR = 5  # a wait for a batch over this many times the typical one is a stall, not training
 
 
 def _stop_without_a_gpu() -> None:
@@ -933,9 +931,9 @@ class TrainingPace:
     train.py enforces TIME_BUDGET itself, and the agent edits train.py: an edit with more untimed
     warm-up steps or its own stopping rule would train longer and look better. So the harness counts
     too: the waits between batch requests are the training time, less the stalls, a wait over
-    STALL_FACTOR times the median (the first step's compilation, an evaluation inside the loop). Taken
-    against the median, stalls need no fixed allowance, which would have to cover the slowest
-    compilation and would then let most overruns through.
+    STALL_FACTOR times the typical one (the first step's compilation, an evaluation inside the loop).
+    Taken against the typical wait, stalls need no fixed allowance, which would have to cover the
+    slowest compilation and would then let most overruns through.
     """
 
     def __init__(self) -> None:
@@ -948,27 +946,34 @@ class TrainingPace:
         self.stamps.append(self.clock())
 
     def counted(self) -> tuple[float, float] | None:
-        """(seconds of training, the median wait), or None before there are waits to count."""
-        waits = np.diff(np.array(self.stamps, dtype=np.float64))
-        if len(waits) < 2:
+        """(seconds of training, the typical wait), or None before there are waits to count.
+
+        The typical wait is the median of the time, not of the waits: half the time is spent in
+        waits no longer than it. On a GPU, where the host runs ahead, a step of 4 micro-batches is
+        one long wait (the step's) and 3 short ones (launches): the median wait is a launch, and
+        every step would be taken for a stall. The largest waits (1%, at least one) are left out
+        of it: a compilation is one wait, and with a short budget the longest."""
+        waits = np.sort(np.diff(np.array(self.stamps, dtype=np.float64)))
+        if len(waits) < 3:
             return None
-        median = float(np.median(waits))
-        return float(waits[waits <= STALL_FACTOR * median].sum()), median
+        body = waits[: len(waits) - max(1, len(waits) // 100)]
+        typical = float(body[np.searchsorted(np.cumsum(body), body.sum() / 2)])
+        return float(waits[waits <= STALL_FACTOR * typical].sum()), typical
 
     def overrun(self) -> str:
         """Why the training counted is over the budget, or ''. Allowed over TIME_BUDGET: a share of
-        it (the two clocks differ a little) and BUDGET_SLACK_BATCHES waits (train.py's untimed
-        warm-up steps and the step that crosses the budget)."""
+        it (the two clocks differ a little) and BUDGET_SLACK_WAITS typical waits (train.py's
+        untimed warm-up steps and the step that crosses the budget)."""
         counted = self.counted()
         if counted is None:
             return ""
-        seconds, median = counted
-        limit = TIME_BUDGET * (1 + BUDGET_OVERRUN) + BUDGET_SLACK_BATCHES * median
+        seconds, typical = counted
+        limit = TIME_BUDGET * (1 + BUDGET_OVERRUN) + BUDGET_SLACK_WAITS * typical
         if seconds <= limit:
             return ""
         return (
             f"train.py trained for {seconds:.1f} s by the harness's count ({len(self.stamps)} training batches, "
-            f"stalls over {STALL_FACTOR * median:.2f} s left out), over the {TIME_BUDGET:g} s budget "
+            f"stalls over {STALL_FACTOR * typical:.2f} s left out), over the {TIME_BUDGET:g} s budget "
             f"(at most {limit:.1f} s is allowed)"
         )
 
