@@ -126,6 +126,7 @@ def main() -> None:
         ("params", f"{r['num_params_M']:.2f} M"),
         ("steps", str(r["num_steps"])),
         ("training seconds", f"{r['training_seconds']:.1f}"),
+        ("harness's count", _harness_count(r)),
         ("wall seconds", f"{r['wall_seconds']:.1f} (start-up, evaluation included)"),
         ("tokens/s", f"{tokens_per_s:,.0f}"),
         ("MFU", mfu),
@@ -137,6 +138,13 @@ def main() -> None:
     ]
     for name, value in rows:
         print(f"{name + ':':<18}{value}")
+
+
+def _harness_count(r: dict) -> str:
+    """The harness's own count of the training time (prepare.TrainingPace), which a run must keep
+    within its budget: on a GPU, the check that it agrees with train.py's count."""
+    counted = r.get("harness_train_seconds")
+    return "n/a (an older harness)" if counted is None else f"{counted:.1f} s (held to the budget + 10%)"
 
 
 if __name__ == "__main__":
