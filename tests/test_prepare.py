@@ -540,8 +540,10 @@ def test_write_result_counts_training_time_itself(
     """The budget's 0.1 s steps after a 40 s compilation stall: the stall is not training, so a run
     of the budget is a result (with the harness's count in it), and one of 1.3 budgets is not; also
     when most waits are short launches."""
-    before = prepare_mod._last_val_bpb
+    before, stamps = prepare_mod._last_val_bpb, prepare_mod._training_stamps
     request.addfinalizer(lambda: prepare_mod._record_val_bpb(before))
+    kept = stamps.copy()  # the module is shared by the session; the list is sealed: changed in place
+    request.addfinalizer(lambda: stamps.__setitem__(slice(None), kept))
     monkeypatch.setenv("AUTORESEARCH_RESULT", str(tmp_path / "result.json"))
     prepare_mod._record_val_bpb(1.25)
     budget = prepare_mod.TIME_BUDGET
@@ -553,10 +555,10 @@ def test_write_result_counts_training_time_itself(
 
     # One batch a step; and, as on a GPU where the host runs ahead, a long wait and 3 launches.
     for step in ([0.1], [0.094, 0.002, 0.002, 0.002]):
-        monkeypatch.setattr(prepare_mod._TRAINING_PACE, "stamps", run_of(budget, step))
+        stamps[:] = run_of(budget, step)
         result = json.loads(prepare_mod.write_result({}).read_text())
         assert result["harness_train_seconds"] == pytest.approx(budget)
-        monkeypatch.setattr(prepare_mod._TRAINING_PACE, "stamps", run_of(1.3 * budget, step))
+        stamps[:] = run_of(1.3 * budget, step)
         over = rf"trained for {1.3 * budget:.1f} s .* over the {budget:g} s budget"
         with pytest.raises(prepare_mod.OverBudget, match=over):
             prepare_mod.write_result({})

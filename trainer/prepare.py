@@ -100,7 +100,7 @@ EVAL_ROWS = EVAL_TOKENS // MAX_SEQ_LEN  # the validation rows every evaluation s
 # with loader workers taking turns, the rows read would otherwise depend on the caller's choice.
 EVAL_READ_ROWS = 32
 assert EVAL_ROWS % EVAL_READ_ROWS == 0, "EVAL_ROWS must be whole read batches"
-# What the harness's count of training time allows over TIME_BUDGET (TrainingPace).
+# What the harness's count of training time allows over TIME_BUDGET (training_count).
 BUDGET_OVERRUN = 0.10  # a share of TIME_BUDGET: train.py times its steps, the harness its batch requests
 BUDGET_SLACK_WAITS = 12  # typical waits: train.py's untimed warm-up steps (10 on a GPU), its last step
 STALL_FACTOR = 5  # a wait for a batch over this many times the typical one is a stall, not training
@@ -772,7 +772,7 @@ def make_dataloader(
     for batch in _prefetch(_host_tensor(b, pin) for b in batches):
         batch = batch.to(device, non_blocking=True)
         if split == "train":
-            _TRAINING_PACE.tick(device)
+            _note_training_batch(device)
         yield batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 
 
@@ -924,61 +924,55 @@ class OverBudget(RuntimeError):
     """train.py trained for longer than TIME_BUDGET by the harness's count: its result is not a result."""
 
 
-class TrainingPace:
-    """When train.py asked for each training batch, on the clock its budget runs on (wall time on a
-    GPU; the process's CPU time on a CPU, as train.py's `budget_clock`).
-
-    train.py enforces TIME_BUDGET itself, and the agent edits train.py: an edit with more untimed
-    warm-up steps or its own stopping rule would train longer and look better. So the harness counts
-    too: the waits between batch requests are the training time, less the stalls, a wait over
-    STALL_FACTOR times the typical one (the first step's compilation, an evaluation inside the loop).
-    Taken against the typical wait, stalls need no fixed allowance, which would have to cover the
-    slowest compilation and would then let most overruns through.
-    """
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-        self.clock = time.process_time
-
-    def tick(self, device: torch.device) -> None:
-        if not self.stamps:
-            self.clock = time.perf_counter if device.type == "cuda" else time.process_time
-        self.stamps.append(self.clock())
-
-    def counted(self) -> tuple[float, float] | None:
-        """(seconds of training, the typical wait), or None before there are waits to count.
-
-        The typical wait is the median of the time, not of the waits: half the time is spent in
-        waits no longer than it. On a GPU, where the host runs ahead, a step of 4 micro-batches is
-        one long wait (the step's) and 3 short ones (launches): the median wait is a launch, and
-        every step would be taken for a stall. The largest waits (1%, at least one) are left out
-        of it: a compilation is one wait, and with a short budget the longest."""
-        waits = np.sort(np.diff(np.array(self.stamps, dtype=np.float64)))
-        if len(waits) < 3:
-            return None
-        body = waits[: len(waits) - max(1, len(waits) // 100)]
-        typical = float(body[np.searchsorted(np.cumsum(body), body.sum() / 2)])
-        return float(waits[waits <= STALL_FACTOR * typical].sum()), typical
-
-    def overrun(self) -> str:
-        """Why the training counted is over the budget, or ''. Allowed over TIME_BUDGET: a share of
-        it (the two clocks differ a little) and BUDGET_SLACK_WAITS typical waits (train.py's
-        untimed warm-up steps and the step that crosses the budget)."""
-        counted = self.counted()
-        if counted is None:
-            return ""
-        seconds, typical = counted
-        limit = TIME_BUDGET * (1 + BUDGET_OVERRUN) + BUDGET_SLACK_WAITS * typical
-        if seconds <= limit:
-            return ""
-        return (
-            f"train.py trained for {seconds:.1f} s by the harness's count ({len(self.stamps)} training batches, "
-            f"stalls over {STALL_FACTOR * typical:.2f} s left out), over the {TIME_BUDGET:g} s budget "
-            f"(at most {limit:.1f} s is allowed)"
-        )
+# train.py enforces TIME_BUDGET itself, and the agent edits train.py: an edit with more untimed
+# warm-up steps or its own stopping rule would train longer and look better. So the harness counts
+# too: the waits between train.py's requests for training batches are the training time, less the
+# stalls, a wait over STALL_FACTOR times the typical one (the first step's compilation, an
+# evaluation inside the loop). Taken against the typical wait, stalls need no fixed allowance, which
+# would have to cover the slowest compilation and would then let most overruns through. Functions,
+# not a class, so that the seal (verify_harness) covers this code as it covers the metric's.
+_training_stamps: list[float] = []  # when train.py asked for each training batch, on the budget's clock
 
 
-_TRAINING_PACE = TrainingPace()
+def _note_training_batch(device: torch.device) -> None:
+    """Stamp a training batch handed to train.py, on the clock its budget runs on: wall time on a
+    GPU, the process's CPU time on a CPU (train.py's `budget_clock`)."""
+    _training_stamps.append(time.perf_counter() if device.type == "cuda" else time.process_time())
+
+
+def training_count(stamps: list[float] | None = None) -> tuple[float, float] | None:
+    """(seconds of training, the typical wait) by the harness's count of `stamps` (this process's
+    training batches by default), or None before there are waits to count.
+
+    The typical wait is the median of the time, not of the waits: half the time is spent in waits
+    no longer than it. On a GPU, where the host runs ahead, a step of 4 micro-batches is one long
+    wait (the step's) and 3 short ones (launches): the median wait is a launch, and every step
+    would be taken for a stall. The largest waits (1%, at least one) are left out of it: a
+    compilation is one wait, and with a short budget the longest."""
+    waits = np.sort(np.diff(np.array(_training_stamps if stamps is None else stamps, dtype=np.float64)))
+    if len(waits) < 3:
+        return None
+    body = waits[: len(waits) - max(1, len(waits) // 100)]
+    typical = float(body[np.searchsorted(np.cumsum(body), body.sum() / 2)])
+    return float(waits[waits <= STALL_FACTOR * typical].sum()), typical
+
+
+def _overrun() -> str:
+    """Why the training counted is over the budget, or ''. Allowed over TIME_BUDGET: a share of it
+    (the two clocks differ a little) and BUDGET_SLACK_WAITS typical waits (train.py's untimed
+    warm-up steps and the step that crosses the budget)."""
+    counted = training_count()
+    if counted is None:
+        return ""
+    seconds, typical = counted
+    limit = TIME_BUDGET * (1 + BUDGET_OVERRUN) + BUDGET_SLACK_WAITS * typical
+    if seconds <= limit:
+        return ""
+    return (
+        f"train.py trained for {seconds:.1f} s by the harness's count ({len(_training_stamps)} training batches, "
+        f"stalls over {STALL_FACTOR * typical:.2f} s left out), over the {TIME_BUDGET:g} s budget "
+        f"(at most {limit:.1f} s is allowed)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1187,7 +1181,7 @@ def write_result(summary: dict) -> Path:
     verify_harness()
     if _last_val_bpb is None:
         raise RuntimeError("write_result called before evaluate_bpb")
-    overrun = _TRAINING_PACE.overrun()
+    overrun = _overrun()
     if overrun:
         raise OverBudget(f"{overrun}: its val_bpb {_last_val_bpb:.6f} is not a result")
     path = Path(os.environ.get("AUTORESEARCH_RESULT") or "result.json")
@@ -1205,7 +1199,7 @@ def write_result(summary: dict) -> Path:
         "peak_flops": gpu_peak_flops(),
         "torch": torch.__version__,
         "prepare_sha256": prepare_sha256(),
-        "harness_train_seconds": (_TRAINING_PACE.counted() or (None,))[0],
+        "harness_train_seconds": (training_count() or (None,))[0],
     }
     _write_atomic(path, json.dumps(result, indent=1).encode())
     return path
