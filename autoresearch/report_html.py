@@ -11,6 +11,7 @@ import statistics
 import time
 from html import escape
 
+from autoresearch.agent.usage import unanswered_note
 from autoresearch.budget import hours_unit, unpriced
 from autoresearch.report import CampaignReport, KeptChange
 
@@ -94,7 +95,7 @@ def _cost(r: CampaignReport) -> str:
     body.append([f"LLM ({escape(models)})", escape(tokens), f"${llm['dollars']:,.2f}"])
     more = " + the unpriced hours" if unpriced(r.gpu_hours, r.prices) else ""
     body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}{more}</b>"])
-    calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed"
+    calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed{unanswered_note(llm)}"
     unit = hours_unit(r.gpu_types.values())
     return _table(["what", f"{unit} / tokens", "dollars"], body, (1, 2)) + f"<p class=muted>{calls}.</p>"
 

@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from autoresearch.agent.usage import usage_totals
+from autoresearch.agent.usage import unanswered_note, usage_totals
 from autoresearch.budget import (
     dollars_of,
     experiment_ran,
@@ -165,7 +165,8 @@ def render(
         head,
         "spend",
         f"{spend.gpu_hours:.2f} {unit}{_dollars_of_hours(study, prices)}, ${spend.llm_dollars:.2f} of LLM calls "
-        f"({calls['calls']} calls, {calls['failed_calls']} failed, {calls['cache_read_input_tokens']:,} "
+        f"({calls['calls']} calls, {calls['failed_calls']} failed{unanswered_note(calls)}, "
+        f"{calls['cache_read_input_tokens']:,} "
         "tokens read from the prompt cache)",
     )
     kept = [r for r in table if r["status"] == "keep"]

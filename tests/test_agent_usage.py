@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from anthropic.types import Usage
 
-from autoresearch.agent.usage import UsageLedger, dollars_for, dollars_spent, usage_path, usage_totals
+from autoresearch.agent.usage import (
+    UsageLedger,
+    dollars_for,
+    dollars_spent,
+    read_usage,
+    unanswered_note,
+    usage_path,
+    usage_totals,
+)
 from autoresearch.config import AgentConfig
 
 CFG = AgentConfig(price_input=2.0, price_output=10.0, price_cache_read=0.2, price_cache_write=2.5)
@@ -31,9 +43,9 @@ def test_prices_per_million_tokens() -> None:
 
 def test_ledger_lines_and_totals(tmp_path: Path) -> None:
     ledger = UsageLedger(tmp_path, CFG)
-    first = ledger.record(model="m", usage=usage(1000, 500, 2000, 300), wave=1, turn=0)
-    ledger.record(model="m", usage=usage(10, 5, None, None), wave=1, turn=1)  # absent cache fields
-    ledger.record_error(model="m", wave=2, turn=0, error="OverloadedError: 529")
+    first = ledger.record(model="m", call="c1", usage=usage(1000, 500, 2000, 300), wave=1, turn=0)
+    ledger.record(model="m", call="c2", usage=usage(10, 5, None, None), wave=1, turn=1)  # absent cache fields
+    ledger.record_error(model="m", call="c3", wave=2, turn=0, error="OverloadedError: 529")
     assert set(first) >= {
         "time",
         "model",
@@ -47,7 +59,7 @@ def test_ledger_lines_and_totals(tmp_path: Path) -> None:
     assert first["dollars"] == pytest.approx((1000 * 2 + 500 * 10 + 2000 * 0.2 + 300 * 2.5) / 1e6)
 
     # A restarted controller appends to the same ledger; a torn last line is skipped.
-    UsageLedger(tmp_path, CFG).record(model="m2", usage=usage(100, 100), wave=3, turn=0)
+    UsageLedger(tmp_path, CFG).record(model="m2", call="c4", usage=usage(100, 100), wave=3, turn=0)
     with usage_path(tmp_path).open("a") as f:
         f.write('{"time": 1, "dollars": 99')
     lines = usage_path(tmp_path).read_text().splitlines()
@@ -64,10 +76,10 @@ def test_ledger_lines_and_totals(tmp_path: Path) -> None:
 def test_a_call_recorded_after_a_torn_line_is_counted(tmp_path: Path) -> None:
     """A controller killed mid-append leaves a line without its newline: the next controller's
     first call must not be glued onto it (and skipped with it)."""
-    UsageLedger(tmp_path, CFG).record(model="m", usage=usage(1_000_000, 0), wave=1, turn=0)
+    UsageLedger(tmp_path, CFG).record(model="m", call="c5", usage=usage(1_000_000, 0), wave=1, turn=0)
     with usage_path(tmp_path).open("a") as f:
         f.write('{"time": 1, "model": "m", "wa')
-    UsageLedger(tmp_path, CFG).record(model="m", usage=usage(1_000_000, 0), wave=2, turn=0)
+    UsageLedger(tmp_path, CFG).record(model="m", call="c6", usage=usage(1_000_000, 0), wave=2, turn=0)
     totals = usage_totals(tmp_path)
     assert totals["calls"] == 2 and totals["waves"] == 2
     assert totals["dollars"] == dollars_spent(tmp_path) == pytest.approx(4.0)
@@ -76,7 +88,7 @@ def test_a_call_recorded_after_a_torn_line_is_counted(tmp_path: Path) -> None:
 def test_a_line_edited_into_something_else_is_skipped(tmp_path: Path) -> None:
     """Lines that are JSON but not what the ledger writes (not an object, a null price, a count
     that is not a number) are skipped like a torn one: the budget and `status` add up the rest."""
-    UsageLedger(tmp_path, CFG).record(model="m", usage=usage(1_000_000, 0), wave=1, turn=0)
+    UsageLedger(tmp_path, CFG).record(model="m", call="c7", usage=usage(1_000_000, 0), wave=1, turn=0)
     with usage_path(tmp_path).open("a") as f:
         f.write('[1]\n{"model": "m", "dollars": null}\n{"model": "m", "input_tokens": "9"}\n')
         f.write('{"model": "m", "dollars": NaN}\n{"model": "m", "dollars": true}\n')
@@ -88,3 +100,67 @@ def test_a_line_edited_into_something_else_is_skipped(tmp_path: Path) -> None:
 def test_no_ledger_means_nothing_spent(tmp_path: Path) -> None:
     assert dollars_spent(tmp_path) == 0.0
     assert usage_totals(tmp_path)["calls"] == 0
+
+
+# A proposer asking its first call of a wave from an API that takes the request and never answers.
+ASKING_FOREVER = """
+import sys, threading
+from engine_helpers import CountingOffline
+from autoresearch.agent.claude import ClaudeProposer
+from autoresearch.agent.fakeapi import ScriptedAPI, sample_context
+from autoresearch.config import AgentConfig
+
+def take_and_hold(body):
+    print("asked", flush=True)
+    threading.Event().wait()
+
+api = ScriptedAPI([take_and_hold], models=["claude-test-1"])
+cfg = AgentConfig(kind="claude", model="claude-test-1", price_input=2.0, price_output=10.0, max_tokens=5000)
+ClaudeProposer(cfg, sys.argv[1], CountingOffline(), client=api.client(max_retries=0)).propose(sample_context())
+"""
+
+
+def test_a_call_cut_off_by_a_kill_is_counted_at_its_max(tmp_path: Path) -> None:
+    """A controller killed (SIGKILL, a preemption) while the API works on a call may still be billed
+    for it: the call stays in the budget and the report, at its worst case, and says so."""
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    asking = subprocess.Popen(
+        [sys.executable, "-c", ASKING_FOREVER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert asking.stdout is not None and asking.stdout.readline() == "asked\n"
+    finally:
+        asking.kill()
+        asking.wait()
+
+    [row] = read_usage(tmp_path)
+    assert row["in_flight"] and row["output_tokens"] == 5000 and row["wave"] == 1
+    assert row["input_tokens"] > 1000  # the prompt's estimate: the system prompt alone is longer
+    worst = (row["input_tokens"] * 2.0 + 5000 * 10.0) / 1e6
+    assert dollars_spent(tmp_path) == pytest.approx(worst)
+    totals = usage_totals(tmp_path)
+    assert (totals["calls"], totals["failed_calls"], totals["unanswered_calls"]) == (0, 0, 1)
+    assert unanswered_note(totals) == ", 1 call cut off by a stop (or still in flight), counted at its max"
+
+    # The next controller's call, answered, counts as billed; the cut-off one stays at its max.
+    ledger = UsageLedger(tmp_path, AgentConfig(price_input=2.0, price_output=10.0))
+    call = ledger.start(model="m", wave=2, turn=0, input_tokens=9000)
+    ledger.record(model="m", call=call, usage=usage(1000, 200), wave=2, turn=0)
+    lines = [json.loads(line) for line in usage_path(tmp_path).read_text().splitlines()]
+    assert [bool(line.get("in_flight")) for line in lines] == [True, True, False]
+    totals = usage_totals(tmp_path)
+    assert (totals["calls"], totals["unanswered_calls"], totals["waves"]) == (1, 1, 2)
+    assert (
+        totals["dollars"] == dollars_spent(tmp_path) == pytest.approx(worst + (1000 * 2.0 + 200 * 10.0) / 1e6)
+    )
+
+
+def test_a_ledger_from_before_call_ids_is_read_as_it_was(tmp_path: Path) -> None:
+    """Lines without a call id (every ledger written before them) are each one answered call."""
+    usage_path(tmp_path).parent.mkdir(parents=True)
+    old = {"time": 1, "model": "m", "wave": 1, "turn": 0, "input_tokens": 1_000_000, "output_tokens": 0}
+    usage_path(tmp_path).write_text(f"{json.dumps({**old, 'dollars': 2.0})}\n" * 2)
+    totals = usage_totals(tmp_path)
+    assert (totals["calls"], totals["unanswered_calls"]) == (2, 0)
+    assert totals["dollars"] == dollars_spent(tmp_path) == pytest.approx(4.0)

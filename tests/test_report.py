@@ -155,8 +155,8 @@ def test_the_report_counts_llm_tokens_and_dollars_from_the_ledger(tmp_path: Path
             cache_read_input_tokens=50_000,
             cache_creation_input_tokens=None,
         )
-        ledger.record(model="claude-test", usage=usage, wave=wave, turn=0)
-    ledger.record_error(model="claude-test", wave=3, turn=0, error="overloaded")
+        ledger.record(model="claude-test", call=f"c{wave}", usage=usage, wave=wave, turn=0)
+    ledger.record_error(model="claude-test", call="c3", wave=3, turn=0, error="overloaded")
 
     report = build_report(study, tmp_path, cfg)
     assert report.llm["input_tokens"] == 2_000_000 and report.llm["output_tokens"] == 200_000

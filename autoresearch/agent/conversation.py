@@ -11,6 +11,7 @@ again unforced and forcing stays off for this proposer.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -171,6 +172,8 @@ class Conversation:
 
     def call(self, turn: int, force: bool) -> Any:
         force = force and self.can_force and thinking_param(self.cfg) is None
+        asked = estimate_tokens(len(json.dumps(self.request(force))))
+        call = self.ledger.start(model=self.cfg.model, wave=self.wave_id, turn=turn, input_tokens=asked)
         try:
             try:
                 response = self._create(force)
@@ -186,13 +189,13 @@ class Conversation:
             response = checked_response(response)
         except (anthropic.APIError, BadResponse) as err:  # (a refused forced call is not one: asked again)
             self.ledger.record_error(
-                model=self.cfg.model, wave=self.wave_id, turn=turn, error=describe_error(err)
+                model=self.cfg.model, wave=self.wave_id, turn=turn, call=call, error=describe_error(err)
             )
             raise
         usage = tokens_of(response.usage)
         self.context_tokens = sum(usage.values())
         model = getattr(response, "model", None) or self.cfg.model
-        self.ledger.record(model=str(model), usage=response.usage, wave=self.wave_id, turn=turn)
+        self.ledger.record(model=str(model), usage=response.usage, wave=self.wave_id, turn=turn, call=call)
         return response
 
     def _create(self, force: bool) -> Any:

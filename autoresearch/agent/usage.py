@@ -1,13 +1,20 @@
-"""The token and dollar ledger: one JSON line per API call in <campaign>/agent/usage.jsonl.
+"""The token and dollar ledger: JSON lines per API call in <campaign>/agent/usage.jsonl.
 
 The engine reads it back (`dollars_spent`, `usage_totals`) to enforce the dollar budget and to
 report costs, so the ledger, not the proposer object, is the record: it survives restarts.
+
+Each call writes two lines: one before the request (`start`, marked "in_flight", priced at the
+call's worst case) and its answer after (`record`, `record_error`), both under one "call" id. A
+controller killed while a call is in flight (SIGKILL, a preemption) leaves the first alone, and
+readers count that call at its worst case instead of losing what the API may have billed for it.
+Ledgers written before calls had ids have answers only, each counted as it is.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +61,28 @@ class UsageLedger:
         self.path = usage_path(campaign_dir)
         self.cfg = cfg
 
-    def record(self, *, model: str, usage: Any, wave: int, turn: int) -> dict[str, Any]:
-        tokens = tokens_of(usage)
-        return self._append({"model": model, "wave": wave, "turn": turn, **tokens})
+    def start(self, *, model: str, wave: int, turn: int, input_tokens: int) -> str:
+        """The call's id, its line written before the request: at `input_tokens` (an estimate)
+        and a whole `max_tokens` answer, what a call cut off by a stop is counted at."""
+        call = uuid.uuid4().hex
+        worst = {
+            **dict.fromkeys(TOKEN_FIELDS, 0),
+            "input_tokens": input_tokens,
+            "output_tokens": self.cfg.max_tokens,
+        }
+        self._append({"model": model, "wave": wave, "turn": turn, "call": call, "in_flight": True, **worst})
+        return call
 
-    def record_error(self, *, model: str, wave: int, turn: int, error: str) -> dict[str, Any]:
+    def record(self, *, model: str, usage: Any, wave: int, turn: int, call: str) -> dict[str, Any]:
+        tokens = tokens_of(usage)
+        return self._append({"model": model, "wave": wave, "turn": turn, "call": call, **tokens})
+
+    def record_error(self, *, model: str, wave: int, turn: int, call: str, error: str) -> dict[str, Any]:
         """A call that failed after the SDK's retries: no tokens billed, but worth counting."""
         zeros = dict.fromkeys(TOKEN_FIELDS, 0)
-        return self._append({"model": model, "wave": wave, "turn": turn, **zeros, "error": error})
+        return self._append(
+            {"model": model, "wave": wave, "turn": turn, "call": call, **zeros, "error": error}
+        )
 
     def _append(self, row: dict[str, Any]) -> dict[str, Any]:
         tokens = {k: row[k] for k in TOKEN_FIELDS}
@@ -72,9 +93,10 @@ class UsageLedger:
 
 
 def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
-    """Every complete line of the ledger; a line cut short by a crash is skipped (the next
-    record, on a line of its own, is not: `append_line`), and so is one `_append` could not
-    have written (edited by hand: not an object, a count or a price that is not a number)."""
+    """One row per call: its answer, or its "in_flight" line where it has none (a call cut off by
+    a stop, or still in flight, counted at its worst case). A line cut short by a crash is skipped
+    (the next record, on a line of its own, is not: `append_line`), and so is one `_append` could
+    not have written (edited by hand: not an object, a count or a price that is not a number)."""
     rows = []
     for raw in complete_lines(usage_path(campaign_dir)):
         try:
@@ -83,7 +105,8 @@ def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
             continue
         if _as_written(row):
             rows.append(row)
-    return rows
+    answered = {r.get("call") for r in rows if not r.get("in_flight")}
+    return [r for r in rows if not (r.get("in_flight") and r.get("call") in answered)]
 
 
 def _as_written(row: Any) -> bool:
@@ -116,11 +139,13 @@ def dollars_spent(campaign_dir: str | Path) -> float:
 
 
 def usage_totals(campaign_dir: str | Path) -> dict[str, Any]:
-    """Sums for the report and the budget: calls, failed calls, waves, tokens by kind, dollars."""
+    """Sums for the report and the budget: calls answered, failed, and unanswered (cut off by a
+    stop, or in flight: counted at their worst case), waves, tokens by kind, dollars."""
     rows = read_usage(campaign_dir)
     totals: dict[str, Any] = {
-        "calls": sum(1 for r in rows if not r.get("error")),
+        "calls": sum(1 for r in rows if not r.get("error") and not r.get("in_flight")),
         "failed_calls": sum(1 for r in rows if r.get("error")),
+        "unanswered_calls": sum(1 for r in rows if r.get("in_flight")),
         "waves": len({r.get("wave") for r in rows}),
     }
     for name in TOKEN_FIELDS:
@@ -128,3 +153,13 @@ def usage_totals(campaign_dir: str | Path) -> dict[str, Any]:
     totals["dollars"] = sum(float(r.get("dollars", 0.0)) for r in rows)
     totals["models"] = sorted({str(r.get("model")) for r in rows})
     return totals
+
+
+def unanswered_note(totals: dict[str, Any]) -> str:
+    """What status and the report add after the failed calls when some call has no answer: its
+    dollars are a worst case, not a bill."""
+    n = totals.get("unanswered_calls", 0)
+    if not n:
+        return ""
+    calls = "1 call" if n == 1 else f"{n} calls"
+    return f", {calls} cut off by a stop (or still in flight), counted at {'its' if n == 1 else 'their'} max"
