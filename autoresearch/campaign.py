@@ -164,7 +164,9 @@ class Campaign:
             raise CampaignError(
                 "git is not on PATH: the frontier (kept changes) is a git lineage; install git"
             )
-        self.study = open_study(self.dir, self.c.name, self.cfg.storage, self.sampler)
+        self.study = open_study(
+            self.dir, self.c.name, self.cfg.storage, self.sampler, self.cfg.storage_retry_seconds
+        )
         # The study's own record of how each knob was searched: config.yaml forgets a knob left
         # out of a run, and a knob brought back changed would fail every trial that sets it.
         searched = {n: d for t in self.study.get_trials(deepcopy=False) for n, d in t.distributions.items()}

@@ -75,6 +75,7 @@ AT_LEAST: dict[str, float] = {
     "agent.price_cache_read": 0,
     "agent.price_cache_write": 0,
     "tracking.plot_every": 1,
+    "storage_retry_seconds": 0,
 }
 POSITIVE = ("cluster.poll_seconds", "agent.timeout_seconds")
 PARTITION_AT_LEAST: dict[str, float] = {

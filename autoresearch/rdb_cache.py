@@ -7,7 +7,8 @@ experiment: over SQLite on local disk it spent about a second per experiment the
 few hundredths on the journal (docs/BENCHMARKS.md). The controller is its study's only writer
 (one per campaign folder, under its lock; jobs report through files), so it loads the study once
 and keeps its copy current with each of its own writes. Readers (`status`, `report`) open the
-database directly and see every write.
+database directly and see every write. Each database operation goes through `outage.Patience`,
+which rides out a database that fails for a moment.
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
+from autoresearch.outage import Patience
+
 
 class WriteThroughCache(BaseStorage):
     """Writes go to `backend` first (its checks and errors stand); reads come from memory. A
     trial that changes is replaced, never edited in place, so a trial read earlier stays as it
     was read, as with Optuna's journal storage."""
 
-    def __init__(self, backend: RDBStorage) -> None:
+    def __init__(self, backend: RDBStorage, patience: Patience) -> None:
         self._backend = backend
+        self._patience = patience
         self._lock = threading.Lock()
         self._trials: dict[int, FrozenTrial] = {}  # by trial id, of the studies loaded
         self._ids: dict[int, list[int]] = {}  # study id -> its trial ids, by trial number
@@ -54,39 +58,44 @@ class WriteThroughCache(BaseStorage):
             self._study_attrs.pop(study_id, None)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._backend.set_study_user_attr(study_id, key, value)
+        self._patience.run(lambda: self._backend.set_study_user_attr(study_id, key, value))
         with self._lock:
             self._study_attrs.pop(study_id, None)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._backend.set_study_system_attr(study_id, key, value)
+        self._patience.run(lambda: self._backend.set_study_system_attr(study_id, key, value))
 
     def get_study_id_from_name(self, study_name: str) -> int:
-        return self._backend.get_study_id_from_name(study_name)
+        return self._patience.run(lambda: self._backend.get_study_id_from_name(study_name))
 
     def get_study_name_from_id(self, study_id: int) -> str:
-        return self._backend.get_study_name_from_id(study_id)
+        return self._patience.run(lambda: self._backend.get_study_name_from_id(study_id))
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return self._backend.get_study_directions(study_id)
+        return self._patience.run(lambda: self._backend.get_study_directions(study_id))
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
         with self._lock:
             if study_id not in self._study_attrs:
-                self._study_attrs[study_id] = self._backend.get_study_user_attrs(study_id)
+                self._study_attrs[study_id] = self._patience.run(
+                    lambda: self._backend.get_study_user_attrs(study_id)
+                )
             return dict(self._study_attrs[study_id])
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._backend.get_study_system_attrs(study_id)
+        return self._patience.run(lambda: self._backend.get_study_system_attrs(study_id))
 
     def get_all_studies(self) -> list[FrozenStudy]:
-        return self._backend.get_all_studies()
+        return self._patience.run(self._backend.get_all_studies)
 
     # -- trials: written through, read from memory -------------------------------------------
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         with self._lock:
             ids = self._study_ids(study_id)
-            trial = self._create_trial(study_id, template_trial)
+            trial = self._patience.run(
+                lambda: self._create_trial(study_id, template_trial),
+                applied=lambda: self._stored_trial(study_id, len(ids)),
+            )
             trial_id = trial._trial_id
             self._trials[trial_id] = trial
             ids.append(trial_id)
@@ -100,7 +109,11 @@ class WriteThroughCache(BaseStorage):
         self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
     ) -> None:
         with self._lock:
-            self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            self._patience.run(
+                lambda: self._backend.set_trial_param(
+                    trial_id, param_name, param_value_internal, distribution
+                )
+            )
             if trial := self._replaced(trial_id):
                 trial.params = {
                     **trial.params,
@@ -112,13 +125,18 @@ class WriteThroughCache(BaseStorage):
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         with self._lock:
-            changed = self._backend.set_trial_state_values(trial_id, state, values)
+            changed = self._patience.run(
+                lambda: self._backend.set_trial_state_values(trial_id, state, values),
+                applied=lambda: self._backend.get_trial(trial_id).state == state or None,
+            )
             self._reload(trial_id)  # the database sets the start and end times
             return changed
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         with self._lock:
-            self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
+            self._patience.run(
+                lambda: self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
+            )
             self._reload(trial_id)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
@@ -131,13 +149,13 @@ class WriteThroughCache(BaseStorage):
         if not attrs:
             return
         with self._lock:
-            self._write_user_attrs(trial_id, attrs)
+            self._patience.run(lambda: self._write_user_attrs(trial_id, attrs))
             if trial := self._replaced(trial_id):
                 trial.user_attrs = {**trial.user_attrs, **attrs}
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         with self._lock:
-            self._backend.set_trial_system_attr(trial_id, key, value)
+            self._patience.run(lambda: self._backend.set_trial_system_attr(trial_id, key, value))
             if trial := self._replaced(trial_id):
                 trial.system_attrs = {**trial.system_attrs, key: value}
 
@@ -151,7 +169,7 @@ class WriteThroughCache(BaseStorage):
     def get_trial(self, trial_id: int) -> FrozenTrial:
         with self._lock:
             trial = self._trials.get(trial_id)
-        return trial if trial is not None else self._backend.get_trial(trial_id)
+        return trial if trial is not None else self._patience.run(lambda: self._backend.get_trial(trial_id))
 
     def get_all_trials(
         self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
@@ -204,14 +222,24 @@ class WriteThroughCache(BaseStorage):
     def _study_ids(self, study_id: int) -> list[int]:
         """The study's trial ids, its trials loaded from the database the first time it is read."""
         if study_id not in self._ids:
-            loaded = sorted(self._backend.get_all_trials(study_id, deepcopy=False), key=lambda t: t.number)
+            stored = self._patience.run(lambda: self._backend.get_all_trials(study_id, deepcopy=False))
+            loaded = sorted(stored, key=lambda t: t.number)
             self._trials.update((t._trial_id, t) for t in loaded)
             self._ids[study_id] = [t._trial_id for t in loaded]
         return self._ids[study_id]
 
+    def _stored_trial(self, study_id: int, number: int) -> FrozenTrial | None:
+        """The study's trial of this number in the database, None where it has none: a new trial
+        whose commit failed is there if the commit went through (this process being its only writer)."""
+        try:
+            trial_id = self._backend.get_trial_id_from_study_id_trial_number(study_id, number)
+        except KeyError:
+            return None
+        return self._backend.get_trial(trial_id)
+
     def _reload(self, trial_id: int) -> None:
         if trial_id in self._trials:
-            self._trials[trial_id] = self._backend.get_trial(trial_id)
+            self._trials[trial_id] = self._patience.run(lambda: self._backend.get_trial(trial_id))
 
     def _replaced(self, trial_id: int) -> FrozenTrial | None:
         """A copy of a cached trial, put in its place, for a change that the database made as told."""

@@ -18,7 +18,7 @@ import sqlalchemy
 from optuna.exceptions import StorageInternalError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from autoresearch.config import SAVED_CONFIG
 from autoresearch.files import write_atomic
@@ -29,12 +29,11 @@ from autoresearch.journal import (
     journal_storage,
     recover_journal,
 )
+from autoresearch.outage import Patience, database_failed, first_line, missing_tables
 from autoresearch.rdb_cache import WriteThroughCache
 
 FOLDER_ID_FILE = "study.id"  # with a database storage: the id its study holds too (`_claim`)
 FOLDER_ID_ATTR = "campaign_folder_id"
-# SQLAlchemy's words for a database that failed, as against one that refused a statement
-DATABASE_FAILURES = (OperationalError, InterfaceError, DisconnectionError, sqlalchemy.exc.TimeoutError)
 
 
 class StudyUnavailable(RuntimeError):
@@ -45,12 +44,15 @@ class StudyTaken(StudyUnavailable):
     """The database's study of this name belongs to another campaign folder."""
 
 
-def controller_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage:
+def controller_storage(
+    campaign_dir: Path, url: str | None, retry_seconds: float
+) -> optuna.storages.BaseStorage:
     """The campaign's journal, or the database at `url`, as the controller (their sole writer)
-    holds them: read from memory, every write sent on at once."""
+    holds them: read from memory, every write sent on at once, tried again for `retry_seconds`
+    while the database fails."""
     if not url:
         return journal_storage(campaign_dir, sole_writer=True)
-    return WriteThroughCache(optuna.storages.RDBStorage(url))
+    return WriteThroughCache(optuna.storages.RDBStorage(url), Patience(url, retry_seconds))
 
 
 @contextlib.contextmanager
@@ -67,58 +69,51 @@ def reading_storage(url: str | None, campaign_dir: Path) -> Iterator[None]:
         ) from None
     except (ImportError, SQLAlchemyError, StorageInternalError) as err:
         hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
-        raise StudyUnavailable(f"cannot open the study at storage={url}: {_first_cause(err)}{hint}") from None
+        raise StudyUnavailable(f"cannot open the study at storage={url}: {first_line(err)}{hint}") from None
 
 
 @contextlib.contextmanager
 def held_storage(url: str | None) -> Iterator[None]:
-    """A database that fails under the controller (the server gone, the SQLite file locked) stops
-    it in one StudyUnavailable line, not a driver traceback. Nothing is lost: each write reaches
-    the database before the controller's copy, and the results that come in meanwhile wait in
-    their experiments' folders for the next controller. A statement the database refuses is
-    raised as it is: running again would not mend it (`_database_failed`)."""
+    """A database that fails under the controller for longer than its storage tries again
+    (`outage.Patience`: the server gone, the SQLite file locked) stops it in one StudyUnavailable
+    line, not a driver traceback. Nothing is lost: each write reaches the database before the
+    controller's copy, and the results that come in meanwhile wait in their experiments' folders
+    for the next controller. A database without the study's tables gets a line of its own; a
+    statement the database refuses is raised as it is: running again would not mend it."""
     try:
         yield
     except (StorageInternalError, SQLAlchemyError) as err:
-        if not url or not _database_failed(err):
+        if url and missing_tables(err):
+            raise StudyUnavailable(
+                f"the database at storage={url} lacks the study's tables ({first_line(err)}): it is "
+                "not an Optuna study, or was replaced while the controller ran; point storage at the "
+                "campaign's study (running experiments go on and keep their results in their folders)"
+            ) from None
+        if not url or not database_failed(err):
             raise
         raise StudyUnavailable(
-            f"lost the study at storage={url}: {_first_cause(err)}; running experiments go on and "
+            f"lost the study at storage={url}: {first_line(err)}; running experiments go on and "
             "keep their results in their folders: run the same command again once the database is back"
         ) from None
 
 
-def _database_failed(err: BaseException | None) -> bool:
-    """Whether `err` is the database failing (a connection refused or dropped, the file locked),
-    which running again once it is back mends; not a statement it refused (a constraint, a value
-    too long: a bug of ours), which would fail the same way again and needs its traceback."""
-    while err is not None:
-        if isinstance(err, DATABASE_FAILURES) or (isinstance(err, DBAPIError) and err.connection_invalidated):
-            return True
-        err = err.__cause__
-    return False
-
-
-def _first_cause(err: BaseException) -> str:
-    """The first line of the error at the root of `err`: the driver's own words (Optuna's and
-    SQLAlchemy's wrappers say only that a commit or a connection failed)."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return (str(err).splitlines() or [type(err).__name__])[0].strip()
-
-
 def open_study(
-    campaign_dir: Path, name: str, url: str | None, sampler: optuna.samplers.BaseSampler | None = None
+    campaign_dir: Path,
+    name: str,
+    url: str | None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    retry_seconds: float = 0.0,
 ) -> optuna.Study:
     """Create the campaign's study, or load it when the campaign is resumed. Only the
-    controller opens it this way, under its lock (`recover_journal`)."""
+    controller opens it this way, under its lock (`recover_journal`). A database that fails
+    under it is tried again for `retry_seconds` (`storage_retry_seconds`)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not url:
         recover_journal(campaign_dir)
     with reading_storage(url, campaign_dir):
         study = optuna.create_study(
             study_name=name,
-            storage=controller_storage(campaign_dir, url),
+            storage=controller_storage(campaign_dir, url, retry_seconds),
             sampler=sampler,
             direction="minimize",
             load_if_exists=True,

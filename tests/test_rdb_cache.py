@@ -20,7 +20,7 @@ from engine_helpers import killed_and_resumed, run_scripted, scripted_campaign
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
-from autoresearch import rdb_cache
+from autoresearch import outage, rdb_cache
 from autoresearch.intake import Intake
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
@@ -182,12 +182,9 @@ def cut_off(database_url: str) -> Iterator[None]:
             admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
 
 
-def test_a_database_lost_mid_campaign_stops_the_controller_in_one_line_and_loses_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
-) -> None:
-    """The database goes away as a promotion's re-runs are queued, experiments running: the
-    controller stops with one line saying so (not a driver traceback), and the same command run
-    once it is back finishes the campaign from the experiments' folders."""
+def lose_the_database_at_the_first_rerun(monkeypatch: pytest.MonkeyPatch, database_url: str) -> ExitStack:
+    """The database cut off (`cut_off`) as a promotion's re-runs are queued, experiments running,
+    until the returned stack is closed."""
     queue = Intake.add
     held, cut = ExitStack(), []
 
@@ -197,10 +194,27 @@ def test_a_database_lost_mid_campaign_stops_the_controller_in_one_line_and_loses
             cut.append(held.enter_context(cut_off(database_url)))
 
     monkeypatch.setattr(Intake, "add", add_then_lose_the_database)
+    return held
+
+
+def test_a_database_lost_mid_campaign_for_longer_than_the_retries_stops_the_controller_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database goes away and stays away: the controller tries again for storage_retry_seconds,
+    then stops with one line saying so (not a driver traceback), and the same command run once it
+    is back finishes the campaign from the experiments' folders, nothing lost."""
+    held = lose_the_database_at_the_first_rerun(monkeypatch, database_url)
+    waits: list[float] = []
+    monkeypatch.setattr(outage, "_pause", waits.append)
     overrides = (f"storage={database_url}",)
-    dying = scripted_campaign(tmp_path, [Candidate("wider", knobs={"WIDTH": 128})], *overrides)
+    dying = scripted_campaign(
+        tmp_path, [Candidate("wider", knobs={"WIDTH": 128})], *overrides, "storage_retry_seconds=10"
+    )
     with held, pytest.raises(StudyUnavailable) as stopped:
         dying.run()
+    assert waits == [1, 2, 4, 3]  # doubled each time, and the last cut to the 10 s allowed
+    said = [r.getMessage() for r in caplog.records if "storage=" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith(": trying again for up to 10 s"), said
     message = str(stopped.value)
     assert re.match(f"^lost the study at storage={re.escape(database_url)}: .+; ", message), message
     assert "\n" not in message
@@ -213,6 +227,88 @@ def test_a_database_lost_mid_campaign_stops_the_controller_in_one_line_and_loses
     reruns = [t for t in database if "validates" in t.user_attrs]
     assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 1042]
     assert campaign.study.trials[-1].number == database[-1].number
+
+
+def test_a_database_back_within_the_retries_costs_the_campaign_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PostgreSQL restart or a network blip: the controller waits for the database (one line
+    when it starts, one when it is back) and the campaign goes on to its end, its copy equal to
+    the database, nothing queued twice."""
+    held = lose_the_database_at_the_first_rerun(monkeypatch, database_url)
+    waits: list[float] = []
+
+    def back_at_the_first_wait(seconds: float) -> None:
+        waits.append(seconds)
+        held.close()
+
+    monkeypatch.setattr(outage, "_pause", back_at_the_first_wait)
+    campaign = run_scripted(tmp_path, [Candidate("wider", knobs={"WIDTH": 128})], f"storage={database_url}")
+    assert waits == [1]
+    said = [r.getMessage() for r in caplog.records if "storage=" in r.getMessage()]
+    assert len(said) == 2 and said[0].endswith(": trying again for up to 300 s"), said
+    assert said[1] == f"the study's database at storage={database_url} is back after 1 s"
+    database = optuna.load_study(study_name="toy", storage=database_url).get_trials(deepcopy=False)
+    assert [as_stored(t) for t in database] == [
+        as_stored(t) for t in campaign.study.get_trials(deepcopy=False)
+    ]
+    assert all(t.state.is_finished() for t in database)
+    reruns = [t for t in database if "validates" in t.user_attrs]
+    assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 1042]
+
+
+def test_a_write_whose_answer_was_lost_is_not_made_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """A connection that drops as a commit goes through leaves the write in the database, its
+    answer lost: a new trial or a state change tried again would be made twice (a second trial;
+    a claim refused as taken, a finish refused as finished). Each is looked for first."""
+    study = open_study(tmp_path, "c", database_url, retry_seconds=60)
+    ledger = Ledger(study, now=lambda: 0.0, after_tell=lambda: None)
+    monkeypatch.setattr(outage, "_pause", lambda seconds: None)
+
+    dialect = study._storage._backend.engine.dialect
+    commit, lose = dialect.do_commit, []
+
+    def commit_then_lose_the_answer(connection: object) -> None:
+        commit(connection)
+        if lose and lose.pop():
+            raise dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(dialect, "do_commit", commit_then_lose_the_answer)
+    lose.append(True)
+    study.enqueue_trial({}, user_attrs={"kind": "experiment"})
+    lose.append(True)
+    assert ledger.claim(study.trials[0])
+    lose.append(True)
+    ledger.complete(0, 1.5, {"val_bpb": 1.5})
+    assert lose == []  # each write's answer was lost
+    database = optuna.load_study(study_name="c", storage=database_url).get_trials(deepcopy=False)
+    assert [(t.number, t.state, t.value) for t in database] == [(0, TrialState.COMPLETE, 1.5)]
+    assert [as_stored(t) for t in database] == [as_stored(t) for t in study.get_trials(deepcopy=False)]
+
+
+def test_a_sqlite_file_without_the_study_tables_is_not_taken_for_the_database_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study's SQLite file replaced under the controller (by another program's, or an empty
+    one): its own line, at once, not "lost, run again once it is back", which it never will be."""
+    waits: list[float] = []
+    monkeypatch.setattr(outage, "_pause", waits.append)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(tmp_path, "c", url, retry_seconds=60)
+    with sqlite3.connect(tmp_path / "study.db") as other:
+        tables = [name for (name,) in other.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            other.execute(f"DROP TABLE {table}")
+        other.execute("CREATE TABLE notes (text TEXT)")
+    with pytest.raises(StudyUnavailable) as stopped, held_storage(url):
+        study.enqueue_trial({}, user_attrs={"kind": "experiment"})
+    assert str(stopped.value).startswith(
+        f"the database at storage={url} lacks the study's tables (no such table: "
+    ), stopped.value
+    assert "not an Optuna study, or was replaced while the controller ran" in str(stopped.value)
+    assert waits == []  # not waited for
 
 
 def test_a_statement_the_database_refuses_is_not_taken_for_the_database_lost(
