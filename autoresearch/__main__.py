@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from autoresearch.cli import run_tool, unknown_command
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, campaign_dir_of, register_configs
@@ -138,19 +138,19 @@ def composition_error_line(err: CompactHydraException) -> str:
         why = str(err.__cause__).splitlines()[0]
         if re.search(r"is not a subclass of (KnobConfig|PartitionConfig)", why):  # OmegaConf's typed maps
             why = CANNOT_ADD
-        elif isinstance(err.__cause__, ConfigKeyError) and "is not in struct" in why:
-            why = missing_entry(err.__cause__)
+        elif isinstance(err.__cause__, ConfigKeyError | ConfigAttributeError) and " not in " in why:
+            why = missing_entry(err.__cause__)  # a misspelt setting, or a knob or partition not there
         return f"{what}: {why}"
     return what
 
 
-def missing_entry(err: ConfigKeyError) -> str:
-    """A knob or partition the campaign does not have, named with the closest it does: only the
-    fields of those it has can be set on the command line."""
+def missing_entry(err: ConfigKeyError | ConfigAttributeError) -> str:
+    """A setting, knob or partition the config does not have, named with the closest it does: only
+    the fields of the knobs and partitions it has can be set on the command line."""
     names = [str(k) for k in err.parent_node] if err.parent_node is not None else []
     where = str(err.full_key).rpartition(".")[0]
     close = difflib.get_close_matches(str(err.key), names, n=1)
-    said = f"no {err.key!r} in {where}" + (
+    said = (f"no {err.key!r} in {where}" if where else f"no setting {err.key!r}") + (
         f" (did you mean {close[0]}?)" if close else f" ({', '.join(names)})"
     )
     return f"{said}; {CANNOT_ADD}" if where in ("campaign.knobs", "cluster.partitions") else said

@@ -116,7 +116,8 @@ def test_resolved_config_and_typo_errors(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stderr.splitlines()) == (
         2,
         [
-            "error: bad config: Could not override 'campaign.wave_sise': Key 'wave_sise' not in 'CampaignConfig'"
+            "error: bad config: Could not override 'campaign.wave_sise': no 'wave_sise' in campaign "
+            "(did you mean wave_size?)"
         ],
     )
     proc = run_campaign(tmp_path, "campaign.min_delta=lots")
@@ -277,6 +278,15 @@ def test_a_missing_campaign_is_one_clear_line(tmp_path: Path, command: list[str]
         (  # a + adds any key: a misspelt one would be dropped, and the campaign run without it
             ["+campaign=demo", "+campaign.budget.max_experimnts=1", "+foo=1", "runs_dir=/nonexistent"],
             "error: bad config: no such setting: foo; campaign.budget.max_experimnts (did you mean max_experiments?)",
+        ),
+        (  # a misspelt setting is named with the one meant, at any depth
+            ["+campaign=demo", "campaign.budget.max_experimens=5"],
+            "error: bad config: Could not override 'campaign.budget.max_experimens': no 'max_experimens' in "
+            "campaign.budget (did you mean max_experiments?)",
+        ),
+        (
+            ["+campaign=demo", "runs_dri=elsewhere"],
+            "error: bad config: Could not override 'runs_dri': no setting 'runs_dri' (did you mean runs_dir?)",
         ),
         (  # OmegaConf refuses a new entry in a typed map; say where it goes instead
             ["+campaign=demo", "+campaign.knobs.WEIGHT_DECAY={kind:float,low:0.0,high:0.2}"],
