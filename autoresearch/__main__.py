@@ -66,8 +66,12 @@ def run(cfg: AutoresearchConfig) -> int:
     except (ValueError, AgentSetupError) as err:  # (a refused key, an unknown model)
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    campaign_dir.mkdir(parents=True, exist_ok=True)
-    log_to_file(campaign_dir / "controller.log")
+    try:  # (a runs_dir that is a file, read-only, or on a mount that is gone)
+        campaign_dir.mkdir(parents=True, exist_ok=True)
+        log_to_file(campaign_dir / "controller.log")
+    except OSError as err:
+        print(f"error: {unwritable_folder_message(campaign_dir, err)}", file=sys.stderr)
+        return EXIT_ERROR
     tracker = make_tracker(cfg.tracking, campaign_dir, cfg.campaign.name)
     campaign = Campaign(cfg, campaign_dir, fleet, proposer, tracker=tracker)
 
@@ -113,6 +117,15 @@ def run(cfg: AutoresearchConfig) -> int:
         campaign_dir,
     )
     return EXIT_STOPPED if campaign.stop_requested else 0
+
+
+def unwritable_folder_message(campaign_dir: Path, err: OSError) -> str:
+    """Why the campaign folder cannot be made or written, and the setting that moves it."""
+    where = f" ({err.filename})" if err.filename and str(err.filename) != str(campaign_dir) else ""
+    return (
+        f"cannot write the campaign folder {campaign_dir}: {err.strerror or err}{where}; "
+        "set runs_dir=... to a folder you can write"
+    )
 
 
 def missing_value_message(err: MissingMandatoryValue) -> str:

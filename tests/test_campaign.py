@@ -262,6 +262,20 @@ def test_a_missing_campaign_is_one_clear_line(tmp_path: Path, command: list[str]
     assert not list(tmp_path.glob("*/*")), "a refused config must not create campaign folders"
 
 
+def test_a_runs_dir_that_cannot_be_written_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    """runs_dir on a file (as on a read-only or vanished mount): the folder cannot be made, and the
+    command says so and what to set, instead of ending in a traceback."""
+    taken = tmp_path / "results.txt"
+    taken.write_text("a researcher's notes\n")
+    proc = run_campaign(taken)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"error: cannot write the campaign folder {taken / 'toy'}: Not a directory; "
+        "set runs_dir=... to a folder you can write"
+    ]
+    assert taken.read_text() == "a researcher's notes\n"
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
