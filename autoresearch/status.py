@@ -38,6 +38,7 @@ from autoresearch.budget import (
 from autoresearch.cli import tool_name
 from autoresearch.config import SAVED_CONFIG, SavedConfigError, read_saved_config, reading_saved_config
 from autoresearch.files import read_json
+from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import controller_state
 from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.runner import STARTED_FILE
@@ -64,12 +65,13 @@ def reading_campaign(campaign_dir: Path) -> Iterator[tuple[optuna.Study, DictCon
     journal line damaged under `--watch`, a database gone) are a one-line refusal (exit 2, as the
     campaign command's)."""
     if not campaign_dir.is_dir():
-        refuse(f"no such folder: {campaign_dir}")
+        what = "not a folder" if campaign_dir.exists() else "no such folder"
+        refuse(f"{what}: {campaign_dir}{missing_folder_hint(campaign_dir)}")
     if not (campaign_dir / SAVED_CONFIG).is_file():
         if (controller := controller_state(campaign_dir)) is not None:  # config.yaml comes once set up
             how = "is still setting up" if controller.startswith("running") else "did not get past setting up"
             refuse(f"{campaign_dir}: its first start {how} (the data, the study); controller {controller}")
-        refuse(f"not a campaign folder (no config.yaml): {campaign_dir}")
+        refuse(f"not a campaign folder (no config.yaml): {campaign_dir}{campaigns_inside_hint(campaign_dir)}")
     try:
         saved = campaign_dir / SAVED_CONFIG
         config = read_saved_config(saved)

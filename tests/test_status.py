@@ -103,6 +103,36 @@ def test_status_refuses_a_folder_that_is_not_a_campaign(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("tool", ["status", "report"])
+def test_a_mistyped_campaign_folder_is_named_with_the_one_meant(tmp_path: Path, tool: str) -> None:
+    """A newcomer's first tries: the campaign's name alone, a near miss, the runs folder itself, a
+    file of the campaign: each refusal names the folder to give instead."""
+    campaign = tmp_path / "runs" / "demo"
+    campaign.mkdir(parents=True)
+    (campaign / CONTROLLER_FILE).write_text("{}")
+    (campaign / "config.yaml").write_text("campaign:\n  name: demo\nstorage: null\n")
+    (campaign / "report.html").write_text("<html></html>")
+    (tmp_path / "conf").mkdir()  # a Hydra config folder is not a campaign
+    (tmp_path / "conf" / "config.yaml").write_text("defaults: []\n")
+
+    def refusal(folder: str) -> str:
+        command = [sys.executable, "-m", "autoresearch", tool, folder]
+        out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, out
+        (line,) = out.stderr.splitlines()
+        return line
+
+    assert refusal("demo") == "error: no such folder: demo (did you mean runs/demo?)"
+    assert refusal("runs/dmeo") == "error: no such folder: runs/dmeo (did you mean runs/demo?)"
+    assert (
+        refusal("runs")
+        == "error: not a campaign folder (no config.yaml): runs (the campaigns in it: runs/demo)"
+    )
+    assert refusal("runs/demo/report.html") == "error: not a folder: runs/demo/report.html"
+    assert refusal(".") == "error: not a campaign folder (no config.yaml): ."
+    assert refusal("elsewhere") == "error: no such folder: elsewhere"
+
+
 def test_status_of_a_first_start_still_setting_up_says_so(tmp_path: Path) -> None:
     """config.yaml is written once the study is open and the data prepared (minutes at the gpt2
     scale): meanwhile the folder has only its controller's heartbeat, and status says what it is."""
