@@ -22,13 +22,20 @@ def plot_title(table: list[dict[str, Any]], name: str) -> str:
     return f"{name}: {sum(1 for r in table if row_ran(r))} experiments, {crashes} crashed"
 
 
-def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
-    """The screen tier's runs (the search itself); the validate tier's live in results.tsv."""
-    ran = [
-        (i, r)
-        for i, r in enumerate(table)
+def screen_points(table: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """The screen tier's results (the search itself; the validate tier's live in results.tsv), each
+    at its place among the experiments that ran, 1 the first to end: candidates skipped or refused
+    never ran and take no place, so the axis ends at the title's count."""
+    ran = [r for r in table if row_ran(r)]
+    return [
+        (n, r)
+        for n, r in enumerate(ran, start=1)
         if r["status"] in ("keep", "discard", "baseline", "rerun") and r["tier"] in ("screen", "")
     ]
+
+
+def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
+    ran = screen_points(table)
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     for status, label, color, size in (
         ("discard", "discard", "#b0b0b0", 14),
@@ -56,7 +63,7 @@ def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
         xs, ys = zip(*baseline, strict=True)
         ax.scatter(xs, ys, s=30, c="#2c7bb6", marker="s", label="baseline", zorder=3)
     ax.set_xlabel("experiment (in order of completion)")
-    ax.set_ylabel("val_bpb (lower is better)")
+    ax.set_ylabel("val_bpb: validation bits per byte (lower is better)")
     ax.set_title(plot_title(table, title))
     ax.grid(alpha=0.3)
     if ran:

@@ -26,7 +26,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from autoresearch.agent.usage import UsageLedger
-from autoresearch.plot import plot_title
+from autoresearch.plot import plot_title, screen_points
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.report import build_report, busy_hours, write_report
 from autoresearch.report_html import render_html
@@ -141,6 +141,24 @@ def test_the_plot_counts_the_experiments_the_report_counts(tmp_path: Path) -> No
     report = build_report(study, tmp_path, compose_toy(tmp_path))
     assert report.ran == 2 and sum(report.counts.values()) == 4
     assert plot_title(rows(study), "toy") == "toy: 2 experiments, 1 crashed"
+
+
+def test_the_plot_places_each_result_among_the_experiments_that_ran(tmp_path: Path) -> None:
+    """The x axis counts experiments as the title does: a skipped candidate (it never ran) takes no
+    place, so the last point is at the title's count, not beyond it (the demo's 25 experiments were
+    drawn out to 26 past two skips)."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen", partition="local")
+    add_run(study, None, 70.0, 0.0, status="skip", tier="screen", partition="", started_at=None)
+    add_run(study, 1.9, 100.0, 60.0, status="discard", tier="screen", partition="local")
+    add_run(study, 1.8, 200.0, 60.0, status="keep", tier="screen", partition="local", version="v1")
+    table = rows(study)
+    assert [(n, r["status"]) for n, r in screen_points(table)] == [
+        (1, "baseline"),
+        (2, "discard"),
+        (3, "keep"),
+    ]
+    assert plot_title(table, "toy") == "toy: 3 experiments, 0 crashed"
 
 
 def test_the_report_counts_llm_tokens_and_dollars_from_the_ledger(tmp_path: Path) -> None:
