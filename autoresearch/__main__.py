@@ -39,6 +39,7 @@ CANNOT_ADD = (
 
 def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.agent.client import AgentSetupError
+    from autoresearch.budget import going_on_past
     from autoresearch.campaign import Campaign, CampaignError
     from autoresearch.config import deadline_seconds
     from autoresearch.config_check import ConfigError, check_config
@@ -108,6 +109,8 @@ def run(cfg: AutoresearchConfig) -> int:
     )
     for line in summary.kept_descriptions:
         log.info("  kept %s", line)
+    if hint := going_on_past(summary.stop_reason):
+        log.info("%s", hint)
     if not summary.set_up:  # stopped before it was set up: no report of this run to point to
         return EXIT_STOPPED if campaign.stop_requested else 0
     log.info("report: %s (results.tsv and progress.png beside it)", campaign_dir / "report.html")

@@ -108,17 +108,41 @@ def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now
     return spend(experiments_launched(study), gpu_hours_by_pool(study), pools, campaign_dir, started, now)
 
 
+BUDGET_SETTINGS = {  # each limit as `exhausted` words it, and the campaign.budget setting that sets it
+    "experiments": "max_experiments",
+    "wall hours": "max_wall_hours",
+    "GPU-hours": "max_gpu_hours",
+    "dollars": "max_dollars",
+}
+
+
 def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:
     """The first limit reached, in words, or None."""
-    checks = [
-        (budget.max_experiments, spend.experiments, "experiments"),
-        (budget.max_wall_hours, spend.wall_hours, "wall hours"),
-        (budget.max_gpu_hours, spend.gpu_hours, "GPU-hours"),
-        (budget.max_dollars, spend.dollars, "dollars"),
-    ]
-    for limit, used, what in checks:
-        if limit and used >= limit:
-            return f"{what} budget reached ({used:.4g} of {limit:.4g})"
+    used = {
+        "experiments": spend.experiments,
+        "wall hours": spend.wall_hours,
+        "GPU-hours": spend.gpu_hours,
+        "dollars": spend.dollars,
+    }
+    for what, setting in BUDGET_SETTINGS.items():
+        limit = getattr(budget, setting)
+        if limit and used[what] >= limit:
+            return f"{what} budget reached ({used[what]:.4g} of {limit:.4g})"
+    return None
+
+
+def going_on_past(stop_reason: str) -> str | None:
+    """What to type to go on after a budget stopped the campaign (a resume with the same budget
+    stops at once), or None for any other stop. Wall hours run on while no controller runs, so a
+    campaign stopped with Ctrl-C and resumed later can find its wall budget spent."""
+    for what, setting in BUDGET_SETTINGS.items():
+        if stop_reason.startswith(f"{what} budget reached"):
+            since = (
+                " (wall hours count from the campaign's first start, time stopped included)"
+                if setting == "max_wall_hours"
+                else ""
+            )
+            return f"to go on, run the same command with a larger campaign.budget.{setting}{since}"
     return None
 
 

@@ -81,6 +81,8 @@ def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
     assert len(log) == 1 + len(kept)
     assert {f"trial {r['trial']}: {r['description']}" for r in kept} <= set(log)
     assert (campaign / "progress.png").stat().st_size > 1000
+    # It stopped at its budget, and says which setting goes on (a resume as it is stops at once).
+    assert "to go on, run the same command with a larger campaign.budget.max_experiments\n" in proc.stdout
     # Each keep records how far below the frontier it landed (min_delta is 0.0005 by default).
     kept_trials = [t for t in done if t.user_attrs.get("status") == "keep"]
     assert kept_trials and all(t.user_attrs["delta"] <= -0.0005 for t in kept_trials)

@@ -20,7 +20,7 @@ from engine_helpers import (
     wait_for,
 )
 
-from autoresearch.budget import Spend, exhausted, hours_unit
+from autoresearch.budget import Spend, exhausted, going_on_past, hours_unit
 from autoresearch.campaign import Campaign
 from autoresearch.config import (
     AutoresearchConfig,
@@ -99,6 +99,18 @@ def test_budgets_stop_at_the_first_limit_reached() -> None:
     assert "GPU-hours" in exhausted(spend, BudgetConfig(max_gpu_hours=2.5))
     assert "dollars" in exhausted(spend, BudgetConfig(max_dollars=10.0))
     assert exhausted(spend, BudgetConfig(max_dollars=11.0, max_gpu_hours=4.0)) is None
+
+
+@pytest.mark.parametrize("setting", ["max_experiments", "max_wall_hours", "max_gpu_hours", "max_dollars"])
+def test_a_stop_at_a_budget_names_the_setting_that_goes_on(setting: str) -> None:
+    spend = Spend(experiments=10, wall_hours=1.5, gpu_hours=3.0, gpu_dollars=9.0, llm_dollars=1.5)
+    reason = exhausted(spend, BudgetConfig(**{setting: 1.0}))
+    hint = going_on_past(reason)
+    assert hint is not None and hint.startswith(
+        f"to go on, run the same command with a larger campaign.budget.{setting}"
+    )
+    assert ("time stopped included" in hint) == (setting == "max_wall_hours")
+    assert going_on_past("stopped by the user") is None and going_on_past("") is None
 
 
 def test_slot_hours_are_gpu_hours_unless_every_slot_was_a_cpu() -> None:
