@@ -287,7 +287,11 @@ class Campaign:
         except BlockingIOError:
             other = os.pread(fd, 32, 0).decode().strip() or "?"
             os.close(fd)
-            raise CampaignLocked(f"another controller (pid {other}) is running {self.dir}") from None
+            raise CampaignLocked(
+                f"another controller (pid {other}) is running {self.dir}: follow it with "
+                f"`python -m autoresearch.status {self.dir}`, or stop it (Ctrl-C, or kill {other}) and "
+                "run this command again to take over"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd

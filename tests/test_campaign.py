@@ -547,7 +547,11 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
             timeout=60,
         )
         assert second.returncode == 2
-        assert "another controller" in second.stdout + second.stderr
+        assert (
+            f"another controller (pid {first.pid}) is running {tmp_path / 'toy'}: follow it with "
+            f"`python -m autoresearch.status {tmp_path / 'toy'}`, or stop it (Ctrl-C, or kill {first.pid}) "
+            "and run this command again to take over\n"
+        ) in second.stdout
         assert (tmp_path / "toy" / "config.yaml").read_text() == saved  # the running one's, not its own
         assert (controller_state(tmp_path / "toy") or "").startswith(f"running: pid {first.pid} on ")
     finally:
