@@ -131,11 +131,23 @@ def unwritable_folder_message(campaign_dir: Path, err: OSError) -> str:
     )
 
 
+def campaign_names() -> list[str]:
+    """The campaigns +campaign= can name: conf/'s and those of a --config-dir."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folders = [
+        Path(source.path.removeprefix("file://"))
+        for source in HydraConfig.get().runtime.config_sources
+        if source.schema == "file"
+    ]
+    return sorted({p.stem for folder in (CONF_DIR, *folders) for p in (folder / "campaign").glob("*.yaml")})
+
+
 def missing_value_message(err: MissingMandatoryValue) -> str:
     """What to type instead, for the settings a config leaves to the command line."""
     key = err.full_key or "?"
     if key == "campaign":
-        names = ", ".join(sorted(p.stem for p in (CONF_DIR / "campaign").glob("*.yaml")))
+        names = ", ".join(campaign_names())
         return f"no campaign chosen: add +campaign=NAME (one of: {names}), e.g. python -m autoresearch +campaign=demo"
     return f"{key} has no value: set it on the command line, e.g. {key}=..."
 

@@ -258,6 +258,21 @@ def test_a_missing_campaign_is_one_clear_line(tmp_path: Path, command: list[str]
         "error: no campaign chosen: add +campaign=NAME (one of: demo, gpt2), "
         "e.g. python -m autoresearch +campaign=demo"
     ]
+    # with campaigns of one's own (README: --config-dir), theirs are named too
+    proc = subprocess.run(
+        [*command, f"--config-dir={FIXTURE_CONF}", f"runs_dir={runs}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    names = sorted(
+        {p.stem for p in (*(REPO / "conf").glob("campaign/*.yaml"), *FIXTURE_CONF.glob("campaign/*.yaml"))}
+    )
+    assert "toy" in names and proc.stderr.splitlines() == [
+        f"error: no campaign chosen: add +campaign=NAME (one of: {', '.join(names)}), "
+        "e.g. python -m autoresearch +campaign=demo"
+    ]
     proc = run_campaign(tmp_path, "campaign.name=???")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: campaign.name has no value")
