@@ -65,7 +65,11 @@ def _result(r: CampaignReport) -> str:
         frontier = _mean(t.frontier) + (f", trial {t.frontier_trial}" if t.frontier_trial is not None else "")
         change = f"{t.change:+.6f} ({100 * t.change / statistics.fmean(t.baseline):+.2f}%)"
         body.append([escape(t.tier), _mean(t.baseline), frontier, change])
-    return _table(["tier", "baseline val_bpb", "frontier val_bpb", "change"], body, (3,))
+    legend = (
+        "<p class=muted>val_bpb: validation bits per byte, lower is better; ± is the standard "
+        "deviation over the seeds each was run on.</p>"
+    )
+    return _table(["tier", "baseline val_bpb", "frontier val_bpb", "change"], body, (3,)) + legend
 
 
 def _pool_dollars(r: CampaignReport, pool: str, hours: float) -> str:

@@ -107,6 +107,7 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
     assert len(confirming(study.trials, int(kept[-1]["trial"]))) == 2
     assert screen.frontier_trial == int(kept[-1]["trial"])
     assert 'src="data:image/png;base64,' in page  # the plot travels inside the page
+    assert "val_bpb: validation bits per byte, lower is better; ± is the standard deviation" in page
 
 
 def test_a_rejected_proposal_is_no_experiment_that_ran(tmp_path: Path) -> None:
