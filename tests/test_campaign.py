@@ -1194,3 +1194,17 @@ def test_help_says_how_to_run_a_campaign_and_the_tools() -> None:
         ["autoresearch", "report"],
     ]
     assert "campaign: demo, gpt2" in proc.stdout and "added with a + (+campaign=demo)" in proc.stdout
+    # the campaign's own settings (budgets, keep rule) are one --help away, as it says
+    assert "+campaign=demo --help shows its settings" in proc.stdout and "max_experiments" not in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoresearch", "+campaign=demo", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        proc.returncode == 0
+        and "    max_experiments: 30\n" in proc.stdout
+        and "min_delta: 0.01" in proc.stdout
+    )
