@@ -23,7 +23,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from autoresearch.cli import run_tool, unknown_command
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, campaign_dir_of, register_configs
-from autoresearch.logs import log_to_file, setup_logging
+from autoresearch.logs import setup_logging
 
 register_configs()
 log = logging.getLogger("autoresearch")
@@ -67,14 +67,16 @@ def run(cfg: AutoresearchConfig) -> int:
     except (ValueError, AgentSetupError) as err:  # (a refused key, an unknown model)
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
+    log_file = campaign_dir / "controller.log"  # written from once the campaign holds its folder
     try:  # (a runs_dir that is a file, read-only, or on a mount that is gone)
         campaign_dir.mkdir(parents=True, exist_ok=True)
-        log_to_file(campaign_dir / "controller.log")
+        with open(log_file, "a"):
+            pass
     except OSError as err:
         print(f"error: {unwritable_folder_message(campaign_dir, err)}", file=sys.stderr)
         return EXIT_ERROR
     tracker = make_tracker(cfg.tracking, campaign_dir, cfg.campaign.name)
-    campaign = Campaign(cfg, campaign_dir, fleet, proposer, tracker=tracker)
+    campaign = Campaign(cfg, campaign_dir, fleet, proposer, tracker=tracker, log_file=log_file)
 
     def request_stop(signum: int, _frame: object) -> None:
         if campaign.stop_requested:

@@ -49,6 +49,7 @@ from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, harness_env
 from autoresearch.ledger import Ledger
+from autoresearch.logs import log_to_file
 from autoresearch.plot import plot_progress
 from autoresearch.policy import NoiseAwarePolicy, Policy
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec, Proposer
@@ -130,8 +131,10 @@ class Campaign:
         policy: Policy | None = None,
         background_proposals: bool = True,
         tracker: Tracker | None = None,
+        log_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.log_file = log_file  # the log's file once this controller holds the folder (None: none)
         self.c = cfg.campaign
         self.dir = campaign_dir
         self.fleet = fleet
@@ -159,6 +162,8 @@ class Campaign:
         (self.dir / "experiments").mkdir(exist_ok=True)
         (self.dir / "proposals").mkdir(exist_ok=True)
         self._lock()
+        if self.log_file is not None:  # only now: a second controller, refused, leaves the log alone
+            log_to_file(self.log_file)
         self.heartbeat.start()
         if shutil.which("git") is None:
             raise CampaignError(

@@ -568,6 +568,8 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
             "and run this command again to take over\n"
         ) in second.stdout
         assert (tmp_path / "toy" / "config.yaml").read_text() == saved  # the running one's, not its own
+        log = (tmp_path / "toy" / "controller.log").read_text()  # the running one's, without the refusal
+        assert log.count("INFO campaign toy in ") == 1 and "another controller" not in log
         assert (controller_state(tmp_path / "toy") or "").startswith(f"running: pid {first.pid} on ")
     finally:
         hold.unlink()
