@@ -260,7 +260,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog=tool_name("status"), description=__doc__.splitlines()[0])
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
     parser.add_argument("--watch", type=seconds, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
-    parser.add_argument("--json", action="store_true", help="print results as JSON lines instead")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print each finished trial's row (results.tsv's columns) as a JSON line",
+    )
     args = parser.parse_args()
     with reading_campaign(args.campaign_dir) as (study, config):
         show(study, args.campaign_dir, args.watch, args.json, pool_prices(config))
