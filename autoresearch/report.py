@@ -208,13 +208,19 @@ def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> Path:
 
 def main() -> None:
     from autoresearch.cli import tool_name
-    from autoresearch.status import reading_campaign
+    from autoresearch.status import reading_campaign, refuse
 
     parser = argparse.ArgumentParser(prog=tool_name("report"), description=__doc__.splitlines()[0])
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
     args = parser.parse_args()
     with reading_campaign(args.campaign_dir) as (study, config):  # (also: a setting an edit removed)
-        path = write_report(study, args.campaign_dir, config)
+        try:
+            path = write_report(study, args.campaign_dir, config)
+        except OSError as err:  # (a read-only mount: a colleague's campaign, an archive)
+            refuse(
+                f"cannot write the report in {args.campaign_dir}: {err.strerror or err} ({err.filename}); "
+                "run it where the campaign folder can be written (a copy of the folder will do)"
+            )
     print(path)
 
 

@@ -305,3 +305,16 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
         [sys.executable, "-m", "autoresearch.report", str(tmp_path)], cwd=REPO, capture_output=True, text=True
     )
     assert refused.returncode != 0 and "not a campaign folder" in refused.stderr
+    # a folder the report cannot be written in (here its place taken by a folder; a read-only
+    # mount alike): one line, exit 2, and the campaign's files as they were
+    (campaign / "report.html").unlink()
+    (campaign / "report.html").mkdir()
+    journal = (campaign / "study.journal").read_bytes()
+    refused = subprocess.run(
+        [sys.executable, "-m", "autoresearch.report", str(campaign)], cwd=REPO, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"error: cannot write the report in {campaign}: Is a directory ({campaign / 'report.html.tmp'}); "
+        "run it where the campaign folder can be written (a copy of the folder will do)"
+    ]
+    assert (campaign / "study.journal").read_bytes() == journal
