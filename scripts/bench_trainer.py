@@ -144,7 +144,11 @@ def _harness_count(r: dict) -> str:
     """The harness's own count of the training time (prepare.training_count), which a run must keep
     within its budget: on a GPU, the check that it agrees with train.py's count."""
     counted = r.get("harness_train_seconds")
-    return "n/a (an older harness)" if counted is None else f"{counted:.1f} s (held to the budget + 10%)"
+    return (
+        "n/a (an older harness)"
+        if counted is None
+        else f"{counted:.1f} s (held to the budget + 10% + 12 steps)"
+    )
 
 
 if __name__ == "__main__":

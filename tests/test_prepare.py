@@ -439,7 +439,7 @@ TAMPERING = {
         p.check_causal, "__code__", (lambda *args: None).__code__
     ),
     "a builtin shadowed": lambda p, mp: mp.setattr(p, "sum", lambda *args: 0, raising=False),
-    "the budget check replaced": lambda p, mp: mp.setattr(p, "_overrun", lambda: ""),
+    "the budget check replaced": lambda p, mp: mp.setattr(p, "_overrun", lambda num_steps: ""),
     "the training count's stamps replaced": lambda p, mp: mp.setattr(p, "_training_stamps", []),
     "torch's kernel": lambda p, mp: mp.setattr(torch._C._nn, "cross_entropy_loss", _fake_cross_entropy),
 }
@@ -536,18 +536,25 @@ def test_write_result(
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]
 
 
-def test_write_result_counts_training_time_itself(
+@pytest.fixture
+def stamps(
     prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """The budget's 0.1 s steps after a 40 s compilation stall: the stall is not training, so a run
-    of the budget is a result (with the harness's count in it), and one of 1.3 budgets is not; also
-    when most waits are short launches."""
+) -> list[float]:
+    """The harness's list of training-batch stamps, for a test to fill, with a val_bpb recorded and
+    a result path; both are put back after."""
     before, stamps = prepare_mod._last_val_bpb, prepare_mod._training_stamps
     request.addfinalizer(lambda: prepare_mod._record_val_bpb(before))
     kept = stamps.copy()  # the module is shared by the session; the list is sealed: changed in place
     request.addfinalizer(lambda: stamps.__setitem__(slice(None), kept))
     monkeypatch.setenv("AUTORESEARCH_RESULT", str(tmp_path / "result.json"))
     prepare_mod._record_val_bpb(1.25)
+    return stamps
+
+
+def test_write_result_counts_training_time_itself(prepare_mod: ModuleType, stamps: list[float]) -> None:
+    """The budget's 0.1 s steps after a 40 s compilation stall: the stall is not training, so a run
+    of the budget is a result (with the harness's count in it), and one of 1.3 budgets is not; also
+    when most waits are short launches."""
     budget = prepare_mod.TIME_BUDGET
 
     def run_of(seconds: float, step: list[float]) -> list[float]:
@@ -564,6 +571,28 @@ def test_write_result_counts_training_time_itself(
         over = rf"trained for {1.3 * budget:.1f} s .* over the {budget:g} s budget"
         with pytest.raises(prepare_mod.OverBudget, match=over):
             prepare_mod.write_result({})
+
+
+def test_write_result_allows_train_py_its_steps_not_batches(
+    prepare_mod: ModuleType, stamps: list[float]
+) -> None:
+    """train.py's untimed warm-up step and the step that crosses the budget are steps: with 16
+    micro-batches a step (measured on a CPU: TOTAL_BATCH_SIZE = 2**15 at the 15 s budget, steps of
+    2.5 s, each batch an even wait) an unedited stopping rule trained 1.33 budgets and was refused
+    as over 1.1 budgets + 12 waits; 4 budgets still is."""
+    budget, micro_batches = prepare_mod.TIME_BUDGET, 16
+    step = budget / 6
+
+    def run_of(steps: int) -> list[float]:
+        """Stamps: the first batch, then `steps` steps of `micro_batches` even waits."""
+        return [i * step / micro_batches for i in range(steps * micro_batches + 1)]
+
+    stamps[:] = run_of(8)  # the untimed step, then 7 to cross the budget
+    result = json.loads(prepare_mod.write_result({"num_steps": 8}).read_text())
+    assert result["harness_train_seconds"] == pytest.approx(8 * step)
+    stamps[:] = run_of(25)
+    with pytest.raises(prepare_mod.OverBudget, match=r"in 25 steps"):
+        prepare_mod.write_result({"num_steps": 25})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ EVAL_READ_ROWS = 32
 assert EVAL_ROWS % EVAL_READ_ROWS == 0, "EVAL_ROWS must be whole read batches"
 # What the harness's count of training time allows over TIME_BUDGET (training_count).
 BUDGET_OVERRUN = 0.10  # a share of TIME_BUDGET: train.py times its steps, the harness its batch requests
-BUDGET_SLACK_WAITS = 12  # typical waits: train.py's untimed warm-up steps (10 on a GPU), its last step
+BUDGET_SLACK_STEPS = 12  # train.py's untimed warm-up steps (10 on a GPU) and the step that crosses it
 STALL_FACTOR = 5  # a wait for a batch over this many times the typical one is a stall, not training
 
 
@@ -928,7 +928,7 @@ class OverBudget(RuntimeError):
 # warm-up steps or its own stopping rule would train longer and look better. So the harness counts
 # too: the waits between train.py's requests for training batches are the training time, less the
 # stalls, a wait over STALL_FACTOR times the typical one (the first step's compilation, an
-# evaluation inside the loop). Taken against the typical wait, stalls need no fixed allowance, which
+# evaluation inside the loop that long; shorter work between requests counts). Taken against the typical wait, stalls need no fixed allowance, which
 # would have to cover the slowest compilation and would then let most overruns through. Functions,
 # not a class, so that the seal (verify_harness) covers this code as it covers the metric's.
 _training_stamps: list[float] = []  # when train.py asked for each training batch, on the budget's clock
@@ -957,19 +957,26 @@ def training_count(stamps: list[float] | None = None) -> tuple[float, float] | N
     return float(waits[waits <= STALL_FACTOR * typical].sum()), typical
 
 
-def _overrun() -> str:
+def _overrun(num_steps: object) -> str:
     """Why the training counted is over the budget, or ''. Allowed over TIME_BUDGET: a share of it
-    (the two clocks differ a little) and BUDGET_SLACK_WAITS typical waits (train.py's untimed
-    warm-up steps and the step that crosses the budget)."""
+    (the two clocks differ a little) and BUDGET_SLACK_STEPS steps (train.py's untimed warm-up
+    steps and the step that crosses the budget). A step lasts the seconds counted over the steps
+    train.py reports (its summary's `num_steps`), or the typical wait if longer or if it reports
+    none: a step of 16 micro-batches is 16 even waits on a CPU (and on a GPU whose launch queue
+    is full), so a step is not a wait."""
     counted = training_count()
     if counted is None:
         return ""
     seconds, typical = counted
-    limit = TIME_BUDGET * (1 + BUDGET_OVERRUN) + BUDGET_SLACK_WAITS * typical
+    reported = isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps > 0
+    steps = num_steps if reported else None
+    step = max(typical, seconds / steps) if steps else typical
+    limit = TIME_BUDGET * (1 + BUDGET_OVERRUN) + BUDGET_SLACK_STEPS * step
     if seconds <= limit:
         return ""
     return (
-        f"train.py trained for {seconds:.1f} s by the harness's count ({len(_training_stamps)} training batches, "
+        f"train.py trained for {seconds:.1f} s by the harness's count ({len(_training_stamps)} training batches"
+        f"{f' in {steps} steps' if steps else ''}, "
         f"stalls over {STALL_FACTOR * typical:.2f} s left out), over the {TIME_BUDGET:g} s budget "
         f"(at most {limit:.1f} s is allowed)"
     )
@@ -1181,7 +1188,7 @@ def write_result(summary: dict) -> Path:
     verify_harness()
     if _last_val_bpb is None:
         raise RuntimeError("write_result called before evaluate_bpb")
-    overrun = _overrun()
+    overrun = _overrun(summary.get("num_steps"))
     if overrun:
         raise OverBudget(f"{overrun}: its val_bpb {_last_val_bpb:.6f} is not a result")
     path = Path(os.environ.get("AUTORESEARCH_RESULT") or "result.json")
