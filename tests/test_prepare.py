@@ -517,25 +517,6 @@ def test_gpu_peak_flops(prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch
     assert prepare_mod.gpu_peak_flops() == flops
 
 
-def test_write_result(
-    prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    before = prepare_mod._last_val_bpb
-    request.addfinalizer(lambda: prepare_mod._record_val_bpb(before))  # the module is shared by the session
-    path = tmp_path / "out" / "result.json"
-    monkeypatch.setenv("AUTORESEARCH_RESULT", str(path))
-    prepare_mod._record_val_bpb(None)
-    with pytest.raises(RuntimeError, match="before evaluate_bpb"):
-        prepare_mod.write_result({"val_bpb": 0.1})
-    prepare_mod._record_val_bpb(1.25)
-    assert prepare_mod.write_result({"val_bpb": 0.1, "num_steps": 3}) == path
-    result = json.loads(path.read_text())
-    assert result["val_bpb"] == 1.25  # the harness's figure, not the caller's
-    assert result["num_steps"] == 3 and result["scale"] == "cpu" and result["seed"] == 42
-    assert result["prepare_sha256"] == hashlib.sha256((TRAINER_DIR / "prepare.py").read_bytes()).hexdigest()
-    assert [p.name for p in path.parent.iterdir()] == ["result.json"]
-
-
 @pytest.fixture
 def stamps(
     prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
@@ -549,6 +530,24 @@ def stamps(
     monkeypatch.setenv("AUTORESEARCH_RESULT", str(tmp_path / "result.json"))
     prepare_mod._record_val_bpb(1.25)
     return stamps
+
+
+def test_write_result(
+    prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stamps: list[float]
+) -> None:
+    stamps.clear()  # whatever batches earlier tests drew in this session's module are not a run
+    path = tmp_path / "out" / "result.json"
+    monkeypatch.setenv("AUTORESEARCH_RESULT", str(path))
+    prepare_mod._record_val_bpb(None)
+    with pytest.raises(RuntimeError, match="before evaluate_bpb"):
+        prepare_mod.write_result({"val_bpb": 0.1})
+    prepare_mod._record_val_bpb(1.25)
+    assert prepare_mod.write_result({"val_bpb": 0.1, "num_steps": 3}) == path
+    result = json.loads(path.read_text())
+    assert result["val_bpb"] == 1.25  # the harness's figure, not the caller's
+    assert result["num_steps"] == 3 and result["scale"] == "cpu" and result["seed"] == 42
+    assert result["prepare_sha256"] == hashlib.sha256((TRAINER_DIR / "prepare.py").read_bytes()).hexdigest()
+    assert [p.name for p in path.parent.iterdir()] == ["result.json"]
 
 
 def test_write_result_counts_training_time_itself(prepare_mod: ModuleType, stamps: list[float]) -> None:
