@@ -43,10 +43,10 @@ def test_stable_blocks_do_not_change_when_only_results_do() -> None:
 
 def test_size_is_bounded_however_long_the_campaign() -> None:
     cfg = AgentConfig()
-    small = render_prompt(sample_context(100), cfg, "P").chars()
+    full = render_prompt(sample_context(1_000), cfg, "P").chars()  # every table at its cap
     huge_context = sample_context(10_000, rejected=[f"rejection number {i}" for i in range(10_000)])
     huge = render_prompt(huge_context, cfg, "P").chars()
-    assert huge < 1.5 * small
+    assert huge < 1.1 * full
     assert estimate_tokens(huge) < cfg.max_context_tokens * 0.7
 
 
@@ -66,3 +66,35 @@ def test_long_descriptions_and_newlines_stay_on_one_line() -> None:
     prompt = render_prompt(context, AgentConfig(), "P")
     row = next(line for line in prompt.user.splitlines() if line.startswith("#4 "))
     assert "line one line two" in row and len(row) < 400
+
+
+def _record(number: int, description: str, status: str = "discard", **fields: object) -> ExperimentRecord:
+    val = None if status in ("crash", "invalid", "queued") else 1.0 - number * 1e-6  # the newest best
+    return ExperimentRecord(number, description, status, val, "screen", {}, source="claude", **fields)  # type: ignore[arg-type]
+
+
+def test_ideas_that_scrolled_out_of_the_tables_are_still_listed() -> None:
+    """On 160 GPUs 300 to 400 experiments are in flight: the model must see them all, and the ideas
+    that finished long ago, or it proposes them again (waves the engine drops as duplicates)."""
+    finished = [_record(n, f"idea number {n}") for n in range(200)]
+    engine = [dataclasses.replace(_record(300, "re-run trial 7: idea number 7"), source="engine")]
+    flying = [_record(n, f"idea number {n}", "queued") for n in range(301, 450)]
+    context = sample_context(0, history=finished + engine + flying, lineage=[])
+    user = render_prompt(context, AgentConfig(), "P").user
+    assert "idea number 3\n" in user  # finished long ago, beyond the recent and best tables
+    assert "idea number 320\n" in user  # in flight, beyond the 12 the in-flight table shows
+    assert "re-run trial 7" not in user.split("## Other ideas")[1]  # the engine's, not an idea
+
+
+def test_why_a_trial_gave_no_result_is_shown_whole_enough_to_act_on() -> None:
+    over = (
+        "crash: exit 1: prepare.OverBudget: train.py trained for 331.2 s by the harness's count "
+        "(2400 training batches in 600 steps, stalls over 0.42 s left out), over the 300 s budget "
+        "(at most 309.0 s is allowed): its val_bpb 0.991000 is not a result"
+    )
+    crash = _record(1, "warm-up steps outside the timer", "crash", reason=over)
+    invalid = _record(2, "gelu MLP", "invalid", reason="edit 1: search block does not occur in train.py")
+    context = sample_context(0, history=[crash, invalid], lineage=[])
+    user = render_prompt(context, AgentConfig(), "P").user
+    assert "over the 300 s budget" in user
+    assert "search block does not occur" in user

@@ -23,6 +23,9 @@ PROMPT_SHARE = 0.7  # of max_context_tokens; the rest is left for inspection and
 CACHE = {"type": "ephemeral"}
 IN_FLIGHT = ("queued", "running", "confirming")  # confirming: promoted, its re-runs not all in
 COUNTED = ("keep", "discard", "crash")
+# Sources of trials no proposer chose (baselines and re-runs; the sampler filling idle slots):
+# not ideas the model could repeat.
+NOT_PROPOSED = ("engine", "inner-sampler")
 
 DEFAULT_PROGRAM_MD = Path(__file__).resolve().parents[2] / "trainer" / "program.md"
 
@@ -44,7 +47,9 @@ class Limits:
     rejected: int = 8
     lineage: int = 40
     in_flight: int = 12
+    tried: int = 400
     desc_chars: int = 140
+    reason_chars: int = 300
     train_py_chars: int = 120_000
 
     def halved(self) -> Limits:
@@ -56,7 +61,9 @@ class Limits:
             rejected=max(2, self.rejected // 2),
             lineage=max(5, self.lineage // 2),
             in_flight=max(3, self.in_flight // 2),
+            tried=max(40, self.tried // 2),
             desc_chars=max(60, self.desc_chars * 3 // 4),
+            reason_chars=max(120, self.reason_chars * 3 // 4),
             train_py_chars=max(8_000, self.train_py_chars // 2),
         )
 
@@ -200,11 +207,22 @@ def state_text(context: CampaignContext, limits: Limits) -> str:
         out.append("Budget left: " + ", ".join(f"{k} {_num(v)}" for k, v in context.budget_left.items()))
     out += ["", "## Knob values on the frontier", knob_values_text(context)]
     fk = context.knob_values
-    out += _section("Best results per tier", best_records(finished, limits.best), limits, fk)
-    out += _section("Most recent results", finished[-limits.recent :][::-1], limits, fk)
+    best = best_records(finished, limits.best)
+    recent = finished[-limits.recent :][::-1]
     crashes = [r for r in finished if r.status == "crash"][-limits.crashes :][::-1]
-    out += _section("Recent crashes (read one with get_log_tail; repair with fix_of)", crashes, limits, fk)
-    out += _section("In flight (do not propose these again)", in_flight[-limits.in_flight :], limits, fk)
+    flying = in_flight[-limits.in_flight :]
+    out += _section("Best results per tier", best, limits, fk)
+    out += _section("Most recent results", recent, limits, fk)
+    out += _section(
+        "Recent crashes (read one with get_log_tail; repair with fix_of)",
+        crashes,
+        limits,
+        fk,
+        limits.reason_chars,
+    )
+    out += _section("In flight (do not propose these again)", flying, limits, fk)
+    shown = {r.number for r in (*best, *recent, *crashes, *flying)}
+    out += tried_text(context.history, shown, limits, fk)
     rejected = context.rejected[-limits.rejected :]
     if rejected:
         out += ["", "## Proposals the engine rejected recently, with its reasons"]
@@ -241,29 +259,66 @@ def best_records(finished: list[ExperimentRecord], k: int) -> list[ExperimentRec
     return out
 
 
-def record_line(r: ExperimentRecord, desc_chars: int, frontier_knobs: dict[str, Any] | None = None) -> str:
-    """One table row; knob settings that differ from the frontier are added unless already named."""
+def tried_text(
+    history: list[ExperimentRecord], shown: set[int], limits: Limits, frontier_knobs: dict[str, Any]
+) -> list[str]:
+    """The proposers' other ideas, finished or in flight, one short line each, newest first: on a
+    fleet the tables above show a few dozen of hundreds, and an idea that scrolled out of them
+    would be proposed again (a paid wave the engine then drops as duplicates)."""
+    descriptions = {r.description for r in history if r.number in shown}
+    lines = []
+    for r in sorted(history, key=lambda r: r.number, reverse=True):
+        if r.number in shown or r.source in NOT_PROPOSED or r.description in descriptions:
+            continue
+        descriptions.add(r.description)
+        delta = f" {r.delta:+.5f}" if r.delta is not None else ""
+        line = f"#{r.number} {r.status}{delta}: {_one_line(r.description, limits.desc_chars)}"
+        lines.append(line + _knob_note(r, frontier_knobs, limits.desc_chars))
+    if not lines:
+        return []
+    out = ["", "## Other ideas already tried or in flight (newest first; do not repeat them)"]
+    out += lines[: limits.tried]
+    if len(lines) > limits.tried:
+        out.append(f"({len(lines) - limits.tried} older ideas not shown)")
+    return out
+
+
+def record_line(
+    r: ExperimentRecord,
+    desc_chars: int,
+    frontier_knobs: dict[str, Any] | None = None,
+    reason_chars: int | None = None,
+) -> str:
+    """One table row; knob settings that differ from the frontier are added unless already named,
+    and why a trial gave no result (a crash, an edit that did not apply, a twin skipped)."""
     val = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-"
     delta = f"{r.delta:+.5f}" if r.delta is not None else ""
     desc = _one_line(r.description, desc_chars)
     line = f"#{r.number:<5} {r.status:<7} {r.tier:<8} {val:>9} {delta:>9}  {desc}"
     if frontier_knobs is not None:
-        settings = [f"{k}={_value(v)}" for k, v in r.knobs.items() if frontier_knobs.get(k) != v]
-        extra = [s for s in settings if s not in r.description]
-        if extra:
-            line += f"  {{{_one_line(', '.join(extra), desc_chars // 2)}}}"
-    if r.status == "crash" and r.reason:
-        line += f"  [{_one_line(r.reason, desc_chars // 2)}]"
+        line += _knob_note(r, frontier_knobs, desc_chars)
+    if r.reason and (r.status == "crash" or r.val_bpb is None):
+        line += f"  [{_one_line(r.reason, reason_chars or desc_chars // 2)}]"
     return line
 
 
+def _knob_note(r: ExperimentRecord, frontier_knobs: dict[str, Any], desc_chars: int) -> str:
+    settings = [f"{k}={_value(v)}" for k, v in r.knobs.items() if frontier_knobs.get(k) != v]
+    extra = [s for s in settings if s not in r.description]
+    return f"  {{{_one_line(', '.join(extra), desc_chars // 2)}}}" if extra else ""
+
+
 def _section(
-    title: str, records: list[ExperimentRecord], limits: Limits, frontier_knobs: dict[str, Any]
+    title: str,
+    records: list[ExperimentRecord],
+    limits: Limits,
+    frontier_knobs: dict[str, Any],
+    reason_chars: int | None = None,
 ) -> list[str]:
     if not records:
         return []
     header = f"{'#':<6} {'status':<7} {'tier':<8} {'val_bpb':>9} {'delta':>9}  description {{knobs}}"
-    rows = (record_line(r, limits.desc_chars, frontier_knobs) for r in records)
+    rows = (record_line(r, limits.desc_chars, frontier_knobs, reason_chars) for r in records)
     return ["", f"## {title}", header, *rows]
 
 
