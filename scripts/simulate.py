@@ -473,6 +473,10 @@ def main() -> None:
         "--keep", type=Path, help="keep the campaign folders here (default: a temporary folder)"
     )
     args = parser.parse_args()
+    if ignored := [kv for kv in args.set if kv.lstrip("+~").startswith("agent.")]:
+        parser.error(
+            f"{ignored[0]}: the simulator always proposes with the offline proposer; agent settings would be ignored"
+        )
     logging.getLogger("autoresearch").setLevel(logging.ERROR)  # lost runs are expected here
     runs_dir = args.keep or Path(tempfile.mkdtemp(prefix="autoresearch-sim-"))
     print(f"{'GPUs':>5} {'experiments':>11} {'virtual h':>9} {'busy':>6} {'speed-up':>8} {'kept':>4} {'real':>4} "

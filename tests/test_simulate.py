@@ -132,3 +132,16 @@ def test_the_shape_share_of_the_noise_is_drawn_alike_by_versions_of_one_shape(si
     # Of one shape, 95% of the noise is drawn alike: 0.002 x sqrt(2 x 0.05); of another, 20%.
     assert spread(lr) == pytest.approx(0.002 * math.sqrt(0.1), rel=0.15)
     assert spread(deeper) == pytest.approx(0.002 * math.sqrt(1.6), rel=0.15)
+
+
+def test_agent_settings_are_refused_not_ignored(sim, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The simulator proposes with the offline proposer: `--set agent.kind=claude` ran it anyway,
+    and its figures read as the Claude proposer's."""
+    monkeypatch.setattr("sys.argv", ["simulate.py", "--gpus", "8", "--set", "agent.kind=claude"])
+    with pytest.raises(SystemExit) as stopped:
+        sim.main()
+    assert stopped.value.code == 2
+    assert (
+        "agent.kind=claude: the simulator always proposes with the offline proposer"
+        in capsys.readouterr().err
+    )
