@@ -147,7 +147,7 @@ class AutoresearchConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     runs_dir: str = "runs"  # campaigns live in <runs_dir>/<campaign.name>/
     storage: str | None = None  # None = <campaign dir>/study.journal; or an RDB URL (postgresql://...)
-    storage_retry_seconds: float = 300.0  # a database failing under the controller is tried again this long
+    storage_retry_seconds: float = 300.0  # a failing database is tried again until this long has passed
 
 
 def time_budget_seconds(cfg: AutoresearchConfig) -> float:

@@ -2,8 +2,10 @@
 
 A PostgreSQL restart or a network blip of seconds would otherwise stop a campaign of days: the
 controller's storage (`rdb_cache.WriteThroughCache`) runs each database operation through
-`Patience`, which tries it again with back-off for up to `storage_retry_seconds`, then lets the
-failure through (`study.held_storage` stops the controller in one line, as before).
+`Patience`, which tries it again with back-off until `storage_retry_seconds` have passed since the
+failure, then lets the failure through (`study.held_storage` stops the controller in one line, as
+before). The limit is a deadline on the clock, not a sum of the pauses: a try can itself take long
+(SQLite's 5 s busy timeout on a locked file, a connect to a host that drops packets).
 
 A write may have been applied before its connection dropped (a commit whose answer was lost), so
 one is only tried again when that is harmless: writes that set a value set it again, and a write
@@ -30,6 +32,7 @@ T = TypeVar("T")
 DATABASE_FAILURES = (OperationalError, InterfaceError, DisconnectionError, sqlalchemy.exc.TimeoutError)
 FIRST_WAIT, LONGEST_WAIT = 1.0, 30.0  # seconds between tries: doubled each time, up to the longest
 _pause = time.sleep  # (a test's hook brings the database back here)
+_clock = time.monotonic  # (and a test's hook moves time on with its pauses and tries)
 
 
 def missing_tables(err: BaseException | None) -> bool:
@@ -66,7 +69,9 @@ def first_line(err: BaseException) -> str:
 
 
 class Patience:
-    """Runs database operations, trying a failed one again for up to `seconds` (0: never)."""
+    """Runs database operations, trying a failed one again until `seconds` have passed since it
+    failed (0: never); a try under way at that moment still finishes (a driver's own timeouts
+    bound it)."""
 
     def __init__(self, url: str, seconds: float) -> None:
         self.url = url
@@ -86,18 +91,19 @@ class Patience:
                 first_line(err),
                 self.seconds,
             )
-        waited, wait = 0.0, FIRST_WAIT
+        lost_at = _clock()
+        deadline, wait = lost_at + self.seconds, FIRST_WAIT
         while True:
-            wait = min(wait, self.seconds - waited)
-            _pause(wait)
-            waited += wait
+            _pause(max(0.0, min(wait, deadline - _clock())))
             try:
                 done = applied() if applied is not None else None
                 result = done if done is not None else operation()
             except (StorageInternalError, SQLAlchemyError) as err:
-                if waited >= self.seconds or not database_failed(err):
+                if _clock() >= deadline or not database_failed(err):
                     raise
                 wait = min(2 * wait, LONGEST_WAIT)
                 continue
-            log.warning("the study's database at storage=%s is back after %.0f s", self.url, waited)
+            log.warning(
+                "the study's database at storage=%s is back after %.0f s", self.url, _clock() - lost_at
+            )
             return result

@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -51,6 +51,36 @@ def statements(study: optuna.Study) -> Iterator[list[str]]:
         yield sent
     finally:
         event.remove(engine, "before_cursor_execute", note)
+
+
+class PatienceTime:
+    """The clock `outage.Patience` reads, moved on by its pauses (none slept) and by what a try is
+    made to take (`spend`), so a test sees its deadline without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+        self.on_pause: list[Callable[[], object]] = []  # run at each pause (a database coming back)
+
+    def pause(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        for action in self.on_pause:
+            action()
+
+    def spend(self, seconds: float) -> None:
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def patience_time(monkeypatch: pytest.MonkeyPatch) -> PatienceTime:
+    time = PatienceTime()
+    monkeypatch.setattr(outage, "_pause", time.pause)
+    monkeypatch.setattr(outage, "_clock", time.clock)
+    return time
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -198,21 +228,23 @@ def lose_the_database_at_the_first_rerun(monkeypatch: pytest.MonkeyPatch, databa
 
 
 def test_a_database_lost_mid_campaign_for_longer_than_the_retries_stops_the_controller_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    patience_time: PatienceTime,
 ) -> None:
     """The database goes away and stays away: the controller tries again for storage_retry_seconds,
     then stops with one line saying so (not a driver traceback), and the same command run once it
     is back finishes the campaign from the experiments' folders, nothing lost."""
     held = lose_the_database_at_the_first_rerun(monkeypatch, database_url)
-    waits: list[float] = []
-    monkeypatch.setattr(outage, "_pause", waits.append)
     overrides = (f"storage={database_url}",)
     dying = scripted_campaign(
         tmp_path, [Candidate("wider", knobs={"WIDTH": 128})], *overrides, "storage_retry_seconds=10"
     )
     with held, pytest.raises(StudyUnavailable) as stopped:
         dying.run()
-    assert waits == [1, 2, 4, 3]  # doubled each time, and the last cut to the 10 s allowed
+    assert patience_time.waits == [1, 2, 4, 3]  # doubled each time, and the last cut to the 10 s allowed
     said = [r.getMessage() for r in caplog.records if "storage=" in r.getMessage()]
     assert len(said) == 1 and said[0].endswith(": trying again for up to 10 s"), said
     message = str(stopped.value)
@@ -230,21 +262,19 @@ def test_a_database_lost_mid_campaign_for_longer_than_the_retries_stops_the_cont
 
 
 def test_a_database_back_within_the_retries_costs_the_campaign_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    patience_time: PatienceTime,
 ) -> None:
     """A PostgreSQL restart or a network blip: the controller waits for the database (one line
     when it starts, one when it is back) and the campaign goes on to its end, its copy equal to
     the database, nothing queued twice."""
     held = lose_the_database_at_the_first_rerun(monkeypatch, database_url)
-    waits: list[float] = []
-
-    def back_at_the_first_wait(seconds: float) -> None:
-        waits.append(seconds)
-        held.close()
-
-    monkeypatch.setattr(outage, "_pause", back_at_the_first_wait)
+    patience_time.on_pause.append(held.close)
     campaign = run_scripted(tmp_path, [Candidate("wider", knobs={"WIDTH": 128})], f"storage={database_url}")
-    assert waits == [1]
+    assert patience_time.waits == [1]
     said = [r.getMessage() for r in caplog.records if "storage=" in r.getMessage()]
     assert len(said) == 2 and said[0].endswith(": trying again for up to 300 s"), said
     assert said[1] == f"the study's database at storage={database_url} is back after 1 s"
@@ -257,15 +287,48 @@ def test_a_database_back_within_the_retries_costs_the_campaign_nothing(
     assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 1042]
 
 
+SQLITE_BUSY_SECONDS = 5.0  # what a try on a locked SQLite file waits before "database is locked"
+
+
+def test_the_retry_limit_counts_the_time_spent_trying_not_only_the_pauses(
+    tmp_path: Path, patience_time: PatienceTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The retry limit is a deadline: a try that itself takes long (SQLite's busy
+    timeout on a locked file, a connect to a host that drops packets) is counted, else a 10 s limit
+    on tries of 5 s each ran 35 s. The file is really locked; each try is charged the 5 s the
+    driver would have waited for the lock."""
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    engine = sqlalchemy.create_engine(url, connect_args={"timeout": 0})
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("CREATE TABLE notes (text TEXT)"))
+
+    def write_a_note() -> None:
+        patience_time.spend(SQLITE_BUSY_SECONDS)
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("INSERT INTO notes VALUES ('x')"))
+
+    with cut_off(url), pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
+        outage.Patience(url, seconds=10).run(write_a_note)
+    assert patience_time.waits == [1, 2]  # lost at 5 s; tried at 6 s and 13 s: past the 15 s deadline
+    assert patience_time.now == 18
+    patience_time.now, patience_time.waits = 0.0, []
+    held = ExitStack()
+    held.enter_context(cut_off(url))
+    patience_time.on_pause.append(held.close)  # unlocked at the first pause
+    outage.Patience(url, seconds=10).run(write_a_note)
+    assert patience_time.waits == [1]
+    assert caplog.messages[-1] == f"the study's database at storage={url} is back after 6 s"
+    engine.dispose()
+
+
 def test_a_write_whose_answer_was_lost_is_not_made_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str, patience_time: PatienceTime
 ) -> None:
     """A connection that drops as a commit goes through leaves the write in the database, its
     answer lost: a new trial or a state change tried again would be made twice (a second trial;
     a claim refused as taken, a finish refused as finished). Each is looked for first."""
     study = open_study(tmp_path, "c", database_url, retry_seconds=60)
     ledger = Ledger(study, now=lambda: 0.0, after_tell=lambda: None)
-    monkeypatch.setattr(outage, "_pause", lambda seconds: None)
 
     dialect = study._storage._backend.engine.dialect
     commit, lose = dialect.do_commit, []
@@ -289,12 +352,10 @@ def test_a_write_whose_answer_was_lost_is_not_made_twice(
 
 
 def test_a_sqlite_file_without_the_study_tables_is_not_taken_for_the_database_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, patience_time: PatienceTime
 ) -> None:
     """The study's SQLite file replaced under the controller (by another program's, or an empty
     one): its own line, at once, not "lost, run again once it is back", which it never will be."""
-    waits: list[float] = []
-    monkeypatch.setattr(outage, "_pause", waits.append)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(tmp_path, "c", url, retry_seconds=60)
     with sqlite3.connect(tmp_path / "study.db") as other:
@@ -308,7 +369,7 @@ def test_a_sqlite_file_without_the_study_tables_is_not_taken_for_the_database_lo
         f"the database at storage={url} lacks the study's tables (no such table: "
     ), stopped.value
     assert "not an Optuna study, or was replaced while the controller ran" in str(stopped.value)
-    assert waits == []  # not waited for
+    assert patience_time.waits == []  # not waited for
 
 
 def test_a_statement_the_database_refuses_is_not_taken_for_the_database_lost(
