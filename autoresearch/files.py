@@ -4,18 +4,33 @@ of one record a line whose torn last line is dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Replace the file whole: a writer killed part-way leaves the one before, never a torn one."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write, put in its place whole when the block
+    ends: a writer killed part-way leaves the one before, never a torn one. Where the write or
+    the replace fails (a full disk, `path` a folder) the temporary is removed, not left behind."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    with replacing(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from autoresearch.files import replacing  # noqa: E402
 from autoresearch.results import measurements, row_ran  # noqa: E402
 
 
@@ -69,7 +69,8 @@ def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
     if ran:
         ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)

@@ -1,4 +1,4 @@
-"""`python -m autoresearch.report runs/NAME`: what a campaign found and what it cost, as report.html.
+"""`python -m autoresearch.report runs/NAME [--out DIR]`: what a campaign found and what it cost, as report.html.
 
 Derived, like results.tsv, from the study and the campaign folder only, so it can be written at
 any time (the controller writes it when a campaign ends) and rebuilt after the fact. The facts are
@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import dollars_of, experiment_ran, gpu_hours_by_pool, pool_prices
 from autoresearch.config import time_budget_seconds
+from autoresearch.files import write_atomic
 from autoresearch.plot import plot_progress
 from autoresearch.results import frontier_measured, rerun_values, rows
 from autoresearch.study import trials
@@ -27,6 +28,7 @@ from autoresearch.study import trials
 REPORT_FILE = "report.html"
 FAILED = ("crash", "invalid", "lost", "cancelled")
 MAX_REASONS = 8
+DESCRIPTION = "what a campaign found and what it cost, as report.html"  # (usage names the command as run)
 
 
 @dataclass(frozen=True)
@@ -190,19 +192,20 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
     )
 
 
-def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> Path:
-    """Re-draw progress.png and write report.html (the plot embedded: one file to mail or attach)."""
+def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any, out_dir: Path | None = None) -> Path:
+    """Re-draw progress.png and write report.html (the plot embedded: one file to mail or attach),
+    in the campaign folder or in `out_dir` (made if missing: for a campaign folder read-only)."""
     from autoresearch.report_html import render_html
 
+    out_dir = campaign_dir if out_dir is None else out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(study, campaign_dir, cfg)
-    plot = campaign_dir / "progress.png"
+    plot = out_dir / "progress.png"
     table = rows(study)
     if table:
         plot_progress(table, plot, report.name)
-    path = campaign_dir / REPORT_FILE
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render_html(report, plot.read_bytes() if plot.is_file() else None), encoding="utf-8")
-    tmp.replace(path)
+    path = out_dir / REPORT_FILE
+    write_atomic(path, render_html(report, plot.read_bytes() if plot.is_file() else None))
     return path
 
 
@@ -210,17 +213,26 @@ def main() -> None:
     from autoresearch.cli import tool_name
     from autoresearch.status import reading_campaign, refuse
 
-    parser = argparse.ArgumentParser(prog=tool_name("report"), description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=tool_name("report"), description=DESCRIPTION)
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write report.html and progress.png in DIR instead of the campaign folder "
+        "(for a folder you cannot write: a colleague's campaign, a read-only archive)",
+    )
     args = parser.parse_args()
     with reading_campaign(args.campaign_dir) as (study, config):  # (also: a setting an edit removed)
         try:
-            path = write_report(study, args.campaign_dir, config)
+            path = write_report(study, args.campaign_dir, config, args.out)
         except OSError as err:  # (a read-only mount: a colleague's campaign, an archive)
-            refuse(
-                f"cannot write the report in {args.campaign_dir}: {err.strerror or err} ({err.filename}); "
-                "run it where the campaign folder can be written (a copy of the folder will do)"
+            where, instead = (
+                (args.campaign_dir, "write it elsewhere with --out DIR")
+                if args.out is None
+                else (args.out, "choose another --out DIR")
             )
+            refuse(f"cannot write the report in {where}: {err.strerror or err} ({err.filename}); {instead}")
     print(path)
 
 

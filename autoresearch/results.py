@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autoresearch.files import write_atomic
 from autoresearch.policy import pooled_noise
 from autoresearch.proposals import plain_line
 from autoresearch.study import finished, status_of
@@ -183,6 +183,4 @@ def render(table: list[dict[str, Any]]) -> str:
 
 def write_results(table: list[dict[str, Any]], path: Path) -> None:
     """Rewrite results.tsv from the study's `rows` (atomically: readers never see half a file)."""
-    tmp = path.with_suffix(".tsv.tmp")
-    tmp.write_text(render(table))
-    os.replace(tmp, path)
+    write_atomic(path, render(table))

@@ -306,15 +306,32 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
     )
     assert refused.returncode != 0 and "not a campaign folder" in refused.stderr
     # a folder the report cannot be written in (here its place taken by a folder; a read-only
-    # mount alike): one line, exit 2, and the campaign's files as they were
+    # mount alike): one line, exit 2, the campaign's files as they were, no temporary left; and
+    # --out writes the same report elsewhere
     (campaign / "report.html").unlink()
     (campaign / "report.html").mkdir()
     journal = (campaign / "study.journal").read_bytes()
-    refused = subprocess.run(
-        [sys.executable, "-m", "autoresearch.report", str(campaign)], cwd=REPO, capture_output=True, text=True
-    )
+
+    def report(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "autoresearch.report", str(campaign), *args]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+
+    refused = report()
     assert refused.returncode == 2 and refused.stderr.splitlines() == [
         f"error: cannot write the report in {campaign}: Is a directory ({campaign / 'report.html.tmp'}); "
-        "run it where the campaign folder can be written (a copy of the folder will do)"
+        "write it elsewhere with --out DIR"
     ]
     assert (campaign / "study.journal").read_bytes() == journal
+    assert sorted(p.name for p in campaign.glob("*.tmp")) == []  # the failed write's temporary removed
+    elsewhere = tmp_path / "mine" / "toy-report"
+    out = report("--out", str(elsewhere))
+    assert out.returncode == 0 and out.stdout.strip() == str(elsewhere / "report.html"), out.stderr
+    assert page(elsewhere / "report.html") == by_command and (elsewhere / "progress.png").is_file()
+    (campaign / "progress.png").unlink()
+    (campaign / "progress.png").mkdir()
+    refused = report("--out", str(campaign))
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"error: cannot write the report in {campaign}: Is a directory ({campaign / 'progress.png.tmp'}); "
+        "choose another --out DIR"
+    ]
+    assert sorted(p.name for p in campaign.glob("*.tmp*")) == []  # the plot's temporary removed too
