@@ -27,8 +27,8 @@ class KnobConfig:
     """A declared knob: an UPPER_CASE constant of train.py the search may set."""
 
     kind: str = "float"  # float | int | categorical
-    low: float | None = None
-    high: float | None = None
+    low: Any = None  # a number; Any, not float, so an int stays one (--help shows 32, not 32.0)
+    high: Any = None
     log: bool = False
     choices: list[Any] = field(default_factory=list)
 

@@ -28,6 +28,7 @@ from autoresearch.config import (
     read_saved_config,
     reading_saved_config,
 )
+from autoresearch.files import finite_number
 from autoresearch.frontier import FILE as FRONTIER_FILE
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.proposals import TIERS
@@ -100,9 +101,10 @@ def _get(obj: Any, dotted: str) -> Any:
 
 def _number(key: str, value: float, low: float = -math.inf, positive: bool = False) -> list[str]:
     """`value` must be finite and at least `low` (above 0 with `positive`): NaN fails no
-    comparison, so `value < low` alone would let it through to the loop."""
-    if not math.isfinite(value):
-        return [f"{key} must be a finite number, not {value}"]
+    comparison, so `value < low` alone would let it through to the loop. A knob's bounds are
+    untyped in the schema (an int stays one), so a string or a bool can come this far too."""
+    if not finite_number(value):
+        return [f"{key} must be a finite number, not {value!r}"]
     if positive and value <= 0:
         return [f"{key} must be positive, not {value}"]
     if value < low:

@@ -56,6 +56,7 @@ STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
 ALWAYS_SHOWN = ("keep", "discard", "crash")  # even at 0
 # A reason's length in the latest table: a decision's (about 75) shows whole, a crash's last line is cut.
 REASON_CHARS = 90
+DESCRIPTION = "a live view of a running or finished campaign"  # (usage names the command as run)
 
 
 @contextlib.contextmanager
@@ -257,7 +258,7 @@ def seconds(text: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=tool_name("status"), description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=tool_name("status"), description=DESCRIPTION)
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
     parser.add_argument("--watch", type=seconds, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
     parser.add_argument(

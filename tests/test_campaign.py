@@ -38,6 +38,7 @@ from engine_helpers import (
     trial_named,
     wait_for,
 )
+from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
@@ -362,6 +363,9 @@ def test_python_m_autoresearch_runs_the_tools_as_the_console_script_does(tmp_pat
             by_script.stderr,
         )
     assert by_module.stderr.startswith(f"usage: autoresearch {tool}")  # (no folder given)
+    helped = subprocess.run([console_script, tool, "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert helped.returncode == 0 and helped.stdout.startswith(f"usage: autoresearch {tool} ")
+    assert "python -m" not in helped.stdout  # the command as it was run, nowhere another
 
 
 def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(tmp_path: Path) -> None:
@@ -1210,3 +1214,9 @@ def test_help_says_how_to_run_a_campaign_and_the_tools() -> None:
         and "    max_experiments: 30\n" in proc.stdout
         and "min_delta: 0.01" in proc.stdout
     )
+    # a knob's bounds as its campaign file has them: an int knob's are ints (not `low: 32.0`)
+    knobs = OmegaConf.load(REPO / "conf" / "campaign" / "demo.yaml").knobs
+    int_bounds = [(k.low, k.high) for k in knobs.values() if k.kind == "int"]
+    assert int_bounds and all(isinstance(v, int) for bounds in int_bounds for v in bounds)
+    for low, high in int_bounds:
+        assert f"      low: {low}\n      high: {high}\n" in proc.stdout
