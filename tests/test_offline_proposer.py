@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from trainer_helpers import TRAINER_DIR
 
@@ -63,6 +65,25 @@ def test_moves_stay_inside_declared_ranges_and_skip_what_was_tried_on_this_front
     # On a new frontier the same moves are worth trying again.
     fresh = OfflineProposer(seed=0).propose(context(tried, commit="def"))
     assert {c.key() for c in fresh.candidates} & {c.key() for c in moves}
+
+
+def test_a_move_cut_to_a_bound_of_the_other_type_keeps_the_knobs_type() -> None:
+    """A campaign file may give a float knob int bounds (`high: 1`) and an int knob float ones
+    (`high: 100.0`): a move cut to such a bound is still the knob's type, else an int knob's
+    `100.0` is refused as not an integer and the candidate is wasted."""
+    knobs = [KnobSpec("EMBEDDING_LR", "float", 0, 1), KnobSpec("ASPECT_RATIO", "int", 16.0, 100.0, log=True)]
+    wave = OfflineProposer(seed=0).propose(replace(context([]), knobs=knobs))
+    moves = sorted(
+        (name, value) for c in wave.candidates if len(c.knobs) == 1 for name, value in c.knobs.items()
+    )
+    # down: halved; up: doubled (0.6 -> 1.2, 64 -> 128) past `high`, so cut to it
+    assert moves == [
+        ("ASPECT_RATIO", 32),
+        ("ASPECT_RATIO", 100),
+        ("EMBEDDING_LR", 0.3),
+        ("EMBEDDING_LR", 1.0),
+    ]
+    assert [type(value) for _, value in moves] == [int, int, float, float]
 
 
 def test_after_single_moves_it_proposes_a_grid_over_the_two_knobs_whose_moves_paid_off_best() -> None:

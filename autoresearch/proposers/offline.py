@@ -90,7 +90,8 @@ def _step(knob: KnobSpec, value: Any, direction: int) -> Any:
         new = float(f"{new:.4g}")
     low = knob.low if knob.low is not None else new
     high = knob.high if knob.high is not None else new
-    new = min(max(new, low), high)
+    new = min(max(new, low), high)  # (a bound of the other type: 1 for a float knob, 256.0 for an int)
+    new = int(new) if knob.kind == "int" else float(new)
     return None if new == value else new
 
 
