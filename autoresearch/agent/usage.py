@@ -96,7 +96,8 @@ def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
     """One row per call: its answer, or its "in_flight" line where it has none (a call cut off by
     a stop, or still in flight, counted at its worst case). A line cut short by a crash is skipped
     (the next record, on a line of its own, is not: `append_line`), and so is one `_append` could
-    not have written (edited by hand: not an object, a count or a price that is not a number)."""
+    not have written (edited by hand: not an object, a count or a price that is not a number, a
+    call id that is not a string)."""
     rows = []
     for raw in complete_lines(usage_path(campaign_dir)):
         try:
@@ -111,8 +112,9 @@ def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
 
 def _as_written(row: Any) -> bool:
     """Whether a ledger line is an object whose dollars and token counts, where it has them, are
-    finite numbers: what the budget and the report add up."""
-    if not isinstance(row, dict):
+    finite numbers (what the budget and the report add up), and whose call id, where it has one,
+    is a string (what pairs a call's answer with its in_flight line)."""
+    if not isinstance(row, dict) or not isinstance(row.get("call", ""), str):
         return False
     return all(finite_number(row.get(name, 0)) for name in ("dollars", *TOKEN_FIELDS))
 
