@@ -305,6 +305,13 @@ class VirtualFleet:
         pass
 
 
+def agent_setting(override: str) -> bool:
+    """Whether a --set override chooses the proposer (`agent=claude`) or sets one of its settings
+    (`agent.kind=claude`): the simulator always proposes offline, so it would be ignored."""
+    key = override.lstrip("+~").partition("=")[0]
+    return key == "agent" or key.startswith("agent.")
+
+
 def compose(gpus: int, experiments: int, runs_dir: Path, extra: list[str]) -> AutoresearchConfig:
     """The gpt2 campaign on the Slurm cluster config, one GPU in eight validating; a single GPU
     screens and confirms, as the reference's sequential loop runs on one."""
@@ -473,7 +480,7 @@ def main() -> None:
         "--keep", type=Path, help="keep the campaign folders here (default: a temporary folder)"
     )
     args = parser.parse_args()
-    if ignored := [kv for kv in args.set if kv.lstrip("+~").startswith("agent.")]:
+    if ignored := [kv for kv in args.set if agent_setting(kv)]:
         parser.error(
             f"{ignored[0]}: the simulator always proposes with the offline proposer; agent settings would be ignored"
         )

@@ -134,14 +134,14 @@ def test_the_shape_share_of_the_noise_is_drawn_alike_by_versions_of_one_shape(si
     assert spread(deeper) == pytest.approx(0.002 * math.sqrt(1.6), rel=0.15)
 
 
-def test_agent_settings_are_refused_not_ignored(sim, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    """The simulator proposes with the offline proposer: `--set agent.kind=claude` ran it anyway,
-    and its figures read as the Claude proposer's."""
-    monkeypatch.setattr("sys.argv", ["simulate.py", "--gpus", "8", "--set", "agent.kind=claude"])
+@pytest.mark.parametrize("override", ["agent.kind=claude", "agent=claude", "~agent"])
+def test_agent_settings_are_refused_not_ignored(
+    sim, monkeypatch: pytest.MonkeyPatch, capsys, override: str
+) -> None:
+    """The simulator proposes with the offline proposer: `--set agent.kind=claude` (or the Claude
+    proposer's config group, `agent=claude`) ran it anyway, and its figures read as Claude's."""
+    monkeypatch.setattr("sys.argv", ["simulate.py", "--gpus", "1", "--experiments", "1", "--set", override])
     with pytest.raises(SystemExit) as stopped:
         sim.main()
     assert stopped.value.code == 2
-    assert (
-        "agent.kind=claude: the simulator always proposes with the offline proposer"
-        in capsys.readouterr().err
-    )
+    assert f"{override}: the simulator always proposes with the offline proposer" in capsys.readouterr().err
