@@ -23,6 +23,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from autoresearch.cli import run_tool, unknown_command
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, campaign_dir_of, register_configs
+from autoresearch.files import write_failure
 from autoresearch.logs import setup_logging
 
 register_configs()
@@ -126,9 +127,8 @@ def run(cfg: AutoresearchConfig) -> int:
 
 def unwritable_folder_message(campaign_dir: Path, err: OSError) -> str:
     """Why the campaign folder cannot be made or written, and the setting that moves it."""
-    where = f" ({err.filename})" if err.filename and str(err.filename) != str(campaign_dir) else ""
     return (
-        f"cannot write the campaign folder {campaign_dir}: {err.strerror or err}{where}; "
+        f"cannot write the campaign folder {campaign_dir}: {write_failure(err, campaign_dir)}; "
         "set runs_dir=... to a folder you can write"
     )
 

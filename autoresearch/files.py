@@ -33,6 +33,13 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+def write_failure(err: OSError, folder: Path) -> str:
+    """An OSError of a write into `folder` in words: the system's, and the file it names where
+    that is not `folder` itself (a full disk's or an oversized file's error names none)."""
+    named = err.filename is not None and str(err.filename) != str(folder)
+    return f"{err.strerror or err}" + (f" ({err.filename})" if named else "")
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 

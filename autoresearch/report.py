@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import dollars_of, experiment_ran, gpu_hours_by_pool, pool_prices
 from autoresearch.config import time_budget_seconds
-from autoresearch.files import write_atomic
+from autoresearch.files import write_atomic, write_failure
 from autoresearch.plot import plot_progress
 from autoresearch.results import frontier_measured, rerun_values, rows
 from autoresearch.study import trials
@@ -232,7 +232,7 @@ def main() -> None:
                 if args.out is None
                 else (args.out, "choose another --out DIR")
             )
-            refuse(f"cannot write the report in {where}: {err.strerror or err} ({err.filename}); {instead}")
+            refuse(f"cannot write the report in {where}: {write_failure(err, where)}; {instead}")
     print(path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import resource
 import statistics
 import subprocess
 import sys
@@ -312,9 +313,12 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
     (campaign / "report.html").mkdir()
     journal = (campaign / "study.journal").read_bytes()
 
-    def report(*args: str) -> subprocess.CompletedProcess:
+    def report(*args: str, largest_file: int | None = None) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "autoresearch.report", str(campaign), *args]
-        return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        limit = (
+            (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (largest_file,) * 2)) if largest_file else None
+        )
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, preexec_fn=limit)
 
     refused = report()
     assert refused.returncode == 2 and refused.stderr.splitlines() == [
@@ -335,3 +339,11 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
         "choose another --out DIR"
     ]
     assert sorted(p.name for p in campaign.glob("*.tmp*")) == []  # the plot's temporary removed too
+    # a write that fails without naming a file (a full disk; here a file-size limit): the system's
+    # words alone, no "(None)"
+    full = tmp_path / "full"
+    refused = report("--out", str(full), largest_file=2000)
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"error: cannot write the report in {full}: File too large; choose another --out DIR"
+    ]
+    assert list(full.iterdir()) == []  # the temporary removed
