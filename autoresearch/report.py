@@ -202,10 +202,10 @@ def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any, out_dir: Pat
     report = build_report(study, campaign_dir, cfg)
     plot = out_dir / "progress.png"
     table = rows(study)
-    if table:
+    if table:  # (only a plot drawn now: a progress.png already in an --out folder may be another's)
         plot_progress(table, plot, report.name)
     path = out_dir / REPORT_FILE
-    write_atomic(path, render_html(report, plot.read_bytes() if plot.is_file() else None))
+    write_atomic(path, render_html(report, plot.read_bytes() if table else None))
     return path
 
 

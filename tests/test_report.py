@@ -286,6 +286,17 @@ def test_what_the_agent_wrote_is_escaped_not_rendered(tmp_path: Path) -> None:
     assert page.count(html.escape(evil)) == 4  # description, hypothesis, diff line, crash reason
 
 
+def test_a_report_embeds_only_the_plot_it_drew(tmp_path: Path) -> None:
+    """A campaign with no results yet draws no plot: a progress.png already in the folder the
+    report is written to (another campaign's, reported to the same --out) is not embedded."""
+    cfg = compose_toy(tmp_path)
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "progress.png").write_bytes(b"\x89PNG another campaign's plot")
+    page = write_report(optuna.create_study(), tmp_path / "toy", cfg, out).read_text()
+    assert "data:image/png" not in page
+
+
 def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path: Path) -> None:
     assert run_campaign(tmp_path, "campaign.budget.max_experiments=3").returncode == 0
     campaign = tmp_path / "toy"
