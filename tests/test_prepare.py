@@ -592,6 +592,10 @@ def test_write_result_allows_train_py_its_steps_not_batches(
     stamps[:] = run_of(25)
     with pytest.raises(prepare_mod.OverBudget, match=r"in 25 steps"):
         prepare_mod.write_result({"num_steps": 25})
+    # A train.py that says it took 1 step would take its whole count for slack: at most half a budget.
+    most = budget * (1 + prepare_mod.BUDGET_OVERRUN + prepare_mod.BUDGET_SLACK_MAX)
+    with pytest.raises(prepare_mod.OverBudget, match=rf"in 1 steps.*at most {most:.1f} s"):
+        prepare_mod.write_result({"num_steps": 1})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ assert EVAL_ROWS % EVAL_READ_ROWS == 0, "EVAL_ROWS must be whole read batches"
 # What the harness's count of training time allows over TIME_BUDGET (training_count).
 BUDGET_OVERRUN = 0.10  # a share of TIME_BUDGET: train.py times its steps, the harness its batch requests
 BUDGET_SLACK_STEPS = 12  # train.py's untimed warm-up steps (10 on a GPU) and the step that crosses it
+BUDGET_SLACK_MAX = 0.5  # of TIME_BUDGET: the most those steps may add, however long train.py says they are
 STALL_FACTOR = 5  # a wait for a batch over this many times the typical one is a stall, not training
 
 
@@ -960,7 +961,8 @@ def training_count(stamps: list[float] | None = None) -> tuple[float, float] | N
 def _overrun(num_steps: object) -> str:
     """Why the training counted is over the budget, or ''. Allowed over TIME_BUDGET: a share of it
     (the two clocks differ a little) and BUDGET_SLACK_STEPS steps (train.py's untimed warm-up
-    steps and the step that crosses the budget). A step lasts the seconds counted over the steps
+    steps and the step that crosses the budget), at most BUDGET_SLACK_MAX of the budget (else a
+    train.py reporting 1 step would take its whole count for slack). A step lasts the seconds counted over the steps
     train.py reports (its summary's `num_steps`), or the typical wait if longer or if it reports
     none: a step of 16 micro-batches is 16 even waits on a CPU (and on a GPU whose launch queue
     is full), so a step is not a wait."""
@@ -971,7 +973,9 @@ def _overrun(num_steps: object) -> str:
     reported = isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps > 0
     steps = num_steps if reported else None
     step = max(typical, seconds / steps) if steps else typical
-    limit = TIME_BUDGET * (1 + BUDGET_OVERRUN) + BUDGET_SLACK_STEPS * step
+    limit = TIME_BUDGET * (
+        1 + BUDGET_OVERRUN + min(BUDGET_SLACK_STEPS * step / TIME_BUDGET, BUDGET_SLACK_MAX)
+    )
     if seconds <= limit:
         return ""
     return (
