@@ -621,6 +621,7 @@ class Campaign:
             source=attrs.get("source", ""),
             parent=attrs.get("parent", ""),
             delta=attrs.get("delta"),
+            ended_at=attrs.get("ended_at"),
         )
         if t.state.is_finished():
             self._records[t.number] = record

@@ -220,6 +220,9 @@ def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.Monkey
     study = load(campaign_dir)
     by_number = {t.number: t for t in study.trials}
     attrs = {t.number: t.user_attrs for t in study.trials}
+    ends = {r.number: r.ended_at for r in campaign.context().history}
+    assert ends == {n: a.get("ended_at") for n, a in attrs.items()}  # the prompt orders results by them
+    assert all(ends[t.number] is not None for t in study.trials if t.state.is_finished())
 
     # The campaign ran to its experiment budget, never past it.
     launched = [t for t in study.trials if "exp_dir" in t.user_attrs]

@@ -98,3 +98,37 @@ def test_why_a_trial_gave_no_result_is_shown_whole_enough_to_act_on() -> None:
     user = render_prompt(context, AgentConfig(), "P").user
     assert "over the 300 s budget" in user
     assert "search block does not occur" in user
+
+
+def _section_rows(user: str, title: str) -> list[str]:
+    """The rows of one table of the prompt (its header line left out)."""
+    body = user.split(f"## {title}\n", 1)[1].split("\n\n", 1)[0]
+    return body.splitlines()[1:]
+
+
+def test_most_recent_results_are_those_that_came_in_last_and_measured_something() -> None:
+    """On a fleet trials end out of order, and skipped re-runs and twins end in a batch: the table
+    must show the latest measurements, not the highest numbers."""
+    quick = [_record(n, f"quick idea {n}", ended_at=1000.0 + n) for n in range(10, 40)]
+    slow = [_record(n, f"slow idea {n}", ended_at=5000.0 + n) for n in range(10)]  # long runs, last in
+    skipped = [
+        dataclasses.replace(
+            _record(
+                n, f"re-run trial {n - 40}: quick idea", "skip", ended_at=9000.0 + n, reason="not needed"
+            ),
+            val_bpb=None,
+            source="engine",
+        )
+        for n in range(40, 60)
+    ]
+    twin = dataclasses.replace(
+        _record(60, "wider MLP", "skip", ended_at=9100.0, reason="twin of trial 12"), val_bpb=None
+    )
+    context = sample_context(0, history=quick + slow + skipped + [twin], lineage=[])
+    user = render_prompt(context, AgentConfig(), "P").user
+    rows = _section_rows(user, "Most recent results")
+    numbers = [int(row.split()[0].lstrip("#")) for row in rows]
+    assert numbers[:10] == list(range(9, -1, -1))  # the slow runs came in last
+    assert numbers[10:] == list(range(39, 24, -1))  # then the quick ones, newest first
+    assert not any(" skip " in row for row in rows)  # no measurement: not a result
+    assert "#60 skip: wider MLP  [twin of trial 12]" in user.split("## Other ideas")[1]  # listed, and why

@@ -208,8 +208,9 @@ def state_text(context: CampaignContext, limits: Limits) -> str:
     out += ["", "## Knob values on the frontier", knob_values_text(context)]
     fk = context.knob_values
     best = best_records(finished, limits.best)
-    recent = finished[-limits.recent :][::-1]
-    crashes = [r for r in finished if r.status == "crash"][-limits.crashes :][::-1]
+    by_arrival = sorted(finished, key=arrival, reverse=True)
+    recent = [r for r in by_arrival if measured(r)][: limits.recent]
+    crashes = [r for r in by_arrival if r.status == "crash"][: limits.crashes]
     flying = in_flight[-limits.in_flight :]
     out += _section("Best results per tier", best, limits, fk)
     out += _section("Most recent results", recent, limits, fk)
@@ -247,11 +248,22 @@ def knob_values_text(context: CampaignContext, max_other: int = 40) -> str:
     return "\n".join(items) if items else "(none)"
 
 
+def arrival(r: ExperimentRecord) -> tuple[float, int]:
+    """When a result came in: on a fleet trials end out of order, so the number alone would call
+    a long run's older neighbours recent (records without an end time sort as the oldest)."""
+    return (r.ended_at if r.ended_at is not None else float("-inf"), r.number)
+
+
+def measured(r: ExperimentRecord) -> bool:
+    """A trial that gave a val_bpb: a skipped re-run or twin, a crash or an invalid edit gave none."""
+    return r.val_bpb is not None and r.status != "crash"
+
+
 def best_records(finished: list[ExperimentRecord], k: int) -> list[ExperimentRecord]:
     """The k lowest val_bpb per tier (tiers run on different hardware, so are not mixed)."""
     by_tier: dict[str, list[ExperimentRecord]] = {}
     for r in finished:
-        if r.val_bpb is not None and r.status != "crash":
+        if measured(r):
             by_tier.setdefault(r.tier, []).append(r)
     out: list[ExperimentRecord] = []
     for tier in sorted(by_tier):
@@ -262,9 +274,10 @@ def best_records(finished: list[ExperimentRecord], k: int) -> list[ExperimentRec
 def tried_text(
     history: list[ExperimentRecord], shown: set[int], limits: Limits, frontier_knobs: dict[str, Any]
 ) -> list[str]:
-    """The proposers' other ideas, finished or in flight, one short line each, newest first: on a
-    fleet the tables above show a few dozen of hundreds, and an idea that scrolled out of them
-    would be proposed again (a paid wave the engine then drops as duplicates)."""
+    """The proposers' other ideas, finished or in flight, one short line each (with why one gave
+    no result), newest first: on a fleet the tables above show a few dozen of hundreds, and an
+    idea that scrolled out of them would be proposed again (a paid wave the engine then drops as
+    duplicates)."""
     descriptions = {r.description for r in history if r.number in shown}
     lines = []
     for r in sorted(history, key=lambda r: r.number, reverse=True):
@@ -273,7 +286,8 @@ def tried_text(
         descriptions.add(r.description)
         delta = f" {r.delta:+.5f}" if r.delta is not None else ""
         line = f"#{r.number} {r.status}{delta}: {_one_line(r.description, limits.desc_chars)}"
-        lines.append(line + _knob_note(r, frontier_knobs, limits.desc_chars))
+        line += _knob_note(r, frontier_knobs, limits.desc_chars)
+        lines.append(line + _why_no_result(r, limits.desc_chars // 2))
     if not lines:
         return []
     out = ["", "## Other ideas already tried or in flight (newest first; do not repeat them)"]
@@ -297,9 +311,13 @@ def record_line(
     line = f"#{r.number:<5} {r.status:<7} {r.tier:<8} {val:>9} {delta:>9}  {desc}"
     if frontier_knobs is not None:
         line += _knob_note(r, frontier_knobs, desc_chars)
-    if r.reason and (r.status == "crash" or r.val_bpb is None):
-        line += f"  [{_one_line(r.reason, reason_chars or desc_chars // 2)}]"
-    return line
+    return line + _why_no_result(r, reason_chars or desc_chars // 2)
+
+
+def _why_no_result(r: ExperimentRecord, chars: int) -> str:
+    """Why a trial gave no result (a crash, an edit that did not apply, a twin skipped): what
+    decides whether the idea is worth another try."""
+    return f"  [{_one_line(r.reason, chars)}]" if r.reason and not measured(r) else ""
 
 
 def _knob_note(r: ExperimentRecord, frontier_knobs: dict[str, Any], desc_chars: int) -> str:

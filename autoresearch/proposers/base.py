@@ -41,6 +41,9 @@ class ExperimentRecord:
     source: str = ""
     delta: float | None = None  # val_bpb minus the frontier it was judged against
     parent: str = ""  # frontier commit the experiment was built on
+    # when its run ended (or it was dropped), epoch seconds: on a fleet trials end out of order,
+    # so this, not the number, says which results came in last
+    ended_at: float | None = None
 
 
 @dataclass
