@@ -132,3 +132,26 @@ def test_most_recent_results_are_those_that_came_in_last_and_measured_something(
     assert numbers[10:] == list(range(39, 24, -1))  # then the quick ones, newest first
     assert not any(" skip " in row for row in rows)  # no measurement: not a result
     assert "#60 skip: wider MLP  [twin of trial 12]" in user.split("## Other ideas")[1]  # listed, and why
+
+
+def test_knob_values_are_shown_to_four_significant_digits_and_a_draw_names_them_once() -> None:
+    """The sampler's floats printed whole cost 17 digits each, and an inner-sampler row listed its
+    knobs' names in the description, then again with their values."""
+    drawn = {"EMBEDDING_LR": 0.5568500963984383, "MATRIX_LR": 0.041234123412, "WARMUP": 0.1, "DEPTH": 9}
+    draw = dataclasses.replace(
+        _record(1, "inner sampler: " + ", ".join(drawn), ended_at=2.0), knobs=drawn, source="inner-sampler"
+    )
+    grid = dataclasses.replace(
+        _record(2, "lr x wd [MATRIX_LR=0.041234123412, WD=0.1]", ended_at=1.0),
+        knobs={"MATRIX_LR": 0.041234123412, "WD": 0.1},
+    )
+    moved = _record(3, "EMBEDDING_LR 0.6 -> 0.5568500963984383", ended_at=0.5)
+    context = sample_context(0, history=[draw, grid, moved], lineage=[])
+    context.knob_values = {"EMBEDDING_LR": 0.6123456789, "MATRIX_LR": 0.04, "WARMUP": 0.1, "DEPTH": 8}
+    user = render_prompt(context, AgentConfig(), "P").user
+    rows = _section_rows(user, "Most recent results")
+    assert rows[0].endswith("inner sampler  {EMBEDDING_LR=0.5569, MATRIX_LR=0.04123, DEPTH=9}")
+    assert rows[1].endswith("lr x wd [MATRIX_LR=0.04123, WD=0.1]")  # its setting named once
+    assert rows[2].endswith("EMBEDDING_LR 0.6 -> 0.5569")
+    assert "\nEMBEDDING_LR=0.6123\n" in user  # the frontier's value
+    assert "0.55685" not in user and "0.0412341" not in user and "0.612345" not in user

@@ -11,6 +11,8 @@ Every table is capped, and the caps shrink until the estimate fits `PROMPT_SHARE
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,10 @@ COUNTED = ("keep", "discard", "crash")
 # Sources of trials no proposer chose (baselines and re-runs; the sampler filling idle slots):
 # not ideas the model could repeat.
 NOT_PROPOSED = ("engine", "inner-sampler")
+INNER_SAMPLER = "inner sampler"  # how the inner sampler's draws begin their description
+SIGNIFICANT_DIGITS = 4  # of a float in the prompt (the engine applies the exact values)
+# A decimal number standing alone (not part of a name or a version such as 1.2.3)
+_DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?:[eE][-+]?\d+)?(?!\w|\.\d)")
 
 DEFAULT_PROGRAM_MD = Path(__file__).resolve().parents[2] / "trainer" / "program.md"
 
@@ -285,8 +291,7 @@ def tried_text(
             continue
         descriptions.add(r.description)
         delta = f" {r.delta:+.5f}" if r.delta is not None else ""
-        line = f"#{r.number} {r.status}{delta}: {_one_line(r.description, limits.desc_chars)}"
-        line += _knob_note(r, frontier_knobs, limits.desc_chars)
+        line = f"#{r.number} {r.status}{delta}: {describe(r, limits.desc_chars, frontier_knobs)}"
         lines.append(line + _why_no_result(r, limits.desc_chars // 2))
     if not lines:
         return []
@@ -307,23 +312,38 @@ def record_line(
     and why a trial gave no result (a crash, an edit that did not apply, a twin skipped)."""
     val = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-"
     delta = f"{r.delta:+.5f}" if r.delta is not None else ""
-    desc = _one_line(r.description, desc_chars)
+    desc = describe(r, desc_chars, frontier_knobs)
     line = f"#{r.number:<5} {r.status:<7} {r.tier:<8} {val:>9} {delta:>9}  {desc}"
-    if frontier_knobs is not None:
-        line += _knob_note(r, frontier_knobs, desc_chars)
     return line + _why_no_result(r, reason_chars or desc_chars // 2)
+
+
+def describe(r: ExperimentRecord, desc_chars: int, frontier_knobs: dict[str, Any] | None = None) -> str:
+    """A row's description, numbers rounded, then (given the frontier's knobs) the knob settings
+    that differ from the frontier and that it does not name already. A short description leaves
+    its room to those settings: an inner-sampler draw is all settings."""
+    desc = _one_line(shown_description(r), desc_chars)
+    if frontier_knobs is None:
+        return desc
+    settings = [f"{k}={_value(v)}" for k, v in r.knobs.items() if frontier_knobs.get(k) != v]
+    extra = [s for s in settings if s not in desc]
+    note_chars = max(desc_chars // 2, desc_chars - len(desc))
+    return desc + (f"  {{{_one_line(', '.join(extra), note_chars)}}}" if extra else "")
+
+
+def shown_description(r: ExperimentRecord) -> str:
+    """The description with machine-printed floats cut to 4 significant digits (the engine
+    applies the exact values; 17 digits only cost tokens), and an inner-sampler draw's list of
+    the knobs it set left out: the knob settings that follow name them, with their values."""
+    head, _, names = r.description.partition(": ")
+    if head == INNER_SAMPLER and names and set(names.split(", ")) <= set(r.knobs):
+        return INNER_SAMPLER
+    return _DECIMAL.sub(lambda m: _rounded_text(m.group()), r.description)
 
 
 def _why_no_result(r: ExperimentRecord, chars: int) -> str:
     """Why a trial gave no result (a crash, an edit that did not apply, a twin skipped): what
     decides whether the idea is worth another try."""
     return f"  [{_one_line(r.reason, chars)}]" if r.reason and not measured(r) else ""
-
-
-def _knob_note(r: ExperimentRecord, frontier_knobs: dict[str, Any], desc_chars: int) -> str:
-    settings = [f"{k}={_value(v)}" for k, v in r.knobs.items() if frontier_knobs.get(k) != v]
-    extra = [s for s in settings if s not in r.description]
-    return f"  {{{_one_line(', '.join(extra), desc_chars // 2)}}}" if extra else ""
 
 
 def _section(
@@ -346,7 +366,16 @@ def _one_line(text: str, limit: int) -> str:
 
 
 def _value(v: Any) -> str:
+    """A knob value as the prompt shows it, a float to 4 significant digits."""
+    if isinstance(v, float) and math.isfinite(v):
+        return _rounded_text(json.dumps(v))
     return _one_line(json.dumps(v, default=str), 40)
+
+
+def _rounded_text(number: str) -> str:
+    """`number` (a decimal's text) to SIGNIFICANT_DIGITS, or as it is when that loses nothing."""
+    rounded = float(f"{float(number):.{SIGNIFICANT_DIGITS}g}")
+    return number if rounded == float(number) else json.dumps(rounded)
 
 
 def _num(v: float) -> str:
