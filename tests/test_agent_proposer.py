@@ -25,7 +25,7 @@ from autoresearch.agent.fakeapi import (
     tool_use_block,
     usage_json,
 )
-from autoresearch.agent.usage import dollars_spent, read_usage, usage_totals
+from autoresearch.agent.usage import FIRST_TURN_WAVES, dollars_spent, read_usage, usage_totals
 from autoresearch.config import AgentConfig
 
 MODEL = "claude-test-1"
@@ -138,15 +138,14 @@ def test_request_carries_cache_markers_strict_tools_and_config(tmp_path: Path) -
     assert "temperature" not in body and "thinking" not in body
     tools = body["tools"]
     assert tools[0]["name"] == "propose_wave" and all(t["strict"] is True for t in tools)
-    assert tools[-1]["cache_control"] == {"type": "ephemeral"}
+    assert not any("cache_control" in t for t in tools)  # cached by the first system block's breakpoint
     assert [b.get("cache_control") for b in body["system"]] == [{"type": "ephemeral"}] * 2
     assert body["system"][0]["text"].startswith("PROGRAM TEXT")  # instructions are the stable prefix
     assert "DEPTH = 8" in body["system"][1]["text"]  # the frontier train.py, cached until a keep
     user = body["messages"][0]["content"]
     assert "Frontier val_bpb" in user[0]["text"]  # volatile state after the breakpoints
-    assert user[-1]["cache_control"] == {"type": "ephemeral"}
-    markers = json.dumps(body).count('"cache_control"')
-    assert markers <= 4  # the API's limit on breakpoints
+    assert user[-1]["cache_control"] == {"type": "ephemeral"}  # no waves known yet: cached
+    assert json.dumps(body).count('"cache_control"') == 3  # of the API's 4
 
 
 def test_rate_limit_is_retried_by_the_sdk(tmp_path: Path) -> None:
@@ -484,3 +483,37 @@ def test_a_key_with_a_newline_is_used_without_it_and_one_with_a_space_is_refused
         monkeypatch.setenv("ANTHROPIC_API_KEY", bad)
         with pytest.raises(AgentSetupError, match="the key alone"):
             build_client(AgentConfig(kind="claude"))
+
+
+def _breakpoints(body: dict) -> list[str]:
+    """Where a request's cache breakpoints sit: "tools", "system N", "message N"."""
+    where = ["tools" for t in body["tools"] if "cache_control" in t]
+    where += [f"system {i}" for i, b in enumerate(body["system"]) if "cache_control" in b]
+    for i, message in enumerate(body["messages"]):
+        where += [f"message {i}" for b in message["content"] if "cache_control" in b]
+    return where
+
+
+@pytest.mark.parametrize("inspected", [False, True])
+def test_a_waves_first_message_is_cached_only_where_waves_go_on_to_read_it(
+    tmp_path: Path, inspected: bool
+) -> None:
+    """The first message is written to the cache at 1.25x the input price, and read back only by
+    a second turn: once 10 waves are known, it is cached only if enough of them took one."""
+    inspect = [tool_call("get_results", {"numbers": [1]})] if inspected else []
+    steps = [*inspect, tool_call("propose_wave", GOOD_WAVE)] * (FIRST_TURN_WAVES + 1)
+    api = ScriptedAPI(steps, models=[MODEL])
+    proposer = make_proposer(tmp_path, api)
+    for _ in range(FIRST_TURN_WAVES + 1):
+        assert proposer.propose(sample_context()).source == "claude"
+
+    calls_per_wave = len(inspect) + 1
+    first_wave, last_wave = api.message_bodies[:calls_per_wave], api.message_bodies[-calls_per_wave:]
+    assert _breakpoints(first_wave[0]) == ["system 0", "system 1", "message 0"]  # nothing known yet
+    if inspected:  # every wave read its first message back on its second turn
+        assert [_breakpoints(b) for b in last_wave] == [
+            ["system 0", "system 1", "message 0"],
+            ["system 0", "system 1", "message 2"],
+        ]
+    else:  # no wave ever read it back: written at 1.25x for nothing
+        assert [_breakpoints(b) for b in last_wave] == [["system 0", "system 1"]]

@@ -27,7 +27,7 @@ from autoresearch.agent.conversation import Conversation, WaveFailed
 from autoresearch.agent.inspection import Inspector
 from autoresearch.agent.prompt import default_program_md, render_prompt
 from autoresearch.agent.tools import parse_proposal, tool_definitions
-from autoresearch.agent.usage import UsageLedger, read_usage
+from autoresearch.agent.usage import UsageLedger, first_turn_worth_caching, read_usage
 from autoresearch.config import AgentConfig
 from autoresearch.files import write_json_atomic
 from autoresearch.proposals import Wave
@@ -171,6 +171,7 @@ class ClaudeProposer:
             ledger=self.ledger,
             wave_id=wave_id,
             can_force=self.can_force,
+            cache_first_turn=first_turn_worth_caching(self.cfg, read_usage(self.campaign_dir)),
         )
         started = time.time()
         try:

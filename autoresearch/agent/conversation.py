@@ -100,6 +100,7 @@ class Conversation:
         ledger: UsageLedger,
         wave_id: int,
         can_force: bool = True,
+        cache_first_turn: bool = True,
     ) -> None:
         self.client = client
         self.cfg = cfg
@@ -110,6 +111,7 @@ class Conversation:
         self.ledger = ledger
         self.wave_id = wave_id
         self.can_force = can_force
+        self.cache_first_turn = cache_first_turn  # `usage.first_turn_worth_caching`
         self.messages: list[dict[str, Any]] = []
         self.context_tokens = 0  # size of the last request plus its answer, from the API's usage
         self.calls = 0
@@ -203,7 +205,8 @@ class Conversation:
         return self.client.messages.create(**self.request(force))
 
     def request(self, force: bool) -> dict[str, Any]:
-        """The Messages API arguments: cached tools and system, then the turns so far."""
+        """The Messages API arguments: tools and system (cached by the system blocks' breakpoints,
+        tools included), then the turns so far."""
         req: dict[str, Any] = {
             "model": self.cfg.model,
             "max_tokens": self.cfg.max_tokens,
@@ -219,8 +222,12 @@ class Conversation:
 
     def _with_breakpoint(self) -> list[dict[str, Any]]:
         """The turns with a rolling cache breakpoint on the newest block, so the next turn of
-        this wave re-reads everything before it from the cache (tools, 2 system blocks, this: 4)."""
+        this wave re-reads everything before it from the cache. On the first turn only where
+        enough of the campaign's waves go on to a second (`cache_first_turn`): the write costs
+        more than plain input, and a wave that proposes at once never reads it back."""
         messages = list(self.messages)
+        if len(messages) == 1 and not self.cache_first_turn:
+            return messages
         last = copy.deepcopy(messages[-1])
         last["content"][-1]["cache_control"] = {"type": "ephemeral"}
         messages[-1] = last

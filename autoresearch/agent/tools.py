@@ -140,10 +140,10 @@ INSPECT_TOOLS: list[dict[str, Any]] = [
 
 
 def tool_definitions() -> list[dict[str, Any]]:
-    """All tools, the last one carrying the cache breakpoint: tool definitions never change."""
-    tools = [dict(PROPOSE_WAVE), *(dict(t) for t in INSPECT_TOOLS)]
-    tools[-1]["cache_control"] = {"type": "ephemeral"}
-    return tools
+    """All tools, without a cache breakpoint: the tools come first in the cached prefix, so the
+    instructions block's breakpoint caches them too, and an entry ending at the tools would be
+    read only if the instructions changed without them, which they never do within a campaign."""
+    return [dict(PROPOSE_WAVE), *(dict(t) for t in INSPECT_TOOLS)]
 
 
 class ProposalError(ValueError):

@@ -29,6 +29,10 @@ TOKEN_FIELDS = (
 )
 
 
+# The latest waves whose turns decide whether a wave's first message is worth caching
+FIRST_TURN_WAVES = 10
+
+
 def usage_path(campaign_dir: str | Path) -> Path:
     return Path(campaign_dir) / "agent" / "usage.jsonl"
 
@@ -108,6 +112,34 @@ def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
             rows.append(row)
     answered = {r.get("call") for r in rows if not r.get("in_flight")}
     return [r for r in rows if not (r.get("in_flight") and r.get("call") in answered)]
+
+
+def second_turn_share(rows: list[dict[str, Any]], waves: int = FIRST_TURN_WAVES) -> float | None:
+    """Of the latest `waves` waves with calls in the ledger, the share that took a second turn
+    (inspected, or repaired a proposal); None while fewer than `waves` are known."""
+    last_turn: dict[int, int] = {}
+    for r in rows:
+        wave, turn = r.get("wave"), r.get("turn")
+        if isinstance(wave, int) and isinstance(turn, int):
+            last_turn[wave] = max(turn, last_turn.get(wave, 0))
+    latest = sorted(last_turn)[-waves:]
+    if len(latest) < waves:
+        return None
+    return sum(1 for w in latest if last_turn[w] > 0) / len(latest)
+
+
+def first_turn_worth_caching(cfg: AgentConfig, rows: list[dict[str, Any]]) -> bool:
+    """Whether a wave's first message (the campaign's state, new every wave) should carry a cache
+    breakpoint. Writing it costs (cache write - input) per token on every wave; only a wave that
+    takes a second turn reads it back, saving (input - cache read) per token: worth it when more
+    than (write - input) / (write - read) of the waves do (22% at the default prices). Until
+    FIRST_TURN_WAVES waves are known, it is cached."""
+    share = second_turn_share(rows)
+    if share is None:
+        return True
+    premium = cfg.price_cache_write - cfg.price_input
+    saving = cfg.price_input - cfg.price_cache_read
+    return share * saving > (1 - share) * premium
 
 
 def _as_written(row: Any) -> bool:
