@@ -86,6 +86,20 @@ def test_ideas_that_scrolled_out_of_the_tables_are_still_listed() -> None:
     assert "re-run trial 7" not in user.split("## Other ideas")[1]  # the engine's, not an idea
 
 
+def test_one_description_at_other_settings_is_other_ideas() -> None:
+    """The list kept one idea per description: "tune LR" tried at three values showed one of them,
+    and the model could not see that the other two were tried."""
+    tries = [
+        dataclasses.replace(_record(n, "tune LR"), knobs={"MADE_UP_LR": lr})
+        for n, lr in enumerate((0.01, 0.02, 0.03, 0.03))
+    ]
+    filler = [_record(n, f"idea number {n}") for n in range(10, 60)]  # push the tries out of the tables
+    context = sample_context(0, history=tries + filler, lineage=[])
+    listed = render_prompt(context, AgentConfig(), "P").user.split("## Other ideas")[1]
+    assert all(f"MADE_UP_LR={lr}" in listed for lr in (0.01, 0.02, 0.03))
+    assert listed.count("MADE_UP_LR=0.03") == 1  # the same idea twice is listed once
+
+
 def test_why_a_trial_gave_no_result_is_shown_whole_enough_to_act_on() -> None:
     over = (
         "crash: exit 1: prepare.OverBudget: train.py trained for 331.2 s by the harness's count "

@@ -284,15 +284,16 @@ def tried_text(
     no result), newest first: on a fleet the tables above show a few dozen of hundreds, and an
     idea that scrolled out of them would be proposed again (a paid wave the engine then drops as
     duplicates)."""
-    descriptions = {r.description for r in history if r.number in shown}
+    # An idea is its description with its settings: "tune LR" at two values is two ideas.
+    ideas = {describe(r, limits.desc_chars, frontier_knobs) for r in history if r.number in shown}
     lines = []
     for r in sorted(history, key=lambda r: r.number, reverse=True):
-        if r.number in shown or r.source in NOT_PROPOSED or r.description in descriptions:
+        idea = describe(r, limits.desc_chars, frontier_knobs)
+        if r.number in shown or r.source in NOT_PROPOSED or idea in ideas:
             continue
-        descriptions.add(r.description)
+        ideas.add(idea)
         delta = f" {r.delta:+.5f}" if r.delta is not None else ""
-        line = f"#{r.number} {r.status}{delta}: {describe(r, limits.desc_chars, frontier_knobs)}"
-        lines.append(line + _why_no_result(r, limits.desc_chars // 2))
+        lines.append(f"#{r.number} {r.status}{delta}: {idea}" + _why_no_result(r, limits.desc_chars // 2))
     if not lines:
         return []
     out = ["", "## Other ideas already tried or in flight (newest first; do not repeat them)"]
