@@ -290,11 +290,13 @@ class Campaign:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode().strip() or "?"
+            other = os.pread(fd, 32, 0).decode().strip()
             os.close(fd)
+            # (the pid is of the host that runs it: a shared file system's lock may be another's)
+            stop = f"Ctrl-C, or kill {other} on its host" if other else "Ctrl-C where it runs"
             raise CampaignLocked(
-                f"another controller (pid {other}) is running {self.dir}: follow it with "
-                f"`python -m autoresearch.status {self.dir}`, or stop it (Ctrl-C, or kill {other}) and "
+                f"another controller (pid {other or 'unknown'}) is running {self.dir}: follow it with "
+                f"`python -m autoresearch.status {self.dir}`, or stop it ({stop}) and "
                 "run this command again to take over"
             ) from None
         os.ftruncate(fd, 0)

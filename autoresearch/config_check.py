@@ -171,6 +171,9 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
         if unusable:  # (Optuna takes a NaN bound)
             problems += unusable
             continue
+        if spec.kind == "int" and (cut := [f for f, v in bounds.items() if v is not None and v != int(v)]):
+            problems.append(f"{key}.{cut[0]}={bounds[cut[0]]}: an int knob's bounds must be whole numbers")
+            continue
         try:
             distribution_of(spec)
         except (ValueError, TypeError, OverflowError) as err:

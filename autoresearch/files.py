@@ -29,6 +29,7 @@ def replacing(path: Path) -> Iterator[Path]:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
+    """Through a temporary name and a rename, so a reader never sees half a file."""
     with replacing(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 

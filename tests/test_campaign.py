@@ -568,7 +568,7 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
         assert second.returncode == 2
         assert (
             f"another controller (pid {first.pid}) is running {tmp_path / 'toy'}: follow it with "
-            f"`python -m autoresearch.status {tmp_path / 'toy'}`, or stop it (Ctrl-C, or kill {first.pid}) "
+            f"`python -m autoresearch.status {tmp_path / 'toy'}`, or stop it (Ctrl-C, or kill {first.pid} on its host) "
             "and run this command again to take over\n"
         ) in second.stdout
         assert (tmp_path / "toy" / "config.yaml").read_text() == saved  # the running one's, not its own

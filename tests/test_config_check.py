@@ -65,6 +65,10 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
         (["campaign.knobs.WIDTH.high=nan"], "campaign.knobs.WIDTH.high must be a finite number, not nan"),
         (["campaign.knobs.WIDTH.high=wide"], "campaign.knobs.WIDTH.high must be a finite number, not 'wide'"),
         (["campaign.knobs.WIDTH.low=true"], "campaign.knobs.WIDTH.low must be a finite number, not True"),
+        (
+            ["campaign.knobs.WIDTH.low=16.5"],
+            "campaign.knobs.WIDTH.low=16.5: an int knob's bounds must be whole numbers",
+        ),
         (["campaign.seed=-1"], "campaign.seed must be from 0 to 4294967295 (what the samplers take), not -1"),
         (["campaign.seed=99999999999"], "campaign.seed must be from 0 to 4294967295"),
         (["campaign.scale=big"], "campaign.scale must be one of gpt2, cpu, not 'big'"),
