@@ -147,7 +147,7 @@ def _harness_count(r: dict) -> str:
     return (
         "n/a (an older harness)"
         if counted is None
-        else f"{counted:.1f} s (held to the budget + 10% + 12 steps)"
+        else f"{counted:.1f} s (held to the budget + 10% + 12 steps, those at most half the budget)"
     )
 
 
