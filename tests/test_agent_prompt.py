@@ -102,9 +102,9 @@ def test_one_description_at_other_settings_is_other_ideas() -> None:
 
 def test_why_a_trial_gave_no_result_is_shown_whole_enough_to_act_on() -> None:
     over = (
-        "crash: exit 1: prepare.OverBudget: train.py trained for 331.2 s by the harness's count "
+        "crash: exit 1: prepare.OverBudget: train.py trained for 391.2 s by the harness's count "
         "(2400 training batches in 600 steps, stalls over 0.42 s left out), over the 300 s budget "
-        "(at most 309.0 s is allowed): its val_bpb 0.991000 is not a result"
+        "(at most 337.8 s is allowed): its val_bpb 0.991000 is not a result"
     )
     crash = _record(1, "warm-up steps outside the timer", "crash", reason=over)
     invalid = _record(2, "gelu MLP", "invalid", reason="edit 1: search block does not occur in train.py")
