@@ -1,6 +1,6 @@
 """Small files the controller and the runner share, written so a process killed mid-write
-leaves nothing a reader would misread: whole JSON files replaced at once, and append-only files
-of one record a line whose torn last line is dropped."""
+leaves nothing a reader would misread: whole files (JSON, results.tsv, the report and its plot)
+replaced at once, and append-only files of one record a line whose torn last line is dropped."""
 
 from __future__ import annotations
 

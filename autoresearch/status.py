@@ -1,4 +1,5 @@
-"""`python -m autoresearch.status runs/NAME [--watch SECONDS]`: a live view of a running or finished campaign.
+"""`python -m autoresearch.status runs/NAME [--watch SECONDS] [--json]`: a live view of a running or
+finished campaign.
 
 Read-only: it opens the study and the campaign folder, never the controller, so it is safe to run
 from a login node while the campaign runs elsewhere.

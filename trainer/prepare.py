@@ -5,7 +5,9 @@ constants of a scale, the data and its validation split, the tokenizer, and `eva
 calls the model for logits only and computes the loss itself, so an edit to train.py cannot change
 how val_bpb is measured. `write_result` stamps the result with this file's own hash. train.py runs
 in this interpreter, so the harness also checks at evaluation and at write time that nothing of it
-(or of the torch functions its metric uses) was changed since import: `verify_harness`.
+(or of the torch functions its metric uses) was changed since import: `verify_harness`. It counts
+the training time too (`training_count`), and `write_result` refuses a run over its budget
+(`OverBudget`): train.py keeps the budget, and an edit of train.py could train longer.
 
 Usage: python prepare.py [--scale cpu|gpt2] [--data offline|climbmix] [--num-shards N]
 """
