@@ -388,7 +388,8 @@ def test_a_lone_surrogate_in_the_model_output_is_mended_not_a_crash(tmp_path: Pa
     body = json.dumps(message_json([text_block("SURROGATE"), tool_use_block("propose_wave", bad)]))
     good = json.loads(json.dumps(GOOD_WAVE))
     good["candidates"][0]["description"] = "GELU SURROGATE"
-    good["candidates"][0]["knobs"] = [{"name": "ACTIVATION", "value": '"ge SURROGATE lu"'}]
+    # (an undeclared knob: a declared one's value must be one of its choices)
+    good["candidates"][0]["knobs"] = [{"name": "WARMUP", "value": '"ge SURROGATE lu"'}]
     second = json.dumps(tool_call("propose_wave", good))
     api = ScriptedAPI(
         [
@@ -401,7 +402,7 @@ def test_a_lone_surrogate_in_the_model_output_is_mended_not_a_crash(tmp_path: Pa
     wave = proposer.propose(sample_context())
     assert wave.source == "claude" and len(api.message_bodies) == 2  # the second request was sent
     assert wave.candidates[0].description == "GELU \ufffd"
-    assert wave.candidates[0].knobs == {"ACTIVATION": "ge \ufffd lu"}  # (a JSON escape inside the value)
+    assert wave.candidates[0].knobs == {"WARMUP": "ge \ufffd lu"}  # (a JSON escape inside the value)
     assert api.message_bodies[1]["messages"][1]["content"][0]["text"] == "\ufffd"
     record = (tmp_path / "agent" / "waves" / "00001.json").read_text(encoding="utf-8")
     assert json.loads(record)["outcome"] == "ok"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from autoresearch.agent.fakeapi import sample_context
+from autoresearch.agent.fakeapi import SAMPLE_TRAIN_PY, sample_context
 from autoresearch.agent.inspection import RESULT_CHARS, Inspector
 from autoresearch.agent.tools import (
     INSPECT_TOOLS,
@@ -20,6 +21,8 @@ from autoresearch.agent.tools import (
     parse_proposal,
     tool_definitions,
 )
+from autoresearch.sampler import knob_value_problem
+from autoresearch.workspace import MAX_EDIT_CHARS, build_source
 
 
 def object_nodes(node: Any):
@@ -213,6 +216,66 @@ def test_a_good_proposal_parses() -> None:
     assert parsed.grids[0].factors == {"DEPTH": [6, 10], "ACTIVATION": ["gelu", "relu2"]}
     assert next(parsed.grids[0].expand()).knobs == {"DEPTH": 6, "ACTIVATION": "gelu"}
     assert parsed.source == "claude"
+
+
+def test_a_grid_may_sweep_a_constant_its_shared_edit_adds() -> None:
+    """program.md says to sweep knobs on top of one structural change; that change may add the
+    constant swept, and the engine builds such a cell, so the proposal is not refused for it."""
+    adds = {"search": "WARMUP = 0.1\n", "replace": "WARMUP = 0.1\nWARMDOWN = 0.5\n"}
+    grid = {
+        "description": "warmdown sweep",
+        "factors": [{"name": "WARMDOWN", "levels": ["0.3", "0.6"]}],
+        "shared_edits": [adds],
+    }
+    with_cand = cand(edits=[adds], knobs=[{"name": "WARMDOWN", "value": "0.2"}])
+    parsed = parse_proposal(wave(with_cand, grids=[grid]), sample_context())
+    cell = next(parsed.grids[0].expand())
+    built = build_source(SAMPLE_TRAIN_PY, cell.edits, cell.knobs)
+    assert "WARMDOWN = 0.3" in built and parsed.candidates[0].knobs == {"WARMDOWN": 0.2}
+    # without the edit that adds it, the name is still refused
+    with pytest.raises(ProposalError, match="WARMDOWN is not a constant"):
+        parse_proposal(wave(grids=[{**grid, "shared_edits": []}]), sample_context())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("LR", 5), ("LR", 1e-5), ("DEPTH", 8.5), ("DEPTH", True), ("ACTIVATION", "swish")],
+)
+def test_a_declared_knob_out_of_its_range_is_refused_in_the_same_wave(name: str, value: Any) -> None:
+    """The engine would refuse it when queueing it (an invalid trial, seen a wave later): the
+    model is told at once, in the engine's own words."""
+    context = sample_context()
+    spec = next(k for k in context.knobs if k.name == name)
+    why = knob_value_problem(spec, value)
+    assert why  # the engine refuses it
+    level = {"name": name, "levels": [json.dumps(value)]}
+    grid = {"description": "g", "factors": [level]}
+    for raw in (wave(cand(knobs=[{"name": name, "value": json.dumps(value)}])), wave(grids=[grid])):
+        with pytest.raises(ProposalError, match=re.escape(f"knob {name}: {why}")):
+            parse_proposal(raw, context)
+
+
+def test_knob_values_the_frontier_has_already_are_refused() -> None:
+    """The engine would skip such a run ("no change: already part of the frontier")."""
+    context = sample_context()
+    with pytest.raises(ProposalError, match="frontier's already, so nothing would change"):
+        parse_proposal(wave(cand(knobs=[{"name": "LR", "value": "0.04"}])), context)
+    parse_proposal(wave(cand(knobs=[{"name": "LR", "value": "0.05"}])), context)
+
+
+def test_a_tier_the_campaign_does_not_offer_is_refused() -> None:
+    """The prompt lists only the tiers a proposal may use (no validate partition, or nothing
+    to confirm on it); the engine refuses the others when queueing them."""
+    context = sample_context(tiers={"screen": "h100 x13"})
+    grid = {"description": "g", "factors": [{"name": "LR", "levels": ["0.02"]}], "tier": "validate"}
+    for raw in (wave(cand(tier="validate")), wave(grids=[grid])):
+        with pytest.raises(ProposalError, match="tier 'validate' is not open in this campaign; use screen"):
+            parse_proposal(raw, context)
+
+
+def test_the_edit_size_limit_is_in_the_tool_description() -> None:
+    edit = PROPOSE_WAVE["input_schema"]["properties"]["candidates"]["items"]["properties"]["edits"]
+    assert f"At most {MAX_EDIT_CHARS} characters" in edit["items"]["properties"]["search"]["description"]
 
 
 def test_what_is_only_kept_is_cut_to_a_plain_line_not_refused() -> None:

@@ -14,8 +14,11 @@ import unicodedata
 from typing import Any
 
 from autoresearch.agent.prompt import valid_text
-from autoresearch.proposals import TIERS, KnobValue, Wave, plain_line, wave_from_dict
+from autoresearch.knobs import KnobError, read_knobs, set_knobs
+from autoresearch.proposals import TIERS, Edit, KnobValue, Wave, plain_line, wave_from_dict
 from autoresearch.proposers.base import CampaignContext
+from autoresearch.sampler import knob_value_problem
+from autoresearch.workspace import MAX_EDIT_CHARS, InvalidCandidate, apply_edits
 
 PROPOSE_TOOL = "propose_wave"
 # A description names its experiment in every table, log line and commit message: one short line
@@ -49,15 +52,24 @@ def _list(items: dict[str, Any], description: str) -> dict[str, Any]:
 
 _EDIT = _obj(
     {
-        "search": _str("Exact text of the current train.py; must occur exactly once."),
-        "replace": _str("Text that replaces it."),
+        "search": _str(
+            f"Exact text of the current train.py; must occur exactly once. At most {MAX_EDIT_CHARS} characters."
+        ),
+        "replace": _str(f"Text that replaces it; at most {MAX_EDIT_CHARS} characters."),
     }
 )
-_TIER = {"type": "string", "enum": list(TIERS), "description": "screen (cheap, many) or validate."}
+_TIER = {
+    "type": "string",
+    "enum": list(TIERS),
+    "description": "screen (cheap, many) or validate; only the tiers the prompt lists are open.",
+}
 _KNOB = _obj(
     {
         "name": _str("An UPPER_CASE constant of train.py."),
-        "value": _str('JSON-encoded value: 0.02, 8, true, "gelu"; null leaves a declared knob free.'),
+        "value": _str(
+            'JSON-encoded value: 0.02, 8, true, "gelu"; a declared knob\'s must lie in its range, '
+            "and null leaves it free."
+        ),
     }
 )
 _CANDIDATE = _obj(
@@ -67,7 +79,9 @@ _CANDIDATE = _obj(
         ),
         "hypothesis": _str("Why it should lower val_bpb, and by roughly how much."),
         "edits": _list(_EDIT, "Search/replace blocks on train.py, applied in order; may be empty."),
-        "knobs": _list(_KNOB, "Constant settings on top of the edits; may be empty."),
+        "knobs": _list(
+            _KNOB, "Constant settings on top of the edits (which may add the constant); may be empty."
+        ),
         "tier": _TIER,
         "fix_of": {
             "type": ["integer", "null"],
@@ -78,7 +92,10 @@ _CANDIDATE = _obj(
 _FACTOR = _obj(
     {
         "name": _str("An UPPER_CASE constant of train.py."),
-        "levels": _list(_str("JSON-encoded level."), "The levels to cross with the other factors."),
+        "levels": _list(
+            _str("JSON-encoded level, not null; a declared knob's must lie in its range."),
+            "The levels to cross with the other factors.",
+        ),
     }
 )
 _GRID = _obj(
@@ -88,7 +105,9 @@ _GRID = _obj(
         ),
         "hypothesis": _str("What outcome you expect and what it would tell you."),
         "factors": _list(_FACTOR, "Every combination of the factors' levels becomes one experiment."),
-        "shared_edits": _list(_EDIT, "Edits applied to every cell of the grid; may be empty."),
+        "shared_edits": _list(
+            _EDIT, "Edits applied to every cell of the grid (they may add the swept constant); may be empty."
+        ),
         "tier": _TIER,
     }
 )
@@ -300,7 +319,9 @@ def _clip(text: str, limit: int) -> str:
 
 
 def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
-    """What the proposer can tell is wrong without touching train.py (the engine checks edits)."""
+    """What the proposer can be told now, while it can still correct it in the same wave, rather
+    than find refused in the next one's prompt. Edits that do not apply are left to the engine,
+    which says why when it queues them (the frontier may have moved by then)."""
     problems: list[str] = []
     if not wave.candidates and not wave.grids:
         problems.append("the wave is empty: give at least one candidate or grid")
@@ -311,19 +332,24 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
             f"{' + ' + grids if grids else ''}), over the cap of {context.max_wave}: "
             "fewer candidates, factors or levels"
         )
-    declared = {k.name for k in context.knobs}
-    known = declared | set(context.knob_values)
+    declared = {k.name: k for k in context.knobs}
     by_number = {r.number: r for r in context.history}
 
-    def check_name(name: str, where: str) -> None:
+    def check_knob(name: str, values: list[Any], known: set[str] | None, where: str) -> None:
         if known and name not in known:
             problems.append(f"{where}: {name} is not a constant of train.py nor a declared knob")
+        problems.extend(_value_problems(name, values, where))
+        spec = declared.get(name)
+        for value in values:
+            if spec and value is not None and (why := knob_value_problem(spec, value)):
+                problems.append(f"{where}: knob {name}: {why}")
 
     for cand in wave.candidates:
         where = f"candidate {cand.description[:60]!r}"
         if not cand.description.strip():
             problems.append("a candidate has an empty description")
         problems += _description_problems(cand.description, where)
+        problems += _tier_problems(cand.tier, context, where)
         if not cand.edits and not cand.knobs:
             problems.append(f"{where}: no edits and no knobs, so nothing would change")
         for edit in cand.edits:
@@ -331,11 +357,13 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
                 problems.append(f"{where}: an edit has an empty search text")
             elif edit.search == edit.replace:
                 problems.append(f"{where}: an edit replaces a text by itself")
+        known = _known_constants(context, cand.edits)
         for name, value in cand.knobs.items():
-            check_name(name, where)
-            problems += _value_problems(name, [value], where)
+            check_knob(name, [value], known, where)
             if value is None and name not in declared:
                 problems.append(f"{where}: {name}=null (free) needs a declared knob; give a value")
+        if not cand.edits and _sets_frontier_values(context, cand.knobs):
+            problems.append(f"{where}: its knob values are the frontier's already, so nothing would change")
         if cand.fix_of is not None:
             rec = by_number.get(cand.fix_of)
             if rec is None:
@@ -345,17 +373,48 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
     for grid in wave.grids:
         where = f"grid {grid.description[:60]!r}"
         problems += _description_problems(grid.description, where)
+        problems += _tier_problems(grid.tier, context, where)
         for edit in grid.shared_edits:
             if not edit.search:
                 problems.append(f"{where}: a shared edit has an empty search text")
+        known = _known_constants(context, grid.shared_edits)
         for name, levels in grid.factors.items():
             if any(v is None for v in levels):
                 problems.append(f"{where}: factor {name} has a null level; grid levels must be values")
             if len({json.dumps(v) for v in levels}) != len(levels):
                 problems.append(f"{where}: factor {name} repeats a level")
-            problems += _value_problems(name, levels, where)
-            check_name(name, where)
+            check_knob(name, levels, known, where)
     return problems
+
+
+def _tier_problems(tier: str, context: CampaignContext, where: str) -> list[str]:
+    """A tier the campaign has no hardware or no baselines on is refused when queued: say so now."""
+    if not context.tiers or tier in context.tiers:
+        return []
+    return [f"{where}: tier {tier!r} is not open in this campaign; use {' or '.join(context.tiers)}"]
+
+
+def _known_constants(context: CampaignContext, edits: list[Edit]) -> set[str] | None:
+    """The names knobs may set on top of `edits`: the declared knobs and the constants of the
+    frontier with the edits applied (an edit may add the constant a grid sweeps). None where the
+    edits do not apply, so nothing can be said of names."""
+    declared = {k.name for k in context.knobs}
+    if not edits:
+        return declared | set(context.knob_values)
+    try:
+        return declared | set(read_knobs(apply_edits(context.frontier_source, edits)))
+    except (InvalidCandidate, SyntaxError):
+        return None
+
+
+def _sets_frontier_values(context: CampaignContext, knobs: dict[str, KnobValue]) -> bool:
+    """Whether these settings leave the frontier's train.py as it is: the engine skips such a run."""
+    if not knobs or not context.frontier_source or any(v is None for v in knobs.values()):
+        return False
+    try:
+        return set_knobs(context.frontier_source, knobs) == context.frontier_source
+    except (KnobError, SyntaxError):
+        return False
 
 
 def _printable_count(n: int) -> str:
