@@ -52,7 +52,7 @@ from autoresearch.ledger import Ledger
 from autoresearch.logs import log_to_file
 from autoresearch.plot import plot_progress
 from autoresearch.policy import NoiseAwarePolicy, Policy
-from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KnobSpec, Proposer
+from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepRule, KnobSpec, Proposer
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, write_results
@@ -605,6 +605,13 @@ class Campaign:
                 "time_budget_seconds": f"{time_budget_seconds(self.cfg):g}",
                 "metric": "val_bpb on the held-out split, computed by prepare.py from the model's logits",
             },
+            keep_rule=KeepRule(
+                min_delta=self.c.min_delta,
+                promote_z=self.c.promote_z,
+                keep_z=self.c.keep_z,
+                validate_seeds=self.c.validate_seeds if self.decisions.confirm_on else 0,
+                confirm_tier=self.decisions.confirm_on,
+            ),
         )
 
     def _record(self, t: FrozenTrial) -> ExperimentRecord:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
+
+import pytest
 
 from autoresearch.agent.fakeapi import sample_context
-from autoresearch.agent.prompt import estimate_tokens, render_prompt
+from autoresearch.agent.prompt import default_program_md, estimate_tokens, keep_margin, render_prompt
 from autoresearch.config import AgentConfig
-from autoresearch.proposers.base import ExperimentRecord
+from autoresearch.policy import NoiseAwarePolicy
+from autoresearch.proposers.base import ExperimentRecord, KeepRule
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_prompt_holds_every_part_of_the_context() -> None:
@@ -169,3 +176,63 @@ def test_knob_values_are_shown_to_four_significant_digits_and_a_draw_names_them_
     assert rows[2].endswith("EMBEDDING_LR 0.6 -> 0.5569")
     assert "\nEMBEDDING_LR=0.6123\n" in user  # the frontier's value
     assert "0.55685" not in user and "0.0412341" not in user and "0.612345" not in user
+
+
+def test_the_keep_rule_is_told_with_the_campaigns_numbers() -> None:
+    """The agent aims at what can be kept: the engine's min_delta, z's and re-runs, not a fixed
+    "twice the noise" (min_delta alone decides while the noise is unknown)."""
+    rule = KeepRule(min_delta=0.0031, promote_z=1.5, keep_z=2.5, validate_seeds=3, confirm_tier="screen")
+    prompt = render_prompt(sample_context(keep_rule=rule), AgentConfig(), "P")
+    stable = prompt.system[0]["text"]
+    assert "min_delta 0.0031" in stable and "1.5 x the standard deviation" in stable
+    assert "3 other seeds on the screen tier" in stable and "2.5 standard errors" in stable
+    unknown = render_prompt(sample_context(keep_rule=rule, noise_std=None), AgentConfig(), "P").user
+    assert (
+        "not known yet; until it is, a change must beat the frontier by more than min_delta 0.0031" in unknown
+    )
+    at_once = KeepRule(validate_seeds=0, confirm_tier=None)
+    stable = render_prompt(sample_context(keep_rule=at_once), AgentConfig(), "P").system[0]["text"]
+    assert "kept at once, on its one run" in stable and "other seeds" not in stable
+
+
+@pytest.mark.parametrize(
+    ("rule", "noise"),
+    [
+        (KeepRule(), 0.0011),
+        (KeepRule(keep_z=3.0, validate_seeds=4), 0.002),
+        (KeepRule(), 0.0001),  # min_delta decides
+        (KeepRule(promote_z=1.5, validate_seeds=0, confirm_tier=None), 0.0011),  # kept on screening
+    ],
+)
+def test_the_margin_the_prompt_states_is_the_policys(rule: KeepRule, noise: float) -> None:
+    """A change whose runs beat the frontier's by just over the stated margin is kept by the
+    engine's own policy, and one just under it is not: re-runs against as many frontier runs, or
+    where nothing is confirmed, one screening run against one."""
+    prompt = render_prompt(sample_context(keep_rule=rule, noise_std=noise), AgentConfig(), "P")
+    margin = keep_margin(rule, noise)
+    assert f"more than about {margin:.5f}" in prompt.user
+    policy = NoiseAwarePolicy(rule.min_delta, rule.promote_z, rule.keep_z)
+
+    def kept(gain: float) -> bool:
+        if rule.confirm_tier:
+            runs = rule.validate_seeds
+            return policy.confirm([1.0 - gain] * runs, [1.0] * runs, noise).better
+        return policy.screen(1.0 - gain, [1.0], noise).better
+
+    assert kept(1.01 * margin) and not kept(0.99 * margin)
+
+
+def test_the_harness_calls_program_md_says_to_keep_are_those_train_py_makes() -> None:
+    """A run without them has no result (the runner's crash "the harness wrote no result"): the
+    agent is told which they are, so the list must follow train.py."""
+    named = set(re.findall(r"`prepare\.(\w+)`", default_program_md())) - {"py"}  # (the file)
+    called = set(re.findall(r"\bprepare\.(\w+)\(", (ROOT / "trainer" / "train.py").read_text()))
+    assert {"evaluate_bpb", "write_result"} <= named <= called
+
+
+def test_program_md_says_an_equal_result_is_discarded_as_the_policy_does() -> None:
+    """It once called removing code for an equal result "a win": the engine discards it."""
+    assert "for an equal\n  result, is discarded" in default_program_md()
+    policy = NoiseAwarePolicy(KeepRule().min_delta)
+    assert not policy.screen(1.0, [1.0, 1.0], noise=None).better
+    assert not policy.screen(1.0, [1.0, 1.0], noise=0.001).better

@@ -43,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import measure
 from autoresearch.campaign import Campaign, CampaignError, Summary
-from autoresearch.config import backstop_grace, campaign_dir_of, deadline_seconds
+from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.fleet.base import Finished
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.slurm_states import outcome_for_state
@@ -1103,16 +1103,31 @@ def test_proposers_are_offered_only_the_tiers_a_proposal_may_run_on(
     tmp_path: Path, open_campaign: Callable[..., Campaign]
 ) -> None:
     """A validate tier without baselines of its own refuses proposals (intake): the prompt must
-    not offer it as hardware to propose on."""
-    offered = {}
+    not offer it as hardware to propose on. The keep rule the proposer is told is the policy's,
+    with where (and whether) winners are confirmed."""
+    offered, confirmed = {}, {}
     for name, overrides, apart in [
-        ("shared", (), False),  # validate on the screen partition: confirmed on the screen tier
+        ("shared", ("campaign.min_delta=0.002",), False),  # validate on the screen partition
         ("apart", (), True),
         ("unconfirmed", ("campaign.validate_seeds=0",), True),
     ]:
         campaign = open_campaign(tmp_path / name, [], *overrides, validate_apart=apart)
-        offered[name] = list(campaign.context().tiers)
+        context = campaign.context()
+        offered[name] = list(context.tiers)
+        rule = context.keep_rule
+        policy = campaign.policy
+        assert (rule.min_delta, rule.promote_z, rule.keep_z) == (
+            policy.min_delta,
+            policy.promote_z,
+            policy.keep_z,
+        )
+        confirmed[name] = (rule.confirm_tier, rule.validate_seeds, rule.min_delta)
     assert offered == {"shared": ["screen"], "apart": ["screen", "validate"], "unconfirmed": ["screen"]}
+    assert confirmed == {
+        "shared": ("screen", 2, 0.002),
+        "apart": ("validate", 2, CampaignConfig.min_delta),
+        "unconfirmed": (None, 0, CampaignConfig.min_delta),
+    }
 
 
 def test_a_resumed_campaign_measures_with_the_files_it_started_from(

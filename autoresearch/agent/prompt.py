@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.config import AgentConfig
-from autoresearch.proposers.base import CampaignContext, ExperimentRecord
+from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepRule
 
 CHARS_PER_TOKEN = 3.5  # a cautious average for English and Python under Claude's tokenizers
 PROMPT_SHARE = 0.7  # of max_context_tokens; the rest is left for inspection and the answer
@@ -153,8 +153,12 @@ def instructions_text(context: CampaignContext, cfg: AgentConfig, program_md: st
     lines.append("- Hardware per tier (results are compared only within a tier):")
     for tier, hardware in context.tiers.items():
         lines.append(f"  - {tier}: {hardware}")
+    lines.append(keep_rule_text(context.keep_rule))
     if context.knobs:
-        lines.append("- Declared knobs (UPPER_CASE constants of train.py; null leaves one to the sampler):")
+        lines.append(
+            "- Declared knobs (UPPER_CASE constants of train.py; a value outside its range is refused, "
+            "null leaves one to the sampler):"
+        )
         for k in context.knobs:
             if k.kind == "categorical":
                 span = "one of " + ", ".join(json.dumps(c, default=str) for c in k.choices)
@@ -166,6 +170,30 @@ def instructions_text(context: CampaignContext, cfg: AgentConfig, program_md: st
         f"propose_wave once. A crashed experiment may be fixed at most {cfg.max_fix_attempts} times."
     )
     return "\n".join(lines) + "\n"
+
+
+def keep_rule_text(rule: KeepRule) -> str:
+    """The engine's keep rule with this campaign's numbers (`policy.NoiseAwarePolicy`)."""
+    screen = (
+        f"beats the frontier on its tier by more than min_delta {rule.min_delta:g} val_bpb and by "
+        f"{rule.promote_z:g} x the standard deviation of that difference"
+    )
+    if not rule.confirm_tier or rule.validate_seeds <= 0:
+        return f"- Keep rule: a result is kept at once, on its one run, when it {screen}."
+    return (
+        f"- Keep rule: a screen result is promoted when it {screen}; it is then run again with "
+        f"{rule.validate_seeds} other seeds on the {rule.confirm_tier} tier and kept only when their "
+        f"mean beats the frontier's by more than min_delta and {rule.keep_z:g} standard errors."
+    )
+
+
+def keep_margin(rule: KeepRule, noise: float) -> float:
+    """About how much a change must beat the frontier by to be kept: the confirmation's margin for
+    its re-runs against as many runs of the frontier, or, where nothing is confirmed, the
+    screening's for one run against one (runs on the same seeds can need less)."""
+    if rule.confirm_tier and rule.validate_seeds > 0:
+        return max(rule.min_delta, rule.keep_z * noise * math.sqrt(2 / rule.validate_seeds))
+    return max(rule.min_delta, rule.promote_z * noise * math.sqrt(2))
 
 
 def frontier_text(context: CampaignContext, limits: Limits) -> str:
@@ -197,13 +225,17 @@ def state_text(context: CampaignContext, limits: Limits) -> str:
     out = ["# State of the campaign"]
     best = ", ".join(f"{t} {v:.6f}" for t, v in context.frontier_val_bpb.items()) or "not measured yet"
     out.append(f"Frontier val_bpb: {best}")
+    rule = context.keep_rule
     if context.noise_std:
         out.append(
-            f"Measured noise: seed-to-seed std of val_bpb {context.noise_std:.5f}; a difference under "
-            f"about {2 * context.noise_std:.5f} is not evidence."
+            f"Measured noise: seed-to-seed std of val_bpb {context.noise_std:.5f}; to be kept, a change "
+            f"must beat the frontier by more than about {keep_margin(rule, context.noise_std):.5f}."
         )
     else:
-        out.append("Measured noise: not known yet.")
+        out.append(
+            f"Measured noise: not known yet; until it is, a change must beat the frontier by more "
+            f"than min_delta {rule.min_delta:g} to be kept."
+        )
     counts = {s: sum(1 for r in finished if r.status == s) for s in COUNTED}
     out.append(
         f"Finished: {len(finished)} ({counts['keep']} kept, {counts['discard']} discarded, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from autoresearch.config import CampaignConfig
 from autoresearch.proposals import Wave
 
 
@@ -46,6 +47,18 @@ class ExperimentRecord:
     ended_at: float | None = None
 
 
+@dataclass(frozen=True)
+class KeepRule:
+    """The margins the engine keeps a change by (`policy.NoiseAwarePolicy`, from the campaign
+    config): a proposer told them aims at gains that can be kept. Defaults: the config's."""
+
+    min_delta: float = CampaignConfig.min_delta
+    promote_z: float = CampaignConfig.promote_z
+    keep_z: float = CampaignConfig.keep_z
+    validate_seeds: int = CampaignConfig.validate_seeds  # re-runs of a promoted change; 0: none
+    confirm_tier: str | None = "validate"  # where they run; None: a screen winner is kept at once
+
+
 @dataclass
 class CampaignContext:
     """What a proposer may know when it proposes: bounded in size, whatever the campaign's length.
@@ -70,6 +83,7 @@ class CampaignContext:
     campaign_dir: str = ""
     frontier_commit: str = ""
     harness: dict[str, str] = field(default_factory=dict)  # scale, data, time budget per experiment
+    keep_rule: KeepRule = field(default_factory=KeepRule)
 
 
 class Proposer(Protocol):
