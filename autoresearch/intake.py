@@ -156,7 +156,11 @@ class Intake:
                 "the screen tier"
             )
         if cand.fix_of is not None:
-            fixes = sum(1 for t in self.ledger.all() if t.user_attrs.get("fix_of") == cand.fix_of)
+            fixes = sum(  # a retry stands for its lost run: one attempt, not two
+                1
+                for t in self.ledger.all()
+                if t.user_attrs.get("fix_of") == cand.fix_of and "retry_of" not in t.user_attrs
+            )
             limit = self.cfg.agent.max_fix_attempts
             if fixes >= limit:
                 return f"trial {cand.fix_of} already had {fixes} fix attempts (limit {limit})"

@@ -297,3 +297,22 @@ def test_a_new_frontiers_runs_are_owed_to_no_decision(tmp_path: Path) -> None:
     measuring = [t for t in ledger.waiting() if t.user_attrs.get("validates") == 0]
     assert sorted(t.user_attrs["seed"] for t in measuring) == [BASE_SEED, 43, 44]
     assert ledger.owed() == [] and ledger.queue() == measuring  # still first while budget is left
+
+
+def test_a_lost_fix_queued_again_is_one_attempt_not_two(tmp_path: Path) -> None:
+    """A retry keeps its run's fix_of (it stands for that run), and the limit counted it as a second
+    attempt: a fix lost to the cluster left the agent no second try at the default limit of 2."""
+    intake = open_intake(tmp_path)
+    assert intake.cfg.agent.max_fix_attempts == 2
+    intake.add(Candidate("broken", "", knobs={"LR": 0.05}), {"kind": "experiment"})
+    intake.wave(Wave(rationale="fix", candidates=[Candidate("repaired", "", knobs={"LR": 0.06}, fix_of=0)]))
+    claimed_and_failed(intake, 1)  # the fix, lost to the cluster, is queued again as it was
+    assert intake.retry(intake.ledger.trial(1)) == ""
+    again = Candidate("repaired again", "", knobs={"LR": 0.07}, fix_of=0)
+    intake.wave(Wave(rationale="second try", candidates=[again]))
+    by_description = {
+        t.user_attrs["description"]: t for t in intake.ledger.all() if "retry_of" not in t.user_attrs
+    }
+    assert by_description["repaired again"].state == TrialState.WAITING, by_description[
+        "repaired again"
+    ].user_attrs
