@@ -439,7 +439,7 @@ TAMPERING = {
         p.check_causal, "__code__", (lambda *args: None).__code__
     ),
     "a builtin shadowed": lambda p, mp: mp.setattr(p, "sum", lambda *args: 0, raising=False),
-    "the budget check replaced": lambda p, mp: mp.setattr(p, "_overrun", lambda num_steps: ""),
+    "the budget check replaced": lambda p, mp: mp.setattr(p, "_overrun", lambda *args: ""),
     "the training count's stamps replaced": lambda p, mp: mp.setattr(p, "_training_stamps", []),
     "torch's kernel": lambda p, mp: mp.setattr(torch._C._nn, "cross_entropy_loss", _fake_cross_entropy),
 }

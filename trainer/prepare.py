@@ -943,16 +943,16 @@ def _note_training_batch(device: torch.device) -> None:
     _training_stamps.append(time.perf_counter() if device.type == "cuda" else time.process_time())
 
 
-def training_count(stamps: list[float] | None = None) -> tuple[float, float] | None:
-    """(seconds of training, the typical wait) by the harness's count of `stamps` (this process's
-    training batches by default), or None before there are waits to count.
+def training_count() -> tuple[float, float] | None:
+    """(seconds of training, the typical wait) by the harness's count of this process's training
+    batches, or None before there are waits to count.
 
     The typical wait is the median of the time, not of the waits: half the time is spent in waits
     no longer than it. On a GPU, where the host runs ahead, a step of 4 micro-batches is one long
     wait (the step's) and 3 short ones (launches): the median wait is a launch, and every step
     would be taken for a stall. The largest waits (1%, at least one) are left out of it: a
     compilation is one wait, and with a short budget the longest."""
-    waits = np.sort(np.diff(np.array(_training_stamps if stamps is None else stamps, dtype=np.float64)))
+    waits = np.sort(np.diff(np.array(_training_stamps, dtype=np.float64)))
     if len(waits) < 3:
         return None
     body = waits[: len(waits) - max(1, len(waits) // 100)]
@@ -960,15 +960,14 @@ def training_count(stamps: list[float] | None = None) -> tuple[float, float] | N
     return float(waits[waits <= STALL_FACTOR * typical].sum()), typical
 
 
-def _overrun(num_steps: object) -> str:
-    """Why the training counted is over the budget, or ''. Allowed over TIME_BUDGET: a share of it
+def _overrun(counted: tuple[float, float] | None, num_steps: object) -> str:
+    """Why the training `counted` (training_count's) is over the budget, or ''. Allowed over TIME_BUDGET: a share of it
     (the two clocks differ a little) and BUDGET_SLACK_STEPS steps (train.py's untimed warm-up
     steps and the step that crosses the budget), at most BUDGET_SLACK_MAX of the budget (else a
     train.py reporting 1 step would take its whole count for slack). A step lasts the seconds counted over the steps
     train.py reports (its summary's `num_steps`), or the typical wait if longer or if it reports
     none: a step of 16 micro-batches is 16 even waits on a CPU (and on a GPU whose launch queue
     is full), so a step is not a wait."""
-    counted = training_count()
     if counted is None:
         return ""
     seconds, typical = counted
@@ -1194,7 +1193,8 @@ def write_result(summary: dict) -> Path:
     verify_harness()
     if _last_val_bpb is None:
         raise RuntimeError("write_result called before evaluate_bpb")
-    overrun = _overrun(summary.get("num_steps"))
+    counted = training_count()
+    overrun = _overrun(counted, summary.get("num_steps"))
     if overrun:
         raise OverBudget(f"{overrun}: its val_bpb {_last_val_bpb:.6f} is not a result")
     path = Path(os.environ.get("AUTORESEARCH_RESULT") or "result.json")
@@ -1212,7 +1212,7 @@ def write_result(summary: dict) -> Path:
         "peak_flops": gpu_peak_flops(),
         "torch": torch.__version__,
         "prepare_sha256": prepare_sha256(),
-        "harness_train_seconds": (training_count() or (None,))[0],
+        "harness_train_seconds": counted[0] if counted else None,
     }
     _write_atomic(path, json.dumps(result, indent=1).encode())
     return path

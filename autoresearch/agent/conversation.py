@@ -174,15 +174,16 @@ class Conversation:
 
     def call(self, turn: int, force: bool) -> Any:
         force = force and self.can_force and thinking_param(self.cfg) is None
-        asked = estimate_tokens(len(json.dumps(self.request(force))))
+        request = self.request(force)
+        asked = estimate_tokens(len(json.dumps(request)))
         call = self.ledger.start(model=self.cfg.model, wave=self.wave_id, turn=turn, input_tokens=asked)
         try:
             try:
-                response = self._create(force)
+                response = self._create(request)
             except anthropic.BadRequestError:
                 if not force:
                     raise
-                response = self._create(False)
+                response = self._create(self.request(False))
                 self.can_force = False
                 log.info(
                     "model %s refused a forced tool_choice; proposals are now asked for unforced",
@@ -200,9 +201,9 @@ class Conversation:
         self.ledger.record(model=str(model), usage=response.usage, wave=self.wave_id, turn=turn, call=call)
         return response
 
-    def _create(self, force: bool) -> Any:
+    def _create(self, request: dict[str, Any]) -> Any:
         self.calls += 1
-        return self.client.messages.create(**self.request(force))
+        return self.client.messages.create(**request)
 
     def request(self, force: bool) -> dict[str, Any]:
         """The Messages API arguments: tools and system (cached by the system blocks' breakpoints,
