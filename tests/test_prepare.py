@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import http.server
@@ -1009,6 +1010,44 @@ def test_cli_names_the_cache_when_it_cannot_write_there(harness_env, tmp_path: P
     assert last.startswith("error: ") and last.endswith(
         f"(the cache is {cache}; AUTORESEARCH_CACHE chooses another)"
     )
+
+
+@contextlib.contextmanager
+def _unwritable(folder: Path) -> Iterator[None]:
+    """The folder as a cache shared read-only looks to its users. Root writes through a folder's
+    mode, so for root it is made immutable (chattr +i) instead."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode:
+            pytest.skip("chattr +i is refused here, and root writes through a folder's mode")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(0o555)
+        undo = ["chmod", "755", str(folder)]
+    try:
+        yield
+    finally:
+        subprocess.run(undo, check=True)
+
+
+def test_cli_fails_at_once_on_a_shard_missing_from_a_read_only_cache(
+    prepare_mod: ModuleType, harness_env, shard_server, tmp_path: Path
+) -> None:
+    """A cache shared read-only, asked for a shard it lacks: each shard's download failed 5 times,
+    waiting 30 s in all, and the error blamed the network ("no network?")."""
+    server, _ = shard_server
+    prepare_mod.download_climbmix(num_shards=1)  # (the fixture's cache)
+    folder, cache = prepare_mod.data_dir("climbmix"), prepare_mod.cache_dir()
+    env = harness_env(cache=str(cache), data_url=server.url)
+    asked_before = len(server.requests)
+    with _unwritable(folder):
+        proc = _run_prepare(env, tmp_path, "--data", "climbmix", "--num-shards", "2")
+    assert proc.returncode == 1 and "retrying" not in proc.stderr, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith(f"error: {folder} cannot be written (") and last.endswith(
+        "and 1 of 3 climbmix shards are missing from it: prepare it as its owner "
+        f"(the cache is {cache}; AUTORESEARCH_CACHE chooses another)"
+    ), last
+    assert server.requests[asked_before:] == []
 
 
 @pytest.mark.parametrize("num_shards", ["0", "6543", "ten", "²"])  # (² is a digit int() refuses)

@@ -462,6 +462,7 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
     indices = [*range(num_shards), VAL_SHARD]
     missing = [i for i in indices if not _kept_shard(folder / _shard_name(i))]
     if missing:  # (only then: a prepared cache may be shared read-only)
+        _check_writable(folder, f"{len(missing)} of {len(indices)} climbmix shards are missing from it")
         _remove_stale_temporaries(folder)
         progress = DownloadProgress(len(indices), done=len(indices) - len(missing))
         log(
@@ -473,6 +474,19 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
         log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
     _record_shards(folder, num_shards)
     return [folder / _shard_name(i) for i in sorted(indices)]
+
+
+def _check_writable(folder: Path, why: str) -> None:
+    """Fail at once, saying why the folder is needed, where it cannot be written: in a cache shared
+    read-only every shard's download failed 5 times, with back-off, and blamed the network."""
+    probe = _temporary_name(folder / "write-check")
+    try:
+        probe.write_bytes(b"")
+    except OSError as err:
+        raise OSError(
+            f"{folder} cannot be written ({err.strerror}), and {why}: prepare it as its owner"
+        ) from None
+    probe.unlink()
 
 
 def _record_shards(folder: Path, num_shards: int) -> None:
