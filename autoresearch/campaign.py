@@ -42,6 +42,7 @@ from autoresearch.config import (
 )
 from autoresearch.decisions import Decisions
 from autoresearch.files import finite_number, read_json, write_atomic
+from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import GIT_LOCKS, Frontier
 from autoresearch.heartbeat import Heartbeat
@@ -573,7 +574,8 @@ class Campaign:
 
     # -- what proposers see ------------------------------------------------------------------
     def context(self) -> CampaignContext:
-        history = [self._record(t) for t in sorted(finished(self.study), key=lambda t: t.number)]
+        done = finished(self.study)
+        history = [self._record(t) for t in sorted(done, key=lambda t: t.number)]
         in_flight = trials(self.study, TrialState.RUNNING, TrialState.WAITING)
         history += [self._record(t) for t in sorted(in_flight, key=lambda t: t.number)]
         judged = self.decisions.judged()
@@ -612,6 +614,7 @@ class Campaign:
                 validate_seeds=self.c.validate_seeds if self.decisions.confirm_on else 0,
                 confirm_tier=self.decisions.confirm_on,
             ),
+            fix_attempts=dict(fix_attempts([*done, *in_flight])),  # every trial: none is PRUNED
         )
 
     def _record(self, t: FrozenTrial) -> ExperimentRecord:

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import AutoresearchConfig
 from autoresearch.files import write_json_atomic
+from autoresearch.fixes import fix_attempts, fix_limit_problem
 from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.knobs import SETTABLE, unsettable
@@ -156,14 +157,9 @@ class Intake:
                 "the screen tier"
             )
         if cand.fix_of is not None:
-            fixes = sum(  # a retry stands for its lost run: one attempt, not two
-                1
-                for t in self.ledger.all()
-                if t.user_attrs.get("fix_of") == cand.fix_of and "retry_of" not in t.user_attrs
-            )
-            limit = self.cfg.agent.max_fix_attempts
-            if fixes >= limit:
-                return f"trial {cand.fix_of} already had {fixes} fix attempts (limit {limit})"
+            attempts = fix_attempts(self.ledger.all())[cand.fix_of]
+            if why := fix_limit_problem(cand.fix_of, attempts, self.cfg.agent.max_fix_attempts):
+                return why
         try:
             build_source(
                 self.frontier.source(), cand.edits, {k: v for k, v in cand.knobs.items() if v is not None}

@@ -77,6 +77,13 @@ def _preview(text: str, limit: int = 60) -> str:
     return repr(first[:limit] + ("..." if len(first) > limit else ""))
 
 
+def length_problem(source: str, what: str) -> str:
+    """Why `source` (named `what`) is too large to run, with the numbers, or ''."""
+    if len(source) <= MAX_TRAIN_PY_CHARS:
+        return ""
+    return f"{what} would be too large: {len(source):,} characters, over the limit of {MAX_TRAIN_PY_CHARS:,}"
+
+
 def check_source(source: str) -> None:
     """The edited train.py must parse and must leave the harness module alone."""
     problem = _source_problem(source)
@@ -88,8 +95,8 @@ def check_source(source: str) -> None:
 def _source_problem(source: str) -> str:
     """What is wrong with a train.py, or ''. Cached: every knob-only candidate checks the frontier
     itself again, and a check (parse and walk) costs milliseconds the controller needs at scale."""
-    if len(source) > MAX_TRAIN_PY_CHARS:
-        return f"edited train.py is too large ({len(source)} characters)"
+    if too_long := length_problem(source, "edited train.py"):
+        return too_long
     try:
         tree = parsed(source)
     except SyntaxError as err:
@@ -140,8 +147,8 @@ def build_source(frontier_source: str, edits: list[Edit], knobs: dict[str, Any])
     # Not checked again: set_knobs puts Python literals where values were, which can neither break
     # the syntax nor write to the harness, and re-parsing every new source cost the controller a
     # third of its time at 1,600 GPUs. Only a long literal can make it too large.
-    if len(source) > MAX_TRAIN_PY_CHARS:
-        raise InvalidCandidate(f"train.py with these knob values is too large ({len(source)} characters)")
+    if too_long := length_problem(source, "train.py with these knob values"):
+        raise InvalidCandidate(too_long)
     return source
 
 

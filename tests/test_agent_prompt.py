@@ -13,6 +13,7 @@ from autoresearch.agent.prompt import default_program_md, estimate_tokens, keep_
 from autoresearch.config import AgentConfig
 from autoresearch.policy import NoiseAwarePolicy
 from autoresearch.proposers.base import ExperimentRecord, KeepRule
+from autoresearch.workspace import MAX_EDIT_CHARS, MAX_TRAIN_PY_CHARS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,20 @@ def test_prompt_holds_every_part_of_the_context() -> None:
     assert "RuntimeError: shape mismatch" in user and "#33" in user  # crashes with reasons
     assert "search text not found" in user  # the engine's rejections
     assert "about 8 experiments" in user
+
+
+def test_prompt_states_the_limits_the_tool_refuses_by() -> None:
+    """What propose_wave refuses is said before the model proposes: the size of train.py, and how
+    often each crash shown was repaired already (each may be only max_fix_attempts times)."""
+    context = sample_context(40, fix_attempts={33: 2, 13: 1})
+    prompt = render_prompt(context, AgentConfig(max_fix_attempts=2), "P")
+    stable, frontier = (b["text"] for b in prompt.system)
+    assert f"train.py may hold at most {MAX_TRAIN_PY_CHARS:,} characters" in stable
+    assert f"at most {MAX_EDIT_CHARS:,}" in stable and "fixed at most 2 times" in stable
+    assert f"# The current frontier train.py ({len(context.frontier_source):,} characters)" in frontier
+    crashes = prompt.user.split("## Recent crashes", 1)[1].split("\n## ", 1)[0]
+    assert "Repairs proposed so far (fix_of): #33 2, #13 1" in crashes
+    assert "Repairs proposed" not in render_prompt(sample_context(40), AgentConfig(), "P").user
 
 
 def test_stable_blocks_do_not_change_when_only_results_do() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import release, scripted_campaign
 
 from autoresearch.agent.fakeapi import SAMPLE_TRAIN_PY, sample_context
 from autoresearch.agent.inspection import RESULT_CHARS, Inspector
@@ -21,8 +22,9 @@ from autoresearch.agent.tools import (
     parse_proposal,
     tool_definitions,
 )
+from autoresearch.proposals import Candidate, Edit, Wave
 from autoresearch.sampler import knob_value_problem
-from autoresearch.workspace import MAX_EDIT_CHARS, build_source
+from autoresearch.workspace import MAX_EDIT_CHARS, MAX_TRAIN_PY_CHARS, InvalidCandidate, build_source
 
 
 def object_nodes(node: Any):
@@ -276,6 +278,99 @@ def test_a_tier_the_campaign_does_not_offer_is_refused() -> None:
 def test_the_edit_size_limit_is_in_the_tool_description() -> None:
     edit = PROPOSE_WAVE["input_schema"]["properties"]["candidates"]["items"]["properties"]["edits"]
     assert f"At most {MAX_EDIT_CHARS} characters" in edit["items"]["properties"]["search"]["description"]
+
+
+def test_the_train_py_size_limit_is_in_the_tool_description() -> None:
+    edits = PROPOSE_WAVE["input_schema"]["properties"]["candidates"]["items"]["properties"]["edits"]
+    assert f"at most {MAX_TRAIN_PY_CHARS} characters" in edits["description"]
+
+
+def growing_edits(count: int) -> list[dict[str, str]]:
+    """`count` edits, each adding a comment of 19,000 characters after the one before."""
+    edits = [{"search": "DEPTH = 8\n", "replace": "DEPTH = 8\n#m0 " + "x" * 19_000 + "\n"}]
+    edits += [{"search": f"#m{i - 1} ", "replace": f"#m{i} " + "x" * 19_000} for i in range(1, count)]
+    return edits
+
+
+def test_an_edit_that_makes_train_py_too_large_is_refused_with_the_numbers() -> None:
+    """The engine refuses a train.py over MAX_TRAIN_PY_CHARS when it queues it (a wasted slot, seen
+    a wave later): the tool refuses it in the wave, saying how long the file would be."""
+    context = sample_context()
+    edits = growing_edits(11)
+    size = len(SAMPLE_TRAIN_PY) + sum(len(e["replace"]) - len(e["search"]) for e in edits)
+    assert size > MAX_TRAIN_PY_CHARS
+    engine_refuses = f"would be too large: {size:,} characters, over the limit of {MAX_TRAIN_PY_CHARS:,}"
+    with pytest.raises(InvalidCandidate, match=engine_refuses):
+        build_source(SAMPLE_TRAIN_PY, [Edit(e["search"], e["replace"]) for e in edits], {})
+    why = (
+        f"train.py with its edits would be too large: {size:,} characters, over the limit of "
+        f"{MAX_TRAIN_PY_CHARS:,} (the frontier's has {len(SAMPLE_TRAIN_PY):,})"
+    )
+    grid = {"description": "g", "factors": [{"name": "LR", "levels": ["0.02"]}], "shared_edits": edits}
+    for raw in (wave(cand(edits=edits, knobs=[])), wave(grids=[grid])):
+        with pytest.raises(ProposalError, match=re.escape(why)):
+            parse_proposal(raw, context)
+    parse_proposal(wave(cand(edits=growing_edits(10), knobs=[])), context)  # 190,000 and more: runs
+
+
+def test_a_repair_past_the_fix_limit_is_refused_in_the_wave() -> None:
+    """The engine refuses a fix past agent.max_fix_attempts when it queues it: the tool refuses it
+    while the model can still spend the slot on something else, counting the wave's own fixes in
+    the order the engine queues them."""
+    fix = cand(fix_of=3)
+    other = cand(fix_of=3, knobs=[{"name": "LR", "value": "0.03"}])
+    with pytest.raises(ProposalError, match=re.escape("trial 3 already had 2 fix attempts (limit 2)")):
+        parse_proposal(wave(fix), sample_context(fix_attempts={3: 2}))
+    parse_proposal(wave(fix), sample_context(fix_attempts={3: 2}), max_fix_attempts=3)
+    one_left = sample_context(fix_attempts={3: 1})
+    parse_proposal(wave(fix), one_left)
+    earlier = "trial 3 already had 1 fix attempts, and this wave repairs it 1 time(s) before (limit 2)"
+    with pytest.raises(ProposalError, match=re.escape(earlier)) as refused:
+        parse_proposal(wave(fix, other), one_left)
+    assert str(refused.value).startswith("candidate 'd': trial 3")  # the second, named; the first passes
+
+
+def test_the_tool_counts_fix_attempts_as_the_engine_does(tmp_path: Path) -> None:
+    """The context a campaign gives its proposer counts a crash's repairs as its intake does: the
+    tool refuses exactly the fix the intake would, and a retry of a fix lost to the cluster stands
+    for that run, not for an attempt of its own."""
+    campaign = scripted_campaign(tmp_path, [])
+    try:
+        campaign.open()
+        intake, ledger = campaign.intake, campaign.ledger
+        crash = ledger.size()
+        intake.add(Candidate("broken", "", knobs={"LR": 0.05}), {"kind": "experiment", "wave": 1})
+        assert ledger.claim(ledger.trial(crash))
+        ledger.fail(crash, {"status": "crash", "reason": "RuntimeError"})
+
+        def fix(lr: float) -> Candidate:
+            return Candidate(f"repaired, LR={lr}", "", knobs={"LR": lr}, fix_of=crash)
+
+        def tool_refuses(lr: float) -> str:
+            raw = wave(cand(description=f"repaired, LR={lr}", knobs=[{"name": "LR", "value": str(lr)}]))
+            raw["candidates"][0]["fix_of"] = crash
+            try:
+                parse_proposal(raw, campaign.context(), max_fix_attempts=campaign.cfg.agent.max_fix_attempts)
+            except ProposalError as err:
+                return str(err)
+            return ""
+
+        intake.wave(Wave(rationale="fix", candidates=[fix(0.06)]))
+        lost = ledger.size() - 1
+        assert ledger.claim(ledger.trial(lost))
+        ledger.fail(lost, {"status": "lost"})
+        assert intake.retry(ledger.trial(lost)) == ""  # queued again, with its fix_of
+        assert campaign.context().fix_attempts == {crash: 1}
+        assert tool_refuses(0.07) == "" and intake.precheck(fix(0.07)) == ""
+
+        intake.wave(Wave(rationale="second try", candidates=[fix(0.07)]))
+        limit = campaign.cfg.agent.max_fix_attempts
+        assert campaign.context().fix_attempts == {crash: limit} == {crash: 2}
+        why = intake.precheck(fix(0.08))
+        assert why == f"trial {crash} already had 2 fix attempts (limit 2)"
+        assert why in tool_refuses(0.08)
+    finally:
+        release(campaign)
 
 
 def test_what_is_only_kept_is_cut_to_a_plain_line_not_refused() -> None:

@@ -167,7 +167,9 @@ class ClaudeProposer:
             prompt=prompt,
             tools=self.tools,
             inspector=Inspector(context, self.campaign_dir),
-            parse=lambda raw: parse_proposal(raw, context, source=SOURCE),
+            parse=lambda raw: parse_proposal(
+                raw, context, source=SOURCE, max_fix_attempts=self.cfg.max_fix_attempts
+            ),
             ledger=self.ledger,
             wave_id=wave_id,
             can_force=self.can_force,

@@ -19,6 +19,7 @@ from typing import Any
 
 from autoresearch.config import AgentConfig
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepRule
+from autoresearch.workspace import MAX_EDIT_CHARS, MAX_TRAIN_PY_CHARS
 
 CHARS_PER_TOKEN = 3.5  # a cautious average for English and Python under Claude's tokenizers
 PROMPT_SHARE = 0.7  # of max_context_tokens; the rest is left for inspection and the answer
@@ -169,6 +170,10 @@ def instructions_text(context: CampaignContext, cfg: AgentConfig, program_md: st
         f"- Per wave you may make up to {cfg.max_inspect_turns} inspection tool calls, then must call "
         f"propose_wave once. A crashed experiment may be fixed at most {cfg.max_fix_attempts} times."
     )
+    lines.append(
+        f"- train.py may hold at most {MAX_TRAIN_PY_CHARS:,} characters with your edits applied, and "
+        f"one search or replace text at most {MAX_EDIT_CHARS:,}: propose_wave refuses more."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -203,7 +208,7 @@ def frontier_text(context: CampaignContext, limits: Limits) -> str:
         cut = len(source) - limits.train_py_chars
         source = source[: limits.train_py_chars] + f"\n# ... [{cut} characters not shown]\n"
     lines = [
-        "# The current frontier train.py",
+        f"# The current frontier train.py ({len(context.frontier_source):,} characters)",
         "Edits apply to this exact text: every search string must occur in it exactly once.",
         "```python",
         source.rstrip("\n"),
@@ -259,6 +264,7 @@ def state_text(context: CampaignContext, limits: Limits) -> str:
         fk,
         limits.reason_chars,
     )
+    out += repairs_text(crashes, context.fix_attempts)
     out += _section("In flight (do not propose these again)", flying, limits, fk)
     shown = {r.number for r in (*best, *recent, *crashes, *flying)}
     out += tried_text(context.history, shown, limits, fk)
@@ -274,6 +280,12 @@ def state_text(context: CampaignContext, limits: Limits) -> str:
         "call propose_wave exactly once.",
     ]
     return "\n".join(out) + "\n"
+
+
+def repairs_text(crashes: list[ExperimentRecord], fix_attempts: dict[int, int]) -> list[str]:
+    """How often the crashes shown were repaired already: each may be only `max_fix_attempts` times."""
+    repaired = [f"#{r.number} {fix_attempts[r.number]}" for r in crashes if fix_attempts.get(r.number)]
+    return ["Repairs proposed so far (fix_of): " + ", ".join(repaired)] if repaired else []
 
 
 def knob_values_text(context: CampaignContext, max_other: int = 40) -> str:

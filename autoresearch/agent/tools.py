@@ -11,14 +11,24 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from autoresearch.agent.prompt import valid_text
+from autoresearch.config import AgentConfig
+from autoresearch.fixes import fix_limit_problem
 from autoresearch.knobs import KnobError, read_knobs, set_knobs
 from autoresearch.proposals import TIERS, Edit, KnobValue, Wave, plain_line, wave_from_dict
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.sampler import knob_value_problem
-from autoresearch.workspace import MAX_EDIT_CHARS, InvalidCandidate, apply_edits
+from autoresearch.workspace import (
+    MAX_EDIT_CHARS,
+    MAX_TRAIN_PY_CHARS,
+    InvalidCandidate,
+    apply_edits,
+    length_problem,
+)
 
 PROPOSE_TOOL = "propose_wave"
 # A description names its experiment in every table, log line and commit message: one short line
@@ -78,14 +88,21 @@ _CANDIDATE = _obj(
             f"One line of at most {MAX_DESCRIPTION} characters: what changes. Shown in every results table."
         ),
         "hypothesis": _str("Why it should lower val_bpb, and by roughly how much."),
-        "edits": _list(_EDIT, "Search/replace blocks on train.py, applied in order; may be empty."),
+        "edits": _list(
+            _EDIT,
+            "Search/replace blocks on train.py, applied in order; may be empty. The edited file may "
+            f"hold at most {MAX_TRAIN_PY_CHARS} characters.",
+        ),
         "knobs": _list(
             _KNOB, "Constant settings on top of the edits (which may add the constant); may be empty."
         ),
         "tier": _TIER,
         "fix_of": {
             "type": ["integer", "null"],
-            "description": "Trial number of the crashed experiment this repairs, else null.",
+            "description": (
+                "Trial number of the crashed experiment this repairs, else null. Each crash may be "
+                "repaired only as often as the prompt says."
+            ),
         },
     }
 )
@@ -294,7 +311,12 @@ def proposal_to_dict(raw: dict[str, Any]) -> dict[str, Any]:
     return {"rationale": raw.get("rationale", ""), "candidates": candidates, "grids": grids}
 
 
-def parse_proposal(raw: dict[str, Any], context: CampaignContext, source: str = "claude") -> Wave:
+def parse_proposal(
+    raw: dict[str, Any],
+    context: CampaignContext,
+    source: str = "claude",
+    max_fix_attempts: int = AgentConfig.max_fix_attempts,
+) -> Wave:
     """A checked Wave, or ProposalError saying what to change (sent back to the model)."""
     shape = shape_problems(raw)
     if shape:
@@ -305,7 +327,7 @@ def parse_proposal(raw: dict[str, Any], context: CampaignContext, source: str = 
         raise
     except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError) as err:
         raise ProposalError(f"malformed propose_wave input: {type(err).__name__}: {err}") from None
-    problems = check_wave(wave, context)
+    problems = check_wave(wave, context, max_fix_attempts)
     if problems:
         raise ProposalError("; ".join(problems[:10]))
     wave.rationale = _clip(plain_line(wave.rationale), MAX_RATIONALE)
@@ -318,7 +340,9 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
+def check_wave(
+    wave: Wave, context: CampaignContext, max_fix_attempts: int = AgentConfig.max_fix_attempts
+) -> list[str]:
     """What the proposer can be told now, while it can still correct it in the same wave, rather
     than find refused in the next one's prompt. Edits that do not apply are left to the engine,
     which says why when it queues them (the frontier may have moved by then)."""
@@ -334,6 +358,7 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
         )
     declared = {k.name: k for k in context.knobs}
     by_number = {r.number: r for r in context.history}
+    fixes_in_wave: Counter[int] = Counter()  # the intake counts a wave's repairs in order
 
     def check_knob(name: str, values: list[Any], known: set[str] | None, where: str) -> None:
         if known and name not in known:
@@ -357,7 +382,9 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
                 problems.append(f"{where}: an edit has an empty search text")
             elif edit.search == edit.replace:
                 problems.append(f"{where}: an edit replaces a text by itself")
-        known = _known_constants(context, cand.edits)
+        edited = _edited(context, cand.edits)
+        problems += _length_problems(context, edited, where)
+        known = _known_constants(context, edited)
         for name, value in cand.knobs.items():
             check_knob(name, [value], known, where)
             if value is None and name not in declared:
@@ -370,6 +397,12 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
                 problems.append(f"{where}: fix_of={cand.fix_of} is not a finished trial")
             elif rec.status != "crash":
                 problems.append(f"{where}: fix_of={cand.fix_of} did not crash (status {rec.status})")
+            else:
+                attempts = context.fix_attempts.get(cand.fix_of, 0)
+                earlier = fixes_in_wave[cand.fix_of]
+                if why := fix_limit_problem(cand.fix_of, attempts, max_fix_attempts, earlier):
+                    problems.append(f"{where}: {why}: drop this repair, or spend the slot on another idea")
+            fixes_in_wave[cand.fix_of] += 1
     for grid in wave.grids:
         where = f"grid {grid.description[:60]!r}"
         problems += _description_problems(grid.description, where)
@@ -377,7 +410,9 @@ def check_wave(wave: Wave, context: CampaignContext) -> list[str]:
         for edit in grid.shared_edits:
             if not edit.search:
                 problems.append(f"{where}: a shared edit has an empty search text")
-        known = _known_constants(context, grid.shared_edits)
+        edited = _edited(context, grid.shared_edits)
+        problems += _length_problems(context, edited, where)
+        known = _known_constants(context, edited)
         for name, levels in grid.factors.items():
             if any(v is None for v in levels):
                 problems.append(f"{where}: factor {name} has a null level; grid levels must be values")
@@ -394,16 +429,45 @@ def _tier_problems(tier: str, context: CampaignContext, where: str) -> list[str]
     return [f"{where}: tier {tier!r} is not open in this campaign; use {' or '.join(context.tiers)}"]
 
 
-def _known_constants(context: CampaignContext, edits: list[Edit]) -> set[str] | None:
-    """The names knobs may set on top of `edits`: the declared knobs and the constants of the
+@dataclass(frozen=True)
+class _Edited:
+    """The frontier's train.py with a candidate's or a grid's edits applied, checked once for
+    the length and the constants. `source` is None where they do not apply (the engine says why
+    when it queues them)."""
+
+    edits: bool  # whether there were any (without, `source` is the frontier's)
+    source: str | None
+
+
+def _edited(context: CampaignContext, edits: list[Edit]) -> _Edited:
+    if not edits:
+        return _Edited(False, context.frontier_source)
+    try:
+        return _Edited(True, apply_edits(context.frontier_source, edits))
+    except InvalidCandidate:
+        return _Edited(True, None)
+
+
+def _length_problems(context: CampaignContext, edited: _Edited, where: str) -> list[str]:
+    """Edits that make train.py longer than the engine runs (`MAX_TRAIN_PY_CHARS`), with the numbers."""
+    if not edited.edits or edited.source is None:
+        return []
+    why = length_problem(edited.source, "train.py with its edits")
+    return [f"{where}: {why} (the frontier's has {len(context.frontier_source):,}): edit less"] if why else []
+
+
+def _known_constants(context: CampaignContext, edited: _Edited) -> set[str] | None:
+    """The names knobs may set on top of the edits: the declared knobs and the constants of the
     frontier with the edits applied (an edit may add the constant a grid sweeps). None where the
     edits do not apply, so nothing can be said of names."""
     declared = {k.name for k in context.knobs}
-    if not edits:
+    if not edited.edits:
         return declared | set(context.knob_values)
+    if edited.source is None:
+        return None
     try:
-        return declared | set(read_knobs(apply_edits(context.frontier_source, edits)))
-    except (InvalidCandidate, SyntaxError):
+        return declared | set(read_knobs(edited.source))
+    except SyntaxError:
         return None
 
 

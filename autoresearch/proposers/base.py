@@ -84,6 +84,9 @@ class CampaignContext:
     frontier_commit: str = ""
     harness: dict[str, str] = field(default_factory=dict)  # scale, data, time budget per experiment
     keep_rule: KeepRule = field(default_factory=KeepRule)
+    # crashed trial -> repairs of it proposed so far (`fixes.fix_attempts`, the count the engine
+    # refuses one more by): a proposer can keep within agent.max_fix_attempts in the wave itself
+    fix_attempts: dict[int, int] = field(default_factory=dict)
 
 
 class Proposer(Protocol):
