@@ -12,9 +12,11 @@ import pytest
 from anthropic.types import Usage
 
 from autoresearch.agent.usage import (
+    TOKEN_FIELDS,
     UsageLedger,
     dollars_for,
     dollars_spent,
+    has_cache_breakpoint,
     read_usage,
     unanswered_note,
     usage_path,
@@ -118,14 +120,19 @@ def take_and_hold(body):
     threading.Event().wait()
 
 api = ScriptedAPI([take_and_hold], models=["claude-test-1"])
-cfg = AgentConfig(kind="claude", model="claude-test-1", price_input=2.0, price_output=10.0, max_tokens=5000)
+cfg = AgentConfig(
+    kind="claude", model="claude-test-1", price_input=2.0, price_output=10.0, price_cache_write=2.5,
+    max_tokens=5000,
+)
 ClaudeProposer(cfg, sys.argv[1], CountingOffline(), client=api.client(max_retries=0)).propose(sample_context())
 """
 
 
 def test_a_call_cut_off_by_a_kill_is_counted_at_its_max(tmp_path: Path) -> None:
     """A controller killed (SIGKILL, a preemption) while the API works on a call may still be billed
-    for it: the call stays in the budget and the report, at its worst case, and says so."""
+    for it: the call stays in the budget and the report, at its worst case, and says so. The
+    request carries cache breakpoints, so the API may bill its input as cache writes, which cost
+    more than plain input: the worst case counts the estimate at that price."""
     tests = str(Path(__file__).parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     asking = subprocess.Popen(
@@ -139,8 +146,9 @@ def test_a_call_cut_off_by_a_kill_is_counted_at_its_max(tmp_path: Path) -> None:
 
     [row] = read_usage(tmp_path)
     assert row["in_flight"] and row["output_tokens"] == 5000 and row["wave"] == 1
-    assert row["input_tokens"] > 1000  # the prompt's estimate: the system prompt alone is longer
-    worst = (row["input_tokens"] * 2.0 + 5000 * 10.0) / 1e6
+    estimate = row["cache_creation_input_tokens"]
+    assert estimate > 1000 and row["input_tokens"] == 0  # the system prompt alone is longer
+    worst = (estimate * 2.5 + 5000 * 10.0) / 1e6
     assert dollars_spent(tmp_path) == pytest.approx(worst)
     totals = usage_totals(tmp_path)
     assert (totals["calls"], totals["failed_calls"], totals["unanswered_calls"]) == (0, 0, 1)
@@ -167,3 +175,32 @@ def test_a_ledger_from_before_call_ids_is_read_as_it_was(tmp_path: Path) -> None
     totals = usage_totals(tmp_path)
     assert (totals["calls"], totals["unanswered_calls"]) == (2, 0)
     assert totals["dollars"] == dollars_spent(tmp_path) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(
+    ("breakpoint", "price_cache_write", "counted_as", "price"),
+    [
+        (False, 2.5, "input_tokens", 2.0),
+        (True, 2.5, "cache_creation_input_tokens", 2.5),  # a cache write costs more: the worst case
+        (True, 1.5, "input_tokens", 2.0),  # (prices where plain input costs more)
+    ],
+)
+def test_a_call_in_flight_counts_its_input_at_the_dearer_price_it_may_be_billed(
+    tmp_path: Path, breakpoint: bool, price_cache_write: float, counted_as: str, price: float
+) -> None:
+    cfg = AgentConfig(price_input=2.0, price_output=10.0, price_cache_write=price_cache_write, max_tokens=100)
+    ledger = UsageLedger(tmp_path, cfg)
+    ledger.start(model="m", wave=1, turn=0, input_tokens=10_000, cache_breakpoint=breakpoint)
+    [row] = read_usage(tmp_path)
+    assert row[counted_as] == 10_000 and sum(row[k] for k in TOKEN_FIELDS) == 10_100
+    assert row["dollars"] == pytest.approx((10_000 * price + 100 * 10.0) / 1e6)
+
+
+def test_a_cache_breakpoint_is_found_wherever_a_request_carries_one() -> None:
+    text = {"type": "text", "text": "x"}
+    marked = {**text, "cache_control": {"type": "ephemeral"}}
+    plain = {"system": [text], "tools": [{"name": "t"}], "messages": [{"role": "user", "content": "hi"}]}
+    assert not has_cache_breakpoint(plain)
+    assert has_cache_breakpoint({**plain, "system": [text, marked]})
+    assert has_cache_breakpoint({**plain, "tools": [{"name": "t", "cache_control": {"type": "ephemeral"}}]})
+    assert has_cache_breakpoint({**plain, "messages": [{"role": "user", "content": [text, marked]}]})
