@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ from statistics import fmean
 from typing import NoReturn
 
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -37,7 +38,13 @@ from autoresearch.budget import (
     unpriced,
 )
 from autoresearch.cli import tool_name
-from autoresearch.config import SAVED_CONFIG, SavedConfigError, read_saved_config, reading_saved_config
+from autoresearch.config import (
+    SAVED_CONFIG,
+    AutoresearchConfig,
+    SavedConfigError,
+    read_saved_config,
+    reading_saved_config,
+)
 from autoresearch.files import read_json
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import controller_state
@@ -64,8 +71,9 @@ DESCRIPTION = "a live view of a running or finished campaign"  # (usage names th
 def reading_campaign(campaign_dir: Path) -> Iterator[tuple[optuna.Study, DictConfig]]:
     """The campaign's study and saved config, for reading while in the context. A folder that
     holds none, a config.yaml that does not read, and a storage that fails while it is read (a
-    journal line damaged under `--watch`, a database gone) are a one-line refusal (exit 2, as the
-    campaign command's)."""
+    journal line damaged under `--watch`, a database gone for longer than the campaign's
+    `storage_retry_seconds`) are a one-line refusal (exit 2, as the campaign command's); a
+    database's wait is said on stderr as it begins and ends."""
     if not campaign_dir.is_dir():
         what = "not a folder" if campaign_dir.exists() else "no such folder"
         refuse(f"{what}: {campaign_dir}{missing_folder_hint(campaign_dir)}")
@@ -77,10 +85,28 @@ def reading_campaign(campaign_dir: Path) -> Iterator[tuple[optuna.Study, DictCon
     try:
         saved = campaign_dir / SAVED_CONFIG
         config = read_saved_config(saved)
-        with reading_saved_config(saved), reading_storage(config.storage, campaign_dir):
-            yield load_study(campaign_dir, config.campaign.name, config.storage), config
+        retry = OmegaConf.select(
+            config, "storage_retry_seconds", default=AutoresearchConfig.storage_retry_seconds
+        )
+        with reading_saved_config(saved), reading_storage(config.storage, campaign_dir), waits_said():
+            yield load_study(campaign_dir, config.campaign.name, config.storage, float(retry)), config
     except (SavedConfigError, StudyUnavailable) as err:
         refuse(str(err))
+
+
+@contextlib.contextmanager
+def waits_said() -> Iterator[None]:
+    """The lines `outage.Patience` logs while a database fails (one as the wait begins, one when
+    it is back) shown on stderr, in the context: stdout may be `--json`'s."""
+    said = logging.StreamHandler(sys.stderr)
+    said.setFormatter(logging.Formatter("%(message)s"))
+    said.setLevel(logging.WARNING)
+    logger = logging.getLogger("autoresearch")
+    logger.addHandler(said)
+    try:
+        yield
+    finally:
+        logger.removeHandler(said)
 
 
 def refuse(reason: str) -> NoReturn:

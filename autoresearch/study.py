@@ -30,6 +30,7 @@ from autoresearch.journal import (
     recover_journal,
 )
 from autoresearch.outage import Patience, database_failed, first_line, missing_tables
+from autoresearch.patient_reader import PatientReader
 from autoresearch.rdb_cache import WriteThroughCache
 
 FOLDER_ID_FILE = "study.id"  # with a database storage: the id its study holds too (`_claim`)
@@ -162,29 +163,40 @@ def _new_id(study: optuna.Study, id_file: Path, held: list[str]) -> None:
     write_atomic(id_file, new + "\n")
 
 
-def _reader_storage(campaign_dir: Path, url: str | None) -> optuna.storages.BaseStorage | None:
+def _reader_storage(
+    campaign_dir: Path, url: str | None, retry_seconds: float
+) -> optuna.storages.BaseStorage | None:
     """Where a reader finds the study, None where there can be none yet; creates nothing: a reader
     must leave no journal, database file or tables where no campaign put a study (SQLite makes its
-    file on connecting, so a missing one is looked for first)."""
+    file on connecting, so a missing one is looked for first). A database's reads are tried again
+    for `retry_seconds` while it fails (`PatientReader`)."""
     if not url:
         return journal_storage(campaign_dir) if (campaign_dir / JOURNAL_FILE).exists() else None
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
         return None
+    patience = Patience(url, retry_seconds)
+    if not patience.run(lambda: _has_studies(url)):
+        return None
+    database = patience.run(lambda: optuna.storages.RDBStorage(url, skip_table_creation=True))
+    return PatientReader(optuna.storages.get_storage(database), patience)
+
+
+def _has_studies(url: str) -> bool:
     engine = sqlalchemy.create_engine(url)
     try:
-        if not sqlalchemy.inspect(engine).has_table("studies"):
-            return None
+        return sqlalchemy.inspect(engine).has_table("studies")
     finally:
         engine.dispose()
-    return optuna.storages.RDBStorage(url, skip_table_creation=True)
 
 
-def load_study(campaign_dir: Path, name: str, url: str | None) -> optuna.Study:
-    """An existing campaign's study, for reading it (status, reports); creates nothing."""
+def load_study(campaign_dir: Path, name: str, url: str | None, retry_seconds: float = 0.0) -> optuna.Study:
+    """An existing campaign's study, for reading it (status, reports); creates nothing. A database
+    that fails is tried again for `retry_seconds` (the campaign's `storage_retry_seconds`), at
+    each read."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with reading_storage(url, campaign_dir):
-        storage = _reader_storage(campaign_dir, url)
+        storage = _reader_storage(campaign_dir, url, retry_seconds)
         with contextlib.suppress(KeyError):  # (a storage without this study)
             if storage is not None:
                 return optuna.load_study(study_name=name, storage=storage)

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import sqlite3
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,11 +17,13 @@ import optuna
 import psycopg
 import pytest
 import sqlalchemy
-from engine_helpers import killed_and_resumed, run_scripted, scripted_campaign
+from engine_helpers import compose_toy, killed_and_resumed, run_scripted, scripted_campaign
+from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
-from autoresearch import outage, rdb_cache
+from autoresearch import cli, outage, rdb_cache
+from autoresearch.config import campaign_dir_of
 from autoresearch.intake import Intake
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
@@ -388,21 +391,100 @@ def test_a_statement_the_database_refuses_is_not_taken_for_the_database_lost(
 
 
 def test_a_database_lost_while_status_reads_ends_it_in_one_line(
-    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str], patience_time: PatienceTime
 ) -> None:
-    """`status --watch` reads the database again at every refresh: one gone since ends the view in
-    one line (exit 2), as one gone before it started does, not a driver traceback."""
+    """`status --watch` reads the database again at every refresh: one gone since, for longer
+    than the campaign's storage_retry_seconds, ends the view in one line (exit 2), as one gone
+    before it started does, not a driver traceback."""
     campaign = tmp_path / "toy"
     campaign.mkdir()
-    (campaign / "config.yaml").write_text(f"campaign:\n  name: toy\nstorage: {database_url}\n")
+    (campaign / "config.yaml").write_text(
+        f"campaign:\n  name: toy\nstorage: {database_url}\nstorage_retry_seconds: 3\n"
+    )
     open_study(campaign, "toy", database_url).enqueue_trial({}, user_attrs={"description": "wider"})
     with pytest.raises(SystemExit) as stopped, reading_campaign(campaign) as (watched, _):
         assert [t.user_attrs["description"] for t in watched.trials] == ["wider"]
         with cut_off(database_url):
             watched.get_trials()  # the next refresh
     assert stopped.value.code == 2
-    (said,) = capsys.readouterr().err.splitlines()
+    assert patience_time.waits == [1, 2]  # the refresh tried again for the 3 s allowed
+    waiting, said = capsys.readouterr().err.splitlines()
+    assert waiting.endswith("): trying again for up to 3 s"), waiting
     assert said.startswith(f"error: cannot open the study at storage={database_url}: "), said
+
+
+def saved_campaign(tmp_path: Path, database_url: str, retry_seconds: float) -> Path:
+    """A campaign folder as its controller leaves it (config.yaml, a study with a queued trial)."""
+    cfg = compose_toy(tmp_path, f"storage={database_url}", f"storage_retry_seconds={retry_seconds:g}")
+    campaign = campaign_dir_of(cfg)
+    campaign.mkdir(parents=True)
+    (campaign / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    open_study(campaign, "toy", database_url).enqueue_trial({}, user_attrs={"description": "wider"})
+    return campaign
+
+
+def run_tool(monkeypatch: pytest.MonkeyPatch, tool: str, campaign: Path, *args: str) -> int:
+    """`autoresearch TOOL CAMPAIGN ARGS...` in this process; its exit status."""
+    monkeypatch.setattr(sys, "argv", ["autoresearch", tool, str(campaign), *args])
+    try:
+        assert cli.run_tool()
+    except SystemExit as stopped:
+        return int(stopped.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize("tool", ["status", "report"])
+def test_status_and_report_wait_for_a_database_back_within_the_campaigns_retries(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    patience_time: PatienceTime,
+    capsys: pytest.CaptureFixture[str],
+    tool: str,
+) -> None:
+    """A PostgreSQL restart (or a SQLite file locked a moment) as `status` or `report` starts: it
+    waits as the controller would, with the campaign's storage_retry_seconds, one line on stderr
+    as the wait begins and one when the database is back, and does its work."""
+    campaign = saved_campaign(tmp_path, database_url, retry_seconds=10)
+    held = ExitStack()
+    held.enter_context(cut_off(database_url))
+    patience_time.on_pause.append(held.close)  # back at the first pause
+    with held:
+        assert run_tool(monkeypatch, tool, campaign) == 0
+    assert patience_time.waits == [1]
+    out, err = capsys.readouterr()
+    waiting, back = err.splitlines()
+    assert waiting.startswith(f"lost the study's database at storage={database_url} ("), err
+    assert waiting.endswith("): trying again for up to 10 s"), err
+    assert back == f"the study's database at storage={database_url} is back after 1 s"
+    if tool == "status":
+        assert "1 queued" in out and "campaign      toy" in out, out
+    else:
+        assert out == f"{campaign / 'report.html'}\n"
+        assert "toy" in (campaign / "report.html").read_text()
+
+
+@pytest.mark.parametrize("tool", ["status", "report"])
+def test_status_and_report_end_in_one_line_when_the_database_stays_gone(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    patience_time: PatienceTime,
+    capsys: pytest.CaptureFixture[str],
+    tool: str,
+) -> None:
+    """The database gone for longer than the campaign's storage_retry_seconds: the tool tries again
+    that long, then ends with one error line (exit 2), not a driver traceback."""
+    campaign = saved_campaign(tmp_path, database_url, retry_seconds=1)
+    with cut_off(database_url):
+        assert run_tool(monkeypatch, tool, campaign) == 2
+    assert patience_time.waits == [1]  # tried again once, at the 1 s allowed
+    out, err = capsys.readouterr()
+    waiting, said = err.splitlines()
+    assert waiting.endswith("): trying again for up to 1 s"), err
+    assert said.startswith(f"error: cannot open the study at storage={database_url}: "), said
+    assert out == ""
+    assert not (campaign / "report.html").exists()
 
 
 def test_attrs_set_on_a_finished_trial_are_refused_whole(tmp_path: Path, database_url: str) -> None:
