@@ -12,7 +12,6 @@ from optuna.trial import FrozenTrial
 
 from autoresearch.agent.usage import dollars_spent
 from autoresearch.config import BudgetConfig
-from autoresearch.fleet.base import Pool
 from autoresearch.study import finished, trials
 
 
@@ -42,21 +41,43 @@ def experiment_ran(trial: FrozenTrial) -> bool:
     )
 
 
-def slot_hours(trial: FrozenTrial) -> tuple[str, float] | None:
-    """The pool an ended experiment ran on and the hours its slot spent on it, start-up and
-    evaluation included: what the cluster bills, whatever became of the result (None: never ran)."""
+PRICE_ATTR = "price_per_gpu_hour"  # a trial's: its pool's price when it was launched
+# A pool, and the dollars per slot-hour its trial was launched at (None: launched before prices
+# were recorded, priced at config.yaml's price for the pool now).
+Rate = tuple[str, float | None]
+
+
+def slot_hours(trial: FrozenTrial) -> tuple[Rate, float] | None:
+    """The pool an ended experiment ran on, at the price it was launched at, and the hours its slot
+    spent on it, start-up and evaluation included: what the cluster bills, whatever became of the
+    result (None: never ran)."""
     if not experiment_ran(trial):
         return None
     attrs = trial.user_attrs
-    return attrs["pool"], max(0.0, attrs["ended_at"] - attrs["started_at"]) / 3600
+    price = attrs.get(PRICE_ATTR)
+    rate = (attrs["pool"], None if price is None else float(price))
+    return rate, max(0.0, attrs["ended_at"] - attrs["started_at"]) / 3600
 
 
-def gpu_hours_by_pool(study: optuna.Study) -> dict[str, float]:
-    hours: dict[str, float] = {}
+def add_hours(hours: dict[Rate, float], trial: FrozenTrial) -> None:
+    """Count an ended trial's slot-hours, if it ran, in `hours`."""
+    if spent := slot_hours(trial):
+        hours[spent[0]] = hours.get(spent[0], 0.0) + spent[1]
+
+
+def rated_hours(study: optuna.Study) -> dict[Rate, float]:
+    """Slot-hours by pool and launch price (`Rate`), over the study's ended trials."""
+    hours: dict[Rate, float] = {}
     for t in finished(study):
-        if spent := slot_hours(t):
-            hours[spent[0]] = hours.get(spent[0], 0.0) + spent[1]
+        add_hours(hours, t)
     return hours
+
+
+def by_pool(hours: dict[Rate, float]) -> dict[str, float]:
+    pools: dict[str, float] = {}
+    for (pool, _), h in hours.items():
+        pools[pool] = pools.get(pool, 0.0) + h
+    return pools
 
 
 def pool_prices(cfg: Any) -> dict[str, float]:
@@ -64,15 +85,19 @@ def pool_prices(cfg: Any) -> dict[str, float]:
     return {name: float(p.price_per_gpu_hour) for name, p in cfg.cluster.partitions.items()}
 
 
-def dollars_of(hours: dict[str, float], prices: dict[str, float]) -> float:
-    """What slot-hours by pool cost at `prices`, as the `max_dollars` budget counts them: hours on
-    a pool without a price (one config.yaml no longer names) add nothing, and whoever shows the
-    sum says they are unpriced (`unpriced`), not free."""
-    return sum(h * prices[pool] for pool, h in hours.items() if pool in prices)
+def dollars_of(hours: dict[Rate, float], prices: dict[str, float]) -> float:
+    """What slot-hours cost, as the `max_dollars` budget counts them: each at the price its trial
+    was launched at, so a pool removed from config.yaml (or re-priced) since still costs what it
+    did. Hours launched before prices were recorded take `prices` (config.yaml's now); such hours
+    on a pool without a price add nothing, and whoever shows the sum says they are unpriced
+    (`unpriced`), not free."""
+    return sum(
+        h * (price if price is not None else prices.get(pool, 0.0)) for (pool, price), h in hours.items()
+    )
 
 
-def unpriced(hours: dict[str, float], prices: dict[str, float]) -> bool:
-    return bool(set(hours) - set(prices))
+def unpriced(hours: dict[Rate, float], prices: dict[str, float]) -> bool:
+    return any(price is None and pool not in prices for pool, price in hours)
 
 
 def hours_unit(gpu_types: Iterable[str]) -> str:
@@ -89,23 +114,26 @@ def experiments_launched(study: optuna.Study) -> int:
 
 def spend(
     experiments: int,
-    hours: dict[str, float],
-    pools: dict[str, Pool],
+    hours: dict[Rate, float],
+    prices: dict[str, float],
     campaign_dir: Path,
     started: float,
     now: float,
 ) -> Spend:
-    gpu_dollars = dollars_of(hours, {name: pool.price_per_gpu_hour for name, pool in pools.items()})
     # LLM dollars from the agent's ledger (0 when the agent never called the API).
     return Spend(
-        experiments, (now - started) / 3600, sum(hours.values()), gpu_dollars, dollars_spent(campaign_dir)
+        experiments,
+        (now - started) / 3600,
+        sum(hours.values()),
+        dollars_of(hours, prices),
+        dollars_spent(campaign_dir),
     )
 
 
-def measure(study: optuna.Study, pools: dict[str, Pool], campaign_dir: Path, now: float) -> Spend:
+def measure(study: optuna.Study, prices: dict[str, float], campaign_dir: Path, now: float) -> Spend:
     """A campaign's spend, summed over its study (`status`); the controller keeps its own sums."""
     started = study.user_attrs.get("started_at", now)
-    return spend(experiments_launched(study), gpu_hours_by_pool(study), pools, campaign_dir, started, now)
+    return spend(experiments_launched(study), rated_hours(study), prices, campaign_dir, started, now)
 
 
 BUDGET_SETTINGS = {  # each limit as `exhausted` words it, and the campaign.budget setting that sets it

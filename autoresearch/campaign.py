@@ -450,8 +450,8 @@ class Campaign:
         started = self.study.user_attrs.get("started_at", self.clock.now())
         return budgets.spend(
             self.ledger.launched,
-            self.ledger.slot_hours,
-            self.fleet.pools,
+            self.ledger.rated_hours,
+            {name: pool.price_per_gpu_hour for name, pool in self.fleet.pools.items()},
             self.dir,
             started,
             self.clock.now(),

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from autoresearch.budget import PRICE_ATTR
 from autoresearch.config import AutoresearchConfig, deadline_seconds
 from autoresearch.files import write_json_atomic
 from autoresearch.fleet.base import Fleet, JobSpec
@@ -227,6 +228,7 @@ class Launcher:
                 "seed": seed,
                 "exp_dir": str(exp_dir.relative_to(self.campaign_dir)),
                 "pool": pool_name,
+                PRICE_ATTR: pool.price_per_gpu_hour,  # its hours cost this, whatever config.yaml says later
                 "gpu_type": pool.gpu_type,
                 "partition": pool.partition or pool.name,
                 "launched_at": self.now(),

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import dollars_of, experiment_ran, gpu_hours_by_pool, pool_prices
+from autoresearch.budget import Rate, by_pool, dollars_of, experiment_ran, pool_prices, rated_hours
 from autoresearch.config import time_budget_seconds
 from autoresearch.files import write_atomic, write_failure
 from autoresearch.plot import plot_progress
@@ -83,17 +83,24 @@ class CampaignReport:
     counts: dict[str, int]  # finished trials by status
     ran: int  # experiments that ran (`experiment_ran`: invalid and skipped candidates never did)
     tiers: list[TierResult]
-    gpu_hours: dict[str, float]  # by pool
+    rated_hours: dict[Rate, float]  # by pool and launch price
     gpu_types: dict[str, str]  # of each pool that ran something
-    prices: dict[str, float]  # dollars per GPU-hour, by pool
+    prices: dict[str, float]  # dollars per GPU-hour, by pool, in config.yaml now
     llm: dict[str, Any]  # usage_totals
     speedup: Speedup
     kept: list[KeptChange]
     failure_reasons: list[tuple[str, int]] = field(default_factory=list)
 
     @property
+    def gpu_hours(self) -> dict[str, float]:
+        return by_pool(self.rated_hours)
+
+    @property
     def gpu_dollars(self) -> float:
-        return dollars_of(self.gpu_hours, self.prices)
+        return dollars_of(self.rated_hours, self.prices)
+
+    def pool_hours(self, pool: str) -> dict[Rate, float]:
+        return {rate: h for rate, h in self.rated_hours.items() if rate[0] == pool}
 
 
 def busy_hours(intervals: list[tuple[float, float]]) -> float:
@@ -161,7 +168,7 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
     intervals = [
         (t.user_attrs.get("launched_at") or t.user_attrs["started_at"], t.user_attrs["ended_at"]) for t in ran
     ]
-    hours = gpu_hours_by_pool(study)
+    hours = rated_hours(study)
     reasons = Counter(str(r["reason"])[:120] for r in table if r["status"] in FAILED)
     c = cfg.campaign
     settings = {
@@ -182,7 +189,7 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
         counts=dict(Counter(r["status"] for r in table)),
         ran=len(ran),
         tiers=_tier_results(table),
-        gpu_hours=hours,
+        rated_hours=hours,
         gpu_types={t.user_attrs["pool"]: str(t.user_attrs.get("gpu_type", "")) for t in ran},
         prices=pool_prices(cfg),
         llm=usage_totals(campaign_dir),

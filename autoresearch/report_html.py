@@ -12,7 +12,7 @@ import time
 from html import escape
 
 from autoresearch.agent.usage import unanswered_note
-from autoresearch.budget import hours_unit, unpriced
+from autoresearch.budget import dollars_of, hours_unit, unpriced
 from autoresearch.report import CampaignReport, KeptChange
 
 STYLE = """
@@ -72,12 +72,14 @@ def _result(r: CampaignReport) -> str:
     return _table(["tier", "baseline val_bpb", "frontier val_bpb", "change"], body, (3,)) + legend
 
 
-def _pool_dollars(r: CampaignReport, pool: str, hours: float) -> str:
-    """A pool's dollars; one config.yaml no longer names (a campaign resumed on other partitions)
-    has no price to say, and $0.00 would read as free."""
-    if pool not in r.prices:
+def _pool_dollars(r: CampaignReport, pool: str) -> str:
+    """A pool's dollars, each hour at its launch price; hours launched before prices were recorded
+    on a pool config.yaml no longer names (a campaign resumed on other partitions) have no price to
+    say, and $0.00 would read as free."""
+    hours = r.pool_hours(pool)
+    if unpriced(hours, r.prices):
         return "? (no price: not a partition in config.yaml)"
-    return f"${hours * r.prices[pool]:,.2f}"
+    return f"${dollars_of(hours, r.prices):,.2f}"
 
 
 def _cost(r: CampaignReport) -> str:
@@ -85,7 +87,7 @@ def _cost(r: CampaignReport) -> str:
         [
             f"{escape(pool)} ({escape(r.gpu_types.get(pool, '?'))})",
             f"{hours:.2f}",
-            _pool_dollars(r, pool, hours),
+            _pool_dollars(r, pool),
         ]
         for pool, hours in sorted(r.gpu_hours.items())
     ]
@@ -97,7 +99,7 @@ def _cost(r: CampaignReport) -> str:
     )
     models = ", ".join(llm["models"]) or "none"
     body.append([f"LLM ({escape(models)})", escape(tokens), f"${llm['dollars']:,.2f}"])
-    more = " + the unpriced hours" if unpriced(r.gpu_hours, r.prices) else ""
+    more = " + the unpriced hours" if unpriced(r.rated_hours, r.prices) else ""
     body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}{more}</b>"])
     calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed{unanswered_note(llm)}"
     unit = hours_unit(r.gpu_types.values())

@@ -29,12 +29,13 @@ from rich.text import Text
 
 from autoresearch.agent.usage import unanswered_note, usage_totals
 from autoresearch.budget import (
-    dollars_of,
+    Rate,
+    Spend,
     experiment_ran,
-    gpu_hours_by_pool,
     hours_unit,
     measure,
     pool_prices,
+    rated_hours,
     unpriced,
 )
 from autoresearch.cli import tool_name
@@ -150,13 +151,12 @@ def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:
     return now if live or not ends else max(ends)
 
 
-def _dollars_of_hours(study: optuna.Study, prices: dict[str, float] | None) -> str:
-    """What the hours cost at config.yaml's prices, as the `max_dollars` budget counts them
-    (hours on a pool it no longer names are said to be unpriced, not free)."""
+def _dollars_of_hours(spend: Spend, hours: dict[Rate, float], prices: dict[str, float] | None) -> str:
+    """What the hours cost, as the `max_dollars` budget counts them (hours launched before prices
+    were recorded, on a pool config.yaml no longer names, are said to be unpriced, not free)."""
     if prices is None:
         return ""
-    hours = gpu_hours_by_pool(study)
-    return f" (${dollars_of(hours, prices):,.2f}" + (" + unpriced hours)" if unpriced(hours, prices) else ")")
+    return f" (${spend.gpu_dollars:,.2f}" + (" + unpriced hours)" if unpriced(hours, prices) else ")")
 
 
 def render(
@@ -173,7 +173,7 @@ def render(
     started = study.user_attrs.get("started_at", now)
     running = trials(study, TrialState.RUNNING)
     waiting = trials(study, TrialState.WAITING)
-    spend = measure(study, {}, campaign_dir, now)  # no pools: hours and LLM dollars only
+    spend = measure(study, prices or {}, campaign_dir, now)
     counts = Counter(r["status"] for r in table)
     head = Table.grid(padding=(0, 2))
     plain_row(head, "campaign", f"{study.study_name}  ({campaign_dir})")
@@ -194,7 +194,7 @@ def render(
     plain_row(
         head,
         "spend",
-        f"{spend.gpu_hours:.2f} {unit}{_dollars_of_hours(study, prices)}, ${spend.llm_dollars:.2f} of LLM calls "
+        f"{spend.gpu_hours:.2f} {unit}{_dollars_of_hours(spend, rated_hours(study), prices)}, ${spend.llm_dollars:.2f} of LLM calls "
         f"({calls['calls']} calls, {calls['failed_calls']} failed{unanswered_note(calls)}, "
         f"{calls['cache_read_input_tokens']:,} "
         "tokens read from the prompt cache)",

@@ -41,7 +41,7 @@ from engine_helpers import (
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from autoresearch.budget import measure
+from autoresearch.budget import PRICE_ATTR, by_pool, measure
 from autoresearch.campaign import Campaign, CampaignError, Summary
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.fleet.base import Finished
@@ -531,10 +531,10 @@ def test_a_journal_left_mid_write_by_a_killed_controller_is_repaired_on_resume(
     # The loop's budgets, counted as the resumed controller found them and as its trials launched
     # and ended, are what summing the study gives (as `status` does).
     now = second.clock.now()
-    counted, summed = second._spend(), measure(second.study, second.fleet.pools, second.dir, now)
+    counted, summed = second._spend(), measure(second.study, {}, second.dir, now)
     assert counted.experiments == summed.experiments == sum("exp_dir" in t.user_attrs for t in study.trials)
     assert counted.gpu_hours == pytest.approx(summed.gpu_hours)
-    assert summed.gpu_hours > measure(first.study, first.fleet.pools, first.dir, now).gpu_hours > 0
+    assert summed.gpu_hours > measure(first.study, {}, first.dir, now).gpu_hours > 0
     assert second.ledger.table() == rows(study)  # its rows, each made once, are the study's
     assert not Path(f"{journal}.lock").exists()
 
@@ -884,8 +884,25 @@ def test_the_gpu_time_of_a_preempted_run_is_counted(
     campaign._finish(Finished(first.number, outcome))
     lost = ledger.trial(first.number)
     assert lost.user_attrs["status"] == "lost" and lost.user_attrs["slurm_job_id"] == "77_0"
-    assert ledger.slot_hours == {"local": 0.5}  # what max_gpu_hours and max_dollars are checked with
-    assert measure(campaign.study, campaign.fleet.pools, campaign.dir, 0.0).gpu_hours == 0.5  # status, report
+    assert by_pool(ledger.rated_hours) == {
+        "local": 0.5
+    }  # what max_gpu_hours and max_dollars are checked with
+    assert measure(campaign.study, {}, campaign.dir, 0.0).gpu_hours == 0.5  # status, report
+
+
+def test_the_dollar_budget_prices_hours_at_the_price_they_were_launched_at(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """`max_dollars` must not under-count: hours run at a partition's price still cost that after
+    config.yaml drops the partition or its price before a resume (both read as $0 before)."""
+    run_scripted(tmp_path, [], "cluster.partitions.local.price_per_gpu_hour=5000")
+    resumed = open_campaign(tmp_path, [], "cluster.partitions.local.price_per_gpu_hour=0")
+    ran = [t for t in resumed.ledger.all() if "exp_dir" in t.user_attrs]
+    assert ran and all(t.user_attrs[PRICE_ATTR] == 5000 for t in ran)
+    spent = resumed._spend()
+    assert spent.gpu_hours > 0
+    assert spent.gpu_dollars == pytest.approx(5000 * spent.gpu_hours)
+    assert measure(resumed.study, {}, resumed.dir, 0.0).gpu_dollars == pytest.approx(spent.gpu_dollars)
 
 
 def launched_and_started(campaign: Campaign, started_at: float, **attrs: object) -> FrozenTrial:
@@ -1033,9 +1050,9 @@ def test_a_run_ended_without_an_outcome_keeps_its_gpu_time_since_its_runner_star
     started = time.time() - 60
     trial = launched_and_started(campaign, started)
     campaign._finish(Finished(trial.number, outcome_for_state(state, trial.number)))
-    spent = campaign.ledger.slot_hours.get("local", 0.0) * 3600
+    spent = by_pool(campaign.ledger.rated_hours).get("local", 0.0) * 3600
     assert 60 <= spent <= time.time() - started
-    assert measure(campaign.study, campaign.fleet.pools, campaign.dir, 0.0).gpu_hours * 3600 == spent
+    assert measure(campaign.study, {}, campaign.dir, 0.0).gpu_hours * 3600 == spent
 
 
 def test_a_hang_without_grace_is_its_runs_timeout_not_a_loss(tmp_path: Path) -> None:
@@ -1064,7 +1081,7 @@ def test_a_job_lost_while_no_controller_ran_bills_its_slot_until_its_deadline_at
     assert lost.user_attrs["status"] == "lost" and lost.user_attrs["reason"].startswith("lost: job lost")
     held = deadline_seconds(second.cfg) + backstop_grace(second.cfg.cluster)
     assert lost.user_attrs.get("started_at") == 1000.0 and lost.user_attrs["ended_at"] == 1000.0 + held
-    assert measure(second.study, second.fleet.pools, second.dir, 0.0).gpu_hours == held / 3600
+    assert measure(second.study, {}, second.dir, 0.0).gpu_hours == held / 3600
 
 
 def test_a_torn_proposal_file_fails_its_trial_and_the_campaign_resumes(

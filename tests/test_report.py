@@ -27,6 +27,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from autoresearch.agent.usage import UsageLedger
+from autoresearch.budget import PRICE_ATTR
 from autoresearch.plot import plot_title, screen_points
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.report import build_report, busy_hours, write_report
@@ -93,6 +94,8 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
     assert report.ran == len(ran) == len([r for r in table if r["started_at"]])
     assert report.speedup.sequential_hours == pytest.approx(hours)
     assert report.gpu_dollars == pytest.approx(5000 * hours)
+    repriced = build_report(study, campaign, compose_toy(tmp_path))  # config.yaml's price since 0
+    assert repriced.gpu_dollars == pytest.approx(5000 * hours)  # each hour at its launch price
     assert f"${report.gpu_dollars:,.2f}" in page
     assert "CPU-hours / tokens" in page  # the toy's slots are CPU processes, not GPUs
     # Two local slots: in flight no longer than the runs took back to back, and no more than twice as fast.
@@ -227,18 +230,32 @@ def test_validation_on_other_hardware_is_reported_with_its_seeds(tmp_path: Path)
 
 
 def test_hours_on_a_partition_config_yaml_no_longer_names_are_not_priced_as_free(tmp_path: Path) -> None:
-    """A campaign resumed on other partitions: config.yaml has no price for the hours run on the
-    old one, and the page says so rather than $0.00."""
+    """A campaign resumed on other partitions: hours run on an old one cost the price they were
+    launched at; those launched before prices were recorded have no price in config.yaml, and
+    the page says so rather than $0.00."""
     cfg = compose_toy(tmp_path, "cluster.partitions.local.price_per_gpu_hour=2")
     study = optuna.create_study(study_name="toy")
     add_run(study, 2.0, 0.0, 3600.0, status="baseline", tier="screen")
     add_run(study, 1.9, 0.0, 1800.0, status="baseline", tier="validate", pool="h200", gpu_type="H200")
+    add_run(
+        study,
+        1.8,
+        0.0,
+        7200.0,
+        status="discard",
+        tier="validate",
+        pool="a100",
+        gpu_type="A100",
+        **{PRICE_ATTR: 3.0},
+    )
     report = build_report(study, tmp_path, cfg)
-    assert report.gpu_hours == pytest.approx({"local": 1.0, "h200": 0.5}) and report.gpu_dollars == 2.0
+    assert report.gpu_hours == pytest.approx({"local": 1.0, "h200": 0.5, "a100": 2.0})
+    assert report.gpu_dollars == 8.0  # the a100's hours at the price they were launched at
     page = render_html(report, None)
     assert "<td>h200 (H200)</td><td class=num>0.50</td><td class=num>? (no price" in page
+    assert "<td>a100 (A100)</td><td class=num>2.00</td><td class=num>$6.00</td>" in page
     assert "<td>local (cpu)</td><td class=num>1.00</td><td class=num>$2.00</td>" in page
-    assert "<b>$2.00 + the unpriced hours</b>" in page
+    assert "<b>$8.00 + the unpriced hours</b>" in page
 
 
 def test_a_campaign_whose_baselines_all_crashed_says_so(tmp_path: Path) -> None:

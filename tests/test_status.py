@@ -18,6 +18,7 @@ from engine_helpers import REPO, run_campaign, wait_for
 from rich.console import Console
 
 from autoresearch import status
+from autoresearch.budget import PRICE_ATTR
 from autoresearch.heartbeat import CONTROLLER_FILE, STALE_SECONDS, Heartbeat, controller_state
 from autoresearch.status import REASON_CHARS, clipped, render
 
@@ -263,18 +264,22 @@ def test_elapsed_runs_on_while_the_controller_lives_with_nothing_running(tmp_pat
 
 
 def test_the_spend_line_prices_the_hours_as_the_dollar_budget_does(tmp_path: Path) -> None:
-    """`max_dollars` counts the hours at config.yaml's prices: status shows those dollars, and
-    hours on a pool config.yaml no longer names (a resume on other partitions) as unpriced."""
+    """`max_dollars` counts each experiment's hours at the price it was launched at: status shows
+    those dollars, also for a pool config.yaml no longer names (a resume on other partitions).
+    Hours launched before prices were recorded take config.yaml's price, and are said to be
+    unpriced on a pool it no longer names."""
     study = optuna.create_study(study_name="priced")
     study.set_user_attr("started_at", NOW - 3 * 3600)
-    for number, (pool, hours) in enumerate((("h100", 1.0), ("h100", 0.5), ("h200", 0.25))):
+    runs = (("h100", 1.0, None), ("h100", 0.5, None), ("h200", 0.25, None), ("a100", 2.0, 3.0))
+    for number, (pool, hours, price) in enumerate(runs):
         ran = {"status": "discard", "tier": "screen", "exp_dir": f"experiments/{number:05d}", "pool": pool}
         ran |= {"gpu_type": pool, "started_at": NOW - 7200, "ended_at": NOW - 7200 + hours * 3600}
+        ran |= {} if price is None else {PRICE_ATTR: price}
         study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
     console = Console(record=True, width=200, file=io.StringIO())
     for prices, said in (
-        ({"h100": 2.0, "h200": 4.0}, "1.75 GPU-hours ($4.00), $0.00 of LLM calls"),
-        ({"h100": 2.0}, "1.75 GPU-hours ($3.00 + unpriced hours), $0.00 of LLM calls"),
+        ({"h100": 2.0, "h200": 4.0}, "3.75 GPU-hours ($10.00), $0.00 of LLM calls"),
+        ({"h100": 2.0}, "3.75 GPU-hours ($9.00 + unpriced hours), $0.00 of LLM calls"),
     ):
         console.print(render(study, tmp_path, now=NOW, prices=prices))
         assert said in console.export_text()
