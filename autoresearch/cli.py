@@ -7,13 +7,21 @@ import difflib
 import importlib
 import runpy
 import sys
+from pathlib import Path
 
 TOOLS = {"status": "autoresearch.status", "report": "autoresearch.report"}  # never a Hydra override
 
 
 def tool_name(tool: str) -> str:
-    """What a tool's --help and errors call it: as the console script ran it, or as `python -m`."""
-    return sys.argv[0] if sys.argv[0] == f"autoresearch {tool}" else f"python -m autoresearch.{tool}"
+    """What a tool's --help and errors call it: the command the user typed (`run_tool` names it),
+    else `python -m autoresearch.TOOL`, the one way left to run it."""
+    return sys.argv[0] if sys.argv[0].endswith(f"autoresearch {tool}") else f"python -m autoresearch.{tool}"
+
+
+def program_name(argv0: str) -> str:
+    """The command that ran us: `python -m autoresearch` runs the package's __main__.py, the
+    console script is `autoresearch`."""
+    return "python -m autoresearch" if Path(argv0).name == "__main__.py" else "autoresearch"
 
 
 def unknown_command(word: str) -> str | None:
@@ -35,7 +43,7 @@ def run_tool() -> bool:
     if len(sys.argv) < 2 or sys.argv[1] not in TOOLS:
         return False
     tool = sys.argv.pop(1)
-    sys.argv[0] = f"autoresearch {tool}"
+    sys.argv[0] = f"{program_name(sys.argv[0])} {tool}"
     importlib.import_module(TOOLS[tool]).main()
     return True
 

@@ -349,23 +349,32 @@ def test_a_mistyped_command_is_one_line_that_says_what_to_type(args: list[str], 
 
 @pytest.mark.parametrize("tool", ["status", "report"])
 def test_python_m_autoresearch_runs_the_tools_as_the_console_script_does(tmp_path: Path, tool: str) -> None:
-    """README: the console script is the same command as `python -m autoresearch`, tools included."""
+    """README: the console script is the same command as `python -m autoresearch`, tools included;
+    usage and --help name the command as it was typed."""
     (tmp_path / "config.yaml").write_text("campaign:\n  name: early\nstorage: null\n")
     console_script = str(Path(sys.executable).with_name("autoresearch"))
+    by_module_m, by_console = [sys.executable, "-m", "autoresearch"], [console_script]
     for args in ([tool, str(tmp_path)], [tool]):
         by_module, by_script = (
             subprocess.run([*command, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-            for command in ([sys.executable, "-m", "autoresearch"], [console_script])
+            for command in (by_module_m, by_console)
         )
-        assert (by_module.returncode, by_module.stdout, by_module.stderr) == (
+        as_typed = by_module.stderr.replace(f"python -m autoresearch {tool}", f"autoresearch {tool}")
+        assert (by_module.returncode, by_module.stdout, " ".join(as_typed.split())) == (
             by_script.returncode,
             by_script.stdout,
-            by_script.stderr,
+            " ".join(by_script.stderr.split()),  # (the longer name wraps the usage line elsewhere)
         )
-    assert by_module.stderr.startswith(f"usage: autoresearch {tool}")  # (no folder given)
-    helped = subprocess.run([console_script, tool, "--help"], cwd=tmp_path, capture_output=True, text=True)
-    assert helped.returncode == 0 and helped.stdout.startswith(f"usage: autoresearch {tool} ")
-    assert "python -m" not in helped.stdout  # the command as it was run, nowhere another
+    assert by_module.stderr.startswith(f"usage: python -m autoresearch {tool} ")  # (no folder given)
+    assert by_script.stderr.startswith(f"usage: autoresearch {tool} ")
+    for command, typed in (
+        ([*by_console, tool], f"autoresearch {tool}"),
+        ([*by_module_m, tool], f"python -m autoresearch {tool}"),
+        ([sys.executable, "-m", f"autoresearch.{tool}"], f"python -m autoresearch.{tool}"),
+    ):
+        helped = subprocess.run([*command, "--help"], cwd=tmp_path, capture_output=True, text=True)
+        assert helped.returncode == 0 and helped.stdout.startswith(f"usage: {typed} "), helped.stdout
+        assert helped.stdout.count("autoresearch") == 1, helped.stdout  # the command as typed, no other
 
 
 def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(tmp_path: Path) -> None:
