@@ -592,6 +592,75 @@ def test_second_controller_is_refused(tmp_path: Path) -> None:
     assert re.fullmatch(r"stopped .*: experiments budget reached \(\d+ of 12\)", ended), ended
 
 
+# A controller that stops right before `Campaign.open` (the lock) until a byte on stdin.
+AT_THE_SIGNAL = """
+import runpy, sys
+from autoresearch.campaign import Campaign
+opening = Campaign.open
+def open_at_the_signal(self):
+    print("ready", flush=True)
+    sys.stdin.read(1)
+    return opening(self)
+Campaign.open = open_at_the_signal
+runpy.run_module("autoresearch", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_two_controllers_started_on_a_new_folder_at_once_run_it_once(tmp_path: Path) -> None:
+    """Two controllers past every check (config, fleet, log file) on one new folder, let go of
+    at the same instant: one runs the campaign, the other is refused in one line and leaves the
+    folder as the first has it (its config.yaml, log, heartbeat and lock)."""
+    controllers = []
+    for poll in ("0.05", "0.07"):  # (tells whose config.yaml the folder keeps)
+        command = campaign_command(
+            tmp_path, "campaign.budget.max_experiments=2", f"cluster.poll_seconds={poll}"
+        )
+        controllers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", AT_THE_SIGNAL, *command[3:]],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        for proc in controllers:
+            assert proc.stdout is not None and proc.stdin is not None
+            while (line := proc.stdout.readline()) and line != "ready\n":
+                pass
+            assert line == "ready\n", proc.stderr.read() if proc.stderr else ""
+        for proc in controllers:
+            proc.stdin.write("go")
+            proc.stdin.flush()
+        outs = [proc.communicate(timeout=240) for proc in controllers]
+    finally:
+        for proc in controllers:
+            if proc.poll() is None:
+                proc.kill()
+    codes = [proc.returncode for proc in controllers]
+    assert sorted(codes) == [0, 2], (codes, outs)
+    ran, refused = (0, 1) if codes[0] == 0 else (1, 0)
+    winner, loser = controllers[ran], controllers[refused]
+    folder = tmp_path / "toy"
+    said = [line for line in outs[refused][0].splitlines() if "another controller" in line]
+    # (pid unknown: refused between the winner's lock and its writing its pid in the lock file)
+    assert len(said) == 1 and re.search(
+        f"another controller \\(pid ({winner.pid}|unknown)\\) is running {folder}: ", said[0]
+    ), said
+    assert "Traceback" not in outs[refused][1], outs[refused][1]
+    saved = OmegaConf.load(folder / "config.yaml")
+    assert saved.cluster.poll_seconds == float(("0.05", "0.07")[ran])  # the runner's own settings
+    log = (folder / "controller.log").read_text()
+    assert log.count("INFO campaign toy in ") == 1 and "another controller" not in log
+    assert str(loser.pid) not in log and str(loser.pid) not in (folder / "controller.json").read_text()
+    assert (folder / "controller.lock").read_text() == str(winner.pid)
+    ended = controller_state(folder) or ""
+    assert re.fullmatch(r"stopped .*: experiments budget reached \(\d+ of 2\)", ended), ended
+    assert len(load(folder).trials) >= 2
+
+
 def test_a_twin_of_a_train_py_that_ran_is_skipped_and_one_of_a_crash_runs(tmp_path: Path) -> None:
     """Two changes that make the same train.py teach one thing: the second is skipped, whoever
     ran first. A crash says nothing of its train.py (the node, a seed): a twin of it runs, after a
