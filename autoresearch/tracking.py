@@ -30,6 +30,10 @@ log = logging.getLogger("autoresearch")
 
 SENT_FILE = "sent.txt"
 CLOSE_TIMEOUT_S = 120.0
+# Each point is one call of W&B's run.log (about 0.2 ms): a train.py printing every step of a
+# small model would make its run's send take seconds, and the fleet's backlog grow. One line a
+# second for 5 minutes is 310 points; a longer curve is thinned evenly to this many.
+MAX_CURVE_POINTS = 1000
 # The progress lines train.py prints; the agent may change them, so what does not parse is skipped.
 STEP_LINE = re.compile(r"^step (\d+)\b.*?\bloss ([-+\w.]+)")
 FIELDS = {"tok/s": re.compile(r"tok/s ([\d,.]+)"), "mfu": re.compile(r"mfu ([\d.]+)%")}
@@ -76,6 +80,15 @@ def training_curve(run_log: Path) -> list[dict[str, float]]:
                     point[f"train/{name}"] = float(found.group(1).replace(",", ""))
         curve.append(point)
     return curve
+
+
+def thinned(curve: list[dict[str, float]], limit: int) -> list[dict[str, float]]:
+    """At most `limit` points, spread evenly over the curve, its first and last kept (the last is
+    what W&B's summary shows)."""
+    if len(curve) <= limit:
+        return curve
+    last = len(curve) - 1
+    return [curve[round(i * last / (limit - 1))] for i in range(limit)]
 
 
 def run_id(campaign: str, started_at: float, suffix: str) -> str:
@@ -187,6 +200,7 @@ class WandbTracker:
         try:
             config, summary = experiment_config(t), experiment_summary(t)
             curve = training_curve(exp_dir / "run.log") if exp_dir is not None else []
+            curve = thinned(curve, MAX_CURVE_POINTS)
         except Exception as err:  # a bug of ours on one trial must not end tracking for the campaign
             log.warning("W&B: trial %d left out: its records do not read (%r)", t.number, err)
             self._sent(t.number)

@@ -13,7 +13,7 @@ from wandb_records import offline_runs
 
 from autoresearch.config import TrackingConfig
 from autoresearch.study import finished
-from autoresearch.tracking import SENT_FILE, WandbTracker, run_id, training_curve
+from autoresearch.tracking import MAX_CURVE_POINTS, SENT_FILE, WandbTracker, run_id, training_curve
 
 WANDB_OFFLINE = ("tracking=wandb", "tracking.mode=offline", "tracking.project=tests")
 SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-api03-never-in-a-file", "WANDB_API_KEY": "f" * 40}
@@ -168,3 +168,28 @@ def test_a_torn_line_of_the_sent_list_is_sent_again_not_read_as_another_trial(tm
     tracker.close(None)
     assert sorted(offline_runs(campaign / "wandb")) == [run_id("toy", 0.0, f"t{n:05d}") for n in (1, 2)]
     assert sent.read_text() == "0\n1\n2\n"
+
+
+def test_a_curve_longer_than_the_cap_is_thinned_evenly_keeping_its_ends(tmp_path: Path) -> None:
+    """A train.py printing every step of a fast model writes thousands of progress lines: each is a
+    W&B call, so its run's send would take seconds and the fleet's backlog would grow."""
+    campaign = tmp_path / "toy"
+    exp_dir = campaign / "experiments" / "00000"
+    exp_dir.mkdir(parents=True)
+    lines = 2 * MAX_CURVE_POINTS + 500
+    (exp_dir / "run.log").write_text(
+        "".join(f"step {s:05d} | loss {1 + 1 / s:.6f}\n" for s in range(1, lines + 1))
+    )
+    study = optuna.create_study(study_name="toy")
+    attrs = {"exp_dir": "experiments/00000", "status": "discard"}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=2.0, user_attrs=attrs))
+    tracker = WandbTracker(TrackingConfig(kind="wandb", project="tests", mode="offline"), campaign, "toy")
+    tracker.update(study)
+    tracker.close(None)
+    ((run,),) = offline_runs(campaign / "wandb").values()
+    steps = [h["_step"] for h in run.history]
+    assert len(steps) == MAX_CURVE_POINTS
+    assert steps[0] == 1 and steps[-1] == lines and steps == sorted(set(steps))
+    gaps = {b - a for a, b in zip(steps, steps[1:], strict=False)}
+    assert max(gaps) - min(gaps) <= 1  # evenly spread
+    assert run.history[-1]["train/loss"] == round(1 + 1 / lines, 6)
