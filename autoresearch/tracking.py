@@ -140,13 +140,18 @@ class WandbTracker:
                 self._work.put(t)
 
     def close(self, report: Path | None) -> None:
-        if report is not None and report.is_file():
+        with_report = report is not None and report.is_file()
+        if with_report:
             self._work.put(report)
         self._work.put(None)
         self._thread.join(CLOSE_TIMEOUT_S)
         if self._thread.is_alive():
+            unsent = self._queued - {int(n) for n in complete_lines(self.wandb_dir / SENT_FILE)}
             log.warning(
-                "W&B: still sending after %.0f s; the next run of the campaign sends the rest",
+                "W&B: %d experiment(s)%s not sent after %.0f s; the campaign's command run again "
+                "sends them (with no budget left, it only sends and reports)",
+                len(unsent),
+                " and the report" if with_report else "",
                 CLOSE_TIMEOUT_S,
             )
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import socket
 from pathlib import Path
 
 import optuna
+import pytest
 from engine_helpers import launched_within_budget, load, run_campaign
 from optuna.trial import TrialState, create_trial
 from wandb_records import offline_runs
 
+from autoresearch import tracking
 from autoresearch.config import TrackingConfig
+from autoresearch.files import complete_lines
 from autoresearch.study import finished
 from autoresearch.tracking import MAX_CURVE_POINTS, SENT_FILE, WandbTracker, run_id, training_curve
 
@@ -193,3 +198,27 @@ def test_a_curve_longer_than_the_cap_is_thinned_evenly_keeping_its_ends(tmp_path
     gaps = {b - a for a, b in zip(steps, steps[1:], strict=False)}
     assert max(gaps) - min(gaps) <= 1  # evenly spread
     assert run.history[-1]["train/loss"] == round(1 + 1 / lines, 6)
+
+
+def test_a_backlog_left_at_close_is_counted_and_says_how_to_send_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`close` waits boundedly: what the thread has not sent by then the next controller sends,
+    and the user is told how many and how (no wait at all here, so a backlog is certain)."""
+    campaign = tmp_path / "toy"
+    study = optuna.create_study(study_name="toy")
+    for _ in range(5):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=2.0, user_attrs={"status": "discard"}))
+    monkeypatch.setattr(tracking, "CLOSE_TIMEOUT_S", 0.0)
+    tracker = WandbTracker(TrackingConfig(kind="wandb", project="tests", mode="offline"), campaign, "toy")
+    tracker.update(study)
+    report = campaign / "report.html"
+    report.write_text("<p>report</p>")
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        tracker.close(report)
+    tracker._thread.join()  # (done with before tmp_path goes)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("W&B:")]
+    counted = re.match(r"W&B: (\d+) experiment\(s\) and the report not sent after 0 s", line)
+    assert counted, line
+    assert 1 <= int(counted.group(1)) <= 5 and "command run again sends them" in line
+    assert len(complete_lines(campaign / "wandb" / SENT_FILE)) == 5  # the thread went on with them
