@@ -10,6 +10,7 @@ their own, so a slow or unreachable server never holds up the scheduling loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -116,6 +117,18 @@ def experiment_summary(t: FrozenTrial) -> dict[str, Any]:
     return summary
 
 
+@functools.cache
+def quiet_wandb() -> None:
+    """W&B prints to the controller's terminal for each run it sends: a notice per file saved, and
+    online a banner and links, a line or more a second at fleet scale. A run's `silent` setting
+    does not reach those: they follow the settings of the process's first wandb.setup, so they
+    are turned off there, once."""
+    import wandb
+
+    wandb.setup()
+    wandb.termsetup(wandb.Settings(silent=True), None)
+
+
 class WandbTracker:
     """Sends each finished experiment once, in trial order, from a thread of its own."""
 
@@ -175,6 +188,7 @@ class WandbTracker:
     def _init(self, suffix: str, **kwargs: Any) -> Any:
         import wandb
 
+        quiet_wandb()
         settings = wandb.Settings(
             console="off",  # the controller's own output is not the experiment's
             save_code=False,

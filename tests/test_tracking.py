@@ -27,6 +27,7 @@ SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-api03-never-in-a-file", "WANDB_API_KEY":
 def test_every_experiment_becomes_a_wandb_run_with_its_figures(tmp_path: Path) -> None:
     out = run_campaign(tmp_path, *WANDB_OFFLINE, "campaign.budget.max_experiments=6", env=SECRETS)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert not [x for x in out.stderr.splitlines() if x.startswith("wandb:")]  # not W&B's own chatter
     campaign = tmp_path / "toy"
     study = load(campaign)
     started = study.user_attrs["started_at"]
