@@ -406,7 +406,7 @@ def test_a_gres_no_node_of_the_partition_has_is_refused_before_anything_runs(
     assert not (tmp_path / "toy").exists()
 
 
-def _after_setup(lines: list[str]) -> tuple[str, str]:
+def _after_setup(lines: list[str], cwd: Path | None = None) -> tuple[str, str]:
     """What the job script's setup part (`checked_setup`) leaves for the runner, run by bash as
     sbatch runs it (with a failure inherited from the submitting shell): the variable naming the
     first failed line, and what the lines printed."""
@@ -414,7 +414,9 @@ def _after_setup(lines: list[str]) -> tuple[str, str]:
         [*slurm_fleet.checked_setup(lines), f'printf "%s" "${{{SETUP_FAILED_VARIABLE}:-}}" >&2']
     )
     env = {**os.environ, SETUP_FAILED_VARIABLE: "inherited"}
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, cwd=cwd, timeout=30
+    )
     return done.stderr, done.stdout
 
 
@@ -427,6 +429,23 @@ def test_setup_lines_are_checked_as_written_quotes_comments_and_continuations_in
     assert _after_setup(["export A=1", odd, "false"]) == (f"setup line `{odd}` exited 3", "")
     assert _after_setup(["printf '%s ' one \\", "  two", 'test -n "$A" || true']) == ("", "one two ")
     assert _after_setup([]) == ("", "")  # (nor is a failure inherited)
+
+
+def test_setup_lines_a_heredoc_or_an_if_block_spans_are_checked_once_after_their_end(tmp_path: Path) -> None:
+    """A heredoc (a site's config file written in the job) is one command with its body: the check
+    after each line went into the file it writes. So are lines joined by a trailing `||` (a check
+    after the first took its fallback for a failure) and an `if` block; a failure after them is
+    still named."""
+    heredoc = ["cat > site.env <<'EOF'", "export A=1", "  B=$HOME", "EOF"]
+    block = ["if [ -s site.env ]; then", "  printf ok", "fi", "[ -e missing ] ||", "  printf ' and'"]
+    assert _after_setup([*heredoc, *block, "false"], cwd=tmp_path) == (
+        "setup line `false` exited 1",
+        "ok and",
+    )
+    assert (tmp_path / "site.env").read_text() == "export A=1\n  B=$HOME\n"
+    tabbed = ["cat > t <<-EOF", "\tone", "\tEOF", "(exit 4)"]  # (<<-: a terminator indented by tabs)
+    assert _after_setup(tabbed, cwd=tmp_path) == ("setup line `(exit 4)` exited 4", "")
+    assert (tmp_path / "t").read_text() == "one\n"
 
 
 def test_a_gres_is_checked_against_what_sinfo_lists_for_its_partition(

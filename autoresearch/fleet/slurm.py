@@ -40,6 +40,7 @@ from autoresearch.config import ClusterConfig, PartitionConfig, backstop_grace
 from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
+from autoresearch.fleet.setup_lines import setup_commands
 from autoresearch.fleet.slurm_outage import SUBMIT_ERRORS, SubmitOutage, WorkerRefusal, refusal, unreachable
 from autoresearch.fleet.slurm_states import (
     HELD,
@@ -130,11 +131,12 @@ def checked_setup(lines: list[str]) -> list[str]:
     """The partition's `setup` lines for the job script, each followed by a check of its exit
     status: the script runs on past a failed line (a module the node lacks), and the experiment
     would run in an environment it was not meant for. The first failure is handed to the runner
-    in SETUP_FAILED_VARIABLE, which records it as the node's inability to run experiments. A line
-    ending in a backslash goes on in the next, as the script reads them: the two are one command,
-    checked after the second (a check between them would be read as the first one's arguments)."""
+    in SETUP_FAILED_VARIABLE, which records it as the node's inability to run experiments. Lines
+    the shell reads as one command (`setup_commands`: a heredoc, a trailing backslash or `&&`, an
+    `if` block) are checked once, after the last: a check between them would be written into the
+    heredoc's file, or read as the first line's arguments."""
     checked = [f"unset {SETUP_FAILED_VARIABLE}"]  # (an inherited value would be taken for a failure)
-    for command in _commands(lines):
+    for command in setup_commands(lines):
         said = shlex.quote(f"setup line `{' '.join(command)}` exited ")
         checked += [  # on a line of its own: a comment ending the command cannot swallow the check
             *command,
@@ -142,17 +144,6 @@ def checked_setup(lines: list[str]) -> list[str]:
             f'then export {SETUP_FAILED_VARIABLE}={said}"$_setup_exit"; fi',
         ]
     return checked
-
-
-def _commands(lines: list[str]) -> list[list[str]]:
-    """The setup lines grouped as the shell joins them: a line ending in an odd number of
-    backslashes continues on the next."""
-    commands: list[list[str]] = [[]]
-    for line in lines:
-        commands[-1].append(line)
-        if (len(line) - len(line.rstrip("\\"))) % 2 == 0:
-            commands.append([])
-    return [c for c in commands if c]
 
 
 class SlurmFleet:
