@@ -559,6 +559,63 @@ def test_a_job_held_pending_is_named_once_with_how_to_release_it(
     ]
 
 
+def _set_partition(name: str, state: str) -> None:
+    """An administrator's change of a partition's state (UP, DOWN, DRAIN, INACTIVE)."""
+    subprocess.run(["scontrol", "update", f"partitionname={name}", f"state={state}"], check=True)
+
+
+def _messages(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(("mode", "state"), [("array", "INACTIVE"), ("workers", "DRAIN")])
+def test_experiments_wait_while_their_partition_is_closed_and_go_out_when_it_opens(
+    tmp_path: Path,
+    slurm_cluster: None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    state: str,
+) -> None:
+    """A partition set INACTIVE or DRAIN (maintenance): sbatch refuses every job with "Required
+    partition not available". Each refusal was a lost run, re-queued and refused again, so every
+    experiment's retries were spent in seconds; now they wait, said once, and go out when it opens."""
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.2,))  # (a site's maintenance, in seconds)
+    calls = tmp_path / "sbatch.calls"  # the real sbatch, each call counted
+    sbatch = f'echo >> "{calls}"; exec "{shutil.which("sbatch")}" "$@"'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sbatch=sbatch)}:{os.environ['PATH']}")
+    cfg = compose_toy(tmp_path, SLURM, f"cluster.partitions.h100.mode={mode}")
+    fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
+    exps = [make_experiment(tmp_path, "print('ran')\n", name=f"e{t}", trial=t) for t in (1, 2)]
+    finished: list[Finished] = []
+
+    def refused_thrice() -> bool:
+        finished.extend(fleet.poll())
+        return bool(finished) or (calls.exists() and len(calls.read_text()) >= 3)
+
+    _set_partition("h100", state)
+    try:
+        fleet.submit([JobSpec(t, exp, "h100") for t, exp in enumerate(exps, start=1)])
+        wait_for(refused_thrice, 60, "sbatch to be tried again")
+        assert finished == []  # refused three times, and not lost
+    finally:
+        _set_partition("h100", "UP")
+    try:
+        wait_for(lambda: finished.extend(fleet.poll()) or len(finished) == 2, 120, "both to run", every=0.2)
+    finally:
+        fleet.shutdown(cancel=True)
+    assert sorted((f.trial, f.outcome["status"] == "lost") for f in finished) == [(1, False), (2, False)]
+    assert all((exp / "outcome.json").exists() for exp in exps)  # each ran, once
+    (closed,) = _messages(caplog, "takes no new jobs")
+    assert closed.startswith(
+        "partition h100: sbatch refused the job: sbatch: error: Batch job submission failed: "
+        "Required partition not available (inactive or drain); it takes no new jobs"
+    )
+    assert len(_messages(caplog, "partition h100 takes jobs again")) == 1
+
+
 @pytest.mark.slurm
 def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cluster: None) -> None:
     """The fleet excludes the local node once a result came from another node of the partition.

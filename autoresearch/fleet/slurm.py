@@ -15,7 +15,8 @@ One trial is one Slurm attempt. When Slurm requeues a task itself (node failure,
 `scontrol requeue`), the attempt the trial ran in is over: the trial is reported lost with Slurm's
 reason, the campaign re-queues it as a new trial, and Slurm's rerun is cancelled (and would refuse
 to run the workspace again anyway), so no experiment is run or counted twice. A submission sbatch
-refuses is lost too (re-queued); one it cannot send, Slurm's controller out of reach, waits for it;
+refuses is lost too (re-queued); one it cannot send, Slurm's controller out of reach or its
+partition closed (inactive, drain), waits for it;
 and a node whose jobs see no GPU is kept out of new jobs (fleet.nodes). What Slurm's states mean
 is read in fleet.slurm_states.
 """
@@ -41,7 +42,15 @@ from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.setup_lines import setup_commands
-from autoresearch.fleet.slurm_outage import SUBMIT_ERRORS, SubmitOutage, WorkerRefusal, refusal, unreachable
+from autoresearch.fleet.slurm_outage import (
+    SUBMIT_ERRORS,
+    PartitionClosed,
+    SubmitOutage,
+    WorkerRefusal,
+    partition_closed,
+    refusal,
+    unreachable,
+)
 from autoresearch.fleet.slurm_states import (
     HELD,
     NEVER_STARTS,
@@ -183,6 +192,7 @@ class SlurmFleet:
         self._pending_at = -PENDING_POLL_SECONDS  # when squeue was last asked why jobs are pending
         self._outage = SubmitOutage()
         self._refusals = {pool: WorkerRefusal(pool) for pool in self.queues}  # sbatch refusing workers
+        self._closed = {pool: PartitionClosed(pool) for pool in self.pools}  # set inactive or drained
 
     # -- capacity ------------------------------------------------------------------------------
     def free_slots(self, pool: str) -> int:
@@ -211,8 +221,9 @@ class SlurmFleet:
 
     def _submit_array(self, pool: str, group: list[JobSpec]) -> dict[int, str]:
         """One sbatch array for `group`. Jobs sbatch refuses are lost (re-queued); jobs it cannot
-        send, Slurm's controller being out of reach, are held and sent again from `poll`."""
-        if self._outage.waiting():
+        send, Slurm's controller being out of reach or the partition closed, are held and sent
+        again from `poll`."""
+        if self._outage.waiting() or self._closed[pool].waiting():
             return self._hold_unsent(pool, group)
         try:
             with environment_for_jobs():
@@ -224,6 +235,9 @@ class SlurmFleet:
             if unreachable(err):
                 self._outage.failed(reason)
                 return self._hold_unsent(pool, group)
+            if partition_closed(err):
+                self._closed[pool].failed(reason)
+                return self._hold_unsent(pool, group)
             log.warning("partition %s: %s", pool, reason)
             for j in group:  # sbatch's unreadable answer may hide a job that runs: it must not
                 lost = {"trial": j.trial, "status": "lost", "reason": reason}
@@ -231,6 +245,7 @@ class SlurmFleet:
                 self._refused.append(Finished(j.trial, lost))
             return {}
         self._outage.over()
+        self._closed[pool].over()
         handles = {}
         for job, sjob in zip(group, submitted, strict=True):
             self._tracked[job.trial] = _Tracked(job, slurm_id=sjob.job_id)
@@ -251,8 +266,9 @@ class SlurmFleet:
         return {job.trial: f"slurm:{pool}:" for job in group}
 
     def _send_unsent(self) -> None:
-        """Send the jobs held for want of Slurm's controller, once the back-off allows."""
-        unsent = [t for t in self._tracked.values() if t.unsent]
+        """Send the jobs held for want of Slurm's controller or an open partition, once the
+        back-off allows."""
+        unsent = [t for t in self._tracked.values() if t.unsent and not self._closed[t.job.pool].waiting()]
         if not unsent or self._outage.waiting():
             return
         by_pool: dict[str, list[JobSpec]] = {}
@@ -276,8 +292,9 @@ class SlurmFleet:
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
         missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle)
-        if missing <= 0 or self._outage.waiting() or (alive and self._refusals[pool].waiting()):
-            return  # (waiting: for Slurm's controller, or after a refusal, for the workers alive)
+        waiting = self._outage.waiting() or self._closed[pool].waiting()
+        if missing <= 0 or waiting or (alive and self._refusals[pool].waiting()):
+            return  # (waiting: for Slurm's controller or the partition, or after a refusal, for the workers alive)
         limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
         try:
             with environment_for_jobs():
@@ -291,6 +308,7 @@ class SlurmFleet:
             self._workers_refused(pool, err)
             return
         self._outage.over()
+        self._closed[pool].over()
         self._refusals[pool].over()
         ids = [j.job_id for j in submitted]
         queue.record_submitted(ids)
@@ -299,10 +317,13 @@ class SlurmFleet:
 
     def _workers_refused(self, pool: str, err: Exception) -> None:
         """sbatch would not start workers. While some are alive they take the queued experiments
-        and sbatch is tried again, backing off; with none, what waits for one is lost (re-queued)."""
+        and sbatch is tried again, backing off; with none, what waits for one is lost (re-queued),
+        unless the partition is closed for now: then it waits."""
         reason = refusal(err)
         if unreachable(err):
             self._outage.failed(reason)
+        elif partition_closed(err):
+            self._closed[pool].failed(reason)
         elif self._workers[pool]:
             self._refusals[pool].failed(reason)
         else:

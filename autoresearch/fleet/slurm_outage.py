@@ -1,4 +1,5 @@
-"""sbatch failing: a refusal (the job's to lose) or a controller out of reach (the jobs' to wait out).
+"""sbatch failing: a refusal (the job's to lose), or a controller out of reach or a partition
+closed for maintenance (the jobs' to wait out).
 
 A restart of slurmctld, or a site's maintenance window, makes every sbatch fail for minutes after
 its own retries. Taking that for a refusal would lose (and re-queue) every experiment the
@@ -27,6 +28,12 @@ UNREACHABLE = (
 )
 
 
+# sbatch's words for a partition an administrator set INACTIVE or DRAIN (maintenance, an
+# upgrade): it takes no new jobs for now, and taking each refusal for a lost run would spend every
+# experiment's retries in seconds.
+PARTITION_CLOSED = ("Required partition not available",)
+
+
 # How sbatch can fail: its refusal or error (FailedJobError), output submitit cannot read
 # (FailedSubmissionError), or no sbatch to run (OSError).
 SUBMIT_ERRORS = (FailedJobError, FailedSubmissionError, OSError)
@@ -35,6 +42,11 @@ SUBMIT_ERRORS = (FailedJobError, FailedSubmissionError, OSError)
 def unreachable(err: Exception) -> bool:
     """Whether sbatch failed for want of Slurm's controller rather than refused the job."""
     return any(words in str(err) for words in UNREACHABLE)
+
+
+def partition_closed(err: Exception) -> bool:
+    """Whether sbatch refused because the partition takes no new jobs for now (inactive, drain)."""
+    return any(words in str(err) for words in PARTITION_CLOSED)
 
 
 def refusal(err: Exception) -> str:
@@ -92,9 +104,10 @@ class SubmitOutage(Backoff):
         log.info("sbatch reaches Slurm's controller again, after %.0f s", seconds)
 
 
-class WorkerRefusal(Backoff):
-    """sbatch refuses a partition's missing workers (a QOS cap on jobs per user) while others
-    live: the queued experiments wait for those, and sbatch is tried again, backing off."""
+class PoolBackoff(Backoff):
+    """sbatch failing for one partition: said once, with what its experiments do meanwhile."""
+
+    meanwhile = ""
 
     def __init__(self, pool: str) -> None:
         super().__init__()
@@ -102,7 +115,23 @@ class WorkerRefusal(Backoff):
 
     def said(self, reason: str) -> None:
         log.warning(
-            "partition %s: %s (workers); the experiments wait for the workers alive, and sbatch is "
-            "tried again every %.0f s to %.0f min",
-            self.pool, reason, SUBMIT_RETRY_SECONDS[0], SUBMIT_RETRY_SECONDS[-1] / 60,
+            "partition %s: %s%s, and sbatch is tried again every %.0f s to %.0f min",
+            self.pool, reason, self.meanwhile, SUBMIT_RETRY_SECONDS[0], SUBMIT_RETRY_SECONDS[-1] / 60,
         )  # fmt: skip
+
+
+class WorkerRefusal(PoolBackoff):
+    """sbatch refuses a partition's missing workers (a QOS cap on jobs per user) while others
+    live: the queued experiments wait for those, and sbatch is tried again, backing off."""
+
+    meanwhile = " (workers); the experiments wait for the workers alive"
+
+
+class PartitionClosed(PoolBackoff):
+    """sbatch refuses every job of a partition set INACTIVE or DRAIN: its experiments wait (not
+    lost), and sbatch is tried again, backing off, said once per closure."""
+
+    meanwhile = "; it takes no new jobs (inactive or drained), so its experiments wait for it (not lost)"
+
+    def said_over(self, seconds: float) -> None:
+        log.info("partition %s takes jobs again, after %.0f s", self.pool, seconds)
