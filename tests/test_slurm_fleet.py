@@ -617,6 +617,44 @@ def test_experiments_wait_while_their_partition_is_closed_and_go_out_when_it_ope
 
 
 @pytest.mark.slurm
+@pytest.mark.parametrize("state", ["DOWN", "INACTIVE"])
+def test_jobs_pending_in_a_partition_set_down_are_named_once_and_run_when_it_is_up(
+    tmp_path: Path, slurm_cluster: None, caplog: pytest.LogCaptureFixture, state: str
+) -> None:
+    """A partition set DOWN or INACTIVE while its jobs are queued: they stay pending (PartitionDown,
+    PartitionInactive), the campaign stood still without a word, and went on when it was up."""
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    cfg = compose_toy(tmp_path, SLURM)
+    fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
+    exp = make_experiment(tmp_path, "print('ran')\n", trial=1)
+    reason = f"Partition{state.capitalize()}"
+    finished: list[Finished] = []
+
+    def poll_asking_why() -> list[str]:
+        fleet._pending_at = -slurm_fleet.PENDING_POLL_SECONDS  # (squeue is asked once a minute)
+        finished.extend(fleet.poll())
+        return finished or _messages(caplog, f"pending for {reason}")
+
+    _set_partition("h100", "DOWN")  # (an INACTIVE one refuses new jobs: they go in while it is down)
+    try:
+        job = fleet.submit([JobSpec(1, exp, "h100")])[1].rpartition(":")[2].split("_")[0]
+        _set_partition("h100", state)
+        wait_for(poll_asking_why, 60, "the warning", every=0.5)
+        poll_asking_why()
+        assert finished == []
+    finally:
+        _set_partition("h100", "UP")
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 120, "the experiment to run", every=0.2)
+    assert [(f.trial, f.outcome["status"] == "lost") for f in finished] == [(1, False)]
+    assert (exp / "outcome.json").exists()
+    assert _messages(caplog, f"pending for {reason}") == [
+        f"h100: Slurm holds job {job} pending for {reason}: the partition is {state.lower()}; its "
+        "experiments wait for it (not lost) and start when it is up again (sinfo -p h100)"
+    ]  # (and PartitionDown before it, once, where Slurm said so before it saw the partition inactive)
+    assert len(_messages(caplog, "pending for")) == len(set(_messages(caplog, "pending for")))
+
+
+@pytest.mark.slurm
 def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cluster: None) -> None:
     """The fleet excludes the local node once a result came from another node of the partition.
     Here that node is the only one, so sbatch refuses the next job: the fleet reports it lost

@@ -33,6 +33,13 @@ NEVER_STARTS = {
     "BadConstraints": "no node has the features asked for (constraint)",
 }
 
+# Reasons for a job held pending while an administrator keeps its partition closed (maintenance):
+# it starts when the partition is up again, and until then the campaign waits in silence.
+CLOSED = {
+    "PartitionDown": "the partition is down",
+    "PartitionInactive": "the partition is inactive",
+}
+
 # Reasons for a job held until a person releases it (scontrol hold, sbatch --hold): it waits, and
 # its experiments with it, however long the campaign polls.
 HELD = {
