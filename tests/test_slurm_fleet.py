@@ -43,6 +43,7 @@ from autoresearch.config import PartitionConfig
 from autoresearch.fleet import slurm as slurm_fleet
 from autoresearch.fleet import slurm_outage, slurm_states
 from autoresearch.fleet.base import Finished, JobSpec
+from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, run_array_task
 from autoresearch.fleet.slurm_states import (
@@ -404,6 +405,35 @@ def test_a_gres_no_node_of_the_partition_has_is_refused_before_anything_runs(
         "(sinfo lists gpu:h100:8, gpu:h200:8)"
     ]
     assert not (tmp_path / "toy").exists()
+
+
+@pytest.mark.slurm
+def test_a_time_limit_above_the_partitions_is_refused_before_anything_runs(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """Else Slurm holds every job of the partition pending for ever (PartitionTimeLimit) or, where
+    the site enforces partition limits at submission, sbatch refuses each (a lost run, re-queued).
+    Here h200 allows 20 minutes and the campaign asks for 30."""
+    subprocess.run(["scontrol", "update", "partitionname=h200", "maxtime=20"], check=True)
+    try:
+        with pytest.raises(ValueError) as refused:  # (the fleet the command builds, first)
+            make_fleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "unused"))
+        proc = run_campaign(tmp_path, SLURM)
+    finally:
+        subprocess.run(["scontrol", "update", "partitionname=h200", "maxtime=UNLIMITED"], check=True)
+    said = "cluster.partitions.h200.time_limit_min=30: above the time limit of partition h200 20:00 (sinfo): "
+    assert str(refused.value) == said + "set it to 20 at most"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"error: {said}set it to 20 at most"]
+    assert not (tmp_path / "toy").exists()
+    # sinfo's ways of writing a limit: days, hours, minutes:seconds, none
+    assert [slurm_states.slurm_minutes(t) for t in ("2-01:00:00", "1:30:00", "10:00", "45", "infinite")] == [
+        2940,
+        90,
+        10,
+        45,
+        None,
+    ]
 
 
 def _after_setup(lines: list[str], cwd: Path | None = None) -> tuple[str, str]:

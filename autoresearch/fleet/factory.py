@@ -43,10 +43,11 @@ def make_fleet(
         return make_local_fleet(cluster, deadline_s, require_gpu)
     if cluster.kind == "slurm":
         from autoresearch.fleet.slurm import SlurmFleet
-        from autoresearch.fleet.slurm_states import unknown_gres, unknown_partitions
+        from autoresearch.fleet.slurm_states import over_time_limit, unknown_gres, unknown_partitions
 
         # (none found where sinfo is missing)
-        if unknown := unknown_partitions(cluster.partitions) or unknown_gres(cluster.partitions):
-            raise ValueError("; ".join(unknown))
+        checks = (unknown_partitions, unknown_gres, over_time_limit)
+        if problems := next((found for check in checks if (found := check(cluster.partitions))), None):
+            raise ValueError("; ".join(problems))
         return SlurmFleet(cluster, deadline_s, campaign_dir)
     raise ValueError(f"unknown cluster.kind {cluster.kind!r} (local or slurm)")

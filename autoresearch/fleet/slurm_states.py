@@ -139,6 +139,44 @@ def unknown_gres(partitions: dict[str, PartitionConfig]) -> list[str]:
     return problems
 
 
+def over_time_limit(partitions: dict[str, PartitionConfig]) -> list[str]:
+    """The configured time limits (`time_limit_min`) above their partition's, as config problems:
+    Slurm holds such a job pending for ever (PartitionTimeLimit) or, where the site enforces
+    partition limits at submission (EnforcePartLimits), sbatch refuses every one (each refusal
+    re-queued as a lost run). [] when `sinfo` cannot tell."""
+    limits: dict[str, str] = {}  # partition -> its time limit, as sinfo writes it
+    for line in (query(["sinfo", "-h", "-a", "-o", "%R|%l"], timeout=60) or "").splitlines():
+        partition, _, limit = line.strip().partition("|")
+        limits[partition] = limit
+    problems = []
+    for name, part in partitions.items():
+        where = (part.partition or name).split(",")
+        allowed = [slurm_minutes(limits.get(p, "")) for p in where]
+        if None in allowed:
+            continue  # (no limit, or a partition sinfo lacks: unknown_partitions names it)
+        if part.time_limit_min > max(allowed):  # (a job fits where any of its partitions takes it)
+            shown = ", ".join(f"{p} {limits[p]}" for p in where)
+            problems.append(
+                f"cluster.partitions.{name}.time_limit_min={part.time_limit_min}: above the time limit of "
+                f"partition {shown} (sinfo): set it to {int(max(allowed))} at most"
+            )
+    return problems
+
+
+def slurm_minutes(limit: str) -> float | None:
+    """A Slurm time limit as sinfo writes it (`30:00`, `1:30:00`, `2-00:00:00`, `infinite`) in
+    minutes; None for no limit or text it cannot read."""
+    days, _, clock = limit.strip().rpartition("-")
+    parts = clock.split(":")
+    if not (days or "0").isdigit() or not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return None
+    numbers = [int(p) for p in parts]
+    if len(numbers) == 1:  # minutes alone
+        numbers = [numbers[0], 0]
+    hours, minutes, seconds = [0] * (3 - len(numbers)) + numbers  # (M:S or H:M:S)
+    return int(days or 0) * 1440 + hours * 60 + minutes + seconds / 60
+
+
 def _gres_items(gres: str) -> list[str]:
     """`gpu:h100:8(S:0-1),nvme:1` as its items (`gpu:h100:8`, `nvme:1`); [] for `(null)`."""
     return [item for item in re.sub(r"\([^)]*\)", "", gres).split(",") if item.strip()]
