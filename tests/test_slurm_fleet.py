@@ -684,6 +684,56 @@ def test_jobs_pending_in_a_partition_set_down_are_named_once_and_run_when_it_is_
     assert len(_messages(caplog, "pending for")) == len(set(_messages(caplog, "pending for")))
 
 
+def _restart_slurm(**settings: str) -> None:
+    """slurm/local restarted with other settings (none: its own), once no job is left in the queue:
+    slurmd restarted under a job being killed fails to kill it and drains the node."""
+    wait_for(lambda: not _all_in_squeue(), 120, "an empty queue")
+    subprocess.run(["bash", str(SLURM_UP)], env={**os.environ, **settings}, check=True, capture_output=True)
+
+
+def _all_in_squeue() -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30, check=True)
+    return out.stdout.split()
+
+
+def _three_at_once(tmp_path: Path, mode: str) -> list[tuple[int, str, bool]]:
+    """Three experiments sent at once to h100 (3 slots), run to their end: each one's trial,
+    status and whether it ran (its outcome.json)."""
+    tmp_path.mkdir()
+    overrides = ("cluster.partitions.h100.slots=3", f"cluster.partitions.h100.mode={mode}")
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM, *overrides).cluster, 60, str(tmp_path / "toy"))
+    exps = [make_experiment(tmp_path, "print('ran')\n", name=f"e{t}", trial=t) for t in (1, 2, 3)]
+    fleet.submit([JobSpec(t, exp, "h100") for t, exp in enumerate(exps, start=1)])
+    finished: list[Finished] = []
+    try:
+        wait_for(lambda: finished.extend(fleet.poll()) or len(finished) == 3, 120, "all three", every=0.2)
+    finally:
+        fleet.shutdown(cancel=True)
+    ran = {t: (exp / "outcome.json").exists() for t, exp in enumerate(exps, start=1)}
+    return sorted((f.trial, f.outcome["status"], ran[f.trial]) for f in finished)
+
+
+@pytest.mark.slurm
+def test_a_wave_larger_than_the_clusters_max_array_size_goes_out_in_several_arrays(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """A site's MaxArraySize below a partition's slots: sbatch refuses the whole wave's array
+    ("Invalid job array specification"), and every experiment of it was lost, re-queued and lost
+    again. Here arrays may have 2 tasks, and 3 experiments (or workers) are wanted at once."""
+    _restart_slurm(AUTORESEARCH_SLURM_MAX_ARRAY_SIZE="2")
+    try:
+        for mode in ("array", "workers"):
+            finished = _three_at_once(tmp_path / mode, mode)
+            assert [(t, status != "lost", ran) for t, status, ran in finished] == [
+                (1, True, True),
+                (2, True, True),
+                (3, True, True),
+            ], (mode, finished)
+            assert len(_job_ids(tmp_path / mode / "toy")) == 2, mode  # an array of 2, then one of 1
+    finally:
+        _restart_slurm()  # (MaxArraySize as it was)
+
+
 @pytest.mark.slurm
 def test_new_jobs_keep_off_a_node_whose_jobs_saw_no_gpu(tmp_path: Path, slurm_cluster: None) -> None:
     """The fleet excludes the local node once a result came from another node of the partition.

@@ -59,6 +59,7 @@ from autoresearch.fleet.slurm_states import (
     is_active,
     job_states,
     latest,
+    max_array_size,
     outcome_for_state,
     pending_reasons,
     queue_states,
@@ -194,6 +195,7 @@ class SlurmFleet:
         self._outage = SubmitOutage()
         self._refusals = {pool: WorkerRefusal(pool) for pool in self.queues}  # sbatch refusing workers
         self._closed = {pool: PartitionClosed(pool) for pool in self.pools}  # set inactive or drained
+        self._max_array = max_array_size()  # tasks per sbatch array, at most
 
     # -- capacity ------------------------------------------------------------------------------
     def free_slots(self, pool: str) -> int:
@@ -221,6 +223,14 @@ class SlurmFleet:
         return handles
 
     def _submit_array(self, pool: str, group: list[JobSpec]) -> dict[int, str]:
+        """`group` as sbatch arrays of at most the cluster's MaxArraySize tasks (sbatch refuses a
+        larger one, and a wave of a partition with more slots would be lost whole)."""
+        handles: dict[int, str] = {}
+        for start in range(0, len(group), self._max_array):
+            handles.update(self._submit_one_array(pool, group[start : start + self._max_array]))
+        return handles
+
+    def _submit_one_array(self, pool: str, group: list[JobSpec]) -> dict[int, str]:
         """One sbatch array for `group`. Jobs sbatch refuses are lost (re-queued); jobs it cannot
         send, Slurm's controller being out of reach or the partition closed, are held and sent
         again from `poll`."""
@@ -292,7 +302,7 @@ class SlurmFleet:
         self._workers[pool] = alive
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
-        missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle)
+        missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle, self._max_array)
         waiting = self._outage.waiting() or self._closed[pool].waiting()
         if missing <= 0 or waiting or (alive and self._refusals[pool].waiting()):
             return  # (waiting: for Slurm's controller or the partition, or after a refusal, for the workers alive)

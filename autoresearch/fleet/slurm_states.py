@@ -17,6 +17,8 @@ from autoresearch.config import PartitionConfig
 
 log = logging.getLogger("autoresearch")
 
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's MaxArraySize unless a site sets it
+
 # Slurm's terminal states, and what each means for the experiment.
 INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED"}
 EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
@@ -197,6 +199,16 @@ def is_active(state: str) -> bool:
 
 def latest(attempts: list[str]) -> str:
     return attempts[-1] if attempts else ""
+
+
+def max_array_size() -> int:
+    """The most tasks one job array may have (the cluster's MaxArraySize: sbatch refuses a larger
+    array); Slurm's default, 1001, when `scontrol` cannot tell."""
+    for line in (query(["scontrol", "show", "config"]) or "").splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "MaxArraySize" and value.strip().isdigit() and int(value) > 0:
+            return int(value)
+    return DEFAULT_MAX_ARRAY_SIZE
 
 
 def pending_reasons(job_ids: set[str]) -> dict[str, str]:

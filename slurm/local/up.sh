@@ -97,6 +97,7 @@ render() {
         -e "s|@DEF_MEM_PER_CPU@|${AUTORESEARCH_SLURM_DEF_MEM_PER_CPU:-256}|g" \
         -e "s|@SLURMD_TIMEOUT@|${AUTORESEARCH_SLURM_SLURMD_TIMEOUT:-30}|g" \
         -e "s|@MIN_JOB_AGE@|${AUTORESEARCH_SLURM_MIN_JOB_AGE:-60}|g" \
+        -e "s|@MAX_ARRAY_SIZE@|${AUTORESEARCH_SLURM_MAX_ARRAY_SIZE:-100001}|g" \
         -e "s|@CRED_EXPIRE@|${AUTORESEARCH_SLURM_CRED_EXPIRE:-10}|g" \
         -e "s|^JobSubmitPlugins=lua\$|$JOB_SUBMIT|" \
         "$src" >"$tmp"
