@@ -679,9 +679,55 @@ def test_jobs_pending_in_a_partition_set_down_are_named_once_and_run_when_it_is_
     assert (exp / "outcome.json").exists()
     assert _messages(caplog, f"pending for {reason}") == [
         f"h100: Slurm holds job {job} pending for {reason}: the partition is {state.lower()}; its "
-        "experiments wait for it (not lost) and start when it is up again (sinfo -p h100)"
+        "experiments wait (not lost) and start when that is over (sinfo -p h100)"
     ]  # (and PartitionDown before it, once, where Slurm said so before it saw the partition inactive)
     assert len(_messages(caplog, "pending for")) == len(set(_messages(caplog, "pending for")))
+
+
+@pytest.mark.slurm
+def test_a_node_drained_under_a_running_job_lets_it_finish_and_the_next_wait_is_named(
+    tmp_path: Path, slurm_cluster: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An administrator drains the partition's node (here its only one) while an experiment runs
+    there: that one runs on to its result, and the next waits pending, which the campaign sat
+    through without a word; it is named once, and runs when the node is back."""
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    hold = tmp_path / "hold"
+    hold.touch()
+    held = make_experiment(
+        tmp_path, f"import os, time\nwhile os.path.exists({str(hold)!r}): time.sleep(0.1)\n", trial=1
+    )
+    nxt = make_experiment(tmp_path, "print('ran')\n", name="next", trial=2)
+    finished: list[Finished] = []
+
+    def poll_asking_why() -> list[str]:
+        fleet._pending_at = -slurm_fleet.PENDING_POLL_SECONDS  # (squeue is asked once a minute)
+        finished.extend(fleet.poll())
+        return finished or _messages(caplog, "out of service")
+
+    node = socket.gethostname().split(".")[0]
+    try:
+        fleet.submit([JobSpec(1, held, "h100")])
+        wait_for(lambda: (held / "started.json").exists(), 60, "the experiment to start")
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=test"], check=True)
+        job = fleet.submit([JobSpec(2, nxt, "h100")])[2].rpartition(":")[2]
+        hold.unlink()
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the running one to end", every=0.2)
+        assert [(f.trial, f.outcome["status"] == "lost") for f in finished] == [(1, False)]
+        finished.clear()
+        wait_for(poll_asking_why, 60, "the warning", every=0.5)
+        poll_asking_why()
+        assert finished == []
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 120, "the next to run", every=0.2)
+    assert [(f.trial, f.outcome["status"] == "lost") for f in finished] == [(2, False)]
+    assert _messages(caplog, "pending for") == [
+        f"h100: Slurm holds job {job} pending for Nodes required for job are DOWN, DRAINED or reserved for "
+        "jobs in higher priority partitions: every node it may run on is out of service or reserved; its "
+        "experiments wait (not lost) and start when that is over (sinfo -p h100)"
+    ]
 
 
 def _restart_slurm(**settings: str) -> None:

@@ -532,8 +532,8 @@ class SlurmFleet:
     def _warn_never_starting(self, pending: dict[str, str]) -> None:
         """Say once per partition and reason when Slurm holds a job pending for a reason that
         waiting does not cure: its experiments count as running, and would never start. A job held
-        until someone releases it is said once per job; a partition its administrator closed (down,
-        inactive), once per partition and state, so that a campaign standing still says why."""
+        until someone releases it is said once per job; a partition or its nodes out of service
+        (down, inactive, drained), once per partition and state: a campaign standing still says why."""
         if not pending:
             return
         jobs = {i.split("_")[0]: pool for i, pool in pending.items()}
@@ -549,7 +549,7 @@ class SlurmFleet:
                 self._say_once(
                     (pool, reason),
                     f"{pool}: Slurm holds job {job} pending for {reason}: {CLOSED[reason]}; its experiments "
-                    f"wait for it (not lost) and start when it is up again (sinfo -p {self.pools[pool].partition})",
+                    f"wait (not lost) and start when that is over (sinfo -p {self.pools[pool].partition})",
                 )
             elif pool and reason in NEVER_STARTS:
                 self._say_once(

@@ -35,11 +35,15 @@ NEVER_STARTS = {
     "BadConstraints": "no node has the features asked for (constraint)",
 }
 
-# Reasons for a job held pending while an administrator keeps its partition closed (maintenance):
-# it starts when the partition is up again, and until then the campaign waits in silence.
+# Reasons for a job held pending while an administrator keeps its partition or every node it may
+# run on out of service (maintenance, a node drained): it starts when they are back, and until
+# then the campaign would wait in silence.
 CLOSED = {
     "PartitionDown": "the partition is down",
     "PartitionInactive": "the partition is inactive",
+    "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions": (
+        "every node it may run on is out of service or reserved"
+    ),
 }
 
 # Reasons for a job held until a person releases it (scontrol hold, sbatch --hold): it waits, and
