@@ -220,6 +220,25 @@ def _pending_workers(tmp_path: Path, slots: int = 2) -> SlurmFleet:
     return SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
 
 
+@pytest.mark.slurm
+def test_a_controller_refused_by_the_lock_leaves_the_workers_stop_alone(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """The fleet is made before the campaign's lock is taken: a second controller, about to be
+    refused, removed the STOP a first one had just written as it shut down, and its workers ran
+    on. The queue is opened (its STOP removed) by the fleet that sends to it."""
+    first = _pending_workers(tmp_path)
+    queue = first.queues["h100"]
+    queue.stop()  # the first controller, shutting down
+    second = _pending_workers(tmp_path)  # made by a second controller, then refused by the lock
+    assert queue.stopped()
+    try:  # one that goes on (a resume) sends workers that must not exit on the old STOP
+        second.submit([JobSpec(1, make_experiment(tmp_path, "", name="e1", trial=1), "h100")])
+        assert not queue.stopped() and second._workers["h100"]
+    finally:
+        second.shutdown(cancel=True)
+
+
 def _slurm_id(campaign: Path, trial: int) -> str:
     """The array task an experiment runs in, from the runner's started.json."""
     started = campaign / "experiments" / f"{trial:05d}" / "started.json"

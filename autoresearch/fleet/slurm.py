@@ -179,7 +179,6 @@ class SlurmFleet:
             self.executors[name] = executor_for(self.folder, name, part)
             if part.mode == "workers":
                 self.queues[name] = WorkerQueue(self.dir / "queue" / name)
-                self.queues[name].open()
         self._tracked: dict[int, _Tracked] = {}
         self._workers: dict[str, list[str]] = {name: q.submitted_workers() for name, q in self.queues.items()}
         self._states: dict[str, list[str]] = {}
@@ -196,6 +195,10 @@ class SlurmFleet:
         self._refusals = {pool: WorkerRefusal(pool) for pool in self.queues}  # sbatch refusing workers
         self._closed = {pool: PartitionClosed(pool) for pool in self.pools}  # set inactive or drained
         self._max_array = max_array_size()  # tasks per sbatch array, at most
+        # Queues opened (their last controller's STOP removed) when first sent to, not here: the
+        # fleet is made before the campaign's lock is taken, and a second controller, refused,
+        # must not undo the STOP of a first one shutting down, whose workers would then run on.
+        self._opened: set[str] = set()
 
     # -- capacity ------------------------------------------------------------------------------
     def free_slots(self, pool: str) -> int:
@@ -298,6 +301,9 @@ class SlurmFleet:
         """Start workers for the queued experiments that no worker alive will take, up to `slots`;
         replace those that ended. A pool of idle workers is not refilled: they would only wait."""
         queue = self.queues[pool]
+        if pool not in self._opened:
+            queue.open()
+            self._opened.add(pool)
         alive = [w for w in self._workers[pool] if self._may_run(w, states.get(w, []))]
         self._workers[pool] = alive
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}

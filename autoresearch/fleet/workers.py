@@ -97,8 +97,8 @@ class WorkerQueue:
         (self.path / "STOP").write_text("")
 
     def open(self) -> None:
-        """Undo `stop` (the controller, once at start): a resumed campaign's workers must not exit on
-        the previous controller's STOP."""
+        """Undo `stop` (the controller, before it first sends workers): a resumed campaign's workers
+        must not exit on the previous controller's STOP."""
         (self.path / "STOP").unlink(missing_ok=True)
 
     def stopped(self) -> bool:
