@@ -300,7 +300,7 @@ def test_claude_drives_a_toy_campaign(tmp_path: Path, monkeypatch: pytest.Monkey
         )
     )
     assert sum(r["dollars"] for r in rows) == pytest.approx(expected)
-    spend = budgets.measure(study, fleet.pools, campaign_dir, time.time())
+    spend = budgets.measure(study, budgets.pool_prices(cfg), campaign_dir, time.time())
     assert spend.llm_dollars == pytest.approx(expected)
     left_then = cfg.campaign.budget.max_dollars - dollars_for(usage_json(5000, 900, 0, 4000), cfg.agent)
     assert f"dollars {left_then:g}" in script.wave2_prompt  # the prompt's budget counted wave 1's call
