@@ -22,6 +22,8 @@ class Spend:
     gpu_hours: float
     gpu_dollars: float
     llm_dollars: float
+    # Whether some hours had no price to count in gpu_dollars (`unpriced`): shown, not taken as free.
+    unpriced_hours: bool = False
 
     @property
     def dollars(self) -> float:
@@ -127,6 +129,7 @@ def spend(
         sum(hours.values()),
         dollars_of(hours, prices),
         dollars_spent(campaign_dir),
+        unpriced(hours, prices),
     )
 
 

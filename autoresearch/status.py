@@ -29,14 +29,11 @@ from rich.text import Text
 
 from autoresearch.agent.usage import unanswered_note, usage_totals
 from autoresearch.budget import (
-    Rate,
     Spend,
     experiment_ran,
     hours_unit,
     measure,
     pool_prices,
-    rated_hours,
-    unpriced,
 )
 from autoresearch.cli import tool_name
 from autoresearch.config import (
@@ -151,12 +148,12 @@ def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:
     return now if live or not ends else max(ends)
 
 
-def _dollars_of_hours(spend: Spend, hours: dict[Rate, float], prices: dict[str, float] | None) -> str:
+def _dollars_of_hours(spend: Spend, prices: dict[str, float] | None) -> str:
     """What the hours cost, as the `max_dollars` budget counts them (hours launched before prices
     were recorded, on a pool config.yaml no longer names, are said to be unpriced, not free)."""
     if prices is None:
         return ""
-    return f" (${spend.gpu_dollars:,.2f}" + (" + unpriced hours)" if unpriced(hours, prices) else ")")
+    return f" (${spend.gpu_dollars:,.2f}" + (" + unpriced hours)" if spend.unpriced_hours else ")")
 
 
 def render(
@@ -194,7 +191,7 @@ def render(
     plain_row(
         head,
         "spend",
-        f"{spend.gpu_hours:.2f} {unit}{_dollars_of_hours(spend, rated_hours(study), prices)}, ${spend.llm_dollars:.2f} of LLM calls "
+        f"{spend.gpu_hours:.2f} {unit}{_dollars_of_hours(spend, prices)}, ${spend.llm_dollars:.2f} of LLM calls "
         f"({calls['calls']} calls, {calls['failed_calls']} failed{unanswered_note(calls)}, "
         f"{calls['cache_read_input_tokens']:,} "
         "tokens read from the prompt cache)",
