@@ -6,9 +6,9 @@ trials are queued or running at once, and the controller reads the study many ti
 experiment: over SQLite on local disk it spent about a second per experiment there, against a
 few hundredths on the journal (docs/BENCHMARKS.md). The controller is its study's only writer
 (one per campaign folder, under its lock; jobs report through files), so it loads the study once
-and keeps its copy current with each of its own writes. Readers (`status`, `report`) open the
-database directly and see every write. Each database operation goes through `outage.Patience`,
-which rides out a database that fails for a moment.
+and keeps its copy current with each of its own writes. Readers (`status`, `report`) read the
+database itself, not this copy, so they see every write (`patient_reader`). Each database
+operation goes through `outage.Patience`, which rides out a database that fails for a moment.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ report costs, so the ledger, not the proposer object, is the record: it survives
 
 Each call writes two lines: one before the request (`start`, marked "in_flight", priced at the
 call's worst case: its estimated input as cache writes where the request has a cache breakpoint
-and those cost more, and a whole `max_tokens` answer) and its answer after (`record`, `record_error`), both under one "call" id. A
-controller killed while a call is in flight (SIGKILL, a preemption) leaves the first alone, and
-readers count that call at its worst case instead of losing what the API may have billed for it.
+and those cost more, and a whole `max_tokens` answer) and its answer after (`record`,
+`record_error`), both under one "call" id. A controller killed while a call is in flight
+(SIGKILL, a preemption) leaves the first alone, and readers count that call at its worst case
+instead of losing what the API may have billed for it.
 Ledgers written before calls had ids have answers only, each counted as it is.
 """
 
