@@ -69,6 +69,8 @@ class PatientReader(BaseStorage):
     def _refuse(self, *_: Any, **__: Any) -> NoReturn:
         raise RuntimeError("a reader of the study (status, report) writes nothing to it")
 
-    create_new_study = create_new_trial = delete_study = set_study_user_attr = set_study_system_attr = _refuse  # type: ignore[assignment]
-    set_trial_param = set_trial_state_values = set_trial_intermediate_value = _refuse  # type: ignore[assignment]
+    create_new_study = create_new_trial = delete_study = _refuse  # type: ignore[assignment]
+    set_study_user_attr = set_study_system_attr = _refuse  # type: ignore[assignment]
+    set_trial_param = set_trial_state_values = _refuse  # type: ignore[assignment]
+    set_trial_intermediate_value = _refuse  # type: ignore[assignment]
     set_trial_system_attr = set_trial_user_attr = _refuse  # type: ignore[assignment]

@@ -962,9 +962,8 @@ def test_the_gpu_time_of_a_preempted_run_is_counted(
     campaign._finish(Finished(first.number, outcome))
     lost = ledger.trial(first.number)
     assert lost.user_attrs["status"] == "lost" and lost.user_attrs["slurm_job_id"] == "77_0"
-    assert by_pool(ledger.rated_hours) == {
-        "local": 0.5
-    }  # what max_gpu_hours and max_dollars are checked with
+    # what max_gpu_hours and max_dollars are checked with
+    assert by_pool(ledger.rated_hours) == {"local": 0.5}
     assert measure(campaign.study, {}, campaign.dir, 0.0).gpu_hours == 0.5  # status, report
 
 
