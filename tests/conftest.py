@@ -8,6 +8,7 @@ and a helper that runs train.py the way the engine does: copied with prepare.py 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import shutil
 import subprocess
@@ -28,6 +29,21 @@ from autoresearch.campaign import Campaign
 def _clean_env() -> dict[str, str]:
     """The host environment without any AUTORESEARCH_* setting, so tests never see the user's."""
     return {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_")}
+
+
+@pytest.fixture(autouse=True)
+def _package_logger_given_back() -> Iterator[None]:
+    """A test that runs the command in-process (`__main__.run`) sets the package's logger up for
+    the streams pytest captured for it, closed once it ends: left so, every later record became a
+    "--- Logging error ---" traceback on the stderr of whichever test was running."""
+    logger = logging.getLogger("autoresearch")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    for handler in set(logger.handlers) - set(handlers):
+        handler.close()
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 @pytest.fixture(scope="session")

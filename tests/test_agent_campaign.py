@@ -382,14 +382,10 @@ def test_a_missing_or_refused_key_stops_the_command_in_one_line(
     assert err.splitlines() == [said] and "sk-ant-refused" not in err
 
 
-def test_a_start_logs_what_it_said_before_it_was_accepted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_start_logs_what_it_said_before_it_was_accepted(tmp_path: Path) -> None:
     """The log file is opened only once the start is accepted (a refusal writes nothing); what
     was said before (the agent's warnings as it started) goes into it first."""
-    root = logging.getLogger("autoresearch")
-    for name in ("handlers", "propagate", "level"):  # (given back to the other tests as they were)
-        monkeypatch.setattr(root, name, list(root.handlers) if name == "handlers" else getattr(root, name))
+    root = logging.getLogger("autoresearch")  # (conftest gives it back to the other tests as it was)
     setup_logging()
     logging.getLogger("autoresearch.agent").warning("agent.price_* are the default model's")
     assert list(tmp_path.iterdir()) == []
