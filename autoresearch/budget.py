@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autoresearch.agent.usage import dollars_spent
-from autoresearch.config import BudgetConfig
+from autoresearch.config import BudgetConfig, SavedConfigError, read_saved_config, reading_saved_config
 from autoresearch.study import finished, trials
 
 
@@ -44,35 +44,64 @@ def experiment_ran(trial: FrozenTrial) -> bool:
 
 
 PRICE_ATTR = "price_per_gpu_hour"  # a trial's: its pool's price when it was launched
+# The study's: each pool's price in the campaign's config.yaml as the first controller to record
+# launch prices found it, for the trials an older version launched without one (`keep_earlier_prices`).
+EARLIER_PRICES_ATTR = "prices_before_launch_prices"
 # A pool, and the dollars per slot-hour its trial was launched at (None: launched before prices
-# were recorded, priced at config.yaml's price for the pool now).
+# were recorded, with no earlier price kept: priced at config.yaml's price for the pool now).
 Rate = tuple[str, float | None]
 
 
-def slot_hours(trial: FrozenTrial) -> tuple[Rate, float] | None:
-    """The pool an ended experiment ran on, at the price it was launched at, and the hours its slot
-    spent on it, start-up and evaluation included: what the cluster bills, whatever became of the
-    result (None: never ran)."""
+def slot_hours(trial: FrozenTrial, earlier: Mapping[str, float]) -> tuple[Rate, float] | None:
+    """The pool an ended experiment ran on, at the price it was launched at (`earlier`'s for its
+    pool where it has none), and the hours its slot spent on it, start-up and evaluation included:
+    what the cluster bills, whatever became of the result (None: never ran)."""
     if not experiment_ran(trial):
         return None
     attrs = trial.user_attrs
-    price = attrs.get(PRICE_ATTR)
+    price = attrs.get(PRICE_ATTR, earlier.get(attrs["pool"]))
     rate = (attrs["pool"], None if price is None else float(price))
     return rate, max(0.0, attrs["ended_at"] - attrs["started_at"]) / 3600
 
 
-def add_hours(hours: dict[Rate, float], trial: FrozenTrial) -> None:
+def add_hours(hours: dict[Rate, float], trial: FrozenTrial, earlier: Mapping[str, float]) -> None:
     """Count an ended trial's slot-hours, if it ran, in `hours`."""
-    if spent := slot_hours(trial):
+    if spent := slot_hours(trial, earlier):
         hours[spent[0]] = hours.get(spent[0], 0.0) + spent[1]
+
+
+def earlier_prices(study: optuna.Study) -> dict[str, float]:
+    return dict(study.user_attrs.get(EARLIER_PRICES_ATTR, {}))
 
 
 def rated_hours(study: optuna.Study) -> dict[Rate, float]:
     """Slot-hours by pool and launch price (`Rate`), over the study's ended trials."""
     hours: dict[Rate, float] = {}
+    earlier = earlier_prices(study)
     for t in finished(study):
-        add_hours(hours, t)
+        add_hours(hours, t, earlier)
     return hours
+
+
+def keep_earlier_prices(study: optuna.Study, saved_config: Path) -> None:
+    """Keep, once, the prices the campaign's config.yaml gives the pools while the study holds
+    experiments an older version launched without recording theirs: the controller's start writes
+    its own config.yaml over it, and those hours would then cost a price set at the upgrade, or
+    nothing on a pool it drops. A config.yaml that cannot be read keeps nothing (config.yaml's
+    prices now stand in, as before)."""
+    if EARLIER_PRICES_ATTR in study.user_attrs or not saved_config.is_file():
+        return
+    if not any(
+        "exp_dir" in t.user_attrs and PRICE_ATTR not in t.user_attrs for t in study.get_trials(deepcopy=False)
+    ):
+        return
+    try:
+        saved = read_saved_config(saved_config)
+        with reading_saved_config(saved_config):
+            prices = pool_prices(saved)
+    except SavedConfigError:
+        return
+    study.set_user_attr(EARLIER_PRICES_ATTR, prices)
 
 
 def by_pool(hours: dict[Rate, float]) -> dict[str, float]:

@@ -188,6 +188,7 @@ class Campaign:
         warn_if_train_py_changed(train_py, self.frontier.start_source())
         self.harness = own_harness(self.dir, Path(self.c.prepare_py).resolve())
         now = self.clock.now
+        budgets.keep_earlier_prices(self.study, self.dir / SAVED_CONFIG)  # before config.yaml is new
         self.ledger = Ledger(self.study, now, self._after_tell)
         pools = self.fleet.pools
         self.intake = Intake(self.cfg, self.dir, self.ledger, self.sampler, self.frontier, pools, now)

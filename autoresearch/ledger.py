@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autoresearch.budget import Rate, add_hours, experiments_launched, rated_hours
+from autoresearch.budget import Rate, add_hours, earlier_prices, experiments_launched, rated_hours
 from autoresearch.results import rows
 from autoresearch.study import set_trial_attrs, trials
 
@@ -31,6 +31,7 @@ class Ledger:
         # over the study at every turn of the loop, they made the controller slower as it grew.
         self.launched = experiments_launched(study)
         self.rated_hours: dict[Rate, float] = rated_hours(study)
+        self._earlier_prices = earlier_prices(study)  # for runs an older version launched, ending now
         self._run_keys: dict[str, set[int]] = {}  # train.py version -> trials running it or that ran it
         self._rows: dict[int, dict[str, Any]] = {}  # results-table rows of finished trials
         # tier -> runs that moved declared knobs alone, running or ended with a value
@@ -136,7 +137,7 @@ class Ledger:
 
     def _ended(self, number: int) -> None:
         trial = self.trial(number)
-        add_hours(self.rated_hours, trial)
+        add_hours(self.rated_hours, trial, self._earlier_prices)
         if trial.state == TrialState.FAIL:  # a failed run says nothing of its train.py: it may run again
             self._run_keys.get(trial.user_attrs.get("run_key", ""), set()).discard(number)
             if number in (knob_runs := self._knob_runs.get(trial.user_attrs.get("tier", "screen"), [])):

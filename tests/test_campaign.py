@@ -982,6 +982,30 @@ def test_the_dollar_budget_prices_hours_at_the_price_they_were_launched_at(
     assert measure(resumed.study, {}, resumed.dir, 0.0).gpu_dollars == pytest.approx(spent.gpu_dollars)
 
 
+def test_hours_an_older_version_launched_cost_what_config_yaml_said_before_the_upgrade(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """A campaign begun by a version that recorded no launch prices, resumed after an upgrade
+    with its partition re-priced (or dropped): the hours run before, and a run that ended while no
+    controller ran, cost config.yaml's price of then, not the new one ($0 here: max_dollars
+    under-counted, and status and the report called the dropped partition's hours unpriced)."""
+    older = open_campaign(tmp_path, [], "cluster.partitions.local.price_per_gpu_hour=5000")
+    crash = {"status": "crash", "reason": "boom"}  # (told at once, where a result awaits its decision)
+    ended = launched_and_started(older, 1000.0)  # (by hand: no price_per_gpu_hour, as it launched)
+    older._finish(Finished(ended.number, {**crash, "started_at": 1000.0, "ended_at": 1000.0 + 1800}))
+    running = launched_and_started(older, 5000.0)
+    outcome = {**crash, "started_at": 5000.0, "ended_at": 5000.0 + 3600}
+    (older.dir / f"experiments/{running.number:05d}/outcome.json").write_text(json.dumps(outcome))
+    release(older)
+    resumed = open_campaign(tmp_path, [], "cluster.partitions.local.price_per_gpu_hour=0")
+    assert resumed.ledger.trial(running.number).state == TrialState.FAIL
+    assert not any(PRICE_ATTR in resumed.ledger.trial(n).user_attrs for n in (ended.number, running.number))
+    spent = resumed._spend()
+    assert spent.gpu_hours == pytest.approx(1.5)
+    assert spent.gpu_dollars == pytest.approx(5000 * 1.5)
+    assert measure(resumed.study, {}, resumed.dir, 0.0).gpu_dollars == pytest.approx(5000 * 1.5)
+
+
 def launched_and_started(campaign: Campaign, started_at: float, **attrs: object) -> FrozenTrial:
     """The campaign's first queued trial, launched on the local pool, its runner started at
     `started_at` (its started.json), no outcome written."""
