@@ -611,3 +611,30 @@ def test_a_database_study_begun_before_studies_had_ids_stays_with_the_folder_tha
     assert len(open_study(ran, "c", database_url).trials) == 1
     with pytest.raises(StudyTaken):  # claimed now, by the folder that ran it
         open_study(other, "c", database_url)
+
+
+def test_a_reader_of_the_study_writes_nothing_to_it() -> None:
+    """status and report read through PatientReader, which repeats a read through a blip; a write
+    repeated so could land twice, and a reader has none to make: each is refused, the study as it was."""
+    from autoresearch.patient_reader import PatientReader
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="toy")
+    study.enqueue_trial({}, user_attrs={"description": "wider"})
+    trial_id = study.trials[0]._trial_id
+    reader = optuna.load_study(study_name="toy", storage=PatientReader(storage, outage.Patience("memory", 5)))
+    assert [t.user_attrs["description"] for t in reader.trials] == ["wider"]
+    writes: list[Callable[[], object]] = [
+        lambda: reader.set_user_attr("note", 1),
+        lambda: reader.enqueue_trial({}),
+        lambda: reader._storage.set_trial_user_attr(trial_id, "note", 1),
+        lambda: reader._storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [1.0]),
+        lambda: reader._storage.delete_study(reader._study_id),
+    ]
+    for write in writes:
+        with pytest.raises(RuntimeError, match="a reader of the study"):
+            write()
+    assert study.user_attrs == {} and len(study.trials) == 1
+    assert (
+        study.trials[0].user_attrs == {"description": "wider"} and study.trials[0].state == TrialState.WAITING
+    )
