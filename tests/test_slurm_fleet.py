@@ -617,6 +617,43 @@ def _messages(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
 
+def _refused_then_sent(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    refuse: Callable[[], None],
+    admit: Callable[[], None],
+) -> None:
+    """Two experiments sent while sbatch refuses the partition's jobs (`refuse`): asserts they are
+    tried again, not lost, and each runs once after `admit`."""
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.2,))  # (a site's maintenance, in seconds)
+    calls = tmp_path / "sbatch.calls"  # the real sbatch, each call counted
+    sbatch = f'echo >> "{calls}"; exec "{shutil.which("sbatch")}" "$@"'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sbatch=sbatch)}:{os.environ['PATH']}")
+    cfg = compose_toy(tmp_path, SLURM, f"cluster.partitions.h100.mode={mode}")
+    fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
+    exps = [make_experiment(tmp_path, "print('ran')\n", name=f"e{t}", trial=t) for t in (1, 2)]
+    finished: list[Finished] = []
+
+    def refused_thrice() -> bool:
+        finished.extend(fleet.poll())
+        return bool(finished) or (calls.exists() and len(calls.read_text()) >= 3)
+
+    refuse()
+    try:
+        fleet.submit([JobSpec(t, exp, "h100") for t, exp in enumerate(exps, start=1)])
+        wait_for(refused_thrice, 60, "sbatch to be tried again")
+        assert finished == []  # refused three times, and not lost
+    finally:
+        admit()
+    try:
+        wait_for(lambda: finished.extend(fleet.poll()) or len(finished) == 2, 120, "both to run", every=0.2)
+    finally:
+        fleet.shutdown(cancel=True)
+    assert sorted((f.trial, f.outcome["status"] == "lost") for f in finished) == [(1, False), (2, False)]
+    assert all((exp / "outcome.json").exists() for exp in exps)  # each ran, once
+
+
 @pytest.mark.slurm
 @pytest.mark.parametrize(("mode", "state"), [("array", "INACTIVE"), ("workers", "DRAIN")])
 def test_experiments_wait_while_their_partition_is_closed_and_go_out_when_it_opens(
@@ -631,38 +668,54 @@ def test_experiments_wait_while_their_partition_is_closed_and_go_out_when_it_ope
     partition not available". Each refusal was a lost run, re-queued and refused again, so every
     experiment's retries were spent in seconds; now they wait, said once, and go out when it opens."""
     caplog.set_level(logging.INFO, logger="autoresearch")
-    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.2,))  # (a site's maintenance, in seconds)
-    calls = tmp_path / "sbatch.calls"  # the real sbatch, each call counted
-    sbatch = f'echo >> "{calls}"; exec "{shutil.which("sbatch")}" "$@"'
-    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sbatch=sbatch)}:{os.environ['PATH']}")
-    cfg = compose_toy(tmp_path, SLURM, f"cluster.partitions.h100.mode={mode}")
-    fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
-    exps = [make_experiment(tmp_path, "print('ran')\n", name=f"e{t}", trial=t) for t in (1, 2)]
-    finished: list[Finished] = []
-
-    def refused_thrice() -> bool:
-        finished.extend(fleet.poll())
-        return bool(finished) or (calls.exists() and len(calls.read_text()) >= 3)
-
-    _set_partition("h100", state)
-    try:
-        fleet.submit([JobSpec(t, exp, "h100") for t, exp in enumerate(exps, start=1)])
-        wait_for(refused_thrice, 60, "sbatch to be tried again")
-        assert finished == []  # refused three times, and not lost
-    finally:
-        _set_partition("h100", "UP")
-    try:
-        wait_for(lambda: finished.extend(fleet.poll()) or len(finished) == 2, 120, "both to run", every=0.2)
-    finally:
-        fleet.shutdown(cancel=True)
-    assert sorted((f.trial, f.outcome["status"] == "lost") for f in finished) == [(1, False), (2, False)]
-    assert all((exp / "outcome.json").exists() for exp in exps)  # each ran, once
+    _refused_then_sent(
+        tmp_path,
+        monkeypatch,
+        mode,
+        lambda: _set_partition("h100", state),
+        lambda: _set_partition("h100", "UP"),
+    )
     (closed,) = _messages(caplog, "takes no new jobs")
     assert closed.startswith(
         "partition h100: sbatch refused the job: sbatch: error: Batch job submission failed: "
         "Required partition not available (inactive or drain); it takes no new jobs"
     )
     assert len(_messages(caplog, "partition h100 takes jobs again")) == 1
+
+
+def _cap_submitted_jobs(limit: int) -> None:
+    """A university cluster's QOS cap on the jobs a user may have submitted (-1: none)."""
+    subprocess.run(
+        ["sacctmgr", "-i", "modify", "qos", "normal", "set", f"MaxSubmitJobsPerUser={limit}"],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("mode", ["array", "workers"])
+def test_experiments_wait_while_a_submit_cap_is_reached_and_go_out_under_it(
+    tmp_path: Path,
+    slurm_cluster: None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    """A QOS capping each user at one submitted job: sbatch refuses the array of two (each task
+    counts) with QOSMaxSubmitJobPerUserLimit. Each refusal was a lost run, re-queued and refused
+    again while the cap held (workers: with none alive); now they wait, said once with how to stay
+    under the cap, and go out when there is room."""
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    _refused_then_sent(
+        tmp_path, monkeypatch, mode, lambda: _cap_submitted_jobs(1), lambda: _cap_submitted_jobs(-1)
+    )
+    (capped,) = _messages(caplog, "wait for room")
+    assert capped.startswith(
+        "partition h100: sbatch refused the job: sbatch: error: QOSMaxSubmitJobPerUserLimit; a cap on the "
+        "jobs you may have submitted, so its experiments wait for room (not lost)"
+    )
+    assert len(_messages(caplog, "cluster.partitions.h100.slots (or cluster.max_queued) below that cap")) == 1
+    assert len(_messages(caplog, "partition h100 takes jobs again under the submit cap")) == 1
 
 
 @pytest.mark.slurm

@@ -45,10 +45,13 @@ from autoresearch.fleet.setup_lines import setup_commands
 from autoresearch.fleet.slurm_outage import (
     SUBMIT_ERRORS,
     PartitionClosed,
+    PoolBackoff,
+    SubmitLimitReached,
     SubmitOutage,
     WorkerRefusal,
     partition_closed,
     refusal,
+    submit_limit,
     unreachable,
 )
 from autoresearch.fleet.slurm_states import (
@@ -194,6 +197,7 @@ class SlurmFleet:
         self._outage = SubmitOutage()
         self._refusals = {pool: WorkerRefusal(pool) for pool in self.queues}  # sbatch refusing workers
         self._closed = {pool: PartitionClosed(pool) for pool in self.pools}  # set inactive or drained
+        self._capped = {pool: SubmitLimitReached(pool) for pool in self.pools}  # at a cap on submitted jobs
         self._max_array = max_array_size()  # tasks per sbatch array, at most
         # Queues opened (their last controller's STOP removed) when first sent to, not here: the
         # fleet is made before the campaign's lock is taken, and a second controller, refused,
@@ -235,9 +239,9 @@ class SlurmFleet:
 
     def _submit_one_array(self, pool: str, group: list[JobSpec]) -> dict[int, str]:
         """One sbatch array for `group`. Jobs sbatch refuses are lost (re-queued); jobs it cannot
-        send, Slurm's controller being out of reach or the partition closed, are held and sent
-        again from `poll`."""
-        if self._outage.waiting() or self._closed[pool].waiting():
+        send, Slurm's controller being out of reach, the partition closed or a cap on submitted
+        jobs reached, are held and sent again from `poll`."""
+        if self._outage.waiting() or self._pool_waiting(pool):
             return self._hold_unsent(pool, group)
         try:
             with environment_for_jobs():
@@ -249,8 +253,8 @@ class SlurmFleet:
             if unreachable(err):
                 self._outage.failed(reason)
                 return self._hold_unsent(pool, group)
-            if partition_closed(err):
-                self._closed[pool].failed(reason)
+            if held := self._held_by(pool, err):
+                held.failed(reason)
                 return self._hold_unsent(pool, group)
             log.warning("partition %s: %s", pool, reason)
             for j in group:  # sbatch's unreadable answer may hide a job that runs: it must not
@@ -259,7 +263,7 @@ class SlurmFleet:
                 self._refused.append(Finished(j.trial, lost))
             return {}
         self._outage.over()
-        self._closed[pool].over()
+        self._pool_takes_jobs(pool)
         handles = {}
         for job, sjob in zip(group, submitted, strict=True):
             self._tracked[job.trial] = _Tracked(job, slurm_id=sjob.job_id)
@@ -272,17 +276,35 @@ class SlurmFleet:
         )
         return handles
 
+    def _held_by(self, pool: str, err: Exception) -> PoolBackoff | None:
+        """The pool's back-off for a refusal that passes (partition closed, submit cap reached),
+        None for one that is the jobs' to lose."""
+        if partition_closed(err):
+            return self._closed[pool]
+        if submit_limit(err):
+            return self._capped[pool]
+        return None
+
+    def _pool_waiting(self, pool: str) -> bool:
+        """Whether the pool's jobs wait, sbatch having refused them for a reason that passes."""
+        return self._closed[pool].waiting() or self._capped[pool].waiting()
+
+    def _pool_takes_jobs(self, pool: str) -> None:
+        """sbatch took the pool's jobs: a closure or cap it refused them for is over (said so)."""
+        self._closed[pool].over()
+        self._capped[pool].over()
+
     def _hold_unsent(self, pool: str, group: list[JobSpec]) -> dict[int, str]:
-        """Jobs keep their slots and trials while Slurm is out of reach. Their handle has no job
+        """Jobs keep their slots and trials while sbatch cannot send them. Their handle has no job
         id: a controller that starts again finds it in sent.json once they are sent (`reattach`)."""
         for job in group:
             self._tracked[job.trial] = _Tracked(job, slurm_id="", unsent=True)
         return {job.trial: f"slurm:{pool}:" for job in group}
 
     def _send_unsent(self) -> None:
-        """Send the jobs held for want of Slurm's controller or an open partition, once the
-        back-off allows."""
-        unsent = [t for t in self._tracked.values() if t.unsent and not self._closed[t.job.pool].waiting()]
+        """Send the jobs held for want of Slurm's controller, an open partition or room under a
+        submit cap, once the back-off allows."""
+        unsent = [t for t in self._tracked.values() if t.unsent and not self._pool_waiting(t.job.pool)]
         if not unsent or self._outage.waiting():
             return
         by_pool: dict[str, list[JobSpec]] = {}
@@ -309,9 +331,9 @@ class SlurmFleet:
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
         missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle, self._max_array)
-        waiting = self._outage.waiting() or self._closed[pool].waiting()
+        waiting = self._outage.waiting() or self._pool_waiting(pool)
         if missing <= 0 or waiting or (alive and self._refusals[pool].waiting()):
-            return  # (waiting: for Slurm's controller or the partition, or after a refusal, for the workers alive)
+            return  # (waiting: for Slurm's controller, the partition or room under a submit cap, or after a refusal, for the workers alive)
         limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
         try:
             with environment_for_jobs():
@@ -325,7 +347,7 @@ class SlurmFleet:
             self._workers_refused(pool, err)
             return
         self._outage.over()
-        self._closed[pool].over()
+        self._pool_takes_jobs(pool)
         self._refusals[pool].over()
         ids = [j.job_id for j in submitted]
         queue.record_submitted(ids)
@@ -335,12 +357,13 @@ class SlurmFleet:
     def _workers_refused(self, pool: str, err: Exception) -> None:
         """sbatch would not start workers. While some are alive they take the queued experiments
         and sbatch is tried again, backing off; with none, what waits for one is lost (re-queued),
-        unless the partition is closed for now: then it waits."""
+        unless the partition is closed or a submit cap reached for now: then it waits."""
         reason = refusal(err)
+        held = self._held_by(pool, err)
         if unreachable(err):
             self._outage.failed(reason)
-        elif partition_closed(err):
-            self._closed[pool].failed(reason)
+        elif held:
+            held.failed(reason)
         elif self._workers[pool]:
             self._refusals[pool].failed(reason)
         else:

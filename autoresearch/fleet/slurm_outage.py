@@ -1,5 +1,5 @@
-"""sbatch failing: a refusal (the job's to lose), or a controller out of reach or a partition
-closed for maintenance (the jobs' to wait out).
+"""sbatch failing: a refusal (the job's to lose), or a controller out of reach, a partition
+closed for maintenance or a cap on submitted jobs reached (the jobs' to wait out).
 
 A restart of slurmctld, or a site's maintenance window, makes every sbatch fail for minutes after
 its own retries. Taking that for a refusal would lose (and re-queue) every experiment the
@@ -34,6 +34,12 @@ UNREACHABLE = (
 PARTITION_CLOSED = ("Required partition not available",)
 
 
+# sbatch's words for a QOS or association cap on the jobs a user may have submitted
+# (MaxSubmitJobsPerUser, MaxSubmitJobs, GrpSubmitJobs; each array task counts): it passes as
+# jobs end, so the experiments wait for room rather than being lost, refused again, while it holds.
+SUBMIT_LIMIT = ("MaxSubmitJob", "GrpSubmitJob", "job submit limit")
+
+
 # How sbatch can fail: its refusal or error (FailedJobError), output submitit cannot read
 # (FailedSubmissionError), or no sbatch to run (OSError).
 SUBMIT_ERRORS = (FailedJobError, FailedSubmissionError, OSError)
@@ -47,6 +53,11 @@ def unreachable(err: Exception) -> bool:
 def partition_closed(err: Exception) -> bool:
     """Whether sbatch refused because the partition takes no new jobs for now (inactive, drain)."""
     return any(words in str(err) for words in PARTITION_CLOSED)
+
+
+def submit_limit(err: Exception) -> bool:
+    """Whether sbatch refused because the user has as many jobs submitted as a QOS or account allows."""
+    return any(words in str(err) for words in SUBMIT_LIMIT)
 
 
 def refusal(err: Exception) -> str:
@@ -121,8 +132,8 @@ class PoolBackoff(Backoff):
 
 
 class WorkerRefusal(PoolBackoff):
-    """sbatch refuses a partition's missing workers (a QOS cap on jobs per user) while others
-    live: the queued experiments wait for those, and sbatch is tried again, backing off."""
+    """sbatch refuses a partition's missing workers while others live: the queued experiments
+    wait for those, and sbatch is tried again, backing off."""
 
     meanwhile = " (workers); the experiments wait for the workers alive"
 
@@ -135,3 +146,28 @@ class PartitionClosed(PoolBackoff):
 
     def said_over(self, seconds: float) -> None:
         log.info("partition %s takes jobs again, after %.0f s", self.pool, seconds)
+
+
+class SubmitLimitReached(PoolBackoff):
+    """sbatch refuses a partition's jobs for a cap on the jobs a user may have submitted: its
+    experiments wait for room (not lost), sbatch is tried again, backing off, and the first time
+    the fleet says how to stay under the cap."""
+
+    meanwhile = "; a cap on the jobs you may have submitted, so its experiments wait for room (not lost)"
+
+    def __init__(self, pool: str) -> None:
+        super().__init__(pool)
+        self.advised = False
+
+    def said(self, reason: str) -> None:
+        super().said(reason)
+        if not self.advised:
+            self.advised = True
+            log.warning(
+                "partition %s: set cluster.partitions.%s.slots (or cluster.max_queued) below that "
+                "cap (sacctmgr show qos, sacctmgr show assoc: MaxSubmitJobs) so the fleet stays under it",
+                self.pool, self.pool,
+            )  # fmt: skip
+
+    def said_over(self, seconds: float) -> None:
+        log.info("partition %s takes jobs again under the submit cap, after %.0f s", self.pool, seconds)
