@@ -332,8 +332,10 @@ class SlurmFleet:
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
         missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle, self._max_array)
         waiting = self._outage.waiting() or self._pool_waiting(pool)
+        # (waiting: for Slurm's controller, the partition or room under a submit cap; after another
+        # refusal, for the workers alive)
         if missing <= 0 or waiting or (alive and self._refusals[pool].waiting()):
-            return  # (waiting: for Slurm's controller, the partition or room under a submit cap, or after a refusal, for the workers alive)
+            return
         limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
         try:
             with environment_for_jobs():
