@@ -16,7 +16,6 @@ from autoresearch.agent.usage import (
     UsageLedger,
     dollars_for,
     dollars_spent,
-    has_cache_breakpoint,
     read_usage,
     unanswered_note,
     usage_path,
@@ -178,29 +177,18 @@ def test_a_ledger_from_before_call_ids_is_read_as_it_was(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("breakpoint", "price_cache_write", "counted_as", "price"),
+    ("price_cache_write", "counted_as", "price"),
     [
-        (False, 2.5, "input_tokens", 2.0),
-        (True, 2.5, "cache_creation_input_tokens", 2.5),  # a cache write costs more: the worst case
-        (True, 1.5, "input_tokens", 2.0),  # (prices where plain input costs more)
+        (2.5, "cache_creation_input_tokens", 2.5),  # a cache write costs more: the worst case
+        (1.5, "input_tokens", 2.0),  # (prices where plain input costs more)
     ],
 )
 def test_a_call_in_flight_counts_its_input_at_the_dearer_price_it_may_be_billed(
-    tmp_path: Path, breakpoint: bool, price_cache_write: float, counted_as: str, price: float
+    tmp_path: Path, price_cache_write: float, counted_as: str, price: float
 ) -> None:
     cfg = AgentConfig(price_input=2.0, price_output=10.0, price_cache_write=price_cache_write, max_tokens=100)
     ledger = UsageLedger(tmp_path, cfg)
-    ledger.start(model="m", wave=1, turn=0, input_tokens=10_000, cache_breakpoint=breakpoint)
+    ledger.start(model="m", wave=1, turn=0, input_tokens=10_000)
     [row] = read_usage(tmp_path)
     assert row[counted_as] == 10_000 and sum(row[k] for k in TOKEN_FIELDS) == 10_100
     assert row["dollars"] == pytest.approx((10_000 * price + 100 * 10.0) / 1e6)
-
-
-def test_a_cache_breakpoint_is_found_wherever_a_request_carries_one() -> None:
-    text = {"type": "text", "text": "x"}
-    marked = {**text, "cache_control": {"type": "ephemeral"}}
-    plain = {"system": [text], "tools": [{"name": "t"}], "messages": [{"role": "user", "content": "hi"}]}
-    assert not has_cache_breakpoint(plain)
-    assert has_cache_breakpoint({**plain, "system": [text, marked]})
-    assert has_cache_breakpoint({**plain, "tools": [{"name": "t", "cache_control": {"type": "ephemeral"}}]})
-    assert has_cache_breakpoint({**plain, "messages": [{"role": "user", "content": [text, marked]}]})

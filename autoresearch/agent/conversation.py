@@ -22,7 +22,7 @@ from autoresearch.agent.client import describe_error, thinking_param
 from autoresearch.agent.inspection import RESULT_CHARS, Inspector, clip_head
 from autoresearch.agent.prompt import Prompt, estimate_tokens, valid_text
 from autoresearch.agent.tools import PROPOSE_TOOL, ProposalError
-from autoresearch.agent.usage import UsageLedger, has_cache_breakpoint, tokens_of
+from autoresearch.agent.usage import UsageLedger, tokens_of
 from autoresearch.config import AgentConfig
 from autoresearch.proposals import Wave
 
@@ -176,13 +176,7 @@ class Conversation:
         force = force and self.can_force and thinking_param(self.cfg) is None
         request = self.request(force)
         asked = estimate_tokens(len(json.dumps(request)))
-        call = self.ledger.start(
-            model=self.cfg.model,
-            wave=self.wave_id,
-            turn=turn,
-            input_tokens=asked,
-            cache_breakpoint=has_cache_breakpoint(request),
-        )
+        call = self.ledger.start(model=self.cfg.model, wave=self.wave_id, turn=turn, input_tokens=asked)
         try:
             try:
                 response = self._create(request)

@@ -4,8 +4,8 @@ The engine reads it back (`dollars_spent`, `usage_totals`) to enforce the dollar
 report costs, so the ledger, not the proposer object, is the record: it survives restarts.
 
 Each call writes two lines: one before the request (`start`, marked "in_flight", priced at the
-call's worst case: its estimated input as cache writes where the request has a cache breakpoint
-and those cost more, and a whole `max_tokens` answer) and its answer after (`record`,
+call's worst case: its estimated input as cache writes where those cost more than plain input,
+as every request's system blocks are cache breakpoints, and a whole `max_tokens` answer) and its answer after (`record`,
 `record_error`), both under one "call" id. A controller killed while a call is in flight
 (SIGKILL, a preemption) leaves the first alone, and readers count that call at its worst case
 instead of losing what the API may have billed for it.
@@ -67,15 +67,13 @@ class UsageLedger:
         self.path = usage_path(campaign_dir)
         self.cfg = cfg
 
-    def start(
-        self, *, model: str, wave: int, turn: int, input_tokens: int, cache_breakpoint: bool = False
-    ) -> str:
+    def start(self, *, model: str, wave: int, turn: int, input_tokens: int) -> str:
         """The call's id, its line written before the request: at `input_tokens` (an estimate)
-        and a whole `max_tokens` answer, what a call cut off by a stop is counted at. A request
-        with a cache breakpoint may be billed its input as cache writes, up to the breakpoint:
-        the estimate is counted as those where they cost more than plain input."""
+        and a whole `max_tokens` answer, what a call cut off by a stop is counted at. Every
+        request carries cache breakpoints, so its input may be billed as cache writes: the
+        estimate is counted as those where they cost more than plain input."""
         call = uuid.uuid4().hex
-        as_writes = cache_breakpoint and self.cfg.price_cache_write > self.cfg.price_input
+        as_writes = self.cfg.price_cache_write > self.cfg.price_input
         worst = {
             **dict.fromkeys(TOKEN_FIELDS, 0),
             "cache_creation_input_tokens" if as_writes else "input_tokens": input_tokens,
@@ -101,16 +99,6 @@ class UsageLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         append_line(self.path, json.dumps(line))
         return line
-
-
-def has_cache_breakpoint(request: dict[str, Any]) -> bool:
-    """Whether a Messages API request marks a block for caching (`cache_control`): in its system
-    blocks, its tools, or its messages' content blocks."""
-    blocks = [*request.get("system", []), *request.get("tools", [])]
-    for message in request.get("messages", []):
-        content = message.get("content")
-        blocks += content if isinstance(content, list) else []
-    return any(isinstance(b, dict) and "cache_control" in b for b in blocks)
 
 
 def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
