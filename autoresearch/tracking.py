@@ -18,7 +18,7 @@ import queue
 import re
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -26,6 +26,9 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch.config import TrackingConfig
 from autoresearch.files import append_line, complete_lines
 from autoresearch.study import finished, status_of
+
+if TYPE_CHECKING:
+    import wandb
 
 log = logging.getLogger("autoresearch")
 
@@ -122,7 +125,8 @@ def quiet_wandb() -> None:
     """W&B prints to the controller's terminal for each run it sends: a notice per file saved, and
     online a banner and links, a line or more a second at fleet scale. A run's `silent` setting
     does not reach those: they follow the settings of the process's first wandb.setup, so they
-    are turned off there, once."""
+    are turned off there, once (the one line a user needs of them, where the runs are, the
+    controller says itself: `where_runs_are`)."""
     import wandb
 
     wandb.setup()
@@ -142,6 +146,7 @@ class WandbTracker:
         self._started_at = 0.0
         self._work: queue.Queue[FrozenTrial | Path | None] = queue.Queue()
         self._broken = ""  # W&B refused once: say so once, send nothing more in this controller
+        self._told_where = False  # where the runs are is said once, with the first run (`_init`)
         self._thread = threading.Thread(target=self._send_all, name="wandb", daemon=True)
         self._thread.start()
 
@@ -198,7 +203,7 @@ class WandbTracker:
             x_save_requirements=False,
             silent=True,
         )
-        return wandb.init(
+        run = wandb.init(
             project=self.cfg.project,
             entity=self.cfg.entity,
             mode=self.cfg.mode,
@@ -210,6 +215,10 @@ class WandbTracker:
             settings=settings,
             **kwargs,
         )
+        if not self._told_where:
+            self._told_where = True
+            log.info("%s", where_runs_are(run.settings, self.wandb_dir, self.campaign))
+        return run
 
     def _send_experiment(self, t: FrozenTrial) -> None:
         """One trial's W&B run. Its records are read first: a trial whose records do not read is
@@ -254,6 +263,17 @@ class WandbTracker:
         run = self._init("campaign", name=f"{self.campaign}: report", job_type="report")
         run.log({"report": wandb.Html(report.read_text(encoding="utf-8"))})
         run.finish()
+
+
+def where_runs_are(settings: wandb.Settings, wandb_dir: Path, campaign: str) -> str:
+    """The line that replaces W&B's own banner (`quiet_wandb` turns it off): online, the project's
+    link, as the banner gives it, once the server has named the entity; offline, where the files
+    are and the command that sends them, as an offline run has no link."""
+    if settings.mode in ("offline", "dryrun"):
+        return f"W&B: offline: runs written under {wandb_dir}; send them with `wandb sync {wandb_dir}`"
+    if settings.mode == "disabled":  # (WANDB_MODE=disabled)
+        return "W&B: disabled (WANDB_MODE=disabled): no run is kept"
+    return f"W&B: runs at {settings.project_url} (group {campaign})"
 
 
 class TrackingSetupError(RuntimeError):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import wandb
 from engine_helpers import launched_within_budget, load, run_campaign
 from optuna.trial import TrialState, create_trial
 from wandb_records import offline_runs
@@ -18,7 +19,14 @@ from autoresearch import tracking
 from autoresearch.config import TrackingConfig
 from autoresearch.files import complete_lines
 from autoresearch.study import finished
-from autoresearch.tracking import MAX_CURVE_POINTS, SENT_FILE, WandbTracker, run_id, training_curve
+from autoresearch.tracking import (
+    MAX_CURVE_POINTS,
+    SENT_FILE,
+    WandbTracker,
+    run_id,
+    training_curve,
+    where_runs_are,
+)
 
 WANDB_OFFLINE = ("tracking=wandb", "tracking.mode=offline", "tracking.project=tests")
 SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-api03-never-in-a-file", "WANDB_API_KEY": "f" * 40}
@@ -52,6 +60,12 @@ def test_every_experiment_becomes_a_wandb_run_with_its_figures(tmp_path: Path) -
     (report,) = runs.pop(run_id("toy", started, "campaign"))
     assert report.job_type == "report" and report.history[0]["report._type"] == "html-file"
     assert not runs  # nothing else was sent
+    # W&B's own lines are off, so the controller says where the runs are, once: offline, no link
+    where = [x for x in (campaign / "controller.log").read_text().splitlines() if "W&B: " in x]
+    wandb_dir = campaign / "wandb"
+    assert len(where) == 1 and where[0].endswith(
+        f"INFO W&B: offline: runs written under {wandb_dir}; send them with `wandb sync {wandb_dir}`"
+    ), where
     # No secret of the controller's environment reached W&B's files (nor any file of the campaign).
     for path in campaign.rglob("*"):
         if path.is_file():
@@ -115,7 +129,29 @@ def test_wandb_refusing_does_not_stop_the_campaign(tmp_path: Path) -> None:
     launched_within_budget(load(campaign), 4)
     log = (campaign / "controller.log").read_text()
     assert log.count("W&B: cannot send") == 1  # said once, not once per experiment
+    assert "W&B: runs at" not in log  # no run was made, so there is no link to give
     assert not (campaign / "wandb" / "sent.txt").exists()  # so the next run sends them all
+
+
+def test_an_online_campaign_is_told_its_projects_link_and_an_offline_one_how_to_send_it(
+    tmp_path: Path,
+) -> None:
+    """W&B's banner with the links is off (`quiet_wandb`), so the controller gives the link itself.
+    Its server cannot be reached from the tests, so no online run can be made: the settings are
+    W&B's own, as an online run holds them once the server has named its entity."""
+    online = wandb.Settings(mode="online", entity="my-team", project="gpt2")
+    assert online.project_url.endswith("/my-team/gpt2")  # (W&B's own link, as its banner gives it)
+    assert where_runs_are(online, tmp_path, "toy") == f"W&B: runs at {online.project_url} (group toy)"
+    own_server = wandb.Settings(
+        mode="online", entity="lab", project="p", base_url="https://wandb.lab.example"
+    )
+    said = where_runs_are(own_server, tmp_path, "toy")
+    assert said.startswith("W&B: runs at https://wandb.lab.example") and said.endswith("/lab/p (group toy)")
+    offline = wandb.Settings(mode="offline", entity="my-team", project="gpt2")
+    said = where_runs_are(offline, tmp_path, "toy")
+    assert said.startswith("W&B: offline:") and f"`wandb sync {tmp_path}`" in said and "https" not in said
+    disabled = where_runs_are(wandb.Settings(mode="disabled", project="gpt2"), tmp_path, "toy")
+    assert "disabled" in disabled and "https" not in disabled
 
 
 def test_the_curve_parses_what_the_real_trainer_prints(tmp_path: Path) -> None:
