@@ -213,12 +213,8 @@ class Intake:
         queued again (called again when one is cancelled): every change is judged by it. (A run
         queued now is of the frontier, which after a keep is measured by runs of its own.)"""
         again = self.frontier.generation() == 0
-        queued = [
-            t
-            for t in self.ledger.all()
-            if t.user_attrs.get("kind") == "baseline"
-            and not (again and t.user_attrs.get("status") in NOT_RUN)
-        ]
+        had = [t for t in self.ledger.all() if t.user_attrs.get("kind") == "baseline"]
+        queued = [t for t in had if not (again and t.user_attrs.get("status") in NOT_RUN)]
         attrs = {"kind": "baseline"}
         c = self.cfg.campaign
         on_screen = measurement_seeds(
@@ -226,9 +222,32 @@ class Intake:
         )
         if self.frontier.generation() == 0:
             on_screen.append(screening_seed(0))
-        self._repeats("screen", on_screen, "baseline", attrs, queued)
+        screen_setting = "baseline_seeds"
+        if confirm_on == "screen" and c.validate_seeds > c.baseline_seeds:
+            screen_setting = "validate_seeds"
+        wanted = {"screen": (on_screen, screen_setting)}
         if confirm_on == "validate":
-            self._repeats("validate", measurement_seeds(c.validate_seeds), "baseline", attrs, queued)
+            wanted["validate"] = (measurement_seeds(c.validate_seeds), "validate_seeds")
+        for tier, (seeds, setting) in wanted.items():
+            self._say_if_more_baselines(tier, seeds, setting, had)
+            self._repeats(tier, seeds, "baseline", attrs, queued)
+
+    def _say_if_more_baselines(
+        self, tier: str, seeds: list[int], setting: str, had: list[FrozenTrial]
+    ) -> None:
+        """A resumed campaign whose setting now asks for more baselines than it `had` (raised on
+        the command line, or by a campaign file changed since) runs the extra ones before any
+        change: say why, once (the next call finds them queued). A seed it had, cancelled, is no news."""
+        seeds_had = {t.user_attrs.get("seed") for t in had if t.user_attrs.get("tier", "screen") == tier}
+        if seeds_had and (more := [s for s in seeds if s not in seeds_had]):
+            log.info(
+                "campaign.%s=%d asks for %d more baseline run(s) on the %s tier than this campaign "
+                "had: queued, they run before new changes",
+                setting,
+                getattr(self.cfg.campaign, setting),
+                len(more),
+                tier,
+            )
 
     def new_frontier(self, trial: int, confirm_on: str | None) -> None:
         """The frontier trial `trial` kept, run on the screen tier at its screening seed (the changes

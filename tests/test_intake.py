@@ -3,6 +3,7 @@ whichever controller asks and however often, and a proposal that cannot run cost
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,34 @@ def test_a_campaign_begun_on_the_old_baseline_seeds_runs_the_one_it_lacks(tmp_pa
     open_intake(tmp_path).baselines("screen")  # resumed
     seeds = sorted(t.user_attrs["seed"] for t in open_intake(tmp_path).ledger.all())
     assert seeds == [BASE_SEED, BASE_SEED + 1, BASE_SEED + 2]  # 43 is there; 44 was not
+
+
+def test_a_resumed_campaign_asked_for_more_baselines_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An old campaign resumed after its file (or the command line) raised baseline_seeds runs the
+    extra baselines before any change: the log says why, once; a cancelled one queued again is no news."""
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "more baseline run" in r.getMessage()]
+
+    with caplog.at_level(logging.INFO, logger="autoresearch"):
+        first = open_intake(tmp_path)  # baseline_seeds=2
+        first.baselines(None)
+        claimed_and_failed(first, 0, status="cancelled")
+        first.baselines(None)  # the cancelled one queued again
+        open_intake(tmp_path).baselines(None)  # resumed as it was
+        assert said() == []
+        raised = open_intake(tmp_path, "campaign.baseline_seeds=4")
+        raised.baselines(None)
+        raised.baselines(None)  # (as when a baseline is cancelled)
+        open_intake(tmp_path, "campaign.baseline_seeds=4").baselines(None)  # resumed again
+    assert said() == [
+        "campaign.baseline_seeds=4 asks for 2 more baseline run(s) on the screen tier than this "
+        "campaign had: queued, they run before new changes"
+    ]
+    seeds = sorted(t.user_attrs["seed"] for t in raised.ledger.waiting())
+    assert seeds == [BASE_SEED, BASE_SEED + 1, BASE_SEED + 2, BASE_SEED + 3, BASE_SEED + 4]
 
 
 def test_each_queued_candidate_file_is_named_by_its_trials_number(tmp_path: Path) -> None:
