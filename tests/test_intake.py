@@ -345,3 +345,37 @@ def test_a_lost_fix_queued_again_is_one_attempt_not_two(tmp_path: Path) -> None:
     assert by_description["repaired again"].state == TrialState.WAITING, by_description[
         "repaired again"
     ].user_attrs
+
+
+def test_a_wave_of_fixes_reads_the_study_once_whatever_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each fix candidate read the whole study again to count the repairs of its crash: a wave of
+    repairs on a long campaign's study cost a read each. The wave reads it once, and the repairs
+    earlier in the same wave still count towards the limit."""
+    intake = open_intake(tmp_path, "agent.max_fix_attempts=3")
+    intake.add(Candidate("broken", "", knobs={"LR": 0.05}), {"kind": "experiment"})
+    claimed_and_failed(intake, 0, status="crash")
+    storage = intake.ledger.study._storage
+    reads: list[tuple] = []
+    read_all = storage.get_all_trials
+
+    def counted(*args: object, **kwargs: object) -> object:
+        reads.append(args)
+        return read_all(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "get_all_trials", counted)
+
+    def reads_of(lrs: list[float]) -> int:
+        before = len(reads)
+        fixes = [Candidate(f"repaired, LR={lr}", "", knobs={"LR": lr}, fix_of=0) for lr in lrs]
+        intake.wave(Wave(rationale="fix", candidates=fixes))
+        return len(reads) - before
+
+    assert reads_of([0.06]) == reads_of([0.07, 0.08, 0.09, 0.02]) >= 1
+    by_lr = {t.user_attrs["description"]: t for t in intake.ledger.all()}
+    assert [by_lr[f"repaired, LR={lr}"].state for lr in (0.06, 0.07, 0.08)] == [TrialState.WAITING] * 3
+    assert by_lr["repaired, LR=0.09"].user_attrs["reason"] == (
+        "trial 0 already had 1 fix attempts, and this wave repairs it 2 time(s) before (limit 3)"
+    )
+    assert by_lr["repaired, LR=0.02"].user_attrs["status"] == "invalid"
