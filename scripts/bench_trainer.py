@@ -101,7 +101,9 @@ def bench_loader(scale: str, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=("cpu", "gpt2"), default="cpu")
+    parser.add_argument(
+        "--scale", choices=("cpu", "gpt2"), default="cpu", help="harness scale (default: cpu)"
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="training budget of the run")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the run")
     parser.add_argument("--train-py", type=Path, default=TRAINER_DIR / "train.py", help="the train.py to run")

@@ -84,7 +84,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--trainer-dir", type=Path, nargs="+", default=[ROOT / "trainer"])
+    parser.add_argument(
+        "--trainer-dir",
+        type=Path,
+        nargs="+",
+        default=[ROOT / "trainer"],
+        help="trainer folders to compare, each with its prepare.py",
+    )
     args = parser.parse_args()
     print(
         f"{'harness':40} "

@@ -43,7 +43,9 @@ def seed_range(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=("cpu", "gpt2"), default="cpu")
+    parser.add_argument(
+        "--scale", choices=("cpu", "gpt2"), default="cpu", help="harness scale (default: cpu)"
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="training budget of each run")
     parser.add_argument("--seeds", type=seed_range, default=seed_range("42-47"), help="e.g. 42-47")
     parser.add_argument("--variant", type=variant, action="append", default=[], help="e.g. MATRIX_LR=0.08")

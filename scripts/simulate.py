@@ -427,7 +427,9 @@ def kept_sources(frontier: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpus", type=int, nargs="+", default=[16, 160, 1600])
+    parser.add_argument(
+        "--gpus", type=int, nargs="+", default=[16, 160, 1600], help="fleet sizes, one campaign each"
+    )
     parser.add_argument(
         "--experiments", type=int, default=0, help="per fleet size (default: 4 per GPU, at least 200)"
     )
@@ -436,7 +438,7 @@ def main() -> None:
     )
     parser.add_argument("--queue-wait", type=float, default=60.0, help="mean Slurm queue wait, seconds")
     parser.add_argument("--lost-rate", type=float, default=0.01, help="share of runs lost to node failures")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the landscape, the fleet and the proposer")
     parser.add_argument(
         "--noise", type=float, default=0.002, help="seed-to-seed std of val_bpb (reported: 0.002)"
     )
