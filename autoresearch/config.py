@@ -106,7 +106,7 @@ class ClusterConfig:
     grace_seconds: float = 120.0  # deadline = 2 x time budget + grace
     poll_seconds: float = 1.0
     submitit_dir: str = "submitit"  # under the campaign folder
-    max_queued: int = 256  # bound on jobs queued at once on a Slurm cluster
+    max_queued: int = 256  # Slurm: caps each partition's slots (its jobs queued or running at once)
 
 
 @dataclass
