@@ -46,6 +46,7 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.config_check import ConfigError, check_config
     from autoresearch.fleet.factory import make_fleet
     from autoresearch.frontier import FrontierError
+    from autoresearch.outage import StoppedInOutage
     from autoresearch.proposers.factory import make_proposer
     from autoresearch.study import StudyUnavailable
     from autoresearch.tracking import TrackingSetupError, check_credentials, make_tracker
@@ -93,6 +94,9 @@ def run(cfg: AutoresearchConfig) -> int:
     )
     try:
         summary = campaign.run()
+    except StoppedInOutage as err:  # a stop while the database was gone: a stop, in one line
+        log.warning("%s", err)
+        return EXIT_STOPPED
     except (CampaignError, FrontierError, StudyUnavailable) as err:
         log.error("%s", err)
         return EXIT_ERROR

@@ -51,6 +51,7 @@ from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, harness_env
 from autoresearch.ledger import Ledger
 from autoresearch.logs import log_to_file
+from autoresearch.outage import StoppedInOutage
 from autoresearch.plot import plot_progress
 from autoresearch.policy import NoiseAwarePolicy, Policy
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepRule, KnobSpec, Proposer
@@ -171,7 +172,12 @@ class Campaign:
                 "git is not on PATH: the frontier (kept changes) is a git lineage; install git"
             )
         self.study = open_study(
-            self.dir, self.c.name, self.cfg.storage, self.sampler, self.cfg.storage_retry_seconds
+            self.dir,
+            self.c.name,
+            self.cfg.storage,
+            self.sampler,
+            self.cfg.storage_retry_seconds,
+            stopping=lambda: self.stop_requested,  # a stop ends a wait for the database
         )
         # The study's own record of how each knob was searched: config.yaml forgets a knob left
         # out of a run, and a knob brought back changed would fail every trial that sets it.
@@ -374,6 +380,9 @@ class Campaign:
                         self.launcher.launch()
                     self.fleet.wait(self.cfg.cluster.poll_seconds)
             ended = failure or stop_reason
+        except StoppedInOutage as err:
+            ended = f"stopped by the user while the study's database could not be reached ({err.reason})"
+            raise
         except Exception as err:
             ended = "error: " + (str(err).splitlines() or [type(err).__name__])[0]
             raise

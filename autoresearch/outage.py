@@ -11,6 +11,12 @@ A write may have been applied before its connection dropped (a commit whose answ
 one is only tried again when that is harmless: writes that set a value set it again, and a write
 that could not be repeated (a new trial, a state change) is first looked for in the database
 (`applied`): the controller is its study's only writer, so what it finds there is its own.
+
+A stop asked for while the database fails (Ctrl-C, or the TERM of Slurm's preemption, which
+SIGKILLs a controller that has not left within its KillWait) ends the wait within
+`STOP_CHECK_SECONDS` (`StoppedInOutage`): what the database lacks then is what the next
+controller collects again from the experiments' folders, as after any stop. A try under way still
+finishes, so a stop never cuts a write short.
 """
 
 from __future__ import annotations
@@ -31,8 +37,23 @@ T = TypeVar("T")
 # SQLAlchemy's words for a database that failed, as against one that refused a statement
 DATABASE_FAILURES = (OperationalError, InterfaceError, DisconnectionError, sqlalchemy.exc.TimeoutError)
 FIRST_WAIT, LONGEST_WAIT = 1.0, 30.0  # seconds between tries: doubled each time, up to the longest
-_pause = time.sleep  # (a test's hook brings the database back here)
-_clock = time.monotonic  # (and a test's hook moves time on with its pauses and tries)
+STOP_CHECK_SECONDS = 0.25  # how often a wait for the database looks for a stop request
+_clock = time.monotonic  # (a test's hook moves time on with its pauses and tries)
+
+
+def never_stopping() -> bool:
+    return False
+
+
+def _sleep_unless_stopped(seconds: float, stopping: Callable[[], bool]) -> None:
+    """Sleep `seconds`, or less once `stopping()`: a signal handler that asks for a stop lets a
+    sleep go on to its end (PEP 475), so the request is looked for every `STOP_CHECK_SECONDS`."""
+    end = time.monotonic() + seconds
+    while not stopping() and (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, STOP_CHECK_SECONDS))
+
+
+_pause = _sleep_unless_stopped  # (a test's hook brings the database back here)
 
 
 def missing_tables(err: BaseException | None) -> bool:
@@ -68,14 +89,28 @@ def first_line(err: BaseException) -> str:
     return (str(root).splitlines() or [type(root).__name__])[0].strip()
 
 
+class StoppedInOutage(Exception):
+    """A stop asked for while the controller waited for its database: it stops as at any stop,
+    only without the writes the database did not take, which a resume makes again."""
+
+    def __init__(self, url: str, err: BaseException) -> None:
+        self.url, self.reason = url, first_line(err)
+        super().__init__(
+            f"stopped while the study's database at storage={url} could not be reached ({self.reason}): "
+            "nothing is lost, running experiments go on and keep their results in their folders: "
+            "run the same command again once the database is back"
+        )
+
+
 class Patience:
     """Runs database operations, trying a failed one again until `seconds` have passed since it
-    failed (0: never); a try under way at that moment still finishes (a driver's own timeouts
-    bound it)."""
+    failed (0: never) or `stopping()` says a stop was asked for; a try under way at that moment
+    still finishes (a driver's own timeouts bound it)."""
 
-    def __init__(self, url: str, seconds: float) -> None:
+    def __init__(self, url: str, seconds: float, stopping: Callable[[], bool] = never_stopping) -> None:
         self.url = url
         self.seconds = seconds
+        self.stopping = stopping
 
     def run(self, operation: Callable[[], T], applied: Callable[[], T | None] | None = None) -> T:
         """`operation`'s result; after a failure, `applied()`'s where it finds the operation done
@@ -85,6 +120,7 @@ class Patience:
         except (StorageInternalError, SQLAlchemyError) as err:
             if self.seconds <= 0 or not database_failed(err):
                 raise
+            failure: BaseException = err
             log.warning(
                 "lost the study's database at storage=%s (%s): trying again for up to %g s",
                 self.url,
@@ -94,13 +130,16 @@ class Patience:
         lost_at = _clock()
         deadline, wait = lost_at + self.seconds, FIRST_WAIT
         while True:
-            _pause(max(0.0, min(wait, deadline - _clock())))
+            _pause(max(0.0, min(wait, deadline - _clock())), self.stopping)
+            if self.stopping():
+                raise StoppedInOutage(self.url, failure)
             try:
                 done = applied() if applied is not None else None
                 result = done if done is not None else operation()
             except (StorageInternalError, SQLAlchemyError) as err:
                 if _clock() >= deadline or not database_failed(err):
                     raise
+                failure = err
                 wait = min(2 * wait, LONGEST_WAIT)
                 continue
             log.warning(

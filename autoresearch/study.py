@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from autoresearch.journal import (
     journal_storage,
     recover_journal,
 )
-from autoresearch.outage import Patience, database_failed, first_line, missing_tables
+from autoresearch.outage import Patience, database_failed, first_line, missing_tables, never_stopping
 from autoresearch.patient_reader import PatientReader
 from autoresearch.rdb_cache import WriteThroughCache
 
@@ -46,14 +46,14 @@ class StudyTaken(StudyUnavailable):
 
 
 def controller_storage(
-    campaign_dir: Path, url: str | None, retry_seconds: float
+    campaign_dir: Path, url: str | None, retry_seconds: float, stopping: Callable[[], bool]
 ) -> optuna.storages.BaseStorage:
     """The campaign's journal, or the database at `url`, as the controller (their sole writer)
     holds them: read from memory, every write sent on at once, tried again for `retry_seconds`
-    while the database fails."""
+    while the database fails, unless `stopping()` (`outage.StoppedInOutage`)."""
     if not url:
         return journal_storage(campaign_dir, sole_writer=True)
-    return WriteThroughCache(optuna.storages.RDBStorage(url), Patience(url, retry_seconds))
+    return WriteThroughCache(optuna.storages.RDBStorage(url), Patience(url, retry_seconds, stopping))
 
 
 @contextlib.contextmanager
@@ -104,17 +104,18 @@ def open_study(
     url: str | None,
     sampler: optuna.samplers.BaseSampler | None = None,
     retry_seconds: float = 0.0,
+    stopping: Callable[[], bool] = never_stopping,
 ) -> optuna.Study:
     """Create the campaign's study, or load it when the campaign is resumed. Only the
     controller opens it this way, under its lock (`recover_journal`). A database that fails
-    under it is tried again for `retry_seconds` (`storage_retry_seconds`)."""
+    under it is tried again for `retry_seconds` (`storage_retry_seconds`), until `stopping()`."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not url:
         recover_journal(campaign_dir)
     with reading_storage(url, campaign_dir):
         study = optuna.create_study(
             study_name=name,
-            storage=controller_storage(campaign_dir, url, retry_seconds),
+            storage=controller_storage(campaign_dir, url, retry_seconds, stopping),
             sampler=sampler,
             direction="minimize",
             load_if_exists=True,

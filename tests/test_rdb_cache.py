@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import uuid
 from collections import Counter
@@ -17,16 +20,28 @@ import optuna
 import psycopg
 import pytest
 import sqlalchemy
-from engine_helpers import compose_toy, killed_and_resumed, run_scripted, scripted_campaign
+from engine_helpers import (
+    REPO,
+    campaign_command,
+    compose_toy,
+    experiment_runs,
+    killed_and_resumed,
+    run_campaign,
+    run_scripted,
+    scripted_campaign,
+    wait_for,
+)
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
 from autoresearch import cli, outage, rdb_cache
 from autoresearch.config import campaign_dir_of
+from autoresearch.heartbeat import controller_state
 from autoresearch.intake import Intake
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Edit
+from autoresearch.runner import OUTCOME_FILE
 from autoresearch.status import reading_campaign
 from autoresearch.study import (
     StudyTaken,
@@ -65,7 +80,7 @@ class PatienceTime:
         self.waits: list[float] = []
         self.on_pause: list[Callable[[], object]] = []  # run at each pause (a database coming back)
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float, stopping: Callable[[], bool]) -> None:
         self.waits.append(seconds)
         self.now += seconds
         for action in self.on_pause:
@@ -288,6 +303,89 @@ def test_a_database_back_within_the_retries_costs_the_campaign_nothing(
     assert all(t.state.is_finished() for t in database)
     reruns = [t for t in database if "validates" in t.user_attrs]
     assert sorted(t.user_attrs["seed"] for t in reruns) == [43, 44, 1042]
+
+
+RETRY_SECONDS = 600  # the wait a stop must cut short: far beyond what a stop is given below
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_the_database_is_gone_ends_the_wait_and_a_resume_collects_what_ended(
+    tmp_path: Path, database_url: str, signum: signal.Signals
+) -> None:
+    """Slurm's TERM (preemption, scancel) or a Ctrl-C while the controller waits for its database:
+    it stops as at any stop (one line, exit 3, no traceback), not once the database is back or
+    `storage_retry_seconds` have run out (5 minutes by default: past Slurm's KillWait, which then
+    SIGKILLs it). The experiments that ended meanwhile, their results never written, are collected
+    by the same command run once the database is back, none run twice."""
+    campaign, run_log, said = tmp_path / "toy", tmp_path / "runs.log", tmp_path / "controller.out"
+    hold = tmp_path / "hold"  # the first experiments end only once the database is gone
+    hold.touch()
+    env = {**os.environ, "TOY_RUN_LOG": str(run_log), "TOY_HOLD": str(hold)}
+    overrides = (f"storage={database_url}", f"storage_retry_seconds={RETRY_SECONDS}")
+    with said.open("w") as out:
+        controller = subprocess.Popen(
+            campaign_command(tmp_path, *overrides), cwd=REPO, env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_for(lambda: len(list(campaign.glob("experiments/*/runner.pid"))) == 2, 60, "both slots to run")
+        with cut_off(database_url):
+            held = sorted(p.parent for p in campaign.glob("experiments/*/runner.pid"))
+            hold.unlink()
+            wait_for(lambda: all((d / OUTCOME_FILE).exists() for d in held), 60, "the runs to end")
+            wait_for(lambda: "lost the study's database" in said.read_text(), 60, "the controller to wait")
+            controller.send_signal(signum)
+            wait_for(lambda: controller.poll() is not None, RETRY_SECONDS / 5, "the controller to stop")
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+            controller.wait()
+    out = said.read_text()
+    assert controller.returncode == 3, out
+    stopped = [line for line in out.splitlines() if "stopped while the study's database" in line]
+    assert len(stopped) == 1, out
+    assert f"at storage={database_url} could not be reached (" in stopped[0]
+    assert stopped[0].endswith("run the same command again once the database is back"), stopped[0]
+    assert "Traceback" not in out and "ERROR" not in out, out
+    state = controller_state(campaign)
+    assert (
+        state is not None and "stopped by the user while the study's database could not be reached" in state
+    )
+
+    def by_experiment() -> dict[str, FrozenTrial]:
+        stored = optuna.load_study(study_name="toy", storage=database_url).trials
+        return {t.user_attrs["exp_dir"]: t for t in stored if "exp_dir" in t.user_attrs}
+
+    unwritten = {str(d.relative_to(campaign)) for d in held}
+    before = by_experiment()
+    assert all(before[exp].state == TrialState.RUNNING for exp in unwritten)  # their results not written
+    resumed = run_campaign(tmp_path, *overrides, env=env)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    after = by_experiment()
+    for exp in unwritten:
+        ran = json.loads((campaign / exp / OUTCOME_FILE).read_text())["metrics"]["val_bpb"]
+        assert after[exp].state == TrialState.COMPLETE and after[exp].user_attrs["val_bpb"] == ran, exp
+    assert not [t for t in after.values() if t.state == TrialState.RUNNING]
+    runs = experiment_runs(run_log)
+    assert max(runs.values()) == 1, runs  # nothing ran twice
+
+
+def test_a_stop_during_a_write_lets_the_write_finish(tmp_path: Path, database_url: str) -> None:
+    """A signal that asks for a stop while a write is on its way to a healthy database: the write
+    goes through and is kept, the stop is the loop's to take (only a wait for a database gone is cut short)."""
+    stop = []
+    study = open_study(tmp_path, "c", database_url, retry_seconds=60, stopping=lambda: bool(stop))
+    study.enqueue_trial({}, user_attrs={"kind": "experiment"})
+    engine = study._storage._backend.engine
+
+    def stop_as_it_is_sent(*_: object) -> None:
+        stop.append(True)
+
+    event.listen(engine, "before_cursor_execute", stop_as_it_is_sent)
+    set_trial_attrs(study, 0, {"note": "written"})
+    event.remove(engine, "before_cursor_execute", stop_as_it_is_sent)
+    assert stop  # asked for during the write
+    database = optuna.load_study(study_name="c", storage=database_url).trials
+    assert database[0].user_attrs["note"] == "written" == study.trials[0].user_attrs["note"]
 
 
 SQLITE_BUSY_SECONDS = 5.0  # what a try on a locked SQLite file waits before "database is locked"
