@@ -692,6 +692,16 @@ def _cap_submitted_jobs(limit: int) -> None:
     )
 
 
+def _assert_cap_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The cap's refusal said once, and once how to stay under it."""
+    (capped,) = _messages(caplog, "wait for room")
+    assert capped.startswith(
+        "partition h100: sbatch refused the job: sbatch: error: QOSMaxSubmitJobPerUserLimit; a cap on the "
+        "jobs you may have submitted, so its experiments wait for room (not lost)"
+    )
+    assert len(_messages(caplog, "cluster.partitions.h100.slots (or cluster.max_queued) below that cap")) == 1
+
+
 @pytest.mark.slurm
 @pytest.mark.parametrize("mode", ["array", "workers"])
 def test_experiments_wait_while_a_submit_cap_is_reached_and_go_out_under_it(
@@ -701,21 +711,45 @@ def test_experiments_wait_while_a_submit_cap_is_reached_and_go_out_under_it(
     monkeypatch: pytest.MonkeyPatch,
     mode: str,
 ) -> None:
-    """A QOS capping each user at one submitted job: sbatch refuses the array of two (each task
-    counts) with QOSMaxSubmitJobPerUserLimit. Each refusal was a lost run, re-queued and refused
-    again while the cap held (workers: with none alive); now they wait, said once with how to stay
-    under the cap, and go out when there is room."""
+    """A QOS allowing a user no submitted job (a cap already reached): sbatch refuses the array,
+    and even one task of it. Each refusal was a lost run, re-queued and refused again while the cap
+    held (workers: with none alive); now they wait, said once with how to stay under the cap, and
+    go out when there is room."""
     caplog.set_level(logging.INFO, logger="autoresearch")
     _refused_then_sent(
-        tmp_path, monkeypatch, mode, lambda: _cap_submitted_jobs(1), lambda: _cap_submitted_jobs(-1)
+        tmp_path, monkeypatch, mode, lambda: _cap_submitted_jobs(0), lambda: _cap_submitted_jobs(-1)
     )
-    (capped,) = _messages(caplog, "wait for room")
-    assert capped.startswith(
-        "partition h100: sbatch refused the job: sbatch: error: QOSMaxSubmitJobPerUserLimit; a cap on the "
-        "jobs you may have submitted, so its experiments wait for room (not lost)"
-    )
-    assert len(_messages(caplog, "cluster.partitions.h100.slots (or cluster.max_queued) below that cap")) == 1
+    _assert_cap_said_once(caplog)
     assert len(_messages(caplog, "partition h100 takes jobs again under the submit cap")) == 1
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("mode", ["array", "workers"])
+def test_a_round_larger_than_a_submit_cap_sends_what_fits_and_the_rest_follows_under_it(
+    tmp_path: Path,
+    slurm_cluster: None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    """A QOS capping each user at one submitted job, and 3 slots: sbatch refused the round's array
+    of 3 (each task counts) every time, so its experiments waited for ever. Now the array is halved
+    until it fits: each experiment runs under the cap (array mode: one array of one task at a
+    time; workers: one worker takes all three), said once with how to stay under the cap."""
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.2,))  # (room is looked for again soon)
+    _cap_submitted_jobs(1)
+    try:
+        finished = _three_at_once(tmp_path / mode, mode)
+    finally:
+        _cap_submitted_jobs(-1)
+    assert [(t, status != "lost", ran) for t, status, ran in finished] == [
+        (1, True, True),
+        (2, True, True),
+        (3, True, True),
+    ]
+    assert len(_job_ids(tmp_path / mode / "toy")) == (3 if mode == "array" else 1)  # each of one task
+    _assert_cap_said_once(caplog)
 
 
 @pytest.mark.slurm

@@ -30,7 +30,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,10 +244,9 @@ class SlurmFleet:
         if self._outage.waiting() or self._pool_waiting(pool):
             return self._hold_unsent(pool, group)
         try:
-            with environment_for_jobs():
-                submitted = self.executors[pool].map_array(
-                    run_array_task, [str(j.exp_dir.resolve()) for j in group]
-                )
+            submitted, capped = self._map_array_under_cap(
+                pool, run_array_task, [str(j.exp_dir.resolve()) for j in group]
+            )
         except SUBMIT_ERRORS as err:
             reason = refusal(err)
             if unreachable(err):
@@ -263,18 +262,48 @@ class SlurmFleet:
                 self._refused.append(Finished(j.trial, lost))
             return {}
         self._outage.over()
-        self._pool_takes_jobs(pool)
-        handles = {}
-        for job, sjob in zip(group, submitted, strict=True):
+        sent, rest = group[: len(submitted)], group[len(submitted) :]
+        handles = self._pool_room_left(pool, capped, rest)
+        for job, sjob in zip(sent, submitted, strict=True):
             self._tracked[job.trial] = _Tracked(job, slurm_id=sjob.job_id)
             handles[job.trial] = f"slurm:{pool}:{sjob.job_id}"
         log.info(
             "submitted %d experiment(s) to partition %s as array %s",
-            len(group),
+            len(sent),
             pool,
             submitted[0].job_id.split("_")[0],
         )
         return handles
+
+    def _map_array_under_cap(
+        self, pool: str, fn: Callable[..., Any], *args: list[Any]
+    ) -> tuple[list[submitit.Job[Any]], Exception | None]:
+        """One sbatch array of `fn` over `args`, or of their first part when a cap on submitted jobs
+        (each array task counts) leaves room for only part: refused, the array is halved down to
+        one task, so a round larger than the room still sends what fits rather than waiting whole
+        for ever. The jobs sent (for the first items), and the cap's refusal when not all went out;
+        sbatch's error when none did."""
+        size = len(args[0])
+        capped: Exception | None = None
+        while True:
+            try:
+                with environment_for_jobs():
+                    return self.executors[pool].map_array(fn, *(a[:size] for a in args)), capped
+            except SUBMIT_ERRORS as err:
+                if not submit_limit(err) or size == 1:
+                    raise
+                capped, size = err, size // 2
+
+    def _pool_room_left(self, pool: str, capped: Exception | None, rest: list[JobSpec]) -> dict[int, str]:
+        """After sbatch took a pool's jobs: with all of them, a closure or cap it refused them for
+        is over (said so); with part (`capped`), the `rest` wait for room under the cap, said once,
+        and are tried again soon, room having been found."""
+        if capped is None:
+            self._pool_takes_jobs(pool)
+            return {}
+        self._closed[pool].over()
+        self._capped[pool].sent_part(refusal(capped))
+        return self._hold_unsent(pool, rest)
 
     def _held_by(self, pool: str, err: Exception) -> PoolBackoff | None:
         """The pool's back-off for a refusal that passes (partition closed, submit cap reached),
@@ -338,23 +367,23 @@ class SlurmFleet:
             return
         limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
         try:
-            with environment_for_jobs():
-                submitted = self.executors[pool].map_array(
-                    run_worker,
-                    [str(queue.path.resolve())] * missing,
-                    [self.deadline_s] * missing,
-                    [limit_s] * missing,
-                )
+            submitted, capped = self._map_array_under_cap(
+                pool,
+                run_worker,
+                [str(queue.path.resolve())] * missing,
+                [self.deadline_s] * missing,
+                [limit_s] * missing,
+            )
         except SUBMIT_ERRORS as err:
             self._workers_refused(pool, err)
             return
         self._outage.over()
-        self._pool_takes_jobs(pool)
+        self._pool_room_left(pool, capped, [])
         self._refusals[pool].over()
         ids = [j.job_id for j in submitted]
         queue.record_submitted(ids)
         self._workers[pool] = alive + ids
-        log.info("started %d worker(s) on partition %s", missing, pool)
+        log.info("started %d worker(s) on partition %s", len(ids), pool)
 
     def _workers_refused(self, pool: str, err: Exception) -> None:
         """sbatch would not start workers. While some are alive they take the queued experiments

@@ -169,5 +169,13 @@ class SubmitLimitReached(PoolBackoff):
                 self.pool, self.pool,
             )  # fmt: skip
 
+    def sent_part(self, reason: str) -> None:
+        """sbatch took part of a round (a smaller array) and refused the rest for the cap: the rest
+        waits, said once like a refusal, and is tried again at the shortest interval, not backed
+        off: room opens as each job ends."""
+        self.failed(reason)
+        self.failures = 1
+        self.retry_at = time.monotonic() + SUBMIT_RETRY_SECONDS[0]
+
     def said_over(self, seconds: float) -> None:
         log.info("partition %s takes jobs again under the submit cap, after %.0f s", self.pool, seconds)
