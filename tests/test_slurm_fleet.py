@@ -427,6 +427,21 @@ def test_a_gres_no_node_of_the_partition_has_is_refused_before_anything_runs(
 
 
 @pytest.mark.slurm
+def test_the_start_asks_sinfo_once_for_all_its_checks(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partition, gres and time-limit checks each asked sinfo, each call with a 60 s timeout:
+    with slurmctld down, a start waited up to 3 minutes before it refused. One answer now serves
+    the three (the real sinfo, each call counted)."""
+    calls = tmp_path / "sinfo.calls"
+    sinfo = f'echo "$*" >> "{calls}"; exec "{shutil.which("sinfo")}" "$@"'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sinfo=sinfo)}:{os.environ['PATH']}")
+    cluster = compose_toy(tmp_path, SLURM, "cluster.partitions.h200.gres=gpu:h200:1").cluster
+    assert isinstance(make_fleet(cluster, 60, str(tmp_path / "toy")), SlurmFleet)  # (every check passed)
+    assert calls.read_text().splitlines() == ["-h -a -o %R|%G|%l"]
+
+
+@pytest.mark.slurm
 def test_a_time_limit_above_the_partitions_is_refused_before_anything_runs(
     tmp_path: Path, slurm_cluster: None
 ) -> None:
@@ -500,15 +515,16 @@ def test_setup_lines_a_heredoc_or_an_if_block_spans_are_checked_once_after_their
 def test_a_gres_is_checked_against_what_sinfo_lists_for_its_partition(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`unknown_gres` on sinfo's node lines (no cluster needed): a typed request needs that type on
+    """`unknown_gres` on sinfo's lines (no cluster needed): a typed request needs that type on
     a node of one of its partitions, an untyped one any GPU; nothing is refused where sinfo cannot
     tell, nor for a partition sinfo lacks (unknown_partitions names it)."""
-    sinfo = "h100|gpu:h100:8(S:0-1)\nh100|gpu:h100:4\nh200|gpu:h200:8\ncpu|(null)\n"
-    monkeypatch.setattr(slurm_states, "query", lambda cmd, timeout=30: sinfo)
+    sinfo = (
+        "h100|gpu:h100:8(S:0-1)|infinite\nh100|gpu:h100:4|infinite\nh200|gpu:h200:8|1:00:00\ncpu|(null)|10\n"
+    )
 
     def refused(**gres: str) -> list[str]:
         parts = {name: PartitionConfig(gres=g, partition=name.replace("_", ",")) for name, g in gres.items()}
-        return slurm_states.unknown_gres(parts)
+        return slurm_states.unknown_gres(parts, slurm_states.parse_sinfo(sinfo))
 
     assert refused(h100="gpu:h100:1", h200="gpu:2", h100_h200="gpu:h200:1", gone="gpu:1") == []
     assert refused(h200="gpu:a100:1") == [
@@ -517,8 +533,8 @@ def test_a_gres_is_checked_against_what_sinfo_lists_for_its_partition(
     assert refused(cpu="gpu:1") == [
         "cluster.partitions.cpu.gres=gpu:1: no node of partition cpu has gpu:1 (sinfo lists no gres)"
     ]
-    monkeypatch.setattr(slurm_states, "query", lambda cmd, timeout=30: None)
-    assert refused(h200="gpu:a100:1") == []
+    monkeypatch.setattr(slurm_states, "query", lambda cmd, timeout=30: None)  # (sinfo cannot tell)
+    assert slurm_states.config_problems({"h200": PartitionConfig(gres="gpu:a100:1")}) == []
 
 
 def test_gres_items_are_read_without_their_socket_bindings() -> None:

@@ -43,11 +43,9 @@ def make_fleet(
         return make_local_fleet(cluster, deadline_s, require_gpu)
     if cluster.kind == "slurm":
         from autoresearch.fleet.slurm import SlurmFleet
-        from autoresearch.fleet.slurm_states import over_time_limit, unknown_gres, unknown_partitions
+        from autoresearch.fleet.slurm_states import config_problems
 
-        # (none found where sinfo is missing)
-        checks = (unknown_partitions, unknown_gres, over_time_limit)
-        if problems := next((found for check in checks if (found := check(cluster.partitions))), None):
+        if problems := config_problems(cluster.partitions):  # (none found where sinfo is missing)
             raise ValueError("; ".join(problems))
         return SlurmFleet(cluster, deadline_s, campaign_dir)
     raise ValueError(f"unknown cluster.kind {cluster.kind!r} (local or slurm)")

@@ -107,10 +107,29 @@ def _expand_tasks(job_id: str) -> list[str]:
     return out
 
 
-def unknown_partitions(partitions: dict[str, PartitionConfig]) -> list[str]:
+# sinfo's partitions, one line per group of alike nodes: (partition, gres, time limit).
+SinfoLines = list[tuple[str, str, str]]
+
+
+def config_problems(partitions: dict[str, PartitionConfig]) -> list[str]:
+    """What Slurm would refuse or never start in the configured partitions, as config problems, from
+    one sinfo call (with slurmctld down each call waits out its timeout, and a start that asked for
+    each check would wait for minutes before refusing). [] when sinfo cannot tell."""
+    lines = parse_sinfo(query(["sinfo", "-h", "-a", "-o", "%R|%G|%l"], timeout=60) or "")
+    checks = (unknown_partitions, unknown_gres, over_time_limit)
+    return next((found for check in checks if (found := check(partitions, lines))), [])
+
+
+def parse_sinfo(text: str) -> SinfoLines:
+    """`sinfo -o %R|%G|%l` output as (partition, gres, time limit) lines."""
+    rows = (line.strip().split("|") for line in text.splitlines())
+    return [(row[0], row[1], row[2]) for row in rows if len(row) == 3]
+
+
+def unknown_partitions(partitions: dict[str, PartitionConfig], lines: SinfoLines) -> list[str]:
     """The configured partitions Slurm does not have, as config problems: sbatch would refuse every
-    job, and each refusal would be re-queued as a lost run. [] when `sinfo` cannot tell."""
-    have = set((query(["sinfo", "-h", "-a", "-o", "%R"], timeout=60) or "").split())
+    job, and each refusal would be re-queued as a lost run. [] when sinfo lists none."""
+    have = {partition for partition, _, _ in lines}
     if not have:
         return []
     return [
@@ -122,13 +141,12 @@ def unknown_partitions(partitions: dict[str, PartitionConfig]) -> list[str]:
     ]
 
 
-def unknown_gres(partitions: dict[str, PartitionConfig]) -> list[str]:
+def unknown_gres(partitions: dict[str, PartitionConfig], lines: SinfoLines) -> list[str]:
     """The configured GPU requests (`gres`) that no node of their partition has, as config problems:
     sbatch would refuse every job (each refusal re-queued as a lost run) or Slurm hold it pending
-    for ever. [] when `sinfo` cannot tell."""
+    for ever."""
     offered: dict[str, list[str]] = {}  # partition -> its nodes' gres, as sinfo writes them
-    for line in (query(["sinfo", "-h", "-a", "-N", "-o", "%R|%G"], timeout=60) or "").splitlines():
-        partition, _, gres = line.strip().partition("|")
+    for partition, gres, _ in lines:
         offered.setdefault(partition, []).extend(_gres_items(gres))
     problems = []
     for name, part in partitions.items():
@@ -145,15 +163,12 @@ def unknown_gres(partitions: dict[str, PartitionConfig]) -> list[str]:
     return problems
 
 
-def over_time_limit(partitions: dict[str, PartitionConfig]) -> list[str]:
+def over_time_limit(partitions: dict[str, PartitionConfig], lines: SinfoLines) -> list[str]:
     """The configured time limits (`time_limit_min`) above their partition's, as config problems:
     Slurm holds such a job pending for ever (PartitionTimeLimit) or, where the site enforces
     partition limits at submission (EnforcePartLimits), sbatch refuses every one (each refusal
-    re-queued as a lost run). [] when `sinfo` cannot tell."""
-    limits: dict[str, str] = {}  # partition -> its time limit, as sinfo writes it
-    for line in (query(["sinfo", "-h", "-a", "-o", "%R|%l"], timeout=60) or "").splitlines():
-        partition, _, limit = line.strip().partition("|")
-        limits[partition] = limit
+    re-queued as a lost run)."""
+    limits = {partition: limit for partition, _, limit in lines}  # as sinfo writes them
     problems = []
     for name, part in partitions.items():
         where = (part.partition or name).split(",")
