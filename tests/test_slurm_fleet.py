@@ -807,6 +807,45 @@ def test_jobs_pending_in_a_partition_set_down_are_named_once_and_run_when_it_is_
 
 
 @pytest.mark.slurm
+def test_a_partition_that_closes_again_is_said_again(
+    tmp_path: Path, slurm_cluster: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition closed twice in one campaign, each time first INACTIVE (sbatch refuses the job),
+    then DOWN (sbatch takes it, and it pends, PartitionDown), then UP (it runs). The pending wait
+    was said only the first time, and a second closure left the campaign standing still in silence;
+    each closure is now said, every time."""
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.2,))
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    finished: list[Finished] = []
+
+    def poll_asking_why() -> None:
+        fleet._pending_at = -slurm_fleet.PENDING_POLL_SECONDS  # (squeue is asked once a minute)
+        finished.extend(fleet.poll())
+
+    def close_then_open(trial: int) -> None:
+        exp = make_experiment(tmp_path, "print('ran')\n", name=f"e{trial}", trial=trial)
+        _set_partition("h100", "INACTIVE")
+        fleet.submit([JobSpec(trial, exp, "h100")])
+        _set_partition("h100", "DOWN")
+        said = "pending for PartitionDown: the partition is down"
+        wait_for(lambda: poll_asking_why() or len(_messages(caplog, said)) >= trial, 60, "the wait said")
+        _set_partition("h100", "UP")
+        wait_for(lambda: poll_asking_why() or len(finished) >= trial, 120, "it to run", every=0.2)
+
+    try:
+        close_then_open(1)
+        close_then_open(2)
+    finally:
+        _set_partition("h100", "UP")
+        fleet.shutdown(cancel=True)
+    assert [(f.trial, f.outcome["status"] == "lost") for f in finished] == [(1, False), (2, False)]
+    assert len(_messages(caplog, "it takes no new jobs (inactive or drained)")) == 2
+    assert len(_messages(caplog, "partition h100 takes jobs again")) == 2
+    assert len(_messages(caplog, "pending for PartitionDown")) == 2
+
+
+@pytest.mark.slurm
 def test_a_node_drained_under_a_running_job_lets_it_finish_and_the_next_wait_is_named(
     tmp_path: Path, slurm_cluster: None, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -593,11 +593,16 @@ class SlurmFleet:
         """Say once per partition and reason when Slurm holds a job pending for a reason that
         waiting does not cure: its experiments count as running, and would never start. A job held
         until someone releases it is said once per job; a partition or its nodes out of service
-        (down, inactive, drained), once per partition and state: a campaign standing still says why."""
-        if not pending:
-            return
+        (down, inactive, drained), once per partition and state while it lasts: a campaign standing
+        still says why, and again when the partition closes again after its jobs stopped waiting
+        for that."""
         jobs = {i.split("_")[0]: pool for i, pool in pending.items()}
-        for job, reason in pending_reasons(set(jobs)).items():
+        reasons = pending_reasons(set(jobs))
+        if reasons is None:  # (squeue cannot tell: nothing said, nothing forgotten)
+            return
+        closed_now = {(jobs[job], reason) for job, reason in reasons.items() if job in jobs}
+        self._warned -= {key for key in self._warned if key[1] in CLOSED and key not in closed_now}
+        for job, reason in reasons.items():
             pool = jobs.get(job)
             if pool and reason in HELD:  # each hold is someone's decision about one job
                 self._say_once(

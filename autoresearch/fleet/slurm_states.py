@@ -230,11 +230,13 @@ def max_array_size() -> int:
     return DEFAULT_MAX_ARRAY_SIZE
 
 
-def pending_reasons(job_ids: set[str]) -> dict[str, str]:
+def pending_reasons(job_ids: set[str]) -> dict[str, str] | None:
     """Why Slurm holds each of these jobs pending (squeue's reason, by job id; an array by its own
-    id); {} when squeue cannot tell."""
-    out = query(["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))]) or ""
-    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+    id); {} for no job, None when squeue cannot tell."""
+    if not job_ids:
+        return {}
+    out = query(["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))])
+    return None if out is None else dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
 
 
 def job_states(job_ids: set[str], if_failed: str = "") -> dict[str, list[str]] | None:
