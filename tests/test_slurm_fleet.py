@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 from autoresearch.campaign import Campaign
 from autoresearch.config import PartitionConfig
 from autoresearch.fleet import slurm as slurm_fleet
-from autoresearch.fleet import slurm_outage, slurm_states
+from autoresearch.fleet import slurm_outage, slurm_qos, slurm_states
 from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
@@ -468,6 +468,51 @@ def test_a_time_limit_above_the_partitions_is_refused_before_anything_runs(
         45,
         None,
     ]
+
+
+def _qos_max_wall(qos: str, limit: str) -> None:
+    """A site's QOS limit on a job's time (-1: none)."""
+    subprocess.run(
+        ["sacctmgr", "-i", "modify", "qos", qos, "set", f"MaxWall={limit}"], check=True, capture_output=True
+    )
+
+
+@pytest.mark.slurm
+def test_a_time_limit_above_the_qos_max_wall_is_refused_before_anything_runs(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else Slurm holds every job pending for ever (QOSMaxWallDurationPerJobLimit), said only once
+    jobs pend. Here the QOS the jobs run under by default (normal, the association's only one)
+    allows 20 minutes and the campaign asks for 30; a partition asking for another QOS is judged
+    by that one's; where sacctmgr does not answer, nothing is refused."""
+    _qos_max_wall("normal", "20")
+    try:
+        proc = run_campaign(tmp_path, SLURM)
+        with pytest.raises(ValueError) as refused:
+            make_fleet(compose_toy(tmp_path, SLURM, "cluster.partitions.h200.qos=high").cluster, 60, "unused")
+        failing = 'echo "sacctmgr: error: Problem talking to the database"; exit 1'
+        with monkeypatch.context() as patch:  # (accounting not answering)
+            patch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sacctmgr=failing)}:{os.environ['PATH']}")
+            fleet = make_fleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    finally:
+        _qos_max_wall("normal", "-1")
+    said = "cluster.partitions.{}.time_limit_min=30: above the MaxWall of QOS normal 00:20:00 (sacctmgr): "
+    said += "set it to 20 at most"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"error: {said.format('h100')}; {said.format('h200')}"]
+    assert str(refused.value) == said.format("h100")
+    assert isinstance(fleet, SlurmFleet)
+    # the default QOS of the account's association for the partition, else its account-wide one
+    rows = [
+        ["acct", "acct", "", "", "normal"],
+        ["acct", "acct", "h200", "long", "long,normal"],
+        ["acct", "other", "", "", "a,b"],
+    ]
+    assert [slurm_qos.default_qos(rows, "", "h100"), slurm_qos.default_qos(rows, "", "h200")] == [
+        "normal",
+        "long",
+    ]
+    assert slurm_qos.default_qos(rows, "other", "h100") == ""  # (several, no default: Slurm's choice)
 
 
 def _after_setup(lines: list[str], cwd: Path | None = None) -> tuple[str, str]:

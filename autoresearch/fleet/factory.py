@@ -43,9 +43,11 @@ def make_fleet(
         return make_local_fleet(cluster, deadline_s, require_gpu)
     if cluster.kind == "slurm":
         from autoresearch.fleet.slurm import SlurmFleet
+        from autoresearch.fleet.slurm_qos import over_qos_wall
         from autoresearch.fleet.slurm_states import config_problems
 
-        if problems := config_problems(cluster.partitions):  # (none found where sinfo is missing)
+        # (none found where sinfo, or sacctmgr, cannot tell)
+        if problems := config_problems(cluster.partitions) or over_qos_wall(cluster.partitions):
             raise ValueError("; ".join(problems))
         return SlurmFleet(cluster, deadline_s, campaign_dir)
     raise ValueError(f"unknown cluster.kind {cluster.kind!r} (local or slurm)")

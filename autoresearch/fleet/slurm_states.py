@@ -223,11 +223,17 @@ def latest(attempts: list[str]) -> str:
 def max_array_size() -> int:
     """The most tasks one job array may have (the cluster's MaxArraySize: sbatch refuses a larger
     array); Slurm's default, 1001, when `scontrol` cannot tell."""
+    value = slurm_setting("MaxArraySize")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_ARRAY_SIZE
+
+
+def slurm_setting(name: str) -> str:
+    """One setting of the running cluster (`scontrol show config`); '' when scontrol cannot tell."""
     for line in (query(["scontrol", "show", "config"]) or "").splitlines():
-        name, _, value = line.partition("=")
-        if name.strip() == "MaxArraySize" and value.strip().isdigit() and int(value) > 0:
-            return int(value)
-    return DEFAULT_MAX_ARRAY_SIZE
+        key, _, value = line.partition("=")
+        if key.strip() == name:
+            return value.strip()
+    return ""
 
 
 def pending_reasons(job_ids: set[str]) -> dict[str, str] | None:
