@@ -3,13 +3,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import os
 import runpy
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 TOOLS = {"status": "autoresearch.status", "report": "autoresearch.report"}  # never a Hydra override
+
+
+@contextlib.contextmanager
+def reader_may_stop_early() -> Iterator[None]:
+    """Output piped into `head` or the like: a reader that has had enough closes the pipe, and the
+    rest goes nowhere instead of ending in a BrokenPipeError traceback (the exit's own flush too)."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def tool_name(tool: str) -> str:

@@ -35,7 +35,7 @@ from autoresearch.budget import (
     measure,
     pool_prices,
 )
-from autoresearch.cli import tool_name
+from autoresearch.cli import reader_may_stop_early, tool_name
 from autoresearch.config import (
     SAVED_CONFIG,
     AutoresearchConfig,
@@ -291,7 +291,7 @@ def main() -> None:
         help="print each finished trial's row (results.tsv's columns) as a JSON line",
     )
     args = parser.parse_args()
-    with reading_campaign(args.campaign_dir) as (study, config):
+    with reading_campaign(args.campaign_dir) as (study, config), reader_may_stop_early():
         show(study, args.campaign_dir, args.watch, args.json, pool_prices(config))
 
 

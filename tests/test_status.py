@@ -343,3 +343,30 @@ def test_the_controller_line_tells_running_stopped_and_gone(tmp_path: Path) -> N
         f"gone: pid {dead.pid} on {socket.gethostname()} ended without a word (killed?); "
         "run the campaign command again to resume"
     )
+
+
+def test_json_rows_piped_into_a_reader_that_stops_early_end_quietly(tmp_path: Path) -> None:
+    """`status --json | head -2`: head closes the pipe after two lines, and the rows still to be
+    printed ended in a BrokenPipeError traceback on the terminal."""
+    (tmp_path / "config.yaml").write_text(
+        "campaign: {name: piped}\nstorage: null\ncluster: {partitions: {}}\n"
+    )
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
+    )
+    study = optuna.create_study(study_name="piped", storage=storage)
+    for number in range(200):  # more rows than a pipe holds: the tool blocks until the reader leaves
+        ran = {"status": "discard", "tier": "screen", "ended_at": float(number), "description": "a change"}
+        study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
+    tool = subprocess.Popen(
+        [sys.executable, "-m", "autoresearch.status", str(tmp_path), "--json"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert tool.stdout is not None
+    assert json.loads(tool.stdout.readline())["trial"] == 0  # a reader that takes one row, then leaves
+    tool.stdout.close()
+    _, err = tool.communicate(timeout=60)
+    assert err == "" and tool.returncode == 0
