@@ -1,31 +1,45 @@
 """slurm/controller.sbatch, run by bash as Slurm would run it, with stand-ins for the controller
-(a script that, like the real one, stops with code 130 on its second TERM) and
-for `scontrol` (records what it is asked)."""
+(a script that, like the real one, stops with code 130 on its second stop signal) and for
+`scontrol` (records what it is asked); and submitted to the local Slurm cluster with the real
+controller, as docs/SLURM.md tells a person to run and cancel it."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
-from engine_helpers import REPO, fake_commands, wait_for
+import pytest
+from engine_helpers import REPO, TOY, campaign_command, experiment_runs, fake_commands, wait_for
+
+from autoresearch.heartbeat import controller_state
 
 SCRIPT = REPO / "slurm" / "controller.sbatch"
 
 
 def _controller_job(tmp_path: Path, stops_at_term: int) -> tuple[subprocess.Popen[str], Path]:
     """The script run by bash with a stand-in controller that stops (code 3, or 130 at a second
-    TERM, as the real one) at its `stops_at_term`-th TERM; and the file each TERM is noted in."""
+    stop signal, as the real one) at the `stops_at_term`-th INT the script passes on; and the file
+    each is noted in (with whether the stand-in was started with TERM ignored, as the script must)."""
     seen = tmp_path / "terms.log"
     code = "3" if stops_at_term == 1 else "130"
-    bin_dir = fake_commands(
-        tmp_path / "bin",
-        "/usr/bin/env bash",
-        python=f"n=0\ntrap 'n=$((n + 1)); echo term >> {seen}; [ $n -ge {stops_at_term} ] && exit {code}' TERM\n"
-        f"echo ready > {tmp_path / 'ready'}\nwhile :; do sleep 0.05; done",
-        scontrol=f'echo "$@" >> {tmp_path / "scontrol.log"}',
-    )
+    stand_in = f"""import pathlib, signal, sys, time
+term_ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+stops = []
+def stop(signum, frame):
+    stops.append(signum)
+    with open({str(seen)!r}, "a") as f:
+        f.write(f"int-with-term-ignored={{term_ignored}}\\n")
+    if len(stops) >= {stops_at_term}:
+        sys.exit({code})
+signal.signal(signal.SIGINT, stop)
+pathlib.Path({str(tmp_path / "ready")!r}).write_text("ready")
+while True:
+    time.sleep(0.05)"""
+    bin_dir = fake_commands(tmp_path / "bin", sys.executable, python=stand_in)
+    fake_commands(bin_dir, scontrol=f'echo "$@" >> {tmp_path / "scontrol.log"}')
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -67,7 +81,7 @@ def test_a_cancelled_controller_stops_and_is_not_requeued(tmp_path: Path) -> Non
     job.send_signal(signal.SIGTERM)
     out, _ = job.communicate(timeout=60)
     assert job.returncode == 3, out
-    assert seen.read_text().split() == ["term"]
+    assert seen.read_text().split() == ["int-with-term-ignored=True"]
     assert not (tmp_path / "scontrol.log").exists()
     assert "not requeued; submit this script again with the same arguments to resume" in " ".join(out.split())
 
@@ -84,3 +98,57 @@ def test_a_controller_cancelled_before_its_time_limit_stays_cancelled_when_the_l
     assert job.returncode == 130, out
     assert not (tmp_path / "scontrol.log").exists()
     assert "not requeued; submit this script again with the same arguments to resume" in " ".join(out.split())
+
+
+def _sacct_state(job_id: str) -> str:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True, timeout=30
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.slurm
+def test_scancel_of_the_controller_job_stops_the_controller_once(tmp_path: Path, slurm_cluster: None) -> None:
+    """`scancel JOB` (docs/SLURM.md's way to stop the controller job) has Slurm send TERM to every
+    process of the job: the controller had it twice, once from Slurm and once passed on by the
+    script, took the second for a person's insistence and left at once (code 130, "interrupted:
+    a second Ctrl-C or SIGTERM"), without its clean stop."""
+    run_log, hold = tmp_path / "runs.log", tmp_path / "hold"
+    hold.touch()  # the toy experiments wait while it exists: the controller is mid-campaign
+    arguments = campaign_command(
+        tmp_path,
+        "cluster=slurm_local",
+        f"campaign.train_py={TOY / 'train.py'}",  # the job runs in the submit folder, not the repo
+        f"campaign.prepare_py={TOY / 'prepare.py'}",
+    )[3:]  # (after `python -m autoresearch`)
+    (tmp_path / "runs").mkdir()
+    env = {
+        **os.environ,
+        "AUTORESEARCH_PYTHON": sys.executable,
+        "TOY_RUN_LOG": str(run_log),
+        "TOY_HOLD": str(hold),
+    }
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", str(SCRIPT), *arguments],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    job_id = submitted.stdout.strip().split(";")[0]
+    campaign = tmp_path / "toy"
+    try:
+        wait_for(lambda: sum(experiment_runs(run_log).values()) >= 1, 120, "an experiment running")
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        wait_for(lambda: _sacct_state(job_id).startswith("CANCELLED"), 60, "the controller job to end")
+        job_log = tmp_path / "runs" / f"controller-{job_id}.log"
+        wait_for(lambda: "not requeued" in job_log.read_text(), 30, "the script's last line")
+    finally:
+        hold.unlink()
+        experiments = [p.name for p in (campaign / "submitit").iterdir() if p.name.isdigit()]
+        subprocess.run(["scancel", *experiments], timeout=30)
+    log = (campaign / "controller.log").read_text()
+    assert "stopping: no new experiments" in log and "interrupted" not in log, log
+    assert controller_state(campaign).endswith(": stopped by the user"), controller_state(campaign)
