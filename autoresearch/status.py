@@ -284,7 +284,12 @@ def seconds(text: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(prog=tool_name("status"), description=DESCRIPTION)
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
-    parser.add_argument("--watch", type=seconds, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
+    parser.add_argument(
+        "--watch",
+        type=seconds,
+        metavar="SECONDS",
+        help="refresh every SECONDS until Ctrl-C (into a pipe or a file: a new view each time)",
+    )
     parser.add_argument(
         "--json",
         action="store_true",
@@ -305,6 +310,13 @@ def show(
     console = Console()
     if not watch:
         console.print(render(study, campaign_dir, prices=prices))
+        return
+    if not console.is_terminal:  # a pipe or a file (`| tee`, a log): no screen to redraw in place
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                console.print(render(study, campaign_dir, prices=prices))
+                console.file.flush()  # (a pipe holds what it is given until it is full)
+                time.sleep(watch)
         return
     live = Live(render(study, campaign_dir, prices=prices), console=console, refresh_per_second=1)
     with contextlib.suppress(KeyboardInterrupt), live:  # Ctrl-C is how a live view ends

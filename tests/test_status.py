@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -345,19 +346,26 @@ def test_the_controller_line_tells_running_stopped_and_gone(tmp_path: Path) -> N
     )
 
 
+def _campaign_of_discards(folder: Path, name: str, count: int) -> None:
+    """A campaign folder as status reads it: config.yaml and a journal study of `count` discards."""
+    (folder / "config.yaml").write_text(
+        f"campaign: {{name: {name}}}\nstorage: null\ncluster: {{partitions: {{}}}}\n"
+    )
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "study.journal"))
+    )
+    study = optuna.create_study(study_name=name, storage=storage)
+    for number in range(count):
+        ran = {"status": "discard", "tier": "screen", "ended_at": float(number), "description": "a change"}
+        study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
+
+
 def test_json_rows_piped_into_a_reader_that_stops_early_end_quietly(tmp_path: Path) -> None:
     """`status --json | head -2`: head closes the pipe after two lines, and the rows still to be
     printed ended in a BrokenPipeError traceback on the terminal."""
-    (tmp_path / "config.yaml").write_text(
-        "campaign: {name: piped}\nstorage: null\ncluster: {partitions: {}}\n"
-    )
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
-    )
-    study = optuna.create_study(study_name="piped", storage=storage)
-    for number in range(200):  # more rows than a pipe holds: the tool blocks until the reader leaves
-        ran = {"status": "discard", "tier": "screen", "ended_at": float(number), "description": "a change"}
-        study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
+    _campaign_of_discards(
+        tmp_path, "piped", 200
+    )  # more than a pipe holds: the tool blocks until the reader leaves
     tool = subprocess.Popen(
         [sys.executable, "-m", "autoresearch.status", str(tmp_path), "--json"],
         cwd=REPO,
@@ -370,3 +378,27 @@ def test_json_rows_piped_into_a_reader_that_stops_early_end_quietly(tmp_path: Pa
     tool.stdout.close()
     _, err = tool.communicate(timeout=60)
     assert err == "" and tool.returncode == 0
+
+
+def test_the_live_view_into_a_pipe_prints_a_frame_at_each_refresh(tmp_path: Path) -> None:
+    """`status --watch 10 | tee watch.log` (or into a file): with no screen to redraw, the live
+    view printed nothing until Ctrl-C, and nothing at all when ended by TERM."""
+    _campaign_of_discards(tmp_path, "watched", 3)
+    tool = subprocess.Popen(
+        [sys.executable, "-m", "autoresearch.status", str(tmp_path), "--watch", "0.1"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert tool.stdout is not None
+    heads: list[str] = []
+    reader = threading.Thread(
+        target=lambda: heads.extend(line for line in tool.stdout if line.startswith("campaign ")), daemon=True
+    )
+    reader.start()
+    try:
+        wait_for(lambda: len(heads) >= 2, 60, "two frames of the live view")
+    finally:
+        tool.terminate()
+        tool.wait(timeout=30)
+    assert all(head.split()[1] == "watched" for head in heads), heads
