@@ -45,6 +45,7 @@ from autoresearch.files import finite_number, read_json, write_atomic
 from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import GIT_LOCKS, Frontier
+from autoresearch.hardware import hardware_changes
 from autoresearch.heartbeat import Heartbeat
 from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
@@ -181,13 +182,16 @@ class Campaign:
         )
         # The study's own record of how each knob was searched: config.yaml forgets a knob left
         # out of a run, and a knob brought back changed would fail every trial that sets it.
-        searched = {n: d for t in self.study.get_trials(deepcopy=False) for n, d in t.distributions.items()}
+        recorded = self.study.get_trials(deepcopy=False)
+        searched = {n: d for t in recorded for n, d in t.distributions.items()}
         if changed := knob_changes(searched, knob_specs(self.cfg), f"the study of {self.dir}"):
             raise CampaignError("; ".join(changed))
         # config_check held the command to config.yaml; the study's own record holds it where that is gone
         started = self.study.user_attrs.get(MEASUREMENT_ATTR, {})
         if changed := measurement_changes(started, measurement(self.cfg), str(self.dir)):
             raise CampaignError("; ".join(changed))
+        if moved := hardware_changes(recorded, self.cfg.cluster.tiers, self.fleet.pools, str(self.dir)):
+            raise CampaignError("; ".join(moved))
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
         self._drop_stale_git_locks()
         self.frontier = self._open_frontier(train_py.read_text())

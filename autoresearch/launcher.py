@@ -26,6 +26,7 @@ from autoresearch.config import AutoresearchConfig, deadline_seconds
 from autoresearch.files import write_json_atomic
 from autoresearch.fleet.base import Fleet, JobSpec
 from autoresearch.frontier import Frontier
+from autoresearch.hardware import HARDWARE_ATTR, hardware_of
 from autoresearch.intake import Intake, screening_seed
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
 from autoresearch.runner import SPEC_FILE
@@ -230,6 +231,7 @@ class Launcher:
                 "pool": pool_name,
                 PRICE_ATTR: pool.price_per_gpu_hour,  # its hours cost this, whatever config.yaml says later
                 "gpu_type": pool.gpu_type,
+                HARDWARE_ATTR: hardware_of(pool),  # its tier is held to it (`hardware_changes`)
                 "partition": pool.partition or pool.name,
                 "launched_at": self.now(),
             },

@@ -673,13 +673,15 @@ def test_a_twin_of_a_train_py_that_ran_is_skipped_and_one_of_a_crash_runs(tmp_pa
         ],
         "campaign.validate_seeds=0",
         "cluster.cpu_slots=5",  # with the 3 baselines: both run before either is decided
+        "cluster.threads_per_slot=1",  # as on one slot below: a resume keeps each run's threads
     )
     wider, again = trial_named(first, "wider"), trial_named(first, "wider again")
     assert again.user_attrs["status"] == "skip" and "exp_dir" not in again.user_attrs
     assert again.user_attrs["reason"] == f"same train.py as trial {wider.number}"
     crash = Candidate("crash", knobs={"CRASH": True})
     twin = Candidate("twin", edits=[Edit("CRASH = False", "CRASH = True")])
-    one_slot = ("campaign.validate_seeds=0", "cluster.cpu_slots=1")  # the twin starts after the crash
+    # the twin starts after the crash
+    one_slot = ("campaign.validate_seeds=0", "cluster.cpu_slots=1", "cluster.threads_per_slot=1")
     second = run_scripted(tmp_path, [crash, twin], *one_slot)
     again = Candidate(
         "twin again", edits=[Edit("CRASH = False\n", "CRASH = True\n")]
@@ -1115,6 +1117,31 @@ def test_a_resume_without_its_config_yaml_is_held_to_how_its_study_measured(
     assert not (first.dir / "config.yaml").exists()  # refused before anything was written
     open_campaign(tmp_path, [])  # as it started: it goes on, and saves its config again
     assert (first.dir / "config.yaml").is_file()
+
+
+def test_a_resume_that_moves_a_measured_tier_to_other_hardware_is_refused(tmp_path: Path) -> None:
+    """Each experiment trains for the same seconds, so fewer CPU threads per slot (more
+    cluster.cpu_slots, or threads_per_slot) make every later result worse than the frontier's,
+    for the hardware's sake: a resume that changes them is refused in one line, loses nothing,
+    and the command as it was goes on."""
+    first = run_campaign(tmp_path, "cluster.threads_per_slot=1", "campaign.budget.max_experiments=2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    measured = [t for t in load(tmp_path / "toy").trials if "val_bpb" in t.user_attrs]
+    assert measured and {t.user_attrs["hardware"] for t in measured} == {"cpu, 1 thread per slot"}
+    saved, trials_before = (tmp_path / "toy" / "config.yaml").read_text(), len(load(tmp_path / "toy").trials)
+    proc = run_campaign(tmp_path, "cluster.threads_per_slot=2", "campaign.budget.max_experiments=4")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (said,) = [line for line in proc.stdout.splitlines() if "ERROR" in line]
+    assert (
+        f"ERROR    the screen tier of {tmp_path / 'toy'} measured on cpu, 1 thread per slot, this command "
+        "runs it on cpu, 2 threads per slot (local): " in said
+    )
+    assert said.endswith("or choose a new campaign.name")
+    assert len(load(tmp_path / "toy").trials) == trials_before  # nothing queued or written
+    assert (tmp_path / "toy" / "config.yaml").read_text() == saved
+    went_on = run_campaign(tmp_path, "cluster.threads_per_slot=1", "campaign.budget.max_experiments=4")
+    assert went_on.returncode == 0, went_on.stdout + went_on.stderr
+    assert len(load(tmp_path / "toy").trials) > trials_before
 
 
 def test_a_controller_killed_while_it_saves_its_config_leaves_the_one_before(

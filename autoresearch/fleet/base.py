@@ -21,6 +21,7 @@ class Pool:
     gpu_type: str
     price_per_gpu_hour: float = 0.0
     partition: str = ""
+    threads: int = 0  # CPU threads each slot's torch gets (0: not set by the fleet)
 
 
 @dataclass(frozen=True)

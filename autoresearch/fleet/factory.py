@@ -31,7 +31,7 @@ def make_local_fleet(cluster: ClusterConfig, deadline_s: float, require_gpu: boo
         slots = part.slots or cluster.cpu_slots
         gpu_type = "cpu"
     threads = cluster.threads_per_slot or max(1, (os.cpu_count() or 1) // slots)
-    pool = Pool(name, slots, gpu_type, part.price_per_gpu_hour, part.partition or name)
+    pool = Pool(name, slots, gpu_type, part.price_per_gpu_hour, part.partition or name, threads)
     # The runner ends train.py at deadline_s; the fleet's own kill is the backstop, a grace later.
     return LocalFleet(pool, gpus, threads, deadline_s + backstop_grace(cluster))
 

@@ -176,9 +176,9 @@ class SlurmFleet:
         self.queues: dict[str, WorkerQueue] = {}
         for name, part in cluster.partitions.items():
             slots = min(part.slots, cluster.max_queued)
-            self.pools[name] = Pool(
-                name, slots, part.gpu_type, part.price_per_gpu_hour, part.partition or name
-            )
+            price, partition = part.price_per_gpu_hour, part.partition or name
+            # its runner gives torch the CPUs Slurm grants (`runner`)
+            self.pools[name] = Pool(name, slots, part.gpu_type, price, partition, threads=part.cpus_per_task)
             self.executors[name] = executor_for(self.folder, name, part)
             if part.mode == "workers":
                 self.queues[name] = WorkerQueue(self.dir / "queue" / name)

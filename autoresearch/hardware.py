@@ -1,0 +1,66 @@
+"""What each tier measures on, held as a resume changes the cluster.
+
+Every experiment trains for the same number of seconds, so val_bpb rests on the hardware too:
+twice the CPU threads, or an H200 for an H100, trains more steps and scores lower with no change
+to train.py. A tier's results are compared with its frontier's runs there (`decisions`), so a
+resume that moves a tier to other hardware (`cluster.tiers`, a partition's `gpu_type`, more
+local CPU slots and so fewer threads each) would keep or discard changes for the hardware's sake.
+Each launch records its hardware (`HARDWARE_ATTR`); a tier that has measured is held to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from optuna.trial import FrozenTrial
+
+from autoresearch.fleet.base import Pool
+
+HARDWARE_ATTR = "hardware"  # a trial's: what it ran on (`hardware_of`)
+
+
+def hardware_of(pool: Pool) -> str:
+    """A pool's hardware as a result depends on it: its GPU type, or on CPUs its threads per slot
+    (unknown, 0, where the fleet does not set them)."""
+    if pool.gpu_type != "cpu" or not pool.threads:
+        return pool.gpu_type
+    return f"cpu, {pool.threads} thread{'s' if pool.threads > 1 else ''} per slot"
+
+
+def _measured_on(trials: Iterable[FrozenTrial]) -> dict[str, set[str]]:
+    """By tier, the hardware its results were measured on (runs of versions before it was recorded
+    are known by their GPU type where that is not "cpu", whose threads were not recorded)."""
+    seen: dict[str, set[str]] = {}
+    for t in trials:
+        attrs = t.user_attrs
+        if "val_bpb" not in attrs:
+            continue
+        hardware = attrs.get(HARDWARE_ATTR) or (
+            attrs.get("gpu_type") if attrs.get("gpu_type") != "cpu" else None
+        )
+        if hardware:
+            seen.setdefault(str(attrs.get("tier", "screen")), set()).add(str(hardware))
+    return seen
+
+
+def hardware_changes(
+    trials: Iterable[FrozenTrial], tiers: Mapping[str, str], pools: Mapping[str, Pool], where: str
+) -> list[str]:
+    """Why this command's tiers would measure on other hardware than their results in `where`
+    were, a line each (a tier with no result yet may move anywhere)."""
+    seen = _measured_on(trials)
+    problems = []
+    for tier, pool_name in tiers.items():
+        if tier not in seen or pool_name not in pools:
+            continue
+        now = hardware_of(pools[pool_name])
+        if now not in seen[tier]:
+            before = " and ".join(sorted(seen[tier]))
+            problems.append(
+                f"the {tier} tier of {where} measured on {before}, this command runs it on {now} "
+                f"({pool_name}): its results there could not be compared with the frontier's, as "
+                "each trains for the same seconds; keep cluster.tiers, the partition's gpu_type "
+                "and (on CPUs) cluster.cpu_slots and threads_per_slot as they were, or choose a "
+                "new campaign.name"
+            )
+    return problems
