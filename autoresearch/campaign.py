@@ -59,6 +59,7 @@ from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepR
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, write_results
+from autoresearch.resume_changes import setting_changes
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, STARTED_FILE
 from autoresearch.sampler import AgentSampler, knob_changes
 from autoresearch.starting_files import own_harness, warn_if_train_py_changed
@@ -222,6 +223,11 @@ class Campaign:
         # Saved once this controller holds the campaign (a refused second one leaves it as it was)
         # and can run it: a start that failed on a mistyped storage or on its data measured nothing,
         # so a corrected command must not be held to the settings it was refused with.
+        if changes := setting_changes(self.dir / SAVED_CONFIG, self.cfg):
+            log.info(
+                "settings changed since the last start (its config.yaml, now replaced): %s",
+                "; ".join(changes),
+            )
         write_atomic(self.dir / SAVED_CONFIG, OmegaConf.to_yaml(self.cfg))
         if MEASUREMENT_ATTR not in self.study.user_attrs:  # (or a study begun before it was kept)
             self.study.set_user_attr(MEASUREMENT_ATTR, measurement(self.cfg))

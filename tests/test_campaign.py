@@ -1144,6 +1144,34 @@ def test_a_resume_that_moves_a_measured_tier_to_other_hardware_is_refused(tmp_pa
     assert len(load(tmp_path / "toy").trials) > trials_before
 
 
+def test_a_resume_names_each_setting_it_changes_and_a_hand_edit_of_config_yaml_it_replaces(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """config.yaml records the last start and is replaced by the command's settings: a resume
+    says what it changed (under which keep rule later decisions are made), and a value edited
+    into config.yaml by hand, which the command does not give, is named as it goes, not lost unsaid."""
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    first = open_campaign(tmp_path, [])
+    release(first)
+    said = "settings changed since the last start"
+    release(open_campaign(tmp_path, []))  # the same command: nothing to say
+    assert said not in caplog.text
+    caplog.clear()
+    release(open_campaign(tmp_path, [], "campaign.min_delta=0.01", "campaign.budget.max_experiments=20"))
+    (line,) = [r.getMessage() for r in caplog.records if said in r.getMessage()]
+    assert line == (
+        f"{said} (its config.yaml, now replaced): campaign.budget.max_experiments: 12 -> 20; "
+        "campaign.min_delta: 0.0005 -> 0.01"
+    )
+    saved = first.dir / "config.yaml"
+    saved.write_text(saved.read_text().replace("wave_size: 4", "wave_size: 6"))  # edited by hand
+    caplog.clear()
+    open_campaign(tmp_path, [], "campaign.min_delta=0.01", "campaign.budget.max_experiments=20")
+    (line,) = [r.getMessage() for r in caplog.records if said in r.getMessage()]
+    assert line.endswith("now replaced): campaign.wave_size: 6 -> 4")
+    assert "wave_size: 4" in saved.read_text()
+
+
 def test_a_controller_killed_while_it_saves_its_config_leaves_the_one_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_campaign: Callable[..., Campaign]
 ) -> None:
