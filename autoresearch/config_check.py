@@ -367,9 +367,20 @@ def config_problems(cfg: AutoresearchConfig) -> list[str]:
     return problems
 
 
-def _measurement(cfg: Any) -> dict[str, Any]:
-    """`measurement`, and the storage: results in another study cannot be compared either."""
-    return {**measurement(cfg), "storage": cfg.storage}
+def _storage_change(started: str | None, now: str | None, where: str) -> list[str]:
+    """Another storage holds another study: a resume there would start from nothing, beside a
+    folder whose frontier and experiments are the first study's."""
+    if started == now:
+        return []
+    return [
+        f"storage: {where} keeps its study in {_storage_named(started)}, this command says "
+        f"{_storage_named(now)}, which does not hold it (the campaign would start over there, "
+        "beside this folder's frontier): keep the storage, or choose a new campaign.name"
+    ]
+
+
+def _storage_named(url: str | None) -> str:
+    return repr(url) if url else "its folder's study.journal (storage unset)"
 
 
 def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
@@ -382,12 +393,15 @@ def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
     try:
         saved = read_saved_config(saved_config)
         with reading_saved_config(saved_config):
-            started, searched = _measurement(saved), distributions(knob_specs(saved))
+            started, searched = measurement(saved), distributions(knob_specs(saved))
+            stored = saved.storage
     except SavedConfigError as err:
         return [str(err)]
     where = str(saved_config.parent)
-    return measurement_changes(started, _measurement(cfg), where) + knob_changes(
-        searched, knob_specs(cfg), where
+    return (
+        measurement_changes(started, measurement(cfg), where)
+        + _storage_change(stored, cfg.storage, where)
+        + knob_changes(searched, knob_specs(cfg), where)
     )
 
 

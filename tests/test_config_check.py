@@ -267,6 +267,10 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
         "a log scale, this command says float, and its study cannot take a knob's kind, log scale or "
         "choices changed (bounds may change): keep them, leave the knob out of campaign.knobs, or "
         "choose a new campaign.name",
+        f"storage=sqlite:///{tmp_path}/other.db": f"storage: {tmp_path / 'toy'} keeps its study in its "
+        f"folder's study.journal (storage unset), this command says 'sqlite:///{tmp_path}/other.db', "
+        "which does not hold it (the campaign would start over there, beside this folder's frontier): "
+        "keep the storage, or choose a new campaign.name",
     }
     for override, said in refused.items():
         proc = run_campaign(tmp_path, override, "campaign.budget.max_experiments=2")
