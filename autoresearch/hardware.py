@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from optuna.trial import FrozenTrial
 
-from autoresearch.fleet.base import Pool
+from autoresearch.fleet.base import UNNAMED_GPU, Pool
 
 HARDWARE_ATTR = "hardware"  # a trial's: what it ran on (`hardware_of`)
 
@@ -27,19 +27,21 @@ def hardware_of(pool: Pool) -> str:
     return f"cpu, {pool.threads} thread{'s' if pool.threads > 1 else ''} per slot"
 
 
+def _known(hardware: str) -> bool:
+    """Whether `hardware` names what a result rests on: not "cpu" without its threads (an older
+    version's runs, the simulator's), nor a GPU nvidia-smi did not name that once (a timeout)."""
+    return hardware not in ("", "cpu", UNNAMED_GPU)
+
+
 def _measured_on(trials: Iterable[FrozenTrial]) -> dict[str, set[str]]:
     """By tier, the hardware its results were measured on (runs of versions before it was recorded
-    are known by their GPU type where that is not "cpu", whose threads were not recorded)."""
+    are known by their GPU type)."""
     seen: dict[str, set[str]] = {}
     for t in trials:
         attrs = t.user_attrs
-        if "val_bpb" not in attrs:
-            continue
-        hardware = attrs.get(HARDWARE_ATTR) or (
-            attrs.get("gpu_type") if attrs.get("gpu_type") != "cpu" else None
-        )
-        if hardware:
-            seen.setdefault(str(attrs.get("tier", "screen")), set()).add(str(hardware))
+        hardware = str(attrs.get(HARDWARE_ATTR) or attrs.get("gpu_type") or "")
+        if "val_bpb" in attrs and _known(hardware):
+            seen.setdefault(str(attrs.get("tier", "screen")), set()).add(hardware)
     return seen
 
 
@@ -47,14 +49,15 @@ def hardware_changes(
     trials: Iterable[FrozenTrial], tiers: Mapping[str, str], pools: Mapping[str, Pool], where: str
 ) -> list[str]:
     """Why this command's tiers would measure on other hardware than their results in `where`
-    were, a line each (a tier with no result yet may move anywhere)."""
+    were, a line each (a tier with no result yet may move anywhere, and one whose hardware is not
+    known now is not held)."""
     seen = _measured_on(trials)
     problems = []
     for tier, pool_name in tiers.items():
         if tier not in seen or pool_name not in pools:
             continue
         now = hardware_of(pools[pool_name])
-        if now not in seen[tier]:
+        if _known(now) and now not in seen[tier]:
             before = " and ".join(sorted(seen[tier]))
             problems.append(
                 f"the {tier} tier of {where} measured on {before}, this command runs it on {now} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-from autoresearch.fleet.base import Pool
+from autoresearch.fleet.base import UNNAMED_GPU, Pool
 from autoresearch.hardware import hardware_changes, hardware_of
 
 POOLS = {
@@ -48,3 +48,15 @@ def test_cpu_hardware_counts_threads_and_a_gpu_does_not() -> None:
     assert hardware_of(POOLS["cpu"]) == "cpu, 8 threads per slot"
     assert hardware_of(Pool("gpu", 1, "h100", threads=8)) == "h100"
     assert hardware_of(Pool("sim", 1, "cpu")) == "cpu"  # threads the fleet does not set
+
+
+def test_a_gpu_nvidia_smi_did_not_name_once_neither_holds_a_tier_nor_is_refused() -> None:
+    """A local GPU's type is nvidia-smi's name for it, "gpu" where nvidia-smi timed out: a start
+    that hit the timeout once must not hold the tier to "gpu" for ever, nor be refused itself."""
+    named = Pool("local", 1, "NVIDIA H100 80GB HBM3")
+    unnamed = Pool("local", 1, UNNAMED_GPU)
+    on_named = measured({"tier": "screen", "hardware": hardware_of(named)})
+    on_unnamed = measured({"tier": "screen", "gpu_type": UNNAMED_GPU})  # an older version's run
+    assert hardware_changes(on_named, {"screen": "local"}, {"local": unnamed}, "runs/x") == []
+    assert hardware_changes(on_unnamed, {"screen": "local"}, {"local": named}, "runs/x") == []
+    assert len(hardware_changes(on_named, {"screen": "local"}, {"local": POOLS["h100"]}, "runs/x")) == 1

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 from autoresearch.config import ClusterConfig, backstop_grace
-from autoresearch.fleet.base import Fleet, Pool
+from autoresearch.fleet.base import UNNAMED_GPU, Fleet, Pool
 from autoresearch.fleet.local import LocalFleet, nvidia_smi, visible_gpus
 
 
 def gpu_name() -> str:
     names = nvidia_smi("name")
-    return names[0] if names else "gpu"
+    return names[0] if names else UNNAMED_GPU
 
 
 def make_local_fleet(cluster: ClusterConfig, deadline_s: float, require_gpu: bool = False) -> LocalFleet:
