@@ -12,7 +12,7 @@ import math
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -33,13 +33,13 @@ from autoresearch.frontier import FILE as FRONTIER_FILE
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.proposals import TIERS
 from autoresearch.sampler import distribution_of, distributions, knob_changes
+from autoresearch.storage_url import PASSWORD_PARAMS, masked, without_password
 
 SCALES = ("gpt2", "cpu")  # the harness's (trainer/prepare.py, docs/TRAINER.md)
 DATA_SOURCES = ("climbmix", "offline")
 PARTITION_MODES = ("array", "workers")
 KNOB_KINDS = ("float", "int", "categorical")
 CLUSTER_KINDS = ("local", "slurm")
-PASSWORD_PARAMS = {"password", "passwd", "pwd", "sslpassword"}  # drivers' query names for one
 LOCAL_DEVICES = ("auto", "cpu")
 AGENT_KINDS = ("offline", "claude")
 TRACKING_KINDS = ("none", "wandb")
@@ -283,9 +283,9 @@ def _storage_problems(url: str | None) -> list[str]:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return [f"storage={_masked(url)} is not a database URL (e.g. postgresql://user@host/db)"]
+        return [f"storage={masked(url)} is not a database URL (e.g. postgresql://user@host/db)"]
     except ValueError:  # SQLAlchemy's int() of the port
-        return [f"storage={_masked(url)}: the port must be a number (e.g. postgresql://user@host:5432/db)"]
+        return [f"storage={masked(url)}: the port must be a number (e.g. postgresql://user@host:5432/db)"]
     if parsed.password or PASSWORD_PARAMS & {key.lower() for key in parsed.query}:
         return [
             "storage: keep the password out of the URL, which the campaign saves in config.yaml; "
@@ -303,21 +303,6 @@ def _storage_problems(url: str | None) -> list[str]:
             "give its absolute path (sqlite:////path/to/study.db)"
         ]
     return []
-
-
-def _masked(url: str) -> str:
-    """A URL that does not parse, as its refusal shows it: a password in it masked, after the
-    user name (from the first : past the scheme's slashes to the last @) or in the query (its
-    name percent-decoded, as the driver reads it), since it was never checked for one."""
-    scheme = re.match(r"[\w+.-]*:?/+", url)
-    start = scheme.end() if scheme else 0
-    url = url[:start] + re.sub(r":.*@", ":***@", url[start:], count=1, flags=re.S)
-    return re.sub(r"(?<=[?&])([^=&]*)=[^&]*", _masked_param, url)
-
-
-def _masked_param(param: re.Match[str]) -> str:
-    name = param[1]
-    return f"{name}=***" if unquote_plus(name).strip().lower() in PASSWORD_PARAMS else param[0]
 
 
 def _base_url_problems(url: str | None) -> list[str]:
@@ -369,8 +354,9 @@ def config_problems(cfg: AutoresearchConfig) -> list[str]:
 
 def _storage_change(started: str | None, now: str | None, where: str) -> list[str]:
     """Another storage holds another study: a resume there would start from nothing, beside a
-    folder whose frontier and experiments are the first study's."""
-    if started == now:
+    folder whose frontier and experiments are the first study's (a password left out since, as
+    the check asks, names the same database)."""
+    if without_password(started) == without_password(now):
         return []
     return [
         f"storage: {where} keeps its study in {_storage_named(started)}, this command says "
@@ -380,7 +366,7 @@ def _storage_change(started: str | None, now: str | None, where: str) -> list[st
 
 
 def _storage_named(url: str | None) -> str:
-    return repr(url) if url else "its folder's study.journal (storage unset)"
+    return repr(masked(url)) if url else "its folder's study.journal (storage unset)"
 
 
 def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:

@@ -336,6 +336,27 @@ def test_a_start_that_measured_nothing_binds_no_setting(tmp_path: Path, fails_on
     assert resume_problems(corrected, tmp_path / "toy" / "config.yaml") == []
 
 
+@pytest.mark.parametrize(
+    "started",
+    ["postgresql://ana:s3cret@db.example/study", "postgresql://ana@db.example/study?password=s3cret"],
+)
+def test_a_storage_password_left_out_since_names_the_same_database_and_is_never_shown(
+    tmp_path: Path, started: str
+) -> None:
+    """A config.yaml that kept a password in the storage URL (an older version took one in the
+    query; a hand edit): the command must now leave it out, which is the same database, not a
+    refusal; and a refusal for another storage masks the saved password."""
+    saved = tmp_path / "toy" / "config.yaml"
+    saved.parent.mkdir()
+    cfg = compose_toy(tmp_path)
+    cfg.storage = started
+    saved.write_text(OmegaConf.to_yaml(cfg))
+    same = compose_toy(tmp_path, "storage=postgresql://ana@db.example/study")
+    assert resume_problems(same, saved) == []
+    (problem,) = resume_problems(compose_toy(tmp_path, "storage=postgresql://ana@db.example/other"), saved)
+    assert "s3cret" not in problem and "***" in problem, problem
+
+
 def _with_categorical(cfg: AutoresearchConfig) -> AutoresearchConfig:
     """The toy config with a categorical knob as well (Hydra cannot add one on the command line)."""
     cfg.campaign.knobs["BS"] = KnobConfig(kind="categorical", choices=[16, 32])
