@@ -4,7 +4,10 @@ The campaign folder's config.yaml records the last start; it is not read as sett
 replaces it with the command's (conf/ and the overrides). So a resume says, in one log line, each
 setting it changes (a budget raised, a keep rule tightened: the log then shows under which rule
 each decision was made), and a value edited into config.yaml by hand, which the command does not
-give, is named as it is replaced instead of vanishing unsaid.
+give, is named as it is replaced instead of vanishing unsaid. Only settings the saved file has
+are compared: one it lacks was not in the version that wrote it, and its default is no change.
+A value that may hold a secret is never shown: a storage URL's password is masked, and a value
+with a credential's marks (a URL's user part, an API key's name) is said to have changed only.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from autoresearch.config import AutoresearchConfig, SavedConfigError, read_saved_config
+from autoresearch.runner import SECRET_MARKERS
+from autoresearch.storage_url import masked
 
 _UNSET = object()
 
@@ -40,11 +45,18 @@ def setting_changes(saved_config: Path, cfg: AutoresearchConfig) -> list[str]:
         return []
     now = _flat(OmegaConf.to_container(OmegaConf.create(cfg), resolve=True))
     return [
-        f"{key}: {_shown(before.get(key, _UNSET))} -> {_shown(now.get(key, _UNSET))}"
-        for key in sorted(before.keys() | now.keys())
-        if before.get(key, _UNSET) != now.get(key, _UNSET)
+        f"{key}: {_shown(key, value)} -> {_shown(key, now.get(key, _UNSET))}"
+        for key, value in sorted(before.items())
+        if value != now.get(key, _UNSET)
     ]
 
 
-def _shown(value: Any) -> str:
-    return "(unset)" if value is _UNSET else repr(value)
+def _shown(key: str, value: Any) -> str:
+    if value is _UNSET:
+        return "(unset)"
+    if key == "storage" and isinstance(value, str):
+        return repr(masked(value))
+    text = repr(value)
+    if ("://" in text and "@" in text) or any(marker in text.upper() for marker in SECRET_MARKERS):
+        return "(not shown: it may hold a secret)"
+    return text
