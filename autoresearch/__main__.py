@@ -12,9 +12,7 @@ import difflib
 import logging
 import os
 import re
-import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -26,6 +24,7 @@ from autoresearch.cli import run_tool, unknown_command
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, campaign_dir_of, register_configs
 from autoresearch.files import write_failure
 from autoresearch.logs import setup_logging
+from autoresearch.stop_signals import install_stop_handlers
 
 register_configs()
 log = logging.getLogger("autoresearch")
@@ -87,8 +86,7 @@ def run(cfg: AutoresearchConfig) -> int:
         campaign.stop_requested = True
         log.warning("stopping: no new experiments; running ones stay and a re-run re-attaches to them")
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, stop_handler_for_term(request_stop))
+    install_stop_handlers(request_stop)
     pools = ", ".join(f"{p.name}: {p.slots} x {p.gpu_type}" for p in fleet.pools.values())
     log.info(
         "campaign %s in %s; proposer %s; slots %s", cfg.campaign.name, campaign_dir, proposer.name, pools
@@ -128,16 +126,6 @@ def run(cfg: AutoresearchConfig) -> int:
         campaign_dir,
     )
     return EXIT_STOPPED if campaign.stop_requested else 0
-
-
-def stop_handler_for_term(request_stop: Callable[[int, object], None]) -> Callable[[int, object], None]:
-    """TERM stops the controller as Ctrl-C does, unless it started with TERM ignored: then its
-    parent (slurm/controller.sbatch) passes each stop on as INT, and a TERM is Slurm's copy of one
-    sent to the whole job (`scancel`), which would count twice. Not left ignored, so that the
-    processes the controller starts can still be ended with TERM."""
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
-        return lambda _signum, _frame: None
-    return request_stop
 
 
 def unwritable_folder_message(campaign_dir: Path, err: OSError) -> str:

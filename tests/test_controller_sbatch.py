@@ -19,14 +19,22 @@ from autoresearch.heartbeat import controller_state
 SCRIPT = REPO / "slurm" / "controller.sbatch"
 
 
-def _controller_job(tmp_path: Path, stops_at_term: int) -> tuple[subprocess.Popen[str], Path]:
+def _controller_job(
+    tmp_path: Path, stops_at_term: int, held: bool = False
+) -> tuple[subprocess.Popen[str], Path]:
     """The script run by bash with a stand-in controller that stops (code 3, or 130 at a second
     stop signal, as the real one) at the `stops_at_term`-th INT the script passes on; and the file
-    each is noted in (with whether the stand-in was started with TERM ignored, as the script must)."""
+    each is noted in (with whether the stand-in was started with TERM ignored, as the script must).
+    Like the real one, it tells the script once it hears INT; `held`: not before a file `go` exists."""
     seen = tmp_path / "terms.log"
     code = "3" if stops_at_term == 1 else "130"
+    go = tmp_path / ("go" if held else "")
     stand_in = f"""import pathlib, signal, sys, time
+from autoresearch.stop_signals import tell_parent_ready
 term_ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+pathlib.Path({str(tmp_path / "started")!r}).write_text("started")
+while not pathlib.Path({str(go)!r}).exists():
+    time.sleep(0.05)
 stops = []
 def stop(signum, frame):
     stops.append(signum)
@@ -35,6 +43,7 @@ def stop(signum, frame):
     if len(stops) >= {stops_at_term}:
         sys.exit({code})
 signal.signal(signal.SIGINT, stop)
+tell_parent_ready()
 pathlib.Path({str(tmp_path / "ready")!r}).write_text("ready")
 while True:
     time.sleep(0.05)"""
@@ -50,7 +59,7 @@ while True:
     job = subprocess.Popen(
         ["bash", str(SCRIPT), "+campaign=gpt2"], env=env, stdout=subprocess.PIPE, text=True
     )
-    wait_for(lambda: (tmp_path / "ready").exists(), 30, "the controller to start")
+    wait_for(lambda: (tmp_path / ("started" if held else "ready")).exists(), 30, "the controller to start")
     return job, seen
 
 
@@ -100,6 +109,21 @@ def test_a_controller_cancelled_before_its_time_limit_stays_cancelled_when_the_l
     assert "not requeued; submit this script again with the same arguments to resume" in " ".join(out.split())
 
 
+def test_a_stop_before_the_controller_can_hear_it_is_passed_on_once_it_can(tmp_path: Path) -> None:
+    """A TERM while the controller starts (imports, Hydra: seconds): passed on at once, the INT
+    raised KeyboardInterrupt wherever the start-up was, a traceback and code 130 instead of a
+    clean stop. The script now holds it until the controller says it hears INT."""
+    job, seen = _controller_job(tmp_path, stops_at_term=1, held=True)
+    job.send_signal(signal.SIGTERM)
+    assert job.stdout is not None
+    assert job.stdout.readline() == "TERM: stopping the controller\n"  # the script has it
+    (tmp_path / "go").touch()
+    out, _ = job.communicate(timeout=60)
+    assert job.returncode == 3, out
+    assert seen.read_text().split() == ["int-with-term-ignored=True"]
+    assert not (tmp_path / "scontrol.log").exists()
+
+
 def _sacct_state(job_id: str) -> str:
     out = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True, timeout=30
@@ -107,14 +131,9 @@ def _sacct_state(job_id: str) -> str:
     return out.stdout.strip()
 
 
-@pytest.mark.slurm
-def test_scancel_of_the_controller_job_stops_the_controller_once(tmp_path: Path, slurm_cluster: None) -> None:
-    """`scancel JOB` (docs/SLURM.md's way to stop the controller job) has Slurm send TERM to every
-    process of the job: the controller had it twice, once from Slurm and once passed on by the
-    script, took the second for a person's insistence and left at once (code 130, "interrupted:
-    a second Ctrl-C or SIGTERM"), without its clean stop."""
-    run_log, hold = tmp_path / "runs.log", tmp_path / "hold"
-    hold.touch()  # the toy experiments wait while it exists: the controller is mid-campaign
+def _submit(tmp_path: Path, python: str) -> tuple[str, Path]:
+    """The script submitted from `tmp_path` with the real controller on the toy campaign (its
+    experiments wait while the file `hold` exists), run by `python`: the job's id and its log."""
     arguments = campaign_command(
         tmp_path,
         "cluster=slurm_local",
@@ -124,9 +143,9 @@ def test_scancel_of_the_controller_job_stops_the_controller_once(tmp_path: Path,
     (tmp_path / "runs").mkdir()
     env = {
         **os.environ,
-        "AUTORESEARCH_PYTHON": sys.executable,
-        "TOY_RUN_LOG": str(run_log),
-        "TOY_HOLD": str(hold),
+        "AUTORESEARCH_PYTHON": python,
+        "TOY_RUN_LOG": str(tmp_path / "runs.log"),
+        "TOY_HOLD": str(tmp_path / "hold"),
     }
     submitted = subprocess.run(
         ["sbatch", "--parsable", str(SCRIPT), *arguments],
@@ -138,17 +157,72 @@ def test_scancel_of_the_controller_job_stops_the_controller_once(tmp_path: Path,
         check=True,
     )
     job_id = submitted.stdout.strip().split(";")[0]
+    return job_id, tmp_path / "runs" / f"controller-{job_id}.log"
+
+
+def _cancel_experiments(campaign: Path) -> None:
+    if (campaign / "submitit").is_dir():
+        experiments = [p.name for p in (campaign / "submitit").iterdir() if p.name.isdigit()]
+        subprocess.run(["scancel", *experiments], timeout=30)
+
+
+@pytest.mark.slurm
+def test_scancel_of_the_controller_job_stops_the_controller_once(tmp_path: Path, slurm_cluster: None) -> None:
+    """`scancel JOB` (docs/SLURM.md's way to stop the controller job) has Slurm send TERM to every
+    process of the job: the controller had it twice, once from Slurm and once passed on by the
+    script, took the second for a person's insistence and left at once (code 130, "interrupted:
+    a second Ctrl-C or SIGTERM"), without its clean stop."""
+    run_log, hold = tmp_path / "runs.log", tmp_path / "hold"
+    hold.touch()  # the toy experiments wait while it exists: the controller is mid-campaign
+    job_id, job_log = _submit(tmp_path, sys.executable)
     campaign = tmp_path / "toy"
     try:
         wait_for(lambda: sum(experiment_runs(run_log).values()) >= 1, 120, "an experiment running")
         subprocess.run(["scancel", job_id], check=True, timeout=30)
         wait_for(lambda: _sacct_state(job_id).startswith("CANCELLED"), 60, "the controller job to end")
-        job_log = tmp_path / "runs" / f"controller-{job_id}.log"
         wait_for(lambda: "not requeued" in job_log.read_text(), 30, "the script's last line")
     finally:
         hold.unlink()
-        experiments = [p.name for p in (campaign / "submitit").iterdir() if p.name.isdigit()]
-        subprocess.run(["scancel", *experiments], timeout=30)
+        _cancel_experiments(campaign)
     log = (campaign / "controller.log").read_text()
     assert "stopping: no new experiments" in log and "interrupted" not in log, log
     assert controller_state(campaign).endswith(": stopped by the user"), controller_state(campaign)
+
+
+@pytest.mark.slurm
+def test_a_controller_job_cancelled_while_the_controller_starts_stops_it_cleanly(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """`scancel --batch --signal=TERM JOB` before the controller has set its handlers (held at
+    the start of its interpreter here; the real start-up takes seconds): the INT passed on at
+    once raised KeyboardInterrupt in the middle of the start-up, a traceback in the job's log."""
+    (tmp_path / "hold").touch()  # (were it not to stop, its experiments would wait)
+    held_python = fake_commands(
+        tmp_path / "bin",
+        sys.executable,
+        python=f"""import os, pathlib, sys, time
+pathlib.Path({str(tmp_path / "started")!r}).touch()
+while not pathlib.Path({str(tmp_path / "go")!r}).exists():
+    time.sleep(0.05)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])""",
+    )
+    job_id, job_log = _submit(tmp_path, str(held_python / "python"))
+    campaign = tmp_path / "toy"
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), 120, "the controller's process to start")
+        subprocess.run(["scancel", "--batch", "--signal=TERM", job_id], check=True, timeout=30)
+        wait_for(
+            lambda: "TERM: stopping the controller" in job_log.read_text(), 60, "the script to have the TERM"
+        )
+        (tmp_path / "go").touch()
+        wait_for(lambda: "not requeued" in job_log.read_text(), 120, "the script's last line")
+    finally:
+        subprocess.run(["scancel", job_id], timeout=30)
+        (tmp_path / "hold").unlink()
+        _cancel_experiments(campaign)
+    said = job_log.read_text()
+    assert "KeyboardInterrupt" not in said, said
+    log = campaign / "controller.log"
+    assert log.exists() and "stopping: no new experiments" in log.read_text(), said
+    assert controller_state(campaign).endswith(": stopped by the user"), controller_state(campaign)
+    assert not experiment_runs(tmp_path / "runs.log"), "it started experiments"
