@@ -24,7 +24,7 @@ from autoresearch.cli import run_tool, unknown_command
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, campaign_dir_of, register_configs
 from autoresearch.files import write_failure
 from autoresearch.logs import setup_logging
-from autoresearch.stop_signals import install_stop_handlers
+from autoresearch.stop_signals import install_stop_handlers, stopped_by
 
 register_configs()
 log = logging.getLogger("autoresearch")
@@ -83,6 +83,7 @@ def run(cfg: AutoresearchConfig) -> int:
     def request_stop(signum: int, _frame: object) -> None:
         if campaign.stop_requested:
             raise KeyboardInterrupt
+        campaign.stopped_by = stopped_by(signum)
         campaign.stop_requested = True
         log.warning("stopping: no new experiments; running ones stay and a re-run re-attaches to them")
 

@@ -150,6 +150,7 @@ class Campaign:
         self.knobs = knob_specs(cfg)
         self.sampler = AgentSampler(self.knobs, seed=self.c.seed)
         self.stop_requested = False
+        self.stopped_by = "the user"  # or the time limit of the controller's Slurm job (its USR1)
         self._lock_fd: int | None = None
         self.heartbeat = Heartbeat(campaign_dir)  # started once this controller holds the lock
         self._baseline_measured: set[str] = set()  # tiers where a baseline has succeeded: sound there
@@ -391,7 +392,9 @@ class Campaign:
                     self.fleet.wait(self.cfg.cluster.poll_seconds)
             ended = failure or stop_reason
         except StoppedInOutage as err:
-            ended = f"stopped by the user while the study's database could not be reached ({err.reason})"
+            ended = (
+                f"stopped by {self.stopped_by} while the study's database could not be reached ({err.reason})"
+            )
             raise
         except Exception as err:
             ended = "error: " + (str(err).splitlines() or [type(err).__name__])[0]
@@ -457,7 +460,7 @@ class Campaign:
 
     def _stop_reason(self) -> str:
         if self.stop_requested:
-            return "stopped by the user"
+            return f"stopped by {self.stopped_by}"
         if self.intake.empty_waves >= MAX_EMPTY_WAVES and not self.ledger.waiting():
             return (
                 f"the proposer had nothing new that could run in {MAX_EMPTY_WAVES} waves in a row "

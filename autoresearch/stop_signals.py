@@ -1,4 +1,5 @@
-"""How the controller hears that it is asked to stop (Ctrl-C's INT, a TERM), and how it tells
+"""How the controller hears that it is asked to stop (Ctrl-C's INT, a TERM, Slurm's USR1 before
+a job's time limit) and by whom, and how it tells
 slurm/controller.sbatch that it can hear it: the script holds each stop that comes before then,
 since an INT during start-up (imports, Hydra) would raise KeyboardInterrupt wherever it lands."""
 
@@ -15,8 +16,15 @@ StopHandler = Callable[[int, object], None]
 def install_stop_handlers(request_stop: StopHandler) -> None:
     """Each stop signal goes to `request_stop`; then the script that started us, if one did, is told."""
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGUSR1, request_stop)
     signal.signal(signal.SIGTERM, stop_handler_for_term(request_stop))
     tell_parent_ready()
+
+
+def stopped_by(signum: int) -> str:
+    """Who asked for a stop, as the campaign's end says it ("stopped by ..."): USR1 is what Slurm
+    sends before a job's time limit (`--signal`, passed on by slurm/controller.sbatch)."""
+    return "its Slurm job's time limit" if signum == signal.SIGUSR1 else "the user"
 
 
 def stop_handler_for_term(request_stop: StopHandler) -> StopHandler:

@@ -23,12 +23,13 @@ def _controller_job(
     tmp_path: Path, stops_at_term: int, held: bool = False
 ) -> tuple[subprocess.Popen[str], Path]:
     """The script run by bash with a stand-in controller that stops (code 3, or 130 at a second
-    stop signal, as the real one) at the `stops_at_term`-th INT the script passes on; and the file
-    each is noted in (with whether the stand-in was started with TERM ignored, as the script must).
-    Like the real one, it tells the script once it hears INT; `held`: not before a file `go` exists."""
+    stop signal, as the real one) at the `stops_at_term`-th stop (INT, USR1) the script passes on;
+    and the file each is noted in (with whether the stand-in was started with TERM ignored, as the
+    script must). Like the real one, it tells the script once it hears them; `held`: not before a
+    file `go` exists."""
     seen = tmp_path / "terms.log"
     code = "3" if stops_at_term == 1 else "130"
-    go = tmp_path / ("go" if held else "")
+    go = tmp_path / "go" if held else tmp_path  # (a folder that exists: no wait)
     stand_in = f"""import pathlib, signal, sys, time
 from autoresearch.stop_signals import tell_parent_ready
 term_ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
@@ -39,10 +40,11 @@ stops = []
 def stop(signum, frame):
     stops.append(signum)
     with open({str(seen)!r}, "a") as f:
-        f.write(f"int-with-term-ignored={{term_ignored}}\\n")
+        f.write(f"{{signal.Signals(signum).name}}-with-term-ignored={{term_ignored}}\\n")
     if len(stops) >= {stops_at_term}:
         sys.exit({code})
 signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGUSR1, stop)
 tell_parent_ready()
 pathlib.Path({str(tmp_path / "ready")!r}).write_text("ready")
 while True:
@@ -74,11 +76,13 @@ def _signal_in_turn(job: subprocess.Popen[str], seen: Path, *signals: signal.Sig
 
 def test_a_controller_stopped_by_its_time_limit_then_a_term_is_requeued(tmp_path: Path) -> None:
     """Slurm's USR1 before the time limit, then a TERM (an scancel --signal, a node drain): the
-    script passes each on as TERM, waits for the controller's own exit and requeues the job."""
+    script passes each on (the USR1 as USR1, so that the controller can say why it stops; the
+    TERM as INT), waits for the controller's own exit and requeues the job."""
     job, seen = _controller_job(tmp_path, stops_at_term=2)
     _signal_in_turn(job, seen, signal.SIGUSR1, signal.SIGTERM)
     out, _ = job.communicate(timeout=60)
     assert job.returncode == 130, out
+    assert [line.split("-")[0] for line in seen.read_text().split()] == ["SIGUSR1", "SIGINT"]
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "41"]
     assert "requeueing job 41" in out
 
@@ -90,7 +94,7 @@ def test_a_cancelled_controller_stops_and_is_not_requeued(tmp_path: Path) -> Non
     job.send_signal(signal.SIGTERM)
     out, _ = job.communicate(timeout=60)
     assert job.returncode == 3, out
-    assert seen.read_text().split() == ["int-with-term-ignored=True"]
+    assert seen.read_text().split() == ["SIGINT-with-term-ignored=True"]
     assert not (tmp_path / "scontrol.log").exists()
     assert "not requeued; submit this script again with the same arguments to resume" in " ".join(out.split())
 
@@ -105,6 +109,7 @@ def test_a_controller_cancelled_before_its_time_limit_stays_cancelled_when_the_l
     _signal_in_turn(job, seen, signal.SIGTERM, signal.SIGUSR1)
     out, _ = job.communicate(timeout=60)
     assert job.returncode == 130, out
+    assert [line.split("-")[0] for line in seen.read_text().split()] == ["SIGINT", "SIGUSR1"]
     assert not (tmp_path / "scontrol.log").exists()
     assert "not requeued; submit this script again with the same arguments to resume" in " ".join(out.split())
 
@@ -120,7 +125,7 @@ def test_a_stop_before_the_controller_can_hear_it_is_passed_on_once_it_can(tmp_p
     (tmp_path / "go").touch()
     out, _ = job.communicate(timeout=60)
     assert job.returncode == 3, out
-    assert seen.read_text().split() == ["int-with-term-ignored=True"]
+    assert seen.read_text().split() == ["SIGINT-with-term-ignored=True"]
     assert not (tmp_path / "scontrol.log").exists()
 
 
@@ -160,6 +165,23 @@ def _submit(tmp_path: Path, python: str) -> tuple[str, Path]:
     return job_id, tmp_path / "runs" / f"controller-{job_id}.log"
 
 
+def _held_python(tmp_path: Path) -> str:
+    """The Python the job runs the real controller with, held at its start until a file `go`
+    exists; a run after a requeue ends at once (it would resume the campaign)."""
+    bin_dir = fake_commands(
+        tmp_path / "bin",
+        sys.executable,
+        python=f"""import os, pathlib, sys, time
+if int(os.environ.get("SLURM_RESTART_COUNT", "0")):
+    sys.exit(print("requeued run: not started by the test"))
+pathlib.Path({str(tmp_path / "started")!r}).touch()
+while not pathlib.Path({str(tmp_path / "go")!r}).exists():
+    time.sleep(0.05)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])""",
+    )
+    return str(bin_dir / "python")
+
+
 def _cancel_experiments(campaign: Path) -> None:
     if (campaign / "submitit").is_dir():
         experiments = [p.name for p in (campaign / "submitit").iterdir() if p.name.isdigit()]
@@ -197,16 +219,7 @@ def test_a_controller_job_cancelled_while_the_controller_starts_stops_it_cleanly
     the start of its interpreter here; the real start-up takes seconds): the INT passed on at
     once raised KeyboardInterrupt in the middle of the start-up, a traceback in the job's log."""
     (tmp_path / "hold").touch()  # (were it not to stop, its experiments would wait)
-    held_python = fake_commands(
-        tmp_path / "bin",
-        sys.executable,
-        python=f"""import os, pathlib, sys, time
-pathlib.Path({str(tmp_path / "started")!r}).touch()
-while not pathlib.Path({str(tmp_path / "go")!r}).exists():
-    time.sleep(0.05)
-os.execv(sys.executable, [sys.executable, *sys.argv[1:]])""",
-    )
-    job_id, job_log = _submit(tmp_path, str(held_python / "python"))
+    job_id, job_log = _submit(tmp_path, _held_python(tmp_path))
     campaign = tmp_path / "toy"
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 120, "the controller's process to start")
@@ -226,3 +239,26 @@ os.execv(sys.executable, [sys.executable, *sys.argv[1:]])""",
     assert log.exists() and "stopping: no new experiments" in log.read_text(), said
     assert controller_state(campaign).endswith(": stopped by the user"), controller_state(campaign)
     assert not experiment_runs(tmp_path / "runs.log"), "it started experiments"
+
+
+@pytest.mark.slurm
+def test_a_controller_job_stopped_by_its_time_limit_says_so(tmp_path: Path, slurm_cluster: None) -> None:
+    """The time limit's USR1 (`scancel --batch --signal=USR1`, as Slurm's `--signal=B:USR1@300`
+    sends it): the controller stopped and the job requeued itself, but the campaign's end said
+    "stopped by the user", as if a person had stopped it."""
+    run_log, hold = tmp_path / "runs.log", tmp_path / "hold"
+    hold.touch()  # the toy experiments wait while it exists: the controller is mid-campaign
+    (tmp_path / "go").touch()
+    job_id, job_log = _submit(tmp_path, _held_python(tmp_path))
+    campaign = tmp_path / "toy"
+    try:
+        wait_for(lambda: sum(experiment_runs(run_log).values()) >= 1, 120, "an experiment running")
+        subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], check=True, timeout=30)
+        wait_for(lambda: "requeueing job" in job_log.read_text(), 120, "the script to requeue the job")
+    finally:
+        subprocess.run(["scancel", job_id], timeout=30)
+        hold.unlink()
+        _cancel_experiments(campaign)
+    state = controller_state(campaign)
+    assert state.endswith(": stopped by its Slurm job's time limit"), state
+    assert "done (stopped by its Slurm job's time limit)" in (campaign / "controller.log").read_text()
