@@ -8,6 +8,7 @@ files, never a fixed sleep. The integration tests skip when the cluster is down 
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import logging
@@ -504,15 +505,79 @@ def test_a_time_limit_above_the_qos_max_wall_is_refused_before_anything_runs(
     assert isinstance(fleet, SlurmFleet)
     # the default QOS of the account's association for the partition, else its account-wide one
     rows = [
-        ["acct", "acct", "", "", "normal"],
-        ["acct", "acct", "h200", "long", "long,normal"],
-        ["acct", "other", "", "", "a,b"],
+        ["acct", "acct", "", "", "normal", ""],
+        ["acct", "acct", "h200", "long", "long,normal", ""],
+        ["acct", "other", "", "", "a,b", ""],
     ]
-    assert [slurm_qos.default_qos(rows, "", "h100"), slurm_qos.default_qos(rows, "", "h200")] == [
+    assert [slurm_qos.default_qos(slurm_qos.association(rows, "", p)) for p in ("h100", "h200")] == [
         "normal",
         "long",
     ]
-    assert slurm_qos.default_qos(rows, "other", "h100") == ""  # (several, no default: Slurm's choice)
+    assert slurm_qos.default_qos(slurm_qos.association(rows, "other", "h100")) == ""  # (Slurm's choice)
+    assert slurm_qos.association(rows, "none", "h100") is None
+
+
+def _refused(tmp_path: Path) -> str:
+    """What make_fleet says of the toy campaign's 30-minute jobs on h100 and h200; '' when accepted."""
+    try:
+        make_fleet(compose_toy(tmp_path, SLURM).cluster, 60, "unused")
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def _sacctmgr(*words: str) -> None:
+    subprocess.run(["sacctmgr", "-i", "modify", *words], check=True, capture_output=True)
+
+
+@pytest.mark.slurm
+def test_a_time_limit_above_the_max_wall_of_a_partitions_own_qos_is_refused(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """A partition's own QOS (slurm.conf's `QOS=`) limits every job of the partition before the
+    job's QOS does: only the job's QOS was checked, and every job pended for ever. A job QOS with
+    the OverPartQOS flag comes first instead."""
+    subprocess.run(["scontrol", "update", "PartitionName=h200", "QOS=low"], check=True)
+    try:
+        _sacctmgr("qos", "low", "set", "MaxWall=20")
+        refused = _refused(tmp_path)
+        _sacctmgr("qos", "normal", "set", "MaxWall=40", "Flags+=OverPartQOS")
+        over_part = _refused(tmp_path)
+    finally:
+        subprocess.run(["scontrol", "update", "PartitionName=h200", "QOS="], check=True)
+        _sacctmgr("qos", "low", "set", "MaxWall=-1")
+        _sacctmgr("qos", "normal", "set", "MaxWall=-1", "Flags-=OverPartQOS")
+    assert refused == (
+        "cluster.partitions.h200.time_limit_min=30: above the MaxWall of the partition's own QOS low 00:20:00 "
+        "(sacctmgr): set it to 20 at most"
+    )
+    assert over_part == ""
+
+
+@pytest.mark.slurm
+def test_a_time_limit_above_the_max_wall_of_the_users_association_is_refused(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """An association's MaxWall (the user's own, or its account's, which the user's row shows):
+    unchecked, every job pended for ever (AssocMaxWallDurationPerJobLimit). A QOS's MaxWall,
+    where set, comes first."""
+    user = getpass.getuser()
+    shown = subprocess.run(
+        ["sacctmgr", "-n", "-P", "show", "user", user, "format=DefaultAccount"], capture_output=True
+    )
+    account = shown.stdout.decode().strip()
+    try:
+        _sacctmgr("user", user, "set", "MaxWall=20")
+        refused = _refused(tmp_path)
+        _qos_max_wall("normal", "60")
+        qos_first = _refused(tmp_path)
+    finally:
+        _sacctmgr("user", user, "set", "MaxWall=-1")
+        _qos_max_wall("normal", "-1")
+    said = "cluster.partitions.{}.time_limit_min=30: above the MaxWall of the association of account "
+    said += account + " 00:20:00 (sacctmgr): set it to 20 at most"
+    assert refused == f"{said.format('h100')}; {said.format('h200')}"
+    assert qos_first == ""
 
 
 def _after_setup(lines: list[str], cwd: Path | None = None) -> tuple[str, str]:

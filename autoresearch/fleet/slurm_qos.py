@@ -1,9 +1,12 @@
-"""The QOS a partition's jobs would run under, and its MaxWall, checked at the start.
+"""The MaxWall a partition's jobs would run under, checked at the start.
 
-A `time_limit_min` above the QOS's MaxWall holds every job pending for ever
-(QOSMaxWallDurationPerJobLimit), which the fleet could only say once jobs pend; sacctmgr tells it
-before anything is sent. Where accounting does not answer, or does not enforce limits, nothing is
-checked: sbatch and the pending reasons still say it.
+A `time_limit_min` above it holds every job pending for ever (QOSMaxWallDurationPerJobLimit,
+AssocMaxWallDurationPerJobLimit), which the fleet could only say once jobs pend; scontrol and
+sacctmgr tell it before anything is sent. Slurm takes the first MaxWall set, in its order of
+limits: the partition's own QOS (slurm.conf's `QOS=`), the job's QOS (the two swapped where the
+job's QOS has the OverPartQOS flag), then the association (its own, or inherited from its
+account). Where accounting does not answer, or does not enforce limits, nothing is checked:
+sbatch and the pending reasons still say it.
 """
 
 from __future__ import annotations
@@ -14,39 +17,73 @@ from autoresearch.config import PartitionConfig
 from autoresearch.fleet.slurm_states import query, slurm_minutes, slurm_setting
 
 # One row per association of the user: its default account first, then the association's own.
-ASSOC_FIELDS = "format=DefaultAccount,Account,Partition,DefaultQOS,QOS"
+ASSOC_FIELDS = "format=DefaultAccount,Account,Partition,DefaultQOS,QOS,MaxWall"
 
 
 def over_qos_wall(partitions: dict[str, PartitionConfig]) -> list[str]:
-    """The configured time limits above the MaxWall of the QOS their jobs would run under (the
-    partition's `qos`, else its account's default QOS), as config problems. [] when sacctmgr
-    cannot tell or Slurm does not enforce limits (AccountingStorageEnforce)."""
+    """The configured time limits above the MaxWall their jobs would run under, as config
+    problems. [] when sacctmgr cannot tell or Slurm does not enforce limits
+    (AccountingStorageEnforce)."""
     if "limits" not in slurm_setting("AccountingStorageEnforce"):
         return []
     assocs = query(["sacctmgr", "-n", "-P", "show", "user", getpass.getuser(), "withassoc", ASSOC_FIELDS])
-    walls = query(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxWall"])
-    if not assocs or walls is None:
+    qos_rows = query(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxWall,Flags"])
+    if not assocs or qos_rows is None:
         return []
-    wall = dict(line.strip().split("|", 1) for line in walls.splitlines() if "|" in line)
-    rows = [fields for line in assocs.splitlines() if len(fields := line.strip().split("|")) == 5]
+    qos_table = {f[0]: f[1:] for line in qos_rows.splitlines() if len(f := line.strip().split("|")) == 3}
+    rows = [fields for line in assocs.splitlines() if len(fields := line.strip().split("|")) == 6]
+    own_qos = partition_qoses()
     problems = []
     for name, part in partitions.items():
-        qos = part.qos or default_qos(rows, part.account, part.partition or name)
-        allowed = slurm_minutes(wall.get(qos, ""))
+        slurm_name = part.partition or name
+        row = association(rows, part.account, slurm_name)
+        whose, wall = max_wall_in_force(
+            qos_table, own_qos.get(slurm_name, ""), part.qos or default_qos(row), row
+        )
+        allowed = slurm_minutes(wall)
         if allowed is not None and part.time_limit_min > allowed:
             problems.append(
                 f"cluster.partitions.{name}.time_limit_min={part.time_limit_min}: above the MaxWall of "
-                f"QOS {qos} {wall[qos]} (sacctmgr): set it to {int(allowed)} at most"
+                f"{whose} {wall} (sacctmgr): set it to {int(allowed)} at most"
             )
     return problems
 
 
-def default_qos(rows: list[list[str]], account: str, partition: str) -> str:
-    """The QOS a job of `account` (or the user's default account) runs under without asking for
-    one: its association's default QOS (the one for the partition first), or the only QOS it may
-    use; '' when that cannot be told."""
+def max_wall_in_force(
+    qos_table: dict[str, list[str]], partition_qos: str, job_qos: str, row: list[str] | None
+) -> tuple[str, str]:
+    """The first MaxWall set in Slurm's order of limits, and whose it is in words; ('', '') for none."""
+    by_qos = [(f"the partition's own QOS {partition_qos}", partition_qos), (f"QOS {job_qos}", job_qos)]
+    if "OverPartQOS" in qos_table.get(job_qos, ["", ""])[1]:
+        by_qos.reverse()
+    walls = [(whose, qos_table.get(qos, [""])[0]) for whose, qos in by_qos if qos]
+    if row is not None:
+        walls.append((f"the association of account {row[1]}", row[5]))
+    return next(((whose, wall) for whose, wall in walls if wall), ("", ""))
+
+
+def partition_qoses() -> dict[str, str]:
+    """Each partition's own QOS (slurm.conf's `QOS=`), by name; {} when scontrol cannot tell."""
+    found = {}
+    for line in (query(["scontrol", "-o", "show", "partition"]) or "").splitlines():
+        fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+        if fields.get("QoS", "N/A") != "N/A":
+            found[fields.get("PartitionName", "")] = fields["QoS"]
+    return found
+
+
+def association(rows: list[list[str]], account: str, partition: str) -> list[str] | None:
+    """The association a job of `account` (or the user's default account) runs under: the one for
+    the partition, else the account-wide one; None when there is none."""
     account = account or (rows[0][0] if rows else "")
     mine = [r for r in rows if r[1] == account and r[2] in (partition, "")]
-    for _, _, _, default, allowed in sorted(mine, key=lambda r: r[2] != partition):
-        return default or (allowed if "," not in allowed else "")
-    return ""
+    return min(mine, key=lambda r: r[2] != partition) if mine else None
+
+
+def default_qos(row: list[str] | None) -> str:
+    """The QOS a job runs under without asking for one: its association's default QOS, or the
+    only QOS it may use; '' when that cannot be told."""
+    if row is None:
+        return ""
+    default, allowed = row[3], row[4]
+    return default or (allowed if "," not in allowed else "")
