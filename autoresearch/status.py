@@ -300,6 +300,16 @@ def main() -> None:
         show(study, args.campaign_dir, args.watch, args.json, pool_prices(config))
 
 
+class PipedConsole(Console):
+    """rich ends the program itself, with exit status 1, when the reader of its pipe leaves (`status
+    --watch 5 | head -3`); the BrokenPipeError goes on instead to `reader_may_stop_early`, which ends
+    it quietly with 0, as it does the --json rows."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # (nothing more to a reader that has gone)
+        raise BrokenPipeError
+
+
 def show(
     study: optuna.Study, campaign_dir: Path, watch: float | None, as_json: bool, prices: dict[str, float]
 ) -> None:
@@ -307,7 +317,7 @@ def show(
         for row in rows(study):
             print(json.dumps(row))
         return
-    console = Console()
+    console = PipedConsole()
     if not watch:
         console.print(render(study, campaign_dir, prices=prices))
         return

@@ -380,6 +380,30 @@ def test_json_rows_piped_into_a_reader_that_stops_early_end_quietly(tmp_path: Pa
     assert err == "" and tool.returncode == 0
 
 
+@pytest.mark.parametrize("view", [[], ["--watch", "0.1"], ["--json"]], ids=["plain", "watch", "json"])
+def test_any_view_into_a_pipe_its_reader_has_left_ends_quietly_with_status_0(
+    tmp_path: Path, view: list[str]
+) -> None:
+    """`status DIR --watch 5 | head -3`: rich ends the program itself when the pipe breaks, with exit
+    status 1, where `status DIR --json | head` ended with 0. A pipe whose reader has left before the
+    first write breaks on it for each view, whatever its size."""
+    _campaign_of_discards(tmp_path, "left", 3)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone: every write the tool makes breaks the pipe
+    try:
+        tool = subprocess.run(
+            [sys.executable, "-m", "autoresearch", "status", str(tmp_path), *view],
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (tool.returncode, tool.stderr) == (0, "")
+
+
 def test_the_live_view_into_a_pipe_prints_a_frame_at_each_refresh(tmp_path: Path) -> None:
     """`status --watch 10 | tee watch.log` (or into a file): with no screen to redraw, the live
     view printed nothing until Ctrl-C, and nothing at all when ended by TERM."""
