@@ -6,7 +6,8 @@ setting it changes (a budget raised, a keep rule tightened: the log then shows u
 each decision was made), and a value edited into config.yaml by hand, which the command does not
 give, is named as it is replaced instead of vanishing unsaid. Only settings the saved file has
 are compared: one it lacks was not in the version that wrote it, and its default is no change.
-A value that may hold a secret is never shown: a storage URL's password is masked, and a value
+A setting that names a place is compared as the place: `runs` and the same folder spelled in full
+are no change. A value that may hold a secret is never shown: a storage URL's password is masked, and a value
 with a credential's marks (a URL's user part, an API key's name) is said to have changed only.
 """
 
@@ -22,6 +23,11 @@ from autoresearch.runner import SECRET_MARKERS
 from autoresearch.storage_url import masked
 
 _UNSET = object()
+# Settings that name a place: relative to the folder the command runs in, or to the campaign folder.
+PATHS_FROM_THE_COMMAND = frozenset(
+    {"runs_dir", "campaign.train_py", "campaign.prepare_py", "campaign.program_md"}
+)
+PATHS_FROM_THE_CAMPAIGN = frozenset({"cluster.submitit_dir"})
 
 
 def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:
@@ -44,11 +50,24 @@ def setting_changes(saved_config: Path, cfg: AutoresearchConfig) -> list[str]:
     except SavedConfigError:
         return []
     now = _flat(OmegaConf.to_container(OmegaConf.create(cfg), resolve=True))
+    folder = saved_config.parent  # the campaign's
     return [
         f"{key}: {_shown(key, value)} -> {_shown(key, now.get(key, _UNSET))}"
         for key, value in sorted(before.items())
-        if value != now.get(key, _UNSET)
+        if _place(key, value, folder) != _place(key, now.get(key, _UNSET), folder)
     ]
+
+
+def _place(key: str, value: Any, campaign_dir: Path) -> Any:
+    """Where a path-valued setting points (the value itself for any other): two spellings of one
+    place, `runs` and its full path, `./trainer/train.py`, are one setting."""
+    if not isinstance(value, str):
+        return value
+    if key in PATHS_FROM_THE_COMMAND:
+        return Path(value).resolve()
+    if key in PATHS_FROM_THE_CAMPAIGN:
+        return (campaign_dir / value).resolve()
+    return value
 
 
 def _shown(key: str, value: Any) -> str:

@@ -50,3 +50,21 @@ def test_a_secret_in_a_saved_setting_is_never_shown(tmp_path: Path) -> None:
         "cluster.partitions.local.setup: (not shown: it may hold a secret) -> []",
         "storage: 'postgresql://ana:***@db.example/study' -> 'postgresql://ana@db.example/study'",
     ]
+
+
+def test_a_path_spelled_another_way_for_the_same_place_is_no_change(tmp_path: Path) -> None:
+    """`runs_dir=runs` at the start and the same folder spelled in full at the resume (or
+    `./trainer/train.py`, a submitit folder by its full path) were logged as settings changed."""
+    relative = ["runs_dir=runs", "campaign.train_py=trainer/train.py", "cluster.submitit_dir=submitit"]
+    saved = _saved(tmp_path, *relative)
+    same_places = compose_toy(
+        tmp_path,
+        f"runs_dir={REPO.resolve() / 'runs'}",
+        "campaign.train_py=./trainer/../trainer/train.py",
+        f"cluster.submitit_dir={tmp_path / 'submitit'}",  # (in the campaign folder, config.yaml's)
+    )
+    assert setting_changes(saved, same_places) == []
+    elsewhere = compose_toy(
+        tmp_path, *relative[1:], "runs_dir=other/runs"
+    )  # (runs_dir as compose_toy sets it)
+    assert setting_changes(saved, elsewhere) == ["runs_dir: 'runs' -> 'other/runs'"]
