@@ -25,6 +25,7 @@ from autoresearch.intake import Intake
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
 from autoresearch.policy import MIN_PAIR_DOF, Pairs, Policy, Verdict, degrees_of_freedom, pooled_noise
 from autoresearch.results import MEASUREMENTS, frontier_runs, measured_by_seed, measurements, tier_noise
+from autoresearch.thresholds import THRESHOLDS_ATTR, thresholds
 from autoresearch.workspace import experiment_dir, source_version
 
 log = logging.getLogger("autoresearch")
@@ -344,6 +345,7 @@ class Decisions:
         built on an older frontier on top of the current one (stacked) rather than keep it unmeasured.
         `record`: more attrs for the trial (a confirmation's pairs)."""
         extra: dict[str, Any] = {**(record or {}), "status": status, "reason": reason}
+        extra[THRESHOLDS_ATTR] = thresholds(self.cfg.campaign)  # (a resume may change them)
         attrs = trial.user_attrs
         number, val_bpb = trial.number, attrs["val_bpb"]
         tier = attrs.get("tier", "screen")

@@ -24,6 +24,7 @@ from autoresearch.files import write_atomic, write_failure
 from autoresearch.plot import plot_progress
 from autoresearch.results import frontier_measured, rerun_values, rows
 from autoresearch.study import trials
+from autoresearch.thresholds import changes_said, thresholds
 
 REPORT_FILE = "report.html"
 FAILED = ("crash", "invalid", "lost", "cancelled")
@@ -143,14 +144,14 @@ def _tier_results(table: list[dict[str, Any]]) -> list[TierResult]:
 
 def keep_rule(c: Any) -> str:
     """The campaign's keep rule in words (`c`: its campaign config; older ones lack the z's)."""
-    promote_z, keep_z = getattr(c, "promote_z", 1.0), getattr(c, "keep_z", 2.0)
-    floor = f"and by at least {c.min_delta:g} val_bpb"
-    screened = f"its one run beats the frontier (seed for seed where sharper) by {promote_z:g} x seed noise"
+    numbers = thresholds(c)
+    floor = f"and by at least {numbers['min_delta']:g} val_bpb"
+    screened = f"its one run beats the frontier (seed for seed where sharper) by {numbers['promote_z']:g} x seed noise"
     if not c.validate_seeds:
         return f"kept when {screened} {floor}"
     return (
         f"promoted when {screened}; kept when {c.validate_seeds} re-runs beat its runs on the same "
-        f"seeds by {keep_z:g} standard errors, {floor}"
+        f"seeds by {numbers['keep_z']:g} standard errors, {floor}"
     )
 
 
@@ -179,6 +180,8 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
         "tiers": ", ".join(f"{tier}: {pool}" for tier, pool in cfg.cluster.tiers.items()),
         "keep rule": keep_rule(c),
     }
+    if changed := changes_said(list(done.values()), thresholds(c)):
+        settings["keep rule"] += f" (today's config); {changed}"
     return CampaignReport(
         name=study.study_name,
         settings=settings,

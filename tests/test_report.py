@@ -34,6 +34,9 @@ from autoresearch.report import build_report, busy_hours, write_report
 from autoresearch.report_html import render_html
 from autoresearch.results import rows
 from autoresearch.study import finished
+from autoresearch.thresholds import THRESHOLDS_ATTR
+
+TOY_THRESHOLDS = {"min_delta": 0.0005, "promote_z": 1.0, "keep_z": 2.0}  # conf's, as the toy leaves them
 
 
 def add_run(study: optuna.Study, value: float | None, launched: float, seconds: float, **attrs: Any) -> None:
@@ -111,6 +114,9 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
     assert len(confirming(study.trials, int(kept[-1]["trial"]))) == 2
     assert screen.frontier_trial == int(kept[-1]["trial"])
     assert 'src="data:image/png;base64,' in page  # the plot travels inside the page
+    decided = [t.user_attrs for t in finished(study) if t.user_attrs.get("status") in ("keep", "discard")]
+    assert decided and all(a[THRESHOLDS_ATTR] == TOY_THRESHOLDS for a in decided)
+    assert "changed" not in report.settings["keep rule"]  # (one rule throughout: none to name)
     assert "val_bpb: validation bits per byte, lower is better; ± is the standard deviation" in page
 
 
@@ -277,6 +283,40 @@ def test_a_campaign_whose_baselines_all_crashed_says_so(tmp_path: Path) -> None:
     assert (
         "No baseline has a result yet.</p>" in fresh and "Failures" not in fresh
     )  # (none failed: none to point to)
+
+
+def test_thresholds_a_resume_changed_are_said_with_the_trials_each_judged(tmp_path: Path) -> None:
+    """The report stated today's min_delta, promote_z and keep_z as the rule of every decision,
+    though a resume had changed them: the decisions before were judged by others."""
+    study = optuna.create_study(study_name="toy")
+    looser = {**TOY_THRESHOLDS, "min_delta": 0.002}
+    for number, numbers in enumerate([looser, looser, None, TOY_THRESHOLDS]):  # (None: not recorded)
+        judged = {} if numbers is None else {THRESHOLDS_ATTR: numbers}
+        add_run(study, 1.0, 10.0 * number, 5.0, status="discard", tier="screen", reason="-0.001", **judged)
+    rule = build_report(study, tmp_path, compose_toy(tmp_path)).settings["keep rule"]
+    assert rule.startswith("promoted when its one run beats the frontier")
+    assert rule.endswith(
+        "(today's config); the thresholds changed during the campaign; decisions were judged by "
+        "trials 0-1: min_delta 0.002, promote_z 1, keep_z 2; trial 3: min_delta 0.0005, promote_z 1, keep_z 2"
+    )
+    assert "decisions were judged by trials 0-1: min_delta 0.002" in html.unescape(
+        render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
+    )
+
+
+def test_a_resume_that_changed_min_delta_is_said_in_its_campaigns_report(tmp_path: Path) -> None:
+    """End to end: each decision records the numbers it was judged by, across a resume."""
+    first = run_campaign(tmp_path, "campaign.budget.max_experiments=4", "campaign.min_delta=0.002")
+    assert first.returncode == 0, first.stderr
+    assert run_campaign(tmp_path, "campaign.budget.max_experiments=8").returncode == 0
+    study = load(tmp_path / "toy")
+    judged = [
+        t.user_attrs[THRESHOLDS_ATTR]["min_delta"] for t in finished(study) if THRESHOLDS_ATTR in t.user_attrs
+    ]
+    assert judged[0] == 0.002 and judged[-1] == 0.0005, judged
+    rule = build_report(study, tmp_path / "toy", compose_toy(tmp_path)).settings["keep rule"]
+    assert "the thresholds changed during the campaign" in rule
+    assert rule.index("min_delta 0.002") < rule.index("min_delta 0.0005, promote_z 1, keep_z 2")
 
 
 def test_what_the_agent_wrote_is_escaped_not_rendered(tmp_path: Path) -> None:
