@@ -569,11 +569,14 @@ class Campaign:
 
     def _fail_and_requeue(self, trial: FrozenTrial, outcome: dict[str, Any], ran: dict[str, Any]) -> None:
         """Lost to infrastructure, not to its own fault: fail it with the reason and run it again.
-        `ran`: where and when it ran (its start and end are GPU time spent, whatever became of it)."""
+        `ran`: where and when it ran (its start and end are GPU time spent, whatever became of it).
+        A preempted run is always run again, at no cost to its retries: a preemptible partition
+        may take the node from it any number of times, and each time it would run had it stayed."""
         retries = int(trial.user_attrs.get("retries", 0))
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
-        if retries < self.c.max_retries and trial.user_attrs.get("kind") != "exploration":
-            not_queued = self.intake.retry(trial)
+        preempted = bool(outcome.get("preempted"))
+        if (preempted or retries < self.c.max_retries) and trial.user_attrs.get("kind") != "exploration":
+            not_queued = self.intake.retry(trial, counted=not preempted)
             reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
         log.warning("trial %d: %s", trial.number, reason)
         where = {k: outcome[k] for k in ("node", "node_unfit") if outcome.get(k)}

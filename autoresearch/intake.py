@@ -316,8 +316,9 @@ class Intake:
             self.add(cand, {**attrs, "seed": seed, "wave": 0, "source": "engine"})
         return bool(missing)
 
-    def retry(self, trial: FrozenTrial) -> str:
-        """A run lost to infrastructure, queued again as it was (once, whatever the restarts).
+    def retry(self, trial: FrozenTrial, counted: bool = True) -> str:
+        """A run lost to infrastructure, queued again as it was (once, whatever the restarts);
+        `counted`: the retry takes one of the experiment's `max_retries` (a preemption's does not).
         Says why it was not ('' if it was): its proposal file cannot be read."""
         if self.ledger.queued_for("retry_of", trial.number):
             return ""  # queued before a controller died
@@ -326,7 +327,7 @@ class Intake:
         except InvalidCandidate as err:
             return str(err)
         keep = {k: v for k, v in trial.user_attrs.items() if k in RETRY_KEEPS}
-        retries = int(trial.user_attrs.get("retries", 0)) + 1
+        retries = int(trial.user_attrs.get("retries", 0)) + int(counted)
         self.add(cand, {**keep, "retry_of": trial.number, "retries": retries})
         return ""
 

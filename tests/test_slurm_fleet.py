@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ from engine_helpers import (
 )
 from optuna.trial import TrialState
 
+from autoresearch.budget import experiment_ran
 from autoresearch.campaign import Campaign
 from autoresearch.config import PartitionConfig
 from autoresearch.fleet import slurm as slurm_fleet
@@ -1202,6 +1204,112 @@ def test_node_failure_loses_nothing_and_counts_nothing_twice(tmp_path: Path, slu
         if t.state == TrialState.COMPLETE and t.user_attrs["kind"] == "baseline"
     )
     assert baselines == {"screen": 3, "validate": 2}  # the screen tier's at the screening seed too
+
+
+def _running_on(partition: str, job_ids: set[str]) -> set[str]:
+    """The array tasks of `job_ids` that Slurm runs on `partition` now."""
+    out = subprocess.run(
+        ["squeue", "-h", "-p", partition, "-t", "RUNNING", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    return {task for task in out.split() if task.split("_")[0] in job_ids}
+
+
+def _running_experiments(campaign: Path) -> set[str]:
+    """The Slurm jobs (array tasks, or workers) whose runner started an experiment not ended yet."""
+    return {
+        json.loads((exp / "started.json").read_text())["slurm_job_id"]
+        for exp in (campaign / "experiments").glob("*")
+        if (exp / "started.json").exists() and not (exp / "outcome.json").exists()
+    }
+
+
+def _set_preempt_mode(qos: str, mode: str) -> None:
+    """How a QOS's jobs are preempted (REQUEUE as slurm.conf says, or CANCEL), as a site sets it."""
+    subprocess.run(
+        ["sacctmgr", "-i", "modify", "qos", qos, "set", f"PreemptMode={mode}"],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("preempt_mode", "fleet_mode"), [("requeue", "array"), ("cancel", "array"), ("requeue", "workers")]
+)
+def test_preempted_experiments_run_again_and_their_hours_count(
+    tmp_path: Path, slurm_cluster: None, preempt_mode: str, fleet_mode: str
+) -> None:
+    """A job of a higher QOS takes every h100 GPU while both h100 slots run experiments: Slurm
+    preempts them for real (requeued, or cancelled where the QOS says so). Each preempted run is
+    lost to the cluster, not a crash of its train.py: run again once, no fix asked for, its hours
+    up to the preemption counted, `status` saying so; the campaign then ends as usual. With
+    max_retries=0 (as for an experiment whose retries went on failing nodes): a preemption
+    costs no retry, so it is run again all the same."""
+    urgent_hold = tmp_path / "urgent"
+    urgent_hold.touch()
+    _set_preempt_mode("normal", preempt_mode)
+    overrides = ("campaign.budget.max_experiments=10", "campaign.max_retries=0")
+    try:
+        with HeldCampaign(tmp_path, *overrides, f"cluster.partitions.h100.mode={fleet_mode}") as held:
+            campaign, run_log = held.campaign, held.run_log
+            wait_for(
+                lambda: len(_running_on("h100", _job_ids(campaign))) == 2, 120, "both h100 slots running"
+            )
+            victims = _running_on("h100", _job_ids(campaign))
+            wait_for(
+                lambda: victims <= _running_experiments(campaign), 120, f"experiments in {sorted(victims)}"
+            )
+            urgent = subprocess.run(
+                ["sbatch", "--parsable", "--qos=high", "-p", "h100", "--gres=gpu:h100:8", "-o", "/dev/null"]
+                + ["-D", str(tmp_path), "--wrap", f"while [ -e {urgent_hold} ]; do sleep 0.2; done"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            try:
+
+                def preempted() -> set[str]:
+                    return {r[0] for r in _sacct(_job_ids(campaign), "JobID,State") if r[1] == "PREEMPTED"}
+
+                wait_for(lambda: victims <= preempted(), 60, f"PREEMPTED of {sorted(victims)} in sacct")
+                wait_for(lambda: _log_count(campaign, "Slurm PREEMPTED") >= 2, 60, "the controller to notice")
+                shown = subprocess.run(
+                    [sys.executable, "-m", "autoresearch.status", str(campaign)],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                assert shown.returncode == 0, shown.stderr
+                assert "2 lost" in shown.stdout, shown.stdout
+                assert "Slurm PREEMPTED" in shown.stdout, shown.stdout
+            finally:
+                urgent_hold.unlink()
+            wait_for(lambda: not _in_squeue({urgent}), 60, "the urgent job to end")
+            held.finish(timeout=300)
+    finally:
+        _set_preempt_mode("normal", "cluster")  # back to slurm.conf's REQUEUE
+    study = _assert_complete(campaign, budget=10)
+    lost = [t for t in study.trials if "Slurm PREEMPTED" in t.user_attrs.get("reason", "")]
+    assert len(lost) == 2, [(t.number, t.user_attrs.get("reason")) for t in study.trials]
+    assert {t.user_attrs["slurm_job_id"] for t in lost} == victims  # (a worker's, or its array task's)
+    for t in lost:
+        assert t.state == TrialState.FAIL, t.user_attrs
+        assert t.user_attrs["status"] == "lost", t.user_attrs
+        assert experiment_ran(t), t.user_attrs  # its hours count (budgets, status, report)
+        assert t.user_attrs["ended_at"] > t.user_attrs["started_at"], t.user_attrs
+        retry = [u for u in study.trials if u.user_attrs.get("retry_of") == t.number]
+        assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE, [u.user_attrs for u in retry]
+        assert retry[0].user_attrs.get("retries", 0) == 0  # none of its retries spent
+        assert not [u for u in study.trials if u.user_attrs.get("fix_of") == t.number]  # no fix asked for
+    assert not [t.number for t in study.trials if t.user_attrs.get("status") in ("crash", "timeout")]
+    assert len([t for t in study.trials if t.user_attrs.get("status") == "lost"]) == 2
+    # The requeued reruns were cancelled before they ran: each workspace ran once.
+    _assert_no_double_count(campaign, study, run_log)
 
 
 @pytest.mark.slurm

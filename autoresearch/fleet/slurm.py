@@ -531,7 +531,7 @@ class SlurmFleet:
             if over["status"] == "crash":  # Slurm saw an ordinary end
                 return self._done(t, outcome)
             reason = f"{over['reason']}: {outcome.get('reason', '')}".rstrip(": ")
-            return self._done(t, {**outcome, "status": over["status"], "reason": reason})
+            return self._done(t, {**outcome, **over, "reason": reason})
         if over is None:
             t.over_since = None
             return None

@@ -23,6 +23,9 @@ DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's MaxArraySize unless a site sets it
 INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED"}
 EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
 CANCELLED = "CANCELLED"
+# A job of higher priority took the node: nothing wrong with the run nor the node, so re-running it
+# costs none of the experiment's retries (on a preemptible partition it may happen again and again).
+PREEMPTED = "PREEMPTED"
 ACTIVE_STATES = {"", "PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 # Slurm's reasons for holding a job pending that waiting does not cure, and the settings behind them.
 NEVER_STARTS = {
@@ -58,7 +61,8 @@ def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
     """The outcome of a job that ended in `state` without writing one, or None if it is not over."""
     base = state.split()[0] if state else "UNKNOWN"
     if base in INFRA_STATES:
-        return {"trial": trial, "status": "lost", "reason": f"Slurm {base}"}
+        lost = {"trial": trial, "status": "lost", "reason": f"Slurm {base}"}
+        return {**lost, "preempted": True} if base == PREEMPTED else lost
     if base.startswith(CANCELLED):
         return {"trial": trial, "status": "cancelled", "reason": f"Slurm {state}"}
     if base in EXPERIMENT_STATES:
