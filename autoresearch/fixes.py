@@ -8,7 +8,8 @@ the agent can still put something else in the wave. Two copies of the rule would
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial
 
@@ -23,10 +24,22 @@ def fix_attempts(trials: Iterable[FrozenTrial]) -> Counter[int]:
     )
 
 
-def fix_limit_problem(crashed: int, attempts: int, limit: int, in_wave: int = 0) -> str:
-    """Why one more repair of trial `crashed` is refused, or '': `attempts` proposed before this
-    wave, `in_wave` earlier in it (the intake queues a wave's candidates in order)."""
-    if attempts + in_wave < limit:
-        return ""
-    earlier = f", and this wave repairs it {in_wave} time(s) before" if in_wave else ""
-    return f"trial {crashed} already had {attempts} fix attempts{earlier} (limit {limit})"
+@dataclass
+class WaveRepairs:
+    """A wave's repairs, taken in order as the intake queues them: each is held to the limit with
+    those `before` the wave (`fix_attempts`) and those earlier in it, counted as they come."""
+
+    before: Mapping[int, int]
+    in_wave: Counter[int] = field(default_factory=Counter)
+
+    def past_limit(self, crashed: int, limit: int) -> str:
+        """Why one more repair of trial `crashed` is refused, or ''."""
+        attempts, earlier = self.before.get(crashed, 0), self.in_wave[crashed]
+        if attempts + earlier < limit:
+            return ""
+        said = f", and this wave repairs it {earlier} time(s) before" if earlier else ""
+        return f"trial {crashed} already had {attempts} fix attempts{said} (limit {limit})"
+
+    def taken(self, crashed: int) -> None:
+        """One more repair of `crashed` in this wave: an attempt, queued or refused."""
+        self.in_wave[crashed] += 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import AutoresearchConfig
 from autoresearch.files import write_json_atomic
-from autoresearch.fixes import fix_attempts, fix_limit_problem
+from autoresearch.fixes import WaveRepairs, fix_attempts
 from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.knobs import SETTABLE, unsettable
@@ -75,15 +74,6 @@ def confirm_tier(cfg: AutoresearchConfig, pools: dict[str, Pool]) -> str | None:
 
 
 @dataclass
-class FixCount:
-    """Repairs proposed per crashed trial: `before` the wave (read from the study once), and
-    earlier `in_wave`, each counted as it is taken in."""
-
-    before: Counter[int]
-    in_wave: Counter[int] = field(default_factory=Counter)
-
-
-@dataclass
 class Intake:
     """The queue's one door: every WAITING trial, the proposer's or the engine's, is added here."""
 
@@ -131,13 +121,13 @@ class Intake:
         self._came[number] = self.waves  # (a number queueing nothing is the next wave's too)
         self.empty_waves += 1  # until one of its candidates runs (`ran`)
         self.rejected.extend(dropped)
-        fixes = FixCount(fix_attempts(queued))  # the study read once for the wave, not per fix
+        fixes = WaveRepairs(fix_attempts(queued))  # the study read once for the wave, not per fix
         for cand in accepted:
             reason = self.precheck(cand, fixes)
             attrs = {"kind": "experiment", "wave": number, "source": wave.source}
             if cand.fix_of is not None:
                 attrs["fix_of"] = cand.fix_of
-                fixes.in_wave[cand.fix_of] += 1  # an attempt, queued or refused
+                fixes.taken(cand.fix_of)
             if reason:
                 self._record_invalid(cand, attrs, reason)
             else:
@@ -157,7 +147,7 @@ class Intake:
         if wave in self._came:
             self.empty_waves = min(self.empty_waves, self.waves - self._came[wave])
 
-    def precheck(self, cand: Candidate, fixes: FixCount | None = None) -> str:
+    def precheck(self, cand: Candidate, fixes: WaveRepairs | None = None) -> str:
         """Why a candidate cannot run, or '' if it can: checked before it costs a slot. `fixes`:
         the repairs proposed so far, where the caller counted them (else read from the study)."""
         tiers = self.cfg.cluster.tiers
@@ -170,11 +160,8 @@ class Intake:
                 "the screen tier"
             )
         if cand.fix_of is not None:
-            if fixes is None:
-                fixes = FixCount(fix_attempts(self.ledger.all()))
-            limit = self.cfg.agent.max_fix_attempts
-            before, in_wave = fixes.before[cand.fix_of], fixes.in_wave[cand.fix_of]
-            if why := fix_limit_problem(cand.fix_of, before, limit, in_wave):
+            fixes = fixes or WaveRepairs(fix_attempts(self.ledger.all()))
+            if why := fixes.past_limit(cand.fix_of, self.cfg.agent.max_fix_attempts):
                 return why
         try:
             build_source(

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from autoresearch.agent.prompt import valid_text
 from autoresearch.config import AgentConfig
-from autoresearch.fixes import fix_limit_problem
+from autoresearch.fixes import WaveRepairs
 from autoresearch.knobs import KnobError, read_knobs, set_knobs
 from autoresearch.proposals import TIERS, Edit, KnobValue, Wave, plain_line, wave_from_dict
 from autoresearch.proposers.base import CampaignContext
@@ -358,7 +357,7 @@ def check_wave(
         )
     declared = {k.name: k for k in context.knobs}
     by_number = {r.number: r for r in context.history}
-    fixes_in_wave: Counter[int] = Counter()  # the intake counts a wave's repairs in order
+    repairs = WaveRepairs(context.fix_attempts)  # counted in order, as the intake counts them
 
     def check_knob(name: str, values: list[Any], known: set[str] | None, where: str) -> None:
         if known and name not in known:
@@ -398,11 +397,9 @@ def check_wave(
             elif rec.status != "crash":
                 problems.append(f"{where}: fix_of={cand.fix_of} did not crash (status {rec.status})")
             else:
-                attempts = context.fix_attempts.get(cand.fix_of, 0)
-                earlier = fixes_in_wave[cand.fix_of]
-                if why := fix_limit_problem(cand.fix_of, attempts, max_fix_attempts, earlier):
+                if why := repairs.past_limit(cand.fix_of, max_fix_attempts):
                     problems.append(f"{where}: {why}: drop this repair, or spend the slot on another idea")
-            fixes_in_wave[cand.fix_of] += 1
+            repairs.taken(cand.fix_of)
     for grid in wave.grids:
         where = f"grid {grid.description[:60]!r}"
         problems += _description_problems(grid.description, where)
