@@ -33,7 +33,7 @@ from autoresearch.frontier import FILE as FRONTIER_FILE
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.proposals import TIERS
 from autoresearch.sampler import distribution_of, distributions, knob_changes
-from autoresearch.storage_url import PASSWORD_PARAMS, masked, without_password
+from autoresearch.storage_url import holds_password, masked, without_password
 
 SCALES = ("gpt2", "cpu")  # the harness's (trainer/prepare.py, docs/TRAINER.md)
 DATA_SOURCES = ("climbmix", "offline")
@@ -286,7 +286,7 @@ def _storage_problems(url: str | None) -> list[str]:
         return [f"storage={masked(url)} is not a database URL (e.g. postgresql://user@host/db)"]
     except ValueError:  # SQLAlchemy's int() of the port
         return [f"storage={masked(url)}: the port must be a number (e.g. postgresql://user@host:5432/db)"]
-    if parsed.password or PASSWORD_PARAMS & {key.lower() for key in parsed.query}:
+    if holds_password(parsed):
         return [
             "storage: keep the password out of the URL, which the campaign saves in config.yaml; "
             "give it to the driver instead (PostgreSQL: PGPASSWORD or ~/.pgpass)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_plus
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 PASSWORD_PARAMS = {"password", "passwd", "pwd", "sslpassword"}  # drivers' query names for one
@@ -34,6 +34,11 @@ def _masked_param(param: re.Match[str]) -> str:
 
 def _password_param(name: str) -> bool:
     return unquote_plus(name).strip().lower() in PASSWORD_PARAMS
+
+
+def holds_password(parsed: URL) -> bool:
+    """Whether a parsed database URL carries a password, after the user name or in its query."""
+    return bool(parsed.password) or any(_password_param(k) for k in parsed.query)
 
 
 def without_password(url: str | None) -> str | None:
