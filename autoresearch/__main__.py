@@ -1,5 +1,6 @@
 """`python -m autoresearch +campaign=NAME`: run (or resume) a campaign (`python -m autoresearch
-status DIR` and `report DIR` run the two tools, as the console script does).
+status DIR` and `report DIR` run the two tools, and `check +campaign=NAME` the dry run, as the
+console script does).
 
 Hydra composes the config from conf/; the resolved config is saved in the campaign folder,
 and re-running the same command continues where the last controller stopped.
@@ -13,6 +14,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -20,10 +22,9 @@ from hydra.errors import CompactHydraException, MissingConfigException, Override
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
-from autoresearch.cli import run_tool, unknown_command
-from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, campaign_dir_of, register_configs
+from autoresearch.cli import reader_may_stop_early, run_tool, takes_check_command, unknown_command
+from autoresearch.config import AutoresearchConfig, register_configs
 from autoresearch.files import write_failure
-from autoresearch.logs import setup_logging
 from autoresearch.stop_signals import install_stop_handlers, stopped_by
 
 register_configs()
@@ -39,36 +40,22 @@ CANNOT_ADD = (
 
 
 def run(cfg: AutoresearchConfig) -> int:
-    from autoresearch.agent.client import AgentSetupError
     from autoresearch.budget import going_on_past
     from autoresearch.campaign import Campaign, CampaignError
     from autoresearch.config import deadline_seconds
-    from autoresearch.config_check import ConfigError, check_config
-    from autoresearch.fleet.factory import make_fleet
+    from autoresearch.fleet.factory import build_fleet
     from autoresearch.frontier import FrontierError
     from autoresearch.outage import StoppedInOutage
-    from autoresearch.proposers.factory import make_proposer
+    from autoresearch.start_checks import StartRefused, start_checks
     from autoresearch.study import StudyUnavailable
-    from autoresearch.tracking import TrackingSetupError, check_credentials, make_tracker
+    from autoresearch.tracking import make_tracker
 
-    campaign_dir = campaign_dir_of(cfg)
     try:
-        check_config(cfg, campaign_dir / SAVED_CONFIG)
-    except ConfigError as err:
-        print(f"error: bad config: {err}", file=sys.stderr)
-        return EXIT_ERROR
-    try:  # (no GPU for a GPU campaign, Slurm's commands missing, a partition Slurm lacks, no W&B key)
-        fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir), cfg.campaign.require_gpu)
-        check_credentials(cfg.tracking)
-    except (ValueError, CampaignError, TrackingSetupError) as err:
+        ready = start_checks(cfg)
+    except StartRefused as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    setup_logging()  # controller.log once the start is accepted: a refusal writes nothing
-    try:
-        proposer = make_proposer(cfg, campaign_dir)
-    except (ValueError, AgentSetupError) as err:  # (a refused key, an unknown model)
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_ERROR
+    campaign_dir, proposer = ready.campaign_dir, ready.proposer
     log_file = campaign_dir / "controller.log"  # written from once the campaign holds its folder
     try:  # (a runs_dir that is a file, read-only, or on a mount that is gone)
         campaign_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +64,7 @@ def run(cfg: AutoresearchConfig) -> int:
     except OSError as err:
         print(f"error: {unwritable_folder_message(campaign_dir, err)}", file=sys.stderr)
         return EXIT_ERROR
+    fleet = build_fleet(ready.fleet, deadline_seconds(cfg), str(campaign_dir))
     tracker = make_tracker(cfg.tracking, campaign_dir, cfg.campaign.name)
     campaign = Campaign(cfg, campaign_dir, fleet, proposer, tracker=tracker, log_file=log_file)
 
@@ -208,19 +196,41 @@ def unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
     return found
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def _hydra_main(dict_cfg: DictConfig) -> None:
-    if unknown := unknown_keys(dict_cfg):
-        print(f"error: bad config: no such setting: {'; '.join(unknown)}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
+def dry_run(cfg: AutoresearchConfig) -> int:
+    """`autoresearch check ...`: the start's checks and the plan, writing and launching nothing."""
+    from autoresearch.dry_run import plan_lines
+    from autoresearch.start_checks import StartRefused, start_checks
+
     try:
-        cfg: AutoresearchConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
-    except MissingMandatoryValue as err:
-        print(f"error: {missing_value_message(err)}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    code = run(cfg)
-    if code:
-        sys.exit(code)
+        lines = plan_lines(cfg, start_checks(cfg))
+    except StartRefused as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    with reader_may_stop_early():
+        print("\n".join(lines))
+    return 0
+
+
+def hydra_main(task: Callable[[AutoresearchConfig], int]) -> Callable[[], None]:
+    """Hydra's entry point for `task` (a run, or the dry run): the config composed from conf/ and
+    the command line, refused in one line where it has a setting the schema lacks or a value left
+    to the command line unset."""
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+    def composed(dict_cfg: DictConfig) -> None:
+        if unknown := unknown_keys(dict_cfg):
+            print(f"error: bad config: no such setting: {'; '.join(unknown)}", file=sys.stderr)
+            sys.exit(EXIT_ERROR)
+        try:
+            cfg: AutoresearchConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
+        except MissingMandatoryValue as err:
+            print(f"error: {missing_value_message(err)}", file=sys.stderr)
+            sys.exit(EXIT_ERROR)
+        code = task(cfg)
+        if code:
+            sys.exit(code)
+
+    return composed
 
 
 def main() -> None:
@@ -228,13 +238,14 @@ def main() -> None:
     prints several lines and exits 1). HYDRA_FULL_ERROR=1 keeps Hydra's full account."""
     if run_tool():
         return
+    task = dry_run if takes_check_command() else run
     if len(sys.argv) > 1 and (why := unknown_command(sys.argv[1])):
         print(f"error: {why}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
     wants_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors for us to word
     try:
-        _hydra_main()
+        hydra_main(task)()
     except CompactHydraException as err:
         if wants_full_error:
             raise

@@ -1,5 +1,6 @@
-"""The `autoresearch` console script, the same command as `python -m autoresearch`: a campaign, or
-`autoresearch status DIR` / `autoresearch report DIR` for a campaign folder (`run_tool`)."""
+"""The `autoresearch` console script, the same command as `python -m autoresearch`: a campaign, its
+dry run (`autoresearch check +campaign=NAME ...`), or `autoresearch status DIR` / `autoresearch
+report DIR` for a campaign folder (`run_tool`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 TOOLS = {"status": "autoresearch.status", "report": "autoresearch.report"}  # never a Hydra override
+CHECK = "check"  # the dry run: a campaign's own command line after it, so Hydra's to compose
 
 
 @contextlib.contextmanager
@@ -43,12 +45,21 @@ def unknown_command(word: str) -> str | None:
     has '=', a flag '-', a deletion '~'), in one line; None when it may be one."""
     if "=" in word or word.startswith(("-", "+", "~")):
         return None
-    close = difflib.get_close_matches(word, TOOLS, n=1)
+    close = difflib.get_close_matches(word, [*TOOLS, CHECK], n=1)
     hint = f"did you mean `autoresearch {close[0]} ...`? " if close else ""
     return (
         f"unknown command {word!r}: {hint}autoresearch status DIR, autoresearch report DIR, "
-        "or a campaign: autoresearch +campaign=NAME [key=value ...]"
+        "or a campaign: autoresearch [check] +campaign=NAME [key=value ...]"
     )
+
+
+def takes_check_command() -> bool:
+    """Whether `sys.argv` asks for the dry run (`autoresearch check +campaign=NAME ...`); its
+    word is taken out, leaving the campaign's command line for Hydra."""
+    if len(sys.argv) < 2 or sys.argv[1] != CHECK:
+        return False
+    del sys.argv[1]
+    return True
 
 
 def run_tool() -> bool:

@@ -41,6 +41,10 @@ class StudyUnavailable(RuntimeError):
     """The storage cannot be opened: its driver is missing, or the database cannot be reached."""
 
 
+class NoStudyYet(StudyUnavailable):
+    """The storage opens but holds no study of this name: a campaign's first start makes it."""
+
+
 class StudyTaken(StudyUnavailable):
     """The database's study of this name belongs to another campaign folder."""
 
@@ -201,7 +205,7 @@ def load_study(campaign_dir: Path, name: str, url: str | None, retry_seconds: fl
         with contextlib.suppress(KeyError):  # (a storage without this study)
             if storage is not None:
                 return optuna.load_study(study_name=name, storage=storage)
-    raise StudyUnavailable(f"no study {name!r} yet in {url or campaign_dir / JOURNAL_FILE}")
+    raise NoStudyYet(f"no study {name!r} yet in {url or campaign_dir / JOURNAL_FILE}")
 
 
 def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:

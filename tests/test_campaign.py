@@ -300,7 +300,7 @@ def test_a_runs_dir_that_cannot_be_written_is_one_line_and_loses_nothing(tmp_pat
         (
             ["stauts", "runs/toy"],
             "error: unknown command 'stauts': did you mean `autoresearch status ...`? autoresearch status DIR, "
-            "autoresearch report DIR, or a campaign: autoresearch +campaign=NAME [key=value ...]",
+            "autoresearch report DIR, or a campaign: autoresearch [check] +campaign=NAME [key=value ...]",
         ),
         (
             ["campaign=demo"],

@@ -31,14 +31,16 @@ from autoresearch.config import (
     deadline_seconds,
 )
 from autoresearch.fleet.base import Finished, JobSpec
-from autoresearch.fleet.factory import make_fleet, make_local_fleet
+from autoresearch.fleet.factory import make_fleet
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.proposers.offline import OfflineProposer
 
 
 def test_an_eight_gpu_box_gets_one_slot_per_gpu_each_with_its_own_device(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
-    fleet = make_local_fleet(ClusterConfig(partitions={"local": PartitionConfig(slots=0)}), deadline_s=60)
+    fleet = make_fleet(
+        ClusterConfig(partitions={"local": PartitionConfig(slots=0)}), deadline_s=60, campaign_dir=""
+    )
     (pool,) = fleet.pools.values()
     assert pool.slots == 8
     jobs = []
@@ -212,7 +214,7 @@ def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=0)})
-    first = make_local_fleet(cluster, deadline_s=60)
+    first = make_fleet(cluster, deadline_s=60, campaign_dir="")
     (pool,) = first.pools.values()
     hold = tmp_path / "hold"
     hold.touch()
@@ -225,7 +227,7 @@ def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
     # Killed between starting the runner and recording it, it leaves neither a handle nor runner.pid.
     if not recorded:
         (busy.exp_dir / "runner.pid").unlink()
-    again = make_local_fleet(cluster, deadline_s=60)
+    again = make_fleet(cluster, deadline_s=60, campaign_dir="")
     assert again.reattach(busy, handles[1] if recorded else "")
     new = JobSpec(2, make_experiment(tmp_path, ENV_DUMP, deadline=60, name="new", trial=2), pool.name)
     again.submit([new])

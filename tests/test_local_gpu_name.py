@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch.config import ClusterConfig, PartitionConfig
-from autoresearch.fleet.factory import make_local_fleet
+from autoresearch.fleet.factory import make_fleet
 
 A100 = "NVIDIA A100-SXM4-80GB"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -40,8 +40,8 @@ def mixed_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def local_gpu_type() -> str:
-    fleet = make_local_fleet(
-        ClusterConfig(partitions={"local": PartitionConfig(gpu_type="auto")}), deadline_s=60
+    fleet = make_fleet(
+        ClusterConfig(partitions={"local": PartitionConfig(gpu_type="auto")}), deadline_s=60, campaign_dir=""
     )
     return fleet.pools["local"].gpu_type
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 
 from autoresearch.config import ClusterConfig, backstop_grace
 from autoresearch.fleet.base import UNNAMED_GPU, Fleet, Pool
@@ -36,7 +37,18 @@ def _names_gpu(gpu: str, index: str, uuid: str) -> bool:
     return gpu == index or (gpu.startswith("GPU-") and uuid.startswith(gpu))
 
 
-def make_local_fleet(cluster: ClusterConfig, deadline_s: float, require_gpu: bool = False) -> LocalFleet:
+@dataclass(frozen=True)
+class FleetPlan:
+    """What a start's fleet checks found: the pools it will have (and, on this machine, the GPUs
+    its slots get). Made without writing anything, so a dry run (`autoresearch check`) stops here;
+    building the fleet (`build_fleet`) may write (a workers queue's folders)."""
+
+    cluster: ClusterConfig
+    pools: dict[str, Pool]
+    gpus: list[str] = field(default_factory=list)
+
+
+def plan_local_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> FleetPlan:
     ((name, part),) = cluster.partitions.items()  # one, as config_check requires
     gpus = [] if cluster.devices == "cpu" else visible_gpus()
     if require_gpu and not gpus:
@@ -54,22 +66,43 @@ def make_local_fleet(cluster: ClusterConfig, deadline_s: float, require_gpu: boo
         gpu_type = "cpu"
     threads = cluster.threads_per_slot or max(1, (os.cpu_count() or 1) // slots)
     pool = Pool(name, slots, gpu_type, part.price_per_gpu_hour, part.partition or name, threads)
+    return FleetPlan(cluster, {name: pool}, gpus)
+
+
+def plan_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> FleetPlan:
+    """Every check of the fleet a start makes, raising ValueError in one line: a GPU for a GPU
+    campaign here; Slurm's commands, partitions, GRES and QOS wall limits on a cluster."""
+    if cluster.kind == "local":
+        return plan_local_fleet(cluster, require_gpu)
+    if cluster.kind == "slurm":
+        from autoresearch.fleet.slurm import missing_commands_problem, slurm_pool
+        from autoresearch.fleet.slurm_qos import over_qos_wall
+        from autoresearch.fleet.slurm_states import config_problems
+
+        if problem := missing_commands_problem():
+            raise ValueError(problem)
+        # (none found where sinfo, or sacctmgr, cannot tell)
+        if problems := config_problems(cluster.partitions) or over_qos_wall(cluster.partitions):
+            raise ValueError("; ".join(problems))
+        pools = {
+            name: slurm_pool(name, part, cluster.max_queued) for name, part in cluster.partitions.items()
+        }
+        return FleetPlan(cluster, pools)
+    raise ValueError(f"unknown cluster.kind {cluster.kind!r} (local or slurm)")
+
+
+def build_fleet(plan: FleetPlan, deadline_s: float, campaign_dir: str) -> Fleet:
+    """The fleet `plan_fleet` checked."""
+    if plan.cluster.kind == "slurm":
+        from autoresearch.fleet.slurm import SlurmFleet
+
+        return SlurmFleet(plan.cluster, deadline_s, campaign_dir)
+    (pool,) = plan.pools.values()
     # The runner ends train.py at deadline_s; the fleet's own kill is the backstop, a grace later.
-    return LocalFleet(pool, gpus, threads, deadline_s + backstop_grace(cluster))
+    return LocalFleet(pool, plan.gpus, pool.threads, deadline_s + backstop_grace(plan.cluster))
 
 
 def make_fleet(
     cluster: ClusterConfig, deadline_s: float, campaign_dir: str, require_gpu: bool = False
 ) -> Fleet:
-    if cluster.kind == "local":
-        return make_local_fleet(cluster, deadline_s, require_gpu)
-    if cluster.kind == "slurm":
-        from autoresearch.fleet.slurm import SlurmFleet
-        from autoresearch.fleet.slurm_qos import over_qos_wall
-        from autoresearch.fleet.slurm_states import config_problems
-
-        # (none found where sinfo, or sacctmgr, cannot tell)
-        if problems := config_problems(cluster.partitions) or over_qos_wall(cluster.partitions):
-            raise ValueError("; ".join(problems))
-        return SlurmFleet(cluster, deadline_s, campaign_dir)
-    raise ValueError(f"unknown cluster.kind {cluster.kind!r} (local or slurm)")
+    return build_fleet(plan_fleet(cluster, require_gpu), deadline_s, campaign_dir)

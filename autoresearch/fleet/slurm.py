@@ -160,13 +160,29 @@ def checked_setup(lines: list[str]) -> list[str]:
     return checked
 
 
+def missing_commands_problem() -> str | None:
+    """Why this machine cannot drive Slurm (its commands are not on PATH), or None."""
+    if missing := [tool for tool in SLURM_COMMANDS if shutil.which(tool) is None]:
+        return (
+            f"cluster=slurm, but {', '.join(missing)} not found on PATH: run the controller on a "
+            "Slurm login node (or as a job: slurm/controller.sbatch), or use cluster=local"
+        )
+    return None
+
+
+def slurm_pool(name: str, part: PartitionConfig, max_queued: int) -> Pool:
+    """A partition's pool: its slots capped at `max_queued` jobs; its runner gives torch the CPUs
+    Slurm grants (`runner`)."""
+    slots = min(part.slots, max_queued)
+    return Pool(
+        name, slots, part.gpu_type, part.price_per_gpu_hour, part.partition or name, part.cpus_per_task
+    )
+
+
 class SlurmFleet:
     def __init__(self, cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> None:
-        if missing := [tool for tool in SLURM_COMMANDS if shutil.which(tool) is None]:
-            raise ValueError(
-                f"cluster=slurm, but {', '.join(missing)} not found on PATH: run the controller on a "
-                "Slurm login node (or as a job: slurm/controller.sbatch), or use cluster=local"
-            )
+        if problem := missing_commands_problem():
+            raise ValueError(problem)
         self.cluster = cluster
         self.deadline_s = deadline_s
         self.dir = Path(campaign_dir)
@@ -175,10 +191,7 @@ class SlurmFleet:
         self.executors: dict[str, submitit.AutoExecutor] = {}
         self.queues: dict[str, WorkerQueue] = {}
         for name, part in cluster.partitions.items():
-            slots = min(part.slots, cluster.max_queued)
-            price, partition = part.price_per_gpu_hour, part.partition or name
-            # its runner gives torch the CPUs Slurm grants (`runner`)
-            self.pools[name] = Pool(name, slots, part.gpu_type, price, partition, threads=part.cpus_per_task)
+            self.pools[name] = slurm_pool(name, part, cluster.max_queued)
             self.executors[name] = executor_for(self.folder, name, part)
             if part.mode == "workers":
                 self.queues[name] = WorkerQueue(self.dir / "queue" / name)

@@ -1,0 +1,173 @@
+"""`autoresearch check +campaign=NAME [...]`: what a start with these settings would do and cost,
+before a GPU-hour is spent on it.
+
+The start's own checks (`start_checks`), then a read of the campaign's folder and study as `status`
+reads them; nothing is written or launched: no folder, log, lock, journal, database file or study.
+The plan it prints is the config's, with an estimate of the rate the slots work at (`estimate`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from autoresearch.budget import Spend, exhausted, hours_unit, measure, pool_prices, remaining
+from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, deadline_seconds, time_budget_seconds
+from autoresearch.estimate import ASSUMPTIONS, Rate, campaign_rate, hours_until_bound, pool_rate, tiers_in_use
+from autoresearch.heartbeat import controller_state
+from autoresearch.journal import JOURNAL_FILE
+from autoresearch.results import frontier_value, rows
+from autoresearch.resume_changes import setting_changes
+from autoresearch.start_checks import Ready, StartRefused
+from autoresearch.status import experiment_counts
+from autoresearch.storage_url import masked
+from autoresearch.study import NoStudyYet, StudyUnavailable, load_study, trials
+from autoresearch.tracking import wandb_mode
+
+NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
+
+
+def existing_study(cfg: AutoresearchConfig, campaign_dir: Path) -> optuna.Study | None:
+    """The campaign's study, read without creating anything (`load_study`); None where there is
+    none yet. A storage that cannot be opened is refused, as the start would be: it is asked once,
+    not for `storage_retry_seconds`."""
+    try:
+        return load_study(campaign_dir, cfg.campaign.name, cfg.storage)
+    except NoStudyYet:
+        return None
+    except StudyUnavailable as err:
+        raise StartRefused(str(err)) from None
+
+
+def plan_lines(cfg: AutoresearchConfig, ready: Ready, now: float | None = None) -> list[str]:
+    """The plan, a `label  value` line each (as `status` lays out its head)."""
+    now = time.time() if now is None else now
+    folder = ready.campaign_dir
+    study = existing_study(cfg, folder)
+    spend = NOTHING_SPENT if study is None else measure(study, pool_prices(cfg), folder, now)
+    rate = campaign_rate(cfg, ready.fleet.pools)
+    lines = [
+        ("check", f"campaign {cfg.campaign.name} would start; nothing was written or launched"),
+        ("campaign", _folder_said(folder, study)),
+        *_resume_lines(folder, cfg),
+        ("proposer", _proposer_said(cfg, ready)),
+        ("tracking", _tracking_said(cfg)),
+        ("storage", _storage_said(cfg, folder, study)),
+        *_tier_lines(cfg, ready),
+        ("estimate", _rate_said(rate, ready)),
+        ("assumes", ASSUMPTIONS),
+        ("budgets", _budgets_said(cfg, spend, rate)),
+    ]
+    width = max(len(label) for label, _ in lines) + 2
+    return [f"{label:<{width}}{value}" for label, value in lines]
+
+
+def _folder_said(folder: Path, study: optuna.Study | None) -> str:
+    if not folder.exists():
+        return f"new: {folder} does not exist yet (the start makes it)"
+    if study is None:
+        return f"{folder} holds no study yet: the start begins one there"
+    table = rows(study)
+    running, queued = (len(trials(study, state)) for state in (TrialState.RUNNING, TrialState.WAITING))
+    baseline, best = frontier_value(table)
+    frontier = f"; frontier val_bpb {best:.6f} (baseline {baseline:.6f})" if best and baseline else ""
+    counts = experiment_counts(Counter(r["status"] for r in table))
+    return f"resumes {folder}: {counts}, {running} running, {queued} queued{frontier}"
+
+
+def _resume_lines(folder: Path, cfg: AutoresearchConfig) -> list[tuple[str, str]]:
+    lines = []
+    if (controller := controller_state(folder)) is not None:
+        lines.append(("controller", controller))
+    if (folder / SAVED_CONFIG).is_file():
+        changes = setting_changes(folder / SAVED_CONFIG, cfg)
+        lines.append(("changes", "; ".join(changes) if changes else "none since its last start"))
+    return lines
+
+
+def _proposer_said(cfg: AutoresearchConfig, ready: Ready) -> str:
+    if cfg.agent.kind == "claude":
+        return (
+            f"claude, model {cfg.agent.model} (its key found, the model offered to it); offline as fallback"
+        )
+    return f"{ready.proposer.name} (seed {cfg.campaign.seed})"
+
+
+def _tracking_said(cfg: AutoresearchConfig) -> str:
+    t = cfg.tracking
+    if t.kind != "wandb":
+        return f"{t.kind} (results.tsv, progress.png and report.html in the campaign folder)"
+    entity = f", entity {t.entity}" if t.entity else ""
+    return f"W&B {wandb_mode(t)}, project {t.project}{entity}"
+
+
+def _storage_said(cfg: AutoresearchConfig, folder: Path, study: optuna.Study | None) -> str:
+    where = repr(masked(cfg.storage)) if cfg.storage else str(folder / JOURNAL_FILE)
+    return f"{where} ({'holds the study' if study is not None else 'no study yet: the start makes it'})"
+
+
+def _tier_lines(cfg: AutoresearchConfig, ready: Ready) -> list[tuple[str, str]]:
+    """Each tier's partition, slots, GPU and time limits, with what its slots do an hour."""
+    seconds, deadline = time_budget_seconds(cfg), deadline_seconds(cfg)
+    used = tiers_in_use(cfg, ready.fleet.pools)
+    lines = []
+    for tier, name in cfg.cluster.tiers.items():
+        if tier not in used:
+            said = (
+                "unused: campaign.validate_seeds=0 keeps a screen winner on its one run"
+                if cfg.campaign.validate_seeds <= 0
+                else "re-runs promoted changes on the screen tier's slots"
+            )
+            lines.append((tier, said))
+            continue
+        pool, rate = used[tier], pool_rate(used[tier], seconds)
+        job = (
+            f", Slurm time limit {cfg.cluster.partitions[name].time_limit_min} min"
+            if cfg.cluster.kind == "slurm"
+            else ""
+        )
+        lines.append(
+            (
+                tier,
+                f"partition {pool.partition}: {pool.slots} x {pool.gpu_type}, {seconds:g} s of training "
+                f"per experiment, deadline {deadline:g} s (2 x {seconds:g} s + cluster.grace_seconds){job}; "
+                f"at most {rate.experiments:.1f} experiments/h, ${rate.dollars:.2f}/h",
+            )
+        )
+    return lines
+
+
+def _rate_said(rate: Rate, ready: Ready) -> str:
+    unit = hours_unit(p.gpu_type for p in ready.fleet.pools.values())
+    return (
+        f"at most {rate.experiments:.1f} experiments/h, {rate.slot_hours:g} {unit}/h, "
+        f"${rate.dollars:.2f}/h (an estimate from the config, not a measurement)"
+    )
+
+
+def _budgets_said(cfg: AutoresearchConfig, spend: Spend, rate: Rate) -> str:
+    """Each budget set, what is left of it, and when it would bind at the estimate's rate."""
+    budget = cfg.campaign.budget
+    if reached := exhausted(spend, budget):
+        return f"{reached}: the campaign would stop at once (raise it to go on)"
+    left = remaining(spend, budget)
+    if not left:
+        return "none set: the campaign runs until stopped (Ctrl-C)"
+    binds = hours_until_bound(left, rate)
+    said = [f"max_{what}: {left[what]:.4g} left, {_binds(h)}" for what, h in binds.items()]
+    first = min(binds, key=lambda what: binds[what])
+    ending = f"; max_{first} binds first" if not math.isinf(binds[first]) else ""
+    return "; ".join(said) + ending
+
+
+def _binds(hours: float) -> str:
+    if math.isinf(hours):
+        return "never reached (the slots cost nothing)"
+    if hours < 1:
+        return f"reached in about {hours * 60:.0f} min" if hours * 60 >= 1 else "reached in under a minute"
+    return f"reached in about {hours:.1f} h"

@@ -1,0 +1,188 @@
+"""`autoresearch check`: the start's checks and the plan, with nothing written or launched."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from engine_helpers import REPO, campaign_command, fake_commands, load, run_campaign
+from optuna.trial import TrialState
+
+from autoresearch.results import frontier_value, rows
+
+CONSOLE_SCRIPT = str(Path(sys.executable).with_name("autoresearch"))
+PYTHON_M = [sys.executable, "-m", "autoresearch"]
+
+
+def toy_args(runs_dir: Path, *overrides: str) -> list[str]:
+    """The toy campaign's command line, as the tests' campaigns run it, after the command."""
+    return campaign_command(runs_dir, *overrides)[len(PYTHON_M) :]
+
+
+def run(command: list[str], *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`command` with `args`, in the repository, in `env` (this process's environment by default)."""
+    return subprocess.run(
+        [*command, *args],
+        cwd=REPO,
+        env=os.environ if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def check(runs_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return run([*PYTHON_M, "check"], *toy_args(runs_dir, *overrides), env={**os.environ, **(env or {})})
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path under `folder` with its size and modification time: what a write would change."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def plan(stdout: str) -> dict[str, str]:
+    """The plan's `label  value` lines, by label."""
+    return {m[1]: m[2] for m in re.finditer(r"^(\S+) +(.+)$", stdout, re.M)}
+
+
+@pytest.mark.parametrize("command", [PYTHON_M, [CONSOLE_SCRIPT]], ids=["python -m", "console script"])
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_a_new_campaign_is_checked_and_planned_with_nothing_written(
+    tmp_path: Path, command: list[str], storage: str
+) -> None:
+    runs = tmp_path / "runs"
+    database = tmp_path / "db" / "study.db"
+    slots, seconds, price, experiments, gpu_hours = 3, 20, 1.5, 12, 2
+    overrides = [
+        f"cluster.cpu_slots={slots}",
+        f"campaign.time_budget={seconds}",
+        f"cluster.partitions.local.price_per_gpu_hour={price}",
+        f"campaign.budget.max_experiments={experiments}",
+        f"campaign.budget.max_gpu_hours={gpu_hours}",
+        *([f"storage=sqlite:///{database}"] if storage == "sqlite" else []),
+    ]
+    if storage == "sqlite":
+        database.parent.mkdir()
+    before = tree(tmp_path)
+    proc = run([*command, "check"], *toy_args(runs, *overrides))
+    assert proc.returncode == 0, proc.stderr
+    assert tree(tmp_path) == before  # no folder, journal, database file, log or lock
+    said = plan(proc.stdout)
+    assert said["campaign"] == f"new: {runs / 'toy'} does not exist yet (the start makes it)"
+    assert said["storage"].endswith("(no study yet: the start makes it)")
+    per_hour = slots * 3600 / seconds
+    assert said["screen"].startswith(
+        f"partition local: {slots} x cpu, {seconds} s of training per experiment"
+    )
+    deadline = 2 * seconds + 20  # campaign_command's cluster.grace_seconds
+    assert f"deadline {deadline} s" in said["screen"]
+    assert said["screen"].endswith(f"at most {per_hour:.1f} experiments/h, ${slots * price:.2f}/h")
+    assert said["estimate"].startswith(f"at most {per_hour:.1f} experiments/h, {slots} CPU-hours/h")
+    assert "every slot busy" in said["assumes"]
+    minutes_to_experiments = experiments / per_hour * 60
+    minutes_to_gpu_hours = gpu_hours / slots * 60
+    assert said["budgets"] == (
+        f"max_experiments: {experiments} left, reached in about {minutes_to_experiments:.0f} min; "
+        f"max_gpu_hours: {gpu_hours} left, reached in about {minutes_to_gpu_hours:.0f} min; "
+        "max_experiments binds first"
+    )
+
+
+def test_a_resume_is_planned_with_its_counts_and_changed_settings_and_nothing_written(tmp_path: Path) -> None:
+    started = run_campaign(tmp_path, "campaign.budget.max_experiments=5")
+    assert started.returncode == 0, started.stderr
+    campaign = tmp_path / "toy"
+    study = load(campaign)
+    before = tree(tmp_path)
+    trials_before = len(study.trials)
+    proc = check(tmp_path, "campaign.budget.max_experiments=9")
+    assert proc.returncode == 0, proc.stderr
+    assert tree(tmp_path) == before
+    assert len(load(campaign).trials) == trials_before
+    said = plan(proc.stdout)
+    table = rows(study)
+    ran = sum(1 for r in table if r["status"] != "skip")
+    running = sum(1 for t in study.trials if t.state == TrialState.RUNNING)
+    assert said["campaign"].startswith(f"resumes {campaign}: {ran} finished (")
+    assert f", {running} running, " in said["campaign"]
+    baseline, best = frontier_value(table)
+    assert f"frontier val_bpb {best:.6f} (baseline {baseline:.6f})" in said["campaign"]
+    assert said["changes"] == "campaign.budget.max_experiments: 5 -> 9"
+    assert said["storage"].endswith("(holds the study)")
+    launched = sum(1 for t in study.trials if "exp_dir" in t.user_attrs)
+    assert said["budgets"].startswith(f"max_experiments: {9 - launched} left")
+    assert said["controller"].startswith("stopped")
+    # the spent budget, unchanged: a resume would stop at once, and the check says so
+    spent = plan(check(tmp_path, "campaign.budget.max_experiments=5").stdout)
+    assert spent["budgets"].startswith(f"experiments budget reached ({launched} of 5)")
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env"),
+    [
+        (["campaign.baseline_seeds=0"], {}),
+        (["agent=claude"], {"ANTHROPIC_API_KEY": ""}),
+        (["agent=claude"], {"ANTHROPIC_API_KEY": "sk-ant-api03-secret pasted with a space"}),
+    ],
+    ids=["bad config", "no key", "a key no header can hold"],
+)
+def test_a_start_that_would_be_refused_is_refused_in_the_same_line(
+    tmp_path: Path, overrides: list[str], env: dict[str, str]
+) -> None:
+    checked = check(tmp_path, *overrides, env=env)
+    assert checked.returncode == 2
+    (line,) = checked.stderr.splitlines()
+    assert line.startswith("error: ") and checked.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+    started = run(PYTHON_M, *toy_args(tmp_path, *overrides), env={**os.environ, **env})
+    assert started.returncode == 2 and started.stderr.splitlines() == [line]
+    if key := env.get("ANTHROPIC_API_KEY"):
+        assert key not in checked.stdout + checked.stderr and "secret" not in line
+
+
+def test_a_storage_holding_no_study_is_left_without_tables(tmp_path: Path) -> None:
+    """An existing SQLite file without a study (a database made for the campaign, empty): the
+    check reads it and creates neither Optuna's tables nor a study."""
+    database = tmp_path / "study.db"
+    sqlite3.connect(database).close()
+    proc = check(tmp_path / "runs", f"storage=sqlite:///{database}")
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(database) as db:
+        assert db.execute("select name from sqlite_master").fetchall() == []
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_start_refused_after_the_fleet_checks_leaves_no_workers_queue(tmp_path: Path) -> None:
+    """A workers partition's fleet makes its queue folders as it is built: built before the
+    tracking key was checked, a refused start left runs/NAME/queue/ behind. Slurm's commands are
+    stand-ins (sinfo and scontrol tell nothing, so no partition is checked against a cluster)."""
+    bin_dir = fake_commands(
+        tmp_path / "bin", sbatch="", srun="", sacct="", scancel="", squeue="", sinfo="", scontrol=""
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    env |= {"PATH": f"{bin_dir}:{env['PATH']}", "HOME": str(tmp_path)}  # (no ~/.netrc key either)
+    runs = tmp_path / "runs"
+    overrides = ["cluster=slurm", "cluster.partitions.h100.mode=workers", "tracking=wandb"]
+    proc = run(PYTHON_M, *toy_args(runs, *overrides), env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: W&B: no API key in WANDB_API_KEY or ~/.netrc")
+    assert not runs.exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_a_slurm_campaign_is_planned_per_tier(tmp_path: Path) -> None:
+    proc = check(tmp_path, "cluster=slurm_local", "campaign.time_budget=30")
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+    said = plan(proc.stdout)
+    assert said["screen"].startswith("partition h100: 2 x h100, 30 s of training per experiment")
+    assert said["validate"].startswith("partition h200: 1 x h200, 30 s of training per experiment")
+    assert "Slurm time limit 30 min" in said["screen"]
+    assert said["estimate"].startswith(f"at most {3 * 3600 / 30:.1f} experiments/h, 3 GPU-hours/h")
