@@ -445,6 +445,21 @@ def test_the_start_asks_sinfo_once_for_all_its_checks(
 
 
 @pytest.mark.slurm
+def test_the_start_reads_slurms_config_once(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MaxWall check (is AccountingStorageEnforce on?) and the fleet (MaxArraySize) each ran
+    `scontrol show config`, the whole config for one line each. One reading now serves both (the
+    real scontrol, each call counted)."""
+    calls = tmp_path / "scontrol.calls"
+    scontrol = f'echo "$*" >> "{calls}"; exec "{shutil.which("scontrol")}" "$@"'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', scontrol=scontrol)}:{os.environ['PATH']}")
+    fleet = make_fleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    assert isinstance(fleet, SlurmFleet) and fleet._max_array == 100001  # (up.sh's MaxArraySize)
+    assert calls.read_text().splitlines() == ["show config", "-o show partition"]  # (2 readings before)
+
+
+@pytest.mark.slurm
 def test_a_time_limit_above_the_partitions_is_refused_before_anything_runs(
     tmp_path: Path, slurm_cluster: None
 ) -> None:

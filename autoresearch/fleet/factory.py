@@ -46,6 +46,8 @@ class FleetPlan:
     cluster: ClusterConfig
     pools: dict[str, Pool]
     gpus: list[str] = field(default_factory=list)
+    # A Slurm cluster's settings (`scontrol show config`), read once for the checks and the fleet.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 def plan_local_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> FleetPlan:
@@ -77,17 +79,18 @@ def plan_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> FleetPlan:
     if cluster.kind == "slurm":
         from autoresearch.fleet.slurm import missing_commands_problem, slurm_pool
         from autoresearch.fleet.slurm_qos import over_qos_wall
-        from autoresearch.fleet.slurm_states import config_problems
+        from autoresearch.fleet.slurm_states import cluster_settings, config_problems
 
         if problem := missing_commands_problem():
             raise ValueError(problem)
+        settings = cluster_settings()
         # (none found where sinfo, or sacctmgr, cannot tell)
-        if problems := config_problems(cluster.partitions) or over_qos_wall(cluster.partitions):
+        if problems := config_problems(cluster.partitions) or over_qos_wall(cluster.partitions, settings):
             raise ValueError("; ".join(problems))
         pools = {
             name: slurm_pool(name, part, cluster.max_queued) for name, part in cluster.partitions.items()
         }
-        return FleetPlan(cluster, pools)
+        return FleetPlan(cluster, pools, settings=settings)
     raise ValueError(f"unknown cluster.kind {cluster.kind!r} (local or slurm)")
 
 
@@ -96,7 +99,7 @@ def build_fleet(plan: FleetPlan, deadline_s: float, campaign_dir: str) -> Fleet:
     if plan.cluster.kind == "slurm":
         from autoresearch.fleet.slurm import SlurmFleet
 
-        return SlurmFleet(plan.cluster, deadline_s, campaign_dir)
+        return SlurmFleet(plan.cluster, deadline_s, campaign_dir, plan.settings)
     (pool,) = plan.pools.values()
     # The runner ends train.py at deadline_s; the fleet's own kill is the backstop, a grace later.
     return LocalFleet(pool, plan.gpus, pool.threads, deadline_s + backstop_grace(plan.cluster))

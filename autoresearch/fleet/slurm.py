@@ -59,6 +59,7 @@ from autoresearch.fleet.slurm_states import (
     HELD,
     NEVER_STARTS,
     attempt_state,
+    cluster_settings,
     is_active,
     job_states,
     latest,
@@ -180,7 +181,14 @@ def slurm_pool(name: str, part: PartitionConfig, max_queued: int) -> Pool:
 
 
 class SlurmFleet:
-    def __init__(self, cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> None:
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        deadline_s: float,
+        campaign_dir: str,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """`settings`: the cluster's (`cluster_settings`), where the caller has read them already."""
         if problem := missing_commands_problem():
             raise ValueError(problem)
         self.cluster = cluster
@@ -211,7 +219,8 @@ class SlurmFleet:
         self._refusals = {pool: WorkerRefusal(pool) for pool in self.queues}  # sbatch refusing workers
         self._closed = {pool: PartitionClosed(pool) for pool in self.pools}  # set inactive or drained
         self._capped = {pool: SubmitLimitReached(pool) for pool in self.pools}  # at a cap on submitted jobs
-        self._max_array = max_array_size()  # tasks per sbatch array, at most
+        # tasks per sbatch array, at most
+        self._max_array = max_array_size(cluster_settings() if settings is None else settings)
         # Queues opened (their last controller's STOP removed) when first sent to, not here: the
         # fleet is made before the campaign's lock is taken, and a second controller, refused,
         # must not undo the STOP of a first one shutting down, whose workers would then run on.

@@ -14,17 +14,17 @@ from __future__ import annotations
 import getpass
 
 from autoresearch.config import PartitionConfig
-from autoresearch.fleet.slurm_states import query, slurm_minutes, slurm_setting
+from autoresearch.fleet.slurm_states import query, slurm_minutes
 
 # One row per association of the user: its default account first, then the association's own.
 ASSOC_FIELDS = "format=DefaultAccount,Account,Partition,DefaultQOS,QOS,MaxWall"
 
 
-def over_qos_wall(partitions: dict[str, PartitionConfig]) -> list[str]:
+def over_qos_wall(partitions: dict[str, PartitionConfig], settings: dict[str, str]) -> list[str]:
     """The configured time limits above the MaxWall their jobs would run under, as config
-    problems. [] when sacctmgr cannot tell or Slurm does not enforce limits
-    (AccountingStorageEnforce)."""
-    if "limits" not in slurm_setting("AccountingStorageEnforce"):
+    problems. [] when sacctmgr cannot tell or Slurm does not enforce limits (`settings`'
+    AccountingStorageEnforce)."""
+    if "limits" not in settings.get("AccountingStorageEnforce", ""):
         return []
     assocs = query(["sacctmgr", "-n", "-P", "show", "user", getpass.getuser(), "withassoc", ASSOC_FIELDS])
     qos_rows = query(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxWall,Flags"])

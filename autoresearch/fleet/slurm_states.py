@@ -224,20 +224,23 @@ def latest(attempts: list[str]) -> str:
     return attempts[-1] if attempts else ""
 
 
-def max_array_size() -> int:
+def max_array_size(settings: dict[str, str]) -> int:
     """The most tasks one job array may have (the cluster's MaxArraySize: sbatch refuses a larger
     array); Slurm's default, 1001, when `scontrol` cannot tell."""
-    value = slurm_setting("MaxArraySize")
+    value = settings.get("MaxArraySize", "")
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_ARRAY_SIZE
 
 
-def slurm_setting(name: str) -> str:
-    """One setting of the running cluster (`scontrol show config`); '' when scontrol cannot tell."""
+def cluster_settings() -> dict[str, str]:
+    """The running cluster's settings (`scontrol show config`), by name; {} when scontrol cannot
+    tell. Read once per start and handed to whatever needs a line of it (the MaxWall check, the
+    array size): each reading is the whole config, and waits out a timeout while slurmctld is down."""
+    settings = {}
     for line in (query(["scontrol", "show", "config"]) or "").splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == name:
-            return value.strip()
-    return ""
+        key, equals, value = line.partition("=")
+        if equals:
+            settings[key.strip()] = value.strip()
+    return settings
 
 
 def pending_reasons(job_ids: set[str]) -> dict[str, str] | None:
