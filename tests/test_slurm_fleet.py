@@ -534,10 +534,10 @@ def test_a_time_limit_above_the_qos_max_wall_is_refused_before_anything_runs(
     assert slurm_qos.association(rows, "none", "h100") is None
 
 
-def _refused(tmp_path: Path) -> str:
+def _refused(tmp_path: Path, *overrides: str) -> str:
     """What make_fleet says of the toy campaign's 30-minute jobs on h100 and h200; '' when accepted."""
     try:
-        make_fleet(compose_toy(tmp_path, SLURM).cluster, 60, "unused")
+        make_fleet(compose_toy(tmp_path, SLURM, *overrides).cluster, 60, "unused")
     except ValueError as err:
         return str(err)
     return ""
@@ -569,6 +569,43 @@ def test_a_time_limit_above_the_max_wall_of_a_partitions_own_qos_is_refused(
         "(sacctmgr): set it to 20 at most"
     )
     assert over_part == ""
+
+
+@pytest.mark.slurm
+def test_a_partition_list_is_checked_against_the_max_wall_of_each_partition(
+    tmp_path: Path, slurm_cluster: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`partition: h100,h200` (sbatch -p takes a list) had no partition's own QOS checked: the
+    list was looked up as one partition's name. Slurm starts such a job in a partition whose
+    limits admit it (here a 30-minute `sbatch -p h100,h200` ran in h100 while h200's QOS allowed
+    20), so a time limit above the MaxWall of every listed partition is refused, naming each, and
+    one above some of them is said in a warning."""
+    listed = "cluster.partitions.h200.partition='h100,h200'"
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    subprocess.run(["scontrol", "update", "PartitionName=h200", "QOS=low"], check=True)
+    try:
+        _sacctmgr("qos", "low", "set", "MaxWall=20")
+        in_one = _refused(tmp_path, listed)
+        subprocess.run(["scontrol", "update", "PartitionName=h100", "QOS=high"], check=True)
+        _sacctmgr("qos", "high", "set", "MaxWall=25")
+        in_both = _refused(tmp_path, listed)
+    finally:
+        for partition in ("h100", "h200"):
+            subprocess.run(["scontrol", "update", f"PartitionName={partition}", "QOS="], check=True)
+        _sacctmgr("qos", "low", "set", "MaxWall=-1")
+        _sacctmgr("qos", "high", "set", "MaxWall=-1")
+    h200 = "cluster.partitions.h200.time_limit_min=30: above the MaxWall of the partition's own QOS "
+    assert in_one == ""  # h100 takes its jobs
+    assert [r.getMessage() for r in caplog.records] == [
+        h200 + "low 00:20:00 in partition h200 (sacctmgr): its jobs run only in partition h100"
+    ]
+    assert in_both == (
+        "cluster.partitions.h100.time_limit_min=30: above the MaxWall of the partition's own QOS high "
+        "00:25:00 (sacctmgr): set it to 25 at most; "
+        + h200
+        + "high 00:25:00 in partition h100 and of the partition's own QOS low 00:20:00 in partition h200 "
+        "(sacctmgr): set it to 25 at most"
+    )
 
 
 @pytest.mark.slurm

@@ -12,9 +12,12 @@ sbatch and the pending reasons still say it.
 from __future__ import annotations
 
 import getpass
+import logging
 
 from autoresearch.config import PartitionConfig
 from autoresearch.fleet.slurm_states import query, slurm_minutes
+
+log = logging.getLogger("autoresearch")
 
 # One row per association of the user: its default account first, then the association's own.
 ASSOC_FIELDS = "format=DefaultAccount,Account,Partition,DefaultQOS,QOS,MaxWall"
@@ -35,18 +38,34 @@ def over_qos_wall(partitions: dict[str, PartitionConfig], settings: dict[str, st
     own_qos = partition_qoses()
     problems = []
     for name, part in partitions.items():
-        slurm_name = part.partition or name
-        row = association(rows, part.account, slurm_name)
-        whose, wall = max_wall_in_force(
-            qos_table, own_qos.get(slurm_name, ""), part.qos or default_qos(row), row
-        )
-        allowed = slurm_minutes(wall)
-        if allowed is not None and part.time_limit_min > allowed:
-            problems.append(
-                f"cluster.partitions.{name}.time_limit_min={part.time_limit_min}: above the MaxWall of "
-                f"{whose} {wall} (sacctmgr): set it to {int(allowed)} at most"
-            )
+        walls = {}
+        for slurm_name in (part.partition or name).split(","):  # (sbatch -p takes a list)
+            row = association(rows, part.account, slurm_name)
+            job_qos = part.qos or default_qos(row)
+            walls[slurm_name] = max_wall_in_force(qos_table, own_qos.get(slurm_name, ""), job_qos, row)
+        problems += above_every_wall(name, part.time_limit_min, walls)
     return problems
+
+
+def above_every_wall(name: str, limit_min: int, walls: dict[str, tuple[str, str]]) -> list[str]:
+    """A time limit above the MaxWall (whose, wall) in force in every partition the jobs may go
+    to, as a config problem naming each. Slurm starts a job of several partitions in one whose
+    limits admit it, so a partition that does not only loses those jobs: said in a warning."""
+    over = {}
+    for partition, (whose, wall) in walls.items():
+        allowed = slurm_minutes(wall)
+        if allowed is not None and limit_min > allowed:
+            where = f" in partition {partition}" if len(walls) > 1 else ""
+            over[partition] = (f"{whose} {wall}{where}", allowed)
+    if not over:
+        return []
+    said = " and of ".join(whose for whose, _ in over.values())
+    setting = f"cluster.partitions.{name}.time_limit_min={limit_min}: above the MaxWall of {said} (sacctmgr)"
+    if len(over) < len(walls):
+        others = ",".join(p for p in walls if p not in over)
+        log.warning("%s: its jobs run only in partition %s", setting, others)
+        return []
+    return [f"{setting}: set it to {int(max(allowed for _, allowed in over.values()))} at most"]
 
 
 def max_wall_in_force(
