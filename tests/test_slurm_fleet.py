@@ -530,7 +530,7 @@ def test_a_time_limit_above_the_qos_max_wall_is_refused_before_anything_runs(
         "normal",
         "long",
     ]
-    assert slurm_qos.default_qos(slurm_qos.association(rows, "other", "h100")) == ""  # (Slurm's choice)
+    assert slurm_qos.default_qos(slurm_qos.association(rows, "other", "h100")) == "normal"  # (fallback)
     assert slurm_qos.association(rows, "none", "h100") is None
 
 
@@ -606,6 +606,32 @@ def test_a_partition_list_is_checked_against_the_max_wall_of_each_partition(
         + "high 00:25:00 in partition h100 and of the partition's own QOS low 00:20:00 in partition h200 "
         "(sacctmgr): set it to 25 at most"
     )
+
+
+@pytest.mark.slurm
+def test_an_association_with_several_qos_and_no_default_is_judged_by_the_qos_slurm_gives(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """An association allowed QOS low and normal with no DefaultQOS had no QOS checked (which one
+    a job gets was taken for unknowable), and every job pended for ever under normal's MaxWall.
+    Slurm gives such a job `normal` (its fallback: a real job asking for none shows it in squeue),
+    so normal's MaxWall is the one checked."""
+    user = getpass.getuser()
+    try:
+        _sacctmgr("user", user, "set", "qos=low,normal", "defaultqos=-1")
+        _qos_max_wall("normal", "20")
+        sbatch = ["sbatch", "--parsable", "--hold", "-p", "h100", "-o", "/dev/null", "--wrap", "true"]
+        held = subprocess.run(sbatch, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+        given = subprocess.run(["squeue", "-h", "-o", "%q", "-j", held], capture_output=True, text=True)
+        subprocess.run(["scancel", held], check=True)
+        refused = _refused(tmp_path)
+    finally:
+        _sacctmgr("user", user, "set", "qos=normal", "defaultqos=-1")
+        _qos_max_wall("normal", "-1")
+    assert given.stdout.strip() == "normal"
+    said = "cluster.partitions.{}.time_limit_min=30: above the MaxWall of QOS normal 00:20:00 (sacctmgr): "
+    said += "set it to 20 at most"
+    assert refused == f"{said.format('h100')}; {said.format('h200')}"
 
 
 @pytest.mark.slurm

@@ -99,10 +99,17 @@ def association(rows: list[list[str]], account: str, partition: str) -> list[str
     return min(mine, key=lambda r: r[2] != partition) if mine else None
 
 
+# The QOS Slurm gives a job that asks for none when its association has no default and several
+# QOS (slurmctld's job_mgr.c; seen on the local cluster: a job of an association allowed only
+# low,high ran under normal). Where the site enforces QOS access and the association lacks it,
+# sbatch refuses such jobs (Invalid qos specification), which the partition's `qos` avoids.
+FALLBACK_QOS = "normal"
+
+
 def default_qos(row: list[str] | None) -> str:
-    """The QOS a job runs under without asking for one: its association's default QOS, or the
-    only QOS it may use; '' when that cannot be told."""
+    """The QOS a job runs under without asking for one: its association's default QOS (its own or
+    inherited), else the only QOS it may use, else Slurm's fallback; '' without an association."""
     if row is None:
         return ""
     default, allowed = row[3], row[4]
-    return default or (allowed if "," not in allowed else "")
+    return default or (allowed if allowed and "," not in allowed else FALLBACK_QOS)
