@@ -1454,8 +1454,8 @@ def test_with_accounting_down_squeue_says_how_jobs_stand_and_the_outage_is_said_
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """While sacct fails, slurmctld's squeue stands in: a job cancelled before its runner started
-    (so no file will ever say it ended) is judged at once, and one slurmctld no longer holds is
-    lost; the outage is said once, and its end."""
+    (so no file will ever say it ended) is judged at once, and one slurmctld no longer holds waits
+    for sacct, lost once sacct answers without it; the outage is said once, and its end."""
     for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS", "UNKNOWN_SECONDS"):  # every poll asks and judges
         monkeypatch.setattr(slurm_fleet, knob, 0.0)
     caplog.set_level(logging.INFO, logger="autoresearch")
@@ -1479,10 +1479,12 @@ def test_with_accounting_down_squeue_says_how_jobs_stand_and_the_outage_is_said_
         _stop_accounting()
         assert fleet._job_states([held]) == {held: ["PENDING"]}  # squeue's word, sacct failing
         assert queue_states({gone}) == {}  # asked alone, squeue fails on it: no record, not no answer
-        wait_for(lambda: judged(2), 30, "the job slurmctld does not hold to be lost")
+        for _ in range(3):  # slurmctld does not hold it: only sacct can say how it ended
+            assert not judged(2)
         assert 1 not in finished  # still pending: not over
         subprocess.run(["scancel", held], check=True)
         wait_for(lambda: judged(1), 30, "the cancelled job to be judged")
+        assert 2 not in finished
         assert said("sacct failed") == 1 and said("asking squeue instead") == 1
         assert said("sacct answers again") == 0
         # A resumed controller's worker that ended long ago: squeue leaves it out, so it is replaced;
@@ -1508,11 +1510,43 @@ def test_with_accounting_down_squeue_says_how_jobs_stand_and_the_outage_is_said_
     finally:
         subprocess.run(["scancel", held], capture_output=True, check=False)
         subprocess.run(["bash", str(SLURM_UP)], check=True, capture_output=True)
+    wait_for(lambda: judged(2), 60, "sacct, answering again, to have no record of the job")
     assert finished[1]["status"] == "cancelled" and "CANCELLED" in str(finished[1]["reason"])
-    assert finished[2]["status"] == "lost" and "left Slurm's queue" in str(finished[2]["reason"])
+    assert finished[2]["status"] == "lost" and f"no record of {gone}" in str(finished[2]["reason"])
     assert all((tmp_path / f"e{trial}" / "abandoned.json").exists() for trial in (1, 2))
     wait_for(lambda: fleet._job_states([held]) and said("sacct answers again"), 60, "sacct to answer")
     assert said("sacct failed") == 2 and said("sacct answers again") == 1  # once per fleet; one asked again
+
+
+@pytest.mark.slurm
+def test_a_job_gone_from_squeue_while_sacct_fails_waits_for_sacct_to_say_how_it_ended(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that ended without a result and left squeue (MinJobAge) while sacct failed was lost
+    and re-queued after UNKNOWN_SECONDS, though it had finished. It now waits for sacct, which
+    says how it ended (here COMPLETED without a result: a crash, not a lost run)."""
+    for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS", "UNKNOWN_SECONDS"):  # every poll asks and judges
+        monkeypatch.setattr(slurm_fleet, knob, 0.0)
+    down = tmp_path / "sacct-down"
+    failing = "echo 'sacct: error: Problem talking to the database: Connection refused' >&2; exit 1"
+    sacct = f'if [ -e "{down}" ]; then {failing}; fi; exec "{shutil.which("sacct")}" "$@"'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sacct=sacct)}:{os.environ['PATH']}")
+    sbatch = ["sbatch", "--parsable", "-p", "h100", "-o", "/dev/null", "--wrap", "true"]
+    ended = subprocess.run(sbatch, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
+    assert fleet.reattach(
+        JobSpec(1, make_experiment(tmp_path, "", name="e1", trial=1), "h100"), f"slurm:h100:{ended}"
+    )
+    down.touch()
+    wait_for(lambda: queue_states({ended}) == {}, 180, "slurmctld to let go of the ended job (MinJobAge)")
+    for _ in range(3):
+        assert fleet.poll() == []  # squeue has no record, sacct fails: how it ended is unknown yet
+    down.unlink()
+    finished: list[Finished] = []
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "sacct to say how the job ended")
+    assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
+        (1, "crash", "Slurm COMPLETED without a result")
+    ]
 
 
 @pytest.mark.slurm

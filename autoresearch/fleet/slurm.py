@@ -535,12 +535,7 @@ class SlurmFleet:
         if not attempts and outcome is None:
             if slurm_id not in gone:
                 return None
-            reason = f"Slurm has no record of {slurm_id}"
-            if self._states_from == "squeue":
-                reason = (
-                    f"{slurm_id} left Slurm's queue without a result (sacct is down: how it ended is unknown)"
-                )
-            lost = {"trial": t.job.trial, "status": "lost", "reason": reason}
+            lost = {"trial": t.job.trial, "status": "lost", "reason": f"Slurm has no record of {slurm_id}"}
             return self._done(t, lost, abandon=True)
         over = outcome_for_state(attempt_state(attempts, attempt), t.job.trial)
         if outcome is not None:  # the runner was interrupted: Slurm knows by what
@@ -563,17 +558,19 @@ class SlurmFleet:
         return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
 
     def _absent(self, waiting: list[_Waiting], states: dict[str, list[str]], now: float) -> set[str]:
-        """The jobs that neither sacct nor squeue has shown for UNKNOWN_SECONDS of their answers:
-        the clock stops while neither answers (slurmctld and slurmdbd down), so an outage alone
-        loses nothing."""
+        """The jobs that neither sacct nor squeue has shown for UNKNOWN_SECONDS of sacct's answers:
+        the clock stops while sacct fails (slurmdbd down), so an outage alone loses nothing. A job
+        squeue no longer holds then may have finished; only sacct can say how, so it waits for
+        sacct (its result file, read first, may tell sooner)."""
         overdue = set()
+        answering = self._states_from == "sacct"
         for t, outcome, job in waiting:
             if job is None or outcome is not None or states.get(job[0]):
                 t.unknown_for, t.unknown_at = 0.0, None
                 continue
-            if self._states_from and t.unknown_at is not None:
+            if answering and t.unknown_at is not None:
                 t.unknown_for += now - t.unknown_at
-            t.unknown_at = now if self._states_from else None
+            t.unknown_at = now if answering else None
             if t.unknown_for > UNKNOWN_SECONDS:
                 overdue.add(job[0])
         return overdue & self._gone
