@@ -959,6 +959,44 @@ def test_a_round_larger_than_a_submit_cap_sends_what_fits_and_the_rest_follows_u
 
 
 @pytest.mark.slurm
+def test_a_round_after_a_submit_cap_split_starts_from_the_size_that_went_through(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A QOS capping each user at 2 submitted jobs, and 8 experiments at once: the first round
+    halves 8, 4, then 2 go out (3 sbatch calls). Each later round halved its rest from the top
+    again (6, 3, 1: 3 calls, and one job sent where two fit); it now starts from twice what went
+    through, then that (4, 2: 2 calls, 2 sent). The real sbatch, each call counted."""
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))  # the rest is tried at the next poll
+    calls = tmp_path / "sbatch.calls"
+    sbatch = f'echo "$*" >> "{calls}"; exec "{shutil.which("sbatch")}" "$@"'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sbatch=sbatch)}:{os.environ['PATH']}")
+    pending = "+cluster.partitions.h100.extra_sbatch.begin=now+1hour"  # sent, they stay pending
+    slots = ("cluster.partitions.h100.slots=8", "cluster.max_queued=8")
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM, pending, *slots).cluster, 60, str(tmp_path))
+    jobs = [JobSpec(i, make_experiment(tmp_path, "", name=f"e{i}", trial=i), "h100") for i in range(1, 9)]
+
+    def sent() -> list[str]:
+        return sorted(t.slurm_id for t in fleet._tracked.values() if t.slurm_id)
+
+    def sbatch_calls() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    _cap_submitted_jobs(2)
+    try:
+        fleet.submit(jobs)
+        first_round, first_sent = sbatch_calls(), sent()
+        subprocess.run(["scancel", *first_sent], check=True)  # room for 2 again
+        wait_for(lambda: not set(_all_in_squeue()) & {i.split("_")[0] for i in first_sent}, 60, "room")
+        fleet._send_unsent()
+        second_round, second_sent = sbatch_calls() - first_round, set(sent()) - set(first_sent)
+    finally:
+        fleet.shutdown(cancel=True)
+        _cap_submitted_jobs(-1)
+    assert (first_round, len(first_sent)) == (3, 2)
+    assert (second_round, len(second_sent)) == (2, 2)
+
+
+@pytest.mark.slurm
 @pytest.mark.parametrize("state", ["DOWN", "INACTIVE"])
 def test_jobs_pending_in_a_partition_set_down_are_named_once_and_run_when_it_is_up(
     tmp_path: Path, slurm_cluster: None, caplog: pytest.LogCaptureFixture, state: str

@@ -301,20 +301,23 @@ class SlurmFleet:
         self, pool: str, fn: Callable[..., Any], *args: list[Any]
     ) -> tuple[list[submitit.Job[Any]], Exception | None]:
         """One sbatch array of `fn` over `args`, or of their first part when a cap on submitted jobs
-        (each array task counts) leaves room for only part: refused, the array is halved down to
-        one task, so a round larger than the room still sends what fits rather than waiting whole
-        for ever. The jobs sent (for the first items), and the cap's refusal when not all went out;
-        sbatch's error when none did."""
-        size = len(args[0])
-        capped: Exception | None = None
-        while True:
+        (each array task counts) leaves room for only part: refused, a smaller array is tried, down
+        to one task (`SubmitLimitReached.sizes`), so a round larger than the room still sends what
+        fits rather than waiting whole for ever. The jobs sent (for the first items), and the cap's
+        refusal when not all went out; sbatch's error when none did."""
+        wanted, cap = len(args[0]), self._capped[pool]
+        refused: Exception | None = None
+        for size in cap.sizes(wanted):
             try:
                 with environment_for_jobs():
-                    return self.executors[pool].map_array(fn, *(a[:size] for a in args)), capped
+                    jobs = self.executors[pool].map_array(fn, *(a[:size] for a in args))
             except SUBMIT_ERRORS as err:
                 if not submit_limit(err) or size == 1:
                     raise
-                capped, size = err, size // 2
+                refused = err
+                continue
+            return jobs, cap.went_through(size, wanted, refused)
+        raise AssertionError("sizes end with one task")  # (unreachable: a refusal of one task raises)
 
     def _pool_room_left(self, pool: str, capped: Exception | None, rest: list[JobSpec]) -> dict[int, str]:
         """After sbatch took a pool's jobs: with all of them, a closure or cap it refused them for

@@ -158,6 +158,28 @@ class SubmitLimitReached(PoolBackoff):
     def __init__(self, pool: str) -> None:
         super().__init__(pool)
         self.advised = False
+        # The most array tasks that last went through under the cap, and the refusal that found
+        # it: a later round starts from there rather than from its whole size.
+        self.fit: int | None = None
+        self.refused: Exception | None = None
+
+    def sizes(self, wanted: int) -> list[int]:
+        """The array sizes to try, largest first, for `wanted` tasks. Before the cap is met: halving
+        down to one (log2 n + 1 sbatch calls at most). After: twice what last went through (room
+        opens as jobs end), that, then one, so a round under a steady cap costs one or two calls."""
+        if self.fit is None:
+            return [wanted >> i for i in range(wanted.bit_length())]
+        return sorted({min(wanted, 2 * self.fit), min(wanted, self.fit), 1}, reverse=True)
+
+    def went_through(self, size: int, wanted: int, refused: Exception | None) -> Exception | None:
+        """Remember an array of `size` of `wanted` tasks sbatch took (`refused`: the cap's refusal
+        of a larger one in the same round); the refusal that holds back the rest, None when all
+        went out."""
+        if refused is not None or size < wanted:
+            self.fit, self.refused = size, refused or self.refused
+        elif self.fit is not None:
+            self.fit = max(self.fit, size)
+        return self.refused if size < wanted else None
 
     def said(self, reason: str) -> None:
         super().said(reason)
