@@ -37,7 +37,6 @@ from autoresearch.config import (
     backstop_grace,
     deadline_seconds,
     measurement,
-    measurement_changes,
     time_budget_seconds,
 )
 from autoresearch.decisions import Decisions
@@ -45,23 +44,23 @@ from autoresearch.files import finite_number, read_json, write_atomic
 from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.frontier import GIT_LOCKS, Frontier
-from autoresearch.hardware import hardware_changes
 from autoresearch.heartbeat import Heartbeat
 from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, harness_env
 from autoresearch.ledger import Ledger
 from autoresearch.logs import log_to_file
+from autoresearch.open_checks import LOCK_FILE, MEASUREMENT_ATTR, locked_message, study_refusal
 from autoresearch.outage import StoppedInOutage
 from autoresearch.plot import plot_progress
 from autoresearch.policy import NoiseAwarePolicy, Policy
-from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepRule, KnobSpec, Proposer
+from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepRule, Proposer
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, write_results
 from autoresearch.resume_changes import setting_changes
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, STARTED_FILE
-from autoresearch.sampler import AgentSampler, knob_changes
+from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.starting_files import own_harness, warn_if_train_py_changed
 from autoresearch.study import finished, held_storage, open_study, status_of, trials
 from autoresearch.tracking import NoTracker, Tracker
@@ -72,7 +71,6 @@ log = logging.getLogger("autoresearch")
 RECORD_STATUS = {TrialState.FAIL: "crash", TrialState.RUNNING: "running", TrialState.WAITING: "queued"}
 MAX_REJECTIONS_SHOWN = 20
 MAX_EMPTY_WAVES = 3
-MEASUREMENT_ATTR = "measurement"  # the study's: how its first start measured (`config.measurement`)
 
 
 class Clock(Protocol):
@@ -104,13 +102,6 @@ class Summary:
     stop_reason: str
     kept_descriptions: list[str] = field(default_factory=list)
     set_up: bool = True  # False: stopped while it set up (the data), so it wrote no report
-
-
-def knob_specs(cfg: AutoresearchConfig) -> list[KnobSpec]:
-    return [
-        KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
-        for name, k in cfg.campaign.knobs.items()
-    ]
 
 
 def figure(metrics: dict[str, Any], key: str) -> int | float | None:
@@ -170,10 +161,6 @@ class Campaign:
         if self.log_file is not None:  # only now: a second controller, refused, leaves the log alone
             log_to_file(self.log_file)
         self.heartbeat.start()
-        if shutil.which("git") is None:
-            raise CampaignError(
-                "git is not on PATH: the frontier (kept changes) is a git lineage; install git"
-            )
         self.study = open_study(
             self.dir,
             self.c.name,
@@ -182,18 +169,8 @@ class Campaign:
             self.cfg.storage_retry_seconds,
             stopping=lambda: self.stop_requested,  # a stop ends a wait for the database
         )
-        # The study's own record of how each knob was searched: config.yaml forgets a knob left
-        # out of a run, and a knob brought back changed would fail every trial that sets it.
-        recorded = self.study.get_trials(deepcopy=False)
-        searched = {n: d for t in recorded for n, d in t.distributions.items()}
-        if changed := knob_changes(searched, knob_specs(self.cfg), f"the study of {self.dir}"):
-            raise CampaignError("; ".join(changed))
-        # config_check held the command to config.yaml; the study's own record holds it where that is gone
-        started = self.study.user_attrs.get(MEASUREMENT_ATTR, {})
-        if changed := measurement_changes(started, measurement(self.cfg), str(self.dir)):
-            raise CampaignError("; ".join(changed))
-        if moved := hardware_changes(recorded, self.cfg.cluster.tiers, self.fleet.pools, str(self.dir)):
-            raise CampaignError("; ".join(moved))
+        if refused := study_refusal(self.study, self.cfg, self.fleet.pools, self.dir):
+            raise CampaignError(refused)
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
         self._drop_stale_git_locks()
         self.frontier = self._open_frontier(train_py.read_text())
@@ -305,19 +282,13 @@ class Campaign:
         return True
 
     def _lock(self) -> None:
-        fd = os.open(self.dir / "controller.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode().strip()
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
-            # (the pid is of the host that runs it: a shared file system's lock may be another's)
-            stop = f"Ctrl-C, or kill {other} on its host" if other else "Ctrl-C where it runs"
-            raise CampaignLocked(
-                f"another controller (pid {other or 'unknown'}) is running {self.dir}: follow it with "
-                f"`python -m autoresearch.status {self.dir}`, or stop it ({stop}) and "
-                "run this command again to take over"
-            ) from None
+            raise CampaignLocked(locked_message(self.dir, other)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from autoresearch.campaign import knob_specs
 from autoresearch.config import (
     AutoresearchConfig,
     SavedConfigError,
@@ -32,7 +31,7 @@ from autoresearch.files import finite_number
 from autoresearch.frontier import FILE as FRONTIER_FILE
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.proposals import TIERS
-from autoresearch.sampler import distribution_of, distributions, knob_changes
+from autoresearch.sampler import distribution_of, distributions, knob_changes, knob_specs
 from autoresearch.storage_url import holds_password, masked, without_password
 
 SCALES = ("gpt2", "cpu")  # the harness's (trainer/prepare.py, docs/TRAINER.md)

@@ -2,7 +2,8 @@
 before a GPU-hour is spent on it.
 
 The start's own checks (`start_checks`), then a read of the campaign's folder and study as `status`
-reads them; nothing is written or launched: no folder, log, lock, journal, database file or study.
+reads them, with the refusals the start makes as it opens them (`open_checks`). Nothing is written
+or launched: no folder, log, lock, journal, database file or study.
 The plan it prints is the config's, with an estimate of the rate the slots work at (`estimate`).
 """
 
@@ -21,12 +22,13 @@ from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, deadline_secon
 from autoresearch.estimate import ASSUMPTIONS, Rate, campaign_rate, hours_until_bound, pool_rate, tiers_in_use
 from autoresearch.heartbeat import controller_state
 from autoresearch.journal import JOURNAL_FILE
+from autoresearch.open_checks import lock_refusal, study_refusal
 from autoresearch.results import frontier_value, rows
 from autoresearch.resume_changes import setting_changes
 from autoresearch.start_checks import Ready, StartRefused
 from autoresearch.status import experiment_counts
 from autoresearch.storage_url import masked
-from autoresearch.study import NoStudyYet, StudyUnavailable, load_study, trials
+from autoresearch.study import NoStudyYet, StudyUnavailable, claim_refusal, load_study, trials
 from autoresearch.tracking import wandb_mode
 
 NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
@@ -44,11 +46,26 @@ def existing_study(cfg: AutoresearchConfig, campaign_dir: Path) -> optuna.Study 
         raise StartRefused(str(err)) from None
 
 
+def study_as_opened(cfg: AutoresearchConfig, ready: Ready) -> optuna.Study | None:
+    """The study (None: none yet), once the refusals the start makes as it opens the folder and
+    study pass, as they stand now: another controller holding the folder, a database study another
+    folder holds, a study that measured otherwise (`open_checks`). In the start's order."""
+    folder = ready.campaign_dir
+    if refused := lock_refusal(folder):
+        raise StartRefused(refused)
+    study = existing_study(cfg, folder)
+    if cfg.storage and (taken := claim_refusal(study, folder, cfg.storage, cfg.campaign.name)):
+        raise StartRefused(str(taken))
+    if study is not None and (refused := study_refusal(study, cfg, ready.fleet.pools, folder)):
+        raise StartRefused(refused)
+    return study
+
+
 def plan_lines(cfg: AutoresearchConfig, ready: Ready, now: float | None = None) -> list[str]:
     """The plan, a `label  value` line each (as `status` lays out its head)."""
     now = time.time() if now is None else now
     folder = ready.campaign_dir
-    study = existing_study(cfg, folder)
+    study = study_as_opened(cfg, ready)
     spend = NOTHING_SPENT if study is None else measure(study, pool_prices(cfg), folder, now)
     rate = campaign_rate(cfg, ready.fleet.pools)
     lines = [

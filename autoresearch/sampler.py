@@ -37,6 +37,14 @@ from autoresearch.proposers.base import KnobSpec
 INNER_SAMPLER_HISTORY = 500  # the latest knob runs on a tier the inner sampler learns from
 
 
+def knob_specs(cfg: Any) -> list[KnobSpec]:
+    """The campaign's knobs, from its config or its saved config.yaml."""
+    return [
+        KnobSpec(name, k.kind, k.low, k.high, k.log, tuple(k.choices))
+        for name, k in cfg.campaign.knobs.items()
+    ]
+
+
 def distribution_of(knob: KnobSpec) -> BaseDistribution:
     if knob.kind == "float":
         return FloatDistribution(float(knob.low), float(knob.high), log=knob.log)  # type: ignore[arg-type]

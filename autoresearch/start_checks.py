@@ -7,6 +7,7 @@ fails says what the start would have said, in the same line.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +32,11 @@ class Ready:
 
 def start_checks(cfg: AutoresearchConfig) -> Ready:
     """Check the config (against the folder's config.yaml on a resume), the fleet (a GPU for a
-    GPU campaign, Slurm's commands, partitions, GRES, QOS wall), the tracking credentials and the
-    proposer (its key, its model); raise StartRefused with the first refusal. Writes nothing: the
-    log is held for controller.log until the start takes the folder (`logs.log_to_file`)."""
+    GPU campaign, Slurm's commands, partitions, GRES, QOS wall), the tracking credentials, the
+    proposer (its key, its model) and git (the frontier's); raise StartRefused with the first
+    refusal. Writes nothing: the log is held for controller.log until the start takes the folder
+    (`logs.log_to_file`). The refusals the start makes as it opens the folder and study are
+    `open_checks`'."""
     from autoresearch.agent.client import AgentSetupError
     from autoresearch.campaign import CampaignError
     from autoresearch.config_check import ConfigError, check_config
@@ -55,4 +58,6 @@ def start_checks(cfg: AutoresearchConfig) -> Ready:
         proposer = make_proposer(cfg, campaign_dir)
     except (ValueError, AgentSetupError) as err:  # (a refused key, an unknown model)
         raise StartRefused(str(err)) from None
+    if shutil.which("git") is None:
+        raise StartRefused("git is not on PATH: the frontier (kept changes) is a git lineage; install git")
     return Ready(campaign_dir, fleet, proposer)

@@ -129,34 +129,50 @@ def open_study(
         return study
 
 
-def _claim(study: optuna.Study, campaign_dir: Path, url: str) -> None:
-    """A database keys its studies by name alone: the study and the folder that runs it hold one id
-    (`FOLDER_ID_FILE`, `FOLDER_ID_ATTR`), so another folder of the same campaign.name (another
-    runs_dir) is refused instead of adopting trials whose files it lacks. Each start takes a new id
-    (`_new_id`): a copy of the folder that ran leaves the folder it was copied from behind, refused."""
-    id_file = campaign_dir / FOLDER_ID_FILE
-    mine = id_file.read_text().split() if id_file.is_file() else []
-    theirs = study.user_attrs.get(FOLDER_ID_ATTR)
+def claim_refusal(
+    study: optuna.Study | None, campaign_dir: Path, url: str, name: str
+) -> StudyUnavailable | None:
+    """Why `campaign_dir` may not take the database's study `name` (None: no study there yet, which
+    a start makes), or None where it may. A database keys its studies by name alone: the study and
+    the folder that runs it hold one id (`FOLDER_ID_FILE`, `FOLDER_ID_ATTR`), so another folder of
+    the same campaign.name (another runs_dir) is refused instead of adopting trials whose files it
+    lacks. Reads only: the start then takes a new id (`_claim`), the dry run stops here."""
+    mine = _folder_ids(campaign_dir)
+    theirs = study.user_attrs.get(FOLDER_ID_ATTR) if study is not None else None
     if theirs is None:  # a new study, or one begun before studies had ids (then config.yaml says who ran it)
-        has_trials = bool(study.get_trials(deepcopy=False))
+        has_trials = study is not None and bool(study.get_trials(deepcopy=False))
         ran_here = (campaign_dir / SAVED_CONFIG).is_file()
         if mine and ran_here and not has_trials:  # the folder ran a study that had its id
-            raise StudyUnavailable(
-                f"storage={url} holds no study {study.study_name!r} of the campaign {campaign_dir}, "
+            return StudyUnavailable(
+                f"storage={url} holds no study {name!r} of the campaign {campaign_dir}, "
                 "which ran one there: the database lost it, or the URL reaches another database now; "
                 "point storage at the one it ran on, or start over with a new campaign.name"
             )
         if mine or ran_here or not has_trials:
-            _new_id(study, id_file, mine)
-            return
+            return None
     elif theirs in mine:
-        _new_id(study, id_file, [theirs])
-        return
-    raise StudyTaken(
-        f"storage={url} holds a study {study.study_name!r} started by another campaign folder "
+        return None
+    return StudyTaken(
+        f"storage={url} holds a study {name!r} started by another campaign folder "
         f"than {campaign_dir}: give this campaign its own campaign.name, or run it with the "
         "runs_dir that started it (a copy of the folder that ran since holds it now)"
     )
+
+
+def _claim(study: optuna.Study, campaign_dir: Path, url: str) -> None:
+    """The study and the folder take a new id at each start (`_new_id`), once `claim_refusal` has
+    none: a copy of the folder that ran leaves the folder it was copied from behind, refused."""
+    if refused := claim_refusal(study, campaign_dir, url, study.study_name):
+        raise refused
+    theirs = study.user_attrs.get(FOLDER_ID_ATTR)
+    held = _folder_ids(campaign_dir) if theirs is None else [theirs]
+    _new_id(study, campaign_dir / FOLDER_ID_FILE, held)
+
+
+def _folder_ids(campaign_dir: Path) -> list[str]:
+    """The ids the folder holds (its study's, and one it was about to take: `_new_id`)."""
+    id_file = campaign_dir / FOLDER_ID_FILE
+    return id_file.read_text().split() if id_file.is_file() else []
 
 
 def _new_id(study: optuna.Study, id_file: Path, held: list[str]) -> None:

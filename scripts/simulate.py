@@ -51,12 +51,13 @@ from optuna.storages.journal._storage import JournalOperation
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from autoresearch.campaign import Campaign, knob_specs  # noqa: E402
+from autoresearch.campaign import Campaign  # noqa: E402
 from autoresearch.config import AutoresearchConfig, campaign_dir_of, register_configs  # noqa: E402
 from autoresearch.fleet.base import Finished, JobSpec, Pool  # noqa: E402
 from autoresearch.knobs import read_knobs  # noqa: E402
 from autoresearch.proposers.base import KnobSpec  # noqa: E402
 from autoresearch.proposers.offline import OfflineProposer  # noqa: E402
+from autoresearch.sampler import knob_specs  # noqa: E402
 from autoresearch.study import finished  # noqa: E402
 
 START = 1.8e9  # virtual seconds since the epoch at which each simulated campaign starts

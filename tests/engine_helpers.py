@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
-from autoresearch.campaign import Campaign, knob_specs
+from autoresearch.campaign import Campaign
 from autoresearch.config import (
     AutoresearchConfig,
     backstop_grace,
@@ -39,7 +39,7 @@ from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
 from autoresearch.proposers.offline import OfflineProposer
-from autoresearch.sampler import AgentSampler
+from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.study import open_study
 from autoresearch.workspace import sha256_file
 

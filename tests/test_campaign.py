@@ -227,7 +227,7 @@ def test_a_gpu_campaign_is_refused_on_a_machine_without_gpus(tmp_path: Path) -> 
     ("overrides", "error"),
     [
         (["cluster=slurm"], "error: cluster=slurm, but sbatch, srun, sacct, scancel not found on PATH"),
-        ([], "ERROR git is not on PATH"),
+        ([], "error: git is not on PATH"),
     ],
 )
 def test_missing_commands_are_named_in_one_line(tmp_path: Path, overrides: list[str], error: str) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -173,6 +175,106 @@ def test_a_start_refused_after_the_fleet_checks_leaves_no_workers_queue(tmp_path
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: W&B: no API key in WANDB_API_KEY or ~/.netrc")
     assert not runs.exists()
+
+
+@pytest.fixture(scope="module")
+def finished_toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs_dir holding a toy campaign that ran to its experiment budget on 1 thread a slot."""
+    runs = tmp_path_factory.mktemp("finished")
+    started = run_campaign(runs, "campaign.budget.max_experiments=5", "cluster.threads_per_slot=1")
+    assert started.returncode == 0, started.stdout + started.stderr
+    return runs
+
+
+def start_refusal(proc: subprocess.CompletedProcess) -> str:
+    """The one line a refused start said why in: its `error:` line, or its log's ERROR line (the
+    refusals it makes once it holds the folder), without the time and level."""
+    said = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    said += [m[1] for m in re.finditer(r"^\S+ ERROR +(.+)$", proc.stdout, re.M)]
+    assert proc.returncode == 2 and len(said) == 1, proc.stdout + proc.stderr
+    return said[0].removeprefix("error: ")
+
+
+def searched_knob(campaign: Path) -> str:
+    """A knob the campaign's study searched (a trial set it)."""
+    return next(name for t in load(campaign).trials for name in t.distributions)
+
+
+def hold_lock(campaign: Path) -> int:
+    """The folder's lock, taken as a running controller holds it (its pid written in it)."""
+    fd = os.open(campaign / "controller.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+@pytest.mark.parametrize(
+    "refusal", ["hardware", "knob held in the study", "measurement held in the study", "no git", "locked"]
+)
+def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its_line(
+    tmp_path: Path, finished_toy: Path, refusal: str
+) -> None:
+    """The refusals the start makes once it holds the folder and has its study open: a check that
+    missed them said "would start", exit 0, where the start then refused."""
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_toy, runs)
+    campaign = runs / "toy"
+    overrides, env, knob = ["campaign.budget.max_experiments=9"], {}, searched_knob(campaign)
+    if refusal == "hardware":
+        overrides.append("cluster.threads_per_slot=2")
+    elif refusal == "knob held in the study":  # config.yaml forgets a knob left out of a run
+        left_out = run_campaign(runs, "campaign.budget.max_experiments=5", f"~campaign.knobs.{knob}")
+        assert left_out.returncode == 0 and f"{knob}:" not in (campaign / "config.yaml").read_text()
+        overrides.append(f"campaign.knobs.{knob}.log=false")
+    elif refusal == "measurement held in the study":  # config.yaml gone: the study still holds it
+        (campaign / "config.yaml").unlink()
+        overrides.append("campaign.time_budget=2")
+    elif refusal == "no git":
+        empty = tmp_path / "bin"  # processes start from sys.executable: nothing else is on PATH
+        empty.mkdir()
+        env = {"PATH": str(empty)}
+    fd = hold_lock(campaign) if refusal == "locked" else None
+    before = tree(runs)
+    try:
+        checked = check(runs, *overrides, env=env)
+        assert checked.returncode == 2 and checked.stdout == ""
+        (line,) = checked.stderr.splitlines()
+        assert tree(runs) == before  # no lock file, log, journal line or config.yaml
+        started = run(PYTHON_M, *toy_args(runs, *overrides), env={**os.environ, **env})
+    finally:
+        if fd is not None:
+            os.close(fd)
+    assert line == f"error: {start_refusal(started)}"
+    expected = {
+        "hardware": f"the screen tier of {campaign} measured on cpu, 1 thread per slot, this command "
+        "runs it on cpu, 2 threads per slot (local)",
+        "knob held in the study": f"campaign.knobs.{knob}: the study of {campaign} searched it as ",
+        "measurement held in the study": f"seconds of training per experiment: {campaign} started with "
+        "1.0, this command says 2.0",
+        "no git": "git is not on PATH",
+        "locked": f"another controller (pid {os.getpid()}) is running {campaign}: ",
+    }[refusal]
+    assert line.startswith(f"error: {expected}")
+    if refusal == "no git":  # refused before the start makes or writes anything
+        assert tree(runs) == before
+
+
+def test_a_database_study_another_folder_holds_is_refused_in_the_start_line(tmp_path: Path) -> None:
+    database = tmp_path / "study.db"
+    storage = f"storage=sqlite:///{database}"
+    first = run_campaign(tmp_path / "first", storage, "campaign.budget.max_experiments=3")
+    assert first.returncode == 0, first.stdout + first.stderr
+    other = tmp_path / "other"
+    before = tree(tmp_path)
+    checked = check(other, storage)
+    assert checked.returncode == 2 and checked.stdout == ""
+    (line,) = checked.stderr.splitlines()
+    assert line.startswith(
+        f"error: {storage} holds a study 'toy' started by another campaign folder than {other / 'toy'}: "
+    )
+    assert tree(tmp_path) == before  # no folder, no study id, the database as it was
+    assert line == f"error: {start_refusal(run(PYTHON_M, *toy_args(other, storage)))}"
 
 
 @pytest.mark.slurm
