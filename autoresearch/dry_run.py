@@ -19,7 +19,16 @@ from optuna.trial import TrialState
 
 from autoresearch.budget import Spend, exhausted, hours_unit, measure, pool_prices, remaining
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, deadline_seconds, time_budget_seconds
-from autoresearch.estimate import ASSUMPTIONS, Rate, campaign_rate, hours_until_bound, pool_rate, tiers_in_use
+from autoresearch.estimate import (
+    ASSUMED,
+    Pace,
+    Rate,
+    campaign_rate,
+    hours_until_bound,
+    pool_rate,
+    tier_paces,
+    tiers_in_use,
+)
 from autoresearch.heartbeat import controller_state
 from autoresearch.journal import JOURNAL_FILE
 from autoresearch.open_checks import lock_refusal, study_refusal
@@ -28,7 +37,7 @@ from autoresearch.resume_changes import setting_changes
 from autoresearch.start_checks import Ready, StartRefused
 from autoresearch.status import experiment_counts
 from autoresearch.storage_url import masked
-from autoresearch.study import NoStudyYet, StudyUnavailable, claim_refusal, load_study, trials
+from autoresearch.study import NoStudyYet, StudyUnavailable, claim_refusal, finished, load_study, trials
 from autoresearch.tracking import wandb_mode
 
 NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
@@ -67,7 +76,8 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready, now: float | None = None) 
     folder = ready.campaign_dir
     study = study_as_opened(cfg, ready)
     spend = NOTHING_SPENT if study is None else measure(study, pool_prices(cfg), folder, now)
-    rate = campaign_rate(cfg, ready.fleet.pools)
+    paces = tier_paces(cfg, ready.fleet.pools, [] if study is None else finished(study))
+    rate = campaign_rate(cfg, ready.fleet.pools, paces)
     lines = [
         ("check", f"campaign {cfg.campaign.name} would start; nothing was written or launched"),
         ("campaign", _folder_said(folder, study)),
@@ -75,9 +85,9 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready, now: float | None = None) 
         ("proposer", _proposer_said(cfg, ready)),
         ("tracking", _tracking_said(cfg)),
         ("storage", _storage_said(cfg, folder, study)),
-        *_tier_lines(cfg, ready),
-        ("estimate", _rate_said(rate, ready)),
-        ("assumes", ASSUMPTIONS),
+        *_tier_lines(cfg, ready, paces),
+        ("estimate", _rate_said(rate, paces, ready)),
+        ("assumes", ASSUMED),
         ("budgets", _budgets_said(cfg, spend, rate)),
     ]
     width = max(len(label) for label, _ in lines) + 2
@@ -128,7 +138,7 @@ def _storage_said(cfg: AutoresearchConfig, folder: Path, study: optuna.Study | N
     return f"{where} ({'holds the study' if study is not None else 'no study yet: the start makes it'})"
 
 
-def _tier_lines(cfg: AutoresearchConfig, ready: Ready) -> list[tuple[str, str]]:
+def _tier_lines(cfg: AutoresearchConfig, ready: Ready, paces: dict[str, Pace]) -> list[tuple[str, str]]:
     """Each tier's partition, slots, GPU and time limits, with what its slots do an hour."""
     seconds, deadline = time_budget_seconds(cfg), deadline_seconds(cfg)
     used = tiers_in_use(cfg, ready.fleet.pools)
@@ -142,28 +152,49 @@ def _tier_lines(cfg: AutoresearchConfig, ready: Ready) -> list[tuple[str, str]]:
             )
             lines.append((tier, said))
             continue
-        pool, rate = used[tier], pool_rate(used[tier], seconds)
+        pool, pace = used[tier], paces[tier]
+        rate = pool_rate(pool, pace)
         job = (
             f", Slurm time limit {cfg.cluster.partitions[name].time_limit_min} min"
             if cfg.cluster.kind == "slurm"
             else ""
+        )
+        held = (
+            f"a slot held a median {pace.seconds:.1f} s, from {pace.measured} experiments measured"
+            if pace.measured
+            else "each slot held for the training time only"
         )
         lines.append(
             (
                 tier,
                 f"partition {pool.partition}: {pool.slots} x {pool.gpu_type}, {seconds:g} s of training "
                 f"per experiment, deadline {deadline:g} s (2 x {seconds:g} s + cluster.grace_seconds){job}; "
-                f"at most {rate.experiments:.1f} experiments/h, ${rate.dollars:.2f}/h",
+                f"{_experiments_said(rate, [pace])} ({held}), ${rate.dollars:.2f}/h",
             )
         )
     return lines
 
 
-def _rate_said(rate: Rate, ready: Ready) -> str:
+def _experiments_said(rate: Rate, paces: list[Pace]) -> str:
+    """The experiments an hour: about the study's rate where every tier measured one, else up to
+    (a tier's training time only is a lower bound of the time its slot is held)."""
+    measured = all(pace.measured for pace in paces)
+    return f"{'about' if measured else 'up to'} {rate.experiments:.1f} experiments/h"
+
+
+def _rate_said(rate: Rate, paces: dict[str, Pace], ready: Ready) -> str:
     unit = hours_unit(p.gpu_type for p in ready.fleet.pools.values())
+    measured = sum(pace.measured for pace in paces.values())
+    unmeasured = " and ".join(tier for tier, pace in paces.items() if not pace.measured)
+    if not measured:
+        source = "from the config: the training time alone, which start-up and evaluation add to"
+    elif unmeasured:
+        source = f"from {measured} experiments measured, and the training time alone on the {unmeasured} tier"
+    else:
+        source = f"from {measured} experiments measured"
     return (
-        f"at most {rate.experiments:.1f} experiments/h, {rate.slot_hours:g} {unit}/h, "
-        f"${rate.dollars:.2f}/h (an estimate from the config, not a measurement)"
+        f"{_experiments_said(rate, list(paces.values()))}, {rate.slot_hours:g} {unit}/h, "
+        f"${rate.dollars:.2f}/h ({source})"
     )
 
 

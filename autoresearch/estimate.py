@@ -1,26 +1,29 @@
-"""What a campaign's slots may do in an hour and when its budgets would bind: the dry run's
-estimate, made from the config alone, before anything has run to measure.
+"""What a campaign's slots do in an hour and when its budgets would bind: the dry run's estimate.
 
-It assumes every slot of every tier in use is busy, each experiment holding its slot for its
-training time budget only. Start-up, evaluation, the data step and queue waits make experiments
-slower, so the experiments per hour are an upper bound; the slot-hours and dollars per hour are what
-busy slots cost, however long each experiment takes. LLM calls are not counted.
+Every slot of every tier in use is taken to be busy. On a resume, each experiment holds its slot
+for the median time the tier's experiments that ran held theirs (`budget.slot_hours`: start-up and
+evaluation included), so the rate is the study's own. A tier with nothing measured yet holds each
+slot for its training time only, which start-up and evaluation exceed: its experiments per hour
+are an upper bound (the demo's 15 s held a slot a median 19-30 s). The slot-hours and dollars per
+hour are what busy slots cost, however long each experiment takes. Queue waits and LLM calls are
+not counted.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from optuna.trial import FrozenTrial
+
+from autoresearch.budget import slot_hours
 from autoresearch.config import AutoresearchConfig, time_budget_seconds
 from autoresearch.fleet.base import Pool
 from autoresearch.intake import confirm_tier
 
-ASSUMPTIONS = (
-    "every slot busy, each experiment holding its slot for its training time only (start-up, "
-    "evaluation and queue waits make fewer experiments an hour); dollars are slots x "
-    "price_per_gpu_hour, LLM calls not counted"
-)
+ASSUMED = "every slot busy; queue waits and LLM calls not counted; dollars are slots x price_per_gpu_hour"
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,17 @@ class Rate:
     dollars: float
 
 
-def pool_rate(pool: Pool, seconds_per_experiment: float) -> Rate:
-    return Rate(
-        pool.slots * 3600 / seconds_per_experiment, float(pool.slots), pool.slots * pool.price_per_gpu_hour
-    )
+@dataclass(frozen=True)
+class Pace:
+    """How long a tier's experiment holds its slot: the median of `measured` experiments that ran,
+    or (`measured` 0) its training time, a lower bound."""
+
+    seconds: float
+    measured: int
+
+
+def pool_rate(pool: Pool, pace: Pace) -> Rate:
+    return Rate(pool.slots * 3600 / pace.seconds, float(pool.slots), pool.slots * pool.price_per_gpu_hour)
 
 
 def tiers_in_use(cfg: AutoresearchConfig, pools: dict[str, Pool]) -> dict[str, Pool]:
@@ -45,13 +55,33 @@ def tiers_in_use(cfg: AutoresearchConfig, pools: dict[str, Pool]) -> dict[str, P
     return {tier: pools[cfg.cluster.tiers[tier]] for tier in used}
 
 
-def campaign_rate(cfg: AutoresearchConfig, pools: dict[str, Pool]) -> Rate:
-    """The tiers' rates summed, each partition once (tiers may share one)."""
-    seconds = time_budget_seconds(cfg)
-    busy = {pool.name: pool_rate(pool, seconds) for pool in tiers_in_use(cfg, pools).values()}
-    return Rate(
-        *(sum(getattr(r, f) for r in busy.values()) for f in ("experiments", "slot_hours", "dollars"))
-    )
+def held_seconds(trials: Iterable[FrozenTrial]) -> dict[str, list[float]]:
+    """By tier, the seconds each ended experiment that ran held its slot."""
+    held: dict[str, list[float]] = {}
+    for t in trials:
+        if spent := slot_hours(t, {}):
+            held.setdefault(str(t.user_attrs.get("tier", "screen")), []).append(spent[1] * 3600)
+    return held
+
+
+def tier_paces(
+    cfg: AutoresearchConfig, pools: dict[str, Pool], ended: Iterable[FrozenTrial]
+) -> dict[str, Pace]:
+    """Each tier in use's pace: measured where its experiments ran (`ended`: the study's ended
+    trials, none for a new campaign), else its training time."""
+    held = held_seconds(ended)
+    return {
+        tier: Pace(statistics.median(held[tier]), len(held[tier]))
+        if held.get(tier)
+        else Pace(time_budget_seconds(cfg), 0)
+        for tier in tiers_in_use(cfg, pools)
+    }
+
+
+def campaign_rate(cfg: AutoresearchConfig, pools: dict[str, Pool], paces: dict[str, Pace]) -> Rate:
+    """The tiers' rates summed (tiers in use never share a partition: `tiers_in_use`)."""
+    busy = [pool_rate(pool, paces[tier]) for tier, pool in tiers_in_use(cfg, pools).items()]
+    return Rate(*(sum(getattr(r, f) for r in busy) for f in ("experiments", "slot_hours", "dollars")))
 
 
 def hours_until_bound(left: dict[str, float], rate: Rate) -> dict[str, float]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -83,8 +85,14 @@ def test_a_new_campaign_is_checked_and_planned_with_nothing_written(
     )
     deadline = 2 * seconds + 20  # campaign_command's cluster.grace_seconds
     assert f"deadline {deadline} s" in said["screen"]
-    assert said["screen"].endswith(f"at most {per_hour:.1f} experiments/h, ${slots * price:.2f}/h")
-    assert said["estimate"].startswith(f"at most {per_hour:.1f} experiments/h, {slots} CPU-hours/h")
+    assert said["screen"].endswith(
+        f"up to {per_hour:.1f} experiments/h (each slot held for the training time only), "
+        f"${slots * price:.2f}/h"
+    )
+    assert said["estimate"] == (
+        f"up to {per_hour:.1f} experiments/h, {slots} CPU-hours/h, ${slots * price:.2f}/h "
+        "(from the config: the training time alone, which start-up and evaluation add to)"
+    )
     assert "every slot busy" in said["assumes"]
     minutes_to_experiments = experiments / per_hour * 60
     minutes_to_gpu_hours = gpu_hours / slots * 60
@@ -209,6 +217,38 @@ def hold_lock(campaign: Path) -> int:
     return fd
 
 
+def test_a_resume_is_estimated_from_the_slot_times_its_study_measured(
+    tmp_path: Path, finished_toy: Path
+) -> None:
+    """The config's training time alone is a lower bound of the time a slot is held (the demo's
+    15 s held one 19-30 s): a resume's rate is the study's own, the median held time of each
+    tier's experiments that ran."""
+    study = load(finished_toy / "toy")
+    held = [
+        t.user_attrs["ended_at"] - t.user_attrs["started_at"]
+        for t in study.trials
+        if t.state.is_finished() and t.user_attrs.get("started_at") is not None
+    ]
+    assert len(held) >= 3  # the baselines and the experiments that ran, all on the screen tier
+    slots, seconds = 2, statistics.median(held)
+    per_hour = slots * 3600 / seconds
+    left = math.ceil(per_hour / 6)  # about 10 minutes of experiments
+    launched = sum(1 for t in study.trials if "exp_dir" in t.user_attrs)
+    budget = f"campaign.budget.max_experiments={launched + left}"
+    proc = check(finished_toy, budget, "cluster.threads_per_slot=1")
+    assert proc.returncode == 0, proc.stderr
+    said = plan(proc.stdout)
+    assert said["screen"].endswith(
+        f"about {per_hour:.1f} experiments/h (a slot held a median {seconds:.1f} s, from {len(held)} "
+        "experiments measured), $0.00/h"
+    )
+    assert said["estimate"] == (
+        f"about {per_hour:.1f} experiments/h, {slots} CPU-hours/h, $0.00/h (from {len(held)} experiments measured)"
+    )
+    minutes = left / per_hour * 60
+    assert said["budgets"].startswith(f"max_experiments: {left} left, reached in about {minutes:.0f} min")
+
+
 @pytest.mark.parametrize(
     "refusal", ["hardware", "knob held in the study", "measurement held in the study", "no git", "locked"]
 )
@@ -287,4 +327,4 @@ def test_a_slurm_campaign_is_planned_per_tier(tmp_path: Path) -> None:
     assert said["screen"].startswith("partition h100: 2 x h100, 30 s of training per experiment")
     assert said["validate"].startswith("partition h200: 1 x h200, 30 s of training per experiment")
     assert "Slurm time limit 30 min" in said["screen"]
-    assert said["estimate"].startswith(f"at most {3 * 3600 / 30:.1f} experiments/h, 3 GPU-hours/h")
+    assert said["estimate"].startswith(f"up to {3 * 3600 / 30:.1f} experiments/h, 3 GPU-hours/h")
