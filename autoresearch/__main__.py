@@ -22,7 +22,13 @@ from hydra.errors import CompactHydraException, MissingConfigException, Override
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
-from autoresearch.cli import reader_may_stop_early, run_tool, takes_check_command, unknown_command
+from autoresearch.cli import (
+    print_check_usage,
+    reader_may_stop_early,
+    run_tool,
+    takes_check_command,
+    unknown_command,
+)
 from autoresearch.config import AutoresearchConfig, register_configs
 from autoresearch.files import write_failure
 from autoresearch.stop_signals import install_stop_handlers, stopped_by
@@ -236,7 +242,7 @@ def hydra_main(task: Callable[[AutoresearchConfig], int]) -> Callable[[], None]:
 def main() -> None:
     """Hydra's entry point, with a bad override refused in one line and exit code 2 (Hydra itself
     prints several lines and exits 1). HYDRA_FULL_ERROR=1 keeps Hydra's full account."""
-    if run_tool():
+    if run_tool() or print_check_usage():
         return
     task = dry_run if takes_check_command() else run
     if len(sys.argv) > 1 and (why := unknown_command(sys.argv[1])):

@@ -53,6 +53,30 @@ def unknown_command(word: str) -> str | None:
     )
 
 
+CHECK_USAGE = """\
+usage: {prog} check +campaign=NAME [group=option ...] [key=value ...]
+
+A dry run of a campaign's start: the checks the start makes, then its plan. The plan says whether
+it is new or resumed, the settings that change, each tier's slots and time limits, the rate and
+cost, and when each budget binds. Nothing is written or launched: no folder, log, lock or study.
+
+It takes the same overrides as a run: put `check` before the command you would run.
+`{prog} --help` lists the groups and settings.
+
+exit codes:
+  0  the start would go ahead: the plan is printed
+  2  the start would be refused: why, in one line on stderr"""
+
+
+def print_check_usage() -> bool:
+    """Print the dry run's usage where `sys.argv` asks for it (`check ... --help`, or `-h`), and
+    say so: Hydra would print the run's."""
+    if len(sys.argv) < 2 or sys.argv[1] != CHECK or not {"-h", "--help"} & set(sys.argv[2:]):
+        return False
+    print(CHECK_USAGE.format(prog=program_name(sys.argv[0])))
+    return True
+
+
 def takes_check_command() -> bool:
     """Whether `sys.argv` asks for the dry run (`autoresearch check +campaign=NAME ...`); its
     word is taken out, leaving the campaign's command line for Hydra."""
@@ -74,7 +98,7 @@ def run_tool() -> bool:
 
 
 def main() -> None:
-    if run_tool():  # at once, without Hydra's import
+    if run_tool() or print_check_usage():  # at once, without Hydra's import
         return
     # As `python -m` does (its __main__ runs a tool too): Hydra finds conf/ from the file of a
     # `__main__` module, but from any other module it would look for an importable `conf` package.

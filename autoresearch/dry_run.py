@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from autoresearch.budget import Spend, exhausted, hours_unit, measure, pool_prices, remaining
+from autoresearch.budget import Spend, exhausted, going_on_past, hours_unit, measure, pool_prices, remaining
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, deadline_seconds, time_budget_seconds
 from autoresearch.estimate import (
     ASSUMED,
@@ -31,6 +31,7 @@ from autoresearch.estimate import (
 )
 from autoresearch.heartbeat import controller_state
 from autoresearch.journal import JOURNAL_FILE
+from autoresearch.ledger import Ledger
 from autoresearch.open_checks import lock_refusal, study_refusal
 from autoresearch.results import frontier_value, rows
 from autoresearch.resume_changes import setting_changes
@@ -79,7 +80,7 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready, now: float | None = None) 
     paces = tier_paces(cfg, ready.fleet.pools, [] if study is None else finished(study))
     rate = campaign_rate(cfg, ready.fleet.pools, paces)
     lines = [
-        ("check", f"campaign {cfg.campaign.name} would start; nothing was written or launched"),
+        ("check", _headline(cfg, study, spend)),
         ("campaign", _folder_said(folder, study)),
         *_resume_lines(folder, cfg),
         ("proposer", _proposer_said(cfg, ready)),
@@ -92,6 +93,18 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready, now: float | None = None) 
     ]
     width = max(len(label) for label, _ in lines) + 2
     return [f"{label:<{width}}{value}" for label, value in lines]
+
+
+def _headline(cfg: AutoresearchConfig, study: optuna.Study | None, spend: Spend) -> str:
+    """Whether the start would go ahead; where a budget is already spent, that it would stop at
+    once (after the runs a decision waits for: `Ledger.owed`) and the setting to raise."""
+    start = f"campaign {cfg.campaign.name} would start"
+    if study is None or not (reached := exhausted(spend, cfg.campaign.budget)):
+        return f"{start}; nothing was written or launched"
+    owed = len(Ledger(study, time.time, lambda: None).owed())
+    runs = f"{owed} queued run{'s' if owed > 1 else ''}"
+    then = f"run only the {runs} a decision waits for, then stop" if owed else "stop at once"
+    return f"{start} and {then}: {reached}; {going_on_past(reached)}; nothing was written or launched"
 
 
 def _folder_said(folder: Path, study: optuna.Study | None) -> str:
@@ -202,7 +215,7 @@ def _budgets_said(cfg: AutoresearchConfig, spend: Spend, rate: Rate) -> str:
     """Each budget set, what is left of it, and when it would bind at the estimate's rate."""
     budget = cfg.campaign.budget
     if reached := exhausted(spend, budget):
-        return f"{reached}: the campaign would stop at once (raise it to go on)"
+        return f"{reached}: no new experiment would start (the first line says what to raise)"
     left = remaining(spend, budget)
     if not left:
         return "none set: the campaign runs until stopped (Ctrl-C)"

@@ -11,12 +11,14 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from engine_helpers import REPO, campaign_command, fake_commands, load, run_campaign
 from optuna.trial import TrialState
 
+from autoresearch.ledger import Ledger
 from autoresearch.results import frontier_value, rows
 
 CONSOLE_SCRIPT = str(Path(sys.executable).with_name("autoresearch"))
@@ -247,6 +249,50 @@ def test_a_resume_is_estimated_from_the_slot_times_its_study_measured(
     )
     minutes = left / per_hour * 60
     assert said["budgets"].startswith(f"max_experiments: {left} left, reached in about {minutes:.0f} min")
+
+
+def test_a_resume_whose_budget_is_spent_says_in_its_first_line_that_it_would_stop_and_what_to_raise(
+    tmp_path: Path, finished_toy: Path
+) -> None:
+    """Its first line said "would start", and only the budgets line, further down, that it would
+    stop at once: it now says so, with the setting to raise in the start's own words."""
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_toy, runs)
+    same = ["campaign.budget.max_experiments=5", "cluster.threads_per_slot=1"]
+    study = load(runs / "toy")
+    launched = sum(1 for t in study.trials if "exp_dir" in t.user_attrs)
+    owed = len(Ledger(study, time.time, lambda: None).owed())  # re-runs a decision waits for
+    then = f"run only the {owed} queued run{'s' if owed > 1 else ''} a decision waits for, then stop"
+    stops = (
+        f"would start and {then if owed else 'stop at once'}: experiments budget reached ({launched} of 5)"
+    )
+    checked = check(runs, *same)
+    assert checked.returncode == 0, checked.stderr
+    headline = plan(checked.stdout)["check"]
+    assert headline.startswith(f"campaign toy {stops}; ")
+    started = run(PYTHON_M, *toy_args(runs, *same))
+    assert started.returncode == 0, started.stdout + started.stderr
+    (hint,) = re.findall(r"^\S+ INFO +(to go on, .+)$", started.stdout, re.M)  # the start's own words
+    assert hint.endswith("a larger campaign.budget.max_experiments")
+    assert headline == f"campaign toy {stops}; {hint}; nothing was written or launched"
+
+
+@pytest.mark.parametrize("command", [PYTHON_M, [CONSOLE_SCRIPT]], ids=["python -m", "console script"])
+def test_check_help_is_its_own_usage(tmp_path: Path, command: list[str]) -> None:
+    proc = subprocess.run(
+        [*command, "check", "+campaign=demo", f"runs_dir={tmp_path}", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stderr == ""
+    prog = "autoresearch" if command == [CONSOLE_SCRIPT] else "python -m autoresearch"
+    assert proc.stdout.startswith(f"usage: {prog} check +campaign=NAME ")
+    assert "the same overrides as a run" in proc.stdout and "== Groups" not in proc.stdout
+    assert re.search(r"^ +0 +the start would go ahead", proc.stdout, re.M)
+    assert re.search(r"^ +2 +the start would be refused", proc.stdout, re.M)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
