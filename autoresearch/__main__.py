@@ -41,7 +41,7 @@ EXIT_ERROR = 2  # a bad config, or a campaign that cannot start or go on (the re
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CANNOT_ADD = (
     "Hydra cannot add a knob or a partition on the command line; add it in a campaign or "
-    "cluster file of your own (--config-dir, see the README)"
+    "cluster file of your own (--config-dir, see docs/CAMPAIGNS.md)"
 )
 
 

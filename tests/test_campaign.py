@@ -324,19 +324,19 @@ def test_a_runs_dir_that_cannot_be_written_is_one_line_and_loses_nothing(tmp_pat
             ["+campaign=demo", "+campaign.knobs.WEIGHT_DECAY={kind:float,low:0.0,high:0.2}"],
             "error: bad config: Error merging override +campaign.knobs.WEIGHT_DECAY={kind:float,low:0.0,high:0.2}: "
             "Hydra cannot add a knob or a partition on the command line; add it in a campaign or cluster "
-            "file of your own (--config-dir, see the README)",
+            "file of your own (--config-dir, see docs/CAMPAIGNS.md)",
         ),
         (  # a field of a knob the campaign lacks: a misspelt name, or one meant to be added
             ["+campaign=demo", "campaign.knobs.DEPTHX.high=16"],
             "error: bad config: Could not override 'campaign.knobs.DEPTHX.high': no 'DEPTHX' in campaign.knobs "
             "(did you mean DEPTH?); Hydra cannot add a knob or a partition on the command line; add it in a "
-            "campaign or cluster file of your own (--config-dir, see the README)",
+            "campaign or cluster file of your own (--config-dir, see docs/CAMPAIGNS.md)",
         ),
         (
             ["+campaign=demo", "cluster.partitions.gpu.slots=3"],
             "error: bad config: Could not override 'cluster.partitions.gpu.slots': no 'gpu' in "
             "cluster.partitions (local); Hydra cannot add a knob or a partition on the command line; add it "
-            "in a campaign or cluster file of your own (--config-dir, see the README)",
+            "in a campaign or cluster file of your own (--config-dir, see docs/CAMPAIGNS.md)",
         ),
     ],
 )
