@@ -44,7 +44,11 @@ def test_prompt_states_the_limits_the_tool_refuses_by() -> None:
     stable, frontier = (b["text"] for b in prompt.system)
     assert f"train.py may hold at most {MAX_TRAIN_PY_CHARS:,} characters" in stable
     assert f"at most {MAX_EDIT_CHARS:,}" in stable and "fixed at most 2 times" in stable
-    assert f"# The current frontier train.py ({len(context.frontier_source):,} characters)" in frontier
+    lines = len(context.frontier_source.splitlines())
+    assert (
+        f"# The current frontier train.py ({len(context.frontier_source):,} characters, {lines} lines)"
+        in frontier
+    )
     crashes = prompt.user.split("## Recent crashes", 1)[1].split("\n## ", 1)[0]
     assert "Repairs proposed so far (fix_of): #33 2, #13 1" in crashes
     assert "Repairs proposed" not in render_prompt(sample_context(40), AgentConfig(), "P").user

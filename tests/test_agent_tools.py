@@ -427,6 +427,25 @@ def test_inspection_tools_read_bounded_views(tmp_path: Path) -> None:
     assert err and len(text) < RESULT_CHARS + 100
 
 
+def test_get_train_py_answers_whole_lines_within_the_answer_limit(tmp_path: Path) -> None:
+    """A search text must quote train.py exactly: a line is never cut, and a range too long for
+    one answer says where to ask again."""
+    source = "".join(f"X_{i} = {i}  # {'a comment ' * 8}\n" for i in range(1, 501))
+    inspector = Inspector(sample_context(3, frontier_source=source), tmp_path)
+    lines = source.splitlines(keepends=True)
+
+    text, err = inspector.run("get_train_py", {"first_line": 499, "last_line": 600})
+    assert not err and text == "train.py lines 499-500 of 500:\n" + "".join(lines[498:])
+    text, err = inspector.run("get_train_py", {"first_line": 10, "last_line": 500})
+    heading, _, body = text.partition("\n")
+    end = int(heading.split("-")[1].split()[0])
+    assert not err and len(text) <= RESULT_CHARS and body == "".join(lines[9:end])
+    assert heading.endswith(f"(the answer is full: ask again from first_line={end + 1}):")
+    for first, last in ((0, 5), (7, 6), (501, 510)):
+        text, err = inspector.run("get_train_py", {"first_line": first, "last_line": last})
+        assert err and text.startswith("train.py has lines 1 to 500")
+
+
 def test_huge_outputs_are_cut(tmp_path: Path) -> None:
     write(tmp_path, 5, "train.diff", "+" + "x" * 50_000)
     text, err = Inspector(sample_context(10), tmp_path).run("get_diff", {"number": 5})

@@ -1,4 +1,5 @@
-"""Running the read-only inspection tools: small, bounded views of results, diffs and crash logs.
+"""Running the read-only inspection tools: small, bounded views of results, diffs, crash logs and
+the lines of train.py a tight prompt did not show.
 
 Everything is read from the campaign context and from files the engine wrote under
 <campaign>/experiments/<number:05d>/; trial numbers are integers, so no path can leave that
@@ -110,3 +111,22 @@ class Inspector:
         if len(ordered) > 40:
             lines.append(f"... {len(ordered) - 40} more levels")
         return clip_head("\n".join(lines)), False
+
+    def tool_get_train_py(self, first_line: int, last_line: int) -> tuple[str, bool]:
+        """Whole lines, as many as RESULT_CHARS holds: a search text must quote them exactly."""
+        lines = self.context.frontier_source.splitlines(keepends=True)
+        first, last = int(first_line), min(int(last_line), len(lines))
+        if not 1 <= first <= last:
+            return f"train.py has lines 1 to {len(lines)}: ask for 1 <= first_line <= last_line", True
+        shown: list[str] = []
+        room = RESULT_CHARS - 200  # for the heading
+        for line in lines[first - 1 : last]:
+            if shown and len(line) > room:
+                break
+            shown.append(line)
+            room -= len(line)
+        end = first + len(shown) - 1
+        heading = f"train.py lines {first}-{end} of {len(lines)}"
+        if end < last:
+            heading += f" (the answer is full: ask again from first_line={end + 1})"
+        return clip_head(f"{heading}:\n{''.join(shown)}"), False

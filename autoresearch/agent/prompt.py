@@ -5,7 +5,9 @@ the harness facts (fixed for a campaign), then the frontier train.py with its li
 the next keep). The volatile state (results, noise, budget, rejections) follows in the user
 message, after the breakpoints, so a new wave re-reads the stable part from the cache.
 Every table is capped, and the caps shrink until the estimate fits `PROMPT_SHARE` of
-`max_context_tokens`.
+`max_context_tokens`. train.py is shown whole: edits must quote it exactly, while the tables are
+summaries. Only where the tables at their smallest still do not fit is train.py cut, and the cut
+says how to read the rest (`get_train_py`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ COUNTED = ("keep", "discard", "crash")
 # not ideas the model could repeat.
 NOT_PROPOSED = ("engine", "inner-sampler")
 INNER_SAMPLER = "inner sampler"  # how the inner sampler's draws begin their description
+# Where train.py must be cut: however tight the budget, its head is shown (the constants, the
+# model); the length shown is rounded down to a step, so the cached block it is in stays the
+# same from wave to wave while the tables change; room is left for the line that says so.
+MIN_TRAIN_PY_CHARS = 8_000
+TRAIN_PY_STEP = 4_000
+CUT_NOTE_CHARS = 200
 SIGNIFICANT_DIGITS = 4  # of a float in the prompt (the engine applies the exact values)
 # A decimal number standing alone (not part of a name or a version such as 1.2.3)
 _DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?:[eE][-+]?\d+)?(?!\w|\.\d)")
@@ -57,9 +65,11 @@ class Limits:
     tried: int = 400
     desc_chars: int = 140
     reason_chars: int = 300
-    train_py_chars: int = 120_000
+    train_py_chars: int = MAX_TRAIN_PY_CHARS  # the longest train.py the engine runs: all of it
 
     def halved(self) -> Limits:
+        """The tables' caps halved, down to their minimums (then it returns the same limits);
+        train.py's is not a table's and is left alone."""
         return replace(
             self,
             recent=max(3, self.recent // 2),
@@ -71,7 +81,6 @@ class Limits:
             tried=max(40, self.tried // 2),
             desc_chars=max(60, self.desc_chars * 3 // 4),
             reason_chars=max(120, self.reason_chars * 3 // 4),
-            train_py_chars=max(8_000, self.train_py_chars // 2),
         )
 
 
@@ -91,16 +100,21 @@ def estimate_tokens(chars: int) -> int:
 def render_prompt(
     context: CampaignContext, cfg: AgentConfig, program_md: str, tools_chars: int = 0
 ) -> Prompt:
-    """The whole prompt for one wave, shrunk until it fits its share of `max_context_tokens`."""
-    budget = int(cfg.max_context_tokens * PROMPT_SHARE)
+    """The whole prompt for one wave, shrunk until it fits its share of `max_context_tokens`:
+    the tables are halved first, down to their minimums, and only then is train.py cut."""
+    # the most characters whose estimate_tokens is within the share, the tools' taken off
+    budget_chars = math.ceil(int(cfg.max_context_tokens * PROMPT_SHARE) * CHARS_PER_TOKEN) - 1 - tools_chars
     limits = Limits()
     prompt = _render(context, cfg, program_md, limits)
-    for _ in range(6):
-        if estimate_tokens(prompt.chars() + tools_chars) <= budget:
-            break
+    while prompt.chars() > budget_chars and limits.halved() != limits:
         limits = limits.halved()
         prompt = _render(context, cfg, program_md, limits)
-    return prompt
+    if prompt.chars() <= budget_chars:
+        return prompt
+    shown = min(len(context.frontier_source), limits.train_py_chars)
+    room = shown - (prompt.chars() - budget_chars) - CUT_NOTE_CHARS
+    limits = replace(limits, train_py_chars=max(MIN_TRAIN_PY_CHARS, room // TRAIN_PY_STEP * TRAIN_PY_STEP))
+    return _render(context, cfg, program_md, limits)
 
 
 def _render(context: CampaignContext, cfg: AgentConfig, program_md: str, limits: Limits) -> Prompt:
@@ -204,14 +218,11 @@ def keep_margin(rule: KeepRule, noise: float) -> float:
 def frontier_text(context: CampaignContext, limits: Limits) -> str:
     """The file edits apply to, and how it got here (cached until the next keep)."""
     source = context.frontier_source
-    if len(source) > limits.train_py_chars:
-        cut = len(source) - limits.train_py_chars
-        source = source[: limits.train_py_chars] + f"\n# ... [{cut} characters not shown]\n"
     lines = [
-        f"# The current frontier train.py ({len(context.frontier_source):,} characters)",
+        f"# The current frontier train.py ({len(source):,} characters, {len(source.splitlines())} lines)",
         "Edits apply to this exact text: every search string must occur in it exactly once.",
         "```python",
-        source.rstrip("\n"),
+        shown_train_py(source, limits.train_py_chars).rstrip("\n"),
         "```",
         "",
         f"# Lineage: the {len(context.lineage)} kept changes that made it, oldest first",
@@ -221,6 +232,22 @@ def frontier_text(context: CampaignContext, limits: Limits) -> str:
         lines.append(f"({len(context.lineage) - len(shown)} earlier kept changes not shown)")
     lines += [record_line(r, limits.desc_chars) for r in shown] or ["(none yet: this is the baseline)"]
     return "\n".join(lines) + "\n"
+
+
+def shown_train_py(source: str, limit: int) -> str:
+    """`source` whole where it fits `limit`, else its first whole lines that do, and a last line
+    naming the lines left out and the tool that reads them: the model must not edit code it
+    cannot see."""
+    if len(source) <= limit:
+        return source
+    end = source.rfind("\n", 0, limit) + 1 or limit  # a single line longer than the limit is cut in it
+    total = len(source.splitlines())
+    first_hidden = source[:end].count("\n") + 1
+    head = source[:end] if source[:end].endswith("\n") else source[:end] + "\n"
+    return head + (
+        f"# ... [train.py goes on: lines {first_hidden}-{total} ({len(source) - end:,} characters) are "
+        f"not shown here. Read them with get_train_py before editing them.]\n"
+    )
 
 
 def state_text(context: CampaignContext, limits: Limits) -> str:

@@ -1,4 +1,4 @@
-"""The tools the model sees: the strict `propose_wave` tool and four read-only inspection tools.
+"""The tools the model sees: the strict `propose_wave` tool and five read-only inspection tools.
 
 Strict schemas need every property required and `additionalProperties: false`, so they cannot
 hold free-form maps. Knob settings and grid factors therefore travel as lists of
@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from autoresearch.agent.inspection import RESULT_CHARS
 from autoresearch.agent.prompt import valid_text
 from autoresearch.config import AgentConfig
 from autoresearch.fixes import WaveRepairs
@@ -170,6 +171,20 @@ INSPECT_TOOLS: list[dict[str, Any]] = [
         "description": "Finished results grouped by the value of one knob: count, mean and min val_bpb per tier.",
         "strict": True,
         "input_schema": _obj({"knob": _str("An UPPER_CASE constant of train.py.")}),
+    },
+    {
+        "name": "get_train_py",
+        "description": (
+            f"Lines of the frontier train.py, whole lines of up to {RESULT_CHARS} characters in all: "
+            "read the part the prompt says it does not show before editing it."
+        ),
+        "strict": True,
+        "input_schema": _obj(
+            {
+                "first_line": {"type": "integer", "description": "The first line wanted, counted from 1."},
+                "last_line": {"type": "integer", "description": "The last line wanted."},
+            }
+        ),
     },
 ]
 
