@@ -14,7 +14,6 @@ discard). This module holds the loop, resuming, collecting results and what prop
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ from autoresearch.decisions import Decisions
 from autoresearch.files import finite_number, read_json, write_atomic
 from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
+from autoresearch.folder_lock import FolderLocked, take_lock
 from autoresearch.frontier import GIT_LOCKS, Frontier
 from autoresearch.heartbeat import Heartbeat
 from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
@@ -50,7 +50,7 @@ from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, harness_env
 from autoresearch.ledger import Ledger
 from autoresearch.logs import log_to_file
-from autoresearch.open_checks import LOCK_FILE, MEASUREMENT_ATTR, locked_message, study_refusal
+from autoresearch.open_checks import MEASUREMENT_ATTR, study_refusal
 from autoresearch.outage import StoppedInOutage
 from autoresearch.plot import plot_progress
 from autoresearch.policy import NoiseAwarePolicy, Policy
@@ -282,16 +282,10 @@ class Campaign:
         return True
 
     def _lock(self) -> None:
-        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise CampaignLocked(locked_message(self.dir, other)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+            self._lock_fd = take_lock(self.dir)
+        except FolderLocked as err:
+            raise CampaignLocked(str(err)) from None
 
     def _reconcile(self) -> None:
         """Trials a previous controller left RUNNING: re-attach, collect, or fail and re-queue."""

@@ -29,10 +29,11 @@ from autoresearch.estimate import (
     tier_paces,
     tiers_in_use,
 )
+from autoresearch.folder_lock import lock_refusal
 from autoresearch.heartbeat import controller_state
 from autoresearch.journal import JOURNAL_FILE
 from autoresearch.ledger import Ledger
-from autoresearch.open_checks import lock_refusal, study_refusal
+from autoresearch.open_checks import study_refusal
 from autoresearch.results import frontier_value, rows
 from autoresearch.resume_changes import setting_changes
 from autoresearch.start_checks import Ready, StartRefused

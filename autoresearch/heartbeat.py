@@ -1,7 +1,7 @@
 """Whether a campaign's controller is alive, for `status` run from anywhere (a login node too).
 
-The controller holds `controller.lock`, but probing that lock from outside could make a controller
-starting at that instant find it taken. Instead the controller's process rewrites `controller.json`
+The controller holds `controller.lock` (`folder_lock`), but the lock cannot say why a controller
+stopped, or when one on another host was last seen. So the controller's process rewrites `controller.json`
 every `BEAT_SECONDS` (its pid, host and the time), from a thread of its own so that a long step of
 the loop (a data download, a slow sbatch) does not look like death, and says why it stopped when it
 does. A reader on the same host asks the kernel whether the pid lives; elsewhere it goes by the age
