@@ -30,7 +30,6 @@ from autoresearch.cli import (
     unknown_command,
 )
 from autoresearch.config import AutoresearchConfig, register_configs
-from autoresearch.files import write_failure
 from autoresearch.stop_signals import install_stop_handlers, stopped_by
 
 register_configs()
@@ -51,6 +50,7 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.config import deadline_seconds
     from autoresearch.fleet.factory import build_fleet
     from autoresearch.frontier import FrontierError
+    from autoresearch.open_checks import LOG_FILE, unwritable_folder_message
     from autoresearch.outage import StoppedInOutage
     from autoresearch.start_checks import StartRefused, start_checks
     from autoresearch.study import StudyUnavailable
@@ -62,7 +62,7 @@ def run(cfg: AutoresearchConfig) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
     campaign_dir, proposer = ready.campaign_dir, ready.proposer
-    log_file = campaign_dir / "controller.log"  # written from once the campaign holds its folder
+    log_file = campaign_dir / LOG_FILE  # written from once the campaign holds its folder
     try:  # (a runs_dir that is a file, read-only, or on a mount that is gone)
         campaign_dir.mkdir(parents=True, exist_ok=True)
         with open(log_file, "a"):
@@ -121,14 +121,6 @@ def run(cfg: AutoresearchConfig) -> int:
         campaign_dir,
     )
     return EXIT_STOPPED if campaign.stop_requested else 0
-
-
-def unwritable_folder_message(campaign_dir: Path, err: OSError) -> str:
-    """Why the campaign folder cannot be made or written, and the setting that moves it."""
-    return (
-        f"cannot write the campaign folder {campaign_dir}: {write_failure(err, campaign_dir)}; "
-        "set runs_dir=... to a folder you can write"
-    )
 
 
 def campaign_names() -> list[str]:

@@ -33,7 +33,7 @@ from autoresearch.folder_lock import lock_refusal
 from autoresearch.heartbeat import controller_state
 from autoresearch.journal import JOURNAL_FILE
 from autoresearch.ledger import Ledger
-from autoresearch.open_checks import study_refusal
+from autoresearch.open_checks import folder_refusal, study_refusal
 from autoresearch.results import frontier_value, rows
 from autoresearch.resume_changes import setting_changes
 from autoresearch.start_checks import Ready, StartRefused
@@ -59,10 +59,11 @@ def existing_study(cfg: AutoresearchConfig, campaign_dir: Path) -> optuna.Study 
 
 def study_as_opened(cfg: AutoresearchConfig, ready: Ready) -> optuna.Study | None:
     """The study (None: none yet), once the refusals the start makes as it opens the folder and
-    study pass, as they stand now: another controller holding the folder, a database study another
-    folder holds, a study that measured otherwise (`open_checks`). In the start's order."""
+    study pass, as they stand now: a folder that cannot be made or written, another controller
+    holding it, a database study another folder holds, a study that measured otherwise
+    (`open_checks`). In the start's order."""
     folder = ready.campaign_dir
-    if refused := lock_refusal(folder):
+    if refused := folder_refusal(folder) or lock_refusal(folder):
         raise StartRefused(refused)
     study = existing_study(cfg, folder)
     if cfg.storage and (taken := claim_refusal(study, folder, cfg.storage, cfg.campaign.name)):

@@ -7,17 +7,56 @@ the start would open them too, and one that fails gives the start's own line.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import optuna
 
 from autoresearch.config import AutoresearchConfig, measurement, measurement_changes
+from autoresearch.files import write_failure
 from autoresearch.fleet.base import Pool
 from autoresearch.hardware import hardware_changes
 from autoresearch.sampler import knob_changes, knob_specs
 
 MEASUREMENT_ATTR = "measurement"  # the study's: how its first start measured (`config.measurement`)
+LOG_FILE = "controller.log"  # the first file a start writes in the folder
+
+
+def unwritable_folder_message(campaign_dir: Path, err: OSError) -> str:
+    """Why the campaign folder cannot be made or written, and the setting that moves it."""
+    return (
+        f"cannot write the campaign folder {campaign_dir}: {write_failure(err, campaign_dir)}; "
+        "set runs_dir=... to a folder you can write"
+    )
+
+
+def folder_refusal(campaign_dir: Path) -> str | None:
+    """`unwritable_folder_message` for the error the start would meet making `campaign_dir` and
+    its controller.log (`mkdir -p`, then an append), found without making either; None where
+    they can be made. (Permissions as the caller's: root passes them all.)"""
+    if failed := _folder_write_error(campaign_dir):
+        return unwritable_folder_message(campaign_dir, failed)
+    return None
+
+
+def _folder_write_error(campaign_dir: Path) -> OSError | None:
+    def error(code: int, path: Path) -> OSError:
+        return OSError(code, os.strerror(code), str(path))
+
+    missing, existing = None, campaign_dir
+    while not os.path.lexists(existing) and existing != existing.parent:
+        missing, existing = existing, existing.parent
+    if not existing.is_dir():  # (a file where a folder goes: mkdir names the folder it makes)
+        return error(errno.ENOTDIR if missing else errno.EEXIST, campaign_dir)
+    if missing is not None:
+        return None if os.access(existing, os.W_OK | os.X_OK) else error(errno.EACCES, missing)
+    log_file = campaign_dir / LOG_FILE
+    if os.path.lexists(log_file):
+        writable = not log_file.is_dir() and os.access(log_file, os.W_OK)
+        return None if writable else error(errno.EISDIR if log_file.is_dir() else errno.EACCES, log_file)
+    return None if os.access(campaign_dir, os.W_OK | os.X_OK) else error(errno.EACCES, log_file)
 
 
 def study_refusal(

@@ -158,6 +158,30 @@ def test_a_start_that_would_be_refused_is_refused_in_the_same_line(
         assert key not in checked.stdout + checked.stderr and "secret" not in line
 
 
+@pytest.mark.parametrize("taken_by_a_file", ["runs_dir", "the campaign folder", "its controller.log"])
+def test_a_folder_the_start_cannot_make_or_write_is_refused_in_the_start_line(
+    tmp_path: Path, taken_by_a_file: str
+) -> None:
+    """A file where the start makes a folder, or a folder where it appends its log: the check read
+    on into the folder (a NotADirectoryError traceback, exit 1) or said "would start"."""
+    runs = tmp_path / "runs"
+    blocked = {
+        "runs_dir": runs,
+        "the campaign folder": runs / "toy",
+        "its controller.log": runs / "toy" / "controller.log",
+    }[taken_by_a_file]
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.mkdir() if taken_by_a_file == "its controller.log" else blocked.write_text("")
+    before = tree(tmp_path)
+    checked = check(runs)
+    assert checked.returncode == 2 and checked.stdout == "", checked.stderr
+    (line,) = checked.stderr.splitlines()
+    assert line.startswith(f"error: cannot write the campaign folder {runs / 'toy'}: ")
+    assert tree(tmp_path) == before
+    started = run(PYTHON_M, *toy_args(runs))
+    assert started.returncode == 2 and started.stderr.splitlines() == [line]
+
+
 def test_a_storage_holding_no_study_is_left_without_tables(tmp_path: Path) -> None:
     """An existing SQLite file without a study (a database made for the campaign, empty): the
     check reads it and creates neither Optuna's tables nor a study."""
