@@ -39,7 +39,15 @@ from autoresearch.resume_changes import setting_changes
 from autoresearch.start_checks import Ready, StartRefused
 from autoresearch.status import experiment_counts
 from autoresearch.storage_url import masked
-from autoresearch.study import NoStudyYet, StudyUnavailable, claim_refusal, finished, load_study, trials
+from autoresearch.study import (
+    NoStudyYet,
+    StudyUnavailable,
+    claim_refusal,
+    creation_refusal,
+    finished,
+    load_study,
+    trials,
+)
 from autoresearch.tracking import wandb_mode
 
 NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
@@ -48,10 +56,12 @@ NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
 def existing_study(cfg: AutoresearchConfig, campaign_dir: Path) -> optuna.Study | None:
     """The campaign's study, read without creating anything (`load_study`); None where there is
     none yet. A storage that cannot be opened is refused, as the start would be: it is asked once,
-    not for `storage_retry_seconds`."""
+    not for `storage_retry_seconds`; so is a database the start could not create."""
     try:
         return load_study(campaign_dir, cfg.campaign.name, cfg.storage)
     except NoStudyYet:
+        if cfg.storage and (refused := creation_refusal(cfg.storage)):
+            raise StartRefused(str(refused)) from None
         return None
     except StudyUnavailable as err:
         raise StartRefused(str(err)) from None

@@ -8,6 +8,7 @@ storage because it works on the shared file systems clusters have; an RDB URL wo
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,7 +75,24 @@ def reading_storage(url: str | None, campaign_dir: Path) -> Iterator[None]:
         ) from None
     except (ImportError, SQLAlchemyError, StorageInternalError) as err:
         hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
-        raise StudyUnavailable(f"cannot open the study at storage={url}: {first_line(err)}{hint}") from None
+        raise unopenable(url, f"{first_line(err)}{hint}") from None
+
+
+def unopenable(url: str | None, why: str) -> StudyUnavailable:
+    return StudyUnavailable(f"cannot open the study at storage={url}: {why}")
+
+
+def creation_refusal(url: str) -> StudyUnavailable | None:
+    """The start's refusal where it could not create the database `url` names: a SQLite file in a
+    folder that is not there (SQLite makes the file, never its folder), in SQLite's words. Found
+    without creating anything, for a dry run; None where it could."""
+    parsed = make_url(url)
+    database = Path(parsed.database or "")
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or database.exists():
+        return None
+    if database.parent.is_dir() and os.access(database.parent, os.W_OK | os.X_OK):
+        return None
+    return unopenable(url, "unable to open database file")
 
 
 @contextlib.contextmanager

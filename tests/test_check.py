@@ -182,6 +182,17 @@ def test_a_folder_the_start_cannot_make_or_write_is_refused_in_the_start_line(
     assert started.returncode == 2 and started.stderr.splitlines() == [line]
 
 
+def test_a_sqlite_file_in_a_folder_that_is_not_there_is_refused_in_the_start_line(tmp_path: Path) -> None:
+    """SQLite makes its file, never the file's folder: the check saw no study there and said
+    "would start", where the start then stopped on "unable to open database file"."""
+    storage = f"storage=sqlite:///{tmp_path / 'no-such-folder' / 'study.db'}"
+    checked = check(tmp_path / "runs", storage)
+    assert checked.returncode == 2 and checked.stdout == "", checked.stdout
+    assert list(tmp_path.iterdir()) == []
+    started = run(PYTHON_M, *toy_args(tmp_path / "runs", storage))
+    assert checked.stderr.splitlines() == [f"error: {start_refusal(started)}"]
+
+
 def test_a_storage_holding_no_study_is_left_without_tables(tmp_path: Path) -> None:
     """An existing SQLite file without a study (a database made for the campaign, empty): the
     check reads it and creates neither Optuna's tables nor a study."""
