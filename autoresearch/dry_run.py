@@ -144,9 +144,12 @@ def _resume_lines(folder: Path, cfg: AutoresearchConfig) -> list[tuple[str, str]
 
 def _proposer_said(cfg: AutoresearchConfig, ready: Ready) -> str:
     if cfg.agent.kind == "claude":
-        return (
-            f"claude, model {cfg.agent.model} (its key found, the model offered to it); offline as fallback"
+        checked = (
+            "the model offered to it"
+            if getattr(ready.proposer, "model_checked", False)
+            else "the model not checked: the API's list of models could not be read"
         )
+        return f"claude, model {cfg.agent.model} (its key found, {checked}); offline as fallback"
     return f"{ready.proposer.name} (seed {cfg.campaign.seed})"
 
 

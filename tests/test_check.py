@@ -18,6 +18,7 @@ import pytest
 from engine_helpers import REPO, campaign_command, fake_commands, load, run_campaign
 from optuna.trial import TrialState
 
+from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, served
 from autoresearch.ledger import Ledger
 from autoresearch.results import frontier_value, rows
 
@@ -191,6 +192,26 @@ def test_a_sqlite_file_in_a_folder_that_is_not_there_is_refused_in_the_start_lin
     assert list(tmp_path.iterdir()) == []
     started = run(PYTHON_M, *toy_args(tmp_path / "runs", storage))
     assert checked.stderr.splitlines() == [f"error: {start_refusal(started)}"]
+
+
+@pytest.mark.parametrize("models_listed", [True, False], ids=["models listed", "models endpoint overloaded"])
+def test_the_plan_says_whether_the_claude_model_was_checked(tmp_path: Path, models_listed: bool) -> None:
+    """The start goes on where the API's list of models cannot be read, with a warning; the plan
+    said "the model offered to it" all the same."""
+    api = ScriptedAPI(models=["claude-test-1"] if models_listed else overloaded())
+    with served(api) as url:
+        overrides = [
+            "agent=claude",
+            "agent.model=claude-test-1",
+            f"agent.base_url={url}",
+            "agent.max_retries=0",
+        ]
+        checked = check(tmp_path, *overrides, env={"ANTHROPIC_API_KEY": "sk-ant-test-key"})
+    assert checked.returncode == 0, checked.stderr
+    said = plan(checked.stdout)["proposer"]
+    assert said.startswith("claude, model claude-test-1 (its key found, ")
+    assert ("the model offered to it" in said) == models_listed, said
+    assert ("could not list models" in checked.stdout) == (not models_listed), checked.stdout
 
 
 def test_a_storage_holding_no_study_is_left_without_tables(tmp_path: Path) -> None:

@@ -84,8 +84,8 @@ class ClaudeProposer:
         self.waves_since_try = 0
         self.can_force = True
         self._client = client
-        if self.client.api_key:
-            check_model(self.client, cfg.model)
+        # whether the key's list of models was read and offers the model (a dry run says which)
+        self.model_checked = bool(self.client.api_key) and check_model(self.client, cfg.model)
         warn_of_default_prices(cfg)
 
     @property

@@ -101,11 +101,13 @@ def model_matches(wanted: str, offered: str) -> bool:
     return offered == wanted or re.fullmatch(re.escape(wanted) + r"-\d{8}", offered) is not None
 
 
-def check_model(client: anthropic.Anthropic, model: str) -> None:
-    """Refuse to start on a model id the key cannot use, naming the closest ones offered.
+def check_model(client: anthropic.Anthropic, model: str) -> bool:
+    """Refuse to start on a model id the key cannot use, naming the closest ones offered; True
+    where the key's models were read and include it.
 
     Only a definite answer stops the campaign: when the models endpoint itself is unreachable or
-    overloaded, a warning is logged and the waves' own error handling (fallback) takes over.
+    overloaded, a warning is logged, False returned, and the waves' own error handling (fallback)
+    takes over.
     """
     try:
         offered = list_model_ids(client)
@@ -117,9 +119,9 @@ def check_model(client: anthropic.Anthropic, model: str) -> None:
         log.warning(
             "could not list models to check agent.model=%s (%s); going on", model, describe_error(err)
         )
-        return
+        return False
     if any(model_matches(model, m) for m in offered):
-        return
+        return True
     close = difflib.get_close_matches(model, offered, n=5, cutoff=0.4) or offered[:5]
     raise ModelNotFoundError(
         f"agent.model={model!r} is not offered to this API key; close names: {', '.join(close) or 'none'}"
