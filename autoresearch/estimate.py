@@ -56,10 +56,11 @@ def tiers_in_use(cfg: AutoresearchConfig, pools: dict[str, Pool]) -> dict[str, P
 
 
 def held_seconds(trials: Iterable[FrozenTrial]) -> dict[str, list[float]]:
-    """By tier, the seconds each ended experiment that ran held its slot."""
+    """By tier, the seconds each ended experiment that ran held its slot. A time of 0 measures
+    nothing: it is a negative one clamped (a node's clock ahead of the controller's)."""
     held: dict[str, list[float]] = {}
     for t in trials:
-        if spent := slot_hours(t, {}):
+        if (spent := slot_hours(t, {})) and spent[1] > 0:
             held.setdefault(str(t.user_attrs.get("tier", "screen")), []).append(spent[1] * 3600)
     return held
 

@@ -15,10 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, campaign_command, fake_commands, load, run_campaign
-from optuna.trial import TrialState
+from engine_helpers import REPO, campaign_command, compose_toy, fake_commands, load, run_campaign
+from optuna.trial import TrialState, create_trial
 
 from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, served
+from autoresearch.config import time_budget_seconds
+from autoresearch.estimate import Pace, campaign_rate, tier_paces
+from autoresearch.fleet.factory import plan_fleet
 from autoresearch.ledger import Ledger
 from autoresearch.results import frontier_value, rows
 
@@ -430,3 +433,23 @@ def test_a_slurm_campaign_is_planned_per_tier(tmp_path: Path) -> None:
     assert said["validate"].startswith("partition h200: 1 x h200, 30 s of training per experiment")
     assert "Slurm time limit 30 min" in said["screen"]
     assert said["estimate"].startswith(f"up to {3 * 3600 / 30:.1f} experiments/h, 3 GPU-hours/h")
+
+
+def test_a_tier_whose_slots_were_held_no_time_is_estimated_from_its_training_time(tmp_path: Path) -> None:
+    """Slot times are clamped at 0 where a node's clock ran ahead of the controller's: a median of
+    0 s divided the slots by it (ZeroDivisionError, a traceback from `autoresearch check`)."""
+    cfg = compose_toy(tmp_path, "cluster.devices=cpu")
+    pools = plan_fleet(cfg.cluster).pools
+    skewed = {
+        "exp_dir": "experiments/00000",
+        "pool": "local",
+        "tier": "screen",
+        "started_at": 9.0,
+        "ended_at": 8.0,
+    }
+    ended = [create_trial(state=TrialState.COMPLETE, value=1.0, user_attrs=skewed) for _ in range(3)]
+    paces = tier_paces(cfg, pools, ended)
+    assert paces["screen"] == Pace(time_budget_seconds(cfg), 0)
+    assert campaign_rate(cfg, pools, paces).experiments == pools["local"].slots * 3600 / time_budget_seconds(
+        cfg
+    )
