@@ -47,11 +47,11 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON file written by `write_json_atomic`, or None while it is absent, or where it cannot
-    be what that wrote (torn by a crash, not text, not an object): one damaged by hand or by a
-    disk is read as the missing one it stands for, never a traceback."""
+    be what that wrote (torn by a crash, not text, not an object, a folder, unreadable): one damaged
+    by hand or by a disk is read as the missing one it stands for, never a traceback."""
     try:
         data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError, RecursionError):  # not there, not JSON text, nested past reading
+    except (OSError, ValueError, RecursionError):  # unreadable (absent, a folder), not JSON, too nested
         return None
     return data if isinstance(data, dict) else None
 

@@ -426,3 +426,10 @@ def test_the_live_view_into_a_pipe_prints_a_frame_at_each_refresh(tmp_path: Path
         tool.terminate()
         tool.wait(timeout=30)
     assert all(head.split()[1] == "watched" for head in heads), heads
+
+
+def test_a_controller_file_that_is_a_folder_reads_as_none_not_a_traceback(tmp_path: Path) -> None:
+    """`controller.json` made a folder (by hand, or a bad copy): status and check read it as the
+    missing file it stands for, as they do a torn one."""
+    (tmp_path / CONTROLLER_FILE).mkdir()
+    assert controller_state(tmp_path) is None
