@@ -50,12 +50,14 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.config import deadline_seconds
     from autoresearch.fleet.factory import build_fleet
     from autoresearch.frontier import FrontierError
+    from autoresearch.logs import setup_logging
     from autoresearch.open_checks import LOG_FILE, unwritable_folder_message
     from autoresearch.outage import StoppedInOutage
     from autoresearch.start_checks import StartRefused, start_checks
     from autoresearch.study import StudyUnavailable
     from autoresearch.tracking import make_tracker
 
+    setup_logging()  # before the checks: their warnings are held for controller.log
     try:
         ready = start_checks(cfg)
     except StartRefused as err:
@@ -197,8 +199,10 @@ def unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
 def dry_run(cfg: AutoresearchConfig) -> int:
     """`autoresearch check ...`: the start's checks and the plan, writing and launching nothing."""
     from autoresearch.dry_run import plan_lines
+    from autoresearch.logs import setup_logging
     from autoresearch.start_checks import StartRefused, start_checks
 
+    setup_logging(terminal=False)  # the checks' warnings are said in the plan
     try:
         lines = plan_lines(cfg, start_checks(cfg))
     except StartRefused as err:

@@ -93,6 +93,7 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready, now: float | None = None) 
     rate = campaign_rate(cfg, ready.fleet.pools, paces)
     lines = [
         ("check", _headline(cfg, study, spend)),
+        *(("warning", said) for said in ready.warnings),
         ("campaign", _folder_said(folder, study)),
         *_resume_lines(folder, cfg),
         ("proposer", _proposer_said(cfg, ready)),

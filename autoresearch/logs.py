@@ -40,13 +40,29 @@ def log_to_file(log_file: Path) -> None:
     root.addHandler(file_handler)
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """The terminal now; the log file once the start is accepted (`log_to_file`), the records
-    until then held for it."""
+def held_warnings() -> list[str]:
+    """The warnings held so far for controller.log: a dry run, which writes no log, shows them in
+    its plan."""
+    root = logging.getLogger("autoresearch")
+    held = [r for h in root.handlers if isinstance(h, _Held) for r in h.buffer]
+    return [r.getMessage() for r in held if r.levelno >= logging.WARNING]
+
+
+def setup_logging(level: int = logging.INFO, terminal: bool = True) -> None:
+    """The terminal now (unless `terminal` is False: a dry run prints its plan instead); the log
+    file once the start is accepted (`log_to_file`), the records until then held for it. Set up
+    before the start's first check, so that a check's warning reaches controller.log."""
     root = logging.getLogger("autoresearch")
     root.setLevel(level)
     root.handlers.clear()
     root.propagate = False
+    root.addHandler(_Held())
+    if terminal:
+        root.addHandler(_console())
+
+
+def _console() -> logging.Handler:
+    """Rich lines on a terminal; plain ones, a record a line, anywhere else."""
     console: logging.Handler
     if sys.stdout.isatty():
         console = RichHandler(
@@ -56,5 +72,4 @@ def setup_logging(level: int = logging.INFO) -> None:
     else:
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
-    root.addHandler(console)
-    root.addHandler(_Held())
+    return console

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, campaign_dir_of
 from autoresearch.fleet.factory import FleetPlan, plan_fleet
-from autoresearch.logs import setup_logging
+from autoresearch.logs import held_warnings
 from autoresearch.proposers.base import Proposer
 
 
@@ -28,13 +28,15 @@ class Ready:
     campaign_dir: Path
     fleet: FleetPlan
     proposer: Proposer
+    warnings: tuple[str, ...] = ()  # what the checks warned of (a partition of a list never used)
 
 
 def start_checks(cfg: AutoresearchConfig) -> Ready:
     """Check the config (against the folder's config.yaml on a resume), the fleet (a GPU for a
     GPU campaign, Slurm's commands, partitions, GRES, QOS wall), the tracking credentials, the
     proposer (its key, its model) and git (the frontier's); raise StartRefused with the first
-    refusal. Writes nothing: the log is held for controller.log until the start takes the folder
+    refusal. Writes nothing: the caller sets logging up first (`logs.setup_logging`), and the log,
+    the checks' warnings with it, is held for controller.log until the start takes the folder
     (`logs.log_to_file`). The refusals the start makes as it opens the folder and study are
     `open_checks`'."""
     from autoresearch.agent.client import AgentSetupError
@@ -53,11 +55,10 @@ def start_checks(cfg: AutoresearchConfig) -> Ready:
         check_credentials(cfg.tracking)
     except (ValueError, CampaignError, TrackingSetupError) as err:
         raise StartRefused(str(err)) from None
-    setup_logging()  # the proposer's checks may log (a model's default prices)
     try:
         proposer = make_proposer(cfg, campaign_dir)
     except (ValueError, AgentSetupError) as err:  # (a refused key, an unknown model)
         raise StartRefused(str(err)) from None
     if shutil.which("git") is None:
         raise StartRefused("git is not on PATH: the frontier (kept changes) is a git lineage; install git")
-    return Ready(campaign_dir, fleet, proposer)
+    return Ready(campaign_dir, fleet, proposer, tuple(held_warnings()))

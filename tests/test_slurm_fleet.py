@@ -1879,3 +1879,35 @@ def test_a_job_is_lost_only_once_slurm_answers_and_neither_sacct_nor_squeue_has_
     finally:
         subprocess.run(["scancel", held], capture_output=True, check=False)
     assert finished[2]["status"] == "lost" and f"no record of {gone}" in str(finished[2]["reason"])
+
+
+@pytest.mark.slurm
+def test_a_warning_of_the_starts_checks_reaches_controller_log_and_the_checks_plan(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """A start-time warning (here: a partition of a list whose QOS MaxWall is below the time
+    limit) was logged before logging was set up, so it reached stderr only: a controller run as an
+    sbatch job, read through controller.log, never showed it, and `autoresearch check` printed it
+    on stderr outside its plan."""
+    listed = "cluster.partitions.h200.partition='h100,h200'"
+    subprocess.run(["scontrol", "update", "PartitionName=h200", "QOS=low"], check=True)
+    try:
+        _sacctmgr("qos", "low", "set", "MaxWall=20")
+        command = campaign_command(tmp_path, SLURM, listed, "campaign.budget.max_experiments=6")
+        checked = subprocess.run(
+            [*command[:3], "check", *command[3:]], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        proc = run_campaign(tmp_path, SLURM, listed, "campaign.budget.max_experiments=6")
+    finally:
+        subprocess.run(["scontrol", "update", "PartitionName=h200", "QOS="], check=True)
+        _sacctmgr("qos", "low", "set", "MaxWall=-1")
+    warning = (
+        "cluster.partitions.h200.time_limit_min=30: above the MaxWall of the partition's own QOS low "
+        "00:20:00 in partition h200 (sacctmgr): its jobs run only in partition h100"
+    )
+    assert checked.returncode == 0 and checked.stderr == "", checked.stderr
+    assert re.findall(r"^warning +(.+)$", checked.stdout, re.M) == [warning]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log_lines = (tmp_path / "toy" / "controller.log").read_text().splitlines()
+    assert [line.split(" WARNING ", 1)[1] for line in log_lines if " WARNING " in line] == [warning]
+    assert proc.stderr == "" and proc.stdout.count(warning) == 1  # said once, on the terminal too
