@@ -1556,13 +1556,9 @@ def test_with_accounting_down_squeue_says_how_jobs_stand_and_the_outage_is_said_
     assert said("sacct failed") == 2 and said("sacct answers again") == 1  # once per fleet; one asked again
 
 
-@pytest.mark.slurm
-def test_a_job_gone_from_squeue_while_sacct_fails_waits_for_sacct_to_say_how_it_ended(
-    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A job that ended without a result and left squeue (MinJobAge) while sacct failed was lost
-    and re-queued after UNKNOWN_SECONDS, though it had finished. It now waits for sacct, which
-    says how it ended (here COMPLETED without a result: a crash, not a lost run)."""
+def _ended_job_and_sacct_failing_while(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """A file while which sacct fails (slurmdbd's error), and a real job that ends at once
+    (`sbatch --wrap true`); every poll asks Slurm and judges."""
     for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS", "UNKNOWN_SECONDS"):  # every poll asks and judges
         monkeypatch.setattr(slurm_fleet, knob, 0.0)
     down = tmp_path / "sacct-down"
@@ -1571,6 +1567,17 @@ def test_a_job_gone_from_squeue_while_sacct_fails_waits_for_sacct_to_say_how_it_
     monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sacct=sacct)}:{os.environ['PATH']}")
     sbatch = ["sbatch", "--parsable", "-p", "h100", "-o", "/dev/null", "--wrap", "true"]
     ended = subprocess.run(sbatch, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    return down, ended
+
+
+@pytest.mark.slurm
+def test_a_job_gone_from_squeue_while_sacct_fails_waits_for_sacct_to_say_how_it_ended(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that ended without a result and left squeue (MinJobAge) while sacct failed was lost
+    and re-queued after UNKNOWN_SECONDS, though it had finished. It now waits for sacct, which
+    says how it ended (here COMPLETED without a result: a crash, not a lost run)."""
+    down, ended = _ended_job_and_sacct_failing_while(tmp_path, monkeypatch)
     fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
     assert fleet.reattach(
         JobSpec(1, make_experiment(tmp_path, "", name="e1", trial=1), "h100"), f"slurm:h100:{ended}"
@@ -1911,3 +1918,44 @@ def test_a_warning_of_the_starts_checks_reaches_controller_log_and_the_checks_pl
     log_lines = (tmp_path / "toy" / "controller.log").read_text().splitlines()
     assert [line.split(" WARNING ", 1)[1] for line in log_lines if " WARNING " in line] == [warning]
     assert proc.stderr == "" and proc.stdout.count(warning) == 1  # said once, on the terminal too
+
+
+@pytest.mark.slurm
+def test_a_worker_gone_from_squeue_while_sacct_fails_is_replaced_and_its_experiment_waits_for_sacct(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unlike an array task, which waits for sacct to say how it ended, a worker that squeue no
+    longer lists is replaced at once while sacct fails: slurmctld lists every job it still holds,
+    so that worker will claim nothing more, and waiting would leave the queue without one. That
+    runs nothing twice and loses nothing: the experiment it held stays claimed in its name (a
+    worker claims only queued ones) and, like an array task's, waits for sacct to say how it ended."""
+    down, ended = _ended_job_and_sacct_failing_while(tmp_path, monkeypatch)
+    queue = WorkerQueue(tmp_path / "campaign" / "queue" / "h100")
+    queue.record_submitted([ended])  # a worker that claimed experiment 1, then ended without a result
+    experiments = {i: make_experiment(tmp_path, "", name=f"e{i}", trial=i) for i in (1, 2)}
+    queue.put(1, experiments[1])
+    assert queue.claim(ended, 0) == (1, experiments[1].resolve())
+    queue.put(2, experiments[2])
+    fleet = _pending_workers(tmp_path, slots=1)  # (its new workers stay pending)
+    try:
+        for trial, exp in experiments.items():
+            assert fleet.reattach(JobSpec(trial, exp, "h100"), "queue:h100")
+        down.touch()
+        wait_for(
+            lambda: queue_states({ended}) == {}, 180, "slurmctld to let go of the ended worker (MinJobAge)"
+        )
+        for _ in range(3):
+            assert fleet.poll() == []  # how experiment 1 ended is unknown yet: it waits
+        (replacement,) = fleet._workers["h100"]  # sent at the first poll, and only one
+        assert replacement != ended and set(queue.submitted_workers()) == {ended, replacement}
+        assert queue.claimed_by(1) == (ended, 0)  # still the ended worker's: no new worker takes it
+        assert queue.claim(replacement, 0) == (2, experiments[2].resolve())
+        assert queue.claim(replacement, 0) is None
+        down.unlink()
+        finished: list[Finished] = []
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "sacct to say how the worker ended")
+    finally:
+        fleet.shutdown(cancel=True)
+    assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
+        (1, "crash", "Slurm COMPLETED without a result")
+    ]

@@ -435,7 +435,10 @@ class SlurmFleet:
     def _may_run(self, job_id: str, attempts: list[str]) -> bool:
         """Whether a job is queued or running. One with no record may be (a job sent since the
         last answer is in none), unless neither sacct nor squeue listed it: then slurmctld let go
-        of it (a resumed controller's old worker, a worker cancelled while pending)."""
+        of it (a resumed controller's old worker, a worker cancelled while pending). squeue's word
+        is enough, also while sacct fails: slurmctld lists every job it still holds, so one it does
+        not list claims nothing more and is replaced at once. How it ended only matters for the
+        experiment it held, which stays claimed in its name and waits for sacct (`_absent`)."""
         return is_active(latest(attempts)) if attempts else job_id not in self._gone
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
