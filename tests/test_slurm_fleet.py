@@ -1354,7 +1354,8 @@ def _set_preempt_mode(qos: str, mode: str) -> None:
 
 @pytest.mark.slurm
 @pytest.mark.parametrize(
-    ("preempt_mode", "fleet_mode"), [("requeue", "array"), ("cancel", "array"), ("requeue", "workers")]
+    ("preempt_mode", "fleet_mode"),
+    [("requeue", "array"), ("cancel", "array"), ("requeue", "workers"), ("cancel", "workers")],
 )
 def test_preempted_experiments_run_again_and_their_hours_count(
     tmp_path: Path, slurm_cluster: None, preempt_mode: str, fleet_mode: str
