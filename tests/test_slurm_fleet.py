@@ -958,6 +958,45 @@ def test_a_round_larger_than_a_submit_cap_sends_what_fits_and_the_rest_follows_u
     _assert_cap_said_once(caplog)
 
 
+class _SbatchRounds:
+    """8 experiments sent to h100 (held pending by --begin) by a fleet whose sbatch calls a shim
+    counts before the real sbatch, every round tried at once: each round's calls and jobs sent."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(
+            slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,)
+        )  # the rest is tried at the next poll
+        self.calls = tmp_path / "sbatch.calls"
+        sbatch = f'echo "$*" >> "{self.calls}"; exec "{shutil.which("sbatch")}" "$@"'
+        monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sbatch=sbatch)}:{os.environ['PATH']}")
+        pending = "+cluster.partitions.h100.extra_sbatch.begin=now+1hour"  # sent, they stay pending
+        slots = ("cluster.partitions.h100.slots=8", "cluster.max_queued=8")
+        self.fleet = SlurmFleet(compose_toy(tmp_path, SLURM, pending, *slots).cluster, 60, str(tmp_path))
+        self.jobs = [
+            JobSpec(i, make_experiment(tmp_path, "", name=f"e{i}", trial=i), "h100") for i in range(1, 9)
+        ]
+
+    def next(self) -> tuple[int, list[str]]:
+        """A round (the first sends the 8, later ones the rest): its sbatch calls and the jobs sent."""
+        calls, sent = self._calls(), self._sent()
+        if calls == 0:
+            self.fleet.submit(self.jobs)
+        else:
+            self.fleet._send_unsent()
+        return self._calls() - calls, sorted(set(self._sent()) - set(sent))
+
+    def _calls(self) -> int:
+        return len(self.calls.read_text().splitlines()) if self.calls.exists() else 0
+
+    def _sent(self) -> list[str]:
+        return [t.slurm_id for t in self.fleet._tracked.values() if t.slurm_id]
+
+
+def _make_room(jobs: list[str]) -> None:
+    subprocess.run(["scancel", *jobs], check=True)
+    wait_for(lambda: not set(_all_in_squeue()) & {i.split("_")[0] for i in jobs}, 60, "room under the cap")
+
+
 @pytest.mark.slurm
 def test_a_round_after_a_submit_cap_split_starts_from_the_size_that_went_through(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
@@ -966,34 +1005,38 @@ def test_a_round_after_a_submit_cap_split_starts_from_the_size_that_went_through
     halves 8, 4, then 2 go out (3 sbatch calls). Each later round halved its rest from the top
     again (6, 3, 1: 3 calls, and one job sent where two fit); it now starts from twice what went
     through, then that (4, 2: 2 calls, 2 sent). The real sbatch, each call counted."""
-    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))  # the rest is tried at the next poll
-    calls = tmp_path / "sbatch.calls"
-    sbatch = f'echo "$*" >> "{calls}"; exec "{shutil.which("sbatch")}" "$@"'
-    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sbatch=sbatch)}:{os.environ['PATH']}")
-    pending = "+cluster.partitions.h100.extra_sbatch.begin=now+1hour"  # sent, they stay pending
-    slots = ("cluster.partitions.h100.slots=8", "cluster.max_queued=8")
-    fleet = SlurmFleet(compose_toy(tmp_path, SLURM, pending, *slots).cluster, 60, str(tmp_path))
-    jobs = [JobSpec(i, make_experiment(tmp_path, "", name=f"e{i}", trial=i), "h100") for i in range(1, 9)]
-
-    def sent() -> list[str]:
-        return sorted(t.slurm_id for t in fleet._tracked.values() if t.slurm_id)
-
-    def sbatch_calls() -> int:
-        return len(calls.read_text().splitlines()) if calls.exists() else 0
-
     _cap_submitted_jobs(2)
+    rounds = _SbatchRounds(tmp_path, monkeypatch)
     try:
-        fleet.submit(jobs)
-        first_round, first_sent = sbatch_calls(), sent()
-        subprocess.run(["scancel", *first_sent], check=True)  # room for 2 again
-        wait_for(lambda: not set(_all_in_squeue()) & {i.split("_")[0] for i in first_sent}, 60, "room")
-        fleet._send_unsent()
-        second_round, second_sent = sbatch_calls() - first_round, set(sent()) - set(first_sent)
+        first_round, first_sent = rounds.next()
+        _make_room(first_sent)  # room for 2 again
+        second_round, second_sent = rounds.next()
     finally:
-        fleet.shutdown(cancel=True)
+        rounds.fleet.shutdown(cancel=True)
         _cap_submitted_jobs(-1)
     assert (first_round, len(first_sent)) == (3, 2)
     assert (second_round, len(second_sent)) == (2, 2)
+
+
+@pytest.mark.slurm
+def test_a_retry_while_a_submit_cap_leaves_no_room_costs_one_sbatch_call(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a cap of 2 submitted jobs, full: every retry tried twice the size that last went
+    through, that size, then one task (3 sbatch calls, all refused). After a round that sent
+    nothing it tries one task only, and what goes through doubles from there as room opens."""
+    _cap_submitted_jobs(2)
+    rounds = _SbatchRounds(tmp_path, monkeypatch)
+    try:
+        first = rounds.next()
+        full = [rounds.next() for _ in range(3)]
+        _make_room(first[1])  # room for 2 again
+        opened = [rounds.next() for _ in range(2)]
+    finally:
+        rounds.fleet.shutdown(cancel=True)
+        _cap_submitted_jobs(-1)
+    calls_and_sent = [(calls, len(sent)) for calls, sent in (first, *full, *opened)]
+    assert calls_and_sent == [(3, 2), (3, 0), (1, 0), (1, 0), (1, 1), (2, 1)]
 
 
 @pytest.mark.slurm

@@ -312,7 +312,10 @@ class SlurmFleet:
                 with environment_for_jobs():
                     jobs = self.executors[pool].map_array(fn, *(a[:size] for a in args))
             except SUBMIT_ERRORS as err:
-                if not submit_limit(err) or size == 1:
+                if not submit_limit(err):
+                    raise
+                if size == 1:
+                    cap.none_went(err)
                     raise
                 refused = err
                 continue

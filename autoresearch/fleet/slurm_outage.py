@@ -158,18 +158,26 @@ class SubmitLimitReached(PoolBackoff):
     def __init__(self, pool: str) -> None:
         super().__init__(pool)
         self.advised = False
-        # The most array tasks that last went through under the cap, and the refusal that found
-        # it: a later round starts from there rather than from its whole size.
+        # The most array tasks that last went through under the cap (0: a round sent none), and
+        # the refusal that found it: a later round starts from there rather than its whole size.
         self.fit: int | None = None
         self.refused: Exception | None = None
 
     def sizes(self, wanted: int) -> list[int]:
         """The array sizes to try, largest first, for `wanted` tasks. Before the cap is met: halving
         down to one (log2 n + 1 sbatch calls at most). After: twice what last went through (room
-        opens as jobs end), that, then one, so a round under a steady cap costs one or two calls."""
+        opens as jobs end), that, then one, so a round under a steady cap costs one or two calls;
+        after a round that sent nothing, one task only, so each retry while the cap stays full
+        costs one call (and what goes through doubles from there as room opens)."""
         if self.fit is None:
             return [wanted >> i for i in range(wanted.bit_length())]
+        if self.fit == 0:
+            return [1]
         return sorted({min(wanted, 2 * self.fit), min(wanted, self.fit), 1}, reverse=True)
+
+    def none_went(self, refused: Exception) -> None:
+        """sbatch refused even one task for the cap: no room left now."""
+        self.fit, self.refused = 0, refused
 
     def went_through(self, size: int, wanted: int, refused: Exception | None) -> Exception | None:
         """Remember an array of `size` of `wanted` tasks sbatch took (`refused`: the cap's refusal
