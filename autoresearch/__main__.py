@@ -8,6 +8,7 @@ and re-running the same command continues where the last controller stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from autoresearch.cli import (
+    hydra_only_prints,
     print_check_usage,
     reader_may_stop_early,
     run_tool,
@@ -247,7 +249,8 @@ def main() -> None:
     wants_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors for us to word
     try:
-        hydra_main(task)()
+        with reader_may_stop_early() if hydra_only_prints() else contextlib.nullcontext():
+            hydra_main(task)()
     except CompactHydraException as err:
         if wants_full_error:
             raise

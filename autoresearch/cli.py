@@ -77,6 +77,16 @@ def print_check_usage() -> bool:
     return True
 
 
+# Hydra's flags that print and exit: nothing runs, so a pipe closed early ends them quietly.
+PRINTING_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info"}
+
+
+def hydra_only_prints() -> bool:
+    """Whether Hydra is asked only to print (`--help`, `--cfg job`): piped into `head`, it ends
+    quietly. A campaign does not: a broken pipe must not end a run as if it had finished."""
+    return bool(PRINTING_FLAGS & set(sys.argv[1:]))
+
+
 def takes_check_command() -> bool:
     """Whether `sys.argv` asks for the dry run (`autoresearch check +campaign=NAME ...`); its
     word is taken out, leaving the campaign's command line for Hydra."""

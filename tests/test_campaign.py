@@ -1374,6 +1374,36 @@ def test_a_campaign_from_before_harness_copies_keeps_the_harness_it_ran_with(
     assert campaign.harness.read_text() == (ran / "prepare.py").read_text()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["+campaign=demo", "runs_dir=RUNS", "--cfg", "job"],
+        ["check", "+campaign=demo", "runs_dir=RUNS"],
+    ],
+    ids=["help", "cfg", "check"],  # (the dry run's plan was quiet already: kept so)
+)
+def test_what_only_prints_ends_quietly_into_a_pipe_its_reader_has_left(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """`autoresearch --help | head -3`: Hydra's help and the resolved config ended in a
+    BrokenPipeError traceback once the reader had gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone: every write breaks the pipe
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "autoresearch", *(a.replace("RUNS", str(tmp_path)) for a in args)],
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
 def test_help_says_how_to_run_a_campaign_and_the_tools() -> None:
     """--help starts with the three commands (Hydra's own help listed `campaign` among the groups
     to override, which is refused without a +, and knew nothing of status and report)."""
@@ -1382,8 +1412,9 @@ def test_help_says_how_to_run_a_campaign_and_the_tools() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     usage = [line.split()[:2] for line in proc.stdout.splitlines()[1:6] if line.strip()]
-    assert usage[:3] == [
+    assert usage[:4] == [
         ["autoresearch", "+campaign=NAME"],
+        ["autoresearch", "check"],
         ["autoresearch", "status"],
         ["autoresearch", "report"],
     ]
