@@ -178,16 +178,11 @@ BUDGET_SETTINGS = {  # each limit as `exhausted` words it, and the campaign.budg
 
 def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:
     """The first limit reached, in words, or None."""
-    used = {
-        "experiments": spend.experiments,
-        "wall hours": spend.wall_hours,
-        "GPU-hours": spend.gpu_hours,
-        "dollars": spend.dollars,
-    }
+    spent = used(spend)
     for what, setting in BUDGET_SETTINGS.items():
-        limit = getattr(budget, setting)
-        if limit and used[what] >= limit:
-            return f"{what} budget reached ({used[what]:.4g} of {limit:.4g})"
+        limit, value = getattr(budget, setting), spent[setting.removeprefix("max_")]
+        if limit and value >= limit:
+            return f"{what} budget reached ({value:.4g} of {limit:.4g})"
     return None
 
 
@@ -206,14 +201,24 @@ def going_on_past(stop_reason: str) -> str | None:
     return None
 
 
+def used(spend: Spend) -> dict[str, float]:
+    """What each budget counts, keyed as `remaining`'s."""
+    return {
+        "experiments": spend.experiments,
+        "wall_hours": spend.wall_hours,
+        "gpu_hours": spend.gpu_hours,
+        "dollars": spend.dollars,
+    }
+
+
+def limits(budget: BudgetConfig) -> dict[str, float]:
+    """Each budget with a limit set (0 is none), keyed as `remaining`'s: its `max_` setting's name."""
+    set_ = {
+        name: getattr(budget, f"max_{name}") for name in ("experiments", "wall_hours", "gpu_hours", "dollars")
+    }
+    return {name: float(limit) for name, limit in set_.items() if limit}
+
+
 def remaining(spend: Spend, budget: BudgetConfig) -> dict[str, float]:
-    left = {}
-    for name, limit, used in (
-        ("experiments", budget.max_experiments, spend.experiments),
-        ("wall_hours", budget.max_wall_hours, spend.wall_hours),
-        ("gpu_hours", budget.max_gpu_hours, spend.gpu_hours),
-        ("dollars", budget.max_dollars, spend.dollars),
-    ):
-        if limit:
-            left[name] = max(0.0, limit - used)
-    return left
+    spent = used(spend)
+    return {name: max(0.0, limit - spent[name]) for name, limit in limits(budget).items()}

@@ -229,24 +229,35 @@ def read_saved_config(path: Path) -> DictConfig:
     return saved
 
 
+def with_defaults(saved: DictConfig) -> DictConfig:
+    """A saved config on the schema, typed: settings an older version's config.yaml lacks take
+    their defaults, and those the schema does not know (an older version's) are left out. Raises
+    OmegaConfBaseException on a value not of its type, or on an unknown key it cannot name (one
+    with a dot)."""
+    schema, known = OmegaConf.structured(AutoresearchConfig), copy.deepcopy(saved)
+    while True:
+        try:
+            return OmegaConf.merge(schema, known)
+        except ConfigKeyError as err:  # unknown here: left out, and tried again
+            parent, _, key = str(err.full_key).rpartition(".")
+            holder = OmegaConf.select(known, parent) if parent else known
+            if not isinstance(holder, DictConfig) or key not in holder:
+                raise
+            del holder[key]
+
+
 def _wrong_type(saved: DictConfig) -> str | None:
     """The first setting the schema knows whose value is not of its type (`price_per_gpu_hour: cheap`,
     hand-edited), which the report would fail on; settings it does not know (an older version's)
     are passed over."""
-    schema, check = OmegaConf.structured(AutoresearchConfig), copy.deepcopy(saved)
-    while True:
-        try:
-            OmegaConf.merge(schema, check)
-            return None
-        except ConfigKeyError as err:  # unknown here: left out of the check, and tried again
-            parent, _, key = str(err.full_key).rpartition(".")
-            holder = OmegaConf.select(check, parent) if parent else check
-            if not isinstance(holder, DictConfig) or key not in holder:
-                return None  # (a key it cannot name, such as one with a dot: the check ends there)
-            del holder[key]
-        except OmegaConfBaseException as err:  # (a value of another type; a list for a mapping)
-            where = f"{err.full_key}: " if getattr(err, "full_key", None) else ""
-            return where + (str(err).splitlines() or [type(err).__name__])[0]
+    try:
+        with_defaults(saved)
+        return None
+    except ConfigKeyError:
+        return None  # (a key it cannot name, such as one with a dot: the check ends there)
+    except OmegaConfBaseException as err:  # (a value of another type; a list for a mapping)
+        where = f"{err.full_key}: " if getattr(err, "full_key", None) else ""
+        return where + (str(err).splitlines() or [type(err).__name__])[0]
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from autoresearch.estimate import (
     Rate,
     campaign_rate,
     hours_until_bound,
+    in_about,
     pool_rate,
     tier_paces,
     tiers_in_use,
@@ -243,8 +244,4 @@ def _budgets_said(cfg: AutoresearchConfig, spend: Spend, rate: Rate) -> str:
 
 
 def _binds(hours: float) -> str:
-    if math.isinf(hours):
-        return "never reached (the slots cost nothing)"
-    if hours < 1:
-        return f"reached in about {hours * 60:.0f} min" if hours * 60 >= 1 else "reached in under a minute"
-    return f"reached in about {hours:.1f} h"
+    return "never reached (the slots cost nothing)" if math.isinf(hours) else f"reached {in_about(hours)}"

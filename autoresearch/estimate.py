@@ -98,3 +98,10 @@ def hours_until_bound(left: dict[str, float], rate: Rate) -> dict[str, float]:
     return {
         what: amount / per_hour[what] if per_hour[what] > 0 else math.inf for what, amount in left.items()
     }
+
+
+def in_about(hours: float) -> str:
+    """A time ahead as an estimate says it: minutes under an hour, never "0 min"."""
+    if hours < 1:
+        return f"in about {hours * 60:.0f} min" if hours * 60 >= 1 else "in under a minute"
+    return f"in about {hours:.1f} h"

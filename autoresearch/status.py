@@ -21,6 +21,7 @@ from typing import NoReturn
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -42,7 +43,9 @@ from autoresearch.config import (
     SavedConfigError,
     read_saved_config,
     reading_saved_config,
+    with_defaults,
 )
+from autoresearch.eta import ends_said
 from autoresearch.files import read_json
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import controller_state
@@ -162,9 +165,11 @@ def render(
     recent: int = 12,
     now: float | None = None,
     prices: dict[str, float] | None = None,
+    config: DictConfig | None = None,
 ) -> Group:
     """One frame, as of `now` (the clock by default); `prices` (`pool_prices`) adds the dollars
-    of the hours. The study is opened once: its journal storage reads only what was appended since."""
+    of the hours, and `config` (config.yaml, `with_defaults`) when a running campaign will end
+    (`eta`). The study is opened once: its journal storage reads only what was appended since."""
     table = rows(study)
     now = time.time() if now is None else now
     started = study.user_attrs.get("started_at", now)
@@ -196,6 +201,8 @@ def render(
         f"{calls['cache_read_input_tokens']:,} "
         "tokens read from the prompt cache)",
     )
+    if config is not None and (controller or "").startswith("running"):  # (a stopped one says why)
+        plain_row(head, "ends", ends_said(config, finished(study), spend))
     kept = [r for r in table if r["status"] == "keep"]
     baseline, best = frontier_value(table)
     if baseline is not None:
@@ -297,7 +304,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     with reading_campaign(args.campaign_dir) as (study, config), reader_may_stop_early():
-        show(study, args.campaign_dir, args.watch, args.json, pool_prices(config))
+        typed = None
+        with contextlib.suppress(ConfigKeyError):  # (a hand-added key with a dot: no "ends" line)
+            typed = with_defaults(config)
+        show(study, args.campaign_dir, args.watch, args.json, pool_prices(config), typed)
 
 
 class PipedConsole(Console):
@@ -311,7 +321,12 @@ class PipedConsole(Console):
 
 
 def show(
-    study: optuna.Study, campaign_dir: Path, watch: float | None, as_json: bool, prices: dict[str, float]
+    study: optuna.Study,
+    campaign_dir: Path,
+    watch: float | None,
+    as_json: bool,
+    prices: dict[str, float],
+    config: DictConfig | None = None,
 ) -> None:
     if as_json:
         for row in rows(study):
@@ -319,20 +334,22 @@ def show(
         return
     console = PipedConsole()
     if not watch:
-        console.print(render(study, campaign_dir, prices=prices))
+        console.print(render(study, campaign_dir, prices=prices, config=config))
         return
     if not console.is_terminal:  # a pipe or a file (`| tee`, a log): no screen to redraw in place
         with contextlib.suppress(KeyboardInterrupt):
             while True:
-                console.print(render(study, campaign_dir, prices=prices))
+                console.print(render(study, campaign_dir, prices=prices, config=config))
                 console.file.flush()  # (a pipe holds what it is given until it is full)
                 time.sleep(watch)
         return
-    live = Live(render(study, campaign_dir, prices=prices), console=console, refresh_per_second=1)
+    live = Live(
+        render(study, campaign_dir, prices=prices, config=config), console=console, refresh_per_second=1
+    )
     with contextlib.suppress(KeyboardInterrupt), live:  # Ctrl-C is how a live view ends
         while True:
             time.sleep(watch)
-            live.update(render(study, campaign_dir, prices=prices))
+            live.update(render(study, campaign_dir, prices=prices, config=config))
 
 
 if __name__ == "__main__":

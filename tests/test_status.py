@@ -16,10 +16,12 @@ from pathlib import Path
 import optuna
 import pytest
 from engine_helpers import REPO, run_campaign, wait_for
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from autoresearch import status
-from autoresearch.budget import PRICE_ATTR
+from autoresearch.budget import PRICE_ATTR, pool_prices
+from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, read_saved_config, with_defaults
 from autoresearch.heartbeat import CONTROLLER_FILE, STALE_SECONDS, Heartbeat, controller_state
 from autoresearch.status import REASON_CHARS, clipped, render
 
@@ -346,15 +348,20 @@ def test_the_controller_line_tells_running_stopped_and_gone(tmp_path: Path) -> N
     )
 
 
+def _journal_study(folder: Path, name: str) -> optuna.Study:
+    """A new study in the campaign folder's journal, where the controller keeps it."""
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "study.journal"))
+    )
+    return optuna.create_study(study_name=name, storage=storage)
+
+
 def _campaign_of_discards(folder: Path, name: str, count: int) -> None:
     """A campaign folder as status reads it: config.yaml and a journal study of `count` discards."""
     (folder / "config.yaml").write_text(
         f"campaign: {{name: {name}}}\nstorage: null\ncluster: {{partitions: {{}}}}\n"
     )
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(folder / "study.journal"))
-    )
-    study = optuna.create_study(study_name=name, storage=storage)
+    study = _journal_study(folder, name)
     for number in range(count):
         ran = {"status": "discard", "tier": "screen", "ended_at": float(number), "description": "a change"}
         study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
@@ -433,3 +440,170 @@ def test_a_controller_file_that_is_a_folder_reads_as_none_not_a_traceback(tmp_pa
     missing file it stands for, as they do a torn one."""
     (tmp_path / CONTROLLER_FILE).mkdir()
     assert controller_state(tmp_path) is None
+
+
+def _saved_config(folder: Path, name: str, *settings: str) -> DictConfig:
+    """config.yaml as the controller writes it (every setting, `settings` as overrides), read back
+    as `status` reads it."""
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(AutoresearchConfig), OmegaConf.from_dotlist([f"campaign.name={name}", *settings])
+    )
+    (folder / SAVED_CONFIG).write_text(OmegaConf.to_yaml(cfg))
+    return with_defaults(read_saved_config(folder / SAVED_CONFIG))
+
+
+def _ran(study: optuna.Study, pool: str, started: float, held: float, **attrs: str) -> None:
+    """An ended experiment that held its slot on `pool` for `held` seconds from `started`."""
+    number = len(study.trials)
+    ran = {"status": "discard", "tier": "screen", "exp_dir": f"experiments/{number:05d}", "pool": pool}
+    ran |= {"started_at": started, "ended_at": started + held, "description": "a change", **attrs}
+    study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
+
+
+def _controller_running(folder: Path, seen_at: float = NOW) -> None:
+    """A live controller's heartbeat: this process's pid, on this host."""
+    alive = {"pid": os.getpid(), "host": socket.gethostname(), "state": "running", "seen_at": seen_at}
+    (folder / CONTROLLER_FILE).write_text(json.dumps(alive))
+
+
+def ends_line(study: optuna.Study, folder: Path, config: DictConfig) -> str | None:
+    """The head's "ends" row as `status` prints it at NOW, its label cut off; None where it has none."""
+    console = Console(record=True, width=400, file=io.StringIO())
+    console.print(render(study, folder, now=NOW, prices=pool_prices(config), config=config))
+    found = [
+        line.split(None, 1)[1].rstrip()
+        for line in console.export_text().splitlines()
+        if line.startswith("ends ")
+    ]
+    return found[0] if found else None
+
+
+def test_the_ends_line_names_the_budget_that_binds_first_at_the_recent_pace(tmp_path: Path) -> None:
+    """A resume onto two slots, whose experiments hold them half as long: the end is estimated at
+    the pace of each tier's last 3 x slots experiments, not of the whole study."""
+    config = _saved_config(
+        tmp_path,
+        "paced",
+        "cluster.kind=slurm",
+        "cluster.partitions.h100.slots=2",
+        "cluster.partitions.h100.price_per_gpu_hour=3.0",
+        "cluster.tiers.screen=h100",
+        "cluster.tiers.validate=h100",
+        "campaign.budget.max_experiments=60",
+        "campaign.budget.max_gpu_hours=40",
+    )
+    study = _journal_study(tmp_path, "paced")
+    study.set_user_attr("started_at", NOW - 10 * 3600)
+    for number in range(6):  # before the resume: one slot, 30 min an experiment
+        _ran(study, "h100", NOW - 10 * 3600 + number * 1800, 1800)
+    for number in range(6):  # since: two slots, about 15 min an experiment
+        _ran(study, "h100", NOW - 4 * 3600 + number * 1000, 850 + 20 * number)
+    _controller_running(tmp_path)
+    ended = study.get_trials(deepcopy=False)
+    recent = sorted(t.user_attrs["ended_at"] - t.user_attrs["started_at"] for t in ended[6:])
+    median = (recent[2] + recent[3]) / 2
+    gpu_hours = sum(t.user_attrs["ended_at"] - t.user_attrs["started_at"] for t in ended) / 3600
+    by_experiments = (60 - len(ended)) / (2 * 3600 / median)
+    by_gpu_hours = (40 - gpu_hours) / 2
+    assert by_experiments < by_gpu_hours  # (the pace decides)
+    assert ends_line(study, tmp_path, config) == (
+        f"in about {by_experiments:.1f} h, when max_experiments binds ({len(ended)} of 60 used), "
+        "at the pace of the last 6 experiments (an estimate: every slot busy)"
+    )
+    # the whole study's pace (half its experiments at 30 min) would have said otherwise
+    whole = (60 - len(ended)) / (2 * 3600 / ((recent[-1] + 1800) / 2))
+    assert f"{whole:.1f} h" not in (ends_line(study, tmp_path, config) or "")
+
+    # a stopped campaign has no end ahead: its controller line says why it stopped
+    stopped = {"pid": os.getpid(), "host": socket.gethostname(), "state": "stopped", "seen_at": NOW}
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps({**stopped, "why": "asked to stop"}))
+    assert ends_line(study, tmp_path, config) is None
+
+
+def test_the_ends_line_says_too_few_were_measured_rather_than_guess(tmp_path: Path) -> None:
+    """Fewer experiments measured than a tier has slots is no pace; the wall budget still bounds
+    the end, at one hour an hour."""
+    config = _saved_config(
+        tmp_path,
+        "early",
+        "cluster.kind=slurm",
+        "cluster.partitions.h100.slots=4",
+        "cluster.tiers.screen=h100",
+        "cluster.tiers.validate=h100",
+        "campaign.budget.max_gpu_hours=100",
+        "campaign.budget.max_wall_hours=8",
+    )
+    study = _journal_study(tmp_path, "early")
+    started = NOW - 1.5 * 3600
+    study.set_user_attr("started_at", started)
+    _controller_running(tmp_path)
+    wall_left = 8 - (NOW - started) / 3600
+    assert ends_line(study, tmp_path, config) == (
+        "not estimated yet: too few experiments measured, fewer than the slots (0 of 4 on screen); "
+        f"max_wall_hours ends it in about {wall_left:.1f} h at the latest"
+    )
+    for slot in range(3):
+        _ran(study, "h100", NOW - 3600, 600 + slot)
+    assert ends_line(study, tmp_path, config) == (
+        "not estimated yet: too few experiments measured, fewer than the slots (3 of 4 on screen); "
+        f"max_wall_hours ends it in about {wall_left:.1f} h at the latest"
+    )
+    # a budget already reached: what runs finishes, and nothing new starts
+    spent = _saved_config(
+        tmp_path, "early", "cluster.partitions.h100.slots=4", "campaign.budget.max_wall_hours=1"
+    )
+    assert ends_line(study, tmp_path, spent) == (
+        f"once the running experiments end: wall hours budget reached ({(NOW - started) / 3600:.4g} of 1), "
+        "so no new one starts"
+    )
+
+
+def test_local_slots_the_controller_counted_are_those_seen_running_at_once(tmp_path: Path) -> None:
+    """A local partition of 0 slots has one per GPU the controller found, which config.yaml does
+    not say: the most experiments that held slots at the same time stand for them."""
+    config = _saved_config(
+        tmp_path,
+        "gpus",
+        "cluster.partitions.local.slots=0",
+        "cluster.partitions.local.gpu_type=auto",
+        "campaign.budget.max_experiments=20",
+    )
+    study = _journal_study(tmp_path, "gpus")
+    study.set_user_attr("started_at", NOW - 3600)
+    for slot in range(3):  # three at once, then one at a time: three GPUs
+        _ran(study, "local", NOW - 3600, 400 + 10 * slot, gpu_type="H100")
+    _ran(study, "local", NOW - 1800, 500, gpu_type="H100")
+    _controller_running(tmp_path)
+    held = sorted([400.0, 410.0, 420.0, 500.0])
+    hours = (20 - 4) / (3 * 3600 / ((held[1] + held[2]) / 2))
+    assert ends_line(study, tmp_path, config) == (
+        f"in about {hours * 60:.0f} min, when max_experiments binds (4 of 20 used), "
+        "at the pace of the last 4 experiments (an estimate: every slot busy)"
+    )
+    # free slots spend no dollars: only LLM calls reach max_dollars, which no pace says
+    free = _saved_config(
+        tmp_path, "gpus", "cluster.partitions.local.slots=0", "campaign.budget.max_dollars=5"
+    )
+    assert ends_line(study, tmp_path, free) == (
+        "when stopped or when the proposer runs dry: the slots cost nothing, so max_dollars counts only LLM calls"
+    )
+
+
+def test_status_of_a_running_campaign_without_a_budget_says_it_runs_until_stopped(tmp_path: Path) -> None:
+    """Also from an older version's config.yaml: a setting it lacks takes its default, and one this
+    version does not know is passed over."""
+    older = "campaign: {name: open, retired_setting: 1}\nstorage: null\ncluster: {partitions: {}}\n"
+    (tmp_path / SAVED_CONFIG).write_text(older)
+    study = _journal_study(tmp_path, "open")
+    study.set_user_attr("started_at", time.time() - 60)
+    _controller_running(tmp_path, seen_at=time.time())
+    out = subprocess.run(
+        [sys.executable, "-m", "autoresearch.status", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert out.returncode == 0, out.stderr
+    said = "when stopped or when the proposer runs dry: no budget is set"
+    assert re.search(rf"^ends +{said} *$", out.stdout, re.MULTILINE), out.stdout
