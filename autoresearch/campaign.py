@@ -39,6 +39,7 @@ from autoresearch.config import (
     time_budget_seconds,
 )
 from autoresearch.decisions import Decisions
+from autoresearch.eta import record_slots
 from autoresearch.files import finite_number, read_json, write_atomic
 from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
@@ -209,6 +210,7 @@ class Campaign:
         write_atomic(self.dir / SAVED_CONFIG, OmegaConf.to_yaml(self.cfg))
         if MEASUREMENT_ATTR not in self.study.user_attrs:  # (or a study begun before it was kept)
             self.study.set_user_attr(MEASUREMENT_ATTR, measurement(self.cfg))
+        record_slots(self.study, self.fleet.pools)  # (`status` estimates the end with them)
         if "started_at" not in self.study.user_attrs:  # the wall-clock budget counts from here
             self.study.set_user_attr("started_at", self.clock.now())
         self._reconcile()

@@ -5,24 +5,35 @@ experiment holds its slot for the median time its latest experiments held theirs
 RECENT_ROUNDS x its slots, in the order they ended. A change of pace, such as more slots after a
 resume or slower nodes, shows within a few rounds, and one slow experiment does not swing it. A
 tier that has measured fewer experiments than it has slots gives no estimate: the line says so.
-The slots are config.yaml's, as the controller built them (`saved_pools`).
+The slots are those the running controller built its pools with, as its start recorded them in
+the study (`SLOTS_ATTR`); for a study begun before they were recorded, config.yaml's (`saved_pools`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial
 
 from autoresearch.budget import Spend, exhausted, experiment_ran, limits, remaining, used
 from autoresearch.estimate import campaign_rate, hours_until_bound, in_about, tier_paces, tiers_in_use
 from autoresearch.fleet.base import Pool
+from autoresearch.study import finished
 
 RECENT_ROUNDS = 3  # a tier's pace: the median of its last 3 x slots experiments
 ESTIMATE = "an estimate: every slot busy"
 FREE_SLOTS = "the slots cost nothing, so max_dollars counts only LLM calls"
+# The study's: each pool's slots as the latest start built them. config.yaml cannot say how many a
+# local partition of 0 slots got: one per GPU the controller found.
+SLOTS_ATTR = "pool_slots"
+
+
+def record_slots(study: optuna.Study, pools: Mapping[str, Pool]) -> None:
+    """Keep the slots this start's pools have, for `status` to estimate the end with."""
+    study.set_user_attr(SLOTS_ATTR, {name: pool.slots for name, pool in pools.items()})
 
 
 def most_at_once(ran: Iterable[FrozenTrial]) -> int:
@@ -37,15 +48,18 @@ def most_at_once(ran: Iterable[FrozenTrial]) -> int:
     return most
 
 
-def saved_pools(cfg: DictConfig, ran: list[FrozenTrial]) -> dict[str, Pool]:
-    """Each partition's pool as the controller built it from config.yaml (`fleet.factory`). A
-    local partition of 0 slots has one per device the controller found: `cluster.cpu_slots` on a
-    CPU, else as many as its experiments were seen running at once, which config.yaml cannot say."""
+def saved_pools(cfg: DictConfig, ran: list[FrozenTrial], recorded: Mapping[str, int]) -> dict[str, Pool]:
+    """Each partition's pool as the controller built it from config.yaml (`fleet.factory`), with
+    the slots its start `recorded`. A study begun before they were recorded: a local partition of
+    0 slots has one per device the controller found, `cluster.cpu_slots` on a CPU, else as many
+    as its experiments were seen running at once."""
     cluster = cfg.cluster
     pools = {}
     for name, part in cluster.partitions.items():
         slots = part.slots
-        if cluster.kind == "slurm":
+        if name in recorded:
+            slots = int(recorded[name])
+        elif cluster.kind == "slurm":
             slots = min(slots, cluster.max_queued)
         elif not slots:
             here = [t for t in ran if t.user_attrs.get("pool") == name]
@@ -65,16 +79,16 @@ def latest(cfg: DictConfig, pools: dict[str, Pool], ran: list[FrozenTrial]) -> l
     return picked
 
 
-def ends_said(cfg: DictConfig, ended: Iterable[FrozenTrial], spend: Spend) -> str:
+def ends_said(cfg: DictConfig, study: optuna.Study, spend: Spend) -> str:
     """When the first budget binds, from now at the recent pace (`cfg`: config.yaml, typed by
-    `with_defaults`; `ended`: the study's ended trials). The experiments then running still finish."""
+    `with_defaults`). The experiments then running still finish."""
     budget = cfg.campaign.budget
     if reached := exhausted(spend, budget):
         return f"once the running experiments end: {reached}, so no new one starts"
     if not limits(budget):
         return "when stopped or when the proposer runs dry: no budget is set"
-    ran = [t for t in ended if experiment_ran(t)]
-    pools = saved_pools(cfg, ran)
+    ran = [t for t in finished(study) if experiment_ran(t)]
+    pools = saved_pools(cfg, ran, study.user_attrs.get(SLOTS_ATTR, {}))
     paces = tier_paces(cfg, pools, latest(cfg, pools, ran))
     left = remaining(spend, budget)
     slots = {tier: pool.slots for tier, pool in tiers_in_use(cfg, pools).items()}

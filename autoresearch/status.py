@@ -202,7 +202,7 @@ def render(
         "tokens read from the prompt cache)",
     )
     if config is not None and (controller or "").startswith("running"):  # (a stopped one says why)
-        plain_row(head, "ends", ends_said(config, finished(study), spend))
+        plain_row(head, "ends", ends_said(config, study, spend))
     kept = [r for r in table if r["status"] == "keep"]
     baseline, best = frontier_value(table)
     if baseline is not None:

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import optuna
 import pytest
-from engine_helpers import REPO, run_campaign, wait_for
+from engine_helpers import REPO, load, run_campaign, wait_for
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from autoresearch import status
 from autoresearch.budget import PRICE_ATTR, pool_prices
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, read_saved_config, with_defaults
+from autoresearch.eta import SLOTS_ATTR, record_slots
+from autoresearch.fleet.base import Pool
 from autoresearch.heartbeat import CONTROLLER_FILE, STALE_SECONDS, Heartbeat, controller_state
 from autoresearch.status import REASON_CHARS, clipped, render
 
@@ -558,9 +560,24 @@ def test_the_ends_line_says_too_few_were_measured_rather_than_guess(tmp_path: Pa
     )
 
 
+def _three_gpus_seen_at_once(folder: Path, name: str, recorded: int = 0) -> optuna.Study:
+    """A running study on local GPUs: three experiments at once, then one alone (400, 410, 420 and
+    500 s held); its start recorded `recorded` slots (0: an older version's, which recorded none)."""
+    study = _journal_study(folder, name)
+    study.set_user_attr("started_at", NOW - 3600)
+    if recorded:
+        record_slots(study, {"local": Pool("local", recorded, "H100")})
+    for slot in range(3):
+        _ran(study, "local", NOW - 3600, 400 + 10 * slot, gpu_type="H100")
+    _ran(study, "local", NOW - 1800, 500, gpu_type="H100")
+    _controller_running(folder)
+    return study
+
+
 def test_local_slots_the_controller_counted_are_those_seen_running_at_once(tmp_path: Path) -> None:
     """A local partition of 0 slots has one per GPU the controller found, which config.yaml does
-    not say: the most experiments that held slots at the same time stand for them."""
+    not say. Where an older version's start recorded none, the most experiments that held slots at
+    the same time stand for them."""
     config = _saved_config(
         tmp_path,
         "gpus",
@@ -568,12 +585,7 @@ def test_local_slots_the_controller_counted_are_those_seen_running_at_once(tmp_p
         "cluster.partitions.local.gpu_type=auto",
         "campaign.budget.max_experiments=20",
     )
-    study = _journal_study(tmp_path, "gpus")
-    study.set_user_attr("started_at", NOW - 3600)
-    for slot in range(3):  # three at once, then one at a time: three GPUs
-        _ran(study, "local", NOW - 3600, 400 + 10 * slot, gpu_type="H100")
-    _ran(study, "local", NOW - 1800, 500, gpu_type="H100")
-    _controller_running(tmp_path)
+    study = _three_gpus_seen_at_once(tmp_path, "gpus")
     held = sorted([400.0, 410.0, 420.0, 500.0])
     hours = (20 - 4) / (3 * 3600 / ((held[1] + held[2]) / 2))
     assert ends_line(study, tmp_path, config) == (
@@ -587,6 +599,40 @@ def test_local_slots_the_controller_counted_are_those_seen_running_at_once(tmp_p
     assert ends_line(study, tmp_path, free) == (
         "when stopped or when the proposer runs dry: the slots cost nothing, so max_dollars counts only LLM calls"
     )
+
+
+def test_local_slots_are_those_the_controllers_start_recorded(tmp_path: Path) -> None:
+    """Four GPUs found, only three experiments seen at once: the four the start recorded count."""
+    config = _saved_config(
+        tmp_path,
+        "found",
+        "cluster.partitions.local.slots=0",
+        "cluster.partitions.local.gpu_type=auto",
+        "campaign.budget.max_experiments=20",
+    )
+    study = _three_gpus_seen_at_once(tmp_path, "found", recorded=4)
+    hours = (20 - 4) / (4 * 3600 / ((410 + 420) / 2))
+    assert ends_line(study, tmp_path, config) == (
+        f"in about {hours * 60:.0f} min, when max_experiments binds (4 of 20 used), "
+        "at the pace of the last 4 experiments (an estimate: every slot busy)"
+    )
+
+
+def test_a_real_start_records_its_slots_and_the_ends_line_paces_by_them(tmp_path: Path) -> None:
+    """The toy campaign on 3 CPU slots: its start records them, and the end is estimated at the
+    pace of the last 3 x 3 experiments, as if it still ran under a larger budget."""
+    started = run_campaign(tmp_path, "campaign.budget.max_experiments=12", "cluster.cpu_slots=3")
+    assert started.returncode == 0, started.stderr
+    campaign = tmp_path / "toy"
+    study = load(campaign)
+    assert study.user_attrs[SLOTS_ATTR] == {"local": 3}
+    ran = [t for t in study.trials if "started_at" in t.user_attrs and "ended_at" in t.user_attrs]
+    assert len(ran) > 9  # (more than 3 rounds of 3 slots: the slots decide how many are paced)
+    config = with_defaults(read_saved_config(campaign / SAVED_CONFIG))
+    config.campaign.budget.max_experiments = 100
+    _controller_running(campaign)
+    said = ends_line(study, campaign, config) or ""
+    assert said.endswith("at the pace of the last 9 experiments (an estimate: every slot busy)"), said
 
 
 def test_status_of_a_running_campaign_without_a_budget_says_it_runs_until_stopped(tmp_path: Path) -> None:
