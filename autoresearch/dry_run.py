@@ -33,7 +33,7 @@ from autoresearch.estimate import (
 from autoresearch.folder_lock import lock_refusal
 from autoresearch.heartbeat import controller_state
 from autoresearch.journal import JOURNAL_FILE
-from autoresearch.ledger import Ledger
+from autoresearch.ledger import owed_runs
 from autoresearch.open_checks import folder_refusal, study_refusal
 from autoresearch.results import frontier_value, rows
 from autoresearch.resume_changes import setting_changes
@@ -115,7 +115,7 @@ def _headline(cfg: AutoresearchConfig, study: optuna.Study | None, spend: Spend)
     start = f"campaign {cfg.campaign.name} would start"
     if study is None or not (reached := exhausted(spend, cfg.campaign.budget)):
         return f"{start}; nothing was written or launched"
-    owed = len(Ledger(study, time.time, lambda: None).owed())
+    owed = owed_runs(study)
     runs = f"{owed} queued run{'s' if owed > 1 else ''}"
     then = f"run only the {runs} a decision waits for, then stop" if owed else "stop at once"
     return f"{start} and {then}: {reached}; {going_on_past(reached)}; nothing was written or launched"

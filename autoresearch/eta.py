@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial
 from autoresearch.budget import Spend, exhausted, experiment_ran, limits, remaining, used
 from autoresearch.estimate import campaign_rate, hours_until_bound, in_about, tier_paces, tiers_in_use
 from autoresearch.fleet.base import Pool
+from autoresearch.ledger import owed_runs
 from autoresearch.study import finished
 
 RECENT_ROUNDS = 3  # a tier's pace: the median of its last 3 x slots experiments
@@ -84,6 +85,9 @@ def ends_said(cfg: DictConfig, study: optuna.Study, spend: Spend) -> str:
     `with_defaults`). The experiments then running still finish."""
     budget = cfg.campaign.budget
     if reached := exhausted(spend, budget):
+        if owed := owed_runs(study):  # (re-runs of a promoted change, baselines: no change undecided)
+            runs = f"the {owed} queued run{'s' if owed > 1 else ''} a decision waits for"
+            return f"once the running experiments and {runs} end: {reached}, so no other one starts"
         return f"once the running experiments end: {reached}, so no new one starts"
     if not limits(budget):
         return "when stopped or when the proposer runs dry: no budget is set"

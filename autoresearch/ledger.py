@@ -7,6 +7,7 @@ job handle), or told.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -148,3 +149,9 @@ class Ledger:
         """A queued run no longer needed: claimed and failed as skipped, with the reason."""
         if self.claim(trial):
             self.fail(trial.number, {"status": "skip", "reason": reason})
+
+
+def owed_runs(study: optuna.Study) -> int:
+    """How many queued runs a decision waits for, read without a controller: they still start
+    after a budget is reached (`Ledger.owed`)."""
+    return len(Ledger(study, time.time, lambda: None).owed())

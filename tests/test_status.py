@@ -560,6 +560,26 @@ def test_the_ends_line_says_too_few_were_measured_rather_than_guess(tmp_path: Pa
     )
 
 
+def test_a_reached_budget_still_starts_the_runs_a_decision_waits_for_and_the_ends_line_says_so(
+    tmp_path: Path,
+) -> None:
+    """A budget reached with a promoted change's re-run queued: the controller still runs it
+    (`Ledger.owed`), so the line does not say that no new experiment starts."""
+    config = _saved_config(tmp_path, "owed", "campaign.budget.max_experiments=2")
+    study = _journal_study(tmp_path, "owed")
+    study.set_user_attr("started_at", NOW - 3600)
+    _ran(study, "local", NOW - 3600, 600)
+    promoted = study.ask()  # its experiment ran; it awaits its re-runs' verdict
+    for key, value in {"kind": "experiment", "promoted": True, "exp_dir": "experiments/00001"}.items():
+        promoted.set_user_attr(key, value)
+    study.enqueue_trial({}, user_attrs={"kind": "validation", "validates": promoted.number, "tier": "screen"})
+    _controller_running(tmp_path)
+    assert ends_line(study, tmp_path, config) == (
+        "once the running experiments and the 1 queued run a decision waits for end: "
+        "experiments budget reached (2 of 2), so no other one starts"
+    )
+
+
 def _three_gpus_seen_at_once(folder: Path, name: str, recorded: int = 0) -> optuna.Study:
     """A running study on local GPUs: three experiments at once, then one alone (400, 410, 420 and
     500 s held); its start recorded `recorded` slots (0: an older version's, which recorded none)."""
