@@ -890,7 +890,11 @@ def test_experiments_wait_while_their_partition_is_closed_and_go_out_when_it_ope
 
 
 def _cap_submitted_jobs(limit: int) -> None:
-    """A university cluster's QOS cap on the jobs a user may have submitted (-1: none)."""
+    """A university cluster's QOS cap on the jobs a user may have submitted (-1: none). A cap that
+    admits some starts on an empty queue: a job an earlier test cancelled, still leaving Slurm on a
+    busy machine, would take a place under it, and each test counts what the cap lets through."""
+    if limit > 0:
+        wait_for(lambda: not _all_in_squeue(), 120, "an empty queue before the cap is set")
     subprocess.run(
         ["sacctmgr", "-i", "modify", "qos", "normal", "set", f"MaxSubmitJobsPerUser={limit}"],
         check=True,
