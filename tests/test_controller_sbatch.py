@@ -182,6 +182,21 @@ os.execv(sys.executable, [sys.executable, *sys.argv[1:]])""",
     return str(bin_dir / "python")
 
 
+def _cancel_for_good(job_id: str) -> None:
+    """Cancel the controller job until Slurm holds it no more. A TERM after the time limit's USR1
+    makes the script requeue its job (as a node drain would), so one scancel could leave it pending
+    for the tests after: a pending job takes a place under their submit caps."""
+
+    def gone() -> bool:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+        listed = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True, text=True, timeout=30
+        )
+        return not listed.stdout.strip()
+
+    wait_for(gone, 120, f"controller job {job_id} to leave the queue", every=1.0)
+
+
 def _cancel_experiments(campaign: Path) -> None:
     if (campaign / "submitit").is_dir():
         experiments = [p.name for p in (campaign / "submitit").iterdir() if p.name.isdigit()]
@@ -230,7 +245,7 @@ def test_a_controller_job_cancelled_while_the_controller_starts_stops_it_cleanly
         (tmp_path / "go").touch()
         wait_for(lambda: "not requeued" in job_log.read_text(), 120, "the script's last line")
     finally:
-        subprocess.run(["scancel", job_id], timeout=30)
+        _cancel_for_good(job_id)
         (tmp_path / "hold").unlink()
         _cancel_experiments(campaign)
     said = job_log.read_text()
@@ -256,7 +271,7 @@ def test_a_controller_job_stopped_by_its_time_limit_says_so(tmp_path: Path, slur
         subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], check=True, timeout=30)
         wait_for(lambda: "requeueing job" in job_log.read_text(), 120, "the script to requeue the job")
     finally:
-        subprocess.run(["scancel", job_id], timeout=30)
+        _cancel_for_good(job_id)
         hold.unlink()
         _cancel_experiments(campaign)
     state = controller_state(campaign)
