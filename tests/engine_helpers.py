@@ -355,3 +355,21 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, every: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
+
+
+def autoresearch_into_closed_pipe(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`python -m autoresearch ARGS` with its output piped to a reader that has already gone
+    (`... | head` once head has had enough): every write it makes breaks the pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "autoresearch", *args],
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)

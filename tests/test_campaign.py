@@ -23,6 +23,7 @@ from engine_helpers import (
     TOY,
     CountingOffline,
     Killed,
+    autoresearch_into_closed_pipe,
     campaign_command,
     compose_toy,
     confirming,
@@ -1388,19 +1389,7 @@ def test_what_only_prints_ends_quietly_into_a_pipe_its_reader_has_left(
 ) -> None:
     """`autoresearch --help | head -3`: Hydra's help and the resolved config ended in a
     BrokenPipeError traceback once the reader had gone."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader has gone: every write breaks the pipe
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "autoresearch", *(a.replace("RUNS", str(tmp_path)) for a in args)],
-            cwd=REPO,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        os.close(write_end)
+    proc = autoresearch_into_closed_pipe([a.replace("RUNS", str(tmp_path)) for a in args])
     assert (proc.returncode, proc.stderr) == (0, "")
 
 

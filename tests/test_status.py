@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from engine_helpers import REPO, load, run_campaign, wait_for
+from engine_helpers import REPO, autoresearch_into_closed_pipe, load, run_campaign, wait_for
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
@@ -397,19 +397,7 @@ def test_any_view_into_a_pipe_its_reader_has_left_ends_quietly_with_status_0(
     status 1, where `status DIR --json | head` ended with 0. A pipe whose reader has left before the
     first write breaks on it for each view, whatever its size."""
     _campaign_of_discards(tmp_path, "left", 3)
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader has gone: every write the tool makes breaks the pipe
-    try:
-        tool = subprocess.run(
-            [sys.executable, "-m", "autoresearch", "status", str(tmp_path), *view],
-            cwd=REPO,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        os.close(write_end)
+    tool = autoresearch_into_closed_pipe(["status", str(tmp_path), *view])
     assert (tool.returncode, tool.stderr) == (0, "")
 
 
