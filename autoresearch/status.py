@@ -134,9 +134,17 @@ def _rerun_means(by_tier: dict[str, list[float]]) -> str:
     return "; ".join(means) or "-"
 
 
+AWAITING = ("awaiting re-runs", "awaiting comparison")  # ran, its decision waits for other runs
+
+
 def launch_state(trial: FrozenTrial, campaign_dir: Path) -> tuple[str, float | None]:
     """A launched trial: "pending" until its runner starts on a node (a Slurm job can wait in the
-    queue, or never start: a request no node can meet), then "running"; and since when."""
+    queue, or never start: a request no node can meet), then "running"; once its run ended, the
+    runs its decision waits for: its re-runs (promoted), or those it is compared with (a baseline,
+    the frontier's run at its seed); and since when. A promoted change counted as running for
+    as long as its re-runs took."""
+    if (ended := trial.user_attrs.get("ended_at")) is not None:
+        return AWAITING[0] if trial.user_attrs.get("promoted") else AWAITING[1], ended
     exp_dir = trial.user_attrs.get("exp_dir")
     started = read_json(campaign_dir / exp_dir / STARTED_FILE) if exp_dir else None
     if started is None:
@@ -190,6 +198,8 @@ def render(
     in_flight = (
         f"{states['running']} running, {states['pending']} pending on the cluster, {len(waiting)} queued"
     )
+    if awaiting := sum(states[state] for state in AWAITING):
+        in_flight += f", {awaiting} ran and awaiting a decision"
     plain_row(head, "experiments", f"{experiment_counts(counts)}, {in_flight}")
     calls = usage_totals(campaign_dir)
     unit = hours_unit(str(t.user_attrs["gpu_type"]) for t in trials(study) if "gpu_type" in t.user_attrs)

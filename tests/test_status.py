@@ -249,6 +249,33 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     assert any("1.940000 (mean of 2 on screen); 1.820000 (mean of 2 on validate)" in line for line in lines)
 
 
+def test_a_change_whose_run_ended_is_shown_awaiting_its_decision_not_running(tmp_path: Path) -> None:
+    """A promoted change stays undecided (a running trial) while its re-runs go, and a result
+    waits so for the runs it is compared with. Status counted each as running, for as long as
+    they took: now as ran and awaiting a decision, saying which, since its run ended."""
+    study = optuna.create_study(study_name="confirming")
+    for number, attrs in enumerate(
+        (
+            {"description": "deeper", "promoted": True, "ended_at": NOW - 240},
+            {"description": "wider", "ended_at": NOW - 60},
+            {"description": "validates deeper", "validates": 0},
+        )
+    ):
+        exp_dir = f"experiments/{number:05d}"
+        study.enqueue_trial({}, user_attrs={**attrs, "partition": "h100", "exp_dir": exp_dir})
+        study.ask()
+        (tmp_path / exp_dir).mkdir(parents=True)
+        (tmp_path / exp_dir / "started.json").write_text(json.dumps({"started_at": NOW - 600}))
+    lines = [" ".join(line.replace("│", " ").split()) for line in printed(200, study, tmp_path)]
+    assert any(
+        line.endswith("1 running, 0 pending on the cluster, 0 queued, 2 ran and awaiting a decision")
+        for line in lines
+    )
+    assert "0 h100 awaiting re-runs 4.0 min deeper" in lines  # trial, partition, state, for, description
+    assert "1 h100 awaiting comparison 1.0 min wider" in lines
+    assert "2 h100 running 10.0 min validates deeper" in lines
+
+
 def test_elapsed_runs_on_while_the_controller_lives_with_nothing_running(tmp_path: Path) -> None:
     """Between waves (the proposer thinking, every slot idle) the campaign still runs: its elapsed
     time is the wall time so far, what `max_wall_hours` counts, not the time to its last result."""
