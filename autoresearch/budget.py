@@ -177,12 +177,18 @@ BUDGET_SETTINGS = {  # each limit as `exhausted` words it, and the campaign.budg
 
 
 def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:
-    """The first limit reached, in words, or None."""
+    """The first limit reached, in words, or None. Experiments past the limit are the runs a
+    decision waits for (re-runs, baselines): said, since "20 of 16" alone reads as a budget
+    that did not hold."""
     spent = used(spend)
     for what, setting in BUDGET_SETTINGS.items():
         limit, value = getattr(budget, setting), spent[setting.removeprefix("max_")]
         if limit and value >= limit:
-            return f"{what} budget reached ({value:.4g} of {limit:.4g})"
+            past = value - limit if setting == "max_experiments" else 0
+            owed = (
+                f": past {limit:.4g}, only the {past:.4g} run{'s' if past > 1 else ''} a decision waited for"
+            )
+            return f"{what} budget reached ({value:.4g} of {limit:.4g}{owed if past else ''})"
     return None
 
 

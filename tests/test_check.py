@@ -60,6 +60,13 @@ def plan(stdout: str) -> dict[str, str]:
     return {m[1]: m[2] for m in re.finditer(r"^(\S+) +(.+)$", stdout, re.M)}
 
 
+def _experiments_reached(launched: int, limit: int) -> str:
+    """How a reached experiments budget is said, with the runs launched past it for decisions."""
+    past = launched - limit
+    owed = f": past {limit}, only the {past} run{'s' if past > 1 else ''} a decision waited for"
+    return f"experiments budget reached ({launched} of {limit}{owed if past > 0 else ''})"
+
+
 @pytest.mark.parametrize("command", [PYTHON_M, [CONSOLE_SCRIPT]], ids=["python -m", "console script"])
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
 def test_a_new_campaign_is_checked_and_planned_with_nothing_written(
@@ -135,7 +142,7 @@ def test_a_resume_is_planned_with_its_counts_and_changed_settings_and_nothing_wr
     assert said["controller"].startswith("stopped")
     # the spent budget, unchanged: a resume would stop at once, and the check says so
     spent = plan(check(tmp_path, "campaign.budget.max_experiments=5").stdout)
-    assert spent["budgets"].startswith(f"experiments budget reached ({launched} of 5)")
+    assert spent["budgets"].startswith(_experiments_reached(launched, 5))
     assert tree(tmp_path) == before
 
 
@@ -322,9 +329,7 @@ def test_a_resume_whose_budget_is_spent_says_in_its_first_line_that_it_would_sto
     launched = sum(1 for t in study.trials if "exp_dir" in t.user_attrs)
     owed = len(Ledger(study, time.time, lambda: None).owed())  # re-runs a decision waits for
     then = f"run only the {owed} queued run{'s' if owed > 1 else ''} a decision waits for, then stop"
-    stops = (
-        f"would start and {then if owed else 'stop at once'}: experiments budget reached ({launched} of 5)"
-    )
+    stops = f"would start and {then if owed else 'stop at once'}: {_experiments_reached(launched, 5)}"
     checked = check(runs, *same)
     assert checked.returncode == 0, checked.stderr
     headline = plan(checked.stdout)["check"]

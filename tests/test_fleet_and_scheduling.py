@@ -103,6 +103,20 @@ def test_budgets_stop_at_the_first_limit_reached() -> None:
     assert exhausted(spend, BudgetConfig(max_dollars=11.0, max_gpu_hours=4.0)) is None
 
 
+def test_experiments_launched_past_their_budget_are_said_to_be_the_runs_decisions_waited_for() -> None:
+    """After the budget binds, only re-runs and baselines a decision waits for still launch: a
+    demo ended with "experiments budget reached (20 of 16)", as if the budget had not held."""
+    spend = Spend(experiments=20, wall_hours=1.5, gpu_hours=3.0, gpu_dollars=9.0, llm_dollars=1.5)
+    assert exhausted(spend, BudgetConfig(max_experiments=16)) == (
+        "experiments budget reached (20 of 16: past 16, only the 4 runs a decision waited for)"
+    )
+    assert exhausted(spend, BudgetConfig(max_experiments=19)) == (
+        "experiments budget reached (20 of 19: past 19, only the 1 run a decision waited for)"
+    )
+    assert exhausted(spend, BudgetConfig(max_experiments=20)) == "experiments budget reached (20 of 20)"
+    assert exhausted(spend, BudgetConfig(max_gpu_hours=2.5)) == "GPU-hours budget reached (3 of 2.5)"
+
+
 @pytest.mark.parametrize("setting", ["max_experiments", "max_wall_hours", "max_gpu_hours", "max_dollars"])
 def test_a_stop_at_a_budget_names_the_setting_that_goes_on(setting: str) -> None:
     spend = Spend(experiments=10, wall_hours=1.5, gpu_hours=3.0, gpu_dollars=9.0, llm_dollars=1.5)

@@ -42,7 +42,7 @@ def test_status_shows_a_finished_campaign_and_its_rows(
     )
     assert out.returncode == 0, out.stderr
     assert "kept changes" in out.stdout and "baseline" in out.stdout
-    assert re.search(r"controller +stopped [^\n]*: experiments budget reached \(\d+ of 5\)", out.stdout)
+    assert re.search(r"controller +stopped [^\n]*: experiments budget reached \(\d+ of 5[):]", out.stdout)
     assert "0 calls, 0 failed" in out.stdout  # the offline proposer spends nothing on an API
     assert "CPU-hours" in out.stdout and "GPU-hours" not in out.stdout  # the toy's slots are CPU processes
     assert re.search(r"spend +\d+\.\d\d CPU-hours \(\$0\.00\), \$0\.00 of LLM calls", out.stdout)
