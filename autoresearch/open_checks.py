@@ -51,12 +51,22 @@ def _folder_write_error(campaign_dir: Path) -> OSError | None:
     if not existing.is_dir():  # (a file where a folder goes: mkdir names the folder it makes)
         return error(errno.ENOTDIR if missing else errno.EEXIST, campaign_dir)
     if missing is not None:
-        return None if os.access(existing, os.W_OK | os.X_OK) else error(errno.EACCES, missing)
+        return None if os.access(existing, os.W_OK | os.X_OK) else error(_denied(existing), missing)
     log_file = campaign_dir / LOG_FILE
     if os.path.lexists(log_file):
         writable = not log_file.is_dir() and os.access(log_file, os.W_OK)
-        return None if writable else error(errno.EISDIR if log_file.is_dir() else errno.EACCES, log_file)
-    return None if os.access(campaign_dir, os.W_OK | os.X_OK) else error(errno.EACCES, log_file)
+        return None if writable else error(errno.EISDIR if log_file.is_dir() else _denied(log_file), log_file)
+    return None if os.access(campaign_dir, os.W_OK | os.X_OK) else error(_denied(campaign_dir), log_file)
+
+
+def _denied(path: Path) -> int:
+    """The error a write `access` refuses at `path` meets: EROFS on a file system mounted read-only
+    (a cluster's read-only project space, a container's image), as the start says; else EACCES."""
+    try:
+        read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+    except OSError:
+        return errno.EACCES
+    return errno.EROFS if read_only else errno.EACCES
 
 
 def study_refusal(

@@ -193,6 +193,35 @@ def test_a_folder_the_start_cannot_make_or_write_is_refused_in_the_start_line(
     assert started.returncode == 2 and started.stderr.splitlines() == [line]
 
 
+@pytest.mark.parametrize("read_only", ["runs_dir's file system", "a campaign folder's file system"])
+def test_a_folder_on_a_read_only_file_system_is_refused_in_the_start_line(
+    tmp_path: Path, read_only: str
+) -> None:
+    """runs_dir on a file system mounted read-only (a tmpfs here): the check said "Permission
+    denied" where the start says "Read-only file system"; the check gives the start's line."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine may not mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        runs = mount / "runs"
+        if read_only == "a campaign folder's file system":  # a campaign copied there, resumed
+            (runs / "toy").mkdir(parents=True)
+            (runs / "toy" / "controller.log").write_text("")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        checked = check(runs)
+        started = run(PYTHON_M, *toy_args(runs))
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert checked.returncode == 2 and checked.stdout == "", checked.stderr
+    (line,) = checked.stderr.splitlines()
+    assert line.startswith(f"error: cannot write the campaign folder {runs / 'toy'}: Read-only file system (")
+    assert started.returncode == 2 and started.stderr.splitlines() == [line]
+
+
 def test_a_sqlite_file_in_a_folder_that_is_not_there_is_refused_in_the_start_line(tmp_path: Path) -> None:
     """SQLite makes its file, never the file's folder: the check saw no study there and said
     "would start", where the start then stopped on "unable to open database file"."""
