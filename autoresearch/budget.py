@@ -184,11 +184,11 @@ def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:
     for what, setting in BUDGET_SETTINGS.items():
         limit, value = getattr(budget, setting), spent[setting.removeprefix("max_")]
         if limit and value >= limit:
-            past = value - limit if setting == "max_experiments" else 0
-            owed = (
-                f": past {limit:.4g}, only the {past:.4g} run{'s' if past > 1 else ''} a decision waited for"
-            )
-            return f"{what} budget reached ({value:.4g} of {limit:.4g}{owed if past else ''})"
+            reached = f"{value:.4g} of {limit:.4g}"
+            if setting == "max_experiments" and value > limit:
+                past = value - limit
+                reached += f": past {limit:.4g}, only the {past:.4g} run{'s' if past > 1 else ''} a decision waited for"
+            return f"{what} budget reached ({reached})"
     return None
 
 
@@ -219,9 +219,7 @@ def used(spend: Spend) -> dict[str, float]:
 
 def limits(budget: BudgetConfig) -> dict[str, float]:
     """Each budget with a limit set (0 is none), keyed as `remaining`'s: its `max_` setting's name."""
-    set_ = {
-        name: getattr(budget, f"max_{name}") for name in ("experiments", "wall_hours", "gpu_hours", "dollars")
-    }
+    set_ = {setting.removeprefix("max_"): getattr(budget, setting) for setting in BUDGET_SETTINGS.values()}
     return {name: float(limit) for name, limit in set_.items() if limit}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import sys
@@ -343,23 +344,22 @@ def show(
             print(json.dumps(row))
         return
     console = PipedConsole()
+    frame = functools.partial(render, study, campaign_dir, prices=prices, config=config)
     if not watch:
-        console.print(render(study, campaign_dir, prices=prices, config=config))
+        console.print(frame())
         return
     if not console.is_terminal:  # a pipe or a file (`| tee`, a log): no screen to redraw in place
         with contextlib.suppress(KeyboardInterrupt):
             while True:
-                console.print(render(study, campaign_dir, prices=prices, config=config))
+                console.print(frame())
                 console.file.flush()  # (a pipe holds what it is given until it is full)
                 time.sleep(watch)
         return
-    live = Live(
-        render(study, campaign_dir, prices=prices, config=config), console=console, refresh_per_second=1
-    )
+    live = Live(frame(), console=console, refresh_per_second=1)
     with contextlib.suppress(KeyboardInterrupt), live:  # Ctrl-C is how a live view ends
         while True:
             time.sleep(watch)
-            live.update(render(study, campaign_dir, prices=prices, config=config))
+            live.update(frame())
 
 
 if __name__ == "__main__":
