@@ -305,7 +305,7 @@ def check_credentials(cfg: TrackingConfig) -> None:
     raise TrackingSetupError(
         f"W&B: {problem} (tracking=wandb sends online: run `wandb login` or set WANDB_API_KEY in the "
         "controller's environment; or set tracking.mode=offline and `wandb sync` the campaign's "
-        "wandb folder later)"
+        "wandb folder later; or tracking=none)"
     )
 
 

@@ -326,7 +326,8 @@ def compose(gpus: int, experiments: int, runs_dir: Path, extra: list[str]) -> Au
     if gpus == 1:
         pools = ["cluster.partitions.h100.slots=1", "~cluster.partitions.h200", "~cluster.tiers.validate"]
     overrides = [
-        "+campaign=gpt2", "cluster=slurm", f"runs_dir={runs_dir}", f"campaign.name=sim{gpus}", *pools,
+        "+campaign=gpt2", "cluster=slurm", "agent=offline", "tracking=none",
+        f"runs_dir={runs_dir}", f"campaign.name=sim{gpus}", *pools,
         "campaign.prepare_data=false", f"campaign.budget.max_experiments={experiments}",
         "campaign.budget.max_wall_hours=0", "campaign.budget.max_gpu_hours=0", "tracking.plot_every=100000",
         *(f"campaign.{key}={REPO / 'trainer' / name}" for key, name in PATHS.items()),  # from any folder

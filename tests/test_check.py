@@ -282,6 +282,26 @@ def test_a_start_refused_after_the_fleet_checks_leaves_no_workers_queue(tmp_path
     assert not runs.exists()
 
 
+def test_the_gpt2_campaign_without_keys_is_refused_naming_how_to_run_it_without_them(tmp_path: Path) -> None:
+    """Claude and W&B are the gpt2 campaign's defaults: a user with neither key is told in one line
+    which setting runs it anyway, and nothing is written. Slurm's commands are stand-ins."""
+    bin_dir = fake_commands(
+        tmp_path / "bin", sbatch="", srun="", sacct="", scancel="", squeue="", sinfo="", scontrol=""
+    )
+    keys = ("WANDB_API_KEY", "WANDB_MODE", "ANTHROPIC_API_KEY")
+    env = {k: v for k, v in os.environ.items() if k not in keys}
+    env |= {"PATH": f"{bin_dir}:{env['PATH']}", "HOME": str(tmp_path)}  # (no ~/.netrc key either)
+    runs = tmp_path / "runs"
+    args = ["+campaign=gpt2", "cluster=slurm", f"runs_dir={runs}"]
+    for extra, escape in (([], "tracking=none"), (["tracking.mode=offline"], "agent=offline")):
+        for command in (PYTHON_M, [*PYTHON_M, "check"]):
+            proc = run(command, *args, *extra, env=env)
+            assert proc.returncode == 2, proc.stderr
+            (line,) = proc.stderr.splitlines()
+            assert line.startswith("error: ") and escape in line
+    assert not runs.exists()
+
+
 @pytest.fixture(scope="module")
 def finished_toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runs_dir holding a toy campaign that ran to its experiment budget on 1 thread a slot."""

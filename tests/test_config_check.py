@@ -48,6 +48,16 @@ def test_every_shipped_combination_passes(campaign: str, cluster: str, agent: st
     assert config_problems(cfg) == []
 
 
+def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_told_otherwise() -> None:
+    """`+campaign=gpt2` is the real thing, as the README gives it; the command line still chooses."""
+    real = compose_config("+campaign=gpt2")
+    assert (real.agent.kind, real.tracking.kind) == ("claude", "wandb")
+    plain = compose_config("+campaign=gpt2", "agent=offline", "tracking=none")
+    assert (plain.agent.kind, plain.tracking.kind) == ("offline", "none")
+    demo = compose_config("+campaign=demo")
+    assert (demo.agent.kind, demo.tracking.kind) == ("offline", "none")
+
+
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
