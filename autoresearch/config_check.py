@@ -205,7 +205,19 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
         for field, low in PARTITION_AT_LEAST.items():
             problems += _number(f"cluster.partitions.{name}.{field}", getattr(part, field), low)
         problems += _gpus_per_job_problems(name, part.gres, part.gpus_per_node)
+        problems += _double_gpu_request_problems(name, part.gres, part.gpus_per_node)
     return problems
+
+
+def _double_gpu_request_problems(name: str, gres: str, gpus_per_node: int) -> list[str]:
+    """A job asks for its GPU one way: with `gres` set, sbatch is never given `gpus_per_node`, so
+    a value there would be dropped without a word."""
+    if not (gres and gpus_per_node):
+        return []
+    return [
+        f"cluster.partitions.{name}: gres={gres} and gpus_per_node={gpus_per_node} both ask for the GPU; "
+        "set one of the two (with gres set, gpus_per_node is not passed to sbatch)"
+    ]
 
 
 def _gpus_per_job_problems(name: str, gres: str, gpus_per_node: int) -> list[str]:

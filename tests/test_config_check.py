@@ -139,8 +139,12 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
             "cluster.partitions.h100: gres gpu:h100:2 asks for 2 GPUs per experiment; an experiment trains on one",
         ),
         (
-            ["cluster=slurm", "cluster.partitions.h200.gpus_per_node=4"],
+            ["cluster=slurm", "cluster.partitions.h200.gres=''", "cluster.partitions.h200.gpus_per_node=4"],
             "cluster.partitions.h200: gpus_per_node asks for 4 GPUs per experiment",
+        ),
+        (
+            ["cluster=slurm", "cluster.partitions.h100.gpus_per_node=1"],
+            "cluster.partitions.h100: gres=gpu:h100:1 and gpus_per_node=1 both ask for the GPU; set one",
         ),
         (["storage=sqlite://"], "storage=sqlite:// is an in-memory SQLite database, gone when"),
         (["storage=sqlite:///"], "storage=sqlite:/// is an in-memory SQLite database"),
