@@ -1,4 +1,4 @@
-"""A scripted stand-in for the Anthropic API, for tests and offline demos: no network, no key.
+"""A scripted stand-in for the Anthropic API, for tests: no network, no key.
 
 It plugs in under the real SDK client as an `httpx2.MockTransport`, so everything above the
 HTTP layer (request building, retries, error classes, response parsing) is the SDK's own.
@@ -213,7 +213,7 @@ def mlp(x):
 
 
 def sample_context(n_history: int = 12, **overrides: Any) -> CampaignContext:
-    """A small but complete campaign context (knobs, a crash, a rejection) for tests and demos.
+    """A small but complete campaign context (knobs, a crash, a rejection) for tests.
 
     History records cycle through keep, discard and crash; trial 3 is always a crash.
     """
