@@ -4,8 +4,9 @@ The campaign folder's config.yaml records the last start; it is not read as sett
 replaces it with the command's (conf/ and the overrides). So a resume says, in one log line, each
 setting it changes (a budget raised, a keep rule tightened: the log then shows under which rule
 each decision was made), and a value edited into config.yaml by hand, which the command does not
-give, is named as it is replaced instead of vanishing unsaid. Only settings the saved file has
-are compared: one it lacks was not in the version that wrote it, and its default is no change.
+give, is named as it is replaced instead of vanishing unsaid. A setting the saved file lacks was
+not in the version that wrote it, and its default is no change; a knob or partition it lacks
+was added since, and is named.
 A setting that names a place is compared as the place: `runs` and the same folder spelled in full
 are no change. A value that may hold a secret is never shown: a storage URL's password is masked, and a value
 with a credential's marks (a URL's user part, an API key's name) is said to have changed only.
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from autoresearch.config import AutoresearchConfig, SavedConfigError, read_saved_config
 from autoresearch.runner import SECRET_MARKERS
@@ -46,16 +47,37 @@ def setting_changes(saved_config: Path, cfg: AutoresearchConfig) -> list[str]:
     if not saved_config.is_file():
         return []
     try:
-        before = _flat(OmegaConf.to_container(read_saved_config(saved_config)))
+        saved = OmegaConf.to_container(read_saved_config(saved_config))
     except SavedConfigError:
         return []
-    now = _flat(OmegaConf.to_container(OmegaConf.create(cfg), resolve=True))
+    typed = OmegaConf.create(cfg)
+    before, now = _flat(saved), _flat(OmegaConf.to_container(typed, resolve=True))
     folder = saved_config.parent  # the campaign's
-    return [
-        f"{key}: {_shown(key, value)} -> {_shown(key, now.get(key, _UNSET))}"
-        for key, value in sorted(before.items())
+    changed = {
+        key: f"{key}: {_shown(key, value)} -> {_shown(key, now.get(key, _UNSET))}"
+        for key, value in before.items()
         if _place(key, value, folder) != _place(key, now.get(key, _UNSET), folder)
-    ]
+    }
+    for key in _added_entries(typed, saved):
+        changed[key] = f"{key}: (unset) -> {_shown(key, now[key])}"
+    return [changed[key] for key in sorted(changed)]
+
+
+def _added_entries(typed: Any, saved: Any, prefix: str = "") -> list[str]:
+    """The settings of entries a map (knobs, partitions, tiers) has now and lacked at the last start:
+    added by the command. A field of the schema the saved file lacks is an older version's, no change."""
+    if not isinstance(typed, DictConfig) or not isinstance(saved, dict):
+        return []
+    added = []
+    for key in typed:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        value = typed[key]
+        if key in saved:
+            added += _added_entries(value, saved[key], path)
+        elif OmegaConf.get_type(typed) is dict:
+            plain = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+            added += list(_flat(plain, path))
+    return added
 
 
 def _place(key: str, value: Any, campaign_dir: Path) -> Any:

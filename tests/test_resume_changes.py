@@ -17,11 +17,12 @@ def _from_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _saved(tmp_path: Path, *overrides: str, drop: str = "") -> Path:
-    """The campaign's config.yaml as a start with these overrides wrote it (less the top-level
-    setting `drop`, as a version before it wrote it)."""
+    """The campaign's config.yaml as a start with these overrides wrote it (less the setting
+    `drop`, a dotted path: as a version before it, or a start without that knob, wrote it)."""
     saved = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(compose_toy(tmp_path, *overrides))))
     if drop:
-        del saved[drop]
+        parent, _, key = drop.rpartition(".")
+        del (OmegaConf.select(saved, parent) if parent else saved)[key]
     path = tmp_path / "config.yaml"
     path.write_text(OmegaConf.to_yaml(saved))
     return path
@@ -32,6 +33,19 @@ def test_a_setting_the_older_version_that_wrote_config_yaml_lacked_is_no_change(
     assert setting_changes(saved, compose_toy(tmp_path)) == []
     assert setting_changes(saved, compose_toy(tmp_path, "campaign.wave_size=6")) == [
         "campaign.wave_size: 4 -> 6"
+    ]
+
+
+def test_a_knob_added_since_the_last_start_is_a_change(tmp_path: Path) -> None:
+    """Only settings config.yaml had were compared, so a knob added since went unsaid (the dry run
+    said "none since its last start"). A field an older version lacked is still no change."""
+    assert setting_changes(_saved(tmp_path, drop="campaign.knobs.LR.log"), compose_toy(tmp_path)) == []
+    assert setting_changes(_saved(tmp_path, drop="campaign.knobs.LR"), compose_toy(tmp_path)) == [
+        "campaign.knobs.LR.choices: (unset) -> []",
+        "campaign.knobs.LR.high: (unset) -> 0.5",
+        "campaign.knobs.LR.kind: (unset) -> 'float'",
+        "campaign.knobs.LR.log: (unset) -> True",
+        "campaign.knobs.LR.low: (unset) -> 0.001",
     ]
 
 
