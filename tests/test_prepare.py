@@ -543,6 +543,9 @@ def test_write_result(
     with pytest.raises(RuntimeError, match="before evaluate_bpb"):
         prepare_mod.write_result({"val_bpb": 0.1})
     prepare_mod._record_val_bpb(1.25)
+    with pytest.raises(RuntimeError, match="before any training batch"):  # it trained on batches of its own
+        prepare_mod.write_result({"val_bpb": 0.1})
+    stamps.append(0.0)  # one training batch: too few waits to count, but drawn from the harness
     assert prepare_mod.write_result({"val_bpb": 0.1, "num_steps": 3}) == path
     result = json.loads(path.read_text())
     assert result["val_bpb"] == 1.25  # the harness's figure, not the caller's

@@ -259,6 +259,18 @@ def test_a_train_py_that_trains_past_its_budget_is_not_a_result(run_trainer) -> 
     assert not result_path.exists()
 
 
+def test_a_train_py_that_skips_the_harness_loader_is_not_a_result(run_trainer) -> None:
+    """Batches of its own are not counted against the budget: this one even trained on the
+    validation split, and the harness once wrote its val_bpb as a result."""
+    proc, result_path = run_trainer(
+        budget=1.0,
+        edit={'make_dataloader("train", DEVICE_BATCH_SIZE': 'make_dataloader("val", DEVICE_BATCH_SIZE'},
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "write_result called before any training batch from make_dataloader" in proc.stderr
+    assert not result_path.exists()
+
+
 @pytest.mark.parametrize(("platform", "ru_maxrss"), [("linux", 512 * 1024), ("darwin", 512 * 1024**2)])
 def test_peak_memory_on_cpu_is_in_mib(
     train_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, platform: str, ru_maxrss: int

@@ -1202,11 +1202,14 @@ def write_result(summary: dict) -> Path:
     """Write train.py's summary plus harness facts as JSON to AUTORESEARCH_RESULT, atomically.
 
     val_bpb is always the figure evaluate_bpb computed, whatever the summary says, and the harness
-    must be as it was at import (HarnessModified otherwise).
+    must be as it was at import (HarnessModified otherwise). A run that drew no training batch from
+    make_dataloader is refused: it trained on batches of its own, which the harness could not count.
     """
     verify_harness()
     if _last_val_bpb is None:
         raise RuntimeError("write_result called before evaluate_bpb")
+    if not _training_stamps:
+        raise RuntimeError("write_result called before any training batch from make_dataloader")
     counted = training_count()
     overrun = _overrun(counted, summary.get("num_steps"))
     if overrun:
