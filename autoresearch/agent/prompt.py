@@ -220,7 +220,8 @@ def frontier_text(context: CampaignContext, limits: Limits) -> str:
     source = context.frontier_source
     lines = [
         f"# The current frontier train.py ({len(source):,} characters, {len(source.splitlines())} lines)",
-        "Edits apply to this exact text: every search string must occur in it exactly once.",
+        "Edits apply to this exact text, in order: each search string must occur exactly once in "
+        "the text the edits before it left.",
         "```python",
         shown_train_py(source, limits.train_py_chars).rstrip("\n"),
         "```",
