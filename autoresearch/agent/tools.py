@@ -63,7 +63,8 @@ def _list(items: dict[str, Any], description: str) -> dict[str, Any]:
 _EDIT = _obj(
     {
         "search": _str(
-            f"Exact text of the current train.py; must occur exactly once. At most {MAX_EDIT_CHARS} characters."
+            f"Exact text of train.py as the edits before this one left it; must occur exactly once. "
+            f"At most {MAX_EDIT_CHARS} characters."
         ),
         "replace": _str(f"Text that replaces it; at most {MAX_EDIT_CHARS} characters."),
     }
