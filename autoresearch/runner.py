@@ -42,12 +42,13 @@ def scrubbed_environment(base: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in base.items() if not any(m in k.upper() for m in SECRET_MARKERS)}
 
 
-def _log_tail(log: Path, lines: int = 1) -> str:
+def _log_tail(log: Path) -> str:
+    """The log's last line, cut to 300 characters."""
     try:
-        text = log.read_text(errors="replace").strip().splitlines()
+        lines = log.read_text(errors="replace").strip().splitlines()
     except FileNotFoundError:
         return ""
-    return " | ".join(text[-lines:])[:300]
+    return lines[-1][:300] if lines else ""
 
 
 def _ended_by(returncode: int) -> str:
