@@ -84,12 +84,11 @@ def study_as_opened(cfg: AutoresearchConfig, ready: Ready) -> optuna.Study | Non
     return study
 
 
-def plan_lines(cfg: AutoresearchConfig, ready: Ready, now: float | None = None) -> list[str]:
+def plan_lines(cfg: AutoresearchConfig, ready: Ready) -> list[str]:
     """The plan, a `label  value` line each (as `status` lays out its head)."""
-    now = time.time() if now is None else now
     folder = ready.campaign_dir
     study = study_as_opened(cfg, ready)
-    spend = NOTHING_SPENT if study is None else measure(study, pool_prices(cfg), folder, now)
+    spend = NOTHING_SPENT if study is None else measure(study, pool_prices(cfg), folder, time.time())
     paces = tier_paces(cfg, ready.fleet.pools, [] if study is None else finished(study))
     rate = campaign_rate(cfg, ready.fleet.pools, paces)
     lines = [
