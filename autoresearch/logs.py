@@ -48,12 +48,12 @@ def held_warnings() -> list[str]:
     return [r.getMessage() for r in held if r.levelno >= logging.WARNING]
 
 
-def setup_logging(level: int = logging.INFO, terminal: bool = True) -> None:
+def setup_logging(terminal: bool = True) -> None:
     """The terminal now (unless `terminal` is False: a dry run prints its plan instead); the log
     file once the start is accepted (`log_to_file`), the records until then held for it. Set up
     before the start's first check, so that a check's warning reaches controller.log."""
     root = logging.getLogger("autoresearch")
-    root.setLevel(level)
+    root.setLevel(logging.INFO)
     root.handlers.clear()
     root.propagate = False
     root.addHandler(_Held())
