@@ -39,17 +39,14 @@ MAX_HYPOTHESIS = 2000
 MAX_RATIONALE = 4000
 
 
-def _obj(properties: dict[str, Any], description: str = "") -> dict[str, Any]:
+def _obj(properties: dict[str, Any]) -> dict[str, Any]:
     """An object node as strict mode wants it: closed, every property required."""
-    node: dict[str, Any] = {
+    return {
         "type": "object",
         "properties": properties,
         "required": list(properties),
         "additionalProperties": False,
     }
-    if description:
-        node["description"] = description
-    return node
 
 
 def _str(description: str) -> dict[str, Any]:
