@@ -105,7 +105,5 @@ def build_fleet(plan: FleetPlan, deadline_s: float, campaign_dir: str) -> Fleet:
     return LocalFleet(pool, plan.gpus, pool.threads, deadline_s + backstop_grace(plan.cluster))
 
 
-def make_fleet(
-    cluster: ClusterConfig, deadline_s: float, campaign_dir: str, require_gpu: bool = False
-) -> Fleet:
-    return build_fleet(plan_fleet(cluster, require_gpu), deadline_s, campaign_dir)
+def make_fleet(cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> Fleet:
+    return build_fleet(plan_fleet(cluster), deadline_s, campaign_dir)
