@@ -80,12 +80,10 @@ def tool_call(name: str, tool_input: dict[str, Any], **kwargs: Any) -> dict[str,
     return message_json([text_block(f"Calling {name}."), tool_use_block(name, tool_input)], **kwargs)
 
 
-def error_response(
-    status: int, error_type: str, message: str = "", retry_after_ms: int = 1
-) -> httpx2.Response:
+def error_response(status: int, error_type: str, message: str) -> httpx2.Response:
     """An API error; `retry-after-ms` keeps the SDK's back-off short in tests."""
-    body = {"type": "error", "error": {"type": error_type, "message": message or error_type}}
-    return httpx2.Response(status, json=body, headers={"retry-after-ms": str(retry_after_ms)})
+    body = {"type": "error", "error": {"type": error_type, "message": message}}
+    return httpx2.Response(status, json=body, headers={"retry-after-ms": "1"})
 
 
 def overloaded() -> httpx2.Response:
