@@ -155,9 +155,9 @@ def test_a_damaged_offline_cache_is_rebuilt(
 # Packing and the dataloader
 
 
-def _docs(n: int, seed: int = 0) -> list[list[int]]:
+def _docs(n: int) -> list[list[int]]:
     """Documents starting with BOS (0) whose other tokens are unique, so each can be traced."""
-    rng = random.Random(seed)
+    rng = random.Random(0)
     docs, token = [], 1
     for _ in range(n):
         length = rng.randint(1, 40)
@@ -668,7 +668,7 @@ class ShardServer:
         self.thread.join()
 
 
-def _write_shard(path: Path, seed: int, docs: int = 60) -> None:
+def _write_shard(path: Path, seed: int) -> None:
     rng = random.Random(seed)
     words = [
         "the",
@@ -686,7 +686,7 @@ def _write_shard(path: Path, seed: int, docs: int = 60) -> None:
         "small",
         "networks",
     ]
-    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 120))) + "." for _ in range(docs)]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 120))) + "." for _ in range(60)]
     pq.write_table(pa.table({"text": texts}), path, row_group_size=20)
 
 

@@ -53,11 +53,11 @@ class OfflineRun:
     exit_code: int | None = None
 
 
-def finished_records(path: Path, timeout: float = 30.0) -> list[pb.Record]:
+def finished_records(path: Path) -> list[pb.Record]:
     """The run file's records once they hold its exit record: `run.finish()` returns before W&B's
     service has written the file (read at once, the last run of a test was found with no record
-    at all about once in twenty), so it is read again until then, or until `timeout`."""
-    deadline = time.monotonic() + timeout
+    at all about once in twenty), so it is read again until then, or for at most 30 s."""
+    deadline = time.monotonic() + 30.0
     while time.monotonic() < deadline:
         try:
             found = records(path)
