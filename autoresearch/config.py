@@ -114,7 +114,7 @@ class AgentConfig:
     kind: str = "offline"  # offline | claude
     model: str = "claude-sonnet-5-5"
     max_tokens: int = 16000
-    thinking_budget: int = 0  # 0 = no extended thinking
+    thinking_budget: int = 0  # 0 = the model's default thinking; >0 = manual extended thinking
     base_url: str | None = None  # None = the SDK's default (ANTHROPIC_BASE_URL is honoured)
     max_inspect_turns: int = 4  # read-only tool calls allowed before the proposal, per wave
     max_context_tokens: int = 60000  # bound on what one wave's prompt may hold
