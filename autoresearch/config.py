@@ -117,7 +117,7 @@ class AgentConfig:
     thinking_budget: int = 0  # 0 = the model's default thinking; >0 = manual extended thinking
     base_url: str | None = None  # None = the SDK's default (ANTHROPIC_BASE_URL is honoured)
     max_inspect_turns: int = 4  # read-only tool calls allowed before the proposal, per wave
-    max_context_tokens: int = 60000  # bound on what one wave's prompt may hold
+    max_context_tokens: int = 60000  # bound on one wave's conversation (the prompt gets 70% of it)
     max_fix_attempts: int = 2  # times a crashed experiment's fix may be proposed
     max_retries: int = 4  # SDK retries on 429, 529, timeouts, connection errors
     failures_before_fallback: int = 3  # failed waves in a row before Claude is tried every 3rd wave only
