@@ -25,13 +25,14 @@ from optuna.trial import FrozenTrial
 from autoresearch.campaign import Campaign
 from autoresearch.config import (
     AutoresearchConfig,
+    ClusterConfig,
     backstop_grace,
     campaign_dir_of,
     deadline_seconds,
     register_configs,
 )
 from autoresearch.fleet.base import Finished, Fleet, JobSpec, Pool
-from autoresearch.fleet.factory import make_fleet
+from autoresearch.fleet.factory import build_fleet, plan_fleet
 from autoresearch.fleet.local import LocalFleet
 from autoresearch.frontier import Frontier
 from autoresearch.intake import Intake
@@ -75,6 +76,11 @@ def make_experiment(
     }
     (exp / "spec.json").write_text(json.dumps(spec))
     return exp
+
+
+def make_fleet(cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> Fleet:
+    """The fleet a start would build for `cluster`, its checks made (the tests' one-call form)."""
+    return build_fleet(plan_fleet(cluster), deadline_s, campaign_dir)
 
 
 def compose_config(*overrides: str) -> AutoresearchConfig:

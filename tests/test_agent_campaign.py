@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from engine_helpers import REPO, compose_toy, load
+from engine_helpers import REPO, compose_toy, load, make_fleet
 from optuna.trial import TrialState
 
 from autoresearch import budget as budgets
@@ -29,7 +29,6 @@ from autoresearch.agent.fakeapi import ScriptedAPI, message_json, overloaded, to
 from autoresearch.agent.usage import dollars_for, read_usage
 from autoresearch.campaign import Campaign
 from autoresearch.config import AutoresearchConfig, campaign_dir_of, deadline_seconds
-from autoresearch.fleet.factory import make_fleet
 from autoresearch.logs import log_to_file, setup_logging
 from autoresearch.proposers.factory import make_proposer
 from autoresearch.workspace import MAX_EDIT_CHARS

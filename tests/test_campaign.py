@@ -31,6 +31,7 @@ from engine_helpers import (
     killed_and_resumed,
     launched_within_budget,
     load,
+    make_fleet,
     read_tsv,
     release,
     run_campaign,
@@ -46,7 +47,6 @@ from autoresearch.budget import PRICE_ATTR, by_pool, measure
 from autoresearch.campaign import Campaign, CampaignError, Summary
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.fleet.base import Finished
-from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.slurm_states import outcome_for_state
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import controller_state

@@ -15,6 +15,7 @@ from engine_helpers import (
     compose_toy,
     launched_within_budget,
     make_experiment,
+    make_fleet,
     queue_run,
     run_campaign,
     wait_for,
@@ -31,7 +32,6 @@ from autoresearch.config import (
     deadline_seconds,
 )
 from autoresearch.fleet.base import Finished, JobSpec
-from autoresearch.fleet.factory import make_fleet
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.proposers.offline import OfflineProposer
 

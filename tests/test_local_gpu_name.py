@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
+from engine_helpers import make_fleet
 
 from autoresearch.config import ClusterConfig, PartitionConfig
-from autoresearch.fleet.factory import make_fleet
 
 A100 = "NVIDIA A100-SXM4-80GB"
 H100 = "NVIDIA H100 80GB HBM3"

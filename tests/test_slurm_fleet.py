@@ -34,6 +34,7 @@ from engine_helpers import (
     launched_within_budget,
     load,
     make_experiment,
+    make_fleet,
     read_tsv,
     run_campaign,
     wait_for,
@@ -46,7 +47,6 @@ from autoresearch.config import PartitionConfig
 from autoresearch.fleet import slurm as slurm_fleet
 from autoresearch.fleet import slurm_outage, slurm_qos, slurm_states
 from autoresearch.fleet.base import Finished, JobSpec
-from autoresearch.fleet.factory import make_fleet
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, run_array_task
 from autoresearch.fleet.slurm_states import (

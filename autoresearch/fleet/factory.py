@@ -103,7 +103,3 @@ def build_fleet(plan: FleetPlan, deadline_s: float, campaign_dir: str) -> Fleet:
     (pool,) = plan.pools.values()
     # The runner ends train.py at deadline_s; the fleet's own kill is the backstop, a grace later.
     return LocalFleet(pool, plan.gpus, pool.threads, deadline_s + backstop_grace(plan.cluster))
-
-
-def make_fleet(cluster: ClusterConfig, deadline_s: float, campaign_dir: str) -> Fleet:
-    return build_fleet(plan_fleet(cluster), deadline_s, campaign_dir)
