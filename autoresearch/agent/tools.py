@@ -60,7 +60,7 @@ def _list(items: dict[str, Any], description: str) -> dict[str, Any]:
 _EDIT = _obj(
     {
         "search": _str(
-            f"Exact text of train.py as the edits before this one left it; must occur exactly once. "
+            "Exact text of train.py as the edits before this one left it; must occur exactly once. "
             f"At most {MAX_EDIT_CHARS} characters."
         ),
         "replace": _str(f"Text that replaces it; at most {MAX_EDIT_CHARS} characters."),
