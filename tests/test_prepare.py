@@ -602,6 +602,25 @@ def test_write_result_allows_train_py_its_steps_not_batches(
         prepare_mod.write_result({"num_steps": 1})
 
 
+def test_write_result_refuses_training_its_count_did_not_see(
+    prepare_mod: ModuleType, stamps: list[float]
+) -> None:
+    """A train.py that drew 5 batches, then trained on batches of its own for the rest of a budget
+    by its own clock: the harness counted a twentieth of it. An honest run of the budget is counted
+    a little more than its clock says (the untimed warm-up step) and is a result."""
+    budget = prepare_mod.TIME_BUDGET
+    summary = {"training_seconds": budget, "num_steps": 100}
+    stamps[:] = [i * budget / 100 for i in range(6)]
+    uncounted = rf"trained for {budget:.1f} s by its own clock, but .* during only {budget / 20:.1f} s of it \(6 batches\)"
+    with pytest.raises(RuntimeError, match=uncounted):
+        prepare_mod.write_result(summary)
+    stamps[:] = stamps[:2]  # too few waits for the count: their span is what the harness saw
+    with pytest.raises(RuntimeError, match=rf"during only {budget / 100:.1f} s of it \(2 batches\)"):
+        prepare_mod.write_result(summary)
+    stamps[:] = [i * budget / 100 for i in range(102)]
+    assert json.loads(prepare_mod.write_result(summary).read_text())["training_seconds"] == budget
+
+
 # ---------------------------------------------------------------------------------------------
 # Climbmix: download from a local server, with a failure, then resume
 

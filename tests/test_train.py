@@ -271,6 +271,27 @@ def test_a_train_py_that_skips_the_harness_loader_is_not_a_result(run_trainer) -
     assert not result_path.exists()
 
 
+def test_a_train_py_that_trains_on_batches_of_its_own_after_a_few_is_not_a_result(run_trainer) -> None:
+    """One that draws two batches from the harness and then trains on the last one for the rest of
+    its budget: the harness's count, which runs only while train.py asks for batches, saw two steps
+    of it, and once wrote its val_bpb as a result."""
+    proc, result_path = run_trainer(
+        budget=4.0,
+        edit={
+            "x, y = next(train_loader)  # prepared": "x, y = next(train_loader) if step < 2 else (x, y)  #"
+        },
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    uncounted = re.search(
+        r"train\.py trained for ([\d.]+) s by its own clock, but asked make_dataloader for training "
+        r"batches during only ([\d.]+) s of it \(3 batches\)",
+        proc.stderr,
+    )
+    assert uncounted and float(uncounted[1]) >= 4 > 2 + float(uncounted[2]), proc.stderr[-2000:]
+    assert "is not a result" in proc.stderr
+    assert not result_path.exists()
+
+
 @pytest.mark.parametrize(("platform", "ru_maxrss"), [("linux", 512 * 1024), ("darwin", 512 * 1024**2)])
 def test_peak_memory_on_cpu_is_in_mib(
     train_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, platform: str, ru_maxrss: int

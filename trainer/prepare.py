@@ -107,6 +107,9 @@ BUDGET_OVERRUN = 0.10  # a share of TIME_BUDGET: train.py times its steps, the h
 BUDGET_SLACK_STEPS = 12  # train.py's untimed warm-up steps (10 on a GPU) and the step that crosses it
 BUDGET_SLACK_MAX = 0.5  # of TIME_BUDGET: the most those steps may add, however long train.py says they are
 STALL_FACTOR = 5  # a wait for a batch over this many times the typical one is a stall, not training
+# Of TIME_BUDGET: how much more train.py's own clock may count than the harness did. Beyond it,
+# train.py trained on batches of its own (kept, or read from the files itself), which no count sees.
+UNCOUNTED_MAX = 0.5
 
 
 def _stop_without_a_gpu() -> None:
@@ -1001,6 +1004,24 @@ def _overrun(counted: tuple[float, float] | None, num_steps: object) -> str:
     )
 
 
+def _uncounted(counted: tuple[float, float] | None, training_seconds: object) -> str:
+    """Why train.py's own `training_seconds` is not the harness's count (training_count's), or ''.
+    The count runs only while train.py asks for batches: one that drew a few and then trained on
+    batches of its own would pass the budget's check however long it trained. An honest run is
+    counted a little more than its own clock says (its untimed warm-up step), so the difference
+    allowed, UNCOUNTED_MAX of the budget, is a margin for the stalls the count leaves out."""
+    if not isinstance(training_seconds, int | float) or isinstance(training_seconds, bool):
+        return ""
+    seconds = counted[0] if counted else _training_stamps[-1] - _training_stamps[0]
+    if not training_seconds - seconds > UNCOUNTED_MAX * TIME_BUDGET:
+        return ""
+    return (
+        f"train.py trained for {training_seconds:.1f} s by its own clock, but asked make_dataloader for "
+        f"training batches during only {seconds:.1f} s of it ({len(_training_stamps)} batches): "
+        "training on batches of its own is not counted against the budget"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 
@@ -1203,7 +1224,8 @@ def write_result(summary: dict) -> Path:
 
     val_bpb is always the figure evaluate_bpb computed, whatever the summary says, and the harness
     must be as it was at import (HarnessModified otherwise). A run that drew no training batch from
-    make_dataloader is refused: it trained on batches of its own, which the harness could not count.
+    make_dataloader is refused: it trained on batches of its own, which the harness could not count;
+    so is one that drew some, then trained on its own for longer than UNCOUNTED_MAX of the budget.
     """
     verify_harness()
     if _last_val_bpb is None:
@@ -1214,6 +1236,9 @@ def write_result(summary: dict) -> Path:
     overrun = _overrun(counted, summary.get("num_steps"))
     if overrun:
         raise OverBudget(f"{overrun}: its val_bpb {_last_val_bpb:.6f} is not a result")
+    uncounted = _uncounted(counted, summary.get("training_seconds"))
+    if uncounted:
+        raise RuntimeError(f"{uncounted}: its val_bpb {_last_val_bpb:.6f} is not a result")
     path = Path(os.environ.get("AUTORESEARCH_RESULT") or "result.json")
     result = {
         **summary,
