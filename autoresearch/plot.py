@@ -10,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from autoresearch.files import replacing  # noqa: E402
 from autoresearch.results import measurements, row_ran  # noqa: E402
@@ -35,6 +37,16 @@ def screen_points(table: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]
 
 
 def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
+    fig = progress_figure(table, title)
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
+def progress_figure(table: list[dict[str, Any]], title: str) -> Figure:
+    """The plot, drawn; the caller closes it (pyplot keeps every figure open until then)."""
     ran = screen_points(table)
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     for status, label, color, size in (
@@ -62,15 +74,12 @@ def plot_progress(table: list[dict[str, Any]], path: Path, title: str) -> None:
     if baseline:
         xs, ys = zip(*baseline, strict=True)
         ax.scatter(xs, ys, s=30, c="#2c7bb6", marker="s", label="baseline", zorder=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # experiments are counted: no 2.5th
     ax.set_xlabel("experiment (in order of completion)")
     ax.set_ylabel("val_bpb: validation bits per byte (lower is better)")
     ax.set_title(plot_title(table, title))
     ax.grid(alpha=0.3)
     if ran:
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)  # where it hides the fewest results
     fig.tight_layout()
-    try:
-        with replacing(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    return fig

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import optuna
 import pytest
 from anthropic.types import Usage
@@ -28,7 +29,7 @@ from optuna.trial import TrialState, create_trial
 
 from autoresearch.agent.usage import UsageLedger
 from autoresearch.budget import PRICE_ATTR
-from autoresearch.plot import plot_title, screen_points
+from autoresearch.plot import plot_title, progress_figure, screen_points
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.report import build_report, busy_hours, write_report
 from autoresearch.report_html import render_html
@@ -170,6 +171,12 @@ def test_the_plot_places_each_result_among_the_experiments_that_ran(tmp_path: Pa
         (3, "keep"),
     ]
     assert plot_title(table, "toy") == "toy: 3 experiments, 0 crashed"
+    fig = progress_figure(table, "toy")
+    try:  # experiments are whole: no tick at 2.5 on an axis of 3 (the demo's plot had them)
+        low, high = fig.axes[0].get_xlim()
+        assert [t for t in fig.axes[0].get_xticks() if low <= t <= high] == [1, 2, 3]
+    finally:
+        plt.close(fig)
 
 
 def test_the_report_counts_llm_tokens_and_dollars_from_the_ledger(tmp_path: Path) -> None:
