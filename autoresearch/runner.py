@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,22 @@ SETUP_FAILED_VARIABLE = "AUTORESEARCH_SETUP_FAILED"
 def scrubbed_environment(base: dict[str, str]) -> dict[str, str]:
     """The environment minus anything that looks like a credential: train.py is untrusted."""
     return {k: v for k, v in base.items() if not any(m in k.upper() for m in SECRET_MARKERS)}
+
+
+# Credentials taken out of os.environ for a moment (`fleet.slurm.environment_for_jobs`, while sbatch
+# exports the environment), by variable: the proposer's thread goes on meanwhile, and what it
+# redacts (`agent.client.redact`) must still know them. The lock is held while os.environ changes
+# and while it is read here (reading it as another thread takes variables out can raise).
+hidden_credentials: dict[str, str] = {}
+environment_lock = threading.Lock()
+
+
+def credential_values() -> list[str]:
+    """The values of the credential-looking variables of this process's environment, those hidden
+    for a moment (`hidden_credentials`) included."""
+    with environment_lock:
+        environment = {**hidden_credentials, **os.environ}
+    return [v for k, v in environment.items() if k not in scrubbed_environment({k: ""})]
 
 
 def _log_tail(log: Path) -> str:

@@ -80,3 +80,22 @@ def test_a_controller_in_a_slurm_job_submits_without_that_jobs_allocation(
     assert all(not any(k in env for k in withheld) for env in envs)
     assert all(env["SLURM_CONF"] == "/etc/slurm/slurm.conf" for env in envs)
     assert os.environ["SLURM_MEM_PER_NODE"] == "8192"  # back once submitted
+
+
+def test_a_credential_hidden_while_jobs_are_submitted_is_still_redacted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proposer's thread goes on while the scheduling loop submits to Slurm, and
+    `environment_for_jobs` takes the credentials out of the process's environment meanwhile: an
+    API error that echoed the key (a proxy's) was logged and written whole if it came then."""
+    from autoresearch.agent.client import redact
+    from autoresearch.fleet.slurm import environment_for_jobs
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-canary-hidden-1234567890")
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-canary-hidden-0987654321")
+    said = "401 for x-api-key sk-ant-canary-hidden-1234567890 and wandb-canary-hidden-0987654321"
+    with environment_for_jobs():
+        assert "ANTHROPIC_API_KEY" not in os.environ  # (what sbatch exports now)
+        assert redact(said) == "401 for x-api-key [redacted] and [redacted]"
+    assert redact(said) == "401 for x-api-key [redacted] and [redacted]"
+    assert os.environ["ANTHROPIC_API_KEY"] == "sk-ant-canary-hidden-1234567890"

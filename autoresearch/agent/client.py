@@ -1,7 +1,7 @@
 """Building the Anthropic client from config, and checking the model id before a campaign starts.
 
-The key comes from the ANTHROPIC_API_KEY environment variable only and lives in the client object
-alone: nothing here writes it anywhere. Retries with back-off on 429, 529, timeouts and connection
+The key comes from the ANTHROPIC_API_KEY environment variable only; of what is written or sent,
+only the client object holds it: nothing here writes it anywhere. Retries with back-off on 429, 529, timeouts and connection
 errors are the SDK's own (`max_retries`), except that a `retry-after` is waited out for at most
 `MAX_RETRY_WAIT` seconds: the SDK would sleep as long as a server asks (an hour, a day).
 """
@@ -19,7 +19,7 @@ import httpx2
 
 from autoresearch.config import AgentConfig
 from autoresearch.proposals import plain_line
-from autoresearch.runner import scrubbed_environment
+from autoresearch.runner import credential_values
 
 log = logging.getLogger("autoresearch.agent")
 
@@ -147,12 +147,9 @@ def redact(text: str) -> str:
     among them) of MIN_REDACTED characters or more: what the API or a proxy says goes into the log,
     the ledger and the transcripts. A value is looked for as it is used, without the spaces and
     line breaks around it (`build_client` drops them from the key: a proxy echoes the key alone);
-    the longest first, so one that holds another is taken out whole."""
-    secrets = {
-        value.strip()
-        for key, value in os.environ.items()
-        if key not in scrubbed_environment({key: ""}) and len(value.strip()) >= MIN_REDACTED
-    }
+    the longest first, so one that holds another is taken out whole. Those taken out of the
+    environment while the controller submits to Slurm count too (`runner.credential_values`)."""
+    secrets = {value.strip() for value in credential_values() if len(value.strip()) >= MIN_REDACTED}
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text

@@ -75,6 +75,8 @@ from autoresearch.runner import (
     OUTCOME_FILE,
     SETUP_FAILED_VARIABLE,
     STARTED_FILE,
+    environment_lock,
+    hidden_credentials,
     run_experiment,
     scrubbed_environment,
 )
@@ -733,10 +735,20 @@ def _withheld_from_jobs(name: str, in_a_job: bool) -> bool:
 @contextlib.contextmanager
 def environment_for_jobs() -> Iterator[None]:
     """sbatch exports the submitting environment into the job (and Slurm's spool): while it runs,
-    the variables `_withheld_from_jobs` names are taken out of this process's environment."""
-    in_a_job = "SLURM_JOB_ID" in os.environ
-    hidden = {k: os.environ.pop(k) for k in list(os.environ) if _withheld_from_jobs(k, in_a_job)}
+    the variables `_withheld_from_jobs` names are taken out of this process's environment. The
+    credentials among them are kept in `runner.hidden_credentials` meanwhile, before they leave
+    it and until they are back: the proposer's thread, which goes on, redacts them still."""
+    with environment_lock:
+        in_a_job = "SLURM_JOB_ID" in os.environ
+        withheld = {k: v for k, v in os.environ.items() if _withheld_from_jobs(k, in_a_job)}
+        credentials = {k: v for k, v in withheld.items() if k not in scrubbed_environment({k: ""})}
+        hidden_credentials.update(credentials)
+        for name in withheld:
+            del os.environ[name]
     try:
         yield
     finally:
-        os.environ.update(hidden)
+        with environment_lock:
+            os.environ.update(withheld)
+            for name in credentials:
+                hidden_credentials.pop(name, None)
