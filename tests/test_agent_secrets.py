@@ -106,3 +106,37 @@ def test_a_key_echoed_in_an_error_is_written_nowhere(tmp_path: Path, monkeypatch
     for path in files:
         assert canary.encode() not in path.read_bytes() and other.encode() not in path.read_bytes(), path
     assert canary not in caplog.text and other not in caplog.text
+
+
+def test_a_traceback_logged_for_a_defect_holds_no_key_of_the_error_it_interrupted(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """An error of ours (a transcript that cannot be written: a full disk) while the wave handled
+    an API error is logged with its traceback, and a traceback shows the error it interrupted,
+    message and all: a proxy's 400 that echoed the key went into the log whole."""
+    canary = f"sk-canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
+    caplog.set_level(logging.DEBUG)
+
+    def echo(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/v1/models"):
+            return api.handler(request)
+        said = f"bad request for {request.headers['authorization']}"
+        return httpx2.Response(
+            400, json={"type": "error", "error": {"type": "invalid_request_error", "message": said}}
+        )
+
+    def full_disk(*args, **kwargs) -> None:
+        raise OSError(28, "No space left on device")
+
+    api = ScriptedAPI(models=[MODEL])
+    cfg = AgentConfig(kind="claude", model=MODEL, max_retries=0)
+    client = build_client(cfg, http_client=httpx2.Client(transport=httpx2.MockTransport(echo)))
+    proposer = ClaudeProposer(cfg, tmp_path, CountingOffline(), client=client, program_md="instructions")
+    monkeypatch.setattr(proposer, "_save", full_disk)
+    assert proposer.propose(sample_context()).source == "offline-fallback"
+
+    logged = "\n".join(handler.format(r) for r in caplog.records for handler in [caplog.handler])
+    assert "No space left on device" in logged and "Traceback" in logged  # the defect is shown
+    assert "BadRequestError" in logged and "[redacted]" in logged  # and what it interrupted
+    assert canary not in logged

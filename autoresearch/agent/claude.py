@@ -16,13 +16,14 @@ import hashlib
 import json
 import logging
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import anthropic
 
-from autoresearch.agent.client import build_client, check_model, describe_error
+from autoresearch.agent.client import build_client, check_model, describe_error, redact
 from autoresearch.agent.conversation import Conversation, WaveFailed
 from autoresearch.agent.inspection import Inspector
 from autoresearch.agent.prompt import default_program_md, render_prompt
@@ -148,7 +149,10 @@ class ClaudeProposer:
             )
             return
         if not isinstance(err, anthropic.APIError | WaveFailed):  # a defect, not the API: show where
-            log.warning("Claude wave %d raised %s", wave_id, reason, exc_info=True)
+            # Redacted as the reason is: the traceback shows the error it interrupted, too (an API
+            # error whose message echoed the key).
+            trace = redact("".join(traceback.format_exception(err))).rstrip()
+            log.warning("Claude wave %d raised %s\n%s", wave_id, reason, trace)
         log.warning(
             "Claude wave %d failed (%s); %d failed in a row. The offline proposer fills this wave "
             "so slots keep busy%s",
