@@ -518,3 +518,17 @@ def test_a_waves_first_message_is_cached_only_where_waves_go_on_to_read_it(
         ]
     else:  # no wave ever read it back: written at 1.25x for nothing
         assert [_breakpoints(b) for b in last_wave] == [["system 0", "system 1"]]
+
+
+def test_a_system_prompt_file_cut_short_by_a_kill_is_written_whole_again(tmp_path: Path) -> None:
+    """Each distinct system prompt is stored once, under agent/prompts/<hash>.md. A controller
+    killed while writing it left the file cut short, and every later wave took it for written."""
+    api = ScriptedAPI(models=[MODEL], default=lambda body: tool_call("propose_wave", GOOD_WAVE))
+    make_proposer(tmp_path, api).propose(sample_context())
+    record = json.loads((tmp_path / "agent" / "waves" / "00001.json").read_text())
+    prompt_file = tmp_path / "agent" / record["system_prompt"]
+    whole = prompt_file.read_text(encoding="utf-8")
+    prompt_file.write_text(whole[: len(whole) // 2], encoding="utf-8")  # as a kill mid-write leaves it
+    make_proposer(tmp_path, api).propose(sample_context())
+    assert prompt_file.read_text(encoding="utf-8") == whole
+    assert [p.name for p in prompt_file.parent.iterdir()] == [prompt_file.name]  # no temporary left

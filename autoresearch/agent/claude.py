@@ -30,7 +30,7 @@ from autoresearch.agent.prompt import default_program_md, render_prompt
 from autoresearch.agent.tools import parse_proposal, tool_definitions
 from autoresearch.agent.usage import UsageLedger, first_turn_worth_caching, read_usage
 from autoresearch.config import AgentConfig
-from autoresearch.files import write_json_atomic
+from autoresearch.files import write_atomic, write_json_atomic
 from autoresearch.proposals import Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
 
@@ -226,10 +226,12 @@ class ClaudeProposer:
     ) -> None:
         system_text = "\n\n".join(b["text"] for b in system)
         digest = hashlib.sha256(system_text.encode()).hexdigest()[:16]
-        prompts = self.campaign_dir / "agent" / "prompts"
-        prompts.mkdir(parents=True, exist_ok=True)
-        if not (prompts / f"{digest}.md").exists():
-            (prompts / f"{digest}.md").write_text(system_text, encoding="utf-8")
+        prompt_file = self.campaign_dir / "agent" / "prompts" / f"{digest}.md"
+        prompt_file.parent.mkdir(parents=True, exist_ok=True)
+        # Whole, or not at all: a controller killed while writing it left a file cut short, which
+        # every later wave with this prompt took for written, and no transcript ever named it whole.
+        if not _holds(prompt_file, system_text):
+            write_atomic(prompt_file, system_text)
         record = {
             "wave": wave_id,
             "outcome": outcome,
@@ -238,7 +240,7 @@ class ClaudeProposer:
             "started": started,
             "seconds": round(time.time() - started, 3),
             "calls": conv.calls,
-            "system_prompt": f"prompts/{digest}.md",
+            "system_prompt": f"prompts/{prompt_file.name}",
             "messages": conv.messages,
             "proposal": asdict(wave) if wave is not None else None,
         }
@@ -248,3 +250,11 @@ class ClaudeProposer:
         folder = self._waves_dir()
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / f"{wave_id:05d}.json", record)
+
+
+def _holds(path: Path, text: str) -> bool:
+    """Whether the file at `path` holds `text` exactly."""
+    try:
+        return path.read_bytes() == text.encode()
+    except OSError:
+        return False
