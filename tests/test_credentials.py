@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from engine_helpers import fake_commands
+from engine_helpers import compose_toy, fake_commands, make_experiment, wait_for
 
 from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet.base import JobSpec
@@ -99,3 +99,39 @@ def test_a_credential_hidden_while_jobs_are_submitted_is_still_redacted(
         assert redact(said) == "401 for x-api-key [redacted] and [redacted]"
     assert redact(said) == "401 for x-api-key [redacted] and [redacted]"
     assert os.environ["ANTHROPIC_API_KEY"] == "sk-ant-canary-hidden-1234567890"
+
+
+# train.py of the job below: the names in the environment of its parent, the process submitit
+# starts in the job (what sbatch exported, and Slurm's own), then in its own.
+ENVIRONMENTS_SEEN = """import os
+job = open(f"/proc/{os.getppid()}/environ", "rb").read().split(bytes(1))
+names = sorted({v.split(b"=", 1)[0].decode() for v in job if v})
+with open("seen.txt", "w") as f:
+    f.write(" ".join(names) + "\\n" + " ".join(sorted(os.environ)) + "\\n")
+"""
+
+
+@pytest.mark.slurm
+def test_an_experiment_job_of_the_real_cluster_holds_no_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slurm_cluster: None
+) -> None:
+    """What the real sbatch exports, as its job's processes hold it: the credentials of the
+    controller's environment are in neither the job's process nor train.py's; a harmless variable
+    of it is in the job's (so the check reads what it should)."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-canary-in-job-1234567890")
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-canary-in-job-1234567890")
+    monkeypatch.setenv("AUTORESEARCH_TEST_HARMLESS", "passes")
+    cluster = compose_toy(tmp_path, "cluster=slurm_local").cluster
+    fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+    exp = make_experiment(tmp_path, ENVIRONMENTS_SEEN, trial=0)
+    try:
+        fleet.submit([JobSpec(0, exp, "h100")])
+        finished = []
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 90, "the job to end", every=0.5)
+    finally:
+        fleet.shutdown(cancel=True)
+    job, own = (line.split() for line in (exp / "seen.txt").read_text().splitlines())
+    assert "AUTORESEARCH_TEST_HARMLESS" in job and "SLURM_JOB_ID" in job
+    for name in ("ANTHROPIC_API_KEY", "WANDB_API_KEY"):
+        assert name not in job and name not in own
+    assert os.environ["ANTHROPIC_API_KEY"] == "sk-ant-canary-in-job-1234567890"  # back once submitted
