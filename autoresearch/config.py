@@ -121,7 +121,7 @@ class AgentConfig:
     max_fix_attempts: int = 2  # times a crashed experiment's fix may be proposed
     max_retries: int = 4  # SDK retries on 429, 529, timeouts, connection errors
     failures_before_fallback: int = 3  # failed waves in a row before Claude is tried every 3rd wave only
-    timeout_seconds: float = 300.0
+    timeout_seconds: float = 600.0  # the SDK's own: it expects a whole 16,000-token reply to take up to 450 s
     # Dollars per million tokens.
     price_input: float = 2.0
     price_output: float = 10.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import anthropic
 import httpx2
 import pytest
-from engine_helpers import CountingOffline
+from engine_helpers import CountingOffline, compose_config
 
 from autoresearch.agent.claude import FALLBACK_SOURCE, RETRY_EVERY, ClaudeProposer
 from autoresearch.agent.client import AgentSetupError, ModelNotFoundError, build_client
@@ -349,6 +349,13 @@ def test_build_client_reads_the_key_from_the_environment_only(monkeypatch) -> No
     assert str(explicit.base_url).startswith("http://other.invalid")
     with pytest.raises(AgentSetupError, match="thinking_budget"):
         build_client(AgentConfig(kind="claude", thinking_budget=500))
+
+
+def test_the_claude_config_waits_for_a_whole_reply() -> None:
+    """The SDK expects a reply of max_tokens to take up to an hour per 128,000 tokens (450 s at the
+    default 16,000); a timeout of 300 s cut such replies off, and retried them from the start."""
+    agent = compose_config("+campaign=demo", "agent=claude").agent
+    assert agent.timeout_seconds >= 3600 * agent.max_tokens / 128_000
 
 
 def test_works_with_the_hydra_config_object_and_the_default_program(tmp_path: Path) -> None:
