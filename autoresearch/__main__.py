@@ -21,7 +21,12 @@ from pathlib import Path
 import hydra
 from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from autoresearch.cli import (
     hydra_only_prints,
@@ -158,6 +163,8 @@ def composition_error_line(err: CompactHydraException) -> str:
         return f"{what}: add it with a +, as in +{key}=NAME"
     if isinstance(err, MissingConfigException) and err.options:
         return f"{what} (one of: {', '.join(err.options)})"
+    if in_file := _file_error(err):  # a campaign or cluster file of the user's own (--config-dir)
+        return in_file
     if err.__cause__ is not None:
         why = str(err.__cause__).splitlines()[0]
         if re.search(r"is not a subclass of (KnobConfig|PartitionConfig)", why):  # OmegaConf's typed maps
@@ -166,6 +173,23 @@ def composition_error_line(err: CompactHydraException) -> str:
             why = missing_entry(err.__cause__)  # a misspelt setting, or a knob or partition not there
         return f"{what}: {why}"
     return what
+
+
+def _file_error(err: CompactHydraException) -> str | None:
+    """A config file's bad setting, found as Hydra merged the file (`In 'cluster/mysite':
+    ConfigKeyError raised while composing config:`): the file, then the setting and why, from
+    OmegaConf's error, which Hydra words on its next lines (and chains as the context, not the
+    cause); None for any other error."""
+    what = str(err).splitlines()[0]
+    found = err.__context__
+    if not (what.endswith("raised while composing config:") and isinstance(found, OmegaConfBaseException)):
+        return None
+    where = what.split(":")[0]  # In 'cluster/mysite'
+    why = (str(found).splitlines() or [type(found).__name__])[0]
+    if isinstance(found, ConfigKeyError | ConfigAttributeError) and " not in " in why:
+        return f"{where}: {missing_entry(found)}"
+    key = getattr(found, "full_key", None)
+    return f"{where}: {key}: {why}" if key else f"{where}: {why}"
 
 
 def missing_entry(err: ConfigKeyError | ConfigAttributeError) -> str:

@@ -348,6 +348,78 @@ def test_a_mistyped_command_is_one_line_that_says_what_to_type(args: list[str], 
     assert proc.returncode == 2 and proc.stderr.splitlines() == [said]
 
 
+@pytest.mark.parametrize(
+    ("campaign_edit", "cluster_edit", "said"),
+    [
+        (
+            ("\nbudget:", "\nbudegt:"),
+            None,
+            "error: bad config: In 'campaign/mine': no 'budegt' in campaign (did you mean budget?)",
+        ),
+        (
+            ("max_experiments: 12", "max_experiments: twelve"),
+            None,
+            "error: bad config: In 'campaign/mine': campaign.budget.max_experiments: Value 'twelve' of type "
+            "'str' could not be converted to Integer",
+        ),
+        (
+            None,
+            ("    gres: gpu:a100:1", "    gress: gpu:a100:1"),
+            "error: bad config: In 'cluster/mysite': no 'gress' in cluster.partitions.a100 (did you mean gres?)",
+        ),
+        (
+            None,
+            ("    slots: 8", "    slots: many"),
+            "error: bad config: In 'cluster/mysite': cluster.partitions.a100.slots: Value 'many' of type "
+            "'str' could not be converted to Integer",
+        ),
+    ],
+)
+def test_a_bad_setting_in_a_file_of_ones_own_is_one_line_naming_it(
+    tmp_path: Path, campaign_edit: tuple[str, str] | None, cluster_edit: tuple[str, str] | None, said: str
+) -> None:
+    """docs/CAMPAIGNS.md, "Your own campaign": a campaign or cluster file in a --config-dir. A setting
+    Hydra refuses as it merges the file is named with the file and why, as one on the command line
+    is, instead of Hydra's first line alone ("ConfigKeyError raised while composing config:")."""
+    conf = tmp_path / "conf"
+    (conf / "campaign").mkdir(parents=True)
+    (conf / "cluster").mkdir()
+    campaign = (FIXTURE_CONF / "campaign" / "toy.yaml").read_text().replace("name: toy", "name: mine")
+    cluster = (
+        "kind: slurm\npartitions:\n  a100:\n    partition: gpu-a100\n    gres: gpu:a100:1\n"
+        "    gpu_type: a100\n    slots: 8\n    price_per_gpu_hour: 1.8\ntiers:\n  screen: a100\n"
+        "  validate: a100\n"
+    )
+    for text, edit, path in (
+        (campaign, campaign_edit, "campaign/mine.yaml"),
+        (cluster, cluster_edit, "cluster/mysite.yaml"),
+    ):
+        if edit:
+            assert edit[0] in text
+            text = text.replace(*edit)
+        (conf / path).write_text(text)
+    runs = tmp_path / "runs"
+    for command in ([], ["check"]):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "autoresearch",
+                *command,
+                f"--config-dir={conf}",
+                "+campaign=mine",
+                "cluster=mysite",
+                f"runs_dir={runs}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [said], proc.stderr
+    assert not runs.exists()
+
+
 @pytest.mark.parametrize("tool", ["status", "report"])
 def test_python_m_autoresearch_runs_the_tools_as_the_console_script_does(tmp_path: Path, tool: str) -> None:
     """README: the console script is the same command as `python -m autoresearch`, tools included;
