@@ -246,7 +246,7 @@ def _idle_tier_problems(cfg: AutoresearchConfig) -> list[str]:
                 else "give it at least 1"
             )
             problems.append(
-                f"cluster.partitions.{name}.slots=0, but the {tier} tier runs there "
+                f"cluster.partitions.{name}.slots={cluster.partitions[name].slots}, but the {tier} tier runs there "
                 f"and would wait for ever: {fix}"
             )
     return problems

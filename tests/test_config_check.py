@@ -189,6 +189,18 @@ def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -
     assert len(problems) == 1 and problems[0].startswith(problem), problems
 
 
+def test_a_tier_partition_with_negative_slots_is_named_with_the_slots_it_was_given() -> None:
+    """A typo (slots=-2) is said as typed, not as slots=0, which the command line never held."""
+    problems = config_problems(
+        compose_config("+campaign=toy", "cluster=slurm", "cluster.partitions.h100.slots=-2")
+    )
+    assert problems == [
+        "cluster.partitions.h100.slots=-2, but the screen tier runs there and would wait for ever: "
+        "give it at least 1",
+        "cluster.partitions.h100.slots must be at least 0, not -2",
+    ]
+
+
 @pytest.mark.parametrize(
     "url",
     [
