@@ -166,6 +166,12 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
             problems += _choice(f"{key}.kind", spec.kind, KNOB_KINDS)
             continue
         bounds = {} if spec.kind == "categorical" else {"low": spec.low, "high": spec.high}
+        if unset := [f for f, v in bounds.items() if v is None]:  # (else int(None)'s TypeError, said as is)
+            problems.append(
+                f"{key}: {'an' if spec.kind == 'int' else 'a'} {spec.kind} knob needs low and high, and {' and '.join(unset)} "
+                f"{'is' if len(unset) == 1 else 'are'} not set (a knob of choices is kind: categorical)"
+            )
+            continue
         unusable = [p for f, v in bounds.items() if v is not None for p in _number(f"{key}.{f}", v)]
         if unusable:  # (Optuna takes a NaN bound)
             problems += unusable

@@ -79,6 +79,15 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
             ["campaign.knobs.WIDTH.low=16.5"],
             "campaign.knobs.WIDTH.low=16.5: an int knob's bounds must be whole numbers",
         ),
+        (  # a bound left out, as in a knob given choices but not kind: categorical
+            ["campaign.knobs.WIDTH.high=null"],
+            "campaign.knobs.WIDTH: an int knob needs low and high, and high is not set (a knob of choices "
+            "is kind: categorical)",
+        ),
+        (
+            ["campaign.knobs.LR.low=null", "campaign.knobs.LR.high=null"],
+            "campaign.knobs.LR: a float knob needs low and high, and low and high are not set",
+        ),
         (["campaign.seed=-1"], "campaign.seed must be from 0 to 4294967295 (what the samplers take), not -1"),
         (["campaign.seed=99999999999"], "campaign.seed must be from 0 to 4294967295"),
         (["campaign.scale=big"], "campaign.scale must be one of gpt2, cpu, not 'big'"),
