@@ -47,6 +47,7 @@ from autoresearch.config import PartitionConfig
 from autoresearch.fleet import slurm as slurm_fleet
 from autoresearch.fleet import slurm_outage, slurm_qos, slurm_states
 from autoresearch.fleet.base import Finished, JobSpec
+from autoresearch.fleet.factory import plan_fleet
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, run_array_task
 from autoresearch.fleet.slurm_states import (
@@ -532,6 +533,84 @@ def test_a_time_limit_above_the_qos_max_wall_is_refused_before_anything_runs(
     ]
     assert slurm_qos.default_qos(slurm_qos.association(rows, "other", "h100")) == "normal"  # (fallback)
     assert slurm_qos.association(rows, "none", "h100") is None
+
+
+def _accounting(tmp_path: Path, enforce: str) -> str:
+    """A PATH whose Slurm is a stand-in: sinfo lists nothing (no partition checked), scontrol says
+    `enforce`, and sacctmgr lists the user's associations, account acct (QOS normal, long) on
+    every partition and account gpu on h200 only (QOS normal), and the QOS normal, long, high."""
+    user = getpass.getuser()
+    sacctmgr = (
+        'case "$*" in\n'
+        '  *withassoc*) printf "acct|acct||normal|normal,long|\\nacct|gpu|h200||normal|\\n" ;;\n'
+        '  *qos*) printf "normal||\\nlong||\\nhigh||\\n" ;;\n'
+        "esac"
+    )
+    bin_dir = fake_commands(
+        tmp_path / "bin",
+        sbatch="",
+        srun="",
+        sacct="",
+        scancel="",
+        squeue="",
+        sinfo="",
+        scontrol=f'[ "$1 $2" = "show config" ] && echo "AccountingStorageEnforce = {enforce}"; exit 0',
+        sacctmgr=f'[ "$5" = "{user}" ] || [ "$4" = "qos" ] || exit 1\n{sacctmgr}',
+    )
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+@pytest.mark.parametrize(
+    ("enforce", "overrides", "said"),
+    [
+        (
+            "associations",
+            ["cluster.partitions.h100.account=proj123"],
+            "cluster.partitions.h100.account=proj123: you have no association with account proj123 in "
+            "partition h100 (sacctmgr lists your accounts: acct, gpu); sbatch would refuse every job",
+        ),
+        (  # an association on another partition only
+            "associations,limits",
+            ["cluster.partitions.h100.account=gpu"],
+            "cluster.partitions.h100.account=gpu: you have no association with account gpu in partition h100",
+        ),
+        ("associations", ["cluster.partitions.h200.account=gpu"], ""),
+        (
+            "associations",
+            ["cluster.partitions.h100.partition='h100,h200'", "cluster.partitions.h100.account=gpu"],
+            "",
+        ),
+        ("", ["cluster.partitions.h100.account=proj123"], ""),  # accounting enforces nothing: sbatch takes it
+        (
+            "associations,limits,qos",
+            ["cluster.partitions.h200.qos=hihg"],
+            "cluster.partitions.h200.qos=hihg: Slurm has no such QOS (sacctmgr lists high, long, normal); "
+            "sbatch would refuse every job",
+        ),
+        (
+            "associations,limits,qos",
+            ["cluster.partitions.h200.qos=high"],
+            "cluster.partitions.h200.qos=high: the association of account acct may not use it (it may use "
+            "normal,long); sbatch would refuse every job",
+        ),
+        ("associations,limits,qos", ["cluster.partitions.h200.qos=long"], ""),
+        ("associations,limits", ["cluster.partitions.h200.qos=hihg"], ""),  # QOS access not enforced
+    ],
+)
+def test_an_account_or_qos_sbatch_would_refuse_is_refused_at_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enforce: str, overrides: list[str], said: str
+) -> None:
+    """docs/SLURM.md, "What the start checks with Slurm": an account the user has no association
+    with (a typo, another site's) is refused by sbatch for every job, each then lost and re-run
+    until the campaign stops; the start says so first, in one line. (No Slurm here: stand-ins.)"""
+    monkeypatch.setenv("PATH", _accounting(tmp_path, enforce))
+    cluster = compose_toy(tmp_path, SLURM, *overrides).cluster
+    try:
+        plan_fleet(cluster)
+        refused = ""
+    except ValueError as err:
+        refused = str(err)
+    assert refused.startswith(said) and bool(refused) == bool(said), refused
 
 
 def _refused(tmp_path: Path, *overrides: str) -> str:

@@ -1,4 +1,5 @@
-"""The MaxWall a partition's jobs would run under, checked at the start.
+"""The MaxWall a partition's jobs would run under, and an account or QOS sbatch would refuse them
+(`access_problems`), checked at the start.
 
 A `time_limit_min` above it holds every job pending for ever (QOSMaxWallDurationPerJobLimit,
 AssocMaxWallDurationPerJobLimit), which the fleet could only say once jobs pend; scontrol and
@@ -23,11 +24,19 @@ log = logging.getLogger("autoresearch")
 ASSOC_FIELDS = "format=DefaultAccount,Account,Partition,DefaultQOS,QOS,MaxWall"
 
 
+# AccountingStorageEnforce's words under which sbatch refuses a job whose account the user has no
+# association with (Invalid account or account/partition combination specified): "limits", "qos"
+# and "safe" each imply "associations".
+ENFORCES_ASSOCIATIONS = ("associations", "limits", "qos", "safe")
+
+
 def over_qos_wall(partitions: dict[str, PartitionConfig], settings: dict[str, str]) -> list[str]:
-    """The configured time limits above the MaxWall their jobs would run under, as config
-    problems. [] when sacctmgr cannot tell or Slurm does not enforce limits (`settings`'
-    AccountingStorageEnforce)."""
-    if "limits" not in settings.get("AccountingStorageEnforce", ""):
+    """The accounts and QOS sbatch would refuse every job of (`access_problems`), else the
+    configured time limits above the MaxWall their jobs would run under, as config problems. []
+    when sacctmgr cannot tell or Slurm does not enforce associations, or limits for the MaxWall
+    (`settings`' AccountingStorageEnforce)."""
+    enforced = settings.get("AccountingStorageEnforce", "")
+    if not any(word in enforced for word in ENFORCES_ASSOCIATIONS):
         return []
     assocs = query(["sacctmgr", "-n", "-P", "show", "user", getpass.getuser(), "withassoc", ASSOC_FIELDS])
     qos_rows = query(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxWall,Flags"])
@@ -35,6 +44,10 @@ def over_qos_wall(partitions: dict[str, PartitionConfig], settings: dict[str, st
         return []
     qos_table = {f[0]: f[1:] for line in qos_rows.splitlines() if len(f := line.strip().split("|")) == 3}
     rows = [fields for line in assocs.splitlines() if len(fields := line.strip().split("|")) == 6]
+    if refused := access_problems(partitions, rows, qos_table, "qos" in enforced.split(",")):
+        return refused
+    if "limits" not in enforced:
+        return []
     own_qos = partition_qoses()
     problems = []
     for name, part in partitions.items():
@@ -44,6 +57,43 @@ def over_qos_wall(partitions: dict[str, PartitionConfig], settings: dict[str, st
             job_qos = part.qos or default_qos(row)
             walls[slurm_name] = max_wall_in_force(qos_table, own_qos.get(slurm_name, ""), job_qos, row)
         problems += above_every_wall(name, part.time_limit_min, walls)
+    return problems
+
+
+def access_problems(
+    partitions: dict[str, PartitionConfig],
+    rows: list[list[str]],
+    qos_table: dict[str, list[str]],
+    qos_enforced: bool,
+) -> list[str]:
+    """A partition's `account` the user has no association with in any partition of its list, and
+    (where Slurm enforces QOS access) a `qos` Slurm lacks or that association may not use: sbatch
+    would refuse each of its jobs, and each would be lost."""
+    problems = []
+    for name, part in partitions.items():
+        slurm_names = (part.partition or name).split(",")
+        found = {p: row for p in slurm_names if (row := association(rows, part.account, p)) is not None}
+        if part.account and not found:
+            have = ", ".join(sorted({r[1] for r in rows})) or "none"
+            where = f" in partition {part.partition or name}" if any(r[2] for r in rows) else ""
+            problems.append(
+                f"cluster.partitions.{name}.account={part.account}: you have no association with account "
+                f"{part.account}{where} (sacctmgr lists your accounts: {have}); sbatch would refuse every job"
+            )
+            continue
+        if not (part.qos and qos_enforced):
+            continue
+        if part.qos not in qos_table:
+            problems.append(
+                f"cluster.partitions.{name}.qos={part.qos}: Slurm has no such QOS (sacctmgr lists "
+                f"{', '.join(sorted(qos_table))}); sbatch would refuse every job"
+            )
+        elif found and all(row[4] and part.qos not in row[4].split(",") for row in found.values()):
+            row = next(iter(found.values()))
+            problems.append(
+                f"cluster.partitions.{name}.qos={part.qos}: the association of account {row[1]} may not "
+                f"use it (it may use {row[4]}); sbatch would refuse every job"
+            )
     return problems
 
 
