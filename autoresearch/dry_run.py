@@ -193,10 +193,16 @@ def _tier_lines(cfg: AutoresearchConfig, ready: Ready, paces: dict[str, Pace]) -
             if pace.measured
             else "each slot held for the training time only"
         )
+        asked = cfg.cluster.partitions[name].slots
+        capped = (
+            f" (cluster.max_queued={cfg.cluster.max_queued} caps its {asked} slots)"
+            if pool.slots < asked
+            else ""
+        )
         lines.append(
             (
                 tier,
-                f"partition {pool.partition}: {pool.slots} x {pool.gpu_type}, {seconds:g} s of training "
+                f"partition {pool.partition}: {pool.slots} x {pool.gpu_type}{capped}, {seconds:g} s of training "
                 f"per experiment, deadline {deadline:g} s (2 x {seconds:g} s + cluster.grace_seconds){job}; "
                 f"{_experiments_said(rate, [pace])} ({held}), ${rate.dollars:.2f}/h",
             )

@@ -489,6 +489,26 @@ def test_a_slurm_campaign_is_planned_per_tier(tmp_path: Path) -> None:
     assert said["estimate"].startswith(f"up to {3 * 3600 / 30:.1f} experiments/h, 3 GPU-hours/h")
 
 
+def test_slots_capped_by_max_queued_are_said_and_estimated_as_capped(tmp_path: Path) -> None:
+    """A partition asked for more slots than cluster.max_queued runs that many (SLURM.md,
+    "Cluster-wide settings"): the plan said 64 x a100 where the file said 100, without a word of
+    why, and a user adapting slots to a budget read it as a typo. Slurm's commands are stand-ins."""
+    bin_dir = fake_commands(
+        tmp_path / "bin", sbatch="", srun="", sacct="", scancel="", squeue="", sinfo="", scontrol=""
+    )
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    overrides = ["cluster=slurm", "campaign.time_budget=30", "cluster.max_queued=4"]
+    proc = check(tmp_path / "runs", *overrides, env=env)
+    assert proc.returncode == 0, proc.stderr
+    said = plan(proc.stdout)
+    assert said["screen"].startswith(
+        "partition h100: 4 x h100 (cluster.max_queued=4 caps its 13 slots), 30 s of training per experiment"
+    )
+    assert said["screen"].endswith(f"${4 * 2.5:.2f}/h")
+    assert said["validate"].startswith("partition h200: 3 x h200, 30 s")  # (under the cap: as asked)
+    assert said["estimate"].startswith(f"up to {7 * 3600 / 30:.1f} experiments/h, 7 GPU-hours/h, $20.50/h")
+
+
 def test_a_tier_whose_slots_were_held_no_time_is_estimated_from_its_training_time(tmp_path: Path) -> None:
     """Slot times are clamped at 0 where a node's clock ran ahead of the controller's: a median of
     0 s divided the slots by it (ZeroDivisionError, a traceback from `autoresearch check`)."""
