@@ -508,7 +508,11 @@ class Campaign:
             val_bpb=float(val_bpb),
             memory_gb=None if vram_mb is None else round(vram_mb / 1024, 2),
             training_seconds=figure(metrics, "training_seconds"),
-            mfu=figure(metrics, "mfu_percent"),
+            # (unknown, not 0, where the harness knew no peak for the device: a CPU, or a GPU
+            # missing from prepare.py's PEAK_BF16_FLOPS, for which train.py reports 0)
+            mfu=None
+            if "peak_flops" in metrics and metrics["peak_flops"] is None
+            else figure(metrics, "mfu_percent"),
             num_steps=figure(metrics, "num_steps"),
             device=str(metrics.get("device", "")),
         )

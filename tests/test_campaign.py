@@ -1129,6 +1129,25 @@ def test_a_result_with_odd_figures_is_recorded_without_them_on_a_resume(
     assert (row["memory_gb"], row["training_seconds"], row["mfu"]) == ("", "", "")  # unknown, not 0.0 or None
 
 
+@pytest.mark.parametrize(("peak_flops", "mfu"), [(None, ""), (989.5e12, "41.500000")])
+def test_mfu_on_a_device_with_no_known_peak_is_unknown_not_zero(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], peak_flops: float | None, mfu: str
+) -> None:
+    """On a GPU missing from prepare.py's peak table (a site's A10, H800, MI300X) or a CPU,
+    train.py reports mfu_percent 0: results.tsv said 0.0, as if the GPU had done nothing, where
+    the harness's own peak_flops says the figure is unknown."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    trial = launched_and_started(first, 1000.0)
+    metrics = {"val_bpb": 1.0, "mfu_percent": 0.0 if peak_flops is None else 41.5, "peak_flops": peak_flops}
+    outcome = {"status": "ok", "started_at": 1000.0, "ended_at": 1010.0, "metrics": metrics}
+    (first.dir / f"experiments/{trial.number:05d}" / "outcome.json").write_text(json.dumps(outcome))
+    release(first)
+    resumed = open_campaign(tmp_path, [])
+    header, line = render([row_of(resumed.ledger.trial(trial.number))]).splitlines()
+    assert dict(zip(header.split("\t"), line.split("\t"), strict=True))["mfu"] == mfu
+
+
 def test_files_that_are_not_text_read_as_missing_on_a_resume(
     tmp_path: Path, open_campaign: Callable[..., Campaign]
 ) -> None:
