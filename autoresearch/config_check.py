@@ -192,7 +192,8 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
     problems += _choice("cluster.devices", cluster.devices, LOCAL_DEVICES)
     if cluster.kind == "local" and len(cluster.partitions) != 1:
         problems.append(
-            f"cluster=local takes exactly one partition (its slots), not {len(cluster.partitions)}"
+            f"cluster.kind=local takes exactly one partition (its slots), not {len(cluster.partitions)}"
+            + ("; a Slurm cluster's file sets kind: slurm" if len(cluster.partitions) > 1 else "")
         )
     for tier, partition in cluster.tiers.items():
         if tier not in TIERS:

@@ -133,7 +133,8 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
         (["cluster.devices=gpu"], "cluster.devices must be one of auto, cpu, not 'gpu'"),
         (
             ["cluster=slurm", "cluster.kind=local"],
-            "cluster=local takes exactly one partition (its slots), not 2",
+            "cluster.kind=local takes exactly one partition (its slots), not 2; a Slurm cluster's file sets "
+            "kind: slurm",
         ),
         (["storage=notaurl"], "storage=notaurl is not a database URL"),
         (["storage=postgresql://me:hunter2@db.example/runs"], "storage: keep the password out of the URL"),
