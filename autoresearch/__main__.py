@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -280,6 +281,25 @@ def main() -> None:
             raise
         print(f"error: bad config: {composition_error_line(err)}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
+    except yaml.YAMLError as err:  # a config file that does not parse (Hydra lets it through)
+        if wants_full_error:
+            raise
+        print(f"error: bad config: {yaml_error_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+
+
+def yaml_error_line(err: yaml.YAMLError) -> str:
+    """A YAML file's syntax error in one line: the file, and where and why the parser stopped."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return f"a config file is not valid YAML: {' '.join(str(err).split())}"
+    mark = err.problem_mark
+    context = (
+        f"{err.context} (line {err.context_mark.line + 1}): " if err.context and err.context_mark else ""
+    )
+    return (
+        f"{mark.name} is not valid YAML: {context}{err.problem} at line {mark.line + 1}, "
+        f"column {mark.column + 1}"
+    )
 
 
 if __name__ == "__main__":

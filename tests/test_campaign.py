@@ -420,6 +420,49 @@ def test_a_bad_setting_in_a_file_of_ones_own_is_one_line_naming_it(
     assert not runs.exists()
 
 
+def test_a_file_of_ones_own_that_is_not_yaml_is_one_line_naming_where(tmp_path: Path) -> None:
+    """A campaign file with an unclosed brace, or a cluster file indented with a tab, ended the
+    command in yaml's traceback, exit code 1: now one line naming the file, line and column."""
+    conf = tmp_path / "conf"
+    (conf / "campaign").mkdir(parents=True)
+    (conf / "cluster").mkdir()
+    toy = (FIXTURE_CONF / "campaign" / "toy.yaml").read_text()
+    (conf / "campaign" / "mine.yaml").write_text(toy.replace("log: true}", "log: true", 1))
+    (conf / "campaign" / "fine.yaml").write_text(toy.replace("name: toy", "name: fine"))
+    (conf / "cluster" / "tabs.yaml").write_text("kind: local\npartitions:\n\tlocal:\n    slots: 2\n")
+    runs = tmp_path / "runs"
+    for chosen, said in (
+        (
+            ["+campaign=mine"],
+            f"error: bad config: {conf / 'campaign' / 'mine.yaml'} is not valid YAML: while parsing a flow "
+            "mapping (line 11): expected ',' or '}', but got ':' at line 12, column 8",
+        ),
+        (
+            ["+campaign=fine", "cluster=tabs"],
+            f"error: bad config: {conf / 'cluster' / 'tabs.yaml'} is not valid YAML: found character '\\t' "
+            "that cannot start any token at line 3, column 1",
+        ),
+    ):
+        for command in ([], ["check"]):
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "autoresearch",
+                    *command,
+                    f"--config-dir={conf}",
+                    *chosen,
+                    f"runs_dir={runs}",
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert proc.returncode == 2 and proc.stderr.splitlines() == [said], proc.stderr
+    assert not runs.exists()
+
+
 @pytest.mark.parametrize("tool", ["status", "report"])
 def test_python_m_autoresearch_runs_the_tools_as_the_console_script_does(tmp_path: Path, tool: str) -> None:
     """README: the console script is the same command as `python -m autoresearch`, tools included;
