@@ -420,9 +420,16 @@ class Campaign:
                 f"({why}); {judged} without one: run the command again to queue them again "
                 "(after fixing the cause, if the cluster refused them)"
             )
+        late = all(str(t.user_attrs.get("reason", "")).startswith("timeout: killed at the") for t in ran)
+        fix = (
+            "raise cluster.grace_seconds (the deadline is 2 x the time budget + cluster.grace_seconds; "
+            "start-up, compilation and evaluation must fit in what the training leaves of it)"
+            if late
+            else "fix the cause"
+        )
         return (
             f"every baseline run of the starting train.py{where} failed ({why}); {judged} "
-            f"against it: fix the cause, then start over (a new campaign.name, or remove {self.dir})"
+            f"against it: {fix}, then start over (a new campaign.name, or remove {self.dir})"
         )
 
     def _stop_reason(self) -> str:

@@ -147,6 +147,20 @@ def test_resolved_config_and_typo_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "toy").exists()  # refused before anything is written
 
 
+def test_baselines_killed_at_a_deadline_too_short_name_the_setting_to_raise(tmp_path: Path) -> None:
+    """A grace too short for start-up, compilation and evaluation (cluster.grace_seconds=0 and a
+    short time budget) kills every baseline at its deadline: the stop says what to raise, not only
+    "fix the cause", which for a train.py that is fine reads as a fault in it."""
+    proc = run_campaign(tmp_path, "cluster.grace_seconds=0", env={"TOY_SECONDS": "5"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (said,) = [line for line in proc.stdout.splitlines() if "ERROR" in line]
+    assert (
+        "failed (trial 0, timeout: killed at the 2 s deadline); nothing can be judged against it: raise "
+        in said
+    )
+    assert "cluster.grace_seconds (the deadline is 2 x the time budget + cluster.grace_seconds; " in said
+
+
 def test_a_starting_train_py_that_crashes_ends_the_campaign(tmp_path: Path) -> None:
     """Nothing can be judged against a start that never ran: the campaign stops at once, with the
     crash in one line, instead of spending its budget on edits of a broken file."""
