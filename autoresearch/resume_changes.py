@@ -6,7 +6,7 @@ setting it changes (a budget raised, a keep rule tightened: the log then shows u
 each decision was made), and a value edited into config.yaml by hand, which the command does not
 give, is named as it is replaced instead of vanishing unsaid. A setting the saved file lacks was
 not in the version that wrote it, and its default is no change; a knob or partition it lacks
-was added since, and is named.
+was added since, and is named once with its settings (one the command lacks, as removed).
 A setting that names a place is compared as the place: `runs` and the same folder spelled in full
 are no change. A value that may hold a secret is never shown: a storage URL's password is masked, and a value
 with a credential's marks (a URL's user part, an API key's name) is said to have changed only.
@@ -51,7 +51,8 @@ def setting_changes(saved_config: Path, cfg: AutoresearchConfig) -> list[str]:
     except SavedConfigError:
         return []
     typed = OmegaConf.create(cfg)
-    before, now = _flat(saved), _flat(OmegaConf.to_container(typed, resolve=True))
+    plain = OmegaConf.to_container(typed, resolve=True)
+    before, now = _flat(saved), _flat(plain)
     folder = saved_config.parent  # the campaign's
     changed = {
         key: f"{key}: {_shown(key, value)} -> {_shown(key, now.get(key, _UNSET))}"
@@ -60,7 +61,31 @@ def setting_changes(saved_config: Path, cfg: AutoresearchConfig) -> list[str]:
     }
     for key in _added_entries(typed, saved):
         changed[key] = f"{key}: (unset) -> {_shown(key, now[key])}"
-    return [changed[key] for key in sorted(changed)]
+    return [changed[key] for key in sorted(_whole_entries(changed, saved, plain))]
+
+
+# Maps whose entries are several settings each: one added or removed whole (a partition renamed,
+# a knob dropped) is said once, not field by field.
+ENTRY_MAPS = ("campaign.knobs", "cluster.partitions")
+
+
+def _whole_entries(changed: dict[str, str], saved: dict, now: dict) -> dict[str, str]:
+    """`changed` with each knob or partition that one side lacks said as one change: `removed`, or
+    `added` with its settings."""
+    for where in ENTRY_MAPS:
+        had, has = (_entries(side, where) for side in (saved, now))
+        for name in had.keys() ^ has.keys():
+            key = f"{where}.{name}"
+            for inner in [k for k in changed if k.startswith(f"{key}.")]:
+                del changed[inner]
+            changed[key] = f"{key}: removed" if name in had else f"{key}: added, {_shown(key, has[name])}"
+    return changed
+
+
+def _entries(settings: dict, where: str) -> dict:
+    for part in where.split("."):
+        settings = settings.get(part) if isinstance(settings, dict) else None
+    return settings if isinstance(settings, dict) else {}
 
 
 def _added_entries(typed: Any, saved: Any, prefix: str = "") -> list[str]:

@@ -41,12 +41,41 @@ def test_a_knob_added_since_the_last_start_is_a_change(tmp_path: Path) -> None:
     said "none since its last start"). A field an older version lacked is still no change."""
     assert setting_changes(_saved(tmp_path, drop="campaign.knobs.LR.log"), compose_toy(tmp_path)) == []
     assert setting_changes(_saved(tmp_path, drop="campaign.knobs.LR"), compose_toy(tmp_path)) == [
-        "campaign.knobs.LR.choices: (unset) -> []",
-        "campaign.knobs.LR.high: (unset) -> 0.5",
-        "campaign.knobs.LR.kind: (unset) -> 'float'",
-        "campaign.knobs.LR.log: (unset) -> True",
-        "campaign.knobs.LR.low: (unset) -> 0.001",
+        "campaign.knobs.LR: added, {'kind': 'float', 'low': 0.001, 'high': 0.5, 'log': True, 'choices': []}"
     ]
+
+
+def test_a_partition_renamed_since_the_last_start_is_two_changes_not_one_per_field(tmp_path: Path) -> None:
+    """A resume onto a cluster file whose partition has another name listed each of the 17
+    fields of both, 34 changes in one line; it is the one removed and the other added."""
+    saved = _saved(tmp_path, "cluster=slurm")
+    now = compose_toy(tmp_path, "cluster=slurm_local", "cluster.partitions.h100.slots=13")
+    assert setting_changes(saved, now) == [
+        "cluster.grace_seconds: 300.0 -> 120.0",
+        "cluster.max_queued: 64 -> 16",
+        "cluster.partitions.h100.cpus_per_task: 16 -> 1",
+        "cluster.partitions.h100.mem_gb: 120.0 -> 0.0",
+        "cluster.partitions.h100.price_per_gpu_hour: 2.5 -> 0.0",
+        "cluster.partitions.h100.time_limit_min: 60 -> 30",
+        "cluster.partitions.h200.cpus_per_task: 16 -> 1",
+        "cluster.partitions.h200.mem_gb: 120.0 -> 0.0",
+        "cluster.partitions.h200.price_per_gpu_hour: 3.5 -> 0.0",
+        "cluster.partitions.h200.slots: 3 -> 1",
+        "cluster.partitions.h200.time_limit_min: 60 -> 30",
+        "cluster.poll_seconds: 5.0 -> 0.5",
+    ]
+    saved = _saved(tmp_path)
+    renamed = setting_changes(saved, compose_toy(tmp_path, "cluster=slurm_local", "cluster.max_queued=256"))
+    assert [change.split(",")[0] for change in renamed] == [
+        "cluster.kind: 'local' -> 'slurm'",
+        "cluster.partitions.h100: added",
+        "cluster.partitions.h200: added",
+        "cluster.partitions.local: removed",
+        "cluster.poll_seconds: 1.0 -> 0.5",
+        "cluster.tiers.screen: 'local' -> 'h100'",
+        "cluster.tiers.validate: 'local' -> 'h200'",
+    ]
+    assert renamed[1].startswith("cluster.partitions.h100: added, {'slots': 2, 'gpu_type': 'h100', ")
 
 
 def test_a_secret_in_a_saved_setting_is_never_shown(tmp_path: Path) -> None:
