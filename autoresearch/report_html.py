@@ -108,7 +108,9 @@ def _cost(r: CampaignReport) -> str:
 
 def _speedup(r: CampaignReport) -> str:
     s = r.speedup
-    per_hour = r.ran / s.busy_hours if s.busy_hours else 0.0
+    if not s.busy_hours:  # (nothing ran yet: no speed-up to say, where 0.0x would read as a loss)
+        return "<p>No experiment has run yet.</p>"
+    per_hour = r.ran / s.busy_hours
     return (
         f"<p>Run one after another in a single slot (one GPU), these {r.ran} experiments need "
         f"<b>{s.sequential_hours:.2f} h</b> of run time alone (a lower bound: the agent's time between "

@@ -155,6 +155,16 @@ def test_the_plot_counts_the_experiments_the_report_counts(tmp_path: Path) -> No
     assert plot_title(rows(study), "toy") == "toy: 2 experiments, 1 crashed"
 
 
+def test_a_report_before_any_experiment_ran_says_so_instead_of_a_speed_up(tmp_path: Path) -> None:
+    """A report written while the first baselines wait in the queue said "these 0 experiments need
+    0.00 h ... a speed-up of 0.0x", as if the campaign were slower than a sequential loop."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, None, 200.0, 0.0, status="lost", tier="screen", partition="local", started_at=None)
+    page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
+    speedup = page.split("Speed-up against a sequential loop</h2>")[1].split("<h2>")[0]
+    assert speedup.strip() == "<p>No experiment has run yet.</p>"
+
+
 def test_the_plot_places_each_result_among_the_experiments_that_ran(tmp_path: Path) -> None:
     """The x axis counts experiments as the title does: a skipped candidate (it never ran) takes no
     place, so the last point is at the title's count, not beyond it (the demo's 25 experiments were
