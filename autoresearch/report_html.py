@@ -111,8 +111,9 @@ def _speedup(r: CampaignReport) -> str:
     if not s.busy_hours:  # (nothing ran yet: no speed-up to say, where 0.0x would read as a loss)
         return "<p>No experiment has run yet.</p>"
     per_hour = r.ran / s.busy_hours
+    slot = "one CPU slot" if hours_unit(r.gpu_types.values()) == "CPU-hours" else "one GPU"
     return (
-        f"<p>Run one after another in a single slot (one GPU), these {r.ran} experiments need "
+        f"<p>Run one after another in a single slot ({slot}), these {r.ran} experiments need "
         f"<b>{s.sequential_hours:.2f} h</b> of run time alone (a lower bound: the agent's time between "
         f"runs is not counted). The campaign had experiments in flight for <b>{s.busy_hours:.2f} h</b>: "
         f"a speed-up of <b>{s.factor:.1f}x</b>, {per_hour:.1f} experiments per hour.</p>"

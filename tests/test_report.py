@@ -140,6 +140,7 @@ def test_a_rejected_proposal_is_no_experiment_that_ran(tmp_path: Path) -> None:
     assert report.last_result_at == 161.0
     page = render_html(report, None)
     assert "CPU-hours / tokens" in page and "these 2 experiments" in page
+    assert "in a single slot (one CPU slot), these 2" in page  # (not "one GPU": none ran on one)
 
 
 def test_the_plot_counts_the_experiments_the_report_counts(tmp_path: Path) -> None:
