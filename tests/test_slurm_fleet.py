@@ -442,7 +442,7 @@ def test_the_start_asks_sinfo_once_for_all_its_checks(
     monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sinfo=sinfo)}:{os.environ['PATH']}")
     cluster = compose_toy(tmp_path, SLURM, "cluster.partitions.h200.gres=gpu:h200:1").cluster
     assert isinstance(make_fleet(cluster, 60, str(tmp_path / "toy")), SlurmFleet)  # (every check passed)
-    assert calls.read_text().splitlines() == ["-h -a -o %R|%G|%l"]
+    assert calls.read_text().splitlines() == ["-h -a -o %R|%G|%l|%c|%m"]
 
 
 @pytest.mark.slurm
@@ -781,6 +781,40 @@ def test_setup_lines_a_heredoc_or_an_if_block_spans_are_checked_once_after_their
     assert (tmp_path / "t").read_text() == "one\n"
 
 
+def test_cpus_or_memory_no_node_of_the_partition_has_are_refused_at_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpt2's slurm.yaml asks for 16 CPUs and 120 GB per experiment: on a site whose GPU nodes are
+    smaller, Slurm held every job pending for ever (PartitionConfig), said only once jobs pended.
+    The start says it from the same sinfo call, for the largest node of the partition(s); nothing
+    where sinfo does not give a figure exactly (a stand-in sinfo here)."""
+    lines = [
+        "h100|gpu:h100:8|infinite|32|515000",
+        "h100|gpu:h100:4|infinite|8|64000",
+        "h200|gpu:h200:8|infinite|8+|64000",
+    ]
+    bin_dir = fake_commands(tmp_path / "bin", sinfo="\n".join(f"echo '{line}'" for line in lines))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    def refused(**sizes: tuple[int, float]) -> list[str]:
+        parts = {
+            name: PartitionConfig(partition=name.replace("_", ","), cpus_per_task=c, mem_gb=m)
+            for name, (c, m) in sizes.items()
+        }
+        return slurm_states.config_problems(parts)
+
+    assert refused(h100=(32, 500), h200=(64, 900)) == []  # (h200's CPUs not exact: not judged)
+    assert refused(h100=(48, 120)) == [
+        "cluster.partitions.h100.cpus_per_task=48: no node of partition h100 has that many CPUs "
+        "(sinfo: 32 at most): set it to 32 at most"
+    ]
+    assert refused(h100=(16, 600)) == [
+        "cluster.partitions.h100.mem_gb=600: no node of partition h100 has that much memory "
+        "(sinfo: 515000 MB at most): set it to 502 at most"
+    ]
+    assert refused(h100_h200=(32, 500)) == []  # (a list: h200 not judged, so neither is the list)
+
+
 def test_a_gres_is_checked_against_what_sinfo_lists_for_its_partition(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -845,8 +879,12 @@ def test_a_validate_partition_that_refuses_every_job_stops_the_campaign(
 @pytest.mark.slurm
 def test_jobs_slurm_will_never_start_are_named_with_the_reason(tmp_path: Path, slurm_cluster: None) -> None:
     """More CPUs than the partition's node has: sbatch takes the job, Slurm holds it pending
-    (PartitionConfig) for ever, and the controller says so instead of waiting in silence."""
-    controller = _start(tmp_path, "cluster.partitions.h100.cpus_per_task=64", env={})
+    (PartitionConfig) for ever, and the controller says so instead of waiting in silence. (The
+    start refuses such a config where sinfo shows the nodes' sizes: here sinfo hides them.)"""
+    real = shutil.which("sinfo")
+    sinfo = f'case "$*" in *%c*) exec "{real}" -h -a -o "%R|%G|%l" ;; *) exec "{real}" "$@" ;; esac'
+    path = f"{fake_commands(tmp_path / 'bin', sinfo=sinfo)}:{os.environ['PATH']}"
+    controller = _start(tmp_path, "cluster.partitions.h100.cpus_per_task=64", env={"PATH": path})
     campaign = tmp_path / "toy"
     try:
         wait_for(lambda: _log_count(campaign, "pending for PartitionConfig") > 0, 90, "the warning")

@@ -119,15 +119,61 @@ def config_problems(partitions: dict[str, PartitionConfig]) -> list[str]:
     """What Slurm would refuse or never start in the configured partitions, as config problems, from
     one sinfo call (with slurmctld down each call waits out its timeout, and a start that asked for
     each check would wait for minutes before refusing). [] when sinfo cannot tell."""
-    lines = parse_sinfo(query(["sinfo", "-h", "-a", "-o", "%R|%G|%l"], timeout=60) or "")
+    text = query(["sinfo", "-h", "-a", "-o", "%R|%G|%l|%c|%m"], timeout=60) or ""
+    lines = parse_sinfo(text)
     checks = (unknown_partitions, unknown_gres, over_time_limit)
-    return next((found for check in checks if (found := check(partitions, lines))), [])
+    found = next((found for check in checks if (found := check(partitions, lines))), [])
+    return found or over_node_size(partitions, node_sizes(text))
 
 
 def parse_sinfo(text: str) -> SinfoLines:
-    """`sinfo -o %R|%G|%l` output as (partition, gres, time limit) lines."""
+    """`sinfo -o %R|%G|%l[|...]` output as (partition, gres, time limit) lines."""
     rows = (line.strip().split("|") for line in text.splitlines())
-    return [(row[0], row[1], row[2]) for row in rows if len(row) == 3]
+    return [(row[0], row[1], row[2]) for row in rows if len(row) >= 3]
+
+
+def node_sizes(text: str) -> dict[str, tuple[int, int]]:
+    """By partition, the most CPUs and the most memory (MB) a node of it has, from `sinfo -o
+    %R|%G|%l|%c|%m` (one line per group of alike nodes). A partition with a figure sinfo does not
+    give exactly (`64+`, nodes that differ) is left out: nothing can be said of it."""
+    sizes: dict[str, tuple[int, int]] = {}
+    vague: set[str] = set()
+    for line in text.splitlines():
+        row = line.strip().split("|")
+        if len(row) != 5:
+            continue
+        if not all(v.isdigit() for v in row[3:]):
+            vague.add(row[0])
+            continue
+        cpus, mem = (int(v) for v in row[3:])
+        had = sizes.get(row[0], (0, 0))
+        sizes[row[0]] = (max(had[0], cpus), max(had[1], mem))
+    return {p: size for p, size in sizes.items() if p not in vague}
+
+
+def over_node_size(partitions: dict[str, PartitionConfig], sizes: dict[str, tuple[int, int]]) -> list[str]:
+    """The configured `cpus_per_task` and `mem_gb` that no node of their partition has, as config
+    problems: Slurm holds every such job pending for ever (PartitionConfig), or sbatch refuses it
+    (Requested node configuration is not available), a lost run. Nothing is said where sinfo
+    cannot tell."""
+    problems = []
+    for name, part in partitions.items():
+        where = (part.partition or name).split(",")
+        if not all(p in sizes for p in where):
+            continue
+        cpus, mem_mb = (max(sizes[p][i] for p in where) for i in (0, 1))
+        shown = ",".join(where)
+        if cpus and part.cpus_per_task > cpus:
+            problems.append(
+                f"cluster.partitions.{name}.cpus_per_task={part.cpus_per_task}: no node of partition {shown} "
+                f"has that many CPUs (sinfo: {cpus} at most): set it to {cpus} at most"
+            )
+        if mem_mb and part.mem_gb * 1024 > mem_mb:
+            problems.append(
+                f"cluster.partitions.{name}.mem_gb={part.mem_gb:g}: no node of partition {shown} has that "
+                f"much memory (sinfo: {mem_mb} MB at most): set it to {mem_mb // 1024} at most"
+            )
+    return problems
 
 
 def unknown_partitions(partitions: dict[str, PartitionConfig], lines: SinfoLines) -> list[str]:
