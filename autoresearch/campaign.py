@@ -43,7 +43,7 @@ from autoresearch.eta import record_slots
 from autoresearch.files import finite_number, read_json, write_atomic
 from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
-from autoresearch.folder_lock import FolderLocked, take_lock
+from autoresearch.folder_lock import FolderLocked, LockUnusable, take_lock
 from autoresearch.frontier import GIT_LOCKS, Frontier
 from autoresearch.heartbeat import Heartbeat
 from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
@@ -171,6 +171,7 @@ class Campaign:
             stopping=lambda: self.stop_requested,  # a stop ends a wait for the database
         )
         if refused := study_refusal(self.study, self.cfg, self.fleet.pools, self.dir):
+            self.heartbeat.withdraw()  # (refused: it ran nothing, and status says so)
             raise CampaignError(refused)
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
         self._drop_stale_git_locks()
@@ -288,6 +289,8 @@ class Campaign:
             self._lock_fd = take_lock(self.dir)
         except FolderLocked as err:
             raise CampaignLocked(str(err)) from None
+        except LockUnusable as err:
+            raise CampaignError(str(err)) from None
 
     def _reconcile(self) -> None:
         """Trials a previous controller left RUNNING: re-attach, collect, or fail and re-queue."""
@@ -300,6 +303,10 @@ class Campaign:
             # An interrupted run goes back to the fleet, which can tell a scancel from a preemption.
             handle = t.user_attrs.get("job", "")
             pool = t.user_attrs.get("pool", "")
+            if "exp_dir" in t.user_attrs and not exp_dir.is_dir():  # deleted: no run can end in it
+                why = f"its experiment folder {exp_dir} is gone (deleted?)"
+                self._finish(Finished(t.number, {"status": "lost", "reason": why}))
+                continue
             if "exp_dir" in t.user_attrs and self.fleet.reattach(JobSpec(t.number, exp_dir, pool), handle):
                 log.info("trial %d: re-attached to %s", t.number, handle)
                 continue
@@ -535,12 +542,13 @@ class Campaign:
         node or with an earlier controller) has none: its start is then the one its runner wrote to
         started.json (None: it never started), its end now, but no later than the fleets' kill
         deadline after that start (a controller resumed a day later must not bill the day)."""
-        ended = outcome.get("ended_at", self.clock.now())
-        if "started_at" in outcome:
+        # (the times are read from files: one damaged by hand, a figure that is no number, is none)
+        ended = outcome.get("ended_at") if finite_number(outcome.get("ended_at")) else self.clock.now()
+        if finite_number(outcome.get("started_at")):
             return {"started_at": outcome["started_at"], "ended_at": ended}
         exp_dir = trial.user_attrs.get("exp_dir")
         started = (read_json(self.dir / exp_dir / STARTED_FILE) or {}).get("started_at") if exp_dir else None
-        if started is None:
+        if not finite_number(started):
             return {"started_at": None, "ended_at": ended}
         killed_by = started + deadline_seconds(self.cfg) + backstop_grace(self.cfg.cluster)
         return {"started_at": started, "ended_at": min(ended, killed_by)}

@@ -79,7 +79,7 @@ def study_as_opened(cfg: AutoresearchConfig, ready: Ready) -> optuna.Study | Non
     study = existing_study(cfg, folder)
     if cfg.storage and (taken := claim_refusal(study, folder, cfg.storage, cfg.campaign.name)):
         raise StartRefused(str(taken))
-    if study is not None and (refused := study_refusal(study, cfg, ready.fleet.pools, folder)):
+    if refused := study_refusal(study, cfg, ready.fleet.pools, folder):
         raise StartRefused(refused)
     return study
 

@@ -9,6 +9,7 @@ refuses it, a dry run's shared one is waited out, so a check never turns a start
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -21,6 +22,18 @@ PROBE_WAIT_SECONDS = 0.01  # a dry run holds the lock shared only while it asks
 
 class FolderLocked(RuntimeError):
     """Another controller holds the campaign folder: `locked_message`'s line."""
+
+
+class LockUnusable(RuntimeError):
+    """The lock file cannot be opened (a folder in its place): `unusable_message`'s line."""
+
+
+def unusable_message(campaign_dir: Path, why: str) -> str:
+    """Why the folder's lock cannot be taken, though no controller holds it, and what to do."""
+    return (
+        f"cannot open the campaign's lock file {campaign_dir / LOCK_FILE} ({why}): no controller can "
+        "hold it, and a start makes it anew: remove it, then run the command again"
+    )
 
 
 def locked_message(campaign_dir: Path, holder: str) -> str:
@@ -43,7 +56,10 @@ def take_lock(campaign_dir: Path, wait: Callable[[float], None] = time.sleep) ->
     """The folder's lock, held exclusive with this process's pid in it (its file descriptor, to
     keep open while the campaign runs); FolderLocked where a controller holds it. A shared holder
     is a dry run asking for an instant: it is waited out (`wait`), never taken for a controller."""
-    fd = os.open(campaign_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(campaign_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except IsADirectoryError as err:  # (made by hand, or by a bad copy)
+        raise LockUnusable(unusable_message(campaign_dir, err.strerror)) from None
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,6 +82,8 @@ def take_lock(campaign_dir: Path, wait: Callable[[float], None] = time.sleep) ->
 def lock_refusal(campaign_dir: Path) -> str | None:
     """`locked_message` where a controller holds the folder's lock now, else None; makes no lock
     file. The lock is asked for shared, for an instant, which a start waits out (`take_lock`)."""
+    if (campaign_dir / LOCK_FILE).is_dir():  # as the start would say (`take_lock`)
+        return unusable_message(campaign_dir, os.strerror(errno.EISDIR))
     try:
         fd = os.open(campaign_dir / LOCK_FILE, os.O_RDONLY)
     except OSError:  # no lock file: no controller has run here (or the start cannot write here)

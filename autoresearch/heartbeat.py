@@ -17,8 +17,9 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from autoresearch.files import read_json, write_json_atomic
+from autoresearch.files import read_json, write_atomic, write_json_atomic
 
 CONTROLLER_FILE = "controller.json"
 BEAT_SECONDS = 15.0
@@ -36,8 +37,13 @@ class Heartbeat:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self.record: dict[str, object] = {"pid": os.getpid(), "host": socket.gethostname()}
+        self._before: bytes | None = None  # the record of the controller before (`withdraw`)
 
     def start(self) -> None:
+        try:
+            self._before = self.path.read_bytes()
+        except OSError:
+            self._before = None
         self.record["started_at"] = time.time()
         self._write("running")
         self._thread = threading.Thread(target=self._beat, name="controller-heartbeat", daemon=True)
@@ -50,6 +56,20 @@ class Heartbeat:
             self._thread.join()
             self._thread = None
             self._write("stopped", why=why)
+
+    def withdraw(self) -> None:
+        """Stop, and put back the record of the controller before (none where there was none): a
+        start refused as it opened the campaign ran nothing, so `status` goes on saying how the
+        campaign last stopped, not that a refused command did."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            with contextlib.suppress(OSError):
+                if self._before is None:
+                    self.path.unlink()
+                else:
+                    write_atomic(self.path, self._before)
 
     def _beat(self) -> None:
         while not self._stopped.wait(self.every):
@@ -90,7 +110,13 @@ def controller_state(campaign_dir: Path, now: float | None = None) -> str | None
     record = read_json(campaign_dir / CONTROLLER_FILE)
     if not record:
         return None
-    now = time.time() if now is None else now
+    try:
+        return _state_of(record, time.time() if now is None else now)
+    except (TypeError, ValueError, OverflowError, OSError):  # a pid or a time that is none
+        return None  # (damaged by hand or by a disk: read as the missing record it stands for)
+
+
+def _state_of(record: dict[str, Any], now: float) -> str:
     where = f"pid {record.get('pid')} on {record.get('host')}"
     seen = float(record.get("seen_at", 0.0))
     if record.get("state") == "stopped":

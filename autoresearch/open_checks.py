@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from autoresearch.config import AutoresearchConfig, measurement, measurement_changes
 from autoresearch.files import write_failure
 from autoresearch.fleet.base import Pool
 from autoresearch.hardware import hardware_changes
 from autoresearch.sampler import knob_changes, knob_specs
+from autoresearch.storage_url import masked
 
 MEASUREMENT_ATTR = "measurement"  # the study's: how its first start measured (`config.measurement`)
 LOG_FILE = "controller.log"  # the first file a start writes in the folder
@@ -70,21 +73,80 @@ def _denied(path: Path) -> int:
 
 
 def study_refusal(
-    study: optuna.Study, cfg: AutoresearchConfig, pools: Mapping[str, Pool], campaign_dir: Path
+    study: optuna.Study | None, cfg: AutoresearchConfig, pools: Mapping[str, Pool], campaign_dir: Path
 ) -> str | None:
     """Why the study, as it stands, cannot be resumed with this config, in one line; None where it
-    can. The study's own records hold where config.yaml cannot: how each knob was searched (a knob
-    left out of a run and brought back changed would fail every trial that sets it), how its first
-    start measured, and the hardware each tier measured on."""
-    recorded = study.get_trials(deepcopy=False)
+    can (`study` None: there is none yet). The study's own records hold where config.yaml cannot:
+    how each knob was searched (a knob left out of a run and brought back changed would fail every
+    trial that sets it), how its first start measured, and the hardware each tier measured on.
+    And the folder must still be the study's: its experiments and its frontier (`lost_trials`,
+    `lost_commits`)."""
+    recorded = [] if study is None else study.get_trials(deepcopy=False)
     searched = {n: d for t in recorded for n, d in t.distributions.items()}
-    started = study.user_attrs.get(MEASUREMENT_ATTR, {})
+    started = {} if study is None else study.user_attrs.get(MEASUREMENT_ATTR, {})
     where = str(campaign_dir)
     for changed in (
         knob_changes(searched, knob_specs(cfg), f"the study of {where}"),
         measurement_changes(started, measurement(cfg), where),
         hardware_changes(recorded, cfg.cluster.tiers, pools, where),
+        lost_trials(recorded, campaign_dir, cfg.storage),
+        lost_commits(recorded, campaign_dir),
     ):
         if changed:
             return "; ".join(changed)
     return None
+
+
+def lost_trials(recorded: list[FrozenTrial], campaign_dir: Path, storage: str | None) -> list[str]:
+    """Why the study is behind its folder, or []: trial N runs in experiments/N, and a trial is in
+    the study before its folder is made, so a folder numbered past the study's last trial means the
+    study lost what it held (a journal deleted, emptied, or put back from an older copy; another
+    database). Resumed, it would number new trials anew, into the folders of runs that ended."""
+    try:
+        numbers = [int(name) for name in os.listdir(campaign_dir / "experiments") if name.isdigit()]
+    except OSError:  # (none yet)
+        return []
+    beyond = [n for n in numbers if n >= len(recorded)]
+    if not beyond:
+        return []
+    held = f"holds {len(recorded)} trials" if recorded else "holds no trial"
+    study = f"the study in {masked(storage)}" if storage else f"its study ({campaign_dir / 'study.journal'})"
+    return [
+        f"{campaign_dir / 'experiments'} holds experiment {max(beyond):05d}, but {study} {held}: the "
+        "study lost what it recorded (deleted, emptied, or put back from an older copy?); put it "
+        "back as it was, or start afresh with a new campaign.name"
+    ]
+
+
+def lost_commits(recorded: list[FrozenTrial], campaign_dir: Path) -> list[str]:
+    """Why the frontier is not the study's, or []: each trial names the frontier commit it was
+    built on (`parent`), and each kept one the commit that kept it; a frontier that lacks any was
+    deleted, reset or replaced, and resumed it would go on from another train.py than the one
+    the study kept, its kept changes lost without a word. (Read only; a repository git cannot
+    read is left to the start, which says so in git's words.)"""
+    named: dict[str, int] = {}  # commit -> a trial that names it
+    for t in recorded:
+        for key in ("parent", "commit"):
+            if commit := t.user_attrs.get(key):
+                named.setdefault(str(commit), t.number)
+    if not named:
+        return []
+    repo = campaign_dir / "frontier"
+    then = "put it back as it was, or start afresh with a new campaign.name"
+    if not (repo / ".git").exists():
+        return [
+            f"the frontier {repo} is gone, but the study's trials name {len(named)} of its commits: {then}"
+        ]
+    listed = subprocess.run(["git", "rev-list", "--all"], cwd=repo, capture_output=True, text=True)
+    if listed.returncode != 0:
+        return []
+    held = listed.stdout.split()
+    missing = [c for c in named if not any(h.startswith(c) for h in held)]
+    if not missing:
+        return []
+    first = missing[0]
+    return [
+        f"the frontier {repo} lacks {len(missing)} commit(s) the study's trials name ({first}, named "
+        f"by trial {named[first]}): it was reset, replaced or made anew; {then} "
+        f"(git -C {repo} reflog may still hold them)"
+    ]

@@ -47,7 +47,7 @@ from autoresearch.config import (
     with_defaults,
 )
 from autoresearch.eta import ends_said
-from autoresearch.files import read_json
+from autoresearch.files import finite_number, read_json
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import controller_state
 from autoresearch.results import frontier_value, rerun_values, rows
@@ -80,6 +80,11 @@ def reading_campaign(campaign_dir: Path) -> Iterator[tuple[optuna.Study, DictCon
         what = "not a folder" if campaign_dir.exists() else "no such folder"
         refuse(f"{what}: {campaign_dir}{missing_folder_hint(campaign_dir)}")
     if not (campaign_dir / SAVED_CONFIG).is_file():
+        if any((campaign_dir / "experiments").glob("[0-9]*")):  # it ran: config.yaml was deleted since
+            refuse(
+                f"{campaign_dir} ran experiments, but its config.yaml, which says where its study is, is "
+                "gone: the campaign's command writes it anew as it resumes the campaign (study and results kept)"
+            )
         if (controller := controller_state(campaign_dir)) is not None:  # config.yaml comes once set up
             how = "is still setting up" if controller.startswith("running") else "did not get past setting up"
             refuse(f"{campaign_dir}: its first start {how} (the data, the study); controller {controller}")
@@ -150,7 +155,8 @@ def launch_state(trial: FrozenTrial, campaign_dir: Path) -> tuple[str, float | N
     started = read_json(campaign_dir / exp_dir / STARTED_FILE) if exp_dir else None
     if started is None:
         return "pending", trial.user_attrs.get("launched_at")
-    return "running", started.get("started_at")
+    since = started.get("started_at")
+    return "running", since if finite_number(since) else None  # (a file damaged by hand: since unknown)
 
 
 def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:

@@ -1395,6 +1395,40 @@ def test_a_job_lost_while_no_controller_ran_bills_its_slot_until_its_deadline_at
     assert measure(second.study, {}, second.dir, 0.0).gpu_hours == held / 3600
 
 
+def test_a_running_experiments_folder_deleted_while_no_controller_ran_is_lost_and_run_again(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """An experiment folder removed by hand while its controller was stopped: no run can end in
+    it, so the next controller fails its trial as lost and queues it again, where it wrote its
+    abandoned.json into the missing folder and died of the traceback."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    trial = launched_and_started(first, 1000.0, job="local:1")
+    release(first)
+    shutil.rmtree(first.dir / f"experiments/{trial.number:05d}")
+    second = open_campaign(tmp_path, [])
+    lost = second.ledger.trial(trial.number)
+    gone = second.dir / f"experiments/{trial.number:05d}"
+    assert lost.user_attrs["status"] == "lost"
+    assert lost.user_attrs["reason"] == f"lost: its experiment folder {gone} is gone (deleted?); re-queued"
+    assert second.ledger.queued_for("retry_of", trial.number)
+
+
+def test_a_started_json_whose_start_is_no_number_is_read_as_missing(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """started.json damaged by hand, its start a string: read as the missing file it stands for
+    (no start known, so no GPU time billed), not a TypeError that stopped every resume."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    trial = launched_and_started(first, "yesterday", job="local:1")  # type: ignore[arg-type]
+    release(first)
+    second = open_campaign(tmp_path, [])
+    lost = second.ledger.trial(trial.number)
+    assert lost.user_attrs["status"] == "lost" and lost.user_attrs.get("started_at") is None
+    assert measure(second.study, {}, second.dir, 0.0).gpu_hours == 0
+
+
 def test_a_torn_proposal_file_fails_its_trial_and_the_campaign_resumes(
     tmp_path: Path, open_campaign: Callable[..., Campaign]
 ) -> None:
@@ -1521,8 +1555,12 @@ def test_a_campaign_from_before_harness_copies_keeps_the_harness_it_ran_with(
     """A campaign folder without harness/prepare.py takes its first experiment's copy: the harness
     its results were measured with, not whatever campaign.prepare_py holds today."""
     campaign_dir = tmp_path / "toy"
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    launched_and_started(first, 1000.0, job="local:1")  # trial 0, in experiments/00000
+    release(first)
+    shutil.rmtree(campaign_dir / "harness")  # as a version from before harness copies left it
     ran = campaign_dir / "experiments" / "00000"
-    ran.mkdir(parents=True)
     (ran / "prepare.py").write_text((TOY / "prepare.py").read_text() + "\n# the harness of that time\n")
     campaign = open_campaign(tmp_path, [])
     assert campaign.harness == campaign_dir / "harness" / "prepare.py"

@@ -409,7 +409,19 @@ def test_check_help_is_its_own_usage(tmp_path: Path, command: list[str]) -> None
 
 
 @pytest.mark.parametrize(
-    "refusal", ["hardware", "knob held in the study", "measurement held in the study", "no git", "locked"]
+    "refusal",
+    [
+        "hardware",
+        "knob held in the study",
+        "measurement held in the study",
+        "no git",
+        "locked",
+        "frontier deleted",
+        "frontier reset",
+        "study emptied",
+        "study from an older copy",
+        "lock file a folder",
+    ],
 )
 def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its_line(
     tmp_path: Path, finished_toy: Path, refusal: str
@@ -433,7 +445,20 @@ def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its
         empty = tmp_path / "bin"  # processes start from sys.executable: nothing else is on PATH
         empty.mkdir()
         env = {"PATH": str(empty)}
+    elif refusal == "frontier deleted":  # resumed, it went on from the start, its keeps lost unsaid
+        shutil.rmtree(campaign / "frontier")
+    elif refusal == "frontier reset":  # a kept change undone by hand
+        subprocess.run(["git", "reset", "-q", "--hard", "HEAD~1"], cwd=campaign / "frontier", check=True)
+    elif refusal == "lock file a folder":  # (by hand, or a bad copy): no controller can hold it
+        (campaign / "controller.lock").unlink()
+        (campaign / "controller.lock").mkdir()
+    elif refusal == "study emptied":  # resumed, it numbered trials anew, into folders of runs that ended
+        (campaign / "study.journal").write_bytes(b"")
+    elif refusal == "study from an older copy":
+        journal = campaign / "study.journal"
+        journal.write_text("".join(journal.read_text().splitlines(keepends=True)[:60]))
     fd = hold_lock(campaign) if refusal == "locked" else None
+    heartbeat = (campaign / "controller.json").read_bytes()
     before = tree(runs)
     try:
         checked = check(runs, *overrides, env=env)
@@ -445,6 +470,9 @@ def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its
         if fd is not None:
             os.close(fd)
     assert line == f"error: {start_refusal(started)}"
+    # the start, refused, ran nothing: status still says how the campaign last stopped
+    assert (campaign / "controller.json").read_bytes() == heartbeat
+    frontier, last = campaign / "frontier", max(int(p.name) for p in campaign.glob("experiments/*"))
     expected = {
         "hardware": f"the screen tier of {campaign} measured on cpu, 1 thread per slot, this command "
         "runs it on cpu, 2 threads per slot (local)",
@@ -453,8 +481,18 @@ def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its
         "1.0, this command says 2.0",
         "no git": "git is not on PATH",
         "locked": f"another controller (pid {os.getpid()}) is running {campaign}: ",
+        "frontier deleted": f"the frontier {frontier} is gone, but ",
+        "frontier reset": f"the frontier {frontier} lacks 1 commit(s) the study's trials name (",
+        "lock file a folder": f"cannot open the campaign's lock file {campaign / 'controller.lock'} "
+        "(Is a directory): no controller can hold it, and a start makes it anew: remove it",
+        "study emptied": f"{campaign / 'experiments'} holds experiment {last:05d}, but its study "
+        f"({campaign / 'study.journal'}) holds no trial: the study lost what it recorded",
+        "study from an older copy": f"{campaign / 'experiments'} holds experiment {last:05d}, but its study "
+        f"({campaign / 'study.journal'}) holds ",
     }[refusal]
     assert line.startswith(f"error: {expected}")
+    if refusal == "frontier deleted":  # not begun again from the starting train.py
+        assert not frontier.exists()
     if refusal == "no git":  # refused before the start makes or writes anything
         assert tree(runs) == before
 

@@ -170,6 +170,29 @@ def test_status_of_a_first_start_still_setting_up_says_so(tmp_path: Path) -> Non
     assert controller_state(tmp_path).startswith("stopped ") and "the test ended" in out.stderr
 
 
+@pytest.mark.parametrize("tool", ["status", "report"])
+def test_a_campaign_that_ran_without_its_config_yaml_is_not_said_to_be_setting_up(
+    tmp_path: Path, tool: str
+) -> None:
+    """config.yaml deleted from a campaign that ran: it was said not to have got past setting
+    up. It says config.yaml is gone, and what writes it anew."""
+    (tmp_path / "experiments" / "00000").mkdir(parents=True)
+    beat = Heartbeat(tmp_path)
+    beat.start()
+    beat.stop("experiments budget reached")
+    out = subprocess.run(
+        [sys.executable, "-m", f"autoresearch.{tool}", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"error: {tmp_path} ran experiments, but its config.yaml, which says where its study is, is gone: "
+        "the campaign's command writes it anew as it resumes the campaign (study and results kept)"
+    ]
+
+
 def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("campaign:\n  name: early\nstorage: null\n")
     out = subprocess.run(
@@ -274,6 +297,22 @@ def test_a_change_whose_run_ended_is_shown_awaiting_its_decision_not_running(tmp
     assert "0 h100 awaiting re-runs 4.0 min deeper" in lines  # trial, partition, state, for, description
     assert "1 h100 awaiting comparison 1.0 min wider" in lines
     assert "2 h100 running 10.0 min validates deeper" in lines
+
+
+def test_a_running_trial_whose_started_json_has_no_number_shows_running_for_an_unknown_time(
+    tmp_path: Path,
+) -> None:
+    """started.json damaged by hand (its start a string): the run shows as running, since when
+    unknown, where the whole view was a TypeError."""
+    study = optuna.create_study(study_name="damaged")
+    study.enqueue_trial(
+        {}, user_attrs={"description": "wider", "partition": "h100", "exp_dir": "experiments/00000"}
+    )
+    study.ask()
+    (tmp_path / "experiments/00000").mkdir(parents=True)
+    (tmp_path / "experiments/00000/started.json").write_text(json.dumps({"started_at": "yesterday"}))
+    lines = [" ".join(line.replace("│", " ").split()) for line in printed(200, study, tmp_path)]
+    assert "0 h100 running - wider" in lines
 
 
 def test_elapsed_runs_on_while_the_controller_lives_with_nothing_running(tmp_path: Path) -> None:
@@ -457,6 +496,23 @@ def test_a_controller_file_that_is_a_folder_reads_as_none_not_a_traceback(tmp_pa
     missing file it stands for, as they do a torn one."""
     (tmp_path / CONTROLLER_FILE).mkdir()
     assert controller_state(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"pid": "abc", "host": "here", "state": "running", "seen_at": "yesterday"},
+        {"pid": 10**30, "host": socket.gethostname(), "state": "running", "seen_at": NOW},
+        {"pid": 1, "host": "here", "state": "stopped", "seen_at": 1e300},
+    ],
+)
+def test_a_controller_file_whose_figures_are_no_pid_or_time_reads_as_none(
+    tmp_path: Path, record: dict
+) -> None:
+    """`controller.json` edited by hand into figures that are no pid or time: read as the missing
+    file it stands for, where status died of a ValueError or OverflowError."""
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps(record))
+    assert controller_state(tmp_path, now=NOW) is None
 
 
 def _saved_config(folder: Path, name: str, *settings: str) -> DictConfig:
