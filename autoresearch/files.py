@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ from typing import Any
 def replacing(path: Path) -> Iterator[Path]:
     """A temporary file beside `path` for the block to write, put in its place whole when the block
     ends: a writer killed part-way leaves the one before, never a torn one. Where the write or
-    the replace fails (a full disk, `path` a folder) the temporary is removed, not left behind."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    the replace fails (a full disk, `path` a folder) the temporary is removed, not left behind.
+    The temporary is this writer's own (its process and thread in its name): two writers of one
+    file at once, the controller redrawing progress.png while `autoresearch report` draws it, shared
+    one, and one's rename published the other's half-written file, then the other's failed."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -36,9 +40,11 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 def write_failure(err: OSError, folder: Path) -> str:
     """An OSError of a write into `folder` in words: the system's, and the file it names where
-    that is not `folder` itself (a full disk's or an oversized file's error names none)."""
-    named = err.filename is not None and str(err.filename) != str(folder)
-    return f"{err.strerror or err}" + (f" ({err.filename})" if named else "")
+    that is not `folder` itself (a full disk's or an oversized file's error names none); of a
+    rename, the file it was to replace, not the writer's temporary (`replacing`)."""
+    filename = err.filename2 if err.filename2 is not None else err.filename
+    named = filename is not None and str(filename) != str(folder)
+    return f"{err.strerror or err}" + (f" ({filename})" if named else "")
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

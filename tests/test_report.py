@@ -7,6 +7,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from optuna.trial import TrialState, create_trial
 
 from autoresearch.agent.usage import UsageLedger
 from autoresearch.budget import PRICE_ATTR
+from autoresearch.files import replacing, write_atomic
 from autoresearch.plot import plot_title, progress_figure, screen_points
 from autoresearch.proposals import Candidate, Wave
 from autoresearch.report import build_report, busy_hours, write_report
@@ -119,6 +121,22 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
     assert decided and all(a[THRESHOLDS_ATTR] == TOY_THRESHOLDS for a in decided)
     assert "changed" not in report.settings["keep rule"]  # (one rule throughout: none to name)
     assert "val_bpb: validation bits per byte, lower is better; ± is the standard deviation" in page
+
+
+def test_two_writers_of_one_file_at_once_each_replace_it_whole(tmp_path: Path) -> None:
+    """`autoresearch report` redraws progress.png and report.html while the controller redraws
+    them too: each writer has a temporary of its own. They shared one, so one's rename published
+    the other's half-written file and the other's then failed (FileNotFoundError: in the
+    controller, the end of the campaign)."""
+    path = tmp_path / "progress.png"
+    with replacing(path) as tmp:
+        tmp.write_bytes(b"A" * 1000)
+        other = threading.Thread(target=write_atomic, args=(path, b"B"))  # another writer's whole
+        other.start()  # write, in the middle of this one
+        other.join()
+        assert path.read_bytes() == b"B"
+    assert path.read_bytes() == b"A" * 1000
+    assert list(tmp_path.glob("*.tmp")) == []
 
 
 def test_a_rejected_proposal_is_no_experiment_that_ran(tmp_path: Path) -> None:
@@ -408,7 +426,7 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
 
     refused = report()
     assert refused.returncode == 2 and refused.stderr.splitlines() == [
-        f"error: cannot write the report in {campaign}: Is a directory ({campaign / 'report.html.tmp'}); "
+        f"error: cannot write the report in {campaign}: Is a directory ({campaign / 'report.html'}); "
         "write it elsewhere with --out DIR"
     ]
     assert (campaign / "study.journal").read_bytes() == journal
@@ -421,7 +439,7 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
     (campaign / "progress.png").mkdir()
     refused = report("--out", str(campaign))
     assert refused.returncode == 2 and refused.stderr.splitlines() == [
-        f"error: cannot write the report in {campaign}: Is a directory ({campaign / 'progress.png.tmp'}); "
+        f"error: cannot write the report in {campaign}: Is a directory ({campaign / 'progress.png'}); "
         "choose another --out DIR"
     ]
     assert sorted(p.name for p in campaign.glob("*.tmp*")) == []  # the plot's temporary removed too
