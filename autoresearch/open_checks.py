@@ -21,7 +21,9 @@ from autoresearch.files import write_failure
 from autoresearch.fleet.base import Pool
 from autoresearch.hardware import hardware_changes
 from autoresearch.sampler import knob_changes, knob_specs
+from autoresearch.starting_files import HARNESS_COPY, first_run_harness
 from autoresearch.storage_url import masked
+from autoresearch.workspace import sha256_file
 
 MEASUREMENT_ATTR = "measurement"  # the study's: how its first start measured (`config.measurement`)
 LOG_FILE = "controller.log"  # the first file a start writes in the folder
@@ -79,8 +81,8 @@ def study_refusal(
     can (`study` None: there is none yet). The study's own records hold where config.yaml cannot:
     how each knob was searched (a knob left out of a run and brought back changed would fail every
     trial that sets it), how its first start measured, and the hardware each tier measured on.
-    And the folder must still be the study's: its experiments and its frontier (`lost_trials`,
-    `lost_commits`)."""
+    And the folder must still be the study's: its experiments, its frontier and its harness
+    (`lost_trials`, `lost_commits`, `altered_harness`)."""
     recorded = [] if study is None else study.get_trials(deepcopy=False)
     searched = {n: d for t in recorded for n, d in t.distributions.items()}
     started = {} if study is None else study.user_attrs.get(MEASUREMENT_ATTR, {})
@@ -91,6 +93,7 @@ def study_refusal(
         hardware_changes(recorded, cfg.cluster.tiers, pools, where),
         lost_trials(recorded, campaign_dir, cfg.storage),
         lost_commits(recorded, campaign_dir),
+        altered_harness(campaign_dir),
     ):
         if changed:
             return "; ".join(changed)
@@ -149,4 +152,17 @@ def lost_commits(recorded: list[FrozenTrial], campaign_dir: Path) -> list[str]:
         f"the frontier {repo} lacks {len(missing)} commit(s) the study's trials name ({first}, named "
         f"by trial {named[first]}): it was reset, replaced or made anew; {then} "
         f"(git -C {repo} reflog may still hold them)"
+    ]
+
+
+def altered_harness(campaign_dir: Path) -> list[str]:
+    """Why the campaign's copy of the harness is not the one its experiments measured with, or []:
+    an edit to harness/prepare.py would score every later run by another metric than the earlier
+    ones, and the keep rule would compare the two."""
+    own, first = campaign_dir / HARNESS_COPY, first_run_harness(campaign_dir)
+    if first is None or not own.is_file() or sha256_file(own) == sha256_file(first):
+        return []
+    return [
+        f"{own} is not the harness this campaign's experiments measured with ({first}): put that copy "
+        f"back (cp {first} {own}); a changed harness starts a new campaign, with a new campaign.name"
     ]

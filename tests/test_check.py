@@ -421,6 +421,7 @@ def test_check_help_is_its_own_usage(tmp_path: Path, command: list[str]) -> None
         "study emptied",
         "study from an older copy",
         "lock file a folder",
+        "harness edited",
     ],
 )
 def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its_line(
@@ -457,6 +458,9 @@ def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its
     elif refusal == "study from an older copy":
         journal = campaign / "study.journal"
         journal.write_text("".join(journal.read_text().splitlines(keepends=True)[:60]))
+    elif refusal == "harness edited":  # later runs would be scored by another metric than earlier ones
+        with (campaign / "harness" / "prepare.py").open("a") as harness:
+            harness.write("# edited in the campaign folder\n")
     fd = hold_lock(campaign) if refusal == "locked" else None
     heartbeat = (campaign / "controller.json").read_bytes()
     before = tree(runs)
@@ -489,6 +493,8 @@ def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its
         f"({campaign / 'study.journal'}) holds no trial: the study lost what it recorded",
         "study from an older copy": f"{campaign / 'experiments'} holds experiment {last:05d}, but its study "
         f"({campaign / 'study.journal'}) holds ",
+        "harness edited": f"{campaign / 'harness' / 'prepare.py'} is not the harness this campaign's "
+        f"experiments measured with ({campaign / 'experiments' / '00000' / 'prepare.py'}): put that copy back",
     }[refusal]
     assert line.startswith(f"error: {expected}")
     if refusal == "frontier deleted":  # not begun again from the starting train.py
