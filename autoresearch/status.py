@@ -49,7 +49,8 @@ from autoresearch.config import (
 from autoresearch.eta import ends_said
 from autoresearch.files import finite_number, read_json
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
-from autoresearch.heartbeat import controller_state
+from autoresearch.heartbeat import CONTROLLER_FILE, controller_state
+from autoresearch.open_checks import LOG_FILE
 from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.runner import STARTED_FILE
 from autoresearch.study import StudyUnavailable, finished, load_study, reading_storage, trials
@@ -67,6 +68,10 @@ ALWAYS_SHOWN = ("keep", "discard", "crash")  # even at 0
 # A reason's length in the latest table: a decision's (about 75) shows whole, a crash's last line is cut.
 REASON_CHARS = 90
 DESCRIPTION = "a live view of a running or finished campaign"  # (usage names the command as run)
+
+
+# What a campaign's first start writes before its config.yaml: a folder with none of them never ran one.
+CAMPAIGN_FILES = (LOG_FILE, CONTROLLER_FILE)
 
 
 @contextlib.contextmanager
@@ -98,6 +103,12 @@ def reading_campaign(campaign_dir: Path) -> Iterator[tuple[optuna.Study, DictCon
         with reading_saved_config(saved), reading_storage(config.storage, campaign_dir), waits_said():
             yield load_study(campaign_dir, config.campaign.name, config.storage, float(retry)), config
     except (SavedConfigError, StudyUnavailable) as err:
+        if isinstance(err, SavedConfigError) and not any((campaign_dir / f).exists() for f in CAMPAIGN_FILES):
+            # (a Hydra config folder holds a config.yaml too: its repair, "remove it", is not for it)
+            refuse(
+                f"not a campaign folder (its config.yaml is no campaign's, and no campaign ran there): "
+                f"{campaign_dir}{campaigns_inside_hint(campaign_dir)}"
+            )
         refuse(str(err))
 
 

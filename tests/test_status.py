@@ -136,6 +136,10 @@ def test_a_mistyped_campaign_folder_is_named_with_the_one_meant(tmp_path: Path, 
     )
     assert refusal("runs/demo/report.html") == "error: not a folder: runs/demo/report.html"
     assert refusal(".") == "error: not a campaign folder (no config.yaml): ."
+    # a Hydra config folder's config.yaml is no campaign's: not one to remove, as a campaign's broken one is
+    assert refusal("conf") == (
+        "error: not a campaign folder (its config.yaml is no campaign's, and no campaign ran there): conf"
+    )
     assert refusal("elsewhere") == "error: no such folder: elsewhere"
 
 
