@@ -239,7 +239,13 @@ def load_study(campaign_dir: Path, name: str, url: str | None, retry_seconds: fl
         with contextlib.suppress(KeyError):  # (a storage without this study)
             if storage is not None:
                 return optuna.load_study(study_name=name, storage=storage)
-    raise NoStudyYet(f"no study {name!r} yet in {url or campaign_dir / JOURNAL_FILE}")
+    where = url or campaign_dir / JOURNAL_FILE
+    if any((campaign_dir / "experiments").glob("[0-9]*")):  # it ran: the study was lost since
+        raise NoStudyYet(
+            f"no study {name!r} in {where}, though {campaign_dir / 'experiments'} holds the experiments "
+            "it ran: the study was lost (deleted, emptied?); put it back as it was to read the campaign"
+        )
+    raise NoStudyYet(f"no study {name!r} yet in {where}")
 
 
 def set_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:

@@ -205,6 +205,15 @@ def test_status_of_a_campaign_without_a_study_yet_is_one_line(tmp_path: Path) ->
     assert out.returncode == 2
     assert out.stderr.splitlines() == [f"error: no study 'early' yet in {tmp_path / 'study.journal'}"]
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # looking changes nothing
+    (tmp_path / "experiments" / "00000").mkdir(parents=True)  # it ran: the journal was deleted since
+    out = subprocess.run(
+        [sys.executable, "-m", "autoresearch.status", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"error: no study 'early' in {tmp_path / 'study.journal'}, though {tmp_path / 'experiments'} holds "
+        "the experiments it ran: the study was lost (deleted, emptied?); put it back as it was to read the campaign"
+    ]
 
 
 NOW = 1_800_000_000.0  # the clock the frames below are drawn at
