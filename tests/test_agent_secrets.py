@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
@@ -31,6 +32,21 @@ WAVE = {
     ],
     "grids": [],
 }
+
+
+def echoing_proxy(api: ScriptedAPI, more: str = "") -> Callable[[httpx2.Request], httpx2.Response]:
+    """A proxy that refuses every message with a 400 whose message echoes the request's
+    authorization header, the key, and `more`; the model list is `api`'s."""
+
+    def echo(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/v1/models"):
+            return api.handler(request)
+        said = f"bad request for {request.headers['authorization']}{more}"
+        return httpx2.Response(
+            400, json={"type": "error", "error": {"type": "invalid_request_error", "message": said}}
+        )
+
+    return echo
 
 
 def test_canary_key_is_used_but_never_stored(tmp_path: Path, monkeypatch, caplog) -> None:
@@ -86,17 +102,11 @@ def test_a_key_echoed_in_an_error_is_written_nowhere(tmp_path: Path, monkeypatch
     monkeypatch.setenv("GATEWAY_TOKEN", other)
     caplog.set_level(logging.DEBUG)
 
-    def echo(request: httpx2.Request) -> httpx2.Response:
-        if request.url.path.endswith("/v1/models"):
-            return api.handler(request)
-        said = f"bad request for {request.headers['authorization']} with {other}"
-        return httpx2.Response(
-            400, json={"type": "error", "error": {"type": "invalid_request_error", "message": said}}
-        )
-
     api = ScriptedAPI(models=[MODEL])
     cfg = AgentConfig(kind="claude", model=MODEL, max_retries=0)
-    client = build_client(cfg, http_client=httpx2.Client(transport=httpx2.MockTransport(echo)))
+    client = build_client(
+        cfg, http_client=httpx2.Client(transport=httpx2.MockTransport(echoing_proxy(api, f" with {other}")))
+    )
     proposer = ClaudeProposer(cfg, tmp_path, CountingOffline(), client=client, program_md="instructions")
     assert proposer.propose(sample_context()).source == "offline-fallback"
 
@@ -118,20 +128,12 @@ def test_a_traceback_logged_for_a_defect_holds_no_key_of_the_error_it_interrupte
     monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
     caplog.set_level(logging.DEBUG)
 
-    def echo(request: httpx2.Request) -> httpx2.Response:
-        if request.url.path.endswith("/v1/models"):
-            return api.handler(request)
-        said = f"bad request for {request.headers['authorization']}"
-        return httpx2.Response(
-            400, json={"type": "error", "error": {"type": "invalid_request_error", "message": said}}
-        )
-
     def full_disk(*args, **kwargs) -> None:
         raise OSError(28, "No space left on device")
 
     api = ScriptedAPI(models=[MODEL])
     cfg = AgentConfig(kind="claude", model=MODEL, max_retries=0)
-    client = build_client(cfg, http_client=httpx2.Client(transport=httpx2.MockTransport(echo)))
+    client = build_client(cfg, http_client=httpx2.Client(transport=httpx2.MockTransport(echoing_proxy(api))))
     proposer = ClaudeProposer(cfg, tmp_path, CountingOffline(), client=client, program_md="instructions")
     monkeypatch.setattr(proposer, "_save", full_disk)
     assert proposer.propose(sample_context()).source == "offline-fallback"

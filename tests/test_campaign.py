@@ -412,19 +412,16 @@ def test_a_bad_setting_in_a_file_of_ones_own_is_one_line_naming_it(
             assert edit[0] in text
             text = text.replace(*edit)
         (conf / path).write_text(text)
-    runs = tmp_path / "runs"
+    assert_refused_in_one_line(conf, tmp_path / "runs", said, "+campaign=mine", "cluster=mysite")
+
+
+def assert_refused_in_one_line(conf: Path, runs: Path, said: str, *chosen: str) -> None:
+    """The start and `check`, with config files of one's own (`conf`), each refuse in the one line
+    `said`, exit code 2, and write nothing under `runs`."""
     for command in ([], ["check"]):
+        args = [*command, f"--config-dir={conf}", *chosen, f"runs_dir={runs}"]
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "autoresearch",
-                *command,
-                f"--config-dir={conf}",
-                "+campaign=mine",
-                "cluster=mysite",
-                f"runs_dir={runs}",
-            ],
+            [sys.executable, "-m", "autoresearch", *args],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -444,7 +441,6 @@ def test_a_file_of_ones_own_that_is_not_yaml_is_one_line_naming_where(tmp_path: 
     (conf / "campaign" / "mine.yaml").write_text(toy.replace("log: true}", "log: true", 1))
     (conf / "campaign" / "fine.yaml").write_text(toy.replace("name: toy", "name: fine"))
     (conf / "cluster" / "tabs.yaml").write_text("kind: local\npartitions:\n\tlocal:\n    slots: 2\n")
-    runs = tmp_path / "runs"
     for chosen, said in (
         (
             ["+campaign=mine"],
@@ -457,24 +453,7 @@ def test_a_file_of_ones_own_that_is_not_yaml_is_one_line_naming_where(tmp_path: 
             "that cannot start any token at line 3, column 1",
         ),
     ):
-        for command in ([], ["check"]):
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "autoresearch",
-                    *command,
-                    f"--config-dir={conf}",
-                    *chosen,
-                    f"runs_dir={runs}",
-                ],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert proc.returncode == 2 and proc.stderr.splitlines() == [said], proc.stderr
-    assert not runs.exists()
+        assert_refused_in_one_line(conf, tmp_path / "runs", said, *chosen)
 
 
 @pytest.mark.parametrize("tool", ["status", "report"])
