@@ -78,14 +78,16 @@ def plan_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> FleetPlan:
         return plan_local_fleet(cluster, require_gpu)
     if cluster.kind == "slurm":
         from autoresearch.fleet.slurm import missing_commands_problem, slurm_pool
-        from autoresearch.fleet.slurm_qos import over_qos_wall
+        from autoresearch.fleet.slurm_qos import accounting_problems
         from autoresearch.fleet.slurm_states import cluster_settings, config_problems
 
         if problem := missing_commands_problem():
             raise ValueError(problem)
         settings = cluster_settings()
         # (none found where sinfo, or sacctmgr, cannot tell)
-        if problems := config_problems(cluster.partitions) or over_qos_wall(cluster.partitions, settings):
+        if problems := config_problems(cluster.partitions) or accounting_problems(
+            cluster.partitions, settings
+        ):
             raise ValueError("; ".join(problems))
         pools = {
             name: slurm_pool(name, part, cluster.max_queued) for name, part in cluster.partitions.items()

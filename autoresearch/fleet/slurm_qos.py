@@ -30,7 +30,7 @@ ASSOC_FIELDS = "format=DefaultAccount,Account,Partition,DefaultQOS,QOS,MaxWall"
 ENFORCES_ASSOCIATIONS = ("associations", "limits", "qos", "safe")
 
 
-def over_qos_wall(partitions: dict[str, PartitionConfig], settings: dict[str, str]) -> list[str]:
+def accounting_problems(partitions: dict[str, PartitionConfig], settings: dict[str, str]) -> list[str]:
     """The accounts and QOS sbatch would refuse every job of (`access_problems`), else the
     configured time limits above the MaxWall their jobs would run under, as config problems. []
     when sacctmgr cannot tell or Slurm does not enforce associations, or limits for the MaxWall
