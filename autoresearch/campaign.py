@@ -385,7 +385,7 @@ class Campaign:
             self.pump.close()
             if opened:
                 self.fleet.shutdown(cancel=False)
-                self._write_outputs(final=True)
+                self._write_outputs(ended=ended)
                 self.tracker.update(self.study)
                 self.tracker.close(self.dir / REPORT_FILE)
         finally:
@@ -576,11 +576,12 @@ class Campaign:
         if self._told % max(1, self.cfg.tracking.plot_every) == 0:
             self._write_outputs()
 
-    def _write_outputs(self, final: bool = False) -> None:
+    def _write_outputs(self, ended: str | None = None) -> None:
+        """results.tsv and progress.png; and report.html when the controller stops, and `ended` why."""
         table = self.ledger.table()
         write_results(table, self.dir / "results.tsv")
-        if final:
-            write_report(self.study, self.dir, self.cfg)  # re-draws progress.png as well
+        if ended is not None:
+            write_report(self.study, self.dir, self.cfg, ended=ended)  # re-draws progress.png as well
         elif table:
             plot_progress(table, self.dir / "progress.png", self.c.name)
 

@@ -91,6 +91,11 @@ def _alive_here(pid: int) -> bool:
     return True
 
 
+def stopped_line(at: float, why: str) -> str:
+    """How a stopped controller is said, by `status` and the report alike."""
+    return f"stopped {_clock(at)}: {why or 'no reason given'}"
+
+
 def _clock(stamp: float) -> str:
     return datetime.fromtimestamp(stamp).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
@@ -120,7 +125,7 @@ def _state_of(record: dict[str, Any], now: float) -> str:
     where = f"pid {record.get('pid')} on {record.get('host')}"
     seen = float(record.get("seen_at", 0.0))
     if record.get("state") == "stopped":
-        return f"stopped {_clock(seen)}: {record.get('why') or 'no reason given'}"
+        return stopped_line(seen, record.get("why", ""))
     pid = int(record.get("pid") or 0)
     if record.get("host") == socket.gethostname() and pid > 0 and not _alive_here(pid):
         return f"gone: {where} ended without a word (killed?); run the campaign command again to resume"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import Rate, by_pool, dollars_of, experiment_ran, pool_prices, rated_hours
 from autoresearch.config import time_budget_seconds
 from autoresearch.files import write_atomic, write_failure
+from autoresearch.heartbeat import controller_state, stopped_line
 from autoresearch.plot import plot_progress
 from autoresearch.results import frontier_measured, rerun_values, rows
 from autoresearch.study import trials
@@ -91,6 +93,7 @@ class CampaignReport:
     speedup: Speedup
     kept: list[KeptChange]
     failure_reasons: list[tuple[str, int]] = field(default_factory=list)
+    controller: str | None = None  # running, or stopped and why (`heartbeat.controller_state`)
 
     @property
     def gpu_hours(self) -> dict[str, float]:
@@ -155,8 +158,11 @@ def keep_rule(c: Any) -> str:
     )
 
 
-def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignReport:
-    """Gather the report's facts; `cfg` is the campaign's config (the dataclass or its config.yaml)."""
+def build_report(
+    study: optuna.Study, campaign_dir: Path, cfg: Any, ended: str | None = None
+) -> CampaignReport:
+    """Gather the report's facts; `cfg` is the campaign's config (the dataclass or its config.yaml).
+    `ended`: why the controller writing it stops, which controller.json says only after the report."""
     table = [r for r in rows(study) if r["status"] != "skip"]  # skipped: never ran, nothing to report
     done = {t.number: t for t in trials(study, TrialState.COMPLETE, TrialState.FAIL)}
     reruns = rerun_values(table)
@@ -199,17 +205,21 @@ def build_report(study: optuna.Study, campaign_dir: Path, cfg: Any) -> CampaignR
         speedup=Speedup(sum(hours.values()), busy_hours(intervals)),
         kept=kept,
         failure_reasons=reasons.most_common(MAX_REASONS),
+        controller=controller_state(campaign_dir) if ended is None else stopped_line(time.time(), ended),
     )
 
 
-def write_report(study: optuna.Study, campaign_dir: Path, cfg: Any, out_dir: Path | None = None) -> Path:
+def write_report(
+    study: optuna.Study, campaign_dir: Path, cfg: Any, out_dir: Path | None = None, ended: str | None = None
+) -> Path:
     """Re-draw progress.png and write report.html (the plot embedded: one file to mail or attach),
-    in the campaign folder or in `out_dir` (made if missing: for a campaign folder read-only)."""
+    in the campaign folder or in `out_dir` (made if missing: for a campaign folder read-only);
+    `ended` as for `build_report`."""
     from autoresearch.report_html import render_html
 
     out_dir = campaign_dir if out_dir is None else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report(study, campaign_dir, cfg)
+    report = build_report(study, campaign_dir, cfg, ended)
     plot = out_dir / "progress.png"
     table = rows(study)
     if table:  # (only a plot drawn now: a progress.png already in an --out folder may be another's)

@@ -141,6 +141,7 @@ def render_html(r: CampaignReport, plot_png: bytes | None) -> str:
     state = (
         f"{r.running} running, {r.queued} queued" if r.running or r.queued else "nothing running or queued"
     )
+    controller = f"Controller: {escape(r.controller)}." if r.controller else ""
     settings = _table(["setting", "value"], [[escape(k), escape(v)] for k, v in r.settings.items()])
     counts = ", ".join(f"{n} {escape(status)}" for status, n in sorted(r.counts.items()))
     plot = (
@@ -156,6 +157,7 @@ def render_html(r: CampaignReport, plot_png: bytes | None) -> str:
 <style>{STYLE}</style></head><body>
 <h1>autoresearch campaign <code>{escape(r.name)}</code></h1>
 <p class=muted>Started {_when(r.started_at)}; last result {_when(r.last_result_at)}; {state}.
+{controller}
 Written {_when(time.time())} from the study; <code>python -m autoresearch.report</code> writes it again.</p>
 {settings}
 <h2>Result</h2>{_result(r)}

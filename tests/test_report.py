@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import resource
 import statistics
 import subprocess
@@ -81,6 +82,9 @@ def test_a_finished_campaign_ends_with_a_report_of_its_keeps_and_costs(tmp_path:
     assert (
         str(campaign / "report.html") in (campaign / "controller.log").read_text()
     )  # the last lines say where
+    why = json.loads((campaign / "controller.json").read_text())["why"]  # written after the page
+    assert why.startswith("experiments budget") and "Controller: stopped " in page
+    assert f": {html.escape(why)}.\n" in page  # why it ended, as `status` says it
 
     study = load(campaign)
     report = build_report(study, campaign, compose_toy(tmp_path, price))
@@ -405,6 +409,7 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
         return [line for line in path.read_text().splitlines() if not line.startswith("Written ")]
 
     by_command = page(campaign / "report.html")  # from config.yaml, as saved
+    assert any(line.startswith("Controller: stopped ") for line in by_command)  # from controller.json
     assert page(write_report(load(campaign), campaign, cfg)) == by_command  # from the config itself
     refused = subprocess.run(
         [sys.executable, "-m", "autoresearch.report", str(tmp_path)], cwd=REPO, capture_output=True, text=True
