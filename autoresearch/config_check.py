@@ -29,6 +29,7 @@ from autoresearch.config import (
 )
 from autoresearch.files import finite_number
 from autoresearch.frontier import FILE as FRONTIER_FILE
+from autoresearch.knob_types import constant_types, type_problem, unstorable_choice
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.proposals import TIERS
 from autoresearch.sampler import distribution_of, distributions, knob_changes, knob_specs
@@ -153,6 +154,7 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
     source = train_py.read_text() if train_py.is_file() else None
     try:
         constants = read_knobs(source) if source is not None else None
+        types = constant_types(source) if source is not None else {}
         unset = unsettable(source, [s.name for s in knob_specs(cfg)]) if source is not None else {}
     except SyntaxError as err:
         return [f"campaign.train_py: {train_py} does not parse: {err}"]
@@ -179,10 +181,17 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
         if spec.kind == "int" and (cut := [f for f, v in bounds.items() if v is not None and v != int(v)]):
             problems.append(f"{key}.{cut[0]}={bounds[cut[0]]}: an int knob's bounds must be whole numbers")
             continue
+        if problem := unstorable_choice(spec):
+            problems.append(problem)
+            continue
         try:
             distribution_of(spec)
         except (ValueError, TypeError, OverflowError) as err:
             problems.append(f"{key}: {err}")
+            continue
+        declared, line = types.get(spec.name, (None, 0))
+        if problem := type_problem(spec, declared, f"{train_py} line {line}"):
+            problems.append(problem)
     return problems
 
 

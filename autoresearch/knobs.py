@@ -27,7 +27,7 @@ def _is_knob_name(name: str) -> bool:
     return name.isupper() and name[0].isalpha()
 
 
-def _knob_assignments(tree: ast.Module) -> dict[str, list[ast.stmt]]:
+def knob_assignments(tree: ast.Module) -> dict[str, list[ast.stmt]]:
     found: dict[str, list[ast.stmt]] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
@@ -73,7 +73,7 @@ def literal_knobs(source: str) -> dict[str, Any]:
     """Every UPPER_CASE constant whose value is a literal, with that value: the ones a setting
     can be put back to (in `read_knobs` an expression's text and a string look alike)."""
     values: dict[str, Any] = {}
-    for name, nodes in _knob_assignments(parsed(source)).items():
+    for name, nodes in knob_assignments(parsed(source)).items():
         with contextlib.suppress(*NOT_A_LITERAL):
             values[name] = ast.literal_eval(nodes[-1].value)  # type: ignore[attr-defined]
     return values
@@ -84,7 +84,7 @@ def read_knobs(source: str) -> dict[str, Any]:
     literals = literal_knobs(source)
     lines: list[str] | None = None  # split once, only if some value is not a literal
     values: dict[str, Any] = {}
-    for name, nodes in _knob_assignments(parsed(source)).items():
+    for name, nodes in knob_assignments(parsed(source)).items():
         if name in literals:
             values[name] = literals[name]
         else:
@@ -113,7 +113,7 @@ def unsettable(source: str, names: Iterable[str]) -> dict[str, str]:
     two, it cannot be; another module-level binding (`LR *= 4`, `for LR in ...`) would change the
     value set before the run reads it."""
     tree = parsed(source)
-    assignments = _knob_assignments(tree)
+    assignments = knob_assignments(tree)
     bindings = _module_bindings(tree)
     problems: dict[str, str] = {}
     for name in names:
@@ -154,7 +154,7 @@ def set_knobs(source: str, settings: dict[str, Any]) -> str:
     if not settings:
         return source
     tree = parsed(source)
-    assignments = _knob_assignments(tree)
+    assignments = knob_assignments(tree)
     lines = source_lines(source)
     edits: list[tuple[ast.expr, str]] = []
     for name, value in settings.items():

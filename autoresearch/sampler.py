@@ -31,6 +31,7 @@ from optuna.distributions import (
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from autoresearch.knob_types import unstorable_choice
 from autoresearch.proposals import Candidate
 from autoresearch.proposers.base import KnobSpec
 
@@ -90,7 +91,9 @@ def distributions(specs: list[KnobSpec]) -> dict[str, BaseDistribution]:
 
 def _distribution(spec: KnobSpec) -> BaseDistribution | None:
     """The knob's distribution; None for one the config check refuses (an infinite int bound
-    raises OverflowError)."""
+    raises OverflowError; a list among the choices, Optuna's warning)."""
+    if unstorable_choice(spec):
+        return None
     try:
         return distribution_of(spec)
     except (ValueError, TypeError, OverflowError):

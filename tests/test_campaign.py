@@ -456,6 +456,32 @@ def test_a_file_of_ones_own_that_is_not_yaml_is_one_line_naming_where(tmp_path: 
         assert_refused_in_one_line(conf, tmp_path / "runs", said, *chosen)
 
 
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (
+            (
+                "WIDTH: {kind: int, low: 16, high: 1024, log: true}",
+                "WIDTH: {kind: categorical, choices: ['16', '32']}",
+            ),
+            "campaign.knobs.WIDTH: choice '16' is a str, but train.py's WIDTH is an int "
+            "(tests/fixtures/toy/train.py line 13): give choices of its type",
+        ),
+    ],
+)
+def test_a_researchers_mistake_in_a_campaign_file_is_refused_in_one_line(
+    tmp_path: Path, edit: tuple[str, str], said: str
+) -> None:
+    """Mistakes a campaign file of one's own (docs/CAMPAIGNS.md) is likely to hold, each refused by
+    the start and by `autoresearch check` in one line that names the setting and what to do."""
+    conf = tmp_path / "conf"
+    (conf / "campaign").mkdir(parents=True)
+    toy = (FIXTURE_CONF / "campaign" / "toy.yaml").read_text().replace("name: toy", "name: mine")
+    assert edit[0] in toy
+    (conf / "campaign" / "mine.yaml").write_text(toy.replace(*edit))
+    assert_refused_in_one_line(conf, tmp_path / "runs", f"error: bad config: {said}", "+campaign=mine")
+
+
 @pytest.mark.parametrize("tool", ["status", "report"])
 def test_python_m_autoresearch_runs_the_tools_as_the_console_script_does(tmp_path: Path, tool: str) -> None:
     """README: the console script is the same command as `python -m autoresearch`, tools included;

@@ -457,3 +457,109 @@ def test_a_refused_command_writes_nothing(tmp_path: Path, refused: str) -> None:
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error: bad config: ")
     assert list(tmp_path.iterdir()) == []
+
+
+TYPED_TRAIN_PY = """
+DEPTH = 8 if SCALE == "gpt2" else 2
+BATCH = 2**19 if SCALE == "gpt2" else 2**11
+LR = 0.01
+WINDOWS = "SSSL"
+USE_BIAS = False
+WIDTH: float = 64
+WINDOW: int | None = 256
+BETAS = (0.9, 0.95)
+STEPS = compute_steps()
+"""
+
+
+@pytest.mark.parametrize(
+    ("knob", "problem"),
+    [
+        (KnobConfig(kind="categorical", choices=[2, 4]), None),
+        (
+            KnobConfig(kind="categorical", choices=["2", "4"]),
+            "choice '2' is a str, but train.py's DEPTH is an int",
+        ),
+        (
+            KnobConfig(kind="categorical", choices=[2, 4.5]),
+            "choice 4.5 is a float, but train.py's DEPTH is an int",
+        ),
+        (
+            KnobConfig(kind="categorical", choices=[True, 4]),
+            "choice True is a bool, but train.py's DEPTH is an int",
+        ),
+        (
+            KnobConfig(kind="categorical", choices=[None, 4]),
+            "choice None is null, but train.py's DEPTH is an int",
+        ),
+        (KnobConfig(kind="int", low=1, high=4), None),
+        (
+            KnobConfig(kind="float", low=1, high=4),
+            "a float knob draws floats, but train.py's DEPTH is an int",
+        ),
+    ],
+)
+def test_a_knob_whose_values_train_py_could_not_use_is_named(
+    tmp_path: Path, knob: KnobConfig, problem: str | None
+) -> None:
+    """A knob's value is written over its constant and used as train.py used that: a string for
+    an int constant passed the start and failed in every experiment, at run time."""
+    train_py = tmp_path / "train.py"
+    train_py.write_text(TYPED_TRAIN_PY)
+    cfg = compose_config("+campaign=toy", f"campaign.train_py={train_py}")
+    cfg.campaign.knobs = {"DEPTH": knob}
+    problems = config_problems(cfg)
+    if problem is None:
+        assert problems == []
+    else:
+        said = f"campaign.knobs.DEPTH: {problem} ({train_py} line 2): "
+        assert len(problems) == 1 and problems[0].startswith(said), problems
+
+
+@pytest.mark.parametrize(
+    ("name", "knob", "problem"),
+    [
+        ("BATCH", KnobConfig(kind="categorical", choices=[1024, 2048]), None),  # 2**11: an int
+        ("BATCH", KnobConfig(kind="categorical", choices=[1024.0]), "choice 1024.0 is a float, but"),
+        ("LR", KnobConfig(kind="categorical", choices=[0, 0.1]), None),  # an int serves for a float
+        ("LR", KnobConfig(kind="int", low=0, high=1), None),
+        ("WINDOWS", KnobConfig(kind="categorical", choices=["L", "SL"]), None),
+        (
+            "WINDOWS",
+            KnobConfig(kind="int", low=1, high=4),
+            "an int knob draws ints, but train.py's WINDOWS is a str",
+        ),
+        (
+            "USE_BIAS",
+            KnobConfig(kind="categorical", choices=[0.0, 1.0]),
+            "choice 0.0 is a float, but train.py's USE_BIAS is a bool",
+        ),
+        (
+            "USE_BIAS",
+            KnobConfig(kind="int", low=0, high=1),
+            "an int knob draws ints, but train.py's USE_BIAS is a bool",
+        ),
+        ("WIDTH", KnobConfig(kind="float", low=32, high=64), None),  # its annotation says float
+        ("STEPS", KnobConfig(kind="categorical", choices=["x"]), None),  # a call: its type unknown
+        ("WINDOW", KnobConfig(kind="categorical", choices=[None, 128]), None),  # annotated so
+        (
+            "BETAS",
+            KnobConfig(kind="categorical", choices=[[0.8, 0.95]]),
+            "choice [0.8, 0.95] is a list; a choice must be",
+        ),
+    ],
+)
+def test_a_knob_is_judged_by_the_type_train_py_gives_its_constant(
+    tmp_path: Path, name: str, knob: KnobConfig, problem: str | None
+) -> None:
+    """The type is read from the syntax alone: arithmetic on literals, an annotation; what it cannot
+    tell (a call) is not judged. A list choice is refused for any constant: Optuna stores none."""
+    train_py = tmp_path / "train.py"
+    train_py.write_text(TYPED_TRAIN_PY)
+    cfg = compose_config("+campaign=toy", f"campaign.train_py={train_py}")
+    cfg.campaign.knobs = {name: knob}
+    problems = config_problems(cfg)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problems[0].startswith(f"campaign.knobs.{name}: {problem}"), problems
