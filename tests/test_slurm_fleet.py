@@ -840,6 +840,58 @@ def test_a_gres_is_checked_against_what_sinfo_lists_for_its_partition(
     assert slurm_states.config_problems({"h200": PartitionConfig(gres="gpu:a100:1")}) == []
 
 
+def test_a_gpu_type_that_names_another_gpu_than_slurm_gives_is_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A partition labelled h200 whose jobs get H100s ran, but its results, report and the hardware
+    a resume holds its tier to said h200, unsaid. The start now warns (the label changes no job:
+    MFU comes from the GPU a job sees, the price from the partition), from the sinfo call its
+    checks make: the type a gres asks for, or for an untyped one each type the nodes have."""
+    lines = [
+        "h100|gpu:h100:8(S:0-1)|infinite|32|515000",
+        "mixed|gpu:a100:4,gpu:h100:4|infinite|32|515000",
+        "gh|gpu:gh200:4|infinite|32|515000",
+        "cpu|(null)|infinite|32|515000",
+    ]
+    sinfo = slurm_states.parse_sinfo("\n".join(lines))
+
+    def warned(**parts: PartitionConfig) -> list[str]:
+        return slurm_states.gpu_type_mismatches(parts, sinfo)
+
+    assert (
+        warned(
+            h100=PartitionConfig(gres="gpu:h100:1", gpu_type="NVIDIA H100 80GB HBM3"),
+            mixed=PartitionConfig(gres="gpu:a100:1", gpu_type="a100_80g"),
+            gh=PartitionConfig(gpus_per_node=1, gpu_type="GH200"),
+            cpu=PartitionConfig(gpu_type="cpu"),  # (no GPU asked for)
+            odd=PartitionConfig(partition="h100", gres="gpu:1", gpu_type="nvidia"),  # (names no model)
+        )
+        == []
+    )
+    assert warned(h100=PartitionConfig(gres="gpu:h100:1", gpu_type="h200")) == [
+        "cluster.partitions.h100.gpu_type=h200, but Slurm gives its jobs h100 GPUs (gres=gpu:h100:1): "
+        "results, the report and the hardware a resume holds its tier to would say h200; set gpu_type: h100"
+    ]
+    assert warned(gh=PartitionConfig(gres="gpu:1", gpu_type="h200")) == [
+        "cluster.partitions.gh.gpu_type=h200, but Slurm gives its jobs gh200 GPUs (sinfo lists gh200 on "
+        "partition gh): results, the report and the hardware a resume holds its tier to would say h200; "
+        "set gpu_type: gh200"
+    ]
+    (forgotten,) = warned(mixed=PartitionConfig(gres="gpu:1"))  # (gpu_type left at its default)
+    assert forgotten.startswith(
+        "cluster.partitions.mixed.gpu_type=cpu, but Slurm gives its jobs a100, h100 GPUs"
+    )
+    assert forgotten.endswith("; ask for one type in gres and name it in gpu_type")
+    caplog.set_level(logging.WARNING, logger="autoresearch")  # (said at the start, refusing nothing)
+    bin_dir = fake_commands(tmp_path / "bin", sinfo="\n".join(f"echo '{line}'" for line in lines))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert slurm_states.config_problems({"h100": PartitionConfig(gres="gpu:h100:1", gpu_type="h200")}) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "cluster.partitions.h100.gpu_type=h200, but Slurm gives its jobs h100 GPUs (gres=gpu:h100:1): "
+        "results, the report and the hardware a resume holds its tier to would say h200; set gpu_type: h100"
+    ]
+
+
 def test_gres_items_are_read_without_their_socket_bindings() -> None:
     assert slurm_states._gres_items("gpu:h100:8(S:0,1),nvme:1") == ["gpu:h100:8", "nvme:1"]
     assert slurm_states._gres_items("(null)") == []

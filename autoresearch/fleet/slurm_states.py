@@ -121,6 +121,8 @@ def config_problems(partitions: dict[str, PartitionConfig]) -> list[str]:
     each check would wait for minutes before refusing). [] when sinfo cannot tell."""
     text = query(["sinfo", "-h", "-a", "-o", "%R|%G|%l|%c|%m"], timeout=60) or ""
     lines = parse_sinfo(text)
+    for warning in gpu_type_mismatches(partitions, lines):
+        log.warning("%s", warning)
     checks = (unknown_partitions, unknown_gres, over_time_limit)
     found = next((found for check in checks if (found := check(partitions, lines))), [])
     return found or over_node_size(partitions, node_sizes(text))
@@ -211,6 +213,53 @@ def unknown_gres(partitions: dict[str, PartitionConfig], lines: SinfoLines) -> l
                 f"{', '.join(missing)} (sinfo lists {', '.join(sorted(set(have))) or 'no gres'})"
             )
     return problems
+
+
+def gpu_type_mismatches(partitions: dict[str, PartitionConfig], lines: SinfoLines) -> list[str]:
+    """The partitions whose `gpu_type` names another GPU than Slurm gives their jobs (the type
+    their gres asks for; for an untyped request, each type sinfo lists on their nodes), as
+    warnings. The jobs run all the same: MFU is reckoned from the GPU a job sees (prepare.py) and
+    the price is the partition's. But the label is what results.tsv, W&B, report.html and the
+    hardware a resume holds each tier to (hardware.py) say, so it is best put right before the
+    first experiment. Nothing is said of a label or type that names no model (`nvidia`)."""
+    listed: dict[str, set[str]] = {}  # partition -> the GPU types of its nodes
+    for partition, gres, _ in lines:
+        listed.setdefault(partition, set()).update(_gpu_types(_gres_items(gres)))
+    warnings = []
+    for name, part in partitions.items():
+        where = (part.partition or name).split(",")
+        asked = [item for item in _gres_items(part.gres) if _gres_kinds(item)[0] == "gpu"]
+        if not (asked or part.gpus_per_node):
+            continue  # (no GPU asked for)
+        typed = _gpu_types(asked)
+        given = typed or {t for p in where for t in listed.get(p, ())}
+        models, label = set().union(*map(_gpu_models, given)), _gpu_models(part.gpu_type)
+        if not models or label & models or not (label or part.gpu_type == "cpu"):
+            continue
+        shown = ", ".join(sorted(given))
+        source = f"gres={part.gres}" if typed else f"sinfo lists {shown} on partition {','.join(where)}"
+        fix = (
+            f"set gpu_type: {shown}"
+            if len(given) == 1
+            else "ask for one type in gres and name it in gpu_type"
+        )
+        warnings.append(
+            f"cluster.partitions.{name}.gpu_type={part.gpu_type}, but Slurm gives its jobs {shown} GPUs "
+            f"({source}): results, the report and the hardware a resume holds its tier to would say "
+            f"{part.gpu_type}; {fix}"
+        )
+    return warnings
+
+
+def _gpu_types(items: list[str]) -> set[str]:
+    """The GPU types gres items name (`gpu:h100:8` names h100; `gpu:8` none)."""
+    return {kinds[-1].split(":", 1)[1] for kinds in map(_gres_kinds, items) if kinds[-1].startswith("gpu:")}
+
+
+def _gpu_models(label: str) -> set[str]:
+    """The GPU models a label names, letters then digits (`NVIDIA H100 80GB HBM3` names h100 and
+    hbm3, `a100_80g` a100), so a label and a GRES type written otherwise still agree."""
+    return set(re.findall(r"[a-z]+\d+", label.lower()))
 
 
 def over_time_limit(partitions: dict[str, PartitionConfig], lines: SinfoLines) -> list[str]:
