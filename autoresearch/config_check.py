@@ -8,6 +8,7 @@ never overwrites the config or state of an existing campaign.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from pathlib import Path
@@ -32,6 +33,7 @@ from autoresearch.frontier import FILE as FRONTIER_FILE
 from autoresearch.knob_types import constant_types, type_problem, unstorable_choice
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.proposals import TIERS
+from autoresearch.proposers.base import KnobSpec
 from autoresearch.sampler import distribution_of, distributions, knob_changes, knob_specs
 from autoresearch.storage_url import holds_password, masked, without_password
 
@@ -161,7 +163,7 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
     for spec in knob_specs(cfg):
         key = f"campaign.knobs.{spec.name}"
         if constants is not None and spec.name not in constants:
-            problems.append(f"{key}: {train_py} has no module-level constant {spec.name}")
+            problems.append(_missing_constant(key, spec.name, train_py, list(constants)))
         elif spec.name in unset:
             problems.append(f"{key}: {unset[spec.name]} ({train_py}): {SETTABLE}")
         if spec.kind not in KNOB_KINDS:
@@ -181,7 +183,7 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
         if spec.kind == "int" and (cut := [f for f, v in bounds.items() if v is not None and v != int(v)]):
             problems.append(f"{key}.{cut[0]}={bounds[cut[0]]}: an int knob's bounds must be whole numbers")
             continue
-        if problem := unstorable_choice(spec):
+        if problem := unstorable_choice(spec) or _range_problem(key, spec):
             problems.append(problem)
             continue
         try:
@@ -193,6 +195,31 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
         if problem := type_problem(spec, declared, f"{train_py} line {line}"):
             problems.append(problem)
     return problems
+
+
+def _missing_constant(key: str, name: str, train_py: Path, constants: list[str]) -> str:
+    """A knob train.py lacks, with the constant meant where one is close (a typo, a lower-case name)."""
+    by_case = {c.lower(): c for c in constants}
+    close = difflib.get_close_matches(name.lower(), list(by_case), n=1, cutoff=0.75)
+    fix = (
+        f"did you mean {by_case[close[0]]}?"
+        if close
+        else "name one it assigns, NAME = value, or add it there"
+    )
+    return f"{key}: {train_py} has no module-level constant {name}: {fix}"
+
+
+def _range_problem(key: str, spec: KnobSpec) -> str:
+    """Bounds Optuna would refuse, said as what to change (its own words name neither the setting
+    nor the fix: "`low > 0` must hold for `log=True`")."""
+    if spec.kind == "categorical":
+        return ""
+    if spec.low > spec.high:  # type: ignore[operator]
+        return f"{key}: low={spec.low} is above high={spec.high}: swap them"
+    if spec.log and spec.low <= 0:  # type: ignore[operator]  # (an int knob's bounds are whole by now)
+        above = "at least 1" if spec.kind == "int" else "above 0"
+        return f"{key}: low={spec.low}, but a log-scale {spec.kind} knob needs low {above}: raise low, or set log: false"
+    return ""
 
 
 def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:

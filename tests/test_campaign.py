@@ -467,6 +467,20 @@ def test_a_file_of_ones_own_that_is_not_yaml_is_one_line_naming_where(tmp_path: 
             "campaign.knobs.WIDTH: choice '16' is a str, but train.py's WIDTH is an int "
             "(tests/fixtures/toy/train.py line 13): give choices of its type",
         ),
+        (
+            ("WIDTH: {kind:", "WIDHT: {kind:"),
+            "campaign.knobs.WIDHT: tests/fixtures/toy/train.py has no module-level constant WIDHT: did you "
+            "mean WIDTH?",
+        ),
+        (
+            ("LR: {kind:", "lr: {kind:"),
+            "campaign.knobs.lr: tests/fixtures/toy/train.py has no module-level constant lr: did you mean LR?",
+        ),
+        (
+            ("low: 0.001, high: 0.5, log: true", "low: 0.0, high: 0.5, log: true"),
+            "campaign.knobs.LR: low=0.0, but a log-scale float knob needs low above 0: raise low, or set "
+            "log: false",
+        ),
     ],
 )
 def test_a_researchers_mistake_in_a_campaign_file_is_refused_in_one_line(

@@ -96,13 +96,22 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
         (["campaign.train_py=missing.py"], "campaign.train_py: no file missing.py"),
         (
             ["campaign.knobs.LR.low=1", "campaign.knobs.LR.high=0.1"],
-            "campaign.knobs.LR: `low <= high` must hold",
+            "campaign.knobs.LR: low=1 is above high=0.1: swap them",
         ),
-        (["campaign.knobs.LR.low=0"], "campaign.knobs.LR: `low > 0` must hold for `log=True`"),
+        (
+            ["campaign.knobs.LR.low=0"],
+            "campaign.knobs.LR: low=0, but a log-scale float knob needs low above 0: raise low, or set log: false",
+        ),
+        (
+            ["campaign.knobs.WIDTH.low=0"],
+            "campaign.knobs.WIDTH: low=0, but a log-scale int knob needs low at least 1: raise low, or set log: "
+            "false",
+        ),
         (["campaign.knobs.LR.kind=complex"], "campaign.knobs.LR.kind must be one of float, int, categorical"),
         (
             ["campaign.train_py=trainer/train.py", "~campaign.knobs.LR"],
-            "campaign.knobs.WIDTH: trainer/train.py has no module-level constant WIDTH",
+            "campaign.knobs.WIDTH: trainer/train.py has no module-level constant WIDTH: name one it assigns, "
+            "NAME = value, or add it there",
         ),
         (["cluster.cpu_slots=0"], "cluster.cpu_slots must be at least 1, not 0"),
         (["cluster.poll_seconds=0"], "cluster.poll_seconds must be positive, not 0.0"),
@@ -248,7 +257,10 @@ def test_a_resumed_campaigns_knobs_are_those_of_its_frontier(tmp_path: Path) -> 
     frontier.parent.mkdir(parents=True)
     frontier.write_text((REPO / "tests/fixtures/toy/train.py").read_text().replace("LR = 0.01\n", ""))
     problems = config_problems(compose_config("+campaign=toy", f"runs_dir={tmp_path}"))
-    assert problems == [f"campaign.knobs.LR: {frontier} has no module-level constant LR"]
+    assert problems == [
+        f"campaign.knobs.LR: {frontier} has no module-level constant LR: name one it assigns, NAME = value, "
+        "or add it there"
+    ]
 
 
 def test_an_empty_validate_partition_is_fine_when_nothing_is_confirmed() -> None:
