@@ -81,6 +81,10 @@ AT_LEAST: dict[str, float] = {
     "storage_retry_seconds": 0,
 }
 POSITIVE = ("cluster.poll_seconds", "agent.timeout_seconds")
+# The most standard deviations of seed noise a change may be asked to beat the frontier by: one
+# asked for more is never promoted, or never kept (a z of 95 is a percentage written for one).
+Z_SETTINGS = ("campaign.promote_z", "campaign.keep_z")
+MAX_Z = 10.0
 PARTITION_AT_LEAST: dict[str, float] = {
     "slots": 0,
     "price_per_gpu_hour": 0,
@@ -403,7 +407,16 @@ def config_problems(cfg: AutoresearchConfig) -> list[str]:
         problems += _number(key, _get(cfg, key), low)
     for key in POSITIVE:
         problems += _number(key, _get(cfg, key), positive=True)
-    return problems
+    return problems + _z_problems(cfg)
+
+
+def _z_problems(cfg: AutoresearchConfig) -> list[str]:
+    return [
+        f"{key}={z:g} asks a change to beat the frontier by {z:g} times the seed noise, which none will: "
+        f"it counts standard deviations, not a percentage (2 is about 98% sure); give at most {MAX_Z:g}"
+        for key in Z_SETTINGS
+        if finite_number(z := _get(cfg, key)) and z > MAX_Z
+    ]
 
 
 def _storage_change(started: str | None, now: str | None, where: str) -> list[str]:

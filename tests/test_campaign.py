@@ -481,6 +481,11 @@ def test_a_file_of_ones_own_that_is_not_yaml_is_one_line_naming_where(tmp_path: 
             "campaign.knobs.LR: low=0.0, but a log-scale float knob needs low above 0: raise low, or set "
             "log: false",
         ),
+        (
+            ("wave_size: 4", "wave_size: 4\nkeep_z: 99"),
+            "campaign.keep_z=99 asks a change to beat the frontier by 99 times the seed noise, which none "
+            "will: it counts standard deviations, not a percentage (2 is about 98% sure); give at most 10",
+        ),
     ],
 )
 def test_a_researchers_mistake_in_a_campaign_file_is_refused_in_one_line(

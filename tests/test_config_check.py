@@ -113,6 +113,12 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
             "campaign.knobs.WIDTH: trainer/train.py has no module-level constant WIDTH: name one it assigns, "
             "NAME = value, or add it there",
         ),
+        (
+            ["campaign.keep_z=95"],
+            "campaign.keep_z=95 asks a change to beat the frontier by 95 times the seed noise, which none "
+            "will: it counts standard deviations, not a percentage (2 is about 98% sure); give at most 10",
+        ),
+        (["campaign.promote_z=50"], "campaign.promote_z=50 asks a change to beat the frontier by 50 times"),
         (["cluster.cpu_slots=0"], "cluster.cpu_slots must be at least 1, not 0"),
         (["cluster.poll_seconds=0"], "cluster.poll_seconds must be positive, not 0.0"),
         (
