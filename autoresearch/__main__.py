@@ -198,11 +198,31 @@ def missing_entry(err: ConfigKeyError | ConfigAttributeError) -> str:
     the fields of the knobs and partitions it has can be set on the command line."""
     names = [str(k) for k in err.parent_node] if err.parent_node is not None else []
     where = str(err.full_key).rpartition(".")[0]
+    if where == "campaign" and (elsewhere := outside_campaign(str(err.key))):
+        return elsewhere
     close = difflib.get_close_matches(str(err.key), names, n=1)
     said = (f"no {err.key!r} in {where}" if where else f"no setting {err.key!r}") + (
         f" (did you mean {close[0]}?)" if close else f" ({', '.join(names)})"
     )
     return f"{said}; {CANNOT_ADD}" if where in ("campaign.knobs", "cluster.partitions") else said
+
+
+GROUPS = ("cluster", "agent", "tracking")  # chosen by name, each from a file of its own
+
+
+def outside_campaign(key: str) -> str:
+    """Where a setting that is not the campaign's goes (an `agent:` block in a campaign file, to
+    choose the model, read as a misspelt campaign setting), or '' for a key that is none."""
+    if key not in {f.name for f in dataclasses.fields(AutoresearchConfig)} - {"campaign"}:
+        return ""
+    said = f"{key} is not a campaign setting (a campaign file sets campaign.* only)"
+    if key not in GROUPS:
+        return f"{said}: give {key}=... on the command line"
+    return (
+        f"{said}: give {key}.SETTING=... on the command line, or choose {'an' if key[0] in 'aeiou' else 'a'} "
+        f"{key} file of your own ({key}/mine.yaml beside campaign/) in the campaign file's defaults list, "
+        f"as gpt2.yaml chooses its agent: - override /{key}@_global_.{key}: mine"
+    )
 
 
 def unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:

@@ -486,6 +486,18 @@ def test_a_file_of_ones_own_that_is_not_yaml_is_one_line_naming_where(tmp_path: 
             "campaign.keep_z=99 asks a change to beat the frontier by 99 times the seed noise, which none "
             "will: it counts standard deviations, not a percentage (2 is about 98% sure); give at most 10",
         ),
+        (  # to choose the agent's model, in the campaign's own file
+            ("wave_size: 4", "wave_size: 4\nagent:\n  model: claude-opus-4-1"),
+            "In 'campaign/mine': agent is not a campaign setting (a campaign file sets campaign.* only): give "
+            "agent.SETTING=... on the command line, or choose an agent file of your own (agent/mine.yaml beside "
+            "campaign/) in the campaign file's defaults list, as gpt2.yaml chooses its agent: - override "
+            "/agent@_global_.agent: mine",
+        ),
+        (
+            ("wave_size: 4", "wave_size: 4\nstorage: postgresql://me@db.example/runs"),
+            "In 'campaign/mine': storage is not a campaign setting (a campaign file sets campaign.* only): "
+            "give storage=... on the command line",
+        ),
     ],
 )
 def test_a_researchers_mistake_in_a_campaign_file_is_refused_in_one_line(
