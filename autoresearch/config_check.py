@@ -217,7 +217,11 @@ def _range_problem(key: str, spec: KnobSpec) -> str:
     """Bounds Optuna would refuse, said as what to change (its own words name neither the setting
     nor the fix: "`low > 0` must hold for `log=True`")."""
     if spec.kind == "categorical":
-        return ""
+        return (
+            ""
+            if spec.choices
+            else f"{key}: a categorical knob needs choices, and has none: give choices: [a, b, ...]"
+        )
     if spec.low > spec.high:  # type: ignore[operator]
         return f"{key}: low={spec.low} is above high={spec.high}: swap them"
     if spec.log and spec.low <= 0:  # type: ignore[operator]  # (an int knob's bounds are whole by now)

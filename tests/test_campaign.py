@@ -486,6 +486,10 @@ def test_a_file_of_ones_own_that_is_not_yaml_is_one_line_naming_where(tmp_path: 
             "campaign.keep_z=99 asks a change to beat the frontier by 99 times the seed noise, which none "
             "will: it counts standard deviations, not a percentage (2 is about 98% sure); give at most 10",
         ),
+        (  # bounds given to a knob of choices
+            ("WIDTH: {kind: int, low: 16", "WIDTH: {kind: categorical, low: 16"),
+            "campaign.knobs.WIDTH: a categorical knob needs choices, and has none: give choices: [a, b, ...]",
+        ),
         (  # to choose the agent's model, in the campaign's own file
             ("wave_size: 4", "wave_size: 4\nagent:\n  model: claude-opus-4-1"),
             "In 'campaign/mine': agent is not a campaign setting (a campaign file sets campaign.* only): give "
