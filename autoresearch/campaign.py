@@ -241,10 +241,19 @@ class Campaign:
             log.warning("removed %s, left by a git command killed with its controller", lock)
 
     def _warn_if_budget_is_all_baselines(self) -> None:
-        """A first start whose experiment budget the baselines use up tries no change: say so
-        now, not only in the final "budget reached" line."""
+        """A first start whose experiment budget the baselines use up tries no change, and one
+        with no budget (each 0, as a researcher may write for "none to spend") runs and pays for
+        its agent until stopped: say so now, not only in the final line, or never."""
+        if self.ledger.launched:
+            return
+        if not budgets.limits(self.c.budget):
+            log.warning(
+                "no budget set (campaign.budget's max_experiments, max_wall_hours, max_gpu_hours and "
+                "max_dollars are all 0, which is no limit): the campaign runs until stopped (Ctrl-C) or "
+                "its proposer has nothing new; set one to end it"
+            )
         limit = self.c.budget.max_experiments
-        if not limit or self.ledger.launched:
+        if not limit:
             return
         baselines = sum(1 for t in self.ledger.waiting() if t.user_attrs.get("kind") == "baseline")
         if baselines >= limit:

@@ -456,6 +456,23 @@ def test_a_file_of_ones_own_that_is_not_yaml_is_one_line_naming_where(tmp_path: 
         assert_refused_in_one_line(conf, tmp_path / "runs", said, *chosen)
 
 
+def test_a_first_start_without_any_budget_says_it_runs_until_stopped(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each budget 0, as one may write for "nothing to spend", is no limit: the campaign ran, its
+    agent paid for, until stopped, and the start said nothing of it."""
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    open_campaign(tmp_path, [], "campaign.budget.max_experiments=0")
+    assert [r.getMessage() for r in caplog.records] == [
+        "no budget set (campaign.budget's max_experiments, max_wall_hours, max_gpu_hours and max_dollars "
+        "are all 0, which is no limit): the campaign runs until stopped (Ctrl-C) or its proposer has "
+        "nothing new; set one to end it"
+    ]
+    caplog.clear()
+    open_campaign(tmp_path / "bounded", [], "campaign.budget.max_wall_hours=0.5")
+    assert caplog.records == []
+
+
 @pytest.mark.parametrize(
     ("edit", "said"),
     [
