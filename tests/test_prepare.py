@@ -523,14 +523,20 @@ def stamps(
     prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
 ) -> list[float]:
     """The harness's list of training-batch stamps, for a test to fill, with a val_bpb recorded and
-    a result path; both are put back after."""
+    a result path; all are put back after, and so are its evaluations' starts (`evaluated_after`)."""
     before, stamps = prepare_mod._last_val_bpb, prepare_mod._training_stamps
     request.addfinalizer(lambda: prepare_mod._record_val_bpb(before))
-    kept = stamps.copy()  # the module is shared by the session; the list is sealed: changed in place
-    request.addfinalizer(lambda: stamps.__setitem__(slice(None), kept))
+    for sealed in (stamps, prepare_mod._evaluations):  # the module is the session's; the lists are sealed
+        kept = sealed.copy()
+        request.addfinalizer(lambda sealed=sealed, kept=kept: sealed.__setitem__(slice(None), kept))
     monkeypatch.setenv("AUTORESEARCH_RESULT", str(tmp_path / "result.json"))
     prepare_mod._record_val_bpb(1.25)
     return stamps
+
+
+def evaluated_after(prepare_mod: ModuleType, stamps: list[float], seconds: float = 0.0) -> None:
+    """Record an evaluation that began `seconds` after the last training batch."""
+    prepare_mod._evaluations[:] = [stamps[-1] + seconds]
 
 
 def test_write_result(
@@ -543,37 +549,45 @@ def test_write_result(
     with pytest.raises(RuntimeError, match="before evaluate_bpb"):
         prepare_mod.write_result({"val_bpb": 0.1})
     prepare_mod._record_val_bpb(1.25)
+    prepare_mod._evaluations[:] = [0.0]
     with pytest.raises(RuntimeError, match="before any training batch"):  # it trained on batches of its own
         prepare_mod.write_result({"val_bpb": 0.1})
     stamps.append(0.0)  # one training batch: too few waits to count, but drawn from the harness
-    assert prepare_mod.write_result({"val_bpb": 0.1, "num_steps": 3}) == path
+    evaluated_after(prepare_mod, stamps, 0.25)
+    summary = {"val_bpb": 0.1, "num_steps": 3, "training_seconds": 0.2}
+    assert prepare_mod.write_result(summary) == path
     result = json.loads(path.read_text())
     assert result["val_bpb"] == 1.25  # the harness's figure, not the caller's
     assert result["num_steps"] == 3 and result["scale"] == "cpu" and result["seed"] == 42
+    assert result["harness_train_seconds"] is None and result["harness_uncounted_seconds"] == 0.25
     assert result["prepare_sha256"] == hashlib.sha256((TRAINER_DIR / "prepare.py").read_bytes()).hexdigest()
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]
 
 
 def test_write_result_counts_training_time_itself(prepare_mod: ModuleType, stamps: list[float]) -> None:
-    """The budget's 0.1 s steps after a 40 s compilation stall: the stall is not training, so a run
-    of the budget is a result (with the harness's count in it), and one of 1.3 budgets is not; also
-    when most waits are short launches."""
+    """The budget's 0.1 s steps after a compilation stall of 0.4 budgets (40 s is 0.13 of the gpt2
+    scale's): the stall is not training, so a run of the budget is a result (with the harness's
+    count in it), and one of 1.3 budgets is not; also when most waits are short launches."""
     budget = prepare_mod.TIME_BUDGET
+    summary = {"training_seconds": budget}
 
     def run_of(seconds: float, step: list[float]) -> list[float]:
-        """Stamps: one batch, a 40 s compilation, then steps of `step`'s waits for `seconds`."""
-        waits = [40.0] + step * round(seconds / sum(step))
+        """Stamps: one batch, a compilation, then steps of `step`'s waits for `seconds`."""
+        waits = [0.4 * budget] + step * round(seconds / sum(step))
         return [0.0, *itertools.accumulate(waits)]
 
     # One batch a step; and, as on a GPU where the host runs ahead, a long wait and 3 launches.
     for step in ([0.1], [0.094, 0.002, 0.002, 0.002]):
         stamps[:] = run_of(budget, step)
-        result = json.loads(prepare_mod.write_result({}).read_text())
+        evaluated_after(prepare_mod, stamps)
+        result = json.loads(prepare_mod.write_result(summary).read_text())
         assert result["harness_train_seconds"] == pytest.approx(budget)
+        assert result["harness_uncounted_seconds"] == pytest.approx(0.4 * budget)
         stamps[:] = run_of(1.3 * budget, step)
+        evaluated_after(prepare_mod, stamps)
         over = rf"trained for {1.3 * budget:.1f} s .* over the {budget:g} s budget"
         with pytest.raises(prepare_mod.OverBudget, match=over):
-            prepare_mod.write_result({})
+            prepare_mod.write_result(summary)
 
 
 def test_write_result_allows_train_py_its_steps_not_batches(
@@ -591,9 +605,11 @@ def test_write_result_allows_train_py_its_steps_not_batches(
         return [i * step / micro_batches for i in range(steps * micro_batches + 1)]
 
     stamps[:] = run_of(8)  # the untimed step, then 7 to cross the budget
-    result = json.loads(prepare_mod.write_result({"num_steps": 8}).read_text())
+    evaluated_after(prepare_mod, stamps)
+    result = json.loads(prepare_mod.write_result({"num_steps": 8, "training_seconds": 7 * step}).read_text())
     assert result["harness_train_seconds"] == pytest.approx(8 * step)
     stamps[:] = run_of(25)
+    evaluated_after(prepare_mod, stamps)
     with pytest.raises(prepare_mod.OverBudget, match=r"in 25 steps"):
         prepare_mod.write_result({"num_steps": 25})
     # A train.py that says it took 1 step would take its whole count for slack: at most half a budget.
@@ -605,20 +621,56 @@ def test_write_result_allows_train_py_its_steps_not_batches(
 def test_write_result_refuses_training_its_count_did_not_see(
     prepare_mod: ModuleType, stamps: list[float]
 ) -> None:
-    """A train.py that drew 5 batches, then trained on batches of its own for the rest of a budget
-    by its own clock: the harness counted a twentieth of it. An honest run of the budget is counted
-    a little more than its clock says (the untimed warm-up step) and is a result."""
+    """A train.py that trained on batches of its own for most of a budget by its own clock, before
+    it drew 5 batches and was evaluated (outside the harness's clocks, which start at the first
+    batch): the harness counted a twentieth of it. An honest run of the budget is counted a little
+    more than its clock says (the untimed warm-up step) and is a result; one whose summary lacks
+    the figure is not."""
     budget = prepare_mod.TIME_BUDGET
     summary = {"training_seconds": budget, "num_steps": 100}
     stamps[:] = [i * budget / 100 for i in range(6)]
+    evaluated_after(prepare_mod, stamps)
     uncounted = rf"trained for {budget:.1f} s by its own clock, but .* during only {budget / 20:.1f} s of it \(6 batches\)"
     with pytest.raises(RuntimeError, match=uncounted):
         prepare_mod.write_result(summary)
     stamps[:] = stamps[:2]  # too few waits for the count: their span is what the harness saw
+    evaluated_after(prepare_mod, stamps)
     with pytest.raises(RuntimeError, match=rf"during only {budget / 100:.1f} s of it \(2 batches\)"):
         prepare_mod.write_result(summary)
     stamps[:] = [i * budget / 100 for i in range(102)]
+    evaluated_after(prepare_mod, stamps)
     assert json.loads(prepare_mod.write_result(summary).read_text())["training_seconds"] == budget
+    for unreported in ({}, {"training_seconds": None}, {"training_seconds": "20"}):
+        with pytest.raises(RuntimeError, match=r"^train\.py's summary has no training_seconds \(a number"):
+            prepare_mod.write_result(unreported)
+
+
+def test_write_result_bounds_what_its_count_did_not_see_by_its_own_clock(
+    prepare_mod: ModuleType, stamps: list[float]
+) -> None:
+    """Whatever train.py reports: a stall between two batches (the count leaves it out) or time after
+    the last batch, until the evaluation, of more than half the budget is training the count did not
+    see; less is an honest run's compilation or last optimizer step. On a GPU a compilation takes
+    as long at any budget: there at least UNCOUNTED_MIN_GPU seconds are allowed."""
+    budget = prepare_mod.TIME_BUDGET
+    summary = {"training_seconds": 0.0, "num_steps": 100}
+    steady = [i * budget / 100 for i in range(101)]
+    for stall, after in ((0.6 * budget, 0.0), (0.0, 0.6 * budget), (0.3 * budget, 0.3 * budget)):
+        stamps[:] = [*steady[:50], *(t + stall for t in steady[50:])]
+        evaluated_after(prepare_mod, stamps, after)
+        stalled = stall + budget / 100 if stall else 0.0  # the step in the stalled wait is left out too
+        refused = (
+            rf"spent {stalled + after:.1f} s that the harness's count of training did not see \({stalled:.1f} s in "
+            rf"stalls between its 101 training batches, {after:.1f} s after its last, until the evaluation\), "
+            rf"over the {budget / 2:.1f} s allowed: .*is not a result"
+        )
+        with pytest.raises(RuntimeError, match=refused):
+            prepare_mod.write_result(summary)
+        assert prepare_mod._uncounted((stall, after), on_gpu=True) == ""  # 1.2 budgets of 20 s < 60 s
+    stamps[:] = [*steady[:50], *(t + 0.4 * budget for t in steady[50:])]
+    evaluated_after(prepare_mod, stamps, 0.05 * budget)
+    result = json.loads(prepare_mod.write_result(summary).read_text())
+    assert result["harness_uncounted_seconds"] == pytest.approx(0.46 * budget)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -274,21 +274,77 @@ def test_a_train_py_that_skips_the_harness_loader_is_not_a_result(run_trainer) -
 def test_a_train_py_that_trains_on_batches_of_its_own_after_a_few_is_not_a_result(run_trainer) -> None:
     """One that draws two batches from the harness and then trains on the last one for the rest of
     its budget: the harness's count, which runs only while train.py asks for batches, saw two steps
-    of it, and once wrote its val_bpb as a result."""
+    of it, and once wrote its val_bpb as a result. Its own clock says so, but the harness's clock
+    alone refuses it: this one reports a training_seconds of 0.1."""
     proc, result_path = run_trainer(
         budget=4.0,
         edit={
-            "x, y = next(train_loader)  # prepared": "x, y = next(train_loader) if step < 2 else (x, y)  #"
+            "x, y = next(train_loader)  # prepared": "x, y = next(train_loader) if step < 2 else (x, y)  #",
+            '"training_seconds": training_time,': '"training_seconds": 0.1,',
         },
     )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     uncounted = re.search(
-        r"train\.py trained for ([\d.]+) s by its own clock, but asked make_dataloader for training "
-        r"batches during only ([\d.]+) s of it \(3 batches\)",
+        r"train\.py spent ([\d.]+) s that the harness's count of training did not see \(0\.0 s in stalls "
+        r"between its 3 training batches, ([\d.]+) s after its last, until the evaluation\), over the 2\.0 s allowed",
         proc.stderr,
     )
-    assert uncounted and float(uncounted[1]) >= 4 > 2 + float(uncounted[2]), proc.stderr[-2000:]
+    assert uncounted and float(uncounted[2]) >= 3, proc.stderr[-2000:]
     assert "is not a result" in proc.stderr
+    assert not result_path.exists()
+
+
+# train.py's lines that train on the batch it holds for a budget by its own clock, untimed, drawing no batch.
+UNTIMED_BUDGET_OF_TRAINING = """extra = budget_clock(device)
+while budget_clock(device) - extra < TIME_BUDGET:
+    model(x, y).backward()
+    for opt in optimizers:
+        opt.step()
+    raw_model.zero_grad(set_to_none=True)
+"""
+
+
+def _indented(lines: str, indent: str) -> str:
+    return "".join(indent + line for line in lines.splitlines(keepends=True))
+
+
+@pytest.mark.parametrize("where", ["between", "after"])
+def test_a_train_py_that_trains_untimed_between_or_after_its_batches_is_not_a_result(
+    run_trainer, where: str
+) -> None:
+    """A train.py that draws its batches honestly and keeps its budget by its own clock, but trains
+    a budget more, untimed, in one gap between two batches (at step 3) or after its last batch:
+    the gap was a stall to the count, the time after the last batch outside it, and train.py's own
+    training_seconds did not show it, so its val_bpb was written as a result."""
+    if where == "between":
+        anchor = "        t0 = budget_clock(device)\n"
+        untimed = "        if step == 3:\n" + _indented(UNTIMED_BUDGET_OF_TRAINING, " " * 12)
+        part = r"\(([\d.]+) s in stalls between"
+    else:
+        anchor = "    # Evaluation is the harness's"
+        untimed = _indented(UNTIMED_BUDGET_OF_TRAINING, " " * 4)
+        part = r"training batches, ([\d.]+) s after its last"
+    proc, result_path = run_trainer(budget=3.0, edit={anchor: untimed + anchor})
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    refused = re.search(
+        r"train\.py spent [\d.]+ s that the harness's count of training did not see .*", proc.stderr
+    )
+    assert refused and float(re.search(part, refused[0])[1]) >= 3, proc.stderr[-2000:]
+    assert "over the 1.5 s allowed" in refused[0] and "is not a result" in refused[0]
+    assert not result_path.exists()
+
+
+def test_a_train_py_whose_summary_lacks_training_seconds_is_not_a_result(run_trainer) -> None:
+    """write_result checks train.py's own training_seconds against the harness's count (training before
+    the first batch is outside the harness's clocks): a summary without it once skipped the check."""
+    proc, result_path = run_trainer(budget=1.0, edit={'"training_seconds": training_time,': ""})
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(
+        r"^RuntimeError: train\.py's summary has no training_seconds \(a number of seconds, not None\), which "
+        r"write_result checks against the harness's count: its val_bpb [\d.]+ is not a result$",
+        proc.stderr,
+        re.M,
+    ), proc.stderr[-2000:]
     assert not result_path.exists()
 
 

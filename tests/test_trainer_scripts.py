@@ -25,11 +25,13 @@ def test_bench_uses_the_harness_of_trainer_even_beside_another(
     assert result["num_steps"] > 1 and math.isfinite(result["val_bpb"])
 
 
-def test_bench_states_the_cap_on_the_slack_of_the_harness_count() -> None:
+def test_bench_states_the_limits_the_harness_holds_a_run_to() -> None:
     """The 12 steps of slack are capped at half the budget (BUDGET_SLACK_MAX): a label without the
     cap promised a GPU session a limit the harness does not give with long steps."""
     label = load_script("bench_trainer")._harness_count({"harness_train_seconds": 15.31})
     assert label.startswith("15.3 s") and "12 steps, those at most half the budget" in label
+    label = load_script("bench_trainer")._harness_uncounted({"harness_uncounted_seconds": 41.04})
+    assert label == "41.0 s (at most half the budget, on a GPU at least 60 s)"
 
 
 def test_bench_appends_each_runs_output_to_its_log_and_ends_on_a_failure_with_its_tail(

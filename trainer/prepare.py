@@ -107,9 +107,14 @@ BUDGET_OVERRUN = 0.10  # a share of TIME_BUDGET: train.py times its steps, the h
 BUDGET_SLACK_STEPS = 12  # train.py's untimed warm-up steps (10 on a GPU) and the step that crosses it
 BUDGET_SLACK_MAX = 0.5  # of TIME_BUDGET: the most those steps may add, however long train.py says they are
 STALL_FACTOR = 5  # a wait for a batch over this many times the typical one is a stall, not training
-# Of TIME_BUDGET: how much more train.py's own clock may count than the harness did. Beyond it,
-# train.py trained on batches of its own (kept, or read from the files itself), which no count sees.
+# Of TIME_BUDGET: how much of the time from the first training batch to the evaluation the count
+# may leave out (stalls, the work after the last batch), and how much more train.py's own clock may
+# count than the harness did. Beyond it, train.py trained on batches of its own (kept, or read from
+# the files itself), which no count sees.
 UNCOUNTED_MAX = 0.5
+# Seconds: the least of that allowed on a GPU, whatever the budget. The stalls it allows are most
+# of all the first step's compilation, 40 s on an H200 with an empty cache (docs/BENCHMARKS.md).
+UNCOUNTED_MIN_GPU = 60.0
 
 
 def _stop_without_a_gpu() -> None:
@@ -792,7 +797,7 @@ def make_dataloader(
     for batch in _prefetch(_host_tensor(b, pin) for b in batches):
         batch = batch.to(device, non_blocking=True)
         if split == "train":
-            _note_training_batch(device)
+            _training_stamps.append(_clock())
         yield batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 
 
@@ -948,16 +953,19 @@ class OverBudget(RuntimeError):
 # warm-up steps or its own stopping rule would train longer and look better. So the harness counts
 # too: the waits between train.py's requests for training batches are the training time, less the
 # stalls, a wait over STALL_FACTOR times the typical one (the first step's compilation, an
-# evaluation inside the loop that long; shorter work between requests counts). Taken against the typical wait, stalls need no fixed allowance, which
-# would have to cover the slowest compilation and would then let most overruns through. Functions,
-# not a class, so that the seal (verify_harness) covers this code as it covers the metric's.
-_training_stamps: list[float] = []  # when train.py asked for each training batch, on the budget's clock
+# evaluation inside the loop that long; shorter work between requests counts). Taken against the
+# typical wait, stalls need no fixed allowance, which would have to cover the slowest compilation
+# and would then let most overruns through. What the count leaves out, the stalls and the work
+# after the last batch, is bounded apart, by the harness's clock from the first batch to the
+# evaluation (_uncounted). Functions, not a class, so that the seal (verify_harness) covers this
+# code as it covers the metric's.
 
-
-def _note_training_batch(device: torch.device) -> None:
-    """Stamp a training batch handed to train.py, on the clock its budget runs on: wall time on a
-    GPU, the process's CPU time on a CPU (train.py's `budget_clock`)."""
-    _training_stamps.append(time.perf_counter() if device.type == "cuda" else time.process_time())
+# The budget's clock, bound at import: wall time where there is a GPU, else the process's CPU time
+# (train.py's `budget_clock`). Chosen once, not by the device a loader is asked for: a GPU run
+# that asked for batches on the CPU was counted in CPU time, which leaves out its waits for the GPU.
+_clock = time.perf_counter if torch.cuda.is_available() else time.process_time
+_training_stamps: list[float] = []  # when train.py asked for each training batch, on _clock
+_evaluations: list[float] = []  # when each evaluate_bpb began, on _clock: the last one's figure is reported
 
 
 def training_count() -> tuple[float, float] | None:
@@ -1004,14 +1012,44 @@ def _overrun(counted: tuple[float, float] | None, num_steps: object) -> str:
     )
 
 
-def _uncounted(counted: tuple[float, float] | None, training_seconds: object) -> str:
-    """Why train.py's own `training_seconds` is not the harness's count (training_count's), or ''.
-    The count runs only while train.py asks for batches: one that drew a few and then trained on
-    batches of its own would pass the budget's check however long it trained. An honest run is
-    counted a little more than its own clock says (its untimed warm-up step), so the difference
-    allowed, UNCOUNTED_MAX of the budget, is a margin for the stalls the count leaves out."""
-    if not isinstance(training_seconds, int | float) or isinstance(training_seconds, bool):
+def _uncounted_parts(counted: tuple[float, float] | None) -> tuple[float, float]:
+    """The time from the first training batch to the start of the evaluation that the count of
+    training (training_count's; where there are too few batches to count, their span) did not see,
+    in two parts: the stalls between batches, and the time after the last batch. Both by the
+    harness's clock alone, whatever train.py reports."""
+    first, last = _training_stamps[0], _training_stamps[-1]
+    seconds = counted[0] if counted else last - first
+    return last - first - seconds, _evaluations[-1] - last
+
+
+def _uncounted(parts: tuple[float, float], on_gpu: bool = _clock is time.perf_counter) -> str:
+    """Why the time the count did not see (_uncounted_parts') is more than an honest run's
+    compilation and last optimizer step, or ''. What it bounds is training on batches of its own
+    (kept, or read from the files) in long gaps between batches or after the last one. Allowed:
+    UNCOUNTED_MAX of the budget, and on a GPU at least UNCOUNTED_MIN_GPU seconds, since a
+    compilation takes as long whatever the budget."""
+    allowed = max(UNCOUNTED_MAX * TIME_BUDGET, UNCOUNTED_MIN_GPU if on_gpu else 0.0)
+    if sum(parts) <= allowed:
         return ""
+    stalls, after = parts
+    return (
+        f"train.py spent {sum(parts):.1f} s that the harness's count of training did not see ({stalls:.1f} s "
+        f"in stalls between its {len(_training_stamps)} training batches, {after:.1f} s after its last, "
+        f"until the evaluation), over the {allowed:.1f} s allowed: "
+        "training on batches of its own is not counted against the budget"
+    )
+
+
+def _unreported(counted: tuple[float, float] | None, training_seconds: object) -> str:
+    """Why train.py's own `training_seconds` is not the harness's count (training_count's), or ''.
+    Training before the first batch is outside the harness's clocks (whose set-up costs, such as
+    torch's imports at the first optimizer, are not budget-sized); this check sees it where
+    train.py timed it. So the summary must report the figure."""
+    if not isinstance(training_seconds, int | float) or isinstance(training_seconds, bool):
+        return (
+            f"train.py's summary has no training_seconds (a number of seconds, not {training_seconds!r}), "
+            "which write_result checks against the harness's count"
+        )
     seconds = counted[0] if counted else _training_stamps[-1] - _training_stamps[0]
     if not training_seconds - seconds > UNCOUNTED_MAX * TIME_BUDGET:
         return ""
@@ -1090,6 +1128,7 @@ def evaluate_bpb(model: torch.nn.Module, batch_size: int) -> float:
     rows scored do not depend on `batch_size`, only how many go through the model at once.
     """
     verify_harness()
+    _evaluations.append(_clock())  # the end of the training this figure scores
     device = next(model.parameters()).device
     nbytes_of = token_bytes(load_tokenizer(), device)
     total_nats = torch.zeros((), dtype=torch.float64, device=device)
@@ -1225,10 +1264,12 @@ def write_result(summary: dict) -> Path:
     val_bpb is always the figure evaluate_bpb computed, whatever the summary says, and the harness
     must be as it was at import (HarnessModified otherwise). A run that drew no training batch from
     make_dataloader is refused: it trained on batches of its own, which the harness could not count;
-    so is one that drew some, then trained on its own for longer than UNCOUNTED_MAX of the budget.
+    so is one whose time outside the count, from the first training batch to the evaluation, is
+    over UNCOUNTED_MAX of the budget (_uncounted), and one whose summary lacks training_seconds or
+    gives more than that over the count (_unreported).
     """
     verify_harness()
-    if _last_val_bpb is None:
+    if _last_val_bpb is None or not _evaluations:
         raise RuntimeError("write_result called before evaluate_bpb")
     if not _training_stamps:
         raise RuntimeError("write_result called before any training batch from make_dataloader")
@@ -1236,9 +1277,10 @@ def write_result(summary: dict) -> Path:
     overrun = _overrun(counted, summary.get("num_steps"))
     if overrun:
         raise OverBudget(f"{overrun}: its val_bpb {_last_val_bpb:.6f} is not a result")
-    uncounted = _uncounted(counted, summary.get("training_seconds"))
-    if uncounted:
-        raise RuntimeError(f"{uncounted}: its val_bpb {_last_val_bpb:.6f} is not a result")
+    uncounted = _uncounted_parts(counted)
+    for refusal in (_uncounted(uncounted), _unreported(counted, summary.get("training_seconds"))):
+        if refusal:
+            raise RuntimeError(f"{refusal}: its val_bpb {_last_val_bpb:.6f} is not a result")
     path = Path(os.environ.get("AUTORESEARCH_RESULT") or "result.json")
     result = {
         **summary,
@@ -1255,6 +1297,7 @@ def write_result(summary: dict) -> Path:
         "torch": torch.__version__,
         "prepare_sha256": prepare_sha256(),
         "harness_train_seconds": counted[0] if counted else None,
+        "harness_uncounted_seconds": sum(uncounted),
     }
     _write_atomic(path, json.dumps(result, indent=1).encode())
     return path
