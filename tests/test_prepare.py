@@ -442,6 +442,9 @@ TAMPERING = {
     "a builtin shadowed": lambda p, mp: mp.setattr(p, "sum", lambda *args: 0, raising=False),
     "the budget check replaced": lambda p, mp: mp.setattr(p, "_overrun", lambda *args: ""),
     "the training count's stamps replaced": lambda p, mp: mp.setattr(p, "_training_stamps", []),
+    "the count of optimizer steps unhooked": lambda p, mp: mp.delitem(
+        p.torch_optimizer._global_optimizer_post_hooks, p._OPTIMIZER_HOOK.id
+    ),
     "torch's kernel": lambda p, mp: mp.setattr(torch._C._nn, "cross_entropy_loss", _fake_cross_entropy),
 }
 
@@ -451,7 +454,7 @@ def test_a_harness_changed_at_run_time_fails_the_evaluation(
     prepare_mod: ModuleType, use_offline_cache: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     TAMPERING[how](prepare_mod, monkeypatch)
-    with pytest.raises(prepare_mod.HarnessModified, match="after import|not torch's own|shadowing"):
+    with pytest.raises(prepare_mod.HarnessModified, match="after import|not torch's own|shadowing|removed"):
         prepare_mod.evaluate_bpb(ConstantLogits(prepare_mod.VOCAB_SIZE), 32)
 
 
@@ -526,9 +529,10 @@ def stamps(
     a result path; all are put back after, and so are its evaluations' starts (`evaluated_after`)."""
     before, stamps = prepare_mod._last_val_bpb, prepare_mod._training_stamps
     request.addfinalizer(lambda: prepare_mod._record_val_bpb(before))
-    for sealed in (stamps, prepare_mod._evaluations):  # the module is the session's; the lists are sealed
+    for sealed in (stamps, prepare_mod._evaluations, prepare_mod._optimizer_steps):  # the session's, sealed
         kept = sealed.copy()
         request.addfinalizer(lambda sealed=sealed, kept=kept: sealed.__setitem__(slice(None), kept))
+    prepare_mod._optimizer_steps.clear()  # other tests' optimizers stepped in this session's module
     monkeypatch.setenv("AUTORESEARCH_RESULT", str(tmp_path / "result.json"))
     prepare_mod._record_val_bpb(1.25)
     return stamps
@@ -612,9 +616,20 @@ def test_write_result_allows_train_py_its_steps_not_batches(
     evaluated_after(prepare_mod, stamps)
     with pytest.raises(prepare_mod.OverBudget, match=r"in 25 steps"):
         prepare_mod.write_result({"num_steps": 25})
-    # A train.py that says it took 1 step would take its whole count for slack: at most half a budget.
+    # A train.py that says it took 1 step, and steps no torch optimizer the harness counts, would take
+    # its whole count for slack: at most half a budget.
     most = budget * (1 + prepare_mod.BUDGET_OVERRUN + prepare_mod.BUDGET_SLACK_MAX)
     with pytest.raises(prepare_mod.OverBudget, match=rf"in 1 steps.*at most {most:.1f} s"):
+        prepare_mod.write_result({"num_steps": 1})
+    # Where its optimizers stepped, the harness counted its 25 steps itself.
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    drawn = stamps.copy()
+    for step in range(25):
+        stamps[:] = drawn[: (step + 1) * micro_batches + 1]
+        optimizer.step()
+        optimizer.step()  # a second optimizer of the same step is not another step
+    assert prepare_mod._optimizer_steps == [(step + 1) * micro_batches + 1 for step in range(25)]
+    with pytest.raises(prepare_mod.OverBudget, match=r"in 25 steps"):
         prepare_mod.write_result({"num_steps": 1})
 
 

@@ -210,6 +210,7 @@ def test_train_runs_on_cpu_and_reports(
     assert result["prepare_sha256"] == prepare_mod.prepare_sha256()
     # The harness's own count of the training time (which OverBudget holds to the budget) agrees.
     assert result["harness_train_seconds"] == pytest.approx(result["training_seconds"], rel=0.1, abs=1.0)
+    assert result["harness_num_steps"] == result["num_steps"]  # its own count of the optimizer steps
     uniform = ConstantLogits(prepare_mod.VOCAB_SIZE)
     assert result["val_bpb"] < 0.85 * prepare_mod.evaluate_bpb(uniform, 8)  # log2(V) bits per token
     # Its progress lines are what W&B tracking reads as the training curve.
@@ -256,6 +257,30 @@ def test_a_train_py_that_trains_past_its_budget_is_not_a_result(run_trainer) -> 
     )
     assert over and float(over[1]) >= 8, proc.stderr[-2000:]
     assert "is not a result" in proc.stderr
+    assert not result_path.exists()
+
+
+def test_a_train_py_that_reports_fewer_steps_than_it_took_gets_no_more_slack(run_trainer) -> None:
+    """The slack for untimed steps is 12 steps, each the count over the steps: a train.py that trained
+    1.4 budgets of short steps (256 tokens) and reported 1 step got half a budget of slack, and its
+    val_bpb was a result. The harness counts the optimizer steps itself."""
+    proc, result_path = run_trainer(
+        budget=4.0,
+        edit={
+            "else 2**11  # tokens per optimizer step": "else 2**8  # tokens per optimizer step",
+            'DEVICE_BATCH_SIZE = 128 if SCALE_NAME == "gpt2" else 8': 'DEVICE_BATCH_SIZE = 128 if SCALE_NAME == "gpt2" else 1',
+            "training_time >= TIME_BUDGET:": "training_time >= 1.4 * TIME_BUDGET:",
+            '"num_steps": step,': '"num_steps": 1,',
+        },
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    over = re.search(
+        r"OverBudget: train\.py trained for ([\d.]+) s by the harness's count \((\d+) training batches in "
+        r"(\d+) steps, .* over the 4 s budget \(at most ([\d.]+) s is allowed\)",
+        proc.stderr,
+    )
+    assert over and int(over[3]) == int(over[2]) - 1 > 50, proc.stderr[-2000:]
+    assert float(over[1]) > float(over[4]) and float(over[4]) < 4 * 1.1 + 4 / 2, proc.stderr[-2000:]
     assert not result_path.exists()
 
 

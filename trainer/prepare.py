@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 import tiktoken
 import torch
 import torch.nn.functional as F
+import torch.optim.optimizer as torch_optimizer  # (torch.optim deletes its attribute)
 
 
 @dataclass(frozen=True)
@@ -966,6 +967,20 @@ class OverBudget(RuntimeError):
 _clock = time.perf_counter if torch.cuda.is_available() else time.process_time
 _training_stamps: list[float] = []  # when train.py asked for each training batch, on _clock
 _evaluations: list[float] = []  # when each evaluate_bpb began, on _clock: the last one's figure is reported
+# The number of training batches drawn at each optimizer step, once per number: a step with
+# gradient accumulation draws many batches, and train.py's two optimizers step together.
+_optimizer_steps: list[int] = []
+
+
+def _note_optimizer_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    """A global post-hook of every torch optimizer's step: the harness's own count of train.py's
+    steps, so a train.py that reports fewer steps than it took gets no more slack for them."""
+    drawn = len(_training_stamps)
+    if not _optimizer_steps or _optimizer_steps[-1] != drawn:
+        _optimizer_steps.append(drawn)
+
+
+_OPTIMIZER_HOOK = torch_optimizer.register_optimizer_step_post_hook(_note_optimizer_step)
 
 
 def training_count() -> tuple[float, float] | None:
@@ -989,15 +1004,16 @@ def _overrun(counted: tuple[float, float] | None, num_steps: object) -> str:
     """Why the training `counted` (training_count's) is over the budget, or ''. Allowed over TIME_BUDGET: a share of it
     (the two clocks differ a little) and BUDGET_SLACK_STEPS steps (train.py's untimed warm-up
     steps and the step that crosses the budget), at most BUDGET_SLACK_MAX of the budget (else a
-    train.py reporting 1 step would take its whole count for slack). A step lasts the seconds counted over the steps
-    train.py reports (its summary's `num_steps`), or the typical wait if longer or if it reports
-    none: a step of 16 micro-batches is 16 even waits on a CPU (and on a GPU whose launch queue
-    is full), so a step is not a wait."""
+    train.py with 1 step would take its whole count for slack). A step lasts the seconds counted
+    over the steps: the harness's own count of optimizer steps, or the `num_steps` train.py reports
+    where that is more (a train.py that steps no torch optimizer); or the typical wait if longer or
+    if there are none: a step of 16 micro-batches is 16 even waits on a CPU (and on a GPU whose
+    launch queue is full), so a step is not a wait."""
     if counted is None:
         return ""
     seconds, typical = counted
     reported = isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps > 0
-    steps = num_steps if reported else None
+    steps = max(num_steps if reported else 0, len(_optimizer_steps)) or None
     step = max(typical, seconds / steps) if steps else typical
     limit = TIME_BUDGET * (
         1 + BUDGET_OVERRUN + min(BUDGET_SLACK_STEPS * step / TIME_BUDGET, BUDGET_SLACK_MAX)
@@ -1227,6 +1243,8 @@ def verify_harness() -> None:
             raise HarnessModified(
                 f"{getattr(owner, '__name__', owner)}.{attr}, which the metric uses, is not torch's own"
             )
+    if torch_optimizer._global_optimizer_post_hooks.get(_OPTIMIZER_HOOK.id) is not _note_optimizer_step:
+        raise HarnessModified("the harness's hook on torch's optimizer steps, which counts them, was removed")
 
 
 def _record_val_bpb(value: float | None) -> None:
@@ -1297,6 +1315,7 @@ def write_result(summary: dict) -> Path:
         "torch": torch.__version__,
         "prepare_sha256": prepare_sha256(),
         "harness_train_seconds": counted[0] if counted else None,
+        "harness_num_steps": len(_optimizer_steps),
         "harness_uncounted_seconds": sum(uncounted),
     }
     _write_atomic(path, json.dumps(result, indent=1).encode())
