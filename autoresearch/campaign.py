@@ -74,6 +74,11 @@ MAX_REJECTIONS_SHOWN = 20
 MAX_EMPTY_WAVES = 3
 
 
+def folder_gone(exp_dir: Path) -> dict[str, str]:
+    """The outcome of a trial whose experiment folder was deleted by hand: no run can end in it."""
+    return {"status": "lost", "reason": f"its experiment folder {exp_dir} is gone (deleted?)"}
+
+
 class Clock(Protocol):
     def now(self) -> float: ...
 
@@ -313,8 +318,7 @@ class Campaign:
             handle = t.user_attrs.get("job", "")
             pool = t.user_attrs.get("pool", "")
             if "exp_dir" in t.user_attrs and not exp_dir.is_dir():  # deleted: no run can end in it
-                why = f"its experiment folder {exp_dir} is gone (deleted?)"
-                self._finish(Finished(t.number, {"status": "lost", "reason": why}))
+                self._finish(Finished(t.number, folder_gone(exp_dir)))
                 continue
             if "exp_dir" in t.user_attrs and self.fleet.reattach(JobSpec(t.number, exp_dir, pool), handle):
                 log.info("trial %d: re-attached to %s", t.number, handle)
@@ -349,7 +353,7 @@ class Campaign:
                 while opened:
                     for done in self.fleet.poll():
                         self._finish(done)
-                    self.decisions.decide_pending()
+                    self._decide_pending()
                     wave = self.pump.collect()
                     if wave is not None:
                         self.intake.wave(wave)
@@ -366,7 +370,7 @@ class Campaign:
                         self.launcher.launch(new=False)  # re-runs owed to a decision still run
                         if self.fleet.running() == 0 and not self.ledger.owed():
                             # what waits for a new frontier's run, left queued, is decided without it
-                            self.decisions.decide_pending(final=True)
+                            self._decide_pending(final=True)
                             if not self.ledger.owed():  # else a last promotion's re-runs go first
                                 break
                     else:
@@ -498,6 +502,26 @@ class Campaign:
         self.pump.request(self.context())
 
     # -- results -----------------------------------------------------------------------------
+    def _decide_pending(self, final: bool = False) -> None:
+        self._lose_vanished()
+        self.decisions.decide_pending(final)
+
+    def _lose_vanished(self) -> None:
+        """Results awaiting their decision (a winner awaiting its re-runs among them) whose
+        experiment folder was deleted: a keep commits the train.py there, and re-runs copy it, so
+        each such trial is lost and queued again, as a resume does (`_reconcile`), with its
+        queued re-runs dropped; the keep or the re-runs' launch ended the controller in a
+        FileNotFoundError."""
+        for number in sorted(self.decisions.pending):
+            exp_dir = experiment_dir(self.dir, number)
+            if exp_dir.is_dir():
+                continue
+            del self.decisions.pending[number]
+            for rerun in self.ledger.queued_for("validates", number):
+                if rerun.state == TrialState.WAITING:
+                    self.ledger.drop(rerun, f"trial {number} was lost with its experiment folder")
+            self._fail_and_requeue(self.ledger.trial(number), folder_gone(exp_dir), {})
+
     def _finish(self, done: Finished) -> None:
         trial = self.ledger.trial(done.trial)
         if trial.state != TrialState.RUNNING:

@@ -172,7 +172,14 @@ class Launcher:
         try:
             frontier_source, parent = self.frontier.source(), self.frontier.head()
             if measures:
-                source, knobs = self._measured_source(attrs)
+                measured = self._measured_source(attrs)
+                if measured is None:
+                    why = (
+                        f"the train.py it re-runs is gone with trial {attrs['validates']}'s experiment folder"
+                    )
+                    self.ledger.fail(trial.number, {"status": "skip", "reason": why})
+                    return None
+                source, knobs = measured
             else:
                 knobs = self.sampler.resolve_knobs(trial, cand, partial(self.ledger.knob_runs, cand.tier))
                 source = build_source(frontier_source, cand.edits, knobs)
@@ -261,13 +268,22 @@ class Launcher:
             env["AUTORESEARCH_REQUIRE_GPU"] = "1"
         return env
 
-    def _measured_source(self, attrs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """What a measurement runs: exactly the train.py of the trial it re-runs, or the start."""
+    def _measured_source(self, attrs: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """What a measurement runs: exactly the train.py of the trial it re-runs, or the start. A
+        kept trial's is read from its frontier commit, which outlives its experiment folder (one
+        deleted by hand failed every launch of its re-runs, at each resume). None where a trial
+        not kept has lost its folder: that trial is lost (`Campaign._lose_vanished`)."""
         if "validates" not in attrs:
             return self.frontier.start_source(), {}
-        original = self.ledger.trial(int(attrs["validates"])).user_attrs
-        source = (self.campaign_dir / original["exp_dir"] / "train.py").read_text()
-        return source, json.loads(original.get("knobs", "{}"))
+        number = int(attrs["validates"])
+        original = self.ledger.trial(number).user_attrs
+        knobs = json.loads(original.get("knobs", "{}"))
+        if commit := self.frontier.commit_of_trial(number):
+            return self.frontier.source_at(commit), knobs
+        try:
+            return (self.campaign_dir / original["exp_dir"] / "train.py").read_text(), knobs
+        except FileNotFoundError:
+            return None
 
     def _redundant(self, number: int, source: str, frontier_source: str, run_key: str) -> str:
         """Why running this train.py would teach nothing new, or ''. Proposals made on an older

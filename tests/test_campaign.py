@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -46,6 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch.budget import PRICE_ATTR, by_pool, measure
 from autoresearch.campaign import Campaign, CampaignError, Summary
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
+from autoresearch.decisions import Decisions
 from autoresearch.fleet.base import Finished
 from autoresearch.fleet.slurm_states import outcome_for_state
 from autoresearch.frontier import Frontier
@@ -1469,6 +1471,85 @@ def test_a_running_experiments_folder_deleted_while_no_controller_ran_is_lost_an
     assert lost.user_attrs["status"] == "lost"
     assert lost.user_attrs["reason"] == f"lost: its experiment folder {gone} is gone (deleted?); re-queued"
     assert second.ledger.queued_for("retry_of", trial.number)
+
+
+@pytest.mark.parametrize("deleted", ["as it is promoted", "as its first re-run ends"])
+def test_a_winners_folder_deleted_while_it_awaits_its_decision_is_lost_and_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, deleted: str
+) -> None:
+    """A screening winner's experiment folder removed by hand while it awaited its re-runs: the
+    launch of its re-runs, or its keep, read its train.py there and ended the controller in a
+    FileNotFoundError. It is lost and queued again, in one warning naming the folder, and the
+    campaign goes on."""
+    gone: list[Path] = []
+
+    def delete_once(number: int) -> None:
+        if not gone:
+            gone.append(campaign.dir / f"experiments/{number:05d}")
+            shutil.rmtree(gone[0])
+
+    if deleted == "as it is promoted":
+        queue_reruns = Intake.reruns
+
+        def reruns_then_delete(self: Intake, trial: int, *args: Any, **kwargs: Any) -> bool:
+            queued = queue_reruns(self, trial, *args, **kwargs)
+            delete_once(trial)
+            return queued
+
+        monkeypatch.setattr(Intake, "reruns", reruns_then_delete)
+    else:
+        add = Decisions.add
+
+        def add_then_delete(self: Decisions, trial: FrozenTrial) -> None:
+            add(self, trial)
+            validated = trial.user_attrs.get("validates")
+            if validated is not None and self.ledger.trial(int(validated)).user_attrs.get("promoted"):
+                delete_once(int(validated))
+
+        monkeypatch.setattr(Decisions, "add", add_then_delete)
+    campaign = scripted_campaign(tmp_path, [Candidate("wider", knobs={"WIDTH": 128})])
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        campaign.run()
+    first, *later = [t for t in campaign.study.trials if t.user_attrs.get("description") == "wider"]
+    assert gone == [campaign.dir / f"experiments/{first.number:05d}"]
+    assert first.user_attrs["status"] == "lost"
+    assert (
+        first.user_attrs["reason"] == f"lost: its experiment folder {gone[0]} is gone (deleted?); re-queued"
+    )
+    [warning] = [r.getMessage() for r in caplog.records if str(gone[0]) in r.getMessage()]
+    assert warning == f"trial {first.number}: {first.user_attrs['reason']}"
+    [retry] = later
+    assert retry.user_attrs["retry_of"] == first.number
+    if deleted == "as it is promoted":  # its re-runs were dropped before they ran
+        assert retry.user_attrs["status"] == "keep"
+    else:  # they ran its train.py to a result: run again, it would be their twin
+        assert retry.user_attrs["status"] == "skip"
+        assert retry.user_attrs["reason"].startswith("same train.py as trial ")
+    assert all(t.state.is_finished() for t in campaign.study.trials)
+
+
+def test_a_kept_changes_folder_deleted_before_its_new_frontier_runs_launch_costs_them_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept change's experiment folder removed by hand while its runs as the new frontier were
+    queued: their launch read its train.py there and ended the controller (and every resume) in a
+    FileNotFoundError. They run its train.py from its frontier commit."""
+    queue_runs = Intake.new_frontier
+
+    def queue_then_delete(self: Intake, trial: int, confirm_on: str | None) -> None:
+        queue_runs(self, trial, confirm_on)
+        shutil.rmtree(campaign.dir / f"experiments/{trial:05d}", ignore_errors=True)
+
+    monkeypatch.setattr(Intake, "new_frontier", queue_then_delete)
+    campaign = scripted_campaign(
+        tmp_path, [Candidate("wider", knobs={"WIDTH": 128})], "campaign.validate_seeds=0"
+    )
+    campaign.run()
+    kept = trial_named(campaign, "wider")
+    assert kept.user_attrs["status"] == "keep"
+    runs = campaign.ledger.queued_for("validates", kept.number)
+    assert runs and {t.user_attrs["status"] for t in runs} == {"rerun"}
+    assert {t.user_attrs["run_key"] for t in runs} == {kept.user_attrs["run_key"]}
 
 
 def test_a_started_json_whose_start_is_no_number_is_read_as_missing(
