@@ -40,7 +40,7 @@ from autoresearch.config import (
 )
 from autoresearch.decisions import Decisions
 from autoresearch.eta import record_slots
-from autoresearch.files import finite_number, read_json, write_atomic
+from autoresearch.files import dead_writers_temporaries, finite_number, read_json, write_atomic
 from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.folder_lock import FolderLocked, LockUnusable, take_lock
@@ -72,6 +72,8 @@ log = logging.getLogger("autoresearch")
 RECORD_STATUS = {TrialState.FAIL: "crash", TrialState.RUNNING: "running", TrialState.WAITING: "queued"}
 MAX_REJECTIONS_SHOWN = 20
 MAX_EMPTY_WAVES = 3
+# the campaign's subfolders (besides experiments/) whose files are replaced whole (`files.replacing`)
+FOLDERS_OF_WHOLE_FILES = ("proposals", "harness", "agent/prompts", "agent/waves")
 
 
 def folder_gone(exp_dir: Path) -> dict[str, str]:
@@ -166,6 +168,7 @@ class Campaign:
         self._lock()
         if self.log_file is not None:  # only now: a second controller, refused, leaves the log alone
             log_to_file(self.log_file)
+        self._drop_dead_temporaries()
         self.heartbeat.start()
         self.study = open_study(
             self.dir,
@@ -244,6 +247,16 @@ class Campaign:
         for lock in (lock for pattern in GIT_LOCKS for lock in (self.dir / "frontier").glob(pattern)):
             lock.unlink()
             log.warning("removed %s, left by a git command killed with its controller", lock)
+
+    def _drop_dead_temporaries(self) -> None:
+        """The temporaries of writers killed mid-write (`files.replacing`) in the folders the
+        controller, `report` and the agent write, each a file that would stay for good. Not in
+        the experiment folders: runners on other hosts write there, whose pids this host cannot
+        ask about."""
+        folders = [self.dir, *(self.dir / sub for sub in FOLDERS_OF_WHOLE_FILES)]
+        for temporary in (path for folder in folders for path in dead_writers_temporaries(folder)):
+            temporary.unlink(missing_ok=True)
+            log.warning("removed %s, left by a writer killed mid-write", temporary)
 
     def _warn_if_budget_is_all_baselines(self) -> None:
         """A first start whose experiment budget the baselines use up tries no change, and one

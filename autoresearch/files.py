@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,33 @@ def replacing(path: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+TEMPORARY_NAME = re.compile(r"\.(\d+)-\d+\.tmp$")  # `replacing`'s: the writer's pid, then its thread
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def dead_writers_temporaries(folder: Path) -> list[Path]:
+    """`replacing`'s temporaries in `folder` whose writer, a process of this host, is gone: one
+    killed mid-write (kill -9, a power cut) left its temporary for good. A live writer's, such as
+    `autoresearch report` redrawing the plot beside the controller, or this process's own, is
+    never among them: its rename would fail."""
+    found = []
+    with contextlib.suppress(OSError):  # (no such folder)
+        for path in folder.iterdir():
+            match = TEMPORARY_NAME.search(path.name)
+            if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
+                found.append(path)
+    return found
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:

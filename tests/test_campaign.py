@@ -1296,6 +1296,57 @@ def test_a_stale_git_lock_in_the_frontier_is_removed_when_the_campaign_resumes(
     assert resumed.frontier.commit_of_trial(5) is None and resumed.frontier.advance("A = 1\n", 5, "kept")
 
 
+WRITER = """
+import os, signal, sys
+from pathlib import Path
+from autoresearch.files import replacing
+with replacing(Path(sys.argv[1])) as tmp:
+    tmp.write_text("half")
+    if sys.argv[2] == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    print("writing", flush=True)
+    sys.stdin.readline()
+    tmp.write_text("whole")
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_a_temporary_the_next_start_removes_but_a_live_ones(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """A controller (or `report`) killed by kill -9 inside a whole-file write left its temporary,
+    `<file>.<pid>-<thread>.tmp`, for good. The next start removes those of dead writers, and never
+    a live writer's: `report` redrawing progress.png beside it still puts its file in place."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    release(first)
+
+    def writer(path: Path, how: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), how],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    for path in (first.dir / "results.tsv", first.dir / "proposals" / "00003.json"):
+        assert writer(path, "killed").wait() == -signal.SIGKILL
+    live = writer(first.dir / "progress.png", "live")
+    assert live.stdout.readline() == "writing\n"
+    others = [
+        first.dir / "notes.tmp",
+        first.dir / f"config.yaml.{os.getpid()}-1.tmp",
+    ]  # (this controller's own)
+    for other in others:  # not a dead writer's temporary: kept
+        other.write_text("")
+    left = sorted(first.dir.glob("**/*.tmp"))
+    assert len(left) == 5
+    open_campaign(tmp_path, [])
+    assert sorted(first.dir.glob("**/*.tmp")) == sorted([*others, *first.dir.glob("progress.png.*.tmp")])
+    live.communicate("\n")
+    assert live.returncode == 0 and (first.dir / "progress.png").read_text() == "whole"
+
+
 def test_a_broken_frontier_is_one_line_and_exit_2(tmp_path: Path) -> None:
     """A git command that fails on the frontier (here a repository whose HEAD is garbage) stops the
     controller with git's own words in one line, not a CalledProcessError traceback."""
