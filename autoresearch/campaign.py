@@ -60,7 +60,7 @@ from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, write_results
 from autoresearch.resume_changes import setting_changes
-from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, STARTED_FILE
+from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.starting_files import own_harness, warn_if_train_py_changed
 from autoresearch.study import finished, held_storage, open_study, status_of, trials
@@ -593,8 +593,8 @@ class Campaign:
         if finite_number(outcome.get("started_at")):
             return {"started_at": outcome["started_at"], "ended_at": ended}
         exp_dir = trial.user_attrs.get("exp_dir")
-        started = (read_json(self.dir / exp_dir / STARTED_FILE) or {}).get("started_at") if exp_dir else None
-        if not finite_number(started):
+        started = started_at(self.dir / exp_dir) if exp_dir else None
+        if started is None:
             return {"started_at": None, "ended_at": ended}
         killed_by = started + deadline_seconds(self.cfg) + backstop_grace(self.cfg.cluster)
         return {"started_at": started, "ended_at": min(ended, killed_by)}

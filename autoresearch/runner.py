@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoresearch.files import write_json_atomic
+from autoresearch.files import finite_number, read_json, write_json_atomic
 from autoresearch.workspace import HARNESS_FILE, sha256_file
 
 SPEC_FILE = "spec.json"
@@ -93,6 +93,14 @@ def not_to_run(exp: Path) -> str:
 
 class _Interrupted(Exception):
     pass
+
+
+def started_at(exp_dir: Path) -> float | None:
+    """When the runner of `exp_dir` began (its started.json), or None: not begun, or the file
+    damaged (by hand: a start that is no number is none). Backstop deadlines count from it, so a
+    runner re-attached by a later controller keeps the one it started with."""
+    started = (read_json(exp_dir / STARTED_FILE) or {}).get("started_at")
+    return float(started) if finite_number(started) else None
 
 
 def run_experiment(exp_dir: str | Path) -> dict[str, Any]:

@@ -222,6 +222,14 @@ def test_a_trial_told_without_running_is_no_news_for_a_proposer_with_nothing_new
     assert len(asked) == 2
 
 
+def held_train_py(tmp_path: Path, first: str = "") -> tuple[Path, str]:
+    """A train.py that runs `first`, then runs on while its hold file (returned with it) exists:
+    a runner the test ends when it is done with it."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    return hold, f"import os, time\n{first}while os.path.exists({str(hold)!r}):\n    time.sleep(0.05)\n"
+
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["pid-recorded", "died-before-recording-the-pid"])
 def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: bool
@@ -230,9 +238,7 @@ def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
     cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=0)})
     first = make_fleet(cluster, deadline_s=60, campaign_dir="")
     (pool,) = first.pools.values()
-    hold = tmp_path / "hold"
-    hold.touch()
-    held = f"import os, time\n{ENV_DUMP}while os.path.exists({str(hold)!r}):\n    time.sleep(0.05)\n"
+    hold, held = held_train_py(tmp_path, ENV_DUMP)
     quick = JobSpec(0, make_experiment(tmp_path, ENV_DUMP, deadline=60, name="quick", trial=0), pool.name)
     busy = JobSpec(1, make_experiment(tmp_path, held, deadline=60, name="busy", trial=1), pool.name)
     handles = first.submit([quick, busy])  # slots 0 and 1
@@ -252,6 +258,33 @@ def test_a_re_attached_local_runner_keeps_its_gpu_and_a_new_one_gets_a_free_gpu(
         j.trial: json.loads((j.exp_dir / "env.json").read_text())["CUDA_VISIBLE_DEVICES"] for j in (busy, new)
     }
     assert devices == {1: "1", 2: "0"}
+
+
+def test_a_re_attached_local_runner_keeps_the_deadline_it_started_with(tmp_path: Path) -> None:
+    """A runner adopted by a controller started again got a fresh backstop deadline, 2 x budget +
+    grace from the adoption: one that hung was let run past its own, once more per restart. It
+    keeps the one counted from its start (started.json): here an hour ago, so it is ended at once."""
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+    first = make_fleet(cluster, deadline_s=60, campaign_dir="")
+    (pool,) = first.pools.values()
+    hold, hung = held_train_py(tmp_path)
+    job = JobSpec(0, make_experiment(tmp_path, hung, deadline=3600, trial=0), pool.name)
+    handles = first.submit([job])
+    started = job.exp_dir / "started.json"
+    wait_for(started.exists, 60, "the runner to start")
+    record = json.loads(started.read_text())
+    started.write_text(json.dumps({**record, "started_at": record["started_at"] - 3600}))
+    # The controller dies; the next adopts the runner.
+    again = make_fleet(cluster, deadline_s=60, campaign_dir="")
+    assert again.reattach(job, handles[0])
+    finished: list[Finished] = []
+    try:
+        wait_for(lambda: finished.extend(again.poll()) or finished, 60, "the runner to be ended", every=0.05)
+    finally:
+        hold.unlink()
+    assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
+        (0, "interrupted", "runner received SIGTERM")
+    ]
 
 
 def test_a_controller_leaves_at_once_while_a_proposer_call_is_in_flight(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.runner import ABANDONED_FILE, OUTCOME_FILE, PID_FILE, scrubbed_environment
+from autoresearch.runner import ABANDONED_FILE, OUTCOME_FILE, PID_FILE, scrubbed_environment, started_at
 
 KILL_GRACE_S = 30.0
 
@@ -116,9 +116,9 @@ class LocalFleet:
             gone = {"trial": job.trial, "status": "lost", "reason": "runner gone when its controller stopped"}
             write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
             return False
-        self._running[job.trial] = _Running(
-            job, pid, self._free_slot_index(slot), time.time() + self._deadline_s
-        )
+        # Its deadline counts from its start, as when it was submitted, not from this re-attach.
+        start = started_at(job.exp_dir) or time.time()  # (none: it has only just begun)
+        self._running[job.trial] = _Running(job, pid, self._free_slot_index(slot), start + self._deadline_s)
         return True
 
     def _slot_of(self, pid: int) -> int | None:

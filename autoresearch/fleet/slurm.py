@@ -79,6 +79,7 @@ from autoresearch.runner import (
     hidden_credentials,
     run_experiment,
     scrubbed_environment,
+    started_at,
 )
 
 log = logging.getLogger("autoresearch")
@@ -612,12 +613,10 @@ class SlurmFleet:
 
     def _deadline_of(self, t: _Tracked) -> float | None:
         """The runner's start plus its deadline and grace; None until it has started."""
-        started = read_json(t.job.exp_dir / STARTED_FILE)
-        if started is None:
+        if not (t.job.exp_dir / STARTED_FILE).is_file():
             return None
-        return (
-            float(started.get("started_at") or time.time()) + self.deadline_s + backstop_grace(self.cluster)
-        )
+        start = started_at(t.job.exp_dir) or time.time()  # (a start damaged by hand counts from now)
+        return start + self.deadline_s + backstop_grace(self.cluster)
 
     def _warn_never_starting(self, pending: dict[str, str]) -> None:
         """Say once per partition and reason when Slurm holds a job pending for a reason that
