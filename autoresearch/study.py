@@ -135,13 +135,13 @@ def open_study(
     if not url:
         recover_journal(campaign_dir)
     with reading_storage(url, campaign_dir):
-        study = optuna.create_study(
-            study_name=name,
-            storage=controller_storage(campaign_dir, url, retry_seconds, stopping),
-            sampler=sampler,
-            direction="minimize",
-            load_if_exists=True,
-        )
+        storage = controller_storage(campaign_dir, url, retry_seconds, stopping)
+        try:  # loaded: create_study(load_if_exists) appends a create line to a journal at each start
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        except KeyError:  # (no study of this name yet)
+            study = optuna.create_study(
+                study_name=name, storage=storage, sampler=sampler, direction="minimize", load_if_exists=True
+            )
         if url:
             _claim(study, campaign_dir, url)
         return study

@@ -186,3 +186,15 @@ def test_a_damaged_line_is_refused_at_every_read_not_passed_over_at_the_next(tmp
     for _ in range(2):
         with pytest.raises(JournalDamaged, match=f"its line {damaged} is not a change Optuna knows"):
             reader.get_trials()
+
+
+def test_a_start_on_a_study_that_exists_adds_nothing_to_the_journal(tmp_path: Path) -> None:
+    """Each start, refused ones included, appended a line to the journal: Optuna's create_study
+    with load_if_exists writes its create-study change before it finds the study there. A start
+    now loads the study it finds, and the journal holds the one line that made it."""
+    open_study(tmp_path, "demo", None).enqueue_trial({})
+    made = (tmp_path / JOURNAL_FILE).read_bytes()
+    for _ in range(3):
+        resumed = open_study(tmp_path, "demo", None)
+    assert (tmp_path / JOURNAL_FILE).read_bytes() == made
+    assert len(resumed.trials) == 1 and resumed.direction == optuna.study.StudyDirection.MINIMIZE
