@@ -306,6 +306,11 @@ def main() -> None:
             raise
         print(f"error: bad config: {yaml_error_line(err)}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:  # a Ctrl-C before the controller hears stops (Hydra, imports, checks)
+        print(
+            "interrupted: nothing is lost; the same command starts or resumes the campaign", file=sys.stderr
+        )
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def yaml_error_line(err: yaml.YAMLError) -> str:

@@ -634,6 +634,35 @@ def test_ctrl_c_stops_and_a_rerun_finishes_the_work(tmp_path: Path, signals: lis
     assert told <= {str(Path(p).relative_to(campaign)) for p in runs}
 
 
+# A controller that gets a Ctrl-C as it checks the start, before it hears stops.
+CTRL_C_AT_THE_CHECKS = """
+import os, runpy, signal
+import autoresearch.start_checks as checks
+checking = checks.start_checks
+def interrupted(cfg):
+    os.kill(os.getpid(), signal.SIGINT)
+    return checking(cfg)
+checks.start_checks = interrupted
+runpy.run_module("autoresearch", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_while_the_controller_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """A Ctrl-C in the seconds a start takes before the controller hears stops (imports, Hydra,
+    the start's checks) ended it in a KeyboardInterrupt traceback of some 40 lines."""
+    command = campaign_command(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AT_THE_CHECKS, *command[3:]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert proc.stderr == "interrupted: nothing is lost; the same command starts or resumes the campaign\n"
+    assert not (tmp_path / "toy").exists()
+
+
 @pytest.mark.parametrize("finished_before_kill", [0, 3, 7, "promoted"])
 def test_sigkill_and_resume_loses_and_repeats_nothing(
     tmp_path: Path, finished_before_kill: int | str
