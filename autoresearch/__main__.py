@@ -56,6 +56,7 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.budget import going_on_past
     from autoresearch.campaign import Campaign, CampaignError
     from autoresearch.config import deadline_seconds
+    from autoresearch.files import WRITE_REFUSED, write_failure
     from autoresearch.fleet.factory import build_fleet
     from autoresearch.frontier import FrontierError
     from autoresearch.logs import setup_logging
@@ -103,6 +104,16 @@ def run(cfg: AutoresearchConfig) -> int:
         return EXIT_STOPPED
     except (CampaignError, FrontierError, StudyUnavailable) as err:
         log.error("%s", err)
+        return EXIT_ERROR
+    except OSError as err:  # the campaign folder refused a write: a full disk, a read-only mount
+        if err.errno not in WRITE_REFUSED:
+            raise
+        log.error(
+            "cannot write the campaign folder %s: %s; free space there (or make it writable), then run "
+            "the same command again: the study keeps what ran",
+            campaign_dir,
+            write_failure(err, campaign_dir),
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:  # a second signal while stopping: leave now, state is in the study
         log.warning("interrupted: running experiments stay, and a re-run re-attaches to them")

@@ -40,7 +40,13 @@ from autoresearch.config import (
 )
 from autoresearch.decisions import Decisions
 from autoresearch.eta import record_slots
-from autoresearch.files import dead_writers_temporaries, finite_number, read_json, write_atomic
+from autoresearch.files import (
+    dead_writers_temporaries,
+    finite_number,
+    read_json,
+    write_atomic,
+    write_failure,
+)
 from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.folder_lock import FolderLocked, LockUnusable, take_lock
@@ -411,7 +417,14 @@ class Campaign:
             self.pump.close()
             if opened:
                 self.fleet.shutdown(cancel=False)
-                self._write_outputs(ended=ended)
+                try:
+                    self._write_outputs(ended=ended)
+                except OSError as err:  # (a full disk: derived files, which must not hide why it stopped)
+                    log.warning(
+                        "results.tsv and report.html not written: %s; `autoresearch report %s` writes them",
+                        write_failure(err, self.dir),
+                        self.dir,
+                    )
                 self.tracker.update(self.study)
                 self.tracker.close(self.dir / REPORT_FILE)
         finally:

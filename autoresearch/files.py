@@ -5,6 +5,7 @@ replaced at once, and append-only files of one record a line whose torn last lin
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -66,11 +67,18 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+# A write the file system refuses, whatever the code: a full disk or quota, a read-only mount,
+# no permission, a file too large. Running the command again, once that is mended, goes on.
+WRITE_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
 def write_failure(err: OSError, folder: Path) -> str:
     """An OSError of a write into `folder` in words: the system's, and the file it names where
     that is not `folder` itself (a full disk's or an oversized file's error names none); of a
-    rename, the file it was to replace, not the writer's temporary (`replacing`)."""
+    writer's temporary (`replacing`), the file it was to replace."""
     filename = err.filename2 if err.filename2 is not None else err.filename
+    if filename is not None:
+        filename = TEMPORARY_NAME.sub("", str(filename))
     named = filename is not None and str(filename) != str(folder)
     return f"{err.strerror or err}" + (f" ({filename})" if named else "")
 

@@ -161,6 +161,6 @@ def recover_journal(campaign_dir: Path) -> None:
         return
     os.truncate(path, keep)
     log.warning(
-        "dropped the torn last %d bytes of the study journal: a controller was killed while writing them",
+        "dropped the torn last %d bytes of the study journal: a controller was killed, or its disk full, while writing them",
         size - keep,
     )

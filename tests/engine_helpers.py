@@ -113,8 +113,12 @@ def campaign_command(runs_dir: Path, *overrides: str) -> list[str]:
 
 
 def run_campaign(
-    runs_dir: Path, *overrides: str, env: dict[str, str] | None = None
+    runs_dir: Path,
+    *overrides: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess:
+    """The campaign's command run to its end (`preexec_fn`: run in the controller's process first)."""
     return subprocess.run(
         campaign_command(runs_dir, *overrides),
         cwd=REPO,
@@ -122,6 +126,7 @@ def run_campaign(
         capture_output=True,
         text=True,
         timeout=300,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -661,6 +662,37 @@ def test_ctrl_c_while_the_controller_starts_is_one_line_and_exit_130(tmp_path: P
     assert proc.returncode == 130, proc.stdout + proc.stderr
     assert proc.stderr == "interrupted: nothing is lost; the same command starts or resumes the campaign\n"
     assert not (tmp_path / "toy").exists()
+
+
+def test_a_write_the_disk_refuses_stops_the_controller_in_one_line_and_a_rerun_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A campaign folder that refuses a write mid-campaign (a full disk, a quota; here each file
+    held under 30 kB by RLIMIT_FSIZE, which progress.png or study.journal outgrows) ended the
+    controller in two tracebacks, the second from writing results.tsv as it closed. It is one
+    line, exit code 2, and the same command, once the disk takes writes again, finishes the
+    campaign, nothing run twice."""
+    run_log = tmp_path / "runs.log"
+    env = {"TOY_RUN_LOG": str(run_log)}
+
+    def files_under_30_kb() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+    refused = run_campaign(tmp_path, env=env, preexec_fn=files_under_30_kb)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "Traceback" not in said, said
+    [line] = [line for line in said.splitlines() if " ERROR " in line]
+    assert re.search(
+        f"ERROR +cannot write the campaign folder {tmp_path / 'toy'}: File too large( \\(.+\\))?; free "
+        "space there \\(or make it writable\\), then run the same command again: the study keeps what ran$",
+        line,
+    ), line
+    proc = run_campaign(tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = experiment_runs(run_log)
+    assert runs and max(runs.values()) == 1, runs
+    assert all(t.state.is_finished() or t.state == TrialState.WAITING for t in load(tmp_path / "toy").trials)
 
 
 @pytest.mark.parametrize("finished_before_kill", [0, 3, 7, "promoted"])
