@@ -37,7 +37,8 @@ def replacing(path: Path) -> Iterator[Path]:
 TEMPORARY_NAME = re.compile(r"\.(\d+)-\d+\.tmp$")  # `replacing`'s: the writer's pid, then its thread
 
 
-def _alive(pid: int) -> bool:
+def alive_here(pid: int) -> bool:
+    """Whether process `pid` of this host lives (another user's too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -56,7 +57,7 @@ def dead_writers_temporaries(folder: Path) -> list[Path]:
     with contextlib.suppress(OSError):  # (no such folder)
         for path in folder.iterdir():
             match = TEMPORARY_NAME.search(path.name)
-            if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
+            if match and int(match[1]) != os.getpid() and not alive_here(int(match[1])):
                 found.append(path)
     return found
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from autoresearch.files import read_json, write_atomic, write_json_atomic
+from autoresearch.files import alive_here, read_json, write_atomic, write_json_atomic
 
 CONTROLLER_FILE = "controller.json"
 BEAT_SECONDS = 15.0
@@ -81,16 +81,6 @@ class Heartbeat:
             write_json_atomic(self.path, {**self.record, "state": state, **extra})
 
 
-def _alive_here(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive all the same
-        pass
-    return True
-
-
 def stopped_line(at: float, why: str) -> str:
     """How a stopped controller is said, by `status` and the report alike."""
     return f"stopped {_clock(at)}: {why or 'no reason given'}"
@@ -127,7 +117,7 @@ def _state_of(record: dict[str, Any], now: float) -> str:
     if record.get("state") == "stopped":
         return stopped_line(seen, record.get("why", ""))
     pid = int(record.get("pid") or 0)
-    if record.get("host") == socket.gethostname() and pid > 0 and not _alive_here(pid):
+    if record.get("host") == socket.gethostname() and pid > 0 and not alive_here(pid):
         return f"gone: {where} ended without a word (killed?); run the campaign command again to resume"
     if now - seen > STALE_SECONDS:
         return (
