@@ -50,6 +50,12 @@ COLUMNS = [
 MEASUREMENTS = ("baseline", "rerun")
 
 
+def row_status(trial: FrozenTrial) -> str:
+    """A finished trial's status as results.tsv shows it: its decision under its current name
+    (an older study's "validated" reads "rerun"), else crash or discard. W&B shows the same."""
+    return status_of(trial) or ("crash" if trial.state == TrialState.FAIL else "discard")
+
+
 def row_of(trial: FrozenTrial) -> dict[str, Any]:
     attrs = trial.user_attrs
     crashed = trial.state == TrialState.FAIL
@@ -57,7 +63,7 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
         "commit": attrs.get("commit", ""),
         "val_bpb": 0.0 if crashed else attrs.get("val_bpb", trial.value),
         "memory_gb": 0.0 if crashed else attrs.get("memory_gb", 0.0),
-        "status": status_of(trial) or ("crash" if crashed else "discard"),
+        "status": row_status(trial),
         "description": attrs.get("description", ""),
         "trial": trial.number,
         "wave": attrs.get("wave", ""),

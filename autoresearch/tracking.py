@@ -25,7 +25,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import TrackingConfig
 from autoresearch.files import append_line, complete_lines
-from autoresearch.study import finished, status_of
+from autoresearch.results import row_status
+from autoresearch.study import finished
 
 if TYPE_CHECKING:
     import wandb
@@ -45,7 +46,7 @@ CONFIG_ATTRS = (
     "kind", "tier", "wave", "seed", "source", "parent", "gpu_type", "partition", "node",
     "description", "hypothesis", "stack_of", "validates", "retry_of",
 )  # fmt: skip
-SUMMARY_ATTRS = ("status", "reason", "delta", "commit", "training_seconds", "mfu", "memory_gb", "num_steps")
+SUMMARY_ATTRS = ("reason", "delta", "commit", "training_seconds", "mfu", "memory_gb", "num_steps")
 
 
 class Tracker(Protocol):
@@ -112,7 +113,7 @@ def experiment_config(t: FrozenTrial) -> dict[str, Any]:
 
 def experiment_summary(t: FrozenTrial) -> dict[str, Any]:
     attrs = t.user_attrs
-    summary = {k: attrs[k] for k in SUMMARY_ATTRS if attrs.get(k) is not None}
+    summary = {"status": row_status(t), **{k: attrs[k] for k in SUMMARY_ATTRS if attrs.get(k) is not None}}
     if t.state == TrialState.COMPLETE:
         summary["val_bpb"] = t.value
     if attrs.get("started_at") and attrs.get("ended_at"):
@@ -233,7 +234,7 @@ class WandbTracker:
             log.warning("W&B: trial %d left out: its records do not read (%r)", t.number, err)
             self._sent(t.number)
             return
-        status = status_of(t) or ("crash" if t.state == TrialState.FAIL else "")
+        status = row_status(t)
         run = self._init(
             f"t{t.number:05d}",
             name=f"{t.number}: {attrs.get('description', '')}"[:120],

@@ -18,6 +18,7 @@ from wandb_records import offline_runs
 from autoresearch import tracking
 from autoresearch.config import TrackingConfig
 from autoresearch.files import complete_lines
+from autoresearch.results import rows
 from autoresearch.study import finished
 from autoresearch.tracking import (
     MAX_CURVE_POINTS,
@@ -259,3 +260,23 @@ def test_a_backlog_left_at_close_is_counted_and_says_how_to_send_it(
     assert counted, line
     assert 1 <= int(counted.group(1)) <= 5 and "command run again sends them" in line
     assert len(complete_lines(campaign / "wandb" / SENT_FILE)) == 5  # the thread went on with them
+
+
+def test_a_runs_status_in_wandb_is_the_one_results_tsv_shows(tmp_path: Path) -> None:
+    """W&B's summary took the raw status attr: an older study's re-run ("validated", which every
+    reader takes as "rerun") showed under the old name, and a failed trial with no decision had no
+    status in its summary, where results.tsv says rerun and crash."""
+    campaign = tmp_path / "toy"
+    study = optuna.create_study(study_name="toy")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=2.0, user_attrs={"status": "validated"}))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"reason": "exit 1"}))
+    tracker = WandbTracker(TrackingConfig(kind="wandb", project="tests", mode="offline"), campaign, "toy")
+    tracker.update(study)
+    tracker.close(None)
+    runs = offline_runs(campaign / "wandb")
+    shown = {n: runs[run_id("toy", 0.0, f"t{n:05d}")][0] for n in (0, 1)}
+    assert [row["status"] for row in rows(study)] == ["rerun", "crash"]
+    assert [(shown[n].summary["status"], shown[n].tags) for n in (0, 1)] == [
+        ("rerun", ["rerun"]),
+        ("crash", ["crash"]),
+    ]
