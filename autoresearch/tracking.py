@@ -295,6 +295,7 @@ def check_credentials(cfg: TrackingConfig) -> None:
         return
     import wandb
 
+    quiet_wandb()  # (else its login says on the terminal, at each start, where it found the key)
     try:
         found = wandb.login(verify=False, prompt=False)  # reads the key; no prompt, no server call
     except wandb.errors.Error as err:  # AuthenticationError: a malformed key

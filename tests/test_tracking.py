@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -280,3 +283,27 @@ def test_a_runs_status_in_wandb_is_the_one_results_tsv_shows(tmp_path: Path) -> 
         ("rerun", ["rerun"]),
         ("crash", ["crash"]),
     ]
+
+
+def test_looking_up_the_wandb_key_at_a_start_prints_none_of_wandbs_own_lines(tmp_path: Path) -> None:
+    """W&B's own terminal output is off, yet its login, as an online start looked the key up, said
+    "Loaded credentials for <host> from WANDB_API_KEY" and "W&B API key is configured" each time."""
+    look_up = (
+        "from autoresearch.config import TrackingConfig\n"
+        "from autoresearch.tracking import check_credentials\n"
+        "check_credentials(TrackingConfig(kind='wandb', project='tests', mode='online'))\n"
+        "print('found')\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path), "WANDB_API_KEY": SECRETS["WANDB_API_KEY"]}
+    said = tmp_path / "stderr"
+    with said.open("w") as stderr:  # (a file, not a pipe: W&B's service may hold a pipe open after)
+        out = subprocess.run(
+            [sys.executable, "-c", look_up],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            timeout=120,
+        )
+    assert out.returncode == 0 and out.stdout == "found\n", said.read_text()
+    assert not [x for x in said.read_text().splitlines() if x.startswith("wandb:")], said.read_text()
