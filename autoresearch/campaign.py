@@ -570,9 +570,11 @@ class Campaign:
         val_bpb = figure(metrics, "val_bpb")
         if status != "ok" or val_bpb is None:
             reason = outcome.get("reason") or f"val_bpb is {metrics.get('val_bpb')!r}"
+            # (a run that ended well but diverged: "ok: val_bpb is nan" read as a success among failures)
+            said = f"{status}: {reason}" if status != "ok" else f"ran to its end with no result: {reason}"
             failed = "cancelled" if status == "cancelled" else "crash"
-            self.ledger.fail(trial.number, {**attrs, "status": failed, "reason": f"{status}: {reason}"})
-            log.warning("trial %d: %s: %s", trial.number, status, reason)
+            self.ledger.fail(trial.number, {**attrs, "status": failed, "reason": said})
+            log.warning("trial %d: %s", trial.number, said)
             if failed == "cancelled" and trial.user_attrs.get("kind") == "baseline":
                 self.intake.baselines(self.decisions.confirm_on)  # no change can be judged without it
             return

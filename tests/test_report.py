@@ -25,6 +25,7 @@ from engine_helpers import (
     open_intake,
     read_tsv,
     run_campaign,
+    run_scripted,
 )
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -33,7 +34,7 @@ from autoresearch.agent.usage import UsageLedger
 from autoresearch.budget import PRICE_ATTR
 from autoresearch.files import replacing, write_atomic
 from autoresearch.plot import plot_title, progress_figure, screen_points
-from autoresearch.proposals import Candidate, Wave
+from autoresearch.proposals import Candidate, Edit, Wave
 from autoresearch.report import build_report, busy_hours, write_report
 from autoresearch.report_html import render_html
 from autoresearch.results import rows
@@ -456,3 +457,14 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
         f"error: cannot write the report in {full}: File too large; choose another --out DIR"
     ]
     assert list(full.iterdir()) == []  # the temporary removed
+
+
+def test_a_run_that_ended_with_a_nan_val_bpb_is_not_said_to_be_ok_among_the_failures(tmp_path: Path) -> None:
+    """A train.py that diverged ends well and prints val_bpb nan: it is a crash, and its reason read
+    "ok: val_bpb is nan" in results.tsv, the report's Failures and W&B, a success among failures."""
+    nan = Candidate("diverges", edits=[Edit('print("---")', 'val_bpb = float("nan")\nprint("---")')])
+    campaign = run_scripted(tmp_path, [nan], "campaign.budget.max_experiments=4")
+    (row,) = [r for r in read_tsv(tmp_path / "toy" / "results.tsv") if r["description"] == "diverges"]
+    assert (row["status"], row["reason"]) == ("crash", "ran to its end with no result: val_bpb is nan")
+    page = render_html(build_report(campaign.study, tmp_path / "toy", campaign.cfg), None)
+    assert "<td>ran to its end with no result: val_bpb is nan</td><td class=num>1</td>" in page
