@@ -15,6 +15,8 @@ from autoresearch.agent.usage import unanswered_note
 from autoresearch.budget import dollars_of, hours_unit, unpriced
 from autoresearch.report import CampaignReport, KeptChange
 
+# A word longer than the page (a path, a URL, a description without spaces) breaks where it must:
+# else the agent's headings and the table's cells widen the page past its max-width.
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: .5em 0 1.2em; }
@@ -23,6 +25,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; font-size: 12px; }
 .add { color: #1a7f37; } .del { color: #cf222e; } .hunk { color: #0550ae; }
 .muted { color: #666; } h2 { margin-top: 1.6em; border-bottom: 1px solid #eee; }
+h1, h3, p, td { overflow-wrap: anywhere; }
 """
 
 

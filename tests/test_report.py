@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import resource
 import statistics
 import subprocess
@@ -468,3 +469,16 @@ def test_a_run_that_ended_with_a_nan_val_bpb_is_not_said_to_be_ok_among_the_fail
     assert (row["status"], row["reason"]) == ("crash", "ran to its end with no result: val_bpb is nan")
     page = render_html(build_report(campaign.study, tmp_path / "toy", campaign.cfg), None)
     assert "<td>ran to its end with no result: val_bpb is nan</td><td class=num>1</td>" in page
+
+
+def test_a_description_longer_than_the_page_breaks_instead_of_widening_it(tmp_path: Path) -> None:
+    """A kept change's description, a failure's reason or a campaign name without spaces (a path, a
+    URL) is a heading or a cell as wide as itself: the page grew past its max-width, scrolled
+    sideways. Each element that holds such text may break a word where it must."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen")
+    add_run(study, 1.9, 70.0, 60.0, status="keep", tier="screen", description="x" * 300)
+    page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
+    assert f"<h3>trial 1: {'x' * 300}</h3>" in page
+    rule = re.search(r"([^{}]*)\{ overflow-wrap: anywhere; \}", page)
+    assert rule and {"h1", "h3", "p", "td"} <= {s.strip() for s in rule.group(1).split(",")}
