@@ -156,7 +156,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                 preexec_fn=functools.partial(_dies_with_the_runner, os.getpid()),
             )
             try:
-                returncode = proc.wait(timeout=float(spec["deadline_s"]))
+                returncode = _wait_while_running(proc, float(spec["deadline_s"]))
             except subprocess.TimeoutExpired:
                 ending.append("deadline")
                 _kill_group(proc)
@@ -193,6 +193,35 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         return _finish(exp, outcome)
     outcome.update(status="ok", reason="", metrics=metrics)
     return _finish(exp, outcome)
+
+
+WAIT_SLICE_S = 1.0  # how much of a wait for train.py may be counted as running after a resume
+
+
+def _wait_while_running(proc: subprocess.Popen[bytes], deadline_s: float) -> int:
+    """train.py's exit status, or TimeoutExpired once it has run `deadline_s` seconds, time its job
+    stood suspended not counted: `scontrol suspend` stops every process of the job (SIGSTOP) and
+    resumes them with SIGCONT, and a wait that counted the stop would kill the run at its
+    resumption as a timeout of its own making. A wait slice in which a SIGCONT came counts as one
+    slice at most."""
+    resumed: list[bool] = []
+    previous = signal.signal(signal.SIGCONT, lambda _signum, _frame: resumed.append(True))
+    left = deadline_s
+    try:
+        while True:
+            began = time.monotonic()
+            try:
+                return proc.wait(timeout=max(0.0, min(left, WAIT_SLICE_S)))
+            except subprocess.TimeoutExpired:
+                spent = time.monotonic() - began
+            if resumed:
+                resumed.clear()
+                spent = min(spent, WAIT_SLICE_S)
+            left -= spent
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, deadline_s) from None
+    finally:
+        signal.signal(signal.SIGCONT, previous)
 
 
 def _finish(exp: Path, outcome: dict[str, Any]) -> dict[str, Any]:

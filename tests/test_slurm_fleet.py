@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -1350,6 +1351,46 @@ def test_a_node_drained_under_a_running_job_lets_it_finish_and_the_next_wait_is_
         "jobs in higher priority partitions: every node it may run on is out of service or reserved; its "
         "experiments wait (not lost) and start when that is over (sinfo -p h100)"
     ]
+
+
+@pytest.mark.slurm
+def test_a_job_suspended_past_its_deadline_runs_on_to_its_result_when_resumed(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`scontrol suspend` stops a running experiment's processes, its runner's clock with them. Both
+    deadlines ran on meanwhile: resumed past them, the run was ended as a timeout of its own
+    (the runner's `killed at the deadline`, or the controller's cancel). Suspended time no longer
+    counts on either clock."""
+    deadline = 8.0
+    monkeypatch.setattr(slurm_fleet, "backstop_grace", lambda cluster: 5.0)  # (30 s at least in use)
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline, str(tmp_path / "toy"))
+    hold = tmp_path / "hold"
+    hold.touch()
+    waits = f"import os, time, prepare\nopen('running', 'w')\nwhile os.path.exists({str(hold)!r}): time.sleep(0.1)\n"
+    exp = make_experiment(
+        tmp_path, waits + "prepare.write_result({'val_bpb': 1.0})\n", deadline=deadline, trial=1
+    )
+    finished: list[Finished] = []
+
+    def poll_asking_slurm() -> list[Finished]:
+        fleet._states_at = -slurm_fleet.STATE_POLL_SECONDS  # (sacct is asked every 10 s)
+        finished.extend(fleet.poll())
+        return finished
+
+    try:
+        job = fleet.submit([JobSpec(1, exp, "h100")])[1].rpartition(":")[2]
+        wait_for(lambda: (exp / "running").exists(), 60, "train.py to start")
+        subprocess.run(["scontrol", "suspend", job], check=True)
+        started = json.loads((exp / "started.json").read_text())["started_at"]
+        past_both = started + deadline + 5.0 + 2 * deadline  # the controller's deadline, and more
+        wait_for(lambda: poll_asking_slurm() or time.time() > past_both, 90, "both deadlines", every=0.5)
+        assert finished == []
+        subprocess.run(["scontrol", "resume", job], check=True)
+        hold.unlink()
+        wait_for(lambda: poll_asking_slurm(), 60, "the resumed run to end", every=0.2)
+    finally:
+        fleet.shutdown(cancel=True)
+    assert [(f.trial, f.outcome["status"]) for f in finished] == [(1, "ok")], finished
 
 
 def _restart_slurm(**settings: str) -> None:

@@ -104,6 +104,7 @@ class _Tracked:
     unknown_for: float = 0.0
     unknown_at: float | None = None
     unsent: bool = False  # sbatch could not reach Slurm: sent again from `poll`
+    suspended_at: float | None = None  # when Slurm last showed it suspended: its deadline waits
 
 
 # A tracked job not final yet: its runner's outcome (None, or an interrupted one), and its Slurm
@@ -502,7 +503,7 @@ class SlurmFleet:
             if outcome is None:
                 if t.deadline is None:
                     t.deadline = self._deadline_of(t)
-                if t.deadline is not None and now > t.deadline:
+                if t.deadline is not None and now > t.deadline and t.suspended_at is None:
                     if job:
                         subprocess.run(["scancel", job[0]], capture_output=True, check=False)
                     timeout = {"trial": t.job.trial, "status": "timeout", "reason": "controller deadline"}
@@ -512,6 +513,7 @@ class SlurmFleet:
         ids = [job[0] for _, _, job in waiting if job] + [w for ws in self._workers.values() for w in ws]
         states = self._job_states(ids)
         gone = self._absent(waiting, states, now)
+        self._hold_deadlines_while_suspended(waiting, states, now)
         if time.monotonic() - self._pending_at >= PENDING_POLL_SECONDS:
             self._pending_at = time.monotonic()
             pools = {job[0]: t.job.pool for t, _, job in waiting if job}
@@ -568,6 +570,18 @@ class SlurmFleet:
         if over["status"] != "lost" and now - t.over_since < SETTLE_SECONDS:
             return None  # the result may still be on its way through the shared file system
         return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
+
+    def _hold_deadlines_while_suspended(
+        self, waiting: list[_Waiting], states: dict[str, list[str]], now: float
+    ) -> None:
+        """Move each job's deadline on by the time Slurm shows it suspended (`scontrol suspend`):
+        its processes stand still, the runner's clock with them (runner), and a deadline that ran
+        on would cancel a sound run as hung the moment it came back."""
+        for t, _, job in waiting:
+            suspended = job is not None and latest(states.get(job[0], [])).startswith("SUSPENDED")
+            if suspended and t.deadline is not None and t.suspended_at is not None:
+                t.deadline += now - t.suspended_at
+            t.suspended_at = now if suspended else None
 
     def _absent(self, waiting: list[_Waiting], states: dict[str, list[str]], now: float) -> set[str]:
         """The jobs that neither sacct nor squeue has shown for UNKNOWN_SECONDS of sacct's answers:
