@@ -27,6 +27,7 @@ from pathlib import Path
 import optuna
 import pytest
 from engine_helpers import (
+    ENV_DUMP,
     REPO,
     campaign_command,
     compose_toy,
@@ -1749,6 +1750,43 @@ def test_scancel_of_an_experiment_is_recorded_and_the_campaign_goes_on(
     others = [t for t in study.trials if "exp_dir" in t.user_attrs and t.number != 0]
     assert all(t.state == TrialState.COMPLETE for t in others)
     _assert_no_double_count(campaign, study, run_log)
+
+
+@pytest.mark.slurm
+def test_scancel_of_one_pending_array_task_is_recorded_as_cancelled(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """Slurm 22.05 keeps no record of an array task cancelled while pending: squeue drops it, and
+    sacct's record of the array's pending tasks still names it. It waited as pending while its
+    array did, then was lost after minutes without a record and run again as a new trial; a
+    person's cancel now stands, said so, while the rest of the array waits on."""
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    exps = [make_experiment(tmp_path, ENV_DUMP, name=f"e{t}", trial=t) for t in (1, 2)]
+    node = socket.gethostname().split(".")[0]
+    finished: list[Finished] = []
+
+    def poll_asking_slurm() -> list[Finished]:
+        fleet._states_at = -slurm_fleet.STATE_POLL_SECONDS  # (sacct is asked every 10 s)
+        finished.extend(fleet.poll())
+        return finished
+
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=test"], check=True)
+    try:  # the node drained, both tasks wait pending
+        handles = fleet.submit([JobSpec(t, exp, "h100") for t, exp in enumerate(exps, start=1)])
+        cancelled = handles[2].rpartition(":")[2]
+        subprocess.run(["scancel", cancelled], check=True)
+        wait_for(poll_asking_slurm, 60, "the cancel to be recorded", every=0.5)
+        assert [(f.trial, f.outcome["status"]) for f in finished] == [(2, "cancelled")], finished
+        assert f"{cancelled} left Slurm's queue before it started" in finished[0].outcome["reason"]
+        finished.clear()
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    try:
+        wait_for(poll_asking_slurm, 120, "the other task to run", every=0.2)
+    finally:
+        fleet.shutdown(cancel=True)
+    assert [(f.trial, f.outcome["status"]) for f in finished] == [(1, "ok")], finished
+    assert not (exps[1] / "started.json").exists() and (exps[1] / "abandoned.json").exists()
 
 
 def _pgrep(name: str) -> str:

@@ -215,6 +215,8 @@ class SlurmFleet:
         # Taken as sacct's before the first call: there is no outage to report yet.
         self._states_from = "sacct"
         self._gone: set[str] = set()  # jobs neither sacct nor squeue listed when last asked
+        # Array tasks among them whose array squeue still lists: taken out of it on their own
+        self._dropped: set[str] = set()
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool or held job, pending reason) said once
@@ -547,6 +549,9 @@ class SlurmFleet:
         slurm_id, attempt = job
         attempts = states.get(slurm_id, [])
         if not attempts and outcome is None:
+            if slurm_id in self._dropped and not (t.job.exp_dir / STARTED_FILE).exists():
+                return self._cancelled_while_pending(t, slurm_id, now)
+            t.over_since = None
             if slurm_id not in gone:
                 return None
             lost = {"trial": t.job.trial, "status": "lost", "reason": f"Slurm has no record of {slurm_id}"}
@@ -570,6 +575,21 @@ class SlurmFleet:
         if over["status"] != "lost" and now - t.over_since < SETTLE_SECONDS:
             return None  # the result may still be on its way through the shared file system
         return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
+
+    def _cancelled_while_pending(self, t: _Tracked, slurm_id: str, now: float) -> Finished | None:
+        """An array task taken out of Slurm's queue on its own before it started, once that has
+        held for a while: `scancel` of a pending task, which Slurm 22.05 keeps no record of. A
+        person's decision, recorded as a cancel, where it was lost and queued again as a new trial
+        once Slurm had had no record of it for minutes."""
+        t.over_since = t.over_since or now
+        if now - t.over_since < SETTLE_SECONDS:
+            return None
+        reason = (
+            f"cancelled: {slurm_id} left Slurm's queue before it started, and Slurm keeps no record of "
+            "it, as of a pending array task scancelled on its own"
+        )
+        cancelled = {"trial": t.job.trial, "status": "cancelled", "reason": reason, "slurm_job_id": slurm_id}
+        return self._done(t, cancelled, abandon=True)
 
     def _hold_deadlines_while_suspended(
         self, waiting: list[_Waiting], states: dict[str, list[str]], now: float
@@ -675,26 +695,37 @@ class SlurmFleet:
     def _job_states(self, ids: list[str]) -> dict[str, list[str]]:
         """Each job's attempts (array tasks as A_i), from one sacct call every few seconds.
 
-        slurmctld (squeue) is asked, in one call, about the jobs sacct does not show: all of them
-        while sacct fails, else those it lacks (accounting lags sbatch, a slurmdbd backlog holds new
-        jobs back for minutes, an array task cancelled while pending gets no record of its own).
-        A job is taken for gone (`_gone`) only when neither has it.
+        slurmctld (squeue) is asked, in one call, about the jobs sacct does not show or shows
+        pending: all of them while sacct fails, else those it lacks (accounting lags sbatch, a
+        slurmdbd backlog holds new jobs back for minutes) and those it has pending. slurmctld holds
+        every pending job, and sacct's pending record of an array's tasks stays as it was when one
+        of them is cancelled alone (Slurm keeps no record of that task). A job is taken for gone
+        (`_gone`) only when neither has it; one never started then has no record, whatever sacct
+        said, and an array task gone while squeue lists its array was taken out of it on its own
+        (`_dropped`). sacct's attempts stand where it has them: squeue names no attempt's end.
         """
         now = time.monotonic()
         if ids and now - self._states_at >= STATE_POLL_SECONDS:
             found = self._sacct_states(ids)
-            missing = {i for i in ids if not (found or {}).get(i)}
+            missing = {i for i in ids if latest((found or {}).get(i, [])) in ("", "PENDING")}
             listed = queue_states({i.split("_")[0] for i in missing}) if missing else {}
             if found is None:
                 self._states_from = "squeue" if listed is not None else ""
             # Only these jobs' entries are renewed: a call about one pool's workers (`submit`)
             # must not clear what the last poll found gone among the other jobs.
             self._gone -= set(ids)
+            self._dropped -= set(ids)
             if listed is not None:
                 self._gone |= missing - set(listed)
+                arrays = {i.split("_")[0] for i in listed}
+                self._dropped |= {i for i in missing - set(listed) if "_" in i and i.split("_")[0] in arrays}
             if self._states_from:  # a job the answers leave out has no record now, whatever it had
-                found = {**(found or {}), **{i: listed[i] for i in missing if listed and i in listed}}
-                self._states.update({i: found.get(i, []) for i in ids})
+                lacking = {
+                    i: listed[i] for i in missing if listed and i in listed and not (found or {}).get(i)
+                }
+                found = {**(found or {}), **lacking}
+                stale = {i for i in self._gone & set(ids) if found.get(i) == ["PENDING"]}
+                self._states.update({i: [] if i in stale else found.get(i, []) for i in ids})
             self._states_at = now
         return {i: self._states.get(i, []) for i in ids}
 
