@@ -1789,6 +1789,38 @@ def test_scancel_of_one_pending_array_task_is_recorded_as_cancelled(
     assert not (exps[1] / "started.json").exists() and (exps[1] / "abandoned.json").exists()
 
 
+@pytest.mark.slurm
+def test_a_job_that_fails_before_its_runner_starts_is_lost_not_a_crash(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """The campaign's submitit folder deleted while a job waits pending: the job fails as it
+    starts, before its runner (it reads its call from there). That was recorded as the
+    experiment's crash (`Slurm FAILED without a result`), never run again; it is now lost, and
+    queued again."""
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    exp = make_experiment(tmp_path, ENV_DUMP, trial=1)
+    node = socket.gethostname().split(".")[0]
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=test"], check=True)
+    try:
+        job = fleet.submit([JobSpec(1, exp, "h100")])[1].rpartition(":")[2]
+        shutil.rmtree(fleet.folder)
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    finished: list[Finished] = []
+    try:
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 90, "the job to end", every=0.2)
+    finally:
+        fleet.shutdown(cancel=True)
+    assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
+        (
+            1,
+            "lost",
+            f"Slurm FAILED before its runner started: the job could not start it (its log: submitit/{job}/)",
+        )
+    ]
+    assert not (exp / "started.json").exists() and (exp / "abandoned.json").exists()
+
+
 def _pgrep(name: str) -> str:
     return subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout.strip()
 

@@ -574,7 +574,22 @@ class SlurmFleet:
         t.over_since = t.over_since or now
         if over["status"] != "lost" and now - t.over_since < SETTLE_SECONDS:
             return None  # the result may still be on its way through the shared file system
+        if (
+            attempt_state(attempts, attempt).startswith("FAILED")
+            and not (t.job.exp_dir / STARTED_FILE).exists()
+        ):
+            over = self._failed_before_the_runner(t, slurm_id)
         return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
+
+    def _failed_before_the_runner(self, t: _Tracked, slurm_id: str) -> dict[str, Any]:
+        """A job that failed before its runner began: the experiment never ran, so it is no crash
+        of its own but a lost run, queued again. Its job could not start the runner: the submitit
+        folder deleted under a pending job, an interpreter the node lacks."""
+        reason = (
+            f"Slurm FAILED before its runner started: the job could not start it "
+            f"(its log: {self.cluster.submitit_dir}/{slurm_id}/)"
+        )
+        return {"trial": t.job.trial, "status": "lost", "reason": reason}
 
     def _cancelled_while_pending(self, t: _Tracked, slurm_id: str, now: float) -> Finished | None:
         """An array task taken out of Slurm's queue on its own before it started, once that has
