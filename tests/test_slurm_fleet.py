@@ -1394,6 +1394,37 @@ def test_a_job_suspended_past_its_deadline_runs_on_to_its_result_when_resumed(
     assert [(f.trial, f.outcome["status"]) for f in finished] == [(1, "ok")], finished
 
 
+@pytest.mark.slurm
+def test_a_time_limit_lowered_by_hand_is_named_as_the_cause_of_the_timeout(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """`scontrol update TimeLimit=1` on a running experiment: Slurm warns it at once (USR2) and the
+    run ends as a timeout. Its reason said to raise time_limit_min, 30 minutes here, which would
+    not have helped; it now says the job's own limit was lowered."""
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    hold = tmp_path / "hold"
+    hold.touch()
+    waits = f"import os, time\nopen('running', 'w')\nwhile os.path.exists({str(hold)!r}): time.sleep(0.1)\n"
+    exp = make_experiment(tmp_path, waits, trial=1)
+    finished: list[Finished] = []
+    try:
+        job = fleet.submit([JobSpec(1, exp, "h100")])[1].rpartition(":")[2]
+        wait_for(lambda: (exp / "running").exists(), 60, "train.py to start")
+        subprocess.run(["scontrol", "update", f"jobid={job}", "TimeLimit=1"], check=True)
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 90, "the run to end", every=0.2)
+    finally:
+        hold.unlink()
+        fleet.shutdown(cancel=True)
+    ((trial, outcome),) = [(f.trial, f.outcome) for f in finished]
+    assert (trial, outcome["status"]) == (1, "timeout"), outcome
+    assert outcome["reason"].startswith("the job's time limit was near (runner received SIGUSR2) after "), (
+        outcome
+    )
+    assert outcome["reason"].endswith(
+        "long before time_limit_min=30's: its job's time limit was lowered (scontrol update TimeLimit)"
+    ), outcome
+
+
 def _restart_slurm(**settings: str) -> None:
     """slurm/local restarted with other settings (none: its own), once no job is left in the queue:
     slurmd restarted under a job being killed fails to kill it and drains the node."""

@@ -90,6 +90,7 @@ SETTLE_SECONDS = 10.0  # a job over without a result: wait this long for the res
 UNKNOWN_SECONDS = 120.0  # a job Slurm has no record of for this long is lost
 SENT_LATE_FILE = "sent.json"  # the Slurm job of an experiment sent after an outage, which its handle lacks
 SIGNAL_DELAY_S = 120  # Slurm signals a job (USR2) this long before its time limit; the runner stops then
+LIMIT_MARGIN_S = 60  # the job's start before its runner's, and Slurm's delay in signalling, at most
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "scancel")  # what submitit and this fleet call
 
 
@@ -562,8 +563,9 @@ class SlurmFleet:
             if over is None:  # not over in sacct yet; after a while the runner's word stands
                 return self._done(t, outcome) if now - t.over_since >= 3 * SETTLE_SECONDS else None
             if over["status"] == "crash" and "SIGUSR2" in outcome.get("reason", ""):
-                reason = f"the job's time limit was near ({outcome['reason']}): raise time_limit_min"
-                return self._done(t, {**outcome, "status": "timeout", "reason": reason})
+                return self._done(
+                    t, {**outcome, "status": "timeout", "reason": self._time_limit_reason(t, outcome)}
+                )
             if over["status"] == "crash":  # Slurm saw an ordinary end
                 return self._done(t, outcome)
             reason = f"{over['reason']}: {outcome.get('reason', '')}".rstrip(": ")
@@ -590,6 +592,21 @@ class SlurmFleet:
             f"(its log: {self.cluster.submitit_dir}/{slurm_id}/)"
         )
         return {"trial": t.job.trial, "status": "lost", "reason": reason}
+
+    def _time_limit_reason(self, t: _Tracked, outcome: dict[str, Any]) -> str:
+        """Why an array task's run got Slurm's warning of its time limit: `time_limit_min`, to
+        raise; or, where it came long before that limit's warning, a limit lowered by hand
+        (`scontrol update TimeLimit`), which raising the setting would not cure. (A worker's warning
+        comes after the runs before, so it says nothing of the one it cut.)"""
+        warned = f"the job's time limit was near ({outcome['reason']})"
+        ran = float(outcome.get("ended_at", 0.0)) - float(outcome.get("started_at", 0.0))
+        limit_min = self.cluster.partitions[t.job.pool].time_limit_min
+        if t.job.pool in self.queues or ran >= limit_min * 60 - SIGNAL_DELAY_S - LIMIT_MARGIN_S:
+            return f"{warned}: raise time_limit_min"
+        return (
+            f"{warned} after {ran:.0f} s, long before time_limit_min={limit_min}'s: its job's time limit "
+            "was lowered (scontrol update TimeLimit)"
+        )
 
     def _cancelled_while_pending(self, t: _Tracked, slurm_id: str, now: float) -> Finished | None:
         """An array task taken out of Slurm's queue on its own before it started, once that has
