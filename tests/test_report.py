@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -482,3 +485,20 @@ def test_a_description_longer_than_the_page_breaks_instead_of_widening_it(tmp_pa
     assert f"<h3>trial 1: {'x' * 300}</h3>" in page
     rule = re.search(r"([^{}]*)\{ overflow-wrap: anywhere; \}", page)
     assert rule and {"h1", "h3", "p", "td"} <= {s.strip() for s in rule.group(1).split(",")}
+
+
+def test_a_stopped_campaigns_queued_trials_are_said_to_wait_for_no_controller(tmp_path: Path) -> None:
+    """A budget stop leaves trials queued in the study: the report says that nothing launches
+    them now, and says nothing of the kind while a controller runs."""
+    cfg = compose_toy(tmp_path)
+    study = optuna.create_study()
+    study.enqueue_trial({})
+    campaign = tmp_path / "toy"
+    campaign.mkdir(exist_ok=True)
+    stopped = render_html(build_report(study, campaign, cfg, ended="wall hours budget reached"), None)
+    assert "1 queued (no controller launches them now)." in stopped
+    assert "Controller: stopped " in stopped and ": wall hours budget reached." in stopped
+    beat = {"pid": os.getpid(), "host": socket.gethostname(), "seen_at": time.time(), "state": "running"}
+    (campaign / "controller.json").write_text(json.dumps(beat))
+    running = render_html(build_report(study, campaign, cfg), None)
+    assert "1 queued." in running and "Controller: running: " in running
