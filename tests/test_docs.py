@@ -1,18 +1,27 @@
 """The documentation against the code, where a mechanical check pays for itself: every module has
-its row in docs/ARCHITECTURE.md, every agent module its line in docs/AGENT.md, and the top-level
---help names every option of the two tools it introduces."""
+its row in docs/ARCHITECTURE.md, every agent module its line in docs/AGENT.md, the top-level
+--help names every option of the two tools it introduces, every link, path and setting the docs
+name exists, and the figures they quote from the campaign files are those files'."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
+from engine_helpers import compose_config
+from omegaconf import OmegaConf
+
+from autoresearch.config import AutoresearchConfig, CampaignConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "autoresearch"
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
 def _module_table() -> str:
@@ -59,3 +68,94 @@ def test_top_level_help_names_every_option_of_each_tool(tool: str) -> None:
     assert options, "the tool's --help lists no option"
     line = next(line for line in _help().splitlines() if line.strip().startswith(f"autoresearch {tool} "))
     assert sorted(o for o in options if o not in line) == [], line
+
+
+def _anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_the_docs_leads_to_a_file_and_heading() -> None:
+    broken, links = [], 0
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            links += 1
+            path, _, anchor = target.partition("#")
+            file = doc.parent / path if path else doc
+            headings = re.findall(r"^#+ (.*)$", file.read_text(), re.M) if file.is_file() else []
+            if not file.exists() or (anchor and anchor not in map(_anchor, headings)):
+                broken.append(f"{doc.name}: {target}")
+    assert links > 20, "the docs' links were not found"
+    assert broken == []
+
+
+def test_every_project_path_the_docs_name_exists() -> None:
+    """`conf/campaign/gpt2.yaml`, `scripts/simulate.py` and the like, as a user would type them."""
+    pattern = r"`((?:conf|scripts|slurm|trainer|autoresearch|tests|docs|\.ci)/[\w./-]*[\w/])`"
+    named = {(doc.name, path) for doc in DOCS for path in re.findall(pattern, doc.read_text())}
+    assert len(named) > 20, "the docs' paths were not found"
+    assert sorted((doc, path) for doc, path in named if not (REPO / path).exists()) == []
+
+
+def _is_setting(fields: type, path: list[str]) -> bool:
+    """Whether a dotted path, such as campaign.knobs.DEPTH.high, names a setting of the schema:
+    a field at each step, any key of a map (knobs, partitions)."""
+    for part in path:
+        if dataclasses.is_dataclass(fields):
+            hints = typing.get_type_hints(fields)
+            if part not in hints:
+                return False
+            fields = hints[part]
+        elif typing.get_origin(fields) is dict:
+            fields = typing.get_args(fields)[1]
+        else:
+            return False
+    return True
+
+
+def test_every_setting_the_docs_name_is_in_the_config() -> None:
+    """A setting renamed or removed leaves no doc telling users to set it. A name that is code
+    (tracking.py, tracking.check_credentials) is its module's file or attribute instead."""
+    pattern = r"(?<![\w./-])((?:campaign|cluster|agent|tracking)(?:\.\w+)+)"
+    named = {(doc.name, name) for doc in DOCS for name in re.findall(pattern, doc.read_text())}
+    assert len(named) > 40, "the docs' settings were not found"
+    unknown = []
+    for doc, name in sorted(named):
+        group, attribute = name.split(".")[:2]
+        if _is_setting(AutoresearchConfig, name.split(".")):
+            continue
+        if (PACKAGE / name).is_file() or hasattr(importlib.import_module(f"autoresearch.{group}"), attribute):
+            continue
+        unknown.append(f"{doc}: {name}")
+    assert unknown == []
+
+
+def test_the_keep_rule_table_gives_each_campaigns_values() -> None:
+    """docs/CAMPAIGNS.md's table: the default, then what gpt2.yaml and demo.yaml set."""
+    section = (
+        (REPO / "docs" / "CAMPAIGNS.md").read_text().split("## The keep rule", 1)[1].split("\n## ", 1)[0]
+    )
+    rows = re.findall(r"^\| `campaign\.(\w+)` \|[^|]*\| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", section, re.M)
+    assert len(rows) == 5, section
+    campaigns = [CampaignConfig(name="default")] + [
+        compose_config(f"+campaign={name}").campaign for name in ("gpt2", "demo")
+    ]
+    stated = {
+        (key, c.name): float(value)
+        for key, *values in rows
+        for c, value in zip(campaigns, values, strict=True)
+    }
+    assert stated == {(key, c.name): float(getattr(c, key)) for key, *_ in rows for c in campaigns}
+
+
+def test_the_demo_budget_the_docs_quote_is_demo_yaml() -> None:
+    budget = OmegaConf.load(REPO / "conf" / "campaign" / "demo.yaml").budget
+    readme, campaigns = ((REPO / name).read_text() for name in ("README.md", "docs/CAMPAIGNS.md"))
+    demo = campaigns.split("## The demo", 1)[1].split("\n## ", 1)[0]
+    for text in (readme, demo):
+        assert re.findall(r"It runs (\d+)\s+experiments", text) == [str(budget.max_experiments)]
+    assert re.findall(r"`max_wall_hours: ([\d.]+)`", demo) == [str(budget.max_wall_hours)]
+    assert "six minutes" in demo and "six-minute" in readme
+    assert round(budget.max_wall_hours * 60, 6) == 6, "both docs say six minutes"
