@@ -23,6 +23,7 @@ from autoresearch.files import write_json_atomic
 from autoresearch.fixes import WaveRepairs, fix_attempts
 from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
+from autoresearch.knob_types import constant_types, value_problem
 from autoresearch.knobs import SETTABLE, unsettable
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
@@ -171,10 +172,13 @@ class Intake:
             return str(err)
         if cand.edits and (why := self._unsets_a_knob(cand)):
             return why
+        types = constant_types(apply_edits(self.frontier.source(), cand.edits))  # (parsed by build_source)
         for name, value in cand.knobs.items():
             spec = self.sampler.knobs.get(name)  # the campaign's declared knobs, by name
             if spec and value is not None and (why := knob_value_problem(spec, value)):
                 return f"knob {name}: {why}"
+            if not spec and (why := value_problem(name, value, types)):
+                return why
         return ""
 
     def _unsets_a_knob(self, cand: Candidate) -> str:

@@ -1,10 +1,11 @@
-"""The type of the value train.py gives each knob, and whether a knob's draws fit it.
+"""The type of the value train.py gives each constant, and whether a knob's draws or a value fit it.
 
 A knob's value is written over its constant's (`knobs.set_knobs`) and train.py uses it as it used
 the constant: a string choice for an int constant, or a fraction drawn for one, passes every check
 of the config and fails in each experiment, at run time. So the start compares a knob's kind and
-choices with the type of what train.py assigns. The type is read from the syntax, never run: a
-literal, arithmetic on literals, `a if cond else b` with both of one type, or an annotation
+choices with the type of what train.py assigns, and a proposal's value for any other constant is
+compared with that constant's type before it is queued. The type is read from the syntax, never
+run: a literal, arithmetic on literals, `a if cond else b` with both of one type, or an annotation
 (`LR: float = ...`); anything else (a call, an imported name) is unknown and not judged.
 """
 
@@ -82,6 +83,34 @@ def fits(value: Any, declared: type) -> bool:
     if declared is float:
         return isinstance(value, NUMBERS)
     return isinstance(value, declared)
+
+
+def value_problem(name: str, value: Any, types: dict[str, tuple[type, int]]) -> str:
+    """Why `value` cannot be written over train.py's constant `name`, or '' (also where its type
+    is unknown). `types`: `constant_types` of the train.py it is written into, edits applied. A
+    declared knob's values are its spec's to judge; any other constant's, only its type's."""
+    declared, line = types.get(name, (None, 0))
+    if value is None or declared is None or fits(value, declared):
+        return ""
+    return f"knob {name}: {value!r} is {_a(type(value))}, but train.py's {name} is {_a(declared)} (line {line}): give a value of its type"
+
+
+def as_written(settings: dict[str, Any], types: dict[str, tuple[type, int]]) -> dict[str, Any]:
+    """`settings` as `set_knobs` should write them: an int over a float constant as a float, so
+    the constant stays a float in the train.py that a kept change makes the frontier, and a
+    fraction set after it is not refused as the wrong type."""
+    return {
+        name: _as_float(value) if type(value) is int and types.get(name, (None,))[0] is float else value
+        for name, value in settings.items()
+    }
+
+
+def _as_float(value: int) -> float | int:
+    """The same number as a float, or the int where a float cannot hold it exactly."""
+    try:
+        return float(value) if float(value) == value else value
+    except OverflowError:  # (more than some 300 digits)
+        return value
 
 
 def unstorable_choice(spec: KnobSpec) -> str:

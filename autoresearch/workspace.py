@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoresearch.knob_types import as_written, constant_types
 from autoresearch.knobs import KnobError, parsed, read_knobs, set_knobs
 from autoresearch.proposals import Edit
 
@@ -141,7 +142,7 @@ def build_source(frontier_source: str, edits: list[Edit], knobs: dict[str, Any])
     if missing:
         raise InvalidCandidate(f"unknown knob(s) {', '.join(missing)}: not UPPER_CASE constants of train.py")
     try:
-        source = set_knobs(source, knobs)
+        source = set_knobs(source, as_written(knobs, constant_types(source)))
     except KnobError as err:
         raise InvalidCandidate(str(err)) from err
     # Not checked again: set_knobs puts Python literals where values were, which can neither break

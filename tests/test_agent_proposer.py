@@ -395,8 +395,8 @@ def test_a_lone_surrogate_in_the_model_output_is_mended_not_a_crash(tmp_path: Pa
     body = json.dumps(message_json([text_block("SURROGATE"), tool_use_block("propose_wave", bad)]))
     good = json.loads(json.dumps(GOOD_WAVE))
     good["candidates"][0]["description"] = "GELU SURROGATE"
-    # (an undeclared knob: a declared one's value must be one of its choices)
-    good["candidates"][0]["knobs"] = [{"name": "WARMUP", "value": '"ge SURROGATE lu"'}]
+    # (an undeclared string constant: a declared one's value must be one of its choices)
+    good["candidates"][0]["knobs"] = [{"name": "ACTIVATION", "value": '"ge SURROGATE lu"'}]
     second = json.dumps(tool_call("propose_wave", good))
     api = ScriptedAPI(
         [
@@ -406,10 +406,12 @@ def test_a_lone_surrogate_in_the_model_output_is_mended_not_a_crash(tmp_path: Pa
         models=[MODEL],
     )
     proposer = make_proposer(tmp_path, api)
-    wave = proposer.propose(sample_context())
+    wave = proposer.propose(
+        sample_context(knobs=[k for k in sample_context().knobs if k.name != "ACTIVATION"])
+    )
     assert wave.source == "claude" and len(api.message_bodies) == 2  # the second request was sent
     assert wave.candidates[0].description == "GELU \ufffd"
-    assert wave.candidates[0].knobs == {"WARMUP": "ge \ufffd lu"}  # (a JSON escape inside the value)
+    assert wave.candidates[0].knobs == {"ACTIVATION": "ge \ufffd lu"}  # (a JSON escape inside the value)
     assert api.message_bodies[1]["messages"][1]["content"][0]["text"] == "\ufffd"
     record = (tmp_path / "agent" / "waves" / "00001.json").read_text(encoding="utf-8")
     assert json.loads(record)["outcome"] == "ok"
@@ -539,3 +541,20 @@ def test_a_system_prompt_file_cut_short_by_a_kill_is_written_whole_again(tmp_pat
     make_proposer(tmp_path, api).propose(sample_context())
     assert prompt_file.read_text(encoding="utf-8") == whole
     assert [p.name for p in prompt_file.parent.iterdir()] == [prompt_file.name]  # no temporary left
+
+
+def test_a_value_of_another_type_than_its_constants_is_an_error_result_then_is_corrected(
+    tmp_path: Path,
+) -> None:
+    """WARMUP is no declared knob: only train.py's `WARMUP = 0.1` says a string would crash the run."""
+    bad = json.loads(json.dumps(GOOD_WAVE))
+    bad["grids"][0]["factors"][1]["levels"] = ['"0.0"', "0.1"]
+    api = ScriptedAPI([tool_call("propose_wave", bad), tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+
+    wave = make_proposer(tmp_path, api).propose(sample_context())
+
+    assert wave.grids[0].factors["WARMUP"] == [0.0, 0.1]
+    second = api.message_bodies[1]["messages"][-1]["content"]
+    result = next(b for b in second if b["type"] == "tool_result")
+    assert result["is_error"] is True
+    assert "knob WARMUP: '0.0' is a str, but train.py's WARMUP is a float (line 4)" in result["content"]

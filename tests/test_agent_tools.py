@@ -22,7 +22,9 @@ from autoresearch.agent.tools import (
     parse_proposal,
     tool_definitions,
 )
+from autoresearch.knobs import read_knobs
 from autoresearch.proposals import Candidate, Edit, Wave
+from autoresearch.proposers.base import CampaignContext
 from autoresearch.sampler import knob_value_problem
 from autoresearch.workspace import MAX_EDIT_CHARS, MAX_TRAIN_PY_CHARS, InvalidCandidate, build_source
 
@@ -450,3 +452,67 @@ def test_huge_outputs_are_cut(tmp_path: Path) -> None:
     write(tmp_path, 5, "train.diff", "+" + "x" * 50_000)
     text, err = Inspector(sample_context(10), tmp_path).run("get_diff", {"number": 5})
     assert not err and len(text) < RESULT_CHARS + 100 and "more characters cut" in text
+
+
+TYPED_TRAIN_PY = SAMPLE_TRAIN_PY + 'HEADS = 4\nTIED = True\nNORM = "rms"\nSCHEDULE = make_schedule()\n'
+
+
+def typed_context() -> CampaignContext:
+    """The sample campaign on a train.py with undeclared constants of each type, and one whose
+    type the syntax cannot tell."""
+    return sample_context(frontier_source=TYPED_TRAIN_PY, knob_values=read_knobs(TYPED_TRAIN_PY))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("HEADS", '"eight"', "knob HEADS: 'eight' is a str, but train.py's HEADS is an int (line 10)"),
+        ("HEADS", "2.5", "knob HEADS: 2.5 is a float, but train.py's HEADS is an int (line 10)"),
+        ("TIED", "1", "knob TIED: 1 is an int, but train.py's TIED is a bool (line 11)"),
+        ("WARMUP", '"0.2"', "knob WARMUP: '0.2' is a str, but train.py's WARMUP is a float (line 4)"),
+        ("WARMUP", "true", "knob WARMUP: True is a bool, but train.py's WARMUP is a float (line 4)"),
+        ("NORM", "3", "knob NORM: 3 is an int, but train.py's NORM is a str (line 12)"),
+    ],
+)
+def test_an_undeclared_constant_given_a_value_of_another_type_is_refused_in_the_same_wave(
+    name: str, value: str, why: str
+) -> None:
+    """Written over the constant, it passed every check and crashed the run, a slot later."""
+    grid = {"description": "g", "factors": [{"name": name, "levels": [value]}]}
+    for raw in (wave(cand(knobs=[{"name": name, "value": value}])), wave(grids=[grid])):
+        with pytest.raises(ProposalError, match=re.escape(why)):
+            parse_proposal(raw, typed_context())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("WARMUP", "1"), ("HEADS", "6"), ("TIED", "false"), ("NORM", '"layer"'), ("SCHEDULE", '"cosine"')],
+)
+def test_a_value_of_the_constants_type_or_of_one_the_syntax_cannot_tell_is_taken(
+    name: str, value: str
+) -> None:
+    """An int serves for a float; a constant set by a call is not judged."""
+    parsed = parse_proposal(wave(cand(knobs=[{"name": name, "value": value}])), typed_context())
+    assert parsed.candidates[0].knobs == {name: json.loads(value)}
+
+
+def test_a_value_is_judged_by_the_type_the_edits_give_the_constant() -> None:
+    retype = {"search": "NORM = ", "replace": "NORM = 0.5 or "}  # a type the syntax cannot tell
+    edited = wave(cand(edits=[retype], knobs=[{"name": "NORM", "value": "3"}]))
+    assert parse_proposal(edited, typed_context()).candidates[0].knobs == {"NORM": 3}
+    to_int = {"search": 'NORM = "rms"', "replace": "NORM = 2"}
+    with pytest.raises(ProposalError, match=re.escape("'layer' is a str, but train.py's NORM is an int")):
+        parse_proposal(
+            wave(cand(edits=[to_int], knobs=[{"name": "NORM", "value": '"layer"'}])), typed_context()
+        )
+
+
+def test_an_int_over_a_float_constant_is_written_as_a_float_so_the_constant_stays_one() -> None:
+    """Written as `WARMUP = 1`, a kept change made WARMUP an int, and every later fraction for it
+    was refused as the wrong type."""
+    kept = build_source(SAMPLE_TRAIN_PY, [], {"WARMUP": 1})
+    assert "WARMUP = 1.0\n" in kept
+    after = sample_context(frontier_source=kept, knob_values=read_knobs(kept))
+    assert parse_proposal(wave(cand(knobs=[{"name": "WARMUP", "value": "0.2"}])), after).candidates
+    with pytest.raises(ProposalError, match="frontier's already"):
+        parse_proposal(wave(cand(knobs=[{"name": "WARMUP", "value": "1"}])), after)

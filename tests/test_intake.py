@@ -379,3 +379,34 @@ def test_a_wave_of_fixes_reads_the_study_once_whatever_its_size(
         "trial 0 already had 1 fix attempts, and this wave repairs it 2 time(s) before (limit 3)"
     )
     assert by_lr["repaired, LR=0.02"].user_attrs["status"] == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("candidate", "reason"),
+    [
+        (
+            Candidate("crash", "", knobs={"CRASH": 1}),
+            "knob CRASH: 1 is an int, but train.py's CRASH is a bool (line 15)",
+        ),
+        (
+            Candidate("slow", "", knobs={"SECONDS": "1"}),
+            "knob SECONDS: '1' is a str, but train.py's SECONDS is a float (line 14)",
+        ),
+        (
+            Candidate("wait", "", knobs={"HOLD": [1]}),
+            "knob HOLD: [1] is a list, but train.py's HOLD is a str (line 20)",
+        ),
+        (Candidate("longer", "", knobs={"SECONDS": 1}), ""),  # an int serves for a float
+        (Candidate("retyped", "", edits=[Edit("HOLD = ", "HOLD = 0 or ")], knobs={"HOLD": 1}), ""),
+    ],
+)
+def test_a_value_of_another_type_than_its_constants_is_failed_before_it_costs_a_slot(
+    tmp_path: Path, candidate: Candidate, reason: str
+) -> None:
+    """The last guard, whatever proposed it: an undeclared constant has no spec to check a value
+    by, and one of another type crashed its run."""
+    intake = open_intake(tmp_path)
+    intake.wave(Wave(rationale="one", candidates=[candidate], source="test"))
+    (trial,) = intake.ledger.all()
+    assert trial.state == (TrialState.FAIL if reason else TrialState.WAITING)
+    assert trial.user_attrs.get("reason", "") == (f"{reason}: give a value of its type" if reason else "")

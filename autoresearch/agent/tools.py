@@ -18,6 +18,7 @@ from autoresearch.agent.inspection import RESULT_CHARS
 from autoresearch.agent.prompt import valid_text
 from autoresearch.config import AgentConfig
 from autoresearch.fixes import WaveRepairs
+from autoresearch.knob_types import as_written, constant_types, value_problem
 from autoresearch.knobs import KnobError, read_knobs, set_knobs
 from autoresearch.proposals import TIERS, Edit, KnobValue, Wave, plain_line, wave_from_dict
 from autoresearch.proposers.base import CampaignContext
@@ -372,14 +373,17 @@ def check_wave(
     by_number = {r.number: r for r in context.history}
     repairs = WaveRepairs(context.fix_attempts)  # counted in order, as the intake counts them
 
-    def check_knob(name: str, values: list[Any], known: set[str] | None, where: str) -> None:
+    def check_knob(name: str, values: list[Any], known: set[str] | None, edited: _Edited, where: str) -> None:
         if known and name not in known:
             problems.append(f"{where}: {name} is not a constant of train.py nor a declared knob")
         problems.extend(_value_problems(name, values, where))
         spec = declared.get(name)
+        types = {} if spec else edited.types()  # (a declared knob's values are its spec's to judge)
         for value in values:
             if spec and value is not None and (why := knob_value_problem(spec, value)):
                 problems.append(f"{where}: knob {name}: {why}")
+            elif why := value_problem(name, value, types):
+                problems.append(f"{where}: {why}")
 
     for cand in wave.candidates:
         where = f"candidate {cand.description[:60]!r}"
@@ -398,7 +402,7 @@ def check_wave(
         problems += _length_problems(context, edited, where)
         known = _known_constants(context, edited)
         for name, value in cand.knobs.items():
-            check_knob(name, [value], known, where)
+            check_knob(name, [value], known, edited, where)
             if value is None and name not in declared:
                 problems.append(f"{where}: {name}=null (free) needs a declared knob; give a value")
         if not cand.edits and _sets_frontier_values(context, cand.knobs):
@@ -428,7 +432,7 @@ def check_wave(
                 problems.append(f"{where}: factor {name} has a null level; grid levels must be values")
             if len({json.dumps(v) for v in levels}) != len(levels):
                 problems.append(f"{where}: factor {name} repeats a level")
-            check_knob(name, levels, known, where)
+            check_knob(name, levels, known, edited, where)
     return problems
 
 
@@ -447,6 +451,14 @@ class _Edited:
 
     edits: bool  # whether there were any (without, `source` is the frontier's)
     source: str | None
+
+    def types(self) -> dict[str, tuple[type, int]]:
+        """The type of each constant of `source` ({} where the edits do not apply or it does not
+        parse: the engine says why when it queues them)."""
+        try:
+            return constant_types(self.source) if self.source is not None else {}
+        except SyntaxError:
+            return {}
 
 
 def _edited(context: CampaignContext, edits: list[Edit]) -> _Edited:
@@ -486,7 +498,8 @@ def _sets_frontier_values(context: CampaignContext, knobs: dict[str, KnobValue])
     if not knobs or not context.frontier_source or any(v is None for v in knobs.values()):
         return False
     try:
-        return set_knobs(context.frontier_source, knobs) == context.frontier_source
+        written = as_written(knobs, constant_types(context.frontier_source))
+        return set_knobs(context.frontier_source, written) == context.frontier_source
     except (KnobError, SyntaxError):
         return False
 
