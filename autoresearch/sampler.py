@@ -31,7 +31,7 @@ from optuna.distributions import (
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from autoresearch.knob_types import unstorable_choice
+from autoresearch.knob_types import fits, unstorable_choice
 from autoresearch.proposals import Candidate
 from autoresearch.proposers.base import KnobSpec
 
@@ -103,8 +103,10 @@ def _distribution(spec: KnobSpec) -> BaseDistribution | None:
 def knob_value_problem(knob: KnobSpec, value: Any) -> str:
     """Why `value` cannot be the knob's setting, or '': found when a proposal is queued, since Optuna
     fails a fixed param of the wrong type only at launch, and runs one out of range after a warning."""
-    if knob.kind == "categorical":
-        return "" if value in knob.choices else f"{value!r} is not one of its choices {list(knob.choices)}"
+    if knob.kind == "categorical":  # (`in` alone takes True or 1.0 for a choice 1, and 1 for True)
+        if any(value == choice and fits(value, type(choice)) for choice in knob.choices):
+            return ""
+        return f"{value!r} is not one of its choices {list(knob.choices)}"
     if isinstance(value, bool) or not isinstance(value, int if knob.kind == "int" else int | float):
         return f"{value!r} is not {'an integer' if knob.kind == 'int' else 'a number'}"
     if not knob.low <= value <= knob.high:  # type: ignore[operator]

@@ -24,7 +24,7 @@ from autoresearch.agent.tools import (
 )
 from autoresearch.knobs import read_knobs
 from autoresearch.proposals import Candidate, Edit, Wave
-from autoresearch.proposers.base import CampaignContext
+from autoresearch.proposers.base import CampaignContext, KnobSpec
 from autoresearch.sampler import knob_value_problem
 from autoresearch.workspace import MAX_EDIT_CHARS, MAX_TRAIN_PY_CHARS, InvalidCandidate, build_source
 
@@ -516,3 +516,14 @@ def test_an_int_over_a_float_constant_is_written_as_a_float_so_the_constant_stay
     assert parse_proposal(wave(cand(knobs=[{"name": "WARMUP", "value": "0.2"}])), after).candidates
     with pytest.raises(ProposalError, match="frontier's already"):
         parse_proposal(wave(cand(knobs=[{"name": "WARMUP", "value": "1"}])), after)
+
+
+@pytest.mark.parametrize("value", ["1.0", "true"])
+def test_a_declared_choice_is_matched_by_its_type_not_only_by_equality(value: str) -> None:
+    """True == 1 == 1.0 in Python: `DEPTH = 1.0` or `DEPTH = True` passed for the choice 1, and
+    the run crashed where train.py counts with it."""
+    context = sample_context(knobs=[KnobSpec("DEPTH", "categorical", choices=(1, 8))])
+    why = f"knob DEPTH: {json.loads(value)!r} is not one of its choices [1, 8]"
+    with pytest.raises(ProposalError, match=re.escape(why)):
+        parse_proposal(wave(cand(knobs=[{"name": "DEPTH", "value": value}])), context)
+    assert parse_proposal(wave(cand(knobs=[{"name": "DEPTH", "value": "1"}])), context).candidates

@@ -410,3 +410,16 @@ def test_a_value_of_another_type_than_its_constants_is_failed_before_it_costs_a_
     (trial,) = intake.ledger.all()
     assert trial.state == (TrialState.FAIL if reason else TrialState.WAITING)
     assert trial.user_attrs.get("reason", "") == (f"{reason}: give a value of its type" if reason else "")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [(32.0, "knob WIDTH: 32.0 is not one of its choices [32, 64]"), (32, "")]
+)
+def test_a_declared_choice_of_another_type_is_failed_though_python_finds_them_equal(
+    tmp_path: Path, value: object, reason: str
+) -> None:
+    """32.0 == 32, so `32.0 in [32, 64]` passed, and train.py was given `WIDTH = 32.0`."""
+    intake = open_intake(
+        tmp_path, "campaign.knobs.WIDTH.kind=categorical", "campaign.knobs.WIDTH.choices=[32,64]"
+    )
+    assert intake.precheck(Candidate("narrower", "", knobs={"WIDTH": value})) == reason
