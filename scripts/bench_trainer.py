@@ -162,7 +162,7 @@ def _harness_uncounted(r: dict) -> str:
     return (
         "n/a (an older harness)"
         if uncounted is None
-        else f"{uncounted:.1f} s (at most half the budget, on a GPU at least 60 s)"
+        else f"{uncounted:.1f} s (at most half the budget, on a GPU at least 90 s)"
     )
 
 

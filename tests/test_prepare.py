@@ -681,7 +681,9 @@ def test_write_result_bounds_what_its_count_did_not_see_by_its_own_clock(
         )
         with pytest.raises(RuntimeError, match=refused):
             prepare_mod.write_result(summary)
-        assert prepare_mod._uncounted((stall, after), on_gpu=True) == ""  # 1.2 budgets of 20 s < 60 s
+        assert (
+            prepare_mod._uncounted((stall, after), on_gpu=True) == ""
+        )  # 1.2 budgets of 20 s < UNCOUNTED_MIN_GPU
     stamps[:] = [*steady[:50], *(t + 0.4 * budget for t in steady[50:])]
     evaluated_after(prepare_mod, stamps, 0.05 * budget)
     result = json.loads(prepare_mod.write_result(summary).read_text())

@@ -31,7 +31,7 @@ def test_bench_states_the_limits_the_harness_holds_a_run_to() -> None:
     label = load_script("bench_trainer")._harness_count({"harness_train_seconds": 15.31})
     assert label.startswith("15.3 s") and "12 steps, those at most half the budget" in label
     label = load_script("bench_trainer")._harness_uncounted({"harness_uncounted_seconds": 41.04})
-    assert label == "41.0 s (at most half the budget, on a GPU at least 60 s)"
+    assert label == "41.0 s (at most half the budget, on a GPU at least 90 s)"
 
 
 def test_bench_appends_each_runs_output_to_its_log_and_ends_on_a_failure_with_its_tail(
