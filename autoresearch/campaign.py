@@ -68,7 +68,7 @@ from autoresearch.results import frontier_value, write_results
 from autoresearch.resume_changes import setting_changes
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
-from autoresearch.starting_files import own_harness, warn_if_train_py_changed
+from autoresearch.starting_files import own_harness, train_py_change
 from autoresearch.study import finished, held_storage, open_study, status_of, trials
 from autoresearch.tracking import NoTracker, Tracker
 from autoresearch.workspace import experiment_dir
@@ -190,7 +190,8 @@ class Campaign:
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
         self._drop_stale_git_locks()
         self.frontier = self._open_frontier(train_py.read_text())
-        warn_if_train_py_changed(train_py, self.frontier.start_source())
+        if changed := train_py_change(train_py, self.frontier.start_source()):
+            log.warning(changed)
         self.harness = own_harness(self.dir, Path(self.c.prepare_py).resolve())
         now = self.clock.now
         budgets.keep_earlier_prices(self.study, self.dir / SAVED_CONFIG)  # before config.yaml is new

@@ -31,6 +31,7 @@ from autoresearch.estimate import (
     tiers_in_use,
 )
 from autoresearch.folder_lock import lock_refusal
+from autoresearch.frontier import start_source_of
 from autoresearch.heartbeat import controller_state
 from autoresearch.journal import JOURNAL_FILE
 from autoresearch.ledger import owed_runs
@@ -38,6 +39,7 @@ from autoresearch.open_checks import folder_refusal, study_refusal
 from autoresearch.results import frontier_value, rows
 from autoresearch.resume_changes import setting_changes
 from autoresearch.start_checks import Ready, StartRefused
+from autoresearch.starting_files import harness_change, train_py_change
 from autoresearch.status import experiment_counts
 from autoresearch.storage_url import masked
 from autoresearch.study import (
@@ -93,7 +95,7 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready) -> list[str]:
     rate = campaign_rate(cfg, ready.fleet.pools, paces)
     lines = [
         ("check", _headline(cfg, study, spend)),
-        *(("warning", said) for said in ready.warnings),
+        *(("warning", said) for said in [*ready.warnings, *_starting_files_said(cfg, folder, study)]),
         ("campaign", _folder_said(folder, study)),
         *_resume_lines(folder, cfg),
         ("proposer", _proposer_said(cfg, ready)),
@@ -131,6 +133,17 @@ def _folder_said(folder: Path, study: optuna.Study | None) -> str:
     frontier = f"; frontier val_bpb {best:.6f} (baseline {baseline:.6f})" if best and baseline else ""
     counts = experiment_counts(Counter(r["status"] for r in table))
     return f"resumes {folder}: {counts}, {running} running, {queued} queued{frontier}"
+
+
+def _starting_files_said(cfg: AutoresearchConfig, folder: Path, study: optuna.Study | None) -> list[str]:
+    """What the start warns of where campaign.train_py or campaign.prepare_py changed since the
+    campaign began from them: a resume goes on with its own (`starting_files`). A frontier whose
+    study holds no trial is begun again from train.py (`Campaign._open_frontier`): nothing to say."""
+    bound = study is not None and study.get_trials(deepcopy=False)
+    started_from = start_source_of(folder / "frontier") if bound else None
+    train = None if started_from is None else train_py_change(Path(cfg.campaign.train_py), started_from)
+    harness = harness_change(folder, Path(cfg.campaign.prepare_py).resolve())
+    return [line for line in (train, harness) if line]
 
 
 def _resume_lines(folder: Path, cfg: AutoresearchConfig) -> list[tuple[str, str]]:

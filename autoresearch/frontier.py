@@ -18,6 +18,20 @@ _GIT_IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@
 GIT_LOCKS = (".git/index.lock", ".git/HEAD.lock", ".git/refs/heads/*.lock")
 
 
+def start_source_of(path: Path) -> str | None:
+    """The train.py the frontier at `path` began from, read without writing (`autoresearch check`);
+    None where there is none yet, or git cannot read it (the start then says so in git's words)."""
+    if not (path / ".git").exists():
+        return None
+    root = _git_read(path, "rev-list", "--max-parents=0", "HEAD")
+    return None if root is None else _git_read(path, "show", f"{root.strip()}:{FILE}")
+
+
+def _git_read(path: Path, *args: str) -> str | None:
+    done = subprocess.run(["git", *args], cwd=path, capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else None
+
+
 class FrontierError(RuntimeError):
     """A git command on the frontier failed; the message says which, git's own words and what to do."""
 

@@ -39,23 +39,31 @@ def own_harness(campaign_dir: Path, configured: Path) -> Path:
     if first is None or not own.is_file():
         own.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(own, (first or configured).read_bytes())
-    if sha256_file(own) != sha256_file(configured):
-        log.warning(
-            "campaign.prepare_py (%s) is not the harness this campaign started with: it goes on "
-            "measuring with its own copy, %s, so that its results stay comparable (a new "
-            "campaign.name measures with the new one)",
-            configured,
-            own,
-        )
+    if changed := harness_change(campaign_dir, configured):
+        log.warning(changed)
     return own
 
 
-def warn_if_train_py_changed(configured: Path, started_from: str) -> None:
-    """A campaign goes on from its frontier: a starting train.py changed since is not used."""
-    if configured.read_text() != started_from:
-        log.warning(
-            "campaign.train_py (%s) is not the train.py this campaign started from: it goes on from "
-            "its frontier (frontier/train.py) and measures baselines with its first version; a new "
-            "campaign.name starts from the new one",
-            configured,
-        )
+def harness_change(campaign_dir: Path, configured: Path) -> str | None:
+    """Why a start measures with another harness than `configured`, or None; read only, so that
+    `autoresearch check` says what the start would (`own_harness` takes the copy first)."""
+    own, first = campaign_dir / HARNESS_COPY, first_run_harness(campaign_dir)
+    if first is None or sha256_file(own if own.is_file() else first) == sha256_file(configured):
+        return None
+    return (
+        f"campaign.prepare_py ({configured}) is not the harness this campaign started with: it goes on "
+        f"measuring with its own copy, {own}, so that its results stay comparable (a new "
+        "campaign.name measures with the new one)"
+    )
+
+
+def train_py_change(configured: Path, started_from: str) -> str | None:
+    """Why a start does not go on from `configured`, or None: a campaign goes on from its
+    frontier, begun from `started_from`, so a starting train.py changed since is not used."""
+    if configured.read_text() == started_from:
+        return None
+    return (
+        f"campaign.train_py ({configured}) is not the train.py this campaign started from: it goes on "
+        "from its frontier (frontier/train.py) and measures baselines with its first version; a new "
+        "campaign.name starts from the new one"
+    )

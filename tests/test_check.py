@@ -390,6 +390,67 @@ def test_a_resume_whose_budget_is_spent_says_in_its_first_line_that_it_would_sto
     assert headline == f"campaign toy {stops}; {hint}; nothing was written or launched"
 
 
+def starting_files(folder: Path) -> list[str]:
+    """The overrides that begin a toy campaign from the train.py and prepare.py in `folder`."""
+    return [f"campaign.train_py={folder / 'train.py'}", f"campaign.prepare_py={folder / 'prepare.py'}"]
+
+
+@pytest.fixture(scope="module")
+def toy_of_own_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding copies of the toy's train.py and prepare.py and, in runs/, a toy campaign
+    begun from them that ran to its experiment budget."""
+    folder = tmp_path_factory.mktemp("own_files")
+    for name in ("train.py", "prepare.py"):
+        shutil.copy(REPO / "tests" / "fixtures" / "toy" / name, folder / name)
+    started = run_campaign(
+        folder / "runs",
+        *starting_files(folder),
+        "campaign.budget.max_experiments=3",
+        "cluster.threads_per_slot=1",
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    return folder
+
+
+@pytest.mark.parametrize("changed", ["train.py", "prepare.py", None])
+def test_a_resume_check_warns_as_the_start_does_of_a_starting_file_changed_since(
+    tmp_path: Path, toy_of_own_files: Path, changed: str | None
+) -> None:
+    """A starting file changed after the first experiment (a git pull, an edit) is not used, and
+    the start warned so, but the check said nothing: a user checking before a resume was not told."""
+    folder = tmp_path / "own_files"
+    shutil.copytree(toy_of_own_files, folder)
+    if changed:
+        with (folder / changed).open("a") as edited:
+            edited.write("# changed by a git pull\n")
+    overrides = [*starting_files(folder), "campaign.budget.max_experiments=3", "cluster.threads_per_slot=1"]
+    before = tree(folder)
+    checked = check(folder / "runs", *overrides)
+    assert checked.returncode == 0, checked.stderr
+    assert tree(folder) == before
+    warned = re.findall(r"^warning +(.+)$", checked.stdout, re.M)
+    campaign = folder / "runs" / "toy"
+    assert (
+        warned
+        == {
+            "train.py": [
+                f"campaign.train_py ({folder / 'train.py'}) is not the train.py this campaign started from: "
+                "it goes on from its frontier (frontier/train.py) and measures baselines with its first version; "
+                "a new campaign.name starts from the new one"
+            ],
+            "prepare.py": [
+                f"campaign.prepare_py ({folder / 'prepare.py'}) is not the harness this campaign started "
+                f"with: it goes on measuring with its own copy, {campaign / 'harness' / 'prepare.py'}, so that its "
+                "results stay comparable (a new campaign.name measures with the new one)"
+            ],
+            None: [],
+        }[changed]
+    )
+    started = run(PYTHON_M, *toy_args(folder / "runs", *overrides))
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert warned == re.findall(r"^\S+ WARNING +(.+)$", started.stdout, re.M)  # the start's own words
+
+
 @pytest.mark.parametrize("command", [PYTHON_M, [CONSOLE_SCRIPT]], ids=["python -m", "console script"])
 def test_check_help_is_its_own_usage(tmp_path: Path, command: list[str]) -> None:
     proc = subprocess.run(
