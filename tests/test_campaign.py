@@ -636,8 +636,11 @@ def test_ctrl_c_stops_and_a_rerun_finishes_the_work(tmp_path: Path, signals: lis
 
 
 # A controller that gets a Ctrl-C as it checks the start, before it hears stops.
+# (Python's own Ctrl-C handler first: a process started in the background, as a CI job may be,
+# inherits SIGINT ignored, and the Ctrl-C would never come.)
 CTRL_C_AT_THE_CHECKS = """
 import os, runpy, signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import autoresearch.start_checks as checks
 checking = checks.start_checks
 def interrupted(cfg):
