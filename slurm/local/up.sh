@@ -238,13 +238,13 @@ node_state() { (sinfo -h -n "$HOST" -N -o '%T' 2>/dev/null || true) | head -n 1;
 node_usable() {
     local s
     s=$(node_state)
-    [[ $s =~ ^(idle|mixed|allocated|completing|planned)$ ]]
+    [[ $s =~ ^(idle|mixed|allocated|completing|planned)\+?$ ]] # + : a job completing
 }
 parts_ok() {
     local p
     p=$(sinfo -h -o '%R %T %G' 2>/dev/null)
-    grep -Eq '^h100 (idle|mixed|allocated|completing|planned) .*gpu:h100:8' <<<"$p" &&
-        grep -Eq '^h200 (idle|mixed|allocated|completing|planned) .*gpu:h200:8' <<<"$p"
+    grep -Eq '^h100 (idle|mixed|allocated|completing|planned)\+? .*gpu:h100:8' <<<"$p" &&
+        grep -Eq '^h200 (idle|mixed|allocated|completing|planned)\+? .*gpu:h200:8' <<<"$p"
 }
 deadline=$((SECONDS + WAIT_S))
 resumed=0
