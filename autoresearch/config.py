@@ -59,7 +59,7 @@ class CampaignConfig:
     baseline_seeds: int = 2  # baseline repeats at the start: the first measure of noise
     validate_seeds: int = 2  # re-runs that confirm a promoted change, seed for seed (0 = keep on one run)
     wave_size: int = 8  # experiments asked of the proposer per wave
-    max_wave: int = 16  # cap on a wave after grid expansion
+    max_wave: int = 16  # cap on a wave after grid expansion (at least wave_size)
     queue_low_water: int = 0  # ask for the next wave when fewer are queued (0 = number of slots)
     synchronous: bool = False  # wait for a whole wave to finish before the next (for comparison)
     fill_idle_slots: bool = True  # free slots take inner-sampler candidates while the proposer thinks

@@ -131,6 +131,7 @@ def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
         )
     if not 0 <= c.seed <= MAX_SEED:
         problems.append(f"campaign.seed must be from 0 to {MAX_SEED} (what the samplers take), not {c.seed}")
+    problems += _wave_problems(c.wave_size, c.max_wave)
     problems += _choice("campaign.scale", c.scale, SCALES)
     problems += _choice("campaign.data", c.data, DATA_SOURCES)
     if c.time_budget is not None:
@@ -149,6 +150,17 @@ def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
             "campaign.program_md='' gives the agent the repository's trainer/program.md"
         )
     return problems
+
+
+def _wave_problems(wave_size: int, max_wave: int) -> list[str]:
+    """A wave is cut at max_wave (the offline proposer's rest dropped, Claude's wave refused by its
+    tool): a wave_size above it is never asked for, only the cap, and the prompt would ask for both."""
+    if wave_size <= max_wave:
+        return []
+    return [
+        f"campaign.wave_size={wave_size} is above campaign.max_wave={max_wave}, the cap on a wave: no "
+        f"wave would hold more than {max_wave} experiments; raise max_wave to {wave_size}, or lower wave_size"
+    ]
 
 
 def _knob_problems(cfg: AutoresearchConfig) -> list[str]:

@@ -150,10 +150,11 @@ def test_a_resume_is_planned_with_its_counts_and_changed_settings_and_nothing_wr
     ("overrides", "env"),
     [
         (["campaign.baseline_seeds=0"], {}),
+        (["campaign.wave_size=20"], {}),
         (["agent=claude"], {"ANTHROPIC_API_KEY": ""}),
         (["agent=claude"], {"ANTHROPIC_API_KEY": "sk-ant-api03-secret pasted with a space"}),
     ],
-    ids=["bad config", "no key", "a key no header can hold"],
+    ids=["bad config", "a wave above its cap", "no key", "a key no header can hold"],
 )
 def test_a_start_that_would_be_refused_is_refused_in_the_same_line(
     tmp_path: Path, overrides: list[str], env: dict[str, str]

@@ -63,6 +63,11 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
     [
         (["campaign.baseline_seeds=0"], "campaign.baseline_seeds must be at least 1, not 0"),
         (["campaign.wave_size=0"], "campaign.wave_size must be at least 1, not 0"),
+        (
+            ["campaign.wave_size=17"],
+            "campaign.wave_size=17 is above campaign.max_wave=16, the cap on a wave: no wave would hold "
+            "more than 16 experiments; raise max_wave to 17, or lower wave_size",
+        ),
         (["campaign.min_delta=-0.1"], "campaign.min_delta must be at least 0, not -0.1"),
         (["campaign.budget.max_dollars=-1"], "campaign.budget.max_dollars must be at least 0, not -1.0"),
         (["campaign.time_budget=0"], "campaign.time_budget must be positive, not 0.0 (seconds, or null"),
