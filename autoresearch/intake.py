@@ -23,7 +23,7 @@ from autoresearch.files import write_json_atomic
 from autoresearch.fixes import WaveRepairs, fix_attempts
 from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
-from autoresearch.knob_types import constant_types, value_problem
+from autoresearch.knob_types import constant_types, retype_problems, value_problem
 from autoresearch.knobs import SETTABLE, unsettable
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
@@ -172,7 +172,10 @@ class Intake:
             return str(err)
         if cand.edits and (why := self._unsets_a_knob(cand)):
             return why
-        types = constant_types(apply_edits(self.frontier.source(), cand.edits))  # (parsed by build_source)
+        edited = apply_edits(self.frontier.source(), cand.edits)
+        types = constant_types(edited)  # (parsed by build_source)
+        if cand.edits and (why := self._retypes_a_knob(edited, types)):
+            return why
         for name, value in cand.knobs.items():
             spec = self.sampler.knobs.get(name)  # the campaign's declared knobs, by name
             if spec and value is not None and (why := knob_value_problem(spec, value)):
@@ -189,6 +192,13 @@ class Intake:
         if broken:
             broken = {k: v for k, v in broken.items() if k not in unsettable(self.frontier.source(), broken)}
         return f"{next(iter(broken.values()))}: {SETTABLE}" if broken else ""
+
+    def _retypes_a_knob(self, edited: str, types: dict[str, tuple[type, int]]) -> str:
+        """Why a candidate's edits, which made `edited` (its constants' `types`), give a declared
+        knob's constant another type than the frontier's, or '' (`retype_problems`)."""
+        frontier = constant_types(self.frontier.source())
+        retyped = retype_problems(self.sampler.knobs.values(), frontier, types, edited)
+        return retyped[0] if retyped else ""
 
     def _record_invalid(self, cand: Candidate, attrs: dict[str, Any], reason: str) -> None:
         """An invalid proposal becomes a FAIL trial with its reason; nothing runs, so it has no

@@ -4,14 +4,16 @@ A knob's value is written over its constant's (`knobs.set_knobs`) and train.py u
 the constant: a string choice for an int constant, or a fraction drawn for one, passes every check
 of the config and fails in each experiment, at run time. So the start compares a knob's kind and
 choices with the type of what train.py assigns, and a proposal's value for any other constant is
-compared with that constant's type before it is queued. The type is read from the syntax, never
-run: a literal, arithmetic on literals, `a if cond else b` with both of one type, or an annotation
-(`LR: float = ...`); anything else (a call, an imported name) is unknown and not judged.
+compared with that constant's type before it is queued, as is the type an edit gives a declared
+knob's constant (`retype_problems`). The type is read from the syntax, never run: a literal,
+arithmetic on literals, `a if cond else b` with both of one type, or an annotation (`LR: float =
+...`); anything else (a call, an imported name) is unknown and not judged.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from typing import Any
 
 from autoresearch.knobs import knob_assignments, parsed
@@ -142,6 +144,40 @@ def type_problem(spec: KnobSpec, declared: type | None, where: str) -> str:
         return ""
     fix = "make it kind: int" if declared is int else "make it kind: categorical, with choices of its type"
     return f"{key}: {_a(drawn)} knob draws {drawn.__name__}s, but {named}: {fix}"
+
+
+def retype_problems(
+    specs: Iterable[KnobSpec],
+    frontier: dict[str, tuple[type, int]],
+    edited: dict[str, tuple[type, int]],
+    source: str,
+) -> list[str]:
+    """Why edits that made `source` (its `constant_types`: `edited`) give a declared knob's constant
+    another type than the frontier's (its `frontier` types), a line each; where the frontier's type
+    is unknown, one the knob's values do not fit. Every value of the knob is written over that
+    constant, an int as a float where the constant is one (`as_written`): `DEPTH = 8.5` made each
+    later DEPTH a float, and `DEPTH = "8"` left one a str wherever the knob was not set."""
+    problems = []
+    for spec in specs:
+        new, line = edited.get(spec.name, (None, 0))
+        old = frontier.get(spec.name, (None, 0))[0]
+        if new is None or new is old or (old is None and not type_problem(spec, new, "")):
+            continue
+        text = source.splitlines()[line - 1].strip()
+        was = f", where the frontier's is {_a(old)}" if old else ""
+        fix = f"keep it {_a(old)}" if old else "give it a value the knob can take"
+        problems.append(
+            f"knob {spec.name}: the edits make train.py's {spec.name} {_a(new)} "
+            f"(line {line}: {text[:80]}){was}; it is {_declared(spec)}: {fix}"
+        )
+    return problems
+
+
+def _declared(spec: KnobSpec) -> str:
+    """The declared knob as its values' reader sees it: `a declared int knob`, or its choices."""
+    if spec.kind == "categorical":
+        return f"a declared knob of choices {list(spec.choices)}"
+    return f"a declared {spec.kind} knob"
 
 
 def _a(kind: type) -> str:

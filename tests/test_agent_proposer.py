@@ -27,6 +27,7 @@ from autoresearch.agent.fakeapi import (
 )
 from autoresearch.agent.usage import FIRST_TURN_WAVES, dollars_spent, read_usage, usage_totals
 from autoresearch.config import AgentConfig
+from autoresearch.proposals import Edit
 
 MODEL = "claude-test-1"
 
@@ -63,6 +64,8 @@ GOOD_WAVE = {
         }
     ],
 }
+
+GOOD_WAVE_EDITS = [Edit("return relu(x) ** 2", "return gelu(x)")]
 
 
 def make_proposer(tmp_path: Path, api: ScriptedAPI, max_retries: int = 2, **cfg_overrides) -> ClaudeProposer:
@@ -199,6 +202,22 @@ def test_malformed_proposal_gets_an_error_result_then_is_corrected(tmp_path: Pat
     second = api.message_bodies[1]["messages"][-1]["content"]
     result = next(b for b in second if b["type"] == "tool_result")
     assert result["is_error"] is True and "NOT_A_KNOB" in result["content"]
+
+
+def test_an_edit_that_retypes_a_knob_gets_an_error_result_then_is_corrected(tmp_path: Path) -> None:
+    """The agent hears of it in the same wave, with the line and the types, and mends it there."""
+    bad = json.loads(json.dumps(GOOD_WAVE))
+    bad["candidates"][0]["edits"].append({"search": "DEPTH = 8", "replace": "DEPTH = 8.5"})
+    api = ScriptedAPI([tool_call("propose_wave", bad), tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    proposer = make_proposer(tmp_path, api)
+
+    wave = proposer.propose(sample_context())
+
+    assert wave.source == "claude" and wave.candidates[0].edits == GOOD_WAVE_EDITS
+    second = api.message_bodies[1]["messages"][-1]["content"]
+    result = next(b for b in second if b["type"] == "tool_result")
+    assert result["is_error"] is True
+    assert "DEPTH a float (line 2: DEPTH = 8.5), where the frontier's is an int" in result["content"]
 
 
 def test_still_malformed_after_the_turn_budget_is_a_failed_wave(tmp_path: Path) -> None:

@@ -527,3 +527,41 @@ def test_a_declared_choice_is_matched_by_its_type_not_only_by_equality(value: st
     with pytest.raises(ProposalError, match=re.escape(why)):
         parse_proposal(wave(cand(knobs=[{"name": "DEPTH", "value": value}])), context)
     assert parse_proposal(wave(cand(knobs=[{"name": "DEPTH", "value": "1"}])), context).candidates
+
+
+@pytest.mark.parametrize(
+    ("search", "replace", "why"),
+    [
+        (
+            "DEPTH = 8",
+            'DEPTH = "8"',
+            "knob DEPTH: the edits make train.py's DEPTH a str (line 2: DEPTH = \"8\"), where the frontier's "
+            "is an int; it is a declared int knob: keep it an int",
+        ),
+        (
+            "DEPTH = 8",
+            "DEPTH = 8.5",
+            "knob DEPTH: the edits make train.py's DEPTH a float (line 2: DEPTH = 8.5)",
+        ),
+        ("LR = 0.04", "LR = 1", "knob LR: the edits make train.py's LR an int (line 3: LR = 1), where the"),
+        (
+            'ACTIVATION = "relu2"',
+            "ACTIVATION = 2",
+            "an int (line 5: ACTIVATION = 2), where the frontier's is a str; it is a declared knob of choices "
+            "['relu2', 'gelu']: keep it a str",
+        ),
+    ],
+)
+def test_an_edit_that_retypes_a_declared_knobs_constant_is_refused_in_the_same_wave(
+    search: str, replace: str, why: str
+) -> None:
+    """Every draw of the knob is written over the constant as its type: after `DEPTH = 8.5` as a
+    float, after `DEPTH = "8"` not at all where a candidate left DEPTH as the edit had it. An edit
+    that keeps the type, or gives one the syntax cannot tell, is taken."""
+    edit = {"search": search, "replace": replace}
+    grid = {"description": "g", "factors": [{"name": "WARMUP", "levels": ["0.2"]}], "shared_edits": [edit]}
+    for raw in (wave(cand(edits=[edit])), wave(grids=[grid])):
+        with pytest.raises(ProposalError, match=re.escape(why)):
+            parse_proposal(raw, sample_context())
+    for kept in ("DEPTH = 10", "DEPTH = 2 * 5", "DEPTH = int(depth_from_env())"):
+        assert parse_proposal(wave(cand(edits=[{"search": "DEPTH = 8", "replace": kept}])), sample_context())

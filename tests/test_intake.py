@@ -253,6 +253,40 @@ def test_an_edit_that_leaves_a_declared_knob_unsettable_is_refused(
     assert intake.precheck(Candidate("four times the lr", "", edits=[Edit("LR = 0.01\n", replace)])) == reason
 
 
+@pytest.mark.parametrize(
+    ("overrides", "replace", "reason"),
+    [
+        (
+            [],
+            'WIDTH = "64"\n',
+            "knob WIDTH: the edits make train.py's WIDTH a str (line 13: WIDTH = \"64\"), where the frontier's "
+            "is an int; it is a declared int knob: keep it an int",
+        ),
+        ([], "WIDTH = 64.5\n", "knob WIDTH: the edits make train.py's WIDTH a float"),
+        (
+            ["campaign.knobs.WIDTH.kind=categorical", "campaign.knobs.WIDTH.choices=[32,64]"],
+            "WIDTH = 64.0\n",
+            "(line 13: WIDTH = 64.0), where the frontier's is an int; it is a declared knob of choices [32, 64]",
+        ),
+    ],
+)
+def test_an_edit_that_retypes_a_declared_knobs_constant_is_failed_before_it_costs_a_slot(
+    tmp_path: Path, overrides: list[str], replace: str, reason: str
+) -> None:
+    """The last guard, whatever proposed it: with `WIDTH = 64.5` kept, every later WIDTH drawn was
+    written as a float; with `WIDTH = "64"`, a candidate that left WIDTH alone ran a str. An edit
+    of its value alone is queued."""
+    intake = open_intake(tmp_path, *overrides)
+    retyped = Candidate("retyped", "", [Edit("WIDTH = 64\n", replace)])
+    narrower = Candidate("narrower", "", [Edit("WIDTH = 64\n", "WIDTH = 32\n")])
+    intake.wave(Wave(rationale="one", candidates=[retyped, narrower], source="t"))
+    said = {
+        t.user_attrs["description"]: (t.state, t.user_attrs.get("reason", "")) for t in intake.ledger.all()
+    }
+    assert said["narrower"] == (TrialState.WAITING, "")
+    assert said["retyped"][0] == TrialState.FAIL and reason in said["retyped"][1]
+
+
 def test_an_edit_is_not_blamed_for_a_knob_its_frontier_could_not_set_already(tmp_path: Path) -> None:
     """A frontier kept before the check (an older study) may have one; other edits still run."""
     intake = open_intake(tmp_path)

@@ -18,7 +18,7 @@ from autoresearch.agent.inspection import RESULT_CHARS
 from autoresearch.agent.prompt import valid_text
 from autoresearch.config import AgentConfig
 from autoresearch.fixes import WaveRepairs
-from autoresearch.knob_types import as_written, constant_types, value_problem
+from autoresearch.knob_types import as_written, constant_types, retype_problems, value_problem
 from autoresearch.knobs import KnobError, read_knobs, set_knobs
 from autoresearch.proposals import TIERS, Edit, KnobValue, Wave, plain_line, wave_from_dict
 from autoresearch.proposers.base import CampaignContext
@@ -370,6 +370,7 @@ def check_wave(
             "fewer candidates, factors or levels"
         )
     declared = {k.name: k for k in context.knobs}
+    frontier_types = _edited(context, []).types()
     by_number = {r.number: r for r in context.history}
     repairs = WaveRepairs(context.fix_attempts)  # counted in order, as the intake counts them
 
@@ -400,6 +401,7 @@ def check_wave(
                 problems.append(f"{where}: an edit replaces a text by itself")
         edited = _edited(context, cand.edits)
         problems += _length_problems(context, edited, where)
+        problems += _retype_problems(context, frontier_types, edited, where)
         known = _known_constants(context, edited)
         for name, value in cand.knobs.items():
             check_knob(name, [value], known, edited, where)
@@ -426,6 +428,7 @@ def check_wave(
                 problems.append(f"{where}: a shared edit has an empty search text")
         edited = _edited(context, grid.shared_edits)
         problems += _length_problems(context, edited, where)
+        problems += _retype_problems(context, frontier_types, edited, where)
         known = _known_constants(context, edited)
         for name, levels in grid.factors.items():
             if any(v is None for v in levels):
@@ -476,6 +479,17 @@ def _length_problems(context: CampaignContext, edited: _Edited, where: str) -> l
         return []
     why = length_problem(edited.source, "train.py with its edits")
     return [f"{where}: {why} (the frontier's has {len(context.frontier_source):,}): edit less"] if why else []
+
+
+def _retype_problems(
+    context: CampaignContext, frontier_types: dict[str, tuple[type, int]], edited: _Edited, where: str
+) -> list[str]:
+    """Edits that give a declared knob's constant another type: the engine refuses them when it
+    queues them (`Intake.precheck`), so say it now, while the wave can still be mended."""
+    if not edited.edits or edited.source is None:
+        return []
+    retyped = retype_problems(context.knobs, frontier_types, edited.types(), edited.source)
+    return [f"{where}: {why}" for why in retyped]
 
 
 def _known_constants(context: CampaignContext, edited: _Edited) -> set[str] | None:
