@@ -69,6 +69,9 @@ class Speedup:
 
     sequential_hours: float
     busy_hours: float  # wall time with at least one experiment launched and not yet finished
+    # Summed over the experiments, from launch to start (a cluster's queue, a job's start-up): in
+    # the wall time, not in the loop's, so it can make a campaign slower than the loop.
+    waiting_hours: float
 
     @property
     def factor(self) -> float:
@@ -175,6 +178,10 @@ def build_report(
     intervals = [
         (t.user_attrs.get("launched_at") or t.user_attrs["started_at"], t.user_attrs["ended_at"]) for t in ran
     ]
+    waited = sum(
+        max(0.0, t.user_attrs["started_at"] - launched)
+        for t, (launched, _) in zip(ran, intervals, strict=True)
+    )
     hours = rated_hours(study)
     reasons = Counter(str(r["reason"])[:120] for r in table if r["status"] in FAILED)
     c = cfg.campaign
@@ -202,7 +209,7 @@ def build_report(
         gpu_types={t.user_attrs["pool"]: str(t.user_attrs.get("gpu_type", "")) for t in ran},
         prices=pool_prices(cfg),
         llm=usage_totals(campaign_dir),
-        speedup=Speedup(sum(hours.values()), busy_hours(intervals)),
+        speedup=Speedup(sum(hours.values()), busy_hours(intervals), waited / 3600),
         kept=kept,
         failure_reasons=reasons.most_common(MAX_REASONS),
         controller=controller_state(campaign_dir) if ended is None else stopped_line(time.time(), ended),

@@ -115,11 +115,20 @@ def _speedup(r: CampaignReport) -> str:
         return "<p>No experiment has run yet.</p>"
     per_hour = r.ran / s.busy_hours
     slot = "one CPU slot" if hours_unit(r.gpu_types.values()) == "CPU-hours" else "one GPU"
-    return (
+    loop = (
         f"<p>Run one after another in a single slot ({slot}), these {r.ran} experiments need "
         f"<b>{s.sequential_hours:.2f} h</b> of run time alone (a lower bound: the agent's time between "
-        f"runs is not counted). The campaign had experiments in flight for <b>{s.busy_hours:.2f} h</b>: "
-        f"a speed-up of <b>{s.factor:.1f}x</b>, {per_hour:.1f} experiments per hour.</p>"
+        f"runs is not counted). The campaign had experiments in flight for <b>{s.busy_hours:.2f} h</b>"
+    )
+    if s.factor >= 1:
+        return loop + f": a speed-up of <b>{s.factor:.1f}x</b>, {per_hour:.1f} experiments per hour.</p>"
+    return loop + (
+        f", longer: <b>{s.factor:.2f}x</b>, slower than the sequential loop ({per_hour:.1f} experiments "
+        "per hour). The wall time counts each experiment from its launch, the loop only its run: these "
+        f"waited {s.waiting_hours:.2f} h in all between their launch and their start (a cluster's "
+        "queue, a job's start-up), and too few ran at once to make up for it. A campaign of few "
+        "experiments, or of jobs that wait long in a queue, can be slower than the loop; it gains as "
+        "more run at once.</p>"
     )
 
 

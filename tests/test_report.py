@@ -193,6 +193,25 @@ def test_a_report_before_any_experiment_ran_says_so_instead_of_a_speed_up(tmp_pa
     assert speedup.strip() == "<p>No experiment has run yet.</p>"
 
 
+def test_a_campaign_slower_than_a_sequential_loop_says_so_and_why(tmp_path: Path) -> None:
+    """Two experiments that each waited ten minutes in a queue before their one-minute run: the
+    wall time they were in flight is longer than their runs back to back. The page said "a
+    speed-up of 0.1x" and nothing more, a loss with no explanation; it now says the campaign was
+    slower and what made it so."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 100.0, 60.0, status="baseline", tier="screen", started_at=700.0, ended_at=760.0)
+    add_run(study, 1.9, 800.0, 60.0, status="discard", tier="screen", started_at=1400.0, ended_at=1460.0)
+    report = build_report(study, tmp_path, compose_toy(tmp_path))
+    assert report.speedup.factor == pytest.approx(120 / 1320)
+    assert report.speedup.waiting_hours == pytest.approx(1200 / 3600)
+    page = render_html(report, None)
+    speedup = page.split("Speed-up against a sequential loop</h2>")[1].split("<h2>")[0]
+    assert "a speed-up of" not in speedup
+    assert "in flight for <b>0.37 h</b>, longer: <b>0.09x</b>, slower than the sequential loop" in speedup
+    assert "waited 0.33 h in all between their launch and their start" in speedup
+    assert "few experiments" in speedup
+
+
 def test_the_plot_places_each_result_among_the_experiments_that_ran(tmp_path: Path) -> None:
     """The x axis counts experiments as the title does: a skipped candidate (it never ran) takes no
     place, so the last point is at the title's count, not beyond it (the demo's 25 experiments were
