@@ -8,6 +8,7 @@ gathered here; `report_html` lays them out.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections import Counter
@@ -19,7 +20,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.agent.usage import usage_totals
-from autoresearch.budget import Rate, by_pool, dollars_of, experiment_ran, pool_prices, rated_hours
+from autoresearch.budget import (
+    Rate,
+    by_pool,
+    dollars_of,
+    experiment_ran,
+    hours_unit,
+    pool_prices,
+    rated_hours,
+)
 from autoresearch.config import time_budget_seconds
 from autoresearch.files import write_atomic, write_failure
 from autoresearch.heartbeat import controller_state, stopped_line
@@ -90,7 +99,7 @@ class CampaignReport:
     ran: int  # experiments that ran (`experiment_ran`: invalid and skipped candidates never did)
     tiers: list[TierResult]
     rated_hours: dict[Rate, float]  # by pool and launch price
-    gpu_types: dict[str, str]  # of each pool that ran something
+    gpu_types: dict[str, tuple[str, ...]]  # of each pool that ran something (`pool_gpu_types`)
     prices: dict[str, float]  # dollars per GPU-hour, by pool, in config.yaml now
     llm: dict[str, Any]  # usage_totals
     speedup: Speedup
@@ -106,6 +115,10 @@ class CampaignReport:
     def gpu_dollars(self) -> float:
         return dollars_of(self.rated_hours, self.prices)
 
+    @property
+    def hours_unit(self) -> str:
+        return hours_unit(itertools.chain.from_iterable(self.gpu_types.values()))
+
     def pool_hours(self, pool: str) -> dict[Rate, float]:
         return {rate: h for rate, h in self.rated_hours.items() if rate[0] == pool}
 
@@ -118,6 +131,17 @@ def busy_hours(intervals: list[tuple[float, float]]) -> float:
             total += end - max(start, reach)
             reach = end
     return total / 3600
+
+
+def pool_gpu_types(ran: list[FrozenTrial]) -> dict[str, tuple[str, ...]]:
+    """Each pool's GPU types, in the order its runs first used them: a pool's runs need not share
+    one (its gpu_type changed on a resume), and one type would misname the others' hours."""
+    types: dict[str, dict[str, None]] = {}
+    for t in ran:
+        seen = types.setdefault(t.user_attrs["pool"], {})
+        if gpu_type := str(t.user_attrs.get("gpu_type", "")):  # (none recorded: an older version's run)
+            seen[gpu_type] = None
+    return {pool: tuple(seen) for pool, seen in types.items()}
 
 
 def _kept_change(campaign_dir: Path, t: FrozenTrial, reruns: dict[str, list[float]]) -> KeptChange:
@@ -206,7 +230,7 @@ def build_report(
         ran=len(ran),
         tiers=_tier_results(table),
         rated_hours=hours,
-        gpu_types={t.user_attrs["pool"]: str(t.user_attrs.get("gpu_type", "")) for t in ran},
+        gpu_types=pool_gpu_types(ran),
         prices=pool_prices(cfg),
         llm=usage_totals(campaign_dir),
         speedup=Speedup(sum(hours.values()), busy_hours(intervals), waited / 3600),

@@ -12,7 +12,7 @@ import time
 from html import escape
 
 from autoresearch.agent.usage import unanswered_note
-from autoresearch.budget import dollars_of, hours_unit, unpriced
+from autoresearch.budget import dollars_of, unpriced
 from autoresearch.report import CampaignReport, KeptChange
 
 # A word longer than the page (a path, a URL, a description without spaces) breaks where it must:
@@ -88,7 +88,7 @@ def _pool_dollars(r: CampaignReport, pool: str) -> str:
 def _cost(r: CampaignReport) -> str:
     body = [
         [
-            f"{escape(pool)} ({escape(r.gpu_types.get(pool, '?'))})",
+            f"{escape(pool)} ({escape(', '.join(r.gpu_types.get(pool, ())) or '?')})",
             f"{hours:.2f}",
             _pool_dollars(r, pool),
         ]
@@ -105,8 +105,9 @@ def _cost(r: CampaignReport) -> str:
     more = " + the unpriced hours" if unpriced(r.rated_hours, r.prices) else ""
     body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}{more}</b>"])
     calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed{unanswered_note(llm)}"
-    unit = hours_unit(r.gpu_types.values())
-    return _table(["what", f"{unit} / tokens", "dollars"], body, (1, 2)) + f"<p class=muted>{calls}.</p>"
+    return (
+        _table(["what", f"{r.hours_unit} / tokens", "dollars"], body, (1, 2)) + f"<p class=muted>{calls}.</p>"
+    )
 
 
 def _speedup(r: CampaignReport) -> str:
@@ -114,7 +115,7 @@ def _speedup(r: CampaignReport) -> str:
     if not s.busy_hours:  # (nothing ran yet: no speed-up to say, where 0.0x would read as a loss)
         return "<p>No experiment has run yet.</p>"
     per_hour = r.ran / s.busy_hours
-    slot = "one CPU slot" if hours_unit(r.gpu_types.values()) == "CPU-hours" else "one GPU"
+    slot = "one CPU slot" if r.hours_unit == "CPU-hours" else "one GPU"
     loop = (
         f"<p>Run one after another in a single slot ({slot}), these {r.ran} experiments need "
         f"<b>{s.sequential_hours:.2f} h</b> of run time alone (a lower bound: the agent's time between "

@@ -163,7 +163,7 @@ def test_a_rejected_proposal_is_no_experiment_that_ran(tmp_path: Path) -> None:
     assert report.counts == {"baseline": 1, "discard": 1, "invalid": 1}
     assert report.ran == 2
     assert report.gpu_hours == {"local": pytest.approx(120 / 3600)}
-    assert report.gpu_types == {"local": "cpu"}
+    assert report.gpu_types == {"local": ("cpu",)}
     assert report.last_result_at == 161.0
     page = render_html(report, None)
     assert "CPU-hours / tokens" in page and "these 2 experiments" in page
@@ -326,6 +326,20 @@ def test_hours_on_a_partition_config_yaml_no_longer_names_are_not_priced_as_free
     assert "<td>a100 (A100)</td><td class=num>2.00</td><td class=num>$6.00</td>" in page
     assert "<td>local (cpu)</td><td class=num>1.00</td><td class=num>$2.00</td>" in page
     assert "<b>$8.00 + the unpriced hours</b>" in page
+
+
+def test_a_pool_that_ran_on_several_gpu_types_is_labelled_with_each(tmp_path: Path) -> None:
+    """A partition whose gpu_type changed between its runs (on a resume): its cost row named only
+    the GPU type of its last run, as if every hour had been on it."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 100.0, 3600.0, status="baseline", tier="screen", pool="h100", gpu_type="A100")
+    add_run(study, 1.9, 200.0, 3600.0, status="discard", tier="screen", pool="h100", gpu_type="H100")
+    add_run(study, 1.8, 300.0, 3600.0, status="discard", tier="screen", pool="h100", gpu_type="A100")
+    report = build_report(study, tmp_path, compose_toy(tmp_path))
+    assert report.gpu_types == {"h100": ("A100", "H100")}
+    page = render_html(report, None)
+    assert "<td>h100 (A100, H100)</td><td class=num>3.00</td>" in page
+    assert "GPU-hours / tokens" in page and "(one GPU)" in page
 
 
 def test_a_campaign_whose_baselines_all_crashed_says_so(tmp_path: Path) -> None:
