@@ -24,10 +24,13 @@ from autoresearch.budget import (
     Rate,
     by_pool,
     dollars_of,
+    earlier_prices,
     experiment_ran,
     hours_unit,
     pool_prices,
     rated_hours,
+    slot_hours,
+    unpriced,
 )
 from autoresearch.config import time_budget_seconds
 from autoresearch.files import write_atomic, write_failure
@@ -101,6 +104,7 @@ class CampaignReport:
     rated_hours: dict[Rate, float]  # by pool and launch price
     gpu_types: dict[str, tuple[str, ...]]  # of each pool that ran something (`pool_gpu_types`)
     prices: dict[str, float]  # dollars per GPU-hour, by pool, in config.yaml now
+    unpriced_hours: dict[str, dict[str, float]]  # by pool and GPU type (`hours_without_price`)
     llm: dict[str, Any]  # usage_totals
     speedup: Speedup
     kept: list[KeptChange]
@@ -142,6 +146,21 @@ def pool_gpu_types(ran: list[FrozenTrial]) -> dict[str, tuple[str, ...]]:
         if gpu_type := str(t.user_attrs.get("gpu_type", "")):  # (none recorded: an older version's run)
             seen[gpu_type] = None
     return {pool: tuple(seen) for pool, seen in types.items()}
+
+
+def hours_without_price(
+    ran: list[FrozenTrial], earlier: dict[str, float], prices: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """By pool and GPU type, the hours that have no price to count (`budget.unpriced`): launched
+    before prices were recorded, on a pool config.yaml no longer names. A pool can hold them beside
+    hours launched at a price, so they are said apart rather than leave its whole cost unknown."""
+    left: dict[str, dict[str, float]] = {}
+    for t in ran:
+        if (spent := slot_hours(t, earlier)) and unpriced(dict([spent]), prices):
+            by_type = left.setdefault(spent[0][0], {})
+            gpu_type = str(t.user_attrs.get("gpu_type", "")) or "?"
+            by_type[gpu_type] = by_type.get(gpu_type, 0.0) + spent[1]
+    return left
 
 
 def _kept_change(campaign_dir: Path, t: FrozenTrial, reruns: dict[str, list[float]]) -> KeptChange:
@@ -207,6 +226,7 @@ def build_report(
         for t, (launched, _) in zip(ran, intervals, strict=True)
     )
     hours = rated_hours(study)
+    prices = pool_prices(cfg)
     reasons = Counter(str(r["reason"])[:120] for r in table if r["status"] in FAILED)
     c = cfg.campaign
     settings = {
@@ -231,7 +251,8 @@ def build_report(
         tiers=_tier_results(table),
         rated_hours=hours,
         gpu_types=pool_gpu_types(ran),
-        prices=pool_prices(cfg),
+        prices=prices,
+        unpriced_hours=hours_without_price(ran, earlier_prices(study), prices),
         llm=usage_totals(campaign_dir),
         speedup=Speedup(sum(hours.values()), busy_hours(intervals), waited / 3600),
         kept=kept,

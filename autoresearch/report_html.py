@@ -12,7 +12,7 @@ import time
 from html import escape
 
 from autoresearch.agent.usage import unanswered_note
-from autoresearch.budget import dollars_of, unpriced
+from autoresearch.budget import dollars_of
 from autoresearch.report import CampaignReport, KeptChange
 
 # A word longer than the page (a path, a URL, a description without spaces) breaks where it must:
@@ -78,11 +78,19 @@ def _result(r: CampaignReport) -> str:
 def _pool_dollars(r: CampaignReport, pool: str) -> str:
     """A pool's dollars, each hour at its launch price; hours launched before prices were recorded
     on a pool config.yaml no longer names (a campaign resumed on other partitions) have no price to
-    say, and $0.00 would read as free."""
+    say, and $0.00 would read as free. Beside hours launched at a price, they are said apart, with
+    the GPU types they ran on."""
     hours = r.pool_hours(pool)
-    if unpriced(hours, r.prices):
+    left = r.unpriced_hours.get(pool)
+    if left and all(price is None for _, price in hours):
         return "? (no price: not a partition in config.yaml)"
-    return f"${dollars_of(hours, r.prices):,.2f}"
+    priced = f"${dollars_of(hours, r.prices):,.2f}"
+    if not left:
+        return priced
+    return (
+        f"{priced} + ? for {sum(left.values()):.2f} {r.hours_unit} on {escape(', '.join(left))} (no "
+        "price: launched before prices were recorded, on a partition config.yaml no longer names)"
+    )
 
 
 def _cost(r: CampaignReport) -> str:
@@ -102,7 +110,8 @@ def _cost(r: CampaignReport) -> str:
     )
     models = ", ".join(llm["models"]) or "none"
     body.append([f"LLM ({escape(models)})", escape(tokens), f"${llm['dollars']:,.2f}"])
-    more = " + the unpriced hours" if unpriced(r.rated_hours, r.prices) else ""
+    left = sum(h for by_type in r.unpriced_hours.values() for h in by_type.values())
+    more = f" + ? for {left:.2f} unpriced {r.hours_unit}" if r.unpriced_hours else ""
     body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}{more}</b>"])
     calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed{unanswered_note(llm)}"
     return (

@@ -325,7 +325,29 @@ def test_hours_on_a_partition_config_yaml_no_longer_names_are_not_priced_as_free
     assert "<td>h200 (H200)</td><td class=num>0.50</td><td class=num>? (no price" in page
     assert "<td>a100 (A100)</td><td class=num>2.00</td><td class=num>$6.00</td>" in page
     assert "<td>local (cpu)</td><td class=num>1.00</td><td class=num>$2.00</td>" in page
-    assert "<b>$8.00 + the unpriced hours</b>" in page
+    assert "<b>$8.00 + ? for 0.50 unpriced GPU-hours</b>" in page
+
+
+def test_a_partly_priced_pool_shows_the_priced_dollars_and_which_hours_have_no_price(tmp_path: Path) -> None:
+    """A partition config.yaml no longer names, with runs launched at a recorded price and runs an
+    older version launched without one: its whole cost read "?", though most of its hours had a
+    price. It now shows those dollars, and the hours left unpriced with the GPU type they ran on."""
+    cfg = compose_toy(tmp_path, "cluster.partitions.local.price_per_gpu_hour=2")
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 100.0, 3600.0, status="baseline", tier="screen")
+    older = {"status": "baseline", "tier": "validate", "pool": "a100"}
+    add_run(study, 1.9, 100.0, 1800.0, gpu_type="H100", **older)  # (no price recorded)
+    priced = {"status": "discard", "tier": "validate", "pool": "a100", PRICE_ATTR: 3.0}
+    add_run(study, 1.8, 200.0, 7200.0, gpu_type="A100", **priced)
+    report = build_report(study, tmp_path, cfg)
+    assert report.unpriced_hours == {"a100": {"H100": pytest.approx(0.5)}}
+    page = render_html(report, None)
+    assert (
+        "<td>a100 (H100, A100)</td><td class=num>2.50</td><td class=num>$6.00 + ? for 0.50 GPU-hours "
+        "on H100 (no price: launched before prices were recorded, on a partition config.yaml no "
+        "longer names)</td>"
+    ) in page
+    assert "<b>$8.00 + ? for 0.50 unpriced GPU-hours</b>" in page
 
 
 def test_a_pool_that_ran_on_several_gpu_types_is_labelled_with_each(tmp_path: Path) -> None:
