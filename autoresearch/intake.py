@@ -97,12 +97,16 @@ class Intake:
         """Queue one candidate: its file under proposals/ (written whole or not at all: a torn one
         could not be run, nor retried), then its WAITING trial, with the frontier it was checked
         against (`queued_on`)."""
-        name = f"t{self.ledger.size():05d}-{cand.tier}.json"  # its trial's number
-        write_json_atomic(self.campaign_dir / "proposals" / name, candidate_to_dict(cand))
+        edit = self._keep_whole(cand)
         head = self.frontier.head()
-        self.sampler.enqueue(
-            self.ledger.study, cand, head, {"edit": f"proposals/{name}", "queued_on": head, **attrs}
-        )
+        self.sampler.enqueue(self.ledger.study, cand, head, {"edit": edit, "queued_on": head, **attrs})
+
+    def _keep_whole(self, cand: Candidate) -> str:
+        """Write the candidate as proposed to proposals/, named by the number its trial will have,
+        and return that file's path in the campaign folder (its trial's `edit`)."""
+        name = f"proposals/t{self.ledger.size():05d}-{cand.tier}.json"
+        write_json_atomic(self.campaign_dir / name, candidate_to_dict(cand))
+        return name
 
     # -- the proposer's waves ----------------------------------------------------------------
     def wave(self, wave: Wave) -> None:
@@ -202,12 +206,15 @@ class Intake:
 
     def _record_invalid(self, cand: Candidate, attrs: dict[str, Any], reason: str) -> None:
         """An invalid proposal becomes a FAIL trial with its reason; nothing runs, so it has no
-        start (nor pool): only its end, which orders it among the results."""
+        start (nor pool): only its end, which orders it among the results. Its candidate is kept
+        whole under proposals/ as a queued one is: the reason and the log line quote only its start."""
+        edit = self._keep_whole(cand)
         self.ledger.study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.FAIL,
                 user_attrs={
                     **attrs,
+                    "edit": edit,
                     "description": cand.description,
                     "hypothesis": cand.hypothesis,
                     "tier": cand.tier,
@@ -219,7 +226,7 @@ class Intake:
             )
         )
         self.rejected.append(f"{cand.description}: {reason}")
-        log.warning("rejected %r: %s", cand.description, reason)
+        log.warning("rejected %r: %s (as proposed: %s)", cand.description, reason, edit)
 
     # -- the engine's own runs ---------------------------------------------------------------
     def baselines(self, confirm_on: str | None) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from autoresearch.knobs import knob_assignments, parsed
+from autoresearch.proposals import quoted
 from autoresearch.proposers.base import KnobSpec
 
 NUMBERS = (int, float)
@@ -94,7 +95,7 @@ def value_problem(name: str, value: Any, types: dict[str, tuple[type, int]]) -> 
     declared, line = types.get(name, (None, 0))
     if value is None or declared is None or fits(value, declared):
         return ""
-    return f"knob {name}: {value!r} is {_a(type(value))}, but train.py's {name} is {_a(declared)} (line {line}): give a value of its type"
+    return f"knob {name}: {quoted(value)} is {_a(type(value))}, but train.py's {name} is {_a(declared)} (line {line}): give a value of its type"
 
 
 def as_written(settings: dict[str, Any], types: dict[str, tuple[type, int]]) -> dict[str, Any]:

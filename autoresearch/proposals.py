@@ -121,6 +121,14 @@ class Wave:
         return accepted, dropped
 
 
+def quoted(value: Any, limit: int = 60) -> str:
+    """`value`'s repr for a reason to quote, cut after `limit` characters with its whole length
+    said: what a proposer wrote can be a whole file, and a reason is one line of the log,
+    results.tsv, W&B and the next prompt (the candidate itself is kept whole under proposals/)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def plain_line(text: str) -> str:
     """`text` with each control character (NUL, newline, tab, ...) made a space: a description goes
     where one line of text must (a git commit message, which cannot hold a NUL; results.tsv)."""

@@ -32,7 +32,7 @@ from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.knob_types import fits, unstorable_choice
-from autoresearch.proposals import Candidate
+from autoresearch.proposals import Candidate, quoted
 from autoresearch.proposers.base import KnobSpec
 
 INNER_SAMPLER_HISTORY = 500  # the latest knob runs on a tier the inner sampler learns from
@@ -106,11 +106,11 @@ def knob_value_problem(knob: KnobSpec, value: Any) -> str:
     if knob.kind == "categorical":  # (`in` alone takes True or 1.0 for a choice 1, and 1 for True)
         if any(value == choice and fits(value, type(choice)) for choice in knob.choices):
             return ""
-        return f"{value!r} is not one of its choices {list(knob.choices)}"
+        return f"{quoted(value)} is not one of its choices {list(knob.choices)}"
     if isinstance(value, bool) or not isinstance(value, int if knob.kind == "int" else int | float):
-        return f"{value!r} is not {'an integer' if knob.kind == 'int' else 'a number'}"
+        return f"{quoted(value)} is not {'an integer' if knob.kind == 'int' else 'a number'}"
     if not knob.low <= value <= knob.high:  # type: ignore[operator]
-        return f"{value!r} is outside its range [{knob.low:g}, {knob.high:g}]"
+        return f"{quoted(value)} is outside its range [{knob.low:g}, {knob.high:g}]"
     return ""
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from autoresearch.knob_types import as_written, constant_types
 from autoresearch.knobs import KnobError, parsed, read_knobs, set_knobs
-from autoresearch.proposals import Edit
+from autoresearch.proposals import Edit, quoted
 
 EDITABLE_FILE = "train.py"
 HARNESS_FILE = "prepare.py"
@@ -70,7 +70,7 @@ def apply_edits(source: str, edits: list[Edit]) -> str:
 def _check_edit_path(path: str) -> None:
     normalized = Path(path.strip())
     if normalized.is_absolute() or ".." in normalized.parts or str(normalized) != EDITABLE_FILE:
-        raise InvalidCandidate(f"edits may only change {EDITABLE_FILE}; refused an edit to {path!r}")
+        raise InvalidCandidate(f"edits may only change {EDITABLE_FILE}; refused an edit to {quoted(path)}")
 
 
 def _preview(text: str, limit: int = 60) -> str:

@@ -127,6 +127,51 @@ def test_a_controller_killed_while_writing_a_proposal_file_leaves_none(
     assert intake.ledger.all() == []
 
 
+@pytest.mark.parametrize(
+    ("candidate", "said", "kept"),
+    [
+        (  # a model that wrote train.py into the edit's path
+            Candidate(
+                "wider", edits=[Edit("WIDTH = 64", "WIDTH = 96", path="train.py\n" + "x = 1\n" * 3000)]
+            ),
+            "edits may only change train.py; refused an edit to 'train.py\\nx = 1\\nx = 1",
+            lambda c: c.edits[0].path,
+        ),
+        (  # a declared knob's value the length of a file
+            Candidate("lr as text", knobs={"LR": "0.01 " * 3000}),
+            "knob LR: '0.01 0.01 0.01",
+            lambda c: c.knobs["LR"],
+        ),
+        (  # the same for a constant of train.py that no knob declares
+            Candidate("seconds as text", knobs={"SECONDS": "0.2 " * 3000}),
+            "knob SECONDS: '0.2 0.2 0.2",
+            lambda c: c.knobs["SECONDS"],
+        ),
+    ],
+)
+def test_a_refused_proposal_is_said_in_a_short_line_and_kept_whole_in_its_file(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    candidate: Candidate,
+    said: str,
+    kept: Callable[[Candidate], object],
+) -> None:
+    """The reason quoted what the proposer wrote whole: one warning line of 15,000 characters in
+    controller.log, and the same in results.tsv's reason, W&B and the next prompt. It now quotes
+    its start, says how long it was, and the candidate is kept whole in proposals/, where its
+    trial's `edit` points, as a queued one is."""
+    intake = open_intake(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        intake.wave(Wave(rationale="", candidates=[candidate], source="test"))
+    (trial,) = intake.ledger.all()
+    reason = trial.user_attrs["reason"]
+    assert trial.state == TrialState.FAIL and reason.startswith(said) and "characters)" in reason
+    (line,) = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert len(line) < 300 and "\n" not in line and "proposals/t00000-screen.json" in line
+    assert trial.user_attrs["edit"] == "proposals/t00000-screen.json"
+    assert kept(intake.load_candidate(trial.user_attrs)) == kept(candidate)  # nothing lost
+
+
 def test_a_lost_run_is_retried_once_as_it_was(tmp_path: Path) -> None:
     intake = open_intake(tmp_path)
     intake.add(
