@@ -17,6 +17,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import yaml
@@ -38,7 +39,10 @@ from autoresearch.cli import (
     unknown_command,
 )
 from autoresearch.config import AutoresearchConfig, register_configs
-from autoresearch.stop_signals import install_stop_handlers, stopped_by
+from autoresearch.stop_signals import install_stop_handlers, leave, stopped_by
+
+if TYPE_CHECKING:
+    from autoresearch.campaign import Campaign
 
 register_configs()
 log = logging.getLogger("autoresearch")
@@ -53,17 +57,14 @@ CANNOT_ADD = (
 
 
 def run(cfg: AutoresearchConfig) -> int:
-    from autoresearch.budget import going_on_past
-    from autoresearch.campaign import Campaign, CampaignError
+    """The campaign: its start's checks, then the controller, which ends the process (`leave`);
+    a refusal returns its exit code."""
+    from autoresearch.campaign import Campaign
     from autoresearch.config import deadline_seconds
-    from autoresearch.files import WRITE_REFUSED, write_failure
     from autoresearch.fleet.factory import build_fleet
-    from autoresearch.frontier import FrontierError
     from autoresearch.logs import setup_logging
     from autoresearch.open_checks import LOG_FILE, unwritable_folder_message
-    from autoresearch.outage import StoppedInOutage
     from autoresearch.start_checks import StartRefused, start_checks
-    from autoresearch.study import StudyUnavailable
     from autoresearch.tracking import make_tracker
 
     setup_logging()  # before the checks: their warnings are held for controller.log
@@ -87,7 +88,8 @@ def run(cfg: AutoresearchConfig) -> int:
 
     def request_stop(signum: int, _frame: object) -> None:
         if campaign.stop_requested:
-            raise KeyboardInterrupt
+            campaign.leave_now()  # (a second: KeyboardInterrupt, at once or once its files are whole)
+            return
         campaign.stopped_by = stopped_by(signum)
         campaign.stop_requested = True
         log.warning("stopping: no new experiments; running ones stay and a re-run re-attaches to them")
@@ -97,6 +99,25 @@ def run(cfg: AutoresearchConfig) -> int:
     log.info(
         "campaign %s in %s; proposer %s; slots %s", cfg.campaign.name, campaign_dir, proposer.name, pools
     )
+    try:
+        code = run_campaign(campaign)
+    except KeyboardInterrupt:  # a second signal while stopping: leave now, state is in the study
+        log.warning("interrupted: running experiments stay, and a re-run re-attaches to them")
+        code = EXIT_INTERRUPTED
+    leave(code)
+
+
+def run_campaign(campaign: Campaign) -> int:
+    """The campaign to its end or stop, then what it found; the exit code (a second stop signal
+    raises KeyboardInterrupt here)."""
+    from autoresearch.budget import going_on_past
+    from autoresearch.campaign import CampaignError
+    from autoresearch.files import WRITE_REFUSED, write_failure
+    from autoresearch.frontier import FrontierError
+    from autoresearch.outage import StoppedInOutage
+    from autoresearch.study import StudyUnavailable
+
+    campaign_dir = campaign.dir
     try:
         summary = campaign.run()
     except StoppedInOutage as err:  # a stop while the database was gone: a stop, in one line
@@ -115,9 +136,6 @@ def run(cfg: AutoresearchConfig) -> int:
             write_failure(err, campaign_dir),
         )
         return EXIT_ERROR
-    except KeyboardInterrupt:  # a second signal while stopping: leave now, state is in the study
-        log.warning("interrupted: running experiments stay, and a re-run re-attaches to them")
-        return EXIT_INTERRUPTED
     best = f"{summary.best:.6f}" if summary.best is not None else "n/a"
     base = f"{summary.baseline:.6f}" if summary.baseline is not None else "n/a"
     log.info(

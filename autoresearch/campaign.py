@@ -22,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -156,6 +157,9 @@ class Campaign:
         self.sampler = AgentSampler(self.knobs, seed=self.c.seed)
         self.stop_requested = False
         self.stopped_by = "the user"  # or the time limit of the controller's Slurm job (its USR1)
+        self._writing_stop_files = False  # a second stop waits for the block to end (`leave_now`)
+        self._stop_held = False  # one came meanwhile
+        self._leaving = False  # a second stop raised KeyboardInterrupt: a third is no news
         self._lock_fd: int | None = None
         self.heartbeat = Heartbeat(campaign_dir)  # started once this controller holds the lock
         self._baseline_measured: set[str] = set()  # tiers where a baseline has succeeded: sound there
@@ -413,26 +417,57 @@ class Campaign:
         return self.summary(stop_reason, set_up=opened)
 
     def _close(self, ended: str, opened: bool) -> None:
-        """What a controller does however it stops; the campaign's outputs only once it was opened."""
+        """What a controller does however it stops; the campaign's outputs only once it was opened.
+        A second stop cuts only the wait for W&B short (what it did not send, the next run sends):
+        the files a stop writes are written whole first (`_writing_what_a_stop_saves`)."""
         try:
             self.pump.close()
             if opened:
-                self.fleet.shutdown(cancel=False)
-                try:
-                    self._write_outputs(ended=ended)
-                except OSError as err:  # (a full disk: derived files, which must not hide why it stopped)
-                    log.warning(
-                        "results.tsv and report.html not written: %s; `autoresearch report %s` writes them",
-                        write_failure(err, self.dir),
-                        self.dir,
-                    )
+                with self._writing_what_a_stop_saves():
+                    self.fleet.shutdown(cancel=False)
+                    self._write_final_outputs(ended)
                 self.tracker.update(self.study)
                 self.tracker.close(self.dir / REPORT_FILE)
         finally:
-            self.heartbeat.stop(ended)
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            try:
+                with self._writing_what_a_stop_saves():
+                    self.heartbeat.stop(ended)
+            finally:
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+
+    def _write_final_outputs(self, ended: str) -> None:
+        try:
+            self._write_outputs(ended=ended)
+        except OSError as err:  # (a full disk: derived files, which must not hide why it stopped)
+            log.warning(
+                "results.tsv and report.html not written: %s; `autoresearch report %s` writes them",
+                write_failure(err, self.dir),
+                self.dir,
+            )
+
+    def leave_now(self) -> None:
+        """A second stop signal: leave at once, by KeyboardInterrupt (which the controller's caller
+        answers with exit code 130), or, while the files a stop saves are written, as soon as they
+        are whole. A third, once it is leaving, is no news."""
+        if self._writing_stop_files:
+            self._stop_held = True
+        elif not self._leaving:
+            self._leaving = True
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def _writing_what_a_stop_saves(self) -> Iterator[None]:
+        """A block that writes what a stop saves (report.html, results.tsv, controller.json's last
+        word): a second stop signal raised in it cut them out, so it is held until the block ends."""
+        self._writing_stop_files = True
+        try:
+            yield
+        finally:
+            self._writing_stop_files = False
+        if self._stop_held:
+            self.leave_now()
 
     def _broken_start(self) -> str:
         """Why nothing can be judged: every baseline run of the starting train.py on the screen tier

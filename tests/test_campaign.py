@@ -602,6 +602,10 @@ def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(tmp_pat
     assert not Path(f"/proc/{started.read_text()}").exists()  # the step was ended
 
 
+# The controller's last line after a second Ctrl-C or SIGTERM.
+INTERRUPTED = "interrupted: running experiments stay, and a re-run re-attaches to them"
+
+
 @pytest.mark.parametrize(("signals", "code"), [([signal.SIGINT], 3), ([signal.SIGINT, signal.SIGTERM], 130)])
 def test_ctrl_c_stops_and_a_rerun_finishes_the_work(tmp_path: Path, signals: list[int], code: int) -> None:
     """One signal: no new experiments, exit 3; a second one: leave at once, exit 130, no
@@ -621,7 +625,7 @@ def test_ctrl_c_stops_and_a_rerun_finishes_the_work(tmp_path: Path, signals: lis
     said = " ".join(log_file.read_text().split())
     assert controller.returncode == code, said
     # (the second signal can land while the first one's handler is still writing its line)
-    stop_line = "stopping: no new experiments" if code == 3 else "interrupted: running experiments stay"
+    stop_line = "stopping: no new experiments" if code == 3 else INTERRUPTED
     assert stop_line in said and "Traceback" not in said
     proc = subprocess.run(
         campaign_command(tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
@@ -665,6 +669,90 @@ def test_ctrl_c_while_the_controller_starts_is_one_line_and_exit_130(tmp_path: P
     assert proc.returncode == 130, proc.stdout + proc.stderr
     assert proc.stderr == "interrupted: nothing is lost; the same command starts or resumes the campaign\n"
     assert not (tmp_path / "toy").exists()
+
+
+# A controller with Python's own Ctrl-C handler, as a terminal gives it (see CTRL_C_AT_THE_CHECKS);
+# with `second_at_report`, a second Ctrl-C comes as the stop's report.html is being written.
+CTRL_C_HANDLER = """
+import os, runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+if sys.argv.pop(1) == "second-at-report":
+    import autoresearch.campaign as campaign
+    writing = campaign.write_report
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return writing(*args, **kwargs)
+    campaign.write_report = interrupted
+runpy.run_module("autoresearch", run_name="__main__", alter_sys=True)
+"""
+
+
+def controller_with_ctrl_c(runs_dir: Path, out: Path, second_at_report: bool = False) -> subprocess.Popen:
+    """The toy campaign's controller, its output in `out`, stopped by a Ctrl-C once it runs an
+    experiment (its first: it has said `stopping: ...` when this returns)."""
+    when = "second-at-report" if second_at_report else "once"
+    command = [sys.executable, "-c", CTRL_C_HANDLER, when, *campaign_command(runs_dir)[3:]]
+    with out.open("w") as written:
+        controller = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, "TOY_SECONDS": "2"}, stdout=written, stderr=written
+        )
+
+    def running() -> bool:
+        return controller.poll() is not None or any(runs_dir.glob("toy/experiments/*/runner.pid"))
+
+    wait_for(running, 60, "a running experiment")
+    assert controller.returncode is None, out.read_text()
+    controller.send_signal(signal.SIGINT)
+    wait_for(lambda: "stopping: no new experiments" in out.read_text(), 60, "the stop's line")
+    return controller
+
+
+def assert_the_stop_was_saved(campaign: Path) -> None:
+    """What the first stop writes as it exits, each file whole: report.html, results.tsv,
+    controller.json's last word, no temporary left."""
+    assert "stopped by the user" in (campaign / "report.html").read_text()
+    assert (campaign / "results.tsv").read_text().startswith("commit\t")
+    assert controller_state(campaign).startswith("stopped ") and "by the user" in controller_state(campaign)
+    assert not list(campaign.glob("*.tmp"))
+
+
+def test_a_second_ctrl_c_while_the_stop_writes_its_report_waits_for_it_then_leaves_with_130(
+    tmp_path: Path,
+) -> None:
+    """A second Ctrl-C while the controller wrote what its stop saves raised KeyboardInterrupt
+    in the write: report.html, the stop's own account, was never written. It is held until that
+    write is whole, then leaves as a second Ctrl-C does: one line, exit 130."""
+    out = tmp_path / "controller.out"
+    controller = controller_with_ctrl_c(tmp_path, out, second_at_report=True)
+    controller.wait(timeout=60)
+    said = out.read_text()
+    assert controller.returncode == 130, said
+    assert "Traceback" not in said
+    assert said.splitlines()[-1].endswith(f"WARNING  {INTERRUPTED}"), said
+    assert_the_stop_was_saved(tmp_path / "toy")
+
+
+def test_ctrl_c_again_and_again_as_the_controller_exits_never_kills_it_without_a_word(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C pressed over and over once the controller had said its last line: the second came
+    in Python's teardown, where Ctrl-C's default action is back, and killed the process (exit
+    -2) without a word. The controller leaves as soon as all is said, with its own code."""
+    out = tmp_path / "controller.out"
+    controller = controller_with_ctrl_c(tmp_path, out)
+    wait_for(lambda: "kept changes: " in out.read_text(), 60, "the controller's last line")
+    wait_for(
+        lambda: controller.poll() is not None or controller.send_signal(signal.SIGINT),
+        60,
+        "the controller to exit",
+        every=0.01,
+    )
+    said = out.read_text()
+    assert controller.returncode in (3, 130), said
+    assert "Traceback" not in said
+    if controller.returncode == 130:  # (a Ctrl-C as it wrote its last line to controller.log)
+        assert said.splitlines()[-1].endswith(INTERRUPTED), said
+    assert_the_stop_was_saved(tmp_path / "toy")
 
 
 def test_a_write_the_disk_refuses_stops_the_controller_in_one_line_and_a_rerun_goes_on(
