@@ -33,7 +33,7 @@ from autoresearch.estimate import (
 from autoresearch.folder_lock import lock_refusal
 from autoresearch.frontier import start_source_of
 from autoresearch.heartbeat import controller_state
-from autoresearch.journal import JOURNAL_FILE
+from autoresearch.journal import JOURNAL_FILE, repairs_said
 from autoresearch.ledger import owed_runs
 from autoresearch.open_checks import folder_refusal, study_refusal
 from autoresearch.results import frontier_value, rows
@@ -97,6 +97,7 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready) -> list[str]:
         ("check", _headline(cfg, study, spend)),
         *(("warning", said) for said in [*ready.warnings, *_starting_files_said(cfg, folder, study)]),
         ("campaign", _folder_said(folder, study)),
+        *(("repair", said) for said in ([] if cfg.storage else repairs_said(folder))),
         *_resume_lines(folder, cfg),
         ("proposer", _proposer_said(cfg, ready)),
         ("tracking", _tracking_said(cfg)),

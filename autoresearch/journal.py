@@ -145,22 +145,48 @@ def journal_storage(campaign_dir: Path, sole_writer: bool = False) -> BatchedJou
     return BatchedJournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)), sole_writer)
 
 
+LEFT_LOCK = "the study journal's lock, left by a controller killed while writing it"
+
+
+def torn_tail(size: int) -> str:
+    """A torn last line as the start that drops it and the check that foresees it say it."""
+    return (
+        f"the torn last {size} bytes of the study journal: a controller was killed, or its disk full, "
+        "while writing them"
+    )
+
+
+def left_by_a_kill(campaign_dir: Path) -> tuple[Path | None, int]:
+    """What a controller killed while appending to the journal leaves behind, read without
+    writing: the lock file (None: none), and the size of a torn last line (0: none)."""
+    path = campaign_dir / JOURNAL_FILE
+    lock = Path(f"{path}{LOCK_FILE_SUFFIX}")
+    size = path.stat().st_size if path.exists() else 0
+    keep = after_last_newline(path, size) if size else 0
+    return (lock if lock.exists() else None), size - keep
+
+
 def recover_journal(campaign_dir: Path) -> None:
     """Undo what a controller killed while appending to the journal leaves behind: the lock file
     (Optuna would wait 30 s before taking it over) and a torn last line (Optuna would refuse the
     whole journal once anything is appended after it). Safe only under the controller lock: no
     other process writes the journal then."""
-    path = campaign_dir / JOURNAL_FILE
-    lock = Path(f"{path}{LOCK_FILE_SUFFIX}")
-    if lock.exists():
+    lock, torn = left_by_a_kill(campaign_dir)
+    if lock is not None:
         lock.unlink()
-        log.info("removed the study journal's lock, left by a controller killed while writing it")
-    size = path.stat().st_size if path.exists() else 0
-    keep = after_last_newline(path, size) if size else 0
-    if keep == size:
-        return
-    os.truncate(path, keep)
-    log.warning(
-        "dropped the torn last %d bytes of the study journal: a controller was killed, or its disk full, while writing them",
-        size - keep,
-    )
+        log.info("removed %s", LEFT_LOCK)
+    if torn:
+        path = campaign_dir / JOURNAL_FILE
+        os.truncate(path, path.stat().st_size - torn)
+        log.warning("dropped %s", torn_tail(torn))
+
+
+def repairs_said(campaign_dir: Path) -> list[str]:
+    """What the start would repair in the journal (`recover_journal`), in its words, for the dry run."""
+    lock, torn = left_by_a_kill(campaign_dir)
+    said = []
+    if lock is not None:
+        said.append(f"the start removes {LEFT_LOCK}")
+    if torn:
+        said.append(f"the start drops {torn_tail(torn)}")
+    return said

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import REPO, campaign_command, compose_toy, fake_commands, load, run_campaign
+from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.trial import TrialState, create_trial
 
 from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, served
@@ -450,6 +451,42 @@ def test_a_resume_check_warns_as_the_start_does_of_a_starting_file_changed_since
     started = run(PYTHON_M, *toy_args(folder / "runs", *overrides))
     assert started.returncode == 0, started.stdout + started.stderr
     assert warned == re.findall(r"^\S+ WARNING +(.+)$", started.stdout, re.M)  # the start's own words
+
+
+def test_a_resume_check_says_what_the_start_repairs_in_a_journal_a_killed_controller_left(
+    tmp_path: Path, finished_toy: Path
+) -> None:
+    """A controller killed while it appended to the study journal leaves the journal's lock file
+    and a torn last line: the start removes and drops them, a line each, but the check said
+    nothing of either. It says each in the start's words, and repairs nothing itself."""
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_toy, runs)
+    journal = runs / "toy" / "study.journal"
+    with journal.open("ab") as appended:
+        appended.write(b'{"op_code": 8, "worker_id": "ab')  # 31 bytes, cut short
+    Path(f"{journal}{LOCK_FILE_SUFFIX}").touch()
+    same = ["campaign.budget.max_experiments=5", "cluster.threads_per_slot=1"]
+    before = tree(runs)
+    checked = check(runs, *same)
+    assert checked.returncode == 0, checked.stderr
+    assert tree(runs) == before
+    repairs = re.findall(r"^repair +the start (\w+) (.+)$", checked.stdout, re.M)
+    assert repairs == [
+        ("removes", "the study journal's lock, left by a controller killed while writing it"),
+        (
+            "drops",
+            "the torn last 31 bytes of the study journal: a controller was killed, or its disk full, "
+            "while writing them",
+        ),
+    ]
+    started = run(PYTHON_M, *toy_args(runs, *same))
+    assert started.returncode == 0, started.stdout + started.stderr
+    done = re.findall(
+        r"^\S+ (?:INFO|WARNING) +(removed|dropped) (the (?:study journal's lock,|torn) .+)$",
+        started.stdout,
+        re.M,
+    )
+    assert done == [("removed", repairs[0][1]), ("dropped", repairs[1][1])]  # the start's own words
 
 
 @pytest.mark.parametrize("command", [PYTHON_M, [CONSOLE_SCRIPT]], ids=["python -m", "console script"])
