@@ -39,7 +39,7 @@ from autoresearch.cli import (
     unknown_command,
 )
 from autoresearch.config import AutoresearchConfig, register_configs
-from autoresearch.stop_signals import install_stop_handlers, leave, stopped_by
+from autoresearch.stop_signals import ignore_stops, install_stop_handlers, stopped_by
 
 if TYPE_CHECKING:
     from autoresearch.campaign import Campaign
@@ -57,8 +57,8 @@ CANNOT_ADD = (
 
 
 def run(cfg: AutoresearchConfig) -> int:
-    """The campaign: its start's checks, then the controller, which ends the process (`leave`);
-    a refusal returns its exit code."""
+    """The campaign: its start's checks, then the controller; the exit code. Stops are ignored
+    once it returns (`ignore_stops`): all is written and said."""
     from autoresearch.campaign import Campaign
     from autoresearch.config import deadline_seconds
     from autoresearch.fleet.factory import build_fleet
@@ -104,7 +104,8 @@ def run(cfg: AutoresearchConfig) -> int:
     except KeyboardInterrupt:  # a second signal while stopping: leave now, state is in the study
         log.warning("interrupted: running experiments stay, and a re-run re-attaches to them")
         code = EXIT_INTERRUPTED
-    leave(code)
+    ignore_stops()
+    return code
 
 
 def run_campaign(campaign: Campaign) -> int:

@@ -2,17 +2,13 @@
 a job's time limit) and by whom, and how it tells
 slurm/controller.sbatch that it can hear it: the script holds each stop that comes before then,
 since an INT during start-up (imports, Hydra) would raise KeyboardInterrupt wherever it lands.
-And how the controller leaves once it has said its last word (`leave`)."""
+And how it stops hearing them once it has said its last word (`ignore_stops`)."""
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import os
 import signal
-import sys
 from collections.abc import Callable
-from typing import NoReturn
 
 READY_PID_ENV = "AUTORESEARCH_READY_PID"  # set by slurm/controller.sbatch to its own pid
 StopHandler = Callable[[int, object], None]
@@ -52,16 +48,10 @@ def tell_parent_ready() -> None:
         os.kill(int(named), signal.SIGUSR2)
 
 
-def leave(code: int) -> NoReturn:
-    """End the controller's process with `code` once all is written and said. Not through Python's
-    own exit: its teardown (most of a second, with torch and matplotlib loaded) runs with Ctrl-C's
-    default action back, and a Ctrl-C then killed the process without a word (exit -2). Stops are
-    ignored from here, nothing being left to stop; the exit hooks (logging's flush, W&B's service
-    shut down) run as at any exit, but with no KeyboardInterrupt to cut them short."""
+def ignore_stops() -> None:
+    """Ignore stop signals from here on: the controller has said its last word, and nothing is left
+    to stop. Python's teardown (most of a second, with torch and matplotlib loaded) gives a signal
+    that has a Python handler back its default action, and a Ctrl-C there killed the process
+    without a word (exit -2); an ignored one stays ignored to the end."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    atexit._run_exitfuncs()
-    with contextlib.suppress(OSError):  # (output into a pipe its reader closed)
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
