@@ -254,13 +254,14 @@ def _slurm_id(campaign: Path, trial: int) -> str:
 # -- units: sacct parsing and reruns (no cluster needed) ---------------------------------------------
 def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
     text = (
-        "12_0|COMPLETED|2026-01-01T10:00:00\n"
-        "12_1|PENDING|2026-01-01T10:00:09\n"
-        "12_1|NODE_FAIL|2026-01-01T10:00:00\n"
-        "12_[3-5,8%2]|PENDING|2026-01-01T10:00:00\n"
-        "13|CANCELLED by 0|2026-01-01T10:00:01\n"
+        "12_0|COMPLETED|2026-01-01T10:00:00|00:01:05\n"
+        "12_1|PENDING|2026-01-01T10:00:09|00:00:00\n"
+        "12_1|NODE_FAIL|2026-01-01T10:00:00|00:00:07\n"
+        "12_[3-5,8%2]|PENDING|2026-01-01T10:00:00|00:00:00\n"
+        "13|CANCELLED by 0|2026-01-01T10:00:01|1-00:00:02\n"
     )
-    states = parse_sacct(text)
+    states, suspended_s = parse_sacct(text)
+    assert suspended_s == {"12_0": 65.0, "13": 86402.0}  # of the latest attempt (12_1's first was suspended)
     assert set(states) == {"12_0", "12_1", "12_3", "12_4", "12_5", "12_8", "13"}
     assert states["12_1"] == ["NODE_FAIL", "PENDING"]
     assert attempt_state(states["12_1"], 0) == "NODE_FAIL"
@@ -1354,6 +1355,57 @@ def test_a_node_drained_under_a_running_job_lets_it_finish_and_the_next_wait_is_
     ]
 
 
+class SuspendedRun:
+    """One held toy experiment on h100 under a short deadline (8 s, the controller's grace 5 s),
+    suspended (`scontrol suspend`) once train.py runs, until past both deadlines: released, it
+    writes its result at once."""
+
+    DEADLINE_S, GRACE_S = 8.0, 5.0
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(
+            slurm_fleet, "backstop_grace", lambda cluster: self.GRACE_S
+        )  # (30 s at least in use)
+        self.cluster = compose_toy(tmp_path, SLURM).cluster
+        self.campaign = str(tmp_path / "toy")
+        self.hold = tmp_path / "hold"
+        self.hold.touch()
+        waits = f"import os, time, prepare\nopen('running', 'w')\nwhile os.path.exists({str(self.hold)!r}): time.sleep(0.1)\n"
+        train_py = waits + "prepare.write_result({'val_bpb': 1.0})\n"
+        self.job = JobSpec(1, make_experiment(tmp_path, train_py, deadline=self.DEADLINE_S, trial=1), "h100")
+
+    def fleet(self) -> SlurmFleet:
+        """A controller's fleet, as a start (or a start again) makes it."""
+        return SlurmFleet(self.cluster, self.DEADLINE_S, self.campaign)
+
+    def suspend_past_the_deadlines(self, fleet: SlurmFleet, finished: list[Finished]) -> str:
+        """Submit it, suspend it once it runs, and poll `fleet` until well past both deadlines: its handle."""
+        handle = fleet.submit([self.job])[1]
+        wait_for(lambda: (self.job.exp_dir / "running").exists(), 60, "train.py to start")
+        subprocess.run(["scontrol", "suspend", handle.rpartition(":")[2]], check=True)
+        started = json.loads((self.job.exp_dir / "started.json").read_text())["started_at"]
+        past_both = started + self.DEADLINE_S + self.GRACE_S + 2 * self.DEADLINE_S
+        wait_for(
+            lambda: _poll_asking_slurm(fleet, finished) or time.time() > past_both,
+            90,
+            "both deadlines",
+            every=0.5,
+        )
+        return handle
+
+    def resume_to_its_end(self, fleet: SlurmFleet, handle: str, finished: list[Finished]) -> None:
+        subprocess.run(["scontrol", "resume", handle.rpartition(":")[2]], check=True)
+        self.hold.unlink()
+        wait_for(lambda: _poll_asking_slurm(fleet, finished), 60, "the resumed run to end", every=0.2)
+
+
+def _poll_asking_slurm(fleet: SlurmFleet, finished: list[Finished]) -> list[Finished]:
+    """`fleet.poll()`, its Slurm states read afresh (sacct is asked every 10 s), adding to `finished`."""
+    fleet._states_at = -slurm_fleet.STATE_POLL_SECONDS
+    finished.extend(fleet.poll())
+    return finished
+
+
 @pytest.mark.slurm
 def test_a_job_suspended_past_its_deadline_runs_on_to_its_result_when_resumed(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
@@ -1362,35 +1414,38 @@ def test_a_job_suspended_past_its_deadline_runs_on_to_its_result_when_resumed(
     deadlines ran on meanwhile: resumed past them, the run was ended as a timeout of its own
     (the runner's `killed at the deadline`, or the controller's cancel). Suspended time no longer
     counts on either clock."""
-    deadline = 8.0
-    monkeypatch.setattr(slurm_fleet, "backstop_grace", lambda cluster: 5.0)  # (30 s at least in use)
-    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline, str(tmp_path / "toy"))
-    hold = tmp_path / "hold"
-    hold.touch()
-    waits = f"import os, time, prepare\nopen('running', 'w')\nwhile os.path.exists({str(hold)!r}): time.sleep(0.1)\n"
-    exp = make_experiment(
-        tmp_path, waits + "prepare.write_result({'val_bpb': 1.0})\n", deadline=deadline, trial=1
-    )
+    run = SuspendedRun(tmp_path, monkeypatch)
+    fleet = run.fleet()
     finished: list[Finished] = []
-
-    def poll_asking_slurm() -> list[Finished]:
-        fleet._states_at = -slurm_fleet.STATE_POLL_SECONDS  # (sacct is asked every 10 s)
-        finished.extend(fleet.poll())
-        return finished
-
     try:
-        job = fleet.submit([JobSpec(1, exp, "h100")])[1].rpartition(":")[2]
-        wait_for(lambda: (exp / "running").exists(), 60, "train.py to start")
-        subprocess.run(["scontrol", "suspend", job], check=True)
-        started = json.loads((exp / "started.json").read_text())["started_at"]
-        past_both = started + deadline + 5.0 + 2 * deadline  # the controller's deadline, and more
-        wait_for(lambda: poll_asking_slurm() or time.time() > past_both, 90, "both deadlines", every=0.5)
+        handle = run.suspend_past_the_deadlines(fleet, finished)
         assert finished == []
-        subprocess.run(["scontrol", "resume", job], check=True)
-        hold.unlink()
-        wait_for(lambda: poll_asking_slurm(), 60, "the resumed run to end", every=0.2)
+        run.resume_to_its_end(fleet, handle, finished)
     finally:
         fleet.shutdown(cancel=True)
+    assert [(f.trial, f.outcome["status"]) for f in finished] == [(1, "ok")], finished
+
+
+@pytest.mark.slurm
+def test_a_suspension_past_the_deadline_is_not_forgotten_by_a_controller_started_again(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller kept the time a job stood suspended in memory: one started again after a
+    suspension past the deadline's grace counted the suspension as running time, and cancelled
+    the run as it resumed (`timeout: controller deadline`). The time is now Slurm's own (sacct's
+    Suspended), which a controller started again reads as the first did."""
+    run = SuspendedRun(tmp_path, monkeypatch)
+    first, again = run.fleet(), run.fleet()
+    finished: list[Finished] = []
+    try:
+        handle = run.suspend_past_the_deadlines(first, finished)
+        assert finished == []
+        assert again.reattach(run.job, handle)  # the first controller is gone: killed, its memory lost
+        assert _poll_asking_slurm(again, finished) == []  # still suspended
+        run.resume_to_its_end(again, handle, finished)
+    finally:
+        for fleet in (first, again):
+            fleet.shutdown(cancel=True)
     assert [(f.trial, f.outcome["status"]) for f in finished] == [(1, "ok")], finished
 
 

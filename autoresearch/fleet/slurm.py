@@ -98,7 +98,8 @@ SLURM_COMMANDS = ("sbatch", "srun", "sacct", "scancel")  # what submitit and thi
 class _Tracked:
     job: JobSpec
     slurm_id: str  # array task (A_i) or job id; '' in worker mode, where the claim names the worker
-    deadline: float | None = None  # set when the runner starts: queue time does not count
+    deadline: float | None = None  # set when the runner starts: queue time does not count, nor
+    # suspended time (`_past_deadline`): this controller's count of it, from the states Slurm showed
     over_since: float | None = None  # when it was first seen over (by Slurm, or the runner interrupted)
     # How long Slurm (sacct, or squeue in its stead) has answered without a record of it, and
     # when that was last counted (None while nobody answers: the clock stops).
@@ -106,6 +107,7 @@ class _Tracked:
     unknown_at: float | None = None
     unsent: bool = False  # sbatch could not reach Slurm: sent again from `poll`
     suspended_at: float | None = None  # when Slurm last showed it suspended: its deadline waits
+    suspended_s: float = 0.0
 
 
 # A tracked job not final yet: its runner's outcome (None, or an interrupted one), and its Slurm
@@ -218,6 +220,7 @@ class SlurmFleet:
         self._gone: set[str] = set()  # jobs neither sacct nor squeue listed when last asked
         # Array tasks among them whose array squeue still lists: taken out of it on their own
         self._dropped: set[str] = set()
+        self._suspended_s: dict[str, float] = {}  # sacct's count of each job's suspended time, where any
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool or held job, pending reason) said once
@@ -503,27 +506,20 @@ class SlurmFleet:
                 continue
             # The Slurm job and attempt running it: its array task, or the worker holding it.
             job = (t.slurm_id, 0) if t.slurm_id else claims[t.job.pool].get(t.job.trial)
-            if outcome is None:
-                if t.deadline is None:
-                    t.deadline = self._deadline_of(t)
-                if t.deadline is not None and now > t.deadline and t.suspended_at is None:
-                    if job:
-                        subprocess.run(["scancel", job[0]], capture_output=True, check=False)
-                    timeout = {"trial": t.job.trial, "status": "timeout", "reason": "controller deadline"}
-                    done.append(self._done(t, timeout, abandon=True))
-                    continue
             waiting.append((t, outcome, job))
         ids = [job[0] for _, _, job in waiting if job] + [w for ws in self._workers.values() for w in ws]
         states = self._job_states(ids)
         gone = self._absent(waiting, states, now)
-        self._hold_deadlines_while_suspended(waiting, states, now)
+        self._count_suspended_time(waiting, states, now)
         if time.monotonic() - self._pending_at >= PENDING_POLL_SECONDS:
             self._pending_at = time.monotonic()
             pools = {job[0]: t.job.pool for t, _, job in waiting if job}
             pools.update({w: pool for pool, ws in self._workers.items() for w in ws})
             self._warn_never_starting({i: pools[i] for i in ids if latest(states[i]) == "PENDING"})
         for t, outcome, job in waiting:
-            finished = self._judge(t, outcome, job, states, gone, now)
+            finished = self._past_deadline(t, outcome, job, now) or self._judge(
+                t, outcome, job, states, gone, now
+            )
             if finished is not None:
                 done.append(finished)
         for pool in self.queues:
@@ -623,17 +619,40 @@ class SlurmFleet:
         cancelled = {"trial": t.job.trial, "status": "cancelled", "reason": reason, "slurm_job_id": slurm_id}
         return self._done(t, cancelled, abandon=True)
 
-    def _hold_deadlines_while_suspended(
+    def _count_suspended_time(
         self, waiting: list[_Waiting], states: dict[str, list[str]], now: float
     ) -> None:
-        """Move each job's deadline on by the time Slurm shows it suspended (`scontrol suspend`):
-        its processes stand still, the runner's clock with them (runner), and a deadline that ran
-        on would cancel a sound run as hung the moment it came back."""
+        """Count the time Slurm shows each job suspended (`scontrol suspend`): its processes stand
+        still, the runner's clock with them (runner), and a deadline that ran on would cancel a
+        sound run as hung the moment it came back."""
         for t, _, job in waiting:
             suspended = job is not None and latest(states.get(job[0], [])).startswith("SUSPENDED")
-            if suspended and t.deadline is not None and t.suspended_at is not None:
-                t.deadline += now - t.suspended_at
+            if suspended and t.suspended_at is not None:
+                t.suspended_s += now - t.suspended_at
             t.suspended_at = now if suspended else None
+
+    def _past_deadline(
+        self, t: _Tracked, outcome: dict[str, Any] | None, job: tuple[str, int] | None, now: float
+    ) -> Finished | None:
+        """The controller's backstop: a run its runner has not ended long past its deadline is
+        cancelled as hung, its job's suspended time not counted. That time is the larger of this
+        controller's count and Slurm's (sacct's Suspended), which survives a restart: a controller
+        started again after a long suspension would otherwise cancel the run as it resumed. A job
+        suspended now waits: its time is not all counted yet. Judged on Slurm's latest answer, so a
+        controller just started first learns what Slurm counted."""
+        if outcome is not None:
+            return None
+        if t.deadline is None:
+            t.deadline = self._deadline_of(t)
+        if t.deadline is None or t.suspended_at is not None:
+            return None
+        suspended_s = max(t.suspended_s, self._suspended_s.get(job[0], 0.0) if job else 0.0)
+        if now <= t.deadline + suspended_s:
+            return None
+        if job:
+            subprocess.run(["scancel", job[0]], capture_output=True, check=False)
+        timeout = {"trial": t.job.trial, "status": "timeout", "reason": "controller deadline"}
+        return self._done(t, timeout, abandon=True)
 
     def _absent(self, waiting: list[_Waiting], states: dict[str, list[str]], now: float) -> set[str]:
         """The jobs that neither sacct nor squeue has shown for UNKNOWN_SECONDS of sacct's answers:
@@ -656,6 +675,7 @@ class SlurmFleet:
     def _done(self, t: _Tracked, outcome: dict[str, Any], abandon: bool = False) -> Finished:
         """Stop tracking a trial; make sure Slurm will not run its workspace again."""
         del self._tracked[t.job.trial]
+        self._suspended_s.pop(t.slurm_id, None)
         if t.job.pool in self.queues:
             self.queues[t.job.pool].release(t.job.trial)
         if abandon:
@@ -762,16 +782,19 @@ class SlurmFleet:
         return {i: self._states.get(i, []) for i in ids}
 
     def _sacct_states(self, ids: list[str]) -> dict[str, list[str]] | None:
-        """sacct's answer, None while it fails (said once per outage: with accounting down,
-        slurmdbd, sacct fails at every poll)."""
+        """sacct's states, None while it fails (said once per outage: with accounting down,
+        slurmdbd, sacct fails at every poll). The suspended time it counts is kept for the
+        deadlines (`_past_deadline`), the last count standing while it fails."""
         sacct_was_down = self._states_from != "sacct"
         if_failed = "" if sacct_was_down else "asking squeue instead until it answers"
-        found = job_states({i.split("_")[0] for i in ids}, if_failed)
-        if found is not None:
-            if sacct_was_down:
-                log.info("sacct answers again")
-            self._states_from = "sacct"
-        return found
+        answer = job_states({i.split("_")[0] for i in ids}, if_failed)
+        if answer is None:
+            return None
+        if sacct_was_down:
+            log.info("sacct answers again")
+        self._states_from = "sacct"
+        self._suspended_s.update(answer.suspended_s)
+        return answer.states
 
     def wait(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
-from typing import Any
+from typing import Any, NamedTuple
 
 from autoresearch.config import PartitionConfig
 
@@ -83,20 +83,34 @@ def attempt_state(attempts: list[str], attempt: int) -> str:
     return state
 
 
-def parse_sacct(text: str) -> dict[str, list[str]]:
-    """`sacct -D -X -P -o JobID,State,Submit` output: each job or array task's states, oldest first.
+class SacctAnswer(NamedTuple):
+    """sacct's word on jobs: each job or array task's states, oldest attempt first; and, for those
+    whose latest attempt has stood suspended (`scontrol suspend`), for how long in all, in seconds:
+    Slurm's own count, which a controller started again reads as the first did."""
+
+    states: dict[str, list[str]]
+    suspended_s: dict[str, float]
+
+
+def parse_sacct(text: str) -> SacctAnswer:
+    """`sacct -D -X -P -o JobID,State,Submit,Suspended` output.
 
     A requeued job has one line per attempt; pending array tasks share one line (`12_[3-5,8%2]`).
     """
-    rows: dict[str, list[tuple[str, str]]] = {}
+    rows: dict[str, list[tuple[str, str, str]]] = {}
     for line in text.splitlines():
         fields = line.strip().split("|")
         if len(fields) < 2 or not fields[0]:
             continue
-        submit = fields[2] if len(fields) > 2 else ""
+        submit, suspended = (fields[i] if len(fields) > i else "" for i in (2, 3))
         for task in _expand_tasks(fields[0]):
-            rows.setdefault(task, []).append((submit, fields[1].strip()))
-    return {task: [state for _, state in sorted(r, key=lambda r: r[0])] for task, r in rows.items()}
+            rows.setdefault(task, []).append((submit, fields[1].strip(), suspended))
+    ordered = {task: sorted(r, key=lambda r: r[0]) for task, r in rows.items()}
+    suspended_s = {task: 60 * (slurm_minutes(r[-1][2]) or 0.0) for task, r in ordered.items()}
+    return SacctAnswer(
+        {task: [state for _, state, _ in r] for task, r in ordered.items()},
+        {task: seconds for task, seconds in suspended_s.items() if seconds > 0},
+    )
 
 
 def _expand_tasks(job_id: str) -> list[str]:
@@ -347,19 +361,20 @@ def pending_reasons(job_ids: set[str]) -> dict[str, str] | None:
     return None if out is None else dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
 
 
-def job_states(job_ids: set[str], if_failed: str = "") -> dict[str, list[str]] | None:
-    """`sacct` states of every attempt of every task of the given jobs; None when sacct fails
-    (said in a warning when `if_failed` says what the caller does instead)."""
+def job_states(job_ids: set[str], if_failed: str = "") -> SacctAnswer | None:
+    """`sacct`'s states of every attempt of every task of the given jobs, and their suspended time;
+    None when sacct fails (said in a warning when `if_failed` says what the caller does instead)."""
     if not job_ids:
-        return {}
-    cmd = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit", "-j", ",".join(sorted(job_ids))]
+        return SacctAnswer({}, {})
+    fields = "JobID,State,Submit,Suspended"
+    cmd = ["sacct", "-n", "-P", "-X", "-D", "-o", fields, "-j", ",".join(sorted(job_ids))]
     out = query(cmd, if_failed=if_failed)
     return None if out is None else parse_sacct(out)
 
 
 def queue_states(job_ids: set[str]) -> dict[str, list[str]] | None:
     """slurmctld's own word on the given jobs (squeue), for when sacct cannot answer: the same
-    shape as `job_states`, each restart a REQUEUED attempt before the current one. A job ended
+    shape as `job_states`' states, each restart a REQUEUED attempt before the current one. A job ended
     longer ago than the cluster's MinJobAge is absent; None when squeue fails (slurmctld down)."""
     if not job_ids:
         return {}
