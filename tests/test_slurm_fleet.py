@@ -290,6 +290,16 @@ def test_squeue_lines_read_as_sacct_attempts_with_each_restart_a_requeued_one() 
     assert outcome_for_state(attempt_state(states["13"], 0), 7)["status"] == "cancelled"  # type: ignore[index]
 
 
+def test_a_task_gone_from_both_is_taken_for_cancelled_alone_only_where_its_array_is_listed() -> None:
+    """Each of `unlisted` is in no squeue listing; sacct has no record of it, or still shows it
+    pending (14_1, 15_1)."""
+    queued = {"12_2": ["PENDING"]}
+    recorded = {"13_0": ["COMPLETED"], "14_0": ["PENDING"], "14_1": ["PENDING"], "15_1": ["PENDING"]}
+    unlisted = {"12_1", "13_1", "14_1", "15_1", "16_1", "17"}
+    # 14_1 may be a job slurmctld lost, its pending record standing in sacct: lost, not cancelled
+    assert slurm_states.dropped_tasks(unlisted, queued, recorded) == {"12_1", "13_1"}
+
+
 def test_a_requeued_array_task_does_not_run_a_workspace_twice(tmp_path: Path) -> None:
     for marker in ("outcome.json", "abandoned.json"):
         exp = tmp_path / marker
@@ -1850,28 +1860,58 @@ def test_scancel_of_one_pending_array_task_is_recorded_as_cancelled(
     exps = [make_experiment(tmp_path, ENV_DUMP, name=f"e{t}", trial=t) for t in (1, 2)]
     node = socket.gethostname().split(".")[0]
     finished: list[Finished] = []
-
-    def poll_asking_slurm() -> list[Finished]:
-        fleet._states_at = -slurm_fleet.STATE_POLL_SECONDS  # (sacct is asked every 10 s)
-        finished.extend(fleet.poll())
-        return finished
-
     subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=test"], check=True)
     try:  # the node drained, both tasks wait pending
         handles = fleet.submit([JobSpec(t, exp, "h100") for t, exp in enumerate(exps, start=1)])
         cancelled = handles[2].rpartition(":")[2]
         subprocess.run(["scancel", cancelled], check=True)
-        wait_for(poll_asking_slurm, 60, "the cancel to be recorded", every=0.5)
+        wait_for(lambda: _poll_asking_slurm(fleet, finished), 60, "the cancel to be recorded", every=0.5)
         assert [(f.trial, f.outcome["status"]) for f in finished] == [(2, "cancelled")], finished
         assert f"{cancelled} left Slurm's queue before it started" in finished[0].outcome["reason"]
         finished.clear()
     finally:
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
     try:
-        wait_for(poll_asking_slurm, 120, "the other task to run", every=0.2)
+        wait_for(lambda: _poll_asking_slurm(fleet, finished), 120, "the other task to run", every=0.2)
     finally:
         fleet.shutdown(cancel=True)
     assert [(f.trial, f.outcome["status"]) for f in finished] == [(1, "ok")], finished
+    assert not (exps[1] / "started.json").exists() and (exps[1] / "abandoned.json").exists()
+
+
+@pytest.mark.slurm
+def test_a_pending_task_scancelled_alone_while_no_controller_watched_is_recorded_as_cancelled(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """Slurm 22.05 keeps no record of a pending array task scancelled on its own, and the controller
+    told the cancel only while another task of its array was in squeue. One that was down then
+    found the array gone from squeue when it started again, and the task was lost minutes later
+    and run again as a new trial. sacct's records of the array's other tasks, and none of this
+    one, tell the cancel too."""
+    exps = [make_experiment(tmp_path, ENV_DUMP, name=f"e{t}", trial=t) for t in (1, 2)]
+    jobs = [JobSpec(t, exp, "h100") for t, exp in enumerate(exps, start=1)]
+    node = socket.gethostname().split(".")[0]
+    first = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    again = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    finished: list[Finished] = []
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=test"], check=True)
+    try:  # the node drained, both tasks wait pending, and the first controller polls no more
+        handles = first.submit(jobs)
+        cancelled = handles[2].rpartition(":")[2]
+        subprocess.run(["scancel", cancelled], check=True)
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    try:
+        array = cancelled.split("_")[0]
+        wait_for(lambda: queue_states({array}) == {}, 240, f"array {array} to run and leave squeue", every=1)
+        assert all(again.reattach(job, handles[job.trial]) for job in jobs)
+        wait_for(lambda: len(_poll_asking_slurm(again, finished)) == 2, 60, "both trials judged", every=0.5)
+    finally:
+        for fleet in (first, again):
+            fleet.shutdown(cancel=True)
+    assert sorted((f.trial, f.outcome["status"]) for f in finished) == [(1, "ok"), (2, "cancelled")], finished
+    reason = next(f.outcome["reason"] for f in finished if f.trial == 2)
+    assert f"{cancelled} left Slurm's queue before it started" in reason
     assert not (exps[1] / "started.json").exists() and (exps[1] / "abandoned.json").exists()
 
 

@@ -60,6 +60,7 @@ from autoresearch.fleet.slurm_states import (
     NEVER_STARTS,
     attempt_state,
     cluster_settings,
+    dropped_tasks,
     is_active,
     job_states,
     latest,
@@ -218,7 +219,7 @@ class SlurmFleet:
         # Taken as sacct's before the first call: there is no outage to report yet.
         self._states_from = "sacct"
         self._gone: set[str] = set()  # jobs neither sacct nor squeue listed when last asked
-        # Array tasks among them whose array squeue still lists: taken out of it on their own
+        # Array tasks among them whose array squeue or sacct still lists: taken out of it on their own
         self._dropped: set[str] = set()
         self._suspended_s: dict[str, float] = {}  # sacct's count of each job's suspended time, where any
         self.nodes = NodeHealth()
@@ -753,8 +754,9 @@ class SlurmFleet:
         every pending job, and sacct's pending record of an array's tasks stays as it was when one
         of them is cancelled alone (Slurm keeps no record of that task). A job is taken for gone
         (`_gone`) only when neither has it; one never started then has no record, whatever sacct
-        said, and an array task gone while squeue lists its array was taken out of it on its own
-        (`_dropped`). sacct's attempts stand where it has them: squeue names no attempt's end.
+        said, and an array task gone while squeue or sacct still lists its array was taken out of
+        it on its own (`_dropped`, `dropped_tasks`). sacct's attempts stand where it has them:
+        squeue names no attempt's end.
         """
         now = time.monotonic()
         if ids and now - self._states_at >= STATE_POLL_SECONDS:
@@ -769,8 +771,7 @@ class SlurmFleet:
             self._dropped -= set(ids)
             if listed is not None:
                 self._gone |= missing - set(listed)
-                arrays = {i.split("_")[0] for i in listed}
-                self._dropped |= {i for i in missing - set(listed) if "_" in i and i.split("_")[0] in arrays}
+                self._dropped |= dropped_tasks(missing - set(listed), listed, found or {})
             if self._states_from:  # a job the answers leave out has no record now, whatever it had
                 lacking = {
                     i: listed[i] for i in missing if listed and i in listed and not (found or {}).get(i)

@@ -372,6 +372,23 @@ def job_states(job_ids: set[str], if_failed: str = "") -> SacctAnswer | None:
     return None if out is None else parse_sacct(out)
 
 
+def dropped_tasks(
+    unlisted: set[str], queued: dict[str, list[str]], recorded: dict[str, list[str]]
+) -> set[str]:
+    """The array tasks among `unlisted` (those squeue lacks, and sacct lacks or shows pending) that
+    were taken out of their array on their own, a pending task scancelled alone: Slurm 22.05 keeps
+    no record of one. Told by another task of its array that squeue still has (`queued`), or that
+    sacct has a record of while it has none of this one (`recorded`): sacct's record of an array's
+    pending tasks moves on to those left, and a task that starts gets a record of its own."""
+    squeued = {i.split("_")[0] for i in queued}
+    in_sacct = {i.split("_")[0] for i in recorded}
+    return {
+        i
+        for i in unlisted
+        if "_" in i and (i.split("_")[0] in squeued or (i.split("_")[0] in in_sacct and i not in recorded))
+    }
+
+
 def queue_states(job_ids: set[str]) -> dict[str, list[str]] | None:
     """slurmctld's own word on the given jobs (squeue), for when sacct cannot answer: the same
     shape as `job_states`' states, each restart a REQUEUED attempt before the current one. A job ended
