@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import re
+import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -103,6 +104,16 @@ def run_id(campaign: str, started_at: float, suffix: str) -> str:
     return f"{slug}-{int(started_at):x}-{suffix}"
 
 
+def experiment_number(run_dir: Path) -> int | None:
+    """The trial an offline run folder holds (None for the campaign's report run, or a folder
+    without its data file, whose run id is not known)."""
+    from autoresearch.wandb_files import run_file
+
+    path = run_file(run_dir)
+    found = re.search(r"-t(\d+)\.wandb$", path.name) if path is not None else None
+    return int(found.group(1)) if found else None
+
+
 def experiment_config(t: FrozenTrial) -> dict[str, Any]:
     attrs = t.user_attrs
     config: dict[str, Any] = {"trial": t.number, **{k: attrs[k] for k in CONFIG_ATTRS if k in attrs}}
@@ -144,12 +155,37 @@ class WandbTracker:
         self.wandb_dir = campaign_dir / "wandb"
         self.wandb_dir.mkdir(parents=True, exist_ok=True)
         self._queued = {int(n) for n in complete_lines(self.wandb_dir / SENT_FILE)}
+        self._remove_torn_runs()
         self._started_at = 0.0
         self._work: queue.Queue[FrozenTrial | Path | None] = queue.Queue()
         self._broken = ""  # W&B refused once: say so once, send nothing more in this controller
         self._told_where = False  # where the runs are is said once, with the first run (`_init`)
         self._thread = threading.Thread(target=self._send_all, name="wandb", daemon=True)
         self._thread.start()
+
+    def _remove_torn_runs(self) -> None:
+        """A controller killed mid-send leaves its run folder torn: without its data file, or with
+        a file that ends before the run's exit. `wandb sync` of the campaign's folder then fails
+        for all runs, or replays the torn run as a failed one. Its trial is not listed as sent
+        (`_sent` follows `run.finish()`, which returns once the file is whole), so this controller
+        sends it again: the torn folder goes, and nothing is lost. Only the folders not listed as
+        sent are read, so a start reads no more than a few of them."""
+        from autoresearch.wandb_files import is_whole
+
+        torn = [
+            run_dir
+            for run_dir in sorted(self.wandb_dir.glob("offline-run-*"))
+            if experiment_number(run_dir) not in self._queued and not is_whole(run_dir)
+        ]
+        for run_dir in torn:
+            shutil.rmtree(run_dir)
+        if torn:
+            log.warning(
+                "W&B: removed %d run folder(s) left torn by a controller stopped mid-send (%s); "
+                "their runs are written again",
+                len(torn),
+                ", ".join(run_dir.name for run_dir in torn),
+            )
 
     def update(self, study: optuna.Study) -> None:
         self._started_at = float(study.user_attrs.get("started_at", 0.0))

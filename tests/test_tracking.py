@@ -14,7 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 import wandb
-from engine_helpers import launched_within_budget, load, run_campaign
+from engine_helpers import launched_within_budget, load, run_campaign, wait_for
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 from wandb_records import offline_runs
 
@@ -31,7 +32,39 @@ from autoresearch.tracking import (
     training_curve,
     where_runs_are,
 )
+from autoresearch.wandb_files import is_whole
 
+# The tracking code of a controller, in a process of its own, its sending thread held still at
+# one point of trial 1's send until the test kills it: `finish`, as its run is about to be
+# finished (its data file torn), or `sent`, once it is whole but not yet listed as sent.
+KILLED_MID_SEND = """
+import sys, threading
+from pathlib import Path
+import optuna, wandb
+from optuna.storages.journal import JournalFileBackend
+from autoresearch.config import TrackingConfig
+from autoresearch.tracking import WandbTracker
+campaign, where, held = sys.argv[1], sys.argv[2], sys.argv[3]
+def hold():
+    open(held, "w").close()
+    threading.Event().wait()
+storage = optuna.storages.JournalStorage(JournalFileBackend(campaign + "/study.journal"))
+study = optuna.load_study(study_name="toy", storage=storage)
+config = TrackingConfig(kind="wandb", project="tests", mode="offline")
+tracker = WandbTracker(config, Path(campaign), "toy")
+finish, sent = wandb.Run.finish, tracker._sent
+def held_finish(run, *args, **kwargs):
+    if where == "finish" and run.id.endswith("-t00001"):
+        hold()
+    return finish(run, *args, **kwargs)
+def held_sent(number):
+    if where == "sent" and number == 1:
+        hold()
+    sent(number)
+wandb.Run.finish, tracker._sent = held_finish, held_sent
+tracker.update(study)
+tracker._thread.join()
+"""
 WANDB_OFFLINE = ("tracking=wandb", "tracking.mode=offline", "tracking.project=tests")
 SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-api03-never-in-a-file", "WANDB_API_KEY": "f" * 40}
 
@@ -307,3 +340,79 @@ def test_looking_up_the_wandb_key_at_a_start_prints_none_of_wandbs_own_lines(tmp
         )
     assert out.returncode == 0 and out.stdout == "found\n", said.read_text()
     assert not [x for x in said.read_text().splitlines() if x.startswith("wandb:")], said.read_text()
+
+
+def tracked_study(campaign: Path, trials: int, steps: int) -> optuna.Study:
+    """A study in a journal file, as a campaign keeps it, of `trials` finished experiments, each
+    with a curve of `steps` points: at 1,000, W&B has written most of a run before it finishes it;
+    at 3, nothing but its file's header."""
+    campaign.mkdir(parents=True)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(campaign / "study.journal")))
+    study = optuna.create_study(study_name="toy", storage=storage)
+    for number in range(trials):
+        exp_dir = campaign / "experiments" / f"{number:05d}"
+        exp_dir.mkdir(parents=True)
+        (exp_dir / "run.log").write_text(
+            "".join(f"step {s:05d} | loss {number + 1 / s:.6f}\n" for s in range(1, steps + 1))
+        )
+        attrs = {"exp_dir": f"experiments/{number:05d}", "status": "discard"}
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=2.0, user_attrs=attrs))
+    return study
+
+
+def kill_mid_send(campaign: Path, where: str) -> None:
+    """Run the tracking code in a process of its own and kill it (SIGKILL) where KILLED_MID_SEND
+    holds it: waited for, not slept on."""
+    held = campaign / "held"
+    # Its own W&B service, as a controller has, not this process's: one outlives the kill.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    with (campaign / "killed.stderr").open("w") as stderr:  # (not a pipe: W&B's service may hold it)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_MID_SEND, str(campaign), where, str(held)], env=env, stderr=stderr
+        )
+        try:
+            wait_for(lambda: held.exists() or proc.poll() is not None, 120, "the send to be held")
+        finally:
+            proc.kill()
+            proc.wait()
+    assert held.exists(), (campaign / "killed.stderr").read_text()
+
+
+def resume_tracking(campaign: Path, study: optuna.Study) -> None:
+    tracker = WandbTracker(TrackingConfig(kind="wandb", project="tests", mode="offline"), campaign, "toy")
+    tracker.update(study)
+    tracker.close(None)
+
+
+def assert_one_whole_run_per_experiment(campaign: Path, trials: int, steps: int) -> None:
+    """Each experiment in exactly one run folder, whole, with its whole curve; no other folder."""
+    folders = sorted((campaign / "wandb").glob("offline-run-*"))
+    assert [is_whole(folder) for folder in folders] == [True] * trials, [f.name for f in folders]
+    runs = offline_runs(campaign / "wandb")
+    assert sorted(runs) == [run_id("toy", 0.0, f"t{n:05d}") for n in range(trials)]
+    for number in range(trials):
+        (run,) = runs[run_id("toy", 0.0, f"t{number:05d}")]
+        assert [h["_step"] for h in run.history] == list(range(1, steps + 1)) and run.exit_code == 0
+        assert run.history[0]["train/loss"] == number + 1
+    assert sorted(map(int, complete_lines(campaign / "wandb" / SENT_FILE))) == list(range(trials))
+
+
+@pytest.mark.parametrize("steps", [1000, 3])
+def test_a_run_torn_by_a_controller_killed_mid_send_is_written_again_in_its_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, steps: int
+) -> None:
+    """Killed as trial 1's run was being finished, the controller left its folder with a data file
+    that ends before the run's exit (or none at all): `wandb sync` of the campaign's folder fails
+    for every run on a file with no run record in it, and replays one cut short as a failed run.
+    The next controller writes the run again and removes the torn folder."""
+    campaign = tmp_path / "toy"
+    study = tracked_study(campaign, 3, steps)
+    kill_mid_send(campaign, "finish")
+    (torn,) = [f for f in (campaign / "wandb").glob("offline-run-*") if f.name.endswith("-t00001")]
+    assert not is_whole(torn)
+    assert complete_lines(campaign / "wandb" / SENT_FILE) == ["0"]
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        resume_tracking(campaign, study)
+    assert_one_whole_run_per_experiment(campaign, 3, steps)
+    (said,) = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]
+    assert said.startswith("W&B: removed 1 run folder(s) left torn") and torn.name in said

@@ -1,14 +1,9 @@
-"""Read an offline W&B run back from its `.wandb` file, with W&B's own record schema.
-
-The file is a log of protobuf records in 32 KiB blocks, each record cut into chunks with a 7-byte
-header (CRC-32C, length, chunk type), after a 7-byte file header. This SDK no longer ships a
-reader, so the tests carry this one to check what a campaign really wrote.
-"""
+"""Read an offline W&B run back from its `.wandb` file, with W&B's own record schema and the
+campaign's own reader of the file (`autoresearch.wandb_files`)."""
 
 from __future__ import annotations
 
 import json
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,28 +11,7 @@ from typing import Any
 
 from wandb.proto import wandb_internal_pb2 as pb
 
-BLOCK = 32768
-HEADER = 7
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def records(path: Path) -> list[pb.Record]:
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
-    out, pos, pending = [], HEADER, b""
-    while pos + HEADER <= len(data):
-        if BLOCK - pos % BLOCK < HEADER:  # a block's tail too short for a header is padding
-            pos += BLOCK - pos % BLOCK
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
-        chunk = data[pos + HEADER : pos + HEADER + length]
-        pos += HEADER + length
-        pending = chunk if kind in (FULL, FIRST) else pending + chunk
-        if kind in (FULL, LAST):
-            record = pb.Record()
-            record.ParseFromString(pending)
-            out.append(record)
-    return out
+from autoresearch.wandb_files import records
 
 
 @dataclass
