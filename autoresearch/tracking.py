@@ -155,7 +155,7 @@ class WandbTracker:
         self.wandb_dir = campaign_dir / "wandb"
         self.wandb_dir.mkdir(parents=True, exist_ok=True)
         self._queued = {int(n) for n in complete_lines(self.wandb_dir / SENT_FILE)}
-        self._remove_torn_runs()
+        self._settle_killed_sends()
         self._started_at = 0.0
         self._work: queue.Queue[FrozenTrial | Path | None] = queue.Queue()
         self._broken = ""  # W&B refused once: say so once, send nothing more in this controller
@@ -163,20 +163,27 @@ class WandbTracker:
         self._thread = threading.Thread(target=self._send_all, name="wandb", daemon=True)
         self._thread.start()
 
-    def _remove_torn_runs(self) -> None:
+    def _settle_killed_sends(self) -> None:
         """A controller killed mid-send leaves its run folder torn: without its data file, or with
         a file that ends before the run's exit. `wandb sync` of the campaign's folder then fails
-        for all runs, or replays the torn run as a failed one. Its trial is not listed as sent
-        (`_sent` follows `run.finish()`, which returns once the file is whole), so this controller
-        sends it again: the torn folder goes, and nothing is lost. Only the folders not listed as
-        sent are read, so a start reads no more than a few of them."""
+        for all runs, or replays the torn run as a failed one. Its trial is not listed as sent, so
+        this controller sends it again: the torn folder goes, and nothing is lost. Killed once the
+        run was whole (`run.finish()` returns once its file is) but before it was listed, the run
+        is listed now, not written again: W&B keeps each write under a run id as a run of its own,
+        from step 1, and `wandb sync` sends them all to that id. Only the folders not listed as
+        sent are read: those a killed controller left, and the report's, one a start."""
         from autoresearch.wandb_files import is_whole
 
-        torn = [
-            run_dir
-            for run_dir in sorted(self.wandb_dir.glob("offline-run-*"))
-            if experiment_number(run_dir) not in self._queued and not is_whole(run_dir)
-        ]
+        torn = []
+        for run_dir in sorted(self.wandb_dir.glob("offline-run-*")):
+            number = experiment_number(run_dir)
+            if number in self._queued:
+                continue
+            if not is_whole(run_dir):
+                torn.append(run_dir)
+            elif number is not None:
+                self._queued.add(number)
+                self._sent(number)
         for run_dir in torn:
             shutil.rmtree(run_dir)
         if torn:

@@ -416,3 +416,20 @@ def test_a_run_torn_by_a_controller_killed_mid_send_is_written_again_in_its_plac
     assert_one_whole_run_per_experiment(campaign, 3, steps)
     (said,) = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]
     assert said.startswith("W&B: removed 1 run folder(s) left torn") and torn.name in said
+
+
+def test_a_run_whole_but_not_listed_as_sent_when_its_controller_was_killed_is_not_written_twice(
+    tmp_path: Path,
+) -> None:
+    """Killed after trial 1's run was finished, its file whole, but before sent.txt listed it, the
+    controller left a run the next one wrote again under the same id: W&B keeps the second write
+    as a second run folder, marked neither resumed nor a copy, its history again from step 1, and
+    `wandb sync` sends both to that one run id, one after the other. It is listed now instead."""
+    campaign = tmp_path / "toy"
+    study = tracked_study(campaign, 3, 1000)
+    kill_mid_send(campaign, "sent")
+    (whole,) = [f for f in (campaign / "wandb").glob("offline-run-*") if f.name.endswith("-t00001")]
+    assert is_whole(whole) and complete_lines(campaign / "wandb" / SENT_FILE) == ["0"]
+    resume_tracking(campaign, study)
+    assert_one_whole_run_per_experiment(campaign, 3, 1000)
+    assert whole.is_dir()  # the run the killed controller wrote, kept
