@@ -66,7 +66,7 @@ from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepR
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.results import frontier_value, write_results
-from autoresearch.resume_changes import setting_changes
+from autoresearch.resume_changes import setting_changes, tracking_move
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.starting_files import own_harness, train_py_change
@@ -227,6 +227,8 @@ class Campaign:
                 "settings changed since the last start (its config.yaml, now replaced): %s",
                 "; ".join(changes),
             )
+        if moved := tracking_move(self.dir, self.cfg):
+            log.warning(moved)
         write_atomic(self.dir / SAVED_CONFIG, OmegaConf.to_yaml(self.cfg))
         if MEASUREMENT_ATTR not in self.study.user_attrs:  # (or a study begun before it was kept)
             self.study.set_user_attr(MEASUREMENT_ATTR, measurement(self.cfg))

@@ -37,7 +37,7 @@ from autoresearch.journal import JOURNAL_FILE, repairs_said
 from autoresearch.ledger import owed_runs
 from autoresearch.open_checks import folder_refusal, study_refusal
 from autoresearch.results import frontier_value, rows
-from autoresearch.resume_changes import setting_changes
+from autoresearch.resume_changes import setting_changes, tracking_move
 from autoresearch.start_checks import Ready, StartRefused
 from autoresearch.starting_files import harness_change, train_py_change
 from autoresearch.status import experiment_counts
@@ -95,7 +95,7 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready) -> list[str]:
     rate = campaign_rate(cfg, ready.fleet.pools, paces)
     lines = [
         ("check", _headline(cfg, study, spend)),
-        *(("warning", said) for said in [*ready.warnings, *_starting_files_said(cfg, folder, study)]),
+        *(("warning", said) for said in [*ready.warnings, *_resume_warnings(cfg, folder, study)]),
         ("campaign", _folder_said(folder, study)),
         *(("repair", said) for said in ([] if cfg.storage else repairs_said(folder))),
         *_resume_lines(folder, cfg),
@@ -136,15 +136,16 @@ def _folder_said(folder: Path, study: optuna.Study | None) -> str:
     return f"resumes {folder}: {counts}, {running} running, {queued} queued{frontier}"
 
 
-def _starting_files_said(cfg: AutoresearchConfig, folder: Path, study: optuna.Study | None) -> list[str]:
+def _resume_warnings(cfg: AutoresearchConfig, folder: Path, study: optuna.Study | None) -> list[str]:
     """What the start warns of where campaign.train_py or campaign.prepare_py changed since the
     campaign began from them: a resume goes on with its own (`starting_files`). A frontier whose
-    study holds no trial is begun again from train.py (`Campaign._open_frontier`): nothing to say."""
+    study holds no trial is begun again from train.py (`Campaign._open_frontier`): nothing to say.
+    And where W&B's project or entity changed, splitting the campaign's runs (`tracking_move`)."""
     bound = study is not None and study.get_trials(deepcopy=False)
     started_from = start_source_of(folder / "frontier") if bound else None
     train = None if started_from is None else train_py_change(Path(cfg.campaign.train_py), started_from)
     harness = harness_change(folder, Path(cfg.campaign.prepare_py).resolve())
-    return [line for line in (train, harness) if line]
+    return [line for line in (train, harness, tracking_move(folder, cfg)) if line]
 
 
 def _resume_lines(folder: Path, cfg: AutoresearchConfig) -> list[tuple[str, str]]:

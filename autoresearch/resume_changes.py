@@ -10,6 +10,8 @@ was added since, and is named once with its settings (one the command lacks, as 
 A setting that names a place is compared as the place: `runs` and the same folder spelled in full
 are no change. A value that may hold a secret is never shown: a storage URL's password is masked, and a value
 with a credential's marks (a URL's user part, an API key's name) is said to have changed only.
+A W&B project or entity changed is also a warning of its own (`tracking_move`): it splits the
+campaign's runs across two projects.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from autoresearch.config import AutoresearchConfig, SavedConfigError, read_saved_config
+from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, SavedConfigError, read_saved_config
+from autoresearch.files import complete_lines
 from autoresearch.runner import SECRET_MARKERS
 from autoresearch.storage_url import masked
+from autoresearch.tracking import SENT_FILE
 
 _UNSET = object()
 # Settings that name a place: relative to the folder the command runs in, or to the campaign folder.
@@ -44,11 +48,7 @@ def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:
 def setting_changes(saved_config: Path, cfg: AutoresearchConfig) -> list[str]:
     """`key: before -> now` for each setting `cfg` gives otherwise than `saved_config`; none where
     there is no saved config to compare with (a first start, or one the checks refused already)."""
-    if not saved_config.is_file():
-        return []
-    try:
-        saved = OmegaConf.to_container(read_saved_config(saved_config))
-    except SavedConfigError:
+    if (saved := _saved(saved_config)) is None:
         return []
     typed = OmegaConf.create(cfg)
     plain = OmegaConf.to_container(typed, resolve=True)
@@ -62,6 +62,50 @@ def setting_changes(saved_config: Path, cfg: AutoresearchConfig) -> list[str]:
     for key in _added_entries(typed, saved):
         changed[key] = f"{key}: (unset) -> {_shown(key, now[key])}"
     return [changed[key] for key in sorted(_whole_entries(changed, saved, plain))]
+
+
+def _saved(saved_config: Path) -> dict | None:
+    """The last start's settings; None where there are none to compare with (a first start, or
+    one the checks refused already)."""
+    if not saved_config.is_file():
+        return None
+    try:
+        saved = OmegaConf.to_container(read_saved_config(saved_config))
+    except SavedConfigError:
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def tracking_move(campaign_dir: Path, cfg: AutoresearchConfig) -> str | None:
+    """The warning of a resume whose W&B project or entity is not the last start's, once runs were
+    sent there: W&B moves no run, so those stay where they went, and this start sends the rest and
+    the campaign's report to the new place, splitting the campaign across two projects."""
+    before = ((_saved(campaign_dir / SAVED_CONFIG) or {}).get("tracking")) or {}
+    now = cfg.tracking
+    changed = [key for key in ("project", "entity") if before.get(key) != getattr(now, key)]
+    sent = len(complete_lines(campaign_dir / "wandb" / SENT_FILE))
+    if now.kind != "wandb" or before.get("kind") != "wandb" or not changed or not sent:
+        return None
+    old, new = (
+        _project_said(before.get("project"), before.get("entity")),
+        _project_said(now.project, now.entity),
+    )
+    keep = " ".join(f"tracking.{key}={_override(before.get(key))}" for key in changed)
+    return (
+        f"W&B: {' and '.join(f'tracking.{key}' for key in changed)} changed since the last start: the "
+        f"{sent} experiment run(s) and the reports sent before stay in {old}, and this start sends the "
+        f"rest, and its report, to {new}: the campaign's runs are split across two projects ({keep} "
+        "keeps them in one)"
+    )
+
+
+def _project_said(project: str | None, entity: str | None) -> str:
+    owner = f"entity {entity!r}" if entity else "the login's default entity"
+    return f"project {project!r} of {owner}"
+
+
+def _override(value: str | None) -> str:
+    return "null" if value is None else str(value)
 
 
 # Maps whose entries are several settings each: one added or removed whole (a partition renamed,

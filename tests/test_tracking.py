@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import wandb
-from engine_helpers import launched_within_budget, load, run_campaign, wait_for
+from engine_helpers import REPO, campaign_command, launched_within_budget, load, run_campaign, wait_for
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 from wandb_records import offline_runs
@@ -433,3 +433,42 @@ def test_a_run_whole_but_not_listed_as_sent_when_its_controller_was_killed_is_no
     resume_tracking(campaign, study)
     assert_one_whole_run_per_experiment(campaign, 3, 1000)
     assert whole.is_dir()  # the run the killed controller wrote, kept
+
+
+def test_a_resume_that_moves_the_wandb_project_says_where_the_earlier_runs_stay(tmp_path: Path) -> None:
+    """A resume with another tracking.project or tracking.entity sent the rest of the campaign's
+    runs there without a word, while W&B keeps those sent before where they went: the start says
+    so in one warning line, naming both places and the settings that keep the campaign in one."""
+    first = run_campaign(tmp_path, *WANDB_OFFLINE, "campaign.budget.max_experiments=2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    campaign = tmp_path / "toy"
+    sent = len(complete_lines(campaign / "wandb" / SENT_FILE))
+    before = {i for i, r in offline_runs(campaign / "wandb").items() if not i.endswith("-campaign")}
+    moved = ("tracking=wandb", "tracking.mode=offline", "tracking.project=moved", "tracking.entity=lab")
+    command = campaign_command(tmp_path, *moved, "campaign.budget.max_experiments=4")
+    checked = subprocess.run([*command[:3], "check", *command[3:]], cwd=REPO, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    warned = re.findall(r"^warning +(W&B: .+)$", checked.stdout, re.M)
+    out = run_campaign(tmp_path, *moved, "campaign.budget.max_experiments=4")
+    assert out.returncode == 0, out.stdout + out.stderr
+    said = (campaign / "controller.log").read_text().splitlines()
+    (line,) = [x for x in said if "changed since the last start: the" in x]
+    assert warned == [line.split(" WARNING ", 1)[1]]  # `autoresearch check` says it too, in its words
+    assert line.endswith(
+        f"WARNING W&B: tracking.project and tracking.entity changed since the last start: the {sent} "
+        "experiment run(s) and the reports sent before stay in project 'tests' of the login's default "
+        "entity, and this start sends the rest, and its report, to project 'moved' of entity 'lab': the "
+        "campaign's runs are split across two projects (tracking.project=tests tracking.entity=null keeps "
+        "them in one)"
+    ), line
+    runs = offline_runs(campaign / "wandb")
+    for name, written in runs.items():  # each where it was sent: W&B moves none
+        places = [(run.project, run.entity) for run in written]
+        if name.endswith("-campaign"):  # a report by each start
+            assert places == [("tests", ""), ("moved", "lab")]
+        else:
+            assert places == [("tests", "") if name in before else ("moved", "lab")], name
+    assert len(runs) > len(before) + 1  # the second start sent experiments of its own
+    again = run_campaign(tmp_path, *moved, "campaign.budget.max_experiments=4")
+    assert again.returncode == 0
+    assert (campaign / "controller.log").read_text().count("changed since the last start: the") == 1

@@ -17,6 +17,8 @@ from autoresearch.wandb_files import records
 @dataclass
 class OfflineRun:
     run_id: str
+    project: str = ""
+    entity: str = ""
     group: str = ""
     job_type: str = ""
     tags: list[str] = field(default_factory=list)
@@ -49,6 +51,7 @@ def read_run(run_dir: Path) -> OfflineRun:
     for r in finished_records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
+            run.project, run.entity = r.run.project, r.run.entity
             run.group, run.job_type, run.tags = r.run.run_group, r.run.job_type, list(r.run.tags)
             run.config.update({u.key: json.loads(u.value_json) for u in r.run.config.update})
         elif kind == "config":
