@@ -22,8 +22,6 @@ class Spend:
     gpu_hours: float
     gpu_dollars: float
     llm_dollars: float
-    # Whether some hours had no price to count in gpu_dollars (`unpriced`): shown, not taken as free.
-    unpriced_hours: bool = False
 
     @property
     def dollars(self) -> float:
@@ -131,6 +129,38 @@ def unpriced(hours: dict[Rate, float], prices: dict[str, float]) -> bool:
     return any(price is None and pool not in prices for pool, price in hours)
 
 
+def pool_gpu_types(ran: list[FrozenTrial]) -> dict[str, tuple[str, ...]]:
+    """Each pool's GPU types, in the order its runs first used them: a pool's runs need not share
+    one (its gpu_type changed on a resume), and one type would misname the others' hours."""
+    types: dict[str, dict[str, None]] = {}
+    for t in ran:
+        seen = types.setdefault(t.user_attrs["pool"], {})
+        if gpu_type := str(t.user_attrs.get("gpu_type", "")):  # (none recorded: an older version's run)
+            seen[gpu_type] = None
+    return {pool: tuple(seen) for pool, seen in types.items()}
+
+
+def hours_without_price(
+    ran: list[FrozenTrial], earlier: dict[str, float], prices: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """By pool and GPU type, the hours that have no price to count (`unpriced`): launched before
+    prices were recorded, on a pool config.yaml no longer names. A pool can hold them beside hours
+    launched at a price, so they are said apart rather than leave its whole cost unknown."""
+    left: dict[str, dict[str, float]] = {}
+    for t in ran:
+        if (spent := slot_hours(t, earlier)) and unpriced(dict([spent]), prices):
+            by_type = left.setdefault(spent[0][0], {})
+            gpu_type = str(t.user_attrs.get("gpu_type", "")) or "?"
+            by_type[gpu_type] = by_type.get(gpu_type, 0.0) + spent[1]
+    return left
+
+
+def unpriced_said(by_type: Mapping[str, float], unit: str) -> str:
+    """Hours without a price (`hours_without_price`'s, by GPU type) in words: which hours, and on
+    what, rather than a price of $0 that would read as free."""
+    return f"? for {sum(by_type.values()):.2f} {unit} on {', '.join(by_type)}"
+
+
 def hours_unit(gpu_types: Iterable[str]) -> str:
     """What a slot-hour is called: a GPU-hour, or a CPU-hour when every slot that ran something
     was a CPU process (the laptop demo), which no cluster bills as a GPU's."""
@@ -158,7 +188,6 @@ def spend(
         sum(hours.values()),
         dollars_of(hours, prices),
         dollars_spent(campaign_dir),
-        unpriced(hours, prices),
     )
 
 

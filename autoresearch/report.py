@@ -27,10 +27,10 @@ from autoresearch.budget import (
     earlier_prices,
     experiment_ran,
     hours_unit,
+    hours_without_price,
+    pool_gpu_types,
     pool_prices,
     rated_hours,
-    slot_hours,
-    unpriced,
 )
 from autoresearch.config import time_budget_seconds
 from autoresearch.files import write_atomic, write_failure
@@ -135,32 +135,6 @@ def busy_hours(intervals: list[tuple[float, float]]) -> float:
             total += end - max(start, reach)
             reach = end
     return total / 3600
-
-
-def pool_gpu_types(ran: list[FrozenTrial]) -> dict[str, tuple[str, ...]]:
-    """Each pool's GPU types, in the order its runs first used them: a pool's runs need not share
-    one (its gpu_type changed on a resume), and one type would misname the others' hours."""
-    types: dict[str, dict[str, None]] = {}
-    for t in ran:
-        seen = types.setdefault(t.user_attrs["pool"], {})
-        if gpu_type := str(t.user_attrs.get("gpu_type", "")):  # (none recorded: an older version's run)
-            seen[gpu_type] = None
-    return {pool: tuple(seen) for pool, seen in types.items()}
-
-
-def hours_without_price(
-    ran: list[FrozenTrial], earlier: dict[str, float], prices: dict[str, float]
-) -> dict[str, dict[str, float]]:
-    """By pool and GPU type, the hours that have no price to count (`budget.unpriced`): launched
-    before prices were recorded, on a pool config.yaml no longer names. A pool can hold them beside
-    hours launched at a price, so they are said apart rather than leave its whole cost unknown."""
-    left: dict[str, dict[str, float]] = {}
-    for t in ran:
-        if (spent := slot_hours(t, earlier)) and unpriced(dict([spent]), prices):
-            by_type = left.setdefault(spent[0][0], {})
-            gpu_type = str(t.user_attrs.get("gpu_type", "")) or "?"
-            by_type[gpu_type] = by_type.get(gpu_type, 0.0) + spent[1]
-    return left
 
 
 def _kept_change(campaign_dir: Path, t: FrozenTrial, reruns: dict[str, list[float]]) -> KeptChange:

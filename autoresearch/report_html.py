@@ -12,7 +12,7 @@ import time
 from html import escape
 
 from autoresearch.agent.usage import unanswered_note
-from autoresearch.budget import dollars_of
+from autoresearch.budget import dollars_of, unpriced_said
 from autoresearch.report import CampaignReport, KeptChange
 
 # A word longer than the page (a path, a URL, a description without spaces) breaks where it must:
@@ -88,7 +88,7 @@ def _pool_dollars(r: CampaignReport, pool: str) -> str:
     if not left:
         return priced
     return (
-        f"{priced} + ? for {sum(left.values()):.2f} {r.hours_unit} on {escape(', '.join(left))} (no "
+        f"{priced} + {escape(unpriced_said(left, r.hours_unit))} (no "
         "price: launched before prices were recorded, on a partition config.yaml no longer names)"
     )
 

@@ -32,10 +32,13 @@ from rich.text import Text
 from autoresearch.agent.usage import unanswered_note, usage_totals
 from autoresearch.budget import (
     Spend,
+    earlier_prices,
     experiment_ran,
     hours_unit,
+    hours_without_price,
     measure,
     pool_prices,
+    unpriced_said,
 )
 from autoresearch.cli import reader_may_stop_early, tool_name
 from autoresearch.config import (
@@ -177,12 +180,21 @@ def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:
     return now if live or not ends else max(ends)
 
 
-def _dollars_of_hours(spend: Spend, prices: dict[str, float] | None) -> str:
-    """What the hours cost, as the `max_dollars` budget counts them (hours launched before prices
-    were recorded, on a pool config.yaml no longer names, are said to be unpriced, not free)."""
+def hours_said(study: optuna.Study, spend: Spend, prices: dict[str, float] | None) -> str:
+    """The slot-hours (CPU-hours where every launched run was on CPU slots, none finished yet
+    too), and what they cost as the `max_dollars` budget counts them (`prices`: none, no dollars).
+    Hours launched before prices were recorded, on a pool config.yaml no longer names, have none:
+    said apart, with the GPU types they ran on, as report.html does, not counted as free."""
+    unit = hours_unit(str(t.user_attrs["gpu_type"]) for t in trials(study) if "gpu_type" in t.user_attrs)
+    said = f"{spend.gpu_hours:.2f} {unit}"
     if prices is None:
-        return ""
-    return f" (${spend.gpu_dollars:,.2f}" + (" + unpriced hours)" if spend.unpriced_hours else ")")
+        return said
+    ran = [t for t in finished(study) if experiment_ran(t)]
+    by_type: dict[str, float] = {}
+    for left in hours_without_price(ran, earlier_prices(study), prices).values():
+        for gpu_type, hours in left.items():
+            by_type[gpu_type] = by_type.get(gpu_type, 0.0) + hours
+    return said + f" (${spend.gpu_dollars:,.2f}" + (f" + {unpriced_said(by_type, unit)})" if by_type else ")")
 
 
 def render(
@@ -220,11 +232,10 @@ def render(
         in_flight += f", {awaiting} ran and awaiting a decision"
     plain_row(head, "experiments", f"{experiment_counts(counts)}, {in_flight}")
     calls = usage_totals(campaign_dir)
-    unit = hours_unit(str(t.user_attrs["gpu_type"]) for t in trials(study) if "gpu_type" in t.user_attrs)
     plain_row(
         head,
         "spend",
-        f"{spend.gpu_hours:.2f} {unit}{_dollars_of_hours(spend, prices)}, ${spend.llm_dollars:.2f} of LLM calls "
+        f"{hours_said(study, spend, prices)}, ${spend.llm_dollars:.2f} of LLM calls "
         f"({calls['calls']} calls, {calls['failed_calls']} failed{unanswered_note(calls)}, "
         f"{calls['cache_read_input_tokens']:,} "
         "tokens read from the prompt cache)",

@@ -350,20 +350,27 @@ def test_elapsed_runs_on_while_the_controller_lives_with_nothing_running(tmp_pat
 def test_the_spend_line_prices_the_hours_as_the_dollar_budget_does(tmp_path: Path) -> None:
     """`max_dollars` counts each experiment's hours at the price it was launched at: status shows
     those dollars, also for a pool config.yaml no longer names (a resume on other partitions).
-    Hours launched before prices were recorded take config.yaml's price, and are said to be
-    unpriced on a pool it no longer names."""
+    Hours launched before prices were recorded take config.yaml's price; on a pool it no longer
+    names they have none, and status said only "+ unpriced hours": it now says which hours, and
+    the GPU types they ran on, as report.html does."""
     study = optuna.create_study(study_name="priced")
     study.set_user_attr("started_at", NOW - 3 * 3600)
-    runs = (("h100", 1.0, None), ("h100", 0.5, None), ("h200", 0.25, None), ("a100", 2.0, 3.0))
-    for number, (pool, hours, price) in enumerate(runs):
+    runs = (
+        ("h100", "H100", 1.0, None),
+        ("h100", "H100", 0.5, None),
+        ("h200", "H200", 0.25, None),
+        ("h200", "H100", 0.5, None),  # (the partition's gpu_type changed on a resume)
+        ("a100", "A100", 2.0, 3.0),
+    )
+    for number, (pool, gpu_type, hours, price) in enumerate(runs):
         ran = {"status": "discard", "tier": "screen", "exp_dir": f"experiments/{number:05d}", "pool": pool}
-        ran |= {"gpu_type": pool, "started_at": NOW - 7200, "ended_at": NOW - 7200 + hours * 3600}
+        ran |= {"gpu_type": gpu_type, "started_at": NOW - 7200, "ended_at": NOW - 7200 + hours * 3600}
         ran |= {} if price is None else {PRICE_ATTR: price}
         study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
     console = Console(record=True, width=200, file=io.StringIO())
     for prices, said in (
-        ({"h100": 2.0, "h200": 4.0}, "3.75 GPU-hours ($10.00), $0.00 of LLM calls"),
-        ({"h100": 2.0}, "3.75 GPU-hours ($9.00 + unpriced hours), $0.00 of LLM calls"),
+        ({"h100": 2.0, "h200": 4.0}, "4.25 GPU-hours ($12.00), $0.00 of LLM calls"),
+        ({"h100": 2.0}, "4.25 GPU-hours ($9.00 + ? for 0.75 GPU-hours on H200, H100), $0.00 of LLM calls"),
     ):
         console.print(render(study, tmp_path, now=NOW, prices=prices))
         assert said in console.export_text()
