@@ -130,6 +130,18 @@ def waits_said() -> Iterator[None]:
         logger.removeHandler(said)
 
 
+@contextlib.contextmanager
+def reads_allowed() -> Iterator[None]:
+    """A file of the campaign folder this user may not read (a colleague's campaign, a file made
+    private by hand), in the context: refused in one line that names it, not a traceback."""
+    try:
+        yield
+    except PermissionError as err:
+        refuse(
+            f"cannot read {err.filename} ({err.strerror}): run this as a user who may read the whole campaign folder"
+        )
+
+
 def refuse(reason: str) -> NoReturn:
     print(f"error: {reason}", file=sys.stderr)
     sys.exit(2)
@@ -342,7 +354,7 @@ def main() -> None:
         help="print each finished trial's row (results.tsv's columns) as a JSON line",
     )
     args = parser.parse_args()
-    with reading_campaign(args.campaign_dir) as (study, config), reader_may_stop_early():
+    with reads_allowed(), reading_campaign(args.campaign_dir) as (study, config), reader_may_stop_early():
         typed = None
         with contextlib.suppress(ConfigKeyError):  # (a hand-added key with a dot: no "ends" line)
             typed = with_defaults(config)
