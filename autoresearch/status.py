@@ -55,7 +55,7 @@ from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import CONTROLLER_FILE, controller_state
 from autoresearch.open_checks import LOG_FILE
 from autoresearch.results import frontier_value, rerun_values, rows
-from autoresearch.runner import STARTED_FILE
+from autoresearch.runner import OUTCOME_FILE, STARTED_FILE
 from autoresearch.study import StudyUnavailable, finished, load_study, reading_storage, trials
 
 STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
@@ -166,7 +166,8 @@ def _rerun_means(by_tier: dict[str, list[float]]) -> str:
     return "; ".join(means) or "-"
 
 
-AWAITING = ("awaiting re-runs", "awaiting comparison")  # ran, its decision waits for other runs
+# Ran, its decision waiting: for other runs, or for a controller to collect its result.
+AWAITING = ("awaiting re-runs", "awaiting comparison", "ended, not collected")
 
 
 def launch_state(trial: FrozenTrial, campaign_dir: Path) -> tuple[str, float | None]:
@@ -174,10 +175,14 @@ def launch_state(trial: FrozenTrial, campaign_dir: Path) -> tuple[str, float | N
     queue, or never start: a request no node can meet), then "running"; once its run ended, the
     runs its decision waits for: its re-runs (promoted), or those it is compared with (a baseline,
     the frontier's run at its seed); and since when. A promoted change counted as running for
-    as long as its re-runs took."""
+    as long as its re-runs took. A run whose runner ended (its outcome.json) with no controller
+    to collect its result (killed meanwhile) showed running for ever: it is said not collected."""
     if (ended := trial.user_attrs.get("ended_at")) is not None:
         return AWAITING[0] if trial.user_attrs.get("promoted") else AWAITING[1], ended
     exp_dir = trial.user_attrs.get("exp_dir")
+    if exp_dir and (outcome := read_json(campaign_dir / exp_dir / OUTCOME_FILE)) is not None:
+        ended = outcome.get("ended_at")
+        return AWAITING[2], ended if finite_number(ended) else None
     started = read_json(campaign_dir / exp_dir / STARTED_FILE) if exp_dir else None
     if started is None:
         return "pending", trial.user_attrs.get("launched_at")

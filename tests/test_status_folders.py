@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, run_campaign
+from engine_helpers import REPO, campaign_command, run_campaign, wait_for
+
+from autoresearch.runner import OUTCOME_FILE
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +68,33 @@ def test_a_campaign_file_the_reader_may_not_read_is_one_line(
         f"error: cannot read {named} (Permission denied): run this as a user who may read the whole "
         "campaign folder"
     ]
+
+
+def test_a_run_that_ended_after_its_controller_was_killed_is_not_shown_running(tmp_path: Path) -> None:
+    """kill -9 of the controller mid-wave: its runner goes on and ends, but no controller collects
+    the result into the study, and status showed the run "running" for ever, its minutes growing.
+    It now shows it ended, its result not collected."""
+    hold = tmp_path / "hold"  # (the toy's runs wait while it exists)
+    hold.touch()
+    runs = tmp_path / "runs"
+    command = campaign_command(runs, "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1")
+    env = {**os.environ, "TOY_HOLD": str(hold)}
+    controller = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    campaign = runs / "toy"
+    try:
+        wait_for(lambda: list(campaign.glob("experiments/*/started.json")), 120, "a run started")
+    finally:
+        controller.kill()
+        controller.wait(timeout=60)
+    (started,) = campaign.glob("experiments/*/started.json")  # (one slot)
+    hold.unlink()
+    wait_for((started.parent / OUTCOME_FILE).is_file, 60, "the run's end, without its controller")
+    out = status(str(campaign))
+    assert out.returncode == 0, out.stderr
+    lines = [" ".join(line.replace("│", " ").split()) for line in out.stdout.splitlines()]
+    assert any(line.startswith("controller gone: ") for line in lines), out.stdout
+    trial = int(started.parent.name)
+    assert any(line.startswith(f"{trial} local ended, not collected ") for line in lines), out.stdout
+    assert any("0 running, 0 pending on the cluster" in line for line in lines), out.stdout
