@@ -111,6 +111,13 @@ def controller_state(campaign_dir: Path, now: float | None = None) -> str | None
         return None  # (damaged by hand or by a disk: read as the missing record it stands for)
 
 
+def unlaunched_note(controller: str | None) -> str:
+    """What to add to a count of queued runs while `controller` (`controller_state`) is known not
+    to be running: a stopped campaign leaves the rest of its wave queued in the study, and the count
+    alone reads as runs about to start."""
+    return " (no controller launches them now)" if controller and not controller.startswith("running") else ""
+
+
 def _state_of(record: dict[str, Any], now: float) -> str:
     where = f"pid {record.get('pid')} on {record.get('host')}"
     seen = float(record.get("seen_at", 0.0))

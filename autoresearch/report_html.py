@@ -13,6 +13,7 @@ from html import escape
 
 from autoresearch.agent.usage import unanswered_note
 from autoresearch.budget import dollars_of, unpriced_said
+from autoresearch.heartbeat import unlaunched_note
 from autoresearch.report import CampaignReport, KeptChange
 
 # A word longer than the page (a path, a URL, a description without spaces) breaks where it must:
@@ -163,8 +164,8 @@ def render_html(r: CampaignReport, plot_png: bytes | None) -> str:
     state = (
         f"{r.running} running, {r.queued} queued" if r.running or r.queued else "nothing running or queued"
     )
-    if r.queued and r.controller and not r.controller.startswith("running"):
-        state += " (no controller launches them now)"  # (a stopped campaign's, left in the study)
+    if r.queued:
+        state += unlaunched_note(r.controller)
     controller = f"Controller: {escape(r.controller)}." if r.controller else ""
     settings = _table(["setting", "value"], [[escape(k), escape(v)] for k, v in r.settings.items()])
     counts = ", ".join(f"{n} {escape(status)}" for status, n in sorted(r.counts.items()))

@@ -52,7 +52,7 @@ from autoresearch.config import (
 from autoresearch.eta import ends_said
 from autoresearch.files import finite_number, read_json
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
-from autoresearch.heartbeat import CONTROLLER_FILE, controller_state
+from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, unlaunched_note
 from autoresearch.open_checks import LOG_FILE
 from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.runner import OUTCOME_FILE, STARTED_FILE
@@ -245,6 +245,8 @@ def render(
     in_flight = (
         f"{states['running']} running, {states['pending']} pending on the cluster, {len(waiting)} queued"
     )
+    if waiting:
+        in_flight += unlaunched_note(controller)
     if awaiting := sum(states[state] for state in AWAITING):
         in_flight += f", {awaiting} ran and awaiting a decision"
     plain_row(head, "experiments", f"{experiment_counts(counts)}, {in_flight}")

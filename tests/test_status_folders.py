@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, campaign_command, run_campaign, wait_for
+from engine_helpers import REPO, campaign_command, load, run_campaign, wait_for
+from optuna.trial import TrialState
 
 from autoresearch.runner import OUTCOME_FILE
 
@@ -98,3 +99,18 @@ def test_a_run_that_ended_after_its_controller_was_killed_is_not_shown_running(t
     trial = int(started.parent.name)
     assert any(line.startswith(f"{trial} local ended, not collected ") for line in lines), out.stdout
     assert any("0 running, 0 pending on the cluster" in line for line in lines), out.stdout
+
+
+def test_the_runs_a_stopped_controller_left_queued_are_said_not_to_be_launched(
+    finished_campaign: Path, tmp_path: Path
+) -> None:
+    """A campaign stopped by its budget leaves the rest of its wave queued in the study: status said
+    "4 queued" beside the stopped controller, as if they would run, where report.html says no
+    controller launches them now."""
+    campaign = copy_of(finished_campaign, tmp_path)
+    queued = len(load(campaign).get_trials(states=(TrialState.WAITING,)))
+    assert queued  # (the toy's wave is larger than its budget)
+    out = status(str(campaign))
+    assert out.returncode == 0, out.stderr
+    (line,) = [line.rstrip() for line in out.stdout.splitlines() if line.startswith("experiments ")]
+    assert line.endswith(f", {queued} queued (no controller launches them now)"), line
