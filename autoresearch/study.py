@@ -239,7 +239,14 @@ def load_study(campaign_dir: Path, name: str, url: str | None, retry_seconds: fl
         with contextlib.suppress(KeyError):  # (a storage without this study)
             if storage is not None:
                 return optuna.load_study(study_name=name, storage=storage)
+        others = [s.study_name for s in storage.get_all_studies()] if storage is not None and not url else []
     where = url or campaign_dir / JOURNAL_FILE
+    if others:  # the folder's own journal holds a study by another name: config.yaml's was edited
+        held = ", ".join(repr(other) for other in others)
+        raise NoStudyYet(
+            f"no study {name!r} in {where}, which holds the study {held}: config.yaml's campaign.name "
+            "was edited? It records the last start: put back the name it wrote"
+        )
     if any((campaign_dir / "experiments").glob("[0-9]*")):  # it ran: the study was lost since
         raise NoStudyYet(
             f"no study {name!r} in {where}, though {campaign_dir / 'experiments'} holds the experiments "

@@ -114,3 +114,19 @@ def test_the_runs_a_stopped_controller_left_queued_are_said_not_to_be_launched(
     assert out.returncode == 0, out.stderr
     (line,) = [line.rstrip() for line in out.stdout.splitlines() if line.startswith("experiments ")]
     assert line.endswith(f", {queued} queued (no controller launches them now)"), line
+
+
+def test_a_campaign_name_edited_in_config_yaml_is_not_said_to_be_a_lost_study(
+    finished_campaign: Path, tmp_path: Path
+) -> None:
+    """config.yaml's campaign.name edited by hand: status said the study was lost (deleted,
+    emptied?) and to put it back, though the journal holds it whole under the name it ran as."""
+    campaign = copy_of(finished_campaign, tmp_path)
+    saved = campaign / "config.yaml"
+    saved.write_text(saved.read_text().replace("  name: toy\n", "  name: renamed\n", 1))
+    out = status(str(campaign))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"error: no study 'renamed' in {campaign / 'study.journal'}, which holds the study 'toy': "
+        "config.yaml's campaign.name was edited? It records the last start: put back the name it wrote"
+    ]
