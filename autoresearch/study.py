@@ -65,12 +65,20 @@ def controller_storage(
 def reading_storage(url: str | None, campaign_dir: Path) -> Iterator[None]:
     """A storage that cannot be opened or read (also one gone while it is read: Optuna wraps a
     database's failure in a commit as StorageInternalError) becomes one StudyUnavailable line, not
-    a driver traceback; so does a journal with a damaged line (a torn last line is `recover_journal`'s)."""
+    a driver traceback; so does a journal with a damaged line (a torn last line is `recover_journal`'s),
+    and one removed while it is read (`status --watch` on a folder deleted to start over)."""
+    journal = campaign_dir / JOURNAL_FILE
     try:
         yield
+    except FileNotFoundError as err:
+        if url or err.filename is None or Path(err.filename) != journal:
+            raise
+        raise StudyUnavailable(
+            f"the study journal {journal} is gone: its campaign folder was removed or moved while it was read"
+        ) from None
     except JournalDamaged as err:
         raise StudyUnavailable(
-            f"cannot read the study journal {campaign_dir / JOURNAL_FILE}: {err}; put back a copy "
+            f"cannot read the study journal {journal}: {err}; put back a copy "
             "from before the damage, or start over with a new campaign.name"
         ) from None
     except (ImportError, SQLAlchemyError, StorageInternalError) as err:

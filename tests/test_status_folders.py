@@ -130,3 +130,26 @@ def test_a_campaign_name_edited_in_config_yaml_is_not_said_to_be_a_lost_study(
         f"error: no study 'renamed' in {campaign / 'study.journal'}, which holds the study 'toy': "
         "config.yaml's campaign.name was edited? It records the last start: put back the name it wrote"
     ]
+
+
+def test_a_campaign_folder_removed_under_a_live_view_ends_it_in_one_line(
+    finished_campaign: Path, tmp_path: Path
+) -> None:
+    """`rm -rf runs/demo` to start over (as the README says) while `status --watch` showed it: the
+    view's next read of the journal ended in a FileNotFoundError traceback."""
+    campaign = copy_of(finished_campaign, tmp_path)
+    frames = tmp_path / "frames.txt"
+    with frames.open("w") as into:
+        command = [sys.executable, "-m", "autoresearch", "status", str(campaign), "--watch", "0.1"]
+        view = subprocess.Popen(command, cwd=REPO, stdout=into, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: "campaign " in frames.read_text(), 60, "the view's first frame")
+            shutil.rmtree(campaign)
+            _, err = view.communicate(timeout=60)
+        finally:
+            view.kill()
+    assert view.returncode == 2
+    assert err.splitlines() == [
+        f"error: the study journal {campaign / 'study.journal'} is gone: its campaign folder was removed or "
+        "moved while it was read"
+    ]
