@@ -241,13 +241,17 @@ def write_report(
     """Re-draw progress.png and write report.html (the plot embedded: one file to mail or attach),
     in the campaign folder or in `out_dir` (made if missing: for a campaign folder read-only);
     `ended` as for `build_report`."""
+    report = build_report(study, campaign_dir, cfg, ended)
+    return save_report(report, rows(study), campaign_dir if out_dir is None else out_dir)
+
+
+def save_report(report: CampaignReport, table: list[dict[str, Any]], out_dir: Path) -> Path:
+    """`write_report`'s writes alone, of what was read before: a file of the campaign that cannot
+    be read is not a report that cannot be written."""
     from autoresearch.report_html import render_html
 
-    out_dir = campaign_dir if out_dir is None else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report(study, campaign_dir, cfg, ended)
     plot = out_dir / "progress.png"
-    table = rows(study)
     if table:  # (only a plot drawn now: a progress.png already in an --out folder may be another's)
         plot_progress(table, plot, report.name)
     path = out_dir / REPORT_FILE
@@ -257,7 +261,7 @@ def write_report(
 
 def main() -> None:
     from autoresearch.cli import tool_name
-    from autoresearch.status import reading_campaign, refuse
+    from autoresearch.status import reading_campaign, reads_allowed, refuse
 
     parser = argparse.ArgumentParser(prog=tool_name("report"), description=DESCRIPTION)
     parser.add_argument("campaign_dir", type=Path, help="runs/<campaign name>")
@@ -269,9 +273,11 @@ def main() -> None:
         "(for a folder you cannot write: a colleague's campaign, a read-only archive)",
     )
     args = parser.parse_args()
-    with reading_campaign(args.campaign_dir) as (study, config):  # (also: a setting an edit removed)
+    # (reading_campaign also refuses a config.yaml a setting was removed from by an edit)
+    with reads_allowed(), reading_campaign(args.campaign_dir) as (study, config):
+        report, table = build_report(study, args.campaign_dir, config), rows(study)
         try:
-            path = write_report(study, args.campaign_dir, config, args.out)
+            path = save_report(report, table, args.campaign_dir if args.out is None else args.out)
         except OSError as err:  # (a read-only mount: a colleague's campaign, an archive)
             where, instead = (
                 (args.campaign_dir, "write it elsewhere with --out DIR")

@@ -41,10 +41,12 @@ def without_root_rights() -> list[str]:
     return prefix
 
 
-def status(*args: str, prefix: tuple[str, ...] = (), cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    command = [*prefix, sys.executable, "-m", "autoresearch", "status", *args]
+def run_tool(
+    *args: str, prefix: tuple[str, ...] = (), tool: str = "status"
+) -> subprocess.CompletedProcess[str]:
+    command = [*prefix, sys.executable, "-m", "autoresearch", tool, *args]
     env = {**os.environ, "COLUMNS": "250"}  # one line per row, whatever the terminal
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.mark.parametrize("private", [".", "config.yaml", "study.journal", "agent/usage.jsonl"])
@@ -60,7 +62,7 @@ def test_a_campaign_file_the_reader_may_not_read_is_one_line(
     mode = path.stat().st_mode
     path.chmod(0)
     try:
-        out = status(str(campaign), prefix=tuple(without_root_rights()))
+        out = run_tool(str(campaign), prefix=tuple(without_root_rights()))
     finally:
         path.chmod(mode)
     assert out.returncode == 2, out.stderr
@@ -68,6 +70,28 @@ def test_a_campaign_file_the_reader_may_not_read_is_one_line(
     assert out.stderr.splitlines() == [
         f"error: cannot read {named} (Permission denied): run this as a user who may read the whole "
         "campaign folder"
+    ]
+
+
+def test_a_report_of_a_campaign_file_the_reader_may_not_read_is_not_said_to_be_a_write(
+    finished_campaign: Path, tmp_path: Path
+) -> None:
+    """`autoresearch report --out DIR` on a campaign whose ledger is private: it said it could not
+    write the report, though it could not read the campaign, and sent the user to another --out."""
+    campaign = copy_of(finished_campaign, tmp_path)
+    ledger = campaign / "agent" / "usage.jsonl"
+    ledger.parent.mkdir(exist_ok=True)
+    ledger.write_text("")
+    ledger.chmod(0)
+    try:
+        out = run_tool(
+            str(campaign), "--out", str(tmp_path / "out"), prefix=tuple(without_root_rights()), tool="report"
+        )
+    finally:
+        ledger.chmod(0o644)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines() == [
+        f"error: cannot read {ledger} (Permission denied): run this as a user who may read the whole campaign folder"
     ]
 
 
@@ -92,7 +116,7 @@ def test_a_run_that_ended_after_its_controller_was_killed_is_not_shown_running(t
     (started,) = campaign.glob("experiments/*/started.json")  # (one slot)
     hold.unlink()
     wait_for((started.parent / OUTCOME_FILE).is_file, 60, "the run's end, without its controller")
-    out = status(str(campaign))
+    out = run_tool(str(campaign))
     assert out.returncode == 0, out.stderr
     lines = [" ".join(line.replace("│", " ").split()) for line in out.stdout.splitlines()]
     assert any(line.startswith("controller gone: ") for line in lines), out.stdout
@@ -110,7 +134,7 @@ def test_the_runs_a_stopped_controller_left_queued_are_said_not_to_be_launched(
     campaign = copy_of(finished_campaign, tmp_path)
     queued = len(load(campaign).get_trials(states=(TrialState.WAITING,)))
     assert queued  # (the toy's wave is larger than its budget)
-    out = status(str(campaign))
+    out = run_tool(str(campaign))
     assert out.returncode == 0, out.stderr
     (line,) = [line.rstrip() for line in out.stdout.splitlines() if line.startswith("experiments ")]
     assert line.endswith(f", {queued} queued (no controller launches them now)"), line
@@ -124,7 +148,7 @@ def test_a_campaign_name_edited_in_config_yaml_is_not_said_to_be_a_lost_study(
     campaign = copy_of(finished_campaign, tmp_path)
     saved = campaign / "config.yaml"
     saved.write_text(saved.read_text().replace("  name: toy\n", "  name: renamed\n", 1))
-    out = status(str(campaign))
+    out = run_tool(str(campaign))
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
         f"error: no study 'renamed' in {campaign / 'study.journal'}, which holds the study 'toy': "
