@@ -87,18 +87,18 @@ def reading_campaign(campaign_dir: Path) -> Iterator[tuple[optuna.Study, DictCon
     if not campaign_dir.is_dir():
         what = "not a folder" if campaign_dir.exists() else "no such folder"
         refuse(f"{what}: {campaign_dir}{missing_folder_hint(campaign_dir)}")
-    if not (campaign_dir / SAVED_CONFIG).is_file():
+    if not (saved := campaign_dir / SAVED_CONFIG).is_file():
         if any((campaign_dir / "experiments").glob("[0-9]*")):  # it ran: config.yaml was deleted since
+            what = "not a file: remove it, and" if saved.exists() else "gone:"
             refuse(
                 f"{campaign_dir} ran experiments, but its config.yaml, which says where its study is, is "
-                "gone: the campaign's command writes it anew as it resumes the campaign (study and results kept)"
+                f"{what} the campaign's command writes it anew as it resumes the campaign (study and results kept)"
             )
         if (controller := controller_state(campaign_dir)) is not None:  # config.yaml comes once set up
             how = "is still setting up" if controller.startswith("running") else "did not get past setting up"
             refuse(f"{campaign_dir}: its first start {how} (the data, the study); controller {controller}")
         refuse(f"not a campaign folder (no config.yaml): {campaign_dir}{campaigns_inside_hint(campaign_dir)}")
     try:
-        saved = campaign_dir / SAVED_CONFIG
         config = read_saved_config(saved)
         retry = OmegaConf.select(
             config, "storage_retry_seconds", default=AutoresearchConfig.storage_retry_seconds

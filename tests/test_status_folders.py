@@ -177,3 +177,18 @@ def test_a_campaign_folder_removed_under_a_live_view_ends_it_in_one_line(
         f"error: the study journal {campaign / 'study.journal'} is gone: its campaign folder was removed or "
         "moved while it was read"
     ]
+
+
+def test_a_config_yaml_made_a_folder_is_not_said_to_be_gone(finished_campaign: Path, tmp_path: Path) -> None:
+    """config.yaml replaced by a folder of that name (a bad copy, a mount): status said config.yaml
+    was gone, though `ls` shows it there."""
+    campaign = copy_of(finished_campaign, tmp_path)
+    (campaign / "config.yaml").unlink()
+    (campaign / "config.yaml").mkdir()
+    out = run_tool(str(campaign))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"error: {campaign} ran experiments, but its config.yaml, which says where its study is, is not a "
+        "file: remove it, and the campaign's command writes it anew as it resumes the campaign (study and "
+        "results kept)"
+    ]
