@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import logging
+import socket
 import sys
 import time
 from collections import Counter
@@ -51,6 +52,7 @@ from autoresearch.config import (
 )
 from autoresearch.eta import ends_said
 from autoresearch.files import finite_number, read_json
+from autoresearch.fleet.local import runner_alive
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, unlaunched_note
 from autoresearch.open_checks import LOG_FILE
@@ -170,13 +172,20 @@ def _rerun_means(by_tier: dict[str, list[float]]) -> str:
 AWAITING = ("awaiting re-runs", "awaiting comparison", "ended, not collected")
 
 
-def launch_state(trial: FrozenTrial, campaign_dir: Path) -> tuple[str, float | None]:
+RUNNER_GONE = "runner gone"  # a local run whose runner died with its controller: it never ends
+
+
+def launch_state(
+    trial: FrozenTrial, campaign_dir: Path, runners_here: bool = False
+) -> tuple[str, float | None]:
     """A launched trial: "pending" until its runner starts on a node (a Slurm job can wait in the
     queue, or never start: a request no node can meet), then "running"; once its run ended, the
     runs its decision waits for: its re-runs (promoted), or those it is compared with (a baseline,
     the frontier's run at its seed); and since when. A promoted change counted as running for
     as long as its re-runs took. A run whose runner ended (its outcome.json) with no controller
-    to collect its result (killed meanwhile) showed running for ever: it is said not collected."""
+    to collect its result (killed meanwhile) showed running for ever: it is said not collected;
+    so did one whose runner died too, which `runners_here` (a stopped controller's host, where its
+    local runners ran) finds gone."""
     if (ended := trial.user_attrs.get("ended_at")) is not None:
         return AWAITING[0] if trial.user_attrs.get("promoted") else AWAITING[1], ended
     exp_dir = trial.user_attrs.get("exp_dir")
@@ -187,7 +196,19 @@ def launch_state(trial: FrozenTrial, campaign_dir: Path) -> tuple[str, float | N
     if started is None:
         return "pending", trial.user_attrs.get("launched_at")
     since = started.get("started_at")
-    return "running", since if finite_number(since) else None  # (a file damaged by hand: since unknown)
+    state = RUNNER_GONE if runners_here and runner_alive(campaign_dir / exp_dir) is False else "running"
+    return state, since if finite_number(since) else None  # (a file damaged by hand: since unknown)
+
+
+def stopped_here(campaign_dir: Path, controller: str | None) -> bool:
+    """Whether the campaign's controller is not running and ran on this host, where its local
+    runners ran: whether they still run can be seen here."""
+    record = read_json(campaign_dir / CONTROLLER_FILE) or {}
+    return (
+        controller is not None
+        and not controller.startswith("running")
+        and record.get("host") == socket.gethostname()
+    )
 
 
 def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:
@@ -240,7 +261,8 @@ def render(
     plain_row(
         head, "elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)")
     )
-    launched = {t.number: launch_state(t, campaign_dir) for t in running}  # (a file read each)
+    runners_here = stopped_here(campaign_dir, controller)
+    launched = {t.number: launch_state(t, campaign_dir, runners_here) for t in running}  # (a file read each)
     states = Counter(state for state, _ in launched.values())
     in_flight = (
         f"{states['running']} running, {states['pending']} pending on the cluster, {len(waiting)} queued"
@@ -249,6 +271,8 @@ def render(
         in_flight += unlaunched_note(controller)
     if awaiting := sum(states[state] for state in AWAITING):
         in_flight += f", {awaiting} ran and awaiting a decision"
+    if states[RUNNER_GONE]:
+        in_flight += f", {states[RUNNER_GONE]} whose runner is gone (lost: a resume runs them again)"
     plain_row(head, "experiments", f"{experiment_counts(counts)}, {in_flight}")
     calls = usage_totals(campaign_dir)
     plain_row(

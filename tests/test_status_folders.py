@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from engine_helpers import REPO, campaign_command, load, run_campaign, wait_for
 from optuna.trial import TrialState
 
-from autoresearch.runner import OUTCOME_FILE
+from autoresearch.runner import OUTCOME_FILE, PID_FILE
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,31 @@ def run_tool(
     command = [*prefix, sys.executable, "-m", "autoresearch", tool, *args]
     env = {**os.environ, "COLUMNS": "250"}  # one line per row, whatever the terminal
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+
+
+def controller_killed_mid_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A toy campaign on one slot whose controller was killed (kill -9) while its first run ran,
+    held: that run's started.json, and the file that holds it (remove it and the run goes on)."""
+    hold = tmp_path / "hold"  # (the toy's runs wait while it exists)
+    hold.touch()
+    runs = tmp_path / "runs"
+    command = campaign_command(runs, "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1")
+    env = {**os.environ, "TOY_HOLD": str(hold)}
+    controller = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: list(runs.glob("toy/experiments/*/started.json")), 120, "a run started")
+    finally:
+        controller.kill()
+        controller.wait(timeout=60)
+    (started,) = runs.glob("toy/experiments/*/started.json")  # (one slot)
+    return started, hold
+
+
+def view_lines(view: str) -> list[str]:
+    """status's view line by line, the tables' borders and the padding of cells left out."""
+    return [" ".join(line.replace("│", " ").split()) for line in view.splitlines()]
 
 
 @pytest.mark.parametrize("private", [".", "config.yaml", "study.journal", "agent/usage.jsonl"])
@@ -99,26 +125,13 @@ def test_a_run_that_ended_after_its_controller_was_killed_is_not_shown_running(t
     """kill -9 of the controller mid-wave: its runner goes on and ends, but no controller collects
     the result into the study, and status showed the run "running" for ever, its minutes growing.
     It now shows it ended, its result not collected."""
-    hold = tmp_path / "hold"  # (the toy's runs wait while it exists)
-    hold.touch()
-    runs = tmp_path / "runs"
-    command = campaign_command(runs, "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1")
-    env = {**os.environ, "TOY_HOLD": str(hold)}
-    controller = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    campaign = runs / "toy"
-    try:
-        wait_for(lambda: list(campaign.glob("experiments/*/started.json")), 120, "a run started")
-    finally:
-        controller.kill()
-        controller.wait(timeout=60)
-    (started,) = campaign.glob("experiments/*/started.json")  # (one slot)
+    started, hold = controller_killed_mid_run(tmp_path)
+    campaign = started.parent.parent.parent
     hold.unlink()
     wait_for((started.parent / OUTCOME_FILE).is_file, 60, "the run's end, without its controller")
     out = run_tool(str(campaign))
     assert out.returncode == 0, out.stderr
-    lines = [" ".join(line.replace("│", " ").split()) for line in out.stdout.splitlines()]
+    lines = view_lines(out.stdout)
     assert any(line.startswith("controller gone: ") for line in lines), out.stdout
     trial = int(started.parent.name)
     assert any(line.startswith(f"{trial} local ended, not collected ") for line in lines), out.stdout
@@ -192,3 +205,23 @@ def test_a_config_yaml_made_a_folder_is_not_said_to_be_gone(finished_campaign: P
         "file: remove it, and the campaign's command writes it anew as it resumes the campaign (study and "
         "results kept)"
     ]
+
+
+def test_a_run_whose_runner_died_with_its_controller_is_not_shown_running(tmp_path: Path) -> None:
+    """kill -9 of the controller and of its runner (an OOM kill, a session closed): the run will
+    never end, but status showed it "running" for ever. On the host it ran on, status now sees its
+    runner is gone."""
+    started, _ = controller_killed_mid_run(tmp_path)
+    campaign = started.parent.parent.parent
+    runner = int((started.parent / PID_FILE).read_text().split()[0])
+    os.kill(runner, signal.SIGKILL)  # (its train.py dies with it)
+    wait_for(lambda: not Path(f"/proc/{runner}").exists(), 60, "the runner's end")
+    out = run_tool(str(campaign))
+    assert out.returncode == 0, out.stderr
+    lines = view_lines(out.stdout)
+    trial = int(started.parent.name)
+    assert any(line.startswith(f"{trial} local runner gone ") for line in lines), out.stdout
+    assert any(
+        "0 running, 0 pending on the cluster" in line and "1 whose runner is gone" in line for line in lines
+    )
+    assert not (started.parent / OUTCOME_FILE).exists()

@@ -185,6 +185,13 @@ def _read_pid_file(path: Path) -> tuple[int | None, int | None]:
     return (fields[0] if fields else None), (fields[1] if len(fields) > 1 else None)
 
 
+def runner_alive(exp_dir: Path) -> bool | None:
+    """Whether the runner its runner.pid names still runs `exp_dir` on this host; None where no
+    runner.pid names one (not started here, or ended: the runner removes it)."""
+    pid, _ = _read_pid_file(exp_dir / PID_FILE)
+    return None if pid is None else _is_our_runner(pid, exp_dir)
+
+
 def _is_our_runner(pid: int, exp_dir: Path) -> bool:
     """True if `pid` is alive and is the runner of `exp_dir` (pids get reused)."""
     try:
