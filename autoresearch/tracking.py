@@ -155,7 +155,7 @@ class WandbTracker:
         self.wandb_dir = campaign_dir / "wandb"
         self.wandb_dir.mkdir(parents=True, exist_ok=True)
         self._queued = {int(n) for n in complete_lines(self.wandb_dir / SENT_FILE)}
-        self._settle_killed_sends()
+        self._settled = False  # (`_settle_killed_sends`: at the first update, never before)
         self._started_at = 0.0
         self._work: queue.Queue[FrozenTrial | Path | None] = queue.Queue()
         self._broken = ""  # W&B refused once: say so once, send nothing more in this controller
@@ -171,7 +171,9 @@ class WandbTracker:
         run was whole (`run.finish()` returns once its file is) but before it was listed, the run
         is listed now, not written again: W&B keeps each write under a run id as a run of its own,
         from step 1, and `wandb sync` sends them all to that id. Only the folders not listed as
-        sent are read: those a killed controller left, and the report's, one a start."""
+        sent are read: those a killed controller left, and the report's, one a start. Done at the
+        first update, which only a controller holding the campaign's lock makes: a start is built
+        before it takes the lock, and one refused by it would tear the running controller's sends."""
         from autoresearch.wandb_files import is_whole
 
         torn = []
@@ -195,6 +197,9 @@ class WandbTracker:
             )
 
     def update(self, study: optuna.Study) -> None:
+        if not self._settled:
+            self._settle_killed_sends()
+            self._settled = True
         self._started_at = float(study.user_attrs.get("started_at", 0.0))
         for t in sorted(finished(study), key=lambda t: t.number):
             if t.number not in self._queued and t.user_attrs.get("status") != "skip":

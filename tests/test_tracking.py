@@ -22,6 +22,7 @@ from wandb_records import offline_runs
 from autoresearch import tracking
 from autoresearch.config import TrackingConfig
 from autoresearch.files import complete_lines
+from autoresearch.folder_lock import take_lock
 from autoresearch.results import rows
 from autoresearch.study import finished
 from autoresearch.tracking import (
@@ -472,3 +473,20 @@ def test_a_resume_that_moves_the_wandb_project_says_where_the_earlier_runs_stay(
     again = run_campaign(tmp_path, *moved, "campaign.budget.max_experiments=4")
     assert again.returncode == 0
     assert (campaign / "controller.log").read_text().count("changed since the last start: the") == 1
+
+
+def test_a_start_refused_by_a_running_controllers_lock_leaves_its_wandb_runs_alone(tmp_path: Path) -> None:
+    """A second start of a running campaign builds its tracker before the campaign's lock refuses
+    it; the tracker's clean-up of torn run folders, run then, removed the run the running
+    controller was writing (no data file yet) from under it. Only a controller holding the lock
+    cleans up."""
+    campaign = tmp_path / "toy"
+    writing = campaign / "wandb" / "offline-run-20260101_000000-toy-0-t00000"
+    writing.mkdir(parents=True)
+    fd = take_lock(campaign)  # the running controller's
+    try:
+        out = run_campaign(tmp_path, *WANDB_OFFLINE)
+    finally:
+        os.close(fd)
+    assert out.returncode == 2 and "ERROR" in out.stdout + out.stderr, out.stdout + out.stderr
+    assert writing.is_dir()
