@@ -428,8 +428,9 @@ class Campaign:
                 with self._writing_what_a_stop_saves():
                     self.fleet.shutdown(cancel=False)
                     self._write_final_outputs(ended)
-                self.tracker.update(self.study)
-                self.tracker.close(self.dir / REPORT_FILE)
+                if not self._leaving:  # (a second stop already came: what W&B lacks, the next run sends)
+                    self.tracker.update(self.study)
+                    self.tracker.close(self.dir / REPORT_FILE)
         finally:
             try:
                 with self._writing_what_a_stop_saves():

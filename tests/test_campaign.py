@@ -755,6 +755,48 @@ def test_ctrl_c_again_and_again_as_the_controller_exits_never_kills_it_without_a
     assert_the_stop_was_saved(tmp_path / "toy")
 
 
+# A controller sent Ctrl-C twice as it collects its first result, W&B's wait at its end marked
+# by a file (`sent-to-wandb`) where it begins.
+TWO_CTRL_C_IN_THE_LOOP = """
+import os, runpy, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import autoresearch.campaign as campaign, autoresearch.tracking as tracking
+marker, finishing, closing = Path(sys.argv.pop(1)), campaign.Campaign._finish, tracking.WandbTracker.close
+def interrupted(self, done):
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
+    return finishing(self, done)
+def waited(self, report):
+    marker.touch()
+    return closing(self, report)
+campaign.Campaign._finish, tracking.WandbTracker.close = interrupted, waited
+runpy.run_module("autoresearch", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_second_ctrl_c_before_the_stop_is_heard_leaves_without_waiting_for_wandb(tmp_path: Path) -> None:
+    """A second Ctrl-C that came before the loop had ended on the first went on to wait up to two
+    minutes for W&B, with every later Ctrl-C ignored as no news; it now cuts that wait short, as
+    one that comes while the stop's files are written does, and leaves with exit code 130."""
+    marker = tmp_path / "sent-to-wandb"
+    wandb = ("tracking=wandb", "tracking.mode=offline", "tracking.project=tests")
+    command = [
+        sys.executable,
+        "-c",
+        TWO_CTRL_C_IN_THE_LOOP,
+        str(marker),
+        *campaign_command(tmp_path, *wandb)[3:],
+    ]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 130 and "Traceback" not in said, said
+    assert not marker.exists(), said
+    campaign = tmp_path / "toy"  # what the stop saves, saved all the same
+    assert "interrupted: a second Ctrl-C or SIGTERM" in (campaign / "report.html").read_text()
+    assert (campaign / "results.tsv").read_text().startswith("commit\t")
+
+
 def test_a_write_the_disk_refuses_stops_the_controller_in_one_line_and_a_rerun_goes_on(
     tmp_path: Path,
 ) -> None:
