@@ -101,10 +101,11 @@ def run(cfg: AutoresearchConfig) -> int:
     )
     try:
         code = run_campaign(campaign)
+        ignore_stops()  # (in the try: a second signal just before it is still a second stop)
     except KeyboardInterrupt:  # a second signal while stopping: leave now, state is in the study
+        ignore_stops()
         log.warning("interrupted: running experiments stay, and a re-run re-attaches to them")
         code = EXIT_INTERRUPTED
-    ignore_stops()
     return code
 
 
