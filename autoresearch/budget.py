@@ -155,6 +155,15 @@ def hours_without_price(
     return left
 
 
+def across_pools(by_pool: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Hours by pool and GPU type (`hours_without_price`'s) summed over the pools, by GPU type."""
+    by_type: dict[str, float] = {}
+    for hours in by_pool.values():
+        for gpu_type, h in hours.items():
+            by_type[gpu_type] = by_type.get(gpu_type, 0.0) + h
+    return by_type
+
+
 def unpriced_said(by_type: Mapping[str, float], unit: str) -> str:
     """Hours without a price (`hours_without_price`'s, by GPU type) in words: which hours, and on
     what, rather than a price of $0 that would read as free."""

@@ -12,7 +12,7 @@ import time
 from html import escape
 
 from autoresearch.agent.usage import unanswered_note
-from autoresearch.budget import dollars_of, unpriced_said
+from autoresearch.budget import across_pools, dollars_of, unpriced_said
 from autoresearch.heartbeat import unlaunched_note
 from autoresearch.report import CampaignReport, KeptChange
 
@@ -111,8 +111,8 @@ def _cost(r: CampaignReport) -> str:
     )
     models = ", ".join(llm["models"]) or "none"
     body.append([f"LLM ({escape(models)})", escape(tokens), f"${llm['dollars']:,.2f}"])
-    left = sum(h for by_type in r.unpriced_hours.values() for h in by_type.values())
-    more = f" + ? for {left:.2f} unpriced {r.hours_unit}" if r.unpriced_hours else ""
+    left = across_pools(r.unpriced_hours)
+    more = f" + {escape(unpriced_said(left, r.hours_unit))}" if left else ""
     body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}{more}</b>"])
     calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed{unanswered_note(llm)}"
     return (

@@ -33,6 +33,7 @@ from rich.text import Text
 from autoresearch.agent.usage import unanswered_note, usage_totals
 from autoresearch.budget import (
     Spend,
+    across_pools,
     earlier_prices,
     experiment_ran,
     hours_unit,
@@ -228,10 +229,7 @@ def hours_said(study: optuna.Study, spend: Spend, prices: dict[str, float] | Non
     if prices is None:
         return said
     ran = [t for t in finished(study) if experiment_ran(t)]
-    by_type: dict[str, float] = {}
-    for left in hours_without_price(ran, earlier_prices(study), prices).values():
-        for gpu_type, hours in left.items():
-            by_type[gpu_type] = by_type.get(gpu_type, 0.0) + hours
+    by_type = across_pools(hours_without_price(ran, earlier_prices(study), prices))
     return said + f" (${spend.gpu_dollars:,.2f}" + (f" + {unpriced_said(by_type, unit)})" if by_type else ")")
 
 

@@ -325,7 +325,7 @@ def test_hours_on_a_partition_config_yaml_no_longer_names_are_not_priced_as_free
     assert "<td>h200 (H200)</td><td class=num>0.50</td><td class=num>? (no price" in page
     assert "<td>a100 (A100)</td><td class=num>2.00</td><td class=num>$6.00</td>" in page
     assert "<td>local (cpu)</td><td class=num>1.00</td><td class=num>$2.00</td>" in page
-    assert "<b>$8.00 + ? for 0.50 unpriced GPU-hours</b>" in page
+    assert "<b>$8.00 + ? for 0.50 GPU-hours on H200</b>" in page  # (which hours: as status says)
 
 
 def test_a_partly_priced_pool_shows_the_priced_dollars_and_which_hours_have_no_price(tmp_path: Path) -> None:
@@ -347,7 +347,7 @@ def test_a_partly_priced_pool_shows_the_priced_dollars_and_which_hours_have_no_p
         "on H100 (no price: launched before prices were recorded, on a partition config.yaml no "
         "longer names)</td>"
     ) in page
-    assert "<b>$8.00 + ? for 0.50 unpriced GPU-hours</b>" in page
+    assert "<b>$8.00 + ? for 0.50 GPU-hours on H100</b>" in page
 
 
 def test_a_pool_that_ran_on_several_gpu_types_is_labelled_with_each(tmp_path: Path) -> None:
