@@ -164,7 +164,7 @@ def retype_problems(
         old = frontier.get(spec.name, (None, 0))[0]
         if new is None or new is old or (old is None and not type_problem(spec, new, "")):
             continue
-        text = source.splitlines()[line - 1].strip()
+        text = source.split("\n")[line - 1].strip()  # (as ast counts lines: not at \f or \v)
         was = f", where the frontier's is {_a(old)}" if old else ""
         fix = f"keep it {_a(old)}" if old else "give it a value the knob can take"
         problems.append(
