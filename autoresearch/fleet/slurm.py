@@ -676,7 +676,6 @@ class SlurmFleet:
     def _done(self, t: _Tracked, outcome: dict[str, Any], abandon: bool = False) -> Finished:
         """Stop tracking a trial; make sure Slurm will not run its workspace again."""
         del self._tracked[t.job.trial]
-        self._suspended_s.pop(t.slurm_id, None)
         if t.job.pool in self.queues:
             self.queues[t.job.pool].release(t.job.trial)
         if abandon:
@@ -794,7 +793,9 @@ class SlurmFleet:
         if sacct_was_down:
             log.info("sacct answers again")
         self._states_from = "sacct"
-        self._suspended_s.update(answer.suspended_s)
+        asked = set(ids)  # (sacct answers for every task of an array: only the jobs tracked are kept)
+        counted = {**self._suspended_s, **answer.suspended_s}
+        self._suspended_s = {i: seconds for i, seconds in counted.items() if i in asked}
         return answer.states
 
     def wait(self, seconds: float) -> None:
