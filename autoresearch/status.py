@@ -140,8 +140,9 @@ def reads_allowed() -> Iterator[None]:
     try:
         yield
     except PermissionError as err:
+        what = err.filename or "a file of the campaign folder"  # (a library's refusal may name none)
         refuse(
-            f"cannot read {err.filename} ({err.strerror}): run this as a user who may read the whole campaign folder"
+            f"cannot read {what} ({err.strerror}): run this as a user who may read the whole campaign folder"
         )
 
 

@@ -225,3 +225,17 @@ def test_a_run_whose_runner_died_with_its_controller_is_not_shown_running(tmp_pa
         "0 running, 0 pending on the cluster" in line and "1 whose runner is gone" in line for line in lines
     )
     assert not (started.parent / OUTCOME_FILE).exists()
+
+
+def test_a_refused_read_that_names_no_file_is_still_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A PermissionError raised without a file name (a library's own) read 'cannot read None'."""
+    from autoresearch.status import reads_allowed
+
+    with pytest.raises(SystemExit) as exited, reads_allowed():
+        raise PermissionError(13, "Permission denied")
+    assert exited.value.code == 2
+    said = capsys.readouterr().err
+    assert said == (
+        "error: cannot read a file of the campaign folder (Permission denied): run this as a user who "
+        "may read the whole campaign folder\n"
+    )
