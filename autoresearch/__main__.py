@@ -62,6 +62,7 @@ def run(cfg: AutoresearchConfig) -> int:
     from autoresearch.campaign import Campaign
     from autoresearch.config import deadline_seconds
     from autoresearch.fleet.factory import build_fleet
+    from autoresearch.folder_lock import lock_refusal
     from autoresearch.logs import setup_logging
     from autoresearch.open_checks import LOG_FILE, unwritable_folder_message
     from autoresearch.start_checks import StartRefused, start_checks
@@ -74,6 +75,9 @@ def run(cfg: AutoresearchConfig) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
     campaign_dir, proposer = ready.campaign_dir, ready.proposer
+    if refused := lock_refusal(campaign_dir):  # a controller runs it: build nothing beside it
+        log.error("%s", refused)  # (as the lock's own refusal says it, which a start racing one meets)
+        return EXIT_ERROR
     log_file = campaign_dir / LOG_FILE  # written from once the campaign holds its folder
     try:  # (a runs_dir that is a file, read-only, or on a mount that is gone)
         campaign_dir.mkdir(parents=True, exist_ok=True)

@@ -490,3 +490,18 @@ def test_a_start_refused_by_a_running_controllers_lock_leaves_its_wandb_runs_alo
         os.close(fd)
     assert out.returncode == 2 and "ERROR" in out.stdout + out.stderr, out.stdout + out.stderr
     assert writing.is_dir()
+
+
+def test_a_start_refused_by_a_running_controllers_lock_builds_nothing_beside_it(tmp_path: Path) -> None:
+    """A second start of a running campaign built its fleet and tracker (a W&B thread, its wandb
+    folder) before the campaign's lock refused it; it is now refused first, in the lock's line."""
+    campaign = tmp_path / "toy"
+    campaign.mkdir()
+    fd = take_lock(campaign)  # the running controller's, which tracks nothing
+    try:
+        out = run_campaign(tmp_path, *WANDB_OFFLINE)
+    finally:
+        os.close(fd)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "ERROR    another controller (pid " in out.stdout, out.stdout + out.stderr
+    assert not (campaign / "wandb").exists()
