@@ -157,6 +157,8 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
             )
             try:
                 returncode = _wait_while_running(proc, float(spec["deadline_s"]))
+                if returncode == -signal.SIGTERM:
+                    _await_a_signal_of_its_own()
             except subprocess.TimeoutExpired:
                 ending.append("deadline")
                 _kill_group(proc)
@@ -193,6 +195,20 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         return _finish(exp, outcome)
     outcome.update(status="ok", reason="", metrics=metrics)
     return _finish(exp, outcome)
+
+
+# Slurm's TERM (a preemption, an scancel) reaches every process of a job, train.py and the runner
+# alike, and train.py can die of it before the runner's handler has run: its crash would then hide
+# the preemption. A train.py killed by TERM gives the runner this long to be told the same.
+SIGNAL_GRACE_S = 2.0
+
+
+def _await_a_signal_of_its_own() -> None:
+    """Wait up to SIGNAL_GRACE_S for the stop signal that killed train.py to reach the runner too
+    (its handler raises `_Interrupted`); none came: train.py's death is its own crash."""
+    end = time.monotonic() + SIGNAL_GRACE_S
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
 
 
 WAIT_SLICE_S = 1.0  # how much of a wait for train.py may be counted as running after a resume

@@ -75,7 +75,11 @@ def test_a_crash_reports_the_last_log_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("sig", "said"),
-    [(signal.SIGKILL, "killed by SIGKILL (out of memory?"), (signal.SIGSEGV, "killed by SIGSEGV: ")],
+    [
+        (signal.SIGKILL, "killed by SIGKILL (out of memory?"),
+        (signal.SIGSEGV, "killed by SIGSEGV: "),
+        (signal.SIGTERM, "killed by SIGTERM: "),  # (none reached the runner within its grace)
+    ],
 )
 def test_a_crash_by_a_signal_names_it(tmp_path: Path, sig: signal.Signals, said: str) -> None:
     """The log of a train.py killed mid-step ends on an ordinary step line: the reason was `exit -9`."""
@@ -116,6 +120,22 @@ def test_sigterm_to_the_runner_ends_train_py_and_records_interrupted(tmp_path: P
     outcome = json.loads((exp / "outcome.json").read_text())
     assert outcome["status"] == "interrupted"
     assert not pid_alive(int((exp / "child.pid").read_text()))
+
+
+def test_a_term_that_kills_train_py_first_then_reaches_the_runner_is_an_interruption(tmp_path: Path) -> None:
+    """Slurm's TERM (a preemption, an scancel) reaches train.py and the runner alike; train.py died
+    of it before the runner's handler ran, and the run was recorded as train.py's crash ("killed
+    by SIGTERM"), hiding the preemption. Here the runner's TERM comes 0.3 s after train.py's."""
+    code = (
+        "import os, signal, subprocess\n"
+        "subprocess.Popen(['sh', '-c', f'sleep 0.3; kill -TERM {os.getppid()}'])\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    exp = make_experiment(tmp_path, code)
+    runner = subprocess.run([sys.executable, "-m", "autoresearch.runner", str(exp)], cwd=REPO, timeout=60)
+    outcome = json.loads((exp / "outcome.json").read_text())
+    assert outcome["status"] == "interrupted", (runner.returncode, outcome)
+    assert outcome["reason"] == "runner received SIGTERM"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal")
