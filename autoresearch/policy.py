@@ -104,7 +104,7 @@ class NoiseAwarePolicy:
     ) -> Verdict:
         delta = statistics.fmean(runs) - statistics.fmean(frontier)
         margin = max(self.min_delta, spread)
-        over = f" over {len(runs)} runs" if len(runs) > 1 else ""
+        over = f" (mean {statistics.fmean(runs):.4f} over {len(runs)} runs)" if len(runs) > 1 else ""
         against = f"frontier {statistics.fmean(frontier):.4f} {runs_of}"
         why = "min_delta" if margin == self.min_delta else scale
         d = _decimals_apart(delta, -margin)

@@ -73,7 +73,7 @@ def test_runs_paired_by_seed_are_judged_by_the_noise_of_their_differences() -> N
     paired = policy.confirm(runs, frontier, 0.001, pairs(0.0004, dof=20))
     assert paired.better
     assert paired.reason == (
-        "-0.0010 over 4 runs vs frontier 1.0005 on the same seeds; "
+        "-0.0010 (mean 0.9995 over 4 runs) vs frontier 1.0005 on the same seeds; "
         "needed < -0.0004 (2 x paired noise 0.0004; t at 20 dof: 2.13)"
     )
     # Over 2 dof the same estimate asks for t = 4.37 standard errors: 0.00087, still met; over one,
