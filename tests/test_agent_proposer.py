@@ -220,6 +220,29 @@ def test_an_edit_that_retypes_a_knob_gets_an_error_result_then_is_corrected(tmp_
     assert "DEPTH a float (line 2: DEPTH = 8.5), where the frontier's is an int" in result["content"]
 
 
+@pytest.mark.parametrize("stop_reason", ["max_tokens", "model_context_window_exceeded"])
+def test_a_proposal_cut_off_mid_call_is_not_taken_and_is_asked_again(
+    tmp_path: Path, stop_reason: str
+) -> None:
+    """A reply cut off inside its propose_wave call carries what was written of the input: here a
+    first candidate, no grids, which parses. It was taken as the wave, the rest of the model's wave
+    lost without a word; it is answered as cut off, and the whole wave asked for again."""
+    partial = {"rationale": GOOD_WAVE["rationale"], "candidates": GOOD_WAVE["candidates"][:1]}
+    cut = message_json(
+        [text_block("The wave:"), tool_use_block("propose_wave", partial, "toolu_cut")],
+        stop_reason=stop_reason,
+    )
+    api = ScriptedAPI([cut, tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    proposer = make_proposer(tmp_path, api)
+
+    wave = proposer.propose(sample_context())
+
+    assert wave.source == "claude" and len(wave.candidates) == 2 and len(wave.grids) == 1
+    [result] = api.message_bodies[1]["messages"][-1]["content"]
+    assert result["tool_use_id"] == "toolu_cut" and result["is_error"] is True
+    assert f"cut off ({stop_reason})" in result["content"] and "not read" in result["content"]
+
+
 def test_still_malformed_after_the_turn_budget_is_a_failed_wave(tmp_path: Path) -> None:
     empty = {"rationale": "nothing", "candidates": [], "grids": []}
     api = ScriptedAPI(models=[MODEL], default=lambda body: tool_call("propose_wave", empty))

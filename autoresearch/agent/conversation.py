@@ -31,7 +31,14 @@ log = logging.getLogger("autoresearch.agent")
 CLOSING_NOTE = "Inspection for this wave is over: call propose_wave now with your whole wave."
 NO_INSPECTION = "No inspection budget is left in this wave: call propose_wave now."
 NO_TOOL = "Reply by calling propose_wave with the wave; text alone is not read by the engine."
-CUT_OFF = "Your reply hit max_tokens before finishing. Call propose_wave with a shorter wave."
+CUT_OFF = "Your reply was cut off ({stop_reason}) before it finished. Call propose_wave with a shorter wave."
+CUT_OFF_CALL = (
+    "This call was cut off ({stop_reason}) before its input was whole, so it was not read. Call "
+    "propose_wave again with a shorter wave."
+)
+# Stop reasons of a reply cut off mid-block: its last block, a tool call among them, is incomplete
+# (the API's input of a cut-off tool call is what was written of it, which may still parse).
+CUT_SHORT = ("max_tokens", "model_context_window_exceeded")
 
 _BLOCK_FIELDS = {
     "text": ("type", "text"),
@@ -136,15 +143,19 @@ class Conversation:
             stop_reason = getattr(response, "stop_reason", None)
             if stop_reason == "refusal":
                 raise WaveFailed("the model refused to propose")
+            cut_short = stop_reason in CUT_SHORT
             if not uses:
-                note = CUT_OFF if stop_reason == "max_tokens" else NO_TOOL
+                note = CUT_OFF.format(stop_reason=stop_reason) if cut_short else NO_TOOL
                 last_problem = f"turn {turn + 1} ended without a tool call ({stop_reason})"
                 self.messages.append({"role": "user", "content": [{"type": "text", "text": note}]})
                 continue
             results = []
             for use in uses:
                 tool_input = valid_text(use.input)
-                if not isinstance(tool_input, dict):
+                if cut_short and use is response.content[-1]:
+                    last_problem = f"turn {turn + 1} was cut off ({stop_reason}) in a call of {use.name}"
+                    results.append(tool_result(use.id, CUT_OFF_CALL.format(stop_reason=stop_reason), True))
+                elif not isinstance(tool_input, dict):
                     last_problem = (
                         f"{use.name} was called with {type(tool_input).__name__} input, not an object"
                     )
@@ -154,8 +165,6 @@ class Conversation:
                         return self.parse(tool_input)
                     except ProposalError as err:
                         last_problem = clip_head(str(err), RESULT_CHARS)
-                        if stop_reason == "max_tokens":
-                            last_problem = f"{CUT_OFF} ({last_problem})"
                         results.append(
                             tool_result(use.id, f"Rejected, nothing was run: {last_problem}", True)
                         )
