@@ -467,14 +467,22 @@ def test_a_lone_surrogate_in_the_model_output_is_mended_not_a_crash(tmp_path: Pa
             "text",
         ),
         (httpx2.Response(200, json={"type": "message", "content": None}), "without the content and usage"),
+        (
+            httpx2.Response(
+                200, content=b'{"type": "message", "content": [', headers={"content-type": "application/json"}
+            ),
+            "a body that is not JSON",
+        ),
     ],
-    ids=["html", "no-content"],
+    ids=["html", "no-content", "cut-json"],
 )
 def test_a_200_that_is_not_a_message_is_a_failed_wave_in_one_line(
     tmp_path: Path, caplog, response: httpx2.Response, said: str
 ) -> None:
     """The SDK hands back a proxy's HTML page as a str, and a body without content as a message
-    lacking it: the wave failed with a traceback logged as a defect of ours."""
+    lacking it: the wave failed with a traceback logged as a defect of ours. A body that says it is
+    JSON and is not (cut short by a proxy) raised the parser's error out of the SDK, whose call was
+    left in the ledger as in flight: counted at its worst case, as if cut off by a stop."""
     api = ScriptedAPI([response], models=[MODEL])
     proposer = make_proposer(tmp_path, api)
     caplog.set_level(logging.WARNING, logger="autoresearch.agent")
@@ -484,6 +492,19 @@ def test_a_200_that_is_not_a_message_is_a_failed_wave_in_one_line(
     assert "BadResponse" in warning and said in warning and "agent.base_url" in warning
     [row] = read_usage(tmp_path)
     assert "BadResponse" in row["error"] and row["dollars"] == 0
+    assert usage_totals(tmp_path)["unanswered_calls"] == 0
+
+
+def test_a_call_ended_by_an_error_not_of_the_api_is_not_left_in_flight(tmp_path: Path) -> None:
+    """A 200 nested too deep for the SDK's parser raises RecursionError: the call, over, was left
+    in the ledger as in flight, counted at its worst case and reported as cut off by a stop."""
+    deep = b'{"content": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    api = ScriptedAPI([httpx2.Response(200, content=deep, headers={"content-type": "application/json"})])
+    proposer = make_proposer(tmp_path, api)
+    assert proposer.propose(sample_context()).source == FALLBACK_SOURCE
+    [row] = read_usage(tmp_path)
+    assert "RecursionError" in row["error"] and row["dollars"] == 0 and not row.get("in_flight")
+    assert usage_totals(tmp_path)["unanswered_calls"] == 0
 
 
 def test_a_retry_after_of_an_hour_is_not_slept_through(tmp_path: Path, monkeypatch) -> None:

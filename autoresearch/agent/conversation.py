@@ -199,7 +199,7 @@ class Conversation:
                     self.cfg.model,
                 )
             response = checked_response(response)
-        except (anthropic.APIError, BadResponse) as err:  # (a refused forced call is not one: asked again)
+        except Exception as err:  # the call is over, answered or not (a refused forced call is asked again)
             self.ledger.record_error(
                 model=self.cfg.model, wave=self.wave_id, turn=turn, call=call, error=describe_error(err)
             )
@@ -212,7 +212,13 @@ class Conversation:
 
     def _create(self, request: dict[str, Any]) -> Any:
         self.calls += 1
-        return self.client.messages.create(**request)
+        try:
+            return self.client.messages.create(**request)
+        except json.JSONDecodeError as err:  # (the SDK parses a body that says it is JSON unchecked)
+            raise BadResponse(
+                f"the API answered 200 with a body that is not JSON ({err}; is agent.base_url the "
+                "Messages API?)"
+            ) from None
 
     def request(self, force: bool) -> dict[str, Any]:
         """The Messages API arguments: tools and system (cached by the system blocks' breakpoints,
