@@ -285,6 +285,28 @@ def test_a_model_that_refuses_forcing_is_asked_unforced(tmp_path: Path) -> None:
     assert api.message_bodies[-1]["tool_choice"] == {"type": "auto"}  # not forced again
 
 
+def test_a_model_that_refuses_falls_back_saying_why(tmp_path: Path, caplog) -> None:
+    """The reason of a refusal, the category and explanation of its stop_details, was in no log,
+    transcript or ledger: the wave said only that the model refused."""
+    refusal = message_json([text_block("I can't help with that.")], stop_reason="refusal")
+    refusal["stop_details"] = {
+        "type": "refusal",
+        "category": "frontier_llm",
+        "explanation": "This request could assist the development of competing AI models.",
+    }
+    api = ScriptedAPI([refusal], models=[MODEL])
+    proposer = make_proposer(tmp_path, api)
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    assert proposer.propose(sample_context()).source == FALLBACK_SOURCE
+    said = (
+        "refused to propose (frontier_llm: This request could assist the development of competing AI models.)"
+    )
+    record = json.loads((tmp_path / "agent" / "waves" / "00001.json").read_text())
+    assert record["outcome"] == "fallback" and said in record["reason"]
+    assert any(said in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert usage_totals(tmp_path)["calls"] == 1  # the refusal was answered, and is billed
+
+
 def test_a_refusal_that_retrying_cannot_cure_is_an_error_and_falls_back_at_once(
     tmp_path: Path, caplog
 ) -> None:

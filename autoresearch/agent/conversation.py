@@ -85,6 +85,15 @@ def checked_response(response: Any) -> Any:
     raise BadResponse(f"the API answered 200 with {what} (is agent.base_url the Messages API?)")
 
 
+def refusal_details(response: Any) -> str:
+    """What the API says of a refusal, its policy category and explanation, where it says them:
+    without them the log said only that the model refused, and a refusal of every wave for one
+    reason read as a fault of the API."""
+    details = getattr(response, "stop_details", None)
+    said = [str(v) for v in (getattr(details, "category", None), getattr(details, "explanation", None)) if v]
+    return f" ({': '.join(said)})" if said else ""
+
+
 def tool_result(tool_use_id: str, text: str, is_error: bool) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": valid_text(text)}
     if is_error:
@@ -142,7 +151,7 @@ class Conversation:
             uses = [b for b in response.content if getattr(b, "type", "") == "tool_use"]
             stop_reason = getattr(response, "stop_reason", None)
             if stop_reason == "refusal":
-                raise WaveFailed("the model refused to propose")
+                raise WaveFailed(f"the model refused to propose{refusal_details(response)}")
             cut_short = stop_reason in CUT_SHORT
             if not uses:
                 note = CUT_OFF.format(stop_reason=stop_reason) if cut_short else NO_TOOL
