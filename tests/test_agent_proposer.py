@@ -322,6 +322,27 @@ def test_a_refusal_that_retrying_cannot_cure_is_an_error_and_falls_back_at_once(
     assert len(errors) == 1 and "NotFoundError" in errors[0] and "fix agent.*" in errors[0]
 
 
+def test_the_waves_skipped_after_a_refusal_say_how_many_failed(tmp_path: Path, caplog) -> None:
+    """A key revoked after the start: one 401, then the waves skipped till the next try said
+    'Claude API failing (3 waves in a row)', the refusal counted as failures_before_fallback."""
+    api = ScriptedAPI(
+        models=[MODEL], default=lambda body: error_response(401, "authentication_error", "invalid x-api-key")
+    )
+    proposer = make_proposer(tmp_path, api, failures_before_fallback=3)
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    for _ in range(RETRY_EVERY + 1):
+        assert proposer.propose(sample_context()).source == FALLBACK_SOURCE
+    assert len(api.message_bodies) == 2  # tried at wave 1 and wave RETRY_EVERY + 1 only
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert [e.split(" (")[0] for e in errors] == [
+        "Claude refused wave 1",
+        f"Claude refused wave {RETRY_EVERY + 1}",
+    ]
+    skipped = [r.getMessage() for r in caplog.records if "keeps slots busy" in r.getMessage()]
+    assert len(skipped) == RETRY_EVERY - 1
+    assert all("(1 failed wave in a row)" in m and f"again at wave {RETRY_EVERY + 1}" in m for m in skipped)
+
+
 def test_an_unexpected_error_in_a_wave_falls_back_and_keeps_the_transcript(
     tmp_path: Path, monkeypatch, caplog
 ) -> None:

@@ -66,6 +66,9 @@ class ClaudeProposer:
     """Proposes each wave through Claude; see the module docstring for failure handling."""
 
     name = "claude"
+    # whether a failure since Claude last answered was a refusal that retrying cannot cure (a class
+    # default: a proposer pickled before it was kept reads as not refused)
+    refused = False
 
     def __init__(
         self,
@@ -106,18 +109,18 @@ class ClaudeProposer:
 
     @property
     def in_fallback(self) -> bool:
-        return self.consecutive_failures >= max(1, self.cfg.failures_before_fallback)
+        return self.refused or self.consecutive_failures >= max(1, self.cfg.failures_before_fallback)
 
     def propose(self, context: CampaignContext) -> Wave:
         wave_id = self._next_wave_id()
         if self.in_fallback and self.waves_since_try + 1 < RETRY_EVERY:
             self.waves_since_try += 1
             log.warning(
-                "Claude API failing (%d waves in a row): the offline proposer keeps slots busy "
-                "(wave %d); Claude is tried again within %d waves",
-                self.consecutive_failures,
+                "Claude API failing (%s in a row): the offline proposer keeps slots busy "
+                "(wave %d); Claude is tried again at wave %d",
+                failed_waves(self.consecutive_failures),
                 wave_id,
-                RETRY_EVERY - self.waves_since_try,
+                wave_id + RETRY_EVERY - self.waves_since_try,
             )
             return self._fallback(context, wave_id, "Claude skipped while the API is failing")
         self.waves_since_try = 0
@@ -127,8 +130,9 @@ class ClaudeProposer:
             self._failed(wave_id, err)
             return self._fallback(context, wave_id, describe_error(err))
         if self.in_fallback:
-            log.warning("Claude answers again after %d failed waves", self.consecutive_failures)
+            log.warning("Claude answers again after %s", failed_waves(self.consecutive_failures))
         self.consecutive_failures = 0
+        self.refused = False
         return wave
 
     def _failed(self, wave_id: int, err: Exception) -> None:
@@ -138,7 +142,7 @@ class ClaudeProposer:
         self.consecutive_failures += 1
         reason = describe_error(err)
         if isinstance(err, REFUSALS):
-            self.consecutive_failures = max(self.consecutive_failures, self.cfg.failures_before_fallback)
+            self.refused = True  # until Claude answers again
             log.error(
                 "Claude refused wave %d (%s), and will again: fix agent.* or the key, then run the "
                 "command again (the campaign resumes). Until then the offline proposer fills the "
@@ -250,6 +254,10 @@ class ClaudeProposer:
         folder = self._waves_dir()
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / f"{wave_id:05d}.json", record)
+
+
+def failed_waves(n: int) -> str:
+    return f"{n} failed wave{'' if n == 1 else 's'}"
 
 
 def _holds(path: Path, text: str) -> bool:
