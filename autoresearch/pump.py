@@ -54,6 +54,9 @@ class BackgroundPump:
 
     def close(self) -> None:
         self._future = None  # a wave still on its way is dropped with its thread at exit
+        stop = getattr(self.proposer, "stop", None)
+        if stop is not None:  # (one that calls a paid API makes no more calls for the dropped wave)
+            stop()
 
 
 class SyncPump(BackgroundPump):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import anthropic
@@ -28,6 +29,7 @@ from autoresearch.agent.fakeapi import (
 from autoresearch.agent.usage import FIRST_TURN_WAVES, dollars_spent, read_usage, usage_totals
 from autoresearch.config import AgentConfig
 from autoresearch.proposals import Edit
+from autoresearch.pump import BackgroundPump
 
 MODEL = "claude-test-1"
 
@@ -548,6 +550,38 @@ def test_a_call_ended_by_an_error_not_of_the_api_is_not_left_in_flight(tmp_path:
     [row] = read_usage(tmp_path)
     assert "RecursionError" in row["error"] and row["dollars"] == 0 and not row.get("in_flight")
     assert usage_totals(tmp_path)["unanswered_calls"] == 0
+
+
+def test_a_wave_dropped_by_a_stopping_controller_makes_no_more_calls(tmp_path: Path) -> None:
+    """A controller stopped (Ctrl-C, SIGTERM) while a wave's conversation was under way dropped the
+    wave, but its thread went on calling the API, each call paid, until the controller had exited."""
+    pump: BackgroundPump | None = None
+    future_taken = threading.Event()  # (close drops the pump's future: the test takes it first)
+
+    def answered_as_the_controller_stops(body: dict) -> dict:
+        assert pump is not None and future_taken.wait(timeout=60)
+        pump.close()  # the controller's close, while this call is answered
+        return tool_call("get_results", {"numbers": [1]})
+
+    api = ScriptedAPI(
+        [answered_as_the_controller_stops],
+        models=[MODEL],
+        default=lambda body: tool_call("propose_wave", GOOD_WAVE),
+    )
+    proposer = make_proposer(tmp_path, api)
+    pump = BackgroundPump(proposer)
+    pump.request(sample_context())
+    future = pump._future
+    future_taken.set()
+    assert future is not None
+    wave = future.result(timeout=60)
+
+    assert len(api.message_bodies) == 1 and wave.source == FALLBACK_SOURCE
+    totals = usage_totals(tmp_path)
+    assert (totals["calls"], totals["failed_calls"], totals["unanswered_calls"]) == (1, 0, 0)
+    record = json.loads((tmp_path / "agent" / "waves" / "00001.json").read_text())
+    assert "CallsStopped: the controller is stopping" in record["reason"]
+    assert proposer.consecutive_failures == 0  # not a failure of the API
 
 
 def test_a_retry_after_of_an_hour_is_not_slept_through(tmp_path: Path, monkeypatch) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import anthropic
 
 from autoresearch.agent.client import build_client, check_model, describe_error, redact
-from autoresearch.agent.conversation import Conversation, WaveFailed
+from autoresearch.agent.conversation import CallsStopped, Conversation, WaveFailed
 from autoresearch.agent.inspection import Inspector
 from autoresearch.agent.prompt import default_program_md, render_prompt
 from autoresearch.agent.tools import parse_proposal, tool_definitions
@@ -69,6 +69,7 @@ class ClaudeProposer:
     # whether a failure since Claude last answered was a refusal that retrying cannot cure (a class
     # default: a proposer pickled before it was kept reads as not refused)
     refused = False
+    stopped = False  # `stop`
 
     def __init__(
         self,
@@ -102,7 +103,14 @@ class ClaudeProposer:
         """Pickles without the client: the key never leaves this process inside a pickle."""
         state = self.__dict__.copy()
         state["_client"] = None
+        state.pop("stopped", None)  # (a stop is this process's)
         return state
+
+    def stop(self) -> None:
+        """No more API calls: the controller is leaving (Ctrl-C, SIGTERM, its end), and drops the
+        wave on its way, whose conversation, in a thread of its own, went on calling the API (paid,
+        and counted at its worst case where the exit cut a call off) for a wave nobody took."""
+        self.stopped = True
 
     def __repr__(self) -> str:
         return f"ClaudeProposer(model={self.cfg.model!r}, campaign_dir={str(self.campaign_dir)!r})"
@@ -126,6 +134,8 @@ class ClaudeProposer:
         self.waves_since_try = 0
         try:
             wave = self._ask_claude(context, wave_id)
+        except CallsStopped as err:  # not the API failing: the wave is not wanted
+            return self._fallback(context, wave_id, describe_error(err))
         except Exception as err:  # whatever went wrong, this wave comes from the fallback
             self._failed(wave_id, err)
             return self._fallback(context, wave_id, describe_error(err))
@@ -181,6 +191,7 @@ class ClaudeProposer:
             ledger=self.ledger,
             wave_id=wave_id,
             can_force=self.can_force,
+            stopping=lambda: self.stopped,
             cache_first_turn=first_turn_worth_caching(self.cfg, read_usage(self.campaign_dir)),
         )
         started = time.time()

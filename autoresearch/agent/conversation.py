@@ -52,6 +52,10 @@ class WaveFailed(RuntimeError):
     """The model gave no usable proposal within the wave's bounds."""
 
 
+class CallsStopped(WaveFailed):
+    """The controller is leaving: no more calls for a wave it will not take."""
+
+
 class BadResponse(WaveFailed):
     """The API (or a proxy in front of it) answered 200 with something that is not a message."""
 
@@ -117,6 +121,7 @@ class Conversation:
         wave_id: int,
         can_force: bool = True,
         cache_first_turn: bool = True,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.client = client
         self.cfg = cfg
@@ -128,6 +133,7 @@ class Conversation:
         self.wave_id = wave_id
         self.can_force = can_force
         self.cache_first_turn = cache_first_turn  # `usage.first_turn_worth_caching`
+        self.stopping = stopping  # asked before each call
         self.messages: list[dict[str, Any]] = []
         self.context_tokens = 0  # size of the last request plus its answer, from the API's usage
         self.calls = 0
@@ -191,6 +197,8 @@ class Conversation:
         return self.context_tokens + estimate_tokens(RESULT_CHARS) > self.cfg.max_context_tokens
 
     def call(self, turn: int, force: bool) -> Any:
+        if self.stopping():
+            raise CallsStopped("the controller is stopping: no more calls to the API")
         force = force and self.can_force and thinking_param(self.cfg) is None
         request = self.request(force)
         asked = estimate_tokens(len(json.dumps(request)))
