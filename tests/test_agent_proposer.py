@@ -245,6 +245,20 @@ def test_a_proposal_cut_off_mid_call_is_not_taken_and_is_asked_again(
     assert f"cut off ({stop_reason})" in result["content"] and "not read" in result["content"]
 
 
+def test_a_wave_cut_off_at_max_tokens_every_turn_names_the_setting(tmp_path: Path) -> None:
+    """Every turn cut off at max_tokens, each a whole max_tokens answer paid: the wave fell back
+    saying 'turn 2 ended without a tool call (max_tokens)', naming no setting to raise."""
+    api = ScriptedAPI(
+        models=[MODEL], default=lambda body: message_json([text_block("The plan")], stop_reason="max_tokens")
+    )
+    proposer = make_proposer(tmp_path, api, max_inspect_turns=0, max_tokens=4000)
+    assert proposer.propose(sample_context()).source == FALLBACK_SOURCE
+    record = json.loads((tmp_path / "agent" / "waves" / "00001.json").read_text())
+    assert record["reason"].endswith(
+        "last problem: turn 2 was cut off (max_tokens) before any tool call; agent.max_tokens=4000 is too few for it"
+    )
+
+
 def test_still_malformed_after_the_turn_budget_is_a_failed_wave(tmp_path: Path) -> None:
     empty = {"rationale": "nothing", "candidates": [], "grids": []}
     api = ScriptedAPI(models=[MODEL], default=lambda body: tool_call("propose_wave", empty))

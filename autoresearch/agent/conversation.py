@@ -161,14 +161,18 @@ class Conversation:
             cut_short = stop_reason in CUT_SHORT
             if not uses:
                 note = CUT_OFF.format(stop_reason=stop_reason) if cut_short else NO_TOOL
-                last_problem = f"turn {turn + 1} ended without a tool call ({stop_reason})"
+                last_problem = (
+                    self.cut_off(turn, stop_reason, "before any tool call")
+                    if cut_short
+                    else f"turn {turn + 1} ended without a tool call ({stop_reason})"
+                )
                 self.messages.append({"role": "user", "content": [{"type": "text", "text": note}]})
                 continue
             results = []
             for use in uses:
                 tool_input = valid_text(use.input)
                 if cut_short and use is response.content[-1]:
-                    last_problem = f"turn {turn + 1} was cut off ({stop_reason}) in a call of {use.name}"
+                    last_problem = self.cut_off(turn, stop_reason, f"in a call of {use.name}")
                     results.append(tool_result(use.id, CUT_OFF_CALL.format(stop_reason=stop_reason), True))
                 elif not isinstance(tool_input, dict):
                     last_problem = (
@@ -191,6 +195,16 @@ class Conversation:
                     results.append(tool_result(use.id, NO_INSPECTION, True))
             self.messages.append({"role": "user", "content": results})
         raise WaveFailed(f"no valid proposal in {max_turns} turns; last problem: {last_problem}")
+
+    def cut_off(self, turn: int, stop_reason: str, where: str) -> str:
+        """A turn cut off, and at max_tokens the setting to raise: each such turn costs a whole
+        max_tokens answer, every wave, and the line named no setting."""
+        too_few = (
+            f"; agent.max_tokens={self.cfg.max_tokens} is too few for it"
+            if stop_reason == "max_tokens"
+            else ""
+        )
+        return f"turn {turn + 1} was cut off ({stop_reason}) {where}{too_few}"
 
     def over_bound(self) -> bool:
         """Would one more inspection result push the conversation past max_context_tokens?"""
