@@ -159,6 +159,8 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                 returncode = _wait_while_running(proc, float(spec["deadline_s"]))
                 if returncode == -signal.SIGTERM:
                     _await_a_signal_of_its_own()
+                ending.append("exited")
+                _kill_group(proc)  # what train.py started and left running must not hold the slot
             except subprocess.TimeoutExpired:
                 ending.append("deadline")
                 _kill_group(proc)
@@ -263,18 +265,37 @@ def _dies_with_the_runner(runner: int) -> None:
             os._exit(1)
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """End train.py and everything it started (dataloader workers, compile threads)."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+TERM_GRACE_S = 5.0  # how long train.py's process group has to end on TERM before it gets KILL
+GROUP_POLL_S = 0.05  # how often the runner looks whether that group has ended
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """End train.py and everything of its process group (dataloader workers, a child it left
+    running when it exited): TERM, then KILL to what is left after TERM_GRACE_S. The group, not
+    train.py alone, is waited for: a child that ignores TERM outlived a train.py that did not.
+    (A process that left the group, by setsid, is out of reach.)"""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            proc.wait(timeout=wait)
+        if _group_ended(proc, TERM_GRACE_S):
             return
-        except subprocess.TimeoutExpired:
-            continue
+
+
+def _group_ended(proc: subprocess.Popen[bytes], within: float) -> bool:
+    """Whether train.py's process group is empty within `within` seconds (train.py reaped; its
+    children, orphans, are reaped by their new parent)."""
+    until = time.monotonic() + within
+    while True:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= until:
+            return False
+        time.sleep(GROUP_POLL_S)
 
 
 def slurm_job_id() -> str:

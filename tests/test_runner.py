@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from engine_helpers import ENV_DUMP, REPO, make_experiment, wait_for
 
+from autoresearch import runner
 from autoresearch.runner import run_experiment
 
 
@@ -33,6 +34,38 @@ def test_a_silent_hang_is_ended_at_the_deadline(tmp_path: Path) -> None:
     assert outcome["ended_at"] - outcome["started_at"] >= 1.5  # not ended before its time
     assert not pid_alive(int((exp / "child.pid").read_text()))
     assert json.loads((exp / "outcome.json").read_text())["status"] == "timeout"
+
+
+# train.py that starts a child ignoring TERM, in its process group, then ends as `END` says.
+LEAVES_A_CHILD = (
+    "import os, subprocess, sys, time\n"
+    'code = \'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open("ready", "w"); time.sleep(600)\'\n'
+    "child = subprocess.Popen([sys.executable, '-c', code])\n"
+    "open('child.pid', 'w').write(str(child.pid))\n"
+    "while not os.path.exists('ready'):\n    time.sleep(0.02)\n"
+    "END\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("end", "status"),
+    [("print('done')", "crash"), ("raise SystemExit('boom')", "crash"), ("time.sleep(600)", "timeout")],
+)
+def test_a_child_train_py_leaves_running_is_ended_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, end: str, status: str
+) -> None:
+    """A child train.py started (a worker, a server) and left running when it exited, or that
+    ignored the TERM of the deadline that ended train.py, went on on the slot the controller
+    had given to the next run."""
+    monkeypatch.setattr(runner, "TERM_GRACE_S", 0.5)
+    exp = make_experiment(tmp_path, LEAVES_A_CHILD.replace("END", end), deadline=3)
+    outcome = run_experiment(exp)
+    child = int((exp / "child.pid").read_text())
+    alive = pid_alive(child)
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert outcome["status"] == status, outcome
+    assert not alive
 
 
 def test_a_changed_harness_is_refused_before_anything_runs(tmp_path: Path) -> None:
