@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from autoresearch.files import finite_number, read_json, write_json_atomic
 from autoresearch.workspace import HARNESS_FILE, sha256_file
@@ -59,13 +59,39 @@ def credential_values() -> list[str]:
     return [v for k, v in environment.items() if k not in scrubbed_environment({k: ""})]
 
 
+# run.log's size at most, give or take a second's output: a train.py printing without end filled
+# the disk, and the runner and controller that read the log, their memory. A run prints some kB.
+LOG_CAP_BYTES = 64 << 20
+TAIL_BYTES = 64 << 10  # how much of the log's end is read for its last line
+
+
 def _log_tail(log: Path) -> str:
     """The log's last line, cut to 300 characters."""
     try:
-        lines = log.read_text(errors="replace").strip().splitlines()
+        with log.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
+            lines = f.read().decode(errors="replace").strip().splitlines()
     except FileNotFoundError:
         return ""
     return lines[-1][:300] if lines else ""
+
+
+class _LogFull(Exception):
+    pass
+
+
+def _cut_log(log: Path) -> None:
+    """Cut a run.log over LOG_CAP_BYTES back to its start and its last TAIL_BYTES (where a crash's
+    traceback is), with a line between them saying so."""
+    with log.open("r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size <= LOG_CAP_BYTES:
+            return
+        f.seek(size - TAIL_BYTES)
+        tail = f.read()
+        f.seek(LOG_CAP_BYTES - TAIL_BYTES)
+        f.write(f"\n[... {size - LOG_CAP_BYTES + TAIL_BYTES} bytes cut by the runner ...]\n".encode() + tail)
+        f.truncate()
 
 
 def _ended_by(returncode: int) -> str:
@@ -156,15 +182,23 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                 preexec_fn=functools.partial(_dies_with_the_runner, os.getpid()),
             )
             try:
-                returncode = _wait_while_running(proc, float(spec["deadline_s"]))
+                returncode = _wait_while_running(proc, float(spec["deadline_s"]), log)
                 if returncode == -signal.SIGTERM:
                     _await_a_signal_of_its_own()
                 ending.append("exited")
                 _kill_group(proc)  # what train.py started and left running must not hold the slot
+                _cut_log(exp / LOG_FILE)  # (printed past the cap between two looks at it)
             except subprocess.TimeoutExpired:
                 ending.append("deadline")
                 _kill_group(proc)
                 outcome.update(status="timeout", reason=f"killed at the {spec['deadline_s']:.0f} s deadline")
+                return _finish(exp, outcome)
+            except _LogFull:
+                ending.append("log full")
+                _kill_group(proc)
+                _cut_log(exp / LOG_FILE)
+                mib = LOG_CAP_BYTES >> 20
+                outcome.update(status="crash", reason=f"ended: train.py printed over {mib} MiB to run.log")
                 return _finish(exp, outcome)
             except _Interrupted as sig:
                 _kill_group(proc)
@@ -215,12 +249,12 @@ def _await_a_signal_of_its_own() -> None:
 WAIT_SLICE_S = 1.0  # how much of a wait for train.py may be counted as running after a resume
 
 
-def _wait_while_running(proc: subprocess.Popen[bytes], deadline_s: float) -> int:
-    """train.py's exit status, or TimeoutExpired once it has run `deadline_s` seconds, time its job
-    stood suspended not counted: `scontrol suspend` stops every process of the job (SIGSTOP) and
-    resumes them with SIGCONT, and a wait that counted the stop would kill the run at its
-    resumption as a timeout of its own making. A wait slice in which a SIGCONT came counts as one
-    slice at most."""
+def _wait_while_running(proc: subprocess.Popen[bytes], deadline_s: float, log: BinaryIO) -> int:
+    """train.py's exit status; `_LogFull` once its `log` passes LOG_CAP_BYTES; or TimeoutExpired
+    once it has run `deadline_s` seconds, time its job stood suspended not counted: `scontrol
+    suspend` stops every process of the job (SIGSTOP) and resumes them with SIGCONT, and a wait
+    that counted the stop would kill the run at its resumption as a timeout of its own making. A
+    wait slice in which a SIGCONT came counts as one slice at most."""
     resumed: list[bool] = []
     previous = signal.signal(signal.SIGCONT, lambda _signum, _frame: resumed.append(True))
     left = deadline_s
@@ -231,6 +265,8 @@ def _wait_while_running(proc: subprocess.Popen[bytes], deadline_s: float) -> int
                 return proc.wait(timeout=max(0.0, min(left, WAIT_SLICE_S)))
             except subprocess.TimeoutExpired:
                 spent = time.monotonic() - began
+            if os.fstat(log.fileno()).st_size > LOG_CAP_BYTES:
+                raise _LogFull
             if resumed:
                 resumed.clear()
                 spent = min(spent, WAIT_SLICE_S)

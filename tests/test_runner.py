@@ -124,6 +124,40 @@ def test_a_crash_by_a_signal_names_it(tmp_path: Path, sig: signal.Signals, said:
     assert outcome["reason"].startswith(said) and "step 00041" in outcome["reason"], outcome["reason"]
 
 
+PRINTS = "import sys\nprint('first line')\nfor _ in range(CHUNKS):\n    sys.stdout.write('x' * 65535 + '\\n')\nEND\n"
+
+
+def test_a_train_py_printing_without_end_is_ended_at_the_log_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A train.py printing in a loop filled run.log till its deadline, gigabytes a minute, and
+    the runner (its crash line) and controller (the training curve) read it whole into memory."""
+    monkeypatch.setattr(runner, "LOG_CAP_BYTES", 1 << 20)
+    code = "import time\n" + PRINTS.replace("range(CHUNKS)", "iter(int, 1)").replace("END", "")
+    exp = make_experiment(tmp_path, code, deadline=20)
+    outcome = run_experiment(exp)
+    assert outcome["status"] == "crash", outcome
+    assert outcome["reason"] == "ended: train.py printed over 1 MiB to run.log"
+    assert (exp / "run.log").stat().st_size < (1 << 20) + 100
+    assert (exp / "run.log").read_text().startswith("first line")
+
+
+def test_a_log_printed_past_the_cap_at_once_keeps_its_start_and_its_last_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A train.py that printed past the cap and ended between two of the runner's looks at the
+    log: the log is cut all the same, and the crash's last line still gives the reason."""
+    monkeypatch.setattr(runner, "LOG_CAP_BYTES", 1 << 20)
+    monkeypatch.setattr(runner, "WAIT_SLICE_S", 60.0)  # its first look comes after train.py ended
+    code = PRINTS.replace("CHUNKS", "48").replace("END", "sys.exit('the last word')")
+    exp = make_experiment(tmp_path, code)
+    outcome = run_experiment(exp)
+    assert outcome["status"] == "crash" and outcome["reason"] == "exit 1: the last word", outcome
+    log = (exp / "run.log").read_text()
+    assert len(log) < (1 << 20) + 100
+    assert log.startswith("first line") and "bytes cut by the runner" in log
+
+
 def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
     outcome = run_experiment(make_experiment(tmp_path, "print('done, I promise')\n"))
     assert outcome["status"] == "crash" and "no result" in outcome["reason"]
