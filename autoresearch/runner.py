@@ -179,7 +179,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=functools.partial(_dies_with_the_runner, os.getpid()),
+                preexec_fn=functools.partial(_before_train_py_starts, os.getpid()),
             )
             try:
                 returncode = _wait_while_running(proc, float(spec["deadline_s"]), log)
@@ -289,16 +289,26 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 PR_SET_PDEATHSIG = 1
 
 
-def _dies_with_the_runner(runner: int) -> None:
-    """In train.py's process before it starts: train.py has a session of its own (the runner ends
-    its whole group), so a runner killed outright (SIGKILL, the OOM killer) would leave it
-    training on a slot the controller has given to another run; the kernel now kills it too, and
-    a runner gone before that was asked for (`runner` is no longer the parent) ends it here.
-    (Linux only; elsewhere it outlives the runner.)"""
+OOM_SCORE_ADJ_MAX = b"1000"
+
+
+def _before_train_py_starts(runner: int) -> None:
+    """In train.py's process before it starts (Linux only; elsewhere neither holds):
+
+    - train.py has a session of its own (the runner ends its whole group), so a runner killed
+      outright (SIGKILL, the OOM killer) would leave it training on a slot the controller has
+      given to another run; the kernel now kills it too, and a runner gone before that was asked
+      for (`runner` is no longer the parent) ends it here.
+    - a train.py that takes the machine's memory is the one the kernel's OOM killer ends, first
+      of all its processes: not the controller, a runner or the W&B process, which would end the
+      campaign or lose a run's outcome. (A Slurm job's cgroup limits it before that.)"""
     if _LIBC is not None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != runner:
             os._exit(1)
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        os.write(fd, OOM_SCORE_ADJ_MAX)
+        os.close(fd)
 
 
 TERM_GRACE_S = 5.0  # how long train.py's process group has to end on TERM before it gets KILL

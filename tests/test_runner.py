@@ -221,6 +221,16 @@ def test_a_runner_killed_outright_takes_train_py_with_it(tmp_path: Path) -> None
     wait_for(lambda: not pid_alive(child), 30, "train.py to end with its runner")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's OOM killer")
+def test_train_py_is_the_first_the_oom_killer_ends(tmp_path: Path) -> None:
+    """A train.py that took all the memory left the kernel to pick whom to kill, by size alone:
+    the controller (the campaign ended) or a runner (its outcome lost) could be the one."""
+    code = "open('adj', 'w').write(open('/proc/self/oom_score_adj').read())\n"
+    exp = make_experiment(tmp_path, code)
+    run_experiment(exp)
+    assert (exp / "adj").read_text().strip() == "1000"
+
+
 def test_train_py_uses_as_many_threads_as_slurm_granted_cpus(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
