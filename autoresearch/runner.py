@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from autoresearch.files import finite_number, read_json, write_json_atomic
+from autoresearch.proposals import plain_line
 from autoresearch.workspace import HARNESS_FILE, sha256_file
 
 SPEC_FILE = "spec.json"
@@ -66,14 +67,16 @@ TAIL_BYTES = 64 << 10  # how much of the log's end is read for its last line
 
 
 def _log_tail(log: Path) -> str:
-    """The log's last line, cut to 300 characters."""
+    """The log's last line, cut to 300 characters, its control characters made spaces: it goes
+    into the controller's log on a terminal (an escape sequence there clears it), results.tsv and
+    the study."""
     try:
         with log.open("rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
             lines = f.read().decode(errors="replace").strip().splitlines()
     except FileNotFoundError:
         return ""
-    return lines[-1][:300] if lines else ""
+    return plain_line(lines[-1][:300]) if lines else ""
 
 
 class _LogFull(Exception):

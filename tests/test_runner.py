@@ -106,6 +106,14 @@ def test_a_crash_reports_the_last_log_line(tmp_path: Path) -> None:
     assert "exit 1" in outcome["reason"] and "FAIL" in outcome["reason"]
 
 
+def test_a_crash_line_of_control_characters_reaches_the_reason_as_plain_text(tmp_path: Path) -> None:
+    """train.py's last line went into the reason as it was: an escape sequence that cleared the
+    controller's terminal and set its title, a tab that split results.tsv's row, a NUL."""
+    code = "import sys\nprint('\\x1b[2J\\x1b]0;title\\x07 bad\\x00thing\\tX')\nsys.exit(2)\n"
+    outcome = run_experiment(make_experiment(tmp_path, code))
+    assert outcome["reason"] == "exit 2:  [2J ]0;title  bad thing X", outcome["reason"]
+
+
 @pytest.mark.parametrize(
     ("sig", "said"),
     [
