@@ -86,7 +86,11 @@ class _LogFull(Exception):
 def _cut_log(log: Path) -> None:
     """Cut a run.log over LOG_CAP_BYTES back to its start and its last TAIL_BYTES (where a crash's
     traceback is), with a line between them saying so."""
-    with log.open("r+b") as f:
+    try:
+        f = log.open("r+b")
+    except FileNotFoundError:  # train.py deleted it
+        return
+    with f:
         size = f.seek(0, os.SEEK_END)
         if size <= LOG_CAP_BYTES:
             return
@@ -211,6 +215,11 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
+    if not exp.is_dir():  # (`_finish` makes it again for the outcome)
+        outcome.update(
+            status="crash", reason=f"{_ended_by(returncode)}: train.py deleted its experiment folder"
+        )
+        return _finish(exp, outcome)
     if returncode == os.EX_TEMPFAIL:  # the harness found the node unfit (no GPU): re-queued, not blamed
         outcome.update(
             status="lost", node_unfit=True, reason=f"the node cannot run it: {_log_tail(exp / LOG_FILE)}"
@@ -282,6 +291,7 @@ def _wait_while_running(proc: subprocess.Popen[bytes], deadline_s: float, log: B
 
 def _finish(exp: Path, outcome: dict[str, Any]) -> dict[str, Any]:
     outcome["ended_at"] = time.time()
+    exp.mkdir(parents=True, exist_ok=True)  # train.py deleted it: the controller still needs the outcome
     write_json_atomic(exp / OUTCOME_FILE, outcome)
     (exp / PID_FILE).unlink(missing_ok=True)
     return outcome

@@ -166,6 +166,22 @@ def test_a_log_printed_past_the_cap_at_once_keeps_its_start_and_its_last_line(
     assert log.startswith("first line") and "bytes cut by the runner" in log
 
 
+@pytest.mark.parametrize("end", ["", "import time\ntime.sleep(600)\n"])
+def test_a_train_py_that_deletes_its_experiment_folder_is_a_crash_that_says_so(
+    tmp_path: Path, end: str
+) -> None:
+    """The runner died writing the outcome into the folder train.py had deleted: the run was lost,
+    'runner ended without an outcome', and run again, max_retries times, each run deleting it."""
+    code = "import os, shutil\nshutil.rmtree(os.getcwd())\n" + end
+    exp = make_experiment(tmp_path, code, deadline=2)
+    outcome = run_experiment(exp)
+    assert json.loads((exp / "outcome.json").read_text())["status"] == outcome["status"]
+    if end:
+        assert outcome["status"] == "timeout", outcome
+    else:
+        assert outcome["reason"] == "exit 0: train.py deleted its experiment folder", outcome
+
+
 def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
     outcome = run_experiment(make_experiment(tmp_path, "print('done, I promise')\n"))
     assert outcome["status"] == "crash" and "no result" in outcome["reason"]
