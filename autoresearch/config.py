@@ -167,7 +167,7 @@ def campaign_dir_of(cfg: AutoresearchConfig) -> Path:
     return Path(cfg.runs_dir) / cfg.campaign.name
 
 
-BACKSTOP_FLOOR_S = 30.0  # the runner's start and its own kill (5 s for TERM, 5 for KILL), room to spare
+BACKSTOP_FLOOR_S = 30.0  # the runner's start and its own kill (up to 3 x 5 s), room to spare
 
 
 def backstop_grace(cluster: ClusterConfig) -> float:

@@ -9,6 +9,7 @@ Run as `python -m autoresearch.runner EXPERIMENT_DIR`, or call `run_experiment` 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -33,6 +34,9 @@ LOG_FILE = "run.log"
 PID_FILE = "runner.pid"  # the local runner's pid and slot, written by the fleet that starts it
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
+# Where the harness writes the result: it names this experiment alone, so every process train.py
+# started carries it in its environment, also one that left its process group.
+RESULT_VARIABLE = "AUTORESEARCH_RESULT"
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 INFRA_STATUSES = ("interrupted", "lost")  # not the experiment's fault: it is re-queued
 # Set by the job script when one of the partition's `setup` lines failed (fleet.slurm.checked_setup).
@@ -164,7 +168,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
 
     env = scrubbed_environment(dict(os.environ))
     env.update({k: str(v) for k, v in spec.get("env", {}).items()})
-    env["AUTORESEARCH_RESULT"] = str((exp / METRICS_FILE).resolve())
+    env[RESULT_VARIABLE] = str((exp / METRICS_FILE).resolve())
     if "OMP_NUM_THREADS" not in env and env.get("SLURM_CPUS_PER_TASK"):
         env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]  # threads = the CPUs Slurm granted
     (exp / METRICS_FILE).unlink(missing_ok=True)
@@ -193,22 +197,23 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                 if returncode == -signal.SIGTERM:
                     _await_a_signal_of_its_own()
                 ending.append("exited")
-                _kill_group(proc)  # what train.py started and left running must not hold the slot
+                # what train.py started and left running must not hold the slot
+                _kill_group(proc, env[RESULT_VARIABLE])
                 _cut_log(exp / LOG_FILE)  # (printed past the cap between two looks at it)
             except subprocess.TimeoutExpired:
                 ending.append("deadline")
-                _kill_group(proc)
+                _kill_group(proc, env[RESULT_VARIABLE])
                 outcome.update(status="timeout", reason=f"killed at the {spec['deadline_s']:.0f} s deadline")
                 return _finish(exp, outcome)
             except _LogFull:
                 ending.append("log full")
-                _kill_group(proc)
+                _kill_group(proc, env[RESULT_VARIABLE])
                 _cut_log(exp / LOG_FILE)
                 mib = LOG_CAP_BYTES >> 20
                 outcome.update(status="crash", reason=f"ended: train.py printed over {mib} MiB to run.log")
                 return _finish(exp, outcome)
             except _Interrupted as sig:
-                _kill_group(proc)
+                _kill_group(proc, env[RESULT_VARIABLE])
                 outcome.update(status="interrupted", reason=f"runner received {sig}")
                 return _finish(exp, outcome)
     finally:
@@ -328,18 +333,42 @@ TERM_GRACE_S = 5.0  # how long train.py's process group has to end on TERM befor
 GROUP_POLL_S = 0.05  # how often the runner looks whether that group has ended
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], result: str) -> None:
     """End train.py and everything of its process group (dataloader workers, a child it left
     running when it exited): TERM, then KILL to what is left after TERM_GRACE_S. The group, not
     train.py alone, is waited for: a child that ignores TERM outlived a train.py that did not.
-    (A process that left the group, by setsid, is out of reach.)"""
+    Then KILL what left the group (setsid, a daemon's double fork), found by `result`, the
+    RESULT_VARIABLE of train.py's environment, which its children inherit."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
         if _group_ended(proc, TERM_GRACE_S):
+            break
+    _kill_escapees(f"{RESULT_VARIABLE}={result}".encode())
+
+
+def _kill_escapees(marker: bytes) -> None:
+    """KILL every process of this machine whose environment holds `marker` (Linux's /proc;
+    elsewhere none is found), until none is left or TERM_GRACE_S has passed: an escapee may fork
+    as it is killed. A process of another user, unreadable, is not ours; one that has died reads
+    as empty."""
+    until = time.monotonic() + TERM_GRACE_S
+    while True:
+        found = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        if not found or time.monotonic() >= until:
             return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(GROUP_POLL_S)
 
 
 def _group_ended(proc: subprocess.Popen[bytes], within: float) -> bool:

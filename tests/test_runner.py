@@ -68,6 +68,19 @@ def test_a_child_train_py_leaves_running_is_ended_with_it(
     assert not alive
 
 
+def test_a_child_that_left_train_pys_process_group_is_ended_with_it(tmp_path: Path) -> None:
+    """A child in a session of its own (setsid, a daemon) is out of reach of a kill of the group."""
+    code = LEAVES_A_CHILD.replace("code])", "code], start_new_session=True)").replace("END", "")
+    exp = make_experiment(tmp_path, code)
+    outcome = run_experiment(exp)
+    child = int((exp / "child.pid").read_text())
+    alive = pid_alive(child)
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert outcome["status"] == "crash", outcome
+    assert not alive
+
+
 def test_a_changed_harness_is_refused_before_anything_runs(tmp_path: Path) -> None:
     exp = make_experiment(tmp_path, "open('ran', 'w')\n")
     (exp / "prepare.py").write_text("def write_result(s): pass\n")
