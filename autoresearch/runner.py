@@ -324,9 +324,12 @@ def _before_train_py_starts(runner: int) -> None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != runner:
             os._exit(1)
-        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
-        os.write(fd, OOM_SCORE_ADJ_MAX)
-        os.close(fd)
+        try:  # (raising one's own score needs no privilege, but a sandbox may hide /proc)
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            os.write(fd, OOM_SCORE_ADJ_MAX)
+            os.close(fd)
+        except OSError:
+            pass
 
 
 TERM_GRACE_S = 5.0  # how long train.py's process group has to end on TERM before it gets KILL
