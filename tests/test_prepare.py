@@ -697,13 +697,17 @@ def test_write_result_bounds_what_its_count_did_not_see_by_its_own_clock(
 class ShardServer:
     """Serves a folder on 127.0.0.1; fails chosen files once or always; records every request.
 
-    A file in `stall` is sent half, then a byte a second (so the client's read never times out)
+    A file in `rate_limited` (name -> seconds) is answered 429 with that Retry-After until that long
+    after its first refusal. A file in `stall` is sent half, then a byte a second (so the client's read never times out)
     until `release` is set, which closes the connection: the file is never complete. `stalling`
     is set when such a send has begun.
     """
 
     def __init__(self, root: Path) -> None:
         self.requests: list[str] = []
+        self.asked_at: dict[str, list[float]] = {}  # when each file was asked for, by time.monotonic
+        self.rate_limited: dict[str, float] = {}
+        limited_since: dict[str, float] = {}
         self.fail_once: set[str] = set()
         self.always_fail: set[str] = set()
         self.stall: set[str] = set()
@@ -718,6 +722,15 @@ class ShardServer:
             def do_GET(self) -> None:
                 name = self.path.rsplit("/", 1)[-1]
                 server.requests.append(name)
+                server.asked_at.setdefault(name, []).append(time.monotonic())
+                if name in server.rate_limited:
+                    since = limited_since.setdefault(name, time.monotonic())
+                    if time.monotonic() - since < server.rate_limited[name]:
+                        self.send_response(429)
+                        self.send_header("Retry-After", f"{server.rate_limited[name]:.0f}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                 if name in server.always_fail or name in server.fail_once:
                     server.fail_once.discard(name)
                     self.send_error(503)
@@ -932,6 +945,21 @@ def test_a_download_of_another_host_with_the_same_pid_is_left_alone(
     theirs.write_bytes(b"the first megabyte of another host's download")
     prepare_mod.download_climbmix(num_shards=1)
     assert theirs.read_bytes() == b"the first megabyte of another host's download"
+
+
+def test_a_rate_limited_download_waits_as_long_as_the_server_asks(
+    prepare_mod: ModuleType, shard_server, capsys: pytest.CaptureFixture
+) -> None:
+    """A 429 with Retry-After (a hub's rate limit, hit by many array tasks at once) was retried
+    after the back-off alone: five attempts in well under the wait asked for, all refused, and the
+    download failed, blamed on the network."""
+    server, remote = shard_server
+    server.rate_limited["shard_00000.parquet"] = 1
+    paths = prepare_mod.download_climbmix(num_shards=1)
+    assert paths[0].read_bytes() == (remote / "shard_00000.parquet").read_bytes()
+    asked = server.asked_at["shard_00000.parquet"]
+    assert len(asked) == 2 and asked[1] - asked[0] >= 1
+    assert "retrying in 1.0 s, as the server asked (Retry-After)" in capsys.readouterr().err
 
 
 def test_climbmix_download_gives_up(prepare_mod: ModuleType, shard_server) -> None:

@@ -20,6 +20,7 @@ import bisect
 import builtins
 import contextlib
 import copy
+import email.utils
 import hashlib
 import http.client
 import importlib
@@ -150,6 +151,7 @@ DEFAULT_NUM_SHARDS = 10
 DOWNLOAD_WORKERS = 8
 DOWNLOAD_ATTEMPTS = 5
 DOWNLOAD_BACKOFF_S = 2.0  # waits 2, 4, 8, 16 s between attempts
+RETRY_AFTER_MAX_S = 300.0  # the longest a server's Retry-After is waited for before an attempt
 PROGRESS_EVERY_S = 5.0  # how often a download reports the bytes received so far
 TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
 TOKENIZER_REPORT_CHARS = 100_000_000  # progress line every this many characters read
@@ -372,6 +374,22 @@ def _refused(err: Exception) -> bool:
     return isinstance(err, urllib.error.HTTPError) and 400 <= err.code < 500 and err.code not in (408, 429)
 
 
+def _retry_after(err: Exception) -> float:
+    """The wait a 429 or 503 answer asks for in its Retry-After header (seconds, or an HTTP date),
+    at most RETRY_AFTER_MAX_S; 0 where it asks for none. A rate-limited client that retries sooner
+    is refused again: its five attempts, 30 s of back-off, failed a download that waiting finishes."""
+    headers = err.headers if isinstance(err, urllib.error.HTTPError) else None
+    value = (headers and headers.get("Retry-After")) or ""
+    if value.strip().isdecimal():
+        seconds = float(value)
+    else:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):  # none, or neither form: the back-off alone
+            return 0.0
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
+
+
 def _fetch(url: str, tmp: Path, progress: DownloadProgress) -> None:
     """Stream `url` into `tmp` until done or `progress.stop` is set. A body shorter than its
     Content-Length (a connection closed early) raises, naming that, instead of failing as parquet."""
@@ -415,8 +433,10 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
             if attempt == DOWNLOAD_ATTEMPTS:
                 progress.fail(f"download of {url} failed {attempt} times: {err}")
                 return
-            wait = DOWNLOAD_BACKOFF_S * 2 ** (attempt - 1)
-            log(f"  {path.name}: {err}; retrying in {wait:.1f} s")
+            backoff, asked = DOWNLOAD_BACKOFF_S * 2 ** (attempt - 1), _retry_after(err)
+            why = ", as the server asked (Retry-After)" if asked > backoff else ""
+            wait = max(backoff, asked)
+            log(f"  {path.name}: {err}; retrying in {wait:.1f} s{why}")
             progress.stop.wait(wait)
 
 
