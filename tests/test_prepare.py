@@ -13,6 +13,7 @@ import math
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -1167,6 +1168,53 @@ def test_cli_fails_at_once_on_a_shard_missing_from_a_read_only_cache(
         f"(the cache is {cache}; AUTORESEARCH_CACHE chooses another)"
     ), last
     assert server.requests[asked_before:] == []
+
+
+def _file_size_limit(nbytes: int) -> Callable[[], None]:
+    """A child's limit on the size of a file it writes (the kernel's RLIMIT_FSIZE): a cache that
+    refuses writes as a full disk or a quota does, without privileges to fill a file system."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+    return limit
+
+
+@pytest.mark.parametrize(
+    ("args", "written"),
+    [
+        (("--data", "climbmix", "--num-shards", "1"), r"shard_\d{5}\.parquet"),
+        (("--data", "offline"), r"train\.parquet"),
+    ],
+)
+def test_cli_names_the_file_a_cache_refuses_and_does_not_retry_it(
+    prepare_mod: ModuleType, harness_env, shard_server, tmp_path: Path, args: tuple[str, ...], written: str
+) -> None:
+    """A shard the cache could not hold (a full disk: "No space left on device") was retried 5
+    times with back-off, 30 s, and the error named the URL and asked "no network?"; the offline
+    corpus's error named no file."""
+    server, _ = shard_server
+    cache = os.environ["AUTORESEARCH_CACHE"]
+    proc = subprocess.run(
+        [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu", *args],
+        cwd=tmp_path,
+        env=harness_env(cache=cache, data_url=server.url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_file_size_limit(1000),  # (each test shard is larger, and so is the corpus)
+    )
+    folder = prepare_mod.data_dir(args[1])
+    assert proc.returncode == 1 and "retrying" not in proc.stderr and "network" not in proc.stderr, (
+        proc.stderr
+    )
+    assert re.fullmatch(
+        rf"error: {re.escape(str(folder))}/{written} cannot be written \(.*File too large\) "
+        rf"\(the cache is {re.escape(cache)}; AUTORESEARCH_CACHE chooses another\)",
+        proc.stderr.splitlines()[-1],
+    ), proc.stderr
+    assert len(server.requests) <= 2 and len(set(server.requests)) == len(server.requests)  # none again
+    assert not list(folder.glob("*.tmp"))
 
 
 @pytest.mark.parametrize("num_shards", ["0", "6543", "ten", "²"])  # (² is a digit int() refuses)

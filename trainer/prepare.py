@@ -212,12 +212,30 @@ def _temporary_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}-{_PROCESS_TAG}.tmp")
 
 
+class CacheWriteFailed(OSError):
+    """The cache refused a write (a full disk, a quota, a read-only mount): no retry mends that,
+    and it is no fault of the network."""
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """OSErrors raised inside as CacheWriteFailed naming `path`, the file being written."""
+    try:
+        yield
+    except OSError as err:
+        raise CacheWriteFailed(f"{path} cannot be written ({err.strerror or err})") from None
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Through a temporary name, so a reader never sees half a file."""
+    """Through a temporary name, so a reader never sees half a file; a failed write leaves none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_name(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with _writing(path):
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +349,7 @@ class DownloadProgress:
         self.started = self.last_report = time.time()
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.failure: str | None = None
+        self.failure: Exception | None = None  # DownloadFailed, or CacheWriteFailed
 
     def add(self, nbytes: int) -> None:
         with self.lock:
@@ -347,9 +365,9 @@ class DownloadProgress:
             self.done += 1
             log(f"  [{self.done}/{self.shards}] {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
 
-    def fail(self, message: str) -> None:
+    def fail(self, error: Exception) -> None:
         with self.lock:
-            self.failure = self.failure or message
+            self.failure = self.failure or error
             self.stop.set()
 
     def halt(self) -> None:
@@ -390,17 +408,24 @@ def _retry_after(err: Exception) -> float:
     return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
 
 
-def _fetch(url: str, tmp: Path, progress: DownloadProgress) -> None:
+def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> None:
     """Stream `url` into `tmp` until done or `progress.stop` is set. A body shorter than its
-    Content-Length (a connection closed early) raises, naming that, instead of failing as parquet."""
+    Content-Length (a connection closed early) raises, naming that, instead of failing as parquet;
+    a write the cache refuses raises CacheWriteFailed, naming `path`, unlike the network's errors."""
     with urllib.request.urlopen(url, timeout=60) as response:
-        if (out := progress.open_unless_halted(tmp)) is None:
+        with _writing(path):
+            out = progress.open_unless_halted(tmp)
+        if out is None:
             return
-        with out:
+        try:
             while (chunk := response.read(1 << 20)) and not progress.stop.is_set():
-                out.write(chunk)
+                with _writing(path):
+                    out.write(chunk)
                 progress.add(len(chunk))
             expected, received = response.headers.get("Content-Length"), out.tell()
+        finally:
+            with _writing(path):
+                out.close()
     if expected is not None and received < int(expected) and not progress.stop.is_set():
         raise ValueError(f"the connection closed after {received:,} of {int(expected):,} bytes")
 
@@ -414,24 +439,28 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
         if progress.stop.is_set():
             return
         try:
-            _fetch(url, tmp, progress)
+            _fetch(url, tmp, path, progress)
             if progress.stop.is_set():
                 tmp.unlink(missing_ok=True)
                 return
             if problem := _parquet_problem(tmp):  # a truncated or wrong file fails here, not in training
                 raise ValueError(problem)
-            os.replace(tmp, path)
+            with _writing(path):
+                os.replace(tmp, path)
             progress.finished(path)
             return
         except (OSError, ValueError, http.client.HTTPException) as err:
             tmp.unlink(missing_ok=True)
             if progress.stop.is_set():  # interrupted, or another shard failed: no retry to announce
                 return
+            if isinstance(err, CacheWriteFailed):
+                progress.fail(err)
+                return
             if _refused(err):
-                progress.fail(f"download of {url} failed: {err}")
+                progress.fail(DownloadFailed(f"download of {url} failed: {err}"))
                 return
             if attempt == DOWNLOAD_ATTEMPTS:
-                progress.fail(f"download of {url} failed {attempt} times: {err}")
+                progress.fail(DownloadFailed(f"download of {url} failed {attempt} times: {err}"))
                 return
             backoff, asked = DOWNLOAD_BACKOFF_S * 2 ** (attempt - 1), _retry_after(err)
             why = ", as the server asked (Retry-After)" if asked > backoff else ""
@@ -468,7 +497,9 @@ def _download_all(indices: list[int], folder: Path, progress: DownloadProgress) 
             try:
                 _download_shard(index, folder, progress)
             except Exception as err:  # not one of the network's: stop the others and report it
-                progress.fail(f"download of {_shard_name(index)} failed: {type(err).__name__}: {err}")
+                progress.fail(
+                    DownloadFailed(f"download of {_shard_name(index)} failed: {type(err).__name__}: {err}")
+                )
 
     threads = [threading.Thread(target=work, daemon=True) for _ in range(min(DOWNLOAD_WORKERS, len(indices)))]
     try:  # (starts too: an interrupt may come while the last thread starts, the first downloading)
@@ -501,7 +532,7 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
         )
         _download_all(missing, folder, progress)
         if progress.failure:
-            raise DownloadFailed(progress.failure)
+            raise progress.failure
         log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
     _record_shards(folder, num_shards)
     return [folder / _shard_name(i) for i in sorted(indices)]
@@ -598,8 +629,12 @@ def is_offline_val(doc: str) -> bool:
 
 def _write_parquet(path: Path, texts: list[str]) -> None:
     tmp = _temporary_name(path)
-    pq.write_table(pa.table({"text": texts}), tmp, row_group_size=128)
-    os.replace(tmp, path)
+    try:
+        with _writing(path):
+            pq.write_table(pa.table({"text": texts}), tmp, row_group_size=128)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def build_offline_corpus() -> Path:
