@@ -67,10 +67,32 @@ def test_environment_overrides_are_read_at_import(harness_env) -> None:
     assert _harness_constants(harness_env(scale="cpu")) == ["cpu", 256, 20.0, 128 * 256, 2048, 42, "offline"]
 
 
-def test_unknown_scale_is_refused(harness_env) -> None:
-    with pytest.raises(subprocess.CalledProcessError) as err:
-        _harness_constants(harness_env(scale="tiny"))
-    assert "AUTORESEARCH_SCALE" in err.value.stderr
+@pytest.mark.parametrize(
+    ("setting", "value", "takes"),
+    [
+        ("scale", "tiny", "one of cpu, gpt2"),
+        ("data", "web", "one of offline, climbmix"),
+        ("time_budget", "5min", "a number of seconds above 0"),
+        ("time_budget", "-5", "a number of seconds above 0"),
+        ("time_budget", "nan", "a number of seconds above 0"),
+        ("seed", "x", "a whole number"),
+    ],
+)
+def test_a_setting_out_of_range_is_refused_in_one_line(
+    harness_env, tmp_path: Path, setting: str, value: str, takes: str
+) -> None:
+    """A value that did not parse ended the import in a traceback whose last line, a run's crash
+    reason, named no variable ("could not convert string to float: '5min'"); a budget of -5 or nan
+    was taken. Both the harness under train.py and prepare.py's command say it in one line."""
+    env = harness_env(**{setting: value})
+    for proc in (
+        subprocess.run(
+            [sys.executable, "-c", "import prepare"], cwd=TRAINER_DIR, env=env, capture_output=True, text=True
+        ),
+        _run_prepare(env, tmp_path),
+    ):
+        name = f"AUTORESEARCH_{setting.upper()}"
+        assert (proc.returncode, proc.stderr) == (2, f"error: {name} must be {takes}, not {value!r}\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,10 +41,10 @@ import urllib.error
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -84,21 +84,52 @@ SCALES = {
     ),
 }
 
-SCALE_NAME = os.environ.get("AUTORESEARCH_SCALE") or ("gpt2" if torch.cuda.is_available() else "cpu")
-if SCALE_NAME not in SCALES:
-    raise ValueError(f"AUTORESEARCH_SCALE must be one of {sorted(SCALES)}, not {SCALE_NAME!r}")
+
+def _setting(
+    name: str, default: Any, parse: Callable[[str], Any], valid: Callable[[Any], bool], what: str
+) -> Any:
+    """The variable `name` parsed, or `default` where it is unset or empty. A value that does not
+    parse, or is not `valid`, stops the import in one line naming the variable and what it takes:
+    a traceback ending in "could not convert string to float: 'abc'" was a run's crash reason,
+    naming neither, and a budget of nan or -5 was taken."""
+    text = os.environ.get(name) or ""
+    if not text:
+        return default
+    try:
+        value = parse(text)
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        sys.stderr.write(f"error: {name} must be {what}, not {text!r}\n")
+        sys.exit(2)
+    return value
+
+
+SCALE_NAME = _setting(
+    "AUTORESEARCH_SCALE",
+    "gpt2" if torch.cuda.is_available() else "cpu",
+    str,
+    SCALES.__contains__,
+    f"one of {', '.join(sorted(SCALES))}",
+)
 _SCALE = SCALES[SCALE_NAME]
 MAX_SEQ_LEN = _SCALE.max_seq_len
-TIME_BUDGET = float(os.environ.get("AUTORESEARCH_TIME_BUDGET") or _SCALE.time_budget)
+TIME_BUDGET = _setting(
+    "AUTORESEARCH_TIME_BUDGET",
+    _SCALE.time_budget,
+    float,
+    lambda seconds: 0 < seconds < math.inf,
+    "a number of seconds above 0",
+)
 EVAL_TOKENS = _SCALE.eval_tokens
 VOCAB_SIZE = _SCALE.vocab_size
 # A scale constant, not a machine property: which documents share a row depends on it, so the
 # validation rows (and every val_bpb) are the same on any machine.
 LOADER_WORKERS = _SCALE.loader_workers
-SEED = int(os.environ.get("AUTORESEARCH_SEED") or 42)
-DATA_SOURCE = os.environ.get("AUTORESEARCH_DATA") or _SCALE.data
-if DATA_SOURCE not in ("offline", "climbmix"):
-    raise ValueError(f"AUTORESEARCH_DATA must be 'offline' or 'climbmix', not {DATA_SOURCE!r}")
+SEED = _setting("AUTORESEARCH_SEED", 42, int, lambda seed: True, "a whole number")
+DATA_SOURCE = _setting(
+    "AUTORESEARCH_DATA", _SCALE.data, str, ("offline", "climbmix").__contains__, "one of offline, climbmix"
+)
 EVAL_ROWS = EVAL_TOKENS // MAX_SEQ_LEN  # the validation rows every evaluation scores
 # Validation is read in batches of this many rows whatever batch size the caller evaluates with:
 # with loader workers taking turns, the rows read would otherwise depend on the caller's choice.
