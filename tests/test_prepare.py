@@ -1102,6 +1102,22 @@ def test_a_shard_that_is_not_documents_is_refused(
     assert not (prepare_mod.data_dir("climbmix") / "shard_00000.parquet").exists()
 
 
+def test_a_web_page_served_for_a_shard_is_named(prepare_mod: ModuleType, shard_server) -> None:
+    """An HTML page served as 200 for a shard (a proxy's login page, a hub's error page) failed
+    as "Parquet magic bytes not found in footer ... the file is corrupted", naming neither the
+    page nor the server that sent it."""
+    _, remote = shard_server
+    (remote / "shard_00000.parquet").unlink()
+    (remote / "shard_00000.parquet").mkdir()  # a folder: the server answers 200 with its listing
+    with pytest.raises(
+        prepare_mod.DownloadFailed,
+        match=r"shard_00000.parquet failed 5 times: the server sent text/html; charset=utf-8, "
+        r"not a parquet file, beginning '<!DOCTYPE HTML>",
+    ):
+        prepare_mod.download_climbmix(num_shards=1)
+    assert not list(prepare_mod.data_dir("climbmix").glob("shard_00000.parquet*"))
+
+
 def test_climbmix_tokenizer_and_batches(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -439,26 +439,40 @@ def _retry_after(err: Exception) -> float:
     return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
 
 
-def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> None:
-    """Stream `url` into `tmp` until done or `progress.stop` is set. A body shorter than its
+def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> str:
+    """Stream `url` into `tmp` until done or `progress.stop` is set; its Content-Type. A body shorter than its
     Content-Length (a connection closed early) raises, naming that, instead of failing as parquet;
     a write the cache refuses raises CacheWriteFailed, naming `path`, unlike the network's errors."""
     with urllib.request.urlopen(url, timeout=60) as response:
         with _writing(path):
             out = progress.open_unless_halted(tmp)
         if out is None:
-            return
+            return ""
         try:
             while (chunk := response.read(1 << 20)) and not progress.stop.is_set():
                 with _writing(path):
                     out.write(chunk)
                 progress.add(len(chunk))
             expected, received = response.headers.get("Content-Length"), out.tell()
+            content_type = response.headers.get("Content-Type", "")
         finally:
             with _writing(path):
                 out.close()
     if expected is not None and received < int(expected) and not progress.stop.is_set():
         raise ValueError(f"the connection closed after {received:,} of {int(expected):,} bytes")
+    return content_type
+
+
+def _not_parquet(tmp: Path, content_type: str) -> str | None:
+    """What the server sent instead of a parquet file, such as a proxy's or the hub's HTML error
+    page served as 200; None for a file that begins as parquet does. pyarrow's "magic bytes not
+    found in footer" sent users looking at the file, not at what served it."""
+    with open(tmp, "rb") as file:
+        head = file.read(200)
+    if not head or head.startswith(b"PAR1"):
+        return None
+    text = " ".join(head.decode("utf-8", "replace").split())[:100]
+    return f"the server sent {content_type or 'a file of no Content-Type'}, not a parquet file, beginning {text!r}"
 
 
 def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> None:
@@ -470,12 +484,12 @@ def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> Non
         if progress.stop.is_set():
             return
         try:
-            _fetch(url, tmp, path, progress)
+            content_type = _fetch(url, tmp, path, progress)
             if progress.stop.is_set():
                 tmp.unlink(missing_ok=True)
                 return
             if problem := _parquet_problem(tmp):  # a truncated or wrong file fails here, not in training
-                raise ValueError(problem)
+                raise ValueError(_not_parquet(tmp, content_type) or problem)
             with _writing(path):
                 os.replace(tmp, path)
             progress.finished(path)
