@@ -1255,6 +1255,24 @@ def test_cli_names_the_file_a_cache_refuses_and_does_not_retry_it(
     assert not list(folder.glob("*.tmp"))
 
 
+def test_cli_refuses_a_data_url_it_cannot_open_before_downloading(
+    harness_env, shard_server, tmp_path: Path
+) -> None:
+    """A mirror's folder given as a path, not a file:// URL: each shard's five attempts failed on
+    "unknown url type", 30 s in all, and the error asked "no network?"."""
+    _, remote = shard_server
+    cache = tmp_path / "cli-cache"
+    proc = _run_prepare(harness_env(cache=str(cache), data_url=str(remote)), tmp_path, "--data", "climbmix")
+    assert proc.returncode == 1 and "retrying" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: AUTORESEARCH_DATA_URL must be an http://, https:// or file:// URL, not {str(remote)!r}"
+    )
+    assert not list(cache.rglob("*.parquet*"))
+    file_url = harness_env(cache=str(cache), data_url=remote.as_uri())
+    proc = _run_prepare(file_url, tmp_path, "--data", "climbmix", "--num-shards", "1")
+    assert len(list(cache.rglob("shard_*.parquet"))) == 2, proc.stderr  # a file:// URL is taken
+
+
 @pytest.mark.parametrize("num_shards", ["0", "6543", "ten", "²"])  # (² is a digit int() refuses)
 def test_cli_refuses_a_shard_count_out_of_range_and_records_nothing(
     harness_env, shard_server, tmp_path: Path, num_shards: str

@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import warnings
@@ -475,10 +476,20 @@ def _not_parquet(tmp: Path, content_type: str) -> str | None:
     return f"the server sent {content_type or 'a file of no Content-Type'}, not a parquet file, beginning {text!r}"
 
 
-def _download_shard(index: int, folder: Path, progress: DownloadProgress) -> None:
+def _data_url() -> str:
+    """Where the shards are: AUTORESEARCH_DATA_URL, or the hub. One that urllib cannot open, such
+    as a mirror's folder given as a path rather than a file:// URL, is refused before any download:
+    each attempt at each shard failed, 30 s in all, and the error asked "no network?"."""
+    url = (os.environ.get("AUTORESEARCH_DATA_URL") or CLIMBMIX_URL).rstrip("/")
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+        raise ValueError(f"AUTORESEARCH_DATA_URL must be an http://, https:// or file:// URL, not {url!r}")
+    return url
+
+
+def _download_shard(index: int, base_url: str, folder: Path, progress: DownloadProgress) -> None:
     """One shard, retried with exponential back-off; written to a temporary name, then renamed."""
     path = folder / _shard_name(index)
-    url = f"{(os.environ.get('AUTORESEARCH_DATA_URL') or CLIMBMIX_URL).rstrip('/')}/{path.name}"
+    url = f"{base_url}/{path.name}"
     tmp = _temporary_name(path)
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         if progress.stop.is_set():
@@ -525,7 +536,7 @@ def _kept_shard(path: Path) -> bool:
     return True
 
 
-def _download_all(indices: list[int], folder: Path, progress: DownloadProgress) -> None:
+def _download_all(indices: list[int], base_url: str, folder: Path, progress: DownloadProgress) -> None:
     """Download these shards, DOWNLOAD_WORKERS at a time. The threads are daemons: on an interrupt
     this returns at once (a thread stuck in a read would hold a join for its 60 s timeout) and
     deletes this process's unfinished files; the threads stop at their next chunk or die with it."""
@@ -540,7 +551,7 @@ def _download_all(indices: list[int], folder: Path, progress: DownloadProgress) 
             except queue.Empty:
                 return
             try:
-                _download_shard(index, folder, progress)
+                _download_shard(index, base_url, folder, progress)
             except Exception as err:  # not one of the network's: stop the others and report it
                 progress.fail(
                     DownloadFailed(f"download of {_shard_name(index)} failed: {type(err).__name__}: {err}")
@@ -569,13 +580,14 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
     indices = [*range(num_shards), VAL_SHARD]
     missing = [i for i in indices if not _kept_shard(folder / _shard_name(i))]
     if missing:  # (only then: a prepared cache may be shared read-only)
+        base_url = _data_url()
         _check_writable(folder, f"{len(missing)} of {len(indices)} climbmix shards are missing from it")
         _remove_stale_temporaries(folder)
         progress = DownloadProgress(len(indices), done=len(indices) - len(missing))
         log(
             f"downloading {len(missing)} of {len(indices)} climbmix shards to {folder}, {DOWNLOAD_WORKERS} at a time"
         )
-        _download_all(missing, folder, progress)
+        _download_all(missing, base_url, folder, progress)
         if progress.failure:
             raise progress.failure
         log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
