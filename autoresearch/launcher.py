@@ -47,13 +47,16 @@ MAX_DEAD_EXPLORATIONS = 20
 
 
 def harness_env(cfg: AutoresearchConfig, seed: int) -> dict[str, str]:
-    """What the harness reads from its environment: the scale, data, seed and training budget."""
+    """What the harness reads from its environment: the scale, data, seed and training budget, and
+    the controller's data cache as an absolute path. A relative one (or one with a ~ the shell did
+    not expand) named another folder in each experiment's, where train.py runs: climbmix runs all
+    crashed on "no train data", offline ones each built a cache of their own."""
     c = cfg.campaign
     env = {"AUTORESEARCH_SCALE": c.scale, "AUTORESEARCH_DATA": c.data, "AUTORESEARCH_SEED": str(seed)}
     if c.time_budget:
         env["AUTORESEARCH_TIME_BUDGET"] = str(c.time_budget)
     if os.environ.get("AUTORESEARCH_CACHE"):
-        env["AUTORESEARCH_CACHE"] = os.environ["AUTORESEARCH_CACHE"]
+        env["AUTORESEARCH_CACHE"] = str(Path(os.environ["AUTORESEARCH_CACHE"]).expanduser().absolute())
     return env
 
 
