@@ -1053,6 +1053,23 @@ def test_a_shard_the_server_does_not_have_is_not_retried(prepare_mod: ModuleType
     assert server.requests.count("shard_00001.parquet") == 1
 
 
+def test_cli_does_not_blame_the_network_for_a_servers_answer(
+    harness_env, shard_server, tmp_path: Path
+) -> None:
+    """A 404 (a data URL naming the wrong place) ended in "(no network? ...)", though the
+    server's answer had come over it."""
+    server, remote = shard_server
+    (remote / "shard_00000.parquet").unlink()
+    env = harness_env(cache=str(tmp_path / "cli-cache"), data_url=server.url)
+    proc = _run_prepare(env, tmp_path, "--data", "climbmix", "--num-shards", "1")
+    assert proc.returncode == 1 and "network" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-2:] == [
+        f"error: download of {server.url}shard_00000.parquet failed: HTTP Error 404: File not found",
+        "(the server answered: AUTORESEARCH_DATA_URL chooses another; the offline corpus needs none: "
+        "--data offline here, campaign.data=offline in a campaign)",
+    ]
+
+
 def test_a_shard_that_fails_for_good_stops_the_rest(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

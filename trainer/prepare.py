@@ -415,7 +415,12 @@ class DownloadProgress:
 
 
 class DownloadFailed(RuntimeError):
-    """A shard could not be downloaded (the message says which and why)."""
+    """A shard could not be downloaded (the message says which and why). `answered`: the server
+    gave an HTTP error, so the network is up and the user's question is the server, not it."""
+
+    def __init__(self, message: str, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 def _refused(err: Exception) -> bool:
@@ -513,10 +518,11 @@ def _download_shard(index: int, base_url: str, folder: Path, progress: DownloadP
                 progress.fail(err)
                 return
             if _refused(err):
-                progress.fail(DownloadFailed(f"download of {url} failed: {err}"))
+                progress.fail(DownloadFailed(f"download of {url} failed: {err}", answered=True))
                 return
             if attempt == DOWNLOAD_ATTEMPTS:
-                progress.fail(DownloadFailed(f"download of {url} failed {attempt} times: {err}"))
+                answered = isinstance(err, urllib.error.HTTPError)
+                progress.fail(DownloadFailed(f"download of {url} failed {attempt} times: {err}", answered))
                 return
             backoff, asked = DOWNLOAD_BACKOFF_S * 2 ** (attempt - 1), _retry_after(err)
             why = ", as the server asked (Retry-After)" if asked > backoff else ""
@@ -1467,8 +1473,9 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit("interrupted: finished files are kept; run the same command again to resume")
     except DownloadFailed as err:
+        why = "the server answered: AUTORESEARCH_DATA_URL chooses another;" if err.answered else "no network?"
         sys.exit(
-            f"error: {err}\n(no network? the offline corpus needs none: --data offline here, campaign.data=offline in a campaign)"
+            f"error: {err}\n({why} the offline corpus needs none: --data offline here, campaign.data=offline in a campaign)"
         )
     except OSError as err:  # a read-only cache, a full disk
         sys.exit(f"error: {err} (the cache is {cache_dir()}; AUTORESEARCH_CACHE chooses another)")
