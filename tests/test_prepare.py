@@ -910,13 +910,15 @@ def test_a_damaged_shard_record_is_named(prepare_mod: ModuleType, shard_server, 
     assert len(prepare_mod.split_files("train", "climbmix")) == 2
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_download_keeps_whole_shards_and_resumes(
-    prepare_mod: ModuleType, shard_server, harness_env, tmp_path: Path
+    prepare_mod: ModuleType, shard_server, harness_env, tmp_path: Path, stop: signal.Signals
 ) -> None:
     """Ctrl-C in the middle of a shard: prepare.py stops at once, though the server is still
     sending (it waited for the read in progress: up to its 60 s timeout, and for ever from a
     server that sends a byte now and then), in one line, no partial file left, the finished
-    shards kept and not downloaded again."""
+    shards kept and not downloaded again. SIGTERM, a campaign's stop of its data step, killed it
+    at once, its partial files left in the cache."""
     server, remote = shard_server
     prepare_mod.download_climbmix(num_shards=1)
     server.stall.add("shard_00001.parquet")
@@ -932,7 +934,7 @@ def test_an_interrupted_download_keeps_whole_shards_and_resumes(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert server.stalling.wait(timeout=120)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     try:
         stderr = proc.communicate(timeout=120)[1]  # a guard: it ends at once or never
     finally:

@@ -33,6 +33,7 @@ import pickle
 import platform
 import queue
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -1450,6 +1451,14 @@ def _shard_count(text: str) -> int:
     return value
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C during a download: a campaign's stop ends its data step so, as do scancel
+    and preemption, and by default it killed the step at once, leaving up to a shard's worth of
+    unfinished file per download thread in the cache. (Not while the tokenizer trains, where it
+    writes nothing until done and a native step could hold the interrupt for minutes.)"""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Download data and train the tokenizer for a scale.")
     parser.add_argument("--scale", choices=sorted(SCALES), default=SCALE_NAME)
@@ -1466,7 +1475,9 @@ def main() -> None:
     log(f"preparing scale {args.scale}: data {source}, vocab {scale.vocab_size}, cache {cache_dir()}")
     try:
         if source == "climbmix":
+            signal.signal(signal.SIGTERM, _interrupted)
             download_climbmix(args.num_shards)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         else:
             build_offline_corpus()
         train_tokenizer(source, scale.vocab_size)
