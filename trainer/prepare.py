@@ -456,9 +456,12 @@ def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> str:
         if out is None:
             return ""
         try:
-            while (chunk := response.read(1 << 20)) and not progress.stop.is_set():
+            # read1: what has come, up to 1 MB, written at once, so a live download's file is
+            # touched at least every read timeout, however slow the link (_remove_stale_temporaries)
+            while (chunk := response.read1(1 << 20)) and not progress.stop.is_set():
                 with _writing(path):
                     out.write(chunk)
+                    out.flush()
                 progress.add(len(chunk))
             expected, received = response.headers.get("Content-Length"), out.tell()
             content_type = response.headers.get("Content-Type", "")
