@@ -1207,6 +1207,32 @@ def test_cli_prepares_the_cpu_scale(harness_env, tmp_path: Path) -> None:
     assert (tmp_path / "tokenizer" / f"offline-py{sys.version_info[0]}{sys.version_info[1]}-v2048").is_dir()
 
 
+def test_preparations_of_one_cache_at_once_leave_it_whole(
+    harness_env, offline_cache: Path, tmp_path: Path
+) -> None:
+    """Array tasks starting together on a shared file system each prepare the same cache: every
+    one ends ready, none reads another's half-written file (it would call it damaged), and the
+    cache is the one a lone preparation makes. Files are written under a temporary name per
+    process and renamed; there is no lock, so each may do the work."""
+    cache = tmp_path / "shared-cache"
+    env = harness_env(cache=str(cache))
+    command = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu"]
+    procs = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    stderrs = [proc.communicate(timeout=300)[1] for proc in procs]
+    for proc, stderr in zip(procs, stderrs, strict=True):
+        assert proc.returncode == 0 and stderr.rstrip().endswith("ready") and "damaged" not in stderr, stderr
+    assert not list(cache.rglob("*.tmp"))
+    made = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
+    assert made == sorted(p.relative_to(offline_cache) for p in offline_cache.rglob("*") if p.is_file())
+    for name in made:
+        if name.suffix == ".parquet":
+            assert pq.read_table(cache / name).equals(pq.read_table(offline_cache / name))
+        else:
+            assert (cache / name).read_bytes() == (offline_cache / name).read_bytes()
+
+
 def test_cli_names_the_cache_when_it_cannot_write_there(harness_env, tmp_path: Path) -> None:
     """A cache that cannot be written (here a file where the folder should be; read-only or full
     alike) ended in a bare OSError, not saying which setting chooses the cache."""
