@@ -722,8 +722,8 @@ class ShardServer:
 
     A file in `rate_limited` (name -> seconds) is answered 429 with that Retry-After until that long
     after its first refusal. A file in `stall` is sent half, then a byte a second (so the client's read never times out)
-    until `release` is set, which closes the connection: the file is never complete. `stalling`
-    is set when such a send has begun.
+    until `release` is set, which closes the connection: the file is never complete. A file in
+    `silent` is sent half, then nothing until `release`. `stalling` is set when such a send has begun.
     """
 
     def __init__(self, root: Path) -> None:
@@ -734,6 +734,7 @@ class ShardServer:
         self.fail_once: set[str] = set()
         self.always_fail: set[str] = set()
         self.stall: set[str] = set()
+        self.silent: set[str] = set()
         self.stalling = threading.Event()
         self.release = threading.Event()
         server = self
@@ -758,12 +759,12 @@ class ShardServer:
                     server.fail_once.discard(name)
                     self.send_error(503)
                     return
-                if name in server.stall:
-                    self.send_half_and_wait((root / name).read_bytes())
+                if name in server.stall or name in server.silent:
+                    self.send_half_and_wait((root / name).read_bytes(), trickle=name in server.stall)
                     return
                 super().do_GET()
 
-            def send_half_and_wait(self, body: bytes) -> None:
+            def send_half_and_wait(self, body: bytes, trickle: bool) -> None:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -772,6 +773,8 @@ class ShardServer:
                 self.wfile.flush()
                 server.stalling.set()
                 while not server.release.wait(1.0) and sent < len(body) - 1:
+                    if not trickle:
+                        continue
                     self.wfile.write(body[sent : sent + 1])
                     self.wfile.flush()
                     sent += 1
@@ -1062,6 +1065,32 @@ def test_a_progress_line_is_written_whole(prepare_mod: ModuleType, monkeypatch: 
     monkeypatch.setattr(sys, "stderr", Recorder())
     prepare_mod.log("shard_00001.parquet: connection refused; retrying in 2.0 s")
     assert writes == ["shard_00001.parquet: connection refused; retrying in 2.0 s\n"]
+
+
+def test_a_server_that_stops_sending_times_out_and_is_retried(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that goes silent in the middle of a shard must not hold a download for ever: each
+    attempt's read ends after DOWNLOAD_READ_TIMEOUT_S, and the attempts run out."""
+    server, _ = shard_server
+    server.silent.add("shard_00000.parquet")
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_READ_TIMEOUT_S", 0.2)
+    failed: list[Exception] = []
+
+    def download() -> None:
+        try:
+            prepare_mod.download_climbmix(num_shards=1)
+        except prepare_mod.DownloadFailed as err:
+            failed.append(err)
+
+    thread = threading.Thread(target=download, daemon=True)  # (a hang fails below, not the suite)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the download still waits on a silent server"
+    assert [str(err) for err in failed] == [
+        f"download of {server.url}shard_00000.parquet failed 5 times: timed out"
+    ]
+    assert server.requests.count("shard_00000.parquet") == prepare_mod.DOWNLOAD_ATTEMPTS
 
 
 def test_a_body_cut_short_is_named_and_retried(prepare_mod: ModuleType, shard_server) -> None:

@@ -185,6 +185,7 @@ DOWNLOAD_WORKERS = 8
 DOWNLOAD_ATTEMPTS = 5
 DOWNLOAD_BACKOFF_S = 2.0  # waits 2, 4, 8, 16 s between attempts
 RETRY_AFTER_MAX_S = 300.0  # the longest a server's Retry-After is waited for before an attempt
+DOWNLOAD_READ_TIMEOUT_S = 60.0  # a server silent this long mid-shard fails the attempt, which is retried
 PROGRESS_EVERY_S = 5.0  # how often a download reports the bytes received so far
 TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
 TOKENIZER_REPORT_CHARS = 100_000_000  # progress line every this many characters read
@@ -337,7 +338,7 @@ def _shard_name(index: int) -> str:
 
 SHARDS_FILE = "train_shards.json"  # how many training shards prepare.py was last asked for
 # A .tmp file untouched this long is a killed process's: a download writes to its own at least every
-# minute (reads time out at 60 s), and the corpus and tokenizer are written in one go.
+# minute (reads time out after DOWNLOAD_READ_TIMEOUT_S), and the corpus and tokenizer are written in one go.
 STALE_TMP_S = 600.0
 
 
@@ -450,7 +451,7 @@ def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> str:
     """Stream `url` into `tmp` until done or `progress.stop` is set; its Content-Type. A body shorter than its
     Content-Length (a connection closed early) raises, naming that, instead of failing as parquet;
     a write the cache refuses raises CacheWriteFailed, naming `path`, unlike the network's errors."""
-    with urllib.request.urlopen(url, timeout=60) as response:
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_READ_TIMEOUT_S) as response:
         with _writing(path):
             out = progress.open_unless_halted(tmp)
         if out is None:
