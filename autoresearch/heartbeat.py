@@ -99,23 +99,43 @@ def _span(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+UNREADABLE = "unreadable"  # how the line on a controller.json that cannot be read begins
+
+
 def controller_state(campaign_dir: Path, now: float | None = None) -> str | None:
     """One line on the campaign's controller: running, stopped and why, or gone without a word
-    (killed, or its node lost); None where no controller has written one (a campaign begun before)."""
-    record = read_json(campaign_dir / CONTROLLER_FILE)
-    if not record:
+    (killed, or its node lost); None where no controller has written one (a campaign begun before).
+    A file that cannot be read (a folder, private, damaged by hand or by a disk) is said to be so:
+    read as missing, the line vanished and a live controller's campaign looked like an old one."""
+    path = campaign_dir / CONTROLLER_FILE
+    if not path.exists():
         return None
+    if path.is_dir():
+        return f"{UNREADABLE}: {path} is a folder: remove it, and a running controller writes it anew"
     try:
-        return _state_of(record, time.time() if now is None else now)
-    except (TypeError, ValueError, OverflowError, OSError):  # a pid or a time that is none
-        return None  # (damaged by hand or by a disk: read as the missing record it stands for)
+        path.read_bytes()
+    except OSError as err:
+        return f"{UNREADABLE}: cannot read {path} ({err.strerror})"
+    with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):  # a pid or time that is none
+        if record := read_json(path):  # (None: torn, not JSON, not an object)
+            return _state_of(record, time.time() if now is None else now)
+    return (
+        f"{UNREADABLE}: {path} is damaged (not the record a controller writes); "
+        f"a running controller writes it anew within {BEAT_SECONDS:.0f} s"
+    )
+
+
+def known_not_running(controller: str | None) -> bool:
+    """Whether `controller` (`controller_state`) says no controller runs: stopped or gone; not
+    where there is no line, or one that could not be read."""
+    return controller is not None and not controller.startswith(("running", UNREADABLE))
 
 
 def unlaunched_note(controller: str | None) -> str:
     """What to add to a count of queued runs while `controller` (`controller_state`) is known not
     to be running: a stopped campaign leaves the rest of its wave queued in the study, and the count
     alone reads as runs about to start."""
-    return " (no controller launches them now)" if controller and not controller.startswith("running") else ""
+    return " (no controller launches them now)" if known_not_running(controller) else ""
 
 
 def _state_of(record: dict[str, Any], now: float) -> str:

@@ -55,7 +55,7 @@ from autoresearch.eta import ends_said
 from autoresearch.files import finite_number, read_json
 from autoresearch.fleet.local import runner_alive
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
-from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, unlaunched_note
+from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, known_not_running, unlaunched_note
 from autoresearch.open_checks import LOG_FILE
 from autoresearch.results import frontier_value, rerun_values, rows
 from autoresearch.runner import OUTCOME_FILE, STARTED_FILE
@@ -98,8 +98,11 @@ def reading_campaign(campaign_dir: Path) -> Iterator[tuple[optuna.Study, DictCon
                 f"{what} the campaign's command writes it anew as it resumes the campaign (study and results kept)"
             )
         if (controller := controller_state(campaign_dir)) is not None:  # config.yaml comes once set up
-            how = "is still setting up" if controller.startswith("running") else "did not get past setting up"
-            refuse(f"{campaign_dir}: its first start {how} (the data, the study); controller {controller}")
+            running = "is still" if controller.startswith("running") else "may still be"  # (or unreadable)
+            how = "did not get past" if known_not_running(controller) else running
+            refuse(
+                f"{campaign_dir}: its first start {how} setting up (the data, the study); controller {controller}"
+            )
         refuse(f"not a campaign folder (no config.yaml): {campaign_dir}{campaigns_inside_hint(campaign_dir)}")
     try:
         config = read_saved_config(saved)
@@ -206,11 +209,7 @@ def stopped_here(campaign_dir: Path, controller: str | None) -> bool:
     """Whether the campaign's controller is not running and ran on this host, where its local
     runners ran: whether they still run can be seen here."""
     record = read_json(campaign_dir / CONTROLLER_FILE) or {}
-    return (
-        controller is not None
-        and not controller.startswith("running")
-        and record.get("host") == socket.gethostname()
-    )
+    return known_not_running(controller) and record.get("host") == socket.gethostname()
 
 
 def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:

@@ -1461,14 +1461,15 @@ def test_files_that_are_not_text_read_as_missing_on_a_resume(
     tmp_path: Path, open_campaign: Callable[..., Campaign]
 ) -> None:
     """A running trial's outcome.json and the controller's controller.json damaged into bytes that
-    are not text: the resume reads them as absent (the run lost, re-queued; no controller line)."""
+    are not text: the resume reads them as absent (the run lost, re-queued); status says the
+    controller's file is damaged."""
     first = scripted_campaign(tmp_path, [])
     first.open()
     trial = launched_and_started(first, 1000.0)
     (first.dir / f"experiments/{trial.number:05d}" / "outcome.json").write_bytes(b"\xff\xfe{")
     release(first)
     (first.dir / "controller.json").write_bytes(b"\xff\xfe{")
-    assert controller_state(first.dir) is None  # what status shows
+    assert (controller_state(first.dir) or "").startswith("unreadable: ")  # what status shows
     lost = open_campaign(tmp_path, []).ledger.trial(trial.number)
     assert lost.user_attrs["status"] == "lost", lost.user_attrs
 

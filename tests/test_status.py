@@ -511,11 +511,13 @@ def test_the_live_view_into_a_pipe_prints_a_frame_at_each_refresh(tmp_path: Path
     assert all(head.split()[1] == "watched" for head in heads), heads
 
 
-def test_a_controller_file_that_is_a_folder_reads_as_none_not_a_traceback(tmp_path: Path) -> None:
-    """`controller.json` made a folder (by hand, or a bad copy): status and check read it as the
-    missing file it stands for, as they do a torn one."""
+def test_a_controller_file_that_is_a_folder_is_said_not_a_traceback(tmp_path: Path) -> None:
+    """`controller.json` made a folder (by hand, or a bad copy): status and check say so in the
+    controller's line, not in a traceback."""
     (tmp_path / CONTROLLER_FILE).mkdir()
-    assert controller_state(tmp_path) is None
+    assert (controller_state(tmp_path) or "").startswith(
+        f"unreadable: {tmp_path / CONTROLLER_FILE} is a folder"
+    )
 
 
 @pytest.mark.parametrize(
@@ -526,13 +528,15 @@ def test_a_controller_file_that_is_a_folder_reads_as_none_not_a_traceback(tmp_pa
         {"pid": 1, "host": "here", "state": "stopped", "seen_at": 1e300},
     ],
 )
-def test_a_controller_file_whose_figures_are_no_pid_or_time_reads_as_none(
+def test_a_controller_file_whose_figures_are_no_pid_or_time_is_said_damaged(
     tmp_path: Path, record: dict
 ) -> None:
-    """`controller.json` edited by hand into figures that are no pid or time: read as the missing
-    file it stands for, where status died of a ValueError or OverflowError."""
+    """`controller.json` edited by hand into figures that are no pid or time: said damaged in the
+    controller's line, where status died of a ValueError or OverflowError."""
     (tmp_path / CONTROLLER_FILE).write_text(json.dumps(record))
-    assert controller_state(tmp_path, now=NOW) is None
+    assert (controller_state(tmp_path, now=NOW) or "").startswith(
+        f"unreadable: {tmp_path / CONTROLLER_FILE} is damaged"
+    )
 
 
 def _saved_config(folder: Path, name: str, *settings: str) -> DictConfig:

@@ -239,3 +239,35 @@ def test_a_refused_read_that_names_no_file_is_still_one_line(capsys: pytest.Capt
         "error: cannot read a file of the campaign folder (Permission denied): run this as a user who "
         "may read the whole campaign folder\n"
     )
+
+
+@pytest.mark.parametrize("damage", ["not JSON", "a folder", "private"])
+def test_a_controller_file_that_cannot_be_read_is_said_not_dropped(
+    finished_campaign: Path, tmp_path: Path, damage: str
+) -> None:
+    """controller.json damaged by hand or a disk, made a folder, or private: status left the
+    controller line out without a word, so a live campaign looked like one from before heartbeats.
+    It says, in the line, that the file cannot be read and why."""
+    campaign = copy_of(finished_campaign, tmp_path)
+    beat = campaign / "controller.json"
+    prefix: list[str] = []
+    if damage == "not JSON":
+        beat.write_text('{"pid": 12')
+    elif damage == "a folder":
+        beat.unlink()
+        beat.mkdir()
+    else:
+        prefix = without_root_rights()
+        beat.chmod(0)
+    try:
+        out = run_tool(str(campaign), prefix=tuple(prefix))
+    finally:
+        beat.chmod(0o755 if beat.is_dir() else 0o644)
+    assert out.returncode == 0, out.stderr
+    said = {
+        "not JSON": f"{beat} is damaged (not the record a controller writes); a running controller writes "
+        "it anew within 15 s",
+        "a folder": f"{beat} is a folder: remove it, and a running controller writes it anew",
+        "private": f"cannot read {beat} (Permission denied)",
+    }[damage]
+    assert f"controller unreadable: {said}" in view_lines(out.stdout), out.stdout
