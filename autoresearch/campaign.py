@@ -43,6 +43,7 @@ from autoresearch.decisions import Decisions
 from autoresearch.eta import record_slots
 from autoresearch.files import (
     dead_writers_temporaries,
+    ended_writers_temporaries,
     finite_number,
     read_json,
     write_atomic,
@@ -268,6 +269,15 @@ class Campaign:
         ask about."""
         folders = [self.dir, *(self.dir / sub for sub in FOLDERS_OF_WHOLE_FILES)]
         for temporary in (path for folder in folders for path in dead_writers_temporaries(folder)):
+            temporary.unlink(missing_ok=True)
+            log.warning("removed %s, left by a writer killed mid-write", temporary)
+
+    @staticmethod
+    def _drop_ended_writers_temporaries(exp_dir: Path) -> None:
+        """Those left in an experiment folder whose run the fleet says has ended (`files.
+        ended_writers_temporaries`): not at the start, where runners of other hosts may still write.
+        A controller killed before it told the trial sees it RUNNING again, so none is missed."""
+        for temporary in ended_writers_temporaries(exp_dir):
             temporary.unlink(missing_ok=True)
             log.warning("removed %s, left by a writer killed mid-write", temporary)
 
@@ -591,6 +601,7 @@ class Campaign:
         trial = self.ledger.trial(done.trial)
         if trial.state != TrialState.RUNNING:
             return  # already told (a duplicate report)
+        self._drop_ended_writers_temporaries(experiment_dir(self.dir, trial.number))
         self._ended += 1
         outcome = done.outcome
         status = outcome.get("status")

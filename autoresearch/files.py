@@ -62,6 +62,21 @@ def dead_writers_temporaries(folder: Path) -> list[Path]:
     return found
 
 
+# Any writer's temporary of an experiment folder: `replacing`'s (pid, thread), and the harness's
+# result (prepare.py's: pid, then a hex tag of its process).
+EXPERIMENT_TEMPORARY_NAME = re.compile(r"\.\d+-[0-9a-f]+\.tmp$")
+
+
+def ended_writers_temporaries(exp_dir: Path) -> list[Path]:
+    """The temporaries in the folder of an experiment whose run has ended: its runner, and the
+    train.py that ran under it, write nothing more there, and of the controllers that do, those
+    before the one holding the campaign are gone. So each is a writer's killed mid-write (a runner
+    or train.py killed by the OOM killer, a controller's kill -9), whatever host it ran on."""
+    with contextlib.suppress(OSError):  # (no such folder)
+        return [path for path in exp_dir.iterdir() if EXPERIMENT_TEMPORARY_NAME.search(path.name)]
+    return []
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Through a temporary name and a rename, so a reader never sees half a file."""
     with replacing(path) as tmp:

@@ -359,6 +359,26 @@ def launched_within_budget(study: optuna.Study, limit: int) -> list[optuna.trial
     return launched
 
 
+def controller_killed_mid_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A toy campaign on one slot whose controller was killed (kill -9) while its first run ran,
+    held: that run's started.json, and the file that holds it (remove it and the run goes on)."""
+    hold = tmp_path / "hold"  # (the toy's runs wait while it exists)
+    hold.touch()
+    runs = tmp_path / "runs"
+    command = campaign_command(runs, "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1")
+    env = {**os.environ, "TOY_HOLD": str(hold)}
+    controller = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: list(runs.glob("toy/experiments/*/started.json")), 120, "a run started")
+    finally:
+        controller.kill()
+        controller.wait(timeout=60)
+    (started,) = runs.glob("toy/experiments/*/started.json")  # (one slot)
+    return started, hold
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> None:
     """Poll `condition` until it holds: for waiting on other processes, never as a fixed sleep."""
     deadline = time.monotonic() + timeout

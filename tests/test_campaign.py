@@ -29,6 +29,7 @@ from engine_helpers import (
     campaign_command,
     compose_toy,
     confirming,
+    controller_killed_mid_run,
     experiment_runs,
     killed_and_resumed,
     launched_within_budget,
@@ -1539,6 +1540,51 @@ def test_a_writer_killed_mid_write_leaves_a_temporary_the_next_start_removes_but
     assert sorted(first.dir.glob("**/*.tmp")) == sorted([*others, *first.dir.glob("progress.png.*.tmp")])
     live.communicate("\n")
     assert live.returncode == 0 and (first.dir / "progress.png").read_text() == "whole"
+
+
+# The harness's write of the result (trainer/prepare.py's `_write_atomic`), killed before its rename.
+KILLED_HARNESS_WRITE = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import prepare
+os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+prepare._write_atomic(Path(sys.argv[2]), b'{"val_bpb": 1.0}')
+"""
+
+
+def test_temporaries_killed_writers_left_in_an_experiment_folder_go_once_its_run_has_ended(
+    tmp_path: Path,
+) -> None:
+    """A runner, train.py's harness or a controller killed inside a write to an experiment folder
+    left its temporary there for good: a start removes dead writers' temporaries outside
+    experiments/ only, where runners of other hosts write. Once the fleet says the run has ended,
+    no writer of its folder is left, and they go."""
+    started, hold = controller_killed_mid_run(tmp_path)  # its runner goes on, held
+    exp = started.parent
+    killed = [
+        [sys.executable, "-c", WRITER, str(exp / "outcome.json"), "killed"],
+        [
+            sys.executable,
+            "-c",
+            KILLED_HARNESS_WRITE,
+            str(REPO / "trainer"),
+            str(exp / "metrics.json"),
+        ],
+    ]
+    for command in killed:
+        writer = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
+        assert writer.returncode == -signal.SIGKILL, writer.stderr
+    left = sorted(path.name for path in exp.glob("*.tmp"))
+    assert [name.split(".")[0] for name in left] == ["metrics", "outcome"], left
+    hold.unlink()
+    resumed = run_campaign(
+        tmp_path / "runs", "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1"
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert not list((tmp_path / "runs" / "toy").glob("**/*.tmp"))
+    collected = load(tmp_path / "runs" / "toy").trials[int(exp.name)]  # re-attached, not run again
+    assert collected.state == TrialState.COMPLETE and collected.user_attrs["status"] == "baseline"
 
 
 def test_a_broken_frontier_is_one_line_and_exit_2(tmp_path: Path) -> None:

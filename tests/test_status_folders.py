@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, campaign_command, load, run_campaign, wait_for
+from engine_helpers import REPO, controller_killed_mid_run, load, run_campaign, wait_for
 from optuna.trial import TrialState
 
 from autoresearch.runner import OUTCOME_FILE, PID_FILE
@@ -48,26 +48,6 @@ def run_tool(
     command = [*prefix, sys.executable, "-m", "autoresearch", tool, *args]
     env = {**os.environ, "COLUMNS": "250"}  # one line per row, whatever the terminal
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
-
-
-def controller_killed_mid_run(tmp_path: Path) -> tuple[Path, Path]:
-    """A toy campaign on one slot whose controller was killed (kill -9) while its first run ran,
-    held: that run's started.json, and the file that holds it (remove it and the run goes on)."""
-    hold = tmp_path / "hold"  # (the toy's runs wait while it exists)
-    hold.touch()
-    runs = tmp_path / "runs"
-    command = campaign_command(runs, "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1")
-    env = {**os.environ, "TOY_HOLD": str(hold)}
-    controller = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for(lambda: list(runs.glob("toy/experiments/*/started.json")), 120, "a run started")
-    finally:
-        controller.kill()
-        controller.wait(timeout=60)
-    (started,) = runs.glob("toy/experiments/*/started.json")  # (one slot)
-    return started, hold
 
 
 def view_lines(view: str) -> list[str]:
