@@ -32,6 +32,14 @@ def _git_read(path: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def _unborn(path: Path) -> bool:
+    """Whether the repository at `path` has its branch but no commit yet: one just made, or one a
+    controller killed between `git init` and the first commit left, on which every later start
+    failed, since it has no HEAD to read. (A HEAD that names no branch is no such repository.)"""
+    on_branch = _git_read(path, "symbolic-ref", "-q", "HEAD") is not None
+    return on_branch and _git_read(path, "rev-parse", "-q", "--verify", "HEAD") is None
+
+
 class FrontierError(RuntimeError):
     """A git command on the frontier failed; the message says which, git's own words and what to do."""
 
@@ -42,6 +50,7 @@ class Frontier:
         if not (path / ".git").exists():
             path.mkdir(parents=True, exist_ok=True)
             self._git("init", "-q", "-b", "main")
+        if _unborn(path):  # new, or begun by a first start killed before its first commit
             (path / FILE).write_text(start_source)
             self._git("add", FILE)
             self._git("commit", "-q", "-m", "baseline")

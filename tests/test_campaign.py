@@ -1491,6 +1491,32 @@ def test_a_stale_git_lock_in_the_frontier_is_removed_when_the_campaign_resumes(
     assert resumed.frontier.commit_of_trial(5) is None and resumed.frontier.advance("A = 1\n", 5, "kept")
 
 
+@pytest.mark.parametrize("dies_at", ["add", "commit"])
+def test_a_first_start_killed_before_the_frontiers_first_commit_is_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_campaign: Callable[..., Campaign], dies_at: str
+) -> None:
+    """A first start killed (kill -9) between the frontier's `git init` and its first commit left
+    a repository with no commit, and every later start stopped on 'git rev-parse failed ...
+    Needed a single revision'. The next start makes that first commit, and goes on."""
+    git = Frontier._git
+
+    def dies_in_git(self: Frontier, *args: str, **kwargs: bool) -> str:
+        if args[0] == dies_at:
+            raise Killed
+        return git(self, *args, **kwargs)
+
+    monkeypatch.setattr(Frontier, "_git", dies_in_git)
+    dying = scripted_campaign(tmp_path, [])
+    with pytest.raises(Killed):
+        dying.open()
+    monkeypatch.undo()
+    release(dying)
+    resumed = open_campaign(tmp_path, [])
+    start = (TOY / "train.py").read_text()
+    assert resumed.frontier.start_source() == start and resumed.frontier.source() == start
+    assert resumed.ledger.waiting()  # (its baselines queued)
+
+
 WRITER = """
 import os, signal, sys
 from pathlib import Path
