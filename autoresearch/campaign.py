@@ -359,6 +359,8 @@ class Campaign:
             if "exp_dir" in t.user_attrs and self.fleet.reattach(JobSpec(t.number, exp_dir, pool), handle):
                 log.info("trial %d: re-attached to %s", t.number, handle)
                 continue
+            # A runner found ended may have ended since its outcome was read: its result is whole.
+            outcome = read_json(exp_dir / OUTCOME_FILE) or outcome
             if outcome is not None:
                 self._finish(Finished(t.number, outcome))
                 continue

@@ -50,7 +50,9 @@ from autoresearch.budget import PRICE_ATTR, by_pool, measure
 from autoresearch.campaign import Campaign, CampaignError, Summary
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.decisions import Decisions
-from autoresearch.fleet.base import Finished
+from autoresearch.fleet.base import Finished, JobSpec
+from autoresearch.fleet.local import LocalFleet
+from autoresearch.fleet.local import _is_our_runner as is_our_runner
 from autoresearch.fleet.slurm_states import outcome_for_state
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import controller_state
@@ -60,7 +62,7 @@ from autoresearch.ledger import MEASUREMENT_KINDS
 from autoresearch.proposals import Candidate, Edit, Wave
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.results import render, row_of, rows
-from autoresearch.runner import STARTED_FILE
+from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
 
 
 def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
@@ -1566,6 +1568,31 @@ def test_a_writer_killed_mid_write_leaves_a_temporary_the_next_start_removes_but
     assert sorted(first.dir.glob("**/*.tmp")) == sorted([*others, *first.dir.glob("progress.png.*.tmp")])
     live.communicate("\n")
     assert live.returncode == 0 and (first.dir / "progress.png").read_text() == "whole"
+
+
+def test_a_run_that_ends_as_the_resume_looks_for_its_runner_is_collected_not_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_campaign: Callable[..., Campaign]
+) -> None:
+    """kill -9 of the controller mid-run; its runner ended between the resume's read of its
+    outcome.json (none yet) and its look for the runner (gone): the run was failed as lost and run
+    again, its whole result thrown away. The outcome is read again once the runner is found gone."""
+    started, hold = controller_killed_mid_run(tmp_path)  # its runner goes on, held
+    exp = started.parent
+    runner = int((exp / PID_FILE).read_text().split()[0])
+    reattach = LocalFleet.reattach
+
+    def ends_first(self: LocalFleet, job: JobSpec, handle: str) -> bool:
+        hold.unlink()  # the run ends now, between the two looks
+        wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+        return reattach(self, job, handle)
+
+    monkeypatch.setattr(LocalFleet, "reattach", ends_first)
+    resumed = open_campaign(tmp_path / "runs", [], "cluster.partitions.local.slots=1")
+    trial = resumed.ledger.trial(int(exp.name))
+    assert (exp / OUTCOME_FILE).exists()
+    assert trial.user_attrs.get("status") != "lost", trial.user_attrs
+    assert trial.user_attrs.get("val_bpb") is not None  # collected, its decision to come
+    assert not [t for t in resumed.ledger.all() if t.user_attrs.get("retry_of") == trial.number]
 
 
 # The harness's write of the result (trainer/prepare.py's `_write_atomic`), killed before its rename.
