@@ -830,7 +830,7 @@ def test_a_write_the_disk_refuses_stops_the_controller_in_one_line_and_a_rerun_g
     assert all(t.state.is_finished() or t.state == TrialState.WAITING for t in load(tmp_path / "toy").trials)
 
 
-@pytest.mark.parametrize("finished_before_kill", [0, 3, 7, "promoted"])
+@pytest.mark.parametrize("finished_before_kill", [0, 3, 7, "promoted", "kept"])
 def test_sigkill_and_resume_loses_and_repeats_nothing(
     tmp_path: Path, finished_before_kill: int | str
 ) -> None:
@@ -850,6 +850,14 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(
                 60,
                 "a promotion",
                 every=0.02,
+            )
+        elif finished_before_kill == "kept":  # the frontier's commit of a keep, its tell about to come
+            lineage = campaign / "frontier" / ".git" / "logs" / "HEAD"
+            wait_for(
+                lambda: lineage.exists() and len(lineage.read_text().splitlines()) > 1,
+                60,
+                "a keep's commit",
+                every=0.002,
             )
         else:
             wait_for(
@@ -901,6 +909,15 @@ def test_sigkill_and_resume_loses_and_repeats_nothing(
         complete = sum(r.state == TrialState.COMPLETE for r in reruns)
         dropped = sum(r.user_attrs.get("status") == "skip" for r in reruns)
         assert complete + dropped == 2, [(r.number, r.state, r.user_attrs.get("status")) for r in reruns]
+    # The frontier holds each kept change once, and nothing else; nothing a killed writer left stays.
+    kept = sorted(t.number for t in study.trials if t.user_attrs.get("status") == "keep")
+    assert Frontier(campaign / "frontier", "").generation() == len(kept)
+    assert [Frontier(campaign / "frontier", "").commit_of_trial(n) for n in kept] == [
+        t.user_attrs["commit"] for t in study.trials if t.user_attrs.get("status") == "keep"
+    ]
+    assert not list(campaign.glob("**/*.tmp")) and not list(
+        (campaign / "frontier" / ".git").glob("**/*.lock")
+    )
 
 
 def test_a_journal_left_mid_write_by_a_killed_controller_is_repaired_on_resume(
