@@ -379,6 +379,34 @@ def test_a_stray_file_among_the_claims_is_not_taken_for_one(tmp_path: Path) -> N
     assert queue.claimed_by(5) == ("77_1", 0)
 
 
+KILLED_PUT = """
+import os, signal, sys
+from pathlib import Path
+from autoresearch.fleet.workers import WorkerQueue
+os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+WorkerQueue(Path(sys.argv[1])).put(6, Path(sys.argv[2]))
+"""
+
+
+def test_a_queue_entry_a_killed_controller_left_unrenamed_is_removed_when_workers_are_next_sent(
+    tmp_path: Path,
+) -> None:
+    """A controller killed (kill -9) inside `put`, between writing a queue entry and renaming it
+    into ready/, left `.NNNNN.tmp` in the queue folder for good. The next controller removes it as
+    it opens the queue, before it sends workers; what it queued itself stays."""
+    queue = WorkerQueue(tmp_path / "queue")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_PUT, str(queue.path), str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [p.name for p in queue.path.glob(".*")] == [".00006.tmp"]
+    queue.put(7, tmp_path)
+    queue.open()
+    assert not list(queue.path.glob(".*")) and queue.is_queued(7) and not queue.is_queued(6)
+
+
 def test_a_worker_whose_time_limit_cannot_hold_an_experiment_fails_instead_of_requeueing(
     tmp_path: Path,
 ) -> None:

@@ -20,6 +20,7 @@ from autoresearch.runner import INFRA_STATUSES, run_experiment, slurm_job_id
 
 IDLE_EXIT_SECONDS = 600.0  # a worker with nothing to do for this long ends (the campaign is gone)
 POLL_SECONDS = 1.0
+UNPUT = ".tmp"  # a queue entry being written by `put`, renamed into ready/ when whole
 
 
 class WorkerCannotFit(RuntimeError):
@@ -33,7 +34,7 @@ class WorkerQueue:
             (path / sub).mkdir(parents=True, exist_ok=True)
 
     def put(self, trial: int, exp_dir: Path) -> None:
-        tmp = self.path / f".{trial:05d}.tmp"
+        tmp = self.path / f".{trial:05d}{UNPUT}"
         tmp.write_text(str(exp_dir.resolve()))
         os.replace(tmp, self.path / "ready" / f"{trial:05d}")
 
@@ -98,8 +99,12 @@ class WorkerQueue:
 
     def open(self) -> None:
         """Undo `stop` (the controller, before it first sends workers): a resumed campaign's workers
-        must not exit on the previous controller's STOP."""
+        must not exit on the previous controller's STOP. And remove the entries a controller
+        killed inside `put` left unrenamed, for good: only controllers put, this one's puts are
+        done, and those before it are gone."""
         (self.path / "STOP").unlink(missing_ok=True)
+        for unput in self.path.glob(f".*{UNPUT}"):
+            unput.unlink(missing_ok=True)
 
     def stopped(self) -> bool:
         return (self.path / "STOP").exists()
