@@ -41,6 +41,8 @@ def experiment_ran(trial: FrozenTrial) -> bool:
     )
 
 
+# A run's GPU type where none was recorded (an older version's run), as cost rows and lines name it.
+UNRECORDED_GPU_TYPE = "an unrecorded GPU type"
 PRICE_ATTR = "price_per_gpu_hour"  # a trial's: its pool's price when it was launched
 # The study's: each pool's price in the campaign's config.yaml as the first controller to record
 # launch prices found it, for the trials an older version launched without one (`keep_earlier_prices`).
@@ -134,10 +136,13 @@ def pool_gpu_types(ran: list[FrozenTrial]) -> dict[str, tuple[str, ...]]:
     one (its gpu_type changed on a resume), and one type would misname the others' hours."""
     types: dict[str, dict[str, None]] = {}
     for t in ran:
-        seen = types.setdefault(t.user_attrs["pool"], {})
-        if gpu_type := str(t.user_attrs.get("gpu_type", "")):  # (none recorded: an older version's run)
-            seen[gpu_type] = None
+        types.setdefault(t.user_attrs["pool"], {})[gpu_type_of(t)] = None
     return {pool: tuple(seen) for pool, seen in types.items()}
+
+
+def gpu_type_of(trial: FrozenTrial) -> str:
+    """The GPU type a run ran on, in words where none was recorded (an older version's run)."""
+    return str(trial.user_attrs.get("gpu_type", "")) or UNRECORDED_GPU_TYPE
 
 
 def hours_without_price(
@@ -150,7 +155,7 @@ def hours_without_price(
     for t in ran:
         if (spent := slot_hours(t, earlier)) and unpriced(dict([spent]), prices):
             by_type = left.setdefault(spent[0][0], {})
-            gpu_type = str(t.user_attrs.get("gpu_type", "")) or "?"
+            gpu_type = gpu_type_of(t)
             by_type[gpu_type] = by_type.get(gpu_type, 0.0) + spent[1]
     return left
 
@@ -172,8 +177,9 @@ def unpriced_said(by_type: Mapping[str, float], unit: str) -> str:
 
 def hours_unit(gpu_types: Iterable[str]) -> str:
     """What a slot-hour is called: a GPU-hour, or a CPU-hour when every slot that ran something
-    was a CPU process (the laptop demo), which no cluster bills as a GPU's."""
-    types = set(gpu_types)
+    was a CPU process (the laptop demo), which no cluster bills as a GPU's (a run whose type was
+    not recorded could have been either: it does not decide)."""
+    types = set(gpu_types) - {UNRECORDED_GPU_TYPE}
     return "CPU-hours" if types and types <= {"cpu"} else "GPU-hours"
 
 

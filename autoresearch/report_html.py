@@ -97,7 +97,7 @@ def _pool_dollars(r: CampaignReport, pool: str) -> str:
 def _cost(r: CampaignReport) -> str:
     body = [
         [
-            f"{escape(pool)} ({escape(', '.join(r.gpu_types.get(pool, ())) or '?')})",
+            f"{escape(pool)} ({escape(', '.join(r.gpu_types[pool]))})",
             f"{hours:.2f}",
             _pool_dollars(r, pool),
         ]

@@ -557,3 +557,23 @@ def test_a_stopped_campaigns_queued_trials_are_said_to_wait_for_no_controller(tm
     (campaign / "controller.json").write_text(json.dumps(beat))
     running = render_html(build_report(study, campaign, cfg), None)
     assert "1 queued." in running and "Controller: running: " in running
+
+
+def test_hours_of_no_recorded_gpu_type_are_said_so_not_labelled_a_question_mark(tmp_path: Path) -> None:
+    """An older version's runs recorded no GPU type: their partition's cost row read "old (?)" and
+    its unpriced hours "? for 0.50 GPU-hours on ?", a sign no user could read; and a partition with
+    recorded runs beside them named only the recorded type, as if every hour had run on it."""
+    cfg = compose_toy(tmp_path, "cluster.partitions.local.price_per_gpu_hour=2")
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 3600.0, status="baseline", tier="screen")
+    add_run(study, 1.9, 0.0, 1800.0, status="baseline", tier="validate", pool="old", gpu_type="")
+    add_run(study, 1.8, 0.0, 1800.0, status="discard", tier="validate", pool="old", gpu_type="A100")
+    report = build_report(study, tmp_path, cfg)
+    assert report.gpu_types == {"local": ("cpu",), "old": ("an unrecorded GPU type", "A100")}
+    page = render_html(report, None)
+    assert (
+        "<td>old (an unrecorded GPU type, A100)</td><td class=num>1.00</td><td class=num>? (no price" in page
+    )
+    assert "<b>$2.00 + ? for 1.00 GPU-hours on an unrecorded GPU type, A100</b>" in page
+    assert "(?)" not in page and "on ?" not in page
+    assert "CPU-hours / tokens" not in page  # (hours not known to be a CPU's are not called CPU-hours)
