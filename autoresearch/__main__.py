@@ -155,6 +155,8 @@ def run_campaign(campaign: Campaign) -> int:
     )
     for line in summary.kept_descriptions:
         log.info("  kept %s", line)
+    for line in summary.headline:
+        log.info("%s", line)
     if hint := going_on_past(summary.stop_reason):
         log.info("%s", hint)
     if not summary.set_up:  # stopped before it was set up: no report of this run to point to

@@ -66,6 +66,7 @@ from autoresearch.policy import NoiseAwarePolicy, Policy
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepRule, Proposer
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
+from autoresearch.report_text import headline
 from autoresearch.results import frontier_value, write_results
 from autoresearch.resume_changes import setting_changes, tracking_move
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, started_at
@@ -118,6 +119,7 @@ class Summary:
     stop_reason: str
     kept_descriptions: list[str] = field(default_factory=list)
     set_up: bool = True  # False: stopped while it set up (the data), so it wrote no report
+    headline: list[str] = field(default_factory=list)  # the report's cost and speed-up (`report_text`)
 
 
 def figure(metrics: dict[str, Any], key: str) -> int | float | None:
@@ -168,6 +170,7 @@ class Campaign:
         self._told = 0  # results told by this controller (see _after_tell)
         self._ended = 0  # experiments this controller saw end, run or lost (see _finish)
         self._ended_at_ask = -1  # `_ended` when the proposer was last asked for a wave
+        self._headline: list[str] = []  # the last report's cost and speed-up, once a stop wrote it
 
     # -- set-up ------------------------------------------------------------------------------
     def open(self) -> bool:
@@ -693,8 +696,8 @@ class Campaign:
         """results.tsv and progress.png; and report.html when the controller stops, and `ended` why."""
         table = self.ledger.table()
         write_results(table, self.dir / "results.tsv")
-        if ended is not None:
-            write_report(self.study, self.dir, self.cfg, ended=ended)  # re-draws progress.png as well
+        if ended is not None:  # (re-draws progress.png as well)
+            self._headline = headline(write_report(self.study, self.dir, self.cfg, ended=ended))
         elif table:
             plot_progress(table, self.dir / "progress.png", self.c.name)
 
@@ -778,4 +781,5 @@ class Campaign:
             stop_reason=stop_reason,
             kept_descriptions=[f"trial {t.number}: {t.user_attrs.get('description', '')}" for t in kept],
             set_up=set_up,
+            headline=self._headline,
         )

@@ -89,6 +89,12 @@ class Speedup:
     def factor(self) -> float:
         return self.sequential_hours / self.busy_hours if self.busy_hours else 0.0
 
+    def said(self) -> str:
+        """The factor in words: below 1 it is no speed-up, and says so."""
+        if self.factor >= 1:
+            return f"a speed-up of {self.factor:.1f}x"
+        return f"{self.factor:.2f}x, slower than the sequential loop"
+
 
 @dataclass(frozen=True)
 class CampaignReport:
@@ -237,12 +243,13 @@ def build_report(
 
 def write_report(
     study: optuna.Study, campaign_dir: Path, cfg: Any, out_dir: Path | None = None, ended: str | None = None
-) -> Path:
+) -> CampaignReport:
     """Re-draw progress.png and write report.html (the plot embedded: one file to mail or attach),
     in the campaign folder or in `out_dir` (made if missing: for a campaign folder read-only);
-    `ended` as for `build_report`."""
+    `ended` as for `build_report`. The report written, for what else says its figures."""
     report = build_report(study, campaign_dir, cfg, ended)
-    return save_report(report, rows(study), campaign_dir if out_dir is None else out_dir)
+    save_report(report, rows(study), campaign_dir if out_dir is None else out_dir)
+    return report
 
 
 def save_report(report: CampaignReport, table: list[dict[str, Any]], out_dir: Path) -> Path:
@@ -261,6 +268,7 @@ def save_report(report: CampaignReport, table: list[dict[str, Any]], out_dir: Pa
 
 def main() -> None:
     from autoresearch.cli import tool_name
+    from autoresearch.report_text import headline
     from autoresearch.status import reading_campaign, reads_allowed, refuse
 
     parser = argparse.ArgumentParser(prog=tool_name("report"), description=DESCRIPTION)
@@ -285,7 +293,7 @@ def main() -> None:
                 else (args.out, "choose another --out DIR")
             )
             refuse(f"cannot write the report in {where}: {write_failure(err, where)}; {instead}")
-    print(path)
+    print("\n".join([str(path), *headline(report)]))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ import time
 from html import escape
 
 from autoresearch.agent.usage import unanswered_note
-from autoresearch.budget import across_pools, dollars_of, unpriced_said
+from autoresearch.budget import dollars_of, unpriced_said
 from autoresearch.heartbeat import unlaunched_note
 from autoresearch.report import CampaignReport, KeptChange
+from autoresearch.report_text import tokens_said, total_said
 
 # A word longer than the page (a path, a URL, a description without spaces) breaks where it must:
 # else the agent's headings and the table's cells widen the page past its max-width.
@@ -104,16 +105,9 @@ def _cost(r: CampaignReport) -> str:
         for pool, hours in sorted(r.gpu_hours.items())
     ]
     llm = r.llm
-    tokens = (
-        f"{llm['input_tokens']:,} input, {llm['output_tokens']:,} output, "
-        f"{llm['cache_read_input_tokens']:,} read from and {llm['cache_creation_input_tokens']:,} "
-        f"written to the prompt cache"
-    )
     models = ", ".join(llm["models"]) or "none"
-    body.append([f"LLM ({escape(models)})", escape(tokens), f"${llm['dollars']:,.2f}"])
-    left = across_pools(r.unpriced_hours)
-    more = f" + {escape(unpriced_said(left, r.hours_unit))}" if left else ""
-    body.append(["<b>total</b>", "", f"<b>${r.gpu_dollars + llm['dollars']:,.2f}{more}</b>"])
+    body.append([f"LLM ({escape(models)})", escape(tokens_said(llm)), f"${llm['dollars']:,.2f}"])
+    body.append(["<b>total</b>", "", f"<b>{escape(total_said(r))}</b>"])
     calls = f"{llm['calls']} API calls in {llm['waves']} waves, {llm['failed_calls']} failed{unanswered_note(llm)}"
     return (
         _table(["what", f"{r.hours_unit} / tokens", "dollars"], body, (1, 2)) + f"<p class=muted>{calls}.</p>"
@@ -132,9 +126,9 @@ def _speedup(r: CampaignReport) -> str:
         f"runs is not counted). The campaign had experiments in flight for <b>{s.busy_hours:.2f} h</b>"
     )
     if s.factor >= 1:
-        return loop + f": a speed-up of <b>{s.factor:.1f}x</b>, {per_hour:.1f} experiments per hour.</p>"
+        return loop + f": <b>{s.said()}</b>, {per_hour:.1f} experiments per hour.</p>"
     return loop + (
-        f", longer: <b>{s.factor:.2f}x</b>, slower than the sequential loop ({per_hour:.1f} experiments "
+        f", longer: <b>{s.said()}</b> ({per_hour:.1f} experiments "
         "per hour). The wall time counts each experiment from its launch, the loop only its run: these "
         f"waited {s.waiting_hours:.2f} h in all between their launch and their start (a cluster's "
         "queue, a job's start-up), and too few ran at once to make up for it. A campaign of few "

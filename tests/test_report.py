@@ -41,6 +41,7 @@ from autoresearch.plot import plot_title, progress_figure, screen_points
 from autoresearch.proposals import Candidate, Edit, Wave
 from autoresearch.report import build_report, busy_hours, write_report
 from autoresearch.report_html import render_html
+from autoresearch.report_text import headline
 from autoresearch.results import rows
 from autoresearch.study import finished
 from autoresearch.thresholds import THRESHOLDS_ATTR
@@ -207,7 +208,10 @@ def test_a_campaign_slower_than_a_sequential_loop_says_so_and_why(tmp_path: Path
     page = render_html(report, None)
     speedup = page.split("Speed-up against a sequential loop</h2>")[1].split("<h2>")[0]
     assert "a speed-up of" not in speedup
-    assert "in flight for <b>0.37 h</b>, longer: <b>0.09x</b>, slower than the sequential loop" in speedup
+    assert "in flight for <b>0.37 h</b>, longer: <b>0.09x, slower than the sequential loop</b>" in speedup
+    assert headline(report)[1].endswith(
+        ": 0.09x, slower than the sequential loop; they waited 0.33 h between launch and start (report.html says more)"
+    )
     assert "waited 0.33 h in all between their launch and their start" in speedup
     assert "few experiments" in speedup
 
@@ -450,7 +454,8 @@ def test_a_report_embeds_only_the_plot_it_drew(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     out.mkdir()
     (out / "progress.png").write_bytes(b"\x89PNG another campaign's plot")
-    page = write_report(optuna.create_study(), tmp_path / "toy", cfg, out).read_text()
+    write_report(optuna.create_study(), tmp_path / "toy", cfg, out)
+    page = (out / "report.html").read_text()
     assert "data:image/png" not in page
 
 
@@ -463,14 +468,15 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
         [sys.executable, "-m", "autoresearch.report", str(campaign)], cwd=REPO, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(campaign / "report.html")
+    assert out.stdout.splitlines()[0] == str(campaign / "report.html")
 
     def page(path: Path) -> list[str]:  # all but the line that says when it was written
         return [line for line in path.read_text().splitlines() if not line.startswith("Written ")]
 
     by_command = page(campaign / "report.html")  # from config.yaml, as saved
     assert any(line.startswith("Controller: stopped ") for line in by_command)  # from controller.json
-    assert page(write_report(load(campaign), campaign, cfg)) == by_command  # from the config itself
+    write_report(load(campaign), campaign, cfg)
+    assert page(campaign / "report.html") == by_command  # from the config itself
     refused = subprocess.run(
         [sys.executable, "-m", "autoresearch.report", str(tmp_path)], cwd=REPO, capture_output=True, text=True
     )
@@ -498,7 +504,7 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
     assert sorted(p.name for p in campaign.glob("*.tmp")) == []  # the failed write's temporary removed
     elsewhere = tmp_path / "mine" / "toy-report"
     out = report("--out", str(elsewhere))
-    assert out.returncode == 0 and out.stdout.strip() == str(elsewhere / "report.html"), out.stderr
+    assert out.returncode == 0 and out.stdout.splitlines()[0] == str(elsewhere / "report.html"), out.stderr
     assert page(elsewhere / "report.html") == by_command and (elsewhere / "progress.png").is_file()
     (campaign / "progress.png").unlink()
     (campaign / "progress.png").mkdir()
@@ -577,3 +583,63 @@ def test_hours_of_no_recorded_gpu_type_are_said_so_not_labelled_a_question_mark(
     assert "<b>$2.00 + ? for 1.00 GPU-hours on an unrecorded GPU type, A100</b>" in page
     assert "(?)" not in page and "on ?" not in page
     assert "CPU-hours / tokens" not in page  # (hours not known to be a CPU's are not called CPU-hours)
+
+
+def test_a_campaign_ends_with_its_cost_and_speed_up_in_plain_text_as_the_report_command_prints(
+    tmp_path: Path,
+) -> None:
+    """The controller's last lines said what a campaign found but not what it cost or how much
+    faster than a sequential loop it ran, which only report.html said: a user over SSH had to copy
+    the page to see them. They now end the controller's log, and `autoresearch report` prints them
+    after the page's path, in the figures and words of the page."""
+    price = "cluster.partitions.local.price_per_gpu_hour=5000"
+    assert run_campaign(tmp_path, "campaign.budget.max_experiments=6", price).returncode == 0
+    campaign = tmp_path / "toy"
+    report = build_report(load(campaign), campaign, compose_toy(tmp_path, price))
+    lines = headline(report)
+    hours = sum(report.gpu_hours.values())
+    assert lines[0] == f"cost: {hours:.2f} CPU-hours (${report.gpu_dollars:,.2f})"  # no LLM ran: none said
+    assert lines[1].startswith(f"{report.ran} experiments in flight for {report.speedup.busy_hours:.2f} h")
+    assert (
+        report.speedup.said() in lines[1] and report.speedup.said() in (campaign / "report.html").read_text()
+    )
+    log = (campaign / "controller.log").read_text().splitlines()
+    said = [line.split(" INFO ", 1)[-1] for line in log]
+    assert said[said.index(lines[0]) + 1] == lines[1] and said[-1].startswith("kept changes: ")
+    out = subprocess.run(
+        [sys.executable, "-m", "autoresearch.report", str(campaign)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.splitlines() == [str(campaign / "report.html"), *lines]
+
+
+def test_the_headline_says_llm_cost_unpriced_hours_and_a_speed_up_in_the_pages_words(tmp_path: Path) -> None:
+    """The plain-text lines, as the page: the agent's tokens and dollars, hours without a price
+    said as hours (not $0), a total; a speed-up above 1x; and no speed-up before anything ran."""
+    cfg = compose_toy(tmp_path, "cluster.partitions.local.price_per_gpu_hour=2", "agent.price_input=3")
+    study = optuna.create_study(study_name="toy")
+    assert headline(build_report(study, tmp_path, cfg)) == [
+        "cost: no experiment has run yet",
+        "speed-up: none to say, no experiment has run yet",
+    ]
+    add_run(study, 2.0, 0.0, 3600.0, status="baseline", tier="screen")
+    add_run(study, 1.9, 0.0, 3600.0, status="discard", tier="screen", pool="h200", gpu_type="H200")
+    usage = Usage(input_tokens=1_000_000, output_tokens=0, cache_read_input_tokens=0)
+    UsageLedger(tmp_path, cfg.agent).record(model="claude-test", call="c1", usage=usage, wave=1, turn=0)
+    report = build_report(study, tmp_path, cfg)
+    cost, speedup = headline(report)
+    assert cost == (
+        "cost: 2.00 GPU-hours ($2.00 + ? for 1.00 GPU-hours on H200); LLM (claude-test) 1,000,000 input, "
+        "0 output, 0 read from and 0 written to the prompt cache ($3.00); $5.00 + ? for 1.00 GPU-hours "
+        "on H200 in all"
+    )
+    assert "<b>$5.00 + ? for 1.00 GPU-hours on H200</b>" in render_html(report, None)  # the page's total
+    UsageLedger(tmp_path, cfg.agent).start(model="claude-test", wave=2, turn=0, input_tokens=10)  # (cut off)
+    assert (
+        ", 1 call cut off by a stop (or still in flight), counted at its max);"
+        in headline(build_report(study, tmp_path, cfg))[0]
+    )
+    assert speedup == (
+        "2 experiments in flight for 1.00 h, against 2.00 h of run time one after another in one slot "
+        "(a sequential loop): a speed-up of 2.0x"
+    )
+    assert "<b>a speed-up of 2.0x</b>" in render_html(report, None)

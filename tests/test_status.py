@@ -71,7 +71,7 @@ def test_status_shows_a_finished_campaign_and_its_rows(
     report = subprocess.run(
         [console_script, "report", str(campaign)], cwd=tmp_path, capture_output=True, text=True
     )
-    assert report.returncode == 0 and Path(report.stdout.strip()) == campaign / "report.html"
+    assert report.returncode == 0 and Path(report.stdout.splitlines()[0]) == campaign / "report.html"
     assert (campaign / "report.html").is_file()
     usage = subprocess.run([console_script, "status"], cwd=tmp_path, capture_output=True, text=True)
     assert usage.returncode == 2 and usage.stderr.startswith("usage: autoresearch status")
