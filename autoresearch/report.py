@@ -156,7 +156,9 @@ def _kept_change(campaign_dir: Path, t: FrozenTrial, reruns: dict[str, list[floa
         commit=attrs.get("commit", ""),
         reason=attrs.get("reason", ""),
         reruns=reruns,
-        diff=diff_path.read_text() if diff_path.is_file() else "",
+        # (as UTF-8 whatever the locale, its damage replaced: a file written under another locale,
+        # or damaged, is one odd character in the page, not a report that cannot be written)
+        diff=diff_path.read_text(encoding="utf-8", errors="replace") if diff_path.is_file() else "",
     )
 
 

@@ -643,3 +643,21 @@ def test_the_headline_says_llm_cost_unpriced_hours_and_a_speed_up_in_the_pages_w
         "(a sequential loop): a speed-up of 2.0x"
     )
     assert "<b>a speed-up of 2.0x</b>" in render_html(report, None)
+
+
+def test_a_kept_diff_that_is_not_utf8_is_shown_with_its_damage_replaced(tmp_path: Path) -> None:
+    """A kept change's train.diff holding bytes that are not UTF-8 (written under a Latin-1 locale,
+    or damaged on disk) stopped the report with a UnicodeDecodeError traceback (the controller's
+    last report reads it too, and catches only OSError); the diff now shows, each undecodable byte
+    replaced."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen")
+    exp = tmp_path / "experiments" / "00001"
+    exp.mkdir(parents=True)
+    (exp / "train.diff").write_bytes(b'--- a\n+++ b\n@@ -1 +1 @@\n-NAME = "caf\xe9"\n+NAME = "tea"\n')
+    add_run(
+        study, 1.9, 70.0, 60.0, status="keep", tier="screen", description="tea", exp_dir="experiments/00001"
+    )
+    page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
+    assert '<span class="del">-NAME = &quot;caf\ufffd&quot;</span>' in page
+    assert '<span class="add">+NAME = &quot;tea&quot;</span>' in page
