@@ -139,14 +139,20 @@ def waits_said() -> Iterator[None]:
 @contextlib.contextmanager
 def reads_allowed() -> Iterator[None]:
     """A file of the campaign folder this user may not read (a colleague's campaign, a file made
-    private by hand), in the context: refused in one line that names it, not a traceback."""
+    private by hand), or a folder where the campaign keeps a file (a file where it keeps a folder),
+    in the context: refused in one line that names it, not a traceback."""
     try:
         yield
-    except PermissionError as err:
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as err:
         what = err.filename or "a file of the campaign folder"  # (a library's refusal may name none)
-        refuse(
-            f"cannot read {what} ({err.strerror}): run this as a user who may read the whole campaign folder"
-        )
+        repair = {
+            PermissionError: "run this as a user who may read the whole campaign folder",
+            IsADirectoryError: "a folder stands where the campaign keeps a file",
+            NotADirectoryError: "a file stands where the campaign keeps a folder on that path",
+        }[type(err)]
+        if not isinstance(err, PermissionError):
+            repair += ": move it aside and put back the campaign's own"
+        refuse(f"cannot read {what} ({err.strerror}): {repair}")
 
 
 def refuse(reason: str) -> NoReturn:

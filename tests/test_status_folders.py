@@ -79,6 +79,34 @@ def test_a_campaign_file_the_reader_may_not_read_is_one_line(
     ]
 
 
+@pytest.mark.parametrize("tool", ["status", "report"])
+@pytest.mark.parametrize(
+    ("replaced", "by", "why"),
+    [
+        ("study.journal", "folder", "(Is a directory): a folder stands where the campaign keeps a file"),
+        ("agent/usage.jsonl", "folder", "(Is a directory): a folder stands where the campaign keeps a file"),
+        ("agent", "file", "(Not a directory): a file stands where the campaign keeps a folder on that path"),
+    ],
+)
+def test_a_folder_where_a_campaign_keeps_a_file_or_a_file_where_it_keeps_a_folder_is_one_line(
+    finished_campaign: Path, tmp_path: Path, tool: str, replaced: str, by: str, why: str
+) -> None:
+    """A campaign folder whose journal or LLM ledger a folder stands in for (an unpacked archive, a
+    copy gone wrong), or whose agent folder a file does: status and report ended in an
+    IsADirectoryError or NotADirectoryError traceback. They name the path they could not read."""
+    campaign = copy_of(finished_campaign, tmp_path)
+    path = campaign / replaced
+    shutil.rmtree(path, ignore_errors=True)
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(exist_ok=True)
+    path.mkdir() if by == "folder" else path.write_text("")
+    out = run_tool(str(campaign), tool=tool)
+    read = path / "usage.jsonl" if replaced == "agent" else path  # (the agent folder's ledger)
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        f"error: cannot read {read} {why}: move it aside and put back the campaign's own"
+    ]
+
+
 def test_a_report_of_a_campaign_file_the_reader_may_not_read_is_not_said_to_be_a_write(
     finished_campaign: Path, tmp_path: Path
 ) -> None:
