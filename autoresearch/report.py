@@ -269,7 +269,7 @@ def save_report(report: CampaignReport, table: list[dict[str, Any]], out_dir: Pa
 
 
 def main() -> None:
-    from autoresearch.cli import tool_name
+    from autoresearch.cli import reader_may_stop_early, tool_name
     from autoresearch.report_text import headline
     from autoresearch.status import reading_campaign, reads_allowed, refuse
 
@@ -295,7 +295,8 @@ def main() -> None:
                 else (args.out, "choose another --out DIR")
             )
             refuse(f"cannot write the report in {where}: {write_failure(err, where)}; {instead}")
-    print("\n".join([str(path), *headline(report)]))
+    with reader_may_stop_early():  # (`| head -1`, for the path alone)
+        print("\n".join([str(path), *headline(report)]))
 
 
 if __name__ == "__main__":

@@ -661,3 +661,26 @@ def test_a_kept_diff_that_is_not_utf8_is_shown_with_its_damage_replaced(tmp_path
     page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
     assert '<span class="del">-NAME = &quot;caf\ufffd&quot;</span>' in page
     assert '<span class="add">+NAME = &quot;tea&quot;</span>' in page
+
+
+def test_the_report_commands_lines_piped_to_a_reader_that_stopped_end_quietly(tmp_path: Path) -> None:
+    """`autoresearch report runs/x | head -1`, for the page's path alone: the reader gone, the
+    command ended in a BrokenPipeError traceback and exit 1, though the page was written; it now
+    ends quietly, as status does."""
+    assert run_campaign(tmp_path, "campaign.budget.max_experiments=3").returncode == 0
+    campaign = tmp_path / "toy"
+    (campaign / "report.html").unlink()
+    read, write = os.pipe()
+    os.close(read)  # (the reader gone before a line came: every write meets a closed pipe)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "autoresearch.report", str(campaign)],
+            cwd=REPO,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert (campaign / "report.html").is_file()
