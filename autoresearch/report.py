@@ -8,7 +8,9 @@ gathered here; `report_html` lays them out.
 from __future__ import annotations
 
 import argparse
+import errno
 import itertools
+import os
 import statistics
 import time
 from collections import Counter
@@ -259,6 +261,10 @@ def save_report(report: CampaignReport, table: list[dict[str, Any]], out_dir: Pa
     be read is not a report that cannot be written."""
     from autoresearch.report_html import render_html
 
+    if (
+        out_dir.exists() and not out_dir.is_dir()
+    ):  # (mkdir's error would say "File exists", as if the page did)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = out_dir / "progress.png"
     if table:  # (only a plot drawn now: a progress.png already in an --out folder may be another's)

@@ -514,6 +514,11 @@ def test_the_report_command_rewrites_the_page_and_refuses_other_folders(tmp_path
         "choose another --out DIR"
     ]
     assert sorted(p.name for p in campaign.glob("*.tmp*")) == []  # the plot's temporary removed too
+    # an --out that names a file: said to be no folder (mkdir's "File exists" read as if the page did)
+    refused = report("--out", str(campaign / "config.yaml"))
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"error: cannot write the report in {campaign / 'config.yaml'}: Not a directory; choose another --out DIR"
+    ]
     # a write that fails without naming a file (a full disk; here a file-size limit): the system's
     # words alone, no "(None)"
     full = tmp_path / "full"
