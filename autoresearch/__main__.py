@@ -131,6 +131,8 @@ def run_campaign(campaign: Campaign) -> int:
         return EXIT_STOPPED
     except (CampaignError, FrontierError, StudyUnavailable) as err:
         log.error("%s", err)
+        for line in campaign.headline:  # (what it spent before it could not go on)
+            log.info("%s", line)
         return EXIT_ERROR
     except OSError as err:  # the campaign folder refused a write: a full disk, a read-only mount
         if err.errno not in WRITE_REFUSED:

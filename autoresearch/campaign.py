@@ -170,7 +170,9 @@ class Campaign:
         self._told = 0  # results told by this controller (see _after_tell)
         self._ended = 0  # experiments this controller saw end, run or lost (see _finish)
         self._ended_at_ask = -1  # `_ended` when the proposer was last asked for a wave
-        self._headline: list[str] = []  # the last report's cost and speed-up, once a stop wrote it
+        # The report's cost and speed-up in plain lines (`report_text`), once the stop wrote it:
+        # the controller's last lines, however it ended.
+        self.headline: list[str] = []
 
     # -- set-up ------------------------------------------------------------------------------
     def open(self) -> bool:
@@ -697,7 +699,7 @@ class Campaign:
         table = self.ledger.table()
         write_results(table, self.dir / "results.tsv")
         if ended is not None:  # (re-draws progress.png as well)
-            self._headline = headline(write_report(self.study, self.dir, self.cfg, ended=ended))
+            self.headline = headline(write_report(self.study, self.dir, self.cfg, ended=ended))
         elif table:
             plot_progress(table, self.dir / "progress.png", self.c.name)
 
@@ -781,5 +783,5 @@ class Campaign:
             stop_reason=stop_reason,
             kept_descriptions=[f"trial {t.number}: {t.user_attrs.get('description', '')}" for t in kept],
             set_up=set_up,
-            headline=self._headline,
+            headline=self.headline,
         )

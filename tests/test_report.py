@@ -689,3 +689,18 @@ def test_the_report_commands_lines_piped_to_a_reader_that_stopped_end_quietly(tm
         os.close(write)
     assert (out.returncode, out.stderr) == (0, "")
     assert (campaign / "report.html").is_file()
+
+
+def test_a_campaign_that_cannot_go_on_still_ends_with_what_it_spent(tmp_path: Path) -> None:
+    """A starting train.py whose every baseline crashed stops the campaign with an error: its last
+    line said why, but not the hours it had spent, which the report written as it stopped says."""
+    broken = tmp_path / "train.py"
+    broken.write_text("raise RuntimeError('boom')\nLR = 0.1\nWIDTH = 64\n")
+    price = "cluster.partitions.local.price_per_gpu_hour=5000"
+    proc = run_campaign(tmp_path, f"campaign.train_py={broken}", price)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    campaign = tmp_path / "toy"
+    report = build_report(load(campaign), campaign, compose_toy(tmp_path, price))
+    assert report.ran >= 3 and report.gpu_dollars > 0  # (the baselines ran, and crashed)
+    said = [line.split(" INFO ", 1)[-1].lstrip() for line in proc.stdout.splitlines()]
+    assert "ERROR" in proc.stdout.splitlines()[-3] and said[-2:] == headline(report)
