@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -222,6 +223,7 @@ class Launcher:
             "gpu_type": pool.gpu_type,
             "partition": pool.partition or pool.name,
             "env": self._job_env(seed),
+            "launch": secrets.token_hex(8),  # this launch's own: the runner writes only into its folder
         }
         write_json_atomic(exp_dir / SPEC_FILE, spec)
         launched: dict[str, Any] = {}

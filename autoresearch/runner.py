@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -84,7 +85,7 @@ def _log_tail(log: Path) -> str:
 
 
 class _LogFull(Exception):
-    pass
+    """train.py's run.log passed LOG_CAP_BYTES."""
 
 
 def _cut_log(log: Path) -> None:
@@ -147,7 +148,9 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     exp = Path(exp_dir)
     if why := not_to_run(exp):
         return {"status": "skipped", "reason": why}
-    spec = json.loads((exp / SPEC_FILE).read_text())
+    spec_text = (exp / SPEC_FILE).read_bytes()
+    spec = json.loads(spec_text)
+    finish = functools.partial(_finish, exp, own=Own(spec_text, _identity(exp.parent)))
     started = time.time()
     outcome: dict[str, Any] = {
         "trial": spec["trial"],
@@ -161,10 +164,10 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     write_json_atomic(exp / STARTED_FILE, {k: outcome[k] for k in ("node", "started_at", "slurm_job_id")})
     if setup_failed := os.environ.get(SETUP_FAILED_VARIABLE):  # not the environment it was meant for
         outcome.update(status="lost", node_unfit=True, reason=f"the node cannot run it: {setup_failed}")
-        return _finish(exp, outcome)
+        return finish(outcome)
     if sha256_file(exp / HARNESS_FILE) != spec["harness_sha256"]:
         outcome.update(status="harness_mismatch", reason="prepare.py differs from the campaign's harness")
-        return _finish(exp, outcome)
+        return finish(outcome)
 
     env = scrubbed_environment(dict(os.environ))
     env.update({k: str(v) for k, v in spec.get("env", {}).items()})
@@ -204,50 +207,51 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                 ending.append("deadline")
                 _kill_group(proc, env[RESULT_VARIABLE])
                 outcome.update(status="timeout", reason=f"killed at the {spec['deadline_s']:.0f} s deadline")
-                return _finish(exp, outcome)
+                return finish(outcome)
             except _LogFull:
                 ending.append("log full")
                 _kill_group(proc, env[RESULT_VARIABLE])
                 _cut_log(exp / LOG_FILE)
                 mib = LOG_CAP_BYTES >> 20
                 outcome.update(status="crash", reason=f"ended: train.py printed over {mib} MiB to run.log")
-                return _finish(exp, outcome)
+                return finish(outcome)
             except _Interrupted as sig:
                 _kill_group(proc, env[RESULT_VARIABLE])
                 outcome.update(status="interrupted", reason=f"runner received {sig}")
-                return _finish(exp, outcome)
+                return finish(outcome)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
-    if not exp.is_dir():  # (`_finish` makes it again for the outcome)
+    if not exp.is_dir():  # (`_finish` makes it again for the outcome, where it may)
         outcome.update(
-            status="crash", reason=f"{_ended_by(returncode)}: train.py deleted its experiment folder"
+            status="crash",
+            reason=f"{_ended_by(returncode)}: its experiment folder was deleted as train.py ran",
         )
-        return _finish(exp, outcome)
+        return finish(outcome)
     if returncode == os.EX_TEMPFAIL:  # the harness found the node unfit (no GPU): re-queued, not blamed
         outcome.update(
             status="lost", node_unfit=True, reason=f"the node cannot run it: {_log_tail(exp / LOG_FILE)}"
         )
-        return _finish(exp, outcome)
+        return finish(outcome)
     if returncode != 0:
         outcome.update(status="crash", reason=f"{_ended_by(returncode)}: {_log_tail(exp / LOG_FILE)}")
-        return _finish(exp, outcome)
+        return finish(outcome)
     try:
         metrics = json.loads((exp / METRICS_FILE).read_text())
     except (FileNotFoundError, ValueError, RecursionError):  # not there, not JSON text, nested past reading
         outcome.update(status="crash", reason="train.py exited 0 but the harness wrote no result")
-        return _finish(exp, outcome)
+        return finish(outcome)
     if not isinstance(metrics, dict):  # the controller reads its figures by name
         what = type(metrics).__name__
         outcome.update(status="crash", reason=f"the result is a JSON {what}, not an object of figures")
-        return _finish(exp, outcome)
+        return finish(outcome)
     if metrics.get("prepare_sha256") != spec["harness_sha256"]:  # only the harness's write_result stamps it
         why = "by another harness" if "prepare_sha256" in metrics else "without the harness's hash"
         outcome.update(status="harness_mismatch", reason=f"result written {why}, not by prepare.write_result")
-        return _finish(exp, outcome)
+        return finish(outcome)
     outcome.update(status="ok", reason="", metrics=metrics)
-    return _finish(exp, outcome)
+    return finish(outcome)
 
 
 # Slurm's TERM (a preemption, an scancel) reaches every process of a job, train.py and the runner
@@ -294,12 +298,50 @@ def _wait_while_running(proc: subprocess.Popen[bytes], deadline_s: float, log: B
         signal.signal(signal.SIGCONT, previous)
 
 
-def _finish(exp: Path, outcome: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Own:
+    """What makes an experiment folder this run's: its spec.json as the runner read it (the launch
+    writes a token of its own into each), and the identity of the folder holding it."""
+
+    spec_text: bytes
+    parent: tuple[int, int] | None
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _finish(exp: Path, outcome: dict[str, Any], own: Own) -> dict[str, Any]:
+    """Write the outcome where the controller reads it, if the folder is still this run's (`_ours`):
+    one given to another run, or a campaign removed to start over, must not get it."""
     outcome["ended_at"] = time.time()
-    exp.mkdir(parents=True, exist_ok=True)  # train.py deleted it: the controller still needs the outcome
-    write_json_atomic(exp / OUTCOME_FILE, outcome)
-    (exp / PID_FILE).unlink(missing_ok=True)
+    if _ours(exp, own):
+        write_json_atomic(exp / OUTCOME_FILE, outcome)
+        (exp / PID_FILE).unlink(missing_ok=True)
     return outcome
+
+
+def _ours(exp: Path, own: Own) -> bool:
+    """Whether `exp` is still this run's folder, made again where it was deleted (by train.py: the
+    controller still needs the outcome, and without it ran the edit again, max_retries times, each
+    run deleting it) in the same folder as before. A folder with another spec.json is another run's
+    (the campaign removed and begun again, up to this trial): an outcome written there would be
+    taken as that run's. One whose parent is gone or new is not made again."""
+    try:
+        return (exp / SPEC_FILE).read_bytes() == own.spec_text
+    except FileNotFoundError:
+        if exp.is_dir() or own.parent is None or _identity(exp.parent) != own.parent:
+            return False
+    try:
+        exp.mkdir()
+        (exp / SPEC_FILE).write_bytes(own.spec_text)
+    except OSError:
+        return False
+    return True
 
 
 # Linux's prctl, loaded once here: the child after fork should only make the call.

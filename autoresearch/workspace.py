@@ -154,7 +154,11 @@ def build_source(frontier_source: str, edits: list[Edit], knobs: dict[str, Any])
 
 
 def create_workspace(path: Path, frontier_source: str, source: str, harness: Path) -> Workspace:
-    """Write the experiment folder: train.py, a fresh copy of the harness, and the diff."""
+    """Write the experiment folder: train.py, a fresh copy of the harness, and the diff. Whatever
+    the folder held is removed first: a trial is launched once, so it is an earlier campaign's of
+    the same name (removed to start over, its runner ending late), or the start of this launch by a
+    controller killed before it recorded it; an outcome.json left there was read as this run's."""
+    shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     (path / EDITABLE_FILE).write_text(source)
     shutil.copyfile(harness, path / HARNESS_FILE)

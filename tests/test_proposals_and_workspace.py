@@ -148,6 +148,18 @@ def test_valid_candidate_builds_a_workspace_with_diff_and_harness_copy(tmp_path:
     assert '-ACT = "relu2"' in ws.diff and "+DEPTH = 4" in ws.diff
 
 
+def test_a_folder_left_at_the_workspace_path_is_cleared_first(tmp_path: Path) -> None:
+    """An earlier campaign of the same name, removed to start over, whose runner ended late, left
+    its outcome.json at this trial's path: the new run's runner skipped the workspace as run, and
+    the controller took that outcome as the new run's."""
+    harness = tmp_path / "prepare.py"
+    harness.write_text("# the harness\n")
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "outcome.json").write_text('{"status": "crash"}')
+    ws = create_workspace(tmp_path / "exp", SOURCE, SOURCE, harness)
+    assert sorted(p.name for p in ws.path.iterdir()) == ["prepare.py", "train.diff", "train.py"]
+
+
 def test_candidates_with_free_knobs_are_fresh_draws_never_duplicates() -> None:
     free = Candidate("inner sampler", knobs={"LR": None})
     accepted, dropped = Wave(candidates=[free, free]).expand({free.key()}, cap=10)

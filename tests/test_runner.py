@@ -192,7 +192,53 @@ def test_a_train_py_that_deletes_its_experiment_folder_is_a_crash_that_says_so(
     if end:
         assert outcome["status"] == "timeout", outcome
     else:
-        assert outcome["reason"] == "exit 0: train.py deleted its experiment folder", outcome
+        assert outcome["reason"] == "exit 0: its experiment folder was deleted as train.py ran", outcome
+
+
+# train.py that removes the campaign its experiment is in, then, where `AGAIN`, begins it anew up to
+# its own trial, as `rm -rf runs/demo` and a new start do while a runner of the old one is running.
+REMOVES_ITS_CAMPAIGN = (
+    "import pathlib, shutil\n"
+    "exp = pathlib.Path.cwd()\n"
+    "shutil.rmtree(exp.parent.parent)\n"
+    "if AGAIN:\n"
+    "    exp.mkdir(parents=True)\n"
+    '    (exp / \'spec.json\').write_text(\'{"trial": 7, "launch": "another"}\')\n'
+)
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_a_runner_whose_campaign_was_removed_writes_no_outcome(tmp_path: Path, again: bool) -> None:
+    """The runner made the removed folder again for its outcome, or wrote it into the new campaign's
+    folder of its trial, where it was read as that run's."""
+    experiments = tmp_path / "campaign" / "experiments"
+    experiments.mkdir(parents=True)
+    exp = make_experiment(experiments, REMOVES_ITS_CAMPAIGN.replace("AGAIN", str(again)))
+    assert run_experiment(exp)["status"] == "crash"
+    assert not (exp / "outcome.json").exists()
+    assert exp.is_dir() == again
+
+
+def test_the_kill_of_escapees_spares_processes_of_other_runs(tmp_path: Path) -> None:
+    """Only a process whose environment holds this run's own result path is train.py's."""
+    exp = make_experiment(tmp_path, "print('done')\n")
+    result = str((exp / "metrics.json").resolve())
+    others = [
+        ("AUTORESEARCH_RESULT", result + ".old"),
+        ("AUTORESEARCH_RESULT", str(tmp_path / "exp2" / "metrics.json")),
+        ("SAVED_AUTORESEARCH_RESULT", result),
+    ]
+    bystanders = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env={**os.environ, k: v})
+        for k, v in others
+    ]
+    try:
+        assert run_experiment(exp)["status"] == "crash"
+        assert [b.poll() for b in bystanders] == [None] * len(others)
+    finally:
+        for b in bystanders:
+            b.kill()
+            b.wait()
 
 
 def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
