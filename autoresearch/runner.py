@@ -417,18 +417,35 @@ def _kill_escapees(marker: bytes) -> None:
 
 
 def _group_ended(proc: subprocess.Popen[bytes], within: float) -> bool:
-    """Whether train.py's process group is empty within `within` seconds (train.py reaped; its
-    children, orphans, are reaped by their new parent)."""
+    """Whether train.py's process group has ended within `within` seconds (train.py reaped)."""
     until = time.monotonic() + within
     while True:
         proc.poll()
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
+        if not _group_lives(proc.pid):
             return True
         if time.monotonic() >= until:
             return False
         time.sleep(GROUP_POLL_S)
+
+
+def _group_lives(group: int) -> bool:
+    """Whether a process of `group` still runs. Its zombies do not: a child whose parent ended is
+    reaped by its new parent, but a PID 1 that reaps none (a container's without an init) leaves
+    it a member for `killpg`, and each run waited TERM_GRACE_S twice for it."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    if not Path("/proc/self/stat").exists():  # (no /proc to tell zombies by)
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _parent, member_of = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):  # ended meanwhile
+            continue
+        if int(member_of) == group and state != "Z":
+            return True
+    return False
 
 
 def slurm_job_id() -> str:

@@ -219,6 +219,24 @@ def test_a_runner_whose_campaign_was_removed_writes_no_outcome(tmp_path: Path, a
     assert exp.is_dir() == again
 
 
+def test_a_group_left_as_zombies_ends_without_waiting_out_the_grace(tmp_path: Path) -> None:
+    """A child train.py left as a zombie stays a member of its group for killpg where its new parent
+    reaps none (PID 1 of a container without an init; here, a subreaper that does not): each run
+    waited TERM_GRACE_S after TERM and again after KILL."""
+    exp = make_experiment(tmp_path, "import os\nif os.fork() == 0:\n    os._exit(0)\n")
+    script = (
+        "import ctypes, sys\n"
+        "from autoresearch import runner\n"
+        "ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans become ours, never reaped\n"
+        "runner.TERM_GRACE_S = 60.0\n"
+        "outcome = runner.run_experiment(sys.argv[1])\n"
+        "print(outcome['ended_at'] - outcome['started_at'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(exp)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 60.0  # (it ends in about a second; without the fix, after 120 s)
+
+
 def test_the_kill_of_escapees_spares_processes_of_other_runs(tmp_path: Path) -> None:
     """Only a process whose environment holds this run's own result path is train.py's."""
     exp = make_experiment(tmp_path, "print('done')\n")
