@@ -20,6 +20,7 @@ from autoresearch.config import AutoresearchConfig, measurement, measurement_cha
 from autoresearch.files import write_failure
 from autoresearch.fleet.base import Pool
 from autoresearch.hardware import hardware_changes
+from autoresearch.results import frontier_value, rows
 from autoresearch.sampler import knob_changes, knob_specs
 from autoresearch.starting_files import HARNESS_COPY, first_run_harness
 from autoresearch.storage_url import masked
@@ -82,7 +83,8 @@ def study_refusal(
     how each knob was searched (a knob left out of a run and brought back changed would fail every
     trial that sets it), how its first start measured, and the hardware each tier measured on.
     And the folder must still be the study's: its experiments, its frontier and its harness
-    (`lost_trials`, `lost_commits`, `altered_harness`)."""
+    (`lost_trials`, `lost_commits`, `altered_harness`). Nor may it ask a keep for a gain the
+    frontier cannot give (`unreachable_min_delta`)."""
     recorded = [] if study is None else study.get_trials(deepcopy=False)
     searched = {n: d for t in recorded for n, d in t.distributions.items()}
     started = {} if study is None else study.user_attrs.get(MEASUREMENT_ATTR, {})
@@ -94,10 +96,27 @@ def study_refusal(
         lost_trials(recorded, campaign_dir, cfg.storage),
         lost_commits(recorded, campaign_dir),
         altered_harness(campaign_dir),
+        [] if study is None else unreachable_min_delta(study, cfg.campaign.min_delta),
     ):
         if changed:
             return "; ".join(changed)
     return None
+
+
+def unreachable_min_delta(study: optuna.Study, min_delta: float) -> list[str]:
+    """Why no change could ever be kept, or []: every keep must first beat the frontier's screen
+    val_bpb by min_delta, and val_bpb is never below 0, so a min_delta at or above the frontier's
+    would spend the whole budget on runs that cannot win. Refused, not warned: a warning leaves the
+    campaign running, and nothing it runs can count (unknowable at a first start, with no
+    baseline yet)."""
+    _, frontier = frontier_value(rows(study))
+    if frontier is None or min_delta < frontier:
+        return []
+    return [
+        f"campaign.min_delta={min_delta:g} is at or above the frontier's val_bpb {frontier:.6f}: a keep must "
+        f"beat the frontier by min_delta, and val_bpb is never below 0, so no change could be kept; "
+        f"give a min_delta below {frontier:.6f} (it counts val_bpb, not a share of it)"
+    ]
 
 
 def lost_trials(recorded: list[FrozenTrial], campaign_dir: Path, storage: str | None) -> list[str]:

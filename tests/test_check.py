@@ -521,6 +521,7 @@ def test_check_help_is_its_own_usage(tmp_path: Path, command: list[str]) -> None
         "study from an older copy",
         "lock file a folder",
         "harness edited",
+        "min_delta the frontier cannot give",
     ],
 )
 def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its_line(
@@ -560,6 +561,9 @@ def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its
     elif refusal == "harness edited":  # later runs would be scored by another metric than earlier ones
         with (campaign / "harness" / "prepare.py").open("a") as harness:
             harness.write("# edited in the campaign folder\n")
+    elif refusal == "min_delta the frontier cannot give":  # a keep would need a val_bpb below 0
+        frontier_bpb = frontier_value(rows(load(campaign)))[1]
+        overrides.append(f"campaign.min_delta={frontier_bpb!r}")
     fd = hold_lock(campaign) if refusal == "locked" else None
     heartbeat = (campaign / "controller.json").read_bytes()
     before = tree(runs)
@@ -594,12 +598,17 @@ def test_a_resume_the_start_would_refuse_as_it_opens_the_study_is_refused_in_its
         f"({campaign / 'study.journal'}) holds ",
         "harness edited": f"{campaign / 'harness' / 'prepare.py'} is not the harness this campaign's "
         f"experiments measured with ({campaign / 'experiments' / '00000' / 'prepare.py'}): put that copy back",
+        "min_delta the frontier cannot give": "campaign.min_delta=",
     }[refusal]
     assert line.startswith(f"error: {expected}")
     if refusal == "frontier deleted":  # not begun again from the starting train.py
         assert not frontier.exists()
     if refusal == "no git":  # refused before the start makes or writes anything
         assert tree(runs) == before
+    if refusal == "min_delta the frontier cannot give":
+        assert f"is at or above the frontier's val_bpb {frontier_bpb:.6f}: " in line
+        below = check(runs, *overrides[:-1], f"campaign.min_delta={frontier_bpb * 0.99!r}")
+        assert below.returncode == 0, below.stderr  # a min_delta it can give is the campaign's to choose
 
 
 def test_a_database_study_another_folder_holds_is_refused_in_the_start_line(tmp_path: Path) -> None:
