@@ -656,6 +656,35 @@ def test_write_result_allows_train_py_its_steps_not_batches(
         prepare_mod.write_result({"num_steps": 1})
 
 
+def test_a_budget_too_short_for_the_untimed_warm_up_is_said_to_be_the_budget(
+    prepare_mod: ModuleType, stamps: list[float]
+) -> None:
+    """A budget of 4 steps: a GPU run's 10 untimed warm-up steps and the 5 that cross it are over
+    the half budget of slack such a budget gets, in every run, and the refusal blamed train.py for
+    training past it; it now says the budget is too short and what would hold them. An overrun
+    beyond the 12 steps of slack is still train.py's."""
+    budget = prepare_mod.TIME_BUDGET
+    step = budget / 4
+    stamps[:] = [i * step for i in range(16)]  # the first batch, then 15 steps of one batch
+    prepare_mod._optimizer_steps[:] = range(
+        2, 17
+    )  # the harness's count of them, as a torch optimizer's hook keeps it
+    evaluated_after(prepare_mod, stamps)
+    needed = prepare_mod.BUDGET_SLACK_STEPS * step / prepare_mod.BUDGET_SLACK_MAX
+    short = (
+        rf"^the {budget:g} s time budget is too short for train\.py's {step:.2f} s steps: its untimed warm-up "
+        rf"and the step that crosses the budget took the harness's count to {15 * step:.1f} s, over the "
+        rf"{1.6 * budget:.1f} s allowed; raise the time budget \(campaign\.time_budget\) to at least {needed:.1f} s: its val_bpb"
+    )
+    with pytest.raises(prepare_mod.OverBudget, match=short):
+        prepare_mod.write_result({"num_steps": 15, "training_seconds": 5 * step})
+    stamps[:] = [i * step for i in range(22)]  # 21 steps: over the budget and all 12 steps of slack
+    prepare_mod._optimizer_steps[:] = range(2, 23)
+    evaluated_after(prepare_mod, stamps)
+    with pytest.raises(prepare_mod.OverBudget, match=r"^train\.py trained for .* in 21 steps"):
+        prepare_mod.write_result({"num_steps": 21, "training_seconds": 11 * step})
+
+
 def test_write_result_refuses_training_its_count_did_not_see(
     prepare_mod: ModuleType, stamps: list[float]
 ) -> None:

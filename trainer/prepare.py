@@ -1145,11 +1145,32 @@ def _overrun(counted: tuple[float, float] | None, num_steps: object) -> str:
     )
     if seconds <= limit:
         return ""
+    if short := _too_short(seconds, typical, limit):
+        return short
     return (
         f"train.py trained for {seconds:.1f} s by the harness's count ({len(_training_stamps)} training batches"
         f"{f' in {steps} steps' if steps else ''}, "
         f"stalls over {STALL_FACTOR * typical:.2f} s left out), over the {TIME_BUDGET:g} s budget "
         f"(at most {limit:.1f} s is allowed)"
+    )
+
+
+def _too_short(seconds: float, typical: float, limit: float) -> str:
+    """Why a run over its budget (`limit`), but within BUDGET_SLACK_STEPS steps of it, is over: the
+    budget, not train.py, or ''. A budget of fewer than BUDGET_SLACK_STEPS / BUDGET_SLACK_MAX steps
+    gets less slack than the steps train.py leaves untimed (its warm-up, the step that crosses the
+    budget), so every run of it is over; the line names the budget that would hold them. Steps by
+    the harness's own count of optimizer steps only: a number train.py reports is not evidence."""
+    if not _optimizer_steps:
+        return ""
+    step = max(typical, seconds / len(_optimizer_steps))
+    if seconds > TIME_BUDGET * (1 + BUDGET_OVERRUN) + BUDGET_SLACK_STEPS * step:
+        return ""
+    needed = BUDGET_SLACK_STEPS * step / BUDGET_SLACK_MAX
+    return (
+        f"the {TIME_BUDGET:g} s time budget is too short for train.py's {step:.2f} s steps: its untimed "
+        f"warm-up and the step that crosses the budget took the harness's count to {seconds:.1f} s, over the "
+        f"{limit:.1f} s allowed; raise the time budget (campaign.time_budget) to at least {needed:.1f} s"
     )
 
 
