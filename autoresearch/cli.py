@@ -96,6 +96,36 @@ def takes_check_command() -> bool:
     return True
 
 
+# Hydra's flags that take the next word as their value (unless given as --flag=value), and those
+# that take it only where it is one of their choices.
+FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn"}
+FLAGS_WITH_VALUE |= {"--config-dir", "-cd", "--experimental-rerun"}
+FLAGS_WITH_CHOICE = {"--info": {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}}
+FLAGS_WITH_CHOICE["-i"] = FLAGS_WITH_CHOICE["--info"]
+
+
+def flags_first(words: list[str]) -> list[str]:
+    """`words` with the overrides before Hydra's flags (and their values), each in its order. Hydra's
+    parser takes the overrides as one run of words: an override after a flag, as the docs' pieces
+    combine (`+campaign=gpt2 --config-dir=that/folder cluster=mysite`), ended in argparse's usage
+    and 'unrecognized arguments: cluster=mysite', exit 2, for a command that means one thing."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if not word.startswith("-"):
+            overrides.append(word)
+            continue
+        flags.append(word)
+        takes = word in FLAGS_WITH_VALUE or (i < len(words) and words[i] in FLAGS_WITH_CHOICE.get(word, ()))
+        if takes and i < len(words):
+            flags.append(words[i])
+            i += 1
+    return overrides + flags  # (flags last: one with an optional value, --info, takes no override)
+
+
 def run_tool() -> bool:
     """Run the tool `sys.argv` names (`autoresearch status DIR`, `python -m autoresearch report DIR`),
     if it names one: the console script and `python -m autoresearch` both come here."""

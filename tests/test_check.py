@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, campaign_command, compose_toy, fake_commands, load, run_campaign
+from engine_helpers import (
+    FIXTURE_CONF,
+    REPO,
+    campaign_command,
+    compose_toy,
+    fake_commands,
+    load,
+    run_campaign,
+)
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.trial import TrialState, create_trial
 
@@ -301,6 +309,23 @@ def test_the_gpt2_campaign_without_keys_is_refused_naming_how_to_run_it_without_
             assert proc.returncode == 2, proc.stderr
             (line,) = proc.stderr.splitlines()
             assert line.startswith("error: ") and escape in line
+    assert not runs.exists()
+
+
+def test_an_override_after_a_hydra_flag_is_taken_as_it_is_before_it(tmp_path: Path) -> None:
+    """`+campaign=NAME --config-dir=DIR key=value`, as the docs' pieces combine: Hydra's parser took
+    the overrides as one run of words, and one after a flag ended in its usage and 'unrecognized
+    arguments', for the check and the start alike."""
+    runs = tmp_path / "runs"
+    words = ["+campaign=toy", f"--config-dir={FIXTURE_CONF}", f"runs_dir={runs}", "cluster.devices=cpu"]
+    checked = run([*PYTHON_M, "check"], *words)
+    assert checked.returncode == 0, checked.stderr
+    assert plan(checked.stdout)["campaign"] == f"new: {runs / 'toy'} does not exist yet (the start makes it)"
+    printed = run(
+        PYTHON_M, "+campaign=toy", "--config-dir", str(FIXTURE_CONF), f"runs_dir={runs}", "--cfg", "job"
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert f"runs_dir: {runs}" in printed.stdout.splitlines()
     assert not runs.exists()
 
 
