@@ -199,7 +199,7 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
         if spec.kind == "int" and (cut := [f for f, v in bounds.items() if v is not None and v != int(v)]):
             problems.append(f"{key}.{cut[0]}={bounds[cut[0]]}: an int knob's bounds must be whole numbers")
             continue
-        if problem := unstorable_choice(spec) or _range_problem(key, spec):
+        if problem := unstorable_choice(spec) or _range_problem(key, spec) or _unused_settings(key, spec):
             problems.append(problem)
             continue
         try:
@@ -223,6 +223,22 @@ def _missing_constant(key: str, name: str, train_py: Path, constants: list[str])
         else "name one it assigns, NAME = value, or add it there"
     )
     return f"{key}: {train_py} has no module-level constant {name}: {fix}"
+
+
+def _unused_settings(key: str, spec: KnobSpec) -> str:
+    """Settings of another kind of knob, which the search would drop without a word: choices on an
+    int or float knob (it draws from low to high, never from them), bounds or a log scale on a
+    categorical one."""
+    if spec.kind != "categorical":
+        return (
+            f"{key}: {'an' if spec.kind == 'int' else 'a'} {spec.kind} knob draws from low to high and never from choices: drop choices, or "
+            "make it kind: categorical (without low and high)"
+            if spec.choices
+            else ""
+        )
+    if unused := [f for f in ("low", "high") if getattr(spec, f) is not None] + (["log"] if spec.log else []):
+        return f"{key}: a categorical knob draws from its choices only: drop {' and '.join(unused)}"
+    return ""
 
 
 def _range_problem(key: str, spec: KnobSpec) -> str:

@@ -113,6 +113,15 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
             "false",
         ),
         (["campaign.knobs.LR.kind=complex"], "campaign.knobs.LR.kind must be one of float, int, categorical"),
+        (  # the search draws from low to high: the choices were dropped without a word
+            ["campaign.knobs.WIDTH.choices=[16,64]"],
+            "campaign.knobs.WIDTH: an int knob draws from low to high and never from choices: drop choices, or "
+            "make it kind: categorical (without low and high)",
+        ),
+        (
+            ["campaign.knobs.WIDTH.kind=categorical", "campaign.knobs.WIDTH.choices=[16,64]"],
+            "campaign.knobs.WIDTH: a categorical knob draws from its choices only: drop low and high and log",
+        ),
         (
             ["campaign.train_py=trainer/train.py", "~campaign.knobs.LR"],
             "campaign.knobs.WIDTH: trainer/train.py has no module-level constant WIDTH: name one it assigns, "
