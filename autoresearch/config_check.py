@@ -228,7 +228,7 @@ def _missing_constant(key: str, name: str, train_py: Path, constants: list[str])
 def _unused_settings(key: str, spec: KnobSpec) -> str:
     """Settings of another kind of knob, which the search would drop without a word: choices on an
     int or float knob (it draws from low to high, never from them), bounds or a log scale on a
-    categorical one."""
+    categorical one; or a choice given twice."""
     if spec.kind != "categorical":
         return (
             f"{key}: {'an' if spec.kind == 'int' else 'a'} {spec.kind} knob draws from low to high and never from choices: drop choices, or "
@@ -238,6 +238,18 @@ def _unused_settings(key: str, spec: KnobSpec) -> str:
         )
     if unused := [f for f in ("low", "high") if getattr(spec, f) is not None] + (["log"] if spec.log else []):
         return f"{key}: a categorical knob draws from its choices only: drop {' and '.join(unused)}"
+    return _repeated_choice(key, spec.choices)
+
+
+def _repeated_choice(key: str, choices: tuple[Any, ...]) -> str:
+    """A choice given twice: the samplers draw a choice by its place in the list, so it would be
+    drawn twice as often, and the offline proposer's step to the next place could land on the same
+    value, an experiment that changes nothing. (By type too: 1 and 1.0 are another problem's.)"""
+    seen: set[tuple[type, Any]] = set()
+    for choice in choices:
+        if (type(choice), choice) in seen:
+            return f"{key}: choice {choice!r} is given twice, and would be drawn twice as often: give it once"
+        seen.add((type(choice), choice))
     return ""
 
 

@@ -123,6 +123,16 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
             "campaign.knobs.WIDTH: a categorical knob draws from its choices only: drop low and high and log",
         ),
         (
+            [
+                "campaign.knobs.WIDTH.kind=categorical",
+                "campaign.knobs.WIDTH.choices=[16,64,64]",
+                "campaign.knobs.WIDTH.low=null",
+                "campaign.knobs.WIDTH.high=null",
+                "campaign.knobs.WIDTH.log=false",
+            ],
+            "campaign.knobs.WIDTH: choice 64 is given twice, and would be drawn twice as often: give it once",
+        ),
+        (
             ["campaign.train_py=trainer/train.py", "~campaign.knobs.LR"],
             "campaign.knobs.WIDTH: trainer/train.py has no module-level constant WIDTH: name one it assigns, "
             "NAME = value, or add it there",
