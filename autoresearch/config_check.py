@@ -47,6 +47,7 @@ AGENT_KINDS = ("offline", "claude")
 TRACKING_KINDS = ("none", "wandb")
 WANDB_MODES = ("online", "offline")
 MAX_SEED = 2**32 - 1  # numpy's, which seeds Optuna's samplers
+NAME_MAX = 255  # the longest file name ext4, XFS, Btrfs and APFS take
 
 # Lower bounds of numeric settings (a budget of 0 means "no limit").
 AT_LEAST: dict[str, float] = {
@@ -125,10 +126,8 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> list[str]:
 def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
     c = cfg.campaign
     problems = []
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", c.name):
-        problems.append(
-            f"campaign.name must be a folder name (letters, digits, '.', '_', '-'), not {c.name!r}"
-        )
+    if name_problem := _name_problem(c.name):
+        problems.append(name_problem)
     if not 0 <= c.seed <= MAX_SEED:
         problems.append(f"campaign.seed must be from 0 to {MAX_SEED} (what the samplers take), not {c.seed}")
     problems += _wave_problems(c.wave_size, c.max_wave)
@@ -152,6 +151,19 @@ def _campaign_problems(cfg: AutoresearchConfig) -> list[str]:
     return problems
 
 
+def _name_problem(name: str) -> str:
+    """Why `name` cannot name the campaign's folder, or '': the checks that read the folder (a
+    resume's config.yaml, its frontier) would meet the file system's refusal, a traceback."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        return f"campaign.name must be a folder name (letters, digits, '.', '_', '-'), not {name!r}"
+    if len(name) > NAME_MAX:
+        return (
+            f"campaign.name is {len(name)} characters long, more than a folder name may be "
+            f"({NAME_MAX} on Linux and macOS file systems): give a shorter one"
+        )
+    return ""
+
+
 def _wave_problems(wave_size: int, max_wave: int) -> list[str]:
     """A wave is cut at max_wave (the offline proposer's rest dropped, Claude's wave refused by its
     tool): a wave_size above it is never asked for, only the cap, and the prompt would ask for both."""
@@ -168,7 +180,8 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
     it has one (a resume goes on from there, whatever campaign.train_py holds now)."""
     problems = []
     frontier = campaign_dir_of(cfg) / "frontier" / FRONTIER_FILE
-    train_py = frontier if frontier.is_file() else Path(cfg.campaign.train_py)
+    has_frontier = not _name_problem(cfg.campaign.name) and frontier.is_file()
+    train_py = frontier if has_frontier else Path(cfg.campaign.train_py)
     source = train_py.read_text() if train_py.is_file() else None
     try:
         constants = read_knobs(source) if source is not None else None
@@ -504,6 +517,7 @@ def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
 
 def check_config(cfg: AutoresearchConfig, saved_config: Path | None = None) -> None:
     """Raise ConfigError naming every problem; `saved_config` is the campaign's, when it resumes."""
-    problems = config_problems(cfg) + (resume_problems(cfg, saved_config) if saved_config else [])
+    resumes = saved_config is not None and not _name_problem(cfg.campaign.name)  # (else no folder)
+    problems = config_problems(cfg) + (resume_problems(cfg, saved_config) if resumes else [])
     if problems:
         raise ConfigError("; ".join(problems))

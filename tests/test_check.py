@@ -162,8 +162,15 @@ def test_a_resume_is_planned_with_its_counts_and_changed_settings_and_nothing_wr
         (["campaign.wave_size=20"], {}),
         (["agent=claude"], {"ANTHROPIC_API_KEY": ""}),
         (["agent=claude"], {"ANTHROPIC_API_KEY": "sk-ant-api03-secret pasted with a space"}),
+        ([f"campaign.name={'n' * 256}"], {}),  # its checks once read the folder: a traceback, exit 1
     ],
-    ids=["bad config", "a wave above its cap", "no key", "a key no header can hold"],
+    ids=[
+        "bad config",
+        "a wave above its cap",
+        "no key",
+        "a key no header can hold",
+        "a name no folder can have",
+    ],
 )
 def test_a_start_that_would_be_refused_is_refused_in_the_same_line(
     tmp_path: Path, overrides: list[str], env: dict[str, str]
