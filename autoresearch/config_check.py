@@ -32,6 +32,7 @@ from autoresearch.files import finite_number
 from autoresearch.frontier import FILE as FRONTIER_FILE
 from autoresearch.knob_types import constant_types, type_problem, unstorable_choice
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
+from autoresearch.open_checks import folder_lookup_refusal
 from autoresearch.proposals import TIERS
 from autoresearch.proposers.base import KnobSpec
 from autoresearch.sampler import distribution_of, distributions, knob_changes, knob_specs
@@ -164,6 +165,13 @@ def _name_problem(name: str) -> str:
     return ""
 
 
+def _folder_path_usable(cfg: AutoresearchConfig) -> bool:
+    """Whether the campaign folder's path can be looked up, for the checks that read the folder:
+    else the file system refuses them (a traceback), and the start says why in its own line
+    (`folder_lookup_refusal`), or the name's problem does."""
+    return not _name_problem(cfg.campaign.name) and folder_lookup_refusal(campaign_dir_of(cfg)) is None
+
+
 def _wave_problems(wave_size: int, max_wave: int) -> list[str]:
     """A wave is cut at max_wave (the offline proposer's rest dropped, Claude's wave refused by its
     tool): a wave_size above it is never asked for, only the cap, and the prompt would ask for both."""
@@ -180,7 +188,7 @@ def _knob_problems(cfg: AutoresearchConfig) -> list[str]:
     it has one (a resume goes on from there, whatever campaign.train_py holds now)."""
     problems = []
     frontier = campaign_dir_of(cfg) / "frontier" / FRONTIER_FILE
-    has_frontier = not _name_problem(cfg.campaign.name) and frontier.is_file()
+    has_frontier = _folder_path_usable(cfg) and frontier.is_file()
     train_py = frontier if has_frontier else Path(cfg.campaign.train_py)
     source = train_py.read_text() if train_py.is_file() else None
     try:
@@ -517,7 +525,7 @@ def resume_problems(cfg: AutoresearchConfig, saved_config: Path) -> list[str]:
 
 def check_config(cfg: AutoresearchConfig, saved_config: Path | None = None) -> None:
     """Raise ConfigError naming every problem; `saved_config` is the campaign's, when it resumes."""
-    resumes = saved_config is not None and not _name_problem(cfg.campaign.name)  # (else no folder)
+    resumes = saved_config is not None and _folder_path_usable(cfg)  # (else it has no folder)
     problems = config_problems(cfg) + (resume_problems(cfg, saved_config) if resumes else [])
     if problems:
         raise ConfigError("; ".join(problems))

@@ -47,6 +47,20 @@ def folder_refusal(campaign_dir: Path) -> str | None:
     return None
 
 
+def folder_lookup_refusal(campaign_dir: Path) -> str | None:
+    """`unwritable_folder_message` where the campaign folder's path cannot even be looked up (a
+    runs_dir with a part longer than a file name may be, a folder the user may not search), which
+    the checks that read the folder would meet as a traceback; None where it can (or is not
+    there: `folder_refusal` judges a file in its place)."""
+    try:
+        os.stat(campaign_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        return unwritable_folder_message(campaign_dir, err)
+    return None
+
+
 def _folder_write_error(campaign_dir: Path) -> OSError | None:
     def error(code: int, path: Path) -> OSError:
         return OSError(code, os.strerror(code), str(path))

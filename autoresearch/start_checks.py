@@ -42,6 +42,7 @@ def start_checks(cfg: AutoresearchConfig) -> Ready:
     from autoresearch.agent.client import AgentSetupError
     from autoresearch.campaign import CampaignError
     from autoresearch.config_check import ConfigError, check_config
+    from autoresearch.open_checks import folder_lookup_refusal
     from autoresearch.proposers.factory import make_proposer
     from autoresearch.tracking import TrackingSetupError, check_credentials
 
@@ -50,6 +51,8 @@ def start_checks(cfg: AutoresearchConfig) -> Ready:
         check_config(cfg, campaign_dir / SAVED_CONFIG)
     except ConfigError as err:
         raise StartRefused(f"bad config: {err}") from None
+    if refused := folder_lookup_refusal(campaign_dir):  # (its config's checks read past it)
+        raise StartRefused(refused)
     try:  # (no GPU for a GPU campaign, Slurm's commands missing, a partition Slurm lacks, no W&B key)
         fleet = plan_fleet(cfg.cluster, cfg.campaign.require_gpu)
         check_credentials(cfg.tracking)

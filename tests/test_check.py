@@ -210,6 +210,22 @@ def test_a_folder_the_start_cannot_make_or_write_is_refused_in_the_start_line(
     assert started.returncode == 2 and started.stderr.splitlines() == [line]
 
 
+def test_a_runs_dir_no_path_can_reach_is_refused_in_the_start_line(tmp_path: Path) -> None:
+    """A runs_dir with a part longer than a file name may be: the checks that look for the campaign's
+    config.yaml and frontier met the file system's refusal, an OSError traceback, exit 1."""
+    runs = tmp_path / ("r" * 300)
+    checked = check(runs)
+    assert checked.returncode == 2 and checked.stdout == "", checked.stderr
+    (line,) = checked.stderr.splitlines()
+    assert (
+        line
+        == f"error: cannot write the campaign folder {runs / 'toy'}: File name too long; set runs_dir=... to a folder you can write"
+    )
+    started = run(PYTHON_M, *toy_args(runs))
+    assert started.returncode == 2 and started.stderr.splitlines() == [line]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("read_only", ["runs_dir's file system", "a campaign folder's file system"])
 def test_a_folder_on_a_read_only_file_system_is_refused_in_the_start_line(
     tmp_path: Path, read_only: str
