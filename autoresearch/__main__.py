@@ -33,6 +33,7 @@ from omegaconf.errors import (
 from autoresearch.cli import (
     flags_first,
     hydra_only_prints,
+    multirun_refusal,
     print_check_usage,
     reader_may_stop_early,
     run_tool,
@@ -328,6 +329,9 @@ def main() -> None:
     if run_tool() or print_check_usage():
         return
     task = dry_run if takes_check_command() else run
+    if refused := multirun_refusal(sys.argv[1:]):
+        print(f"error: {refused}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
     sys.argv[1:] = flags_first(sys.argv[1:])
     if len(sys.argv) > 1 and (why := unknown_command(sys.argv[1])):
         print(f"error: {why}", file=sys.stderr)

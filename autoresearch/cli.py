@@ -104,11 +104,30 @@ FLAGS_WITH_CHOICE = {"--info": {"all", "config", "defaults", "defaults-tree", "p
 FLAGS_WITH_CHOICE["-i"] = FLAGS_WITH_CHOICE["--info"]
 
 
+MULTIRUN_FLAGS = {"-m", "--multirun"}
+
+
+def multirun_refusal(words: list[str]) -> str | None:
+    """Why Hydra's multirun is refused, or None where `words` (a command's) do not ask for it: a campaign is one long controller holding its folder, so a sweep of them in one process
+    would run one after the other, and Hydra makes its sweep folder (multirun/DATE/TIME, in the
+    working directory) before any check, so even a refused `check` wrote it."""
+    if not MULTIRUN_FLAGS & set(split_flags(words)[1]):
+        return None
+    return "autoresearch runs one campaign a command, and takes no --multirun (-m): run a command for each campaign"
+
+
 def flags_first(words: list[str]) -> list[str]:
     """`words` with the overrides before Hydra's flags (and their values), each in its order. Hydra's
     parser takes the overrides as one run of words: an override after a flag, as the docs' pieces
     combine (`+campaign=gpt2 --config-dir=that/folder cluster=mysite`), ended in argparse's usage
-    and 'unrecognized arguments: cluster=mysite', exit 2, for a command that means one thing."""
+    and 'unrecognized arguments: cluster=mysite', exit 2, for a command that means one thing.
+    (Flags last: one with an optional value, --info, then takes no override.)"""
+    overrides, flags = split_flags(words)
+    return overrides + flags
+
+
+def split_flags(words: list[str]) -> tuple[list[str], list[str]]:
+    """A command's overrides, and Hydra's flags with their values, each in its order."""
     flags: list[str] = []
     overrides: list[str] = []
     i = 0
@@ -123,7 +142,7 @@ def flags_first(words: list[str]) -> list[str]:
         if takes and i < len(words):
             flags.append(words[i])
             i += 1
-    return overrides + flags  # (flags last: one with an optional value, --info, takes no override)
+    return overrides, flags
 
 
 def run_tool() -> bool:

@@ -352,6 +352,23 @@ def test_an_override_after_a_hydra_flag_is_taken_as_it_is_before_it(tmp_path: Pa
     assert not runs.exists()
 
 
+@pytest.mark.parametrize("flag", ["-m", "--multirun"])
+def test_a_multirun_is_refused_in_one_line_with_nothing_written(tmp_path: Path, flag: str) -> None:
+    """Hydra's multirun made its sweep folder (multirun/DATE/TIME) in the working directory before
+    any check, so even a refused check wrote it; and a sweep would run campaigns one after another."""
+    runs = tmp_path / "runs"
+    for command in ([*PYTHON_M, "check"], PYTHON_M):
+        proc = subprocess.run(
+            [*command, *toy_args(runs), flag], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.splitlines() == [
+            "error: autoresearch runs one campaign a command, and takes no --multirun (-m): run a command "
+            "for each campaign"
+        ]
+        assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture(scope="module")
 def finished_toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runs_dir holding a toy campaign that ran to its experiment budget on 1 thread a slot."""
