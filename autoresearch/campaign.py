@@ -279,9 +279,9 @@ class Campaign:
 
     @staticmethod
     def _drop_ended_writers_temporaries(exp_dir: Path) -> None:
-        """Those left in an experiment folder whose run the fleet says has ended (`files.
-        ended_writers_temporaries`): not at the start, where runners of other hosts may still write.
-        A controller killed before it told the trial sees it RUNNING again, so none is missed."""
+        """Those left in an experiment folder whose run the fleet says has ended, and untouched for
+        a minute (`files.ended_writers_temporaries`): not at the start, where runners of other
+        hosts may still write. A controller killed before it told the trial sees it RUNNING again."""
         for temporary in ended_writers_temporaries(exp_dir):
             temporary.unlink(missing_ok=True)
             log.warning("removed %s, left by a writer killed mid-write", temporary)

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,31 @@ def dead_writers_temporaries(folder: Path) -> list[Path]:
 EXPERIMENT_TEMPORARY_NAME = re.compile(r"\.\d+-[0-9a-f]+\.tmp$")
 
 
+# A whole-file write takes milliseconds: a temporary untouched this long is no live writer's. Its
+# run ended is not enough, since the fleet can say so while a writer still writes: a Slurm run past
+# its deadline is scancelled and reported done while its runner writes outcome.json, and a lost
+# run Slurm requeued can be running when the controller gives it up.
+ENDED_WRITE_S = 60.0
+
+
 def ended_writers_temporaries(exp_dir: Path) -> list[Path]:
-    """The temporaries in the folder of an experiment whose run has ended: its runner, and the
-    train.py that ran under it, write nothing more there, and of the controllers that do, those
-    before the one holding the campaign are gone. So each is a writer's killed mid-write (a runner
-    or train.py killed by the OOM killer, a controller's kill -9), whatever host it ran on."""
+    """The temporaries in the folder of an experiment whose run has ended that are untouched for
+    ENDED_WRITE_S: each is a writer's killed mid-write (a runner or train.py killed by the OOM
+    killer, a controller's kill -9), whatever host it ran on; a younger one may be a live one's,
+    whose rename would fail with its temporary gone."""
+    found = []
     with contextlib.suppress(OSError):  # (no such folder)
-        return [path for path in exp_dir.iterdir() if EXPERIMENT_TEMPORARY_NAME.search(path.name)]
-    return []
+        for path in exp_dir.iterdir():
+            if EXPERIMENT_TEMPORARY_NAME.search(path.name) and _untouched_for(path, ENDED_WRITE_S):
+                found.append(path)
+    return found
+
+
+def _untouched_for(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:  # (its writer renamed it meanwhile)
+        return False
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:

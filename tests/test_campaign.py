@@ -50,6 +50,7 @@ from autoresearch.budget import PRICE_ATTR, by_pool, measure
 from autoresearch.campaign import Campaign, CampaignError, Summary
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.decisions import Decisions
+from autoresearch.files import ENDED_WRITE_S
 from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.local import LocalFleet
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
@@ -1628,8 +1629,9 @@ def test_temporaries_killed_writers_left_in_an_experiment_folder_go_once_its_run
 ) -> None:
     """A runner, train.py's harness or a controller killed inside a write to an experiment folder
     left its temporary there for good: a start removes dead writers' temporaries outside
-    experiments/ only, where runners of other hosts write. Once the fleet says the run has ended,
-    no writer of its folder is left, and they go."""
+    experiments/ only, where runners of other hosts write. Once the fleet says the run has ended
+    they go, those untouched for a minute: a younger one may be a live writer's all the same (a
+    Slurm runner writing outcome.json after its scancel), whose rename would fail without it."""
     started, hold = controller_killed_mid_run(tmp_path)  # its runner goes on, held
     exp = started.parent
     killed = [
@@ -1645,14 +1647,19 @@ def test_temporaries_killed_writers_left_in_an_experiment_folder_go_once_its_run
     for command in killed:
         writer = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
         assert writer.returncode == -signal.SIGKILL, writer.stderr
-    left = sorted(path.name for path in exp.glob("*.tmp"))
-    assert [name.split(".")[0] for name in left] == ["metrics", "outcome"], left
+    left = sorted(exp.glob("*.tmp"))
+    assert [path.name.split(".")[0] for path in left] == ["metrics", "outcome"], left
+    killed_long_ago = time.time() - 2 * ENDED_WRITE_S
+    for temporary in left:
+        os.utime(temporary, (killed_long_ago, killed_long_ago))
+    writing = exp / "outcome.json.4242-4242.tmp"  # a live writer's, mid-write
+    writing.write_text("{")
     hold.unlink()
     resumed = run_campaign(
         tmp_path / "runs", "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1"
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert not list((tmp_path / "runs" / "toy").glob("**/*.tmp"))
+    assert list((tmp_path / "runs" / "toy").glob("**/*.tmp")) == [writing]
     collected = load(tmp_path / "runs" / "toy").trials[int(exp.name)]  # re-attached, not run again
     assert collected.state == TrialState.COMPLETE and collected.user_attrs["status"] == "baseline"
 
