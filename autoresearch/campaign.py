@@ -83,6 +83,9 @@ MAX_REJECTIONS_SHOWN = 20
 MAX_EMPTY_WAVES = 3
 # the campaign's subfolders (besides experiments/) whose files are replaced whole (`files.replacing`)
 FOLDERS_OF_WHOLE_FILES = ("proposals", "harness", "agent/prompts", "agent/waves")
+# A data step told to stop (SIGTERM) ends within a second; one whose main thread is stuck in a long
+# native call would hold the controller's exit for ever, so it is killed after this long.
+DATA_STEP_TERM_S = 10.0
 
 
 def folder_gone(exp_dir: Path) -> dict[str, str]:
@@ -331,7 +334,12 @@ class Campaign:
         finally:  # (a stop, or a second Ctrl-C raised here)
             if step.poll() is None:
                 step.terminate()
-                step.wait()
+                try:
+                    step.wait(timeout=DATA_STEP_TERM_S)
+                except subprocess.TimeoutExpired:
+                    log.warning("the data step did not end %.0f s after SIGTERM: killed it", DATA_STEP_TERM_S)
+                    step.kill()
+                    step.wait()
         if self.stop_requested:
             log.warning("stopped while preparing the data; running the command again prepares the rest")
             return False

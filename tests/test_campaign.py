@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import PRICE_ATTR, by_pool, measure
-from autoresearch.campaign import Campaign, CampaignError, Summary
+from autoresearch.campaign import DATA_STEP_TERM_S, Campaign, CampaignError, Summary
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.decisions import Decisions
 from autoresearch.files import ENDED_WRITE_S
@@ -571,15 +572,21 @@ def test_python_m_autoresearch_runs_the_tools_as_the_console_script_does(tmp_pat
         assert helped.stdout.count("autoresearch") == 1, helped.stdout  # the command as typed, no other
 
 
-def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ignores_term", [False, True])
+def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(
+    tmp_path: Path, ignores_term: bool
+) -> None:
     """A Ctrl-C (the terminal's SIGINT to the whole foreground group) while prepare.py runs: the
     controller ends the step and stops as it stops at any other time (exit 3, no error, nothing
-    bound), instead of prepare.py dying of it in a traceback and the start failing with exit 2."""
+    bound), instead of prepare.py dying of it in a traceback and the start failing with exit 2.
+    A step deaf to SIGTERM (stuck in a native call) is killed after DATA_STEP_TERM_S, not waited
+    for with the controller's exit held for ever."""
     prepare, started = tmp_path / "prepare.py", tmp_path / "prepare.pid"
     prepare.write_text(
-        "import os, time\n"
-        "open(os.environ['PREPARE_PID'], 'w').write(str(os.getpid()))\n"
-        "while True:\n    time.sleep(0.05)\n"
+        "import os, signal, time\n"
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignores_term else "")
+        + "open(os.environ['PREPARE_PID'], 'w').write(str(os.getpid()))\n"
+        + "while True:\n    time.sleep(0.05)\n"
     )
     command = campaign_command(tmp_path, "campaign.prepare_data=true", f"campaign.prepare_py={prepare}")
     env = {**os.environ, "PREPARE_PID": str(started)}
@@ -594,10 +601,15 @@ def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(tmp_pat
     )
     wait_for(lambda: started.is_file() and started.read_text(), 60, "prepare.py to start")
     os.killpg(controller.pid, signal.SIGINT)
-    out, _ = controller.communicate(timeout=60)
+    try:
+        out, _ = controller.communicate(timeout=DATA_STEP_TERM_S + 60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # (gone already where it was killed)
+            os.kill(int(started.read_text()), signal.SIGKILL)
     assert controller.returncode == 3, out
     assert "Traceback" not in out and "ERROR" not in out, out
     assert "stopped while preparing the data" in out
+    assert (f"did not end {DATA_STEP_TERM_S:.0f} s after SIGTERM: killed it" in out) == ignores_term, out
     assert controller_state(tmp_path / "toy").startswith("stopped ")
     assert "error" not in controller_state(tmp_path / "toy")
     assert not (tmp_path / "toy" / "config.yaml").exists()  # the start bound nothing
