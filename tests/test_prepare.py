@@ -75,7 +75,9 @@ def test_environment_overrides_are_read_at_import(harness_env) -> None:
         ("time_budget", "5min", "a number of seconds above 0"),
         ("time_budget", "-5", "a number of seconds above 0"),
         ("time_budget", "nan", "a number of seconds above 0"),
-        ("seed", "x", "a whole number"),
+        ("seed", "x", "a whole number from -2**63 to 2**64 - 1"),
+        ("seed", str(2**64), "a whole number from -2**63 to 2**64 - 1"),
+        ("seed", str(-(2**63) - 1), "a whole number from -2**63 to 2**64 - 1"),
     ],
 )
 def test_a_setting_out_of_range_is_refused_in_one_line(
@@ -93,6 +95,16 @@ def test_a_setting_out_of_range_is_refused_in_one_line(
     ):
         name = f"AUTORESEARCH_{setting.upper()}"
         assert (proc.returncode, proc.stderr) == (2, f"error: {name} must be {takes}, not {value!r}\n")
+
+
+def test_the_seed_range_is_torchs(prepare_mod: ModuleType) -> None:
+    """AUTORESEARCH_SEED takes every seed torch.manual_seed does, and refuses the first it would not."""
+    with torch.random.fork_rng():  # (the other tests' random state left as it was)
+        for seed in (prepare_mod.SEED_RANGE[0], prepare_mod.SEED_RANGE[-1]):
+            torch.manual_seed(seed)
+        for seed in (prepare_mod.SEED_RANGE[0] - 1, prepare_mod.SEED_RANGE[-1] + 1):
+            with pytest.raises(ValueError, match="Overflow"):
+                torch.manual_seed(seed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -128,7 +128,11 @@ VOCAB_SIZE = _SCALE.vocab_size
 # A scale constant, not a machine property: which documents share a row depends on it, so the
 # validation rows (and every val_bpb) are the same on any machine.
 LOADER_WORKERS = _SCALE.loader_workers
-SEED = _setting("AUTORESEARCH_SEED", 42, int, lambda seed: True, "a whole number")
+# torch.manual_seed's range: a seed beyond it ended train.py in an "Overflow" ValueError traceback.
+SEED_RANGE = range(-(2**63), 2**64)
+SEED = _setting(
+    "AUTORESEARCH_SEED", 42, int, SEED_RANGE.__contains__, "a whole number from -2**63 to 2**64 - 1"
+)
 DATA_SOURCE = _setting(
     "AUTORESEARCH_DATA", _SCALE.data, str, ("offline", "climbmix").__contains__, "one of offline, climbmix"
 )
