@@ -1277,6 +1277,18 @@ def test_cli_prepares_the_cpu_scale(harness_env, tmp_path: Path) -> None:
     assert (tmp_path / "tokenizer" / f"offline-py{sys.version_info[0]}{sys.version_info[1]}-v2048").is_dir()
 
 
+def test_the_commands_scale_and_data_win_over_bad_variables(
+    harness_env, offline_cache: Path, tmp_path: Path
+) -> None:
+    """The command's --scale and --data choose what it prepares: a bad AUTORESEARCH_SCALE or
+    AUTORESEARCH_DATA beside them, which it does not read, stopped it at import all the same."""
+    env = harness_env(cache=str(offline_cache), scale="tiny", data="web")
+    proc = _run_prepare(env, tmp_path, "--scale=cpu", "--data", "offline")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.rstrip().endswith("ready")
+    assert "preparing scale cpu: data offline, vocab 2048" in proc.stderr
+
+
 def test_preparations_of_one_cache_at_once_leave_it_whole(
     harness_env, offline_cache: Path, tmp_path: Path
 ) -> None:

@@ -87,15 +87,26 @@ SCALES = {
 }
 
 
+def _on_command_line(flag: str) -> bool:
+    """Whether this file runs as prepare.py's command, with `flag` given (the parser takes no
+    abbreviations, so this is the flag as the parser reads it)."""
+    return __name__ == "__main__" and any(arg == flag or arg.startswith(f"{flag}=") for arg in sys.argv[1:])
+
+
 def _setting(
-    name: str, default: Any, parse: Callable[[str], Any], valid: Callable[[Any], bool], what: str
+    name: str,
+    default: Any,
+    parse: Callable[[str], Any],
+    valid: Callable[[Any], bool],
+    what: str,
+    flag: str | None = None,
 ) -> Any:
-    """The variable `name` parsed, or `default` where it is unset or empty. A value that does not
-    parse, or is not `valid`, stops the import in one line naming the variable and what it takes:
-    a traceback ending in "could not convert string to float: 'abc'" was a run's crash reason,
-    naming neither, and a budget of nan or -5 was taken."""
+    """The variable `name` parsed, or `default` where it is unset or empty, or where the command's
+    `flag` is given, which wins. A value that does not parse, or is not `valid`, stops the import in
+    one line naming the variable and what it takes: a traceback ending in "could not convert string
+    to float: 'abc'" was a run's crash reason, naming neither, and a budget of nan or -5 was taken."""
     text = os.environ.get(name) or ""
-    if not text:
+    if not text or (flag is not None and _on_command_line(flag)):
         return default
     try:
         value = parse(text)
@@ -113,6 +124,7 @@ SCALE_NAME = _setting(
     str,
     SCALES.__contains__,
     f"one of {', '.join(sorted(SCALES))}",
+    flag="--scale",
 )
 _SCALE = SCALES[SCALE_NAME]
 MAX_SEQ_LEN = _SCALE.max_seq_len
@@ -134,7 +146,12 @@ SEED = _setting(
     "AUTORESEARCH_SEED", 42, int, SEED_RANGE.__contains__, "a whole number from -2**63 to 2**64 - 1"
 )
 DATA_SOURCE = _setting(
-    "AUTORESEARCH_DATA", _SCALE.data, str, ("offline", "climbmix").__contains__, "one of offline, climbmix"
+    "AUTORESEARCH_DATA",
+    _SCALE.data,
+    str,
+    ("offline", "climbmix").__contains__,
+    "one of offline, climbmix",
+    flag="--data",
 )
 EVAL_ROWS = EVAL_TOKENS // MAX_SEQ_LEN  # the validation rows every evaluation scores
 # Validation is read in batches of this many rows whatever batch size the caller evaluates with:
@@ -1489,7 +1506,9 @@ def _interrupted(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Download data and train the tokenizer for a scale.")
+    parser = argparse.ArgumentParser(
+        description="Download data and train the tokenizer for a scale.", allow_abbrev=False
+    )
     parser.add_argument("--scale", choices=sorted(SCALES), default=SCALE_NAME)
     parser.add_argument("--data", choices=("offline", "climbmix"), default=None, help="default: the scale's")
     parser.add_argument(
