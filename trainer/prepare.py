@@ -358,8 +358,8 @@ def _shard_name(index: int) -> str:
 
 
 SHARDS_FILE = "train_shards.json"  # how many training shards prepare.py was last asked for
-# A .tmp file untouched this long is a killed process's: a download writes to its own at least every
-# minute (reads time out after DOWNLOAD_READ_TIMEOUT_S), and the corpus and tokenizer are written in one go.
+# A .tmp file untouched this long is a killed process's: a download writes to its own at least once
+# every DOWNLOAD_READ_TIMEOUT_S (its reads time out then), and the corpus and tokenizer are written in one go.
 STALE_TMP_S = 600.0
 
 
@@ -570,8 +570,9 @@ def _kept_shard(path: Path) -> bool:
 
 def _download_all(indices: list[int], base_url: str, folder: Path, progress: DownloadProgress) -> None:
     """Download these shards, DOWNLOAD_WORKERS at a time. The threads are daemons: on an interrupt
-    this returns at once (a thread stuck in a read would hold a join for its 60 s timeout) and
-    deletes this process's unfinished files; the threads stop at their next chunk or die with it."""
+    this returns at once (a thread stuck in a read would hold a join until its read times out,
+    DOWNLOAD_READ_TIMEOUT_S) and deletes this process's unfinished files; the threads stop at their
+    next chunk or die with it."""
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in indices:
         todo.put(index)
