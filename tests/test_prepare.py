@@ -697,6 +697,21 @@ def test_a_budget_too_short_for_the_untimed_warm_up_is_said_to_be_the_budget(
         prepare_mod.write_result({"num_steps": 21, "training_seconds": 11 * step})
 
 
+def test_a_budget_that_holds_its_steps_is_not_said_to_be_too_short(
+    prepare_mod: ModuleType, stamps: list[float]
+) -> None:
+    """A run 15% over a budget of 100 optimizer steps, whose train.py reports ten times as many
+    (micro-steps): its slack is taken at the reported steps, the line of a too-short budget at the
+    harness's; it said the budget was too short and named one below it."""
+    budget = prepare_mod.TIME_BUDGET
+    batch = budget * 1.15 / 1000
+    stamps[:] = [i * batch for i in range(1001)]
+    prepare_mod._optimizer_steps[:] = range(10, 1001, 10)
+    evaluated_after(prepare_mod, stamps)
+    with pytest.raises(prepare_mod.OverBudget, match=r"^train\.py trained for .* in 1000 steps"):
+        prepare_mod.write_result({"num_steps": 1000, "training_seconds": budget})
+
+
 def test_write_result_refuses_training_its_count_did_not_see(
     prepare_mod: ModuleType, stamps: list[float]
 ) -> None:
