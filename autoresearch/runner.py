@@ -14,6 +14,7 @@ import ctypes
 import functools
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -35,9 +36,11 @@ LOG_FILE = "run.log"
 PID_FILE = "runner.pid"  # the local runner's pid and slot, written by the fleet that starts it
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
-# Where the harness writes the result: it names this experiment alone, so every process train.py
-# started carries it in its environment, also one that left its process group.
-RESULT_VARIABLE = "AUTORESEARCH_RESULT"
+RESULT_VARIABLE = "AUTORESEARCH_RESULT"  # where the harness writes the result
+# A token of this run alone in train.py's environment, so every process it started carries it, also
+# one that left its process group. (The result's path would not do: a campaign removed and begun
+# again has the same one, and an old runner ending would kill the new run's train.py.)
+RUN_VARIABLE = "AUTORESEARCH_RUN"
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 INFRA_STATUSES = ("interrupted", "lost")  # not the experiment's fault: it is re-queued
 # Set by the job script when one of the partition's `setup` lines failed (fleet.slurm.checked_setup).
@@ -150,7 +153,8 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         return {"status": "skipped", "reason": why}
     spec_text = (exp / SPEC_FILE).read_bytes()
     spec = json.loads(spec_text)
-    finish = functools.partial(_finish, exp, own=Own(spec_text, _identity(exp.parent)))
+    own = Own(spec_text, _launch_of(spec_text), _identity(exp), _identity(exp.parent))
+    finish = functools.partial(_finish, exp, own=own)
     started = time.time()
     outcome: dict[str, Any] = {
         "trial": spec["trial"],
@@ -172,6 +176,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     env = scrubbed_environment(dict(os.environ))
     env.update({k: str(v) for k, v in spec.get("env", {}).items()})
     env[RESULT_VARIABLE] = str((exp / METRICS_FILE).resolve())
+    env[RUN_VARIABLE] = secrets.token_hex(16)
     if "OMP_NUM_THREADS" not in env and env.get("SLURM_CPUS_PER_TASK"):
         env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]  # threads = the CPUs Slurm granted
     (exp / METRICS_FILE).unlink(missing_ok=True)
@@ -201,22 +206,22 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                     _await_a_signal_of_its_own()
                 ending.append("exited")
                 # what train.py started and left running must not hold the slot
-                _kill_group(proc, env[RESULT_VARIABLE])
+                _kill_group(proc, env[RUN_VARIABLE])
                 _cut_log(exp / LOG_FILE)  # (printed past the cap between two looks at it)
             except subprocess.TimeoutExpired:
                 ending.append("deadline")
-                _kill_group(proc, env[RESULT_VARIABLE])
+                _kill_group(proc, env[RUN_VARIABLE])
                 outcome.update(status="timeout", reason=f"killed at the {spec['deadline_s']:.0f} s deadline")
                 return finish(outcome)
             except _LogFull:
                 ending.append("log full")
-                _kill_group(proc, env[RESULT_VARIABLE])
+                _kill_group(proc, env[RUN_VARIABLE])
                 _cut_log(exp / LOG_FILE)
                 mib = LOG_CAP_BYTES >> 20
                 outcome.update(status="crash", reason=f"ended: train.py printed over {mib} MiB to run.log")
                 return finish(outcome)
             except _Interrupted as sig:
-                _kill_group(proc, env[RESULT_VARIABLE])
+                _kill_group(proc, env[RUN_VARIABLE])
                 outcome.update(status="interrupted", reason=f"runner received {sig}")
                 return finish(outcome)
     finally:
@@ -300,11 +305,23 @@ def _wait_while_running(proc: subprocess.Popen[bytes], deadline_s: float, log: B
 
 @dataclass(frozen=True)
 class Own:
-    """What makes an experiment folder this run's: its spec.json as the runner read it (the launch
-    writes a token of its own into each), and the identity of the folder holding it."""
+    """What makes an experiment folder this run's: its spec.json as the runner read it, and the
+    launch's token in it (each launch writes one of its own), the folder's identity and that of
+    the folder holding it."""
 
     spec_text: bytes
+    launch: object
+    folder: tuple[int, int] | None
     parent: tuple[int, int] | None
+
+
+def _launch_of(spec_text: bytes | None) -> object:
+    """The launch token a spec.json holds, or None (none there, or not a spec)."""
+    try:
+        spec = json.loads(spec_text or b"")
+    except ValueError:
+        return None
+    return spec.get("launch") if isinstance(spec, dict) else None
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
@@ -322,6 +339,11 @@ def _finish(exp: Path, outcome: dict[str, Any], own: Own) -> dict[str, Any]:
     if _ours(exp, own):
         write_json_atomic(exp / OUTCOME_FILE, outcome)
         (exp / PID_FILE).unlink(missing_ok=True)
+    else:
+        print(
+            f"{exp} is no longer this run's folder (its campaign removed?): outcome not written",
+            file=sys.stderr,
+        )
     return outcome
 
 
@@ -330,12 +352,19 @@ def _ours(exp: Path, own: Own) -> bool:
     controller still needs the outcome, and without it ran the edit again, max_retries times, each
     run deleting it) in the same folder as before. A folder with another spec.json is another run's
     (the campaign removed and begun again, up to this trial): an outcome written there would be
-    taken as that run's. One whose parent is gone or new is not made again."""
-    try:
-        return (exp / SPEC_FILE).read_bytes() == own.spec_text
-    except FileNotFoundError:
-        if exp.is_dir() or own.parent is None or _identity(exp.parent) != own.parent:
-            return False
+    taken as that run's. One whose parent is gone or new is not made again. The same folder is
+    this run's whatever train.py did to its spec.json, unless it names another launch."""
+    folder = _identity(exp)
+    if folder is not None:
+        try:
+            spec_text = (exp / SPEC_FILE).read_bytes()
+        except OSError:  # (deleted, or made a folder, by train.py)
+            spec_text = None
+        if spec_text == own.spec_text:
+            return True
+        return folder == own.folder and _launch_of(spec_text) in (None, own.launch)
+    if own.parent is None or _identity(exp.parent) != own.parent:
+        return False
     try:
         exp.mkdir()
         (exp / SPEC_FILE).write_bytes(own.spec_text)
@@ -378,12 +407,12 @@ TERM_GRACE_S = 5.0  # how long train.py's process group has to end on TERM befor
 GROUP_POLL_S = 0.05  # how often the runner looks whether that group has ended
 
 
-def _kill_group(proc: subprocess.Popen[bytes], result: str) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], run: str) -> None:
     """End train.py and everything of its process group (dataloader workers, a child it left
     running when it exited): TERM, then KILL to what is left after TERM_GRACE_S. The group, not
     train.py alone, is waited for: a child that ignores TERM outlived a train.py that did not.
-    Then KILL what left the group (setsid, a daemon's double fork), found by `result`, the
-    RESULT_VARIABLE of train.py's environment, which its children inherit."""
+    Then KILL what left the group (setsid, a daemon's double fork), found by `run`, the
+    RUN_VARIABLE of train.py's environment, which its children inherit."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
@@ -391,7 +420,7 @@ def _kill_group(proc: subprocess.Popen[bytes], result: str) -> None:
             break
         if _group_ended(proc, TERM_GRACE_S):
             break
-    _kill_escapees(f"{RESULT_VARIABLE}={result}".encode())
+    _kill_escapees(f"{RUN_VARIABLE}={run}".encode())
 
 
 def _kill_escapees(marker: bytes) -> None:

@@ -219,6 +219,23 @@ def test_a_runner_whose_campaign_was_removed_writes_no_outcome(tmp_path: Path, a
     assert exp.is_dir() == again
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        "os.remove('spec.json')",
+        "open('spec.json', 'w').write('{}')",
+        "os.remove('spec.json'); os.mkdir('spec.json')",
+    ],
+)
+def test_a_train_py_that_spoils_its_spec_still_gets_its_outcome(tmp_path: Path, code: str) -> None:
+    """The folder is the run's own whatever train.py does to its spec.json: the outcome was not
+    written, and the edit was re-queued as lost, max_retries times, rather than blamed."""
+    exp = make_experiment(tmp_path, f"import os\n{code}\n")
+    outcome = run_experiment(exp)
+    assert outcome["status"] == "crash" and "no result" in outcome["reason"], outcome
+    assert json.loads((exp / "outcome.json").read_text())["status"] == "crash"
+
+
 def test_a_group_left_as_zombies_ends_without_waiting_out_the_grace(tmp_path: Path) -> None:
     """A child train.py left as a zombie stays a member of its group for killpg where its new parent
     reaps none (PID 1 of a container without an init; here, a subreaper that does not): each run
@@ -238,12 +255,13 @@ def test_a_group_left_as_zombies_ends_without_waiting_out_the_grace(tmp_path: Pa
 
 
 def test_the_kill_of_escapees_spares_processes_of_other_runs(tmp_path: Path) -> None:
-    """Only a process whose environment holds this run's own result path is train.py's."""
+    """Only a process whose environment holds this run's own token is train.py's: one of another
+    campaign's run at the same path (the campaign removed and begun again) has its result path."""
     exp = make_experiment(tmp_path, "print('done')\n")
     result = str((exp / "metrics.json").resolve())
     others = [
-        ("AUTORESEARCH_RESULT", result + ".old"),
-        ("AUTORESEARCH_RESULT", str(tmp_path / "exp2" / "metrics.json")),
+        ("AUTORESEARCH_RESULT", result),
+        ("AUTORESEARCH_RUN", "0" * 32),
         ("SAVED_AUTORESEARCH_RESULT", result),
     ]
     bystanders = [
