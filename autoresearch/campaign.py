@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -338,7 +339,8 @@ class Campaign:
                     step.wait(timeout=DATA_STEP_TERM_S)
                 except subprocess.TimeoutExpired:
                     log.warning("the data step did not end %.0f s after SIGTERM: killed it", DATA_STEP_TERM_S)
-                    step.kill()
+                    with contextlib.suppress(ProcessLookupError):  # (its session: what it started too)
+                        os.killpg(step.pid, signal.SIGKILL)
                     step.wait()
         if self.stop_requested:
             log.warning("stopped while preparing the data; running the command again prepares the rest")

@@ -572,6 +572,14 @@ def test_python_m_autoresearch_runs_the_tools_as_the_console_script_does(tmp_pat
         assert helped.stdout.count("autoresearch") == 1, helped.stdout  # the command as typed, no other
 
 
+DEAF_TO_TERM = "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+STARTS_A_DEAF_CHILD = (
+    "code = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'\n"
+    "child = subprocess.Popen([sys.executable, '-c', code])\n"
+    "open(os.environ['PREPARE_PID'] + '.child', 'w').write(str(child.pid))\n"
+)
+
+
 @pytest.mark.parametrize("ignores_term", [False, True])
 def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(
     tmp_path: Path, ignores_term: bool
@@ -580,11 +588,11 @@ def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(
     controller ends the step and stops as it stops at any other time (exit 3, no error, nothing
     bound), instead of prepare.py dying of it in a traceback and the start failing with exit 2.
     A step deaf to SIGTERM (stuck in a native call) is killed after DATA_STEP_TERM_S, not waited
-    for with the controller's exit held for ever."""
+    for with the controller's exit held for ever, and what it started with it."""
     prepare, started = tmp_path / "prepare.py", tmp_path / "prepare.pid"
     prepare.write_text(
         "import os, signal, time\n"
-        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignores_term else "")
+        + (DEAF_TO_TERM + "import subprocess, sys\n" + STARTS_A_DEAF_CHILD if ignores_term else "")
         + "open(os.environ['PREPARE_PID'], 'w').write(str(os.getpid()))\n"
         + "while True:\n    time.sleep(0.05)\n"
     )
@@ -610,6 +618,15 @@ def test_ctrl_c_while_the_data_is_prepared_stops_the_start_as_any_ctrl_c(
     assert "Traceback" not in out and "ERROR" not in out, out
     assert "stopped while preparing the data" in out
     assert (f"did not end {DATA_STEP_TERM_S:.0f} s after SIGTERM: killed it" in out) == ignores_term, out
+    if ignores_term:
+        child = int(Path(f"{started}.child").read_text())
+        alive = (
+            Path(f"/proc/{child}").exists()
+            and Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        )
+        if alive:
+            os.kill(child, signal.SIGKILL)
+        assert not alive
     assert controller_state(tmp_path / "toy").startswith("stopped ")
     assert "error" not in controller_state(tmp_path / "toy")
     assert not (tmp_path / "toy" / "config.yaml").exists()  # the start bound nothing
