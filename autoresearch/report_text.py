@@ -58,7 +58,7 @@ def speedup_line(r: CampaignReport) -> str:
     if not s.busy_hours:
         return "speed-up: none to say, no experiment has run yet"
     line = (
-        f"{r.ran} experiments in flight for {s.busy_hours:.2f} h, against {s.sequential_hours:.2f} h of "
+        f"{r.ran} experiment{'' if r.ran == 1 else 's'} in flight for {s.busy_hours:.2f} h, against {s.sequential_hours:.2f} h of "
         f"run time one after another in one slot (a sequential loop): {s.said()}"
     )
     if s.factor < 1:
