@@ -23,7 +23,7 @@ import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -132,6 +132,12 @@ def figure(metrics: dict[str, Any], key: str) -> int | float | None:
     controller (nor every resume, which reads the result again)."""
     value = metrics.get(key)
     return value if finite_number(value) else None
+
+
+def _remove_temporaries(temporaries: Iterable[Path]) -> None:
+    for temporary in temporaries:
+        temporary.unlink(missing_ok=True)
+        log.warning("removed %s, left by a writer killed mid-write", temporary)
 
 
 class Campaign:
@@ -277,18 +283,14 @@ class Campaign:
         the experiment folders: runners on other hosts write there, whose pids this host cannot
         ask about."""
         folders = [self.dir, *(self.dir / sub for sub in FOLDERS_OF_WHOLE_FILES)]
-        for temporary in (path for folder in folders for path in dead_writers_temporaries(folder)):
-            temporary.unlink(missing_ok=True)
-            log.warning("removed %s, left by a writer killed mid-write", temporary)
+        _remove_temporaries(path for folder in folders for path in dead_writers_temporaries(folder))
 
     @staticmethod
     def _drop_ended_writers_temporaries(exp_dir: Path) -> None:
         """Those left in an experiment folder whose run the fleet says has ended, and untouched for
         a minute (`files.ended_writers_temporaries`): not at the start, where runners of other
         hosts may still write. A controller killed before it told the trial sees it RUNNING again."""
-        for temporary in ended_writers_temporaries(exp_dir):
-            temporary.unlink(missing_ok=True)
-            log.warning("removed %s, left by a writer killed mid-write", temporary)
+        _remove_temporaries(ended_writers_temporaries(exp_dir))
 
     def _warn_if_budget_is_all_baselines(self) -> None:
         """A first start whose experiment budget the baselines use up tries no change, and one
