@@ -6,6 +6,7 @@ is collected on a later turn of the loop. `SyncPump` answers at once, for the si
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import Future
@@ -23,13 +24,29 @@ class BackgroundPump:
     def __init__(self, proposer: Proposer) -> None:
         self.proposer = proposer
         self._future: Future[Wave] | None = None
+        # Why this pump's campaign wants no more waves ("" while it does): each wave's context
+        # carries it (`CampaignContext.stopping`), so a proposer that calls a paid API stops
+        # calling for this campaign alone, and the same proposer serves a later campaign whole.
+        self._stopped_because = ""
 
     @property
     def busy(self) -> bool:
         return self._future is not None and not self._future.done()
 
+    def stopping(self) -> str:
+        return self._stopped_because
+
+    def stop(self, reason: str) -> None:
+        """No more API calls for this campaign's waves (the controller leaving): the wave on its
+        way ends before its next call. The first reason stays: it is the cause."""
+        self._stopped_because = self._stopped_because or reason
+
+    def _with_stop(self, context: CampaignContext) -> CampaignContext:
+        return dataclasses.replace(context, stopping=self.stopping)
+
     def request(self, context: CampaignContext) -> None:
         if self._future is None:
+            context = self._with_stop(context)
             future: Future[Wave] = Future()
             threading.Thread(
                 target=self._propose, args=(context, future), name="proposer", daemon=True
@@ -54,16 +71,14 @@ class BackgroundPump:
 
     def close(self) -> None:
         self._future = None  # a wave still on its way is dropped with its thread at exit
-        stop = getattr(self.proposer, "stop", None)
-        if stop is not None:  # (one that calls a paid API makes no more calls for the dropped wave)
-            stop()
+        self.stop("the controller is stopping: no more calls to the API")  # (nor for the dropped wave)
 
 
 class SyncPump(BackgroundPump):
     """Proposes inside `request`: deterministic, for simulation and tests."""
 
     def __init__(self, proposer: Proposer) -> None:
-        self.proposer = proposer
+        super().__init__(proposer)
         self._wave: Wave | None = None
 
     @property
@@ -72,7 +87,7 @@ class SyncPump(BackgroundPump):
 
     def request(self, context: CampaignContext) -> None:
         if self._wave is None:
-            self._wave = self.proposer.propose(context)
+            self._wave = self.proposer.propose(self._with_stop(context))
 
     def collect(self) -> Wave | None:
         wave, self._wave = self._wave, None

@@ -28,7 +28,7 @@ from autoresearch.agent.fakeapi import (
 )
 from autoresearch.agent.usage import FIRST_TURN_WAVES, dollars_spent, read_usage, usage_totals
 from autoresearch.config import AgentConfig
-from autoresearch.proposals import Edit
+from autoresearch.proposals import Edit, Wave
 from autoresearch.pump import BackgroundPump
 
 MODEL = "claude-test-1"
@@ -596,6 +596,28 @@ def test_a_wave_dropped_by_a_stopping_controller_makes_no_more_calls(tmp_path: P
     record = json.loads((tmp_path / "agent" / "waves" / "00001.json").read_text())
     assert "CallsStopped: the controller is stopping" in record["reason"]
     assert proposer.consecutive_failures == 0  # not a failure of the API
+
+
+def wait_for_wave(pump: BackgroundPump) -> Wave:
+    future = pump._future
+    assert future is not None
+    return future.result(timeout=60)
+
+
+def test_a_proposer_whose_campaign_closed_still_proposes_for_the_next(tmp_path: Path) -> None:
+    """A proposer stopped by one campaign's close stayed stopped in that process: a second campaign
+    given the same proposer (a notebook, a test) had every wave from the offline fallback."""
+    api = ScriptedAPI([], models=[MODEL], default=lambda body: tool_call("propose_wave", GOOD_WAVE))
+    proposer = make_proposer(tmp_path, api)
+    first = BackgroundPump(proposer)
+    first.request(sample_context())
+    assert wait_for_wave(first).source == "claude"
+    first.close()
+
+    second = BackgroundPump(proposer)
+    second.request(sample_context())
+    wave = wait_for_wave(second)
+    assert wave.source == "claude" and wave.size() > 0 and len(api.message_bodies) == 2
 
 
 def test_a_retry_after_of_an_hour_is_not_slept_through(tmp_path: Path, monkeypatch) -> None:

@@ -69,7 +69,6 @@ class ClaudeProposer:
     # whether a failure since Claude last answered was a refusal that retrying cannot cure (a class
     # default: a proposer pickled before it was kept reads as not refused)
     refused = False
-    stopped = False  # `stop`
 
     def __init__(
         self,
@@ -103,14 +102,7 @@ class ClaudeProposer:
         """Pickles without the client: the key never leaves this process inside a pickle."""
         state = self.__dict__.copy()
         state["_client"] = None
-        state.pop("stopped", None)  # (a stop is this process's)
         return state
-
-    def stop(self) -> None:
-        """No more API calls: the controller is leaving (Ctrl-C, SIGTERM, its end), and drops the
-        wave on its way, whose conversation, in a thread of its own, went on calling the API (paid,
-        and counted at its worst case where the exit cut a call off) for a wave nobody took."""
-        self.stopped = True
 
     def __repr__(self) -> str:
         return f"ClaudeProposer(model={self.cfg.model!r}, campaign_dir={str(self.campaign_dir)!r})"
@@ -191,7 +183,7 @@ class ClaudeProposer:
             ledger=self.ledger,
             wave_id=wave_id,
             can_force=self.can_force,
-            stopping=lambda: self.stopped,
+            stopping=context.stopping,  # (its pump's: a stop is that campaign's alone)
             cache_first_turn=first_turn_worth_caching(self.cfg, read_usage(self.campaign_dir)),
         )
         started = time.time()

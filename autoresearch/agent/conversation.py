@@ -53,7 +53,7 @@ class WaveFailed(RuntimeError):
 
 
 class CallsStopped(WaveFailed):
-    """The controller is leaving: no more calls for a wave it will not take."""
+    """The campaign wants no more calls for this wave (a budget reached, the controller leaving)."""
 
 
 class BadResponse(WaveFailed):
@@ -121,7 +121,7 @@ class Conversation:
         wave_id: int,
         can_force: bool = True,
         cache_first_turn: bool = True,
-        stopping: Callable[[], bool] = lambda: False,
+        stopping: Callable[[], str] = lambda: "",
     ) -> None:
         self.client = client
         self.cfg = cfg
@@ -133,7 +133,7 @@ class Conversation:
         self.wave_id = wave_id
         self.can_force = can_force
         self.cache_first_turn = cache_first_turn  # `usage.first_turn_worth_caching`
-        self.stopping = stopping  # asked before each call
+        self.stopping = stopping  # asked before each call: why to make it no more ("": go on)
         self.messages: list[dict[str, Any]] = []
         self.context_tokens = 0  # size of the last request plus its answer, from the API's usage
         self.calls = 0
@@ -211,8 +211,8 @@ class Conversation:
         return self.context_tokens + estimate_tokens(RESULT_CHARS) > self.cfg.max_context_tokens
 
     def call(self, turn: int, force: bool) -> Any:
-        if self.stopping():
-            raise CallsStopped("the controller is stopping: no more calls to the API")
+        if reason := self.stopping():
+            raise CallsStopped(reason)
         force = force and self.can_force and thinking_param(self.cfg) is None
         request = self.request(force)
         asked = estimate_tokens(len(json.dumps(request)))

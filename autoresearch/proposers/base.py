@@ -7,6 +7,7 @@ restarted controller gets the same behaviour from the study alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -87,6 +88,10 @@ class CampaignContext:
     # crashed trial -> repairs of it proposed so far (`fixes.fix_attempts`, the count the engine
     # refuses one more by): a proposer can keep within agent.max_fix_attempts in the wave itself
     fix_attempts: dict[int, int] = field(default_factory=dict)
+    # Why the campaign no longer wants this wave ("" while it does: a budget reached, the controller
+    # leaving), asked before each paid call: set by the pump that asked for the wave, so a stop is
+    # that campaign's alone (`pump.BackgroundPump.stop`).
+    stopping: Callable[[], str] = field(default=lambda: "", repr=False, compare=False)
 
 
 class Proposer(Protocol):
