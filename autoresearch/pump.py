@@ -37,8 +37,8 @@ class BackgroundPump:
         return self._stopped_because
 
     def stop(self, reason: str) -> None:
-        """No more API calls for this campaign's waves (the controller leaving): the wave on its
-        way ends before its next call. The first reason stays: it is the cause."""
+        """No more API calls for this campaign's waves (a budget reached, the controller leaving):
+        the wave on its way ends before its next call. The first reason stays: it is the cause."""
         self._stopped_because = self._stopped_because or reason
 
     def _with_stop(self, context: CampaignContext) -> CampaignContext:

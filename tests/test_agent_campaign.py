@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from engine_helpers import REPO, compose_toy, load, make_fleet
+from engine_helpers import REPO, compose_toy, load, make_fleet, wait_for
 from optuna.trial import TrialState
 
 from autoresearch import budget as budgets
@@ -493,3 +493,55 @@ def test_a_controller_killed_in_a_claude_call_resumes_without_losing_or_repeatin
     assert sum(r["dollars"] for r in rows) == pytest.approx(sum(dollars_for(u, cfg.agent) for u in answered))
     for path in all_files(campaign_dir):
         assert canary.encode() not in path.read_bytes(), path
+
+
+class JumpingClock:
+    """The wall clock, `offset` seconds ahead: hours a test makes pass at once."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+def test_a_budget_reached_while_claude_inspects_ends_the_wave_before_its_next_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A budget the campaign found reached while a wave's conversation was under way (here its wall
+    hours, run out as the first call is answered) did not stop the conversation: it went on paying
+    for up to max_inspect_turns + 2 calls, for a wave no experiment would come of. The campaign now
+    stops it at once: its answer waits for that stop, and no call comes after it."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-key")
+    monkeypatch.chdir(REPO)
+    cfg = claude_toy_config(
+        tmp_path,
+        f"agent.model={MODEL}",
+        "agent.max_inspect_turns=6",
+        "campaign.budget.max_wall_hours=1",
+        "campaign.fill_idle_slots=false",
+    )
+    campaign_dir = campaign_dir_of(cfg)
+    clock = JumpingClock()
+    campaign: Campaign | None = None
+
+    def answered_as_the_wall_budget_runs_out(body: dict[str, Any]) -> dict[str, Any]:
+        assert campaign is not None
+        clock.offset = 2 * 3600
+        wait_for(campaign.pump.stopping, 120, "the campaign to stop its pump")  # (or its close does)
+        return tool_call("get_results", {"numbers": [0]})
+
+    api = ScriptedAPI(
+        [answered_as_the_wall_budget_runs_out],
+        models=[MODEL],
+        default=lambda body: tool_call("get_results", {"numbers": [0]}),
+    )
+    proposer = make_proposer(cfg, campaign_dir, client=api.client(max_retries=0))
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    campaign = Campaign(cfg, campaign_dir, fleet, proposer, clock=clock)
+    summary = campaign.run()
+
+    assert summary.stop_reason.startswith("wall hours budget reached")
+    assert len(api.message_bodies) == 1
+    record = json.loads((campaign_dir / "agent" / "waves" / "00001.json").read_text())
+    assert record["outcome"] == "stopped" and record["reason"].startswith("wall hours budget reached")

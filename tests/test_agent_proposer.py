@@ -10,6 +10,7 @@ from pathlib import Path
 import anthropic
 import httpx2
 import pytest
+from anthropic.types import Usage
 from engine_helpers import CountingOffline, compose_config
 
 from autoresearch.agent.claude import FALLBACK_SOURCE, RETRY_EVERY, ClaudeProposer
@@ -26,7 +27,14 @@ from autoresearch.agent.fakeapi import (
     tool_use_block,
     usage_json,
 )
-from autoresearch.agent.usage import FIRST_TURN_WAVES, dollars_spent, read_usage, usage_totals
+from autoresearch.agent.usage import (
+    FIRST_TURN_WAVES,
+    UsageLedger,
+    dollars_for,
+    dollars_spent,
+    read_usage,
+    usage_totals,
+)
 from autoresearch.config import AgentConfig
 from autoresearch.proposals import Edit, Wave
 from autoresearch.pump import BackgroundPump
@@ -568,7 +576,8 @@ def test_a_call_ended_by_an_error_not_of_the_api_is_not_left_in_flight(tmp_path:
 
 def test_a_wave_dropped_by_a_stopping_controller_makes_no_more_calls(tmp_path: Path) -> None:
     """A controller stopped (Ctrl-C, SIGTERM) while a wave's conversation was under way dropped the
-    wave, but its thread went on calling the API, each call paid, until the controller had exited."""
+    wave, but its thread went on calling the API, each call paid, until the controller had exited.
+    Nor is the offline proposer asked for a wave nobody takes."""
     pump: BackgroundPump | None = None
     future_taken = threading.Event()  # (close drops the pump's future: the test takes it first)
 
@@ -590,12 +599,74 @@ def test_a_wave_dropped_by_a_stopping_controller_makes_no_more_calls(tmp_path: P
     assert future is not None
     wave = future.result(timeout=60)
 
-    assert len(api.message_bodies) == 1 and wave.source == FALLBACK_SOURCE
+    assert len(api.message_bodies) == 1 and wave.size() == 0 and wave.source == "claude"
+    assert proposer.fallback.waves == []
     totals = usage_totals(tmp_path)
     assert (totals["calls"], totals["failed_calls"], totals["unanswered_calls"]) == (1, 0, 0)
     record = json.loads((tmp_path / "agent" / "waves" / "00001.json").read_text())
-    assert "CallsStopped: the controller is stopping" in record["reason"]
+    assert record["outcome"] == "stopped" and "the controller is stopping" in record["reason"]
     assert proposer.consecutive_failures == 0  # not a failure of the API
+
+
+def inspecting_for_ever(body: dict) -> dict:
+    """An inspection call at every turn: a wave that would use all its turns (usage_json's price)."""
+    return tool_call("get_results", {"numbers": [1]})
+
+
+def test_a_dollar_budget_reached_mid_wave_ends_the_wave_before_its_next_call(tmp_path: Path, caplog) -> None:
+    """The dollar budget, reached by a wave's own calls, did not stop its conversation: it went on
+    paying for up to max_inspect_turns + 2 calls past the cap. Here an earlier wave spent $1 and
+    $0.01 was left: each call costs $0.004, so the third reaches it and no fourth is sent."""
+    cfg = AgentConfig(kind="claude", model=MODEL)
+    call = dollars_for(usage_json(), cfg)
+    assert call == pytest.approx(0.004)
+    earlier = Usage(input_tokens=500_000, output_tokens=0)  # $1 at $2 per million
+    UsageLedger(tmp_path, cfg).record(model=MODEL, usage=earlier, wave=1, turn=0, call="earlier")
+    assert dollars_spent(tmp_path) == pytest.approx(1.0)
+    api = ScriptedAPI([], models=[MODEL], default=inspecting_for_ever)
+    proposer = make_proposer(tmp_path, api, max_inspect_turns=8)
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+
+    wave = proposer.propose(sample_context(budget_left={"dollars": 0.01}))
+
+    assert len(api.message_bodies) == 3  # the one that reached it, none after
+    assert wave.size() == 0 and wave.source == "claude" and proposer.fallback.waves == []
+    assert "dollars budget reached" in wave.rationale
+    [line] = [r.getMessage() for r in caplog.records if "without a proposal" in r.getMessage()]
+    assert "Claude wave 2" in line and "campaign.budget.max_dollars" in line
+    assert proposer.consecutive_failures == 0  # the API did not fail
+
+
+def test_a_dollar_budget_reached_exactly_stops_as_the_campaign_does(tmp_path: Path) -> None:
+    """A budget is reached at its limit (`budget.exhausted`: spent >= max): $0.008 left is two
+    calls of $0.004, and a third would be past it."""
+    api = ScriptedAPI([], models=[MODEL], default=inspecting_for_ever)
+    proposer = make_proposer(tmp_path, api, max_inspect_turns=8)
+    wave = proposer.propose(
+        sample_context(budget_left={"dollars": 2 * dollars_for(usage_json(), proposer.cfg)})
+    )
+    assert len(api.message_bodies) == 2 and wave.size() == 0
+
+
+def test_a_budget_the_campaign_finds_reached_stops_the_wave_on_its_way(tmp_path: Path) -> None:
+    """GPU dollars (or another budget) reached while a wave's conversation was under way: the
+    campaign stops its pump, and the wave makes no call after the one in flight."""
+    pump: BackgroundPump | None = None
+
+    def answered_as_the_budget_binds(body: dict) -> dict:
+        assert pump is not None
+        pump.stop("dollars budget reached (5 of 5)")  # the campaign's loop, as this call is answered
+        return tool_call("get_results", {"numbers": [1]})
+
+    api = ScriptedAPI([answered_as_the_budget_binds], models=[MODEL], default=inspecting_for_ever)
+    proposer = make_proposer(tmp_path, api)
+    pump = BackgroundPump(proposer)
+    pump.request(sample_context())
+    wave = wait_for_wave(pump)
+    assert len(api.message_bodies) == 1 and wave.size() == 0
+    assert wave.rationale == "no proposal: dollars budget reached (5 of 5)"
+    pump.close()  # (the first reason stays the one said)
+    assert pump.stopping() == "dollars budget reached (5 of 5)"
 
 
 def wait_for_wave(pump: BackgroundPump) -> Wave:

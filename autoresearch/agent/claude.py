@@ -28,7 +28,7 @@ from autoresearch.agent.conversation import CallsStopped, Conversation, WaveFail
 from autoresearch.agent.inspection import Inspector
 from autoresearch.agent.prompt import default_program_md, render_prompt
 from autoresearch.agent.tools import parse_proposal, tool_definitions
-from autoresearch.agent.usage import UsageLedger, first_turn_worth_caching, read_usage
+from autoresearch.agent.usage import UsageLedger, dollars_spent, first_turn_worth_caching, read_usage
 from autoresearch.config import AgentConfig
 from autoresearch.files import write_atomic, write_json_atomic
 from autoresearch.proposals import Wave
@@ -126,8 +126,8 @@ class ClaudeProposer:
         self.waves_since_try = 0
         try:
             wave = self._ask_claude(context, wave_id)
-        except CallsStopped as err:  # not the API failing: the wave is not wanted
-            return self._fallback(context, wave_id, describe_error(err))
+        except CallsStopped as err:  # not the API failing: the campaign wants no wave, nor its cost
+            return self._stopped(wave_id, str(err))
         except Exception as err:  # whatever went wrong, this wave comes from the fallback
             self._failed(wave_id, err)
             return self._fallback(context, wave_id, describe_error(err))
@@ -169,6 +169,7 @@ class ClaudeProposer:
         )
 
     def _ask_claude(self, context: CampaignContext, wave_id: int) -> Wave:
+        spent_before = dollars_spent(self.campaign_dir)  # (as the context's budget_left counted it)
         tools_chars = len(json.dumps(self.tools))
         prompt = render_prompt(context, self.cfg, self.program_md, tools_chars=tools_chars)
         conv = Conversation(
@@ -183,7 +184,7 @@ class ClaudeProposer:
             ledger=self.ledger,
             wave_id=wave_id,
             can_force=self.can_force,
-            stopping=context.stopping,  # (its pump's: a stop is that campaign's alone)
+            stopping=lambda: calls_stopped(context, dollars_spent(self.campaign_dir) - spent_before),
             cache_first_turn=first_turn_worth_caching(self.cfg, read_usage(self.campaign_dir)),
         )
         started = time.time()
@@ -201,11 +202,22 @@ class ClaudeProposer:
         """The offline proposer's wave, recorded over the failed transcript (which is kept)."""
         wave = self.fallback.propose(context)
         wave.source = FALLBACK_SOURCE
+        self._amend_wave_file(wave_id, outcome="fallback", reason=reason, proposal=asdict(wave))
+        return wave
+
+    def _stopped(self, wave_id: int, reason: str) -> Wave:
+        """No wave, and no fallback's either: the campaign stopped asking for experiments (a budget
+        reached) or is leaving, and a wave's calls past that are money it did not mean to spend."""
+        log.warning("Claude wave %d ends without a proposal, before its next call: %s", wave_id, reason)
+        self._amend_wave_file(wave_id, outcome="stopped", reason=reason)
+        return Wave(rationale=f"no proposal: {reason}", source=SOURCE)
+
+    def _amend_wave_file(self, wave_id: int, **fields: Any) -> None:
+        """The wave's transcript (kept) with `fields` over it."""
         path = self._waves_dir() / f"{wave_id:05d}.json"
         record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"wave": wave_id}
-        record.update(outcome="fallback", reason=reason, proposal=asdict(wave))
+        record.update(fields)
         self._write_wave_file(wave_id, record)
-        return wave
 
     # Transcripts: agent/waves/NNNNN.json per wave; each distinct system prompt once, by hash.
 
@@ -257,6 +269,23 @@ class ClaudeProposer:
         folder = self._waves_dir()
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / f"{wave_id:05d}.json", record)
+
+
+def calls_stopped(context: CampaignContext, spent: float) -> str:
+    """Why a wave's conversation makes no more calls ("": it goes on): its campaign stopped it
+    (`CampaignContext.stopping`), or the wave's calls so far, `spent` dollars, used up what the
+    dollar budget had left when the wave was asked for. The campaign sees that too, but only once
+    its loop looks again; the conversation would have gone on paying for up to
+    max_inspect_turns + 2 calls."""
+    if reason := context.stopping():
+        return reason
+    left = context.budget_left.get("dollars")
+    if left is not None and spent >= left:
+        return (
+            f"dollars budget reached: this wave's calls cost ${spent:.4g}, and ${left:.4g} of "
+            "campaign.budget.max_dollars was left when it was asked for"
+        )
+    return ""
 
 
 def failed_waves(n: int) -> str:
