@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +221,13 @@ BUDGET_SETTINGS = {  # each limit as `exhausted` words it, and the campaign.budg
 }
 
 
+def reached(value: float, limit: float) -> bool:
+    """Whether `value` has reached `limit`, a sum of floats equal to it on paper included: the
+    ledger's calls of $0.0525 and $0.1306 add up to 0.18309999999999998, and a campaign whose
+    max_dollars was 0.1831, spent to the cent as status showed it, went on spending."""
+    return value >= limit or math.isclose(value, limit, rel_tol=1e-9)
+
+
 def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:
     """The first limit reached, in words, or None. Experiments past the limit are the runs a
     decision waits for (re-runs, baselines): said, since "20 of 16" alone reads as a budget
@@ -227,12 +235,12 @@ def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:
     spent = used(spend)
     for what, setting in BUDGET_SETTINGS.items():
         limit, value = getattr(budget, setting), spent[setting.removeprefix("max_")]
-        if limit and value >= limit:
-            reached = f"{value:.4g} of {limit:.4g}"
+        if limit and reached(value, limit):
+            said = f"{value:.4g} of {limit:.4g}"
             if setting == "max_experiments" and value > limit:
                 past = value - limit
-                reached += f": past {limit:.4g}, only the {past:.4g} run{'s' if past > 1 else ''} a decision waited for"
-            return f"{what} budget reached ({reached})"
+                said += f": past {limit:.4g}, only the {past:.4g} run{'s' if past > 1 else ''} a decision waited for"
+            return f"{what} budget reached ({said})"
     return None
 
 

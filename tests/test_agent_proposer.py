@@ -637,14 +637,22 @@ def test_a_dollar_budget_reached_mid_wave_ends_the_wave_before_its_next_call(tmp
     assert proposer.consecutive_failures == 0  # the API did not fail
 
 
-def test_a_dollar_budget_reached_exactly_stops_as_the_campaign_does(tmp_path: Path) -> None:
-    """A budget is reached at its limit (`budget.exhausted`: spent >= max): $0.008 left is two
-    calls of $0.004, and a third would be past it."""
-    api = ScriptedAPI([], models=[MODEL], default=inspecting_for_ever)
+@pytest.mark.parametrize(
+    ("input_tokens", "left"),
+    [
+        ((1000, 1000), 0.004),  # $0.002 each: two reach it, a third would be past it
+        ((26_250, 65_300), 0.1831),  # $0.0525 + $0.1306: 0.18309999999999998 in floats
+    ],
+)
+def test_a_dollar_budget_reached_exactly_stops_as_the_campaign_does(
+    tmp_path: Path, input_tokens: tuple[int, int], left: float
+) -> None:
+    """A budget is reached at its limit (`budget.reached`), a sum of the ledger's dollars equal
+    to it on paper included."""
+    replies = [tool_call("get_results", {"numbers": [1]}, usage=usage_json(n, 0)) for n in input_tokens]
+    api = ScriptedAPI(replies, models=[MODEL], default=inspecting_for_ever)
     proposer = make_proposer(tmp_path, api, max_inspect_turns=8)
-    wave = proposer.propose(
-        sample_context(budget_left={"dollars": 2 * dollars_for(usage_json(), proposer.cfg)})
-    )
+    wave = proposer.propose(sample_context(budget_left={"dollars": left}))
     assert len(api.message_bodies) == 2 and wave.size() == 0
 
 

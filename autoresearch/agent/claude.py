@@ -29,6 +29,7 @@ from autoresearch.agent.inspection import Inspector
 from autoresearch.agent.prompt import default_program_md, render_prompt
 from autoresearch.agent.tools import parse_proposal, tool_definitions
 from autoresearch.agent.usage import UsageLedger, dollars_spent, first_turn_worth_caching, read_usage
+from autoresearch.budget import reached
 from autoresearch.config import AgentConfig
 from autoresearch.files import write_atomic, write_json_atomic
 from autoresearch.proposals import Wave
@@ -280,7 +281,7 @@ def calls_stopped(context: CampaignContext, spent: float) -> str:
     if reason := context.stopping():
         return reason
     left = context.budget_left.get("dollars")
-    if left is not None and spent >= left:
+    if left is not None and reached(spent, left):
         return (
             f"dollars budget reached: this wave's calls cost ${spent:.4g}, and ${left:.4g} of "
             "campaign.budget.max_dollars was left when it was asked for"
