@@ -407,14 +407,14 @@ def test_model_check_names_close_models(tmp_path: Path) -> None:
 
 
 def test_another_model_on_the_default_prices_is_warned_of(tmp_path: Path, caplog) -> None:
-    api = ScriptedAPI(models=["claude-opus-5-5", "claude-sonnet-5-5"])
+    """A dated snapshot of the default model (pinned for a campaign that must not change model) is
+    that model: it was warned of as another, told its prices were wrong."""
+    api = ScriptedAPI(models=["claude-opus-5-5", "claude-sonnet-5-5", "claude-sonnet-5-5-20260101"])
     caplog.set_level(logging.WARNING, logger="autoresearch.agent")
-    ClaudeProposer(
-        AgentConfig(kind="claude", model="claude-sonnet-5-5"),
-        tmp_path,
-        CountingOffline(),
-        client=api.client(),
-    )
+    for model in ("claude-sonnet-5-5", "claude-sonnet-5-5-20260101"):
+        ClaudeProposer(
+            AgentConfig(kind="claude", model=model), tmp_path, CountingOffline(), client=api.client()
+        )
     assert not caplog.records
     opus = AgentConfig(kind="claude", model="claude-opus-5-5")
     ClaudeProposer(opus, tmp_path, CountingOffline(), client=api.client())

@@ -23,7 +23,7 @@ from typing import Any
 
 import anthropic
 
-from autoresearch.agent.client import build_client, check_model, describe_error, redact
+from autoresearch.agent.client import build_client, check_model, describe_error, model_matches, redact
 from autoresearch.agent.conversation import CallsStopped, Conversation, WaveFailed
 from autoresearch.agent.inspection import Inspector
 from autoresearch.agent.prompt import default_program_md, render_prompt
@@ -51,10 +51,13 @@ REFUSALS = (
 
 def warn_of_default_prices(cfg: AgentConfig) -> None:
     """The default prices are the default model's: another model's calls would be counted at them
-    against `max_dollars`, too low or too high, unless its own prices are set."""
+    against `max_dollars`, too low or too high, unless its own prices are set. A dated snapshot of
+    the default model is that model, at its prices."""
     default = AgentConfig()
     prices = ("price_input", "price_output", "price_cache_read", "price_cache_write")
-    if cfg.model != default.model and all(getattr(cfg, p) == getattr(default, p) for p in prices):
+    if not model_matches(default.model, cfg.model) and all(
+        getattr(cfg, p) == getattr(default, p) for p in prices
+    ):
         log.warning(
             "agent.price_* are %s's prices: set them for %s (dollars per million tokens), or its "
             "spend (report, status, campaign.budget.max_dollars) is counted at those",
