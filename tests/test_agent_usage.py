@@ -88,7 +88,8 @@ def test_a_call_recorded_after_a_torn_line_is_counted(tmp_path: Path) -> None:
 
 def test_a_line_edited_into_something_else_is_skipped(tmp_path: Path) -> None:
     """Lines that are JSON but not what the ledger writes (not an object, a null price, a count
-    that is not a number, a call id that is not a string) are skipped like a torn one: the budget
+    that is not a number, a call id that is not a string, a wave or turn that is not a whole
+    number: status and the report ended in a TypeError on a wave [2]) are skipped like a torn one: the budget
     and `status` add up the rest."""
     UsageLedger(tmp_path, CFG).record(model="m", call="c7", usage=usage(1_000_000, 0), wave=1, turn=0)
     with usage_path(tmp_path).open("a") as f:
@@ -96,6 +97,8 @@ def test_a_line_edited_into_something_else_is_skipped(tmp_path: Path) -> None:
         f.write('{"model": "m", "dollars": NaN}\n{"model": "m", "dollars": true}\n')
         f.write('{"model": "m", "call": ["c7"], "in_flight": true, "dollars": 1.0}\n')  # (unhashable)
         f.write('{"model": "m", "call": {"id": "c8"}, "dollars": 1.0}\n')
+        f.write('{"model": "m", "wave": [2], "dollars": 1.0}\n')  # (unhashable: status counts waves)
+        f.write('{"model": "m", "wave": 2, "turn": "1", "dollars": 1.0}\n')
     totals = usage_totals(tmp_path)
     assert totals["calls"] == 1 and totals["input_tokens"] == 1_000_000
     assert totals["dollars"] == dollars_spent(tmp_path) == pytest.approx(2.0)

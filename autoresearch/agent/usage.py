@@ -57,7 +57,7 @@ def tokens_of(usage: Any) -> dict[str, int]:
 
 
 def _token_count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if _whole(value) and value >= 0 else 0
 
 
 class UsageLedger:
@@ -149,11 +149,19 @@ def first_turn_worth_caching(cfg: AgentConfig, rows: list[dict[str, Any]]) -> bo
 
 def _as_written(row: Any) -> bool:
     """Whether a ledger line is an object whose dollars and token counts, where it has them, are
-    finite numbers (what the budget and the report add up), and whose call id, where it has one,
-    is a string (what pairs a call's answer with its in_flight line)."""
+    finite numbers (what the budget and the report add up), whose call id, where it has one, is a
+    string (what pairs a call's answer with its in_flight line), and whose wave and turn, where it
+    has them, are whole numbers (what the report counts waves by, and the next wave is numbered
+    after)."""
     if not isinstance(row, dict) or not isinstance(row.get("call", ""), str):
         return False
+    if not all(_whole(row.get(name, 0)) for name in ("wave", "turn")):
+        return False
     return all(finite_number(row.get(name, 0)) for name in ("dollars", *TOKEN_FIELDS))
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _spent_cache: dict[Path, tuple[tuple[int, int], float]] = {}
