@@ -425,6 +425,28 @@ def test_another_model_on_the_default_prices_is_warned_of(tmp_path: Path, caplog
     assert not caplog.records
 
 
+def test_replies_from_another_model_than_agent_model_are_warned_of_once(tmp_path: Path, caplog) -> None:
+    """A proxy (agent.base_url) that routes the calls to another model had them counted at
+    agent.model's prices without a word until the report listed the models, at the end."""
+    replies = [
+        tool_call("propose_wave", GOOD_WAVE, model=f"{MODEL}-20260101"),  # a snapshot: the same model
+        tool_call("propose_wave", GOOD_WAVE, model="claude-other-9"),
+        tool_call("propose_wave", GOOD_WAVE, model="claude-other-9"),
+    ]
+    api = ScriptedAPI(replies, models=[MODEL])
+    proposer = make_proposer(tmp_path, api)
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    for _ in replies:
+        assert proposer.propose(sample_context()).source == "claude"
+    [warning] = [r.getMessage() for r in caplog.records if "answered from" in r.getMessage()]
+    assert f"answered from model claude-other-9, not agent.model={MODEL}" in warning
+    assert [r["model"] for r in read_usage(tmp_path)] == [
+        f"{MODEL}-20260101",
+        "claude-other-9",
+        "claude-other-9",
+    ]
+
+
 def test_rejected_key_at_start_up_is_a_clear_error(tmp_path: Path) -> None:
     api = ScriptedAPI(models=error_response(401, "authentication_error", "invalid x-api-key"))
     with pytest.raises(AgentSetupError, match="ANTHROPIC_API_KEY was refused"):

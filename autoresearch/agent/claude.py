@@ -91,6 +91,7 @@ class ClaudeProposer:
         self.consecutive_failures = 0
         self.waves_since_try = 0
         self.can_force = True
+        self.other_models: set[str] = set()  # answered from, not agent.model: warned of once each
         self._client = client
         # whether the key's list of models was read and offers the model (a dry run says which)
         self.model_checked = bool(self.client.api_key) and check_model(self.client, cfg.model)
@@ -199,8 +200,24 @@ class ClaudeProposer:
             raise
         finally:
             self.can_force = conv.can_force
+            self._warn_of_other_models(conv.models)
         self._save(wave_id, started, conv, prompt.system, outcome="ok", wave=wave)
         return wave
+
+    def _warn_of_other_models(self, models: set[str]) -> None:
+        """Once per model: calls answered by a model other than agent.model (a proxy at
+        agent.base_url routing them elsewhere) are counted at agent.model's prices, against
+        max_dollars, and the user heard of it only from the report's list of models at the end."""
+        for model in sorted(models - self.other_models):
+            if not (model_matches(self.cfg.model, model) or model_matches(model, self.cfg.model)):
+                self.other_models.add(model)
+                log.warning(
+                    "the API answered from model %s, not agent.model=%s: its calls are counted at "
+                    "agent.price_*, set for %s (report, status, campaign.budget.max_dollars)",
+                    model,
+                    self.cfg.model,
+                    self.cfg.model,
+                )
 
     def _fallback(self, context: CampaignContext, wave_id: int, reason: str) -> Wave:
         """The offline proposer's wave, recorded over the failed transcript (which is kept)."""

@@ -137,6 +137,7 @@ class Conversation:
         self.messages: list[dict[str, Any]] = []
         self.context_tokens = 0  # size of the last request plus its answer, from the API's usage
         self.calls = 0
+        self.models: set[str] = set()  # the models the API says answered (a proxy may route elsewhere)
 
     def run(self) -> Wave:
         cfg = self.cfg
@@ -238,6 +239,7 @@ class Conversation:
         usage = tokens_of(response.usage)
         self.context_tokens = sum(usage.values())
         model = getattr(response, "model", None) or self.cfg.model
+        self.models.add(str(model))
         self.ledger.record(model=str(model), usage=response.usage, wave=self.wave_id, turn=turn, call=call)
         return response
 
