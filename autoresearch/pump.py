@@ -2,6 +2,8 @@
 
 GPUs never wait for the proposer: the loop hands over a context and goes on scheduling; the wave
 is collected on a later turn of the loop. `SyncPump` answers at once, for the simulator and tests.
+A pump stopped (a budget reached, the controller leaving) stops its wave's paid calls, and hands
+the campaign no wave after it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 import threading
 from concurrent.futures import Future
 
+from autoresearch.agent.usage import dollars_spent
+from autoresearch.budget import reached
 from autoresearch.proposals import Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
 
@@ -42,7 +46,23 @@ class BackgroundPump:
         self._stopped_because = self._stopped_because or reason
 
     def _with_stop(self, context: CampaignContext) -> CampaignContext:
-        return dataclasses.replace(context, stopping=self.stopping)
+        """`context` with the stop its wave asks before each paid call: this pump's, or the dollar
+        budget reached by the wave's own calls (the agent's ledger in the campaign folder, where
+        the campaign counts them too) since it was asked for. The campaign's loop sees that spend
+        only when it looks again; the wave would have gone on for up to max_inspect_turns + 2
+        calls past the cap."""
+        left, ledger = context.budget_left.get("dollars"), context.campaign_dir
+        before = dollars_spent(ledger) if left is not None and ledger else 0.0
+
+        def stopping() -> str:
+            if left is not None and ledger and reached(spent := dollars_spent(ledger) - before, left):
+                self.stop(
+                    f"dollars budget reached: this wave's calls cost ${spent:.4g}, and ${left:.4g} "
+                    "of campaign.budget.max_dollars was left when it was asked for"
+                )
+            return self._stopped_because
+
+        return dataclasses.replace(context, stopping=stopping)
 
     def request(self, context: CampaignContext) -> None:
         if self._future is None:
@@ -63,6 +83,8 @@ class BackgroundPump:
         if self._future is None or not self._future.done():
             return None
         future, self._future = self._future, None
+        if self._stopped_because:  # cut short: no wave the campaign wants, nor one it counts as empty
+            return None
         try:
             return future.result()
         except Exception as err:  # a proposer bug must not end the campaign
@@ -91,7 +113,7 @@ class SyncPump(BackgroundPump):
 
     def collect(self) -> Wave | None:
         wave, self._wave = self._wave, None
-        return wave
+        return None if self._stopped_because else wave
 
     def close(self) -> None:
         pass

@@ -37,7 +37,7 @@ from autoresearch.agent.usage import (
 )
 from autoresearch.config import AgentConfig
 from autoresearch.proposals import Edit, Wave
-from autoresearch.pump import BackgroundPump
+from autoresearch.pump import BackgroundPump, SyncPump
 
 MODEL = "claude-test-1"
 
@@ -638,7 +638,9 @@ def inspecting_for_ever(body: dict) -> dict:
 def test_a_dollar_budget_reached_mid_wave_ends_the_wave_before_its_next_call(tmp_path: Path, caplog) -> None:
     """The dollar budget, reached by a wave's own calls, did not stop its conversation: it went on
     paying for up to max_inspect_turns + 2 calls past the cap. Here an earlier wave spent $1 and
-    $0.01 was left: each call costs $0.004, so the third reaches it and no fourth is sent."""
+    $0.01 was left: each call costs $0.004, so the third reaches it and no fourth is sent. The
+    wave cut short is not handed to the campaign, which would count it as a wave with nothing new
+    (three in a row end a campaign, with that reason rather than the budget)."""
     cfg = AgentConfig(kind="claude", model=MODEL)
     call = dollars_for(usage_json(), cfg)
     assert call == pytest.approx(0.004)
@@ -648,14 +650,17 @@ def test_a_dollar_budget_reached_mid_wave_ends_the_wave_before_its_next_call(tmp
     api = ScriptedAPI([], models=[MODEL], default=inspecting_for_ever)
     proposer = make_proposer(tmp_path, api, max_inspect_turns=8)
     caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    pump = SyncPump(proposer)
 
-    wave = proposer.propose(sample_context(budget_left={"dollars": 0.01}))
+    pump.request(sample_context(budget_left={"dollars": 0.01}, campaign_dir=str(tmp_path)))
 
     assert len(api.message_bodies) == 3  # the one that reached it, none after
-    assert wave.size() == 0 and wave.source == "claude" and proposer.fallback.waves == []
-    assert "dollars budget reached" in wave.rationale
+    assert pump.collect() is None and proposer.fallback.waves == []
+    assert pump.stopping().startswith("dollars budget reached: this wave's calls cost $0.012")
     [line] = [r.getMessage() for r in caplog.records if "without a proposal" in r.getMessage()]
     assert "Claude wave 2" in line and "campaign.budget.max_dollars" in line
+    record = json.loads((tmp_path / "agent" / "waves" / "00002.json").read_text())
+    assert record["outcome"] == "stopped" and len(record["messages"]) == 1 + 2 * 3
     assert proposer.consecutive_failures == 0  # the API did not fail
 
 
@@ -673,9 +678,18 @@ def test_a_dollar_budget_reached_exactly_stops_as_the_campaign_does(
     to it on paper included."""
     replies = [tool_call("get_results", {"numbers": [1]}, usage=usage_json(n, 0)) for n in input_tokens]
     api = ScriptedAPI(replies, models=[MODEL], default=inspecting_for_ever)
-    proposer = make_proposer(tmp_path, api, max_inspect_turns=8)
-    wave = proposer.propose(sample_context(budget_left={"dollars": left}))
-    assert len(api.message_bodies) == 2 and wave.size() == 0
+    pump = SyncPump(make_proposer(tmp_path, api, max_inspect_turns=8))
+    pump.request(sample_context(budget_left={"dollars": left}, campaign_dir=str(tmp_path)))
+    assert len(api.message_bodies) == 2 and pump.collect() is None
+
+
+def test_a_wave_within_the_dollar_budget_is_handed_over(tmp_path: Path) -> None:
+    """(The stop above is the budget's: a wave that ends within it comes to the campaign.)"""
+    api = ScriptedAPI([tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    pump = SyncPump(make_proposer(tmp_path, api))
+    pump.request(sample_context(budget_left={"dollars": 0.0041}, campaign_dir=str(tmp_path)))
+    wave = pump.collect()
+    assert wave is not None and wave.source == "claude" and wave.size() > 0 and not pump.stopping()
 
 
 def test_a_budget_the_campaign_finds_reached_stops_the_wave_on_its_way(tmp_path: Path) -> None:

@@ -28,8 +28,7 @@ from autoresearch.agent.conversation import CallsStopped, Conversation, WaveFail
 from autoresearch.agent.inspection import Inspector
 from autoresearch.agent.prompt import default_program_md, render_prompt
 from autoresearch.agent.tools import parse_proposal, tool_definitions
-from autoresearch.agent.usage import UsageLedger, dollars_spent, first_turn_worth_caching, read_usage
-from autoresearch.budget import reached
+from autoresearch.agent.usage import UsageLedger, first_turn_worth_caching, read_usage
 from autoresearch.config import AgentConfig
 from autoresearch.files import write_atomic, write_json_atomic
 from autoresearch.proposals import Wave
@@ -174,7 +173,6 @@ class ClaudeProposer:
         )
 
     def _ask_claude(self, context: CampaignContext, wave_id: int) -> Wave:
-        spent_before = dollars_spent(self.campaign_dir)  # (as the context's budget_left counted it)
         tools_chars = len(json.dumps(self.tools))
         prompt = render_prompt(context, self.cfg, self.program_md, tools_chars=tools_chars)
         conv = Conversation(
@@ -189,7 +187,7 @@ class ClaudeProposer:
             ledger=self.ledger,
             wave_id=wave_id,
             can_force=self.can_force,
-            stopping=lambda: calls_stopped(context, dollars_spent(self.campaign_dir) - spent_before),
+            stopping=context.stopping,  # (its pump's: a stop is that campaign's alone)
             cache_first_turn=first_turn_worth_caching(self.cfg, read_usage(self.campaign_dir)),
         )
         started = time.time()
@@ -290,23 +288,6 @@ class ClaudeProposer:
         folder = self._waves_dir()
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / f"{wave_id:05d}.json", record)
-
-
-def calls_stopped(context: CampaignContext, spent: float) -> str:
-    """Why a wave's conversation makes no more calls ("": it goes on): its campaign stopped it
-    (`CampaignContext.stopping`), or the wave's calls so far, `spent` dollars, used up what the
-    dollar budget had left when the wave was asked for. The campaign sees that too, but only once
-    its loop looks again; the conversation would have gone on paying for up to
-    max_inspect_turns + 2 calls."""
-    if reason := context.stopping():
-        return reason
-    left = context.budget_left.get("dollars")
-    if left is not None and reached(spent, left):
-        return (
-            f"dollars budget reached: this wave's calls cost ${spent:.4g}, and ${left:.4g} of "
-            "campaign.budget.max_dollars was left when it was asked for"
-        )
-    return ""
 
 
 def failed_waves(n: int) -> str:
