@@ -28,22 +28,26 @@ class BackgroundPump:
     def __init__(self, proposer: Proposer) -> None:
         self.proposer = proposer
         self._future: Future[Wave] | None = None
-        # Why this pump's campaign wants no more waves ("" while it does): each wave's context
-        # carries it (`CampaignContext.stopping`), so a proposer that calls a paid API stops
-        # calling for this campaign alone, and the same proposer serves a later campaign whole.
-        self._stopped_because = ""
+        # Why the wave on its way makes no more calls ("" while it may), and why none of this
+        # pump's waves may (the controller leaving): each wave's context carries them
+        # (`CampaignContext.stopping`), so a proposer that calls a paid API stops calling for this
+        # campaign alone, and the same proposer serves a later campaign whole.
+        self._wave_stopped = ""
+        self._closed = ""
 
     @property
     def busy(self) -> bool:
         return self._future is not None and not self._future.done()
 
     def stopping(self) -> str:
-        return self._stopped_because
+        return self._wave_stopped or self._closed
 
     def stop(self, reason: str) -> None:
-        """No more API calls for this campaign's waves (a budget reached, the controller leaving):
-        the wave on its way ends before its next call. The first reason stays: it is the cause."""
-        self._stopped_because = self._stopped_because or reason
+        """A budget reached: the wave on its way ends before its next call, and is not handed
+        over. The first reason stays: it is the cause. A wave asked for later starts afresh (the
+        campaign asks for none while a budget binds), so a stop on a figure that went back under
+        its limit cannot leave the campaign asking for waves that never come."""
+        self._wave_stopped = self._wave_stopped or reason
 
     def _with_stop(self, context: CampaignContext) -> CampaignContext:
         """`context` with the stop its wave asks before each paid call: this pump's, or the dollar
@@ -60,8 +64,9 @@ class BackgroundPump:
                     f"dollars budget reached: this wave's calls cost ${spent:.4g}, and ${left:.4g} "
                     "of campaign.budget.max_dollars was left when it was asked for"
                 )
-            return self._stopped_because
+            return self.stopping()
 
+        self._wave_stopped = ""  # (a new wave: the last one was collected)
         return dataclasses.replace(context, stopping=stopping)
 
     def request(self, context: CampaignContext) -> None:
@@ -83,7 +88,7 @@ class BackgroundPump:
         if self._future is None or not self._future.done():
             return None
         future, self._future = self._future, None
-        if self._stopped_because:  # cut short: no wave the campaign wants, nor one it counts as empty
+        if self.stopping():  # cut short: no wave the campaign wants, nor one it counts as empty
             return None
         try:
             return future.result()
@@ -93,7 +98,7 @@ class BackgroundPump:
 
     def close(self) -> None:
         self._future = None  # a wave still on its way is dropped with its thread at exit
-        self.stop("the controller is stopping: no more calls to the API")  # (nor for the dropped wave)
+        self._closed = "the controller is stopping: no more calls to the API"  # (nor for the dropped wave)
 
 
 class SyncPump(BackgroundPump):
@@ -113,7 +118,7 @@ class SyncPump(BackgroundPump):
 
     def collect(self) -> Wave | None:
         wave, self._wave = self._wave, None
-        return None if self._stopped_because else wave
+        return None if self.stopping() else wave
 
     def close(self) -> None:
         pass

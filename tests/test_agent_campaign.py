@@ -545,3 +545,28 @@ def test_a_budget_reached_while_claude_inspects_ends_the_wave_before_its_next_ca
     assert len(api.message_bodies) == 1
     record = json.loads((campaign_dir / "agent" / "waves" / "00001.json").read_text())
     assert record["outcome"] == "stopped" and record["reason"].startswith("wall hours budget reached")
+
+
+def test_a_dollar_budget_left_below_a_calls_worst_case_is_spent_by_whole_waves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller counted its own call in flight at its worst case ($0.17 here, a whole
+    max_tokens answer) until answered: with less than that left, the budget went past its limit
+    for each call and back under it, the wave was stopped after its first call, and the campaign,
+    under its limit again, asked for waves that never came while its inner sampler ran on. Now
+    the wave's calls run to the budget ($0.004 each, $0.01 left: three), and the campaign ends."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-key")
+    monkeypatch.chdir(REPO)
+    cfg = claude_toy_config(
+        tmp_path, f"agent.model={MODEL}", "agent.max_inspect_turns=8", "campaign.budget.max_dollars=0.01"
+    )
+    campaign_dir = campaign_dir_of(cfg)
+    api = ScriptedAPI([], models=[MODEL], default=lambda body: tool_call("get_results", {"numbers": [0]}))
+    proposer = make_proposer(cfg, campaign_dir, client=api.client(max_retries=0))
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    summary = Campaign(cfg, campaign_dir, fleet, proposer).run()
+
+    assert summary.stop_reason == "dollars budget reached (0.012 of 0.01)"
+    assert len(api.message_bodies) == 3
+    record = json.loads((campaign_dir / "agent" / "waves" / "00001.json").read_text())
+    assert record["outcome"] == "stopped" and len(record["messages"]) == 1 + 2 * 3

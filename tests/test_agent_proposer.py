@@ -849,3 +849,15 @@ def test_a_value_of_another_type_than_its_constants_is_an_error_result_then_is_c
     result = next(b for b in second if b["type"] == "tool_result")
     assert result["is_error"] is True
     assert "knob WARMUP: '0.0' is a str, but train.py's WARMUP is a float (line 4)" in result["content"]
+
+
+def test_a_wave_asked_for_after_a_budget_stop_is_not_stopped_by_it(tmp_path: Path) -> None:
+    """A budget stop is the wave's on its way: one that stuck to the pump, on a figure back under
+    its limit, left the campaign asking for waves that never came."""
+    api = ScriptedAPI([tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
+    pump = BackgroundPump(make_proposer(tmp_path, api))
+    pump.stop("dollars budget reached (0.17 of 0.01)")
+    pump.request(sample_context())
+    wave = wait_for_wave(pump)
+    assert wave.source == "claude" and not pump.stopping()
+    assert pump.collect() is not None

@@ -195,3 +195,15 @@ def test_a_call_in_flight_counts_its_input_at_the_dearer_price_it_may_be_billed(
     [row] = read_usage(tmp_path)
     assert row[counted_as] == 10_000 and sum(row[k] for k in TOKEN_FIELDS) == 10_100
     assert row["dollars"] == pytest.approx((10_000 * price + 100 * 10.0) / 1e6)
+
+
+def test_a_call_this_process_has_in_flight_is_counted_once_answered(tmp_path: Path) -> None:
+    """The controller's own call in flight, counted at its worst case until answered, swung its
+    budget past the limit and back for every call. Readers of the file from elsewhere (status, a
+    later controller) still count it at its worst case."""
+    ledger = UsageLedger(tmp_path, AgentConfig(price_input=2.0, price_output=10.0, max_tokens=16000))
+    call = ledger.start(model="m", wave=1, turn=0, input_tokens=9000)
+    assert dollars_spent(tmp_path) == 0.0
+    assert usage_totals(tmp_path)["unanswered_calls"] == 1 and usage_totals(tmp_path)["dollars"] > 0.16
+    ledger.record(model="m", call=call, usage=usage(1000, 200), wave=1, turn=0)
+    assert dollars_spent(tmp_path) == pytest.approx((1000 * 2.0 + 200 * 10.0) / 1e6)

@@ -34,6 +34,13 @@ TOKEN_FIELDS = (
 # The latest waves whose turns decide whether a wave's first message is worth caching
 FIRST_TURN_WAVES = 10
 
+# Calls this process has in flight, from `UsageLedger.start` until their answer is written. Their
+# in_flight lines stand, to readers of the file (status, a later controller), for calls cut off by
+# a kill; the controller that makes them counts each when it is answered (`dollars_spent`): counted
+# at its worst case meanwhile, its budget went past the limit for the call and back under it, and a
+# wave stopped by a budget so reached was never asked for again.
+_calls_in_flight: set[str] = set()
+
 
 def usage_path(campaign_dir: str | Path) -> Path:
     return Path(campaign_dir) / "agent" / "usage.jsonl"
@@ -73,6 +80,7 @@ class UsageLedger:
         request carries cache breakpoints, so its input may be billed as cache writes: the
         estimate is counted as those where they cost more than plain input."""
         call = uuid.uuid4().hex
+        _calls_in_flight.add(call)  # (before its line: a reader never counts it at its worst case)
         as_writes = self.cfg.price_cache_write > self.cfg.price_input
         worst = {
             **dict.fromkeys(TOKEN_FIELDS, 0),
@@ -84,14 +92,22 @@ class UsageLedger:
 
     def record(self, *, model: str, usage: Any, wave: int, turn: int, call: str) -> dict[str, Any]:
         tokens = tokens_of(usage)
-        return self._append({"model": model, "wave": wave, "turn": turn, "call": call, **tokens})
+        return self._answer(call, {"model": model, "wave": wave, "turn": turn, "call": call, **tokens})
 
     def record_error(self, *, model: str, wave: int, turn: int, call: str, error: str) -> dict[str, Any]:
         """A call that failed after the SDK's retries: no tokens billed, but worth counting."""
         zeros = dict.fromkeys(TOKEN_FIELDS, 0)
-        return self._append(
-            {"model": model, "wave": wave, "turn": turn, "call": call, **zeros, "error": error}
+        return self._answer(
+            call, {"model": model, "wave": wave, "turn": turn, "call": call, **zeros, "error": error}
         )
+
+    def _answer(self, call: str, row: dict[str, Any]) -> dict[str, Any]:
+        """A call's answer, written before the call leaves `_calls_in_flight`: a reader then
+        finds its in_flight line answered (`read_usage`), never alone and uncounted."""
+        try:
+            return self._append(row)
+        finally:
+            _calls_in_flight.discard(call)
 
     def _append(self, row: dict[str, Any]) -> dict[str, Any]:
         tokens = {k: row[k] for k in TOKEN_FIELDS}
@@ -168,9 +184,11 @@ _spent_cache: dict[Path, tuple[tuple[int, int], float]] = {}
 
 
 def dollars_spent(campaign_dir: str | Path) -> float:
-    """Dollars spent on the API by this campaign so far, across restarts.
+    """Dollars spent on the API by this campaign so far, across restarts: each call this process
+    has in flight is counted once answered, each other one at its worst case (`read_usage`).
 
-    The controller asks on every turn of its loop; the ledger is re-read only when it changed.
+    The controller asks on every turn of its loop; the ledger is re-read only when it changed (a
+    call joins `_calls_in_flight` before its line is written, and leaves once its answer is).
     """
     path = usage_path(campaign_dir)
     try:
@@ -180,7 +198,12 @@ def dollars_spent(campaign_dir: str | Path) -> float:
     version = (stat.st_mtime_ns, stat.st_size)
     cached = _spent_cache.get(path)
     if cached is None or cached[0] != version:
-        cached = (version, sum(float(r.get("dollars", 0.0)) for r in read_usage(campaign_dir)))
+        rows = [
+            r
+            for r in read_usage(campaign_dir)
+            if not r.get("in_flight") or r.get("call") not in _calls_in_flight
+        ]
+        cached = (version, sum(float(r.get("dollars", 0.0)) for r in rows))
         _spent_cache[path] = cached
     return cached[1]
 
