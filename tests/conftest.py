@@ -46,6 +46,27 @@ def _package_logger_given_back() -> Iterator[None]:
     logger.propagate = propagate
 
 
+def wandb_given_back() -> None:
+    """W&B torn down in this process, if a test started it here: its service stopped, its runs left
+    unfinished finished, and WANDB_SERVICE, which every subprocess inherits, cleared; so the next
+    send, here or by a test's controller, starts a service of its own, as a user's controller does."""
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    from autoresearch.tracking import quiet_wandb
+
+    wandb.teardown()
+    quiet_wandb.cache_clear()  # (its settings went with the torn-down setup)
+
+
+@pytest.fixture(autouse=True)
+def _own_wandb_service() -> Iterator[None]:
+    """Each test that starts W&B does so with a service of its own (`wandb_given_back`)."""
+    yield
+    wandb_given_back()
+
+
 @pytest.fixture(scope="session")
 def prepare_mod() -> Iterator[ModuleType]:
     """trainer/prepare.py imported at the cpu scale; trainer/ stays on sys.path for `import train`."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import wandb
+from conftest import wandb_given_back
 from engine_helpers import REPO, campaign_command, launched_within_budget, load, run_campaign, wait_for
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
@@ -387,9 +388,9 @@ def resume_tracking(campaign: Path, study: optuna.Study) -> None:
 
 def assert_one_whole_run_per_experiment(campaign: Path, trials: int, steps: int) -> None:
     """Each experiment in exactly one run folder, whole, with its whole curve; no other folder."""
+    runs = offline_runs(campaign / "wandb")  # (read once W&B's service has written them out)
     folders = sorted((campaign / "wandb").glob("offline-run-*"))
     assert [is_whole(folder) for folder in folders] == [True] * trials, [f.name for f in folders]
-    runs = offline_runs(campaign / "wandb")
     assert sorted(runs) == [run_id("toy", 0.0, f"t{n:05d}") for n in range(trials)]
     for number in range(trials):
         (run,) = runs[run_id("toy", 0.0, f"t{number:05d}")]
@@ -505,3 +506,23 @@ def test_a_start_refused_by_a_running_controllers_lock_builds_nothing_beside_it(
     assert out.returncode == 2, out.stdout + out.stderr
     assert "ERROR    another controller (pid " in out.stdout, out.stdout + out.stderr
     assert not (campaign / "wandb").exists()
+
+
+def test_a_test_that_sent_from_its_own_process_leaves_no_wandb_service_to_the_next(tmp_path: Path) -> None:
+    """An in-process send starts W&B's service in pytest's process and names it in WANDB_SERVICE,
+    which every later test's controller inherited: its runs went through a service another test
+    started, holding that test's streams (a run it left unfinished, one of the same id). After each
+    test, W&B is torn down (`wandb_given_back`, run by conftest), so the next test's controller
+    starts its own, as a user's does."""
+    study = tracked_study(tmp_path / "in-process", 1, 3)
+    resume_tracking(tmp_path / "in-process", study)
+    assert os.environ.get("WANDB_SERVICE")  # (this test's own, so far)
+    wandb_given_back()
+    assert "WANDB_SERVICE" not in os.environ
+    out = run_campaign(tmp_path, *WANDB_OFFLINE, "campaign.budget.max_experiments=1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    logs = list((tmp_path / "toy" / "wandb").glob("offline-run-*/logs/debug.log"))
+    assert logs and not [log for log in logs if "existing wandb-core service" in log.read_text()]
+    again = tracked_study(tmp_path / "again", 1, 3)  # and this process starts W&B afresh
+    resume_tracking(tmp_path / "again", again)
+    assert_one_whole_run_per_experiment(tmp_path / "again", 1, 3)
