@@ -420,6 +420,25 @@ def test_a_run_torn_by_a_controller_killed_mid_send_is_written_again_in_its_plac
     assert said.startswith("W&B: removed 1 run folder(s) left torn") and torn.name in said
 
 
+def test_a_run_folder_left_without_its_data_file_is_removed_and_its_run_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A controller killed between wandb.init making the run's folder and W&B's service writing its
+    data file left a folder with no run in it: `wandb sync` of the campaign's folder fails on it
+    for every run. The next controller removes it and writes the run."""
+    campaign = tmp_path / "toy"
+    study = tracked_study(campaign, 2, 3)
+    empty = campaign / "wandb" / f"offline-run-20260101_000000-{run_id('toy', 0.0, 't00001')}"
+    for part in ("files", "logs", "tmp"):  # (as wandb.init makes it)
+        (empty / part).mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        resume_tracking(campaign, study)
+    assert not empty.exists()
+    assert_one_whole_run_per_experiment(campaign, 2, 3)
+    (said,) = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]
+    assert said.startswith("W&B: removed 1 run folder(s) left torn") and empty.name in said
+
+
 def test_a_run_whole_but_not_listed_as_sent_when_its_controller_was_killed_is_not_written_twice(
     tmp_path: Path,
 ) -> None:
