@@ -170,22 +170,36 @@ class WandbTracker:
         this controller sends it again: the torn folder goes, and nothing is lost. Killed once the
         run was whole (`run.finish()` returns once its file is) but before it was listed, the run
         is listed now, not written again: W&B keeps each write under a run id as a run of its own,
-        from step 1, and `wandb sync` sends them all to that id. Only the folders not listed as
-        sent are read: those a killed controller left, and the report's, one a start. Done at the
+        from step 1, and `wandb sync` sends them all to that id. So is a torn run the user sent
+        with `wandb sync` (its `.synced` mark): W&B has it, cut short, and a second write would be
+        sent on top of it. Only the folders not listed as sent are read: those a killed controller
+        left, and the report's, one a start. Done at the
         first update, which only a controller holding the campaign's lock makes: a start is built
         before it takes the lock, and one refused by it would tear the running controller's sends."""
-        from autoresearch.wandb_files import is_whole
+        from autoresearch.wandb_files import is_synced, is_whole
 
-        torn = []
+        torn, synced = [], []
         for run_dir in sorted(self.wandb_dir.glob("offline-run-*")):
             number = experiment_number(run_dir)
             if number in self._queued:
                 continue
             if not is_whole(run_dir):
-                torn.append(run_dir)
-            elif number is not None:
+                if not is_synced(run_dir):
+                    torn.append(run_dir)
+                    continue
+                if number is not None:  # (a report's is written again by each start all the same)
+                    synced.append(run_dir)
+            if number is not None:
                 self._queued.add(number)
                 self._sent(number)
+        if synced:
+            log.warning(
+                "W&B: kept %d run folder(s) left torn by a controller stopped mid-send that were sent "
+                "by hand with `wandb sync` (%s): W&B holds their runs cut short, and they are not "
+                "written again",
+                len(synced),
+                ", ".join(run_dir.name for run_dir in synced),
+            )
         for run_dir in torn:
             shutil.rmtree(run_dir)
         if torn:

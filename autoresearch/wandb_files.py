@@ -60,3 +60,10 @@ def is_whole(run_dir: Path) -> bool:
     data = path.read_bytes() if path is not None else b""
     last = deque(record_bytes(data) if data.startswith(MAGIC) else (), maxlen=1)
     return bool(last) and pb.Record.FromString(last[0]).WhichOneof("record_type") == "exit"
+
+
+def is_synced(run_dir: Path) -> bool:
+    """Whether `wandb sync` sent the run: it marks a data file sent with `<file>.synced` beside it
+    (and passes over a marked run at its next sync)."""
+    path = run_file(run_dir)
+    return path is not None and path.with_name(f"{path.name}.synced").exists()

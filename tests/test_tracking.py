@@ -18,7 +18,7 @@ from conftest import wandb_given_back
 from engine_helpers import REPO, campaign_command, launched_within_budget, load, run_campaign, wait_for
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
-from wandb_records import offline_runs
+from wandb_records import offline_runs, read_run
 
 from autoresearch import tracking
 from autoresearch.config import TrackingConfig
@@ -437,6 +437,30 @@ def test_a_run_folder_left_without_its_data_file_is_removed_and_its_run_written(
     assert_one_whole_run_per_experiment(campaign, 2, 3)
     (said,) = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]
     assert said.startswith("W&B: removed 1 run folder(s) left torn") and empty.name in said
+
+
+def test_a_torn_run_the_user_synced_by_hand_is_kept_not_written_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run torn by a killed controller that the user sent with `wandb sync` (which marks its data
+    file sent with `<file>.synced` beside it) is in W&B already, cut short: the next controller
+    removed its folder and wrote the run again, a second write under the same run id that the
+    next `wandb sync` sent on top of it. It is now listed as sent and kept, and the user told."""
+    campaign = tmp_path / "toy"
+    study = tracked_study(campaign, 3, 1000)
+    kill_mid_send(campaign, "finish")
+    (torn,) = [f for f in (campaign / "wandb").glob("offline-run-*") if f.name.endswith("-t00001")]
+    (data,) = torn.glob("run-*.wandb")
+    data.with_name(data.name + ".synced").touch()  # as `wandb sync` leaves it
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        resume_tracking(campaign, study)
+    assert torn.is_dir() and not is_whole(torn)
+    folders = sorted((campaign / "wandb").glob("offline-run-*"))
+    assert [f.name[-6:] for f in folders] == ["t00000", "t00001", "t00002"]  # trial 1 not written twice
+    assert [read_run(f).exit_code for f in folders if f != torn] == [0, 0]
+    assert sorted(map(int, complete_lines(campaign / "wandb" / SENT_FILE))) == [0, 1, 2]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("W&B:")]
+    assert len(said) == 1 and torn.name in said[0] and "wandb sync" in said[0], said
 
 
 def test_a_run_whole_but_not_listed_as_sent_when_its_controller_was_killed_is_not_written_twice(
