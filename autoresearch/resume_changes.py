@@ -11,7 +11,7 @@ A setting that names a place is compared as the place: `runs` and the same folde
 are no change. A value that may hold a secret is never shown: a storage URL's password is masked, and a value
 with a credential's marks (a URL's user part, an API key's name) is said to have changed only.
 A W&B project or entity changed is also a warning of its own (`tracking_move`): it splits the
-campaign's runs across two projects.
+campaign's runs across projects, and names each that holds some.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, SavedConfigErr
 from autoresearch.files import complete_lines
 from autoresearch.runner import SECRET_MARKERS
 from autoresearch.storage_url import masked
-from autoresearch.tracking import SENT_FILE
+from autoresearch.tracking import SENT_FILE, Place, places_sent_to
 
 _UNSET = object()
 # Settings that name a place: relative to the folder the command runs in, or to the campaign folder.
@@ -33,6 +33,7 @@ PATHS_FROM_THE_COMMAND = frozenset(
     {"runs_dir", "campaign.train_py", "campaign.prepare_py", "campaign.program_md"}
 )
 PATHS_FROM_THE_CAMPAIGN = frozenset({"cluster.submitit_dir"})
+NUMBERS = {2: "two", 3: "three"}  # (of projects a campaign's runs are split across)
 
 
 def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:
@@ -78,24 +79,42 @@ def _saved(saved_config: Path) -> dict | None:
 
 def tracking_move(campaign_dir: Path, cfg: AutoresearchConfig) -> str | None:
     """The warning of a resume whose W&B project or entity is not the last start's, once runs were
-    sent there: W&B moves no run, so those stay where they went, and this start sends the rest and
-    the campaign's report to the new place, splitting the campaign across two projects."""
+    sent elsewhere: W&B moves no run, so those stay where they went (each project the campaign
+    sent to, `places_sent_to`), and this start sends the rest and the campaign's report to the new
+    place, splitting the campaign across projects."""
     before = ((_saved(campaign_dir / SAVED_CONFIG) or {}).get("tracking")) or {}
     now = cfg.tracking
     changed = [key for key in ("project", "entity") if before.get(key) != getattr(now, key)]
     sent = len(complete_lines(campaign_dir / "wandb" / SENT_FILE))
     if now.kind != "wandb" or before.get("kind") != "wandb" or not changed or not sent:
         return None
-    old, new = (
-        _project_said(before.get("project"), before.get("entity")),
-        _project_said(now.project, now.entity),
-    )
-    keep = " ".join(f"tracking.{key}={_override(before.get(key))}" for key in changed)
+    moves = places_sent_to(campaign_dir / "wandb") or [Place(before.get("project"), before.get("entity"))]
+    earlier, here = list(dict.fromkeys(moves)), Place(now.project, now.entity)
+    projects = len({*earlier, here})
+    if projects == 1:  # (all went here: the starts since sent none)
+        return None
+    stay = " and ".join(_project_said(*place) for place in earlier)
+    stay = f"stay in {stay}" if len(earlier) == 1 else f"stay where they went, in {stay}"
+    if here in earlier:
+        hint = "the campaign's runs are split already"
+    elif len(earlier) == 1:
+        hint = f"{_overrides(earlier[0], here)} keeps them in one"
+    else:
+        hint = f"{_overrides(moves[-1], here)}, where the last start sent them, adds none more"
     return (
         f"W&B: {' and '.join(f'tracking.{key}' for key in changed)} changed since the last start: the "
-        f"{sent} experiment run(s) and the reports sent before stay in {old}, and this start sends the "
-        f"rest, and its report, to {new}: the campaign's runs are split across two projects ({keep} "
-        "keeps them in one)"
+        f"{sent} experiment run(s) and the reports sent before {stay}, and this start sends the rest, "
+        f"and its report, to {_project_said(*here)}: the campaign's runs are split across "
+        f"{NUMBERS.get(projects, str(projects))} projects ({hint})"
+    )
+
+
+def _overrides(place: Place, here: Place) -> str:
+    """The settings that send to `place` rather than `here`."""
+    return " ".join(
+        f"tracking.{key}={_override(getattr(place, key))}"
+        for key in Place._fields
+        if getattr(place, key) != getattr(here, key)
     )
 
 

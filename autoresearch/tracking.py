@@ -19,7 +19,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("autoresearch")
 
 SENT_FILE = "sent.txt"
+# Each W&B project (and entity) the campaign's runs were sent to, one JSON line per move, in order:
+# W&B moves no run, so a campaign whose tracking.project changed twice has runs in three places.
+PLACES_FILE = "projects.txt"
 CLOSE_TIMEOUT_S = 120.0
 # Each point is one call of W&B's run.log (about 0.2 ms): a train.py printing every step of a
 # small model would make its run's send take seconds, and the fleet's backlog grow. One line a
@@ -281,6 +284,9 @@ class WandbTracker:
         if not self._told_where:
             self._told_where = True
             log.info("%s", where_runs_are(run.settings, self.wandb_dir, self.campaign))
+            place = Place(self.cfg.project, self.cfg.entity)
+            if place not in places_sent_to(self.wandb_dir)[-1:]:
+                append_line(self.wandb_dir / PLACES_FILE, json.dumps(place._asdict()))
         return run
 
     def _send_experiment(self, t: FrozenTrial) -> None:
@@ -326,6 +332,24 @@ class WandbTracker:
         run = self._init("campaign", name=f"{self.campaign}: report", job_type="report")
         run.log({"report": wandb.Html(report.read_text(encoding="utf-8"))})
         run.finish()
+
+
+class Place(NamedTuple):
+    """A W&B project as the config names it (entity None: the login's default)."""
+
+    project: str | None
+    entity: str | None
+
+
+def places_sent_to(wandb_dir: Path) -> list[Place]:
+    """Where the campaign's runs were sent, in order, one entry per move (`PLACES_FILE`); empty for
+    a campaign that sent nothing, or none since this list was kept. A line that is no place (an
+    edit by hand) is passed over: the list only words a warning."""
+    places = []
+    for line in complete_lines(wandb_dir / PLACES_FILE):
+        with contextlib.suppress(ValueError, TypeError):
+            places.append(Place(**json.loads(line)))
+    return places
 
 
 def where_runs_are(settings: wandb.Settings, wandb_dir: Path, campaign: str) -> str:

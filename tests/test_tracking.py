@@ -15,16 +15,26 @@ import optuna
 import pytest
 import wandb
 from conftest import wandb_given_back
-from engine_helpers import REPO, campaign_command, launched_within_budget, load, run_campaign, wait_for
+from engine_helpers import (
+    REPO,
+    campaign_command,
+    compose_toy,
+    launched_within_budget,
+    load,
+    run_campaign,
+    wait_for,
+)
+from omegaconf import OmegaConf
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 from wandb_records import offline_runs, read_run
 
 from autoresearch import tracking
-from autoresearch.config import TrackingConfig
+from autoresearch.config import SAVED_CONFIG, TrackingConfig
 from autoresearch.files import complete_lines
 from autoresearch.folder_lock import take_lock
 from autoresearch.results import rows
+from autoresearch.resume_changes import tracking_move
 from autoresearch.study import finished
 from autoresearch.tracking import (
     MAX_CURVE_POINTS,
@@ -44,7 +54,7 @@ import sys, threading
 from pathlib import Path
 import optuna, wandb
 from optuna.storages.journal import JournalFileBackend
-from autoresearch.config import TrackingConfig
+from autoresearch.config import SAVED_CONFIG, TrackingConfig
 from autoresearch.tracking import WandbTracker
 campaign, where, held = sys.argv[1], sys.argv[2], sys.argv[3]
 def hold():
@@ -569,3 +579,37 @@ def test_a_test_that_sent_from_its_own_process_leaves_no_wandb_service_to_the_ne
     again = tracked_study(tmp_path / "again", 1, 3)  # and this process starts W&B afresh
     resume_tracking(tmp_path / "again", again)
     assert_one_whole_run_per_experiment(tmp_path / "again", 1, 3)
+
+
+def test_a_second_move_of_the_wandb_project_names_every_project_the_runs_went_to(tmp_path: Path) -> None:
+    """Moved from project A to B, then to C, the campaign's runs are in A and B: the warning named
+    the last start's project alone ("stay in project 'B'"), counted two projects where there are
+    three, and said the last start's setting keeps them in one, though A's runs stay in A."""
+    campaign = tmp_path / "toy"
+    study = tracked_study(campaign, 2, 3)
+    first = optuna.create_study(study_name="toy")  # (the study as the first start left it)
+    first.add_trial(study.trials[0])
+    for project, finished_then in (("A", first), ("B", study)):  # a start in each, sending one experiment
+        tracker = WandbTracker(TrackingConfig(kind="wandb", project=project, mode="offline"), campaign, "toy")
+        tracker.update(finished_then)
+        tracker.close(None)
+    offline_runs(campaign / "wandb")  # (once W&B's service has written them out)
+    place = ("tracking=wandb", "tracking.mode=offline")
+    (campaign / SAVED_CONFIG).write_text(
+        OmegaConf.to_yaml(compose_toy(tmp_path, *place, "tracking.project=B"))
+    )
+    moved = tracking_move(campaign, compose_toy(tmp_path, *place, "tracking.project=C"))
+    assert moved == (
+        "W&B: tracking.project changed since the last start: the 2 experiment run(s) and the reports "
+        "sent before stay where they went, in project 'A' of the login's default entity and project "
+        "'B' of the login's default entity, and this start sends the rest, and its report, to project "
+        "'C' of the login's default entity: the campaign's runs are split across three projects "
+        "(tracking.project=B, where the last start sent them, adds none more)"
+    )
+    back = tracking_move(campaign, compose_toy(tmp_path, *place, "tracking.project=A"))
+    assert (
+        back is not None
+        and "split across two projects" in back
+        and "stay where they went, in project 'A'" in back
+    )
+    assert back.endswith("(the campaign's runs are split already)")
