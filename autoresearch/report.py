@@ -145,18 +145,32 @@ def busy_hours(intervals: list[tuple[float, float]]) -> float:
     return total / 3600
 
 
+def _text(value: Any) -> str:
+    """A user attr shown as words: a study written by another version, or edited, may hold one of
+    another type (a number, a list, None), which is one odd value on the page, not no page."""
+    return "" if value is None else str(value)
+
+
+def _number(value: Any) -> float | None:
+    """A user attr that should be a number, or None where it is none (see `_text`)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _kept_change(campaign_dir: Path, t: FrozenTrial, reruns: dict[str, list[float]]) -> KeptChange:
     attrs = t.user_attrs
-    diff_path = campaign_dir / attrs.get("exp_dir", "") / "train.diff"
+    diff_path = campaign_dir / _text(attrs.get("exp_dir")) / "train.diff"
     return KeptChange(
         trial=t.number,
-        description=attrs.get("description", ""),
-        hypothesis=attrs.get("hypothesis", ""),
-        source=attrs.get("source", ""),
+        description=_text(attrs.get("description")),
+        hypothesis=_text(attrs.get("hypothesis")),
+        source=_text(attrs.get("source")),
         val_bpb=float(t.value),
-        delta=attrs.get("delta"),
-        commit=attrs.get("commit", ""),
-        reason=attrs.get("reason", ""),
+        delta=_number(attrs.get("delta")),
+        commit=_text(attrs.get("commit")),
+        reason=_text(attrs.get("reason")),
         reruns=reruns,
         # (as UTF-8 whatever the locale, its damage replaced: a file written under another locale,
         # or damaged, is one odd character in the page, not a report that cannot be written)

@@ -704,3 +704,20 @@ def test_a_campaign_that_cannot_go_on_still_ends_with_what_it_spent(tmp_path: Pa
     assert report.ran >= 3 and report.gpu_dollars > 0  # (the baselines ran, and crashed)
     said = [line.split(" INFO ", 1)[-1].lstrip() for line in proc.stdout.splitlines()]
     assert "ERROR" in proc.stdout.splitlines()[-3] and said[-2:] == headline(report)
+
+
+def test_a_kept_change_whose_attrs_are_of_other_types_is_shown_not_a_report_refused(tmp_path: Path) -> None:
+    """A study written by another version, or edited, may hold a kept trial's words as a number or
+    None, its delta as a string: the report ended in a traceback ("Unknown format code 'f' for
+    object of type 'str'") and no page was written. Each is shown as it reads, a delta that is no
+    number left out."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen")
+    odd = {"description": 123, "hypothesis": None, "source": None, "commit": 5, "reason": ["beat it"]}
+    add_run(study, 1.9, 70.0, 60.0, status="keep", tier="screen", delta="-0.1", **odd)
+    add_run(study, 1.8, 140.0, 60.0, status="keep", tier="screen", delta=[1], description=None)
+    write_report(study, tmp_path, compose_toy(tmp_path))
+    page = (tmp_path / "report.html").read_text()
+    assert "<h3>trial 1: 123</h3>" in page and "(-0.100000 against the frontier)" in page
+    assert "<code>5</code>" in page and "proposed by ?" in page and html.escape("['beat it']") in page
+    assert "<h3>trial 2: </h3>" in page and "val_bpb 1.800000;" in page
