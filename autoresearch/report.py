@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import (
     Rate,
+    add_hours,
     by_pool,
     dollars_of,
     earlier_prices,
@@ -118,6 +119,7 @@ class CampaignReport:
     kept: list[KeptChange]
     failure_reasons: list[tuple[str, int]] = field(default_factory=list)
     controller: str | None = None  # running, or stopped and why (`heartbeat.controller_state`)
+    awaiting: int = 0  # ran, their decision not made (`ran_undecided`): of `ran`, not `running`
 
     @property
     def gpu_hours(self) -> dict[str, float]:
@@ -202,6 +204,13 @@ def keep_rule(c: Any) -> str:
     )
 
 
+def ran_undecided(study: optuna.Study) -> list[FrozenTrial]:
+    """The experiments that ran and await their decision: a promoted change, until its re-runs
+    are in, or a result waiting for the runs it is compared with, stays a running trial, yet its
+    run, its hours and its place in the speed-up are done."""
+    return [t for t in trials(study, TrialState.RUNNING) if t.user_attrs.get("ended_at") is not None]
+
+
 def build_report(
     study: optuna.Study, campaign_dir: Path, cfg: Any, ended: str | None = None
 ) -> CampaignReport:
@@ -215,7 +224,8 @@ def build_report(
         for r in table
         if r["status"] == "keep"
     ]
-    ran = [t for t in done.values() if experiment_ran(t)]
+    undecided = ran_undecided(study)
+    ran = [t for t in [*done.values(), *undecided] if experiment_ran(t)]
     intervals = [
         (t.user_attrs.get("launched_at") or t.user_attrs["started_at"], t.user_attrs["ended_at"]) for t in ran
     ]
@@ -224,6 +234,8 @@ def build_report(
         for t, (launched, _) in zip(ran, intervals, strict=True)
     )
     hours = rated_hours(study)
+    for t in undecided:
+        add_hours(hours, t, earlier_prices(study))
     prices = pool_prices(cfg)
     reasons = Counter(str(r["reason"])[:120] for r in table if r["status"] in FAILED)
     c = cfg.campaign
@@ -242,7 +254,7 @@ def build_report(
         settings=settings,
         started_at=float(study.user_attrs.get("started_at", 0.0)),
         last_result_at=max((t.user_attrs["ended_at"] for t in ran), default=None),
-        running=len(trials(study, TrialState.RUNNING)),
+        running=len(trials(study, TrialState.RUNNING)) - len(undecided),
         queued=len(trials(study, TrialState.WAITING)),
         counts=dict(Counter(r["status"] for r in table)),
         ran=len(ran),
@@ -256,6 +268,7 @@ def build_report(
         kept=kept,
         failure_reasons=reasons.most_common(MAX_REASONS),
         controller=controller_state(campaign_dir) if ended is None else stopped_line(time.time(), ended),
+        awaiting=len(undecided),
     )
 
 

@@ -160,6 +160,8 @@ def render_html(r: CampaignReport, plot_png: bytes | None) -> str:
     )
     if r.queued:
         state += unlaunched_note(r.controller)
+    if r.awaiting:
+        state += f", {r.awaiting} ran and awaiting a decision"
     controller = f"Controller: {escape(r.controller)}." if r.controller else ""
     settings = _table(["setting", "value"], [[escape(k), escape(v)] for k, v in r.settings.items()])
     counts = ", ".join(f"{n} {escape(status)}" for status, n in sorted(r.counts.items()))

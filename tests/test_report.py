@@ -721,3 +721,27 @@ def test_a_kept_change_whose_attrs_are_of_other_types_is_shown_not_a_report_refu
     assert "<h3>trial 1: 123</h3>" in page and "(-0.100000 against the frontier)" in page
     assert "<code>5</code>" in page and "proposed by ?" in page and html.escape("['beat it']") in page
     assert "<h3>trial 2: </h3>" in page and "val_bpb 1.800000;" in page
+
+
+def test_experiments_that_ran_and_await_their_decision_are_counted_as_run_not_running(tmp_path: Path) -> None:
+    """A promoted change stays a running trial until its re-runs decide it: a campaign whose only
+    experiments were promoted (its budget spent, say) had a report saying "3 running", "no
+    experiment has run yet" for its cost and speed-up, and no hours, though each had run."""
+    study = optuna.create_study(study_name="toy")
+    for number in range(3):  # each ran for a minute, its run ended, its decision not made
+        times = {
+            "launched_at": 100.0 * number,
+            "started_at": 100.0 * number + 1,
+            "ended_at": 100.0 * number + 61,
+        }
+        place = {"exp_dir": f"experiments/{number:05d}", "pool": "local", "gpu_type": "cpu", "tier": "screen"}
+        study.enqueue_trial({}, user_attrs={**times, **place, "promoted": True, "val_bpb": 1.9})
+        study.ask()
+    study.enqueue_trial({}, user_attrs={"tier": "screen", "validates": 0})  # a re-run, running
+    study.ask()
+    report = build_report(study, tmp_path, compose_toy(tmp_path))
+    assert (report.ran, report.running, report.awaiting) == (3, 1, 3)
+    assert headline(report)[0] == "cost: 0.05 CPU-hours"
+    assert headline(report)[1].startswith("3 experiments in flight for 0.05 h")
+    page = render_html(report, None)
+    assert "1 running, 0 queued, 3 ran and awaiting a decision." in page
