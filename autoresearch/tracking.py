@@ -293,8 +293,8 @@ class WandbTracker:
         """One trial's W&B run. Its records are read first: a trial whose records do not read is
         left out (and not tried again), while W&B's own errors stop sending (`_send_all`)."""
         attrs = t.user_attrs
-        exp_dir = self.dir / attrs["exp_dir"] if "exp_dir" in attrs else None
         try:
+            exp_dir = self.dir / attrs["exp_dir"] if "exp_dir" in attrs else None
             config, summary = experiment_config(t), experiment_summary(t)
             curve = training_curve(exp_dir / "run.log") if exp_dir is not None else []
             curve = thinned(curve, MAX_CURVE_POINTS)

@@ -613,3 +613,21 @@ def test_a_second_move_of_the_wandb_project_names_every_project_the_runs_went_to
         and "stay where they went, in project 'A'" in back
     )
     assert back.endswith("(the campaign's runs are split already)")
+
+
+def test_a_trial_whose_folder_attr_is_no_path_is_left_out_not_the_campaigns_tracking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trial's exp_dir of another type (a study edited, or written by another version) was read
+    outside the check of a trial's records: its TypeError was taken for W&B refusing, and nothing
+    more was sent by that controller. The trial is now left out, and the rest sent."""
+    campaign = tmp_path / "toy"
+    study = optuna.create_study(study_name="toy")
+    for exp_dir in ("experiments/00000", 5, "experiments/00002"):
+        attrs = {"exp_dir": exp_dir, "status": "discard"}
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=2.0, user_attrs=attrs))
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        resume_tracking(campaign, study)
+    assert sorted(offline_runs(campaign / "wandb")) == [run_id("toy", 0.0, f"t{n:05d}") for n in (0, 2)]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("W&B:")]
+    assert len(said) == 1 and said[0].startswith("W&B: trial 1 left out: its records do not read"), said
