@@ -21,7 +21,8 @@ def plot_title(table: list[dict[str, Any]], name: str) -> str:
     """The campaign, the experiments that ran (as report.html counts them: not those lost or
     cancelled before they started) and how many crashed."""
     crashes = sum(1 for r in table if r["status"] == "crash")
-    return f"{name}: {sum(1 for r in table if row_ran(r))} experiments, {crashes} crashed"
+    ran = sum(1 for r in table if row_ran(r))
+    return f"{name}: {ran} experiment{'' if ran == 1 else 's'}, {crashes} crashed"
 
 
 def screen_points(table: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
@@ -75,6 +76,8 @@ def progress_figure(table: list[dict[str, Any]], title: str) -> Figure:
         xs, ys = zip(*baseline, strict=True)
         ax.scatter(xs, ys, s=30, c="#2c7bb6", marker="s", label="baseline", zorder=3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # experiments are counted: no 2.5th
+    if len(ran) == 1:  # (matplotlib's axis around one point is a tenth wide: its own tick alone)
+        ax.set_xticks([ran[0][0]])
     ax.set_xlabel("experiment (in order of completion)")
     ax.set_ylabel("val_bpb: validation bits per byte (lower is better)")
     ax.set_title(plot_title(table, title))

@@ -745,3 +745,19 @@ def test_experiments_that_ran_and_await_their_decision_are_counted_as_run_not_ru
     assert headline(report)[1].startswith("3 experiments in flight for 0.05 h")
     page = render_html(report, None)
     assert "1 running, 0 queued, 3 ran and awaiting a decision." in page
+
+
+def test_a_plot_of_one_experiment_has_one_tick_and_says_one_experiment(tmp_path: Path) -> None:
+    """The first report of a campaign, its baseline alone: the axis around the one point was a
+    tenth wide, so its ticks were 0.945, 0.960 ... (experiments are whole), and the title said
+    "1 experiments"."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen", partition="local")
+    table = rows(study)
+    assert plot_title(table, "toy") == "toy: 1 experiment, 0 crashed"
+    fig = progress_figure(table, "toy")
+    try:
+        low, high = fig.axes[0].get_xlim()
+        assert [t for t in fig.axes[0].get_xticks() if low <= t <= high] == [1]
+    finally:
+        plt.close(fig)
