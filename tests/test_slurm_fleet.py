@@ -2094,6 +2094,55 @@ def test_a_job_gone_from_squeue_while_sacct_fails_waits_for_sacct_to_say_how_it_
 
 
 @pytest.mark.slurm
+def test_a_job_gone_before_its_runner_began_while_sacct_fails_is_lost_at_a_bound_said_at_once(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pending job cancelled while slurmdbd was down, let go of by slurmctld (MinJobAge) before a
+    controller resumed, was waited on for as long as sacct failed, its slot held, without a word.
+    Its runner never began, so nothing of it ran: the wait is now said at once with its bound, and
+    at the bound the run is lost (queued again). A job whose runner began still waits for sacct."""
+    for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS"):  # every poll asks and judges
+        monkeypatch.setattr(slurm_fleet, knob, 0.0)
+    monkeypatch.setattr(slurm_fleet, "UNSTARTED_GONE_SECONDS", 2.0)
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    sbatch = ["sbatch", "--parsable", "-p", "h100", "-o", "/dev/null", "--wrap", "true"]
+    held = subprocess.run([*sbatch, "--hold"], capture_output=True, text=True, check=True).stdout.strip()
+    ran = subprocess.run(sbatch, capture_output=True, text=True, check=True).stdout.strip()
+    experiments = {i: make_experiment(tmp_path, "", name=f"e{i}", trial=i) for i in (1, 2)}
+    (experiments[2] / "started.json").write_text(json.dumps({"started_at": time.time(), "slurm_job_id": ran}))
+    finished: dict[int, dict[str, object]] = {}
+    try:
+        _stop_accounting()
+        subprocess.run(["scancel", held], check=True)
+        wait_for(lambda: queue_states({held, ran}) == {}, 180, "slurmctld to let go of both jobs (MinJobAge)")
+        fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
+        for trial, job in ((1, held), (2, ran)):
+            assert fleet.reattach(JobSpec(trial, experiments[trial], "h100"), f"slurm:h100:{job}")
+
+        def judged() -> bool:
+            finished.update({f.trial: f.outcome for f in fleet.poll()})
+            return 1 in finished
+
+        assert not judged()
+        said_at_once = [
+            r.getMessage() for r in caplog.records if "before its runner started" in r.getMessage()
+        ]
+        wait_for(judged, 30, "the job that never began to be lost at the bound")
+        for _ in range(3):
+            judged()  # (trial 2's runner began: only sacct can say how it ended)
+    finally:
+        subprocess.run(["bash", str(SLURM_UP)], check=True, capture_output=True)
+    assert said_at_once == [
+        f"trial 1: Slurm job {held} left the queue before its runner started, and sacct fails: how it "
+        "ended is sacct's to say; the trial waits for it 0 min at most, then is lost and queued again"
+    ]
+    assert finished[1]["status"] == "lost" and str(finished[1]["reason"]).startswith(
+        f"{held} left Slurm's queue before its runner started, and sacct failed for "
+    )
+    assert (experiments[1] / "abandoned.json").exists() and 2 not in finished
+
+
+@pytest.mark.slurm
 def test_a_job_sent_after_an_outage_is_adopted_by_a_resumed_controller(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -89,6 +89,10 @@ STATE_POLL_SECONDS = 10.0  # at most one sacct call this often, for every job at
 PENDING_POLL_SECONDS = 60.0  # and one squeue call, while a job is pending (why: `_warn_never_starting`)
 SETTLE_SECONDS = 10.0  # a job over without a result: wait this long for the result file (shared FS lag)
 UNKNOWN_SECONDS = 120.0  # a job Slurm has no record of for this long is lost
+# A job gone from squeue before its runner began, while sacct fails: how it ended (a scancel, a
+# failure to start) is sacct's to say, and waited for this long of squeue's answers at most before
+# the run is lost and queued again, so a long slurmdbd outage holds no slot for ever.
+UNSTARTED_GONE_SECONDS = 600.0
 SENT_LATE_FILE = "sent.json"  # the Slurm job of an experiment sent after an outage, which its handle lacks
 SIGNAL_DELAY_S = 120  # Slurm signals a job (USR2) this long before its time limit; the runner stops then
 LIMIT_MARGIN_S = 60  # the job's start before its runner's, and Slurm's delay in signalling, at most
@@ -106,6 +110,9 @@ class _Tracked:
     # when that was last counted (None while nobody answers: the clock stops).
     unknown_for: float = 0.0
     unknown_at: float | None = None
+    # The same, counted on squeue's answers while sacct fails, for a job whose runner never began.
+    unstarted_for: float = 0.0
+    unstarted_at: float | None = None
     unsent: bool = False  # sbatch could not reach Slurm: sent again from `poll`
     suspended_at: float | None = None  # when Slurm last showed it suspended: its deadline waits
     suspended_s: float = 0.0
@@ -552,7 +559,13 @@ class SlurmFleet:
             t.over_since = None
             if slurm_id not in gone:
                 return None
-            lost = {"trial": t.job.trial, "status": "lost", "reason": f"Slurm has no record of {slurm_id}"}
+            reason = f"Slurm has no record of {slurm_id}"
+            if t.unknown_for <= UNKNOWN_SECONDS:  # (overdue on squeue's answers alone: sacct failing)
+                reason = (
+                    f"{slurm_id} left Slurm's queue before its runner started, and sacct failed for "
+                    f"{t.unstarted_for:.0f} s after: how it ended is unknown"
+                )
+            lost = {"trial": t.job.trial, "status": "lost", "reason": reason}
             return self._done(t, lost, abandon=True)
         over = outcome_for_state(attempt_state(attempts, attempt), t.job.trial)
         if outcome is not None:  # the runner was interrupted: Slurm knows by what
@@ -659,19 +672,41 @@ class SlurmFleet:
         """The jobs that neither sacct nor squeue has shown for UNKNOWN_SECONDS of sacct's answers:
         the clock stops while sacct fails (slurmdbd down), so an outage alone loses nothing. A job
         squeue no longer holds then may have finished; only sacct can say how, so it waits for
-        sacct (its result file, read first, may tell sooner)."""
+        sacct (its result file, read first, may tell sooner). One whose runner never began ran
+        nothing of its experiment, so that wait is bounded: UNSTARTED_GONE_SECONDS of squeue's
+        answers, said when it begins (a slurmdbd outage can last hours)."""
         overdue = set()
         answering = self._states_from == "sacct"
         for t, outcome, job in waiting:
             if job is None or outcome is not None or states.get(job[0]):
                 t.unknown_for, t.unknown_at = 0.0, None
+                t.unstarted_for, t.unstarted_at = 0.0, None
                 continue
             if answering and t.unknown_at is not None:
                 t.unknown_for += now - t.unknown_at
             t.unknown_at = now if answering else None
-            if t.unknown_for > UNKNOWN_SECONDS:
+            self._count_unstarted_gone(t, job[0], now)
+            if t.unknown_for > UNKNOWN_SECONDS or t.unstarted_for > UNSTARTED_GONE_SECONDS:
                 overdue.add(job[0])
         return overdue & self._gone
+
+    def _count_unstarted_gone(self, t: _Tracked, slurm_id: str, now: float) -> None:
+        """Count the time squeue, alone answering, has not listed a job whose runner never began."""
+        counting = (
+            self._states_from == "squeue"
+            and slurm_id in self._gone
+            and not (t.job.exp_dir / STARTED_FILE).exists()
+        )
+        if counting and t.unstarted_at is None and t.unstarted_for == 0.0:
+            log.warning(
+                "trial %d: Slurm job %s left the queue before its runner started, and sacct fails: "
+                "how it ended is sacct's to say; the trial waits for it %.0f min at most, then is "
+                "lost and queued again",
+                t.job.trial, slurm_id, UNSTARTED_GONE_SECONDS / 60,
+            )  # fmt: skip
+        if counting and t.unstarted_at is not None:
+            t.unstarted_for += now - t.unstarted_at
+        t.unstarted_at = now if counting else None
 
     def _done(self, t: _Tracked, outcome: dict[str, Any], abandon: bool = False) -> Finished:
         """Stop tracking a trial; make sure Slurm will not run its workspace again."""
