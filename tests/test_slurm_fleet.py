@@ -2143,6 +2143,44 @@ def test_a_job_gone_before_its_runner_began_while_sacct_fails_is_lost_at_a_bound
 
 
 @pytest.mark.slurm
+def test_a_task_that_began_and_died_through_a_slurmdbd_backlog_is_judged_by_how_squeue_says_it_ended(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sacct answering from before a task started (a slurmdbd backlog: it has not heard of the
+    start) lists it pending, and that record stood over squeue's that the task had ended: the task
+    waited until slurmctld let go of it, then was lost, or, its runner not begun, taken for a task
+    cancelled while pending. squeue's newer word now stands: its runner killed, it is a crash."""
+    for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS"):  # every poll asks and judges
+        monkeypatch.setattr(slurm_fleet, knob, 0.0)
+    backlog = tmp_path / "sacct-before-the-start"  # sacct's answer from before the task began
+    sacct = f'if [ -s "{backlog}" ]; then cat "{backlog}"; exit 0; fi; exec "{shutil.which("sacct")}" "$@"'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sacct=sacct)}:{os.environ['PATH']}")
+    pending = "+cluster.partitions.h100.extra_sbatch.begin=now+1hour"  # sent, it stays pending
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM, pending).cluster, 60, str(tmp_path))
+    dies = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"  # its runner, and the job with it
+    job = JobSpec(1, make_experiment(tmp_path, dies, name="e1", trial=1), "h100")
+    task = fleet.submit([job])[1].rpartition(":")[2]
+    array = task.split("_")[0]
+    asked = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit,Suspended", "-j", array]
+    finished: list[Finished] = []
+    try:
+        wait_for(lambda: "PENDING" in _run_out(asked), 30, "sacct to record the pending task")
+        backlog.write_text(_run_out(asked))
+        subprocess.run(["scontrol", "update", f"JobId={array}", "StartTime=now"], check=True)
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 50, "the task's end (within MinJobAge)")
+    finally:
+        fleet.shutdown(cancel=True)
+    assert (job.exp_dir / "started.json").exists()
+    assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
+        (1, "crash", "Slurm FAILED without a result")
+    ]
+
+
+def _run_out(cmd: list[str]) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.slurm
 def test_a_job_sent_after_an_outage_is_adopted_by_a_resumed_controller(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -789,8 +789,10 @@ class SlurmFleet:
         of them is cancelled alone (Slurm keeps no record of that task). A job is taken for gone
         (`_gone`) only when neither has it; one never started then has no record, whatever sacct
         said, and an array task gone while squeue or sacct still lists its array was taken out of
-        it on its own (`_dropped`, `dropped_tasks`). sacct's attempts stand where it has them:
-        squeue names no attempt's end.
+        it on its own (`_dropped`, `dropped_tasks`). sacct's attempts stand where it has more than
+        a pending record (squeue names no attempt's end); where it has that alone, squeue's word,
+        newer, stands while it has one: a task that started and ended through a slurmdbd backlog is
+        judged by how it ended, not taken, once squeue let go of it, for one cancelled while pending.
         """
         now = time.monotonic()
         if ids and now - self._states_at >= STATE_POLL_SECONDS:
@@ -807,8 +809,12 @@ class SlurmFleet:
                 self._gone |= missing - set(listed)
                 self._dropped |= dropped_tasks(missing - set(listed), listed, found or {})
             if self._states_from:  # a job the answers leave out has no record now, whatever it had
+                # sacct's record of a job it lacks, or has only as pending, is older than squeue's:
+                # accounting lags, and through a slurmdbd backlog it has not heard of a start yet.
                 lacking = {
-                    i: listed[i] for i in missing if listed and i in listed and not (found or {}).get(i)
+                    i: listed[i]
+                    for i in missing
+                    if listed and i in listed and (found or {}).get(i, []) in ([], ["PENDING"])
                 }
                 found = {**(found or {}), **lacking}
                 stale = {i for i in self._gone & set(ids) if found.get(i) == ["PENDING"]}
