@@ -74,6 +74,27 @@ def _signal_in_turn(job: subprocess.Popen[str], seen: Path, *signals: signal.Sig
         )
 
 
+def test_a_submit_folder_without_the_interpreter_is_refused_in_one_line_that_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """Submitted from a folder with no .venv (autoresearch installed elsewhere) and without
+    AUTORESEARCH_PYTHON, the job ended in bash's 'No such file or directory', exit 127; it now
+    says what to do in one line, exit 2, a configuration error."""
+    env = {k: v for k, v in os.environ.items() if k != "AUTORESEARCH_PYTHON"}
+    job = subprocess.run(
+        ["bash", str(SCRIPT), "+campaign=demo"],
+        env={**env, "SLURM_SUBMIT_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (job.returncode, job.stdout) == (2, "")
+    assert job.stderr == (
+        f"no interpreter .venv/bin/python in {tmp_path}: run 'make install' there, or set AUTORESEARCH_PYTHON "
+        "to the python that has autoresearch installed, then submit again\n"
+    )
+
+
 def test_a_controller_stopped_by_its_time_limit_then_a_term_is_requeued(tmp_path: Path) -> None:
     """Slurm's USR1 before the time limit, then a TERM (an scancel --signal, a node drain): the
     script passes each on (the USR1 as USR1, so that the controller can say why it stops; the
