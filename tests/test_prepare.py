@@ -164,17 +164,17 @@ def test_a_damaged_offline_cache_is_rebuilt(
     prepare_mod: ModuleType, offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A tokenizer or corpus file cut short was trusted: prepare.py said "ready" and every run
-    died unpickling it ("pickle data was truncated") or in pyarrow."""
+    died reading it or in pyarrow."""
     cache = tmp_path / "cache"
     shutil.copytree(offline_cache, cache)
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
-    tokenizer = prepare_mod.tokenizer_dir() / "tokenizer.pkl"
+    tokenizer = prepare_mod.tokenizer_dir() / "tokenizer.json"
     val = prepare_mod.data_dir() / "val.parquet"
     whole_tokenizer, whole_val = tokenizer.read_bytes(), pq.read_table(val)
     tokenizer.write_bytes(whole_tokenizer[:1000])
     val.write_bytes(val.read_bytes()[:5000])
     # What the kill that damaged them could leave too: writes' temporaries, one of them a live one.
-    killed = [val.with_name("val.parquet.9-killed.tmp"), tokenizer.with_name("tokenizer.pkl.9-killed.tmp")]
+    killed = [val.with_name("val.parquet.9-killed.tmp"), tokenizer.with_name("tokenizer.json.9-killed.tmp")]
     live = val.with_name("train.parquet.7-live.tmp")
     for tmp in [*killed, live]:
         tmp.write_bytes(b"half a file")
@@ -184,6 +184,72 @@ def test_a_damaged_offline_cache_is_rebuilt(
     assert enc.n_vocab == prepare_mod.VOCAB_SIZE and tokenizer.read_bytes() == whole_tokenizer
     assert pq.read_table(prepare_mod.split_files("val")[0]).equals(whole_val)
     assert not any(tmp.exists() for tmp in killed) and live.exists()
+
+
+def test_the_tokenizer_file_holds_the_trained_bpe_exactly(
+    prepare_mod: ModuleType, use_offline_cache: Path
+) -> None:
+    """Stored as data (base64 token bytes in rank order), it reads back as the BPE rustbpe trains
+    on the same text, rank for rank, and encodes the validation text as that BPE does."""
+    import rustbpe
+    import tiktoken
+
+    texts = [t for batch in prepare_mod.iter_texts("train", passes=1) for t in batch]
+    bpe = rustbpe.Tokenizer()
+    bpe.train_from_iterator(iter(texts), prepare_mod.VOCAB_SIZE - len(prepare_mod.SPECIAL_TOKENS))
+    ranks = {bytes(token): rank for token, rank in bpe.get_mergeable_ranks()}
+    specials = {t: len(ranks) + i for i, t in enumerate(prepare_mod.SPECIAL_TOKENS)}
+    trained = tiktoken.Encoding(
+        name="t", pat_str=bpe.get_pattern(), mergeable_ranks=ranks, special_tokens=specials
+    )
+
+    path = prepare_mod.tokenizer_dir() / "tokenizer.json"
+    loaded = prepare_mod._read_tokenizer(path, prepare_mod.VOCAB_SIZE)
+    assert loaded._mergeable_ranks == ranks and loaded._special_tokens == specials
+    assert any(not token.isascii() for token in ranks)  # (bytes that are not text round-trip too)
+    val = "\n".join(t for batch in prepare_mod.iter_texts("val", passes=1) for t in batch)
+    assert loaded.encode(val, allowed_special="all") == trained.encode(val, allowed_special="all")
+
+
+class _Planted:
+    """A pickle that, unpickled, makes the folder `marker`: what a writer of a shared cache could
+    leave as tokenizer.pkl to run code in every experiment that reads it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_planted_pickle_in_the_cache_is_never_run(
+    prepare_mod: ModuleType, offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The tokenizer was a pickle, read with pickle.loads from the cache, which on a cluster is a
+    shared folder: anyone able to write there ran code in every run. A tokenizer.pkl (the old
+    format, or a planted one) is now never read; the tokenizer is trained again, said in a line."""
+    import pickle
+
+    cache = tmp_path / "cache"
+    shutil.copytree(offline_cache, cache)
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
+    folder = prepare_mod.tokenizer_dir()
+    for trained in folder.iterdir():
+        trained.unlink()
+    marker = tmp_path / "the-pickle-ran"
+    (folder / "tokenizer.pkl").write_bytes(pickle.dumps(_Planted(marker)))
+    lines: list[str] = []
+    monkeypatch.setattr(prepare_mod, "log", lines.append)
+    monkeypatch.setattr(prepare_mod, "_TOKENIZERS", {})
+
+    enc = prepare_mod.load_tokenizer()
+    assert not marker.exists()
+    whole = (offline_cache / folder.relative_to(cache) / "tokenizer.json").read_bytes()
+    assert enc.n_vocab == prepare_mod.VOCAB_SIZE and (folder / "tokenizer.json").read_bytes() == whole
+    assert (
+        lines[0]
+        == f"{folder / 'tokenizer.pkl'} is a pickle, which is never read: training the tokenizer again"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

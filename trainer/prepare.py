@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import base64
 import bisect
 import builtins
 import contextlib
@@ -29,7 +30,6 @@ import io
 import json
 import math
 import os
-import pickle
 import platform
 import queue
 import random
@@ -210,6 +210,9 @@ DOWNLOAD_READ_TIMEOUT_S = 60.0  # a server silent this long mid-shard fails the 
 PROGRESS_EVERY_S = 5.0  # how often a download reports the bytes received so far
 TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
 TOKENIZER_REPORT_CHARS = 100_000_000  # progress line every this many characters read
+TOKENIZER_FILE = "tokenizer.json"  # data only (_tokenizer_json), so reading it runs no code
+TOKENIZER_FORMAT = 1
+OLD_TOKENIZER_FILE = "tokenizer.pkl"  # the pickle of harnesses before December 2026, never read
 
 # Dense bf16 tensor-core peaks, matched in order on torch.cuda.get_device_name (first hit wins).
 PEAK_BF16_FLOPS = (
@@ -791,8 +794,8 @@ def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> 
     """BPE with rustbpe on the training split, saved for tiktoken; cached per (data, vocab size)."""
     import rustbpe
 
-    path = tokenizer_dir(source, vocab_size) / "tokenizer.pkl"
-    if _cached_tokenizer(path) is not None:
+    path = tokenizer_dir(source, vocab_size) / TOKENIZER_FILE
+    if _cached_tokenizer(path, vocab_size) is not None:
         return path
 
     def texts() -> Iterator[str]:
@@ -816,25 +819,60 @@ def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> 
     ranks = {bytes(token): rank for token, rank in bpe.get_mergeable_ranks()}
     if len(ranks) != vocab_size - len(SPECIAL_TOKENS):
         raise RuntimeError(f"corpus too small for a {vocab_size}-token vocabulary ({len(ranks)} merges)")
-    spec = {
-        "name": path.parent.name,
-        "pat_str": bpe.get_pattern(),
-        "mergeable_ranks": ranks,
-        "special_tokens": {tok: len(ranks) + i for i, tok in enumerate(SPECIAL_TOKENS)},
-    }
-    _write_atomic(path, pickle.dumps(spec))
+    _write_atomic(path, _tokenizer_json(path.parent.name, bpe.get_pattern(), ranks))
     log(f"tokenizer trained in {time.time() - started:.1f} s: {path}")
     return path
 
 
-def _cached_tokenizer(path: Path) -> tiktoken.Encoding | None:
+def _tokenizer_json(name: str, pattern: str, ranks: dict[bytes, int]) -> bytes:
+    """The tokenizer as data only: the token bytes in base64, in rank order, its split pattern and
+    its name. (A pickle, its former format, runs code when read, and the cache may be a folder
+    others can write.) The special tokens follow the ranks, in SPECIAL_TOKENS order."""
+    tokens = sorted(ranks, key=ranks.__getitem__)
+    if [ranks[token] for token in tokens] != list(range(len(tokens))):
+        raise RuntimeError(f"the BPE's ranks are not 0 to {len(tokens) - 1}")
+    spec = {
+        "format": TOKENIZER_FORMAT,
+        "name": name,
+        "pat_str": pattern,
+        "mergeable_ranks": [base64.b64encode(token).decode("ascii") for token in tokens],
+    }
+    return json.dumps(spec, indent=0).encode()
+
+
+def _read_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding:
+    """The tokenizer at `path`, checked to be this format and of `vocab_size` tokens; raises
+    ValueError (or KeyError, TypeError) on anything else."""
+    spec = json.loads(path.read_bytes())
+    if spec.get("format") != TOKENIZER_FORMAT:
+        raise ValueError(f"format {spec.get('format')!r}, not {TOKENIZER_FORMAT}")
+    tokens = [base64.b64decode(token, validate=True) for token in spec["mergeable_ranks"]]
+    if len(tokens) + len(SPECIAL_TOKENS) != vocab_size or len(set(tokens)) != len(tokens):
+        raise ValueError(f"{len(set(tokens))} distinct tokens, not {vocab_size - len(SPECIAL_TOKENS)}")
+    if not (isinstance(spec["name"], str) and isinstance(spec["pat_str"], str)):
+        raise TypeError("name and pat_str must be strings")
+    return tiktoken.Encoding(
+        name=spec["name"],
+        pat_str=spec["pat_str"],
+        mergeable_ranks={token: rank for rank, token in enumerate(tokens)},
+        special_tokens={token: len(tokens) + i for i, token in enumerate(SPECIAL_TOKENS)},
+    )
+
+
+def _cached_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding | None:
     """The tokenizer saved at `path`; None when there is none, or when it is damaged (a disk
-    fault, a copy cut short), so that it is trained again rather than trusted."""
+    fault, a copy cut short), so that it is trained again rather than trusted. A tokenizer.pkl
+    beside it, the former format, is never read: unpickling a file of a shared cache would run
+    whatever code its writer put in it."""
     if not path.exists():
+        if path.with_name(OLD_TOKENIZER_FILE).exists():
+            log(
+                f"{path.with_name(OLD_TOKENIZER_FILE)} is a pickle, which is never read: training the tokenizer again"
+            )
         return None
     try:
-        return tiktoken.Encoding(**pickle.loads(path.read_bytes()))
-    except Exception as err:  # unpickling garbage raises almost anything
+        return _read_tokenizer(path, vocab_size)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # (json's errors are ValueErrors)
         log(f"{path} is damaged ({type(err).__name__}: {err}): training it again")
         return None
 
@@ -845,14 +883,14 @@ _TOKENIZERS: dict[Path, tiktoken.Encoding] = {}
 def load_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> tiktoken.Encoding:
     """The cached tokenizer. The offline corpus and its tokenizer are built (or repaired) on first
     use, in seconds."""
-    path = tokenizer_dir(source, vocab_size) / "tokenizer.pkl"
+    path = tokenizer_dir(source, vocab_size) / TOKENIZER_FILE
     if path not in _TOKENIZERS:
-        enc = _cached_tokenizer(path)  # read once: every experiment loads it
+        enc = _cached_tokenizer(path, vocab_size)  # read once: every experiment loads it
         if enc is None:  # absent or damaged: built (offline) or trained, then read
             if source == "offline":
                 build_offline_corpus()
             train_tokenizer(source, vocab_size)
-            enc = tiktoken.Encoding(**pickle.loads(path.read_bytes()))
+            enc = _read_tokenizer(path, vocab_size)
         _TOKENIZERS[path] = enc
     return _TOKENIZERS[path]
 
