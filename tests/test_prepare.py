@@ -1189,6 +1189,24 @@ def test_a_progress_line_is_written_whole(prepare_mod: ModuleType, monkeypatch: 
     assert writes == ["shard_00001.parquet: connection refused; retrying in 2.0 s\n"]
 
 
+def _failures_of_a_download(prepare_mod: ModuleType, hung: str) -> list[str]:
+    """The DownloadFailed messages of a one-shard download, run in a daemon thread so that a hang
+    fails the test (saying `hung`), not the suite."""
+    failed: list[str] = []
+
+    def download() -> None:
+        try:
+            prepare_mod.download_climbmix(num_shards=1)
+        except prepare_mod.DownloadFailed as err:
+            failed.append(str(err))
+
+    thread = threading.Thread(target=download, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), hung
+    return failed
+
+
 def test_a_server_that_stops_sending_times_out_and_is_retried(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1197,21 +1215,27 @@ def test_a_server_that_stops_sending_times_out_and_is_retried(
     server, _ = shard_server
     server.silent.add("shard_00000.parquet")
     monkeypatch.setattr(prepare_mod, "DOWNLOAD_READ_TIMEOUT_S", 0.2)
-    failed: list[Exception] = []
+    failed = _failures_of_a_download(prepare_mod, "the download still waits on a silent server")
+    assert failed == [f"download of {server.url}shard_00000.parquet failed 5 times: timed out"]
+    assert server.requests.count("shard_00000.parquet") == prepare_mod.DOWNLOAD_ATTEMPTS
 
-    def download() -> None:
-        try:
-            prepare_mod.download_climbmix(num_shards=1)
-        except prepare_mod.DownloadFailed as err:
-            failed.append(err)
 
-    thread = threading.Thread(target=download, daemon=True)  # (a hang fails below, not the suite)
-    thread.start()
-    thread.join(timeout=120)
-    assert not thread.is_alive(), "the download still waits on a silent server"
-    assert [str(err) for err in failed] == [
-        f"download of {server.url}shard_00000.parquet failed 5 times: timed out"
-    ]
+def test_a_server_that_trickles_bytes_fails_the_attempt_and_is_retried(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that sends a byte every second never trips the read timeout: a download from it
+    went on for hours. An attempt that averages under DOWNLOAD_MIN_RATE once past its grace fails,
+    saying so, and the attempts run out."""
+    server, _ = shard_server
+    server.stall.add("shard_00000.parquet")  # half the shard, then a byte a second
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_PACE_GRACE_S", 0.5)
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_MIN_RATE", 1_000_000)  # the half is under 1 MB
+    failed = _failures_of_a_download(prepare_mod, "the download still takes a byte a second")
+    assert len(failed) == 1 and re.fullmatch(
+        re.escape(f"download of {server.url}shard_00000.parquet failed 5 times: the server sent ")
+        + r"[\d,]+ bytes in \d+ s, under the 1000 kB/s a download needs",
+        failed[0],
+    ), failed
     assert server.requests.count("shard_00000.parquet") == prepare_mod.DOWNLOAD_ATTEMPTS
 
 

@@ -207,6 +207,12 @@ DOWNLOAD_ATTEMPTS = 5
 DOWNLOAD_BACKOFF_S = 2.0  # waits 2, 4, 8, 16 s between attempts
 RETRY_AFTER_MAX_S = 300.0  # the longest a server's Retry-After is waited for before an attempt
 DOWNLOAD_READ_TIMEOUT_S = 60.0  # a server silent this long mid-shard fails the attempt, which is retried
+# A server that sends a byte now and then never trips the read timeout: an attempt that has run
+# DOWNLOAD_PACE_GRACE_S and averages under DOWNLOAD_MIN_RATE bytes/s fails, and is retried. So an
+# attempt lasts at most about its size over that rate (100 MB: 33 min). Per thread: the 8 share
+# the link, so one slower than 8 * 50 kB/s = 3.2 Mbit/s in all cannot download climbmix.
+DOWNLOAD_MIN_RATE = 50_000
+DOWNLOAD_PACE_GRACE_S = 120.0
 PROGRESS_EVERY_S = 5.0  # how often a download reports the bytes received so far
 TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
 TOKENIZER_REPORT_CHARS = 100_000_000  # progress line every this many characters read
@@ -480,6 +486,7 @@ def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> str:
             out = progress.open_unless_halted(tmp)
         if out is None:
             return ""
+        started = time.monotonic()
         try:
             # read1: what has come, up to 1 MB, written at once, so a live download's file is
             # touched at least every read timeout, however slow the link (_remove_stale_temporaries)
@@ -488,6 +495,7 @@ def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> str:
                     out.write(chunk)
                     out.flush()
                 progress.add(len(chunk))
+                _keep_pace(out.tell(), time.monotonic() - started)
             expected, received = response.headers.get("Content-Length"), out.tell()
             content_type = response.headers.get("Content-Type", "")
         finally:
@@ -496,6 +504,16 @@ def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> str:
     if expected is not None and received < int(expected) and not progress.stop.is_set():
         raise ValueError(f"the connection closed after {received:,} of {int(expected):,} bytes")
     return content_type
+
+
+def _keep_pace(received: int, seconds: float) -> None:
+    """Raise TimeoutError where an attempt has run past its grace and averages under
+    DOWNLOAD_MIN_RATE: a server trickling a byte every few seconds held a download for hours."""
+    if seconds > DOWNLOAD_PACE_GRACE_S and received < DOWNLOAD_MIN_RATE * seconds:
+        raise TimeoutError(
+            f"the server sent {received:,} bytes in {seconds:.0f} s, "
+            f"under the {DOWNLOAD_MIN_RATE / 1000:g} kB/s a download needs"
+        )
 
 
 def _not_parquet(tmp: Path, content_type: str) -> str | None:
