@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import http.server
 import io
@@ -1019,6 +1021,29 @@ def test_a_prepared_cache_with_a_killed_download_left_in_it_is_not_written_to(
     assert not killed.exists()
 
 
+def test_a_download_waits_for_the_one_under_way_and_does_not_fetch_its_shards(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two preparations of one fresh cache (two campaigns started together) each downloaded every
+    shard. The second now waits for the first, then finds its shards there."""
+    server, remote = shard_server
+    folder = prepare_mod.data_dir("climbmix")
+    folder.mkdir(parents=True)
+    waiting = threading.Event()
+    monkeypatch.setattr(
+        prepare_mod, "log", lambda line: waiting.set() if line.startswith("waiting") else None
+    )
+    with open(folder.with_name("climbmix.lock"), "w") as held:  # another's download, under way
+        fcntl.flock(held, fcntl.LOCK_EX)
+        thread = threading.Thread(target=prepare_mod.download_climbmix, args=(1,), daemon=True)
+        thread.start()
+        assert waiting.wait(timeout=60)
+        for name in ("shard_00000.parquet", "shard_06542.parquet"):  # what that download makes
+            shutil.copy(remote / name, folder / name)
+    thread.join(timeout=60)
+    assert not thread.is_alive() and server.requests == []
+
+
 @pytest.mark.parametrize("record", ['{"num_sh', '{"num_shards": 0}'])
 def test_a_damaged_shard_record_is_named(prepare_mod: ModuleType, shard_server, record: str) -> None:
     """train_shards.json cut short, or holding 0 (as --num-shards 0 once recorded): every run
@@ -1306,7 +1331,7 @@ def test_a_damaged_shard_in_the_cache_is_named_and_downloaded_again(
     capsys.readouterr()
     prepare_mod.download_climbmix(num_shards=2)
     assert server.requests == ["shard_00001.parquet"] and paths[1].read_bytes() == whole
-    assert "shard_00001.parquet in the cache is damaged" in capsys.readouterr().err
+    assert capsys.readouterr().err.count("shard_00001.parquet in the cache is damaged") == 1
     assert len(prepare_mod.split_files("train", "climbmix")) == 2
 
 
@@ -1398,9 +1423,9 @@ def test_preparations_of_one_cache_at_once_leave_it_whole(
     harness_env, offline_cache: Path, tmp_path: Path
 ) -> None:
     """Array tasks starting together on a shared file system each prepare the same cache: every
-    one ends ready, none reads another's half-written file (it would call it damaged), and the
-    cache is the one a lone preparation makes. Files are written under a temporary name per
-    process and renamed; there is no lock, so each may do the work."""
+    one ends ready, none reads another's half-written file (it would call it damaged), one alone
+    builds the corpus and trains the tokenizer (the others wait for it, then find them made), and
+    the cache is the one a lone preparation makes."""
     cache = tmp_path / "shared-cache"
     env = harness_env(cache=str(cache))
     command = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu"]
@@ -1410,14 +1435,98 @@ def test_preparations_of_one_cache_at_once_leave_it_whole(
     stderrs = [proc.communicate(timeout=300)[1] for proc in procs]
     for proc, stderr in zip(procs, stderrs, strict=True):
         assert proc.returncode == 0 and stderr.rstrip().endswith("ready") and "damaged" not in stderr, stderr
+    assert sum("offline corpus:" in stderr for stderr in stderrs) == 1, stderrs
+    assert sum("training a 2048-token BPE" in stderr for stderr in stderrs) == 1, stderrs
     assert not list(cache.rglob("*.tmp"))
     made = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
     assert made == sorted(p.relative_to(offline_cache) for p in offline_cache.rglob("*") if p.is_file())
     for name in made:
         if name.suffix == ".parquet":
             assert pq.read_table(cache / name).equals(pq.read_table(offline_cache / name))
-        else:
+        elif name.suffix != ".lock":  # (a lock holds its last holder's pid)
             assert (cache / name).read_bytes() == (offline_cache / name).read_bytes()
+
+
+def _cache_without_its_tokenizer(offline_cache: Path, cache: Path) -> tuple[Path, bytes]:
+    """A copy of the prepared cache whose tokenizer is gone; the tokenizer's path and bytes."""
+    shutil.copytree(offline_cache, cache)
+    tokenizer = next((cache / "tokenizer").glob("*/tokenizer.json"))
+    whole = tokenizer.read_bytes()
+    tokenizer.unlink()
+    return tokenizer, whole
+
+
+def test_a_preparation_waits_for_the_one_under_way_and_does_not_do_it_again(
+    harness_env, offline_cache: Path, tmp_path: Path
+) -> None:
+    """Array tasks of a campaign that does not prepare its data (campaign.prepare_data=false), or
+    two campaigns started on one fresh cache, each trained the tokenizer (at the gpt2 scale on 1B
+    characters) and downloaded every shard. A preparation now waits for the one under way, saying
+    whose, and finds its work done."""
+    tokenizer, whole = _cache_without_its_tokenizer(offline_cache, tmp_path / "cache")
+    folder = tokenizer.parent
+    with open(folder.with_name(f"{folder.name}.lock"), "w") as held:  # another's preparation, under way
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 7 on node-b")
+        held.flush()
+        proc = subprocess.Popen(
+            [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu"],
+            cwd=tmp_path,
+            env=harness_env(cache=str(tmp_path / "cache")),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        said = [proc.stderr.readline(), proc.stderr.readline()]
+        assert said[1] == f"waiting for another preparation of {folder} (pid 7 on node-b) to finish\n", said
+        tokenizer.write_bytes(whole)  # what the preparation under way makes, before it lets go
+    rest = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 0 and rest.rstrip().endswith("ready") and "training" not in rest, rest
+
+
+def test_a_lock_left_by_a_killed_preparation_is_no_lock(
+    harness_env, offline_cache: Path, tmp_path: Path
+) -> None:
+    """A preparation killed while it held the lock (here SIGKILL; on NFS a host that died, whose
+    locks the server drops) leaves the lock file, which holds nobody up."""
+    tokenizer, whole = _cache_without_its_tokenizer(offline_cache, tmp_path / "cache")
+    lock = tokenizer.parent.with_name(f"{tokenizer.parent.name}.lock")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "f.write('pid 9 on gone-host'); f.flush(); print('held', flush=True); sys.stdin.read()",
+            str(lock),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline() == "held\n"
+    holder.kill()
+    holder.wait()
+    proc = _run_prepare(harness_env(cache=str(tmp_path / "cache")), tmp_path, "--scale", "cpu")
+    assert proc.returncode == 0 and proc.stderr.rstrip().endswith("ready"), proc.stderr
+    assert "waiting" not in proc.stderr and tokenizer.read_bytes() == whole
+
+
+def test_a_cache_that_takes_no_lock_is_prepared_unlocked(
+    prepare_mod: ModuleType, offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Lustre mounted without `-o flock` refuses every flock (ENOLCK, EOPNOTSUPP, ENOSYS): a
+    preparation there does the work itself, as before there was a lock, saying so."""
+    tokenizer, whole = _cache_without_its_tokenizer(offline_cache, tmp_path / "cache")
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+
+    def no_flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(prepare_mod.fcntl, "flock", no_flock)
+    lines: list[str] = []
+    monkeypatch.setattr(prepare_mod, "log", lines.append)
+    assert prepare_mod.train_tokenizer() == tokenizer and tokenizer.read_bytes() == whole
+    lock = tokenizer.parent.with_name(f"{tokenizer.parent.name}.lock")
+    assert lines[0] == f"{lock} takes no lock (No locks available): preparing {tokenizer.parent} unlocked"
 
 
 def test_cli_names_the_cache_when_it_cannot_write_there(harness_env, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ import builtins
 import contextlib
 import copy
 import email.utils
+import errno
+import fcntl
 import hashlib
 import http.client
 import importlib
@@ -302,6 +304,37 @@ def _write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _preparing(folder: Path) -> Iterator[None]:
+    """Held while this process prepares `folder`: another preparation of it (array tasks of a
+    campaign that does not prepare its data, a second campaign on the same cache) waits, and then
+    finds the work done, rather than downloading or training it again. An flock on a file beside
+    the folder, which the kernel (on NFS, the server) drops when its holder dies, so a killed
+    preparation leaves no stale lock; its pid and host inside are only for the waiting line. Where
+    the file system takes no flock (Lustre without `-o flock`), each does the work, as before."""
+    lock = folder.with_name(f"{folder.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with _writing(lock):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace") or "a process"
+            log(f"waiting for another preparation of {folder} ({holder}) to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            log(f"{lock} takes no lock ({err.strerror}): preparing {folder} unlocked")
+        with contextlib.suppress(OSError):  # (only for the waiting line)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------------------------------------
 # Locations
 
@@ -578,13 +611,15 @@ def _download_shard(index: int, base_url: str, folder: Path, progress: DownloadP
             progress.stop.wait(wait)
 
 
-def _kept_shard(path: Path) -> bool:
+def _kept_shard(path: Path, quiet: bool = False) -> bool:
     """Whether a shard already in the cache is whole; a damaged one (a disk fault, a copy cut
-    short) is downloaded again, and replaced only once its new copy is whole."""
+    short) is downloaded again, and replaced only once its new copy is whole. `quiet`: not said,
+    where the download's own look, under its lock, says it."""
     if not path.exists():
         return False
     if problem := _parquet_problem(path):
-        log(f"  {path.name} in the cache is damaged ({problem}): downloading it again")
+        if not quiet:
+            log(f"  {path.name} in the cache is damaged ({problem}): downloading it again")
         return False
     return True
 
@@ -632,21 +667,31 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
         raise ValueError(f"num_shards must be 1 to {VAL_SHARD}, not {num_shards}")
     folder.mkdir(parents=True, exist_ok=True)
     indices = [*range(num_shards), VAL_SHARD]
-    missing = [i for i in indices if not _kept_shard(folder / _shard_name(i))]
+    missing = [i for i in indices if not _kept_shard(folder / _shard_name(i), quiet=True)]
     if missing:  # (only then: a prepared cache may be shared read-only)
         base_url = _data_url()
         _check_writable(folder, f"{len(missing)} of {len(indices)} climbmix shards are missing from it")
-        _remove_stale_temporaries(folder)
-        progress = DownloadProgress(len(indices), done=len(indices) - len(missing))
-        log(
-            f"downloading {len(missing)} of {len(indices)} climbmix shards to {folder}, {DOWNLOAD_WORKERS} at a time"
-        )
-        _download_all(missing, base_url, folder, progress)
-        if progress.failure:
-            raise progress.failure
-        log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
+        with _preparing(folder):
+            _download_missing(indices, folder, base_url)
     _record_shards(folder, num_shards)
     return [folder / _shard_name(i) for i in sorted(indices)]
+
+
+def _download_missing(indices: list[int], folder: Path, base_url: str) -> None:
+    """The shards of `indices` not yet in `folder`: asked again, as another preparation may have
+    downloaded them while this one waited for it."""
+    missing = [i for i in indices if not _kept_shard(folder / _shard_name(i))]
+    if not missing:
+        return
+    _remove_stale_temporaries(folder)
+    progress = DownloadProgress(len(indices), done=len(indices) - len(missing))
+    log(
+        f"downloading {len(missing)} of {len(indices)} climbmix shards to {folder}, {DOWNLOAD_WORKERS} at a time"
+    )
+    _download_all(missing, base_url, folder, progress)
+    if progress.failure:
+        raise progress.failure
+    log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
 
 
 def _check_writable(folder: Path, why: str) -> None:
@@ -750,17 +795,24 @@ def _write_parquet(path: Path, texts: list[str]) -> None:
 
 def build_offline_corpus() -> Path:
     folder = data_dir("offline")
-    if not any(_parquet_problem(folder / f"{split}.parquet") for split in ("train", "val")):
+    if _offline_corpus_whole(folder):
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(folder)
-    docs = offline_documents()
-    val = [d for d in docs if is_offline_val(d)]
-    train = [d for d in docs if not is_offline_val(d)]
-    _write_parquet(folder / "train.parquet", train)
-    _write_parquet(folder / "val.parquet", val)
-    log(f"offline corpus: {len(train)} train / {len(val)} val documents in {folder}")
+    with _preparing(folder):
+        if _offline_corpus_whole(folder):  # built by the preparation this one waited for
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(folder)
+        docs = offline_documents()
+        val = [d for d in docs if is_offline_val(d)]
+        train = [d for d in docs if not is_offline_val(d)]
+        _write_parquet(folder / "train.parquet", train)
+        _write_parquet(folder / "val.parquet", val)
+        log(f"offline corpus: {len(train)} train / {len(val)} val documents in {folder}")
     return folder
+
+
+def _offline_corpus_whole(folder: Path) -> bool:
+    return not any(_parquet_problem(folder / f"{split}.parquet") for split in ("train", "val"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -810,11 +862,19 @@ def iter_texts(
 
 def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> Path:
     """BPE with rustbpe on the training split, saved for tiktoken; cached per (data, vocab size)."""
-    import rustbpe
-
     path = tokenizer_dir(source, vocab_size) / TOKENIZER_FILE
     if _cached_tokenizer(path, vocab_size) is not None:
         return path
+    with _preparing(path.parent):
+        try:  # trained by the preparation this one waited for?
+            _read_tokenizer(path, vocab_size)
+        except (FileNotFoundError, *_UNREADABLE):
+            _train_bpe(source, vocab_size, path)
+    return path
+
+
+def _train_bpe(source: str, vocab_size: int, path: Path) -> None:
+    import rustbpe
 
     def texts() -> Iterator[str]:
         read, next_report = 0, TOKENIZER_REPORT_CHARS
@@ -828,8 +888,8 @@ def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> 
                 if read >= TOKENIZER_MAX_CHARS:
                     return
 
-    if path.parent.is_dir():
-        _remove_stale_temporaries(path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path.parent)
     started = time.time()
     log(f"training a {vocab_size}-token BPE on {source} ...")
     bpe = rustbpe.Tokenizer()
@@ -839,7 +899,6 @@ def train_tokenizer(source: str = DATA_SOURCE, vocab_size: int = VOCAB_SIZE) -> 
         raise RuntimeError(f"corpus too small for a {vocab_size}-token vocabulary ({len(ranks)} merges)")
     _write_atomic(path, _tokenizer_json(path.parent.name, bpe.get_pattern(), ranks))
     log(f"tokenizer trained in {time.time() - started:.1f} s: {path}")
-    return path
 
 
 def _tokenizer_json(name: str, pattern: str, ranks: dict[bytes, int]) -> bytes:
@@ -856,6 +915,10 @@ def _tokenizer_json(name: str, pattern: str, ranks: dict[bytes, int]) -> bytes:
         "mergeable_ranks": [base64.b64encode(token).decode("ascii") for token in tokens],
     }
     return json.dumps(spec, indent=0).encode()
+
+
+# What reading a damaged tokenizer file raises (json's errors and base64's are ValueErrors).
+_UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 
 def _read_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding:
@@ -890,7 +953,7 @@ def _cached_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding | None:
         return None
     try:
         return _read_tokenizer(path, vocab_size)
-    except (ValueError, KeyError, TypeError, AttributeError) as err:  # (json's errors are ValueErrors)
+    except _UNREADABLE as err:
         log(f"{path} is damaged ({type(err).__name__}: {err}): training it again")
         return None
 
