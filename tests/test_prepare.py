@@ -1388,6 +1388,39 @@ def test_climbmix_tokenizer_and_batches(
         next(prepare_mod.make_dataloader("train", 2, seq_len=32, source="climbmix", vocab_size=300))
 
 
+def test_documents_without_text_are_passed_over(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard whose text column holds nulls (a string column, so it passes the download's check)
+    ended the tokenizer's training in a TypeError traceback ("'NoneType' object cannot be cast as
+    'str'"), and a run's loader alike; a null is no document, and is passed over."""
+    server, remote = shard_server
+    shard = remote / "shard_00000.parquet"
+    texts = pq.read_table(shard).column("text").to_pylist()
+    pq.write_table(pa.table({"text": pa.array([None, *texts[:30], None, *texts[30:]], pa.string())}), shard)
+    prepare_mod.download_climbmix(num_shards=1)
+    enc = prepare_mod.load_tokenizer("climbmix", 300)
+    docs = list(prepare_mod.iter_token_docs("train", source="climbmix", vocab_size=300, passes=1))
+    bos = enc.encode_single_token(prepare_mod.BOS_TOKEN)
+    assert sorted(docs) == sorted([bos, *enc.encode_ordinary(text)] for text in texts)
+
+
+def test_a_training_split_without_documents_is_named_not_waited_on(
+    prepare_mod: ModuleType, use_offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Training data whose every text is null gave the loader nothing to pack, and it read the
+    split again and again for ever: the run waited for its first batch until its deadline."""
+    cache = tmp_path / "cache"
+    shutil.copytree(use_offline_cache, cache)
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
+    train = prepare_mod.data_dir() / "train.parquet"
+    pq.write_table(pa.table({"text": pa.array([None] * 40, pa.string())}), train)
+    with pytest.raises(
+        RuntimeError, match=f"^the train split in {re.escape(str(train.parent))} holds no text"
+    ):
+        next(prepare_mod.iter_texts("train"))
+
+
 def _run_prepare(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`python prepare.py ARGS` as a user runs it."""
     return subprocess.run(

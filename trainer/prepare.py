@@ -824,7 +824,9 @@ def _row_groups(files: list[Path]) -> list[tuple[Path, int]]:
 
 
 def _read_texts(file: Path, group: int) -> list[str]:
-    return pq.ParquetFile(file).read_row_group(group, columns=["text"]).column("text").to_pylist()
+    """The texts of a row group; a null is no document (a string column may hold them, and the
+    tokenizer's training and the loader failed on one in a TypeError traceback)."""
+    return pq.ParquetFile(file).read_row_group(group, columns=["text"]).column("text").drop_null().to_pylist()
 
 
 def iter_texts(
@@ -840,19 +842,24 @@ def iter_texts(
     `share` = (k, n) keeps every n-th document from the k-th on, so n workers read disjoint parts.
     """
     k, n = share
-    units = _row_groups(split_files(split, source))
+    files = split_files(split, source)
+    units = _row_groups(files)
     epoch = 0
     while passes is None or epoch < passes:
         rng = random.Random(f"{seed}-{epoch}")
         order = list(units)
         if split == "train":
             rng.shuffle(order)
+        read = 0
         for file, group in order:
             texts = _read_texts(file, group)
+            read += len(texts)
             if split == "train":
                 rng.shuffle(texts)
             if mine := texts[k::n]:
                 yield mine
+        if not read:  # (an endless reader would read it again for ever, yielding nothing)
+            raise RuntimeError(f"the {split} split in {files[0].parent} holds no text, only nulls")
         epoch += 1
 
 
