@@ -1388,6 +1388,28 @@ def test_climbmix_tokenizer_and_batches(
         next(prepare_mod.make_dataloader("train", 2, seq_len=32, source="climbmix", vocab_size=300))
 
 
+def test_a_validation_shard_that_is_a_training_shard_is_refused(
+    prepare_mod: ModuleType, shard_server
+) -> None:
+    """A mirror that serves one file for every name, or a shard copied by hand under the wrong
+    name, made the validation shard a training shard: every val_bpb scored text the model had
+    trained on, and nothing said so. The tokenizer's training (the data step) and a run's loader
+    now refuse it, in one line."""
+    server, remote = shard_server
+    shutil.copy(remote / "shard_00001.parquet", remote / "shard_06542.parquet")
+    prepare_mod.download_climbmix(num_shards=2)
+    folder = prepare_mod.data_dir("climbmix")
+    said = (
+        f"the validation shard shard_06542.parquet in {folder} is the same file as the training "
+        "shard shard_00001.parquet, so val_bpb would score text the model trained on: delete both, "
+        "and check that AUTORESEARCH_DATA_URL serves each shard under its own name"
+    )
+    with pytest.raises(RuntimeError, match=f"^{re.escape(said)}$"):
+        prepare_mod.train_tokenizer("climbmix", 300)
+    with pytest.raises(RuntimeError, match=f"^{re.escape(said)}$"):
+        prepare_mod.split_files("val", "climbmix")
+
+
 def test_documents_without_text_are_passed_over(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,7 @@ import copy
 import email.utils
 import errno
 import fcntl
+import filecmp
 import hashlib
 import http.client
 import importlib
@@ -372,7 +373,26 @@ def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
         raise RuntimeError(
             f"damaged {split} data in {folder}: {', '.join(damaged)}: run `python prepare.py` to replace it"
         )
+    if source == "climbmix" and (copy := _training_copy_of_validation(folder)):
+        raise RuntimeError(
+            f"the validation shard {_shard_name(VAL_SHARD)} in {folder} is the same file as the training "
+            f"shard {copy}, so val_bpb would score text the model trained on: delete both, "
+            "and check that AUTORESEARCH_DATA_URL serves each shard under its own name"
+        )
     return files
+
+
+def _training_copy_of_validation(folder: Path) -> str | None:
+    """The training shard that is byte for byte the validation shard, or None: a mirror serving one
+    file for every name made every val_bpb a score on training text. Compares the sizes, and only
+    the contents of a shard of the same size, so a run's start pays for a stat per shard."""
+    val = folder / _shard_name(VAL_SHARD)
+    size = val.stat().st_size
+    for index in range(_prepared_shards(folder)):
+        train = folder / _shard_name(index)
+        if train.stat().st_size == size and filecmp.cmp(train, val, shallow=False):
+            return train.name
+    return None
 
 
 def _parquet_problem(path: Path) -> str | None:
