@@ -1584,6 +1584,20 @@ def test_a_lock_left_by_a_killed_preparation_is_no_lock(
     assert "waiting" not in proc.stderr and tokenizer.read_bytes() == whole
 
 
+def test_a_lock_file_this_user_cannot_write_still_locks(
+    harness_env, offline_cache: Path, tmp_path: Path
+) -> None:
+    """In a cache shared by a group the folders are writable to all and a lock file is its
+    creator's: another user's preparation failed on it ("... .lock cannot be written"), where it
+    could write every file it prepares. It now takes the lock through a read-only descriptor."""
+    tokenizer, whole = _cache_without_its_tokenizer(offline_cache, tmp_path / "cache")
+    lock = tokenizer.parent.with_name(f"{tokenizer.parent.name}.lock")
+    with _unwritable(lock):  # (this user cannot write it, but may read it)
+        proc = _run_prepare(harness_env(cache=str(tmp_path / "cache")), tmp_path, "--scale", "cpu")
+    assert proc.returncode == 0 and proc.stderr.rstrip().endswith("ready"), proc.stderr
+    assert tokenizer.read_bytes() == whole
+
+
 def test_a_cache_that_takes_no_lock_is_prepared_unlocked(
     prepare_mod: ModuleType, offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -1618,8 +1632,8 @@ def test_cli_names_the_cache_when_it_cannot_write_there(harness_env, tmp_path: P
 
 @contextlib.contextmanager
 def _unwritable(folder: Path) -> Iterator[None]:
-    """The folder as a cache shared read-only looks to its users. Root writes through a folder's
-    mode, so for root it is made immutable (chattr +i) instead."""
+    """The folder (or file) as a cache shared read-only looks to its users. Root writes through a
+    folder's mode, so for root it is made immutable (chattr +i) instead."""
     if os.geteuid() == 0:
         if subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode:
             pytest.skip("chattr +i is refused here, and root writes through a folder's mode")

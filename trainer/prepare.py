@@ -316,7 +316,7 @@ def _preparing(folder: Path) -> Iterator[None]:
     lock = folder.with_name(f"{folder.name}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with _writing(lock):
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(lock)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -324,8 +324,8 @@ def _preparing(folder: Path) -> Iterator[None]:
             holder = os.pread(fd, 200, 0).decode(errors="replace") or "a process"
             log(f"waiting for another preparation of {folder} ({holder}) to finish")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as err:
-            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        except OSError as err:  # (EBADF: NFS takes an exclusive flock only for writing)
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF):
                 raise
             log(f"{lock} takes no lock ({err.strerror}): preparing {folder} unlocked")
         with contextlib.suppress(OSError):  # (only for the waiting line)
@@ -334,6 +334,19 @@ def _preparing(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _open_lock(lock: Path) -> int:
+    """The lock file opened for writing, or for reading where this user cannot write it: in a
+    cache shared by a group the folders are writable to all and a lock file is its creator's, and
+    a local file system takes an flock through either."""
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError as err:
+        try:
+            return os.open(lock, os.O_RDONLY)
+        except OSError:  # (none there, in a folder this user cannot write: the first error says so)
+            raise err from None
 
 
 # ---------------------------------------------------------------------------------------------
