@@ -213,23 +213,40 @@ def test_the_tokenizer_file_holds_the_trained_bpe_exactly(
     assert loaded.encode(val, allowed_special="all") == trained.encode(val, allowed_special="all")
 
 
-def test_a_tokenizer_file_of_another_vocabulary_is_trained_again(
-    prepare_mod: ModuleType, offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        ({"mergeable_ranks": slice(300)}, "ValueError: 300 distinct tokens, not 2044"),
+        (
+            {"name": "climbmix-v2048"},
+            "ValueError: the tokenizer of 'climbmix-v2048', not of '{folder}'",
+        ),
+    ],
+)
+def test_a_tokenizer_file_of_another_vocabulary_or_folder_is_trained_again(
+    prepare_mod: ModuleType,
+    offline_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    edit: dict,
+    why: str,
 ) -> None:
-    """A tokenizer.json that reads as JSON but is not this vocabulary's (a file copied from another
-    folder, edited by hand) is not trusted: it is trained again, said in a line."""
+    """A tokenizer.json that reads as JSON but is not this vocabulary's, or was copied from another
+    folder (other data, another Python's offline corpus), is not trusted: it is trained again,
+    said in a line."""
     cache = tmp_path / "cache"
     shutil.copytree(offline_cache, cache)
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
     path = prepare_mod.tokenizer_dir() / "tokenizer.json"
     whole = path.read_bytes()
     spec = json.loads(whole)
-    path.write_text(json.dumps({**spec, "mergeable_ranks": spec["mergeable_ranks"][:300]}))
+    changed = {key: spec[key][value] if isinstance(value, slice) else value for key, value in edit.items()}
+    path.write_text(json.dumps({**spec, **changed}))
     lines: list[str] = []
     monkeypatch.setattr(prepare_mod, "log", lines.append)
     monkeypatch.setattr(prepare_mod, "_TOKENIZERS", {})
     assert prepare_mod.load_tokenizer().n_vocab == 2048 and path.read_bytes() == whole
-    assert lines[0] == f"{path} is damaged (ValueError: 300 distinct tokens, not 2044): training it again"
+    assert lines[0] == f"{path} is damaged ({why.format(folder=path.parent.name)}): training it again"
 
 
 class _Planted:

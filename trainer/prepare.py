@@ -962,16 +962,18 @@ _UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 
 def _read_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding:
-    """The tokenizer at `path`, checked to be this format and of `vocab_size` tokens; raises
-    ValueError (or KeyError, TypeError) on anything else."""
+    """The tokenizer at `path`, checked to be this format, of `vocab_size` tokens and made for its
+    folder; raises ValueError (or KeyError, TypeError) on anything else."""
     spec = json.loads(path.read_bytes())
     if spec.get("format") != TOKENIZER_FORMAT:
         raise ValueError(f"format {spec.get('format')!r}, not {TOKENIZER_FORMAT}")
     tokens = [base64.b64decode(token, validate=True) for token in spec["mergeable_ranks"]]
     if len(tokens) + len(SPECIAL_TOKENS) != vocab_size or len(set(tokens)) != len(tokens):
         raise ValueError(f"{len(set(tokens))} distinct tokens, not {vocab_size - len(SPECIAL_TOKENS)}")
-    if not (isinstance(spec["name"], str) and isinstance(spec["pat_str"], str)):
-        raise TypeError("name and pat_str must be strings")
+    if spec["name"] != path.parent.name:  # (a copy of another folder's: other data, or another Python's)
+        raise ValueError(f"the tokenizer of {spec['name']!r}, not of {path.parent.name!r}")
+    if not isinstance(spec["pat_str"], str):
+        raise TypeError("pat_str must be a string")
     return tiktoken.Encoding(
         name=spec["name"],
         pat_str=spec["pat_str"],
