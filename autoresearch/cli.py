@@ -105,15 +105,46 @@ FLAGS_WITH_CHOICE["-i"] = FLAGS_WITH_CHOICE["--info"]
 
 
 MULTIRUN_FLAGS = {"-m", "--multirun"}
+MODE_KEY = "hydra.mode"  # Hydra's run mode, which an override sets as --multirun does
 
 
 def multirun_refusal(words: list[str]) -> str | None:
-    """Why Hydra's multirun is refused, or None where `words` (a command's) do not ask for it: a campaign is one long controller holding its folder, so a sweep of them in one process
-    would run one after the other, and Hydra makes its sweep folder (multirun/DATE/TIME, in the
-    working directory) before any check, so even a refused `check` wrote it."""
-    if not MULTIRUN_FLAGS & set(split_flags(words)[1]):
+    """Why Hydra's multirun is refused, or None where `words` (a command's) do not ask for it, by
+    flag or by `hydra.mode=MULTIRUN`: a campaign is one long controller holding its folder, so a
+    sweep of them in one process would run one after the other, and Hydra makes its sweep folder
+    (multirun/DATE/TIME, in the working directory) before any check, so even a refused `check`
+    wrote it."""
+    overrides, flags = split_flags(words)
+    if not (MULTIRUN_FLAGS & set(flags) or any(_sets_multirun(word) for word in overrides)):
         return None
-    return "autoresearch runs one campaign a command, and takes no --multirun (-m): run a command for each campaign"
+    return (
+        "autoresearch runs one campaign a command, and takes no --multirun (-m) or hydra.mode=MULTIRUN: "
+        "run a command for each campaign"
+    )
+
+
+def _sets_multirun(word: str) -> bool:
+    """Whether the override `word` sets Hydra's mode to anything but RUN, in any form Hydra takes
+    (`++hydra.mode='MULTIRUN'`, `hydra.mode=2`, a sweep of modes); an override Hydra cannot read
+    or a mode it would refuse is left for Hydra to say, which it does before writing anything."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf import ValidationError
+    from omegaconf.nodes import EnumNode
+
+    try:
+        override = OverridesParser.create().parse_override(word)
+    except HydraException:  # (what its lexer cannot read, `campaign.name=ø`, is not wrapped)
+        return False
+    if override.key_or_group != MODE_KEY or override.is_delete() or override.value() is None:
+        return False
+    if override.is_sweep_override():
+        return True
+    try:
+        return EnumNode.validate_and_convert_to_enum(RunMode, override.value()) != RunMode.RUN
+    except ValidationError:
+        return False
 
 
 def flags_first(words: list[str]) -> list[str]:

@@ -352,21 +352,50 @@ def test_an_override_after_a_hydra_flag_is_taken_as_it_is_before_it(tmp_path: Pa
     assert not runs.exists()
 
 
-@pytest.mark.parametrize("flag", ["-m", "--multirun"])
-def test_a_multirun_is_refused_in_one_line_with_nothing_written(tmp_path: Path, flag: str) -> None:
+@pytest.mark.parametrize(
+    "asks",
+    [
+        "-m",
+        "--multirun",
+        "hydra.mode=MULTIRUN",
+        "++hydra.mode='MULTIRUN'",
+        "hydra.mode=2",
+        "hydra.mode=RUN,MULTIRUN",
+    ],
+)
+def test_a_multirun_is_refused_in_one_line_with_nothing_written(tmp_path: Path, asks: str) -> None:
     """Hydra's multirun made its sweep folder (multirun/DATE/TIME) in the working directory before
-    any check, so even a refused check wrote it; and a sweep would run campaigns one after another."""
+    any check, so even a refused check wrote it; and a sweep would run campaigns one after another.
+    Hydra takes its mode from an override as from its flag."""
     runs = tmp_path / "runs"
     for command in ([*PYTHON_M, "check"], PYTHON_M):
         proc = subprocess.run(
-            [*command, *toy_args(runs), flag], cwd=tmp_path, capture_output=True, text=True, timeout=120
+            [*command, *toy_args(runs), asks], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.splitlines() == [
-            "error: autoresearch runs one campaign a command, and takes no --multirun (-m): run a command "
-            "for each campaign"
+            "error: autoresearch runs one campaign a command, and takes no --multirun (-m) or "
+            "hydra.mode=MULTIRUN: run a command for each campaign"
         ]
         assert list(tmp_path.iterdir()) == []
+
+
+def test_an_override_hydras_lexer_cannot_read_is_one_line(tmp_path: Path) -> None:
+    """An unquoted letter outside ASCII: the multirun refusal's reading of the overrides must leave
+    an override Hydra cannot read to Hydra's own one line, not end in a lexer's traceback."""
+    for command in ([*PYTHON_M, "check"], PYTHON_M):
+        proc = run(command, *toy_args(tmp_path / "runs", "campaign.name=ø"))
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith("error: bad config: cannot read the override 'campaign.name=ø': ")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_hydra_mode_run_is_taken_as_the_run_it_is(tmp_path: Path) -> None:
+    """Only a multirun is refused: an override that names the mode a run has anyway checks as one."""
+    checked = check(tmp_path / "runs", "hydra.mode=RUN")
+    assert checked.returncode == 0, checked.stderr
+    assert plan(checked.stdout)["campaign"].startswith("new: ")
 
 
 @pytest.fixture(scope="module")
