@@ -207,6 +207,7 @@ class Campaign:
         if refused := study_refusal(self.study, self.cfg, self.fleet.pools, self.dir):
             self.heartbeat.withdraw()  # (refused: it ran nothing, and status says so)
             raise CampaignError(refused)
+        self.sampler.follow(self.study)  # (a knob its study searched with a choice given twice)
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
         self._drop_stale_git_locks()
         self.frontier = self._open_frontier(train_py.read_text())

@@ -127,6 +127,18 @@ def unstorable_choice(spec: KnobSpec) -> str:
     return ""
 
 
+def given_once(choices: Iterable[Any]) -> tuple[Any, ...]:
+    """`choices` with each one at its first place only, by type and value (1 and 1.0 are other
+    choices, and another problem's: `fits`)."""
+    seen: set[tuple[type, Any]] = set()
+    once = []
+    for choice in choices:
+        if (type(choice), choice) not in seen:
+            seen.add((type(choice), choice))
+            once.append(choice)
+    return tuple(once)
+
+
 def type_problem(spec: KnobSpec, declared: type | None, where: str) -> str:
     """Why the knob's values would not fit its constant, `declared` in train.py at `where`
     (a file and line), or '' (also where the type is unknown, None)."""

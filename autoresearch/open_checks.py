@@ -21,7 +21,7 @@ from autoresearch.files import write_failure
 from autoresearch.fleet.base import Pool
 from autoresearch.hardware import hardware_changes
 from autoresearch.results import frontier_value, rows
-from autoresearch.sampler import knob_changes, knob_specs
+from autoresearch.sampler import knob_changes, knob_specs, searched_distributions
 from autoresearch.starting_files import HARNESS_COPY, first_run_harness
 from autoresearch.storage_url import masked
 from autoresearch.workspace import sha256_file
@@ -100,7 +100,7 @@ def study_refusal(
     (`lost_trials`, `lost_commits`, `altered_harness`). Nor may it ask a keep for a gain the
     frontier cannot give (`unreachable_min_delta`)."""
     recorded = [] if study is None else study.get_trials(deepcopy=False)
-    searched = {n: d for t in recorded for n, d in t.distributions.items()}
+    searched = searched_distributions(recorded)
     started = {} if study is None else study.user_attrs.get(MEASUREMENT_ATTR, {})
     where = str(campaign_dir)
     for changed in (

@@ -31,7 +31,7 @@ from optuna.distributions import (
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from autoresearch.knob_types import fits, unstorable_choice
+from autoresearch.knob_types import fits, given_once, unstorable_choice
 from autoresearch.proposals import Candidate, quoted
 from autoresearch.proposers.base import KnobSpec
 
@@ -74,7 +74,7 @@ def knob_changes(searched: dict[str, BaseDistribution], specs: list[KnobSpec], w
         if old is None or new is None:
             continue
         try:
-            check_distribution_compatibility(old, new)
+            check_distribution_compatibility(old, stored_as(old, new))
         except ValueError:
             problems.append(
                 f"campaign.knobs.{spec.name}: {where} searched it as {_searched_as(old)}, this "
@@ -83,6 +83,30 @@ def knob_changes(searched: dict[str, BaseDistribution], specs: list[KnobSpec], w
                 "campaign.knobs, or choose a new campaign.name"
             )
     return problems
+
+
+def searched_distributions(recorded: list[FrozenTrial]) -> dict[str, BaseDistribution]:
+    """How the study searched each knob its trials set (one way each: Optuna holds a study to the
+    kind, log scale and choices of a knob's first record)."""
+    return {name: dist for t in recorded for name, dist in t.distributions.items()}
+
+
+def drawn_from(dist: BaseDistribution) -> BaseDistribution:
+    """What a knob is drawn from: `dist`, its choices each given once (`stored_as`)."""
+    if not isinstance(dist, CategoricalDistribution) or (once := given_once(dist.choices)) == dist.choices:
+        return dist
+    return CategoricalDistribution(list(once))
+
+
+def stored_as(searched: BaseDistribution | None, declared: BaseDistribution) -> BaseDistribution:
+    """How a trial records a knob `declared` so, in a study that `searched` it: as declared, but as
+    the study searched it where that was the same choices with one given twice (before the config
+    check refused a repeat): Optuna holds the study to that list, and a value stored by it keeps
+    its meaning (a repeated choice is stored at its first place), while the draws are from the
+    choices given once (`drawn_from`), each as often as the others."""
+    if searched is not None and searched != declared and drawn_from(searched) == declared:
+        return searched
+    return declared
 
 
 def distributions(specs: list[KnobSpec]) -> dict[str, BaseDistribution]:
@@ -132,6 +156,7 @@ class AgentSampler(BaseSampler):
     def __init__(self, knobs: Sequence[KnobSpec], inner: BaseSampler | None = None, seed: int | None = None):
         self.knobs = {k.name: k for k in knobs}
         self.distributions = {k.name: distribution_of(k) for k in knobs}
+        self.stored = dict(self.distributions)  # as trials record them (`follow`)
         # independent TPE: a candidate fixes some knobs and leaves others free
         self.inner = inner or TPESampler(seed=seed, n_startup_trials=5, multivariate=False)
         self._peers: StudyView | None = None  # while `resolve_knobs` runs: what the inner sampler sees
@@ -150,7 +175,9 @@ class AgentSampler(BaseSampler):
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        return self.inner.sample_independent(self._peers or study, trial, param_name, param_distribution)
+        return self.inner.sample_independent(
+            self._peers or study, trial, param_name, drawn_from(param_distribution)
+        )
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.inner.before_trial(study, trial)
@@ -163,6 +190,11 @@ class AgentSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         self.inner.after_trial(study, trial, state, values)
+
+    def follow(self, study: optuna.Study) -> None:
+        """Record each knob in the study's trials as the study searched it (`stored_as`)."""
+        searched = searched_distributions(study.get_trials(deepcopy=False))
+        self.stored = {name: stored_as(searched.get(name), d) for name, d in self.distributions.items()}
 
     # -- the candidate queue ------------------------------------------------------------------
     def enqueue(
@@ -195,7 +227,7 @@ class AgentSampler(BaseSampler):
             settings: dict[str, Any] = {}
             for name, value in candidate.knobs.items():
                 if name in self.distributions:
-                    settings[name] = suggest(trial, name, self.distributions[name])
+                    settings[name] = suggest(trial, name, self.stored[name])
                 elif value is not None:
                     settings[name] = value
             return settings

@@ -16,14 +16,17 @@ from engine_helpers import (
     compose_config,
     compose_toy,
     run_campaign,
+    run_scripted,
     scripted_campaign,
 )
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution
 
 from autoresearch.campaign import CampaignError
 from autoresearch.config import AutoresearchConfig, KnobConfig
 from autoresearch.config_check import ConfigError, check_config, config_problems, resume_problems
-from autoresearch.study import StudyUnavailable, open_study
+from autoresearch.proposals import Candidate
+from autoresearch.study import StudyUnavailable, load_study, open_study
 
 
 @pytest.fixture(autouse=True)
@@ -361,6 +364,46 @@ def test_a_resumed_campaign_must_measure_as_it_started(tmp_path: Path) -> None:
     (tmp_path / "toy" / "config.yaml").write_text("not a config\n")
     proc = run_campaign(tmp_path)
     assert proc.returncode == 2 and "cannot be read as a campaign's config (no campaign.name" in proc.stderr
+
+
+CATEGORICAL_WIDTH = (
+    "campaign.knobs.WIDTH.kind=categorical",
+    "campaign.knobs.WIDTH.low=null",
+    "campaign.knobs.WIDTH.high=null",
+    "campaign.knobs.WIDTH.log=false",
+)
+
+
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_a_campaign_that_searched_a_choice_given_twice_resumes_with_it_given_once(
+    tmp_path: Path, storage: str
+) -> None:
+    """Before a repeated choice was refused, a campaign could search WIDTH from [16, 64, 64], and
+    its study holds that list for good. The refusal says to give it once, and a resume so goes on
+    where the campaign was: each new trial recorded in the study's list (Optuna refuses another),
+    no experiment failed for it."""
+    url = None if storage == "journal" else f"sqlite:///{tmp_path}/study.db"
+    width = (*CATEGORICAL_WIDTH, *([f"storage={url}"] if url else []))
+    repeated, once = "campaign.knobs.WIDTH.choices=[16,64,64]", "campaign.knobs.WIDTH.choices=[16,64]"
+    # the first start, as a version without the refusal made it (a scripted start skips the config check)
+    run_scripted(tmp_path, [Candidate("WIDTH 16", knobs={"WIDTH": 16})], *width, repeated)
+    searched = CategoricalDistribution([16, 64, 64])
+    before = load_study(tmp_path / "toy", "toy", url).trials
+    assert [t.distributions["WIDTH"] for t in before if "WIDTH" in t.params] == [searched]
+
+    proc = run_campaign(tmp_path, *width, repeated)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: bad config: campaign.knobs.WIDTH: choice 64 is given twice, and would be drawn twice as "
+        "often: give it once, choices: [16, 64] (a campaign that searched it with the repeat resumes with "
+        "it so, each result kept)"
+    ]
+    proc = run_campaign(tmp_path, *width, once, "campaign.budget.max_experiments=12")
+    assert proc.returncode == 0, proc.stderr
+    after = load_study(tmp_path / "toy", "toy", url).trials[len(before) :]
+    widths = [t for t in after if "WIDTH" in t.params]
+    assert widths and all(t.distributions["WIDTH"] == searched for t in widths)
+    assert not [t.user_attrs["reason"] for t in after if t.user_attrs.get("status") == "invalid"]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.samplers import RandomSampler
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
@@ -122,6 +122,26 @@ def test_the_inner_sampler_is_shown_the_latest_runs_only(
     sample(study, sampler)
 
     assert noting.shown[0] == runs[-3:]
+
+
+def test_a_knob_its_study_searched_with_a_choice_given_twice_is_drawn_from_each_choice_alike(
+    tmp_path: Path,
+) -> None:
+    """A study that searched WIDTH from [16, 64, 64] (before the repeat was refused) holds trials to
+    that list; resumed with [16, 64], each trial is recorded in the study's list, and 64 is drawn as
+    often as 16, not twice as often."""
+    searched = CategoricalDistribution([16, 64, 64])
+    sampler = AgentSampler(
+        [KNOBS[0], KnobSpec("WIDTH", "categorical", choices=(16, 64))], inner=RandomSampler(0)
+    )
+    study = new_study(tmp_path, sampler)
+    study.add_trial(create_trial(value=1.0, params={"WIDTH": 64}, distributions={"WIDTH": searched}))
+    sampler.follow(study)
+
+    drawn = [sample(study, sampler)["WIDTH"] for _ in range(600)]
+
+    assert {t.distributions["WIDTH"] for t in study.trials[1:]} == {searched}
+    assert 0.45 < drawn.count(64) / len(drawn) < 0.55  # (two in three, from the list as searched)
 
 
 def test_tpe_follows_the_runs_of_earlier_frontiers_on_its_tier(tmp_path: Path) -> None:
