@@ -45,8 +45,6 @@ from autoresearch.storage_url import masked
 from autoresearch.study import (
     NoStudyYet,
     StudyUnavailable,
-    claim_refusal,
-    creation_refusal,
     finished,
     load_study,
     trials,
@@ -58,13 +56,12 @@ NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
 
 def existing_study(cfg: AutoresearchConfig, campaign_dir: Path) -> optuna.Study | None:
     """The campaign's study, read without creating anything (`load_study`); None where there is
-    none yet. A storage that cannot be opened is refused, as the start would be: it is asked once,
-    not for `storage_retry_seconds`; so is a database the start could not create."""
+    none yet. A storage that cannot be read is refused, as the start would be: it is asked once,
+    not for `storage_retry_seconds` (a database the start could not open or take is refused by
+    then: `database_refusal`)."""
     try:
         return load_study(campaign_dir, cfg.campaign.name, cfg.storage)
     except NoStudyYet:
-        if cfg.storage and (refused := creation_refusal(cfg.storage)):
-            raise StartRefused(str(refused)) from None
         return None
     except StudyUnavailable as err:
         raise StartRefused(str(err)) from None
@@ -73,14 +70,11 @@ def existing_study(cfg: AutoresearchConfig, campaign_dir: Path) -> optuna.Study 
 def study_as_opened(cfg: AutoresearchConfig, ready: Ready) -> optuna.Study | None:
     """The study (None: none yet), once the refusals the start makes as it opens the folder and
     study pass, as they stand now: a folder that cannot be made or written, another controller
-    holding it, a database study another folder holds, a study that measured otherwise
-    (`open_checks`). In the start's order."""
+    holding it, a study that measured otherwise (`open_checks`). In the start's order."""
     folder = ready.campaign_dir
     if refused := folder_refusal(folder) or lock_refusal(folder):
         raise StartRefused(refused)
     study = existing_study(cfg, folder)
-    if cfg.storage and (taken := claim_refusal(study, folder, cfg.storage, cfg.campaign.name)):
-        raise StartRefused(str(taken))
     if refused := study_refusal(study, cfg, ready.fleet.pools, folder):
         raise StartRefused(refused)
     return study

@@ -89,6 +89,27 @@ def _denied(path: Path) -> int:
     return errno.EROFS if read_only else errno.EACCES
 
 
+def database_refusal(cfg: AutoresearchConfig, campaign_dir: Path) -> str | None:
+    """Why the start could not open or take the study in the database `cfg.storage` names (a
+    server down, a SQLite file it could not create, a study another folder holds: `claim_refusal`),
+    found by reading it once, creating nothing; None where it could, or the storage is the folder's
+    journal. Asked before the folder is made: a first start refused here leaves nothing behind."""
+    from autoresearch.study import NoStudyYet, StudyUnavailable, claim_refusal, creation_refusal, load_study
+
+    if not cfg.storage:
+        return None
+    try:
+        study = load_study(campaign_dir, cfg.campaign.name, cfg.storage)
+    except NoStudyYet:
+        study, refused = None, creation_refusal(cfg.storage)
+        if refused:
+            return str(refused)
+    except StudyUnavailable as err:
+        return str(err)
+    taken = claim_refusal(study, campaign_dir, cfg.storage, cfg.campaign.name)
+    return str(taken) if taken else None
+
+
 def study_refusal(
     study: optuna.Study | None, cfg: AutoresearchConfig, pools: Mapping[str, Pool], campaign_dir: Path
 ) -> str | None:

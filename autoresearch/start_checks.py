@@ -34,7 +34,7 @@ class Ready:
 def start_checks(cfg: AutoresearchConfig) -> Ready:
     """Check the config (against the folder's config.yaml on a resume), the fleet (a GPU for a
     GPU campaign, Slurm's commands, partitions, GRES, QOS wall), the tracking credentials, the
-    proposer (its key, its model) and git (the frontier's); raise StartRefused with the first
+    proposer (its key, its model), git (the frontier's) and the study's database; raise StartRefused with the first
     refusal. Writes nothing: the caller sets logging up first (`logs.setup_logging`), and the log,
     the checks' warnings with it, is held for controller.log until the start takes the folder
     (`logs.log_to_file`). The refusals the start makes as it opens the folder and study are
@@ -42,7 +42,7 @@ def start_checks(cfg: AutoresearchConfig) -> Ready:
     from autoresearch.agent.client import AgentSetupError
     from autoresearch.campaign import CampaignError
     from autoresearch.config_check import ConfigError, check_config
-    from autoresearch.open_checks import folder_lookup_refusal
+    from autoresearch.open_checks import database_refusal, folder_lookup_refusal
     from autoresearch.proposers.factory import make_proposer
     from autoresearch.tracking import TrackingSetupError, check_credentials
 
@@ -64,4 +64,6 @@ def start_checks(cfg: AutoresearchConfig) -> Ready:
         raise StartRefused(str(err)) from None
     if shutil.which("git") is None:
         raise StartRefused("git is not on PATH: the frontier (kept changes) is a git lineage; install git")
+    if refused := database_refusal(cfg, campaign_dir):  # (before the start makes the folder)
+        raise StartRefused(refused)
     return Ready(campaign_dir, fleet, proposer, tuple(held_warnings()))

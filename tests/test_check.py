@@ -266,6 +266,29 @@ def test_a_sqlite_file_in_a_folder_that_is_not_there_is_refused_in_the_start_lin
     assert checked.stderr.splitlines() == [f"error: {start_refusal(started)}"]
 
 
+@pytest.mark.parametrize("database", ["server not listening", "sqlite folder not there"])
+def test_a_first_start_whose_database_cannot_be_reached_leaves_nothing(tmp_path: Path, database: str) -> None:
+    """The start made the campaign folder (its log, lock, heartbeat and subfolders) before it tried
+    the database, so a failed first start left a folder whose heartbeat said it had stopped on an
+    error, which the check of the corrected command then reported as the campaign's last stop.
+    It now reaches the database before it makes anything, as the check does, in the check's line."""
+    url = {
+        "server not listening": "postgresql://nobody@127.0.0.1:1/db",  # (port 1: refused at once)
+        "sqlite folder not there": f"sqlite:///{tmp_path / 'no-such-folder' / 'study.db'}",
+    }[database]
+    runs = tmp_path / "runs"
+    checked = check(runs, f"storage={url}", "storage_retry_seconds=0")
+    assert checked.returncode == 2 and checked.stdout == "", checked.stdout
+    (line,) = checked.stderr.splitlines()
+    assert line.startswith(f"error: cannot open the study at storage={url}: ")
+    started = run(PYTHON_M, *toy_args(runs, f"storage={url}", "storage_retry_seconds=0"))
+    assert started.returncode == 2 and started.stderr.splitlines() == [line], started.stdout
+    assert list(tmp_path.iterdir()) == []
+    corrected = check(runs)
+    assert corrected.returncode == 0, corrected.stderr
+    assert "controller" not in plan(corrected.stdout)
+
+
 @pytest.mark.parametrize("models_listed", [True, False], ids=["models listed", "models endpoint overloaded"])
 def test_the_plan_says_whether_the_claude_model_was_checked(tmp_path: Path, models_listed: bool) -> None:
     """The start goes on where the API's list of models cannot be read, with a warning; the plan
@@ -719,7 +742,9 @@ def test_a_database_study_another_folder_holds_is_refused_in_the_start_line(tmp_
         f"error: {storage} holds a study 'toy' started by another campaign folder than {other / 'toy'}: "
     )
     assert tree(tmp_path) == before  # no folder, no study id, the database as it was
-    assert line == f"error: {start_refusal(run(PYTHON_M, *toy_args(other, storage)))}"
+    started = run(PYTHON_M, *toy_args(other, storage))
+    assert started.returncode == 2 and started.stderr.splitlines() == [line]
+    assert tree(tmp_path) == before  # nor a folder the next start would find
 
 
 @pytest.mark.slurm

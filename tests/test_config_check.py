@@ -324,7 +324,7 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
     proc = run_campaign(tmp_path, f"storage=sqlite:///{tmp_path}/no/such/folder/study.db")
     assert proc.returncode == 2
     said = " ".join((proc.stdout + proc.stderr).split())  # the log wraps long lines
-    assert "ERROR cannot open the study at storage=sqlite:///" in said
+    assert "error: cannot open the study at storage=sqlite:///" in said
     assert "unable to open database file" in said and "Traceback" not in said
 
 
