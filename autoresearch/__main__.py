@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
+    InterpolationResolutionError,
     MissingMandatoryValue,
     OmegaConfBaseException,
 )
@@ -186,6 +187,18 @@ def campaign_names() -> list[str]:
     return sorted({p.stem for folder in (CONF_DIR, *folders) for p in (folder / "campaign").glob("*.yaml")})
 
 
+def interpolation_message(err: InterpolationResolutionError) -> str:
+    """A `${...}` that does not resolve (an environment variable not set, a key not there, a value
+    not of its setting's type), as the setting and why: OmegaConf says it in a traceback."""
+    why = (str(err).splitlines() or [type(err).__name__])[0]
+    if unset := re.search(r"Environment variable '([^']*)' not found", why):
+        name = unset[1]
+        why = (
+            f"the environment variable {name} is not set: set it, or give a default, ${{oc.env:{name},VALUE}}"
+        )
+    return f"{err.full_key}: {why}" if err.full_key else why
+
+
 def missing_value_message(err: MissingMandatoryValue) -> str:
     """What to type instead, for the settings a config leaves to the command line."""
     key = err.full_key or "?"
@@ -315,6 +328,9 @@ def hydra_main(task: Callable[[AutoresearchConfig], int]) -> Callable[[], None]:
             cfg: AutoresearchConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
         except MissingMandatoryValue as err:
             print(f"error: {missing_value_message(err)}", file=sys.stderr)
+            sys.exit(EXIT_ERROR)
+        except InterpolationResolutionError as err:  # (resolved here, after every override merged)
+            print(f"error: bad config: {interpolation_message(err)}", file=sys.stderr)
             sys.exit(EXIT_ERROR)
         code = task(cfg)
         if code:

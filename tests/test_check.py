@@ -414,6 +414,29 @@ def test_an_override_hydras_lexer_cannot_read_is_one_line(tmp_path: Path) -> Non
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        (
+            "storage=${oc.env:AUTORESEARCH_TEST_UNSET}",
+            "storage: the environment variable AUTORESEARCH_TEST_UNSET is not set: set it, or give a "
+            "default, ${oc.env:AUTORESEARCH_TEST_UNSET,VALUE}",
+        ),
+        ("campaign.name=${nope}", "campaign.name: Interpolation key 'nope' not found"),
+    ],
+)
+def test_an_interpolation_that_does_not_resolve_is_one_line(tmp_path: Path, override: str, said: str) -> None:
+    """`runs_dir=${oc.env:SCRATCH}/runs` with SCRATCH unset, as a batch job may run it: OmegaConf
+    resolves it as the config is built, and its error ended the check and the start in a
+    100-line traceback, exit 1."""
+    env = {k: v for k, v in os.environ.items() if k != "AUTORESEARCH_TEST_UNSET"}
+    for command in ([*PYTHON_M, "check"], PYTHON_M):
+        proc = run(command, *toy_args(tmp_path / "runs", override), env=env)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert proc.stderr.splitlines() == [f"error: bad config: {said}"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_hydra_mode_run_is_taken_as_the_run_it_is(tmp_path: Path) -> None:
     """Only a multirun is refused: an override that names the mode a run has anyway checks as one."""
     checked = check(tmp_path / "runs", "hydra.mode=RUN")
