@@ -175,16 +175,43 @@ def run_campaign(campaign: Campaign) -> int:
     return EXIT_STOPPED if campaign.stop_requested else 0
 
 
-def campaign_names() -> list[str]:
-    """The campaigns +campaign= can name: conf/'s and those of a --config-dir."""
+def config_dirs() -> list[Path]:
+    """The folders Hydra composed the config from besides conf/: a --config-dir."""
     from hydra.core.hydra_config import HydraConfig
 
-    folders = [
+    return [
         Path(source.path.removeprefix("file://"))
         for source in HydraConfig.get().runtime.config_sources
-        if source.schema == "file"
+        if source.schema == "file" and Path(source.path.removeprefix("file://")).resolve() != CONF_DIR
     ]
-    return sorted({p.stem for folder in (CONF_DIR, *folders) for p in (folder / "campaign").glob("*.yaml")})
+
+
+def campaign_names() -> list[str]:
+    """The campaigns +campaign= can name: conf/'s and those of a --config-dir."""
+    folders = (CONF_DIR, *config_dirs())
+    return sorted({p.stem for folder in folders for p in (folder / "campaign").glob("*.yaml")})
+
+
+def shadowed_choice() -> str | None:
+    """Why a chosen file of a --config-dir is not the one Hydra took, or None: Hydra looks in conf/
+    first, so `campaign/demo.yaml` there, edited by the user, would be passed over for the shipped
+    demo without a word, and the shipped campaign run in its place."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices
+    for group in ("campaign", *GROUPS):
+        name = choices.get(group)
+        if not name or not (CONF_DIR / group / f"{name}.yaml").is_file():
+            continue
+        for folder in config_dirs():
+            if (own := folder / group / f"{name}.yaml").is_file():
+                chosen = f"{'+' if group == 'campaign' else ''}{group}="
+                return (
+                    f"{own} has the name of a shipped {group} file, conf/{group}/{name}.yaml, which is the "
+                    f"one {chosen}{name} takes: give yours another name ({group}/my-{name}.yaml, "
+                    f"{chosen}my-{name})"
+                )
+    return None
 
 
 def interpolation_message(err: InterpolationResolutionError) -> str:
@@ -321,6 +348,9 @@ def hydra_main(task: Callable[[AutoresearchConfig], int]) -> Callable[[], None]:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
     def composed(dict_cfg: DictConfig) -> None:
+        if shadowed := shadowed_choice():
+            print(f"error: bad config: {shadowed}", file=sys.stderr)
+            sys.exit(EXIT_ERROR)
         if unknown := unknown_keys(dict_cfg):
             print(f"error: bad config: no such setting: {'; '.join(unknown)}", file=sys.stderr)
             sys.exit(EXIT_ERROR)

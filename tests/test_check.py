@@ -437,6 +437,30 @@ def test_an_interpolation_that_does_not_resolve_is_one_line(tmp_path: Path, over
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("group", ["campaign", "cluster"])
+def test_a_config_dir_file_named_as_a_shipped_one_is_refused(tmp_path: Path, group: str) -> None:
+    """Hydra looks in conf/ first: a `campaign/demo.yaml` or `cluster/local.yaml` of the user's,
+    copied and edited, was passed over for the shipped file without a word, and the shipped
+    campaign or cluster ran in its place."""
+    own = tmp_path / "mine"
+    shutil.copytree(FIXTURE_CONF, own)
+    name = {"campaign": "demo", "cluster": "local"}[group]
+    (own / group).mkdir(exist_ok=True)
+    shutil.copy(REPO / "conf" / group / f"{name}.yaml", own / group / f"{name}.yaml")
+    chosen = "+campaign=demo" if group == "campaign" else "+campaign=toy"
+    words = [chosen, f"--config-dir={own}", f"runs_dir={tmp_path / 'runs'}", "cluster.devices=cpu"]
+    for command in ([*PYTHON_M, "check"], PYTHON_M):
+        proc = run(command, *words)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        taken = f"{'+' if group == 'campaign' else ''}{group}="
+        assert proc.stderr.splitlines() == [
+            f"error: bad config: {own / group / name}.yaml has the name of a shipped {group} file, "
+            f"conf/{group}/{name}.yaml, which is the one {taken}{name} takes: give yours another name "
+            f"({group}/my-{name}.yaml, {taken}my-{name})"
+        ]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_hydra_mode_run_is_taken_as_the_run_it_is(tmp_path: Path) -> None:
     """Only a multirun is refused: an override that names the mode a run has anyway checks as one."""
     checked = check(tmp_path / "runs", "hydra.mode=RUN")
