@@ -244,7 +244,7 @@ def composition_error_line(err: CompactHydraException) -> str:
         key = what.split("'")[1]  # a group with no default (campaign) is added, not overridden
         return f"{what}: add it with a +, as in +{key}=NAME"
     if isinstance(err, MissingConfigException) and err.options:
-        return f"{what} (one of: {', '.join(err.options)})"
+        return f"{what} (one of: {', '.join(err.options)}){campaign_path_hint(err.missing_cfg_file or '')}"
     if in_file := _file_error(err):  # a campaign or cluster file of the user's own (--config-dir)
         return in_file
     if err.__cause__ is not None:
@@ -255,6 +255,22 @@ def composition_error_line(err: CompactHydraException) -> str:
             why = missing_entry(err.__cause__)  # a misspelt setting, or a knob or partition not there
         return f"{what}: {why}"
     return what
+
+
+def campaign_path_hint(missing: str) -> str:
+    """How to run a campaign file given by its path (`+campaign=my/campaign/mine.yaml`), which
+    Hydra looks for as a name under campaign/; '' for any other config it could not find."""
+    given = missing.removeprefix("campaign/")
+    path = Path(given if given.endswith(".yaml") else f"{given}.yaml")
+    if not missing.startswith("campaign/") or "/" not in given or not path.is_file():
+        return ""
+    folder = path.resolve().parent
+    if folder.name == "campaign":
+        return f": +campaign takes a name, not a path: --config-dir={folder.parent} +campaign={path.stem}"
+    return (
+        f": +campaign takes a name, not a path: move {path} into a folder named campaign/, then "
+        f"--config-dir=THE_FOLDER_ABOVE_IT +campaign={path.stem}"
+    )
 
 
 def _file_error(err: CompactHydraException) -> str | None:

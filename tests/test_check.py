@@ -461,6 +461,17 @@ def test_a_config_dir_file_named_as_a_shipped_one_is_refused(tmp_path: Path, gro
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_campaign_given_by_its_files_path_is_told_the_command_that_runs_it(tmp_path: Path) -> None:
+    """`+campaign=PATH/campaign/mine.yaml`, the file one has just written: Hydra looked for it by
+    name under campaign/ and said only that it could not find it, among the names it has."""
+    toy = FIXTURE_CONF / "campaign" / "toy.yaml"
+    proc = run([*PYTHON_M, "check"], f"+campaign={toy}", f"runs_dir={tmp_path / 'runs'}")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.endswith(f": +campaign takes a name, not a path: --config-dir={FIXTURE_CONF} +campaign=toy")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_hydra_mode_run_is_taken_as_the_run_it_is(tmp_path: Path) -> None:
     """Only a multirun is refused: an override that names the mode a run has anyway checks as one."""
     checked = check(tmp_path / "runs", "hydra.mode=RUN")
