@@ -149,12 +149,17 @@ def run_campaign(campaign: Campaign) -> int:
         return EXIT_ERROR
     best = f"{summary.best:.6f}" if summary.best is not None else "n/a"
     base = f"{summary.baseline:.6f}" if summary.baseline is not None else "n/a"
+    # (experiments left in flight by a stop go on; "0 experiments" alone read as nothing running)
+    in_flight = (
+        f", {summary.running} still in flight (the same command collects them)" if summary.running else ""
+    )
     log.info(
-        "done (%s): %d experiments, %d kept, %d crashed; val_bpb %s -> %s",
+        "done (%s): %d experiments, %d kept, %d crashed%s; val_bpb %s -> %s",
         summary.stop_reason or "finished",
         summary.experiments,
         summary.kept,
         summary.crashed,
+        in_flight,
         base,
         best,
     )

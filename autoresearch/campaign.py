@@ -124,6 +124,7 @@ class Summary:
     kept_descriptions: list[str] = field(default_factory=list)
     set_up: bool = True  # False: stopped while it set up (the data), so it wrote no report
     headline: list[str] = field(default_factory=list)  # the report's cost and speed-up (`report_text`)
+    running: int = 0  # experiments launched and not ended at the stop: they go on, the next run collects them
 
 
 def figure(metrics: dict[str, Any], key: str) -> int | float | None:
@@ -799,4 +800,7 @@ class Campaign:
             kept_descriptions=[f"trial {t.number}: {t.user_attrs.get('description', '')}" for t in kept],
             set_up=set_up,
             headline=self.headline,
+            running=sum(
+                1 for t in trials(self.study, TrialState.RUNNING) if t.user_attrs.get("ended_at") is None
+            ),
         )

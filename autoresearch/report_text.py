@@ -37,6 +37,14 @@ def llm_ran(r: CampaignReport) -> bool:
     return bool(r.llm["models"])
 
 
+def not_yet(r: CampaignReport) -> str:
+    """Why there are no hours to say: nothing has run, or what runs has not ended (a stop's
+    closing lines, with runs in flight that go on: "no experiment has run yet" read as none)."""
+    if r.running:
+        return f"no experiment has ended yet ({r.running} in flight)"
+    return "no experiment has run yet"
+
+
 def cost_line(r: CampaignReport) -> str:
     """Hours (dollars where a price was set or some hours have none), the LLM's tokens and dollars
     where an agent ran, and the sum of both where both cost something."""
@@ -44,7 +52,7 @@ def cost_line(r: CampaignReport) -> str:
     priced = r.gpu_dollars > 0 or bool(r.unpriced_hours)
     slots = f"{hours:.2f} {r.hours_unit}" + (f" (${r.gpu_dollars:,.2f}{unpriced_more(r)})" if priced else "")
     if not r.gpu_hours:  # (0.00 GPU-hours would name slots not known yet: a CPU campaign's, say)
-        slots = "no experiment has run yet"
+        slots = not_yet(r)
     if not llm_ran(r):
         return f"cost: {slots}"
     dollars = f"${r.llm['dollars']:,.2f}{unanswered_note(r.llm)}"  # (a worst case where calls are cut off)
@@ -56,7 +64,7 @@ def speedup_line(r: CampaignReport) -> str:
     """The speed-up as report.html says it, with the hours it is the ratio of."""
     s = r.speedup
     if not s.busy_hours:
-        return "speed-up: none to say, no experiment has run yet"
+        return f"speed-up: none to say, {not_yet(r)}"
     line = (
         f"{r.ran} experiment{'' if r.ran == 1 else 's'} in flight for {s.busy_hours:.2f} h, against {s.sequential_hours:.2f} h of "
         f"run time one after another in one slot (a sequential loop): {s.said()}"

@@ -672,6 +672,34 @@ def test_ctrl_c_stops_and_a_rerun_finishes_the_work(tmp_path: Path, signals: lis
     assert told <= {str(Path(p).relative_to(campaign)) for p in runs}
 
 
+def test_a_stop_with_runs_in_flight_says_they_go_on_not_that_nothing_ran(tmp_path: Path) -> None:
+    """A Ctrl-C while the baselines run (held): the closing lines count them as in flight, which
+    the next run collects, where they read "0 experiments" and "no experiment has run yet"."""
+    hold = tmp_path / "hold"  # (the toy's runs wait while it exists)
+    hold.touch()
+    env = {**os.environ, "TOY_HOLD": str(hold)}
+    log_file = tmp_path / "controller.out"
+    with log_file.open("w") as out:
+        controller = subprocess.Popen(campaign_command(tmp_path), cwd=REPO, env=env, stdout=out, stderr=out)
+        try:
+            wait_for(lambda: any(tmp_path.glob("toy/experiments/*/started.json")), 60, "a run started")
+            controller.send_signal(signal.SIGINT)
+        finally:
+            controller.wait(timeout=60)
+    said = " ".join(log_file.read_text().split())
+    assert controller.returncode == 3, said
+    in_flight = re.search(r"0 crashed, (\d+) still in flight \(the same command collects them\)", said)
+    assert in_flight and int(in_flight.group(1)) >= 1, said
+    assert f"no experiment has ended yet ({in_flight.group(1)} in flight)" in said, said
+    hold.unlink()  # the runs go on; the next run collects them and says nothing is in flight
+    proc = subprocess.run(
+        campaign_command(tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and "still in flight" not in proc.stderr + proc.stdout, (
+        proc.stderr + proc.stdout
+    )
+
+
 # A controller that gets a Ctrl-C as it checks the start, before it hears stops.
 # (Python's own Ctrl-C handler first: a process started in the background, as a CI job may be,
 # inherits SIGINT ignored, and the Ctrl-C would never come.)
