@@ -200,33 +200,33 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
                 start_new_session=True,
                 preexec_fn=functools.partial(_before_train_py_starts, os.getpid()),
             )
+            stopped: dict[str, str] = {}  # how the runner ended it, where it did
             try:
                 returncode = _wait_while_running(proc, float(spec["deadline_s"]), log)
                 if returncode == -signal.SIGTERM:
                     _await_a_signal_of_its_own()
                 ending.append("exited")
-                # what train.py started and left running must not hold the slot
-                _kill_group(proc, env[RUN_VARIABLE])
-                _cut_log(exp / LOG_FILE)  # (printed past the cap between two looks at it)
             except subprocess.TimeoutExpired:
                 ending.append("deadline")
-                _kill_group(proc, env[RUN_VARIABLE])
-                outcome.update(status="timeout", reason=f"killed at the {spec['deadline_s']:.0f} s deadline")
-                return finish(outcome)
+                stopped = {
+                    "status": "timeout",
+                    "reason": f"killed at the {spec['deadline_s']:.0f} s deadline",
+                }
             except _LogFull:
                 ending.append("log full")
-                _kill_group(proc, env[RUN_VARIABLE])
-                _cut_log(exp / LOG_FILE)
                 mib = LOG_CAP_BYTES >> 20
-                outcome.update(status="crash", reason=f"ended: train.py printed over {mib} MiB to run.log")
-                return finish(outcome)
+                stopped = {"status": "crash", "reason": f"ended: train.py printed over {mib} MiB to run.log"}
             except _Interrupted as sig:
+                stopped = {"status": "interrupted", "reason": f"runner received {sig}"}
+            finally:  # however it ended, what train.py started and left running must not hold the slot
                 _kill_group(proc, env[RUN_VARIABLE])
-                outcome.update(status="interrupted", reason=f"runner received {sig}")
-                return finish(outcome)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    _cut_log(exp / LOG_FILE)  # (printed past the cap between two looks at it)
+    if stopped:
+        outcome.update(stopped)
+        return finish(outcome)
 
     if not exp.is_dir():  # (`_finish` makes it again for the outcome, where it may)
         outcome.update(
