@@ -45,6 +45,7 @@ from autoresearch.eta import record_slots
 from autoresearch.files import (
     dead_writers_temporaries,
     ended_writers_temporaries,
+    experiment_temporaries,
     finite_number,
     read_json,
     write_atomic,
@@ -181,6 +182,7 @@ class Campaign:
         self._told = 0  # results told by this controller (see _after_tell)
         self._ended = 0  # experiments this controller saw end, run or lost (see _finish)
         self._ended_at_ask = -1  # `_ended` when the proposer was last asked for a wave
+        self._young_temporaries: set[Path] = set()  # ended runs' folders holding a temporary too young to go
         # The report's cost and speed-up in plain lines (`report_text`), once the stop wrote it:
         # the controller's last lines, however it ended.
         self.headline: list[str] = []
@@ -254,6 +256,8 @@ class Campaign:
         if "started_at" not in self.study.user_attrs:  # the wall-clock budget counts from here
             self.study.set_user_attr("started_at", self.clock.now())
         self._reconcile()
+        ended = (t for t in self.ledger.all() if t.state.is_finished())
+        self._drop_ended_writers_temporaries(experiment_dir(self.dir, t.number) for t in ended)
         self._recall_nodes()
         # at the start, or those a controller killed while queueing them missed
         self.intake.baselines(confirm_on)
@@ -287,12 +291,17 @@ class Campaign:
         folders = [self.dir, *(self.dir / sub for sub in FOLDERS_OF_WHOLE_FILES)]
         _remove_temporaries(path for folder in folders for path in dead_writers_temporaries(folder))
 
-    @staticmethod
-    def _drop_ended_writers_temporaries(exp_dir: Path) -> None:
-        """Those left in an experiment folder whose run the fleet says has ended, and untouched for
-        a minute (`files.ended_writers_temporaries`): not at the start, where runners of other
-        hosts may still write. A controller killed before it told the trial sees it RUNNING again."""
-        _remove_temporaries(ended_writers_temporaries(exp_dir))
+    def _drop_ended_writers_temporaries(self, exp_dirs: Iterable[Path]) -> None:
+        """Those left in the folders of experiments whose run has ended, untouched for a minute
+        (`files.ended_writers_temporaries`): never in a running one's, where runners of other hosts
+        may still write. A younger one is looked at again when a later run ends, and at the next
+        start: left until then, it stayed for good."""
+        for exp_dir in exp_dirs:
+            _remove_temporaries(ended_writers_temporaries(exp_dir))
+            if experiment_temporaries(exp_dir):
+                self._young_temporaries.add(exp_dir)
+            else:
+                self._young_temporaries.discard(exp_dir)
 
     def _warn_if_budget_is_all_baselines(self) -> None:
         """A first start whose experiment budget the baselines use up tries no change, and one
@@ -624,7 +633,9 @@ class Campaign:
         trial = self.ledger.trial(done.trial)
         if trial.state != TrialState.RUNNING:
             return  # already told (a duplicate report)
-        self._drop_ended_writers_temporaries(experiment_dir(self.dir, trial.number))
+        self._drop_ended_writers_temporaries(
+            [experiment_dir(self.dir, trial.number), *self._young_temporaries]
+        )
         self._ended += 1
         outcome = done.outcome
         status = outcome.get("status")

@@ -75,17 +75,19 @@ EXPERIMENT_TEMPORARY_NAME = re.compile(r"\.\d+-[0-9a-f]+\.tmp$")
 ENDED_WRITE_S = 60.0
 
 
+def experiment_temporaries(exp_dir: Path) -> list[Path]:
+    """The writers' temporaries in an experiment folder, whatever their age."""
+    with contextlib.suppress(OSError):  # (no such folder)
+        return [path for path in exp_dir.iterdir() if EXPERIMENT_TEMPORARY_NAME.search(path.name)]
+    return []
+
+
 def ended_writers_temporaries(exp_dir: Path) -> list[Path]:
     """The temporaries in the folder of an experiment whose run has ended that are untouched for
     ENDED_WRITE_S: each is a writer's killed mid-write (a runner or train.py killed by the OOM
     killer, a controller's kill -9), whatever host it ran on; a younger one may be a live one's,
     whose rename would fail with its temporary gone."""
-    found = []
-    with contextlib.suppress(OSError):  # (no such folder)
-        for path in exp_dir.iterdir():
-            if EXPERIMENT_TEMPORARY_NAME.search(path.name) and _untouched_for(path, ENDED_WRITE_S):
-                found.append(path)
-    return found
+    return [path for path in experiment_temporaries(exp_dir) if _untouched_for(path, ENDED_WRITE_S)]
 
 
 def _untouched_for(path: Path, seconds: float) -> bool:

@@ -65,6 +65,7 @@ from autoresearch.proposals import Candidate, Edit, Wave
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.results import render, row_of, rows
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
+from autoresearch.workspace import experiment_dir
 
 
 def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
@@ -2183,3 +2184,37 @@ def test_help_says_how_to_run_a_campaign_and_the_tools() -> None:
     assert int_bounds and all(isinstance(v, int) for bounds in int_bounds for v in bounds)
     for low, high in int_bounds:
         assert f"      low: {low}\n      high: {high}\n" in proc.stdout
+
+
+def test_a_temporary_too_young_to_remove_when_its_run_ended_goes_when_a_later_run_ends_or_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A temporary in an experiment folder untouched for less than ENDED_WRITE_S when its run ended
+    was kept (it may be a live writer's) and never looked at again, so one a writer killed just
+    before the end left stayed for good; it goes once it is that old, when a later run ends or at
+    the next start, and a young one is still kept."""
+    campaign = scripted_campaign(tmp_path, [])
+    campaign.open()
+    numbers = [campaign.study.ask().number for _ in range(2)]  # two runs under way
+    folders = [experiment_dir(campaign.dir, number) for number in numbers]
+    for folder in folders:
+        folder.mkdir()
+    killed_just_now = folders[0] / "outcome.json.4242-4242.tmp"
+    killed_just_now.write_text("{")
+    campaign._finish(Finished(numbers[0], {"status": "crash", "reason": "killed"}))
+    assert killed_just_now.exists()  # young: maybe a live writer's
+    a_minute_later = time.time() - 2 * ENDED_WRITE_S
+    os.utime(killed_just_now, (a_minute_later, a_minute_later))
+    campaign._finish(Finished(numbers[1], {"status": "crash", "reason": "killed"}))
+    assert not killed_just_now.exists()  # swept when the later run ended
+    release(campaign)
+
+    killed_before_the_stop = folders[1] / "metrics.json.4243-4243.tmp"
+    killed_before_the_stop.write_text("{")
+    os.utime(killed_before_the_stop, (a_minute_later, a_minute_later))
+    writing = folders[1] / "outcome.json.4244-4244.tmp"
+    writing.write_text("{")
+    resumed = scripted_campaign(tmp_path, [])
+    resumed.open()
+    release(resumed)
+    assert list(folders[1].glob("*.tmp")) == [writing]
