@@ -14,13 +14,13 @@ import ctypes
 import functools
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,10 +37,6 @@ PID_FILE = "runner.pid"  # the local runner's pid and slot, written by the fleet
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
 RESULT_VARIABLE = "AUTORESEARCH_RESULT"  # where the harness writes the result
-# A token of this run alone in train.py's environment, so every process it started carries it, also
-# one that left its process group. (The result's path would not do: a campaign removed and begun
-# again has the same one, and an old runner ending would kill the new run's train.py.)
-RUN_VARIABLE = "AUTORESEARCH_RUN"
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 INFRA_STATUSES = ("interrupted", "lost")  # not the experiment's fault: it is re-queued
 # Set by the job script when one of the partition's `setup` lines failed (fleet.slurm.checked_setup).
@@ -176,7 +172,6 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     env = scrubbed_environment(dict(os.environ))
     env.update({k: str(v) for k, v in spec.get("env", {}).items()})
     env[RESULT_VARIABLE] = str((exp / METRICS_FILE).resolve())
-    env[RUN_VARIABLE] = secrets.token_hex(16)
     if "OMP_NUM_THREADS" not in env and env.get("SLURM_CPUS_PER_TASK"):
         env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]  # threads = the CPUs Slurm granted
     (exp / METRICS_FILE).unlink(missing_ok=True)
@@ -190,7 +185,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR2)}
     try:
-        with open(exp / LOG_FILE, "wb") as log:
+        with open(exp / LOG_FILE, "wb") as log, _adopting_orphans() as not_train_pys:
             proc = subprocess.Popen(
                 [spec.get("python", sys.executable), "train.py"],
                 cwd=exp,
@@ -219,7 +214,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
             except _Interrupted as sig:
                 stopped = {"status": "interrupted", "reason": f"runner received {sig}"}
             finally:  # however it ended, what train.py started and left running must not hold the slot
-                _kill_group(proc, env[RUN_VARIABLE])
+                _kill_group(proc, not_train_pys)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -407,12 +402,11 @@ TERM_GRACE_S = 5.0  # how long train.py's process group has to end on TERM befor
 GROUP_POLL_S = 0.05  # how often the runner looks whether that group has ended
 
 
-def _kill_group(proc: subprocess.Popen[bytes], run: str) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], spared: set[int]) -> None:
     """End train.py and everything of its process group (dataloader workers, a child it left
     running when it exited): TERM, then KILL to what is left after TERM_GRACE_S. The group, not
     train.py alone, is waited for: a child that ignores TERM outlived a train.py that did not.
-    Then KILL what left the group (setsid, a daemon's double fork), found by `run`, the
-    RUN_VARIABLE of train.py's environment, which its children inherit."""
+    Then KILL what left the group (`_kill_escapees`)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
@@ -420,29 +414,80 @@ def _kill_group(proc: subprocess.Popen[bytes], run: str) -> None:
             break
         if _group_ended(proc, TERM_GRACE_S):
             break
-    _kill_escapees(f"{RUN_VARIABLE}={run}".encode())
+    _kill_escapees(proc.pid, spared)
 
 
-def _kill_escapees(marker: bytes) -> None:
-    """KILL every process of this machine whose environment holds `marker` (Linux's /proc;
-    elsewhere none is found), until none is left or TERM_GRACE_S has passed: an escapee may fork
-    as it is killed. A process of another user, unreadable, is not ours; one that has died reads
-    as empty."""
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+
+
+@contextlib.contextmanager
+def _adopting_orphans() -> Iterator[set[int]]:
+    """For the block, this process adopts the orphans of its descendants (Linux's child
+    subreaper): what train.py started and left, in a session of its own and whatever its
+    environment (a daemon's double fork), stays below the runner, where `_kill_escapees` finds
+    it. Yields the children this process had already, which are not train.py's."""
+    if _LIBC is None:
+        yield set()
+        return
+    was = ctypes.c_int()
+    _LIBC.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(was))
+    _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        yield set(_children_of(_process_table(), os.getpid()))
+    finally:
+        _LIBC.prctl(PR_SET_CHILD_SUBREAPER, was.value)
+
+
+def _kill_escapees(train_py: int, spared: set[int]) -> None:
+    """KILL what train.py started that left its group and lives on, and what that started, until
+    none is left or TERM_GRACE_S has passed (an escapee may fork as it is killed): every
+    descendant of this process's children other than `spared` (`_adopting_orphans`), and reap
+    those that became its children. Only /proc/PID/stat is read: reading a process's environ or
+    cmdline waits on its memory map's lock, which a process stuck in uninterruptible sleep (a
+    hung NFS mount) can hold for good. Without /proc (not Linux) none is found."""
     until = time.monotonic() + TERM_GRACE_S
     while True:
-        found = []
-        for entry in Path("/proc").glob("[0-9]*"):
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
+        table = _process_table()
+        ours = [pid for pid in _children_of(table, os.getpid()) if pid not in spared]
+        for pid in ours:
+            if pid != train_py:  # (train.py, where not reaped yet, is its Popen's to reap)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+        found = [pid for pid in _descendants(table, ours) if table[pid][1] != "Z"]
         if not found or time.monotonic() >= until:
             return
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(GROUP_POLL_S)
+
+
+def _process_table() -> dict[int, tuple[int, str, int]]:
+    """Each process of this machine: its parent, state and process group, from /proc/PID/stat,
+    which takes no lock of the process (empty without /proc)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            table[int(stat.parent.name)] = (int(parent), state, int(group))
+        except (OSError, ValueError):  # ended meanwhile
+            continue
+    return table
+
+
+def _children_of(table: dict[int, tuple[int, str, int]], parent: int) -> list[int]:
+    return [pid for pid, (of, _state, _group) in table.items() if of == parent]
+
+
+def _descendants(table: dict[int, tuple[int, str, int]], roots: list[int]) -> list[int]:
+    """`roots`, and every process below them."""
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(_children_of(table, pid))
+    return found
 
 
 def _group_ended(proc: subprocess.Popen[bytes], within: float) -> bool:
@@ -467,14 +512,7 @@ def _group_lives(group: int) -> bool:
         return False
     if not Path("/proc/self/stat").exists():  # (no /proc to tell zombies by)
         return True
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _parent, member_of = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):  # ended meanwhile
-            continue
-        if int(member_of) == group and state != "Z":
-            return True
-    return False
+    return any(member_of == group and state != "Z" for _parent, state, member_of in _process_table().values())
 
 
 def slurm_job_id() -> str:

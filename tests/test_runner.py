@@ -68,9 +68,12 @@ def test_a_child_train_py_leaves_running_is_ended_with_it(
     assert not alive
 
 
-def test_a_child_that_left_train_pys_process_group_is_ended_with_it(tmp_path: Path) -> None:
-    """A child in a session of its own (setsid, a daemon) is out of reach of a kill of the group."""
-    code = LEAVES_A_CHILD.replace("code])", "code], start_new_session=True)").replace("END", "")
+@pytest.mark.parametrize("how", ["start_new_session=True", "start_new_session=True, env={}"])
+def test_a_child_that_left_train_pys_process_group_is_ended_with_it(tmp_path: Path, how: str) -> None:
+    """A child in a session of its own (setsid, a daemon) is out of reach of a kill of the group;
+    one with an environment of its own too was not found (by a token of the run's in train.py's
+    environment), and went on on the slot."""
+    code = LEAVES_A_CHILD.replace("code])", f"code], {how})").replace("END", "")
     exp = make_experiment(tmp_path, code)
     outcome = run_experiment(exp)
     child = int((exp / "child.pid").read_text())
@@ -255,15 +258,12 @@ def test_a_group_left_as_zombies_ends_without_waiting_out_the_grace(tmp_path: Pa
 
 
 def test_the_kill_of_escapees_spares_processes_of_other_runs(tmp_path: Path) -> None:
-    """Only a process whose environment holds this run's own token is train.py's: one of another
-    campaign's run at the same path (the campaign removed and begun again) has its result path."""
+    """Only what train.py started is killed: not a process the runner's process had started before
+    (a worker's), nor one of another campaign's run at the same path (the campaign removed and
+    begun again), which has its result path in its environment."""
     exp = make_experiment(tmp_path, "print('done')\n")
     result = str((exp / "metrics.json").resolve())
-    others = [
-        ("AUTORESEARCH_RESULT", result),
-        ("AUTORESEARCH_RUN", "0" * 32),
-        ("SAVED_AUTORESEARCH_RESULT", result),
-    ]
+    others = [("AUTORESEARCH_RESULT", result), ("SAVED_AUTORESEARCH_RESULT", result)]
     bystanders = [
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env={**os.environ, k: v})
         for k, v in others
@@ -391,3 +391,25 @@ def test_the_runner_does_not_start_a_workspace_given_up_on(tmp_path: Path) -> No
     proc = subprocess.run(runner, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and "abandoned.json exists" in proc.stderr
     assert not (exp / "started.json").exists() and not (exp / "env.json").exists()
+
+
+def test_ending_a_run_reads_no_processs_environment(tmp_path: Path) -> None:
+    """The runner read /proc/PID/environ of every process of the machine as each run ended, to
+    find what left train.py's group; such a read waits on the process's memory map lock, held
+    for good by a process stuck in uninterruptible sleep (a hung NFS mount), and held the runner.
+    (The kernel's wait cannot be made here: that no such file is opened is what is checked.)"""
+    opened: list[str] = []
+    recording = [True]  # (an audit hook cannot be removed: it stops recording once the run is over)
+
+    def audit(event: str, args: tuple[object, ...]) -> None:
+        if recording and event == "open" and str(args[0]).endswith("/environ"):
+            opened.append(str(args[0]))
+
+    setsid = LEAVES_A_CHILD.replace("code])", "code], start_new_session=True)").replace("END", "")
+    exp = make_experiment(tmp_path, setsid)
+    sys.addaudithook(audit)
+    outcome = run_experiment(exp)
+    recording.clear()
+    assert outcome["status"] == "crash", outcome
+    assert not pid_alive(int((exp / "child.pid").read_text()))  # (what left its group is still ended)
+    assert opened == []
