@@ -706,10 +706,20 @@ class Campaign:
         retries = int(trial.user_attrs.get("retries", 0))
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
         preempted = bool(outcome.get("preempted"))
-        if (preempted or retries < self.c.max_retries) and trial.user_attrs.get("kind") != "exploration":
+        said = ""  # what the log line adds: what the loss cost
+        explores = trial.user_attrs.get("kind") == "exploration"  # (the sampler draws again)
+        if not explores and (preempted or retries < self.c.max_retries):
             not_queued = self.intake.retry(trial, counted=not preempted)
             reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
-        log.warning("trial %d: %s", trial.number, reason)
+            if not (not_queued or preempted):
+                said = f" (retry {retries + 1} of campaign.max_retries={self.c.max_retries})"
+        elif not explores:
+            said = f"; not re-queued: campaign.max_retries={self.c.max_retries} used"
+        exp_dir = self.dir / trial.user_attrs.get("exp_dir", "")
+        if "exp_dir" in trial.user_attrs and exp_dir.is_dir() and started_at(exp_dir) is None:
+            # (counted all the same: else a cluster that refuses every run is tried for ever)
+            said += "; it never started, yet it counts as one of campaign.budget.max_experiments' launches"
+        log.warning("trial %d: %s%s", trial.number, reason, said)
         where = {k: outcome[k] for k in ("node", "node_unfit") if outcome.get(k)}
         self.ledger.fail(trial.number, {**ran, **where, "status": "lost", "reason": reason})
 

@@ -1943,7 +1943,9 @@ def test_a_winners_folder_deleted_while_it_awaits_its_decision_is_lost_and_queue
         first.user_attrs["reason"] == f"lost: its experiment folder {gone[0]} is gone (deleted?); re-queued"
     )
     [warning] = [r.getMessage() for r in caplog.records if str(gone[0]) in r.getMessage()]
-    assert warning == f"trial {first.number}: {first.user_attrs['reason']}"
+    assert (
+        warning == f"trial {first.number}: {first.user_attrs['reason']} (retry 1 of campaign.max_retries=2)"
+    )
     [retry] = later
     assert retry.user_attrs["retry_of"] == first.number
     if deleted == "as it is promoted":  # its re-runs were dropped before they ran
@@ -2218,3 +2220,33 @@ def test_a_temporary_too_young_to_remove_when_its_run_ended_goes_when_a_later_ru
     resumed.open()
     release(resumed)
     assert list(folders[1].glob("*.tmp")) == [writing]
+
+
+def test_a_run_lost_before_it_started_says_it_cost_a_launch_and_a_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run the cluster refused (sbatch) is lost before it starts, and its launch counts against
+    max_experiments, and its loss against the run's retries, as any loss does: so a cluster that
+    refuses every run ends the campaign's tries. The line said only "re-queued", and nothing when
+    the retries were used up: the user could not tell where the experiments had gone."""
+    campaign = scripted_campaign(tmp_path, [], "campaign.max_retries=1")
+    campaign.open()
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    refused = {"status": "lost", "reason": "sbatch: error: Invalid account or account/partition combination"}
+    said = []
+    baseline = campaign.ledger.waiting()[0]
+    for _ in range(2):  # the run, then its retry
+        assert campaign.ledger.claim(baseline)
+        exp_dir = experiment_dir(campaign.dir, baseline.number)
+        exp_dir.mkdir()
+        campaign.ledger.launch(
+            baseline.number, {"run_key": "k", "exp_dir": str(exp_dir.relative_to(campaign.dir))}
+        )
+        caplog.clear()
+        campaign._finish(Finished(baseline.number, refused))
+        said.append(caplog.records[-1].getMessage())
+        baseline = next(iter(campaign.ledger.queued_for("retry_of", baseline.number)), baseline)
+    release(campaign)
+    never_started = "it never started, yet it counts as one of campaign.budget.max_experiments' launches"
+    assert said[0].endswith(f"; re-queued (retry 1 of campaign.max_retries=1); {never_started}"), said
+    assert said[1].endswith(f"; not re-queued: campaign.max_retries=1 used; {never_started}"), said
