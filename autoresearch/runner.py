@@ -70,17 +70,20 @@ LOG_CAP_BYTES = 64 << 20
 TAIL_BYTES = 64 << 10  # how much of the log's end is read for its last line
 
 
+EMPTY_LOG = "run.log is empty (train.py printed nothing, or closed its output)"
+
+
 def _log_tail(log: Path) -> str:
     """The log's last line, cut to 300 characters, its control characters made spaces: it goes
     into the controller's log on a terminal (an escape sequence there clears it), results.tsv and
-    the study."""
+    the study. One with nothing says so: a reason that ends at a colon reads as cut short."""
     try:
         with log.open("rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
             lines = f.read().decode(errors="replace").strip().splitlines()
     except FileNotFoundError:
-        return ""
-    return plain_line(lines[-1][:300]) if lines else ""
+        return "run.log is gone (deleted by train.py?)"
+    return plain_line(lines[-1][:300]) if lines else EMPTY_LOG
 
 
 class _LogFull(Exception):

@@ -413,3 +413,11 @@ def test_ending_a_run_reads_no_processs_environment(tmp_path: Path) -> None:
     assert outcome["status"] == "crash", outcome
     assert not pid_alive(int((exp / "child.pid").read_text()))  # (what left its group is still ended)
     assert opened == []
+
+
+def test_a_crash_that_left_nothing_in_run_log_says_so(tmp_path: Path) -> None:
+    """A train.py that closed its output before it failed left run.log empty, and its reason ended
+    at "exit 3: ", a colon with nothing after it."""
+    code = "import os\nos.close(1)\nos.close(2)\nraise SystemExit(3)\n"
+    outcome = run_experiment(make_experiment(tmp_path, code))
+    assert outcome["reason"] == "exit 3: run.log is empty (train.py printed nothing, or closed its output)"
