@@ -153,8 +153,8 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     spec_text = (exp / SPEC_FILE).read_bytes()
     spec = json.loads(spec_text)
     own = Own(spec_text, _launch_of(spec_text), _identity(exp), _identity(exp.parent))
-    finish = functools.partial(_finish, exp, own=own)
     started = time.time()
+    finish = functools.partial(_finish, exp, own=own, began=(started, time.monotonic()))
     outcome: dict[str, Any] = {
         "trial": spec["trial"],
         "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),  # Slurm's name, for --exclude
@@ -330,10 +330,13 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _finish(exp: Path, outcome: dict[str, Any], own: Own) -> dict[str, Any]:
+def _finish(exp: Path, outcome: dict[str, Any], own: Own, began: tuple[float, float]) -> dict[str, Any]:
     """Write the outcome where the controller reads it, if the folder is still this run's (`_ours`):
-    one given to another run, or a campaign removed to start over, must not get it."""
-    outcome["ended_at"] = time.time()
+    one given to another run, or a campaign removed to start over, must not get it. Its end is
+    its start (`began`: the clock's time, and the monotonic clock's) and how long it ran: a step
+    of the clock as it ran (NTP) would bill that much GPU time more, or none."""
+    started, monotonic = began
+    outcome["ended_at"] = started + (time.monotonic() - monotonic)
     if _ours(exp, own):
         write_json_atomic(exp / OUTCOME_FILE, outcome)
         (exp / PID_FILE).unlink(missing_ok=True)

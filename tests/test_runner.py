@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -421,3 +422,18 @@ def test_a_crash_that_left_nothing_in_run_log_says_so(tmp_path: Path) -> None:
     code = "import os\nos.close(1)\nos.close(2)\nraise SystemExit(3)\n"
     outcome = run_experiment(make_experiment(tmp_path, code))
     assert outcome["reason"] == "exit 3: run.log is empty (train.py printed nothing, or closed its output)"
+
+
+def test_a_clock_step_as_train_py_runs_does_not_change_how_long_the_run_held_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The machine's clock stepped an hour forward (NTP after a VM's resume) while train.py ran,
+    and the outcome's end came an hour after its start: the campaign billed an hour of GPU time
+    for a run of a second (a step back billed none). The clock cannot be stepped here: time.time
+    is, from the moment train.py says so."""
+    real = time.time
+    exp = make_experiment(tmp_path, "open('stepped', 'w')\n")
+    monkeypatch.setattr(time, "time", lambda: real() + (3600 if (exp / "stepped").exists() else 0))
+    outcome = run_experiment(exp)
+    assert (exp / "stepped").exists()
+    assert 0 <= outcome["ended_at"] - outcome["started_at"] < 60, outcome
