@@ -702,16 +702,18 @@ class Campaign:
         """Lost to infrastructure, not to its own fault: fail it with the reason and run it again.
         `ran`: where and when it ran (its start and end are GPU time spent, whatever became of it).
         A preempted run is always run again, at no cost to its retries: a preemptible partition
-        may take the node from it any number of times, and each time it would run had it stayed."""
+        may take the node from it any number of times, and each time it would run had it stayed.
+        So is one never launched (its controller stopped before it recorded the launch: a full
+        disk refused the workspace, a kill -9), which started nothing."""
         retries = int(trial.user_attrs.get("retries", 0))
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
-        preempted = bool(outcome.get("preempted"))
+        free = bool(outcome.get("preempted")) or "exp_dir" not in trial.user_attrs
         said = ""  # what the log line adds: what the loss cost
         explores = trial.user_attrs.get("kind") == "exploration"  # (the sampler draws again)
-        if not explores and (preempted or retries < self.c.max_retries):
-            not_queued = self.intake.retry(trial, counted=not preempted)
+        if not explores and (free or retries < self.c.max_retries):
+            not_queued = self.intake.retry(trial, counted=not free)
             reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
-            if not (not_queued or preempted):
+            if not (not_queued or free):
                 said = f" (retry {retries + 1} of campaign.max_retries={self.c.max_retries})"
         elif not explores:
             said = f"; not re-queued: campaign.max_retries={self.c.max_retries} used"

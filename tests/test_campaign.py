@@ -2250,3 +2250,20 @@ def test_a_run_lost_before_it_started_says_it_cost_a_launch_and_a_retry(
     never_started = "it never started, yet it counts as one of campaign.budget.max_experiments' launches"
     assert said[0].endswith(f"; re-queued (retry 1 of campaign.max_retries=1); {never_started}"), said
     assert said[1].endswith(f"; not re-queued: campaign.max_retries=1 used; {never_started}"), said
+
+
+def test_a_run_its_controller_died_before_launching_costs_no_retry(tmp_path: Path) -> None:
+    """A controller that stopped between claiming a run and recording its launch (its workspace's
+    spec.json refused by a full disk, a kill -9) had started nothing, yet the next start counted
+    the loss as one of the run's retries: two such stops and the edit was dropped untried."""
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    claimed = first.ledger.waiting()[0]
+    assert first.ledger.claim(claimed)  # then the controller stopped
+    release(first)
+    second = scripted_campaign(tmp_path, [])
+    second.open()
+    release(second)
+    (retry,) = second.ledger.queued_for("retry_of", claimed.number)
+    assert second.ledger.trial(claimed.number).user_attrs["status"] == "lost"
+    assert retry.user_attrs.get("retries", 0) == 0
