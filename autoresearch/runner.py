@@ -36,6 +36,10 @@ LOG_FILE = "run.log"
 PID_FILE = "runner.pid"  # the local runner's pid and slot, written by the fleet that starts it
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
+# Room kept in the experiment folder while train.py runs, freed for outcome.json: a train.py that
+# filled the folder's disk left none, and the runner died without an outcome (lost, and re-run).
+RESERVE_FILE = "outcome.reserve"
+RESERVE_BYTES = 64 << 10
 RESULT_VARIABLE = "AUTORESEARCH_RESULT"  # where the harness writes the result
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 INFRA_STATUSES = ("interrupted", "lost")  # not the experiment's fault: it is re-queued
@@ -108,6 +112,15 @@ def _cut_log(log: Path) -> None:
         f.truncate()
 
 
+def _disk_full(folder: Path) -> bool:
+    """Whether the disk of `folder` has less room left than the runner's reserve."""
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return False
+    return disk.f_bavail * disk.f_frsize < RESERVE_BYTES
+
+
 def _ended_by(returncode: int) -> str:
     """How train.py ended: its exit status, or the signal that killed it, named (a log that stops
     mid-step says nothing of a kill; SIGKILL from nobody in particular is most often the kernel's
@@ -165,6 +178,8 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         "slurm_job_id": slurm_job_id(),
     }
     write_json_atomic(exp / STARTED_FILE, {k: outcome[k] for k in ("node", "started_at", "slurm_job_id")})
+    with contextlib.suppress(OSError):  # (a disk full already: train.py will say so)
+        (exp / RESERVE_FILE).write_bytes(bytes(RESERVE_BYTES))
     if setup_failed := os.environ.get(SETUP_FAILED_VARIABLE):  # not the environment it was meant for
         outcome.update(status="lost", node_unfit=True, reason=f"the node cannot run it: {setup_failed}")
         return finish(outcome)
@@ -238,7 +253,8 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         )
         return finish(outcome)
     if returncode != 0:
-        outcome.update(status="crash", reason=f"{_ended_by(returncode)}: {_log_tail(exp / LOG_FILE)}")
+        full = "; the disk of its folder is full (of what train.py wrote?)" if _disk_full(exp) else ""
+        outcome.update(status="crash", reason=f"{_ended_by(returncode)}: {_log_tail(exp / LOG_FILE)}{full}")
         return finish(outcome)
     try:
         metrics = json.loads((exp / METRICS_FILE).read_text())
@@ -338,6 +354,7 @@ def _finish(exp: Path, outcome: dict[str, Any], own: Own, began: tuple[float, fl
     started, monotonic = began
     outcome["ended_at"] = started + (time.monotonic() - monotonic)
     if _ours(exp, own):
+        (exp / RESERVE_FILE).unlink(missing_ok=True)  # (the room outcome.json is written in)
         write_json_atomic(exp / OUTCOME_FILE, outcome)
         (exp / PID_FILE).unlink(missing_ok=True)
     else:

@@ -437,3 +437,44 @@ def test_a_clock_step_as_train_py_runs_does_not_change_how_long_the_run_held_its
     outcome = run_experiment(exp)
     assert (exp / "stepped").exists()
     assert 0 <= outcome["ended_at"] - outcome["started_at"] < 60, outcome
+
+
+# train.py that fills the disk of its folder, then fails (as the harness's write of its result would).
+FILLS_ITS_DISK = (
+    "try:\n"
+    "    with open('fill', 'wb') as f:\n"
+    "        while True:\n"
+    "            f.write(b'x' * 65536)\n"
+    "except OSError:\n"
+    "    raise SystemExit(1)\n"
+)
+
+# Run in a mount namespace of its own: a small disk (tmpfs) made at argv[1], the experiment argv[2]
+# copied onto it and run there; prints its outcome.json (the disk goes with the namespace).
+ON_A_SMALL_DISK = """
+import json, shutil, subprocess, sys
+from pathlib import Path
+from autoresearch.runner import run_experiment
+disk, exp = Path(sys.argv[1]), Path(sys.argv[2])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+shutil.copytree(exp, disk / exp.name)
+run_experiment(disk / exp.name)
+print((disk / exp.name / "outcome.json").read_text())
+"""
+
+
+def test_a_train_py_that_fills_its_folders_disk_is_a_crash_that_says_so(tmp_path: Path) -> None:
+    """A train.py that filled the disk of its experiment folder left its runner no room for
+    outcome.json: the runner died in an OSError, the run was lost and re-queued, and filled the
+    disk again at each of its retries. The runner keeps a reserve in the folder, freed for the
+    outcome, and the crash says the disk is full."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespace for an unprivileged user here (unshare -rm)")
+    exp = make_experiment(tmp_path, FILLS_ITS_DISK)
+    (tmp_path / "disk").mkdir()
+    script = [sys.executable, "-c", ON_A_SMALL_DISK, str(tmp_path / "disk"), str(exp)]
+    done = subprocess.run(["unshare", "-rm", *script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["status"] == "crash", outcome
+    assert outcome["reason"].startswith("exit 1: ") and "the disk of its folder is full" in outcome["reason"]
