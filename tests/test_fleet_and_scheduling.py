@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -309,3 +310,27 @@ def test_a_controller_leaves_at_once_while_a_proposer_call_is_in_flight(tmp_path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 130, proc.stderr
     assert proc.stdout == "closed\n"
+
+
+def test_a_step_of_the_wall_clock_does_not_end_a_local_run_at_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backstop deadline counted by the wall clock: an hour's step forward (NTP after a VM
+    or a laptop resumed) ended every local run at once as over its deadline, each a retry. It
+    counts by the monotonic clock: the run goes on and ends as it would."""
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+    fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
+    (pool,) = fleet.pools.values()
+    hold, held = held_train_py(tmp_path, first="open('began', 'w').close()\n")
+    job = JobSpec(0, make_experiment(tmp_path, held, deadline=3600, trial=0), pool.name)
+    fleet.submit([job])
+    wait_for((job.exp_dir / "began").exists, 60, "train.py to begin")
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() + 3600)
+    assert fleet.poll() == [] and fleet.running() == 1
+    monkeypatch.undo()
+    hold.unlink()
+    finished: list[Finished] = []
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the run to end", every=0.05)
+    # (a crash: the held train.py writes no result; the clock's step made it "interrupted")
+    assert [(f.trial, f.outcome["status"]) for f in finished] == [(0, "crash")]

@@ -28,7 +28,7 @@ class _Running:
     job: JobSpec
     pid: int
     slot: int
-    deadline: float
+    deadline: float  # by time.monotonic(): a step of the wall clock (NTP, a VM resumed) moves it not
     proc: subprocess.Popen[bytes] | None = None  # None when re-attached (not our child)
     killed: bool = field(default=False)
 
@@ -99,7 +99,9 @@ class LocalFleet:
             # Written here, not by the runner, so a controller killed right after this line
             # still leaves enough for the next one to find and adopt the runner, on its GPU.
             (job.exp_dir / PID_FILE).write_text(f"{proc.pid} {slot}")
-            self._running[job.trial] = _Running(job, proc.pid, slot, time.time() + self._deadline_s, proc)
+            self._running[job.trial] = _Running(
+                job, proc.pid, slot, time.monotonic() + self._deadline_s, proc
+            )
             handles[job.trial] = f"local:{proc.pid}"
         return handles
 
@@ -118,7 +120,8 @@ class LocalFleet:
             return False
         # Its deadline counts from its start, as when it was submitted, not from this re-attach.
         start = started_at(job.exp_dir) or time.time()  # (none: it has only just begun)
-        self._running[job.trial] = _Running(job, pid, self._free_slot_index(slot), start + self._deadline_s)
+        deadline = time.monotonic() + start + self._deadline_s - time.time()
+        self._running[job.trial] = _Running(job, pid, self._free_slot_index(slot), deadline)
         return True
 
     def _slot_of(self, pid: int) -> int | None:
@@ -137,12 +140,12 @@ class LocalFleet:
         done = []
         for trial, run in list(self._running.items()):
             alive = run.proc.poll() is None if run.proc else _is_our_runner(run.pid, run.job.exp_dir)
-            if alive and time.time() > run.deadline:
+            if alive and time.monotonic() > run.deadline:
                 # SIGTERM lets the runner end train.py's own process group and write its outcome;
                 # SIGKILL follows if it does not manage within the grace period.
                 _signal_group(run.pid, signal.SIGKILL if run.killed else signal.SIGTERM)
                 run.killed = True
-                run.deadline = time.time() + KILL_GRACE_S
+                run.deadline = time.monotonic() + KILL_GRACE_S
                 continue
             if alive:
                 continue
