@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -310,6 +311,36 @@ def test_a_controller_leaves_at_once_while_a_proposer_call_is_in_flight(tmp_path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 130, proc.stderr
     assert proc.stdout == "closed\n"
+
+
+def test_a_runner_that_cannot_be_started_is_lost_and_the_batchs_others_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller's Python gone from under it (a .venv made again while a campaign runs) made
+    the spawn's OSError end the controller in a traceback, the handles of the batch's runs already
+    started lost with it. The runs it cannot start are lost, as runs sbatch refuses (re-queued),
+    said in one line; those started before keep their handles and run."""
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=2)})
+    fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
+    (pool,) = fleet.pools.values()
+    started = JobSpec(0, make_experiment(tmp_path, ENV_DUMP, deadline=60, name="started", trial=0), pool.name)
+    refused = JobSpec(1, make_experiment(tmp_path, ENV_DUMP, deadline=60, name="refused", trial=1), pool.name)
+    handles = fleet.submit([started])
+    gone = str(tmp_path / "removed-venv" / "python")
+    monkeypatch.setattr(sys, "executable", gone)
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        handles |= fleet.submit([refused])
+    assert list(handles) == [0]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the runner could not be started: {gone}: No such file or directory"
+    ]
+    finished: list[Finished] = []
+    wait_for(lambda: finished.extend(fleet.poll()) or len(finished) >= 2, 120, "both jobs", every=0.05)
+    outcomes = {f.trial: (f.outcome["status"], f.outcome.get("reason")) for f in finished}
+    assert outcomes == {
+        0: ("ok", ""),
+        1: ("lost", f"the runner could not be started: {gone}: No such file or directory"),
+    }
 
 
 def test_a_step_of_the_wall_clock_does_not_end_a_local_run_at_its_deadline(

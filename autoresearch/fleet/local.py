@@ -7,6 +7,7 @@ next controller re-attaches to it by pid instead of starting the experiment agai
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from typing import Any
 from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.runner import ABANDONED_FILE, OUTCOME_FILE, PID_FILE, scrubbed_environment, started_at
+
+log = logging.getLogger("autoresearch")
 
 KILL_GRACE_S = 30.0
 
@@ -66,6 +69,7 @@ class LocalFleet:
         self._threads = max(1, threads_per_slot)
         self._deadline_s = deadline_s
         self._running: dict[int, _Running] = {}
+        self._refused: list[Finished] = []  # runners that could not be started, reported at the next poll
 
     def free_slots(self, pool: str) -> int:
         return self._pool.slots - len(self._running) if pool == self._pool.name else 0
@@ -88,14 +92,20 @@ class LocalFleet:
             env["OMP_NUM_THREADS"] = str(self._threads)
             if self._devices:
                 env["CUDA_VISIBLE_DEVICES"] = self._devices[slot % len(self._devices)]
-            with open(job.exp_dir / "runner.log", "wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "autoresearch.runner", str(job.exp_dir.resolve())],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            with open(job.exp_dir / "runner.log", "wb") as runner_log:
+                try:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "autoresearch.runner", str(job.exp_dir.resolve())],
+                        env=env,
+                        stdout=runner_log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                except OSError as err:  # Python gone (a .venv made again), no fork left: as sbatch refusing
+                    self._refuse(
+                        job, f"the runner could not be started: {sys.executable}: {err.strerror or err}"
+                    )
+                    continue
             # Written here, not by the runner, so a controller killed right after this line
             # still leaves enough for the next one to find and adopt the runner, on its GPU.
             (job.exp_dir / PID_FILE).write_text(f"{proc.pid} {slot}")
@@ -104,6 +114,13 @@ class LocalFleet:
             )
             handles[job.trial] = f"local:{proc.pid}"
         return handles
+
+    def _refuse(self, job: JobSpec, reason: str) -> None:
+        """`job` is lost before it started (re-queued, as a Slurm job sbatch refused), said once a
+        batch; the runs started before it in that batch keep their handles."""
+        if not self._refused:
+            log.warning("%s", reason)
+        self._refused.append(Finished(job.trial, {"trial": job.trial, "status": "lost", "reason": reason}))
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
         """Adopt a runner a previous controller started, in the slot (GPU) it runs on. One that
@@ -137,7 +154,7 @@ class LocalFleet:
         pass  # one machine: no node to keep out
 
     def poll(self) -> list[Finished]:
-        done = []
+        done, self._refused = self._refused, []
         for trial, run in list(self._running.items()):
             alive = run.proc.poll() is None if run.proc else _is_our_runner(run.pid, run.job.exp_dir)
             if alive and time.monotonic() > run.deadline:
