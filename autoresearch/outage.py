@@ -30,6 +30,8 @@ import sqlalchemy
 from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 
+from autoresearch.storage_url import masked
+
 log = logging.getLogger("autoresearch")
 
 T = TypeVar("T")
@@ -108,7 +110,7 @@ class Patience:
     still finishes (a driver's own timeouts bound it)."""
 
     def __init__(self, url: str, seconds: float, stopping: Callable[[], bool] = never_stopping) -> None:
-        self.url = url
+        self.url = masked(url)  # said in the log, which a password must not reach
         self.seconds = seconds
         self.stopping = stopping
 

@@ -33,6 +33,7 @@ from autoresearch.journal import (
 from autoresearch.outage import Patience, database_failed, first_line, missing_tables, never_stopping
 from autoresearch.patient_reader import PatientReader
 from autoresearch.rdb_cache import WriteThroughCache
+from autoresearch.storage_url import masked
 
 FOLDER_ID_FILE = "study.id"  # with a database storage: the id its study holds too (`_claim`)
 FOLDER_ID_ATTR = "campaign_folder_id"
@@ -87,7 +88,7 @@ def reading_storage(url: str | None, campaign_dir: Path) -> Iterator[None]:
 
 
 def unopenable(url: str | None, why: str) -> StudyUnavailable:
-    return StudyUnavailable(f"cannot open the study at storage={url}: {why}")
+    return StudyUnavailable(f"cannot open the study at storage={masked(url) if url else url}: {why}")
 
 
 def creation_refusal(url: str) -> StudyUnavailable | None:
@@ -116,14 +117,14 @@ def held_storage(url: str | None) -> Iterator[None]:
     except (StorageInternalError, SQLAlchemyError) as err:
         if url and missing_tables(err):
             raise StudyUnavailable(
-                f"the database at storage={url} lacks the study's tables ({first_line(err)}): it is "
+                f"the database at storage={masked(url)} lacks the study's tables ({first_line(err)}): it is "
                 "not an Optuna study, or was replaced while the controller ran; point storage at the "
                 "campaign's study (running experiments go on and keep their results in their folders)"
             ) from None
         if not url or not database_failed(err):
             raise
         raise StudyUnavailable(
-            f"lost the study at storage={url}: {first_line(err)}; running experiments go on and "
+            f"lost the study at storage={masked(url)}: {first_line(err)}; running experiments go on and "
             "keep their results in their folders: run the same command again once the database is back"
         ) from None
 
@@ -170,7 +171,7 @@ def claim_refusal(
         ran_here = (campaign_dir / SAVED_CONFIG).is_file()
         if mine and ran_here and not has_trials:  # the folder ran a study that had its id
             return StudyUnavailable(
-                f"storage={url} holds no study {name!r} of the campaign {campaign_dir}, "
+                f"storage={masked(url)} holds no study {name!r} of the campaign {campaign_dir}, "
                 "which ran one there: the database lost it, or the URL reaches another database now; "
                 "point storage at the one it ran on, or start over with a new campaign.name"
             )
@@ -179,7 +180,7 @@ def claim_refusal(
     elif theirs in mine:
         return None
     return StudyTaken(
-        f"storage={url} holds a study {name!r} started by another campaign folder "
+        f"storage={masked(url)} holds a study {name!r} started by another campaign folder "
         f"than {campaign_dir}: give this campaign its own campaign.name, or run it with the "
         "runs_dir that started it (a copy of the folder that ran since holds it now)"
     )
@@ -248,7 +249,7 @@ def load_study(campaign_dir: Path, name: str, url: str | None, retry_seconds: fl
             if storage is not None:
                 return optuna.load_study(study_name=name, storage=storage)
         others = [s.study_name for s in storage.get_all_studies()] if storage is not None and not url else []
-    where = url or campaign_dir / JOURNAL_FILE
+    where = masked(url) if url else campaign_dir / JOURNAL_FILE
     if others:  # the folder's own journal holds a study by another name: config.yaml's was edited
         held = ", ".join(repr(other) for other in others)
         raise NoStudyYet(

@@ -737,3 +737,27 @@ def test_a_reader_of_the_study_writes_nothing_to_it() -> None:
     assert (
         study.trials[0].user_attrs == {"description": "wider"} and study.trials[0].state == TrialState.WAITING
     )
+
+
+def test_a_password_in_a_storage_url_reaches_no_message_nor_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The start refuses a URL with a password, but status, report and the library's readers take
+    the URL as given: their errors and the outage's log lines said it whole, password and all, to a
+    terminal, controller.log or a Slurm job's output file. They say it masked."""
+    url = "postgresql://me:s3cret@127.0.0.1:1/runs"  # (port 1: refused at once)
+    with pytest.raises(StudyUnavailable) as refused:
+        load_study(tmp_path, "toy", url)
+    assert "s3cret" not in str(refused.value) and "me:***@127.0.0.1:1" in str(refused.value), refused.value
+    failures = iter([sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))])
+
+    def operation() -> str:
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        return "done"
+
+    monkeypatch.setattr(outage, "_pause", lambda seconds, stopping: None)
+    with caplog.at_level("WARNING", logger="autoresearch"):
+        assert outage.Patience(url, seconds=60).run(operation) == "done"
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and all("me:***@" in line and "s3cret" not in line for line in said), said
