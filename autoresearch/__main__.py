@@ -52,7 +52,7 @@ log = logging.getLogger("autoresearch")
 EXIT_STOPPED = 3  # stopped by a signal before the campaign ended: re-running resumes it
 EXIT_INTERRUPTED = 130  # a second Ctrl-C (or SIGTERM) while stopping, as shells report SIGINT
 EXIT_ERROR = 2  # a bad config, or a campaign that cannot start or go on (the reason is one line)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = (Path(__file__).parent.parent / "conf").resolve()  # (resolved whole: conf/ may be a link)
 CANNOT_ADD = (
     "Hydra cannot add a knob or a partition on the command line; add it in a campaign or "
     "cluster file of your own (--config-dir, see docs/CAMPAIGNS.md)"

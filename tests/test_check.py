@@ -461,6 +461,27 @@ def test_a_config_dir_file_named_as_a_shipped_one_is_refused(tmp_path: Path, gro
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_checkout_whose_conf_folder_is_a_link_runs_its_shipped_campaigns(tmp_path: Path) -> None:
+    """conf/ a symbolic link (a checkout whose configs live on another disk, or are shared): Hydra
+    gave its path resolved, conf/ was compared unresolved, and every shipped campaign was refused
+    as a --config-dir file with a shipped file's name."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        REPO / "autoresearch", checkout / "autoresearch", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for linked in ("conf", "trainer"):
+        (checkout / linked).symlink_to(REPO / linked)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoresearch", "check", "+campaign=demo", f"runs_dir={tmp_path / 'runs'}"],
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "has the name of a shipped" not in proc.stderr and proc.returncode == 0, proc.stderr + proc.stdout
+
+
 def test_a_campaign_given_by_its_files_path_is_told_the_command_that_runs_it(tmp_path: Path) -> None:
     """`+campaign=PATH/campaign/mine.yaml`, the file one has just written: Hydra looked for it by
     name under campaign/ and said only that it could not find it, among the names it has."""
