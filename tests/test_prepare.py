@@ -884,6 +884,7 @@ class ShardServer:
     after its first refusal. A file in `stall` is sent half, then a byte a second (so the client's read never times out)
     until `release` is set, which closes the connection: the file is never complete. A file in
     `silent` is sent half, then nothing until `release`. `stalling` is set when such a send has begun.
+    A file in `paced` (name -> bytes a second) is sent whole at that steady rate, a tenth a tenth of a second.
     """
 
     def __init__(self, root: Path) -> None:
@@ -895,6 +896,7 @@ class ShardServer:
         self.always_fail: set[str] = set()
         self.stall: set[str] = set()
         self.silent: set[str] = set()
+        self.paced: dict[str, int] = {}
         self.stalling = threading.Event()
         self.release = threading.Event()
         server = self
@@ -922,7 +924,20 @@ class ShardServer:
                 if name in server.stall or name in server.silent:
                     self.send_half_and_wait((root / name).read_bytes(), trickle=name in server.stall)
                     return
+                if name in server.paced:
+                    self.send_paced((root / name).read_bytes(), server.paced[name] // 10)
+                    return
                 super().do_GET()
+
+            def send_paced(self, body: bytes, every_tenth: int) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for start in range(0, len(body), every_tenth):
+                    self.wfile.write(body[start : start + every_tenth])
+                    self.wfile.flush()
+                    if server.release.wait(0.1):  # (the pace of a slow link, not a wait on the client)
+                        return
 
             def send_half_and_wait(self, body: bytes, trickle: bool) -> None:
                 self.send_response(200)
@@ -1298,6 +1313,41 @@ def test_a_server_that_trickles_bytes_fails_the_attempt_and_is_retried(
         failed[0],
     ), failed
     assert server.requests.count("shard_00000.parquet") == prepare_mod.DOWNLOAD_ATTEMPTS
+
+
+def test_a_slow_but_steady_server_is_not_failed(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DOWNLOAD_MIN_RATE was 50 kB/s per thread: every attempt on a healthy link under 3.2 Mbit/s
+    (a busy login node, a throttled proxy) failed, each from byte 0, and a download that used to
+    finish slowly ended in "no network?". Only a trickle fails now: 8 kB/s is downloaded."""
+    server, remote = shard_server
+    server.paced["shard_00000.parquet"] = 8_000
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_PACE_GRACE_S", 0.2)  # (the shard takes longer to send)
+    assert (remote / "shard_00000.parquet").stat().st_size > 8_000 * 0.4
+    prepare_mod.download_climbmix(num_shards=1)
+    assert server.requests.count("shard_00000.parquet") == 1
+    assert (prepare_mod.data_dir("climbmix") / "shard_00000.parquet").read_bytes() == (
+        remote / "shard_00000.parquet"
+    ).read_bytes()
+
+
+def test_cli_names_the_pace_a_trickling_server_failed(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A download failed for its pace ended in "(no network? ...)", though bytes came over it."""
+    server, _ = shard_server
+    server.stall.add("shard_00000.parquet")
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_PACE_GRACE_S", 0.5)
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_MIN_RATE", 1_000_000)
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_ATTEMPTS", 1)
+    monkeypatch.setattr(sys, "argv", ["prepare.py", "--data", "climbmix", "--num-shards", "1"])
+    with pytest.raises(SystemExit) as ended:
+        prepare_mod.main()
+    said = str(ended.value.code)
+    assert "network" not in said and said.splitlines()[-1].startswith(
+        "(a server trickling under 1000 kB/s per download, or a link that slow; the offline corpus needs none"
+    ), said
 
 
 def test_a_body_cut_short_is_named_and_retried(prepare_mod: ModuleType, shard_server) -> None:

@@ -211,10 +211,10 @@ DOWNLOAD_BACKOFF_S = 2.0  # waits 2, 4, 8, 16 s between attempts
 RETRY_AFTER_MAX_S = 300.0  # the longest a server's Retry-After is waited for before an attempt
 DOWNLOAD_READ_TIMEOUT_S = 60.0  # a server silent this long mid-shard fails the attempt, which is retried
 # A server that sends a byte now and then never trips the read timeout: an attempt that has run
-# DOWNLOAD_PACE_GRACE_S and averages under DOWNLOAD_MIN_RATE bytes/s fails, and is retried. So an
-# attempt lasts at most about its size over that rate (100 MB: 33 min). Per thread: the 8 share
-# the link, so one slower than 8 * 50 kB/s = 3.2 Mbit/s in all cannot download climbmix.
-DOWNLOAD_MIN_RATE = 50_000
+# DOWNLOAD_PACE_GRACE_S and averages under DOWNLOAD_MIN_RATE bytes/s fails, and is retried. Only a
+# trickle is that slow: per thread, the 8 sharing the link, 8 kB/s = 64 kbit/s in all. (50 kB/s
+# failed every attempt on a healthy link under 3.2 Mbit/s, a busy login node's, each from byte 0.)
+DOWNLOAD_MIN_RATE = 1_000
 DOWNLOAD_PACE_GRACE_S = 120.0
 PROGRESS_EVERY_S = 5.0  # how often a download reports the bytes received so far
 TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
@@ -514,11 +514,17 @@ class DownloadProgress:
 
 class DownloadFailed(RuntimeError):
     """A shard could not be downloaded (the message says which and why). `answered`: the server
-    gave an HTTP error, so the network is up and the user's question is the server, not it."""
+    gave an HTTP error, so the network is up and the user's question is the server, not it.
+    `too_slow`: the last attempt came under DOWNLOAD_MIN_RATE, so the network is up, but slow."""
 
-    def __init__(self, message: str, answered: bool = False) -> None:
+    def __init__(self, message: str, answered: bool = False, too_slow: bool = False) -> None:
         super().__init__(message)
         self.answered = answered
+        self.too_slow = too_slow
+
+
+class TooSlow(TimeoutError):
+    """An attempt averaged under DOWNLOAD_MIN_RATE once past its grace."""
 
 
 def _refused(err: Exception) -> bool:
@@ -576,7 +582,7 @@ def _keep_pace(received: int, seconds: float) -> None:
     """Raise TimeoutError where an attempt has run past its grace and averages under
     DOWNLOAD_MIN_RATE: a server trickling a byte every few seconds held a download for hours."""
     if seconds > DOWNLOAD_PACE_GRACE_S and received < DOWNLOAD_MIN_RATE * seconds:
-        raise TimeoutError(
+        raise TooSlow(
             f"the server sent {received:,} bytes in {seconds:.0f} s, "
             f"under the {DOWNLOAD_MIN_RATE / 1000:g} kB/s a download needs"
         )
@@ -634,8 +640,10 @@ def _download_shard(index: int, base_url: str, folder: Path, progress: DownloadP
                 progress.fail(DownloadFailed(f"download of {url} failed: {err}", answered=True))
                 return
             if attempt == DOWNLOAD_ATTEMPTS:
-                answered = isinstance(err, urllib.error.HTTPError)
-                progress.fail(DownloadFailed(f"download of {url} failed {attempt} times: {err}", answered))
+                answered, too_slow = isinstance(err, urllib.error.HTTPError), isinstance(err, TooSlow)
+                progress.fail(
+                    DownloadFailed(f"download of {url} failed {attempt} times: {err}", answered, too_slow)
+                )
                 return
             backoff, asked = DOWNLOAD_BACKOFF_S * 2 ** (attempt - 1), _retry_after(err)
             why = ", as the server asked (Retry-After)" if asked > backoff else ""
@@ -1696,7 +1704,12 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit("interrupted: finished files are kept; run the same command again to resume")
     except DownloadFailed as err:
-        why = "the server answered: AUTORESEARCH_DATA_URL chooses another;" if err.answered else "no network?"
+        if err.answered:
+            why = "the server answered: AUTORESEARCH_DATA_URL chooses another;"
+        elif err.too_slow:
+            why = f"a server trickling under {DOWNLOAD_MIN_RATE / 1000:g} kB/s per download, or a link that slow;"
+        else:
+            why = "no network?"
         sys.exit(
             f"error: {err}\n({why} the offline corpus needs none: --data offline here, campaign.data=offline in a campaign)"
         )
