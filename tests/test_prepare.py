@@ -1624,6 +1624,46 @@ def test_a_preparation_waits_for_the_one_under_way_and_does_not_do_it_again(
     assert proc.returncode == 0 and rest.rstrip().endswith("ready") and "training" not in rest, rest
 
 
+def test_a_preparation_waiting_on_a_stuck_one_says_it_is_still_waiting(
+    prepare_mod: ModuleType, offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A preparation waiting on a holder that is stuck (a prepare.py suspended with Ctrl-Z, a hung
+    NFS mount) said one line and then nothing, for ever. It now says again, every
+    LOCK_WAIT_REPORT_S, how long it has waited, on whom, and what to do."""
+    tokenizer, whole = _cache_without_its_tokenizer(offline_cache, tmp_path / "cache")
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(prepare_mod, "LOCK_POLL_S", 0.01)
+    monkeypatch.setattr(prepare_mod, "LOCK_WAIT_REPORT_S", 0.05)
+    lines: list[str] = []
+    again = threading.Event()
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if sum(said.startswith("still waiting") for said in lines) == 2:  # (said, and said again)
+            again.set()
+
+    monkeypatch.setattr(prepare_mod, "log", log)
+    folder = tokenizer.parent
+    waiter = threading.Thread(target=prepare_mod.train_tokenizer)
+    with open(folder.with_name(f"{folder.name}.lock"), "w") as held:  # a stuck preparation's
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 7 on node-b")
+        held.flush()
+        waiter.start()
+        try:
+            assert again.wait(timeout=60), lines
+            tokenizer.write_bytes(whole)
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+    waiter.join(timeout=120)
+    assert not waiter.is_alive() and tokenizer.read_bytes() == whole
+    assert lines[0] == f"waiting for another preparation of {folder} (pid 7 on node-b) to finish"
+    still = rf"still waiting for another preparation of {re.escape(str(folder))} \(pid 7 on node-b\), 0 min so far; "
+    assert re.fullmatch(
+        still + r"if it is stuck \(suspended, on a hung mount\), kill it and this one goes on", lines[1]
+    )
+
+
 def test_a_lock_left_by_a_killed_preparation_is_no_lock(
     harness_env, offline_cache: Path, tmp_path: Path
 ) -> None:
@@ -1665,23 +1705,34 @@ def test_a_lock_file_this_user_cannot_write_still_locks(
     assert tokenizer.read_bytes() == whole
 
 
+@pytest.mark.parametrize("held_first", [False, True], ids=["at-once", "while-waiting"])
 def test_a_cache_that_takes_no_lock_is_prepared_unlocked(
-    prepare_mod: ModuleType, offline_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    prepare_mod: ModuleType,
+    offline_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    held_first: bool,
 ) -> None:
     """Lustre mounted without `-o flock` refuses every flock (ENOLCK, EOPNOTSUPP, ENOSYS): a
-    preparation there does the work itself, as before there was a lock, saying so."""
+    preparation there does the work itself, as before there was a lock, saying so. So does one
+    whose lock is refused while it waits (an NFS lock daemon gone down), which ended in a traceback."""
     tokenizer, whole = _cache_without_its_tokenizer(offline_cache, tmp_path / "cache")
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(prepare_mod, "LOCK_POLL_S", 0.01)
+    answers = [BlockingIOError(errno.EAGAIN, "held")] * held_first + [
+        OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    ]
 
-    def no_flock(fd: int, operation: int) -> None:
-        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    def flock(fd: int, operation: int) -> None:
+        raise answers.pop(0) if answers else AssertionError("tried the lock after it was refused")
 
-    monkeypatch.setattr(prepare_mod.fcntl, "flock", no_flock)
+    monkeypatch.setattr(prepare_mod.fcntl, "flock", flock)
     lines: list[str] = []
     monkeypatch.setattr(prepare_mod, "log", lines.append)
     assert prepare_mod.train_tokenizer() == tokenizer and tokenizer.read_bytes() == whole
     lock = tokenizer.parent.with_name(f"{tokenizer.parent.name}.lock")
-    assert lines[0] == f"{lock} takes no lock (No locks available): preparing {tokenizer.parent} unlocked"
+    unlocked = f"{lock} takes no lock (No locks available): preparing {tokenizer.parent} unlocked"
+    assert lines[held_first] == unlocked
 
 
 def test_cli_names_the_cache_when_it_cannot_write_there(harness_env, tmp_path: Path) -> None:

@@ -216,6 +216,8 @@ DOWNLOAD_READ_TIMEOUT_S = 60.0  # a server silent this long mid-shard fails the 
 # failed every attempt on a healthy link under 3.2 Mbit/s, a busy login node's, each from byte 0.)
 DOWNLOAD_MIN_RATE = 1_000
 DOWNLOAD_PACE_GRACE_S = 120.0
+LOCK_POLL_S = 1.0  # how often a preparation waiting for another's lock tries it again
+LOCK_WAIT_REPORT_S = 300.0  # how often it says it is still waiting
 PROGRESS_EVERY_S = 5.0  # how often a download reports the bytes received so far
 TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
 TOKENIZER_REPORT_CHARS = 100_000_000  # progress line every this many characters read
@@ -319,11 +321,7 @@ def _preparing(folder: Path) -> Iterator[None]:
         fd = _open_lock(lock)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace") or "a process"
-            log(f"waiting for another preparation of {folder} ({holder}) to finish")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for_lock(fd, folder)
         except OSError as err:  # (EBADF: NFS takes an exclusive flock only for writing)
             if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF):
                 raise
@@ -334,6 +332,32 @@ def _preparing(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _wait_for_lock(fd: int, folder: Path) -> None:
+    """Take the flock on `fd`, saying whose preparation it waits for, and again every
+    LOCK_WAIT_REPORT_S: a holder that is stuck (suspended with Ctrl-Z, on a hung mount) held a
+    waiting one silently for ever. Polled, not blocked on, so that it can say so; no bound, since
+    a gpt2-scale download takes an hour."""
+    started = time.monotonic()
+    reported = 0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace") or "a process"
+        waited = time.monotonic() - started
+        if not reported:
+            log(f"waiting for another preparation of {folder} ({holder}) to finish")
+            reported = 1
+        elif waited >= reported * LOCK_WAIT_REPORT_S:
+            log(
+                f"still waiting for another preparation of {folder} ({holder}), {waited / 60:.0f} min so far;"
+                " if it is stuck (suspended, on a hung mount), kill it and this one goes on"
+            )
+            reported = int(waited // LOCK_WAIT_REPORT_S) + 1
+        time.sleep(LOCK_POLL_S)
 
 
 def _open_lock(lock: Path) -> int:
