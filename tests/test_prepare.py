@@ -216,7 +216,11 @@ def test_the_tokenizer_file_holds_the_trained_bpe_exactly(
 @pytest.mark.parametrize(
     ("edit", "why"),
     [
-        ({"mergeable_ranks": slice(300)}, "ValueError: 300 distinct tokens, not 2044"),
+        ({"mergeable_ranks": lambda ranks: ranks[:300]}, "ValueError: 300 distinct tokens, not 2044"),
+        (  # (tiktoken's encode panicked in Rust on the byte missing, in every run)
+            {"mergeable_ranks": lambda ranks: ["/v79/A==", *ranks[1:]]},
+            "ValueError: 1 of the 256 single bytes are not among its tokens",
+        ),
         (
             {"name": "climbmix-v2048"},
             "ValueError: the tokenizer of 'climbmix-v2048', not of '{folder}'",
@@ -231,22 +235,60 @@ def test_a_tokenizer_file_of_another_vocabulary_or_folder_is_trained_again(
     edit: dict,
     why: str,
 ) -> None:
-    """A tokenizer.json that reads as JSON but is not this vocabulary's, or was copied from another
-    folder (other data, another Python's offline corpus), is not trusted: it is trained again,
-    said in a line."""
+    """A tokenizer.json that reads as JSON but is not this vocabulary's, lacks a single byte, or was
+    copied from another folder (other data, another Python's offline corpus), is not trusted: it is
+    trained again, said in a line."""
     cache = tmp_path / "cache"
     shutil.copytree(offline_cache, cache)
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
     path = prepare_mod.tokenizer_dir() / "tokenizer.json"
     whole = path.read_bytes()
     spec = json.loads(whole)
-    changed = {key: spec[key][value] if isinstance(value, slice) else value for key, value in edit.items()}
+    changed = {key: value(spec[key]) if callable(value) else value for key, value in edit.items()}
     path.write_text(json.dumps({**spec, **changed}))
     lines: list[str] = []
     monkeypatch.setattr(prepare_mod, "log", lines.append)
     monkeypatch.setattr(prepare_mod, "_TOKENIZERS", {})
     assert prepare_mod.load_tokenizer().n_vocab == 2048 and path.read_bytes() == whole
     assert lines[0] == f"{path} is damaged ({why.format(folder=path.parent.name)}): training it again"
+
+
+def test_a_tokenizer_this_user_may_not_read_is_named_in_one_line(
+    harness_env, offline_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A tokenizer.json of mode 600, another user's in a cache shared by a group, ended every run
+    in a PermissionError traceback. It now stops in one line naming the file and what to do."""
+    shared = tmp_path_factory.mktemp("shared", numbered=True)
+    cache = shared / "cache"
+    shutil.copytree(offline_cache, cache)
+    tokenizer = next((cache / "tokenizer").glob("*/tokenizer.json"))
+    for folder in (cache, *cache.rglob("*")):  # (a group's cache: its folders writable to all)
+        if folder.is_dir():
+            folder.chmod(0o777)
+    tokenizer.chmod(0o600)
+    run = f"import sys; sys.path.insert(0, {str(TRAINER_DIR)!r}); import prepare; prepare.load_tokenizer()"
+    command = [sys.executable, "-c", run]  # (as train.py loads it, in every run)
+    modes = {folder: folder.stat().st_mode for folder in (shared, *shared.parents)}
+    if os.geteuid() == 0:  # (root reads through a file's mode: run as nobody, who can reach the cache)
+        for folder, mode in modes.items():
+            folder.chmod(mode | 0o005)
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=shared,
+            env=harness_env(cache=str(cache)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        for folder, mode in modes.items():
+            folder.chmod(mode)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: {tokenizer} cannot be read by this user: its owner makes it readable (chmod g+r)"
+    )
 
 
 class _Planted:

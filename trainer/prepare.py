@@ -994,14 +994,19 @@ _UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 
 def _read_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding:
-    """The tokenizer at `path`, checked to be this format, of `vocab_size` tokens and made for its
-    folder; raises ValueError (or KeyError, TypeError) on anything else."""
+    """The tokenizer at `path`, checked to be this format, of `vocab_size` tokens, holding every
+    single byte (as a byte-level BPE does) and made for its folder; raises ValueError (or KeyError,
+    TypeError) on anything else."""
     spec = json.loads(path.read_bytes())
     if spec.get("format") != TOKENIZER_FORMAT:
         raise ValueError(f"format {spec.get('format')!r}, not {TOKENIZER_FORMAT}")
     tokens = [base64.b64decode(token, validate=True) for token in spec["mergeable_ranks"]]
     if len(tokens) + len(SPECIAL_TOKENS) != vocab_size or len(set(tokens)) != len(tokens):
         raise ValueError(f"{len(set(tokens))} distinct tokens, not {vocab_size - len(SPECIAL_TOKENS)}")
+    if missing := 256 - len(
+        {token for token in tokens if len(token) == 1}
+    ):  # (tiktoken panics on such a byte)
+        raise ValueError(f"{missing} of the 256 single bytes are not among its tokens")
     if spec["name"] != path.parent.name:  # (a copy of another folder's: other data, or another Python's)
         raise ValueError(f"the tokenizer of {spec['name']!r}, not of {path.parent.name!r}")
     if not isinstance(spec["pat_str"], str):
@@ -1016,7 +1021,8 @@ def _read_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding:
 
 def _cached_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding | None:
     """The tokenizer saved at `path`; None when there is none, or when it is damaged (a disk
-    fault, a copy cut short), so that it is trained again rather than trusted. A tokenizer.pkl
+    fault, a copy cut short), so that it is trained again rather than trusted. One this user may
+    not read stops the process in one line: training it again could not replace it. A tokenizer.pkl
     beside it, the former format, is never read: unpickling a file of a shared cache would run
     whatever code its writer put in it."""
     if not path.exists():
@@ -1030,6 +1036,11 @@ def _cached_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding | None:
     except _UNREADABLE as err:
         log(f"{path} is damaged ({type(err).__name__}: {err}): training it again")
         return None
+    except PermissionError:  # (another user's, in a cache shared by a group)
+        sys.stderr.write(
+            f"error: {path} cannot be read by this user: its owner makes it readable (chmod g+r)\n"
+        )
+        sys.exit(1)
 
 
 _TOKENIZERS: dict[Path, tiktoken.Encoding] = {}
