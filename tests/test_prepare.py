@@ -1744,6 +1744,7 @@ def test_a_lock_file_this_user_cannot_write_still_locks(
     with _unwritable(lock):  # (this user cannot write it, but may read it)
         proc = _run_prepare(harness_env(cache=str(tmp_path / "cache")), tmp_path, "--scale", "cpu")
     assert proc.returncode == 0 and proc.stderr.rstrip().endswith("ready"), proc.stderr
+    assert "takes no lock" not in proc.stderr and "unlocked" not in proc.stderr, proc.stderr  # (locked)
     assert tokenizer.read_bytes() == whole
 
 
