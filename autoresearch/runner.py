@@ -38,6 +38,7 @@ ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: n
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
 # Room kept in the experiment folder while train.py runs, freed for outcome.json: a train.py that
 # filled the folder's disk left none, and the runner died without an outcome (lost, and re-run).
+# Random bytes: on a compressing file system (ZFS, btrfs, lz4 behind NFS) zeros take no blocks.
 RESERVE_FILE = "outcome.reserve"
 RESERVE_BYTES = 64 << 10
 RESULT_VARIABLE = "AUTORESEARCH_RESULT"  # where the harness writes the result
@@ -179,7 +180,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     }
     write_json_atomic(exp / STARTED_FILE, {k: outcome[k] for k in ("node", "started_at", "slurm_job_id")})
     with contextlib.suppress(OSError):  # (a disk full already: train.py will say so)
-        (exp / RESERVE_FILE).write_bytes(bytes(RESERVE_BYTES))
+        (exp / RESERVE_FILE).write_bytes(os.urandom(RESERVE_BYTES))
     if setup_failed := os.environ.get(SETUP_FAILED_VARIABLE):  # not the environment it was meant for
         outcome.update(status="lost", node_unfit=True, reason=f"the node cannot run it: {setup_failed}")
         return finish(outcome)

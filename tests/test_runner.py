@@ -478,3 +478,20 @@ def test_a_train_py_that_fills_its_folders_disk_is_a_crash_that_says_so(tmp_path
     outcome = json.loads(done.stdout)
     assert outcome["status"] == "crash", outcome
     assert outcome["reason"].startswith("exit 1: ") and "the disk of its folder is full" in outcome["reason"]
+
+
+# train.py that writes how small zlib makes the runner's reserve, as it finds it while it runs.
+MEASURES_THE_RESERVE = (
+    "import json, zlib\n"
+    "data = open('outcome.reserve', 'rb').read()\n"
+    "json.dump({'size': len(data), 'compressed': len(zlib.compress(data))}, open('reserve.json', 'w'))\n"
+)
+
+
+def test_the_reserve_takes_room_on_a_compressing_file_system(tmp_path: Path) -> None:
+    """A reserve of zeros takes no blocks on ZFS or btrfs with compression (lz4, also behind
+    NFS): it freed nothing, and the runner of a train.py that filled the disk still died."""
+    run_experiment(make_experiment(tmp_path, MEASURES_THE_RESERVE))
+    reserve = json.loads((tmp_path / "exp" / "reserve.json").read_text())
+    assert reserve["size"] == runner.RESERVE_BYTES
+    assert reserve["compressed"] >= 0.99 * reserve["size"]  # what compression cannot shrink
