@@ -450,17 +450,33 @@ def _adopting_orphans() -> Iterator[set[int]]:
     """For the block, this process adopts the orphans of its descendants (Linux's child
     subreaper): what train.py started and left, in a session of its own and whatever its
     environment (a daemon's double fork), stays below the runner, where `_kill_escapees` finds
-    it. Yields the children this process had already, which are not train.py's."""
+    it. Yields the children this process had already, which are not train.py's. What those
+    children start is not told from train.py's, so run_experiment must own its process (the
+    local runner and submitit's job processes start nothing else). Where a sandbox refuses the
+    subreaper, the runner says once that such escapees cannot be found."""
     if _LIBC is None:
         yield set()
         return
     was = ctypes.c_int()
     _LIBC.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(was))
-    _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    adopting = _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
+    if not adopting:
+        _say_escapees_cannot_be_found(ctypes.get_errno())
     try:
         yield set(_children_of(_process_table(), os.getpid()))
     finally:
-        _LIBC.prctl(PR_SET_CHILD_SUBREAPER, was.value)
+        if adopting:
+            _LIBC.prctl(PR_SET_CHILD_SUBREAPER, was.value)
+
+
+@functools.cache
+def _say_escapees_cannot_be_found(errno: int) -> None:
+    """One line per process (a worker runs many experiments), not one per run."""
+    print(
+        f"this process cannot be a child subreaper here ({os.strerror(errno)}): what train.py starts "
+        "outside its process group and leaves running (a daemon's double fork) cannot be found and ended",
+        file=sys.stderr,
+    )
 
 
 def _kill_escapees(train_py: int, spared: set[int]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import signal
@@ -15,6 +17,8 @@ from engine_helpers import ENV_DUMP, REPO, make_experiment, wait_for
 
 from autoresearch import runner
 from autoresearch.runner import run_experiment
+
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def pid_alive(pid: int) -> bool:
@@ -260,7 +264,7 @@ def test_a_group_left_as_zombies_ends_without_waiting_out_the_grace(tmp_path: Pa
 
 def test_the_kill_of_escapees_spares_processes_of_other_runs(tmp_path: Path) -> None:
     """Only what train.py started is killed: not a process the runner's process had started before
-    (a worker's), nor one of another campaign's run at the same path (the campaign removed and
+    (a worker's child, though not what that child starts: the runner owns its process), nor one of another campaign's run at the same path (the campaign removed and
     begun again), which has its result path in its environment."""
     exp = make_experiment(tmp_path, "print('done')\n")
     result = str((exp / "metrics.json").resolve())
@@ -276,6 +280,29 @@ def test_the_kill_of_escapees_spares_processes_of_other_runs(tmp_path: Path) -> 
         for b in bystanders:
             b.kill()
             b.wait()
+
+
+class RefusesTheSubreaper:
+    """Linux's libc, as in a sandbox that refuses PR_SET_CHILD_SUBREAPER (EPERM)."""
+
+    def prctl(self, option: int, *args: object) -> int:
+        if option == runner.PR_SET_CHILD_SUBREAPER:
+            ctypes.set_errno(errno.EPERM)
+            return -1
+        return LIBC.prctl(option, *args)
+
+
+def test_a_sandbox_that_refuses_the_subreaper_is_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where prctl refused to make the runner a child subreaper, what train.py left running
+    outside its group (a daemon's double fork) was never found, and nothing said so."""
+    monkeypatch.setattr(runner, "_LIBC", RefusesTheSubreaper())
+    runner._say_escapees_cannot_be_found.cache_clear()
+    for name in ("one", "two"):  # (a worker's process runs many)
+        assert run_experiment(make_experiment(tmp_path, "print('done')\n", name=name))["status"] == "crash"
+    said = [line for line in capsys.readouterr().err.splitlines() if "child subreaper" in line]
+    assert len(said) == 1 and os.strerror(errno.EPERM) in said[0] and "cannot be found" in said[0]
 
 
 def test_exit_zero_without_a_result_is_a_crash(tmp_path: Path) -> None:
