@@ -704,14 +704,18 @@ class Campaign:
         A preempted run is always run again, at no cost to its retries: a preemptible partition
         may take the node from it any number of times, and each time it would run had it stayed.
         So is one never launched (its controller stopped before it recorded the launch: a full
-        disk refused the workspace, a kill -9), which started nothing."""
+        disk refused the workspace, a kill -9), which started nothing, up to `max_retries` times
+        (`unlaunched` counts them): past that, as a retry, else an edit whose workspace kills the
+        controller each time is re-queued at every start for ever."""
         retries = int(trial.user_attrs.get("retries", 0))
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
-        free = bool(outcome.get("preempted")) or "exp_dir" not in trial.user_attrs
+        never_launched = "exp_dir" not in trial.user_attrs
+        unlaunched = int(trial.user_attrs.get("unlaunched", 0))
+        free = bool(outcome.get("preempted")) or (never_launched and unlaunched < self.c.max_retries)
         said = ""  # what the log line adds: what the loss cost
         explores = trial.user_attrs.get("kind") == "exploration"  # (the sampler draws again)
         if not explores and (free or retries < self.c.max_retries):
-            not_queued = self.intake.retry(trial, counted=not free)
+            not_queued = self.intake.retry(trial, counted=not free, unlaunched=unlaunched + never_launched)
             reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
             if not (not_queued or free):
                 said = f" (retry {retries + 1} of campaign.max_retries={self.c.max_retries})"

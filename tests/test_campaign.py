@@ -2267,3 +2267,27 @@ def test_a_run_its_controller_died_before_launching_costs_no_retry(tmp_path: Pat
     (retry,) = second.ledger.queued_for("retry_of", claimed.number)
     assert second.ledger.trial(claimed.number).user_attrs["status"] == "lost"
     assert retry.user_attrs.get("retries", 0) == 0
+
+
+def test_a_run_whose_launch_stops_its_controller_every_time_is_dropped_in_the_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run whose workspace or spec.json write stopped the controller at each try was re-queued
+    at no cost to its retries at every start, for ever: never launched, never dropped. Such
+    re-queues are free up to campaign.max_retries times, then count as retries."""
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    run = None
+    for _ in range(3):  # the run, its free re-queue, its one retry
+        campaign = scripted_campaign(tmp_path, [], "campaign.max_retries=1")
+        campaign.open()
+        queued = (
+            campaign.ledger.waiting() if run is None else campaign.ledger.queued_for("retry_of", run.number)
+        )
+        run = queued[0]
+        assert campaign.ledger.claim(run)  # then the controller stopped
+        release(campaign)
+    last = scripted_campaign(tmp_path, [], "campaign.max_retries=1")
+    last.open()
+    release(last)
+    assert not last.ledger.queued_for("retry_of", run.number)
+    assert caplog.records[-1].getMessage().endswith("; not re-queued: campaign.max_retries=1 used")
