@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from anthropic.types import Usage
 
+from autoresearch.agent import usage as usage_module
 from autoresearch.agent.usage import (
     TOKEN_FIELDS,
     UsageLedger,
@@ -207,3 +209,22 @@ def test_a_call_this_process_has_in_flight_is_counted_once_answered(tmp_path: Pa
     assert usage_totals(tmp_path)["unanswered_calls"] == 1 and usage_totals(tmp_path)["dollars"] > 0.16
     ledger.record(model="m", call=call, usage=usage(1000, 200), wave=1, turn=0)
     assert dollars_spent(tmp_path) == pytest.approx((1000 * 2.0 + 200 * 10.0) / 1e6)
+
+
+def test_a_call_whose_answer_could_not_be_written_is_counted_at_its_max(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer the full disk refused left the call's in_flight line alone in the file, as the
+    file was when the spend was last summed: the cached sum, without the call, stood, also for the
+    wave's check before its next call."""
+    ledger = UsageLedger(tmp_path, AgentConfig(price_input=2.0, price_output=10.0, max_tokens=16000))
+    call = ledger.start(model="m", wave=1, turn=0, input_tokens=9000)
+    assert dollars_spent(tmp_path) == 0.0  # (its own call in flight: counted once answered)
+
+    def disk_full(path: Path, line: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(usage_module, "append_line", disk_full)
+    with pytest.raises(OSError):
+        ledger.record(model="m", call=call, usage=usage(1000, 200), wave=1, turn=0)
+    assert dollars_spent(tmp_path) == usage_totals(tmp_path)["dollars"] > 0.16  # (as any reader counts it)

@@ -180,22 +180,23 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_spent_cache: dict[Path, tuple[tuple[int, int], float]] = {}
+_spent_cache: dict[Path, tuple[tuple[int, int, frozenset[str]], float]] = {}
 
 
 def dollars_spent(campaign_dir: str | Path) -> float:
     """Dollars spent on the API by this campaign so far, across restarts: each call this process
     has in flight is counted once answered, each other one at its worst case (`read_usage`).
 
-    The controller asks on every turn of its loop; the ledger is re-read only when it changed (a
-    call joins `_calls_in_flight` before its line is written, and leaves once its answer is).
+    The controller asks on every turn of its loop; the ledger is re-read only when it or
+    `_calls_in_flight` changed: a call whose answer could not be written (a full disk) leaves the
+    set with the file as it was, and is then counted at its worst case.
     """
     path = usage_path(campaign_dir)
     try:
         stat = path.stat()
     except FileNotFoundError:
         return 0.0
-    version = (stat.st_mtime_ns, stat.st_size)
+    version = (stat.st_mtime_ns, stat.st_size, frozenset(_calls_in_flight))
     cached = _spent_cache.get(path)
     if cached is None or cached[0] != version:
         rows = [
