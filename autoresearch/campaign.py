@@ -426,8 +426,8 @@ class Campaign:
                     failure = self._broken_start()
                     stop_reason = failure or self._stop_reason()
                     if stop_reason:
-                        if budgets.going_on_past(stop_reason):  # a budget: no wave's calls past it
-                            self.pump.stop(stop_reason)
+                        if failure or budgets.going_on_past(stop_reason):  # no wave's calls past a
+                            self.pump.stop(stop_reason)  # budget, nor for proposals none will run
                         if self.stop_requested:
                             break
                         if failure:  # nothing can be judged: no run is owed, those running are waited for

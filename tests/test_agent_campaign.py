@@ -15,6 +15,7 @@ import re
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from autoresearch import budget as budgets
 from autoresearch.agent.client import build_client
 from autoresearch.agent.fakeapi import ScriptedAPI, message_json, overloaded, tool_call, usage_json
 from autoresearch.agent.usage import dollars_for, read_usage
-from autoresearch.campaign import Campaign
+from autoresearch.campaign import Campaign, CampaignError
 from autoresearch.config import AutoresearchConfig, campaign_dir_of, deadline_seconds
 from autoresearch.logs import log_to_file, setup_logging
 from autoresearch.proposers.factory import make_proposer
@@ -505,6 +506,28 @@ class JumpingClock:
         return time.time() + self.offset
 
 
+def answered_once_stopped(
+    cfg: AutoresearchConfig, clock: JumpingClock | None = None, as_asked: Callable[[], None] = lambda: None
+) -> tuple[Campaign, ScriptedAPI]:
+    """A Claude campaign whose wave's first call is answered only once the campaign has stopped
+    its pump (`as_asked` is done first: a jump of the clock); every later call, a look at trial 0."""
+    held: list[Campaign] = []
+
+    def first_answer(body: dict[str, Any]) -> dict[str, Any]:
+        as_asked()
+        wait_for(held[0].pump.stopping, 120, "the campaign to stop its pump")  # (or its close does)
+        return tool_call("get_results", {"numbers": [0]})
+
+    api = ScriptedAPI(
+        [first_answer], models=[MODEL], default=lambda body: tool_call("get_results", {"numbers": [0]})
+    )
+    campaign_dir = campaign_dir_of(cfg)
+    proposer = make_proposer(cfg, campaign_dir, client=api.client(max_retries=0))
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    held.append(Campaign(cfg, campaign_dir, fleet, proposer, clock=clock))
+    return held[0], api
+
+
 def test_a_budget_reached_while_claude_inspects_ends_the_wave_before_its_next_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -523,28 +546,47 @@ def test_a_budget_reached_while_claude_inspects_ends_the_wave_before_its_next_ca
     )
     campaign_dir = campaign_dir_of(cfg)
     clock = JumpingClock()
-    campaign: Campaign | None = None
 
-    def answered_as_the_wall_budget_runs_out(body: dict[str, Any]) -> dict[str, Any]:
-        assert campaign is not None
+    def wall_budget_runs_out() -> None:
         clock.offset = 2 * 3600
-        wait_for(campaign.pump.stopping, 120, "the campaign to stop its pump")  # (or its close does)
-        return tool_call("get_results", {"numbers": [0]})
 
-    api = ScriptedAPI(
-        [answered_as_the_wall_budget_runs_out],
-        models=[MODEL],
-        default=lambda body: tool_call("get_results", {"numbers": [0]}),
-    )
-    proposer = make_proposer(cfg, campaign_dir, client=api.client(max_retries=0))
-    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
-    campaign = Campaign(cfg, campaign_dir, fleet, proposer, clock=clock)
+    campaign, api = answered_once_stopped(cfg, clock, as_asked=wall_budget_runs_out)
     summary = campaign.run()
 
     assert summary.stop_reason.startswith("wall hours budget reached")
     assert len(api.message_bodies) == 1
     record = json.loads((campaign_dir / "agent" / "waves" / "00001.json").read_text())
     assert record["outcome"] == "stopped" and record["reason"].startswith("wall hours budget reached")
+
+
+def test_a_start_that_fails_ends_the_wave_claude_is_on_before_its_next_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every baseline failed (nothing can be judged), so no proposal would run, yet the wave under
+    way went on paying for its calls, also where a budget was reached as well (the failure's stop
+    hid it). The campaign now stops the wave at once, for the failure."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-key")
+    monkeypatch.chdir(REPO)
+    broken = tmp_path / "train.py"
+    go = tmp_path / "go"  # (made as the wave's first call is made: the baselines fail while it is under way)
+    broken.write_text(
+        f"import os, time\nwhile not os.path.exists({str(go)!r}):\n    time.sleep(0.02)\n"
+        "raise RuntimeError('boom: broken at the start')\nLR = 0.1\nWIDTH = 64\n"
+    )
+    cfg = claude_toy_config(
+        tmp_path, f"agent.model={MODEL}", f"campaign.train_py={broken}", "campaign.fill_idle_slots=false"
+    )
+    campaign_dir = campaign_dir_of(cfg)
+    campaign, api = answered_once_stopped(cfg, as_asked=go.touch)
+    with pytest.raises(CampaignError, match="^every baseline run of the starting train.py failed") as failed:
+        campaign.run()
+
+    assert len(api.message_bodies) == 1
+    record = campaign_dir / "agent" / "waves" / "00001.json"  # (amended by the proposer's thread)
+    wait_for(
+        lambda: record.exists() and json.loads(record.read_text())["outcome"] == "stopped", 60, "the stop"
+    )
+    assert json.loads(record.read_text())["reason"] == str(failed.value)
 
 
 def test_a_dollar_budget_left_below_a_calls_worst_case_is_spent_by_whole_waves(
