@@ -12,7 +12,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,17 +160,27 @@ def after_last_newline(path: Path, size: int, chunk: int = 1 << 16) -> int:
     return 0
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one record to a file of one record a line. A writer killed mid-line leaves a torn
-    last line: it is cut off first, else this record would be glued onto it and read as garbage
-    (or, in a list of numbers, as another number)."""
+def append_line(path: Path, line: str, whole: Callable[[bytes], bool] = lambda last: False) -> int:
+    """Append one record to a file of one record a line; the bytes of a torn last line dropped.
+    A writer killed mid-line leaves a torn last line: it is cut off first, else this record would
+    be glued onto it and read as garbage (or, in a list of numbers, as another number). A last
+    line without its newline that `whole` finds a complete record (a file edited by hand, whose
+    editor wrote no newline at its end) is kept, and ended with one."""
+    dropped = 0
     with open(path, "a+b") as f:
         size = f.seek(0, os.SEEK_END)
         if size:
             f.seek(size - 1)
             if f.read(1) != b"\n":
-                f.truncate(after_last_newline(path, size))
+                start = after_last_newline(path, size)
+                f.seek(start)
+                if whole(f.read(size - start)):
+                    f.write(b"\n")
+                else:
+                    f.truncate(start)
+                    dropped = size - start
         f.write(line.encode() + b"\n")
+    return dropped
 
 
 def complete_lines(path: Path) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -86,6 +87,35 @@ def test_a_call_recorded_after_a_torn_line_is_counted(tmp_path: Path) -> None:
     totals = usage_totals(tmp_path)
     assert totals["calls"] == 2 and totals["waves"] == 2
     assert totals["dollars"] == dollars_spent(tmp_path) == pytest.approx(4.0)
+
+
+def test_a_whole_last_line_without_its_newline_is_kept_and_a_torn_one_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ledger edited by hand whose editor left no newline at its end was read as torn: its last
+    call went uncounted, and the next call's line cut it off for good, its spend lost. A whole
+    record is kept (ended with a newline before the next); a torn one alone is dropped, said once."""
+    UsageLedger(tmp_path, CFG).record(model="m", call="c1", usage=usage(1_000_000, 0), wave=1, turn=0)
+    path = usage_path(tmp_path)
+    path.write_text(path.read_text().rstrip("\n"))  # (as an editor saves it)
+    assert dollars_spent(tmp_path) == pytest.approx(2.0) and usage_totals(tmp_path)["calls"] == 1
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+
+    UsageLedger(tmp_path, CFG).record(model="m", call="c2", usage=usage(1_000_000, 0), wave=2, turn=0)
+    assert [json.loads(line)["call"] for line in path.read_text().splitlines()] == ["c1", "c2"]
+    assert usage_totals(tmp_path)["dollars"] == dollars_spent(tmp_path) == pytest.approx(4.0)
+    assert not caplog.records
+
+    torn = '{"time": 1, "model": "m", "call": "c3", "dollars": 9'  # (a kill mid-line)
+    with path.open("a") as f:
+        f.write(torn)
+    ledger = UsageLedger(tmp_path, CFG)
+    ledger.record(model="m", call="c4", usage=usage(1_000_000, 0), wave=3, turn=0)
+    ledger.record(model="m", call="c5", usage=usage(1_000_000, 0), wave=4, turn=0)
+    assert [json.loads(line)["call"] for line in path.read_text().splitlines()] == ["c1", "c2", "c4", "c5"]
+    assert dollars_spent(tmp_path) == pytest.approx(8.0)
+    [said] = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"{path}: dropped its last {len(torn)} bytes, a line cut short")
 
 
 def test_a_line_edited_into_something_else_is_skipped(tmp_path: Path) -> None:
@@ -221,7 +251,7 @@ def test_a_call_whose_answer_could_not_be_written_is_counted_at_its_max(
     call = ledger.start(model="m", wave=1, turn=0, input_tokens=9000)
     assert dollars_spent(tmp_path) == 0.0  # (its own call in flight: counted once answered)
 
-    def disk_full(path: Path, line: str) -> None:
+    def disk_full(path: Path, line: str, whole: object = None) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(usage_module, "append_line", disk_full)

@@ -15,13 +15,16 @@ Ledgers written before calls had ids have answers only, each counted as it is.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from autoresearch.config import AgentConfig
-from autoresearch.files import append_line, complete_lines, finite_number
+from autoresearch.files import append_line, finite_number
+
+log = logging.getLogger("autoresearch.agent")
 
 TOKEN_FIELDS = (
     "input_tokens",
@@ -113,7 +116,13 @@ class UsageLedger:
         tokens = {k: row[k] for k in TOKEN_FIELDS}
         line = {"time": time.time(), **row, "dollars": round(dollars_for(tokens, self.cfg), 8)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        append_line(self.path, json.dumps(line))
+        if dropped := append_line(self.path, json.dumps(line), whole=_parses):
+            log.warning(
+                "%s: dropped its last %d bytes, a line cut short (a write killed mid-line), not a "
+                "whole record: what it recorded is not counted",
+                self.path,
+                dropped,
+            )
         return line
 
 
@@ -122,9 +131,9 @@ def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
     a stop, or still in flight, counted at its worst case). A line cut short by a crash is skipped
     (the next record, on a line of its own, is not: `append_line`), and so is one `_append` could
     not have written (edited by hand: not an object, a count or a price that is not a number, a
-    call id that is not a string)."""
+    call id that is not a string). A whole last line without its newline (a hand edit) counts."""
     rows = []
-    for raw in complete_lines(usage_path(campaign_dir)):
+    for raw in _lines(usage_path(campaign_dir)):
         try:
             row = json.loads(raw)
         except json.JSONDecodeError:
@@ -133,6 +142,25 @@ def read_usage(campaign_dir: str | Path) -> list[dict[str, Any]]:
             rows.append(row)
     answered = {r.get("call") for r in rows if not r.get("in_flight")}
     return [r for r in rows if not (r.get("in_flight") and r.get("call") in answered)]
+
+
+def _lines(path: Path) -> list[str]:
+    """Every line of the ledger, the last one too where it lacks its newline: a torn one does not
+    parse, and is skipped as such, but a whole record an editor left without a newline is spent."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _parses(line: bytes) -> bool:
+    """Whether a last line without its newline is a whole record: a ledger line is a JSON object,
+    and no object cut short parses."""
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def second_turn_share(rows: list[dict[str, Any]], waves: int = FIRST_TURN_WAVES) -> float | None:
