@@ -44,9 +44,10 @@ class BackgroundPump:
 
     def stop(self, reason: str) -> None:
         """A budget reached, or nothing can be judged (no proposal would run): the wave on its
-        way ends before its next call, and is not handed over. The first reason stays: it is the cause. A wave asked for later starts afresh (the
-        campaign asks for none while a budget binds), so a stop on a figure that went back under
-        its limit cannot leave the campaign asking for waves that never come."""
+        way ends before its next call, and is not handed over. The first reason stays: it is the
+        cause. A wave asked for later starts afresh (the campaign asks for none while a budget
+        binds), so a stop on a figure that went back under its limit cannot leave the campaign
+        asking for waves that never come."""
         self._wave_stopped = self._wave_stopped or reason
 
     def _with_stop(self, context: CampaignContext) -> CampaignContext:
