@@ -426,8 +426,10 @@ class Campaign:
                     failure = self._broken_start()
                     stop_reason = failure or self._stop_reason()
                     if stop_reason:
-                        if failure or budgets.going_on_past(stop_reason):  # no wave's calls past a
-                            self.pump.stop(stop_reason)  # budget, nor for proposals none will run
+                        if failure:  # no wave's calls for proposals none will run, nor past a budget
+                            self.pump.stop(self._with_budget_reached(failure))
+                        elif budgets.going_on_past(stop_reason):
+                            self.pump.stop(stop_reason)
                         if self.stop_requested:
                             break
                         if failure:  # nothing can be judged: no run is owed, those running are waited for
@@ -569,6 +571,12 @@ class Campaign:
             )
         spend = self._spend()
         return budgets.exhausted(spend, self.c.budget) or ""
+
+    def _with_budget_reached(self, failure: str) -> str:
+        """`failure`, and a budget reached as well, where one is: the wave stopped for the failure
+        alone was not told of the budget, which would have stopped it too."""
+        budget = budgets.exhausted(self._spend(), self.c.budget)
+        return f"{failure}; and the {budget}" if budget else failure
 
     def _spend(self) -> budgets.Spend:
         started = self.study.user_attrs.get("started_at", self.clock.now())

@@ -559,12 +559,14 @@ def test_a_budget_reached_while_claude_inspects_ends_the_wave_before_its_next_ca
     assert record["outcome"] == "stopped" and record["reason"].startswith("wall hours budget reached")
 
 
+@pytest.mark.parametrize("wall_budget_too", [False, True])
 def test_a_start_that_fails_ends_the_wave_claude_is_on_before_its_next_call(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wall_budget_too: bool
 ) -> None:
     """Every baseline failed (nothing can be judged), so no proposal would run, yet the wave under
     way went on paying for its calls, also where a budget was reached as well (the failure's stop
-    hid it). The campaign now stops the wave at once, for the failure."""
+    hid it). The campaign now stops the wave at once, for the failure; and where the wall budget
+    runs out at the same turn of the loop, the wave's reason, told the failure alone, names both."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-key")
     monkeypatch.chdir(REPO)
     broken = tmp_path / "train.py"
@@ -574,10 +576,23 @@ def test_a_start_that_fails_ends_the_wave_claude_is_on_before_its_next_call(
         "raise RuntimeError('boom: broken at the start')\nLR = 0.1\nWIDTH = 64\n"
     )
     cfg = claude_toy_config(
-        tmp_path, f"agent.model={MODEL}", f"campaign.train_py={broken}", "campaign.fill_idle_slots=false"
+        tmp_path,
+        f"agent.model={MODEL}",
+        f"campaign.train_py={broken}",
+        "campaign.fill_idle_slots=false",
+        "campaign.budget.max_wall_hours=1",
     )
     campaign_dir = campaign_dir_of(cfg)
-    campaign, api = answered_once_stopped(cfg, as_asked=go.touch)
+    clock = JumpingClock()
+    campaign, api = answered_once_stopped(cfg, clock, as_asked=go.touch)
+    broken_start = campaign._broken_start
+
+    def found_as_the_wall_budget_runs_out() -> str:
+        if (failure := broken_start()) and wall_budget_too:
+            clock.offset = 2 * 3600  # (the same turn of the loop)
+        return failure
+
+    monkeypatch.setattr(campaign, "_broken_start", found_as_the_wall_budget_runs_out)
     with pytest.raises(CampaignError, match="^every baseline run of the starting train.py failed") as failed:
         campaign.run()
 
@@ -586,7 +601,11 @@ def test_a_start_that_fails_ends_the_wave_claude_is_on_before_its_next_call(
     wait_for(
         lambda: record.exists() and json.loads(record.read_text())["outcome"] == "stopped", 60, "the stop"
     )
-    assert json.loads(record.read_text())["reason"] == str(failed.value)
+    reason = json.loads(record.read_text())["reason"]
+    if wall_budget_too:
+        assert reason.startswith(f"{failed.value}; and the wall hours budget reached (2")
+    else:
+        assert reason == str(failed.value)
 
 
 def test_a_dollar_budget_left_below_a_calls_worst_case_is_spent_by_whole_waves(
