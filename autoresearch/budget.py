@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +242,36 @@ def exhausted(spend: Spend, budget: BudgetConfig) -> str | None:
                 said += f": past {limit:.4g}, only the {past:.4g} run{'s' if past > 1 else ''} a decision waited for"
             return f"{what} budget reached ({said})"
     return None
+
+
+@dataclass(frozen=True)
+class WaveDollars:
+    """The dollar budget as a wave checks it before each of its calls: the campaign's own check
+    (`exhausted`) on the campaign's spend when the wave was asked for, its LLM dollars read again
+    from the agent's ledger, where the wave's calls go. (A check of the wave's calls against the
+    dollars left was a second rule, and disagreed with the campaign's at the limit: `reached`'s
+    tolerance is relative to the figures it compares.) GPU dollars stay at the ask's: the
+    campaign's loop sees them grow, and stops the wave itself."""
+
+    spend: Spend  # the campaign's, when the wave was asked for
+    limit: float  # campaign.budget.max_dollars
+    campaign_dir: Path
+
+    def reached(self) -> str:
+        """Why the wave makes no more calls, or "" while the budget holds."""
+        llm = dollars_spent(self.campaign_dir)
+        if not exhausted(replace(self.spend, llm_dollars=llm), BudgetConfig(max_dollars=self.limit)):
+            return ""
+        left = max(0.0, self.limit - self.spend.dollars)
+        return (
+            f"dollars budget reached: this wave's calls cost ${llm - self.spend.llm_dollars:.4g}, and "
+            f"${left:.4g} of campaign.budget.max_dollars was left when it was asked for"
+        )
+
+
+def wave_dollars(spend: Spend, budget: BudgetConfig, campaign_dir: Path) -> WaveDollars | None:
+    """The check a wave asked for at `spend` makes before each call (None: no dollar budget)."""
+    return WaveDollars(spend, budget.max_dollars, campaign_dir) if budget.max_dollars else None
 
 
 def going_on_past(stop_reason: str) -> str | None:

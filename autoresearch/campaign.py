@@ -777,6 +777,7 @@ class Campaign:
             knob_values=read_knobs(source),
             noise_std=judged["screen"][1] if "screen" in judged else None,
             budget_left=budgets.remaining(spend, self.c.budget),
+            dollar_budget=budgets.wave_dollars(spend, self.c.budget, self.dir),
             tiers=tiers,
             wave_size=self.c.wave_size,
             max_wave=self.c.max_wave,

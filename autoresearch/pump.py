@@ -13,8 +13,6 @@ import logging
 import threading
 from concurrent.futures import Future
 
-from autoresearch.agent.usage import dollars_spent
-from autoresearch.budget import reached
 from autoresearch.proposals import Wave
 from autoresearch.proposers.base import CampaignContext, Proposer
 
@@ -52,19 +50,15 @@ class BackgroundPump:
 
     def _with_stop(self, context: CampaignContext) -> CampaignContext:
         """`context` with the stop its wave asks before each paid call: this pump's, or the dollar
-        budget reached by the wave's own calls (the agent's ledger in the campaign folder, where
-        the campaign counts them too) since it was asked for. The campaign's loop sees that spend
-        only when it looks again; the wave would have gone on for up to max_inspect_turns + 2
-        calls past the cap."""
-        left, ledger = context.budget_left.get("dollars"), context.campaign_dir
-        before = dollars_spent(ledger) if left is not None and ledger else 0.0
+        budget reached by the wave's own calls (`budget.WaveDollars`: the campaign's rule, on the
+        ledger where the campaign counts them too). The campaign's loop sees that spend only when
+        it looks again; the wave would have gone on for up to max_inspect_turns + 2 calls past the
+        cap."""
+        dollars = context.dollar_budget
 
         def stopping() -> str:
-            if left is not None and ledger and reached(spent := dollars_spent(ledger) - before, left):
-                self.stop(
-                    f"dollars budget reached: this wave's calls cost ${spent:.4g}, and ${left:.4g} "
-                    "of campaign.budget.max_dollars was left when it was asked for"
-                )
+            if dollars is not None and (reached := dollars.reached()):
+                self.stop(reached)
             return self.stopping()
 
         self._wave_stopped = ""  # (a new wave: the last one was collected)

@@ -35,7 +35,8 @@ from autoresearch.agent.usage import (
     read_usage,
     usage_totals,
 )
-from autoresearch.config import AgentConfig
+from autoresearch.budget import Spend, WaveDollars, exhausted, wave_dollars
+from autoresearch.config import AgentConfig, BudgetConfig
 from autoresearch.proposals import Edit, Wave
 from autoresearch.pump import BackgroundPump, SyncPump
 
@@ -630,6 +631,12 @@ def test_a_wave_dropped_by_a_stopping_controller_makes_no_more_calls(tmp_path: P
     assert proposer.consecutive_failures == 0  # not a failure of the API
 
 
+def dollars_checked(campaign_dir: Path, limit: float, gpu_dollars: float = 0.0) -> WaveDollars | None:
+    """The dollar check a campaign gives a wave it asks for now (`Campaign.context`)."""
+    spend = Spend(0, 0.0, 0.0, gpu_dollars, dollars_spent(campaign_dir))
+    return wave_dollars(spend, BudgetConfig(max_dollars=limit), campaign_dir)
+
+
 def inspecting_for_ever(body: dict) -> dict:
     """An inspection call at every turn: a wave that would use all its turns (usage_json's price)."""
     return tool_call("get_results", {"numbers": [1]})
@@ -652,7 +659,7 @@ def test_a_dollar_budget_reached_mid_wave_ends_the_wave_before_its_next_call(tmp
     caplog.set_level(logging.WARNING, logger="autoresearch.agent")
     pump = SyncPump(proposer)
 
-    pump.request(sample_context(budget_left={"dollars": 0.01}, campaign_dir=str(tmp_path)))
+    pump.request(sample_context(dollar_budget=dollars_checked(tmp_path, 1.01), campaign_dir=str(tmp_path)))
 
     assert len(api.message_bodies) == 3  # the one that reached it, none after
     assert pump.collect() is None and proposer.fallback.waves == []
@@ -679,15 +686,32 @@ def test_a_dollar_budget_reached_exactly_stops_as_the_campaign_does(
     replies = [tool_call("get_results", {"numbers": [1]}, usage=usage_json(n, 0)) for n in input_tokens]
     api = ScriptedAPI(replies, models=[MODEL], default=inspecting_for_ever)
     pump = SyncPump(make_proposer(tmp_path, api, max_inspect_turns=8))
-    pump.request(sample_context(budget_left={"dollars": left}, campaign_dir=str(tmp_path)))
+    pump.request(sample_context(dollar_budget=dollars_checked(tmp_path, left), campaign_dir=str(tmp_path)))
     assert len(api.message_bodies) == 2 and pump.collect() is None
+
+
+def test_a_wave_stops_where_the_campaign_finds_the_dollar_budget_reached(tmp_path: Path) -> None:
+    """The wave checked its calls against the dollars left, a rule beside the campaign's: after
+    $1000 of GPU time the campaign took $1000.01 for its limit of $1000.0100005 reached
+    (`budget.reached`'s tolerance is relative to the figures compared), while the wave took its
+    $0.01 for less than the $0.0100005 left, and made a fourth call. Both now ask one rule."""
+    replies = [tool_call("get_results", {"numbers": [1]}, usage=usage_json(n, 0)) for n in (2000, 2000, 1000)]
+    api = ScriptedAPI(replies, models=[MODEL], default=inspecting_for_ever)
+    pump = SyncPump(make_proposer(tmp_path, api, max_inspect_turns=8))
+    dollars = dollars_checked(tmp_path, 1000.0100005, gpu_dollars=1000.0)
+    pump.request(sample_context(dollar_budget=dollars, campaign_dir=str(tmp_path)))
+
+    assert dollars_spent(tmp_path) == pytest.approx(0.01)
+    spent = Spend(0, 0.0, 0.0, 1000.0, dollars_spent(tmp_path))
+    assert exhausted(spent, BudgetConfig(max_dollars=1000.0100005)) == "dollars budget reached (1000 of 1000)"
+    assert len(api.message_bodies) == 3 and pump.collect() is None
 
 
 def test_a_wave_within_the_dollar_budget_is_handed_over(tmp_path: Path) -> None:
     """(The stop above is the budget's: a wave that ends within it comes to the campaign.)"""
     api = ScriptedAPI([tool_call("propose_wave", GOOD_WAVE)], models=[MODEL])
     pump = SyncPump(make_proposer(tmp_path, api))
-    pump.request(sample_context(budget_left={"dollars": 0.0041}, campaign_dir=str(tmp_path)))
+    pump.request(sample_context(dollar_budget=dollars_checked(tmp_path, 0.0041), campaign_dir=str(tmp_path)))
     wave = pump.collect()
     assert wave is not None and wave.source == "claude" and wave.size() > 0 and not pump.stopping()
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from autoresearch.config import CampaignConfig
 from autoresearch.proposals import Wave
+
+if TYPE_CHECKING:
+    from autoresearch.budget import WaveDollars
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class CampaignContext:
     # leaving), asked before each paid call: set by the pump that asked for the wave, so a stop is
     # that campaign's alone (`pump.BackgroundPump.stop`).
     stopping: Callable[[], str] = field(default=lambda: "", repr=False, compare=False)
+    # The dollar budget as the wave's calls reach it, by the campaign's own rule (None: no budget):
+    # the pump stops the wave on it (`budget.WaveDollars`).
+    dollar_budget: WaveDollars | None = field(default=None, repr=False, compare=False)
 
 
 class Proposer(Protocol):
