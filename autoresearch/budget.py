@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.agent.usage import dollars_spent
 from autoresearch.config import BudgetConfig, SavedConfigError, read_saved_config, reading_saved_config
@@ -80,6 +80,24 @@ def rated_hours(study: optuna.Study) -> dict[Rate, float]:
     hours: dict[Rate, float] = {}
     earlier = earlier_prices(study)
     for t in finished(study):
+        add_hours(hours, t, earlier)
+    return hours
+
+
+def ran_undecided(study: optuna.Study) -> list[FrozenTrial]:
+    """The experiments that ran and await their decision: a promoted change, until its re-runs
+    are in, or a result waiting for the runs it is compared with, stays a running trial, yet its
+    run, and the hours its slot spent on it, are done."""
+    return [t for t in trials(study, TrialState.RUNNING) if t.user_attrs.get("ended_at") is not None]
+
+
+def spent_hours(study: optuna.Study) -> dict[Rate, float]:
+    """Slot-hours by pool and launch price over every experiment that ran: the ended trials', and
+    those awaiting their decision (`ran_undecided`), billed as any. What the GPU-hours budget,
+    status and the report count, so that the three agree while a promoted change waits."""
+    hours = rated_hours(study)
+    earlier = earlier_prices(study)
+    for t in ran_undecided(study):
         add_hours(hours, t, earlier)
     return hours
 
@@ -210,7 +228,7 @@ def spend(
 def measure(study: optuna.Study, prices: dict[str, float], campaign_dir: Path, now: float) -> Spend:
     """A campaign's spend, summed over its study (`status`); the controller keeps its own sums."""
     started = study.user_attrs.get("started_at", now)
-    return spend(experiments_launched(study), rated_hours(study), prices, campaign_dir, started, now)
+    return spend(experiments_launched(study), spent_hours(study), prices, campaign_dir, started, now)
 
 
 BUDGET_SETTINGS = {  # each limit as `exhausted` words it, and the campaign.budget setting that sets it

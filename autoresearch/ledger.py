@@ -14,7 +14,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autoresearch.budget import Rate, add_hours, earlier_prices, experiments_launched, rated_hours
+from autoresearch.budget import (
+    Rate,
+    add_hours,
+    earlier_prices,
+    experiments_launched,
+    ran_undecided,
+    spent_hours,
+)
 from autoresearch.results import rows
 from autoresearch.study import set_trial_attrs, trials
 
@@ -31,7 +38,10 @@ class Ledger:
         # What the budgets count, summed once here and kept up as trials launch and end: summed
         # over the study at every turn of the loop, they made the controller slower as it grew.
         self.launched = experiments_launched(study)
-        self.rated_hours: dict[Rate, float] = rated_hours(study)
+        self.rated_hours: dict[Rate, float] = spent_hours(study)
+        # Trials whose hours were counted when their run ended, before they were told (a promoted
+        # change awaiting its re-runs): told, they are not counted again.
+        self._counted_running = {t.number for t in ran_undecided(study)}
         self._earlier_prices = earlier_prices(study)  # for runs an older version launched, ending now
         self._run_keys: dict[str, set[int]] = {}  # train.py version -> trials running it or that ran it
         self._rows: dict[int, dict[str, Any]] = {}  # results-table rows of finished trials
@@ -100,6 +110,11 @@ class Ledger:
 
     def set(self, number: int, attrs: dict[str, Any]) -> None:
         set_trial_attrs(self.study, number, attrs)
+        if "ended_at" in attrs and number not in self._counted_running:
+            trial = self.trial(number)
+            if trial.state == TrialState.RUNNING:  # its run is over, billed whatever its decision
+                self._counted_running.add(number)
+                add_hours(self.rated_hours, trial, self._earlier_prices)
 
     def launch(self, number: int, attrs: dict[str, Any]) -> None:
         """A claimed trial goes out as an experiment: `attrs` say where (its `exp_dir` among them)."""
@@ -138,7 +153,10 @@ class Ledger:
 
     def _ended(self, number: int) -> None:
         trial = self.trial(number)
-        add_hours(self.rated_hours, trial, self._earlier_prices)
+        if number in self._counted_running:
+            self._counted_running.discard(number)
+        else:
+            add_hours(self.rated_hours, trial, self._earlier_prices)
         if trial.state == TrialState.FAIL:  # a failed run says nothing of its train.py: it may run again
             self._run_keys.get(trial.user_attrs.get("run_key", ""), set()).discard(number)
             if number in (knob_runs := self._knob_runs.get(trial.user_attrs.get("tier", "screen"), [])):

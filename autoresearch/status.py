@@ -40,6 +40,7 @@ from autoresearch.budget import (
     hours_without_price,
     measure,
     pool_prices,
+    ran_undecided,
     unpriced_said,
 )
 from autoresearch.cli import reader_may_stop_early, tool_name
@@ -234,7 +235,7 @@ def hours_said(study: optuna.Study, spend: Spend, prices: dict[str, float] | Non
     said = f"{spend.gpu_hours:.2f} {unit}"
     if prices is None:
         return said
-    ran = [t for t in finished(study) if experiment_ran(t)]
+    ran = [t for t in [*finished(study), *ran_undecided(study)] if experiment_ran(t)]
     by_type = across_pools(hours_without_price(ran, earlier_prices(study), prices))
     return said + f" (${spend.gpu_dollars:,.2f}" + (f" + {unpriced_said(by_type, unit)})" if by_type else ")")
 

@@ -20,11 +20,18 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from autoresearch import status
-from autoresearch.budget import PRICE_ATTR, pool_prices
-from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, read_saved_config, with_defaults
+from autoresearch.budget import PRICE_ATTR, exhausted, measure, pool_prices
+from autoresearch.config import (
+    SAVED_CONFIG,
+    AutoresearchConfig,
+    BudgetConfig,
+    read_saved_config,
+    with_defaults,
+)
 from autoresearch.eta import SLOTS_ATTR, record_slots
 from autoresearch.fleet.base import Pool
 from autoresearch.heartbeat import CONTROLLER_FILE, STALE_SECONDS, Heartbeat, controller_state
+from autoresearch.ledger import Ledger
 from autoresearch.status import REASON_CHARS, clipped, render
 
 
@@ -374,6 +381,29 @@ def test_the_spend_line_prices_the_hours_as_the_dollar_budget_does(tmp_path: Pat
     ):
         console.print(render(study, tmp_path, now=NOW, prices=prices))
         assert said in console.export_text()
+
+
+def test_the_hours_of_a_change_awaiting_its_decision_count_in_status_and_the_gpu_hours_budget(
+    tmp_path: Path,
+) -> None:
+    """A promoted change stays a running trial while its re-runs go, yet its run ended and its
+    slot was billed: the report counted its hours, while status and the GPU-hours budget left them
+    out until the decision. All three count them now."""
+    study = optuna.create_study(study_name="awaiting")
+    study.set_user_attr("started_at", NOW - 3 * 3600)
+    ran = {"tier": "screen", "pool": "h100", "gpu_type": "H100", PRICE_ATTR: 2.0, "started_at": NOW - 7200}
+    ended = {**ran, "status": "discard", "exp_dir": "experiments/00000", "ended_at": NOW - 3600}
+    study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ended))  # 1 hour
+    awaiting = {**ran, "promoted": True, "exp_dir": "experiments/00001", "ended_at": NOW - 5400}
+    study.enqueue_trial({}, user_attrs=awaiting)  # half an hour, awaiting its re-runs
+    study.ask()
+
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(render(study, tmp_path, now=NOW, prices={"h100": 2.0}))
+    assert "1.50 GPU-hours ($3.00), $0.00 of LLM calls" in console.export_text()
+    spent = measure(study, {}, tmp_path, NOW)
+    assert exhausted(spent, BudgetConfig(max_gpu_hours=1.5)) == "GPU-hours budget reached (1.5 of 1.5)"
+    assert sum(Ledger(study, time.time, lambda: None).rated_hours.values()) == pytest.approx(1.5)
 
 
 def test_status_shows_brackets_in_descriptions_reasons_and_stop_reasons_as_written(tmp_path: Path) -> None:
