@@ -69,7 +69,7 @@ def progress_figure(table: list[dict[str, Any]], title: str) -> Figure:
         if kept is not None or baselines:
             best_x.append(i)
             best_y.append(kept if kept is not None else statistics.fmean(baselines))
-    if best_x:
+    if len(best_x) > 1:  # (one point is no line: a legend's "frontier" would name nothing drawn)
         ax.step(best_x, best_y, where="post", color="#1a9850", lw=1.5, label="frontier")
     baseline = [(i, r["val_bpb"]) for i, r in ran if r["status"] == "baseline"]
     if baseline:

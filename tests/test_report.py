@@ -761,3 +761,23 @@ def test_a_plot_of_one_experiment_has_one_tick_and_says_one_experiment(tmp_path:
         assert [t for t in fig.axes[0].get_xticks() if low <= t <= high] == [1]
     finally:
         plt.close(fig)
+
+
+def test_a_plot_of_the_baseline_alone_names_no_frontier_it_does_not_draw(tmp_path: Path) -> None:
+    """A one-point plot (the baseline alone measured) listed "frontier" in its legend, though a step
+    line through one point draws nothing; from the second result on, the line is drawn and named."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen", partition="local")
+
+    def legend(table: list[dict[str, Any]]) -> tuple[list[str], int]:
+        fig = progress_figure(table, "toy")
+        try:
+            ax = fig.axes[0]
+            drawn = sum(1 for line in ax.get_lines() if len(line.get_xdata()) > 1)
+            return [t.get_text() for t in ax.get_legend().get_texts()], drawn
+        finally:
+            plt.close(fig)
+
+    assert legend(rows(study)) == (["baseline"], 0)
+    add_run(study, 2.1, 70.0, 60.0, status="discard", tier="screen", partition="local")
+    assert legend(rows(study)) == (["discard", "frontier", "baseline"], 1)
