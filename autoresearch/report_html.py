@@ -7,6 +7,7 @@ untrusted text, and the page must render it, never run it.
 from __future__ import annotations
 
 import base64
+import math
 import statistics
 import time
 from html import escape
@@ -15,7 +16,7 @@ from autoresearch.agent.usage import unanswered_note
 from autoresearch.budget import dollars_of, unpriced_said
 from autoresearch.heartbeat import unlaunched_note
 from autoresearch.report import CampaignReport, KeptChange
-from autoresearch.report_text import tokens_said, total_said
+from autoresearch.report_text import signed, tokens_said, total_said
 
 # A word longer than the page (a path, a URL, a description without spaces) breaks where it must:
 # else the agent's headings and the table's cells widen the page past its max-width.
@@ -68,7 +69,9 @@ def _result(r: CampaignReport) -> str:
     body = []
     for t in r.tiers:
         frontier = _mean(t.frontier) + (f", trial {t.frontier_trial}" if t.frontier_trial is not None else "")
-        change = f"{t.change:+.6f} ({100 * t.change / statistics.fmean(t.baseline):+.2f}%)"
+        change = signed(t.change)
+        if math.isfinite(t.change):
+            change += f" ({signed(100 * t.change / statistics.fmean(t.baseline), 2)}%)"
         body.append([escape(t.tier), _mean(t.baseline), frontier, change])
     legend = (
         "<p class=muted>val_bpb: validation bits per byte, lower is better; ± is the standard "
@@ -140,7 +143,7 @@ def _speedup(r: CampaignReport) -> str:
 def _kept(k: KeptChange) -> str:
     facts = [
         f"val_bpb {k.val_bpb:.6f}"
-        + (f" ({k.delta:+.6f} against the frontier)" if k.delta is not None else ""),
+        + (f" ({signed(k.delta)} against the frontier)" if k.delta is not None else ""),
         f"frontier commit <code>{escape(k.commit)}</code>",
         f"proposed by {escape(k.source or '?')}",
     ]

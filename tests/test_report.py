@@ -781,3 +781,18 @@ def test_a_plot_of_the_baseline_alone_names_no_frontier_it_does_not_draw(tmp_pat
     assert legend(rows(study)) == (["baseline"], 0)
     add_run(study, 2.1, 70.0, 60.0, status="discard", tier="screen", partition="local")
     assert legend(rows(study)) == (["discard", "frontier", "baseline"], 1)
+
+
+def test_a_change_that_is_no_number_is_said_so_not_shown_as_plus_nan(tmp_path: Path) -> None:
+    """A kept trial's delta, or a tier's change, that is NaN (a study edited, or written by another
+    version) read "+nan" on the page, as if it were a figure; it now says what happened."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen", run_key="v0")
+    add_run(study, 2.0, 10.0, 60.0, status="baseline", tier="validate", run_key="v0", val_bpb=float("nan"))
+    nan = float("nan")
+    add_run(study, 1.9, 70.0, 60.0, status="keep", tier="screen", run_key="v1", delta=nan, description="x")
+    page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
+    assert "+nan" not in page
+    assert "val_bpb 1.900000 (n/a (val_bpb not a number) against the frontier)" in page
+    assert "<td class=num>-0.100000 (-5.00%)</td>" in page  # (the screen tier's, a number)
+    assert "<td class=num>n/a (val_bpb not a number)</td>" in page  # (the validate tier's)
