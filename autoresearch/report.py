@@ -180,10 +180,18 @@ def _kept_change(campaign_dir: Path, t: FrozenTrial, reruns: dict[str, list[floa
     )
 
 
+def names_a_tier(tier: Any) -> bool:
+    """Whether a row's tier is a tier's name to report under. None or another type (a study
+    edited, or written by another version) or missing (a trial of a version before tiers) names
+    none: such runs are left out of what the report says by tier, not its end."""
+    return isinstance(tier, str) and bool(tier)
+
+
 def _tier_results(table: list[dict[str, Any]]) -> list[TierResult]:
     """Screen first, then validate: the start and the latest frontier each tier has measured."""
     results = []
-    tiers = sorted({r["tier"] for r in table if r["status"] == "baseline"}, key=lambda t: (t != "screen", t))
+    named = {r["tier"] for r in table if r["status"] == "baseline" and names_a_tier(r["tier"])}
+    tiers = sorted(named, key=lambda t: (t != "screen", t))
     for tier in tiers:
         baseline = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == tier]
         trial, frontier = frontier_measured(table, tier)
@@ -218,7 +226,10 @@ def build_report(
     `ended`: why the controller writing it stops, which controller.json says only after the report."""
     table = [r for r in rows(study) if r["status"] != "skip"]  # skipped: never ran, nothing to report
     done = {t.number: t for t in trials(study, TrialState.COMPLETE, TrialState.FAIL)}
-    reruns = rerun_values(table)
+    reruns = {
+        trial: {tier: values for tier, values in by_tier.items() if names_a_tier(tier)}
+        for trial, by_tier in rerun_values(table).items()
+    }
     kept = [
         _kept_change(campaign_dir, done[r["trial"]], reruns.get(r["trial"], {}))
         for r in table

@@ -796,3 +796,25 @@ def test_a_change_that_is_no_number_is_said_so_not_shown_as_plus_nan(tmp_path: P
     assert "val_bpb 1.900000 (n/a (val_bpb not a number) against the frontier)" in page
     assert "<td class=num>-0.100000 (-5.00%)</td>" in page  # (the screen tier's, a number)
     assert "<td class=num>n/a (val_bpb not a number)</td>" in page  # (the validate tier's)
+
+
+def test_a_baseline_whose_tier_is_no_name_is_left_out_of_the_tier_table_not_the_report(
+    tmp_path: Path,
+) -> None:
+    """A baseline whose tier attr is None or another type (a study edited, or written by another
+    version) ended the report in a TypeError, sorting None with the tiers' names, or escaping a
+    number; one without the attr was a tier of no name. Each is left out of the tier table."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen")
+    add_run(study, 2.1, 10.0, 60.0, status="baseline", tier="validate")
+    add_run(study, 1.9, 20.0, 60.0, status="keep", tier="screen", description="x")
+    for odd in ({"tier": None}, {"tier": 5}, {}):
+        add_run(study, 2.2, 30.0, 60.0, status="baseline", **odd)
+        add_run(study, 1.9, 40.0, 60.0, status="rerun", validates=2, **odd)
+    add_run(study, 1.95, 50.0, 60.0, status="rerun", tier="validate", validates=2)
+    write_report(study, tmp_path, compose_toy(tmp_path))
+    page = (tmp_path / "report.html").read_text()
+    result = page[page.index("<h2>Result</h2>") : page.index("<h2>Cost</h2>")]
+    assert re.findall(r"<tr><td>([^<]*)</td>", result) == ["screen", "validate"]
+    assert "10 finished trials: 5 baseline, 1 keep, 4 rerun." in page
+    assert re.findall(r"re-runs on other seeds on ([^:]*):", page) == ["validate"]
