@@ -25,7 +25,7 @@ from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, SavedConfigErr
 from autoresearch.files import complete_lines
 from autoresearch.runner import SECRET_MARKERS
 from autoresearch.storage_url import masked
-from autoresearch.tracking import SENT_FILE, Place, places_sent_to
+from autoresearch.tracking import SENT_FILE, Place, places_in_run_files, places_sent_to
 
 _UNSET = object()
 # Settings that name a place: relative to the folder the command runs in, or to the campaign folder.
@@ -89,6 +89,7 @@ def tracking_move(campaign_dir: Path, cfg: AutoresearchConfig) -> str | None:
     if now.kind != "wandb" or before.get("kind") != "wandb" or not changed or not sent:
         return None
     moves = places_sent_to(campaign_dir / "wandb") or [Place(before.get("project"), before.get("entity"))]
+    moves = [*places_in_run_files(campaign_dir / "wandb", moves), *moves]  # (those sent before the list)
     earlier, here = list(dict.fromkeys(moves)), Place(now.project, now.entity)
     projects = len({*earlier, here})
     if projects == 1:  # (all went here: the starts since sent none)

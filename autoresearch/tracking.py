@@ -352,6 +352,19 @@ def places_sent_to(wandb_dir: Path) -> list[Place]:
     return places
 
 
+def places_in_run_files(wandb_dir: Path, known: list[Place]) -> list[Place]:
+    """The places the run files under `wandb_dir` name that `known` does not, in the order they
+    were sent: those of runs sent before `PLACES_FILE` was kept, which it lacks. A known place's
+    entity None (the login's default) is any entity: a run file names the one W&B resolved it to."""
+    from autoresearch.wandb_files import run_folders, run_place
+
+    def is_known(project: str, entity: str) -> bool:
+        return any(place.project in (None, project) and place.entity in (None, entity) for place in known)
+
+    found = (run_place(folder) for folder in run_folders(wandb_dir))
+    return list(dict.fromkeys(Place(p, e or None) for p, e in filter(None, found) if not is_known(p, e)))
+
+
 def where_runs_are(settings: wandb.Settings, wandb_dir: Path, campaign: str) -> str:
     """The line that replaces W&B's own banner (`quiet_wandb` turns it off): online, the project's
     link, as the banner gives it, once the server has named the entity; offline, where the files

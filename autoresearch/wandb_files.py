@@ -8,11 +8,13 @@ its Go service), so this is one; the tests read the runs a campaign wrote back w
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2 as pb
 
 MAGIC = b":W&B"
@@ -50,6 +52,26 @@ def records(path: Path) -> list[pb.Record]:
 def run_file(run_dir: Path) -> Path | None:
     """A run folder's data file; None where a controller was killed before W&B wrote it."""
     return next(run_dir.glob("run-*.wandb"), None)
+
+
+def run_folders(wandb_dir: Path) -> list[Path]:
+    """The run folders under a W&B folder, offline and online, in the order they were begun (their
+    names start with the time, after `offline-` for an offline run's)."""
+    folders = [*wandb_dir.glob("offline-run-*"), *wandb_dir.glob("run-*")]
+    return sorted((f for f in folders if f.is_dir()), key=lambda f: f.name.removeprefix("offline-"))
+
+
+def run_place(run_dir: Path) -> tuple[str, str] | None:
+    """The project and entity a run was sent to, as its data file's run record says (entity empty
+    where W&B did not know it: an offline run's default); None where no run record reads."""
+    path = run_file(run_dir)
+    data = path.read_bytes() if path is not None else b""
+    for record in record_bytes(data) if data.startswith(MAGIC) else ():
+        with contextlib.suppress(DecodeError):
+            r = pb.Record.FromString(record)
+            if r.WhichOneof("record_type") == "run":
+                return r.run.project, r.run.entity
+    return None
 
 
 def is_whole(run_dir: Path) -> bool:

@@ -581,23 +581,32 @@ def test_a_test_that_sent_from_its_own_process_leaves_no_wandb_service_to_the_ne
     assert_one_whole_run_per_experiment(tmp_path / "again", 1, 3)
 
 
-def test_a_second_move_of_the_wandb_project_names_every_project_the_runs_went_to(tmp_path: Path) -> None:
-    """Moved from project A to B, then to C, the campaign's runs are in A and B: the warning named
-    the last start's project alone ("stay in project 'B'"), counted two projects where there are
-    three, and said the last start's setting keeps them in one, though A's runs stay in A."""
+def sent_from_a_then_b(tmp_path: Path, list_kept_from: str) -> Path:
+    """A campaign that sent one experiment from a start in project A, then one from a start in B,
+    its config.yaml B's; `projects.txt` kept from A's start, or only from B's (A's sent by a
+    version that kept no list)."""
     campaign = tmp_path / "toy"
     study = tracked_study(campaign, 2, 3)
     first = optuna.create_study(study_name="toy")  # (the study as the first start left it)
     first.add_trial(study.trials[0])
-    for project, finished_then in (("A", first), ("B", study)):  # a start in each, sending one experiment
+    for project, finished_then in (("A", first), ("B", study)):
         tracker = WandbTracker(TrackingConfig(kind="wandb", project=project, mode="offline"), campaign, "toy")
         tracker.update(finished_then)
         tracker.close(None)
-    offline_runs(campaign / "wandb")  # (once W&B's service has written them out)
+        offline_runs(campaign / "wandb")  # (once W&B's service has written them out)
+        if project < list_kept_from:
+            (campaign / "wandb" / tracking.PLACES_FILE).unlink()
+    saved = compose_toy(tmp_path, "tracking=wandb", "tracking.mode=offline", "tracking.project=B")
+    (campaign / SAVED_CONFIG).write_text(OmegaConf.to_yaml(saved))
+    return campaign
+
+
+def test_a_second_move_of_the_wandb_project_names_every_project_the_runs_went_to(tmp_path: Path) -> None:
+    """Moved from project A to B, then to C, the campaign's runs are in A and B: the warning named
+    the last start's project alone ("stay in project 'B'"), counted two projects where there are
+    three, and said the last start's setting keeps them in one, though A's runs stay in A."""
+    campaign = sent_from_a_then_b(tmp_path, list_kept_from="A")
     place = ("tracking=wandb", "tracking.mode=offline")
-    (campaign / SAVED_CONFIG).write_text(
-        OmegaConf.to_yaml(compose_toy(tmp_path, *place, "tracking.project=B"))
-    )
     moved = tracking_move(campaign, compose_toy(tmp_path, *place, "tracking.project=C"))
     assert moved == (
         "W&B: tracking.project changed since the last start: the 2 experiment run(s) and the reports "
@@ -631,3 +640,21 @@ def test_a_trial_whose_folder_attr_is_no_path_is_left_out_not_the_campaigns_trac
     assert sorted(offline_runs(campaign / "wandb")) == [run_id("toy", 0.0, f"t{n:05d}") for n in (0, 2)]
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("W&B:")]
     assert len(said) == 1 and said[0].startswith("W&B: trial 1 left out: its records do not read"), said
+
+
+def test_a_second_move_of_a_campaign_begun_before_the_list_of_projects_names_the_first_too(
+    tmp_path: Path,
+) -> None:
+    """A campaign that sent to project A before wandb/projects.txt was kept, then to B (which began
+    the list), then moved to C: the warning named B alone ("stay in project 'B'"), and counted two
+    projects where there are three. The runs' own files say A, and A is named first."""
+    campaign = sent_from_a_then_b(tmp_path, list_kept_from="B")
+    assert tracking.places_sent_to(campaign / "wandb") == [tracking.Place("B", None)]
+    place = ("tracking=wandb", "tracking.mode=offline")
+    moved = tracking_move(campaign, compose_toy(tmp_path, *place, "tracking.project=C"))
+    assert moved is not None and moved.endswith(
+        "the reports sent before stay where they went, in project 'A' of the login's default entity and "
+        "project 'B' of the login's default entity, and this start sends the rest, and its report, to "
+        "project 'C' of the login's default entity: the campaign's runs are split across three projects "
+        "(tracking.project=B, where the last start sent them, adds none more)"
+    )
