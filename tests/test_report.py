@@ -818,3 +818,14 @@ def test_a_baseline_whose_tier_is_no_name_is_left_out_of_the_tier_table_not_the_
     assert re.findall(r"<tr><td>([^<]*)</td>", result) == ["screen", "validate"]
     assert "10 finished trials: 5 baseline, 1 keep, 4 rerun." in page
     assert re.findall(r"re-runs on other seeds on ([^:]*):", page) == ["validate"]
+
+
+def test_a_campaign_a_little_slower_than_the_loop_is_not_said_to_be_1_00x_slower(tmp_path: Path) -> None:
+    """One slot running one experiment at a time, its launch a second before its start, is a
+    hair slower than the loop (0.999x): the headline and the page said "1.00x, slower than the
+    sequential loop", a figure that reads as no loss beside words that say one."""
+    study = optuna.create_study(study_name="toy")
+    add_run(study, 2.0, 100.0, 998.0, status="baseline", tier="screen")
+    report = build_report(study, tmp_path, compose_toy(tmp_path))
+    assert "(a sequential loop): 0.99x, slower than the sequential loop;" in headline(report)[1]
+    assert "<b>0.99x, slower than the sequential loop</b>" in render_html(report, None)
