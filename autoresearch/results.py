@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +22,8 @@ from autoresearch.files import write_atomic
 from autoresearch.policy import pooled_noise
 from autoresearch.proposals import plain_line
 from autoresearch.study import finished, status_of
+
+log = logging.getLogger("autoresearch")
 
 COLUMNS = [
     "commit",
@@ -189,4 +193,30 @@ def render(table: list[dict[str, Any]]) -> str:
 
 def write_results(table: list[dict[str, Any]], path: Path) -> None:
     """Rewrite results.tsv from the study's `rows` (atomically: readers never see half a file)."""
+    keep_hand_edit(path)
     write_atomic(path, render(table))
+
+
+def keep_hand_edit(path: Path) -> None:
+    """A results.tsv with a column this version never writes was edited by hand (notes added
+    beside the rows): the rewrite from the study would drop them unsaid, so the file is moved
+    aside first, to the first free `results.edited[.N].tsv`, and a warning says where."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            header = f.readline().rstrip("\r\n").split("\t")
+    except OSError:  # (none yet; or one that cannot be read, replaced as ever)
+        return
+    added = [column for column in header if column and column not in COLUMNS]
+    if not added:
+        return
+    names = (f"{path.stem}.edited{f'.{n}' if n else ''}{path.suffix}" for n in range(10**6))
+    aside = next(path.with_name(name) for name in names if not path.with_name(name).exists())
+    os.replace(path, aside)
+    log.warning(
+        "%s had column(s) it is not written with (%s), an edit by hand: kept as %s, as %s is "
+        "rebuilt from the study",
+        path.name,
+        ", ".join(added),
+        aside.name,
+        path.name,
+    )

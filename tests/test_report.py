@@ -829,3 +829,29 @@ def test_a_campaign_a_little_slower_than_the_loop_is_not_said_to_be_1_00x_slower
     report = build_report(study, tmp_path, compose_toy(tmp_path))
     assert "(a sequential loop): 0.99x, slower than the sequential loop;" in headline(report)[1]
     assert "<b>0.99x, slower than the sequential loop</b>" in render_html(report, None)
+
+
+def test_a_results_tsv_given_a_column_by_hand_is_kept_aside_not_overwritten(tmp_path: Path) -> None:
+    """A user who added a column of notes to results.tsv lost them, unsaid, at the controller's
+    next rewrite from the study; the edited file is now moved aside, said in a warning, each time
+    another such edit would go."""
+    first = run_campaign(tmp_path, "campaign.budget.max_experiments=3")
+    assert first.returncode == 0, first.stdout + first.stderr
+    results = tmp_path / "toy" / "results.tsv"
+    lines = results.read_text().splitlines()
+    edited = (
+        "\n".join([f"{lines[0]}\tnotes", *(f"{line}\tmy note {n}" for n, line in enumerate(lines[1:]))])
+        + "\n"
+    )
+    for budget, aside in ((4, "results.edited.tsv"), (5, "results.edited.1.tsv")):
+        results.write_text(edited)
+        again = run_campaign(tmp_path, f"campaign.budget.max_experiments={budget}")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert (tmp_path / "toy" / aside).read_text() == edited
+        assert (
+            f"WARNING  results.tsv had column(s) it is not written with (notes), an edit by hand: kept "
+            f"as {aside}, as results.tsv is rebuilt from the study"
+        ) in again.stdout
+        assert len(read_tsv(results)) > len(lines) - 1 and "notes" not in results.read_text()
+    quiet = run_campaign(tmp_path, "campaign.budget.max_experiments=6")  # (its own file: nothing aside)
+    assert "an edit by hand" not in quiet.stdout and not (tmp_path / "toy" / "results.edited.2.tsv").exists()
