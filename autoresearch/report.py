@@ -25,7 +25,6 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch.agent.usage import usage_totals
 from autoresearch.budget import (
     Rate,
-    add_hours,
     by_pool,
     dollars_of,
     earlier_prices,
@@ -34,7 +33,8 @@ from autoresearch.budget import (
     hours_without_price,
     pool_gpu_types,
     pool_prices,
-    rated_hours,
+    ran_undecided,
+    spent_hours,
 )
 from autoresearch.config import time_budget_seconds
 from autoresearch.files import write_atomic, write_failure
@@ -214,13 +214,6 @@ def keep_rule(c: Any) -> str:
     )
 
 
-def ran_undecided(study: optuna.Study) -> list[FrozenTrial]:
-    """The experiments that ran and await their decision: a promoted change, until its re-runs
-    are in, or a result waiting for the runs it is compared with, stays a running trial, yet its
-    run, its hours and its place in the speed-up are done."""
-    return [t for t in trials(study, TrialState.RUNNING) if t.user_attrs.get("ended_at") is not None]
-
-
 def build_report(
     study: optuna.Study, campaign_dir: Path, cfg: Any, ended: str | None = None
 ) -> CampaignReport:
@@ -246,9 +239,7 @@ def build_report(
         max(0.0, t.user_attrs["started_at"] - launched)
         for t, (launched, _) in zip(ran, intervals, strict=True)
     )
-    hours = rated_hours(study)
-    for t in undecided:
-        add_hours(hours, t, earlier_prices(study))
+    hours = spent_hours(study)
     prices = pool_prices(cfg)
     reasons = Counter(str(r["reason"])[:120] for r in table if r["status"] in FAILED)
     c = cfg.campaign
