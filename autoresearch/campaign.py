@@ -725,7 +725,9 @@ class Campaign:
         if not explores and (free or retries < self.c.max_retries):
             not_queued = self.intake.retry(trial, counted=not free, unlaunched=unlaunched + never_launched)
             reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
-            if not (not_queued or free):
+            if not not_queued and free and never_launched:
+                said = f" (free, {unlaunched + 1} of campaign.max_retries={self.c.max_retries}: it never launched)"
+            elif not (not_queued or free):
                 said = f" (retry {retries + 1} of campaign.max_retries={self.c.max_retries})"
         elif not explores:
             said = f"; not re-queued: campaign.max_retries={self.c.max_retries} used"

@@ -2274,12 +2274,22 @@ def test_a_run_whose_launch_stops_its_controller_every_time_is_dropped_in_the_en
 ) -> None:
     """A run whose workspace or spec.json write stopped the controller at each try was re-queued
     at no cost to its retries at every start, for ever: never launched, never dropped. Such
-    re-queues are free up to campaign.max_retries times, then count as retries."""
+    re-queues are free up to campaign.max_retries times, then count as retries; the line of a free
+    one said only "re-queued", and now says which free one of how many it was."""
     caplog.set_level(logging.WARNING, logger="autoresearch")
     run = None
+    said = []  # each start's line on the run the start before left claimed
     for _ in range(3):  # the run, its free re-queue, its one retry
         campaign = scripted_campaign(tmp_path, [], "campaign.max_retries=1")
         campaign.open()
+        if run is not None:
+            said.append(
+                next(
+                    r.getMessage()
+                    for r in caplog.records
+                    if r.getMessage().startswith(f"trial {run.number}: ")
+                )
+            )
         queued = (
             campaign.ledger.waiting() if run is None else campaign.ledger.queued_for("retry_of", run.number)
         )
@@ -2291,3 +2301,5 @@ def test_a_run_whose_launch_stops_its_controller_every_time_is_dropped_in_the_en
     release(last)
     assert not last.ledger.queued_for("retry_of", run.number)
     assert caplog.records[-1].getMessage().endswith("; not re-queued: campaign.max_retries=1 used")
+    assert said[0].endswith("; re-queued (free, 1 of campaign.max_retries=1: it never launched)"), said
+    assert said[1].endswith("; re-queued (retry 1 of campaign.max_retries=1)"), said
