@@ -30,7 +30,7 @@ from autoresearch.config import (
 )
 from autoresearch.files import finite_number
 from autoresearch.frontier import FILE as FRONTIER_FILE
-from autoresearch.knob_types import constant_types, given_once, type_problem, unstorable_choice
+from autoresearch.knob_types import constant_types, given_once, repeats, type_problem, unstorable_choice
 from autoresearch.knobs import SETTABLE, read_knobs, unsettable
 from autoresearch.open_checks import folder_lookup_refusal
 from autoresearch.proposals import TIERS
@@ -267,16 +267,13 @@ def _repeated_choice(key: str, choices: tuple[Any, ...]) -> str:
     drawn twice as often, and the offline proposer's step to the next place could land on the same
     value, an experiment that changes nothing. A study that searched the list with the repeat (one
     begun before it was refused) resumes with it given once (`sampler.stored_as`)."""
-    seen: set[tuple[type, Any]] = set()
-    for choice in choices:
-        if (type(choice), choice) in seen:
-            return (
-                f"{key}: choice {choice!r} is given twice, and would be drawn twice as often: give it once, "
-                f"choices: {list(given_once(choices))} (a campaign that searched it with the repeat "
-                "resumes with it so, each result kept)"
-            )
-        seen.add((type(choice), choice))
-    return ""
+    if not (again := repeats(choices)):
+        return ""
+    return (
+        f"{key}: choice {again[0]!r} is given twice, and would be drawn twice as often: give it once, "
+        f"choices: {list(given_once(choices))} (a campaign that searched it with the repeat "
+        "resumes with it so, each result kept)"
+    )
 
 
 def _range_problem(key: str, spec: KnobSpec) -> str:

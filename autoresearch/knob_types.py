@@ -13,7 +13,7 @@ arithmetic on literals, `a if cond else b` with both of one type, or an annotati
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from autoresearch.knobs import knob_assignments, parsed
@@ -130,13 +130,20 @@ def unstorable_choice(spec: KnobSpec) -> str:
 def given_once(choices: Iterable[Any]) -> tuple[Any, ...]:
     """`choices` with each one at its first place only, by type and value (1 and 1.0 are other
     choices, and another problem's: `fits`)."""
+    return tuple(choice for choice, first in _at_first_place(choices) if first)
+
+
+def repeats(choices: Iterable[Any]) -> tuple[Any, ...]:
+    """The choices given again past their first place (by type and value, as `given_once`)."""
+    return tuple(choice for choice, first in _at_first_place(choices) if not first)
+
+
+def _at_first_place(choices: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
+    """Each choice, and whether it is at its first place in `choices`."""
     seen: set[tuple[type, Any]] = set()
-    once = []
     for choice in choices:
-        if (type(choice), choice) not in seen:
-            seen.add((type(choice), choice))
-            once.append(choice)
-    return tuple(once)
+        yield choice, (type(choice), choice) not in seen
+        seen.add((type(choice), choice))
 
 
 def type_problem(spec: KnobSpec, declared: type | None, where: str) -> str:
