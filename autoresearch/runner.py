@@ -178,23 +178,6 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         "started_at": started,
         "slurm_job_id": slurm_job_id(),
     }
-    write_json_atomic(exp / STARTED_FILE, {k: outcome[k] for k in ("node", "started_at", "slurm_job_id")})
-    with contextlib.suppress(OSError):  # (a disk full already: train.py will say so)
-        (exp / RESERVE_FILE).write_bytes(os.urandom(RESERVE_BYTES))
-    if setup_failed := os.environ.get(SETUP_FAILED_VARIABLE):  # not the environment it was meant for
-        outcome.update(status="lost", node_unfit=True, reason=f"the node cannot run it: {setup_failed}")
-        return finish(outcome)
-    if sha256_file(exp / HARNESS_FILE) != spec["harness_sha256"]:
-        outcome.update(status="harness_mismatch", reason="prepare.py differs from the campaign's harness")
-        return finish(outcome)
-
-    env = scrubbed_environment(dict(os.environ))
-    env.update({k: str(v) for k, v in spec.get("env", {}).items()})
-    env[RESULT_VARIABLE] = str((exp / METRICS_FILE).resolve())
-    if "OMP_NUM_THREADS" not in env and env.get("SLURM_CPUS_PER_TASK"):
-        env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]  # threads = the CPUs Slurm granted
-    (exp / METRICS_FILE).unlink(missing_ok=True)
-
     ending: list[str] = []  # set once the runner ends train.py: a later signal must not cut that short
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -202,38 +185,33 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
             ending.append(signal.Signals(signum).name)
             raise _Interrupted(ending[0])
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR2)}
+    # The stop signals are the runner's before started.json says it began, and one from then on is
+    # an interruption wherever it comes, train.py's start included: one before the handler, or
+    # while the runner started train.py, ended the runner with no outcome (lost, not interrupted).
+    previous: dict[signal.Signals, Any] = {}
+    stopped: dict[str, Any] = {}  # how the run ended other than by train.py's own end, where it did
+    returncode = 0
     try:
-        with open(exp / LOG_FILE, "wb") as log, _adopting_orphans() as not_train_pys:
-            proc = subprocess.Popen(
-                [spec.get("python", sys.executable), "train.py"],
-                cwd=exp,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=functools.partial(_before_train_py_starts, os.getpid()),
-            )
-            stopped: dict[str, str] = {}  # how the runner ended it, where it did
-            try:
-                returncode = _wait_while_running(proc, float(spec["deadline_s"]), log)
-                if returncode == -signal.SIGTERM:
-                    _await_a_signal_of_its_own()
-                ending.append("exited")
-            except subprocess.TimeoutExpired:
-                ending.append("deadline")
-                stopped = {
-                    "status": "timeout",
-                    "reason": f"killed at the {spec['deadline_s']:.0f} s deadline",
-                }
-            except _LogFull:
-                ending.append("log full")
-                mib = LOG_CAP_BYTES >> 20
-                stopped = {"status": "crash", "reason": f"ended: train.py printed over {mib} MiB to run.log"}
-            except _Interrupted as sig:
-                stopped = {"status": "interrupted", "reason": f"runner received {sig}"}
-            finally:  # however it ended, what train.py started and left running must not hold the slot
-                _kill_group(proc, not_train_pys)
+        for s in (signal.SIGTERM, signal.SIGUSR2):
+            previous[s] = signal.signal(s, on_signal)
+        write_json_atomic(exp / STARTED_FILE, {k: outcome[k] for k in ("node", "started_at", "slurm_job_id")})
+        with contextlib.suppress(OSError):  # (a disk full already: train.py will say so)
+            (exp / RESERVE_FILE).write_bytes(os.urandom(RESERVE_BYTES))
+        if setup_failed := os.environ.get(SETUP_FAILED_VARIABLE):  # not the environment it was meant for
+            stopped = {
+                "status": "lost",
+                "node_unfit": True,
+                "reason": f"the node cannot run it: {setup_failed}",
+            }
+        elif sha256_file(exp / HARNESS_FILE) != spec["harness_sha256"]:
+            stopped = {
+                "status": "harness_mismatch",
+                "reason": "prepare.py differs from the campaign's harness",
+            }
+        else:
+            returncode, stopped = _run_train_py(exp, spec, ending)
+    except _Interrupted as sig:
+        stopped = {"status": "interrupted", "reason": f"runner received {sig}"}
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -274,6 +252,53 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     return finish(outcome)
 
 
+def _run_train_py(exp: Path, spec: dict[str, Any], ending: list[str]) -> tuple[int, dict[str, Any]]:
+    """Run train.py to its end: its exit status, and how the runner ended it where it did (a
+    timeout, a log past its cap; {} where it ended by itself). A stop signal (`_Interrupted`)
+    passes through, once what train.py started is ended, even one that came as it was started."""
+    env = scrubbed_environment(dict(os.environ))
+    env.update({k: str(v) for k, v in spec.get("env", {}).items()})
+    env[RESULT_VARIABLE] = str((exp / METRICS_FILE).resolve())
+    if "OMP_NUM_THREADS" not in env and env.get("SLURM_CPUS_PER_TASK"):
+        env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]  # threads = the CPUs Slurm granted
+    (exp / METRICS_FILE).unlink(missing_ok=True)
+    with open(exp / LOG_FILE, "wb") as log, _adopting_orphans() as not_train_pys:
+        proc = None
+        try:
+            proc = subprocess.Popen(
+                [spec.get("python", sys.executable), "train.py"],
+                cwd=exp,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=functools.partial(_before_train_py_starts, os.getpid()),
+            )
+            returncode = _wait_while_running(proc, float(spec["deadline_s"]), log, ending)
+            if returncode == -signal.SIGTERM:
+                _await_a_signal_of_its_own()
+            ending.append("exited")
+            return returncode, {}
+        except subprocess.TimeoutExpired:
+            ending.append("deadline")
+            return -signal.SIGKILL, {
+                "status": "timeout",
+                "reason": f"killed at the {spec['deadline_s']:.0f} s deadline",
+            }
+        except _LogFull:
+            ending.append("log full")
+            mib = LOG_CAP_BYTES >> 20
+            return -signal.SIGKILL, {
+                "status": "crash",
+                "reason": f"ended: train.py printed over {mib} MiB to run.log",
+            }
+        finally:  # however it ended, what train.py started and left running must not hold the slot
+            if proc is None:  # (stopped as it was started: a train.py forked, its Popen not made)
+                _kill_escapees(0, not_train_pys)
+            else:
+                _kill_group(proc, not_train_pys)
+
+
 # Slurm's TERM (a preemption, an scancel) reaches every process of a job, train.py and the runner
 # alike, and train.py can die of it before the runner's handler has run: its crash would then hide
 # the preemption. A train.py killed by TERM gives the runner this long to be told the same.
@@ -290,17 +315,24 @@ def _await_a_signal_of_its_own() -> None:
 WAIT_SLICE_S = 1.0  # how much of a wait for train.py may be counted as running after a resume
 
 
-def _wait_while_running(proc: subprocess.Popen[bytes], deadline_s: float, log: BinaryIO) -> int:
+def _wait_while_running(
+    proc: subprocess.Popen[bytes], deadline_s: float, log: BinaryIO, stopped_by: list[str]
+) -> int:
     """train.py's exit status; `_LogFull` once its `log` passes LOG_CAP_BYTES; or TimeoutExpired
     once it has run `deadline_s` seconds, time its job stood suspended not counted: `scontrol
     suspend` stops every process of the job (SIGSTOP) and resumes them with SIGCONT, and a wait
     that counted the stop would kill the run at its resumption as a timeout of its own making. A
-    wait slice in which a SIGCONT came counts as one slice at most."""
+    wait slice in which a SIGCONT came counts as one slice at most.
+    `_Interrupted` where a stop signal came (`stopped_by` names it) whose handler's exception
+    Python swallowed: one raised in an at-fork hook (logging's, as train.py was started), a
+    `__del__` or a weakref callback is only printed, and the stop would be forgotten."""
     resumed: list[bool] = []
     previous = signal.signal(signal.SIGCONT, lambda _signum, _frame: resumed.append(True))
     left = deadline_s
     try:
         while True:
+            if stopped_by:
+                raise _Interrupted(stopped_by[0])
             began = time.monotonic()
             try:
                 return proc.wait(timeout=max(0.0, min(left, WAIT_SLICE_S)))

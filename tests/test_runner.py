@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -334,6 +335,68 @@ def test_sigterm_to_the_runner_ends_train_py_and_records_interrupted(tmp_path: P
     outcome = json.loads((exp / "outcome.json").read_text())
     assert outcome["status"] == "interrupted"
     assert not pid_alive(int((exp / "child.pid").read_text()))
+
+
+def test_a_runner_stopped_as_it_sets_train_py_up_records_interrupted(tmp_path: Path) -> None:
+    """A TERM between the runner's started.json and train.py's start (a preemption or a Ctrl-C as
+    the run begins, or a re-attached runner past its deadline) found the default handler, or came
+    while train.py was being started: the runner ended with no outcome.json, or in a traceback,
+    and the run read as lost. Here the harness is a pipe nobody writes, so hashing it holds the
+    runner in that stretch for as long as the test needs."""
+    exp = make_experiment(tmp_path, HANG)
+    (exp / "prepare.py").unlink()
+    os.mkfifo(exp / "prepare.py")
+    runner = subprocess.Popen([sys.executable, "-m", "autoresearch.runner", str(exp)], cwd=REPO)
+    wait_for(lambda: (exp / "started.json").exists() or runner.poll() is not None, 30, "the runner's start")
+    os.kill(runner.pid, signal.SIGTERM)
+    assert runner.wait(timeout=30) == 0
+    outcome = json.loads((exp / "outcome.json").read_text())
+    assert (outcome["status"], outcome["reason"]) == ("interrupted", "runner received SIGTERM")
+    assert not (exp / "child.pid").exists()  # train.py never started
+
+
+# The runner, a TERM reaching it in an at-fork hook as it starts train.py: logging's hook, where the
+# handler's exception was swallowed (printed as ignored) in the load test of re-attached runners.
+TERM_IN_A_FORK_HOOK = """
+import os, signal, sys
+from autoresearch.runner import run_experiment
+sent = []
+def term_once():
+    if not sent:
+        sent.append(os.kill(os.getpid(), signal.SIGTERM))
+os.register_at_fork(after_in_parent=term_once)
+print(run_experiment(sys.argv[1])["status"])
+"""
+
+
+def test_a_stop_whose_exception_python_swallowed_still_interrupts_the_run(tmp_path: Path) -> None:
+    """The handler of a stop signal raises, and Python only prints an exception raised in an
+    at-fork hook (logging's, as the runner started train.py), a `__del__` or a weakref callback:
+    the stop was forgotten and the run went on to its deadline, its slot's TERM unanswered until
+    the fleet's KILL left it without an outcome. The runner now acts on a stop it was told of."""
+    exp = make_experiment(tmp_path, HANG, deadline=20)
+    proc = subprocess.run(
+        [sys.executable, "-c", TERM_IN_A_FORK_HOOK, str(exp)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout == "interrupted\n", proc.stdout + proc.stderr
+    outcome = json.loads((exp / "outcome.json").read_text())
+    assert outcome["reason"] == "runner received SIGTERM"
+    assert outcome["ended_at"] - outcome["started_at"] < 20  # not left to its deadline
+    assert not running_in(exp)  # train.py ended with the run
+
+
+def running_in(folder: Path) -> list[int]:
+    """The live processes whose working folder is `folder` (train.py runs in its experiment's)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(proc / "cwd")) == folder.resolve() and pid_alive(int(proc.name)):
+                found.append(int(proc.name))
+    return found
 
 
 def test_a_term_that_kills_train_py_first_then_reaches_the_runner_is_an_interruption(tmp_path: Path) -> None:
