@@ -23,7 +23,7 @@ import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,8 +44,6 @@ from autoresearch.decisions import Decisions
 from autoresearch.eta import record_slots
 from autoresearch.files import (
     dead_writers_temporaries,
-    ended_writers_temporaries,
-    experiment_temporaries,
     finite_number,
     read_json,
     write_atomic,
@@ -75,6 +73,7 @@ from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.starting_files import own_harness, train_py_change
 from autoresearch.study import finished, held_storage, open_study, status_of, trials
+from autoresearch.temporaries import TemporarySweep, remove_temporaries
 from autoresearch.tracking import NoTracker, Tracker
 from autoresearch.workspace import experiment_dir
 
@@ -136,12 +135,6 @@ def figure(metrics: dict[str, Any], key: str) -> int | float | None:
     return value if finite_number(value) else None
 
 
-def _remove_temporaries(temporaries: Iterable[Path]) -> None:
-    for temporary in temporaries:
-        temporary.unlink(missing_ok=True)
-        log.warning("removed %s, left by a writer killed mid-write", temporary)
-
-
 class Campaign:
     """The loop, and the parts it drives once the study is open (`open`): the ledger (the study's
     trials), the intake (the queue), the launcher (free slots) and the decisions (keep or discard)."""
@@ -182,7 +175,6 @@ class Campaign:
         self._told = 0  # results told by this controller (see _after_tell)
         self._ended = 0  # experiments this controller saw end, run or lost (see _finish)
         self._ended_at_ask = -1  # `_ended` when the proposer was last asked for a wave
-        self._young_temporaries: set[Path] = set()  # ended runs' folders holding a temporary too young to go
         # The report's cost and speed-up in plain lines (`report_text`), once the stop wrote it:
         # the controller's last lines, however it ended.
         self.headline: list[str] = []
@@ -198,6 +190,10 @@ class Campaign:
         if self.log_file is not None:  # only now: a second controller, refused, leaves the log alone
             log_to_file(self.log_file)
         self._drop_dead_temporaries()
+        # (how long a writer of a run may still write after its end: until the fleet's kill)
+        self.temporaries = TemporarySweep(
+            self.dir, deadline_seconds(self.cfg) + backstop_grace(self.cfg.cluster)
+        )
         self.heartbeat.start()
         self.study = open_study(
             self.dir,
@@ -255,9 +251,8 @@ class Campaign:
         record_slots(self.study, self.fleet.pools)  # (`status` estimates the end with them)
         if "started_at" not in self.study.user_attrs:  # the wall-clock budget counts from here
             self.study.set_user_attr("started_at", self.clock.now())
+        self._sweep_at_start()
         self._reconcile()
-        ended = (t for t in self.ledger.all() if t.state.is_finished())
-        self._drop_ended_writers_temporaries(experiment_dir(self.dir, t.number) for t in ended)
         self._recall_nodes()
         # at the start, or those a controller killed while queueing them missed
         self.intake.baselines(confirm_on)
@@ -289,19 +284,17 @@ class Campaign:
         the experiment folders: runners on other hosts write there, whose pids this host cannot
         ask about."""
         folders = [self.dir, *(self.dir / sub for sub in FOLDERS_OF_WHOLE_FILES)]
-        _remove_temporaries(path for folder in folders for path in dead_writers_temporaries(folder))
+        remove_temporaries(path for folder in folders for path in dead_writers_temporaries(folder))
 
-    def _drop_ended_writers_temporaries(self, exp_dirs: Iterable[Path]) -> None:
-        """Those left in the folders of experiments whose run has ended, untouched for a minute
-        (`files.ended_writers_temporaries`): never in a running one's, where runners of other hosts
-        may still write. A younger one is looked at again when a later run ends, and at the next
-        start: left until then, it stayed for good."""
-        for exp_dir in exp_dirs:
-            _remove_temporaries(ended_writers_temporaries(exp_dir))
-            if experiment_temporaries(exp_dir):
-                self._young_temporaries.add(exp_dir)
-            else:
-                self._young_temporaries.discard(exp_dir)
+    def _sweep_at_start(self) -> None:
+        """The temporaries killed writers left in the folders of ended runs (`TemporarySweep`):
+        in those its file lists, or, without one (a campaign begun before it was kept), once in
+        every ended run's. Never in a running one's, where runners of other hosts may still write."""
+        if self.temporaries.kept:
+            self.temporaries.sweep()
+        else:
+            ended = (t for t in self.ledger.all() if t.state.is_finished())
+            self.temporaries.sweep((experiment_dir(self.dir, t.number) for t in ended), writing=False)
 
     def _warn_if_budget_is_all_baselines(self) -> None:
         """A first start whose experiment budget the baselines use up tries no change, and one
@@ -641,9 +634,7 @@ class Campaign:
         trial = self.ledger.trial(done.trial)
         if trial.state != TrialState.RUNNING:
             return  # already told (a duplicate report)
-        self._drop_ended_writers_temporaries(
-            [experiment_dir(self.dir, trial.number), *self._young_temporaries]
-        )
+        self.temporaries.sweep([experiment_dir(self.dir, trial.number)])
         self._ended += 1
         outcome = done.outcome
         status = outcome.get("status")

@@ -82,12 +82,12 @@ def experiment_temporaries(exp_dir: Path) -> list[Path]:
     return []
 
 
-def ended_writers_temporaries(exp_dir: Path) -> list[Path]:
-    """The temporaries in the folder of an experiment whose run has ended that are untouched for
-    ENDED_WRITE_S: each is a writer's killed mid-write (a runner or train.py killed by the OOM
-    killer, a controller's kill -9), whatever host it ran on; a younger one may be a live one's,
-    whose rename would fail with its temporary gone."""
-    return [path for path in experiment_temporaries(exp_dir) if _untouched_for(path, ENDED_WRITE_S)]
+def ended_writers_temporaries(temporaries: list[Path]) -> list[Path]:
+    """Of the temporaries in the folder of an experiment whose run has ended (`experiment_temporaries`),
+    those untouched for ENDED_WRITE_S: each is a writer's killed mid-write (a runner or train.py
+    killed by the OOM killer, a controller's kill -9), whatever host it ran on; a younger one may
+    be a live one's, whose rename would fail with its temporary gone."""
+    return [path for path in temporaries if _untouched_for(path, ENDED_WRITE_S)]
 
 
 def _untouched_for(path: Path, seconds: float) -> bool:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ from autoresearch.proposals import Candidate, Edit, Wave
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.results import render, row_of, rows
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
+from autoresearch.temporaries import SWEEP_FILE
 from autoresearch.workspace import experiment_dir
 
 
@@ -2220,6 +2221,60 @@ def test_a_temporary_too_young_to_remove_when_its_run_ended_goes_when_a_later_ru
     resumed.open()
     release(resumed)
     assert list(folders[1].glob("*.tmp")) == [writing]
+
+
+def test_a_start_looks_for_temporaries_only_in_folders_where_a_writer_may_have_left_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start listed the folder of every ended run for temporaries its last controller left too
+    young to remove: thousands of listings in a long campaign, each a round trip on NFS. A folder
+    is now kept in a list from its run's end while a writer of that run may still write, or while
+    it holds a temporary, and a start looks in those alone (in every ended run's once, where the
+    list was never kept)."""
+    campaign = scripted_campaign(tmp_path, [])
+    campaign.open()
+    numbers = [campaign.study.ask().number for _ in range(3)]
+    folders = [experiment_dir(campaign.dir, number) for number in numbers]
+    for folder in folders:
+        folder.mkdir()
+    killed_just_now = folders[1] / "outcome.json.4242-4242.tmp"
+    killed_just_now.write_text("{")
+    for number in numbers:
+        campaign._finish(Finished(number, {"status": "crash", "reason": "killed"}))
+    release(campaign)
+    assert killed_just_now.exists()  # young: maybe a live writer's
+    # An hour later: the runs' writers are long gone, and the temporary is old.
+    an_hour_ago = time.time() - 3600
+    os.utime(killed_just_now, (an_hour_ago, an_hour_ago))
+    listed = campaign.dir / SWEEP_FILE
+    listed.write_text(json.dumps(dict.fromkeys((folder.name for folder in folders), an_hour_ago)))
+    (folders[0] / "outcome.json.4243-4243.tmp").write_text("{")  # a folder found clean: never again
+    looked = []
+    iterdir = Path.iterdir
+
+    def noted(folder: Path) -> Iterator[Path]:
+        if folder.parent.name == "experiments":
+            looked.append(folder)
+        return iterdir(folder)
+
+    monkeypatch.setattr(Path, "iterdir", noted)
+    resumed = scripted_campaign(tmp_path, [])
+    resumed.open()
+    release(resumed)
+    assert looked == folders  # listed: each looked in once
+    assert not killed_just_now.exists()
+    looked.clear()
+    again = scripted_campaign(tmp_path, [])
+    again.open()
+    release(again)
+    assert looked == [folders[0]]  # the one holding a temporary too young to go
+    assert json.loads(listed.read_text()).keys() == {folders[0].name}
+    listed.unlink()  # a campaign begun before the list was kept: every ended run's folder, once
+    looked.clear()
+    first = scripted_campaign(tmp_path, [])
+    first.open()
+    release(first)
+    assert looked == folders and json.loads(listed.read_text()).keys() == {folders[0].name}
 
 
 def test_a_run_lost_before_it_started_says_it_cost_a_launch_and_a_retry(
