@@ -995,6 +995,22 @@ def test_jobs_slurm_will_never_start_are_named_with_the_reason(tmp_path: Path, s
     assert "h200: Slurm holds" not in log  # its jobs fit
 
 
+def _held_warnings(fleet: SlurmFleet, job: str, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The controller's warnings of a hold on `job` over polls until the first and one more (which
+    must not say it again); the job is cancelled after."""
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "pending for JobHeld" in r.getMessage()]
+
+    try:
+        wait_for(lambda: fleet.poll() or said(), 90, "the warning", every=0.5)
+        fleet._pending_at = -slurm_fleet.PENDING_POLL_SECONDS  # ask squeue why once more
+        assert fleet.poll() == []
+    finally:
+        subprocess.run(["scancel", job], check=True)
+    return said()
+
+
 @pytest.mark.slurm
 def test_a_job_held_pending_is_named_once_with_how_to_release_it(
     tmp_path: Path, slurm_cluster: None, caplog: pytest.LogCaptureFixture
@@ -1008,18 +1024,31 @@ def test_a_job_held_pending_is_named_once_with_how_to_release_it(
     fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
     exp = make_experiment(tmp_path, "print('held')\n", trial=1)
     job = fleet.submit([JobSpec(1, exp, "h100")])[1].rpartition(":")[2].split("_")[0]
-
-    def said() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "pending for JobHeld" in r.getMessage()]
-
-    try:
-        wait_for(lambda: fleet.poll() or said(), 90, "the warning", every=0.5)
-        fleet._pending_at = -slurm_fleet.PENDING_POLL_SECONDS  # ask squeue why once more
-        assert fleet.poll() == []
-    finally:
-        subprocess.run(["scancel", job], check=True)
-    assert said() == [
+    assert _held_warnings(fleet, job, caplog) == [
         f"h100: Slurm holds job {job} pending for JobHeldUser: held by its user; its experiments "
+        f"wait until it is released (scontrol release {job}) or cancelled (scancel {job})"
+    ]
+
+
+@pytest.mark.slurm
+def test_a_task_held_within_a_pending_array_is_named_once(
+    tmp_path: Path, slurm_cluster: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An administrator's `scontrol hold` of one task of a pending array: squeue gives the hold as
+    one of a list of reasons (`None,JobHeldAdmin`), which was not read, so the campaign waited for
+    it in silence."""
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    cfg = compose_toy(tmp_path, SLURM, "cluster.partitions.h100.slots=3")
+    cfg.cluster.partitions["h100"].extra_sbatch = {"begin": "now+1hour"}
+    fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
+    exps = [
+        JobSpec(i, make_experiment(tmp_path, "print(1)\n", name=f"e{i}", trial=i), "h100") for i in range(3)
+    ]
+    task = fleet.submit(exps)[1].rpartition(":")[2]
+    job = task.split("_")[0]
+    subprocess.run(["scontrol", "hold", task], check=True, capture_output=True)
+    assert _held_warnings(fleet, job, caplog) == [
+        f"h100: Slurm holds job {job} pending for JobHeldAdmin: held by an administrator; its experiments "
         f"wait until it is released (scontrol release {job}) or cancelled (scancel {job})"
     ]
 

@@ -750,9 +750,10 @@ class SlurmFleet:
         reasons = pending_reasons(set(jobs))
         if reasons is None:  # (squeue cannot tell: nothing said, nothing forgotten)
             return
-        closed_now = {(jobs[job], reason) for job, reason in reasons.items() if job in jobs}
+        each = sorted((job, reason) for job, listed in reasons.items() for reason in listed)
+        closed_now = {(jobs[job], reason) for job, reason in each if job in jobs}
         self._warned -= {key for key in self._warned if key[1] in CLOSED and key not in closed_now}
-        for job, reason in reasons.items():
+        for job, reason in each:
             pool = jobs.get(job)
             if pool and reason in HELD:  # each hold is someone's decision about one job
                 self._say_once(

@@ -352,13 +352,22 @@ def cluster_settings() -> dict[str, str]:
     return settings
 
 
-def pending_reasons(job_ids: set[str]) -> dict[str, str] | None:
-    """Why Slurm holds each of these jobs pending (squeue's reason, by job id; an array by its own
-    id); {} for no job, None when squeue cannot tell."""
+def pending_reasons(job_ids: set[str]) -> dict[str, set[str]] | None:
+    """Why Slurm holds each of these jobs pending (squeue's reasons, by job id; an array by its own
+    id); {} for no job, None when squeue cannot tell. Every reason counts: an array is listed once
+    per group of its tasks, and a hold on some of its tasks is added to their reason as a list
+    (`None,JobHeldAdmin`, `BeginTime,JobHeldUser`)."""
     if not job_ids:
         return {}
     out = query(["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))])
-    return None if out is None else dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+    if out is None:
+        return None
+    reasons: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        job, sep, listed = line.partition("|")
+        if sep:
+            reasons.setdefault(job, set()).update(listed.split(","))
+    return reasons
 
 
 def job_states(job_ids: set[str], if_failed: str = "") -> SacctAnswer | None:
