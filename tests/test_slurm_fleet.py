@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -1514,6 +1515,41 @@ def test_a_suspension_past_the_deadline_is_not_forgotten_by_a_controller_started
         for fleet in (first, again):
             fleet.shutdown(cancel=True)
     assert [(f.trial, f.outcome["status"]) for f in finished] == [(1, "ok")], finished
+
+
+@pytest.mark.slurm
+def test_a_suspension_past_the_deadline_counts_for_a_controller_started_again_while_sacct_fails(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, with slurmdbd down when the controller starts again: sacct's count of the
+    suspension was all it had, so it cancelled the run as it resumed. squeue's word now counts it:
+    the job's start to now less its run time."""
+    run = SuspendedRun(tmp_path, monkeypatch)
+    first, again = run.fleet(), run.fleet()
+    down = tmp_path / "sacct-down"
+    failing = "echo 'sacct: error: Problem talking to the database: Connection refused' >&2; exit 1"
+    sacct = f'if [ -e "{down}" ]; then {failing}; fi; exec "{shutil.which("sacct")}" "$@"'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sacct=sacct)}:{os.environ['PATH']}")
+    finished: list[Finished] = []
+    try:
+        handle = run.suspend_past_the_deadlines(first, finished)
+        assert finished == []
+        down.touch()
+        assert again.reattach(run.job, handle)  # the first controller is gone: killed, its memory lost
+        assert _poll_asking_slurm(again, finished) == []  # still suspended
+        assert again._states_from == "squeue"
+        run.resume_to_its_end(again, handle, finished)
+    finally:
+        for fleet in (first, again):
+            fleet.shutdown(cancel=True)
+    assert [(f.trial, f.outcome["status"]) for f in finished] == [(1, "ok")], finished
+
+
+def test_squeue_start_and_run_time_read_as_the_time_a_job_stood_suspended() -> None:
+    start = "2026-12-06T13:05:06"
+    now = datetime.fromisoformat(start).timestamp() + 17.0
+    lines = f"12_3|{start}|0:05\n13|{start}|0:16\n14|N/A|0:00\n15|{start}|1-00:00:00\n\n"
+    assert slurm_states.parse_squeue_suspended(lines, now) == {"12_3": pytest.approx(12.0)}
 
 
 @pytest.mark.slurm

@@ -68,6 +68,7 @@ from autoresearch.fleet.slurm_states import (
     outcome_for_state,
     pending_reasons,
     queue_states,
+    queue_suspended_s,
 )
 from autoresearch.fleet.workers import WorkerQueue, run_worker
 from autoresearch.runner import (
@@ -826,11 +827,15 @@ class SlurmFleet:
     def _sacct_states(self, ids: list[str]) -> dict[str, list[str]] | None:
         """sacct's states, None while it fails (said once per outage: with accounting down,
         slurmdbd, sacct fails at every poll). The suspended time it counts is kept for the
-        deadlines (`_past_deadline`), the last count standing while it fails."""
+        deadlines (`_past_deadline`), the last count standing while it fails, raised to squeue's
+        (a job's start to now less its run time): all a controller started again then has."""
         sacct_was_down = self._states_from != "sacct"
         if_failed = "" if sacct_was_down else "asking squeue instead until it answers"
         answer = job_states({i.split("_")[0] for i in ids}, if_failed)
         if answer is None:
+            counted = queue_suspended_s({i.split("_")[0] for i in ids}, time.time())
+            for i in set(ids) & set(counted):
+                self._suspended_s[i] = max(self._suspended_s.get(i, 0.0), counted[i])
             return None
         if sacct_was_down:
             log.info("sacct answers again")

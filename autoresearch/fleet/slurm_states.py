@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from autoresearch.config import PartitionConfig
@@ -409,6 +410,33 @@ def queue_states(job_ids: set[str]) -> dict[str, list[str]] | None:
     # Asked about one job it no longer holds, squeue fails; asked about several, it lists the rest.
     out = query(cmd, none_found="Invalid job id")
     return None if out is None else parse_squeue(out)
+
+
+def queue_suspended_s(job_ids: set[str], now: float) -> dict[str, float]:
+    """How long each running (or suspended) job of these has stood suspended in all, in seconds,
+    by slurmctld's word (squeue) for when sacct cannot count it: its start to `now` less the time
+    it ran (TimeUsed stops while it is suspended). {} when squeue cannot tell."""
+    if not job_ids:
+        return {}
+    fields = "JobArrayID:|,StartTime:|,TimeUsed:"
+    cmd = ["squeue", "-h", "-r", "-t", "RUNNING,SUSPENDED", "-O", fields, "-j", ",".join(sorted(job_ids))]
+    return parse_squeue_suspended(query(cmd, none_found="Invalid job id") or "", now)
+
+
+def parse_squeue_suspended(text: str, now: float) -> dict[str, float]:
+    """`queue_suspended_s`'s squeue lines (`12_3|2026-12-06T13:05:06|0:05`) as suspended seconds,
+    for the jobs that stood suspended (a second or two is the clocks' rounding, not a suspension)."""
+    counted: dict[str, float] = {}
+    for line in text.splitlines():
+        task, start, used = ([*line.strip().split("|"), "", ""])[:3]
+        ran_min = slurm_minutes(used)
+        try:
+            started = datetime.fromisoformat(start.strip()).timestamp()
+        except ValueError:
+            continue
+        if task and ran_min is not None and (suspended := now - started - 60 * ran_min) > 2:
+            counted[task] = suspended
+    return counted
 
 
 def parse_squeue(text: str) -> dict[str, list[str]]:
