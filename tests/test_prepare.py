@@ -225,6 +225,11 @@ def test_the_tokenizer_file_holds_the_trained_bpe_exactly(
             {"name": "climbmix-v2048"},
             "ValueError: the tokenizer of 'climbmix-v2048', not of '{folder}'",
         ),
+        (  # (planted in a shared cache: its encode backtracks for ever on a run of a's)
+            {"pat_str": "(a+)+$|" + "'(?i:[sdmt]|ll|ve|re)"},
+            "ValueError: its split pattern is not the harness's",
+        ),
+        ({"pat_str": None}, "ValueError: its split pattern is not the harness's"),
     ],
 )
 def test_a_tokenizer_file_of_another_vocabulary_or_folder_is_trained_again(
@@ -235,9 +240,9 @@ def test_a_tokenizer_file_of_another_vocabulary_or_folder_is_trained_again(
     edit: dict,
     why: str,
 ) -> None:
-    """A tokenizer.json that reads as JSON but is not this vocabulary's, lacks a single byte, or was
-    copied from another folder (other data, another Python's offline corpus), is not trusted: it is
-    trained again, said in a line."""
+    """A tokenizer.json that reads as JSON but is not this vocabulary's, lacks a single byte, was
+    copied from another folder (other data, another Python's offline corpus), or splits text by a
+    pattern not the harness's, is not trusted: it is trained again, said in a line."""
     cache = tmp_path / "cache"
     shutil.copytree(offline_cache, cache)
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))

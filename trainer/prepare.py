@@ -224,6 +224,13 @@ TOKENIZER_REPORT_CHARS = 100_000_000  # progress line every this many characters
 TOKENIZER_FILE = "tokenizer.json"  # data only (_tokenizer_json), so reading it runs no code
 TOKENIZER_FORMAT = 1
 OLD_TOKENIZER_FILE = "tokenizer.pkl"  # the pickle of harnesses before December 2026, never read
+# How text is split before the BPE merges (GPT-4's, rustbpe's default): the BPE is trained with it,
+# and a tokenizer.json holding any other is trained again. The file is data from a cache others may
+# write, and a pattern of theirs (one that backtracks catastrophically) would hang every run's encode.
+SPLIT_PATTERN = (
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"
+    r"|\s*[\r\n]|\s+(?!\S)|\s+"
+)
 
 # Dense bf16 tensor-core peaks, matched in order on torch.cuda.get_device_name (first hit wins).
 PEAK_BF16_FLOPS = (
@@ -965,17 +972,17 @@ def _train_bpe(source: str, vocab_size: int, path: Path) -> None:
     started = time.time()
     log(f"training a {vocab_size}-token BPE on {source} ...")
     bpe = rustbpe.Tokenizer()
-    bpe.train_from_iterator(texts(), vocab_size - len(SPECIAL_TOKENS))
+    bpe.train_from_iterator(texts(), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
     ranks = {bytes(token): rank for token, rank in bpe.get_mergeable_ranks()}
     if len(ranks) != vocab_size - len(SPECIAL_TOKENS):
         raise RuntimeError(f"corpus too small for a {vocab_size}-token vocabulary ({len(ranks)} merges)")
-    _write_atomic(path, _tokenizer_json(path.parent.name, bpe.get_pattern(), ranks))
+    _write_atomic(path, _tokenizer_json(path.parent.name, ranks))
     log(f"tokenizer trained in {time.time() - started:.1f} s: {path}")
 
 
-def _tokenizer_json(name: str, pattern: str, ranks: dict[bytes, int]) -> bytes:
-    """The tokenizer as data only: the token bytes in base64, in rank order, its split pattern and
-    its name. (A pickle, its former format, runs code when read, and the cache may be a folder
+def _tokenizer_json(name: str, ranks: dict[bytes, int]) -> bytes:
+    """The tokenizer as data only: the token bytes in base64, in rank order, its split pattern
+    (SPLIT_PATTERN, written for the harness copies that read the pattern from the file) and its name. (A pickle, its former format, runs code when read, and the cache may be a folder
     others can write.) The special tokens follow the ranks, in SPECIAL_TOKENS order."""
     tokens = sorted(ranks, key=ranks.__getitem__)
     if [ranks[token] for token in tokens] != list(range(len(tokens))):
@@ -983,7 +990,7 @@ def _tokenizer_json(name: str, pattern: str, ranks: dict[bytes, int]) -> bytes:
     spec = {
         "format": TOKENIZER_FORMAT,
         "name": name,
-        "pat_str": pattern,
+        "pat_str": SPLIT_PATTERN,
         "mergeable_ranks": [base64.b64encode(token).decode("ascii") for token in tokens],
     }
     return json.dumps(spec, indent=0).encode()
@@ -995,7 +1002,7 @@ _UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 def _read_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding:
     """The tokenizer at `path`, checked to be this format, of `vocab_size` tokens, holding every
-    single byte (as a byte-level BPE does) and made for its folder; raises ValueError (or KeyError,
+    single byte (as a byte-level BPE does), made for its folder and split by SPLIT_PATTERN; raises ValueError (or KeyError,
     TypeError) on anything else."""
     spec = json.loads(path.read_bytes())
     if spec.get("format") != TOKENIZER_FORMAT:
@@ -1009,11 +1016,11 @@ def _read_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding:
         raise ValueError(f"{missing} of the 256 single bytes are not among its tokens")
     if spec["name"] != path.parent.name:  # (a copy of another folder's: other data, or another Python's)
         raise ValueError(f"the tokenizer of {spec['name']!r}, not of {path.parent.name!r}")
-    if not isinstance(spec["pat_str"], str):
-        raise TypeError("pat_str must be a string")
+    if spec["pat_str"] != SPLIT_PATTERN:  # (planted by a writer of a shared cache, to hang every run)
+        raise ValueError("its split pattern is not the harness's")
     return tiktoken.Encoding(
         name=spec["name"],
-        pat_str=spec["pat_str"],
+        pat_str=SPLIT_PATTERN,
         mergeable_ranks={token: rank for rank, token in enumerate(tokens)},
         special_tokens={token: len(tokens) + i for i, token in enumerate(SPECIAL_TOKENS)},
     )
