@@ -290,7 +290,7 @@ def test_a_tokenizer_this_user_may_not_read_is_named_in_one_line(
     finally:
         for folder, mode in modes.items():
             folder.chmod(mode)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr  # (a refusal, not the node's)
     assert proc.stderr.splitlines()[-1] == (
         f"error: {tokenizer} cannot be read by this user: its owner makes it readable (chmod g+r)"
     )

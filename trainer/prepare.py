@@ -90,6 +90,13 @@ SCALES = {
 }
 
 
+# The exit status of a refusal: a setting out of range, a cached file this user may not read. The
+# user must change something, and another node would refuse it the same way, so it is not
+# EX_TEMPFAIL (75), which the runner takes for the node's fault and runs elsewhere; the runner
+# records it as a crash, its reason the one line said.
+EXIT_REFUSED = 2
+
+
 def _on_command_line(flag: str) -> bool:
     """Whether this file runs as prepare.py's command, with `flag` given (the parser takes no
     abbreviations, so this is the flag as the parser reads it)."""
@@ -117,7 +124,7 @@ def _setting(
         value = None
     if value is None or not valid(value):
         sys.stderr.write(f"error: {name} must be {what}, not {text!r}\n")
-        sys.exit(2)
+        sys.exit(EXIT_REFUSED)
     return value
 
 
@@ -1047,7 +1054,7 @@ def _cached_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding | None:
         sys.stderr.write(
             f"error: {path} cannot be read by this user: its owner makes it readable (chmod g+r)\n"
         )
-        sys.exit(1)
+        sys.exit(EXIT_REFUSED)
 
 
 _TOKENIZERS: dict[Path, tiktoken.Encoding] = {}
