@@ -932,6 +932,10 @@ class ShardServer:
     until `release` is set, which closes the connection: the file is never complete. A file in
     `silent` is sent half, then nothing until `release`. `stalling` is set when such a send has begun.
     A file in `paced` (name -> bytes a second) is sent whole at that steady rate, a tenth a tenth of a second.
+    A file in `cut_once` is sent half, then its connection closed, once. With `ranges` set, a Range
+    request whose If-Range is the file's ETag is answered 206 with the rest (otherwise 200, whole,
+    as without); `replace_after_cut` (name -> bytes) becomes the file once its cut is sent.
+    `ranges_asked` records the Range header of each request for a file, `sent` the body bytes sent.
     """
 
     def __init__(self, root: Path) -> None:
@@ -944,6 +948,11 @@ class ShardServer:
         self.stall: set[str] = set()
         self.silent: set[str] = set()
         self.paced: dict[str, int] = {}
+        self.cut_once: set[str] = set()
+        self.ranges = False
+        self.replace_after_cut: dict[str, bytes] = {}
+        self.ranges_asked: dict[str, list[str | None]] = {}
+        self.sent: dict[str, int] = {}
         self.stalling = threading.Event()
         self.release = threading.Event()
         server = self
@@ -974,7 +983,38 @@ class ShardServer:
                 if name in server.paced:
                     self.send_paced((root / name).read_bytes(), server.paced[name] // 10)
                     return
-                super().do_GET()
+                server.ranges_asked.setdefault(name, []).append(self.headers.get("Range"))
+                body = (root / name).read_bytes() if (root / name).is_file() else None
+                if body is None:
+                    super().do_GET()
+                    return
+                etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+                start = 0
+                if name in server.cut_once:
+                    server.cut_once.discard(name)
+                    self.send_body(body, etag, 0, end=len(body) // 2)
+                    if name in server.replace_after_cut:
+                        (root / name).write_bytes(server.replace_after_cut.pop(name))
+                    return
+                asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+                if server.ranges and asked and self.headers.get("If-Range") == etag:
+                    start = int(asked[1])
+                self.send_body(body, etag, start)
+
+            def send_body(self, body: bytes, etag: str, start: int, end: int | None = None) -> None:
+                """`body` from `start` (206 where not 0), its connection closed at `end`, if given."""
+                self.send_response(206 if start else 200)
+                self.send_header("ETag", etag)
+                self.send_header("Content-Length", str(len(body) - start))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.end_headers()
+                sent, name = body[start:end], self.path.rsplit("/", 1)[-1]
+                server.sent[name] = server.sent.get(name, 0) + len(
+                    sent
+                )  # (before: the client may be done after)
+                self.wfile.write(sent)
+                self.close_connection = end is not None
 
             def send_paced(self, body: bytes, every_tenth: int) -> None:
                 self.send_response(200)
@@ -1395,6 +1435,41 @@ def test_cli_names_the_pace_a_trickling_server_failed(
     assert "network" not in said and said.splitlines()[-1].startswith(
         "(a server trickling under 1000 kB/s per download, or a link that slow; the offline corpus needs none"
     ), said
+
+
+def test_a_retry_resumes_where_the_last_attempt_was_cut(prepare_mod: ModuleType, shard_server) -> None:
+    """A failed attempt restarted its shard from byte 0: on a link that drops now and then, a
+    100 MB shard was sent again whole at each drop. A retry asks for the rest (Range, If-Range),
+    and a server that answers 206 sends only that."""
+    server, remote = shard_server
+    server.ranges = True
+    name = "shard_00000.parquet"
+    server.cut_once.add(name)
+    size = (remote / name).stat().st_size
+    prepare_mod.download_climbmix(num_shards=1)
+    assert (prepare_mod.data_dir("climbmix") / name).read_bytes() == (remote / name).read_bytes()
+    assert server.ranges_asked[name] == [None, f"bytes={size // 2}-"] and server.sent[name] == size
+
+
+@pytest.mark.parametrize("why", ["the server ignores Range", "the file changed between attempts"])
+def test_a_retry_the_server_answers_whole_starts_over(
+    prepare_mod: ModuleType, shard_server, why: str
+) -> None:
+    """A 200 to a Range request (a server without ranges; If-Range no longer the file's) is the
+    file from byte 0: written over the part, not appended to it, and no mix of two versions."""
+    server, remote = shard_server
+    name = "shard_00000.parquet"
+    size = (remote / name).stat().st_size
+    server.cut_once.add(name)
+    server.ranges = why == "the file changed between attempts"
+    if server.ranges:
+        _write_shard(remote / "new.parquet", seed=99)
+        server.replace_after_cut[name] = (remote / "new.parquet").read_bytes()
+    prepare_mod.download_climbmix(num_shards=1)
+    assert (prepare_mod.data_dir("climbmix") / name).read_bytes() == (remote / name).read_bytes()
+    assert server.ranges_asked[name] == [None, f"bytes={size // 2}-"]
+    assert server.sent[name] == size // 2 + (remote / name).stat().st_size
+    assert not list(prepare_mod.data_dir("climbmix").glob("*.tmp"))
 
 
 def test_a_body_cut_short_is_named_and_retried(prepare_mod: ModuleType, shard_server) -> None:

@@ -543,11 +543,11 @@ class DownloadProgress:
         with self.lock:
             self.stop.set()
 
-    def open_unless_halted(self, tmp: Path) -> BinaryIO | None:
-        """`tmp` opened for writing, or None once halted: a thread whose connection came up just
-        as the download was stopped must not leave a file after its cleanup."""
+    def open_unless_halted(self, tmp: Path, append: bool) -> BinaryIO | None:
+        """`tmp` opened for writing (at its end, to `append`), or None once halted: a thread whose
+        connection came up just as the download was stopped must not leave a file after its cleanup."""
         with self.lock:
-            return None if self.stop.is_set() else open(tmp, "wb")  # noqa: SIM115 (closed by the caller)
+            return None if self.stop.is_set() else open(tmp, "ab" if append else "wb")  # noqa: SIM115
 
 
 class DownloadFailed(RuntimeError):
@@ -587,13 +587,34 @@ def _retry_after(err: Exception) -> float:
     return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
 
 
-def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> str:
-    """Stream `url` into `tmp` until done or `progress.stop` is set; its Content-Type. A body shorter than its
-    Content-Length (a connection closed early) raises, naming that, instead of failing as parquet;
-    a write the cache refuses raises CacheWriteFailed, naming `path`, unlike the network's errors."""
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_READ_TIMEOUT_S) as response:
+@dataclass
+class _Part:
+    """What the attempts at a shard leave one another: `tmp`, the bytes received so far, and
+    `validator`, the ETag (or else Last-Modified) of the file they are of; None: nothing to resume."""
+
+    tmp: Path
+    validator: str | None = None
+
+
+def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str:
+    """Stream `url` into `part.tmp` until done or `progress.stop` is set; its Content-Type. Where an
+    earlier attempt left a part, only the rest is asked for (Range, If-Range: that file's version): a
+    server that answers 206 from there sends the rest, appended; one that answers 200 (no ranges, or
+    the file changed since) sends it whole, written over the part. A failed attempt at a 100 MB
+    shard began again from byte 0. A body shorter than its Content-Length (a connection closed
+    early) raises, naming that, instead of failing as parquet; a write the cache refuses raises
+    CacheWriteFailed, naming `path`, unlike the network's errors."""
+    offset = part.tmp.stat().st_size if part.validator and part.tmp.exists() else 0
+    asked = {"Range": f"bytes={offset}-", "If-Range": part.validator} if offset else {}
+    request = urllib.request.Request(url, headers=asked)
+    with urllib.request.urlopen(request, timeout=DOWNLOAD_READ_TIMEOUT_S) as response:
+        start = _range_start(response) if response.status == 206 else 0
+        if start not in (0, offset):
+            part.tmp.unlink(missing_ok=True)
+            raise ValueError(f"the server sent the file from byte {start:,}, not from {offset:,} as asked")
+        part.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
         with _writing(path):
-            out = progress.open_unless_halted(tmp)
+            out = progress.open_unless_halted(part.tmp, append=start > 0)
         if out is None:
             return ""
         started = time.monotonic()
@@ -605,15 +626,24 @@ def _fetch(url: str, tmp: Path, path: Path, progress: DownloadProgress) -> str:
                     out.write(chunk)
                     out.flush()
                 progress.add(len(chunk))
-                _keep_pace(out.tell(), time.monotonic() - started)
-            expected, received = response.headers.get("Content-Length"), out.tell()
+                _keep_pace(out.tell() - start, time.monotonic() - started)
+            length, received = response.headers.get("Content-Length"), out.tell()
             content_type = response.headers.get("Content-Type", "")
         finally:
             with _writing(path):
                 out.close()
-    if expected is not None and received < int(expected) and not progress.stop.is_set():
-        raise ValueError(f"the connection closed after {received:,} of {int(expected):,} bytes")
+    expected = None if length is None else start + int(length)
+    if expected is not None and received < expected and not progress.stop.is_set():
+        raise ValueError(f"the connection closed after {received:,} of {expected:,} bytes")
     return content_type
+
+
+def _range_start(response: http.client.HTTPResponse) -> int | None:
+    """Where the part a 206 answer sends begins (its Content-Range, `bytes 500-999/1000`); None
+    where it does not say."""
+    unit, _, span = (response.headers.get("Content-Range") or "").partition(" ")
+    first = span.partition("-")[0]
+    return int(first) if unit == "bytes" and first.isdecimal() else None
 
 
 def _keep_pace(received: int, seconds: float) -> None:
@@ -652,23 +682,27 @@ def _download_shard(index: int, base_url: str, folder: Path, progress: DownloadP
     """One shard, retried with exponential back-off; written to a temporary name, then renamed."""
     path = folder / _shard_name(index)
     url = f"{base_url}/{path.name}"
-    tmp = _temporary_name(path)
+    part = _Part(_temporary_name(path))
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         if progress.stop.is_set():
             return
         try:
-            content_type = _fetch(url, tmp, path, progress)
+            content_type = _fetch(url, part, path, progress)
             if progress.stop.is_set():
-                tmp.unlink(missing_ok=True)
+                part.tmp.unlink(missing_ok=True)
                 return
-            if problem := _parquet_problem(tmp):  # a truncated or wrong file fails here, not in training
-                raise ValueError(_not_parquet(tmp, content_type) or problem)
+            if problem := _parquet_problem(part.tmp):  # a truncated or wrong file fails here, not in training
+                why = _not_parquet(part.tmp, content_type) or problem
+                part.tmp.unlink()  # (received whole, so nothing to resume: the next attempt begins again)
+                raise ValueError(why)
             with _writing(path):
-                os.replace(tmp, path)
+                os.replace(part.tmp, path)
             progress.finished(path)
             return
         except (OSError, ValueError, http.client.HTTPException) as err:
-            tmp.unlink(missing_ok=True)
+            last = progress.stop.is_set() or isinstance(err, CacheWriteFailed) or _refused(err)
+            if last or attempt == DOWNLOAD_ATTEMPTS:  # (the part is kept only for a retry to resume)
+                part.tmp.unlink(missing_ok=True)
             if progress.stop.is_set():  # interrupted, or another shard failed: no retry to announce
                 return
             if isinstance(err, CacheWriteFailed):
