@@ -936,6 +936,8 @@ class ShardServer:
     request whose If-Range is the file's ETag is answered 206 with the rest (otherwise 200, whole,
     as without); `replace_after_cut` (name -> bytes) becomes the file once its cut is sent.
     `ranges_asked` records the Range header of each request for a file, `sent` the body bytes sent.
+    A file in `trickled_headers` is answered with headers sent a byte a tenth of a second, without
+    end, until `release`.
     """
 
     def __init__(self, root: Path) -> None:
@@ -949,6 +951,7 @@ class ShardServer:
         self.silent: set[str] = set()
         self.paced: dict[str, int] = {}
         self.cut_once: set[str] = set()
+        self.trickled_headers: set[str] = set()
         self.ranges = False
         self.replace_after_cut: dict[str, bytes] = {}
         self.ranges_asked: dict[str, list[str | None]] = {}
@@ -976,6 +979,9 @@ class ShardServer:
                 if name in server.always_fail or name in server.fail_once:
                     server.fail_once.discard(name)
                     self.send_error(503)
+                    return
+                if name in server.trickled_headers:
+                    self.trickle_headers()
                     return
                 if name in server.stall or name in server.silent:
                     self.send_half_and_wait((root / name).read_bytes(), trickle=name in server.stall)
@@ -1015,6 +1021,15 @@ class ShardServer:
                 )  # (before: the client may be done after)
                 self.wfile.write(sent)
                 self.close_connection = end is not None
+
+            def trickle_headers(self) -> None:
+                """A status line, then a header whose value never ends."""
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+                self.wfile.flush()
+                while not server.release.wait(0.1):  # (the pace of the trickle, not a wait on the client)
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                self.close_connection = True
 
             def send_paced(self, body: bytes, every_tenth: int) -> None:
                 self.send_response(200)
@@ -1383,20 +1398,28 @@ def test_a_server_that_stops_sending_times_out_and_is_retried(
     assert server.requests.count("shard_00000.parquet") == prepare_mod.DOWNLOAD_ATTEMPTS
 
 
+@pytest.mark.parametrize(
+    ("trickled", "min_rate"),
+    [
+        ("stall", 1_000_000),  # half the shard (under 1 MB), then a byte a second
+        ("trickled_headers", 1_000),  # the headers a byte a tenth of a second, without end
+    ],
+)
 def test_a_server_that_trickles_bytes_fails_the_attempt_and_is_retried(
-    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch, trickled: str, min_rate: int
 ) -> None:
     """A server that sends a byte every second never trips the read timeout: a download from it
     went on for hours. An attempt that averages under DOWNLOAD_MIN_RATE once past its grace fails,
-    saying so, and the attempts run out."""
+    saying so, and the attempts run out. The pace covered the body only, and a server trickling its
+    headers held urlopen, and the download, for ever: the headers are held to it too."""
     server, _ = shard_server
-    server.stall.add("shard_00000.parquet")  # half the shard, then a byte a second
+    getattr(server, trickled).add("shard_00000.parquet")
     monkeypatch.setattr(prepare_mod, "DOWNLOAD_PACE_GRACE_S", 0.5)
-    monkeypatch.setattr(prepare_mod, "DOWNLOAD_MIN_RATE", 1_000_000)  # the half is under 1 MB
-    failed = _failures_of_a_download(prepare_mod, "the download still takes a byte a second")
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_MIN_RATE", min_rate)
+    failed = _failures_of_a_download(prepare_mod, f"the download still takes a byte at a time ({trickled})")
     assert len(failed) == 1 and re.fullmatch(
         re.escape(f"download of {server.url}shard_00000.parquet failed 5 times: the server sent ")
-        + r"[\d,]+ bytes in \d+ s, under the 1000 kB/s a download needs",
+        + rf"[\d,]+ bytes in \d+ s, under the {min_rate // 1000} kB/s a download needs",
         failed[0],
     ), failed
     assert server.requests.count("shard_00000.parquet") == prepare_mod.DOWNLOAD_ATTEMPTS

@@ -607,7 +607,7 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
     offset = part.tmp.stat().st_size if part.validator and part.tmp.exists() else 0
     asked = {"Range": f"bytes={offset}-", "If-Range": part.validator} if offset else {}
     request = urllib.request.Request(url, headers=asked)
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_READ_TIMEOUT_S) as response:
+    with _PACED_OPENER.open(request, timeout=DOWNLOAD_READ_TIMEOUT_S) as response:
         start = _range_start(response) if response.status == 206 else 0
         if start not in (0, offset):
             part.tmp.unlink(missing_ok=True)
@@ -617,7 +617,6 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
             out = progress.open_unless_halted(part.tmp, append=start > 0)
         if out is None:
             return ""
-        started = time.monotonic()
         try:
             # read1: what has come, up to 1 MB, written at once, so a live download's file is
             # touched at least every read timeout, however slow the link (_remove_stale_temporaries)
@@ -626,7 +625,6 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
                     out.write(chunk)
                     out.flush()
                 progress.add(len(chunk))
-                _keep_pace(out.tell() - start, time.monotonic() - started)
             length, received = response.headers.get("Content-Length"), out.tell()
             content_type = response.headers.get("Content-Type", "")
         finally:
@@ -654,6 +652,59 @@ def _keep_pace(received: int, seconds: float) -> None:
             f"the server sent {received:,} bytes in {seconds:.0f} s, "
             f"under the {DOWNLOAD_MIN_RATE / 1000:g} kB/s a download needs"
         )
+
+
+class _PacedReader(io.RawIOBase):
+    """A connection's socket as its answer is read: every read, of the headers as of the body,
+    held to the pace from the connection's start (`_keep_pace`). The pace covered the body only,
+    and a server trickling its headers a byte every few seconds held urlopen for ever."""
+
+    def __init__(self, raw: io.RawIOBase, started: float) -> None:
+        super().__init__()
+        self.raw, self.started, self.received = raw, started, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        n = self.raw.readinto(buffer)
+        self.received += n or 0
+        _keep_pace(self.received, time.monotonic() - self.started)
+        return n
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _PacedSocket:
+    """The socket as http.client's answer sees it: it only makes its file from it."""
+
+    def __init__(self, sock: Any, started: float) -> None:
+        self.sock, self.started = sock, started
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_PacedReader(self.sock.makefile(mode, buffering=0), self.started))
+
+
+class _PacedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """Opens http:// and https:// URLs with connections whose answers are read at `_keep_pace`."""
+
+    def do_open(self, http_class: type, req: urllib.request.Request, **kwargs: Any) -> Any:
+        def connection(*args: Any, **options: Any) -> http.client.HTTPConnection:
+            conn, started = http_class(*args, **options), time.monotonic()
+            conn.response_class = lambda sock, *args, **kw: http.client.HTTPResponse(
+                _PacedSocket(sock, started), *args, **kw
+            )
+            return conn
+
+        return super().do_open(connection, req, **kwargs)
+
+
+_PACED_OPENER = urllib.request.build_opener(_PacedHandler)
 
 
 def _not_parquet(tmp: Path, content_type: str) -> str | None:
