@@ -1641,6 +1641,28 @@ def test_a_validation_shard_that_is_a_training_shard_is_refused(
         prepare_mod.split_files("val", "climbmix")
 
 
+def test_a_runs_start_takes_one_stat_per_shard(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """split_files looked whether each training shard was there, then took its size again for the
+    check that none is the validation shard: two stats a training shard at every run's start, 4003
+    with 2000 shards in the cache where 2003 tell the same. Counted on the real files, not timed."""
+    prepare_mod.download_climbmix(num_shards=3)
+    stats: list[str] = []
+    real_stat = Path.stat
+
+    def counted_stat(path: Path, *args, **kwargs) -> os.stat_result:
+        stats.append(path.name)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", counted_stat)
+    for split in ("train", "val"):
+        stats.clear()
+        prepare_mod.split_files(split, "climbmix")
+        training = [f"shard_{index:05d}.parquet" for index in range(3)]
+        assert sorted(name for name in stats if name in training) == training, (split, stats)
+
+
 def test_documents_without_text_are_passed_over(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

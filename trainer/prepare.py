@@ -416,7 +416,8 @@ def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
         files = [folder / _shard_name(VAL_SHARD)]
     else:  # the shards prepared, not every one a larger download once left in the folder
         files = [folder / _shard_name(i) for i in range(_prepared_shards(folder))]
-    missing = [f for f in files if not f.exists()]
+    sizes = [_size(f) for f in files]
+    missing = [f for f, size in zip(files, sizes, strict=True) if size is None]
     if missing or not files:
         raise FileNotFoundError(f"no {split} data in {folder}: run `python prepare.py` first")
     damaged = [f"{f.name} ({problem})" for f in files if (problem := _parquet_problem(f))]
@@ -424,7 +425,8 @@ def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
         raise RuntimeError(
             f"damaged {split} data in {folder}: {', '.join(damaged)}: run `python prepare.py` to replace it"
         )
-    if source == "climbmix" and (copy := _training_copy_of_validation(folder)):
+    train_sizes = sizes if split == "train" else None
+    if source == "climbmix" and (copy := _training_copy_of_validation(folder, train_sizes)):
         raise RuntimeError(
             f"the validation shard {_shard_name(VAL_SHARD)} in {folder} is the same file as the training "
             f"shard {copy}, so val_bpb would score text the model trained on: delete both, "
@@ -433,15 +435,25 @@ def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
     return files
 
 
-def _training_copy_of_validation(folder: Path) -> str | None:
+def _size(path: Path) -> int | None:
+    """The size of `path`; None where it is not there. One stat, which tells both."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _training_copy_of_validation(folder: Path, train_sizes: list[int | None] | None) -> str | None:
     """The training shard that is byte for byte the validation shard, or None: a mirror serving one
     file for every name made every val_bpb a score on training text. Compares the sizes, and only
-    the contents of a shard of the same size, so a run's start pays for a stat per shard."""
+    the contents of a shard of the same size, so a run's start pays for a stat per shard, and no
+    more: `train_sizes` are the training shards' where the caller took them (split_files)."""
     val = folder / _shard_name(VAL_SHARD)
     size = val.stat().st_size
     for index in range(_prepared_shards(folder)):
         train = folder / _shard_name(index)
-        if train.stat().st_size == size and filecmp.cmp(train, val, shallow=False):
+        train_size = train_sizes[index] if train_sizes else train.stat().st_size
+        if train_size == size and filecmp.cmp(train, val, shallow=False):
             return train.name
     return None
 
