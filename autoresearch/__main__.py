@@ -35,6 +35,7 @@ from autoresearch.cli import (
     flags_first,
     hydra_only_prints,
     multirun_refusal,
+    output_override_refusal,
     print_check_usage,
     reader_may_stop_early,
     run_tool,
@@ -396,7 +397,7 @@ def main() -> None:
     if run_tool() or print_check_usage():
         return
     task = dry_run if takes_check_command() else run
-    if refused := multirun_refusal(sys.argv[1:]):
+    if refused := multirun_refusal(sys.argv[1:]) or output_override_refusal(sys.argv[1:]):
         print(f"error: {refused}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
     sys.argv[1:] = flags_first(sys.argv[1:])

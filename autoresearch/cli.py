@@ -12,6 +12,10 @@ import runpy
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 TOOLS = {"status": "autoresearch.status", "report": "autoresearch.report"}  # never a Hydra override
 CHECK = "check"  # the dry run: a campaign's own command line after it, so Hydra's to compose
@@ -123,19 +127,48 @@ def multirun_refusal(words: list[str]) -> str | None:
     )
 
 
-def _sets_multirun(word: str) -> bool:
-    """Whether the override `word` sets Hydra's mode to anything but RUN, in any form Hydra takes
-    (`++hydra.mode='MULTIRUN'`, `hydra.mode=2`, a sweep of modes); an override Hydra cannot read
-    or a mode it would refuse is left for Hydra to say, which it does before writing anything."""
+# Hydra's output folder: it makes hydra.run.dir, writes output_subdir's files there and moves into
+# it (job.chdir) before any check, so a command then refused left them behind.
+OUTPUT_KEYS = ("hydra.run", "hydra.output_subdir", "hydra.job.chdir")
+
+
+def output_override_refusal(words: list[str]) -> str | None:
+    """Why an override of Hydra's output folder is refused, or None where `words` (a command's) set
+    none: conf/config.yaml keeps Hydra writing nothing, in the folder the command runs in, and a
+    campaign keeps its own files, its resolved config among them, in its folder under runs_dir."""
+    overrides, _flags = split_flags(words)
+    for word in overrides:
+        key = override.key_or_group if (override := parsed_override(word)) else ""
+        if any(key == k or key.startswith(f"{k}.") or k.startswith(f"{key}.") for k in OUTPUT_KEYS):
+            return (
+                f"autoresearch takes no {key}: Hydra would make its folder (write there, move into it) before any check, and a "
+                "campaign keeps its files, its resolved config among them, in RUNS_DIR/NAME (set "
+                "runs_dir=... to move them)"
+            )
+    return None
+
+
+def parsed_override(word: str) -> Override | None:
+    """`word` as Hydra reads an override, or None where it cannot (left for Hydra to say, which it
+    does in one line before writing anything)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_override(word)
+    except HydraException:  # (what its lexer cannot read, `campaign.name=ø`, is not wrapped)
+        return None
+
+
+def _sets_multirun(word: str) -> bool:
+    """Whether the override `word` sets Hydra's mode to anything but RUN, in any form Hydra takes
+    (`++hydra.mode='MULTIRUN'`, `hydra.mode=2`, a sweep of modes); a mode Hydra would refuse is
+    left for Hydra to say."""
     from hydra.types import RunMode
     from omegaconf import ValidationError
     from omegaconf.nodes import EnumNode
 
-    try:
-        override = OverridesParser.create().parse_override(word)
-    except HydraException:  # (what its lexer cannot read, `campaign.name=ø`, is not wrapped)
+    if (override := parsed_override(word)) is None:
         return False
     if override.key_or_group != MODE_KEY or override.is_delete() or override.value() is None:
         return False

@@ -403,6 +403,39 @@ def test_a_multirun_is_refused_in_one_line_with_nothing_written(tmp_path: Path, 
         assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("asks", "key"),
+    [
+        ("hydra.run.dir=elsewhere/out", "hydra.run.dir"),
+        ("++hydra.run.dir=elsewhere", "hydra.run.dir"),
+        ("hydra.output_subdir=.hydra", "hydra.output_subdir"),
+        ("hydra.job.chdir=true", "hydra.job.chdir"),
+        ("hydra.run={dir:elsewhere}", "hydra.run"),
+    ],
+)
+def test_an_override_of_hydras_output_folder_is_refused_with_nothing_written(
+    tmp_path: Path, asks: str, key: str
+) -> None:
+    """Hydra makes hydra.run.dir, writes output_subdir's files and moves into the folder before the
+    task runs, so a command then refused for a bad setting (here a misspelt one) left them behind."""
+    runs = tmp_path / "runs"
+    for command in ([*PYTHON_M, "check"], PYTHON_M):
+        proc = subprocess.run(
+            [*command, *toy_args(runs, "+campaign.wave_sise=2"), asks, "hydra.run.dir=out"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.splitlines() == [
+            f"error: autoresearch takes no {key}: Hydra would make its folder (write there, move into it) "
+            "before any check, and a campaign keeps its files, its resolved config among them, in "
+            "RUNS_DIR/NAME (set runs_dir=... to move them)"
+        ]
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_an_override_hydras_lexer_cannot_read_is_one_line(tmp_path: Path) -> None:
     """An unquoted letter outside ASCII: the multirun refusal's reading of the overrides must leave
     an override Hydra cannot read to Hydra's own one line, not end in a lexer's traceback."""
