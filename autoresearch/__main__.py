@@ -199,25 +199,54 @@ def campaign_names() -> list[str]:
 
 
 def shadowed_choice() -> str | None:
-    """Why a chosen file of a --config-dir is not the one Hydra took, or None: Hydra looks in conf/
-    first, so `campaign/demo.yaml` there, edited by the user, would be passed over for the shipped
-    demo without a word, and the shipped campaign run in its place."""
+    """Why a file of a --config-dir that the config loads is not the one Hydra took, or None: Hydra
+    looks in conf/ first, so `campaign/demo.yaml` there, edited by the user, would be passed over
+    for the shipped demo without a word, and the shipped campaign run in its place. A file is
+    loaded by a choice on the command line, or by a config's own `defaults:` list (a campaign file
+    of the user's naming `/cluster/slurm`), so it is the defaults list Hydra composed that is read."""
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices
-    for group in ("campaign", *GROUPS):
-        name = choices.get(group)
-        if not name or not (CONF_DIR / group / f"{name}.yaml").is_file():
+    for path, parent in loaded_configs():
+        group, _, name = path.partition("/")
+        if not name or not (CONF_DIR / f"{path}.yaml").is_file():
             continue
         for folder in config_dirs():
-            if (own := folder / group / f"{name}.yaml").is_file():
+            if not (own := folder / f"{path}.yaml").is_file():
+                continue
+            if choices.get(group) == name:
                 chosen = f"{'+' if group == 'campaign' else ''}{group}="
                 return (
-                    f"{own} has the name of a shipped {group} file, conf/{group}/{name}.yaml, which is the "
+                    f"{own} has the name of a shipped {group} file, conf/{path}.yaml, which is the "
                     f"one {chosen}{name} takes: give yours another name ({group}/my-{name}.yaml, "
                     f"{chosen}my-{name})"
                 )
+            return (
+                f"{own} has the name of a shipped {group} file, conf/{path}.yaml, which is the one "
+                f"the defaults list of {parent} loads as {path}: give yours another name "
+                f"({group}/my-{name}.yaml) and load that"
+            )
     return None
+
+
+def loaded_configs() -> list[tuple[str, str]]:
+    """Each config file the composed config was built from (`cluster/slurm`), with the config whose
+    defaults list loaded it, as Hydra's `--info defaults` lists them."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    typed = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)  # (`${oc.env:X}` as typed)
+    loader = GlobalHydra.instance().config_loader()
+    defaults = loader.compute_defaults_list(
+        config_name=hydra_cfg.job.config_name, overrides=typed, run_mode=RunMode.RUN
+    )
+    return [
+        (d.config_path, d.parent or "")
+        for d in defaults.defaults
+        if d.config_path and not d.is_self and not d.config_path.startswith("hydra/")
+    ]
 
 
 def interpolation_message(err: InterpolationResolutionError) -> str:

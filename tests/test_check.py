@@ -494,6 +494,40 @@ def test_a_config_dir_file_named_as_a_shipped_one_is_refused(tmp_path: Path, gro
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    ("loads", "taken"),
+    [
+        ("override /cluster@_global_.cluster: slurm", "the one cluster=slurm takes"),
+        (
+            "/cluster/slurm@_global_.cluster",
+            "the one the defaults list of campaign/mine loads as cluster/slurm",
+        ),
+    ],
+)
+def test_a_config_dir_file_named_as_a_shipped_one_and_loaded_by_a_campaign_file_is_refused(
+    tmp_path: Path, loads: str, taken: str
+) -> None:
+    """A campaign file of the user's whose own defaults list loads `cluster/slurm`, beside an edited
+    copy of it in the same --config-dir: the check read the command line's choices alone, and the
+    shipped slurm.yaml was merged in without a word where it was loaded as a config, not chosen."""
+    own = tmp_path / "mine"
+    shutil.copytree(FIXTURE_CONF, own)
+    (own / "cluster").mkdir()
+    shutil.copy(REPO / "conf" / "cluster" / "slurm.yaml", own / "cluster" / "slurm.yaml")
+    toy = (FIXTURE_CONF / "campaign" / "toy.yaml").read_text()
+    (own / "campaign" / "mine.yaml").write_text(f"defaults:\n  - {loads}\n  - _self_\n{toy}")
+    words = ["+campaign=mine", f"--config-dir={own}", f"runs_dir={tmp_path / 'runs'}"]
+    for command in ([*PYTHON_M, "check"], PYTHON_M):
+        proc = run(command, *words)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert proc.stderr.splitlines() == [
+            f"error: bad config: {own}/cluster/slurm.yaml has the name of a shipped cluster file, "
+            f"conf/cluster/slurm.yaml, which is {taken}: give yours another name (cluster/my-slurm.yaml"
+            + (", cluster=my-slurm)" if "=" in taken else ") and load that")
+        ]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_checkout_whose_conf_folder_is_a_link_runs_its_shipped_campaigns(tmp_path: Path) -> None:
     """conf/ a symbolic link (a checkout whose configs live on another disk, or are shared): Hydra
     gave its path resolved, conf/ was compared unresolved, and every shipped campaign was refused
