@@ -32,6 +32,7 @@ from omegaconf.errors import (
 )
 
 from autoresearch.cli import (
+    campaigns_refusal,
     flags_first,
     hydra_only_prints,
     multirun_refusal,
@@ -426,9 +427,10 @@ def main() -> None:
     if run_tool() or print_check_usage():
         return
     task = dry_run if takes_check_command() else run
-    if refused := multirun_refusal(sys.argv[1:]) or output_override_refusal(sys.argv[1:]):
-        print(f"error: {refused}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
+    for refusal in (multirun_refusal, output_override_refusal, campaigns_refusal):
+        if refused := refusal(sys.argv[1:]):
+            print(f"error: {refused}", file=sys.stderr)
+            sys.exit(EXIT_ERROR)
     sys.argv[1:] = flags_first(sys.argv[1:])
     if len(sys.argv) > 1 and (why := unknown_command(sys.argv[1])):
         print(f"error: {why}", file=sys.stderr)

@@ -127,6 +127,25 @@ def multirun_refusal(words: list[str]) -> str | None:
     )
 
 
+def campaigns_refusal(words: list[str]) -> str | None:
+    """Why a command naming more than one campaign is refused, or None: Hydra's own words for
+    `+campaign=a +campaign=b` advise an `override` line of a defaults list, and for
+    `+campaign=a,b` say only that the value is ambiguous."""
+    overrides, _flags = split_flags(words)
+    parsed = [(word, parsed_override(word)) for word in overrides]
+    named = [
+        (word, override)
+        for word, override in parsed
+        if override and override.key_or_group == "campaign" and not override.is_delete()
+    ]
+    if len(named) < 2 and not any(override.is_sweep_override() for _word, override in named):
+        return None
+    return (
+        f"autoresearch runs one campaign a command, not {' '.join(word for word, _ in named)}: give "
+        "+campaign=NAME once, and run a command for each campaign"
+    )
+
+
 # Hydra's output folder: it makes hydra.run.dir, writes output_subdir's files there and moves into
 # it (job.chdir) before any check, so a command then refused left them behind.
 OUTPUT_KEYS = ("hydra.run", "hydra.output_subdir", "hydra.job.chdir")

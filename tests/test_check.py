@@ -404,6 +404,34 @@ def test_a_multirun_is_refused_in_one_line_with_nothing_written(tmp_path: Path, 
 
 
 @pytest.mark.parametrize(
+    "campaigns",
+    [
+        ["+campaign=toy", "+campaign=toy_hang"],
+        ["+campaign=toy", "+campaign=toy"],
+        ["+campaign=toy", "campaign=toy_hang"],
+        ["+campaign=toy,toy_hang"],
+    ],
+)
+def test_more_than_one_campaign_in_a_command_is_refused_in_one_line(
+    tmp_path: Path, campaigns: list[str]
+) -> None:
+    """Hydra's words for two campaigns advised an `override campaign: ...` line, which belongs in
+    a defaults list, for `+campaign=a +campaign=a` said the campaign appeared twice in its
+    defaults list, and for `+campaign=a,b` only that the value was ambiguous."""
+    runs = tmp_path / "runs"
+    for command in ([*PYTHON_M, "check"], PYTHON_M):
+        proc = subprocess.run(
+            [*command, *toy_args(runs, *campaigns)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.splitlines() == [
+            f"error: autoresearch runs one campaign a command, not {' '.join(campaigns)}: give "
+            "+campaign=NAME once, and run a command for each campaign"
+        ]
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     ("asks", "key"),
     [
         ("hydra.run.dir=elsewhere/out", "hydra.run.dir"),
