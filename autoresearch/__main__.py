@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import hydra
 import yaml
-from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
@@ -42,6 +42,7 @@ from autoresearch.cli import (
     run_tool,
     takes_check_command,
     unknown_command,
+    unreadable_override,
 )
 from autoresearch.config import AutoresearchConfig, register_configs
 from autoresearch.stop_signals import ignore_stops, install_stop_handlers, stopped_by
@@ -274,8 +275,6 @@ def missing_value_message(err: MissingMandatoryValue) -> str:
 def composition_error_line(err: CompactHydraException) -> str:
     """Hydra's several-line account of a bad override as one line: what failed, why, the choices."""
     what = str(err).splitlines()[0].rstrip(".")
-    if isinstance(err, OverrideParseException):
-        return f"cannot read the override {err.override!r}: {what}"
     if what.startswith("Could not override '") and "No match in the defaults list" in what:
         key = what.split("'")[1]  # a group with no default (campaign) is added, not overridden
         return f"{what}: add it with a +, as in +{key}=NAME"
@@ -427,7 +426,7 @@ def main() -> None:
     if run_tool() or print_check_usage():
         return
     task = dry_run if takes_check_command() else run
-    for refusal in (multirun_refusal, output_override_refusal, campaigns_refusal):
+    for refusal in (unreadable_override, multirun_refusal, output_override_refusal, campaigns_refusal):
         if refused := refusal(sys.argv[1:]):
             print(f"error: {refused}", file=sys.stderr)
             sys.exit(EXIT_ERROR)

@@ -127,6 +127,24 @@ def multirun_refusal(words: list[str]) -> str | None:
     )
 
 
+OVERRIDE_FORM = (
+    "an override is one word, key=value, with no space around the =; a value with spaces or other "
+    "characters is quoted, \"key='a b'\""
+)
+
+
+def unreadable_override(words: list[str]) -> str | None:
+    """Why the first of `words` (a command's) that Hydra cannot read as an override is refused, or
+    None: Hydra said only 'Error parsing override', and ended in a ValueError traceback for one
+    with nothing before its = (`max_experiments =10`, a space typed before the =)."""
+    overrides, _flags = split_flags(words)
+    for word in overrides:
+        override = parsed_override(word)
+        if override is None or not override.key_or_group:
+            return f"bad config: cannot read the override {word!r}: {OVERRIDE_FORM}"
+    return None
+
+
 def campaigns_refusal(words: list[str]) -> str | None:
     """Why a command naming more than one campaign is refused, or None: Hydra's own words for
     `+campaign=a +campaign=b` advise an `override` line of a defaults list, and for

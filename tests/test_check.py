@@ -43,11 +43,14 @@ def toy_args(runs_dir: Path, *overrides: str) -> list[str]:
     return campaign_command(runs_dir, *overrides)[len(PYTHON_M) :]
 
 
-def run(command: list[str], *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`command` with `args`, in the repository, in `env` (this process's environment by default)."""
+def run(
+    command: list[str], *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    """`command` with `args`, in `cwd` (the repository by default), in `env` (this process's
+    environment by default)."""
     return subprocess.run(
         [*command, *args],
-        cwd=REPO,
+        cwd=cwd,
         env=os.environ if env is None else env,
         capture_output=True,
         text=True,
@@ -392,9 +395,7 @@ def test_a_multirun_is_refused_in_one_line_with_nothing_written(tmp_path: Path, 
     Hydra takes its mode from an override as from its flag."""
     runs = tmp_path / "runs"
     for command in ([*PYTHON_M, "check"], PYTHON_M):
-        proc = subprocess.run(
-            [*command, *toy_args(runs), asks], cwd=tmp_path, capture_output=True, text=True, timeout=120
-        )
+        proc = run(command, *toy_args(runs), asks, cwd=tmp_path)
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.splitlines() == [
             "error: autoresearch runs one campaign a command, and takes no --multirun (-m) or "
@@ -420,9 +421,7 @@ def test_more_than_one_campaign_in_a_command_is_refused_in_one_line(
     defaults list, and for `+campaign=a,b` only that the value was ambiguous."""
     runs = tmp_path / "runs"
     for command in ([*PYTHON_M, "check"], PYTHON_M):
-        proc = subprocess.run(
-            [*command, *toy_args(runs, *campaigns)], cwd=tmp_path, capture_output=True, text=True, timeout=120
-        )
+        proc = run(command, *toy_args(runs, *campaigns), cwd=tmp_path)
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.splitlines() == [
             f"error: autoresearch runs one campaign a command, not {' '.join(campaigns)}: give "
@@ -448,13 +447,7 @@ def test_an_override_of_hydras_output_folder_is_refused_with_nothing_written(
     task runs, so a command then refused for a bad setting (here a misspelt one) left them behind."""
     runs = tmp_path / "runs"
     for command in ([*PYTHON_M, "check"], PYTHON_M):
-        proc = subprocess.run(
-            [*command, *toy_args(runs, "+campaign.wave_sise=2"), asks, "hydra.run.dir=out"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = run(command, *toy_args(runs, "+campaign.wave_sise=2"), asks, "hydra.run.dir=out", cwd=tmp_path)
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.splitlines() == [
             f"error: autoresearch takes no {key}: Hydra would make its folder (write there, move into it) "
@@ -462,6 +455,29 @@ def test_an_override_of_hydras_output_folder_is_refused_with_nothing_written(
             "RUNS_DIR/NAME (set runs_dir=... to move them)"
         ]
         assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("words", "unread"),
+    [
+        (["campaign.budget.max_experiments", "=10"], "campaign.budget.max_experiments"),
+        (["=10"], "=10"),
+        (["campaign.name=my", "run"], "run"),
+    ],
+)
+def test_an_override_hydra_cannot_read_says_how_to_write_one(
+    tmp_path: Path, words: list[str], unread: str
+) -> None:
+    """A space typed around the = or inside a value split an override in two: Hydra said only
+    'Error parsing override', and a word with nothing before its = ended in a ValueError traceback."""
+    for command in ([*PYTHON_M, "check"], PYTHON_M):
+        proc = run(command, *toy_args(tmp_path / "runs", *words), cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.splitlines() == [
+            f"error: bad config: cannot read the override {unread!r}: an override is one word, key=value, "
+            "with no space around the =; a value with spaces or other characters is quoted, \"key='a b'\""
+        ]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_override_hydras_lexer_cannot_read_is_one_line(tmp_path: Path) -> None:
