@@ -282,6 +282,8 @@ def composition_error_line(err: CompactHydraException) -> str:
         return f"{what} (one of: {', '.join(err.options)}){campaign_path_hint(err.missing_cfg_file or '')}"
     if in_file := _file_error(err):  # a campaign or cluster file of the user's own (--config-dir)
         return in_file
+    if isinstance(err.__cause__, OmegaConfBaseException) and (wrong := wrong_type(err.__cause__)):
+        return ": ".join(wrong)  # (a value of the wrong type on the command line)
     if err.__cause__ is not None:
         why = str(err.__cause__).splitlines()[0]
         if re.search(r"is not a subclass of (KnobConfig|PartitionConfig)", why):  # OmegaConf's typed maps
@@ -290,6 +292,27 @@ def composition_error_line(err: CompactHydraException) -> str:
             why = missing_entry(err.__cause__)  # a misspelt setting, or a knob or partition not there
         return f"{what}: {why}"
     return what
+
+
+# OmegaConf's words for a value not of its setting's type: the type as a user says it, and a value of it.
+WRONG_TYPES = {
+    "could not be converted to Integer": ("a whole number", "10"),
+    "could not be converted to Float": ("a number", "0.5"),
+    "is not a valid bool": ("true or false", "true"),
+}
+
+
+def wrong_type(err: OmegaConfBaseException) -> tuple[str, str] | None:
+    """A value not of its setting's type (`max_experiments=ten`) as the setting and what it takes,
+    and an override that would do, or None for any other error: OmegaConf said 'Value 'ten' of type
+    'str' could not be converted to Integer', in its own type's name."""
+    why = (str(err).splitlines() or [""])[0]
+    given = re.match(r"Value '(.*)' (of type|is not)", why)
+    key = getattr(err, "full_key", None)
+    for words, (kind, example) in WRONG_TYPES.items():
+        if given and key and words in why:
+            return f"{key} takes {kind}, not {given[1]!r}", f"e.g. {key}={example}"
+    return None
 
 
 def campaign_path_hint(missing: str) -> str:
@@ -321,6 +344,8 @@ def _file_error(err: CompactHydraException) -> str | None:
     why = (str(found).splitlines() or [type(found).__name__])[0]
     if isinstance(found, ConfigKeyError | ConfigAttributeError) and " not in " in why:
         return f"{where}: {missing_entry(found)}"
+    if wrong := wrong_type(found):
+        return f"{where}: {wrong[0]}"
     key = getattr(found, "full_key", None)
     return f"{where}: {key}: {why}" if key else f"{where}: {why}"
 

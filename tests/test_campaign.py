@@ -134,14 +134,24 @@ def test_resolved_config_and_typo_errors(tmp_path: Path) -> None:
             "(did you mean wave_size?)"
         ],
     )
-    proc = run_campaign(tmp_path, "campaign.min_delta=lots")
-    assert (proc.returncode, proc.stderr.splitlines()) == (
-        2,
-        [
-            "error: bad config: Error merging override campaign.min_delta=lots: "
-            "Value 'lots' of type 'str' could not be converted to Float"
-        ],
-    )
+    # A value not of its setting's type says the type as a user says it, not OmegaConf's name for it.
+    for override, said in [
+        (
+            "campaign.min_delta=lots",
+            "campaign.min_delta takes a number, not 'lots': e.g. campaign.min_delta=0.5",
+        ),
+        (
+            "campaign.budget.max_experiments=ten",
+            "campaign.budget.max_experiments takes a whole number, not 'ten': e.g. "
+            "campaign.budget.max_experiments=10",
+        ),
+        (
+            "campaign.synchronous=maybe",
+            "campaign.synchronous takes true or false, not 'maybe': e.g. campaign.synchronous=true",
+        ),
+    ]:
+        proc = run_campaign(tmp_path, override)
+        assert (proc.returncode, proc.stderr.splitlines()) == (2, [f"error: bad config: {said}"])
     proc = run_campaign(tmp_path, "campaign.wave_size=[")
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
     assert "cannot read the override 'campaign.wave_size=['" in proc.stderr
@@ -383,8 +393,8 @@ def test_a_mistyped_command_is_one_line_that_says_what_to_type(args: list[str], 
         (
             ("max_experiments: 12", "max_experiments: twelve"),
             None,
-            "error: bad config: In 'campaign/mine': campaign.budget.max_experiments: Value 'twelve' of type "
-            "'str' could not be converted to Integer",
+            "error: bad config: In 'campaign/mine': campaign.budget.max_experiments takes a whole number, "
+            "not 'twelve'",
         ),
         (
             None,
@@ -394,8 +404,8 @@ def test_a_mistyped_command_is_one_line_that_says_what_to_type(args: list[str], 
         (
             None,
             ("    slots: 8", "    slots: many"),
-            "error: bad config: In 'cluster/mysite': cluster.partitions.a100.slots: Value 'many' of type "
-            "'str' could not be converted to Integer",
+            "error: bad config: In 'cluster/mysite': cluster.partitions.a100.slots takes a whole number, "
+            "not 'many'",
         ),
     ],
 )
