@@ -451,14 +451,14 @@ def main() -> None:
     if run_tool() or print_check_usage():
         return
     task = dry_run if takes_check_command() else run
+    sys.argv[1:] = flags_first(sys.argv[1:])
+    if len(sys.argv) > 1 and (why := unknown_command(sys.argv[1])):  # first: `stauts DIR` is no override
+        print(f"error: {why}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
     for refusal in (unreadable_override, multirun_refusal, output_override_refusal, campaigns_refusal):
         if refused := refusal(sys.argv[1:]):
             print(f"error: {refused}", file=sys.stderr)
             sys.exit(EXIT_ERROR)
-    sys.argv[1:] = flags_first(sys.argv[1:])
-    if len(sys.argv) > 1 and (why := unknown_command(sys.argv[1])):
-        print(f"error: {why}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
     wants_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors for us to word
     try:
