@@ -1548,6 +1548,20 @@ def test_a_suspension_past_the_deadline_counts_for_a_controller_started_again_wh
     assert [(f.trial, f.outcome["status"]) for f in finished] == [(1, "ok")], finished
 
 
+def test_a_reason_with_commas_of_its_own_is_one_reason_and_a_list_of_them_many() -> None:
+    """A hold on some tasks of an array is listed with their reason (`None,JobHeldAdmin`); a
+    closed partition's reason has commas in its own text, and split there it matched nothing, so
+    a drained partition's jobs waited in silence."""
+    closed = "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"
+    out = f"7|{closed}\n8|None,JobHeldAdmin\n8|BeginTime\n9|ReqNodeNotAvail, UnavailableNodes:n[01,03-05]\n"
+    assert slurm_states.parse_pending_reasons(out) == {
+        "7": {closed},
+        "8": {"None", "JobHeldAdmin", "BeginTime"},
+        "9": {"ReqNodeNotAvail, UnavailableNodes:n[01,03-05]"},
+    }
+    assert closed in slurm_states.CLOSED
+
+
 def test_squeue_start_and_run_time_read_as_the_time_a_job_stood_suspended() -> None:
     start = "2026-12-06T13:05:06"
     now = datetime.fromisoformat(start).timestamp() + 17.0

@@ -361,13 +361,18 @@ def pending_reasons(job_ids: set[str]) -> dict[str, set[str]] | None:
     if not job_ids:
         return {}
     out = query(["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))])
-    if out is None:
-        return None
+    return None if out is None else parse_pending_reasons(out)
+
+
+def parse_pending_reasons(out: str) -> dict[str, set[str]]:
+    """squeue's `%F|%r` lines as each job's reasons. A list of them joins names with a bare comma
+    (`None,JobHeldAdmin`); a reason's own text has commas too (`Nodes required for job are DOWN,
+    DRAINED or ...`, `UnavailableNodes:n[01,03-05]`), followed by a space or a digit, not a name."""
     reasons: dict[str, set[str]] = {}
     for line in out.splitlines():
         job, sep, listed = line.partition("|")
         if sep:
-            reasons.setdefault(job, set()).update(listed.split(","))
+            reasons.setdefault(job, set()).update(re.split(r",(?=[A-Za-z])", listed))
     return reasons
 
 
