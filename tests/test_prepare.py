@@ -937,7 +937,8 @@ class ShardServer:
     as without); `replace_after_cut` (name -> bytes) becomes the file once its cut is sent.
     `ranges_asked` records the Range header of each request for a file, `sent` the body bytes sent.
     A file in `trickled_headers` is answered with headers sent a byte a tenth of a second, without
-    end, until `release`.
+    end, until `release`. `odd_range` answers the next such Range request once as some servers do:
+    "416" refuses it, "no Content-Range" sends the rest without saying where it begins.
     """
 
     def __init__(self, root: Path) -> None:
@@ -953,6 +954,7 @@ class ShardServer:
         self.cut_once: set[str] = set()
         self.trickled_headers: set[str] = set()
         self.ranges = False
+        self.odd_range: str | None = None
         self.replace_after_cut: dict[str, bytes] = {}
         self.ranges_asked: dict[str, list[str | None]] = {}
         self.sent: dict[str, int] = {}
@@ -1005,14 +1007,27 @@ class ShardServer:
                 asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
                 if server.ranges and asked and self.headers.get("If-Range") == etag:
                     start = int(asked[1])
+                    odd, server.odd_range = server.odd_range, None
+                    if odd == "416":
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    if odd == "no Content-Range":
+                        self.send_body(body, etag, start, says_where=False)
+                        return
                 self.send_body(body, etag, start)
 
-            def send_body(self, body: bytes, etag: str, start: int, end: int | None = None) -> None:
-                """`body` from `start` (206 where not 0), its connection closed at `end`, if given."""
+            def send_body(
+                self, body: bytes, etag: str, start: int, end: int | None = None, says_where: bool = True
+            ) -> None:
+                """`body` from `start` (206 where not 0, with its Content-Range if `says_where`), its
+                connection closed at `end`, if given."""
                 self.send_response(206 if start else 200)
                 self.send_header("ETag", etag)
                 self.send_header("Content-Length", str(len(body) - start))
-                if start:
+                if start and says_where:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.end_headers()
                 sent, name = body[start:end], self.path.rsplit("/", 1)[-1]
@@ -1492,6 +1507,24 @@ def test_a_retry_the_server_answers_whole_starts_over(
     assert (prepare_mod.data_dir("climbmix") / name).read_bytes() == (remote / name).read_bytes()
     assert server.ranges_asked[name] == [None, f"bytes={size // 2}-"]
     assert server.sent[name] == size // 2 + (remote / name).stat().st_size
+    assert not list(prepare_mod.data_dir("climbmix").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("answer", ["416", "no Content-Range"])
+def test_a_range_answer_that_cannot_be_appended_starts_the_shard_over(
+    prepare_mod: ModuleType, shard_server, answer: str
+) -> None:
+    """A 416 to the Range a retry asked (a part already whole, a file that shrank) failed the whole
+    download as a refusal, and a 206 that did not say where it begins ended it in a TypeError: the
+    part is dropped and the next attempt asks for the shard whole."""
+    server, remote = shard_server
+    name = "shard_00000.parquet"
+    size = (remote / name).stat().st_size
+    server.ranges, server.odd_range = True, answer
+    server.cut_once.add(name)
+    prepare_mod.download_climbmix(num_shards=1)
+    assert (prepare_mod.data_dir("climbmix") / name).read_bytes() == (remote / name).read_bytes()
+    assert server.ranges_asked[name] == [None, f"bytes={size // 2}-", None]
     assert not list(prepare_mod.data_dir("climbmix").glob("*.tmp"))
 
 

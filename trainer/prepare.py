@@ -619,11 +619,12 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
     offset = part.tmp.stat().st_size if part.validator and part.tmp.exists() else 0
     asked = {"Range": f"bytes={offset}-", "If-Range": part.validator} if offset else {}
     request = urllib.request.Request(url, headers=asked)
-    with _PACED_OPENER.open(request, timeout=DOWNLOAD_READ_TIMEOUT_S) as response:
+    with _opened(request, part, offset) as response:
         start = _range_start(response) if response.status == 206 else 0
         if start not in (0, offset):
-            part.tmp.unlink(missing_ok=True)
-            raise ValueError(f"the server sent the file from byte {start:,}, not from {offset:,} as asked")
+            _start_over(part)
+            sent = "without saying from where" if start is None else f"from byte {start:,}"
+            raise ValueError(f"the server sent part of the file {sent}, not from byte {offset:,} as asked")
         part.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
         with _writing(path):
             out = progress.open_unless_halted(part.tmp, append=start > 0)
@@ -646,6 +647,24 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
     if expected is not None and received < expected and not progress.stop.is_set():
         raise ValueError(f"the connection closed after {received:,} of {expected:,} bytes")
     return content_type
+
+
+def _opened(request: urllib.request.Request, part: _Part, offset: int) -> http.client.HTTPResponse:
+    """The server's answer to `request`. A 416 to the rest of a part (the part whole already, the
+    file shorter since) is no refusal of the shard: the next attempt asks for it whole."""
+    try:
+        return _PACED_OPENER.open(request, timeout=DOWNLOAD_READ_TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        if offset and err.code == 416:
+            _start_over(part)
+            raise ValueError(f"the server refused the rest of the file from byte {offset:,} (416)") from err
+        raise
+
+
+def _start_over(part: _Part) -> None:
+    """Drop what earlier attempts received: the next asks for the whole file."""
+    part.tmp.unlink(missing_ok=True)
+    part.validator = None
 
 
 def _range_start(response: http.client.HTTPResponse) -> int | None:
