@@ -39,7 +39,7 @@ from autoresearch.budget import PRICE_ATTR
 from autoresearch.files import replacing, write_atomic
 from autoresearch.plot import plot_title, progress_figure, screen_points
 from autoresearch.proposals import Candidate, Edit, Wave
-from autoresearch.report import build_report, busy_hours, write_report
+from autoresearch.report import Speedup, build_report, busy_hours, write_report
 from autoresearch.report_html import render_html
 from autoresearch.report_text import headline
 from autoresearch.results import rows
@@ -829,6 +829,15 @@ def test_a_campaign_a_little_slower_than_the_loop_is_not_said_to_be_1_00x_slower
     report = build_report(study, tmp_path, compose_toy(tmp_path))
     assert "(a sequential loop): 0.99x, slower than the sequential loop;" in headline(report)[1]
     assert "<b>0.99x, slower than the sequential loop</b>" in render_html(report, None)
+
+
+@pytest.mark.parametrize(
+    ("sequential", "said"), [(0.29, "0.29x"), (0.57, "0.57x"), (0.58, "0.58x"), (0.999, "0.99x")]
+)
+def test_a_factor_below_one_is_rounded_down_to_its_own_hundredth(sequential: float, said: str) -> None:
+    """Rounded down in floats, 0.29 read 0.28x (0.29 * 100 is 28.999999999999996)."""
+    speedup = Speedup(sequential_hours=sequential, busy_hours=1.0, waiting_hours=0.0)
+    assert speedup.said() == f"{said}, slower than the sequential loop"
 
 
 def test_a_results_tsv_given_a_column_by_hand_is_kept_aside_not_overwritten(tmp_path: Path) -> None:
