@@ -1696,6 +1696,47 @@ def test_a_runs_start_takes_one_stat_per_shard(
         assert sorted(name for name in stats if name in training) == training, (split, stats)
 
 
+def test_a_runs_start_reads_each_shards_footer_once(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's start read every shard's footer four times in the training process: the loader's
+    check of both splits, its reader's check and row-group listing, and evaluation's check again,
+    8002 footer reads with 2000 shards, each a server round trip on NFS. Each is now read once; a
+    shard replaced under the run is read again, and one cut short is still refused."""
+    prepare_mod.download_climbmix(num_shards=3)
+    reads: list[str] = []
+
+    def counted(real_read):  # pyarrow's own readers, each call one footer read
+        def read(where, *args, **kwargs):
+            reads.append(Path(where).name)
+            return real_read(where, *args, **kwargs)
+
+        return read
+
+    monkeypatch.setattr(pq, "read_metadata", counted(pq.read_metadata))
+    monkeypatch.setattr(pq, "ParquetFile", counted(pq.ParquetFile))
+
+    def runs_start() -> list[Path]:
+        for split in ("train", "val"):  # make_dataloader's check, at the start and at evaluation
+            prepare_mod.split_files(split, "climbmix")
+        return prepare_mod.split_files("train", "climbmix")
+
+    files = runs_start()
+    prepare_mod._row_groups(files)  # what iter_texts lists before its first read
+    runs_start()
+    shards = [f"shard_{index:05d}.parquet" for index in (0, 1, 2, prepare_mod.VAL_SHARD)]
+    assert sorted(reads) == shards
+
+    reads.clear()
+    replaced = files[1]
+    pq.write_table(pa.table({"text": ["another text", "and more"]}), replaced)
+    assert prepare_mod._row_groups(runs_start()) and reads == [replaced.name]
+
+    replaced.write_bytes(replaced.read_bytes()[:-20])
+    with pytest.raises(RuntimeError, match=f"damaged train data in .*: {replaced.name} \\("):
+        runs_start()
+
+
 def test_documents_without_text_are_passed_over(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -416,16 +416,19 @@ def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
         files = [folder / _shard_name(VAL_SHARD)]
     else:  # the shards prepared, not every one a larger download once left in the folder
         files = [folder / _shard_name(i) for i in range(_prepared_shards(folder))]
-    sizes = [_size(f) for f in files]
-    missing = [f for f, size in zip(files, sizes, strict=True) if size is None]
-    if missing or not files:
+    stats = [_stat(f) for f in files]
+    if None in stats or not files:
         raise FileNotFoundError(f"no {split} data in {folder}: run `python prepare.py` first")
-    damaged = [f"{f.name} ({problem})" for f in files if (problem := _parquet_problem(f))]
+    damaged = [
+        f"{f.name} ({problem})"
+        for f, stat in zip(files, stats, strict=True)
+        if (problem := _parquet_problem(f, stat))
+    ]
     if damaged:
         raise RuntimeError(
             f"damaged {split} data in {folder}: {', '.join(damaged)}: run `python prepare.py` to replace it"
         )
-    train_sizes = sizes if split == "train" else None
+    train_sizes = [stat.st_size for stat in stats] if split == "train" else None
     if source == "climbmix" and (copy := _training_copy_of_validation(folder, train_sizes)):
         raise RuntimeError(
             f"the validation shard {_shard_name(VAL_SHARD)} in {folder} is the same file as the training "
@@ -435,15 +438,16 @@ def split_files(split: str, source: str = DATA_SOURCE) -> list[Path]:
     return files
 
 
-def _size(path: Path) -> int | None:
-    """The size of `path`; None where it is not there. One stat, which tells both."""
+def _stat(path: Path) -> os.stat_result | None:
+    """The stat of `path`; None where it is not there. One stat tells that, the size, and whether
+    a footer read before is still the file's."""
     try:
-        return path.stat().st_size
+        return path.stat()
     except FileNotFoundError:
         return None
 
 
-def _training_copy_of_validation(folder: Path, train_sizes: list[int | None] | None) -> str | None:
+def _training_copy_of_validation(folder: Path, train_sizes: list[int] | None) -> str | None:
     """The training shard that is byte for byte the validation shard, or None: a mirror serving one
     file for every name made every val_bpb a score on training text. Compares the sizes, and only
     the contents of a shard of the same size, so a run's start pays for a stat per shard, and no
@@ -458,11 +462,27 @@ def _training_copy_of_validation(folder: Path, train_sizes: list[int | None] | N
     return None
 
 
-def _parquet_problem(path: Path) -> str | None:
+# Footers read in this process, by (path, size, mtime, inode): a run's start checks every shard at
+# the loader's start and again at evaluation, and lists its row groups, and each read of a footer is a
+# server round trip on NFS. A shard replaced or cut short under the run has another key: read again.
+_footers: dict[tuple[str, int, int, int], pq.FileMetaData] = {}
+
+
+def _footer(path: Path, stat: os.stat_result | None = None) -> pq.FileMetaData:
+    """The parquet footer of `path`, read once per process while the file stays the same; `stat`
+    where the caller took it. Raises as pq.read_metadata does; a footer that failed is not kept."""
+    stat = path.stat() if stat is None else stat
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _footers:
+        _footers[key] = pq.read_metadata(path)
+    return _footers[key]
+
+
+def _parquet_problem(path: Path, stat: os.stat_result | None = None) -> str | None:
     """Why `path` is not a whole parquet file of documents (a string column `text`, at least one
     row), or None. Reads only the footer, which a file cut short lacks."""
     try:
-        metadata = pq.read_metadata(path)
+        metadata = _footer(path, stat)
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         return str(err)
     schema = metadata.schema.to_arrow_schema()
@@ -1015,7 +1035,7 @@ def _offline_corpus_whole(folder: Path) -> bool:
 
 
 def _row_groups(files: list[Path]) -> list[tuple[Path, int]]:
-    return [(f, g) for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+    return [(f, g) for f in files for g in range(_footer(f).num_row_groups)]
 
 
 def _read_texts(file: Path, group: int) -> list[str]:
