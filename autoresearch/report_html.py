@@ -14,9 +14,10 @@ from html import escape
 
 from autoresearch.agent.usage import unanswered_note
 from autoresearch.budget import dollars_of, unpriced_said
+from autoresearch.delta_text import signed
 from autoresearch.heartbeat import unlaunched_note
 from autoresearch.report import CampaignReport, KeptChange
-from autoresearch.report_text import signed, tokens_said, total_said
+from autoresearch.report_text import tokens_said, total_said
 
 # A word longer than the page (a path, a URL, a description without spaces) breaks where it must:
 # else the agent's headings and the table's cells widen the page past its max-width.

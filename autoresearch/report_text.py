@@ -5,18 +5,11 @@ report.html's, which shares the phrases below."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from autoresearch.agent.usage import unanswered_note
 from autoresearch.budget import across_pools, unpriced_said
 from autoresearch.report import CampaignReport
-
-
-def signed(value: float, digits: int = 6) -> str:
-    """A change in val_bpb with its sign; one that is no number (a study edited, or written by
-    another version) says so, where "+nan" would read as a figure."""
-    return f"{value:+.{digits}f}" if math.isfinite(value) else "n/a (val_bpb not a number)"
 
 
 def tokens_said(llm: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ import pytest
 from autoresearch.agent.fakeapi import sample_context
 from autoresearch.agent.prompt import default_program_md, estimate_tokens, keep_margin, render_prompt
 from autoresearch.config import AgentConfig
+from autoresearch.delta_text import signed
 from autoresearch.policy import NoiseAwarePolicy
 from autoresearch.proposers.base import ExperimentRecord, KeepRule
 from autoresearch.workspace import MAX_EDIT_CHARS, MAX_TRAIN_PY_CHARS
@@ -138,6 +139,20 @@ def test_why_a_trial_gave_no_result_is_shown_whole_enough_to_act_on() -> None:
     user = render_prompt(context, AgentConfig(), "P").user
     assert "over the 300 s budget" in user
     assert "search block does not occur" in user
+
+
+def test_a_change_that_is_no_number_is_said_so_as_the_report_says_it() -> None:
+    """A study edited, or written by another version, can hold a delta that is NaN: Claude was shown
+    "+nan", which reads as a figure, where report.html says it is not a number."""
+    best = dataclasses.replace(_record(1, "the best result", delta=float("nan")), val_bpb=0.5)  # in a table
+    listed = _record(2, "an idea scrolled out of the tables", delta=float("nan"))
+    filler = [_record(n, f"idea number {n}") for n in range(10, 60)]  # push #2 out of the tables
+    user = render_prompt(
+        sample_context(0, history=[best, listed, *filler], lineage=[]), AgentConfig(), "P"
+    ).user
+    assert "nan" not in user.replace(signed(float("nan")), "")
+    assert signed(float("nan")) in _section_rows(user, "Best results per tier")[0]
+    assert f"#2 discard {signed(float('nan'))}: an idea scrolled out" in user.split("## Other ideas")[1]
 
 
 def _section_rows(user: str, title: str) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.config import AgentConfig
+from autoresearch.delta_text import signed
 from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepRule
 from autoresearch.workspace import MAX_EDIT_CHARS, MAX_TRAIN_PY_CHARS
 
@@ -364,7 +365,7 @@ def tried_text(
         if r.number in shown or r.source in NOT_PROPOSED or idea in ideas:
             continue
         ideas.add(idea)
-        delta = f" {r.delta:+.5f}" if r.delta is not None else ""
+        delta = f" {signed(r.delta, 5)}" if r.delta is not None else ""
         lines.append(f"#{r.number} {r.status}{delta}: {idea}" + _why_no_result(r, limits.desc_chars // 2))
     if not lines:
         return []
@@ -384,7 +385,7 @@ def record_line(
     """One table row; knob settings that differ from the frontier are added unless already named,
     and why a trial gave no result (a crash, an edit that did not apply, a twin skipped)."""
     val = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-"
-    delta = f"{r.delta:+.5f}" if r.delta is not None else ""
+    delta = signed(r.delta, 5) if r.delta is not None else ""
     desc = describe(r, desc_chars, frontier_knobs)
     line = f"#{r.number:<5} {r.status:<7} {r.tier:<8} {val:>9} {delta:>9}  {desc}"
     return line + _why_no_result(r, reason_chars or desc_chars // 2)
