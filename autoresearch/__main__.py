@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
+    ConfigTypeError,
     InterpolationResolutionError,
     MissingMandatoryValue,
     OmegaConfBaseException,
@@ -282,6 +283,8 @@ def composition_error_line(err: CompactHydraException) -> str:
         return f"{what} (one of: {', '.join(err.options)}){campaign_path_hint(err.missing_cfg_file or '')}"
     if in_file := _file_error(err):  # a campaign or cluster file of the user's own (--config-dir)
         return in_file
+    if deleted := deletion_refused(err):  # (~campaign.seed)
+        return deleted
     if isinstance(err.__cause__, OmegaConfBaseException) and (wrong := wrong_type(err.__cause__)):
         return ": ".join(wrong)  # (a value of the wrong type on the command line)
     if err.__cause__ is not None:
@@ -313,6 +316,30 @@ def wrong_type(err: OmegaConfBaseException) -> tuple[str, str] | None:
         if given and key and words in why:
             return f"{key} takes {kind}, not {given[1]!r}", f"e.g. {key}={example}"
     return None
+
+
+def deletion_refused(err: CompactHydraException) -> str | None:
+    """A deletion override (`~campaign.seed`, `~campaign.seed=0`) as what to do instead, or None for
+    any other error: Hydra said 'CampaignConfig (DictConfig) does not support deletion', or, given
+    a value, that the value is 0 and not 1, and neither says that a setting can only be set."""
+    cause = err.__cause__
+    if isinstance(cause, ConfigTypeError) and "does not support deletion" in str(cause) and cause.full_key:
+        key = cause.full_key
+        example = _set_override(key, OmegaConf.to_container(cause.parent_node, resolve=False)[cause.key])
+    elif given := re.match(r"Could not delete from config\. The value of '(.+)' is (.*) and not ", str(err)):
+        key, example = given[1], f"{given[1]}={given[2]}"
+    else:
+        return None
+    return f"cannot remove {key}: a setting cannot be removed, only set, e.g. {example}"
+
+
+def _set_override(key: str, value: object) -> str:
+    """An override that sets `key` to its `value` (for a group of settings, one setting in it)."""
+    while isinstance(value, dict) and value:
+        name, value = next(iter(value.items()))
+        key = f"{key}.{name}"
+    said = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return f"{key}={said}"
 
 
 def campaign_path_hint(missing: str) -> str:

@@ -495,6 +495,36 @@ def test_an_override_hydras_lexer_cannot_read_is_one_line(tmp_path: Path) -> Non
     ("override", "said"),
     [
         (
+            "~campaign.seed",
+            "cannot remove campaign.seed: a setting cannot be removed, only set, e.g. campaign.seed=0",
+        ),
+        (
+            "~campaign.seed=1",
+            "cannot remove campaign.seed: a setting cannot be removed, only set, e.g. campaign.seed=0",
+        ),
+        (
+            "~campaign.budget",
+            "cannot remove campaign.budget: a setting cannot be removed, only set, e.g. "
+            "campaign.budget.max_experiments=12",
+        ),
+    ],
+)
+def test_a_deletion_override_says_a_setting_is_set_not_removed(
+    tmp_path: Path, override: str, said: str
+) -> None:
+    """Hydra's `~key` said 'CampaignConfig (DictConfig) does not support deletion', and `~key=1`
+    that the value is 0 and not 1: neither said what a user could do instead."""
+    for command in ([*PYTHON_M, "check"], PYTHON_M):
+        proc = run(command, *toy_args(tmp_path / "runs", override))
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert proc.stderr.splitlines() == [f"error: bad config: {said}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        (
             "storage=${oc.env:AUTORESEARCH_TEST_UNSET}",
             "storage: the environment variable AUTORESEARCH_TEST_UNSET is not set: set it, or give a "
             "default, ${oc.env:AUTORESEARCH_TEST_UNSET,VALUE}",
