@@ -716,7 +716,9 @@ class Campaign:
         if not explores and (free or retries < self.c.max_retries):
             not_queued = self.intake.retry(trial, counted=not free, unlaunched=unlaunched + never_launched)
             reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
-            if not not_queued and free and never_launched:
+            if not not_queued and outcome.get("preempted"):
+                said = f" (free: preempted, it costs none of campaign.max_retries={self.c.max_retries})"
+            elif not not_queued and free and never_launched:
                 said = f" (free, {unlaunched + 1} of campaign.max_retries={self.c.max_retries}: it never launched)"
             elif not (not_queued or free):
                 said = f" (retry {retries + 1} of campaign.max_retries={self.c.max_retries})"

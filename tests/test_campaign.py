@@ -51,7 +51,7 @@ from autoresearch.budget import PRICE_ATTR, by_pool, measure
 from autoresearch.campaign import DATA_STEP_TERM_S, Campaign, CampaignError, Summary
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.decisions import Decisions
-from autoresearch.files import ENDED_WRITE_S
+from autoresearch.files import ENDED_WRITE_S, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.local import LocalFleet
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
@@ -2315,6 +2315,35 @@ def test_a_run_lost_before_it_started_says_it_cost_a_launch_and_a_retry(
     never_started = "it never started, yet it counts as one of campaign.budget.max_experiments' launches"
     assert said[0].endswith(f"; re-queued (retry 1 of campaign.max_retries=1); {never_started}"), said
     assert said[1].endswith(f"; not re-queued: campaign.max_retries=1 used; {never_started}"), said
+
+
+def test_a_preempted_run_says_its_re_queue_cost_no_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A preempted run is run again at no cost to its retries, any number of times, yet its line
+    said only "re-queued", where a counted one says which retry it took: the user could not tell
+    that a preemption spends none of campaign.max_retries."""
+    campaign = scripted_campaign(tmp_path, [], "campaign.max_retries=1")
+    campaign.open()
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    preempted = {"status": "lost", "reason": "Slurm PREEMPTED", "preempted": True}
+    said = []
+    run = campaign.ledger.waiting()[0]
+    for _ in range(2):  # past max_retries=1: the second would be refused were preemptions counted
+        assert campaign.ledger.claim(run)
+        exp_dir = experiment_dir(campaign.dir, run.number)
+        exp_dir.mkdir()
+        write_json_atomic(exp_dir / STARTED_FILE, {"started_at": time.time()})
+        campaign.ledger.launch(
+            run.number, {"run_key": "k", "exp_dir": str(exp_dir.relative_to(campaign.dir))}
+        )
+        caplog.clear()
+        campaign._finish(Finished(run.number, preempted))
+        said.append(caplog.records[-1].getMessage())
+        (run,) = campaign.ledger.queued_for("retry_of", run.number)
+    release(campaign)
+    free = "; re-queued (free: preempted, it costs none of campaign.max_retries=1)"
+    assert all(line.endswith(f"Slurm PREEMPTED{free}") for line in said), said
 
 
 def test_a_run_its_controller_died_before_launching_costs_no_retry(tmp_path: Path) -> None:
