@@ -1737,6 +1737,41 @@ def test_a_runs_start_reads_each_shards_footer_once(
         runs_start()
 
 
+def test_reading_a_row_group_reads_no_footer_again(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader opened every row group with pq.ParquetFile(path), which reads the footer again
+    each time, a server round trip on NFS per row group. It now reads a shard's footer once per
+    process, and again only for a shard replaced under the run, whose new texts it reads."""
+    prepare_mod.download_climbmix(num_shards=3)
+    reads: list[str] = []
+    real_read_metadata, real_parquet_file = pq.read_metadata, pq.ParquetFile
+
+    def read_metadata(where, *args, **kwargs):
+        reads.append(Path(getattr(where, "name", where)).name)
+        return real_read_metadata(where, *args, **kwargs)
+
+    def parquet_file(where, *args, metadata=None, **kwargs):  # given no footer, pyarrow reads it
+        if metadata is None:
+            reads.append(Path(getattr(where, "name", where)).name)
+        return real_parquet_file(where, *args, metadata=metadata, **kwargs)
+
+    monkeypatch.setattr(pq, "read_metadata", read_metadata)
+    monkeypatch.setattr(pq, "ParquetFile", parquet_file)
+
+    batches = list(prepare_mod.iter_texts("train", source="climbmix", passes=2))
+    files = prepare_mod.split_files("train", "climbmix")
+    assert len(batches) == 2 * 3 * 3  # two passes over three shards of three row groups
+    assert sorted(reads) == [f.name for f in files]
+
+    reads.clear()
+    replaced = files[1]
+    pq.write_table(pa.table({"text": ["another text", None, "and more"]}), replaced)
+    assert prepare_mod._read_texts(replaced, 0) == ["another text", "and more"]
+    assert prepare_mod._read_texts(replaced, 0) == ["another text", "and more"]
+    assert reads == [replaced.name]
+
+
 def test_documents_without_text_are_passed_over(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -468,13 +468,17 @@ def _training_copy_of_validation(folder: Path, train_sizes: list[int] | None) ->
 _footers: dict[tuple[str, int, int, int], pq.FileMetaData] = {}
 
 
-def _footer(path: Path, stat: os.stat_result | None = None) -> pq.FileMetaData:
+def _footer(
+    path: Path, stat: os.stat_result | None = None, handle: BinaryIO | None = None
+) -> pq.FileMetaData:
     """The parquet footer of `path`, read once per process while the file stays the same; `stat`
-    where the caller took it. Raises as pq.read_metadata does; a footer that failed is not kept."""
+    where the caller took it, of `handle` where it has the file open (then the footer is that
+    file's, even if another replaced it since). Raises as pq.read_metadata does; a footer that
+    failed is not kept."""
     stat = path.stat() if stat is None else stat
     key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
     if key not in _footers:
-        _footers[key] = pq.read_metadata(path)
+        _footers[key] = pq.read_metadata(path if handle is None else handle)
     return _footers[key]
 
 
@@ -1040,8 +1044,13 @@ def _row_groups(files: list[Path]) -> list[tuple[Path, int]]:
 
 def _read_texts(file: Path, group: int) -> list[str]:
     """The texts of a row group; a null is no document (a string column may hold them, and the
-    tokenizer's training and the loader failed on one in a TypeError traceback)."""
-    return pq.ParquetFile(file).read_row_group(group, columns=["text"]).column("text").drop_null().to_pylist()
+    tokenizer's training and the loader failed on one in a TypeError traceback). The footer is the
+    one this process read for the file as it is open now: reading it for every row group was a
+    server round trip each on NFS, and a shard replaced under the run has another stat."""
+    with open(file, "rb") as handle:
+        footer = _footer(file, os.fstat(handle.fileno()), handle)
+        table = pq.ParquetFile(handle, metadata=footer).read_row_group(group, columns=["text"])
+    return table.column("text").drop_null().to_pylist()
 
 
 def iter_texts(
