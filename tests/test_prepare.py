@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import os
+import platform
 import random
 import re
 import resource
@@ -1938,6 +1939,45 @@ def test_a_preparation_waiting_on_a_stuck_one_says_it_is_still_waiting(
     assert re.fullmatch(
         still + r"if it is stuck \(suspended, on a hung mount\), kill it and this one goes on", lines[1]
     )
+
+
+def test_caches_that_link_one_shared_folder_wait_for_each_others_preparation(
+    prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two users whose caches link their data folder to one shared folder locked each a file
+    beside their own link, so both downloaded into it at once. A preparation now also locks the
+    file beside the folder the link leads to, and the second waits for the first."""
+    shared = tmp_path / "group" / "climbmix"
+    shared.mkdir(parents=True)
+    links = [tmp_path / user / "data" / "climbmix" for user in ("ana", "ben")]
+    for link in links:
+        link.parent.mkdir(parents=True)
+        link.symlink_to(shared, target_is_directory=True)
+    monkeypatch.setattr(prepare_mod, "LOCK_POLL_S", 0.01)
+    lines: list[str] = []
+    waited_or_entered = threading.Event()
+    entered = threading.Event()
+
+    def log(line: str) -> None:
+        lines.append(line)
+        waited_or_entered.set()
+
+    def second_preparation() -> None:
+        with prepare_mod._preparing(links[1]):
+            entered.set()
+            waited_or_entered.set()
+
+    monkeypatch.setattr(prepare_mod, "log", log)
+    with prepare_mod._preparing(links[0]):
+        waiter = threading.Thread(target=second_preparation)
+        waiter.start()
+        assert waited_or_entered.wait(timeout=60)
+        assert not entered.is_set()
+    waiter.join(timeout=60)
+    assert entered.is_set()
+    assert lines == [
+        f"waiting for another preparation of {links[1]} (pid {os.getpid()} on {platform.node()}) to finish"
+    ]
 
 
 def test_a_lock_left_by_a_killed_preparation_is_no_lock(

@@ -328,8 +328,30 @@ def _preparing(folder: Path) -> Iterator[None]:
     finds the work done, rather than downloading or training it again. An flock on a file beside
     the folder, which the kernel (on NFS, the server) drops when its holder dies, so a killed
     preparation leaves no stale lock; its pid and host inside are only for the waiting line. Where
-    the file system takes no flock (Lustre without `-o flock`), each does the work, as before."""
-    lock = folder.with_name(f"{folder.name}.lock")
+    the file system takes no flock (Lustre without `-o flock`), each does the work, as before.
+    A folder that is a link is locked beside the folder it leads to as well: caches of two users
+    linking one shared folder locked each their own file, and both wrote into it at once."""
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(_locked(folder.with_name(f"{folder.name}.lock"), folder))
+        real = folder.resolve()
+        if real != folder.absolute() and (shared := _shared_lock(real.with_name(f"{real.name}.lock"))):
+            locks.enter_context(_locked(shared, folder))
+        yield
+
+
+def _shared_lock(lock: Path) -> Path | None:
+    """`lock` where this user can open it: a shared folder's parent may be writable only to its
+    owner, who prepared it, and then this user's own lock is all there is, as before."""
+    try:
+        os.close(_open_lock(lock))
+    except OSError:
+        return None
+    return lock
+
+
+@contextlib.contextmanager
+def _locked(lock: Path, folder: Path) -> Iterator[None]:
+    """Held with the flock on `lock`, once any other preparation of `folder` holding it is done."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     with _writing(lock):
         fd = _open_lock(lock)
