@@ -180,30 +180,32 @@ def _rerun_means(by_tier: dict[str, list[float]]) -> str:
     return "; ".join(means) or "-"
 
 
-# Ran, its decision waiting: for other runs, or for a controller to collect its result.
-AWAITING = ("awaiting re-runs", "awaiting comparison", "ended, not collected")
+# Ran, its decision waiting: for other runs, or for a controller to collect its result (the live
+# one's next look, or none: the controller is gone).
+AWAITING = ("awaiting re-runs", "awaiting comparison", "ended, being collected", "ended, not collected")
 
 
 RUNNER_GONE = "runner gone"  # a local run whose runner died with its controller: it never ends
 
 
 def launch_state(
-    trial: FrozenTrial, campaign_dir: Path, runners_here: bool = False
+    trial: FrozenTrial, campaign_dir: Path, collecting: bool = False, runners_here: bool = False
 ) -> tuple[str, float | None]:
     """A launched trial: "pending" until its runner starts on a node (a Slurm job can wait in the
     queue, or never start: a request no node can meet), then "running"; once its run ended, the
     runs its decision waits for: its re-runs (promoted), or those it is compared with (a baseline,
     the frontier's run at its seed); and since when. A promoted change counted as running for
     as long as its re-runs took. A run whose runner ended (its outcome.json) with no controller
-    to collect its result (killed meanwhile) showed running for ever: it is said not collected;
-    so did one whose runner died too, which `runners_here` (a stopped controller's host, where its
+    to collect its result (killed meanwhile) showed running for ever: it is said not collected,
+    and being collected while `collecting` (a live controller collects it at its next look); so
+    did one whose runner died too, which `runners_here` (a stopped controller's host, where its
     local runners ran) finds gone."""
     if (ended := trial.user_attrs.get("ended_at")) is not None:
         return AWAITING[0] if trial.user_attrs.get("promoted") else AWAITING[1], ended
     exp_dir = trial.user_attrs.get("exp_dir")
     if exp_dir and (outcome := read_json(campaign_dir / exp_dir / OUTCOME_FILE)) is not None:
         ended = outcome.get("ended_at")
-        return AWAITING[2], ended if finite_number(ended) else None
+        return AWAITING[2] if collecting else AWAITING[3], ended if finite_number(ended) else None
     started = read_json(campaign_dir / exp_dir / STARTED_FILE) if exp_dir else None
     if started is None:
         return "pending", trial.user_attrs.get("launched_at")
@@ -262,12 +264,15 @@ def render(
     plain_row(head, "campaign", f"{study.study_name}  ({campaign_dir})")
     if (controller := controller_state(campaign_dir, now)) is not None:
         plain_row(head, "controller", controller)
-    until = elapsed_until(study, now, live=bool(running) or (controller or "").startswith("running"))
+    controller_live = (controller or "").startswith("running")
+    until = elapsed_until(study, now, live=bool(running) or controller_live)
     plain_row(
         head, "elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)")
     )
     runners_here = stopped_here(campaign_dir, controller)
-    launched = {t.number: launch_state(t, campaign_dir, runners_here) for t in running}  # (a file read each)
+    launched = {  # (a file read each)
+        t.number: launch_state(t, campaign_dir, controller_live, runners_here) for t in running
+    }
     states = Counter(state for state, _ in launched.values())
     in_flight = (
         f"{states['running']} running, {states['pending']} pending on the cluster, {len(waiting)} queued"
@@ -288,7 +293,7 @@ def render(
         f"{calls['cache_read_input_tokens']:,} "
         "tokens read from the prompt cache)",
     )
-    if config is not None and (controller or "").startswith("running"):  # (a stopped one says why)
+    if config is not None and controller_live:  # (a stopped one says why)
         plain_row(head, "ends", ends_said(config, study, spend))
     kept = [r for r in table if r["status"] == "keep"]
     baseline, best = frontier_value(table)

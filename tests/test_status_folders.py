@@ -14,6 +14,7 @@ import pytest
 from engine_helpers import REPO, controller_killed_mid_run, load, run_campaign, wait_for
 from optuna.trial import TrialState
 
+from autoresearch.heartbeat import Heartbeat
 from autoresearch.runner import OUTCOME_FILE, PID_FILE
 
 
@@ -129,21 +130,40 @@ def test_a_report_of_a_campaign_file_the_reader_may_not_read_is_not_said_to_be_a
     ]
 
 
-def test_a_run_that_ended_after_its_controller_was_killed_is_not_shown_running(tmp_path: Path) -> None:
-    """kill -9 of the controller mid-wave: its runner goes on and ends, but no controller collects
-    the result into the study, and status showed the run "running" for ever, its minutes growing.
-    It now shows it ended, its result not collected."""
+def run_ended_without_its_controller(tmp_path: Path) -> Path:
+    """The experiment folder of a run that ended after its controller was killed (kill -9)."""
     started, hold = controller_killed_mid_run(tmp_path)
-    campaign = started.parent.parent.parent
     hold.unlink()
     wait_for((started.parent / OUTCOME_FILE).is_file, 60, "the run's end, without its controller")
-    out = run_tool(str(campaign))
+    return started.parent
+
+
+@pytest.mark.parametrize(
+    ("live", "controller", "said"),
+    [(False, "gone", "ended, not collected"), (True, "running", "ended, being collected")],
+)
+def test_a_run_that_ended_is_said_to_await_its_controller(
+    tmp_path: Path, live: bool, controller: str, said: str
+) -> None:
+    """kill -9 of the controller mid-wave: its runner goes on and ends, but no controller collects
+    the result into the study, and status showed the run "running" for ever, its minutes growing.
+    It shows it ended, its result not collected; and while a controller beats (the moment before
+    its next look at its runs), being collected, not the word for a result none will collect."""
+    exp_dir = run_ended_without_its_controller(tmp_path)
+    campaign = exp_dir.parent.parent
+    beat = Heartbeat(campaign)  # a live controller's
+    if live:
+        beat.start()
+    try:
+        out = run_tool(str(campaign))
+    finally:
+        beat.stop("test over")
     assert out.returncode == 0, out.stderr
     lines = view_lines(out.stdout)
-    assert any(line.startswith("controller gone: ") for line in lines), out.stdout
-    trial = int(started.parent.name)
-    assert any(line.startswith(f"{trial} local ended, not collected ") for line in lines), out.stdout
-    assert any("0 running, 0 pending on the cluster" in line for line in lines), out.stdout
+    assert any(line.startswith(f"controller {controller}: ") for line in lines), out.stdout
+    assert any(line.startswith(f"{int(exp_dir.name)} local {said} ") for line in lines), out.stdout
+    assert any("0 running, 0 pending on the cluster, " in line for line in lines), out.stdout
+    assert any("1 ran and awaiting a decision" in line for line in lines), out.stdout
 
 
 def test_the_runs_a_stopped_controller_left_queued_are_said_not_to_be_launched(
