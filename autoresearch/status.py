@@ -59,7 +59,7 @@ from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, known_not_running, unlaunched_note
 from autoresearch.open_checks import LOG_FILE
 from autoresearch.results import frontier_value, rerun_values, rows
-from autoresearch.runner import OUTCOME_FILE, STARTED_FILE
+from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
 from autoresearch.study import StudyUnavailable, finished, load_study, reading_storage, trials
 
 STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
@@ -186,10 +186,13 @@ AWAITING = ("awaiting re-runs", "awaiting comparison", "ended, being collected",
 
 
 RUNNER_GONE = "runner gone"  # a local run whose runner died with its controller: it never ends
+# A local run whose controller is not running, where this host cannot see whether its runner lives:
+# the runner ran on another host, or /proc does not show its process (hidepid, another user's).
+RUNNER_UNSEEN = "runner unknown from this host"
 
 
 def launch_state(
-    trial: FrozenTrial, campaign_dir: Path, collecting: bool = False, runners_here: bool = False
+    trial: FrozenTrial, campaign_dir: Path, collecting: bool = False, stopped_on: str | None = None
 ) -> tuple[str, float | None]:
     """A launched trial: "pending" until its runner starts on a node (a Slurm job can wait in the
     queue, or never start: a request no node can meet), then "running"; once its run ended, the
@@ -198,8 +201,8 @@ def launch_state(
     as long as its re-runs took. A run whose runner ended (its outcome.json) with no controller
     to collect its result (killed meanwhile) showed running for ever: it is said not collected,
     and being collected while `collecting` (a live controller collects it at its next look); so
-    did one whose runner died too, which `runners_here` (a stopped controller's host, where its
-    local runners ran) finds gone."""
+    did one whose runner died too, which is looked for where its controller stopped (`stopped_on`,
+    its host: `local_runner_state`)."""
     if (ended := trial.user_attrs.get("ended_at")) is not None:
         return AWAITING[0] if trial.user_attrs.get("promoted") else AWAITING[1], ended
     exp_dir = trial.user_attrs.get("exp_dir")
@@ -210,15 +213,28 @@ def launch_state(
     if started is None:
         return "pending", trial.user_attrs.get("launched_at")
     since = started.get("started_at")
-    state = RUNNER_GONE if runners_here and runner_alive(campaign_dir / exp_dir) is False else "running"
+    state = "running"
+    if stopped_on is not None and (campaign_dir / exp_dir / PID_FILE).exists():  # a local run's runner
+        state = local_runner_state(campaign_dir / exp_dir, started.get("node"), stopped_on)
     return state, since if finite_number(since) else None  # (a file damaged by hand: since unknown)
 
 
-def stopped_here(campaign_dir: Path, controller: str | None) -> bool:
-    """Whether the campaign's controller is not running and ran on this host, where its local
-    runners ran: whether they still run can be seen here."""
-    record = read_json(campaign_dir / CONTROLLER_FILE) or {}
-    return known_not_running(controller) and record.get("host") == socket.gethostname()
+def local_runner_state(exp_dir: Path, node: object, stopped_on: str) -> str:
+    """Whether a local run's runner, its controller stopped, still runs: seen in /proc, on the host
+    it ran on (`node`, its started.json's) and its controller did (`stopped_on`); where this host
+    cannot see it, it is said unknown, not gone (a resume, on that host, reattaches a live one)."""
+    here = socket.gethostname()
+    if stopped_on != here or node not in (None, here):
+        return RUNNER_UNSEEN
+    return {True: "running", False: RUNNER_GONE, None: RUNNER_UNSEEN}[runner_alive(exp_dir)]
+
+
+def stopped_controller_host(campaign_dir: Path, controller: str | None) -> str | None:
+    """The host of the campaign's controller where it is known not to be running (its local
+    runners ran there: whether they still run can be seen only there); None while it may run."""
+    if not known_not_running(controller):
+        return None
+    return str((read_json(campaign_dir / CONTROLLER_FILE) or {}).get("host", ""))
 
 
 def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:
@@ -269,9 +285,9 @@ def render(
     plain_row(
         head, "elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)")
     )
-    runners_here = stopped_here(campaign_dir, controller)
+    stopped_host = stopped_controller_host(campaign_dir, controller)
     launched = {  # (a file read each)
-        t.number: launch_state(t, campaign_dir, controller_live, runners_here) for t in running
+        t.number: launch_state(t, campaign_dir, controller_live, stopped_host) for t in running
     }
     states = Counter(state for state, _ in launched.values())
     in_flight = (
@@ -283,6 +299,8 @@ def render(
         in_flight += f", {awaiting} ran and awaiting a decision"
     if states[RUNNER_GONE]:
         in_flight += f", {states[RUNNER_GONE]} whose runner is gone (lost: a resume runs them again)"
+    if states[RUNNER_UNSEEN]:
+        in_flight += f", {states[RUNNER_UNSEEN]} whose runner this host cannot see"
     plain_row(head, "experiments", f"{experiment_counts(counts)}, {in_flight}")
     calls = usage_totals(campaign_dir)
     plain_row(

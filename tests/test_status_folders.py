@@ -3,6 +3,7 @@ hand, their controller killed. Each gives a true view, or one line and a non-zer
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -253,6 +254,51 @@ def test_a_run_whose_runner_died_with_its_controller_is_not_shown_running(tmp_pa
         "0 running, 0 pending on the cluster" in line and "1 whose runner is gone" in line for line in lines
     )
     assert not (started.parent / OUTCOME_FILE).exists()
+
+
+def hidden_from_proc(pid: int, empty: Path) -> tuple[str, ...]:
+    """A command prefix under which /proc does not show process `pid`, as /proc mounted hidepid does
+    another user's: an empty folder mounted over its entry, in a mount namespace of its own."""
+    empty.mkdir()
+    prefix = ("unshare", "-m", "sh", "-c", f'mount --bind "{empty}" /proc/{pid} && exec "$0" "$@"')
+    if shutil.which("unshare") is None or subprocess.run([*prefix, "true"], capture_output=True).returncode:
+        pytest.skip("a mount namespace cannot be made here")
+    return prefix
+
+
+@pytest.mark.parametrize("unseen", ["hidden in /proc", "controller elsewhere", "runner elsewhere"])
+def test_a_runner_this_host_cannot_see_is_said_unknown_not_gone(tmp_path: Path, unseen: str) -> None:
+    """A local run whose controller was killed: status judged its runner by /proc on this host. A
+    runner /proc did not show (mounted hidepid, another user's process) was said gone, as was one
+    that ran on another host (its started.json's node), and one of a controller stopped on another
+    host was said running. Each is now said unknown from this host."""
+    started, hold = controller_killed_mid_run(tmp_path)
+    exp_dir, campaign = started.parent, started.parent.parent.parent
+    runner = int((exp_dir / PID_FILE).read_text().split()[0])
+    prefix: tuple[str, ...] = ()
+    try:
+        if unseen == "hidden in /proc":
+            prefix = hidden_from_proc(runner, tmp_path / "empty")
+        elif unseen == "controller elsewhere":
+            beat = campaign / "controller.json"
+            record = json.loads(beat.read_text())
+            beat.write_text(
+                json.dumps({**record, "host": "another-host", "seen_at": record["seen_at"] - 600})
+            )
+        else:
+            started.write_text(json.dumps({**json.loads(started.read_text()), "node": "another-host"}))
+            os.kill(runner, signal.SIGKILL)
+            wait_for(lambda: not Path(f"/proc/{runner}").exists(), 60, "the runner's end")
+        out = run_tool(str(campaign), prefix=prefix)
+    finally:
+        hold.unlink()
+    assert out.returncode == 0, out.stderr
+    lines = view_lines(out.stdout)
+    assert any(line.startswith(f"{int(exp_dir.name)} local runner unknown from this host ") for line in lines)
+    assert any(
+        "0 running, 0 pending on the cluster" in line and "1 whose runner this host cannot see" in line
+        for line in lines
+    ), out.stdout
 
 
 def test_a_refused_read_that_names_no_file_is_still_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoresearch.files import read_json, write_json_atomic
+from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.runner import ABANDONED_FILE, OUTCOME_FILE, PID_FILE, scrubbed_environment, started_at
 
@@ -207,18 +207,28 @@ def _read_pid_file(path: Path) -> tuple[int | None, int | None]:
 
 def runner_alive(exp_dir: Path) -> bool | None:
     """Whether the runner its runner.pid names still runs `exp_dir` on this host; None where no
-    runner.pid names one (not started here, or ended: the runner removes it)."""
+    runner.pid names one (not started here, or ended: the runner removes it), or where this host
+    cannot tell: the kernel has the pid, but /proc does not show its process (mounted hidepid,
+    another user's process), so it may be the runner or a process that reused its pid."""
     pid, _ = _read_pid_file(exp_dir / PID_FILE)
-    return None if pid is None else _is_our_runner(pid, exp_dir)
+    if pid is None:
+        return None
+    return _runner_seen(pid, exp_dir) if alive_here(pid) else False
 
 
 def _is_our_runner(pid: int, exp_dir: Path) -> bool:
     """True if `pid` is alive and is the runner of `exp_dir` (pids get reused)."""
+    return _runner_seen(pid, exp_dir) is True
+
+
+def _runner_seen(pid: int, exp_dir: Path) -> bool | None:
+    """Whether /proc shows `pid` as the live runner of `exp_dir`; None where it shows no such
+    process (ended, or hidden from this user)."""
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
+        return None
     zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
     return not zombie and "autoresearch.runner" in args and str(exp_dir.resolve()) in args
 
