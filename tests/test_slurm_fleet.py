@@ -262,7 +262,8 @@ def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
         "13|CANCELLED by 0|2026-01-01T10:00:01|1-00:00:02\n"
     )
     states, suspended_s = parse_sacct(text)
-    assert suspended_s == {"12_0": 65.0, "13": 86402.0}  # of the latest attempt (12_1's first was suspended)
+    # (of the latest attempt: 12_1's first was suspended)
+    assert {task: s for task, s in suspended_s.items() if s} == {"12_0": 65.0, "13": 86402.0}
     assert set(states) == {"12_0", "12_1", "12_3", "12_4", "12_5", "12_8", "13"}
     assert states["12_1"] == ["NODE_FAIL", "PENDING"]
     assert attempt_state(states["12_1"], 0) == "NODE_FAIL"
@@ -1567,6 +1568,29 @@ def test_squeue_start_and_run_time_read_as_the_time_a_job_stood_suspended() -> N
     now = datetime.fromisoformat(start).timestamp() + 17.0
     lines = f"12_3|{start}|0:05\n13|{start}|0:16\n14|N/A|0:00\n15|{start}|1-00:00:00\n\n"
     assert slurm_states.parse_squeue_suspended(lines, now) == {"12_3": pytest.approx(12.0)}
+
+
+def test_sacct_answering_again_replaces_squeues_suspended_time_for_every_job_it_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While sacct fails, squeue's start and run time are read as suspended time on this machine's
+    clock: one 9 s ahead of slurmctld's took that for a suspension of every running job. sacct's
+    answer kept only the jobs it counted suspended, so the skew stood until the job ended, its
+    controller deadline 9 s late; sacct's count (none) now stands."""
+    down = tmp_path / "sacct-down"
+    sacct = f'[ -e "{down}" ] && {{ echo "sacct: error: Connection refused" >&2; exit 1; }}\necho "41|RUNNING|2026-12-06T13:00:00|00:00:00"'
+    squeue = 'echo "41|$(date -d @$(( $(date +%s) - 14 )) +%Y-%m-%dT%H:%M:%S)|0:05"'
+    fakes = fake_commands(
+        tmp_path / "bin", sacct=sacct, squeue=squeue, sbatch="exit 1", srun="exit 1", scancel="exit 0"
+    )
+    monkeypatch.setenv("PATH", f"{fakes}:{os.environ['PATH']}")
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
+    down.touch()
+    assert fleet._sacct_states(["41"]) is None
+    assert fleet._suspended_s["41"] == pytest.approx(9.0, abs=1.5)  # the skew, taken for a suspension
+    down.unlink()
+    assert fleet._sacct_states(["41"]) == {"41": ["RUNNING"]}
+    assert fleet._suspended_s.get("41", 0.0) == 0.0
 
 
 @pytest.mark.slurm

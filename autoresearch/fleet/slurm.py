@@ -229,7 +229,7 @@ class SlurmFleet:
         self._gone: set[str] = set()  # jobs neither sacct nor squeue listed when last asked
         # Array tasks among them whose array squeue or sacct still lists: taken out of it on their own
         self._dropped: set[str] = set()
-        self._suspended_s: dict[str, float] = {}  # sacct's count of each job's suspended time, where any
+        self._suspended_s: dict[str, float] = {}  # each job's suspended time: sacct's count, else squeue's
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool or held job, pending reason) said once
@@ -828,7 +828,9 @@ class SlurmFleet:
         """sacct's states, None while it fails (said once per outage: with accounting down,
         slurmdbd, sacct fails at every poll). The suspended time it counts is kept for the
         deadlines (`_past_deadline`), the last count standing while it fails, raised to squeue's
-        (a job's start to now less its run time): all a controller started again then has."""
+        (a job's start to now less its run time): all a controller started again then has. Once
+        sacct answers, its count replaces that of every job it lists, 0 included: squeue's is off
+        by as much as this machine's clock runs ahead of slurmctld's."""
         sacct_was_down = self._states_from != "sacct"
         if_failed = "" if sacct_was_down else "asking squeue instead until it answers"
         answer = job_states({i.split("_")[0] for i in ids}, if_failed)

@@ -85,9 +85,10 @@ def attempt_state(attempts: list[str], attempt: int) -> str:
 
 
 class SacctAnswer(NamedTuple):
-    """sacct's word on jobs: each job or array task's states, oldest attempt first; and, for those
-    whose latest attempt has stood suspended (`scontrol suspend`), for how long in all, in seconds:
-    Slurm's own count, which a controller started again reads as the first did."""
+    """sacct's word on jobs: each job or array task's states, oldest attempt first; and for how
+    long its latest attempt has stood suspended (`scontrol suspend`) in all, in seconds, 0 for
+    none: Slurm's own count, which a controller started again reads as the first did, and which
+    stands over squeue's estimate of it (off by any skew between the two clocks) for every job listed."""
 
     states: dict[str, list[str]]
     suspended_s: dict[str, float]
@@ -107,10 +108,9 @@ def parse_sacct(text: str) -> SacctAnswer:
         for task in _expand_tasks(fields[0]):
             rows.setdefault(task, []).append((submit, fields[1].strip(), suspended))
     ordered = {task: sorted(r, key=lambda r: r[0]) for task, r in rows.items()}
-    suspended_s = {task: 60 * (slurm_minutes(r[-1][2]) or 0.0) for task, r in ordered.items()}
     return SacctAnswer(
         {task: [state for _, state, _ in r] for task, r in ordered.items()},
-        {task: seconds for task, seconds in suspended_s.items() if seconds > 0},
+        {task: 60 * (slurm_minutes(r[-1][2]) or 0.0) for task, r in ordered.items()},
     )
 
 
