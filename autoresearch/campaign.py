@@ -700,8 +700,9 @@ class Campaign:
     def _fail_and_requeue(self, trial: FrozenTrial, outcome: dict[str, Any], ran: dict[str, Any]) -> None:
         """Lost to infrastructure, not to its own fault: fail it with the reason and run it again.
         `ran`: where and when it ran (its start and end are GPU time spent, whatever became of it).
-        A preempted run is always run again, at no cost to its retries: a preemptible partition
-        may take the node from it any number of times, and each time it would run had it stayed.
+        A run taken off its node from outside (`taken_off`: preempted, an administrator's requeue)
+        is always run again, at no cost to its retries: a preemptible partition may take the node
+        from it any number of times, and each time it would run had it stayed.
         So is one never launched (its controller stopped before it recorded the launch: a full
         disk refused the workspace, a kill -9), which started nothing, up to `max_retries` times
         (`unlaunched` counts them): past that, as a retry, else an edit whose workspace kills the
@@ -710,14 +711,14 @@ class Campaign:
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
         never_launched = "exp_dir" not in trial.user_attrs
         unlaunched = int(trial.user_attrs.get("unlaunched", 0))
-        free = bool(outcome.get("preempted")) or (never_launched and unlaunched < self.c.max_retries)
+        free = bool(outcome.get("taken_off")) or (never_launched and unlaunched < self.c.max_retries)
         said = ""  # what the log line adds: what the loss cost
         explores = trial.user_attrs.get("kind") == "exploration"  # (the sampler draws again)
         if not explores and (free or retries < self.c.max_retries):
             not_queued = self.intake.retry(trial, counted=not free, unlaunched=unlaunched + never_launched)
             reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
-            if not not_queued and outcome.get("preempted"):
-                said = f" (free: preempted, it costs none of campaign.max_retries={self.c.max_retries})"
+            if not not_queued and outcome.get("taken_off"):
+                said = f" (free: {outcome['taken_off']}, it costs none of campaign.max_retries={self.c.max_retries})"
             elif not not_queued and free and never_launched:
                 said = f" (free, {unlaunched + 1} of campaign.max_retries={self.c.max_retries}: it never launched)"
             elif not (not_queued or free):

@@ -66,7 +66,9 @@ class CampaignConfig:
     min_delta: float = 0.0005  # a keep must beat the frontier by at least this much val_bpb
     promote_z: float = 1.0  # and one run must beat it by this many noise std to be re-run (promoted)
     keep_z: float = 2.0  # and the re-runs' mean must beat it by this many standard errors to be kept
-    max_retries: int = 2  # re-runs of an experiment lost to infrastructure (not its crash; preemptions free)
+    max_retries: int = (
+        2  # re-runs of an experiment lost to infrastructure (not its crash; preemptions, requeues free)
+    )
     seed: int = 0  # seeds the offline proposer and the inner sampler
     knobs: dict[str, KnobConfig] = field(default_factory=dict)
     budget: BudgetConfig = field(default_factory=BudgetConfig)

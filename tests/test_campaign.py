@@ -2326,7 +2326,7 @@ def test_a_preempted_run_says_its_re_queue_cost_no_retry(
     campaign = scripted_campaign(tmp_path, [], "campaign.max_retries=1")
     campaign.open()
     caplog.set_level(logging.WARNING, logger="autoresearch")
-    preempted = {"status": "lost", "reason": "Slurm PREEMPTED", "preempted": True}
+    preempted = {"status": "lost", "reason": "Slurm PREEMPTED", "taken_off": "preempted"}
     said = []
     run = campaign.ledger.waiting()[0]
     for _ in range(2):  # past max_retries=1: the second would be refused were preemptions counted

@@ -276,6 +276,8 @@ def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
         "reason": "Slurm CANCELLED by 0",
     }
     assert outcome_for_state("NODE_FAIL", 7)["status"] == "lost"  # type: ignore[index]
+    assert "taken_off" not in outcome_for_state("NODE_FAIL", 7)  # type: ignore[operator]  # (costs a retry)
+    assert outcome_for_state("REQUEUED", 7)["taken_off"] == "requeued"  # type: ignore[index]  # (free)
     assert outcome_for_state("PENDING", 7) is None and outcome_for_state("", 7) is None
 
 
@@ -1932,6 +1934,32 @@ def test_preempted_experiments_run_again_and_their_hours_count(
     assert len([t for t in study.trials if t.user_attrs.get("status") == "lost"]) == 2
     # The requeued reruns were cancelled before they ran: each workspace ran once.
     _assert_no_double_count(campaign, study, run_log)
+
+
+@pytest.mark.slurm
+def test_an_experiment_requeued_by_hand_runs_again_at_no_cost_to_its_retries(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """An administrator's `scontrol requeue` of a running experiment ends its attempt as REQUEUED
+    in sacct: taken off its node from outside, as by a preemption, no fault of the run. It cost
+    one of campaign.max_retries, so with none left the experiment was dropped; it now runs again."""
+    overrides = ("campaign.budget.max_experiments=10", "campaign.max_retries=0")
+    with HeldCampaign(tmp_path, *overrides) as held:
+        campaign = held.campaign
+        wait_for(lambda: _running_experiments(campaign), 120, "an experiment running")
+        victim = sorted(_running_experiments(campaign))[0]
+        subprocess.run(["scontrol", "requeue", victim], check=True, capture_output=True)
+        wait_for(lambda: _log_count(campaign, "Slurm REQUEUED") >= 1, 60, "the controller to notice")
+        attempts = [state for job, state in _sacct({victim.split("_")[0]}, "JobID,State") if job == victim]
+        assert attempts[0] == "REQUEUED", attempts
+        held.finish(timeout=300)
+    study = _assert_complete(campaign, budget=10)
+    lost = [t for t in study.trials if "Slurm REQUEUED" in t.user_attrs.get("reason", "")]
+    assert [(t.user_attrs["status"], t.user_attrs["slurm_job_id"]) for t in lost] == [("lost", victim)]
+    retry = [u for u in study.trials if u.user_attrs.get("retry_of") == lost[0].number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE, [u.user_attrs for u in retry]
+    assert "costs none of campaign.max_retries=0" in (campaign / "controller.log").read_text()
+    _assert_no_double_count(campaign, study, held.run_log)
 
 
 @pytest.mark.slurm

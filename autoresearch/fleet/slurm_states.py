@@ -24,9 +24,10 @@ DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's MaxArraySize unless a site sets it
 INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED"}
 EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
 CANCELLED = "CANCELLED"
-# A job of higher priority took the node: nothing wrong with the run nor the node, so re-running it
-# costs none of the experiment's retries (on a preemptible partition it may happen again and again).
-PREEMPTED = "PREEMPTED"
+# Taken off its node from outside, by a job of higher priority or a person's `scontrol requeue`:
+# nothing wrong with the run nor the node, so re-running it costs none of the experiment's retries
+# (on a preemptible partition it may happen again and again). By state, what the campaign calls it.
+TAKEN_OFF = {"PREEMPTED": "preempted", "REQUEUED": "requeued"}
 ACTIVE_STATES = {"", "PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 # Slurm's reasons for holding a job pending that waiting does not cure, and the settings behind them.
 NEVER_STARTS = {
@@ -63,7 +64,7 @@ def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
     base = state.split()[0] if state else "UNKNOWN"
     if base in INFRA_STATES:
         lost = {"trial": trial, "status": "lost", "reason": f"Slurm {base}"}
-        return {**lost, "preempted": True} if base == PREEMPTED else lost
+        return {**lost, "taken_off": TAKEN_OFF[base]} if base in TAKEN_OFF else lost
     if base.startswith(CANCELLED):
         return {"trial": trial, "status": "cancelled", "reason": f"Slurm {state}"}
     if base in EXPERIMENT_STATES:
