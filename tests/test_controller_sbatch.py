@@ -306,3 +306,47 @@ def test_a_controller_job_stopped_by_its_time_limit_says_so(tmp_path: Path, slur
     state = controller_state(campaign)
     assert state.endswith(": stopped by its Slurm job's time limit"), state
     assert "done (stopped by its Slurm job's time limit)" in (campaign / "controller.log").read_text()
+
+
+def _passed_on(script: str, before: str, during: str) -> list[str]:
+    """The signals the script's traps pass on to the controller for the stops `before` (traps run
+    before the controller says it is ready) and `during` (run between the first command of the
+    USR2 trap, by which it says so, and the rest). A trap runs between another trap's commands,
+    so the interleaving is played here command by command, with `kill` noted rather than sent (a
+    process may hear two INTs sent at once as one)."""
+    block = script[script.index('controller=""') : script.index("(trap '' TERM")]
+    harness = f"""
+{block}
+kill() {{ echo "$*"; }}
+body() {{ local t; t=$(trap -p "$1"); t=${{t#"trap -- '"}}; echo "${{t%"' SIG$1"}}"; }}
+controller=123
+for signal in {before}; do eval "$(body "$signal")"; done
+usr2=$(body USR2)
+eval "${{usr2%%;*}}"
+for signal in {during}; do eval "$(body "$signal")"; done
+eval "${{usr2#*;}}"
+"""
+    out = subprocess.run(
+        ["bash", "-c", harness], capture_output=True, text=True
+    ).stdout  # (its status: the last test's)
+    return [line for line in out.splitlines() if line.startswith("-")]
+
+
+@pytest.mark.parametrize(
+    ("before", "during", "passed"),
+    [
+        ("", "TERM", ["-INT 123"]),
+        ("TERM", "", ["-INT 123"]),
+        ("TERM TERM", "", ["-INT 123"]),
+        ("USR1 TERM", "", ["-USR1 123"]),
+        ("TERM", "TERM", ["-INT 123"]),
+    ],
+)
+def test_a_stop_as_the_controller_says_it_is_ready_is_passed_on_once(
+    before: str, during: str, passed: list[str]
+) -> None:
+    """One scancel whose TERM came just as the controller said it was ready (between the USR2
+    trap's `ready=1` and its look at what was held) was passed on twice: the controller took the
+    second INT as a second signal and cut its stop short (exit 130). Stops held until then are
+    passed on as one, the first one's kind."""
+    assert _passed_on(SCRIPT.read_text(), before, during) == passed
