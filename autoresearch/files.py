@@ -24,15 +24,25 @@ def replacing(path: Path) -> Iterator[Path]:
     the replace fails (a full disk, `path` a folder) the temporary is removed, not left behind.
     The temporary is this writer's own (its process and thread in its name): two writers of one
     file at once, the controller redrawing progress.png while `autoresearch report` draws it, shared
-    one, and one's rename published the other's half-written file, then the other's failed."""
+    one, and one's rename published the other's half-written file, then the other's failed.
+    A refused write that names no file is given `path`'s name (`name_the_file`)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        name_the_file(err, path)
         raise
+
+
+def name_the_file(err: BaseException, path: Path | str) -> None:
+    """Give a refused write that names no file (a full disk's ENOSPC, RLIMIT_FSIZE's EFBIG, raised
+    by a write, not an open) the name of the file it was writing: said without one, a user cannot
+    tell which of a campaign's files the disk refused (`write_failure`)."""
+    if isinstance(err, OSError) and err.filename is None:
+        err.filename = str(path)
 
 
 TEMPORARY_NAME = re.compile(r"\.(\d+)-\d+\.tmp$")  # `replacing`'s: the writer's pid, then its thread

@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.storages.journal._storage import JournalOperation
 
-from autoresearch.files import after_last_newline
+from autoresearch.files import after_last_newline, name_the_file
 
 JOURNAL_FILE = "study.journal"
 
@@ -55,7 +55,11 @@ class BatchedJournalStorage(JournalStorage):
 
     def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
         self._unread = True
-        super()._write_log(op_code, extra_fields)
+        try:
+            super()._write_log(op_code, extra_fields)
+        except OSError as err:  # (Optuna's append: a full disk's error names no file)
+            name_the_file(err, self._backend._file_path)
+            raise
 
     def _sync_with_backend(self) -> None:
         if self._unread or not self._sole_writer:

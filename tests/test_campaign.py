@@ -876,7 +876,8 @@ def test_a_write_the_disk_refuses_stops_the_controller_in_one_line_and_a_rerun_g
     held under 30 kB by RLIMIT_FSIZE, which progress.png or study.journal outgrows) ended the
     controller in two tracebacks, the second from writing results.tsv as it closed. It is one
     line, exit code 2, and the same command, once the disk takes writes again, finishes the
-    campaign, nothing run twice."""
+    campaign, nothing run twice. The line names the file it could not write, which the system's
+    error for a full disk or an oversized file does not."""
     run_log = tmp_path / "runs.log"
     env = {"TOY_RUN_LOG": str(run_log)}
 
@@ -888,11 +889,13 @@ def test_a_write_the_disk_refuses_stops_the_controller_in_one_line_and_a_rerun_g
     said = refused.stdout + refused.stderr
     assert refused.returncode == 2 and "Traceback" not in said, said
     [line] = [line for line in said.splitlines() if " ERROR " in line]
-    assert re.search(
-        f"ERROR +cannot write the campaign folder {tmp_path / 'toy'}: File too large( \\(.+\\))?; free "
+    said_file = re.search(
+        f"ERROR +cannot write the campaign folder {tmp_path / 'toy'}: File too large \\((.+)\\); free "
         "space there \\(or make it writable\\), then run the same command again: the study keeps what ran$",
         line,
-    ), line
+    )
+    assert said_file, line
+    assert Path(said_file[1]).parent.is_dir() and (tmp_path / "toy") in Path(said_file[1]).parents, line
     proc = run_campaign(tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = experiment_runs(run_log)
