@@ -5,7 +5,8 @@ controller's storage (`rdb_cache.WriteThroughCache`) runs each database operatio
 `Patience`, which tries it again with back-off until `storage_retry_seconds` have passed since the
 failure, then lets the failure through (`study.held_storage` stops the controller in one line, as
 before). The limit is a deadline on the clock, not a sum of the pauses: a try can itself take long
-(SQLite's 5 s busy timeout on a locked file, a connect to a host that drops packets).
+(a SQLite file's lock waited for, a second at most: `study.SQLITE_LOCK_WAIT_S`; a connect to a host that
+drops packets).
 
 A write may have been applied before its connection dropped (a commit whose answer was lost), so
 one is only tried again when that is harmless: writes that set a value set it again, and a write

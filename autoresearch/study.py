@@ -59,7 +59,22 @@ def controller_storage(
     while the database fails, unless `stopping()` (`outage.StoppedInOutage`)."""
     if not url:
         return journal_storage(campaign_dir, sole_writer=True)
-    return WriteThroughCache(optuna.storages.RDBStorage(url), Patience(url, retry_seconds, stopping))
+    database = optuna.storages.RDBStorage(url, engine_kwargs=lock_wait(url))
+    return WriteThroughCache(database, Patience(url, retry_seconds, stopping))
+
+
+# How long one of the controller's statements waits for a SQLite file another process holds (a
+# user's `sqlite3 study.db` shell in a write transaction). The driver's own 5 s wait runs in C, where
+# a Ctrl-C is not heard: the stop came 5 s late, and said nothing meanwhile. A shorter wait hands a
+# longer lock to `Patience`, which says what it waits for and hears a stop between its tries.
+SQLITE_LOCK_WAIT_S = 1.0
+
+
+def lock_wait(url: str) -> dict[str, Any]:
+    """The engine settings that bound a SQLite statement's wait for a lock (`SQLITE_LOCK_WAIT_S`)."""
+    if make_url(url).get_backend_name() != "sqlite":
+        return {}
+    return {"connect_args": {"timeout": SQLITE_LOCK_WAIT_S}}
 
 
 @contextlib.contextmanager
