@@ -105,6 +105,14 @@ class StoppedInOutage(Exception):
         )
 
 
+def _lost(url: str, err: BaseException) -> str:
+    """What befell the study's database, in words: a SQLite file another process holds locked (a
+    `sqlite3` shell, a long read) is there and whole, which "lost" would not say."""
+    if first_line(err) == "database is locked":
+        return f"the study's database at storage={url} is locked by another process"
+    return f"lost the study's database at storage={url}"
+
+
 class Patience:
     """Runs database operations, trying a failed one again until `seconds` have passed since it
     failed (0: never) or `stopping()` says a stop was asked for; a try under way at that moment
@@ -125,10 +133,7 @@ class Patience:
                 raise
             failure: BaseException = err
             log.warning(
-                "lost the study's database at storage=%s (%s): trying again for up to %g s",
-                self.url,
-                first_line(err),
-                self.seconds,
+                "%s (%s): trying again for up to %g s", _lost(self.url, err), first_line(err), self.seconds
             )
         lost_at = _clock()
         deadline, wait = lost_at + self.seconds, FIRST_WAIT
