@@ -1980,6 +1980,31 @@ def test_caches_that_link_one_shared_folder_wait_for_each_others_preparation(
     ]
 
 
+@pytest.mark.parametrize("path", ["a link above", "a .. in it"])
+def test_a_cache_reached_through_a_link_above_its_folder_is_locked_once(
+    prepare_mod: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A cache whose path has a link above the data folder (a home on scratch space) or a `..`
+    resolves elsewhere though the folder is no link: its "shared" lock was its own lock file,
+    flocked a second time on another handle, and every preparation waited for itself for ever."""
+    (tmp_path / "scratch" / "cache" / "climbmix").mkdir(parents=True)
+    (tmp_path / "home").symlink_to(tmp_path / "scratch", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    folder = tmp_path / "home/cache/climbmix" if path == "a link above" else Path("../scratch/cache/climbmix")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import prepare; from pathlib import Path\n"
+        "with prepare._preparing(Path(sys.argv[2])): print('prepared')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(prepare_mod.__file__).parent), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # (a bound on the hang this was: it waited for itself for ever)
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "prepared"), done.stderr
+
+
 def test_a_lock_left_by_a_killed_preparation_is_no_lock(
     harness_env, offline_cache: Path, tmp_path: Path
 ) -> None:

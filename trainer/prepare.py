@@ -330,23 +330,26 @@ def _preparing(folder: Path) -> Iterator[None]:
     preparation leaves no stale lock; its pid and host inside are only for the waiting line. Where
     the file system takes no flock (Lustre without `-o flock`), each does the work, as before.
     A folder that is a link is locked beside the folder it leads to as well: caches of two users
-    linking one shared folder locked each their own file, and both wrote into it at once."""
+    linking one shared folder locked each their own file, and both wrote into it at once. Only
+    then: a link above the folder (a home on scratch space, a `..` in the path) leads to this same
+    lock file, whose second flock, on another handle, this process would wait for for ever."""
+    own = folder.with_name(f"{folder.name}.lock")
+    real = folder.resolve()
     with contextlib.ExitStack() as locks:
-        locks.enter_context(_locked(folder.with_name(f"{folder.name}.lock"), folder))
-        real = folder.resolve()
-        if real != folder.absolute() and (shared := _shared_lock(real.with_name(f"{real.name}.lock"))):
+        locks.enter_context(_locked(own, folder))
+        if (shared := real.with_name(f"{real.name}.lock")) != own.resolve() and _shared_lock(shared):
             locks.enter_context(_locked(shared, folder))
         yield
 
 
-def _shared_lock(lock: Path) -> Path | None:
-    """`lock` where this user can open it: a shared folder's parent may be writable only to its
+def _shared_lock(lock: Path) -> bool:
+    """Whether this user can open `lock`: a shared folder's parent may be writable only to its
     owner, who prepared it, and then this user's own lock is all there is, as before."""
     try:
         os.close(_open_lock(lock))
     except OSError:
-        return None
-    return lock
+        return False
+    return True
 
 
 @contextlib.contextmanager
