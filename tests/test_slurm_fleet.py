@@ -268,7 +268,7 @@ def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
     assert states["12_1"] == ["NODE_FAIL", "PENDING"]
     assert attempt_state(states["12_1"], 0) == "NODE_FAIL"
     assert attempt_state(states["12_1"], 1) == "PENDING"
-    assert attempt_state(["RUNNING", "PENDING"], 0) == "REQUEUED"  # a stale record of a requeued attempt
+    assert attempt_state(["RUNNING", "PENDING"], 0) == "RESTARTED"  # a stale record: its cause unknown
     assert attempt_state(states["12_1"], 2) == ""
     assert outcome_for_state(states["13"][0], 7) == {
         "trial": 7,
@@ -285,11 +285,13 @@ def test_squeue_lines_read_as_sacct_attempts_with_each_restart_a_requeued_one() 
     states = parse_squeue("12_0|RUNNING|0\n12_1|PENDING|1\n13|CANCELLED|0\n\n14|COMPLETED|\n")
     assert states == {
         "12_0": ["RUNNING"],
-        "12_1": ["REQUEUED", "PENDING"],
+        "12_1": ["RESTARTED", "PENDING"],
         "13": ["CANCELLED"],
         "14": ["COMPLETED"],
     }
     assert outcome_for_state(attempt_state(states["12_1"], 0), 7)["status"] == "lost"  # type: ignore[index]
+    # a node failure as likely as a requeue: a retry, not free (an experiment killing its node)
+    assert "taken_off" not in outcome_for_state(attempt_state(states["12_1"], 0), 7)  # type: ignore[operator]
     assert attempt_state(states["12_1"], 1) == "PENDING"
     assert outcome_for_state(attempt_state(states["13"], 0), 7)["status"] == "cancelled"  # type: ignore[index]
 

@@ -21,7 +21,11 @@ log = logging.getLogger("autoresearch")
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's MaxArraySize unless a site sets it
 
 # Slurm's terminal states, and what each means for the experiment.
-INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED"}
+INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED", "RESTARTED"}
+# An attempt that a later one followed, its cause in no record: squeue's restart count while sacct
+# fails, or sacct's stale record of an attempt still running. A node failure is as likely as a
+# requeue, so it costs a retry: free, an experiment that kills its node ran for the whole outage.
+RESTARTED = "RESTARTED"
 EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
 CANCELLED = "CANCELLED"
 # Taken off its node from outside, by a job of higher priority or a person's `scontrol requeue`:
@@ -63,7 +67,8 @@ def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
     """The outcome of a job that ended in `state` without writing one, or None if it is not over."""
     base = state.split()[0] if state else "UNKNOWN"
     if base in INFRA_STATES:
-        lost = {"trial": trial, "status": "lost", "reason": f"Slurm {base}"}
+        said = "Slurm restarted it (no record says why)" if base == RESTARTED else f"Slurm {base}"
+        lost = {"trial": trial, "status": "lost", "reason": said}
         return {**lost, "taken_off": TAKEN_OFF[base]} if base in TAKEN_OFF else lost
     if base.startswith(CANCELLED):
         return {"trial": trial, "status": "cancelled", "reason": f"Slurm {state}"}
@@ -81,7 +86,7 @@ def attempt_state(attempts: list[str], attempt: int) -> str:
         return ""
     state = attempts[attempt]
     if attempt < len(attempts) - 1 and is_active(state):
-        return "REQUEUED"
+        return RESTARTED
     return state
 
 
@@ -407,7 +412,7 @@ def dropped_tasks(
 
 def queue_states(job_ids: set[str]) -> dict[str, list[str]] | None:
     """slurmctld's own word on the given jobs (squeue), for when sacct cannot answer: the same
-    shape as `job_states`' states, each restart a REQUEUED attempt before the current one. A job ended
+    shape as `job_states`' states, each restart a RESTARTED attempt before the current one. A job ended
     longer ago than the cluster's MinJobAge is absent; None when squeue fails (slurmctld down)."""
     if not job_ids:
         return {}
@@ -453,7 +458,7 @@ def parse_squeue(text: str) -> dict[str, list[str]]:
         state, _, restarts = rest.partition("|")
         restarts = restarts.strip()
         if task and state:
-            rows[task] = ["REQUEUED"] * (int(restarts) if restarts.isdigit() else 0) + [state.strip()]
+            rows[task] = [RESTARTED] * (int(restarts) if restarts.isdigit() else 0) + [state.strip()]
     return rows
 
 
