@@ -224,9 +224,15 @@ def local_runner_state(exp_dir: Path, node: object, stopped_on: str) -> str:
     it ran on (`node`, its started.json's) and its controller did (`stopped_on`); where this host
     cannot see it, it is said unknown, not gone (a resume, on that host, reattaches a live one)."""
     here = socket.gethostname()
-    if stopped_on != here or node not in (None, here):
+    if not _same_host(stopped_on, here) or (node is not None and not _same_host(node, here)):
         return RUNNER_UNSEEN
     return {True: "running", False: RUNNER_GONE, None: RUNNER_UNSEEN}[runner_alive(exp_dir)]
+
+
+def _same_host(name: object, here: str) -> bool:
+    """Whether `name` is this host: a run's node is Slurm's name for it where the runner ran in a
+    Slurm job (`SLURMD_NODENAME`), often the short one of a host whose own is the full one."""
+    return str(name).split(".")[0] == here.split(".")[0]
 
 
 def stopped_controller_host(campaign_dir: Path, controller: str | None) -> str | None:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -236,11 +237,17 @@ def test_a_config_yaml_made_a_folder_is_not_said_to_be_gone(finished_campaign: P
     ]
 
 
-def test_a_run_whose_runner_died_with_its_controller_is_not_shown_running(tmp_path: Path) -> None:
+@pytest.mark.parametrize("node", ["as the host names itself", "by another form of its name"])
+def test_a_run_whose_runner_died_with_its_controller_is_not_shown_running(tmp_path: Path, node: str) -> None:
     """kill -9 of the controller and of its runner (an OOM kill, a session closed): the run will
     never end, but status showed it "running" for ever. On the host it ran on, status now sees its
-    runner is gone."""
+    runner is gone; also where the run's node is Slurm's name for this host, its short or full one
+    (`SLURMD_NODENAME` in an salloc), which read as another host's."""
     started, _ = controller_killed_mid_run(tmp_path)
+    if node == "by another form of its name":
+        here = socket.gethostname()
+        other = here.split(".")[0] if "." in here else f"{here}.cluster.example"
+        started.write_text(json.dumps({**json.loads(started.read_text()), "node": other}))
     campaign = started.parent.parent.parent
     runner = int((started.parent / PID_FILE).read_text().split()[0])
     os.kill(runner, signal.SIGKILL)  # (its train.py dies with it)
