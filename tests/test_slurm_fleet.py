@@ -268,7 +268,7 @@ def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
     assert states["12_1"] == ["NODE_FAIL", "PENDING"]
     assert attempt_state(states["12_1"], 0) == "NODE_FAIL"
     assert attempt_state(states["12_1"], 1) == "PENDING"
-    assert attempt_state(["RUNNING", "PENDING"], 0) == "RESTARTED"  # a stale record: its cause unknown
+    assert attempt_state(["RUNNING", "PENDING"], 0) == "REQUEUED"  # a stale record of a requeued attempt
     assert attempt_state(states["12_1"], 2) == ""
     assert outcome_for_state(states["13"][0], 7) == {
         "trial": 7,

@@ -23,8 +23,9 @@ DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's MaxArraySize unless a site sets it
 # Slurm's terminal states, and what each means for the experiment.
 INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED", "RESTARTED"}
 # An attempt that a later one followed, its cause in no record: squeue's restart count while sacct
-# fails, or sacct's stale record of an attempt still running. A node failure is as likely as a
-# requeue, so it costs a retry: free, an experiment that kills its node ran for the whole outage.
+# fails. A node failure is as likely as a requeue, so it costs a retry: free, an experiment that
+# kills its node ran again for the whole outage. (sacct's own record of an attempt still running
+# while a later one waits is an `scontrol requeue` caught before slurmdbd wrote it: REQUEUED.)
 RESTARTED = "RESTARTED"
 EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
 CANCELLED = "CANCELLED"
@@ -86,7 +87,7 @@ def attempt_state(attempts: list[str], attempt: int) -> str:
         return ""
     state = attempts[attempt]
     if attempt < len(attempts) - 1 and is_active(state):
-        return RESTARTED
+        return "REQUEUED"
     return state
 
 
