@@ -563,8 +563,10 @@ def test_a_lone_surrogate_in_the_model_output_is_mended_not_a_crash(tmp_path: Pa
             ),
             "a body that is not JSON",
         ),
+        (raw_message('{"content": ' + "[" * 5000 + "]" * 5000 + "}"), "RecursionError"),
+        (raw_message('{"content": [], "usage": {"input_tokens": ' + "9" * 5000 + "}}"), "digits"),
     ],
-    ids=["html", "no-content", "cut-json"],
+    ids=["html", "no-content", "cut-json", "deep-json", "long-number"],
 )
 def test_a_200_that_is_not_a_message_is_a_failed_wave_in_one_line(
     tmp_path: Path, caplog, response: httpx2.Response, said: str
@@ -572,7 +574,9 @@ def test_a_200_that_is_not_a_message_is_a_failed_wave_in_one_line(
     """The SDK hands back a proxy's HTML page as a str, and a body without content as a message
     lacking it: the wave failed with a traceback logged as a defect of ours. A body that says it is
     JSON and is not (cut short by a proxy) raised the parser's error out of the SDK, whose call was
-    left in the ledger as in flight: counted at its worst case, as if cut off by a stop."""
+    left in the ledger as in flight: counted at its worst case, as if cut off by a stop. JSON the
+    reader cannot take (nested past its recursion, an integer of 5,000 digits) was a defect of ours
+    with its 40-line traceback too."""
     api = ScriptedAPI([response], models=[MODEL])
     proposer = make_proposer(tmp_path, api)
     caplog.set_level(logging.WARNING, logger="autoresearch.agent")
@@ -583,6 +587,7 @@ def test_a_200_that_is_not_a_message_is_a_failed_wave_in_one_line(
     [row] = read_usage(tmp_path)
     assert "BadResponse" in row["error"] and row["dollars"] == 0
     assert usage_totals(tmp_path)["unanswered_calls"] == 0
+    assert not [f for f in tmp_path.rglob("*") if f.is_file() and b"test-key" in f.read_bytes()]
 
 
 def test_a_call_ended_by_an_error_not_of_the_api_is_not_left_in_flight(tmp_path: Path) -> None:

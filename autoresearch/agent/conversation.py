@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -96,6 +98,16 @@ def refusal_details(response: Any) -> str:
     details = getattr(response, "stop_details", None)
     said = [str(v) for v in (getattr(details, "category", None), getattr(details, "explanation", None)) if v]
     return f" ({': '.join(said)})" if said else ""
+
+
+def _raised_reading_json(err: BaseException) -> bool:
+    """Whether `err` came out of the JSON reader: a body nested deeper than it recurses, or with
+    an integer of more digits than Python converts, is the API's (or a proxy's) fault, as a body
+    cut short is, and was logged with a traceback as a defect of ours."""
+    return any(
+        Path(frame.filename).parts[-2:] in (("json", "decoder.py"), ("json", "__init__.py"))
+        for frame in traceback.extract_tb(err.__traceback__)
+    )
 
 
 def tool_result(tool_use_id: str, text: str, is_error: bool) -> dict[str, Any]:
@@ -251,6 +263,13 @@ class Conversation:
             raise BadResponse(
                 f"the API answered 200 with a body that is not JSON ({err}; is agent.base_url the "
                 "Messages API?)"
+            ) from None
+        except (RecursionError, ValueError) as err:
+            if not _raised_reading_json(err):
+                raise
+            raise BadResponse(
+                f"the API answered 200 with JSON that Python's reader cannot take ({describe_error(err)}; "
+                "is agent.base_url the Messages API?)"
             ) from None
 
     def request(self, force: bool) -> dict[str, Any]:
