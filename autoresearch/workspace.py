@@ -133,10 +133,51 @@ def _writes_to_harness(tree: ast.Module) -> bool:
     )
 
 
+# The harness's functions a run must call to end with a result: its metric, and the one writer of
+# the result file the runner reads (printing a summary is not it).
+RESULT_CALLS = ("evaluate_bpb", "write_result")
+
+
+def result_problem(frontier_source: str, source: str) -> str:
+    """Why edits that made `source` leave it no way to write a result, or '': a function of
+    RESULT_CALLS that the frontier's train.py names and `source` names nowhere (its call deleted,
+    or commented out). Such a run trained for its whole budget and crashed with no result."""
+    gone = [name for name in RESULT_CALLS if name in _names(frontier_source) and name not in _names(source)]
+    if not gone:
+        return ""
+    return (
+        f"the edits remove train.py's call of prepare.{gone[0]}, so its run would train and end "
+        "with no result: keep the call"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _names(source: str) -> frozenset[str]:
+    """Every name `source` uses, imports or spells as a string (`getattr(prepare, "...")`);
+    empty where it does not parse (`check_source` says so)."""
+    try:
+        tree = parsed(source)
+    except SyntaxError:
+        return frozenset()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.alias):
+            names.update(filter(None, (node.name, node.asname)))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+    return frozenset(names)
+
+
 def build_source(frontier_source: str, edits: list[Edit], knobs: dict[str, Any]) -> str:
     """Frontier + edits + knob values, checked; raises InvalidCandidate with the reason."""
     source = apply_edits(frontier_source, edits)
     check_source(source)
+    if edits and (why := result_problem(frontier_source, source)):
+        raise InvalidCandidate(why)
     existing = read_knobs(source)
     missing = sorted(k for k in knobs if k not in existing)
     if missing:

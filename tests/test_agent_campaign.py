@@ -631,3 +631,56 @@ def test_a_dollar_budget_left_below_a_calls_worst_case_is_spent_by_whole_waves(
     assert len(api.message_bodies) == 3
     record = json.loads((campaign_dir / "agent" / "waves" / "00001.json").read_text())
     assert record["outcome"] == "stopped" and len(record["messages"]) == 1 + 2 * 3
+
+
+RESULT_LINE = "prepare.write_result({**summary"
+DROP_RESULT = candidate(
+    "quieter end", edits=[{"search": RESULT_LINE, "replace": "# " + RESULT_LINE}], knobs=[knob("LR", 0.04)]
+)
+
+
+def test_an_edit_that_removes_the_result_call_is_refused_in_the_wave_and_costs_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claude comments out train.py's prepare.write_result call (the summary block's end): the
+    run trained for its whole budget and crashed 'the harness wrote no result', an experiment
+    spent on a train.py that could never give one. It is refused in the same wave, saying which
+    call, the model mends it, and the budget goes to runs that give a result. (The engine refuses
+    it too, for a frontier that moved: test_proposals_and_workspace.)"""
+    canary = f"sk-ant-canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
+    monkeypatch.chdir(REPO)
+    refusals: list[str] = []
+
+    def mend(body: dict[str, Any]) -> dict[str, Any]:
+        refusals.append(str(body["messages"][-1]["content"][0]["content"]))
+        return tool_call("propose_wave", {"rationale": "kept the call", "candidates": [GOOD], "grids": []})
+
+    GOOD = candidate("LR=0.04", knobs=[knob("LR", 0.04)])
+    first = {"rationale": "a quieter end", "candidates": [DROP_RESULT], "grids": []}
+    api = ScriptedAPI(
+        [tool_call("propose_wave", first), mend], models=[MODEL], default=lambda body: overloaded()
+    )
+    cfg = claude_toy_config(
+        tmp_path,
+        "campaign.synchronous=true",
+        "campaign.fill_idle_slots=false",
+        "campaign.budget.max_experiments=4",  # the three baselines and one change (and its re-runs)
+        f"agent.model={MODEL}",
+        "agent.max_retries=0",
+    )
+    campaign_dir = campaign_dir_of(cfg)
+    client = build_client(cfg.agent, http_client=api.http_client())
+    proposer = make_proposer(cfg, campaign_dir, client=client)
+    fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
+    summary = Campaign(cfg, campaign_dir, fleet, proposer).run()
+
+    assert len(refusals) == 1 and "remove train.py's call of prepare.write_result" in refusals[0]
+    assert "\n" not in refusals[0].removeprefix("Rejected, nothing was run: ")
+    study = load(campaign_dir)
+    assert not [t for t in study.trials if t.user_attrs.get("description") == "quieter end"]
+    launched = [t.user_attrs for t in study.trials if "exp_dir" in t.user_attrs]
+    assert summary.stop_reason.startswith("experiments budget reached"), summary
+    assert all(a["status"] != "crash" for a in launched), [a.get("reason") for a in launched]
+    assert "LR=0.04" in {a["description"] for a in launched}
+    assert not [f for f in all_files(campaign_dir) if canary.encode() in f.read_bytes()]

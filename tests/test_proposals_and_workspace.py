@@ -164,3 +164,33 @@ def test_candidates_with_free_knobs_are_fresh_draws_never_duplicates() -> None:
     free = Candidate("inner sampler", knobs={"LR": None})
     accepted, dropped = Wave(candidates=[free, free]).expand({free.key()}, cap=10)
     assert len(accepted) == 2 and not dropped
+
+
+WITH_RESULT = SOURCE + "\nscore = prepare.evaluate_bpb(None, 1)\nprepare.write_result({'val_bpb': score})\n"
+
+
+@pytest.mark.parametrize(
+    ("search", "replace", "gone"),
+    [
+        ("prepare.write_result({'val_bpb': score})", "print(score)", "write_result"),
+        ("prepare.write_result(", "# prepare.write_result(", "write_result"),
+        ("score = prepare.evaluate_bpb(None, 1)", "score = 0.5", "evaluate_bpb"),
+    ],
+)
+def test_edits_that_remove_the_call_writing_the_result_are_refused(
+    search: str, replace: str, gone: str
+) -> None:
+    """Such a run trained for its whole budget and crashed with no result, a slot spent on a
+    train.py that could never give one; refused, it costs none."""
+    with pytest.raises(InvalidCandidate, match=f"remove train.py's call of prepare.{gone}"):
+        build_source(WITH_RESULT, [Edit(search, replace)], {})
+
+
+def test_a_result_call_reached_another_way_is_not_refused() -> None:
+    """An import of the function itself, a call through getattr, or a frontier with no such call
+    (the toy's train.py has no evaluate_bpb): the run may still write its result."""
+    imported = "from prepare import write_result as save\nsave({'val_bpb': score})"
+    got = "getattr(prepare, 'write_result')({'val_bpb': score})"
+    for replace in (imported, got):
+        build_source(WITH_RESULT, [Edit("prepare.write_result({'val_bpb': score})", replace)], {})
+    build_source(SOURCE, [Edit("DEPTH = 8", "DEPTH = 9")], {})

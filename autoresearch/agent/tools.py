@@ -29,6 +29,7 @@ from autoresearch.workspace import (
     InvalidCandidate,
     apply_edits,
     length_problem,
+    result_problem,
 )
 
 PROPOSE_TOOL = "propose_wave"
@@ -401,6 +402,7 @@ def check_wave(
                 problems.append(f"{where}: an edit replaces a text by itself")
         edited = _edited(context, cand.edits)
         problems += _length_problems(context, edited, where)
+        problems += _result_problems(context, edited, where)
         problems += _retype_problems(context, frontier_types, edited, where)
         known = _known_constants(context, edited)
         for name, value in cand.knobs.items():
@@ -428,6 +430,7 @@ def check_wave(
                 problems.append(f"{where}: a shared edit has an empty search text")
         edited = _edited(context, grid.shared_edits)
         problems += _length_problems(context, edited, where)
+        problems += _result_problems(context, edited, where)
         problems += _retype_problems(context, frontier_types, edited, where)
         known = _known_constants(context, edited)
         for name, levels in grid.factors.items():
@@ -479,6 +482,15 @@ def _length_problems(context: CampaignContext, edited: _Edited, where: str) -> l
         return []
     why = length_problem(edited.source, "train.py with its edits")
     return [f"{where}: {why} (the frontier's has {len(context.frontier_source):,}): edit less"] if why else []
+
+
+def _result_problems(context: CampaignContext, edited: _Edited, where: str) -> list[str]:
+    """Edits that leave train.py no call that writes its result: the engine refuses them when it
+    queues them (`workspace.result_problem`), so say it now, while the wave can still be mended."""
+    if not edited.edits or edited.source is None:
+        return []
+    why = result_problem(context.frontier_source, edited.source)
+    return [f"{where}: {why}"] if why else []
 
 
 def _retype_problems(
