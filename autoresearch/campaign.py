@@ -69,7 +69,7 @@ from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.report_text import headline
 from autoresearch.results import frontier_value, write_results
 from autoresearch.resume_changes import setting_changes, tracking_move
-from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, started_at
+from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, in_kib, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.starting_files import own_harness, train_py_change
 from autoresearch.study import finished, held_storage, open_study, status_of, trials
@@ -107,6 +107,26 @@ class WallClock:
 
 class CampaignError(RuntimeError):
     """A campaign that cannot start or go on; the message says why in one line."""
+
+
+def disk_refusal(finished_now: list[Finished], campaign_dir: Path) -> str:
+    """Why the campaign stops, where the disk of a run's folder refused train.py's writes (its
+    runner's `disk_full`), else '': a full disk is the infrastructure's failure, as a write of the
+    controller's own into the campaign folder that is refused (exit 2, the same command goes on
+    once there is room); every run launched after it would be lost the same way. The run itself
+    is re-queued at no cost (`_fail_and_requeue`). Only runs collected by this controller's loop
+    stop it: one an earlier controller left, collected at a resume once space was freed, is
+    re-queued alone."""
+    for done in finished_now:
+        if done.outcome.get("disk_full"):
+            exp_dir = experiment_dir(campaign_dir, done.trial)
+            free = done.outcome.get("free_bytes")
+            return (
+                f"the disk of the campaign folder {campaign_dir} is full: trial {done.trial}'s train.py "
+                f"could not write in {exp_dir} ({in_kib(free if isinstance(free, int) else None)} free); "
+                "free space there, then run the same command again: the run is queued again, at no cost"
+            )
+    return ""
 
 
 class CampaignLocked(CampaignError):
@@ -410,8 +430,11 @@ class Campaign:
                 if not opened:  # stopped while it set up: nothing to collect or launch
                     stop_reason = self._stop_reason()
                 while opened:
-                    for done in self.fleet.poll():
+                    finished_now = self.fleet.poll()
+                    for done in finished_now:
                         self._finish(done)
+                    if refused := disk_refusal(finished_now, self.dir):
+                        raise CampaignError(refused)
                     self._decide_pending()
                     wave = self.pump.collect()
                     if wave is not None:
@@ -702,7 +725,9 @@ class Campaign:
         `ran`: where and when it ran (its start and end are GPU time spent, whatever became of it).
         A run taken off its node from outside (`taken_off`: preempted, an administrator's requeue)
         is always run again, at no cost to its retries: a preemptible partition may take the node
-        from it any number of times, and each time it would run had it stayed.
+        from it any number of times, and each time it would run had it stayed. So is one whose
+        folder's disk refused train.py's writes (`disk_full`, not filled by train.py): the
+        campaign stops for it (`disk_refusal`), so it cannot come back for free without a person.
         So is one never launched (its controller stopped before it recorded the launch: a full
         disk refused the workspace, a kill -9), which started nothing, up to `max_retries` times
         (`unlaunched` counts them): past that, as a retry, else an edit whose workspace kills the
@@ -711,14 +736,15 @@ class Campaign:
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
         never_launched = "exp_dir" not in trial.user_attrs
         unlaunched = int(trial.user_attrs.get("unlaunched", 0))
-        free = bool(outcome.get("taken_off")) or (never_launched and unlaunched < self.c.max_retries)
+        from_outside = outcome.get("taken_off") or ("disk full" if outcome.get("disk_full") else "")
+        free = bool(from_outside) or (never_launched and unlaunched < self.c.max_retries)
         said = ""  # what the log line adds: what the loss cost
         explores = trial.user_attrs.get("kind") == "exploration"  # (the sampler draws again)
         if not explores and (free or retries < self.c.max_retries):
             not_queued = self.intake.retry(trial, counted=not free, unlaunched=unlaunched + never_launched)
             reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
-            if not not_queued and outcome.get("taken_off"):
-                said = f" (free: {outcome['taken_off']}, it costs none of campaign.max_retries={self.c.max_retries})"
+            if not not_queued and from_outside:
+                said = f" (free: {from_outside}, it costs none of campaign.max_retries={self.c.max_retries})"
             elif not not_queued and free and never_launched:
                 said = f" (free, {unlaunched + 1} of campaign.max_retries={self.c.max_retries}: it never launched)"
             elif not (not_queued or free):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import json
 import os
@@ -113,13 +114,78 @@ def _cut_log(log: Path) -> None:
         f.truncate()
 
 
-def _disk_full(folder: Path) -> bool:
-    """Whether the disk of `folder` has less room left than the runner's reserve."""
+def _free_bytes(folder: Path) -> int | None:
+    """The room left to this user on the disk of `folder` (None where it cannot be asked)."""
     try:
         disk = os.statvfs(folder)
     except OSError:
-        return False
-    return disk.f_bavail * disk.f_frsize < RESERVE_BYTES
+        return None
+    return disk.f_bavail * disk.f_frsize
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether the disk of `folder` has less room left than the runner's reserve."""
+    free = _free_bytes(folder)
+    return free is not None and free < RESERVE_BYTES
+
+
+# What a write refused by a full disk or a quota prints (Python's OSError, a C library's perror).
+DISK_REFUSALS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+def _bytes_held(folder: Path) -> int:
+    """The disk space the files below `folder` take, the runner's reserve left out."""
+    held = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):  # (gone meanwhile)
+            if path.is_file() and not path.is_symlink() and path.name != RESERVE_FILE:
+                held += path.lstat().st_blocks * 512
+    return held
+
+
+@dataclass(frozen=True)
+class Room:
+    """The disk of an experiment folder as the runner began: the room left on it, and what the
+    folder held then (its spec, train.py and harness)."""
+
+    free: int | None
+    held: int
+
+    @classmethod
+    def of(cls, exp: Path) -> Room:
+        return cls(_free_bytes(exp), _bytes_held(exp))
+
+
+def in_kib(size: int | None) -> str:
+    return "an unknown amount" if size is None else f"{size >> 10} KiB"
+
+
+def _disk_refused(exp: Path, tail: str, began: Room) -> dict[str, Any]:
+    """The outcome of a train.py that failed, or wrote no result, because the disk of its folder
+    refused its writes, where train.py did not fill that disk itself; {} otherwise. Such a run is
+    lost to the infrastructure, like a node that cannot run it (exit 75) or a preemption, not the
+    change's crash: the agent would learn that its idea broke training, and the change be
+    dropped. The controller re-queues it at no cost and stops the campaign (exit 2), as it does
+    when a write of its own into the campaign folder is refused: every run after it would fail
+    the same way until someone frees space. A train.py whose folder grew by half or more of the
+    room there was when the runner `began` filled the disk itself: that is its crash, as before.
+    (Another process's writes below the same disk, outside the folder, are not told from
+    train.py's writing there.)"""
+    if not (_disk_full(exp) or any(refusal in tail for refusal in DISK_REFUSALS)):
+        return {}
+    grew = _bytes_held(exp) - began.held
+    if began.free is not None and grew >= began.free // 2:
+        return {}
+    free = _free_bytes(exp)
+    return {
+        "status": "lost",
+        "disk_full": True,
+        "free_bytes": free,
+        "reason": (
+            f"the disk of its folder {exp} refused train.py's writes ({in_kib(free)} free, "
+            f"{in_kib(max(0, grew))} written by this run): {tail}"
+        ),
+    }
 
 
 def _ended_by(returncode: int) -> str:
@@ -191,10 +257,12 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     previous: dict[signal.Signals, Any] = {}
     stopped: dict[str, Any] = {}  # how the run ended other than by train.py's own end, where it did
     returncode = 0
+    began = Room(None, 0)
     try:
         for s in (signal.SIGTERM, signal.SIGUSR2):
             previous[s] = signal.signal(s, on_signal)
         write_json_atomic(exp / STARTED_FILE, {k: outcome[k] for k in ("node", "started_at", "slurm_job_id")})
+        began = Room.of(exp)
         with contextlib.suppress(OSError):  # (a disk full already: train.py will say so)
             (exp / RESERVE_FILE).write_bytes(os.urandom(RESERVE_BYTES))
         if setup_failed := os.environ.get(SETUP_FAILED_VARIABLE):  # not the environment it was meant for
@@ -232,13 +300,18 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
         )
         return finish(outcome)
     if returncode != 0:
-        full = "; the disk of its folder is full (of what train.py wrote?)" if _disk_full(exp) else ""
-        outcome.update(status="crash", reason=f"{_ended_by(returncode)}: {_log_tail(exp / LOG_FILE)}{full}")
+        tail = _log_tail(exp / LOG_FILE)
+        if refused := _disk_refused(exp, tail, began):
+            outcome.update(refused)
+            return finish(outcome)
+        full = "; the disk of its folder is full (of what train.py wrote)" if _disk_full(exp) else ""
+        outcome.update(status="crash", reason=f"{_ended_by(returncode)}: {tail}{full}")
         return finish(outcome)
     try:
         metrics = json.loads((exp / METRICS_FILE).read_text())
     except (FileNotFoundError, ValueError, RecursionError):  # not there, not JSON text, nested past reading
-        outcome.update(status="crash", reason="train.py exited 0 but the harness wrote no result")
+        no_result = "train.py exited 0 but the harness wrote no result"
+        outcome.update(_disk_refused(exp, no_result, began) or {"status": "crash", "reason": no_result})
         return finish(outcome)
     if not isinstance(metrics, dict):  # the controller reads its figures by name
         what = type(metrics).__name__

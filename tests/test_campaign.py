@@ -2400,3 +2400,34 @@ def test_a_run_whose_launch_stops_its_controller_every_time_is_dropped_in_the_en
     assert caplog.records[-1].getMessage().endswith("; not re-queued: campaign.max_retries=1 used")
     assert said[0].endswith("; re-queued (free, 1 of campaign.max_retries=1: it never launched)"), said
     assert said[1].endswith("; re-queued (retry 1 of campaign.max_retries=1)"), said
+
+
+def test_a_run_whose_disk_refused_its_writes_is_re_queued_free_and_stops_the_campaign(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change whose train.py died of a full disk ("OSError: [Errno 28] No space left on device",
+    the harness's write of its result refused) was recorded as the change's crash: the agent
+    learnt from it as if its idea broke training, and the change was dropped. It is lost to the
+    disk now, re-queued at no cost to its retries, and the campaign stops in one line, as it does
+    when a write of the controller's own into the campaign folder is refused."""
+    # (on a disk with room: the kernel's refusal, as train.py reports it, is what the runner reads)
+    refused = Edit("CRASH = False\n", "CRASH = False\nraise OSError(28, 'No space left on device')\n")
+    campaign = scripted_campaign(
+        tmp_path, [Candidate("cache in memory", edits=[refused])], "campaign.max_retries=0"
+    )
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    with pytest.raises(CampaignError) as stopped:
+        campaign.run()
+    change = trial_named(campaign, "cache in memory")
+    assert change.user_attrs["status"] == "lost", change.user_attrs
+    assert "refused train.py's writes" in change.user_attrs["reason"], change.user_attrs
+    (retry,) = campaign.ledger.queued_for("retry_of", change.number)
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retries"] == 0
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"trial {change.number}:")]
+    assert said[-1].endswith("re-queued (free: disk full, it costs none of campaign.max_retries=0)"), said
+    exp_dir = experiment_dir(campaign.dir, change.number)
+    assert str(stopped.value).startswith(
+        f"the disk of the campaign folder {campaign.dir} is full: trial {change.number}'s train.py "
+        f"could not write in {exp_dir} ("
+    ), stopped.value
+    assert "\n" not in str(stopped.value)

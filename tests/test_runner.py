@@ -540,17 +540,34 @@ FILLS_ITS_DISK = (
 )
 
 # Run in a mount namespace of its own: a small disk (tmpfs) made at argv[1], the experiment argv[2]
-# copied onto it and run there; prints its outcome.json (the disk goes with the namespace).
+# copied onto it and run there; prints its outcome.json (the disk goes with the namespace). Where
+# argv[3] gives a number of bytes, another writer's file beside the experiment fills the disk
+# first to that much room (another run's checkpoint, another user's data).
 ON_A_SMALL_DISK = """
-import json, shutil, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 from autoresearch.runner import run_experiment
 disk, exp = Path(sys.argv[1]), Path(sys.argv[2])
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
 shutil.copytree(exp, disk / exp.name)
+if len(sys.argv) > 3:
+    room = os.statvfs(disk)
+    (disk / "others").write_bytes(os.urandom(room.f_bavail * room.f_frsize - int(sys.argv[3])))
 run_experiment(disk / exp.name)
 print((disk / exp.name / "outcome.json").read_text())
 """
+
+
+def run_on_a_small_disk(tmp_path: Path, train_py: str, *room: str) -> dict:
+    """The outcome of `train_py` run on a 2 MiB disk of its own (`ON_A_SMALL_DISK`)."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespace for an unprivileged user here (unshare -rm)")
+    exp = make_experiment(tmp_path, train_py)
+    (tmp_path / "disk").mkdir()
+    script = [sys.executable, "-c", ON_A_SMALL_DISK, str(tmp_path / "disk"), str(exp), *room]
+    done = subprocess.run(["unshare", "-rm", *script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def test_a_train_py_that_fills_its_folders_disk_is_a_crash_that_says_so(tmp_path: Path) -> None:
@@ -558,16 +575,27 @@ def test_a_train_py_that_fills_its_folders_disk_is_a_crash_that_says_so(tmp_path
     outcome.json: the runner died in an OSError, the run was lost and re-queued, and filled the
     disk again at each of its retries. The runner keeps a reserve in the folder, freed for the
     outcome, and the crash says the disk is full."""
-    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
-        pytest.skip("no mount namespace for an unprivileged user here (unshare -rm)")
-    exp = make_experiment(tmp_path, FILLS_ITS_DISK)
-    (tmp_path / "disk").mkdir()
-    script = [sys.executable, "-c", ON_A_SMALL_DISK, str(tmp_path / "disk"), str(exp)]
-    done = subprocess.run(["unshare", "-rm", *script], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    outcome = json.loads(done.stdout)
+    outcome = run_on_a_small_disk(tmp_path, FILLS_ITS_DISK)
     assert outcome["status"] == "crash", outcome
     assert outcome["reason"].startswith("exit 1: ") and "the disk of its folder is full" in outcome["reason"]
+
+
+def test_a_disk_filled_by_others_is_not_the_changes_crash(tmp_path: Path) -> None:
+    """The disk holding the campaign filled (by others) as train.py ran, and the harness's write
+    of its result failed, No space left on device: the run was the change's crash, which the
+    agent learnt from as if its idea broke training, and the change was dropped. It is now lost
+    to the disk (`disk_full`), for the controller to re-queue at no cost, and says how much room
+    is left and how little the run wrote."""
+    writes_its_result = (
+        "import prepare\nprint('step 1', flush=True)\nprepare.write_result({'val_bpb': 1.0})\n"
+    )
+    # Room for started.json, the reserve and run.log's first page (tmpfs counts 4 KiB pages), none
+    # for the result.
+    started_json_and_reserve = str(runner.RESERVE_BYTES + 8192)
+    outcome = run_on_a_small_disk(tmp_path, writes_its_result, started_json_and_reserve)
+    assert outcome["status"] == "lost" and outcome["disk_full"], outcome
+    assert "refused train.py's writes (0 KiB free, " in outcome["reason"], outcome
+    assert outcome["reason"].endswith("No space left on device"), outcome
 
 
 # train.py that writes how small zlib makes the runner's reserve, as it finds it while it runs.

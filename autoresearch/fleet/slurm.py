@@ -507,9 +507,12 @@ class SlurmFleet:
         claims = {pool: queue.claims() for pool, queue in self.queues.items()}  # one listing each
         for t in [t for t in self._tracked.values() if not t.unsent]:
             outcome = read_json(t.job.exp_dir / OUTCOME_FILE)
-            # Final: a result, a crash, or the runner's word that the node cannot run experiments.
+            # Final: a result, a crash, or the runner's word that the node cannot run experiments
+            # or that the disk of its folder refused train.py's writes.
             if outcome is not None and (
-                outcome.get("status") not in INFRA_STATUSES or outcome.get("node_unfit")
+                outcome.get("status") not in INFRA_STATUSES
+                or outcome.get("node_unfit")
+                or outcome.get("disk_full")
             ):
                 done.append(self._done(t, outcome))
                 continue
