@@ -6,11 +6,19 @@ every `BEAT_SECONDS` (its pid, host and the time), from a thread of its own so t
 the loop (a data download, a slow sbatch) does not look like death, and says why it stopped when it
 does. A reader on the same host asks the kernel whether the pid lives; elsewhere it goes by the age
 of the last beat.
+
+A beat the disk refuses (full, read-only, controller.json made a folder) is said once in the log,
+and once again when a beat is written anew; the campaign goes on. Stopping it would trade a blind
+`status` for a stopped campaign: the lock, not this file, keeps a second controller out (a user
+told by `status` elsewhere that it is gone, who runs the command again, is refused, and told
+another controller holds the campaign), and a full disk stops the campaign at its next write of
+its own anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -19,7 +27,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from autoresearch.files import alive_here, read_json, write_atomic, write_json_atomic
+from autoresearch.files import alive_here, read_json, write_atomic, write_failure, write_json_atomic
+
+log = logging.getLogger("autoresearch")
 
 CONTROLLER_FILE = "controller.json"
 BEAT_SECONDS = 15.0
@@ -38,6 +48,7 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self.record: dict[str, object] = {"pid": os.getpid(), "host": socket.gethostname()}
         self._before: bytes | None = None  # the record of the controller before (`withdraw`)
+        self._refused = False  # the last beat was refused (said once, and again once written)
 
     def start(self) -> None:
         try:
@@ -73,12 +84,30 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stopped.wait(self.every):
-            self._write("running")
+            self.beat()
+
+    def beat(self) -> None:
+        """Say the controller runs, now."""
+        self._write("running")
 
     def _write(self, state: str, **extra: str) -> None:
         self.record["seen_at"] = time.time()
-        with contextlib.suppress(OSError):  # a full or unmounted disk: the campaign goes on, status says less
+        try:
             write_json_atomic(self.path, {**self.record, "state": state, **extra})
+        except OSError as err:
+            if not self._refused:
+                log.warning(
+                    "cannot write %s: %s; the campaign goes on, but `autoresearch status` from another "
+                    "host will say this controller is not seen after %.0f s",
+                    self.path,
+                    write_failure(err, self.path),
+                    STALE_SECONDS,
+                )
+            self._refused = True
+            return
+        if self._refused:
+            log.info("%s written again: `autoresearch status` sees this controller again", self.path)
+        self._refused = False
 
 
 def stopped_line(at: float, why: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -179,6 +180,37 @@ def test_status_of_a_first_start_still_setting_up_says_so(tmp_path: Path) -> Non
         f"controller {controller_state(tmp_path)}"
     ]
     assert controller_state(tmp_path).startswith("stopped ") and "the test ended" in out.stderr
+
+
+def test_a_heartbeat_the_disk_refuses_is_said_once_and_again_when_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A controller.json that could not be written (a full disk, a read-only folder) was passed
+    over in silence: `status` said the controller ran until its beat went stale, then that it was
+    gone, and no one was told why. A refused beat is now said once, with the file and the error,
+    and once again when a beat is written. (A folder in its place refuses root's writes too.)"""
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    in_the_way = tmp_path / CONTROLLER_FILE / "x"
+    in_the_way.mkdir(parents=True)
+    beat = Heartbeat(tmp_path, every=3600.0)  # (no beat of its thread during the test)
+    beat.start()
+    beat.beat()
+    refused = [r.getMessage() for r in caplog.records]
+    assert refused == [
+        f"cannot write {tmp_path / CONTROLLER_FILE}: Is a directory; the "
+        "campaign goes on, but `autoresearch status` from another host will say this controller is not "
+        f"seen after {STALE_SECONDS:.0f} s"
+    ], refused
+    in_the_way.rmdir()
+    in_the_way.parent.rmdir()
+    caplog.clear()
+    beat.beat()
+    beat.beat()
+    beat.stop("the test ended")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / CONTROLLER_FILE} written again: `autoresearch status` sees this controller again"
+    ]
+    assert "the test ended" in controller_state(tmp_path)
 
 
 @pytest.mark.parametrize("tool", ["status", "report"])
