@@ -69,7 +69,7 @@ from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.report_text import headline
 from autoresearch.results import frontier_value, write_results
 from autoresearch.resume_changes import setting_changes, tracking_move
-from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, in_kib, started_at
+from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.starting_files import own_harness, train_py_change
 from autoresearch.study import finished, held_storage, open_study, status_of, trials
@@ -119,12 +119,10 @@ def disk_refusal(finished_now: list[Finished], campaign_dir: Path) -> str:
     re-queued alone."""
     for done in finished_now:
         if done.outcome.get("disk_full"):
-            exp_dir = experiment_dir(campaign_dir, done.trial)
-            free = done.outcome.get("free_bytes")
             return (
-                f"the disk of the campaign folder {campaign_dir} is full: trial {done.trial}'s train.py "
-                f"could not write in {exp_dir} ({in_kib(free if isinstance(free, int) else None)} free); "
-                "free space there, then run the same command again: the run is queued again, at no cost"
+                f"trial {done.trial} could not write in {experiment_dir(campaign_dir, done.trial)}: "
+                f"{done.outcome.get('reason', 'its disk is full')}; free space there, then run the same "
+                "command again: the run is queued again, at no cost"
             )
     return ""
 

@@ -129,8 +129,10 @@ def _disk_full(folder: Path) -> bool:
     return free is not None and free < RESERVE_BYTES
 
 
-# What a write refused by a full disk or a quota prints (Python's OSError, a C library's perror).
-DISK_REFUSALS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+# What a write refused by a quota prints (Python's OSError, a C library's perror): statvfs does not
+# show a quota, so the log is all there is to go by. "No space left on device" alone is not taken:
+# a change that fills /dev/shm or the node's /tmp (more loader workers) prints it too.
+QUOTA_REFUSAL = os.strerror(errno.EDQUOT)
 
 
 def _bytes_held(folder: Path) -> int:
@@ -169,20 +171,24 @@ def _disk_refused(exp: Path, tail: str, began: Room) -> dict[str, Any]:
     when a write of its own into the campaign folder is refused: every run after it would fail
     the same way until someone frees space. A train.py whose folder grew by half or more of the
     room there was when the runner `began` filled the disk itself: that is its crash, as before.
-    (Another process's writes below the same disk, outside the folder, are not told from
-    train.py's writing there.)"""
-    if not (_disk_full(exp) or any(refusal in tail for refusal in DISK_REFUSALS)):
+    A disk refused train.py's writes where the folder's own is full, or its log says a quota
+    refused them; a "No space left on device" with room in the folder is another disk's (a
+    /dev/shm the change filled) and stays a crash. (Another process's writes below the same
+    disk, outside the folder, are not told from train.py's writing there.)"""
+    full = _disk_full(exp)
+    if not (full or QUOTA_REFUSAL in tail):
         return {}
     grew = _bytes_held(exp) - began.held
     if began.free is not None and grew >= began.free // 2:
         return {}
     free = _free_bytes(exp)
+    what = f"the disk of its folder {exp}" if full else "a disk quota"
     return {
         "status": "lost",
         "disk_full": True,
         "free_bytes": free,
         "reason": (
-            f"the disk of its folder {exp} refused train.py's writes ({in_kib(free)} free, "
+            f"{what} refused train.py's writes ({in_kib(free)} free in its folder, "
             f"{in_kib(max(0, grew))} written by this run): {tail}"
         ),
     }

@@ -2405,13 +2405,14 @@ def test_a_run_whose_launch_stops_its_controller_every_time_is_dropped_in_the_en
 def test_a_run_whose_disk_refused_its_writes_is_re_queued_free_and_stops_the_campaign(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A change whose train.py died of a full disk ("OSError: [Errno 28] No space left on device",
-    the harness's write of its result refused) was recorded as the change's crash: the agent
-    learnt from it as if its idea broke training, and the change was dropped. It is lost to the
-    disk now, re-queued at no cost to its retries, and the campaign stops in one line, as it does
-    when a write of the controller's own into the campaign folder is refused."""
-    # (on a disk with room: the kernel's refusal, as train.py reports it, is what the runner reads)
-    refused = Edit("CRASH = False\n", "CRASH = False\nraise OSError(28, 'No space left on device')\n")
+    """A change whose train.py died of a disk refusing its writes (a quota: "OSError: [Errno 122]
+    Disk quota exceeded", the harness's write of its result refused) was recorded as the change's
+    crash: the agent learnt from it as if its idea broke training, and the change was dropped. It
+    is lost to the disk now, re-queued at no cost to its retries, and the campaign stops in one
+    line, as it does when a write of the controller's own into the campaign folder is refused."""
+    # (a quota is not seen by statvfs: the kernel's refusal, as train.py reports it, is what the
+    # runner reads; a full disk is tested in test_runner, on a real small one)
+    refused = Edit("CRASH = False\n", "CRASH = False\nraise OSError(122, 'Disk quota exceeded')\n")
     campaign = scripted_campaign(
         tmp_path, [Candidate("cache in memory", edits=[refused])], "campaign.max_retries=0"
     )
@@ -2420,14 +2421,29 @@ def test_a_run_whose_disk_refused_its_writes_is_re_queued_free_and_stops_the_cam
         campaign.run()
     change = trial_named(campaign, "cache in memory")
     assert change.user_attrs["status"] == "lost", change.user_attrs
-    assert "refused train.py's writes" in change.user_attrs["reason"], change.user_attrs
+    assert change.user_attrs["reason"].startswith("lost: a disk quota refused train.py's writes ("), (
+        change.user_attrs
+    )
     (retry,) = campaign.ledger.queued_for("retry_of", change.number)
     assert retry.state == TrialState.WAITING and retry.user_attrs["retries"] == 0
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"trial {change.number}:")]
     assert said[-1].endswith("re-queued (free: disk full, it costs none of campaign.max_retries=0)"), said
     exp_dir = experiment_dir(campaign.dir, change.number)
     assert str(stopped.value).startswith(
-        f"the disk of the campaign folder {campaign.dir} is full: trial {change.number}'s train.py "
-        f"could not write in {exp_dir} ("
+        f"trial {change.number} could not write in {exp_dir}: a disk quota refused train.py's writes ("
     ), stopped.value
     assert "\n" not in str(stopped.value)
+
+
+def test_no_space_on_another_disk_is_still_the_changes_crash(tmp_path: Path) -> None:
+    """ "No space left on device" where the run's folder has room is another disk's (a change that
+    fills /dev/shm with more loader workers, or the node's /tmp): the change's crash, not a full
+    campaign disk that stops the campaign."""
+    elsewhere = Edit("CRASH = False\n", "CRASH = False\nraise OSError(28, 'No space left on device')\n")
+    campaign = scripted_campaign(
+        tmp_path, [Candidate("more workers", edits=[elsewhere])], "campaign.max_retries=0"
+    )
+    campaign.run()
+    change = trial_named(campaign, "more workers")
+    assert change.user_attrs["status"] == "crash", change.user_attrs
+    assert change.user_attrs["reason"].endswith("No space left on device"), change.user_attrs

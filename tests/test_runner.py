@@ -594,7 +594,7 @@ def test_a_disk_filled_by_others_is_not_the_changes_crash(tmp_path: Path) -> Non
     started_json_and_reserve = str(runner.RESERVE_BYTES + 8192)
     outcome = run_on_a_small_disk(tmp_path, writes_its_result, started_json_and_reserve)
     assert outcome["status"] == "lost" and outcome["disk_full"], outcome
-    assert "refused train.py's writes (0 KiB free, " in outcome["reason"], outcome
+    assert "refused train.py's writes (0 KiB free in its folder, " in outcome["reason"], outcome
     assert outcome["reason"].endswith("No space left on device"), outcome
 
 
