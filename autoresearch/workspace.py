@@ -54,9 +54,8 @@ def sha256_file(path: Path) -> str:
 def apply_edits(source: str, edits: list[Edit]) -> str:
     """Apply search/replace blocks in order; each search must match exactly once."""
     for i, edit in enumerate(edits, start=1):
-        _check_edit_path(edit.path)
-        if len(edit.search) > MAX_EDIT_CHARS or len(edit.replace) > MAX_EDIT_CHARS:
-            raise InvalidCandidate(f"edit {i} is too large (over {MAX_EDIT_CHARS} characters)")
+        if why := edit_problem(edit, i):
+            raise InvalidCandidate(why)
         if not edit.search:
             raise InvalidCandidate(f"edit {i} has an empty search block")
         count = source.count(edit.search)
@@ -67,10 +66,15 @@ def apply_edits(source: str, edits: list[Edit]) -> str:
     return source
 
 
-def _check_edit_path(path: str) -> None:
-    normalized = Path(path.strip())
+def edit_problem(edit: Edit, number: int) -> str:
+    """Why edit `number` can change no frontier's train.py (another file, too large), or ''. It
+    does not depend on the frontier, so a proposer is told in the wave (`agent.tools.check_wave`)."""
+    normalized = Path(edit.path.strip())
     if normalized.is_absolute() or ".." in normalized.parts or str(normalized) != EDITABLE_FILE:
-        raise InvalidCandidate(f"edits may only change {EDITABLE_FILE}; refused an edit to {quoted(path)}")
+        return f"edits may only change {EDITABLE_FILE}; refused an edit to {quoted(edit.path)}"
+    if len(edit.search) > MAX_EDIT_CHARS or len(edit.replace) > MAX_EDIT_CHARS:
+        return f"edit {number} is too large (over {MAX_EDIT_CHARS} characters)"
+    return ""
 
 
 def _preview(text: str, limit: int = 60) -> str:
@@ -96,8 +100,12 @@ def check_source(source: str) -> None:
 def _source_problem(source: str) -> str:
     """What is wrong with a train.py, or ''. Cached: every knob-only candidate checks the frontier
     itself again, and a check (parse and walk) costs milliseconds the controller needs at scale."""
-    if too_long := length_problem(source, "edited train.py"):
-        return too_long
+    return length_problem(source, "edited train.py") or code_problem(source)
+
+
+def code_problem(source: str) -> str:
+    """Why an edited train.py cannot run as code, whatever its size: it does not parse, or it
+    writes to the harness module. Also said in the wave that proposes it (`check_wave`)."""
     try:
         tree = parsed(source)
     except SyntaxError as err:
@@ -141,7 +149,10 @@ RESULT_CALLS = ("evaluate_bpb", "write_result")
 def result_problem(frontier_source: str, source: str) -> str:
     """Why edits that made `source` leave it no way to write a result, or '': a function of
     RESULT_CALLS that the frontier's train.py names and `source` names nowhere (its call deleted,
-    or commented out). Such a run trained for its whole budget and crashed with no result."""
+    or commented out). Such a run trained for its whole budget and crashed with no result. A
+    `source` that cannot run as code (it does not parse) is `code_problem`'s to say."""
+    if code_problem(source):
+        return ""
     gone = [name for name in RESULT_CALLS if name in _names(frontier_source) and name not in _names(source)]
     if not gone:
         return ""

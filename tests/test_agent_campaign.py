@@ -2,7 +2,7 @@
 
 Only the HTTP transport is fake (`autoresearch.agent.fakeapi`); everything above it is the code a
 real campaign runs: Hydra composition, `make_proposer`, the local fleet, the runner, the study.
-Wave 1 mixes a good change, a grid, four edits the engine must refuse and one that crashes;
+Wave 1 mixes a good change, a grid, an edit the engine must refuse and one that crashes;
 wave 2 must see every refusal, reads the crash log and repairs it (once too often); then the API
 is overloaded and the offline proposer fills the waves. A canary key is hunted in every file after.
 """
@@ -61,24 +61,12 @@ def candidate(description: str, *, edits=(), knobs=(), fix_of: int | None = None
     }
 
 
-# Refused by the engine (not by the proposer's own checks), each with the words of its reason.
-# `path` is not in the strict schema: a model that ignores the schema can still send it.
+# Refused by the engine (not by the proposer's own checks: the frontier may move before it is
+# queued), each with the words of its reason.
 BAD = {
     "edit whose search text is absent": (
         {"search": "DROPOUT = 0.1", "replace": "DROPOUT = 0.0"},
         "does not occur in train.py",
-    ),
-    "edit of the harness": (
-        {"search": "SEED = ", "replace": "SEED = 0 and ", "path": "prepare.py"},
-        "refused an edit to 'prepare.py'",
-    ),
-    "edit escaping the workspace": (
-        {"search": "WIDTH = 64", "replace": "WIDTH = 96", "path": "../train.py"},
-        "refused an edit to '../train.py'",
-    ),
-    "huge edit": (
-        {"search": "SECONDS = 0.2", "replace": "SECONDS = 0.2\n" + "#" * (MAX_EDIT_CHARS + 1)},
-        "too large",
     ),
 }
 
@@ -639,14 +627,11 @@ DROP_RESULT = candidate(
 )
 
 
-def test_an_edit_that_removes_the_result_call_is_refused_in_the_wave_and_costs_no_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Claude comments out train.py's prepare.write_result call (the summary block's end): the
-    run trained for its whole budget and crashed 'the harness wrote no result', an experiment
-    spent on a train.py that could never give one. It is refused in the same wave, saying which
-    call, the model mends it, and the budget goes to runs that give a result. (The engine refuses
-    it too, for a frontier that moved: test_proposals_and_workspace.)"""
+def refused_then_mended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: list[dict[str, Any]]
+) -> tuple[str, list[dict[str, Any]]]:
+    """A Claude campaign of one change whose first wave proposes only `refused`: what the tool
+    answered it, and the attributes of every trial launched (the canary key is in no file)."""
     canary = f"sk-ant-canary-{uuid.uuid4().hex}"
     monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
     monkeypatch.chdir(REPO)
@@ -654,10 +639,10 @@ def test_an_edit_that_removes_the_result_call_is_refused_in_the_wave_and_costs_n
 
     def mend(body: dict[str, Any]) -> dict[str, Any]:
         refusals.append(str(body["messages"][-1]["content"][0]["content"]))
-        return tool_call("propose_wave", {"rationale": "kept the call", "candidates": [GOOD], "grids": []})
+        return tool_call("propose_wave", {"rationale": "mended", "candidates": [GOOD], "grids": []})
 
     GOOD = candidate("LR=0.04", knobs=[knob("LR", 0.04)])
-    first = {"rationale": "a quieter end", "candidates": [DROP_RESULT], "grids": []}
+    first = {"rationale": "a few ideas", "candidates": refused, "grids": []}
     api = ScriptedAPI(
         [tool_call("propose_wave", first), mend], models=[MODEL], default=lambda body: overloaded()
     )
@@ -675,12 +660,61 @@ def test_an_edit_that_removes_the_result_call_is_refused_in_the_wave_and_costs_n
     fleet = make_fleet(cfg.cluster, deadline_seconds(cfg), str(campaign_dir))
     summary = Campaign(cfg, campaign_dir, fleet, proposer).run()
 
-    assert len(refusals) == 1 and "remove train.py's call of prepare.write_result" in refusals[0]
+    assert len(refusals) == 1, refusals
     assert "\n" not in refusals[0].removeprefix("Rejected, nothing was run: ")
     study = load(campaign_dir)
-    assert not [t for t in study.trials if t.user_attrs.get("description") == "quieter end"]
+    descriptions = {c["description"] for c in refused}
+    assert not [t for t in study.trials if t.user_attrs.get("description") in descriptions]
     launched = [t.user_attrs for t in study.trials if "exp_dir" in t.user_attrs]
     assert summary.stop_reason.startswith("experiments budget reached"), summary
     assert all(a["status"] != "crash" for a in launched), [a.get("reason") for a in launched]
     assert "LR=0.04" in {a["description"] for a in launched}
     assert not [f for f in all_files(campaign_dir) if canary.encode() in f.read_bytes()]
+    return refusals[0], launched
+
+
+def test_an_edit_that_removes_the_result_call_is_refused_in_the_wave_and_costs_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claude comments out train.py's prepare.write_result call (the summary block's end): the
+    run trained for its whole budget and crashed 'the harness wrote no result', an experiment
+    spent on a train.py that could never give one. It is refused in the same wave, saying which
+    call, the model mends it, and the budget goes to runs that give a result. (The engine refuses
+    it too, for a frontier that moved: test_proposals_and_workspace.)"""
+    refusal, _ = refused_then_mended(tmp_path, monkeypatch, [DROP_RESULT])
+    assert "remove train.py's call of prepare.write_result" in refusal
+
+
+# Edits no frontier can run: each was refused only when queued (an invalid trial, told a wave late).
+NEVER_RUNS = {
+    "edit of the harness": (
+        {"search": "SEED = ", "replace": "SEED = 0 and ", "path": "prepare.py"},
+        "refused an edit to 'prepare.py'",
+    ),
+    "edit escaping the workspace": (
+        {"search": "WIDTH = 64", "replace": "WIDTH = 96", "path": "../train.py"},
+        "refused an edit to '../train.py'",
+    ),
+    "huge edit": (
+        {"search": "SECONDS = 0.2", "replace": "SECONDS = 0.2\n" + "#" * (MAX_EDIT_CHARS + 1)},
+        f"edit 1 is too large (over {MAX_EDIT_CHARS} characters)",
+    ),
+    "unclosed bracket": (
+        {"search": "WIDTH = 64", "replace": "WIDTH = (64"},
+        "edited train.py does not parse: line ",
+    ),
+}
+
+
+def test_edits_no_frontier_can_run_are_refused_in_the_wave_and_cost_no_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit of prepare.py, of ../train.py, one of too many characters, and one that leaves
+    train.py unable to parse were queued and refused by the engine: an invalid trial each, a place
+    of the wave lost, and the model told only in the next wave's prompt. They are refused in the
+    wave, each named with its reason, the model mends it, and no invalid trial is left."""
+    bad = [candidate(desc, edits=[edit]) for desc, (edit, _) in NEVER_RUNS.items()]
+    refusal, _ = refused_then_mended(tmp_path, monkeypatch, bad)
+    for description, (_, words) in NEVER_RUNS.items():
+        assert f"candidate {description!r}: " in refusal and words in refusal, refusal
+    assert "call of prepare" not in refusal  # (a train.py that does not parse still has its calls)

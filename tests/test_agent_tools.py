@@ -565,3 +565,29 @@ def test_an_edit_that_retypes_a_declared_knobs_constant_is_refused_in_the_same_w
             parse_proposal(raw, sample_context())
     for kept in ("DEPTH = 10", "DEPTH = 2 * 5", "DEPTH = int(depth_from_env())"):
         assert parse_proposal(wave(cand(edits=[{"search": "DEPTH = 8", "replace": kept}])), sample_context())
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        ({"search": "DEPTH", "replace": "D", "path": "prepare.py"}, "refused an edit to 'prepare.py'"),
+        ({"search": "DEPTH = 8", "replace": "DEPTH = 9", "path": "../x"}, "refused an edit to '../x'"),
+        ({"search": "DEPTH = 8", "replace": "DEPTH = 9", "path": "/tmp/train.py"}, "edit to '/tmp/train.py'"),
+        (
+            {"search": "DEPTH = 8", "replace": "DEPTH = 8\n" + "#" * MAX_EDIT_CHARS},
+            f"edit 1 is too large (over {MAX_EDIT_CHARS} characters)",
+        ),
+        ({"search": "DEPTH = 8", "replace": "DEPTH = (8"}, "edited train.py does not parse: line 2: "),
+        ({"search": "DEPTH = 8", "replace": "DEPTH = 8\nprepare.SEED = 1"}, "may not modify the harness"),
+    ],
+)
+def test_an_edit_no_frontier_can_run_is_refused_in_the_wave(edit: dict[str, str], why: str) -> None:
+    """Another file, too many characters, a train.py that does not parse: the engine refused it
+    when it queued it (an invalid trial, a place of the wave lost, told a wave later). The frontier
+    moving changes none of it, so the model is told in the wave, in the engine's words."""
+    with pytest.raises(InvalidCandidate, match=re.escape(why)):
+        build_source(SAMPLE_TRAIN_PY, [Edit(**edit)], {})
+    grid = {"description": "g", "factors": [{"name": "LR", "levels": ["0.02"]}], "shared_edits": [edit]}
+    for raw in (wave(cand(edits=[edit], knobs=[])), wave(grids=[grid])):
+        with pytest.raises(ProposalError, match=re.escape(why)):
+            parse_proposal(raw, sample_context())

@@ -28,6 +28,8 @@ from autoresearch.workspace import (
     MAX_TRAIN_PY_CHARS,
     InvalidCandidate,
     apply_edits,
+    code_problem,
+    edit_problem,
     length_problem,
     result_problem,
 )
@@ -359,7 +361,9 @@ def check_wave(
 ) -> list[str]:
     """What the proposer can be told now, while it can still correct it in the same wave, rather
     than find refused in the next one's prompt. Edits that do not apply are left to the engine,
-    which says why when it queues them (the frontier may have moved by then)."""
+    which says why when it queues them (the frontier may have moved by then); an edit of another
+    file or of too many characters, and edits that leave train.py unable to parse, are said here:
+    no frontier makes them run."""
     problems: list[str] = []
     if not wave.candidates and not wave.grids:
         problems.append("the wave is empty: give at least one candidate or grid")
@@ -400,7 +404,9 @@ def check_wave(
                 problems.append(f"{where}: an edit has an empty search text")
             elif edit.search == edit.replace:
                 problems.append(f"{where}: an edit replaces a text by itself")
+        problems += _edit_problems(cand.edits, where)
         edited = _edited(context, cand.edits)
+        problems += _code_problems(edited, where)
         problems += _length_problems(context, edited, where)
         problems += _result_problems(context, edited, where)
         problems += _retype_problems(context, frontier_types, edited, where)
@@ -428,7 +434,9 @@ def check_wave(
         for edit in grid.shared_edits:
             if not edit.search:
                 problems.append(f"{where}: a shared edit has an empty search text")
+        problems += _edit_problems(grid.shared_edits, where)
         edited = _edited(context, grid.shared_edits)
+        problems += _code_problems(edited, where)
         problems += _length_problems(context, edited, where)
         problems += _result_problems(context, edited, where)
         problems += _retype_problems(context, frontier_types, edited, where)
@@ -474,6 +482,21 @@ def _edited(context: CampaignContext, edits: list[Edit]) -> _Edited:
         return _Edited(True, apply_edits(context.frontier_source, edits))
     except InvalidCandidate:
         return _Edited(True, None)
+
+
+def _edit_problems(edits: list[Edit], where: str) -> list[str]:
+    """Edits of another file than train.py, or too large: the engine refuses them when it queues
+    them, whatever its frontier (`workspace.edit_problem`), so say it now."""
+    return [f"{where}: {why}" for i, edit in enumerate(edits, start=1) if (why := edit_problem(edit, i))]
+
+
+def _code_problems(edited: _Edited, where: str) -> list[str]:
+    """Edits that leave train.py unable to parse (or writing to the harness): the engine refuses
+    them when it queues them (`workspace.code_problem`), so say it now, with the line."""
+    if not edited.edits or edited.source is None:
+        return []
+    why = code_problem(edited.source)
+    return [f"{where}: {why}: mend the edits"] if why else []
 
 
 def _length_problems(context: CampaignContext, edited: _Edited, where: str) -> list[str]:
