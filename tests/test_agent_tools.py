@@ -591,3 +591,17 @@ def test_an_edit_no_frontier_can_run_is_refused_in_the_wave(edit: dict[str, str]
     for raw in (wave(cand(edits=[edit], knobs=[])), wave(grids=[grid])):
         with pytest.raises(ProposalError, match=re.escape(why)):
             parse_proposal(raw, sample_context())
+
+
+def test_grid_levels_train_py_would_be_given_as_one_are_refused_as_repeats() -> None:
+    """Levels 1 and 1.0 of a float constant are one train.py (an int is written as a float there):
+    compared as JSON they passed, and the engine skipped the second cell as a twin of the first. Over
+    a constant whose type the syntax cannot tell, they are written as given: two train.py files."""
+    one, one_point_zero = (build_source(TYPED_TRAIN_PY, [], {"WARMUP": v}) for v in (1, 1.0))
+    assert one == one_point_zero
+    grid = {"description": "g", "factors": [{"name": "WARMUP", "levels": ["0.5", "1", "1.0"]}]}
+    why = "factor WARMUP repeats a level (1 and 1.0 are both written WARMUP = 1.0): give each level once"
+    with pytest.raises(ProposalError, match=re.escape(why)):
+        parse_proposal(wave(grids=[grid]), typed_context())
+    untyped = {"description": "g", "factors": [{"name": "SCHEDULE", "levels": ["1", "1.0"]}]}
+    assert parse_proposal(wave(grids=[untyped]), typed_context()).grids[0].size() == 2

@@ -444,10 +444,27 @@ def check_wave(
         for name, levels in grid.factors.items():
             if any(v is None for v in levels):
                 problems.append(f"{where}: factor {name} has a null level; grid levels must be values")
-            if len({json.dumps(v) for v in levels}) != len(levels):
-                problems.append(f"{where}: factor {name} repeats a level")
+            problems += _repeated_levels(name, levels, edited, where)
             check_knob(name, levels, known, edited, where)
     return problems
+
+
+def _repeated_levels(name: str, levels: list[Any], edited: _Edited, where: str) -> list[str]:
+    """A level the factor gives again as train.py would be written (`as_written`, then `repr` by
+    `set_knobs`): 1 and 1.0 over a float constant make one train.py twice, and the engine skips
+    the second cell as a twin of the first, a place of the wave lost."""
+    types = edited.types()
+    first: dict[str, Any] = {}  # the first level written as each text
+    for level in levels:
+        text = repr(as_written({name: level}, types)[name])
+        if text not in first:
+            first[text] = level
+        elif repr(first[text]) == repr(level):
+            return [f"{where}: factor {name} repeats a level"]
+        else:
+            both = f"{first[text]!r} and {level!r} are both written {name} = {_clip(text, 60)}"
+            return [f"{where}: factor {name} repeats a level ({both}): give each level once"]
+    return []
 
 
 def _tier_problems(tier: str, context: CampaignContext, where: str) -> list[str]:
