@@ -65,15 +65,23 @@ class Grid:
             n *= len(levels)
         return n
 
+    def cell_description(self, knobs: dict[str, KnobValue]) -> str:
+        """The description of the cell of these settings: the grid's, then the settings."""
+        return f"{self.description} [{', '.join(f'{k}={v}' for k, v in knobs.items())}]"
+
+    def longest_cell_description(self) -> int:
+        """The length of its longest cell's description, found without building the cells."""
+        longest = {name: max(levels, key=lambda v: len(str(v))) for name, levels in self.factors.items()}
+        return len(self.cell_description(longest))
+
     def expand(self) -> Iterator[Candidate]:
         """All level combinations, in a stable order, each described by its settings. Lazily: a
         grid's size is a product, and only the first cells up to a wave's cap are ever needed."""
         names = list(self.factors)
         for values in itertools.product(*(self.factors[n] for n in names)):
             knobs = dict(zip(names, values, strict=True))
-            label = ", ".join(f"{k}={v}" for k, v in knobs.items())
             yield Candidate(
-                description=f"{self.description} [{label}]",
+                description=self.cell_description(knobs),
                 hypothesis=self.hypothesis,
                 edits=list(self.shared_edits),
                 knobs=knobs,

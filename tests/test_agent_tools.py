@@ -605,3 +605,23 @@ def test_grid_levels_train_py_would_be_given_as_one_are_refused_as_repeats() -> 
         parse_proposal(wave(grids=[grid]), typed_context())
     untyped = {"description": "g", "factors": [{"name": "SCHEDULE", "levels": ["1", "1.0"]}]}
     assert parse_proposal(wave(grids=[untyped]), typed_context()).grids[0].size() == 2
+
+
+@pytest.mark.parametrize(
+    ("description", "factor"),
+    [
+        ("g", {"name": "NORM", "levels": ['"rms"', '"' + "x" * 192 + '"']}),
+        ("lr sweep " + "x" * 182, {"name": "LR", "levels": ["0.02", "0.03"]}),
+    ],
+)
+def test_a_grid_whose_cells_descriptions_would_pass_the_limit_is_refused(
+    description: str, factor: dict[str, Any]
+) -> None:
+    """A cell is described `description [KNOB=value, ...]`: a long string level, or a description
+    near the limit, made one longer than any candidate's may be, in every table and log line."""
+    grid = {"description": description, "factors": [factor]}
+    with pytest.raises(ProposalError, match=r"would have 2\d\d characters, over the limit of 200"):
+        parse_proposal(wave(grids=[grid]), typed_context())
+    ok = {"description": "g", "factors": [{"name": "NORM", "levels": ['"rms"', '"' + "x" * 191 + '"']}]}
+    cells = list(parse_proposal(wave(grids=[ok]), typed_context()).grids[0].expand())
+    assert max(len(c.description) for c in cells) == 200

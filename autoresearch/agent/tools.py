@@ -20,7 +20,7 @@ from autoresearch.config import AgentConfig
 from autoresearch.fixes import WaveRepairs
 from autoresearch.knob_types import as_written, constant_types, retype_problems, value_problem
 from autoresearch.knobs import KnobError, read_knobs, set_knobs
-from autoresearch.proposals import TIERS, Edit, KnobValue, Wave, plain_line, wave_from_dict
+from autoresearch.proposals import TIERS, Edit, Grid, KnobValue, Wave, plain_line, wave_from_dict
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.sampler import knob_value_problem
 from autoresearch.workspace import (
@@ -430,6 +430,7 @@ def check_wave(
     for grid in wave.grids:
         where = f"grid {grid.description[:60]!r}"
         problems += _description_problems(grid.description, where)
+        problems += _cell_description_problems(grid, where)
         problems += _tier_problems(grid.tier, context, where)
         for edit in grid.shared_edits:
             if not edit.search:
@@ -465,6 +466,22 @@ def _repeated_levels(name: str, levels: list[Any], edited: _Edited, where: str) 
             both = f"{first[text]!r} and {level!r} are both written {name} = {_clip(text, 60)}"
             return [f"{where}: factor {name} repeats a level ({both}): give each level once"]
     return []
+
+
+def _cell_description_problems(grid: Grid, where: str) -> list[str]:
+    """A cell's description is the grid's with its settings (`Grid.cell_description`): a long
+    description or string level made it longer than a candidate's may be, in every table and log
+    line. Refused, not cut: a level cut short could make two cells read alike."""
+    if len(grid.description) > MAX_DESCRIPTION:
+        return []  # (the description's own problem is said)
+    longest = grid.longest_cell_description()
+    if longest <= MAX_DESCRIPTION:
+        return []
+    return [
+        f"{where}: a cell's description, the grid's with its settings [KNOB=value, ...], would have "
+        f"{longest} characters, over the limit of {MAX_DESCRIPTION}: shorten the description, or "
+        "propose a long string level as a candidate of its own"
+    ]
 
 
 def _tier_problems(tier: str, context: CampaignContext, where: str) -> list[str]:
