@@ -61,7 +61,7 @@ from autoresearch.heartbeat import controller_state
 from autoresearch.intake import Intake
 from autoresearch.launcher import MAX_DEAD_EXPLORATIONS
 from autoresearch.ledger import MEASUREMENT_KINDS
-from autoresearch.proposals import Candidate, Edit, Wave
+from autoresearch.proposals import Candidate, Edit, Grid, Wave
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.results import render, row_of, rows
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
@@ -1172,6 +1172,20 @@ def test_a_twin_of_a_train_py_that_ran_is_skipped_and_one_of_a_crash_runs(tmp_pa
     assert len({t.user_attrs["run_key"] for t in runs}) == 1
     assert [t.user_attrs["status"] for t in runs] == ["crash"] * 3, [t.user_attrs["reason"] for t in runs]
     assert second.ledger.ran(runs[0].user_attrs["run_key"]) == set()
+
+
+def test_a_grid_whose_only_cell_is_the_frontier_spends_no_run(tmp_path: Path) -> None:
+    """propose_wave refuses a candidate of the frontier's own values, not a grid cell of them: the
+    launcher skips that cell, its train.py the frontier's, and nothing runs."""
+    campaign = scripted_campaign(tmp_path, [], "campaign.validate_seeds=0", "cluster.cpu_slots=1")
+    at_the_frontier = Grid("at the frontier", {"LR": [0.01], "WIDTH": [64]})
+    campaign.proposer.propose = lambda context: Wave(grids=[at_the_frontier], source="script")  # type: ignore[method-assign]
+    campaign.run()
+    cell = trial_named(campaign, "at the frontier [LR=0.01, WIDTH=64]")
+    assert cell.user_attrs["status"] == "skip" and "exp_dir" not in cell.user_attrs
+    assert cell.user_attrs["reason"] == "no change: already part of the frontier"
+    launched = [t.user_attrs["kind"] for t in campaign.study.trials if "exp_dir" in t.user_attrs]
+    assert launched and set(launched) == {"baseline"}
 
 
 def test_a_queued_change_that_a_keep_overwrote_is_skipped_not_blamed(tmp_path: Path) -> None:
