@@ -54,6 +54,7 @@ from autoresearch.fleet.factory import plan_fleet
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
 from autoresearch.fleet.slurm import SlurmFleet, run_array_task
 from autoresearch.fleet.slurm_states import (
+    STALE,
     attempt_state,
     outcome_for_state,
     parse_sacct,
@@ -268,7 +269,9 @@ def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
     assert states["12_1"] == ["NODE_FAIL", "PENDING"]
     assert attempt_state(states["12_1"], 0) == "NODE_FAIL"
     assert attempt_state(states["12_1"], 1) == "PENDING"
-    assert attempt_state(["RUNNING", "PENDING"], 0) == "REQUEUED"  # a stale record of a requeued attempt
+    assert attempt_state(["RUNNING", "PENDING"], 0) == STALE  # its end (REQUEUED? NODE_FAIL?) not written yet
+    assert attempt_state(["REQUEUED", "PENDING"], 0) == "REQUEUED"  # (REQUEUED is also a queued job's state)
+    assert outcome_for_state(STALE, 7) is None  # not over until then
     assert attempt_state(states["12_1"], 2) == ""
     assert outcome_for_state(states["13"][0], 7) == {
         "trial": 7,
@@ -1962,6 +1965,66 @@ def test_an_experiment_requeued_by_hand_runs_again_at_no_cost_to_its_retries(
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE, [u.user_attrs for u in retry]
     assert "costs none of campaign.max_retries=0" in (campaign / "controller.log").read_text()
     _assert_no_double_count(campaign, study, held.run_log)
+
+
+def _attempts(job: str) -> list[str]:
+    """sacct's states of each attempt of a job (the sacct first on PATH)."""
+    return (slurm_states.job_states({job}) or slurm_states.SacctAnswer({}, {})).states.get(job, [])
+
+
+@pytest.mark.slurm
+def test_a_node_failure_whose_end_slurmdbd_has_not_written_waits_for_it_and_costs_a_retry(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node failure requeues a --requeue job as a person's `scontrol requeue` does; before
+    slurmdbd writes the failed attempt's end, sacct shows it running while the rerun waits. That
+    record was taken for a requeue, free, though a node failure (a train.py that exhausts its
+    node's memory) costs a retry. It is now judged once the end is written (NODE_FAIL: a retry),
+    and an end never written (lost with slurmctld) is a restart of no known cause (a retry too)."""
+    for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS"):  # every poll asks and judges
+        monkeypatch.setattr(slurm_fleet, knob, 0.0)
+    real_sacct, unwritten = shutil.which("sacct"), tmp_path / "end-unwritten"
+    # While `unwritten` exists, sacct shows the failed attempt as slurmdbd did before its end came.
+    shown = f'"{real_sacct}" "$@" | sed "s/|NODE_FAIL|/|RUNNING|/"'
+    sacct = f'if [ -e "{unwritten}" ]; then {shown}; exit; fi; exec "{real_sacct}" "$@"'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sacct=sacct)}:{os.environ['PATH']}")
+    sbatch = ["sbatch", "--parsable", "--requeue", "-p", "h100", "-o", "/dev/null", "--wrap", "sleep 600"]
+    job = subprocess.run(sbatch, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=600, campaign_dir=str(tmp_path))
+    assert fleet.reattach(
+        JobSpec(1, make_experiment(tmp_path, "", name="e1", trial=1), "h100"), f"slurm:h100:{job}"
+    )
+    node = socket.gethostname().split(".")[0]
+    try:
+        wait_for(lambda: queue_states({job}) == {job: ["RUNNING"]}, 60, "the job to run")
+        unwritten.touch()
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=test"], check=True)
+        wait_for(lambda: len(_attempts(job)) == 2, 60, "the failed attempt's rerun in sacct")
+        assert _attempts(job)[0] == "RUNNING"  # (as slurmdbd shows it until the end is written)
+        for _ in range(3):
+            assert fleet.poll() == []  # how the attempt ended is not written yet: not over
+        unwritten.unlink()
+        finished: list[Finished] = []
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the written end to be judged")
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
+        subprocess.run(["scancel", job], check=False)
+    assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
+        (1, "lost", "Slurm NODE_FAIL")
+    ]
+    assert "taken_off" not in finished[0].outcome  # (a retry, not free)
+    # An end slurmdbd never writes (lost with slurmctld: a runaway job) is waited for UNKNOWN_SECONDS.
+    unwritten.touch()
+    monkeypatch.setattr(slurm_fleet, "UNKNOWN_SECONDS", 0.0)
+    again = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=600, campaign_dir=str(tmp_path))
+    assert again.reattach(
+        JobSpec(2, make_experiment(tmp_path, "", name="e2", trial=2), "h100"), f"slurm:h100:{job}"
+    )
+    [ended] = again.poll()
+    assert (
+        ended.outcome["reason"] == "Slurm restarted it (no record says why)"
+        and "taken_off" not in ended.outcome
+    )
 
 
 @pytest.mark.slurm

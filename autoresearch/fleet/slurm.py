@@ -58,6 +58,8 @@ from autoresearch.fleet.slurm_states import (
     CLOSED,
     HELD,
     NEVER_STARTS,
+    RESTARTED,
+    STALE,
     attempt_state,
     cluster_settings,
     dropped_tasks,
@@ -107,6 +109,7 @@ class _Tracked:
     deadline: float | None = None  # set when the runner starts: queue time does not count, nor
     # suspended time (`_past_deadline`): this controller's count of it, from the states Slurm showed
     over_since: float | None = None  # when it was first seen over (by Slurm, or the runner interrupted)
+    stale_since: float | None = None  # when sacct first showed its attempt STALE (no end written yet)
     # How long Slurm (sacct, or squeue in its stead) has answered without a record of it, and
     # when that was last counted (None while nobody answers: the clock stops).
     unknown_for: float = 0.0
@@ -571,7 +574,8 @@ class SlurmFleet:
                 )
             lost = {"trial": t.job.trial, "status": "lost", "reason": reason}
             return self._done(t, lost, abandon=True)
-        over = outcome_for_state(attempt_state(attempts, attempt), t.job.trial)
+        state = self._written_state(t, attempts, attempt, now)
+        over = outcome_for_state(state, t.job.trial)
         if outcome is not None:  # the runner was interrupted: Slurm knows by what
             t.over_since = t.over_since or now
             if over is None:  # not over in sacct yet; after a while the runner's word stands
@@ -590,12 +594,21 @@ class SlurmFleet:
         t.over_since = t.over_since or now
         if over["status"] != "lost" and now - t.over_since < SETTLE_SECONDS:
             return None  # the result may still be on its way through the shared file system
-        if (
-            attempt_state(attempts, attempt).startswith("FAILED")
-            and not (t.job.exp_dir / STARTED_FILE).exists()
-        ):
+        if state.startswith("FAILED") and not (t.job.exp_dir / STARTED_FILE).exists():
             over = self._failed_before_the_runner(t, slurm_id)
         return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
+
+    def _written_state(self, t: _Tracked, attempts: list[str], attempt: int, now: float) -> str:
+        """The attempt's state in sacct; for a record whose end slurmdbd has not written (STALE),
+        '' (not over) while it may still come, so that a node failure is not taken for a free
+        requeue, nor a requeue for a node failure: the one judgement is made on the written end.
+        An end UNKNOWN_SECONDS overdue was lost (a runaway job): RESTARTED, a cause no record gives."""
+        state = attempt_state(attempts, attempt)
+        if state != STALE:
+            t.stale_since = None
+            return state
+        t.stale_since = t.stale_since or now
+        return RESTARTED if now - t.stale_since >= UNKNOWN_SECONDS else ""
 
     def _failed_before_the_runner(self, t: _Tracked, slurm_id: str) -> dict[str, Any]:
         """A job that failed before its runner began: the experiment never ran, so it is no crash

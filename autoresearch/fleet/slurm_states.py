@@ -23,10 +23,16 @@ DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's MaxArraySize unless a site sets it
 # Slurm's terminal states, and what each means for the experiment.
 INFRA_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REQUEUED", "DEADLINE", "REVOKED", "RESTARTED"}
 # An attempt that a later one followed, its cause in no record: squeue's restart count while sacct
-# fails. A node failure is as likely as a requeue, so it costs a retry: free, an experiment that
-# kills its node ran again for the whole outage. (sacct's own record of an attempt still running
-# while a later one waits is an `scontrol requeue` caught before slurmdbd wrote it: REQUEUED.)
+# fails, or sacct's record of an attempt whose end never came (`STALE`, below). A node failure is
+# as likely as a requeue, so it costs a retry: free, an experiment that kills its node ran again
+# for the whole outage.
 RESTARTED = "RESTARTED"
+# sacct's record of an attempt still active while a later attempt follows: slurmdbd has not
+# written how it ended, which decides what it costs: REQUEUED (`scontrol requeue`) is free,
+# NODE_FAIL (which also requeues a --requeue job, and which a train.py that exhausts its node's
+# memory causes) costs a retry. Not over until the end is written; one never written (lost
+# with slurmctld: a runaway job) is RESTARTED.
+STALE = "STALE"
 EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
 CANCELLED = "CANCELLED"
 # Taken off its node from outside, by a job of higher priority or a person's `scontrol requeue`:
@@ -79,15 +85,13 @@ def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
 
 
 def attempt_state(attempts: list[str], attempt: int) -> str:
-    """The state of one attempt of a job ('' if sacct does not show it yet).
-
-    A record that a later attempt follows was requeued, whatever it still says.
-    """
+    """The state of one attempt of a job ('' if sacct does not show it yet); STALE for a record
+    a later attempt follows while it still says the attempt is active (REQUEUED is its end)."""
     if attempt >= len(attempts):
         return ""
     state = attempts[attempt]
-    if attempt < len(attempts) - 1 and is_active(state):
-        return "REQUEUED"
+    if attempt < len(attempts) - 1 and is_active(state) and not state.startswith("REQUEUED"):
+        return STALE
     return state
 
 
