@@ -1032,10 +1032,10 @@ def test_a_job_held_pending_is_named_once_with_how_to_release_it(
     cfg.cluster.partitions["h100"].extra_sbatch = {"hold": True}
     fleet = SlurmFleet(cfg.cluster, deadline_s=60, campaign_dir=str(tmp_path / "toy"))
     exp = make_experiment(tmp_path, "print('held')\n", trial=1)
-    job = fleet.submit([JobSpec(1, exp, "h100")])[1].rpartition(":")[2].split("_")[0]
-    assert _held_warnings(fleet, job, caplog) == [
-        f"h100: Slurm holds job {job} pending for JobHeldUser: held by its user; its experiments "
-        f"wait until it is released (scontrol release {job}) or cancelled (scancel {job})"
+    task = fleet.submit([JobSpec(1, exp, "h100")])[1].rpartition(":")[2]
+    assert _held_warnings(fleet, task.split("_")[0], caplog) == [
+        f"h100: Slurm holds job {task} (trial 1) pending for JobHeldUser: held by its user; its experiment "
+        f"waits until released (scontrol release {task}) or cancelled (scancel {task})"
     ]
 
 
@@ -1045,7 +1045,8 @@ def test_a_task_held_within_a_pending_array_is_named_once(
 ) -> None:
     """An administrator's `scontrol hold` of one task of a pending array: squeue gives the hold as
     one of a list of reasons (`None,JobHeldAdmin`), which was not read, so the campaign waited for
-    it in silence."""
+    it in silence. The line then named the array, not the task held nor its experiment, and told
+    to release or cancel the array: the held task and its trial are named."""
     caplog.set_level(logging.WARNING, logger="autoresearch")
     cfg = compose_toy(tmp_path, SLURM, "cluster.partitions.h100.slots=3")
     cfg.cluster.partitions["h100"].extra_sbatch = {"begin": "now+1hour"}
@@ -1053,15 +1054,15 @@ def test_a_task_held_within_a_pending_array_is_named_once(
     exps = [
         JobSpec(i, make_experiment(tmp_path, "print(1)\n", name=f"e{i}", trial=i), "h100") for i in range(3)
     ]
-    task = fleet.submit(exps)[1].rpartition(":")[2]
+    task = fleet.submit(exps)[1].rpartition(":")[2]  # (trial 1: the array's second task)
     job = task.split("_")[0]
     held = subprocess.run(["scontrol", "hold", task], capture_output=True, text=True)
     if held.returncode:  # not left pending in the queue for the hour it waits to begin
         subprocess.run(["scancel", job], check=True)
     assert held.returncode == 0, held.stderr
     assert _held_warnings(fleet, job, caplog) == [
-        f"h100: Slurm holds job {job} pending for JobHeldAdmin: held by an administrator; its experiments "
-        f"wait until it is released (scontrol release {job}) or cancelled (scancel {job})"
+        f"h100: Slurm holds job {task} (trial 1) pending for JobHeldAdmin: held by an administrator; its "
+        f"experiment waits until released (scontrol release {task}) or cancelled (scancel {task})"
     ]
 
 

@@ -530,7 +530,9 @@ class SlurmFleet:
             self._pending_at = time.monotonic()
             pools = {job[0]: t.job.pool for t, _, job in waiting if job}
             pools.update({w: pool for pool, ws in self._workers.items() for w in ws})
-            self._warn_never_starting({i: pools[i] for i in ids if latest(states[i]) == "PENDING"})
+            trials = {job[0]: t.job.trial for t, _, job in waiting if job}
+            pending = {i: pools[i] for i in ids if latest(states[i]) == "PENDING"}
+            self._warn_never_starting(pending, trials)
         for t, outcome, job in waiting:
             finished = self._past_deadline(t, outcome, job, now) or self._judge(
                 t, outcome, job, states, gone, now
@@ -756,29 +758,24 @@ class SlurmFleet:
         start = started_at(t.job.exp_dir) or time.time()  # (a start damaged by hand counts from now)
         return start + self.deadline_s + backstop_grace(self.cluster)
 
-    def _warn_never_starting(self, pending: dict[str, str]) -> None:
+    def _warn_never_starting(self, pending: dict[str, str], trials: dict[str, int]) -> None:
         """Say once per partition and reason when Slurm holds a job pending for a reason that
-        waiting does not cure: its experiments count as running, and would never start. A job held
-        until someone releases it is said once per job; a partition or its nodes out of service
-        (down, inactive, drained), once per partition and state while it lasts: a campaign standing
-        still says why, and again when the partition closes again after its jobs stopped waiting
-        for that."""
+        waiting does not cure: its experiments count as running, and would never start. Jobs held
+        until someone releases them are said once per hold (`_say_held`); a partition or its nodes
+        out of service (down, inactive, drained), once per partition and state while it lasts: a
+        campaign standing still says why, and again when the partition closes again after its jobs
+        stopped waiting for that. `pending` gives each job's pool, `trials` its experiment's trial."""
         jobs = {i.split("_")[0]: pool for i, pool in pending.items()}
         reasons = pending_reasons(set(jobs))
         if reasons is None:  # (squeue cannot tell: nothing said, nothing forgotten)
             return
-        each = sorted((job, reason) for job, listed in reasons.items() for reason in listed)
+        self._say_held(pending, trials, reasons)
+        each = sorted({(task.split("_")[0], reason) for task, listed in reasons.items() for reason in listed})
         closed_now = {(jobs[job], reason) for job, reason in each if job in jobs}
         self._warned -= {key for key in self._warned if key[1] in CLOSED and key not in closed_now}
         for job, reason in each:
             pool = jobs.get(job)
-            if pool and reason in HELD:  # each hold is someone's decision about one job
-                self._say_once(
-                    (job, reason),
-                    f"{pool}: Slurm holds job {job} pending for {reason}: {HELD[reason]}; its experiments "
-                    f"wait until it is released (scontrol release {job}) or cancelled (scancel {job})",
-                )
-            elif pool and reason in CLOSED:
+            if pool and reason in CLOSED:
                 self._say_once(
                     (pool, reason),
                     f"{pool}: Slurm holds job {job} pending for {reason}: {CLOSED[reason]}; its experiments "
@@ -791,6 +788,28 @@ class SlurmFleet:
                     f"experiments may never start: fix cluster.partitions.{pool} and run the command "
                     f"again (scancel -n autoresearch-{pool})",
                 )
+
+    def _say_held(
+        self, pending: dict[str, str], trials: dict[str, int], reasons: dict[str, set[str]]
+    ) -> None:
+        """Say once per hold which jobs it holds, an array's by task, and their experiments' trials:
+        a person holds a task of an array, not the array, and the array's id would release or
+        cancel the others with it (`scancel` of the array ends its running tasks)."""
+        held: dict[tuple[str, str, str], list[str]] = {}  # (pool, job, reason) -> the tasks held
+        for task, listed in reasons.items():
+            for reason in sorted(listed & HELD.keys()):
+                if task in pending:
+                    held.setdefault((pending[task], task.split("_")[0], reason), []).append(task)
+        for (pool, _, reason), tasks in sorted(held.items()):
+            tasks.sort(key=lambda task: int(task.rpartition("_")[2]))
+            numbers = [str(trials[task]) for task in tasks if task in trials]
+            whose = f" (trial{'s' * (len(numbers) > 1)} {', '.join(numbers)})" if numbers else ""
+            self._say_once(
+                (",".join(tasks), reason),
+                f"{pool}: Slurm holds job{'s' * (len(tasks) > 1)} {', '.join(tasks)}{whose} pending for "
+                f"{reason}: {HELD[reason]}; {'its experiment waits' if len(numbers) == 1 else 'the experiments wait'} "
+                f"until released (scontrol release {','.join(tasks)}) or cancelled (scancel {' '.join(tasks)})",
+            )
 
     def _say_once(self, key: tuple[str, str], warning: str) -> None:
         if key not in self._warned:

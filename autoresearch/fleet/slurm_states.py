@@ -365,13 +365,13 @@ def cluster_settings() -> dict[str, str]:
 
 
 def pending_reasons(job_ids: set[str]) -> dict[str, set[str]] | None:
-    """Why Slurm holds each of these jobs pending (squeue's reasons, by job id; an array by its own
-    id); {} for no job, None when squeue cannot tell. Every reason counts: an array is listed once
-    per group of its tasks, and a hold on some of its tasks is added to their reason as a list
-    (`None,JobHeldAdmin`, `BeginTime,JobHeldUser`)."""
+    """Why Slurm holds each of these jobs pending (squeue's reasons, by job id; an array's by task,
+    `A_i`); {} for no job, None when squeue cannot tell. By task, as a hold is: a hold on one task
+    of a pending array is that task's reason alone, where squeue's line for the array (without
+    -r) adds it to the reason of all its tasks (`None,JobHeldAdmin`) and names none."""
     if not job_ids:
         return {}
-    out = query(["squeue", "-h", "-t", "PENDING", "-o", "%F|%r", "-j", ",".join(sorted(job_ids))])
+    out = query(["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i|%r", "-j", ",".join(sorted(job_ids))])
     return None if out is None else parse_pending_reasons(out)
 
 
