@@ -308,28 +308,32 @@ def test_a_controller_job_stopped_by_its_time_limit_says_so(tmp_path: Path, slur
     assert "done (stopped by its Slurm job's time limit)" in (campaign / "controller.log").read_text()
 
 
-def _passed_on(script: str, before: str, during: str) -> list[str]:
+def _passed_on(script: str, before: str, during: str, at: int) -> tuple[list[str], int]:
     """The signals the script's traps pass on to the controller for the stops `before` (traps run
-    before the controller says it is ready) and `during` (run between the first command of the
-    USR2 trap, by which it says so, and the rest). A trap runs between another trap's commands,
-    so the interleaving is played here command by command, with `kill` noted rather than sent (a
-    process may hear two INTs sent at once as one)."""
+    before the controller says it is ready) and `during` (run just before the `at`-th command the
+    USR2 trap runs, by which it says so, its functions' commands counted: 0 for none), and how
+    many commands that trap ran. bash runs a trap between any two commands of another, so the
+    interleaving is played here command by command (a DEBUG trap), with `kill` noted rather than
+    sent (a process may hear two INTs sent at once as one)."""
     block = script[script.index('controller=""') : script.index("(trap '' TERM")]
     harness = f"""
 {block}
 kill() {{ echo "$*"; }}
 body() {{ local t; t=$(trap -p "$1"); t=${{t#"trap -- '"}}; echo "${{t%"' SIG$1"}}"; }}
+stops() {{ for signal in "$@"; do eval "$(body "$signal")"; done; }}
 controller=123
-for signal in {before}; do eval "$(body "$signal")"; done
+stops {before}
 usr2=$(body USR2)
-eval "${{usr2%%;*}}"
-for signal in {during}; do eval "$(body "$signal")"; done
-eval "${{usr2#*;}}"
+n=0
+set -T  # (the DEBUG trap runs in functions too)
+trap '[ "$((++n))" -ne {at} ] || stops {during}' DEBUG
+eval "$usr2"
+trap - DEBUG
+echo "ran $((n - 1))"
 """
-    out = subprocess.run(
-        ["bash", "-c", harness], capture_output=True, text=True
-    ).stdout  # (its status: the last test's)
-    return [line for line in out.splitlines() if line.startswith("-")]
+    out = subprocess.run(["bash", "-c", harness], capture_output=True, text=True, check=True).stdout
+    ran = int(out.splitlines()[-1].split()[1])  # (`eval` its first, less the DEBUG trap's count of `trap -`)
+    return [line for line in out.splitlines() if line.startswith("-")], ran
 
 
 @pytest.mark.parametrize(
@@ -340,6 +344,9 @@ eval "${{usr2#*;}}"
         ("TERM TERM", "", ["-INT 123"]),
         ("USR1 TERM", "", ["-USR1 123"]),
         ("TERM", "TERM", ["-INT 123"]),
+        ("USR1", "TERM", ["-USR1 123"]),
+        ("", "USR1", ["-USR1 123"]),
+        ("TERM", "USR1", ["-INT 123"]),
     ],
 )
 def test_a_stop_as_the_controller_says_it_is_ready_is_passed_on_once(
@@ -347,6 +354,12 @@ def test_a_stop_as_the_controller_says_it_is_ready_is_passed_on_once(
 ) -> None:
     """One scancel whose TERM came just as the controller said it was ready (between the USR2
     trap's `ready=1` and its look at what was held) was passed on twice: the controller took the
-    second INT as a second signal and cut its stop short (exit 130). Stops held until then are
-    passed on as one, the first one's kind."""
-    assert _passed_on(SCRIPT.read_text(), before, during) == passed
+    second INT as a second signal and cut its stop short (exit 130). A TERM after the time limit's
+    USR1, or after another TERM, landing later in that trap (inside its passing on of what was
+    held) was passed on too, an INT beside the USR1. Stops held until the controller says it is
+    ready, and any that land while it says so, are passed on as one, the first one's kind, wherever
+    in the USR2 trap a stop lands."""
+    _, ran = _passed_on(SCRIPT.read_text(), before, during, at=0)
+    assert ran >= 2
+    landed = {at: _passed_on(SCRIPT.read_text(), before, during, at)[0] for at in range(1, ran + 1)}
+    assert landed == dict.fromkeys(landed, passed)
