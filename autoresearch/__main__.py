@@ -49,7 +49,7 @@ from autoresearch.config import AutoresearchConfig, register_configs
 from autoresearch.stop_signals import ignore_stops, install_stop_handlers, stopped_by
 
 if TYPE_CHECKING:
-    from autoresearch.campaign import Campaign
+    from autoresearch.campaign import Campaign, Summary
 
 register_configs()
 log = logging.getLogger("autoresearch")
@@ -120,6 +120,20 @@ def run(cfg: AutoresearchConfig) -> int:
     return code
 
 
+def done_line(summary: Summary) -> str:
+    """The closing line: what ran, what was kept, and the start against the frontier over the seeds
+    both ran (means over different seeds put a seed's luck in the difference)."""
+    # (experiments left in flight by a stop go on; "0 experiments" alone read as nothing running)
+    in_flight = (
+        f", {summary.running} still in flight (the same command collects them)" if summary.running else ""
+    )
+    compared = summary.compared.said() if summary.compared is not None else "val_bpb n/a -> n/a"
+    return (
+        f"done ({summary.stop_reason or 'finished'}): {summary.experiments} experiments, "
+        f"{summary.kept} kept, {summary.crashed} crashed{in_flight}; {compared}"
+    )
+
+
 def run_campaign(campaign: Campaign) -> int:
     """The campaign to its end or stop, then what it found; the exit code (a second stop signal
     raises KeyboardInterrupt here)."""
@@ -151,22 +165,7 @@ def run_campaign(campaign: Campaign) -> int:
             write_failure(err, campaign_dir),
         )
         return EXIT_ERROR
-    best = f"{summary.best:.6f}" if summary.best is not None else "n/a"
-    base = f"{summary.baseline:.6f}" if summary.baseline is not None else "n/a"
-    # (experiments left in flight by a stop go on; "0 experiments" alone read as nothing running)
-    in_flight = (
-        f", {summary.running} still in flight (the same command collects them)" if summary.running else ""
-    )
-    log.info(
-        "done (%s): %d experiments, %d kept, %d crashed%s; val_bpb %s -> %s",
-        summary.stop_reason or "finished",
-        summary.experiments,
-        summary.kept,
-        summary.crashed,
-        in_flight,
-        base,
-        best,
-    )
+    log.info("%s", done_line(summary))
     for line in summary.kept_descriptions:
         log.info("  kept %s", line)
     for line in summary.headline:

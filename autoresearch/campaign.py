@@ -67,7 +67,7 @@ from autoresearch.proposers.base import CampaignContext, ExperimentRecord, KeepR
 from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.report_text import headline
-from autoresearch.results import frontier_value, write_results
+from autoresearch.results import Comparison, compare, write_results
 from autoresearch.resume_changes import setting_changes, tracking_move
 from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
@@ -136,8 +136,7 @@ class Summary:
     experiments: int
     kept: int
     crashed: int
-    baseline: float | None
-    best: float | None
+    compared: Comparison | None  # the start and the frontier over the same seeds (`results.compare`)
     stop_reason: str
     kept_descriptions: list[str] = field(default_factory=list)
     set_up: bool = True  # False: stopped while it set up (the data), so it wrote no report
@@ -845,13 +844,11 @@ class Campaign:
     def summary(self, stop_reason: str, set_up: bool = True) -> Summary:
         done = finished(self.study)
         kept = sorted((t for t in done if t.user_attrs.get("status") == "keep"), key=lambda t: t.number)
-        baseline, best = frontier_value(self.ledger.table())  # screen tier: one kind of hardware, as `status`
         return Summary(
             experiments=sum(1 for t in done if "exp_dir" in t.user_attrs),
             kept=len(kept),
             crashed=sum(1 for t in done if t.user_attrs.get("status") == "crash"),
-            baseline=baseline,
-            best=best,
+            compared=compare(self.ledger.table()),  # screen tier: one kind of hardware, as `status`
             stop_reason=stop_reason,
             kept_descriptions=[f"trial {t.number}: {t.user_attrs.get('description', '')}" for t in kept],
             set_up=set_up,

@@ -12,7 +12,6 @@ import errno
 import itertools
 import math
 import os
-import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from autoresearch.config import time_budget_seconds
 from autoresearch.files import write_atomic, write_failure
 from autoresearch.heartbeat import controller_state, stopped_line
 from autoresearch.plot import plot_progress
-from autoresearch.results import frontier_measured, rerun_values, rows
+from autoresearch.results import Comparison, compare, frontier_measured, rerun_values, rows
 from autoresearch.study import trials
 from autoresearch.thresholds import changes_said, thresholds
 
@@ -58,10 +57,11 @@ class TierResult:
     baseline: list[float]
     frontier: list[float]  # the runs of the latest frontier measured on this tier
     frontier_trial: int | None  # the kept trial that frontier is (None: the start)
+    compared: Comparison  # the two over the seeds both ran, as the keep rule compares versions
 
     @property
     def change(self) -> float:
-        return statistics.fmean(self.frontier) - statistics.fmean(self.baseline)
+        return self.compared.change
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,8 @@ def _tier_results(table: list[dict[str, Any]]) -> list[TierResult]:
     for tier in tiers:
         baseline = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == tier]
         trial, frontier = frontier_measured(table, tier)
-        results.append(TierResult(tier, baseline, frontier, trial))
+        compared = compare(table, tier) or Comparison(math.nan, math.nan, 0)  # (a tier has a baseline)
+        results.append(TierResult(tier, baseline, frontier, trial, compared))
     return results
 
 

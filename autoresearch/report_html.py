@@ -72,11 +72,12 @@ def _result(r: CampaignReport) -> str:
         frontier = _mean(t.frontier) + (f", trial {t.frontier_trial}" if t.frontier_trial is not None else "")
         change = signed(t.change)
         if math.isfinite(t.change):
-            change += f" ({signed(100 * t.change / statistics.fmean(t.baseline), 2)}%)"
+            change += f" ({signed(100 * t.change / t.compared.baseline, 2)}%), {t.compared.over()}"
         body.append([escape(t.tier), _mean(t.baseline), frontier, change])
     legend = (
         "<p class=muted>val_bpb: validation bits per byte, lower is better; ± is the standard "
-        "deviation over the seeds each was run on.</p>"
+        "deviation over the seeds each was run on; the change compares the two on the seeds both "
+        "ran, as the keep rule does, where they share any.</p>"
     )
     return _table(["tier", "baseline val_bpb", "frontier val_bpb", "change"], body, (3,)) + legend
 

@@ -12,6 +12,7 @@ import logging
 import os
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,14 +131,19 @@ def measurements(table: list[dict[str, Any]], version: str, tier: str) -> list[f
     return repeats or [r["val_bpb"] for r in runs if r["status"] == "keep"]
 
 
+def _by_seed(runs: list[dict[str, Any]]) -> dict[int, float]:
+    """val_bpb by seed, the mean where a seed ran twice (runs without a seed left out)."""
+    values: dict[int, list[float]] = defaultdict(list)
+    for r in runs:
+        if r["seed"] not in ("", None):
+            values[int(r["seed"])].append(r["val_bpb"])
+    return {seed: statistics.fmean(v) for seed, v in values.items()}
+
+
 def measured_by_seed(table: list[dict[str, Any]], version: str, tier: str) -> dict[int, float]:
     """`measurements` without the fallback, by seed (the mean where a seed ran twice): what a
     promoted change's re-runs are compared with, seed for seed."""
-    runs: dict[int, list[float]] = defaultdict(list)
-    for r in _runs_of(table, version, tier):
-        if r["status"] in MEASUREMENTS and r["seed"] != "":
-            runs[int(r["seed"])].append(r["val_bpb"])
-    return {seed: statistics.fmean(values) for seed, values in runs.items()}
+    return _by_seed([r for r in _runs_of(table, version, tier) if r["status"] in MEASUREMENTS])
 
 
 def frontier_measured(table: list[dict[str, Any]], tier: str = "screen") -> tuple[int | None, list[float]]:
@@ -163,6 +169,60 @@ def frontier_value(table: list[dict[str, Any]], tier: str = "screen") -> tuple[f
         statistics.fmean(baselines) if baselines else None,
         statistics.fmean(runs) if runs else None,
     )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The start and the frontier on one tier as the keep rule compares two versions: their means
+    over the seeds both ran (`seeds` of them), so a seed's luck is in both figures or neither; over
+    all their runs where they share no seed (`seeds` 0: a frontier measured only by its own run)."""
+
+    baseline: float
+    frontier: float
+    seeds: int
+
+    @property
+    def change(self) -> float:
+        return self.frontier - self.baseline
+
+    def over(self) -> str:
+        """What the two means are over, in words (a reader comparing them with the keep's
+        'on the same seeds' must know whether they are alike)."""
+        if self.seeds:
+            return f"means over the same {self.seeds} seed{'' if self.seeds == 1 else 's'}"
+        return "means over all their runs: no seed ran both"
+
+    def said(self) -> str:
+        """`val_bpb A -> B (over)`, as the closing line says it."""
+        return f"val_bpb {self.baseline:.6f} -> {self.frontier:.6f} ({self.over()})"
+
+
+def frontier_by_seed(table: list[dict[str, Any]], tier: str = "screen") -> dict[int, float]:
+    """`frontier_measured`'s runs by seed: the latest kept version's measurements on a tier (its
+    own run while it has none), else the baseline's."""
+    for keep in reversed([r for r in table if r["status"] == "keep"]):
+        if measurements(table, keep["version"], tier):
+            if repeats := measured_by_seed(table, keep["version"], tier):
+                return repeats
+            return _by_seed([r for r in _runs_of(table, keep["version"], tier) if r["status"] == "keep"])
+    return _by_seed([r for r in table if r["status"] == "baseline" and r["tier"] == tier])
+
+
+def compare(table: list[dict[str, Any]], tier: str = "screen") -> Comparison | None:
+    """The baseline and the frontier on a tier over the seeds both ran (`Comparison`); None
+    where the tier has no baseline. The plain means (`frontier_value`) are over different seeds
+    once a change is kept (the start's baselines at 42-45, its re-runs at 43-45 and 1042), and a
+    seed's luck then moves the difference by more than a kept change may gain."""
+    baseline, frontier = frontier_value(table, tier)
+    if baseline is None or frontier is None:
+        return None
+    start = _by_seed([r for r in table if r["status"] == "baseline" and r["tier"] == tier])
+    now = frontier_by_seed(table, tier)
+    if shared := sorted(set(start) & set(now)):
+        return Comparison(
+            statistics.fmean(start[s] for s in shared), statistics.fmean(now[s] for s in shared), len(shared)
+        )
+    return Comparison(baseline, frontier, 0)
 
 
 def tier_noise(table: list[dict[str, Any]], tier: str) -> float | None:

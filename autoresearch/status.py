@@ -58,7 +58,7 @@ from autoresearch.fleet.local import runner_alive
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, known_not_running, unlaunched_note
 from autoresearch.open_checks import LOG_FILE
-from autoresearch.results import frontier_value, rerun_values, rows
+from autoresearch.results import compare, rerun_values, rows
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
 from autoresearch.study import StudyUnavailable, finished, load_study, reading_storage, trials
 
@@ -320,9 +320,12 @@ def render(
     if config is not None and controller_live:  # (a stopped one says why)
         plain_row(head, "ends", ends_said(config, study, spend))
     kept = [r for r in table if r["status"] == "keep"]
-    baseline, best = frontier_value(table)
-    if baseline is not None:
-        plain_row(head, "val_bpb", f"{baseline:.6f} (baseline) -> {best:.6f}")
+    if (compared := compare(table)) is not None:
+        plain_row(
+            head,
+            "val_bpb",
+            f"{compared.baseline:.6f} (baseline) -> {compared.frontier:.6f} ({compared.over()})",
+        )
 
     parts: list[RenderableType] = [head]  # empty tables are left out: the head says why
     if not kept:

@@ -405,7 +405,7 @@ def simulate(gpus: int, experiments: int, args: argparse.Namespace, runs_dir: Pa
         "speedup": fleet.slot_seconds / (hours * 3600) if hours else 0.0,
         "kept": summary.kept,
         "real": sum(1 for before, after in itertools.pairwise(lineage) if after < before),  # type: ignore[operator]
-        "gain": (summary.baseline or 0.0) - (summary.best or 0.0),
+        "gain": -summary.compared.change if summary.compared else 0.0,  # on the seeds both ran
         "true_gain": lineage[0] - lineage[-1],  # type: ignore[operator]
         "controller_s_per_exp": controller_s / max(ran, 1),
         "allowed_s_per_exp": args.run_minutes * 60 / gpus,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from engine_helpers import (
 )
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
+from rich.console import Console
 
 from autoresearch.agent.usage import UsageLedger
 from autoresearch.budget import PRICE_ATTR
@@ -42,7 +44,7 @@ from autoresearch.proposals import Candidate, Edit, Wave
 from autoresearch.report import Speedup, build_report, busy_hours, write_report
 from autoresearch.report_html import render_html
 from autoresearch.report_text import headline
-from autoresearch.results import rows
+from autoresearch.results import compare, rows
 from autoresearch.study import finished
 from autoresearch.thresholds import THRESHOLDS_ATTR
 
@@ -797,7 +799,7 @@ def test_a_change_that_is_no_number_is_said_so_not_shown_as_plus_nan(tmp_path: P
     page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
     assert "+nan" not in page
     assert "val_bpb 1.900000 (n/a (val_bpb not a number) against the frontier)" in page
-    assert "<td class=num>-0.100000 (-5.00%)</td>" in page  # (the screen tier's, a number)
+    assert "<td class=num>-0.100000 (-5.00%), means over all their runs: no seed ran both</td>" in page
     assert "<td class=num>n/a (val_bpb not a number)</td>" in page  # (the validate tier's)
 
 
@@ -867,3 +869,38 @@ def test_a_results_tsv_given_a_column_by_hand_is_kept_aside_not_overwritten(tmp_
         assert len(read_tsv(results)) > len(lines) - 1 and "notes" not in results.read_text()
     quiet = run_campaign(tmp_path, "campaign.budget.max_experiments=6")  # (its own file: nothing aside)
     assert "an edit by hand" not in quiet.stdout and not (tmp_path / "toy" / "results.edited.2.tsv").exists()
+
+
+def test_the_closing_line_status_and_report_compare_the_start_and_frontier_on_the_same_seeds(
+    tmp_path: Path,
+) -> None:
+    """The baseline ran at seeds 42-45 and the kept change was measured at 43-45 and 1042, with a
+    seed's luck larger than the change: the plain means (1.990 -> 1.9825) showed a quarter of the
+    -0.03 the keep was decided on seed for seed. The closing line, status and the report now
+    compare the two on the seeds both ran, and say so."""
+    from autoresearch.__main__ import done_line
+    from autoresearch.campaign import Summary
+    from autoresearch.status import render
+
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
+    study = optuna.create_study(study_name="toy", storage=optuna.storages.JournalStorage(journal))
+    luck = {42: -0.04, 43: 0.0, 44: 0.01, 45: -0.01, 1042: 0.05}
+    for seed in (42, 43, 44, 45):
+        add_run(study, 2.0 + luck[seed], 0.0, 60.0, status="baseline", tier="screen", run_key="v0", seed=seed)
+    kept = {"tier": "screen", "run_key": "v1", "description": "wider MLP"}
+    add_run(study, 1.97 + luck[42], 70.0, 60.0, status="keep", seed=42, **kept)
+    for seed in (43, 44, 45, 1042):
+        add_run(study, 1.97 + luck[seed], 140.0, 60.0, status="rerun", seed=seed, validates=4, **kept)
+    table = rows(study)
+
+    compared = compare(table)
+    assert compared is not None and compared.seeds == 3
+    assert (compared.baseline, compared.frontier) == pytest.approx((2.0, 1.97))
+    summary = Summary(experiments=9, kept=1, crashed=0, compared=compared, stop_reason="finished")
+    assert done_line(summary).endswith("; val_bpb 2.000000 -> 1.970000 (means over the same 3 seeds)")
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(render(study, tmp_path))
+    said = r"val_bpb +2\.000000 \(baseline\) -> 1\.970000 \(means over the same 3 seeds\)"
+    assert re.search(said, console.export_text())
+    screen = build_report(study, tmp_path, compose_toy(tmp_path)).tiers[0]
+    assert screen.change == pytest.approx(-0.03)
