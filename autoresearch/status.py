@@ -182,7 +182,11 @@ def _rerun_means(by_tier: dict[str, list[float]]) -> str:
 
 # Ran, its decision waiting: for other runs, or for a controller to collect its result (the live
 # one's next look, or none: the controller is gone).
-AWAITING = ("awaiting re-runs", "awaiting comparison", "ended, being collected", "ended, not collected")
+AWAITING_RERUNS = "awaiting re-runs"  # a promoted change: its re-runs decide it
+AWAITING_COMPARISON = "awaiting comparison"  # for the runs it is compared with (a baseline, the frontier's)
+BEING_COLLECTED = "ended, being collected"  # its outcome.json, which the live controller reads next
+NOT_COLLECTED = "ended, not collected"  # its outcome.json, with no controller running to read it
+AWAITING = (AWAITING_RERUNS, AWAITING_COMPARISON, BEING_COLLECTED, NOT_COLLECTED)  # (counted together)
 
 
 RUNNER_GONE = "runner gone"  # a local run whose runner died with its controller: it never ends
@@ -204,11 +208,11 @@ def launch_state(
     did one whose runner died too, which is looked for where its controller stopped (`stopped_on`,
     its host: `local_runner_state`)."""
     if (ended := trial.user_attrs.get("ended_at")) is not None:
-        return AWAITING[0] if trial.user_attrs.get("promoted") else AWAITING[1], ended
+        return AWAITING_RERUNS if trial.user_attrs.get("promoted") else AWAITING_COMPARISON, ended
     exp_dir = trial.user_attrs.get("exp_dir")
     if exp_dir and (outcome := read_json(campaign_dir / exp_dir / OUTCOME_FILE)) is not None:
         ended = outcome.get("ended_at")
-        return AWAITING[2] if collecting else AWAITING[3], ended if finite_number(ended) else None
+        return BEING_COLLECTED if collecting else NOT_COLLECTED, ended if finite_number(ended) else None
     started = read_json(campaign_dir / exp_dir / STARTED_FILE) if exp_dir else None
     if started is None:
         return "pending", trial.user_attrs.get("launched_at")
