@@ -5,6 +5,7 @@ name exists, and the figures they quote from the campaign files are those files'
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import re
@@ -113,6 +114,50 @@ def _is_setting(fields: type, path: list[str]) -> bool:
         else:
             return False
     return True
+
+
+STUDY_SETTERS = {
+    "set_user_attr": 0,
+    "set_system_attr": 0,
+    "set_study_user_attr": 1,
+    "set_study_system_attr": 1,
+}
+
+
+def _study_attrs_set(path: Path) -> set[str]:
+    """The study-level attrs one module sets: `study.set_user_attr(KEY, ...)` (a receiver that is
+    a study) and a storage's `set_study_user_attr(id, KEY, ...)`, KEY a string or a constant of
+    the module; a storage's method passing its own `key` on (a wrapper of another) names none."""
+
+    def module() -> object:  # (imported only where a constant names the key)
+        return importlib.import_module(".".join(path.relative_to(REPO).with_suffix("").parts))
+
+    found = set()
+    for function in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        for call in ast.walk(function):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)):
+                continue
+            method = call.func.attr
+            if method not in STUDY_SETTERS or method == function.name:
+                continue
+            if STUDY_SETTERS[method] == 0 and "study" not in ast.unparse(call.func.value):
+                continue  # (a trial's)
+            key = call.args[STUDY_SETTERS[method]]
+            found.add(key.value if isinstance(key, ast.Constant) else getattr(module(), ast.unparse(key)))
+    return found
+
+
+def test_every_study_attribute_the_code_sets_is_in_the_architecture_table() -> None:
+    """A study-level attr the controller keeps is part of what a resume must find: one set in the
+    code and not named under "Study attributes" was state no reader of the docs knew of."""
+    text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    table = text.split("### Study attributes", 1)[1].split("\n#", 1)[0]
+    named = set(re.findall(r"^\| `([^`]+)` \|", table, re.M))
+    set_in_code = set().union(*(_study_attrs_set(p) for p in sorted(PACKAGE.rglob("*.py"))))
+    assert {"started_at", "pool_slots"} <= set_in_code  # (the scan finds them)
+    assert sorted(set_in_code - named) == []
 
 
 def test_every_setting_the_docs_name_is_in_the_config() -> None:
