@@ -24,7 +24,7 @@ from autoresearch.fixes import WaveRepairs, fix_attempts
 from autoresearch.fleet.base import Pool
 from autoresearch.frontier import Frontier
 from autoresearch.knob_types import constant_types, retype_problems, value_problem
-from autoresearch.knobs import SETTABLE, unsettable
+from autoresearch.knobs import unset_by_edits
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
 from autoresearch.sampler import AgentSampler, candidate_key, knob_value_problem
@@ -189,13 +189,12 @@ class Intake:
         return ""
 
     def _unsets_a_knob(self, cand: Candidate) -> str:
-        """Why the candidate's edits leave a declared knob that the frontier lets be set unsettable,
-        or '': kept, such an edit (`LR = LR * 4` after `LR = 0.01`) would make every later draw of
-        that knob invalid. (The edited source is the one `build_source` just parsed.)"""
-        broken = unsettable(apply_edits(self.frontier.source(), cand.edits), self.sampler.knobs)
-        if broken:
-            broken = {k: v for k, v in broken.items() if k not in unsettable(self.frontier.source(), broken)}
-        return f"{next(iter(broken.values()))}: {SETTABLE}" if broken else ""
+        """Why the candidate's edits leave a declared knob that the frontier lets be set unsettable
+        (`knobs.unset_by_edits`), or '': the last guard, whatever proposed it. (The edited source
+        is the one `build_source` just parsed.)"""
+        source = self.frontier.source()
+        broken = unset_by_edits(source, apply_edits(source, cand.edits), self.sampler.knobs)
+        return broken[0] if broken else ""
 
     def _retypes_a_knob(self, edited: str, types: dict[str, tuple[type, int]]) -> str:
         """Why a candidate's edits, which made `edited` (its constants' `types`), give a declared

@@ -127,6 +127,18 @@ def unsettable(source: str, names: Iterable[str]) -> dict[str, str]:
     return problems
 
 
+def unset_by_edits(before: str, after: str, names: Iterable[str]) -> list[str]:
+    """Why edits that made `after` of `before` leave knobs of `names` that `before` lets be set
+    unsettable, a line each: kept, such an edit (`LR = LR * 4` after `LR = 0.01`) would make
+    every later setting of that knob invalid. A knob `before` could not set already is not the
+    edits' doing. Shared by the engine, which refuses such a candidate when it queues it, and
+    propose_wave, which says it in the wave, in the same words."""
+    broken = unsettable(after, names)
+    if broken:
+        broken = {k: v for k, v in broken.items() if k not in unsettable(before, broken)}
+    return [f"{why}: {SETTABLE}" for why in broken.values()]
+
+
 def _module_bindings(tree: ast.Module) -> Counter[str]:
     """How often each name is bound (or deleted) in module scope, at any depth of its statements
     (an `if`, a `for`), not inside functions or classes."""

@@ -567,6 +567,50 @@ def test_an_edit_that_retypes_a_declared_knobs_constant_is_refused_in_the_same_w
         assert parse_proposal(wave(cand(edits=[{"search": "DEPTH = 8", "replace": kept}])), sample_context())
 
 
+SETTABLE = "a knob must be one module-level assignment, NAME = value, for the engine to set it"
+
+
+@pytest.mark.parametrize(
+    ("replace", "why"),
+    [
+        ("LR = 0.04\nLR = LR * 4\n", f"knob LR is assigned 2 times in train.py: {SETTABLE}"),
+        ("LR = 0.04\nLR *= 4\n", f"knob LR is bound again after its assignment in train.py: {SETTABLE}"),
+        (
+            "LR, SPARE = 0.04, 1\n",
+            f"knob LR is not a module-level constant (NAME = value) of train.py: {SETTABLE}",
+        ),
+    ],
+)
+def test_an_edit_that_leaves_a_declared_knob_unsettable_is_refused_in_the_same_wave(
+    replace: str, why: str
+) -> None:
+    """The engine refused `LR = LR * 4` when it queued it (an invalid trial, a place of the wave
+    lost, the model told a wave later); it is said in the wave now, in the engine's words. An edit
+    of the value alone is taken."""
+    edit = {"search": "LR = 0.04\n", "replace": replace}
+    grid = {"description": "g", "factors": [{"name": "WARMUP", "levels": ["0.2"]}], "shared_edits": [edit]}
+    for raw in (wave(cand(edits=[edit], knobs=[])), wave(grids=[grid])):
+        with pytest.raises(ProposalError, match=re.escape(why)):
+            parse_proposal(raw, sample_context())
+    assert parse_proposal(
+        wave(cand(edits=[{"search": "LR = 0.04\n", "replace": "LR = 0.04 * 4\n"}], knobs=[])),
+        sample_context(),
+    )
+
+
+def test_a_knob_the_frontier_could_not_set_already_is_not_the_edits_doing() -> None:
+    """A frontier kept before the engine's check may assign a knob twice: other edits are taken."""
+    source = SAMPLE_TRAIN_PY.replace("LR = 0.04\n", "LR = 0.04\nLR = LR * 4\n")
+    context = sample_context(frontier_source=source)
+    wider = {"search": "DEPTH = 8\n", "replace": "DEPTH = 10\n"}
+    assert parse_proposal(wave(cand(edits=[wider], knobs=[])), context)
+    twice = {"search": "DEPTH = 8\n", "replace": "DEPTH = 8\nDEPTH = 10\n"}
+    with pytest.raises(
+        ProposalError, match=re.escape(f"knob DEPTH is assigned 2 times in train.py: {SETTABLE}")
+    ):
+        parse_proposal(wave(cand(edits=[twice], knobs=[])), context)
+
+
 @pytest.mark.parametrize(
     ("edit", "why"),
     [

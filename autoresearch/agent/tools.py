@@ -19,7 +19,7 @@ from autoresearch.agent.prompt import valid_text
 from autoresearch.config import AgentConfig
 from autoresearch.fixes import WaveRepairs
 from autoresearch.knob_types import as_written, constant_types, retype_problems, value_problem
-from autoresearch.knobs import KnobError, read_knobs, set_knobs
+from autoresearch.knobs import KnobError, read_knobs, set_knobs, unset_by_edits
 from autoresearch.proposals import TIERS, Edit, Grid, KnobValue, Wave, plain_line, wave_from_dict
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.sampler import knob_value_problem
@@ -363,7 +363,9 @@ def check_wave(
     than find refused in the next one's prompt. Edits that do not apply are left to the engine,
     which says why when it queues them (the frontier may have moved by then); an edit of another
     file or of too many characters, and edits that leave train.py unable to parse, are said here:
-    no frontier makes them run."""
+    no frontier makes them run. So are edits the engine would refuse on this frontier (a declared
+    knob made unsettable or retyped, the harness's calls gone), in its words: the engine's check
+    stays the last guard."""
     problems: list[str] = []
     if not wave.candidates and not wave.grids:
         problems.append("the wave is empty: give at least one candidate or grid")
@@ -409,6 +411,7 @@ def check_wave(
         problems += _code_problems(edited, where)
         problems += _length_problems(context, edited, where)
         problems += _result_problems(context, edited, where)
+        problems += _unset_problems(context, edited, where)
         problems += _retype_problems(context, frontier_types, edited, where)
         known = _known_constants(context, edited)
         for name, value in cand.knobs.items():
@@ -440,6 +443,7 @@ def check_wave(
         problems += _code_problems(edited, where)
         problems += _length_problems(context, edited, where)
         problems += _result_problems(context, edited, where)
+        problems += _unset_problems(context, edited, where)
         problems += _retype_problems(context, frontier_types, edited, where)
         known = _known_constants(context, edited)
         for name, levels in grid.factors.items():
@@ -548,6 +552,18 @@ def _result_problems(context: CampaignContext, edited: _Edited, where: str) -> l
         return []
     why = result_problem(context.frontier_source, edited.source)
     return [f"{where}: {why}"] if why else []
+
+
+def _unset_problems(context: CampaignContext, edited: _Edited, where: str) -> list[str]:
+    """Edits that leave a declared knob's constant unsettable (assigned twice, bound again, gone):
+    the engine refuses them when it queues them (`Intake.precheck`), so say it now, in its words."""
+    if not edited.edits or edited.source is None:
+        return []
+    try:
+        broken = unset_by_edits(context.frontier_source, edited.source, [k.name for k in context.knobs])
+    except SyntaxError:
+        return []  # (`_code_problems` says why)
+    return [f"{where}: {why}" for why in broken]
 
 
 def _retype_problems(
