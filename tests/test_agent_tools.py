@@ -267,6 +267,24 @@ def test_knob_values_the_frontier_has_already_are_refused() -> None:
     parse_proposal(wave(cand(knobs=[{"name": "LR", "value": "0.05"}])), context)
 
 
+def test_a_grid_whose_only_cell_is_the_frontier_is_refused_and_one_with_a_frontier_cell_taken() -> None:
+    """Its one cell was skipped by the launcher ("no change: already part of the frontier"), a place
+    of the wave lost, where a candidate of the same values is refused. A shared edit its level undoes
+    is no change either. A larger grid holding the frontier's levels is a factorial design: taken."""
+    at_frontier = [{"name": "LR", "levels": ["0.04"]}, {"name": "DEPTH", "levels": ["8"]}]
+    undone = {"search": "DEPTH = 8", "replace": "DEPTH = 9"}
+    why = "its only cell leaves train.py the frontier's, so nothing would change"
+    for grid in (
+        {"description": "g", "factors": at_frontier},
+        {"description": "g", "factors": at_frontier[1:], "shared_edits": [undone]},
+    ):
+        with pytest.raises(ProposalError, match=re.escape(f"grid 'g': {why}")):
+            parse_proposal(wave(grids=[grid]), sample_context())
+    around = [{"name": "LR", "levels": ["0.04", "0.08"]}, {"name": "DEPTH", "levels": ["8", "10"]}]
+    for factors in (around, [{"name": "LR", "levels": ["0.08"]}, {"name": "DEPTH", "levels": ["8"]}]):
+        assert parse_proposal(wave(grids=[{"description": "g", "factors": factors}]), sample_context())
+
+
 def test_a_tier_the_campaign_does_not_offer_is_refused() -> None:
     """The prompt lists only the tiers a proposal may use (no validate partition, or nothing
     to confirm on it); the engine refuses the others when queueing them."""

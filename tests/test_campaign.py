@@ -1175,7 +1175,7 @@ def test_a_twin_of_a_train_py_that_ran_is_skipped_and_one_of_a_crash_runs(tmp_pa
 
 
 def test_a_grid_whose_only_cell_is_the_frontier_spends_no_run(tmp_path: Path) -> None:
-    """propose_wave refuses a candidate of the frontier's own values, not a grid cell of them: the
+    """propose_wave refuses such a grid; another proposer (a script here) may still send one: the
     launcher skips that cell, its train.py the frontier's, and nothing runs."""
     campaign = scripted_campaign(tmp_path, [], "campaign.validate_seeds=0", "cluster.cpu_slots=1")
     at_the_frontier = Grid("at the frontier", {"LR": [0.01], "WIDTH": [64]})

@@ -451,7 +451,26 @@ def check_wave(
                 problems.append(f"{where}: factor {name} has a null level; grid levels must be values")
             problems += _repeated_levels(name, levels, edited, where)
             check_knob(name, levels, known, edited, where)
+        problems += _frontier_grid_problems(context, grid, edited, where)
     return problems
+
+
+def _frontier_grid_problems(context: CampaignContext, grid: Grid, edited: _Edited, where: str) -> list[str]:
+    """A grid whose every cell leaves train.py the frontier's: the launcher skips each ("no change:
+    already part of the frontier"), no run but a place of the wave, as it would a candidate with
+    no change, which is refused here. Only a grid of one cell can be one (two levels of a factor
+    make two train.py files; a level given twice is refused as a repeat).
+
+    A grid where only some cells are the frontier is taken. The model is told such a cell costs
+    a place without a run (program.md): the frontier's own runs measure it, the control every
+    cell is judged against. Leaving the frontier's level out of a factor instead would lose the
+    cells that change one factor alone from the frontier, the main effects a factorial design is for."""
+    if grid.size() != 1 or edited.source is None:
+        return []
+    (cell,) = grid.expand()
+    if not _leaves_frontier(context, edited.source, cell.knobs):
+        return []
+    return [f"{where}: its only cell leaves train.py the frontier's, so nothing would change"]
 
 
 def _repeated_levels(name: str, levels: list[Any], edited: _Edited, where: str) -> list[str]:
@@ -594,11 +613,16 @@ def _known_constants(context: CampaignContext, edited: _Edited) -> set[str] | No
 
 def _sets_frontier_values(context: CampaignContext, knobs: dict[str, KnobValue]) -> bool:
     """Whether these settings leave the frontier's train.py as it is: the engine skips such a run."""
-    if not knobs or not context.frontier_source or any(v is None for v in knobs.values()):
+    return bool(knobs) and _leaves_frontier(context, context.frontier_source, knobs)
+
+
+def _leaves_frontier(context: CampaignContext, source: str, knobs: dict[str, KnobValue]) -> bool:
+    """Whether these settings, written over `source` (the frontier's with some edits), make the
+    frontier's train.py: the launcher skips such a run, "no change: already part of the frontier"."""
+    if not context.frontier_source or any(v is None for v in knobs.values()):
         return False
     try:
-        written = as_written(knobs, constant_types(context.frontier_source))
-        return set_knobs(context.frontier_source, written) == context.frontier_source
+        return set_knobs(source, as_written(knobs, constant_types(source))) == context.frontier_source
     except (KnobError, SyntaxError):
         return False
 
