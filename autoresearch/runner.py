@@ -331,13 +331,20 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     return finish(outcome)
 
 
+def result_file(exp: Path) -> str:
+    """Where the harness writes the result: train.py's RESULT_VARIABLE, which every process of the
+    run inherits, so the local fleet finds by it those its runner killed outright left running
+    (`fleet.leftovers`)."""
+    return str((exp / METRICS_FILE).resolve())
+
+
 def _run_train_py(exp: Path, spec: dict[str, Any], ending: list[str]) -> tuple[int, dict[str, Any]]:
     """Run train.py to its end: its exit status, and how the runner ended it where it did (a
     timeout, a log past its cap; {} where it ended by itself). A stop signal (`_Interrupted`)
     passes through, once what train.py started is ended, even one that came as it was started."""
     env = scrubbed_environment(dict(os.environ))
     env.update({k: str(v) for k, v in spec.get("env", {}).items()})
-    env[RESULT_VARIABLE] = str((exp / METRICS_FILE).resolve())
+    env[RESULT_VARIABLE] = result_file(exp)
     if "OMP_NUM_THREADS" not in env and env.get("SLURM_CPUS_PER_TASK"):
         env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]  # threads = the CPUs Slurm granted
     (exp / METRICS_FILE).unlink(missing_ok=True)

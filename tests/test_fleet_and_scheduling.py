@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -287,6 +290,63 @@ def test_a_re_attached_local_runner_keeps_the_deadline_it_started_with(tmp_path:
     assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
         (0, "interrupted", "runner received SIGTERM")
     ]
+
+
+# A process train.py starts that leaves its session (setsid) and sleeps; `sys.argv[1]` names the
+# file it writes its pid to.
+LEAVES_ITS_SESSION = (
+    "import os, sys, time; os.setsid(); open('p.tmp', 'w').write(str(os.getpid())); "
+    "os.replace('p.tmp', sys.argv[1]); time.sleep(371)"
+)
+STARTS_A_LEAVER = (
+    "import os, subprocess, sys, time\n"
+    f"subprocess.Popen([sys.executable, '-c', {LEAVES_ITS_SESSION!r}, 'left.pid'])\n"
+    "while True:\n    time.sleep(0.05)\n"
+)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs, a zombie not counted (a parent that does not reap it may keep it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+@pytest.mark.parametrize("found_by", ["poll", "re-attach"])
+def test_what_a_run_left_running_ends_before_its_slot_is_given_again(tmp_path: Path, found_by: str) -> None:
+    """A runner killed outright (kill -9, the OOM killer, the fleet's KILL) took train.py with it,
+    but not what train.py had started in a session of its own: reparented to init, it went on
+    running, on a GPU beside the next run of the slot. The fleet now kills it as it finds the
+    runner gone (its poll, or a controller started again), and spares a process with the same
+    command line that is no run's."""
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+    fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
+    (pool,) = fleet.pools.values()
+    job = JobSpec(0, make_experiment(tmp_path, STARTS_A_LEAVER, deadline=60, trial=0), pool.name)
+    (elsewhere := tmp_path / "elsewhere").mkdir()
+    no_runs = subprocess.Popen([sys.executable, "-c", LEAVES_ITS_SESSION, "left.pid"], cwd=elsewhere)
+    handle = fleet.submit([job])[0]
+    left = job.exp_dir / "left.pid"
+    try:
+        wait_for(lambda: left.exists() and (elsewhere / "left.pid").exists(), 60, "both to start", every=0.02)
+        runner = int(handle.split(":")[1])
+        os.kill(runner, signal.SIGKILL)
+        wait_for(lambda: not running(runner), 60, "the runner to die", every=0.02)
+        if found_by == "poll":
+            finished: list[Finished] = []
+            wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the runner to be found gone")
+            assert [f.outcome["status"] for f in finished] == ["lost"]
+        else:
+            assert not make_fleet(cluster, deadline_s=60, campaign_dir="").reattach(job, handle)
+        assert not running(int(left.read_text()))
+        assert running(no_runs.pid)
+    finally:
+        no_runs.kill()
+        no_runs.wait()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
 
 
 def test_a_controller_leaves_at_once_while_a_proposer_call_is_in_flight(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Local slots: one runner process per slot, on this machine's GPUs or CPU cores.
 
 Each runner starts in its own session, so a controller killed with SIGKILL leaves it running; the
-next controller re-attaches to it by pid instead of starting the experiment again.
+next controller re-attaches to it by pid instead of starting the experiment again. A slot is given
+again only once what its run left running is ended (`leftovers.end_leftovers`): a runner killed
+outright ends train.py with it, but not what train.py started.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
+from autoresearch.fleet.leftovers import end_leftovers
 from autoresearch.runner import ABANDONED_FILE, OUTCOME_FILE, PID_FILE, scrubbed_environment, started_at
 
 log = logging.getLogger("autoresearch")
@@ -132,6 +135,7 @@ class LocalFleet:
             pid = _find_runner(job.exp_dir)
             slot = None if pid is None else self._slot_of(pid)
         if pid is None or not _is_our_runner(pid, job.exp_dir):
+            end_leftovers(job.exp_dir)
             gone = {"trial": job.trial, "status": "lost", "reason": "runner gone when its controller stopped"}
             write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
             return False
@@ -166,6 +170,7 @@ class LocalFleet:
                 continue
             if alive:
                 continue
+            end_leftovers(run.job.exp_dir)
             del self._running[trial]
             done.append(Finished(trial, _read_outcome(run)))
         return done
@@ -183,6 +188,7 @@ class LocalFleet:
                         run.proc.wait(timeout=15)
                     except subprocess.TimeoutExpired:
                         _signal_group(run.pid, signal.SIGKILL)
+                        end_leftovers(run.job.exp_dir)
         self._running.clear()
 
 
