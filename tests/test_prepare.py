@@ -2047,6 +2047,43 @@ def test_a_lock_file_this_user_cannot_write_still_locks(
     assert tokenizer.read_bytes() == whole
 
 
+@pytest.mark.parametrize("folder_mode", [0o2775, 0o755], ids=["group-writable", "owners-only"])
+def test_a_lock_file_beside_a_group_writable_folder_is_writable_to_the_group(
+    prepare_mod: ModuleType, tmp_path: Path, folder_mode: int
+) -> None:
+    """A lock file was created with the umask, 0644 under the usual 022, even beside a folder its
+    group shares: another member could open it only for reading, which NFS takes no flock
+    through, so that member's preparation went on unlocked. It is now group-writable there, and
+    only there."""
+    shared = tmp_path / "group"
+    shared.mkdir()
+    shared.chmod(folder_mode)
+    umask = os.umask(0o022)
+    try:
+        with prepare_mod._preparing(shared / "climbmix"):
+            pass
+    finally:
+        os.umask(umask)
+    expected = 0o664 if folder_mode & 0o020 else 0o644
+    assert (shared / "climbmix.lock").stat().st_mode & 0o777 == expected
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user")
+def test_another_users_lock_file_keeps_its_mode(prepare_mod: ModuleType, tmp_path: Path) -> None:
+    """Only its owner may change a file's mode: another member's lock file, beside a folder the
+    group shares, is locked as it is, with no error and no change (root could change it)."""
+    shared = tmp_path / "group"
+    shared.mkdir()
+    shared.chmod(0o2775)
+    lock = shared / "climbmix.lock"
+    lock.write_bytes(b"")
+    lock.chmod(0o644)
+    os.chown(lock, 65534, 65534)
+    with prepare_mod._preparing(shared / "climbmix"):
+        pass
+    assert (lock.stat().st_mode & 0o777, lock.stat().st_uid) == (0o644, 65534)
+
+
 @pytest.mark.parametrize("held_first", [False, True], ids=["at-once", "while-waiting"])
 def test_a_cache_that_takes_no_lock_is_prepared_unlocked(
     prepare_mod: ModuleType,

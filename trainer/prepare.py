@@ -225,6 +225,7 @@ DOWNLOAD_MIN_RATE = 1_000
 DOWNLOAD_PACE_GRACE_S = 120.0
 LOCK_POLL_S = 1.0  # how often a preparation waiting for another's lock tries it again
 LOCK_WAIT_REPORT_S = 300.0  # how often it says it is still waiting
+GROUP_RW = 0o060  # a lock file's mode bits beside a group-writable folder: every member can lock it
 PROGRESS_EVERY_S = 5.0  # how often a download reports the bytes received so far
 TOKENIZER_MAX_CHARS = 1_000_000_000  # climbmix text used to train the BPE
 TOKENIZER_REPORT_CHARS = 100_000_000  # progress line every this many characters read
@@ -402,14 +403,30 @@ def _wait_for_lock(fd: int, folder: Path) -> None:
 def _open_lock(lock: Path) -> int:
     """The lock file opened for writing, or for reading where this user cannot write it: in a
     cache shared by a group the folders are writable to all and a lock file is its creator's, and
-    a local file system takes an flock through either."""
+    a local file system takes an flock through either (NFS only through a descriptor open for
+    writing: `_share_with_group` makes that the rule)."""
     try:
-        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except PermissionError as err:
         try:
             return os.open(lock, os.O_RDONLY)
         except OSError:  # (none there, in a folder this user cannot write: the first error says so)
             raise err from None
+    _share_with_group(fd, lock.parent)
+    return fd
+
+
+def _share_with_group(fd: int, folder: Path) -> None:
+    """Make this user's lock file writable to its group where `folder` is: created with the umask
+    (0644 under the usual 022), it could be opened only for reading by the group's other users,
+    and on NFS, which takes an flock only through a descriptor open for writing, their
+    preparations went on unlocked, downloading into the shared folder at once. Another user's
+    file is left as it is: only its owner may change its mode."""
+    with contextlib.suppress(OSError):  # (a lock file whose mode cannot change locks as before)
+        lock = os.fstat(fd)
+        shared = os.stat(folder).st_mode & 0o020  # (S_IWGRP)
+        if shared and lock.st_uid == os.geteuid() and lock.st_mode & GROUP_RW != GROUP_RW:
+            os.fchmod(fd, lock.st_mode & 0o7777 | GROUP_RW)
 
 
 # ---------------------------------------------------------------------------------------------
