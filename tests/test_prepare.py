@@ -1275,6 +1275,28 @@ def test_an_interrupted_download_keeps_whole_shards_and_resumes(
     assert all(p.read_bytes() == (remote / p.name).read_bytes() for p in folder.glob("*.parquet"))
 
 
+@pytest.mark.parametrize("skew", [+1, -1], ids=["host-ahead", "host-behind"])
+def test_a_temporarys_age_is_told_by_the_clock_that_stamped_it(
+    prepare_mod: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skew: int
+) -> None:
+    """On an NFS cache a file's modification time is the file server's clock. A host whose clock
+    ran ahead of it by over STALE_TMP_S took another node's live download for a killed one and
+    deleted it; one behind kept a killed one's. Here this host's clock (time.time, which the
+    age was measured by) is put off by twice STALE_TMP_S, the files' stamps left to the disk."""
+    stamp = tmp_path / "stamp"  # what the file system's clock says now
+    stamp.write_bytes(b"")
+    now = stamp.stat().st_mtime
+    stamp.unlink()
+    live, killed = tmp_path / "shard_00000.parquet.7-live.tmp", tmp_path / "shard_00001.parquet.8-gone.tmp"
+    for tmp, age in ((live, 60), (killed, prepare_mod.STALE_TMP_S + 60)):
+        tmp.write_bytes(b"part of a shard")
+        os.utime(tmp, (now - age, now - age))
+    host_clock, off = time.time, skew * 2 * prepare_mod.STALE_TMP_S
+    monkeypatch.setattr(prepare_mod.time, "time", lambda: host_clock() + off)
+    prepare_mod._remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+
+
 def test_a_download_under_way_writes_what_it_has_received(prepare_mod: ModuleType, shard_server) -> None:
     """A download wrote nothing to its temporary file until it had a whole MB (or the end): on a
     link slower than 1.7 KB/s the file went untouched for over STALE_TMP_S, and another process's

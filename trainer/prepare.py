@@ -578,11 +578,26 @@ def _valid_shard_count(num_shards: object) -> bool:
 
 def _remove_stale_temporaries(folder: Path) -> None:
     """Delete the .tmp files of writes that were killed (a download's can be a shard's 100 MB); a
-    live one, this process's or another's, is touched within STALE_TMP_S and left alone."""
+    live one, this process's or another's, is touched within STALE_TMP_S and left alone. Their
+    age is told by the file system's clock, which stamped them, not this host's."""
+    now = _file_system_now(folder)
     for tmp in folder.glob("*.tmp"):
         with contextlib.suppress(FileNotFoundError):
-            if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
+            if now - tmp.stat().st_mtime > STALE_TMP_S:
                 tmp.unlink()
+
+
+def _file_system_now(folder: Path) -> float:
+    """The time by the clock that stamps the files of `folder`: a file's modification time as it
+    is made there. On NFS that is the file server's clock, and a host whose own clock ran ahead
+    of it by more than STALE_TMP_S deleted another node's live download as a killed one's."""
+    probe = _temporary_name(folder / "clock")
+    with _writing(probe):
+        probe.write_bytes(b"")
+        try:
+            return probe.stat().st_mtime
+        finally:
+            probe.unlink()
 
 
 class DownloadProgress:
