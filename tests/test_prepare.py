@@ -997,7 +997,7 @@ class ShardServer:
                 if body is None:
                     super().do_GET()
                     return
-                etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+                etag = _etag(body)
                 start = 0
                 if name in server.cut_once:
                     server.cut_once.discard(name)
@@ -1059,6 +1059,7 @@ class ShardServer:
 
             def send_half_and_wait(self, body: bytes, trickle: bool) -> None:
                 self.send_response(200)
+                self.send_header("ETag", _etag(body))
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 sent = len(body) // 2
@@ -1086,6 +1087,11 @@ class ShardServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
+
+
+def _etag(body: bytes) -> str:
+    """The ETag ShardServer gives a file."""
+    return f'"{hashlib.sha256(body).hexdigest()[:16]}"'
 
 
 def _write_shard(path: Path, seed: int) -> None:
@@ -1229,15 +1235,29 @@ def test_a_damaged_shard_record_is_named(prepare_mod: ModuleType, shard_server, 
     assert len(prepare_mod.split_files("train", "climbmix")) == 2
 
 
+def _wait_for_half_a_part(prepare_mod: ModuleType, shard: Path, proc: subprocess.Popen) -> None:
+    """Until the download in `proc` has written half of `shard` to its part, and its validator."""
+    folder, half = prepare_mod.data_dir("climbmix"), shard.stat().st_size // 2
+    deadline = time.monotonic() + 60
+    while not any(
+        tmp.stat().st_size >= half and Path(f"{tmp}.validator.json").exists()
+        for tmp in folder.glob(f"{shard.name}.{proc.pid}-*.tmp")
+    ):
+        assert time.monotonic() < deadline and proc.poll() is None, "no half of the shard written"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_download_keeps_whole_shards_and_resumes(
     prepare_mod: ModuleType, shard_server, harness_env, tmp_path: Path, stop: signal.Signals
 ) -> None:
     """Ctrl-C in the middle of a shard: prepare.py stops at once, though the server is still
     sending (it waited for the read in progress: up to its 60 s timeout, and for ever from a
-    server that sends a byte now and then), in one line, no partial file left, the finished
-    shards kept and not downloaded again. SIGTERM, a campaign's stop of its data step, killed it
-    at once, its partial files left in the cache."""
+    server that sends a byte now and then), in one line, the finished shards kept and not
+    downloaded again. SIGTERM, a campaign's stop of its data step, killed it at once. The part of
+    the shard under way was deleted, though the line said the next run resumes, and that run
+    asked for the shard from byte 0; the part is kept with its validator beside it, and the next
+    download, another process, asks for the rest (Range, If-Range) and appends it."""
     server, remote = shard_server
     prepare_mod.download_climbmix(num_shards=1)
     server.stall.add("shard_00001.parquet")
@@ -1253,6 +1273,7 @@ def test_an_interrupted_download_keeps_whole_shards_and_resumes(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert server.stalling.wait(timeout=120)
+    _wait_for_half_a_part(prepare_mod, remote / "shard_00001.parquet", proc)
     proc.send_signal(stop)
     try:
         stderr = proc.communicate(timeout=120)[1]  # a guard: it ends at once or never
@@ -1260,19 +1281,94 @@ def test_an_interrupted_download_keeps_whole_shards_and_resumes(
         proc.kill()
         server.release.set()
     assert proc.returncode == 1 and stderr.splitlines()[-1] == (
-        "interrupted: finished files are kept; run the same command again to resume"
+        "interrupted: finished files, and the parts of shards under way, are kept; "
+        "run the same command again to resume"
     ), stderr
     folder = prepare_mod.data_dir("climbmix")
+    name = "shard_00001.parquet"
+    [part] = folder.glob(f"{name}.{proc.pid}-*.tmp")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [
+            "shard_00000.parquet",
+            "shard_06542.parquet",
+            "train_shards.json",
+            part.name,
+            part.name + ".validator.json",
+        ]
+    )
+    received, size = part.stat().st_size, (remote / name).stat().st_size
+    assert size // 2 <= received < size
+    server.stall.clear()
+    server.requests.clear()
+    server.ranges = True
+    prepare_mod.download_climbmix(num_shards=2)
+    assert server.requests == [name]
+    assert server.ranges_asked[name] == [f"bytes={received}-"] and server.sent[name] == size - received
     assert sorted(p.name for p in folder.iterdir()) == [
         "shard_00000.parquet",
+        "shard_00001.parquet",
         "shard_06542.parquet",
         "train_shards.json",
     ]
-    server.stall.clear()
-    server.requests.clear()
-    prepare_mod.download_climbmix(num_shards=2)
-    assert server.requests == ["shard_00001.parquet"]
     assert all(p.read_bytes() == (remote / p.name).read_bytes() for p in folder.glob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    "left", ["its validator", "no validator", "an unreadable validator", "another URL's", "another host's"]
+)
+def test_a_part_left_by_a_stopped_download_is_resumed_only_with_its_validator(
+    prepare_mod: ModuleType, shard_server, left: str
+) -> None:
+    """A part whose validator beside it is missing, unreadable or of another data URL cannot be
+    resumed (If-Range would ask for the rest of some other file): its shard starts over, and the
+    part and its validator go, once its writer is known to have stopped (without a validator, which
+    names its host, once it is untouched for STALE_TMP_S). With its validator, its writer's process
+    gone from this host, it is resumed from where it ends; neither file is ever taken for a shard.
+    A stopped download's part of a shard whole in the cache is deleted."""
+    server, remote = shard_server
+    server.ranges = True
+    prepare_mod.download_climbmix(num_shards=1)
+    folder = prepare_mod.data_dir("climbmix")
+    name, body = "shard_00001.parquet", (remote / "shard_00001.parquet").read_bytes()
+    gone = 99_999_999  # a pid no process has: above the kernel's largest
+    part = folder / f"{name}.{gone}-0123456789ab.tmp"  # a stopped download's, 1000 bytes in
+    done = folder / f"shard_00000.parquet.{gone}-0123456789ab.tmp"  # of a shard since downloaded whole
+    for tmp, shard, data in ((part, name, body[:1000]), (done, "shard_00000.parquet", b"PAR1")):
+        tmp.write_bytes(data)
+        saved = {"url": f"{server.url}{shard}", "validator": _etag((remote / shard).read_bytes())}
+        Path(f"{tmp}.validator.json").write_text(json.dumps({**saved, "host": platform.node()}))
+    sidecar = Path(f"{part}.validator.json")
+    if left == "no validator":
+        sidecar.unlink()
+    elif left == "an unreadable validator":
+        sidecar.write_text('{"url": ')
+    elif left == "another URL's":
+        sidecar.write_text(
+            json.dumps(
+                {"url": f"https://elsewhere/{name}", "validator": _etag(body), "host": platform.node()}
+            )
+        )
+    elif left == "another host's":  # under way there, maybe (an NFS mount with nolock): left alone
+        saved = json.loads(sidecar.read_text())
+        sidecar.write_text(json.dumps({**saved, "host": "another-node"}))
+    if left in ("no validator", "an unreadable validator"):
+        an_hour_ago = time.time() - 3600
+        os.utime(part, (an_hour_ago, an_hour_ago))
+    prepare_mod.download_climbmix(num_shards=2)
+    resumed = left == "its validator"
+    assert server.ranges_asked[name] == (["bytes=1000-"] if resumed else [None])
+    assert server.sent[name] == len(body) - 1000 * resumed
+    assert (folder / name).read_bytes() == body
+    left_alone = [part.name, sidecar.name] if left == "another host's" else []
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [
+            "shard_00000.parquet",
+            "shard_00001.parquet",
+            "shard_06542.parquet",
+            "train_shards.json",
+            *left_alone,
+        ]
+    )
 
 
 @pytest.mark.parametrize("skew", [+1, -1], ids=["host-ahead", "host-behind"])

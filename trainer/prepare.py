@@ -36,6 +36,7 @@ import os
 import platform
 import queue
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -552,6 +553,14 @@ SHARDS_FILE = "train_shards.json"  # how many training shards prepare.py was las
 # A .tmp file untouched this long is a killed process's: a download writes to its own at least once
 # every DOWNLOAD_READ_TIMEOUT_S (its reads time out then), and the corpus and tokenizer are written in one go.
 STALE_TMP_S = 600.0
+# A shard's part (`shard_NNNNN.parquet.<pid>-<tag>.tmp`) has its validator beside it, in a file of
+# this suffix (_save_validator), so that the next download, in another process, resumes it. Named
+# so no listing of shards or of .tmp files takes it for one.
+PART_VALIDATOR = ".validator.json"
+PART_NAME = re.compile(r"shard_(\d{5})\.parquet\.(\d+)[^.]*\.tmp")  # its shard's name, then its writer's pid
+# A resumable part untouched this long is one no download came back for (a --num-shards lowered
+# since): deleted at a download's start, so a cache does not keep them for ever.
+PART_KEEP_S = 7 * 24 * 3600.0
 
 
 def _prepared_shards(folder: Path) -> int:
@@ -579,12 +588,19 @@ def _valid_shard_count(num_shards: object) -> bool:
 def _remove_stale_temporaries(folder: Path) -> None:
     """Delete the .tmp files of writes that were killed (a download's can be a shard's 100 MB); a
     live one, this process's or another's, is touched within STALE_TMP_S and left alone. Their
-    age is told by the file system's clock, which stamped them, not this host's."""
+    age is told by the file system's clock, which stamped them, not this host's. A shard's part
+    that the next download can resume (its validator beside it) is kept for PART_KEEP_S; a
+    validator whose part is gone goes once it is as old as a killed write's file."""
     now = _file_system_now(folder)
     for tmp in folder.glob("*.tmp"):
         with contextlib.suppress(FileNotFoundError):
-            if now - tmp.stat().st_mtime > STALE_TMP_S:
-                tmp.unlink()
+            if now - tmp.stat().st_mtime > (PART_KEEP_S if _saved_validator(tmp) else STALE_TMP_S):
+                _drop_part(tmp)
+    for validator in folder.glob(f"*.tmp{PART_VALIDATOR}"):
+        with contextlib.suppress(FileNotFoundError):
+            part = validator.with_name(validator.name.removesuffix(PART_VALIDATOR))
+            if not part.exists() and now - validator.stat().st_mtime > STALE_TMP_S:
+                validator.unlink()
 
 
 def _file_system_now(folder: Path) -> float:
@@ -683,10 +699,110 @@ def _retry_after(err: Exception) -> float:
 @dataclass
 class _Part:
     """What the attempts at a shard leave one another: `tmp`, the bytes received so far, and
-    `validator`, the ETag (or else Last-Modified) of the file they are of; None: nothing to resume."""
+    `validator`, the ETag (or else Last-Modified) of the file they are of; None: nothing to resume.
+    The validator is saved beside `tmp` too, so that an interrupted download's part is resumed by
+    the next download, in another process (_take_over_parts)."""
 
     tmp: Path
     validator: str | None = None
+
+
+def _validator_file(tmp: Path) -> Path:
+    return tmp.with_name(f"{tmp.name}{PART_VALIDATOR}")
+
+
+def _save_validator(tmp: Path, url: str, validator: str | None) -> None:
+    """Beside the part `tmp`, of `url`: the validator a Range request for its rest sends (If-Range),
+    and the host writing it, written whole; none where the server gave none, since such a part
+    cannot be resumed."""
+    if validator is None:
+        _validator_file(tmp).unlink(missing_ok=True)
+        return
+    saved = {"url": url, "validator": validator, "host": platform.node()}
+    _write_atomic(_validator_file(tmp), json.dumps(saved).encode())
+
+
+def _saved(tmp: Path) -> dict[str, str]:
+    """What _save_validator wrote beside the part `tmp`; {} where there is nothing readable."""
+    try:
+        saved = json.loads(_validator_file(tmp).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    whole = isinstance(saved, dict) and all(
+        isinstance(saved.get(key), str) for key in ("url", "validator", "host")
+    )
+    return saved if whole else {}
+
+
+def _saved_validator(tmp: Path, url: str | None = None) -> str | None:
+    """The validator saved beside the part `tmp` (of `url`, where given); None where there is none,
+    or it is unreadable or of another URL (AUTORESEARCH_DATA_URL changed): that part starts over."""
+    saved = _saved(tmp)
+    return saved["validator"] if saved and url in (None, saved["url"]) else None
+
+
+def _drop_part(tmp: Path) -> None:
+    """Delete a part and its validator."""
+    tmp.unlink(missing_ok=True)
+    _validator_file(tmp).unlink(missing_ok=True)
+
+
+def _take_over_parts(folder: Path, indices: list[int], base_url: str) -> dict[int, _Part]:
+    """The parts stopped downloads left of the shards of `indices`, by shard, each renamed to this
+    process's name (an atomic claim: no other download appends to it) and resumed from where it
+    ends. Of a shard's parts the largest is resumed; the rest, a part whose validator is missing,
+    unreadable or of another URL, and a part whose shard is whole in the cache are deleted. A part
+    of a shard not asked for now is kept for a later download, and a live download's left alone."""
+    now, parts = _file_system_now(folder), {}
+    for tmp, index, pid in _parts_by_size(folder):
+        with contextlib.suppress(FileNotFoundError):
+            if not _stopped(tmp, pid, now - tmp.stat().st_mtime):
+                continue
+            shard = folder / _shard_name(index)
+            if index not in indices:
+                if shard.exists():
+                    _drop_part(tmp)
+                continue
+            url = f"{base_url}/{shard.name}"
+            validator = _saved_validator(tmp, url)
+            if index in parts or validator is None:
+                _drop_part(tmp)
+                continue
+            mine = _temporary_name(shard)
+            os.replace(tmp, mine)
+            _save_validator(mine, url, validator)
+            _validator_file(tmp).unlink(missing_ok=True)
+            parts[index] = _Part(mine, validator)
+    return parts
+
+
+def _parts_by_size(folder: Path) -> list[tuple[Path, int, int]]:
+    """The shards' parts in `folder`, each with its shard's index and its writer's pid, the
+    largest first."""
+    found = []
+    for tmp in folder.glob("shard_*.parquet.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if named := PART_NAME.fullmatch(tmp.name):
+                found.append((tmp.stat().st_size, tmp, int(named[1]), int(named[2])))
+    return [(tmp, index, pid) for _, tmp, index, pid in sorted(found, reverse=True)]
+
+
+def _stopped(tmp: Path, pid: int, idle: float) -> bool:
+    """Whether the download that wrote the part `tmp` has stopped, so another may take it over: its
+    process, of this host, is gone, or it has written nothing for STALE_TMP_S, as a live one does
+    at least every DOWNLOAD_READ_TIMEOUT_S. Not the preparation lock: an NFS mount with `nolock`
+    keeps it on one host, and another host's download may be under way in the folder."""
+    if idle > STALE_TMP_S:
+        return True
+    if _saved(tmp).get("host") != platform.node() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # (another user's process)
+        pass
+    return False
 
 
 def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str:
@@ -706,12 +822,15 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
             _start_over(part)
             sent = "without saying from where" if start is None else f"from byte {start:,}"
             raise ValueError(f"the server sent part of the file {sent}, not from byte {offset:,} as asked")
-        part.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+        validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
         with _writing(path):
             out = progress.open_unless_halted(part.tmp, append=start > 0)
         if out is None:
             return ""
         try:
+            if validator != part.validator:  # (before a byte of the new file is written)
+                part.validator = validator
+                _save_validator(part.tmp, url, validator)
             # read1: what has come, up to 1 MB, written at once, so a live download's file is
             # touched at least every read timeout, however slow the link (_remove_stale_temporaries)
             while (chunk := response.read1(1 << 20)) and not progress.stop.is_set():
@@ -744,7 +863,7 @@ def _opened(request: urllib.request.Request, part: _Part, offset: int) -> http.c
 
 def _start_over(part: _Part) -> None:
     """Drop what earlier attempts received: the next asks for the whole file."""
-    part.tmp.unlink(missing_ok=True)
+    _drop_part(part.tmp)
     part.validator = None
 
 
@@ -841,33 +960,36 @@ def _data_url() -> str:
     return url
 
 
-def _download_shard(index: int, base_url: str, folder: Path, progress: DownloadProgress) -> None:
-    """One shard, retried with exponential back-off; written to a temporary name, then renamed."""
+def _download_shard(
+    index: int, base_url: str, folder: Path, progress: DownloadProgress, part: _Part | None = None
+) -> None:
+    """One shard, retried with exponential back-off; written to a temporary name, then renamed.
+    `part`: what an earlier download left of it (_take_over_parts), resumed. A stop leaves the
+    part for the next download to resume."""
     path = folder / _shard_name(index)
     url = f"{base_url}/{path.name}"
-    part = _Part(_temporary_name(path))
+    part = part or _Part(_temporary_name(path))
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         if progress.stop.is_set():
             return
         try:
             content_type = _fetch(url, part, path, progress)
             if progress.stop.is_set():
-                part.tmp.unlink(missing_ok=True)
                 return
             if problem := _parquet_problem(part.tmp):  # a truncated or wrong file fails here, not in training
                 why = _not_parquet(part.tmp, content_type) or problem
-                part.tmp.unlink()  # (received whole, so nothing to resume: the next attempt begins again)
+                _start_over(part)  # (received whole, so nothing to resume: the next attempt begins again)
                 raise ValueError(why)
             with _writing(path):
                 os.replace(part.tmp, path)
+            _validator_file(part.tmp).unlink(missing_ok=True)
             progress.finished(path)
             return
         except (OSError, ValueError, http.client.HTTPException) as err:
-            last = progress.stop.is_set() or isinstance(err, CacheWriteFailed) or _refused(err)
-            if last or attempt == DOWNLOAD_ATTEMPTS:  # (the part is kept only for a retry to resume)
-                part.tmp.unlink(missing_ok=True)
             if progress.stop.is_set():  # interrupted, or another shard failed: no retry to announce
                 return
+            if isinstance(err, CacheWriteFailed) or _refused(err) or attempt == DOWNLOAD_ATTEMPTS:
+                _drop_part(part.tmp)  # (kept only for a retry, or a later download, to resume)
             if isinstance(err, CacheWriteFailed):
                 progress.fail(err)
                 return
@@ -900,11 +1022,20 @@ def _kept_shard(path: Path, quiet: bool = False) -> bool:
     return True
 
 
-def _download_all(indices: list[int], base_url: str, folder: Path, progress: DownloadProgress) -> None:
-    """Download these shards, DOWNLOAD_WORKERS at a time. The threads are daemons: on an interrupt
-    this returns at once (a thread stuck in a read would hold a join until its read times out,
-    DOWNLOAD_READ_TIMEOUT_S) and deletes this process's unfinished files; the threads stop at their
-    next chunk or die with it."""
+def _download_all(
+    indices: list[int],
+    base_url: str,
+    folder: Path,
+    progress: DownloadProgress,
+    parts: dict[int, _Part] | None = None,
+) -> None:
+    """Download these shards, DOWNLOAD_WORKERS at a time, resuming the `parts` earlier downloads
+    left. The threads are daemons: on an interrupt this returns at once (a thread stuck in a read
+    would hold a join until its read times out, DOWNLOAD_READ_TIMEOUT_S); the threads stop at their
+    next chunk or die with it. This process's unfinished parts are kept for the next download to
+    resume, but for those it could not resume (a server that gave no ETag or Last-Modified) and
+    all of them after a write the cache refused."""
+    parts = parts or {}
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in indices:
         todo.put(index)
@@ -916,7 +1047,7 @@ def _download_all(indices: list[int], base_url: str, folder: Path, progress: Dow
             except queue.Empty:
                 return
             try:
-                _download_shard(index, base_url, folder, progress)
+                _download_shard(index, base_url, folder, progress, parts.get(index))
             except Exception as err:  # not one of the network's: stop the others and report it
                 progress.fail(
                     DownloadFailed(f"download of {_shard_name(index)} failed: {type(err).__name__}: {err}")
@@ -931,7 +1062,8 @@ def _download_all(indices: list[int], base_url: str, folder: Path, progress: Dow
     finally:
         progress.halt()  # (before the files are listed: no thread opens one after)
         for tmp in folder.glob(_temporary_name(folder / "shard_*.parquet").name):
-            tmp.unlink(missing_ok=True)
+            if isinstance(progress.failure, CacheWriteFailed) or not _saved_validator(tmp):
+                _drop_part(tmp)  # (a full cache wants its space back)
 
 
 def download_climbmix(num_shards: int | None = None) -> list[Path]:
@@ -955,16 +1087,17 @@ def download_climbmix(num_shards: int | None = None) -> list[Path]:
 
 def _download_missing(indices: list[int], folder: Path, base_url: str) -> None:
     """The shards of `indices` not yet in `folder`: asked again, as another preparation may have
-    downloaded them while this one waited for it."""
+    downloaded them while this one waited for it. What stopped downloads left of them is resumed."""
     missing = [i for i in indices if not _kept_shard(folder / _shard_name(i))]
     if not missing:
         return
     _remove_stale_temporaries(folder)
+    parts = _take_over_parts(folder, missing, base_url)
     progress = DownloadProgress(len(indices), done=len(indices) - len(missing))
     log(
         f"downloading {len(missing)} of {len(indices)} climbmix shards to {folder}, {DOWNLOAD_WORKERS} at a time"
     )
-    _download_all(missing, base_url, folder, progress)
+    _download_all(missing, base_url, folder, progress, parts)
     if progress.failure:
         raise progress.failure
     log(f"downloaded {progress.received / 1e6:,.1f} MB in {time.time() - progress.started:.1f} s")
@@ -1920,10 +2053,17 @@ def _shard_count(text: str) -> int:
     return value
 
 
+# What an interrupted preparation says: a shard's part is resumed by the next download (_take_over_parts).
+INTERRUPTED = (
+    "interrupted: finished files, and the parts of shards under way, are kept; "
+    "run the same command again to resume"
+)
+
+
 def _interrupted(signum: int, frame: object) -> None:
     """SIGTERM as Ctrl-C during a download: a campaign's stop ends its data step so, as do scancel
-    and preemption, and by default it killed the step at once, leaving up to a shard's worth of
-    unfinished file per download thread in the cache. (Not while the tokenizer trains, where it
+    and preemption, and by default it killed the step at once, saying nothing of what it kept.
+    (Not while the tokenizer trains, where it
     writes nothing until done and a native step could hold the interrupt for minutes.)"""
     raise KeyboardInterrupt
 
@@ -1953,7 +2093,7 @@ def main() -> None:
             build_offline_corpus()
         train_tokenizer(source, scale.vocab_size)
     except KeyboardInterrupt:
-        sys.exit("interrupted: finished files are kept; run the same command again to resume")
+        sys.exit(INTERRUPTED)
     except DownloadFailed as err:
         if err.answered:
             why = "the server answered: AUTORESEARCH_DATA_URL chooses another;"
