@@ -2063,8 +2063,8 @@ INTERRUPTED = (
 def _interrupted(signum: int, frame: object) -> None:
     """SIGTERM as Ctrl-C during a download: a campaign's stop ends its data step so, as do scancel
     and preemption, and by default it killed the step at once, saying nothing of what it kept.
-    (Not while the tokenizer trains, where it
-    writes nothing until done and a native step could hold the interrupt for minutes.)"""
+    (Not while the tokenizer trains, where it writes nothing until done and a native step could
+    hold the interrupt for minutes.)"""
     raise KeyboardInterrupt
 
 
