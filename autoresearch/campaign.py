@@ -385,7 +385,11 @@ class Campaign:
         for t in trials(self.study, TrialState.RUNNING):
             exp_dir = experiment_dir(self.dir, t.number)
             outcome = read_json(exp_dir / OUTCOME_FILE)
-            if outcome is not None and outcome.get("status") not in INFRA_STATUSES:
+            # A disk's refusal written while no controller ran is collected here, not by the loop,
+            # whose look would take it for this controller's and stop it again (`disk_refusal`).
+            if outcome is not None and (
+                outcome.get("status") not in INFRA_STATUSES or outcome.get("disk_full")
+            ):
                 self._finish(Finished(t.number, outcome))
                 continue
             # An interrupted run goes back to the fleet, which can tell a scancel from a preemption.

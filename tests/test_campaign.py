@@ -2461,3 +2461,40 @@ def test_no_space_on_another_disk_is_still_the_changes_crash(tmp_path: Path) -> 
     change = trial_named(campaign, "more workers")
     assert change.user_attrs["status"] == "crash", change.user_attrs
     assert change.user_attrs["reason"].endswith("No space left on device"), change.user_attrs
+
+
+def test_a_disk_refusal_met_while_no_controller_ran_is_re_queued_alone_at_the_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A campaign stopped by a full disk leaves its other runs in flight, and they meet the same
+    disk. Once space is freed, the same command adopted such a run as it adopts a Slurm job, by
+    its id, ended or not, and its first look collected the refusal as this controller's: the
+    campaign stopped again, 'free space there', where there was room. A refusal written before
+    this controller began is re-queued alone, and the campaign goes on."""
+    started, hold = controller_killed_mid_run(tmp_path)
+    exp = started.parent
+    runner = int((exp / PID_FILE).read_text().split()[0])
+    hold.unlink()
+    wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+    ran = json.loads((exp / OUTCOME_FILE).read_text())
+    refusal = "a disk quota refused train.py's writes (0 KiB free in its folder, 4 KiB written by this run)"
+    write_json_atomic(exp / OUTCOME_FILE, {**ran, "status": "lost", "disk_full": True, "reason": refusal})
+    reattach = LocalFleet.reattach
+
+    def adopts_by_its_id(self: LocalFleet, job: JobSpec, handle: str) -> bool:
+        """As SlurmFleet.reattach adopts its job: whether it has ended is for `poll` to find out."""
+        with monkeypatch.context() as patch:
+            patch.setattr("autoresearch.fleet.local._is_our_runner", lambda pid, exp_dir: True)
+            return reattach(self, job, handle)
+
+    monkeypatch.setattr(LocalFleet, "reattach", adopts_by_its_id)
+    resumed = scripted_campaign(
+        tmp_path / "runs", [], "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1"
+    )
+    resumed.run()
+    trial = resumed.ledger.trial(int(exp.name))
+    assert trial.user_attrs["status"] == "lost" and trial.user_attrs["reason"].startswith(
+        f"lost: {refusal}; re-q"
+    )
+    (retry,) = resumed.ledger.queued_for("retry_of", trial.number)
+    assert retry.user_attrs["retries"] == 0
