@@ -338,6 +338,40 @@ def test_a_node_is_excluded_only_once_another_node_of_its_partition_has_run_an_e
     assert exclude_list("x1,", {"a"}) == "a,x1"  # the partition's own list kept
 
 
+def test_an_interrupted_run_whose_end_slurmdbd_has_not_written_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An `scontrol requeue` ends the runner by SIGTERM, which it writes down as interrupted; sacct
+    shows the attempt running while the rerun waits until slurmdbd writes its end. That record is
+    waited for (REQUEUED is free, NODE_FAIL a retry), but the runner's word stood after
+    3 * SETTLE_SECONDS: a lost run, at the cost of a retry, for a requeue that is free. It waits
+    for the written end now, as a record without the runner's word does."""
+    for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS"):  # every poll asks and judges
+        monkeypatch.setattr(slurm_fleet, knob, 0.0)
+    shown = tmp_path / "first-attempt"  # how sacct shows the first attempt
+    shown.write_text("RUNNING")
+    sacct = f'printf "77_0|%s|2026-01-01T10:00:00|00:00:00\\n77_0|PENDING|2026-01-01T10:05:00|00:00:00\\n" "$(cat {shown})"'
+    bin_dir = fake_commands(tmp_path / "bin", sacct=sacct, squeue="")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=600, campaign_dir=str(tmp_path))
+    exp = make_experiment(tmp_path, "", name="e1", trial=1)
+    (exp / "started.json").write_text(json.dumps({"slurm_job_id": "77_0", "started_at": time.time()}))
+    interrupted = {"trial": 1, "status": "interrupted", "reason": "runner received SIGTERM"}
+    (exp / "outcome.json").write_text(json.dumps(interrupted))
+    assert fleet.reattach(JobSpec(1, exp, "h100"), "slurm:h100:77_0")
+    for _ in range(3):
+        assert fleet.poll() == []  # how the attempt ended is not written yet: not over
+    shown.write_text("REQUEUED")
+    (requeued,) = fleet.poll()
+    assert requeued.outcome["status"] == "lost" and requeued.outcome.get("taken_off"), requeued.outcome
+    # An end slurmdbd never writes is waited for UNKNOWN_SECONDS: a restart of no known cause.
+    shown.write_text("RUNNING")
+    monkeypatch.setattr(slurm_fleet, "UNKNOWN_SECONDS", 0.0)
+    assert fleet.reattach(JobSpec(1, exp, "h100"), "slurm:h100:77_0")
+    (restarted,) = fleet.poll()
+    assert restarted.outcome["status"] == "lost" and "taken_off" not in restarted.outcome, restarted.outcome
+
+
 def test_an_experiment_held_for_slurms_controller_is_found_again_or_never_run(tmp_path: Path) -> None:
     """Held while sbatch could not reach Slurm, an experiment's handle has no job id: a resumed
     controller adopts the job the runner says it ran in, or makes sure a late copy never runs."""

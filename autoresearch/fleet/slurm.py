@@ -580,8 +580,11 @@ class SlurmFleet:
         over = outcome_for_state(state, t.job.trial)
         if outcome is not None:  # the runner was interrupted: Slurm knows by what
             t.over_since = t.over_since or now
-            if over is None:  # not over in sacct yet; after a while the runner's word stands
-                return self._done(t, outcome) if now - t.over_since >= 3 * SETTLE_SECONDS else None
+            if over is None:  # not over in sacct yet; after a while the runner's word stands, but
+                # not over an end yet to be written: a SIGTERM comes alike from a free requeue and
+                # a node failure, a retry (`_written_state` waits for it)
+                settled = t.stale_since is None and now - t.over_since >= 3 * SETTLE_SECONDS
+                return self._done(t, outcome) if settled else None
             if over["status"] == "crash" and "SIGUSR2" in outcome.get("reason", ""):
                 return self._done(
                     t, {**outcome, "status": "timeout", "reason": self._time_limit_reason(t, outcome)}
