@@ -118,15 +118,35 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 WRITE_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
+# What a full disk or a quota refuses a write with: the room left tells how much to free.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(folder: Path) -> int | None:
+    """The room left to this user on the disk of `folder` (None where it cannot be asked)."""
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return None
+    return disk.f_bavail * disk.f_frsize
+
+
+def in_kib(size: int | None) -> str:
+    return "an unknown amount" if size is None else f"{size >> 10} KiB"
+
+
 def write_failure(err: OSError, folder: Path) -> str:
     """An OSError of a write into `folder` in words: the system's, and the file it names where
     that is not `folder` itself (a full disk's or an oversized file's error names none); of a
-    writer's temporary (`replacing`), the file it was to replace."""
+    writer's temporary (`replacing`), the file it was to replace. A full disk's or a quota's says
+    how much room its disk has left, so the user knows how much to free (statvfs shows no quota)."""
     filename = err.filename2 if err.filename2 is not None else err.filename
     if filename is not None:
         filename = TEMPORARY_NAME.sub("", str(filename))
-    named = filename is not None and str(filename) != str(folder)
-    return f"{err.strerror or err}" + (f" ({filename})" if named else "")
+    said = [str(filename)] if filename is not None and str(filename) != str(folder) else []
+    if err.errno in DISK_FULL and (free := free_bytes(folder)) is not None:
+        said.append(f"{in_kib(free)} free on its disk")
+    return f"{err.strerror or err}" + (f" ({', '.join(said)})" if said else "")
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

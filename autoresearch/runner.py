@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from autoresearch.files import finite_number, read_json, write_json_atomic
+from autoresearch.files import finite_number, free_bytes, in_kib, read_json, write_json_atomic
 from autoresearch.proposals import plain_line
 from autoresearch.workspace import HARNESS_FILE, sha256_file
 
@@ -114,18 +114,9 @@ def _cut_log(log: Path) -> None:
         f.truncate()
 
 
-def _free_bytes(folder: Path) -> int | None:
-    """The room left to this user on the disk of `folder` (None where it cannot be asked)."""
-    try:
-        disk = os.statvfs(folder)
-    except OSError:
-        return None
-    return disk.f_bavail * disk.f_frsize
-
-
 def _disk_full(folder: Path) -> bool:
     """Whether the disk of `folder` has less room left than the runner's reserve."""
-    free = _free_bytes(folder)
+    free = free_bytes(folder)
     return free is not None and free < RESERVE_BYTES
 
 
@@ -155,11 +146,7 @@ class Room:
 
     @classmethod
     def of(cls, exp: Path) -> Room:
-        return cls(_free_bytes(exp), _bytes_held(exp))
-
-
-def in_kib(size: int | None) -> str:
-    return "an unknown amount" if size is None else f"{size >> 10} KiB"
+        return cls(free_bytes(exp), _bytes_held(exp))
 
 
 def _disk_refused(exp: Path, tail: str, began: Room) -> dict[str, Any]:
@@ -181,7 +168,7 @@ def _disk_refused(exp: Path, tail: str, began: Room) -> dict[str, Any]:
     grew = _bytes_held(exp) - began.held
     if began.free is not None and grew >= began.free // 2:
         return {}
-    free = _free_bytes(exp)
+    free = free_bytes(exp)
     what = f"the disk of its folder {exp}" if full else "a disk quota"
     return {
         "status": "lost",

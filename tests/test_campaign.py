@@ -903,6 +903,36 @@ def test_a_write_the_disk_refuses_stops_the_controller_in_one_line_and_a_rerun_g
     assert all(t.state.is_finished() or t.state == TrialState.WAITING for t in load(tmp_path / "toy").trials)
 
 
+# Run in a mount namespace of its own: a 1 MiB disk (tmpfs) at argv[1], filled by another writer,
+# then results.tsv written there as the controller writes its files; prints how the refusal is said.
+A_WRITE_ON_A_FULL_DISK = """
+import os, subprocess, sys
+from pathlib import Path
+from autoresearch.files import write_atomic, write_failure
+disk = Path(sys.argv[1])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+room = os.statvfs(disk)
+(disk / "others").write_bytes(os.urandom(room.f_bavail * room.f_frsize))
+try:
+    write_atomic(disk / "results.tsv", "trial\\tval_bpb\\n")
+except OSError as err:
+    print(write_failure(err, disk))
+"""
+
+
+def test_a_write_a_full_disk_refuses_says_how_much_room_is_left(tmp_path: Path) -> None:
+    """A campaign stopped by a full disk named the file it could not write, not how much room its
+    disk had left, so the user could not tell how much to free; the line now says it (statvfs)."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespace for an unprivileged user here (unshare -rm)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = [sys.executable, "-c", A_WRITE_ON_A_FULL_DISK, str(disk)]
+    done = subprocess.run(["unshare", "-rm", *script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"No space left on device ({disk / 'results.tsv'}, 0 KiB free on its disk)"
+
+
 @pytest.mark.parametrize("finished_before_kill", [0, 3, 7, "promoted", "kept"])
 def test_sigkill_and_resume_loses_and_repeats_nothing(
     tmp_path: Path, finished_before_kill: int | str
