@@ -3,7 +3,7 @@
 It is the only place untrusted code runs. It checks the harness is the campaign's own, strips
 secrets from the environment the agent's code sees, keeps run.log, and always leaves outcome.json
 (ok, crash, timeout, harness_mismatch, interrupted or lost) for the controller to read, whatever
-happened.
+happened; where the disk refuses that very file, it ends with DISK_REFUSED_EXIT instead.
 Run as `python -m autoresearch.runner EXPERIMENT_DIR`, or call `run_experiment` (submitit does).
 """
 
@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from autoresearch.files import finite_number, free_bytes, in_kib, read_json, write_json_atomic
+from autoresearch.files import (
+    DISK_FULL,
+    finite_number,
+    free_bytes,
+    in_kib,
+    read_json,
+    write_failure,
+    write_json_atomic,
+)
 from autoresearch.proposals import plain_line
 from autoresearch.workspace import HARNESS_FILE, sha256_file
 
@@ -668,10 +676,41 @@ def slurm_job_id() -> str:
     return os.environ.get("SLURM_JOB_ID", "")
 
 
+# The runner's exit status where the disk of its experiment folder (full, or a quota) refused its
+# own files, started.json or outcome.json: no outcome can say so, and a runner that ended without
+# one is lost, a retry of its change spent on a full disk; its fleet reads this status instead
+# (`runner_files_refused`). (sysexits' "cannot create an output file")
+DISK_REFUSED_EXIT = os.EX_CANTCREAT
+
+
+def runner_files_refused(exp: Path, trial: int) -> dict[str, Any]:
+    """The outcome of a runner that ended with DISK_REFUSED_EXIT, as its fleet gives it: lost to
+    the disk (`disk_full`), re-queued at no cost, the campaign stopped until there is room."""
+    free = free_bytes(exp)
+    return {
+        "trial": trial,
+        "status": "lost",
+        "disk_full": True,
+        "free_bytes": free,
+        "reason": (
+            f"the disk of its folder {exp} refused the runner's own files, started.json or "
+            f"outcome.json ({in_kib(free)} free in its folder)"
+        ),
+    }
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m autoresearch.runner EXPERIMENT_DIR")
-    outcome = run_experiment(sys.argv[1])
+    try:
+        outcome = run_experiment(sys.argv[1])
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        with contextlib.suppress(OSError):  # (runner.log, its stderr, is on that disk too)
+            said = write_failure(err, Path(sys.argv[1]))
+            print(f"the disk refused the runner's own files: {said}", file=sys.stderr, flush=True)
+        sys.exit(DISK_REFUSED_EXIT)
     if outcome["status"] == "skipped":
         sys.exit(f"not run: {outcome['reason']}")
     print(f"trial {outcome['trial']}: {outcome['status']} {outcome.get('reason', '')}".rstrip())

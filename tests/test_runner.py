@@ -613,3 +613,48 @@ def test_the_reserve_takes_room_on_a_compressing_file_system(tmp_path: Path) -> 
     reserve = json.loads((tmp_path / "exp" / "reserve.json").read_text())
     assert reserve["size"] == runner.RESERVE_BYTES
     assert reserve["compressed"] >= 0.99 * reserve["size"]  # what compression cannot shrink
+
+
+# Run in a mount namespace of its own: a 1 MiB disk (tmpfs) made at argv[1], the experiment argv[2]
+# copied onto it, the disk filled by another writer to argv[3] bytes of room, and the experiment
+# run by the local fleet as the controller runs it; prints what the fleet gives the controller.
+BY_THE_FLEET_ON_A_FULL_DISK = """
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+from autoresearch.fleet.base import JobSpec, Pool
+from autoresearch.fleet.local import LocalFleet
+disk, exp = Path(sys.argv[1]), Path(sys.argv[2])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+shutil.copytree(exp, disk / exp.name)
+room = os.statvfs(disk)
+(disk / "others").write_bytes(os.urandom(room.f_bavail * room.f_frsize - int(sys.argv[3])))
+fleet = LocalFleet(Pool("local", 1, "cpu", 0.0, "local"), [], 1, 30.0)
+fleet.submit([JobSpec(7, disk / exp.name, "local")])
+while not (done := fleet.poll()):
+    fleet.wait(0.1)
+print(json.dumps(done[0].outcome))
+"""
+
+
+# Room for runner.pid (the fleet's, one 4 KiB page of tmpfs) and none for started.json; or room
+# for started.json too, and none for the reserve nor outcome.json.
+@pytest.mark.parametrize("room", [4096, 8192], ids=["started.json refused", "outcome.json refused"])
+def test_a_runner_whose_own_files_a_full_disk_refuses_is_lost_to_the_disk(tmp_path: Path, room: int) -> None:
+    """A disk full as the runner began left it no room for started.json, or for outcome.json
+    (its reserve could not be written): it died without an outcome, and the controller counted a
+    retry of the change, 'runner ended without an outcome', and dropped it once max_retries were
+    used. The runner now ends with DISK_REFUSED_EXIT, which the local fleet makes a run lost to
+    the disk (`disk_full`): re-queued free, the campaign stopped until there is room."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespace for an unprivileged user here (unshare -rm)")
+    exp = make_experiment(tmp_path, "print('step 1')\n")
+    (tmp_path / "disk").mkdir()
+    script = [sys.executable, "-c", BY_THE_FLEET_ON_A_FULL_DISK, str(tmp_path / "disk"), str(exp), str(room)]
+    done = subprocess.run(["unshare", "-rm", *script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["free_bytes"] == 0, outcome
+    assert outcome["reason"].startswith(f"the disk of its folder {tmp_path / 'disk' / 'exp'} refused"), (
+        outcome
+    )
+    assert outcome["reason"].endswith("(0 KiB free in its folder)"), outcome

@@ -22,7 +22,15 @@ from typing import Any
 from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.leftovers import end_leftovers
-from autoresearch.runner import ABANDONED_FILE, OUTCOME_FILE, PID_FILE, scrubbed_environment, started_at
+from autoresearch.runner import (
+    ABANDONED_FILE,
+    DISK_REFUSED_EXIT,
+    OUTCOME_FILE,
+    PID_FILE,
+    runner_files_refused,
+    scrubbed_environment,
+    started_at,
+)
 
 log = logging.getLogger("autoresearch")
 
@@ -193,12 +201,14 @@ class LocalFleet:
 
 
 def _read_outcome(run: _Running) -> dict:
+    """The runner's outcome, or the fleet's account of why there is none: a runner whose files
+    the disk refused says so by its exit status (only one this controller started is seen to end)."""
+    if (outcome := read_json(run.job.exp_dir / OUTCOME_FILE)) is not None:
+        return outcome
+    if run.proc is not None and run.proc.returncode == DISK_REFUSED_EXIT:
+        return runner_files_refused(run.job.exp_dir, run.job.trial)
     why = "killed at the controller's deadline" if run.killed else "runner ended without an outcome"
-    return read_json(run.job.exp_dir / OUTCOME_FILE) or {
-        "trial": run.job.trial,
-        "status": "lost",
-        "reason": why,
-    }
+    return {"trial": run.job.trial, "status": "lost", "reason": why}
 
 
 def _read_pid_file(path: Path) -> tuple[int | None, int | None]:
