@@ -36,7 +36,7 @@ from autoresearch.heartbeat import controller_state
 from autoresearch.journal import JOURNAL_FILE, repairs_said
 from autoresearch.ledger import owed_runs
 from autoresearch.open_checks import folder_refusal, study_refusal
-from autoresearch.results import frontier_value, rows
+from autoresearch.results import compare, rows
 from autoresearch.resume_changes import setting_changes, tracking_move
 from autoresearch.start_checks import Ready, StartRefused
 from autoresearch.starting_files import harness_change, train_py_change
@@ -124,8 +124,8 @@ def _folder_said(folder: Path, study: optuna.Study | None) -> str:
         return f"{folder} holds no study yet: the start begins one there"
     table = rows(study)
     running, queued = (len(trials(study, state)) for state in (TrialState.RUNNING, TrialState.WAITING))
-    baseline, best = frontier_value(table)
-    frontier = f"; frontier val_bpb {best:.6f} (baseline {baseline:.6f})" if best and baseline else ""
+    compared = compare(table)  # (as the closing line: the plain means are over different seeds)
+    frontier = f"; {compared.said()}" if compared is not None else ""
     counts = experiment_counts(Counter(r["status"] for r in table))
     return f"resumes {folder}: {counts}, {running} running, {queued} queued{frontier}"
 

@@ -20,7 +20,8 @@ import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from optuna.trial import FrozenTrial
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from autoresearch.campaign import Campaign
 from autoresearch.config import (
@@ -404,3 +405,42 @@ def autoresearch_into_closed_pipe(args: list[str]) -> subprocess.CompletedProces
         )
     finally:
         os.close(write_end)
+
+
+def add_run(study: optuna.Study, value: float | None, launched: float, seconds: float, **attrs: Any) -> None:
+    """A finished trial as the campaign records it: times, pool, status, and (if it ran) a value."""
+    attrs = {
+        "exp_dir": f"experiments/{len(study.trials):05d}",
+        "pool": "local",
+        "gpu_type": "cpu",
+        "launched_at": launched,
+        "started_at": launched + 1,
+        "ended_at": launched + 1 + seconds,
+        **attrs,
+    }
+    state = TrialState.FAIL if value is None else TrialState.COMPLETE
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=value,
+            user_attrs=attrs,
+            params={"LR": 0.01},
+            distributions={"LR": FloatDistribution(0.001, 0.5, log=True)},
+        )
+    )
+
+
+def lucky_seeds_study(folder: Path) -> optuna.Study:
+    """A study in `folder` whose baseline (2.0) ran at seeds 42-45 and whose change kept at seed 42
+    (1.97) was re-run at 43-45 and 1042, with a seed's luck larger than the change: the plain
+    means (1.990 -> 1.9825) show a quarter of the -0.03 the keep was decided on seed for seed."""
+    journal = optuna.storages.journal.JournalFileBackend(str(folder / "study.journal"))
+    study = optuna.create_study(study_name="toy", storage=optuna.storages.JournalStorage(journal))
+    luck = {42: -0.04, 43: 0.0, 44: 0.01, 45: -0.01, 1042: 0.05}
+    for seed in (42, 43, 44, 45):
+        add_run(study, 2.0 + luck[seed], 0.0, 60.0, status="baseline", tier="screen", run_key="v0", seed=seed)
+    kept = {"tier": "screen", "run_key": "v1", "description": "wider MLP"}
+    add_run(study, 1.97 + luck[42], 70.0, 60.0, status="keep", seed=42, **kept)
+    for seed in (43, 44, 45, 1042):
+        add_run(study, 1.97 + luck[seed], 140.0, 60.0, status="rerun", seed=seed, validates=4, **kept)
+    return study

@@ -24,16 +24,16 @@ from anthropic.types import Usage
 from engine_helpers import (
     INTAKE_NOW,
     REPO,
+    add_run,
     compose_toy,
     confirming,
     load,
+    lucky_seeds_study,
     open_intake,
     read_tsv,
     run_campaign,
     run_scripted,
 )
-from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
 from autoresearch.agent.usage import UsageLedger
@@ -49,29 +49,6 @@ from autoresearch.study import finished
 from autoresearch.thresholds import THRESHOLDS_ATTR
 
 TOY_THRESHOLDS = {"min_delta": 0.0005, "promote_z": 1.0, "keep_z": 2.0}  # conf's, as the toy leaves them
-
-
-def add_run(study: optuna.Study, value: float | None, launched: float, seconds: float, **attrs: Any) -> None:
-    """A finished trial as the campaign records it: times, pool, status, and (if it ran) a value."""
-    attrs = {
-        "exp_dir": f"experiments/{len(study.trials):05d}",
-        "pool": "local",
-        "gpu_type": "cpu",
-        "launched_at": launched,
-        "started_at": launched + 1,
-        "ended_at": launched + 1 + seconds,
-        **attrs,
-    }
-    state = TrialState.FAIL if value is None else TrialState.COMPLETE
-    study.add_trial(
-        create_trial(
-            state=state,
-            value=value,
-            user_attrs=attrs,
-            params={"LR": 0.01},
-            distributions={"LR": FloatDistribution(0.001, 0.5, log=True)},
-        )
-    )
 
 
 def test_busy_hours_is_the_union_of_the_intervals() -> None:
@@ -882,15 +859,7 @@ def test_the_closing_line_status_and_report_compare_the_start_and_frontier_on_th
     from autoresearch.campaign import Summary
     from autoresearch.status import render
 
-    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
-    study = optuna.create_study(study_name="toy", storage=optuna.storages.JournalStorage(journal))
-    luck = {42: -0.04, 43: 0.0, 44: 0.01, 45: -0.01, 1042: 0.05}
-    for seed in (42, 43, 44, 45):
-        add_run(study, 2.0 + luck[seed], 0.0, 60.0, status="baseline", tier="screen", run_key="v0", seed=seed)
-    kept = {"tier": "screen", "run_key": "v1", "description": "wider MLP"}
-    add_run(study, 1.97 + luck[42], 70.0, 60.0, status="keep", seed=42, **kept)
-    for seed in (43, 44, 45, 1042):
-        add_run(study, 1.97 + luck[seed], 140.0, 60.0, status="rerun", seed=seed, validates=4, **kept)
+    study = lucky_seeds_study(tmp_path)
     table = rows(study)
 
     compared = compare(table)
