@@ -175,11 +175,14 @@ def frontier_value(table: list[dict[str, Any]], tier: str = "screen") -> tuple[f
 class Comparison:
     """The start and the frontier on one tier as the keep rule compares two versions: their means
     over the seeds both ran (`seeds` of them), so a seed's luck is in both figures or neither; over
-    all their runs where they share no seed (`seeds` 0: a frontier measured only by its own run)."""
+    all their runs where they share no seed (`seeds` 0: such as a frontier measured only by its run
+    at a later screening seed, 1042 on). `picked`: the frontier's figure is only the run that kept it,
+    not re-run there yet (a campaign stopped right after the keep), which its low value chose."""
 
     baseline: float
     frontier: float
     seeds: int
+    picked: bool = False
 
     @property
     def change(self) -> float:
@@ -187,25 +190,34 @@ class Comparison:
 
     def over(self) -> str:
         """What the two means are over, in words (a reader comparing them with the keep's
-        'on the same seeds' must know whether they are alike)."""
+        'on the same seeds' must know whether they are alike, and that a picked run overstates
+        the gain: a run kept for being low is lower than the version's mean)."""
         if self.seeds:
-            return f"means over the same {self.seeds} seed{'' if self.seeds == 1 else 's'}"
-        return "means over all their runs: no seed ran both"
+            means = f"means over the same {self.seeds} seed{'' if self.seeds == 1 else 's'}"
+        else:
+            means = "means over all their runs: no seed ran both"
+        if self.picked:
+            return (
+                f"{means}; the frontier's is only the run that kept it, picked for being low: not re-run yet"
+            )
+        return means
 
     def said(self) -> str:
         """`val_bpb A -> B (over)`, as the closing line says it."""
         return f"val_bpb {self.baseline:.6f} -> {self.frontier:.6f} ({self.over()})"
 
 
-def frontier_by_seed(table: list[dict[str, Any]], tier: str = "screen") -> dict[int, float]:
+def frontier_by_seed(table: list[dict[str, Any]], tier: str = "screen") -> tuple[dict[int, float], bool]:
     """`frontier_measured`'s runs by seed: the latest kept version's measurements on a tier (its
-    own run while it has none), else the baseline's."""
+    own run while it has none, said by True), else the baseline's."""
     for keep in reversed([r for r in table if r["status"] == "keep"]):
         if measurements(table, keep["version"], tier):
             if repeats := measured_by_seed(table, keep["version"], tier):
-                return repeats
-            return _by_seed([r for r in _runs_of(table, keep["version"], tier) if r["status"] == "keep"])
-    return _by_seed([r for r in table if r["status"] == "baseline" and r["tier"] == tier])
+                return repeats, False
+            return _by_seed(
+                [r for r in _runs_of(table, keep["version"], tier) if r["status"] == "keep"]
+            ), True
+    return _by_seed([r for r in table if r["status"] == "baseline" and r["tier"] == tier]), False
 
 
 def compare(table: list[dict[str, Any]], tier: str = "screen") -> Comparison | None:
@@ -217,12 +229,15 @@ def compare(table: list[dict[str, Any]], tier: str = "screen") -> Comparison | N
     if baseline is None or frontier is None:
         return None
     start = _by_seed([r for r in table if r["status"] == "baseline" and r["tier"] == tier])
-    now = frontier_by_seed(table, tier)
+    now, picked = frontier_by_seed(table, tier)
     if shared := sorted(set(start) & set(now)):
         return Comparison(
-            statistics.fmean(start[s] for s in shared), statistics.fmean(now[s] for s in shared), len(shared)
+            statistics.fmean(start[s] for s in shared),
+            statistics.fmean(now[s] for s in shared),
+            len(shared),
+            picked,
         )
-    return Comparison(baseline, frontier, 0)
+    return Comparison(baseline, frontier, 0, picked)
 
 
 def tier_noise(table: list[dict[str, Any]], tier: str) -> float | None:

@@ -776,7 +776,11 @@ def test_a_change_that_is_no_number_is_said_so_not_shown_as_plus_nan(tmp_path: P
     page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
     assert "+nan" not in page
     assert "val_bpb 1.900000 (n/a (val_bpb not a number) against the frontier)" in page
-    assert "<td class=num>-0.100000 (-5.00%), means over all their runs: no seed ran both</td>" in page
+    picked = "the frontier's is only the run that kept it, picked for being low: not re-run yet"
+    assert (
+        f"<td class=num>-0.100000 (-5.00%), means over all their runs: no seed ran both; {picked}</td>"
+        in page
+    )
     assert "<td class=num>n/a (val_bpb not a number)</td>" in page  # (the validate tier's)
 
 
@@ -873,3 +877,33 @@ def test_the_closing_line_status_and_report_compare_the_start_and_frontier_on_th
     assert re.search(said, console.export_text())
     screen = build_report(study, tmp_path, compose_toy(tmp_path)).tiers[0]
     assert screen.change == pytest.approx(-0.03)
+
+
+def test_a_frontier_not_re_run_yet_is_said_to_be_the_run_that_kept_it(tmp_path: Path) -> None:
+    """A campaign stopped right after a keep, before its re-runs: the frontier's only figure is the
+    keep's own run at seed 42, picked for being low (1.93, the seed's luck -0.04 in it), and the
+    closing line said 'means over the same 1 seed' as if it were a measurement like the baseline's.
+    Each of the closing line, status and the report now says it is the run that kept it."""
+    from autoresearch.__main__ import done_line
+    from autoresearch.campaign import Summary
+    from autoresearch.status import render
+
+    study = optuna.create_study(study_name="toy")
+    for seed in (42, 43, 44, 45):
+        add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen", run_key="v0", seed=seed)
+    add_run(study, 1.93, 70.0, 60.0, status="keep", tier="screen", run_key="v1", seed=42, description="x")
+    compared = compare(rows(study))
+    picked = "the frontier's is only the run that kept it, picked for being low: not re-run yet"
+    assert compared is not None and compared.over() == f"means over the same 1 seed; {picked}"
+    summary = Summary(experiments=5, kept=1, crashed=0, compared=compared, stop_reason="finished")
+    assert done_line(summary).endswith(
+        f"; val_bpb 2.000000 -> 1.930000 (means over the same 1 seed; {picked})"
+    )
+    console = Console(record=True, width=300, file=io.StringIO())
+    console.print(render(study, tmp_path))
+    assert picked in console.export_text()
+    page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
+    assert f"means over the same 1 seed; {picked}</td>" in page
+    add_run(study, 1.96, 140.0, 60.0, status="rerun", tier="screen", run_key="v1", seed=1042, validates=4)
+    re_run = compare(rows(study))  # (its first re-run, at the next screening seed: no seed shared)
+    assert re_run is not None and re_run.over() == "means over all their runs: no seed ran both"
