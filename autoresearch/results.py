@@ -197,9 +197,7 @@ class Comparison:
         else:
             means = "means over all their runs: no seed ran both"
         if self.picked:
-            return (
-                f"{means}; the frontier's is only the run that kept it, picked for being low: not re-run yet"
-            )
+            return f"{means}; the frontier's is the run that kept it, not re-run yet"
         return means
 
     def said(self) -> str:

@@ -776,7 +776,7 @@ def test_a_change_that_is_no_number_is_said_so_not_shown_as_plus_nan(tmp_path: P
     page = render_html(build_report(study, tmp_path, compose_toy(tmp_path)), None)
     assert "+nan" not in page
     assert "val_bpb 1.900000 (n/a (val_bpb not a number) against the frontier)" in page
-    picked = "the frontier's is only the run that kept it, picked for being low: not re-run yet"
+    picked = "the frontier's is the run that kept it, not re-run yet"
     assert (
         f"<td class=num>-0.100000 (-5.00%), means over all their runs: no seed ran both; {picked}</td>"
         in page
@@ -893,7 +893,7 @@ def test_a_frontier_not_re_run_yet_is_said_to_be_the_run_that_kept_it(tmp_path: 
         add_run(study, 2.0, 0.0, 60.0, status="baseline", tier="screen", run_key="v0", seed=seed)
     add_run(study, 1.93, 70.0, 60.0, status="keep", tier="screen", run_key="v1", seed=42, description="x")
     compared = compare(rows(study))
-    picked = "the frontier's is only the run that kept it, picked for being low: not re-run yet"
+    picked = "the frontier's is the run that kept it, not re-run yet"
     assert compared is not None and compared.over() == f"means over the same 1 seed; {picked}"
     summary = Summary(experiments=5, kept=1, crashed=0, compared=compared, stop_reason="finished")
     assert done_line(summary).endswith(
