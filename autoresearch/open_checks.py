@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from autoresearch.config import AutoresearchConfig, measurement, measurement_changes
 from autoresearch.files import write_failure
 from autoresearch.fleet.base import Pool
+from autoresearch.fleet.other_fleet import other_fleets_runs
 from autoresearch.hardware import hardware_changes
 from autoresearch.results import frontier_value, rows
 from autoresearch.sampler import knob_changes, knob_specs, searched_distributions
@@ -117,6 +118,8 @@ def study_refusal(
     can (`study` None: there is none yet). The study's own records hold where config.yaml cannot:
     how each knob was searched (a knob left out of a run and brought back changed would fail every
     trial that sets it), how its first start measured, and the hardware each tier measured on.
+    Nor may runs the last start left in flight on the other fleet (cluster.kind) still run
+    (`other_fleets_runs`): this one cannot watch them, and would run them again.
     And the folder must still be the study's: its experiments, its frontier and its harness
     (`lost_trials`, `lost_commits`, `altered_harness`). Nor may it ask a keep for a gain the
     frontier cannot give (`unreachable_min_delta`)."""
@@ -128,6 +131,7 @@ def study_refusal(
         knob_changes(searched, knob_specs(cfg), f"the study of {where}"),
         measurement_changes(started, measurement(cfg), where),
         hardware_changes(recorded, cfg.cluster.tiers, pools, where),
+        other_fleets_runs(recorded, cfg.cluster.kind, campaign_dir),
         lost_trials(recorded, campaign_dir, cfg.storage),
         lost_commits(recorded, campaign_dir),
         altered_harness(campaign_dir),

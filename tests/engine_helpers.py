@@ -367,17 +367,22 @@ def controller_killed_mid_run(tmp_path: Path) -> tuple[Path, Path]:
     hold.touch()
     runs = tmp_path / "runs"
     command = campaign_command(runs, "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1")
-    env = {**os.environ, "TOY_HOLD": str(hold)}
+    killed_once_a_run_started(command, runs, {"TOY_HOLD": str(hold)})
+    (started,) = runs.glob("toy/experiments/*/started.json")  # (one slot)
+    return started, hold
+
+
+def killed_once_a_run_started(command: list[str], runs: Path, env: dict[str, str]) -> None:
+    """The campaign `command` (into `runs`, `env` added), its controller killed (kill -9) once a run
+    started: what it launched goes on."""
     controller = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_for(lambda: list(runs.glob("toy/experiments/*/started.json")), 120, "a run started")
     finally:
         controller.kill()
         controller.wait(timeout=60)
-    (started,) = runs.glob("toy/experiments/*/started.json")  # (one slot)
-    return started, hold
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> None:

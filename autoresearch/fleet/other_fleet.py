@@ -1,0 +1,104 @@
+"""Runs the last start left in flight on the other fleet, which a resume on this one cannot watch.
+
+A stop (Ctrl-C, the time limit, kill -9) leaves the runs in flight going on: local runners in
+sessions of their own, Slurm jobs in the queue. A resume re-attaches them through its fleet, but a
+local fleet cannot watch a Slurm job, nor Slurm a local runner: each such run was failed as lost,
+counted as a retry and launched again, while it ran on unseen beside its copy, on the same GPUs,
+its result thrown away. So a start on the other fleet is refused while any of them runs; once
+they have ended, any start collects their results (`Campaign._reconcile` reads outcome.json first).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from optuna.trial import FrozenTrial, TrialState
+
+from autoresearch.files import read_json
+from autoresearch.fleet.local import runner_alive
+from autoresearch.fleet.slurm import SENT_LATE_FILE
+from autoresearch.fleet.slurm_states import is_active, latest, queue_states
+from autoresearch.runner import PID_FILE, STARTED_FILE
+from autoresearch.workspace import experiment_dir
+
+log = logging.getLogger("autoresearch")
+SLURM_HANDLES = ("slurm:", "queue:")  # (fleet.slurm's; a local runner's is `local:PID`)
+
+
+def other_fleets_runs(trials: Iterable[FrozenTrial], kind: str, campaign_dir: Path) -> list[str]:
+    """Why this start (cluster.kind `kind`) must wait: the runs of the other fleet still in flight,
+    in one line with the commands that wait for or end them; [] where there are none."""
+    running = [t for t in trials if t.state == TrialState.RUNNING and "exp_dir" in t.user_attrs]
+    if kind == "slurm":
+        return _local_runners_alive(running, campaign_dir)
+    if kind == "local":
+        return _slurm_jobs_active(running, campaign_dir)
+    return []
+
+
+def _local_runners_alive(running: list[FrozenTrial], campaign_dir: Path) -> list[str]:
+    """The local runners of `running` still at work on this machine, by their runner.pid (which
+    the local fleet writes before it records the handle)."""
+    alive = {}
+    for t in running:
+        exp_dir = experiment_dir(campaign_dir, t.number)
+        if not str(t.user_attrs.get("job", "")).startswith(SLURM_HANDLES) and runner_alive(exp_dir):
+            alive[t.number] = (exp_dir / PID_FILE).read_text().split()[0]
+    if not alive:
+        return []
+    said = ", ".join(f"trial {n} (pid {pid})" for n, pid in alive.items())
+    return [
+        f"{said} still run in local runners the last start (cluster=local) launched, which a "
+        f"cluster=slurm start cannot watch, and would run again: go on with cluster=local, which "
+        f"collects them, or wait for them to end; or end them (kill {' '.join(alive.values())}), "
+        "and they are queued again"
+    ]
+
+
+def _slurm_jobs_active(running: list[FrozenTrial], campaign_dir: Path) -> list[str]:
+    """The Slurm jobs of `running` still queued or running, by squeue's word."""
+    jobs = {}
+    for t in running:
+        if job := _slurm_job(str(t.user_attrs.get("job", "")), experiment_dir(campaign_dir, t.number)):
+            jobs[t.number] = job
+    in_flight = jobs_in_flight(set(jobs.values()))
+    if in_flight is None:
+        log.warning(
+            "squeue cannot say whether the Slurm jobs of trials %s, launched by the last start "
+            "(cluster=slurm), still run: any that does is run again here",
+            ", ".join(map(str, jobs)),
+        )
+        return []
+    active = {n: job for n, job in jobs.items() if job in in_flight}
+    if not active:
+        return []
+    said = ", ".join(f"trial {n} (job {job})" for n, job in active.items())
+    ids = " ".join(active.values())
+    return [
+        f"{said} still queued or running in Slurm, launched by the last start (cluster=slurm), which "
+        f"a cluster=local start cannot watch, and would run again: go on with cluster=slurm, which "
+        f"collects them, or wait for them to end (squeue -j {ids.replace(' ', ',')}); or end them "
+        f"(scancel {ids}), and they are queued again"
+    ]
+
+
+def jobs_in_flight(jobs: set[str]) -> set[str] | None:
+    """Those of `jobs` Slurm still holds, queued or running; None where squeue cannot say."""
+    states = queue_states(jobs)
+    if states is None:
+        return None
+    return {job for job in jobs if is_active(latest(states.get(job, ["COMPLETED"])))}
+
+
+def _slurm_job(handle: str, exp_dir: Path) -> str:
+    """The Slurm job a run was sent as: its handle's, else the one its sent.json or started.json
+    names (sent after an outage, a worker's, or a handle never recorded); '' for a run of no
+    Slurm job."""
+    if handle.startswith("local:"):
+        return ""
+    if handle.startswith("slurm:") and (job := handle.rpartition(":")[2]):
+        return job
+    records = (read_json(exp_dir / name) or {} for name in (SENT_LATE_FILE, STARTED_FILE))
+    return next((str(r["slurm_job_id"]) for r in records if r.get("slurm_job_id")), "")
