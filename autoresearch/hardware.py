@@ -10,7 +10,7 @@ Each launch records its hardware (`HARDWARE_ATTR`); a tier that has measured is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from optuna.trial import FrozenTrial
 
@@ -33,25 +33,30 @@ def _known(hardware: str) -> bool:
     return hardware not in ("", "cpu", UNNAMED_GPU)
 
 
-def _measured_on(trials: Iterable[FrozenTrial]) -> dict[str, set[str]]:
+def _measured_on(trials: Iterable[FrozenTrial], to_collect: Collection[int]) -> dict[str, set[str]]:
     """By tier, the hardware its results were measured on (runs of versions before it was recorded
-    are known by their GPU type)."""
+    are known by their GPU type), those of `to_collect` too."""
     seen: dict[str, set[str]] = {}
     for t in trials:
         attrs = t.user_attrs
         hardware = str(attrs.get(HARDWARE_ATTR) or attrs.get("gpu_type") or "")
-        if "val_bpb" in attrs and _known(hardware):
+        if ("val_bpb" in attrs or t.number in to_collect) and _known(hardware):
             seen.setdefault(str(attrs.get("tier", "screen")), set()).add(hardware)
     return seen
 
 
 def hardware_changes(
-    trials: Iterable[FrozenTrial], tiers: Mapping[str, str], pools: Mapping[str, Pool], where: str
+    trials: Iterable[FrozenTrial],
+    tiers: Mapping[str, str],
+    pools: Mapping[str, Pool],
+    where: str,
+    to_collect: Collection[int] = (),
 ) -> list[str]:
     """Why this command's tiers would measure on other hardware than their results in `where`
     were, a line each (a tier with no result yet may move anywhere, and one whose hardware is not
-    known now is not held)."""
-    seen = _measured_on(trials)
+    known now is not held). `to_collect`: trials still running in the study whose runs left a
+    result, which the start collects as it opens: results of their tier as much as those told."""
+    seen = _measured_on(trials, to_collect)
     problems = []
     for tier, pool_name in tiers.items():
         if tier not in seen or pool_name not in pools:

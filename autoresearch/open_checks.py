@@ -14,18 +14,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import AutoresearchConfig, measurement, measurement_changes
-from autoresearch.files import write_failure
+from autoresearch.files import finite_number, read_json, write_failure
 from autoresearch.fleet.base import Pool
 from autoresearch.fleet.other_fleet import other_fleets_runs
 from autoresearch.hardware import hardware_changes
 from autoresearch.results import frontier_value, rows
+from autoresearch.runner import OUTCOME_FILE
 from autoresearch.sampler import knob_changes, knob_specs, searched_distributions
 from autoresearch.starting_files import HARNESS_COPY, first_run_harness
 from autoresearch.storage_url import masked
-from autoresearch.workspace import sha256_file
+from autoresearch.workspace import experiment_dir, sha256_file
 
 MEASUREMENT_ATTR = "measurement"  # the study's: how its first start measured (`config.measurement`)
 LOG_FILE = "controller.log"  # the first file a start writes in the folder
@@ -130,7 +131,9 @@ def study_refusal(
     for changed in (
         knob_changes(searched, knob_specs(cfg), f"the study of {where}"),
         measurement_changes(started, measurement(cfg), where),
-        hardware_changes(recorded, cfg.cluster.tiers, pools, where),
+        hardware_changes(
+            recorded, cfg.cluster.tiers, pools, where, results_to_collect(recorded, campaign_dir)
+        ),
         other_fleets_runs(recorded, cfg.cluster.kind, campaign_dir),
         lost_trials(recorded, campaign_dir, cfg.storage),
         lost_commits(recorded, campaign_dir),
@@ -156,6 +159,28 @@ def unreachable_min_delta(study: optuna.Study, min_delta: float) -> list[str]:
         f"beat the frontier by min_delta, and val_bpb is never below 0, so no change could be kept; "
         f"give a min_delta below {frontier:.6f} (it counts val_bpb, not a share of it)"
     ]
+
+
+def results_to_collect(recorded: list[FrozenTrial], campaign_dir: Path) -> set[int]:
+    """The trials still running in the study whose runner left a result (outcome.json, with a
+    val_bpb): the start collects them as it opens (`Campaign._reconcile`), so they hold their tier
+    to the hardware they ran on as a told result does; else a resume onto other hardware once a
+    stopped campaign's first runs ended would compare its runs with theirs."""
+    return {
+        t.number
+        for t in recorded
+        if t.state == TrialState.RUNNING
+        and _holds_a_result(read_json(experiment_dir(campaign_dir, t.number) / OUTCOME_FILE))
+    }
+
+
+def _holds_a_result(outcome: dict | None) -> bool:
+    metrics = (outcome or {}).get("metrics")
+    return (
+        (outcome or {}).get("status") == "ok"
+        and isinstance(metrics, dict)
+        and finite_number(metrics.get("val_bpb"))
+    )
 
 
 def lost_trials(recorded: list[FrozenTrial], campaign_dir: Path, storage: str | None) -> list[str]:

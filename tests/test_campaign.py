@@ -2528,3 +2528,27 @@ def test_a_disk_refusal_met_while_no_controller_ran_is_re_queued_alone_at_the_re
     )
     (retry,) = resumed.ledger.queued_for("retry_of", trial.number)
     assert retry.user_attrs["retries"] == 0
+
+
+def test_a_run_that_ended_while_no_controller_ran_holds_its_tier_to_its_hardware(tmp_path: Path) -> None:
+    """kill -9 of the controller mid-run, whose runner then ended with a result; a resume onto
+    other hardware (here fewer CPU threads per slot) was let through, as no result of the tier
+    was told yet: it collected that run and compared its own runs, on other hardware, with it.
+    A result waiting to be collected holds its tier as a told one does."""
+    started, hold = controller_killed_mid_run(tmp_path)  # its runner goes on, held
+    exp, runs = started.parent, tmp_path / "runs"
+    runner = int((exp / PID_FILE).read_text().split()[0])
+    hold.unlink()
+    wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+    ran_on = load(runs / "toy").trials[int(exp.name)].user_attrs["hardware"]  # "cpu, N threads per slot"
+    threads = int(ran_on.split()[1]) + 1
+    moved = run_campaign(
+        runs,
+        "campaign.budget.max_experiments=4",
+        "cluster.partitions.local.slots=1",
+        f"cluster.threads_per_slot={threads}",
+    )
+    said = moved.stdout + moved.stderr
+    assert moved.returncode == 2, said
+    assert f"the screen tier of {runs / 'toy'} measured on {ran_on}, this command runs it on cpu" in said
+    assert load(runs / "toy").trials[int(exp.name)].state == TrialState.RUNNING  # left to collect
