@@ -1371,6 +1371,27 @@ def test_a_part_left_by_a_stopped_download_is_resumed_only_with_its_validator(
     )
 
 
+def test_a_part_taken_over_is_not_taken_again_by_a_preparation_beside_it(
+    prepare_mod: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part taken over keeps, through its rename, the modification time its stopped writer
+    left, an hour ago say: a preparation on another host of a cache it locks apart (an NFS mount
+    with `nolock`) took it for a stopped download's too, as long as it waited for a worker, and
+    renamed it from under the one that had it. Taking it over marks it live."""
+    name, url = "shard_00001.parquet", "http://data.test"
+    left = tmp_path / f"{name}.99999999-0123456789ab.tmp"  # a stopped download's, untouched for an hour
+    left.write_bytes(b"PAR1" * 250)
+    saved = {"url": f"{url}/{name}", "validator": '"v1"', "host": "a-node-gone"}
+    Path(f"{left}.validator.json").write_text(json.dumps(saved))
+    an_hour_ago = time.time() - 3600
+    os.utime(left, (an_hour_ago, an_hour_ago))
+    [mine] = [part.tmp for part in prepare_mod._take_over_parts(tmp_path, [1], url).values()]
+    monkeypatch.setattr(prepare_mod.platform, "node", lambda: "another-node")
+    monkeypatch.setattr(prepare_mod, "_PROCESS_TAG", "ba9876543210")
+    assert prepare_mod._take_over_parts(tmp_path, [1], url) == {}
+    assert mine.read_bytes() == b"PAR1" * 250
+
+
 @pytest.mark.parametrize("skew", [+1, -1], ids=["host-ahead", "host-behind"])
 def test_a_temporarys_age_is_told_by_the_clock_that_stamped_it(
     prepare_mod: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skew: int

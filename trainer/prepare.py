@@ -770,6 +770,7 @@ def _take_over_parts(folder: Path, indices: list[int], base_url: str) -> dict[in
                 continue
             mine = _temporary_name(shard)
             os.replace(tmp, mine)
+            os.utime(mine)  # (live now: its stopped writer's time would let another take it over)
             _save_validator(mine, url, validator)
             _validator_file(tmp).unlink(missing_ok=True)
             parts[index] = _Part(mine, validator)
