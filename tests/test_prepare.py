@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -1390,6 +1391,48 @@ def test_a_part_taken_over_is_not_taken_again_by_a_preparation_beside_it(
     monkeypatch.setattr(prepare_mod, "_PROCESS_TAG", "ba9876543210")
     assert prepare_mod._take_over_parts(tmp_path, [1], url) == {}
     assert mine.read_bytes() == b"PAR1" * 250
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="downloads as another user")
+def test_another_users_stopped_part_is_left_to_them(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a cache a group shares, another member's stopped download left a part (its file, 0644):
+    this user's download took it over, renamed it, and could not append to it, so the whole
+    preparation failed, 'cannot be written (Permission denied)', where it downloaded the shard
+    before. Only this user's parts are taken over; another's is left to its owner."""
+    server, remote = shard_server
+    server.ranges = True
+    shared = Path(tempfile.mkdtemp(prefix="group-cache-"))  # (not under tmp_path: its parents are root's own)
+    try:
+        shared.chmod(0o777)
+        monkeypatch.setenv("AUTORESEARCH_CACHE", str(shared))
+        folder = prepare_mod.data_dir("climbmix")
+        folder.mkdir(parents=True)
+        for made in (shared, *folder.relative_to(shared).parents, folder.relative_to(shared)):
+            (shared / made).chmod(0o777)
+        name, body = "shard_00001.parquet", (remote / "shard_00001.parquet").read_bytes()
+        theirs = folder / f"{name}.99999999-0123456789ab.tmp"  # root's: the other member here
+        theirs.write_bytes(body[:1000])
+        saved = {"url": f"{server.url}{name}", "validator": _etag(body), "host": platform.node()}
+        Path(f"{theirs}.validator.json").write_text(json.dumps(saved))
+        child = os.fork()
+        if child == 0:  # this user: nobody
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                prepare_mod.download_climbmix(num_shards=2)
+                code = 0
+            except BaseException as err:  # (said, and the test fails on the exit status)
+                sys.stderr.write(f"{type(err).__name__}: {err}\n")
+            finally:
+                os._exit(code)
+        assert os.waitpid(child, 0)[1] == 0
+        assert (folder / name).read_bytes() == body
+        assert theirs.read_bytes() == body[:1000]
+    finally:
+        shutil.rmtree(shared)
 
 
 @pytest.mark.parametrize("skew", [+1, -1], ids=["host-ahead", "host-behind"])

@@ -748,9 +748,9 @@ def _drop_part(tmp: Path) -> None:
 
 
 def _take_over_parts(folder: Path, indices: list[int], base_url: str) -> dict[int, _Part]:
-    """The parts stopped downloads left of the shards of `indices`, by shard, each renamed to this
-    process's name (an atomic claim: no other download appends to it) and resumed from where it
-    ends. Of a shard's parts the largest is resumed; the rest, a part whose validator is missing,
+    """The parts this user's stopped downloads left of the shards of `indices`, by shard (another
+    user's is left to its owner: `_parts_by_size`), each renamed to this process's name (an atomic
+    claim: no other download appends to it) and resumed from where it ends. Of a shard's parts the largest is resumed; the rest, a part whose validator is missing,
     unreadable or of another URL, and a part whose shard is whole in the cache are deleted. A part
     of a shard not asked for now is kept for a later download, and a live download's left alone."""
     now, parts = _file_system_now(folder), {}
@@ -778,13 +778,14 @@ def _take_over_parts(folder: Path, indices: list[int], base_url: str) -> dict[in
 
 
 def _parts_by_size(folder: Path) -> list[tuple[Path, int, int]]:
-    """The shards' parts in `folder`, each with its shard's index and its writer's pid, the
-    largest first."""
+    """This user's parts of shards in `folder`, each with its shard's index and its writer's pid,
+    the largest first. Another user's, in a cache a group shares, is left to its owner: its mode
+    (the umask's 0644) lets no one else append to it, and a download that took it over failed."""
     found = []
     for tmp in folder.glob("shard_*.parquet.*.tmp"):
         with contextlib.suppress(FileNotFoundError):
-            if named := PART_NAME.fullmatch(tmp.name):
-                found.append((tmp.stat().st_size, tmp, int(named[1]), int(named[2])))
+            if (named := PART_NAME.fullmatch(tmp.name)) and (stat := tmp.stat()).st_uid == os.geteuid():
+                found.append((stat.st_size, tmp, int(named[1]), int(named[2])))
     return [(tmp, index, pid) for _, tmp, index, pid in sorted(found, reverse=True)]
 
 
