@@ -1282,7 +1282,7 @@ def test_an_interrupted_download_keeps_whole_shards_and_resumes(
         proc.kill()
         server.release.set()
     assert proc.returncode == 1 and stderr.splitlines()[-1] == (
-        "interrupted: finished files, and the parts of shards under way, are kept; "
+        "interrupted: finished files, and the parts of shards under way that the server lets resume, are kept; "
         "run the same command again to resume"
     ), stderr
     folder = prepare_mod.data_dir("climbmix")

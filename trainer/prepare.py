@@ -2057,7 +2057,7 @@ def _shard_count(text: str) -> int:
 
 # What an interrupted preparation says: a shard's part is resumed by the next download (_take_over_parts).
 INTERRUPTED = (
-    "interrupted: finished files, and the parts of shards under way, are kept; "
+    "interrupted: finished files, and the parts of shards under way that the server lets resume, are kept; "
     "run the same command again to resume"
 )
 
