@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -321,6 +322,27 @@ def test_what_a_run_left_running_ends_before_its_slot_is_given_again(tmp_path: P
     running, on a GPU beside the next run of the slot. The fleet now kills it as it finds the
     runner gone (its poll, or a controller started again), and spares a process with the same
     command line that is no run's."""
+    assert_what_a_run_left_running_ends(tmp_path, found_by)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+def test_what_a_run_left_running_ends_on_a_kernel_without_pidfd_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel before Linux 5.3 (RHEL 7's 3.10, RHEL 8's 4.18) answers pidfd_open ENOSYS, which
+    the fleet took for the process's end: what a run left running went on, and nothing said so.
+    Without a pidfd the fleet holds a process by its start time, and kills the leftover still."""
+
+    def no_pidfd_open(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd_open)
+    assert_what_a_run_left_running_ends(tmp_path, "poll")
+
+
+def assert_what_a_run_left_running_ends(tmp_path: Path, found_by: str) -> None:
+    """A run's setsid'd leftover, its runner killed, is killed as the fleet finds the runner gone
+    (`found_by` its poll or a re-attach); a process of the same command line outside runs lives."""
     cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
     fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
     (pool,) = fleet.pools.values()

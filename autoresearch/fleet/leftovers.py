@@ -13,8 +13,8 @@ gone: `end_leftovers`.
 A run's process is known by its environment, not its process group or session, which it may
 leave (setsid, a daemon): each inherits train.py's AUTORESEARCH_RESULT, the run's own result file,
 which /proc/PID/environ shows as the process was started, and which a process that reuses the pid
-of an ended one does not have. A pid is signalled only through a pidfd opened before its
-environment was read, so one that ended and was reused meanwhile is never signalled. (A per-run
+of an ended one does not have. A process is held before its environment is read, and signalled
+only if it is still the one held, never one given its pid since (`_Held`). (A per-run
 cgroup needs a delegation most machines do not give; a watchdog process outliving the runner can
 itself be killed outright.) Reading a process's environment waits on its memory map's lock, which
 a process stuck on a hung mount can hold for good: only this user's processes not in
@@ -28,12 +28,13 @@ job (its cgroup), a runner killed outright ending its job.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch.runner import GROUP_POLL_S, RESULT_VARIABLE, TERM_GRACE_S, result_file
@@ -64,14 +65,12 @@ def kill_marked(exp_dir: Path) -> int:
     killed = 0
     until = time.monotonic() + TERM_GRACE_S
     while time.monotonic() < until:
-        found = [fd for pid in _own_live_processes() if (fd := _pidfd_if_marked(pid, marker)) is not None]
+        found = [held for pid in _own_live_processes() if (held := _held_if_marked(pid, marker)) is not None]
         if not found:
             break
-        for fd in found:
-            with contextlib.suppress(ProcessLookupError):  # (ended since)
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-                killed += 1
-            os.close(fd)
+        for held in found:
+            killed += held.kill()
+            held.release()
         time.sleep(GROUP_POLL_S)
     return killed
 
@@ -91,18 +90,86 @@ def _own_live_processes() -> list[int]:
     return found
 
 
-def _pidfd_if_marked(pid: int, marker: bytes) -> int | None:
-    """A pidfd of `pid` if its environment holds `marker`, else None. The pidfd is opened first:
-    where the process still lives after, the environment read was its own."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:  # ended
+def _held_if_marked(pid: int, marker: bytes) -> _Held | None:
+    """`pid` held (`_Held`) if its environment holds `marker`, else None. It is held first: where
+    it is still the process held after, the environment read was its own."""
+    held = _hold(pid)
+    if held is None:
         return None
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         environ = b""
     if marker in environ.split(b"\0"):
-        return fd
-    os.close(fd)
+        return held
+    held.release()
     return None
+
+
+@dataclass
+class _Held:
+    """A process held so that a KILL sent later reaches it and never a process given its pid since.
+    By a pidfd where the kernel has pidfd_open (Linux 5.3+). Else (RHEL 7's 3.10, RHEL 8's 4.18, a
+    seccomp filter refusing it) by its start time, /proc/PID/stat's field 22, read before its
+    environment and again just before kill(): a pid is given again only once the kernel's pids have
+    wrapped round (pid_max), so a reused pid with the start time held would need a wrap within one
+    clock tick, and one reused between that last read and kill() a wrap within microseconds; such
+    a process would also have to be this user's, as kill() reaches no other's."""
+
+    pid: int
+    pidfd: int | None
+    started: str | None
+
+    def kill(self) -> bool:
+        """KILL it if it is still the process held; whether it was."""
+        try:
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            elif _start_time(self.pid) == self.started:
+                os.kill(self.pid, signal.SIGKILL)
+            else:  # ended, its pid perhaps another's now
+                return False
+        except (ProcessLookupError, FileNotFoundError):  # ended
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+
+
+def _hold(pid: int) -> _Held | None:
+    """`pid` held by a pidfd, else by its start time; None where it has ended, or where neither
+    can hold it (said once: it is then not signalled)."""
+    try:
+        return _Held(pid, os.pidfd_open(pid), None)
+    except ProcessLookupError:
+        return None
+    # No pidfd_open: ENOSYS (Linux < 5.3), EPERM (a seccomp filter), a Python without it.
+    except (OSError, AttributeError):
+        pass
+    try:
+        return _Held(pid, None, _start_time(pid))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError as e:
+        _say_unheld(e.strerror or type(e).__name__)
+    except IndexError:
+        _say_unheld("it has no field 22")
+    return None
+
+
+def _start_time(pid: int) -> str:
+    """When `pid` started, in clock ticks since boot: /proc/PID/stat's field 22 (the 20th after
+    the command name, which may hold spaces and parentheses)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+@functools.cache  # once, not once a process or a sweep
+def _say_unheld(why: str) -> None:
+    """Say that what runs leave running cannot be ended here: neither a pidfd nor a start time."""
+    log.warning(
+        "processes a run left running cannot be ended here: neither a pidfd (Linux 5.3+) nor /proc/PID/stat's "
+        "start time (%s) can tell them from a later process given their pid; any may share its slot with the next run",
+        why,
+    )
