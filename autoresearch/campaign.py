@@ -23,7 +23,7 @@ import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -109,16 +109,19 @@ class CampaignError(RuntimeError):
     """A campaign that cannot start or go on; the message says why in one line."""
 
 
-def disk_refusal(finished_now: list[Finished], campaign_dir: Path) -> str:
+def disk_refusal(
+    finished_now: list[Finished], campaign_dir: Path, refused_before: Callable[[int], int]
+) -> str:
     """Why the campaign stops, where the disk of a run's folder refused train.py's writes (its
     runner's `disk_full`), else '': a full disk is the infrastructure's failure, as a write of the
     controller's own into the campaign folder that is refused (exit 2, the same command goes on
     once there is room); every run launched after it would be lost the same way. The run itself
     is re-queued at no cost (`_fail_and_requeue`). Only runs collected by this controller's loop
     stop it: one an earlier controller left, collected at a resume once space was freed, is
-    re-queued alone."""
+    re-queued alone. Nor does an experiment the disk refused before (`refused_before`, its
+    trial's count): its own writes are taken for the cause, and a stop would only bring it back."""
     for done in finished_now:
-        if done.outcome.get("disk_full"):
+        if done.outcome.get("disk_full") and not refused_before(done.trial):
             return (
                 f"trial {done.trial} could not write in {experiment_dir(campaign_dir, done.trial)}: "
                 f"{done.outcome.get('reason', 'its disk is full')}; free space there, then run the same "
@@ -434,7 +437,7 @@ class Campaign:
                     finished_now = self.fleet.poll()
                     for done in finished_now:
                         self._finish(done)
-                    if refused := disk_refusal(finished_now, self.dir):
+                    if refused := disk_refusal(finished_now, self.dir, self._disk_refused_before):
                         raise CampaignError(refused)
                     self._decide_pending()
                     wave = self.pump.collect()
@@ -721,37 +724,59 @@ class Campaign:
         killed_by = started + deadline_seconds(self.cfg) + backstop_grace(self.cfg.cluster)
         return {"started_at": started, "ended_at": min(ended, killed_by)}
 
+    def _disk_refused_before(self, number: int) -> int:
+        """How many earlier runs of trial `number`'s experiment (its chain of retries) the disk of
+        their folder refused (`disk_full`)."""
+        return int(self.ledger.trial(number).user_attrs.get("disk_refused", 0))
+
     def _fail_and_requeue(self, trial: FrozenTrial, outcome: dict[str, Any], ran: dict[str, Any]) -> None:
         """Lost to infrastructure, not to its own fault: fail it with the reason and run it again.
         `ran`: where and when it ran (its start and end are GPU time spent, whatever became of it).
         A run taken off its node from outside (`taken_off`: preempted, an administrator's requeue)
         is always run again, at no cost to its retries: a preemptible partition may take the node
-        from it any number of times, and each time it would run had it stayed. So is one whose
-        folder's disk refused train.py's writes (`disk_full`, not filled by train.py): the
-        campaign stops for it (`disk_refusal`), so it cannot come back for free without a person.
-        So is one never launched (its controller stopped before it recorded the launch: a full
-        disk refused the workspace, a kill -9), which started nothing, up to `max_retries` times
-        (`unlaunched` counts them): past that, as a retry, else an edit whose workspace kills the
-        controller each time is re-queued at every start for ever."""
+        from it any number of times, and each time it would run had it stayed. So is one never
+        launched (its controller stopped before it recorded the launch: a full disk refused the
+        workspace, a kill -9), which started nothing, up to `max_retries` times (`unlaunched`
+        counts them): past that, as a retry, else an edit whose workspace kills the controller
+        each time is re-queued at every start for ever.
+        So is one whose folder's disk refused train.py's writes (`disk_full`, not filled by
+        train.py), the first time for its experiment: the campaign stops for it (`disk_refusal`)
+        until a person frees space. A later refusal of the same experiment (`disk_refused` counts
+        them along its retries) spends a retry and stops nothing: the runner cannot see a quota's
+        room, so a change whose own writes pass the quota looks like a disk others filled, and
+        were each refusal free it would stop the campaign at every resume, for ever, never
+        charged. Room was made for it after its first; refused again, its own writes are the
+        likely cause, and a disk others really filled stops the campaign at another run's first."""
         retries = int(trial.user_attrs.get("retries", 0))
         reason = f"{outcome.get('status')}: {outcome.get('reason', '')}"
         never_launched = "exp_dir" not in trial.user_attrs
         unlaunched = int(trial.user_attrs.get("unlaunched", 0))
-        from_outside = outcome.get("taken_off") or ("disk full" if outcome.get("disk_full") else "")
+        disk_refused = int(trial.user_attrs.get("disk_refused", 0))
+        refused_now = bool(outcome.get("disk_full"))
+        first_refusal = refused_now and not disk_refused
+        from_outside = outcome.get("taken_off") or ("disk full" if first_refusal else "")
         free = bool(from_outside) or (never_launched and unlaunched < self.c.max_retries)
+        again = "the disk refused it again, only an experiment's first disk refusal is free"
         said = ""  # what the log line adds: what the loss cost
         explores = trial.user_attrs.get("kind") == "exploration"  # (the sampler draws again)
         if not explores and (free or retries < self.c.max_retries):
-            not_queued = self.intake.retry(trial, counted=not free, unlaunched=unlaunched + never_launched)
+            not_queued = self.intake.retry(
+                trial,
+                counted=not free,
+                unlaunched=unlaunched + never_launched,
+                disk_refused=disk_refused + refused_now,
+            )
             reason += f"; not re-queued: {not_queued}" if not_queued else "; re-queued"
             if not not_queued and from_outside:
                 said = f" (free: {from_outside}, it costs none of campaign.max_retries={self.c.max_retries})"
             elif not not_queued and free and never_launched:
                 said = f" (free, {unlaunched + 1} of campaign.max_retries={self.c.max_retries}: it never launched)"
             elif not (not_queued or free):
-                said = f" (retry {retries + 1} of campaign.max_retries={self.c.max_retries})"
+                said = f" (retry {retries + 1} of campaign.max_retries={self.c.max_retries}"
+                said += f": {again})" if refused_now else ")"
         elif not explores:
             said = f"; not re-queued: campaign.max_retries={self.c.max_retries} used"
+            said += f" ({again})" if refused_now else ""
         exp_dir = self.dir / trial.user_attrs.get("exp_dir", "")
         if "exp_dir" in trial.user_attrs and exp_dir.is_dir() and started_at(exp_dir) is None:
             # (counted all the same: else a cluster that refuses every run is tried for ever)

@@ -323,10 +323,13 @@ class Intake:
             self.add(cand, {**attrs, "seed": seed, "wave": 0, "source": "engine"})
         return bool(missing)
 
-    def retry(self, trial: FrozenTrial, counted: bool = True, unlaunched: int = 0) -> str:
+    def retry(
+        self, trial: FrozenTrial, counted: bool = True, unlaunched: int = 0, disk_refused: int = 0
+    ) -> str:
         """A run lost to infrastructure, queued again as it was (once, whatever the restarts);
         `counted`: the retry takes one of the experiment's `max_retries` (a preemption's does not);
-        `unlaunched`: how many of its runs so far were lost before their launch was recorded.
+        `unlaunched`: how many of its runs so far were lost before their launch was recorded;
+        `disk_refused`: how many the disk of their folder refused (`disk_full`).
         Says why it was not ('' if it was): its proposal file cannot be read."""
         if self.ledger.queued_for("retry_of", trial.number):
             return ""  # queued before a controller died
@@ -337,7 +340,8 @@ class Intake:
         keep = {k: v for k, v in trial.user_attrs.items() if k in RETRY_KEEPS}
         retries = int(trial.user_attrs.get("retries", 0)) + int(counted)
         attrs = {**keep, "retry_of": trial.number, "retries": retries}
-        self.add(cand, {**attrs, "unlaunched": unlaunched} if unlaunched else attrs)
+        tallies = {"unlaunched": unlaunched, "disk_refused": disk_refused}
+        self.add(cand, {**attrs, **{name: n for name, n in tallies.items() if n}})
         return ""
 
     def stack(self, trial: FrozenTrial, reason: str) -> str:

@@ -164,7 +164,8 @@ def _disk_refused(exp: Path, tail: str, began: Room) -> dict[str, Any]:
     change's crash: the agent would learn that its idea broke training, and the change be
     dropped. The controller re-queues it at no cost and stops the campaign (exit 2), as it does
     when a write of its own into the campaign folder is refused: every run after it would fail
-    the same way until someone frees space. A train.py whose folder grew by half or more of the
+    the same way until someone frees space; the first time for its experiment only, as a quota
+    its own writes passed reads the same (`Campaign._fail_and_requeue`). A train.py whose folder grew by half or more of the
     room there was when the runner `began` filled the disk itself: that is its crash, as before.
     A disk refused train.py's writes where the folder's own is full, or its log says a quota
     refused them; a "No space left on device" with room in the folder is another disk's (a

@@ -2479,6 +2479,38 @@ def test_a_run_whose_disk_refused_its_writes_is_re_queued_free_and_stops_the_cam
     assert "\n" not in str(stopped.value)
 
 
+def test_a_change_the_disk_refuses_again_after_the_resume_spends_its_retries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change whose own writes pass a quota (a checkpoint of 200 MiB) looks like a disk others
+    filled, as statvfs shows no quota: each of its runs was re-queued free and stopped the
+    campaign, the user freed space and ran the same command again, and it came back, for ever,
+    never charged. Only an experiment's first disk refusal is free and stops the campaign; the
+    next, at the resume, spends a retry and the campaign goes on, and once they are spent the
+    change is dropped."""
+    refused = Edit("CRASH = False\n", "CRASH = False\nraise OSError(122, 'Disk quota exceeded')\n")
+    first = scripted_campaign(tmp_path, [Candidate("checkpoint", edits=[refused])], "campaign.max_retries=1")
+    with pytest.raises(CampaignError):
+        first.run()
+    caplog.set_level(logging.WARNING, logger="autoresearch")
+    resumed = scripted_campaign(tmp_path, [], "campaign.max_retries=1")
+    resumed.run()  # not stopped again by the same change
+    chain = [trial_named(resumed, "checkpoint")]
+    while retry := resumed.ledger.queued_for("retry_of", chain[-1].number):
+        chain.append(retry[0])
+    assert [t.user_attrs["status"] for t in chain] == ["lost"] * 3, [t.user_attrs for t in chain]
+    assert [t.user_attrs.get("retries", 0) for t in chain] == [0, 0, 1]
+    said = [
+        r.getMessage()
+        for t in chain[1:]
+        for r in caplog.records
+        if r.getMessage().startswith(f"trial {t.number}:")
+    ]
+    again = "the disk refused it again, only an experiment's first disk refusal is free"
+    assert said[0].endswith(f"; re-queued (retry 1 of campaign.max_retries=1: {again})"), said
+    assert said[1].endswith(f"; not re-queued: campaign.max_retries=1 used ({again})"), said
+
+
 def test_no_space_on_another_disk_is_still_the_changes_crash(tmp_path: Path) -> None:
     """ "No space left on device" where the run's folder has room is another disk's (a change that
     fills /dev/shm with more loader workers, or the node's /tmp): the change's crash, not a full
