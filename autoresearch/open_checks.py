@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch.config import AutoresearchConfig, measurement, measurement_changes
 from autoresearch.files import finite_number, read_json, write_failure
 from autoresearch.fleet.base import Pool
-from autoresearch.fleet.other_fleet import other_fleets_runs
+from autoresearch.fleet.other_fleet import other_fleets_runs, other_hosts_runs
 from autoresearch.hardware import hardware_changes
 from autoresearch.results import frontier_value, rows
 from autoresearch.runner import OUTCOME_FILE
@@ -119,8 +119,9 @@ def study_refusal(
     can (`study` None: there is none yet). The study's own records hold where config.yaml cannot:
     how each knob was searched (a knob left out of a run and brought back changed would fail every
     trial that sets it), how its first start measured, and the hardware each tier measured on.
-    Nor may runs the last start left in flight on the other fleet (cluster.kind) still run
-    (`other_fleets_runs`): this one cannot watch them, and would run them again.
+    Nor may runs the last start left in flight on the other fleet (cluster.kind), or in local
+    runners of another host, still run (`other_fleets_runs`, `other_hosts_runs`): this one cannot
+    watch them, and would run them again.
     And the folder must still be the study's: its experiments, its frontier and its harness
     (`lost_trials`, `lost_commits`, `altered_harness`). Nor may it ask a keep for a gain the
     frontier cannot give (`unreachable_min_delta`)."""
@@ -135,6 +136,7 @@ def study_refusal(
             recorded, cfg.cluster.tiers, pools, where, results_to_collect(recorded, campaign_dir)
         ),
         other_fleets_runs(recorded, cfg.cluster.kind, campaign_dir),
+        other_hosts_runs(recorded, campaign_dir),
         lost_trials(recorded, campaign_dir, cfg.storage),
         lost_commits(recorded, campaign_dir),
         altered_harness(campaign_dir),

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import json
 import logging
-import socket
 import sys
 import time
 from collections import Counter
@@ -54,7 +53,7 @@ from autoresearch.config import (
 )
 from autoresearch.eta import ends_said
 from autoresearch.files import finite_number, read_json
-from autoresearch.fleet.local import runner_alive
+from autoresearch.fleet.local import on_this_host, runner_alive
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, known_not_running, unlaunched_note
 from autoresearch.open_checks import LOG_FILE
@@ -227,16 +226,9 @@ def local_runner_state(exp_dir: Path, node: object, stopped_on: str) -> str:
     """Whether a local run's runner, its controller stopped, still runs: seen in /proc, on the host
     it ran on (`node`, its started.json's) and its controller did (`stopped_on`); where this host
     cannot see it, it is said unknown, not gone (a resume, on that host, reattaches a live one)."""
-    here = socket.gethostname()
-    if not _same_host(stopped_on, here) or (node is not None and not _same_host(node, here)):
+    if not on_this_host(stopped_on) or (node is not None and not on_this_host(node)):
         return RUNNER_UNSEEN
     return {True: "running", False: RUNNER_GONE, None: RUNNER_UNSEEN}[runner_alive(exp_dir)]
-
-
-def _same_host(name: object, here: str) -> bool:
-    """Whether `name` is this host: a run's node is Slurm's name for it where the runner ran in a
-    Slurm job (`SLURMD_NODENAME`), often the short one of a host whose own is the full one."""
-    return str(name).split(".")[0] == here.split(".")[0]
 
 
 def stopped_controller_host(campaign_dir: Path, controller: str | None) -> str | None:

@@ -372,6 +372,18 @@ def controller_killed_mid_run(tmp_path: Path) -> tuple[Path, Path]:
     return started, hold
 
 
+def collected_once(resumed: subprocess.CompletedProcess, exp: Path, run_log: Path) -> None:
+    """`resumed`, the campaign of `controller_killed_mid_run` started again once its held run `exp`
+    ended, collected that run's result (no retry of it) and ran each of the rest once."""
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study = load(exp.parents[1])
+    collected = study.trials[int(exp.name)]
+    assert collected.state == TrialState.COMPLETE and collected.user_attrs["status"] == "baseline"
+    assert not [t for t in study.trials if t.user_attrs.get("retry_of") == collected.number]
+    ran = experiment_runs(run_log)
+    assert str(exp) not in ran and ran and set(ran.values()) == {1}, ran
+
+
 def killed_once_a_run_started(command: list[str], runs: Path, env: dict[str, str]) -> None:
     """The campaign `command` (into `runs`, `env` added), its controller killed (kill -9) once a run
     started: what it launched goes on."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from engine_helpers import (
     campaign_command,
+    collected_once,
     controller_killed_mid_run,
     experiment_runs,
     killed_once_a_run_started,
@@ -48,13 +49,7 @@ def test_a_local_campaign_resumed_on_slurm_while_its_runner_runs_is_refused(tmp_
     wait_for(lambda: not is_our_runner(int(runner), exp), 60, "the runner's end")
 
     resumed = run_campaign(runs, BUDGET, "cluster.partitions.local.slots=1", env=env)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    study = load(runs / "toy")
-    collected = study.trials[trial]
-    assert collected.state == TrialState.COMPLETE and collected.user_attrs["status"] == "baseline"
-    assert not [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
-    ran = experiment_runs(run_log)
-    assert str(exp) not in ran and ran and set(ran.values()) == {1}, ran  # the rest once each
+    collected_once(resumed, exp, run_log)
 
 
 def test_a_slurm_campaign_resumed_locally_while_its_jobs_run_is_refused(tmp_path: Path) -> None:

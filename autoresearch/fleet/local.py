@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from autoresearch.runner import (
     DISK_REFUSED_EXIT,
     OUTCOME_FILE,
     PID_FILE,
+    STARTED_FILE,
     runner_files_refused,
     scrubbed_environment,
     started_at,
@@ -118,8 +120,9 @@ class LocalFleet:
                     )
                     continue
             # Written here, not by the runner, so a controller killed right after this line
-            # still leaves enough for the next one to find and adopt the runner, on its GPU.
-            (job.exp_dir / PID_FILE).write_text(f"{proc.pid} {slot}")
+            # still leaves enough for the next one to find and adopt the runner, on its GPU; and
+            # a resume on another host (the folder on a shared file system) to know it cannot.
+            (job.exp_dir / PID_FILE).write_text(f"{proc.pid} {slot} {socket.gethostname()}")
             self._running[job.trial] = _Running(
                 job, proc.pid, slot, time.monotonic() + self._deadline_s, proc
             )
@@ -212,22 +215,44 @@ def _read_outcome(run: _Running) -> dict:
 
 
 def _read_pid_file(path: Path) -> tuple[int | None, int | None]:
-    """The runner's pid and slot from runner.pid ('PID SLOT'; 'PID' alone before slots were
-    recorded); Nones where it is absent or unreadable."""
+    """The runner's pid and slot from runner.pid ('PID SLOT HOST'; 'PID SLOT' before hosts were
+    recorded, 'PID' alone before slots were); Nones where it is absent or unreadable."""
     try:
-        fields = [int(f) for f in path.read_text().split()]
+        fields = [int(f) for f in path.read_text().split()[:2]]
     except (OSError, ValueError):
         return None, None
     return (fields[0] if fields else None), (fields[1] if len(fields) > 1 else None)
 
 
+def runner_host(exp_dir: Path) -> str | None:
+    """The host the runner of `exp_dir` runs on, as its runner.pid names it (one written before
+    hosts were recorded: its started.json's node, where it began); None where there is no
+    runner.pid (ended: the runner removes it) or neither names one."""
+    try:
+        fields = (exp_dir / PID_FILE).read_text().split()
+    except OSError:
+        return None
+    if len(fields) > 2:
+        return fields[2]
+    node = (read_json(exp_dir / STARTED_FILE) or {}).get("node")
+    return str(node) if node else None
+
+
+def on_this_host(name: object) -> bool:
+    """Whether the host `name` is this one: a run's node is Slurm's name for it where the runner
+    ran in a Slurm job (`SLURMD_NODENAME`), often the short one of a host whose own is the full one."""
+    return str(name).split(".")[0] == socket.gethostname().split(".")[0]
+
+
 def runner_alive(exp_dir: Path) -> bool | None:
     """Whether the runner its runner.pid names still runs `exp_dir` on this host; None where no
     runner.pid names one (not started here, or ended: the runner removes it), or where this host
-    cannot tell: the kernel has the pid, but /proc does not show its process (mounted hidepid,
-    another user's process), so it may be the runner or a process that reused its pid."""
+    cannot tell: the runner runs on another host (`runner_host`), or the kernel has the pid but
+    /proc does not show its process (mounted hidepid, another user's process), so it may be the
+    runner or a process that reused its pid."""
     pid, _ = _read_pid_file(exp_dir / PID_FILE)
-    if pid is None:
+    host = runner_host(exp_dir)
+    if pid is None or (host is not None and not on_this_host(host)):
         return None
     return _runner_seen(pid, exp_dir) if alive_here(pid) else False
 

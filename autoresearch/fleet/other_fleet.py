@@ -1,26 +1,33 @@
-"""Runs the last start left in flight on the other fleet, which a resume on this one cannot watch.
+"""Runs the last start left in flight where a resume cannot watch them: on the other fleet, or
+in local runners of another host.
 
 A stop (Ctrl-C, the time limit, kill -9) leaves the runs in flight going on: local runners in
 sessions of their own, Slurm jobs in the queue. A resume re-attaches them through its fleet, but a
-local fleet cannot watch a Slurm job, nor Slurm a local runner: each such run was failed as lost,
-counted as a retry and launched again, while it ran on unseen beside its copy, on the same GPUs,
-its result thrown away. So a start on the other fleet is refused while any of them runs; once
-they have ended, any start collects their results (`Campaign._reconcile` reads outcome.json first).
+local fleet cannot watch a Slurm job, nor Slurm a local runner, nor any start a local runner of
+another host (the campaign folder on a shared file system): each such run was failed as lost,
+counted as a retry and launched again, while it ran on unseen beside its copy, its result thrown
+away. So such a start is refused while any of them runs; once they have ended, any start collects
+their results (`Campaign._reconcile` reads outcome.json first).
+
+Another host's runner cannot be asked whether it lives, so its run counts as in flight until its
+outcome.json is written (the runner removes its runner.pid then). One whose host is down for good
+never writes it: the user gives it up by removing its runner.pid, and the start fails it as lost.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.files import read_json
-from autoresearch.fleet.local import runner_alive
+from autoresearch.fleet.local import on_this_host, runner_alive, runner_host
 from autoresearch.fleet.slurm import SENT_LATE_FILE
 from autoresearch.fleet.slurm_states import is_active, latest, queue_states
-from autoresearch.runner import PID_FILE, STARTED_FILE
+from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
 from autoresearch.workspace import experiment_dir
 
 log = logging.getLogger("autoresearch")
@@ -54,6 +61,35 @@ def _local_runners_alive(running: list[FrozenTrial], campaign_dir: Path) -> list
         f"cluster=slurm start cannot watch, and would run again: go on with cluster=local, which "
         f"collects them, or wait for them to end; or end them (kill {' '.join(alive.values())}), "
         "and they are queued again"
+    ]
+
+
+def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[str]:
+    """Why this start must wait: the runs of the last start whose local runner is on another host
+    and has written no outcome.json yet, in one line with what to do; [] where there are none."""
+    away = {}  # trial -> (its runner's pid, its host, its runner.pid)
+    for t in trials:
+        exp_dir = experiment_dir(campaign_dir, t.number)
+        if (
+            t.state == TrialState.RUNNING
+            and "exp_dir" in t.user_attrs
+            and not str(t.user_attrs.get("job", "")).startswith(SLURM_HANDLES)
+            and not (exp_dir / OUTCOME_FILE).exists()
+            and (host := runner_host(exp_dir)) is not None
+            and not on_this_host(host)
+        ):
+            away[t.number] = ((exp_dir / PID_FILE).read_text().split()[0], host, exp_dir / PID_FILE)
+    if not away:
+        return []
+    said = ", ".join(f"trial {n} (pid {pid} on {host})" for n, (pid, host, _) in away.items())
+    pids = " ".join(pid for pid, _, _ in away.values())
+    files = " ".join(str(path) for _, _, path in away.values())
+    return [
+        f"{said} may still run in local runners of another host than this one ({socket.gethostname()}), "
+        "which this start cannot watch, and would run again: resume on the host they run on, which "
+        "collects them, or wait for them to end (their outcome.json lets any host collect them), or "
+        f"end them there (kill {pids}), and they are queued again; a host down for good: give its "
+        f"runs up (rm {files}), and they are queued again"
     ]
 
 

@@ -1,0 +1,93 @@
+"""A local campaign resumed on another host (its folder on a shared file system) while the runs its
+last controller launched still run on the first: the new host cannot see those runners, so the
+start is refused while they run, and collects them, from any host, once they have ended; none is
+run twice, none lost. A real runner; the resuming controller is told another host name."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from engine_helpers import (
+    REPO,
+    campaign_command,
+    collected_once,
+    controller_killed_mid_run,
+    load,
+    wait_for,
+)
+from optuna.trial import TrialState
+
+from autoresearch.fleet.local import _is_our_runner as is_our_runner
+from autoresearch.runner import PID_FILE
+
+BUDGET = "campaign.budget.max_experiments=4"
+OTHER_HOST = "login-2"
+# `python -m autoresearch` in a process whose host is OTHER_HOST, as it would be on that host.
+ON_OTHER_HOST = (
+    f"import runpy, socket; socket.gethostname = lambda: {OTHER_HOST!r}; "
+    "runpy.run_module('autoresearch', run_name='__main__', alter_sys=True)"
+)
+
+
+def resumed_on_other_host(runs: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = campaign_command(runs, BUDGET, "cluster.partitions.local.slots=1")
+    assert command[1:3] == ["-m", "autoresearch"]
+    return subprocess.run(
+        [sys.executable, "-c", ON_OTHER_HOST, *command[3:]],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_local_campaign_resumed_on_another_host_while_its_runner_runs_is_refused(tmp_path: Path) -> None:
+    """The other host found no live runner by its pid: the trial was failed as lost (a retry
+    counted) and run again while its runner went on on the first host, its result thrown away."""
+    started, hold = controller_killed_mid_run(tmp_path)  # its runner goes on, held
+    exp, runs, run_log = started.parent, tmp_path / "runs", tmp_path / "ran.log"
+    trial, runner = int(exp.name), (exp / PID_FILE).read_text().split()[0]
+    env = {"TOY_RUN_LOG": str(run_log)}
+    try:
+        refused = resumed_on_other_host(runs, env)
+    finally:
+        hold.unlink()
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 2, said
+    assert f"trial {trial} (pid {runner} on {socket.gethostname()}) may still run" in said
+    assert f"({OTHER_HOST})" in said and f"rm {exp / PID_FILE}" in said and "Traceback" not in said
+    study = load(runs / "toy")
+    assert study.trials[trial].state == TrialState.RUNNING
+    assert not [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
+    wait_for(lambda: not is_our_runner(int(runner), exp), 60, "the runner's end")
+
+    resumed = resumed_on_other_host(runs, env)  # its outcome.json: collected from any host
+    collected_once(resumed, exp, run_log)
+
+
+def test_a_run_whose_host_died_is_given_up_by_removing_its_runner_pid(tmp_path: Path) -> None:
+    """A runner whose host is down for good writes no outcome.json, and no other host can see it
+    is gone: its run keeps the start refused until the user removes its runner.pid, which the
+    line says; then it is failed as lost and queued again, not waited for for ever."""
+    started, hold = controller_killed_mid_run(tmp_path)
+    exp, runs = started.parent, tmp_path / "runs"
+    trial, runner = int(exp.name), int((exp / PID_FILE).read_text().split()[0])
+    os.killpg(runner, signal.SIGKILL)  # its host's end: the runner writes nothing more
+    hold.unlink()
+    wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+    refused = resumed_on_other_host(runs, {})
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and f"rm {exp / PID_FILE}" in said, said
+
+    (exp / PID_FILE).unlink()
+    resumed = resumed_on_other_host(runs, {})
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study = load(runs / "toy")
+    assert study.trials[trial].user_attrs["status"] == "lost"
+    assert [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
