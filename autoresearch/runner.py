@@ -42,7 +42,7 @@ SPEC_FILE = "spec.json"
 OUTCOME_FILE = "outcome.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "run.log"
-PID_FILE = "runner.pid"  # the local runner's pid and slot, written by the fleet that starts it
+PID_FILE = "runner.pid"  # the local runner's pid, slot and host, written by the fleet that starts it
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
 # Room kept in the experiment folder while train.py runs, freed for outcome.json: a train.py that
