@@ -932,7 +932,8 @@ class ShardServer:
     A file in `rate_limited` (name -> seconds) is answered 429 with that Retry-After until that long
     after its first refusal. A file in `stall` is sent half, then a byte a second (so the client's read never times out)
     until `release` is set, which closes the connection: the file is never complete. A file in
-    `silent` is sent half, then nothing until `release`. `stalling` is set when such a send has begun.
+    `silent` is sent half, then nothing until `release`. A file in `held` is answered nothing, not
+    even its headers, until `release`, then as usual. `stalling` is set when such a send has begun.
     A file in `paced` (name -> bytes a second) is sent whole at that steady rate, a tenth a tenth of a second.
     A file in `cut_once` is sent half, then its connection closed, once. With `ranges` set, a Range
     request whose If-Range is the file's ETag is answered 206 with the rest (otherwise 200, whole,
@@ -952,6 +953,7 @@ class ShardServer:
         self.always_fail: set[str] = set()
         self.stall: set[str] = set()
         self.silent: set[str] = set()
+        self.held: set[str] = set()
         self.paced: dict[str, int] = {}
         self.cut_once: set[str] = set()
         self.trickled_headers: set[str] = set()
@@ -984,6 +986,9 @@ class ShardServer:
                     server.fail_once.discard(name)
                     self.send_error(503)
                     return
+                if name in server.held:
+                    server.stalling.set()
+                    server.release.wait()
                 if name in server.trickled_headers:
                     self.trickle_headers()
                     return
@@ -1391,6 +1396,48 @@ def test_a_part_taken_over_is_not_taken_again_by_a_preparation_beside_it(
     monkeypatch.setattr(prepare_mod, "_PROCESS_TAG", "ba9876543210")
     assert prepare_mod._take_over_parts(tmp_path, [1], url) == {}
     assert mine.read_bytes() == b"PAR1" * 250
+
+
+def test_a_part_waiting_for_its_first_byte_is_not_taken_by_a_preparation_beside_it(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part is claimed (touched) as the download starts, but its worker reaches it only after the
+    shards queued before it: after over STALE_TMP_S of them it looked stopped again, and a
+    preparation on another host of a cache it locks apart (an NFS mount with `nolock`) renamed it
+    from under the worker while it waited for the server's first byte. The worker touches its part
+    as it starts it, before asking the server."""
+    server, remote = shard_server
+    server.ranges = True
+    folder = prepare_mod.data_dir("climbmix")
+    folder.mkdir(parents=True)
+    name, body, url = (
+        "shard_00001.parquet",
+        (remote / "shard_00001.parquet").read_bytes(),
+        prepare_mod._data_url(),
+    )
+    left = folder / f"{name}.99999999-0123456789ab.tmp"  # a stopped download's, 1000 bytes in
+    left.write_bytes(body[:1000])
+    saved = {"url": f"{url}/{name}", "validator": _etag(body), "host": platform.node()}
+    Path(f"{left}.validator.json").write_text(json.dumps(saved))
+    [part] = prepare_mod._take_over_parts(folder, [1], url).values()
+    an_hour_ago = time.time() - 3600  # claimed an hour ago: the shards before it took that long
+    os.utime(part.tmp, (an_hour_ago, an_hour_ago))
+    server.held.add(name)  # asked for, and not a byte of it sent yet
+    progress = prepare_mod.DownloadProgress(1, done=0)
+    worker = threading.Thread(target=prepare_mod._download_shard, args=(1, url, folder, progress, part))
+    worker.start()
+    try:
+        assert server.stalling.wait(timeout=60)
+        with monkeypatch.context() as another_host:
+            another_host.setattr(prepare_mod.platform, "node", lambda: "another-node")
+            another_host.setattr(prepare_mod, "_PROCESS_TAG", "ba9876543210")
+            assert prepare_mod._take_over_parts(folder, [1], url) == {}
+    finally:
+        server.release.set()
+        worker.join(timeout=120)
+    assert not worker.is_alive() and progress.failure is None
+    assert server.ranges_asked[name] == ["bytes=1000-"] and (folder / name).read_bytes() == body
+    assert sorted(p.name for p in folder.iterdir()) == [name]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="downloads as another user")

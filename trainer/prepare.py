@@ -550,9 +550,12 @@ def _shard_name(index: int) -> str:
 
 
 SHARDS_FILE = "train_shards.json"  # how many training shards prepare.py was last asked for
-# A .tmp file untouched this long is a killed process's: a download writes to its own at least once
-# every DOWNLOAD_READ_TIMEOUT_S (its reads time out then), and the corpus and tokenizer are written in one go.
+# A .tmp file untouched this long is a killed process's: the corpus and tokenizer are written in one
+# go, and a download touches its shard's part as each attempt starts (_fetch) and writes each chunk as
+# it comes. Between, at most an attempt that gets no byte, failed by the pace past its grace (a read
+# waits DOWNLOAD_READ_TIMEOUT_S at most), and the wait before the next (Retry-After, at most its cap).
 STALE_TMP_S = 600.0
+assert DOWNLOAD_PACE_GRACE_S + DOWNLOAD_READ_TIMEOUT_S + RETRY_AFTER_MAX_S < STALE_TMP_S
 # A shard's part (`shard_NNNNN.parquet.<pid>-<tag>.tmp`) has its validator beside it, in a file of
 # this suffix (_save_validator), so that the next download, in another process, resumes it. Named
 # so no listing of shards or of .tmp files takes it for one.
@@ -791,8 +794,8 @@ def _parts_by_size(folder: Path) -> list[tuple[Path, int, int]]:
 
 def _stopped(tmp: Path, pid: int, idle: float) -> bool:
     """Whether the download that wrote the part `tmp` has stopped, so another may take it over: its
-    process, of this host, is gone, or it has written nothing for STALE_TMP_S, as a live one does
-    at least every DOWNLOAD_READ_TIMEOUT_S. Not the preparation lock: an NFS mount with `nolock`
+    process, of this host, is gone, or it has left the part untouched for STALE_TMP_S, which a live
+    one does not (STALE_TMP_S's note). Not the preparation lock: an NFS mount with `nolock`
     keeps it on one host, and another host's download may be under way in the folder."""
     if idle > STALE_TMP_S:
         return True
@@ -815,6 +818,7 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
     shard began again from byte 0. A body shorter than its Content-Length (a connection closed
     early) raises, naming that, instead of failing as parquet; a write the cache refuses raises
     CacheWriteFailed, naming `path`, unlike the network's errors."""
+    _touch(part.tmp)
     offset = part.tmp.stat().st_size if part.validator and part.tmp.exists() else 0
     asked = {"Range": f"bytes={offset}-", "If-Range": part.validator} if offset else {}
     request = urllib.request.Request(url, headers=asked)
@@ -849,6 +853,15 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
     if expected is not None and received < expected and not progress.stop.is_set():
         raise ValueError(f"the connection closed after {received:,} of {expected:,} bytes")
     return content_type
+
+
+def _touch(tmp: Path) -> None:
+    """Mark the part `tmp`, if there is one, live before its server is asked: one claimed as the
+    download started (_take_over_parts) and reached by its worker over STALE_TMP_S later looked
+    stopped, and a preparation beside it that does not share its lock (another host, an NFS mount
+    with `nolock`) renamed it away while the worker waited for the server's first byte."""
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(tmp)
 
 
 def _opened(request: urllib.request.Request, part: _Part, offset: int) -> http.client.HTTPResponse:
