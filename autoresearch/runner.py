@@ -700,18 +700,26 @@ def runner_files_refused(exp: Path, trial: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m autoresearch.runner EXPERIMENT_DIR")
+def run_or_exit_if_disk_refuses(exp_dir: str | Path) -> dict[str, Any]:
+    """`run_experiment`, whichever way it was started (this module's `main`, a Slurm array task,
+    a worker): where the disk of its folder (full, or a quota) refuses the runner's own files, the
+    process ends with DISK_REFUSED_EXIT, the one word of it that reaches its fleet (the local
+    fleet's returncode, sacct's ExitCode), as no outcome can say so."""
     try:
-        outcome = run_experiment(sys.argv[1])
+        return run_experiment(exp_dir)
     except OSError as err:
         if err.errno not in DISK_FULL:
             raise
         with contextlib.suppress(OSError):  # (runner.log, its stderr, is on that disk too)
-            said = write_failure(err, Path(sys.argv[1]))
+            said = write_failure(err, Path(exp_dir))
             print(f"the disk refused the runner's own files: {said}", file=sys.stderr, flush=True)
         sys.exit(DISK_REFUSED_EXIT)
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m autoresearch.runner EXPERIMENT_DIR")
+    outcome = run_or_exit_if_disk_refuses(sys.argv[1])
     if outcome["status"] == "skipped":
         sys.exit(f"not run: {outcome['reason']}")
     print(f"trial {outcome['trial']}: {outcome['status']} {outcome.get('reason', '')}".rstrip())

@@ -8,6 +8,7 @@ files, never a fixed sleep. The integration tests skip when the cluster is down 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -256,16 +257,18 @@ def _slurm_id(campaign: Path, trial: int) -> str:
 # -- units: sacct parsing and reruns (no cluster needed) ---------------------------------------------
 def test_sacct_parsing_expands_pending_ranges_and_orders_attempts() -> None:
     text = (
-        "12_0|COMPLETED|2026-01-01T10:00:00|00:01:05\n"
-        "12_1|PENDING|2026-01-01T10:00:09|00:00:00\n"
-        "12_1|NODE_FAIL|2026-01-01T10:00:00|00:00:07\n"
-        "12_[3-5,8%2]|PENDING|2026-01-01T10:00:00|00:00:00\n"
-        "13|CANCELLED by 0|2026-01-01T10:00:01|1-00:00:02\n"
+        "12_0|COMPLETED|2026-01-01T10:00:00|00:01:05|0:0\n"
+        "12_1|PENDING|2026-01-01T10:00:09|00:00:00|0:0\n"
+        "12_1|NODE_FAIL|2026-01-01T10:00:00|00:00:07|0:0\n"
+        "12_[3-5,8%2]|PENDING|2026-01-01T10:00:00|00:00:00|0:0\n"
+        "13|CANCELLED by 0|2026-01-01T10:00:01|1-00:00:02|0:15\n"
+        "14|FAILED|2026-01-01T10:00:01|00:00:00|73:0\n"
     )
-    states, suspended_s = parse_sacct(text)
+    states, suspended_s, exit_status = parse_sacct(text)
+    assert exit_status["14"] == 73 and exit_status["13"] == 0  # (the status; a signal follows the ':')
     # (of the latest attempt: 12_1's first was suspended)
     assert {task: s for task, s in suspended_s.items() if s} == {"12_0": 65.0, "13": 86402.0}
-    assert set(states) == {"12_0", "12_1", "12_3", "12_4", "12_5", "12_8", "13"}
+    assert set(states) == {"12_0", "12_1", "12_3", "12_4", "12_5", "12_8", "13", "14"}
     assert states["12_1"] == ["NODE_FAIL", "PENDING"]
     assert attempt_state(states["12_1"], 0) == "NODE_FAIL"
     assert attempt_state(states["12_1"], 1) == "PENDING"
@@ -2004,7 +2007,7 @@ def test_an_experiment_requeued_by_hand_runs_again_at_no_cost_to_its_retries(
 
 def _attempts(job: str) -> list[str]:
     """sacct's states of each attempt of a job (the sacct first on PATH)."""
-    return (slurm_states.job_states({job}) or slurm_states.SacctAnswer({}, {})).states.get(job, [])
+    return (slurm_states.job_states({job}) or slurm_states.SacctAnswer({}, {}, {})).states.get(job, [])
 
 
 @pytest.mark.slurm
@@ -2395,7 +2398,7 @@ def test_a_task_that_began_and_died_through_a_slurmdbd_backlog_is_judged_by_how_
     job = JobSpec(1, make_experiment(tmp_path, dies, name="e1", trial=1), "h100")
     task = fleet.submit([job])[1].rpartition(":")[2]
     array = task.split("_")[0]
-    asked = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit,Suspended", "-j", array]
+    asked = ["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State,Submit,Suspended,ExitCode", "-j", array]
     finished: list[Finished] = []
     try:
         wait_for(lambda: "PENDING" in _run_out(asked), 30, "sacct to record the pending task")
@@ -2779,3 +2782,64 @@ def test_a_worker_gone_from_squeue_while_sacct_fails_is_replaced_and_its_experim
     assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
         (1, "crash", "Slurm COMPLETED without a result")
     ]
+
+
+def _full_disk_experiment(folder: Path) -> Path:
+    """An experiment in a 1 MiB tmpfs mounted at `folder`, then filled: a disk with no room even
+    for the runner's started.json, which slurmd, on this host, sees too. `_unmount` it after."""
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
+    exp = make_experiment(folder, "print('val_bpb: 1.0')\n", trial=1)
+    with contextlib.suppress(OSError), (folder / "filler").open("wb") as filler:
+        while True:
+            filler.write(b"\0" * 4096)
+            filler.flush()
+    return exp
+
+
+def _unmount(folder: Path) -> None:
+    if os.path.ismount(folder):
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def _disk_refusal(exp: Path, job: str) -> dict[str, object]:
+    return {
+        "trial": 1,
+        "status": "lost",
+        "disk_full": True,
+        "free_bytes": 0,
+        "reason": f"the disk of its folder {exp} refused the runner's own files, started.json or "
+        "outcome.json (0 KiB free in its folder)",
+        "slurm_job_id": job,
+    }
+
+
+def _on_a_full_disk(tmp_path: Path, fleet: SlurmFleet) -> tuple[Path, str, list[Finished]]:
+    """An experiment sent on a full disk (`_full_disk_experiment`): its folder, its handle and
+    what the fleet finished, the cluster left with no job of it and the disk unmounted."""
+    finished: list[Finished] = []
+    try:
+        exp = _full_disk_experiment(tmp_path / "full")
+        handle = fleet.submit([JobSpec(1, exp, "h100")])[1]
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 90, "the job to end", every=0.2)
+    finally:
+        fleet.shutdown(cancel=True)
+        _unmount(tmp_path / "full")
+    return exp, handle, finished
+
+
+@pytest.mark.slurm
+def test_an_array_task_whose_disk_refuses_the_runners_own_files_is_lost_to_the_disk(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """A task whose experiment folder's disk refused the runner's started.json ended FAILED with
+    the runner's traceback, lost at the cost of a retry ('Slurm FAILED before its runner
+    started'), or, refused its outcome.json, a crash charged to the change; and the controller's
+    abandoned.json, refused too, stopped the campaign. The task now ends with the runner's
+    DISK_REFUSED_EXIT, which the fleet reads in sacct's ExitCode: lost to the disk, as on the
+    local fleet (re-queued at no cost, the campaign stopped until there is room)."""
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, 60, str(tmp_path / "toy"))
+    exp, handle, finished = _on_a_full_disk(tmp_path, fleet)
+    job = handle.rpartition(":")[2]
+    assert [(f.trial, f.outcome) for f in finished] == [(1, _disk_refusal(exp, job))]
+    assert _sacct({job}, "JobID,State,ExitCode") == [[job, "FAILED", "73:0"]]

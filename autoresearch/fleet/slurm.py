@@ -75,13 +75,15 @@ from autoresearch.fleet.slurm_states import (
 from autoresearch.fleet.workers import WorkerQueue, run_worker
 from autoresearch.runner import (
     ABANDONED_FILE,
+    DISK_REFUSED_EXIT,
     INFRA_STATUSES,
     OUTCOME_FILE,
     SETUP_FAILED_VARIABLE,
     STARTED_FILE,
     environment_lock,
     hidden_credentials,
-    run_experiment,
+    run_or_exit_if_disk_refuses,
+    runner_files_refused,
     scrubbed_environment,
     started_at,
 )
@@ -130,8 +132,9 @@ _Waiting = tuple[_Tracked, dict[str, Any] | None, tuple[str, int] | None]
 def run_array_task(exp_dir: str) -> dict[str, Any]:
     """An array task's body: the runner, which skips a workspace that already ran or was given up
     on (Slurm reruns a requeued task from the start, after the controller counted the first
-    attempt). Submitted jobs name this function, so it stays their entry point."""
-    return run_experiment(exp_dir)
+    attempt), and ends the job with DISK_REFUSED_EXIT where the disk refuses its own files.
+    Submitted jobs name this function, so it stays their entry point."""
+    return run_or_exit_if_disk_refuses(exp_dir)
 
 
 def executor_for(folder: Path, name: str, part: PartitionConfig) -> submitit.AutoExecutor:
@@ -233,6 +236,7 @@ class SlurmFleet:
         # Array tasks among them whose array squeue or sacct still lists: taken out of it on their own
         self._dropped: set[str] = set()
         self._suspended_s: dict[str, float] = {}  # each job's suspended time: sacct's count, else squeue's
+        self._exit_status: dict[str, int | None] = {}  # each job's latest attempt's, by sacct's word
         self.nodes = NodeHealth()
         self._refused: list[Finished] = []  # jobs sbatch would not take, reported at the next poll
         self._warned: set[tuple[str, str]] = set()  # (pool or held job, pending reason) said once
@@ -599,6 +603,11 @@ class SlurmFleet:
         t.over_since = t.over_since or now
         if over["status"] != "lost" and now - t.over_since < SETTLE_SECONDS:
             return None  # the result may still be on its way through the shared file system
+        if state.startswith("FAILED") and self._refused_by_disk(slurm_id, attempt, attempts):
+            # (not abandoned: that file too would be refused; a FAILED job is not run again)
+            return self._done(
+                t, {**runner_files_refused(t.job.exp_dir, t.job.trial), "slurm_job_id": slurm_id}
+            )
         if state.startswith("FAILED") and not (t.job.exp_dir / STARTED_FILE).exists():
             over = self._failed_before_the_runner(t, slurm_id)
         return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
@@ -614,6 +623,12 @@ class SlurmFleet:
             return state
         t.stale_since = t.stale_since or now
         return RESTARTED if now - t.stale_since >= UNKNOWN_SECONDS else ""
+
+    def _refused_by_disk(self, slurm_id: str, attempt: int, attempts: list[str]) -> bool:
+        """Whether the judged attempt, the job's latest, ended with the runner's word that the disk
+        of its folder refused its own files (DISK_REFUSED_EXIT, in sacct's ExitCode): lost to the
+        disk, as on the local fleet, not a crash of its change nor a retry spent."""
+        return attempt == len(attempts) - 1 and self._exit_status.get(slurm_id) == DISK_REFUSED_EXIT
 
     def _failed_before_the_runner(self, t: _Tracked, slurm_id: str) -> dict[str, Any]:
         """A job that failed before its runner began: the experiment never ran, so it is no crash
@@ -883,6 +898,7 @@ class SlurmFleet:
         asked = set(ids)  # (sacct answers for every task of an array: only the jobs tracked are kept)
         counted = {**self._suspended_s, **answer.suspended_s}
         self._suspended_s = {i: seconds for i, seconds in counted.items() if i in asked}
+        self._exit_status.update({i: status for i, status in answer.exit_status.items() if i in asked})
         return answer.states
 
     def wait(self, seconds: float) -> None:

@@ -96,33 +96,43 @@ def attempt_state(attempts: list[str], attempt: int) -> str:
 
 
 class SacctAnswer(NamedTuple):
-    """sacct's word on jobs: each job or array task's states, oldest attempt first; and for how
+    """sacct's word on jobs: each job or array task's states, oldest attempt first; for how
     long its latest attempt has stood suspended (`scontrol suspend`) in all, in seconds, 0 for
     none: Slurm's own count, which a controller started again reads as the first did, and which
-    stands over squeue's estimate of it (off by any skew between the two clocks) for every job listed."""
+    stands over squeue's estimate of it (off by any skew between the two clocks) for every job listed;
+    and its latest attempt's exit status (ExitCode's first part; None where it has none), the one
+    word of a runner whose disk refused its own files (runner.DISK_REFUSED_EXIT)."""
 
     states: dict[str, list[str]]
     suspended_s: dict[str, float]
+    exit_status: dict[str, int | None]
 
 
 def parse_sacct(text: str) -> SacctAnswer:
-    """`sacct -D -X -P -o JobID,State,Submit,Suspended` output.
+    """`sacct -D -X -P -o JobID,State,Submit,Suspended,ExitCode` output.
 
     A requeued job has one line per attempt; pending array tasks share one line (`12_[3-5,8%2]`).
     """
-    rows: dict[str, list[tuple[str, str, str]]] = {}
+    rows: dict[str, list[tuple[str, str, str, str]]] = {}
     for line in text.splitlines():
         fields = line.strip().split("|")
         if len(fields) < 2 or not fields[0]:
             continue
-        submit, suspended = (fields[i] if len(fields) > i else "" for i in (2, 3))
+        submit, suspended, exit_code = (fields[i] if len(fields) > i else "" for i in (2, 3, 4))
         for task in _expand_tasks(fields[0]):
-            rows.setdefault(task, []).append((submit, fields[1].strip(), suspended))
+            rows.setdefault(task, []).append((submit, fields[1].strip(), suspended, exit_code))
     ordered = {task: sorted(r, key=lambda r: r[0]) for task, r in rows.items()}
     return SacctAnswer(
-        {task: [state for _, state, _ in r] for task, r in ordered.items()},
+        {task: [row[1] for row in r] for task, r in ordered.items()},
         {task: 60 * (slurm_minutes(r[-1][2]) or 0.0) for task, r in ordered.items()},
+        {task: _exit_status(r[-1][3]) for task, r in ordered.items()},
     )
+
+
+def _exit_status(exit_code: str) -> int | None:
+    """sacct's ExitCode `73:0` (the status, then the signal that ended it) as its status, 73."""
+    status = exit_code.partition(":")[0].strip()
+    return int(status) if status.isdigit() else None
 
 
 def _expand_tasks(job_id: str) -> list[str]:
@@ -391,8 +401,8 @@ def job_states(job_ids: set[str], if_failed: str = "") -> SacctAnswer | None:
     """`sacct`'s states of every attempt of every task of the given jobs, and their suspended time;
     None when sacct fails (said in a warning when `if_failed` says what the caller does instead)."""
     if not job_ids:
-        return SacctAnswer({}, {})
-    fields = "JobID,State,Submit,Suspended"
+        return SacctAnswer({}, {}, {})
+    fields = "JobID,State,Submit,Suspended,ExitCode"
     cmd = ["sacct", "-n", "-P", "-X", "-D", "-o", fields, "-j", ",".join(sorted(job_ids))]
     out = query(cmd, if_failed=if_failed)
     return None if out is None else parse_sacct(out)
