@@ -2843,3 +2843,19 @@ def test_an_array_task_whose_disk_refuses_the_runners_own_files_is_lost_to_the_d
     job = handle.rpartition(":")[2]
     assert [(f.trial, f.outcome) for f in finished] == [(1, _disk_refusal(exp, job))]
     assert _sacct({job}, "JobID,State,ExitCode") == [[job, "FAILED", "73:0"]]
+
+
+@pytest.mark.slurm
+def test_a_worker_whose_disk_refuses_the_runners_own_files_ends_cleanly_and_its_run_is_lost_to_the_disk(
+    tmp_path: Path, slurm_cluster: None
+) -> None:
+    """A worker whose run's folder the full disk refused the runner's own files died of the
+    runner's OSError, and the run it held was a crash charged to its change ('Slurm FAILED without
+    a result'). The worker now ends with the runner's DISK_REFUSED_EXIT, keeping its claim, every
+    further run refused alike, and the fleet reads it: the run is lost to the disk."""
+    cluster = compose_toy(tmp_path, SLURM, "cluster.partitions.h100.mode=workers").cluster
+    fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+    exp, _, finished = _on_a_full_disk(tmp_path, fleet)
+    (worker,) = fleet.queues["h100"].submitted_workers()  # (the one sent, gone from the alive ones)
+    assert [(f.trial, f.outcome) for f in finished] == [(1, _disk_refusal(exp, worker))]
+    assert _sacct({worker}, "JobID,State,ExitCode") == [[worker, "FAILED", "73:0"]]

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from autoresearch.runner import INFRA_STATUSES, run_experiment, slurm_job_id
+from autoresearch.runner import INFRA_STATUSES, run_or_exit_if_disk_refuses, slurm_job_id
 
 IDLE_EXIT_SECONDS = 600.0  # a worker with nothing to do for this long ends (the campaign is gone)
 POLL_SECONDS = 1.0
@@ -135,7 +135,9 @@ def run_worker(queue_path: str, deadline_s: float, time_limit_s: float) -> int:
     Before the job's time limit could cut an experiment short, the worker stops claiming and asks
     Slurm to requeue it, so the slot comes back without a new submission. Once Slurm signals the
     job (scancel, preemption) it claims nothing more. Returns the number of experiments it ran.
-    A worker whose time limit cannot hold one experiment fails at once (WorkerCannotFit).
+    A worker whose time limit cannot hold one experiment fails at once (WorkerCannotFit). One
+    whose disk refuses the runner's own files ends with DISK_REFUSED_EXIT, its claim kept, which
+    the fleet reads as the run it held lost to the disk: every run after it would be refused alike.
     """
     if deadline_s > time_limit_s:
         raise WorkerCannotFit(
@@ -161,7 +163,7 @@ def run_worker(queue_path: str, deadline_s: float, time_limit_s: float) -> int:
             time.sleep(POLL_SECONDS)
             continue
         trial, exp_dir = item
-        outcome = run_experiment(exp_dir)
+        outcome = run_or_exit_if_disk_refuses(exp_dir)  # (its claim kept: the fleet reads the exit)
         ran += 1
         idle_since = time.time()
         if outcome.get("status") in INFRA_STATUSES:
