@@ -23,6 +23,8 @@ from engine_helpers import (
 from optuna.trial import TrialState
 
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
+from autoresearch.fleet.local import runner_alive
+from autoresearch.fleet.other_fleet import other_hosts_runs
 from autoresearch.runner import PID_FILE
 
 BUDGET = "campaign.budget.max_experiments=4"
@@ -47,6 +49,30 @@ def resumed_on_other_host(runs: Path, env: dict[str, str]) -> subprocess.Complet
     )
 
 
+def as_on_another_host(exp: Path) -> int:
+    """`exp`'s runner.pid made to name, as another host's would, a pid that is no runner of `exp`
+    here (this test's own): the pid it names. The runner, on this machine, could be seen here."""
+    pid, slot, host = (exp / PID_FILE).read_text().split()
+    (exp / PID_FILE).write_text(f"{os.getpid()} {slot} {host}")
+    return os.getpid()
+
+
+def test_a_runner_seen_here_is_this_hosts_though_its_host_name_changed(tmp_path: Path, monkeypatch) -> None:
+    """A laptop's host name changes with its network (macOS, DHCP): its own live runner, which
+    runner.pid names under the old name, was taken for another host's, and the resume refused
+    until the user gave up or killed a run it could have adopted."""
+    started, hold = controller_killed_mid_run(tmp_path)  # its runner goes on, held
+    exp, campaign = started.parent, tmp_path / "runs" / "toy"
+    runner = int((exp / PID_FILE).read_text().split()[0])
+    try:
+        monkeypatch.setattr(socket, "gethostname", lambda: OTHER_HOST)
+        assert other_hosts_runs(load(campaign).trials, campaign) == []
+        assert runner_alive(exp) is True
+    finally:
+        hold.unlink()
+    wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+
+
 def test_a_local_campaign_resumed_on_another_host_while_its_runner_runs_is_refused(tmp_path: Path) -> None:
     """The other host found no live runner by its pid: the trial was failed as lost (a retry
     counted) and run again while its runner went on on the first host, its result thrown away."""
@@ -54,13 +80,14 @@ def test_a_local_campaign_resumed_on_another_host_while_its_runner_runs_is_refus
     exp, runs, run_log = started.parent, tmp_path / "runs", tmp_path / "ran.log"
     trial, runner = int(exp.name), (exp / PID_FILE).read_text().split()[0]
     env = {"TOY_RUN_LOG": str(run_log)}
+    elsewhere = as_on_another_host(exp)
     try:
         refused = resumed_on_other_host(runs, env)
     finally:
         hold.unlink()
     said = refused.stdout + refused.stderr
     assert refused.returncode == 2, said
-    assert f"trial {trial} (pid {runner} on {socket.gethostname()}) may still run" in said
+    assert f"trial {trial} (pid {elsewhere} on {socket.gethostname()}) may still run" in said
     assert f"({OTHER_HOST})" in said and f"rm {exp / PID_FILE}" in said and "Traceback" not in said
     study = load(runs / "toy")
     assert study.trials[trial].state == TrialState.RUNNING

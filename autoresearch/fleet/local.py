@@ -244,15 +244,25 @@ def on_this_host(name: object) -> bool:
     return str(name).split(".")[0] == socket.gethostname().split(".")[0]
 
 
+def runner_elsewhere(exp_dir: Path) -> str | None:
+    """The other host whose runner of `exp_dir` this host cannot watch, as its runner.pid names it
+    (`runner_host`); None where that is this host, or where the runner it names is seen live here:
+    this host, whatever its name now (a laptop's changes with its network: macOS, DHCP)."""
+    host = runner_host(exp_dir)
+    if host is None or on_this_host(host):
+        return None
+    pid, _ = _read_pid_file(exp_dir / PID_FILE)
+    return None if pid is not None and _is_our_runner(pid, exp_dir) else host
+
+
 def runner_alive(exp_dir: Path) -> bool | None:
     """Whether the runner its runner.pid names still runs `exp_dir` on this host; None where no
     runner.pid names one (not started here, or ended: the runner removes it), or where this host
-    cannot tell: the runner runs on another host (`runner_host`), or the kernel has the pid but
-    /proc does not show its process (mounted hidepid, another user's process), so it may be the
-    runner or a process that reused its pid."""
+    cannot tell: the runner runs on another host (`runner_elsewhere`), or the kernel has the pid
+    but /proc does not show its process (mounted hidepid, another user's process), so it may be
+    the runner or a process that reused its pid."""
     pid, _ = _read_pid_file(exp_dir / PID_FILE)
-    host = runner_host(exp_dir)
-    if pid is None or (host is not None and not on_this_host(host)):
+    if pid is None or runner_elsewhere(exp_dir) is not None:
         return None
     return _runner_seen(pid, exp_dir) if alive_here(pid) else False
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.files import read_json
-from autoresearch.fleet.local import on_this_host, runner_alive, runner_host
+from autoresearch.fleet.local import runner_alive, runner_elsewhere
 from autoresearch.fleet.slurm import SENT_LATE_FILE
 from autoresearch.fleet.slurm_states import is_active, latest, queue_states
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
@@ -75,8 +75,7 @@ def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[
             and "exp_dir" in t.user_attrs
             and not str(t.user_attrs.get("job", "")).startswith(SLURM_HANDLES)
             and not (exp_dir / OUTCOME_FILE).exists()
-            and (host := runner_host(exp_dir)) is not None
-            and not on_this_host(host)
+            and (host := runner_elsewhere(exp_dir)) is not None
         ):
             away[t.number] = ((exp_dir / PID_FILE).read_text().split()[0], host, exp_dir / PID_FILE)
     if not away:
