@@ -118,16 +118,27 @@ def disk_refusal(
     once there is room); every run launched after it would be lost the same way. The run itself
     is re-queued at no cost (`_fail_and_requeue`). Only runs collected by this controller's loop
     stop it: one an earlier controller left, collected at a resume once space was freed, is
-    re-queued alone. Nor does an experiment the disk refused before (`refused_before`, its
-    trial's count): its own writes are taken for the cause, and a stop would only bring it back."""
+    re-queued alone. Nor does a refusal that costs a retry (`free_disk_refusal`: its own writes
+    are taken for the cause, and a stop would only bring it back)."""
     for done in finished_now:
-        if done.outcome.get("disk_full") and not refused_before(done.trial):
+        if free_disk_refusal(done.outcome, refused_before(done.trial)):
             return (
                 f"trial {done.trial} could not write in {experiment_dir(campaign_dir, done.trial)}: "
                 f"{done.outcome.get('reason', 'its disk is full')}; free space there, then run the same "
                 "command again: the run is queued again, at no cost"
             )
     return ""
+
+
+def free_disk_refusal(outcome: dict[str, Any], refused_before: int) -> bool:
+    """Whether `outcome` is a disk refusal that costs its experiment no retry and stops the
+    campaign: its first refusal of train.py's writes (`refused_before` counts the earlier ones), or
+    any refusal of the runner's own files (`runner_files`: started.json, outcome.json), which
+    train.py's writes cannot have caused. A second refusal of train.py's writes is taken for its
+    own (a quota the change's writes pass, which statvfs cannot show)."""
+    if not outcome.get("disk_full"):
+        return False
+    return bool(outcome.get("runner_files")) or not refused_before
 
 
 class CampaignLocked(CampaignError):
@@ -740,8 +751,9 @@ class Campaign:
         counts them): past that, as a retry, else an edit whose workspace kills the controller
         each time is re-queued at every start for ever.
         So is one whose folder's disk refused train.py's writes (`disk_full`, not filled by
-        train.py), the first time for its experiment: the campaign stops for it (`disk_refusal`)
-        until a person frees space. A later refusal of the same experiment (`disk_refused` counts
+        train.py), the first time for its experiment, or the runner's own files, any time
+        (`free_disk_refusal`): the campaign stops for it (`disk_refusal`) until a person frees
+        space. A later refusal of train.py's writes in the same experiment (`disk_refused` counts
         them along its retries) spends a retry and stops nothing: the runner cannot see a quota's
         room, so a change whose own writes pass the quota looks like a disk others filled, and
         were each refusal free it would stop the campaign at every resume, for ever, never
@@ -752,9 +764,10 @@ class Campaign:
         never_launched = "exp_dir" not in trial.user_attrs
         unlaunched = int(trial.user_attrs.get("unlaunched", 0))
         disk_refused = int(trial.user_attrs.get("disk_refused", 0))
-        refused_now = bool(outcome.get("disk_full"))
-        first_refusal = refused_now and not disk_refused
-        from_outside = outcome.get("taken_off") or ("disk full" if first_refusal else "")
+        refused_now = bool(outcome.get("disk_full")) and not outcome.get("runner_files")  # (train.py's)
+        from_outside = outcome.get("taken_off") or (
+            "disk full" if free_disk_refusal(outcome, disk_refused) else ""
+        )
         free = bool(from_outside) or (never_launched and unlaunched < self.c.max_retries)
         again = "the disk refused it again, only an experiment's first disk refusal is free"
         said = ""  # what the log line adds: what the loss cost

@@ -692,6 +692,7 @@ def runner_files_refused(exp: Path, trial: int) -> dict[str, Any]:
         "trial": trial,
         "status": "lost",
         "disk_full": True,
+        "runner_files": True,  # (not train.py's writes: never its change's doing)
         "free_bytes": free,
         "reason": (
             f"the disk of its folder {exp} refused the runner's own files, started.json or "

@@ -48,7 +48,14 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.budget import PRICE_ATTR, by_pool, measure
-from autoresearch.campaign import DATA_STEP_TERM_S, Campaign, CampaignError, Summary
+from autoresearch.campaign import (
+    DATA_STEP_TERM_S,
+    Campaign,
+    CampaignError,
+    Summary,
+    disk_refusal,
+    free_disk_refusal,
+)
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.decisions import Decisions
 from autoresearch.files import ENDED_WRITE_S, write_json_atomic
@@ -2509,6 +2516,21 @@ def test_a_change_the_disk_refuses_again_after_the_resume_spends_its_retries(
     again = "the disk refused it again, only an experiment's first disk refusal is free"
     assert said[0].endswith(f"; re-queued (retry 1 of campaign.max_retries=1: {again})"), said
     assert said[1].endswith(f"; not re-queued: campaign.max_retries=1 used ({again})"), said
+
+
+def test_a_refusal_of_the_runners_own_files_is_free_whatever_came_before() -> None:
+    """Only an experiment's first refusal of train.py's writes is free: a later one is taken for
+    its own (a quota its writes pass). A refusal of the runner's own started.json or outcome.json
+    (`runner_files`: the disk filled before train.py ran, or after it ended) is never its change's
+    doing, and was charged a retry from the experiment's second refusal on, the campaign not
+    stopped for a disk others filled."""
+    trains = {"status": "lost", "disk_full": True}
+    runners = {**trains, "runner_files": True}
+    assert [free_disk_refusal(trains, before) for before in (0, 1)] == [True, False]
+    assert [free_disk_refusal(runners, before) for before in (0, 1, 2)] == [True, True, True]
+    assert not free_disk_refusal({"status": "lost", "reason": "runner ended without an outcome"}, 0)
+    ended = [Finished(7, {**runners, "reason": "the disk of its folder refused the runner's own files"})]
+    assert disk_refusal(ended, Path("runs/x"), lambda trial: 1).startswith("trial 7 could not write in ")
 
 
 def test_no_space_on_another_disk_is_still_the_changes_crash(tmp_path: Path) -> None:

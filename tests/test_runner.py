@@ -654,6 +654,7 @@ def test_a_runner_whose_own_files_a_full_disk_refuses_is_lost_to_the_disk(tmp_pa
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout)
     assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["free_bytes"] == 0, outcome
+    assert outcome["runner_files"], outcome  # (never its change's doing: `campaign.free_disk_refusal`)
     assert outcome["reason"].startswith(f"the disk of its folder {tmp_path / 'disk' / 'exp'} refused"), (
         outcome
     )

@@ -2807,6 +2807,7 @@ def _disk_refusal(exp: Path, job: str) -> dict[str, object]:
         "trial": 1,
         "status": "lost",
         "disk_full": True,
+        "runner_files": True,
         "free_bytes": 0,
         "reason": f"the disk of its folder {exp} refused the runner's own files, started.json or "
         "outcome.json (0 KiB free in its folder)",
