@@ -225,10 +225,15 @@ def launch_state(
 def local_runner_state(exp_dir: Path, node: object, stopped_on: str) -> str:
     """Whether a local run's runner, its controller stopped, still runs: seen in /proc, on the host
     it ran on (`node`, its started.json's) and its controller did (`stopped_on`); where this host
-    cannot see it, it is said unknown, not gone (a resume, on that host, reattaches a live one)."""
+    cannot see it, it is said unknown, not gone (a resume, on that host, reattaches a live one).
+    One /proc shows here is running whatever the names say: this host's, its name changed since
+    (a laptop's, with its network), as a resume here adopts it (`fleet.local.runner_elsewhere`)."""
+    alive = runner_alive(exp_dir)
+    if alive is True:
+        return "running"
     if not on_this_host(stopped_on) or (node is not None and not on_this_host(node)):
         return RUNNER_UNSEEN
-    return {True: "running", False: RUNNER_GONE, None: RUNNER_UNSEEN}[runner_alive(exp_dir)]
+    return RUNNER_GONE if alive is False else RUNNER_UNSEEN
 
 
 def stopped_controller_host(campaign_dir: Path, controller: str | None) -> str | None:

@@ -22,10 +22,12 @@ from engine_helpers import (
 )
 from optuna.trial import TrialState
 
+from autoresearch.files import read_json
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
 from autoresearch.fleet.local import runner_alive
 from autoresearch.fleet.other_fleet import other_hosts_runs
-from autoresearch.runner import PID_FILE
+from autoresearch.runner import PID_FILE, STARTED_FILE
+from autoresearch.status import local_runner_state
 
 BUDGET = "campaign.budget.max_experiments=4"
 OTHER_HOST = "login-2"
@@ -68,6 +70,9 @@ def test_a_runner_seen_here_is_this_hosts_though_its_host_name_changed(tmp_path:
         monkeypatch.setattr(socket, "gethostname", lambda: OTHER_HOST)
         assert other_hosts_runs(load(campaign).trials, campaign) == []
         assert runner_alive(exp) is True
+        # status says so too: the controller stopped on, and the run began on, the old name
+        old_name = read_json(exp / STARTED_FILE)["node"]
+        assert local_runner_state(exp, old_name, old_name) == "running"
     finally:
         hold.unlink()
     wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")

@@ -278,7 +278,8 @@ def test_a_runner_this_host_cannot_see_is_said_unknown_not_gone(tmp_path: Path, 
     """A local run whose controller was killed: status judged its runner by /proc on this host. A
     runner /proc did not show (mounted hidepid, another user's process) was said gone, as was one
     that ran on another host (its started.json's node), and one of a controller stopped on another
-    host was said running. Each is now said unknown from this host."""
+    host was said gone or running by this host's /proc. Each is now said unknown from this host,
+    but for a runner /proc shows here running this experiment, which is."""
     started, hold = controller_killed_mid_run(tmp_path)
     exp_dir, campaign = started.parent, started.parent.parent.parent
     runner = int((exp_dir / PID_FILE).read_text().split()[0])
@@ -292,6 +293,9 @@ def test_a_runner_this_host_cannot_see_is_said_unknown_not_gone(tmp_path: Path, 
             beat.write_text(
                 json.dumps({**record, "host": "another-host", "seen_at": record["seen_at"] - 600})
             )
+            # (a runner /proc shows here is running, whatever the names: `local_runner_state`)
+            os.kill(runner, signal.SIGKILL)
+            wait_for(lambda: not Path(f"/proc/{runner}").exists(), 60, "the runner's end")
         else:
             started.write_text(json.dumps({**json.loads(started.read_text()), "node": "another-host"}))
             os.kill(runner, signal.SIGKILL)
