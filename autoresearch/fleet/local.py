@@ -139,7 +139,7 @@ class LocalFleet:
     def reattach(self, job: JobSpec, handle: str) -> bool:
         """Adopt a runner a previous controller started, in the slot (GPU) it runs on. One that
         cannot be adopted is given up (abandoned.json): a runner yet to start then does not run it."""
-        pid, slot = _read_pid_file(job.exp_dir / PID_FILE)
+        pid, slot, _ = _read_pid_file(job.exp_dir / PID_FILE)
         if handle.startswith("local:"):
             pid = int(handle.split(":", 1)[1])
         if pid is None:  # the controller died between starting the runner and writing runner.pid
@@ -214,28 +214,29 @@ def _read_outcome(run: _Running) -> dict:
     return {"trial": run.job.trial, "status": "lost", "reason": why}
 
 
-def _read_pid_file(path: Path) -> tuple[int | None, int | None]:
-    """The runner's pid and slot from runner.pid ('PID SLOT HOST'; 'PID SLOT' before hosts were
-    recorded, 'PID' alone before slots were); Nones where it is absent or unreadable."""
+def _read_pid_file(path: Path) -> tuple[int | None, int | None, str | None]:
+    """The runner's pid, slot and host from runner.pid ('PID SLOT HOST'; 'PID SLOT' before hosts
+    were recorded, 'PID' alone before slots were); Nones where it is absent or unreadable."""
     try:
-        fields = [int(f) for f in path.read_text().split()[:2]]
+        fields = path.read_text().split()
+        numbers = [int(f) for f in fields[:2]]
     except (OSError, ValueError):
+        return None, None, None
+    pid, slot = (numbers + [None, None])[:2]
+    return pid, slot, (fields[2] if len(fields) > 2 else None)
+
+
+def runner_record(exp_dir: Path) -> tuple[int | None, str | None]:
+    """The pid and host of the runner of `exp_dir`, read once from its runner.pid (one written
+    before hosts were recorded: its started.json's node, where it began); (None, None) where there
+    is no runner.pid (ended: the runner removes it)."""
+    pid, _, host = _read_pid_file(exp_dir / PID_FILE)
+    if pid is None:
         return None, None
-    return (fields[0] if fields else None), (fields[1] if len(fields) > 1 else None)
-
-
-def runner_host(exp_dir: Path) -> str | None:
-    """The host the runner of `exp_dir` runs on, as its runner.pid names it (one written before
-    hosts were recorded: its started.json's node, where it began); None where there is no
-    runner.pid (ended: the runner removes it) or neither names one."""
-    try:
-        fields = (exp_dir / PID_FILE).read_text().split()
-    except OSError:
-        return None
-    if len(fields) > 2:
-        return fields[2]
-    node = (read_json(exp_dir / STARTED_FILE) or {}).get("node")
-    return str(node) if node else None
+    if host is None:
+        node = (read_json(exp_dir / STARTED_FILE) or {}).get("node")
+        host = str(node) if node else None
+    return pid, host
 
 
 def on_this_host(name: object) -> bool:
@@ -244,14 +245,12 @@ def on_this_host(name: object) -> bool:
     return str(name).split(".")[0] == socket.gethostname().split(".")[0]
 
 
-def runner_elsewhere(exp_dir: Path) -> str | None:
-    """The other host whose runner of `exp_dir` this host cannot watch, as its runner.pid names it
-    (`runner_host`); None where that is this host, or where the runner it names is seen live here:
-    this host, whatever its name now (a laptop's changes with its network: macOS, DHCP)."""
-    host = runner_host(exp_dir)
+def runner_elsewhere(exp_dir: Path, pid: int | None, host: str | None) -> str | None:
+    """The other host whose runner of `exp_dir` (`runner_record`'s `pid` and `host`) this host
+    cannot watch; None where that is this host, or where the runner is seen live here: this host,
+    whatever its name now (a laptop's changes with its network: macOS, DHCP)."""
     if host is None or on_this_host(host):
         return None
-    pid, _ = _read_pid_file(exp_dir / PID_FILE)
     return None if pid is not None and _is_our_runner(pid, exp_dir) else host
 
 
@@ -261,8 +260,8 @@ def runner_alive(exp_dir: Path) -> bool | None:
     cannot tell: the runner runs on another host (`runner_elsewhere`), or the kernel has the pid
     but /proc does not show its process (mounted hidepid, another user's process), so it may be
     the runner or a process that reused its pid."""
-    pid, _ = _read_pid_file(exp_dir / PID_FILE)
-    if pid is None or runner_elsewhere(exp_dir) is not None:
+    pid, host = runner_record(exp_dir)
+    if pid is None or runner_elsewhere(exp_dir, pid, host) is not None:
         return None
     return _runner_seen(pid, exp_dir) if alive_here(pid) else False
 

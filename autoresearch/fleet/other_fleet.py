@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.files import read_json
-from autoresearch.fleet.local import runner_alive, runner_elsewhere
+from autoresearch.fleet.local import runner_alive, runner_elsewhere, runner_record
 from autoresearch.fleet.slurm import SENT_LATE_FILE
 from autoresearch.fleet.slurm_states import is_active, latest, queue_states
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
@@ -45,14 +45,26 @@ def other_fleets_runs(trials: Iterable[FrozenTrial], kind: str, campaign_dir: Pa
     return []
 
 
+def _local_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> Iterator[tuple[int, Path]]:
+    """The trials running in the study whose run went to a local runner (no Slurm handle), with
+    their experiment folders."""
+    for t in trials:
+        if (
+            t.state == TrialState.RUNNING
+            and "exp_dir" in t.user_attrs
+            and not str(t.user_attrs.get("job", "")).startswith(SLURM_HANDLES)
+        ):
+            yield t.number, experiment_dir(campaign_dir, t.number)
+
+
 def _local_runners_alive(running: list[FrozenTrial], campaign_dir: Path) -> list[str]:
     """The local runners of `running` still at work on this machine, by their runner.pid (which
     the local fleet writes before it records the handle)."""
     alive = {}
-    for t in running:
-        exp_dir = experiment_dir(campaign_dir, t.number)
-        if not str(t.user_attrs.get("job", "")).startswith(SLURM_HANDLES) and runner_alive(exp_dir):
-            alive[t.number] = (exp_dir / PID_FILE).read_text().split()[0]
+    for number, exp_dir in _local_runs(running, campaign_dir):
+        pid, _ = runner_record(exp_dir)  # (read once: the runner removes it as it ends)
+        if pid is not None and runner_alive(exp_dir):
+            alive[number] = str(pid)
     if not alive:
         return []
     said = ", ".join(f"trial {n} (pid {pid})" for n, pid in alive.items())
@@ -68,16 +80,12 @@ def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[
     """Why this start must wait: the runs of the last start whose local runner is on another host
     and has written no outcome.json yet, in one line with what to do; [] where there are none."""
     away = {}  # trial -> (its runner's pid, its host, its runner.pid)
-    for t in trials:
-        exp_dir = experiment_dir(campaign_dir, t.number)
-        if (
-            t.state == TrialState.RUNNING
-            and "exp_dir" in t.user_attrs
-            and not str(t.user_attrs.get("job", "")).startswith(SLURM_HANDLES)
-            and not (exp_dir / OUTCOME_FILE).exists()
-            and (host := runner_elsewhere(exp_dir)) is not None
-        ):
-            away[t.number] = ((exp_dir / PID_FILE).read_text().split()[0], host, exp_dir / PID_FILE)
+    for number, exp_dir in _local_runs(trials, campaign_dir):
+        if (exp_dir / OUTCOME_FILE).exists():
+            continue
+        pid, host = runner_record(exp_dir)
+        if (elsewhere := runner_elsewhere(exp_dir, pid, host)) is not None:
+            away[number] = (str(pid), elsewhere, exp_dir / PID_FILE)
     if not away:
         return []
     said = ", ".join(f"trial {n} (pid {pid} on {host})" for n, (pid, host, _) in away.items())
