@@ -149,12 +149,23 @@ def measured_by_seed(table: list[dict[str, Any]], version: str, tier: str) -> di
 def frontier_measured(table: list[dict[str, Any]], tier: str = "screen") -> tuple[int | None, list[float]]:
     """The runs the frontier is judged by on a tier: those of the latest kept version measured
     there (with that keep's trial number), else the baseline's (None). `table` is `rows()`."""
-    kept = [r for r in table if r["status"] == "keep"]
-    for keep in reversed(kept):
-        values = measurements(table, keep["version"], tier)
-        if values:
-            return keep["trial"], values
-    return None, [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == tier]
+    keep, values = _frontier_keep(table, tier)
+    if keep is None:
+        return None, [r["val_bpb"] for r in _baselines(table, tier)]
+    return keep["trial"], values
+
+
+def _frontier_keep(table: list[dict[str, Any]], tier: str) -> tuple[dict[str, Any] | None, list[float]]:
+    """The row of the latest kept version measured on a tier, with its measurements there; (None,
+    []) where none is: the baseline is the frontier."""
+    for keep in reversed([r for r in table if r["status"] == "keep"]):
+        if values := measurements(table, keep["version"], tier):
+            return keep, values
+    return None, []
+
+
+def _baselines(table: list[dict[str, Any]], tier: str) -> list[dict[str, Any]]:
+    return [r for r in table if r["status"] == "baseline" and r["tier"] == tier]
 
 
 def frontier_runs(table: list[dict[str, Any]], tier: str = "screen") -> list[float]:
@@ -163,7 +174,7 @@ def frontier_runs(table: list[dict[str, Any]], tier: str = "screen") -> list[flo
 
 def frontier_value(table: list[dict[str, Any]], tier: str = "screen") -> tuple[float | None, float | None]:
     """The baseline mean on a tier and the frontier's mean there, as the policy judges against it."""
-    baselines = [r["val_bpb"] for r in table if r["status"] == "baseline" and r["tier"] == tier]
+    baselines = [r["val_bpb"] for r in _baselines(table, tier)]
     runs = frontier_runs(table, tier)
     return (
         statistics.fmean(baselines) if baselines else None,
@@ -208,14 +219,12 @@ class Comparison:
 def frontier_by_seed(table: list[dict[str, Any]], tier: str = "screen") -> tuple[dict[int, float], bool]:
     """`frontier_measured`'s runs by seed: the latest kept version's measurements on a tier (its
     own run while it has none, said by True), else the baseline's."""
-    for keep in reversed([r for r in table if r["status"] == "keep"]):
-        if measurements(table, keep["version"], tier):
-            if repeats := measured_by_seed(table, keep["version"], tier):
-                return repeats, False
-            return _by_seed(
-                [r for r in _runs_of(table, keep["version"], tier) if r["status"] == "keep"]
-            ), True
-    return _by_seed([r for r in table if r["status"] == "baseline" and r["tier"] == tier]), False
+    keep, _ = _frontier_keep(table, tier)
+    if keep is None:
+        return _by_seed(_baselines(table, tier)), False
+    if repeats := measured_by_seed(table, keep["version"], tier):
+        return repeats, False
+    return _by_seed([r for r in _runs_of(table, keep["version"], tier) if r["status"] == "keep"]), True
 
 
 def compare(table: list[dict[str, Any]], tier: str = "screen") -> Comparison | None:
@@ -226,7 +235,7 @@ def compare(table: list[dict[str, Any]], tier: str = "screen") -> Comparison | N
     baseline, frontier = frontier_value(table, tier)
     if baseline is None or frontier is None:
         return None
-    start = _by_seed([r for r in table if r["status"] == "baseline" and r["tier"] == tier])
+    start = _by_seed(_baselines(table, tier))
     now, picked = frontier_by_seed(table, tier)
     if shared := sorted(set(start) & set(now)):
         return Comparison(
