@@ -28,6 +28,7 @@ job (its cgroup), a runner killed outright ending its job.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -58,21 +59,19 @@ def end_leftovers(exp_dir: Path) -> None:
         )
 
 
-def kill_marked(exp_dir: Path) -> int:
+def kill_marked(exp_dir: Path) -> None:
     """KILL each process whose environment names `exp_dir`'s result file, again until none is
-    left or TERM_GRACE_S has passed (one may fork as it is killed); how many were killed."""
+    left or TERM_GRACE_S has passed (one may fork as it is killed)."""
     marker = f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode()
-    killed = 0
     until = time.monotonic() + TERM_GRACE_S
     while time.monotonic() < until:
         found = [held for pid in _own_live_processes() if (held := _held_if_marked(pid, marker)) is not None]
         if not found:
             break
         for held in found:
-            killed += held.kill()
+            held.kill()
             held.release()
         time.sleep(GROUP_POLL_S)
-    return killed
 
 
 def _own_live_processes() -> list[int]:
@@ -120,18 +119,13 @@ class _Held:
     pidfd: int | None
     started: str | None
 
-    def kill(self) -> bool:
-        """KILL it if it is still the process held; whether it was."""
-        try:
+    def kill(self) -> None:
+        """KILL it if it is still the process held (one ended, its pid perhaps another's now, is not)."""
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # (ended)
             if self.pidfd is not None:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             elif _start_time(self.pid) == self.started:
                 os.kill(self.pid, signal.SIGKILL)
-            else:  # ended, its pid perhaps another's now
-                return False
-        except (ProcessLookupError, FileNotFoundError):  # ended
-            return False
-        return True
 
     def release(self) -> None:
         if self.pidfd is not None:
