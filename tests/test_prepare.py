@@ -1241,13 +1241,24 @@ def test_a_damaged_shard_record_is_named(prepare_mod: ModuleType, shard_server, 
     assert len(prepare_mod.split_files("train", "climbmix")) == 2
 
 
+def _part_sizes(prepare_mod: ModuleType, folder: Path, pattern: str) -> dict[Path, int]:
+    """The sizes of the shards' parts `pattern` finds in `folder`; not a validator's temporary,
+    which the same glob finds while it is written and which is gone by its stat."""
+    sizes = {}
+    for tmp in folder.glob(pattern):
+        if prepare_mod.PART_NAME.fullmatch(tmp.name):
+            with contextlib.suppress(FileNotFoundError):
+                sizes[tmp] = tmp.stat().st_size
+    return sizes
+
+
 def _wait_for_half_a_part(prepare_mod: ModuleType, shard: Path, proc: subprocess.Popen) -> None:
     """Until the download in `proc` has written half of `shard` to its part, and its validator."""
     folder, half = prepare_mod.data_dir("climbmix"), shard.stat().st_size // 2
     deadline = time.monotonic() + 60
     while not any(
-        tmp.stat().st_size >= half and Path(f"{tmp}.validator.json").exists()
-        for tmp in folder.glob(f"{shard.name}.{proc.pid}-*.tmp")
+        size >= half and Path(f"{tmp}.validator.json").exists()
+        for tmp, size in _part_sizes(prepare_mod, folder, f"{shard.name}.{proc.pid}-*.tmp").items()
     ):
         assert time.monotonic() < deadline and proc.poll() is None, "no half of the shard written"
         time.sleep(0.05)
@@ -1521,10 +1532,10 @@ def test_a_download_under_way_writes_what_it_has_received(prepare_mod: ModuleTyp
     thread = threading.Thread(target=download)
     thread.start()
     assert server.stalling.wait(timeout=60)
-    tmp_files = prepare_mod.data_dir("climbmix").glob
+    folder = prepare_mod.data_dir("climbmix")
     half = (remote / "shard_00000.parquet").stat().st_size // 2
     deadline = time.monotonic() + 30
-    while (written := sum(f.stat().st_size for f in tmp_files("shard_00000.parquet.*.tmp"))) < half:
+    while (written := sum(_part_sizes(prepare_mod, folder, "shard_00000.parquet.*.tmp").values())) < half:
         assert time.monotonic() < deadline, f"{written} of the {half} bytes received are written"
         time.sleep(0.05)
     server.stall.clear()
