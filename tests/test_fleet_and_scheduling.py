@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import optuna
 import pytest
@@ -37,9 +38,11 @@ from autoresearch.config import (
     campaign_dir_of,
     deadline_seconds,
 )
+from autoresearch.fleet import leftovers
 from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.proposers.offline import OfflineProposer
+from autoresearch.runner import RESULT_VARIABLE, result_file
 
 
 def test_an_eight_gpu_box_gets_one_slot_per_gpu_each_with_its_own_device(tmp_path: Path, monkeypatch) -> None:
@@ -338,6 +341,44 @@ def test_what_a_run_left_running_ends_on_a_kernel_without_pidfd_open(
 
     monkeypatch.setattr(os, "pidfd_open", no_pidfd_open)
     assert_what_a_run_left_running_ends(tmp_path, "poll")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_where_neither_a_pidfd_nor_a_start_time_holds_a_leftover_the_fleet_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no pidfd_open and a /proc/PID/stat that will not give a start time, a leftover cannot be
+    told from a later process given its pid: it is not signalled, and controller.log says once (not
+    once per process or per run) that what runs leave running cannot be ended here."""
+    monkeypatch.setattr(os, "pidfd_open", lambda pid, flags=0: _raise(OSError(errno.ENOSYS, "no pidfd_open")))
+    monkeypatch.setattr(
+        leftovers, "_start_time", lambda pid: _raise(PermissionError(errno.EACCES, "Permission denied"))
+    )
+    leftovers._say_unheld.cache_clear()
+    (exp := tmp_path / "exp").mkdir()
+    marked = {**os.environ, RESULT_VARIABLE: result_file(exp)}
+    left = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(371)"], env=marked) for _ in range(2)
+    ]
+    try:
+        with caplog.at_level(logging.WARNING, logger="autoresearch"):
+            leftovers.end_leftovers(exp)
+            leftovers.end_leftovers(exp)
+        assert [r.getMessage() for r in caplog.records] == [
+            "processes a run left running cannot be ended here: neither a pidfd (Linux 5.3+) nor /proc/PID/stat's "
+            "start time (Permission denied) can tell them from a later process given their pid; any may share its "
+            "slot with the next run"
+        ]
+        assert all(proc.poll() is None for proc in left)
+    finally:
+        leftovers._say_unheld.cache_clear()
+        for proc in left:
+            proc.kill()
+            proc.wait()
+
+
+def _raise(err: BaseException) -> NoReturn:
+    raise err
 
 
 def assert_what_a_run_left_running_ends(tmp_path: Path, found_by: str) -> None:
