@@ -7,9 +7,11 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -362,8 +364,9 @@ def test_where_neither_a_pidfd_nor_a_start_time_holds_a_leftover_the_fleet_says_
     ]
     try:
         with caplog.at_level(logging.WARNING, logger="autoresearch"):
-            leftovers.end_leftovers(exp)
-            leftovers.end_leftovers(exp)
+            sweeps = leftovers.Leftovers()
+            sweeps.end(exp)
+            sweeps.end(exp)
         assert [r.getMessage() for r in caplog.records] == [
             "processes a run left running cannot be ended here: neither a pidfd (Linux 5.3+) nor /proc/PID/stat's "
             "start time (Permission denied) can tell them from a later process given their pid; any may share its "
@@ -379,6 +382,122 @@ def test_where_neither_a_pidfd_nor_a_start_time_holds_a_leftover_the_fleet_says_
 
 def _raise(err: BaseException) -> NoReturn:
     raise err
+
+
+# A process that stays in uninterruptible sleep (a vfork parent waiting on its child) until a byte
+# comes on its stdin, its AUTORESEARCH_RESULT hidden meanwhile (renamed in the memory the two
+# share), as a process stuck in the kernel whose environment the fleet does not read.
+UNINTERRUPTIBLE_UNTIL_STDIN = r"""
+#include <string.h>
+#include <unistd.h>
+extern char **environ;
+int main(void) {
+    char *mark = NULL, byte;
+    for (char **e = environ; *e; e++)
+        if (strncmp(*e, "AUTORESEARCH_RESULT=", 20) == 0) mark = *e;
+    if (vfork() == 0) {
+        if (mark) mark[0] = 'X';
+        read(0, &byte, 1);
+        if (mark) mark[0] = 'A';
+        _exit(0);
+    }
+    pause();
+    return 0;
+}
+"""
+
+
+def state_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for a process in uninterruptible sleep")
+def test_a_leftover_in_uninterruptible_sleep_as_its_runner_ends_is_killed_at_a_later_poll(
+    tmp_path: Path,
+) -> None:
+    """A process a run left running that was in uninterruptible sleep (D) as the fleet found its
+    runner gone was skipped, its environment not read, and never looked at again: out of that
+    sleep it ran on beside the slot's next run. The fleet looks again at each poll."""
+    helper = tmp_path / "uninterruptible"
+    (source := tmp_path / "uninterruptible.c").write_text(UNINTERRUPTIBLE_UNTIL_STDIN)
+    subprocess.run(["cc", "-o", str(helper), str(source)], check=True)
+    os.mkfifo(release := tmp_path / "release")
+    writer = os.open(release, os.O_RDWR)  # (opened both ways: neither end waits for the other)
+    train_py = (
+        "import os, subprocess, time\n"
+        f"helper = subprocess.Popen([{str(helper)!r}], stdin=open({str(release)!r}, 'rb'))\n"
+        "open('p.tmp', 'w').write(str(helper.pid)); os.replace('p.tmp', 'helper.pid')\n"
+        "while True:\n    time.sleep(0.05)\n"
+    )
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+    fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
+    (pool,) = fleet.pools.values()
+    job = JobSpec(0, make_experiment(tmp_path, train_py, deadline=60, trial=0), pool.name)
+    runner = int(fleet.submit([job])[0].split(":")[1])
+    pid_file = job.exp_dir / "helper.pid"
+    wait_for(pid_file.exists, 60, "the helper to start", every=0.02)
+    left = int(pid_file.read_text())
+    try:
+        wait_for(lambda: state_of(left) == "D", 60, "the helper's uninterruptible sleep", every=0.02)
+        os.kill(runner, signal.SIGKILL)
+        wait_for(lambda: not running(runner), 60, "the runner to die", every=0.02)
+        finished: list[Finished] = []
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the runner to be found gone")
+        assert running(left)
+        os.write(writer, b"x")
+        wait_for(lambda: state_of(left) != "D", 60, "the helper out of its sleep", every=0.02)
+        assert fleet.poll() == []
+        assert not running(left)
+    finally:
+        os.close(writer)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(left, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_process_whose_environment_read_hangs_is_waited_for_once_and_looked_at_again_once_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read of a process's environment that hung (a process stuck on a hung mount) cost each
+    ended run a wait of 15 s and a thread left to it, and its process was never read again. It
+    is waited for once, said once; later runs' sweeps pass it by, and once the read returns the
+    next poll reads it, here a leftover of the first run, and kills it."""
+    (exp_a := tmp_path / "a").mkdir()
+    (exp_b := tmp_path / "b").mkdir()
+    marked = {**os.environ, RESULT_VARIABLE: result_file(exp_a)}
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(371)"], env=marked)
+    mount_back = threading.Event()
+    reads_of_left: list[int] = []
+    read = leftovers._read_environ
+
+    def hung_for_left(pid: int) -> bytes:
+        if pid == left.pid:
+            reads_of_left.append(pid)
+            mount_back.wait()
+        return read(pid)
+
+    monkeypatch.setattr(leftovers, "_read_environ", hung_for_left)
+    sweeps = leftovers.Leftovers()
+    try:
+        with caplog.at_level(logging.WARNING, logger="autoresearch"):
+            sweeps.end(exp_a)
+            sweeps.end(exp_b)
+        assert len(reads_of_left) == 1
+        assert [r.getMessage() for r in caplog.records] == [
+            f"reading the environment of process {left.pid} hangs (stuck on a hung mount?): it is looked at "
+            "again once that read returns; until then, if a run left it running, it may share its slot with "
+            "the next run"
+        ]
+        assert left.poll() is None
+        mount_back.set()
+        wait_for(
+            lambda: sweeps.retry() or left.poll() is not None, 60, "the leftover to be killed", every=0.02
+        )
+    finally:
+        mount_back.set()
+        left.kill()
+        left.wait()
 
 
 def assert_what_a_run_left_running_ends(tmp_path: Path, found_by: str) -> None:

@@ -8,7 +8,7 @@ of it: the kernel kills train.py with it (PDEATHSIG), but what train.py started 
 worker, a server, anything an agent's train.py spawns) lives on, reparented to init, and on a GPU
 shares it with the next run of the slot. Only something that outlives the runner can end these,
 so the local fleet does, as it finds a runner ended and when a controller started again finds one
-gone: `end_leftovers`.
+gone: `Leftovers.end`.
 
 A run's process is known by its environment, not its process group or session, which it may
 leave (setsid, a daemon): each inherits train.py's AUTORESEARCH_RESULT, the run's own result file,
@@ -18,8 +18,11 @@ only if it is still the one held, never one given its pid since (`_Held`). (A pe
 cgroup needs a delegation most machines do not give; a watchdog process outliving the runner can
 itself be killed outright.) Reading a process's environment waits on its memory map's lock, which
 a process stuck on a hung mount can hold for good: only this user's processes not in
-uninterruptible sleep are read, in a thread of their own that the controller waits for a bounded
-time (the runner, ending each run, reads none: `runner._kill_escapees`).
+uninterruptible sleep are read, each in a thread waited for READ_LIMIT_S, a read that hangs then
+left to its thread and its process not read again until it returns (`_Environs`): a hung mount
+costs one wait and one thread a process, not one a run. A process in uninterruptible sleep or
+whose read hangs is looked at again at the fleet's next poll, and the next, until it is read
+(`Leftovers.retry`). (The runner, ending each run, reads none: `runner._kill_escapees`.)
 
 Not found: a process started with an environment of its own (env={}), which only the runner,
 its subreaper, finds. On Slurm, nothing here: a job's processes are Slurm's to end, all of them, with the
@@ -32,9 +35,11 @@ import contextlib
 import functools
 import logging
 import os
+import queue
 import signal
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,67 +47,174 @@ from autoresearch.runner import GROUP_POLL_S, RESULT_VARIABLE, TERM_GRACE_S, res
 
 log = logging.getLogger("autoresearch")
 
-SWEEP_LIMIT_S = TERM_GRACE_S + 10.0  # how long the controller waits for a sweep (a hung read)
+READ_LIMIT_S = 2.0  # how long one read of a process's environment is waited for (a hung mount's)
 
 
-def end_leftovers(exp_dir: Path) -> None:
-    """KILL every process left running by the run of `exp_dir` (`kill_marked`), waiting at most
-    SWEEP_LIMIT_S: one read of a process's environment that hangs is said, and not waited for."""
-    sweep = threading.Thread(target=kill_marked, args=(exp_dir,), name="end-leftovers", daemon=True)
-    sweep.start()
-    sweep.join(SWEEP_LIMIT_S)
-    if sweep.is_alive():
+class Leftovers:
+    """One fleet's sweeps for what its runs left running, and the processes a sweep could not see
+    yet: one in uninterruptible sleep, or whose environment's read hangs (`_Environs`), may be a
+    run's, and is looked at again at each `retry` (each poll) until it can be read or has ended."""
+
+    def __init__(self) -> None:
+        self._environs = _Environs()
+        self._unseen: dict[tuple[int, str], set[bytes]] = {}  # (pid, start time) -> the markers not seen
+
+    def end(self, exp_dir: Path) -> None:
+        """KILL every process left running by the run of `exp_dir` (`_kill_marked`)."""
+        self._kill_marked(f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode())
+
+    def retry(self) -> None:
+        """Look again at each process a sweep could not see: one still the same process and now
+        readable is read, and every process of a run it is found to belong to killed."""
+        for (pid, started), markers in list(self._unseen.items()):
+            state = _state_if_same(pid, started)
+            if state == "D" or (state is not None and pid in self._environs.stuck):
+                continue
+            del self._unseen[(pid, started)]
+            if state is None:  # ended, its pid perhaps another's
+                continue
+            environ = self._environs.read(pid)
+            if environ is None:  # (its read hangs now: unseen again)
+                self._unseen[(pid, started)] = markers
+                continue
+            for marker in markers & set(environ.split(b"\0")):
+                self._kill_marked(marker)
+
+    def _kill_marked(self, marker: bytes) -> None:
+        """KILL each process whose environment holds `marker`, again until none is left or
+        TERM_GRACE_S has passed (one may fork as it is killed). One not seen is kept for `retry`."""
+        until = time.monotonic() + TERM_GRACE_S
+        while time.monotonic() < until:
+            found = [held for pid in self._readable(marker) if (held := self._held_if_marked(pid, marker))]
+            if not found:
+                break
+            for held in found:
+                held.kill()
+                held.release()
+            time.sleep(GROUP_POLL_S)
+
+    def _readable(self, marker: bytes) -> list[int]:
+        """This user's live processes other than this one whose environment may be read: one in
+        uninterruptible sleep (whose read may wait for good) or whose read hangs is kept unseen."""
+        readable = []
+        for pid, state, started in _own_live_processes():
+            if state == "D" or pid in self._environs.stuck:
+                self._unseen.setdefault((pid, started), set()).add(marker)
+            else:
+                readable.append(pid)
+        return readable
+
+    def _held_if_marked(self, pid: int, marker: bytes) -> _Held | None:
+        """`pid` held (`_Held`) if its environment holds `marker`, else None. It is held first: where
+        it is still the process held after, the environment read was its own."""
+        held = _hold(pid)
+        if held is None:
+            return None
+        environ = self._environs.read(pid)
+        if environ is None:  # its read hangs: looked at again by `retry`
+            with contextlib.suppress(OSError, IndexError):
+                self._unseen.setdefault((pid, _start_time(pid)), set()).add(marker)
+        elif marker in environ.split(b"\0"):
+            return held
+        held.release()
+        return None
+
+
+class _Environs:
+    """Reads processes' environments in a thread, waiting READ_LIMIT_S for each. A read waits on
+    the process's memory map's lock, which one stuck on a hung mount can hold for good: such a
+    read costs one wait and the thread, once, not once per sweep. The process is then `stuck`, not
+    read, until that read returns; another thread reads the rest."""
+
+    def __init__(self) -> None:
+        self.stuck: set[int] = set()
+        self._lock = threading.Lock()
+        self._reader: _Reader | None = None
+
+    def read(self, pid: int) -> bytes | None:
+        """`pid`'s environment (b"" where it ended or may not be read), or None where it is stuck."""
+        if pid in self.stuck:
+            return None
+        if self._reader is None:
+            self._reader = _Reader(self)
+        answer = self._reader.ask(pid)
+        with contextlib.suppress(TimeoutError):
+            return answer.result(READ_LIMIT_S)
+        with self._lock:
+            if answer.done():
+                return answer.result()
+            self.stuck.add(pid)
+            self._reader.abandoned = True
+            self._reader = None
         log.warning(
-            "%s: the look for processes its run left running hangs (a process stuck on a hung mount?): "
-            "any such process may share its slot with the next run",
-            exp_dir,
+            "reading the environment of process %d hangs (stuck on a hung mount?): it is looked at again once "
+            "that read returns; until then, if a run left it running, it may share its slot with the next run",
+            pid,
         )
+        return None
+
+    def returned(self, reader: _Reader, pid: int, answer: Future[bytes], environ: bytes) -> bool:
+        """Give `environ` to whoever waits for it; True where `reader` was left to that read (the
+        process is no longer stuck) and so ends."""
+        with self._lock:
+            answer.set_result(environ)
+            if reader.abandoned:
+                self.stuck.discard(pid)
+            return reader.abandoned
 
 
-def kill_marked(exp_dir: Path) -> None:
-    """KILL each process whose environment names `exp_dir`'s result file, again until none is
-    left or TERM_GRACE_S has passed (one may fork as it is killed)."""
-    marker = f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode()
-    until = time.monotonic() + TERM_GRACE_S
-    while time.monotonic() < until:
-        found = [held for pid in _own_live_processes() if (held := _held_if_marked(pid, marker)) is not None]
-        if not found:
-            break
-        for held in found:
-            held.kill()
-            held.release()
-        time.sleep(GROUP_POLL_S)
+class _Reader:
+    """One thread reading the environments `_Environs` asks for, one at a time."""
+
+    def __init__(self, environs: _Environs) -> None:
+        self.abandoned = False
+        self._environs = environs
+        self._asked: queue.SimpleQueue[tuple[int, Future[bytes]]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="leftovers-environ", daemon=True).start()
+
+    def ask(self, pid: int) -> Future[bytes]:
+        answer: Future[bytes] = Future()
+        self._asked.put((pid, answer))
+        return answer
+
+    def _serve(self) -> None:
+        while True:
+            pid, answer = self._asked.get()
+            if self._environs.returned(self, pid, answer, _read_environ(pid)):
+                return
 
 
-def _own_live_processes() -> list[int]:
-    """This user's processes other than this one that are neither zombies nor in uninterruptible
-    sleep (whose environment may not be read without waiting for good), from /proc/PID/stat."""
+def _read_environ(pid: int) -> bytes:
+    """`pid`'s environment as it was started; b"" where it ended or may not be read."""
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def _own_live_processes() -> list[tuple[int, str, str]]:
+    """This user's processes other than this one that are not zombies, with their state and start
+    time, from /proc/PID/stat (which takes no lock of the process)."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             own = proc.stat().st_uid == os.getuid()
-        except (OSError, IndexError):  # ended meanwhile
+        except OSError:  # ended meanwhile
             continue
-        if own and state not in ("Z", "D", "X") and int(proc.name) != os.getpid():
-            found.append(int(proc.name))
+        if own and fields and fields[0] not in ("Z", "X") and int(proc.name) != os.getpid():
+            found.append((int(proc.name), fields[0], fields[19] if len(fields) > 19 else ""))
     return found
 
 
-def _held_if_marked(pid: int, marker: bytes) -> _Held | None:
-    """`pid` held (`_Held`) if its environment holds `marker`, else None. It is held first: where
-    it is still the process held after, the environment read was its own."""
-    held = _hold(pid)
-    if held is None:
-        return None
+def _state_if_same(pid: int, started: str) -> str | None:
+    """`pid`'s state where it is still the process that started at `started`, else None."""
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        environ = b""
-    if marker in environ.split(b"\0"):
-        return held
-    held.release()
-    return None
+        return None
+    same = (fields[19] if len(fields) > 19 else "") == started
+    return fields[0] if same and fields and fields[0] not in ("Z", "X") else None
 
 
 @dataclass

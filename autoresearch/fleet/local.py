@@ -2,7 +2,7 @@
 
 Each runner starts in its own session, so a controller killed with SIGKILL leaves it running; the
 next controller re-attaches to it by pid instead of starting the experiment again. A slot is given
-again only once what its run left running is ended (`leftovers.end_leftovers`): a runner killed
+again only once what its run left running is ended (`leftovers.Leftovers`): a runner killed
 outright ends train.py with it, but not what train.py started.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.fleet.leftovers import end_leftovers
+from autoresearch.fleet.leftovers import Leftovers
 from autoresearch.runner import (
     ABANDONED_FILE,
     DISK_REFUSED_EXIT,
@@ -83,6 +83,7 @@ class LocalFleet:
         self._deadline_s = deadline_s
         self._running: dict[int, _Running] = {}
         self._refused: list[Finished] = []  # runners that could not be started, reported at the next poll
+        self._leftovers = Leftovers()  # what ended runs left running, and what it could not see yet
 
     def free_slots(self, pool: str) -> int:
         return self._pool.slots - len(self._running) if pool == self._pool.name else 0
@@ -146,7 +147,7 @@ class LocalFleet:
             pid = _find_runner(job.exp_dir)
             slot = None if pid is None else self._slot_of(pid)
         if pid is None or not _is_our_runner(pid, job.exp_dir):
-            end_leftovers(job.exp_dir)
+            self._leftovers.end(job.exp_dir)
             gone = {"trial": job.trial, "status": "lost", "reason": "runner gone when its controller stopped"}
             write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
             return False
@@ -170,6 +171,7 @@ class LocalFleet:
 
     def poll(self) -> list[Finished]:
         done, self._refused = self._refused, []
+        self._leftovers.retry()
         for trial, run in list(self._running.items()):
             alive = run.proc.poll() is None if run.proc else _is_our_runner(run.pid, run.job.exp_dir)
             if alive and time.monotonic() > run.deadline:
@@ -181,7 +183,7 @@ class LocalFleet:
                 continue
             if alive:
                 continue
-            end_leftovers(run.job.exp_dir)
+            self._leftovers.end(run.job.exp_dir)
             del self._running[trial]
             done.append(Finished(trial, _read_outcome(run)))
         return done
@@ -199,7 +201,7 @@ class LocalFleet:
                         run.proc.wait(timeout=15)
                     except subprocess.TimeoutExpired:
                         _signal_group(run.pid, signal.SIGKILL)
-                        end_leftovers(run.job.exp_dir)
+                        self._leftovers.end(run.job.exp_dir)
         self._running.clear()
 
 
