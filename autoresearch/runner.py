@@ -353,7 +353,8 @@ def _run_train_py(exp: Path, spec: dict[str, Any], ending: list[str]) -> tuple[i
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                stdin=subprocess.DEVNULL,  # (a group not the terminal's foreground would stop reading it)
+                process_group=0,
                 preexec_fn=functools.partial(_before_train_py_starts, os.getpid()),
             )
             returncode = _wait_while_running(proc, float(spec["deadline_s"]), log, ending)
@@ -517,7 +518,7 @@ OOM_SCORE_ADJ_MAX = b"1000"
 def _before_train_py_starts(runner: int) -> None:
     """In train.py's process before it starts (Linux only; elsewhere neither holds):
 
-    - train.py has a session of its own (the runner ends its whole group), so a runner killed
+    - train.py has a process group of its own (the runner ends the whole group), so a runner killed
       outright (SIGKILL, the OOM killer) would leave it training on a slot the controller has
       given to another run; the kernel now kills it too, and a runner gone before that was asked
       for (`runner` is no longer the parent) ends it here.
@@ -562,7 +563,7 @@ PR_GET_CHILD_SUBREAPER = 37
 @contextlib.contextmanager
 def _adopting_orphans() -> Iterator[set[int]]:
     """For the block, this process adopts the orphans of its descendants (Linux's child
-    subreaper): what train.py started and left, in a session of its own and whatever its
+    subreaper): what train.py started and left, in a group or session of its own and whatever its
     environment (a daemon's double fork), stays below the runner, where `_kill_escapees` finds
     it. Yields the children this process had already, which are not train.py's. What those
     children start is not told from train.py's, so run_experiment must own its process (the

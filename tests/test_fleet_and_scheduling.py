@@ -41,7 +41,7 @@ from autoresearch.config import (
     deadline_seconds,
 )
 from autoresearch.fleet import leftovers
-from autoresearch.fleet.base import Finished, JobSpec
+from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.proposers.offline import OfflineProposer
 from autoresearch.runner import RESULT_VARIABLE, result_file
@@ -384,9 +384,50 @@ def _raise(err: BaseException) -> NoReturn:
     raise err
 
 
-# A process that stays in uninterruptible sleep (a vfork parent waiting on its child) until a byte
-# comes on its stdin, its AUTORESEARCH_RESULT hidden meanwhile (renamed in the memory the two
-# share), as a process stuck in the kernel whose environment the fleet does not read.
+def started_alone(tmp_path: Path, train_py: str) -> tuple[Fleet, JobSpec, int]:
+    """A local fleet of one slot, the job of `train_py` it started, and that job's runner's pid."""
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+    fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
+    (pool,) = fleet.pools.values()
+    job = JobSpec(0, make_experiment(tmp_path, train_py, deadline=60, trial=0), pool.name)
+    return fleet, job, int(fleet.submit([job])[0].split(":")[1])
+
+
+def killed_and_found_gone(fleet: Fleet, runner: int) -> list[Finished]:
+    """KILL `runner` and poll `fleet` until it finds it gone: what that poll finished."""
+    os.kill(runner, signal.SIGKILL)
+    finished: list[Finished] = []
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the runner to be found gone")
+    return finished
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+def test_what_a_run_left_running_with_an_environment_of_its_own_ends_with_its_runner(tmp_path: Path) -> None:
+    """A process train.py started with an environment of its own (env={}) has no
+    AUTORESEARCH_RESULT to be found by: its runner killed outright, it ran on beside the slot's
+    next run. It stays in its runner's session, which the fleet ends too."""
+    train_py = (
+        "import os, subprocess, sys, time\n"
+        "code = \"import os, time; open('p.tmp', 'w').write(str(os.getpid())); os.replace('p.tmp', 'left.pid'); "
+        'time.sleep(371)"\n'
+        "subprocess.Popen([sys.executable, '-c', code], env={})\n"
+        "while True:\n    time.sleep(0.05)\n"
+    )
+    fleet, job, runner = started_alone(tmp_path, train_py)
+    left = job.exp_dir / "left.pid"
+    try:
+        wait_for(left.exists, 60, "the process with an environment of its own to start", every=0.02)
+        assert [f.outcome["status"] for f in killed_and_found_gone(fleet, runner)] == ["lost"]
+        assert not running(int(left.read_text()))
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
+
+
+# A process that leaves its session and stays in uninterruptible sleep (a vfork parent waiting on
+# its child) until a byte comes on its stdin, its AUTORESEARCH_RESULT hidden meanwhile (renamed in
+# the memory the two share): a process stuck in the kernel, found by its environment alone, which
+# the fleet does not read in that sleep.
 UNINTERRUPTIBLE_UNTIL_STDIN = r"""
 #include <string.h>
 #include <unistd.h>
@@ -395,6 +436,7 @@ int main(void) {
     char *mark = NULL, byte;
     for (char **e = environ; *e; e++)
         if (strncmp(*e, "AUTORESEARCH_RESULT=", 20) == 0) mark = *e;
+    setsid();
     if (vfork() == 0) {
         if (mark) mark[0] = 'X';
         read(0, &byte, 1);
@@ -430,20 +472,13 @@ def test_a_leftover_in_uninterruptible_sleep_as_its_runner_ends_is_killed_at_a_l
         "open('p.tmp', 'w').write(str(helper.pid)); os.replace('p.tmp', 'helper.pid')\n"
         "while True:\n    time.sleep(0.05)\n"
     )
-    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
-    fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
-    (pool,) = fleet.pools.values()
-    job = JobSpec(0, make_experiment(tmp_path, train_py, deadline=60, trial=0), pool.name)
-    runner = int(fleet.submit([job])[0].split(":")[1])
+    fleet, job, runner = started_alone(tmp_path, train_py)
     pid_file = job.exp_dir / "helper.pid"
     wait_for(pid_file.exists, 60, "the helper to start", every=0.02)
     left = int(pid_file.read_text())
     try:
         wait_for(lambda: state_of(left) == "D", 60, "the helper's uninterruptible sleep", every=0.02)
-        os.kill(runner, signal.SIGKILL)
-        wait_for(lambda: not running(runner), 60, "the runner to die", every=0.02)
-        finished: list[Finished] = []
-        wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the runner to be found gone")
+        killed_and_found_gone(fleet, runner)
         assert running(left)
         os.write(writer, b"x")
         wait_for(lambda: state_of(left) != "D", 60, "the helper out of its sleep", every=0.02)

@@ -10,11 +10,15 @@ shares it with the next run of the slot. Only something that outlives the runner
 so the local fleet does, as it finds a runner ended and when a controller started again finds one
 gone: `Leftovers.end`.
 
-A run's process is known by its environment, not its process group or session, which it may
-leave (setsid, a daemon): each inherits train.py's AUTORESEARCH_RESULT, the run's own result file,
-which /proc/PID/environ shows as the process was started, and which a process that reuses the pid
-of an ended one does not have. A process is held before its environment is read, and signalled
-only if it is still the one held, never one given its pid since (`_Held`). (A per-run
+A run's process is known by its environment, and by its runner's session. Its environment: each
+inherits train.py's AUTORESEARCH_RESULT, the run's own result file, which /proc/PID/environ shows
+as the process was started, and which a process that reuses the pid of an ended one does not
+have; a process started with an environment of its own (env={}) drops it. Its session: train.py
+has a process group of its own in its runner's session, which a process leaves only by setsid (a
+daemon), whatever its environment; a runner's fleet names it (`Leftovers.end`'s `session`) only
+where the runner, not reaped yet, holds its number from any later session. A process is held
+before its environment or session is read, and signalled only if it is still the one held, never
+one given its pid since (`_Held`). (A per-run
 cgroup needs a delegation most machines do not give; a watchdog process outliving the runner can
 itself be killed outright.) Reading a process's environment waits on its memory map's lock, which
 a process stuck on a hung mount can hold for good: only this user's processes not in
@@ -24,9 +28,10 @@ costs one wait and one thread a process, not one a run. A process in uninterrupt
 whose read hangs is looked at again at the fleet's next poll, and the next, until it is read
 (`Leftovers.retry`). (The runner, ending each run, reads none: `runner._kill_escapees`.)
 
-Not found: a process started with an environment of its own (env={}), which only the runner,
-its subreaper, finds. On Slurm, nothing here: a job's processes are Slurm's to end, all of them, with the
-job (its cgroup), a runner killed outright ending its job.
+Not found: a process that both leaves the session and drops the environment, nor, of a runner a
+controller re-attached (reaped by another), one that drops the environment: only the runner, its
+subreaper, finds these. On Slurm, nothing here: a job's processes are Slurm's to end, all of
+them, with the job (its cgroup), a runner killed outright ending its job.
 """
 
 from __future__ import annotations
@@ -59,9 +64,11 @@ class Leftovers:
         self._environs = _Environs()
         self._unseen: dict[tuple[int, str], set[bytes]] = {}  # (pid, start time) -> the markers not seen
 
-    def end(self, exp_dir: Path) -> None:
-        """KILL every process left running by the run of `exp_dir` (`_kill_marked`)."""
-        self._kill_marked(f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode())
+    def end(self, exp_dir: Path, session: int | None = None) -> None:
+        """KILL every process left running by the run of `exp_dir` (`_kill_marked`), and every
+        process of `session` where it is given: its runner's, which its caller knows no later
+        session to have (the runner's zombie holds its number)."""
+        self._kill_marked(f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode(), session)
 
     def retry(self) -> None:
         """Look again at each process a sweep could not see: one still the same process and now
@@ -80,12 +87,13 @@ class Leftovers:
             for marker in markers & set(environ.split(b"\0")):
                 self._kill_marked(marker)
 
-    def _kill_marked(self, marker: bytes) -> None:
-        """KILL each process whose environment holds `marker`, again until none is left or
-        TERM_GRACE_S has passed (one may fork as it is killed). One not seen is kept for `retry`."""
+    def _kill_marked(self, marker: bytes, session: int | None = None) -> None:
+        """KILL each process whose environment holds `marker`, or of `session`, again until none is
+        left or TERM_GRACE_S has passed (one may fork as it is killed). One not seen is kept for
+        `retry`."""
         until = time.monotonic() + TERM_GRACE_S
         while time.monotonic() < until:
-            found = [held for pid in self._readable(marker) if (held := self._held_if_marked(pid, marker))]
+            found = self._runs_processes(marker, session)
             if not found:
                 break
             for held in found:
@@ -93,16 +101,22 @@ class Leftovers:
                 held.release()
             time.sleep(GROUP_POLL_S)
 
-    def _readable(self, marker: bytes) -> list[int]:
-        """This user's live processes other than this one whose environment may be read: one in
-        uninterruptible sleep (whose read may wait for good) or whose read hangs is kept unseen."""
-        readable = []
-        for pid, state, started in _own_live_processes():
-            if state == "D" or pid in self._environs.stuck:
+    def _runs_processes(self, marker: bytes, session: int | None) -> list[_Held]:
+        """This user's live processes other than this one that are of `session`, or whose
+        environment holds `marker`, held. One whose environment may not be read, in
+        uninterruptible sleep (the read may wait for good) or whose read hangs, is kept unseen."""
+        found = []
+        for pid, state, started, of_session in _own_live_processes():
+            if of_session == session:
+                held = _held_if_of_session(pid, session)
+            elif state == "D" or pid in self._environs.stuck:
                 self._unseen.setdefault((pid, started), set()).add(marker)
+                continue
             else:
-                readable.append(pid)
-        return readable
+                held = self._held_if_marked(pid, marker)
+            if held is not None:
+                found.append(held)
+        return found
 
     def _held_if_marked(self, pid: int, marker: bytes) -> _Held | None:
         """`pid` held (`_Held`) if its environment holds `marker`, else None. It is held first: where
@@ -192,9 +206,9 @@ def _read_environ(pid: int) -> bytes:
         return b""
 
 
-def _own_live_processes() -> list[tuple[int, str, str]]:
-    """This user's processes other than this one that are not zombies, with their state and start
-    time, from /proc/PID/stat (which takes no lock of the process)."""
+def _own_live_processes() -> list[tuple[int, str, str, int | None]]:
+    """This user's processes other than this one that are not zombies, with their state, start
+    time and session, from /proc/PID/stat (which takes no lock of the process)."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -203,8 +217,28 @@ def _own_live_processes() -> list[tuple[int, str, str]]:
         except OSError:  # ended meanwhile
             continue
         if own and fields and fields[0] not in ("Z", "X") and int(proc.name) != os.getpid():
-            found.append((int(proc.name), fields[0], fields[19] if len(fields) > 19 else ""))
+            found.append(
+                (int(proc.name), fields[0], fields[19] if len(fields) > 19 else "", _session(fields))
+            )
     return found
+
+
+def _session(fields: list[str]) -> int | None:
+    """The session of a process from the fields of its /proc/PID/stat after the command name."""
+    return int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else None
+
+
+def _held_if_of_session(pid: int, session: int) -> _Held | None:
+    """`pid` held (`_Held`) if it is of `session`, else None: held first, so that where it is
+    still the process held after, the session read was its own."""
+    held = _hold(pid)
+    if held is None:
+        return None
+    with contextlib.suppress(OSError):
+        if _session(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()) == session:
+            return held
+    held.release()
+    return None
 
 
 def _state_if_same(pid: int, started: str) -> str | None:

@@ -173,7 +173,7 @@ class LocalFleet:
         done, self._refused = self._refused, []
         self._leftovers.retry()
         for trial, run in list(self._running.items()):
-            alive = run.proc.poll() is None if run.proc else _is_our_runner(run.pid, run.job.exp_dir)
+            alive = _alive_unreaped(run.proc) if run.proc else _is_our_runner(run.pid, run.job.exp_dir)
             if alive and time.monotonic() > run.deadline:
                 # SIGTERM lets the runner end train.py's own process group and write its outcome;
                 # SIGKILL follows if it does not manage within the grace period.
@@ -183,10 +183,19 @@ class LocalFleet:
                 continue
             if alive:
                 continue
-            self._leftovers.end(run.job.exp_dir)
+            self._end_leftovers(run)
+            if run.proc is not None:
+                run.proc.wait()  # (reaped only now: `_end_leftovers`)
             del self._running[trial]
             done.append(Finished(trial, _read_outcome(run)))
         return done
+
+    def _end_leftovers(self, run: _Running) -> None:
+        """KILL what `run` left running: each process whose environment names its run, and, of a
+        runner this controller started, each process of its session (train.py's, which a process
+        with an environment of its own stays in). Its number is not a later session's: the runner,
+        not reaped yet, holds it (a re-attached runner, reaped by another, is not swept so)."""
+        self._leftovers.end(run.job.exp_dir, session=run.pid if run.proc is not None else None)
 
     def wait(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
@@ -201,8 +210,19 @@ class LocalFleet:
                         run.proc.wait(timeout=15)
                     except subprocess.TimeoutExpired:
                         _signal_group(run.pid, signal.SIGKILL)
-                        self._leftovers.end(run.job.exp_dir)
+                        self._end_leftovers(run)
         self._running.clear()
+
+
+def _alive_unreaped(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the runner `proc` runs, told without reaping it where it has ended: its zombie keeps
+    its pid, so its session's number, from any process started meanwhile."""
+    if proc.returncode is not None:
+        return False
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:  # (reaped already)
+        return False
 
 
 def _read_outcome(run: _Running) -> dict:
