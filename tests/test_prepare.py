@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -1409,6 +1410,26 @@ def test_a_part_taken_over_is_not_taken_again_by_a_preparation_beside_it(
     assert mine.read_bytes() == b"PAR1" * 250
 
 
+def _a_part_claimed_an_hour_ago(
+    prepare_mod: ModuleType, server: ShardServer, remote: Path
+) -> tuple[Path, str, bytes, str, Any]:
+    """The folder, name, body, data URL and part of shard 1: a stopped download left it 1000 bytes
+    in, and this process claimed it an hour ago, the shards queued before it taking that long."""
+    server.ranges = True
+    folder = prepare_mod.data_dir("climbmix")
+    folder.mkdir(parents=True)
+    name, url = "shard_00001.parquet", prepare_mod._data_url()
+    body = (remote / name).read_bytes()
+    left = folder / f"{name}.99999999-0123456789ab.tmp"
+    left.write_bytes(body[:1000])
+    saved = {"url": f"{url}/{name}", "validator": _etag(body), "host": platform.node()}
+    Path(f"{left}.validator.json").write_text(json.dumps(saved))
+    [part] = prepare_mod._take_over_parts(folder, [1], url).values()
+    an_hour_ago = time.time() - 3600
+    os.utime(part.tmp, (an_hour_ago, an_hour_ago))
+    return folder, name, body, url, part
+
+
 def test_a_part_waiting_for_its_first_byte_is_not_taken_by_a_preparation_beside_it(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1418,21 +1439,7 @@ def test_a_part_waiting_for_its_first_byte_is_not_taken_by_a_preparation_beside_
     from under the worker while it waited for the server's first byte. The worker touches its part
     as it starts it, before asking the server."""
     server, remote = shard_server
-    server.ranges = True
-    folder = prepare_mod.data_dir("climbmix")
-    folder.mkdir(parents=True)
-    name, body, url = (
-        "shard_00001.parquet",
-        (remote / "shard_00001.parquet").read_bytes(),
-        prepare_mod._data_url(),
-    )
-    left = folder / f"{name}.99999999-0123456789ab.tmp"  # a stopped download's, 1000 bytes in
-    left.write_bytes(body[:1000])
-    saved = {"url": f"{url}/{name}", "validator": _etag(body), "host": platform.node()}
-    Path(f"{left}.validator.json").write_text(json.dumps(saved))
-    [part] = prepare_mod._take_over_parts(folder, [1], url).values()
-    an_hour_ago = time.time() - 3600  # claimed an hour ago: the shards before it took that long
-    os.utime(part.tmp, (an_hour_ago, an_hour_ago))
+    folder, name, body, url, part = _a_part_claimed_an_hour_ago(prepare_mod, server, remote)
     server.held.add(name)  # asked for, and not a byte of it sent yet
     progress = prepare_mod.DownloadProgress(1, done=0)
     worker = threading.Thread(target=prepare_mod._download_shard, args=(1, url, folder, progress, part))
@@ -1449,6 +1456,39 @@ def test_a_part_waiting_for_its_first_byte_is_not_taken_by_a_preparation_beside_
     assert not worker.is_alive() and progress.failure is None
     assert server.ranges_asked[name] == ["bytes=1000-"] and (folder / name).read_bytes() == body
     assert sorted(p.name for p in folder.iterdir()) == [name]
+
+
+def test_a_part_taken_over_while_queued_is_downloaded_again_with_its_validator(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A part claimed as the download starts, its worker busy with the shards before it for over
+    STALE_TMP_S, is taken over by a preparation on another host of a cache it locks apart. Its
+    worker then downloaded the shard whole under the old claim without saving the validator again,
+    so an interrupt deleted what it had received. It says so and starts a resumable part of its own."""
+    server, remote = shard_server
+    folder, name, body, url, part = _a_part_claimed_an_hour_ago(prepare_mod, server, remote)
+    with monkeypatch.context() as another_host:
+        another_host.setattr(prepare_mod.platform, "node", lambda: "another-node")
+        another_host.setattr(prepare_mod, "_PROCESS_TAG", "ba9876543210")
+        [theirs] = prepare_mod._take_over_parts(folder, [1], url).values()
+    server.stall.add(name)  # half the shard, then a byte a second until the interrupt
+    progress = prepare_mod.DownloadProgress(1, done=0)
+    worker = threading.Thread(target=prepare_mod._download_shard, args=(1, url, folder, progress, part))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not part.tmp.exists() or part.tmp.stat().st_size < len(body) // 2:
+            assert time.monotonic() < deadline and worker.is_alive(), "no half of the shard written"
+            time.sleep(0.05)
+        progress.halt()  # an interrupt
+    finally:
+        worker.join(timeout=120)
+    assert not worker.is_alive() and progress.failure is None
+    shard_url = f"{url}/{name}"
+    assert part.tmp.stat().st_size >= len(body) // 2 and prepare_mod._saved_validator(part.tmp, shard_url)
+    assert theirs.tmp.read_bytes() == body[:1000] and prepare_mod._saved_validator(theirs.tmp, shard_url)
+    said = capsys.readouterr().err
+    assert f"{name}: its part was taken over by another download; downloading it whole" in said
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="downloads as another user")

@@ -819,6 +819,8 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
     early) raises, naming that, instead of failing as parquet; a write the cache refuses raises
     CacheWriteFailed, naming `path`, unlike the network's errors."""
     _touch(part.tmp)
+    if part.validator and not part.tmp.exists():
+        _lost_to_another(part, path)
     offset = part.tmp.stat().st_size if part.validator and part.tmp.exists() else 0
     asked = {"Range": f"bytes={offset}-", "If-Range": part.validator} if offset else {}
     request = urllib.request.Request(url, headers=asked)
@@ -862,6 +864,15 @@ def _touch(tmp: Path) -> None:
     with `nolock`) renamed it away while the worker waited for the server's first byte."""
     with contextlib.suppress(FileNotFoundError):
         os.utime(tmp)
+
+
+def _lost_to_another(part: _Part, path: Path) -> None:
+    """A part claimed as the download started (_take_over_parts) and gone when its worker reaches
+    it was taken over by a download beside this one (another host's, of a cache it locks apart):
+    the worker downloaded the shard whole under the old claim, its validator never saved again,
+    and an interrupt then deleted what it had received. It starts a part of its own instead."""
+    log(f"  {path.name}: its part was taken over by another download; downloading it whole")
+    part.validator = None  # (so the answer's validator is saved beside the new part)
 
 
 def _opened(request: urllib.request.Request, part: _Part, offset: int) -> http.client.HTTPResponse:
