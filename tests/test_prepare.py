@@ -19,6 +19,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -941,7 +942,8 @@ class ShardServer:
     as without); `replace_after_cut` (name -> bytes) becomes the file once its cut is sent.
     `ranges_asked` records the Range header of each request for a file, `sent` the body bytes sent.
     A file in `trickled_headers` is answered with headers sent a byte a tenth of a second, without
-    end, until `release`. `odd_range` answers the next such Range request once as some servers do:
+    end, until `release`; one in `slow_headers` likewise, 200 bytes a tenth of a second (2 kB/s, a
+    pace that passes). `odd_range` answers the next such Range request once as some servers do:
     "416" refuses it, "no Content-Range" sends the rest without saying where it begins.
     """
 
@@ -958,6 +960,7 @@ class ShardServer:
         self.paced: dict[str, int] = {}
         self.cut_once: set[str] = set()
         self.trickled_headers: set[str] = set()
+        self.slow_headers: set[str] = set()
         self.ranges = False
         self.odd_range: str | None = None
         self.replace_after_cut: dict[str, bytes] = {}
@@ -990,8 +993,8 @@ class ShardServer:
                 if name in server.held:
                     server.stalling.set()
                     server.release.wait()
-                if name in server.trickled_headers:
-                    self.trickle_headers()
+                if name in server.trickled_headers or name in server.slow_headers:
+                    self.trickle_headers(200 if name in server.slow_headers else 1)
                     return
                 if name in server.stall or name in server.silent:
                     self.send_half_and_wait((root / name).read_bytes(), trickle=name in server.stall)
@@ -1045,12 +1048,12 @@ class ShardServer:
                 self.wfile.write(sent)
                 self.close_connection = end is not None
 
-            def trickle_headers(self) -> None:
+            def trickle_headers(self, every_tenth: int) -> None:
                 """A status line, then a header whose value never ends."""
                 self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
                 self.wfile.flush()
                 while not server.release.wait(0.1):  # (the pace of the trickle, not a wait on the client)
-                    self.wfile.write(b"a")
+                    self.wfile.write(b"a" * every_tenth)
                     self.wfile.flush()
                 self.close_connection = True
 
@@ -1719,6 +1722,44 @@ def test_a_server_that_trickles_bytes_fails_the_attempt_and_is_retried(
         failed[0],
     ), failed
     assert server.requests.count("shard_00000.parquet") == prepare_mod.DOWNLOAD_ATTEMPTS
+
+
+@pytest.mark.parametrize("slow", ["headers", "TLS handshake"])
+def test_an_answer_that_does_not_begin_in_time_fails_the_attempt_and_is_retried(
+    prepare_mod: ModuleType,
+    shard_server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    slow: str,
+) -> None:
+    """The pace and the read timeout look at bytes as they come: headers trickled at 2 kB/s, a TLS
+    handshake a server never answers (or a slow DNS lookup, a connection) held an attempt, and its
+    part untouched, past STALE_TMP_S, when a download beside it may take the part over. All that
+    comes before the body has one deadline; the attempt fails naming the shard and the slow step,
+    and is retried as other failures are."""
+    server, _ = shard_server
+    url, held_up = server.url, "the headers of the answer from 127.0.0.1"
+    server.slow_headers.add("shard_00000.parquet")
+    silent = socket.create_server(("127.0.0.1", 0))  # takes connections, and never says a word
+    if slow == "TLS handshake":
+        url, held_up = f"https://127.0.0.1:{silent.getsockname()[1]}", "the TLS handshake with 127.0.0.1"
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_ANSWER_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_MIN_RATE", 1)  # (no pace fails them)
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_ATTEMPTS", 2)
+    folder = prepare_mod.data_dir("climbmix")
+    folder.mkdir(parents=True)
+    progress = prepare_mod.DownloadProgress(1, done=0)
+    worker = threading.Thread(
+        target=prepare_mod._download_shard, args=(0, url.rstrip("/"), folder, progress), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=120)
+    silent.close()
+    assert not worker.is_alive(), f"the download still waits for its answer ({slow})"
+    why = f"no answer after 0.5 s, held up by {held_up}"
+    assert str(progress.failure) == f"download of {url.rstrip('/')}/shard_00000.parquet failed 2 times: {why}"
+    assert f"  shard_00000.parquet: {why}; retrying in" in capsys.readouterr().err
+    assert not list(folder.iterdir())
 
 
 def test_a_slow_but_steady_server_is_not_failed(

@@ -25,6 +25,7 @@ import email.utils
 import errno
 import fcntl
 import filecmp
+import functools
 import hashlib
 import http.client
 import importlib
@@ -38,6 +39,7 @@ import queue
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -218,6 +220,7 @@ DOWNLOAD_ATTEMPTS = 5
 DOWNLOAD_BACKOFF_S = 2.0  # waits 2, 4, 8, 16 s between attempts
 RETRY_AFTER_MAX_S = 300.0  # the longest a server's Retry-After is waited for before an attempt
 DOWNLOAD_READ_TIMEOUT_S = 60.0  # a server silent this long mid-shard fails the attempt, which is retried
+DOWNLOAD_ANSWER_TIMEOUT_S = 60.0  # the most an attempt waits for its body: DNS, connection, TLS, headers
 # A server that sends a byte now and then never trips the read timeout: an attempt that has run
 # DOWNLOAD_PACE_GRACE_S and averages under DOWNLOAD_MIN_RATE bytes/s fails, and is retried. Only a
 # trickle is that slow: per thread, the 8 sharing the link, 8 kB/s = 64 kbit/s in all. (50 kB/s
@@ -552,10 +555,10 @@ def _shard_name(index: int) -> str:
 SHARDS_FILE = "train_shards.json"  # how many training shards prepare.py was last asked for
 # A .tmp file untouched this long is a killed process's: the corpus and tokenizer are written in one
 # go, and a download touches its shard's part as each attempt starts (_fetch) and writes each chunk as
-# it comes. Between, at most an attempt that gets no byte, failed by the pace past its grace (a read
-# waits DOWNLOAD_READ_TIMEOUT_S at most), and the wait before the next (Retry-After, at most its cap).
+# it comes. Between, at most an attempt that gets no byte of the body (its answer's wait, then a read's),
+# and the wait before the next (Retry-After, at most its cap).
 STALE_TMP_S = 600.0
-assert DOWNLOAD_PACE_GRACE_S + DOWNLOAD_READ_TIMEOUT_S + RETRY_AFTER_MAX_S < STALE_TMP_S
+assert DOWNLOAD_ANSWER_TIMEOUT_S + DOWNLOAD_READ_TIMEOUT_S + RETRY_AFTER_MAX_S < STALE_TMP_S
 # A shard's part (`shard_NNNNN.parquet.<pid>-<tag>.tmp`) has its validator beside it, in a file of
 # this suffix (_save_validator), so that the next download, in another process, resumes it. Named
 # so no listing of shards or of .tmp files takes it for one.
@@ -879,7 +882,7 @@ def _opened(request: urllib.request.Request, part: _Part, offset: int) -> http.c
     """The server's answer to `request`. A 416 to the rest of a part (the part whole already, the
     file shorter since) is no refusal of the shard: the next attempt asks for it whole."""
     try:
-        return _PACED_OPENER.open(request, timeout=DOWNLOAD_READ_TIMEOUT_S)
+        return _Answer(request).wait()
     except urllib.error.HTTPError as err:
         if offset and err.code == 416:
             _start_over(part)
@@ -916,14 +919,16 @@ class _PacedReader(io.RawIOBase):
     held to the pace from the connection's start (`_keep_pace`). The pace covered the body only,
     and a server trickling its headers a byte every few seconds held urlopen for ever."""
 
-    def __init__(self, raw: io.RawIOBase, started: float) -> None:
+    def __init__(self, raw: io.RawIOBase, started: float, answer: _Answer) -> None:
         super().__init__()
-        self.raw, self.started, self.received = raw, started, 0
+        self.raw, self.started, self.answer, self.received = raw, started, answer, 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int | None:
+        if self.answer.abandoned:  # (its attempt failed: the headers' trickle is not read on)
+            raise TimeoutError("the answer came too late")
         n = self.raw.readinto(buffer)
         self.received += n or 0
         _keep_pace(self.received, time.monotonic() - self.started)
@@ -940,28 +945,107 @@ class _PacedReader(io.RawIOBase):
 class _PacedSocket:
     """The socket as http.client's answer sees it: it only makes its file from it."""
 
-    def __init__(self, sock: Any, started: float) -> None:
-        self.sock, self.started = sock, started
+    def __init__(self, sock: Any, started: float, answer: _Answer) -> None:
+        self.sock, self.started, self.answer = sock, started, answer
 
     def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(_PacedReader(self.sock.makefile(mode, buffering=0), self.started))
+        return io.BufferedReader(
+            _PacedReader(self.sock.makefile(mode, buffering=0), self.started, self.answer)
+        )
+
+
+class _Answer:
+    """An attempt's request, made in a thread of its own so that all it waits for before the body
+    (the DNS lookup, the connection, the TLS handshake, the headers) is bounded as one, by
+    DOWNLOAD_ANSWER_TIMEOUT_S: each had its own timeout or none (the lookup), and headers trickled
+    at 1 kB/s held an attempt, its part untouched, past STALE_TMP_S. `step`: what it waits for."""
+
+    def __init__(self, request: urllib.request.Request) -> None:
+        self.step = f"the request to {request.host}"
+        self.lock = threading.Lock()
+        self.came = threading.Event()
+        self.abandoned = False  # the attempt gave up: an answer that comes now is closed unread
+        self.response: http.client.HTTPResponse | None = None
+        self.error: Exception | None = None
+        threading.Thread(target=self._ask, args=(request,), daemon=True).start()
+
+    def _ask(self, request: urllib.request.Request) -> None:
+        response = None
+        try:
+            response = urllib.request.build_opener(_PacedHandler(self)).open(
+                request, timeout=DOWNLOAD_READ_TIMEOUT_S
+            )
+        except Exception as err:  # raised in the attempt's thread (wait)
+            self.error = err
+        with self.lock:
+            self.response, late = response, self.abandoned
+            self.came.set()
+        if late and response is not None:
+            response.close()
+
+    def wait(self) -> http.client.HTTPResponse:
+        """The answer, its body unread; what opening it raised, or TimeoutError naming the slow step."""
+        self.came.wait(DOWNLOAD_ANSWER_TIMEOUT_S)
+        with self.lock:
+            if not self.came.is_set():
+                self.abandoned = True
+                raise TimeoutError(f"no answer after {DOWNLOAD_ANSWER_TIMEOUT_S:g} s, held up by {self.step}")
+        if self.error is not None:
+            raise self.error
+        assert self.response is not None
+        return self.response
+
+
+def _connect(
+    address: tuple[str, int], timeout: float, source: Any = None, *, answer: _Answer, tls: bool
+) -> socket.socket:
+    """http.client's socket.create_connection, telling `answer` each step as it starts: the lookup,
+    the connection to each address found until one takes it, then the TLS handshake or the request."""
+    host, port = address
+    answer.step = f"the DNS lookup of {host}"
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    answer.step = f"the connection to {host} port {port}"
+    error: OSError = OSError(f"no address found for {host}")
+    for family, kind, proto, _, sockaddr in found:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if source:
+                sock.bind(source)
+            sock.connect(sockaddr)
+        except OSError as err:
+            sock.close()
+            error = err
+            continue
+        answer.step = f"the TLS handshake with {host}" if tls else f"the request to {host}"
+        return sock
+    raise error
 
 
 class _PacedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
-    """Opens http:// and https:// URLs with connections whose answers are read at `_keep_pace`."""
+    """Opens http:// and https:// URLs for `answer`: its connections tell it each step, and their
+    answers are read at `_keep_pace`."""
+
+    def __init__(self, answer: _Answer) -> None:
+        super().__init__()
+        self.answer = answer
 
     def do_open(self, http_class: type, req: urllib.request.Request, **kwargs: Any) -> Any:
+        answer = self.answer
+
         def connection(*args: Any, **options: Any) -> http.client.HTTPConnection:
             conn, started = http_class(*args, **options), time.monotonic()
-            conn.response_class = lambda sock, *args, **kw: http.client.HTTPResponse(
-                _PacedSocket(sock, started), *args, **kw
-            )
+            tls = isinstance(conn, http.client.HTTPSConnection)
+            conn._create_connection = functools.partial(_connect, answer=answer, tls=tls)
+
+            def response(sock: Any, *args: Any, **kw: Any) -> http.client.HTTPResponse:
+                answer.step = f"the headers of the answer from {conn.host}"
+                return http.client.HTTPResponse(_PacedSocket(sock, started, answer), *args, **kw)
+
+            conn.response_class = response
             return conn
 
         return super().do_open(connection, req, **kwargs)
-
-
-_PACED_OPENER = urllib.request.build_opener(_PacedHandler)
 
 
 def _not_parquet(tmp: Path, content_type: str) -> str | None:
