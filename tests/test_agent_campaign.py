@@ -718,3 +718,33 @@ def test_edits_no_frontier_can_run_are_refused_in_the_wave_and_cost_no_place(
     for description, (_, words) in NEVER_RUNS.items():
         assert f"candidate {description!r}: " in refusal and words in refusal, refusal
     assert "call of prepare" not in refusal  # (a train.py that does not parse still has its calls)
+
+
+# Changes whose edits and knob values give back the frontier's train.py (the toy's LR = 0.01).
+FRONTIER_AGAIN = {
+    "LR=0.02 set back": candidate(
+        "LR=0.02 set back", edits=[{"search": "LR = 0.01", "replace": "LR = 0.02"}], knobs=[knob("LR", 0.01)]
+    ),
+    "WIDTH there and back": candidate(
+        "WIDTH there and back",
+        edits=[
+            {"search": "WIDTH = 64", "replace": "WIDTH = 96"},
+            {"search": "WIDTH = 96", "replace": "WIDTH = 64"},
+        ],
+    ),
+}
+
+
+def test_a_candidate_whose_edits_give_back_the_frontier_is_refused_in_the_wave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit a knob sets back, and edits that undo each other, were queued and skipped by the
+    launcher ('no change: already part of the frontier'): no run, a place of the wave lost and the
+    model told only in the next prompt. They are refused in the wave, as knob values the frontier
+    has already are, and the model mends it."""
+    refusal, _ = refused_then_mended(tmp_path, monkeypatch, list(FRONTIER_AGAIN.values()))
+    for description, words in (
+        ("LR=0.02 set back", "its edits and knob values leave train.py the frontier's"),
+        ("WIDTH there and back", "its edits leave train.py the frontier's"),
+    ):
+        assert f"candidate {description!r}: {words}, so nothing would change" in refusal, refusal

@@ -267,6 +267,35 @@ def test_knob_values_the_frontier_has_already_are_refused() -> None:
     parse_proposal(wave(cand(knobs=[{"name": "LR", "value": "0.05"}])), context)
 
 
+@pytest.mark.parametrize(
+    ("edits", "knobs", "words"),
+    [
+        (
+            [{"search": "LR = 0.04", "replace": "LR = 0.02"}],
+            [{"name": "LR", "value": "0.04"}],
+            "edits and knob values",
+        ),
+        (
+            [
+                {"search": "DEPTH = 8", "replace": "DEPTH = 9"},
+                {"search": "DEPTH = 9", "replace": "DEPTH = 8"},
+            ],
+            [],
+            "edits",
+        ),
+    ],
+)
+def test_edits_that_give_back_the_frontier_are_refused(
+    edits: list[dict[str, str]], knobs: list[dict[str, str]], words: str
+) -> None:
+    """The launcher would skip such a run ("no change: already part of the frontier"), as it would
+    knob values the frontier has already; an edit a knob does not set back is taken."""
+    why = f"candidate 'd': its {words} leave train.py the frontier's, so nothing would change"
+    with pytest.raises(ProposalError, match=re.escape(why)):
+        parse_proposal(wave(cand(edits=edits, knobs=knobs)), sample_context())
+    parse_proposal(wave(cand(edits=edits[:1], knobs=[{"name": "LR", "value": "0.05"}])), sample_context())
+
+
 def test_a_grid_whose_only_cell_is_the_frontier_is_refused_and_one_with_a_frontier_cell_taken() -> None:
     """Its one cell was skipped by the launcher ("no change: already part of the frontier"), a place
     of the wave lost, where a candidate of the same values is refused. A shared edit its level undoes

@@ -20,7 +20,16 @@ from autoresearch.config import AgentConfig
 from autoresearch.fixes import WaveRepairs
 from autoresearch.knob_types import as_written, constant_types, retype_problems, value_problem
 from autoresearch.knobs import KnobError, read_knobs, set_knobs, unset_by_edits
-from autoresearch.proposals import TIERS, Edit, Grid, KnobValue, Wave, plain_line, wave_from_dict
+from autoresearch.proposals import (
+    TIERS,
+    Candidate,
+    Edit,
+    Grid,
+    KnobValue,
+    Wave,
+    plain_line,
+    wave_from_dict,
+)
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.sampler import knob_value_problem
 from autoresearch.workspace import (
@@ -418,8 +427,8 @@ def check_wave(
             check_knob(name, [value], known, edited, where)
             if value is None and name not in declared:
                 problems.append(f"{where}: {name}=null (free) needs a declared knob; give a value")
-        if not cand.edits and _sets_frontier_values(context, cand.knobs):
-            problems.append(f"{where}: its knob values are the frontier's already, so nothing would change")
+        if cand.edits or cand.knobs:
+            problems += _frontier_candidate_problems(context, cand, edited, where)
         if cand.fix_of is not None:
             rec = by_number.get(cand.fix_of)
             if rec is None:
@@ -611,9 +620,19 @@ def _known_constants(context: CampaignContext, edited: _Edited) -> set[str] | No
         return None
 
 
-def _sets_frontier_values(context: CampaignContext, knobs: dict[str, KnobValue]) -> bool:
-    """Whether these settings leave the frontier's train.py as it is: the engine skips such a run."""
-    return bool(knobs) and _leaves_frontier(context, context.frontier_source, knobs)
+def _frontier_candidate_problems(
+    context: CampaignContext, cand: Candidate, edited: _Edited, where: str
+) -> list[str]:
+    """A candidate whose edits and knob values give back the frontier's train.py: knob values it
+    has already, an edit that a knob sets back (`LR = 0.02` with LR=0.01), edits that undo each
+    other. The launcher skips it ("no change: already part of the frontier"), a place of the wave
+    lost to no run."""
+    if edited.source is None or not _leaves_frontier(context, edited.source, cand.knobs):
+        return []
+    if not cand.edits:
+        return [f"{where}: its knob values are the frontier's already, so nothing would change"]
+    what = "its edits and knob values leave" if cand.knobs else "its edits leave"
+    return [f"{where}: {what} train.py the frontier's, so nothing would change"]
 
 
 def _leaves_frontier(context: CampaignContext, source: str, knobs: dict[str, KnobValue]) -> bool:
