@@ -161,6 +161,24 @@ def _module_bindings(tree: ast.Module) -> Counter[str]:
     return counts
 
 
+def _assignment_problem(name: str, count: int) -> str:
+    """Why `set_knobs` cannot set knob `name`, assigned `count` times at module level, or ''."""
+    if count == 0:
+        return f"knob {name} is not a module-level constant of train.py"
+    if count > 1:
+        return f"knob {name} is assigned {count} times in train.py; cannot set it"
+    return ""
+
+
+def setting_problems(source: str, names: Iterable[str]) -> dict[str, str]:
+    """Why `set_knobs` would refuse to set each of `names` in `source`, by name, in its words:
+    propose_wave says it in the wave of edits that add a second assignment of a constant a knob
+    or grid factor sets, where the engine would refuse each of their runs when it queues it."""
+    assignments = knob_assignments(parsed(source))
+    problems = {name: _assignment_problem(name, len(assignments.get(name, []))) for name in names}
+    return {name: why for name, why in problems.items() if why}
+
+
 def set_knobs(source: str, settings: dict[str, Any]) -> str:
     """Return `source` with each knob's assignment replaced by the given literal value."""
     if not settings:
@@ -170,11 +188,9 @@ def set_knobs(source: str, settings: dict[str, Any]) -> str:
     lines = source_lines(source)
     edits: list[tuple[ast.expr, str]] = []
     for name, value in settings.items():
-        nodes = assignments.get(name)
-        if not nodes:
-            raise KnobError(f"knob {name} is not a module-level constant of train.py")
-        if len(nodes) > 1:
-            raise KnobError(f"knob {name} is assigned {len(nodes)} times in train.py; cannot set it")
+        nodes = assignments.get(name, [])
+        if why := _assignment_problem(name, len(nodes)):
+            raise KnobError(why)
         if isinstance(value, float) and value != value:
             raise KnobError(f"knob {name} cannot be NaN")
         literal = repr(value)

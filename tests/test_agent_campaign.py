@@ -628,10 +628,14 @@ DROP_RESULT = candidate(
 
 
 def refused_then_mended(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: list[dict[str, Any]]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    refused: list[dict[str, Any]],
+    refused_grids: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> tuple[str, list[dict[str, Any]]]:
-    """A Claude campaign of one change whose first wave proposes only `refused`: what the tool
-    answered it, and the attributes of every trial launched (the canary key is in no file)."""
+    """A Claude campaign of one change whose first wave proposes only `refused` (and
+    `refused_grids`): what the tool answered it, and the attributes of every trial launched (the
+    canary key is in no file)."""
     canary = f"sk-ant-canary-{uuid.uuid4().hex}"
     monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
     monkeypatch.chdir(REPO)
@@ -642,7 +646,7 @@ def refused_then_mended(
         return tool_call("propose_wave", {"rationale": "mended", "candidates": [GOOD], "grids": []})
 
     GOOD = candidate("LR=0.04", knobs=[knob("LR", 0.04)])
-    first = {"rationale": "a few ideas", "candidates": refused, "grids": []}
+    first = {"rationale": "a few ideas", "candidates": refused, "grids": list(refused_grids)}
     api = ScriptedAPI(
         [tool_call("propose_wave", first), mend], models=[MODEL], default=lambda body: overloaded()
     )
@@ -663,8 +667,10 @@ def refused_then_mended(
     assert len(refusals) == 1, refusals
     assert "\n" not in refusals[0].removeprefix("Rejected, nothing was run: ")
     study = load(campaign_dir)
-    descriptions = {c["description"] for c in refused}
-    assert not [t for t in study.trials if t.user_attrs.get("description") in descriptions]
+    descriptions = [c["description"] for c in (*refused, *refused_grids)]
+    assert not [
+        t for t in study.trials if t.user_attrs.get("description", "").startswith(tuple(descriptions))
+    ]
     launched = [t.user_attrs for t in study.trials if "exp_dir" in t.user_attrs]
     assert summary.stop_reason.startswith("experiments budget reached"), summary
     assert all(a["status"] != "crash" for a in launched), [a.get("reason") for a in launched]
@@ -748,3 +754,40 @@ def test_a_candidate_whose_edits_give_back_the_frontier_is_refused_in_the_wave(
         ("WIDTH there and back", "its edits leave train.py the frontier's"),
     ):
         assert f"candidate {description!r}: {words}, so nothing would change" in refusal, refusal
+
+
+def grid(
+    description: str, factors: dict[str, list[Any]], shared_edits: list[dict[str, str]]
+) -> dict[str, Any]:
+    return {
+        "description": description,
+        "hypothesis": "see the rationale",
+        "factors": [{"name": n, "levels": [json.dumps(v) for v in vs]} for n, vs in factors.items()],
+        "shared_edits": shared_edits,
+        "tier": "screen",
+    }
+
+
+def test_edits_that_leave_a_swept_constant_unsettable_or_change_nothing_are_refused_in_the_wave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared edit that assigns the swept constant SECONDS (no declared knob) a second time passed
+    propose_wave, and the engine refused every cell when it queued it, an invalid trial each and
+    the model told a wave late; a candidate's edit that does the same too. A shared edit that
+    replaces a text by itself, refused in a candidate, passed in a grid. Each is refused in the
+    wave, the engine's refusal in its own words, and the model mends it."""
+    twice = {"search": "SECONDS = 0.2\n", "replace": "SECONDS = 0.2\nSECONDS = 0.1\n"}
+    grids = [
+        grid("SECONDS sweep, set twice", {"SECONDS": [0.15, 0.25]}, [twice]),
+        grid(
+            "WIDTH sweep, edit of nothing",
+            {"WIDTH": [96, 128]},
+            [{"search": "LR = 0.01", "replace": "LR = 0.01"}],
+        ),
+    ]
+    set_twice = candidate("SECONDS set twice", edits=[twice], knobs=[knob("SECONDS", 0.3)])
+    refusal, _ = refused_then_mended(tmp_path, monkeypatch, [set_twice], grids)
+    engine = "knob SECONDS is assigned 2 times in train.py; cannot set it"
+    assert f"candidate 'SECONDS set twice': {engine}" in refusal, refusal
+    assert f"grid 'SECONDS sweep, set twice': {engine}" in refusal, refusal
+    assert "grid 'WIDTH sweep, edit of nothing': a shared edit replaces a text by itself" in refusal, refusal

@@ -314,6 +314,40 @@ def test_a_grid_whose_only_cell_is_the_frontier_is_refused_and_one_with_a_fronti
         assert parse_proposal(wave(grids=[{"description": "g", "factors": factors}]), sample_context())
 
 
+def test_edits_that_assign_a_set_constant_twice_are_refused_in_the_engines_words() -> None:
+    """WARMUP is no declared knob: a shared edit (or a candidate's edit) that assigns it again,
+    under a factor (or knob) that sets it, made the engine refuse each run when it queued it,
+    the model told a wave late. Said in the wave now, in the engine's words."""
+    twice = [{"search": "WARMUP = 0.1\n", "replace": "WARMUP = 0.1\nWARMUP = 0.2\n"}]
+    engine = "knob WARMUP is assigned 2 times in train.py; cannot set it"
+    with pytest.raises(InvalidCandidate, match=re.escape(engine)):
+        build_source(SAMPLE_TRAIN_PY, [Edit(**twice[0])], {"WARMUP": 0.3})
+    grid = {
+        "description": "g",
+        "factors": [{"name": "WARMUP", "levels": ["0.2", "0.3"]}],
+        "shared_edits": twice,
+    }
+    with pytest.raises(ProposalError, match=re.escape(f"grid 'g': {engine}")):
+        parse_proposal(wave(grids=[grid]), sample_context())
+    with pytest.raises(ProposalError, match=re.escape(f"candidate 'd': {engine}")):
+        parse_proposal(wave(cand(edits=twice, knobs=[{"name": "WARMUP", "value": "0.3"}])), sample_context())
+    # an edit that adds a second assignment of a constant no knob sets is the run's to keep
+    parse_proposal(wave(cand(edits=twice, knobs=[{"name": "LR", "value": "0.02"}])), sample_context())
+
+
+def test_a_shared_edit_that_replaces_a_text_by_itself_is_refused_as_a_candidates_is() -> None:
+    itself = [{"search": "WARMUP = 0.1", "replace": "WARMUP = 0.1"}]
+    grid = {
+        "description": "g",
+        "factors": [{"name": "LR", "levels": ["0.02", "0.03"]}],
+        "shared_edits": itself,
+    }
+    with pytest.raises(ProposalError, match="grid 'g': a shared edit replaces a text by itself"):
+        parse_proposal(wave(grids=[grid]), sample_context())
+    with pytest.raises(ProposalError, match="candidate 'd': an edit replaces a text by itself"):
+        parse_proposal(wave(cand(edits=itself)), sample_context())
+
+
 def test_a_tier_the_campaign_does_not_offer_is_refused() -> None:
     """The prompt lists only the tiers a proposal may use (no validate partition, or nothing
     to confirm on it); the engine refuses the others when queueing them."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from autoresearch.agent.prompt import valid_text
 from autoresearch.config import AgentConfig
 from autoresearch.fixes import WaveRepairs
 from autoresearch.knob_types import as_written, constant_types, retype_problems, value_problem
-from autoresearch.knobs import KnobError, read_knobs, set_knobs, unset_by_edits
+from autoresearch.knobs import KnobError, read_knobs, set_knobs, setting_problems, unset_by_edits
 from autoresearch.proposals import (
     TIERS,
     Candidate,
@@ -373,8 +374,8 @@ def check_wave(
     which says why when it queues them (the frontier may have moved by then); an edit of another
     file or of too many characters, and edits that leave train.py unable to parse, are said here:
     no frontier makes them run. So are edits the engine would refuse on this frontier (a declared
-    knob made unsettable or retyped, the harness's calls gone), in its words: the engine's check
-    stays the last guard."""
+    knob made unsettable or retyped, a constant a knob sets assigned twice, the harness's calls
+    gone), in its words: the engine's check stays the last guard."""
     problems: list[str] = []
     if not wave.candidates and not wave.grids:
         problems.append("the wave is empty: give at least one candidate or grid")
@@ -410,19 +411,10 @@ def check_wave(
         problems += _tier_problems(cand.tier, context, where)
         if not cand.edits and not cand.knobs:
             problems.append(f"{where}: no edits and no knobs, so nothing would change")
-        for edit in cand.edits:
-            if not edit.search:
-                problems.append(f"{where}: an edit has an empty search text")
-            elif edit.search == edit.replace:
-                problems.append(f"{where}: an edit replaces a text by itself")
-        problems += _edit_problems(cand.edits, where)
         edited = _edited(context, cand.edits)
-        problems += _code_problems(edited, where)
-        problems += _length_problems(context, edited, where)
-        problems += _result_problems(context, edited, where)
-        problems += _unset_problems(context, edited, where)
-        problems += _retype_problems(context, frontier_types, edited, where)
+        problems += _edits_problems(context, frontier_types, cand.edits, edited, "an edit", where)
         known = _known_constants(context, edited)
+        problems += _setting_problems(context, edited, known, cand.knobs, where)
         for name, value in cand.knobs.items():
             check_knob(name, [value], known, edited, where)
             if value is None and name not in declared:
@@ -444,17 +436,12 @@ def check_wave(
         problems += _description_problems(grid.description, where)
         problems += _cell_description_problems(grid, where)
         problems += _tier_problems(grid.tier, context, where)
-        for edit in grid.shared_edits:
-            if not edit.search:
-                problems.append(f"{where}: a shared edit has an empty search text")
-        problems += _edit_problems(grid.shared_edits, where)
         edited = _edited(context, grid.shared_edits)
-        problems += _code_problems(edited, where)
-        problems += _length_problems(context, edited, where)
-        problems += _result_problems(context, edited, where)
-        problems += _unset_problems(context, edited, where)
-        problems += _retype_problems(context, frontier_types, edited, where)
+        problems += _edits_problems(
+            context, frontier_types, grid.shared_edits, edited, "a shared edit", where
+        )
         known = _known_constants(context, edited)
+        problems += _setting_problems(context, edited, known, grid.factors, where)
         for name, levels in grid.factors.items():
             if any(v is None for v in levels):
                 problems.append(f"{where}: factor {name} has a null level; grid levels must be values")
@@ -548,6 +535,47 @@ def _edited(context: CampaignContext, edits: list[Edit]) -> _Edited:
         return _Edited(True, apply_edits(context.frontier_source, edits))
     except InvalidCandidate:
         return _Edited(True, None)
+
+
+def _edits_problems(
+    context: CampaignContext,
+    frontier_types: dict[str, tuple[type, int]],
+    edits: list[Edit],
+    edited: _Edited,
+    what: str,
+    where: str,
+) -> list[str]:
+    """Everything said of a candidate's edits or a grid's shared edits (`what`), one rule for
+    both: an edit with no search text, or one that replaces a text by itself (a change that
+    changes nothing, whose cells would repeat the knob-only runs under another key), then what
+    the engine would refuse when it queues them, in its words."""
+    problems: list[str] = []
+    for edit in edits:
+        if not edit.search:
+            problems.append(f"{where}: {what} has an empty search text")
+        elif edit.search == edit.replace:
+            problems.append(f"{where}: {what} replaces a text by itself")
+    problems += _edit_problems(edits, where)
+    problems += _code_problems(edited, where)
+    problems += _length_problems(context, edited, where)
+    problems += _result_problems(context, edited, where)
+    problems += _unset_problems(context, edited, where)
+    problems += _retype_problems(context, frontier_types, edited, where)
+    return problems
+
+
+def _setting_problems(
+    context: CampaignContext, edited: _Edited, known: set[str] | None, names: Iterable[str], where: str
+) -> list[str]:
+    """Constants of train.py that the knobs or factors `names` set and the engine cannot set, as
+    the edits leave it (`WARMUP = 0.2` added after `WARMUP = 0.1`): it refuses each such run when
+    it queues it (`knobs.set_knobs`), so say it now, in its words. A declared knob is
+    `_unset_problems`'s to say; a name train.py lacks, `check_knob`'s."""
+    if edited.source is None or known is None:
+        return []
+    declared = {k.name for k in context.knobs}
+    unsettable = setting_problems(edited.source, [n for n in names if n in known and n not in declared])
+    return [f"{where}: {why}" for why in unsettable.values()]
 
 
 def _edit_problems(edits: list[Edit], where: str) -> list[str]:
