@@ -149,16 +149,26 @@ RESULT_CALLS = ("evaluate_bpb", "write_result")
 def result_problem(frontier_source: str, source: str) -> str:
     """Why edits that made `source` leave it no way to write a result, or '': a function of
     RESULT_CALLS that the frontier's train.py names and `source` names nowhere (its call deleted,
-    or commented out). Such a run trained for its whole budget and crashed with no result. A
-    `source` that cannot run as code (it does not parse) is `code_problem`'s to say."""
+    or commented out), or that the frontier's calls from module level and `source` only in a
+    function nothing there calls (`if __name__ == "__main__": main()` deleted). Such a run ended
+    with no result, a crash charged to its change. A `source` that cannot run as code (it does
+    not parse) is `code_problem`'s to say."""
     if code_problem(source):
         return ""
     gone = [name for name in RESULT_CALLS if name in _names(frontier_source) and name not in _names(source)]
-    if not gone:
+    if gone:
+        return (
+            f"the edits remove train.py's call of prepare.{gone[0]}, so its run would train and end "
+            "with no result: keep the call"
+        )
+    before, after = _reached_calls(frontier_source), _reached_calls(source)
+    cut = [name for name in RESULT_CALLS if name in before and name not in after]
+    if not cut:
         return ""
     return (
-        f"the edits remove train.py's call of prepare.{gone[0]}, so its run would train and end "
-        "with no result: keep the call"
+        f"the edits leave train.py's call of prepare.{cut[0]} in {_holder(source, cut[0])}(), which "
+        "nothing run at module level calls, directly or through other functions, so its run would "
+        'end with no result: call it from module level (if __name__ == "__main__": main())'
     )
 
 
@@ -167,20 +177,93 @@ def _names(source: str) -> frozenset[str]:
     """Every name `source` uses, imports or spells as a string (`getattr(prepare, "...")`);
     empty where it does not parse (`check_source` says so)."""
     try:
-        tree = parsed(source)
+        return _names_in(parsed(source), imports=True)
     except SyntaxError:
         return frozenset()
+
+
+def _names_in(node: ast.AST, imports: bool) -> frozenset[str]:
+    """Every name the code of `node` uses or spells as a string, and with `imports` the names
+    its imports bind or take."""
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            names.add(node.id)
-        elif isinstance(node, ast.Attribute):
-            names.add(node.attr)
-        elif isinstance(node, ast.alias):
-            names.update(filter(None, (node.name, node.asname)))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            names.add(node.value)
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Name):
+            names.add(inner.id)
+        elif isinstance(inner, ast.Attribute):
+            names.add(inner.attr)
+        elif isinstance(inner, ast.alias) and imports:
+            names.update(filter(None, (inner.name, inner.asname)))
+        elif isinstance(inner, ast.Constant) and isinstance(inner.value, str):
+            names.add(inner.value)
     return frozenset(names)
+
+
+# Names through which code can call a function no static name in it gives (`eval("main()")`,
+# `globals()[name]()`, `getattr(sys.modules[__name__], name)()`): code that uses one may reach anything.
+_DYNAMIC_CALLS = frozenset(
+    {"eval", "exec", "compile", "globals", "locals", "vars", "getattr", "__dict__", "modules"}
+    | {"__import__", "import_module", "run_path", "run_module"}
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _reached_calls(source: str) -> frozenset[str]:
+    """The functions of RESULT_CALLS that the code run when train.py runs as a script names
+    (`_reached_names`), by the harness's name or one an import gives it (`... as save`)."""
+    tree = parsed(source)
+    reached = _reached_names(tree)
+    if reached & _DYNAMIC_CALLS:  # anything it names may be called: only a static path is followed
+        return frozenset(name for name in RESULT_CALLS if name in _names(source))
+    aliases = _result_aliases(tree)
+    return frozenset(aliases[name] for name in reached if name in aliases)
+
+
+def _result_aliases(tree: ast.Module) -> dict[str, str]:
+    """The local names of RESULT_CALLS: their own, and each `import ... as` name."""
+    aliases = {name: name for name in RESULT_CALLS}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.alias) and node.name in RESULT_CALLS and node.asname:
+            aliases[node.asname] = node.name
+    return aliases
+
+
+def _reached_names(tree: ast.Module) -> frozenset[str]:
+    """The names (`_names_in`, imports left out) of the code run when train.py runs as a script:
+    its module-level statements and, reached from them directly or through each other, the
+    module-level functions they name. Kept simple and on the safe side: a function named anywhere
+    there counts as called (a callback, `atexit.register(main)`), a decorated function, a
+    class's whole body and every condition count as run. Only such static module-level paths are
+    followed; a call by a computed name is `_reached_calls`' to let pass."""
+    functions = _plain_functions(tree)
+    todo: list[ast.AST] = [node for node in tree.body if functions.get(getattr(node, "name", "")) is not node]
+    todo += [function.args for function in functions.values()]  # defaults are evaluated at the def
+    reached: set[str] = set()
+    called: set[str] = set()
+    while todo:
+        names = _names_in(todo.pop(), imports=False)
+        reached |= names
+        for name in names & functions.keys() - called:
+            called.add(name)
+            todo.append(functions[name])
+    return frozenset(reached)
+
+
+def _plain_functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    """train.py's module-level functions that run only when called: undecorated, by name (the
+    last definition of a name is the one called; an earlier one is taken as run)."""
+    return {
+        node.name: node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.decorator_list
+    }
+
+
+def _holder(source: str, name: str) -> str:
+    """The module-level function of `source` whose body names RESULT_CALLS' `name`."""
+    tree = parsed(source)
+    local = {alias for alias, call in _result_aliases(tree).items() if call == name}
+    functions = _plain_functions(tree).values()
+    return next((f.name for f in functions if local & _names_in(f, imports=False)), "a function")
 
 
 def build_source(frontier_source: str, edits: list[Edit], knobs: dict[str, Any]) -> str:

@@ -791,3 +791,20 @@ def test_edits_that_leave_a_swept_constant_unsettable_or_change_nothing_are_refu
     assert f"candidate 'SECONDS set twice': {engine}" in refusal, refusal
     assert f"grid 'SECONDS sweep, set twice': {engine}" in refusal, refusal
     assert "grid 'WIDTH sweep, edit of nothing': a shared edit replaces a text by itself" in refusal, refusal
+
+
+def test_an_edit_that_leaves_the_result_call_in_an_uncalled_function_is_refused_in_the_wave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claude moves train.py's prepare.write_result call into a function nothing calls (as deleting
+    `if __name__ == "__main__": main()` does to the shipped train.py): the call is still in the
+    file, so the edit was queued, and its run ended with no result, a crash charged to the
+    change. It is refused in the wave, naming the function, and the model mends it. (The engine
+    refuses it too, and passes calls it cannot follow: test_proposals_and_workspace.)"""
+    uncalled = candidate(
+        "report at the end",
+        edits=[{"search": RESULT_LINE, "replace": "def report():\n    " + RESULT_LINE}],
+        knobs=[knob("LR", 0.04)],
+    )
+    refusal, _ = refused_then_mended(tmp_path, monkeypatch, [uncalled])
+    assert "call of prepare.write_result in report(), which nothing run at module level calls" in refusal

@@ -8,6 +8,7 @@ import pytest
 
 from autoresearch.knobs import KnobError, read_knobs, set_knobs
 from autoresearch.proposals import Candidate, Edit, Grid, Wave, wave_from_dict
+from autoresearch.proposers.offline import STRUCTURAL_EDITS
 from autoresearch.workspace import InvalidCandidate, build_source, create_workspace, sha256_file
 
 SOURCE = """import prepare
@@ -194,3 +195,62 @@ def test_a_result_call_reached_another_way_is_not_refused() -> None:
     for replace in (imported, got):
         build_source(WITH_RESULT, [Edit("prepare.write_result({'val_bpb': score})", replace)], {})
     build_source(SOURCE, [Edit("DEPTH = 8", "DEPTH = 9")], {})
+
+
+GUARD = 'if __name__ == "__main__":\n    main()\n'
+WITH_MAIN = (
+    SOURCE
+    + "\n\ndef finish(score):\n    prepare.write_result({'val_bpb': score})\n\n\n"
+    + "def main():\n    finish(prepare.evaluate_bpb(None, 1))\n\n\n"
+    + GUARD
+)
+
+
+@pytest.mark.parametrize(
+    "replace",
+    ["", 'if __name__ == "__main__":\n    pass\n', "def run():\n    main()\n", "print(1)\n"],
+    ids=["guard deleted", "guard emptied", "called from an uncalled function", "something else"],
+)
+def test_edits_that_leave_the_result_call_unreachable_are_refused(replace: str) -> None:
+    """With `if __name__ == "__main__": main()` gone, train.py's run defined its functions and
+    ended with no result, a crash charged to its change; refused, it costs no slot."""
+    with pytest.raises(
+        InvalidCandidate, match=r"call of prepare.evaluate_bpb in main\(\), which nothing run"
+    ):
+        build_source(WITH_MAIN, [Edit(GUARD, replace)], {})
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [
+        "def run():\n    main()\n\n\nrun()\n",
+        "import atexit\natexit.register(main)\n",
+        "import threading\nthreading.Thread(target=main).start()\n",
+        'globals()["ma" + "in"]()\n',
+        'eval("main()")\n',
+        "class Trainer:\n    def go(self):\n        main()\n\n\nTrainer().go()\n",
+    ],
+    ids=["through a called function", "atexit", "a thread's target", "globals", "eval", "a method"],
+)
+def test_a_result_call_reached_from_module_level_or_dynamically_is_not_refused(replace: str) -> None:
+    """Only statically resolvable module-level paths are followed; anything that may reach main()
+    (a callback, a method, a call by a computed name) passes, and the run is the judge."""
+    build_source(WITH_MAIN, [Edit(GUARD, replace)], {})
+
+
+def test_the_shipped_trainer_and_the_offline_proposers_edits_keep_their_result_reachable() -> None:
+    trainer = (Path(__file__).parent.parent / "trainer" / "train.py").read_text()
+    build_source(trainer, [], {})
+    applied = [e for e in STRUCTURAL_EDITS if trainer.count(e.search) == 1]
+    assert applied
+    for edit in applied:
+        build_source(trainer, [Edit(edit.search, edit.replace)], {})
+    with pytest.raises(InvalidCandidate, match="which nothing run at module level calls"):
+        build_source(trainer, [Edit(GUARD, "")], {})
+
+
+def test_a_frontier_that_calls_dynamically_counts_only_the_calls_it_names() -> None:
+    """A frontier that may call anything (getattr) reaches only the harness functions it names:
+    an edit of it that calls statically is not refused for a call the frontier never had."""
+    dynamic = SOURCE + "\nname = getattr(prepare, 'SEED')\nprepare.write_result({'val_bpb': 1.0})\n"
+    build_source(dynamic, [Edit("getattr(prepare, 'SEED')", "prepare.SEED")], {})
