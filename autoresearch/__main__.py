@@ -429,12 +429,13 @@ def unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
 def dry_run(cfg: AutoresearchConfig) -> int:
     """`autoresearch check ...`: the start's checks and the plan, writing and launching nothing."""
     from autoresearch.dry_run import plan_lines
-    from autoresearch.logs import setup_logging
+    from autoresearch.logs import setup_logging, waits_said
     from autoresearch.start_checks import StartRefused, start_checks
 
     setup_logging(terminal=False)  # the checks' warnings are said in the plan
     try:
-        lines = plan_lines(cfg, start_checks(cfg))
+        with waits_said():  # (a database waited for: said as it begins and ends)
+            lines = plan_lines(cfg, start_checks(cfg))
     except StartRefused as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR

@@ -56,11 +56,10 @@ NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
 
 def existing_study(cfg: AutoresearchConfig, campaign_dir: Path) -> optuna.Study | None:
     """The campaign's study, read without creating anything (`load_study`); None where there is
-    none yet. A storage that cannot be read is refused, as the start would be: it is asked once,
-    not for `storage_retry_seconds` (a database the start could not open or take is refused by
-    then: `database_refusal`)."""
+    none yet. A storage that fails is waited for `storage_retry_seconds`, as the start waits for
+    it (`database_refusal`), then refused as the start would be."""
     try:
-        return load_study(campaign_dir, cfg.campaign.name, cfg.storage)
+        return load_study(campaign_dir, cfg.campaign.name, cfg.storage, cfg.storage_retry_seconds)
     except NoStudyYet:
         return None
     except StudyUnavailable as err:

@@ -7,12 +7,16 @@ several: there the lines are written plain, one record a line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.logging import RichHandler
+
+from autoresearch.outage import WAITS_LOGGER
 
 
 class _Held(logging.handlers.BufferingHandler):
@@ -42,10 +46,26 @@ def log_to_file(log_file: Path) -> None:
 
 def held_warnings() -> list[str]:
     """The warnings held so far for controller.log: a dry run, which writes no log, shows them in
-    its plan."""
+    its plan. A wait for the database is not one: the dry run said it as it came (`waits_said`)."""
     root = logging.getLogger("autoresearch")
     held = [r for h in root.handlers if isinstance(h, _Held) for r in h.buffer]
-    return [r.getMessage() for r in held if r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in held if r.levelno >= logging.WARNING and r.name != WAITS_LOGGER]
+
+
+@contextlib.contextmanager
+def waits_said() -> Iterator[None]:
+    """The lines `outage.Patience` logs while a database fails (one as the wait begins, one when
+    it is back) shown on stderr, in the context: a reader (`status`, `report`, the dry run) would
+    otherwise hang without a word, and its stdout may be `--json`'s or the plan's."""
+    said = logging.StreamHandler(sys.stderr)
+    said.setFormatter(logging.Formatter("%(message)s"))
+    said.setLevel(logging.WARNING)
+    logger = logging.getLogger(WAITS_LOGGER)
+    logger.addHandler(said)
+    try:
+        yield
+    finally:
+        logger.removeHandler(said)
 
 
 def setup_logging(terminal: bool = True) -> None:

@@ -33,7 +33,10 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 
 from autoresearch.storage_url import masked
 
-log = logging.getLogger("autoresearch")
+WAITS_LOGGER = (
+    "autoresearch.database"  # its waits: a reader says them on stderr as they come (`logs.waits_said`)
+)
+log = logging.getLogger(WAITS_LOGGER)
 
 T = TypeVar("T")
 

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import functools
 import json
-import logging
 import sys
 import time
 from collections import Counter
@@ -56,6 +55,7 @@ from autoresearch.files import finite_number, read_json
 from autoresearch.fleet.local import on_this_host, runner_alive
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, known_not_running, unlaunched_note
+from autoresearch.logs import waits_said
 from autoresearch.open_checks import LOG_FILE
 from autoresearch.results import compare, rerun_values, rows
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
@@ -119,21 +119,6 @@ def reading_campaign(campaign_dir: Path) -> Iterator[tuple[optuna.Study, DictCon
                 f"{campaign_dir}{campaigns_inside_hint(campaign_dir)}"
             )
         refuse(str(err))
-
-
-@contextlib.contextmanager
-def waits_said() -> Iterator[None]:
-    """The lines `outage.Patience` logs while a database fails (one as the wait begins, one when
-    it is back) shown on stderr, in the context: stdout may be `--json`'s."""
-    said = logging.StreamHandler(sys.stderr)
-    said.setFormatter(logging.Formatter("%(message)s"))
-    said.setLevel(logging.WARNING)
-    logger = logging.getLogger("autoresearch")
-    logger.addHandler(said)
-    try:
-        yield
-    finally:
-        logger.removeHandler(said)
 
 
 @contextlib.contextmanager

@@ -98,8 +98,19 @@ def reading_storage(url: str | None, campaign_dir: Path) -> Iterator[None]:
             "from before the damage, or start over with a new campaign.name"
         ) from None
     except (ImportError, SQLAlchemyError, StorageInternalError) as err:
-        hint = " (install the database driver the URL names)" if isinstance(err, ImportError) else ""
-        raise unopenable(url, f"{first_line(err)}{hint}") from None
+        raise unopenable(url, f"{first_line(err)}{_unopenable_hint(err)}") from None
+
+
+def _unopenable_hint(err: BaseException) -> str:
+    """What to do about a storage that could not be read, where its error alone does not say."""
+    if isinstance(err, ImportError):
+        return " (install the database driver the URL names)"
+    if first_line(err) == "database is locked":  # (waited for storage_retry_seconds by then)
+        return (
+            ": another process holds the SQLite file locked (a controller's write, a sqlite3 shell's "
+            "open transaction); run this again once it lets go, or raise storage_retry_seconds"
+        )
+    return ""
 
 
 def unopenable(url: str | None, why: str) -> StudyUnavailable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from engine_helpers import (
     FIXTURE_CONF,
@@ -332,6 +334,56 @@ def test_a_storage_holding_no_study_is_left_without_tables(tmp_path: Path) -> No
     with sqlite3.connect(database) as db:
         assert db.execute("select name from sqlite_master").fetchall() == []
     assert not (tmp_path / "runs").exists()
+
+
+def locked_sqlite_study(tmp_path: Path) -> tuple[str, sqlite3.Connection]:
+    """A SQLite study of the toy campaign, and a connection of this process holding it locked in a
+    write transaction, as another controller's write or a user's `sqlite3` shell would."""
+    database = tmp_path / "study.db"
+    optuna.create_study(study_name="toy", storage=f"sqlite:///{database}")
+    locker = sqlite3.connect(database, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    return f"storage=sqlite:///{database}", locker
+
+
+def test_a_check_beside_a_controller_holding_the_sqlite_study_waits_for_it_as_the_start_does(
+    tmp_path: Path,
+) -> None:
+    """`check` read the study once and refused "database is locked" at once (the start too), where
+    the controller waits storage_retry_seconds for a database that fails. It waits as long,
+    saying so on stderr, and plans once the lock is given back."""
+    storage, locker = locked_sqlite_study(tmp_path)
+    checking = subprocess.Popen(
+        [*PYTHON_M, "check", *toy_args(tmp_path / "runs", storage, "storage_retry_seconds=120")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert checking.stderr is not None
+    waiting = checking.stderr.readline()  # (said once its first read found the file locked)
+    locker.close()
+    out, err = checking.communicate(timeout=120)
+    assert checking.returncode == 0, waiting + err
+    assert "is locked by another process (database is locked): trying again for up to 120 s" in waiting
+    assert "is back after" in err
+    assert plan(out)["storage"].endswith("(holds the study)")
+    assert "warning" not in plan(out)  # (the wait was said as it came, not as a warning of the plan)
+
+
+def test_a_sqlite_study_locked_past_storage_retry_seconds_is_one_line_saying_it_is_busy(
+    tmp_path: Path,
+) -> None:
+    storage, locker = locked_sqlite_study(tmp_path)
+    with contextlib.closing(locker):
+        checked = check(tmp_path / "runs", storage, "storage_retry_seconds=0")
+    assert checked.returncode == 2 and checked.stdout == "", checked.stdout
+    (line,) = checked.stderr.splitlines()
+    assert line == (
+        f"error: cannot open the study at {storage}: database is locked: another process holds the "
+        "SQLite file locked (a controller's write, a sqlite3 shell's open transaction); run this "
+        "again once it lets go, or raise storage_retry_seconds"
+    )
 
 
 def test_a_start_refused_after_the_fleet_checks_leaves_no_workers_queue(tmp_path: Path) -> None:
