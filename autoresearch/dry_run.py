@@ -46,6 +46,7 @@ from autoresearch.study import (
     NoStudyYet,
     StudyUnavailable,
     finished,
+    first_read_wait,
     load_study,
     trials,
 )
@@ -56,10 +57,11 @@ NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
 
 def existing_study(cfg: AutoresearchConfig, campaign_dir: Path) -> optuna.Study | None:
     """The campaign's study, read without creating anything (`load_study`); None where there is
-    none yet. A storage that fails is waited for `storage_retry_seconds`, as the start waits for
-    it (`database_refusal`), then refused as the start would be."""
+    none yet. A storage that fails is waited for as the start waits for it (`first_read_wait`),
+    then refused as the start would be."""
     try:
-        return load_study(campaign_dir, cfg.campaign.name, cfg.storage, cfg.storage_retry_seconds)
+        wait = first_read_wait(cfg.storage, cfg.storage_retry_seconds)
+        return load_study(campaign_dir, cfg.campaign.name, cfg.storage, wait)
     except NoStudyYet:
         return None
     except StudyUnavailable as err:

@@ -95,15 +95,23 @@ def database_refusal(cfg: AutoresearchConfig, campaign_dir: Path) -> str | None:
     """Why the start could not open or take the study in the database `cfg.storage` names (a
     server down, a SQLite file it could not create, a study another folder holds: `claim_refusal`),
     found by reading it, creating nothing; None where it could, or the storage is the folder's
-    journal. A database that fails (a SQLite file another controller or shell holds locked) is
-    waited for `storage_retry_seconds`, as the controller waits for it. Asked before the folder is
+    journal. A SQLite file that fails (another controller or shell holds it locked) is waited for
+    `storage_retry_seconds`, as the controller waits for it (`first_read_wait`). Asked before the folder is
     made: a first start refused here leaves nothing behind."""
-    from autoresearch.study import NoStudyYet, StudyUnavailable, claim_refusal, creation_refusal, load_study
+    from autoresearch.study import (
+        NoStudyYet,
+        StudyUnavailable,
+        claim_refusal,
+        creation_refusal,
+        first_read_wait,
+        load_study,
+    )
 
     if not cfg.storage:
         return None
     try:
-        study = load_study(campaign_dir, cfg.campaign.name, cfg.storage, cfg.storage_retry_seconds)
+        wait = first_read_wait(cfg.storage, cfg.storage_retry_seconds)
+        study = load_study(campaign_dir, cfg.campaign.name, cfg.storage, wait)
     except NoStudyYet:
         study, refused = None, creation_refusal(cfg.storage)
         if refused:

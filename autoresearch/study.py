@@ -264,6 +264,14 @@ def _has_studies(url: str) -> bool:
         engine.dispose()
 
 
+def first_read_wait(url: str | None, retry_seconds: float) -> float:
+    """How long the start and `check` wait for a database that fails as they first read it: a
+    SQLite file another process holds locked lets go within moments, so it is waited for as the
+    controller waits; a server that does not answer before a campaign ran is more often a wrong URL
+    than an outage, and is said at once."""
+    return retry_seconds if url and make_url(url).get_backend_name() == "sqlite" else 0.0
+
+
 def load_study(campaign_dir: Path, name: str, url: str | None, retry_seconds: float = 0.0) -> optuna.Study:
     """An existing campaign's study, for reading it (status, reports); creates nothing. A database
     that fails is tried again for `retry_seconds` (the campaign's `storage_retry_seconds`), at
