@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from engine_helpers import (
     REPO,
     campaign_command,
@@ -23,11 +24,11 @@ from engine_helpers import (
 from optuna.trial import TrialState
 
 from autoresearch.files import read_json
+from autoresearch.fleet.local import RunnerRecord, kernel_view, runner_alive, runner_record
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
-from autoresearch.fleet.local import runner_alive
 from autoresearch.fleet.other_fleet import other_hosts_runs
 from autoresearch.runner import PID_FILE, STARTED_FILE
-from autoresearch.status import local_runner_state
+from autoresearch.status import RUNNER_GONE, local_runner_state
 
 BUDGET = "campaign.budget.max_experiments=4"
 OTHER_HOST = "login-2"
@@ -51,12 +52,57 @@ def resumed_on_other_host(runs: Path, env: dict[str, str]) -> subprocess.Complet
     )
 
 
+ANOTHER_KERNEL = "0f2c6a53-0000-4000-8000-000000000000/4:4026531836"  # another machine's boot
+
+
 def as_on_another_host(exp: Path) -> int:
     """`exp`'s runner.pid made to name, as another host's would, a pid that is no runner of `exp`
-    here (this test's own): the pid it names. The runner, on this machine, could be seen here."""
-    pid, slot, host = (exp / PID_FILE).read_text().split()
-    (exp / PID_FILE).write_text(f"{os.getpid()} {slot} {host}")
+    here (this test's own) under another machine's kernel view: the pid it names. The runner, on
+    this machine, could be seen here."""
+    pid, slot, host, _ = (exp / PID_FILE).read_text().split()
+    (exp / PID_FILE).write_text(f"{os.getpid()} {slot} {host} {ANOTHER_KERNEL}")
     return os.getpid()
+
+
+def test_runner_pid_names_the_kernel_view_and_old_ones_still_read(tmp_path: Path) -> None:
+    """runner.pid names its host's kernel view; one written before (no view, no host, no slot)
+    reads as before."""
+    started, hold = controller_killed_mid_run(tmp_path)
+    exp = started.parent
+    hold.unlink()
+    pid, slot, host, kernel = (exp / PID_FILE).read_text().split()
+    assert host == socket.gethostname() and kernel == kernel_view() is not None
+    wait_for(lambda: not is_our_runner(int(pid), exp), 60, "the runner's end")
+    for written, read in (
+        (f"{pid} {slot} login-2", RunnerRecord(int(pid), "login-2", None)),
+        (f"{pid} {slot}", RunnerRecord(int(pid), read_json(exp / STARTED_FILE)["node"], None)),
+        (pid, RunnerRecord(int(pid), read_json(exp / STARTED_FILE)["node"], None)),
+    ):
+        (exp / PID_FILE).write_text(written)
+        assert runner_record(exp) == read
+
+
+def test_a_machine_renamed_while_its_runners_died_sees_them_gone(tmp_path: Path, monkeypatch) -> None:
+    """A laptop renamed by its network, or a container made again with another name, whose runners
+    died with its controller: the resume was refused as if another host's runners could still run
+    them, until the user removed their runner.pid by hand, though /proc here showed them gone.
+    Under the kernel view runner.pid names, the run is lost and re-queued, as under the same name."""
+    started, hold = controller_killed_mid_run(tmp_path)
+    exp, runs = started.parent, tmp_path / "runs"
+    trial, runner = int(exp.name), int((exp / PID_FILE).read_text().split()[0])
+    os.killpg(runner, signal.SIGKILL)  # the runner dies without a word, as at a power cut
+    hold.unlink()
+    wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+    old_name = read_json(exp / STARTED_FILE)["node"]
+    with monkeypatch.context() as renamed:
+        renamed.setattr(socket, "gethostname", lambda: OTHER_HOST)
+        assert local_runner_state(exp, old_name, old_name) == RUNNER_GONE
+
+    resumed = resumed_on_other_host(runs, {})
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study = load(runs / "toy")
+    assert study.trials[trial].user_attrs["status"] == "lost"
+    assert [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
 
 
 def test_a_runner_seen_here_is_this_hosts_though_its_host_name_changed(tmp_path: Path, monkeypatch) -> None:
@@ -103,16 +149,20 @@ def test_a_local_campaign_resumed_on_another_host_while_its_runner_runs_is_refus
     collected_once(resumed, exp, run_log)
 
 
-def test_a_run_whose_host_died_is_given_up_by_removing_its_runner_pid(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kernel", [f" {ANOTHER_KERNEL}", ""], ids=["another-kernel", "none-recorded"])
+def test_a_run_whose_host_died_is_given_up_by_removing_its_runner_pid(tmp_path: Path, kernel: str) -> None:
     """A runner whose host is down for good writes no outcome.json, and no other host can see it
     is gone: its run keeps the start refused until the user removes its runner.pid, which the
-    line says; then it is failed as lost and queued again, not waited for for ever."""
+    line says; then it is failed as lost and queued again, not waited for for ever. So is one
+    whose runner.pid names no kernel view, written before they were."""
     started, hold = controller_killed_mid_run(tmp_path)
     exp, runs = started.parent, tmp_path / "runs"
     trial, runner = int(exp.name), int((exp / PID_FILE).read_text().split()[0])
     os.killpg(runner, signal.SIGKILL)  # its host's end: the runner writes nothing more
     hold.unlink()
     wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+    pid, slot, host, _ = (exp / PID_FILE).read_text().split()
+    (exp / PID_FILE).write_text(f"{pid} {slot} {host}{kernel}")  # another machine's, or an old one
     refused = resumed_on_other_host(runs, {})
     said = refused.stdout + refused.stderr
     assert refused.returncode == 2 and f"rm {exp / PID_FILE}" in said, said

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
@@ -123,7 +123,9 @@ class LocalFleet:
             # Written here, not by the runner, so a controller killed right after this line
             # still leaves enough for the next one to find and adopt the runner, on its GPU; and
             # a resume on another host (the folder on a shared file system) to know it cannot.
-            (job.exp_dir / PID_FILE).write_text(f"{proc.pid} {slot} {socket.gethostname()}")
+            # Its kernel view too: this machine can tell its runners are gone whatever its name.
+            record = f"{proc.pid} {slot} {socket.gethostname()} {kernel_view() or ''}".rstrip()
+            (job.exp_dir / PID_FILE).write_text(record)
             self._running[job.trial] = _Running(
                 job, proc.pid, slot, time.monotonic() + self._deadline_s, proc
             )
@@ -140,7 +142,7 @@ class LocalFleet:
     def reattach(self, job: JobSpec, handle: str) -> bool:
         """Adopt a runner a previous controller started, in the slot (GPU) it runs on. One that
         cannot be adopted is given up (abandoned.json): a runner yet to start then does not run it."""
-        pid, slot, _ = _read_pid_file(job.exp_dir / PID_FILE)
+        pid, slot, _, _ = _read_pid_file(job.exp_dir / PID_FILE)
         if handle.startswith("local:"):
             pid = int(handle.split(":", 1)[1])
         if pid is None:  # the controller died between starting the runner and writing runner.pid
@@ -236,29 +238,63 @@ def _read_outcome(run: _Running) -> dict:
     return {"trial": run.job.trial, "status": "lost", "reason": why}
 
 
-def _read_pid_file(path: Path) -> tuple[int | None, int | None, str | None]:
-    """The runner's pid, slot and host from runner.pid ('PID SLOT HOST'; 'PID SLOT' before hosts
-    were recorded, 'PID' alone before slots were); Nones where it is absent or unreadable."""
+class PidFile(NamedTuple):
+    """What runner.pid says: the runner's pid, slot and host, and the kernel view (`kernel_view`)
+    of the controller that started it; None for what it does not say."""
+
+    pid: int | None
+    slot: int | None
+    host: str | None
+    kernel: str | None
+
+
+def _read_pid_file(path: Path) -> PidFile:
+    """runner.pid ('PID SLOT HOST KERNEL_VIEW'; 'PID SLOT HOST' before kernel views were recorded,
+    'PID SLOT' before hosts were, 'PID' alone before slots were); Nones where it is absent or
+    unreadable."""
     try:
         fields = path.read_text().split()
         numbers = [int(f) for f in fields[:2]]
     except (OSError, ValueError):
-        return None, None, None
+        return PidFile(None, None, None, None)
     pid, slot = (numbers + [None, None])[:2]
-    return pid, slot, (fields[2] if len(fields) > 2 else None)
+    host, kernel = (fields[2:4] + [None, None])[:2]
+    return PidFile(pid, slot, host, kernel)
 
 
-def runner_record(exp_dir: Path) -> tuple[int | None, str | None]:
-    """The pid and host of the runner of `exp_dir`, read once from its runner.pid (one written
-    before hosts were recorded: its started.json's node, where it began); (None, None) where there
-    is no runner.pid (ended: the runner removes it)."""
-    pid, _, host = _read_pid_file(exp_dir / PID_FILE)
+def kernel_view() -> str | None:
+    """This process's boot of its kernel and its pid namespace, 'BOOT_ID/DEV:INODE': a runner.pid
+    that names the same one names a pid /proc here shows, or shows gone, whatever the host's name
+    now (a laptop's changes with its network, a container's when it is made again). The
+    namespace's number is reused only once that namespace ended, with all its processes; None
+    where /proc does not say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot}/{namespace.st_dev}:{namespace.st_ino}" if boot else None
+
+
+class RunnerRecord(NamedTuple):
+    """A run's runner as runner.pid names it: `pid` None where there is none (ended: the runner
+    removes it); `host` and `kernel` (`kernel_view`) None where it does not say."""
+
+    pid: int | None
+    host: str | None
+    kernel: str | None
+
+
+def runner_record(exp_dir: Path) -> RunnerRecord:
+    """The runner of `exp_dir`, read once from its runner.pid (one written before hosts were
+    recorded: its started.json's node, where it began)."""
+    pid, _, host, kernel = _read_pid_file(exp_dir / PID_FILE)
     if pid is None:
-        return None, None
+        return RunnerRecord(None, None, None)
     if host is None:
         node = (read_json(exp_dir / STARTED_FILE) or {}).get("node")
         host = str(node) if node else None
-    return pid, host
+    return RunnerRecord(pid, host, kernel)
 
 
 def on_this_host(name: object) -> bool:
@@ -267,13 +303,24 @@ def on_this_host(name: object) -> bool:
     return str(name).split(".")[0] == socket.gethostname().split(".")[0]
 
 
-def runner_elsewhere(exp_dir: Path, pid: int | None, host: str | None) -> str | None:
-    """The other host whose runner of `exp_dir` (`runner_record`'s `pid` and `host`) this host
-    cannot watch; None where that is this host, or where the runner is seen live here: this host,
-    whatever its name now (a laptop's changes with its network: macOS, DHCP)."""
-    if host is None or on_this_host(host):
+def seen_from_here(record: RunnerRecord) -> bool:
+    """Whether /proc here shows whether `record`'s runner runs: its host is this one by name, or
+    by its kernel view, whatever the names say (`kernel_view`)."""
+    return record.host is None or on_this_host(record.host) or on_this_kernel(record)
+
+
+def on_this_kernel(record: RunnerRecord) -> bool:
+    """Whether `record` was written under this process's kernel view (`kernel_view`)."""
+    return record.kernel is not None and record.kernel == kernel_view()
+
+
+def runner_elsewhere(exp_dir: Path, record: RunnerRecord) -> str | None:
+    """The other host whose runner of `exp_dir` (`runner_record`) this host cannot watch; None
+    where it is this host, by name or kernel view (`seen_from_here`), or where the runner is seen
+    live here: this host, whatever its name now (a laptop's changes with its network)."""
+    if seen_from_here(record):
         return None
-    return None if pid is not None and _is_our_runner(pid, exp_dir) else host
+    return None if record.pid is not None and _is_our_runner(record.pid, exp_dir) else record.host
 
 
 def runner_alive(exp_dir: Path) -> bool | None:
@@ -282,10 +329,10 @@ def runner_alive(exp_dir: Path) -> bool | None:
     cannot tell: the runner runs on another host (`runner_elsewhere`), or the kernel has the pid
     but /proc does not show its process (mounted hidepid, another user's process), so it may be
     the runner or a process that reused its pid."""
-    pid, host = runner_record(exp_dir)
-    if pid is None or runner_elsewhere(exp_dir, pid, host) is not None:
+    record = runner_record(exp_dir)
+    if record.pid is None or runner_elsewhere(exp_dir, record) is not None:
         return None
-    return _runner_seen(pid, exp_dir) if alive_here(pid) else False
+    return _runner_seen(record.pid, exp_dir) if alive_here(record.pid) else False
 
 
 def _is_our_runner(pid: int, exp_dir: Path) -> bool:

@@ -62,7 +62,7 @@ def _local_runners_alive(running: list[FrozenTrial], campaign_dir: Path) -> list
     the local fleet writes before it records the handle)."""
     alive = {}
     for number, exp_dir in _local_runs(running, campaign_dir):
-        pid, _ = runner_record(exp_dir)  # (read once: the runner removes it as it ends)
+        pid = runner_record(exp_dir).pid  # (read once: the runner removes it as it ends)
         if pid is not None and runner_alive(exp_dir):
             alive[number] = str(pid)
     if not alive:
@@ -83,9 +83,9 @@ def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[
     for number, exp_dir in _local_runs(trials, campaign_dir):
         if (exp_dir / OUTCOME_FILE).exists():
             continue
-        pid, host = runner_record(exp_dir)
-        if (elsewhere := runner_elsewhere(exp_dir, pid, host)) is not None:
-            away[number] = (str(pid), elsewhere, exp_dir / PID_FILE)
+        record = runner_record(exp_dir)
+        if (elsewhere := runner_elsewhere(exp_dir, record)) is not None:
+            away[number] = (str(record.pid), elsewhere, exp_dir / PID_FILE)
     if not away:
         return []
     said = ", ".join(f"trial {n} (pid {pid} on {host})" for n, (pid, host, _) in away.items())
