@@ -45,7 +45,6 @@ from autoresearch.eta import record_slots
 from autoresearch.files import (
     dead_writers_temporaries,
     finite_number,
-    read_json,
     write_atomic,
     write_failure,
 )
@@ -69,7 +68,7 @@ from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.report_text import headline
 from autoresearch.results import Comparison, compare, write_results
 from autoresearch.resume_changes import setting_changes, tracking_move
-from autoresearch.runner import INFRA_STATUSES, OUTCOME_FILE, started_at
+from autoresearch.runner import INFRA_STATUSES, ended_outcome, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.starting_files import own_harness, train_py_change
 from autoresearch.study import finished, held_storage, open_study, status_of, trials
@@ -398,8 +397,8 @@ class Campaign:
         """Trials a previous controller left RUNNING: re-attach, collect, or fail and re-queue."""
         for t in trials(self.study, TrialState.RUNNING):
             exp_dir = experiment_dir(self.dir, t.number)
-            outcome = read_json(exp_dir / OUTCOME_FILE)
-            # A disk's refusal written while no controller ran is collected here, not by the loop,
+            outcome = ended_outcome(exp_dir, t.number)
+            # A disk's refusal met while no controller ran is collected here, not by the loop,
             # whose look would take it for this controller's and stop it again (`disk_refusal`).
             if outcome is not None and (
                 outcome.get("status") not in INFRA_STATUSES or outcome.get("disk_full")
@@ -416,7 +415,7 @@ class Campaign:
                 log.info("trial %d: re-attached to %s", t.number, handle)
                 continue
             # A runner found ended may have ended since its outcome was read: its result is whole.
-            outcome = read_json(exp_dir / OUTCOME_FILE) or outcome
+            outcome = ended_outcome(exp_dir, t.number) or outcome
             if outcome is not None:
                 self._finish(Finished(t.number, outcome))
                 continue

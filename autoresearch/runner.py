@@ -43,6 +43,9 @@ OUTCOME_FILE = "outcome.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "run.log"
 PID_FILE = "runner.pid"  # the local runner's pid, slot and host, written by the fleet that starts it
+# runner.pid renamed so by a runner whose own files the disk refused (DISK_REFUSED_EXIT): a rename
+# takes no new block, and tells a resume what the exit status told no controller.
+REFUSED_FILE = "runner.refused"
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
 # Room kept in the experiment folder while train.py runs, freed for outcome.json: a train.py that
@@ -702,16 +705,28 @@ def runner_files_refused(exp: Path, trial: int) -> dict[str, Any]:
     }
 
 
+def ended_outcome(exp: Path, trial: int) -> dict[str, Any] | None:
+    """The outcome the runner of `exp` left: its outcome.json, or its disk's refusal of it (a local
+    runner's REFUSED_FILE: `runner_files_refused`); None where it left neither."""
+    if (outcome := read_json(exp / OUTCOME_FILE)) is not None:
+        return outcome
+    return runner_files_refused(exp, trial) if (exp / REFUSED_FILE).exists() else None
+
+
 def run_or_exit_if_disk_refuses(exp_dir: str | Path) -> dict[str, Any]:
     """`run_experiment`, whichever way it was started (this module's `main`, a Slurm array task,
     a worker): where the disk of its folder (full, or a quota) refuses the runner's own files, the
     process ends with DISK_REFUSED_EXIT, the one word of it that reaches its fleet (the local
-    fleet's returncode, sacct's ExitCode), as no outcome can say so."""
+    fleet's returncode, sacct's ExitCode), as no outcome can say so. A local runner also renames
+    its runner.pid REFUSED_FILE, which a full disk allows: a controller that did not start it (a
+    resume, its own stopped) never sees its exit status."""
     try:
         return run_experiment(exp_dir)
     except OSError as err:
         if err.errno not in DISK_FULL:
             raise
+        with contextlib.suppress(OSError):  # (none: a Slurm run's, or its fleet's not yet written)
+            os.replace(Path(exp_dir) / PID_FILE, Path(exp_dir) / REFUSED_FILE)
         with contextlib.suppress(OSError):  # (runner.log, its stderr, is on that disk too)
             said = write_failure(err, Path(exp_dir))
             print(f"the disk refused the runner's own files: {said}", file=sys.stderr, flush=True)

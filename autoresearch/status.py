@@ -58,7 +58,7 @@ from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, known_not_
 from autoresearch.logs import waits_said
 from autoresearch.open_checks import LOG_FILE
 from autoresearch.results import compare, rerun_values, rows
-from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
+from autoresearch.runner import PID_FILE, STARTED_FILE, ended_outcome
 from autoresearch.study import StudyUnavailable, finished, load_study, reading_storage, trials
 
 STATUS_WORDS = {  # how the head names trial statuses; any other shows as it is
@@ -194,7 +194,7 @@ def launch_state(
     if (ended := trial.user_attrs.get("ended_at")) is not None:
         return AWAITING_RERUNS if trial.user_attrs.get("promoted") else AWAITING_COMPARISON, ended
     exp_dir = trial.user_attrs.get("exp_dir")
-    if exp_dir and (outcome := read_json(campaign_dir / exp_dir / OUTCOME_FILE)) is not None:
+    if exp_dir and (outcome := ended_outcome(campaign_dir / exp_dir, trial.number)) is not None:
         ended = outcome.get("ended_at")
         return BEING_COLLECTED if collecting else NOT_COLLECTED, ended if finite_number(ended) else None
     started = read_json(campaign_dir / exp_dir / STARTED_FILE) if exp_dir else None

@@ -71,7 +71,8 @@ from autoresearch.ledger import MEASUREMENT_KINDS
 from autoresearch.proposals import Candidate, Edit, Grid, Wave
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.results import render, row_of, rows
-from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
+from autoresearch.runner import OUTCOME_FILE, PID_FILE, REFUSED_FILE, STARTED_FILE
+from autoresearch.status import NOT_COLLECTED, launch_state
 from autoresearch.temporaries import SWEEP_FILE
 from autoresearch.workspace import experiment_dir
 
@@ -2579,6 +2580,36 @@ def test_a_disk_refusal_met_while_no_controller_ran_is_re_queued_alone_at_the_re
     trial = resumed.ledger.trial(int(exp.name))
     assert trial.user_attrs["status"] == "lost" and trial.user_attrs["reason"].startswith(
         f"lost: {refusal}; re-q"
+    )
+    (retry,) = resumed.ledger.queued_for("retry_of", trial.number)
+    assert retry.user_attrs["retries"] == 0
+
+
+def test_a_runner_whose_files_the_disk_refused_while_no_controller_ran_is_lost_to_the_disk(
+    tmp_path: Path,
+) -> None:
+    """A local runner whose started.json or outcome.json a full disk refused ends with
+    DISK_REFUSED_EXIT, which only the controller that started it sees: at a resume, its runner
+    was gone without an outcome, 'job lost', a retry of its change spent on a full disk. The
+    runner's runner.pid, renamed runner.refused (`runner.run_or_exit_if_disk_refuses`), makes it
+    lost to the disk: re-queued free, as a refusal found at a resume is."""
+    started, hold = controller_killed_mid_run(tmp_path)
+    exp = started.parent
+    runner = int((exp / PID_FILE).read_text().split()[0])
+    os.killpg(runner, signal.SIGKILL)  # it ends as the runner whose outcome.json the disk refused:
+    hold.unlink()
+    wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+    (exp / PID_FILE).rename(exp / REFUSED_FILE)  # no outcome, its runner.pid renamed
+    study = load(tmp_path / "runs" / "toy")
+    assert launch_state(study.trials[int(exp.name)], tmp_path / "runs" / "toy")[0] == NOT_COLLECTED
+    resumed = scripted_campaign(
+        tmp_path / "runs", [], "campaign.budget.max_experiments=4", "cluster.partitions.local.slots=1"
+    )
+    resumed.run()
+    trial = resumed.ledger.trial(int(exp.name))
+    assert trial.user_attrs["status"] == "lost", trial.user_attrs
+    assert trial.user_attrs["reason"].startswith(
+        f"lost: the disk of its folder {exp} refused the runner's own"
     )
     (retry,) = resumed.ledger.queued_for("retry_of", trial.number)
     assert retry.user_attrs["retries"] == 0

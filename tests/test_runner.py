@@ -636,6 +636,34 @@ print(json.dumps(done[0].outcome))
 """
 
 
+# As BY_THE_FLEET_ON_A_FULL_DISK, but the controller stops as the runner runs (the fleet forgets
+# it) and the runner ends unwatched; prints what a resume reads of it, and the files it left.
+UNWATCHED_ON_A_FULL_DISK = (
+    BY_THE_FLEET_ON_A_FULL_DISK.split("while not")[0]
+    + """
+pid = int((disk / exp.name / "runner.pid").read_text().split()[0])
+fleet.shutdown(cancel=False)
+os.waitpid(pid, 0)
+from autoresearch.runner import ended_outcome
+left = sorted(p.name for p in (disk / exp.name).glob("runner.*"))
+print(json.dumps({"outcome": ended_outcome(disk / exp.name, 7), "left": left}))
+"""
+)
+
+
+def on_a_full_disk(tmp_path: Path, script: str, room: int) -> dict:
+    """What `script` (BY_THE_FLEET_ON_A_FULL_DISK's arguments) prints, as JSON, run in a mount
+    namespace of its own on an experiment of one step with `room` bytes left on its disk."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespace for an unprivileged user here (unshare -rm)")
+    exp = make_experiment(tmp_path, "print('step 1')\n")
+    (tmp_path / "disk").mkdir()
+    command = [sys.executable, "-c", script, str(tmp_path / "disk"), str(exp), str(room)]
+    done = subprocess.run(["unshare", "-rm", *command], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 # Room for runner.pid (the fleet's, one 4 KiB page of tmpfs) and none for started.json; or room
 # for started.json too, and none for the reserve nor outcome.json.
 @pytest.mark.parametrize("room", [4096, 8192], ids=["started.json refused", "outcome.json refused"])
@@ -645,17 +673,22 @@ def test_a_runner_whose_own_files_a_full_disk_refuses_is_lost_to_the_disk(tmp_pa
     retry of the change, 'runner ended without an outcome', and dropped it once max_retries were
     used. The runner now ends with DISK_REFUSED_EXIT, which the local fleet makes a run lost to
     the disk (`disk_full`): re-queued free, the campaign stopped until there is room."""
-    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
-        pytest.skip("no mount namespace for an unprivileged user here (unshare -rm)")
-    exp = make_experiment(tmp_path, "print('step 1')\n")
-    (tmp_path / "disk").mkdir()
-    script = [sys.executable, "-c", BY_THE_FLEET_ON_A_FULL_DISK, str(tmp_path / "disk"), str(exp), str(room)]
-    done = subprocess.run(["unshare", "-rm", *script], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    outcome = json.loads(done.stdout)
+    outcome = on_a_full_disk(tmp_path, BY_THE_FLEET_ON_A_FULL_DISK, room)
     assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["free_bytes"] == 0, outcome
     assert outcome["runner_files"], outcome  # (never its change's doing: `campaign.free_disk_refusal`)
     assert outcome["reason"].startswith(f"the disk of its folder {tmp_path / 'disk' / 'exp'} refused"), (
         outcome
     )
     assert outcome["reason"].endswith("(0 KiB free in its folder)"), outcome
+
+
+@pytest.mark.parametrize("room", [4096, 8192], ids=["started.json refused", "outcome.json refused"])
+def test_a_runner_refused_by_a_full_disk_leaves_it_said_for_a_resume(tmp_path: Path, room: int) -> None:
+    """A runner whose own files the full disk refused said so by its exit status alone, which no
+    controller saw where its own had stopped: a resume found it gone without an outcome and spent
+    a retry. It renames its runner.pid runner.refused, which a full disk allows (a 1 MiB tmpfs
+    here), and a resume reads it as lost to the disk (`ended_outcome`)."""
+    said = on_a_full_disk(tmp_path, UNWATCHED_ON_A_FULL_DISK, room)
+    assert said["left"] == ["runner.log", "runner.refused"], said
+    outcome = said["outcome"]
+    assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["runner_files"], outcome

@@ -26,9 +26,9 @@ from autoresearch.fleet.leftovers import Leftovers
 from autoresearch.runner import (
     ABANDONED_FILE,
     DISK_REFUSED_EXIT,
-    OUTCOME_FILE,
     PID_FILE,
     STARTED_FILE,
+    ended_outcome,
     runner_files_refused,
     scrubbed_environment,
     started_at,
@@ -229,8 +229,10 @@ def _alive_unreaped(proc: subprocess.Popen[bytes]) -> bool:
 
 def _read_outcome(run: _Running) -> dict:
     """The runner's outcome, or the fleet's account of why there is none: a runner whose files
-    the disk refused says so by its exit status (only one this controller started is seen to end)."""
-    if (outcome := read_json(run.job.exp_dir / OUTCOME_FILE)) is not None:
+    the disk refused says so by its runner.refused (`ended_outcome`), and its exit status (only
+    one this controller started is seen to end; one that ended before its runner.pid was written
+    has none to rename)."""
+    if (outcome := ended_outcome(run.job.exp_dir, run.job.trial)) is not None:
         return outcome
     if run.proc is not None and run.proc.returncode == DISK_REFUSED_EXIT:
         return runner_files_refused(run.job.exp_dir, run.job.trial)
