@@ -308,13 +308,16 @@ def test_a_controller_job_stopped_by_its_time_limit_says_so(tmp_path: Path, slur
     assert "done (stopped by its Slurm job's time limit)" in (campaign / "controller.log").read_text()
 
 
-def _passed_on(script: str, before: str, during: str, at: int) -> tuple[list[str], int]:
+def _passed_on(
+    script: str, before: str, during: str, at: int, played: str = "USR2", after: str = ""
+) -> tuple[list[str], int, bool]:
     """The signals the script's traps pass on to the controller for the stops `before` (traps run
-    before the controller says it is ready) and `during` (run just before the `at`-th command the
-    USR2 trap runs, by which it says so, its functions' commands counted: 0 for none), and how
-    many commands that trap ran. bash runs a trap between any two commands of another, so the
-    interleaving is played here command by command (a DEBUG trap), with `kill` noted rather than
-    sent (a process may hear two INTs sent at once as one)."""
+    before the one `played`: by default USR2's, by which the controller says it is ready), `during`
+    (run just before the `at`-th command the `played` trap runs, its functions' commands counted: 0
+    for none) and `after`; how many commands the `played` trap ran; and whether the job would be
+    requeued. bash runs a trap between any two commands of another, so the interleaving is played
+    here command by command (a DEBUG trap), with `kill` noted rather than sent (a process may hear
+    two INTs sent at once as one)."""
     block = script[script.index('controller=""') : script.index("(trap '' TERM")]
     harness = f"""
 {block}
@@ -323,17 +326,20 @@ body() {{ local t; t=$(trap -p "$1"); t=${{t#"trap -- '"}}; echo "${{t%"' SIG$1"
 stops() {{ for signal in "$@"; do eval "$(body "$signal")"; done; }}
 controller=123
 stops {before}
-usr2=$(body USR2)
+played=$(body {played})
 n=0
 set -T  # (the DEBUG trap runs in functions too)
 trap '[ "$((++n))" -ne {at} ] || stops {during}' DEBUG
-eval "$usr2"
+eval "$played"
 trap - DEBUG
-echo "ran $((n - 1))"
+ran=$((n - 1))
+stops {after}
+if requeue_wanted; then echo "requeued"; fi
+echo "ran $ran"
 """
     out = subprocess.run(["bash", "-c", harness], capture_output=True, text=True, check=True).stdout
     ran = int(out.splitlines()[-1].split()[1])  # (`eval` its first, less the DEBUG trap's count of `trap -`)
-    return [line for line in out.splitlines() if line.startswith("-")], ran
+    return [line for line in out.splitlines() if line.startswith("-")], ran, "requeued" in out.splitlines()
 
 
 @pytest.mark.parametrize(
@@ -359,7 +365,30 @@ def test_a_stop_as_the_controller_says_it_is_ready_is_passed_on_once(
     held) was passed on too, an INT beside the USR1. Stops held until the controller says it is
     ready, and any that land while it says so, are passed on as one, the first one's kind, wherever
     in the USR2 trap a stop lands."""
-    _, ran = _passed_on(SCRIPT.read_text(), before, during, at=0)
+    _, ran, _ = _passed_on(SCRIPT.read_text(), before, during, at=0)
     assert ran >= 2
     landed = {at: _passed_on(SCRIPT.read_text(), before, during, at)[0] for at in range(1, ran + 1)}
     assert landed == dict.fromkeys(landed, passed)
+
+
+@pytest.mark.parametrize("ready", [True, False], ids=["controller-ready", "controller-starting"])
+@pytest.mark.parametrize(("first", "then", "requeued"), [("TERM", "USR1", False), ("USR1", "TERM", True)])
+def test_a_stop_landing_inside_the_first_stops_trap_leaves_the_first_one_deciding_the_requeue(
+    ready: bool, first: str, then: str, requeued: bool
+) -> None:
+    """The TERM trap looked at the time limit's flag, then set its own, `cancelled`, in two
+    commands: the time limit's USR1 landing between the two set its flag too, and a controller a
+    person had cancelled was requeued. The first stop now decides in one command, wherever in its
+    trap the next lands: a TERM first ends the job, a USR1 first requeues it; each stop is passed
+    on once to a controller that hears them, and those held for one starting, once, as the first."""
+    before, after = ("USR2", "") if ready else ("", "USR2")
+    script = SCRIPT.read_text()
+    _, ran, _ = _passed_on(script, before, then, at=0, played=first, after=after)
+    assert ran >= 2
+    # (from 3: at 1, the `eval`, and 2, before the trap's first command, `then` comes first)
+    landed = {at: _passed_on(script, before, then, at, first, after) for at in range(3, ran + 1)}
+    kinds = {"TERM": "-INT 123", "USR1": "-USR1 123"}
+    passed = sorted(kinds.values()) if ready else [kinds[first]]
+    assert {at: (sorted(p), r) for at, (p, _, r) in landed.items()} == dict.fromkeys(
+        landed, (passed, requeued)
+    )
