@@ -2860,3 +2860,25 @@ def test_a_worker_whose_disk_refuses_the_runners_own_files_ends_cleanly_and_its_
     (worker,) = fleet.queues["h100"].submitted_workers()  # (the one sent, gone from the alive ones)
     assert [(f.trial, f.outcome) for f in finished] == [(1, _disk_refusal(exp, worker))]
     assert _sacct({worker}, "JobID,State,ExitCode") == [[worker, "FAILED", "73:0"]]
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("mode", ["array", "workers"])
+def test_a_disk_refusal_while_sacct_fails_is_read_in_slurmctlds_exit_code(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """With sacct failing (slurmdbd down), the exit status that tells a disk's refusal of the
+    runner's own files (DISK_REFUSED_EXIT) was unknown: the FAILED job squeue showed was taken for
+    one that failed before its runner began, and the controller's abandoned.json, refused by the
+    same disk, stopped the campaign with an OSError. slurmctld holds an ended job for MinJobAge,
+    and its ExitCode (scontrol show job) says it: lost to the disk, as when sacct answers."""
+    for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS"):  # every poll asks and judges
+        monkeypatch.setattr(slurm_fleet, knob, 0.0)
+    failing = "echo 'sacct: error: Problem talking to the database: Connection refused' >&2; exit 1"
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sacct=failing)}:{os.environ['PATH']}")
+    cluster = compose_toy(tmp_path, SLURM, f"cluster.partitions.h100.mode={mode}").cluster
+    fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+    exp, handle, finished = _on_a_full_disk(tmp_path, fleet)
+    job = handle.rpartition(":")[2] if mode == "array" else fleet.queues["h100"].submitted_workers()[0]
+    assert [(f.trial, f.outcome) for f in finished] == [(1, _disk_refusal(exp, job))]
+    assert fleet._states_from == "squeue"  # (judged on slurmctld's word alone)

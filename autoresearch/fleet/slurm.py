@@ -69,6 +69,7 @@ from autoresearch.fleet.slurm_states import (
     max_array_size,
     outcome_for_state,
     pending_reasons,
+    queue_exit_status,
     queue_states,
     queue_suspended_s,
 )
@@ -603,12 +604,27 @@ class SlurmFleet:
         t.over_since = t.over_since or now
         if over["status"] != "lost" and now - t.over_since < SETTLE_SECONDS:
             return None  # the result may still be on its way through the shared file system
-        if state.startswith("FAILED") and self._refused_by_disk(slurm_id, attempt, attempts):
-            # (not abandoned: that file too would be refused; a FAILED job is not run again)
+        if state.startswith("FAILED"):
+            return self._judge_failed(t, slurm_id, attempt == len(attempts) - 1, over)
+        return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
+
+    def _judge_failed(
+        self, t: _Tracked, slurm_id: str, latest_attempt: bool, over: dict[str, Any]
+    ) -> Finished | None:
+        """A job FAILED without a result. Lost to the disk where its latest attempt ended with the
+        runner's word that the disk of its folder refused its own files (DISK_REFUSED_EXIT), as on
+        the local fleet, not a crash of its change nor a retry spent (not abandoned: that file too
+        would be refused; a FAILED job is not run again). Lost where it failed before its runner
+        began; else its change's crash. While sacct fails, the exit status is slurmctld's, and
+        where it no longer holds the job (or is down) the judgement waits for sacct."""
+        exit_status = self._exit_status_of(slurm_id)
+        if exit_status is None and self._states_from != "sacct":
+            return None
+        if latest_attempt and exit_status == DISK_REFUSED_EXIT:
             return self._done(
                 t, {**runner_files_refused(t.job.exp_dir, t.job.trial), "slurm_job_id": slurm_id}
             )
-        if state.startswith("FAILED") and not (t.job.exp_dir / STARTED_FILE).exists():
+        if not (t.job.exp_dir / STARTED_FILE).exists():
             over = self._failed_before_the_runner(t, slurm_id)
         return self._done(t, {**over, "slurm_job_id": slurm_id}, abandon=True)
 
@@ -624,11 +640,14 @@ class SlurmFleet:
         t.stale_since = t.stale_since or now
         return RESTARTED if now - t.stale_since >= UNKNOWN_SECONDS else ""
 
-    def _refused_by_disk(self, slurm_id: str, attempt: int, attempts: list[str]) -> bool:
-        """Whether the judged attempt, the job's latest, ended with the runner's word that the disk
-        of its folder refused its own files (DISK_REFUSED_EXIT, in sacct's ExitCode): lost to the
-        disk, as on the local fleet, not a crash of its change nor a retry spent."""
-        return attempt == len(attempts) - 1 and self._exit_status.get(slurm_id) == DISK_REFUSED_EXIT
+    def _exit_status_of(self, slurm_id: str) -> int | None:
+        """The exit status of a job's latest attempt, where the runner says its disk refused its own
+        files (DISK_REFUSED_EXIT): sacct's ExitCode; while sacct fails, slurmctld's, which holds an
+        ended job for MinJobAge (the states then are squeue's, and an earlier sacct answer's
+        status, a running job's 0, is no longer the job's)."""
+        if self._states_from == "sacct":
+            return self._exit_status.get(slurm_id)
+        return queue_exit_status(slurm_id)
 
     def _failed_before_the_runner(self, t: _Tracked, slurm_id: str) -> dict[str, Any]:
         """A job that failed before its runner began: the experiment never ran, so it is no crash

@@ -438,6 +438,15 @@ def queue_states(job_ids: set[str]) -> dict[str, list[str]] | None:
     return None if out is None else parse_squeue(out)
 
 
+def queue_exit_status(job_id: str) -> int | None:
+    """slurmctld's word on a job's latest exit status (`scontrol show job`'s ExitCode), for when
+    sacct cannot answer: it holds a job for MinJobAge after its end. None when it no longer
+    holds the job, or cannot be asked."""
+    out = query(["scontrol", "-o", "show", "job", job_id]) or ""
+    found = re.search(r"(?:^|\s)ExitCode=(\S+)", out.partition("\n")[0])
+    return _exit_status(found.group(1)) if found else None
+
+
 def queue_suspended_s(job_ids: set[str], now: float) -> dict[str, float]:
     """How long each running (or suspended) job of these has stood suspended in all, in seconds,
     by slurmctld's word (squeue) for when sacct cannot count it: its start to `now` less the time
