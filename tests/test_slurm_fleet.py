@@ -2882,3 +2882,44 @@ def test_a_disk_refusal_while_sacct_fails_is_read_in_slurmctlds_exit_code(
     job = handle.rpartition(":")[2] if mode == "array" else fleet.queues["h100"].submitted_workers()[0]
     assert [(f.trial, f.outcome) for f in finished] == [(1, _disk_refusal(exp, job))]
     assert fleet._states_from == "squeue"  # (judged on slurmctld's word alone)
+
+
+@pytest.mark.slurm
+def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_waited_on_for_ever(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker job that fails before its worker begins (here a setup line ends it, as a node
+    that lacks the controller's interpreter would) claims nothing, and each one sent in its place
+    failed alike: the fleet sent a new worker at every poll, for ever, and the queued experiments
+    waited unclaimed. It now counts as sbatch's refusal of the worker: with none left, the queued
+    experiments are lost (re-queued), said once, as an array task that fails so."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    cluster = compose_toy(
+        tmp_path,
+        SLURM,
+        "cluster.partitions.h100.mode=workers",
+        "cluster.partitions.h100.slots=1",
+        "+cluster.partitions.h100.setup=[exit 127]",
+    ).cluster
+    fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+    finished: list[Finished] = []
+    try:
+        fleet.submit(
+            [JobSpec(i, make_experiment(tmp_path, "", name=f"e{i}", trial=i), "h100") for i in (1, 2)]
+        )
+        wait_for(lambda: finished.extend(fleet.poll()) or len(finished) == 2, 60, "the queue to be lost")
+        for _ in range(3):
+            assert fleet.poll() == []
+    finally:
+        fleet.shutdown(cancel=True)
+    (worker,) = fleet.queues["h100"].submitted_workers()  # one sent, not one per poll
+    reason = (
+        f"Slurm worker job {worker} FAILED before its worker started: the job could not start it "
+        f"(its log: submitit/{worker}/)"
+    )
+    assert sorted((f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished) == [
+        (1, "lost", reason),
+        (2, "lost", reason),
+    ]
+    assert fleet.queues["h100"].ready_count() == 0
+    assert sum(f"partition h100: {reason} (workers)" in r.getMessage() for r in caplog.records) == 1

@@ -411,7 +411,12 @@ class SlurmFleet:
             queue.open()
             self._opened.add(pool)
         alive = [w for w in self._workers[pool] if self._may_run(w, states.get(w, []))]
+        unstarted = [
+            w for w in self._workers[pool] if w not in alive and self._failed_to_start(queue, w, states)
+        ]
         self._workers[pool] = alive
+        if unstarted:
+            self._workers_failed_to_start(pool, unstarted[0])
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
         missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle, self._max_array)
@@ -440,6 +445,26 @@ class SlurmFleet:
         self._workers[pool] = alive + ids
         log.info("started %d worker(s) on partition %s", len(ids), pool)
 
+    def _failed_to_start(self, queue: WorkerQueue, worker: str, states: dict[str, list[str]]) -> bool:
+        """Whether a worker job ended FAILED before its worker began (it never registered): an
+        interpreter the node lacks, a setup line that ends the job, a time limit no experiment fits."""
+        return latest(states.get(worker, [])).startswith("FAILED") and not queue.registered(worker)
+
+    def _workers_failed_to_start(self, pool: str, worker: str) -> None:
+        """A worker job failed before its worker began, and every worker sent in its place would
+        too: sent again at each poll, one after another for ever, while the queued experiments
+        waited. It counts as sbatch's refusal of it (`_workers_refused`): with workers alive, the
+        queue waits for them and more are tried again, backing off; with none, the queued
+        experiments are lost (re-queued, a retry each, as an array task that fails so)."""
+        reason = (
+            f"Slurm worker job {worker} FAILED before its worker started: the job could not start it "
+            f"(its log: {self.cluster.submitit_dir}/{worker}/)"
+        )
+        if self._workers[pool]:
+            self._refusals[pool].failed(reason)
+        else:
+            self._lose_queued(pool, reason)
+
     def _workers_refused(self, pool: str, err: Exception) -> None:
         """sbatch would not start workers. While some are alive they take the queued experiments
         and sbatch is tried again, backing off; with none, what waits for one is lost (re-queued),
@@ -453,14 +478,17 @@ class SlurmFleet:
         elif self._workers[pool]:
             self._refusals[pool].failed(reason)
         else:
-            log.warning("partition %s: %s (workers)", pool, reason)
-            queue = self.queues[pool]
-            waiting = [
-                t for t in self._tracked.values() if t.job.pool == pool and queue.is_queued(t.job.trial)
-            ]
-            self._refused += [
-                self._done(t, {"trial": t.job.trial, "status": "lost", "reason": reason}) for t in waiting
-            ]
+            self._lose_queued(pool, reason)
+
+    def _lose_queued(self, pool: str, reason: str) -> None:
+        """No worker lives to take the pool's queued experiments, and none can be sent: each is
+        lost (re-queued), reported at the next poll."""
+        log.warning("partition %s: %s (workers)", pool, reason)
+        queue = self.queues[pool]
+        waiting = [t for t in self._tracked.values() if t.job.pool == pool and queue.is_queued(t.job.trial)]
+        self._refused += [
+            self._done(t, {"trial": t.job.trial, "status": "lost", "reason": reason}) for t in waiting
+        ]
 
     def _may_run(self, job_id: str, attempts: list[str]) -> bool:
         """Whether a job is queued or running. One with no record may be (a job sent since the

@@ -86,6 +86,10 @@ class WorkerQueue:
         """Called by a worker when it starts."""
         (self.path / "workers" / worker).write_text(str(time.time()))
 
+    def registered(self, worker: str) -> bool:
+        """Whether the worker began (`register`): a job that failed before did not."""
+        return (self.path / "workers" / worker).exists()
+
     def record_submitted(self, workers: list[str]) -> None:
         """Called by the controller: a resumed controller knows the workers still in Slurm's queue."""
         for worker in workers:
