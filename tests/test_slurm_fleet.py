@@ -2312,7 +2312,7 @@ def test_a_job_gone_from_squeue_while_sacct_fails_waits_for_sacct_to_say_how_it_
 ) -> None:
     """A job that ended without a result and left squeue (MinJobAge) while sacct failed was lost
     and re-queued after UNKNOWN_SECONDS, though it had finished. It now waits for sacct, which
-    says how it ended (here COMPLETED without a result: a crash, not a lost run)."""
+    says how it ended (here COMPLETED without a result, lost for that, not for Slurm having no record)."""
     down, ended = _ended_job_and_sacct_failing_while(tmp_path, monkeypatch)
     fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=60, campaign_dir=str(tmp_path))
     assert fleet.reattach(
@@ -2326,7 +2326,7 @@ def test_a_job_gone_from_squeue_while_sacct_fails_waits_for_sacct_to_say_how_it_
     finished: list[Finished] = []
     wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "sacct to say how the job ended")
     assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
-        (1, "crash", "Slurm COMPLETED without a result")
+        (1, "lost", slurm_states.COMPLETED_WITHOUT_A_RESULT)
     ]
 
 
@@ -2780,7 +2780,7 @@ def test_a_worker_gone_from_squeue_while_sacct_fails_is_replaced_and_its_experim
     finally:
         fleet.shutdown(cancel=True)
     assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
-        (1, "crash", "Slurm COMPLETED without a result")
+        (1, "lost", slurm_states.COMPLETED_WITHOUT_A_RESULT)
     ]
 
 
@@ -2923,3 +2923,31 @@ def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_wait
     ]
     assert fleet.queues["h100"].ready_count() == 0
     assert sum(f"partition h100: {reason} (workers)" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.slurm
+def test_a_job_completed_without_a_result_is_lost_not_its_changes_crash(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job COMPLETED whose runner began and wrote no outcome.json (the record of a runaway job,
+    which `sacctmgr show runawayjobs` sets COMPLETED) was its change's crash, though the runner
+    writes one at every end of train.py, crashes included, and ends FAILED where it cannot: no end
+    of the change leaves a COMPLETED job without one. It is now lost (re-queued, a retry)."""
+    for knob in ("STATE_POLL_SECONDS", "SETTLE_SECONDS"):  # every poll asks and judges
+        monkeypatch.setattr(slurm_fleet, knob, 0.0)
+    sbatch = ["sbatch", "--parsable", "-p", "h100", "-o", "/dev/null", "--wrap", "true"]
+    job = subprocess.run(sbatch, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    exp = make_experiment(tmp_path, "", name="e1", trial=1)
+    (exp / "started.json").write_text(json.dumps({"slurm_job_id": job, "started_at": time.time()}))
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=600, campaign_dir=str(tmp_path))
+    assert fleet.reattach(JobSpec(1, exp, "h100"), f"slurm:h100:{job}")
+    finished: list[Finished] = []
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the job to be judged")
+    reason = (
+        "Slurm COMPLETED without a result, which the runner writes at every end of train.py: its "
+        "job's record was closed without the runner's end (a runaway job's, by sacctmgr)"
+    )
+    assert [(f.trial, f.outcome) for f in finished] == [
+        (1, {"trial": 1, "status": "lost", "reason": reason, "slurm_job_id": job})
+    ]
+    assert (exp / "abandoned.json").exists()  # (Slurm runs it no more)

@@ -56,6 +56,7 @@ from autoresearch.fleet.slurm_outage import (
 )
 from autoresearch.fleet.slurm_states import (
     CLOSED,
+    COMPLETED,
     HELD,
     NEVER_STARTS,
     RESTARTED,
@@ -622,7 +623,7 @@ class SlurmFleet:
                 return self._done(
                     t, {**outcome, "status": "timeout", "reason": self._time_limit_reason(t, outcome)}
                 )
-            if over["status"] == "crash":  # Slurm saw an ordinary end
+            if over["status"] == "crash" or state.startswith(COMPLETED):  # Slurm saw an ordinary end
                 return self._done(t, outcome)
             reason = f"{over['reason']}: {outcome.get('reason', '')}".rstrip(": ")
             return self._done(t, {**outcome, **over, "reason": reason})

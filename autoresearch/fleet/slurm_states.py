@@ -33,7 +33,16 @@ RESTARTED = "RESTARTED"
 # memory causes) costs a retry. Not over until the end is written; one never written (lost
 # with slurmctld: a runaway job) is RESTARTED.
 STALE = "STALE"
-EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash", "COMPLETED": "crash"}
+EXPERIMENT_STATES = {"OUT_OF_MEMORY": "crash", "TIMEOUT": "timeout", "FAILED": "crash"}
+# An ordinary end (exit status 0) with no outcome.json: the runner writes one at every end of
+# train.py, crashes included, and ends FAILED where it cannot, so no end of the change leaves this.
+# Its record was closed without the runner's end: a runaway job's (lost with slurmctld), which
+# `sacctmgr show runawayjobs` sets COMPLETED. Lost, a retry, not the change's crash.
+COMPLETED = "COMPLETED"
+COMPLETED_WITHOUT_A_RESULT = (
+    "Slurm COMPLETED without a result, which the runner writes at every end of train.py: its job's "
+    "record was closed without the runner's end (a runaway job's, by sacctmgr)"
+)
 CANCELLED = "CANCELLED"
 # Taken off its node from outside, by a job of higher priority or a person's `scontrol requeue`:
 # nothing wrong with the run nor the node, so re-running it costs none of the experiment's retries
@@ -79,6 +88,8 @@ def outcome_for_state(state: str, trial: int) -> dict[str, Any] | None:
         return {**lost, "taken_off": TAKEN_OFF[base]} if base in TAKEN_OFF else lost
     if base.startswith(CANCELLED):
         return {"trial": trial, "status": "cancelled", "reason": f"Slurm {state}"}
+    if base == COMPLETED:
+        return {"trial": trial, "status": "lost", "reason": COMPLETED_WITHOUT_A_RESULT}
     if base in EXPERIMENT_STATES:
         return {"trial": trial, "status": EXPERIMENT_STATES[base], "reason": f"Slurm {base} without a result"}
     return None
