@@ -102,7 +102,7 @@ class ClusterConfig:
     kind: str = "local"  # local | slurm
     partitions: dict[str, PartitionConfig] = field(default_factory=dict)
     tiers: dict[str, str] = field(default_factory=lambda: {"screen": "local", "validate": "local"})
-    devices: str = "auto"  # local: "auto" (one slot per visible GPU, else CPU slots), or "cpu"
+    devices: str = "auto"  # local: "auto" (a slot per visible GPU or MIG instance, else CPU slots) or "cpu"
     cpu_slots: int = 2  # local slots when there is no GPU
     threads_per_slot: int = 0  # local CPU slots: torch threads each (0 = cores / slots)
     grace_seconds: float = 120.0  # deadline = 2 x time budget + grace

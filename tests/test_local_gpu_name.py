@@ -1,49 +1,68 @@
-"""A local fleet names the model of the GPUs this process may use (`factory.gpu_name`).
+"""A local fleet's slots and the model its results name (`fleet.gpus`): the GPUs this process may
+use, and on a GPU in MIG mode each of its instances, named by the GPU and the slice's profile.
 
-The machine the tests run on has no GPU: the one stand-in is an `nvidia-smi` script first on PATH
-that prints what the real one prints for a machine of two models."""
+The machine the tests run on has no GPU, let alone MIG: the one stand-in is an `nvidia-smi` script
+first on PATH that prints what the real `nvidia-smi -L` prints (the MIG lines as drivers from R470
+on print them), so all the code that reads it runs as on a GPU machine."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 import pytest
-from engine_helpers import make_fleet
+from engine_helpers import ENV_DUMP, make_experiment, make_fleet, wait_for
 
 from autoresearch.config import ClusterConfig, PartitionConfig
+from autoresearch.fleet.base import Fleet, JobSpec
+from autoresearch.fleet.factory import plan_fleet
 
 A100 = "NVIDIA A100-SXM4-80GB"
 H100 = "NVIDIA H100 80GB HBM3"
-GPUS = [  # index, uuid, name: as `nvidia-smi --query-gpu=index,uuid,name --format=csv,noheader`
+GPUS = [  # index, uuid, name
     ("0", "GPU-1b2c3d4e-0000-1111-2222-333344445555", A100),
     ("1", "GPU-8f2c9a01-6666-7777-8888-99990000aaaa", H100),
 ]
+MIG_A100 = "NVIDIA A100-SXM4-40GB"
+MIG_A100_UUID = "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"
+SLICES = [f"MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3{i}" for i in range(7)]  # seven 1g.5gb instances
+SLICE = f"{MIG_A100} MIG 1g.5gb"  # as torch.cuda.get_device_name names one
+
+
+def stand_in_nvidia_smi(folder: Path, monkeypatch: pytest.MonkeyPatch, listing: list[str]) -> None:
+    """An `nvidia-smi` first on PATH whose `-L` prints `listing`, a line each."""
+    lines = " ".join(repr(line) for line in listing)
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncase \"$1\" in\n  -L) printf '%s\\n' {lines};;\n  *) exit 2;;\nesac\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
 
 
 @pytest.fixture
 def mixed_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An A100 listed first and an H100, as nvidia-smi lists them for each query this code makes."""
-    lines = {
-        "index": [index for index, _, _ in GPUS],
-        "name": [name for _, _, name in GPUS],
-        "index,uuid,name": [", ".join(gpu) for gpu in GPUS],
-    }
-    cases = "".join(
-        f"  --query-gpu={q}) printf '%s\\n' {' '.join(repr(x) for x in out)};;\n" for q, out in lines.items()
-    )
-    script = tmp_path / "nvidia-smi"
-    script.write_text(f'#!/bin/sh\ncase "$1" in\n{cases}  *) exit 2;;\nesac\n')
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    """An A100 listed first and an H100."""
+    stand_in_nvidia_smi(tmp_path, monkeypatch, [f"GPU {i}: {name} (UUID: {uuid})" for i, uuid, name in GPUS])
+
+
+@pytest.fixture
+def mig_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One A100 in MIG mode, split in seven 1g.5gb instances."""
+    instances = [f"  MIG 1g.5gb      Device  {i}: (UUID: {uuid})" for i, uuid in enumerate(SLICES)]
+    stand_in_nvidia_smi(tmp_path, monkeypatch, [f"GPU 0: {MIG_A100} (UUID: {MIG_A100_UUID})", *instances])
+
+
+def local_cluster() -> ClusterConfig:
+    return ClusterConfig(partitions={"local": PartitionConfig(gpu_type="auto", slots=0)})  # a slot per device
+
+
+def local_fleet() -> Fleet:
+    return make_fleet(local_cluster(), deadline_s=60, campaign_dir="")
 
 
 def local_gpu_type() -> str:
-    fleet = make_fleet(
-        ClusterConfig(partitions={"local": PartitionConfig(gpu_type="auto")}), deadline_s=60, campaign_dir=""
-    )
-    return fleet.pools["local"].gpu_type
+    return local_fleet().pools["local"].gpu_type
 
 
 @pytest.mark.parametrize("visible", ["1", GPUS[1][1], GPUS[1][1][:12]], ids=["index", "uuid", "uuid-start"])
@@ -76,3 +95,51 @@ def test_gpus_of_one_model_are_named_without_a_warning(
     with caplog.at_level(logging.WARNING, logger="autoresearch"):
         assert local_gpu_type() == A100
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.usefixtures("mig_machine")
+def test_each_mig_instance_is_a_slot_given_by_its_uuid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An A100 split in seven: the fleet counted nvidia-smi's one GPU, gave its one slot
+    CUDA_VISIBLE_DEVICES=0, where CUDA uses one instance, six idle, and named the runs' hardware
+    the whole A100's, so a resume on a whole A100 compared its runs with the slices'."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fleet = local_fleet()
+    (pool,) = fleet.pools.values()
+    assert (pool.slots, pool.gpu_type) == (7, SLICE)
+    jobs = [
+        JobSpec(i, make_experiment(tmp_path, ENV_DUMP, deadline=60, name=f"e{i}", trial=i), pool.name)
+        for i in range(7)
+    ]
+    fleet.submit(jobs)
+    finished: list = []
+    wait_for(lambda: finished.extend(fleet.poll()) or len(finished) >= 7, 120, "seven local jobs", every=0.05)
+    assert {f.outcome["status"] for f in finished} == {"ok"}
+    devices = [json.loads((j.exp_dir / "env.json").read_text())["CUDA_VISIBLE_DEVICES"] for j in jobs]
+    assert sorted(devices) == sorted(SLICES)
+
+
+@pytest.mark.parametrize(
+    ("visible", "devices"),
+    [
+        (f"{SLICES[2]},{SLICES[5]}", [SLICES[2], SLICES[5]]),
+        (SLICES[4][:12], [SLICES[4][:12]]),
+        ("0", SLICES),
+        (MIG_A100_UUID, SLICES),
+    ],
+    ids=["mig-uuids", "mig-uuid-start", "gpu-index", "gpu-uuid"],
+)
+@pytest.mark.usefixtures("mig_machine")
+def test_cuda_visible_devices_naming_mig_instances_or_their_gpu_is_honoured(
+    monkeypatch: pytest.MonkeyPatch, visible: str, devices: list[str]
+) -> None:
+    """MIG UUIDs the user gives are the slots, named by their profile (they were named 'gpu', not
+    known); an index or UUID of a GPU in MIG mode stands for its instances."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    plan = plan_fleet(local_cluster())
+    assert (plan.gpus, plan.pools["local"].slots, plan.pools["local"].gpu_type) == (
+        devices,
+        len(devices),
+        SLICE,
+    )

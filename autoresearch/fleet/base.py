@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-UNNAMED_GPU = "gpu"  # a local GPU's type where nvidia-smi did not name it (`factory.gpu_name`)
+UNNAMED_GPU = "gpu"  # a local GPU's type where nvidia-smi did not name it (`gpus.gpu_name`)
 
 
 @dataclass(frozen=True)

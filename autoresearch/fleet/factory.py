@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 
 from autoresearch.config import ClusterConfig, backstop_grace
-from autoresearch.fleet.base import UNNAMED_GPU, Fleet, Pool
-from autoresearch.fleet.local import LocalFleet, nvidia_smi, visible_gpus
-
-log = logging.getLogger("autoresearch")
-
-
-def gpu_name(visible: list[str]) -> str:
-    """The model of the GPUs this process may use (`visible`: indices or UUIDs, as
-    CUDA_VISIBLE_DEVICES gives them), not of nvidia-smi's first: the results are labelled with it
-    and a resume holds each tier to it (hardware.py). Models that differ are named together."""
-    listed = [[part.strip() for part in line.split(",", 2)] for line in nvidia_smi("index,uuid,name")]
-    named = sorted(
-        {row[2] for row in listed if len(row) == 3 and any(_names_gpu(gpu, *row[:2]) for gpu in visible)}
-    )
-    if len(named) > 1:
-        log.warning(
-            "the GPUs this campaign may use are of different models (%s): their results would be "
-            "compared across models; pick one model with CUDA_VISIBLE_DEVICES or the partition's gpu_type",
-            ", ".join(named),
-        )
-    return " + ".join(named) or UNNAMED_GPU
-
-
-def _names_gpu(gpu: str, index: str, uuid: str) -> bool:
-    """Whether a CUDA_VISIBLE_DEVICES entry names this GPU: its index, or its UUID or a start of
-    it (CUDA takes `GPU-8f2c` where no other UUID starts so)."""
-    gpu = gpu.strip()
-    return gpu == index or (gpu.startswith("GPU-") and uuid.startswith(gpu))
+from autoresearch.fleet.base import Fleet, Pool
+from autoresearch.fleet.gpus import gpu_name, visible_gpus
+from autoresearch.fleet.local import LocalFleet
 
 
 @dataclass(frozen=True)

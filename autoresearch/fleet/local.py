@@ -49,31 +49,9 @@ class _Running:
     killed: bool = field(default=False)
 
 
-def nvidia_smi(field: str) -> list[str]:
-    """One line per GPU of `nvidia-smi --query-gpu=FIELD`; [] where there is no NVIDIA driver."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-def visible_gpus() -> list[str]:
-    """GPU ids this process may use: CUDA_VISIBLE_DEVICES, else what nvidia-smi lists."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [d for d in env.split(",") if d.strip() and d.strip() != "-1"]
-    return nvidia_smi("index")
-
-
 class LocalFleet:
-    """N slots on this machine; each slot gets a GPU (CUDA_VISIBLE_DEVICES) or a share of the cores."""
+    """N slots on this machine; each slot gets a GPU or MIG instance (CUDA_VISIBLE_DEVICES, `gpus`)
+    or a share of the cores."""
 
     def __init__(self, pool: Pool, devices: list[str], threads_per_slot: int, deadline_s: float) -> None:
         self.pools = {pool.name: pool}
