@@ -702,6 +702,8 @@ def test_torch_patched_before_the_harness_is_imported_is_caught(harness_env, off
         ("NVIDIA L4", 121e12),
         ("NVIDIA GeForce RTX 4090", 165.2e12),
         ("Some Future GPU", None),
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", None),  # a slice: not the whole A100's peak
+        ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", None),
     ],
 )
 def test_gpu_peak_flops(prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch, name: str, flops) -> None:

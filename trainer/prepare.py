@@ -2098,10 +2098,15 @@ def device_name(device: torch.device | str | None = None) -> str:
 
 
 def gpu_peak_flops(device: torch.device | str | None = None) -> float | None:
-    """Dense bf16 peak of the GPU in use, or None on CPU or an unlisted GPU (MFU is then 0)."""
+    """Dense bf16 peak of the GPU in use, or None on CPU, an unlisted GPU or a MIG instance (MFU
+    is then 0). A MIG instance's name is its GPU's and its profile ('NVIDIA A100-SXM4-40GB MIG
+    1g.5gb'): the whole GPU's peak would understate its MFU several times, and a slice's own
+    peak, its share of the GPU's SMs, is in no table here, so it is not guessed."""
     if not (torch.cuda.is_available() and torch.device(device or "cuda").type == "cuda"):
         return None
     name = torch.cuda.get_device_name(device)
+    if " MIG " in name:
+        return None
     return next((flops for key, flops in PEAK_BF16_FLOPS if key in name), None)
 
 
