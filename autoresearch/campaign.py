@@ -22,7 +22,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +52,9 @@ from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.folder_lock import FolderLocked, LockUnusable, take_lock
 from autoresearch.frontier import GIT_LOCKS, Frontier
 from autoresearch.heartbeat import Heartbeat
-from autoresearch.intake import BASE_SEED, NOT_RUN, Intake, confirm_tier
+from autoresearch.intake import NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
-from autoresearch.launcher import Launcher, harness_env
+from autoresearch.launcher import Launcher, data_step
 from autoresearch.ledger import Ledger
 from autoresearch.logs import log_to_file
 from autoresearch.open_checks import MEASUREMENT_ATTR, study_refusal
@@ -361,8 +360,7 @@ class Campaign:
             self.c.data,
             self.c.scale,
         )
-        env = {**os.environ, **harness_env(self.cfg, BASE_SEED)}
-        cmd = [sys.executable, str(self.harness), "--scale", self.c.scale, "--data", self.c.data]
+        cmd, env = data_step(self.cfg, self.harness)
         step = subprocess.Popen(cmd, env=env, start_new_session=True)
         try:
             while step.poll() is None and not self.stop_requested:

@@ -2,14 +2,16 @@
 before a GPU-hour is spent on it.
 
 The start's own checks (`start_checks`), then a read of the campaign's folder and study as `status`
-reads them, with the refusals the start makes as it opens them (`open_checks`). Nothing is written
-or launched: no folder, log, lock, journal, database file or study.
+reads them, with the refusals the start makes as it opens them (`open_checks`), then its data
+step asked what it would do (`prepare.py --check`). Nothing is written or launched: no folder, log,
+lock, journal, database file, study or data.
 The plan it prints is the config's, with an estimate of the rate the slots work at (`estimate`).
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,12 +36,13 @@ from autoresearch.folder_lock import lock_refusal
 from autoresearch.frontier import start_source_of
 from autoresearch.heartbeat import controller_state
 from autoresearch.journal import JOURNAL_FILE, repairs_said
+from autoresearch.launcher import data_step
 from autoresearch.ledger import owed_runs
 from autoresearch.open_checks import folder_refusal, study_refusal
 from autoresearch.results import compare, rows
 from autoresearch.resume_changes import setting_changes, tracking_move
 from autoresearch.start_checks import Ready, StartRefused
-from autoresearch.starting_files import harness_change, train_py_change
+from autoresearch.starting_files import harness_change, starting_harness, train_py_change
 from autoresearch.status import experiment_counts
 from autoresearch.storage_url import masked
 from autoresearch.study import (
@@ -53,6 +56,9 @@ from autoresearch.study import (
 from autoresearch.tracking import wandb_mode
 
 NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
+# How long the data step's check may take (an import of torch, a footer read per shard) before
+# it is said to be unanswered: a cache on a hung mount would hold the dry run for ever.
+DATA_CHECK_TIMEOUT_S = 300.0
 
 
 def existing_study(cfg: AutoresearchConfig, campaign_dir: Path) -> optuna.Study | None:
@@ -97,6 +103,7 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready) -> list[str]:
         ("proposer", _proposer_said(cfg, ready)),
         ("tracking", _tracking_said(cfg)),
         ("storage", _storage_said(cfg, folder, study)),
+        *([("data", _data_said(cfg, folder))] if cfg.campaign.prepare_data else []),
         *_tier_lines(cfg, ready, paces),
         ("estimate", _rate_said(rate, paces, ready)),
         ("assumes", ASSUMED),
@@ -175,6 +182,31 @@ def _tracking_said(cfg: AutoresearchConfig) -> str:
 def _storage_said(cfg: AutoresearchConfig, folder: Path, study: optuna.Study | None) -> str:
     where = repr(masked(cfg.storage)) if cfg.storage else str(folder / JOURNAL_FILE)
     return f"{where} ({'holds the study' if study is not None else 'no study yet: the start makes it'})"
+
+
+def _data_said(cfg: AutoresearchConfig, folder: Path) -> str:
+    """What the start's data step would do, as the harness it runs answers `--check` in the
+    step's own interpreter and environment (`data_step`); StartRefused, in the harness's line,
+    where the step would fail (a cache that cannot be made or written, a data URL that is none)."""
+    harness = starting_harness(folder, Path(cfg.campaign.prepare_py).resolve())
+    if "--check" not in harness.read_text(errors="replace"):  # (a copy kept from before it)
+        return f"not checked: {harness} takes no --check"
+    command, env = data_step(cfg, harness)
+    try:
+        answer = subprocess.run(
+            [*command, "--check"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=DATA_CHECK_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return f"not checked: {harness} --check gave no answer in {DATA_CHECK_TIMEOUT_S:.0f} s (a hung cache mount?)"
+    if answer.returncode != 0:
+        said = (answer.stderr.strip().splitlines() or [f"exit status {answer.returncode}"])[-1]
+        raise StartRefused(f"its data step would fail: {said.removeprefix('error: ')}")
+    return (answer.stdout.strip().splitlines() or [f"{harness} --check said nothing"])[-1]
 
 
 def _tier_lines(cfg: AutoresearchConfig, ready: Ready, paces: dict[str, Pace]) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +29,7 @@ from autoresearch.files import write_json_atomic
 from autoresearch.fleet.base import Fleet, JobSpec
 from autoresearch.frontier import Frontier
 from autoresearch.hardware import HARDWARE_ATTR, hardware_of
-from autoresearch.intake import Intake, screening_seed
+from autoresearch.intake import BASE_SEED, Intake, screening_seed
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
 from autoresearch.runner import SPEC_FILE
 from autoresearch.sampler import AgentSampler, candidate_key
@@ -59,6 +60,15 @@ def harness_env(cfg: AutoresearchConfig, seed: int) -> dict[str, str]:
     if os.environ.get("AUTORESEARCH_CACHE"):
         env["AUTORESEARCH_CACHE"] = str(Path(os.environ["AUTORESEARCH_CACHE"]).expanduser().absolute())
     return env
+
+
+def data_step(cfg: AutoresearchConfig, harness: Path) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a campaign's data step, `harness`'s download and tokenizer
+    training: one for the start, which runs it, and `autoresearch check`, which asks it (--check)
+    what it would do, in this interpreter and environment, as the start would."""
+    c = cfg.campaign
+    command = [sys.executable, str(harness), "--scale", c.scale, "--data", c.data]
+    return command, {**os.environ, **harness_env(cfg, BASE_SEED)}
 
 
 @dataclass

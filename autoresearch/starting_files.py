@@ -35,13 +35,19 @@ def own_harness(campaign_dir: Path, configured: Path) -> Path:
     experiment has run. A campaign that ran before copies were kept takes its first experiment's
     copy, the harness it measured with."""
     own = campaign_dir / HARNESS_COPY
-    first = first_run_harness(campaign_dir)
-    if first is None or not own.is_file():
+    if (source := starting_harness(campaign_dir, configured)) != own:
         own.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(own, (first or configured).read_bytes())
+        write_atomic(own, source.read_bytes())
     if changed := harness_change(campaign_dir, configured):
         log.warning(changed)
     return own
+
+
+def starting_harness(campaign_dir: Path, configured: Path) -> Path:
+    """The file whose copy a start measures with (`own_harness`), read only: the campaign's own
+    copy once an experiment has run, else the first experiment's, else `configured`."""
+    own, first = campaign_dir / HARNESS_COPY, first_run_harness(campaign_dir)
+    return own if first is not None and own.is_file() else first or configured
 
 
 def harness_change(campaign_dir: Path, configured: Path) -> str | None:

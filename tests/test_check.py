@@ -1082,3 +1082,41 @@ def test_a_tier_whose_slots_were_held_no_time_is_estimated_from_its_training_tim
     assert campaign_rate(cfg, pools, paces).experiments == pools["local"].slots * 3600 / time_budget_seconds(
         cfg
     )
+
+
+HARNESS = f"campaign.prepare_py={REPO / 'trainer' / 'prepare.py'}"
+
+
+def test_a_cache_the_data_step_could_not_make_is_refused_in_one_line_with_nothing_written(
+    tmp_path: Path,
+) -> None:
+    """A cache under a file passed the check ("campaign toy would start"), and the start then failed
+    in its data step; the check asks the harness (`prepare.py --check`) and refuses as it would."""
+    (tmp_path / "afile").write_text("")
+    cache = tmp_path / "afile" / "cache"
+    before = tree(tmp_path)
+    checked = check(tmp_path / "runs", HARNESS, env={"AUTORESEARCH_CACHE": str(cache)})
+    assert checked.returncode == 2 and checked.stdout == "", checked.stdout
+    assert checked.stderr.splitlines() == [
+        f"error: its data step would fail: {tmp_path / 'afile'} is not a folder, so "
+        f"{cache / 'data'}/offline-py{sys.version_info[0]}{sys.version_info[1]} cannot be made for the offline "
+        f"corpus (the cache is {cache}; AUTORESEARCH_CACHE chooses another)"
+    ]
+    assert tree(tmp_path) == before
+
+
+def test_the_data_line_says_a_prepared_cache_is_ready_and_what_an_empty_one_needs(
+    tmp_path: Path, offline_cache: Path
+) -> None:
+    prepared = plan(check(tmp_path / "runs", HARNESS, env={"AUTORESEARCH_CACHE": str(offline_cache)}).stdout)
+    assert (
+        prepared["data"]
+        == f"ready: the offline data and the 2048-token tokenizer are prepared in {offline_cache}"
+    )
+    empty = tmp_path / "cache"
+    empty.mkdir()
+    needed = plan(check(tmp_path / "runs", HARNESS, env={"AUTORESEARCH_CACHE": str(empty)}).stdout)
+    assert needed["data"] == f"would build the offline corpus and train the 2048-token tokenizer in {empty}"
+    assert list(tmp_path.iterdir()) == [empty] and list(empty.iterdir()) == []
+    unchecked = plan(check(tmp_path / "runs", HARNESS, "campaign.prepare_data=false").stdout)
+    assert "data" not in unchecked and "budgets" in unchecked

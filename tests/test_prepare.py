@@ -2618,3 +2618,37 @@ def test_a_compiled_model_passes_the_self_check_and_scores_as_eager(
         prepare_mod.evaluate_bpb(eager, 48), rel=1e-5
     )
     prepare_mod.verify_harness()
+
+
+def test_the_check_of_a_climbmix_step_names_its_downloads_and_refuses_a_data_url_that_is_none(
+    harness_env, tmp_path: Path
+) -> None:
+    """`prepare.py --check`, which `autoresearch check` asks, writes nothing and answers in one line."""
+    cache, mirror = tmp_path / "cache", (tmp_path / "mirror").as_uri()
+    command = [
+        sys.executable,
+        str(TRAINER_DIR / "prepare.py"),
+        "--scale",
+        "gpt2",
+        "--data",
+        "climbmix",
+        "--check",
+    ]
+
+    def checked(url: str) -> subprocess.CompletedProcess[str]:
+        env = harness_env(cache=str(cache), data_url=url)
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    would = checked(mirror)
+    assert would.returncode == 0 and would.stderr == "", would.stderr
+    assert (
+        would.stdout
+        == f"would download 11 of 11 climbmix shards from {mirror} and train the 8192-token tokenizer in {cache}\n"
+    )
+    refused = checked("/srv/mirror")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert (
+        refused.stderr
+        == "error: AUTORESEARCH_DATA_URL must be an http://, https:// or file:// URL, not '/srv/mirror'\n"
+    )
+    assert list(tmp_path.iterdir()) == []

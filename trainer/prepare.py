@@ -9,7 +9,7 @@ in this interpreter, so the harness also checks at evaluation and at write time 
 the training time too (`training_count`), and `write_result` refuses a run over its budget
 (`OverBudget`): train.py keeps the budget, and an edit of train.py could train longer.
 
-Usage: python prepare.py [--scale cpu|gpt2] [--data offline|climbmix] [--num-shards N]
+Usage: python prepare.py [--scale cpu|gpt2] [--data offline|climbmix] [--num-shards N] [--check]
 """
 
 from __future__ import annotations
@@ -1229,10 +1229,17 @@ def _check_writable(folder: Path, why: str) -> None:
 def _record_shards(folder: Path, num_shards: int) -> None:
     """Write the choice for later runs, unless it is recorded already: a prepared cache may be
     shared read-only (prepared once from a login node), and its users' runs must not write to it."""
-    record = json.dumps({"num_shards": num_shards}).encode()
+    if not _shards_recorded(folder, num_shards):
+        _write_atomic(folder / SHARDS_FILE, _shards_record(num_shards))
+
+
+def _shards_record(num_shards: int) -> bytes:
+    return json.dumps({"num_shards": num_shards}).encode()
+
+
+def _shards_recorded(folder: Path, num_shards: int) -> bool:
     path = folder / SHARDS_FILE
-    if not (path.exists() and path.read_bytes() == record):
-        _write_atomic(path, record)
+    return path.exists() and path.read_bytes() == _shards_record(num_shards)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2160,6 +2167,50 @@ def write_result(summary: dict) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------------------------------
+# The data step checked: `prepare.py --check`, what `autoresearch check` asks before a campaign
+
+
+def check_data_step(source: str, vocab_size: int, num_shards: int | None) -> str:
+    """What `prepare.py` with these arguments would do, in one line, writing, downloading and
+    locking nothing: a campaign's start runs that step, and a cache it cannot write failed it only
+    then. Raises as the step would fail: OSError for a cache that cannot be made or written,
+    ValueError for a data URL that is none, RuntimeError for a damaged shard record."""
+    data = data_dir(source)
+    if source == "climbmix":
+        num_shards = _prepared_shards(data) if num_shards is None else num_shards
+        indices = [*range(num_shards), VAL_SHARD]
+        missing = [i for i in indices if not _kept_shard(data / _shard_name(i), quiet=True)]
+        work = []
+        if missing:
+            work.append(f"download {len(missing)} of {len(indices)} climbmix shards from {_data_url()}")
+        if missing or not _shards_recorded(data, num_shards):
+            _check_can_write(data, "climbmix shards")
+    else:
+        work = [] if _offline_corpus_whole(data) else ["build the offline corpus"]
+        if work:
+            _check_can_write(data, "the offline corpus")
+    tokenizer = tokenizer_dir(source, vocab_size)
+    if _cached_tokenizer(tokenizer / TOKENIZER_FILE, vocab_size) is None:
+        work.append(f"train the {vocab_size}-token tokenizer")
+        _check_can_write(tokenizer, "the tokenizer")
+    if not work:
+        return f"ready: the {source} data and the {vocab_size}-token tokenizer are prepared in {cache_dir()}"
+    return f"would {' and '.join(work)} in {cache_dir()}"
+
+
+def _check_can_write(folder: Path, what: str) -> None:
+    """Raise OSError where `folder` could not be made and written, judged by the nearest folder on
+    its path that exists, by its permissions (and a read-only mount), without a write."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:  # (exists: False under a file)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OSError(f"{existing} is not a folder, so {folder} cannot be made for {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(f"{existing} cannot be written by this user, so {what} cannot be written in {folder}")
+
+
 def _shard_count(text: str) -> int:
     """--num-shards, checked before anything is downloaded or recorded."""
     value = int(text) if text.strip().isdecimal() else None  # (isdigit takes ², which int refuses)
@@ -2195,11 +2246,19 @@ def main() -> None:
         default=None,
         help="climbmix training shards (default: as last prepared, else 10)",
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="say what this command would do, or why it would fail; write nothing",
+    )
     args = parser.parse_args()
     scale = SCALES[args.scale]
     source = args.data or (os.environ.get("AUTORESEARCH_DATA") or scale.data)
-    log(f"preparing scale {args.scale}: data {source}, vocab {scale.vocab_size}, cache {cache_dir()}")
     try:
+        if args.check:
+            print(check_data_step(source, scale.vocab_size, args.num_shards))
+            return
+        log(f"preparing scale {args.scale}: data {source}, vocab {scale.vocab_size}, cache {cache_dir()}")
         if source == "climbmix":
             signal.signal(signal.SIGTERM, _interrupted)
             download_climbmix(args.num_shards)
