@@ -2885,6 +2885,52 @@ def test_a_disk_refusal_while_sacct_fails_is_read_in_slurmctlds_exit_code(
 
 
 @pytest.mark.slurm
+def test_a_failed_job_waits_without_asking_slurmctld_while_squeue_cannot_reach_it_either(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job squeue showed FAILED, sacct failing, was judged on `scontrol show job`'s ExitCode;
+    where slurmctld went out of reach before the judgement (a restart), scontrol was asked again
+    for each such job at every poll, each call a connection timeout (18 s here), for as long as
+    the outage lasted. While squeue fails too, the judgement now waits without asking, and is
+    made once slurmctld answers again."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_fleet, "SETTLE_SECONDS", 3600.0)  # FAILED seen, not judged yet
+    sbatch = ["sbatch", "--parsable", "-p", "h100", "-o", "/dev/null", "--wrap", "exit 1"]
+    job = subprocess.run(sbatch, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    squeue = ["squeue", "-h", "-t", "all", "-o", "%T", "-j", job]
+    wait_for(
+        lambda: subprocess.run(squeue, capture_output=True, text=True).stdout.strip() == "FAILED",
+        30,
+        "FAILED",
+    )
+    exp = make_experiment(tmp_path, "", name="e1", trial=1)
+    (exp / "started.json").write_text(json.dumps({"slurm_job_id": job, "started_at": time.time()}))
+    path = os.environ["PATH"]
+    failing = "echo 'sacct: error: Problem talking to the database: Connection refused' >&2; exit 1"
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sacct=failing)}:{path}")
+    fleet = SlurmFleet(compose_toy(tmp_path, SLURM).cluster, deadline_s=600, campaign_dir=str(tmp_path))
+    assert fleet.reattach(JobSpec(1, exp, "h100"), f"slurm:h100:{job}")
+    assert fleet.poll() == []  # (FAILED, by squeue's word)
+    calls = tmp_path / "calls"
+    unreachable = (
+        f"echo $(basename $0) >> {calls}; "
+        "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1"
+    )
+    down = fake_commands(tmp_path / "down", sacct=failing, squeue=unreachable, scontrol=unreachable)
+    monkeypatch.setenv("PATH", f"{down}:{path}")
+    monkeypatch.setattr(slurm_fleet, "SETTLE_SECONDS", 0.0)
+    for _ in range(3):
+        assert fleet.poll() == []
+    assert "scontrol" not in calls.read_text().split()
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{path}")  # slurmctld back, sacct still failing
+    finished: list[Finished] = []
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 30, "the job to be judged")
+    assert [(f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished] == [
+        (1, "crash", "Slurm FAILED without a result")
+    ]
+
+
+@pytest.mark.slurm
 def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_waited_on_for_ever(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

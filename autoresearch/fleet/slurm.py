@@ -673,10 +673,11 @@ class SlurmFleet:
         """The exit status of a job's latest attempt, where the runner says its disk refused its own
         files (DISK_REFUSED_EXIT): sacct's ExitCode; while sacct fails, slurmctld's, which holds an
         ended job for MinJobAge (the states then are squeue's, and an earlier sacct answer's
-        status, a running job's 0, is no longer the job's)."""
+        status, a running job's 0, is no longer the job's). None while squeue fails too: slurmctld
+        cannot answer then, and asking it for each job at every poll took a timeout each."""
         if self._states_from == "sacct":
             return self._exit_status.get(slurm_id)
-        return queue_exit_status(slurm_id)
+        return queue_exit_status(slurm_id) if self._states_from == "squeue" else None
 
     def _failed_before_the_runner(self, t: _Tracked, slurm_id: str) -> dict[str, Any]:
         """A job that failed before its runner began: the experiment never ran, so it is no crash
