@@ -3,7 +3,8 @@ use, and on a GPU in MIG mode each of its instances, named by the GPU and the sl
 
 The machine the tests run on has no GPU, let alone MIG: the one stand-in is an `nvidia-smi` script
 first on PATH that prints what the real `nvidia-smi -L` prints (the MIG lines as drivers from R470
-on print them), so all the code that reads it runs as on a GPU machine."""
+on print them), and the CSV the real `--query-gpu=index,uuid,mig.mode.current,name
+--format=csv,noheader` prints, so all the code that reads them runs as on a GPU machine."""
 
 from __future__ import annotations
 
@@ -29,13 +30,23 @@ MIG_A100 = "NVIDIA A100-SXM4-40GB"
 MIG_A100_UUID = "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"
 SLICES = [f"MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3{i}" for i in range(7)]  # seven 1g.5gb instances
 SLICE = f"{MIG_A100} MIG 1g.5gb"  # as torch.cuda.get_device_name names one
+QUERY = "--query-gpu=index,uuid,mig.mode.current,name --format=csv,noheader"  # as gpus.py asks it
 
 
-def stand_in_nvidia_smi(folder: Path, monkeypatch: pytest.MonkeyPatch, listing: list[str]) -> None:
-    """An `nvidia-smi` first on PATH whose `-L` prints `listing`, a line each."""
-    lines = " ".join(repr(line) for line in listing)
+def stand_in_nvidia_smi(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, listing: list[str], query: list[str]
+) -> None:
+    """An `nvidia-smi` first on PATH whose `-L` prints `listing`, and whose `--query-gpu` of the
+    fields read prints `query`, a line each; any other arguments it refuses, as nvidia-smi does."""
     script = folder / "nvidia-smi"
-    script.write_text(f"#!/bin/sh\ncase \"$1\" in\n  -L) printf '%s\\n' {lines};;\n  *) exit 2;;\nesac\n")
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$1 $2" in\n'
+        f"  '-L ') printf '%s\\n' {' '.join(repr(line) for line in listing)};;\n"
+        f"  '{QUERY}') printf '%s\\n' {' '.join(repr(row) for row in query)};;\n"
+        "  *) echo 'Invalid combination of input arguments.' >&2; exit 2;;\n"
+        "esac\n"
+    )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
 
@@ -43,14 +54,24 @@ def stand_in_nvidia_smi(folder: Path, monkeypatch: pytest.MonkeyPatch, listing: 
 @pytest.fixture
 def mixed_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An A100 listed first and an H100."""
-    stand_in_nvidia_smi(tmp_path, monkeypatch, [f"GPU {i}: {name} (UUID: {uuid})" for i, uuid, name in GPUS])
+    stand_in_nvidia_smi(
+        tmp_path,
+        monkeypatch,
+        [f"GPU {i}: {name} (UUID: {uuid})" for i, uuid, name in GPUS],
+        [f"{i}, {uuid}, Disabled, {name}" for i, uuid, name in GPUS],  # an H100 or A100 can take MIG mode
+    )
 
 
 @pytest.fixture
 def mig_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One A100 in MIG mode, split in seven 1g.5gb instances."""
     instances = [f"  MIG 1g.5gb      Device  {i}: (UUID: {uuid})" for i, uuid in enumerate(SLICES)]
-    stand_in_nvidia_smi(tmp_path, monkeypatch, [f"GPU 0: {MIG_A100} (UUID: {MIG_A100_UUID})", *instances])
+    stand_in_nvidia_smi(
+        tmp_path,
+        monkeypatch,
+        [f"GPU 0: {MIG_A100} (UUID: {MIG_A100_UUID})", *instances],
+        [f"0, {MIG_A100_UUID}, Enabled, {MIG_A100}"],
+    )
 
 
 def local_cluster() -> ClusterConfig:
@@ -143,3 +164,47 @@ def test_cuda_visible_devices_naming_mig_instances_or_their_gpu_is_honoured(
         len(devices),
         SLICE,
     )
+
+
+@pytest.fixture
+def uncut_mig_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An A100 in MIG mode with no instance created yet, which `-L` lists as a plain GPU, and an H100."""
+    stand_in_nvidia_smi(
+        tmp_path,
+        monkeypatch,
+        [f"GPU 0: {MIG_A100} (UUID: {MIG_A100_UUID})", f"GPU 1: {H100} (UUID: {GPUS[1][1]})"],
+        [f"0, {MIG_A100_UUID}, Enabled, {MIG_A100}", f"1, {GPUS[1][1]}, Disabled, {H100}"],
+    )
+
+
+@pytest.mark.parametrize("visible", [None, "0,1"], ids=["all-listed", "cuda-visible-devices"])
+@pytest.mark.usefixtures("uncut_mig_machine")
+def test_a_gpu_in_mig_mode_with_no_instance_gets_no_slot_and_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, visible: str | None
+) -> None:
+    """CUDA runs nothing on a GPU in MIG mode with no instance: it got a slot, its index, where
+    every run failed."""
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        plan = plan_fleet(local_cluster())
+    assert (plan.gpus, plan.pools["local"].slots, plan.pools["local"].gpu_type) == (["1"], 1, H100)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "GPU 0" in warning and MIG_A100_UUID in warning and "no MIG instance" in warning
+    assert "create instances" in warning and "disable MIG mode" in warning and "\n" not in warning
+
+
+def test_a_gpu_campaign_whose_only_gpu_is_in_mig_mode_with_no_instance_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in_nvidia_smi(
+        tmp_path,
+        monkeypatch,
+        [f"GPU 0: {MIG_A100} (UUID: {MIG_A100_UUID})"],
+        [f"0, {MIG_A100_UUID}, Enabled, {MIG_A100}"],
+    )
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(ValueError, match="this machine shows no GPU"):
+        plan_fleet(local_cluster(), require_gpu=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from autoresearch.config import ClusterConfig, backstop_grace
 from autoresearch.fleet.base import Fleet, Pool
-from autoresearch.fleet.gpus import gpu_name, visible_gpus
+from autoresearch.fleet.gpus import gpu_name, listed_gpus, visible_gpus
 from autoresearch.fleet.local import LocalFleet
 
 
@@ -26,7 +26,8 @@ class FleetPlan:
 
 def plan_local_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> FleetPlan:
     ((name, part),) = cluster.partitions.items()  # one, as config_check requires
-    gpus = [] if cluster.devices == "cpu" else visible_gpus()
+    listed = [] if cluster.devices == "cpu" else listed_gpus()  # read once: its warnings said once
+    gpus = [] if cluster.devices == "cpu" else visible_gpus(listed)
     if require_gpu and not gpus:
         shown = "is set to its CPU (cluster.devices=cpu)" if cluster.devices == "cpu" else "shows no GPU"
         raise ValueError(
@@ -36,7 +37,7 @@ def plan_local_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> Fleet
         )
     if gpus:
         slots = part.slots or len(gpus)
-        gpu_type = part.gpu_type if part.gpu_type not in ("", "auto") else gpu_name(gpus)
+        gpu_type = part.gpu_type if part.gpu_type not in ("", "auto") else gpu_name(gpus, listed)
     else:
         slots = part.slots or cluster.cpu_slots
         gpu_type = "cpu"

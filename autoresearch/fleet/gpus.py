@@ -7,8 +7,8 @@
 
 A process uses a MIG instance only where CUDA_VISIBLE_DEVICES names it by its MIG UUID, and one
 instance at most, so each instance is a slot of its own, named so; the GPU's index would give the
-slots one instance, the others idle. `--query-gpu` lists the parent GPU alone, which is why it
-is not read here.
+slots one instance, the others idle. `--query-gpu` lists the parent GPU alone, but says whether it
+is in MIG mode, which `-L` does not say of a GPU with no instance yet.
 """
 
 from __future__ import annotations
@@ -37,36 +37,84 @@ class ListedGpu(NamedTuple):
     index: str
     name: str
     uuid: str
-    instances: list[MigInstance]  # [] where the GPU is not in MIG mode
+    instances: list[MigInstance]  # [] where the GPU is not in MIG mode, or has no instance yet
+    mig_enabled: bool = False  # --query-gpu's mig.mode.current: in MIG mode, with instances or not
+
+    @property
+    def in_mig_mode(self) -> bool:
+        """Whether CUDA sees this GPU only through its MIG instances (if it has none, not at all)."""
+        return self.mig_enabled or bool(self.instances)
+
+
+# index, uuid, mig.mode.current ("Enabled", "Disabled", or "[N/A]" on a GPU without MIG), name
+_QUERY = ("--query-gpu=index,uuid,mig.mode.current,name", "--format=csv,noheader")
+
+
+def _nvidia_smi(*args: str) -> list[str] | None:
+    """The non-blank lines `nvidia-smi ARGS` prints; None where it does not run (no NVIDIA driver,
+    or a field an old driver does not know)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line.rstrip() for line in out.splitlines() if line.strip()]
 
 
 def listed_gpus() -> list[ListedGpu]:
-    """`nvidia-smi -L`, each GPU with its MIG instances; [] where there is no NVIDIA driver."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    """Each GPU nvidia-smi lists, with its MIG instances; [] where there is no NVIDIA driver.
+    `-L` gives the instances; `--query-gpu` says which GPUs are in MIG mode (one with no instance is
+    listed by `-L` as a plain GPU)."""
+    listing = _nvidia_smi("-L")
+    if not listing:
         return []
+    queried = _queried_gpus()
+    gpus = _parsed_listing(listing)
+    mig_enabled = {uuid for _, uuid, mode, _ in queried if mode == "Enabled"}
+    return [gpu._replace(mig_enabled=gpu.uuid in mig_enabled) for gpu in gpus]
+
+
+def _queried_gpus() -> list[list[str]]:
+    """`--query-gpu`'s rows: index, uuid, mig.mode.current, name (last, as it may hold a comma)."""
+    rows = [[field.strip() for field in line.split(",", 3)] for line in _nvidia_smi(*_QUERY) or []]
+    return [row for row in rows if len(row) == 4]
+
+
+def _parsed_listing(listing: list[str]) -> list[ListedGpu]:
+    """The GPUs, and each one's MIG instances, in `nvidia-smi -L`'s lines."""
     gpus: list[ListedGpu] = []
-    for line in out.splitlines():
-        if gpu := _GPU_LINE.fullmatch(line.rstrip()):
+    for line in listing:
+        if gpu := _GPU_LINE.fullmatch(line):
             gpus.append(ListedGpu(gpu[1], gpu[2], gpu[3], []))
-        elif (instance := _MIG_LINE.fullmatch(line.rstrip())) and gpus:
+        elif (instance := _MIG_LINE.fullmatch(line)) and gpus:
             gpus[-1].instances.append(MigInstance(instance[1], instance[2]))
     return gpus
 
 
 def slot_devices(gpu: ListedGpu) -> list[str]:
-    """What CUDA_VISIBLE_DEVICES gives each slot on `gpu`: each MIG instance's UUID, else its index."""
-    return [instance.uuid for instance in gpu.instances] or [gpu.index]
+    """What CUDA_VISIBLE_DEVICES gives each slot on `gpu`: each MIG instance's UUID, else its index;
+    none, said once, for a GPU in MIG mode with no instance, where CUDA can run nothing."""
+    if not gpu.in_mig_mode:
+        return [gpu.index]
+    if not gpu.instances:
+        log.warning(
+            "GPU %s (%s, %s) is in MIG mode with no MIG instance, where CUDA can run nothing: it gets "
+            "no slot; create instances (nvidia-smi mig -i %s -cgi PROFILES -C) or disable MIG mode "
+            "(nvidia-smi -i %s -mig 0)",
+            gpu.index,
+            gpu.name,
+            gpu.uuid,
+            gpu.index,
+            gpu.index,
+        )
+    return [instance.uuid for instance in gpu.instances]
 
 
-def visible_gpus() -> list[str]:
+def visible_gpus(listed: list[ListedGpu]) -> list[str]:
     """A slot's device each, as CUDA_VISIBLE_DEVICES names it: those CUDA_VISIBLE_DEVICES names
     (an entry that names a GPU in MIG mode, by index or UUID, stands for its instances), else
-    every GPU's, or MIG instance's, nvidia-smi lists."""
-    listed = listed_gpus()
+    every GPU's, or MIG instance's, of `listed` (`listed_gpus`)."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is None:
         return [device for gpu in listed for device in slot_devices(gpu)]
@@ -76,17 +124,16 @@ def visible_gpus() -> list[str]:
 
 def _devices_of(entry: str, listed: list[ListedGpu]) -> list[str]:
     """The slots' devices a CUDA_VISIBLE_DEVICES entry stands for: itself, or a MIG-mode GPU's instances."""
-    gpu = next((g for g in listed if g.instances and _names_gpu(entry, g.index, g.uuid)), None)
+    gpu = next((g for g in listed if g.in_mig_mode and _names_gpu(entry, g.index, g.uuid)), None)
     return slot_devices(gpu) if gpu else [entry]
 
 
-def gpu_name(visible: list[str]) -> str:
+def gpu_name(visible: list[str], listed: list[ListedGpu]) -> str:
     """The model of the GPUs this process may use (`visible`: indices or UUIDs, as
     CUDA_VISIBLE_DEVICES gives them), not of nvidia-smi's first: the results are labelled with it
     and a resume holds each tier to it (hardware.py). A MIG instance is named by its GPU and its
     profile, as torch names it, so a tier holds slices and whole GPUs apart. Models that differ
     are named together."""
-    listed = listed_gpus()
     named = sorted({name for entry in visible for gpu in listed if (name := _device_name(entry, gpu))})
     if len(named) > 1:
         log.warning(
