@@ -208,3 +208,25 @@ def test_a_gpu_campaign_whose_only_gpu_is_in_mig_mode_with_no_instance_is_refuse
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     with pytest.raises(ValueError, match="this machine shows no GPU"):
         plan_fleet(local_cluster(), require_gpu=True)
+
+
+def test_a_listing_none_of_whose_lines_is_understood_falls_back_to_the_query_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`-L` in a format no driver prints yet (the stand-in's guess at one): the machine read as
+    having no GPU, and a GPU campaign was refused on it; the GPUs `--query-gpu` lists, a CSV
+    whose fields are stable, are its slots, as before `-L` was read."""
+    uuids = [GPUS[1][1], "GPU-8f2c9a01-6666-7777-8888-99990000bbbb"]
+    stand_in_nvidia_smi(
+        tmp_path,
+        monkeypatch,
+        [f"Device {i} [{H100}] uuid={uuid}" for i, uuid in enumerate(uuids)],
+        [f"{i}, {uuid}, Disabled, {H100}" for i, uuid in enumerate(uuids)],
+    )
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        plan = plan_fleet(local_cluster(), require_gpu=True)
+    assert (plan.gpus, plan.pools["local"].slots, plan.pools["local"].gpu_type) == (["0", "1"], 2, H100)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "nvidia-smi -L" in warning and "none of which is understood" in warning
+    assert f"Device 0 [{H100}]" in warning and "--query-gpu" in warning

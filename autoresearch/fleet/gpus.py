@@ -64,13 +64,21 @@ def _nvidia_smi(*args: str) -> list[str] | None:
 
 def listed_gpus() -> list[ListedGpu]:
     """Each GPU nvidia-smi lists, with its MIG instances; [] where there is no NVIDIA driver.
-    `-L` gives the instances; `--query-gpu` says which GPUs are in MIG mode (one with no instance is
-    listed by `-L` as a plain GPU)."""
+    `-L` gives the instances; `--query-gpu`, a stable CSV, says which GPUs are in MIG mode (one with
+    no instance is listed by `-L` as a plain GPU), and stands in for a `-L` none of whose lines is
+    understood, which a driver's new format would give: else a GPU machine would read as none."""
     listing = _nvidia_smi("-L")
     if not listing:
         return []
     queried = _queried_gpus()
     gpus = _parsed_listing(listing)
+    if not gpus:
+        log.warning(
+            "nvidia-smi -L printed lines none of which is understood (the first: %r); the slots are "
+            "the GPUs nvidia-smi --query-gpu lists, by index, a GPU in MIG mode one (on one instance)",
+            listing[0],
+        )
+        return [ListedGpu(index, name, uuid, []) for index, uuid, _, name in queried]
     mig_enabled = {uuid for _, uuid, mode, _ in queried if mode == "Enabled"}
     return [gpu._replace(mig_enabled=gpu.uuid in mig_enabled) for gpu in gpus]
 
