@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import gc
 import hashlib
 import http.server
 import io
@@ -1762,6 +1763,34 @@ def test_an_answer_that_does_not_begin_in_time_fails_the_attempt_and_is_retried(
     assert str(progress.failure) == f"download of {url.rstrip('/')}/shard_00000.parquet failed 2 times: {why}"
     assert f"  shard_00000.parquet: {why}; retrying in" in capsys.readouterr().err
     assert not list(folder.iterdir())
+
+
+def test_a_refused_attempt_lets_go_of_its_connection_at_once(prepare_mod: ModuleType, shard_server) -> None:
+    """The error of an attempt the server refused (a 503, a 429 as it limits a busy hub) held its
+    connection in a reference cycle with the attempt's answer thread, so each refused attempt of
+    each shard kept a socket open until Python's cycle collector happened by. It is let go as
+    the error is, leaving the collector nothing to free."""
+    server, _ = shard_server
+    server.always_fail.add("shard_00000.parquet")
+    request = prepare_mod.urllib.request.Request(f"{server.url}shard_00000.parquet")
+    part = prepare_mod._Part(Path("unused.tmp"))
+    collecting = gc.isenabled()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # (what the collector would free stays in gc.garbage to look at)
+    try:
+        for _ in range(3):
+            with pytest.raises(prepare_mod.urllib.error.HTTPError):
+                prepare_mod._opened(request, part, 0)
+        gc.collect()
+        held = [thing for thing in gc.garbage if isinstance(thing, prepare_mod.urllib.error.HTTPError)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if collecting:
+            gc.enable()
+    assert held == [], (
+        f"{len(held)} refused answer(s), each holding its connection, left to the cycle collector"
+    )
 
 
 def test_a_slow_but_steady_server_is_not_failed(

@@ -990,8 +990,15 @@ class _Answer:
             if not self.came.is_set():
                 self.abandoned = True
                 raise TimeoutError(f"no answer after {DOWNLOAD_ANSWER_TIMEOUT_S:g} s, held up by {self.step}")
-        if self.error is not None:
-            raise self.error
+        if (error := self.error) is not None:
+            # Raised held by nothing else: the traceback holds this frame and the thread's, and an
+            # error still held by them made a cycle that kept a refused attempt's connection (an
+            # HTTPError's) open until Python's cycle collector came by, a socket each refused attempt.
+            self.error = None
+            try:
+                raise error
+            finally:
+                error = None
         assert self.response is not None
         return self.response
 
