@@ -199,23 +199,42 @@ def _names_in(node: ast.AST, imports: bool) -> frozenset[str]:
 
 
 # Names through which code can call a function no static name in it gives (`eval("main()")`,
-# `globals()[name]()`, `getattr(sys.modules[__name__], name)()`): code that uses one may reach anything.
-_DYNAMIC_CALLS = frozenset(
-    {"eval", "exec", "compile", "globals", "locals", "vars", "getattr", "__dict__", "modules"}
-    | {"__import__", "import_module", "run_path", "run_module"}
+# `globals()[name]()`, `getattr(sys.modules[__name__], name)()`): code that uses one may reach
+# anything. As names (the builtins, or imported: `from importlib import import_module`); of
+# attributes only those that reach a module's names, since `torch.compile(model)` or
+# `model.modules()` call nothing by name, and taking them so let every edit of a train.py that
+# compiles its model leave its result call in a function nothing calls.
+_DYNAMIC_NAMES = frozenset(
+    {"eval", "exec", "compile", "globals", "locals", "vars", "getattr", "__import__", "modules"}
+    | {"import_module", "run_path", "run_module"}
 )
+_DYNAMIC_ATTRIBUTES = frozenset({"__dict__", "import_module", "run_path", "run_module"})
 
 
 @functools.lru_cache(maxsize=64)
 def _reached_calls(source: str) -> frozenset[str]:
     """The functions of RESULT_CALLS that the code run when train.py runs as a script names
-    (`_reached_names`), by the harness's name or one an import gives it (`... as save`)."""
+    (`_reached_code`), by the harness's name or one an import gives it (`... as save`)."""
     tree = parsed(source)
-    reached = _reached_names(tree)
-    if reached & _DYNAMIC_CALLS:  # anything it names may be called: only a static path is followed
+    code = _reached_code(tree)
+    if any(_calls_by_computed_name(node) for node in code):  # only a static path is followed
         return frozenset(name for name in RESULT_CALLS if name in _names(source))
+    reached = frozenset().union(*(_names_in(node, imports=False) for node in code))
     aliases = _result_aliases(tree)
     return frozenset(aliases[name] for name in reached if name in aliases)
+
+
+def _calls_by_computed_name(node: ast.AST) -> bool:
+    """Whether the code of `node` may call a function by a name it computes (`_DYNAMIC_NAMES`)."""
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Name) and inner.id in _DYNAMIC_NAMES:
+            return True
+        if isinstance(inner, ast.Attribute) and (
+            inner.attr in _DYNAMIC_ATTRIBUTES
+            or (inner.attr == "modules" and isinstance(inner.value, ast.Name) and inner.value.id == "sys")
+        ):
+            return True
+    return False
 
 
 def _result_aliases(tree: ast.Module) -> dict[str, str]:
@@ -227,25 +246,24 @@ def _result_aliases(tree: ast.Module) -> dict[str, str]:
     return aliases
 
 
-def _reached_names(tree: ast.Module) -> frozenset[str]:
-    """The names (`_names_in`, imports left out) of the code run when train.py runs as a script:
-    its module-level statements and, reached from them directly or through each other, the
-    module-level functions they name. Kept simple and on the safe side: a function named anywhere
-    there counts as called (a callback, `atexit.register(main)`), a decorated function, a
-    class's whole body and every condition count as run. Only such static module-level paths are
-    followed; a call by a computed name is `_reached_calls`' to let pass."""
+def _reached_code(tree: ast.Module) -> list[ast.AST]:
+    """The code run when train.py runs as a script: its module-level statements and, reached
+    from them directly or through each other, the module-level functions they name (`_names_in`,
+    imports left out). Kept simple and on the safe side: a function named anywhere there counts
+    as called (a callback, `atexit.register(main)`), a decorated function, a class's whole body
+    and every condition count as run. Only such static module-level paths are followed; a call by
+    a computed name is `_reached_calls`' to let pass."""
     functions = _plain_functions(tree)
     todo: list[ast.AST] = [node for node in tree.body if functions.get(getattr(node, "name", "")) is not node]
     todo += [function.args for function in functions.values()]  # defaults are evaluated at the def
-    reached: set[str] = set()
+    reached: list[ast.AST] = []
     called: set[str] = set()
     while todo:
-        names = _names_in(todo.pop(), imports=False)
-        reached |= names
-        for name in names & functions.keys() - called:
+        reached.append(node := todo.pop())
+        for name in _names_in(node, imports=False) & functions.keys() - called:
             called.add(name)
             todo.append(functions[name])
-    return frozenset(reached)
+    return reached
 
 
 def _plain_functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:

@@ -254,3 +254,30 @@ def test_a_frontier_that_calls_dynamically_counts_only_the_calls_it_names() -> N
     an edit of it that calls statically is not refused for a call the frontier never had."""
     dynamic = SOURCE + "\nname = getattr(prepare, 'SEED')\nprepare.write_result({'val_bpb': 1.0})\n"
     build_source(dynamic, [Edit("getattr(prepare, 'SEED')", "prepare.SEED")], {})
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["model = torch.compile(model)", "params = list(model.modules())", "args = some.vars"],
+    ids=["torch.compile", "a module's modules()", "an attribute named vars"],
+)
+def test_a_method_named_like_a_builtin_that_calls_by_name_does_not_let_an_orphaned_call_pass(
+    method: str,
+) -> None:
+    """The shipped train.py's main() calls torch.compile: an attribute named like the builtin
+    compile() was taken for a call by a computed name, so that anything main() reached might be
+    called, and an edit that moved the result call into a function nothing calls passed, its run
+    ending with no result. Only the builtins themselves (and sys.modules, importlib, runpy) are."""
+    frontier = WITH_MAIN.replace("def main():\n", f"def main():\n    {method}\n")
+    moved = Edit("def finish(score):\n", "def finish(score):\n    return score\n\n\ndef save(score):\n")
+    with pytest.raises(
+        InvalidCandidate, match=r"call of prepare.write_result in save\(\), which nothing run"
+    ):
+        build_source(frontier, [moved], {})
+    trainer = (Path(__file__).parent.parent / "trainer" / "train.py").read_text()
+    line = '    prepare.write_result({**summary, "tokens_per_second": timed_tokens / training_time})\n'
+    orphaned = Edit(line, f"\n\ndef save(summary, timed_tokens, training_time):\n{line}")
+    with pytest.raises(
+        InvalidCandidate, match=r"call of prepare.write_result in save\(\), which nothing run"
+    ):
+        build_source(trainer, [orphaned], {})
