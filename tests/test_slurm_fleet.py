@@ -2997,3 +2997,66 @@ def test_a_job_completed_without_a_result_is_lost_not_its_changes_crash(
         (1, {"trial": 1, "status": "lost", "reason": reason, "slurm_job_id": job})
     ]
     assert (exp / "abandoned.json").exists()  # (Slurm runs it no more)
+
+
+@pytest.mark.slurm
+def test_workers_that_fail_before_starting_beside_a_live_one_are_sent_again_backing_off(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One worker alive, and every worker sent beside it fails before its worker begins (a node
+    that lacks the interpreter; here the setup line ends every worker job after the first). Each
+    start failure backed off, but sbatch taking the next worker ended the back-off: it never passed
+    its first step, and a new worker failed every 15 s for ever. Now only a worker sent since that
+    starts ends it, so the second failure in a row waits the second step (an hour here)."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0, 3600.0))
+    first = tmp_path / "first-worker"
+    cluster = compose_toy(
+        tmp_path,
+        SLURM,
+        "cluster.partitions.h100.mode=workers",
+        "cluster.partitions.h100.slots=2",
+        f"+cluster.partitions.h100.setup=[mkdir {first} || exit 127]",
+    ).cluster
+    fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+    queue = fleet.queues["h100"]
+    hold = tmp_path / "hold"
+    hold.touch()
+    waits = f"import os, time\nwhile os.path.exists({str(hold)!r}): time.sleep(0.1)\n"
+    exps = [make_experiment(tmp_path, waits, name=f"e{t}", trial=t) for t in (1, 2)]
+
+    def unstarted() -> list[str]:
+        return sorted((w for w in queue.submitted_workers() if not queue.registered(w)), key=int)
+
+    try:
+        fleet.submit([JobSpec(1, exps[0], "h100")])
+        wait_for(lambda: fleet.poll() or queue.claims(), 60, "the first worker to take e1")
+        fleet.submit([JobSpec(2, exps[1], "h100")])
+        wait_for(
+            lambda: fleet.poll() or (len(bad := unstarted()) >= 2 and bad[1] not in fleet._workers["h100"]),
+            120,
+            "a second worker in a row to fail before starting",
+        )
+        for _ in range(3):
+            assert fleet.poll() == []
+        assert len(unstarted()) == 2  # (before: a third sent at once, the back-off back at its start)
+        assert queue.is_queued(2)  # e2 waits for the worker alive
+    finally:
+        hold.unlink()
+        fleet.shutdown(cancel=True)
+    assert sum("FAILED before its worker started" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_workers_failure_to_start_ends_when_a_worker_sent_since_starts_not_when_sbatch_takes_it() -> None:
+    """sbatch taking a worker after one failed to start ends nothing (it may fail alike); one of
+    those starting ends it. A refusal by sbatch itself still ends when sbatch takes workers."""
+    refusal = slurm_outage.WorkerRefusal("h100")
+    refusal.failed_to_start("worker 11 FAILED before its worker started")
+    refusal.sent(["12"])
+    refusal.check_started(lambda worker: False, alive=["10", "12"])
+    assert (refusal.failures, refusal.on_trial) == (1, {"12"})
+    refusal.check_started(lambda worker: worker == "12", alive=["10"])  # (started, then ended)
+    assert (refusal.since, refusal.failures, refusal.on_trial) == (None, 0, set())
+    refusal.failed("sbatch refused the job: QOSMaxJobsPerUserLimit")
+    refusal.sent(["13"])
+    assert (refusal.since, refusal.failures) == (None, 0)

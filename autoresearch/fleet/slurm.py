@@ -416,6 +416,7 @@ class SlurmFleet:
             w for w in self._workers[pool] if w not in alive and self._failed_to_start(queue, w, states)
         ]
         self._workers[pool] = alive
+        self._refusals[pool].check_started(queue.registered, alive)
         if unstarted:
             self._workers_failed_to_start(pool, unstarted[0])
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
@@ -440,8 +441,8 @@ class SlurmFleet:
             return
         self._outage.over()
         self._pool_room_left(pool, capped, [])
-        self._refusals[pool].over()
         ids = [j.job_id for j in submitted]
+        self._refusals[pool].sent(ids)
         queue.record_submitted(ids)
         self._workers[pool] = alive + ids
         log.info("started %d worker(s) on partition %s", len(ids), pool)
@@ -455,14 +456,15 @@ class SlurmFleet:
         """A worker job failed before its worker began, and every worker sent in its place would
         too: sent again at each poll, one after another for ever, while the queued experiments
         waited. It counts as sbatch's refusal of it (`_workers_refused`): with workers alive, the
-        queue waits for them and more are tried again, backing off; with none, the queued
+        queue waits for them and more are tried again, backing off until one of those starts (a
+        job sbatch takes may fail alike, so that ends nothing); with none, the queued
         experiments are lost (re-queued, a retry each, as an array task that fails so)."""
         reason = (
             f"Slurm worker job {worker} FAILED before its worker started: the job could not start it "
             f"(its log: {self.cluster.submitit_dir}/{worker}/)"
         )
         if self._workers[pool]:
-            self._refusals[pool].failed(reason)
+            self._refusals[pool].failed_to_start(reason)
         else:
             self._lose_queued(pool, reason)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
@@ -132,10 +133,41 @@ class PoolBackoff(Backoff):
 
 
 class WorkerRefusal(PoolBackoff):
-    """sbatch refuses a partition's missing workers while others live: the queued experiments
-    wait for those, and sbatch is tried again, backing off."""
+    """sbatch refuses a partition's missing workers, or their jobs fail before their worker starts,
+    while others live: the queued experiments wait for those, and more are tried again, backing
+    off. A refusal by sbatch ends when sbatch takes workers; a failure to start only when a worker
+    sent since starts: sbatch takes the job of one that will fail as readily as any."""
 
     meanwhile = " (workers); the experiments wait for the workers alive"
+
+    def __init__(self, pool: str) -> None:
+        super().__init__(pool)
+        self.start_failed = False
+        self.on_trial: set[str] = set()  # workers sent since one failed to start, not yet started
+
+    def failed_to_start(self, reason: str) -> None:
+        self.failed(reason)
+        self.start_failed = True
+
+    def sent(self, workers: list[str]) -> None:
+        """sbatch took workers: over, unless one failed to start; then it waits for one of them to start."""
+        if self.start_failed:
+            self.on_trial.update(workers)
+        else:
+            self.over()
+
+    def check_started(self, started: Callable[[str], bool], alive: list[str]) -> None:
+        """Over once a worker sent since the failure started; those that ended unstarted are no
+        longer waited on."""
+        if any(started(worker) for worker in self.on_trial):
+            self.over()
+        else:
+            self.on_trial.intersection_update(alive)
+
+    def over(self) -> None:
+        super().over()
+        self.start_failed = False
+        self.on_trial.clear()
 
 
 class PartitionClosed(PoolBackoff):
