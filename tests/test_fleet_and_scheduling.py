@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +43,7 @@ from autoresearch.config import (
 )
 from autoresearch.fleet import leftovers
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
+from autoresearch.fleet.local import runner_alive
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.proposers.offline import OfflineProposer
 from autoresearch.runner import RESULT_VARIABLE, result_file
@@ -422,6 +424,17 @@ def test_what_a_run_left_running_with_an_environment_of_its_own_ends_with_its_ru
     finally:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             os.kill(int(left.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, the kernel's boot id")
+def test_a_dead_runner_of_a_host_with_no_name_is_seen_gone_here(tmp_path: Path, monkeypatch) -> None:
+    """A host whose name is empty (sethostname('') in a namespace of its own) wrote runner.pid
+    'PID SLOT  KERNEL_VIEW', whose kernel view was read as its host name: its own dead runner was
+    taken for another host's, the resume refused and status 'runner unknown from this host'."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "")
+    fleet, job, runner = started_alone(tmp_path, "import time\ntime.sleep(371)\n")
+    killed_and_found_gone(fleet, runner)
+    assert runner_alive(job.exp_dir) is False
 
 
 # A process that leaves its session and stays in uninterruptible sleep (a vfork parent waiting on

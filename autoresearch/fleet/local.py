@@ -230,15 +230,18 @@ class PidFile(NamedTuple):
 
 def _read_pid_file(path: Path) -> PidFile:
     """runner.pid ('PID SLOT HOST KERNEL_VIEW'; 'PID SLOT HOST' before kernel views were recorded,
-    'PID SLOT' before hosts were, 'PID' alone before slots were); Nones where it is absent or
-    unreadable."""
+    'PID SLOT' before hosts were, 'PID' alone before slots were; 'PID SLOT  KERNEL_VIEW' from a host
+    with no name); Nones where it is absent or unreadable."""
     try:
         fields = path.read_text().split()
         numbers = [int(f) for f in fields[:2]]
     except (OSError, ValueError):
         return PidFile(None, None, None, None)
     pid, slot = (numbers + [None, None])[:2]
-    host, kernel = (fields[2:4] + [None, None])[:2]
+    named: list[str | None] = list(fields[2:4])
+    if named and "/" in str(named[0]):  # a host with no name ('PID SLOT  KERNEL_VIEW'): no name has "/"
+        named.insert(0, None)
+    host, kernel = (named + [None, None])[:2]
     return PidFile(pid, slot, host, kernel)
 
 
