@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import (
+    ANOTHER_KERNEL,
     REPO,
     campaign_command,
     collected_once,
@@ -50,9 +51,6 @@ def resumed_on_other_host(runs: Path, env: dict[str, str]) -> subprocess.Complet
         text=True,
         timeout=300,
     )
-
-
-ANOTHER_KERNEL = "0f2c6a53-0000-4000-8000-000000000000/4:4026531836"  # another machine's boot
 
 
 def as_on_another_host(exp: Path) -> int:

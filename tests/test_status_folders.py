@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, controller_killed_mid_run, load, run_campaign, wait_for
+from engine_helpers import ANOTHER_KERNEL, REPO, controller_killed_mid_run, load, run_campaign, wait_for
 from optuna.trial import TrialState
 
 from autoresearch.heartbeat import Heartbeat
@@ -282,7 +282,8 @@ def test_a_runner_this_host_cannot_see_is_said_unknown_not_gone(tmp_path: Path, 
     but for a runner /proc shows here running this experiment, which is."""
     started, hold = controller_killed_mid_run(tmp_path)
     exp_dir, campaign = started.parent, started.parent.parent.parent
-    runner = int((exp_dir / PID_FILE).read_text().split()[0])
+    pid, slot = (exp_dir / PID_FILE).read_text().split()[:2]
+    runner = int(pid)
     prefix: tuple[str, ...] = ()
     try:
         if unseen == "hidden in /proc":
@@ -293,11 +294,14 @@ def test_a_runner_this_host_cannot_see_is_said_unknown_not_gone(tmp_path: Path, 
             beat.write_text(
                 json.dumps({**record, "host": "another-host", "seen_at": record["seen_at"] - 600})
             )
-            # (a runner /proc shows here is running, whatever the names: `local_runner_state`)
+            # as that host's controller wrote it (a runner /proc shows here is running, whatever
+            # the names: `local_runner_state`)
+            (exp_dir / PID_FILE).write_text(f"{runner} {slot} another-host {ANOTHER_KERNEL}")
             os.kill(runner, signal.SIGKILL)
             wait_for(lambda: not Path(f"/proc/{runner}").exists(), 60, "the runner's end")
         else:
             started.write_text(json.dumps({**json.loads(started.read_text()), "node": "another-host"}))
+            (exp_dir / PID_FILE).write_text(f"{runner} {slot}")  # (written before hosts were recorded)
             os.kill(runner, signal.SIGKILL)
             wait_for(lambda: not Path(f"/proc/{runner}").exists(), 60, "the runner's end")
         out = run_tool(str(campaign), prefix=prefix)
