@@ -119,11 +119,16 @@ def unopenable(url: str | None, why: str) -> StudyUnavailable:
 
 def creation_refusal(url: str) -> StudyUnavailable | None:
     """The start's refusal where it could not create the database `url` names: a SQLite file in a
-    folder that is not there (SQLite makes the file, never its folder), in SQLite's words. Found
+    folder that is not there (SQLite makes the file, never its folder), or a folder itself, in
+    SQLite's words. Found
     without creating anything, for a dry run; None where it could."""
     parsed = make_url(url)
     database = Path(parsed.database or "")
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or database.exists():
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if database.is_dir():
+        return unopenable(url, "unable to open database file: it is a folder; name a file in it")
+    if database.exists():
         return None
     if database.parent.is_dir() and os.access(database.parent, os.W_OK | os.X_OK):
         return None

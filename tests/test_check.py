@@ -281,7 +281,9 @@ def test_a_sqlite_file_in_a_folder_that_is_not_there_is_refused_in_the_start_lin
     assert checked.stderr.splitlines() == [f"error: {start_refusal(started)}"]
 
 
-@pytest.mark.parametrize("database", ["server not listening", "sqlite folder not there"])
+@pytest.mark.parametrize(
+    "database", ["server not listening", "sqlite folder not there", "sqlite file a folder"]
+)
 def test_a_first_start_whose_database_cannot_be_reached_leaves_nothing(tmp_path: Path, database: str) -> None:
     """The start made the campaign folder (its log, lock, heartbeat and subfolders) before it tried
     the database, so a failed first start left a folder whose heartbeat said it had stopped on an
@@ -292,7 +294,10 @@ def test_a_first_start_whose_database_cannot_be_reached_leaves_nothing(tmp_path:
     url = {
         "server not listening": "postgresql://nobody@127.0.0.1:1/db",  # (port 1: refused at once)
         "sqlite folder not there": f"sqlite:///{tmp_path / 'no-such-folder' / 'study.db'}",
+        "sqlite file a folder": f"sqlite:///{tmp_path / 'study.db'}",  # (made below)
     }[database]
+    if database == "sqlite file a folder":
+        (tmp_path / "study.db").mkdir()
     runs = tmp_path / "runs"
     checked = check(runs, f"storage={url}", "storage_retry_seconds=5")
     assert checked.returncode == 2 and checked.stdout == "", checked.stdout
@@ -300,7 +305,9 @@ def test_a_first_start_whose_database_cannot_be_reached_leaves_nothing(tmp_path:
     assert line.startswith(f"error: cannot open the study at storage={url}: ")
     started = run(PYTHON_M, *toy_args(runs, f"storage={url}", "storage_retry_seconds=5"))
     assert started.returncode == 2 and started.stderr.splitlines() == [line], started.stdout
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == (
+        ["study.db"] if database == "sqlite file a folder" else []
+    )
     corrected = check(runs)
     assert corrected.returncode == 0, corrected.stderr
     assert "controller" not in plan(corrected.stdout)
