@@ -502,9 +502,8 @@ def main() -> None:
         print(f"error: bad config: {yaml_error_line(err)}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:  # a Ctrl-C before the controller hears stops (Hydra, imports, checks)
-        print(
-            "interrupted: nothing is lost; the same command starts or resumes the campaign", file=sys.stderr
-        )
+        again = "checks it again" if task is dry_run else "starts or resumes the campaign"
+        print(f"interrupted: nothing is lost; the same command {again}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
 
 

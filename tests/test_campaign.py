@@ -736,19 +736,27 @@ runpy.run_module("autoresearch", run_name="__main__", alter_sys=True)
 """
 
 
-def test_ctrl_c_while_the_controller_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("words", "again"),
+    [([], "starts or resumes the campaign"), (["check"], "checks it again")],
+    ids=["start", "check"],
+)
+def test_ctrl_c_while_the_controller_starts_is_one_line_and_exit_130(
+    tmp_path: Path, words: list[str], again: str
+) -> None:
     """A Ctrl-C in the seconds a start takes before the controller hears stops (imports, Hydra,
-    the start's checks) ended it in a KeyboardInterrupt traceback of some 40 lines."""
+    the start's checks) ended it in a KeyboardInterrupt traceback of some 40 lines; and the same
+    line of `autoresearch check`, which starts nothing, said the command starts the campaign."""
     command = campaign_command(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-c", CTRL_C_AT_THE_CHECKS, *command[3:]],
+        [sys.executable, "-c", CTRL_C_AT_THE_CHECKS, *words, *command[3:]],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 130, proc.stdout + proc.stderr
-    assert proc.stderr == "interrupted: nothing is lost; the same command starts or resumes the campaign\n"
+    assert proc.stderr == f"interrupted: nothing is lost; the same command {again}\n"
     assert not (tmp_path / "toy").exists()
 
 
