@@ -7,6 +7,7 @@ and a helper that runs train.py the way the engine does: copied with prepare.py 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -251,3 +252,19 @@ def open_campaign() -> Iterator[Callable[..., Campaign]]:
     yield open_
     for campaign in opened:
         release(campaign)
+
+
+@contextlib.contextmanager
+def tmpfs_at(mount: Path) -> Iterator[Path]:
+    """A small tmpfs mounted at `mount` (made here), unmounted after: a file system a test may
+    remount read-only. Skips the test where this machine may not mount one."""
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine may not mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import tmpfs_at
 from engine_helpers import (
     FIXTURE_CONF,
     REPO,
@@ -247,14 +248,7 @@ def test_a_folder_on_a_read_only_file_system_is_refused_in_the_start_line(
 ) -> None:
     """runs_dir on a file system mounted read-only (a tmpfs here): the check said "Permission
     denied" where the start says "Read-only file system"; the check gives the start's line."""
-    mount = tmp_path / "mount"
-    mount.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"this machine may not mount a tmpfs: {mounted.stderr.strip()}")
-    try:
+    with tmpfs_at(tmp_path / "mount") as mount:
         runs = mount / "runs"
         if read_only == "a campaign folder's file system":  # a campaign copied there, resumed
             (runs / "toy").mkdir(parents=True)
@@ -262,8 +256,6 @@ def test_a_folder_on_a_read_only_file_system_is_refused_in_the_start_line(
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         checked = check(runs)
         started = run(PYTHON_M, *toy_args(runs))
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
     assert checked.returncode == 2 and checked.stdout == "", checked.stderr
     (line,) = checked.stderr.splitlines()
     assert line.startswith(f"error: cannot write the campaign folder {runs / 'toy'}: Read-only file system (")

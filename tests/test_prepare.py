@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import tmpfs_at
 from trainer_helpers import TRAINER_DIR, ConstantLogits, random_gpt
 
 # ---------------------------------------------------------------------------------------------
@@ -2681,3 +2682,23 @@ def test_the_check_of_a_climbmix_step_names_its_downloads_and_refuses_a_data_url
         == "error: AUTORESEARCH_DATA_URL must be an http://, https:// or file:// URL, not '/srv/mirror'\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_check_of_a_cache_on_a_read_only_file_system_says_so(harness_env, tmp_path: Path) -> None:
+    """A cache on a file system mounted read-only (a tmpfs here): `prepare.py --check` said it
+    "cannot be written by this user", sending the user to ask for a permission no owner can give,
+    where the step itself fails on "Read-only file system"; the check now says the file system."""
+    with tmpfs_at(tmp_path / "mount") as mount:
+        (mount / "cache").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        command = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu", "--data", "offline"]
+        env = harness_env(cache=str(mount / "cache"))
+        checked = subprocess.run([*command, "--check"], env=env, capture_output=True, text=True, timeout=300)
+        started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 1 and checked.stdout == "", checked.stdout
+    assert checked.stderr.splitlines() == [
+        f"error: {mount / 'cache'} is on a read-only file system, so the offline corpus cannot be "
+        f"written in {mount / 'cache' / 'data'}/offline-py{sys.version_info[0]}{sys.version_info[1]} "
+        f"(the cache is {mount / 'cache'}; AUTORESEARCH_CACHE chooses another)"
+    ]
+    assert started.returncode == 1 and "Read-only file system" in started.stderr.splitlines()[-1]

@@ -2215,7 +2215,9 @@ def _check_can_write(folder: Path, what: str) -> None:
     if not existing.is_dir():
         raise OSError(f"{existing} is not a folder, so {folder} cannot be made for {what}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OSError(f"{existing} cannot be written by this user, so {what} cannot be written in {folder}")
+        read_only = os.statvfs(existing).f_flag & os.ST_RDONLY  # (no permission mends that: say it)
+        why = "is on a read-only file system" if read_only else "cannot be written by this user"
+        raise OSError(f"{existing} {why}, so {what} cannot be written in {folder}")
 
 
 def _shard_count(text: str) -> int:
