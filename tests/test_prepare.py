@@ -2702,3 +2702,26 @@ def test_the_check_of_a_cache_on_a_read_only_file_system_says_so(harness_env, tm
         f"(the cache is {mount / 'cache'}; AUTORESEARCH_CACHE chooses another)"
     ]
     assert started.returncode == 1 and "Read-only file system" in started.stderr.splitlines()[-1]
+
+
+def test_the_check_of_a_cache_through_a_link_to_what_is_not_there_refuses_it(
+    harness_env, tmp_path: Path
+) -> None:
+    """A cache that is a link to a scratch space not mounted here: `prepare.py --check` said it
+    "would build the offline corpus", and the step then failed, "[Errno 17] File exists"; the
+    check now refuses it, naming the link and where it leads."""
+    gone = tmp_path / "scratch" / "cache"
+    cache = tmp_path / "cache"
+    cache.symlink_to(gone)
+    command = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu", "--data", "offline"]
+    env = harness_env(cache=str(cache))
+    checked = subprocess.run([*command, "--check"], env=env, capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 1 and checked.stdout == "", checked.stdout
+    assert checked.stderr.splitlines() == [
+        f"error: {cache} is a link to {gone}, which is not there, so {cache / 'data'}/offline-py"
+        f"{sys.version_info[0]}{sys.version_info[1]} cannot be made for the offline corpus "
+        f"(the cache is {cache}; AUTORESEARCH_CACHE chooses another)"
+    ]
+    assert sorted(tmp_path.iterdir()) == [cache]
+    started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 1 and "File exists" in started.stderr.splitlines()[-1]

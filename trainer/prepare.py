@@ -2208,9 +2208,16 @@ def check_data_step(source: str, vocab_size: int, num_shards: int | None) -> str
 
 def _check_can_write(folder: Path, what: str) -> None:
     """Raise OSError where `folder` could not be made and written, judged by the nearest folder on
-    its path that exists, by its permissions (and a read-only mount), without a write."""
+    its path that exists, by its permissions (and a read-only mount), without a write. A link on
+    the path to what is not there (a scratch space not mounted here) is no place to make it in:
+    the step's mkdir fails on it, "File exists"."""
     existing = folder
     while not existing.exists() and existing != existing.parent:  # (exists: False under a file)
+        if existing.is_symlink():
+            raise OSError(
+                f"{existing} is a link to {os.readlink(existing)}, which is not there, so {folder} "
+                f"cannot be made for {what}"
+            )
         existing = existing.parent
     if not existing.is_dir():
         raise OSError(f"{existing} is not a folder, so {folder} cannot be made for {what}")
