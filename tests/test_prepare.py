@@ -261,7 +261,9 @@ def test_a_tokenizer_file_of_another_vocabulary_or_folder_is_trained_again(
     monkeypatch.setattr(prepare_mod, "log", lines.append)
     monkeypatch.setattr(prepare_mod, "_TOKENIZERS", {})
     assert prepare_mod.load_tokenizer().n_vocab == 2048 and path.read_bytes() == whole
-    assert lines[0] == f"{path} is damaged ({why.format(folder=path.parent.name)}): training it again"
+    assert (
+        lines[0] == f"{path} is damaged ({why.format(folder=path.parent.name)}): training the tokenizer again"
+    )
 
 
 def test_a_tokenizer_this_user_may_not_read_is_named_in_one_line(
@@ -2725,3 +2727,39 @@ def test_the_check_of_a_cache_through_a_link_to_what_is_not_there_refuses_it(
     assert sorted(tmp_path.iterdir()) == [cache]
     started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert started.returncode == 1 and "File exists" in started.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("left", ["damaged", "pickle"])
+def test_the_check_of_a_cache_whose_tokenizer_is_not_used_says_why_and_trains_nothing(
+    harness_env, offline_cache: Path, tmp_path: Path, left: str
+) -> None:
+    """`prepare.py --check` of a cache whose tokenizer.json is damaged, or whose tokenizer is the
+    old pickle, said on stderr 'training it again' while it trained nothing, and its line did not
+    say why a cache the user took for prepared would be trained: the line now says it, stderr nothing."""
+    cache = tmp_path / "cache"
+    shutil.copytree(offline_cache, cache)
+    folder = next(cache.glob("tokenizer/*/tokenizer.json")).parent
+    if left == "damaged":
+        (folder / "tokenizer.json").write_text("{")
+        why = f"{folder / 'tokenizer.json'} is damaged (JSONDecodeError: "
+    else:
+        (folder / "tokenizer.json").unlink()
+        (folder / "tokenizer.pkl").write_bytes(b"")
+        why = f"{folder / 'tokenizer.pkl'} is a pickle, which is never read"
+    before = sorted((path, path.stat().st_mtime_ns) for path in tmp_path.rglob("*"))
+    command = [
+        sys.executable,
+        str(TRAINER_DIR / "prepare.py"),
+        "--scale",
+        "cpu",
+        "--data",
+        "offline",
+        "--check",
+    ]
+    proc = subprocess.run(
+        command, env=harness_env(cache=str(cache)), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith(f"would train the 2048-token tokenizer in {cache}; {why}"), proc.stdout
+    assert len(proc.stdout.splitlines()) == 1
+    assert sorted((path, path.stat().st_mtime_ns) for path in tmp_path.rglob("*")) == before

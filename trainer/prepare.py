@@ -1492,22 +1492,26 @@ def _read_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding:
     )
 
 
-def _cached_tokenizer(path: Path, vocab_size: int) -> tiktoken.Encoding | None:
+def _trained_again(why: str) -> None:
+    log(f"{why}: training the tokenizer again")
+
+
+def _cached_tokenizer(
+    path: Path, vocab_size: int, unused: Callable[[str], None] = _trained_again
+) -> tiktoken.Encoding | None:
     """The tokenizer saved at `path`; None when there is none, or when it is damaged (a disk
-    fault, a copy cut short), so that it is trained again rather than trusted. One this user may
-    not read stops the process in one line: training it again could not replace it. A tokenizer.pkl
-    beside it, the former format, is never read: unpickling a file of a shared cache would run
-    whatever code its writer put in it."""
+    fault, a copy cut short), so that it is trained again rather than trusted, `unused` told why.
+    One this user may not read stops the process in one line: training it again could not replace
+    it. A tokenizer.pkl beside it, the former format, is never read: unpickling a file of a shared
+    cache would run whatever code its writer put in it."""
     if not path.exists():
         if path.with_name(OLD_TOKENIZER_FILE).exists():
-            log(
-                f"{path.with_name(OLD_TOKENIZER_FILE)} is a pickle, which is never read: training the tokenizer again"
-            )
+            unused(f"{path.with_name(OLD_TOKENIZER_FILE)} is a pickle, which is never read")
         return None
     try:
         return _read_tokenizer(path, vocab_size)
     except _UNREADABLE as err:
-        log(f"{path} is damaged ({type(err).__name__}: {err}): training it again")
+        unused(f"{path} is damaged ({type(err).__name__}: {err})")
         return None
     except PermissionError:  # (another user's, in a cache shared by a group)
         sys.stderr.write(
@@ -2198,12 +2202,13 @@ def check_data_step(source: str, vocab_size: int, num_shards: int | None) -> str
         if work:
             _check_can_write(data, "the offline corpus")
     tokenizer = tokenizer_dir(source, vocab_size)
-    if _cached_tokenizer(tokenizer / TOKENIZER_FILE, vocab_size) is None:
+    unused: list[str] = []  # why a saved tokenizer is not used: said in the line, as nothing is trained
+    if _cached_tokenizer(tokenizer / TOKENIZER_FILE, vocab_size, unused.append) is None:
         work.append(f"train the {vocab_size}-token tokenizer")
         _check_can_write(tokenizer, "the tokenizer")
     if not work:
         return f"ready: the {source} data and the {vocab_size}-token tokenizer are prepared in {cache_dir()}"
-    return f"would {' and '.join(work)} in {cache_dir()}"
+    return "; ".join([f"would {' and '.join(work)} in {cache_dir()}", *unused])
 
 
 def _check_can_write(folder: Path, what: str) -> None:
