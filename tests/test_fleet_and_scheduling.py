@@ -41,7 +41,7 @@ from autoresearch.config import (
     campaign_dir_of,
     deadline_seconds,
 )
-from autoresearch.fleet import leftovers
+from autoresearch.fleet import leftovers, local
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.fleet.local import runner_alive
 from autoresearch.proposers.base import CampaignContext
@@ -403,24 +403,70 @@ def killed_and_found_gone(fleet: Fleet, runner: int) -> list[Finished]:
     return finished
 
 
+# A train.py that starts a process with an environment of its own (env={}), which writes its pid
+# to left.pid and sleeps.
+STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT = (
+    "import os, subprocess, sys, time\n"
+    "code = \"import os, time; open('p.tmp', 'w').write(str(os.getpid())); os.replace('p.tmp', 'left.pid'); "
+    'time.sleep(371)"\n'
+    "subprocess.Popen([sys.executable, '-c', code], env={})\n"
+    "while True:\n    time.sleep(0.05)\n"
+)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
 def test_what_a_run_left_running_with_an_environment_of_its_own_ends_with_its_runner(tmp_path: Path) -> None:
     """A process train.py started with an environment of its own (env={}) has no
     AUTORESEARCH_RESULT to be found by: its runner killed outright, it ran on beside the slot's
     next run. It stays in its runner's session, which the fleet ends too."""
-    train_py = (
-        "import os, subprocess, sys, time\n"
-        "code = \"import os, time; open('p.tmp', 'w').write(str(os.getpid())); os.replace('p.tmp', 'left.pid'); "
-        'time.sleep(371)"\n'
-        "subprocess.Popen([sys.executable, '-c', code], env={})\n"
-        "while True:\n    time.sleep(0.05)\n"
-    )
-    fleet, job, runner = started_alone(tmp_path, train_py)
+    fleet, job, runner = started_alone(tmp_path, STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT)
     left = job.exp_dir / "left.pid"
     try:
         wait_for(left.exists, 60, "the process with an environment of its own to start", every=0.02)
         assert [f.outcome["status"] for f in killed_and_found_gone(fleet, runner)] == ["lost"]
         assert not running(int(left.read_text()))
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+@pytest.mark.parametrize("cancel", [False, True])
+def test_what_a_run_left_running_ends_when_its_runner_died_just_before_the_controller_stopped(
+    tmp_path: Path, cancel: bool
+) -> None:
+    """A runner killed outright after the fleet's last poll and before its controller stopped
+    left its session unswept: the stop (or a cancel, which reaped it at once) forgot it, and the
+    next controller, finding it gone, sweeps by environment only, so a process train.py started
+    with an environment of its own ran on beside the slot's next run. The stop sweeps it first."""
+    fleet, job, runner = started_alone(tmp_path, STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT)
+    left = job.exp_dir / "left.pid"
+    try:
+        wait_for(left.exists, 60, "the process with an environment of its own to start", every=0.02)
+        os.kill(runner, signal.SIGKILL)
+        os.waitid(os.P_PID, runner, os.WEXITED | os.WNOWAIT)  # (its end, not reaped: the fleet's to reap)
+        fleet.shutdown(cancel=cancel)
+        assert not running(int(left.read_text()))
+        assert not Path(f"/proc/{runner}").exists()  # reaped
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+def test_a_cancelled_runner_killed_past_its_grace_is_swept_and_reaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled runner that has not ended within its grace is KILLed, its session swept, then
+    reaped, as a poll would end it (here with no grace: it still runs train.py as it is KILLed)."""
+    monkeypatch.setattr(local, "CANCEL_GRACE_S", 0.0)
+    fleet, job, runner = started_alone(tmp_path, STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT)
+    left = job.exp_dir / "left.pid"
+    try:
+        wait_for(left.exists, 60, "the process with an environment of its own to start", every=0.02)
+        fleet.shutdown(cancel=True)
+        assert not running(int(left.read_text()))
+        assert not Path(f"/proc/{runner}").exists()
     finally:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             os.kill(int(left.read_text()), signal.SIGKILL)

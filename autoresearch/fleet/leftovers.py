@@ -7,8 +7,8 @@ the kernel's OOM killer, the fleet's KILL at the deadline of a runner that ignor
 of it: the kernel kills train.py with it (PDEATHSIG), but what train.py started (a data-loader
 worker, a server, anything an agent's train.py spawns) lives on, reparented to init, and on a GPU
 shares it with the next run of the slot. Only something that outlives the runner can end these,
-so the local fleet does, as it finds a runner ended and when a controller started again finds one
-gone: `Leftovers.end`.
+so the local fleet does, as it finds a runner ended (at a poll, or as its controller stops) and
+when a controller started again finds one gone: `Leftovers.end`.
 
 A run's process is known by its environment, and by its runner's session. Its environment: each
 inherits train.py's AUTORESEARCH_RESULT, the run's own result file, which /proc/PID/environ shows

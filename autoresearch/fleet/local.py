@@ -26,6 +26,7 @@ from autoresearch.fleet.leftovers import Leftovers
 from autoresearch.runner import (
     ABANDONED_FILE,
     DISK_REFUSED_EXIT,
+    GROUP_POLL_S,
     PID_FILE,
     STARTED_FILE,
     ended_outcome,
@@ -37,6 +38,7 @@ from autoresearch.runner import (
 log = logging.getLogger("autoresearch")
 
 KILL_GRACE_S = 30.0
+CANCEL_GRACE_S = 15.0  # how long a cancelled runner has to end train.py and write its outcome
 
 
 @dataclass
@@ -163,12 +165,17 @@ class LocalFleet:
                 continue
             if alive:
                 continue
-            self._end_leftovers(run)
-            if run.proc is not None:
-                run.proc.wait()  # (reaped only now: `_end_leftovers`)
+            self._end(run)
             del self._running[trial]
             done.append(Finished(trial, _read_outcome(run)))
         return done
+
+    def _end(self, run: _Running) -> None:
+        """Sweep what the ended `run` left running, then reap its runner (only then: its zombie
+        keeps its session's number for `_end_leftovers`)."""
+        self._end_leftovers(run)
+        if run.proc is not None:
+            run.proc.wait()
 
     def _end_leftovers(self, run: _Running) -> None:
         """KILL what `run` left running: each process whose environment names its run, and, of a
@@ -181,17 +188,35 @@ class LocalFleet:
         time.sleep(max(0.0, seconds))
 
     def shutdown(self, cancel: bool) -> None:
+        """Stop watching the runs (ending them first where `cancel`). Live runners are left to the
+        next controller, which re-attaches them; one this controller started that has ended is
+        ended as a poll would (`_end`): after this controller, its session's number is no longer
+        held, and what a process there with an environment of its own left running stays unfound."""
         if cancel:
-            for run in self._running.values():
-                _signal_group(run.pid, signal.SIGTERM)
-            for run in self._running.values():
-                if run.proc is not None:
-                    try:
-                        run.proc.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        _signal_group(run.pid, signal.SIGKILL)
-                        self._end_leftovers(run)
+            self._cancel()
+        for run in self._running.values():
+            if run.proc is not None and not _alive_unreaped(run.proc):
+                self._end(run)
         self._running.clear()
+
+    def _cancel(self) -> None:
+        """TERM every runner, then KILL each this controller started that has not ended within
+        CANCEL_GRACE_S, waiting KILL_GRACE_S at most for its end (a runner stuck in the kernel
+        may not end), not reaping any: `shutdown` sweeps their sessions first."""
+        for run in self._running.values():
+            _signal_group(run.pid, signal.SIGTERM)
+        started_here = [run.proc for run in self._running.values() if run.proc is not None]
+        for proc in _still_running(started_here, CANCEL_GRACE_S):
+            _signal_group(proc.pid, signal.SIGKILL)
+        _still_running(started_here, KILL_GRACE_S)
+
+
+def _still_running(procs: list[subprocess.Popen[bytes]], seconds: float) -> list[subprocess.Popen[bytes]]:
+    """Those of the runners `procs` that have not ended within `seconds` (none reaped)."""
+    until = time.monotonic() + seconds
+    while (alive := [proc for proc in procs if _alive_unreaped(proc)]) and time.monotonic() < until:
+        time.sleep(GROUP_POLL_S)
+    return alive
 
 
 def _alive_unreaped(proc: subprocess.Popen[bytes]) -> bool:
