@@ -621,11 +621,12 @@ class SlurmFleet:
                 # a node failure, a retry (`_written_state` waits for it)
                 settled = t.stale_since is None and now - t.over_since >= 3 * SETTLE_SECONDS
                 return self._done(t, outcome) if settled else None
-            if over["status"] == "crash" and "SIGUSR2" in outcome.get("reason", ""):
+            ordinary_end = over["status"] == "crash" or state.startswith(COMPLETED)  # as Slurm saw it
+            if ordinary_end and "SIGUSR2" in outcome.get("reason", ""):
                 return self._done(
                     t, {**outcome, "status": "timeout", "reason": self._time_limit_reason(t, outcome)}
                 )
-            if over["status"] == "crash" or state.startswith(COMPLETED):  # Slurm saw an ordinary end
+            if ordinary_end:
                 return self._done(t, outcome)
             reason = f"{over['reason']}: {outcome.get('reason', '')}".rstrip(": ")
             return self._done(t, {**outcome, **over, "reason": reason})
