@@ -141,10 +141,11 @@ def quiet_wandb() -> None:
     online a banner and links, a line or more a second at fleet scale. A run's `silent` setting
     does not reach those: they follow the settings of the process's first wandb.setup, so they
     are turned off there, once (the one line a user needs of them, where the runs are, the
-    controller says itself: `where_runs_are`)."""
+    controller says itself: `where_runs_are`). Silent so, its login (`check_credentials`) no
+    longer asks the server who the key's user is to say so: 5 s to a timeout offline."""
     import wandb
 
-    wandb.setup()
+    wandb.setup(settings=wandb.Settings(silent=True))
     wandb.termsetup(wandb.Settings(silent=True), None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import optuna
@@ -352,6 +354,44 @@ def test_looking_up_the_wandb_key_at_a_start_prints_none_of_wandbs_own_lines(tmp
         )
     assert out.returncode == 0 and out.stdout == "found\n", said.read_text()
     assert not [x for x in said.read_text().splitlines() if x.startswith("wandb:")], said.read_text()
+
+
+def test_looking_up_the_wandb_key_asks_the_wandb_server_nothing(tmp_path: Path) -> None:
+    """The key is looked up without the server (which may be down for a while), yet W&B's login
+    asked it who the key's user was, to say so on the terminal, though that line is off: 5 s to a
+    timeout offline at every start and check, and once a process that did not end in 120 s. A
+    server on 127.0.0.1 at WANDB_BASE_URL counts what it is asked."""
+    asked: list[str] = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # (W&B's GraphQL)
+            asked.append(self.path)
+            self.send_response(500)
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    look_up = (
+        "from autoresearch.config import TrackingConfig\n"
+        "from autoresearch.tracking import check_credentials\n"
+        "check_credentials(TrackingConfig(kind='wandb', project='tests', mode='online'))\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path), "WANDB_API_KEY": SECRETS["WANDB_API_KEY"]}
+    env["WANDB_BASE_URL"] = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with (tmp_path / "out").open("w") as out:
+            done = subprocess.run(
+                [sys.executable, "-c", look_up], env=env, stdout=out, stderr=out, timeout=120
+            )
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, (tmp_path / "out").read_text()
+    assert asked == []
 
 
 def tracked_study(campaign: Path, trials: int, steps: int) -> optuna.Study:
