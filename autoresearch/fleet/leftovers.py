@@ -212,7 +212,7 @@ def _own_live_processes() -> list[tuple[int, str, str, int | None]]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(int(proc.name))
             own = proc.stat().st_uid == os.getuid()
         except OSError:  # ended meanwhile
             continue
@@ -221,6 +221,12 @@ def _own_live_processes() -> list[tuple[int, str, str, int | None]]:
                 (int(proc.name), fields[0], fields[19] if len(fields) > 19 else "", _session(fields))
             )
     return found
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and
+    parentheses), the state first; it takes no lock of the process. OSError where it ended."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def _session(fields: list[str]) -> int | None:
@@ -235,7 +241,7 @@ def _held_if_of_session(pid: int, session: int) -> _Held | None:
     if held is None:
         return None
     with contextlib.suppress(OSError):
-        if _session(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()) == session:
+        if _session(_stat_fields(pid)) == session:
             return held
     held.release()
     return None
@@ -244,7 +250,7 @@ def _held_if_of_session(pid: int, session: int) -> _Held | None:
 def _state_if_same(pid: int, started: str) -> str | None:
     """`pid`'s state where it is still the process that started at `started`, else None."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat_fields(pid)
     except OSError:
         return None
     same = (fields[19] if len(fields) > 19 else "") == started
@@ -302,7 +308,7 @@ def _hold(pid: int) -> _Held | None:
 def _start_time(pid: int) -> str:
     """When `pid` started, in clock ticks since boot: /proc/PID/stat's field 22 (the 20th after
     the command name, which may hold spaces and parentheses)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    return _stat_fields(pid)[19]
 
 
 @functools.cache  # once, not once a process or a sweep
