@@ -146,8 +146,8 @@ def test_each_mig_instance_is_a_slot_given_by_its_uuid(
     [
         (f"{SLICES[2]},{SLICES[5]}", [SLICES[2], SLICES[5]]),
         (SLICES[4][:12], [SLICES[4][:12]]),
-        ("0", SLICES),
-        (MIG_A100_UUID, SLICES),
+        ("0", ["0"]),
+        (MIG_A100_UUID, [MIG_A100_UUID]),
     ],
     ids=["mig-uuids", "mig-uuid-start", "gpu-index", "gpu-uuid"],
 )
@@ -156,7 +156,9 @@ def test_cuda_visible_devices_naming_mig_instances_or_their_gpu_is_honoured(
     monkeypatch: pytest.MonkeyPatch, visible: str, devices: list[str]
 ) -> None:
     """MIG UUIDs the user gives are the slots, named by their profile (they were named 'gpu', not
-    known); an index or UUID of a GPU in MIG mode stands for its instances."""
+    known). An index or UUID of a GPU in MIG mode (CUDA_VISIBLE_DEVICES=0 in a Slurm job given one
+    slice) was a slot per instance -L lists, seven, each given a MIG UUID where CUDA may open only
+    the job's slice; it is one slot, given the entry, on the one instance CUDA uses, named by it."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     plan = plan_fleet(local_cluster())
     assert (plan.gpus, plan.pools["local"].slots, plan.pools["local"].gpu_type) == (

@@ -5,9 +5,9 @@
     GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5d5ba0d6-...)
       MIG 1g.5gb      Device  0: (UUID: MIG-c6d4f1ef-...)
 
-A process uses a MIG instance only where CUDA_VISIBLE_DEVICES names it by its MIG UUID, and one
-instance at most, so each instance is a slot of its own, named so; the GPU's index would give the
-slots one instance, the others idle. `--query-gpu` lists the parent GPU alone, but says whether it
+A process uses one MIG instance at most: the one CUDA_VISIBLE_DEVICES names by its MIG UUID, or,
+given the whole GPU, the first CUDA enumerates. So each instance is a slot of its own, named so;
+the GPU's index would give the slots one instance, the others idle. `--query-gpu` lists the parent GPU alone, but says whether it
 is in MIG mode, which `-L` does not say of a GPU with no instance yet.
 """
 
@@ -121,8 +121,8 @@ def slot_devices(gpu: ListedGpu) -> list[str]:
 
 def visible_gpus(listed: list[ListedGpu]) -> list[str]:
     """A slot's device each, as CUDA_VISIBLE_DEVICES names it: those CUDA_VISIBLE_DEVICES names
-    (an entry that names a GPU in MIG mode, by index or UUID, stands for its instances), else
-    every GPU's, or MIG instance's, of `listed` (`listed_gpus`)."""
+    (an entry that names a GPU in MIG mode, by index or UUID, is one slot, on the one instance CUDA
+    uses), else every GPU's, or MIG instance's, of `listed` (`listed_gpus`)."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is None:
         return [device for gpu in listed for device in slot_devices(gpu)]
@@ -131,9 +131,22 @@ def visible_gpus(listed: list[ListedGpu]) -> list[str]:
 
 
 def _devices_of(entry: str, listed: list[ListedGpu]) -> list[str]:
-    """The slots' devices a CUDA_VISIBLE_DEVICES entry stands for: itself, or a MIG-mode GPU's instances."""
+    """The slots' devices a CUDA_VISIBLE_DEVICES entry stands for: itself, or none for a GPU in
+    MIG mode with no instance. An entry naming a GPU in MIG mode is one slot, itself, not one per
+    instance: a process given the whole GPU uses one instance, the first CUDA enumerates that it
+    may open (in a Slurm job given one slice, that slice; a MIG UUID of -L's would be refused)."""
     gpu = next((g for g in listed if g.in_mig_mode and _names_gpu(entry, g.index, g.uuid)), None)
-    return slot_devices(gpu) if gpu else [entry]
+    if gpu is None:
+        return [entry]
+    if len(gpu.instances) > 1:
+        log.info(
+            "CUDA_VISIBLE_DEVICES names GPU %s (%s), in MIG mode: one slot, on the one instance CUDA "
+            "uses; to use its %d instances, name them by MIG UUID (nvidia-smi -L)",
+            gpu.index,
+            gpu.name,
+            len(gpu.instances),
+        )
+    return [entry] if slot_devices(gpu) else []
 
 
 def gpu_name(visible: list[str], listed: list[ListedGpu]) -> str:
@@ -154,12 +167,20 @@ def gpu_name(visible: list[str], listed: list[ListedGpu]) -> str:
 
 def _device_name(entry: str, gpu: ListedGpu) -> str | None:
     """The model a CUDA_VISIBLE_DEVICES entry names on `gpu`: one of its MIG instances' ('NVIDIA
-    A100-SXM4-40GB MIG 1g.5gb'), or the GPU's; None where it names neither."""
+    A100-SXM4-40GB MIG 1g.5gb'), its first instance's where it names a GPU in MIG mode (the one
+    CUDA uses), or the GPU's; None where it names neither."""
     entry = entry.strip()
     for instance in gpu.instances:
         if entry.startswith("MIG-") and instance.uuid.startswith(entry):
-            return f"{gpu.name} MIG {instance.profile}"
-    return gpu.name if _names_gpu(entry, gpu.index, gpu.uuid) else None
+            return _instance_name(gpu, instance)
+    if not _names_gpu(entry, gpu.index, gpu.uuid):
+        return None
+    return _instance_name(gpu, gpu.instances[0]) if gpu.instances else gpu.name
+
+
+def _instance_name(gpu: ListedGpu, instance: MigInstance) -> str:
+    """A MIG instance's model, as torch names it: its GPU's and its profile."""
+    return f"{gpu.name} MIG {instance.profile}"
 
 
 def _names_gpu(gpu: str, index: str, uuid: str) -> bool:
