@@ -26,6 +26,7 @@ GPUS = [  # index, uuid, name
     ("0", "GPU-1b2c3d4e-0000-1111-2222-333344445555", A100),
     ("1", "GPU-8f2c9a01-6666-7777-8888-99990000aaaa", H100),
 ]
+H100_UUIDS = [GPUS[1][1], "GPU-8f2c9a01-6666-7777-8888-99990000bbbb"]  # a machine of two H100s
 MIG_A100 = "NVIDIA A100-SXM4-40GB"
 MIG_A100_UUID = "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"
 SLICES = [f"MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3{i}" for i in range(7)]  # seven 1g.5gb instances
@@ -34,21 +35,34 @@ QUERY = "--query-gpu=index,uuid,mig.mode.current,name --format=csv,noheader"  # 
 
 
 def stand_in_nvidia_smi(
-    folder: Path, monkeypatch: pytest.MonkeyPatch, listing: list[str], query: list[str]
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listing: list[str],
+    query: list[str],
+    listing_fails: str = "",
+    query_fails: bool = False,
 ) -> None:
-    """An `nvidia-smi` first on PATH whose `-L` prints `listing`, and whose `--query-gpu` of the
-    fields read prints `query`, a line each; any other arguments it refuses, as nvidia-smi does."""
+    """An `nvidia-smi` first on PATH whose `-L` prints `listing` (or, given `listing_fails`, says
+    it and exits 9, as nvidia-smi does on an NVML error), and whose `--query-gpu` of the fields read
+    prints `query`, a line each (or fails); any other arguments it refuses, as nvidia-smi does."""
+    fail = "exit 9"
+    listed = f"echo {listing_fails!r}; {fail}" if listing_fails else _printed(listing)
     script = folder / "nvidia-smi"
     script.write_text(
         "#!/bin/sh\n"
         'case "$1 $2" in\n'
-        f"  '-L ') printf '%s\\n' {' '.join(repr(line) for line in listing)};;\n"
-        f"  '{QUERY}') printf '%s\\n' {' '.join(repr(row) for row in query)};;\n"
+        f"  '-L ') {listed};;\n"
+        f"  '{QUERY}') {fail if query_fails else _printed(query)};;\n"
         "  *) echo 'Invalid combination of input arguments.' >&2; exit 2;;\n"
         "esac\n"
     )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def _printed(lines: list[str]) -> str:
+    """A shell command printing `lines`, one a line."""
+    return f"printf '%s\\n' {' '.join(repr(line) for line in lines)}"
 
 
 @pytest.fixture
@@ -218,12 +232,11 @@ def test_a_listing_none_of_whose_lines_is_understood_falls_back_to_the_query_wit
     """`-L` in a format no driver prints yet (the stand-in's guess at one): the machine read as
     having no GPU, and a GPU campaign was refused on it; the GPUs `--query-gpu` lists, a CSV
     whose fields are stable, are its slots, as before `-L` was read."""
-    uuids = [GPUS[1][1], "GPU-8f2c9a01-6666-7777-8888-99990000bbbb"]
     stand_in_nvidia_smi(
         tmp_path,
         monkeypatch,
-        [f"Device {i} [{H100}] uuid={uuid}" for i, uuid in enumerate(uuids)],
-        [f"{i}, {uuid}, Disabled, {H100}" for i, uuid in enumerate(uuids)],
+        [f"Device {i} [{H100}] uuid={uuid}" for i, uuid in enumerate(H100_UUIDS)],
+        [f"{i}, {uuid}, Disabled, {H100}" for i, uuid in enumerate(H100_UUIDS)],
     )
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     with caplog.at_level(logging.WARNING, logger="autoresearch"):
@@ -232,3 +245,39 @@ def test_a_listing_none_of_whose_lines_is_understood_falls_back_to_the_query_wit
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "nvidia-smi -L" in warning and "none of which is understood" in warning
     assert f"Device 0 [{H100}]" in warning and "--query-gpu" in warning
+
+
+def test_a_listing_that_fails_falls_back_to_the_query_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`-L` exiting non-zero where `--query-gpu` works (a permission the listing needs and the
+    query does not, in a container): the machine read as having no GPU, and a GPU campaign was
+    refused on it; the GPUs `--query-gpu` lists are its slots, with a warning saying what -L said."""
+    stand_in_nvidia_smi(
+        tmp_path,
+        monkeypatch,
+        [],
+        [f"{i}, {uuid}, Disabled, {H100}" for i, uuid in enumerate(H100_UUIDS)],
+        listing_fails="Insufficient Permissions",
+    )
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        plan = plan_fleet(local_cluster(), require_gpu=True)
+    assert (plan.gpus, plan.pools["local"].slots) == (["0", "1"], 2)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "nvidia-smi -L failed (Insufficient Permissions)" in warning and "--query-gpu" in warning
+    assert "\n" not in warning
+
+
+def test_a_machine_whose_nvidia_smi_fails_at_both_shows_no_gpu_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No driver loaded: nvidia-smi fails at both, and the machine is a CPU machine, as before."""
+    stand_in_nvidia_smi(
+        tmp_path, monkeypatch, [], [], listing_fails="NVIDIA-SMI has failed", query_fails=True
+    )
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        plan = plan_fleet(local_cluster())
+    assert (plan.gpus, plan.pools["local"].gpu_type) == ([], "cpu")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -50,42 +50,61 @@ class ListedGpu(NamedTuple):
 _QUERY = ("--query-gpu=index,uuid,mig.mode.current,name", "--format=csv,noheader")
 
 
-def _nvidia_smi(*args: str) -> list[str] | None:
-    """The non-blank lines `nvidia-smi ARGS` prints; None where it does not run (no NVIDIA driver,
-    or a field an old driver does not know)."""
+class SmiOutput(NamedTuple):
+    lines: list[str] | None  # the non-blank lines it printed; None where it failed
+    failure: str = ""  # why it failed, in its words where it said
+
+
+def _nvidia_smi(*args: str) -> SmiOutput:
+    """What `nvidia-smi ARGS` prints; its failure where it does not run (no NVIDIA driver, a field
+    an old driver does not know, an option the driver refuses here)."""
     try:
         out = subprocess.run(
             ["nvidia-smi", *args], capture_output=True, text=True, timeout=10, check=True
         ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [line.rstrip() for line in out.splitlines() if line.strip()]
+    except subprocess.CalledProcessError as e:
+        said = [line.strip() for line in f"{e.stderr}\n{e.stdout}".splitlines() if line.strip()]
+        return SmiOutput(None, said[0] if said else f"exit status {e.returncode}")
+    except (OSError, subprocess.SubprocessError) as e:
+        return SmiOutput(None, str(e))
+    return SmiOutput([line.rstrip() for line in out.splitlines() if line.strip()])
 
 
 def listed_gpus() -> list[ListedGpu]:
     """Each GPU nvidia-smi lists, with its MIG instances; [] where there is no NVIDIA driver.
     `-L` gives the instances; `--query-gpu`, a stable CSV, says which GPUs are in MIG mode (one with
-    no instance is listed by `-L` as a plain GPU), and stands in for a `-L` none of whose lines is
-    understood, which a driver's new format would give: else a GPU machine would read as none."""
+    no instance is listed by `-L` as a plain GPU), and stands in for a `-L` that fails or none of
+    whose lines is understood (a driver's new format): else a GPU machine would read as none."""
     listing = _nvidia_smi("-L")
-    if not listing:
-        return []
     queried = _queried_gpus()
-    gpus = _parsed_listing(listing)
+    gpus = _parsed_listing(listing.lines or [])
     if not gpus:
-        log.warning(
-            "nvidia-smi -L printed lines none of which is understood (the first: %r); the slots are "
-            "the GPUs nvidia-smi --query-gpu lists, by index, a GPU in MIG mode one (on one instance)",
-            listing[0],
-        )
-        return [ListedGpu(index, name, uuid, []) for index, uuid, _, name in queried]
+        return _queried_in_place_of(listing, queried)
     mig_enabled = {uuid for _, uuid, mode, _ in queried if mode == "Enabled"}
     return [gpu._replace(mig_enabled=gpu.uuid in mig_enabled) for gpu in gpus]
 
 
+def _queried_in_place_of(listing: SmiOutput, queried: list[list[str]]) -> list[ListedGpu]:
+    """The GPUs `--query-gpu` lists, by index, where `-L` gave none, said once; [] where it lists none."""
+    if not queried:
+        return []
+    if listing.lines is None:
+        said = f"nvidia-smi -L failed ({listing.failure})"
+    elif not listing.lines:
+        said = "nvidia-smi -L printed nothing"
+    else:
+        said = f"nvidia-smi -L printed lines none of which is understood (the first: {listing.lines[0]!r})"
+    log.warning(
+        "%s; the slots are the GPUs nvidia-smi --query-gpu lists, by index, a GPU in MIG mode one "
+        "(on one instance)",
+        said,
+    )
+    return [ListedGpu(index, name, uuid, []) for index, uuid, _, name in queried]
+
+
 def _queried_gpus() -> list[list[str]]:
     """`--query-gpu`'s rows: index, uuid, mig.mode.current, name (last, as it may hold a comma)."""
-    rows = [[field.strip() for field in line.split(",", 3)] for line in _nvidia_smi(*_QUERY) or []]
+    rows = [[field.strip() for field in line.split(",", 3)] for line in _nvidia_smi(*_QUERY).lines or []]
     return [row for row in rows if len(row) == 4]
 
 
