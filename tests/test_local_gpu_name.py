@@ -281,3 +281,27 @@ def test_a_machine_whose_nvidia_smi_fails_at_both_shows_no_gpu_without_a_warning
         plan = plan_fleet(local_cluster())
     assert (plan.gpus, plan.pools["local"].gpu_type) == ([], "cpu")
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_gpu_in_mig_mode_the_query_stands_in_for_is_one_slot_named_apart_from_the_whole_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`-L` not understood on an A100 in MIG mode: `--query-gpu` said so (mig.mode.current, read)
+    and was not heard, so the runs on one of its slices were named the whole A100, and a resume on
+    a whole A100 compared them; it is one slot, by index, named '<GPU> MIG', its profile not known."""
+    stand_in_nvidia_smi(
+        tmp_path,
+        monkeypatch,
+        [f"Device 0 [{MIG_A100}] uuid={MIG_A100_UUID}"],
+        [f"0, {MIG_A100_UUID}, Enabled, {MIG_A100}"],
+    )
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        plan = plan_fleet(local_cluster(), require_gpu=True)
+    assert (plan.gpus, plan.pools["local"].slots, plan.pools["local"].gpu_type) == (
+        ["0"],
+        1,
+        f"{MIG_A100} MIG",
+    )
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "MIG mode one" in warning and "profile not known" in warning and "\n" not in warning

@@ -39,6 +39,7 @@ class ListedGpu(NamedTuple):
     uuid: str
     instances: list[MigInstance]  # [] where the GPU is not in MIG mode, or has no instance yet
     mig_enabled: bool = False  # --query-gpu's mig.mode.current: in MIG mode, with instances or not
+    instances_known: bool = True  # False where only --query-gpu listed it: its instances not read
 
     @property
     def in_mig_mode(self) -> bool:
@@ -96,10 +97,10 @@ def _queried_in_place_of(listing: SmiOutput, queried: list[list[str]]) -> list[L
         said = f"nvidia-smi -L printed lines none of which is understood (the first: {listing.lines[0]!r})"
     log.warning(
         "%s; the slots are the GPUs nvidia-smi --query-gpu lists, by index, a GPU in MIG mode one "
-        "(on one instance)",
+        "(on the one instance CUDA uses, named '<GPU> MIG', its profile not known)",
         said,
     )
-    return [ListedGpu(index, name, uuid, []) for index, uuid, _, name in queried]
+    return [ListedGpu(index, name, uuid, [], mode == "Enabled", False) for index, uuid, mode, name in queried]
 
 
 def _queried_gpus() -> list[list[str]]:
@@ -120,9 +121,10 @@ def _parsed_listing(listing: list[str]) -> list[ListedGpu]:
 
 
 def slot_devices(gpu: ListedGpu) -> list[str]:
-    """What CUDA_VISIBLE_DEVICES gives each slot on `gpu`: each MIG instance's UUID, else its index;
-    none, said once, for a GPU in MIG mode with no instance, where CUDA can run nothing."""
-    if not gpu.in_mig_mode:
+    """What CUDA_VISIBLE_DEVICES gives each slot on `gpu`: each MIG instance's UUID, else its index
+    (one slot, on one instance, for a GPU in MIG mode whose instances were not read); none, said
+    once, for a GPU in MIG mode with no instance, where CUDA can run nothing."""
+    if not gpu.in_mig_mode or not gpu.instances_known:
         return [gpu.index]
     if not gpu.instances:
         log.warning(
@@ -187,14 +189,17 @@ def gpu_name(visible: list[str], listed: list[ListedGpu]) -> str:
 def _device_name(entry: str, gpu: ListedGpu) -> str | None:
     """The model a CUDA_VISIBLE_DEVICES entry names on `gpu`: one of its MIG instances' ('NVIDIA
     A100-SXM4-40GB MIG 1g.5gb'), its first instance's where it names a GPU in MIG mode (the one
-    CUDA uses), or the GPU's; None where it names neither."""
+    CUDA uses; '<GPU> MIG' where its instances were not read, apart from the whole GPU's), or the
+    GPU's; None where it names neither."""
     entry = entry.strip()
     for instance in gpu.instances:
         if entry.startswith("MIG-") and instance.uuid.startswith(entry):
             return _instance_name(gpu, instance)
     if not _names_gpu(entry, gpu.index, gpu.uuid):
         return None
-    return _instance_name(gpu, gpu.instances[0]) if gpu.instances else gpu.name
+    if gpu.instances:
+        return _instance_name(gpu, gpu.instances[0])
+    return f"{gpu.name} MIG" if gpu.mig_enabled else gpu.name
 
 
 def _instance_name(gpu: ListedGpu, instance: MigInstance) -> str:
