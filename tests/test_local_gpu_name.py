@@ -199,7 +199,8 @@ def test_a_gpu_in_mig_mode_with_no_instance_gets_no_slot_and_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, visible: str | None
 ) -> None:
     """CUDA runs nothing on a GPU in MIG mode with no instance: it got a slot, its index, where
-    every run failed."""
+    every run failed. -L shows no instance too where there are some this user or container may not
+    open: the warning, which sent every user to root's commands, also says what to do in a container."""
     if visible is None:
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     else:
@@ -209,7 +210,9 @@ def test_a_gpu_in_mig_mode_with_no_instance_gets_no_slot_and_one_warning(
     assert (plan.gpus, plan.pools["local"].slots, plan.pools["local"].gpu_type) == (["1"], 1, H100)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "GPU 0" in warning and MIG_A100_UUID in warning and "no MIG instance" in warning
-    assert "create instances" in warning and "disable MIG mode" in warning and "\n" not in warning
+    assert "as root, create instances" in warning and "disable MIG mode" in warning
+    assert "none this user or container may open" in warning and '"device=0:0"' in warning
+    assert "NVIDIA_VISIBLE_DEVICES=MIG-" in warning and "\n" not in warning
 
 
 def test_a_gpu_campaign_whose_only_gpu_is_in_mig_mode_with_no_instance_is_refused(

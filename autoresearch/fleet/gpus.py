@@ -123,17 +123,22 @@ def _parsed_listing(listing: list[str]) -> list[ListedGpu]:
 def slot_devices(gpu: ListedGpu) -> list[str]:
     """What CUDA_VISIBLE_DEVICES gives each slot on `gpu`: each MIG instance's UUID, else its index
     (one slot, on one instance, for a GPU in MIG mode whose instances were not read); none, said
-    once, for a GPU in MIG mode with no instance, where CUDA can run nothing."""
+    once, for a GPU in MIG mode with no instance -L shows, where CUDA can run nothing. -L shows
+    only the instances this user or container may open (a container is given its own), so the
+    warning says what to do in each case: root can make instances; a container must be given them."""
     if not gpu.in_mig_mode or not gpu.instances_known:
         return [gpu.index]
     if not gpu.instances:
         log.warning(
-            "GPU %s (%s, %s) is in MIG mode with no MIG instance, where CUDA can run nothing: it gets "
-            "no slot; create instances (nvidia-smi mig -i %s -cgi PROFILES -C) or disable MIG mode "
-            "(nvidia-smi -i %s -mig 0)",
+            "GPU %s (%s, %s) is in MIG mode and nvidia-smi -L shows no MIG instance of it (none "
+            "created, or none this user or container may open), where CUDA can run nothing: it gets "
+            "no slot; as root, create instances (nvidia-smi mig -i %s -cgi PROFILES -C) or disable "
+            "MIG mode (nvidia-smi -i %s -mig 0); in a container, start it given the instances "
+            "(docker run --gpus '\"device=%s:0\"', or NVIDIA_VISIBLE_DEVICES=MIG-<uuid>)",
             gpu.index,
             gpu.name,
             gpu.uuid,
+            gpu.index,
             gpu.index,
             gpu.index,
         )
