@@ -29,7 +29,7 @@ from autoresearch.fleet.local import RunnerRecord, kernel_view, runner_alive, ru
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
 from autoresearch.fleet.other_fleet import other_hosts_runs
 from autoresearch.runner import PID_FILE, STARTED_FILE
-from autoresearch.status import RUNNER_GONE, local_runner_state
+from autoresearch.status import RUNNER_GONE, RUNNER_UNSEEN, local_runner_state
 
 BUDGET = "campaign.budget.max_experiments=4"
 OTHER_HOST = "login-2"
@@ -60,6 +60,62 @@ def as_on_another_host(exp: Path) -> int:
     pid, slot, host, _ = (exp / PID_FILE).read_text().split()
     (exp / PID_FILE).write_text(f"{os.getpid()} {slot} {host} {ANOTHER_KERNEL}")
     return os.getpid()
+
+
+def another_container(boot: str) -> str:
+    """The kernel view of a container's pid namespace (no machine's own) under the boot `boot`."""
+    return f"{boot}/4:4026532999"
+
+
+def this_boot() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+@pytest.mark.parametrize("where", ["this-kernel", "another-machine"])
+def test_a_runner_of_another_container_of_this_name_is_not_judged_here(tmp_path: Path, where: str) -> None:
+    """Two containers of one name (each 'localhost', or run with their host's network and so its
+    name), on this kernel or another machine's: the runner.pid of the one was read by /proc in the
+    other, as the same host's; its runner, there alive, was taken for gone, and its run lost and
+    run again while it ran on, or a local process that has its pid taken for it. Another kernel
+    view than this one is another host's, whatever its name: the start is refused."""
+    if kernel_view() is None:
+        pytest.skip("no kernel view here (/proc)")
+    started, hold = controller_killed_mid_run(tmp_path)
+    exp, runs = started.parent, tmp_path / "runs"
+    trial, runner = int(exp.name), int((exp / PID_FILE).read_text().split()[0])
+    os.killpg(runner, signal.SIGKILL)  # not this machine's runner: /proc here shows nothing of it
+    hold.unlink()
+    wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+    view = another_container(this_boot() if where == "this-kernel" else ANOTHER_KERNEL.split("/")[0])
+    name = socket.gethostname()
+    (exp / PID_FILE).write_text(f"{os.getpid()} 0 {name} {view}")  # a pid live here, not its runner
+    assert runner_alive(exp) is None
+    assert local_runner_state(exp, name, name) == RUNNER_UNSEEN
+
+    refused = subprocess.run(
+        campaign_command(runs, BUDGET, "cluster.partitions.local.slots=1"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 2, said
+    assert f"trial {trial} (pid {os.getpid()} on {name}, another machine or container of that name)" in said
+    study = load(runs / "toy")
+    assert study.trials[trial].state == TrialState.RUNNING
+    assert not [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
+
+
+def test_this_machines_runner_from_before_a_reboot_is_seen_gone(tmp_path: Path) -> None:
+    """A machine rebooted (a power cut) under its name: its runners ended with the boot runner.pid
+    names, in the machine's own pid namespace, as this one is: /proc here judges them, gone."""
+    here = kernel_view()
+    if here is None or not here.endswith(":4026531836"):
+        pytest.skip("not in the machine's own pid namespace (a container)")
+    no_process = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # (no pid is ever this)
+    (tmp_path / PID_FILE).write_text(f"{no_process} 0 {socket.gethostname()} {ANOTHER_KERNEL}")
+    assert runner_alive(tmp_path) is False
 
 
 def test_runner_pid_names_the_kernel_view_and_old_ones_still_read(tmp_path: Path) -> None:

@@ -311,10 +311,31 @@ def on_this_host(name: object) -> bool:
     return str(name).split(".")[0] == socket.gethostname().split(".")[0]
 
 
+# The inode of the pid namespace a machine boots with (the kernel's PROC_PID_INIT_INO), the same on
+# every machine: a container's is another.
+INIT_PID_NAMESPACE = 0xEFFFFFFC
+
+
 def seen_from_here(record: RunnerRecord) -> bool:
-    """Whether /proc here shows whether `record`'s runner runs: its host is this one by name, or
-    by its kernel view, whatever the names say (`kernel_view`)."""
-    return record.host is None or on_this_host(record.host) or on_this_kernel(record)
+    """Whether /proc here shows whether `record`'s runner runs: its kernel view is this one
+    (`kernel_view`), whatever the names say. One that names another is another machine's or
+    container's, whose /proc this is not, though it has this one's name (containers called
+    'localhost', or run with the host's network, its name); but for this machine itself after a
+    reboot: the same name, both views of the machine's own pid namespace, no container's.
+    Where either view is unknown (runner.pid written before they were), the host's name decides."""
+    here = kernel_view()
+    if record.kernel is None or here is None:
+        return record.host is None or on_this_host(record.host)
+    if record.kernel == here:
+        return True
+    rebooted = _machines_own(record.kernel) and _machines_own(here)
+    return rebooted and record.host is not None and on_this_host(record.host)
+
+
+def _machines_own(view: str) -> bool:
+    """Whether the kernel view `view` ('BOOT_ID/DEV:INODE') is of a machine's own pid namespace,
+    no container's (`INIT_PID_NAMESPACE`)."""
+    return view.rpartition(":")[2] == str(INIT_PID_NAMESPACE)
 
 
 def on_this_kernel(record: RunnerRecord) -> bool:
@@ -324,11 +345,14 @@ def on_this_kernel(record: RunnerRecord) -> bool:
 
 def runner_elsewhere(exp_dir: Path, record: RunnerRecord) -> str | None:
     """The other host whose runner of `exp_dir` (`runner_record`) this host cannot watch; None
-    where it is this host, by name or kernel view (`seen_from_here`), or where the runner is seen
-    live here: this host, whatever its name now (a laptop's changes with its network)."""
+    where it is this host (`seen_from_here`: by kernel view, by name where none is recorded), or
+    where the runner is seen live here: this host, whatever its name now (a laptop's changes with
+    its network)."""
     if seen_from_here(record):
         return None
-    return None if record.pid is not None and _is_our_runner(record.pid, exp_dir) else record.host
+    if record.pid is not None and _is_our_runner(record.pid, exp_dir):
+        return None
+    return record.host or "a host with no name"
 
 
 def runner_alive(exp_dir: Path) -> bool | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.files import read_json
-from autoresearch.fleet.local import runner_alive, runner_elsewhere, runner_record
+from autoresearch.fleet.local import on_this_host, runner_alive, runner_elsewhere, runner_record
 from autoresearch.fleet.slurm import SENT_LATE_FILE
 from autoresearch.fleet.slurm_states import is_active, latest, queue_states
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
@@ -85,7 +85,7 @@ def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[
             continue
         record = runner_record(exp_dir)
         if (elsewhere := runner_elsewhere(exp_dir, record)) is not None:
-            away[number] = (str(record.pid), elsewhere, exp_dir / PID_FILE)
+            away[number] = (str(record.pid), _host_said(elsewhere), exp_dir / PID_FILE)
     if not away:
         return []
     said = ", ".join(f"trial {n} (pid {pid} on {host})" for n, (pid, host, _) in away.items())
@@ -98,6 +98,12 @@ def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[
         f"end them there (kill {pids}), and they are queued again; a host down for good: give its "
         f"runs up (rm {files}), and they are queued again"
     ]
+
+
+def _host_said(host: str) -> str:
+    """`host` as the refusal names it: where it is this host's name, its runner.pid names another
+    kernel view (`fleet.local.seen_from_here`), another machine's or container's by that name."""
+    return f"{host}, another machine or container of that name" if on_this_host(host) else host
 
 
 def _slurm_jobs_active(running: list[FrozenTrial], campaign_dir: Path) -> list[str]:
