@@ -22,7 +22,7 @@ from engine_helpers import (
     load,
     wait_for,
 )
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
 from autoresearch.files import read_json
 from autoresearch.fleet.local import RunnerRecord, kernel_view, runner_alive, runner_record
@@ -105,6 +105,30 @@ def test_a_runner_of_another_container_of_this_name_is_not_judged_here(tmp_path:
     study = load(runs / "toy")
     assert study.trials[trial].state == TrialState.RUNNING
     assert not [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
+
+
+def test_a_container_made_again_under_a_new_name_is_told_to_give_up_its_old_runs(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A container removed, or restarted, and its campaign resumed in the new one: its old runners
+    ended with the old pid namespace, which no other one's /proc shows, so the start is refused;
+    the line spoke of another host, resumed there or down for good, and not of a container gone,
+    leaving its user to guess that the runs were to be given up (rm their runner.pid)."""
+    campaign = tmp_path / "toy"
+    exp = campaign / "experiments" / "00003"
+    exp.mkdir(parents=True)
+    (exp / PID_FILE).write_text(f"57 0 old-container {another_container(ANOTHER_KERNEL.split('/')[0])}")
+    running = create_trial(
+        state=TrialState.RUNNING, user_attrs={"exp_dir": "experiments/00003", "job": "local:57"}
+    )
+    running.number = 3
+    monkeypatch.setattr(socket, "gethostname", lambda: "new-container")
+    (said,) = other_hosts_runs([running], campaign)
+    assert "trial 3 (pid 57 on old-container)" in said
+    assert (
+        f"a container since removed or restarted (its runners ended with it): give its runs up (rm {exp / PID_FILE})"
+        in said
+    )
 
 
 def test_this_machines_runner_from_before_a_reboot_is_seen_gone(tmp_path: Path) -> None:
