@@ -713,30 +713,44 @@ def ended_outcome(exp: Path, trial: int) -> dict[str, Any] | None:
     return runner_files_refused(exp, trial) if (exp / REFUSED_FILE).exists() else None
 
 
-def run_or_exit_if_disk_refuses(exp_dir: str | Path) -> dict[str, Any]:
+def run_or_exit_if_disk_refuses(exp_dir: str | Path, local: bool = False) -> dict[str, Any]:
     """`run_experiment`, whichever way it was started (this module's `main`, a Slurm array task,
     a worker): where the disk of its folder (full, or a quota) refuses the runner's own files, the
     process ends with DISK_REFUSED_EXIT, the one word of it that reaches its fleet (the local
-    fleet's returncode, sacct's ExitCode), as no outcome can say so. A local runner also renames
-    its runner.pid REFUSED_FILE, which a full disk allows: a controller that did not start it (a
-    resume, its own stopped) never sees its exit status."""
+    fleet's returncode, sacct's ExitCode), as no outcome can say so. A `local` runner also leaves
+    REFUSED_FILE (`leave_refusal`): a controller that did not start it (a resume, its own
+    stopped) never sees its exit status."""
     try:
         return run_experiment(exp_dir)
     except OSError as err:
         if err.errno not in DISK_FULL:
             raise
-        with contextlib.suppress(OSError):  # (none: a Slurm run's, or its fleet's not yet written)
-            os.replace(Path(exp_dir) / PID_FILE, Path(exp_dir) / REFUSED_FILE)
+        if local:
+            leave_refusal(Path(exp_dir))
         with contextlib.suppress(OSError):  # (runner.log, its stderr, is on that disk too)
             said = write_failure(err, Path(exp_dir))
             print(f"the disk refused the runner's own files: {said}", file=sys.stderr, flush=True)
         sys.exit(DISK_REFUSED_EXIT)
 
 
+def leave_refusal(exp: Path) -> None:
+    """Say a local runner's own files were refused: its runner.pid renamed REFUSED_FILE, a rename
+    that takes no new block; or, where its fleet has not written runner.pid yet (it does so once
+    the runner started: started.json refused first), REFUSED_FILE made empty, which takes none
+    either, and which a runner.pid written after it does not hide (`ended_outcome`)."""
+    try:
+        os.replace(exp / PID_FILE, exp / REFUSED_FILE)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):  # (no inode left: its exit status alone says it)
+            (exp / REFUSED_FILE).touch()
+    except OSError:
+        pass
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m autoresearch.runner EXPERIMENT_DIR")
-    outcome = run_or_exit_if_disk_refuses(sys.argv[1])
+    outcome = run_or_exit_if_disk_refuses(sys.argv[1], local=True)
     if outcome["status"] == "skipped":
         sys.exit(f"not run: {outcome['reason']}")
     print(f"trial {outcome['trial']}: {outcome['status']} {outcome.get('reason', '')}".rstrip())

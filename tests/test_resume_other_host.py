@@ -22,14 +22,15 @@ from engine_helpers import (
     load,
     wait_for,
 )
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from autoresearch.files import read_json
 from autoresearch.fleet.local import RunnerRecord, kernel_view, runner_alive, runner_record
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
 from autoresearch.fleet.other_fleet import other_hosts_runs
-from autoresearch.runner import PID_FILE, STARTED_FILE
+from autoresearch.runner import PID_FILE, REFUSED_FILE, STARTED_FILE
 from autoresearch.status import RUNNER_GONE, RUNNER_UNSEEN, local_runner_state
+from autoresearch.workspace import experiment_dir
 
 BUDGET = "campaign.budget.max_experiments=4"
 OTHER_HOST = "login-2"
@@ -107,6 +108,29 @@ def test_a_runner_of_another_container_of_this_name_is_not_judged_here(tmp_path:
     assert not [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
 
 
+def local_run_in_flight(number: int) -> FrozenTrial:
+    """Trial `number`, running in a local runner (its handle), as the last start left it."""
+    running = create_trial(
+        state=TrialState.RUNNING, user_attrs={"exp_dir": f"experiments/{number:05d}", "job": "local:57"}
+    )
+    running.number = number
+    return running
+
+
+def test_a_run_another_hosts_disk_refused_before_its_runner_pid_does_not_hold_the_start(
+    tmp_path: Path,
+) -> None:
+    """A runner whose started.json the full disk refused before its fleet wrote its runner.pid
+    leaves runner.refused, and that runner.pid after it: a start on another host took the run
+    for one still in flight there, and was refused, though it had ended, lost to the disk."""
+    campaign = tmp_path / "toy"
+    exp = experiment_dir(campaign, 3)
+    exp.mkdir(parents=True)
+    (exp / REFUSED_FILE).touch()
+    (exp / PID_FILE).write_text(f"57 0 {OTHER_HOST} {ANOTHER_KERNEL}")  # (its fleet's, late)
+    assert other_hosts_runs([local_run_in_flight(3)], campaign) == []
+
+
 def test_a_container_made_again_under_a_new_name_is_told_to_give_up_its_old_runs(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -114,14 +138,10 @@ def test_a_container_made_again_under_a_new_name_is_told_to_give_up_its_old_runs
     ended with the old pid namespace, which no other one's /proc shows, so the start is refused;
     the line spoke of another host, resumed there or down for good, and not of a container gone,
     leaving its user to guess that the runs were to be given up (rm their runner.pid)."""
-    campaign = tmp_path / "toy"
-    exp = campaign / "experiments" / "00003"
+    campaign, running = tmp_path / "toy", local_run_in_flight(3)
+    exp = experiment_dir(campaign, 3)
     exp.mkdir(parents=True)
     (exp / PID_FILE).write_text(f"57 0 old-container {another_container(ANOTHER_KERNEL.split('/')[0])}")
-    running = create_trial(
-        state=TrialState.RUNNING, user_attrs={"exp_dir": "experiments/00003", "job": "local:57"}
-    )
-    running.number = 3
     monkeypatch.setattr(socket, "gethostname", lambda: "new-container")
     (said,) = other_hosts_runs([running], campaign)
     assert "trial 3 (pid 57 on old-container)" in said

@@ -651,6 +651,22 @@ print(json.dumps({"outcome": ended_outcome(disk / exp.name, 7), "left": left}))
 )
 
 
+# As BY_THE_FLEET_ON_A_FULL_DISK, but the runner refused started.json before its fleet wrote its
+# runner.pid, which the fleet then writes (room made for it), its controller stopped meanwhile;
+# prints the runner's exit status, what a resume reads of it, and the files it left.
+REFUSED_BEFORE_ITS_RUNNER_PID = (
+    BY_THE_FLEET_ON_A_FULL_DISK.split("fleet = ")[0]
+    + """
+ran = subprocess.run([sys.executable, "-m", "autoresearch.runner", str(disk / exp.name)], stdout=subprocess.DEVNULL)
+os.truncate(disk / "others", (disk / "others").stat().st_size - 4096)
+(disk / exp.name / "runner.pid").write_text("4242 0 host")  # (its fleet's, late)
+from autoresearch.runner import ended_outcome
+left = sorted(p.name for p in (disk / exp.name).glob("runner.*"))
+print(json.dumps({"exit": ran.returncode, "outcome": ended_outcome(disk / exp.name, 7), "left": left}))
+"""
+)
+
+
 def on_a_full_disk(tmp_path: Path, script: str, room: int) -> dict:
     """What `script` (BY_THE_FLEET_ON_A_FULL_DISK's arguments) prints, as JSON, run in a mount
     namespace of its own on an experiment of one step with `room` bytes left on its disk."""
@@ -690,5 +706,18 @@ def test_a_runner_refused_by_a_full_disk_leaves_it_said_for_a_resume(tmp_path: P
     here), and a resume reads it as lost to the disk (`ended_outcome`)."""
     said = on_a_full_disk(tmp_path, UNWATCHED_ON_A_FULL_DISK, room)
     assert said["left"] == ["runner.log", "runner.refused"], said
+    outcome = said["outcome"]
+    assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["runner_files"], outcome
+
+
+def test_a_runner_refused_before_its_runner_pid_was_written_leaves_it_said(tmp_path: Path) -> None:
+    """A runner whose started.json the full disk refused before its fleet wrote its runner.pid had
+    none to rename: its exit status alone said so, which no controller saw where its own had
+    stopped, and a resume found it gone without an outcome, 'job lost', a retry charged. It now
+    leaves an empty runner.refused, which takes no block, and which the runner.pid its fleet
+    writes after it does not hide."""
+    said = on_a_full_disk(tmp_path, REFUSED_BEFORE_ITS_RUNNER_PID, 0)
+    assert said["exit"] == runner.DISK_REFUSED_EXIT, said
+    assert said["left"] == ["runner.pid", "runner.refused"], said
     outcome = said["outcome"]
     assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["runner_files"], outcome

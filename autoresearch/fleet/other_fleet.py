@@ -29,7 +29,7 @@ from autoresearch.files import read_json
 from autoresearch.fleet.local import on_this_host, runner_alive, runner_elsewhere, runner_record
 from autoresearch.fleet.slurm import SENT_LATE_FILE
 from autoresearch.fleet.slurm_states import is_active, latest, queue_states
-from autoresearch.runner import OUTCOME_FILE, PID_FILE, STARTED_FILE
+from autoresearch.runner import PID_FILE, STARTED_FILE, ended_outcome
 from autoresearch.workspace import experiment_dir
 
 log = logging.getLogger("autoresearch")
@@ -80,10 +80,11 @@ def _local_runners_alive(running: list[FrozenTrial], campaign_dir: Path) -> list
 
 def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[str]:
     """Why this start must wait: the runs of the last start whose local runner is on another host
-    and has written no outcome.json yet, in one line with what to do; [] where there are none."""
+    and has not ended yet (no outcome.json, nor runner.refused: `ended_outcome`), in one line with
+    what to do; [] where there are none."""
     away = {}  # trial -> (its runner's pid, its host, its runner.pid)
     for number, exp_dir in _local_runs(trials, campaign_dir):
-        if (exp_dir / OUTCOME_FILE).exists():
+        if ended_outcome(exp_dir, number) is not None:  # (a runner.pid written after its end too)
             continue
         record = runner_record(exp_dir)
         if (elsewhere := runner_elsewhere(exp_dir, record)) is not None:
