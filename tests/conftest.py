@@ -268,3 +268,22 @@ def tmpfs_at(mount: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+NOBODY = 65534  # the unprivileged user a permission test runs as: root writes through any mode
+
+
+@pytest.fixture
+def as_nobody() -> Iterator[tuple[Callable[[list[str]], list[str]], Path]]:
+    """A command's prefix that runs it as user nobody, and a folder (removed after) that nobody
+    may enter but not write: permissions, which root passes through, tested for real. Skips where
+    this is not root, setpriv is missing, or nobody cannot run this interpreter."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a command as an unprivileged user")
+    prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    tried = subprocess.run([*prefix, sys.executable, "-c", "import torch"], capture_output=True, text=True)
+    if tried.returncode != 0:
+        pytest.skip(f"user nobody cannot run {sys.executable}: {tried.stderr.strip()[-200:]}")
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        yield (lambda command: [*prefix, *command]), Path(folder)

@@ -2694,16 +2694,35 @@ def test_the_check_of_a_cache_on_a_read_only_file_system_says_so(harness_env, tm
         (mount / "cache").mkdir()
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         command = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu", "--data", "offline"]
-        env = harness_env(cache=str(mount / "cache"))
-        checked = subprocess.run([*command, "--check"], env=env, capture_output=True, text=True, timeout=300)
-        started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        checked, started = _checked_and_started(command, harness_env(cache=str(mount / "cache")))
+    cache = mount / "cache"
+    _assert_refused(
+        checked, started, cache, _no_corpus(cache, "is on a read-only file system"), "Read-only file system"
+    )
+
+
+def _assert_refused(
+    checked: subprocess.CompletedProcess[str],
+    started: subprocess.CompletedProcess[str],
+    cache: Path,
+    said: str,
+    failed: str,
+) -> None:
+    """The check refused the cache in the one line `said`, and the step, `started`, failed on `failed`."""
     assert checked.returncode == 1 and checked.stdout == "", checked.stdout
     assert checked.stderr.splitlines() == [
-        f"error: {mount / 'cache'} is on a read-only file system, so the offline corpus cannot be "
-        f"written in {mount / 'cache' / 'data'}/offline-py{sys.version_info[0]}{sys.version_info[1]} "
-        f"(the cache is {mount / 'cache'}; AUTORESEARCH_CACHE chooses another)"
+        f"error: {said} (the cache is {cache}; AUTORESEARCH_CACHE chooses another)"
     ]
-    assert started.returncode == 1 and "Read-only file system" in started.stderr.splitlines()[-1]
+    assert started.returncode == 1 and failed in started.stderr.splitlines()[-1], started.stderr
+
+
+def _offline_data(cache: Path) -> Path:
+    return cache / "data" / f"offline-py{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def _no_corpus(cache: Path, why: str) -> str:
+    """The check's refusal of `cache` itself for the offline corpus, `why` it cannot be written."""
+    return f"{cache} {why}, so the offline corpus cannot be written in {_offline_data(cache)}"
 
 
 def test_the_check_of_a_cache_through_a_link_to_what_is_not_there_refuses_it(
@@ -2763,3 +2782,29 @@ def test_the_check_of_a_cache_whose_tokenizer_is_not_used_says_why_and_trains_no
     assert proc.stdout.startswith(f"would train the 2048-token tokenizer in {cache}; {why}"), proc.stdout
     assert len(proc.stdout.splitlines()) == 1
     assert sorted((path, path.stat().st_mtime_ns) for path in tmp_path.rglob("*")) == before
+
+
+def _checked_and_started(
+    command: list[str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], ...]:
+    """`command --check`, then `command` itself, the data step a campaign's start runs."""
+    return tuple(
+        subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+        for run in ([*command, "--check"], command)
+    )
+
+
+def test_the_check_of_a_cache_this_user_may_not_write_says_so_as_the_step_fails(
+    harness_env, as_nobody
+) -> None:
+    """A cache folder another user owns (mode 755), checked and prepared as user nobody: the check
+    refuses it as 'cannot be written by this user', where the step fails on 'Permission denied'."""
+    run_as, shared = as_nobody
+    cache = shared / "cache"
+    cache.mkdir(mode=0o755)
+    prepare = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu", "--data", "offline"]
+    checked, started = _checked_and_started(run_as(prepare), harness_env(cache=str(cache)))
+    _assert_refused(
+        checked, started, cache, _no_corpus(cache, "cannot be written by this user"), "Permission denied"
+    )
+    assert list(cache.iterdir()) == []
