@@ -2725,6 +2725,11 @@ def _no_corpus(cache: Path, why: str) -> str:
     return f"{cache} {why}, so the offline corpus cannot be written in {_offline_data(cache)}"
 
 
+def _no_lock(data: Path, why: str) -> str:
+    """The check's refusal of the lock file beside the offline data's folder `data`."""
+    return f"{data.parent} {why}, so {data.name}.lock, the lock of the offline corpus, cannot be made in it"
+
+
 def test_the_check_of_a_cache_through_a_link_to_what_is_not_there_refuses_it(
     harness_env, tmp_path: Path
 ) -> None:
@@ -2808,3 +2813,39 @@ def test_the_check_of_a_cache_this_user_may_not_write_says_so_as_the_step_fails(
         checked, started, cache, _no_corpus(cache, "cannot be written by this user"), "Permission denied"
     )
     assert list(cache.iterdir()) == []
+
+
+def test_the_check_of_a_writable_cache_folder_in_a_parent_this_user_may_not_write_names_its_lock(
+    harness_env, as_nobody
+) -> None:
+    """The offline data's folder writable to all (and the tokenizer's), inside a folder another
+    user owns: the check said 'would build the offline corpus', and the step then failed making the
+    lock file beside the folder, in that parent; the check now refuses it, naming the lock."""
+    run_as, shared = as_nobody
+    cache = shared / "cache"
+    data = _offline_data(cache)
+    for folder in (data, cache / "tokenizer"):
+        folder.mkdir(parents=True)
+        folder.chmod(0o777)
+    prepare = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu", "--data", "offline"]
+    checked, started = _checked_and_started(run_as(prepare), harness_env(cache=str(cache)))
+    said = _no_lock(data, "cannot be written by this user")
+    _assert_refused(checked, started, cache, said, f"{data}.lock cannot be written (Permission denied)")
+
+
+def test_the_check_of_a_writable_cache_folder_on_a_read_only_mount_names_its_lock(
+    harness_env, tmp_path: Path
+) -> None:
+    """The offline data's folder a writable mount of its own inside a cache mounted read-only
+    (tmpfs both): the check passed it, and the step failed making the lock file beside it."""
+    with tmpfs_at(tmp_path / "mount") as mount:
+        cache = mount / "cache"
+        data = _offline_data(cache)
+        data.parent.mkdir(parents=True)
+        (cache / "tokenizer").mkdir()
+        with tmpfs_at(data), tmpfs_at(cache / "tokenizer" / f"{data.name}-v2048"):
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+            prepare = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu", "--data", "offline"]
+            checked, started = _checked_and_started(prepare, harness_env(cache=str(cache)))
+    said = _no_lock(data, "is on a read-only file system")
+    _assert_refused(checked, started, cache, said, f"{data}.lock cannot be written (Read-only file system)")

@@ -2195,17 +2195,18 @@ def check_data_step(source: str, vocab_size: int, num_shards: int | None) -> str
         work = []
         if missing:
             work.append(f"download {len(missing)} of {len(indices)} climbmix shards from {_data_url()}")
-        if missing or not _shards_recorded(data, num_shards):
+            _check_can_prepare(data, "climbmix shards")
+        elif not _shards_recorded(data, num_shards):
             _check_can_write(data, "climbmix shards")
     else:
         work = [] if _offline_corpus_whole(data) else ["build the offline corpus"]
         if work:
-            _check_can_write(data, "the offline corpus")
+            _check_can_prepare(data, "the offline corpus")
     tokenizer = tokenizer_dir(source, vocab_size)
     unused: list[str] = []  # why a saved tokenizer is not used: said in the line, as nothing is trained
     if _cached_tokenizer(tokenizer / TOKENIZER_FILE, vocab_size, unused.append) is None:
         work.append(f"train the {vocab_size}-token tokenizer")
-        _check_can_write(tokenizer, "the tokenizer")
+        _check_can_prepare(tokenizer, "the tokenizer")
     if not work:
         return f"ready: the {source} data and the {vocab_size}-token tokenizer are prepared in {cache_dir()}"
     return "; ".join([f"would {' and '.join(work)} in {cache_dir()}", *unused])
@@ -2226,10 +2227,34 @@ def _check_can_write(folder: Path, what: str) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise OSError(f"{existing} is not a folder, so {folder} cannot be made for {what}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        read_only = os.statvfs(existing).f_flag & os.ST_RDONLY  # (no permission mends that: say it)
-        why = "is on a read-only file system" if read_only else "cannot be written by this user"
+    if why := _unwritable(existing):
         raise OSError(f"{existing} {why}, so {what} cannot be written in {folder}")
+
+
+def _check_can_prepare(folder: Path, what: str) -> None:
+    """`_check_can_write`, and raise OSError where the step could not lock `folder` (`_preparing`):
+    its lock file lies beside it, in its parent, which a folder writable itself may sit in
+    read-only (a scratch folder made for the user in a shared cache)."""
+    _check_can_write(folder, what)
+    lock = folder.with_name(f"{folder.name}.lock")
+    if not folder.exists():  # (its parent is made with it, where the write check looked)
+        return
+    if not lock.exists():
+        if why := _unwritable(folder.parent):
+            raise OSError(f"{folder.parent} {why}, so {lock.name}, the lock of {what}, cannot be made in it")
+    elif os.statvfs(lock).f_flag & os.ST_RDONLY:  # (`_open_lock` opens it for writing first)
+        raise OSError(f"{lock} is on a read-only file system, so {what} cannot be locked with it")
+    elif not os.access(lock, os.R_OK):  # (opened for reading where it cannot be for writing)
+        raise OSError(f"{lock} cannot be read by this user, so {what} cannot be locked with it")
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be made in `folder`, an existing folder, or None; by its permissions and
+    its mount, without a write."""
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    read_only = os.statvfs(folder).f_flag & os.ST_RDONLY  # (no permission mends that: say it)
+    return "is on a read-only file system" if read_only else "cannot be written by this user"
 
 
 def _shard_count(text: str) -> int:
