@@ -128,7 +128,11 @@ class Patience:
 
     def run(self, operation: Callable[[], T], applied: Callable[[], T | None] | None = None) -> T:
         """`operation`'s result; after a failure, `applied()`'s where it finds the operation done
-        (None: not done, so it is run again). Without `applied`, `operation` must be safe to repeat."""
+        (None: not done, so it is run again). Without `applied`, `operation` must be safe to repeat.
+        The deadline counts from the first try's start: the try that failed (SQLite's wait for a
+        lock, a connect to a host that drops packets) ran on top of `seconds` where it counted
+        from its end."""
+        began = _clock()
         try:
             return operation()
         except (StorageInternalError, SQLAlchemyError) as err:
@@ -139,7 +143,7 @@ class Patience:
                 "%s (%s): trying again for up to %g s", _lost(self.url, err), first_line(err), self.seconds
             )
         lost_at = _clock()
-        deadline, wait = lost_at + self.seconds, FIRST_WAIT
+        deadline, wait = began + self.seconds, FIRST_WAIT
         while True:
             _pause(max(0.0, min(wait, deadline - _clock())), self.stopping)
             if self.stopping():

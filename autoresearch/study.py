@@ -257,12 +257,14 @@ def _reader_storage(
     patience = Patience(url, retry_seconds)
     if not patience.run(lambda: _has_studies(url)):
         return None
-    database = patience.run(lambda: optuna.storages.RDBStorage(url, skip_table_creation=True))
+    database = patience.run(
+        lambda: optuna.storages.RDBStorage(url, engine_kwargs=lock_wait(url), skip_table_creation=True)
+    )
     return PatientReader(optuna.storages.get_storage(database), patience)
 
 
 def _has_studies(url: str) -> bool:
-    engine = sqlalchemy.create_engine(url)
+    engine = sqlalchemy.create_engine(url, **lock_wait(url))
     try:
         return sqlalchemy.inspect(engine).has_table("studies")
     finally:
