@@ -10,6 +10,7 @@ The plan it prints is the config's, with an estimate of the rate the slots work 
 
 from __future__ import annotations
 
+import ast
 import math
 import subprocess
 import time
@@ -189,7 +190,7 @@ def _data_said(cfg: AutoresearchConfig, folder: Path) -> str:
     step's own interpreter and environment (`data_step`); StartRefused, in the harness's line,
     where the step would fail (a cache that cannot be made or written, a data URL that is none)."""
     harness = starting_harness(folder, Path(cfg.campaign.prepare_py).resolve())
-    if "--check" not in harness.read_text(errors="replace"):  # (a copy kept from before it)
+    if not _takes_check(harness.read_bytes()):  # (a copy kept from before it)
         return f"not checked: {harness} takes no --check"
     command, env = data_step(cfg, harness)
     try:
@@ -207,6 +208,28 @@ def _data_said(cfg: AutoresearchConfig, folder: Path) -> str:
         said = (answer.stderr.strip().splitlines() or [f"exit status {answer.returncode}"])[-1]
         raise StartRefused(f"its data step would fail: {said.removeprefix('error: ')}")
     return (answer.stdout.strip().splitlines() or [f"{harness} --check said nothing"])[-1]
+
+
+def _takes_check(harness: bytes) -> bool:
+    """Whether the harness's source declares the option --check (an `add_argument` call naming
+    it), read from its syntax, not its text: a comment, its usage line or a --checkpoint option
+    also held the text, and a harness that takes no --check is not asked, since one that ignores
+    it would run the step itself. One that does not parse takes none."""
+    try:
+        tree = ast.parse(harness)
+    except (SyntaxError, ValueError):
+        return False
+    return any(_names_option(node, "--check") for node in ast.walk(tree))
+
+
+def _names_option(node: ast.AST, option: str) -> bool:
+    """Whether `node` is a call `….add_argument(…, option, …)`."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "add_argument"
+        and any(isinstance(arg, ast.Constant) and arg.value == option for arg in node.args)
+    )
 
 
 def _tier_lines(cfg: AutoresearchConfig, ready: Ready, paces: dict[str, Pace]) -> list[tuple[str, str]]:

@@ -1119,3 +1119,32 @@ def test_the_data_line_says_a_prepared_cache_is_ready_and_what_an_empty_one_need
     assert list(tmp_path.iterdir()) == [empty] and list(empty.iterdir()) == []
     unchecked = plan(check(tmp_path / "runs", HARNESS, "campaign.prepare_data=false").stdout)
     assert "data" not in unchecked and "budgets" in unchecked
+
+
+# A harness that takes no --check, though its text names it (its usage line, a comment, an option
+# --checkpoint), and that ignores options it does not know: asked --check, it runs its step.
+NO_CHECK_HARNESS = '''"""Usage: python prepare.py [--scale S] [--data D] [--checkpoint] (older than --check)"""
+import argparse, os, pathlib
+parser = argparse.ArgumentParser()
+parser.add_argument("--scale")
+parser.add_argument("--data")
+parser.add_argument("--checkpoint", action="store_true")  # (not --check)
+parser.parse_known_args()
+pathlib.Path(os.environ["AUTORESEARCH_CACHE"], "prepared").write_text("the step ran")
+'''
+
+
+def test_a_harness_whose_text_names_check_but_takes_none_is_not_checked_nor_run(tmp_path: Path) -> None:
+    """Whether the harness takes --check was told by the text '--check' in it: a harness that
+    named it only in its usage line, a comment or a --checkpoint option was asked, and ran its data
+    step during the check (or refused it on argparse's usage error). It is now told by the option
+    the harness declares, and such a harness is 'not checked', nothing run."""
+    harness, cache = tmp_path / "prepare.py", tmp_path / "cache"
+    harness.write_text(NO_CHECK_HARNESS)
+    cache.mkdir()
+    checked = check(
+        tmp_path / "runs", f"campaign.prepare_py={harness}", env={"AUTORESEARCH_CACHE": str(cache)}
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert plan(checked.stdout)["data"] == f"not checked: {harness} takes no --check"
+    assert list(cache.iterdir()) == []
