@@ -30,7 +30,11 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-HANG = "import os, time\nopen('child.pid', 'w').write(str(os.getpid()))\nwhile True:\n    time.sleep(1)\n"
+# train.py that writes its pid to child.pid whole (a file that exists is read complete) and hangs.
+HANG = (
+    "import os, time\nopen('p.tmp', 'w').write(str(os.getpid()))\nos.replace('p.tmp', 'child.pid')\n"
+    "while True:\n    time.sleep(1)\n"
+)
 
 
 def test_a_silent_hang_is_ended_at_the_deadline(tmp_path: Path) -> None:
