@@ -396,8 +396,10 @@ def started_alone(tmp_path: Path, train_py: str) -> tuple[Fleet, JobSpec, int]:
 
 
 def killed_and_found_gone(fleet: Fleet, runner: int) -> list[Finished]:
-    """KILL `runner` and poll `fleet` until it finds it gone: what that poll finished."""
+    """KILL `runner` and, once it has ended, poll `fleet` until it finds it gone: what that poll
+    finished. No poll sees it alive (and what runs below it) after the test's own."""
     os.kill(runner, signal.SIGKILL)
+    os.waitid(os.P_PID, runner, os.WEXITED | os.WNOWAIT)  # (its end, not reaped: the fleet's to reap)
     finished: list[Finished] = []
     wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the runner to be found gone")
     return finished
@@ -467,6 +469,40 @@ def test_a_cancelled_runner_killed_past_its_grace_is_swept_and_reaped(
         fleet.shutdown(cancel=True)
         assert not running(int(left.read_text()))
         assert not Path(f"/proc/{runner}").exists()
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
+
+
+# A train.py that starts a process that leaves its session (setsid) with an environment of its
+# own (env={}), which writes its pid to left.pid and sleeps.
+STARTS_A_LEAVER_WITH_ITS_OWN_ENVIRONMENT = (
+    "import subprocess, sys, time\n"
+    f"subprocess.Popen([sys.executable, '-c', {LEAVES_ITS_SESSION!r}, 'left.pid'], env={{}})\n"
+    "while True:\n    time.sleep(0.05)\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+@pytest.mark.parametrize("watched_by", ["its controller", "a controller that re-attached it"])
+def test_what_a_run_left_running_out_of_its_session_and_environment_ends_with_its_runner(
+    tmp_path: Path, watched_by: str
+) -> None:
+    """A process train.py started that both left its session (setsid) and dropped its environment
+    (env={}), or only dropped it under a re-attached runner, was found neither by session nor by
+    AUTORESEARCH_RESULT: its runner killed outright, it ran on beside the slot's next run. A poll
+    records what runs below each runner (its run's orphans' subreaper), and it is killed by that."""
+    fleet, job, runner = started_alone(tmp_path, STARTS_A_LEAVER_WITH_ITS_OWN_ENVIRONMENT)
+    left = job.exp_dir / "left.pid"
+    try:
+        wait_for(left.exists, 60, "the process out of its session and environment to start", every=0.02)
+        if watched_by != "its controller":  # the controller died; the next adopts the runner
+            cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+            fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
+            assert fleet.reattach(job, f"local:{runner}")
+        assert fleet.poll() == []
+        assert [f.outcome["status"] for f in killed_and_found_gone(fleet, runner)] == ["lost"]
+        assert not running(int(left.read_text()))
     finally:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             os.kill(int(left.read_text()), signal.SIGKILL)

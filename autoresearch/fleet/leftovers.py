@@ -10,13 +10,17 @@ shares it with the next run of the slot. Only something that outlives the runner
 so the local fleet does, as it finds a runner ended (at a poll, or as its controller stops) and
 when a controller started again finds one gone: `Leftovers.end`.
 
-A run's process is known by its environment, and by its runner's session. Its environment: each
+A run's process is known by its environment, its runner's session, and its lineage. Its environment: each
 inherits train.py's AUTORESEARCH_RESULT, the run's own result file, which /proc/PID/environ shows
 as the process was started, and which a process that reuses the pid of an ended one does not
 have; a process started with an environment of its own (env={}) drops it. Its session: train.py
 has a process group of its own in its runner's session, which a process leaves only by setsid (a
 daemon), whatever its environment; a runner's fleet names it (`Leftovers.end`'s `session`) only
-where the runner, not reaped yet, holds its number from any later session. A process is held
+where the runner, not reaped yet, holds its number from any later session. Its lineage: the
+runner is the child subreaper of its run's orphans, so while it runs every process its run started
+is below it, whatever its session or environment; the fleet records them at each poll (`lineages`)
+and, the runner gone, kills each still the process recorded (its start time), with all below it
+(`Leftovers.end`'s `lineage`): those reparented to init keep their own children. A process is held
 before its environment or session is read, and signalled only if it is still the one held, never
 one given its pid since (`_Held`). (A per-run
 cgroup needs a delegation most machines do not give; a watchdog process outliving the runner can
@@ -28,10 +32,12 @@ costs one wait and one thread a process, not one a run. A process in uninterrupt
 whose read hangs is looked at again at the fleet's next poll, and the next, until it is read
 (`Leftovers.retry`). (The runner, ending each run, reads none: `runner._kill_escapees`.)
 
-Not found: a process that both leaves the session and drops the environment, nor, of a runner a
-controller re-attached (reaped by another), one that drops the environment: only the runner, its
-subreaper, finds these. On Slurm, nothing here: a job's processes are Slurm's to end, all of
-them, with the job (its cgroup), a runner killed outright ending its job.
+Not found: a process started since the fleet's last poll that drops the environment and leaves
+the session, or is of a runner a controller re-attached (reaped by another, its session not
+swept); nor, of a runner that ended while no controller watched it, one that drops the
+environment.
+On Slurm, nothing here: a job's processes are Slurm's to end, all of them, with the job (its
+cgroup), a runner killed outright ending its job.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +71,12 @@ class Leftovers:
         self._environs = _Environs()
         self._unseen: dict[tuple[int, str], set[bytes]] = {}  # (pid, start time) -> the markers not seen
 
-    def end(self, exp_dir: Path, session: int | None = None) -> None:
-        """KILL every process left running by the run of `exp_dir` (`_kill_marked`), and every
+    def end(self, exp_dir: Path, session: int | None = None, lineage: Lineage | None = None) -> None:
+        """KILL every process left running by the run of `exp_dir` (`_kill_marked`), every
         process of `session` where it is given: its runner's, which its caller knows no later
-        session to have (the runner's zombie holds its number)."""
-        self._kill_marked(f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode(), session)
+        session to have (the runner's zombie holds its number), and each process of `lineage` (its
+        runner's descendants as last seen, `lineages`) that is still the one seen, with all below it."""
+        self._kill_marked(f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode(), session, dict(lineage or {}))
 
     def retry(self) -> None:
         """Look again at each process a sweep could not see: one still the same process and now
@@ -87,13 +95,15 @@ class Leftovers:
             for marker in markers & set(environ.split(b"\0")):
                 self._kill_marked(marker)
 
-    def _kill_marked(self, marker: bytes, session: int | None = None) -> None:
-        """KILL each process whose environment holds `marker`, or of `session`, again until none is
-        left or TERM_GRACE_S has passed (one may fork as it is killed). One not seen is kept for
-        `retry`."""
+    def _kill_marked(self, marker: bytes, session: int | None = None, lineage: Lineage | None = None) -> None:
+        """KILL each process whose environment holds `marker`, or of `session`, or of `lineage` or
+        below one of it, again until none is left or TERM_GRACE_S has passed (one may fork as it is
+        killed: its child, reparented, is still of `lineage`, which grows as it is swept). One not
+        seen is kept for `retry`."""
         until = time.monotonic() + TERM_GRACE_S
+        lineage = {} if lineage is None else lineage
         while time.monotonic() < until:
-            found = self._runs_processes(marker, session)
+            found = self._runs_processes(marker, session, lineage)
             if not found:
                 break
             for held in found:
@@ -101,14 +111,20 @@ class Leftovers:
                 held.release()
             time.sleep(GROUP_POLL_S)
 
-    def _runs_processes(self, marker: bytes, session: int | None) -> list[_Held]:
-        """This user's live processes other than this one that are of `session`, or whose
-        environment holds `marker`, held. One whose environment may not be read, in
-        uninterruptible sleep (the read may wait for good) or whose read hangs, is kept unseen."""
+    def _runs_processes(self, marker: bytes, session: int | None, lineage: Lineage) -> list[_Held]:
+        """This user's live processes other than this one that are of `session`, of `lineage` (to
+        which those below one of it are added), or whose environment holds `marker`, held. One
+        whose environment may not be read, in uninterruptible sleep (the read may wait for good)
+        or whose read hangs, is kept unseen."""
         found = []
-        for pid, state, started, of_session in _own_live_processes():
-            if of_session == session:
-                held = _held_if_of_session(pid, session)
+        processes = _own_live_processes()
+        if lineage:
+            lineage.update(_below(lineage, processes))
+        for pid, state, started, of_session, _parent in processes:
+            if lineage.get(pid) == started:
+                held = _held_if(pid, lambda fields, started=started: fields[19] == started)
+            elif of_session == session:
+                held = _held_if(pid, lambda fields: _session(fields) == session)
             elif state == "D" or pid in self._environs.stuck:
                 self._unseen.setdefault((pid, started), set()).add(marker)
                 continue
@@ -206,21 +222,61 @@ def _read_environ(pid: int) -> bytes:
         return b""
 
 
-def _own_live_processes() -> list[tuple[int, str, str, int | None]]:
+Lineage = dict[int, str]  # processes by pid, with their start times (/proc/PID/stat's field 22)
+
+
+def lineages(runners: list[int]) -> dict[int, Lineage]:
+    """Each of `runners`' descendants now, by one read of /proc. A runner, train.py's orphans'
+    subreaper, has below it all its run started, in whatever session or environment; once the
+    runner is killed outright they are init's, and only this record of them still finds them."""
+    processes = _own_live_processes()
+    started = {pid: start for pid, _state, start, _session, _parent in processes}
+    return {runner: _below({runner: started.get(runner, "")}, processes) for runner in runners}
+
+
+def _below(roots: Lineage, processes: list[_Process]) -> Lineage:
+    """The processes below those of `roots` that are still the ones held there, with their start
+    times, from one read of /proc (`processes`)."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for pid, _state, started, _session, parent in processes:
+        children.setdefault(parent, []).append((pid, started))
+    alive = {pid: started for pid, _state, started, _session, _parent in processes}
+    found: Lineage = {}
+    todo = [pid for pid, started in roots.items() if alive.get(pid) == started]
+    while todo:
+        for child, started in children.get(todo.pop(), []):
+            if child not in found and child not in roots:
+                found[child] = started
+                todo.append(child)
+    return found
+
+
+_Process = tuple[int, str, str, int | None, int]  # pid, state, start time, session, parent
+
+
+def _own_live_processes() -> list[_Process]:
     """This user's processes other than this one that are not zombies, with their state, start
-    time and session, from /proc/PID/stat (which takes no lock of the process)."""
+    time, session and parent, from /proc/PID/stat (which takes no lock of the process)."""
     found = []
-    for proc in Path("/proc").glob("[0-9]*"):
+    uid, this = os.getuid(), os.getpid()
+    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
         try:
-            fields = _stat_fields(int(proc.name))
-            own = proc.stat().st_uid == os.getuid()
+            owner, fields = _owned_stat_fields(pid)
         except OSError:  # ended meanwhile
             continue
-        if own and fields and fields[0] not in ("Z", "X") and int(proc.name) != os.getpid():
-            found.append(
-                (int(proc.name), fields[0], fields[19] if len(fields) > 19 else "", _session(fields))
-            )
+        if owner == uid and len(fields) > 19 and fields[0] not in ("Z", "X") and pid != this:
+            found.append((pid, fields[0], fields[19], _session(fields), int(fields[1])))
     return found
+
+
+def _owned_stat_fields(pid: int) -> tuple[int, list[str]]:
+    """`pid`'s owner and `_stat_fields`, from one open of /proc/PID/stat (read each poll: cheap)."""
+    fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    try:
+        owner, text = os.fstat(fd).st_uid, os.read(fd, 4096).decode(errors="replace")
+    finally:
+        os.close(fd)
+    return owner, text.rsplit(")", 1)[1].split()
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -234,14 +290,14 @@ def _session(fields: list[str]) -> int | None:
     return int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else None
 
 
-def _held_if_of_session(pid: int, session: int) -> _Held | None:
-    """`pid` held (`_Held`) if it is of `session`, else None: held first, so that where it is
-    still the process held after, the session read was its own."""
+def _held_if(pid: int, holds: Callable[[list[str]], bool]) -> _Held | None:
+    """`pid` held (`_Held`) if what `holds` asks of its /proc/PID/stat fields holds, else None:
+    held first, so that where it is still the process held after, the fields read were its own."""
     held = _hold(pid)
     if held is None:
         return None
-    with contextlib.suppress(OSError):
-        if _session(_stat_fields(pid)) == session:
+    with contextlib.suppress(OSError, IndexError):
+        if holds(_stat_fields(pid)):
             return held
     held.release()
     return None

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.fleet.leftovers import Leftovers
+from autoresearch.fleet.leftovers import Leftovers, Lineage, lineages
 from autoresearch.runner import (
     ABANDONED_FILE,
     DISK_REFUSED_EXIT,
@@ -49,6 +49,7 @@ class _Running:
     deadline: float  # by time.monotonic(): a step of the wall clock (NTP, a VM resumed) moves it not
     proc: subprocess.Popen[bytes] | None = None  # None when re-attached (not our child)
     killed: bool = field(default=False)
+    lineage: Lineage = field(default_factory=dict)  # its descendants at the last poll (`leftovers.lineages`)
 
 
 class LocalFleet:
@@ -154,8 +155,11 @@ class LocalFleet:
     def poll(self) -> list[Finished]:
         done, self._refused = self._refused, []
         self._leftovers.retry()
+        seen = lineages([run.pid for run in self._running.values()]) if self._running else {}
         for trial, run in list(self._running.items()):
             alive = _alive_unreaped(run.proc) if run.proc else _is_our_runner(run.pid, run.job.exp_dir)
+            # (one ended since /proc was read was seen with all below it, or already without them)
+            run.lineage = seen[run.pid] if alive else {**run.lineage, **seen[run.pid]}
             if alive and time.monotonic() > run.deadline:
                 # SIGTERM lets the runner end train.py's own process group and write its outcome;
                 # SIGKILL follows if it does not manage within the grace period.
@@ -178,11 +182,14 @@ class LocalFleet:
             run.proc.wait()
 
     def _end_leftovers(self, run: _Running) -> None:
-        """KILL what `run` left running: each process whose environment names its run, and, of a
-        runner this controller started, each process of its session (train.py's, which a process
-        with an environment of its own stays in). Its number is not a later session's: the runner,
-        not reaped yet, holds it (a re-attached runner, reaped by another, is not swept so)."""
-        self._leftovers.end(run.job.exp_dir, session=run.pid if run.proc is not None else None)
+        """KILL what `run` left running: each process whose environment names its run; each seen
+        below its runner at the last poll (whatever its session and environment), with what it
+        started since; and, of a runner this controller started, each process of its session
+        (train.py's, which a process with an environment of its own stays in). Its number is not a
+        later session's: the runner, not reaped yet, holds it (a re-attached runner, reaped by
+        another, is not swept so)."""
+        session = run.pid if run.proc is not None else None
+        self._leftovers.end(run.job.exp_dir, session=session, lineage=run.lineage)
 
     def wait(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
