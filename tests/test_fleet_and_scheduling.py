@@ -585,6 +585,39 @@ def test_a_leftover_in_uninterruptible_sleep_as_its_runner_ends_is_killed_at_a_l
             os.kill(left, signal.SIGKILL)
 
 
+FREEZER = Path("/sys/fs/cgroup/freezer")  # cgroup v1's freezer: a frozen process is in D, KILL pending
+
+
+@pytest.mark.skipif(not os.access(FREEZER, os.W_OK), reason="no cgroup v1 freezer this user may write")
+def test_a_leftover_that_kill_cannot_end_in_uninterruptible_sleep_does_not_hold_up_the_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process of a runner's session in uninterruptible sleep that KILL cannot end (a hung mount;
+    here one frozen) was found again and KILLed again until the sweep's 5 s had passed, each poll
+    that found its runner gone held up so long. Its KILL pending, it is passed by; it ends once
+    out of that sleep (here with a sweep given an hour: the poll would not return)."""
+    monkeypatch.setattr(leftovers, "TERM_GRACE_S", 3600.0)
+    fleet, job, runner = started_alone(tmp_path, STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT)
+    left = job.exp_dir / "left.pid"
+    (frozen := FREEZER / f"autoresearch-test-{os.getpid()}").mkdir()
+    try:
+        wait_for(left.exists, 60, "the process with an environment of its own to start", every=0.02)
+        (frozen / "cgroup.procs").write_text(left.read_text())
+        (frozen / "freezer.state").write_text("FROZEN")
+        wait_for(lambda: state_of(int(left.read_text())) == "D", 60, "the process to be frozen", every=0.02)
+        polled = threading.Thread(target=killed_and_found_gone, args=(fleet, runner), daemon=True)
+        polled.start()
+        wait_for(lambda: not polled.is_alive(), 60, "the poll that finds the runner gone to return")
+        (frozen / "freezer.state").write_text("THAWED")
+        wait_for(lambda: not running(int(left.read_text())), 60, "the KILLed process to end once thawed")
+    finally:
+        (frozen / "freezer.state").write_text("THAWED")
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
+        wait_for(lambda: not (frozen / "cgroup.procs").read_text(), 60, "the freezer cgroup to empty")
+        frozen.rmdir()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_a_process_whose_environment_read_hangs_is_waited_for_once_and_looked_at_again_once_it_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture

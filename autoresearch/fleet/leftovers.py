@@ -99,11 +99,13 @@ class Leftovers:
         """KILL each process whose environment holds `marker`, or of `session`, or of `lineage` or
         below one of it, again until none is left or TERM_GRACE_S has passed (one may fork as it is
         killed: its child, reparented, is still of `lineage`, which grows as it is swept). One not
-        seen is kept for `retry`."""
+        seen is kept for `retry`. One KILLed already that is in uninterruptible sleep is not waited
+        for: the KILL ends it as it leaves that sleep (a hung mount's may not for long)."""
         until = time.monotonic() + TERM_GRACE_S
         lineage = {} if lineage is None else lineage
+        killed: set[tuple[int, str]] = set()
         while time.monotonic() < until:
-            found = self._runs_processes(marker, session, lineage)
+            found = self._runs_processes(marker, session, lineage, killed)
             if not found:
                 break
             for held in found:
@@ -111,16 +113,21 @@ class Leftovers:
                 held.release()
             time.sleep(GROUP_POLL_S)
 
-    def _runs_processes(self, marker: bytes, session: int | None, lineage: Lineage) -> list[_Held]:
+    def _runs_processes(
+        self, marker: bytes, session: int | None, lineage: Lineage, killed: set[tuple[int, str]]
+    ) -> list[_Held]:
         """This user's live processes other than this one that are of `session`, of `lineage` (to
-        which those below one of it are added), or whose environment holds `marker`, held. One
-        whose environment may not be read, in uninterruptible sleep (the read may wait for good)
-        or whose read hangs, is kept unseen."""
+        which those below one of it are added), or whose environment holds `marker`, held, and
+        added to `killed` (by pid and start time), but for one of `killed` in uninterruptible
+        sleep. One whose environment may not be read, in uninterruptible sleep (the read may wait
+        for good) or whose read hangs, is kept unseen."""
         found = []
         processes = _own_live_processes()
         if lineage:
             lineage.update(_below(lineage, processes))
         for pid, state, started, of_session, _parent in processes:
+            if state == "D" and (pid, started) in killed:  # (its KILL pending)
+                continue
             if lineage.get(pid) == started:
                 held = _held_if(pid, lambda fields, started=started: fields[19] == started)
             elif of_session == session:
@@ -132,6 +139,7 @@ class Leftovers:
                 held = self._held_if_marked(pid, marker)
             if held is not None:
                 found.append(held)
+                killed.add((pid, started))
         return found
 
     def _held_if_marked(self, pid: int, marker: bytes) -> _Held | None:
