@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -588,6 +588,30 @@ def test_a_leftover_in_uninterruptible_sleep_as_its_runner_ends_is_killed_at_a_l
 FREEZER = Path("/sys/fs/cgroup/freezer")  # cgroup v1's freezer: a frozen process is in D, KILL pending
 
 
+@contextlib.contextmanager
+def freezer_cgroup() -> Iterator[Path]:
+    """A freezer cgroup of the test's own: at the end thawed, its processes KILLed and gone."""
+    (group := FREEZER / f"autoresearch-test-{os.getpid()}").mkdir()
+    try:
+        yield group
+    finally:
+        (group / "freezer.state").write_text("THAWED")
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        wait_for(lambda: not (group / "cgroup.procs").read_text(), 60, "the freezer cgroup to empty")
+        group.rmdir()
+
+
+def frozen(group: Path, pid_file: Path) -> int:
+    """The process whose pid `pid_file` will name, once it is frozen in `group` (in D)."""
+    wait_for(pid_file.exists, 60, "the process to start", every=0.02)
+    (group / "cgroup.procs").write_text(pid_file.read_text())
+    (group / "freezer.state").write_text("FROZEN")
+    wait_for(lambda: state_of(int(pid_file.read_text())) == "D", 60, "the process to be frozen", every=0.02)
+    return int(pid_file.read_text())
+
+
 @pytest.mark.skipif(not os.access(FREEZER, os.W_OK), reason="no cgroup v1 freezer this user may write")
 def test_a_leftover_that_kill_cannot_end_in_uninterruptible_sleep_does_not_hold_up_the_poll(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -598,24 +622,36 @@ def test_a_leftover_that_kill_cannot_end_in_uninterruptible_sleep_does_not_hold_
     out of that sleep (here with a sweep given an hour: the poll would not return)."""
     monkeypatch.setattr(leftovers, "TERM_GRACE_S", 3600.0)
     fleet, job, runner = started_alone(tmp_path, STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT)
-    left = job.exp_dir / "left.pid"
-    (frozen := FREEZER / f"autoresearch-test-{os.getpid()}").mkdir()
-    try:
-        wait_for(left.exists, 60, "the process with an environment of its own to start", every=0.02)
-        (frozen / "cgroup.procs").write_text(left.read_text())
-        (frozen / "freezer.state").write_text("FROZEN")
-        wait_for(lambda: state_of(int(left.read_text())) == "D", 60, "the process to be frozen", every=0.02)
+    with freezer_cgroup() as group:
+        left = frozen(group, job.exp_dir / "left.pid")
         polled = threading.Thread(target=killed_and_found_gone, args=(fleet, runner), daemon=True)
         polled.start()
         wait_for(lambda: not polled.is_alive(), 60, "the poll that finds the runner gone to return")
-        (frozen / "freezer.state").write_text("THAWED")
-        wait_for(lambda: not running(int(left.read_text())), 60, "the KILLed process to end once thawed")
-    finally:
-        (frozen / "freezer.state").write_text("THAWED")
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            os.kill(int(left.read_text()), signal.SIGKILL)
-        wait_for(lambda: not (frozen / "cgroup.procs").read_text(), 60, "the freezer cgroup to empty")
-        frozen.rmdir()
+        (group / "freezer.state").write_text("THAWED")
+        wait_for(lambda: not running(left), 60, "the KILLed process to end once thawed")
+
+
+@pytest.mark.skipif(not os.access(FREEZER, os.W_OK), reason="no cgroup v1 freezer this user may write")
+def test_a_leftover_not_seen_yet_is_looked_at_again_by_the_next_controller(tmp_path: Path) -> None:
+    """A process a sweep could not see (in uninterruptible sleep, here frozen; or its environment's
+    read hanging) was looked at again at each poll of its controller only: one restarted forgot
+    it, and out of that sleep it ran on beside the slot's next run. The campaign folder keeps
+    them; the next controller's poll kills it once readable."""
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+    (campaign := tmp_path / "campaign").mkdir()
+    fleet = make_fleet(cluster, deadline_s=60, campaign_dir=str(campaign))
+    (pool,) = fleet.pools.values()
+    job = JobSpec(0, make_experiment(tmp_path, STARTS_A_LEAVER, deadline=60, trial=0), pool.name)
+    runner = int(fleet.submit([job])[0].split(":")[1])
+    with freezer_cgroup() as group:
+        left = frozen(group, job.exp_dir / "left.pid")
+        killed_and_found_gone(fleet, runner)
+        assert running(left)
+        again = make_fleet(cluster, deadline_s=60, campaign_dir=str(campaign))  # the controller restarted
+        (group / "freezer.state").write_text("THAWED")
+        wait_for(lambda: state_of(left) != "D", 60, "the process to be thawed", every=0.02)
+        assert again.poll() == []
+        assert not running(left)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")

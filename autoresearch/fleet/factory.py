@@ -79,4 +79,6 @@ def build_fleet(plan: FleetPlan, deadline_s: float, campaign_dir: str) -> Fleet:
         return SlurmFleet(plan.cluster, deadline_s, campaign_dir, plan.settings)
     (pool,) = plan.pools.values()
     # The runner ends train.py at deadline_s; the fleet's own kill is the backstop, a grace later.
-    return LocalFleet(pool, plan.gpus, pool.threads, deadline_s + backstop_grace(plan.cluster))
+    return LocalFleet(
+        pool, plan.gpus, pool.threads, deadline_s + backstop_grace(plan.cluster), campaign_dir=campaign_dir
+    )

@@ -30,7 +30,8 @@ uninterruptible sleep are read, each in a thread waited for READ_LIMIT_S, a read
 left to its thread and its process not read again until it returns (`_Environs`): a hung mount
 costs one wait and one thread a process, not one a run. A process in uninterruptible sleep or
 whose read hangs is looked at again at the fleet's next poll, and the next, until it is read
-(`Leftovers.retry`). (The runner, ending each run, reads none: `runner._kill_escapees`.)
+(`Leftovers.retry`), by the next controller too (UNSEEN_FILE, on the same boot). (The runner,
+ending each run, reads none: `runner._kill_escapees`.)
 
 Not found: a process started since the fleet's last poll that drops the environment and leaves
 the session, or is of a runner a controller re-attached (reaped by another, its session not
@@ -43,6 +44,7 @@ cgroup), a runner killed outright ending its job.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import os
@@ -55,32 +57,53 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch.files import read_json, write_json_atomic
 from autoresearch.runner import GROUP_POLL_S, RESULT_VARIABLE, TERM_GRACE_S, result_file
 
 log = logging.getLogger("autoresearch")
 
 READ_LIMIT_S = 2.0  # how long one read of a process's environment is waited for (a hung mount's)
+UNSEEN_FILE = "leftovers_unseen.json"  # in the campaign folder: `Leftovers`' processes not seen yet
 
 
 class Leftovers:
     """One fleet's sweeps for what its runs left running, and the processes a sweep could not see
     yet: one in uninterruptible sleep, or whose environment's read hangs (`_Environs`), may be a
-    run's, and is looked at again at each `retry` (each poll) until it can be read or has ended."""
+    run's, and is looked at again at each `retry` (each poll) until it can be read or has ended.
+    Those are kept in `kept` where it is given, for a controller started again on this boot."""
 
-    def __init__(self) -> None:
+    def __init__(self, kept: Path | None = None) -> None:
         self._environs = _Environs()
-        self._unseen: dict[tuple[int, str], set[bytes]] = {}  # (pid, start time) -> the markers not seen
+        self._kept = kept
+        self._unseen: dict[tuple[int, str], set[bytes]] = _read_unseen(kept)  # (pid, start) -> markers
+
+    def _keep(self, was: dict[tuple[int, str], set[bytes]]) -> None:
+        """Write the processes not seen yet to `kept`, where they changed from `was`."""
+        if self._kept is not None and self._unseen != was:
+            unseen = [
+                [pid, started, sorted(m.decode(errors="surrogateescape") for m in markers)]
+                for (pid, started), markers in self._unseen.items()
+            ]
+            with contextlib.suppress(OSError):  # (a disk that refuses it: forgotten at a restart)
+                write_json_atomic(self._kept, {"boot": _boot_id(), "unseen": unseen})
 
     def end(self, exp_dir: Path, session: int | None = None, lineage: Lineage | None = None) -> None:
         """KILL every process left running by the run of `exp_dir` (`_kill_marked`), every
         process of `session` where it is given: its runner's, which its caller knows no later
         session to have (the runner's zombie holds its number), and each process of `lineage` (its
         runner's descendants as last seen, `lineages`) that is still the one seen, with all below it."""
+        was = copy.deepcopy(self._unseen)
         self._kill_marked(f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode(), session, dict(lineage or {}))
+        self._keep(was)
 
     def retry(self) -> None:
         """Look again at each process a sweep could not see: one still the same process and now
         readable is read, and every process of a run it is found to belong to killed."""
+        was = copy.deepcopy(self._unseen)
+        self._retry()
+        self._keep(was)
+
+    def _retry(self) -> None:
         for (pid, started), markers in list(self._unseen.items()):
             state = _state_if_same(pid, started)
             if state == "D" or (state is not None and pid in self._environs.stuck):
@@ -156,6 +179,28 @@ class Leftovers:
             return held
         held.release()
         return None
+
+
+def _read_unseen(kept: Path | None) -> dict[tuple[int, str], set[bytes]]:
+    """The processes not seen yet that `kept` holds, where it was written on this boot (a start
+    time counts from the boot); {} where there is none, or it cannot be read."""
+    record = read_json(kept) if kept is not None else None
+    if not record or record.get("boot") != _boot_id():
+        return {}
+    with contextlib.suppress(TypeError, ValueError):
+        return {
+            (int(pid), str(started)): {str(m).encode(errors="surrogateescape") for m in markers}
+            for pid, started, markers in record.get("unseen", [])
+        }
+    return {}
+
+
+def _boot_id() -> str:
+    """This boot of the kernel's id; "" where /proc does not say."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 class _Environs:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.fleet.leftovers import Leftovers, Lineage, lineages
+from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers, Lineage, lineages
 from autoresearch.runner import (
     ABANDONED_FILE,
     DISK_REFUSED_EXIT,
@@ -56,7 +56,9 @@ class LocalFleet:
     """N slots on this machine; each slot gets a GPU or MIG instance (CUDA_VISIBLE_DEVICES, `gpus`)
     or a share of the cores."""
 
-    def __init__(self, pool: Pool, devices: list[str], threads_per_slot: int, deadline_s: float) -> None:
+    def __init__(
+        self, pool: Pool, devices: list[str], threads_per_slot: int, deadline_s: float, campaign_dir: str = ""
+    ) -> None:
         self.pools = {pool.name: pool}
         self._pool = pool
         self._devices = devices
@@ -64,7 +66,8 @@ class LocalFleet:
         self._deadline_s = deadline_s
         self._running: dict[int, _Running] = {}
         self._refused: list[Finished] = []  # runners that could not be started, reported at the next poll
-        self._leftovers = Leftovers()  # what ended runs left running, and what it could not see yet
+        # What ended runs left running, and what it could not see yet, kept for the next controller.
+        self._leftovers = Leftovers(Path(campaign_dir) / UNSEEN_FILE if campaign_dir else None)
 
     def free_slots(self, pool: str) -> int:
         return self._pool.slots - len(self._running) if pool == self._pool.name else 0
