@@ -1730,7 +1730,44 @@ def test_a_server_that_trickles_bytes_fails_the_attempt_and_is_retried(
     assert server.requests.count("shard_00000.parquet") == prepare_mod.DOWNLOAD_ATTEMPTS
 
 
-@pytest.mark.parametrize("slow", ["headers", "TLS handshake"])
+class ConnectProxy:
+    """An https proxy on 127.0.0.1 (as https_proxy names one): it answers CONNECT host:port with
+    200, then relays bytes both ways between the client and that host:port."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # (closed)
+            while True:
+                client, _ = self.listener.accept()
+                threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        asked = b""
+        while b"\r\n\r\n" not in asked:
+            asked += client.recv(4096)
+        host, _, port = asked.split()[1].decode().rpartition(":")
+        origin = socket.create_connection((host, int(port)))
+        client.sendall(b"HTTP/1.0 200 Connection established\r\n\r\n")
+        threading.Thread(target=self._relay, args=(origin, client), daemon=True).start()
+        self._relay(client, origin)
+
+    @staticmethod
+    def _relay(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    "slow", ["headers", "TLS handshake", "TLS handshake through a proxy", "proxy's answer to CONNECT"]
+)
 def test_an_answer_that_does_not_begin_in_time_fails_the_attempt_and_is_retried(
     prepare_mod: ModuleType,
     shard_server,
@@ -1742,13 +1779,26 @@ def test_an_answer_that_does_not_begin_in_time_fails_the_attempt_and_is_retried(
     handshake a server never answers (or a slow DNS lookup, a connection) held an attempt, and its
     part untouched, past STALE_TMP_S, when a download beside it may take the part over. All that
     comes before the body has one deadline; the attempt fails naming the shard and the slow step,
-    and is retried as other failures are."""
+    and is retried as other failures are. Behind an https proxy, a handshake with the origin that
+    stalled was named the headers of the proxy's answer: it names the handshake, and the proxy."""
     server, _ = shard_server
     url, held_up = server.url, "the headers of the answer from 127.0.0.1"
     server.slow_headers.add("shard_00000.parquet")
     silent = socket.create_server(("127.0.0.1", 0))  # takes connections, and never says a word
+    proxy = ConnectProxy()
+    silent_port = silent.getsockname()[1]
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
     if slow == "TLS handshake":
-        url, held_up = f"https://127.0.0.1:{silent.getsockname()[1]}", "the TLS handshake with 127.0.0.1"
+        url, held_up = f"https://127.0.0.1:{silent_port}", "the TLS handshake with 127.0.0.1"
+    elif slow == "TLS handshake through a proxy":
+        monkeypatch.setenv("https_proxy", proxy.url)
+        url = f"https://localhost:{silent_port}"
+        held_up = "the TLS handshake with localhost through the proxy 127.0.0.1"
+    elif slow == "proxy's answer to CONNECT":
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{silent_port}")
+        url = "https://localhost:1"
+        held_up = "the answer of the proxy 127.0.0.1 to CONNECT localhost"
     monkeypatch.setattr(prepare_mod, "DOWNLOAD_ANSWER_TIMEOUT_S", 0.5)
     monkeypatch.setattr(prepare_mod, "DOWNLOAD_MIN_RATE", 1)  # (no pace fails them)
     monkeypatch.setattr(prepare_mod, "DOWNLOAD_ATTEMPTS", 2)
@@ -1761,6 +1811,7 @@ def test_an_answer_that_does_not_begin_in_time_fails_the_attempt_and_is_retried(
     worker.start()
     worker.join(timeout=120)
     silent.close()
+    proxy.close()
     assert not worker.is_alive(), f"the download still waits for its answer ({slow})"
     why = f"no answer after 0.5 s, held up by {held_up}"
     assert str(progress.failure) == f"download of {url.rstrip('/')}/shard_00000.parquet failed 2 times: {why}"

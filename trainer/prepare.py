@@ -1004,10 +1004,10 @@ class _Answer:
 
 
 def _connect(
-    address: tuple[str, int], timeout: float, source: Any = None, *, answer: _Answer, tls: bool
+    address: tuple[str, int], timeout: float, source: Any = None, *, answer: _Answer, then: Callable[[], str]
 ) -> socket.socket:
     """http.client's socket.create_connection, telling `answer` each step as it starts: the lookup,
-    the connection to each address found until one takes it, then the TLS handshake or the request."""
+    the connection to each address found until one takes it, then `then()`, the step after."""
     host, port = address
     answer.step = f"the DNS lookup of {host}"
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -1024,33 +1024,56 @@ def _connect(
             sock.close()
             error = err
             continue
-        answer.step = f"the TLS handshake with {host}" if tls else f"the request to {host}"
+        answer.step = then()
         return sock
     raise error
 
 
+class _Connection:
+    """What an attempt's connection tells its `answer` of its steps, and how its answer is read (at
+    `_keep_pace`). Behind an https proxy (https_proxy) it asks the proxy to CONNECT it to the origin,
+    then shakes hands with the origin through it: a handshake that stalled there was named the
+    headers of the proxy's answer, the proxy's, where the proxy had answered long before."""
+
+    def __init__(self, conn: http.client.HTTPConnection, answer: _Answer) -> None:
+        self.conn, self.answer, self.started = conn, answer, time.monotonic()
+        self.tunnel, self.tunnelling = conn._tunnel, False
+        self.tls = isinstance(conn, http.client.HTTPSConnection)
+        conn._create_connection = functools.partial(_connect, answer=answer, then=self._after_connection)
+        conn._tunnel = self._through_proxy
+        conn.response_class = self._response
+
+    def _after_connection(self) -> str:
+        conn = self.conn
+        if conn._tunnel_host:
+            return f"the answer of the proxy {conn.host} to CONNECT {conn._tunnel_host}"
+        return f"the TLS handshake with {conn.host}" if self.tls else f"the request to {conn.host}"
+
+    def _through_proxy(self) -> None:
+        self.tunnelling = True  # (the proxy's answer to CONNECT, read by _response, keeps its step)
+        self.tunnel()
+        self.tunnelling = False
+        conn = self.conn
+        self.answer.step = f"the TLS handshake with {conn._tunnel_host} through the proxy {conn.host}"
+
+    def _response(self, sock: Any, *args: Any, **kw: Any) -> http.client.HTTPResponse:
+        conn = self.conn
+        if not self.tunnelling:
+            through = f" through the proxy {conn.host}" if conn._tunnel_host else ""
+            self.answer.step = f"the headers of the answer from {conn._tunnel_host or conn.host}{through}"
+        return http.client.HTTPResponse(_PacedSocket(sock, self.started, self.answer), *args, **kw)
+
+
 class _PacedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
-    """Opens http:// and https:// URLs for `answer`: its connections tell it each step, and their
-    answers are read at `_keep_pace`."""
+    """Opens http:// and https:// URLs for `answer`, through `_Connection`s."""
 
     def __init__(self, answer: _Answer) -> None:
         super().__init__()
         self.answer = answer
 
     def do_open(self, http_class: type, req: urllib.request.Request, **kwargs: Any) -> Any:
-        answer = self.answer
-
         def connection(*args: Any, **options: Any) -> http.client.HTTPConnection:
-            conn, started = http_class(*args, **options), time.monotonic()
-            tls = isinstance(conn, http.client.HTTPSConnection)
-            conn._create_connection = functools.partial(_connect, answer=answer, tls=tls)
-
-            def response(sock: Any, *args: Any, **kw: Any) -> http.client.HTTPResponse:
-                answer.step = f"the headers of the answer from {conn.host}"
-                return http.client.HTTPResponse(_PacedSocket(sock, started, answer), *args, **kw)
-
-            conn.response_class = response
-            return conn
+            return _Connection(http_class(*args, **options), self.answer).conn
 
         return super().do_open(connection, req, **kwargs)
 
