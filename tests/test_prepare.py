@@ -1847,6 +1847,46 @@ def test_a_refused_attempt_lets_go_of_its_connection_at_once(prepare_mod: Module
     )
 
 
+def test_a_refusal_that_comes_after_its_attempt_gave_up_lets_go_of_its_connection(
+    prepare_mod: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 whose last header came after its attempt had given up (past the answer timeout) was
+    kept by the answer's thread, caught in a cycle with it, its connection open until Python's
+    cycle collector came by. It is closed as it comes: the server sees the connection end."""
+    server = socket.create_server(("127.0.0.1", 0))
+    gave_up, ended = threading.Event(), []
+
+    def refuse_late() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 0\r\n")  # (the client reads on)
+            gave_up.wait()
+            conn.sendall(b"Content-Length: 5\r\n\r\nbusy\n")
+            conn.settimeout(30)
+            try:
+                ended.append(conn.recv(1) == b"")
+            except TimeoutError:
+                ended.append(False)
+
+    refusing = threading.Thread(target=refuse_late, daemon=True)
+    refusing.start()
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_ANSWER_TIMEOUT_S", 1.0)
+    request = prepare_mod.urllib.request.Request(f"http://127.0.0.1:{server.getsockname()[1]}/shard")
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(TimeoutError, match="held up by the headers of the answer from 127.0.0.1"):
+            prepare_mod._opened(request, prepare_mod._Part(Path("unused.tmp")), 0)
+        gave_up.set()
+        refusing.join(timeout=60)
+    finally:
+        if collecting:
+            gc.enable()
+        server.close()
+    assert ended == [True], "the refusal that came late still holds its connection open"
+
+
 def test_a_slow_but_steady_server_is_not_failed(
     prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -970,18 +970,26 @@ class _Answer:
         threading.Thread(target=self._ask, args=(request,), daemon=True).start()
 
     def _ask(self, request: urllib.request.Request) -> None:
-        response = None
+        response: Any = None
+        error: Exception | None = None
         try:
             response = urllib.request.build_opener(_PacedHandler(self)).open(
                 request, timeout=DOWNLOAD_READ_TIMEOUT_S
             )
         except Exception as err:  # raised in the attempt's thread (wait)
-            self.error = err
+            error = err
         with self.lock:
-            self.response, late = response, self.abandoned
+            late = self.abandoned
+            if not late:
+                self.response, self.error = response, error
             self.came.set()
         if late and response is not None:
             response.close()
+        if late and isinstance(error, urllib.error.HTTPError):
+            # (a late refusal, a 503, holds its connection: kept in a cycle with this frame, its
+            # socket stayed open until Python's cycle collector came by)
+            error.close()
+        response = error = None  # (the error's traceback holds this frame)
 
     def wait(self) -> http.client.HTTPResponse:
         """The answer, its body unread; what opening it raised, or TimeoutError naming the slow step."""
