@@ -1834,7 +1834,7 @@ def test_a_refused_attempt_lets_go_of_its_connection_at_once(prepare_mod: Module
     try:
         for _ in range(3):
             with pytest.raises(prepare_mod.urllib.error.HTTPError):
-                prepare_mod._opened(request, part, 0)
+                prepare_mod._opened(request, part, 0, prepare_mod.DownloadProgress(1, done=0))
         gc.collect()
         held = [thing for thing in gc.garbage if isinstance(thing, prepare_mod.urllib.error.HTTPError)]
     finally:
@@ -1877,7 +1877,9 @@ def test_a_refusal_that_comes_after_its_attempt_gave_up_lets_go_of_its_connectio
     gc.disable()
     try:
         with pytest.raises(TimeoutError, match="held up by the headers of the answer from 127.0.0.1"):
-            prepare_mod._opened(request, prepare_mod._Part(Path("unused.tmp")), 0)
+            prepare_mod._opened(
+                request, prepare_mod._Part(Path("unused.tmp")), 0, prepare_mod.DownloadProgress(1, done=0)
+            )
         gave_up.set()
         refusing.join(timeout=60)
     finally:
@@ -1885,6 +1887,21 @@ def test_a_refusal_that_comes_after_its_attempt_gave_up_lets_go_of_its_connectio
             gc.enable()
         server.close()
     assert ended == [True], "the refusal that came late still holds its connection open"
+
+
+def test_a_failed_download_ends_without_waiting_for_an_answer_to_another_shard(
+    prepare_mod: ModuleType, shard_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard refused for good (a 404) stops the others; one whose answer had not come, a server
+    that said nothing yet, held the download's end until its answer timeout, 60 s, however soon
+    the download had failed. Its wait watches the stop too: the end comes as the failure does."""
+    server, remote = shard_server
+    server.held.add("shard_00000.parquet")  # (answered only as the server closes)
+    (remote / "shard_06542.parquet").unlink()
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_ANSWER_TIMEOUT_S", 3600.0)
+    monkeypatch.setattr(prepare_mod, "DOWNLOAD_READ_TIMEOUT_S", 3600.0)  # (nor a read's, its own)
+    failed = _failures_of_a_download(prepare_mod, "the failed download waits for another shard's answer")
+    assert failed == [f"download of {server.url}shard_06542.parquet failed: HTTP Error 404: File not found"]
 
 
 def test_a_slow_but_steady_server_is_not_failed(

@@ -633,6 +633,7 @@ class DownloadProgress:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.failure: Exception | None = None  # DownloadFailed, or CacheWriteFailed
+        self.waits: set[threading.Event] = set()  # the threads' waits a stop ends too (`ended_by_stop`)
 
     def add(self, nbytes: int) -> None:
         with self.lock:
@@ -651,12 +652,31 @@ class DownloadProgress:
     def fail(self, error: Exception) -> None:
         with self.lock:
             self.failure = self.failure or error
-            self.stop.set()
+            self._stop()
 
     def halt(self) -> None:
         """Stop the threads: after this, none opens a new file (`open_unless_halted`)."""
         with self.lock:
-            self.stop.set()
+            self._stop()
+
+    def _stop(self) -> None:
+        self.stop.set()
+        for wait in self.waits:
+            wait.set()
+
+    @contextlib.contextmanager
+    def ended_by_stop(self, wait: threading.Event) -> Iterator[None]:
+        """Within, a stop sets `wait` too: a thread waiting on it (for an answer, up to
+        DOWNLOAD_ANSWER_TIMEOUT_S) held a failed download's end that long."""
+        with self.lock:
+            self.waits.add(wait)
+            if self.stop.is_set():
+                wait.set()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.waits.discard(wait)
 
     def open_unless_halted(self, tmp: Path, append: bool) -> BinaryIO | None:
         """`tmp` opened for writing (at its end, to `append`), or None once halted: a thread whose
@@ -827,7 +847,7 @@ def _fetch(url: str, part: _Part, path: Path, progress: DownloadProgress) -> str
     offset = part.tmp.stat().st_size if part.validator and part.tmp.exists() else 0
     asked = {"Range": f"bytes={offset}-", "If-Range": part.validator} if offset else {}
     request = urllib.request.Request(url, headers=asked)
-    with _opened(request, part, offset) as response:
+    with _opened(request, part, offset, progress) as response:
         start = _range_start(response) if response.status == 206 else 0
         if start not in (0, offset):
             _start_over(part)
@@ -878,11 +898,14 @@ def _lost_to_another(part: _Part, path: Path) -> None:
     part.validator = None  # (so the answer's validator is saved beside the new part)
 
 
-def _opened(request: urllib.request.Request, part: _Part, offset: int) -> http.client.HTTPResponse:
-    """The server's answer to `request`. A 416 to the rest of a part (the part whole already, the
-    file shorter since) is no refusal of the shard: the next attempt asks for it whole."""
+def _opened(
+    request: urllib.request.Request, part: _Part, offset: int, progress: DownloadProgress
+) -> http.client.HTTPResponse:
+    """The server's answer to `request`, unless `progress` stops first. A 416 to the rest of a part
+    (the part whole already, the file shorter since) is no refusal of the shard: the next attempt
+    asks for it whole."""
     try:
-        return _Answer(request).wait()
+        return _Answer(request).wait(progress)
     except urllib.error.HTTPError as err:
         if offset and err.code == 416:
             _start_over(part)
@@ -963,7 +986,8 @@ class _Answer:
     def __init__(self, request: urllib.request.Request) -> None:
         self.step = f"the request to {request.host}"
         self.lock = threading.Lock()
-        self.came = threading.Event()
+        self.came = False
+        self.woken = threading.Event()  # set as the answer comes, and by a stop (wait)
         self.abandoned = False  # the attempt gave up: an answer that comes now is closed unread
         self.response: http.client.HTTPResponse | None = None
         self.error: Exception | None = None
@@ -982,7 +1006,8 @@ class _Answer:
             late = self.abandoned
             if not late:
                 self.response, self.error = response, error
-            self.came.set()
+            self.came = True
+            self.woken.set()
         if late and response is not None:
             response.close()
         if late and isinstance(error, urllib.error.HTTPError):
@@ -991,12 +1016,16 @@ class _Answer:
             error.close()
         response = error = None  # (the error's traceback holds this frame)
 
-    def wait(self) -> http.client.HTTPResponse:
-        """The answer, its body unread; what opening it raised, or TimeoutError naming the slow step."""
-        self.came.wait(DOWNLOAD_ANSWER_TIMEOUT_S)
+    def wait(self, progress: DownloadProgress) -> http.client.HTTPResponse:
+        """The answer, its body unread; what opening it raised, or TimeoutError naming the slow
+        step; OSError where `progress` stopped first (an interrupt, another shard's failure)."""
+        with progress.ended_by_stop(self.woken):
+            self.woken.wait(DOWNLOAD_ANSWER_TIMEOUT_S)
         with self.lock:
-            if not self.came.is_set():
+            if not self.came:
                 self.abandoned = True
+                if progress.stop.is_set():
+                    raise OSError("the download stopped before the answer came")
                 raise TimeoutError(f"no answer after {DOWNLOAD_ANSWER_TIMEOUT_S:g} s, held up by {self.step}")
         if (error := self.error) is not None:
             # Raised held by nothing else: the traceback holds this frame and the thread's, and an
