@@ -1819,6 +1819,41 @@ def test_an_answer_that_does_not_begin_in_time_fails_the_attempt_and_is_retried(
     assert not list(folder.iterdir())
 
 
+_SILENT_RESOLVER = """
+import socket, sys, urllib.request
+sys.path.insert(0, sys.argv[1])
+import prepare
+silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+silent.bind(("127.0.0.1", 53))  # the resolver resolv.conf names: it takes queries and answers none
+prepare.DOWNLOAD_ANSWER_TIMEOUT_S = 0.5
+try:
+    prepare._opened(urllib.request.Request("http://shards.example/shard_00000.parquet"),
+                    prepare._Part(prepare.Path("unused.tmp")), 0, prepare.DownloadProgress(1, done=0))
+except TimeoutError as err:
+    print(err)
+"""
+
+
+def test_a_dns_lookup_that_does_not_end_in_time_is_named(prepare_mod: ModuleType, tmp_path: Path) -> None:
+    """The lookup is the OS resolver's, with no timeout of its own: it is bounded by the answer
+    timeout and named. The resolver is real: in a user, mount and network namespace of its own,
+    resolv.conf names a server on 127.0.0.1 that never answers (skipped where those are not allowed)."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
+    script = tmp_path / "silent_resolver.py"
+    script.write_text(_SILENT_RESOLVER)
+    inside = (
+        f"ip link set lo up && mount --bind {resolv} /etc/resolv.conf && "
+        f"AUTORESEARCH_SCALE=cpu {sys.executable} {script} {TRAINER_DIR}"
+    )
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("no unshare or ip to give the resolver a namespace")
+    if subprocess.run(["unshare", "-rmn", "true"], capture_output=True).returncode:
+        pytest.skip("user namespaces are not allowed here")
+    ran = subprocess.run(["unshare", "-rmn", "sh", "-c", inside], capture_output=True, text=True, timeout=60)
+    assert ran.stdout == "no answer after 0.5 s, held up by the DNS lookup of shards.example\n", ran.stderr
+
+
 def test_a_refused_attempt_lets_go_of_its_connection_at_once(prepare_mod: ModuleType, shard_server) -> None:
     """The error of an attempt the server refused (a 503, a 429 as it limits a busy hub) held its
     connection in a reference cycle with the attempt's answer thread, so each refused attempt of
