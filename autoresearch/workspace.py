@@ -56,8 +56,6 @@ def apply_edits(source: str, edits: list[Edit]) -> str:
     for i, edit in enumerate(edits, start=1):
         if why := edit_problem(edit, i):
             raise InvalidCandidate(why)
-        if not edit.search:
-            raise InvalidCandidate(f"edit {i} has an empty search block")
         count = source.count(edit.search)
         if count != 1:
             where = "does not occur" if count == 0 else f"occurs {count} times"
@@ -67,13 +65,20 @@ def apply_edits(source: str, edits: list[Edit]) -> str:
 
 
 def edit_problem(edit: Edit, number: int) -> str:
-    """Why edit `number` can change no frontier's train.py (another file, too large), or ''. It
-    does not depend on the frontier, so a proposer is told in the wave (`agent.tools.check_wave`)."""
+    """Why edit `number` can change no frontier's train.py (another file, too large, no search
+    text, a text replaced by itself), or ''. It does not depend on the frontier, so a proposer is
+    told in the wave (`agent.tools.check_wave`); the engine refuses it by this one rule whatever
+    proposed it (a resumed study's stored proposal, the offline proposer, a user's own): an edit
+    that changes nothing made a grid's cells repeat knob-only runs, judged as a change."""
     normalized = Path(edit.path.strip())
     if normalized.is_absolute() or ".." in normalized.parts or str(normalized) != EDITABLE_FILE:
         return f"edits may only change {EDITABLE_FILE}; refused an edit to {quoted(edit.path)}"
     if len(edit.search) > MAX_EDIT_CHARS or len(edit.replace) > MAX_EDIT_CHARS:
         return f"edit {number} is too large (over {MAX_EDIT_CHARS} characters)"
+    if not edit.search:
+        return f"edit {number} has an empty search text"
+    if edit.search == edit.replace:
+        return f"edit {number} replaces a text by itself, so it changes nothing"
     return ""
 
 

@@ -790,7 +790,7 @@ def test_edits_that_leave_a_swept_constant_unsettable_or_change_nothing_are_refu
     engine = "knob SECONDS is assigned 2 times in train.py; cannot set it"
     assert f"candidate 'SECONDS set twice': {engine}" in refusal, refusal
     assert f"grid 'SECONDS sweep, set twice': {engine}" in refusal, refusal
-    assert "grid 'WIDTH sweep, edit of nothing': a shared edit replaces a text by itself" in refusal, refusal
+    assert "grid 'WIDTH sweep, edit of nothing': edit 1 replaces a text by itself" in refusal, refusal
 
 
 def test_an_edit_that_leaves_the_result_call_in_an_uncalled_function_is_refused_in_the_wave(

@@ -342,9 +342,9 @@ def test_a_shared_edit_that_replaces_a_text_by_itself_is_refused_as_a_candidates
         "factors": [{"name": "LR", "levels": ["0.02", "0.03"]}],
         "shared_edits": itself,
     }
-    with pytest.raises(ProposalError, match="grid 'g': a shared edit replaces a text by itself"):
+    with pytest.raises(ProposalError, match="grid 'g': edit 1 replaces a text by itself"):
         parse_proposal(wave(grids=[grid]), sample_context())
-    with pytest.raises(ProposalError, match="candidate 'd': an edit replaces a text by itself"):
+    with pytest.raises(ProposalError, match="candidate 'd': edit 1 replaces a text by itself"):
         parse_proposal(wave(cand(edits=itself)), sample_context())
 
 

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from autoresearch.campaign import Campaign
 from autoresearch.intake import BASE_SEED, MAX_STACK_DEPTH, Intake
-from autoresearch.proposals import Candidate, Edit, Wave
+from autoresearch.proposals import Candidate, Edit, Grid, Wave
 
 
 def claimed_and_failed(intake: Intake, number: int, **attrs: object) -> None:
@@ -243,6 +243,19 @@ def test_a_proposal_that_cannot_run_is_failed_with_its_reason_before_it_costs_a_
     assert intake.empty_waves == 1  # until "runs" runs
     intake.wave(Wave(rationale="again", candidates=[runs], source="test"))  # nothing new in it
     assert intake.empty_waves == 2 and len(intake.ledger.all()) == 2
+
+
+def test_a_grid_whose_shared_edit_changes_nothing_is_refused_whoever_proposed_it(tmp_path: Path) -> None:
+    """Only propose_wave refused a shared edit that replaces a text by itself; a grid reaching the
+    engine another way (a user's or the offline proposer's, a resumed study's) queued cells that
+    repeat knob-only runs judged as a change. The engine refuses each cell by the wave's rule."""
+    intake = open_intake(tmp_path)
+    itself = Edit("LR = 0.01\n", "LR = 0.01\n")
+    grid = Grid("LR sweep", {"LR": [0.02, 0.03]}, shared_edits=[itself])
+    intake.wave(Wave(rationale="user's", grids=[grid], source="test"))
+    reasons = {t.user_attrs["reason"] for t in intake.ledger.all() if t.state == TrialState.FAIL}
+    assert reasons == {"edit 1 replaces a text by itself, so it changes nothing"}
+    assert len(intake.ledger.all()) == 2
 
 
 def test_a_wave_counts_as_empty_until_one_of_its_candidates_runs(tmp_path: Path) -> None:

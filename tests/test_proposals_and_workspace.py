@@ -121,6 +121,7 @@ def test_a_constant_that_literal_eval_refuses_with_a_type_error_is_read_as_its_s
         ([Edit("LR = 0.05", "LR = 0.1")], {}, "does not occur"),
         ([Edit("LR", "lr")], {}, "occurs 2 times"),
         ([Edit("", "x")], {}, "empty search"),
+        ([Edit("DEPTH = 8", "DEPTH = 8")], {"LR": 0.02}, "edit 1 replaces a text by itself"),
         ([Edit("DEPTH = 8", "DEPTH = 4", path="prepare.py")], {}, "may only change train.py"),
         ([Edit("DEPTH = 8", "DEPTH = 4", path="../train.py")], {}, "may only change train.py"),
         ([Edit("DEPTH = 8", "DEPTH = 4", path="/etc/train.py")], {}, "may only change train.py"),

@@ -412,7 +412,7 @@ def check_wave(
         if not cand.edits and not cand.knobs:
             problems.append(f"{where}: no edits and no knobs, so nothing would change")
         edited = _edited(context, cand.edits)
-        problems += _edits_problems(context, frontier_types, cand.edits, edited, "an edit", where)
+        problems += _edits_problems(context, frontier_types, cand.edits, edited, where)
         known = _known_constants(context, edited)
         problems += _setting_problems(context, edited, known, cand.knobs, where)
         for name, value in cand.knobs.items():
@@ -437,9 +437,7 @@ def check_wave(
         problems += _cell_description_problems(grid, where)
         problems += _tier_problems(grid.tier, context, where)
         edited = _edited(context, grid.shared_edits)
-        problems += _edits_problems(
-            context, frontier_types, grid.shared_edits, edited, "a shared edit", where
-        )
+        problems += _edits_problems(context, frontier_types, grid.shared_edits, edited, where)
         known = _known_constants(context, edited)
         problems += _setting_problems(context, edited, known, grid.factors, where)
         for name, levels in grid.factors.items():
@@ -542,20 +540,11 @@ def _edits_problems(
     frontier_types: dict[str, tuple[type, int]],
     edits: list[Edit],
     edited: _Edited,
-    what: str,
     where: str,
 ) -> list[str]:
-    """Everything said of a candidate's edits or a grid's shared edits (`what`), one rule for
-    both: an edit with no search text, or one that replaces a text by itself (a change that
-    changes nothing, whose cells would repeat the knob-only runs under another key), then what
-    the engine would refuse when it queues them, in its words."""
-    problems: list[str] = []
-    for edit in edits:
-        if not edit.search:
-            problems.append(f"{where}: {what} has an empty search text")
-        elif edit.search == edit.replace:
-            problems.append(f"{where}: {what} replaces a text by itself")
-    problems += _edit_problems(edits, where)
+    """Everything said of a candidate's edits or a grid's shared edits, one rule for both and
+    the engine: what it would refuse when it queues them, in its words."""
+    problems = _edit_problems(edits, where)
     problems += _code_problems(edited, where)
     problems += _length_problems(context, edited, where)
     problems += _result_problems(context, edited, where)
@@ -579,8 +568,8 @@ def _setting_problems(
 
 
 def _edit_problems(edits: list[Edit], where: str) -> list[str]:
-    """Edits of another file than train.py, or too large: the engine refuses them when it queues
-    them, whatever its frontier (`workspace.edit_problem`), so say it now."""
+    """Edits of another file than train.py, too large, with no search text or replacing a text by
+    itself: the engine refuses them when it queues them, whatever its frontier (`workspace.edit_problem`), so say it now."""
     return [f"{where}: {why}" for i, edit in enumerate(edits, start=1) if (why := edit_problem(edit, i))]
 
 
