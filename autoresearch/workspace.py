@@ -12,6 +12,7 @@ import difflib
 import functools
 import hashlib
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,11 +188,12 @@ def _names(source: str) -> frozenset[str]:
         return frozenset()
 
 
-def _names_in(node: ast.AST, imports: bool) -> frozenset[str]:
+def _names_in(node: ast.AST, imports: bool, live: bool = False) -> frozenset[str]:
     """Every name the code of `node` uses or spells as a string, and with `imports` the names
-    its imports bind or take."""
+    its imports bind or take; with `live` only in the branches its conditions let run
+    (`_live_nodes`)."""
     names: set[str] = set()
-    for inner in ast.walk(node):
+    for inner in _live_nodes(node) if live else ast.walk(node):
         if isinstance(inner, ast.Name):
             names.add(inner.id)
         elif isinstance(inner, ast.Attribute):
@@ -224,15 +226,19 @@ def _reached_calls(source: str) -> frozenset[str]:
     code = _reached_code(tree)
     if any(_calls_by_computed_name(node) for node in code):  # only a static path is followed
         return frozenset(name for name in RESULT_CALLS if name in _names(source))
-    reached = frozenset().union(*(_names_in(node, imports=False) for node in code))
+    reached = frozenset().union(*(_names_in(node, imports=False, live=True) for node in code))
     aliases = _result_aliases(tree)
     return frozenset(aliases[name] for name in reached if name in aliases)
 
 
 def _calls_by_computed_name(node: ast.AST) -> bool:
-    """Whether the code of `node` may call a function by a name it computes (`_DYNAMIC_NAMES`)."""
-    for inner in ast.walk(node):
+    """Whether the code of `node` may call a function by a name it computes (`_DYNAMIC_NAMES`),
+    in the branches its conditions let run, or binds `__name__`, which `_static_truth` takes for
+    a script's."""
+    for inner in _live_nodes(node):
         if isinstance(inner, ast.Name) and inner.id in _DYNAMIC_NAMES:
+            return True
+        if _binds_script_name(inner):
             return True
         if isinstance(inner, ast.Attribute) and (
             inner.attr in _DYNAMIC_ATTRIBUTES
@@ -240,6 +246,18 @@ def _calls_by_computed_name(node: ast.AST) -> bool:
         ):
             return True
     return False
+
+
+def _binds_script_name(node: ast.AST) -> bool:
+    """Whether `node` gives `__name__` a value of its own (`__name__ = "x"`, `global __name__`,
+    a parameter or an import named so)."""
+    if isinstance(node, ast.Name):
+        return node.id == "__name__" and not isinstance(node.ctx, ast.Load)
+    if isinstance(node, ast.Global | ast.Nonlocal):
+        return "__name__" in node.names
+    if isinstance(node, ast.arg):
+        return node.arg == "__name__"
+    return isinstance(node, ast.alias) and node.asname == "__name__"
 
 
 def _result_aliases(tree: ast.Module) -> dict[str, str]:
@@ -255,8 +273,9 @@ def _reached_code(tree: ast.Module) -> list[ast.AST]:
     """The code run when train.py runs as a script: its module-level statements and, reached
     from them directly or through each other, the module-level functions they name (`_names_in`,
     imports left out). Kept simple and on the safe side: a function named anywhere there counts
-    as called (a callback, `atexit.register(main)`), a decorated function, a class's whole body
-    and every condition count as run. Only such static module-level paths are followed; a call by
+    as called (a callback, `atexit.register(main)`), a decorated function and a class's whole body
+    count as run, and every condition but a constant or `__name__` compared with a string
+    (`_live_nodes`) as taking both branches. Only such static module-level paths are followed; a call by
     a computed name is `_reached_calls`' to let pass."""
     functions = _plain_functions(tree)
     todo: list[ast.AST] = [node for node in tree.body if functions.get(getattr(node, "name", "")) is not node]
@@ -265,10 +284,54 @@ def _reached_code(tree: ast.Module) -> list[ast.AST]:
     called: set[str] = set()
     while todo:
         reached.append(node := todo.pop())
-        for name in _names_in(node, imports=False) & functions.keys() - called:
+        for name in _names_in(node, imports=False, live=True) & functions.keys() - called:
             called.add(name)
             todo.append(functions[name])
     return reached
+
+
+def _live_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """`ast.walk` of `node` that leaves out the branch of an `if` (statement or expression) its
+    condition never takes when train.py runs as a script (`_static_truth`): an edit to
+    `if __name__ == "__foo__": main()` ran nothing and ended with no result. Any other condition
+    counts both branches as run, and so does every condition in a function, whose dead branch
+    `result_problem`'s message (a function nothing calls) would not name."""
+    todo = [node]
+    while todo:
+        inner = todo.pop()
+        if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            yield from ast.walk(inner)
+            continue
+        yield inner
+        truth = _static_truth(inner.test) if isinstance(inner, ast.If | ast.IfExp) else None
+        if truth is None:
+            todo.extend(ast.iter_child_nodes(inner))
+        else:
+            assert isinstance(inner, ast.If | ast.IfExp)
+            branch = inner.body if truth else inner.orelse
+            todo += [inner.test, *(branch if isinstance(branch, list) else [branch])]
+
+
+def _static_truth(test: ast.expr) -> bool | None:
+    """The value of a condition known without running it, or None: a constant (`if False:`,
+    `if 0:`), `__name__` compared with a string (a script's is "__main__"), and `not` of either.
+    (Code that binds `__name__` itself is taken as one that may call anything,
+    `_binds_script_name`.)"""
+    if isinstance(test, ast.Constant):
+        return bool(test.value)
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = _static_truth(test.operand)
+        return None if inner is None else not inner
+    if not (
+        isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq | ast.NotEq)
+    ):
+        return None
+    sides = [test.left, test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    texts = [s.value for s in sides if isinstance(s, ast.Constant) and isinstance(s.value, str)]
+    if len(names) != 1 or len(texts) != 1:
+        return None
+    return (texts[0] == "__main__") == isinstance(test.ops[0], ast.Eq)
 
 
 def _plain_functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:

@@ -209,8 +209,32 @@ WITH_MAIN = (
 
 @pytest.mark.parametrize(
     "replace",
-    ["", 'if __name__ == "__main__":\n    pass\n', "def run():\n    main()\n", "print(1)\n"],
-    ids=["guard deleted", "guard emptied", "called from an uncalled function", "something else"],
+    [
+        "",
+        'if __name__ == "__main__":\n    pass\n',
+        "def run():\n    main()\n",
+        "print(1)\n",
+        'if __name__ == "__foo__":\n    main()\n',
+        'if "__mian__" == __name__:\n    main()\n',
+        'if __name__ != "__main__":\n    main()\n',
+        "if False:\n    main()\n",
+        "if 0:\n    main()\n",
+        'if not __name__ == "__main__":\n    main()\n',
+        'main() if __name__ == "__mian__" else None\n',
+    ],
+    ids=[
+        "guard deleted",
+        "guard emptied",
+        "called from an uncalled function",
+        "something else",
+        "guard misspelt",
+        "guard reversed and misspelt",
+        "guard negated",
+        "if False",
+        "if 0",
+        "guard under not",
+        "a conditional expression",
+    ],
 )
 def test_edits_that_leave_the_result_call_unreachable_are_refused(replace: str) -> None:
     """With `if __name__ == "__main__": main()` gone, train.py's run defined its functions and
@@ -230,8 +254,29 @@ def test_edits_that_leave_the_result_call_unreachable_are_refused(replace: str) 
         'globals()["ma" + "in"]()\n',
         'eval("main()")\n',
         "class Trainer:\n    def go(self):\n        main()\n\n\nTrainer().go()\n",
+        'if "__main__" == __name__:\n    main()\n',
+        'if __name__ != "__foo__":\n    main()\n',
+        'if __name__ == "__foo__":\n    pass\nelse:\n    main()\n',
+        "if True:\n    main()\n",
+        "import os\nif os.environ.get('RUN'):\n    main()\n",
+        '__name__ = "__foo__"\nif __name__ == "__foo__":\n    main()\n',
+        "def run():\n    if False:\n        return\n    main()\n\n\nrun()\n",
     ],
-    ids=["through a called function", "atexit", "a thread's target", "globals", "eval", "a method"],
+    ids=[
+        "through a called function",
+        "atexit",
+        "a thread's target",
+        "globals",
+        "eval",
+        "a method",
+        "guard reversed",
+        "guard by inequality",
+        "guard's else",
+        "if True",
+        "a condition only the run knows",
+        "__name__ bound by train.py",
+        "a dead branch in a function",
+    ],
 )
 def test_a_result_call_reached_from_module_level_or_dynamically_is_not_refused(replace: str) -> None:
     """Only statically resolvable module-level paths are followed; anything that may reach main()
