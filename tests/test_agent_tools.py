@@ -296,6 +296,31 @@ def test_edits_that_give_back_the_frontier_are_refused(
     parse_proposal(wave(cand(edits=edits[:1], knobs=[{"name": "LR", "value": "0.05"}])), sample_context())
 
 
+@pytest.mark.parametrize(
+    "edits",
+    [
+        [{"search": "LR = 0.04", "replace": "LR = 0.02"}],
+        [{"search": "DEPTH = 8", "replace": "DEPTH = 9"}, {"search": "DEPTH = 9", "replace": "DEPTH = 8"}],
+    ],
+    ids=["an edit the free knob writes over", "edits that undo each other"],
+)
+def test_edits_that_change_only_what_a_candidates_free_knobs_set_are_refused(
+    edits: list[dict[str, str]],
+) -> None:
+    """Such a candidate passed: its run was the sampler's draw of LR judged as a change its edits
+    never made, a slot spent on a run the sampler does not learn from (only a run with no edits
+    is knob-only). An edit that changes more, or no free knob, is taken."""
+    free = [{"name": "LR", "value": "null"}]
+    why = "its edits leave train.py the frontier's but for what its knobs set, so its run would be"
+    with pytest.raises(ProposalError, match=re.escape(f"candidate 'd': {why}")):
+        parse_proposal(wave(cand(edits=edits, knobs=free)), sample_context())
+    more = [*edits, {"search": "WARMUP = 0.1", "replace": "WARMUP = 0.2"}]
+    assert parse_proposal(wave(cand(edits=more, knobs=free)), sample_context())
+    assert parse_proposal(
+        wave(cand(edits=edits[:1], knobs=[{"name": "LR", "value": "0.05"}])), sample_context()
+    )
+
+
 def test_a_grid_whose_only_cell_is_the_frontier_is_refused_and_one_with_a_frontier_cell_taken() -> None:
     """Its one cell was skipped by the launcher ("no change: already part of the frontier"), a place
     of the wave lost, where a candidate of the same values is refused. A shared edit its level undoes

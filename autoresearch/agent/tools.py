@@ -643,13 +643,41 @@ def _frontier_candidate_problems(
     """A candidate whose edits and knob values give back the frontier's train.py: knob values it
     has already, an edit that a knob sets back (`LR = 0.02` with LR=0.01), edits that undo each
     other. The launcher skips it ("no change: already part of the frontier"), a place of the wave
-    lost to no run."""
-    if edited.source is None or not _leaves_frontier(context, edited.source, cand.knobs):
+    lost to no run. And, with a knob left free, edits that change only what its knobs set
+    (`_sampled_only`)."""
+    if edited.source is None:
+        return []
+    if not _leaves_frontier(context, edited.source, cand.knobs):
+        if _sampled_only(context, cand, edited.source):
+            return [f"{where}: {_SAMPLED_ONLY}"]
         return []
     if not cand.edits:
         return [f"{where}: its knob values are the frontier's already, so nothing would change"]
     what = "its edits and knob values leave" if cand.knobs else "its edits leave"
     return [f"{where}: {what} train.py the frontier's, so nothing would change"]
+
+
+_SAMPLED_ONLY = (
+    "its edits leave train.py the frontier's but for what its knobs set, so its run would be the "
+    "sampler's draw of its free knobs judged as a change: drop the edits, or make them change something"
+)
+
+
+def _sampled_only(context: CampaignContext, cand: Candidate, source: str) -> bool:
+    """Whether a candidate with a free knob has edits that `source` (the frontier's with them)
+    shows change nothing its knobs do not set: edits a knob writes over, or that undo each other.
+    Its run was the sampler's draw judged as a change its edits never made, a slot spent on a
+    run the sampler does not learn from either (only a run with no edits is knob-only)."""
+    frontier = context.frontier_source
+    values = read_knobs(frontier) if frontier and cand.edits else {}
+    if None not in cand.knobs.values() or any(name not in values for name in cand.knobs):
+        return False
+    settings = {name: values[name] if value is None else value for name, value in cand.knobs.items()}
+    try:
+        ours, theirs = (set_knobs(s, as_written(settings, constant_types(s))) for s in (source, frontier))
+    except (KnobError, SyntaxError):
+        return False
+    return ours == theirs
 
 
 def _leaves_frontier(context: CampaignContext, source: str, knobs: dict[str, KnobValue]) -> bool:
