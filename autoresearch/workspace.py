@@ -234,9 +234,12 @@ def _reached_calls(source: str) -> frozenset[str]:
 def _calls_by_computed_name(node: ast.AST) -> bool:
     """Whether the code of `node` may call a function by a name it computes (`_DYNAMIC_NAMES`),
     in the branches its conditions let run, or binds `__name__`, which `_static_truth` takes for
-    a script's."""
+    a script's. `getattr(x, "name")` is not: its name is a string `_names_in` counts as reached."""
+    spelt: set[int] = set()  # getattr names of calls with a literal name (a call comes before its parts)
     for inner in _live_nodes(node):
-        if isinstance(inner, ast.Name) and inner.id in _DYNAMIC_NAMES:
+        if isinstance(inner, ast.Call) and _getattr_by_literal(inner):
+            spelt.add(id(inner.func))
+        if isinstance(inner, ast.Name) and inner.id in _DYNAMIC_NAMES and id(inner) not in spelt:
             return True
         if _binds_script_name(inner):
             return True
@@ -246,6 +249,18 @@ def _calls_by_computed_name(node: ast.AST) -> bool:
         ):
             return True
     return False
+
+
+def _getattr_by_literal(node: ast.Call) -> bool:
+    """Whether `node` is `getattr(x, "name")` (or with a default): a name written out, not computed."""
+    return (
+        isinstance(node.func, ast.Name)
+        and node.func.id == "getattr"
+        and len(node.args) in (2, 3)
+        and not node.keywords
+        and isinstance(node.args[1], ast.Constant)
+        and isinstance(node.args[1].value, str)
+    )
 
 
 def _binds_script_name(node: ast.AST) -> bool:

@@ -302,6 +302,17 @@ def test_a_frontier_that_calls_dynamically_counts_only_the_calls_it_names() -> N
     build_source(dynamic, [Edit("getattr(prepare, 'SEED')", "prepare.SEED")], {})
 
 
+def test_a_getattr_of_a_written_out_name_does_not_let_an_unreached_result_call_pass() -> None:
+    """`getattr(x, "name", default)` at module level was taken for a call by a computed name that
+    might reach anything, so deleting the guard of such a train.py passed and its run ended with no
+    result. Its name is a string counted as reached; only a getattr of a computed name passes."""
+    frontier = WITH_MAIN.replace("import prepare\n", 'import prepare\nSEED = getattr(prepare, "SEED", 0)\n')
+    with pytest.raises(InvalidCandidate, match=r"evaluate_bpb in main\(\), which nothing run"):
+        build_source(frontier, [Edit(GUARD, "")], {})
+    for reached in ('getattr(prepare, "main")()\n', 'getattr(prepare, "ma" + "in")()\n'):
+        build_source(frontier, [Edit(GUARD, reached)], {})
+
+
 @pytest.mark.parametrize(
     "method",
     ["model = torch.compile(model)", "params = list(model.modules())", "args = some.vars"],
