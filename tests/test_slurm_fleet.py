@@ -2937,15 +2937,16 @@ def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_wait
     """A worker job that fails before its worker begins (here a setup line ends it, as a node
     that lacks the controller's interpreter would) claims nothing, and each one sent in its place
     failed alike: the fleet sent a new worker at every poll, for ever, and the queued experiments
-    waited unclaimed. It now counts as sbatch's refusal of the worker: with none left, the queued
-    experiments are lost (re-queued), said once, as an array task that fails so."""
+    waited unclaimed. With none alive, WORKER_START_TRIES such failures in a row lose the queued
+    experiments (re-queued), said once, naming the last job's exit status and stderr."""
     monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))  # each failure tried again at once
     cluster = compose_toy(
         tmp_path,
         SLURM,
         "cluster.partitions.h100.mode=workers",
         "cluster.partitions.h100.slots=1",
-        "+cluster.partitions.h100.setup=[exit 127]",
+        "+cluster.partitions.h100.setup=['echo python3: command not found >&2 && exit 127']",
     ).cluster
     fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
     finished: list[Finished] = []
@@ -2953,15 +2954,17 @@ def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_wait
         fleet.submit(
             [JobSpec(i, make_experiment(tmp_path, "", name=f"e{i}", trial=i), "h100") for i in (1, 2)]
         )
-        wait_for(lambda: finished.extend(fleet.poll()) or len(finished) == 2, 60, "the queue to be lost")
+        wait_for(lambda: finished.extend(fleet.poll()) or len(finished) == 2, 120, "the queue to be lost")
         for _ in range(3):
             assert fleet.poll() == []
     finally:
         fleet.shutdown(cancel=True)
-    (worker,) = fleet.queues["h100"].submitted_workers()  # one sent, not one per poll
+    workers = sorted(fleet.queues["h100"].submitted_workers(), key=int)
+    assert len(workers) == slurm_outage.WORKER_START_TRIES  # one sent per failure, not one per poll
     reason = (
-        f"Slurm worker job {worker} FAILED before its worker started: the job could not start it "
-        f"(its log: submitit/{worker}/)"
+        f"Slurm worker job {workers[-1]} FAILED before its worker started (exit 127: python3: command "
+        f"not found): the job could not start it (its log: submitit/{workers[-1]}/); 3 worker starts "
+        "failed in a row"
     )
     assert sorted((f.trial, f.outcome["status"], f.outcome["reason"]) for f in finished) == [
         (1, "lost", reason),
@@ -2969,6 +2972,37 @@ def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_wait
     ]
     assert fleet.queues["h100"].ready_count() == 0
     assert sum(f"partition h100: {reason} (workers)" in r.getMessage() for r in caplog.records) == 1
+    assert sum("FAILED before its worker started" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.slurm
+def test_one_worker_start_failure_with_none_alive_sends_another_and_loses_no_queued_experiment(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no worker alive, the first worker job failing before its worker began (a shared file
+    system's passing hiccup; here a setup line ends the first job only) lost every queued
+    experiment at once, a retry each. A worker is now sent again, backing off, and it runs them."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))  # tried again at once
+    first = tmp_path / "first-worker"
+    cluster = compose_toy(
+        tmp_path,
+        SLURM,
+        "cluster.partitions.h100.mode=workers",
+        "cluster.partitions.h100.slots=1",
+        f"+cluster.partitions.h100.setup=['mkdir {first} && exit 127 || true']",
+    ).cluster
+    fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+    result = "import prepare\nprepare.write_result({'val_bpb': 1.0})\n"
+    exps = [make_experiment(tmp_path, result, name=f"e{i}", trial=i) for i in (1, 2)]
+    finished: list[Finished] = []
+    try:
+        fleet.submit([JobSpec(i, exps[i - 1], "h100") for i in (1, 2)])
+        wait_for(lambda: finished.extend(fleet.poll()) or len(finished) == 2, 120, "both to finish")
+    finally:
+        fleet.shutdown(cancel=True)
+    assert sorted((f.trial, f.outcome["status"]) for f in finished) == [(1, "ok"), (2, "ok")]
+    assert len(fleet.queues["h100"].submitted_workers()) == 2  # the one that failed, and the next
 
 
 @pytest.mark.slurm
@@ -3051,7 +3085,7 @@ def test_a_workers_failure_to_start_ends_when_a_worker_sent_since_starts_not_whe
     """sbatch taking a worker after one failed to start ends nothing (it may fail alike); one of
     those starting ends it. A refusal by sbatch itself still ends when sbatch takes workers."""
     refusal = slurm_outage.WorkerRefusal("h100")
-    refusal.failed_to_start("worker 11 FAILED before its worker started")
+    assert not refusal.failed_to_start("worker 11 FAILED before its worker started", alive=True)
     refusal.sent(["12"])
     refusal.check_started(lambda worker: False, alive=["10", "12"])
     assert (refusal.failures, refusal.on_trial) == (1, {"12"})

@@ -425,7 +425,8 @@ class SlurmFleet:
         waiting = self._outage.waiting() or self._pool_waiting(pool)
         # (waiting: for Slurm's controller, the partition or room under a submit cap; after another
         # refusal, for the workers alive)
-        if missing <= 0 or waiting or (alive and self._refusals[pool].waiting()):
+        refusal = self._refusals[pool]
+        if missing <= 0 or waiting or ((alive or refusal.start_failures) and refusal.waiting()):
             return
         limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
         try:
@@ -453,20 +454,29 @@ class SlurmFleet:
         return latest(states.get(worker, [])).startswith("FAILED") and not queue.registered(worker)
 
     def _workers_failed_to_start(self, pool: str, worker: str) -> None:
-        """A worker job failed before its worker began, and every worker sent in its place would
+        """A worker job failed before its worker began, and every worker sent in its place may
         too: sent again at each poll, one after another for ever, while the queued experiments
-        waited. It counts as sbatch's refusal of it (`_workers_refused`): with workers alive, the
-        queue waits for them and more are tried again, backing off until one of those starts (a
-        job sbatch takes may fail alike, so that ends nothing); with none, the queued
-        experiments are lost (re-queued, a retry each, as an array task that fails so)."""
+        waited. More are tried again, backing off until one sent since starts (a job sbatch takes
+        may fail alike, so that ends nothing): with workers alive, the queue waits for them; with
+        none, it waits too, but WORKER_START_TRIES failures in a row lose the queued experiments
+        (re-queued, a retry each, as an array task that fails so), and each failure after: one
+        failure, a shared file system's hiccup, must not spend every queued experiment's retry."""
         reason = (
-            f"Slurm worker job {worker} FAILED before its worker started: the job could not start it "
-            f"(its log: {self.cluster.submitit_dir}/{worker}/)"
+            f"Slurm worker job {worker} FAILED before its worker started ({self._how_it_failed(worker)}): "
+            f"the job could not start it (its log: {self.cluster.submitit_dir}/{worker}/)"
         )
-        if self._workers[pool]:
-            self._refusals[pool].failed_to_start(reason)
-        else:
-            self._lose_queued(pool, reason)
+        refusal = self._refusals[pool]
+        if refusal.failed_to_start(reason, alive=bool(self._workers[pool])):
+            self._lose_queued(pool, f"{reason}; {refusal.start_failures} worker starts failed in a row")
+
+    def _how_it_failed(self, worker: str) -> str:
+        """A failed worker job's exit status and the last line of its stderr, where known."""
+        status = self._failed_exit_status(worker)
+        said = [f"exit {status}" if status else "exit status unknown"]
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            err = (self.folder / worker / f"{worker}_0_log.err").read_text()
+            said += [line.strip()[:200] for line in err.splitlines() if line.strip()][-1:]
+        return ": ".join(said)
 
     def _workers_refused(self, pool: str, err: Exception) -> None:
         """sbatch would not start workers. While some are alive they take the queued experiments
@@ -681,6 +691,13 @@ class SlurmFleet:
         if self._states_from == "sacct":
             return self._exit_status.get(slurm_id)
         return queue_exit_status(slurm_id) if self._states_from == "squeue" else None
+
+    def _failed_exit_status(self, slurm_id: str) -> int | None:
+        """A FAILED job's exit status. Where sacct's record lags behind squeue's FAILED (its state
+        then squeue's, `_job_states`), sacct's is the pending job's 0, no status a FAILED job
+        ends with: slurmctld's then, which holds an ended job for MinJobAge."""
+        status = self._exit_status_of(slurm_id)
+        return status if status or self._states_from != "sacct" else queue_exit_status(slurm_id)
 
     def _failed_before_the_runner(self, t: _Tracked, slurm_id: str) -> dict[str, Any]:
         """A job that failed before its runner began: the experiment never ran, so it is no crash

@@ -29,6 +29,13 @@ UNREACHABLE = (
 )
 
 
+# Worker starts of a partition that fail in a row (jobs that failed before their worker began),
+# with no worker alive, before its queued experiments are lost, a retry each: one failure may be a
+# shared file system's passing hiccup, which must not spend the whole queue's retries. As many as
+# the failed waves in a row before the proposer falls back (agent.failures_before_fallback).
+WORKER_START_TRIES = 3
+
+
 # sbatch's words for a partition an administrator set INACTIVE or DRAIN (maintenance, an
 # upgrade): it takes no new jobs for now, and taking each refusal for a lost run would spend every
 # experiment's retries in seconds.
@@ -136,22 +143,32 @@ class WorkerRefusal(PoolBackoff):
     """sbatch refuses a partition's missing workers, or their jobs fail before their worker starts,
     while others live: the queued experiments wait for those, and more are tried again, backing
     off. A refusal by sbatch ends when sbatch takes workers; a failure to start only when a worker
-    sent since starts: sbatch takes the job of one that will fail as readily as any."""
+    sent since starts: sbatch takes the job of one that will fail as readily as any. With none
+    alive, a failure to start backs off too, the experiments waiting, until WORKER_START_TRIES in
+    a row lose them."""
 
     meanwhile = " (workers); the experiments wait for the workers alive"
 
     def __init__(self, pool: str) -> None:
         super().__init__(pool)
-        self.start_failed = False
+        self.start_failures = 0  # worker starts failed in a row
         self.on_trial: set[str] = set()  # workers sent since one failed to start, not yet started
 
-    def failed_to_start(self, reason: str) -> None:
+    def failed_to_start(self, reason: str, alive: bool) -> bool:
+        """A worker failed to start; whether the queued experiments are to be lost now: with no
+        worker alive, at WORKER_START_TRIES failures in a row (and each one after)."""
+        self.start_failures += 1
+        if not alive:
+            self.meanwhile = (
+                " (workers); the experiments wait for a worker sent again, and are lost (re-queued) "
+                f"after {WORKER_START_TRIES} such failures in a row"
+            )
         self.failed(reason)
-        self.start_failed = True
+        return not alive and self.start_failures >= WORKER_START_TRIES
 
     def sent(self, workers: list[str]) -> None:
         """sbatch took workers: over, unless one failed to start; then it waits for one of them to start."""
-        if self.start_failed:
+        if self.start_failures:
             self.on_trial.update(workers)
         else:
             self.over()
@@ -166,8 +183,9 @@ class WorkerRefusal(PoolBackoff):
 
     def over(self) -> None:
         super().over()
-        self.start_failed = False
+        self.start_failures = 0
         self.on_trial.clear()
+        self.meanwhile = type(self).meanwhile
 
 
 class PartitionClosed(PoolBackoff):
