@@ -691,17 +691,25 @@ DISK_REFUSED_EXIT = os.EX_CANTCREAT
 def runner_files_refused(exp: Path, trial: int) -> dict[str, Any]:
     """The outcome of a runner that ended with DISK_REFUSED_EXIT, as its fleet gives it: lost to
     the disk (`disk_full`), re-queued at no cost, the campaign stopped until there is room."""
-    free = free_bytes(exp)
+    return refused_by_disk(
+        trial,
+        exp,
+        f"the disk of its folder {exp} refused the runner's own files, started.json or outcome.json",
+    )
+
+
+def refused_by_disk(trial: int, folder: Path, said: str) -> dict[str, Any]:
+    """A run lost to the disk of `folder` refusing a file of the runner's or its worker's, never
+    its change's doing (`runner_files`): re-queued at no cost, the campaign stopped until there is
+    room. `said`: what was refused, where."""
+    free = free_bytes(folder)
     return {
         "trial": trial,
         "status": "lost",
         "disk_full": True,
         "runner_files": True,  # (not train.py's writes: never its change's doing)
         "free_bytes": free,
-        "reason": (
-            f"the disk of its folder {exp} refused the runner's own files, started.json or "
-            f"outcome.json ({in_kib(free)} free in its folder)"
-        ),
+        "reason": f"{said} ({in_kib(free)} free in its folder)",
     }
 
 

@@ -63,7 +63,7 @@ from autoresearch.fleet.slurm_states import (
     queue_states,
 )
 from autoresearch.fleet.workers import WorkerCannotFit, WorkerQueue, run_worker
-from autoresearch.runner import SETUP_FAILED_VARIABLE
+from autoresearch.runner import SETUP_FAILED_VARIABLE, refused_by_disk
 from autoresearch.study import open_study
 
 SLURM = "cluster=slurm_local"
@@ -2859,6 +2859,34 @@ def test_a_worker_whose_disk_refuses_the_runners_own_files_ends_cleanly_and_its_
     exp, _, finished = _on_a_full_disk(tmp_path, fleet)
     (worker,) = fleet.queues["h100"].submitted_workers()  # (the one sent, gone from the alive ones)
     assert [(f.trial, f.outcome) for f in finished] == [(1, _disk_refusal(exp, worker))]
+    assert _sacct({worker}, "JobID,State,ExitCode") == [[worker, "FAILED", "73:0"]]
+
+
+@pytest.mark.slurm
+def test_a_worker_whose_disk_refuses_its_start_loses_the_queue_to_the_disk_not_to_a_failed_start(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose queue's disk refused its start (`register`: a full disk, here one with no
+    inode left) died of the OSError, read as a worker that could not start: sent again, each
+    refused alike, and the queued experiments lost at a retry each. It now ends with
+    DISK_REFUSED_EXIT, and the fleet reads it: the queued experiments are lost to the disk (no
+    retry spent, the campaign stopped until there is room)."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    full = tmp_path / "campaign" / "queue" / "h100" / "workers"
+    full.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=1", "tmpfs", str(full)], check=True)
+    cluster = compose_toy(tmp_path, SLURM, "cluster.partitions.h100.mode=workers").cluster
+    fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+    finished: list[Finished] = []
+    try:
+        fleet.submit([JobSpec(1, make_experiment(tmp_path, "", name="e1", trial=1), "h100")])
+        wait_for(lambda: finished.extend(fleet.poll()) or finished, 90, "the queue to be lost", every=0.2)
+        (worker,) = fleet.queues["h100"].submitted_workers()  # (one sent, not one per failure)
+        said = f"the disk of the worker queue {full} refused Slurm worker job {worker}'s own file, its start"
+        assert [(f.trial, f.outcome) for f in finished] == [(1, refused_by_disk(1, full, said))]
+    finally:
+        fleet.shutdown(cancel=True)
+        _unmount(full)
     assert _sacct({worker}, "JobID,State,ExitCode") == [[worker, "FAILED", "73:0"]]
 
 

@@ -84,6 +84,7 @@ from autoresearch.runner import (
     STARTED_FILE,
     environment_lock,
     hidden_credentials,
+    refused_by_disk,
     run_or_exit_if_disk_refuses,
     runner_files_refused,
     scrubbed_environment,
@@ -461,21 +462,38 @@ class SlurmFleet:
         none, it waits too, but WORKER_START_TRIES failures in a row lose the queued experiments
         (re-queued, a retry each, as an array task that fails so), and each failure after: one
         failure, a shared file system's hiccup, must not spend every queued experiment's retry."""
+        status = self._failed_exit_status(worker)
+        if status == DISK_REFUSED_EXIT:
+            self._queue_refused_by_disk(pool, worker)
+            return
         reason = (
-            f"Slurm worker job {worker} FAILED before its worker started ({self._how_it_failed(worker)}): "
+            f"Slurm worker job {worker} FAILED before its worker started ({self._how_it_failed(worker, status)}): "
             f"the job could not start it (its log: {self.cluster.submitit_dir}/{worker}/)"
         )
         refusal = self._refusals[pool]
         if refusal.failed_to_start(reason, alive=bool(self._workers[pool])):
             self._lose_queued(pool, f"{reason}; {refusal.start_failures} worker starts failed in a row")
 
-    def _how_it_failed(self, worker: str) -> str:
-        """A failed worker job's exit status and the last line of its stderr, where known."""
-        status = self._failed_exit_status(worker)
+    def _queue_refused_by_disk(self, pool: str, worker: str) -> None:
+        """The disk of the worker queue refused a worker its start (DISK_REFUSED_EXIT before it
+        registered): every worker would be refused alike, so the queued experiments are lost to
+        the disk, as a runner's refused files are: re-queued at no cost, the campaign stopped
+        until there is room."""
+        folder = self.queues[pool].path / "workers"
+        said = (
+            f"the disk of the worker queue {folder} refused Slurm worker job {worker}'s own file, its start"
+        )
+        self._lose_queued(pool, said, lambda trial: refused_by_disk(trial, folder, said))
+
+    def _how_it_failed(self, worker: str, status: int | None) -> str:
+        """A failed worker job's exit status and the last line of its stderr, where known; not
+        srun's own last word ('srun: error: ... Exited with exit code 1'), which tells nothing."""
         said = [f"exit {status}" if status else "exit status unknown"]
         with contextlib.suppress(OSError, UnicodeDecodeError):
-            err = (self.folder / worker / f"{worker}_0_log.err").read_text()
-            said += [line.strip()[:200] for line in err.splitlines() if line.strip()][-1:]
+            err = (self.folder / worker / f"{worker}_0_log.err").read_text().splitlines()
+            said += [line.strip()[:200] for line in err if line.strip() and not line.startswith("srun: ")][
+                -1:
+            ]
         return ": ".join(said)
 
     def _workers_refused(self, pool: str, err: Exception) -> None:
@@ -493,15 +511,16 @@ class SlurmFleet:
         else:
             self._lose_queued(pool, reason)
 
-    def _lose_queued(self, pool: str, reason: str) -> None:
+    def _lose_queued(
+        self, pool: str, reason: str, lost: Callable[[int], dict[str, Any]] | None = None
+    ) -> None:
         """No worker lives to take the pool's queued experiments, and none can be sent: each is
-        lost (re-queued), reported at the next poll."""
+        lost (re-queued), reported at the next poll. `lost`: a trial's outcome, if not plainly lost."""
         log.warning("partition %s: %s (workers)", pool, reason)
         queue = self.queues[pool]
         waiting = [t for t in self._tracked.values() if t.job.pool == pool and queue.is_queued(t.job.trial)]
-        self._refused += [
-            self._done(t, {"trial": t.job.trial, "status": "lost", "reason": reason}) for t in waiting
-        ]
+        outcome = lost or (lambda trial: {"trial": trial, "status": "lost", "reason": reason})
+        self._refused += [self._done(t, outcome(t.job.trial)) for t in waiting]
 
     def _may_run(self, job_id: str, attempts: list[str]) -> bool:
         """Whether a job is queued or running. One with no record may be (a job sent since the

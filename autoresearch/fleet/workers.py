@@ -10,13 +10,17 @@ can tell an experiment held by a worker that Slurm has since requeued from one s
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from autoresearch.runner import INFRA_STATUSES, run_or_exit_if_disk_refuses, slurm_job_id
+from autoresearch.files import DISK_FULL
+from autoresearch.runner import DISK_REFUSED_EXIT, INFRA_STATUSES, run_or_exit_if_disk_refuses, slurm_job_id
 
 IDLE_EXIT_SECONDS = 600.0  # a worker with nothing to do for this long ends (the campaign is gone)
 POLL_SECONDS = 1.0
@@ -83,8 +87,15 @@ class WorkerQueue:
         (self.path / "ready" / f"{trial:05d}").unlink(missing_ok=True)
 
     def register(self, worker: str) -> None:
-        """Called by a worker when it starts."""
-        (self.path / "workers" / worker).write_text(str(time.time()))
+        """Called by a worker when it starts. A write the disk refuses leaves no file: a full disk
+        may create one and refuse what goes in it, and an empty one would read as a start."""
+        mark = self.path / "workers" / worker
+        try:
+            mark.write_text(str(time.time()))
+        except OSError:
+            with contextlib.suppress(OSError):
+                mark.unlink(missing_ok=True)
+            raise
 
     def registered(self, worker: str) -> bool:
         """Whether the worker began (`register`): a job that failed before did not."""
@@ -140,7 +151,7 @@ def run_worker(queue_path: str, deadline_s: float, time_limit_s: float) -> int:
     Slurm to requeue it, so the slot comes back without a new submission. Once Slurm signals the
     job (scancel, preemption) it claims nothing more. Returns the number of experiments it ran.
     A worker whose time limit cannot hold one experiment fails at once (WorkerCannotFit). One
-    whose disk refuses the runner's own files ends with DISK_REFUSED_EXIT, its claim kept, which
+    whose disk refuses its own start (`register`) or the runner's own files ends with DISK_REFUSED_EXIT, its claim kept, which
     the fleet reads as the run it held lost to the disk: every run after it would be refused alike.
     """
     if deadline_s > time_limit_s:
@@ -150,7 +161,7 @@ def run_worker(queue_path: str, deadline_s: float, time_limit_s: float) -> int:
         )
     queue = WorkerQueue(Path(queue_path))
     worker, attempt = _worker_id(), _attempt()
-    queue.register(worker)
+    _register_or_exit_if_disk_refuses(queue, worker)
     ending: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: ending.append(signum))
     started = time.time()
@@ -174,3 +185,20 @@ def run_worker(queue_path: str, deadline_s: float, time_limit_s: float) -> int:
             break  # the job is being ended: keep the claim, so the controller can ask Slurm why
         queue.done(trial, worker, attempt)
     return ran
+
+
+# The disk's refusals of a worker's own files: full, a quota, or mounted read-only.
+WORKER_DISK_REFUSALS = (*DISK_FULL, errno.EROFS)
+
+
+def _register_or_exit_if_disk_refuses(queue: WorkerQueue, worker: str) -> None:
+    """Register, or end with DISK_REFUSED_EXIT where the disk refuses it: the fleet reads the
+    queued experiments as lost to the disk, where a plain failure would read as a worker that could
+    not start, sent again and again, every one refused alike."""
+    try:
+        queue.register(worker)
+    except OSError as err:
+        if err.errno not in WORKER_DISK_REFUSALS:
+            raise
+        print(f"the disk refused the worker's own file: {err}", file=sys.stderr, flush=True)
+        sys.exit(DISK_REFUSED_EXIT)
