@@ -3109,6 +3109,38 @@ def test_workers_that_fail_before_starting_beside_a_live_one_are_sent_again_back
     assert sum("FAILED before its worker started" in r.getMessage() for r in caplog.records) == 1
 
 
+@pytest.mark.slurm
+def test_a_resumed_controller_goes_on_from_the_failed_worker_starts_in_a_row_it_finds(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The back-off of worker starts that fail lived in the controller's memory: one started again
+    (a resume) counted one failure, and sent a worker at the first step, however many had failed
+    in a row. It now counts those the queue folder shows since the last worker that started."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0, 3600.0))
+    cluster = compose_toy(
+        tmp_path,
+        SLURM,
+        "cluster.partitions.h100.mode=workers",
+        "cluster.partitions.h100.slots=1",
+        "+cluster.partitions.h100.setup=[exit 127]",
+    ).cluster
+    campaign = str(tmp_path / "campaign")
+    exp = make_experiment(tmp_path, "", name="e1", trial=1)
+    first = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
+    first.submit([JobSpec(1, exp, "h100")])
+    wait_for(lambda: first.poll() or first._refusals["h100"].start_failures == 2, 60, "two failed starts")
+    again = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)  # (the first one killed)
+    try:
+        assert again.reattach(JobSpec(1, exp, "h100"), "queue:h100")
+        for _ in range(3):
+            assert again.poll() == []
+        assert len(again.queues["h100"].submitted_workers()) == 2  # (before: a third sent at once)
+        assert again._refusals["h100"].start_failures == 2
+    finally:
+        again.shutdown(cancel=True)
+
+
 def test_a_workers_failure_to_start_ends_when_a_worker_sent_since_starts_not_when_sbatch_takes_it() -> None:
     """sbatch taking a worker after one failed to start ends nothing (it may fail alike); one of
     those starting ends it. A refusal by sbatch itself still ends when sbatch takes workers."""

@@ -205,6 +205,11 @@ def slurm_pool(name: str, part: PartitionConfig, max_queued: int) -> Pool:
     )
 
 
+def _job_order(job_id: str) -> tuple[int, ...]:
+    """A Slurm job id's place in submission order ('1794', '1794_2'): as numbers, not as text."""
+    return tuple(int(part) for part in job_id.split("_") if part.isdigit())
+
+
 class SlurmFleet:
     def __init__(
         self,
@@ -409,6 +414,9 @@ class SlurmFleet:
         """Start workers for the queued experiments that no worker alive will take, up to `slots`;
         replace those that ended. A pool of idle workers is not refilled: they would only wait."""
         queue = self.queues[pool]
+        # (at this controller's first look, the earlier controllers' failed starts in a row count:
+        # a resume must not start the back-off, nor WORKER_START_TRIES, over)
+        in_a_row = 1 if pool in self._opened else self._failed_starts_in_a_row(pool, states)
         if pool not in self._opened:
             queue.open()
             self._opened.add(pool)
@@ -419,7 +427,7 @@ class SlurmFleet:
         self._workers[pool] = alive
         self._refusals[pool].check_started(queue.registered, alive)
         if unstarted:
-            self._workers_failed_to_start(pool, unstarted[0])
+            self._workers_failed_to_start(pool, max(unstarted, key=_job_order), max(1, in_a_row))
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
         missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle, self._max_array)
@@ -454,7 +462,18 @@ class SlurmFleet:
         interpreter the node lacks, a setup line that ends the job, a time limit no experiment fits."""
         return latest(states.get(worker, [])).startswith("FAILED") and not queue.registered(worker)
 
-    def _workers_failed_to_start(self, pool: str, worker: str) -> None:
+    def _failed_starts_in_a_row(self, pool: str, states: dict[str, list[str]]) -> int:
+        """How many of the pool's latest workers failed to start since the last one that started:
+        the queue folder keeps every worker sent and every start, so a resumed controller goes on
+        from the back-off its predecessor had reached."""
+        queue, run = self.queues[pool], 0
+        for worker in sorted(self._workers[pool], key=_job_order, reverse=True):
+            if queue.registered(worker):
+                break
+            run += self._failed_to_start(queue, worker, states)
+        return run
+
+    def _workers_failed_to_start(self, pool: str, worker: str, in_a_row: int = 1) -> None:
         """A worker job failed before its worker began, and every worker sent in its place may
         too: sent again at each poll, one after another for ever, while the queued experiments
         waited. More are tried again, backing off until one sent since starts (a job sbatch takes
@@ -471,7 +490,7 @@ class SlurmFleet:
             f"the job could not start it (its log: {self.cluster.submitit_dir}/{worker}/)"
         )
         refusal = self._refusals[pool]
-        if refusal.failed_to_start(reason, alive=bool(self._workers[pool])):
+        if refusal.failed_to_start(reason, alive=bool(self._workers[pool]), in_a_row=in_a_row):
             self._lose_queued(pool, f"{reason}; {refusal.start_failures} worker starts failed in a row")
 
     def _queue_refused_by_disk(self, pool: str, worker: str) -> None:

@@ -154,10 +154,12 @@ class WorkerRefusal(PoolBackoff):
         self.start_failures = 0  # worker starts failed in a row
         self.on_trial: set[str] = set()  # workers sent since one failed to start, not yet started
 
-    def failed_to_start(self, reason: str, alive: bool) -> bool:
-        """A worker failed to start; whether the queued experiments are to be lost now: with no
-        worker alive, at WORKER_START_TRIES failures in a row (and each one after)."""
-        self.start_failures += 1
+    def failed_to_start(self, reason: str, alive: bool, in_a_row: int = 1) -> bool:
+        """A worker failed to start (`in_a_row`: the last of so many, found at a resume); whether
+        the queued experiments are to be lost now: with no worker alive, at WORKER_START_TRIES
+        failures in a row (and each one after). It waits the step of its place in the row."""
+        self.start_failures += in_a_row
+        self.failures = max(self.failures, self.start_failures - 1)
         if not alive:
             self.meanwhile = (
                 " (workers); the experiments wait for a worker sent again, and are lost (re-queued) "
