@@ -248,6 +248,7 @@ def test_a_listing_none_of_whose_lines_is_understood_falls_back_to_the_query_wit
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "nvidia-smi -L" in warning and "none of which is understood" in warning
     assert f"Device 0 [{H100}]" in warning and "--query-gpu" in warning
+    assert "MIG" not in warning  # no GPU here is in MIG mode: how one would be named is noise
 
 
 def test_a_listing_that_fails_falls_back_to_the_query_with_one_warning(
@@ -269,7 +270,7 @@ def test_a_listing_that_fails_falls_back_to_the_query_with_one_warning(
     assert (plan.gpus, plan.pools["local"].slots) == (["0", "1"], 2)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "nvidia-smi -L failed (Insufficient Permissions)" in warning and "--query-gpu" in warning
-    assert "\n" not in warning
+    assert "\n" not in warning and "MIG" not in warning
 
 
 def test_a_machine_whose_nvidia_smi_fails_at_both_shows_no_gpu_without_a_warning(

@@ -85,6 +85,12 @@ def listed_gpus() -> list[ListedGpu]:
     return [gpu._replace(mig_enabled=gpu.uuid in mig_enabled) for gpu in gpus]
 
 
+# said only where a GPU --query-gpu lists is in MIG mode: on a machine without one it is noise
+_QUERIED_MIG_SLOT = (
+    ", a GPU in MIG mode one (on the one instance CUDA uses, named '<GPU> MIG', its profile not known)"
+)
+
+
 def _queried_in_place_of(listing: SmiOutput, queried: list[list[str]]) -> list[ListedGpu]:
     """The GPUs `--query-gpu` lists, by index, where `-L` gave none, said once; [] where it lists none."""
     if not queried:
@@ -95,10 +101,11 @@ def _queried_in_place_of(listing: SmiOutput, queried: list[list[str]]) -> list[L
         said = "nvidia-smi -L printed nothing"
     else:
         said = f"nvidia-smi -L printed lines none of which is understood (the first: {listing.lines[0]!r})"
+    in_mig_mode = any(mode == "Enabled" for _, _, mode, _ in queried)
     log.warning(
-        "%s; the slots are the GPUs nvidia-smi --query-gpu lists, by index, a GPU in MIG mode one "
-        "(on the one instance CUDA uses, named '<GPU> MIG', its profile not known)",
+        "%s; the slots are the GPUs nvidia-smi --query-gpu lists, by index%s",
         said,
+        _QUERIED_MIG_SLOT if in_mig_mode else "",
     )
     return [ListedGpu(index, name, uuid, [], mode == "Enabled", False) for index, uuid, mode, name in queried]
 
