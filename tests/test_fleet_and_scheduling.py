@@ -65,8 +65,10 @@ def test_an_eight_gpu_box_gets_one_slot_per_gpu_each_with_its_own_device(tmp_pat
     finished = []
     wait_for(lambda: finished.extend(fleet.poll()) or len(finished) >= 8, 120, "eight local jobs", every=0.05)
     assert {f.outcome["status"] for f in finished} == {"ok"}
-    devices = [json.loads((j.exp_dir / "env.json").read_text())["CUDA_VISIBLE_DEVICES"] for j in jobs]
-    assert sorted(devices) == [str(i) for i in range(8)]
+    environments = [json.loads((j.exp_dir / "env.json").read_text()) for j in jobs]
+    assert sorted(env["CUDA_VISIBLE_DEVICES"] for env in environments) == [str(i) for i in range(8)]
+    # nvidia-smi's numbers, which name the slots, are CUDA's only in PCI bus order
+    assert {env.get("CUDA_DEVICE_ORDER") for env in environments} == {"PCI_BUS_ID"}
 
 
 def toy_config(tmp_path: Path, *overrides: str) -> AutoresearchConfig:

@@ -90,6 +90,9 @@ class LocalFleet:
             env["OMP_NUM_THREADS"] = str(self._threads)
             if self._devices:
                 env["CUDA_VISIBLE_DEVICES"] = self._devices[slot % len(self._devices)]
+                # (CUDA numbers GPUs fastest first, nvidia-smi by PCI bus, whose numbers the slots
+                # and their labels use: on a machine of two models an index named the other one)
+                env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
             with open(job.exp_dir / "runner.log", "wb") as runner_log:
                 try:
                     proc = subprocess.Popen(
