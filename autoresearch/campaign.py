@@ -66,7 +66,7 @@ from autoresearch.pump import BackgroundPump, SyncPump
 from autoresearch.report import REPORT_FILE, write_report
 from autoresearch.report_text import headline
 from autoresearch.results import Comparison, compare, write_results
-from autoresearch.resume_changes import setting_changes, tracking_move
+from autoresearch.resume_changes import resuming_said, setting_changes, tracking_move
 from autoresearch.runner import INFRA_STATUSES, ended_outcome, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.starting_files import own_harness, train_py_change
@@ -235,6 +235,8 @@ class Campaign:
         if refused := study_refusal(self.study, self.cfg, self.fleet.pools, self.dir):
             self.heartbeat.withdraw()  # (refused: it ran nothing, and status says so)
             raise CampaignError(refused)
+        if resuming := resuming_said(self.study.trials, self.dir):
+            log.info(resuming)
         self.sampler.follow(self.study)  # (a knob its study searched with a choice given twice)
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist
         self._drop_stale_git_locks()

@@ -12,6 +12,7 @@ are no change. A value that may hold a secret is never shown: a storage URL's pa
 with a credential's marks (a URL's user part, an API key's name) is said to have changed only.
 A W&B project or entity changed is also a warning of its own (`tracking_move`): it splits the
 campaign's runs across projects, and names each that holds some.
+A resume also says that it is one (`resuming_said`): its first lines are otherwise a first start's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, SavedConfigError, read_saved_config
 from autoresearch.files import complete_lines
@@ -34,6 +36,22 @@ PATHS_FROM_THE_COMMAND = frozenset(
 )
 PATHS_FROM_THE_CAMPAIGN = frozenset({"cluster.submitit_dir"})
 NUMBERS = {2: "two", 3: "three"}  # (of projects a campaign's runs are split across)
+
+
+def resuming_said(trials: list[FrozenTrial], campaign_dir: Path) -> str | None:
+    """The line that tells a resume from a first start (None for a study with no trial yet): a
+    user who meant to start over learns here, not from the budget it then finds spent."""
+    if not trials:
+        return None
+    ended = sum(
+        1 for t in trials if t.state.is_finished() and "exp_dir" in t.user_attrs
+    )  # (as budgets count)
+    states = [t.state for t in trials]
+    running, queued = states.count(TrialState.RUNNING), states.count(TrialState.WAITING)
+    return (
+        f"resuming the campaign in {campaign_dir}: {ended} experiments ended, {running} in flight, "
+        f"{queued} queued (to start over, move that folder aside or choose a new campaign.name)"
+    )
 
 
 def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:

@@ -45,7 +45,7 @@ from engine_helpers import (
     wait_for,
 )
 from omegaconf import OmegaConf
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from autoresearch.budget import PRICE_ATTR, by_pool, measure
 from autoresearch.campaign import (
@@ -1884,6 +1884,26 @@ def test_a_resume_names_each_setting_it_changes_and_a_hand_edit_of_config_yaml_i
     (line,) = [r.getMessage() for r in caplog.records if said in r.getMessage()]
     assert line.endswith("now replaced): campaign.wave_size: 6 -> 4")
     assert "wave_size: 4" in saved.read_text()
+
+
+def test_a_resume_says_it_resumes_and_what_the_study_holds_where_a_first_start_says_nothing(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resume's first lines were a first start's: a user who ran `make demo` again after a
+    Ctrl-C could not tell it went on from what ran, nor how to start over instead."""
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    first = open_campaign(tmp_path, [])
+    assert "resuming" not in caplog.text
+    queued = len(load(first.dir).trials)
+    release(first)
+    load(first.dir).add_trial(create_trial(state=TrialState.FAIL))  # ended, never run: no experiment
+    caplog.clear()
+    again = open_campaign(tmp_path, [])
+    (line,) = [r.getMessage() for r in caplog.records if "resuming" in r.getMessage()]
+    assert line == (
+        f"resuming the campaign in {again.dir}: 0 experiments ended, 0 in flight, {queued} queued "
+        "(to start over, move that folder aside or choose a new campaign.name)"
+    )
 
 
 def test_a_controller_killed_while_it_saves_its_config_leaves_the_one_before(
