@@ -39,6 +39,7 @@ from autoresearch.cli import (
     multirun_refusal,
     output_override_refusal,
     print_check_usage,
+    python_command,
     reader_may_stop_early,
     run_tool,
     takes_check_command,
@@ -176,8 +177,9 @@ def run_campaign(campaign: Campaign) -> int:
         return EXIT_STOPPED if campaign.stop_requested else 0
     log.info("report: %s (results.tsv and progress.png beside it)", campaign_dir / "report.html")
     log.info(
-        "kept changes: git -C %s log -p; overview: python -m autoresearch.status %s",
+        "kept changes: git -C %s log -p; overview: %s -m autoresearch.status %s",
         campaign_dir / "frontier",
+        python_command(),
         campaign_dir,
     )
     return EXIT_STOPPED if campaign.stop_requested else 0

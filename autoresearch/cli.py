@@ -9,6 +9,7 @@ import difflib
 import importlib
 import os
 import runpy
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,19 @@ def tool_name(tool: str) -> str:
     """What a tool's --help and errors call it: the command the user typed (`run_tool` names it),
     else `python -m autoresearch.TOOL`, the one way left to run it."""
     return sys.argv[0] if sys.argv[0].endswith(f"autoresearch {tool}") else f"python -m autoresearch.{tool}"
+
+
+def python_command() -> str:
+    """How the user can run this interpreter: `python` where the shell's is this one (an activated
+    environment), else its path. `make demo` runs .venv/bin/python from a shell whose `python`
+    lacks the project's packages: a hint to run `python -m autoresearch.status` failed there."""
+    here = Path(os.path.abspath(sys.executable))  # (not resolved: a venv's python links to its base)
+    found = shutil.which("python")
+    if found and Path(os.path.abspath(found)).parent == here.parent:
+        return "python"
+    with contextlib.suppress(ValueError):
+        return str(here.relative_to(Path.cwd()))
+    return str(here)
 
 
 def program_name(argv0: str) -> str:

@@ -56,6 +56,7 @@ from autoresearch.campaign import (
     disk_refusal,
     free_disk_refusal,
 )
+from autoresearch.cli import python_command
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.decisions import Decisions
 from autoresearch.files import ENDED_WRITE_S, write_json_atomic
@@ -2665,3 +2666,22 @@ def test_a_run_that_ended_while_no_controller_ran_holds_its_tier_to_its_hardware
     assert moved.returncode == 2, said
     assert f"the screen tier of {runs / 'toy'} measured on {ran_on}, this command runs it on cpu" in said
     assert load(runs / "toy").trials[int(exp.name)].state == TrialState.RUNNING  # left to collect
+
+
+def test_the_closing_hint_names_the_python_that_has_the_project_where_the_shells_lacks_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` runs .venv/bin/python; its closing line said `python -m autoresearch.status`,
+    which the shell's own python (without optuna) failed with a traceback. Where the shell's
+    python is another, the hint names the environment's, as the user can type it from here."""
+    venv_bin, other_bin = tmp_path / ".venv" / "bin", tmp_path / "elsewhere"
+    for folder in (venv_bin, other_bin):
+        folder.mkdir(parents=True)
+        (folder / "python").write_text("#!/bin/sh\n")
+        (folder / "python").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(other_bin))
+    assert python_command() == ".venv/bin/python"
+    monkeypatch.setenv("PATH", f"{venv_bin}{os.pathsep}{other_bin}")  # the environment activated
+    assert python_command() == "python"
