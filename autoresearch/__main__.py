@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -385,7 +386,7 @@ def missing_entry(err: ConfigKeyError | ConfigAttributeError) -> str:
     where = str(err.full_key).rpartition(".")[0]
     if where == "campaign" and (elsewhere := outside_campaign(str(err.key))):
         return elsewhere
-    close = difflib.get_close_matches(str(err.key), names, n=1)
+    close = difflib.get_close_matches(str(err.key), names, n=1) or ([] if where else nested(str(err.key)))
     said = (f"no {err.key!r} in {where}" if where else f"no setting {err.key!r}") + (
         f" (did you mean {close[0]}?)" if close else f" ({', '.join(names)})"
     )
@@ -393,6 +394,17 @@ def missing_entry(err: ConfigKeyError | ConfigAttributeError) -> str:
 
 
 GROUPS = ("cluster", "agent", "tracking")  # chosen by name, each from a file of its own
+
+
+def nested(key: str) -> list[str]:
+    """A top-level section's setting of that name (`budget.max_experiments=5` meant
+    campaign.budget): the top level's own names gave no hint of where it is."""
+    types = typing.get_type_hints(AutoresearchConfig)
+    return [
+        f"{name}.{key}"
+        for name, section in types.items()
+        if dataclasses.is_dataclass(section) and key in {f.name for f in dataclasses.fields(section)}
+    ][:1]
 
 
 def outside_campaign(key: str) -> str:

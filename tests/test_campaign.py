@@ -360,6 +360,11 @@ def test_a_runs_dir_that_cannot_be_written_is_one_line_and_loses_nothing(tmp_pat
             "error: bad config: Could not override 'campaign.budget.max_experimens': no 'max_experimens' in "
             "campaign.budget (did you mean max_experiments?)",
         ),
+        (  # a section's setting given without its section: named where it is
+            ["+campaign=demo", "budget.max_experiments=5"],
+            "error: bad config: Could not override 'budget.max_experiments': no setting 'budget' "
+            "(did you mean campaign.budget?)",
+        ),
         (
             ["+campaign=demo", "runs_dri=elsewhere"],
             "error: bad config: Could not override 'runs_dri': no setting 'runs_dri' (did you mean runs_dir?)",
