@@ -202,5 +202,5 @@ def test_the_demo_budget_the_docs_quote_is_demo_yaml() -> None:
     for text in (readme, demo):
         assert re.findall(r"It runs (\d+)\s+experiments", text) == [str(budget.max_experiments)]
     assert re.findall(r"`max_wall_hours: ([\d.]+)`", demo) == [str(budget.max_wall_hours)]
-    assert "six minutes" in demo and "six-minute" in readme
-    assert round(budget.max_wall_hours * 60, 6) == 6, "both docs say six minutes"
+    assert "(15 minutes)" in demo and "15-minute" in readme
+    assert round(budget.max_wall_hours * 60, 6) == 15, "both docs say 15 minutes"
