@@ -510,6 +510,40 @@ def test_what_a_run_left_running_out_of_its_session_and_environment_ends_with_it
             os.kill(int(left.read_text()), signal.SIGKILL)
 
 
+# A process of this user's that starts a child and prints its pid: no run's, in no run's session.
+PARENT_OF_A_SLEEPER = (
+    "import subprocess; c = subprocess.Popen(['sleep', '371']); print(c.pid, flush=True); c.wait()"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_re_attached_runner_whose_pid_another_process_took_has_not_its_children_killed(
+    tmp_path: Path,
+) -> None:
+    """A re-attached runner is no child of its controller: once it ends, its pid may be given to
+    another process of this user before the next poll. That poll recorded what ran below that
+    process as the run's, and its sweep KILLed it (a user's shell's jobs, say). A runner's lineage
+    is now that of the process that started when the runner did. (The pid is handed over by hand:
+    a real reuse would need the kernel's pids to wrap round between two polls.)"""
+    first, job, runner = started_alone(tmp_path, "import time\nwhile True:\n    time.sleep(0.05)\n")
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+    fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
+    assert fleet.reattach(job, f"local:{runner}")
+    other = subprocess.Popen([sys.executable, "-c", PARENT_OF_A_SLEEPER], stdout=subprocess.PIPE)
+    try:
+        assert other.stdout is not None
+        child = int(other.stdout.readline())
+        killed_and_found_gone(first, runner)
+        fleet._running[0].pid = other.pid  # the runner's pid, given since to another process
+        assert [f.outcome["status"] for f in fleet.poll()] == ["lost"]
+        assert running(child)
+    finally:
+        other.kill()
+        other.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, the kernel's boot id")
 def test_a_dead_runner_of_a_host_with_no_name_is_seen_gone_here(tmp_path: Path, monkeypatch) -> None:
     """A host whose name is empty (sethostname('') in a namespace of its own) wrote runner.pid

@@ -278,13 +278,23 @@ def _read_environ(pid: int) -> bytes:
 Lineage = dict[int, str]  # processes by pid, with their start times (/proc/PID/stat's field 22)
 
 
-def lineages(runners: list[int]) -> dict[int, Lineage]:
-    """Each of `runners`' descendants now, by one read of /proc. A runner, train.py's orphans'
+def lineages(runners: Lineage) -> dict[int, Lineage]:
+    """Each of `runners`' descendants now, by one read of /proc: none for one no longer the process
+    that started at its start time (`runner_start`; a re-attached runner's pid, not its
+    controller's child, may be another process's since). A runner, train.py's orphans'
     subreaper, has below it all its run started, in whatever session or environment; once the
     runner is killed outright they are init's, and only this record of them still finds them."""
     processes = _own_live_processes()
-    started = {pid: start for pid, _state, start, _session, _parent in processes}
-    return {runner: _below({runner: started.get(runner, "")}, processes) for runner in runners}
+    return {runner: _below({runner: started}, processes) for runner, started in runners.items()}
+
+
+def runner_start(pid: int) -> str:
+    """`pid`'s start time (`_start_time`), "" where /proc does not show it: the runner's, which
+    tells it from a later process given its pid (`lineages`)."""
+    try:
+        return _start_time(pid)
+    except (OSError, IndexError):
+        return ""
 
 
 def _below(roots: Lineage, processes: list[_Process]) -> Lineage:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers, Lineage, lineages
+from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers, Lineage, lineages, runner_start
 from autoresearch.runner import (
     ABANDONED_FILE,
     DISK_REFUSED_EXIT,
@@ -45,6 +45,7 @@ CANCEL_GRACE_S = 15.0  # how long a cancelled runner has to end train.py and wri
 class _Running:
     job: JobSpec
     pid: int
+    started: str  # its start time (`leftovers.runner_start`): a re-attached one's pid may be another's later
     slot: int
     deadline: float  # by time.monotonic(): a step of the wall clock (NTP, a VM resumed) moves it not
     proc: subprocess.Popen[bytes] | None = None  # None when re-attached (not our child)
@@ -114,7 +115,7 @@ class LocalFleet:
             record = f"{proc.pid} {slot} {socket.gethostname()} {kernel_view() or ''}".rstrip()
             (job.exp_dir / PID_FILE).write_text(record)
             self._running[job.trial] = _Running(
-                job, proc.pid, slot, time.monotonic() + self._deadline_s, proc
+                job, proc.pid, runner_start(proc.pid), slot, time.monotonic() + self._deadline_s, proc
             )
             handles[job.trial] = f"local:{proc.pid}"
         return handles
@@ -135,6 +136,7 @@ class LocalFleet:
         if pid is None:  # the controller died between starting the runner and writing runner.pid
             pid = _find_runner(job.exp_dir)
             slot = None if pid is None else self._slot_of(pid)
+        started = runner_start(pid) if pid is not None else ""  # (read first, then checked the runner's)
         if pid is None or not _is_our_runner(pid, job.exp_dir):
             self._leftovers.end(job.exp_dir)
             gone = {"trial": job.trial, "status": "lost", "reason": "runner gone when its controller stopped"}
@@ -143,7 +145,7 @@ class LocalFleet:
         # Its deadline counts from its start, as when it was submitted, not from this re-attach.
         start = started_at(job.exp_dir) or time.time()  # (none: it has only just begun)
         deadline = time.monotonic() + start + self._deadline_s - time.time()
-        self._running[job.trial] = _Running(job, pid, self._free_slot_index(slot), deadline)
+        self._running[job.trial] = _Running(job, pid, started, self._free_slot_index(slot), deadline)
         return True
 
     def _slot_of(self, pid: int) -> int | None:
@@ -161,7 +163,7 @@ class LocalFleet:
     def poll(self) -> list[Finished]:
         done, self._refused = self._refused, []
         self._leftovers.retry()
-        seen = lineages([run.pid for run in self._running.values()]) if self._running else {}
+        seen = lineages({run.pid: run.started for run in self._running.values()}) if self._running else {}
         for trial, run in list(self._running.items()):
             alive = _alive_unreaped(run.proc) if run.proc else _is_our_runner(run.pid, run.job.exp_dir)
             # (one ended since /proc was read was seen with all below it, or already without them)
