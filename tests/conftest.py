@@ -276,11 +276,15 @@ NOBODY = 65534  # the unprivileged user a permission test runs as: root writes t
 @pytest.fixture
 def as_nobody() -> Iterator[tuple[Callable[[list[str]], list[str]], Path]]:
     """A command's prefix that runs it as user nobody, and a folder (removed after) that nobody
-    may enter but not write: permissions, which root passes through, tested for real. Skips where
-    this is not root, setpriv is missing, or nobody cannot run this interpreter."""
+    may enter but not write: permissions, which root passes through, tested for real. Nobody keeps
+    CAP_DAC_READ_SEARCH, reading and entering any folder, as this interpreter and its packages lie
+    where root cloned them (under /root, mode 700 on Debian: the tests skipped there); writes are
+    nobody's own, and so is access(2), which drops capabilities. Skips where this is not root,
+    setpriv is missing, or nobody cannot run this interpreter even so."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run a command as an unprivileged user")
-    prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    reads = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *reads]
     tried = subprocess.run([*prefix, sys.executable, "-c", "import torch"], capture_output=True, text=True)
     if tried.returncode != 0:
         pytest.skip(f"user nobody cannot run {sys.executable}: {tried.stderr.strip()[-200:]}")
