@@ -3,10 +3,10 @@
 A PostgreSQL restart or a network blip of seconds would otherwise stop a campaign of days: the
 controller's storage (`rdb_cache.WriteThroughCache`) runs each database operation through
 `Patience`, which tries it again with back-off until `storage_retry_seconds` have passed since the
-failure, then lets the failure through (`study.held_storage` stops the controller in one line, as
-before). The limit is a deadline on the clock, not a sum of the pauses: a try can itself take long
-(a SQLite file's lock waited for, a second at most: `study.SQLITE_LOCK_WAIT_S`; a connect to a host that
-drops packets).
+failed try began, and once at least, then lets the failure through (`study.held_storage` stops
+the controller in one line, as before). The limit is a deadline on the clock, not a sum of the
+pauses: a try can itself take long (a SQLite file's lock waited for, a second at most:
+`study.SQLITE_LOCK_WAIT_S`; a connect to a host that drops packets).
 
 A write may have been applied before its connection dropped (a commit whose answer was lost), so
 one is only tried again when that is harmless: writes that set a value set it again, and a write
@@ -117,9 +117,9 @@ def _lost(url: str, err: BaseException) -> str:
 
 
 class Patience:
-    """Runs database operations, trying a failed one again until `seconds` have passed since it
-    failed (0: never) or `stopping()` says a stop was asked for; a try under way at that moment
-    still finishes (a driver's own timeouts bound it)."""
+    """Runs database operations, trying a failed one again until `seconds` have passed since its
+    first try began, and once at least (0: never), or `stopping()` says a stop was asked for; a
+    try under way at that moment still finishes (a driver's own timeouts bound it)."""
 
     def __init__(self, url: str, seconds: float, stopping: Callable[[], bool] = never_stopping) -> None:
         self.url = masked(url)  # said in the log, which a password must not reach

@@ -462,6 +462,30 @@ def test_the_retry_limit_counts_the_time_spent_trying_not_only_the_pauses(
     engine.dispose()
 
 
+def test_a_first_try_longer_than_the_retry_limit_is_still_tried_once_more(
+    tmp_path: Path, patience_time: PatienceTime
+) -> None:
+    """The deadline counts from the first try's start, so a first try that outlasts the limit
+    itself (a connect to a host that drops packets, past the OS's SYN retries) leaves none of it:
+    it is tried once more even so, at once, not given up on without a second try."""
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    engine = sqlalchemy.create_engine(url, connect_args={"timeout": 0})
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("CREATE TABLE notes (text TEXT)"))
+    tries: list[float] = []
+
+    def write_a_note() -> None:
+        tries.append(patience_time.now)
+        patience_time.spend(30)
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("INSERT INTO notes VALUES ('x')"))
+
+    with cut_off(url), pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
+        outage.Patience(url, seconds=10).run(write_a_note)
+    assert (tries, patience_time.waits) == ([0, 30], [0])
+    engine.dispose()
+
+
 def test_a_write_whose_answer_was_lost_is_not_made_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str, patience_time: PatienceTime
 ) -> None:
