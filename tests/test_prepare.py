@@ -2979,6 +2979,26 @@ def test_the_check_of_a_writable_cache_folder_in_a_parent_this_user_may_not_writ
     _assert_refused(checked, started, cache, said, f"{data}.lock cannot be written (Permission denied)")
 
 
+def test_the_check_passes_a_writable_lock_file_in_a_parent_this_user_may_not_write(
+    harness_env, as_nobody
+) -> None:
+    """The lock files already there and writable to all, in folders another user owns: the step
+    needs no new file in those parents, so the check must not refuse what the step does."""
+    run_as, shared = as_nobody
+    cache = shared / "cache"
+    data = _offline_data(cache)
+    for folder in (data, cache / "tokenizer" / f"{data.name}-v2048"):
+        folder.mkdir(parents=True)
+        folder.chmod(0o777)
+        lock = folder.with_name(f"{folder.name}.lock")
+        lock.touch(mode=0o666)
+        lock.chmod(0o666)
+    prepare = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--scale", "cpu", "--data", "offline"]
+    checked, started = _checked_and_started(run_as(prepare), harness_env(cache=str(cache)))
+    assert checked.stdout.startswith("would build the offline corpus and train"), checked.stderr
+    assert started.returncode == 0 and started.stderr.splitlines()[-1] == "ready", started.stderr
+
+
 def test_the_check_of_a_writable_cache_folder_on_a_read_only_mount_names_its_lock(
     harness_env, tmp_path: Path
 ) -> None:
