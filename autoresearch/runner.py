@@ -46,6 +46,10 @@ PID_FILE = "runner.pid"  # the local runner's pid, slot and host, written by the
 # runner.pid renamed so by a runner whose own files the disk refused (DISK_REFUSED_EXIT): a rename
 # takes no new block, and tells a resume what the exit status told no controller.
 REFUSED_FILE = "runner.refused"
+# Locked (flock) by the local runner for its whole life, from before its runner.pid is written: on
+# one kernel a controller of another pid namespace (another container, or this one restarted) that
+# can take it knows the runner ended, which its /proc cannot show (`fleet.local.left_its_lock`).
+LOCK_FILE = "runner.lock"
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
 STARTED_FILE = "started.json"  # written when the runner begins: deadlines count from here, not the queue
 # Room kept in the experiment folder while train.py runs, freed for outcome.json: a train.py that
@@ -755,9 +759,21 @@ def leave_refusal(exp: Path) -> None:
         pass
 
 
+def hold_lock(fd: str) -> None:
+    """Keep the runner lock its fleet took and handed over as the open file `fd` (`LOCK_FILE`) for
+    this process's life, and from train.py: a process it started holding it would keep its run
+    alive to another pid namespace after the runner ended."""
+    try:
+        os.set_inheritable(int(fd), False)
+    except (ValueError, OSError) as err:
+        sys.exit(f"the runner's lock {fd!r} is no open file descriptor: {err}")
+
+
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m autoresearch.runner EXPERIMENT_DIR")
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python -m autoresearch.runner EXPERIMENT_DIR [LOCK_FD]")
+    if len(sys.argv) == 3:
+        hold_lock(sys.argv[2])
     outcome = run_or_exit_if_disk_refuses(sys.argv[1], local=True)
     if outcome["status"] == "skipped":
         sys.exit(f"not run: {outcome['reason']}")

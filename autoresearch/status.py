@@ -52,7 +52,7 @@ from autoresearch.config import (
 )
 from autoresearch.eta import ends_said
 from autoresearch.files import finite_number, read_json
-from autoresearch.fleet.local import on_this_host, on_this_kernel, runner_alive, runner_record
+from autoresearch.fleet.local import left_its_lock, on_this_host, on_this_kernel, runner_alive, runner_record
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, known_not_running, unlaunched_note
 from autoresearch.logs import waits_said
@@ -213,11 +213,13 @@ def local_runner_state(exp_dir: Path, node: object, stopped_on: str) -> str:
     cannot see it, it is said unknown, not gone (a resume, on that host, reattaches a live one).
     One /proc shows here is running whatever the names say: this host's, its name changed since
     (a laptop's, with its network), as a resume here adopts it (`fleet.local.runner_elsewhere`);
-    so is one it shows gone, where runner.pid names this kernel view (`fleet.local.kernel_view`)."""
+    so is one it shows gone, where runner.pid names this kernel view (`fleet.local.kernel_view`),
+    and one of another pid namespace of this kernel that left its lock (`fleet.local.left_its_lock`)."""
     alive = runner_alive(exp_dir)
     if alive is True:
         return "running"
-    if alive is False and on_this_kernel(runner_record(exp_dir)):
+    record = runner_record(exp_dir)
+    if alive is False and (on_this_kernel(record) or left_its_lock(exp_dir, record)):
         return RUNNER_GONE
     if not on_this_host(stopped_on) or (node is not None and not on_this_host(node)):
         return RUNNER_UNSEEN

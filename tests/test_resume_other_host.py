@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from autoresearch.files import read_json
 from autoresearch.fleet.local import RunnerRecord, kernel_view, runner_alive, runner_record
+from autoresearch.fleet.local import _find_runner as find_runner
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
 from autoresearch.fleet.other_fleet import other_hosts_runs
 from autoresearch.runner import PID_FILE, REFUSED_FILE, STARTED_FILE
@@ -58,7 +61,7 @@ def as_on_another_host(exp: Path) -> int:
     """`exp`'s runner.pid made to name, as another host's would, a pid that is no runner of `exp`
     here (this test's own) under another machine's kernel view: the pid it names. The runner, on
     this machine, could be seen here."""
-    pid, slot, host, _ = (exp / PID_FILE).read_text().split()
+    pid, slot, host, *_ = (exp / PID_FILE).read_text().split()
     (exp / PID_FILE).write_text(f"{os.getpid()} {slot} {host} {ANOTHER_KERNEL}")
     return os.getpid()
 
@@ -131,24 +134,114 @@ def test_a_run_another_hosts_disk_refused_before_its_runner_pid_does_not_hold_th
     assert other_hosts_runs([local_run_in_flight(3)], campaign) == []
 
 
-def test_a_container_made_again_under_a_new_name_is_told_to_give_up_its_old_runs(
+# A container's init, `unshare` its runtime: the campaign's controller, killed (kill -9) once told
+# ("ended" then said), its runner going on; the container ends, and all in it, once its input does.
+CONTAINER_INIT = '"$@" >/dev/null 2>&1 & read _; kill -9 $!; wait $!; echo ended; read _'
+
+
+def containers_here() -> bool:
+    """Whether this test may make a pid namespace of its own (root, and `unshare`)."""
+    try:
+        made = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    except OSError:
+        return False
+    return made.returncode == 0
+
+
+@contextmanager
+def held_run_in_another_container(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
+    """A toy campaign started in another container on this kernel (a pid namespace of its own),
+    its controller killed while its first run ran, held (tmp_path/hold): that run's folder, and
+    the container, which ends, and its runner with it, as its stdin is closed."""
+    if kernel_view() is None or not containers_here():
+        pytest.skip("no pid namespace of its own can be made here (root, unshare)")
+    hold, runs = tmp_path / "hold", tmp_path / "runs"
+    hold.touch()
+    init = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c", CONTAINER_INIT, "sh"]
+    container = subprocess.Popen(
+        [*init, *campaign_command(runs, BUDGET, "cluster.partitions.local.slots=1")],
+        cwd=REPO,
+        env={**os.environ, "TOY_HOLD": str(hold)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: list(runs.glob("toy/experiments/*/started.json")), 120, "a run started")
+        container.stdin.write("kill the controller\n")
+        container.stdin.flush()
+        assert container.stdout.readline() == "ended\n"
+        (started,) = runs.glob("toy/experiments/*/started.json")
+        yield started.parent, container
+    finally:
+        container.kill()  # (its init killed with it: the container ends)
+        container.wait(timeout=60)
+        hold.unlink(missing_ok=True)
+
+
+def container_ended(container: subprocess.Popen, exp: Path) -> None:
+    """End `container`, as a `docker restart` or `docker rm -f` does: its runner of `exp` dies
+    with it, without a word."""
+    runner = find_runner(exp)  # (its pid here: this namespace sees the container's)
+    assert runner is not None
+    container.stdin.close()
+    container.wait(timeout=60)
+    wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
+    (exp.parents[3] / "hold").unlink()  # (tmp_path/hold: the re-queued run is not held)
+
+
+def resumed_here(runs: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        campaign_command(runs, BUDGET, "cluster.partitions.local.slots=1"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_runner_of_another_container_on_this_kernel_is_judged_by_its_lock(
     tmp_path: Path, monkeypatch
 ) -> None:
-    """A container removed, or restarted, and its campaign resumed in the new one: its old runners
-    ended with the old pid namespace, which no other one's /proc shows, so the start is refused;
-    the line spoke of another host, resumed there or down for good, and not of a container gone,
-    leaving its user to guess that the runs were to be given up (rm their runner.pid)."""
-    campaign, running = tmp_path / "toy", local_run_in_flight(3)
-    exp = experiment_dir(campaign, 3)
-    exp.mkdir(parents=True)
-    (exp / PID_FILE).write_text(f"57 0 old-container {another_container(ANOTHER_KERNEL.split('/')[0])}")
-    monkeypatch.setattr(socket, "gethostname", lambda: "new-container")
-    (said,) = other_hosts_runs([running], campaign)
-    assert "trial 3 (pid 57 on old-container)" in said
-    assert (
-        f"a container since removed or restarted (its runners ended with it): give its runs up (rm {exp / PID_FILE})"
-        in said
-    )
+    """A container restarted (docker restart: its name, this boot, a new pid namespace) while its
+    runners ran: they ended with the old namespace, but its resume was refused, as for a sibling
+    container of that name whose runner runs, until the user removed each runner.pid. The runner
+    holds its lock for its life: while it runs the start is refused; once it ended, with its
+    container, the run is lost and re-queued, and status says 'runner gone', under any name."""
+    runs = tmp_path / "runs"
+    with held_run_in_another_container(tmp_path) as (exp, container):
+        trial, name = int(exp.name), socket.gethostname()
+        pid, *_, mark = (exp / PID_FILE).read_text().split()
+        assert mark == "flock"
+        assert runner_alive(exp) is None
+        refused = resumed_here(runs)
+        said = refused.stdout + refused.stderr
+        assert refused.returncode == 2, said
+        assert f"trial {trial} (pid {pid} on {name}, another machine or container of that name)" in said
+        assert load(runs / "toy").trials[trial].state == TrialState.RUNNING
+
+        container_ended(container, exp)
+        assert runner_alive(exp) is False
+        with monkeypatch.context() as renamed:  # (made again under another name)
+            renamed.setattr(socket, "gethostname", lambda: OTHER_HOST)
+            assert local_runner_state(exp, name, name) == RUNNER_GONE
+        resumed = resumed_here(runs)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study = load(runs / "toy")
+    assert study.trials[trial].user_attrs["status"] == "lost"
+    assert [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
+
+
+def test_an_older_runner_of_another_container_on_this_kernel_is_still_refused(tmp_path: Path) -> None:
+    """A runner.pid written by an older version, whose runner held no lock (no 'flock'): its lock
+    file free says nothing of it, and the start is refused as before, naming its runner.pid."""
+    with held_run_in_another_container(tmp_path) as (exp, container):
+        container_ended(container, exp)
+        record = (exp / PID_FILE).read_text().split()
+        (exp / PID_FILE).write_text(" ".join(record[:4]))
+        refused = resumed_here(tmp_path / "runs")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and f"rm {exp / PID_FILE}" in said, said
 
 
 def test_this_machines_runner_from_before_a_reboot_is_seen_gone(tmp_path: Path) -> None:
@@ -168,10 +261,14 @@ def test_runner_pid_names_the_kernel_view_and_old_ones_still_read(tmp_path: Path
     started, hold = controller_killed_mid_run(tmp_path)
     exp = started.parent
     hold.unlink()
-    pid, slot, host, kernel = (exp / PID_FILE).read_text().split()
-    assert host == socket.gethostname() and kernel == kernel_view() is not None
+    pid, slot, host, kernel, mark = (exp / PID_FILE).read_text().split()
+    assert host == socket.gethostname() and kernel == kernel_view() is not None and mark == "flock"
     wait_for(lambda: not is_our_runner(int(pid), exp), 60, "the runner's end")
+    node = read_json(exp / STARTED_FILE)["node"]
     for written, read in (
+        (f"{pid} {slot} login-2 {kernel} flock", RunnerRecord(int(pid), "login-2", kernel, True)),
+        (f"{pid} {slot}  {kernel} flock", RunnerRecord(int(pid), node, kernel, True)),
+        (f"{pid} {slot} login-2 {kernel}", RunnerRecord(int(pid), "login-2", kernel)),
         (f"{pid} {slot} login-2", RunnerRecord(int(pid), "login-2", None)),
         (f"{pid} {slot}", RunnerRecord(int(pid), read_json(exp / STARTED_FILE)["node"], None)),
         (pid, RunnerRecord(int(pid), read_json(exp / STARTED_FILE)["node"], None)),
@@ -259,7 +356,7 @@ def test_a_run_whose_host_died_is_given_up_by_removing_its_runner_pid(tmp_path: 
     os.killpg(runner, signal.SIGKILL)  # its host's end: the runner writes nothing more
     hold.unlink()
     wait_for(lambda: not is_our_runner(runner, exp), 60, "the runner's end")
-    pid, slot, host, _ = (exp / PID_FILE).read_text().split()
+    pid, slot, host, *_ = (exp / PID_FILE).read_text().split()
     (exp / PID_FILE).write_text(f"{pid} {slot} {host}{kernel}")  # another machine's, or an old one
     refused = resumed_on_other_host(runs, {})
     said = refused.stdout + refused.stderr

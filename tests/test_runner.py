@@ -709,7 +709,7 @@ def test_a_runner_refused_by_a_full_disk_leaves_it_said_for_a_resume(tmp_path: P
     a retry. It renames its runner.pid runner.refused, which a full disk allows (a 1 MiB tmpfs
     here), and a resume reads it as lost to the disk (`ended_outcome`)."""
     said = on_a_full_disk(tmp_path, UNWATCHED_ON_A_FULL_DISK, room)
-    assert said["left"] == ["runner.log", "runner.refused"], said
+    assert said["left"] == ["runner.lock", "runner.log", "runner.refused"], said  # (an empty lock: no block)
     outcome = said["outcome"]
     assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["runner_files"], outcome
 
@@ -725,3 +725,18 @@ def test_a_runner_refused_before_its_runner_pid_was_written_leaves_it_said(tmp_p
     assert said["left"] == ["runner.pid", "runner.refused"], said
     outcome = said["outcome"]
     assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["runner_files"], outcome
+
+
+def test_a_runner_handed_no_open_lock_says_so_in_one_line(tmp_path: Path) -> None:
+    """The lock its fleet hands over (`runner.hold_lock`) named by a number no open file has: the
+    runner would run holding none, its run judged ended by another container while it ran."""
+    runner = subprocess.run(
+        [sys.executable, "-m", "autoresearch.runner", str(tmp_path), "99"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert runner.returncode == 1
+    assert runner.stderr.startswith("the runner's lock '99' is no open file descriptor:")
+    assert runner.stderr.count("\n") == 1 and not list(tmp_path.iterdir())

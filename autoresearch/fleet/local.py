@@ -9,6 +9,7 @@ outright ends train.py with it, but not what train.py started.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from autoresearch.runner import (
     ABANDONED_FILE,
     DISK_REFUSED_EXIT,
     GROUP_POLL_S,
+    LOCK_FILE,
     PID_FILE,
     STARTED_FILE,
     ended_outcome,
@@ -37,6 +39,9 @@ from autoresearch.runner import (
 
 log = logging.getLogger("autoresearch")
 
+# The last word of a runner.pid whose runner holds its LOCK_FILE (`left_its_lock`); one without it
+# was written by an older version, whose runner held none.
+LOCKED = "flock"
 KILL_GRACE_S = 30.0
 CANCEL_GRACE_S = 15.0  # how long a cancelled runner has to end train.py and write its outcome
 
@@ -94,25 +99,33 @@ class LocalFleet:
                 # (CUDA numbers GPUs fastest first, nvidia-smi by PCI bus, whose numbers the slots
                 # and their labels use: on a machine of two models an index named the other one)
                 env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+            command = [sys.executable, "-m", "autoresearch.runner", str(job.exp_dir.resolve())]
             with open(job.exp_dir / "runner.log", "wb") as runner_log:
+                lock = _take_runner_lock(job.exp_dir)
                 try:
                     proc = subprocess.Popen(
-                        [sys.executable, "-m", "autoresearch.runner", str(job.exp_dir.resolve())],
+                        command + ([str(lock)] if lock is not None else []),
                         env=env,
                         stdout=runner_log,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
+                        pass_fds=(lock,) if lock is not None else (),
                     )
                 except OSError as err:  # Python gone (a .venv made again), no fork left: as sbatch refusing
                     self._refuse(
                         job, f"the runner could not be started: {sys.executable}: {err.strerror or err}"
                     )
                     continue
+                finally:  # (the runner holds it now, alone)
+                    if lock is not None:
+                        os.close(lock)
             # Written here, not by the runner, so a controller killed right after this line
             # still leaves enough for the next one to find and adopt the runner, on its GPU; and
             # a resume on another host (the folder on a shared file system) to know it cannot.
             # Its kernel view too: this machine can tell its runners are gone whatever its name.
-            record = f"{proc.pid} {slot} {socket.gethostname()} {kernel_view() or ''}".rstrip()
+            view = kernel_view()
+            locked = f" {LOCKED}" if view and lock is not None else ""
+            record = f"{proc.pid} {slot} {socket.gethostname()} {view or ''}".rstrip() + locked
             (job.exp_dir / PID_FILE).write_text(record)
             self._running[job.trial] = _Running(
                 job, proc.pid, runner_start(proc.pid), slot, time.monotonic() + self._deadline_s, proc
@@ -130,7 +143,7 @@ class LocalFleet:
     def reattach(self, job: JobSpec, handle: str) -> bool:
         """Adopt a runner a previous controller started, in the slot (GPU) it runs on. One that
         cannot be adopted is given up (abandoned.json): a runner yet to start then does not run it."""
-        pid, slot, _, _ = _read_pid_file(job.exp_dir / PID_FILE)
+        pid, slot, *_ = _read_pid_file(job.exp_dir / PID_FILE)
         if handle.startswith("local:"):
             pid = int(handle.split(":", 1)[1])
         if pid is None:  # the controller died between starting the runner and writing runner.pid
@@ -226,6 +239,22 @@ class LocalFleet:
         _still_running(started_here, KILL_GRACE_S)
 
 
+def _take_runner_lock(exp_dir: Path) -> int | None:
+    """LOCK_FILE of `exp_dir` opened and locked, for the runner to hold from its start (`runner.hold_lock`):
+    taken here, before it starts, it is held before its runner.pid is written. None where it could
+    not be (a full disk refused the file): the runner.pid then says the runner holds none."""
+    try:
+        fd = os.open(exp_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _still_running(procs: list[subprocess.Popen[bytes]], seconds: float) -> list[subprocess.Popen[bytes]]:
     """Those of the runners `procs` that have not ended within `seconds` (none reaped)."""
     until = time.monotonic() + seconds
@@ -260,29 +289,32 @@ def _read_outcome(run: _Running) -> dict:
 
 class PidFile(NamedTuple):
     """What runner.pid says: the runner's pid, slot and host, and the kernel view (`kernel_view`)
-    of the controller that started it; None for what it does not say."""
+    of the controller that started it; None for what it does not say. `locked`: its runner holds
+    its LOCK_FILE."""
 
     pid: int | None
     slot: int | None
     host: str | None
     kernel: str | None
+    locked: bool = False
 
 
 def _read_pid_file(path: Path) -> PidFile:
-    """runner.pid ('PID SLOT HOST KERNEL_VIEW'; 'PID SLOT HOST' before kernel views were recorded,
-    'PID SLOT' before hosts were, 'PID' alone before slots were; 'PID SLOT  KERNEL_VIEW' from a host
-    with no name); Nones where it is absent or unreadable."""
+    """runner.pid ('PID SLOT HOST KERNEL_VIEW flock', 'flock' (LOCKED) where its runner holds its
+    lock; 'PID SLOT HOST' before kernel views were recorded, 'PID SLOT' before hosts were, 'PID'
+    alone before slots were; 'PID SLOT  KERNEL_VIEW' from a host with no name); Nones where it is
+    absent or unreadable. Older readers read the first four words alone."""
     try:
         fields = path.read_text().split()
         numbers = [int(f) for f in fields[:2]]
     except (OSError, ValueError):
         return PidFile(None, None, None, None)
     pid, slot = (numbers + [None, None])[:2]
-    named: list[str | None] = list(fields[2:4])
+    named: list[str | None] = list(fields[2:5])
     if named and "/" in str(named[0]):  # a host with no name ('PID SLOT  KERNEL_VIEW'): no name has "/"
         named.insert(0, None)
-    host, kernel = (named + [None, None])[:2]
-    return PidFile(pid, slot, host, kernel)
+    host, kernel, mark = (named + [None, None, None])[:3]
+    return PidFile(pid, slot, host, kernel, kernel is not None and mark == LOCKED)
 
 
 def kernel_view() -> str | None:
@@ -301,23 +333,25 @@ def kernel_view() -> str | None:
 
 class RunnerRecord(NamedTuple):
     """A run's runner as runner.pid names it: `pid` None where there is none (ended: the runner
-    removes it); `host` and `kernel` (`kernel_view`) None where it does not say."""
+    removes it); `host` and `kernel` (`kernel_view`) None where it does not say; `locked` where
+    its runner holds its LOCK_FILE (`left_its_lock`)."""
 
     pid: int | None
     host: str | None
     kernel: str | None
+    locked: bool = False
 
 
 def runner_record(exp_dir: Path) -> RunnerRecord:
     """The runner of `exp_dir`, read once from its runner.pid (one written before hosts were
     recorded: its started.json's node, where it began)."""
-    pid, _, host, kernel = _read_pid_file(exp_dir / PID_FILE)
+    pid, _, host, kernel, locked = _read_pid_file(exp_dir / PID_FILE)
     if pid is None:
         return RunnerRecord(None, None, None)
     if host is None:
         node = (read_json(exp_dir / STARTED_FILE) or {}).get("node")
         host = str(node) if node else None
-    return RunnerRecord(pid, host, kernel)
+    return RunnerRecord(pid, host, kernel, locked)
 
 
 def on_this_host(name: object) -> bool:
@@ -358,12 +392,44 @@ def on_this_kernel(record: RunnerRecord) -> bool:
     return record.kernel is not None and record.kernel == kernel_view()
 
 
+def left_its_lock(exp_dir: Path, record: RunnerRecord) -> bool:
+    """Whether `record`'s runner, of another pid namespace on this boot of this kernel (another
+    container, or this one restarted: its /proc is not this one), is known ended: it held its
+    LOCK_FILE (`record.locked`), and this process can take it (and lets it go at once). Between
+    processes of one kernel an flock is sound, and ends with its holder; on a network file system
+    another kernel's need not be seen: another boot is not asked. A runner.pid of an older
+    runner, which held none, is not judged so."""
+    here = kernel_view()
+    if not record.locked or record.kernel is None or here is None or record.kernel == here:
+        return False
+    if record.kernel.split("/")[0] != here.split("/")[0]:  # (another boot: another kernel's lock)
+        return False
+    return _lock_free(exp_dir / LOCK_FILE)
+
+
+def _lock_free(path: Path) -> bool:
+    """Whether the lock (flock) on `path` could be taken now; False where the file is gone or
+    cannot be opened or locked for another reason than its holder."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def runner_elsewhere(exp_dir: Path, record: RunnerRecord) -> str | None:
     """The other host whose runner of `exp_dir` (`runner_record`) this host cannot watch; None
     where it is this host (`seen_from_here`: by kernel view, by name where none is recorded), or
-    where the runner is seen live here: this host, whatever its name now (a laptop's changes with
-    its network)."""
-    if seen_from_here(record):
+    another pid namespace of this kernel whose runner is known ended (`left_its_lock`), or where
+    the runner is seen live here: this host, whatever its name now (a laptop's changes with its
+    network)."""
+    if seen_from_here(record) or left_its_lock(exp_dir, record):
         return None
     if record.pid is not None and _is_our_runner(record.pid, exp_dir):
         return None
@@ -375,9 +441,14 @@ def runner_alive(exp_dir: Path) -> bool | None:
     runner.pid names one (not started here, or ended: the runner removes it), or where this host
     cannot tell: the runner runs on another host (`runner_elsewhere`), or the kernel has the pid
     but /proc does not show its process (mounted hidepid, another user's process), so it may be
-    the runner or a process that reused its pid."""
+    the runner or a process that reused its pid. A runner of another pid namespace of this kernel
+    that left its lock (`left_its_lock`) is ended, whatever /proc here shows of its pid."""
     record = runner_record(exp_dir)
-    if record.pid is None or runner_elsewhere(exp_dir, record) is not None:
+    if record.pid is None:
+        return None
+    if not seen_from_here(record) and left_its_lock(exp_dir, record):
+        return False
+    if runner_elsewhere(exp_dir, record) is not None:
         return None
     return _runner_seen(record.pid, exp_dir) if alive_here(record.pid) else False
 

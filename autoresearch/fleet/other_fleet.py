@@ -11,9 +11,9 @@ their results (`Campaign._reconcile` reads outcome.json first).
 
 Another host's runner cannot be asked whether it lives, so its run counts as in flight until its
 outcome.json is written (the runner removes its runner.pid then). One whose host is down for good
-never writes it: the user gives it up by removing its runner.pid, and the start fails it as lost;
-so is one of a container since removed or restarted: no other pid namespace's /proc shows that
-its namespace ended, with its runners.
+never writes it: the user gives it up by removing its runner.pid, and the start fails it as lost.
+A runner of another container on this kernel (or of this one before a restart) is no other host's
+once it has left its lock (`fleet.local.left_its_lock`).
 """
 
 from __future__ import annotations
@@ -98,9 +98,8 @@ def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[
         f"{said} may still run in local runners of another host than this one ({socket.gethostname()}), "
         "which this start cannot watch, and would run again: resume on the host they run on, which "
         "collects them, or wait for them to end (their outcome.json lets any host collect them), or "
-        f"end them there (kill {pids}), and they are queued again; a host down for good, or a "
-        f"container since removed or restarted (its runners ended with it): give its runs up "
-        f"(rm {files}), and they are queued again"
+        f"end them there (kill {pids}), and they are queued again; a host down for good: give its "
+        f"runs up (rm {files}), and they are queued again"
     ]
 
 
