@@ -1262,6 +1262,31 @@ def test_a_queued_change_that_a_keep_overwrote_is_skipped_not_blamed(tmp_path: P
     assert not any("better too" in line for line in campaign.intake.rejected)
 
 
+def test_a_queued_edit_that_changes_nothing_is_invalid_not_blamed_on_a_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit that replaces a text by itself, queued by an older version that let it in (a
+    resumed study's stored proposal), and reached after a keep: its fault is its own on any
+    frontier, yet it was skipped as the keep's doing ("no longer applies: the frontier changed")
+    and never shown to the proposer. It is refused as invalid, in the engine's words."""
+    monkeypatch.setattr(Intake, "precheck", lambda self, cand, fixes=None: "")  # the older version's
+    itself = Edit("WIDTH = 64", "WIDTH = 64")
+    campaign = run_scripted(
+        tmp_path,
+        [
+            Candidate("better", edits=[Edit("BETTER_BY = 0.0", "BETTER_BY = 0.2")]),
+            Candidate("nothing", edits=[itself]),
+        ],
+        "campaign.validate_seeds=0",
+        "cluster.cpu_slots=1",  # one run at a time: the second starts after the first is kept
+    )
+    nothing = trial_named(campaign, "nothing")
+    assert trial_named(campaign, "better").user_attrs["status"] == "keep"
+    assert nothing.user_attrs["status"] == "invalid" and "exp_dir" not in nothing.user_attrs
+    assert nothing.user_attrs["reason"] == "edit 1 replaces a text by itself, so it changes nothing"
+    assert "nothing: edit 1 replaces a text by itself, so it changes nothing" in campaign.intake.rejected
+
+
 class GuardedOffline(CountingOffline):
     """The offline proposer after a wave of `first` candidates, stopping (stop_requested, which the
     tests below read as a failure) a campaign that would otherwise never end."""
