@@ -370,9 +370,13 @@ class Intake:
 
     # -- candidates of trials ----------------------------------------------------------------
     def candidate_of(self, trial: FrozenTrial) -> Candidate:
-        """The trial's candidate with its knobs as they ran (free ones resolved)."""
+        """The trial's candidate with its knobs as they ran (free ones resolved), to queue again.
+        Without an edit that replaces a text by itself: an older version queued one, which
+        `workspace.edit_problem` now refuses, and it changes nothing, so its run, lost or stacked,
+        is the same train.py without it."""
         attrs = trial.user_attrs
         cand = self.load_candidate(attrs)
+        cand.edits = [edit for edit in cand.edits if edit.search != edit.replace]
         if "edit" not in attrs:
             cand.description = attrs.get("description", cand.description)
         cand.knobs.update(json.loads(attrs.get("knobs", "{}")))

@@ -218,6 +218,24 @@ def test_a_stale_winner_is_stacked_once_and_no_deeper_than_the_limit(tmp_path: P
     assert intake.ledger.queued_for("stack_of", 2) == []
 
 
+def test_a_run_whose_stored_edit_changes_nothing_is_stacked_and_retried_without_it(tmp_path: Path) -> None:
+    """A grid cell an older version queued with a shared edit that replaces a text by itself, now
+    refused by the engine: its winner, stacked on a newer frontier, was 'not re-run: its change no
+    longer applies', and its lost run, retried, refused as invalid, a run of knob values lost. The
+    edit changes nothing: it is left out, the rest re-queued."""
+    intake = open_intake(tmp_path)
+    itself = Edit("LR = 0.01\n", "LR = 0.01\n")
+    cell = Candidate("LR sweep [LR=0.02]", "", [itself], knobs={"LR": 0.02})
+    intake.add(cell, {"kind": "experiment", "seed": BASE_SEED})
+    claimed_and_failed(intake, 0)
+    assert intake.stack(intake.ledger.trial(0), "better").endswith("re-queued on the current frontier")
+    assert intake.retry(intake.ledger.trial(0)) == ""
+    for link in ("stack_of", "retry_of"):
+        (queued,) = intake.ledger.queued_for(link, 0)
+        again = intake.load_candidate(queued.user_attrs)
+        assert (again.edits, again.knobs) == ([], {"LR": 0.02})
+
+
 def test_a_lost_stack_is_retried_as_deep_a_stack_as_it_was(tmp_path: Path) -> None:
     intake = open_intake(tmp_path)
     attrs = {"kind": "stack", "stack_of": 7, "stack_depth": MAX_STACK_DEPTH}
