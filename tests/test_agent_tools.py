@@ -321,6 +321,17 @@ def test_edits_that_change_only_what_a_candidates_free_knobs_set_are_refused(
     )
 
 
+def test_an_edit_to_an_undeclared_knob_left_free_is_not_said_to_be_drawn_over() -> None:
+    """The sampler draws no undeclared knob, so the edit stands: the wave asked for its value and,
+    in the same breath, to drop the edit as one the sampler's draw writes over."""
+    edit = {"search": "WARMUP = 0.1", "replace": "WARMUP = 0.2"}
+    with pytest.raises(ProposalError) as refused:
+        parse_proposal(
+            wave(cand(edits=[edit], knobs=[{"name": "WARMUP", "value": "null"}])), sample_context()
+        )
+    assert str(refused.value) == "candidate 'd': WARMUP=null (free) needs a declared knob; give a value"
+
+
 def test_a_grid_whose_only_cell_is_the_frontier_is_refused_and_one_with_a_frontier_cell_taken() -> None:
     """Its one cell was skipped by the launcher ("no change: already part of the frontier"), a place
     of the wave lost, where a candidate of the same values is refused. A shared edit its level undoes

@@ -667,10 +667,14 @@ def _sampled_only(context: CampaignContext, cand: Candidate, source: str) -> boo
     """Whether a candidate with a free knob has edits that `source` (the frontier's with them)
     shows change nothing its knobs do not set: edits a knob writes over, or that undo each other.
     Its run was the sampler's draw judged as a change its edits never made, a slot spent on a
-    run the sampler does not learn from either (only a run with no edits is knob-only)."""
+    run the sampler does not learn from either (only a run with no edits is knob-only). Not with
+    an undeclared knob left free: the sampler draws none, so an edit to it stands (and the wave
+    asks for its value)."""
     frontier = context.frontier_source
     values = read_knobs(frontier) if frontier and cand.edits else {}
-    if None not in cand.knobs.values() or any(name not in values for name in cand.knobs):
+    free = [name for name, value in cand.knobs.items() if value is None]
+    declared = {knob.name for knob in context.knobs}
+    if not free or not declared.issuperset(free) or any(name not in values for name in cand.knobs):
         return False
     settings = {name: values[name] if value is None else value for name, value in cand.knobs.items()}
     try:
