@@ -386,9 +386,11 @@ def missing_entry(err: ConfigKeyError | ConfigAttributeError) -> str:
     where = str(err.full_key).rpartition(".")[0]
     if where == "campaign" and (elsewhere := outside_campaign(str(err.key))):
         return elsewhere
-    close = difflib.get_close_matches(str(err.key), names, n=1) or ([] if where else nested(str(err.key)))
+    # A section's setting of that very name first: a top-level name close to it is a guess, and
+    # a wrong one (`train_py=x` is not `tracking`, `grace_seconds=5` not `storage_retry_seconds`).
+    close = ([] if where else nested(str(err.key))) or difflib.get_close_matches(str(err.key), names, n=1)
     said = (f"no {err.key!r} in {where}" if where else f"no setting {err.key!r}") + (
-        f" (did you mean {close[0]}?)" if close else f" ({', '.join(names)})"
+        f" (did you mean {' or '.join(close)}?)" if close else f" ({', '.join(names)})"
     )
     return f"{said}; {CANNOT_ADD}" if where in ("campaign.knobs", "cluster.partitions") else said
 
@@ -396,15 +398,18 @@ def missing_entry(err: ConfigKeyError | ConfigAttributeError) -> str:
 GROUPS = ("cluster", "agent", "tracking")  # chosen by name, each from a file of its own
 
 
-def nested(key: str) -> list[str]:
-    """A top-level section's setting of that name (`budget.max_experiments=5` meant
-    campaign.budget): the top level's own names gave no hint of where it is."""
-    types = typing.get_type_hints(AutoresearchConfig)
-    return [
-        f"{name}.{key}"
-        for name, section in types.items()
-        if dataclasses.is_dataclass(section) and key in {f.name for f in dataclasses.fields(section)}
-    ][:1]
+def nested(key: str, section: type = AutoresearchConfig, prefix: str = "") -> list[str]:
+    """Each setting of that name in a section, at any depth (`budget.max_experiments=5` meant
+    campaign.budget, `max_experiments=5` campaign.budget.max_experiments): the top level's own
+    names gave no hint of where it is. All of them: `kind` is the cluster's, the agent's and the
+    tracking's, and naming one would send a user who meant another to the wrong section."""
+    found = []
+    for name, inner in typing.get_type_hints(section).items():
+        if dataclasses.is_dataclass(inner):
+            inner_names = {f.name for f in dataclasses.fields(inner)}
+            found += [f"{prefix}{name}.{key}"] if key in inner_names else []
+            found += nested(key, inner, f"{prefix}{name}.")
+    return found
 
 
 def outside_campaign(key: str) -> str:

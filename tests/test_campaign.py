@@ -365,6 +365,21 @@ def test_a_runs_dir_that_cannot_be_written_is_one_line_and_loses_nothing(tmp_pat
             "error: bad config: Could not override 'budget.max_experiments': no setting 'budget' "
             "(did you mean campaign.budget?)",
         ),
+        (  # a section's own name before a top-level one close to it, which is another setting
+            ["+campaign=demo", "train_py=mine.py"],
+            "error: bad config: Could not override 'train_py': no setting 'train_py' "
+            "(did you mean campaign.train_py?)",
+        ),
+        (  # every section that has it, at any depth: naming one could name the wrong one
+            ["+campaign=demo", "kind=slurm", "max_experiments=5"],
+            "error: bad config: Could not override 'kind': no setting 'kind' "
+            "(did you mean cluster.kind or agent.kind or tracking.kind?)",
+        ),
+        (
+            ["+campaign=demo", "max_experiments=5"],
+            "error: bad config: Could not override 'max_experiments': no setting 'max_experiments' "
+            "(did you mean campaign.budget.max_experiments?)",
+        ),
         (
             ["+campaign=demo", "runs_dri=elsewhere"],
             "error: bad config: Could not override 'runs_dri': no setting 'runs_dri' (did you mean runs_dir?)",
