@@ -235,7 +235,7 @@ class Campaign:
         if refused := study_refusal(self.study, self.cfg, self.fleet.pools, self.dir):
             self.heartbeat.withdraw()  # (refused: it ran nothing, and status says so)
             raise CampaignError(refused)
-        if resuming := resuming_said(self.study.trials, self.dir):
+        if resuming := resuming_said(self.study.trials, self.dir, self.cfg.storage):
             log.info(resuming)
         self.sampler.follow(self.study)  # (a knob its study searched with a choice given twice)
         train_py = Path(self.c.train_py)  # config_check saw it and prepare.py exist

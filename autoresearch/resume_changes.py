@@ -38,7 +38,7 @@ PATHS_FROM_THE_CAMPAIGN = frozenset({"cluster.submitit_dir"})
 NUMBERS = {2: "two", 3: "three"}  # (of projects a campaign's runs are split across)
 
 
-def resuming_said(trials: list[FrozenTrial], campaign_dir: Path) -> str | None:
+def resuming_said(trials: list[FrozenTrial], campaign_dir: Path, storage: str | None) -> str | None:
     """The line that tells a resume from a first start (None for a study with no trial yet): a
     user who meant to start over learns here, not from the budget it then finds spent."""
     if not trials:
@@ -50,8 +50,16 @@ def resuming_said(trials: list[FrozenTrial], campaign_dir: Path) -> str | None:
     running, queued = states.count(TrialState.RUNNING), states.count(TrialState.WAITING)
     return (
         f"resuming the campaign in {campaign_dir}: {ended} experiments ended, {running} in flight, "
-        f"{queued} queued (to start over, move that folder aside or choose a new campaign.name)"
+        f"{queued} queued ({how_to_start_over(storage)})"
     )
+
+
+def how_to_start_over(storage: str | None) -> str:
+    """A study in a database is its campaign.name's there, not the folder's: the folder moved
+    aside, a start finds it and is refused as another folder's (`claim_refusal`)."""
+    if storage:
+        return f"to start over, choose a new campaign.name: {masked(storage)} keeps the study by its name"
+    return "to start over, move that folder aside or choose a new campaign.name"
 
 
 def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:

@@ -74,6 +74,7 @@ from autoresearch.proposers.base import CampaignContext
 from autoresearch.results import render, row_of, rows
 from autoresearch.runner import OUTCOME_FILE, PID_FILE, REFUSED_FILE, STARTED_FILE
 from autoresearch.status import NOT_COLLECTED, launch_state
+from autoresearch.study import StudyTaken
 from autoresearch.temporaries import SWEEP_FILE
 from autoresearch.workspace import experiment_dir
 
@@ -1950,6 +1951,26 @@ def test_a_resume_says_it_resumes_and_what_the_study_holds_where_a_first_start_s
         f"resuming the campaign in {again.dir}: 0 experiments ended, 0 in flight, {queued} queued "
         "(to start over, move that folder aside or choose a new campaign.name)"
     )
+
+
+def test_a_resume_of_a_study_in_a_database_says_a_new_name_starts_over_not_the_folder_moved(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database keeps its study by campaign.name: the folder moved aside, as the resume line
+    said, a start is refused as another folder's instead of starting over."""
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    storage = f"sqlite:///{tmp_path / 'db' / 'studies.db'}"
+    (tmp_path / "db").mkdir()
+    release(open_campaign(tmp_path, [], f"storage={storage}"))
+    again = open_campaign(tmp_path, [], f"storage={storage}")
+    (line,) = [r.getMessage() for r in caplog.records if "resuming" in r.getMessage()]
+    assert line.endswith(
+        f"(to start over, choose a new campaign.name: {storage} keeps the study by its name)"
+    )
+    release(again)
+    again.dir.rename(tmp_path / "aside")
+    with pytest.raises(StudyTaken):
+        open_campaign(tmp_path, [], f"storage={storage}")
 
 
 def test_a_controller_killed_while_it_saves_its_config_leaves_the_one_before(
