@@ -201,6 +201,8 @@ def test_the_demo_budget_the_docs_quote_is_demo_yaml() -> None:
     demo = campaigns.split("## The demo", 1)[1].split("\n## ", 1)[0]
     for text in (readme, demo):
         assert re.findall(r"It runs (\d+)\s+experiments", text) == [str(budget.max_experiments)]
-    assert re.findall(r"`max_wall_hours: ([\d.]+)`", demo) == [str(budget.max_wall_hours)]
-    assert "(15 minutes)" in demo and "15-minute" in readme
+    slurm_local = (REPO / "docs" / "SLURM_LOCAL.md").read_text()  # the same demo through Slurm
+    for text in (demo, slurm_local):
+        assert re.findall(r"`max_wall_hours: ([\d.]+)`", text) == [str(budget.max_wall_hours)]
+    assert "(15 minutes)" in demo and "(15 minutes)" in slurm_local and "15-minute" in readme
     assert round(budget.max_wall_hours * 60, 6) == 15, "both docs say 15 minutes"
