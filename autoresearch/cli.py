@@ -40,16 +40,27 @@ def tool_name(tool: str) -> str:
 
 
 def python_command() -> str:
-    """How the user can run this interpreter: `python` where the shell's is this one (an activated
-    environment), else its path. `make demo` runs .venv/bin/python from a shell whose `python`
-    lacks the project's packages: a hint to run `python -m autoresearch.status` failed there."""
+    """How the user can run this interpreter: `python` (or `python3`, where there is no `python`)
+    where the shell's is this one (an activated environment), else its path. `make demo` runs
+    .venv/bin/python from a shell whose `python` lacks the project's packages: a hint to run
+    `python -m autoresearch.status` failed there. The shell's is this one only where it is the
+    same file in the same folder: a `python` beside it may be another version (python3.11 run,
+    `python` a 3.9 or a 2.7), and a base interpreter is the same file as its venv's."""
     here = Path(os.path.abspath(sys.executable))  # (not resolved: a venv's python links to its base)
-    found = shutil.which("python")
-    if found and Path(os.path.abspath(found)).parent == here.parent:
-        return "python"
+    for name in ("python", "python3"):
+        found = shutil.which(name)
+        if found and Path(os.path.abspath(found)).parent == here.parent and _same_file(found, here):
+            return name
     with contextlib.suppress(ValueError):
         return str(here.relative_to(Path.cwd()))
     return str(here)
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # (one gone meanwhile)
+        return False
 
 
 def program_name(argv0: str) -> str:

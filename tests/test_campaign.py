@@ -2751,3 +2751,22 @@ def test_the_closing_hint_names_the_python_that_has_the_project_where_the_shells
     assert python_command() == ".venv/bin/python"
     monkeypatch.setenv("PATH", f"{venv_bin}{os.pathsep}{other_bin}")  # the environment activated
     assert python_command() == "python"
+
+
+def test_the_closing_hint_names_no_python_of_another_version_beside_the_one_that_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """python3.11 ran the campaign, and the `python` in its folder is another interpreter (a 3.9,
+    a 2.7) without the project: the hint said `python -m autoresearch.status`, which fails there.
+    The hint names a command only where it runs this very file: `python3` here, else the path."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for name in ("python3.11", "python"):
+        (bin_ / name).write_text(f"#!/bin/sh\n# {name}\n")
+        (bin_ / name).chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(bin_ / "python3.11"))
+    monkeypatch.setenv("PATH", str(bin_))
+    assert python_command() == "bin/python3.11"
+    (bin_ / "python3").symlink_to("python3.11")
+    assert python_command() == "python3"
