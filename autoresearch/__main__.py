@@ -386,9 +386,9 @@ def missing_entry(err: ConfigKeyError | ConfigAttributeError) -> str:
     where = str(err.full_key).rpartition(".")[0]
     if where == "campaign" and (elsewhere := outside_campaign(str(err.key))):
         return elsewhere
-    # A section's setting of that very name first: a top-level name close to it is a guess, and
-    # a wrong one (`train_py=x` is not `tracking`, `grace_seconds=5` not `storage_retry_seconds`).
-    close = ([] if where else nested(str(err.key))) or difflib.get_close_matches(str(err.key), names, n=1)
+    # A section's setting of that very name first: a name close to it here is a guess, and a wrong
+    # one (`train_py=x` is not `tracking`, `campaign.max_experiments=5` not campaign.max_retries).
+    close = nested(str(err.key)) or difflib.get_close_matches(str(err.key), names, n=1)
     said = (f"no {err.key!r} in {where}" if where else f"no setting {err.key!r}") + (
         f" (did you mean {' or '.join(close)}?)" if close else f" ({', '.join(names)})"
     )

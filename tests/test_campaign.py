@@ -376,6 +376,11 @@ def test_a_runs_dir_that_cannot_be_written_is_one_line_and_loses_nothing(tmp_pat
             "error: bad config: Could not override 'kind': no setting 'kind' "
             "(did you mean cluster.kind or agent.kind or tracking.kind?)",
         ),
+        (  # in a section, the setting of that very name elsewhere before a name close to it here
+            ["+campaign=demo", "campaign.max_experiments=5"],
+            "error: bad config: Could not override 'campaign.max_experiments': no 'max_experiments' in "
+            "campaign (did you mean campaign.budget.max_experiments?)",
+        ),
         (
             ["+campaign=demo", "max_experiments=5"],
             "error: bad config: Could not override 'max_experiments': no setting 'max_experiments' "
