@@ -122,8 +122,8 @@ def disk_refusal(
         if free_disk_refusal(done.outcome, refused_before(done.trial)):
             return (
                 f"trial {done.trial} could not write in {experiment_dir(campaign_dir, done.trial)}: "
-                f"{done.outcome.get('reason', 'its disk is full')}; free space there, then run the same "
-                "command again: the run is queued again, at no cost"
+                f"{done.outcome.get('reason', 'its disk is full')}; free space there (or make it "
+                "writable), then run the same command again: the run is queued again, at no cost"
             )
     return ""
 

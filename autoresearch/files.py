@@ -135,17 +135,38 @@ def in_kib(size: int | None) -> str:
     return "an unknown amount" if size is None else f"{size >> 10} KiB"
 
 
+def disk_room(folder: Path, where: str) -> str:
+    """The room left on the disk of `folder` in words, and what ran out where that is not its
+    bytes: a disk of many small files runs out of inodes with bytes to spare, and one mounted
+    read-only refuses every write; told only the bytes free, the user would free bytes and nothing
+    would change. `where` places the room ('on its disk', 'in its folder'). (A disk that counts
+    no inodes, btrfs, says f_files 0.)"""
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return f"{in_kib(None)} free {where}"
+    free = f"{in_kib(disk.f_bavail * disk.f_frsize)} free"
+    if disk.f_flag & os.ST_RDONLY:
+        return "mounted read-only"
+    if disk.f_files and not disk.f_favail:
+        return f"no inodes left {where}, {free}"
+    return f"{free} {where}"
+
+
 def write_failure(err: OSError, folder: Path) -> str:
     """An OSError of a write into `folder` in words: the system's, and the file it names where
     that is not `folder` itself (a full disk's or an oversized file's error names none); of a
     writer's temporary (`replacing`), the file it was to replace. A full disk's or a quota's says
-    how much room its disk has left, so the user knows how much to free (statvfs shows no quota)."""
+    what its disk has left (`disk_room`), so the user knows what to free; a quota's says it is one,
+    which statvfs cannot show, its disk's room beside it."""
     filename = err.filename2 if err.filename2 is not None else err.filename
     if filename is not None:
         filename = TEMPORARY_NAME.sub("", str(filename))
     said = [str(filename)] if filename is not None and str(filename) != str(folder) else []
-    if err.errno in DISK_FULL and (free := free_bytes(folder)) is not None:
-        said.append(f"{in_kib(free)} free on its disk")
+    if err.errno == errno.EDQUOT:
+        said.append(f"over quota ({disk_room(folder, 'on its disk')})")
+    elif err.errno == errno.ENOSPC:
+        said.append(disk_room(folder, "on its disk"))
     return f"{err.strerror or err}" + (f" ({', '.join(said)})" if said else "")
 
 

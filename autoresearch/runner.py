@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from autoresearch.files import (
     DISK_FULL,
+    disk_room,
     finite_number,
     free_bytes,
     in_kib,
@@ -713,7 +714,7 @@ def refused_by_disk(trial: int, folder: Path, said: str) -> dict[str, Any]:
         "disk_full": True,
         "runner_files": True,  # (not train.py's writes: never its change's doing)
         "free_bytes": free,
-        "reason": f"{said} ({in_kib(free)} free in its folder)",
+        "reason": f"{said} ({disk_room(folder, 'in its folder')})",
     }
 
 

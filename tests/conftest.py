@@ -255,12 +255,13 @@ def open_campaign() -> Iterator[Callable[..., Campaign]]:
 
 
 @contextlib.contextmanager
-def tmpfs_at(mount: Path) -> Iterator[Path]:
+def tmpfs_at(mount: Path, options: str = "size=1m") -> Iterator[Path]:
     """A small tmpfs mounted at `mount` (made here), unmounted after: a file system a test may
-    remount read-only. Skips the test where this machine may not mount one."""
+    remount read-only, or fill (`options`: nr_inodes=N, its inodes). Skips the test where this
+    machine may not mount one."""
     mount.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True, text=True
     )
     if mounted.returncode != 0:
         pytest.skip(f"this machine may not mount a tmpfs: {mounted.stderr.strip()}")

@@ -2631,7 +2631,8 @@ def test_a_refusal_of_the_runners_own_files_is_free_whatever_came_before() -> No
     assert [free_disk_refusal(runners, before) for before in (0, 1, 2)] == [True, True, True]
     assert not free_disk_refusal({"status": "lost", "reason": "runner ended without an outcome"}, 0)
     ended = [Finished(7, {**runners, "reason": "the disk of its folder refused the runner's own files"})]
-    assert disk_refusal(ended, Path("runs/x"), lambda trial: 1).startswith("trial 7 could not write in ")
+    stop = disk_refusal(ended, Path("runs/x"), lambda trial: 1)
+    assert stop.startswith("trial 7 could not write in ") and "(or make it writable)" in stop, stop
 
 
 def test_no_space_on_another_disk_is_still_the_changes_crash(tmp_path: Path) -> None:

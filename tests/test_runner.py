@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tmpfs_at
 from engine_helpers import ENV_DUMP, REPO, make_experiment, wait_for
 
 from autoresearch import runner
+from autoresearch.files import write_atomic, write_failure
 from autoresearch.runner import run_experiment
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -700,6 +702,37 @@ def test_a_runner_whose_own_files_a_full_disk_refuses_is_lost_to_the_disk(tmp_pa
         outcome
     )
     assert outcome["reason"].endswith("(0 KiB free in its folder)"), outcome
+
+
+def _use_every_inode(disk: Path) -> int:
+    """Make empty files on `disk` until it has no inode left; the bytes free after (none taken)."""
+    for made in range(os.statvfs(disk).f_favail):
+        (disk / f"empty{made}").touch()
+    room = os.statvfs(disk)
+    return room.f_bavail * room.f_frsize
+
+
+def test_a_disk_refusal_says_what_ran_out_where_bytes_are_free(tmp_path: Path) -> None:
+    """A disk refusal's outcome (and the campaign's stop that quotes it) said the bytes free
+    alone, '1024 KiB free in its folder', where the disk had run out of inodes, or was mounted
+    read-only, or a quota refused the write: the user freed bytes and nothing changed. It now
+    says what ran out (a tmpfs of few inodes here, then remounted read-only)."""
+    with tmpfs_at(tmp_path / "disk", "size=1m,nr_inodes=8") as disk:
+        free = _use_every_inode(disk) >> 10
+        with pytest.raises(OSError) as refused:
+            write_atomic(disk / "results.tsv", "trial\n")
+        assert refused.value.errno == errno.ENOSPC
+        said = f"no inodes left on its disk, {free} KiB free"
+        assert (
+            write_failure(refused.value, disk) == f"No space left on device ({disk / 'results.tsv'}, {said})"
+        )
+        quota = OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))  # (statvfs cannot show one)
+        assert write_failure(quota, disk) == f"{os.strerror(errno.EDQUOT)} (over quota ({said}))"
+        outcome = runner.refused_by_disk(1, disk, "the disk refused")
+        assert outcome["reason"] == f"the disk refused (no inodes left in its folder, {free} KiB free)"
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        outcome = runner.refused_by_disk(1, disk, "the disk refused")
+        assert outcome["reason"] == "the disk refused (mounted read-only)", outcome
 
 
 @pytest.mark.parametrize("room", [4096, 8192], ids=["started.json refused", "outcome.json refused"])
