@@ -126,6 +126,18 @@ class Patience:
         self.seconds = seconds
         self.stopping = stopping
 
+    def _retrying(self, took: float) -> str:
+        """What is left of `seconds` after a failed first try that `took` so long, in words: the
+        deadline counts from its start, so a user told 'up to 60 s' after a first try of 57 s
+        would wait for a minute that is not coming; where none is left, one more try is made."""
+        left = self.seconds - took
+        if took < 0.5:  # (nothing to speak of: "0 s")
+            return f"trying again for up to {self.seconds:g} s"
+        spent = f"the first try took {took:.0f} s of the {self.seconds:g} s allowed"
+        if left < 1:
+            return f"trying once more ({spent})"
+        return f"trying again for up to {left:.0f} s more ({spent})"
+
     def run(self, operation: Callable[[], T], applied: Callable[[], T | None] | None = None) -> T:
         """`operation`'s result; after a failure, `applied()`'s where it finds the operation done
         (None: not done, so it is run again). Without `applied`, `operation` must be safe to repeat.
@@ -140,7 +152,7 @@ class Patience:
                 raise
             failure: BaseException = err
             log.warning(
-                "%s (%s): trying again for up to %g s", _lost(self.url, err), first_line(err), self.seconds
+                "%s (%s): %s", _lost(self.url, err), first_line(err), self._retrying(_clock() - began)
             )
         lost_at = _clock()
         deadline, wait = began + self.seconds, FIRST_WAIT

@@ -452,6 +452,8 @@ def test_the_retry_limit_counts_the_time_spent_trying_not_only_the_pauses(
         outage.Patience(url, seconds=10).run(write_a_note)
     assert patience_time.waits == [1]  # lost at 5 s; tried at 6 s: past the deadline, 10 s from the first try
     assert patience_time.now == 11
+    said = "trying again for up to 5 s more (the first try took 5 s of the 10 s allowed)"
+    assert caplog.messages[0].endswith(f"(database is locked): {said}"), caplog.messages
     patience_time.now, patience_time.waits = 0.0, []
     held = ExitStack()
     held.enter_context(cut_off(url))
@@ -463,11 +465,12 @@ def test_the_retry_limit_counts_the_time_spent_trying_not_only_the_pauses(
 
 
 def test_a_first_try_longer_than_the_retry_limit_is_still_tried_once_more(
-    tmp_path: Path, patience_time: PatienceTime
+    tmp_path: Path, patience_time: PatienceTime, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The deadline counts from the first try's start, so a first try that outlasts the limit
     itself (a connect to a host that drops packets, past the OS's SYN retries) leaves none of it:
-    it is tried once more even so, at once, not given up on without a second try."""
+    it is tried once more even so, at once, not given up on without a second try. The line said
+    'trying again for up to 10 s' all the same; it says it tries once more, and why."""
     url = f"sqlite:///{tmp_path / 'locked.db'}"
     engine = sqlalchemy.create_engine(url, connect_args={"timeout": 0})
     with engine.begin() as conn:
@@ -483,6 +486,8 @@ def test_a_first_try_longer_than_the_retry_limit_is_still_tried_once_more(
     with cut_off(url), pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
         outage.Patience(url, seconds=10).run(write_a_note)
     assert (tries, patience_time.waits) == ([0, 30], [0])
+    said = "trying once more (the first try took 30 s of the 10 s allowed)"
+    assert caplog.messages[0].endswith(f"(database is locked): {said}"), caplog.messages
     engine.dispose()
 
 
