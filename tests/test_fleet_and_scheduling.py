@@ -690,6 +690,36 @@ def test_a_leftover_not_seen_yet_is_looked_at_again_by_the_next_controller(tmp_p
         assert not running(left)
 
 
+@pytest.mark.skipif(not os.access(FREEZER, os.W_OK), reason="no cgroup v1 freezer this user may write")
+def test_a_process_of_no_run_in_uninterruptible_sleep_is_not_kept_for_each_run_that_ends(
+    tmp_path: Path,
+) -> None:
+    """A process of this user's that is no run's, in uninterruptible sleep for good (a hung mount;
+    here one frozen), was kept unseen for every run that ended after it, leftovers_unseen.json
+    growing with the runs and written again at each run's end. A process older than a run's
+    runner is not its run's: runs that all began after it keep nothing of it."""
+    (elsewhere := tmp_path / "elsewhere").mkdir()
+    no_runs = subprocess.Popen([sys.executable, "-c", LEAVES_ITS_SESSION, "left.pid"], cwd=elsewhere)
+    cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+    (campaign := tmp_path / "campaign").mkdir()
+    fleet = make_fleet(cluster, deadline_s=60, campaign_dir=str(campaign))
+    (pool,) = fleet.pools.values()
+    try:
+        with freezer_cgroup() as group:
+            frozen(group, elsewhere / "left.pid")
+            finished: list[Finished] = []
+            for trial in range(3):
+                exp = make_experiment(tmp_path, "pass\n", deadline=60, name=f"exp{trial}", trial=trial)
+                fleet.submit([JobSpec(trial, exp, pool.name)])
+                ends = trial + 1
+                wait_for(
+                    lambda ends=ends: finished.extend(fleet.poll()) or len(finished) == ends, 60, "its end"
+                )
+            assert not (campaign / leftovers.UNSEEN_FILE).exists()
+    finally:
+        no_runs.wait()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_a_process_whose_environment_read_hangs_is_waited_for_once_and_looked_at_again_once_it_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture

@@ -30,8 +30,10 @@ uninterruptible sleep are read, each in a thread waited for READ_LIMIT_S, a read
 left to its thread and its process not read again until it returns (`_Environs`): a hung mount
 costs one wait and one thread a process, not one a run. A process in uninterruptible sleep or
 whose read hangs is looked at again at the fleet's next poll, and the next, until it is read
-(`Leftovers.retry`), by the next controller too (UNSEEN_FILE, on the same boot). (The runner,
-ending each run, reads none: `runner._kill_escapees`.)
+(`Leftovers.retry`), by the next controller too (UNSEEN_FILE, on the same boot); only for the runs
+it may be of, those whose runner started before it (a process this user left in that sleep for
+good, no run's, would else be kept for every run ended after it, the record growing with the
+runs). (The runner, ending each run, reads none: `runner._kill_escapees`.)
 
 Not found: a process started since the fleet's last poll that drops the environment and leaves
 the session, or is of a runner a controller re-attached (reaped by another, its session not
@@ -87,13 +89,17 @@ class Leftovers:
             with contextlib.suppress(OSError):  # (a disk that refuses it: forgotten at a restart)
                 write_json_atomic(self._kept, {"boot": _boot_id(), "unseen": unseen})
 
-    def end(self, exp_dir: Path, session: int | None = None, lineage: Lineage | None = None) -> None:
+    def end(
+        self, exp_dir: Path, session: int | None = None, lineage: Lineage | None = None, since: str = ""
+    ) -> None:
         """KILL every process left running by the run of `exp_dir` (`_kill_marked`), every
         process of `session` where it is given: its runner's, which its caller knows no later
         session to have (the runner's zombie holds its number), and each process of `lineage` (its
-        runner's descendants as last seen, `lineages`) that is still the one seen, with all below it."""
+        runner's descendants as last seen, `lineages`) that is still the one seen, with all below it.
+        `since`: its runner's start time (`runner_start`), where known: no process older is its run's."""
         was = copy.deepcopy(self._unseen)
-        self._kill_marked(f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode(), session, dict(lineage or {}))
+        marker = f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode()
+        self._kill_marked(marker, session, dict(lineage or {}), since)
         self._keep(was)
 
     def retry(self) -> None:
@@ -118,7 +124,9 @@ class Leftovers:
             for marker in markers & set(environ.split(b"\0")):
                 self._kill_marked(marker)
 
-    def _kill_marked(self, marker: bytes, session: int | None = None, lineage: Lineage | None = None) -> None:
+    def _kill_marked(
+        self, marker: bytes, session: int | None = None, lineage: Lineage | None = None, since: str = ""
+    ) -> None:
         """KILL each process whose environment holds `marker`, or of `session`, or of `lineage` or
         below one of it, again until none is left or TERM_GRACE_S has passed (one may fork as it is
         killed: its child, reparented, is still of `lineage`, which grows as it is swept). One not
@@ -128,7 +136,7 @@ class Leftovers:
         lineage = {} if lineage is None else lineage
         killed: set[tuple[int, str]] = set()
         while time.monotonic() < until:
-            found = self._runs_processes(marker, session, lineage, killed)
+            found = self._runs_processes(marker, session, lineage, killed, since)
             if not found:
                 break
             for held in found:
@@ -137,13 +145,14 @@ class Leftovers:
             time.sleep(GROUP_POLL_S)
 
     def _runs_processes(
-        self, marker: bytes, session: int | None, lineage: Lineage, killed: set[tuple[int, str]]
+        self, marker: bytes, session: int | None, lineage: Lineage, killed: set[tuple[int, str]], since: str
     ) -> list[_Held]:
         """This user's live processes other than this one that are of `session`, of `lineage` (to
         which those below one of it are added), or whose environment holds `marker`, held, and
         added to `killed` (by pid and start time), but for one of `killed` in uninterruptible
         sleep. One whose environment may not be read, in uninterruptible sleep (the read may wait
-        for good) or whose read hangs, is kept unseen."""
+        for good) or whose read hangs, is kept unseen; not one started before `since` (the run's
+        runner): it is not the run's."""
         found = []
         processes = _own_live_processes()
         if lineage:
@@ -155,6 +164,8 @@ class Leftovers:
                 held = _held_if(pid, lambda fields, started=started: fields[19] == started)
             elif of_session == session:
                 held = _held_if(pid, lambda fields: _session(fields) == session)
+            elif _started_before(started, since):
+                continue
             elif state == "D" or pid in self._environs.stuck:
                 self._unseen.setdefault((pid, started), set()).add(marker)
                 continue
@@ -179,6 +190,12 @@ class Leftovers:
             return held
         held.release()
         return None
+
+
+def _started_before(started: str, since: str) -> bool:
+    """Whether a process that started at `started` began before `since` (start times in clock
+    ticks since boot; False where either is not known)."""
+    return started.isdigit() and since.isdigit() and int(started) < int(since)
 
 
 def _read_unseen(kept: Path | None) -> dict[tuple[int, str], set[bytes]]:

@@ -210,7 +210,7 @@ class LocalFleet:
         later session's: the runner, not reaped yet, holds it (a re-attached runner, reaped by
         another, is not swept so)."""
         session = run.pid if run.proc is not None else None
-        self._leftovers.end(run.job.exp_dir, session=session, lineage=run.lineage)
+        self._leftovers.end(run.job.exp_dir, session=session, lineage=run.lineage, since=run.started)
 
     def wait(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
