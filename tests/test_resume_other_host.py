@@ -5,6 +5,7 @@ run twice, none lost. A real runner; the resuming controller is told another hos
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -31,7 +32,7 @@ from autoresearch.fleet.local import RunnerRecord, kernel_view, runner_alive, ru
 from autoresearch.fleet.local import _find_runner as find_runner
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
 from autoresearch.fleet.other_fleet import other_hosts_runs
-from autoresearch.runner import PID_FILE, REFUSED_FILE, STARTED_FILE
+from autoresearch.runner import LOCK_FILE, PID_FILE, REFUSED_FILE, STARTED_FILE
 from autoresearch.status import RUNNER_GONE, RUNNER_UNSEEN, local_runner_state
 from autoresearch.workspace import experiment_dir
 
@@ -230,6 +231,30 @@ def test_a_runner_of_another_container_on_this_kernel_is_judged_by_its_lock(
     study = load(runs / "toy")
     assert study.trials[trial].user_attrs["status"] == "lost"
     assert [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
+
+
+def test_two_looks_at_a_left_lock_at_once_both_see_the_runner_gone(tmp_path: Path) -> None:
+    """A restarted container's ended runner (another pid namespace, this boot, 'flock'), looked at
+    by two processes at once (a resume, and a `status` beside it): each took the lock exclusive for
+    its look, so the one that came second found it held and was refused, naming another container
+    whose runner runs. A look takes it shared now: only the runner's own lock holds it."""
+    if kernel_view() is None:
+        pytest.skip("no kernel view here (/proc)")
+    campaign, running = tmp_path / "toy", local_run_in_flight(3)
+    exp = experiment_dir(campaign, 3)
+    exp.mkdir(parents=True)
+    (exp / STARTED_FILE).write_text("{}")
+    (exp / PID_FILE).write_text(f"57 0 {socket.gethostname()} {another_container(this_boot())} flock")
+    lock = os.open(exp / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH)  # (the other look, in flight)
+        assert other_hosts_runs([running], campaign) == []
+        assert local_runner_state(exp, socket.gethostname(), socket.gethostname()) == RUNNER_GONE
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (a runner that runs there)
+        (said,) = other_hosts_runs([running], campaign)
+        assert "trial 3 (pid 57 on" in said
+    finally:
+        os.close(lock)
 
 
 def test_an_older_runner_of_another_container_on_this_kernel_is_still_refused(tmp_path: Path) -> None:

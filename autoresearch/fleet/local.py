@@ -395,7 +395,7 @@ def on_this_kernel(record: RunnerRecord) -> bool:
 def left_its_lock(exp_dir: Path, record: RunnerRecord) -> bool:
     """Whether `record`'s runner, of another pid namespace on this boot of this kernel (another
     container, or this one restarted: its /proc is not this one), is known ended: it held its
-    LOCK_FILE (`record.locked`), and this process can take it (and lets it go at once). Between
+    LOCK_FILE (`record.locked`), and this process can take it shared (`_lock_free`). Between
     processes of one kernel an flock is sound, and ends with its holder; on a network file system
     another kernel's need not be seen: another boot is not asked. A runner.pid of an older
     runner, which held none, is not judged so."""
@@ -408,14 +408,16 @@ def left_its_lock(exp_dir: Path, record: RunnerRecord) -> bool:
 
 
 def _lock_free(path: Path) -> bool:
-    """Whether the lock (flock) on `path` could be taken now; False where the file is gone or
-    cannot be opened or locked for another reason than its holder."""
+    """Whether no runner holds the lock (flock) on `path` now; False where the file is gone or
+    cannot be opened or locked for another reason than its holder. Asked shared, as the runner
+    holds it exclusive: two processes asking at once (a resume, a `status` beside it) do not
+    take each other's look for a live runner."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
         return False
     finally:
