@@ -773,3 +773,44 @@ def test_a_runner_handed_no_open_lock_says_so_in_one_line(tmp_path: Path) -> Non
     assert runner.returncode == 1
     assert runner.stderr.startswith("the runner's lock '99' is no open file descriptor:")
     assert runner.stderr.count("\n") == 1 and not list(tmp_path.iterdir())
+
+
+# The local fleet, started as a daemon may be (its stdin and stdout closed), starts a runner whose
+# train.py waits for `go`; prints, as JSON on stderr, what the runner's lock argument names and
+# whether another pid namespace would find runner.lock free while that runner runs.
+BY_A_FLEET_WITHOUT_STDIN_AND_STDOUT = """
+import json, os, sys
+from pathlib import Path
+from autoresearch.fleet.base import JobSpec, Pool
+from autoresearch.fleet.local import LocalFleet, _lock_free
+exp = Path(sys.argv[1])
+fleet = LocalFleet(Pool("local", 1, "cpu", 0.0, "local"), [], 1, 30.0)
+fleet.submit([JobSpec(7, exp, "local")])
+pid = int((exp / "runner.pid").read_text().split()[0])
+fd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")[-2].decode()
+said = {"held": os.readlink(f"/proc/{pid}/fd/{fd}"), "free": _lock_free(exp / "runner.lock")}
+(exp / "go").touch()
+while not fleet.poll():
+    fleet.wait(0.05)
+os.write(2, json.dumps(said).encode())
+"""
+
+
+def test_a_fleet_started_without_stdin_and_stdout_hands_its_runner_the_lock(tmp_path: Path) -> None:
+    """A controller whose stdin and stdout were closed (`<&- >&-`) opened runner.log and
+    runner.lock as file descriptors 0 and 1, and the runner's stdout, made runner.log, took the
+    place of its lock: it ran holding none, and a restarted container took its run for ended and
+    ran its change again. The lock is handed over above the standard streams now."""
+    exp = make_experiment(
+        tmp_path, "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n"
+    )
+    script = [sys.executable, "-c", BY_A_FLEET_WITHOUT_STDIN_AND_STDOUT, str(exp)]
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&- >&-', "sh", *script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    said = json.loads(done.stderr.strip().splitlines()[-1])
+    assert said == {"held": str(exp / "runner.lock"), "free": False}, done.stderr

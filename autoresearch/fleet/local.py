@@ -244,7 +244,9 @@ def _take_runner_lock(exp_dir: Path) -> int | None:
     taken here, before it starts, it is held before its runner.pid is written. None where it could
     not be (a full disk refused the file): the runner.pid then says the runner holds none."""
     try:
-        fd = os.open(exp_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _above_the_standard_streams(
+            os.open(exp_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        )
     except OSError:
         return None
     try:
@@ -253,6 +255,18 @@ def _take_runner_lock(exp_dir: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _above_the_standard_streams(fd: int) -> int:
+    """`fd`, or a copy of it numbered 3 or more: a controller started with its stdin and stdout
+    closed (a daemon's `<&- >&-`) gets 0 to 2 from its own opens, and the runner's stdout, made
+    runner.log there, would take the place of its lock, which it would then run without."""
+    if fd > 2:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
 
 
 def _still_running(procs: list[subprocess.Popen[bytes]], seconds: float) -> list[subprocess.Popen[bytes]]:
