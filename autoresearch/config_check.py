@@ -313,13 +313,34 @@ def _cluster_problems(cfg: AutoresearchConfig) -> list[str]:
     if "screen" not in cluster.tiers:
         problems.append("cluster.tiers needs a screen tier: the partition new experiments run on")
     if cluster.kind == "slurm":
-        problems += _idle_tier_problems(cfg) + _time_limit_problems(cfg)
+        problems += _idle_tier_problems(cfg) + _time_limit_problems(cfg) + _no_gpu_asked_problems(cfg)
     for name, part in cluster.partitions.items():
         problems += _choice(f"cluster.partitions.{name}.mode", part.mode, PARTITION_MODES)
         for field, low in PARTITION_AT_LEAST.items():
             problems += _number(f"cluster.partitions.{name}.{field}", getattr(part, field), low)
         problems += _gpus_per_job_problems(name, part.gres, part.gpus_per_node)
         problems += _double_gpu_request_problems(name, part.gres, part.gpus_per_node)
+    return problems
+
+
+# extra_sbatch options that ask Slurm for a GPU (submitit writes `_` as `-`)
+GPU_SBATCH_OPTIONS = {"gres", "gpus", "gpus-per-node", "gpus-per-task", "gpus-per-socket"}
+
+
+def _no_gpu_asked_problems(cfg: AutoresearchConfig) -> list[str]:
+    """A GPU campaign's job that asks Slurm for no GPU is given none: each would stop at once, be
+    re-queued, and stop again, until its retries are spent, all after the jobs were sent."""
+    if not cfg.campaign.require_gpu:
+        return []
+    problems = []
+    for name in dict.fromkeys(cfg.cluster.tiers.values()):
+        part = cfg.cluster.partitions.get(name)
+        asked = {str(key).replace("_", "-") for key in part.extra_sbatch} if part else set()
+        if part and not (part.gres or part.gpus_per_node or asked & GPU_SBATCH_OPTIONS):
+            problems.append(
+                f"cluster.partitions.{name} asks Slurm for no GPU (gres and gpus_per_node unset), and this "
+                "campaign trains on GPUs (campaign.require_gpu): set its gres, e.g. gpu:h100:1, or gpus_per_node=1"
+            )
     return problems
 
 

@@ -195,6 +195,11 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
             "cluster.partitions.h200: gpus_per_node asks for 4 GPUs per experiment",
         ),
         (
+            ["cluster=slurm", "campaign.require_gpu=true", "cluster.partitions.h200.gres=''"],
+            "cluster.partitions.h200 asks Slurm for no GPU (gres and gpus_per_node unset), and this campaign "
+            "trains on GPUs (campaign.require_gpu): set its gres",
+        ),
+        (
             ["cluster=slurm", "cluster.partitions.h100.gpus_per_node=1"],
             "cluster.partitions.h100: gres=gpu:h100:1 and gpus_per_node=1 both ask for the GPU; set one",
         ),
@@ -239,6 +244,15 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
 def test_a_config_that_cannot_run_is_named(overrides: list[str], problem: str) -> None:
     problems = config_problems(compose_config("+campaign=toy", *overrides))
     assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+@pytest.mark.parametrize(
+    "asks",
+    ["cluster.partitions.h200.gpus_per_node=1", "+cluster.partitions.h200.extra_sbatch.gpus_per_task=1"],
+)
+def test_a_gpu_campaigns_partition_may_ask_for_its_gpu_any_way_sbatch_takes(asks: str) -> None:
+    cfg = compose_config("+campaign=gpt2", "cluster=slurm", "cluster.partitions.h200.gres=''", asks)
+    assert config_problems(cfg) == []
 
 
 def test_a_tier_partition_with_negative_slots_is_named_with_the_slots_it_was_given() -> None:
