@@ -281,6 +281,8 @@ def composition_error_line(err: CompactHydraException) -> str:
     if what.startswith("Could not override '") and "No match in the defaults list" in what:
         key = what.split("'")[1]  # a group with no default (campaign) is added, not overridden
         return f"{what}: add it with a +, as in +{key}=NAME"
+    if given := re.match(r"Ambiguous value for argument '([^=]+)=(.*)'$", what):
+        return comma_value_line(given[1], given[2])
     if isinstance(err, MissingConfigException) and err.options:
         return f"{what} (one of: {', '.join(err.options)}){campaign_path_hint(err.missing_cfg_file or '')}"
     if in_file := _file_error(err):  # a campaign or cluster file of the user's own (--config-dir)
@@ -297,6 +299,15 @@ def composition_error_line(err: CompactHydraException) -> str:
             why = missing_entry(err.__cause__)  # a misspelt setting, or a knob or partition not there
         return f"{what}: {why}"
     return what
+
+
+def comma_value_line(key: str, value: str) -> str:
+    """A value with a comma (`partition=h100,h200`, as `sbatch -p` takes several) as the quoting
+    that passes it whole: Hydra reads it as a sweep, and its own advice, --multirun, is refused."""
+    return (
+        f"{key}={value}: Hydra reads a value with a comma as several to sweep over; to pass it as one, "
+        f"quote it: \"{key}='{value}'\" (or a list, {key}=[...], where the setting takes one)"
+    )
 
 
 # OmegaConf's words for a value not of its setting's type: the type as a user says it, and a value of it.

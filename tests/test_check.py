@@ -467,6 +467,21 @@ def test_a_multirun_is_refused_in_one_line_with_nothing_written(tmp_path: Path, 
         assert list(tmp_path.iterdir()) == []
 
 
+def test_a_value_with_a_comma_is_refused_with_the_quoting_that_passes_it_whole(tmp_path: Path) -> None:
+    """docs/SLURM.md lets a partition list several, `h100,h200`, as `sbatch -p` takes them; typed so,
+    Hydra reads a sweep and said only 'Ambiguous value for argument ...', its advice (quote it)
+    on lines the one-line refusal left out. The quoted form it names is taken."""
+    proc = check(tmp_path / "runs", "cluster.partitions.local.partition=a,b")
+    assert proc.returncode == 2 and proc.stdout == ""
+    quoted = "cluster.partitions.local.partition='a,b'"
+    assert proc.stderr.splitlines() == [
+        "error: bad config: cluster.partitions.local.partition=a,b: Hydra reads a value with a comma as several "
+        f'to sweep over; to pass it as one, quote it: "{quoted}" (or a list, '
+        "cluster.partitions.local.partition=[...], where the setting takes one)"
+    ]
+    assert check(tmp_path / "runs", quoted).returncode == 0
+
+
 @pytest.mark.parametrize(
     "campaigns",
     [
