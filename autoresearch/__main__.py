@@ -397,6 +397,11 @@ def missing_entry(err: ConfigKeyError | ConfigAttributeError) -> str:
     where = str(err.full_key).rpartition(".")[0]
     if where == "campaign" and (elsewhere := outside_campaign(str(err.key))):
         return elsewhere
+    if where.endswith(".extra_sbatch"):  # open to any sbatch option, and empty: no name is close
+        return (
+            f"no {err.key!r} in {where} yet: add an sbatch option with a +, as in "
+            f"+{where}.{err.key}=VALUE or +{where}={{{err.key}:VALUE}}"
+        )
     # A section's setting of that very name first: a name close to it here is a guess, and a wrong
     # one (`train_py=x` is not `tracking`, `campaign.max_experiments=5` not campaign.max_retries).
     close = nested(str(err.key)) or difflib.get_close_matches(str(err.key), names, n=1)

@@ -408,6 +408,13 @@ def test_a_runs_dir_that_cannot_be_written_is_one_line_and_loses_nothing(tmp_pat
             "cluster.partitions (local); Hydra cannot add a knob or a partition on the command line; add it "
             "in a campaign or cluster file of your own (--config-dir, see docs/CAMPAIGNS.md)",
         ),
+        (  # an sbatch option is added to the open extra_sbatch, as docs/SLURM.md has it: say how
+            ["+campaign=demo", "cluster=slurm", "cluster.partitions.h100.extra_sbatch={reservation:maint}"],
+            "error: bad config: Could not override 'cluster.partitions.h100.extra_sbatch': no 'reservation' in "
+            "cluster.partitions.h100.extra_sbatch yet: add an sbatch option with a +, as in "
+            "+cluster.partitions.h100.extra_sbatch.reservation=VALUE or "
+            "+cluster.partitions.h100.extra_sbatch={reservation:VALUE}",
+        ),
     ],
 )
 def test_a_mistyped_command_is_one_line_that_says_what_to_type(args: list[str], said: str) -> None:
