@@ -529,7 +529,7 @@ def test_the_start_asks_sinfo_once_for_all_its_checks(
     monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sinfo=sinfo)}:{os.environ['PATH']}")
     cluster = compose_toy(tmp_path, SLURM, "cluster.partitions.h200.gres=gpu:h200:1").cluster
     assert isinstance(make_fleet(cluster, 60, str(tmp_path / "toy")), SlurmFleet)  # (every check passed)
-    assert calls.read_text().splitlines() == ["-h -a -o %R|%G|%l|%c|%m"]
+    assert calls.read_text().splitlines() == ["-h -a -o %R|%G|%l|%c|%m|%f"]
 
 
 @pytest.mark.slurm
@@ -868,6 +868,12 @@ def test_setup_lines_a_heredoc_or_an_if_block_spans_are_checked_once_after_their
     assert (tmp_path / "t").read_text() == "one\n"
 
 
+def sinfo_printing(lines: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in sinfo on the PATH that prints `lines`, whatever it is asked."""
+    bin_dir = fake_commands(tmp_path / "bin", sinfo="\n".join(f"echo '{line}'" for line in lines))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
 def test_cpus_or_memory_no_node_of_the_partition_has_are_refused_at_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -880,8 +886,7 @@ def test_cpus_or_memory_no_node_of_the_partition_has_are_refused_at_the_start(
         "h100|gpu:h100:4|infinite|8|64000",
         "h200|gpu:h200:8|infinite|8+|64000",
     ]
-    bin_dir = fake_commands(tmp_path / "bin", sinfo="\n".join(f"echo '{line}'" for line in lines))
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    sinfo_printing(lines, tmp_path, monkeypatch)
 
     def refused(**sizes: tuple[int, float]) -> list[str]:
         parts = {
@@ -927,6 +932,40 @@ def test_a_gres_is_checked_against_what_sinfo_lists_for_its_partition(
     assert slurm_states.config_problems({"h200": PartitionConfig(gres="gpu:a100:1")}) == []
 
 
+def test_a_constraint_no_node_of_the_partition_meets_is_refused_at_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node feature misspelt in `constraint` (docs/SLURM.md: `h100&ib`) passed the start, and
+    sbatch refused every job, 'Invalid feature specification', each a lost run. The start says it
+    from the same sinfo call; an expression with an OR is refused only where none of its names is
+    there, and one it does not read (a `!`) not at all."""
+    lines = [
+        "h100|gpu:h100:8|infinite|32|515000|h100,ib",
+        "h100|gpu:h100:4|infinite|32|515000|h100,nvme",
+        "h200|gpu:h200:8|infinite|32|515000|(null)",
+    ]
+    sinfo_printing(lines, tmp_path, monkeypatch)
+
+    def refused(**constraints: str) -> list[str]:
+        parts = {name: PartitionConfig(partition=name, constraint=c) for name, c in constraints.items()}
+        return slurm_states.config_problems(parts)
+
+    assert refused(h100="h100&ib") == refused(h100="[ib|nvme]") == refused(h100="ib|infiniband") == []
+    assert refused(h100="(h100&nvme)*2", h200="!ib") == []
+    assert refused(h100="h100&infiniband") == [
+        "cluster.partitions.h100.constraint=h100&infiniband: in partition h100, no node has infiniband "
+        "(sinfo lists the features h100, ib, nvme); sbatch would refuse every job"
+    ]
+    assert refused(h100="ib&nvme") == [
+        "cluster.partitions.h100.constraint=ib&nvme: in partition h100, no node has them all "
+        "(sinfo lists the features h100, ib, nvme); sbatch would refuse every job"
+    ]
+    assert refused(h200="ib|nvme") == [
+        "cluster.partitions.h200.constraint=ib|nvme: in partition h200, no node has ib, nvme "
+        "(sinfo lists no features); sbatch would refuse every job"
+    ]
+
+
 def test_a_gpu_type_that_names_another_gpu_than_slurm_gives_is_warned_of(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -970,8 +1009,7 @@ def test_a_gpu_type_that_names_another_gpu_than_slurm_gives_is_warned_of(
     )
     assert forgotten.endswith("; ask for one type in gres and name it in gpu_type")
     caplog.set_level(logging.WARNING, logger="autoresearch")  # (said at the start, refusing nothing)
-    bin_dir = fake_commands(tmp_path / "bin", sinfo="\n".join(f"echo '{line}'" for line in lines))
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    sinfo_printing(lines, tmp_path, monkeypatch)
     assert slurm_states.config_problems({"h100": PartitionConfig(gres="gpu:h100:1", gpu_type="h200")}) == []
     assert [r.getMessage() for r in caplog.records] == [
         "cluster.partitions.h100.gpu_type=h200, but Slurm gives its jobs h100 GPUs (gres=gpu:h100:1): "

@@ -166,13 +166,13 @@ def config_problems(partitions: dict[str, PartitionConfig]) -> list[str]:
     """What Slurm would refuse or never start in the configured partitions, as config problems, from
     one sinfo call (with slurmctld down each call waits out its timeout, and a start that asked for
     each check would wait for minutes before refusing). [] when sinfo cannot tell."""
-    text = query(["sinfo", "-h", "-a", "-o", "%R|%G|%l|%c|%m"], timeout=60) or ""
+    text = query(["sinfo", "-h", "-a", "-o", "%R|%G|%l|%c|%m|%f"], timeout=60) or ""
     lines = parse_sinfo(text)
     for warning in gpu_type_mismatches(partitions, lines):
         log.warning("%s", warning)
     checks = (unknown_partitions, unknown_gres, over_time_limit)
     found = next((found for check in checks if (found := check(partitions, lines))), [])
-    return found or over_node_size(partitions, node_sizes(text))
+    return found or over_node_size(partitions, node_sizes(text)) or unknown_features(partitions, text)
 
 
 def parse_sinfo(text: str) -> SinfoLines:
@@ -183,12 +183,12 @@ def parse_sinfo(text: str) -> SinfoLines:
 
 def node_sizes(text: str) -> dict[str, tuple[int, int]]:
     """By partition, the most CPUs and the most memory (MB) a node of it has, from `sinfo -o
-    %R|%G|%l|%c|%m` (one line per group of alike nodes). A partition with a figure sinfo does not
-    give exactly (`64+`, nodes that differ) is left out: nothing can be said of it."""
+    %R|%G|%l|%c|%m[|%f]` (one line per group of alike nodes). A partition with a figure sinfo does
+    not give exactly (`64+`, nodes that differ) is left out: nothing can be said of it."""
     sizes: dict[str, tuple[int, int]] = {}
     vague: set[str] = set()
     for line in text.splitlines():
-        row = line.strip().split("|")
+        row = line.strip().split("|")[:5]
         if len(row) != 5:
             continue
         if not all(v.isdigit() for v in row[3:]):
@@ -222,6 +222,37 @@ def over_node_size(partitions: dict[str, PartitionConfig], sizes: dict[str, tupl
                 f"cluster.partitions.{name}.mem_gb={part.mem_gb:g}: no node of partition {shown} has that "
                 f"much memory (sinfo: {mem_mb} MB at most): set it to {mem_mb // 1024} at most"
             )
+    return problems
+
+
+def unknown_features(partitions: dict[str, PartitionConfig], text: str) -> list[str]:
+    """The configured `constraint`s no node of their partition meets, as config problems: sbatch
+    refuses every such job (Invalid feature specification), each refusal a lost run. Judged only
+    where it is sure, from `sinfo -o ...|%f`: names joined by `&` must all be on one node; with an
+    `|` or brackets, one of the names must be on some node. A `!` or other syntax is not judged."""
+    features: dict[str, list[set[str]]] = {}  # partition -> each group of alike nodes' features
+    for row in (line.strip().split("|") for line in text.splitlines()):
+        if len(row) == 6:
+            features.setdefault(row[0], []).append(set(row[5].split(",")) - {"(null)", ""})
+    problems = []
+    for name, part in partitions.items():
+        where = (part.partition or name).split(",")
+        names = re.split(r"\*\d+|[&|()\[\]]", part.constraint)
+        if not part.constraint or not all(p in features for p in where):
+            continue  # (a partition sinfo lacks is unknown_partitions' to name)
+        if not all(re.fullmatch(r"[\w.:=+-]*", n) for n in names):
+            continue  # (a `!`, or syntax this does not read)
+        named, nodes = {n for n in names if n}, [f for p in where for f in features[p]]
+        either = re.search(r"[|\[]", part.constraint)
+        if any(named <= f for f in nodes) or (either and any(named & f for f in nodes)):
+            continue
+        on_none = sorted(n for n in named if not any(n in f for f in nodes))
+        said = f"no node has {', '.join(on_none)}" if on_none else "no node has them all"
+        have = ", ".join(sorted(set().union(*nodes)))
+        problems.append(
+            f"cluster.partitions.{name}.constraint={part.constraint}: in partition {','.join(where)}, {said} "
+            f"(sinfo lists {f'the features {have}' if have else 'no features'}); sbatch would refuse every job"
+        )
     return problems
 
 
