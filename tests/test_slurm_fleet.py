@@ -3179,6 +3179,40 @@ def test_a_resumed_controller_goes_on_from_the_failed_worker_starts_in_a_row_it_
         again.shutdown(cancel=True)
 
 
+@pytest.mark.slurm
+def test_a_resumed_controller_counts_no_failed_worker_start_before_a_worker_that_started(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resumed controller took a worker that failed to start long ago, before one that started,
+    for a failure just now: said again, the back-off begun, and one failure in a row counted
+    towards losing the queue. It now counts only the failures since the last worker that started."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0, 3600.0))
+    workers = ("cluster.partitions.h100.mode=workers", "cluster.partitions.h100.slots=1")
+    failing = compose_toy(tmp_path, SLURM, *workers, "+cluster.partitions.h100.setup=[exit 127]").cluster
+    cluster = compose_toy(tmp_path, SLURM, *workers).cluster
+    campaign = str(tmp_path / "campaign")
+    exps = [make_experiment(tmp_path, "", name=f"e{t}", trial=t) for t in (1, 2, 3)]
+    first = SlurmFleet(failing, deadline_s=60, campaign_dir=campaign)
+    first.submit([JobSpec(1, exps[0], "h100")])
+    wait_for(lambda: first.poll() or first._refusals["h100"].start_failures, 60, "a failed start")
+    first.shutdown(cancel=True)
+    second = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
+    queue = second.queues["h100"]
+    second.submit([JobSpec(2, exps[1], "h100")])
+    wait_for(lambda: second.poll() or any(map(queue.registered, queue.submitted_workers())), 60, "a start")
+    second.shutdown(cancel=True)
+    caplog.clear()
+    third = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
+    try:
+        third.submit([JobSpec(3, exps[2], "h100")])
+        assert third.poll() == []
+        assert third._refusals["h100"].start_failures == 0  # (before: 1, the first one's)
+        assert not [r for r in caplog.records if "FAILED before its worker started" in r.getMessage()]
+    finally:
+        third.shutdown(cancel=True)
+
+
 def test_a_workers_failure_to_start_ends_when_a_worker_sent_since_starts_not_when_sbatch_takes_it() -> None:
     """sbatch taking a worker after one failed to start ends nothing (it may fail alike); one of
     those starting ends it. A refusal by sbatch itself still ends when sbatch takes workers."""

@@ -415,7 +415,8 @@ class SlurmFleet:
         replace those that ended. A pool of idle workers is not refilled: they would only wait."""
         queue = self.queues[pool]
         # (at this controller's first look, the earlier controllers' failed starts in a row count:
-        # a resume must not start the back-off, nor WORKER_START_TRIES, over)
+        # a resume must not start the back-off, nor WORKER_START_TRIES, over; those before a worker
+        # that started, none)
         in_a_row = 1 if pool in self._opened else self._failed_starts_in_a_row(pool, states)
         if pool not in self._opened:
             queue.open()
@@ -426,8 +427,8 @@ class SlurmFleet:
         ]
         self._workers[pool] = alive
         self._refusals[pool].check_started(queue.registered, alive)
-        if unstarted:
-            self._workers_failed_to_start(pool, max(unstarted, key=_job_order), max(1, in_a_row))
+        if unstarted and in_a_row:  # (none in a row: those failed before a worker that started)
+            self._workers_failed_to_start(pool, max(unstarted, key=_job_order), in_a_row)
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
         missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle, self._max_array)
