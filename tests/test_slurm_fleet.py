@@ -2929,6 +2929,36 @@ def test_a_worker_whose_disk_refuses_its_start_loses_the_queue_to_the_disk_not_t
 
 
 @pytest.mark.slurm
+def test_a_campaign_resumed_once_the_worker_queues_disk_has_room_sends_a_worker_again(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed controller read the worker the disk had refused its start, which had stopped the
+    campaign, as a failure just now: the queued experiments lost to the disk again at once, and
+    the campaign stopped again at every resume, however much room had been freed. A resume now
+    sends a worker: if the disk still refuses it, that one says so."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    full = tmp_path / "campaign" / "queue" / "h100" / "workers"
+    full.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=1", "tmpfs", str(full)], check=True)
+    cluster = compose_toy(tmp_path, SLURM, "cluster.partitions.h100.mode=workers").cluster
+    exps = [make_experiment(tmp_path, "", name=f"e{t}", trial=t) for t in (1, 2)]
+    first = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+    try:
+        first.submit([JobSpec(1, exps[0], "h100")])
+        wait_for(lambda: first.poll(), 90, "the queue to be lost to the disk", every=0.2)
+        first.shutdown(cancel=True)
+    finally:
+        _unmount(full)  # (room freed)
+    again = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+    try:
+        again.submit([JobSpec(2, exps[1], "h100")])
+        assert again.poll() == []  # (before: e2 lost to the disk)
+        assert len(again.queues["h100"].submitted_workers()) == 2
+    finally:
+        again.shutdown(cancel=True)
+
+
+@pytest.mark.slurm
 @pytest.mark.parametrize("mode", ["array", "workers"])
 def test_a_disk_refusal_while_sacct_fails_is_read_in_slurmctlds_exit_code(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, mode: str

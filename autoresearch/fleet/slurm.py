@@ -466,12 +466,14 @@ class SlurmFleet:
     def _failed_starts_in_a_row(self, pool: str, states: dict[str, list[str]]) -> int:
         """How many of the pool's latest workers failed to start since the last one that started:
         the queue folder keeps every worker sent and every start, so a resumed controller goes on
-        from the back-off its predecessor had reached."""
+        from the back-off its predecessor had reached. A start the disk refused ends the row too:
+        the campaign stopped for it, and resumes once there is room (a worker refused again says so)."""
         queue, run = self.queues[pool], 0
         for worker in sorted(self._workers[pool], key=_job_order, reverse=True):
-            if queue.registered(worker):
+            failed = self._failed_to_start(queue, worker, states)
+            if queue.registered(worker) or (failed and self._failed_exit_status(worker) == DISK_REFUSED_EXIT):
                 break
-            run += self._failed_to_start(queue, worker, states)
+            run += failed
         return run
 
     def _workers_failed_to_start(self, pool: str, worker: str, in_a_row: int = 1) -> None:
