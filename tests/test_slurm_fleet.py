@@ -3210,6 +3210,39 @@ def test_a_resumed_controller_goes_on_from_the_failed_worker_starts_in_a_row_it_
 
 
 @pytest.mark.slurm
+def test_the_workers_of_one_sbatch_that_fail_to_start_are_one_failure_in_a_row_also_at_a_resume(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition of 3 slots sends its workers as one array. All failing to start, the controller
+    counted one failure per poll that saw some fail (so 1 to 3, as the node ran them), and a
+    resumed one a failure per worker: 3, WORKER_START_TRIES, the queue lost after one sbatch. Each
+    sbatch is now one failure in a row, however many of its workers fail, at however many polls."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (3600.0,))  # (no second array)
+    cluster = compose_toy(
+        tmp_path,
+        SLURM,
+        "cluster.partitions.h100.mode=workers",
+        "cluster.partitions.h100.slots=3",
+        "+cluster.partitions.h100.setup=[exit 127]",
+    ).cluster
+    campaign = str(tmp_path / "campaign")
+    jobs = [JobSpec(t, make_experiment(tmp_path, "", name=f"e{t}", trial=t), "h100") for t in (1, 2, 3)]
+    first = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
+    first.submit(jobs)
+    wait_for(lambda: first.poll() or not first._workers["h100"], 90, "the three workers to fail")
+    assert len(first.queues["h100"].submitted_workers()) == 3
+    assert first._refusals["h100"].start_failures == 1
+    again = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)  # (the first one killed)
+    try:
+        assert all(again.reattach(job, "queue:h100") for job in jobs)
+        assert again.poll() == []  # (before: e1 to e3 lost, 3 worker starts failed in a row)
+        assert again._refusals["h100"].start_failures == 1
+    finally:
+        again.shutdown(cancel=True)
+
+
+@pytest.mark.slurm
 def test_a_resumed_controller_counts_no_failed_worker_start_before_a_worker_that_started(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -210,6 +210,11 @@ def _job_order(job_id: str) -> tuple[int, ...]:
     return tuple(int(part) for part in job_id.split("_") if part.isdigit())
 
 
+def _sbatch_of(job_id: str) -> str:
+    """The sbatch job a worker came from ('1794' of '1794_2'): an array's workers are one try."""
+    return job_id.split("_")[0]
+
+
 class SlurmFleet:
     def __init__(
         self,
@@ -414,10 +419,10 @@ class SlurmFleet:
         """Start workers for the queued experiments that no worker alive will take, up to `slots`;
         replace those that ended. A pool of idle workers is not refilled: they would only wait."""
         queue = self.queues[pool]
-        # (at this controller's first look, the earlier controllers' failed starts in a row count:
-        # a resume must not start the back-off, nor WORKER_START_TRIES, over; those before a worker
-        # that started, none)
-        in_a_row = 1 if pool in self._opened else self._failed_starts_in_a_row(pool, states)
+        # (at this controller's first look, the earlier controllers' failed starts in a row count,
+        # an sbatch each: a resume must not start the back-off, nor WORKER_START_TRIES, over;
+        # those before a worker that started, none)
+        row = None if pool in self._opened else self._failed_starts_in_a_row(pool, states)
         if pool not in self._opened:
             queue.open()
             self._opened.add(pool)
@@ -427,7 +432,8 @@ class SlurmFleet:
         ]
         self._workers[pool] = alive
         self._refusals[pool].check_started(queue.registered, alive)
-        if unstarted and in_a_row:  # (none in a row: those failed before a worker that started)
+        sbatches = {_sbatch_of(w) for w in unstarted} if row is None else row
+        if in_a_row := self._refusals[pool].new_tries(sbatches):
             self._workers_failed_to_start(pool, max(unstarted, key=_job_order), in_a_row)
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
@@ -463,18 +469,18 @@ class SlurmFleet:
         interpreter the node lacks, a setup line that ends the job, a time limit no experiment fits."""
         return latest(states.get(worker, [])).startswith("FAILED") and not queue.registered(worker)
 
-    def _failed_starts_in_a_row(self, pool: str, states: dict[str, list[str]]) -> int:
-        """How many of the pool's latest workers failed to start since the last one that started:
+    def _failed_starts_in_a_row(self, pool: str, states: dict[str, list[str]]) -> set[str]:
+        """The sbatch jobs of the pool's latest workers that failed to start since the last one that started:
         the queue folder keeps every worker sent and every start, so a resumed controller goes on
         from the back-off its predecessor had reached. A start the disk refused ends the row too:
         the campaign stopped for it, and resumes once there is room (a worker refused again says so)."""
-        queue, run = self.queues[pool], 0
+        queue, row = self.queues[pool], set()
         for worker in sorted(self._workers[pool], key=_job_order, reverse=True):
             failed = self._failed_to_start(queue, worker, states)
             if queue.registered(worker) or (failed and self._failed_exit_status(worker) == DISK_REFUSED_EXIT):
                 break
-            run += failed
-        return run
+            row |= {_sbatch_of(worker)} if failed else set()
+        return row
 
     def _workers_failed_to_start(self, pool: str, worker: str, in_a_row: int = 1) -> None:
         """A worker job failed before its worker began, and every worker sent in its place may

@@ -153,6 +153,14 @@ class WorkerRefusal(PoolBackoff):
         super().__init__(pool)
         self.start_failures = 0  # worker starts failed in a row
         self.on_trial: set[str] = set()  # workers sent since one failed to start, not yet started
+        self.tries: set[str] = set()  # the sbatch jobs of those failed in a row
+
+    def new_tries(self, sbatches: set[str]) -> int:
+        """How many of the sbatch jobs whose workers failed to start are not yet counted: an
+        array's workers are one try, however many of them fail, and at however many polls."""
+        new = sbatches - self.tries
+        self.tries |= new
+        return len(new)
 
     def failed_to_start(self, reason: str, alive: bool, in_a_row: int = 1) -> bool:
         """A worker failed to start (`in_a_row`: the last of so many, found at a resume); whether
@@ -187,6 +195,7 @@ class WorkerRefusal(PoolBackoff):
         super().over()
         self.start_failures = 0
         self.on_trial.clear()
+        self.tries.clear()
         self.meanwhile = type(self).meanwhile
 
 
