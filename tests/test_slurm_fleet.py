@@ -3243,6 +3243,51 @@ def test_the_workers_of_one_sbatch_that_fail_to_start_are_one_failure_in_a_row_a
 
 
 @pytest.mark.slurm
+def test_a_worker_sent_before_a_resume_that_starts_after_it_ends_the_failed_starts_in_a_row(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed controller went on from the failed starts in a row, but waited only on the
+    workers it sent itself to end them: one its predecessor had sent, starting, ended nothing, and
+    a single failure later could lose the queue. It now ends the row too."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0, 3600.0))
+    go = tmp_path / "go"
+    workers = ("cluster.partitions.h100.mode=workers", "cluster.partitions.h100.slots=1")
+    failing = compose_toy(tmp_path, SLURM, *workers, "+cluster.partitions.h100.setup=[exit 127]").cluster
+    gated = compose_toy(
+        tmp_path,
+        SLURM,
+        *workers,
+        f"+cluster.partitions.h100.setup=['until test -e {go}; do sleep 0.1; done']",
+    ).cluster
+    campaign = str(tmp_path / "campaign")
+    hold = tmp_path / "hold"
+    hold.touch()
+    waits = f"import os, time\nwhile os.path.exists({str(hold)!r}): time.sleep(0.1)\n"
+    job = JobSpec(1, make_experiment(tmp_path, waits, name="e1", trial=1), "h100")
+    first = SlurmFleet(failing, deadline_s=60, campaign_dir=campaign)
+    first.submit([job])
+    wait_for(lambda: first.poll() or first._refusals["h100"].start_failures == 2, 60, "two failed starts")
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))
+    second = SlurmFleet(gated, deadline_s=60, campaign_dir=campaign)  # (resumed, then killed)
+    assert second.reattach(job, "queue:h100")
+    wait_for(lambda: second.poll() or len(second.queues["h100"].submitted_workers()) == 3, 30, "a third")
+    third = SlurmFleet(gated, deadline_s=60, campaign_dir=campaign)
+    try:
+        assert third.reattach(job, "queue:h100")
+        assert third.poll() == []
+        assert third._refusals["h100"].start_failures == 2
+        go.touch()
+        queue = third.queues["h100"]
+        wait_for(lambda: third.poll() or any(map(queue.registered, queue.submitted_workers())), 60, "a start")
+        assert third.poll() == []
+        assert third._refusals["h100"].start_failures == 0  # (before: 2, waiting on its own workers)
+    finally:
+        hold.unlink()
+        third.shutdown(cancel=True)
+
+
+@pytest.mark.slurm
 def test_a_resumed_controller_counts_no_failed_worker_start_before_a_worker_that_started(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -435,6 +435,8 @@ class SlurmFleet:
         sbatches = {_sbatch_of(w) for w in unstarted} if row is None else row
         if in_a_row := self._refusals[pool].new_tries(sbatches):
             self._workers_failed_to_start(pool, max(unstarted, key=_job_order), in_a_row)
+        if row:  # (the earlier controllers' workers not yet started: one that starts ends the row)
+            self._refusals[pool].sent([w for w in alive if not queue.registered(w)])
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
         missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle, self._max_array)
