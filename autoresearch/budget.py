@@ -13,6 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.agent.usage import dollars_spent
 from autoresearch.config import BudgetConfig, SavedConfigError, read_saved_config, reading_saved_config
+from autoresearch.files import finite_number, read_json
+from autoresearch.heartbeat import CONTROLLER_FILE, ran_seconds
 from autoresearch.study import finished, trials
 
 
@@ -212,13 +214,12 @@ def spend(
     hours: dict[Rate, float],
     prices: dict[str, float],
     campaign_dir: Path,
-    started: float,
-    now: float,
+    wall_seconds: float,
 ) -> Spend:
     # LLM dollars from the agent's ledger (0 when the agent never called the API).
     return Spend(
         experiments,
-        (now - started) / 3600,
+        wall_seconds / 3600,
         sum(hours.values()),
         dollars_of(hours, prices),
         dollars_spent(campaign_dir),
@@ -227,8 +228,29 @@ def spend(
 
 def measure(study: optuna.Study, prices: dict[str, float], campaign_dir: Path, now: float) -> Spend:
     """A campaign's spend, summed over its study (`status`); the controller keeps its own sums."""
-    started = study.user_attrs.get("started_at", now)
-    return spend(experiments_launched(study), spent_hours(study), prices, campaign_dir, started, now)
+    return spend(
+        experiments_launched(study),
+        spent_hours(study),
+        prices,
+        campaign_dir,
+        wall_seconds(study, campaign_dir, now),
+    )
+
+
+def wall_seconds(study: optuna.Study, campaign_dir: Path, now: float) -> float:
+    """Seconds the campaign's controllers ran, by its controller.json; where that does not say (a
+    campaign an older version ran last), the calendar time since its first start, as it counted."""
+    ran = ran_seconds(read_json(campaign_dir / CONTROLLER_FILE), now)
+    return ran if ran is not None else max(0.0, now - study.user_attrs.get("started_at", now))
+
+
+def last_seen_in(study: optuna.Study) -> float:
+    """The latest moment the study records a controller at work: its first start, or a run's
+    launch, start or end (where no controller.json says when the last controller was last seen)."""
+    stamps = [study.user_attrs.get("started_at", 0.0)]
+    for t in study.get_trials(deepcopy=False):
+        stamps += [t.user_attrs.get(key) for key in ("launched_at", "started_at", "ended_at")]
+    return max(float(s) for s in stamps if finite_number(s))
 
 
 BUDGET_SETTINGS = {  # each limit as `exhausted` words it, and the campaign.budget setting that sets it
@@ -294,16 +316,10 @@ def wave_dollars(spend: Spend, budget: BudgetConfig, campaign_dir: Path) -> Wave
 
 def going_on_past(stop_reason: str) -> str | None:
     """What to type to go on after a budget stopped the campaign (a resume with the same budget
-    stops at once), or None for any other stop. Wall hours run on while no controller runs, so a
-    campaign stopped with Ctrl-C and resumed later can find its wall budget spent."""
+    stops at once), or None for any other stop."""
     for what, setting in BUDGET_SETTINGS.items():
         if stop_reason.startswith(f"{what} budget reached"):
-            since = (
-                " (wall hours count from the campaign's first start, time stopped included)"
-                if setting == "max_wall_hours"
-                else ""
-            )
-            return f"to go on, run the same command with a larger campaign.budget.{setting}{since}"
+            return f"to go on, run the same command with a larger campaign.budget.{setting}"
     return None
 
 

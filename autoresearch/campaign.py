@@ -51,7 +51,7 @@ from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.folder_lock import FolderLocked, LockUnusable, take_lock
 from autoresearch.frontier import GIT_LOCKS, Frontier
-from autoresearch.heartbeat import Heartbeat
+from autoresearch.heartbeat import RAN_BEFORE, Heartbeat
 from autoresearch.intake import NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, data_step
@@ -199,6 +199,8 @@ class Campaign:
         self._leaving = False  # a second stop raised KeyboardInterrupt: a third is no news
         self._lock_fd: int | None = None
         self.heartbeat = Heartbeat(campaign_dir)  # started once this controller holds the lock
+        self._ran_before = 0.0  # seconds earlier controllers ran, as the wall budget counts them
+        self._counting_since: float | None = None  # by `clock`: when this one's began to count
         self._baseline_measured: set[str] = set()  # tiers where a baseline has succeeded: sound there
         self._records: dict[int, ExperimentRecord] = {}  # of finished trials, which no longer change
         self._told = 0  # results told by this controller (see _after_tell)
@@ -280,8 +282,10 @@ class Campaign:
         if MEASUREMENT_ATTR not in self.study.user_attrs:  # (or a study begun before it was kept)
             self.study.set_user_attr(MEASUREMENT_ATTR, measurement(self.cfg))
         record_slots(self.study, self.fleet.pools)  # (`status` estimates the end with them)
-        if "started_at" not in self.study.user_attrs:  # the wall-clock budget counts from here
+        first_start = "started_at" not in self.study.user_attrs
+        if first_start:
             self.study.set_user_attr("started_at", self.clock.now())
+        self._count_wall_time(first_start)  # (from here: the data is ready)
         self._sweep_at_start()
         self._reconcile()
         self._recall_nodes()
@@ -291,6 +295,30 @@ class Campaign:
             self.intake.new_frontier(head, confirm_on)
         self._warn_if_budget_is_all_baselines()
         return True
+
+    def _count_wall_time(self, first_start: bool) -> None:
+        """Count this controller's running time on the wall budget from now, after what earlier
+        controllers ran (their controller.json's sum); time stopped does not count."""
+        earlier = self.heartbeat.record.get(RAN_BEFORE)
+        if earlier is None:
+            earlier = 0.0 if first_start else self._ran_before_upgrade()
+        self._ran_before = float(earlier)
+        self._counting_since = self.clock.now()
+        self.heartbeat.count_from(self._ran_before)
+
+    def _ran_before_upgrade(self) -> float:
+        """The wall time of a campaign an older version ran last, whose controller.json keeps no
+        sum: as that version counted it, from the first start to its controller's last beat (or
+        the study's last stamp where no beat can be read), time stopped included."""
+        last = (self.heartbeat.before() or {}).get("seen_at")
+        last = float(last) if finite_number(last) else budgets.last_seen_in(self.study)
+        ran = max(0.0, last - self.study.user_attrs["started_at"])
+        log.info(
+            "wall budget: %.2f h counted as the version before counted it (time stopped included) up to "
+            "its last controller's stop; from now on only time a controller runs counts",
+            ran / 3600,
+        )
+        return ran
 
     def _open_frontier(self, start: str) -> Frontier:
         """The frontier; begun again from `start` while the study holds no trial at all (a first
@@ -609,15 +637,18 @@ class Campaign:
         return f"{failure}; and the {budget}" if budget else failure
 
     def _spend(self) -> budgets.Spend:
-        started = self.study.user_attrs.get("started_at", self.clock.now())
         return budgets.spend(
             self.ledger.launched,
             self.ledger.rated_hours,
             {name: pool.price_per_gpu_hour for name, pool in self.fleet.pools.items()},
             self.dir,
-            started,
-            self.clock.now(),
+            self._wall_seconds(),
         )
+
+    def _wall_seconds(self) -> float:
+        """Seconds the controllers ran, this one to now: what `max_wall_hours` counts."""
+        since = self._counting_since
+        return self._ran_before + (0.0 if since is None else max(0.0, self.clock.now() - since))
 
     def _maybe_request_wave(self) -> None:
         if self.pump.busy:

@@ -7,6 +7,10 @@ the loop (a data download, a slow sbatch) does not look like death, and says why
 does. A reader on the same host asks the kernel whether the pid lives; elsewhere it goes by the age
 of the last beat.
 
+The record also carries the seconds earlier controllers ran (`ran_before`) and when this one began
+to count (`counting_since`): the wall budget counts only time a controller ran, and a controller
+killed outright has its time counted to its last beat, which no stop of its own wrote.
+
 A beat the disk refuses (full, read-only, controller.json made a folder) is said once in the log,
 and once again when a beat is written anew; the campaign goes on. Stopping it would trade a blind
 `status` for a stopped campaign: the lock, not this file, keeps a second controller out (a user
@@ -18,6 +22,7 @@ its own anyway.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -27,7 +32,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from autoresearch.files import alive_here, read_json, write_atomic, write_failure, write_json_atomic
+from autoresearch.files import (
+    alive_here,
+    finite_number,
+    read_json,
+    write_atomic,
+    write_failure,
+    write_json_atomic,
+)
 
 log = logging.getLogger("autoresearch")
 
@@ -56,9 +68,28 @@ class Heartbeat:
         except OSError:
             self._before = None
         self.record["started_at"] = time.time()
+        if (earlier := ran_seconds(self.before())) is not None:  # (until `count_from`: a crash keeps it)
+            self.record[RAN_BEFORE] = earlier
         self._write("running")
         self._thread = threading.Thread(target=self._beat, name="controller-heartbeat", daemon=True)
         self._thread.start()
+
+    def before(self) -> dict[str, Any] | None:
+        """The record of the controller before (None: none, or one that cannot be read)."""
+        if self._before is None:
+            return None
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            record = json.loads(self._before)
+            return record if isinstance(record, dict) else None
+        return None
+
+    def count_from(self, ran_before: float) -> None:
+        """Count this controller's running time from now on the wall budget, after `ran_before`
+        seconds that earlier controllers ran; each beat then carries the sum up to it, so a
+        controller killed outright has its time counted to its last beat."""
+        self.record[RAN_BEFORE] = ran_before
+        self.record[COUNTING_SINCE] = time.time()
+        self.beat()
 
     def stop(self, why: str) -> None:
         """The last word: `why` the controller stopped (a budget, the user, an error)."""
@@ -126,6 +157,27 @@ def _span(seconds: float) -> str:
     if seconds < 2 * 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+RAN_BEFORE = "ran_before"  # seconds earlier controllers ran, as the wall budget counts them
+COUNTING_SINCE = "counting_since"  # when this controller's time began to count (its data prepared)
+
+
+def ran_seconds(record: dict[str, Any] | None, now: float | None = None) -> float | None:
+    """Seconds the campaign's controllers ran, as the wall budget counts them, by `record` (a
+    controller.json): the earlier ones' and this one's to its last beat, or to `now` while it
+    runs. None where the record does not say (none, or an older version's)."""
+    with contextlib.suppress(TypeError, ValueError):
+        if record is None or not finite_number(record.get(RAN_BEFORE)):
+            return None
+        since = record.get(COUNTING_SINCE)
+        if not finite_number(since):
+            return float(record[RAN_BEFORE])
+        end = float(record.get("seen_at", since))
+        if now is not None and record.get("state") == "running" and now - end <= STALE_SECONDS:
+            end = now
+        return float(record[RAN_BEFORE]) + max(0.0, end - float(since))
+    return None
 
 
 UNREADABLE = "unreadable"  # how the line on a controller.json that cannot be read begins

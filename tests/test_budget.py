@@ -22,6 +22,6 @@ def test_a_dollar_budget_spent_to_the_cent_is_reached(tmp_path: Path) -> None:
         )
     assert [r["dollars"] for r in read_usage(tmp_path)] == [0.0525, 0.1306]
     assert dollars_spent(tmp_path) < 0.1831  # (in floats)
-    spent = spend(0, {}, {}, tmp_path, 0.0, 0.0)
+    spent = spend(0, {}, {}, tmp_path, 0.0)
     assert exhausted(spent, BudgetConfig(max_dollars=0.1831)) == "dollars budget reached (0.1831 of 0.1831)"
     assert exhausted(spent, BudgetConfig(max_dollars=0.1832)) is None

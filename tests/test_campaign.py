@@ -2783,3 +2783,58 @@ def test_the_closing_hint_names_no_python_of_another_version_beside_the_one_that
     assert python_command() == "bin/python3.11"
     (bin_ / "python3").symlink_to("python3.11")
     assert python_command() == "python3"
+
+
+def move_back(campaign: Path, first_start: float, counting_since: float, last_beat: float) -> None:
+    """The campaign's history as if its first start, and its last controller's count and last beat,
+    had been at these times (seconds before their recorded ones): hours a test cannot wait."""
+    study = load(campaign)
+    study.set_user_attr("started_at", study.user_attrs["started_at"] - first_start)
+    record = json.loads((campaign / "controller.json").read_text())
+    record["counting_since"] = record.get("counting_since", record["started_at"]) - counting_since
+    record["seen_at"] -= last_beat
+    write_json_atomic(campaign / "controller.json", record)
+
+
+def test_a_campaign_resumed_after_a_stop_longer_than_its_wall_budget_runs_on(tmp_path: Path) -> None:
+    """The wall budget counted time stopped: a campaign stopped for two hours, resumed with
+    max_wall_hours=1, ended at once ('wall hours budget reached (2 of 1)'); only the time its
+    controllers ran counts, so it runs on to its experiment budget, and status counts the same."""
+    campaign = tmp_path / "toy"
+    first = run_campaign(tmp_path, "campaign.budget.max_experiments=3")
+    assert first.returncode == 0, first.stderr + first.stdout
+    move_back(campaign, 2 * 3600, 2 * 3600, 2 * 3600)  # it ran minutes, two hours ago
+    resumed = run_campaign(tmp_path, "campaign.budget.max_experiments=5", "campaign.budget.max_wall_hours=1")
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert "experiments budget reached" in resumed.stdout, resumed.stdout
+    study = load(campaign)
+    assert sum("exp_dir" in t.user_attrs for t in study.trials) >= 5
+    assert measure(study, {}, campaign, time.time()).wall_hours < 0.1
+
+
+def test_a_killed_controllers_time_counts_on_the_wall_budget_up_to_its_last_beat(tmp_path: Path) -> None:
+    """A controller killed outright writes no stop: its time, 40 minutes to its last beat, still
+    counts on the wall budget, and the 2 h 20 min until the resume does not."""
+    campaign = tmp_path / "toy"
+    beat = campaign / "controller.json"
+    controller = subprocess.Popen(
+        campaign_command(tmp_path),
+        cwd=REPO,
+        env={**os.environ, "TOY_SECONDS": "0.6"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: any(campaign.glob("experiments/*/runner.pid")), 60, "a running experiment")
+        controller.send_signal(signal.SIGKILL)
+    finally:
+        controller.wait(timeout=30)
+    record = json.loads(beat.read_text())
+    ran = record["seen_at"] - record.get("counting_since", record["started_at"])
+    stopped = 140 * 60
+    move_back(campaign, stopped + 2400 - ran, stopped + 2400 - ran, stopped)
+    resumed = run_campaign(tmp_path, "campaign.budget.max_wall_hours=0.5")
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    said = re.search(r"wall hours budget reached \(([\d.]+) of 0.5\)", resumed.stdout)
+    assert said is not None, resumed.stdout
+    assert 2400 / 3600 <= float(said[1]) < 0.7
