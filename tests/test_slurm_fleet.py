@@ -3178,6 +3178,39 @@ def test_workers_that_fail_before_starting_beside_a_live_one_are_sent_again_back
 
 
 @pytest.mark.slurm
+def test_a_controller_resumed_after_the_worker_starts_lost_the_queue_sends_a_worker_not_losing_it_again(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A controller lost the queue at the 3rd failed worker start in a row, then stopped. The
+    resumed one found 3 failures in a row and lost the re-queued experiments at once, a retry
+    each, sending no worker: it could not tell the loss already made for them. The queue folder
+    now records it: the resume sends a worker, and only a failure of that one loses them again
+    (as each failure after does, in the controller that lost them)."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))
+    workers = ("cluster.partitions.h100.mode=workers", "cluster.partitions.h100.slots=1")
+    cluster = compose_toy(tmp_path, SLURM, *workers, "+cluster.partitions.h100.setup=[exit 127]").cluster
+    campaign = str(tmp_path / "campaign")
+    exps = [make_experiment(tmp_path, "", name=f"e{t}", trial=t) for t in (1, 2)]
+    first = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
+    first.submit([JobSpec(1, exps[0], "h100")])
+    lost: list[Finished] = []
+    wait_for(lambda: lost.extend(first.poll()) or lost, 90, "the queue lost")
+    assert lost[0].outcome["reason"].endswith("; 3 worker starts failed in a row")
+    first.shutdown(cancel=True)
+    again = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
+    try:
+        again.submit([JobSpec(2, exps[1], "h100")])  # (e1 re-queued)
+        assert again.poll() == []  # (before: e2 lost at once)
+        assert len(again.queues["h100"].submitted_workers()) == 4
+        lost.clear()
+        wait_for(lambda: lost.extend(again.poll()) or lost, 60, "the new worker's failure")
+        assert lost[0].outcome["reason"].endswith("; 4 worker starts failed in a row")
+    finally:
+        again.shutdown(cancel=True)
+
+
+@pytest.mark.slurm
 def test_a_resumed_controller_goes_on_from_the_failed_worker_starts_in_a_row_it_finds(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

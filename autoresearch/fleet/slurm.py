@@ -491,7 +491,10 @@ class SlurmFleet:
         may fail alike, so that ends nothing): with workers alive, the queue waits for them; with
         none, it waits too, but WORKER_START_TRIES failures in a row lose the queued experiments
         (re-queued, a retry each, as an array task that fails so), and each failure after: one
-        failure, a shared file system's hiccup, must not spend every queued experiment's retry."""
+        failure, a shared file system's hiccup, must not spend every queued experiment's retry.
+        The queue folder records the failure that lost it: a controller resumed after that loss
+        keeps the row and its back-off, but sends a worker rather than losing the re-queued
+        experiments again for a failure they were already lost for."""
         status = self._failed_exit_status(worker)
         if status == DISK_REFUSED_EXIT:
             self._queue_refused_by_disk(pool, worker)
@@ -500,8 +503,10 @@ class SlurmFleet:
             f"Slurm worker job {worker} FAILED before its worker started ({self._how_it_failed(worker, status)}): "
             f"the job could not start it (its log: {self.cluster.submitit_dir}/{worker}/)"
         )
-        refusal = self._refusals[pool]
-        if refusal.failed_to_start(reason, alive=bool(self._workers[pool]), in_a_row=in_a_row):
+        refusal, queue = self._refusals[pool], self.queues[pool]
+        lose = refusal.failed_to_start(reason, alive=bool(self._workers[pool]), in_a_row=in_a_row)
+        if lose and not queue.lost_for(_sbatch_of(worker)):  # (lost for it already: a resume sends one more)
+            queue.record_lost(_sbatch_of(worker))
             self._lose_queued(pool, f"{reason}; {refusal.start_failures} worker starts failed in a row")
 
     def _queue_refused_by_disk(self, pool: str, worker: str) -> None:

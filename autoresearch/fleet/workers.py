@@ -34,7 +34,7 @@ class WorkerCannotFit(RuntimeError):
 class WorkerQueue:
     def __init__(self, path: Path) -> None:
         self.path = path
-        for sub in ("ready", "claimed", "workers", "submitted"):
+        for sub in ("ready", "claimed", "workers", "submitted", "lost"):
             (path / sub).mkdir(parents=True, exist_ok=True)
 
     def put(self, trial: int, exp_dir: Path) -> None:
@@ -105,6 +105,15 @@ class WorkerQueue:
         """Called by the controller: a resumed controller knows the workers still in Slurm's queue."""
         for worker in workers:
             (self.path / "submitted" / worker).touch()
+
+    def record_lost(self, sbatch: str) -> None:
+        """Called by the controller as the queue is lost for this sbatch job's workers failing to
+        start: a resumed controller must not lose it again for the same failures. An empty file,
+        made whole or not at all, so a controller killed meanwhile leaves no half record."""
+        (self.path / "lost" / sbatch).touch()
+
+    def lost_for(self, sbatch: str) -> bool:
+        return (self.path / "lost" / sbatch).exists()
 
     def submitted_workers(self) -> list[str]:
         return sorted({p.name for sub in ("submitted", "workers") for p in (self.path / sub).iterdir()})
