@@ -206,3 +206,17 @@ def test_the_demo_budget_the_docs_quote_is_demo_yaml() -> None:
         assert re.findall(r"`max_wall_hours: ([\d.]+)`", text) == [str(budget.max_wall_hours)]
     assert "(15 minutes)" in demo and "(15 minutes)" in slurm_local and "15-minute" in readme
     assert round(budget.max_wall_hours * 60, 6) == 15, "both docs say 15 minutes"
+
+
+def test_the_sqlite_lock_wait_the_docs_quote_is_the_engines() -> None:
+    """The wait for a locked SQLite file bounds how long a stop or a database's deadline may run
+    over: a doc that kept the driver's old 5 s told users of a wait five times too long."""
+    from autoresearch.study import SQLITE_LOCK_WAIT_S
+
+    quoted = [
+        (doc.name, float(n))
+        for doc in DOCS
+        for n in re.findall(r"SQLite(?:'s| waits up to)\s+(\d+(?:\.\d+)?) s\b", doc.read_text())
+    ]
+    assert len(quoted) >= 2, "the docs' SQLite waits were not found"
+    assert [(name, n) for name, n in quoted if n != SQLITE_LOCK_WAIT_S] == []
