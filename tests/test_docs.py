@@ -220,3 +220,19 @@ def test_the_sqlite_lock_wait_the_docs_quote_is_the_engines() -> None:
     ]
     assert len(quoted) >= 2, "the docs' SQLite waits were not found"
     assert [(name, n) for name, n in quoted if n != SQLITE_LOCK_WAIT_S] == []
+
+
+def test_the_docs_say_the_wall_budget_counts_only_the_time_controllers_ran() -> None:
+    """Since the wall budget left out time stopped, a doc still saying it ran on had users of a
+    Slurm controller raise max_wall_hours for a pause that no longer costs anything."""
+    from autoresearch.heartbeat import COUNTING_SINCE, RAN_BEFORE
+
+    stale = []
+    for doc in DOCS:
+        text = " ".join(doc.read_text().split())
+        for said in re.finditer(r"wall (?:budget|hours) runs? on while|time stopped included", text):
+            if "older version" not in text[max(0, said.start() - 200) : said.start()]:
+                stale.append(f"{doc.name}: {text[max(0, said.start() - 80) : said.end()]}")
+    assert stale == []
+    architecture = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    assert f"`{RAN_BEFORE}`" in architecture and f"`{COUNTING_SINCE}`" in architecture
