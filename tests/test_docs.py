@@ -236,3 +236,29 @@ def test_the_docs_say_the_wall_budget_counts_only_the_time_controllers_ran() -> 
     assert stale == []
     architecture = (REPO / "docs" / "ARCHITECTURE.md").read_text()
     assert f"`{RAN_BEFORE}`" in architecture and f"`{COUNTING_SINCE}`" in architecture
+
+
+def test_the_readmes_campaign_folder_table_names_every_file_the_code_writes_there() -> None:
+    """The table is where a user learns what each file in runs/<name>/ is before deleting one:
+    a file the code writes that it does not name (abandoned.json, sent.json) was a guess."""
+    from autoresearch import config, folder_lock, heartbeat, open_checks, report, runner, study, temporaries
+    from autoresearch.fleet import leftovers, slurm
+
+    table = (REPO / "README.md").read_text().split("## The campaign folder", 1)[1].split("\n## ", 1)[0]
+    names = [
+        *(
+            getattr(runner, n)
+            for n in dir(runner)
+            if n.endswith("_FILE") and isinstance(getattr(runner, n), str)
+        ),
+        slurm.SENT_LATE_FILE,
+        leftovers.UNSEEN_FILE,
+        temporaries.SWEEP_FILE,
+        heartbeat.CONTROLLER_FILE,
+        folder_lock.LOCK_FILE,
+        open_checks.LOG_FILE,
+        config.SAVED_CONFIG,
+        study.FOLDER_ID_FILE,
+        report.REPORT_FILE,
+    ]
+    assert sorted(name for name in names if f"`{name}`" not in table) == []
