@@ -277,3 +277,15 @@ def test_each_timing_the_architecture_gives_leads_to_its_command_in_benchmarks()
         assert title, f"no section named: {timing}"
         heading = next((h for h in sections if h.startswith(title[1])), None)
         assert heading and re.search(r"^    \S", sections[heading], re.M), f"no command: {timing}"
+
+
+def test_the_demos_steps_under_load_the_campaigns_doc_gives_are_benchmarks() -> None:
+    """CAMPAIGNS.md quotes the steps a loaded demo's runs trained from docs/BENCHMARKS.md, where
+    they were read from each run's outcome.json: a quote that drifted (55-57 for 53-57) is no one's."""
+    campaigns = " ".join((REPO / "docs" / "CAMPAIGNS.md").read_text().split())
+    benchmarks = " ".join((REPO / "docs" / "BENCHMARKS.md").read_text().split())
+    quoted = re.findall(r"\((\d+-\d+) against the baselines' (\d+-\d+)", campaigns)
+    assert quoted, "the demo's steps under load were not found"
+    for changes, baselines in quoted:
+        assert f"baselines trained {baselines} steps" in benchmarks
+        assert f"the changes after them {changes}" in benchmarks
