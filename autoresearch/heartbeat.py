@@ -68,8 +68,11 @@ class Heartbeat:
         except OSError:
             self._before = None
         self.record["started_at"] = time.time()
-        if (earlier := ran_seconds(self.before())) is not None:  # (until `count_from`: a crash keeps it)
+        before = self.before()
+        if (earlier := ran_seconds(before)) is not None:  # (until `count_from`: a crash keeps it)
             self.record[RAN_BEFORE] = earlier
+        elif (stop := older_version_stop(before)) is not None:  # (likewise)
+            self.record[OLDER_VERSION_STOP] = stop
         self._write("running")
         self._thread = threading.Thread(target=self._beat, name="controller-heartbeat", daemon=True)
         self._thread.start()
@@ -87,6 +90,7 @@ class Heartbeat:
         """Count this controller's running time from now on the wall budget, after `ran_before`
         seconds that earlier controllers ran; each beat then carries the sum up to it, so a
         controller killed outright has its time counted to its last beat."""
+        self.record.pop(OLDER_VERSION_STOP, None)
         self.record[RAN_BEFORE] = ran_before
         self.record[COUNTING_SINCE] = time.time()
         self.beat()
@@ -161,6 +165,19 @@ def _span(seconds: float) -> str:
 
 RAN_BEFORE = "ran_before"  # seconds earlier controllers ran, as the wall budget counts them
 COUNTING_SINCE = "counting_since"  # when this controller's time began to count (its data prepared)
+# The last stop of a controller of an older version, whose record keeps no sum (`ran_before`),
+# carried by each start that fails before it counts: else the next start took that failed one's
+# stop for the older version's, and counted the time stopped between them.
+OLDER_VERSION_STOP = "older_version_stop"
+
+
+def older_version_stop(record: dict[str, Any] | None) -> float | None:
+    """When the last controller of an older version was last seen, by `record` (the
+    controller.json a start found; None where it does not say, or keeps a sum)."""
+    if record is None or RAN_BEFORE in record:
+        return None
+    stop = record.get(OLDER_VERSION_STOP, record.get("seen_at"))
+    return float(stop) if finite_number(stop) else None
 
 
 def ran_seconds(record: dict[str, Any] | None, now: float | None = None) -> float | None:

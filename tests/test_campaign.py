@@ -2838,3 +2838,28 @@ def test_a_killed_controllers_time_counts_on_the_wall_budget_up_to_its_last_beat
     said = re.search(r"wall hours budget reached \(([\d.]+) of 0.5\)", resumed.stdout)
     assert said is not None, resumed.stdout
     assert 2400 / 3600 <= float(said[1]) < 0.7
+
+
+def test_an_upgraded_campaign_whose_first_resume_failed_keeps_the_older_versions_count(
+    tmp_path: Path,
+) -> None:
+    """A campaign an older version ran 10 minutes, stopped 2 hours ago: a resume whose data step
+    failed wrote a record with no sum, so the next resume counted as the older version did up to
+    that failure, the 2 hours stopped included, and ended at once ('wall hours budget reached');
+    the count stops at the older version's last stop, however many starts failed since."""
+    campaign = tmp_path / "toy"
+    first = run_campaign(tmp_path, "campaign.budget.max_experiments=2")
+    assert first.returncode == 0, first.stderr + first.stdout
+    record = json.loads((campaign / "controller.json").read_text())
+    for key in ("ran_before", "counting_since"):  # as an older version wrote it
+        record.pop(key, None)
+    record["seen_at"] = time.time() - 2 * 3600
+    write_json_atomic(campaign / "controller.json", record)
+    study = load(campaign)
+    study.set_user_attr("started_at", record["seen_at"] - 600)
+    failed = run_campaign(tmp_path, "campaign.prepare_data=true", env={"TOY_DATA_FAILS": "1"})
+    assert "data preparation failed" in failed.stdout + failed.stderr, failed.stdout
+    resumed = run_campaign(tmp_path, "campaign.budget.max_experiments=4", "campaign.budget.max_wall_hours=1")
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert "experiments budget reached" in resumed.stdout, resumed.stdout
+    assert measure(load(campaign), {}, campaign, time.time()).wall_hours < 0.25
