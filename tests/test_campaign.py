@@ -59,7 +59,7 @@ from autoresearch.campaign import (
 from autoresearch.cli import python_command
 from autoresearch.config import CampaignConfig, backstop_grace, campaign_dir_of, deadline_seconds
 from autoresearch.decisions import Decisions
-from autoresearch.files import ENDED_WRITE_S, write_json_atomic
+from autoresearch.files import ENDED_WRITE_S, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.local import LocalFleet
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
@@ -2863,3 +2863,57 @@ def test_an_upgraded_campaign_whose_first_resume_failed_keeps_the_older_versions
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert "experiments budget reached" in resumed.stdout, resumed.stdout
     assert measure(load(campaign), {}, campaign, time.time()).wall_hours < 0.25
+
+
+def test_the_wall_budget_sums_each_controllers_time_across_stops_kills_and_resumes(tmp_path: Path) -> None:
+    """Start, Ctrl-C, resume, kill -9, resume to a wall budget's stop, resume with a larger one:
+    each controller's time (its count's start to its last record) is counted once, none lost,
+    none twice; what each start finds is the sum of those before it, and status says the total."""
+    campaign = tmp_path / "toy"
+    beat = campaign / "controller.json"
+    segments: list[float] = []
+
+    def ended() -> None:
+        record = json.loads(beat.read_text())
+        assert record["ran_before"] == pytest.approx(sum(segments), abs=1e-6), record
+        segments.append(record["seen_at"] - record["counting_since"])
+
+    def interrupted(sig: signal.Signals, experiments: int) -> None:
+        slow = {**os.environ, "TOY_SECONDS": "0.6"}
+        command = campaign_command(tmp_path, f"campaign.budget.max_experiments={experiments}")
+        controller = subprocess.Popen(
+            command, cwd=REPO, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+        def counting() -> bool:
+            record = read_json(beat) or {}
+            return record.get("pid") == controller.pid and "counting_since" in record
+
+        try:
+            wait_for(counting, 60, "the controller to count")
+            controller.send_signal(sig)
+        finally:
+            controller.wait(timeout=60)
+
+    first = run_campaign(tmp_path, "campaign.budget.max_experiments=2")
+    assert first.returncode == 0, first.stderr + first.stdout
+    ended()
+    interrupted(signal.SIGINT, 6)  # Ctrl-C
+    assert json.loads(beat.read_text())["state"] == "stopped"
+    ended()
+    interrupted(signal.SIGKILL, 8)  # kill -9: counted to its last beat
+    assert json.loads(beat.read_text())["state"] == "running"
+    ended()
+    spent = sum(segments) / 3600
+    reached = run_campaign(
+        tmp_path, "campaign.budget.max_experiments=20", f"campaign.budget.max_wall_hours={spent}"
+    )
+    assert "wall hours budget reached" in reached.stdout, reached.stdout
+    ended()
+    more = run_campaign(tmp_path, "campaign.budget.max_experiments=10", "campaign.budget.max_wall_hours=1")
+    assert more.returncode == 0, more.stderr + more.stdout
+    assert "experiments budget reached" in more.stdout, more.stdout
+    ended()
+    assert measure(load(campaign), {}, campaign, time.time()).wall_hours * 3600 == pytest.approx(
+        sum(segments)
+    )
