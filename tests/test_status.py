@@ -369,7 +369,7 @@ def test_a_running_trial_whose_started_json_has_no_number_shows_running_for_an_u
 
 def test_elapsed_runs_on_while_the_controller_lives_with_nothing_running(tmp_path: Path) -> None:
     """Between waves (the proposer thinking, every slot idle) the campaign still runs: its elapsed
-    time is the wall time so far, what `max_wall_hours` counts, not the time to its last result."""
+    time is the calendar time since its first start so far, not the time to its last result."""
     study = optuna.create_study(study_name="between-waves")
     study.set_user_attr("started_at", NOW - 2 * 3600)
     ran = {"status": "baseline", "tier": "screen", "exp_dir": "experiments/00000", "pool": "local"}
