@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autoresearch.agent.usage import dollars_spent
 from autoresearch.config import BudgetConfig, SavedConfigError, read_saved_config, reading_saved_config
 from autoresearch.files import finite_number, read_json
-from autoresearch.heartbeat import CONTROLLER_FILE, ran_seconds
+from autoresearch.heartbeat import CONTROLLER_FILE, older_version_stop, ran_seconds
 from autoresearch.study import finished, trials
 
 
@@ -238,13 +238,24 @@ def measure(study: optuna.Study, prices: dict[str, float], campaign_dir: Path, n
 
 
 def wall_seconds(study: optuna.Study, campaign_dir: Path, now: float) -> float:
-    """Seconds the campaign's controllers ran, by its controller.json; where that does not say (a
-    campaign an older version ran last), the calendar time since its first start, as it counted."""
-    ran = ran_seconds(read_json(campaign_dir / CONTROLLER_FILE), now)
-    return ran if ran is not None else max(0.0, now - study.user_attrs.get("started_at", now))
+    """Seconds the campaign's controllers ran, by its controller.json; where that keeps no sum (a
+    campaign an older version ran last), as that version counted them (`older_version_seconds`)."""
+    record = read_json(campaign_dir / CONTROLLER_FILE)
+    ran = ran_seconds(record, now)
+    return ran if ran is not None else older_version_seconds(study, record)
 
 
-def last_seen_in(study: optuna.Study) -> float:
+def older_version_seconds(study: optuna.Study, record: dict[str, Any] | None) -> float:
+    """The wall time of a campaign an older version ran last, whose controller.json (`record`)
+    keeps no sum: as that version counted it, from the first start to its controller's last stop
+    (or the study's last stamp where no record says), time stopped included; the time stopped
+    since does not count. A resume goes on from it, and `status` says the same."""
+    last = older_version_stop(record)
+    last = _last_seen_in(study) if last is None else last
+    return max(0.0, last - study.user_attrs.get("started_at", last))
+
+
+def _last_seen_in(study: optuna.Study) -> float:
     """The latest moment the study records a controller at work: its first start, or a run's
     launch, start or end (where no controller.json says when the last controller was last seen)."""
     stamps = [study.user_attrs.get("started_at", 0.0)]

@@ -51,7 +51,7 @@ from autoresearch.fixes import fix_attempts
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.folder_lock import FolderLocked, LockUnusable, take_lock
 from autoresearch.frontier import GIT_LOCKS, Frontier
-from autoresearch.heartbeat import RAN_BEFORE, Heartbeat, older_version_stop
+from autoresearch.heartbeat import RAN_BEFORE, Heartbeat
 from autoresearch.intake import NOT_RUN, Intake, confirm_tier
 from autoresearch.knobs import read_knobs
 from autoresearch.launcher import Launcher, data_step
@@ -308,11 +308,8 @@ class Campaign:
 
     def _ran_before_upgrade(self) -> float:
         """The wall time of a campaign an older version ran last, whose controller.json keeps no
-        sum: as that version counted it, from the first start to its controller's last beat (or
-        the study's last stamp where no beat can be read), time stopped included."""
-        last = older_version_stop(self.heartbeat.before())
-        last = budgets.last_seen_in(self.study) if last is None else last
-        ran = max(0.0, last - self.study.user_attrs["started_at"])
+        sum (`budget.older_version_seconds`)."""
+        ran = budgets.older_version_seconds(self.study, self.heartbeat.before())
         log.info(
             "wall budget: %.2f h counted as the version before counted it (time stopped included) up to "
             "its last controller's stop; from now on only time a controller runs counts",

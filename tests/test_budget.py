@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
+import pytest
 from anthropic.types import Usage
 
 from autoresearch.agent.usage import UsageLedger, dollars_spent, read_usage
-from autoresearch.budget import exhausted, spend
+from autoresearch.budget import exhausted, measure, spend
 from autoresearch.config import AgentConfig, BudgetConfig
+from autoresearch.files import write_json_atomic
+from autoresearch.heartbeat import CONTROLLER_FILE, OLDER_VERSION_STOP
 
 
 def test_a_dollar_budget_spent_to_the_cent_is_reached(tmp_path: Path) -> None:
@@ -25,3 +29,22 @@ def test_a_dollar_budget_spent_to_the_cent_is_reached(tmp_path: Path) -> None:
     spent = spend(0, {}, {}, tmp_path, 0.0)
     assert exhausted(spent, BudgetConfig(max_dollars=0.1831)) == "dollars budget reached (0.1831 of 0.1831)"
     assert exhausted(spent, BudgetConfig(max_dollars=0.1832)) is None
+
+
+@pytest.mark.parametrize("carried", [False, True], ids=["its own record", "a failed start's since"])
+def test_status_counts_an_older_versions_wall_time_up_to_its_last_stop_as_a_resume_does(
+    tmp_path: Path, carried: bool
+) -> None:
+    """A campaign an older version ran 10 minutes and stopped 2 hours ago resumes with 10 minutes
+    counted on its wall budget, up to that version's last stop (also where a later start failed
+    before counting, carrying that stop): `status`, asked before the resume, said 2.2 hours, the
+    time stopped since counted as well, and a user read a budget nearly spent that was not."""
+    started = 1_000_000.0
+    stop = started + 600
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.set_user_attr("started_at", started)
+    record = {"state": "stopped", "started_at": started, "seen_at": stop}  # (no ran_before)
+    if carried:
+        record.update({OLDER_VERSION_STOP: stop, "started_at": stop + 3600, "seen_at": stop + 3600})
+    write_json_atomic(tmp_path / CONTROLLER_FILE, record)
+    assert measure(study, {}, tmp_path, stop + 7200).wall_hours == pytest.approx(600 / 3600)
