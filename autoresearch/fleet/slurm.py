@@ -484,10 +484,11 @@ class SlurmFleet:
             row |= {_sbatch_of(worker)} if failed else set()
         return row
 
-    def _workers_failed_to_start(self, pool: str, worker: str, in_a_row: int = 1) -> None:
-        """A worker job failed before its worker began, and every worker sent in its place may
-        too: sent again at each poll, one after another for ever, while the queued experiments
-        waited. More are tried again, backing off until one sent since starts (a job sbatch takes
+    def _workers_failed_to_start(self, pool: str, worker: str, in_a_row: int) -> None:
+        """Worker jobs of `in_a_row` sbatches not counted yet failed before their worker began, the
+        latest `worker` (one its disk refused: `_queue_refused_by_disk`), and every worker sent in
+        their place may too: sent again at each poll, one after another for ever, while the queued
+        experiments waited. More are tried again, backing off until one sent since starts (a job sbatch takes
         may fail alike, so that ends nothing): with workers alive, the queue waits for them; with
         none, it waits too, but WORKER_START_TRIES failures in a row lose the queued experiments
         (re-queued, a retry each, as an array task that fails so), and each failure after: one
