@@ -121,6 +121,10 @@ WRITE_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 # What a full disk or a quota refuses a write with: the room left tells how much to free.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
+# The disk's refusals of a runner's or a worker's own files, which every run after it would meet
+# alike: full, a quota, or mounted read-only (a file system remounted so after an error).
+DISK_REFUSALS = (*DISK_FULL, errno.EROFS)
+
 
 def free_bytes(folder: Path) -> int | None:
     """The room left to this user on the disk of `folder` (None where it cannot be asked)."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from autoresearch.files import (
-    DISK_FULL,
+    DISK_REFUSALS,
     disk_room,
     finite_number,
     free_bytes,
@@ -728,7 +728,7 @@ def ended_outcome(exp: Path, trial: int) -> dict[str, Any] | None:
 
 def run_or_exit_if_disk_refuses(exp_dir: str | Path, local: bool = False) -> dict[str, Any]:
     """`run_experiment`, whichever way it was started (this module's `main`, a Slurm array task,
-    a worker): where the disk of its folder (full, or a quota) refuses the runner's own files, the
+    a worker): where the disk of its folder (full, a quota, read-only) refuses the runner's own files, the
     process ends with DISK_REFUSED_EXIT, the one word of it that reaches its fleet (the local
     fleet's returncode, sacct's ExitCode), as no outcome can say so. A `local` runner also leaves
     REFUSED_FILE (`leave_refusal`): a controller that did not start it (a resume, its own
@@ -736,7 +736,7 @@ def run_or_exit_if_disk_refuses(exp_dir: str | Path, local: bool = False) -> dic
     try:
         return run_experiment(exp_dir)
     except OSError as err:
-        if err.errno not in DISK_FULL:
+        if err.errno not in DISK_REFUSALS:
             raise
         if local:
             leave_refusal(Path(exp_dir))

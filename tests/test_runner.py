@@ -704,6 +704,30 @@ def test_a_runner_whose_own_files_a_full_disk_refuses_is_lost_to_the_disk(tmp_pa
     assert outcome["reason"].endswith("(0 KiB free in its folder)"), outcome
 
 
+# The runner run on its experiment's disk remounted read-only (a file system an error remounted
+# so); prints its exit status and the last line it said.
+ON_A_READ_ONLY_DISK = """
+import json, shutil, subprocess, sys
+from pathlib import Path
+disk, exp = Path(sys.argv[1]), Path(sys.argv[2])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+shutil.copytree(exp, disk / exp.name)
+subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+ran = subprocess.run([sys.executable, "-m", "autoresearch.runner", str(disk / exp.name)], capture_output=True, text=True)
+print(json.dumps({"exit": ran.returncode, "said": ran.stderr.strip().splitlines()[-1:]}))
+"""
+
+
+def test_a_runner_whose_disk_is_read_only_ends_as_a_disk_refusal(tmp_path: Path) -> None:
+    """A runner whose folder's disk was mounted read-only died of the OSError, a run without an
+    outcome whose retry its change was charged, where a worker refused so ends with
+    DISK_REFUSED_EXIT: it ends so too, the run lost to the disk, the campaign stopped until the
+    disk is writable again."""
+    said = on_a_full_disk(tmp_path, ON_A_READ_ONLY_DISK, 0)
+    assert said["exit"] == runner.DISK_REFUSED_EXIT, said
+    assert said["said"] and "Read-only file system" in said["said"][0], said
+
+
 def _use_every_inode(disk: Path) -> int:
     """Make empty files on `disk` until it has no inode left; the bytes free after (none taken)."""
     for made in range(os.statvfs(disk).f_favail):

@@ -11,7 +11,6 @@ can tell an experiment held by a worker that Slurm has since requeued from one s
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from autoresearch.files import DISK_FULL
+from autoresearch.files import DISK_REFUSALS
 from autoresearch.runner import DISK_REFUSED_EXIT, INFRA_STATUSES, run_or_exit_if_disk_refuses, slurm_job_id
 
 IDLE_EXIT_SECONDS = 600.0  # a worker with nothing to do for this long ends (the campaign is gone)
@@ -196,10 +195,6 @@ def run_worker(queue_path: str, deadline_s: float, time_limit_s: float) -> int:
     return ran
 
 
-# The disk's refusals of a worker's own files: full, a quota, or mounted read-only.
-WORKER_DISK_REFUSALS = (*DISK_FULL, errno.EROFS)
-
-
 def _register_or_exit_if_disk_refuses(queue: WorkerQueue, worker: str) -> None:
     """Register, or end with DISK_REFUSED_EXIT where the disk refuses it: the fleet reads the
     queued experiments as lost to the disk, where a plain failure would read as a worker that could
@@ -207,7 +202,7 @@ def _register_or_exit_if_disk_refuses(queue: WorkerQueue, worker: str) -> None:
     try:
         queue.register(worker)
     except OSError as err:
-        if err.errno not in WORKER_DISK_REFUSALS:
+        if err.errno not in DISK_REFUSALS:
             raise
         print(f"the disk refused the worker's own file: {err}", file=sys.stderr, flush=True)
         sys.exit(DISK_REFUSED_EXIT)
