@@ -234,11 +234,13 @@ def stopped_controller_host(campaign_dir: Path, controller: str | None) -> str |
     return str((read_json(campaign_dir / CONTROLLER_FILE) or {}).get("host", ""))
 
 
-def elapsed_until(study: optuna.Study, now: float, live: bool) -> float:
-    """Where the campaign's elapsed time ends: now while it lives (an experiment running, or its
-    controller alive between waves, waiting on the proposer), else at its last result."""
-    ends = [t.user_attrs["ended_at"] for t in finished(study) if experiment_ran(t)]
-    return now if live or not ends else max(ends)
+def ran_said(spend: Spend, config: DictConfig | None) -> str:
+    """The time the wall budget counts (its controllers' running time), against max_wall_hours
+    where set. The calendar time since the first start, shown alone as "elapsed", read as a budget
+    that did not hold: 26 h against a limit of 1, for a campaign stopped overnight."""
+    limit = OmegaConf.select(config, "campaign.budget.max_wall_hours", default=0) if config else 0
+    of_limit = f" of max_wall_hours {limit:g}" if limit else ""
+    return f"{spend.wall_hours:.2f} h{of_limit}, the time its controllers ran (what the wall budget counts)"
 
 
 def hours_said(study: optuna.Study, spend: Spend, prices: dict[str, float] | None) -> str:
@@ -278,10 +280,8 @@ def render(
     if (controller := controller_state(campaign_dir, now)) is not None:
         plain_row(head, "controller", controller)
     controller_live = (controller or "").startswith("running")
-    until = elapsed_until(study, now, live=bool(running) or controller_live)
-    plain_row(
-        head, "elapsed", f"{(until - started) / 3600:.2f} h" + ("" if running else " (nothing running)")
-    )
+    plain_row(head, "ran", ran_said(spend, config) + ("" if running else " (nothing running)"))
+    plain_row(head, "first start", f"{(now - started) / 3600:.2f} h ago (calendar time)")
     stopped_host = stopped_controller_host(campaign_dir, controller)
     launched = {  # (a file read each)
         t.number: launch_state(t, campaign_dir, controller_live, stopped_host) for t in running

@@ -31,7 +31,14 @@ from autoresearch.config import (
 )
 from autoresearch.eta import SLOTS_ATTR, record_slots
 from autoresearch.fleet.base import Pool
-from autoresearch.heartbeat import CONTROLLER_FILE, STALE_SECONDS, Heartbeat, controller_state
+from autoresearch.heartbeat import (
+    CONTROLLER_FILE,
+    COUNTING_SINCE,
+    RAN_BEFORE,
+    STALE_SECONDS,
+    Heartbeat,
+    controller_state,
+)
 from autoresearch.ledger import Ledger
 from autoresearch.status import REASON_CHARS, clipped, render
 
@@ -367,23 +374,37 @@ def test_a_running_trial_whose_started_json_has_no_number_shows_running_for_an_u
     assert "0 h100 running - wider" in lines
 
 
-def test_elapsed_runs_on_while_the_controller_lives_with_nothing_running(tmp_path: Path) -> None:
-    """Between waves (the proposer thinking, every slot idle) the campaign still runs: its elapsed
-    time is the calendar time since its first start so far, not the time to its last result."""
-    study = optuna.create_study(study_name="between-waves")
-    study.set_user_attr("started_at", NOW - 2 * 3600)
+def test_status_says_the_time_the_wall_budget_counts_not_the_time_since_the_first_start(
+    tmp_path: Path,
+) -> None:
+    """A campaign begun 26 h ago, its controllers run 30 min before a stop overnight and 15 min
+    since its resume: status said "elapsed 26 h" next to max_wall_hours 1, and a user could not
+    tell why it still ran. It says the 45 min the budget counts, against its limit, and the first
+    start apart, as calendar time; the count goes on while the controller lives between waves
+    (nothing running), and ends at its last beat once it stopped."""
+    study = optuna.create_study(study_name="resumed")
+    study.set_user_attr("started_at", NOW - 26 * 3600)
     ran = {"status": "baseline", "tier": "screen", "exp_dir": "experiments/00000", "pool": "local"}
-    ran |= {"started_at": NOW - 2 * 3600, "ended_at": NOW - 3600, "description": "baseline"}
+    ran |= {"started_at": NOW - 26 * 3600, "ended_at": NOW - 3600, "description": "baseline"}
     study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs=ran))
-    alive = {"pid": os.getpid(), "host": socket.gethostname(), "state": "running", "seen_at": NOW}
+    alive = {"pid": os.getpid(), "host": socket.gethostname(), "state": "running", "seen_at": NOW - 60}
+    alive |= {RAN_BEFORE: 30 * 60, COUNTING_SINCE: NOW - 15 * 60}
     (tmp_path / CONTROLLER_FILE).write_text(json.dumps(alive))
-    assert "elapsed 2.00 h (nothing running)" in [
-        " ".join(line.split()) for line in printed(200, study, tmp_path)
-    ]
+    config = _saved_config(
+        tmp_path, "resumed", "cluster.partitions.local.slots=1", "campaign.budget.max_wall_hours=1"
+    )
+
+    def head() -> list[str]:
+        console = Console(record=True, width=200, file=io.StringIO())
+        console.print(render(study, tmp_path, now=NOW, config=config))
+        return [" ".join(line.split()) for line in console.export_text().splitlines()]
+
+    counted = "the time its controllers ran (what the wall budget counts)"
+    assert f"ran 0.75 h of max_wall_hours 1, {counted} (nothing running)" in head()
+    assert "first start 26.00 h ago (calendar time)" in head()
+    assert not any("elapsed" in line for line in head())
     (tmp_path / CONTROLLER_FILE).write_text(json.dumps({**alive, "state": "stopped", "why": "done"}))
-    assert "elapsed 1.00 h (nothing running)" in [
-        " ".join(line.split()) for line in printed(200, study, tmp_path)
-    ]
+    assert f"ran 0.73 h of max_wall_hours 1, {counted} (nothing running)" in head()  # to its last beat
 
 
 def test_the_spend_line_prices_the_hours_as_the_dollar_budget_does(tmp_path: Path) -> None:
