@@ -135,6 +135,16 @@ def free_bytes(folder: Path) -> int | None:
     return disk.f_bavail * disk.f_frsize
 
 
+def free_inodes(folder: Path) -> int | None:
+    """The files this user may still make on the disk of `folder` (its inodes left); None where it
+    cannot be asked, or the disk counts none (btrfs says f_files 0: it makes them as it goes)."""
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return None
+    return disk.f_favail if disk.f_files else None
+
+
 def in_kib(size: int | None) -> str:
     return "an unknown amount" if size is None else f"{size >> 10} KiB"
 

@@ -31,6 +31,7 @@ from autoresearch.files import (
     disk_room,
     finite_number,
     free_bytes,
+    free_inodes,
     in_kib,
     read_json,
     write_failure,
@@ -58,6 +59,9 @@ STARTED_FILE = "started.json"  # written when the runner begins: deadlines count
 # Random bytes: on a compressing file system (ZFS, btrfs, lz4 behind NFS) zeros take no blocks.
 RESERVE_FILE = "outcome.reserve"
 RESERVE_BYTES = 64 << 10
+# Inodes a disk may have left and still be full: the reserve holds one for outcome.json, and a
+# train.py's process may have freed a temporary file or two as it died.
+RESERVE_INODES = 8
 RESULT_VARIABLE = "AUTORESEARCH_RESULT"  # where the harness writes the result
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 INFRA_STATUSES = ("interrupted", "lost")  # not the experiment's fault: it is re-queued
@@ -130,10 +134,22 @@ def _cut_log(log: Path) -> None:
         f.truncate()
 
 
-def _disk_full(folder: Path) -> bool:
-    """Whether the disk of `folder` has less room left than the runner's reserve."""
+def _out_of_bytes(folder: Path) -> bool:
+    """Whether the disk of `folder` has fewer bytes left than the runner's reserve."""
     free = free_bytes(folder)
     return free is not None and free < RESERVE_BYTES
+
+
+def _out_of_inodes(folder: Path) -> bool:
+    """Whether the disk of `folder` has (next to) no inodes left: full to a new file, with bytes
+    to spare (a disk of many small files)."""
+    free = free_inodes(folder)
+    return free is not None and free < RESERVE_INODES
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether the disk of `folder` refuses new writes: out of bytes, or of inodes."""
+    return _out_of_bytes(folder) or _out_of_inodes(folder)
 
 
 # What a write refused by a quota prints (Python's OSError, a C library's perror): statvfs does not
@@ -142,27 +158,45 @@ def _disk_full(folder: Path) -> bool:
 QUOTA_REFUSAL = os.strerror(errno.EDQUOT)
 
 
-def _bytes_held(folder: Path) -> int:
-    """The disk space the files below `folder` take, the runner's reserve left out."""
-    held = 0
+def _held(folder: Path) -> tuple[int, int]:
+    """The disk space the files below `folder` take, and how many there are (folders too: each
+    takes an inode), the runner's reserve left out."""
+    held = files = 0
     for path in folder.rglob("*"):
         with contextlib.suppress(OSError):  # (gone meanwhile)
-            if path.is_file() and not path.is_symlink() and path.name != RESERVE_FILE:
+            if path.name == RESERVE_FILE:
+                continue
+            files += 1
+            if path.is_file() and not path.is_symlink():
                 held += path.lstat().st_blocks * 512
-    return held
+    return held, files
 
 
 @dataclass(frozen=True)
 class Room:
-    """The disk of an experiment folder as the runner began: the room left on it, and what the
-    folder held then (its spec, train.py and harness)."""
+    """The disk of an experiment folder as the runner began: the room left on it, in bytes and in
+    inodes, and what the folder held then (its spec, train.py and harness), in bytes and files."""
 
     free: int | None
     held: int
+    free_inodes: int | None
+    files: int
 
     @classmethod
     def of(cls, exp: Path) -> Room:
-        return cls(free_bytes(exp), _bytes_held(exp))
+        held, files = _held(exp)
+        return cls(free_bytes(exp), held, free_inodes(exp), files)
+
+    def half_taken(self, exp: Path) -> tuple[bool, int, int]:
+        """Whether the folder took half or more of either room since (bytes or inodes: train.py
+        filled the disk itself), and the bytes and files it gained."""
+        held, files = _held(exp)
+        grew, gained = held - self.held, files - self.files
+        took = any(
+            free is not None and used >= free // 2
+            for used, free in ((grew, self.free), (gained, self.free_inodes))
+        )
+        return took, grew, gained
 
 
 def _disk_refused(exp: Path, tail: str, began: Room) -> dict[str, Any]:
@@ -173,27 +207,28 @@ def _disk_refused(exp: Path, tail: str, began: Room) -> dict[str, Any]:
     dropped. The controller re-queues it at no cost and stops the campaign (exit 2), as it does
     when a write of its own into the campaign folder is refused: every run after it would fail
     the same way until someone frees space; the first time for its experiment only, as a quota
-    its own writes passed reads the same (`Campaign._fail_and_requeue`). A train.py whose folder grew by half or more of the
-    room there was when the runner `began` filled the disk itself: that is its crash, as before.
-    A disk refused train.py's writes where the folder's own is full, or its log says a quota
-    refused them; a "No space left on device" with room in the folder is another disk's (a
+    its own writes passed reads the same (`Campaign._fail_and_requeue`). A train.py whose folder
+    took half or more of the room there was when the runner `began`, in bytes or in inodes (files
+    made), filled the disk itself: that is its crash, as before. A disk refused train.py's writes
+    where the folder's own is full, of bytes or of inodes (with bytes to spare: others' many small
+    files), or its log says a quota refused them; a "No space left on device" with room in the folder is another disk's (a
     /dev/shm the change filled) and stays a crash. (Another process's writes below the same
     disk, outside the folder, are not told from train.py's writing there.)"""
-    full = _disk_full(exp)
+    full, no_inodes = _disk_full(exp), _out_of_inodes(exp)
     if not (full or QUOTA_REFUSAL in tail):
         return {}
-    grew = _bytes_held(exp) - began.held
-    if began.free is not None and grew >= began.free // 2:
+    took, grew, gained = began.half_taken(exp)
+    if took:
         return {}
-    free = free_bytes(exp)
     what = f"the disk of its folder {exp}" if full else "a disk quota"
+    made = f", {max(0, gained)} file{'s' if gained != 1 else ''} made" if no_inodes else ""
     return {
         "status": "lost",
         "disk_full": True,
-        "free_bytes": free,
+        "free_bytes": free_bytes(exp),
         "reason": (
-            f"{what} refused train.py's writes ({in_kib(free)} free in its folder, "
-            f"{in_kib(max(0, grew))} written by this run): {tail}"
+            f"{what} refused train.py's writes ({disk_room(exp, 'in its folder')}, "
+            f"{in_kib(max(0, grew))} written by this run{made}): {tail}"
         ),
     }
 
@@ -267,7 +302,7 @@ def run_experiment(exp_dir: str | Path) -> dict[str, Any]:
     previous: dict[signal.Signals, Any] = {}
     stopped: dict[str, Any] = {}  # how the run ended other than by train.py's own end, where it did
     returncode = 0
-    began = Room(None, 0)
+    began = Room(None, 0, None, 0)
     try:
         for s in (signal.SIGTERM, signal.SIGUSR2):
             previous[s] = signal.signal(s, on_signal)

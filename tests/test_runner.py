@@ -564,13 +564,35 @@ print((disk / exp.name / "outcome.json").read_text())
 """
 
 
-def run_on_a_small_disk(tmp_path: Path, train_py: str, *room: str) -> dict:
-    """The outcome of `train_py` run on a 2 MiB disk of its own (`ON_A_SMALL_DISK`)."""
+# As ON_A_SMALL_DISK, on a disk of 64 inodes, bytes to spare. Given argv[3] and argv[4], two FIFOs
+# off the disk: once train.py says through the first that it runs, others' empty files (a data set
+# of many small files) use every inode left, and the second tells train.py so.
+ON_A_DISK_OF_FEW_INODES = """
+import os, shutil, subprocess, sys, threading
+from pathlib import Path
+from autoresearch.runner import run_experiment
+disk, exp = Path(sys.argv[1]), Path(sys.argv[2])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,nr_inodes=64", "tmpfs", str(disk)], check=True)
+shutil.copytree(exp, disk / exp.name)
+def others_use_every_inode(began, filled):
+    Path(began).read_text()
+    for made in range(os.statvfs(disk).f_favail):
+        (disk / f"others{made}").touch()
+    Path(filled).write_text("")
+if len(sys.argv) > 3:
+    threading.Thread(target=others_use_every_inode, args=sys.argv[3:5], daemon=True).start()
+run_experiment(disk / exp.name)
+print((disk / exp.name / "outcome.json").read_text())
+"""
+
+
+def run_on_a_small_disk(tmp_path: Path, train_py: str, *room: str, script: str = ON_A_SMALL_DISK) -> dict:
+    """The outcome of `train_py` run on a 2 MiB disk of its own (`script`: `ON_A_SMALL_DISK`'s)."""
     if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
         pytest.skip("no mount namespace for an unprivileged user here (unshare -rm)")
     exp = make_experiment(tmp_path, train_py)
     (tmp_path / "disk").mkdir()
-    script = [sys.executable, "-c", ON_A_SMALL_DISK, str(tmp_path / "disk"), str(exp), *room]
+    script = [sys.executable, "-c", script, str(tmp_path / "disk"), str(exp), *room]
     done = subprocess.run(["unshare", "-rm", *script], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -592,16 +614,52 @@ def test_a_disk_filled_by_others_is_not_the_changes_crash(tmp_path: Path) -> Non
     agent learnt from as if its idea broke training, and the change was dropped. It is now lost
     to the disk (`disk_full`), for the controller to re-queue at no cost, and says how much room
     is left and how little the run wrote."""
-    writes_its_result = (
-        "import prepare\nprint('step 1', flush=True)\nprepare.write_result({'val_bpb': 1.0})\n"
-    )
     # Room for started.json, the reserve and run.log's first page (tmpfs counts 4 KiB pages), none
     # for the result.
     started_json_and_reserve = str(runner.RESERVE_BYTES + 8192)
-    outcome = run_on_a_small_disk(tmp_path, writes_its_result, started_json_and_reserve)
+    outcome = run_on_a_small_disk(tmp_path, WRITES_ITS_RESULT, started_json_and_reserve)
     assert outcome["status"] == "lost" and outcome["disk_full"], outcome
     assert "refused train.py's writes (0 KiB free in its folder, " in outcome["reason"], outcome
     assert outcome["reason"].endswith("No space left on device"), outcome
+
+
+# A train.py that writes its result (the harness's write, which a full disk refuses).
+WRITES_ITS_RESULT = "import prepare\nprint('step 1', flush=True)\nprepare.write_result({'val_bpb': 1.0})\n"
+# train.py that makes empty files until the disk of its folder has no inode left, then fails.
+USES_EVERY_INODE = (
+    "try:\n"
+    "    for made in range(10**6):\n"
+    "        open(f'empty{made}', 'w').close()\n"
+    "except OSError:\n"
+    "    raise SystemExit(1)\n"
+)
+
+
+def test_a_disk_out_of_inodes_by_others_is_not_the_changes_crash(tmp_path: Path) -> None:
+    """Others' small files used every inode of the disk holding the campaign as train.py ran, bytes
+    to spare, and the harness's write of its result failed, No space left on device: the runner
+    judged a disk full by its bytes alone, and the run was the change's crash, charged to its idea.
+    A disk out of inodes is full too: lost to the disk, re-queued free, and the reason says what
+    ran out."""
+    began, filled = tmp_path / "began", tmp_path / "filled"
+    for fifo in (began, filled):
+        os.mkfifo(fifo)
+    waits_for_others = f"open({str(began)!r}, 'w').close()\nopen({str(filled)!r}).read()\n"
+    train_py = WRITES_ITS_RESULT.replace("prepare.write_result", waits_for_others + "prepare.write_result")
+    outcome = run_on_a_small_disk(tmp_path, train_py, str(began), str(filled), script=ON_A_DISK_OF_FEW_INODES)
+    assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["free_bytes"] > 0, outcome[
+        "reason"
+    ]
+    assert "refused train.py's writes (no inodes left in its folder, " in outcome["reason"], outcome["reason"]
+    assert "No space left on device" in outcome["reason"].rsplit(": ", 2)[-2], outcome["reason"]
+
+
+def test_a_train_py_that_uses_every_inode_itself_is_a_crash_that_says_so(tmp_path: Path) -> None:
+    """A train.py that made files until its folder's disk had no inode left filled it itself: its
+    crash, as one that filled its bytes, and the crash says the disk is full (it said nothing)."""
+    outcome = run_on_a_small_disk(tmp_path, USES_EVERY_INODE, script=ON_A_DISK_OF_FEW_INODES)
+    assert outcome["status"] == "crash", outcome
+    assert outcome["reason"].startswith("exit 1: ") and "the disk of its folder is full" in outcome["reason"]
 
 
 # train.py that writes how small zlib makes the runner's reserve, as it finds it while it runs.
