@@ -129,9 +129,11 @@ class Patience:
     def _retrying(self, took: float) -> str:
         """What is left of `seconds` after a failed first try that `took` so long, in words: the
         deadline counts from its start, so a user told 'up to 60 s' after a first try of 57 s
-        would wait for a minute that is not coming; where none is left, one more try is made."""
+        would wait for a minute that is not coming; where none is left, one more try is made. A
+        first try of a tenth of the time or less (SQLite's one second waiting for a lock) is not
+        worth the words: "up to" holds."""
         left = self.seconds - took
-        if took < 0.5:  # (nothing to speak of: "0 s")
+        if took < max(2.0, self.seconds / 10):
             return f"trying again for up to {self.seconds:g} s"
         spent = f"the first try took {took:.0f} s of the {self.seconds:g} s allowed"
         if left < 1:
