@@ -70,7 +70,7 @@ from autoresearch.resume_changes import resuming_said, setting_changes, tracking
 from autoresearch.runner import INFRA_STATUSES, ended_outcome, started_at
 from autoresearch.sampler import AgentSampler, knob_specs
 from autoresearch.starting_files import own_harness, train_py_change
-from autoresearch.study import finished, held_storage, open_study, status_of, trials
+from autoresearch.study import StudyUnavailable, finished, held_storage, open_study, status_of, trials
 from autoresearch.temporaries import TemporarySweep, remove_temporaries
 from autoresearch.tracking import NoTracker, Tracker
 from autoresearch.workspace import experiment_dir
@@ -197,6 +197,7 @@ class Campaign:
         self._writing_stop_files = False  # a second stop waits for the block to end (`leave_now`)
         self._stop_held = False  # one came meanwhile
         self._leaving = False  # a second stop raised KeyboardInterrupt: a third is no news
+        self._database_lost = False  # it stopped as the study's database failed: the stop reads none
         self._lock_fd: int | None = None
         self.heartbeat = Heartbeat(campaign_dir)  # started once this controller holds the lock
         self._ran_before = 0.0  # seconds earlier controllers ran, as the wall budget counts them
@@ -504,9 +505,14 @@ class Campaign:
                     self.fleet.wait(self.cfg.cluster.poll_seconds)
             ended = failure or stop_reason
         except StoppedInOutage as err:
+            self._database_lost = True
             ended = (
                 f"stopped by {self.stopped_by} while the study's database could not be reached ({err.reason})"
             )
+            raise
+        except StudyUnavailable as err:
+            self._database_lost = True
+            ended = "error: " + (str(err).splitlines() or [type(err).__name__])[0]
             raise
         except Exception as err:
             ended = "error: " + (str(err).splitlines() or [type(err).__name__])[0]
@@ -527,7 +533,7 @@ class Campaign:
                 with self._writing_what_a_stop_saves():
                     self.fleet.shutdown(cancel=False)
                     self._write_final_outputs(ended)
-                if not self._leaving:  # (a second stop already came: what W&B lacks, the next run sends)
+                if not (self._leaving or self._database_lost):  # (what W&B lacks, the next run sends)
                     self.tracker.update(self.study)
                     self.tracker.close(self.dir / REPORT_FILE)
         finally:
@@ -540,8 +546,18 @@ class Campaign:
                     self._lock_fd = None
 
     def _write_final_outputs(self, ended: str) -> None:
+        """results.tsv, and report.html unless the study's database failed: its report would wait
+        storage_retry_seconds again for the database, then raise over the one line that says so."""
         try:
-            self._write_outputs(ended=ended)
+            if not self._database_lost:
+                self._write_outputs(ended=ended)
+                return
+            write_results(self.ledger.table(), self.dir / "results.tsv")
+            log.warning(
+                "report.html not written: the study's database is out of reach; `autoresearch report %s` "
+                "writes it once it is back",
+                self.dir,
+            )
         except OSError as err:  # (a full disk: derived files, which must not hide why it stopped)
             log.warning(
                 "results.tsv and report.html not written: %s; `autoresearch report %s` writes them",

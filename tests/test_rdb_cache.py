@@ -265,6 +265,10 @@ def test_a_database_lost_mid_campaign_for_longer_than_the_retries_stops_the_cont
     assert patience_time.waits == [1, 2, 4, 3]  # doubled each time, and the last cut to the 10 s allowed
     said = [r.getMessage() for r in caplog.records if "storage=" in r.getMessage()]
     assert len(said) == 1 and said[0].endswith(": trying again for up to 10 s"), said
+    # (the stop's report, which reads the study, is left to `autoresearch report`: it waited the
+    # retries again, then raised the driver's error over the line above)
+    assert any("report.html not written: the study's database" in r.getMessage() for r in caplog.records)
+    assert (dying.dir / "results.tsv").exists()
     message = str(stopped.value)
     assert re.match(f"^lost the study at storage={re.escape(database_url)}: .+; ", message), message
     assert "\n" not in message
