@@ -526,10 +526,15 @@ def test_a_re_attached_runner_whose_pid_another_process_took_has_not_its_childre
     cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
     fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
     assert fleet.reattach(job, f"local:{runner}")
+    # A process is told by its start time, in the kernel's clock ticks: one started in the runner's
+    # own tick would be taken for it, which a real reuse of its pid, the pids wrapped round, is not.
+    born, tick = int(leftovers.runner_start(runner)), os.sysconf("SC_CLK_TCK")
+    wait_for(lambda: float(Path("/proc/uptime").read_text().split()[0]) * tick > born + 1, 10, "a later tick")
     other = subprocess.Popen([sys.executable, "-c", PARENT_OF_A_SLEEPER], stdout=subprocess.PIPE)
     try:
         assert other.stdout is not None
         child = int(other.stdout.readline())
+        assert leftovers.runner_start(other.pid) != leftovers.runner_start(runner)
         killed_and_found_gone(first, runner)
         fleet._running[0].pid = other.pid  # the runner's pid, given since to another process
         assert [f.outcome["status"] for f in fleet.poll()] == ["lost"]
