@@ -1028,11 +1028,12 @@ def test_gres_items_are_read_without_their_socket_bindings() -> None:
 def test_a_validate_partition_that_refuses_every_job_stops_the_campaign(
     tmp_path: Path, slurm_cluster: None
 ) -> None:
-    """sbatch refuses every job of the validate partition (a feature no node has): each baseline
-    there is lost and re-queued until its retries are spent. No change could then be confirmed,
-    and the campaign spent its budget on nothing but losses; it stops with the reason instead."""
+    """sbatch refuses every job of the validate partition (a reservation that does not exist,
+    which the start does not look up): each baseline there is lost and re-queued until its
+    retries are spent. No change could then be confirmed, and the campaign spent its budget on
+    nothing but losses; it stops with the reason instead."""
     proc = run_campaign(
-        tmp_path, SLURM, "cluster.partitions.h200.constraint=nosuchfeature", "campaign.max_retries=1"
+        tmp_path, SLURM, "+cluster.partitions.h200.extra_sbatch.reservation=nosuch", "campaign.max_retries=1"
     )
     said = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode == 2, said
@@ -1040,7 +1041,7 @@ def test_a_validate_partition_that_refuses_every_job_stops_the_campaign(
         "every baseline run of the starting train.py on the validate tier was cancelled or lost to "
         "the cluster (trial " in said
     )
-    assert "lost: sbatch refused the job: sbatch: error: Batch job submission failed: Invalid feature" in said
+    assert "lost: sbatch refused the job: sbatch: error: Batch job submission failed: " in said
     assert "no change can be confirmed without one: run the command again to queue them again" in said
     study = load(tmp_path / "toy")
     validate = [t for t in study.trials if t.user_attrs.get("tier") == "validate"]
