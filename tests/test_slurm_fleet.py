@@ -47,7 +47,7 @@ from optuna.trial import TrialState
 
 from autoresearch.budget import experiment_ran
 from autoresearch.campaign import Campaign
-from autoresearch.config import PartitionConfig
+from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet import slurm as slurm_fleet
 from autoresearch.fleet import slurm_outage, slurm_qos, slurm_states
 from autoresearch.fleet.base import Finished, JobSpec
@@ -3178,6 +3178,20 @@ def test_workers_that_fail_before_starting_beside_a_live_one_are_sent_again_back
     assert sum("FAILED before its worker started" in r.getMessage() for r in caplog.records) == 1
 
 
+FAILING_SETUP = "+cluster.partitions.h100.setup=[exit 127]"  # a worker job that fails before its worker
+
+
+def worker_cluster(tmp_path: Path, slots: int, *settings: str) -> ClusterConfig:
+    """The toy cluster with partition h100 in worker mode, of `slots`, and `settings` besides."""
+    return compose_toy(
+        tmp_path,
+        SLURM,
+        "cluster.partitions.h100.mode=workers",
+        f"cluster.partitions.h100.slots={slots}",
+        *settings,
+    ).cluster
+
+
 @pytest.mark.slurm
 def test_a_controller_resumed_after_the_worker_starts_lost_the_queue_sends_a_worker_not_losing_it_again(
     tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
@@ -3189,8 +3203,7 @@ def test_a_controller_resumed_after_the_worker_starts_lost_the_queue_sends_a_wor
     (as each failure after does, in the controller that lost them)."""
     monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
     monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))
-    workers = ("cluster.partitions.h100.mode=workers", "cluster.partitions.h100.slots=1")
-    cluster = compose_toy(tmp_path, SLURM, *workers, "+cluster.partitions.h100.setup=[exit 127]").cluster
+    cluster = worker_cluster(tmp_path, 1, FAILING_SETUP)
     campaign = str(tmp_path / "campaign")
     exps = [make_experiment(tmp_path, "", name=f"e{t}", trial=t) for t in (1, 2)]
     first = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
@@ -3220,13 +3233,7 @@ def test_a_resumed_controller_goes_on_from_the_failed_worker_starts_in_a_row_it_
     in a row. It now counts those the queue folder shows since the last worker that started."""
     monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
     monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0, 3600.0))
-    cluster = compose_toy(
-        tmp_path,
-        SLURM,
-        "cluster.partitions.h100.mode=workers",
-        "cluster.partitions.h100.slots=1",
-        "+cluster.partitions.h100.setup=[exit 127]",
-    ).cluster
+    cluster = worker_cluster(tmp_path, 1, FAILING_SETUP)
     campaign = str(tmp_path / "campaign")
     exp = make_experiment(tmp_path, "", name="e1", trial=1)
     first = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
@@ -3253,13 +3260,7 @@ def test_the_workers_of_one_sbatch_that_fail_to_start_are_one_failure_in_a_row_a
     sbatch is now one failure in a row, however many of its workers fail, at however many polls."""
     monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
     monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (3600.0,))  # (no second array)
-    cluster = compose_toy(
-        tmp_path,
-        SLURM,
-        "cluster.partitions.h100.mode=workers",
-        "cluster.partitions.h100.slots=3",
-        "+cluster.partitions.h100.setup=[exit 127]",
-    ).cluster
+    cluster = worker_cluster(tmp_path, 3, FAILING_SETUP)
     campaign = str(tmp_path / "campaign")
     jobs = [JobSpec(t, make_experiment(tmp_path, "", name=f"e{t}", trial=t), "h100") for t in (1, 2, 3)]
     first = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
@@ -3286,14 +3287,10 @@ def test_a_worker_sent_before_a_resume_that_starts_after_it_ends_the_failed_star
     monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
     monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0, 3600.0))
     go = tmp_path / "go"
-    workers = ("cluster.partitions.h100.mode=workers", "cluster.partitions.h100.slots=1")
-    failing = compose_toy(tmp_path, SLURM, *workers, "+cluster.partitions.h100.setup=[exit 127]").cluster
-    gated = compose_toy(
-        tmp_path,
-        SLURM,
-        *workers,
-        f"+cluster.partitions.h100.setup=['until test -e {go}; do sleep 0.1; done']",
-    ).cluster
+    failing = worker_cluster(tmp_path, 1, FAILING_SETUP)
+    gated = worker_cluster(
+        tmp_path, 1, f"+cluster.partitions.h100.setup=['until test -e {go}; do sleep 0.1; done']"
+    )
     campaign = str(tmp_path / "campaign")
     hold = tmp_path / "hold"
     hold.touch()
@@ -3330,9 +3327,8 @@ def test_a_resumed_controller_counts_no_failed_worker_start_before_a_worker_that
     towards losing the queue. It now counts only the failures since the last worker that started."""
     monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
     monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0, 3600.0))
-    workers = ("cluster.partitions.h100.mode=workers", "cluster.partitions.h100.slots=1")
-    failing = compose_toy(tmp_path, SLURM, *workers, "+cluster.partitions.h100.setup=[exit 127]").cluster
-    cluster = compose_toy(tmp_path, SLURM, *workers).cluster
+    failing = worker_cluster(tmp_path, 1, FAILING_SETUP)
+    cluster = worker_cluster(tmp_path, 1)
     campaign = str(tmp_path / "campaign")
     exps = [make_experiment(tmp_path, "", name=f"e{t}", trial=t) for t in (1, 2, 3)]
     first = SlurmFleet(failing, deadline_s=60, campaign_dir=campaign)
