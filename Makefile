@@ -27,8 +27,12 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/pytest -q
 
+# A stop by Ctrl-C (the controller's exit 3, or 130 for a second one) is the user's, said by the
+# tool in its own closing lines: make ends quietly, where it added "*** [demo] Error 3" that read
+# as a crash. Any other failure keeps its exit code and make's line.
 demo: install
-	$(BIN)/python -m autoresearch +campaign=demo
+	$(info $(BIN)/python -m autoresearch +campaign=demo)
+	@$(BIN)/python -m autoresearch +campaign=demo || { code=$$?; [ $$code -eq 3 ] || [ $$code -eq 130 ] || exit $$code; }
 
 lint: install
 	$(BIN)/ruff check .
