@@ -27,12 +27,15 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/pytest -q
 
+# The demo takes Hydra overrides in ARGS: make demo ARGS="campaign.budget.max_experiments=60".
 # A stop by Ctrl-C (the controller's exit 3, or 130 for a second one) is the user's, said by the
 # tool in its own closing lines: make ends quietly, where it added "*** [demo] Error 3" that read
 # as a crash. Any other failure keeps its exit code and make's line.
+ARGS ?=
+demo: export AUTORESEARCH_MAKE_TARGET = demo
 demo: install
-	$(info $(BIN)/python -m autoresearch +campaign=demo)
-	@$(BIN)/python -m autoresearch +campaign=demo || { code=$$?; [ $$code -eq 3 ] || [ $$code -eq 130 ] || exit $$code; }
+	$(info $(BIN)/python -m autoresearch +campaign=demo $(ARGS))
+	@$(BIN)/python -m autoresearch +campaign=demo $(ARGS) || { code=$$?; [ $$code -eq 3 ] || [ $$code -eq 130 ] || exit $$code; }
 
 lint: install
 	$(BIN)/ruff check .

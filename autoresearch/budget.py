@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -325,11 +326,20 @@ def wave_dollars(spend: Spend, budget: BudgetConfig, campaign_dir: Path) -> Wave
     return WaveDollars(spend, budget.max_dollars, campaign_dir) if budget.max_dollars else None
 
 
-def going_on_past(stop_reason: str) -> str | None:
+# Set by the Makefile's demo target to its name: a user who typed `make demo` cannot add a setting
+# to "the same command" without knowing the python command it runs, so the hint names make's.
+MAKE_TARGET_ENV = "AUTORESEARCH_MAKE_TARGET"
+
+
+def going_on_past(stop_reason: str, budget: BudgetConfig | None = None) -> str | None:
     """What to type to go on after a budget stopped the campaign (a resume with the same budget
-    stops at once), or None for any other stop."""
+    stops at once), or None for any other stop. Run by `make demo` (and given the `budget`), the
+    make command with the setting doubled, as make passes it on (ARGS)."""
     for what, setting in BUDGET_SETTINGS.items():
         if stop_reason.startswith(f"{what} budget reached"):
+            if (target := os.environ.get(MAKE_TARGET_ENV)) and budget is not None:
+                larger = f"campaign.budget.{setting}={getattr(budget, setting) * 2:g}"
+                return f'to go on, run it with a larger budget: make {target} ARGS="{larger}"'
             return f"to go on, run the same command with a larger campaign.budget.{setting}"
     return None
 

@@ -31,7 +31,7 @@ from engine_helpers import (
     wait_for,
 )
 
-from autoresearch.budget import Spend, exhausted, going_on_past, hours_unit
+from autoresearch.budget import MAKE_TARGET_ENV, Spend, exhausted, going_on_past, hours_unit
 from autoresearch.campaign import Campaign
 from autoresearch.config import (
     AutoresearchConfig,
@@ -139,6 +139,29 @@ def test_a_stop_at_a_budget_names_the_setting_that_goes_on(setting: str) -> None
     hint = going_on_past(reason)
     assert hint == f"to go on, run the same command with a larger campaign.budget.{setting}"
     assert going_on_past("stopped by the user") is None and going_on_past("") is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "limit", "larger"), [("max_experiments", 30, "60"), ("max_wall_hours", 0.25, "0.5")]
+)
+def test_a_stop_at_a_budget_under_make_demo_names_the_make_command_that_goes_on(
+    setting: str, limit: float, larger: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` runs the python command for the user, who could not add a setting to "the same
+    command" without knowing it: run by make (MAKE_TARGET_ENV), the hint is make's own command."""
+    monkeypatch.setenv(MAKE_TARGET_ENV, "demo")
+    budget = BudgetConfig(**{setting: limit})
+    reason = exhausted(
+        Spend(experiments=30, wall_hours=0.3, gpu_hours=0.0, gpu_dollars=0.0, llm_dollars=0.0), budget
+    )
+    assert going_on_past(reason, budget) == (
+        f'to go on, run it with a larger budget: make demo ARGS="campaign.budget.{setting}={larger}"'
+    )
+    monkeypatch.delenv(MAKE_TARGET_ENV)
+    assert (
+        going_on_past(reason, budget)
+        == f"to go on, run the same command with a larger campaign.budget.{setting}"
+    )
 
 
 def test_slot_hours_are_gpu_hours_unless_every_slot_was_a_cpu() -> None:

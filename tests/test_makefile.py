@@ -1,5 +1,6 @@
 """The Makefile's demo target, run by make against a stand-in for the environment's python that
-exits as the controller would: what make adds to the tool's own closing lines."""
+records what it was given and exits as the controller would: what make adds to the tool's own
+closing lines, and what it passes on."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 
 def make_demo(venv: Path, exit_code: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """`make demo` with `venv` as its environment, set up already: its python exits with `exit_code`."""
+    """`make demo` with `venv` as its environment, set up already: its python records its
+    arguments and the make target it was told of, then exits with `exit_code`."""
     (venv / "bin").mkdir(parents=True, exist_ok=True)
     python = venv / "bin" / "python"
-    python.write_text(f"#!/bin/sh\nexit {exit_code}\n")
+    python.write_text(
+        f'#!/bin/sh\necho "$@" > {venv}/argv\necho "$AUTORESEARCH_MAKE_TARGET" > {venv}/target\n'
+        f"exit {exit_code}\n"
+    )
     python.chmod(0o755)
     (venv / ".installed").touch()  # newer than pyproject.toml: nothing to install
     return subprocess.run(
@@ -43,3 +48,20 @@ def test_a_demo_that_fails_still_fails_under_make(tmp_path: Path) -> None:
     made = make_demo(tmp_path / "venv", 2)
     assert made.returncode != 0
     assert "Error 2" in made.stderr
+
+
+def test_make_demo_passes_args_on_as_hydra_overrides(tmp_path: Path) -> None:
+    """The closing hint after a budget says `make demo ARGS="campaign.budget.max_experiments=60"`:
+    make passes ARGS to the campaign, and tells it it runs as make's demo target."""
+    venv = tmp_path / "venv"
+    made = make_demo(venv, 0, "ARGS=campaign.budget.max_experiments=60 campaign.wave_size=2")
+    assert made.returncode == 0, made.stderr
+    argv = (venv / "argv").read_text().split()
+    assert argv == [
+        "-m",
+        "autoresearch",
+        "+campaign=demo",
+        "campaign.budget.max_experiments=60",
+        "campaign.wave_size=2",
+    ]
+    assert (venv / "target").read_text().strip() == "demo"
