@@ -24,15 +24,18 @@ from autoresearch.budget import Spend, exhausted, going_on_past, hours_unit, mea
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, deadline_seconds, time_budget_seconds
 from autoresearch.estimate import (
     ASSUMED,
+    CpuLoad,
     Pace,
     Rate,
     campaign_rate,
+    cpu_load,
     hours_until_bound,
     in_about,
     pool_rate,
     tier_paces,
     tiers_in_use,
 )
+from autoresearch.fleet.base import Pool
 from autoresearch.folder_lock import lock_refusal
 from autoresearch.frontier import start_source_of
 from autoresearch.heartbeat import controller_state
@@ -109,6 +112,7 @@ def plan_lines(cfg: AutoresearchConfig, ready: Ready) -> list[str]:
         ("estimate", _rate_said(rate, paces, ready)),
         ("assumes", ASSUMED),
         ("budgets", _budgets_said(cfg, spend, rate)),
+        *_load_lines(cfg, ready.fleet.pools, spend, cpu_load()),
     ]
     width = max(len(label) for label, _ in lines) + 2
     return [f"{label:<{width}}{value}" for label, value in lines]
@@ -296,6 +300,35 @@ def _rate_said(rate: Rate, paces: dict[str, Pace], ready: Ready) -> str:
         f"{_experiments_said(rate, list(paces.values()))}, {rate.slot_hours:g} {unit}/h, "
         f"${rate.dollars:.2f}/h ({source})"
     )
+
+
+def _load_lines(
+    cfg: AutoresearchConfig, pools: dict[str, Pool], spend: Spend, load: CpuLoad | None
+) -> list[tuple[str, str]]:
+    """The estimate again at this machine's present load, where it slows CPU slots that have
+    nothing measured: they train for CPU-seconds, which a loaded machine stretches in wall time (a
+    busy 2-core machine ran the demo's 15 s runs in 100 s and more), so the budgets' times above
+    were a quiet machine's. Its own line, not the estimate's: the load is a minute's, and may not
+    last. None on a quiet machine, or where the rate is measured (its times hold their load)."""
+    paces = tier_paces(cfg, pools, [], load)
+    factor = max(pace.load_factor for pace in paces.values())
+    if load is None or factor <= 1.0 or spend.experiments:
+        return []
+    rate = campaign_rate(cfg, pools, paces)
+    left = remaining(spend, cfg.campaign.budget)
+    binds = hours_until_bound(left, rate)
+    first = min(binds, key=lambda what: binds[what]) if binds else ""
+    ending = (
+        f"; max_{first} reached {in_about(binds[first])}" if first and not math.isinf(binds[first]) else ""
+    )
+    return [
+        (
+            "load",
+            f"load average {load.load:.1f} on {load.cores} CPUs, and the slots' own threads: each CPU-second "
+            f"of training takes about {factor:.1f} s, so up to {rate.experiments:.1f} experiments/h{ending} "
+            "(while this load lasts)",
+        )
+    ]
 
 
 def _budgets_said(cfg: AutoresearchConfig, spend: Spend, rate: Rate) -> str:

@@ -33,8 +33,8 @@ from optuna.trial import TrialState, create_trial
 
 from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, served
 from autoresearch.config import time_budget_seconds
-from autoresearch.dry_run import _folder_said
-from autoresearch.estimate import Pace, campaign_rate, tier_paces
+from autoresearch.dry_run import NOTHING_SPENT, _folder_said, _load_lines
+from autoresearch.estimate import CpuLoad, Pace, campaign_rate, tier_paces
 from autoresearch.fleet.factory import plan_fleet
 from autoresearch.ledger import Ledger
 from autoresearch.results import compare, frontier_value, rows
@@ -1096,6 +1096,26 @@ def test_a_tier_whose_slots_were_held_no_time_is_estimated_from_its_training_tim
     assert campaign_rate(cfg, pools, paces).experiments == pools["local"].slots * 3600 / time_budget_seconds(
         cfg
     )
+
+
+def test_check_on_a_loaded_machine_says_the_estimate_at_its_load(tmp_path: Path) -> None:
+    """CPU slots train for CPU-seconds, which a loaded machine stretches in wall time: beside helpers'
+    tests the demo's 15 s runs took 100 s and more, and check still said its 30 experiments took
+    about 4 minutes. With the load average above what the cores and the slots' own threads allow,
+    a line says the estimate at that load, and that it holds while the load does."""
+    cfg = compose_toy(
+        tmp_path, "cluster.cpu_slots=2", "cluster.threads_per_slot=1", "campaign.budget.max_experiments=30"
+    )
+    pools = plan_fleet(cfg.cluster).pools
+    seconds = time_budget_seconds(cfg) * (6.0 + 2) / 2  # the cores shared among the load and 2 threads
+    per_hour = 2 * 3600 / seconds
+    assert dict(_load_lines(cfg, pools, NOTHING_SPENT, CpuLoad(load=6.0, cores=2))) == {
+        "load": f"load average 6.0 on 2 CPUs, and the slots' own threads: each CPU-second of training takes "
+        f"about 4.0 s, so up to {per_hour:.1f} experiments/h; max_experiments reached in about "
+        f"{30 / per_hour * 60:.0f} min (while this load lasts)"
+    }
+    assert _load_lines(cfg, pools, NOTHING_SPENT, CpuLoad(load=2.0, cores=4)) == []  # cores enough for all
+    assert _load_lines(cfg, pools, NOTHING_SPENT, None) == []  # no load average (Windows)
 
 
 HARNESS = f"campaign.prepare_py={REPO / 'trainer' / 'prepare.py'}"
