@@ -253,6 +253,7 @@ def test_the_readmes_campaign_folder_table_names_every_file_the_code_writes_ther
         ),
         slurm.SENT_LATE_FILE,
         leftovers.UNSEEN_FILE,
+        leftovers.LINEAGE_FILE,
         temporaries.SWEEP_FILE,
         heartbeat.CONTROLLER_FILE,
         folder_lock.LOCK_FILE,

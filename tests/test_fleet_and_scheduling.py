@@ -530,6 +530,80 @@ def test_what_a_run_left_running_out_of_its_session_and_environment_ends_with_it
             os.kill(int(left.read_text()), signal.SIGKILL)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+@pytest.mark.parametrize("controller", ["killed", "stopped"])
+def test_what_a_run_left_running_out_of_its_session_and_environment_ends_when_its_runner_died_unwatched(
+    tmp_path: Path, controller: str
+) -> None:
+    """What a poll recorded below a runner lived only in its controller's memory: a runner killed
+    outright while no controller watched (its controller killed or stopped) left a process that had
+    left its session and dropped its environment unfound by the next controller, which ran the
+    slot's next run beside it. The fleet keeps each runner's lineage in its run's folder."""
+    fleet, job, runner = started_alone(tmp_path, STARTS_A_LEAVER_WITH_ITS_OWN_ENVIRONMENT)
+    left = job.exp_dir / "left.pid"
+    try:
+        wait_for(left.exists, 60, "the process out of its session and environment to start", every=0.02)
+        assert fleet.poll() == []
+        if controller == "stopped":
+            fleet.shutdown(cancel=False)
+        os.kill(runner, signal.SIGKILL)
+        os.waitpid(runner, 0)  # (the controller that started it gone, nothing watches it)
+        cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+        assert not make_fleet(cluster, deadline_s=60, campaign_dir="").reattach(job, f"local:{runner}")
+        assert not running(int(left.read_text()))
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+def test_what_a_re_attached_runner_left_running_ends_when_it_dies_before_the_first_poll(
+    tmp_path: Path,
+) -> None:
+    """A runner a controller re-attached that is killed outright before that controller's first
+    poll had no lineage recorded by it: the last controller's is kept, and ends what it saw."""
+    first, job, runner = started_alone(tmp_path, STARTS_A_LEAVER_WITH_ITS_OWN_ENVIRONMENT)
+    left = job.exp_dir / "left.pid"
+    try:
+        wait_for(left.exists, 60, "the process out of its session and environment to start", every=0.02)
+        assert first.poll() == []
+        cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+        fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
+        assert fleet.reattach(job, f"local:{runner}")
+        os.kill(runner, signal.SIGKILL)
+        os.waitpid(runner, 0)  # (its first controller, whose child it is, stands in for init)
+        assert [f.outcome["status"] for f in fleet.poll()] == ["lost"]
+        assert not running(int(left.read_text()))
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, the kernel's boot id")
+@pytest.mark.parametrize("boot", ["this", "another"])
+def test_a_kept_lineage_is_ended_only_on_the_boot_it_was_seen(tmp_path: Path, boot: str) -> None:
+    """A runner's kept lineage names processes by pid and start time, which counts from the boot:
+    after a reboot it names no process of its run, and a process of this boot with that pid and
+    start time is spared; on its own boot, it is ended with its runner gone."""
+    exp_dir = make_experiment(tmp_path, "pass\n", deadline=60, trial=0)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # (the runner, ended unwatched: its pid no process's)
+    other = subprocess.Popen(["sleep", "371"])
+    try:
+        leftovers.keep_lineage(exp_dir, gone.pid, "1", {other.pid: leftovers.runner_start(other.pid)})
+        if boot != "this":
+            record = json.loads((exp_dir / leftovers.LINEAGE_FILE).read_text())
+            (exp_dir / leftovers.LINEAGE_FILE).write_text(json.dumps({**record, "boot": "another boot"}))
+        cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
+        fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
+        (pool,) = fleet.pools.values()
+        assert not fleet.reattach(JobSpec(0, exp_dir, pool.name), f"local:{gone.pid}")
+        assert other.poll() is None if boot != "this" else other.wait(60) == -signal.SIGKILL
+    finally:
+        other.kill()
+        other.wait()
+
+
 # A process of this user's that starts a child and prints its pid: no run's, in no run's session.
 PARENT_OF_A_SLEEPER = (
     "import subprocess; c = subprocess.Popen(['sleep', '371']); print(c.pid, flush=True); c.wait()"

@@ -20,7 +20,9 @@ where the runner, not reaped yet, holds its number from any later session. Its l
 runner is the child subreaper of its run's orphans, so while it runs every process its run started
 is below it, whatever its session or environment; the fleet records them at each poll (`lineages`)
 and, the runner gone, kills each still the process recorded (its start time), with all below it
-(`Leftovers.end`'s `lineage`): those reparented to init keep their own children. A process is held
+(`Leftovers.end`'s `lineage`): those reparented to init keep their own children. The record is
+kept in the run's folder too (`keep_lineage`), for a controller started again after the runner
+ended while none watched it (its controller killed or stopped). A process is held
 before its environment or session is read, and signalled only if it is still the one held, never
 one given its pid since (`_Held`). (A per-run
 cgroup needs a delegation most machines do not give; a watchdog process outliving the runner can
@@ -37,8 +39,7 @@ runs). (The runner, ending each run, reads none: `runner._kill_escapees`.)
 
 Not found: a process started since the fleet's last poll that drops the environment and leaves
 the session, or is of a runner a controller re-attached (reaped by another, its session not
-swept); nor, of a runner that ended while no controller watched it, one that drops the
-environment.
+swept) or of one that ended while no controller watched it.
 On Slurm, nothing here: a job's processes are Slurm's to end, all of them, with the job (its
 cgroup), a runner killed outright ending its job.
 """
@@ -66,6 +67,7 @@ log = logging.getLogger("autoresearch")
 
 READ_LIMIT_S = 2.0  # how long one read of a process's environment is waited for (a hung mount's)
 UNSEEN_FILE = "leftovers_unseen.json"  # in the campaign folder: `Leftovers`' processes not seen yet
+LINEAGE_FILE = "runner_lineage.json"  # in a run's folder: its runner's descendants at the last poll
 
 
 class Leftovers:
@@ -303,6 +305,32 @@ def lineages(runners: Lineage) -> dict[int, Lineage]:
     runner is killed outright they are init's, and only this record of them still finds them."""
     processes = _own_live_processes()
     return {runner: _below({runner: started}, processes) for runner, started in runners.items()}
+
+
+def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> None:
+    """Write `runner`'s `lineage` (`lineages`) to its run's LINEAGE_FILE, with the boot it was seen
+    on (a start time counts from the boot): a runner that ends while no controller watches it (its
+    controller killed or stopped) leaves them to the next controller's `kept_lineage`."""
+    record = {
+        "boot": _boot_id(),
+        "runner": [runner, started],
+        "below": [[pid, s] for pid, s in lineage.items()],
+    }
+    with contextlib.suppress(OSError):  # (a disk that refuses it: only the environment finds them)
+        write_json_atomic(exp_dir / LINEAGE_FILE, record)
+
+
+def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:
+    """The start time and lineage of `runner` that its run's LINEAGE_FILE holds, where written on
+    this boot; ("", {}) where there is none, or it cannot be read."""
+    record = read_json(exp_dir / LINEAGE_FILE)
+    if not record or record.get("boot") != _boot_id():
+        return "", {}
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        pid, started = record["runner"]
+        if int(pid) == runner:
+            return str(started), {int(child): str(born) for child, born in record.get("below", [])}
+    return "", {}
 
 
 def runner_start(pid: int) -> str:

@@ -23,7 +23,15 @@ from typing import Any, NamedTuple
 
 from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers, Lineage, lineages, runner_start
+from autoresearch.fleet.leftovers import (
+    UNSEEN_FILE,
+    Leftovers,
+    Lineage,
+    keep_lineage,
+    kept_lineage,
+    lineages,
+    runner_start,
+)
 from autoresearch.runner import (
     ABANDONED_FILE,
     DISK_REFUSED_EXIT,
@@ -150,15 +158,20 @@ class LocalFleet:
             pid = _find_runner(job.exp_dir)
             slot = None if pid is None else self._slot_of(pid)
         started = runner_start(pid) if pid is not None else ""  # (read first, then checked the runner's)
+        # What the last controller's last poll saw below it (a runner ended unwatched has them init's).
+        kept_started, lineage = kept_lineage(job.exp_dir, pid) if pid is not None else ("", {})
         if pid is None or not _is_our_runner(pid, job.exp_dir):
-            self._leftovers.end(job.exp_dir)
+            self._leftovers.end(job.exp_dir, lineage=lineage, since=kept_started)
             gone = {"trial": job.trial, "status": "lost", "reason": "runner gone when its controller stopped"}
             write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
             return False
         # Its deadline counts from its start, as when it was submitted, not from this re-attach.
         start = started_at(job.exp_dir) or time.time()  # (none: it has only just begun)
         deadline = time.monotonic() + start + self._deadline_s - time.time()
-        self._running[job.trial] = _Running(job, pid, started, self._free_slot_index(slot), deadline)
+        kept = lineage if kept_started == started else {}  # (its pid another's since: none of its run's)
+        self._running[job.trial] = _Running(
+            job, pid, started, self._free_slot_index(slot), deadline, lineage=kept
+        )
         return True
 
     def _slot_of(self, pid: int) -> int | None:
@@ -180,6 +193,10 @@ class LocalFleet:
         for trial, run in list(self._running.items()):
             alive = _alive_unreaped(run.proc) if run.proc else _is_our_runner(run.pid, run.job.exp_dir)
             # (one ended since /proc was read was seen with all below it, or already without them)
+            if (
+                alive and seen[run.pid] != run.lineage
+            ):  # (kept for a controller that finds it ended unwatched)
+                keep_lineage(run.job.exp_dir, run.pid, run.started, seen[run.pid])
             run.lineage = seen[run.pid] if alive else {**run.lineage, **seen[run.pid]}
             if alive and time.monotonic() > run.deadline:
                 # SIGTERM lets the runner end train.py's own process group and write its outcome;
