@@ -643,6 +643,39 @@ def test_a_re_attached_runner_whose_pid_another_process_took_has_not_its_childre
             os.kill(child, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+@pytest.mark.parametrize("kernel", ["lists children", "lists no children"])
+def test_a_poll_reads_what_runs_below_its_runners_not_every_process(
+    monkeypatch: pytest.MonkeyPatch, kernel: str
+) -> None:
+    """Each poll read /proc/PID/stat of every process of the machine to find what runs below its
+    runners, 50 ms a poll with a thousand processes; it reads down the kernel's lists of each
+    runner's children, and finds what a read of every process finds (which a kernel with no such
+    lists still reads)."""
+    if kernel == "lists children" and not leftovers._children_listed():
+        pytest.skip("this kernel lists no children (CONFIG_PROC_CHILDREN)")
+    starts_one = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {PARENT_OF_A_SLEEPER!r}])"
+    tree = subprocess.Popen(
+        [sys.executable, "-c", starts_one], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert tree.stdout is not None
+        sleeper = int(tree.stdout.readline())
+        root = {tree.pid: leftovers.runner_start(tree.pid)}
+        below = leftovers._below(root, leftovers._own_live_processes())
+        if kernel == "lists children":
+            monkeypatch.setattr(
+                leftovers, "_own_live_processes", lambda: _raise(AssertionError("all /proc read"))
+            )
+        else:
+            monkeypatch.setattr(leftovers, "_children_listed", lambda: False)
+        assert leftovers.lineages(root) == {tree.pid: below}
+        assert len(below) == 2 and sleeper in below
+    finally:
+        os.killpg(tree.pid, signal.SIGKILL)
+        tree.wait()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, the kernel's boot id")
 def test_a_dead_runner_of_a_host_with_no_name_is_seen_gone_here(tmp_path: Path, monkeypatch) -> None:
     """A host whose name is empty (sethostname('') in a namespace of its own) wrote runner.pid

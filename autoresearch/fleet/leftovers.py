@@ -298,13 +298,52 @@ Lineage = dict[int, str]  # processes by pid, with their start times (/proc/PID/
 
 
 def lineages(runners: Lineage) -> dict[int, Lineage]:
-    """Each of `runners`' descendants now, by one read of /proc: none for one no longer the process
-    that started at its start time (`runner_start`; a re-attached runner's pid, not its
-    controller's child, may be another process's since). A runner, train.py's orphans'
-    subreaper, has below it all its run started, in whatever session or environment; once the
-    runner is killed outright they are init's, and only this record of them still finds them."""
-    processes = _own_live_processes()
-    return {runner: _below({runner: started}, processes) for runner, started in runners.items()}
+    """Each of `runners`' descendants now: none for one no longer the process that started at its
+    start time (`runner_start`; a re-attached runner's pid, not its controller's child, may be
+    another process's since). A runner, train.py's orphans' subreaper, has below it all its run
+    started, in whatever session or environment; once the runner is killed outright they are
+    init's, and only this record of them still finds them. Read down from each runner by the
+    kernel's lists of children, each poll reading what is below the runners, not every process
+    of the machine (a thousand cost 50 ms a poll); by one read of all /proc where the kernel
+    keeps no such list (`_children_listed`)."""
+    if not _children_listed():
+        processes = _own_live_processes()
+        return {runner: _below({runner: started}, processes) for runner, started in runners.items()}
+    return {runner: _below_by_children(runner, started) for runner, started in runners.items()}
+
+
+@functools.cache  # (the kernel's build: once)
+def _children_listed() -> bool:
+    """Whether this kernel lists each thread's children (/proc/PID/task/TID/children: built with
+    CONFIG_PROC_CHILDREN, as for CRIU)."""
+    return os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def _below_by_children(runner: int, started: str) -> Lineage:
+    """The live processes of this user below `runner` (as `_own_live_processes`: kill() reaches
+    no other's), if it is still the process that started at `started`, with their start times, read down its children's lists (a child is on its parent's thread
+    that forked it, so each thread's is read). One that ends as it is read is passed by."""
+    found: Lineage = {}
+    uid = os.getuid()
+    todo = [runner] if _state_if_same(runner, started) is not None else []
+    while todo:
+        for child in _children(todo.pop()):
+            with contextlib.suppress(OSError, IndexError):
+                owner, fields = _owned_stat_fields(child)
+                if owner == uid and child != runner and child not in found and fields[0] not in ("Z", "X"):
+                    found[child] = fields[19]
+                    todo.append(child)
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    """The children of each thread of `pid`; [] where it has ended."""
+    children = []
+    with contextlib.suppress(OSError):
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                children += [int(c) for c in Path(f"/proc/{pid}/task/{thread}/children").read_text().split()]
+    return children
 
 
 def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> None:
