@@ -28,6 +28,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import tmpfs_at
 from engine_helpers import (
     ENV_DUMP,
     REPO,
@@ -53,7 +54,7 @@ from autoresearch.fleet import slurm_outage, slurm_qos, slurm_states
 from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.factory import plan_fleet
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
-from autoresearch.fleet.slurm import SlurmFleet, run_array_task
+from autoresearch.fleet.slurm import SlurmFleet, _job_order, run_array_task
 from autoresearch.fleet.slurm_states import (
     STALE,
     attempt_state,
@@ -3349,6 +3350,42 @@ def test_a_resumed_controller_counts_no_failed_worker_start_before_a_worker_that
         assert not [r for r in caplog.records if "FAILED before its worker started" in r.getMessage()]
     finally:
         third.shutdown(cancel=True)
+
+
+@pytest.mark.slurm
+def test_a_later_worker_of_one_sbatch_whose_disk_refuses_its_start_loses_the_queue_to_the_disk(
+    tmp_path: Path, slurm_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers sent as one array: the first fails before it starts (exit 127), the second,
+    later, is refused its start by the queue's disk (exit 73). The array was counted once, at its
+    first failure, and its later workers no more: the disk's refusal went unseen, the queued
+    experiments waiting on a back-off for a worker every one of which the disk would refuse. A
+    worker exiting 73 is now the disk's refusal, whichever of its array's workers it is."""
+    monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
+    monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (3600.0,))  # (no second array)
+    go = tmp_path / "go"
+    full = tmp_path / "campaign" / "queue" / "h100" / "workers"
+    full.parent.mkdir(parents=True)
+    setup = f"'test $SLURM_ARRAY_TASK_ID = 0 && exit 127; until test -e {go}; do sleep 0.1; done'"
+    cluster = worker_cluster(tmp_path, 2, f"+cluster.partitions.h100.setup=[{setup}]")
+    jobs = [JobSpec(t, make_experiment(tmp_path, "", name=f"e{t}", trial=t), "h100") for t in (1, 2)]
+    finished: list[Finished] = []
+    with tmpfs_at(full, "size=1m,nr_inodes=1"):  # (no inode left for a worker's own file)
+        fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
+        try:
+            fleet.submit(jobs)
+            wait_for(lambda: fleet.poll() or fleet._refusals["h100"].start_failures, 60, "the first to fail")
+            go.touch()
+            wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the queue lost to the disk")
+            worker = max(fleet.queues["h100"].submitted_workers(), key=_job_order)
+            said = (
+                f"the disk of the worker queue {full} refused Slurm worker job {worker}'s own file, its start"
+            )
+            assert sorted((f.trial, f.outcome) for f in finished) == [
+                (t, refused_by_disk(t, full, said)) for t in (1, 2)
+            ]
+        finally:
+            fleet.shutdown(cancel=True)
 
 
 def test_a_workers_failure_to_start_ends_when_a_worker_sent_since_starts_not_when_sbatch_takes_it() -> None:

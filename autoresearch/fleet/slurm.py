@@ -433,7 +433,14 @@ class SlurmFleet:
         self._workers[pool] = alive
         self._refusals[pool].check_started(queue.registered, alive)
         sbatches = {_sbatch_of(w) for w in unstarted} if row is None else row
-        if in_a_row := self._refusals[pool].new_tries(sbatches):
+        # (any worker its disk refused, not only an array's first: one refused before a resume, none)
+        refused = (
+            [w for w in unstarted if self._failed_exit_status(w) == DISK_REFUSED_EXIT] if row is None else []
+        )
+        if refused:
+            self._refusals[pool].new_tries(sbatches)  # (an array counted once, here too)
+            self._queue_refused_by_disk(pool, max(refused, key=_job_order))
+        elif in_a_row := self._refusals[pool].new_tries(sbatches):
             self._workers_failed_to_start(pool, max(unstarted, key=_job_order), in_a_row)
         if row:  # (the earlier controllers' workers not yet started: one that starts ends the row)
             self._refusals[pool].sent([w for w in alive if not queue.registered(w)])
@@ -486,7 +493,7 @@ class SlurmFleet:
 
     def _workers_failed_to_start(self, pool: str, worker: str, in_a_row: int) -> None:
         """Worker jobs of `in_a_row` sbatches not counted yet failed before their worker began, the
-        latest `worker` (one its disk refused: `_queue_refused_by_disk`), and every worker sent in
+        latest `worker` (none of them refused by its disk: `_queue_refused_by_disk`), and every worker sent in
         their place may too: sent again at each poll, one after another for ever, while the queued
         experiments waited. More are tried again, backing off until one sent since starts (a job sbatch takes
         may fail alike, so that ends nothing): with workers alive, the queue waits for them; with
@@ -496,12 +503,9 @@ class SlurmFleet:
         The queue folder records the failure that lost it: a controller resumed after that loss
         keeps the row and its back-off, but sends a worker rather than losing the re-queued
         experiments again for a failure they were already lost for."""
-        status = self._failed_exit_status(worker)
-        if status == DISK_REFUSED_EXIT:
-            self._queue_refused_by_disk(pool, worker)
-            return
+        how = self._how_it_failed(worker, self._failed_exit_status(worker))
         reason = (
-            f"Slurm worker job {worker} FAILED before its worker started ({self._how_it_failed(worker, status)}): "
+            f"Slurm worker job {worker} FAILED before its worker started ({how}): "
             f"the job could not start it (its log: {self.cluster.submitit_dir}/{worker}/)"
         )
         refusal, queue = self._refusals[pool], self.queues[pool]
