@@ -3036,7 +3036,8 @@ def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_wait
     that lacks the controller's interpreter would) claims nothing, and each one sent in its place
     failed alike: the fleet sent a new worker at every poll, for ever, and the queued experiments
     waited unclaimed. With none alive, WORKER_START_TRIES such failures in a row lose the queued
-    experiments (re-queued), said once, naming the last job's exit status and stderr."""
+    experiments (re-queued), said once. Each failure is said with its own job's exit status and
+    stderr (the second was said by none, so a user could not tell one flaky node from another)."""
     monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
     monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))  # each failure tried again at once
     cluster = compose_toy(
@@ -3070,7 +3071,9 @@ def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_wait
     ]
     assert fleet.queues["h100"].ready_count() == 0
     assert sum(f"partition h100: {reason} (workers)" in r.getMessage() for r in caplog.records) == 1
-    assert sum("FAILED before its worker started" in r.getMessage() for r in caplog.records) == 2
+    said = [r.getMessage() for r in caplog.records if "FAILED before its worker started" in r.getMessage()]
+    assert [worker for worker in workers for line in said if f"job {worker} FAILED" in line] == workers
+    assert all("(exit 127: python3: command not found)" in line for line in said)
 
 
 @pytest.mark.slurm
@@ -3176,7 +3179,10 @@ def test_workers_that_fail_before_starting_beside_a_live_one_are_sent_again_back
     finally:
         hold.unlink()
         fleet.shutdown(cancel=True)
-    assert sum("FAILED before its worker started" in r.getMessage() for r in caplog.records) == 1
+    said = [r.getMessage() for r in caplog.records if "FAILED before its worker started" in r.getMessage()]
+    assert [
+        worker for worker in unstarted() for line in said if f"job {worker} FAILED" in line
+    ] == unstarted()
 
 
 FAILING_SETUP = "+cluster.partitions.h100.setup=[exit 127]"  # a worker job that fails before its worker

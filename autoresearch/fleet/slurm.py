@@ -509,10 +509,14 @@ class SlurmFleet:
             f"the job could not start it (its log: {self.cluster.submitit_dir}/{worker}/)"
         )
         refusal, queue = self._refusals[pool], self.queues[pool]
+        said = refusal.since is not None  # (the back-off says only the first failure of its row)
         lose = refusal.failed_to_start(reason, alive=bool(self._workers[pool]), in_a_row=in_a_row)
+        in_row = f"{reason}; {refusal.start_failures} worker starts failed in a row"
         if lose and not queue.lost_for(_sbatch_of(worker)):  # (lost for it already: a resume sends one more)
             queue.record_lost(_sbatch_of(worker))
-            self._lose_queued(pool, f"{reason}; {refusal.start_failures} worker starts failed in a row")
+            self._lose_queued(pool, in_row)
+        elif said:  # each failure's own status and stderr, for a user debugging a flaky node
+            log.warning("partition %s: %s (workers)", pool, in_row)
 
     def _queue_refused_by_disk(self, pool: str, worker: str) -> None:
         """The disk of the worker queue refused a worker its start (DISK_REFUSED_EXIT before it
