@@ -9,6 +9,7 @@ files, never a fixed sleep. The integration tests skip when the cluster is down 
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import hashlib
 import json
@@ -452,6 +453,43 @@ def test_a_queue_entry_a_killed_controller_left_unrenamed_is_removed_when_worker
     queue.put(7, tmp_path)
     queue.open()
     assert not list(queue.path.glob(".*")) and queue.is_queued(7) and not queue.is_queued(6)
+
+
+# Workers starting (`register`) in a process whose every write the kernel refuses (a file size
+# limit of 0: the same open, truncate and refused write as a full disk's, made certain).
+REFUSED_REGISTER = """
+import resource, signal, sys
+from pathlib import Path
+from autoresearch.fleet.workers import WorkerQueue
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+for worker in sys.argv[2:]:
+    try:
+        WorkerQueue(Path(sys.argv[1])).register(worker)
+        print(worker, "started")
+    except OSError as err:
+        print(worker, "refused", err.errno)
+"""
+
+
+def test_a_requeued_worker_refused_its_start_again_keeps_the_mark_of_its_first(tmp_path: Path) -> None:
+    """A worker Slurm requeued starts again under its job's id, and `register` rewrote the mark its
+    first start made: a write then refused (a disk full by then, a quota) left it truncated, and
+    the clean-up meant for a file the refused write made removed it, that start unsaid, so a
+    resumed controller could count the worker as one that never started. An earlier start's mark
+    is now kept as it is; a worker's first start refused still leaves no file."""
+    queue = WorkerQueue(tmp_path / "queue")
+    queue.register("7")  # (its first start)
+    first = (queue.path / "workers" / "7").read_text()
+    refused = subprocess.run(
+        [sys.executable, "-c", REFUSED_REGISTER, str(queue.path), "7", "8"],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert refused.stdout.splitlines() == ["7 started", f"8 refused {errno.EFBIG}"], refused.stderr
+    assert (queue.path / "workers" / "7").read_text() == first
+    assert not queue.registered("8")
 
 
 def test_a_worker_whose_time_limit_cannot_hold_an_experiment_fails_instead_of_requeueing(

@@ -87,10 +87,17 @@ class WorkerQueue:
 
     def register(self, worker: str) -> None:
         """Called by a worker when it starts. A write the disk refuses leaves no file: a full disk
-        may create one and refuse what goes in it, and an empty one would read as a start."""
+        may create one and refuse what goes in it, and an empty one would read as a start. A job
+        Slurm requeued starts its worker again: the mark of its earlier start is kept as it is,
+        never rewritten, for a rewrite the disk refused would leave it truncated, and removed."""
         mark = self.path / "workers" / worker
         try:
-            mark.write_text(str(time.time()))
+            out = mark.open("x")  # (made here, or not at all: only then is it this start's to remove)
+        except FileExistsError:
+            return  # (the job's earlier attempt started)
+        try:
+            with out:
+                out.write(str(time.time()))
         except OSError:
             with contextlib.suppress(OSError):
                 mark.unlink(missing_ok=True)
