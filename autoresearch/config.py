@@ -109,6 +109,11 @@ class ClusterConfig:
     poll_seconds: float = 1.0
     submitit_dir: str = "submitit"  # under the campaign folder
     max_queued: int = 256  # Slurm: caps each partition's slots (its jobs queued or running at once)
+    # Slurm worker mode: worker starts of a partition that fail in a row (jobs that failed before
+    # their worker began), none alive, before its queued experiments are lost, a retry each. The
+    # back-off between them doubles from 15 s, so 5 span about 4 minutes: a shared file system's
+    # hiccup of a minute or two, which must not spend the whole queue's retries, passes first.
+    worker_start_tries: int = 5
 
 
 @dataclass

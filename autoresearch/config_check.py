@@ -69,6 +69,7 @@ AT_LEAST: dict[str, float] = {
     "cluster.threads_per_slot": 0,
     "cluster.grace_seconds": 0,
     "cluster.max_queued": 1,
+    "cluster.worker_start_tries": 1,
     "agent.thinking_budget": 0,
     "agent.max_inspect_turns": 0,
     "agent.max_context_tokens": 1,

@@ -147,6 +147,7 @@ def test_the_gpt2_campaign_is_proposed_by_claude_and_tracked_by_wandb_unless_tol
         ),
         (["campaign.promote_z=50"], "campaign.promote_z=50 asks a change to beat the frontier by 50 times"),
         (["cluster.cpu_slots=0"], "cluster.cpu_slots must be at least 1, not 0"),
+        (["cluster.worker_start_tries=0"], "cluster.worker_start_tries must be at least 1, not 0"),
         (["cluster.poll_seconds=0"], "cluster.poll_seconds must be positive, not 0.0"),
         (
             ["cluster.tiers.screen=h100"],

@@ -3073,7 +3073,7 @@ def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_wait
     """A worker job that fails before its worker begins (here a setup line ends it, as a node
     that lacks the controller's interpreter would) claims nothing, and each one sent in its place
     failed alike: the fleet sent a new worker at every poll, for ever, and the queued experiments
-    waited unclaimed. With none alive, WORKER_START_TRIES such failures in a row lose the queued
+    waited unclaimed. With none alive, cluster.worker_start_tries such failures in a row lose the queued
     experiments (re-queued), said once. Each failure is said with its own job's exit status and
     stderr (the second was said by none, so a user could not tell one flaky node from another)."""
     monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
@@ -3083,6 +3083,7 @@ def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_wait
         SLURM,
         "cluster.partitions.h100.mode=workers",
         "cluster.partitions.h100.slots=1",
+        "cluster.worker_start_tries=3",
         "+cluster.partitions.h100.setup=['echo python3: command not found >&2 && exit 127']",
     ).cluster
     fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
@@ -3097,7 +3098,7 @@ def test_queued_experiments_whose_workers_fail_before_starting_are_lost_not_wait
     finally:
         fleet.shutdown(cancel=True)
     workers = sorted(fleet.queues["h100"].submitted_workers(), key=int)
-    assert len(workers) == slurm_outage.WORKER_START_TRIES  # one sent per failure, not one per poll
+    assert len(workers) == 3  # one sent per failure, not one per poll
     reason = (
         f"Slurm worker job {workers[-1]} FAILED before its worker started (exit 127: python3: command "
         f"not found): the job could not start it (its log: submitit/{workers[-1]}/); 3 worker starts "
@@ -3227,12 +3228,14 @@ FAILING_SETUP = "+cluster.partitions.h100.setup=[exit 127]"  # a worker job that
 
 
 def worker_cluster(tmp_path: Path, slots: int, *settings: str) -> ClusterConfig:
-    """The toy cluster with partition h100 in worker mode, of `slots`, and `settings` besides."""
+    """The toy cluster with partition h100 in worker mode, of `slots`, and `settings` besides; the
+    queue lost at 3 failed worker starts in a row, so a test need not send the default's 5."""
     return compose_toy(
         tmp_path,
         SLURM,
         "cluster.partitions.h100.mode=workers",
         f"cluster.partitions.h100.slots={slots}",
+        "cluster.worker_start_tries=3",
         *settings,
     ).cluster
 
@@ -3301,7 +3304,7 @@ def test_the_workers_of_one_sbatch_that_fail_to_start_are_one_failure_in_a_row_a
 ) -> None:
     """A partition of 3 slots sends its workers as one array. All failing to start, the controller
     counted one failure per poll that saw some fail (so 1 to 3, as the node ran them), and a
-    resumed one a failure per worker: 3, WORKER_START_TRIES, the queue lost after one sbatch. Each
+    resumed one a failure per worker: 3, cluster.worker_start_tries, the queue lost after one sbatch. Each
     sbatch is now one failure in a row, however many of its workers fail, at however many polls."""
     monkeypatch.setattr(slurm_fleet, "STATE_POLL_SECONDS", 0.0)  # Slurm asked at every poll
     monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (3600.0,))  # (no second array)
@@ -3432,10 +3435,22 @@ def test_a_later_worker_of_one_sbatch_whose_disk_refuses_its_start_loses_the_que
             fleet.shutdown(cancel=True)
 
 
+def test_with_no_worker_alive_the_queue_outlasts_a_shared_file_systems_hiccup_of_two_minutes() -> None:
+    """With no worker alive, 3 failed worker starts in a row lost the queued experiments, a retry
+    each, after backing off 15 + 30 s: a shared file system's hiccup of a minute or two failed
+    every worker sent meanwhile and spent the whole queue's retries. The default tries now back
+    off for longer than two minutes before the loss (cluster.worker_start_tries, to lower or raise)."""
+    refusal = slurm_outage.WorkerRefusal("h100", ClusterConfig().worker_start_tries)
+    backed_off = 0.0
+    while not refusal.failed_to_start("worker FAILED before its worker started", alive=False):
+        backed_off += refusal.retry_at - time.monotonic()  # (the step waited before the next is sent)
+    assert backed_off > 120
+
+
 def test_a_workers_failure_to_start_ends_when_a_worker_sent_since_starts_not_when_sbatch_takes_it() -> None:
     """sbatch taking a worker after one failed to start ends nothing (it may fail alike); one of
     those starting ends it. A refusal by sbatch itself still ends when sbatch takes workers."""
-    refusal = slurm_outage.WorkerRefusal("h100")
+    refusal = slurm_outage.WorkerRefusal("h100", 3)
     assert not refusal.failed_to_start("worker 11 FAILED before its worker started", alive=True)
     refusal.sent(["12"])
     refusal.check_started(lambda worker: False, alive=["10", "12"])

@@ -255,7 +255,8 @@ class SlurmFleet:
         self._warned: set[tuple[str, str]] = set()  # (pool or held job, pending reason) said once
         self._pending_at = -PENDING_POLL_SECONDS  # when squeue was last asked why jobs are pending
         self._outage = SubmitOutage()
-        self._refusals = {pool: WorkerRefusal(pool) for pool in self.queues}  # sbatch refusing workers
+        # sbatch refusing workers, or their jobs failing before their worker starts
+        self._refusals = {pool: WorkerRefusal(pool, cluster.worker_start_tries) for pool in self.queues}
         self._closed = {pool: PartitionClosed(pool) for pool in self.pools}  # set inactive or drained
         self._capped = {pool: SubmitLimitReached(pool) for pool in self.pools}  # at a cap on submitted jobs
         # tasks per sbatch array, at most
@@ -420,7 +421,7 @@ class SlurmFleet:
         replace those that ended. A pool of idle workers is not refilled: they would only wait."""
         queue = self.queues[pool]
         # (at this controller's first look, the earlier controllers' failed starts in a row count,
-        # an sbatch each: a resume must not start the back-off, nor WORKER_START_TRIES, over;
+        # an sbatch each: a resume must not start the back-off, nor worker_start_tries, over;
         # those before a worker that started, none)
         row = None if pool in self._opened else self._failed_starts_in_a_row(pool, states)
         if pool not in self._opened:
@@ -497,7 +498,7 @@ class SlurmFleet:
         their place may too: sent again at each poll, one after another for ever, while the queued
         experiments waited. More are tried again, backing off until one sent since starts (a job sbatch takes
         may fail alike, so that ends nothing): with workers alive, the queue waits for them; with
-        none, it waits too, but WORKER_START_TRIES failures in a row lose the queued experiments
+        none, it waits too, but cluster.worker_start_tries failures in a row lose the queued experiments
         (re-queued, a retry each, as an array task that fails so), and each failure after: one
         failure, a shared file system's hiccup, must not spend every queued experiment's retry.
         The queue folder records the failure that lost it: a controller resumed after that loss

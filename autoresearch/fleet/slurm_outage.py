@@ -29,13 +29,6 @@ UNREACHABLE = (
 )
 
 
-# Worker starts of a partition that fail in a row (jobs that failed before their worker began),
-# with no worker alive, before its queued experiments are lost, a retry each: one failure may be a
-# shared file system's passing hiccup, which must not spend the whole queue's retries. As many as
-# the failed waves in a row before the proposer falls back (agent.failures_before_fallback).
-WORKER_START_TRIES = 3
-
-
 # sbatch's words for a partition an administrator set INACTIVE or DRAIN (maintenance, an
 # upgrade): it takes no new jobs for now, and taking each refusal for a lost run would spend every
 # experiment's retries in seconds.
@@ -144,13 +137,14 @@ class WorkerRefusal(PoolBackoff):
     while others live: the queued experiments wait for those, and more are tried again, backing
     off. A refusal by sbatch ends when sbatch takes workers; a failure to start only when a worker
     sent since starts: sbatch takes the job of one that will fail as readily as any. With none
-    alive, a failure to start backs off too, the experiments waiting, until WORKER_START_TRIES in
-    a row lose them."""
+    alive, a failure to start backs off too, the experiments waiting, until `start_tries` in a row
+    (cluster.worker_start_tries) lose them."""
 
     meanwhile = " (workers); the experiments wait for the workers alive"
 
-    def __init__(self, pool: str) -> None:
+    def __init__(self, pool: str, start_tries: int) -> None:
         super().__init__(pool)
+        self.start_tries = start_tries
         self.start_failures = 0  # worker starts failed in a row
         self.on_trial: set[str] = set()  # workers sent since one failed to start, not yet started
         self.tries: set[str] = set()  # the sbatch jobs of those failed in a row
@@ -164,17 +158,17 @@ class WorkerRefusal(PoolBackoff):
 
     def failed_to_start(self, reason: str, alive: bool, in_a_row: int = 1) -> bool:
         """A worker failed to start (`in_a_row`: the last of so many, found at a resume); whether
-        the queued experiments are to be lost now: with no worker alive, at WORKER_START_TRIES
+        the queued experiments are to be lost now: with no worker alive, at `start_tries`
         failures in a row (and each one after). It waits the step of its place in the row."""
         self.start_failures += in_a_row
         self.failures = max(self.failures, self.start_failures - 1)
         if not alive:
             self.meanwhile = (
                 " (workers); the experiments wait for a worker sent again, and are lost (re-queued) "
-                f"after {WORKER_START_TRIES} such failures in a row"
+                f"after {self.start_tries} such failures in a row"
             )
         self.failed(reason)
-        return not alive and self.start_failures >= WORKER_START_TRIES
+        return not alive and self.start_failures >= self.start_tries
 
     def sent(self, workers: list[str]) -> None:
         """sbatch took workers: over, unless one failed to start; then it waits for one of them to start."""
