@@ -289,36 +289,41 @@ def test_edits_that_give_back_the_frontier_are_refused(
     edits: list[dict[str, str]], knobs: list[dict[str, str]], words: str
 ) -> None:
     """The launcher would skip such a run ("no change: already part of the frontier"), as it would
-    knob values the frontier has already; an edit a knob does not set back is taken."""
+    knob values the frontier has already; edits that change more than a knob sets back are taken."""
     why = f"candidate 'd': its {words} leave train.py the frontier's, so nothing would change"
     with pytest.raises(ProposalError, match=re.escape(why)):
         parse_proposal(wave(cand(edits=edits, knobs=knobs)), sample_context())
-    parse_proposal(wave(cand(edits=edits[:1], knobs=[{"name": "LR", "value": "0.05"}])), sample_context())
+    more = [*edits, {"search": "WARMUP = 0.1", "replace": "WARMUP = 0.2"}]
+    parse_proposal(wave(cand(edits=more, knobs=[{"name": "LR", "value": "0.05"}])), sample_context())
 
 
 @pytest.mark.parametrize(
     "edits",
     [
-        [{"search": "LR = 0.04", "replace": "LR = 0.02"}],
+        [{"search": "LR = 0.04", "replace": "LR = 0.03"}],
         [{"search": "DEPTH = 8", "replace": "DEPTH = 9"}, {"search": "DEPTH = 9", "replace": "DEPTH = 8"}],
     ],
-    ids=["an edit the free knob writes over", "edits that undo each other"],
+    ids=["an edit the knob writes over", "edits that undo each other"],
 )
-def test_edits_that_change_only_what_a_candidates_free_knobs_set_are_refused(
-    edits: list[dict[str, str]],
+@pytest.mark.parametrize(
+    ("value", "run"),
+    [("null", "the sampler's draw of its free knobs"), ("0.02", "its knob values alone")],
+    ids=["a free knob", "a fixed knob"],
+)
+def test_edits_that_change_only_what_a_candidates_knobs_set_are_refused(
+    edits: list[dict[str, str]], value: str, run: str
 ) -> None:
-    """Such a candidate passed: its run was the sampler's draw of LR judged as a change its edits
-    never made, a slot spent on a run the sampler does not learn from (only a run with no edits
-    is knob-only). An edit that changes more, or no free knob, is taken."""
-    free = [{"name": "LR", "value": "null"}]
-    why = "its edits leave train.py the frontier's but for what its knobs set, so its run would be"
-    with pytest.raises(ProposalError, match=re.escape(f"candidate 'd': {why}")):
-        parse_proposal(wave(cand(edits=edits, knobs=free)), sample_context())
-    more = [*edits, {"search": "WARMUP = 0.1", "replace": "WARMUP = 0.2"}]
-    assert parse_proposal(wave(cand(edits=more, knobs=free)), sample_context())
-    assert parse_proposal(
-        wave(cand(edits=edits[:1], knobs=[{"name": "LR", "value": "0.05"}])), sample_context()
-    )
+    """Such a candidate passed: its run, the sampler's draw of LR or (`LR = 0.03` under LR=0.02)
+    the one LR=0.02 alone gives, was judged as a change its edits never made, a slot spent on a
+    run the sampler does not learn from (only a run with no edits is knob-only). An edit that
+    changes more is taken, and so is one of a constant no knob of the candidate sets."""
+    knobs = [{"name": "LR", "value": value}]
+    why = f"its edits leave train.py the frontier's but for what its knobs set, so its run would be {run}"
+    with pytest.raises(ProposalError, match=re.escape(f"candidate 'd': {why} judged as a change")):
+        parse_proposal(wave(cand(edits=edits, knobs=knobs)), sample_context())
+    warmup = {"search": "WARMUP = 0.1", "replace": "WARMUP = 0.2"}
+    for taken in ([*edits, warmup], [warmup]):
+        assert parse_proposal(wave(cand(edits=taken, knobs=knobs)), sample_context())
 
 
 def test_an_edit_to_an_undeclared_knob_left_free_is_not_said_to_be_drawn_over() -> None:
@@ -615,7 +620,8 @@ def test_a_value_of_the_constants_type_or_of_one_the_syntax_cannot_tell_is_taken
 
 def test_a_value_is_judged_by_the_type_the_edits_give_the_constant() -> None:
     retype = {"search": "NORM = ", "replace": "NORM = 0.5 or "}  # a type the syntax cannot tell
-    edited = wave(cand(edits=[retype], knobs=[{"name": "NORM", "value": "3"}]))
+    more = {"search": "HEADS = 4", "replace": "HEADS = 2"}  # (an edit the knob wrote over alone is refused)
+    edited = wave(cand(edits=[retype, more], knobs=[{"name": "NORM", "value": "3"}]))
     assert parse_proposal(edited, typed_context()).candidates[0].knobs == {"NORM": 3}
     to_int = {"search": 'NORM = "rms"', "replace": "NORM = 2"}
     with pytest.raises(ProposalError, match=re.escape("'layer' is a str, but train.py's NORM is an int")):

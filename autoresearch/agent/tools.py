@@ -643,14 +643,17 @@ def _frontier_candidate_problems(
     """A candidate whose edits and knob values give back the frontier's train.py: knob values it
     has already, an edit that a knob sets back (`LR = 0.02` with LR=0.01), edits that undo each
     other. The launcher skips it ("no change: already part of the frontier"), a place of the wave
-    lost to no run. And, with a knob left free, edits that change only what its knobs set
-    (`_sampled_only`)."""
+    lost to no run. And edits that change only what its knobs set (`_overwritten_edits`)."""
     if edited.source is None:
         return []
     if not _leaves_frontier(context, edited.source, cand.knobs):
-        if _sampled_only(context, cand, edited.source):
-            return [f"{where}: {_SAMPLED_ONLY}"]
-        return []
+        free = [name for name, value in cand.knobs.items() if value is None]
+        declared = {knob.name for knob in context.knobs}
+        if not cand.edits or not declared.issuperset(free):  # (the wave asks an undeclared one's value)
+            return []
+        if not _overwritten_edits(context, cand.knobs, edited.source):
+            return []
+        return [f"{where}: {_SAMPLED_ONLY if free else _SET_ONLY}"]
     if not cand.edits:
         return [f"{where}: its knob values are the frontier's already, so nothing would change"]
     what = "its edits and knob values leave" if cand.knobs else "its edits leave"
@@ -661,22 +664,23 @@ _SAMPLED_ONLY = (
     "its edits leave train.py the frontier's but for what its knobs set, so its run would be the "
     "sampler's draw of its free knobs judged as a change: drop the edits, or make them change something"
 )
+_SET_ONLY = (
+    "its edits leave train.py the frontier's but for what its knobs set, so its run would be its "
+    "knob values alone judged as a change: drop the edits, or make them change something"
+)
 
 
-def _sampled_only(context: CampaignContext, cand: Candidate, source: str) -> bool:
-    """Whether a candidate with a free knob has edits that `source` (the frontier's with them)
-    shows change nothing its knobs do not set: edits a knob writes over, or that undo each other.
-    Its run was the sampler's draw judged as a change its edits never made, a slot spent on a
-    run the sampler does not learn from either (only a run with no edits is knob-only). Not with
-    an undeclared knob left free: the sampler draws none, so an edit to it stands (and the wave
-    asks for its value)."""
+def _overwritten_edits(context: CampaignContext, knobs: Iterable[str], source: str) -> bool:
+    """Whether `source` (the frontier's with some edits) differs from the frontier's train.py only
+    in the values of constants that `knobs` set (`LR = 0.03` under LR=0.02, edits that undo each
+    other): every run of it is the same as one of the knobs alone, judged as a change its edits
+    never made, and a run the sampler does not learn from (only a run with no edits is knob-only)."""
     frontier = context.frontier_source
-    values = read_knobs(frontier) if frontier and cand.edits else {}
-    free = [name for name, value in cand.knobs.items() if value is None]
-    declared = {knob.name for knob in context.knobs}
-    if not free or not declared.issuperset(free) or any(name not in values for name in cand.knobs):
+    names = list(knobs)
+    values = read_knobs(frontier) if frontier and names else {}
+    if not names or any(name not in values for name in names):
         return False
-    settings = {name: values[name] if value is None else value for name, value in cand.knobs.items()}
+    settings = {name: values[name] for name in names}  # any value will do: both get the same
     try:
         ours, theirs = (set_knobs(s, as_written(settings, constant_types(s))) for s in (source, frontier))
     except (KnobError, SyntaxError):
