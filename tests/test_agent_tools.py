@@ -212,7 +212,7 @@ def test_a_good_proposal_parses() -> None:
             {"name": "DEPTH", "levels": ["6", "10"]},
             {"name": "ACTIVATION", "levels": ['"gelu"', "relu2"]},
         ],
-        "shared_edits": [{"search": "DEPTH = 8", "replace": "DEPTH = 9"}],
+        "shared_edits": [{"search": "WARMUP = 0.1", "replace": "WARMUP = 0.2"}],
         "tier": "validate",
     }
     parsed = parse_proposal(wave(cand(fix_of=3), grids=[grid]), sample_context(), source="claude")
@@ -353,6 +353,30 @@ def test_a_grid_whose_only_cell_is_the_frontier_is_refused_and_one_with_a_fronti
     around = [{"name": "LR", "levels": ["0.04", "0.08"]}, {"name": "DEPTH", "levels": ["8", "10"]}]
     for factors in (around, [{"name": "LR", "levels": ["0.08"]}, {"name": "DEPTH", "levels": ["8"]}]):
         assert parse_proposal(wave(grids=[{"description": "g", "factors": factors}]), sample_context())
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [
+        [{"search": "DEPTH = 8", "replace": "DEPTH = 9"}],
+        [{"search": "DEPTH = 8\nLR = 0.04", "replace": "DEPTH = 12\nLR = 0.03"}],
+    ],
+    ids=["a factor's constant", "two factors' constants"],
+)
+def test_a_grid_whose_factors_write_over_its_shared_edits_is_refused(shared: list[dict[str, str]]) -> None:
+    """A shared edit of a constant its factors set (`DEPTH = 9` under DEPTH levels 6 and 10) passed
+    and every cell ran as a code change, though each train.py was its levels' alone. A shared edit
+    that changes more, or a constant no factor sets, is taken."""
+    factors = [{"name": "LR", "levels": ["0.02", "0.08"]}, {"name": "DEPTH", "levels": ["6", "10"]}]
+    why = "grid 'g': its shared edits leave train.py the frontier's but for what its factors set"
+    with pytest.raises(ProposalError, match=re.escape(why)):
+        parse_proposal(
+            wave(grids=[{"description": "g", "factors": factors, "shared_edits": shared}]), sample_context()
+        )
+    warmup = {"search": "WARMUP = 0.1", "replace": "WARMUP = 0.2"}
+    for edits in ([*shared, warmup], [warmup]):
+        grid = {"description": "g", "factors": factors, "shared_edits": edits}
+        assert parse_proposal(wave(grids=[grid]), sample_context())
 
 
 def test_edits_that_assign_a_set_constant_twice_are_refused_in_the_engines_words() -> None:

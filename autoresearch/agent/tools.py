@@ -453,18 +453,20 @@ def _frontier_grid_problems(context: CampaignContext, grid: Grid, edited: _Edite
     """A grid whose every cell leaves train.py the frontier's: the launcher skips each ("no change:
     already part of the frontier"), no run but a place of the wave, as it would a candidate with
     no change, which is refused here. Only a grid of one cell can be one (two levels of a factor
-    make two train.py files; a level given twice is refused as a repeat).
+    make two train.py files; a level given twice is refused as a repeat). And a grid whose shared
+    edits change only what its factors set: each cell is its levels alone judged as a change.
 
     A grid where only some cells are the frontier is taken. The model is told such a cell costs
     a place without a run (program.md): the frontier's own runs measure it, the control every
     cell is judged against. Leaving the frontier's level out of a factor instead would lose the
     cells that change one factor alone from the frontier, the main effects a factorial design is for."""
-    if grid.size() != 1 or edited.source is None:
+    if edited.source is None:
         return []
-    (cell,) = grid.expand()
-    if not _leaves_frontier(context, edited.source, cell.knobs):
-        return []
-    return [f"{where}: its only cell leaves train.py the frontier's, so nothing would change"]
+    if grid.size() == 1 and _leaves_frontier(context, edited.source, next(grid.expand()).knobs):
+        return [f"{where}: its only cell leaves train.py the frontier's, so nothing would change"]
+    if grid.shared_edits and _overwritten_edits(context, grid.factors, edited.source):
+        return [f"{where}: {_FACTORS_ONLY}"]
+    return []
 
 
 def _repeated_levels(name: str, levels: list[Any], edited: _Edited, where: str) -> list[str]:
@@ -668,13 +670,18 @@ _SET_ONLY = (
     "its edits leave train.py the frontier's but for what its knobs set, so its run would be its "
     "knob values alone judged as a change: drop the edits, or make them change something"
 )
+_FACTORS_ONLY = (
+    "its shared edits leave train.py the frontier's but for what its factors set, so each cell "
+    "would be its levels alone judged as a change: drop the shared edits, or make them change something"
+)
 
 
 def _overwritten_edits(context: CampaignContext, knobs: Iterable[str], source: str) -> bool:
     """Whether `source` (the frontier's with some edits) differs from the frontier's train.py only
-    in the values of constants that `knobs` set (`LR = 0.03` under LR=0.02, edits that undo each
-    other): every run of it is the same as one of the knobs alone, judged as a change its edits
-    never made, and a run the sampler does not learn from (only a run with no edits is knob-only)."""
+    in the values of constants that `knobs` set (`LR = 0.03` under LR=0.02, a grid's shared
+    edit of a factor, edits that undo each other): every run of it is the same as one of the knobs
+    alone, judged as a change its edits never made, and a run the sampler does not learn from
+    (only a run with no edits is knob-only)."""
     frontier = context.frontier_source
     names = list(knobs)
     values = read_knobs(frontier) if frontier and names else {}
