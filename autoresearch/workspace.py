@@ -171,8 +171,16 @@ def result_problem(frontier_source: str, source: str) -> str:
     cut = [name for name in RESULT_CALLS if name in before and name not in after]
     if not cut:
         return ""
+    holder = _holder(source, cut[0])
+    if not holder or holder in _reached_functions(source):
+        where = f" in {holder}()" if holder else ""
+        return (
+            f"the edits leave train.py's call of prepare.{cut[0]}{where} only under a condition never "
+            "true when train.py runs (if False:, if 0:, or __name__ compared with another name than "
+            "'__main__'), so its run would end with no result: call it where it runs"
+        )
     return (
-        f"the edits leave train.py's call of prepare.{cut[0]} in {_holder(source, cut[0])}(), which "
+        f"the edits leave train.py's call of prepare.{cut[0]} in {holder}(), which "
         "nothing run at module level calls, directly or through other functions, so its run would "
         'end with no result: call it from module level (if __name__ == "__main__": main())'
     )
@@ -265,13 +273,17 @@ def _getattr_by_literal(node: ast.Call) -> bool:
 
 def _binds_script_name(node: ast.AST) -> bool:
     """Whether `node` gives `__name__` a value of its own (`__name__ = "x"`, `global __name__`,
-    a parameter or an import named so)."""
+    a parameter, an import, an `except ... as`, a def or a match capture named so)."""
     if isinstance(node, ast.Name):
         return node.id == "__name__" and not isinstance(node.ctx, ast.Load)
     if isinstance(node, ast.Global | ast.Nonlocal):
         return "__name__" in node.names
     if isinstance(node, ast.arg):
         return node.arg == "__name__"
+    if isinstance(node, ast.ExceptHandler | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return node.name == "__name__"
+    if isinstance(node, ast.MatchAs | ast.MatchStar):
+        return node.name == "__name__"
     return isinstance(node, ast.alias) and node.asname == "__name__"
 
 
@@ -307,16 +319,13 @@ def _reached_code(tree: ast.Module) -> list[ast.AST]:
 
 def _live_nodes(node: ast.AST) -> Iterator[ast.AST]:
     """`ast.walk` of `node` that leaves out the branch of an `if` (statement or expression) its
-    condition never takes when train.py runs as a script (`_static_truth`): an edit to
-    `if __name__ == "__foo__": main()` ran nothing and ended with no result. Any other condition
-    counts both branches as run, and so does every condition in a function, whose dead branch
-    `result_problem`'s message (a function nothing calls) would not name."""
+    condition never takes when train.py runs as a script (`_static_truth`), at module level or in
+    a function: an edit to `if __name__ == "__foo__": main()`, or `if False:` over main()'s result
+    call, ran nothing of it and ended with no result. Any other condition (`if DEBUG:`, a knob a
+    run may set either way) counts both branches as run."""
     todo = [node]
     while todo:
         inner = todo.pop()
-        if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-            yield from ast.walk(inner)
-            continue
         yield inner
         truth = _static_truth(inner.test) if isinstance(inner, ast.If | ast.IfExp) else None
         if truth is None:
@@ -360,11 +369,17 @@ def _plain_functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncF
 
 
 def _holder(source: str, name: str) -> str:
-    """The module-level function of `source` whose body names RESULT_CALLS' `name`."""
+    """The module-level function of `source` whose body names RESULT_CALLS' `name`, or '' (a
+    call at module level, or in a method or a decorated function, which count as run)."""
     tree = parsed(source)
     local = {alias for alias, call in _result_aliases(tree).items() if call == name}
     functions = _plain_functions(tree).values()
-    return next((f.name for f in functions if local & _names_in(f, imports=False)), "a function")
+    return next((f.name for f in functions if local & _names_in(f, imports=False)), "")
+
+
+def _reached_functions(source: str) -> set[str]:
+    """The names of train.py's module-level functions its run as a script calls (`_reached_code`)."""
+    return {getattr(node, "name", "") for node in _reached_code(parsed(source))} - {""}
 
 
 def build_source(frontier_source: str, edits: list[Edit], knobs: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -282,6 +283,61 @@ def test_a_result_call_reached_from_module_level_or_dynamically_is_not_refused(r
     """Only statically resolvable module-level paths are followed; anything that may reach main()
     (a callback, a method, a call by a computed name) passes, and the run is the judge."""
     build_source(WITH_MAIN, [Edit(GUARD, replace)], {})
+
+
+MAIN_CALL = "    finish(prepare.evaluate_bpb(None, 1))\n"
+FINISH_CALL = "    prepare.write_result({'val_bpb': score})\n"
+
+
+@pytest.mark.parametrize(
+    ("search", "replace", "where"),
+    [
+        (MAIN_CALL, "    if False:\n    " + MAIN_CALL, "evaluate_bpb in main()"),
+        (MAIN_CALL, "    if 0:\n        pass\n    elif 0:\n    " + MAIN_CALL, "evaluate_bpb in main()"),
+        (MAIN_CALL, '    if __name__ != "__main__":\n    ' + MAIN_CALL, "evaluate_bpb in main()"),
+        (MAIN_CALL, MAIN_CALL.rstrip() + " if False else None\n", "evaluate_bpb in main()"),
+        (FINISH_CALL, "    if not True:\n    " + FINISH_CALL, "write_result in finish()"),
+    ],
+    ids=["if False", "if 0 and elif 0", "__name__ in a function", "a conditional expression", "if not True"],
+)
+def test_a_result_call_under_a_condition_never_true_in_a_called_function_is_refused(
+    search: str, replace: str, where: str
+) -> None:
+    """`if False:` over the result call in main(), which the guard calls, passed: only module-level
+    conditions were evaluated, so its run trained and ended with no result, a crash charged to its
+    change. Refused, naming the function, not as one nothing calls."""
+    with pytest.raises(InvalidCandidate, match=re.escape(f"{where} only under a condition never true")):
+        build_source(WITH_MAIN, [Edit(search, replace)], {})
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [
+        "    if DEBUG:\n    " + MAIN_CALL,
+        "    if not DEBUG:\n        pass\n    else:\n    " + MAIN_CALL,
+        "    if True:\n    " + MAIN_CALL,
+        "    if False:\n        pass\n    else:\n    " + MAIN_CALL,
+        '    if __name__ == "__main__":\n    ' + MAIN_CALL,
+        "    if DEBUG and False:\n        pass\n" + MAIN_CALL,
+        "    try:\n        pass\n    except ValueError as __name__:\n        pass\n"
+        '    if __name__ == "x":\n    ' + MAIN_CALL,
+    ],
+    ids=[
+        "a knob",
+        "a knob's else",
+        "if True",
+        "if False's else",
+        "__name__ in a function",
+        "a dead branch beside",
+        "__name__ bound by except",
+    ],
+)
+def test_a_result_call_under_a_condition_a_run_may_take_is_not_refused(replace: str) -> None:
+    """`if DEBUG:` over the result call, DEBUG a knob a run may set either way, is not refused:
+    only constants and __name__ compared with a string are evaluated, in a function as at module
+    level."""
+    frontier = WITH_MAIN.replace("import prepare\n", "import prepare\nDEBUG = False\n")
+    build_source(frontier, [Edit(MAIN_CALL, replace)], {"DEBUG": True})
 
 
 def test_the_shipped_trainer_and_the_offline_proposers_edits_keep_their_result_reachable() -> None:
