@@ -71,8 +71,8 @@ class Heartbeat:
         before = self.before()
         if (earlier := ran_seconds(before)) is not None:  # (until `count_from`: a crash keeps it)
             self.record[RAN_BEFORE] = earlier
-        elif (stop := older_version_stop(before)) is not None:  # (likewise)
-            self.record[OLDER_VERSION_STOP] = stop
+        else:  # (likewise; none known: the study's stamps say, not this controller's beats)
+            self.record[OLDER_VERSION_STOP] = older_version_stop(before)
         self._write("running")
         self._thread = threading.Thread(target=self._beat, name="controller-heartbeat", daemon=True)
         self._thread.start()
@@ -173,7 +173,9 @@ OLDER_VERSION_STOP = "older_version_stop"
 
 def older_version_stop(record: dict[str, Any] | None) -> float | None:
     """When the last controller of an older version was last seen, by `record` (the
-    controller.json a start found; None where it does not say, or keeps a sum)."""
+    controller.json a start found; None where it does not say, or keeps a sum). A start of this
+    version that has not counted yet carries the stop it found, None included: its own beats are
+    no older version's stop (its data step would count, and the time stopped before it)."""
     if record is None or RAN_BEFORE in record:
         return None
     stop = record.get(OLDER_VERSION_STOP, record.get("seen_at"))

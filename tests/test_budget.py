@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
@@ -12,7 +13,7 @@ from autoresearch.agent.usage import UsageLedger, dollars_spent, read_usage
 from autoresearch.budget import exhausted, measure, spend
 from autoresearch.config import AgentConfig, BudgetConfig
 from autoresearch.files import write_json_atomic
-from autoresearch.heartbeat import CONTROLLER_FILE, OLDER_VERSION_STOP
+from autoresearch.heartbeat import CONTROLLER_FILE, OLDER_VERSION_STOP, Heartbeat
 
 
 def test_a_dollar_budget_spent_to_the_cent_is_reached(tmp_path: Path) -> None:
@@ -48,3 +49,22 @@ def test_status_counts_an_older_versions_wall_time_up_to_its_last_stop_as_a_resu
         record.update({OLDER_VERSION_STOP: stop, "started_at": stop + 3600, "seen_at": stop + 3600})
     write_json_atomic(tmp_path / CONTROLLER_FILE, record)
     assert measure(study, {}, tmp_path, stop + 7200).wall_hours == pytest.approx(600 / 3600)
+
+
+def test_status_does_not_count_an_upgraded_campaigns_data_step_before_its_first_count(tmp_path: Path) -> None:
+    """A campaign a version before controller.json ran 10 minutes, resumed by this one, which
+    prepares the data before it counts: `status` took the resuming controller's own beats for the
+    older version's last stop, and counted the hours stopped and the data step as running time.
+    It counts up to the study's last stamp, as the resume will."""
+    started = time.time() - 3 * 3600
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.set_user_attr("started_at", started)
+    ran = {"exp_dir": "experiments/00000", "pool": "local", "started_at": started, "ended_at": started + 600}
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs=ran))
+    beat = Heartbeat(tmp_path, every=3600)
+    beat.start()  # (no controller.json before it: the data step, before `count_from`)
+    try:
+        assert measure(study, {}, tmp_path, time.time()).wall_hours == pytest.approx(600 / 3600)
+    finally:
+        beat.stop("test over")
+    assert measure(study, {}, tmp_path, time.time()).wall_hours == pytest.approx(600 / 3600)
