@@ -59,6 +59,16 @@ def alive_here(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """When process `pid` of this host began, in clock ticks since boot (/proc/PID/stat's field
+    22): a pid is reused once its process ended, a pid and its start name one process. None where
+    /proc does not show it (ended, hidden from this user, no /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def dead_writers_temporaries(folder: Path) -> list[Path]:
     """`replacing`'s temporaries in `folder` whose writer, a process of this host, is gone: one
     killed mid-write (kill -9, a power cut) left its temporary for good. A live writer's, such as

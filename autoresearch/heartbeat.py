@@ -35,6 +35,7 @@ from typing import Any
 from autoresearch.files import (
     alive_here,
     finite_number,
+    process_start,
     read_json,
     write_atomic,
     write_failure,
@@ -59,6 +60,8 @@ class Heartbeat:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self.record: dict[str, object] = {"pid": os.getpid(), "host": socket.gethostname()}
+        if (began := process_start(os.getpid())) is not None:
+            self.record[PID_STARTED] = began
         self._before: bytes | None = None  # the record of the controller before (`withdraw`)
         self._refused = False  # the last beat was refused (said once, and again once written)
 
@@ -169,6 +172,7 @@ COUNTING_SINCE = "counting_since"  # when this controller's time began to count 
 # carried by each start that fails before it counts: else the next start took that failed one's
 # stop for the older version's, and counted the time stopped between them.
 OLDER_VERSION_STOP = "older_version_stop"
+PID_STARTED = "pid_started"  # when the controller's process began (`process_start`): its pid reused is not it
 
 
 def older_version_stop(record: dict[str, Any] | None) -> float | None:
@@ -194,9 +198,22 @@ def ran_seconds(record: dict[str, Any] | None, now: float | None = None) -> floa
             return float(record[RAN_BEFORE])
         end = float(record.get("seen_at", since))
         if now is not None and record.get("state") == "running" and now - end <= STALE_SECONDS:
-            end = now
+            end = end if gone_here(record) else now  # (dead: to its last beat, not to now)
         return float(record[RAN_BEFORE]) + max(0.0, end - float(since))
     return None
+
+
+def gone_here(record: dict[str, Any]) -> bool:
+    """Whether `record`'s controller, a process of this host, is known ended: the kernel says its
+    pid is free, or another process took the pid (not begun when the controller did). Its last
+    beat is then its end, where a beat not yet stale (`STALE_SECONDS`) alone read as alive."""
+    pid = int(record.get("pid") or 0)
+    if record.get("host") != socket.gethostname() or pid <= 0:
+        return False
+    if not alive_here(pid):
+        return True
+    began = record.get(PID_STARTED)
+    return began is not None and process_start(pid) not in (None, str(began))
 
 
 UNREADABLE = "unreadable"  # how the line on a controller.json that cannot be read begins
@@ -243,8 +260,7 @@ def _state_of(record: dict[str, Any], now: float) -> str:
     seen = float(record.get("seen_at", 0.0))
     if record.get("state") == "stopped":
         return stopped_line(seen, record.get("why", ""))
-    pid = int(record.get("pid") or 0)
-    if record.get("host") == socket.gethostname() and pid > 0 and not alive_here(pid):
+    if gone_here(record):
         return f"gone: {where} ended without a word (killed?); run the campaign command again to resume"
     if now - seen > STALE_SECONDS:
         return (

@@ -30,10 +30,12 @@ from autoresearch.config import (
     with_defaults,
 )
 from autoresearch.eta import SLOTS_ATTR, record_slots
+from autoresearch.files import process_start
 from autoresearch.fleet.base import Pool
 from autoresearch.heartbeat import (
     CONTROLLER_FILE,
     COUNTING_SINCE,
+    PID_STARTED,
     RAN_BEFORE,
     STALE_SECONDS,
     Heartbeat,
@@ -411,6 +413,29 @@ def test_status_says_the_time_the_wall_budget_counts_not_the_time_since_the_firs
     assert not any("elapsed" in line for line in head())
     (tmp_path / CONTROLLER_FILE).write_text(json.dumps({**alive, "state": "stopped", "why": "done"}))
     assert f"ran 0.73 h of max_wall_hours 1, {counted} (nothing running)" in head()  # to its last beat
+
+
+@pytest.mark.parametrize("ended", ["its pid free", "its pid taken by another process"])
+def test_status_counts_a_controller_killed_on_this_host_to_its_last_beat_not_to_now(
+    tmp_path: Path, ended: str
+) -> None:
+    """A controller killed outright (kill -9) on this host, its last beat a minute old: status
+    counted its time on to now until the beat went stale (up to 120 s too many), where the kernel
+    says at once that it ended: its pid is free, or another process took it since. It counts to
+    its last beat; a live controller's beat a minute old still counts to now."""
+    study = optuna.create_study(study_name="killed")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = {"pid": dead.pid, "host": socket.gethostname(), "state": "running", "seen_at": NOW - 60}
+    record |= {RAN_BEFORE: 600, COUNTING_SINCE: NOW - 660}
+    if ended == "its pid taken by another process":  # (this process, begun at another tick than recorded)
+        record |= {"pid": os.getpid(), PID_STARTED: str(int(process_start(os.getpid()) or 0) + 1)}
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps(record))
+    assert measure(study, {}, tmp_path, NOW).wall_hours == pytest.approx(1200 / 3600)
+    assert controller_state(tmp_path, now=NOW).startswith("gone: ")
+    alive = {**record, "pid": os.getpid(), PID_STARTED: process_start(os.getpid())}
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps(alive))
+    assert measure(study, {}, tmp_path, NOW).wall_hours == pytest.approx(1260 / 3600)
 
 
 def test_the_spend_line_prices_the_hours_as_the_dollar_budget_does(tmp_path: Path) -> None:
