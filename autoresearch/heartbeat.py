@@ -16,7 +16,8 @@ and once again when a beat is written anew; the campaign goes on. Stopping it wo
 `status` for a stopped campaign: the lock, not this file, keeps a second controller out (a user
 told by `status` elsewhere that it is gone, who runs the command again, is refused, and told
 another controller holds the campaign), and a full disk stops the campaign at its next write of
-its own anyway.
+its own anyway. Time the disk kept out of the record is said at the stop: the wall budget counts
+this controller only to its last beat written.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Heartbeat:
             self.record[PID_STARTED] = began
         self._before: bytes | None = None  # the record of the controller before (`withdraw`)
         self._refused = False  # the last beat was refused (said once, and again once written)
+        self._counted_to: float | None = None  # the last beat written since `count_from`
 
     def start(self) -> None:
         try:
@@ -105,6 +107,23 @@ class Heartbeat:
             self._thread.join()
             self._thread = None
             self._write("stopped", why=why)
+            if self._refused and COUNTING_SINCE in self.record:
+                self._say_time_unrecorded()
+
+    def _say_time_unrecorded(self) -> None:
+        """Say the running time the wall budget will not count, whose record the disk refused (the
+        stop's, and the beats before it): the next resume counts this controller only to its last
+        beat written, none of it where none was, and a campaign that then runs on longer than
+        max_wall_hours seems to allow is not left unexplained."""
+        recorded = self._counted_to
+        unrecorded_since = float(self.record[COUNTING_SINCE]) if recorded is None else recorded
+        log.warning(
+            "wall budget: %s of this controller's running time is not in %s, which the disk refused; "
+            "max_wall_hours counts %s",
+            _span(float(self.record["seen_at"]) - unrecorded_since),
+            self.path,
+            "none of it" if recorded is None else f"its time up to {_clock(recorded)}",
+        )
 
     def withdraw(self) -> None:
         """Stop, and put back the record of the controller before (none where there was none): a
@@ -143,6 +162,8 @@ class Heartbeat:
                 )
             self._refused = True
             return
+        if COUNTING_SINCE in self.record:
+            self._counted_to = float(self.record["seen_at"])
         if self._refused:
             log.info("%s written again: `autoresearch status` sees this controller again", self.path)
         self._refused = False

@@ -228,6 +228,34 @@ def test_a_heartbeat_the_disk_refuses_is_said_once_and_again_when_written(
     assert "the test ended" in controller_state(tmp_path)
 
 
+@pytest.mark.parametrize("written", [False, True], ids=["no beat written", "a beat written first"])
+def test_a_controllers_running_time_the_disk_refused_to_record_is_said_not_lost_in_silence(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, written: bool
+) -> None:
+    """A controller whose controller.json the disk refused (full) from its count's start, or from
+    some beat on, to its stop: the next resume counted it only up to its last beat written (none of
+    it where none was), and no one was told. Its stop now says how much time the wall budget will
+    not count, and to when it counts it."""
+    in_the_way = tmp_path / CONTROLLER_FILE / "x"  # (refuses every write, as a full disk does)
+    if not written:
+        in_the_way.mkdir(parents=True)
+    beat = Heartbeat(tmp_path, every=3600.0)  # (no beat of its thread during the test)
+    beat.start()
+    beat.count_from(600.0)
+    if written:
+        (tmp_path / CONTROLLER_FILE).unlink()
+        in_the_way.mkdir(parents=True)
+    caplog.set_level(logging.INFO, logger="autoresearch")
+    beat.stop("the user")
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wall budget")]
+    counted = r"its time up to \d{4}-\d\d-\d\d \d\d:\d\d \S+" if written else "none of it"
+    assert len(said) == 1 and re.fullmatch(
+        rf"wall budget: \d+ s of this controller's running time is not in {re.escape(str(tmp_path / CONTROLLER_FILE))}, "
+        rf"which the disk refused; max_wall_hours counts {counted}",
+        said[0],
+    ), said
+
+
 @pytest.mark.parametrize("tool", ["status", "report"])
 def test_a_campaign_that_ran_without_its_config_yaml_is_not_said_to_be_setting_up(
     tmp_path: Path, tool: str
