@@ -51,11 +51,11 @@ from autoresearch.budget import experiment_ran
 from autoresearch.campaign import Campaign
 from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet import slurm as slurm_fleet
-from autoresearch.fleet import slurm_outage, slurm_qos, slurm_states
+from autoresearch.fleet import slurm_outage, slurm_qos, slurm_states, worker_starts
 from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.factory import plan_fleet
 from autoresearch.fleet.nodes import NodeHealth, exclude_list
-from autoresearch.fleet.slurm import SlurmFleet, _job_order, run_array_task
+from autoresearch.fleet.slurm import SlurmFleet, run_array_task
 from autoresearch.fleet.slurm_states import (
     STALE,
     attempt_state,
@@ -64,6 +64,7 @@ from autoresearch.fleet.slurm_states import (
     parse_squeue,
     queue_states,
 )
+from autoresearch.fleet.worker_starts import _job_order
 from autoresearch.fleet.workers import WorkerCannotFit, WorkerQueue, run_worker
 from autoresearch.runner import SETUP_FAILED_VARIABLE, refused_by_disk
 from autoresearch.study import open_study
@@ -3286,14 +3287,16 @@ def test_a_resumed_controller_goes_on_from_the_failed_worker_starts_in_a_row_it_
     exp = make_experiment(tmp_path, "", name="e1", trial=1)
     first = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
     first.submit([JobSpec(1, exp, "h100")])
-    wait_for(lambda: first.poll() or first._refusals["h100"].start_failures == 2, 60, "two failed starts")
+    wait_for(
+        lambda: first.poll() or first._starts["h100"].refusal.start_failures == 2, 60, "two failed starts"
+    )
     again = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)  # (the first one killed)
     try:
         assert again.reattach(JobSpec(1, exp, "h100"), "queue:h100")
         for _ in range(3):
             assert again.poll() == []
         assert len(again.queues["h100"].submitted_workers()) == 2  # (before: a third sent at once)
-        assert again._refusals["h100"].start_failures == 2
+        assert again._starts["h100"].refusal.start_failures == 2
     finally:
         again.shutdown(cancel=True)
 
@@ -3315,12 +3318,12 @@ def test_the_workers_of_one_sbatch_that_fail_to_start_are_one_failure_in_a_row_a
     first.submit(jobs)
     wait_for(lambda: first.poll() or not first._workers["h100"], 90, "the three workers to fail")
     assert len(first.queues["h100"].submitted_workers()) == 3
-    assert first._refusals["h100"].start_failures == 1
+    assert first._starts["h100"].refusal.start_failures == 1
     again = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)  # (the first one killed)
     try:
         assert all(again.reattach(job, "queue:h100") for job in jobs)
         assert again.poll() == []  # (before: e1 to e3 lost, 3 worker starts failed in a row)
-        assert again._refusals["h100"].start_failures == 1
+        assert again._starts["h100"].refusal.start_failures == 1
     finally:
         again.shutdown(cancel=True)
 
@@ -3346,7 +3349,9 @@ def test_a_worker_sent_before_a_resume_that_starts_after_it_ends_the_failed_star
     job = JobSpec(1, make_experiment(tmp_path, waits, name="e1", trial=1), "h100")
     first = SlurmFleet(failing, deadline_s=60, campaign_dir=campaign)
     first.submit([job])
-    wait_for(lambda: first.poll() or first._refusals["h100"].start_failures == 2, 60, "two failed starts")
+    wait_for(
+        lambda: first.poll() or first._starts["h100"].refusal.start_failures == 2, 60, "two failed starts"
+    )
     monkeypatch.setattr(slurm_outage, "SUBMIT_RETRY_SECONDS", (0.0,))
     second = SlurmFleet(gated, deadline_s=60, campaign_dir=campaign)  # (resumed, then killed)
     assert second.reattach(job, "queue:h100")
@@ -3355,12 +3360,12 @@ def test_a_worker_sent_before_a_resume_that_starts_after_it_ends_the_failed_star
     try:
         assert third.reattach(job, "queue:h100")
         assert third.poll() == []
-        assert third._refusals["h100"].start_failures == 2
+        assert third._starts["h100"].refusal.start_failures == 2
         go.touch()
         queue = third.queues["h100"]
         wait_for(lambda: third.poll() or any(map(queue.registered, queue.submitted_workers())), 60, "a start")
         assert third.poll() == []
-        assert third._refusals["h100"].start_failures == 0  # (before: 2, waiting on its own workers)
+        assert third._starts["h100"].refusal.start_failures == 0  # (before: 2, waiting on its own workers)
     finally:
         hold.unlink()
         third.shutdown(cancel=True)
@@ -3381,7 +3386,7 @@ def test_a_resumed_controller_counts_no_failed_worker_start_before_a_worker_that
     exps = [make_experiment(tmp_path, "", name=f"e{t}", trial=t) for t in (1, 2, 3)]
     first = SlurmFleet(failing, deadline_s=60, campaign_dir=campaign)
     first.submit([JobSpec(1, exps[0], "h100")])
-    wait_for(lambda: first.poll() or first._refusals["h100"].start_failures, 60, "a failed start")
+    wait_for(lambda: first.poll() or first._starts["h100"].refusal.start_failures, 60, "a failed start")
     first.shutdown(cancel=True)
     second = SlurmFleet(cluster, deadline_s=60, campaign_dir=campaign)
     queue = second.queues["h100"]
@@ -3393,7 +3398,7 @@ def test_a_resumed_controller_counts_no_failed_worker_start_before_a_worker_that
     try:
         third.submit([JobSpec(3, exps[2], "h100")])
         assert third.poll() == []
-        assert third._refusals["h100"].start_failures == 0  # (before: 1, the first one's)
+        assert third._starts["h100"].refusal.start_failures == 0  # (before: 1, the first one's)
         assert not [r for r in caplog.records if "FAILED before its worker started" in r.getMessage()]
     finally:
         third.shutdown(cancel=True)
@@ -3421,7 +3426,9 @@ def test_a_later_worker_of_one_sbatch_whose_disk_refuses_its_start_loses_the_que
         fleet = SlurmFleet(cluster, deadline_s=60, campaign_dir=str(tmp_path / "campaign"))
         try:
             fleet.submit(jobs)
-            wait_for(lambda: fleet.poll() or fleet._refusals["h100"].start_failures, 60, "the first to fail")
+            wait_for(
+                lambda: fleet.poll() or fleet._starts["h100"].refusal.start_failures, 60, "the first to fail"
+            )
             go.touch()
             wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the queue lost to the disk")
             worker = max(fleet.queues["h100"].submitted_workers(), key=_job_order)
@@ -3440,7 +3447,7 @@ def test_with_no_worker_alive_the_queue_outlasts_a_shared_file_systems_hiccup_of
     each, after backing off 15 + 30 s: a shared file system's hiccup of a minute or two failed
     every worker sent meanwhile and spent the whole queue's retries. The default tries now back
     off for longer than two minutes before the loss (cluster.worker_start_tries, to lower or raise)."""
-    refusal = slurm_outage.WorkerRefusal("h100", ClusterConfig().worker_start_tries)
+    refusal = worker_starts.WorkerRefusal("h100", ClusterConfig().worker_start_tries)
     backed_off = 0.0
     while not refusal.failed_to_start("worker FAILED before its worker started", alive=False):
         backed_off += refusal.retry_at - time.monotonic()  # (the step waited before the next is sent)
@@ -3450,7 +3457,7 @@ def test_with_no_worker_alive_the_queue_outlasts_a_shared_file_systems_hiccup_of
 def test_a_workers_failure_to_start_ends_when_a_worker_sent_since_starts_not_when_sbatch_takes_it() -> None:
     """sbatch taking a worker after one failed to start ends nothing (it may fail alike); one of
     those starting ends it. A refusal by sbatch itself still ends when sbatch takes workers."""
-    refusal = slurm_outage.WorkerRefusal("h100", 3)
+    refusal = worker_starts.WorkerRefusal("h100", 3)
     assert not refusal.failed_to_start("worker 11 FAILED before its worker started", alive=True)
     refusal.sent(["12"])
     refusal.check_started(lambda worker: False, alive=["10", "12"])

@@ -5,7 +5,8 @@ Two ways to use a partition, chosen per partition:
   task per experiment (`slurm_array_parallelism` = the partition's slots).
 - `workers`: up to `slots` long-lived worker jobs per partition, each pulling experiments from a
   queue folder one after another (fleet.workers), so a busy cluster's queue wait is paid once per
-  worker; sent only for queued experiments that no worker alive will take.
+  worker; sent only for queued experiments that no worker alive will take (those whose jobs fail
+  before their worker starts: fleet.worker_starts).
 Results come back the same way in both: the runner's outcome.json in the experiment folder. Slurm
 is asked about job states only for jobs that have no outcome yet, in one batched sacct call, and
 squeue about those sacct lacks (all while accounting is down, so a job that ends without a result
@@ -24,6 +25,7 @@ is read in fleet.slurm_states.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shlex
@@ -48,7 +50,6 @@ from autoresearch.fleet.slurm_outage import (
     PoolBackoff,
     SubmitLimitReached,
     SubmitOutage,
-    WorkerRefusal,
     partition_closed,
     refusal,
     submit_limit,
@@ -74,6 +75,7 @@ from autoresearch.fleet.slurm_states import (
     queue_states,
     queue_suspended_s,
 )
+from autoresearch.fleet.worker_starts import WorkerStarts
 from autoresearch.fleet.workers import WorkerQueue, run_worker
 from autoresearch.runner import (
     ABANDONED_FILE,
@@ -84,7 +86,6 @@ from autoresearch.runner import (
     STARTED_FILE,
     environment_lock,
     hidden_credentials,
-    refused_by_disk,
     run_or_exit_if_disk_refuses,
     runner_files_refused,
     scrubbed_environment,
@@ -205,16 +206,6 @@ def slurm_pool(name: str, part: PartitionConfig, max_queued: int) -> Pool:
     )
 
 
-def _job_order(job_id: str) -> tuple[int, ...]:
-    """A Slurm job id's place in submission order ('1794', '1794_2'): as numbers, not as text."""
-    return tuple(int(part) for part in job_id.split("_") if part.isdigit())
-
-
-def _sbatch_of(job_id: str) -> str:
-    """The sbatch job a worker came from ('1794' of '1794_2'): an array's workers are one try."""
-    return job_id.split("_")[0]
-
-
 class SlurmFleet:
     def __init__(
         self,
@@ -255,8 +246,18 @@ class SlurmFleet:
         self._warned: set[tuple[str, str]] = set()  # (pool or held job, pending reason) said once
         self._pending_at = -PENDING_POLL_SECONDS  # when squeue was last asked why jobs are pending
         self._outage = SubmitOutage()
-        # sbatch refusing workers, or their jobs failing before their worker starts
-        self._refusals = {pool: WorkerRefusal(pool, cluster.worker_start_tries) for pool in self.queues}
+        self._starts = {  # worker starts that fail, and sbatch refusing workers
+            pool: WorkerStarts(
+                pool,
+                queue,
+                cluster.worker_start_tries,
+                self._failed_exit_status,
+                functools.partial(self._lose_queued, pool),
+                self.folder,
+                cluster.submitit_dir,
+            )
+            for pool, queue in self.queues.items()
+        }
         self._closed = {pool: PartitionClosed(pool) for pool in self.pools}  # set inactive or drained
         self._capped = {pool: SubmitLimitReached(pool) for pool in self.pools}  # at a cap on submitted jobs
         # tasks per sbatch array, at most
@@ -419,40 +420,25 @@ class SlurmFleet:
     ) -> None:
         """Start workers for the queued experiments that no worker alive will take, up to `slots`;
         replace those that ended. A pool of idle workers is not refilled: they would only wait."""
-        queue = self.queues[pool]
+        queue, starts = self.queues[pool], self._starts[pool]
         # (at this controller's first look, the earlier controllers' failed starts in a row count,
         # an sbatch each: a resume must not start the back-off, nor worker_start_tries, over;
         # those before a worker that started, none)
-        row = None if pool in self._opened else self._failed_starts_in_a_row(pool, states)
+        row = None if pool in self._opened else starts.row_so_far(self._workers[pool], states)
         if pool not in self._opened:
             queue.open()
             self._opened.add(pool)
-        alive = [w for w in self._workers[pool] if self._may_run(w, states.get(w, []))]
-        unstarted = [
-            w for w in self._workers[pool] if w not in alive and self._failed_to_start(queue, w, states)
-        ]
+        sent = self._workers[pool]
+        alive = [w for w in sent if self._may_run(w, states.get(w, []))]
         self._workers[pool] = alive
-        self._refusals[pool].check_started(queue.registered, alive)
-        sbatches = {_sbatch_of(w) for w in unstarted} if row is None else row
-        # (any worker its disk refused, not only an array's first: one refused before a resume, none)
-        refused = (
-            [w for w in unstarted if self._failed_exit_status(w) == DISK_REFUSED_EXIT] if row is None else []
-        )
-        if refused:
-            self._refusals[pool].new_tries(sbatches)  # (an array counted once, here too)
-            self._queue_refused_by_disk(pool, max(refused, key=_job_order))
-        elif in_a_row := self._refusals[pool].new_tries(sbatches):
-            self._workers_failed_to_start(pool, max(unstarted, key=_job_order), in_a_row)
-        if row:  # (the earlier controllers' workers not yet started: one that starts ends the row)
-            self._refusals[pool].sent([w for w in alive if not queue.registered(w)])
+        starts.count(sent, alive, states, row)
         busy = {worker for worker, _ in (queue.claims() if claims is None else claims).values()}
         idle = sum(1 for w in alive if w not in busy)  # (pending ones too): each takes one when free
         missing = min(self.pools[pool].slots - len(alive), queue.ready_count() - idle, self._max_array)
         waiting = self._outage.waiting() or self._pool_waiting(pool)
         # (waiting: for Slurm's controller, the partition or room under a submit cap; after another
         # refusal, for the workers alive)
-        refusal = self._refusals[pool]
-        if missing <= 0 or waiting or ((alive or refusal.start_failures) and refusal.waiting()):
+        if missing <= 0 or waiting or starts.waiting(bool(alive)):
             return
         limit_s = self.cluster.partitions[pool].time_limit_min * 60.0 - SIGNAL_DELAY_S
         try:
@@ -469,77 +455,10 @@ class SlurmFleet:
         self._outage.over()
         self._pool_room_left(pool, capped, [])
         ids = [j.job_id for j in submitted]
-        self._refusals[pool].sent(ids)
+        starts.refusal.sent(ids)
         queue.record_submitted(ids)
         self._workers[pool] = alive + ids
         log.info("started %d worker(s) on partition %s", len(ids), pool)
-
-    def _failed_to_start(self, queue: WorkerQueue, worker: str, states: dict[str, list[str]]) -> bool:
-        """Whether a worker job ended FAILED before its worker began (it never registered): an
-        interpreter the node lacks, a setup line that ends the job, a time limit no experiment fits."""
-        return latest(states.get(worker, [])).startswith("FAILED") and not queue.registered(worker)
-
-    def _failed_starts_in_a_row(self, pool: str, states: dict[str, list[str]]) -> set[str]:
-        """The sbatch jobs of the pool's latest workers that failed to start since the last one that started:
-        the queue folder keeps every worker sent and every start, so a resumed controller goes on
-        from the back-off its predecessor had reached. A start the disk refused ends the row too:
-        the campaign stopped for it, and resumes once there is room (a worker refused again says so)."""
-        queue, row = self.queues[pool], set()
-        for worker in sorted(self._workers[pool], key=_job_order, reverse=True):
-            failed = self._failed_to_start(queue, worker, states)
-            if queue.registered(worker) or (failed and self._failed_exit_status(worker) == DISK_REFUSED_EXIT):
-                break
-            row |= {_sbatch_of(worker)} if failed else set()
-        return row
-
-    def _workers_failed_to_start(self, pool: str, worker: str, in_a_row: int) -> None:
-        """Worker jobs of `in_a_row` sbatches not counted yet failed before their worker began, the
-        latest `worker` (none of them refused by its disk: `_queue_refused_by_disk`), and every worker sent in
-        their place may too: sent again at each poll, one after another for ever, while the queued
-        experiments waited. More are tried again, backing off until one sent since starts (a job sbatch takes
-        may fail alike, so that ends nothing): with workers alive, the queue waits for them; with
-        none, it waits too, but cluster.worker_start_tries failures in a row lose the queued experiments
-        (re-queued, a retry each, as an array task that fails so), and each failure after: one
-        failure, a shared file system's hiccup, must not spend every queued experiment's retry.
-        The queue folder records the failure that lost it: a controller resumed after that loss
-        keeps the row and its back-off, but sends a worker rather than losing the re-queued
-        experiments again for a failure they were already lost for."""
-        how = self._how_it_failed(worker, self._failed_exit_status(worker))
-        reason = (
-            f"Slurm worker job {worker} FAILED before its worker started ({how}): "
-            f"the job could not start it (its log: {self.cluster.submitit_dir}/{worker}/)"
-        )
-        refusal, queue = self._refusals[pool], self.queues[pool]
-        said = refusal.since is not None  # (the back-off says only the first failure of its row)
-        lose = refusal.failed_to_start(reason, alive=bool(self._workers[pool]), in_a_row=in_a_row)
-        in_row = f"{reason}; {refusal.start_failures} worker starts failed in a row"
-        if lose and not queue.lost_for(_sbatch_of(worker)):  # (lost for it already: a resume sends one more)
-            queue.record_lost(_sbatch_of(worker))
-            self._lose_queued(pool, in_row)
-        elif said:  # each failure's own status and stderr, for a user debugging a flaky node
-            log.warning("partition %s: %s (workers)", pool, in_row)
-
-    def _queue_refused_by_disk(self, pool: str, worker: str) -> None:
-        """The disk of the worker queue refused a worker its start (DISK_REFUSED_EXIT before it
-        registered): every worker would be refused alike, so the queued experiments are lost to
-        the disk, as a runner's refused files are: re-queued at no cost, the campaign stopped
-        until there is room."""
-        folder = self.queues[pool].path / "workers"
-        said = (
-            f"the disk of the worker queue {folder} refused Slurm worker job {worker}'s own file, its start"
-        )
-        self._lose_queued(pool, said, lambda trial: refused_by_disk(trial, folder, said))
-
-    def _how_it_failed(self, worker: str, status: int | None) -> str:
-        """A failed worker job's exit status and the last line of its stderr, where known; not
-        srun's own last word ('srun: error: ... Exited with exit code 1'), which tells nothing."""
-        said = [f"exit {status}" if status else "exit status unknown"]
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            err = (self.folder / worker / f"{worker}_0_log.err").read_text().splitlines()
-            said += [line.strip()[:200] for line in err if line.strip() and not line.startswith("srun: ")][
-                -1:
-            ]
-        return ": ".join(said)
 
     def _workers_refused(self, pool: str, err: Exception) -> None:
         """sbatch would not start workers. While some are alive they take the queued experiments
@@ -552,7 +471,7 @@ class SlurmFleet:
         elif held:
             held.failed(reason)
         elif self._workers[pool]:
-            self._refusals[pool].failed(reason)
+            self._starts[pool].refusal.failed(reason)
         else:
             self._lose_queued(pool, reason)
 

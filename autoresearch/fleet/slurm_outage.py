@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
@@ -130,67 +129,6 @@ class PoolBackoff(Backoff):
             "partition %s: %s%s, and sbatch is tried again every %.0f s to %.0f min",
             self.pool, reason, self.meanwhile, SUBMIT_RETRY_SECONDS[0], SUBMIT_RETRY_SECONDS[-1] / 60,
         )  # fmt: skip
-
-
-class WorkerRefusal(PoolBackoff):
-    """sbatch refuses a partition's missing workers, or their jobs fail before their worker starts,
-    while others live: the queued experiments wait for those, and more are tried again, backing
-    off. A refusal by sbatch ends when sbatch takes workers; a failure to start only when a worker
-    sent since starts: sbatch takes the job of one that will fail as readily as any. With none
-    alive, a failure to start backs off too, the experiments waiting, until `start_tries` in a row
-    (cluster.worker_start_tries) lose them."""
-
-    meanwhile = " (workers); the experiments wait for the workers alive"
-
-    def __init__(self, pool: str, start_tries: int) -> None:
-        super().__init__(pool)
-        self.start_tries = start_tries
-        self.start_failures = 0  # worker starts failed in a row
-        self.on_trial: set[str] = set()  # workers sent since one failed to start, not yet started
-        self.tries: set[str] = set()  # the sbatch jobs of those failed in a row
-
-    def new_tries(self, sbatches: set[str]) -> int:
-        """How many of the sbatch jobs whose workers failed to start are not yet counted: an
-        array's workers are one try, however many of them fail, and at however many polls."""
-        new = sbatches - self.tries
-        self.tries |= new
-        return len(new)
-
-    def failed_to_start(self, reason: str, alive: bool, in_a_row: int = 1) -> bool:
-        """A worker failed to start (`in_a_row`: the last of so many, found at a resume); whether
-        the queued experiments are to be lost now: with no worker alive, at `start_tries`
-        failures in a row (and each one after). It waits the step of its place in the row."""
-        self.start_failures += in_a_row
-        self.failures = max(self.failures, self.start_failures - 1)
-        if not alive:
-            self.meanwhile = (
-                " (workers); the experiments wait for a worker sent again, and are lost (re-queued) "
-                f"after {self.start_tries} such failures in a row"
-            )
-        self.failed(reason)
-        return not alive and self.start_failures >= self.start_tries
-
-    def sent(self, workers: list[str]) -> None:
-        """sbatch took workers: over, unless one failed to start; then it waits for one of them to start."""
-        if self.start_failures:
-            self.on_trial.update(workers)
-        else:
-            self.over()
-
-    def check_started(self, started: Callable[[str], bool], alive: list[str]) -> None:
-        """Over once a worker sent since the failure started; those that ended unstarted are no
-        longer waited on."""
-        if any(started(worker) for worker in self.on_trial):
-            self.over()
-        else:
-            self.on_trial.intersection_update(alive)
-
-    def over(self) -> None:
-        super().over()
-        self.start_failures = 0
-        self.on_trial.clear()
-        self.tries.clear()
-        self.meanwhile = type(self).meanwhile
 
 
 class PartitionClosed(PoolBackoff):
