@@ -28,7 +28,13 @@ from autoresearch.knobs import unset_by_edits
 from autoresearch.ledger import Ledger
 from autoresearch.proposals import Candidate, Wave, candidate_from_dict, candidate_to_dict
 from autoresearch.sampler import AgentSampler, candidate_key, knob_value_problem
-from autoresearch.workspace import InvalidCandidate, apply_edits, build_source
+from autoresearch.workspace import (
+    OVERWRITTEN_EDITS,
+    InvalidCandidate,
+    apply_edits,
+    build_source,
+    overwritten_edits,
+)
 
 log = logging.getLogger("autoresearch")
 
@@ -177,6 +183,8 @@ class Intake:
         if cand.edits and (why := self._unsets_a_knob(cand)):
             return why
         edited = apply_edits(self.frontier.source(), cand.edits)
+        if cand.edits and self._drawn_over(cand, edited):
+            return OVERWRITTEN_EDITS
         types = constant_types(edited)  # (parsed by build_source)
         if cand.edits and (why := self._retypes_a_knob(edited, types)):
             return why
@@ -187,6 +195,14 @@ class Intake:
             if not spec and (why := value_problem(name, value, types)):
                 return why
         return ""
+
+    def _drawn_over(self, cand: Candidate, edited: str) -> bool:
+        """Whether the sampler's draw of the candidate's free knobs, with its fixed ones, writes
+        over all its edits (`overwritten_edits`; `build_source` judged the fixed ones alone): said
+        now, not at its launch after a draw. An undeclared knob left free is not drawn, not set."""
+        drawn = [name for name, value in cand.knobs.items() if value is None and name in self.sampler.knobs]
+        fixed = [name for name, value in cand.knobs.items() if value is not None]
+        return bool(drawn) and overwritten_edits(self.frontier.source(), edited, fixed + drawn)
 
     def _unsets_a_knob(self, cand: Candidate) -> str:
         """Why the candidate's edits leave a declared knob that the frontier lets be set unsettable
@@ -371,16 +387,29 @@ class Intake:
     # -- candidates of trials ----------------------------------------------------------------
     def candidate_of(self, trial: FrozenTrial) -> Candidate:
         """The trial's candidate with its knobs as they ran (free ones resolved), to queue again.
-        Without an edit that replaces a text by itself: an older version queued one, which
-        `workspace.edit_problem` now refuses, and it changes nothing, so its run, lost or stacked,
-        is the same train.py without it."""
+        Without an edit that replaces a text by itself, nor edits its knobs write over: an older
+        version queued them, which the engine now refuses (`workspace.edit_problem`,
+        `overwritten_edits`), and they change nothing, so its run, lost or stacked, is the same
+        train.py without them."""
         attrs = trial.user_attrs
         cand = self.load_candidate(attrs)
         cand.edits = [edit for edit in cand.edits if edit.search != edit.replace]
         if "edit" not in attrs:
             cand.description = attrs.get("description", cand.description)
         cand.knobs.update(json.loads(attrs.get("knobs", "{}")))
+        if cand.edits and self._written_over(cand):
+            cand.edits = []
         return cand
+
+    def _written_over(self, cand: Candidate) -> bool:
+        """Whether the candidate's knobs write over all its edits on the current frontier (False
+        where they do not apply to it: `precheck` or the launch says why)."""
+        frontier = self.frontier.source()
+        try:
+            edited = apply_edits(frontier, cand.edits)
+        except InvalidCandidate:
+            return False
+        return overwritten_edits(frontier, edited, cand.knobs)
 
     def load_candidate(self, attrs: dict[str, Any]) -> Candidate:
         """The proposed candidate a trial points to, or a fresh exploration one when it has none.

@@ -31,14 +31,13 @@ from autoresearch.frontier import Frontier
 from autoresearch.hardware import HARDWARE_ATTR, hardware_of
 from autoresearch.intake import BASE_SEED, Intake, screening_seed
 from autoresearch.ledger import MEASUREMENT_KINDS, Ledger
-from autoresearch.proposals import Candidate
 from autoresearch.runner import SPEC_FILE
 from autoresearch.sampler import AgentSampler, candidate_key
 from autoresearch.workspace import (
     InvalidCandidate,
+    InvalidOnAnyFrontier,
     build_source,
     create_workspace,
-    edit_problem,
     experiment_dir,
     source_version,
 )
@@ -209,11 +208,8 @@ class Launcher:
                     return None
         except (InvalidCandidate, ValueError) as err:
             head = self.frontier.head()
-            if (
-                isinstance(err, InvalidCandidate)
-                and attrs.get("queued_on", head) != head
-                and _fits_some_frontier(cand)
-            ):
+            own_fault = isinstance(err, InvalidOnAnyFrontier)  # (an older version let it in)
+            if isinstance(err, InvalidCandidate) and attrs.get("queued_on", head) != head and not own_fault:
                 # it applied when queued: a keep since then changed what it edits
                 kept = f"trial {self.frontier.head_trial()} kept"
                 reason = f"no longer applies: the frontier changed since it was queued ({kept}); {err}"
@@ -314,10 +310,3 @@ class Launcher:
         if twins := self.ledger.ran(run_key) - {number}:
             return f"same train.py as trial {min(twins)}"
         return ""
-
-
-def _fits_some_frontier(cand: Candidate) -> bool:
-    """Whether the candidate's edits could apply to some frontier: an edit that replaces a text by
-    itself, or another file's (`edit_problem`), is its own fault on any, not a keep's since it was
-    queued (a resumed study's proposal that an older version let in)."""
-    return not any(edit_problem(edit, i) for i, edit in enumerate(cand.edits, start=1))

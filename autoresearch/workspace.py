@@ -12,7 +12,7 @@ import difflib
 import functools
 import hashlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,11 @@ class InvalidCandidate(ValueError):
     """A candidate that cannot become an experiment; the message is the reason, in one line."""
 
 
+class InvalidOnAnyFrontier(InvalidCandidate):
+    """A candidate whose own edits are at fault on whatever frontier it meets (`edit_problem`,
+    `OVERWRITTEN_EDITS`): refused as invalid, never skipped as a keep's doing since it was queued."""
+
+
 @dataclass(frozen=True)
 class Workspace:
     path: Path
@@ -53,10 +58,12 @@ def sha256_file(path: Path) -> str:
 
 
 def apply_edits(source: str, edits: list[Edit]) -> str:
-    """Apply search/replace blocks in order; each search must match exactly once."""
+    """Apply search/replace blocks in order; each search must match exactly once. An edit that
+    fits no frontier (`edit_problem`) is said first, whichever edit it is: its fault is its own."""
     for i, edit in enumerate(edits, start=1):
         if why := edit_problem(edit, i):
-            raise InvalidCandidate(why)
+            raise InvalidOnAnyFrontier(why)
+    for i, edit in enumerate(edits, start=1):
         count = source.count(edit.search)
         if count != 1:
             where = "does not occur" if count == 0 else f"occurs {count} times"
@@ -393,15 +400,46 @@ def build_source(frontier_source: str, edits: list[Edit], knobs: dict[str, Any])
     if missing:
         raise InvalidCandidate(f"unknown knob(s) {', '.join(missing)}: not UPPER_CASE constants of train.py")
     try:
-        source = set_knobs(source, as_written(knobs, constant_types(source)))
+        built = set_knobs(source, as_written(knobs, constant_types(source)))
     except KnobError as err:
         raise InvalidCandidate(str(err)) from err
+    # (one that gives back the frontier is the launcher's to skip: "no change")
+    if edits and built != frontier_source and overwritten_edits(frontier_source, source, knobs):
+        raise InvalidOnAnyFrontier(OVERWRITTEN_EDITS)
+    source = built
     # Not checked again: set_knobs puts Python literals where values were, which can neither break
     # the syntax nor write to the harness, and re-parsing every new source cost the controller a
     # third of its time at 1,600 GPUs. Only a long literal can make it too large.
     if too_long := length_problem(source, "train.py with these knob values"):
         raise InvalidCandidate(too_long)
     return source
+
+
+OVERWRITTEN_EDITS = (
+    "its edits leave train.py the frontier's but for what its knobs set, so its run would be its "
+    "knob values alone judged as a change: drop the edits, or make them change something"
+)
+
+
+def overwritten_edits(frontier_source: str, source: str, knobs: Iterable[str]) -> bool:
+    """Whether `source` (the frontier's with some edits) differs from the frontier's train.py only
+    in the values of constants that `knobs` set (`LR = 0.03` under LR=0.02, a grid's shared
+    edit of a factor, edits that undo each other): every run of it is the same as one of the knobs
+    alone, judged as a change its edits never made, and a run the sampler does not learn from
+    (only a run with no edits is knob-only). One rule for the wave (`check_wave`) and the engine
+    (`build_source`), whoever proposed the candidate."""
+    names = list(knobs)
+    values = read_knobs(frontier_source) if frontier_source and names else {}
+    if not names or any(name not in values for name in names):
+        return False
+    settings = {name: values[name] for name in names}  # any value will do: both get the same
+    try:
+        ours, theirs = (
+            set_knobs(s, as_written(settings, constant_types(s))) for s in (source, frontier_source)
+        )
+    except (KnobError, SyntaxError):
+        return False
+    return ours == theirs
 
 
 def create_workspace(path: Path, frontier_source: str, source: str, harness: Path) -> Workspace:

@@ -76,7 +76,7 @@ from autoresearch.runner import OUTCOME_FILE, PID_FILE, REFUSED_FILE, STARTED_FI
 from autoresearch.status import NOT_COLLECTED, launch_state
 from autoresearch.study import StudyTaken
 from autoresearch.temporaries import SWEEP_FILE
-from autoresearch.workspace import experiment_dir
+from autoresearch.workspace import OVERWRITTEN_EDITS, experiment_dir
 
 
 def test_toy_campaign_end_to_end(tmp_path: Path) -> None:
@@ -1290,29 +1290,41 @@ def test_a_queued_change_that_a_keep_overwrote_is_skipped_not_blamed(tmp_path: P
     assert not any("better too" in line for line in campaign.intake.rejected)
 
 
+@pytest.mark.parametrize(
+    ("nothing", "reason"),
+    [
+        (
+            Candidate("nothing", edits=[Edit("WIDTH = 64", "WIDTH = 64")]),
+            "edit 1 replaces a text by itself, so it changes nothing",
+        ),
+        (
+            Candidate("nothing", edits=[Edit("WIDTH = 64", "WIDTH = 96")], knobs={"WIDTH": 32}),
+            OVERWRITTEN_EDITS,
+        ),
+    ],
+    ids=["a text replaced by itself", "an edit its knob writes over"],
+)
 def test_a_queued_edit_that_changes_nothing_is_invalid_not_blamed_on_a_keep(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nothing: Candidate, reason: str
 ) -> None:
-    """An edit that replaces a text by itself, queued by an older version that let it in (a
-    resumed study's stored proposal), and reached after a keep: its fault is its own on any
-    frontier, yet it was skipped as the keep's doing ("no longer applies: the frontier changed")
-    and never shown to the proposer. It is refused as invalid, in the engine's words."""
+    """An edit that replaces a text by itself, or one its knob value writes over (WIDTH = 96 under
+    WIDTH=32), queued by an older version that let it in (a resumed study's stored proposal), and
+    reached after a keep: its fault is its own on any frontier, yet the first was skipped as the
+    keep's doing ("no longer applies: the frontier changed") and never shown to the proposer, the
+    second ran as a code change, though its train.py was WIDTH=32's alone. Each is refused as
+    invalid, in the engine's words."""
     monkeypatch.setattr(Intake, "precheck", lambda self, cand, fixes=None: "")  # the older version's
-    itself = Edit("WIDTH = 64", "WIDTH = 64")
     campaign = run_scripted(
         tmp_path,
-        [
-            Candidate("better", edits=[Edit("BETTER_BY = 0.0", "BETTER_BY = 0.2")]),
-            Candidate("nothing", edits=[itself]),
-        ],
+        [Candidate("better", edits=[Edit("BETTER_BY = 0.0", "BETTER_BY = 0.2")]), nothing],
         "campaign.validate_seeds=0",
         "cluster.cpu_slots=1",  # one run at a time: the second starts after the first is kept
     )
-    nothing = trial_named(campaign, "nothing")
+    refused = trial_named(campaign, "nothing")
     assert trial_named(campaign, "better").user_attrs["status"] == "keep"
-    assert nothing.user_attrs["status"] == "invalid" and "exp_dir" not in nothing.user_attrs
-    assert nothing.user_attrs["reason"] == "edit 1 replaces a text by itself, so it changes nothing"
-    assert "nothing: edit 1 replaces a text by itself, so it changes nothing" in campaign.intake.rejected
+    assert refused.user_attrs["status"] == "invalid" and "exp_dir" not in refused.user_attrs
+    assert refused.user_attrs["reason"] == reason
+    assert f"nothing: {reason}" in campaign.intake.rejected
 
 
 class GuardedOffline(CountingOffline):

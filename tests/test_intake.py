@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from autoresearch.campaign import Campaign
 from autoresearch.intake import BASE_SEED, MAX_STACK_DEPTH, Intake
 from autoresearch.proposals import Candidate, Edit, Grid, Wave
+from autoresearch.workspace import OVERWRITTEN_EDITS
 
 
 def claimed_and_failed(intake: Intake, number: int, **attrs: object) -> None:
@@ -218,14 +219,21 @@ def test_a_stale_winner_is_stacked_once_and_no_deeper_than_the_limit(tmp_path: P
     assert intake.ledger.queued_for("stack_of", 2) == []
 
 
-def test_a_run_whose_stored_edit_changes_nothing_is_stacked_and_retried_without_it(tmp_path: Path) -> None:
-    """A grid cell an older version queued with a shared edit that replaces a text by itself, now
-    refused by the engine: its winner, stacked on a newer frontier, was 'not re-run: its change no
-    longer applies', and its lost run, retried, refused as invalid, a run of knob values lost. The
-    edit changes nothing: it is left out, the rest re-queued."""
+@pytest.mark.parametrize(
+    "edit",
+    [Edit("LR = 0.01\n", "LR = 0.01\n"), Edit("LR = 0.01\n", "LR = 0.03\n")],
+    ids=["a text replaced by itself", "an edit its knob writes over"],
+)
+def test_a_run_whose_stored_edit_changes_nothing_is_stacked_and_retried_without_it(
+    tmp_path: Path, edit: Edit
+) -> None:
+    """A grid cell an older version queued with a shared edit that replaces a text by itself, or
+    that its level writes over (LR = 0.03 under LR=0.02), now refused by the engine: its winner,
+    stacked on a newer frontier, was 'not re-run: its change no longer applies', and its lost run,
+    retried, refused as invalid, a run of knob values lost. The edit changes nothing: it is left
+    out, the rest re-queued."""
     intake = open_intake(tmp_path)
-    itself = Edit("LR = 0.01\n", "LR = 0.01\n")
-    cell = Candidate("LR sweep [LR=0.02]", "", [itself], knobs={"LR": 0.02})
+    cell = Candidate("LR sweep [LR=0.02]", "", [edit], knobs={"LR": 0.02})
     intake.add(cell, {"kind": "experiment", "seed": BASE_SEED})
     claimed_and_failed(intake, 0)
     assert intake.stack(intake.ledger.trial(0), "better").endswith("re-queued on the current frontier")
@@ -274,6 +282,34 @@ def test_a_grid_whose_shared_edit_changes_nothing_is_refused_whoever_proposed_it
     reasons = {t.user_attrs["reason"] for t in intake.ledger.all() if t.state == TrialState.FAIL}
     assert reasons == {"edit 1 replaces a text by itself, so it changes nothing"}
     assert len(intake.ledger.all()) == 2
+
+
+def test_edits_that_knob_values_write_over_are_refused_whoever_proposed_them(tmp_path: Path) -> None:
+    """Only propose_wave refused edits that change only what their knobs then set (WIDTH = 96
+    under WIDTH=32, a free knob's or a grid's factor's constant); a wave reaching the engine
+    another way (the offline proposer's, a user's) queued them, each run its knob values alone
+    judged as a change. The engine refuses them by the wave's rule, in one line; an edit that
+    changes more, or a constant no knob sets, is queued."""
+    intake = open_intake(tmp_path)
+    wider = Edit("WIDTH = 64", "WIDTH = 96")
+    more = Edit("SECONDS = 0.2", "SECONDS = 0.3")
+    refused = [
+        Candidate("fixed", "", [wider], knobs={"WIDTH": 32}),
+        Candidate("free", "", [wider], knobs={"WIDTH": None}),
+        Candidate("undone", "", [wider, Edit("WIDTH = 96", "WIDTH = 64")], knobs={"LR": 0.02}),
+    ]
+    queued = [Candidate("more", "", [wider, more], knobs={"WIDTH": 32}), Candidate("other", "", [more])]
+    grid = Grid("WIDTH sweep", {"WIDTH": [16, 128]}, shared_edits=[wider])
+    intake.wave(Wave(rationale="offline's", candidates=refused + queued, grids=[grid], source="offline"))
+    failed = {
+        t.user_attrs["description"]: t.user_attrs["reason"]
+        for t in intake.ledger.all()
+        if t.state == TrialState.FAIL
+    }
+    cells = ["WIDTH sweep [WIDTH=16]", "WIDTH sweep [WIDTH=128]"]
+    assert failed == dict.fromkeys(["fixed", "free", "undone", *cells], OVERWRITTEN_EDITS)
+    waiting = [t.user_attrs["description"] for t in intake.ledger.all() if t.state == TrialState.WAITING]
+    assert waiting == ["more", "other"]
 
 
 def test_a_wave_counts_as_empty_until_one_of_its_candidates_runs(tmp_path: Path) -> None:
@@ -507,7 +543,15 @@ def test_a_wave_of_fixes_reads_the_study_once_whatever_its_size(
             "knob HOLD: [1] is a list, but train.py's HOLD is a str (line 20)",
         ),
         (Candidate("longer", "", knobs={"SECONDS": 1}), ""),  # an int serves for a float
-        (Candidate("retyped", "", edits=[Edit("HOLD = ", "HOLD = 0 or ")], knobs={"HOLD": 1}), ""),
+        (  # (with a change of its own: an edit HOLD=1 writes over alone is refused for that)
+            Candidate(
+                "retyped",
+                "",
+                edits=[Edit("HOLD = ", "HOLD = 0 or "), Edit("SECONDS = 0.2", "SECONDS = 0.3")],
+                knobs={"HOLD": 1},
+            ),
+            "",
+        ),
     ],
 )
 def test_a_value_of_another_type_than_its_constants_is_failed_before_it_costs_a_slot(

@@ -36,11 +36,13 @@ from autoresearch.sampler import knob_value_problem
 from autoresearch.workspace import (
     MAX_EDIT_CHARS,
     MAX_TRAIN_PY_CHARS,
+    OVERWRITTEN_EDITS,
     InvalidCandidate,
     apply_edits,
     code_problem,
     edit_problem,
     length_problem,
+    overwritten_edits,
     result_problem,
 )
 
@@ -464,7 +466,7 @@ def _frontier_grid_problems(context: CampaignContext, grid: Grid, edited: _Edite
         return []
     if grid.size() == 1 and _leaves_frontier(context, edited.source, next(grid.expand()).knobs):
         return [f"{where}: its only cell leaves train.py the frontier's, so nothing would change"]
-    if grid.shared_edits and _overwritten_edits(context, grid.factors, edited.source):
+    if grid.shared_edits and overwritten_edits(context.frontier_source, edited.source, grid.factors):
         return [f"{where}: {_FACTORS_ONLY}"]
     return []
 
@@ -645,7 +647,8 @@ def _frontier_candidate_problems(
     """A candidate whose edits and knob values give back the frontier's train.py: knob values it
     has already, an edit that a knob sets back (`LR = 0.02` with LR=0.01), edits that undo each
     other. The launcher skips it ("no change: already part of the frontier"), a place of the wave
-    lost to no run. And edits that change only what its knobs set (`_overwritten_edits`)."""
+    lost to no run. And edits that change only what its knobs set (`overwritten_edits`, the
+    engine's rule, said here in its words where every knob is given a value)."""
     if edited.source is None:
         return []
     if not _leaves_frontier(context, edited.source, cand.knobs):
@@ -653,9 +656,9 @@ def _frontier_candidate_problems(
         declared = {knob.name for knob in context.knobs}
         if not cand.edits or not declared.issuperset(free):  # (the wave asks an undeclared one's value)
             return []
-        if not _overwritten_edits(context, cand.knobs, edited.source):
+        if not overwritten_edits(context.frontier_source, edited.source, cand.knobs):
             return []
-        return [f"{where}: {_SAMPLED_ONLY if free else _SET_ONLY}"]
+        return [f"{where}: {_SAMPLED_ONLY if free else OVERWRITTEN_EDITS}"]
     if not cand.edits:
         return [f"{where}: its knob values are the frontier's already, so nothing would change"]
     what = "its edits and knob values leave" if cand.knobs else "its edits leave"
@@ -666,33 +669,10 @@ _SAMPLED_ONLY = (
     "its edits leave train.py the frontier's but for what its knobs set, so its run would be the "
     "sampler's draw of its free knobs judged as a change: drop the edits, or make them change something"
 )
-_SET_ONLY = (
-    "its edits leave train.py the frontier's but for what its knobs set, so its run would be its "
-    "knob values alone judged as a change: drop the edits, or make them change something"
-)
 _FACTORS_ONLY = (
     "its shared edits leave train.py the frontier's but for what its factors set, so each cell "
     "would be its levels alone judged as a change: drop the shared edits, or make them change something"
 )
-
-
-def _overwritten_edits(context: CampaignContext, knobs: Iterable[str], source: str) -> bool:
-    """Whether `source` (the frontier's with some edits) differs from the frontier's train.py only
-    in the values of constants that `knobs` set (`LR = 0.03` under LR=0.02, a grid's shared
-    edit of a factor, edits that undo each other): every run of it is the same as one of the knobs
-    alone, judged as a change its edits never made, and a run the sampler does not learn from
-    (only a run with no edits is knob-only)."""
-    frontier = context.frontier_source
-    names = list(knobs)
-    values = read_knobs(frontier) if frontier and names else {}
-    if not names or any(name not in values for name in names):
-        return False
-    settings = {name: values[name] for name in names}  # any value will do: both get the same
-    try:
-        ours, theirs = (set_knobs(s, as_written(settings, constant_types(s))) for s in (source, frontier))
-    except (KnobError, SyntaxError):
-        return False
-    return ours == theirs
 
 
 def _leaves_frontier(context: CampaignContext, source: str, knobs: dict[str, KnobValue]) -> bool:
