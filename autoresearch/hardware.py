@@ -10,6 +10,7 @@ Each launch records its hardware (`HARDWARE_ATTR`); a tier that has measured is 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping
 
 from optuna.trial import FrozenTrial
@@ -17,6 +18,9 @@ from optuna.trial import FrozenTrial
 from autoresearch.fleet.base import UNNAMED_GPU, Pool
 
 HARDWARE_ATTR = "hardware"  # a trial's: what it ran on (`hardware_of`)
+# A MIG slice's name, as `fleet.gpus` gives it: '<GPU> MIG <profile>', or '<GPU> MIG' where only
+# `nvidia-smi --query-gpu` listed its GPU and its profile was not read.
+_MIG_SLICE = re.compile(r"(.+) MIG(?: (\S+))?")
 
 
 def hardware_of(pool: Pool) -> str:
@@ -45,6 +49,26 @@ def _measured_on(trials: Iterable[FrozenTrial], to_collect: Collection[int]) -> 
     return seen
 
 
+def _measured_there(now: str, seen: set[str]) -> bool:
+    """Whether `now` is hardware a tier measured on (`seen`). A slice whose profile was not read
+    ('<GPU> MIG') is any slice of its GPU, and any slice is it, where no other profile of that GPU
+    is known: the same slice is named both ways as `nvidia-smi -L` works or fails at each start."""
+    if now in seen:
+        return True
+    gpu, profile = _mig_slice(now)
+    profiles = {p for g, p in map(_mig_slice, seen) if g == gpu} if gpu is not None else set()
+    if not profiles:
+        return False
+    return profile is None or profiles == {None}
+
+
+def _mig_slice(hardware: str) -> tuple[str | None, str | None]:
+    """The GPU and the profile a MIG slice's name gives (the profile None where not read); (None,
+    None) for hardware that is no slice."""
+    slice_ = _MIG_SLICE.fullmatch(hardware)
+    return (slice_[1], slice_[2]) if slice_ else (None, None)
+
+
 def hardware_changes(
     trials: Iterable[FrozenTrial],
     tiers: Mapping[str, str],
@@ -62,7 +86,7 @@ def hardware_changes(
         if tier not in seen or pool_name not in pools:
             continue
         now = hardware_of(pools[pool_name])
-        if _known(now) and now not in seen[tier]:
+        if _known(now) and not _measured_there(now, seen[tier]):
             before = " and ".join(sorted(seen[tier]))
             problems.append(
                 f"the {tier} tier of {where} measured on {before}, this command runs it on {now} "

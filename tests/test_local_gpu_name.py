@@ -13,12 +13,14 @@ import logging
 import os
 from pathlib import Path
 
+import optuna
 import pytest
 from engine_helpers import ENV_DUMP, make_experiment, make_fleet, wait_for
 
 from autoresearch.config import ClusterConfig, PartitionConfig
-from autoresearch.fleet.base import Fleet, JobSpec
+from autoresearch.fleet.base import Fleet, JobSpec, Pool
 from autoresearch.fleet.factory import plan_fleet
+from autoresearch.hardware import HARDWARE_ATTR, hardware_changes, hardware_of
 
 A100 = "NVIDIA A100-SXM4-80GB"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -309,3 +311,39 @@ def test_a_gpu_in_mig_mode_the_query_stands_in_for_is_one_slot_named_apart_from_
     )
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "MIG mode one" in warning and "profile not known" in warning and "\n" not in warning
+
+
+@pytest.mark.parametrize("visible", [None, "0"], ids=["all-listed", "cuda-visible-devices"])
+def test_a_mig_slice_read_by_the_listing_and_by_the_query_is_the_same_hardware_to_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, visible: str | None
+) -> None:
+    """A start where `-L` worked named an A100's slice '<GPU> MIG 1g.5gb'; a resume where it failed
+    (the query standing in) named it '<GPU> MIG', and was refused as other hardware, either way
+    round. The profile not read is any slice of its GPU; a whole GPU or another profile is not."""
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    slices = [f"  MIG 1g.5gb      Device  {i}: (UUID: {uuid})" for i, uuid in enumerate(SLICES)]
+    queried = [f"0, {MIG_A100_UUID}, Enabled, {MIG_A100}"]
+    stand_in_nvidia_smi(
+        tmp_path, monkeypatch, [f"GPU 0: {MIG_A100} (UUID: {MIG_A100_UUID})", *slices], queried
+    )
+    listed = plan_fleet(local_cluster()).pools["local"]
+    stand_in_nvidia_smi(tmp_path, monkeypatch, [], queried, listing_fails="Insufficient Permissions")
+    queried_only = plan_fleet(local_cluster()).pools["local"]
+    assert (hardware_of(listed), hardware_of(queried_only)) == (SLICE, f"{MIG_A100} MIG")
+    for before, now in [(listed, queried_only), (queried_only, listed)]:
+        assert resume_refusals(hardware_of(before), now) == []
+    assert resume_refusals(hardware_of(queried_only), Pool("local", 1, MIG_A100))
+    assert resume_refusals(SLICE, Pool("local", 1, f"{MIG_A100} MIG 3g.20gb"))
+
+
+def resume_refusals(measured_on: str, now: Pool) -> list[str]:
+    """Why a resume on `now` is refused to a screen tier that measured on `measured_on`."""
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr(HARDWARE_ATTR, measured_on)
+    trial.set_user_attr("val_bpb", 1.0)
+    study.tell(trial, 1.0)
+    return hardware_changes(study.trials, {"screen": "local"}, {"local": now}, "runs/x")
