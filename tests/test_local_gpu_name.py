@@ -18,7 +18,8 @@ import pytest
 from engine_helpers import ENV_DUMP, make_experiment, make_fleet, wait_for
 
 from autoresearch.config import ClusterConfig, PartitionConfig
-from autoresearch.fleet.base import Fleet, JobSpec, Pool
+from autoresearch.fleet import gpus
+from autoresearch.fleet.base import UNNAMED_GPU, Fleet, JobSpec, Pool
 from autoresearch.fleet.factory import plan_fleet
 from autoresearch.hardware import HARDWARE_ATTR, hardware_changes, hardware_of
 
@@ -43,18 +44,20 @@ def stand_in_nvidia_smi(
     query: list[str],
     listing_fails: str = "",
     query_fails: bool = False,
+    listing_hangs: bool = False,
 ) -> None:
     """An `nvidia-smi` first on PATH whose `-L` prints `listing` (or, given `listing_fails`, says
-    it and exits 9, as nvidia-smi does on an NVML error), and whose `--query-gpu` of the fields read
-    prints `query`, a line each (or fails); any other arguments it refuses, as nvidia-smi does."""
+    it and exits 9, as nvidia-smi does on an NVML error; given `listing_hangs`, never answers, as
+    on a hung driver), and whose `--query-gpu` of the fields read prints `query`, a line each (or
+    fails), leaving a file `query-asked` in `folder`; any other arguments it refuses, as nvidia-smi does."""
     fail = "exit 9"
     listed = f"echo {listing_fails!r}; {fail}" if listing_fails else _printed(listing)
     script = folder / "nvidia-smi"
     script.write_text(
         "#!/bin/sh\n"
         'case "$1 $2" in\n'
-        f"  '-L ') {listed};;\n"
-        f"  '{QUERY}') {fail if query_fails else _printed(query)};;\n"
+        f"  '-L ') {'exec sleep 600' if listing_hangs else listed};;\n"
+        f"  '{QUERY}') : > {str(folder / 'query-asked')!r}; {fail if query_fails else _printed(query)};;\n"
         "  *) echo 'Invalid combination of input arguments.' >&2; exit 2;;\n"
         "esac\n"
     )
@@ -88,6 +91,14 @@ def mig_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         [f"GPU 0: {MIG_A100} (UUID: {MIG_A100_UUID})", *instances],
         [f"0, {MIG_A100_UUID}, Enabled, {MIG_A100}"],
     )
+
+
+def set_visible_devices(monkeypatch: pytest.MonkeyPatch, visible: str | None) -> None:
+    """CUDA_VISIBLE_DEVICES set to `visible`, or unset for None (every GPU listed)."""
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
 
 
 def local_cluster() -> ClusterConfig:
@@ -203,10 +214,7 @@ def test_a_gpu_in_mig_mode_with_no_instance_gets_no_slot_and_one_warning(
     """CUDA runs nothing on a GPU in MIG mode with no instance: it got a slot, its index, where
     every run failed. -L shows no instance too where there are some this user or container may not
     open: the warning, which sent every user to root's commands, also says what to do in a container."""
-    if visible is None:
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    else:
-        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    set_visible_devices(monkeypatch, visible)
     with caplog.at_level(logging.WARNING, logger="autoresearch"):
         plan = plan_fleet(local_cluster())
     assert (plan.gpus, plan.pools["local"].slots, plan.pools["local"].gpu_type) == (["1"], 1, H100)
@@ -289,6 +297,31 @@ def test_a_machine_whose_nvidia_smi_fails_at_both_shows_no_gpu_without_a_warning
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
+@pytest.mark.parametrize("visible", [None, "0,1"], ids=["all-listed", "cuda-visible-devices"])
+def test_a_listing_that_hangs_is_waited_for_once_and_said_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, visible: str | None
+) -> None:
+    """A hung driver: `-L` timed out, then the query was asked and timed out too, the start
+    waiting twice (20 s) and saying nothing of it; the query is not asked, and one line says
+    nvidia-smi hung and what the fleet does without the GPUs read."""
+    monkeypatch.setattr(gpus, "SMI_TIMEOUT_S", 0.2)  # the stand-in never answers: no race
+    stand_in_nvidia_smi(
+        tmp_path, monkeypatch, [], [f"0, {H100_UUIDS[0]}, Disabled, {H100}"], listing_hangs=True
+    )
+    set_visible_devices(monkeypatch, visible)
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        plan = plan_fleet(local_cluster())
+    assert not (tmp_path / "query-asked").exists()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "nvidia-smi -L did not answer in 0.2 s" in warning and "\n" not in warning
+    if visible is None:
+        assert (plan.gpus, plan.pools["local"].gpu_type) == ([], "cpu")
+        assert "the fleet sees no GPU here" in warning
+    else:
+        assert (plan.gpus, plan.pools["local"].gpu_type) == (["0", "1"], UNNAMED_GPU)
+        assert "the slots are CUDA_VISIBLE_DEVICES's entries, named 'gpu'" in warning
+
+
 def test_a_gpu_in_mig_mode_the_query_stands_in_for_is_one_slot_named_apart_from_the_whole_gpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -320,10 +353,7 @@ def test_a_mig_slice_read_by_the_listing_and_by_the_query_is_the_same_hardware_t
     """A start where `-L` worked named an A100's slice '<GPU> MIG 1g.5gb'; a resume where it failed
     (the query standing in) named it '<GPU> MIG', and was refused as other hardware, either way
     round. The profile not read is any slice of its GPU; a whole GPU or another profile is not."""
-    if visible is None:
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    else:
-        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    set_visible_devices(monkeypatch, visible)
     slices = [f"  MIG 1g.5gb      Device  {i}: (UUID: {uuid})" for i, uuid in enumerate(SLICES)]
     queried = [f"0, {MIG_A100_UUID}, Enabled, {MIG_A100}"]
     stand_in_nvidia_smi(

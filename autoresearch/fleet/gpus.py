@@ -51,18 +51,26 @@ class ListedGpu(NamedTuple):
 _QUERY = ("--query-gpu=index,uuid,mig.mode.current,name", "--format=csv,noheader")
 
 
+# How long nvidia-smi may take to answer: it answers in well under a second, but a hung driver
+# keeps it waiting for ever.
+SMI_TIMEOUT_S = 10.0
+
+
 class SmiOutput(NamedTuple):
     lines: list[str] | None  # the non-blank lines it printed; None where it failed
     failure: str = ""  # why it failed, in its words where it said
+    hung: bool = False  # it did not answer in SMI_TIMEOUT_S
 
 
 def _nvidia_smi(*args: str) -> SmiOutput:
     """What `nvidia-smi ARGS` prints; its failure where it does not run (no NVIDIA driver, a field
-    an old driver does not know, an option the driver refuses here)."""
+    an old driver does not know, an option the driver refuses here, a hung driver)."""
     try:
         out = subprocess.run(
-            ["nvidia-smi", *args], capture_output=True, text=True, timeout=10, check=True
+            ["nvidia-smi", *args], capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=True
         ).stdout
+    except subprocess.TimeoutExpired:
+        return SmiOutput(None, f"no answer in {SMI_TIMEOUT_S:g} s", hung=True)
     except subprocess.CalledProcessError as e:
         said = [line.strip() for line in f"{e.stderr}\n{e.stdout}".splitlines() if line.strip()]
         return SmiOutput(None, said[0] if said else f"exit status {e.returncode}")
@@ -75,14 +83,35 @@ def listed_gpus() -> list[ListedGpu]:
     """Each GPU nvidia-smi lists, with its MIG instances; [] where there is no NVIDIA driver.
     `-L` gives the instances; `--query-gpu`, a stable CSV, says which GPUs are in MIG mode (one with
     no instance is listed by `-L` as a plain GPU), and stands in for a `-L` that fails or none of
-    whose lines is understood (a driver's new format): else a GPU machine would read as none."""
+    whose lines is understood (a driver's new format): else a GPU machine would read as none.
+    Where `-L` hangs the query is not asked: the driver that hung one hangs the other, and the
+    start would wait its timeout twice."""
     listing = _nvidia_smi("-L")
+    if listing.hung:
+        log.warning(
+            "nvidia-smi -L did not answer in %g s (a hung NVIDIA driver?): this machine's GPUs are "
+            "not read, nor asked again; %s",
+            SMI_TIMEOUT_S,
+            _without_gpus_read(),
+        )
+        return []
     queried = _queried_gpus()
     gpus = _parsed_listing(listing.lines or [])
     if not gpus:
         return _queried_in_place_of(listing, queried)
     mig_enabled = {uuid for _, uuid, mode, _ in queried if mode == "Enabled"}
     return [gpu._replace(mig_enabled=gpu.uuid in mig_enabled) for gpu in gpus]
+
+
+def _without_gpus_read() -> str:
+    """What the fleet does where nvidia-smi read no GPU: CUDA_VISIBLE_DEVICES's entries are its
+    slots still, their model not known, else it sees no GPU."""
+    if _visible_entries(os.environ.get("CUDA_VISIBLE_DEVICES") or ""):
+        return (
+            "the slots are CUDA_VISIBLE_DEVICES's entries, named 'gpu' (not known, which holds no "
+            "tier to its hardware)"
+        )
+    return "the fleet sees no GPU here (a GPU campaign is refused, one on CPUs runs on CPU slots)"
 
 
 # said only where a GPU --query-gpu lists is in MIG mode: on a machine without one it is noise
@@ -159,8 +188,12 @@ def visible_gpus(listed: list[ListedGpu]) -> list[str]:
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is None:
         return [device for gpu in listed for device in slot_devices(gpu)]
-    entries = [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
-    return [device for entry in entries for device in _devices_of(entry, listed)]
+    return [device for entry in _visible_entries(env) for device in _devices_of(entry, listed)]
+
+
+def _visible_entries(env: str) -> list[str]:
+    """The devices a CUDA_VISIBLE_DEVICES value names ('-1', or none, hides every GPU)."""
+    return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
 
 
 def _devices_of(entry: str, listed: list[ListedGpu]) -> list[str]:
