@@ -145,6 +145,39 @@ def test_gpus_of_one_model_are_named_without_a_warning(
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
+@pytest.mark.usefixtures("mixed_machine")
+def test_a_users_cuda_device_order_is_overridden_with_one_warning_where_slots_are_indices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CUDA_DEVICE_ORDER=FASTEST_FIRST in the user's shell was kept for the runs: CUDA_VISIBLE_DEVICES=1,
+    nvidia-smi's H100 and so named, was CUDA's second fastest, the A100, its runs named an H100.
+    The runs get nvidia-smi's order, PCI_BUS_ID, and one line says why."""
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        fleet = local_fleet()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "CUDA_DEVICE_ORDER=FASTEST_FIRST is set" in warning and "(1)" in warning
+    assert "the runs get CUDA_DEVICE_ORDER=PCI_BUS_ID" in warning and "\n" not in warning
+    job = JobSpec(0, make_experiment(tmp_path, ENV_DUMP, deadline=60, name="e0", trial=0), "local")
+    fleet.submit([job])
+    wait_for(lambda: fleet.poll(), 120, "the local job", every=0.05)
+    env = json.loads((job.exp_dir / "env.json").read_text())
+    assert (env["CUDA_VISIBLE_DEVICES"], env["CUDA_DEVICE_ORDER"]) == ("1", "PCI_BUS_ID")
+
+
+@pytest.mark.usefixtures("mixed_machine")
+def test_a_users_cuda_device_order_is_not_spoken_of_where_the_slots_are_named_by_uuid(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A UUID names one GPU in either order: a warning there would be noise."""
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", GPUS[1][1])
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        assert local_gpu_type() == H100
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
 @pytest.mark.usefixtures("mig_machine")
 def test_each_mig_instance_is_a_slot_given_by_its_uuid(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

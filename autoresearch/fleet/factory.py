@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from autoresearch.config import ClusterConfig, backstop_grace
 from autoresearch.fleet.base import Fleet, Pool
-from autoresearch.fleet.gpus import gpu_name, listed_gpus, visible_gpus
+from autoresearch.fleet.gpus import gpu_name, listed_gpus, visible_gpus, warn_of_device_order
 from autoresearch.fleet.local import LocalFleet
 
 
@@ -36,6 +36,7 @@ def plan_local_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> Fleet
             "(or campaign.require_gpu=false to train this one on the CPU anyway)"
         )
     if gpus:
+        warn_of_device_order(gpus)
         slots = part.slots or len(gpus)
         gpu_type = part.gpu_type if part.gpu_type not in ("", "auto") else gpu_name(gpus, listed)
     else:

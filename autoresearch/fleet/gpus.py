@@ -181,6 +181,31 @@ def slot_devices(gpu: ListedGpu) -> list[str]:
     return [instance.uuid for instance in gpu.instances]
 
 
+# The order CUDA numbers GPUs in for the runs: nvidia-smi's, whose indices name the slots and their
+# model. CUDA's own (FASTEST_FIRST, its default) puts the fastest first: on a machine of two models
+# a slot's index would name the other one.
+CUDA_DEVICE_ORDER = "PCI_BUS_ID"
+
+
+def warn_of_device_order(devices: list[str]) -> None:
+    """Say, once, that the user's CUDA_DEVICE_ORDER is not the runs': `devices`' indices (the
+    slots', or CUDA_VISIBLE_DEVICES's) are nvidia-smi's, so the runs are given its order, not the
+    one the user set. Devices named by UUID alone are the same GPUs in either order: nothing to say."""
+    order = os.environ.get("CUDA_DEVICE_ORDER", "")
+    indices = [device for device in devices if device.isdigit()]
+    if order in ("", CUDA_DEVICE_ORDER) or not indices:
+        return
+    log.warning(
+        "CUDA_DEVICE_ORDER=%s is set, where the slots' GPU indices (%s) are nvidia-smi's, in PCI "
+        "bus order, as is the model their results are named by: the runs get CUDA_DEVICE_ORDER=%s "
+        "instead, and an index in CUDA_VISIBLE_DEVICES names nvidia-smi's GPU of that index (name "
+        "GPUs by UUID, from nvidia-smi -L, to be sure which)",
+        order,
+        ",".join(indices),
+        CUDA_DEVICE_ORDER,
+    )
+
+
 def visible_gpus(listed: list[ListedGpu]) -> list[str]:
     """A slot's device each, as CUDA_VISIBLE_DEVICES names it: those CUDA_VISIBLE_DEVICES names
     (an entry that names a GPU in MIG mode, by index or UUID, is one slot, on the one instance CUDA

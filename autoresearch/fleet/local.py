@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from autoresearch.files import alive_here, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
+from autoresearch.fleet.gpus import CUDA_DEVICE_ORDER
 from autoresearch.fleet.leftovers import (
     UNSEEN_FILE,
     Leftovers,
@@ -104,9 +105,7 @@ class LocalFleet:
             env["OMP_NUM_THREADS"] = str(self._threads)
             if self._devices:
                 env["CUDA_VISIBLE_DEVICES"] = self._devices[slot % len(self._devices)]
-                # (CUDA numbers GPUs fastest first, nvidia-smi by PCI bus, whose numbers the slots
-                # and their labels use: on a machine of two models an index named the other one)
-                env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+                env["CUDA_DEVICE_ORDER"] = CUDA_DEVICE_ORDER  # (a user's own said at the start)
             command = [sys.executable, "-m", "autoresearch.runner", str(job.exp_dir.resolve())]
             with open(job.exp_dir / "runner.log", "wb") as runner_log:
                 lock = _take_runner_lock(job.exp_dir)
