@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -431,6 +432,7 @@ def test_a_stray_file_among_the_claims_is_not_taken_for_one(tmp_path: Path) -> N
 KILLED_PUT = """
 import os, signal, sys
 from pathlib import Path
+from typing import Any
 from autoresearch.fleet.workers import WorkerQueue
 os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
 WorkerQueue(Path(sys.argv[1])).put(6, Path(sys.argv[2]))
@@ -1006,6 +1008,42 @@ def test_a_constraint_no_node_of_the_partition_meets_is_refused_at_the_start(
     ]
 
 
+def test_an_exclude_or_reservation_slurm_lacks_is_refused_at_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node misspelt in `exclude`, or a reservation that does not exist (either as the
+    partition's field or in extra_sbatch), passed the start, and sbatch refused every job (Invalid
+    node name specified; Requested reservation is invalid), each a lost run. The start names what
+    Slurm has (stand-ins for sinfo and scontrol here); where scontrol fails it says the reservation
+    could not be checked, and goes on."""
+    sinfo = 'case "$*" in *%N*) printf "gpu01\\ngpu02\\ngpu02\\n" ;; *) echo "h100|gpu:h100:8|infinite|32|515000|(null)" ;; esac'
+    scontrol = 'echo "ReservationName=maint StartTime=now"; echo "ReservationName=train StartTime=now"'
+    bin_dir = fake_commands(tmp_path / "bin", sinfo=sinfo, scontrol=scontrol)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    def refused(**settings: Any) -> list[str]:
+        return slurm_states.config_problems({"h100": PartitionConfig(partition="h100", **settings)})
+
+    assert refused(exclude="gpu[01-02]", extra_sbatch={"reservation": "maint"}) == []
+    assert refused(exclude="gpu01,gpu3", extra_sbatch={"exclude": "gpu[02-04]", "reservation": "mant"}) == [
+        "cluster.partitions.h100.exclude=gpu01,gpu3: Slurm has no node gpu3 (sinfo lists gpu01, gpu02); "
+        "sbatch would refuse every job",
+        "cluster.partitions.h100.extra_sbatch.exclude=gpu[02-04]: Slurm has no node gpu03, gpu04 "
+        "(sinfo lists gpu01, gpu02); sbatch would refuse every job",
+        "cluster.partitions.h100.extra_sbatch.reservation=mant: Slurm has no such reservation "
+        "(scontrol lists maint, train); sbatch would refuse every job",
+    ]
+    fake_commands(
+        bin_dir,
+        scontrol="echo 'slurm_load_reservations error: Unable to contact slurm controller' >&2; exit 1",
+    )
+    with caplog.at_level(logging.WARNING, logger="autoresearch"):
+        assert refused(extra_sbatch={"reservation": "mant"}) == []
+    assert caplog.messages == [
+        "cluster.partitions.h100.extra_sbatch.reservation: the reservation could not be checked (scontrol failed)"
+    ]
+
+
 def test_a_gpu_type_that_names_another_gpu_than_slurm_gives_is_warned_of(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1068,12 +1106,12 @@ def test_gres_items_are_read_without_their_socket_bindings() -> None:
 def test_a_validate_partition_that_refuses_every_job_stops_the_campaign(
     tmp_path: Path, slurm_cluster: None
 ) -> None:
-    """sbatch refuses every job of the validate partition (a reservation that does not exist,
+    """sbatch refuses every job of the validate partition (a license the cluster does not have,
     which the start does not look up): each baseline there is lost and re-queued until its
     retries are spent. No change could then be confirmed, and the campaign spent its budget on
     nothing but losses; it stops with the reason instead."""
     proc = run_campaign(
-        tmp_path, SLURM, "+cluster.partitions.h200.extra_sbatch.reservation=nosuch", "campaign.max_retries=1"
+        tmp_path, SLURM, "+cluster.partitions.h200.extra_sbatch.licenses=nosuch", "campaign.max_retries=1"
     )
     said = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode == 2, said

@@ -172,7 +172,8 @@ def config_problems(partitions: dict[str, PartitionConfig]) -> list[str]:
         log.warning("%s", warning)
     checks = (unknown_partitions, unknown_gres, over_time_limit)
     found = next((found for check in checks if (found := check(partitions, lines))), [])
-    return found or over_node_size(partitions, node_sizes(text)) or unknown_features(partitions, text)
+    found = found or over_node_size(partitions, node_sizes(text)) or unknown_features(partitions, text)
+    return found or (unknown_excluded_nodes(partitions) + unknown_reservations(partitions) if text else [])
 
 
 def parse_sinfo(text: str) -> SinfoLines:
@@ -254,6 +255,85 @@ def unknown_features(partitions: dict[str, PartitionConfig], text: str) -> list[
             f"(sinfo lists {f'the features {have}' if have else 'no features'}); sbatch would refuse every job"
         )
     return problems
+
+
+def sbatch_settings(name: str, part: PartitionConfig, option: str) -> list[tuple[str, str]]:
+    """Where the partition gives sbatch `option`, as (setting, value): its own field, if it has
+    one, and its `extra_sbatch` entry (submitit writes `_` as `-`)."""
+    settings = [(f"cluster.partitions.{name}.{option}", getattr(part, option, ""))]
+    settings += [
+        (f"cluster.partitions.{name}.extra_sbatch.{key}", value)
+        for key, value in part.extra_sbatch.items()
+        if str(key).replace("_", "-") == option
+    ]
+    return [(where, str(value)) for where, value in settings if value not in ("", None)]
+
+
+def unknown_excluded_nodes(partitions: dict[str, PartitionConfig]) -> list[str]:
+    """The nodes an `exclude` names that Slurm does not have, as config problems: sbatch refuses
+    every such job (Invalid node name specified), each refusal a lost run. One sinfo call, made
+    only where an exclude is set; said in a warning, not judged, where sinfo cannot tell."""
+    excludes = [s for name, part in partitions.items() for s in sbatch_settings(name, part, "exclude")]
+    if not excludes:
+        return []
+    listed = query(["sinfo", "-h", "-a", "-N", "-o", "%N"], timeout=60)
+    if not listed:
+        log.warning("%s: the nodes it names could not be checked (sinfo lists no nodes)", excludes[0][0])
+        return []
+    have = set(listed.split())
+    problems = []
+    for where, value in excludes:
+        if missing := [node for node in hostnames(value) if node not in have]:
+            problems.append(
+                f"{where}={value}: Slurm has no node {', '.join(missing)} (sinfo lists {_some(have)}); "
+                "sbatch would refuse every job"
+            )
+    return problems
+
+
+def unknown_reservations(partitions: dict[str, PartitionConfig]) -> list[str]:
+    """The `reservation`s Slurm does not have, as config problems: sbatch refuses every such job
+    (Requested reservation is invalid), each refusal a lost run. One scontrol call, made only
+    where a reservation is set; said in a warning, not judged, where scontrol cannot tell."""
+    wanted = [s for name, part in partitions.items() for s in sbatch_settings(name, part, "reservation")]
+    if not wanted:
+        return []
+    listed = query(["scontrol", "-o", "show", "reservation"])
+    if listed is None:
+        log.warning("%s: the reservation could not be checked (scontrol failed)", wanted[0][0])
+        return []
+    have = set(re.findall(r"ReservationName=(\S+)", listed))
+    return [
+        f"{where}={value}: Slurm has no such reservation (scontrol lists {_some(have) if have else 'none'}); "
+        "sbatch would refuse every job"
+        for where, value in wanted
+        if not set(value.split(",")) <= have
+    ]
+
+
+def hostnames(hostlist: str) -> list[str]:
+    """The node names a Slurm host list names (`a,gpu[01-03,7]`); a name with a range this does
+    not read is taken as written."""
+    names = []
+    for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", hostlist):
+        found = re.fullmatch(r"([^\[]*)\[([\d,-]+)\](.*)", item)
+        if not found:
+            names.append(item)
+            continue
+        prefix, ranges, suffix = found.groups()
+        for part in filter(None, ranges.split(",")):
+            low, _, high = part.partition("-")
+            width = len(low)
+            names += [f"{prefix}{i:0{width}d}{suffix}" for i in range(int(low), int(high or low) + 1)]
+    return names
+
+
+def _some(names: set[str], shown: int = 8) -> str:
+    """Up to `shown` of `names`, and how many there are in all: a one-line error on a cluster of
+    thousands of nodes."""
+    listed = sorted(names)
+    more = f", ... ({len(listed)} in all)" if len(listed) > shown else ""
+    return ", ".join(listed[:shown]) + more
 
 
 def unknown_partitions(partitions: dict[str, PartitionConfig], lines: SinfoLines) -> list[str]:
