@@ -81,7 +81,7 @@ def run(cfg: AutoresearchConfig) -> int:
     try:
         ready = start_checks(cfg)
     except StartRefused as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(err.said(), file=sys.stderr)
         return EXIT_ERROR
     campaign_dir, proposer = ready.campaign_dir, ready.proposer
     if refused := lock_refusal(campaign_dir):  # a controller runs it: build nothing beside it
@@ -472,7 +472,7 @@ def dry_run(cfg: AutoresearchConfig) -> int:
         with waits_said():  # (a database waited for: said as it begins and ends)
             lines = plan_lines(cfg, start_checks(cfg))
     except StartRefused as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(err.said(), file=sys.stderr)
         return EXIT_ERROR
     with reader_may_stop_early():
         print("\n".join(lines))

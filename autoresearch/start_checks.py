@@ -2,23 +2,35 @@
 
 One function for both callers: a run goes on to take the folder, `autoresearch check` (a dry run)
 prints its plan and stops. So a dry run that passes means the start's checks pass, and one that
-fails says what the start would have said, in the same line.
+fails says what the start would have said, in the same lines: every refusal, a line each.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from autoresearch.config import SAVED_CONFIG, AutoresearchConfig, campaign_dir_of
 from autoresearch.fleet.factory import FleetPlan, plan_fleet
 from autoresearch.logs import held_warnings
 from autoresearch.proposers.base import Proposer
 
+T = TypeVar("T")
+
 
 class StartRefused(Exception):
-    """The campaign cannot start: the one line that says why (`error: ` is the caller's)."""
+    """The campaign cannot start: a line for each reason (`error: ` is the caller's, `said`)."""
+
+    def __init__(self, *reasons: str) -> None:
+        super().__init__("\n".join(reasons))
+        self.reasons = reasons
+
+    def said(self) -> str:
+        """Each reason on a line of its own, as the start and the check print them."""
+        return "\n".join(f"error: {reason}" for reason in self.reasons)
 
 
 @dataclass(frozen=True)
@@ -34,11 +46,12 @@ class Ready:
 def start_checks(cfg: AutoresearchConfig) -> Ready:
     """Check the config (against the folder's config.yaml on a resume), the fleet (a GPU for a
     GPU campaign, Slurm's commands, partitions, GRES, QOS wall), the tracking credentials, the
-    proposer (its key, its model), git (the frontier's) and the study's database; raise StartRefused with the first
-    refusal. Writes nothing: the caller sets logging up first (`logs.setup_logging`), and the log,
-    the checks' warnings with it, is held for controller.log until the start takes the folder
-    (`logs.log_to_file`). The refusals the start makes as it opens the folder and study are
-    `open_checks`'."""
+    proposer (its key, its model), git (the frontier's) and the study's database; raise StartRefused
+    with every refusal, so a user fixes them all before the next try. A bad config, or a folder
+    that cannot be looked up, is refused alone: the other checks read them. Writes nothing: the
+    caller sets logging up first (`logs.setup_logging`), and the log, the checks' warnings with it,
+    is held for controller.log until the start takes the folder (`logs.log_to_file`). The refusals
+    the start makes as it opens the folder and study are `open_checks`'."""
     from autoresearch.agent.client import AgentSetupError
     from autoresearch.campaign import CampaignError
     from autoresearch.config_check import ConfigError, check_config
@@ -53,17 +66,28 @@ def start_checks(cfg: AutoresearchConfig) -> Ready:
         raise StartRefused(f"bad config: {err}") from None
     if refused := folder_lookup_refusal(campaign_dir):  # (its config's checks read past it)
         raise StartRefused(refused)
-    try:  # (no GPU for a GPU campaign, Slurm's commands missing, a partition Slurm lacks, no W&B key)
-        fleet = plan_fleet(cfg.cluster, cfg.campaign.require_gpu)
-        check_credentials(cfg.tracking)
-    except (ValueError, CampaignError, TrackingSetupError) as err:
-        raise StartRefused(str(err)) from None
-    try:
-        proposer = make_proposer(cfg, campaign_dir)
-    except (ValueError, AgentSetupError) as err:  # (a refused key, an unknown model)
-        raise StartRefused(str(err)) from None
+    refusals: list[str] = []
+    # (no GPU for a GPU campaign, Slurm's commands missing, a partition Slurm lacks, no W&B key)
+    fleet = _checked(
+        refusals, lambda: plan_fleet(cfg.cluster, cfg.campaign.require_gpu), ValueError, CampaignError
+    )
+    _checked(refusals, lambda: check_credentials(cfg.tracking), TrackingSetupError)
+    # (a refused key, an unknown model)
+    proposer = _checked(refusals, lambda: make_proposer(cfg, campaign_dir), ValueError, AgentSetupError)
     if shutil.which("git") is None:
-        raise StartRefused("git is not on PATH: the frontier (kept changes) is a git lineage; install git")
+        refusals.append("git is not on PATH: the frontier (kept changes) is a git lineage; install git")
     if refused := database_refusal(cfg, campaign_dir):  # (before the start makes the folder)
-        raise StartRefused(refused)
+        refusals.append(refused)
+    if refusals:
+        raise StartRefused(*refusals)
+    assert fleet is not None and proposer is not None  # (each refused otherwise)
     return Ready(campaign_dir, fleet, proposer, tuple(held_warnings()))
+
+
+def _checked(refusals: list[str], check: Callable[[], T], *refused_as: type[Exception]) -> T | None:
+    """`check`'s answer; None where it refused, its line added to `refusals`."""
+    try:
+        return check()
+    except refused_as as err:
+        refusals.append(str(err))
+        return None

@@ -415,12 +415,47 @@ def test_the_gpt2_campaign_without_keys_is_refused_naming_how_to_run_it_without_
     env |= {"PATH": f"{bin_dir}:{env['PATH']}", "HOME": str(tmp_path)}  # (no ~/.netrc key either)
     runs = tmp_path / "runs"
     args = ["+campaign=gpt2", "cluster=slurm", f"runs_dir={runs}"]
-    for extra, escape in (([], "tracking=none"), (["tracking.mode=offline"], "agent=offline")):
+    for extra, escapes in (
+        ([], ["tracking=none", "agent=offline"]),
+        (["tracking.mode=offline"], ["agent=offline"]),
+    ):
         for command in (PYTHON_M, [*PYTHON_M, "check"]):
             proc = run(command, *args, *extra, env=env)
             assert proc.returncode == 2, proc.stderr
-            (line,) = proc.stderr.splitlines()
-            assert line.startswith("error: ") and escape in line
+            lines = proc.stderr.splitlines()  # (each refusal on its own line)
+            assert len(lines) == len(escapes), lines
+            assert all(
+                line.startswith("error: ") and escape in line
+                for line, escape in zip(lines, escapes, strict=True)
+            )
+    assert not runs.exists()
+
+
+def test_every_refusal_is_named_in_one_run(tmp_path: Path) -> None:
+    """check stopped at the first refusal: a user who fixed a partition's CPUs met, at the next
+    run, its constraint, then the W&B key, then the Claude key. Every one is named at once, each on
+    a line of its own (the partition's in the fleet's line), and the start says the same. Slurm's
+    commands are stand-ins; sinfo lists nodes of 8 CPUs without features."""
+    sinfo = "echo 'h100|gpu:h100:8|infinite|8|64000|(null)'; echo 'h200|gpu:h200:8|infinite|8|64000|(null)'"
+    bin_dir = fake_commands(
+        tmp_path / "bin", sbatch="", srun="", sacct="", scancel="", squeue="", sinfo=sinfo, scontrol=""
+    )
+    keys = ("WANDB_API_KEY", "WANDB_MODE", "ANTHROPIC_API_KEY")
+    env = {k: v for k, v in os.environ.items() if k not in keys}
+    env |= {"PATH": f"{bin_dir}:{env['PATH']}", "HOME": str(tmp_path)}  # (no ~/.netrc key either)
+    runs = tmp_path / "runs"
+    args = toy_args(
+        runs, "cluster=slurm", "cluster.partitions.h200.constraint=ib", "tracking=wandb", "agent=claude"
+    )
+    for command in (PYTHON_M, [*PYTHON_M, "check"]):
+        proc = run(command, *args, env=env)
+        assert proc.returncode == 2, proc.stderr
+        fleet, wandb, claude = proc.stderr.splitlines()
+        assert fleet.startswith("error: cluster.partitions.h100.cpus_per_task=16: no node of partition h100")
+        assert "; cluster.partitions.h200.cpus_per_task=16: " in fleet
+        assert "; cluster.partitions.h200.constraint=ib: in partition h200, no node has ib" in fleet
+        assert wandb.startswith("error: W&B: no API key")
+        assert claude.startswith("error: ANTHROPIC_API_KEY is not set")
     assert not runs.exists()
 
 

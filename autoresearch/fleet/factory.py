@@ -61,7 +61,7 @@ def plan_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> FleetPlan:
             raise ValueError(problem)
         settings = cluster_settings()
         # (none found where sinfo, or sacctmgr, cannot tell)
-        if problems := config_problems(cluster.partitions) or accounting_problems(
+        if problems := config_problems(cluster.partitions) + accounting_problems(
             cluster.partitions, settings
         ):
             raise ValueError("; ".join(problems))

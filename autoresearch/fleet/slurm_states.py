@@ -163,17 +163,25 @@ SinfoLines = list[tuple[str, str, str]]
 
 
 def config_problems(partitions: dict[str, PartitionConfig]) -> list[str]:
-    """What Slurm would refuse or never start in the configured partitions, as config problems, from
-    one sinfo call (with slurmctld down each call waits out its timeout, and a start that asked for
-    each check would wait for minutes before refusing). [] when sinfo cannot tell."""
+    """What Slurm would refuse or never start in the configured partitions, as config problems, all
+    of them, from one sinfo call (with slurmctld down each call waits out its timeout, and a start
+    that asked for each check would wait for minutes before refusing), and one more each for an
+    exclude's nodes or a reservation where one is set. [] when sinfo cannot tell."""
     text = query(["sinfo", "-h", "-a", "-o", "%R|%G|%l|%c|%m|%f"], timeout=60) or ""
     lines = parse_sinfo(text)
     for warning in gpu_type_mismatches(partitions, lines):
         log.warning("%s", warning)
-    checks = (unknown_partitions, unknown_gres, over_time_limit)
-    found = next((found for check in checks if (found := check(partitions, lines))), [])
-    found = found or over_node_size(partitions, node_sizes(text)) or unknown_features(partitions, text)
-    return found or (unknown_excluded_nodes(partitions) + unknown_reservations(partitions) if text else [])
+    if not text:
+        return []
+    return [
+        *unknown_partitions(partitions, lines),  # (the checks below pass over a partition sinfo lacks)
+        *unknown_gres(partitions, lines),
+        *over_time_limit(partitions, lines),
+        *over_node_size(partitions, node_sizes(text)),
+        *unknown_features(partitions, text),
+        *unknown_excluded_nodes(partitions),
+        *unknown_reservations(partitions),
+    ]
 
 
 def parse_sinfo(text: str) -> SinfoLines:
