@@ -2,10 +2,12 @@
 
 The controller holds `controller.lock` (`folder_lock`), but the lock cannot say why a controller
 stopped, or when one on another host was last seen. So the controller's process rewrites `controller.json`
-every `BEAT_SECONDS` (its pid, host and the time), from a thread of its own so that a long step of
-the loop (a data download, a slow sbatch) does not look like death, and says why it stopped when it
-does. A reader on the same host asks the kernel whether the pid lives; elsewhere it goes by the age
-of the last beat.
+every `BEAT_SECONDS` (its pid, host, kernel view and the time), from a thread of its own so that a
+long step of the loop (a data download, a slow sbatch) does not look like death, and says why it
+stopped when it does. A reader whose /proc shows the controller's process asks the kernel whether
+the pid lives; elsewhere it goes by the age of the last beat. Which /proc shows it is judged by the
+kernel view, as a runner's (`fleet.local.seen_from_here`): a host's name is shared by containers
+('localhost', or the host's own with its network) and by machines, whose pids /proc here cannot see.
 
 The record also carries the seconds earlier controllers ran (`ran_before`) and when this one began
 to count (`counting_since`): the wall budget counts only time a controller ran, and a controller
@@ -42,6 +44,7 @@ from autoresearch.files import (
     write_failure,
     write_json_atomic,
 )
+from autoresearch.fleet.local import RunnerRecord, kernel_view, seen_from_here
 
 log = logging.getLogger("autoresearch")
 
@@ -63,6 +66,8 @@ class Heartbeat:
         self.record: dict[str, object] = {"pid": os.getpid(), "host": socket.gethostname()}
         if (began := process_start(os.getpid())) is not None:
             self.record[PID_STARTED] = began
+        if (view := kernel_view()) is not None:
+            self.record[KERNEL_VIEW] = view
         self._before: bytes | None = None  # the record of the controller before (`withdraw`)
         self._refused = False  # the last beat was refused (said once, and again once written)
         self._counted_to: float | None = None  # the last beat written since `count_from`
@@ -194,6 +199,7 @@ COUNTING_SINCE = "counting_since"  # when this controller's time began to count 
 # stop for the older version's, and counted the time stopped between them.
 OLDER_VERSION_STOP = "older_version_stop"
 PID_STARTED = "pid_started"  # when the controller's process began (`process_start`): its pid reused is not it
+KERNEL_VIEW = "kernel"  # the kernel view the controller runs under (`kernel_view`): whose /proc shows its pid
 
 
 def older_version_stop(record: dict[str, Any] | None) -> float | None:
@@ -225,16 +231,28 @@ def ran_seconds(record: dict[str, Any] | None, now: float | None = None) -> floa
 
 
 def gone_here(record: dict[str, Any]) -> bool:
-    """Whether `record`'s controller, a process of this host, is known ended: the kernel says its
-    pid is free, or another process took the pid (not begun when the controller did). Its last
-    beat is then its end, where a beat not yet stale (`STALE_SECONDS`) alone read as alive."""
+    """Whether `record`'s controller, a process /proc here shows (`seen_here`), is known ended: the
+    kernel says its pid is free, or another process took the pid (not begun when the controller
+    did). Its last beat is then its end, where a beat not yet stale (`STALE_SECONDS`) alone read as
+    alive."""
     pid = int(record.get("pid") or 0)
-    if record.get("host") != socket.gethostname() or pid <= 0:
+    if pid <= 0 or not seen_here(record):
         return False
     if not alive_here(pid):
         return True
     began = record.get(PID_STARTED)
     return began is not None and process_start(pid) not in (None, str(began))
+
+
+def seen_here(record: dict[str, Any]) -> bool:
+    """Whether /proc here shows `record`'s controller: by its kernel view, as a runner's
+    (`seen_from_here`), whatever the names say: a controller of another container or machine of
+    this host's name, its pid free here or another process's, was said gone while it ran. A record
+    written before views were recorded goes by the host's name, as then."""
+    host, view = record.get("host"), record.get(KERNEL_VIEW)
+    if not isinstance(view, str):
+        return host == socket.gethostname()
+    return seen_from_here(RunnerRecord(None, host if isinstance(host, str) else None, view))
 
 
 UNREADABLE = "unreadable"  # how the line on a controller.json that cannot be read begins

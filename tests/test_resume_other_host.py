@@ -32,6 +32,8 @@ from autoresearch.fleet.local import RunnerRecord, kernel_view, runner_alive, ru
 from autoresearch.fleet.local import _find_runner as find_runner
 from autoresearch.fleet.local import _is_our_runner as is_our_runner
 from autoresearch.fleet.other_fleet import other_hosts_runs
+from autoresearch.folder_lock import FolderLocked, lock_refusal, take_lock
+from autoresearch.heartbeat import controller_state
 from autoresearch.runner import LOCK_FILE, PID_FILE, REFUSED_FILE, STARTED_FILE
 from autoresearch.status import RUNNER_GONE, RUNNER_UNSEEN, local_runner_state
 from autoresearch.workspace import experiment_dir
@@ -393,3 +395,41 @@ def test_a_run_whose_host_died_is_given_up_by_removing_its_runner_pid(tmp_path: 
     study = load(runs / "toy")
     assert study.trials[trial].user_attrs["status"] == "lost"
     assert [t for t in study.trials if t.user_attrs.get("retry_of") == trial]
+
+
+# A controller's hold on its campaign, as a start takes it: the lock, then its beats; held until its
+# input ends.
+HOLD_CAMPAIGN = (
+    "import sys; from pathlib import Path; from autoresearch.folder_lock import take_lock; "
+    "from autoresearch.heartbeat import Heartbeat; folder = Path(sys.argv[1]); take_lock(folder); "
+    "Heartbeat(folder).start(); print('held', flush=True); sys.stdin.read()"
+)
+
+
+def test_a_controller_of_another_container_of_this_name_keeps_its_campaign_and_is_seen_running(
+    tmp_path: Path,
+) -> None:
+    """A controller in another container of this host's name (a pid namespace of its own, on this
+    kernel): status here read its pid by this /proc, found it free, and said it gone, 'run the
+    campaign command again to resume', while it ran. Its kernel view says it is not this /proc's:
+    status says it runs; and a start here is refused by its lock, as it was, naming it."""
+    if kernel_view() is None or not containers_here():
+        pytest.skip("no pid namespace of its own can be made here (root, unshare)")
+    init = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    container = subprocess.Popen(
+        [*init, sys.executable, "-c", HOLD_CAMPAIGN, str(tmp_path)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert container.stdout.readline() == "held\n"
+        state = controller_state(tmp_path) or ""
+        assert state.startswith("running: pid ") and f" on {socket.gethostname()}, seen " in state, state
+        with pytest.raises(FolderLocked, match="another controller"):
+            os.close(take_lock(tmp_path))
+        assert (lock_refusal(tmp_path) or "").startswith("another controller")
+    finally:
+        container.stdin.close()
+        container.wait(timeout=60)

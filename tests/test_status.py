@@ -32,9 +32,11 @@ from autoresearch.config import (
 from autoresearch.eta import SLOTS_ATTR, record_slots
 from autoresearch.files import process_start
 from autoresearch.fleet.base import Pool
+from autoresearch.fleet.local import kernel_view
 from autoresearch.heartbeat import (
     CONTROLLER_FILE,
     COUNTING_SINCE,
+    KERNEL_VIEW,
     PID_STARTED,
     RAN_BEFORE,
     STALE_SECONDS,
@@ -466,6 +468,36 @@ def test_status_counts_a_controller_killed_on_this_host_to_its_last_beat_not_to_
     assert measure(study, {}, tmp_path, NOW).wall_hours == pytest.approx(1260 / 3600)
 
 
+@pytest.mark.parametrize("where", ["this-kernel", "another-machine"])
+def test_a_controller_of_another_container_of_this_name_is_not_said_gone(tmp_path: Path, where: str) -> None:
+    """Two containers of one host name (each 'localhost', or run with their host's network), on this
+    kernel or another machine's: status in the one read the other's live controller by its own
+    /proc, found its pid free, said 'gone ... (killed?)' and counted its time to its last beat. Its
+    kernel view, another's, says /proc here cannot see it: its beat says it runs. A record written
+    before views were recorded is judged by the name, as before; one of this view by /proc here."""
+    here = kernel_view()
+    if here is None:
+        pytest.skip("no kernel view here (/proc)")
+    study = optuna.create_study(study_name="sibling")
+    boot = here.split("/")[0] if where == "this-kernel" else "0f2c6a53-0000-4000-8000-000000000000"
+    no_process = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # (no pid is ever this)
+    record = {"pid": no_process, "host": socket.gethostname(), "state": "running", "seen_at": NOW - 60}
+    record |= {RAN_BEFORE: 600, COUNTING_SINCE: NOW - 660, KERNEL_VIEW: f"{boot}/4:4026532999"}
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps(record))
+    assert (
+        controller_state(tmp_path, now=NOW)
+        == f"running: pid {no_process} on {socket.gethostname()}, seen 60 s ago"
+    )
+    assert measure(study, {}, tmp_path, NOW).wall_hours == pytest.approx(1260 / 3600)
+    older = {key: value for key, value in record.items() if key != KERNEL_VIEW}
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps(older))
+    assert controller_state(tmp_path, now=NOW).startswith("gone: ")
+    renamed = {**record, KERNEL_VIEW: here, "host": "login-2"}  # (this process's view, its name changed)
+    (tmp_path / CONTROLLER_FILE).write_text(json.dumps(renamed))
+    assert controller_state(tmp_path, now=NOW).startswith("gone: ")
+    assert measure(study, {}, tmp_path, NOW).wall_hours == pytest.approx(1200 / 3600)
+
+
 def test_the_spend_line_prices_the_hours_as_the_dollar_budget_does(tmp_path: Path) -> None:
     """`max_dollars` counts each experiment's hours at the price it was launched at: status shows
     those dollars, also for a pool config.yaml no longer names (a resume on other partitions).
@@ -552,6 +584,7 @@ def test_the_controller_line_tells_running_stopped_and_gone(tmp_path: Path) -> N
     beat.start()
     first = json.loads((tmp_path / CONTROLLER_FILE).read_text())
     here = f"pid {os.getpid()} on {socket.gethostname()}"
+    assert first.get(KERNEL_VIEW) == kernel_view()  # (whose /proc shows it: `heartbeat.seen_here`)
     assert re.fullmatch(rf"running: {re.escape(here)}, seen \d+ s ago", controller_state(tmp_path) or "")
     # The thread beats on its own, whatever the loop is doing.
     wait_for(
