@@ -269,6 +269,41 @@ def test_an_older_runner_of_another_container_on_this_kernel_is_still_refused(tm
         refused = resumed_here(tmp_path / "runs")
     said = refused.stdout + refused.stderr
     assert refused.returncode == 2 and f"rm {exp / PID_FILE}" in said, said
+    assert f"trial {int(exp.name)}: started by an older version of autoresearch" in said, said
+
+
+@pytest.mark.parametrize(
+    ("written", "older"),
+    [
+        ("{host} {this_boot}", True),  # an older version's, in a container on this boot
+        ("{host}", True),  # older still: no kernel view
+        ("{host} {another_boot}", False),  # another boot: no lock could tell
+        ("{host} {this_boot} flock", False),  # its runner holds its lock
+    ],
+    ids=["this-boot", "no-kernel-view", "another-boot", "locked"],
+)
+def test_a_refusal_over_an_older_versions_runner_says_so(tmp_path: Path, written: str, older: bool) -> None:
+    """A container restarted, or made again, whose runs an older version started (runner.pid with
+    no 'flock': its runners held no lock): the refusal spoke only of a host down for good, and its
+    user could not tell that the runs had ended with the old container; it says an older version
+    started them, and how to give them up. Where no lock could tell (another boot), it does not."""
+    if kernel_view() is None:
+        pytest.skip("no kernel view here (/proc)")
+    campaign = tmp_path / "toy"
+    exp = experiment_dir(campaign, 3)
+    exp.mkdir(parents=True)
+    (exp / STARTED_FILE).write_text("{}")
+    views = {"host": OTHER_HOST, "this_boot": another_container(this_boot()), "another_boot": ANOTHER_KERNEL}
+    (exp / PID_FILE).write_text(f"57 0 {written.format(**views)}")
+    lock = os.open(exp / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (a runner that runs there, where it holds its lock)
+        (said,) = other_hosts_runs([local_run_in_flight(3)], campaign)
+    finally:
+        os.close(lock)
+    older_said = "; trial 3: started by an older version of autoresearch (no 'flock' in runner.pid)"
+    assert (older_said in said) == older, said
+    assert said.count(f"rm {exp / PID_FILE}") == (2 if older else 1), said
 
 
 def test_this_machines_runner_from_before_a_reboot_is_seen_gone(tmp_path: Path) -> None:

@@ -432,9 +432,25 @@ def left_its_lock(exp_dir: Path, record: RunnerRecord) -> bool:
     here = kernel_view()
     if not record.locked or record.kernel is None or here is None or record.kernel == here:
         return False
-    if record.kernel.split("/")[0] != here.split("/")[0]:  # (another boot: another kernel's lock)
+    if not _same_boot(record.kernel, here):  # (another boot: another kernel's lock)
         return False
     return _lock_free(exp_dir / LOCK_FILE)
+
+
+def started_without_a_lock(record: RunnerRecord) -> bool:
+    """Whether `record`'s runner held no lock (no `flock`: an older version started it) where a
+    lock would tell this host whether it ended (`left_its_lock`): its runner.pid names this boot of
+    this kernel, or no kernel view at all (older still), so its runner may have been of this
+    container before a restart, or one since removed, and ended with it."""
+    here = kernel_view()
+    if record.locked or here is None:
+        return False
+    return record.kernel is None or _same_boot(record.kernel, here)
+
+
+def _same_boot(view: str, other: str) -> bool:
+    """Whether the kernel views `view` and `other` (`kernel_view`) are of one boot of one kernel."""
+    return view.split("/")[0] == other.split("/")[0]
 
 
 def _lock_free(path: Path) -> bool:
