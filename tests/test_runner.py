@@ -19,6 +19,8 @@ from engine_helpers import ENV_DUMP, REPO, make_experiment, wait_for
 
 from autoresearch import runner
 from autoresearch.files import write_atomic, write_failure
+from autoresearch.fleet.base import Finished, JobSpec, Pool
+from autoresearch.fleet.local import LocalFleet
 from autoresearch.runner import run_experiment
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -896,3 +898,17 @@ def test_a_fleet_started_without_stdin_and_stdout_hands_its_runner_the_lock(tmp_
     )
     said = json.loads(done.stderr.strip().splitlines()[-1])
     assert said == {"held": str(exp / "runner.lock"), "free": False}, done.stderr
+
+
+def test_a_local_run_that_wrote_its_outcome_leaves_no_runner_lock(tmp_path: Path) -> None:
+    """runner.lock, which tells another pid namespace whether the runner ended, stayed in every
+    finished experiment folder, an empty file of no further use: each judge of it reads outcome.json
+    first. The runner removes it with its runner.pid once outcome.json is written."""
+    exp = make_experiment(tmp_path, ENV_DUMP)
+    fleet = LocalFleet(Pool("local", 1, "cpu", 0.0, "local"), [], 1, 30.0)
+    fleet.submit([JobSpec(7, exp, "local")])
+    assert (exp / runner.LOCK_FILE).exists()
+    finished: list[Finished] = []
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the run's end")
+    assert finished[0].outcome["status"] == "ok", finished
+    assert not (exp / runner.LOCK_FILE).exists() and not (exp / runner.PID_FILE).exists()
