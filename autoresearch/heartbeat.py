@@ -6,7 +6,7 @@ every `BEAT_SECONDS` (its pid, host, kernel view and the time), from a thread of
 long step of the loop (a data download, a slow sbatch) does not look like death, and says why it
 stopped when it does. A reader whose /proc shows the controller's process asks the kernel whether
 the pid lives; elsewhere it goes by the age of the last beat. Which /proc shows it is judged by the
-kernel view, as a runner's (`fleet.local.seen_from_here`): a host's name is shared by containers
+kernel view, as a runner's (`fleet.runner_pid.seen_from_here`): a host's name is shared by containers
 ('localhost', or the host's own with its network) and by machines, whose pids /proc here cannot see.
 
 The record also carries the seconds earlier controllers ran (`ran_before`) and when this one began
@@ -44,7 +44,7 @@ from autoresearch.files import (
     write_failure,
     write_json_atomic,
 )
-from autoresearch.fleet.local import RunnerRecord, kernel_view, seen_from_here
+from autoresearch.fleet.runner_pid import RunnerRecord, kernel_view, seen_from_here
 
 log = logging.getLogger("autoresearch")
 

@@ -50,7 +50,7 @@ PID_FILE = "runner.pid"  # the local runner's pid, slot and host, written by the
 REFUSED_FILE = "runner.refused"
 # Locked (flock) by the local runner for its whole life, from before its runner.pid is written: on
 # one kernel a controller of another pid namespace (another container, or this one restarted) that
-# can take it knows the runner ended, which its /proc cannot show (`fleet.local.left_its_lock`).
+# can take it knows the runner ended, which its /proc cannot show (`fleet.runner_pid.left_its_lock`).
 # Removed by the runner with its runner.pid, once its outcome.json is written (`_finish`).
 LOCK_FILE = "runner.lock"
 ABANDONED_FILE = "abandoned.json"  # the controller gave up on this workspace: never run it again
@@ -518,7 +518,7 @@ def _finish(exp: Path, outcome: dict[str, Any], own: Own, began: tuple[float, fl
         write_json_atomic(exp / OUTCOME_FILE, outcome)
         (exp / PID_FILE).unlink(missing_ok=True)
         # Of use to no one once outcome.json is written: each judge of the lock reads that first, and
-        # a runner.pid beside it. Read gone, it tells what held does (`fleet.local._lock_free`).
+        # a runner.pid beside it. Read gone, it tells what held does (`fleet.runner_pid._lock_free`).
         (exp / LOCK_FILE).unlink(missing_ok=True)
     else:
         print(

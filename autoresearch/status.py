@@ -52,7 +52,13 @@ from autoresearch.config import (
 )
 from autoresearch.eta import ends_said
 from autoresearch.files import finite_number, read_json
-from autoresearch.fleet.local import left_its_lock, on_this_host, on_this_kernel, runner_alive, runner_record
+from autoresearch.fleet.runner_pid import (
+    left_its_lock,
+    on_this_host,
+    on_this_kernel,
+    runner_alive,
+    runner_record,
+)
 from autoresearch.folder_hints import campaigns_inside_hint, missing_folder_hint
 from autoresearch.heartbeat import CONTROLLER_FILE, controller_state, known_not_running, unlaunched_note
 from autoresearch.logs import waits_said
@@ -212,9 +218,9 @@ def local_runner_state(exp_dir: Path, node: object, stopped_on: str) -> str:
     it ran on (`node`, its started.json's) and its controller did (`stopped_on`); where this host
     cannot see it, it is said unknown, not gone (a resume, on that host, reattaches a live one).
     One /proc shows here is running whatever the names say: this host's, its name changed since
-    (a laptop's, with its network), as a resume here adopts it (`fleet.local.runner_elsewhere`);
-    so is one it shows gone, where runner.pid names this kernel view (`fleet.local.kernel_view`),
-    and one of another pid namespace of this kernel that left its lock (`fleet.local.left_its_lock`)."""
+    (a laptop's, with its network), as a resume here adopts it (`fleet.runner_pid.runner_elsewhere`);
+    so is one it shows gone, where runner.pid names this kernel view (`fleet.runner_pid.kernel_view`),
+    and one of another pid namespace of this kernel that left its lock (`fleet.runner_pid.left_its_lock`)."""
     alive = runner_alive(exp_dir)
     if alive is True:
         return "running"

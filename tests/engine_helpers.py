@@ -52,7 +52,7 @@ TOY = REPO / "tests" / "fixtures" / "toy"
 ENV_DUMP = "import json, os, prepare\njson.dump(dict(os.environ), open('env.json', 'w'))\nprepare.write_result({'val_bpb': 1.0})\n"
 
 
-# runner.pid's kernel view (`fleet.local.kernel_view`) as another machine's boot writes it
+# runner.pid's kernel view (`fleet.runner_pid.kernel_view`) as another machine's boot writes it
 ANOTHER_KERNEL = "0f2c6a53-0000-4000-8000-000000000000/4:4026531836"
 
 

@@ -62,7 +62,7 @@ from autoresearch.decisions import Decisions
 from autoresearch.files import ENDED_WRITE_S, read_json, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec
 from autoresearch.fleet.local import LocalFleet
-from autoresearch.fleet.local import _is_our_runner as is_our_runner
+from autoresearch.fleet.runner_pid import is_our_runner
 from autoresearch.fleet.slurm_states import outcome_for_state
 from autoresearch.frontier import Frontier
 from autoresearch.heartbeat import controller_state
@@ -2689,7 +2689,7 @@ def test_a_disk_refusal_met_while_no_controller_ran_is_re_queued_alone_at_the_re
     def adopts_by_its_id(self: LocalFleet, job: JobSpec, handle: str) -> bool:
         """As SlurmFleet.reattach adopts its job: whether it has ended is for `poll` to find out."""
         with monkeypatch.context() as patch:
-            patch.setattr("autoresearch.fleet.local._is_our_runner", lambda pid, exp_dir: True)
+            patch.setattr("autoresearch.fleet.local.is_our_runner", lambda pid, exp_dir: True)
             return reattach(self, job, handle)
 
     monkeypatch.setattr(LocalFleet, "reattach", adopts_by_its_id)

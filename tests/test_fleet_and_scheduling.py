@@ -43,7 +43,7 @@ from autoresearch.config import (
 )
 from autoresearch.fleet import leftovers, local
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
-from autoresearch.fleet.local import runner_alive
+from autoresearch.fleet.runner_pid import runner_alive
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.proposers.offline import OfflineProposer
 from autoresearch.runner import RESULT_VARIABLE, result_file

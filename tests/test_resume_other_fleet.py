@@ -21,8 +21,8 @@ from engine_helpers import (
 )
 from optuna.trial import TrialState
 
-from autoresearch.fleet.local import _is_our_runner as is_our_runner
 from autoresearch.fleet.other_fleet import jobs_in_flight
+from autoresearch.fleet.runner_pid import is_our_runner
 from autoresearch.runner import PID_FILE
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]  # conftest.py

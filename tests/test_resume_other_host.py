@@ -28,10 +28,15 @@ from engine_helpers import (
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from autoresearch.files import read_json
-from autoresearch.fleet.local import RunnerRecord, kernel_view, runner_alive, runner_record
-from autoresearch.fleet.local import _find_runner as find_runner
-from autoresearch.fleet.local import _is_our_runner as is_our_runner
 from autoresearch.fleet.other_fleet import other_hosts_runs
+from autoresearch.fleet.runner_pid import (
+    RunnerRecord,
+    find_runner,
+    is_our_runner,
+    kernel_view,
+    runner_alive,
+    runner_record,
+)
 from autoresearch.folder_lock import FolderLocked, lock_refusal, take_lock
 from autoresearch.heartbeat import controller_state
 from autoresearch.runner import LOCK_FILE, PID_FILE, REFUSED_FILE, STARTED_FILE

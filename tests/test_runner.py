@@ -866,7 +866,8 @@ BY_A_FLEET_WITHOUT_STDIN_AND_STDOUT = """
 import json, os, sys
 from pathlib import Path
 from autoresearch.fleet.base import JobSpec, Pool
-from autoresearch.fleet.local import LocalFleet, _lock_free
+from autoresearch.fleet.local import LocalFleet
+from autoresearch.fleet.runner_pid import _lock_free
 exp = Path(sys.argv[1])
 fleet = LocalFleet(Pool("local", 1, "cpu", 0.0, "local"), [], 1, 30.0)
 fleet.submit([JobSpec(7, exp, "local")])

@@ -32,7 +32,7 @@ from autoresearch.config import (
 from autoresearch.eta import SLOTS_ATTR, record_slots
 from autoresearch.files import process_start
 from autoresearch.fleet.base import Pool
-from autoresearch.fleet.local import kernel_view
+from autoresearch.fleet.runner_pid import kernel_view
 from autoresearch.heartbeat import (
     CONTROLLER_FILE,
     COUNTING_SINCE,

@@ -13,8 +13,8 @@ Another host's runner cannot be asked whether it lives, so its run counts as in 
 outcome.json is written (the runner removes its runner.pid then). One whose host is down for good
 never writes it: the user gives it up by removing its runner.pid, and the start fails it as lost.
 A runner of another container on this kernel (or of this one before a restart) is no other host's
-once it has left its lock (`fleet.local.left_its_lock`); one an older version started held none,
-and the refusal says so (`fleet.local.started_without_a_lock`).
+once it has left its lock (`fleet.runner_pid.left_its_lock`); one an older version started held none,
+and the refusal says so (`fleet.runner_pid.started_without_a_lock`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from autoresearch.files import read_json
-from autoresearch.fleet.local import (
+from autoresearch.fleet.runner_pid import (
     on_this_host,
     runner_alive,
     runner_elsewhere,
@@ -130,7 +130,7 @@ def _older_version_said(unlocked: dict[int, Path]) -> str:
 
 def _host_said(host: str) -> str:
     """`host` as the refusal names it: where it is this host's name, its runner.pid names another
-    kernel view (`fleet.local.seen_from_here`), another machine's or container's by that name."""
+    kernel view (`fleet.runner_pid.seen_from_here`), another machine's or container's by that name."""
     return f"{host}, another machine or container of that name" if on_this_host(host) else host
 
 
