@@ -1,7 +1,7 @@
 """How long does the local fleet's look below its runners take at each poll on a busy machine?
 
 Starts `--sleepers` sleeping processes of this user beside a stand-in runner with `--workers`
-children (a train.py's data-loader workers), then times `leftovers.lineages` for that runner,
+children (a train.py's data-loader workers), then times `lineage.lineages` for that runner,
 best of 5 rounds of 20 looks: read down the kernel's lists of children (what a poll does where
 the kernel keeps them), and by one read of every process's /proc/PID/stat (what it does where
 it does not, and what every poll did before). Prints the processes on the machine and both.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's package, installed or not
 
-from autoresearch.fleet import leftovers  # noqa: E402
+from autoresearch.fleet import lineage, procs  # noqa: E402
 
 
 def best_ms(look: Callable[[], object]) -> float:
@@ -41,13 +41,13 @@ def main() -> None:
     runner = subprocess.Popen([sys.executable, "-c", workers], stdin=subprocess.PIPE, start_new_session=True)
     sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(args.sleepers)]
     try:
-        runners = {runner.pid: leftovers.runner_start(runner.pid)}
-        while len(leftovers.lineages(runners)[runner.pid]) < args.workers:  # (its workers starting)
+        runners = {runner.pid: lineage.runner_start(runner.pid)}
+        while len(lineage.lineages(runners)[runner.pid]) < args.workers:  # (its workers starting)
             pass
         processes = sum(1 for name in os.listdir("/proc") if name.isdigit())
-        by_children = best_ms(lambda: leftovers.lineages(runners)) if leftovers._children_listed() else None
-        leftovers._children_listed = lambda: False  # as on a kernel that keeps no lists of children
-        every_process = best_ms(lambda: leftovers.lineages(runners))
+        by_children = best_ms(lambda: lineage.lineages(runners)) if procs.children_listed() else None
+        procs.children_listed = lambda: False  # as on a kernel that keeps no lists of children
+        every_process = best_ms(lambda: lineage.lineages(runners))
         children = "no lists on this kernel" if by_children is None else f"{by_children:.2f} ms"
         print(
             f"{processes} processes: by children's lists {children}, by every process {every_process:.1f} ms a poll"

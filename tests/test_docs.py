@@ -242,7 +242,7 @@ def test_the_readmes_campaign_folder_table_names_every_file_the_code_writes_ther
     """The table is where a user learns what each file in runs/<name>/ is before deleting one:
     a file the code writes that it does not name (abandoned.json, sent.json) was a guess."""
     from autoresearch import config, folder_lock, heartbeat, open_checks, report, runner, study, temporaries
-    from autoresearch.fleet import leftovers, slurm
+    from autoresearch.fleet import leftovers, lineage, slurm
 
     table = (REPO / "README.md").read_text().split("## The campaign folder", 1)[1].split("\n## ", 1)[0]
     names = [
@@ -253,7 +253,7 @@ def test_the_readmes_campaign_folder_table_names_every_file_the_code_writes_ther
         ),
         slurm.SENT_LATE_FILE,
         leftovers.UNSEEN_FILE,
-        leftovers.LINEAGE_FILE,
+        lineage.LINEAGE_FILE,
         temporaries.SWEEP_FILE,
         heartbeat.CONTROLLER_FILE,
         folder_lock.LOCK_FILE,

@@ -41,7 +41,7 @@ from autoresearch.config import (
     campaign_dir_of,
     deadline_seconds,
 )
-from autoresearch.fleet import leftovers, local
+from autoresearch.fleet import leftovers, lineage, local, procs
 from autoresearch.fleet.base import Finished, Fleet, JobSpec
 from autoresearch.fleet.runner_pid import runner_alive
 from autoresearch.proposers.base import CampaignContext
@@ -378,9 +378,9 @@ def test_where_neither_a_pidfd_nor_a_start_time_holds_a_leftover_the_fleet_says_
     once per process or per run) that what runs leave running cannot be ended here."""
     monkeypatch.setattr(os, "pidfd_open", lambda pid, flags=0: _raise(OSError(errno.ENOSYS, "no pidfd_open")))
     monkeypatch.setattr(
-        leftovers, "_start_time", lambda pid: _raise(PermissionError(errno.EACCES, "Permission denied"))
+        procs, "start_time", lambda pid: _raise(PermissionError(errno.EACCES, "Permission denied"))
     )
-    leftovers._say_unheld.cache_clear()
+    procs._say_unheld.cache_clear()
     (exp := tmp_path / "exp").mkdir()
     marked = {**os.environ, RESULT_VARIABLE: result_file(exp)}
     left = [
@@ -398,7 +398,7 @@ def test_where_neither_a_pidfd_nor_a_start_time_holds_a_leftover_the_fleet_says_
         ]
         assert all(proc.poll() is None for proc in left)
     finally:
-        leftovers._say_unheld.cache_clear()
+        procs._say_unheld.cache_clear()
         for proc in left:
             proc.kill()
             proc.wait()
@@ -590,10 +590,10 @@ def test_a_kept_lineage_is_ended_only_on_the_boot_it_was_seen(tmp_path: Path, bo
     gone.wait()  # (the runner, ended unwatched: its pid no process's)
     other = subprocess.Popen(["sleep", "371"])
     try:
-        leftovers.keep_lineage(exp_dir, gone.pid, "1", {other.pid: leftovers.runner_start(other.pid)})
+        lineage.keep_lineage(exp_dir, gone.pid, "1", {other.pid: lineage.runner_start(other.pid)})
         if boot != "this":
-            record = json.loads((exp_dir / leftovers.LINEAGE_FILE).read_text())
-            (exp_dir / leftovers.LINEAGE_FILE).write_text(json.dumps({**record, "boot": "another boot"}))
+            record = json.loads((exp_dir / lineage.LINEAGE_FILE).read_text())
+            (exp_dir / lineage.LINEAGE_FILE).write_text(json.dumps({**record, "boot": "another boot"}))
         cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
         fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
         (pool,) = fleet.pools.values()
@@ -625,13 +625,13 @@ def test_a_re_attached_runner_whose_pid_another_process_took_has_not_its_childre
     assert fleet.reattach(job, f"local:{runner}")
     # A process is told by its start time, in the kernel's clock ticks: one started in the runner's
     # own tick would be taken for it, which a real reuse of its pid, the pids wrapped round, is not.
-    born, tick = int(leftovers.runner_start(runner)), os.sysconf("SC_CLK_TCK")
+    born, tick = int(lineage.runner_start(runner)), os.sysconf("SC_CLK_TCK")
     wait_for(lambda: float(Path("/proc/uptime").read_text().split()[0]) * tick > born + 1, 10, "a later tick")
     other = subprocess.Popen([sys.executable, "-c", PARENT_OF_A_SLEEPER], stdout=subprocess.PIPE)
     try:
         assert other.stdout is not None
         child = int(other.stdout.readline())
-        assert leftovers.runner_start(other.pid) != leftovers.runner_start(runner)
+        assert lineage.runner_start(other.pid) != lineage.runner_start(runner)
         killed_and_found_gone(first, runner)
         fleet._running[0].pid = other.pid  # the runner's pid, given since to another process
         assert [f.outcome["status"] for f in fleet.poll()] == ["lost"]
@@ -652,7 +652,7 @@ def test_a_poll_reads_what_runs_below_its_runners_not_every_process(
     runners, 50 ms a poll with a thousand processes; it reads down the kernel's lists of each
     runner's children, and finds what a read of every process finds (which a kernel with no such
     lists still reads)."""
-    if kernel == "lists children" and not leftovers._children_listed():
+    if kernel == "lists children" and not procs.children_listed():
         pytest.skip("this kernel lists no children (CONFIG_PROC_CHILDREN)")
     starts_one = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {PARENT_OF_A_SLEEPER!r}])"
     tree = subprocess.Popen(
@@ -661,15 +661,13 @@ def test_a_poll_reads_what_runs_below_its_runners_not_every_process(
     try:
         assert tree.stdout is not None
         sleeper = int(tree.stdout.readline())
-        root = {tree.pid: leftovers.runner_start(tree.pid)}
-        below = leftovers._below(root, leftovers._own_live_processes())
+        root = {tree.pid: lineage.runner_start(tree.pid)}
+        below = procs.below(root, procs.own_live_processes())
         if kernel == "lists children":
-            monkeypatch.setattr(
-                leftovers, "_own_live_processes", lambda: _raise(AssertionError("all /proc read"))
-            )
+            monkeypatch.setattr(procs, "own_live_processes", lambda: _raise(AssertionError("all /proc read")))
         else:
-            monkeypatch.setattr(leftovers, "_children_listed", lambda: False)
-        assert leftovers.lineages(root) == {tree.pid: below}
+            monkeypatch.setattr(procs, "children_listed", lambda: False)
+        assert lineage.lineages(root) == {tree.pid: below}
         assert len(below) == 2 and sleeper in below
     finally:
         os.killpg(tree.pid, signal.SIGKILL)

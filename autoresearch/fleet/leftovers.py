@@ -18,15 +18,15 @@ has a process group of its own in its runner's session, which a process leaves o
 daemon), whatever its environment; a runner's fleet names it (`Leftovers.end`'s `session`) only
 where the runner, not reaped yet, holds its number from any later session. Its lineage: the
 runner is the child subreaper of its run's orphans, so while it runs every process its run started
-is below it, whatever its session or environment; the fleet records them at each poll (`lineages`)
-and, the runner gone, kills each still the process recorded (its start time), with all below it
-(`Leftovers.end`'s `lineage`): those reparented to init keep their own children. The record is
-kept in the run's folder too (`keep_lineage`), for a controller started again after the runner
-ended while none watched it (its controller killed or stopped). A process is held
-before its environment or session is read, and signalled only if it is still the one held, never
-one given its pid since (`_Held`). (A per-run
-cgroup needs a delegation most machines do not give; a watchdog process outliving the runner can
-itself be killed outright.) Reading a process's environment waits on its memory map's lock, which
+is below it, whatever its session or environment; the fleet records them at each poll
+(`lineage.lineages`) and, the runner gone, kills each still the process recorded (its start time),
+with all below it (`Leftovers.end`'s `lineage`): those reparented to init keep their own children.
+The record is kept in the run's folder too (`lineage.keep_lineage`), for a controller started
+again after the runner ended while none watched it (its controller killed or stopped). A process
+is held before its environment or session is read, and signalled only if it is still the one
+held, never one given its pid since (`procs.Held`). (A per-run cgroup needs a delegation most
+machines do not give; a watchdog process outliving the runner can itself be killed outright.)
+Reading a process's environment waits on its memory map's lock, which
 a process stuck on a hung mount can hold for good: only this user's processes not in
 uninterruptible sleep are read, each in a thread waited for READ_LIMIT_S, a read that hangs then
 left to its thread and its process not read again until it returns (`_Environs`): a hung mount
@@ -48,26 +48,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import logging
-import os
 import queue
-import signal
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch.files import read_json, write_json_atomic
+from autoresearch.fleet import procs
+from autoresearch.fleet.lineage import Lineage
 from autoresearch.runner import GROUP_POLL_S, RESULT_VARIABLE, TERM_GRACE_S, result_file
 
 log = logging.getLogger("autoresearch")
 
 READ_LIMIT_S = 2.0  # how long one read of a process's environment is waited for (a hung mount's)
 UNSEEN_FILE = "leftovers_unseen.json"  # in the campaign folder: `Leftovers`' processes not seen yet
-LINEAGE_FILE = "runner_lineage.json"  # in a run's folder: its runner's descendants at the last poll
 
 
 class Leftovers:
@@ -89,7 +85,7 @@ class Leftovers:
                 for (pid, started), markers in self._unseen.items()
             ]
             with contextlib.suppress(OSError):  # (a disk that refuses it: forgotten at a restart)
-                write_json_atomic(self._kept, {"boot": _boot_id(), "unseen": unseen})
+                write_json_atomic(self._kept, {"boot": procs.boot_id(), "unseen": unseen})
 
     def end(
         self, exp_dir: Path, session: int | None = None, lineage: Lineage | None = None, since: str = ""
@@ -97,8 +93,9 @@ class Leftovers:
         """KILL every process left running by the run of `exp_dir` (`_kill_marked`), every
         process of `session` where it is given: its runner's, which its caller knows no later
         session to have (the runner's zombie holds its number), and each process of `lineage` (its
-        runner's descendants as last seen, `lineages`) that is still the one seen, with all below it.
-        `since`: its runner's start time (`runner_start`), where known: no process older is its run's."""
+        runner's descendants as last seen, `lineage.lineages`) that is still the one seen, with all
+        below it. `since`: its runner's start time (`lineage.runner_start`), where known: no process
+        older is its run's."""
         was = copy.deepcopy(self._unseen)
         marker = f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode()
         self._kill_marked(marker, session, dict(lineage or {}), since)
@@ -113,7 +110,7 @@ class Leftovers:
 
     def _retry(self) -> None:
         for (pid, started), markers in list(self._unseen.items()):
-            state = _state_if_same(pid, started)
+            state = procs.state_if_same(pid, started)
             if state == "D" or (state is not None and pid in self._environs.stuck):
                 continue
             del self._unseen[(pid, started)]
@@ -148,7 +145,7 @@ class Leftovers:
 
     def _runs_processes(
         self, marker: bytes, session: int | None, lineage: Lineage, killed: set[tuple[int, str]], since: str
-    ) -> list[_Held]:
+    ) -> list[procs.Held]:
         """This user's live processes other than this one that are of `session`, of `lineage` (to
         which those below one of it are added), or whose environment holds `marker`, held, and
         added to `killed` (by pid and start time), but for one of `killed` in uninterruptible
@@ -156,16 +153,16 @@ class Leftovers:
         for good) or whose read hangs, is kept unseen; not one started before `since` (the run's
         runner): it is not the run's."""
         found = []
-        processes = _own_live_processes()
+        processes = procs.own_live_processes()
         if lineage:
-            lineage.update(_below(lineage, processes))
+            lineage.update(procs.below(lineage, processes))
         for pid, state, started, of_session, _parent in processes:
             if state == "D" and (pid, started) in killed:  # (its KILL pending)
                 continue
             if lineage.get(pid) == started:
-                held = _held_if(pid, lambda fields, started=started: fields[19] == started)
+                held = procs.held_if(pid, lambda fields, started=started: fields[19] == started)
             elif of_session == session:
-                held = _held_if(pid, lambda fields: _session(fields) == session)
+                held = procs.held_if(pid, lambda fields: procs.session(fields) == session)
             elif _started_before(started, since):
                 continue
             elif state == "D" or pid in self._environs.stuck:
@@ -178,16 +175,16 @@ class Leftovers:
                 killed.add((pid, started))
         return found
 
-    def _held_if_marked(self, pid: int, marker: bytes) -> _Held | None:
-        """`pid` held (`_Held`) if its environment holds `marker`, else None. It is held first: where
-        it is still the process held after, the environment read was its own."""
-        held = _hold(pid)
+    def _held_if_marked(self, pid: int, marker: bytes) -> procs.Held | None:
+        """`pid` held (`procs.Held`) if its environment holds `marker`, else None. It is held first:
+        where it is still the process held after, the environment read was its own."""
+        held = procs.hold(pid)
         if held is None:
             return None
         environ = self._environs.read(pid)
         if environ is None:  # its read hangs: looked at again by `retry`
             with contextlib.suppress(OSError, IndexError):
-                self._unseen.setdefault((pid, _start_time(pid)), set()).add(marker)
+                self._unseen.setdefault((pid, procs.start_time(pid)), set()).add(marker)
         elif marker in environ.split(b"\0"):
             return held
         held.release()
@@ -204,7 +201,7 @@ def _read_unseen(kept: Path | None) -> dict[tuple[int, str], set[bytes]]:
     """The processes not seen yet that `kept` holds, where it was written on this boot (a start
     time counts from the boot); {} where there is none, or it cannot be read."""
     record = read_json(kept) if kept is not None else None
-    if not record or record.get("boot") != _boot_id():
+    if not record or record.get("boot") != procs.boot_id():
         return {}
     with contextlib.suppress(TypeError, ValueError):
         return {
@@ -212,14 +209,6 @@ def _read_unseen(kept: Path | None) -> dict[tuple[int, str], set[bytes]]:
             for pid, started, markers in record.get("unseen", [])
         }
     return {}
-
-
-def _boot_id() -> str:
-    """This boot of the kernel's id; "" where /proc does not say."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 class _Environs:
@@ -292,233 +281,3 @@ def _read_environ(pid: int) -> bytes:
         return Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return b""
-
-
-Lineage = dict[int, str]  # processes by pid, with their start times (/proc/PID/stat's field 22)
-
-
-def lineages(runners: Lineage) -> dict[int, Lineage]:
-    """Each of `runners`' descendants now: none for one no longer the process that started at its
-    start time (`runner_start`; a re-attached runner's pid, not its controller's child, may be
-    another process's since). A runner, train.py's orphans' subreaper, has below it all its run
-    started, in whatever session or environment; once the runner is killed outright they are
-    init's, and only this record of them still finds them. Read down from each runner by the
-    kernel's lists of children, each poll reading what is below the runners, not every process
-    of the machine (a thousand cost 50 ms a poll); by one read of all /proc where the kernel
-    keeps no such list (`_children_listed`)."""
-    if not _children_listed():
-        processes = _own_live_processes()
-        return {runner: _below({runner: started}, processes) for runner, started in runners.items()}
-    return {runner: _below_by_children(runner, started) for runner, started in runners.items()}
-
-
-@functools.cache  # (the kernel's build: once)
-def _children_listed() -> bool:
-    """Whether this kernel lists each thread's children (/proc/PID/task/TID/children: built with
-    CONFIG_PROC_CHILDREN, as for CRIU)."""
-    return os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-
-
-def _below_by_children(runner: int, started: str) -> Lineage:
-    """The live processes of this user below `runner` (as `_own_live_processes`: kill() reaches
-    no other's), if it is still the process that started at `started`, with their start times, read down its children's lists (a child is on its parent's thread
-    that forked it, so each thread's is read). One that ends as it is read is passed by."""
-    found: Lineage = {}
-    uid = os.getuid()
-    todo = [runner] if _state_if_same(runner, started) is not None else []
-    while todo:
-        for child in _children(todo.pop()):
-            with contextlib.suppress(OSError, IndexError):
-                owner, fields = _owned_stat_fields(child)
-                if owner == uid and child != runner and child not in found and fields[0] not in ("Z", "X"):
-                    found[child] = fields[19]
-                    todo.append(child)
-    return found
-
-
-def _children(pid: int) -> list[int]:
-    """The children of each thread of `pid`; [] where it has ended."""
-    children = []
-    with contextlib.suppress(OSError):
-        for thread in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                children += [int(c) for c in Path(f"/proc/{pid}/task/{thread}/children").read_text().split()]
-    return children
-
-
-def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> None:
-    """Write `runner`'s `lineage` (`lineages`) to its run's LINEAGE_FILE, with the boot it was seen
-    on (a start time counts from the boot): a runner that ends while no controller watches it (its
-    controller killed or stopped) leaves them to the next controller's `kept_lineage`."""
-    record = {
-        "boot": _boot_id(),
-        "runner": [runner, started],
-        "below": [[pid, s] for pid, s in lineage.items()],
-    }
-    with contextlib.suppress(OSError):  # (a disk that refuses it: only the environment finds them)
-        write_json_atomic(exp_dir / LINEAGE_FILE, record)
-
-
-def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:
-    """The start time and lineage of `runner` that its run's LINEAGE_FILE holds, where written on
-    this boot; ("", {}) where there is none, or it cannot be read."""
-    record = read_json(exp_dir / LINEAGE_FILE)
-    if not record or record.get("boot") != _boot_id():
-        return "", {}
-    with contextlib.suppress(KeyError, TypeError, ValueError):
-        pid, started = record["runner"]
-        if int(pid) == runner:
-            return str(started), {int(child): str(born) for child, born in record.get("below", [])}
-    return "", {}
-
-
-def runner_start(pid: int) -> str:
-    """`pid`'s start time (`_start_time`), "" where /proc does not show it: the runner's, which
-    tells it from a later process given its pid (`lineages`)."""
-    try:
-        return _start_time(pid)
-    except (OSError, IndexError):
-        return ""
-
-
-def _below(roots: Lineage, processes: list[_Process]) -> Lineage:
-    """The processes below those of `roots` that are still the ones held there, with their start
-    times, from one read of /proc (`processes`)."""
-    children: dict[int, list[tuple[int, str]]] = {}
-    for pid, _state, started, _session, parent in processes:
-        children.setdefault(parent, []).append((pid, started))
-    alive = {pid: started for pid, _state, started, _session, _parent in processes}
-    found: Lineage = {}
-    todo = [pid for pid, started in roots.items() if alive.get(pid) == started]
-    while todo:
-        for child, started in children.get(todo.pop(), []):
-            if child not in found and child not in roots:
-                found[child] = started
-                todo.append(child)
-    return found
-
-
-_Process = tuple[int, str, str, int | None, int]  # pid, state, start time, session, parent
-
-
-def _own_live_processes() -> list[_Process]:
-    """This user's processes other than this one that are not zombies, with their state, start
-    time, session and parent, from /proc/PID/stat (which takes no lock of the process)."""
-    found = []
-    uid, this = os.getuid(), os.getpid()
-    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
-        try:
-            owner, fields = _owned_stat_fields(pid)
-        except OSError:  # ended meanwhile
-            continue
-        if owner == uid and len(fields) > 19 and fields[0] not in ("Z", "X") and pid != this:
-            found.append((pid, fields[0], fields[19], _session(fields), int(fields[1])))
-    return found
-
-
-def _owned_stat_fields(pid: int) -> tuple[int, list[str]]:
-    """`pid`'s owner and `_stat_fields`, from one open of /proc/PID/stat (read each poll: cheap)."""
-    fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    try:
-        owner, text = os.fstat(fd).st_uid, os.read(fd, 4096).decode(errors="replace")
-    finally:
-        os.close(fd)
-    return owner, text.rsplit(")", 1)[1].split()
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """The fields of /proc/PID/stat after the command name (which may hold spaces and
-    parentheses), the state first; it takes no lock of the process. OSError where it ended."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _session(fields: list[str]) -> int | None:
-    """The session of a process from the fields of its /proc/PID/stat after the command name."""
-    return int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else None
-
-
-def _held_if(pid: int, holds: Callable[[list[str]], bool]) -> _Held | None:
-    """`pid` held (`_Held`) if what `holds` asks of its /proc/PID/stat fields holds, else None:
-    held first, so that where it is still the process held after, the fields read were its own."""
-    held = _hold(pid)
-    if held is None:
-        return None
-    with contextlib.suppress(OSError, IndexError):
-        if holds(_stat_fields(pid)):
-            return held
-    held.release()
-    return None
-
-
-def _state_if_same(pid: int, started: str) -> str | None:
-    """`pid`'s state where it is still the process that started at `started`, else None."""
-    try:
-        fields = _stat_fields(pid)
-    except OSError:
-        return None
-    same = (fields[19] if len(fields) > 19 else "") == started
-    return fields[0] if same and fields and fields[0] not in ("Z", "X") else None
-
-
-@dataclass
-class _Held:
-    """A process held so that a KILL sent later reaches it and never a process given its pid since.
-    By a pidfd where the kernel has pidfd_open (Linux 5.3+). Else (RHEL 7's 3.10, RHEL 8's 4.18, a
-    seccomp filter refusing it) by its start time, /proc/PID/stat's field 22, read before its
-    environment and again just before kill(): a pid is given again only once the kernel's pids have
-    wrapped round (pid_max), so a reused pid with the start time held would need a wrap within one
-    clock tick, and one reused between that last read and kill() a wrap within microseconds; such
-    a process would also have to be this user's, as kill() reaches no other's."""
-
-    pid: int
-    pidfd: int | None
-    started: str | None
-
-    def kill(self) -> None:
-        """KILL it if it is still the process held (one ended, its pid perhaps another's now, is not)."""
-        with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # (ended)
-            if self.pidfd is not None:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            elif _start_time(self.pid) == self.started:
-                os.kill(self.pid, signal.SIGKILL)
-
-    def release(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-
-
-def _hold(pid: int) -> _Held | None:
-    """`pid` held by a pidfd, else by its start time; None where it has ended, or where neither
-    can hold it (said once: it is then not signalled)."""
-    try:
-        return _Held(pid, os.pidfd_open(pid), None)
-    except ProcessLookupError:
-        return None
-    # No pidfd_open: ENOSYS (Linux < 5.3), EPERM (a seccomp filter), a Python without it.
-    except (OSError, AttributeError):
-        pass
-    try:
-        return _Held(pid, None, _start_time(pid))
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError as e:
-        _say_unheld(e.strerror or type(e).__name__)
-    except IndexError:
-        _say_unheld("it has no field 22")
-    return None
-
-
-def _start_time(pid: int) -> str:
-    """When `pid` started, in clock ticks since boot: /proc/PID/stat's field 22 (the 20th after
-    the command name, which may hold spaces and parentheses)."""
-    return _stat_fields(pid)[19]
-
-
-@functools.cache  # once, not once a process or a sweep
-def _say_unheld(why: str) -> None:
-    """Say that what runs leave running cannot be ended here: neither a pidfd nor a start time."""
-    log.warning(
-        "processes a run left running cannot be ended here: neither a pidfd (Linux 5.3+) nor /proc/PID/stat's "
-        "start time (%s) can tell them from a later process given their pid; any may share its slot with the next run",
-        why,
-    )

@@ -24,15 +24,8 @@ from typing import Any
 from autoresearch.files import write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.gpus import CUDA_DEVICE_ORDER
-from autoresearch.fleet.leftovers import (
-    UNSEEN_FILE,
-    Leftovers,
-    Lineage,
-    keep_lineage,
-    kept_lineage,
-    lineages,
-    runner_start,
-)
+from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers
+from autoresearch.fleet.lineage import Lineage, keep_lineage, kept_lineage, lineages, runner_start
 from autoresearch.fleet.runner_pid import LOCKED, find_runner, is_our_runner, kernel_view, read_pid_file
 from autoresearch.runner import (
     ABANDONED_FILE,
@@ -56,12 +49,12 @@ CANCEL_GRACE_S = 15.0  # how long a cancelled runner has to end train.py and wri
 class _Running:
     job: JobSpec
     pid: int
-    started: str  # its start time (`leftovers.runner_start`): a re-attached one's pid may be another's later
+    started: str  # its start time (`lineage.runner_start`): a re-attached one's pid may be another's later
     slot: int
     deadline: float  # by time.monotonic(): a step of the wall clock (NTP, a VM resumed) moves it not
     proc: subprocess.Popen[bytes] | None = None  # None when re-attached (not our child)
     killed: bool = field(default=False)
-    lineage: Lineage = field(default_factory=dict)  # its descendants at the last poll (`leftovers.lineages`)
+    lineage: Lineage = field(default_factory=dict)  # its descendants at the last poll (`lineage.lineages`)
 
 
 class LocalFleet:

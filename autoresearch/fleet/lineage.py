@@ -1,0 +1,67 @@
+"""What runs below each local runner, recorded at each poll (`lineages`) and kept in its run's folder
+(LINEAGE_FILE, `keep_lineage`): the runner is the child subreaper of its run's orphans, so while it
+runs every process its run started is below it, whatever its session or environment, and once it
+is killed outright this record is what still finds them (`leftovers.Leftovers.end`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from autoresearch.files import read_json, write_json_atomic
+from autoresearch.fleet import procs
+
+LINEAGE_FILE = "runner_lineage.json"  # in a run's folder: its runner's descendants at the last poll
+
+Lineage = procs.StartTimes  # a runner's descendants (`lineages`), by pid, with their start times
+
+
+def lineages(runners: Lineage) -> dict[int, Lineage]:
+    """Each of `runners`' descendants now: none for one no longer the process that started at its
+    start time (`runner_start`; a re-attached runner's pid, not its controller's child, may be
+    another process's since). A runner, train.py's orphans' subreaper, has below it all its run
+    started, in whatever session or environment; once the runner is killed outright they are
+    init's, and only this record of them still finds them. Read down from each runner by the
+    kernel's lists of children, each poll reading what is below the runners, not every process
+    of the machine (a thousand cost 50 ms a poll); by one read of all /proc where the kernel
+    keeps no such list (`procs.children_listed`)."""
+    if not procs.children_listed():
+        processes = procs.own_live_processes()
+        return {runner: procs.below({runner: started}, processes) for runner, started in runners.items()}
+    return {runner: procs.below_by_children(runner, started) for runner, started in runners.items()}
+
+
+def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> None:
+    """Write `runner`'s `lineage` (`lineages`) to its run's LINEAGE_FILE, with the boot it was seen
+    on (a start time counts from the boot): a runner that ends while no controller watches it (its
+    controller killed or stopped) leaves them to the next controller's `kept_lineage`."""
+    record = {
+        "boot": procs.boot_id(),
+        "runner": [runner, started],
+        "below": [[pid, s] for pid, s in lineage.items()],
+    }
+    with contextlib.suppress(OSError):  # (a disk that refuses it: only the environment finds them)
+        write_json_atomic(exp_dir / LINEAGE_FILE, record)
+
+
+def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:
+    """The start time and lineage of `runner` that its run's LINEAGE_FILE holds, where written on
+    this boot; ("", {}) where there is none, or it cannot be read."""
+    record = read_json(exp_dir / LINEAGE_FILE)
+    if not record or record.get("boot") != procs.boot_id():
+        return "", {}
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        pid, started = record["runner"]
+        if int(pid) == runner:
+            return str(started), {int(child): str(born) for child, born in record.get("below", [])}
+    return "", {}
+
+
+def runner_start(pid: int) -> str:
+    """`pid`'s start time (`procs.start_time`), "" where /proc does not show it: the runner's, which
+    tells it from a later process given its pid (`lineages`)."""
+    try:
+        return procs.start_time(pid)
+    except (OSError, IndexError):
+        return ""
