@@ -199,10 +199,15 @@ class Intake:
     def _drawn_over(self, cand: Candidate, edited: str) -> bool:
         """Whether the sampler's draw of the candidate's free knobs, with its fixed ones, writes
         over all its edits (`overwritten_edits`; `build_source` judged the fixed ones alone): said
-        now, not at its launch after a draw. An undeclared knob left free is not drawn, not set."""
-        drawn = [name for name, value in cand.knobs.items() if value is None and name in self.sampler.knobs]
-        fixed = [name for name, value in cand.knobs.items() if value is not None]
-        return bool(drawn) and overwritten_edits(self.frontier.source(), edited, fixed + drawn)
+        now, not at its launch after a draw."""
+        drawn = any(value is None and name in self.sampler.knobs for name, value in cand.knobs.items())
+        return drawn and overwritten_edits(self.frontier.source(), edited, self._set_at_launch(cand))
+
+    def _set_at_launch(self, cand: Candidate) -> list[str]:
+        """The knobs the candidate's launch writes into train.py: those given a value, and the
+        declared ones left free, which the sampler draws. An undeclared one left free is not set
+        (`AgentSampler.resolve_knobs`): an edit of its constant runs as written."""
+        return [name for name, value in cand.knobs.items() if value is not None or name in self.sampler.knobs]
 
     def _unsets_a_knob(self, cand: Candidate) -> str:
         """Why the candidate's edits leave a declared knob that the frontier lets be set unsettable
@@ -402,14 +407,14 @@ class Intake:
         return cand
 
     def _written_over(self, cand: Candidate) -> bool:
-        """Whether the candidate's knobs write over all its edits on the current frontier (False
+        """Whether the knobs its launch sets write over all its edits on the current frontier (False
         where they do not apply to it: `precheck` or the launch says why)."""
         frontier = self.frontier.source()
         try:
             edited = apply_edits(frontier, cand.edits)
         except InvalidCandidate:
             return False
-        return overwritten_edits(frontier, edited, cand.knobs)
+        return overwritten_edits(frontier, edited, self._set_at_launch(cand))
 
     def load_candidate(self, attrs: dict[str, Any]) -> Candidate:
         """The proposed candidate a trial points to, or a fresh exploration one when it has none.

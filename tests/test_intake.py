@@ -244,6 +244,25 @@ def test_a_run_whose_stored_edit_changes_nothing_is_stacked_and_retried_without_
         assert (again.edits, again.knobs) == ([], {"LR": 0.02})
 
 
+def test_an_edit_of_an_undeclared_knob_left_free_is_kept_when_its_run_is_stacked_or_retried(
+    tmp_path: Path,
+) -> None:
+    """SECONDS is no declared knob: left free (a user's wave, the offline proposer's), nothing
+    draws or sets it, and its run trains with the edit's SECONDS = 0.3. Queued again, stacked or
+    retried, the edit was taken for one its knobs write over and dropped: the re-run was the
+    frontier's train.py, skipped as 'no change', the change lost. It is kept."""
+    intake = open_intake(tmp_path)
+    longer = Candidate("longer", "", [Edit("SECONDS = 0.2", "SECONDS = 0.3")], knobs={"SECONDS": None})
+    assert intake.precheck(longer) == ""
+    intake.add(longer, {"kind": "experiment", "seed": BASE_SEED})
+    claimed_and_failed(intake, 0, knobs="{}")  # as it ran: nothing resolved
+    assert intake.stack(intake.ledger.trial(0), "better").endswith("re-queued on the current frontier")
+    assert intake.retry(intake.ledger.trial(0)) == ""
+    for link in ("stack_of", "retry_of"):
+        (queued,) = intake.ledger.queued_for(link, 0)
+        assert intake.load_candidate(queued.user_attrs).edits == longer.edits
+
+
 def test_a_lost_stack_is_retried_as_deep_a_stack_as_it_was(tmp_path: Path) -> None:
     intake = open_intake(tmp_path)
     attrs = {"kind": "stack", "stack_of": 7, "stack_depth": MAX_STACK_DEPTH}
