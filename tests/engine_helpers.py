@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -465,3 +467,34 @@ def lucky_seeds_study(folder: Path) -> optuna.Study:
     for seed in (43, 44, 45, 1042):
         add_run(study, 1.97 + luck[seed], 140.0, 60.0, status="rerun", seed=seed, validates=4, **kept)
     return study
+
+
+def state_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+FREEZER = Path("/sys/fs/cgroup/freezer")  # cgroup v1's freezer: a frozen process is in D, KILL pending
+
+
+@contextlib.contextmanager
+def freezer_cgroup() -> Iterator[Path]:
+    """A freezer cgroup of the test's own: at the end thawed, its processes KILLed and gone."""
+    (group := FREEZER / f"autoresearch-test-{os.getpid()}").mkdir()
+    try:
+        yield group
+    finally:
+        (group / "freezer.state").write_text("THAWED")
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        wait_for(lambda: not (group / "cgroup.procs").read_text(), 60, "the freezer cgroup to empty")
+        group.rmdir()
+
+
+def frozen(group: Path, pid_file: Path) -> int:
+    """The process whose pid `pid_file` will name, once it is frozen in `group` (in D)."""
+    wait_for(pid_file.exists, 60, "the process to start", every=0.02)
+    (group / "cgroup.procs").write_text(pid_file.read_text())
+    (group / "freezer.state").write_text("FROZEN")
+    wait_for(lambda: state_of(int(pid_file.read_text())) == "D", 60, "the process to be frozen", every=0.02)
+    return int(pid_file.read_text())

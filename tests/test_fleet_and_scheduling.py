@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,12 +22,16 @@ import optuna
 import pytest
 from engine_helpers import (
     ENV_DUMP,
+    FREEZER,
     compose_toy,
+    freezer_cgroup,
+    frozen,
     launched_within_budget,
     make_experiment,
     make_fleet,
     queue_run,
     run_campaign,
+    state_of,
     wait_for,
 )
 
@@ -710,10 +714,6 @@ int main(void) {
 """
 
 
-def state_of(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for a process in uninterruptible sleep")
 def test_a_leftover_in_uninterruptible_sleep_as_its_runner_ends_is_killed_at_a_later_poll(
@@ -749,33 +749,6 @@ def test_a_leftover_in_uninterruptible_sleep_as_its_runner_ends_is_killed_at_a_l
         os.close(writer)
         with contextlib.suppress(ProcessLookupError):
             os.kill(left, signal.SIGKILL)
-
-
-FREEZER = Path("/sys/fs/cgroup/freezer")  # cgroup v1's freezer: a frozen process is in D, KILL pending
-
-
-@contextlib.contextmanager
-def freezer_cgroup() -> Iterator[Path]:
-    """A freezer cgroup of the test's own: at the end thawed, its processes KILLed and gone."""
-    (group := FREEZER / f"autoresearch-test-{os.getpid()}").mkdir()
-    try:
-        yield group
-    finally:
-        (group / "freezer.state").write_text("THAWED")
-        for pid in (group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        wait_for(lambda: not (group / "cgroup.procs").read_text(), 60, "the freezer cgroup to empty")
-        group.rmdir()
-
-
-def frozen(group: Path, pid_file: Path) -> int:
-    """The process whose pid `pid_file` will name, once it is frozen in `group` (in D)."""
-    wait_for(pid_file.exists, 60, "the process to start", every=0.02)
-    (group / "cgroup.procs").write_text(pid_file.read_text())
-    (group / "freezer.state").write_text("FROZEN")
-    wait_for(lambda: state_of(int(pid_file.read_text())) == "D", 60, "the process to be frozen", every=0.02)
-    return int(pid_file.read_text())
 
 
 @pytest.mark.skipif(not os.access(FREEZER, os.W_OK), reason="no cgroup v1 freezer this user may write")

@@ -11,16 +11,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import optuna
 import pytest
-from engine_helpers import ENV_DUMP, make_experiment, make_fleet, wait_for
+from engine_helpers import (
+    ENV_DUMP,
+    FREEZER,
+    freezer_cgroup,
+    make_experiment,
+    make_fleet,
+    state_of,
+    wait_for,
+)
 
 from autoresearch.config import ClusterConfig, PartitionConfig
 from autoresearch.fleet import gpus
 from autoresearch.fleet.base import UNNAMED_GPU, Fleet, JobSpec, Pool
-from autoresearch.fleet.factory import plan_fleet
+from autoresearch.fleet.factory import FleetPlan, plan_fleet
 from autoresearch.hardware import HARDWARE_ATTR, hardware_changes, hardware_of
 
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -45,18 +54,24 @@ def stand_in_nvidia_smi(
     listing_fails: str = "",
     query_fails: bool = False,
     listing_hangs: bool = False,
+    frozen_in: Path | None = None,
 ) -> None:
     """An `nvidia-smi` first on PATH whose `-L` prints `listing` (or, given `listing_fails`, says
     it and exits 9, as nvidia-smi does on an NVML error; given `listing_hangs`, never answers, as
-    on a hung driver), and whose `--query-gpu` of the fields read prints `query`, a line each (or
+    on a hung driver; given `frozen_in`, a frozen freezer cgroup, writes its pid to `smi.pid` in
+    `folder` and joins it: in D, where KILL cannot end it, as in a hung driver's call), and whose `--query-gpu` of the fields read prints `query`, a line each (or
     fails), leaving a file `query-asked` in `folder`; any other arguments it refuses, as nvidia-smi does."""
     fail = "exit 9"
     listed = f"echo {listing_fails!r}; {fail}" if listing_fails else _printed(listing)
+    if listing_hangs:
+        listed = "exec sleep 600"
+    if frozen_in:
+        listed = f"echo $$ > {str(folder / 'smi.pid')!r}; echo $$ > {str(frozen_in / 'cgroup.procs')!r}; exec sleep 600"
     script = folder / "nvidia-smi"
     script.write_text(
         "#!/bin/sh\n"
         'case "$1 $2" in\n'
-        f"  '-L ') {'exec sleep 600' if listing_hangs else listed};;\n"
+        f"  '-L ') {listed};;\n"
         f"  '{QUERY}') : > {str(folder / 'query-asked')!r}; {fail if query_fails else _printed(query)};;\n"
         "  *) echo 'Invalid combination of input arguments.' >&2; exit 2;;\n"
         "esac\n"
@@ -353,6 +368,32 @@ def test_a_listing_that_hangs_is_waited_for_once_and_said_in_one_line(
     else:
         assert (plan.gpus, plan.pools["local"].gpu_type) == (["0", "1"], UNNAMED_GPU)
         assert "the slots are CUDA_VISIBLE_DEVICES's entries, named 'gpu'" in warning
+
+
+@pytest.mark.skipif(not os.access(FREEZER, os.W_OK), reason="no cgroup v1 freezer this user may write")
+def test_a_listing_kill_cannot_end_does_not_hold_up_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hung driver holds nvidia-smi in uninterruptible sleep, where the KILL sent on its timeout
+    does not land: the start KILLed it and then waited for it to end, for ever, not 10 s. It is
+    KILLed and not waited for (here frozen, so the start would not return), and one line says so."""
+    # the stand-in freezes itself at its first command, well within the timeout
+    monkeypatch.setattr(gpus, "SMI_TIMEOUT_S", 2.0)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    planned: list[FleetPlan] = []
+    with freezer_cgroup() as group, caplog.at_level(logging.WARNING, logger="autoresearch"):
+        (group / "freezer.state").write_text("FROZEN")
+        stand_in_nvidia_smi(tmp_path, monkeypatch, [], [], frozen_in=group)
+        start = threading.Thread(target=lambda: planned.append(plan_fleet(local_cluster())), daemon=True)
+        start.start()
+        start.join(60)
+        assert not start.is_alive(), "the start waited for an nvidia-smi KILL cannot end"
+        smi = int((tmp_path / "smi.pid").read_text())
+        assert state_of(smi) == "D"  # (the KILL met it frozen: not ended before it froze)
+    wait_for(lambda: not Path(f"/proc/{smi}").exists(), 60, "the thawed nvidia-smi to be reaped")
+    assert (planned[0].gpus, planned[0].pools["local"].gpu_type) == ([], "cpu")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "nvidia-smi -L did not answer in 2 s" in warning
 
 
 def test_a_gpu_in_mig_mode_the_query_stands_in_for_is_one_slot_named_apart_from_the_whole_gpu(

@@ -20,6 +20,7 @@ import subprocess
 from typing import NamedTuple
 
 from autoresearch.fleet.base import UNNAMED_GPU
+from autoresearch.unwaited import run_bounded
 
 log = logging.getLogger("autoresearch")
 
@@ -64,19 +65,18 @@ class SmiOutput(NamedTuple):
 
 def _nvidia_smi(*args: str) -> SmiOutput:
     """What `nvidia-smi ARGS` prints; its failure where it does not run (no NVIDIA driver, a field
-    an old driver does not know, an option the driver refuses here, a hung driver)."""
+    an old driver does not know, an option the driver refuses here, a hung driver: one that holds
+    it where KILL cannot end it, so it is not waited for)."""
     try:
-        out = subprocess.run(
-            ["nvidia-smi", *args], capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=True
-        ).stdout
+        answer = run_bounded(["nvidia-smi", *args], SMI_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return SmiOutput(None, f"no answer in {SMI_TIMEOUT_S:g} s", hung=True)
-    except subprocess.CalledProcessError as e:
-        said = [line.strip() for line in f"{e.stderr}\n{e.stdout}".splitlines() if line.strip()]
-        return SmiOutput(None, said[0] if said else f"exit status {e.returncode}")
     except (OSError, subprocess.SubprocessError) as e:
         return SmiOutput(None, str(e))
-    return SmiOutput([line.rstrip() for line in out.splitlines() if line.strip()])
+    if answer.returncode != 0:
+        said = [line.strip() for line in f"{answer.stderr}\n{answer.stdout}".splitlines() if line.strip()]
+        return SmiOutput(None, said[0] if said else f"exit status {answer.returncode}")
+    return SmiOutput([line.rstrip() for line in answer.stdout.splitlines() if line.strip()])
 
 
 def listed_gpus() -> list[ListedGpu]:
