@@ -58,10 +58,12 @@ from autoresearch.study import (
     trials,
 )
 from autoresearch.tracking import wandb_mode
+from autoresearch.unwaited import run_bounded
 
 NOTHING_SPENT = Spend(0, 0.0, 0.0, 0.0, 0.0)
 # How long the data step's check may take (an import of torch, a footer read per shard) before
-# it is said to be unanswered: a cache on a hung mount would hold the dry run for ever.
+# it is said to be unanswered: a cache on a hung mount would hold the dry run for ever (and one
+# that holds it where KILL cannot end it, in uninterruptible sleep, is not waited for).
 DATA_CHECK_TIMEOUT_S = 300.0
 
 
@@ -198,14 +200,7 @@ def _data_said(cfg: AutoresearchConfig, folder: Path) -> str:
         return f"not checked: {harness} takes no --check"
     command, env = data_step(cfg, harness)
     try:
-        answer = subprocess.run(
-            [*command, "--check"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=DATA_CHECK_TIMEOUT_S,
-        )
+        answer = run_bounded([*command, "--check"], DATA_CHECK_TIMEOUT_S, env=env)
     except subprocess.TimeoutExpired:
         return f"not checked: {harness} --check gave no answer in {DATA_CHECK_TIMEOUT_S:.0f} s (a hung cache mount?)"
     if answer.returncode != 0:

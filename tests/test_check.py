@@ -12,6 +12,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,17 +21,22 @@ import pytest
 from conftest import tmpfs_at
 from engine_helpers import (
     FIXTURE_CONF,
+    FREEZER,
     REPO,
     campaign_command,
     compose_toy,
     fake_commands,
+    freezer_cgroup,
     load,
     lucky_seeds_study,
     run_campaign,
+    state_of,
+    wait_for,
 )
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.trial import TrialState, create_trial
 
+from autoresearch import dry_run
 from autoresearch.agent.fakeapi import ScriptedAPI, overloaded, served
 from autoresearch.config import time_budget_seconds
 from autoresearch.dry_run import NOTHING_SPENT, _folder_said, _load_lines
@@ -1189,6 +1195,45 @@ def test_the_data_line_says_a_prepared_cache_is_ready_and_what_an_empty_one_need
     assert list(tmp_path.iterdir()) == [empty] and list(empty.iterdir()) == []
     unchecked = plan(check(tmp_path / "runs", HARNESS, "campaign.prepare_data=false").stdout)
     assert "data" not in unchecked and "budgets" in unchecked
+
+
+# A harness whose --check is held where KILL cannot end it (a cache on a hung mount; here it joins
+# the frozen freezer cgroup FROZEN_GROUP), its pid written first to FROZEN_PID_FILE.
+FROZEN_CHECK_HARNESS = """import argparse, os, pathlib, sys, time
+parser = argparse.ArgumentParser()
+parser.add_argument("--check", action="store_true")
+parser.parse_known_args()
+pathlib.Path(os.environ["FROZEN_PID_FILE"]).write_text(str(os.getpid()))
+pathlib.Path(os.environ["FROZEN_GROUP"], "cgroup.procs").write_text(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not os.access(FREEZER, os.W_OK), reason="no cgroup v1 freezer this user may write")
+def test_a_data_check_kill_cannot_end_does_not_hold_up_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A harness's --check held in uninterruptible sleep (a cache on a hung mount) was KILLed on
+    its timeout and then waited for, for ever: `autoresearch check` did not return. It is KILLed
+    and not waited for (here frozen, so the check would not return), and the data line says so."""
+    monkeypatch.setattr(dry_run, "DATA_CHECK_TIMEOUT_S", 5.0)  # it freezes itself well within it
+    (harness := tmp_path / "prepare.py").write_text(FROZEN_CHECK_HARNESS)
+    cfg = compose_toy(tmp_path / "runs", f"campaign.prepare_py={harness}")
+    said: list[str] = []
+    with freezer_cgroup() as group:
+        (group / "freezer.state").write_text("FROZEN")
+        monkeypatch.setenv("FROZEN_GROUP", str(group))
+        monkeypatch.setenv("FROZEN_PID_FILE", str(pid_file := tmp_path / "check.pid"))
+        checking = threading.Thread(
+            target=lambda: said.append(dry_run._data_said(cfg, tmp_path)), daemon=True
+        )
+        checking.start()
+        checking.join(60)
+        assert not checking.is_alive(), "the check waited for a harness KILL cannot end"
+        frozen_pid = int(pid_file.read_text())
+        assert state_of(frozen_pid) == "D"  # (the KILL met it frozen: not ended before it froze)
+    wait_for(lambda: not Path(f"/proc/{frozen_pid}").exists(), 60, "the thawed harness to be reaped")
+    assert said == [f"not checked: {harness} --check gave no answer in 5 s (a hung cache mount?)"]
 
 
 # A harness that takes no --check, though its text names it (its usage line, a comment, an option
