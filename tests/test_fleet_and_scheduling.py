@@ -535,20 +535,26 @@ def test_what_a_run_left_running_out_of_its_session_and_environment_ends_with_it
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
-@pytest.mark.parametrize("controller", ["killed", "stopped"])
+@pytest.mark.parametrize("controller", ["killed", "stopped", "stopped after a refused write"])
 def test_what_a_run_left_running_out_of_its_session_and_environment_ends_when_its_runner_died_unwatched(
     tmp_path: Path, controller: str
 ) -> None:
     """What a poll recorded below a runner lived only in its controller's memory: a runner killed
     outright while no controller watched (its controller killed or stopped) left a process that had
     left its session and dropped its environment unfound by the next controller, which ran the
-    slot's next run beside it. The fleet keeps each runner's lineage in its run's folder."""
+    slot's next run beside it. The fleet keeps each runner's lineage in its run's folder. It was
+    written only when it changed: one write the disk refused left the file without it for as long
+    as the run's processes stayed the same; each poll now writes it until it is written."""
     fleet, job, runner = started_alone(tmp_path, STARTS_A_LEAVER_WITH_ITS_OWN_ENVIRONMENT)
-    left = job.exp_dir / "left.pid"
+    left, kept = job.exp_dir / "left.pid", job.exp_dir / lineage.LINEAGE_FILE
     try:
         wait_for(left.exists, 60, "the process out of its session and environment to start", every=0.02)
+        if controller == "stopped after a refused write":
+            kept.mkdir()  # (a folder in its place: its write refused)
+            assert fleet.poll() == []
+            kept.rmdir()  # (the lineage the same at the next poll)
         assert fleet.poll() == []
-        if controller == "stopped":
+        if controller != "killed":
             fleet.shutdown(cancel=False)
         os.kill(runner, signal.SIGKILL)
         os.waitpid(runner, 0)  # (the controller that started it gone, nothing watches it)

@@ -32,17 +32,22 @@ def lineages(runners: Lineage) -> dict[int, Lineage]:
     return {runner: procs.below_by_children(runner, started) for runner, started in runners.items()}
 
 
-def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> None:
+def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> bool:
     """Write `runner`'s `lineage` (`lineages`) to its run's LINEAGE_FILE, with the boot it was seen
     on (a start time counts from the boot): a runner that ends while no controller watches it (its
-    controller killed or stopped) leaves them to the next controller's `kept_lineage`."""
+    controller killed or stopped) leaves them to the next controller's `kept_lineage`. Whether it
+    was written: one the disk refused is written again at the next poll, not only once the lineage
+    changes (a run's processes may not change again)."""
     record = {
         "boot": procs.boot_id(),
         "runner": [runner, started],
         "below": [[pid, s] for pid, s in lineage.items()],
     }
-    with contextlib.suppress(OSError):  # (a disk that refuses it: only the environment finds them)
+    try:
         write_json_atomic(exp_dir / LINEAGE_FILE, record)
+    except OSError:  # (a disk that refuses it: tried again at the next poll)
+        return False
+    return True
 
 
 def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:

@@ -55,6 +55,8 @@ class _Running:
     proc: subprocess.Popen[bytes] | None = None  # None when re-attached (not our child)
     killed: bool = field(default=False)
     lineage: Lineage = field(default_factory=dict)  # its descendants at the last poll (`lineage.lineages`)
+    # what its run's `lineage.LINEAGE_FILE` holds (None: not known, to be written)
+    kept: Lineage | None = field(default_factory=dict)
 
 
 class LocalFleet:
@@ -157,9 +159,15 @@ class LocalFleet:
         # Its deadline counts from its start, as when it was submitted, not from this re-attach.
         start = started_at(job.exp_dir) or time.time()  # (none: it has only just begun)
         deadline = time.monotonic() + start + self._deadline_s - time.time()
-        kept = lineage if kept_started == started else {}  # (its pid another's since: none of its run's)
+        same = kept_started == started  # (else its pid another's since: none of its run's)
         self._running[job.trial] = _Running(
-            job, pid, started, self._free_slot_index(slot), deadline, lineage=kept
+            job,
+            pid,
+            started,
+            self._free_slot_index(slot),
+            deadline,
+            lineage=lineage if same else {},
+            kept=lineage if same else None,
         )
         return True
 
@@ -182,10 +190,9 @@ class LocalFleet:
         for trial, run in list(self._running.items()):
             alive = _alive_unreaped(run.proc) if run.proc else is_our_runner(run.pid, run.job.exp_dir)
             # (one ended since /proc was read was seen with all below it, or already without them)
-            if (
-                alive and seen[run.pid] != run.lineage
-            ):  # (kept for a controller that finds it ended unwatched)
-                keep_lineage(run.job.exp_dir, run.pid, run.started, seen[run.pid])
+            if alive and seen[run.pid] != run.kept:  # (for a controller that finds it ended unwatched)
+                written = keep_lineage(run.job.exp_dir, run.pid, run.started, seen[run.pid])
+                run.kept = seen[run.pid] if written else None
             run.lineage = seen[run.pid] if alive else {**run.lineage, **seen[run.pid]}
             if alive and time.monotonic() > run.deadline:
                 # SIGTERM lets the runner end train.py's own process group and write its outcome;
