@@ -297,6 +297,12 @@ def _rate_said(rate: Rate, paces: dict[str, Pace], ready: Ready) -> str:
     )
 
 
+# The least stretch of a CPU-second the load line says: by default the slots' threads fill the
+# cores, so any load at all stretches it a little, and a quiet machine's 0.05 read as a loaded one.
+# Below this the quiet estimate's own error is larger (the demo's 15 s held a slot 19-30 s).
+LOAD_FACTOR_SAID = 1.25
+
+
 def _load_lines(
     cfg: AutoresearchConfig, pools: dict[str, Pool], spend: Spend, load: CpuLoad | None
 ) -> list[tuple[str, str]]:
@@ -304,10 +310,11 @@ def _load_lines(
     nothing measured: they train for CPU-seconds, which a loaded machine stretches in wall time (a
     busy 2-core machine ran the demo's 15 s runs in 100 s and more), so the budgets' times above
     were a quiet machine's. Its own line, not the estimate's: the load is a minute's, and may not
-    last. None on a quiet machine, or where the rate is measured (its times hold their load)."""
+    last. None on a quiet machine (`LOAD_FACTOR_SAID`), or where the rate is measured (its times
+    hold their load)."""
     paces = tier_paces(cfg, pools, [], load)
     factor = max(pace.load_factor for pace in paces.values())
-    if load is None or factor <= 1.0 or spend.experiments:
+    if load is None or factor < LOAD_FACTOR_SAID or spend.experiments:
         return []
     rate = campaign_rate(cfg, pools, paces)
     left = remaining(spend, cfg.campaign.budget)

@@ -1159,6 +1159,18 @@ def test_check_on_a_loaded_machine_says_the_estimate_at_its_load(tmp_path: Path)
     assert _load_lines(cfg, pools, NOTHING_SPENT, None) == []  # no load average (Windows)
 
 
+def test_check_on_a_quiet_machine_says_no_load_line(tmp_path: Path) -> None:
+    """By default a CPU slot's threads are the cores shared out among the slots, so any load at
+    all, a quiet machine's 0.05, put the slots past the cores: check said "each CPU-second of
+    training takes about 1.0 s" and the budget's time unchanged, a loaded machine that was not.
+    A stretch within the quiet estimate's own error is not said."""
+    cfg = compose_toy(tmp_path, "cluster.cpu_slots=2", "cluster.threads_per_slot=1")
+    pools = plan_fleet(cfg.cluster).pools
+    assert _load_lines(cfg, pools, NOTHING_SPENT, CpuLoad(load=0.05, cores=2)) == []
+    assert _load_lines(cfg, pools, NOTHING_SPENT, CpuLoad(load=0.4, cores=2)) == []  # 1.2 s a CPU-second
+    assert _load_lines(cfg, pools, NOTHING_SPENT, CpuLoad(load=0.6, cores=2))  # 1.3 s: said
+
+
 HARNESS = f"campaign.prepare_py={REPO / 'trainer' / 'prepare.py'}"
 
 
