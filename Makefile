@@ -33,6 +33,7 @@ test: install
 # as a crash. Any other failure keeps its exit code and make's line.
 ARGS ?=
 demo: export AUTORESEARCH_MAKE_TARGET = demo
+demo: export AUTORESEARCH_MAKE_ARGS = $(ARGS)
 demo: install
 	$(info $(BIN)/python -m autoresearch +campaign=demo $(ARGS))
 	@$(BIN)/python -m autoresearch +campaign=demo $(ARGS) || { code=$$?; [ $$code -eq 3 ] || [ $$code -eq 130 ] || exit $$code; }

@@ -326,22 +326,31 @@ def wave_dollars(spend: Spend, budget: BudgetConfig, campaign_dir: Path) -> Wave
     return WaveDollars(spend, budget.max_dollars, campaign_dir) if budget.max_dollars else None
 
 
-# Set by the Makefile's demo target to its name: a user who typed `make demo` cannot add a setting
-# to "the same command" without knowing the python command it runs, so the hint names make's.
+# Set by the Makefile's demo target to its name and to its ARGS: a user who typed `make demo` cannot
+# add a setting to "the same command" without knowing the python command it runs, so the hint names
+# make's, with the overrides it was given (a resume without `cluster.devices=cpu` is other hardware).
 MAKE_TARGET_ENV = "AUTORESEARCH_MAKE_TARGET"
+MAKE_ARGS_ENV = "AUTORESEARCH_MAKE_ARGS"
 
 
 def going_on_past(stop_reason: str, budget: BudgetConfig | None = None) -> str | None:
     """What to type to go on after a budget stopped the campaign (a resume with the same budget
     stops at once), or None for any other stop. Run by `make demo` (and given the `budget`), the
-    make command with the setting doubled, as make passes it on (ARGS)."""
+    make command with the setting doubled, as make passes it on (ARGS), its other overrides kept."""
     for what, setting in BUDGET_SETTINGS.items():
         if stop_reason.startswith(f"{what} budget reached"):
             if (target := os.environ.get(MAKE_TARGET_ENV)) and budget is not None:
                 larger = f"campaign.budget.{setting}={getattr(budget, setting) * 2:g}"
-                return f'to go on, run it with a larger budget: make {target} ARGS="{larger}"'
+                args = " ".join([*_other_make_args(setting), larger])
+                return f'to go on, run it with a larger budget: make {target} ARGS="{args}"'
             return f"to go on, run the same command with a larger campaign.budget.{setting}"
     return None
+
+
+def _other_make_args(setting: str) -> list[str]:
+    """The overrides make was given (`MAKE_ARGS_ENV`) but for the budget `setting`'s own."""
+    given = os.environ.get(MAKE_ARGS_ENV, "").split()
+    return [arg for arg in given if not arg.lstrip("+").startswith(f"campaign.budget.{setting}=")]
 
 
 def used(spend: Spend) -> dict[str, float]:

@@ -35,7 +35,7 @@ from engine_helpers import (
     wait_for,
 )
 
-from autoresearch.budget import MAKE_TARGET_ENV, Spend, exhausted, going_on_past, hours_unit
+from autoresearch.budget import MAKE_ARGS_ENV, MAKE_TARGET_ENV, Spend, exhausted, going_on_past, hours_unit
 from autoresearch.campaign import Campaign
 from autoresearch.config import (
     AutoresearchConfig,
@@ -165,6 +165,22 @@ def test_a_stop_at_a_budget_under_make_demo_names_the_make_command_that_goes_on(
     assert (
         going_on_past(reason, budget)
         == f"to go on, run the same command with a larger campaign.budget.{setting}"
+    )
+
+
+def test_the_make_command_that_goes_on_keeps_the_overrides_make_demo_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run as `make demo ARGS="cluster.devices=cpu"`, the hint named ARGS with the budget alone: a
+    user who followed it resumed without cluster.devices=cpu, other hardware to the study. The
+    other overrides are kept; the budget's own given before is replaced."""
+    monkeypatch.setenv(MAKE_TARGET_ENV, "demo")
+    monkeypatch.setenv(MAKE_ARGS_ENV, "cluster.devices=cpu campaign.budget.max_experiments=60")
+    budget = BudgetConfig(max_experiments=60)
+    reason = exhausted(Spend(60, 0.3, 0.0, 0.0, 0.0), budget) or ""
+    assert going_on_past(reason, budget) == (
+        'to go on, run it with a larger budget: make demo ARGS="cluster.devices=cpu '
+        'campaign.budget.max_experiments=120"'
     )
 
 

@@ -22,6 +22,7 @@ def make_demo(venv: Path, exit_code: int, *args: str) -> subprocess.CompletedPro
     python = venv / "bin" / "python"
     python.write_text(
         f'#!/bin/sh\necho "$@" > {venv}/argv\necho "$AUTORESEARCH_MAKE_TARGET" > {venv}/target\n'
+        f'echo "$AUTORESEARCH_MAKE_ARGS" > {venv}/args\n'
         f"exit {exit_code}\n"
     )
     python.chmod(0o755)
@@ -65,3 +66,4 @@ def test_make_demo_passes_args_on_as_hydra_overrides(tmp_path: Path) -> None:
         "campaign.wave_size=2",
     ]
     assert (venv / "target").read_text().strip() == "demo"
+    assert (venv / "args").read_text().strip() == "campaign.budget.max_experiments=60 campaign.wave_size=2"
