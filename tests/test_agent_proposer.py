@@ -14,7 +14,7 @@ from anthropic.types import Usage
 from engine_helpers import CountingOffline, compose_config
 
 from autoresearch.agent.claude import FALLBACK_SOURCE, RETRY_EVERY, ClaudeProposer
-from autoresearch.agent.client import AgentSetupError, ModelNotFoundError, build_client
+from autoresearch.agent.client import MODEL_CHECK_SECONDS, AgentSetupError, ModelNotFoundError, build_client
 from autoresearch.agent.fakeapi import (
     ScriptedAPI,
     error_response,
@@ -466,6 +466,29 @@ def test_unreachable_models_endpoint_does_not_stop_the_start(tmp_path: Path, cap
         client=api.client(max_retries=0),
     )
     assert any("could not list models" in r.getMessage() for r in caplog.records)
+
+
+def test_the_model_check_of_an_unanswering_api_holds_the_start_briefly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The start's model check asked with the campaign's own settings, 4 retries of up to 600 s
+    each: where the API does not answer (a login node whose firewall drops it), the start and
+    check waited up to 50 minutes, every other refusal unsaid till then, to go on regardless. It
+    asks once more at most, each try bounded by MODEL_CHECK_SECONDS."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    api = ScriptedAPI(models=overloaded())
+    timeouts: list[float] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        timeouts.append(request.extensions["timeout"]["read"])
+        return api.handler(request)
+
+    cfg = AgentConfig(kind="claude", model=MODEL)
+    client = build_client(cfg, httpx2.Client(transport=httpx2.MockTransport(handler)))
+    caplog.set_level(logging.WARNING, logger="autoresearch.agent")
+    ClaudeProposer(cfg, tmp_path, CountingOffline(), client=client)
+    assert any("could not list models" in r.getMessage() for r in caplog.records)
+    assert len(timeouts) <= 2 and max(timeouts) <= MODEL_CHECK_SECONDS, timeouts
 
 
 def test_build_client_reads_the_key_from_the_environment_only(monkeypatch) -> None:

@@ -29,6 +29,10 @@ API_KEY_ENV = "ANTHROPIC_API_KEY"
 # sooner, and if it still fails the wave falls back to the offline proposer instead of the
 # proposer's thread sleeping for hours with nothing in the log.
 MAX_RETRY_WAIT = 60.0
+# The longest a try of the start's model check waits (it tries twice): the check only warns where
+# the API does not answer, so the campaign's own timeout (600 s, 4 retries) held the start and
+# check, their other refusals unsaid, up to 50 minutes to go on regardless.
+MODEL_CHECK_SECONDS = 20.0
 
 
 class CappedRetryClient(anthropic.Anthropic):
@@ -110,7 +114,7 @@ def check_model(client: anthropic.Anthropic, model: str) -> bool:
     takes over.
     """
     try:
-        offered = list_model_ids(client)
+        offered = list_model_ids(client.with_options(timeout=MODEL_CHECK_SECONDS, max_retries=1))
     except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as err:
         raise AgentSetupError(
             f"the API key in {API_KEY_ENV} was refused ({err.status_code}) while listing models"
