@@ -28,9 +28,10 @@ test: install
 	$(BIN)/pytest -q
 
 # The demo takes Hydra overrides in ARGS: make demo ARGS="campaign.budget.max_experiments=60".
-# A stop by Ctrl-C (the controller's exit 3, or 130 for a second one) is the user's, said by the
-# tool in its own closing lines: make ends quietly, where it added "*** [demo] Error 3" that read
-# as a crash. Any other failure keeps its exit code and make's line.
+# A stop (the controller's exit 3, or 130 for a second Ctrl-C) is the user's, said by the tool in
+# its own closing lines: make adds no "*** [demo] Error 3", which read as a crash. At a terminal
+# Ctrl-C reaches make too, which still ends with its own "Interrupt" line (exit 130). Any other
+# failure keeps its exit code and make's line.
 ARGS ?=
 demo: export AUTORESEARCH_MAKE_TARGET = demo
 demo: export AUTORESEARCH_MAKE_ARGS = $(ARGS)
