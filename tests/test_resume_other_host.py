@@ -18,16 +18,20 @@ from pathlib import Path
 import pytest
 from engine_helpers import (
     ANOTHER_KERNEL,
+    ENV_DUMP,
     REPO,
     campaign_command,
     collected_once,
     controller_killed_mid_run,
     load,
+    make_experiment,
     wait_for,
 )
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from autoresearch.files import read_json
+from autoresearch.fleet.base import JobSpec, Pool
+from autoresearch.fleet.local import LocalFleet
 from autoresearch.fleet.other_fleet import other_hosts_runs
 from autoresearch.fleet.runner_pid import (
     RunnerRecord,
@@ -311,6 +315,33 @@ def test_a_refusal_over_an_older_versions_runner_says_so(tmp_path: Path, written
     assert said.count(f"rm {exp / PID_FILE}") == (2 if older else 1), said
 
 
+def test_a_refusal_over_a_runner_whose_lock_its_disk_refused_does_not_blame_an_older_version(
+    tmp_path: Path,
+) -> None:
+    """A runner this version started where its runner.lock could not be made (a full disk) holds no
+    lock, and its runner.pid said so no more than an older version's: the refusal told its user the
+    run was started by an older version of autoresearch. The fleet marks it 'nolock', and the
+    refusal names the disk's refusal. The runner.pid is the fleet's, moved to another container."""
+    if kernel_view() is None:
+        pytest.skip("no kernel view here (/proc)")
+    exp = make_experiment(tmp_path, ENV_DUMP, trial=3)
+    (exp / LOCK_FILE).symlink_to(tmp_path / "gone" / "runner.lock")  # (open fails: as a full disk's)
+    fleet = LocalFleet(Pool("local", 1, "cpu", 0.0, "local"), [], 1, 30.0)
+    fleet.submit([JobSpec(3, exp, "local")])
+    pid, slot, _, _, *mark = (exp / PID_FILE).read_text().split()
+    wait_for(lambda: fleet.poll(), 60, "the run's end")
+    campaign = tmp_path / "toy"
+    moved = experiment_dir(campaign, 3)
+    moved.mkdir(parents=True)
+    (moved / STARTED_FILE).write_text("{}")
+    (moved / PID_FILE).write_text(" ".join([pid, slot, OTHER_HOST, another_container(this_boot()), *mark]))
+    (said,) = other_hosts_runs([local_run_in_flight(3)], campaign)
+    assert "older version" not in said, said
+    assert (
+        "; trial 3: its runner.lock refused by its disk when it started ('nolock' in runner.pid)" in said
+    ), said
+
+
 def test_this_machines_runner_from_before_a_reboot_is_seen_gone(tmp_path: Path) -> None:
     """A machine rebooted (a power cut) under its name: its runners ended with the boot runner.pid
     names, in the machine's own pid namespace, as this one is: /proc here judges them, gone."""
@@ -335,6 +366,7 @@ def test_runner_pid_names_the_kernel_view_and_old_ones_still_read(tmp_path: Path
     for written, read in (
         (f"{pid} {slot} login-2 {kernel} flock", RunnerRecord(int(pid), "login-2", kernel, True)),
         (f"{pid} {slot}  {kernel} flock", RunnerRecord(int(pid), node, kernel, True)),
+        (f"{pid} {slot} login-2 {kernel} nolock", RunnerRecord(int(pid), "login-2", kernel, False, True)),
         (f"{pid} {slot} login-2 {kernel}", RunnerRecord(int(pid), "login-2", kernel)),
         (f"{pid} {slot} login-2", RunnerRecord(int(pid), "login-2", None)),
         (f"{pid} {slot}", RunnerRecord(int(pid), read_json(exp / STARTED_FILE)["node"], None)),

@@ -26,7 +26,14 @@ from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.gpus import CUDA_DEVICE_ORDER
 from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers
 from autoresearch.fleet.lineage import Lineage, keep_lineage, kept_lineage, lineages, runner_start
-from autoresearch.fleet.runner_pid import LOCKED, find_runner, is_our_runner, kernel_view, read_pid_file
+from autoresearch.fleet.runner_pid import (
+    LOCK_REFUSED,
+    LOCKED,
+    find_runner,
+    is_our_runner,
+    kernel_view,
+    read_pid_file,
+)
 from autoresearch.runner import (
     ABANDONED_FILE,
     DISK_REFUSED_EXIT,
@@ -123,8 +130,8 @@ class LocalFleet:
             # a resume on another host (the folder on a shared file system) to know it cannot.
             # Its kernel view too: this machine can tell its runners are gone whatever its name.
             view = kernel_view()
-            locked = f" {LOCKED}" if view and lock is not None else ""
-            record = f"{proc.pid} {slot} {socket.gethostname()} {view or ''}".rstrip() + locked
+            mark = f" {LOCKED if lock is not None else LOCK_REFUSED}" if view else ""
+            record = f"{proc.pid} {slot} {socket.gethostname()} {view or ''}".rstrip() + mark
             (job.exp_dir / PID_FILE).write_text(record)
             self._running[job.trial] = _Running(
                 job, proc.pid, runner_start(proc.pid), slot, time.monotonic() + self._deadline_s, proc

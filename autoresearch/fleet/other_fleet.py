@@ -14,7 +14,7 @@ outcome.json is written (the runner removes its runner.pid then). One whose host
 never writes it: the user gives it up by removing its runner.pid, and the start fails it as lost.
 A runner of another container on this kernel (or of this one before a restart) is no other host's
 once it has left its lock (`fleet.runner_pid.left_its_lock`); one an older version started held none,
-and the refusal says so (`fleet.runner_pid.started_without_a_lock`).
+nor one whose disk refused the lock, and the refusal says which (`fleet.runner_pid.why_no_lock`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from autoresearch.fleet.runner_pid import (
     runner_alive,
     runner_elsewhere,
     runner_record,
-    started_without_a_lock,
+    why_no_lock,
 )
 from autoresearch.fleet.slurm import SENT_LATE_FILE
 from autoresearch.fleet.slurm_states import is_active, latest, queue_states
@@ -90,15 +90,15 @@ def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[
     and has not ended yet (no outcome.json, nor runner.refused: `ended_outcome`), in one line with
     what to do; [] where there are none."""
     away = {}  # trial -> (its runner's pid, its host, its runner.pid)
-    unlocked = {}  # trial -> its runner.pid, of those of `away` an older version started (no lock)
+    unlocked: dict[str, dict[int, Path]] = {}  # why no lock -> trial -> its runner.pid, of `away`
     for number, exp_dir in _local_runs(trials, campaign_dir):
         if ended_outcome(exp_dir, number) is not None:  # (a runner.pid written after its end too)
             continue
         record = runner_record(exp_dir)
         if (elsewhere := runner_elsewhere(exp_dir, record)) is not None:
             away[number] = (str(record.pid), _host_said(elsewhere), exp_dir / PID_FILE)
-            if started_without_a_lock(record):
-                unlocked[number] = exp_dir / PID_FILE
+            if why := why_no_lock(record):
+                unlocked.setdefault(why, {})[number] = exp_dir / PID_FILE
     if not away:
         return []
     said = ", ".join(f"trial {n} (pid {pid} on {host})" for n, (pid, host, _) in away.items())
@@ -109,20 +109,18 @@ def other_hosts_runs(trials: Iterable[FrozenTrial], campaign_dir: Path) -> list[
         "which this start cannot watch, and would run again: resume on the host they run on, which "
         "collects them, or wait for them to end (their outcome.json lets any host collect them), or "
         f"end them there (kill {pids}), and they are queued again; a host down for good: give its "
-        f"runs up (rm {files}), and they are queued again{_older_version_said(unlocked)}"
+        f"runs up (rm {files}), and they are queued again{''.join(map(_no_lock_said, unlocked.items()))}"
     ]
 
 
-def _older_version_said(unlocked: dict[int, Path]) -> str:
-    """What the refusal adds of the runs an older version started (`started_without_a_lock`): a
-    restarted container's user read only of a host down for good, and could not tell why."""
-    if not unlocked:
-        return ""
-    trials = ", ".join(map(str, unlocked))
-    files = " ".join(map(str, unlocked.values()))
+def _no_lock_said(why_and_runs: tuple[str, dict[int, Path]]) -> str:
+    """What the refusal adds of the runs whose runners held no lock, for one reason (`why_no_lock`):
+    a restarted container's user read only of a host down for good, and could not tell why."""
+    why, runs = why_and_runs
+    trials = ", ".join(map(str, runs))
+    files = " ".join(map(str, runs.values()))
     return (
-        f"; trial {trials}: started by an older version of autoresearch (no 'flock' in runner.pid), "
-        "whose runners held no lock that would tell this start whether they ended: if they ran in "
+        f"; trial {trials}: {why}, so no lock tells this start whether they ended: if they ran in "
         "this container before it restarted, or in a container since removed, they ended with it: "
         f"give them up (rm {files}), and they are queued again"
     )

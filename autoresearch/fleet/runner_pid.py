@@ -14,26 +14,30 @@ from typing import NamedTuple
 from autoresearch.files import alive_here, read_json
 from autoresearch.runner import LOCK_FILE, PID_FILE, STARTED_FILE
 
-# The last word of a runner.pid whose runner holds its LOCK_FILE (`left_its_lock`); one without it
-# was written by an older version, whose runner held none.
+# The last word of a runner.pid whose runner holds its LOCK_FILE (`left_its_lock`); LOCK_REFUSED
+# where the fleet could not take it (its disk refused the file), so the runner holds none; one with
+# neither was written by an older version, whose runner held none.
 LOCKED = "flock"
+LOCK_REFUSED = "nolock"
 
 
 class PidFile(NamedTuple):
     """What runner.pid says: the runner's pid, slot and host, and the kernel view (`kernel_view`)
     of the controller that started it; None for what it does not say. `locked`: its runner holds
-    its LOCK_FILE."""
+    its LOCK_FILE; `lock_refused`: its fleet could not take it (LOCK_REFUSED)."""
 
     pid: int | None
     slot: int | None
     host: str | None
     kernel: str | None
     locked: bool = False
+    lock_refused: bool = False
 
 
 def read_pid_file(path: Path) -> PidFile:
     """runner.pid ('PID SLOT HOST KERNEL_VIEW flock', 'flock' (LOCKED) where its runner holds its
-    lock; 'PID SLOT HOST' before kernel views were recorded, 'PID SLOT' before hosts were, 'PID'
+    lock, 'nolock' (LOCK_REFUSED) where its fleet could not take it, neither before runners held
+    one; 'PID SLOT HOST' before kernel views were recorded, 'PID SLOT' before hosts were, 'PID'
     alone before slots were; 'PID SLOT  KERNEL_VIEW' from a host with no name); Nones where it is
     absent or unreadable. Older readers read the first four words alone."""
     try:
@@ -46,7 +50,8 @@ def read_pid_file(path: Path) -> PidFile:
     if named and "/" in str(named[0]):  # a host with no name ('PID SLOT  KERNEL_VIEW'): no name has "/"
         named.insert(0, None)
     host, kernel, mark = (named + [None, None, None])[:3]
-    return PidFile(pid, slot, host, kernel, kernel is not None and mark == LOCKED)
+    marked = kernel is not None
+    return PidFile(pid, slot, host, kernel, marked and mark == LOCKED, marked and mark == LOCK_REFUSED)
 
 
 def kernel_view() -> str | None:
@@ -66,24 +71,26 @@ def kernel_view() -> str | None:
 class RunnerRecord(NamedTuple):
     """A run's runner as runner.pid names it: `pid` None where there is none (ended: the runner
     removes it); `host` and `kernel` (`kernel_view`) None where it does not say; `locked` where
-    its runner holds its LOCK_FILE (`left_its_lock`)."""
+    its runner holds its LOCK_FILE (`left_its_lock`), `lock_refused` where its fleet could not
+    take it (`why_no_lock`)."""
 
     pid: int | None
     host: str | None
     kernel: str | None
     locked: bool = False
+    lock_refused: bool = False
 
 
 def runner_record(exp_dir: Path) -> RunnerRecord:
     """The runner of `exp_dir`, read once from its runner.pid (one written before hosts were
     recorded: its started.json's node, where it began)."""
-    pid, _, host, kernel, locked = read_pid_file(exp_dir / PID_FILE)
+    pid, _, host, kernel, locked, lock_refused = read_pid_file(exp_dir / PID_FILE)
     if pid is None:
         return RunnerRecord(None, None, None)
     if host is None:
         node = (read_json(exp_dir / STARTED_FILE) or {}).get("node")
         host = str(node) if node else None
-    return RunnerRecord(pid, host, kernel, locked)
+    return RunnerRecord(pid, host, kernel, locked, lock_refused)
 
 
 def on_this_host(name: object) -> bool:
@@ -139,15 +146,20 @@ def left_its_lock(exp_dir: Path, record: RunnerRecord) -> bool:
     return _lock_free(exp_dir / LOCK_FILE)
 
 
-def started_without_a_lock(record: RunnerRecord) -> bool:
-    """Whether `record`'s runner held no lock (no `flock`: an older version started it) where a
-    lock would tell this host whether it ended (`left_its_lock`): its runner.pid names this boot of
-    this kernel, or no kernel view at all (older still), so its runner may have been of this
-    container before a restart, or one since removed, and ended with it."""
+def why_no_lock(record: RunnerRecord) -> str | None:
+    """Why `record`'s runner held no lock where one would tell this host whether it ended
+    (`left_its_lock`): its runner.pid names this boot of this kernel, or no kernel view at all
+    (older still), so its runner may have been of this container before a restart, or one since
+    removed, and ended with it; None where it held one, or no lock could tell (another boot).
+    An older version's runner held none; a current one none where its disk refused the file."""
     here = kernel_view()
     if record.locked or here is None:
-        return False
-    return record.kernel is None or _same_boot(record.kernel, here)
+        return None
+    if record.kernel is not None and not _same_boot(record.kernel, here):
+        return None
+    if record.lock_refused:
+        return f"its runner.lock refused by its disk when it started ('{LOCK_REFUSED}' in runner.pid)"
+    return f"started by an older version of autoresearch (no '{LOCKED}' in runner.pid)"
 
 
 def _same_boot(view: str, other: str) -> bool:
