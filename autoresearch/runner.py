@@ -516,10 +516,12 @@ def _finish(exp: Path, outcome: dict[str, Any], own: Own, began: tuple[float, fl
     if _ours(exp, own):
         (exp / RESERVE_FILE).unlink(missing_ok=True)  # (the room outcome.json is written in)
         write_json_atomic(exp / OUTCOME_FILE, outcome)
-        (exp / PID_FILE).unlink(missing_ok=True)
         # Of use to no one once outcome.json is written: each judge of the lock reads that first, and
         # a runner.pid beside it. Read gone, it tells what held does (`fleet.runner_pid._lock_free`).
-        (exp / LOCK_FILE).unlink(missing_ok=True)
+        # One that cannot be removed (a folder in its place, an NFS removal refused) is left.
+        for done_with in (PID_FILE, LOCK_FILE):
+            with contextlib.suppress(OSError):
+                (exp / done_with).unlink(missing_ok=True)
     else:
         print(
             f"{exp} is no longer this run's folder (its campaign removed?): outcome not written",

@@ -913,3 +913,22 @@ def test_a_local_run_that_wrote_its_outcome_leaves_no_runner_lock(tmp_path: Path
     wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the run's end")
     assert finished[0].outcome["status"] == "ok", finished
     assert not (exp / runner.LOCK_FILE).exists() and not (exp / runner.PID_FILE).exists()
+
+
+def test_a_runner_lock_that_cannot_be_removed_does_not_crash_the_runner_after_its_outcome(
+    tmp_path: Path,
+) -> None:
+    """The runner removes runner.lock once outcome.json is written; one that cannot be removed (a
+    folder in its place, an NFS removal refused) raised there, the runner ending with a traceback
+    in runner.log and an exit code of a crash after a run that went well. Nothing reads the lock
+    once outcome.json is written, so the runner ends as after any run."""
+    exp = make_experiment(tmp_path, ENV_DUMP)
+    (exp / runner.LOCK_FILE).mkdir()
+    (exp / runner.LOCK_FILE / "kept").write_text("")  # (not empty: no unlink or rmdir takes it)
+    fleet = LocalFleet(Pool("local", 1, "cpu", 0.0, "local"), [], 1, 30.0)
+    fleet.submit([JobSpec(7, exp, "local")])
+    finished: list[Finished] = []
+    wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the run's end")
+    assert finished[0].outcome["status"] == "ok", finished
+    assert "Traceback" not in (exp / "runner.log").read_text()
+    assert not (exp / runner.PID_FILE).exists()
