@@ -582,6 +582,51 @@ def test_what_a_run_left_running_out_of_its_session_and_environment_ends_when_it
             os.kill(int(left.read_text()), signal.SIGKILL)
 
 
+# A train.py whose child starts a process that leaves its session with an environment of its own
+# (env={}) and ends at once: the process, an orphan, is its runner's child (its subreaper).
+STARTS_AN_ORPHANED_LEAVER = (
+    "import subprocess, sys, time\n"
+    f"leaver = [sys.executable, '-c', {LEAVES_ITS_SESSION!r}, 'left.pid']\n"
+    "starts_it = f'import subprocess; subprocess.Popen({leaver!r}, env={{}})'\n"
+    "subprocess.run([sys.executable, '-c', starts_it])\n"
+    "while True:\n    time.sleep(0.05)\n"
+)
+
+
+def passing_over(pid: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the next reads of what runs below the runners pass `pid` over, as the kernel's lists
+    of children may (`procs.below_by_children`), or a read of every process that saw its parent
+    ended but not yet it reparented (`procs.below`)."""
+    if procs.children_listed():
+        children = procs._children
+        monkeypatch.setattr(procs, "_children", lambda parent: [c for c in children(parent) if c != pid])
+    else:
+        processes = procs.own_live_processes
+        monkeypatch.setattr(procs, "own_live_processes", lambda: [p for p in processes() if p[0] != pid])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
+def test_what_one_poll_passed_over_still_ends_with_its_runner(tmp_path: Path, monkeypatch) -> None:
+    """Each poll replaced a live runner's lineage with what it read, and the kernel's lists of
+    children are not reliable unless the children are stopped: a process passed over in one read
+    was forgotten, and once its runner was killed outright before the next poll, it ran on beside
+    the slot's next run. A poll keeps what the last one saw that is still the same process. (The
+    kernel's race cannot be forced: the one read that passes it over is made so by hand.)"""
+    fleet, job, runner = started_alone(tmp_path, STARTS_AN_ORPHANED_LEAVER)
+    left = job.exp_dir / "left.pid"
+    try:
+        wait_for(left.exists, 60, "the orphan out of its session and environment to start", every=0.02)
+        assert fleet.poll() == []
+        with monkeypatch.context() as patch:
+            passing_over(int(left.read_text()), patch)
+            assert fleet.poll() == []
+        assert [f.outcome["status"] for f in killed_and_found_gone(fleet, runner)] == ["lost"]
+        assert not running(int(left.read_text()))
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
 def test_what_a_re_attached_runner_left_running_ends_when_it_dies_before_the_first_poll(
     tmp_path: Path,

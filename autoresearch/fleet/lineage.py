@@ -32,6 +32,19 @@ def lineages(runners: Lineage) -> dict[int, Lineage]:
     return {runner: procs.below_by_children(runner, started) for runner, started in runners.items()}
 
 
+def with_unread(last: Lineage, read: Lineage) -> Lineage:
+    """A live runner's lineage: what this poll `read`, with each process of the `last` poll's it
+    lacks that is still the one seen there (its pid and start time). The kernel's lists of children
+    are not reliable unless the children are stopped: one may be passed over (a sibling ending as
+    they are read, its parent ending between reads), and a process passed over once was forgotten,
+    and missed for good if its runner was killed outright before the next poll. One below a live
+    runner stays below it (its run's orphans' subreaper): it is kept until it ends."""
+    unread = {
+        pid: s for pid, s in last.items() if pid not in read and procs.state_if_same(pid, s) is not None
+    }
+    return {**read, **unread}
+
+
 def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> bool:
     """Write `runner`'s `lineage` (`lineages`) to its run's LINEAGE_FILE, with the boot it was seen
     on (a start time counts from the boot): a runner that ends while no controller watches it (its

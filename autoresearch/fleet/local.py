@@ -25,7 +25,14 @@ from autoresearch.files import write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.gpus import CUDA_DEVICE_ORDER
 from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers
-from autoresearch.fleet.lineage import Lineage, keep_lineage, kept_lineage, lineages, runner_start
+from autoresearch.fleet.lineage import (
+    Lineage,
+    keep_lineage,
+    kept_lineage,
+    lineages,
+    runner_start,
+    with_unread,
+)
 from autoresearch.fleet.runner_pid import (
     LOCK_REFUSED,
     LOCKED,
@@ -197,10 +204,11 @@ class LocalFleet:
         for trial, run in list(self._running.items()):
             alive = _alive_unreaped(run.proc) if run.proc else is_our_runner(run.pid, run.job.exp_dir)
             # (one ended since /proc was read was seen with all below it, or already without them)
-            if alive and seen[run.pid] != run.kept:  # (for a controller that finds it ended unwatched)
-                written = keep_lineage(run.job.exp_dir, run.pid, run.started, seen[run.pid])
-                run.kept = seen[run.pid] if written else None
-            run.lineage = seen[run.pid] if alive else {**run.lineage, **seen[run.pid]}
+            now = with_unread(run.lineage, seen[run.pid]) if alive else {**run.lineage, **seen[run.pid]}
+            if alive and now != run.kept:  # (for a controller that finds it ended unwatched)
+                written = keep_lineage(run.job.exp_dir, run.pid, run.started, now)
+                run.kept = now if written else None
+            run.lineage = now
             if alive and time.monotonic() > run.deadline:
                 # SIGTERM lets the runner end train.py's own process group and write its outcome;
                 # SIGKILL follows if it does not manage within the grace period.
