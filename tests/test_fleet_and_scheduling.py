@@ -650,26 +650,43 @@ def test_what_a_re_attached_runner_left_running_ends_when_it_dies_before_the_fir
             os.kill(int(left.read_text()), signal.SIGKILL)
 
 
+# How a kept lineage's record is made another's, where not as written here (`lineage._seen_here`).
+OTHER_VIEWS = {
+    "another boot": {"kernel": "another boot/4:4026531836", "boot": "another boot"},
+    "another pid namespace of this boot": {"kernel": "{boot}/4:1"},
+    "this boot, by an older version": {"kernel": None},
+}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, the kernel's boot id")
-@pytest.mark.parametrize("boot", ["this", "another"])
-def test_a_kept_lineage_is_ended_only_on_the_boot_it_was_seen(tmp_path: Path, boot: str) -> None:
-    """A runner's kept lineage names processes by pid and start time, which counts from the boot:
-    after a reboot it names no process of its run, and a process of this boot with that pid and
-    start time is spared; on its own boot, it is ended with its runner gone."""
+@pytest.mark.parametrize("seen_from", ["here", *OTHER_VIEWS, "where the boot could not be read"])
+def test_a_kept_lineage_is_ended_only_from_the_kernel_view_it_was_seen_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen_from: str
+) -> None:
+    """A runner's kept lineage names processes by pid, of its pid namespace, and start time, which
+    counts from the boot: after a reboot, or read from another container on this boot (only the
+    boot was recorded), it names no process of its run, and a process here with that pid and start
+    time is spared; and where the boot id could not be read, "" matched "" across boots. Where seen
+    from here, or by an older version on this boot (its boot alone recorded), it is ended."""
     exp_dir = make_experiment(tmp_path, "pass\n", deadline=60, trial=0)
     gone = subprocess.Popen(["true"])
     gone.wait()  # (the runner, ended unwatched: its pid no process's)
     other = subprocess.Popen(["sleep", "371"])
     try:
+        if seen_from == "where the boot could not be read":
+            monkeypatch.setattr(procs, "boot_id", lambda: "")
         lineage.keep_lineage(exp_dir, gone.pid, "1", {other.pid: lineage.runner_start(other.pid)})
-        if boot != "this":
+        if seen_from in OTHER_VIEWS:
             record = json.loads((exp_dir / lineage.LINEAGE_FILE).read_text())
-            (exp_dir / lineage.LINEAGE_FILE).write_text(json.dumps({**record, "boot": "another boot"}))
+            changes = {k: v and v.format(boot=procs.boot_id()) for k, v in OTHER_VIEWS[seen_from].items()}
+            record = {k: v for k, v in {**record, **changes}.items() if v is not None}
+            (exp_dir / lineage.LINEAGE_FILE).write_text(json.dumps(record))
         cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
         fleet = make_fleet(cluster, deadline_s=60, campaign_dir="")
         (pool,) = fleet.pools.values()
         assert not fleet.reattach(JobSpec(0, exp_dir, pool.name), f"local:{gone.pid}")
-        assert other.poll() is None if boot != "this" else other.wait(60) == -signal.SIGKILL
+        ended = seen_from in ("here", "this boot, by an older version")
+        assert other.wait(60) == -signal.SIGKILL if ended else other.poll() is None
     finally:
         other.kill()
         other.wait()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet import procs
+from autoresearch.fleet.runner_pid import kernel_view
 
 LINEAGE_FILE = "runner_lineage.json"  # in a run's folder: its runner's descendants at the last poll
 
@@ -46,12 +47,14 @@ def with_unread(last: Lineage, read: Lineage) -> Lineage:
 
 
 def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> bool:
-    """Write `runner`'s `lineage` (`lineages`) to its run's LINEAGE_FILE, with the boot it was seen
-    on (a start time counts from the boot): a runner that ends while no controller watches it (its
+    """Write `runner`'s `lineage` (`lineages`) to its run's LINEAGE_FILE, with the kernel view it was
+    seen from (`kernel_view`: a start time counts from the boot, a pid is of its namespace; its boot
+    alone too, for older readers): a runner that ends while no controller watches it (its
     controller killed or stopped) leaves them to the next controller's `kept_lineage`. Whether it
     was written: one the disk refused is written again at the next poll, not only once the lineage
     changes (a run's processes may not change again)."""
     record = {
+        "kernel": kernel_view(),
         "boot": procs.boot_id(),
         "runner": [runner, started],
         "below": [[pid, s] for pid, s in lineage.items()],
@@ -64,16 +67,25 @@ def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> 
 
 
 def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:
-    """The start time and lineage of `runner` that its run's LINEAGE_FILE holds, where written on
-    this boot; ("", {}) where there is none, or it cannot be read."""
+    """The start time and lineage of `runner` that its run's LINEAGE_FILE holds, where written from
+    this kernel view (`_seen_here`); ("", {}) where there is none, or it cannot be read."""
     record = read_json(exp_dir / LINEAGE_FILE)
-    if not record or record.get("boot") != procs.boot_id():
+    if not record or not _seen_here(record):
         return "", {}
     with contextlib.suppress(KeyError, TypeError, ValueError):
         pid, started = record["runner"]
         if int(pid) == runner:
             return str(started), {int(child): str(born) for child, born in record.get("below", [])}
     return "", {}
+
+
+def _seen_here(record: dict) -> bool:
+    """Whether a LINEAGE_FILE's `record` was written from this kernel view (`kernel_view`): its
+    pids are of this pid namespace, their start times of this boot (another container's on this
+    boot are not). One of an older version, which recorded its boot alone, is judged by its boot.
+    One this process cannot read, or whose writer could not, is none: "" matched "" across boots."""
+    here = kernel_view() if "kernel" in record else procs.boot_id()
+    return bool(here) and record.get("kernel", record.get("boot")) == here
 
 
 def runner_start(pid: int) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from autoresearch.files import alive_here, read_json
+from autoresearch.fleet import procs
 from autoresearch.runner import LOCK_FILE, PID_FILE, STARTED_FILE
 
 # The last word of a runner.pid whose runner holds its LOCK_FILE (`left_its_lock`); LOCK_REFUSED
@@ -60,8 +61,8 @@ def kernel_view() -> str | None:
     now (a laptop's changes with its network, a container's when it is made again). The
     namespace's number is reused only once that namespace ended, with all its processes; None
     where /proc does not say."""
+    boot = procs.boot_id()
     try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         namespace = os.stat("/proc/self/ns/pid")
     except OSError:
         return None
