@@ -37,6 +37,7 @@ from autoresearch.files import (
     write_failure,
     write_json_atomic,
 )
+from autoresearch.fleet.gpus import CUDA_DEVICE_ORDER
 from autoresearch.proposals import plain_line
 from autoresearch.workspace import HARNESS_FILE, sha256_file
 
@@ -383,6 +384,10 @@ def _run_train_py(exp: Path, spec: dict[str, Any], ending: list[str]) -> tuple[i
     timeout, a log past its cap; {} where it ended by itself). A stop signal (`_Interrupted`)
     passes through, once what train.py started is ended, even one that came as it was started."""
     env = scrubbed_environment(dict(os.environ))
+    # An index in CUDA_VISIBLE_DEVICES, a local slot's or Slurm's (its GPUs in gres.conf's order, all
+    # seen where its cgroup does not constrain devices), is nvidia-smi's, in PCI bus order; CUDA's
+    # own order, or a user's FASTEST_FIRST, may open another GPU of a node of two models.
+    env["CUDA_DEVICE_ORDER"] = CUDA_DEVICE_ORDER
     env.update({k: str(v) for k, v in spec.get("env", {}).items()})
     env[RESULT_VARIABLE] = result_file(exp)
     if "OMP_NUM_THREADS" not in env and env.get("SLURM_CPUS_PER_TASK"):

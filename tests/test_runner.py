@@ -129,6 +129,21 @@ def test_train_py_never_sees_credentials(tmp_path: Path, monkeypatch: pytest.Mon
     assert "ANTHROPIC_API_KEY" not in env and "WANDB_API_KEY" not in env
 
 
+def test_train_py_gets_gpus_in_nvidia_smis_order_under_either_fleet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Slurm job kept the user's CUDA_DEVICE_ORDER=FASTEST_FIRST (only the local fleet set it):
+    where its cgroup does not constrain devices, Slurm's CUDA_VISIBLE_DEVICES=1, the node's GPU 1
+    in PCI bus order, was CUDA's second fastest on a node of two models, another job's GPU. The
+    runner gives train.py PCI_BUS_ID, whichever fleet started it."""
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    exp = make_experiment(tmp_path, ENV_DUMP)
+    assert run_experiment(exp)["status"] == "ok"
+    env = json.loads((exp / "env.json").read_text())
+    assert (env["CUDA_VISIBLE_DEVICES"], env["CUDA_DEVICE_ORDER"]) == ("1", "PCI_BUS_ID")
+
+
 def test_a_crash_reports_the_last_log_line(tmp_path: Path) -> None:
     exp = make_experiment(tmp_path, "print('step 1 loss nan')\nprint('FAIL')\nraise SystemExit(1)\n")
     outcome = run_experiment(exp)

@@ -23,7 +23,6 @@ from typing import Any
 
 from autoresearch.files import write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
-from autoresearch.fleet.gpus import CUDA_DEVICE_ORDER
 from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers
 from autoresearch.fleet.lineage import (
     Lineage,
@@ -111,7 +110,6 @@ class LocalFleet:
             env["OMP_NUM_THREADS"] = str(self._threads)
             if self._devices:
                 env["CUDA_VISIBLE_DEVICES"] = self._devices[slot % len(self._devices)]
-                env["CUDA_DEVICE_ORDER"] = CUDA_DEVICE_ORDER  # (a user's own said at the start)
             command = [sys.executable, "-m", "autoresearch.runner", str(job.exp_dir.resolve())]
             with open(job.exp_dir / "runner.log", "wb") as runner_log:
                 lock = _take_runner_lock(job.exp_dir)
