@@ -102,6 +102,7 @@ class Decisions:
                 self._complete(
                     number, trial.user_attrs["val_bpb"], {**record, "status": status, "reason": ""}
                 )
+                log.info("trial %d: %s", number, measured(trial, status))
         if not self.pending:
             return
         awaited = set() if final else self._awaited()
@@ -373,3 +374,10 @@ class Decisions:
             self._by_seed.clear()
             self._params.clear()
         self.pending.pop(number, None)
+
+
+def measured(trial: FrozenTrial, status: str) -> str:
+    """A baseline's or re-run's result as the log says it: these are told no verdict, so without it
+    a campaign's first minutes (its baselines) and a resume's collected runs said nothing."""
+    attrs = trial.user_attrs
+    return f"{status} {attrs['val_bpb']:.6f} ({attrs.get('tier', 'screen')} tier, seed {attrs.get('seed')})"

@@ -385,3 +385,17 @@ def test_a_promoted_change_waits_for_the_baselines_of_the_tier_it_is_confirmed_o
     attrs = ledger.trial(change).user_attrs
     assert attrs["status"] == "discard"
     assert attrs["reason"] == "not confirmed: no baseline on the validate tier"
+
+
+def test_a_baseline_that_lands_is_logged_with_its_result(
+    tmp_path: Path, open_campaign: Callable[..., Campaign], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Baselines get no verdict: without a line of their own, a campaign's first minutes said nothing."""
+    campaign = open_campaign(tmp_path, [])
+    campaign.intake.baselines("screen")
+    first = campaign.ledger.waiting()[0]
+    collect(campaign, first.number, val_bpb=1.2)
+    caplog.set_level("INFO", logger="autoresearch")
+    campaign.decisions.decide_pending()
+    seed = first.user_attrs["seed"]
+    assert f"trial {first.number}: baseline 1.200000 (screen tier, seed {seed})" in caplog.messages
