@@ -130,9 +130,11 @@ def done_line(summary: Summary) -> str:
         f", {summary.running} still in flight (the same command collects them)" if summary.running else ""
     )
     compared = summary.compared.said() if summary.compared is not None else "val_bpb n/a -> n/a"
+    # (a scancel or a preemption counts among the experiments: unsaid, they read as measured)
+    not_run = "".join(f", {n} {status}" for status, n in summary.not_run.items())
     return (
         f"done ({summary.stop_reason or 'finished'}): {summary.experiments} experiments, "
-        f"{summary.kept} kept, {summary.crashed} crashed{in_flight}; {compared}"
+        f"{summary.kept} kept, {summary.crashed} crashed{not_run}{in_flight}; {compared}"
     )
 
 

@@ -22,6 +22,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,15 @@ class Summary:
     set_up: bool = True  # False: stopped while it set up (the data), so it wrote no report
     headline: list[str] = field(default_factory=list)  # the report's cost and speed-up (`report_text`)
     running: int = 0  # experiments launched and not ended at the stop: they go on, the next run collects them
+    # experiments ended by a person or the cluster (scancel, preemption), by status: counted, not run
+    not_run: dict[str, int] = field(default_factory=dict)
+
+
+def not_run_counts(done: list[FrozenTrial]) -> dict[str, int]:
+    """The launched experiments a person or the cluster ended, per status (NOT_RUN's order): the
+    closing line counts them among the experiments, so it says them apart from those that ran."""
+    statuses = Counter(t.user_attrs.get("status") for t in done if "exp_dir" in t.user_attrs)
+    return {status: statuses[status] for status in NOT_RUN if statuses[status]}
 
 
 def figure(metrics: dict[str, Any], key: str) -> int | float | None:
@@ -933,6 +943,7 @@ class Campaign:
             experiments=sum(1 for t in done if "exp_dir" in t.user_attrs),
             kept=len(kept),
             crashed=sum(1 for t in done if t.user_attrs.get("status") == "crash"),
+            not_run=not_run_counts(done),
             compared=compare(self.ledger.table()),  # screen tier: one kind of hardware, as `status`
             stop_reason=stop_reason,
             kept_descriptions=[f"trial {t.number}: {t.user_attrs.get('description', '')}" for t in kept],

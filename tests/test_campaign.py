@@ -36,6 +36,7 @@ from engine_helpers import (
     launched_within_budget,
     load,
     make_fleet,
+    queue_run,
     read_tsv,
     release,
     run_campaign,
@@ -2928,4 +2929,22 @@ def test_the_wall_budget_sums_each_controllers_time_across_stops_kills_and_resum
     ended()
     assert measure(load(campaign), {}, campaign, time.time()).wall_hours * 3600 == pytest.approx(
         sum(segments)
+    )
+
+
+def test_the_closing_line_counts_the_runs_cancelled_or_lost_apart(
+    tmp_path: Path, open_campaign: Callable[..., Campaign]
+) -> None:
+    """A run scancelled or preempted counts among the experiments: the closing line said '3
+    experiments, 0 kept, 0 crashed' as if all three had measured something."""
+    from autoresearch.__main__ import done_line
+
+    campaign = open_campaign(tmp_path, [])
+    for status in ("cancelled", "lost", "cancelled"):
+        number = queue_run(campaign, kind="experiment", exp_dir=f"experiments/{status}")
+        assert campaign.ledger.claim(campaign.ledger.trial(number))
+        campaign.ledger.fail(number, {"status": status})
+    said = done_line(campaign.summary("stopped by the user"))
+    assert said.startswith(
+        "done (stopped by the user): 3 experiments, 0 kept, 0 crashed, 2 cancelled, 1 lost; "
     )
