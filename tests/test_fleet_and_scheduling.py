@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -458,6 +458,17 @@ STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT = (
 )
 
 
+@contextlib.contextmanager
+def killed_at_the_end(left: Path) -> Iterator[None]:
+    """KILL the process whose pid `left` holds once the test ends, whatever it asserted: one a
+    defect leaves running must not outlive the test."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int(left.read_text()), signal.SIGKILL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
 def test_what_a_run_left_running_with_an_environment_of_its_own_ends_with_its_runner(tmp_path: Path) -> None:
     """A process train.py started with an environment of its own (env={}) has no
@@ -465,13 +476,10 @@ def test_what_a_run_left_running_with_an_environment_of_its_own_ends_with_its_ru
     next run. It stays in its runner's session, which the fleet ends too."""
     fleet, job, runner = started_alone(tmp_path, STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT)
     left = job.exp_dir / "left.pid"
-    try:
+    with killed_at_the_end(left):
         wait_for(left.exists, 60, "the process with an environment of its own to start", every=0.02)
         assert [f.outcome["status"] for f in killed_and_found_gone(fleet, runner)] == ["lost"]
         assert not running(int(left.read_text()))
-    finally:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            os.kill(int(left.read_text()), signal.SIGKILL)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
@@ -485,16 +493,13 @@ def test_what_a_run_left_running_ends_when_its_runner_died_just_before_the_contr
     with an environment of its own ran on beside the slot's next run. The stop sweeps it first."""
     fleet, job, runner = started_alone(tmp_path, STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT)
     left = job.exp_dir / "left.pid"
-    try:
+    with killed_at_the_end(left):
         wait_for(left.exists, 60, "the process with an environment of its own to start", every=0.02)
         os.kill(runner, signal.SIGKILL)
         os.waitid(os.P_PID, runner, os.WEXITED | os.WNOWAIT)  # (its end, not reaped: the fleet's to reap)
         fleet.shutdown(cancel=cancel)
         assert not running(int(left.read_text()))
         assert not Path(f"/proc/{runner}").exists()  # reaped
-    finally:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            os.kill(int(left.read_text()), signal.SIGKILL)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
@@ -506,14 +511,11 @@ def test_a_cancelled_runner_killed_past_its_grace_is_swept_and_reaped(
     monkeypatch.setattr(local, "CANCEL_GRACE_S", 0.0)
     fleet, job, runner = started_alone(tmp_path, STARTS_ONE_WITH_ITS_OWN_ENVIRONMENT)
     left = job.exp_dir / "left.pid"
-    try:
+    with killed_at_the_end(left):
         wait_for(left.exists, 60, "the process with an environment of its own to start", every=0.02)
         fleet.shutdown(cancel=True)
         assert not running(int(left.read_text()))
         assert not Path(f"/proc/{runner}").exists()
-    finally:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            os.kill(int(left.read_text()), signal.SIGKILL)
 
 
 # A train.py that starts a process that leaves its session (setsid) with an environment of its
@@ -536,7 +538,7 @@ def test_what_a_run_left_running_out_of_its_session_and_environment_ends_with_it
     records what runs below each runner (its run's orphans' subreaper), and it is killed by that."""
     fleet, job, runner = started_alone(tmp_path, STARTS_A_LEAVER_WITH_ITS_OWN_ENVIRONMENT)
     left = job.exp_dir / "left.pid"
-    try:
+    with killed_at_the_end(left):
         wait_for(left.exists, 60, "the process out of its session and environment to start", every=0.02)
         if watched_by != "its controller":  # the controller died; the next adopts the runner
             cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
@@ -545,9 +547,6 @@ def test_what_a_run_left_running_out_of_its_session_and_environment_ends_with_it
         assert fleet.poll() == []
         assert [f.outcome["status"] for f in killed_and_found_gone(fleet, runner)] == ["lost"]
         assert not running(int(left.read_text()))
-    finally:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            os.kill(int(left.read_text()), signal.SIGKILL)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
@@ -563,7 +562,7 @@ def test_what_a_run_left_running_out_of_its_session_and_environment_ends_when_it
     as the run's processes stayed the same; each poll now writes it until it is written."""
     fleet, job, runner = started_alone(tmp_path, STARTS_A_LEAVER_WITH_ITS_OWN_ENVIRONMENT)
     left, kept = job.exp_dir / "left.pid", job.exp_dir / lineage.LINEAGE_FILE
-    try:
+    with killed_at_the_end(left):
         wait_for(left.exists, 60, "the process out of its session and environment to start", every=0.02)
         if controller == "stopped after a refused write":
             kept.mkdir()  # (a folder in its place: its write refused)
@@ -577,9 +576,6 @@ def test_what_a_run_left_running_out_of_its_session_and_environment_ends_when_it
         cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
         assert not make_fleet(cluster, deadline_s=60, campaign_dir="").reattach(job, f"local:{runner}")
         assert not running(int(left.read_text()))
-    finally:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            os.kill(int(left.read_text()), signal.SIGKILL)
 
 
 # A train.py whose child starts a process that leaves its session with an environment of its own
@@ -614,7 +610,7 @@ def test_what_one_poll_passed_over_still_ends_with_its_runner(tmp_path: Path, mo
     kernel's race cannot be forced: the one read that passes it over is made so by hand.)"""
     fleet, job, runner = started_alone(tmp_path, STARTS_AN_ORPHANED_LEAVER)
     left = job.exp_dir / "left.pid"
-    try:
+    with killed_at_the_end(left):
         wait_for(left.exists, 60, "the orphan out of its session and environment to start", every=0.02)
         assert fleet.poll() == []
         with monkeypatch.context() as patch:
@@ -622,9 +618,6 @@ def test_what_one_poll_passed_over_still_ends_with_its_runner(tmp_path: Path, mo
             assert fleet.poll() == []
         assert [f.outcome["status"] for f in killed_and_found_gone(fleet, runner)] == ["lost"]
         assert not running(int(left.read_text()))
-    finally:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            os.kill(int(left.read_text()), signal.SIGKILL)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal, /proc")
@@ -635,7 +628,7 @@ def test_what_a_re_attached_runner_left_running_ends_when_it_dies_before_the_fir
     poll had no lineage recorded by it: the last controller's is kept, and ends what it saw."""
     first, job, runner = started_alone(tmp_path, STARTS_A_LEAVER_WITH_ITS_OWN_ENVIRONMENT)
     left = job.exp_dir / "left.pid"
-    try:
+    with killed_at_the_end(left):
         wait_for(left.exists, 60, "the process out of its session and environment to start", every=0.02)
         assert first.poll() == []
         cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
@@ -645,9 +638,6 @@ def test_what_a_re_attached_runner_left_running_ends_when_it_dies_before_the_fir
         os.waitpid(runner, 0)  # (its first controller, whose child it is, stands in for init)
         assert [f.outcome["status"] for f in fleet.poll()] == ["lost"]
         assert not running(int(left.read_text()))
-    finally:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            os.kill(int(left.read_text()), signal.SIGKILL)
 
 
 # How a kept lineage's record is made another's, where not as written here (`lineage._seen_here`).
