@@ -286,7 +286,7 @@ def render(
     if (controller := controller_state(campaign_dir, now)) is not None:
         plain_row(head, "controller", controller)
     controller_live = (controller or "").startswith("running")
-    plain_row(head, "ran", ran_said(spend, config) + ("" if running else " (nothing running)"))
+    plain_row(head, "ran", ran_said(spend, config) + ("" if running else "; nothing running"))
     plain_row(head, "first start", f"{(now - started) / 3600:.2f} h ago (calendar time)")
     stopped_host = stopped_controller_host(campaign_dir, controller)
     launched = {  # (a file read each)

@@ -329,8 +329,8 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
         "1 finished (1 baseline, 0 kept, 0 discarded, 0 crashed), 1 skipped (never ran)" in line
         for line in lines
     )
-    assert "running" not in lines  # no table title: the head says "(nothing running)"
-    assert any("(nothing running)" in line for line in lines)
+    assert "running" not in lines  # no table title: the head says "nothing running"
+    assert any("; nothing running" in line for line in lines)
 
     study.enqueue_trial({}, user_attrs={"description": "wider", "partition": "h100"})
     study.ask()  # now running: launched, its runner not started (a Slurm job in the queue)
@@ -438,11 +438,11 @@ def test_status_says_the_time_the_wall_budget_counts_not_the_time_since_the_firs
         return [" ".join(line.split()) for line in console.export_text().splitlines()]
 
     counted = "the time its controllers ran (what the wall budget counts)"
-    assert f"ran 0.75 h of max_wall_hours 1, {counted} (nothing running)" in head()
+    assert f"ran 0.75 h of max_wall_hours 1, {counted}; nothing running" in head()
     assert "first start 26.00 h ago (calendar time)" in head()
     assert not any("elapsed" in line for line in head())
     (tmp_path / CONTROLLER_FILE).write_text(json.dumps({**alive, "state": "stopped", "why": "done"}))
-    assert f"ran 0.73 h of max_wall_hours 1, {counted} (nothing running)" in head()  # to its last beat
+    assert f"ran 0.73 h of max_wall_hours 1, {counted}; nothing running" in head()  # to its last beat
 
 
 @pytest.mark.parametrize("ended", ["its pid free", "its pid taken by another process"])
