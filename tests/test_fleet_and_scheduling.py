@@ -682,6 +682,29 @@ def test_a_kept_lineage_is_ended_only_from_the_kernel_view_it_was_seen_from(
         other.wait()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, the kernel's boot id")
+@pytest.mark.parametrize("seen_from", ["here", *OTHER_VIEWS, "where the boot could not be read"])
+def test_the_processes_left_unseen_are_read_only_from_the_kernel_view_they_were_kept_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen_from: str
+) -> None:
+    """leftovers_unseen.json, the processes a restarted controller still looks for, names them by
+    pid and start time, and was judged by the boot alone: another container's on this boot, its
+    pids of another namespace, was read as this one's, and where the boot id could not be read ""
+    matched "" across boots. It is judged as a kept lineage is (`lineage.seen_here`)."""
+    kept = tmp_path / leftovers.UNSEEN_FILE
+    if seen_from == "where the boot could not be read":
+        monkeypatch.setattr(procs, "boot_id", lambda: "")
+    record = {**lineage.seen_from_here(), "unseen": [[4321, "1234", ["run 7"]]]}
+    if seen_from in OTHER_VIEWS:
+        changes = {k: v and v.format(boot=procs.boot_id()) for k, v in OTHER_VIEWS[seen_from].items()}
+        record = {k: v for k, v in {**record, **changes}.items() if v is not None}
+    kept.write_text(json.dumps(record))
+    read = leftovers._read_unseen(kept)
+    assert read == (
+        {(4321, "1234"): {b"run 7"}} if seen_from in ("here", "this boot, by an older version") else {}
+    )
+
+
 # A process of this user's that starts a child and prints its pid: no run's, in no run's session.
 PARENT_OF_A_SLEEPER = (
     "import subprocess; c = subprocess.Popen(['sleep', '371']); print(c.pid, flush=True); c.wait()"

@@ -32,7 +32,7 @@ uninterruptible sleep are read, each in a thread waited for READ_LIMIT_S, a read
 left to its thread and its process not read again until it returns (`_Environs`): a hung mount
 costs one wait and one thread a process, not one a run. A process in uninterruptible sleep or
 whose read hangs is looked at again at the fleet's next poll, and the next, until it is read
-(`Leftovers.retry`), by the next controller too (UNSEEN_FILE, on the same boot); only for the runs
+(`Leftovers.retry`), by the next controller too (UNSEEN_FILE, on the same boot and in the same pid namespace); only for the runs
 it may be of, those whose runner started before it (a process this user left in that sleep for
 good, no run's, would else be kept for every run ended after it, the record growing with the
 runs). (The runner, ending each run, reads none: `runner._kill_escapees`.)
@@ -57,7 +57,7 @@ from pathlib import Path
 
 from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet import procs
-from autoresearch.fleet.lineage import Lineage
+from autoresearch.fleet.lineage import Lineage, seen_from_here, seen_here
 from autoresearch.runner import GROUP_POLL_S, RESULT_VARIABLE, TERM_GRACE_S, result_file
 
 log = logging.getLogger("autoresearch")
@@ -85,7 +85,7 @@ class Leftovers:
                 for (pid, started), markers in self._unseen.items()
             ]
             with contextlib.suppress(OSError):  # (a disk that refuses it: forgotten at a restart)
-                write_json_atomic(self._kept, {"boot": procs.boot_id(), "unseen": unseen})
+                write_json_atomic(self._kept, {**seen_from_here(), "unseen": unseen})
 
     def end(
         self, exp_dir: Path, session: int | None = None, lineage: Lineage | None = None, since: str = ""
@@ -198,10 +198,11 @@ def _started_before(started: str, since: str) -> bool:
 
 
 def _read_unseen(kept: Path | None) -> dict[tuple[int, str], set[bytes]]:
-    """The processes not seen yet that `kept` holds, where it was written on this boot (a start
-    time counts from the boot); {} where there is none, or it cannot be read."""
+    """The processes not seen yet that `kept` holds, where it was written from this kernel view
+    (`lineage.seen_here`: a start time counts from the boot, a pid is of its namespace); {} where
+    there is none, or it cannot be read."""
     record = read_json(kept) if kept is not None else None
-    if not record or record.get("boot") != procs.boot_id():
+    if not record or not seen_here(record):
         return {}
     with contextlib.suppress(TypeError, ValueError):
         return {

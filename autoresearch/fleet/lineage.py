@@ -54,8 +54,7 @@ def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> 
     was written: one the disk refused is written again at the next poll, not only once the lineage
     changes (a run's processes may not change again)."""
     record = {
-        "kernel": kernel_view(),
-        "boot": procs.boot_id(),
+        **seen_from_here(),
         "runner": [runner, started],
         "below": [[pid, s] for pid, s in lineage.items()],
     }
@@ -68,9 +67,9 @@ def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> 
 
 def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:
     """The start time and lineage of `runner` that its run's LINEAGE_FILE holds, where written from
-    this kernel view (`_seen_here`); ("", {}) where there is none, or it cannot be read."""
+    this kernel view (`seen_here`); ("", {}) where there is none, or it cannot be read."""
     record = read_json(exp_dir / LINEAGE_FILE)
-    if not record or not _seen_here(record):
+    if not record or not seen_here(record):
         return "", {}
     with contextlib.suppress(KeyError, TypeError, ValueError):
         pid, started = record["runner"]
@@ -79,11 +78,18 @@ def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:
     return "", {}
 
 
-def _seen_here(record: dict) -> bool:
-    """Whether a LINEAGE_FILE's `record` was written from this kernel view (`kernel_view`): its
-    pids are of this pid namespace, their start times of this boot (another container's on this
-    boot are not). One of an older version, which recorded its boot alone, is judged by its boot.
-    One this process cannot read, or whose writer could not, is none: "" matched "" across boots."""
+def seen_from_here() -> dict[str, str | None]:
+    """Where a record of processes is written from, as `seen_here` reads it: the kernel view, and
+    the boot alone for an older version's reader."""
+    return {"kernel": kernel_view(), "boot": procs.boot_id()}
+
+
+def seen_here(record: dict) -> bool:
+    """Whether a `record` of processes (a LINEAGE_FILE's, leftovers' UNSEEN_FILE's) was written
+    from this kernel view (`kernel_view`): its pids are of this pid namespace, their start times of
+    this boot (another container's on this boot are not). One of an older version, which recorded
+    its boot alone, is judged by its boot. One this process cannot read, or whose writer could
+    not, is none: "" matched "" across boots."""
     here = kernel_view() if "kernel" in record else procs.boot_id()
     return bool(here) and record.get("kernel", record.get("boot")) == here
 
