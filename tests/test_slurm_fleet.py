@@ -1044,6 +1044,21 @@ def test_an_exclude_or_reservation_slurm_lacks_is_refused_at_the_start(
     ]
 
 
+def test_an_exclude_whose_range_is_malformed_is_refused_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exclude with a range no host list has (`gpu[-5]`, a typo) refused the start with Python's
+    own "invalid literal for int() with base 10: ''", naming no setting, and hid every other
+    problem of the fleet; it is named as written, a node Slurm does not have."""
+    sinfo = 'case "$*" in *%N*) printf "gpu01\\ngpu02\\n" ;; *) echo "h100|gpu:h100:8|infinite|32|515000|(null)" ;; esac'
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path / 'bin', sinfo=sinfo)}:{os.environ['PATH']}")
+
+    assert slurm_states.config_problems({"h100": PartitionConfig(partition="h100", exclude="gpu[-5]")}) == [
+        "cluster.partitions.h100.exclude=gpu[-5]: Slurm has no node gpu[-5] (sinfo lists gpu01, gpu02); "
+        "sbatch would refuse every job"
+    ]
+
+
 def test_a_gpu_type_that_names_another_gpu_than_slurm_gives_is_warned_of(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

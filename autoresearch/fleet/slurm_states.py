@@ -324,12 +324,12 @@ def hostnames(hostlist: str) -> list[str]:
     not read is taken as written."""
     names = []
     for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", hostlist):
-        found = re.fullmatch(r"([^\[]*)\[([\d,-]+)\](.*)", item)
+        found = re.fullmatch(r"([^\[]*)\[(\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)\](.*)", item)
         if not found:
             names.append(item)
             continue
         prefix, ranges, suffix = found.groups()
-        for part in filter(None, ranges.split(",")):
+        for part in ranges.split(","):
             low, _, high = part.partition("-")
             width = len(low)
             names += [f"{prefix}{i:0{width}d}{suffix}" for i in range(int(low), int(high or low) + 1)]
