@@ -310,8 +310,10 @@ def _load_lines(
     nothing measured: they train for CPU-seconds, which a loaded machine stretches in wall time (a
     busy 2-core machine ran the demo's 15 s runs in 100 s and more), so the budgets' times above
     were a quiet machine's. Its own line, not the estimate's: the load is a minute's, and may not
-    last. None on a quiet machine (`LOAD_FACTOR_SAID`), or where the rate is measured (its times
-    hold their load)."""
+    last. None on a quiet machine (`LOAD_FACTOR_SAID`), where the rate is measured (its times
+    hold their load), or on Slurm, whose CPU slots run on its nodes, not under this machine's load."""
+    if cfg.cluster.kind != "local":
+        return []
     paces = tier_paces(cfg, pools, [], load)
     factor = max(pace.load_factor for pace in paces.values())
     if load is None or factor < LOAD_FACTOR_SAID or spend.experiments:

@@ -24,6 +24,7 @@ from engine_helpers import (
     FREEZER,
     REPO,
     campaign_command,
+    compose_config,
     compose_toy,
     fake_commands,
     freezer_cgroup,
@@ -42,6 +43,7 @@ from autoresearch.config import time_budget_seconds
 from autoresearch.dry_run import NOTHING_SPENT, _folder_said, _load_lines
 from autoresearch.estimate import CpuLoad, Pace, campaign_rate, tier_paces
 from autoresearch.fleet.factory import plan_fleet
+from autoresearch.fleet.slurm import slurm_pool
 from autoresearch.ledger import Ledger
 from autoresearch.results import compare, frontier_value, rows
 
@@ -1157,6 +1159,18 @@ def test_check_on_a_loaded_machine_says_the_estimate_at_its_load(tmp_path: Path)
     }
     assert _load_lines(cfg, pools, NOTHING_SPENT, CpuLoad(load=2.0, cores=4)) == []  # cores enough for all
     assert _load_lines(cfg, pools, NOTHING_SPENT, None) == []  # no load average (Windows)
+
+
+def test_check_on_a_loaded_login_node_says_no_load_line_for_slurm_cpu_slots(tmp_path: Path) -> None:
+    """A Slurm partition of CPU nodes (gpu_type cpu) runs its experiments on those nodes, not under
+    the load of the machine check runs on: on a busy login node check said "load average 6.0 on 2
+    CPUs ... each CPU-second of training takes about 4.0 s" and a budget's time for runs that the
+    login node's load does not touch. Only the local fleet's CPU slots get the load line."""
+    cfg = compose_config(
+        "+campaign=toy", f"runs_dir={tmp_path}", "cluster=slurm", "cluster.partitions.h100.gpu_type=cpu"
+    )
+    pools = {"h100": slurm_pool("h100", cfg.cluster.partitions["h100"], cfg.cluster.max_queued)}
+    assert _load_lines(cfg, pools, NOTHING_SPENT, CpuLoad(load=6.0, cores=2)) == []
 
 
 def test_check_on_a_quiet_machine_says_no_load_line(tmp_path: Path) -> None:
