@@ -38,8 +38,8 @@ good, no run's, would else be kept for every run ended after it, the record grow
 runs). (The runner, ending each run, reads none: `runner._kill_escapees`.)
 
 Not found: a process started since the fleet's last poll that drops the environment and leaves
-the session, or is of a runner a controller re-attached (reaped by another, its session not
-swept) or of one that ended while no controller watched it.
+the session, or that drops the environment and is of a runner a controller re-attached (reaped by
+another, its session not swept) or of one that ended while no controller watched it.
 On Slurm, nothing here: a job's processes are Slurm's to end, all of them, with the job (its
 cgroup), a runner killed outright ending its job.
 """
