@@ -640,7 +640,7 @@ def test_what_a_re_attached_runner_left_running_ends_when_it_dies_before_the_fir
         assert not running(int(left.read_text()))
 
 
-# How a kept lineage's record is made another's, where not as written here (`lineage._seen_here`).
+# How a kept lineage's record is made another's, where not as written here (`lineage.written_here`).
 OTHER_VIEWS = {
     "another boot": {"kernel": "another boot/4:4026531836", "boot": "another boot"},
     "another pid namespace of this boot": {"kernel": "{boot}/4:1"},
@@ -690,11 +690,11 @@ def test_the_processes_left_unseen_are_read_only_from_the_kernel_view_they_were_
     """leftovers_unseen.json, the processes a restarted controller still looks for, names them by
     pid and start time, and was judged by the boot alone: another container's on this boot, its
     pids of another namespace, was read as this one's, and where the boot id could not be read ""
-    matched "" across boots. It is judged as a kept lineage is (`lineage.seen_here`)."""
+    matched "" across boots. It is judged as a kept lineage is (`lineage.written_here`)."""
     kept = tmp_path / leftovers.UNSEEN_FILE
     if seen_from == "where the boot could not be read":
         monkeypatch.setattr(procs, "boot_id", lambda: "")
-    record = {**lineage.seen_from_here(), "unseen": [[4321, "1234", ["run 7"]]]}
+    record = {**lineage.written_from_here(), "unseen": [[4321, "1234", ["run 7"]]]}
     if seen_from in OTHER_VIEWS:
         changes = {k: v and v.format(boot=procs.boot_id()) for k, v in OTHER_VIEWS[seen_from].items()}
         record = {k: v for k, v in {**record, **changes}.items() if v is not None}

@@ -57,7 +57,7 @@ from pathlib import Path
 
 from autoresearch.files import read_json, write_json_atomic
 from autoresearch.fleet import procs
-from autoresearch.fleet.lineage import Lineage, seen_from_here, seen_here
+from autoresearch.fleet.lineage import Lineage, written_from_here, written_here
 from autoresearch.runner import GROUP_POLL_S, RESULT_VARIABLE, TERM_GRACE_S, result_file
 
 log = logging.getLogger("autoresearch")
@@ -85,7 +85,7 @@ class Leftovers:
                 for (pid, started), markers in self._unseen.items()
             ]
             with contextlib.suppress(OSError):  # (a disk that refuses it: forgotten at a restart)
-                write_json_atomic(self._kept, {**seen_from_here(), "unseen": unseen})
+                write_json_atomic(self._kept, {**written_from_here(), "unseen": unseen})
 
     def end(
         self, exp_dir: Path, session: int | None = None, lineage: Lineage | None = None, since: str = ""
@@ -199,10 +199,10 @@ def _started_before(started: str, since: str) -> bool:
 
 def _read_unseen(kept: Path | None) -> dict[tuple[int, str], set[bytes]]:
     """The processes not seen yet that `kept` holds, where it was written from this kernel view
-    (`lineage.seen_here`: a start time counts from the boot, a pid is of its namespace); {} where
+    (`lineage.written_here`: a start time counts from the boot, a pid is of its namespace); {} where
     there is none, or it cannot be read."""
     record = read_json(kept) if kept is not None else None
-    if not record or not seen_here(record):
+    if not record or not written_here(record):
         return {}
     with contextlib.suppress(TypeError, ValueError):
         return {

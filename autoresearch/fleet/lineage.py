@@ -25,8 +25,8 @@ def lineages(runners: Lineage) -> dict[int, Lineage]:
     started, in whatever session or environment; once the runner is killed outright they are
     init's, and only this record of them still finds them. Read down from each runner by the
     kernel's lists of children, each poll reading what is below the runners, not every process
-    of the machine (a thousand cost 50 ms a poll); by one read of all /proc where the kernel
-    keeps no such list (`procs.children_listed`)."""
+    of the machine (1,140 of them cost 80 ms a poll: docs/BENCHMARKS.md); by one read of all
+    /proc where the kernel keeps no such list (`procs.children_listed`)."""
     if not procs.children_listed():
         processes = procs.own_live_processes()
         return {runner: procs.below({runner: started}, processes) for runner, started in runners.items()}
@@ -54,7 +54,7 @@ def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> 
     was written: one the disk refused is written again at the next poll, not only once the lineage
     changes (a run's processes may not change again)."""
     record = {
-        **seen_from_here(),
+        **written_from_here(),
         "runner": [runner, started],
         "below": [[pid, s] for pid, s in lineage.items()],
     }
@@ -67,9 +67,9 @@ def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> 
 
 def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:
     """The start time and lineage of `runner` that its run's LINEAGE_FILE holds, where written from
-    this kernel view (`seen_here`); ("", {}) where there is none, or it cannot be read."""
+    this kernel view (`written_here`); ("", {}) where there is none, or it cannot be read."""
     record = read_json(exp_dir / LINEAGE_FILE)
-    if not record or not seen_here(record):
+    if not record or not written_here(record):
         return "", {}
     with contextlib.suppress(KeyError, TypeError, ValueError):
         pid, started = record["runner"]
@@ -78,13 +78,13 @@ def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:
     return "", {}
 
 
-def seen_from_here() -> dict[str, str | None]:
-    """Where a record of processes is written from, as `seen_here` reads it: the kernel view, and
+def written_from_here() -> dict[str, str | None]:
+    """Where a record of processes is written from, as `written_here` reads it: the kernel view, and
     the boot alone for an older version's reader."""
     return {"kernel": kernel_view(), "boot": procs.boot_id()}
 
 
-def seen_here(record: dict) -> bool:
+def written_here(record: dict) -> bool:
     """Whether a `record` of processes (a LINEAGE_FILE's, leftovers' UNSEEN_FILE's) was written
     from this kernel view (`kernel_view`): its pids are of this pid namespace, their start times of
     this boot (another container's on this boot are not). One of an older version, which recorded
