@@ -340,7 +340,7 @@ def going_on_past(stop_reason: str, budget: BudgetConfig | None = None) -> str |
     for what, setting in BUDGET_SETTINGS.items():
         if stop_reason.startswith(f"{what} budget reached"):
             if (target := os.environ.get(MAKE_TARGET_ENV)) and budget is not None:
-                larger = f"campaign.budget.{setting}={getattr(budget, setting) * 2:g}"
+                larger = f"campaign.budget.{setting}={getattr(budget, setting) * 2}"
                 args = " ".join([*_other_make_args(setting), larger])
                 return f'to go on, run it with a larger budget: make {target} ARGS="{args}"'
             return f"to go on, run the same command with a larger campaign.budget.{setting}"

@@ -146,7 +146,12 @@ def test_a_stop_at_a_budget_names_the_setting_that_goes_on(setting: str) -> None
 
 
 @pytest.mark.parametrize(
-    ("setting", "limit", "larger"), [("max_experiments", 30, "60"), ("max_wall_hours", 0.25, "0.5")]
+    ("setting", "limit", "larger"),
+    [
+        ("max_experiments", 30, "60"),
+        ("max_wall_hours", 0.25, "0.5"),
+        ("max_experiments", 600000, "1200000"),  # (not 1.2e+06: a float to Hydra, rounded past 6 digits)
+    ],
 )
 def test_a_stop_at_a_budget_under_make_demo_names_the_make_command_that_goes_on(
     setting: str, limit: float, larger: str, monkeypatch: pytest.MonkeyPatch
@@ -156,7 +161,7 @@ def test_a_stop_at_a_budget_under_make_demo_names_the_make_command_that_goes_on(
     monkeypatch.setenv(MAKE_TARGET_ENV, "demo")
     budget = BudgetConfig(**{setting: limit})
     reason = exhausted(
-        Spend(experiments=30, wall_hours=0.3, gpu_hours=0.0, gpu_dollars=0.0, llm_dollars=0.0), budget
+        Spend(experiments=600000, wall_hours=0.3, gpu_hours=0.0, gpu_dollars=0.0, llm_dollars=0.0), budget
     )
     assert going_on_past(reason, budget) == (
         f'to go on, run it with a larger budget: make demo ARGS="campaign.budget.{setting}={larger}"'
