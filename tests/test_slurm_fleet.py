@@ -1059,6 +1059,14 @@ def test_an_exclude_whose_range_is_malformed_is_refused_as_written(
     ]
 
 
+@pytest.mark.parametrize("hostlist", ["gpu[5-1]", "gpu[1-70000]"])
+def test_a_host_list_reversed_or_past_any_clusters_size_is_taken_as_written(hostlist: str) -> None:
+    """An exclude's host list was expanded whatever its range: a reversed one (`gpu[5-1]`) named no
+    node, so none missing, and passed; a typo's `gpu[1-999999999]` built a billion names at the
+    start. Each is taken as written, a node no cluster has."""
+    assert slurm_states.hostnames(f"{hostlist},gpu[01-02]") == [hostlist, "gpu01", "gpu02"]
+
+
 def test_a_gpu_type_that_names_another_gpu_than_slurm_gives_is_warned_of(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -319,20 +319,25 @@ def unknown_reservations(partitions: dict[str, PartitionConfig]) -> list[str]:
     ]
 
 
+HOSTLIST_MOST = 65536  # names one bracketed host list may expand to: more than any cluster has
+
+
 def hostnames(hostlist: str) -> list[str]:
     """The node names a Slurm host list names (`a,gpu[01-03,7]`); a name with a range this does
-    not read is taken as written."""
+    not read, one reversed (`n[5-1]`, read as no node at all, so none missing), or one of more
+    than HOSTLIST_MOST names (a typo's `n[1-999999999]` built a billion names at the start), is
+    taken as written."""
     names = []
     for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", hostlist):
         found = re.fullmatch(r"([^\[]*)\[(\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)\](.*)", item)
-        if not found:
+        spans = [part.partition("-") for part in found.group(2).split(",")] if found else []
+        sizes = [int(high or low) - int(low) + 1 for low, _, high in spans]
+        if not found or min(sizes) < 1 or sum(sizes) > HOSTLIST_MOST:
             names.append(item)
             continue
-        prefix, ranges, suffix = found.groups()
-        for part in ranges.split(","):
-            low, _, high = part.partition("-")
-            width = len(low)
-            names += [f"{prefix}{i:0{width}d}{suffix}" for i in range(int(low), int(high or low) + 1)]
+        prefix, _, suffix = found.groups()
+        for low, _, high in spans:
+            names += [f"{prefix}{i:0{len(low)}d}{suffix}" for i in range(int(low), int(high or low) + 1)]
     return names
 
 
