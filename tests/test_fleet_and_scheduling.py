@@ -873,11 +873,15 @@ def test_a_leftover_that_kill_cannot_end_in_uninterruptible_sleep_does_not_hold_
 
 
 @pytest.mark.skipif(not os.access(FREEZER, os.W_OK), reason="no cgroup v1 freezer this user may write")
-def test_a_leftover_not_seen_yet_is_looked_at_again_by_the_next_controller(tmp_path: Path) -> None:
+@pytest.mark.parametrize("written", ["at once", "after a refused write"])
+def test_a_leftover_not_seen_yet_is_looked_at_again_by_the_next_controller(
+    tmp_path: Path, written: str
+) -> None:
     """A process a sweep could not see (in uninterruptible sleep, here frozen; or its environment's
     read hanging) was looked at again at each poll of its controller only: one restarted forgot
     it, and out of that sleep it ran on beside the slot's next run. The campaign folder keeps
-    them; the next controller's poll kills it once readable."""
+    them; the next controller's poll kills it once readable. A write the disk refused was tried
+    again only once they changed: a process in that sleep for good never changes them."""
     cluster = ClusterConfig(partitions={"local": PartitionConfig(slots=1)})
     (campaign := tmp_path / "campaign").mkdir()
     fleet = make_fleet(cluster, deadline_s=60, campaign_dir=str(campaign))
@@ -886,8 +890,13 @@ def test_a_leftover_not_seen_yet_is_looked_at_again_by_the_next_controller(tmp_p
     runner = int(fleet.submit([job])[0].split(":")[1])
     with freezer_cgroup() as group:
         left = frozen(group, job.exp_dir / "left.pid")
+        if written == "after a refused write":
+            (campaign / leftovers.UNSEEN_FILE).mkdir()  # (a folder in its place: its write refused)
         killed_and_found_gone(fleet, runner)
         assert running(left)
+        if written == "after a refused write":
+            (campaign / leftovers.UNSEEN_FILE).rmdir()
+            assert fleet.poll() == []  # (the same process unseen: nothing changed)
         again = make_fleet(cluster, deadline_s=60, campaign_dir=str(campaign))  # the controller restarted
         (group / "freezer.state").write_text("THAWED")
         wait_for(lambda: state_of(left) != "D", 60, "the process to be thawed", every=0.02)

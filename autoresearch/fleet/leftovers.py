@@ -76,16 +76,23 @@ class Leftovers:
         self._environs = _Environs()
         self._kept = kept
         self._unseen: dict[tuple[int, str], set[bytes]] = _read_unseen(kept)  # (pid, start) -> markers
+        self._written: dict[tuple[int, str], set[bytes]] | None = copy.deepcopy(self._unseen)  # `kept`'s
 
-    def _keep(self, was: dict[tuple[int, str], set[bytes]]) -> None:
-        """Write the processes not seen yet to `kept`, where they changed from `was`."""
-        if self._kept is not None and self._unseen != was:
+    def _keep(self) -> None:
+        """Write the processes not seen yet to `kept`, where they differ from what it holds: after
+        a write the disk refused, at the next chance whether or not they changed (a process in
+        uninterruptible sleep for hours may not)."""
+        if self._kept is not None and self._unseen != self._written:
             unseen = [
                 [pid, started, sorted(m.decode(errors="surrogateescape") for m in markers)]
                 for (pid, started), markers in self._unseen.items()
             ]
-            with contextlib.suppress(OSError):  # (a disk that refuses it: forgotten at a restart)
+            try:
                 write_json_atomic(self._kept, {**written_from_here(), "unseen": unseen})
+            except OSError:  # (a disk that refuses it: tried again at the next poll)
+                self._written = None
+            else:
+                self._written = copy.deepcopy(self._unseen)
 
     def end(
         self, exp_dir: Path, session: int | None = None, lineage: Lineage | None = None, since: str = ""
@@ -96,17 +103,15 @@ class Leftovers:
         runner's descendants as last seen, `lineage.lineages`) that is still the one seen, with all
         below it. `since`: its runner's start time (`lineage.runner_start`), where known: no process
         older is its run's."""
-        was = copy.deepcopy(self._unseen)
         marker = f"{RESULT_VARIABLE}={result_file(exp_dir)}".encode()
         self._kill_marked(marker, session, dict(lineage or {}), since)
-        self._keep(was)
+        self._keep()
 
     def retry(self) -> None:
         """Look again at each process a sweep could not see: one still the same process and now
         readable is read, and every process of a run it is found to belong to killed."""
-        was = copy.deepcopy(self._unseen)
         self._retry()
-        self._keep(was)
+        self._keep()
 
     def _retry(self) -> None:
         for (pid, started), markers in list(self._unseen.items()):
