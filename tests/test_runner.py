@@ -20,6 +20,7 @@ from engine_helpers import ENV_DUMP, REPO, make_experiment, wait_for
 from autoresearch import runner
 from autoresearch.files import write_atomic, write_failure
 from autoresearch.fleet.base import Finished, JobSpec, Pool
+from autoresearch.fleet.lineage import LINEAGE_FILE
 from autoresearch.fleet.local import LocalFleet
 from autoresearch.runner import run_experiment
 
@@ -919,7 +920,8 @@ def test_a_fleet_started_without_stdin_and_stdout_hands_its_runner_the_lock(tmp_
 def test_a_local_run_that_wrote_its_outcome_leaves_no_runner_lock(tmp_path: Path) -> None:
     """runner.lock, which tells another pid namespace whether the runner ended, stayed in every
     finished experiment folder, an empty file of no further use: each judge of it reads outcome.json
-    first. The runner removes it with its runner.pid once outcome.json is written."""
+    first. The runner removes it with its runner.pid once outcome.json is written. The run's
+    runner_lineage.json stayed too, of no use once the fleet swept what the run left running."""
     exp = make_experiment(tmp_path, ENV_DUMP)
     fleet = LocalFleet(Pool("local", 1, "cpu", 0.0, "local"), [], 1, 30.0)
     fleet.submit([JobSpec(7, exp, "local")])
@@ -928,6 +930,7 @@ def test_a_local_run_that_wrote_its_outcome_leaves_no_runner_lock(tmp_path: Path
     wait_for(lambda: finished.extend(fleet.poll()) or finished, 60, "the run's end")
     assert finished[0].outcome["status"] == "ok", finished
     assert not (exp / runner.LOCK_FILE).exists() and not (exp / runner.PID_FILE).exists()
+    assert not (exp / LINEAGE_FILE).exists()  # (written as train.py ran below the runner; swept since)
 
 
 def test_a_runner_lock_that_cannot_be_removed_does_not_crash_the_runner_after_its_outcome(

@@ -65,6 +65,14 @@ def keep_lineage(exp_dir: Path, runner: int, started: str, lineage: Lineage) -> 
     return True
 
 
+def forget_lineage(exp_dir: Path) -> None:
+    """Remove the run's LINEAGE_FILE once what its run left running was swept: of use to no one
+    after (a process the sweep could not see is kept in leftovers' UNSEEN_FILE); one that cannot
+    be removed is left, as harmless."""
+    with contextlib.suppress(OSError):
+        (exp_dir / LINEAGE_FILE).unlink(missing_ok=True)
+
+
 def kept_lineage(exp_dir: Path, runner: int) -> tuple[str, Lineage]:
     """The start time and lineage of `runner` that its run's LINEAGE_FILE holds, where written from
     this kernel view (`written_here`); ("", {}) where there is none, or it cannot be read."""

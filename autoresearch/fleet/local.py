@@ -26,6 +26,7 @@ from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers
 from autoresearch.fleet.lineage import (
     Lineage,
+    forget_lineage,
     keep_lineage,
     kept_lineage,
     lineages,
@@ -165,6 +166,7 @@ class LocalFleet:
         kept_started, lineage = kept_lineage(job.exp_dir, pid) if pid is not None else ("", {})
         if pid is None or not is_our_runner(pid, job.exp_dir):
             self._leftovers.end(job.exp_dir, lineage=lineage, since=kept_started)
+            forget_lineage(job.exp_dir)
             gone = {"trial": job.trial, "status": "lost", "reason": "runner gone when its controller stopped"}
             write_json_atomic(job.exp_dir / ABANDONED_FILE, gone)
             return False
@@ -237,6 +239,7 @@ class LocalFleet:
         another, is not swept so)."""
         session = run.pid if run.proc is not None else None
         self._leftovers.end(run.job.exp_dir, session=session, lineage=run.lineage, since=run.started)
+        forget_lineage(run.job.exp_dir)
 
     def wait(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
