@@ -664,8 +664,9 @@ def test_a_time_limit_above_the_qos_max_wall_is_refused_before_anything_runs(
     assert slurm_qos.association(rows, "none", "h100") is None
 
 
-def _accounting(tmp_path: Path, enforce: str) -> str:
-    """A PATH whose Slurm is a stand-in: sinfo lists nothing (no partition checked), scontrol says
+def _accounting(tmp_path: Path, enforce: str, sinfo: str = "") -> str:
+    """A PATH whose Slurm is a stand-in: sinfo runs `sinfo` (by default lists nothing: no
+    partition checked), scontrol says
     `enforce`, and sacctmgr lists the user's associations, account acct (QOS normal, long) on
     every partition and account gpu on h200 only (QOS normal), and the QOS normal, long, high."""
     user = getpass.getuser()
@@ -682,7 +683,7 @@ def _accounting(tmp_path: Path, enforce: str) -> str:
         sacct="",
         scancel="",
         squeue="",
-        sinfo="",
+        sinfo=sinfo,
         scontrol=f'[ "$1 $2" = "show config" ] && echo "AccountingStorageEnforce = {enforce}"; exit 0',
         sacctmgr=f'[ "$5" = "{user}" ] || [ "$4" = "qos" ] || exit 1\n{sacctmgr}',
     )
@@ -740,6 +741,25 @@ def test_an_account_or_qos_sbatch_would_refuse_is_refused_at_the_start(
     except ValueError as err:
         refused = str(err)
     assert refused.startswith(said) and bool(refused) == bool(said), refused
+
+
+def test_a_partition_slurm_lacks_is_said_once_not_again_as_an_account_without_association_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition's name mistyped, with an account set, was refused twice: as a partition Slurm
+    lacks, and as an account the user has no association with in that partition, which follows
+    from it. A partition Slurm lacks is said once; its account is not looked up there."""
+    sinfo = (
+        'printf "h100|gpu:h100:8|infinite|32|515000|(null)\\nh200|gpu:h200:8|infinite|32|515000|(null)\\n"'
+    )
+    monkeypatch.setenv("PATH", _accounting(tmp_path, "associations", sinfo))
+    overrides = ["cluster.partitions.h200.partition=h20", "cluster.partitions.h200.account=gpu"]
+    with pytest.raises(ValueError) as refused:
+        plan_fleet(compose_toy(tmp_path, SLURM, *overrides).cluster)
+    assert (
+        str(refused.value)
+        == "cluster.partitions.h200.partition=h20: Slurm has no such partition (sinfo lists h100, h200)"
+    )
 
 
 def _refused(tmp_path: Path, *overrides: str) -> str:

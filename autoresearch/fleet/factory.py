@@ -60,10 +60,14 @@ def plan_fleet(cluster: ClusterConfig, require_gpu: bool = False) -> FleetPlan:
         if problem := missing_commands_problem():
             raise ValueError(problem)
         settings = cluster_settings()
-        # (none found where sinfo, or sacctmgr, cannot tell)
-        if problems := config_problems(cluster.partitions) + accounting_problems(
-            cluster.partitions, settings
-        ):
+        problems = config_problems(cluster.partitions)  # (none found where sinfo cannot tell)
+        # A partition Slurm lacks is said once: its account is then not looked up there.
+        known = {
+            name: part
+            for name, part in cluster.partitions.items()
+            if not any(problem.startswith(f"cluster.partitions.{name}.partition=") for problem in problems)
+        }
+        if problems := problems + accounting_problems(known, settings):  # (none where sacctmgr cannot tell)
             raise ValueError("; ".join(problems))
         pools = {
             name: slurm_pool(name, part, cluster.max_queued) for name, part in cluster.partitions.items()
