@@ -240,6 +240,18 @@ def stopped_controller_host(campaign_dir: Path, controller: str | None) -> str |
     return str((read_json(campaign_dir / CONTROLLER_FILE) or {}).get("host", ""))
 
 
+def job_said(handle: object) -> str:
+    """What runs a launched trial, as its user would name it to scancel or kill it: the Slurm job
+    (`slurm:POOL:JOB`), the local runner's pid (`local:PID`), a Slurm worker's queue (`queue:POOL`:
+    whichever worker takes it); "-" where the fleet gave none (not launched yet, an older version)."""
+    kind, _, rest = str(handle or "").partition(":")
+    if kind == "slurm":
+        return rest.rpartition(":")[2]
+    if kind == "local":
+        return f"pid {rest}"
+    return "worker queue" if kind == "queue" else "-"
+
+
 def ran_said(spend: Spend, config: DictConfig | None) -> str:
     """The time the wall budget counts (its controllers' running time), against max_wall_hours
     where set. The calendar time since the first start, shown alone as "elapsed", read as a budget
@@ -347,7 +359,7 @@ def render(
 
     if running:
         live = Table(title="running", title_justify="left")
-        for col in ("trial", "partition", "state", "for", "description"):
+        for col in ("trial", "partition", "job", "state", "for", "description"):
             live.add_column(col)
         for t in running:
             state, since = launched[t.number]
@@ -356,6 +368,7 @@ def render(
                 live,
                 str(t.number),
                 t.user_attrs.get("partition", ""),
+                job_said(t.user_attrs.get("job")),
                 state,
                 age,
                 t.user_attrs.get("description", ""),

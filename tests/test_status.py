@@ -332,9 +332,15 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     assert "running" not in lines  # no table title: the head says "nothing running"
     assert any("; nothing running" in line for line in lines)
 
-    study.enqueue_trial({}, user_attrs={"description": "wider", "partition": "h100"})
+    pending = {"description": "wider", "partition": "h100", "job": "slurm:h100:4242_3"}
+    study.enqueue_trial({}, user_attrs=pending)
     study.ask()  # now running: launched, its runner not started (a Slurm job in the queue)
-    started = {"description": "narrower", "partition": "h100", "exp_dir": "experiments/00009"}
+    started = {
+        "description": "narrower",
+        "partition": "h100",
+        "exp_dir": "experiments/00009",
+        "job": "local:5151",
+    }
     study.enqueue_trial({}, user_attrs=started)
     study.ask()
     (tmp_path / "experiments" / "00009").mkdir(parents=True)
@@ -358,6 +364,9 @@ def test_status_leaves_out_empty_tables_and_says_why(tmp_path: Path) -> None:
     assert any("deeper" in line and "abc" in line and "1.940000 (mean of 2)" in line for line in lines)
     assert any("wider" in line and "h100" in line and "pending" in line for line in lines)
     assert any("narrower" in line and "running" in line and "2.5 min" in line for line in lines)
+    # the job each runs as, to scancel or kill it by: the Slurm job, the local runner's pid
+    assert any("wider" in line and " 4242_3 " in line for line in lines)
+    assert any("narrower" in line and " pid 5151 " in line for line in lines)
     assert any("1 running, 1 pending on the cluster, 0 queued" in line for line in lines)
 
     # re-runs on a validate tier (other GPUs) are another mean, each named by its tier; these are
@@ -391,9 +400,11 @@ def test_a_change_whose_run_ended_is_shown_awaiting_its_decision_not_running(tmp
         line.endswith("1 running, 0 pending on the cluster, 0 queued, 2 ran and awaiting a decision")
         for line in lines
     )
-    assert "0 h100 awaiting re-runs 4.0 min deeper" in lines  # trial, partition, state, for, description
-    assert "1 h100 awaiting comparison 1.0 min wider" in lines
-    assert "2 h100 running 10.0 min validates deeper" in lines
+    assert (
+        "0 h100 - awaiting re-runs 4.0 min deeper" in lines
+    )  # trial, partition, job, state, for, description
+    assert "1 h100 - awaiting comparison 1.0 min wider" in lines
+    assert "2 h100 - running 10.0 min validates deeper" in lines
 
 
 def test_a_running_trial_whose_started_json_has_no_number_shows_running_for_an_unknown_time(
@@ -409,7 +420,7 @@ def test_a_running_trial_whose_started_json_has_no_number_shows_running_for_an_u
     (tmp_path / "experiments/00000").mkdir(parents=True)
     (tmp_path / "experiments/00000/started.json").write_text(json.dumps({"started_at": "yesterday"}))
     lines = [" ".join(line.replace("│", " ").split()) for line in printed(200, study, tmp_path)]
-    assert "0 h100 running - wider" in lines
+    assert "0 h100 - running - wider" in lines
 
 
 def test_status_says_the_time_the_wall_budget_counts_not_the_time_since_the_first_start(

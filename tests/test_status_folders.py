@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -163,7 +164,7 @@ def test_a_run_that_ended_is_said_to_await_its_controller(
     assert out.returncode == 0, out.stderr
     lines = view_lines(out.stdout)
     assert any(line.startswith(f"controller {controller}: ") for line in lines), out.stdout
-    assert any(line.startswith(f"{int(exp_dir.name)} local {said} ") for line in lines), out.stdout
+    assert any(re.match(rf"{int(exp_dir.name)} local pid \d+ {said} ", line) for line in lines), out.stdout
     assert any("0 running, 0 pending on the cluster, " in line for line in lines), out.stdout
     assert any("1 ran and awaiting a decision" in line for line in lines), out.stdout
 
@@ -256,7 +257,7 @@ def test_a_run_whose_runner_died_with_its_controller_is_not_shown_running(tmp_pa
     assert out.returncode == 0, out.stderr
     lines = view_lines(out.stdout)
     trial = int(started.parent.name)
-    assert any(line.startswith(f"{trial} local runner gone ") for line in lines), out.stdout
+    assert any(re.match(rf"{trial} local pid \d+ runner gone ", line) for line in lines), out.stdout
     assert any(
         "0 running, 0 pending on the cluster" in line and "1 whose runner is gone" in line for line in lines
     )
@@ -309,7 +310,9 @@ def test_a_runner_this_host_cannot_see_is_said_unknown_not_gone(tmp_path: Path, 
         hold.unlink()
     assert out.returncode == 0, out.stderr
     lines = view_lines(out.stdout)
-    assert any(line.startswith(f"{int(exp_dir.name)} local runner unknown from this host ") for line in lines)
+    assert any(
+        re.match(rf"{int(exp_dir.name)} local pid \d+ runner unknown from this host ", line) for line in lines
+    )
     assert any(
         "0 running, 0 pending on the cluster" in line and "1 whose runner this host cannot see" in line
         for line in lines
