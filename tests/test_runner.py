@@ -749,9 +749,10 @@ print(json.dumps({"exit": ran.returncode, "outcome": ended_outcome(disk / exp.na
 )
 
 
-def on_a_full_disk(tmp_path: Path, script: str, room: int) -> dict:
+def on_a_full_disk(tmp_path: Path, script: str, room: int | str) -> dict:
     """What `script` (BY_THE_FLEET_ON_A_FULL_DISK's arguments) prints, as JSON, run in a mount
-    namespace of its own on an experiment of one step with `room` bytes left on its disk."""
+    namespace of its own on an experiment of one step with `room` bytes left on its disk (or as
+    `script` reads `room`)."""
     if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
         pytest.skip("no mount namespace for an unprivileged user here (unshare -rm)")
     exp = make_experiment(tmp_path, "print('step 1')\n")
@@ -858,6 +859,62 @@ def test_a_runner_refused_before_its_runner_pid_was_written_leaves_it_said(tmp_p
     assert said["left"] == ["runner.pid", "runner.refused"], said
     outcome = said["outcome"]
     assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["runner_files"], outcome
+
+
+# As BY_THE_FLEET_ON_A_FULL_DISK, the disk made to refuse the fleet's own files (argv[3]: "read-only",
+# "no inodes": runner.log refused; "full": runner.log made, runner.pid's bytes refused); prints
+# what submit and the next poll give the controller, the files left, and the runners still running.
+THE_FLEETS_FILES_REFUSED = """
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+from autoresearch.fleet.base import JobSpec, Pool
+from autoresearch.fleet.local import LocalFleet
+disk, exp, how = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=16", "tmpfs", str(disk)], check=True)
+shutil.copytree(exp, disk / exp.name)
+if how == "read-only":
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+elif how == "no inodes":
+    for made in range(os.statvfs(disk).f_favail):
+        (disk / f"empty{made}").touch()
+else:
+    room = os.statvfs(disk)
+    (disk / "others").write_bytes(os.urandom(room.f_bavail * room.f_frsize))
+fleet = LocalFleet(Pool("local", 1, "cpu", 0.0, "local"), [], 1, 30.0)
+try:
+    handles = fleet.submit([JobSpec(7, disk / exp.name, "local")])
+except OSError as err:
+    handles = {"raised": str(err)}
+done = fleet.poll()
+def command_line(process):
+    try:
+        return process.joinpath("cmdline").read_bytes()
+    except OSError:  # (ended as /proc was read)
+        return b""
+mine = str(disk / exp.name).encode()
+runners = [p.name for p in Path("/proc").glob("[0-9]*") if mine in command_line(p)]
+left = sorted(p.name for p in (disk / exp.name).glob("runner.*"))
+print(json.dumps({"handles": handles, "outcomes": [f.outcome for f in done], "left": left, "running": runners}))
+"""
+
+
+@pytest.mark.parametrize("how", ["read-only", "no inodes", "full"])
+def test_a_disk_that_refuses_the_fleets_own_files_loses_the_run_to_the_disk(tmp_path: Path, how: str) -> None:
+    """The local fleet's runner.log (a disk read-only, or of no inode left) or runner.pid (a full
+    disk, after the runner started) refused raised out of submit: the controller stopped with
+    'cannot write the campaign folder', the run, its launch recorded, charged a retry at the
+    resume, and a runner refused its runner.pid ran on unrecorded. Nothing has started, or the
+    runner is ended (as a runner refused its own files ends itself), its partial runner.pid made
+    runner.refused for a resume: the run is lost to the disk, as the runner's own files refused."""
+    said = on_a_full_disk(tmp_path, THE_FLEETS_FILES_REFUSED, how)
+    assert said["handles"] == {} and said["running"] == [], said
+    (outcome,) = said["outcomes"]
+    assert outcome["status"] == "lost" and outcome["disk_full"] and outcome["runner_files"], outcome
+    file = "runner.pid" if how == "full" else "runner.log"
+    refused = f"the disk of its folder {tmp_path / 'disk' / 'exp'} refused the fleet's {file}"
+    assert outcome["reason"].startswith(refused), outcome
+    assert "runner.pid" not in said["left"], said
+    assert ("runner.refused" in said["left"]) == (how == "full"), said  # (read so by a resume)
 
 
 def test_a_runner_handed_no_open_lock_says_so_in_one_line(tmp_path: Path) -> None:

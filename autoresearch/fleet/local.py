@@ -19,9 +19,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from autoresearch.files import write_json_atomic
+from autoresearch.files import DISK_REFUSALS, write_json_atomic
 from autoresearch.fleet.base import Finished, JobSpec, Pool
 from autoresearch.fleet.leftovers import UNSEEN_FILE, Leftovers
 from autoresearch.fleet.lineage import (
@@ -48,6 +48,8 @@ from autoresearch.runner import (
     LOCK_FILE,
     PID_FILE,
     ended_outcome,
+    leave_refusal,
+    refused_by_disk,
     runner_files_refused,
     scrubbed_environment,
     started_at,
@@ -107,43 +109,77 @@ class LocalFleet:
         handles = {}
         for job in jobs:
             slot = self._free_slot_index()
-            env = scrubbed_environment(dict(os.environ))
-            env["OMP_NUM_THREADS"] = str(self._threads)
-            if self._devices:
-                env["CUDA_VISIBLE_DEVICES"] = self._devices[slot % len(self._devices)]
-            command = [sys.executable, "-m", "autoresearch.runner", str(job.exp_dir.resolve())]
-            with open(job.exp_dir / "runner.log", "wb") as runner_log:
-                lock = _take_runner_lock(job.exp_dir)
-                try:
-                    proc = subprocess.Popen(
-                        command + ([str(lock)] if lock is not None else []),
-                        env=env,
-                        stdout=runner_log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        pass_fds=(lock,) if lock is not None else (),
-                    )
-                except OSError as err:  # Python gone (a .venv made again), no fork left: as sbatch refusing
-                    self._refuse(
-                        job, f"the runner could not be started: {sys.executable}: {err.strerror or err}"
-                    )
-                    continue
-                finally:  # (the runner holds it now, alone)
-                    if lock is not None:
-                        os.close(lock)
-            # Written here, not by the runner, so a controller killed right after this line
-            # still leaves enough for the next one to find and adopt the runner, on its GPU; and
-            # a resume on another host (the folder on a shared file system) to know it cannot.
-            # Its kernel view too: this machine can tell its runners are gone whatever its name.
-            view = kernel_view()
-            mark = f" {LOCKED if lock is not None else LOCK_REFUSED}" if view else ""
-            record = f"{proc.pid} {slot} {socket.gethostname()} {view or ''}".rstrip() + mark
-            (job.exp_dir / PID_FILE).write_text(record)
+            proc, locked = self._start(job, slot)
+            if proc is None or not self._record(job, proc, slot, locked):
+                continue
             self._running[job.trial] = _Running(
                 job, proc.pid, runner_start(proc.pid), slot, time.monotonic() + self._deadline_s, proc
             )
             handles[job.trial] = f"local:{proc.pid}"
         return handles
+
+    def _start(self, job: JobSpec, slot: int) -> tuple[subprocess.Popen[bytes] | None, bool]:
+        """The runner of `job` started in `slot`, and whether it was handed its lock; no
+        runner where it could not be (`_refuse`d, or lost to the disk that refused its runner.log)."""
+        env = scrubbed_environment(dict(os.environ))
+        env["OMP_NUM_THREADS"] = str(self._threads)
+        if self._devices:
+            env["CUDA_VISIBLE_DEVICES"] = self._devices[slot % len(self._devices)]
+        try:
+            with open(job.exp_dir / "runner.log", "wb") as runner_log:
+                return self._popen(job, env, runner_log)
+        except OSError as err:  # runner.log refused (Popen's are `_refuse`d): nothing has started
+            if err.errno not in DISK_REFUSALS:
+                raise
+            self._lost_to_the_disk(job, "runner.log", err)
+            return None, False
+
+    def _popen(
+        self, job: JobSpec, env: dict[str, str], runner_log: BinaryIO
+    ) -> tuple[subprocess.Popen[bytes] | None, bool]:
+        """`_start`'s runner, its output to `runner_log`, handed its lock where one was taken."""
+        command = [sys.executable, "-m", "autoresearch.runner", str(job.exp_dir.resolve())]
+        lock = _take_runner_lock(job.exp_dir)
+        try:
+            proc = subprocess.Popen(
+                command + ([str(lock)] if lock is not None else []),
+                env=env,
+                stdout=runner_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(lock,) if lock is not None else (),
+            )
+        except OSError as err:  # Python gone (a .venv made again), no fork left: as sbatch refusing
+            self._refuse(job, f"the runner could not be started: {sys.executable}: {err.strerror or err}")
+            return None, False
+        finally:  # (the runner holds it now, alone)
+            if lock is not None:
+                os.close(lock)
+        return proc, lock is not None
+
+    def _record(self, job: JobSpec, proc: subprocess.Popen[bytes], slot: int, locked: bool) -> bool:
+        """Write the runner.pid of the runner `proc` just started. Written here, not by the runner,
+        so a controller killed right after it still leaves enough for the next one to find and
+        adopt the runner, on its GPU; and a resume on another host (the folder on a shared file
+        system) to know it cannot. Its kernel view too: this machine can tell its runners are gone
+        whatever its name. Where its disk refuses it, the runner is ended and the run lost to the
+        disk (False), as a runner refused its own files ends itself: kept running unrecorded, the
+        campaign's stop for that refusal would leave it to no later controller."""
+        view = kernel_view()
+        mark = f" {LOCKED if locked else LOCK_REFUSED}" if view else ""
+        record = f"{proc.pid} {slot} {socket.gethostname()} {view or ''}".rstrip() + mark
+        try:
+            (job.exp_dir / PID_FILE).write_text(record)
+        except OSError as err:
+            self._end_at_once(_Running(job, proc.pid, runner_start(proc.pid), slot, 0.0, proc))
+            if err.errno not in DISK_REFUSALS:
+                with contextlib.suppress(OSError):
+                    (job.exp_dir / PID_FILE).unlink()
+                raise
+            leave_refusal(job.exp_dir)  # (its partial runner.pid renamed: a resume reads the refusal)
+            self._lost_to_the_disk(job, PID_FILE, err)
+            return False
+        return True
 
     def _refuse(self, job: JobSpec, reason: str) -> None:
         """`job` is lost before it started (re-queued, as a Slurm job sbatch refused), said once a
@@ -151,6 +187,13 @@ class LocalFleet:
         if not self._refused:
             log.warning("%s", reason)
         self._refused.append(Finished(job.trial, {"trial": job.trial, "status": "lost", "reason": reason}))
+
+    def _lost_to_the_disk(self, job: JobSpec, file: str, err: OSError) -> None:
+        """`job` lost to the disk of its folder refusing the fleet's `file`, reported at the next
+        poll as a runner's own files refused (`runner.refused_by_disk`): re-queued at no cost, the
+        campaign stopped until there is room, which says it in one line."""
+        said = f"the disk of its folder {job.exp_dir} refused the fleet's {file}: {err.strerror or err}"
+        self._refused.append(Finished(job.trial, refused_by_disk(job.trial, job.exp_dir, said)))
 
     def reattach(self, job: JobSpec, handle: str) -> bool:
         """Adopt a runner a previous controller started, in the slot (GPU) it runs on. One that
@@ -229,6 +272,13 @@ class LocalFleet:
         self._end_leftovers(run)
         if run.proc is not None:
             run.proc.wait()
+
+    def _end_at_once(self, run: _Running) -> None:
+        """KILL the runner this controller just started for `run`, then end it as a poll would."""
+        _signal_group(run.pid, signal.SIGKILL)
+        if run.proc is not None:
+            _still_running([run.proc], KILL_GRACE_S)  # (ended, not reaped: `_end` sweeps its session)
+        self._end(run)
 
     def _end_leftovers(self, run: _Running) -> None:
         """KILL what `run` left running: each process whose environment names its run; each seen
