@@ -174,7 +174,7 @@ def run_campaign(campaign: Campaign) -> int:
         log.info("  kept %s", line)
     for line in summary.headline:
         log.info("%s", line)
-    if hint := going_on_past(summary.stop_reason, campaign.cfg.campaign.budget):
+    if hint := going_on_past(summary.stop_reason, campaign.cfg.campaign.budget, sys.argv[1:]):
         log.info("%s", hint)
     if not summary.set_up:  # stopped before it was set up: no report of this run to point to
         return EXIT_STOPPED if campaign.stop_requested else 0

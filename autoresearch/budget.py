@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from autoresearch.agent.usage import dollars_spent
 from autoresearch.config import BudgetConfig, SavedConfigError, read_saved_config, reading_saved_config
 from autoresearch.files import finite_number, read_json
 from autoresearch.heartbeat import CONTROLLER_FILE, older_version_stop, ran_seconds
+from autoresearch.stop_signals import READY_PID_ENV
 from autoresearch.study import finished, trials
 
 
@@ -333,24 +335,35 @@ MAKE_TARGET_ENV = "AUTORESEARCH_MAKE_TARGET"
 MAKE_ARGS_ENV = "AUTORESEARCH_MAKE_ARGS"
 
 
-def going_on_past(stop_reason: str, budget: BudgetConfig | None = None) -> str | None:
+def going_on_past(
+    stop_reason: str, budget: BudgetConfig | None = None, overrides: Sequence[str] = ()
+) -> str | None:
     """What to type to go on after a budget stopped the campaign (a resume with the same budget
-    stops at once), or None for any other stop. Run by `make demo` (and given the `budget`), the
-    make command with the setting doubled, as make passes it on (ARGS), its other overrides kept."""
+    stops at once), or None for any other stop. Given the `budget`, with the setting doubled: run
+    by `make demo`, the make command, its other overrides (ARGS) kept; run by
+    slurm/controller.sbatch, whose job has ended, the sbatch command with the controller's other
+    `overrides` (its own "same command" is the script submitted again)."""
     for what, setting in BUDGET_SETTINGS.items():
-        if stop_reason.startswith(f"{what} budget reached"):
-            if (target := os.environ.get(MAKE_TARGET_ENV)) and budget is not None:
-                larger = f"campaign.budget.{setting}={getattr(budget, setting) * 2}"
-                args = " ".join([*_other_make_args(setting), larger])
+        if not stop_reason.startswith(f"{what} budget reached"):
+            continue
+        if budget is not None:
+            larger = f"campaign.budget.{setting}={getattr(budget, setting) * 2}"
+            if target := os.environ.get(MAKE_TARGET_ENV):
+                args = " ".join([*_others(os.environ.get(MAKE_ARGS_ENV, "").split(), setting), larger])
                 return f'to go on, run it with a larger budget: make {target} ARGS="{args}"'
-            return f"to go on, run the same command with a larger campaign.budget.{setting}"
+            if os.environ.get(READY_PID_ENV):
+                submitted = shlex.join(["sbatch", BATCH_SCRIPT, *_others(overrides, setting), larger])
+                return f"to go on, submit it again with a larger budget: {submitted}"
+        return f"to go on, run the same command with a larger campaign.budget.{setting}"
     return None
 
 
-def _other_make_args(setting: str) -> list[str]:
-    """The overrides make was given (`MAKE_ARGS_ENV`) but for the budget `setting`'s own."""
-    given = os.environ.get(MAKE_ARGS_ENV, "").split()
-    return [arg for arg in given if not arg.lstrip("+").startswith(f"campaign.budget.{setting}=")]
+BATCH_SCRIPT = "slurm/controller.sbatch"  # the controller as a Slurm job (README, docs/SLURM.md)
+
+
+def _others(overrides: Sequence[str], setting: str) -> list[str]:
+    """`overrides` but for the budget `setting`'s own."""
+    return [arg for arg in overrides if not arg.lstrip("+").startswith(f"campaign.budget.{setting}=")]
 
 
 def used(spend: Spend) -> dict[str, float]:

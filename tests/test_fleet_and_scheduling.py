@@ -51,6 +51,7 @@ from autoresearch.fleet.runner_pid import runner_alive
 from autoresearch.proposers.base import CampaignContext
 from autoresearch.proposers.offline import OfflineProposer
 from autoresearch.runner import RESULT_VARIABLE, result_file
+from autoresearch.stop_signals import READY_PID_ENV
 
 
 def test_an_eight_gpu_box_gets_one_slot_per_gpu_each_with_its_own_device(tmp_path: Path, monkeypatch) -> None:
@@ -186,6 +187,29 @@ def test_the_make_command_that_goes_on_keeps_the_overrides_make_demo_was_given(
     assert going_on_past(reason, budget) == (
         'to go on, run it with a larger budget: make demo ARGS="cluster.devices=cpu '
         'campaign.budget.max_experiments=120"'
+    )
+
+
+def test_a_batch_controller_stopped_at_its_budget_names_the_sbatch_command_that_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A controller run as a Slurm job (slurm/controller.sbatch) said "run the same command with a
+    larger ...": its job has ended, and its same command is the script submitted again. It names
+    that sbatch command, with the controller's other overrides (quoted as a shell reads them) and
+    the budget doubled."""
+    monkeypatch.delenv(MAKE_TARGET_ENV, raising=False)
+    monkeypatch.setenv(READY_PID_ENV, "4242")
+    overrides = [
+        "+campaign=gpt2",
+        "cluster=slurm",
+        "campaign.name=my run",
+        "campaign.budget.max_experiments=30",
+    ]
+    budget = BudgetConfig(max_experiments=30)
+    reason = exhausted(Spend(30, 0.3, 0.0, 0.0, 0.0), budget) or ""
+    assert going_on_past(reason, budget, overrides) == (
+        "to go on, submit it again with a larger budget: sbatch slurm/controller.sbatch +campaign=gpt2 "
+        "cluster=slurm 'campaign.name=my run' campaign.budget.max_experiments=60"
     )
 
 
