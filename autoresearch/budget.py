@@ -349,7 +349,7 @@ def going_on_past(
         if budget is not None:
             larger = f"campaign.budget.{setting}={getattr(budget, setting) * 2}"
             if target := os.environ.get(MAKE_TARGET_ENV):
-                args = " ".join([*_others(os.environ.get(MAKE_ARGS_ENV, "").split(), setting), larger])
+                args = shlex.join([*_others(_words(os.environ.get(MAKE_ARGS_ENV, "")), setting), larger])
                 return f'to go on, run it with a larger budget: make {target} ARGS="{args}"'
             if os.environ.get(READY_PID_ENV):
                 submitted = shlex.join(["sbatch", BATCH_SCRIPT, *_others(overrides, setting), larger])
@@ -359,6 +359,15 @@ def going_on_past(
 
 
 BATCH_SCRIPT = "slurm/controller.sbatch"  # the controller as a Slurm job (README, docs/SLURM.md)
+
+
+def _words(args: str) -> list[str]:
+    """make's ARGS as the recipe's shell splits them (`'campaign.name=my run'` one word); split at
+    spaces where its quotes do not close."""
+    try:
+        return shlex.split(args)
+    except ValueError:
+        return args.split()
 
 
 def _others(overrides: Sequence[str], setting: str) -> list[str]:

@@ -188,6 +188,12 @@ def test_the_make_command_that_goes_on_keeps_the_overrides_make_demo_was_given(
         'to go on, run it with a larger budget: make demo ARGS="cluster.devices=cpu '
         'campaign.budget.max_experiments=120"'
     )
+    # an override of two words, in double quotes (which ended the hint's own ARGS="..."), stays one
+    monkeypatch.setenv(MAKE_ARGS_ENV, 'campaign.name="my demo" campaign.budget.max_experiments=60')
+    assert going_on_past(reason, budget) == (
+        "to go on, run it with a larger budget: make demo ARGS=\"'campaign.name=my demo' "
+        'campaign.budget.max_experiments=120"'
+    )
 
 
 def test_a_batch_controller_stopped_at_its_budget_names_the_sbatch_command_that_goes_on(
