@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from autoresearch.files import read_json, write_json_atomic
+from autoresearch.files import process_start, read_json, write_json_atomic
 from autoresearch.fleet import procs
 from autoresearch.fleet.runner_pid import kernel_view
 
@@ -103,9 +103,6 @@ def written_here(record: dict) -> bool:
 
 
 def runner_start(pid: int) -> str:
-    """`pid`'s start time (`procs.start_time`), "" where /proc does not show it: the runner's, which
-    tells it from a later process given its pid (`lineages`)."""
-    try:
-        return procs.start_time(pid)
-    except (OSError, IndexError):
-        return ""
+    """`pid`'s start time (`files.process_start`), "" where /proc does not show it: the runner's,
+    which tells it from a later process given its pid (`lineages`)."""
+    return process_start(pid) or ""
